@@ -1,0 +1,479 @@
+//! The serde types of the one config model: listeners, routes, clusters, endpoints.
+//!
+//! These are plain data. [`super::validate`] turns them into checked runtime objects;
+//! nothing here is trusted until it has been through validation.
+
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole proxy configuration, as loaded from YAML (or produced by a control plane).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The admin listener (metrics, config dump, readiness, reload).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Process-wide runtime settings.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// The access log; off unless configured.
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
+    /// The listeners that accept downstream traffic.
+    pub listeners: Vec<ListenerConfig>,
+    /// The upstream clusters that routes send traffic to.
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin endpoint listens, e.g. `127.0.0.1:15000`.
+    pub address: SocketAddr,
+}
+
+/// Process-wide runtime settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads; each runs its own single-threaded event loop with its own
+    /// `SO_REUSEPORT` listener socket. `0` means one per available core.
+    #[serde(default = "default_workers")]
+    pub worker_threads: usize,
+    /// How long a graceful drain (SIGTERM) waits for in-flight requests.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { worker_threads: default_workers(), drain_timeout: default_drain_timeout() }
+    }
+}
+
+fn default_workers() -> usize {
+    1
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The access log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Line format.
+    #[serde(default)]
+    pub format: AccessLogFormat,
+    /// A file path to append to; standard output when absent.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// The format of access log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// A common-log-like text line.
+    Text,
+}
+
+/// One listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique name; used in metrics labels.
+    pub name: String,
+    /// Where to listen.
+    pub address: ListenAddress,
+    /// Which HTTP versions to speak on this plaintext port.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// Protective limits for downstream connections.
+    #[serde(default)]
+    pub limits: ConnectionLimits,
+    /// Virtual hosts and their routes.
+    pub virtual_hosts: Vec<VirtualHostConfig>,
+    /// Set `x-forwarded-for` / `x-forwarded-proto` on forwarded requests.
+    #[serde(default = "default_true")]
+    pub xff: bool,
+}
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+/// A listening address: `127.0.0.1:8080` or `unix:/path/to/socket`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ListenAddress {
+    /// A TCP socket address.
+    Tcp(SocketAddr),
+    /// A Unix domain socket path.
+    Unix(PathBuf),
+}
+
+impl TryFrom<String> for ListenAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("a unix: address needs a path".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>()
+            .map(Self::Tcp)
+            .map_err(|e| format!("{s:?} is not a socket address (ip:port) nor unix:PATH: {e}"))
+    }
+}
+
+impl From<ListenAddress> for String {
+    fn from(a: ListenAddress) -> String {
+        a.to_string()
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "{a}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// HTTP versions a plaintext listener accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    /// Detect HTTP/2 prior knowledge (the connection preface) and fall back to HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.x only.
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c) only.
+    Http2,
+}
+
+/// Protective limits applied to each downstream connection of a listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Maximum concurrently open downstream connections.
+    pub max_connections: u32,
+    /// Maximum bytes of a request head (request line and headers).
+    pub max_header_bytes: u32,
+    /// Maximum number of request headers.
+    pub max_headers: u32,
+    /// The whole request head must arrive within this time (slowloris defence).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this time.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// HTTP/2: maximum concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: streams reset by the client before we answered, tolerated per
+    /// connection before it is closed with `ENHANCE_YOUR_CALM` (rapid-reset defence).
+    pub h2_max_pending_reset_streams: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            h2_max_concurrent_streams: 256,
+            h2_max_pending_reset_streams: 100,
+        }
+    }
+}
+
+/// A virtual host: the routes that serve a set of domains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHostConfig {
+    /// Name used in metrics and config dumps.
+    pub name: String,
+    /// Host names served: exact (`api.example.com`), suffix wildcard (`*.example.com`),
+    /// prefix wildcard (`api.*`) or `*` for any. The port of the Host header is ignored.
+    pub domains: Vec<String>,
+    /// Routes, tried in order; the first that matches wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One route: a match and what to do with matching requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in metrics labels; defaults to `<vhost>/<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What a request must look like.
+    #[serde(rename = "match")]
+    pub matcher: RouteMatchConfig,
+    /// The cluster that serves matching requests.
+    pub cluster: String,
+    /// Whole-request timeout including retries; no timeout when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Retry policy; no retries when absent.
+    #[serde(default)]
+    pub retry: Option<RetryPolicyConfig>,
+    /// Replace the matched path prefix with this one (prefix matches only).
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    /// Replace the Host / `:authority` sent upstream.
+    #[serde(default)]
+    pub host_rewrite: Option<String>,
+    /// Headers added to the request sent upstream.
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderValueConfig>,
+    /// Headers removed from the request sent upstream.
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    /// Headers added to the response sent downstream.
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderValueConfig>,
+    /// Headers removed from the response sent downstream.
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
+}
+
+/// The match part of a route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatchConfig {
+    /// How the path must match; any path when absent.
+    #[serde(default)]
+    pub path: Option<PathMatchConfig>,
+    /// Allowed methods; any method when empty.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header conditions, all of which must hold.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchConfig>,
+}
+
+/// How a path must match. Query strings are not part of the path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PathMatchConfig {
+    /// The path equals this string.
+    Exact(String),
+    /// The path starts with this string.
+    Prefix(String),
+    /// The whole path matches this regular expression.
+    Regex(String),
+}
+
+/// A header condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchConfig {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// How the value must match.
+    #[serde(flatten)]
+    pub value: HeaderValueMatchConfig,
+    /// Invert the condition.
+    #[serde(default)]
+    pub invert: bool,
+}
+
+/// How a header value must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderValueMatchConfig {
+    /// The value equals this string.
+    Exact(String),
+    /// The value starts with this string.
+    Prefix(String),
+    /// The whole value matches this regular expression.
+    Regex(String),
+    /// The header is present (`true`) or absent (`false`).
+    Present(bool),
+}
+
+/// A header to add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValueConfig {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+    /// Append to existing values instead of replacing them.
+    #[serde(default)]
+    pub append: bool,
+}
+
+/// When and how often to retry a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicyConfig {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Conditions that make a retry worth trying.
+    #[serde(default = "default_retry_on")]
+    pub retry_on: Vec<RetryOn>,
+    /// Timeout of each attempt; the route timeout bounds the total.
+    #[serde(default, with = "humantime_serde")]
+    pub per_try_timeout: Option<Duration>,
+}
+
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectFailure, RetryOn::Reset]
+}
+
+/// A condition under which a request may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryOn {
+    /// The upstream connection could not be made (the request never left).
+    ConnectFailure,
+    /// The upstream reset the connection before answering.
+    Reset,
+    /// The upstream answered 5xx.
+    #[serde(rename = "5xx")]
+    ServerError,
+    /// The upstream answered 502, 503 or 504.
+    GatewayError,
+    /// An attempt timed out (`per_try_timeout`).
+    PerTryTimeout,
+}
+
+/// An upstream cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique name; routes refer to it.
+    pub name: String,
+    /// The protocol spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// The endpoints.
+    pub endpoints: Vec<EndpointConfig>,
+    /// TCP connect timeout.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Connection pool settings.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// The load-balancing policy.
+    #[serde(default)]
+    pub lb: LbPolicyConfig,
+    /// Caps retries to a share of requests so that retries cannot amplify an outage.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// The protocol spoken to a cluster's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive connection pooling.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), requests multiplexed on shared connections.
+    Http2,
+}
+
+/// One endpoint: `127.0.0.1:8080`, or a map with an address and a weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointConfig {
+    /// Just an address, weight 1.
+    Address(SocketAddr),
+    /// An address with a weight.
+    Weighted {
+        /// The endpoint address.
+        address: SocketAddr,
+        /// Relative weight for balancers that use one.
+        weight: NonZeroU32,
+    },
+}
+
+impl EndpointConfig {
+    /// The endpoint address.
+    pub fn address(&self) -> SocketAddr {
+        match self {
+            Self::Address(a) | Self::Weighted { address: a, .. } => *a,
+        }
+    }
+    /// The endpoint weight (1 when not given).
+    pub fn weight(&self) -> NonZeroU32 {
+        match self {
+            Self::Address(_) => NonZeroU32::MIN,
+            Self::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+/// Upstream connection pool settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Maximum open connections per endpoint (HTTP/1.1: also the request concurrency).
+    pub max_connections: u32,
+    /// Idle connections kept per endpoint.
+    pub max_idle: u32,
+    /// An idle pooled connection is closed after this time.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self { max_connections: 10_000, max_idle: 1024, idle_timeout: Duration::from_secs(90) }
+    }
+}
+
+/// The load-balancing policy of a cluster. Policies other than the built-in ones are
+/// provided by capability crates through [`crate::registry::Registry`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbPolicyConfig {
+    /// Policy name: `round_robin` (built in) or one registered by a capability crate.
+    pub policy: String,
+    /// Policy-specific settings, parsed by the policy's factory.
+    #[serde(default, skip_serializing_if = "serde_yaml::Value::is_null")]
+    pub config: serde_yaml::Value,
+}
+
+impl Default for LbPolicyConfig {
+    fn default() -> Self {
+        Self { policy: "round_robin".into(), config: serde_yaml::Value::Null }
+    }
+}
+
+/// A retry budget: retries allowed = `min_retries_per_second` + `ratio` x requests, over
+/// a sliding ten-second window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed per request sent, e.g. `0.2` for 20%.
+    pub ratio: f64,
+    /// Retries always allowed per second, whatever the request rate.
+    pub min_retries_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self { ratio: 0.2, min_retries_per_second: 10 }
+    }
+}

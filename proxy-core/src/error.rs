@@ -1,0 +1,112 @@
+//! Error types shared by the proxy path.
+
+use std::{fmt, net::SocketAddr, sync::Arc};
+
+use http::StatusCode;
+
+/// The boxed error passed between services.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A configuration error: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    /// The field path, e.g. `listeners[0].virtual_hosts[1].routes[3].match.path`.
+    pub path: String,
+    /// Why the value is refused.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// A new error at `path`.
+    pub fn new(path: impl Into<String>, reason: impl fmt::Display) -> Self {
+        Self { path: path.into(), reason: reason.to_string() }
+    }
+}
+
+/// Why the proxy itself answered instead of the upstream. Each kind maps to one status
+/// code and one metric label.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// No route matched the request.
+    #[error("no route matched")]
+    NoRoute,
+    /// The route names a cluster with no endpoints.
+    #[error("no endpoints in cluster {cluster}")]
+    NoEndpoints {
+        /// The cluster name.
+        cluster: Arc<str>,
+    },
+    /// The TCP connection to the upstream could not be made.
+    #[error("connect to {addr} failed")]
+    Connect {
+        /// The endpoint address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The upstream did not answer in time.
+    #[error("upstream timed out")]
+    Timeout,
+    /// The upstream pool is at its connection limit.
+    #[error("upstream connection limit reached for {addr}")]
+    Overflow {
+        /// The endpoint address.
+        addr: SocketAddr,
+    },
+    /// The upstream closed or broke the connection, or sent something unparsable.
+    #[error("upstream connection failed")]
+    Upstream {
+        /// Whether the request may have reached the upstream application.
+        request_sent: bool,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The downstream request was malformed.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    /// The status code the proxy answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NoEndpoints { .. } | Self::Connect { .. } | Self::Overflow { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A short machine-readable reason, used as a metric label and in the
+    /// `x-proxy-error` response header.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::NoEndpoints { .. } => "no_endpoints",
+            Self::Connect { .. } => "connect_failure",
+            Self::Timeout => "upstream_timeout",
+            Self::Overflow { .. } => "overflow",
+            Self::Upstream { .. } => "upstream_reset",
+            Self::BadRequest(_) => "bad_request",
+        }
+    }
+
+    /// Finds a `ProxyError` in an error's source chain.
+    pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<&ProxyError> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        while let Some(e) = cur {
+            if let Some(p) = e.downcast_ref::<ProxyError>() {
+                return Some(p);
+            }
+            cur = e.source();
+        }
+        None
+    }
+}

@@ -1,0 +1,216 @@
+//! Lock-free counters and histograms, and their Prometheus text rendering.
+//!
+//! Every listener, route, cluster and endpoint owns its stats in an `Arc`, created when
+//! the config is built; the request path only does relaxed atomic adds. The admin
+//! endpoint walks the live config snapshot to render them, so label sets stay bounded
+//! by the config.
+
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    time::Duration,
+};
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKET_MICROS: [u64; 14] =
+    [500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000];
+
+/// A cumulative latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 15],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = BUCKET_MICROS.partition_point(|&b| b < us);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(us, Relaxed);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[14].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// Request counters of one listener, route, cluster or endpoint.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    /// Requests started.
+    pub requests: AtomicU64,
+    /// Requests in flight.
+    pub active: AtomicU64,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub status_classes: [AtomicU64; 5],
+    /// Answers the proxy made itself, by reason (see [`crate::ProxyError::reason`]).
+    pub local_errors: LocalErrorCounts,
+    /// Time to response headers.
+    pub latency: Histogram,
+}
+
+/// Counts of proxy-generated answers by reason.
+#[derive(Debug, Default)]
+pub struct LocalErrorCounts {
+    counts: [AtomicU64; 8],
+}
+
+const LOCAL_ERROR_REASONS: [&str; 8] = [
+    "no_route",
+    "no_endpoints",
+    "connect_failure",
+    "upstream_timeout",
+    "overflow",
+    "upstream_reset",
+    "bad_request",
+    "other",
+];
+
+impl LocalErrorCounts {
+    /// Counts one answer for `reason`.
+    pub fn add(&self, reason: &str) {
+        let i = LOCAL_ERROR_REASONS.iter().position(|r| *r == reason).unwrap_or(7);
+        self.counts[i].fetch_add(1, Relaxed);
+    }
+    /// The count for `reason`.
+    pub fn get(&self, reason: &str) -> u64 {
+        LOCAL_ERROR_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.counts[i].load(Relaxed))
+    }
+}
+
+impl RequestStats {
+    /// Counts a request start.
+    pub fn start(&self) {
+        self.requests.fetch_add(1, Relaxed);
+        self.active.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a response with `status` after `elapsed`.
+    pub fn finish(&self, status: u16, elapsed: Duration) {
+        self.active.fetch_sub(1, Relaxed);
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.status_classes[class].fetch_add(1, Relaxed);
+        self.latency.observe(elapsed);
+    }
+
+    /// Responses counted in the class `class` (1 to 5).
+    pub fn status_class(&self, class: usize) -> u64 {
+        self.status_classes.get(class.wrapping_sub(1)).map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// Appends this entity's samples to `out` as Prometheus text; `prefix` is e.g.
+    /// `proxy_route` and `labels` e.g. `route="api"`.
+    pub fn render(&self, out: &mut String, prefix: &str, labels: &str) {
+        let _ = writeln!(out, "{prefix}_requests_total{{{labels}}} {}", self.requests.load(Relaxed));
+        let _ = writeln!(out, "{prefix}_requests_active{{{labels}}} {}", self.active.load(Relaxed));
+        for (i, c) in self.status_classes.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{prefix}_responses_total{{{labels},class=\"{}xx\"}} {}",
+                i + 1,
+                c.load(Relaxed)
+            );
+        }
+        for (i, reason) in LOCAL_ERROR_REASONS.iter().enumerate() {
+            let n = self.local_errors.counts[i].load(Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "{prefix}_local_responses_total{{{labels},reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+        self.latency.render(out, &format!("{prefix}_request_duration_seconds"), labels);
+    }
+}
+
+/// Connection counters of one listener or endpoint.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Connections opened.
+    pub opened: AtomicU64,
+    /// Connections open now.
+    pub active: AtomicU64,
+    /// Bytes received from the peer.
+    pub rx_bytes: AtomicU64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: AtomicU64,
+    /// Connections refused or closed by a protective limit.
+    pub rejected: AtomicU64,
+}
+
+impl ConnStats {
+    /// Counts an opened connection.
+    pub fn open(&self) {
+        self.opened.fetch_add(1, Relaxed);
+        self.active.fetch_add(1, Relaxed);
+    }
+    /// Counts a closed connection.
+    pub fn close(&self) {
+        self.active.fetch_sub(1, Relaxed);
+    }
+    /// Appends this entity's samples to `out` as Prometheus text.
+    pub fn render(&self, out: &mut String, prefix: &str, labels: &str) {
+        let _ = writeln!(out, "{prefix}_connections_total{{{labels}}} {}", self.opened.load(Relaxed));
+        let _ = writeln!(out, "{prefix}_connections_active{{{labels}}} {}", self.active.load(Relaxed));
+        let _ = writeln!(out, "{prefix}_connections_rejected_total{{{labels}}} {}", self.rejected.load(Relaxed));
+        let _ = writeln!(out, "{prefix}_rx_bytes_total{{{labels}}} {}", self.rx_bytes.load(Relaxed));
+        let _ = writeln!(out, "{prefix}_tx_bytes_total{{{labels}}} {}", self.tx_bytes.load(Relaxed));
+    }
+}
+
+/// Escapes a label value for the Prometheus text format.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "x", "a=\"b\"");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.0005\"} 1"));
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.005\"} 2"));
+        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3"));
+        assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn status_classes_and_local_errors() {
+        let s = RequestStats::default();
+        s.start();
+        s.finish(503, Duration::from_millis(1));
+        s.local_errors.add("connect_failure");
+        assert_eq!(s.status_class(5), 1);
+        assert_eq!(s.local_errors.get("connect_failure"), 1);
+        assert_eq!(s.active.load(Relaxed), 0);
+    }
+}
