@@ -99,8 +99,8 @@ impl ProxyError {
     }
 
     /// Finds a `ProxyError` in an error's source chain.
-    pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<&ProxyError> {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ProxyError> {
+        let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
         while let Some(e) = cur {
             if let Some(p) = e.downcast_ref::<ProxyError>() {
                 return Some(p);
