@@ -1,0 +1,218 @@
+//! Large bodies are streamed, never buffered: a 1 GiB upload reaches the counting sink
+//! whole while the sidecar's peak RSS stays small; a 64 MiB download arrives whole;
+//! `Expect: 100-continue` works.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+/// Peak RSS the sidecar may reach while streaming 1 GiB.
+const RSS_CEILING: u64 = 64 * MIB;
+
+async fn sink_setup() -> (Sidecar, Upstream, String) {
+    let sink = Upstream::sink().await;
+    let cfg = ConfigBuilder::new()
+        .routes(vec![route("sink", "/", "sink", "")])
+        .cluster(cluster("sink", sink.addr, ""));
+    let sc = Sidecar::start_with(&cfg).await;
+    (sc, sink, format!("http://{}", cfg.listen))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_1gib_streams_with_bounded_memory() {
+    if !require_tool("curl") {
+        return;
+    }
+    let _heavy = heavy_test_lock().await;
+    with_timeout(Duration::from_secs(90), async {
+        let (sc, sink, base) = sink_setup().await;
+        let dir = TempDir::new("upload");
+        let file = dir.join("1gib.bin");
+        sparse_file(&file, GIB).expect("sparse file");
+        let file = file.to_string_lossy().into_owned();
+
+        let started = Instant::now();
+        let out = run_tool(
+            "curl",
+            &[
+                "-sS",
+                "-X",
+                "POST",
+                "-T",
+                &file,
+                "-H",
+                "Expect:",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                &format!("{base}/upload"),
+            ],
+            None,
+            Duration::from_secs(75),
+        )
+        .await;
+        let took = started.elapsed();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (body, code) = text.rsplit_once('\n').unwrap_or_default();
+        assert_eq!(code, "200", "upload status; body {body:?}");
+        assert_eq!(body, GIB.to_string(), "the sink reports the bytes it read");
+        assert_eq!(sink.count(), GIB, "the sink counted exactly 1 GiB");
+        let peak = sc.peak_rss_bytes();
+        eprintln!(
+            "1 GiB upload in {took:?}; sidecar VmHWM {} KiB",
+            peak / 1024
+        );
+        assert!(
+            peak < RSS_CEILING,
+            "sidecar peak RSS {} MiB >= {} MiB: the body was buffered",
+            peak / MIB,
+            RSS_CEILING / MIB
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_chunked_from_stdin_streams() {
+    if !require_tool("curl") {
+        return;
+    }
+    let _heavy = heavy_test_lock().await;
+    with_timeout(Duration::from_secs(90), async {
+        let (sc, sink, base) = sink_setup().await;
+        let total = 256 * MIB;
+        // `-T -` reads stdin as it comes and sends it chunked (no length known).
+        let out = run_tool(
+            "curl",
+            &[
+                "-sS",
+                "-X",
+                "POST",
+                "-T",
+                "-",
+                "-H",
+                "Expect:",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                &format!("{base}/chunked"),
+            ],
+            Some(generator(total)),
+            Duration::from_secs(75),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (body, code) = text.rsplit_once('\n').unwrap_or_default();
+        assert_eq!(code, "200", "chunked upload status; body {body:?}");
+        assert_eq!(sink.count(), total, "the sink counted every chunked byte");
+        let peak = sc.peak_rss_bytes();
+        assert!(peak < RSS_CEILING, "sidecar peak RSS {} MiB", peak / MIB);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_64mib_arrives_whole() {
+    if !require_tool("curl") {
+        return;
+    }
+    let _heavy = heavy_test_lock().await;
+    with_timeout(Duration::from_secs(60), async {
+        let (sc, _sink, base) = sink_setup().await;
+        let n = 64 * MIB;
+        for flag in ["--http1.1", "--http2-prior-knowledge"] {
+            let out = run_tool(
+                "curl",
+                &[
+                    "-sS",
+                    flag,
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{size_download}",
+                    &format!("{base}/download/{n}"),
+                ],
+                None,
+                Duration::from_secs(45),
+            )
+            .await;
+            assert!(
+                out.status.success(),
+                "curl {flag} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_eq!(
+                text,
+                format!("200 {n}"),
+                "download status and byte count ({flag})"
+            );
+        }
+        let peak = sc.peak_rss_bytes();
+        assert!(
+            peak < RSS_CEILING,
+            "sidecar peak RSS {} MiB after 2 x 64 MiB downloads",
+            peak / MIB
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue() {
+    if !require_tool("curl") {
+        return;
+    }
+    with_timeout(Duration::from_secs(60), async {
+        let (_sc, sink, base) = sink_setup().await;
+        let dir = TempDir::new("expect");
+        let file = dir.join("body.bin");
+        std::fs::write(&file, vec![b'e'; 2 * MIB as usize]).expect("write body");
+        let data = format!("@{}", file.to_string_lossy());
+        let started = Instant::now();
+        // curl waits up to --expect100-timeout for the 100 before sending anyway: with a
+        // long timeout, a quick answer proves the 100 Continue came through.
+        let r = curl(
+            &[
+                "-X",
+                "POST",
+                "--data-binary",
+                &data,
+                "-H",
+                "Expect: 100-continue",
+                "--expect100-timeout",
+                "10",
+                &format!("{base}/expect"),
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(r.exit_code, 0, "{}", r.stderr);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.interim, vec![100], "curl saw 100 Continue");
+        assert_eq!(r.text(), (2 * MIB).to_string());
+        assert_eq!(sink.count(), 2 * MIB);
+        assert!(
+            took < Duration::from_secs(5),
+            "100 Continue was not relayed promptly: {took:?}"
+        );
+    })
+    .await;
+}

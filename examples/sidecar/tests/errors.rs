@@ -1,0 +1,269 @@
+//! Answers the proxy makes itself: 503 upstream refused, 504 route timeout, 404 no
+//! route, 400 malformed request; each with `x-proxy-error` and a counter in
+//! `/stats/prometheus`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const CURL: Duration = Duration::from_secs(20);
+
+/// Asserts that some sample labelled `reason="REASON"` counts at least one answer.
+async fn assert_reason_counted(sc: &Sidecar, reason: &str) {
+    let m = sc.metrics().await;
+    let label = format!("reason=\"{reason}\"");
+    let n = metric_sum(&m, &["_local_responses_total", &label]);
+    assert!(
+        n >= 1.0,
+        "no *_local_responses_total{{..,{label}}} sample >= 1 in /stats/prometheus:\n{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_refused_is_503() {
+    if !require_tool("curl") {
+        return;
+    }
+    with_timeout(LIMIT, async {
+        // A port nothing listens on.
+        let dead = free_addr();
+        let cfg = ConfigBuilder::new()
+            .routes(vec![route("down", "/", "down", "")])
+            .cluster(cluster("down", dead, "connect_timeout: 1s"));
+        let sc = Sidecar::start_with(&cfg).await;
+        let started = Instant::now();
+        let r = curl(&[&format!("http://{}/x", cfg.listen)], CURL).await;
+        assert_eq!(r.exit_code, 0, "{}", r.stderr);
+        assert_eq!(
+            r.status,
+            503,
+            "connection refused upstream -> 503: {}",
+            r.text()
+        );
+        assert!(
+            r.header("x-proxy-error").is_some(),
+            "x-proxy-error header: {:?}",
+            r.headers
+        );
+        assert_eq!(r.header("x-proxy-error"), Some("connect_failure"));
+        assert!(!r.body.is_empty(), "a short body explains the error");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused is immediate: {:?}",
+            started.elapsed()
+        );
+        assert_reason_counted(&sc, "connect_failure").await;
+        let m = sc.metrics().await;
+        assert!(
+            metric_sum(
+                &m,
+                &[
+                    "proxy_cluster_responses_total",
+                    "cluster=\"down\"",
+                    "class=\"5xx\""
+                ]
+            ) >= 1.0
+                || metric_sum(
+                    &m,
+                    &[
+                        "proxy_route_responses_total",
+                        "route=\"down\"",
+                        "class=\"5xx\""
+                    ]
+                ) >= 1.0,
+            "a 5xx counted for the cluster or route:\n{m}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_silent_with_route_timeout_is_504() {
+    if !require_tool("curl") {
+        return;
+    }
+    with_timeout(LIMIT, async {
+        let hole = Upstream::blackhole().await;
+        let cfg = ConfigBuilder::new()
+            .routes(vec![route("slow", "/", "hole", "timeout: 500ms")])
+            .cluster(cluster("hole", hole.addr, ""));
+        let sc = Sidecar::start_with(&cfg).await;
+        let started = Instant::now();
+        let r = curl(
+            &["--max-time", "10", &format!("http://{}/x", cfg.listen)],
+            CURL,
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(r.exit_code, 0, "{}", r.stderr);
+        assert_eq!(r.status, 504, "route timeout -> 504: {}", r.text());
+        assert_eq!(r.header("x-proxy-error"), Some("upstream_timeout"));
+        assert!(
+            took >= Duration::from_millis(450),
+            "answered before the timeout: {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(3),
+            "504 well under 5 s, took {took:?}"
+        );
+        assert!(hole.connections.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        assert_reason_counted(&sc, "upstream_timeout").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_or_path_is_404() {
+    if !require_tool("curl") {
+        return;
+    }
+    with_timeout(LIMIT, async {
+        let up = Upstream::echo("echo").await;
+        let cfg = ConfigBuilder::new()
+            .vhost(
+                "known",
+                &["known.example"],
+                vec![route("api", "/api/", "echo", "")],
+            )
+            .cluster(cluster("echo", up.addr, ""));
+        let sc = Sidecar::start_with(&cfg).await;
+        let base = format!("http://{}", cfg.listen);
+
+        let ok = curl(
+            &["-H", "Host: known.example", &format!("{base}/api/x")],
+            CURL,
+        )
+        .await;
+        assert_eq!(
+            ok.status, 200,
+            "the known host and path route: {}",
+            ok.stderr
+        );
+
+        let r = curl(
+            &["-H", "Host: other.example", &format!("{base}/api/x")],
+            CURL,
+        )
+        .await;
+        assert_eq!(r.status, 404, "unknown host: {}", r.text());
+        assert_eq!(r.header("x-proxy-error"), Some("no_route"));
+
+        let r = curl(
+            &["-H", "Host: known.example", &format!("{base}/nope")],
+            CURL,
+        )
+        .await;
+        assert_eq!(r.status, 404, "unknown path: {}", r.text());
+        assert_eq!(r.header("x-proxy-error"), Some("no_route"));
+        assert!(!r.body.is_empty(), "a short body explains the error");
+
+        let r = curl(
+            &[
+                "--http2-prior-knowledge",
+                "-H",
+                "Host: other.example",
+                &format!("{base}/api/x"),
+            ],
+            CURL,
+        )
+        .await;
+        assert_eq!(r.status, 404, "unknown host over h2c: {}", r.stderr);
+        assert_eq!(r.header("x-proxy-error"), Some("no_route"));
+
+        assert_eq!(
+            up.count(),
+            1,
+            "only the routed request reached the upstream"
+        );
+        let m = sc.metrics().await;
+        assert!(
+            metric_sum(&m, &["_local_responses_total", "reason=\"no_route\""]) >= 3.0,
+            "{m}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_line_is_400() {
+    with_timeout(LIMIT, async {
+        let up = Upstream::echo("echo").await;
+        let cfg = ConfigBuilder::new()
+            .routes(vec![route("all", "/", "echo", "")])
+            .cluster(cluster("echo", up.addr, ""));
+        let sc = Sidecar::start_with(&cfg).await;
+
+        let raw = raw_exchange(
+            cfg.listen,
+            b"THIS IS NOT HTTP\r\nHost: x\r\n\r\n",
+            Duration::from_secs(3),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        assert!(
+            text.starts_with("HTTP/1.1 400") || text.starts_with("HTTP/1.0 400"),
+            "malformed request line -> 400, got: {text:?}"
+        );
+        let head = text
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(
+            head.contains("\r\nx-proxy-error:"),
+            "x-proxy-error on the 400: {text:?}"
+        );
+        assert_eq!(up.count(), 0, "nothing forwarded");
+        assert_reason_counted(&sc, "bad_request").await;
+
+        // The proxy still serves well-formed requests afterwards.
+        let r = http1_request(
+            cfg.listen,
+            http::Method::GET,
+            "/fine",
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await
+        .expect("request after a malformed one");
+        assert_eq!(r.status, http::StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_responses_on_keep_alive_do_not_break_the_connection() {
+    with_timeout(LIMIT, async {
+        let up = Upstream::echo("echo").await;
+        let dead = free_addr();
+        let cfg = ConfigBuilder::new()
+            .routes(vec![
+                route("ok", "/ok", "echo", ""),
+                route("down", "/down", "down", ""),
+            ])
+            .cluster(cluster("echo", up.addr, ""))
+            .cluster(cluster("down", dead, ""));
+        let _sc = Sidecar::start_with(&cfg).await;
+        let mut c = H1Client::new(cfg.listen);
+        for path in ["/ok", "/down", "/nothing", "/ok"] {
+            let r = c
+                .request(http::Method::GET, path, &[], bytes::Bytes::new())
+                .await
+                .expect(path);
+            let want = match path {
+                "/ok" => 200,
+                "/down" => 503,
+                _ => 404,
+            };
+            assert_eq!(r.status.as_u16(), want, "{path}: {}", r.text());
+        }
+        assert_eq!(
+            c.connects, 1,
+            "error answers keep the downstream connection open"
+        );
+    })
+    .await;
+}

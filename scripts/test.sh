@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's test command: installs the external test clients, then runs every
+# test target of the workspace (unit, integration, examples, benches in test mode)
+# and the doctests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-test-deps.sh
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-targets
+else
+  echo "test.sh: cargo-nextest not installed; using cargo test"
+  cargo test --workspace --all-targets
+fi
+
+# nextest does not run doctests.
+cargo test --workspace --doc
