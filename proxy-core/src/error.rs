@@ -20,7 +20,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// A new error at `path`.
     pub fn new(path: impl Into<String>, reason: impl fmt::Display) -> Self {
-        Self { path: path.into(), reason: reason.to_string() }
+        Self {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
     }
 }
 

@@ -1,13 +1,31 @@
-//! # proxy-core
-//!
-//! Listeners, the connection and request pipeline as tower services, the router,
-//! clusters with upstream connection pools, the config model with validation and live
-//! swap, the admin endpoint, metrics and tracing: the base every capability crate of
-//! the proxy framework plugs into.
+#![doc = include_str!("../README.md")]
 
+pub mod access_log;
+mod body;
+pub mod cluster;
 pub mod config;
 mod error;
+pub(crate) mod http1;
 pub mod metrics;
+mod net;
+pub mod proxy;
+pub mod registry;
 pub mod router;
+mod server;
+pub mod snapshot;
+pub(crate) mod upstream;
 
+pub use body::Body;
+pub use cluster::{Balancer, Endpoint};
 pub use error::{BoxError, ConfigError, ProxyError};
+pub use net::Stream;
+pub use registry::Registry;
+pub use server::{ConfigSource, DisplayChain, Server, ServerError};
+pub use upstream::UpgradedUpstream;
+
+/// The one request type every filter and route sees, whatever the protocol.
+pub type HttpRequest = http::Request<Body>;
+/// The one response type.
+pub type HttpResponse = http::Response<Body>;
+/// A boxed, cloneable request service: what filter stacks are built from.
+pub type BoxHttp = tower::util::BoxCloneSyncService<HttpRequest, HttpResponse, BoxError>;

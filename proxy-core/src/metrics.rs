@@ -12,10 +12,13 @@ use std::{
 };
 
 /// Upper bounds of the latency histogram buckets, in seconds.
-pub const LATENCY_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-const BUCKET_MICROS: [u64; 14] =
-    [500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000];
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BUCKET_MICROS: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
 
 /// A cumulative latency histogram with fixed buckets.
 #[derive(Debug, Default)]
@@ -87,7 +90,10 @@ const LOCAL_ERROR_REASONS: [&str; 8] = [
 impl LocalErrorCounts {
     /// Counts one answer for `reason`.
     pub fn add(&self, reason: &str) {
-        let i = LOCAL_ERROR_REASONS.iter().position(|r| *r == reason).unwrap_or(7);
+        let i = LOCAL_ERROR_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(7);
         self.counts[i].fetch_add(1, Relaxed);
     }
     /// The count for `reason`.
@@ -114,34 +120,86 @@ impl RequestStats {
         self.latency.observe(elapsed);
     }
 
-    /// Responses counted in the class `class` (1 to 5).
-    pub fn status_class(&self, class: usize) -> u64 {
-        self.status_classes.get(class.wrapping_sub(1)).map_or(0, |c| c.load(Relaxed))
+    /// Adds the finished counts of `other` to these (used when a reload replaces a
+    /// route, so that counters never go backwards).
+    pub fn absorb(&self, other: &RequestStats) {
+        self.requests
+            .fetch_add(other.requests.load(Relaxed), Relaxed);
+        for (a, b) in self.status_classes.iter().zip(&other.status_classes) {
+            a.fetch_add(b.load(Relaxed), Relaxed);
+        }
+        for (a, b) in self
+            .local_errors
+            .counts
+            .iter()
+            .zip(&other.local_errors.counts)
+        {
+            a.fetch_add(b.load(Relaxed), Relaxed);
+        }
+        for (a, b) in self.latency.buckets.iter().zip(&other.latency.buckets) {
+            a.fetch_add(b.load(Relaxed), Relaxed);
+        }
+        self.latency
+            .sum_micros
+            .fetch_add(other.latency.sum_micros.load(Relaxed), Relaxed);
     }
 
-    /// Appends this entity's samples to `out` as Prometheus text; `prefix` is e.g.
-    /// `proxy_route` and `labels` e.g. `route="api"`.
-    pub fn render(&self, out: &mut String, prefix: &str, labels: &str) {
-        let _ = writeln!(out, "{prefix}_requests_total{{{labels}}} {}", self.requests.load(Relaxed));
-        let _ = writeln!(out, "{prefix}_requests_active{{{labels}}} {}", self.active.load(Relaxed));
-        for (i, c) in self.status_classes.iter().enumerate() {
+    /// Responses counted in the class `class` (1 to 5).
+    pub fn status_class(&self, class: usize) -> u64 {
+        self.status_classes
+            .get(class.wrapping_sub(1))
+            .map_or(0, |c| c.load(Relaxed))
+    }
+}
+
+/// Appends request metric families to `out` in Prometheus text, one family at a time
+/// over all `items`; `prefix` is e.g. `proxy_route`, each item's labels e.g.
+/// `route="api"`.
+pub fn render_requests(out: &mut String, prefix: &str, items: &[(String, &RequestStats)]) {
+    if items.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# TYPE {prefix}_requests_total counter");
+    for (l, s) in items {
+        let _ = writeln!(
+            out,
+            "{prefix}_requests_total{{{l}}} {}",
+            s.requests.load(Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# TYPE {prefix}_requests_active gauge");
+    for (l, s) in items {
+        let _ = writeln!(
+            out,
+            "{prefix}_requests_active{{{l}}} {}",
+            s.active.load(Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# TYPE {prefix}_responses_total counter");
+    for (l, s) in items {
+        for (i, c) in s.status_classes.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "{prefix}_responses_total{{{labels},class=\"{}xx\"}} {}",
+                "{prefix}_responses_total{{{l},class=\"{}xx\"}} {}",
                 i + 1,
                 c.load(Relaxed)
             );
         }
+    }
+    let _ = writeln!(out, "# TYPE {prefix}_local_responses_total counter");
+    for (l, s) in items {
         for (i, reason) in LOCAL_ERROR_REASONS.iter().enumerate() {
-            let n = self.local_errors.counts[i].load(Relaxed);
-            if n > 0 {
-                let _ = writeln!(
-                    out,
-                    "{prefix}_local_responses_total{{{labels},reason=\"{reason}\"}} {n}"
-                );
-            }
+            let n = s.local_errors.counts[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{prefix}_local_responses_total{{{l},reason=\"{reason}\"}} {n}"
+            );
         }
-        self.latency.render(out, &format!("{prefix}_request_duration_seconds"), labels);
+    }
+    let name = format!("{prefix}_request_duration_seconds");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (l, s) in items {
+        s.latency.render(out, &name, l);
     }
 }
 
@@ -170,19 +228,35 @@ impl ConnStats {
     pub fn close(&self) {
         self.active.fetch_sub(1, Relaxed);
     }
-    /// Appends this entity's samples to `out` as Prometheus text.
-    pub fn render(&self, out: &mut String, prefix: &str, labels: &str) {
-        let _ = writeln!(out, "{prefix}_connections_total{{{labels}}} {}", self.opened.load(Relaxed));
-        let _ = writeln!(out, "{prefix}_connections_active{{{labels}}} {}", self.active.load(Relaxed));
-        let _ = writeln!(out, "{prefix}_connections_rejected_total{{{labels}}} {}", self.rejected.load(Relaxed));
-        let _ = writeln!(out, "{prefix}_rx_bytes_total{{{labels}}} {}", self.rx_bytes.load(Relaxed));
-        let _ = writeln!(out, "{prefix}_tx_bytes_total{{{labels}}} {}", self.tx_bytes.load(Relaxed));
+}
+
+/// Appends connection metric families to `out` in Prometheus text.
+pub fn render_conns(out: &mut String, prefix: &str, items: &[(String, &ConnStats)]) {
+    let families: [(&str, &str, fn(&ConnStats) -> u64); 5] = [
+        ("connections_total", "counter", |s| s.opened.load(Relaxed)),
+        ("connections_active", "gauge", |s| s.active.load(Relaxed)),
+        ("connections_rejected_total", "counter", |s| {
+            s.rejected.load(Relaxed)
+        }),
+        ("rx_bytes_total", "counter", |s| s.rx_bytes.load(Relaxed)),
+        ("tx_bytes_total", "counter", |s| s.tx_bytes.load(Relaxed)),
+    ];
+    if items.is_empty() {
+        return;
+    }
+    for (family, kind, get) in families {
+        let _ = writeln!(out, "# TYPE {prefix}_{family} {kind}");
+        for (l, s) in items {
+            let _ = writeln!(out, "{prefix}_{family}{{{l}}} {}", get(s));
+        }
     }
 }
 
 /// Escapes a label value for the Prometheus text format.
 pub fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

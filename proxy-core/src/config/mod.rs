@@ -41,10 +41,25 @@ impl Config {
     /// ```
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let de = serde_yaml::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { "config".to_owned() } else { path };
-            ConfigError::new(path, e.into_inner())
+        let mut track = serde_path_to_error::Track::new();
+        // Enums are written as one-key maps (`path: { prefix: "/" }`) rather than tags.
+        let result = serde_yaml::with::singleton_map_recursive::deserialize(
+            serde_path_to_error::Deserializer::new(de, &mut track),
+        );
+        result.map_err(|e| {
+            let path = track.path().to_string();
+            let path = if path == "." {
+                "config".to_owned()
+            } else {
+                path
+            };
+            // serde_yaml prefixes its message with the path it knows; keep one copy.
+            let message = e.to_string();
+            let message = message
+                .strip_prefix(&format!("{path}: "))
+                .map(str::to_owned)
+                .unwrap_or(message);
+            ConfigError::new(path, message)
         })
     }
 
@@ -53,3 +68,6 @@ impl Config {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 }
+
+#[cfg(test)]
+mod tests;

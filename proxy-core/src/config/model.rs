@@ -50,7 +50,10 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { worker_threads: default_workers(), drain_timeout: default_drain_timeout() }
+        Self {
+            worker_threads: default_workers(),
+            drain_timeout: default_drain_timeout(),
+        }
     }
 }
 
@@ -103,6 +106,21 @@ pub struct ListenerConfig {
     /// Set `x-forwarded-for` / `x-forwarded-proto` on forwarded requests.
     #[serde(default = "default_true")]
     pub xff: bool,
+    /// HTTP filters applied to every request of this listener, outermost first; each
+    /// names a filter registered in [`crate::Registry`].
+    #[serde(default)]
+    pub http_filters: Vec<FilterConfig>,
+}
+
+/// A filter by registered name, with its own config section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// The registered filter name, e.g. `rbac`.
+    pub typed: String,
+    /// The filter's settings, parsed by its factory.
+    #[serde(default, skip_serializing_if = "serde_yaml::Value::is_null")]
+    pub config: serde_yaml::Value,
 }
 
 pub(crate) fn default_true() -> bool {
@@ -439,7 +457,11 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { max_connections: 10_000, max_idle: 1024, idle_timeout: Duration::from_secs(90) }
+        Self {
+            max_connections: 10_000,
+            max_idle: 1024,
+            idle_timeout: Duration::from_secs(90),
+        }
     }
 }
 
@@ -457,7 +479,10 @@ pub struct LbPolicyConfig {
 
 impl Default for LbPolicyConfig {
     fn default() -> Self {
-        Self { policy: "round_robin".into(), config: serde_yaml::Value::Null }
+        Self {
+            policy: "round_robin".into(),
+            config: serde_yaml::Value::Null,
+        }
     }
 }
 
@@ -474,6 +499,9 @@ pub struct RetryBudgetConfig {
 
 impl Default for RetryBudgetConfig {
     fn default() -> Self {
-        Self { ratio: 0.2, min_retries_per_second: 10 }
+        Self {
+            ratio: 0.2,
+            min_retries_per_second: 10,
+        }
     }
 }

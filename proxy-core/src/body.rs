@@ -1,0 +1,170 @@
+//! The one body type of the proxy: every request and response body, whatever the
+//! protocol it came from, is a [`Body`].
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::{combinators::BoxBody, BodyExt};
+
+use crate::{http1::RecvBody, BoxError};
+
+/// A streaming HTTP body.
+///
+/// The common shapes (empty, one buffer, a hyper body, a body read straight off an
+/// HTTP/1.1 connection) are enum variants so that the request path does not allocate
+/// for them; anything else is boxed.
+///
+/// # Example
+/// ```
+/// use http_body_util::BodyExt;
+/// # tokio_test_block_on(async {
+/// let body = proxy_core::Body::from("hello");
+/// let bytes = body.collect().await.unwrap().to_bytes();
+/// assert_eq!(bytes, "hello");
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct Body {
+    kind: Kind,
+}
+
+#[derive(Default)]
+enum Kind {
+    #[default]
+    Empty,
+    Full(Option<Bytes>),
+    Hyper(hyper::body::Incoming),
+    H1(RecvBody),
+    Boxed(BoxBody<Bytes, BoxError>),
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Empty => "Empty",
+            Kind::Full(_) => "Full",
+            Kind::Hyper(_) => "Hyper",
+            Kind::H1(_) => "H1",
+            Kind::Boxed(_) => "Boxed",
+        })
+    }
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Wraps any body whose errors convert into [`BoxError`].
+    pub fn new<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self {
+            kind: Kind::Boxed(body.map_err(Into::into).boxed()),
+        }
+    }
+
+    pub(crate) fn from_h1(body: RecvBody) -> Self {
+        Self {
+            kind: Kind::H1(body),
+        }
+    }
+
+    /// A copy of this body if it can be replayed (empty or fully buffered), for retries
+    /// and mirroring. Streaming bodies return `None`.
+    pub fn try_clone(&self) -> Option<Self> {
+        match &self.kind {
+            Kind::Empty => Some(Self::empty()),
+            Kind::Full(b) => Some(Self {
+                kind: Kind::Full(b.clone()),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        if b.is_empty() {
+            Self::empty()
+        } else {
+            Self {
+                kind: Kind::Full(Some(b)),
+            }
+        }
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(s: &'static str) -> Self {
+        Bytes::from_static(s.as_bytes()).into()
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Self {
+        Bytes::from(s).into()
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes::from(v).into()
+    }
+}
+
+impl From<hyper::body::Incoming> for Body {
+    fn from(b: hyper::body::Incoming) -> Self {
+        Self {
+            kind: Kind::Hyper(b),
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::H1(b) => Pin::new(b).poll_frame(cx),
+            Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(b) => b.is_none(),
+            Kind::Hyper(b) => b.is_end_stream(),
+            Kind::H1(b) => b.is_end_stream(),
+            Kind::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Hyper(b) => b.size_hint(),
+            Kind::H1(b) => b.size_hint(),
+            Kind::Boxed(b) => b.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! Parsing and encoding of HTTP/1.x message heads (request line / status line and
+//! header fields), with the framing rules of RFC 9112 section 6.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+
+/// Most header fields parsed in one head; `max_headers` is capped to this.
+pub(crate) const MAX_HEADERS: usize = 256;
+
+/// How a message body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body at all.
+    Empty,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the connection closes (responses only).
+    Close,
+}
+
+/// Why a head could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeadError {
+    #[error("malformed message head")]
+    Malformed,
+    #[error("too many header fields")]
+    TooManyHeaders,
+    #[error("message head too large")]
+    TooLarge,
+    #[error("invalid or conflicting content-length")]
+    BadContentLength,
+    #[error("unsupported or conflicting transfer-encoding")]
+    BadTransferEncoding,
+    #[error("missing or repeated host header")]
+    BadHost,
+    #[error("unsupported http version")]
+    BadVersion,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub(crate) parts: http::request::Parts,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+    pub(crate) upgrade: bool,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) parts: http::response::Parts,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+}
+
+type Offsets = [(usize, usize, usize, usize); MAX_HEADERS];
+
+fn offsets_of(base: &[u8], headers: &[httparse::Header<'_>], out: &mut Offsets) -> usize {
+    let start = base.as_ptr() as usize;
+    for (i, h) in headers.iter().enumerate() {
+        let n = h.name.as_ptr() as usize - start;
+        let v = h.value.as_ptr() as usize - start;
+        out[i] = (n, n + h.name.len(), v, v + h.value.len());
+    }
+    headers.len()
+}
+
+fn build_headers(
+    head: &Bytes,
+    offsets: &[(usize, usize, usize, usize)],
+) -> Result<HeaderMap, HeadError> {
+    let mut map = HeaderMap::with_capacity(offsets.len());
+    for &(ns, ne, vs, ve) in offsets {
+        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| HeadError::Malformed)?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| HeadError::Malformed)?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn map_parse_error(e: httparse::Error) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
+        httparse::Error::Version => HeadError::BadVersion,
+        _ => HeadError::Malformed,
+    }
+}
+
+/// Tries to parse a request head at the start of `buf`. On success the head bytes are
+/// removed from `buf`; `Ok(None)` means more bytes are needed.
+pub(crate) fn parse_request(
+    buf: &mut BytesMut,
+    max_headers: usize,
+    max_head_bytes: usize,
+) -> Result<Option<RequestHead>, HeadError> {
+    // Tolerate leading empty lines (RFC 9112 2.2).
+    while buf.starts_with(b"\r\n") {
+        let _ = buf.split_to(2);
+    }
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let headers = &mut storage[..max_headers.clamp(1, MAX_HEADERS)];
+    let mut offsets: Offsets = [(0, 0, 0, 0); MAX_HEADERS];
+    let mut req = httparse::Request::new(headers);
+    let (len, n_headers, method, target, minor) = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let n = offsets_of(buf, req.headers, &mut offsets);
+            let method = req.method.ok_or(HeadError::Malformed)?;
+            let path = req.path.ok_or(HeadError::Malformed)?;
+            let start = buf.as_ptr() as usize;
+            let m = (method.as_ptr() as usize - start, method.len());
+            let p = (path.as_ptr() as usize - start, path.len());
+            (len, n, m, p, req.version.unwrap_or(1))
+        }
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > max_head_bytes {
+                return Err(HeadError::TooLarge);
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(map_parse_error(e)),
+    };
+    if len > max_head_bytes {
+        return Err(HeadError::TooLarge);
+    }
+    let head = buf.split_to(len).freeze();
+    let method = Method::from_bytes(&head[method.0..method.0 + method.1])
+        .map_err(|_| HeadError::Malformed)?;
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
+        .map_err(|_| HeadError::Malformed)?;
+    if uri.path_and_query().is_none() && method != Method::CONNECT && uri != "*" {
+        return Err(HeadError::Malformed);
+    }
+    let headers = build_headers(&head, &offsets[..n_headers])?;
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+
+    let conn = connection_tokens(&headers);
+    let keep_alive = match version {
+        Version::HTTP_10 => conn.keep_alive && !conn.close,
+        _ => !conn.close,
+    };
+    let upgrade =
+        conn.upgrade && headers.contains_key(header::UPGRADE) && version == Version::HTTP_11;
+    let expect_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host_count = hosts.by_ref().take(2).count();
+    if host_count > 1 || (host_count == 0 && version == Version::HTTP_11) {
+        return Err(HeadError::BadHost);
+    }
+
+    let framing = request_framing(&headers, version)?;
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(RequestHead {
+        parts,
+        framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+    }))
+}
+
+fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> {
+    let te = headers.get_all(header::TRANSFER_ENCODING);
+    if te.iter().next().is_some() {
+        // A request with both is a smuggling attempt or a broken client: refuse it.
+        if version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(HeadError::BadTransferEncoding);
+        }
+        return if is_chunked_last(headers) {
+            Ok(Framing::Chunked)
+        } else {
+            Err(HeadError::BadTransferEncoding)
+        };
+    }
+    match content_length(headers)? {
+        Some(0) | None => Ok(Framing::Empty),
+        Some(n) => Ok(Framing::Length(n)),
+    }
+}
+
+/// Whether the last transfer coding is `chunked` (and `chunked` appears only there).
+fn is_chunked_last(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+        .peekable();
+    let mut last_is_chunked = false;
+    while let Some(t) = codings.next() {
+        let chunked = t.eq_ignore_ascii_case(b"chunked");
+        if chunked && codings.peek().is_some() {
+            return false;
+        }
+        last_is_chunked = chunked;
+    }
+    last_is_chunked
+}
+
+/// The Content-Length, if any; repeated values must agree.
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
+    let mut found: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::BadContentLength);
+            }
+            let n = part
+                .iter()
+                .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+            if found.is_some_and(|f| f != n) {
+                return Err(HeadError::BadContentLength);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+#[derive(Default)]
+pub(crate) struct ConnectionTokens {
+    pub(crate) close: bool,
+    pub(crate) keep_alive: bool,
+    pub(crate) upgrade: bool,
+}
+
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> ConnectionTokens {
+    let mut t = ConnectionTokens::default();
+    for v in headers.get_all(header::CONNECTION) {
+        for tok in v.as_bytes().split(|&b| b == b',') {
+            let tok = tok.trim_ascii();
+            if tok.eq_ignore_ascii_case(b"close") {
+                t.close = true;
+            } else if tok.eq_ignore_ascii_case(b"keep-alive") {
+                t.keep_alive = true;
+            } else if tok.eq_ignore_ascii_case(b"upgrade") {
+                t.upgrade = true;
+            }
+        }
+    }
+    t
+}
+
+/// Tries to parse a response head. `request_method` decides bodiless responses (HEAD).
+pub(crate) fn parse_response(
+    buf: &mut BytesMut,
+    request_method: &Method,
+    max_head_bytes: usize,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut offsets: Offsets = [(0, 0, 0, 0); MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut storage);
+    let (len, n, code, minor) = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let n = offsets_of(buf, res.headers, &mut offsets);
+            (
+                len,
+                n,
+                res.code.ok_or(HeadError::Malformed)?,
+                res.version.unwrap_or(1),
+            )
+        }
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > max_head_bytes {
+                return Err(HeadError::TooLarge);
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(map_parse_error(e)),
+    };
+    if len > max_head_bytes {
+        return Err(HeadError::TooLarge);
+    }
+    let head = buf.split_to(len).freeze();
+    let status = StatusCode::from_u16(code).map_err(|_| HeadError::Malformed)?;
+    let headers = build_headers(&head, &offsets[..n])?;
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let conn = connection_tokens(&headers);
+    let mut keep_alive = match version {
+        Version::HTTP_10 => conn.keep_alive && !conn.close,
+        _ => !conn.close,
+    };
+    let framing = if *request_method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        if is_chunked_last(&headers) {
+            Framing::Chunked
+        } else {
+            keep_alive = false;
+            Framing::Close
+        }
+    } else {
+        match content_length(&headers)? {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => {
+                keep_alive = false;
+                Framing::Close
+            }
+        }
+    };
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(ResponseHead {
+        parts,
+        framing,
+        keep_alive,
+    }))
+}
+
+fn put_headers(buf: &mut BytesMut, headers: &HeaderMap) {
+    for (name, value) in headers {
+        buf.put_slice(name.as_str().as_bytes());
+        buf.put_slice(b": ");
+        buf.put_slice(value.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+}
+
+fn put_framing(buf: &mut BytesMut, framing: Framing, always_length: bool) {
+    match framing {
+        Framing::Length(n) => {
+            buf.put_slice(b"content-length: ");
+            let mut itoa = [0u8; 20];
+            buf.put_slice(format_u64(n, &mut itoa));
+            buf.put_slice(b"\r\n");
+        }
+        Framing::Empty if always_length => buf.put_slice(b"content-length: 0\r\n"),
+        Framing::Chunked => buf.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty | Framing::Close => {}
+    }
+}
+
+pub(crate) fn format_u64(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
+}
+
+/// Appends a request head. Framing headers in `headers` must already be removed.
+pub(crate) fn encode_request(
+    buf: &mut BytesMut,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: Framing,
+) {
+    buf.reserve(256);
+    buf.put_slice(method.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(target.as_bytes());
+    buf.put_slice(b" HTTP/1.1\r\n");
+    put_headers(buf, headers);
+    let always_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    put_framing(buf, framing, always_length);
+    buf.put_slice(b"\r\n");
+}
+
+/// Appends a response head. Framing headers in `headers` must already be removed;
+/// `connection_close` adds `connection: close`.
+pub(crate) fn encode_response(
+    buf: &mut BytesMut,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    connection_close: bool,
+) {
+    buf.reserve(256);
+    buf.put_slice(b"HTTP/1.1 ");
+    buf.put_slice(status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    buf.put_slice(b"\r\n");
+    put_headers(buf, headers);
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if !bodiless {
+        put_framing(buf, framing, true);
+    }
+    if connection_close {
+        buf.put_slice(b"connection: close\r\n");
+    }
+    buf.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Result<Option<RequestHead>, HeadError> {
+        parse_request(&mut BytesMut::from(s), 100, 65536)
+    }
+
+    #[test]
+    fn parses_simple_get() {
+        let mut buf = BytesMut::from("GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\nrest");
+        let h = parse_request(&mut buf, 100, 65536).unwrap().unwrap();
+        assert_eq!(h.parts.method, Method::GET);
+        assert_eq!(h.parts.uri, "/a?b=1");
+        assert_eq!(h.parts.headers["x-a"], "1");
+        assert_eq!(h.framing, Framing::Empty);
+        assert!(h.keep_alive);
+        assert_eq!(&buf[..], b"rest");
+    }
+
+    #[test]
+    fn partial_and_limits() {
+        assert!(req("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "a".repeat(70000)
+        );
+        assert_eq!(req(&big).unwrap_err(), HeadError::TooLarge);
+        let many: String = (0..101).map(|i| format!("X{i}: 1\r\n")).collect();
+        assert_eq!(
+            req(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")).unwrap_err(),
+            HeadError::TooManyHeaders
+        );
+    }
+
+    #[test]
+    fn smuggling_defences() {
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap_err(),
+            HeadError::BadTransferEncoding
+        );
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n")
+                .unwrap_err(),
+            HeadError::BadContentLength
+        );
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n").unwrap_err(),
+            HeadError::BadContentLength
+        );
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
+                .unwrap_err(),
+            HeadError::BadTransferEncoding
+        );
+        assert_eq!(
+            req("GET / HTTP/1.1\r\n\r\n").unwrap_err(),
+            HeadError::BadHost
+        );
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap_err(),
+            HeadError::BadHost
+        );
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .framing,
+            Framing::Length(5)
+        );
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(!req("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(
+            req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !req("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .keep_alive
+        );
+        let up =
+            req("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert!(up.upgrade);
+    }
+
+    #[test]
+    fn response_framing() {
+        let parse = |s: &str, m: Method| {
+            parse_response(&mut BytesMut::from(s), &m, 65536)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::GET).framing,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD).framing,
+            Framing::Empty
+        );
+        assert_eq!(
+            parse("HTTP/1.1 204 No Content\r\n\r\n", Method::GET).framing,
+            Framing::Empty
+        );
+        let close = parse("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
+        assert_eq!(close.framing, Framing::Close);
+        assert!(!close.keep_alive);
+        assert_eq!(
+            parse(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::GET
+            )
+            .framing,
+            Framing::Chunked
+        );
+    }
+
+    #[test]
+    fn encodes_heads() {
+        let mut buf = BytesMut::new();
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        encode_response(&mut buf, StatusCode::OK, &h, Framing::Length(12), false);
+        assert_eq!(
+            &buf[..],
+            b"HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 12\r\n\r\n"
+        );
+        buf.clear();
+        encode_request(&mut buf, &Method::GET, "/p", &h, Framing::Empty);
+        assert_eq!(&buf[..], b"GET /p HTTP/1.1\r\nx-a: 1\r\n\r\n");
+    }
+}

@@ -1,0 +1,10 @@
+//! A lean HTTP/1.1 codec for the proxy's hot path: heads parsed with `httparse` into
+//! `http` types without copying header values, bodies decoded incrementally and written
+//! with coalesced writes.
+
+pub(crate) mod decode;
+pub(crate) mod head;
+mod recv_body;
+pub(crate) mod send;
+
+pub(crate) use recv_body::RecvBody;

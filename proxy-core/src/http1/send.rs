@@ -1,0 +1,181 @@
+//! Writing a [`Body`] to an HTTP/1.1 connection with the chosen framing, coalescing
+//! small frames with the head into as few writes as possible.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::head::Framing;
+use crate::{Body, BoxError};
+
+/// Frames larger than this are written directly instead of being copied.
+const COPY_LIMIT: usize = 16 * 1024;
+/// The write buffer is flushed once it holds this much.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Why a body could not be written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendBodyError {
+    #[error("reading the body failed")]
+    Source(#[source] BoxError),
+    #[error("writing to the peer failed")]
+    Sink(#[source] std::io::Error),
+    #[error("body length does not match its content-length")]
+    LengthMismatch,
+}
+
+/// Writes `wbuf` (which may already hold a head) and then `body`, framed as `framing`.
+/// Returns the number of body bytes written. `wbuf` is empty afterwards.
+pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    wbuf: &mut BytesMut,
+    body: &mut Body,
+    framing: Framing,
+) -> Result<u64, SendBodyError> {
+    let mut sent: u64 = 0;
+    let mut trailers_sent = false;
+    if framing == Framing::Empty {
+        flush(io, wbuf).await?;
+        return Ok(0);
+    }
+    loop {
+        let frame = match body.frame().now_or_never() {
+            Some(f) => f,
+            None => {
+                flush(io, wbuf).await?;
+                body.frame().await
+            }
+        };
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    sent += data.len() as u64;
+                    if let Framing::Length(n) = framing {
+                        if sent > n {
+                            return Err(SendBodyError::LengthMismatch);
+                        }
+                    }
+                    put_data(io, wbuf, data, framing).await?;
+                }
+                Err(frame) => {
+                    if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), framing) {
+                        put_last_chunk(wbuf, Some(&trailers));
+                        trailers_sent = true;
+                    }
+                }
+            },
+            Some(Err(e)) => return Err(SendBodyError::Source(e)),
+            None => break,
+        }
+    }
+    match framing {
+        Framing::Chunked if !trailers_sent => put_last_chunk(wbuf, None),
+        Framing::Length(n) if sent != n => return Err(SendBodyError::LengthMismatch),
+        _ => {}
+    }
+    flush(io, wbuf).await?;
+    Ok(sent)
+}
+
+async fn put_data<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    wbuf: &mut BytesMut,
+    data: Bytes,
+    framing: Framing,
+) -> Result<(), SendBodyError> {
+    if framing == Framing::Chunked {
+        put_chunk_size(wbuf, data.len());
+    }
+    if data.len() <= COPY_LIMIT {
+        wbuf.put_slice(&data);
+    } else {
+        flush(io, wbuf).await?;
+        io.write_all(&data).await.map_err(SendBodyError::Sink)?;
+    }
+    if framing == Framing::Chunked {
+        wbuf.put_slice(b"\r\n");
+    }
+    if wbuf.len() >= FLUSH_AT {
+        flush(io, wbuf).await?;
+    }
+    Ok(())
+}
+
+fn put_chunk_size(wbuf: &mut BytesMut, len: usize) {
+    let _ = std::fmt::Write::write_fmt(&mut BytesMutWriter(wbuf), format_args!("{len:x}\r\n"));
+}
+
+fn put_last_chunk(wbuf: &mut BytesMut, trailers: Option<&HeaderMap>) {
+    wbuf.put_slice(b"0\r\n");
+    if let Some(trailers) = trailers {
+        for (name, value) in trailers {
+            wbuf.put_slice(name.as_str().as_bytes());
+            wbuf.put_slice(b": ");
+            wbuf.put_slice(value.as_bytes());
+            wbuf.put_slice(b"\r\n");
+        }
+    }
+    wbuf.put_slice(b"\r\n");
+}
+
+pub(crate) async fn flush<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    wbuf: &mut BytesMut,
+) -> Result<(), SendBodyError> {
+    if !wbuf.is_empty() {
+        io.write_all(wbuf).await.map_err(SendBodyError::Sink)?;
+        wbuf.clear();
+    }
+    Ok(())
+}
+
+struct BytesMutWriter<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for BytesMutWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunked_body_with_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let stream = futures_util::stream::iter(vec![
+            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(b"hello"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ]);
+        let mut body = Body::new(http_body_util::StreamBody::new(stream));
+        let mut out = Vec::new();
+        let mut wbuf = BytesMut::new();
+        send_body(&mut out, &mut wbuf, &mut body, Framing::Chunked)
+            .await
+            .unwrap();
+        assert_eq!(out, b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn length_mismatch_is_an_error() {
+        let mut body = Body::from("abc");
+        let mut out = Vec::new();
+        let err = send_body(
+            &mut out,
+            &mut BytesMut::new(),
+            &mut body,
+            Framing::Length(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, SendBodyError::LengthMismatch));
+    }
+}

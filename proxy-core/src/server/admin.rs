@@ -1,0 +1,226 @@
+//! The admin endpoint: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`,
+//! `POST /reload`. Served on its own listener with hyper; never on the request path.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+
+use super::{DisplayChain, Server};
+use crate::metrics::{escape_label, render_conns, render_requests};
+
+pub(super) async fn serve(listener: tokio::net::TcpListener, server: Server) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin listening");
+    }
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let server = server.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&server, req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ready") => {
+            if server.is_draining() {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            } else {
+                reply(StatusCode::OK, "text/plain", "ready\n")
+            }
+        }
+        (&Method::GET, "/stats/prometheus") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            prometheus(server),
+        ),
+        (&Method::GET, "/config_dump") => reply(
+            StatusCode::OK,
+            "application/json",
+            server.snapshot().config.to_json(),
+        ),
+        (&Method::GET, "/clusters") => {
+            reply(StatusCode::OK, "application/json", clusters_json(server))
+        }
+        (&Method::POST, "/reload") => match server.reload_from_source() {
+            Ok(()) => reply(StatusCode::OK, "text/plain", "reloaded\n"),
+            Err(e) => {
+                tracing::error!(error = %DisplayChain(&e), "config reload refused (admin)");
+                reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    format!("{}\n", DisplayChain(&e)),
+                )
+            }
+        },
+        (_, "/ready" | "/stats/prometheus" | "/config_dump" | "/clusters" | "/reload") => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "admin: GET /ready /stats/prometheus /config_dump /clusters; POST /reload\n",
+        ),
+    }
+}
+
+fn prometheus(server: &Server) -> String {
+    let snapshot = server.snapshot();
+    let mut out = String::with_capacity(16 * 1024);
+    let listeners = server
+        .inner
+        .listeners
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    let mut names: Vec<_> = listeners.keys().cloned().collect();
+    names.sort();
+
+    let conn_items: Vec<_> = names
+        .iter()
+        .filter_map(|n| listeners.get(n))
+        .map(|l| (format!("listener=\"{}\"", escape_label(&l.name)), &*l.stats))
+        .collect();
+    render_conns(&mut out, "proxy_listener", &conn_items);
+    let routings: Vec<_> = names
+        .iter()
+        .filter_map(|n| listeners.get(n))
+        .map(|l| (l.name.clone(), l.routing.load_full()))
+        .collect();
+    let listener_items: Vec<_> = routings
+        .iter()
+        .map(|(n, r)| (format!("listener=\"{}\"", escape_label(n)), &*r.stats))
+        .collect();
+    render_requests(&mut out, "proxy_listener", &listener_items);
+    let route_items: Vec<_> = routings
+        .iter()
+        .flat_map(|(n, r)| {
+            r.routes.routes().map(move |route| {
+                (
+                    format!(
+                        "listener=\"{}\",vhost=\"{}\",route=\"{}\"",
+                        escape_label(n),
+                        escape_label(&route.vhost),
+                        escape_label(&route.name)
+                    ),
+                    &*route.stats,
+                )
+            })
+        })
+        .collect();
+    render_requests(&mut out, "proxy_route", &route_items);
+
+    let mut clusters: Vec<_> = snapshot.clusters.values().collect();
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let cluster_items: Vec<_> = clusters
+        .iter()
+        .map(|c| (format!("cluster=\"{}\"", escape_label(&c.name)), &*c.stats))
+        .collect();
+    render_requests(&mut out, "proxy_cluster", &cluster_items);
+    let endpoint_labels = |c: &crate::cluster::Cluster, e: &crate::cluster::Endpoint| {
+        format!(
+            "cluster=\"{}\",endpoint=\"{}\"",
+            escape_label(&c.name),
+            e.address
+        )
+    };
+    let endpoint_items: Vec<_> = clusters
+        .iter()
+        .flat_map(|c| {
+            c.endpoints
+                .iter()
+                .map(move |e| (endpoint_labels(c, e), &e.stats))
+        })
+        .collect();
+    render_requests(&mut out, "proxy_endpoint", &endpoint_items);
+    let upstream_items: Vec<_> = clusters
+        .iter()
+        .flat_map(|c| {
+            c.endpoints
+                .iter()
+                .map(move |e| (endpoint_labels(c, e), &e.upstream.open.stats))
+        })
+        .collect();
+    render_conns(&mut out, "proxy_endpoint_upstream", &upstream_items);
+    if !clusters.is_empty() {
+        let _ = writeln!(out, "# TYPE proxy_endpoint_healthy gauge");
+        for c in &clusters {
+            for e in c.endpoints.iter() {
+                let _ = writeln!(
+                    out,
+                    "proxy_endpoint_healthy{{{}}} {}",
+                    endpoint_labels(c, e),
+                    u8::from(e.is_healthy())
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE proxy_endpoint_upstream_idle_connections gauge");
+        for c in &clusters {
+            for e in c.endpoints.iter() {
+                let _ = writeln!(
+                    out,
+                    "proxy_endpoint_upstream_idle_connections{{{}}} {}",
+                    endpoint_labels(c, e),
+                    e.upstream.idle_connections()
+                );
+            }
+        }
+    }
+    out
+}
+
+fn clusters_json(server: &Server) -> String {
+    let snapshot = server.snapshot();
+    let mut clusters: Vec<_> = snapshot.clusters.values().collect();
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let v: Vec<_> = clusters
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": &*c.name,
+                "protocol": c.config.protocol,
+                "lb_policy": c.config.lb.policy,
+                "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
+                    "address": e.address.to_string(),
+                    "weight": e.weight.get(),
+                    "healthy": e.is_healthy(),
+                    "protocol": e.upstream.protocol(),
+                    "open_connections": e.open_connections(),
+                    "idle_connections": e.upstream.idle_connections(),
+                    "requests": e.stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+                    "active_requests": e.stats.active.load(std::sync::atomic::Ordering::Relaxed),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({ "clusters": v })).unwrap_or_default()
+}

@@ -1,0 +1,122 @@
+//! Per-connection context and protocol dispatch.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::BytesMut;
+use http::{Method, StatusCode, Uri, Version};
+use tokio::{io::AsyncReadExt, sync::watch};
+
+use super::listen::ListenerRuntime;
+use crate::{
+    access_log::{AccessLog, AccessRecord},
+    config::{ConnectionLimits, ListenerProtocol},
+    metrics::ConnStats,
+    net::Stream,
+    proxy::MatchedRoute,
+    BoxHttp, HttpResponse,
+};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a connection task needs.
+#[derive(Clone)]
+pub(crate) struct ConnCtx {
+    pub(crate) listener: Arc<ListenerRuntime>,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) service: BoxHttp,
+    pub(crate) limits: Arc<ConnectionLimits>,
+    pub(crate) stats: Arc<ConnStats>,
+    pub(crate) drain: watch::Receiver<bool>,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
+}
+
+impl ConnCtx {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn log(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        status: StatusCode,
+        bytes_sent: u64,
+        duration: Duration,
+        resp: &HttpResponse,
+    ) {
+        if let Some(log) = &self.access_log {
+            log.write(&AccessRecord {
+                listener: &self.listener.name,
+                peer: self.peer,
+                method,
+                uri,
+                version,
+                status,
+                bytes_sent,
+                duration,
+                route: resp.extensions().get::<MatchedRoute>().map(|r| &*r.0.name),
+                proxy_error: resp
+                    .headers()
+                    .get("x-proxy-error")
+                    .and_then(|v| v.to_str().ok()),
+            });
+        }
+    }
+
+    /// Counts a request the connection loop answered itself (malformed, timed out).
+    pub(crate) fn routing_stats_local_error(&self, reason: &'static str, status: StatusCode) {
+        let routing = self.listener.routing.load();
+        routing.stats.start();
+        routing.stats.local_errors.add(reason);
+        routing.stats.finish(status.as_u16(), Duration::ZERO);
+    }
+}
+
+/// Runs one accepted connection to its end.
+pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
+    let _open = OpenConn::new(ctx.stats.clone());
+    match ctx.listener.protocol() {
+        ListenerProtocol::Http1 => {
+            super::h1::serve(stream, BytesMut::with_capacity(4096), ctx).await
+        }
+        ListenerProtocol::Http2 => super::h2::serve(stream, bytes::Bytes::new(), ctx).await,
+        ListenerProtocol::Auto => {
+            let mut stream = stream;
+            let mut buf = BytesMut::with_capacity(4096);
+            let timeout = ctx.limits.header_read_timeout;
+            let sniffed = tokio::time::timeout(timeout, async {
+                loop {
+                    let n = buf.len().min(H2_PREFACE.len());
+                    if buf[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
+                        return true;
+                    }
+                    match stream.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            match sniffed {
+                Ok(true) if buf.starts_with(H2_PREFACE) => {
+                    super::h2::serve(stream, buf.freeze(), ctx).await
+                }
+                Ok(true) => super::h1::serve(stream, buf, ctx).await,
+                _ => {}
+            }
+        }
+    }
+}
+
+struct OpenConn(Arc<ConnStats>);
+
+impl OpenConn {
+    fn new(stats: Arc<ConnStats>) -> Self {
+        stats.open();
+        Self(stats)
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}

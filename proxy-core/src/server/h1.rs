@@ -1,0 +1,322 @@
+//! The downstream HTTP/1.1 connection loop: parse a request head, call the request
+//! stack, write the response, repeat. Owns its buffers for the whole connection, so a
+//! keep-alive request costs no allocation for I/O, and the socket and unread bytes are
+//! in hand at every request boundary.
+
+use bytes::{BufMut, BytesMut};
+use http::{header, Method, Request, StatusCode, Version};
+use http_body::Body as _;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    time::Instant,
+};
+use tower::{Service, ServiceExt};
+
+use super::conn::ConnCtx;
+use crate::{
+    http1::{
+        decode::Decoder,
+        head::{self, Framing, HeadError},
+        send::send_body,
+        RecvBody,
+    },
+    net::{ReadHalf, Stream, WriteHalf},
+    proxy::ConnInfo,
+    upstream::UpgradedUpstream,
+    Body, HttpResponse,
+};
+
+enum ReadHead {
+    Head(head::RequestHead),
+    /// The peer closed, the connection idled out, or the proxy is draining.
+    Closed,
+    Error(HeadError),
+    Timeout,
+}
+
+async fn read_head(
+    read: &mut ReadHalf,
+    buf: &mut BytesMut,
+    ctx: &ConnCtx,
+    drain: &mut tokio::sync::watch::Receiver<bool>,
+) -> ReadHead {
+    let limits = &ctx.limits;
+    let max_headers = limits.max_headers as usize;
+    let max_bytes = limits.max_header_bytes as usize;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if !buf.is_empty() {
+            match head::parse_request(buf, max_headers, max_bytes) {
+                Ok(Some(h)) => return ReadHead::Head(h),
+                Ok(None) => {}
+                Err(e) => return ReadHead::Error(e),
+            }
+            // The whole head must arrive within the header timeout of its first byte.
+            deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let wait = match deadline {
+            Some(d) => d,
+            None => Instant::now() + limits.idle_timeout,
+        };
+        let idle = deadline.is_none();
+        tokio::select! {
+            biased;
+            r = read.read_buf(buf) => match r {
+                Ok(0) | Err(_) => return ReadHead::Closed,
+                Ok(n) => ctx.stats.rx_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed),
+            },
+            _ = tokio::time::sleep_until(wait) => return if idle { ReadHead::Closed } else { ReadHead::Timeout },
+            _ = drain.wait_for(|d| *d), if idle => return ReadHead::Closed,
+        };
+    }
+}
+
+/// Serves HTTP/1.x on `stream`; `buf` holds bytes already read (by sniffing).
+pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
+    let (read, mut write) = stream.into_split();
+    let mut read = Some(read);
+    let mut wbuf = BytesMut::with_capacity(8 * 1024);
+    let mut svc = ctx.service.clone();
+    let mut drain = ctx.drain.clone();
+    let conn_info = ConnInfo {
+        peer: ctx.peer,
+        tls: false,
+    };
+    loop {
+        let Some(r) = read.as_mut() else { return };
+        let head = match read_head(r, &mut buf, &ctx, &mut drain).await {
+            ReadHead::Head(h) => h,
+            ReadHead::Closed => return,
+            ReadHead::Timeout => {
+                let _ = write_error(
+                    &mut write,
+                    &mut wbuf,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    &ctx,
+                )
+                .await;
+                return;
+            }
+            ReadHead::Error(e) => {
+                let status = match e {
+                    HeadError::TooLarge | HeadError::TooManyHeaders => {
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                    }
+                    HeadError::BadVersion => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                tracing::debug!(peer = ?ctx.peer, error = %e, "bad request head");
+                let _ = write_error(&mut write, &mut wbuf, status, "bad_request", &ctx).await;
+                return;
+            }
+        };
+        let started = Instant::now();
+        let head::RequestHead {
+            parts,
+            framing,
+            keep_alive,
+            expect_continue,
+            upgrade,
+        } = head;
+        let is_head = parts.method == Method::HEAD;
+        let version = parts.version;
+        let mut pending_read = None;
+        let body = match framing {
+            Framing::Empty => Body::empty(),
+            Framing::Length(n) if n <= buf.len() as u64 => {
+                Body::from(buf.split_to(n as usize).freeze())
+            }
+            framing => {
+                if expect_continue {
+                    if write
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                let Some(r) = read.take() else { return };
+                let (b, rx) =
+                    RecvBody::downstream(r, std::mem::take(&mut buf), Decoder::new(framing));
+                pending_read = Some(rx);
+                Body::from_h1(b)
+            }
+        };
+        let mut req = Request::from_parts(parts, body);
+        req.extensions_mut().insert(conn_info);
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let resp = match svc.ready().await {
+            Ok(s) => s.call(req).await,
+            Err(e) => Err(e),
+        };
+        let mut resp = resp.unwrap_or_else(|e| super::error_response(&e));
+
+        if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let (Some(up), Some(r)) = (
+                resp.extensions_mut().remove::<UpgradedUpstream>(),
+                read.take(),
+            ) {
+                if let Some((upstream, upbuf)) = up.take() {
+                    head::encode_response(
+                        &mut wbuf,
+                        resp.status(),
+                        resp.headers(),
+                        Framing::Empty,
+                        false,
+                    );
+                    if write.write_all(&wbuf).await.is_err() {
+                        return;
+                    }
+                    wbuf.clear();
+                    ctx.log(
+                        &method,
+                        &uri,
+                        version,
+                        resp.status(),
+                        0,
+                        started.elapsed(),
+                        &resp,
+                    );
+                    tunnel(r, write, buf, upstream, upbuf).await;
+                    return;
+                }
+            }
+        }
+
+        let draining = *drain.borrow();
+        let mut close = !keep_alive || draining;
+        let status = resp.status();
+        let framing = response_framing(&mut resp, is_head, version);
+        if framing == Framing::Close {
+            close = true;
+        }
+        let headers = resp.headers_mut();
+        if !is_head {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        headers.remove(header::TRANSFER_ENCODING);
+        head::encode_response(
+            &mut wbuf,
+            status,
+            headers,
+            if is_head { Framing::Close } else { framing },
+            close,
+        );
+        let head_len = wbuf.len() as u64;
+        let mut body = std::mem::take(resp.body_mut());
+        let sent = send_body(&mut write, &mut wbuf, &mut body, framing).await;
+        drop(body);
+        let body_bytes = match sent {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(peer = ?ctx.peer, error = %e, "response body failed");
+                return;
+            }
+        };
+        ctx.stats
+            .tx_bytes
+            .fetch_add(head_len + body_bytes, std::sync::atomic::Ordering::Relaxed);
+        ctx.log(
+            &method,
+            &uri,
+            version,
+            status,
+            body_bytes,
+            started.elapsed(),
+            &resp,
+        );
+        if let Some(rx) = pending_read {
+            match rx.await {
+                Ok(ret) if ret.complete => {
+                    read = Some(ret.read);
+                    buf = ret.buf;
+                }
+                // The request body was not read to its end: the next request's start is
+                // unknown, so the connection cannot be reused.
+                _ => close = true,
+            }
+        }
+        if close {
+            let _ = write.shutdown().await;
+            return;
+        }
+    }
+}
+
+fn response_framing(resp: &mut HttpResponse, is_head: bool, version: Version) -> Framing {
+    if is_head {
+        return Framing::Empty;
+    }
+    let body = resp.body();
+    if body.is_end_stream() {
+        return Framing::Empty;
+    }
+    match body.size_hint().exact() {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None if version == Version::HTTP_11 => Framing::Chunked,
+        None => Framing::Close,
+    }
+}
+
+async fn write_error(
+    write: &mut WriteHalf,
+    wbuf: &mut BytesMut,
+    status: StatusCode,
+    reason: &'static str,
+    ctx: &ConnCtx,
+) -> std::io::Result<()> {
+    ctx.routing_stats_local_error(reason, status);
+    let body = format!("{}\n", status.canonical_reason().unwrap_or("error"));
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    headers.insert(
+        http::HeaderName::from_static("x-proxy-error"),
+        http::HeaderValue::from_static(reason),
+    );
+    head::encode_response(
+        wbuf,
+        status,
+        &headers,
+        Framing::Length(body.len() as u64),
+        true,
+    );
+    wbuf.put_slice(body.as_bytes());
+    write.write_all(wbuf).await?;
+    wbuf.clear();
+    write.shutdown().await
+}
+
+async fn tunnel(
+    mut down_r: ReadHalf,
+    mut down_w: WriteHalf,
+    down_buf: BytesMut,
+    upstream: tokio::net::TcpStream,
+    up_buf: BytesMut,
+) {
+    let (mut up_r, mut up_w) = upstream.into_split();
+    let to_up = async {
+        if !down_buf.is_empty() {
+            up_w.write_all(&down_buf).await?;
+        }
+        tokio::io::copy(&mut down_r, &mut up_w).await?;
+        up_w.shutdown().await
+    };
+    let to_down = async {
+        if !up_buf.is_empty() {
+            down_w.write_all(&up_buf).await?;
+        }
+        tokio::io::copy(&mut up_r, &mut down_w).await?;
+        down_w.shutdown().await
+    };
+    let _ = tokio::join!(to_up, to_down);
+}

@@ -1,0 +1,413 @@
+//! The server: worker runtimes, listeners, live config swap, graceful drain and the
+//! admin endpoint.
+
+mod admin;
+mod conn;
+mod h1;
+mod h2;
+mod listen;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use tokio::{runtime::Handle, sync::watch};
+
+use self::listen::{Bound, ListenerRuntime};
+use crate::{
+    access_log::AccessLog, config::Config, proxy::local_reply, snapshot::Snapshot, BoxError,
+    ConfigError, HttpResponse, ProxyError, Registry,
+};
+
+/// Where a reload reads the new config from (the `--config` file, say).
+pub type ConfigSource = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// Why the server could not start or reload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The config was refused; the running config stays.
+    #[error("invalid config")]
+    Config(#[from] ConfigError),
+    /// A listener or the admin endpoint could not bind, or a runtime could not start.
+    #[error("{what}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No config source was given, so there is nothing to reload from.
+    #[error("no config source to reload from")]
+    NoSource,
+}
+
+/// A running proxy server.
+///
+/// # Example
+/// ```no_run
+/// use proxy_core::{config::Config, Registry, Server};
+///
+/// let config = Config::from_yaml(&std::fs::read_to_string("proxy.yaml").unwrap()).unwrap();
+/// let server = Server::new(config, Registry::default()).unwrap();
+/// server.run().unwrap(); // until SIGTERM/SIGINT, then drains
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    snapshot: ArcSwap<Snapshot>,
+    listeners: Mutex<HashMap<String, Arc<ListenerRuntime>>>,
+    workers: Mutex<Vec<Handle>>,
+    drain: watch::Sender<bool>,
+    source: Mutex<Option<ConfigSource>>,
+    access_log: Arc<ArcSwap<Option<Arc<AccessLog>>>>,
+    reload_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Validates `config` and prepares a server; nothing is bound until [`Server::run`].
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] naming the first bad field.
+    pub fn new(config: Config, registry: Registry) -> Result<Self, ServerError> {
+        let snapshot = Snapshot::build(config, &registry, None)?;
+        let access_log = open_access_log(&snapshot.config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                registry,
+                snapshot: ArcSwap::from_pointee(snapshot),
+                listeners: Mutex::new(HashMap::new()),
+                workers: Mutex::new(Vec::new()),
+                drain: watch::channel(false).0,
+                source: Mutex::new(None),
+                access_log: Arc::new(ArcSwap::from_pointee(access_log)),
+                reload_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Sets where [`Server::reload_from_source`] (SIGHUP, admin `POST /reload`) reads
+    /// the new config from.
+    pub fn with_config_source(self, source: ConfigSource) -> Self {
+        *lock(&self.inner.source) = Some(source);
+        self
+    }
+
+    /// The current config snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.load_full()
+    }
+
+    /// Runs the server on the calling thread until SIGTERM or SIGINT, then drains
+    /// in-flight requests (up to `runtime.drain_timeout`) and returns. SIGHUP reloads
+    /// from the config source.
+    ///
+    /// # Errors
+    /// When a runtime cannot start or a listener cannot bind.
+    pub fn run(&self) -> Result<(), ServerError> {
+        let snapshot = self.snapshot();
+        let n = match snapshot.config.runtime.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let (done_tx, done_rx) = watch::channel(false);
+        let mut threads = Vec::new();
+        let mut handles = Vec::new();
+        let main_rt = build_runtime()?;
+        handles.push(main_rt.handle().clone());
+        for i in 1..n {
+            let rt = build_runtime()?;
+            handles.push(rt.handle().clone());
+            let mut done = done_rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("proxy-worker-{i}"))
+                    .spawn(move || {
+                        rt.block_on(async move {
+                            let _ = done.wait_for(|d| *d).await;
+                        })
+                    })
+                    .map_err(|source| ServerError::Io {
+                        what: "spawning a worker thread".into(),
+                        source,
+                    })?,
+            );
+        }
+        *lock(&self.inner.workers) = handles;
+        let result = main_rt.block_on(async {
+            self.start_listeners(&snapshot)?;
+            if let Some(admin) = &snapshot.config.admin {
+                let listener =
+                    tokio::net::TcpListener::bind(admin.address)
+                        .await
+                        .map_err(|source| ServerError::Io {
+                            what: format!("binding the admin listener {}", admin.address),
+                            source,
+                        })?;
+                tokio::spawn(admin::serve(listener, self.clone()));
+            }
+            tokio::spawn(evict_idle_loop(self.clone()));
+            self.wait_for_signals().await;
+            self.drain().await;
+            Ok(())
+        });
+        let _ = done_tx.send(true);
+        for t in threads {
+            let _ = t.join();
+        }
+        result
+    }
+
+    async fn wait_for_signals(&self) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        let mut drain = self.inner.drain.subscribe();
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = drain.wait_for(|d| *d) => return,
+                _ = hup.recv() => match self.reload_from_source() {
+                    Ok(()) => tracing::info!("config reloaded (SIGHUP)"),
+                    Err(e) => tracing::error!(error = %DisplayChain(&e), "config reload refused (SIGHUP)"),
+                },
+            }
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout) and
+    /// closes idle connections.
+    pub async fn drain(&self) {
+        let _ = self.inner.drain.send(true);
+        let listeners: Vec<_> = lock(&self.inner.listeners).values().cloned().collect();
+        for l in &listeners {
+            let _ = l.stop.send(true);
+        }
+        let deadline = tokio::time::Instant::now() + self.snapshot().config.runtime.drain_timeout;
+        tracing::info!("draining");
+        while tokio::time::Instant::now() < deadline {
+            let active: u64 = listeners
+                .iter()
+                .map(|l| l.stats.active.load(std::sync::atomic::Ordering::Relaxed))
+                .sum();
+            if active == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!("drained");
+    }
+
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        *self.inner.drain.borrow()
+    }
+
+    /// Re-reads the config from the config source and applies it.
+    ///
+    /// # Errors
+    /// When there is no source, or the new config is invalid (the running one stays).
+    pub fn reload_from_source(&self) -> Result<(), ServerError> {
+        let source = lock(&self.inner.source)
+            .clone()
+            .ok_or(ServerError::NoSource)?;
+        let config = source()?;
+        self.reload(config)
+    }
+
+    /// Validates `config` whole, then swaps it in: routes and clusters at once for every
+    /// request, filters and limits for new connections; listeners added are bound,
+    /// listeners removed stop accepting and drain. In-flight requests finish on the
+    /// config they started with. A bad config changes nothing.
+    ///
+    /// # Errors
+    /// When the config is invalid or a new listener cannot bind.
+    pub fn reload(&self, config: Config) -> Result<(), ServerError> {
+        let _one_at_a_time = lock(&self.inner.reload_lock);
+        let old = self.snapshot();
+        let snapshot = Snapshot::build(config, &self.inner.registry, Some(&old))?;
+        let access_log = if snapshot.config.access_log == old.config.access_log {
+            (**self.inner.access_log.load()).clone()
+        } else {
+            open_access_log(&snapshot.config)?
+        };
+        // Bind new listeners first, so that a bind failure leaves everything as it was.
+        let running: HashMap<String, Arc<ListenerRuntime>> = lock(&self.inner.listeners).clone();
+        let mut to_start = Vec::new();
+        for plan in &snapshot.listeners {
+            match running.get(&plan.config.name) {
+                Some(rt) if rt.address == plan.config.address => {}
+                _ => to_start.push((plan, self.bind_all(&plan.config.address)?)),
+            }
+        }
+        self.inner.access_log.store(Arc::new(access_log));
+        let mut listeners = lock(&self.inner.listeners);
+        for plan in &snapshot.listeners {
+            if let Some(rt) = listeners.get(&plan.config.name) {
+                if rt.address == plan.config.address {
+                    rt.update(plan);
+                }
+            }
+        }
+        for (name, rt) in running.iter() {
+            let kept = snapshot
+                .listeners
+                .iter()
+                .any(|p| &p.config.name == name && p.config.address == rt.address);
+            if !kept {
+                let _ = rt.stop.send(true);
+                listeners.remove(name);
+            }
+        }
+        for (plan, bound) in to_start {
+            let rt = ListenerRuntime::new(plan);
+            self.spawn_accept_loops(&rt, bound);
+            listeners.insert(plan.config.name.clone(), rt);
+        }
+        drop(listeners);
+        self.inner.snapshot.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    fn start_listeners(&self, snapshot: &Snapshot) -> Result<(), ServerError> {
+        let mut bound = Vec::new();
+        for plan in &snapshot.listeners {
+            bound.push((plan, self.bind_all(&plan.config.address)?));
+        }
+        let mut listeners = lock(&self.inner.listeners);
+        for (plan, b) in bound {
+            let rt = ListenerRuntime::new(plan);
+            self.spawn_accept_loops(&rt, b);
+            listeners.insert(plan.config.name.clone(), rt);
+        }
+        Ok(())
+    }
+
+    /// One socket per worker for TCP (`SO_REUSEPORT`), one in all for Unix sockets.
+    fn bind_all(&self, address: &crate::config::ListenAddress) -> Result<Vec<Bound>, ServerError> {
+        let workers = lock(&self.inner.workers).len().max(1);
+        let count = match address {
+            crate::config::ListenAddress::Tcp(_) => workers,
+            crate::config::ListenAddress::Unix(_) => 1,
+        };
+        (0..count)
+            .map(|_| {
+                listen::bind(address).map_err(|source| ServerError::Io {
+                    what: format!("binding listener {address}"),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    fn spawn_accept_loops(&self, rt: &Arc<ListenerRuntime>, bound: Vec<Bound>) {
+        let workers = lock(&self.inner.workers).clone();
+        for (i, b) in bound.into_iter().enumerate() {
+            let handle = workers.get(i).cloned().unwrap_or_else(Handle::current);
+            handle.spawn(listen::accept_loop(
+                b,
+                rt.clone(),
+                self.inner.drain.subscribe(),
+                self.inner.access_log.clone(),
+            ));
+        }
+    }
+
+    /// Running listener names and addresses.
+    pub fn listener_addresses(&self) -> Vec<(String, String)> {
+        lock(&self.inner.listeners)
+            .values()
+            .map(|l| (l.name.clone(), l.address.to_string()))
+            .collect()
+    }
+}
+
+async fn evict_idle_loop(server: Server) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        for c in server.snapshot().clusters.values() {
+            c.evict_expired();
+        }
+    }
+}
+
+fn build_runtime() -> Result<tokio::runtime::Runtime, ServerError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ServerError::Io {
+            what: "starting a runtime".into(),
+            source,
+        })
+}
+
+fn open_access_log(config: &Config) -> Result<Option<Arc<AccessLog>>, ServerError> {
+    match &config.access_log {
+        None => Ok(None),
+        Some(cfg) => AccessLog::open(cfg)
+            .map(|l| Some(Arc::new(l)))
+            .map_err(|source| ServerError::Io {
+                what: "opening the access log".into(),
+                source,
+            }),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The response for an error that reached the edge of the request stack.
+pub(crate) fn error_response(err: &BoxError) -> HttpResponse {
+    match ProxyError::find(&**err) {
+        Some(p) => local_reply(p),
+        None => {
+            tracing::warn!(error = %DisplayChain(&**err), "request stack failed");
+            let mut resp = local_reply(&ProxyError::Upstream {
+                request_sent: true,
+                source: "internal error".into(),
+            });
+            *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            resp.headers_mut()
+                .insert("x-proxy-error", http::HeaderValue::from_static("internal"));
+            resp
+        }
+    }
+}
+
+/// Displays an error with its sources, `a: b: c`.
+pub struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! HTTP/1.1 upstream connections: send one request, parse the response, hand the
+//! connection back to the endpoint's pool when the response body ends.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use http::{Response, Version};
+use tokio::{io::AsyncReadExt, net::TcpStream};
+
+use super::pool::{H1Pool, Idle};
+use crate::{
+    http1::{
+        decode::Decoder,
+        head::{self, Framing},
+        send::{send_body, SendBodyError},
+        RecvBody,
+    },
+    Body, BoxError,
+};
+
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// A checked-out upstream HTTP/1.1 connection.
+#[derive(Debug)]
+pub(crate) struct H1Conn {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
+    wbuf: BytesMut,
+    keep_alive: bool,
+    /// Taken from the idle pool rather than freshly connected.
+    pub(crate) reused: bool,
+    pool: Arc<H1Pool>,
+    _open: super::pool::OpenGuard,
+}
+
+/// An upstream connection switched to another protocol (101), for tunnelling.
+#[derive(Debug, Clone)]
+pub struct UpgradedUpstream(pub(crate) Arc<Mutex<Option<(TcpStream, BytesMut)>>>);
+
+impl UpgradedUpstream {
+    pub(crate) fn take(&self) -> Option<(TcpStream, BytesMut)> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// Why an exchange on an upstream connection failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    /// The connection failed before any byte of a response arrived.
+    #[error("upstream connection closed before responding")]
+    NoResponse {
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    #[error("reading the request body failed")]
+    RequestBody(#[source] BoxError),
+    #[error("invalid response from upstream")]
+    BadResponse(#[source] BoxError),
+}
+
+impl H1Conn {
+    pub(crate) fn new(stream: TcpStream, pool: Arc<H1Pool>, open: super::pool::OpenGuard) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(8 * 1024),
+            wbuf: BytesMut::with_capacity(4 * 1024),
+            keep_alive: true,
+            reused: false,
+            pool,
+            _open: open,
+        }
+    }
+
+    pub(crate) fn from_idle(idle: Idle, pool: Arc<H1Pool>) -> Self {
+        Self {
+            stream: idle.stream,
+            buf: idle.buf,
+            wbuf: idle.wbuf,
+            keep_alive: true,
+            reused: true,
+            pool,
+            _open: idle.open,
+        }
+    }
+
+    /// Gives the connection back to its pool, or closes it when it cannot be reused.
+    pub(crate) fn release(self: Box<Self>, complete: bool) {
+        if complete && self.keep_alive && self.buf.is_empty() {
+            let this = *self;
+            this.pool.put(Idle {
+                stream: this.stream,
+                buf: this.buf,
+                wbuf: this.wbuf,
+                open: this._open,
+                since: tokio::time::Instant::now(),
+            });
+        }
+    }
+
+    /// Sends one request and reads the response head. The response body streams from
+    /// this connection, which returns to the pool when the body is done.
+    pub(crate) async fn exchange(
+        mut self: Box<Self>,
+        parts: &http::request::Parts,
+        target: &str,
+        mut body: Body,
+        framing: Framing,
+    ) -> Result<Response<Body>, ExchangeError> {
+        head::encode_request(
+            &mut self.wbuf,
+            &parts.method,
+            target,
+            &parts.headers,
+            framing,
+        );
+        let conn = &mut *self;
+        let sent = send_body(&mut conn.stream, &mut conn.wbuf, &mut body, framing).await;
+        drop(body);
+        match sent {
+            Ok(_) => {}
+            Err(SendBodyError::Source(e)) => return Err(ExchangeError::RequestBody(e)),
+            Err(SendBodyError::LengthMismatch) => {
+                return Err(ExchangeError::RequestBody(
+                    "request body length mismatch".into(),
+                ))
+            }
+            // The upstream may have answered early and closed; try to read that answer.
+            Err(SendBodyError::Sink(_)) => self.keep_alive = false,
+        }
+        let upgrade_requested = parts.headers.contains_key(http::header::UPGRADE);
+        loop {
+            let parsed = head::parse_response(&mut self.buf, &parts.method, MAX_RESPONSE_HEAD)
+                .map_err(|e| ExchangeError::BadResponse(e.into()))?;
+            let Some(resp) = parsed else {
+                let got_bytes = !self.buf.is_empty();
+                self.buf.reserve(8 * 1024);
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) if !got_bytes => return Err(ExchangeError::NoResponse { source: None }),
+                    Err(e) if !got_bytes => {
+                        return Err(ExchangeError::NoResponse { source: Some(e) })
+                    }
+                    Ok(0) => {
+                        return Err(ExchangeError::BadResponse("response head truncated".into()))
+                    }
+                    Err(e) => return Err(ExchangeError::BadResponse(e.into())),
+                    Ok(_) => continue,
+                }
+            };
+            let status = resp.parts.status;
+            if status == http::StatusCode::SWITCHING_PROTOCOLS && upgrade_requested {
+                let mut response = Response::from_parts(resp.parts, Body::empty());
+                let this = *self;
+                let upgraded =
+                    UpgradedUpstream(Arc::new(Mutex::new(Some((this.stream, this.buf)))));
+                response.extensions_mut().insert(upgraded);
+                return Ok(response);
+            }
+            if status.is_informational() {
+                continue; // 100 Continue, 103 Early Hints: wait for the final answer
+            }
+            self.keep_alive &= resp.keep_alive;
+            let mut response = Response::from_parts(resp.parts, Body::empty());
+            *response.version_mut() = Version::HTTP_11;
+            let body = match resp.framing {
+                Framing::Empty => {
+                    self.release(true);
+                    Body::empty()
+                }
+                Framing::Length(n) if n <= self.buf.len() as u64 => {
+                    let data = self.buf.split_to(n as usize).freeze();
+                    self.release(true);
+                    Body::from(data)
+                }
+                framing => Body::from_h1(RecvBody::upstream(self, Decoder::new(framing))),
+            };
+            *response.body_mut() = body;
+            return Ok(response);
+        }
+    }
+}

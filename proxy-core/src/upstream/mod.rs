@@ -1,0 +1,200 @@
+//! Upstream connections: TCP connect with a timeout, pooled HTTP/1.1 connections and
+//! multiplexed HTTP/2 connections per endpoint.
+
+pub(crate) mod h1;
+mod h2;
+pub(crate) mod pool;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{Request, Response};
+
+pub use h1::UpgradedUpstream;
+
+use crate::{
+    config::{PoolConfig, UpstreamProtocol},
+    http1::head::Framing,
+    Body, ProxyError,
+};
+
+/// Opens a TCP connection with `TCP_NODELAY`, failing after `timeout`.
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, ProxyError> {
+    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
+        Err(_) => {
+            return Err(ProxyError::Connect {
+                addr,
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+            })
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// How requests reach one endpoint.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    addr: SocketAddr,
+    protocol: UpstreamProtocol,
+    connect_timeout: Duration,
+    max_connections: u32,
+    pub(crate) open: Arc<pool::OpenCount>,
+    h1: Arc<pool::H1Pool>,
+    h2: h2::H2Client,
+}
+
+impl Upstream {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        pool: &PoolConfig,
+    ) -> Self {
+        Self {
+            addr,
+            protocol,
+            connect_timeout,
+            max_connections: pool.max_connections,
+            open: Arc::default(),
+            h1: Arc::new(pool::H1Pool::new(pool.max_idle, pool.idle_timeout)),
+            h2: h2::H2Client::default(),
+        }
+    }
+
+    /// Whether this upstream can be kept across a config swap for `protocol` and `pool`.
+    pub(crate) fn same_settings(
+        &self,
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        pool: &PoolConfig,
+    ) -> bool {
+        self.protocol == protocol
+            && self.connect_timeout == connect_timeout
+            && self.max_connections == pool.max_connections
+    }
+
+    pub(crate) fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
+    }
+
+    /// Idle pooled connections.
+    pub(crate) fn idle_connections(&self) -> usize {
+        self.h1.idle_len()
+    }
+
+    /// Closes expired idle connections.
+    pub(crate) fn evict_expired(&self) {
+        self.h1.evict_expired();
+    }
+
+    async fn checkout_h1(&self, fresh: bool) -> Result<Box<h1::H1Conn>, ProxyError> {
+        if !fresh {
+            if let Some(idle) = self.h1.take() {
+                return Ok(Box::new(h1::H1Conn::from_idle(idle, self.h1.clone())));
+            }
+        }
+        let guard = self
+            .open
+            .try_open(self.max_connections)
+            .ok_or(ProxyError::Overflow { addr: self.addr })?;
+        let stream = connect(self.addr, self.connect_timeout).await?;
+        Ok(Box::new(h1::H1Conn::new(stream, self.h1.clone(), guard)))
+    }
+
+    /// Sends a request whose head is already prepared for the upstream (hop-by-hop
+    /// headers removed, Host set, the URI's path and query as the target).
+    pub(crate) async fn send(
+        &self,
+        parts: &http::request::Parts,
+        body: Body,
+    ) -> Result<Response<Body>, ProxyError> {
+        match self.protocol {
+            UpstreamProtocol::Http1 => self.send_h1(parts, body).await,
+            UpstreamProtocol::Http2 => self.send_h2(clone_parts(parts), body).await,
+        }
+    }
+
+    async fn send_h1(
+        &self,
+        parts: &http::request::Parts,
+        body: Body,
+    ) -> Result<Response<Body>, ProxyError> {
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let framing = request_framing(parts, &body);
+        let replay = body.try_clone();
+        let conn = self.checkout_h1(false).await?;
+        let reused = conn.reused;
+        match conn.exchange(parts, target, body, framing).await {
+            Ok(resp) => Ok(resp),
+            // A pooled connection the upstream had already closed: the request never
+            // reached the application, so send it once more on a fresh connection.
+            Err(h1::ExchangeError::NoResponse { .. }) if reused && replay.is_some() => {
+                let conn = self.checkout_h1(true).await?;
+                let body = replay.unwrap_or_default();
+                conn.exchange(parts, target, body, framing)
+                    .await
+                    .map_err(exchange_error)
+            }
+            Err(e) => Err(exchange_error(e)),
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        parts: http::request::Parts,
+        body: Body,
+    ) -> Result<Response<Body>, ProxyError> {
+        let mut sender = self
+            .h2
+            .sender(self.addr, self.connect_timeout, &self.open)
+            .await?;
+        let req = Request::from_parts(parts, body);
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ProxyError::Upstream {
+                request_sent: true,
+                source: e.into(),
+            })?;
+        Ok(resp.map(Body::from))
+    }
+}
+
+fn exchange_error(e: h1::ExchangeError) -> ProxyError {
+    let request_sent = !matches!(e, h1::ExchangeError::NoResponse { .. });
+    ProxyError::Upstream {
+        request_sent,
+        source: e.into(),
+    }
+}
+
+fn request_framing(parts: &http::request::Parts, body: &Body) -> Framing {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return if parts.method == http::Method::CONNECT {
+            Framing::Close
+        } else {
+            Framing::Empty
+        };
+    }
+    match body.size_hint().exact() {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
+    }
+}
+
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut p = Request::new(()).into_parts().0;
+    p.method = parts.method.clone();
+    p.uri = parts.uri.clone();
+    p.version = parts.version;
+    p.headers = parts.headers.clone();
+    p.extensions = parts.extensions.clone();
+    p
+}
