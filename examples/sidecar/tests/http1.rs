@@ -255,9 +255,12 @@ async fn keep_alive_reuses_the_downstream_connection() {
         let (sc, up, base) = echo_setup().await;
         // curl reuses one connection for several URLs in one invocation.
         let urls: Vec<String> = (0..5).map(|i| format!("{base}/ka/{i}")).collect();
-        let mut args: Vec<&str> = vec!["-o", "/dev/null", "-w", "%{http_code} %{num_connects}\\n"];
-        args.extend(urls.iter().map(String::as_str));
-        let out = run_tool("curl", &[&["-sS"], args.as_slice()].concat(), None, CURL).await;
+        // `-o` applies to one URL: give one per URL.
+        let mut args: Vec<&str> = vec!["-sS", "-w", "%{http_code} %{num_connects}\\n"];
+        for u in &urls {
+            args.extend(["-o", "/dev/null", u.as_str()]);
+        }
+        let out = run_tool("curl", &args, None, CURL).await;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{text}");
