@@ -24,12 +24,22 @@ use crate::{
 };
 
 /// Facts about the downstream connection, put in every request's extensions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The peer address (`None` for Unix sockets).
     pub peer: Option<SocketAddr>,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The peer IP as a header value, made once per connection for `x-forwarded-for`.
+    peer_ip: Option<HeaderValue>,
+}
+
+impl ConnInfo {
+    /// Facts about a connection from `peer`.
+    pub fn new(peer: Option<SocketAddr>, tls: bool) -> Self {
+        let peer_ip = peer.and_then(|p| HeaderValue::from_str(&p.ip().to_string()).ok());
+        Self { peer, tls, peer_ip }
+    }
 }
 
 /// The route a request matched, put in the response extensions (for access logs).
@@ -86,11 +96,10 @@ async fn forward(routing: Arc<Routing>, mut req: HttpRequest) -> HttpResponse {
     let started = Instant::now();
     let listener_stats = &routing.stats;
     listener_stats.start();
-    let authority = request_authority(&req);
     let route = routing
         .routes
         .find(
-            authority.as_deref(),
+            request_authority(&req),
             req.method(),
             req.uri().path(),
             req.headers(),
@@ -105,7 +114,7 @@ async fn forward(routing: Arc<Routing>, mut req: HttpRequest) -> HttpResponse {
     route.stats.start();
     let resp = match routing.clusters.get(&*route.cluster) {
         Some(cluster) => {
-            prepare_upstream_request(&mut req, &route, routing.xff, authority, cluster);
+            prepare_upstream_request(&mut req, &route, routing.xff, cluster);
             forward_to_cluster(cluster, &route, req).await
         }
         None => Err(ProxyError::NoEndpoints {
@@ -116,7 +125,9 @@ async fn forward(routing: Arc<Routing>, mut req: HttpRequest) -> HttpResponse {
         Ok(mut resp) => {
             let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
             strip_hop_by_hop(resp.headers_mut(), switching);
-            route.response_headers.apply(resp.headers_mut());
+            if !route.response_headers.is_empty() {
+                route.response_headers.apply(resp.headers_mut());
+            }
             resp
         }
         Err(err) => {
@@ -130,18 +141,20 @@ async fn forward(routing: Arc<Routing>, mut req: HttpRequest) -> HttpResponse {
     let elapsed = started.elapsed();
     route.stats.finish(status, elapsed);
     listener_stats.finish(status, elapsed);
-    resp.extensions_mut().insert(MatchedRoute(route));
+    if routing.record_route {
+        resp.extensions_mut().insert(MatchedRoute(route));
+    }
     resp
 }
 
-fn request_authority(req: &HttpRequest) -> Option<String> {
-    if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_owned());
+fn request_authority(req: &HttpRequest) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
@@ -158,6 +171,9 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop headers and those named in `Connection`. With `upgrade`, the
 /// `Connection: upgrade` and `Upgrade` pair is kept so that the upgrade passes through.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -184,72 +200,90 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-fn prepare_upstream_request(
-    req: &mut HttpRequest,
-    route: &Route,
-    xff: bool,
-    authority: Option<String>,
-    cluster: &Cluster,
-) {
-    let upgrade = req.headers().contains_key(header::UPGRADE)
+fn prepare_upstream_request(req: &mut HttpRequest, route: &Route, xff: bool, cluster: &Cluster) {
+    let protocol = cluster.config.protocol;
+    let upgrade = protocol == UpstreamProtocol::Http1
         && req.version() == Version::HTTP_11
-        && cluster.config.protocol == UpstreamProtocol::Http1;
-    let te_trailers = req.headers().get(header::TE).is_some_and(|v| {
-        v.to_str()
-            .unwrap_or_default()
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-    });
-    let headers = req.headers_mut();
-    strip_hop_by_hop(headers, upgrade);
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::EXPECT);
-    if te_trailers && cluster.config.protocol == UpstreamProtocol::Http2 {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    if xff {
-        let info = req.extensions().get::<ConnInfo>().copied();
-        let headers = req.headers_mut();
-        if let Some(peer) = info.and_then(|i| i.peer) {
-            append_xff(headers, peer);
+        && req.headers().contains_key(header::UPGRADE);
+    let te_trailers = protocol == UpstreamProtocol::Http2
+        && req.headers().get(header::TE).is_some_and(|v| {
+            v.to_str()
+                .unwrap_or_default()
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    // The authority sent upstream: the rewrite, else the request's own.
+    let host = match &route.host_rewrite {
+        Some(h) => Some(h.clone()),
+        None => match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers().get(header::HOST).cloned(),
+        },
+    };
+    let rewritten = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            if let Some(path) = rewritten {
+                if let Ok(uri) = Uri::try_from(path) {
+                    *req.uri_mut() = uri;
+                }
+            } else if req.uri().scheme().is_some() {
+                // Absolute-form (or an h2 downstream): HTTP/1.1 upstreams get origin-form.
+                let mut parts = http::uri::Parts::default();
+                parts.path_and_query = Some(
+                    req.uri()
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+                );
+                if let Ok(uri) = Uri::from_parts(parts) {
+                    *req.uri_mut() = uri;
+                }
+            }
         }
-        let proto = if info.is_some_and(|i| i.tls) {
-            "https"
-        } else {
-            "http"
-        };
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(proto),
-        );
-    }
-    let host = route
-        .host_rewrite
-        .clone()
-        .or_else(|| authority.and_then(|a| HeaderValue::from_str(&a).ok()));
-    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let rewritten = route.rewrite_path(path_and_query);
-    let target = rewritten.as_deref().unwrap_or(path_and_query);
-    let uri = match cluster.config.protocol {
-        UpstreamProtocol::Http1 => Uri::try_from(target).ok(),
         UpstreamProtocol::Http2 => {
             let auth = host
                 .as_ref()
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("localhost");
-            Uri::builder()
+            let path = rewritten
+                .as_deref()
+                .unwrap_or_else(|| req.uri().path_and_query().map_or("/", |p| p.as_str()));
+            if let Ok(uri) = Uri::builder()
                 .scheme("http")
                 .authority(auth)
-                .path_and_query(target)
+                .path_and_query(path)
                 .build()
-                .ok()
+            {
+                *req.uri_mut() = uri;
+            }
         }
-    };
-    if let Some(uri) = uri {
-        *req.uri_mut() = uri;
     }
+    let forwarded = if xff {
+        req.extensions()
+            .get::<ConnInfo>()
+            .map(|i| (i.peer_ip.clone(), i.tls))
+    } else {
+        None
+    };
     let headers = req.headers_mut();
-    match (cluster.config.protocol, host) {
+    strip_hop_by_hop(headers, upgrade);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::EXPECT);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some((ip, tls)) = forwarded {
+        if let Some(ip) = ip {
+            append_xff(headers, ip);
+        }
+        let proto = if tls { "https" } else { "http" };
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(proto),
+        );
+    }
+    match (protocol, host) {
         (UpstreamProtocol::Http1, Some(h)) => {
             headers.insert(header::HOST, h);
         }
@@ -258,22 +292,30 @@ fn prepare_upstream_request(
         }
         _ => {}
     }
-    route.request_headers.apply(headers);
-    *req.version_mut() = match cluster.config.protocol {
+    if !route.request_headers.is_empty() {
+        route.request_headers.apply(headers);
+    }
+    *req.version_mut() = match protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
 }
 
-fn append_xff(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
+fn append_xff(headers: &mut HeaderMap, ip: HeaderValue) {
     let name = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(name, v);
+    match headers.get(&name) {
+        None => {
+            headers.insert(name, ip);
+        }
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                headers.insert(name, v);
+            }
+        }
     }
 }
 

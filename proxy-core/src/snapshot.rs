@@ -28,6 +28,9 @@ pub struct Routing {
     pub xff: bool,
     /// Request stats of the listener (kept across reloads).
     pub stats: Arc<RequestStats>,
+    /// Put the matched route in the response extensions ([`crate::proxy::MatchedRoute`]),
+    /// for the access log.
+    pub record_route: bool,
 }
 
 /// A listener's part of a snapshot.
@@ -151,6 +154,7 @@ impl Snapshot {
                 clusters: clusters.clone(),
                 xff: l.xff,
                 stats,
+                record_route: config.access_log.is_some(),
             });
             listeners.push(ListenerPlan {
                 config: l.clone(),

@@ -19,6 +19,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use proxy_core::{config::Config, ConfigError, DisplayChain, Registry, Server};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_CONFIG: &str = include_str!("../default.yaml");
 
 /// A service-mesh sidecar built from the proxy crates.

@@ -1,6 +1,8 @@
 //! Parsing and encoding of HTTP/1.x message heads (request line / status line and
 //! header fields), with the framing rules of RFC 9112 section 6.
 
+use std::mem::MaybeUninit;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
@@ -57,30 +59,63 @@ pub(crate) struct ResponseHead {
     pub(crate) keep_alive: bool,
 }
 
-type Offsets = [(usize, usize, usize, usize); MAX_HEADERS];
+/// Where a header's name and value sit in the head: `(name_start, name_end,
+/// value_start, value_end)`.
+type Span = (u32, u32, u32, u32);
 
-fn offsets_of(base: &[u8], headers: &[httparse::Header<'_>], out: &mut Offsets) -> usize {
-    let start = base.as_ptr() as usize;
-    for (i, h) in headers.iter().enumerate() {
-        let n = h.name.as_ptr() as usize - start;
-        let v = h.value.as_ptr() as usize - start;
-        out[i] = (n, n + h.name.len(), v, v + h.value.len());
-    }
-    headers.len()
+/// Header spans: inline for the usual few dozen headers, on the heap past that.
+struct Spans {
+    inline: [Span; 32],
+    len: usize,
+    heap: Vec<Span>,
 }
 
-fn build_headers(
-    head: &Bytes,
-    offsets: &[(usize, usize, usize, usize)],
-) -> Result<HeaderMap, HeadError> {
-    let mut map = HeaderMap::with_capacity(offsets.len());
-    for &(ns, ne, vs, ve) in offsets {
-        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| HeadError::Malformed)?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| HeadError::Malformed)?;
+impl Spans {
+    fn of(base: &[u8], headers: &[httparse::Header<'_>]) -> Self {
+        let mut spans = Self {
+            inline: [(0, 0, 0, 0); 32],
+            len: headers.len(),
+            heap: Vec::new(),
+        };
+        let start = base.as_ptr() as usize;
+        let span = |h: &httparse::Header<'_>| {
+            let n = (h.name.as_ptr() as usize - start) as u32;
+            let v = (h.value.as_ptr() as usize - start) as u32;
+            (n, n + h.name.len() as u32, v, v + h.value.len() as u32)
+        };
+        if headers.len() <= spans.inline.len() {
+            for (slot, h) in spans.inline.iter_mut().zip(headers) {
+                *slot = span(h);
+            }
+        } else {
+            spans.heap = headers.iter().map(span).collect();
+        }
+        spans
+    }
+
+    fn as_slice(&self) -> &[Span] {
+        if self.heap.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+fn build_headers(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for &(ns, ne, vs, ve) in spans {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| HeadError::Malformed)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| HeadError::Malformed)?;
         map.append(name, value);
     }
     Ok(map)
+}
+
+fn uninit_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
 fn map_parse_error(e: httparse::Error) -> HeadError {
@@ -102,13 +137,12 @@ pub(crate) fn parse_request(
     while buf.starts_with(b"\r\n") {
         let _ = buf.split_to(2);
     }
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut storage = uninit_headers();
     let headers = &mut storage[..max_headers.clamp(1, MAX_HEADERS)];
-    let mut offsets: Offsets = [(0, 0, 0, 0); MAX_HEADERS];
-    let mut req = httparse::Request::new(headers);
-    let (len, n_headers, method, target, minor) = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let (len, spans, method, target, minor) = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(len)) => {
-            let n = offsets_of(buf, req.headers, &mut offsets);
+            let n = Spans::of(buf, req.headers);
             let method = req.method.ok_or(HeadError::Malformed)?;
             let path = req.path.ok_or(HeadError::Malformed)?;
             let start = buf.as_ptr() as usize;
@@ -135,7 +169,7 @@ pub(crate) fn parse_request(
     if uri.path_and_query().is_none() && method != Method::CONNECT && uri != "*" {
         return Err(HeadError::Malformed);
     }
-    let headers = build_headers(&head, &offsets[..n_headers])?;
+    let headers = build_headers(&head, spans.as_slice())?;
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
@@ -264,33 +298,34 @@ pub(crate) fn parse_response(
     request_method: &Method,
     max_head_bytes: usize,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut offsets: Offsets = [(0, 0, 0, 0); MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut storage);
-    let (len, n, code, minor) = match res.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => {
-            let n = offsets_of(buf, res.headers, &mut offsets);
-            (
-                len,
-                n,
-                res.code.ok_or(HeadError::Malformed)?,
-                res.version.unwrap_or(1),
-            )
-        }
-        Ok(httparse::Status::Partial) => {
-            if buf.len() > max_head_bytes {
-                return Err(HeadError::TooLarge);
+    let mut storage = uninit_headers();
+    let mut res = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let (len, n, code, minor) =
+        match config.parse_response_with_uninit_headers(&mut res, buf, &mut storage) {
+            Ok(httparse::Status::Complete(len)) => {
+                let n = Spans::of(buf, res.headers);
+                (
+                    len,
+                    n,
+                    res.code.ok_or(HeadError::Malformed)?,
+                    res.version.unwrap_or(1),
+                )
             }
-            return Ok(None);
-        }
-        Err(e) => return Err(map_parse_error(e)),
-    };
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > max_head_bytes {
+                    return Err(HeadError::TooLarge);
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(map_parse_error(e)),
+        };
     if len > max_head_bytes {
         return Err(HeadError::TooLarge);
     }
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Malformed)?;
-    let headers = build_headers(&head, &offsets[..n])?;
+    let headers = build_headers(&head, n.as_slice())?;
     let version = if minor == 0 {
         Version::HTTP_10
     } else {

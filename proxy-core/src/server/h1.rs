@@ -6,9 +6,11 @@
 use bytes::{BufMut, BytesMut};
 use http::{header, Method, Request, StatusCode, Version};
 use http_body::Body as _;
+use std::{future::Future, pin::Pin};
+
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    time::Instant,
+    time::{Instant, Sleep},
 };
 use tower::{Service, ServiceExt};
 
@@ -34,16 +36,24 @@ enum ReadHead {
     Timeout,
 }
 
+/// Waits for and parses the next request head.
+///
+/// One timer and one drain subscription live for the whole connection, so a busy
+/// keep-alive connection touches neither per request. The idle timer fires every
+/// `idle_timeout`; a connection that served no request since the last firing (`active`
+/// is false) is closed, so an idle connection lives between one and two idle timeouts.
 async fn read_head(
     read: &mut ReadHalf,
     buf: &mut BytesMut,
     ctx: &ConnCtx,
-    drain: &mut tokio::sync::watch::Receiver<bool>,
+    mut drain: Pin<&mut impl Future<Output = ()>>,
+    mut timer: Pin<&mut Sleep>,
+    active: &mut bool,
 ) -> ReadHead {
     let limits = &ctx.limits;
     let max_headers = limits.max_headers as usize;
     let max_bytes = limits.max_header_bytes as usize;
-    let mut deadline: Option<Instant> = None;
+    let mut head_deadline: Option<Instant> = None;
     loop {
         if !buf.is_empty() {
             match head::parse_request(buf, max_headers, max_bytes) {
@@ -52,24 +62,36 @@ async fn read_head(
                 Err(e) => return ReadHead::Error(e),
             }
             // The whole head must arrive within the header timeout of its first byte.
-            deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
+            if head_deadline.is_none() {
+                let d = Instant::now() + limits.header_read_timeout;
+                head_deadline = Some(d);
+                if timer.deadline() > d {
+                    timer.as_mut().reset(d);
+                }
+            }
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        let wait = match deadline {
-            Some(d) => d,
-            None => Instant::now() + limits.idle_timeout,
-        };
-        let idle = deadline.is_none();
+        let idle = head_deadline.is_none();
         tokio::select! {
             biased;
             r = read.read_buf(buf) => match r {
                 Ok(0) | Err(_) => return ReadHead::Closed,
-                Ok(n) => ctx.stats.rx_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed),
+                Ok(n) => {
+                    ctx.stats.rx_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
             },
-            _ = tokio::time::sleep_until(wait) => return if idle { ReadHead::Closed } else { ReadHead::Timeout },
-            _ = drain.wait_for(|d| *d), if idle => return ReadHead::Closed,
+            () = timer.as_mut() => {
+                let now = Instant::now();
+                match head_deadline {
+                    Some(d) if now >= d => return ReadHead::Timeout,
+                    Some(d) => timer.as_mut().reset(d),
+                    None if !std::mem::take(active) => return ReadHead::Closed,
+                    None => timer.as_mut().reset(now + limits.idle_timeout),
+                }
+            }
+            () = drain.as_mut(), if idle => return ReadHead::Closed,
         };
     }
 }
@@ -80,14 +102,28 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
     let mut read = Some(read);
     let mut wbuf = BytesMut::with_capacity(8 * 1024);
     let mut svc = ctx.service.clone();
-    let mut drain = ctx.drain.clone();
-    let conn_info = ConnInfo {
-        peer: ctx.peer,
-        tls: false,
+    let drain = ctx.drain.clone();
+    let mut drain_rx = ctx.drain.clone();
+    let drain_signal = async move {
+        let _ = drain_rx.wait_for(|d| *d).await;
     };
+    tokio::pin!(drain_signal);
+    let timer = tokio::time::sleep(ctx.limits.idle_timeout);
+    tokio::pin!(timer);
+    let conn_info = ConnInfo::new(ctx.peer, false);
+    let mut active = true;
     loop {
         let Some(r) = read.as_mut() else { return };
-        let head = match read_head(r, &mut buf, &ctx, &mut drain).await {
+        let head = match read_head(
+            r,
+            &mut buf,
+            &ctx,
+            drain_signal.as_mut(),
+            timer.as_mut(),
+            &mut active,
+        )
+        .await
+        {
             ReadHead::Head(h) => h,
             ReadHead::Closed => return,
             ReadHead::Timeout => {
@@ -114,7 +150,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 return;
             }
         };
-        let started = Instant::now();
+        active = true;
         let head::RequestHead {
             parts,
             framing,
@@ -148,9 +184,12 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             }
         };
         let mut req = Request::from_parts(parts, body);
-        req.extensions_mut().insert(conn_info);
-        let method = req.method().clone();
-        let uri = req.uri().clone();
+        req.extensions_mut().insert(conn_info.clone());
+        // What the access log needs, kept only when there is one.
+        let log_info = ctx
+            .access_log
+            .is_some()
+            .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
         let resp = match svc.ready().await {
             Ok(s) => s.call(req).await,
             Err(e) => Err(e),
@@ -174,15 +213,17 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                         return;
                     }
                     wbuf.clear();
-                    ctx.log(
-                        &method,
-                        &uri,
-                        version,
-                        resp.status(),
-                        0,
-                        started.elapsed(),
-                        &resp,
-                    );
+                    if let Some((method, uri, started)) = &log_info {
+                        ctx.log(
+                            method,
+                            uri,
+                            version,
+                            resp.status(),
+                            0,
+                            started.elapsed(),
+                            &resp,
+                        );
+                    }
                     tunnel(r, write, buf, upstream, upbuf).await;
                     return;
                 }
@@ -222,15 +263,17 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         ctx.stats
             .tx_bytes
             .fetch_add(head_len + body_bytes, std::sync::atomic::Ordering::Relaxed);
-        ctx.log(
-            &method,
-            &uri,
-            version,
-            status,
-            body_bytes,
-            started.elapsed(),
-            &resp,
-        );
+        if let Some((method, uri, started)) = &log_info {
+            ctx.log(
+                method,
+                uri,
+                version,
+                status,
+                body_bytes,
+                started.elapsed(),
+                &resp,
+            );
+        }
         if let Some(rx) = pending_read {
             match rx.await {
                 Ok(ret) if ret.complete => {

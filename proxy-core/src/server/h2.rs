@@ -26,19 +26,17 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
         .max_header_list_size(limits.max_header_bytes)
         .keep_alive_interval(Some(limits.idle_timeout / 2))
         .keep_alive_timeout(limits.header_read_timeout);
-    let info = ConnInfo {
-        peer: ctx.peer,
-        tls: false,
-    };
+    let info = ConnInfo::new(ctx.peer, false);
     let svc = ctx.service.clone();
     let log_ctx = ctx.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let svc = svc.clone();
         let log_ctx = log_ctx.clone();
+        let info = info.clone();
         async move {
             let started = tokio::time::Instant::now();
             let mut req = req.map(Body::from);
-            req.extensions_mut().insert(info);
+            req.extensions_mut().insert(info.clone());
             let (method, uri) = (req.method().clone(), req.uri().clone());
             let resp = match svc.oneshot(req).await {
                 Ok(r) => r,
