@@ -8,10 +8,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install-test-deps.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets
+  cargo nextest run --workspace --all-targets --no-fail-fast
 else
   echo "test.sh: cargo-nextest not installed; using cargo test"
-  cargo test --workspace --all-targets
+  cargo test --workspace --all-targets --no-fail-fast
 fi
 
 # nextest does not run doctests.

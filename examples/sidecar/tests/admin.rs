@@ -12,10 +12,10 @@ use http::{Method, StatusCode};
 async fn admin_endpoints() {
     with_timeout(Duration::from_secs(30), async {
         let up = Upstream::echo("echo").await;
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .routes(vec![route("r", "/", "c", "")])
             .cluster(cluster("c", up.addr, ""));
-        let sc = Sidecar::start_with(&cfg).await;
+        let sc = Sidecar::start_with(&mut cfg).await;
 
         let ready = sc.admin_get("/ready").await;
         assert_eq!(ready.status, StatusCode::OK);

@@ -15,10 +15,10 @@ const RSS_CEILING: u64 = 64 * MIB;
 
 async fn sink_setup() -> (Sidecar, Upstream, String) {
     let sink = Upstream::sink().await;
-    let cfg = ConfigBuilder::new()
+    let mut cfg = ConfigBuilder::new()
         .routes(vec![route("sink", "/", "sink", "")])
         .cluster(cluster("sink", sink.addr, ""));
-    let sc = Sidecar::start_with(&cfg).await;
+    let sc = Sidecar::start_with(&mut cfg).await;
     (sc, sink, format!("http://{}", cfg.listen))
 }
 

@@ -30,10 +30,10 @@ async fn upstream_refused_is_503() {
     with_timeout(LIMIT, async {
         // A port nothing listens on.
         let dead = free_addr();
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .routes(vec![route("down", "/", "down", "")])
             .cluster(cluster("down", dead, "connect_timeout: 1s"));
-        let sc = Sidecar::start_with(&cfg).await;
+        let sc = Sidecar::start_with(&mut cfg).await;
         let started = Instant::now();
         let r = curl(&[&format!("http://{}/x", cfg.listen)], CURL).await;
         assert_eq!(r.exit_code, 0, "{}", r.stderr);
@@ -87,10 +87,10 @@ async fn upstream_silent_with_route_timeout_is_504() {
     }
     with_timeout(LIMIT, async {
         let hole = Upstream::blackhole().await;
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .routes(vec![route("slow", "/", "hole", "timeout: 500ms")])
             .cluster(cluster("hole", hole.addr, ""));
-        let sc = Sidecar::start_with(&cfg).await;
+        let sc = Sidecar::start_with(&mut cfg).await;
         let started = Instant::now();
         let r = curl(
             &["--max-time", "10", &format!("http://{}/x", cfg.listen)],
@@ -122,14 +122,14 @@ async fn unknown_host_or_path_is_404() {
     }
     with_timeout(LIMIT, async {
         let up = Upstream::echo("echo").await;
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .vhost(
                 "known",
                 &["known.example"],
                 vec![route("api", "/api/", "echo", "")],
             )
             .cluster(cluster("echo", up.addr, ""));
-        let sc = Sidecar::start_with(&cfg).await;
+        let sc = Sidecar::start_with(&mut cfg).await;
         let base = format!("http://{}", cfg.listen);
 
         let ok = curl(
@@ -191,10 +191,10 @@ async fn unknown_host_or_path_is_404() {
 async fn malformed_request_line_is_400() {
     with_timeout(LIMIT, async {
         let up = Upstream::echo("echo").await;
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .routes(vec![route("all", "/", "echo", "")])
             .cluster(cluster("echo", up.addr, ""));
-        let sc = Sidecar::start_with(&cfg).await;
+        let sc = Sidecar::start_with(&mut cfg).await;
 
         // Each is a request line that does not match the HTTP/1.1 grammar: 400 (RFC 9112
         // section 3), not 505, which is for a well-formed but unsupported version.
@@ -246,14 +246,14 @@ async fn error_responses_on_keep_alive_do_not_break_the_connection() {
     with_timeout(LIMIT, async {
         let up = Upstream::echo("echo").await;
         let dead = free_addr();
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .routes(vec![
                 route("ok", "/ok", "echo", ""),
                 route("down", "/down", "down", ""),
             ])
             .cluster(cluster("echo", up.addr, ""))
             .cluster(cluster("down", dead, ""));
-        let _sc = Sidecar::start_with(&cfg).await;
+        let _sc = Sidecar::start_with(&mut cfg).await;
         let mut c = H1Client::new(cfg.listen);
         for path in ["/ok", "/down", "/nothing", "/ok"] {
             let r = c

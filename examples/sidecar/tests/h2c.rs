@@ -12,10 +12,10 @@ const CURL: Duration = Duration::from_secs(20);
 
 async fn fixed_setup() -> (Sidecar, Upstream, ConfigBuilder) {
     let up = Upstream::fixed_1k().await;
-    let cfg = ConfigBuilder::new()
+    let mut cfg = ConfigBuilder::new()
         .routes(vec![route("all", "/", "fixed", "")])
         .cluster(cluster("fixed", up.addr, ""));
-    let sc = Sidecar::start_with(&cfg).await;
+    let sc = Sidecar::start_with(&mut cfg).await;
     (sc, up, cfg)
 }
 
@@ -26,10 +26,10 @@ async fn curl_prior_knowledge_and_http1_on_one_port() {
     }
     with_timeout(LIMIT, async {
         let up = Upstream::echo("echo").await;
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .routes(vec![route("all", "/", "echo", "")])
             .cluster(cluster("echo", up.addr, ""));
-        let _sc = Sidecar::start_with(&cfg).await;
+        let _sc = Sidecar::start_with(&mut cfg).await;
         let url = format!("http://{}/h2/path?x=1", cfg.listen);
 
         let r = curl(
@@ -69,10 +69,10 @@ async fn h2c_to_an_http2_cluster() {
     }
     with_timeout(LIMIT, async {
         let up = Upstream::echo("echo-h2").await;
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .routes(vec![route("all", "/", "echo", "")])
             .cluster(cluster("echo", up.addr, "protocol: http2"));
-        let _sc = Sidecar::start_with(&cfg).await;
+        let _sc = Sidecar::start_with(&mut cfg).await;
         let url = format!("http://{}/via-h2", cfg.listen);
         for flag in ["--http2-prior-knowledge", "--http1.1"] {
             let r = curl(&[flag, &url], CURL).await;

@@ -16,7 +16,7 @@ const CURL: Duration = Duration::from_secs(20);
 /// - `/` everything else, unchanged.
 async fn echo_setup() -> (Sidecar, Upstream, String) {
     let up = Upstream::echo("echo").await;
-    let cfg = ConfigBuilder::new()
+    let mut cfg = ConfigBuilder::new()
         .routes(vec![
             route(
                 "api",
@@ -28,7 +28,7 @@ async fn echo_setup() -> (Sidecar, Upstream, String) {
             route("all", "/", "echo", ""),
         ])
         .cluster(cluster("echo", up.addr, ""));
-    let sc = Sidecar::start_with(&cfg).await;
+    let sc = Sidecar::start_with(&mut cfg).await;
     let base = format!("http://{}", cfg.listen);
     (sc, up, base)
 }

@@ -20,7 +20,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
             .routes(vec![route("r", "/", "c", "")])
             .cluster(cluster("c", up.addr, ""));
         cfg.top_extra = "runtime:\n  drain_timeout: 10s\n".into();
-        let mut sc = Sidecar::start_with(&cfg).await;
+        let mut sc = Sidecar::start_with(&mut cfg).await;
 
         let listen = cfg.listen;
         let in_flight = tokio::spawn(async move {
@@ -77,10 +77,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 async fn sigterm_when_idle_exits_promptly() {
     with_timeout(Duration::from_secs(30), async {
         let up = Upstream::echo("echo").await;
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .routes(vec![route("r", "/", "c", "")])
             .cluster(cluster("c", up.addr, ""));
-        let mut sc = Sidecar::start_with(&cfg).await;
+        let mut sc = Sidecar::start_with(&mut cfg).await;
         // An idle keep-alive connection must not hold the drain for drain_timeout.
         let mut c = H1Client::new(cfg.listen);
         let r = c

@@ -15,10 +15,10 @@ use tokio::{
 async fn websocket_upgrade_tunnels_bytes_both_ways() {
     with_timeout(Duration::from_secs(30), async {
         let up = Upstream::upgrade_echo().await;
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .routes(vec![route("ws", "/", "ws", "")])
             .cluster(cluster("ws", up.addr, ""));
-        let _sc = Sidecar::start_with(&cfg).await;
+        let _sc = Sidecar::start_with(&mut cfg).await;
 
         let mut s = TcpStream::connect(cfg.listen).await.expect("connect");
         let req = format!(
@@ -84,10 +84,10 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
 async fn upgrade_refused_by_upstream_is_a_normal_response() {
     with_timeout(Duration::from_secs(30), async {
         let up = Upstream::upgrade_echo().await;
-        let cfg = ConfigBuilder::new()
+        let mut cfg = ConfigBuilder::new()
             .routes(vec![route("ws", "/", "ws", "")])
             .cluster(cluster("ws", up.addr, ""));
-        let _sc = Sidecar::start_with(&cfg).await;
+        let _sc = Sidecar::start_with(&mut cfg).await;
         // Upgrade to something the upstream refuses: its 400 reaches the client.
         let raw = raw_exchange(
             cfg.listen,

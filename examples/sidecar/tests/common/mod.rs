@@ -282,7 +282,9 @@ impl Sidecar {
             std::ffi::OsString::from("--config"),
             config_path.clone().into_os_string(),
         ];
-        Self::spawn(&args, admin, config_path, dir).await
+        Self::spawn(&args, admin, config_path, dir)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts `sidecar` with no arguments (its embedded default config) and waits for
@@ -290,7 +292,9 @@ impl Sidecar {
     pub(crate) async fn start_default(admin: SocketAddr) -> Self {
         let dir = TempDir::new("sidecar-default");
         let config_path = dir.join("none.yaml");
-        Self::spawn(&[], admin, config_path, dir).await
+        Self::spawn(&[], admin, config_path, dir)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     async fn spawn(
@@ -298,7 +302,7 @@ impl Sidecar {
         admin: SocketAddr,
         config_path: PathBuf,
         dir: TempDir,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let stdout = File::create(dir.join("stdout.log")).expect("stdout log");
         let stderr = File::create(dir.join("stderr.log")).expect("stderr log");
         let child = Command::new(SIDECAR)
@@ -316,20 +320,43 @@ impl Sidecar {
             config_path,
             dir,
         };
-        sc.wait_ready(Duration::from_secs(20)).await;
-        sc
+        sc.wait_ready(Duration::from_secs(20)).await?;
+        Ok(sc)
     }
 
-    /// Starts the sidecar from a [`ConfigBuilder`].
-    pub(crate) async fn start_with(cfg: &ConfigBuilder) -> Self {
-        Self::start(&cfg.yaml(), cfg.admin).await
+    /// Starts the sidecar from a [`ConfigBuilder`]. If a port picked by [`free_addr`]
+    /// was taken by someone else in the meantime, picks new ones and tries again
+    /// (the builder is updated, so read `cfg.listen` after this).
+    pub(crate) async fn start_with(cfg: &mut ConfigBuilder) -> Self {
+        for attempt in 1.. {
+            let dir = TempDir::new("sidecar");
+            let config_path = dir.join("config.yaml");
+            std::fs::write(&config_path, cfg.yaml()).expect("write config");
+            let args = vec![
+                std::ffi::OsString::from("--config"),
+                config_path.clone().into_os_string(),
+            ];
+            match Self::spawn(&args, cfg.admin, config_path, dir).await {
+                Ok(sc) => return sc,
+                Err(e) if attempt < 3 && e.to_ascii_lowercase().contains("in use") => {
+                    eprintln!("port clash, retrying with new ports: {e}");
+                    cfg.listen = free_addr();
+                    cfg.admin = free_addr();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!()
     }
 
-    async fn wait_ready(&mut self, limit: Duration) {
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.try_wait() {
-                panic!("sidecar exited before ready ({status})\n{}", self.logs());
+                return Err(format!(
+                    "sidecar exited before ready ({status})\n{}",
+                    self.logs()
+                ));
             }
             if let Ok(Ok(r)) = tokio::time::timeout(
                 Duration::from_secs(1),
@@ -338,7 +365,7 @@ impl Sidecar {
             .await
             {
                 if r.status == StatusCode::OK {
-                    return;
+                    return Ok(());
                 }
             }
             assert!(
