@@ -232,7 +232,8 @@ impl ConnStats {
 
 /// Appends connection metric families to `out` in Prometheus text.
 pub fn render_conns(out: &mut String, prefix: &str, items: &[(String, &ConnStats)]) {
-    let families: [(&str, &str, fn(&ConnStats) -> u64); 5] = [
+    type Family = (&'static str, &'static str, fn(&ConnStats) -> u64);
+    let families: [Family; 5] = [
         ("connections_total", "counter", |s| s.opened.load(Relaxed)),
         ("connections_active", "gauge", |s| s.active.load(Relaxed)),
         ("connections_rejected_total", "counter", |s| {

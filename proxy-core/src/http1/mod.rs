@@ -8,3 +8,6 @@ mod recv_body;
 pub(crate) mod send;
 
 pub(crate) use recv_body::RecvBody;
+
+#[cfg(test)]
+mod props;

@@ -28,6 +28,9 @@ use crate::{
     Body, HttpResponse,
 };
 
+// Returned once per request and matched at once: boxing the head would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 enum ReadHead {
     Head(head::RequestHead),
     /// The peer closed, the connection idled out, or the proxy is draining.
@@ -167,14 +170,13 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 Body::from(buf.split_to(n as usize).freeze())
             }
             framing => {
-                if expect_continue {
-                    if write
+                if expect_continue
+                    && write
                         .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                         .await
                         .is_err()
-                    {
-                        return;
-                    }
+                {
+                    return;
                 }
                 let Some(r) = read.take() else { return };
                 let (b, rx) =

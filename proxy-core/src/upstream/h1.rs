@@ -84,6 +84,8 @@ impl H1Conn {
     }
 
     /// Gives the connection back to its pool, or closes it when it cannot be reused.
+    // Connections live boxed (a response body holds one), so they are released boxed.
+    #[allow(clippy::boxed_local)]
     pub(crate) fn release(self: Box<Self>, complete: bool) {
         if complete && self.keep_alive && self.buf.is_empty() {
             let this = *self;
