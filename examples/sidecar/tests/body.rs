@@ -136,7 +136,13 @@ async fn download_64mib_arrives_whole() {
     with_timeout(Duration::from_secs(60), async {
         let (sc, _sink, base) = sink_setup().await;
         let n = 64 * MIB;
-        for flag in ["--http1.1", "--http2-prior-knowledge"] {
+        let cases = [
+            ("--http1.1", "download"),
+            ("--http2-prior-knowledge", "download"),
+            ("--http1.1", "download-chunked"),
+            ("--http2-prior-knowledge", "download-chunked"),
+        ];
+        for (flag, kind) in cases {
             let out = run_tool(
                 "curl",
                 &[
@@ -146,7 +152,7 @@ async fn download_64mib_arrives_whole() {
                     "/dev/null",
                     "-w",
                     "%{http_code} %{size_download}",
-                    &format!("{base}/download/{n}"),
+                    &format!("{base}/{kind}/{n}"),
                 ],
                 None,
                 Duration::from_secs(45),
@@ -154,20 +160,20 @@ async fn download_64mib_arrives_whole() {
             .await;
             assert!(
                 out.status.success(),
-                "curl {flag} failed: {}",
+                "curl {flag} /{kind}/ failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             assert_eq!(
                 text,
                 format!("200 {n}"),
-                "download status and byte count ({flag})"
+                "download status and byte count ({flag} /{kind}/)"
             );
         }
         let peak = sc.peak_rss_bytes();
         assert!(
             peak < RSS_CEILING,
-            "sidecar peak RSS {} MiB after 2 x 64 MiB downloads",
+            "sidecar peak RSS {} MiB after 4 x 64 MiB downloads",
             peak / MIB
         );
     })

@@ -274,3 +274,89 @@ async fn error_responses_on_keep_alive_do_not_break_the_connection() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_heads_and_framing_are_400() {
+    with_timeout(LIMIT, async {
+        let up = Upstream::echo("echo").await;
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route("all", "/", "echo", "")])
+            .cluster(cluster("echo", up.addr, ""));
+        let _sc = Sidecar::start_with(&mut cfg).await;
+
+        // RFC 9112: each of these must be answered 400 (and must not reach the upstream).
+        let cases: [(&str, &[u8]); 7] = [
+            (
+                "two different Content-Length values",
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            ),
+            (
+                "non-numeric Content-Length",
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\nabc",
+            ),
+            (
+                "Transfer-Encoding whose last coding is not chunked",
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+            ),
+            (
+                "header line without a colon",
+                b"GET / HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n",
+            ),
+            (
+                "whitespace between field name and colon",
+                b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            ),
+            ("HTTP/1.1 without Host", b"GET / HTTP/1.1\r\n\r\n"),
+            (
+                "two Host headers",
+                b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (what, bytes) in cases {
+            let raw = raw_exchange(cfg.listen, bytes, Duration::from_secs(2)).await;
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let head = text
+                .split("\r\n\r\n")
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if !text.starts_with("HTTP/1.1 400") || !head.contains("\r\nx-proxy-error:") {
+                wrong.push(format!("{what}: {text:?}"));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "want 400 with x-proxy-error; wrong answers:\n{}",
+            wrong.join("\n")
+        );
+        assert_eq!(up.count(), 0, "no malformed request reached the upstream");
+
+        // Content-Length with Transfer-Encoding (a smuggling vector): rejected, or
+        // forwarded framed by the chunked coding only, never with both headers.
+        let raw = raw_exchange(
+            cfg.listen,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if text.starts_with("HTTP/1.1 200") {
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+            let e = Echoed::parse(body.as_bytes());
+            assert_eq!(e.body, "abc", "the chunked coding frames the body");
+            let cl = e.header("content-length");
+            assert!(
+                !(cl.is_some() && e.header("transfer-encoding").is_some()),
+                "both Content-Length and Transfer-Encoding forwarded: {:?}",
+                e.headers
+            );
+        } else {
+            assert!(
+                text.starts_with("HTTP/1.1 400"),
+                "CL+TE: 400 or a correctly framed forward, got {text:?}"
+            );
+        }
+    })
+    .await;
+}

@@ -712,7 +712,8 @@ impl Upstream {
     }
 
     /// Reads and counts request bodies (streamed, never buffered) and answers with the
-    /// count as text; `GET /download/N` streams N bytes instead.
+    /// count as text; `GET /download/N` streams N bytes instead (with a
+    /// content-length), `GET /download-chunked/N` without one (chunked).
     pub(crate) async fn sink() -> Self {
         Self::hyper("sink", Kind::Sink).await
     }
@@ -920,8 +921,18 @@ async fn sink(counter: &AtomicU64, req: Request<Incoming>) -> Response<RespBody>
             .body(BodyExt::boxed(Repeat {
                 remaining: n,
                 chunk: Bytes::from(vec![b'd'; 64 * 1024]),
+                length_known: true,
             }))
             .expect("response");
+    }
+    if let Some(n) = req.uri().path().strip_prefix("/download-chunked/") {
+        // No length: HTTP/1.1 sends it chunked, in 16 KiB chunks.
+        let n: u64 = n.parse().unwrap_or(0);
+        return Response::new(BodyExt::boxed(Repeat {
+            remaining: n,
+            chunk: Bytes::from(vec![b'c'; 16 * 1024]),
+            length_known: false,
+        }));
     }
     let mut body = req.into_body();
     let mut total = 0u64;
@@ -948,6 +959,8 @@ async fn sink(counter: &AtomicU64, req: Request<Incoming>) -> Response<RespBody>
 struct Repeat {
     remaining: u64,
     chunk: Bytes,
+    /// Whether `size_hint` tells the length (else the body is sent chunked).
+    length_known: bool,
 }
 
 impl Body for Repeat {
@@ -972,7 +985,11 @@ impl Body for Repeat {
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(self.remaining)
+        if self.length_known {
+            hyper::body::SizeHint::with_exact(self.remaining)
+        } else {
+            hyper::body::SizeHint::default()
+        }
     }
 }
 
