@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/install-test-deps.sh
+for tool in curl h2load; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "=================================================================="
+    echo "WARNING: $tool not installed: the tests that need it will be SKIPPED"
+    echo "=================================================================="
+  fi
+done
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --no-fail-fast

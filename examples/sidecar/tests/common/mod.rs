@@ -150,10 +150,14 @@ pub(crate) fn require_tool(tool: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        eprintln!("\n==============================================");
-        eprintln!("SKIPPED: {tool} not installed (run scripts/install-test-deps.sh)");
-        eprintln!("==============================================\n");
-        println!("SKIPPED: {tool} not installed");
+        // Written to the stream directly, not with eprintln!, so that libtest's output
+        // capture does not hide it (nextest shows it with --success-output).
+        let banner = format!(
+            "\n==============================================\n\
+             SKIPPED: {tool} not installed (run scripts/install-test-deps.sh)\n\
+             ==============================================\n"
+        );
+        let _ = io::Write::write_all(&mut io::stderr(), banner.as_bytes());
     }
     found
 }
