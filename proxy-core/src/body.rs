@@ -80,6 +80,15 @@ impl Body {
         }
     }
 
+    /// Takes the whole body if it is already in memory (empty or one buffer).
+    pub(crate) fn take_buffered(&mut self) -> Option<Bytes> {
+        match &mut self.kind {
+            Kind::Empty => Some(Bytes::new()),
+            Kind::Full(b) => Some(b.take().unwrap_or_default()),
+            _ => None,
+        }
+    }
+
     /// A copy of this body if it can be replayed (empty or fully buffered), for retries
     /// and mirroring. Streaming bodies return `None`.
     pub fn try_clone(&self) -> Option<Self> {

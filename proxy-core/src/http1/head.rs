@@ -102,8 +102,12 @@ impl Spans {
     }
 }
 
+/// Room for the headers a proxy adds (forwarding headers, a rewritten host) without
+/// growing the map.
+const SPARE_HEADERS: usize = 4;
+
 fn build_headers(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
-    let mut map = HeaderMap::with_capacity(spans.len());
+    let mut map = HeaderMap::with_capacity(spans.len() + SPARE_HEADERS);
     for &(ns, ne, vs, ve) in spans {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| HeadError::Malformed)?;
@@ -118,12 +122,29 @@ fn uninit_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
     [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
-fn map_parse_error(e: httparse::Error) -> HeadError {
+fn map_parse_error(e: httparse::Error, buf: &[u8]) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
-        httparse::Error::Version => HeadError::BadVersion,
+        // httparse reports any request line it cannot read past the target as a version
+        // error; only a well-formed `HTTP/x.y` of another major version is a 505.
+        httparse::Error::Version if is_other_http_version(buf) => HeadError::BadVersion,
         _ => HeadError::Malformed,
     }
+}
+
+/// Whether the first line is `<method> <target> HTTP/<d>.<d>` with a major version
+/// other than 1.
+fn is_other_http_version(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(_), Some(_), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    matches!(v, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit() && *major != b'1')
 }
 
 /// Tries to parse a request head at the start of `buf`. On success the head bytes are
@@ -156,7 +177,7 @@ pub(crate) fn parse_request(
             }
             return Ok(None);
         }
-        Err(e) => return Err(map_parse_error(e)),
+        Err(e) => return Err(map_parse_error(e, buf)),
     };
     if len > max_head_bytes {
         return Err(HeadError::TooLarge);
@@ -318,7 +339,7 @@ pub(crate) fn parse_response(
                 }
                 return Ok(None);
             }
-            Err(e) => return Err(map_parse_error(e)),
+            Err(e) => return Err(map_parse_error(e, buf)),
         };
     if len > max_head_bytes {
         return Err(HeadError::TooLarge);
@@ -521,6 +542,27 @@ mod tests {
                 .unwrap()
                 .framing,
             Framing::Length(5)
+        );
+    }
+
+    #[test]
+    fn bad_request_lines_are_malformed_not_version_errors() {
+        let bad = |s: &str| req(s).unwrap_err();
+        assert_eq!(
+            bad("GET /has space HTTP/1.1\r\nHost: x\r\n\r\n"),
+            HeadError::Malformed
+        );
+        assert_eq!(
+            bad("THIS IS NOT HTTP\r\nHost: x\r\n\r\n"),
+            HeadError::Malformed
+        );
+        assert_eq!(
+            bad("GET / HTTP/2.0\r\nHost: x\r\n\r\n"),
+            HeadError::BadVersion
+        );
+        assert_eq!(
+            bad("GET / HTTP/3.0\r\nHost: x\r\n\r\n"),
+            HeadError::BadVersion
         );
     }
 

@@ -12,7 +12,7 @@ use crate::{
     http1::{
         decode::Decoder,
         head::{self, Framing},
-        send::{send_body, SendBodyError},
+        send::{flush, send_body, SendBodyError},
         RecvBody,
     },
     Body, BoxError,
@@ -116,7 +116,24 @@ impl H1Conn {
             framing,
         );
         let conn = &mut *self;
-        let sent = send_body(&mut conn.stream, &mut conn.wbuf, &mut body, framing).await;
+        let sent = match body.take_buffered() {
+            // The common case, a request without a body or with one already in memory:
+            // head and body in one write.
+            Some(data) => {
+                conn.wbuf.extend_from_slice(&data);
+                flush(&mut conn.stream, &mut conn.wbuf).await
+            }
+            // Streaming bodies take the general path, boxed so that its state does not
+            // weigh on every request's future.
+            None => Box::pin(send_body(
+                &mut conn.stream,
+                &mut conn.wbuf,
+                &mut body,
+                framing,
+            ))
+            .await
+            .map(drop),
+        };
         drop(body);
         match sent {
             Ok(_) => {}

@@ -92,12 +92,18 @@ impl Upstream {
         self.h1.evict_expired();
     }
 
+    /// A pooled connection, or a new one. Connecting is the rare path, so its (large)
+    /// future is boxed to keep every request's future small.
     async fn checkout_h1(&self, fresh: bool) -> Result<Box<h1::H1Conn>, ProxyError> {
         if !fresh {
             if let Some(idle) = self.h1.take() {
                 return Ok(Box::new(h1::H1Conn::from_idle(idle, self.h1.clone())));
             }
         }
+        Box::pin(self.connect_h1()).await
+    }
+
+    async fn connect_h1(&self) -> Result<Box<h1::H1Conn>, ProxyError> {
         let guard = self
             .open
             .try_open(self.max_connections)
@@ -115,7 +121,7 @@ impl Upstream {
     ) -> Result<Response<Body>, ProxyError> {
         match self.protocol {
             UpstreamProtocol::Http1 => self.send_h1(parts, body).await,
-            UpstreamProtocol::Http2 => self.send_h2(clone_parts(parts), body).await,
+            UpstreamProtocol::Http2 => Box::pin(self.send_h2(clone_parts(parts), body)).await,
         }
     }
 
@@ -126,21 +132,22 @@ impl Upstream {
     ) -> Result<Response<Body>, ProxyError> {
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let framing = request_framing(parts, &body);
-        let replay = body.try_clone();
-        let conn = self.checkout_h1(false).await?;
-        let reused = conn.reused;
-        match conn.exchange(parts, target, body, framing).await {
-            Ok(resp) => Ok(resp),
-            // A pooled connection the upstream had already closed: the request never
-            // reached the application, so send it once more on a fresh connection.
-            Err(h1::ExchangeError::NoResponse { .. }) if reused && replay.is_some() => {
-                let conn = self.checkout_h1(true).await?;
-                let body = replay.unwrap_or_default();
-                conn.exchange(parts, target, body, framing)
-                    .await
-                    .map_err(exchange_error)
+        let mut replay = body.try_clone();
+        let mut body = Some(body);
+        let mut fresh = false;
+        loop {
+            let conn = self.checkout_h1(fresh).await?;
+            let reused = conn.reused;
+            let this_body = body.take().or_else(|| replay.take()).unwrap_or_default();
+            match conn.exchange(parts, target, this_body, framing).await {
+                Ok(resp) => return Ok(resp),
+                // A pooled connection the upstream had already closed: the request never
+                // reached the application, so send it once more on a fresh connection.
+                Err(h1::ExchangeError::NoResponse { .. }) if reused && replay.is_some() => {
+                    fresh = true;
+                }
+                Err(e) => return Err(exchange_error(e)),
             }
-            Err(e) => Err(exchange_error(e)),
         }
     }
 
