@@ -73,7 +73,7 @@ impl tower_service::Service<HttpRequest> for Proxy {
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
         let routing = self.routing.load_full();
-        Box::pin(async move { Ok(forward(routing, req).await) })
+        Box::pin(forward(routing, req))
     }
 }
 
@@ -92,7 +92,7 @@ pub fn local_reply(err: &ProxyError) -> HttpResponse {
     resp
 }
 
-async fn forward(routing: Arc<Routing>, mut req: HttpRequest) -> HttpResponse {
+async fn forward(routing: Arc<Routing>, mut req: HttpRequest) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
     let listener_stats = &routing.stats;
     listener_stats.start();
@@ -109,13 +109,13 @@ async fn forward(routing: Arc<Routing>, mut req: HttpRequest) -> HttpResponse {
         let err = ProxyError::NoRoute;
         listener_stats.local_errors.add(err.reason());
         listener_stats.finish(err.status().as_u16(), started.elapsed());
-        return local_reply(&err);
+        return Ok(local_reply(&err));
     };
     route.stats.start();
     let resp = match routing.clusters.get(&*route.cluster) {
         Some(cluster) => {
             prepare_upstream_request(&mut req, &route, routing.xff, cluster);
-            forward_to_cluster(cluster, &route, req).await
+            forward_to_cluster(cluster, &route, req, started).await
         }
         None => Err(ProxyError::NoEndpoints {
             cluster: route.cluster.clone(),
@@ -144,7 +144,7 @@ async fn forward(routing: Arc<Routing>, mut req: HttpRequest) -> HttpResponse {
     if routing.record_route {
         resp.extensions_mut().insert(MatchedRoute(route));
     }
-    resp
+    Ok(resp)
 }
 
 fn request_authority(req: &HttpRequest) -> Option<&str> {
@@ -319,14 +319,19 @@ fn append_xff(headers: &mut HeaderMap, ip: HeaderValue) {
     }
 }
 
+/// Sends to the cluster, retrying within the route's policy and the cluster's budget.
+/// The attempt is written out here rather than in its own `async fn`: every nested
+/// future is copied into its caller's state, and this is the per-request path.
 async fn forward_to_cluster(
     cluster: &Arc<Cluster>,
     route: &Route,
     req: HttpRequest,
+    started: Instant,
 ) -> Result<HttpResponse, ProxyError> {
     cluster.retry_budget.deposit();
-    let deadline = route.timeout.map(|t| Instant::now() + t);
+    let deadline = route.timeout.map(|t| started + t);
     let attempts = route.retry.as_ref().map_or(0, |r| r.attempts);
+    let per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
     let (parts, body) = req.into_parts();
     let replay = if attempts > 0 { body.try_clone() } else { None };
     let mut first_body = Some(body);
@@ -337,27 +342,35 @@ async fn forward_to_cluster(
             .take()
             .or_else(|| replay.as_ref().and_then(Body::try_clone))
             .unwrap_or_default();
-        let per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
-        let result = attempt_once(cluster, &parts, this_body, per_try, deadline).await;
-        let retry_on = match &result {
-            Ok(resp) if resp.status().is_server_error() => {
-                Some(if matches!(resp.status().as_u16(), 502..=504) {
-                    [RetryOn::ServerError, RetryOn::GatewayError]
-                } else {
-                    [RetryOn::ServerError, RetryOn::ServerError]
-                })
-            }
-            Ok(_) => None,
-            Err(AttemptError::PerTry) => Some([RetryOn::PerTryTimeout, RetryOn::PerTryTimeout]),
-            Err(AttemptError::Proxy(ProxyError::Connect { .. } | ProxyError::Overflow { .. })) => {
-                Some([RetryOn::ConnectFailure, RetryOn::ConnectFailure])
-            }
-            Err(AttemptError::Proxy(ProxyError::Upstream { .. })) => {
-                Some([RetryOn::Reset, RetryOn::Reset])
-            }
-            Err(AttemptError::Proxy(_)) | Err(AttemptError::Deadline) => None,
+        let attempt_start = if attempt == 0 {
+            started
+        } else {
+            Instant::now()
         };
-        let may_retry = retry_on.is_some_and(|conds| {
+        let limit = attempt_limit(per_try.map(|t| attempt_start + t), deadline);
+        let result = match cluster.balancer.pick(&cluster.endpoints, &parts) {
+            None => Err(AttemptError::Proxy(ProxyError::NoEndpoints {
+                cluster: cluster.name.clone(),
+            })),
+            Some(index) => {
+                let endpoint = &cluster.endpoints[index];
+                endpoint.stats.start();
+                cluster.stats.start();
+                let sent = Deadline::new(
+                    endpoint.upstream.send(&parts, this_body),
+                    limit.map(|(at, _)| at),
+                )
+                .await;
+                let result = match sent {
+                    Some(r) => r.map_err(AttemptError::Proxy),
+                    None if limit.is_some_and(|(_, per_try)| per_try) => Err(AttemptError::PerTry),
+                    None => Err(AttemptError::Deadline),
+                };
+                count_attempt(cluster, endpoint, &result, attempt_start.elapsed());
+                result
+            }
+        };
+        let may_retry = retry_condition(&result).is_some_and(|conds| {
             attempt < attempts
                 && replay.is_some()
                 && route
@@ -385,36 +398,45 @@ enum AttemptError {
     Deadline,
 }
 
-async fn attempt_once(
-    cluster: &Arc<Cluster>,
-    parts: &http::request::Parts,
-    body: Body,
-    per_try: Option<Duration>,
-    deadline: Option<Instant>,
-) -> Result<HttpResponse, AttemptError> {
-    let Some(index) = cluster.balancer.pick(&cluster.endpoints, parts) else {
-        return Err(AttemptError::Proxy(ProxyError::NoEndpoints {
-            cluster: cluster.name.clone(),
-        }));
-    };
-    let endpoint = &cluster.endpoints[index];
-    let started = Instant::now();
-    endpoint.stats.start();
-    cluster.stats.start();
-    let send = endpoint.upstream.send(parts, body);
-    let per_try_deadline = per_try.map(|t| started + t);
-    let limit = match (per_try_deadline, deadline) {
+/// The earlier of the per-try and overall deadlines, and whether it is the per-try one.
+fn attempt_limit(per_try: Option<Instant>, overall: Option<Instant>) -> Option<(Instant, bool)> {
+    match (per_try, overall) {
         (Some(a), Some(b)) => Some((a.min(b), a <= b)),
         (Some(a), None) => Some((a, true)),
         (None, Some(b)) => Some((b, false)),
         (None, None) => None,
-    };
-    let result = match (Deadline::new(send, limit.map(|(at, _)| at))).await {
-        Some(r) => r.map_err(AttemptError::Proxy),
-        None if limit.is_some_and(|(_, per_try)| per_try) => Err(AttemptError::PerTry),
-        None => Err(AttemptError::Deadline),
-    };
-    let status = match &result {
+    }
+}
+
+/// The retry conditions an attempt's outcome meets, if any.
+fn retry_condition(result: &Result<HttpResponse, AttemptError>) -> Option<[RetryOn; 2]> {
+    match result {
+        Ok(resp) if resp.status().is_server_error() => {
+            Some(if matches!(resp.status().as_u16(), 502..=504) {
+                [RetryOn::ServerError, RetryOn::GatewayError]
+            } else {
+                [RetryOn::ServerError, RetryOn::ServerError]
+            })
+        }
+        Ok(_) => None,
+        Err(AttemptError::PerTry) => Some([RetryOn::PerTryTimeout, RetryOn::PerTryTimeout]),
+        Err(AttemptError::Proxy(ProxyError::Connect { .. } | ProxyError::Overflow { .. })) => {
+            Some([RetryOn::ConnectFailure, RetryOn::ConnectFailure])
+        }
+        Err(AttemptError::Proxy(ProxyError::Upstream { .. })) => {
+            Some([RetryOn::Reset, RetryOn::Reset])
+        }
+        Err(AttemptError::Proxy(_)) | Err(AttemptError::Deadline) => None,
+    }
+}
+
+fn count_attempt(
+    cluster: &Cluster,
+    endpoint: &crate::cluster::Endpoint,
+    result: &Result<HttpResponse, AttemptError>,
+    elapsed: Duration,
+) {
+    let status = match result {
         Ok(r) => r.status(),
         Err(AttemptError::Proxy(e)) => {
             endpoint.stats.local_errors.add(e.reason());
@@ -427,10 +449,8 @@ async fn attempt_once(
             http::StatusCode::GATEWAY_TIMEOUT
         }
     };
-    let elapsed = started.elapsed();
     endpoint.stats.finish(status.as_u16(), elapsed);
     cluster.stats.finish(status.as_u16(), elapsed);
-    result
 }
 
 pin_project_lite::pin_project! {

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use http::{Response, Version};
 use tokio::{io::AsyncReadExt, net::TcpStream};
 
-use super::pool::{H1Pool, Idle};
+use super::pool::H1Pool;
 use crate::{
     http1::{
         decode::Decoder,
@@ -29,6 +29,8 @@ pub(crate) struct H1Conn {
     keep_alive: bool,
     /// Taken from the idle pool rather than freshly connected.
     pub(crate) reused: bool,
+    /// The pool sweep this connection went idle in.
+    pub(crate) idle_epoch: u32,
     pool: Arc<H1Pool>,
     _open: super::pool::OpenGuard,
 }
@@ -66,36 +68,26 @@ impl H1Conn {
             wbuf: BytesMut::with_capacity(4 * 1024),
             keep_alive: true,
             reused: false,
+            idle_epoch: 0,
             pool,
             _open: open,
         }
     }
 
-    pub(crate) fn from_idle(idle: Idle, pool: Arc<H1Pool>) -> Self {
-        Self {
-            stream: idle.stream,
-            buf: idle.buf,
-            wbuf: idle.wbuf,
-            keep_alive: true,
-            reused: true,
-            pool,
-            _open: idle.open,
-        }
+    /// Marks a connection taken from the idle pool.
+    pub(crate) fn reuse(mut self: Box<Self>) -> Box<Self> {
+        self.reused = true;
+        self.keep_alive = true;
+        self
     }
 
     /// Gives the connection back to its pool, or closes it when it cannot be reused.
-    // Connections live boxed (a response body holds one), so they are released boxed.
+    // Connections live boxed (in the pool, in a response body) and are released boxed.
     #[allow(clippy::boxed_local)]
     pub(crate) fn release(self: Box<Self>, complete: bool) {
         if complete && self.keep_alive && self.buf.is_empty() {
-            let this = *self;
-            this.pool.put(Idle {
-                stream: this.stream,
-                buf: this.buf,
-                wbuf: this.wbuf,
-                open: this._open,
-                since: tokio::time::Instant::now(),
-            });
+            let pool = self.pool.clone();
+            pool.put(self);
         }
     }
 

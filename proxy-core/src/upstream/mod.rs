@@ -96,8 +96,8 @@ impl Upstream {
     /// future is boxed to keep every request's future small.
     async fn checkout_h1(&self, fresh: bool) -> Result<Box<h1::H1Conn>, ProxyError> {
         if !fresh {
-            if let Some(idle) = self.h1.take() {
-                return Ok(Box::new(h1::H1Conn::from_idle(idle, self.h1.clone())));
+            if let Some(conn) = self.h1.take() {
+                return Ok(conn.reuse());
             }
         }
         Box::pin(self.connect_h1()).await
@@ -119,17 +119,9 @@ impl Upstream {
         parts: &http::request::Parts,
         body: Body,
     ) -> Result<Response<Body>, ProxyError> {
-        match self.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(parts, body).await,
-            UpstreamProtocol::Http2 => Box::pin(self.send_h2(clone_parts(parts), body)).await,
+        if self.protocol == UpstreamProtocol::Http2 {
+            return Box::pin(self.send_h2(clone_parts(parts), body)).await;
         }
-    }
-
-    async fn send_h1(
-        &self,
-        parts: &http::request::Parts,
-        body: Body,
-    ) -> Result<Response<Body>, ProxyError> {
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let framing = request_framing(parts, &body);
         let mut replay = body.try_clone();
@@ -204,4 +196,10 @@ fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
     p.headers = parts.headers.clone();
     p.extensions = parts.extensions.clone();
     p
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.h1.close();
+    }
 }

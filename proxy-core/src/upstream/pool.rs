@@ -3,27 +3,16 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
         Arc,
     },
     time::Duration,
 };
 
-use bytes::BytesMut;
 use crossbeam_queue::ArrayQueue;
-use tokio::{net::TcpStream, time::Instant};
 
+use super::h1::H1Conn;
 use crate::metrics::ConnStats;
-
-/// An idle pooled connection.
-#[derive(Debug)]
-pub(crate) struct Idle {
-    pub(crate) stream: TcpStream,
-    pub(crate) buf: BytesMut,
-    pub(crate) wbuf: BytesMut,
-    pub(crate) open: OpenGuard,
-    pub(crate) since: Instant,
-}
 
 /// Counts one open upstream connection until dropped.
 #[derive(Debug)]
@@ -70,44 +59,73 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Idle connections of one endpoint.
+/// How often idle pooled connections are checked for expiry.
+pub(crate) const IDLE_SWEEP: Duration = Duration::from_secs(5);
+
+/// Idle connections of one endpoint, most recently used first out.
+///
+/// Expiry is counted in sweeps ([`IDLE_SWEEP`]) rather than read from the clock, so
+/// taking and returning a connection costs no clock read: a connection is closed
+/// between one idle timeout and one idle timeout plus a sweep after its last use.
 #[derive(Debug)]
 pub(crate) struct H1Pool {
-    idle: ArrayQueue<Idle>,
-    idle_timeout: Duration,
+    idle: ArrayQueue<Box<H1Conn>>,
+    /// Sweeps so far; a connection remembers the sweep it went idle in.
+    epoch: AtomicU32,
+    /// Sweeps a connection may stay idle.
+    max_idle_sweeps: u32,
+    /// Set when the endpoint is gone: returned connections are closed, which also
+    /// breaks the pool <-> connection reference cycle.
+    closed: AtomicBool,
 }
 
 impl H1Pool {
     pub(crate) fn new(max_idle: u32, idle_timeout: Duration) -> Self {
+        let sweeps = idle_timeout
+            .as_millis()
+            .div_ceil(IDLE_SWEEP.as_millis())
+            .max(1);
         Self {
             idle: ArrayQueue::new(max_idle.max(1) as usize),
-            idle_timeout,
+            epoch: AtomicU32::new(0),
+            max_idle_sweeps: u32::try_from(sweeps).unwrap_or(u32::MAX),
+            closed: AtomicBool::new(false),
         }
     }
 
+    fn expired(&self, conn: &H1Conn) -> bool {
+        self.epoch
+            .load(Ordering::Relaxed)
+            .wrapping_sub(conn.idle_epoch)
+            >= self.max_idle_sweeps
+    }
+
     /// Takes a live idle connection, dropping expired ones.
-    pub(crate) fn take(&self) -> Option<Idle> {
-        let now = Instant::now();
-        while let Some(idle) = self.idle.pop() {
-            if now.duration_since(idle.since) < self.idle_timeout {
-                return Some(idle);
+    pub(crate) fn take(&self) -> Option<Box<H1Conn>> {
+        while let Some(conn) = self.idle.pop() {
+            if !self.expired(&conn) {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Returns a connection; closes it when the pool is full.
-    pub(crate) fn put(&self, idle: Idle) {
-        let _ = self.idle.push(idle);
+    /// Returns a connection; closes it when the pool is full or closed.
+    pub(crate) fn put(&self, mut conn: Box<H1Conn>) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        conn.idle_epoch = self.epoch.load(Ordering::Relaxed);
+        let _ = self.idle.push(conn);
     }
 
-    /// Closes connections idle for longer than the idle timeout.
+    /// Counts a sweep and closes connections idle for longer than the idle timeout.
     pub(crate) fn evict_expired(&self) {
-        let now = Instant::now();
+        self.epoch.fetch_add(1, Ordering::Relaxed);
         for _ in 0..self.idle.len() {
             match self.idle.pop() {
-                Some(idle) if now.duration_since(idle.since) < self.idle_timeout => {
-                    if self.idle.push(idle).is_err() {
+                Some(conn) if !self.expired(&conn) => {
+                    if self.idle.push(conn).is_err() {
                         break;
                     }
                 }
@@ -115,6 +133,12 @@ impl H1Pool {
                 None => break,
             }
         }
+    }
+
+    /// Closes every idle connection and refuses returned ones.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        while self.idle.pop().is_some() {}
     }
 
     /// Idle connections now.
