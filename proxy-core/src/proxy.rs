@@ -40,6 +40,20 @@ impl ConnInfo {
         let peer_ip = peer.and_then(|p| HeaderValue::from_str(&p.ip().to_string()).ok());
         Self { peer, tls, peer_ip }
     }
+
+    fn forwarded(&self) -> Forwarded {
+        Forwarded {
+            peer_ip: self.peer_ip.clone(),
+            tls: self.tls,
+        }
+    }
+}
+
+/// What `x-forwarded-for` / `x-forwarded-proto` need of the connection.
+#[derive(Debug, Clone)]
+struct Forwarded {
+    peer_ip: Option<HeaderValue>,
+    tls: bool,
 }
 
 /// The route a request matched, put in the response extensions (for access logs).
@@ -73,7 +87,21 @@ impl tower_service::Service<HttpRequest> for Proxy {
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
         let routing = self.routing.load_full();
-        Box::pin(forward(routing, req))
+        Box::pin(forward(routing, req, None))
+    }
+}
+
+impl Proxy {
+    /// Forwards a request whose connection facts come with it rather than in the
+    /// extensions: the connection loop's path when a listener has no filters, which
+    /// saves the extension map and the boxing of a service stack on every request.
+    pub(crate) fn call_direct(
+        &self,
+        req: HttpRequest,
+        conn: &ConnInfo,
+    ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>> {
+        let routing = self.routing.load_full();
+        Box::pin(forward(routing, req, Some(conn.forwarded())))
     }
 }
 
@@ -92,7 +120,11 @@ pub fn local_reply(err: &ProxyError) -> HttpResponse {
     resp
 }
 
-async fn forward(routing: Arc<Routing>, mut req: HttpRequest) -> Result<HttpResponse, Infallible> {
+async fn forward(
+    routing: Arc<Routing>,
+    mut req: HttpRequest,
+    conn: Option<Forwarded>,
+) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
     let listener_stats = &routing.stats;
     listener_stats.start();
@@ -114,8 +146,78 @@ async fn forward(routing: Arc<Routing>, mut req: HttpRequest) -> Result<HttpResp
     route.stats.start();
     let resp = match routing.clusters.get(&*route.cluster) {
         Some(cluster) => {
-            prepare_upstream_request(&mut req, &route, routing.xff, cluster);
-            forward_to_cluster(cluster, &route, req, started).await
+            prepare_upstream_request(&mut req, &route, routing.xff, conn, cluster);
+            // Sending, with retries within the route's policy and the cluster's budget,
+            // is written out here rather than in an `async fn` of its own: a nested
+            // future is copied into its caller's state, on every request.
+            'send: {
+                cluster.retry_budget.deposit();
+                let deadline = route.timeout.map(|t| started + t);
+                let attempts = route.retry.as_ref().map_or(0, |r| r.attempts);
+                let per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
+                let (parts, body) = req.into_parts();
+                let replay = if attempts > 0 { body.try_clone() } else { None };
+                let mut first_body = Some(body);
+                let mut attempt = 0;
+                loop {
+                    // A retry only happens with a replayable body, so `replay` is there for it.
+                    let this_body = first_body
+                        .take()
+                        .or_else(|| replay.as_ref().and_then(Body::try_clone))
+                        .unwrap_or_default();
+                    let attempt_start = if attempt == 0 {
+                        started
+                    } else {
+                        Instant::now()
+                    };
+                    let limit = attempt_limit(per_try.map(|t| attempt_start + t), deadline);
+                    let result = match cluster.balancer.pick(&cluster.endpoints, &parts) {
+                        None => Err(AttemptError::Proxy(ProxyError::NoEndpoints {
+                            cluster: cluster.name.clone(),
+                        })),
+                        Some(index) => {
+                            let endpoint = &cluster.endpoints[index];
+                            endpoint.stats.start();
+                            cluster.stats.start();
+                            let sent = Deadline::new(
+                                endpoint.upstream.send(&parts, this_body),
+                                limit.map(|(at, _)| at),
+                            )
+                            .await;
+                            let result = match sent {
+                                Some(r) => r.map_err(AttemptError::Proxy),
+                                None if limit.is_some_and(|(_, per_try)| per_try) => {
+                                    Err(AttemptError::PerTry)
+                                }
+                                None => Err(AttemptError::Deadline),
+                            };
+                            count_attempt(cluster, endpoint, &result, attempt_start.elapsed());
+                            result
+                        }
+                    };
+                    let may_retry = retry_condition(&result).is_some_and(|conds| {
+                        attempt < attempts
+                            && replay.is_some()
+                            && route
+                                .retry
+                                .as_ref()
+                                .is_some_and(|r| conds.iter().any(|c| r.retries_on(*c)))
+                            && deadline.is_none_or(|d| Instant::now() < d)
+                    });
+                    if may_retry && cluster.retry_budget.withdraw() {
+                        attempt += 1;
+                        tracing::debug!(route = %route.name, attempt, "retrying");
+                        continue;
+                    }
+                    break 'send match result {
+                        Ok(resp) => Ok(resp),
+                        Err(AttemptError::Proxy(e)) => Err(e),
+                        Err(AttemptError::PerTry | AttemptError::Deadline) => {
+                            Err(ProxyError::Timeout)
+                        }
+                    };
+                }
+            }
         }
         None => Err(ProxyError::NoEndpoints {
             cluster: route.cluster.clone(),
@@ -171,16 +273,31 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop headers and those named in `Connection`. With `upgrade`, the
 /// `Connection: upgrade` and `Upgrade` pair is kept so that the upgrade passes through.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass to see which are there: usually none, or only `connection`.
+    let mut present = 0u8;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present & 1 != 0 {
+        // Tokens naming other headers; the usual `close`, `keep-alive` and `upgrade`
+        // need no lookup (the latter two are removed below anyway).
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.to_str().unwrap_or_default().split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(upgrade && n == header::UPGRADE))
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in named {
             headers.remove(n);
@@ -191,8 +308,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(h);
+        }
     }
     if let Some(u) = upgrade_value {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -200,7 +319,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-fn prepare_upstream_request(req: &mut HttpRequest, route: &Route, xff: bool, cluster: &Cluster) {
+fn prepare_upstream_request(
+    req: &mut HttpRequest,
+    route: &Route,
+    xff: bool,
+    conn: Option<Forwarded>,
+    cluster: &Cluster,
+) {
     let protocol = cluster.config.protocol;
     let upgrade = protocol == UpstreamProtocol::Http1
         && req.version() == Version::HTTP_11
@@ -259,12 +384,10 @@ fn prepare_upstream_request(req: &mut HttpRequest, route: &Route, xff: bool, clu
             }
         }
     }
-    let forwarded = if xff {
-        req.extensions()
-            .get::<ConnInfo>()
-            .map(|i| (i.peer_ip.clone(), i.tls))
-    } else {
-        None
+    let forwarded = match (xff, conn) {
+        (false, _) => None,
+        (true, Some(f)) => Some(f),
+        (true, None) => req.extensions().get::<ConnInfo>().map(ConnInfo::forwarded),
     };
     let headers = req.headers_mut();
     strip_hop_by_hop(headers, upgrade);
@@ -273,8 +396,8 @@ fn prepare_upstream_request(req: &mut HttpRequest, route: &Route, xff: bool, clu
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if let Some((ip, tls)) = forwarded {
-        if let Some(ip) = ip {
+    if let Some(Forwarded { peer_ip, tls }) = forwarded {
+        if let Some(ip) = peer_ip {
             append_xff(headers, ip);
         }
         let proto = if tls { "https" } else { "http" };
@@ -316,79 +439,6 @@ fn append_xff(headers: &mut HeaderMap, ip: HeaderValue) {
                 headers.insert(name, v);
             }
         }
-    }
-}
-
-/// Sends to the cluster, retrying within the route's policy and the cluster's budget.
-/// The attempt is written out here rather than in its own `async fn`: every nested
-/// future is copied into its caller's state, and this is the per-request path.
-async fn forward_to_cluster(
-    cluster: &Arc<Cluster>,
-    route: &Route,
-    req: HttpRequest,
-    started: Instant,
-) -> Result<HttpResponse, ProxyError> {
-    cluster.retry_budget.deposit();
-    let deadline = route.timeout.map(|t| started + t);
-    let attempts = route.retry.as_ref().map_or(0, |r| r.attempts);
-    let per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
-    let (parts, body) = req.into_parts();
-    let replay = if attempts > 0 { body.try_clone() } else { None };
-    let mut first_body = Some(body);
-    let mut attempt = 0;
-    loop {
-        // A retry only happens with a replayable body, so `replay` is there for it.
-        let this_body = first_body
-            .take()
-            .or_else(|| replay.as_ref().and_then(Body::try_clone))
-            .unwrap_or_default();
-        let attempt_start = if attempt == 0 {
-            started
-        } else {
-            Instant::now()
-        };
-        let limit = attempt_limit(per_try.map(|t| attempt_start + t), deadline);
-        let result = match cluster.balancer.pick(&cluster.endpoints, &parts) {
-            None => Err(AttemptError::Proxy(ProxyError::NoEndpoints {
-                cluster: cluster.name.clone(),
-            })),
-            Some(index) => {
-                let endpoint = &cluster.endpoints[index];
-                endpoint.stats.start();
-                cluster.stats.start();
-                let sent = Deadline::new(
-                    endpoint.upstream.send(&parts, this_body),
-                    limit.map(|(at, _)| at),
-                )
-                .await;
-                let result = match sent {
-                    Some(r) => r.map_err(AttemptError::Proxy),
-                    None if limit.is_some_and(|(_, per_try)| per_try) => Err(AttemptError::PerTry),
-                    None => Err(AttemptError::Deadline),
-                };
-                count_attempt(cluster, endpoint, &result, attempt_start.elapsed());
-                result
-            }
-        };
-        let may_retry = retry_condition(&result).is_some_and(|conds| {
-            attempt < attempts
-                && replay.is_some()
-                && route
-                    .retry
-                    .as_ref()
-                    .is_some_and(|r| conds.iter().any(|c| r.retries_on(*c)))
-                && deadline.is_none_or(|d| Instant::now() < d)
-        });
-        if may_retry && cluster.retry_budget.withdraw() {
-            attempt += 1;
-            tracing::debug!(route = %route.name, attempt, "retrying");
-            continue;
-        }
-        return match result {
-            Ok(resp) => Ok(resp),
-            Err(AttemptError::Proxy(e)) => Err(e),
-            Err(AttemptError::PerTry | AttemptError::Deadline) => Err(ProxyError::Timeout),
-        };
     }
 }
 
@@ -499,10 +549,58 @@ mod size_probe {
         let snap =
             crate::snapshot::Snapshot::build(cfg, &crate::Registry::default(), None).unwrap();
         let routing = snap.routing("a").unwrap().clone();
-        let f = super::forward(routing, crate::HttpRequest::new(crate::Body::empty()));
+        let f = super::forward(routing, crate::HttpRequest::new(crate::Body::empty()), None);
         let size = std::mem::size_of_val(&f);
         // Boxed and copied once per request: a regression guard (streaming bodies,
         // connecting and HTTP/2 are boxed separately to keep this small).
-        assert!(size <= 2600, "the per-request future grew to {size} bytes");
+        assert!(size <= 2100, "the per-request future grew to {size} bytes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn keeps_the_upgrade_pair_when_upgrading() {
+        let mut h = map(&[
+            ("connection", "Upgrade, x-a"),
+            ("upgrade", "websocket"),
+            ("x-a", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(!h.contains_key("x-a"));
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty());
     }
 }

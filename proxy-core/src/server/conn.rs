@@ -24,6 +24,7 @@ pub(crate) struct ConnCtx {
     pub(crate) listener: Arc<ListenerRuntime>,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) service: BoxHttp,
+    pub(crate) direct: Option<crate::proxy::Proxy>,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) drain: watch::Receiver<bool>,

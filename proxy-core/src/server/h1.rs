@@ -19,7 +19,7 @@ use crate::{
     http1::{
         decode::Decoder,
         head::{self, Framing, HeadError},
-        send::send_body,
+        send::{flush, send_body},
         RecvBody,
     },
     net::{ReadHalf, Stream, WriteHalf},
@@ -186,15 +186,23 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             }
         };
         let mut req = Request::from_parts(parts, body);
-        req.extensions_mut().insert(conn_info.clone());
+        if ctx.direct.is_none() {
+            req.extensions_mut().insert(conn_info.clone());
+        }
         // What the access log needs, kept only when there is one.
         let log_info = ctx
             .access_log
             .is_some()
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
-        let resp = match svc.ready().await {
-            Ok(s) => s.call(req).await,
-            Err(e) => Err(e),
+        let resp = match &ctx.direct {
+            Some(proxy) => proxy
+                .call_direct(req, &conn_info)
+                .await
+                .map_err(|e| match e {}),
+            None => match svc.ready().await {
+                Ok(s) => s.call(req).await,
+                Err(e) => Err(e),
+            },
         };
         let mut resp = resp.unwrap_or_else(|e| super::error_response(&e));
 
@@ -253,7 +261,20 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         );
         let head_len = wbuf.len() as u64;
         let mut body = std::mem::take(resp.body_mut());
-        let sent = send_body(&mut write, &mut wbuf, &mut body, framing).await;
+        let sent = match body.take_buffered() {
+            // The usual case: the whole body came with the upstream's head, so the
+            // response goes out in one write.
+            Some(data) => {
+                let n = if let Framing::Length(_) = framing {
+                    wbuf.extend_from_slice(&data);
+                    data.len() as u64
+                } else {
+                    0
+                };
+                flush(&mut write, &mut wbuf).await.map(|()| n)
+            }
+            None => send_body(&mut write, &mut wbuf, &mut body, framing).await,
+        };
         drop(body);
         let body_bytes = match sent {
             Ok(n) => n,

@@ -28,6 +28,8 @@ pub(crate) struct ListenerSettings {
     pub(crate) protocol: ListenerProtocol,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) service: BoxHttp,
+    /// The bare proxy when the listener has no filters, called without the boxed stack.
+    pub(crate) direct: Option<Proxy>,
 }
 
 /// A running listener: what its accept loops and connections read.
@@ -78,8 +80,10 @@ impl ListenerRuntime {
 }
 
 fn build_settings(plan: &ListenerPlan, routing: &Arc<ArcSwap<Routing>>) -> ListenerSettings {
+    let proxy = Proxy::new(routing.clone());
     let terminal = BoxHttp::new(
-        Proxy::new(routing.clone())
+        proxy
+            .clone()
             .map_err(|e: std::convert::Infallible| -> crate::BoxError { match e {} }),
     );
     let service = stack(&plan.layers, terminal);
@@ -87,6 +91,7 @@ fn build_settings(plan: &ListenerPlan, routing: &Arc<ArcSwap<Routing>>) -> Liste
         protocol: plan.config.protocol,
         limits: Arc::new(plan.config.limits.clone()),
         service,
+        direct: plan.layers.is_empty().then_some(proxy),
     }
 }
 
@@ -194,6 +199,7 @@ pub(crate) async fn accept_loop(
             listener: listener.clone(),
             peer,
             service: settings.service.clone(),
+            direct: settings.direct.clone(),
             limits: settings.limits.clone(),
             stats: listener.stats.clone(),
             drain: drain.clone(),
