@@ -39,18 +39,34 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Worker threads; each runs its own single-threaded event loop with its own
-    /// `SO_REUSEPORT` listener socket. `0` means one per available core.
+    /// Worker threads. `0` means one per available core.
     #[serde(default = "default_workers")]
     pub worker_threads: usize,
+    /// How the workers share the work.
+    #[serde(default)]
+    pub flavor: RuntimeFlavor,
     /// How long a graceful drain (SIGTERM) waits for in-flight requests.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
 }
 
+/// How worker threads share the connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeFlavor {
+    /// Each worker runs its own single-threaded event loop and accepts on its own
+    /// `SO_REUSEPORT` socket; a connection stays on the worker that accepted it. The
+    /// faster choice (BENCHMARKS.md).
+    #[default]
+    PerCore,
+    /// One work-stealing tokio runtime shared by all workers.
+    MultiThread,
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
+            flavor: RuntimeFlavor::default(),
             worker_threads: default_workers(),
             drain_timeout: default_drain_timeout(),
         }

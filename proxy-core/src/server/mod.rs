@@ -18,8 +18,11 @@ use tokio::{runtime::Handle, sync::watch};
 
 use self::listen::{Bound, ListenerRuntime};
 use crate::{
-    access_log::AccessLog, config::Config, proxy::local_reply, snapshot::Snapshot, BoxError,
-    ConfigError, HttpResponse, ProxyError, Registry,
+    access_log::AccessLog,
+    config::{Config, RuntimeFlavor},
+    proxy::local_reply,
+    snapshot::Snapshot,
+    BoxError, ConfigError, HttpResponse, ProxyError, Registry,
 };
 
 /// Where a reload reads the new config from (the `--config` file, say).
@@ -127,9 +130,14 @@ impl Server {
         let (done_tx, done_rx) = watch::channel(false);
         let mut threads = Vec::new();
         let mut handles = Vec::new();
-        let main_rt = build_runtime()?;
+        let per_core = snapshot.config.runtime.flavor == RuntimeFlavor::PerCore;
+        let main_rt = if per_core {
+            build_runtime()?
+        } else {
+            build_multi_thread_runtime(n)?
+        };
         handles.push(main_rt.handle().clone());
-        for i in 1..n {
+        for i in (1..n).filter(|_| per_core) {
             let rt = build_runtime()?;
             handles.push(rt.handle().clone());
             let mut done = done_rx.clone();
@@ -351,6 +359,18 @@ async fn evict_idle_loop(server: Server) {
             c.evict_expired();
         }
     }
+}
+
+fn build_multi_thread_runtime(workers: usize) -> Result<tokio::runtime::Runtime, ServerError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("proxy-worker")
+        .enable_all()
+        .build()
+        .map_err(|source| ServerError::Io {
+            what: "starting a runtime".into(),
+            source,
+        })
 }
 
 fn build_runtime() -> Result<tokio::runtime::Runtime, ServerError> {
