@@ -4,7 +4,10 @@ pub mod access_log;
 mod body;
 pub mod cluster;
 pub mod config;
+pub mod connection;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod http1;
 pub mod metrics;
 mod net;
@@ -17,8 +20,9 @@ pub(crate) mod upstream;
 
 pub use body::Body;
 pub use cluster::{Balancer, Endpoint};
+pub use connection::{BoxConn, ConnLayerFn, Connection};
 pub use error::{BoxError, ConfigError, ProxyError};
-pub use net::Stream;
+pub use net::{Io, Stream};
 pub use registry::Registry;
 pub use server::{ConfigSource, DisplayChain, Server, ServerError};
 pub use upstream::UpgradedUpstream;

@@ -3,17 +3,19 @@
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
-use crate::{cluster::Balancer, BoxHttp};
+use crate::{cluster::Balancer, connection::ConnLayerFn, BoxHttp};
 
 /// Wraps a request service in a filter.
 pub type LayerFn = Arc<dyn Fn(BoxHttp) -> BoxHttp + Send + Sync>;
 
 type FilterFactory = Arc<dyn Fn(&serde_yaml::Value) -> Result<LayerFn, String> + Send + Sync>;
+type NetworkFilterFactory =
+    Arc<dyn Fn(&serde_yaml::Value) -> Result<ConnLayerFn, String> + Send + Sync>;
 type BalancerFactory =
     Arc<dyn Fn(&serde_yaml::Value) -> Result<Arc<dyn Balancer>, String> + Send + Sync>;
 
-/// Named factories for filters (`http_filters[].typed`) and balancers
-/// (`clusters[].lb.policy`). The example binaries register every capability crate's
+/// Named factories for HTTP filters (`http_filters[].typed`), network filters
+/// (`network_filters[].typed`) and balancers (`clusters[].lb.policy`). The example binaries register every capability crate's
 /// factories here; proxy-core itself registers only `round_robin`.
 ///
 /// # Example
@@ -41,6 +43,7 @@ type BalancerFactory =
 #[derive(Clone)]
 pub struct Registry {
     filters: HashMap<String, FilterFactory>,
+    network_filters: HashMap<String, NetworkFilterFactory>,
     balancers: HashMap<String, BalancerFactory>,
 }
 
@@ -48,6 +51,10 @@ impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("filters", &self.filters.keys().collect::<Vec<_>>())
+            .field(
+                "network_filters",
+                &self.network_filters.keys().collect::<Vec<_>>(),
+            )
             .field("balancers", &self.balancers.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -57,6 +64,7 @@ impl Default for Registry {
     fn default() -> Self {
         let mut r = Self {
             filters: HashMap::new(),
+            network_filters: HashMap::new(),
             balancers: HashMap::new(),
         };
         r.register_balancer("round_robin", |_| {
@@ -74,6 +82,16 @@ impl Registry {
         F: Fn(&serde_yaml::Value) -> Result<LayerFn, String> + Send + Sync + 'static,
     {
         self.filters.insert(name.to_owned(), Arc::new(factory));
+    }
+
+    /// Registers a network filter factory under `name` (`network_filters[].typed`):
+    /// a layer over the connection stack ([`crate::connection`]).
+    pub fn register_network_filter<F>(&mut self, name: &str, factory: F)
+    where
+        F: Fn(&serde_yaml::Value) -> Result<ConnLayerFn, String> + Send + Sync + 'static,
+    {
+        self.network_filters
+            .insert(name.to_owned(), Arc::new(factory));
     }
 
     /// Registers a balancer factory under `name`.
@@ -95,6 +113,14 @@ impl Registry {
         cfg: &serde_yaml::Value,
     ) -> Option<Result<LayerFn, String>> {
         self.filters.get(name).map(|f| f(cfg))
+    }
+
+    pub(crate) fn network_filter(
+        &self,
+        name: &str,
+        cfg: &serde_yaml::Value,
+    ) -> Option<Result<ConnLayerFn, String>> {
+        self.network_filters.get(name).map(|f| f(cfg))
     }
 
     pub(crate) fn balancer(

@@ -8,6 +8,7 @@ use std::{
 use crate::{
     cluster::Cluster,
     config::{Config, ListenerConfig},
+    connection::ConnLayerFn,
     metrics::{ConnStats, RequestStats},
     registry::{LayerFn, Registry},
     router::RouteTable,
@@ -38,6 +39,7 @@ pub(crate) struct ListenerPlan {
     pub(crate) config: ListenerConfig,
     pub(crate) routing: Arc<Routing>,
     pub(crate) layers: Vec<LayerFn>,
+    pub(crate) conn_layers: Vec<ConnLayerFn>,
     pub(crate) conn_stats: Arc<ConnStats>,
 }
 
@@ -116,7 +118,10 @@ impl Snapshot {
                     format!("empty or duplicate listener name {:?}", l.name),
                 ));
             }
-            if !addresses.insert(&l.address) {
+            // Port 0 asks the system for a free port, so several may share it.
+            let any_port =
+                matches!(l.address, crate::config::ListenAddress::Tcp(a) if a.port() == 0);
+            if !any_port && !addresses.insert(&l.address) {
                 return Err(ConfigError::new(
                     format!("{path}.address"),
                     format!("{} is used by another listener", l.address),
@@ -143,6 +148,24 @@ impl Snapshot {
                     Some(Ok(layer)) => layers.push(layer),
                 }
             }
+            let mut conn_layers = Vec::with_capacity(l.network_filters.len());
+            for (j, f) in l.network_filters.iter().enumerate() {
+                match registry.network_filter(&f.typed, &f.config) {
+                    None => {
+                        return Err(ConfigError::new(
+                            format!("{path}.network_filters[{j}].typed"),
+                            format!("unknown network filter {:?}", f.typed),
+                        ))
+                    }
+                    Some(Err(reason)) => {
+                        return Err(ConfigError::new(
+                            format!("{path}.network_filters[{j}].config"),
+                            reason,
+                        ))
+                    }
+                    Some(Ok(layer)) => conn_layers.push(layer),
+                }
+            }
             let old = previous.and_then(|p| p.listeners.iter().find(|o| o.config.name == l.name));
             let stats = old.map_or_else(Arc::default, |o| o.routing.stats.clone());
             let conn_stats = old.map_or_else(Arc::default, |o| o.conn_stats.clone());
@@ -160,6 +183,7 @@ impl Snapshot {
                 config: l.clone(),
                 routing,
                 layers,
+                conn_layers,
                 conn_stats,
             });
         }

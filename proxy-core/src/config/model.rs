@@ -126,6 +126,14 @@ pub struct ListenerConfig {
     /// names a filter registered in [`crate::Registry`].
     #[serde(default)]
     pub http_filters: Vec<FilterConfig>,
+    /// Network filters applied to every accepted connection, outermost first; each
+    /// names a network filter registered in [`crate::Registry`].
+    #[serde(default)]
+    pub network_filters: Vec<FilterConfig>,
+    /// Give each worker its own `SO_REUSEPORT` socket (per-core runtimes). When false,
+    /// one socket is bound and accepted on by the first worker only.
+    #[serde(default = "default_true")]
+    pub reuse_port: bool,
 }
 
 /// A filter by registered name, with its own config section.

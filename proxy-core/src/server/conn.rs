@@ -10,6 +10,7 @@ use super::listen::ListenerRuntime;
 use crate::{
     access_log::{AccessLog, AccessRecord},
     config::{ConnectionLimits, ListenerProtocol},
+    connection::Connection,
     metrics::ConnStats,
     net::Stream,
     proxy::MatchedRoute,
@@ -25,6 +26,10 @@ pub(crate) struct ConnCtx {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) service: BoxHttp,
     pub(crate) direct: Option<crate::proxy::Proxy>,
+    /// Whether a connection layer secured the stream (TLS).
+    pub(crate) secure: bool,
+    /// Facts from connection layers, for every request's extensions.
+    pub(crate) conn_extensions: Option<http::Extensions>,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) drain: watch::Receiver<bool>,
@@ -73,7 +78,6 @@ impl ConnCtx {
 
 /// Runs one accepted connection to its end.
 pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
-    let _open = OpenConn::new(ctx.stats.clone());
     match ctx.listener.protocol() {
         ListenerProtocol::Http1 => {
             super::h1::serve(stream, BytesMut::with_capacity(4096), ctx).await
@@ -107,10 +111,40 @@ pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
     }
 }
 
-struct OpenConn(Arc<ConnStats>);
+/// The terminal of a connection stack: serves HTTP on the connection.
+#[derive(Clone)]
+pub(crate) struct ServeHttp(pub(crate) ConnCtx);
+
+impl tower::Service<Connection> for ServeHttp {
+    type Response = ();
+    type Error = crate::BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), crate::BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, conn: Connection) -> Self::Future {
+        let mut ctx = self.0.clone();
+        ctx.peer = conn.peer;
+        ctx.secure = conn.secure;
+        ctx.conn_extensions = (!conn.extensions.is_empty()).then_some(conn.extensions);
+        Box::pin(async move {
+            serve(conn.stream, ctx).await;
+            Ok(())
+        })
+    }
+}
+
+/// Counts an open downstream connection until dropped.
+pub(crate) struct OpenConn(Arc<ConnStats>);
 
 impl OpenConn {
-    fn new(stats: Arc<ConnStats>) -> Self {
+    pub(crate) fn new(stats: Arc<ConnStats>) -> Self {
         stats.open();
         Self(stats)
     }

@@ -113,7 +113,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
     tokio::pin!(drain_signal);
     let timer = tokio::time::sleep(ctx.limits.idle_timeout);
     tokio::pin!(timer);
-    let conn_info = ConnInfo::new(ctx.peer, false);
+    let conn_info = ConnInfo::new(ctx.peer, ctx.secure);
     let mut active = true;
     loop {
         let Some(r) = read.as_mut() else { return };
@@ -187,7 +187,11 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         };
         let mut req = Request::from_parts(parts, body);
         if ctx.direct.is_none() {
-            req.extensions_mut().insert(conn_info.clone());
+            let ext = req.extensions_mut();
+            if let Some(conn_ext) = &ctx.conn_extensions {
+                ext.extend(conn_ext.clone());
+            }
+            ext.insert(conn_info.clone());
         }
         // What the access log needs, kept only when there is one.
         let log_info = ctx

@@ -26,16 +26,21 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
         .max_header_list_size(limits.max_header_bytes)
         .keep_alive_interval(Some(limits.idle_timeout / 2))
         .keep_alive_timeout(limits.header_read_timeout);
-    let info = ConnInfo::new(ctx.peer, false);
+    let info = ConnInfo::new(ctx.peer, ctx.secure);
+    let conn_ext = ctx.conn_extensions.clone();
     let svc = ctx.service.clone();
     let log_ctx = ctx.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let svc = svc.clone();
         let log_ctx = log_ctx.clone();
         let info = info.clone();
+        let conn_ext = conn_ext.clone();
         async move {
             let started = tokio::time::Instant::now();
             let mut req = req.map(Body::from);
+            if let Some(ext) = conn_ext {
+                req.extensions_mut().extend(ext);
+            }
             req.extensions_mut().insert(info.clone());
             let (method, uri) = (req.method().clone(), req.uri().clone());
             let resp = match svc.oneshot(req).await {

@@ -10,10 +10,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::conn::{self, ConnCtx};
+use super::conn::{self, ConnCtx, OpenConn, ServeHttp};
 use crate::{
     access_log::AccessLog,
     config::{ConnectionLimits, ListenAddress, ListenerProtocol},
+    connection::{BoxConn, ConnLayerFn, Connection},
     metrics::ConnStats,
     net::Stream,
     proxy::Proxy,
@@ -23,19 +24,32 @@ use crate::{
 };
 
 /// Per-listener settings that a reload may change for new connections.
-#[derive(Debug)]
 pub(crate) struct ListenerSettings {
     pub(crate) protocol: ListenerProtocol,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) service: BoxHttp,
     /// The bare proxy when the listener has no filters, called without the boxed stack.
     pub(crate) direct: Option<Proxy>,
+    /// Network filters, outermost first.
+    pub(crate) conn_layers: Vec<ConnLayerFn>,
+}
+
+impl std::fmt::Debug for ListenerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSettings")
+            .field("protocol", &self.protocol)
+            .field("limits", &self.limits)
+            .field("network_filters", &self.conn_layers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running listener: what its accept loops and connections read.
 pub(crate) struct ListenerRuntime {
     pub(crate) name: String,
     pub(crate) address: ListenAddress,
+    /// The bound TCP address, when `address` is TCP.
+    pub(crate) local: Option<SocketAddr>,
     pub(crate) routing: Arc<ArcSwap<Routing>>,
     pub(crate) settings: ArcSwap<ListenerSettings>,
     pub(crate) stats: Arc<ConnStats>,
@@ -53,12 +67,13 @@ impl std::fmt::Debug for ListenerRuntime {
 }
 
 impl ListenerRuntime {
-    pub(crate) fn new(plan: &ListenerPlan) -> Arc<Self> {
+    pub(crate) fn new(plan: &ListenerPlan, local: Option<SocketAddr>) -> Arc<Self> {
         let routing = Arc::new(ArcSwap::new(plan.routing.clone()));
         let settings = build_settings(plan, &routing);
         Arc::new(Self {
             name: plan.config.name.clone(),
             address: plan.config.address.clone(),
+            local,
             routing,
             settings: ArcSwap::from_pointee(settings),
             stats: plan.conn_stats.clone(),
@@ -92,6 +107,7 @@ fn build_settings(plan: &ListenerPlan, routing: &Arc<ArcSwap<Routing>>) -> Liste
         limits: Arc::new(plan.config.limits.clone()),
         service,
         direct: plan.layers.is_empty().then_some(proxy),
+        conn_layers: plan.conn_layers.clone(),
     }
 }
 
@@ -107,22 +123,46 @@ pub(crate) enum Bound {
     Unix(std::os::unix::net::UnixListener),
 }
 
-/// Binds `address`; TCP sockets get `SO_REUSEPORT` so that each worker binds its own.
-pub(crate) fn bind(address: &ListenAddress) -> std::io::Result<Bound> {
-    match address {
-        ListenAddress::Tcp(addr) => bind_tcp(*addr).map(Bound::Tcp),
-        ListenAddress::Unix(path) => bind_unix(path).map(Bound::Unix),
+impl Bound {
+    /// The bound TCP address (with the port chosen when the config asked for port 0).
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(l) => l.local_addr().ok(),
+            Self::Unix(_) => None,
+        }
     }
 }
 
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Binds `count` sockets for `address`: TCP sockets with `SO_REUSEPORT` when
+/// `reuse_port` (all on the port the first one got, so that port 0 works), Unix sockets
+/// once.
+pub(crate) fn bind(
+    address: &ListenAddress,
+    count: usize,
+    reuse_port: bool,
+) -> std::io::Result<Vec<Bound>> {
+    match address {
+        ListenAddress::Tcp(addr) => {
+            let first = bind_tcp(*addr, reuse_port)?;
+            let actual = first.local_addr()?;
+            let mut bound = vec![Bound::Tcp(first)];
+            for _ in 1..if reuse_port { count } else { 1 } {
+                bound.push(Bound::Tcp(bind_tcp(actual, true)?));
+            }
+            Ok(bound)
+        }
+        ListenAddress::Unix(path) => Ok(vec![Bound::Unix(bind_unix(path)?)]),
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -200,16 +240,43 @@ pub(crate) async fn accept_loop(
             peer,
             service: settings.service.clone(),
             direct: settings.direct.clone(),
+            secure: false,
+            conn_extensions: None,
             limits: settings.limits.clone(),
             stats: listener.stats.clone(),
             drain: drain.clone(),
             access_log: (**access_log.load()).clone(),
         };
         let span = tracing::debug_span!("conn", listener = %listener.name, peer = ?peer);
-        tokio::spawn(tracing::Instrument::instrument(
-            conn::serve(stream, ctx),
-            span,
-        ));
+        let open = OpenConn::new(listener.stats.clone());
+        if settings.conn_layers.is_empty() {
+            let task = async move {
+                conn::serve(stream, ctx).await;
+                drop(open);
+            };
+            tokio::spawn(tracing::Instrument::instrument(task, span));
+        } else {
+            let terminal = BoxConn::new(ServeHttp(ctx));
+            let svc = settings
+                .conn_layers
+                .iter()
+                .rev()
+                .fold(terminal, |svc, layer| layer(svc));
+            let conn = Connection {
+                stream,
+                peer,
+                listener: listener.name.as_str().into(),
+                secure: false,
+                extensions: http::Extensions::new(),
+            };
+            let task = async move {
+                if let Err(e) = svc.oneshot(conn).await {
+                    tracing::debug!(error = %crate::DisplayChain(&*e), "connection stack failed");
+                }
+                drop(open);
+            };
+            tokio::spawn(tracing::Instrument::instrument(task, span));
+        }
     }
     if let ListenAddress::Unix(path) = &listener.address {
         let _ = std::fs::remove_file(path);

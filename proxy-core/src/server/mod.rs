@@ -122,6 +122,20 @@ impl Server {
     /// # Errors
     /// When a runtime cannot start or a listener cannot bind.
     pub fn run(&self) -> Result<(), ServerError> {
+        let server = self.clone();
+        self.run_until(async move { server.wait_for_signals().await })
+    }
+
+    /// Runs the server on the calling thread until `shutdown` completes (or
+    /// [`Server::drain`] is called), then drains and returns. Installs no signal
+    /// handlers: for embedding the server and for tests.
+    ///
+    /// # Errors
+    /// When a runtime cannot start or a listener cannot bind.
+    pub fn run_until<F>(&self, shutdown: F) -> Result<(), ServerError>
+    where
+        F: std::future::Future<Output = ()>,
+    {
         let snapshot = self.snapshot();
         let n = match snapshot.config.runtime.worker_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -169,7 +183,11 @@ impl Server {
                 tokio::spawn(admin::serve(listener, self.clone()));
             }
             tokio::spawn(evict_idle_loop(self.clone()));
-            self.wait_for_signals().await;
+            let mut drain = self.inner.drain.subscribe();
+            tokio::select! {
+                () = shutdown => {}
+                _ = drain.wait_for(|d| *d) => {}
+            }
             self.drain().await;
             Ok(())
         });
@@ -190,12 +208,10 @@ impl Server {
             tracing::error!("cannot install signal handlers");
             return std::future::pending().await;
         };
-        let mut drain = self.inner.drain.subscribe();
         loop {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
-                _ = drain.wait_for(|d| *d) => return,
                 _ = hup.recv() => match self.reload_from_source() {
                     Ok(()) => tracing::info!("config reloaded (SIGHUP)"),
                     Err(e) => tracing::error!(error = %DisplayChain(&e), "config reload refused (SIGHUP)"),
@@ -211,6 +227,11 @@ impl Server {
         let listeners: Vec<_> = lock(&self.inner.listeners).values().cloned().collect();
         for l in &listeners {
             let _ = l.stop.send(true);
+            // Here rather than only in the accept loop, which may not run again once
+            // the runtime winds down.
+            if let crate::config::ListenAddress::Unix(path) = &l.address {
+                let _ = std::fs::remove_file(path);
+            }
         }
         let deadline = tokio::time::Instant::now() + self.snapshot().config.runtime.drain_timeout;
         tracing::info!("draining");
@@ -225,6 +246,12 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::info!("drained");
+    }
+
+    /// Asks a running server to stop: [`Server::run`] / [`Server::run_until`] drain and
+    /// return.
+    pub fn shutdown(&self) {
+        let _ = self.inner.drain.send(true);
     }
 
     /// Whether the server is draining.
@@ -266,7 +293,7 @@ impl Server {
         for plan in &snapshot.listeners {
             match running.get(&plan.config.name) {
                 Some(rt) if rt.address == plan.config.address => {}
-                _ => to_start.push((plan, self.bind_all(&plan.config.address)?)),
+                _ => to_start.push((plan, self.bind_all(&plan.config)?)),
             }
         }
         self.inner.access_log.store(Arc::new(access_log));
@@ -289,7 +316,8 @@ impl Server {
             }
         }
         for (plan, bound) in to_start {
-            let rt = ListenerRuntime::new(plan);
+            let local = bound_local(&bound);
+            let rt = ListenerRuntime::new(plan, local);
             self.spawn_accept_loops(&rt, bound);
             listeners.insert(plan.config.name.clone(), rt);
         }
@@ -301,11 +329,12 @@ impl Server {
     fn start_listeners(&self, snapshot: &Snapshot) -> Result<(), ServerError> {
         let mut bound = Vec::new();
         for plan in &snapshot.listeners {
-            bound.push((plan, self.bind_all(&plan.config.address)?));
+            bound.push((plan, self.bind_all(&plan.config)?));
         }
         let mut listeners = lock(&self.inner.listeners);
         for (plan, b) in bound {
-            let rt = ListenerRuntime::new(plan);
+            let local = bound_local(&b);
+            let rt = ListenerRuntime::new(plan, local);
             self.spawn_accept_loops(&rt, b);
             listeners.insert(plan.config.name.clone(), rt);
         }
@@ -313,20 +342,17 @@ impl Server {
     }
 
     /// One socket per worker for TCP (`SO_REUSEPORT`), one in all for Unix sockets.
-    fn bind_all(&self, address: &crate::config::ListenAddress) -> Result<Vec<Bound>, ServerError> {
+    fn bind_all(
+        &self,
+        listener: &crate::config::ListenerConfig,
+    ) -> Result<Vec<Bound>, ServerError> {
         let workers = lock(&self.inner.workers).len().max(1);
-        let count = match address {
-            crate::config::ListenAddress::Tcp(_) => workers,
-            crate::config::ListenAddress::Unix(_) => 1,
-        };
-        (0..count)
-            .map(|_| {
-                listen::bind(address).map_err(|source| ServerError::Io {
-                    what: format!("binding listener {address}"),
-                    source,
-                })
-            })
-            .collect()
+        listen::bind(&listener.address, workers, listener.reuse_port).map_err(|source| {
+            ServerError::Io {
+                what: format!("binding listener {} ({})", listener.name, listener.address),
+                source,
+            }
+        })
     }
 
     fn spawn_accept_loops(&self, rt: &Arc<ListenerRuntime>, bound: Vec<Bound>) {
@@ -342,11 +368,18 @@ impl Server {
         }
     }
 
-    /// Running listener names and addresses.
+    /// Running listeners by name, with their bound addresses (the actual port when the
+    /// config asked for port 0).
     pub fn listener_addresses(&self) -> Vec<(String, String)> {
         lock(&self.inner.listeners)
             .values()
-            .map(|l| (l.name.clone(), l.address.to_string()))
+            .map(|l| {
+                (
+                    l.name.clone(),
+                    l.local
+                        .map_or_else(|| l.address.to_string(), |a| a.to_string()),
+                )
+            })
             .collect()
     }
 }
@@ -359,6 +392,10 @@ async fn evict_idle_loop(server: Server) {
             c.evict_expired();
         }
     }
+}
+
+fn bound_local(bound: &[Bound]) -> Option<std::net::SocketAddr> {
+    bound.first().and_then(Bound::local_addr)
 }
 
 fn build_multi_thread_runtime(workers: usize) -> Result<tokio::runtime::Runtime, ServerError> {
