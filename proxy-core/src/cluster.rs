@@ -186,11 +186,7 @@ impl Cluster {
                     p.endpoints.iter().find(|old| {
                         old.address == e.address()
                             && old.weight == e.weight()
-                            && old.upstream.same_settings(
-                                cfg.protocol,
-                                cfg.connect_timeout,
-                                &cfg.pool,
-                            )
+                            && old.upstream.same_settings(cfg)
                     })
                 });
                 match kept {
@@ -200,12 +196,7 @@ impl Cluster {
                         weight: e.weight(),
                         healthy: AtomicBool::new(true),
                         stats: RequestStats::default(),
-                        upstream: Upstream::new(
-                            e.address(),
-                            cfg.protocol,
-                            cfg.connect_timeout,
-                            &cfg.pool,
-                        ),
+                        upstream: Upstream::new(e.address(), cfg),
                     }),
                 }
             })

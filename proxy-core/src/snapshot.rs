@@ -241,6 +241,12 @@ fn validate_runtime(config: &Config) -> Result<(), ConfigError> {
 }
 
 fn validate_cluster(c: &crate::config::ClusterConfig, path: &str) -> Result<(), ConfigError> {
+    if c.stream_idle_timeout.is_zero() {
+        return Err(ConfigError::new(
+            format!("{path}.stream_idle_timeout"),
+            "must be greater than zero",
+        ));
+    }
     if c.connect_timeout.is_zero() {
         return Err(ConfigError::new(
             format!("{path}.connect_timeout"),
@@ -304,7 +310,10 @@ fn validate_limits(l: &ListenerConfig, path: &str) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
-    if lim.header_read_timeout.is_zero() || lim.idle_timeout.is_zero() {
+    if lim.header_read_timeout.is_zero()
+        || lim.idle_timeout.is_zero()
+        || lim.stream_idle_timeout.is_zero()
+    {
         return Err(ConfigError::new(
             format!("{path}.limits"),
             "timeouts must be greater than zero",

@@ -220,6 +220,10 @@ pub struct ConnectionLimits {
     /// A keep-alive connection with no request in flight is closed after this time.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A request body that brings no bytes, or a response the client accepts no bytes
+    /// of, for this long fails and closes the connection (slow-client defence).
+    #[serde(with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
     /// HTTP/2: maximum concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,
     /// HTTP/2: streams reset by the client before we answered, tolerated per
@@ -235,6 +239,7 @@ impl Default for ConnectionLimits {
             max_headers: 100,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(60),
             h2_max_concurrent_streams: 256,
             h2_max_pending_reset_streams: 100,
         }
@@ -409,6 +414,10 @@ pub struct ClusterConfig {
     /// TCP connect timeout.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// A response body from an endpoint that brings no bytes, or a request body the
+    /// endpoint accepts no bytes of, for this long fails that request.
+    #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
     /// Connection pool settings.
     #[serde(default)]
     pub pool: PoolConfig,
@@ -418,6 +427,10 @@ pub struct ClusterConfig {
     /// Caps retries to a share of requests so that retries cannot amplify an outage.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+}
+
+fn default_stream_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_connect_timeout() -> Duration {

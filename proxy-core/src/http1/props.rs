@@ -95,7 +95,7 @@ proptest! {
         }
         let mut body = Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)));
         let mut wire = Vec::new();
-        rt.block_on(send_body(&mut wire, &mut BytesMut::new(), &mut body, Framing::Chunked)).unwrap();
+        rt.block_on(send_body(&mut wire, &mut BytesMut::new(), &mut body, Framing::Chunked, std::time::Duration::from_secs(5))).unwrap();
 
         // Decode, feeding the wire in pieces of `split` bytes.
         let mut d = Decoder::new(Framing::Chunked);

@@ -2,13 +2,15 @@
 //! when the body ends: to the upstream pool, or to the downstream connection loop.
 
 use std::{
+    future::Future,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Sleep};
 
 use super::decode::{Decoder, Step};
 use crate::{net::ReadHalf, upstream::h1::H1Conn, BoxError};
@@ -40,13 +42,20 @@ enum Source {
 pub(crate) struct RecvBody {
     source: Option<Source>,
     decoder: Decoder,
+    /// How long a read may wait for bytes before the body fails.
+    stall: Duration,
+    /// Armed the first time a read has to wait; re-armed after each read that brings
+    /// bytes. A body that arrives whole never makes one.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl RecvBody {
-    pub(crate) fn upstream(conn: Box<H1Conn>, decoder: Decoder) -> Self {
+    pub(crate) fn upstream(conn: Box<H1Conn>, decoder: Decoder, stall: Duration) -> Self {
         Self {
             source: Some(Source::Upstream(conn)),
             decoder,
+            stall,
+            timer: None,
         }
     }
 
@@ -54,12 +63,16 @@ impl RecvBody {
         read: ReadHalf,
         buf: BytesMut,
         decoder: Decoder,
+        stall: Duration,
     ) -> (Self, oneshot::Receiver<Returned>) {
         let (back, rx) = oneshot::channel();
+        let source = Some(Source::Downstream { read, buf, back });
         (
             Self {
-                source: Some(Source::Downstream { read, buf, back }),
+                source,
                 decoder,
+                stall,
+                timer: None,
             },
             rx,
         )
@@ -109,9 +122,28 @@ impl RecvBody {
                 Ok(Step::NeedMore) => {
                     buf.reserve(READ_CHUNK);
                     match tokio_util::io::poll_read_buf(io, cx, buf) {
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Pending => {
+                            let stall = this.stall;
+                            let timer = this
+                                .timer
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                            if timer.as_mut().poll(cx).is_ready() {
+                                this.finish(false);
+                                return Poll::Ready(Some(Err(
+                                    "no body bytes within the stream idle timeout".into(),
+                                )));
+                            }
+                            return Poll::Pending;
+                        }
                         Poll::Ready(Ok(0)) => this.decoder.eof(),
-                        Poll::Ready(Ok(_)) => continue,
+                        Poll::Ready(Ok(_)) => {
+                            if let Some(timer) = this.timer.as_mut() {
+                                timer
+                                    .as_mut()
+                                    .reset(tokio::time::Instant::now() + this.stall);
+                            }
+                            continue;
+                        }
                         Poll::Ready(Err(e)) => {
                             this.finish(false);
                             return Poll::Ready(Some(Err(e.into())));

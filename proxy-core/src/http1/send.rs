@@ -5,6 +5,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::HeaderMap;
 use http_body_util::BodyExt;
+use std::time::Duration;
+
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::head::Framing;
@@ -33,18 +35,19 @@ pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
     wbuf: &mut BytesMut,
     body: &mut Body,
     framing: Framing,
+    stall: Duration,
 ) -> Result<u64, SendBodyError> {
     let mut sent: u64 = 0;
     let mut trailers_sent = false;
     if framing == Framing::Empty {
-        flush(io, wbuf).await?;
+        flush(io, wbuf, stall).await?;
         return Ok(0);
     }
     loop {
         let frame = match body.frame().now_or_never() {
             Some(f) => f,
             None => {
-                flush(io, wbuf).await?;
+                flush(io, wbuf, stall).await?;
                 body.frame().await
             }
         };
@@ -60,7 +63,7 @@ pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
                             return Err(SendBodyError::LengthMismatch);
                         }
                     }
-                    put_data(io, wbuf, data, framing).await?;
+                    put_data(io, wbuf, data, framing, stall).await?;
                 }
                 Err(frame) => {
                     if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), framing) {
@@ -78,7 +81,7 @@ pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
         Framing::Length(n) if sent != n => return Err(SendBodyError::LengthMismatch),
         _ => {}
     }
-    flush(io, wbuf).await?;
+    flush(io, wbuf, stall).await?;
     Ok(sent)
 }
 
@@ -87,6 +90,7 @@ async fn put_data<W: AsyncWrite + Unpin>(
     wbuf: &mut BytesMut,
     data: Bytes,
     framing: Framing,
+    stall: Duration,
 ) -> Result<(), SendBodyError> {
     if framing == Framing::Chunked {
         put_chunk_size(wbuf, data.len());
@@ -94,14 +98,16 @@ async fn put_data<W: AsyncWrite + Unpin>(
     if data.len() <= COPY_LIMIT {
         wbuf.put_slice(&data);
     } else {
-        flush(io, wbuf).await?;
-        io.write_all(&data).await.map_err(SendBodyError::Sink)?;
+        flush(io, wbuf, stall).await?;
+        write_all_within(io, &data, stall)
+            .await
+            .map_err(SendBodyError::Sink)?;
     }
     if framing == Framing::Chunked {
         wbuf.put_slice(b"\r\n");
     }
     if wbuf.len() >= FLUSH_AT {
-        flush(io, wbuf).await?;
+        flush(io, wbuf, stall).await?;
     }
     Ok(())
 }
@@ -123,15 +129,53 @@ fn put_last_chunk(wbuf: &mut BytesMut, trailers: Option<&HeaderMap>) {
     wbuf.put_slice(b"\r\n");
 }
 
+/// Writes out `wbuf`, failing when the peer accepts nothing for `stall`.
 pub(crate) async fn flush<W: AsyncWrite + Unpin>(
     io: &mut W,
     wbuf: &mut BytesMut,
+    stall: Duration,
 ) -> Result<(), SendBodyError> {
     if !wbuf.is_empty() {
-        io.write_all(wbuf).await.map_err(SendBodyError::Sink)?;
+        write_all_within(io, wbuf, stall)
+            .await
+            .map_err(SendBodyError::Sink)?;
         wbuf.clear();
     }
     Ok(())
+}
+
+/// Writes all of `buf`, failing when it is not written within `stall`. The first write
+/// is tried without a timer; only a write that has to wait (a slow or stalled peer)
+/// takes the boxed path with one, so the usual request neither arms a timer nor carries
+/// one in its future.
+pub(crate) async fn write_all_within<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    buf: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    let done = match std::pin::pin!(io.write(buf)).now_or_never() {
+        Some(Ok(0)) if !buf.is_empty() => return Err(std::io::ErrorKind::WriteZero.into()),
+        Some(result) => result?,
+        None => 0,
+    };
+    if done == buf.len() {
+        return Ok(());
+    }
+    Box::pin(write_rest_within(io, &buf[done..], stall)).await
+}
+
+async fn write_rest_within<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    buf: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(stall, io.write_all(buf)).await {
+        Ok(done) => done,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer accepted no bytes within the stream idle timeout",
+        )),
+    }
 }
 
 struct BytesMutWriter<'a>(&'a mut BytesMut);
@@ -158,9 +202,15 @@ mod tests {
         let mut body = Body::new(http_body_util::StreamBody::new(stream));
         let mut out = Vec::new();
         let mut wbuf = BytesMut::new();
-        send_body(&mut out, &mut wbuf, &mut body, Framing::Chunked)
-            .await
-            .unwrap();
+        send_body(
+            &mut out,
+            &mut wbuf,
+            &mut body,
+            Framing::Chunked,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert_eq!(out, b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n");
     }
 
@@ -173,6 +223,7 @@ mod tests {
             &mut BytesMut::new(),
             &mut body,
             Framing::Length(5),
+            Duration::from_secs(5),
         )
         .await
         .unwrap_err();

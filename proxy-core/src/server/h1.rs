@@ -179,8 +179,12 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     return;
                 }
                 let Some(r) = read.take() else { return };
-                let (b, rx) =
-                    RecvBody::downstream(r, std::mem::take(&mut buf), Decoder::new(framing));
+                let (b, rx) = RecvBody::downstream(
+                    r,
+                    std::mem::take(&mut buf),
+                    Decoder::new(framing),
+                    ctx.limits.stream_idle_timeout,
+                );
                 pending_read = Some(rx);
                 Body::from_h1(b)
             }
@@ -275,9 +279,20 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 } else {
                     0
                 };
-                flush(&mut write, &mut wbuf).await.map(|()| n)
+                flush(&mut write, &mut wbuf, ctx.limits.stream_idle_timeout)
+                    .await
+                    .map(|()| n)
             }
-            None => send_body(&mut write, &mut wbuf, &mut body, framing).await,
+            None => {
+                send_body(
+                    &mut write,
+                    &mut wbuf,
+                    &mut body,
+                    framing,
+                    ctx.limits.stream_idle_timeout,
+                )
+                .await
+            }
         };
         drop(body);
         let body_bytes = match sent {

@@ -1,7 +1,10 @@
 //! HTTP/1.1 upstream connections: send one request, parse the response, hand the
 //! connection back to the endpoint's pool when the response body ends.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::BytesMut;
 use http::{Response, Version};
@@ -99,6 +102,7 @@ impl H1Conn {
         target: &str,
         mut body: Body,
         framing: Framing,
+        stall: Duration,
     ) -> Result<Response<Body>, ExchangeError> {
         head::encode_request(
             &mut self.wbuf,
@@ -113,7 +117,7 @@ impl H1Conn {
             // head and body in one write.
             Some(data) => {
                 conn.wbuf.extend_from_slice(&data);
-                flush(&mut conn.stream, &mut conn.wbuf).await
+                flush(&mut conn.stream, &mut conn.wbuf, stall).await
             }
             // Streaming bodies take the general path, boxed so that its state does not
             // weigh on every request's future.
@@ -122,6 +126,7 @@ impl H1Conn {
                 &mut conn.wbuf,
                 &mut body,
                 framing,
+                stall,
             ))
             .await
             .map(drop),
@@ -182,7 +187,7 @@ impl H1Conn {
                     self.release(true);
                     Body::from(data)
                 }
-                framing => Body::from_h1(RecvBody::upstream(self, Decoder::new(framing))),
+                framing => Body::from_h1(RecvBody::upstream(self, Decoder::new(framing), stall)),
             };
             *response.body_mut() = body;
             return Ok(response);

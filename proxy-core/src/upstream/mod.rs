@@ -12,7 +12,7 @@ use http::{Request, Response};
 pub use h1::UpgradedUpstream;
 
 use crate::{
-    config::{PoolConfig, UpstreamProtocol},
+    config::{ClusterConfig, UpstreamProtocol},
     http1::head::Framing,
     Body, ProxyError,
 };
@@ -42,40 +42,41 @@ pub(crate) struct Upstream {
     addr: SocketAddr,
     protocol: UpstreamProtocol,
     connect_timeout: Duration,
+    stream_idle_timeout: Duration,
     max_connections: u32,
+    idle_timeout: Duration,
+    max_idle: u32,
     pub(crate) open: Arc<pool::OpenCount>,
     h1: Arc<pool::H1Pool>,
     h2: h2::H2Client,
 }
 
 impl Upstream {
-    pub(crate) fn new(
-        addr: SocketAddr,
-        protocol: UpstreamProtocol,
-        connect_timeout: Duration,
-        pool: &PoolConfig,
-    ) -> Self {
+    pub(crate) fn new(addr: SocketAddr, cluster: &ClusterConfig) -> Self {
+        let pool = &cluster.pool;
         Self {
             addr,
-            protocol,
-            connect_timeout,
+            protocol: cluster.protocol,
+            connect_timeout: cluster.connect_timeout,
+            stream_idle_timeout: cluster.stream_idle_timeout,
             max_connections: pool.max_connections,
+            idle_timeout: pool.idle_timeout,
+            max_idle: pool.max_idle,
             open: Arc::default(),
             h1: Arc::new(pool::H1Pool::new(pool.max_idle, pool.idle_timeout)),
             h2: h2::H2Client::default(),
         }
     }
 
-    /// Whether this upstream can be kept across a config swap for `protocol` and `pool`.
-    pub(crate) fn same_settings(
-        &self,
-        protocol: UpstreamProtocol,
-        connect_timeout: Duration,
-        pool: &PoolConfig,
-    ) -> bool {
-        self.protocol == protocol
-            && self.connect_timeout == connect_timeout
-            && self.max_connections == pool.max_connections
+    /// Whether this upstream (with its pooled connections) can be kept across a config
+    /// swap to `cluster`.
+    pub(crate) fn same_settings(&self, cluster: &ClusterConfig) -> bool {
+        self.protocol == cluster.protocol
+            && self.connect_timeout == cluster.connect_timeout
+            && self.stream_idle_timeout == cluster.stream_idle_timeout
+            && self.max_connections == cluster.pool.max_connections
+            && self.idle_timeout == cluster.pool.idle_timeout
+            && self.max_idle == cluster.pool.max_idle
     }
 
     pub(crate) fn protocol(&self) -> UpstreamProtocol {
@@ -131,7 +132,10 @@ impl Upstream {
             let conn = self.checkout_h1(fresh).await?;
             let reused = conn.reused;
             let this_body = body.take().or_else(|| replay.take()).unwrap_or_default();
-            match conn.exchange(parts, target, this_body, framing).await {
+            match conn
+                .exchange(parts, target, this_body, framing, self.stream_idle_timeout)
+                .await
+            {
                 Ok(resp) => return Ok(resp),
                 // A pooled connection the upstream had already closed: the request never
                 // reached the application, so send it once more on a fresh connection.
@@ -165,6 +169,11 @@ impl Upstream {
 }
 
 fn exchange_error(e: h1::ExchangeError) -> ProxyError {
+    // The client's body failed (cut short, too slow): the client's fault, not the
+    // upstream's.
+    if let h1::ExchangeError::RequestBody(_) = e {
+        return ProxyError::BadRequest("request body incomplete or too slow");
+    }
     let request_sent = !matches!(e, h1::ExchangeError::NoResponse { .. });
     ProxyError::Upstream {
         request_sent,

@@ -1,0 +1,167 @@
+//! Slow clients cannot hold the proxy: a request body that stops arriving and a client
+//! that stops reading a response both end within `limits.stream_idle_timeout`, and the
+//! upstream connection involved is let go.
+
+// Test helpers: a failed setup should stop the test loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use proxy_core::{config::Config, Registry, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An upstream that reads a request head and its `content-length` body, then answers
+/// with `size` bytes.
+fn upstream(size: usize) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = vec![0u8; 65536];
+                    let end = loop {
+                        let Ok(n) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let want: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    let mut have = buf.len() - end;
+                    while have < want {
+                        let Ok(n) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        have += n;
+                    }
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let block = vec![b'x'; 65536];
+                    let mut left = size;
+                    while left > 0 {
+                        let n = left.min(block.len());
+                        if s.write_all(&block[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                });
+            }
+        });
+    });
+    addr
+}
+
+fn start(upstream: std::net::SocketAddr) -> (Server, std::thread::JoinHandle<()>, String) {
+    let yaml = format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - name: l
+    address: 127.0.0.1:0
+    limits: {{ stream_idle_timeout: 500ms }}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ path: {{ prefix: "/" }} }}
+            cluster: up
+clusters:
+  - name: up
+    endpoints: ["{upstream}"]
+    stream_idle_timeout: 500ms
+"#
+    );
+    let server = Server::new(Config::from_yaml(&yaml).unwrap(), Registry::default()).unwrap();
+    let runner = server.clone();
+    let handle = std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
+    let addr = loop {
+        if let Some((_, a)) = server.listener_addresses().into_iter().next() {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (server, handle, addr)
+}
+
+fn upstream_connections(server: &Server) -> u32 {
+    server.snapshot().clusters["up"].endpoints[0].open_connections()
+}
+
+#[tokio::test]
+async fn a_request_body_that_stops_arriving_is_given_up() {
+    let (server, handle, addr) = start(upstream(10));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+            .await
+            .unwrap();
+        c.write_all(&[b'a'; 1000]).await.unwrap();
+        let started = Instant::now();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await; // the proxy answers and closes
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+    })
+    .await
+    .unwrap();
+    server.shutdown();
+    handle.join().unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_given_up() {
+    let (server, handle, addr) = start(upstream(64 * 1024 * 1024));
+    tokio::time::timeout(Duration::from_secs(15), async {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Read a little, then stop reading while keeping the connection open.
+        let mut first = [0u8; 1024];
+        let _ = c.read(&mut first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(upstream_connections(&server), 1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while upstream_connections(&server) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the upstream connection is still held"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(c);
+    })
+    .await
+    .unwrap();
+    server.shutdown();
+    handle.join().unwrap();
+}
