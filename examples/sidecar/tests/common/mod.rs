@@ -664,9 +664,11 @@ pub(crate) async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u
 
 // === upstream servers ===
 
-type RespBody = BoxBody<Bytes, Infallible>;
+/// The body type of the in-process upstreams.
+pub(crate) type RespBody = BoxBody<Bytes, Infallible>;
 
-fn full(b: impl Into<Bytes>) -> RespBody {
+/// A one-buffer response body.
+pub(crate) fn full(b: impl Into<Bytes>) -> RespBody {
     Full::new(b.into()).boxed()
 }
 
@@ -1238,4 +1240,312 @@ pub(crate) fn generator(
 pub(crate) fn sparse_file(path: &Path, len: u64) -> io::Result<()> {
     let f = File::create(path)?;
     f.set_len(len)
+}
+
+// === scripted upstreams ===
+
+/// Answers a request: the 0-based number of the request on this upstream, the request
+/// head and its whole body.
+pub(crate) type Handler =
+    Arc<dyn Fn(u64, &http::request::Parts, Bytes) -> Response<RespBody> + Send + Sync>;
+
+/// A response body made of the given frames (data, then optionally trailers).
+pub(crate) fn frames_body(frames: Vec<Frame<Bytes>>) -> RespBody {
+    BodyExt::boxed(Frames(frames.into()))
+}
+
+struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Upstream {
+    /// Serves HTTP/1.1 and h2c with `handler`; `counter` counts requests.
+    pub(crate) async fn custom(handler: Handler) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("local addr");
+        let counter = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (c, conns) = (counter.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                conns.fetch_add(1, Ordering::Relaxed);
+                let (handler, c) = (handler.clone(), c.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (handler, c) = (handler.clone(), c.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(http_body_util::Collected::to_bytes)
+                                .unwrap_or_default();
+                            let n = c.fetch_add(1, Ordering::Relaxed);
+                            Ok::<_, Infallible>(handler(n, &parts, body))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            counter,
+            connections,
+            task,
+        }
+    }
+
+    /// Raw HTTP/1.1: answers every request head (requests without a body) with the
+    /// bytes of `response` verbatim, keeping the connection open; `counter` counts
+    /// requests.
+    pub(crate) async fn raw_h1(response: &'static [u8]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("local addr");
+        let counter = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (c, conns) = (counter.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                conns.fetch_add(1, Ordering::Relaxed);
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        buf.drain(..end);
+                        c.fetch_add(1, Ordering::Relaxed);
+                        if s.write_all(response).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            counter,
+            connections,
+            task,
+        }
+    }
+}
+
+// === a raw HTTP/1.1 response reader ===
+
+/// A response read off a raw connection, its body de-chunked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawResponse {
+    pub(crate) status: u16,
+    /// Header names lower-cased, in order.
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    /// Whether the body came chunked.
+    pub(crate) chunked: bool,
+    /// Trailer fields of a chunked body, names lower-cased.
+    pub(crate) trailers: Vec<(String, String)>,
+}
+
+impl RawResponse {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub(crate) fn trailer(&self, name: &str) -> Option<&str> {
+        self.trailers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads more bytes into `buf`; an error when the peer closed.
+async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    let n = s.read(&mut chunk).await?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "connection closed; unparsed so far: {:?}",
+                String::from_utf8_lossy(buf)
+            ),
+        ));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+/// Reads a CRLF-terminated line at the start of `buf` (reading more as needed) and
+/// removes it, without the CRLF.
+async fn take_line(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<String> {
+    loop {
+        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&buf[..i]).into_owned();
+            buf.drain(..i + 2);
+            return Ok(line);
+        }
+        fill(s, buf).await?;
+    }
+}
+
+/// Reads one whole response (after any 1xx) from `s`; `buf` holds bytes already read
+/// and keeps those read past the response. Bodies: content-length, chunked (with
+/// trailers), or until close when neither is given.
+pub(crate) async fn read_raw_response(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> io::Result<RawResponse> {
+    let mut r = RawResponse::default();
+    loop {
+        let status_line = take_line(s, buf).await?;
+        r.status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad status line {status_line:?}"),
+                )
+            })?;
+        r.headers.clear();
+        loop {
+            let line = take_line(s, buf).await?;
+            if line.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = line.split_once(':') {
+                r.headers
+                    .push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        if !(100..200).contains(&r.status) {
+            break;
+        }
+    }
+    if r.status == 204 || r.status == 304 {
+        return Ok(r);
+    }
+    let chunked = r
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        r.chunked = true;
+        loop {
+            let size_line = take_line(s, buf).await?;
+            let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_hex, 16).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad chunk size {size_line:?}: {e}"),
+                )
+            })?;
+            if size == 0 {
+                loop {
+                    let line = take_line(s, buf).await?;
+                    if line.is_empty() {
+                        return Ok(r);
+                    }
+                    if let Some((n, v)) = line.split_once(':') {
+                        r.trailers
+                            .push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                    }
+                }
+            }
+            while buf.len() < size + 2 {
+                fill(s, buf).await?;
+            }
+            r.body.extend_from_slice(&buf[..size]);
+            buf.drain(..size + 2);
+        }
+    }
+    if let Some(len) = r.header("content-length") {
+        let len: usize = len.parse().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad content-length: {e}"),
+            )
+        })?;
+        while buf.len() < len {
+            fill(s, buf).await?;
+        }
+        r.body = buf.drain(..len).collect();
+        return Ok(r);
+    }
+    // Until close.
+    loop {
+        let mut chunk = [0u8; 8192];
+        match s.read(&mut chunk).await? {
+            0 => break,
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    r.body = std::mem::take(buf);
+    Ok(r)
+}
+
+/// Sends `GET path` (keep-alive) on `s` and reads the response.
+pub(crate) async fn raw_get(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    path: &str,
+) -> io::Result<RawResponse> {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+        .await?;
+    read_raw_response(s, buf).await
+}
+
+/// Polls `check` every 50 ms until it returns true; panics with `what` after `limit`.
+pub(crate) async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
