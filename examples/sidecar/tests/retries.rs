@@ -1,0 +1,275 @@
+//! Route `retry` policies and the cluster `retry_budget`: connect failures retried on
+//! the next endpoint, 5xx retried, retries capped by the budget, buffered request
+//! bodies replayed.
+
+mod common;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Response, StatusCode};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// An upstream answering 503 to its first request and 200 (body `second`) afterwards.
+async fn fails_first() -> Upstream {
+    Upstream::custom(Arc::new(|n, _, _| {
+        let status = if n == 0 {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        Response::builder()
+            .status(status)
+            .body(full(if n == 0 { "first" } else { "second" }))
+            .expect("response")
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_is_retried_on_the_next_endpoint() {
+    with_timeout(LIMIT, async {
+        // A port nothing listens on, then a live endpoint.
+        let dead = free_addr();
+        let alive = Upstream::named("alive").await;
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![
+                route(
+                    "retrying",
+                    "/retry/",
+                    "two",
+                    "retry: {attempts: 1, retry_on: [connect-failure]}",
+                ),
+                route("plain", "/plain/", "two", ""),
+            ])
+            .cluster(format!(
+                "{{name: two, endpoints: [\"{dead}\", \"{}\"], connect_timeout: 1s, \
+                 retry_budget: {{ratio: 1.0, min_retries_per_second: 1000}}}}",
+                alive.addr
+            ));
+        let sc = Sidecar::start_with(&mut cfg).await;
+        let mut client = H1Client::new(cfg.listen);
+
+        for i in 0..20 {
+            let r = client
+                .request(Method::GET, &format!("/retry/{i}"), &[], Bytes::new())
+                .await
+                .expect("request");
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "request {i} with retry on connect-failure: {} {:?}",
+                r.text(),
+                r.header("x-proxy-error")
+            );
+            assert_eq!(r.text(), "alive");
+        }
+
+        // Without a retry policy round robin sends every other request to the dead one.
+        let (mut ok, mut refused) = (0, 0);
+        for i in 0..20 {
+            let r = client
+                .request(Method::GET, &format!("/plain/{i}"), &[], Bytes::new())
+                .await
+                .expect("request");
+            match r.status {
+                StatusCode::OK => ok += 1,
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert_eq!(r.header("x-proxy-error"), Some("connect_failure"));
+                    refused += 1;
+                }
+                s => panic!("unexpected {s} for /plain/{i}: {}", r.text()),
+            }
+        }
+        assert!(
+            (6..=14).contains(&refused),
+            "about half of 20 get 503 without retries: {refused} refused, {ok} ok"
+        );
+
+        let m = sc.metrics().await;
+        let dead_failures = metric_sum(
+            &m,
+            &[
+                "proxy_endpoint_local_responses_total{",
+                &format!("endpoint=\"{dead}\""),
+                "reason=\"connect_failure\"",
+            ],
+        );
+        assert!(
+            dead_failures >= 20.0,
+            "every first attempt on the dead endpoint counted ({dead_failures}):\n{m}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_is_retried_with_retry_on_5xx() {
+    with_timeout(LIMIT, async {
+        let retried = fails_first().await;
+        let not_retried = fails_first().await;
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![
+                route(
+                    "on5xx",
+                    "/on5xx/",
+                    "retried",
+                    "retry: {attempts: 1, retry_on: [5xx]}",
+                ),
+                route(
+                    "onconnect",
+                    "/onconnect/",
+                    "not_retried",
+                    "retry: {attempts: 1, retry_on: [connect-failure]}",
+                ),
+            ])
+            .cluster(cluster("retried", retried.addr, ""))
+            .cluster(cluster("not_retried", not_retried.addr, ""));
+        let _sc = Sidecar::start_with(&mut cfg).await;
+
+        let r = http1_request(cfg.listen, Method::GET, "/on5xx/x", &[], Bytes::new())
+            .await
+            .expect("request");
+        assert_eq!(r.status, StatusCode::OK, "503 then 200: {}", r.text());
+        assert_eq!(r.text(), "second");
+        assert_eq!(
+            retried.count(),
+            2,
+            "the upstream saw the first try and the retry"
+        );
+
+        // 5xx is not retried when only connect failures are.
+        let r = http1_request(cfg.listen, Method::GET, "/onconnect/x", &[], Bytes::new())
+            .await
+            .expect("request");
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+        assert_eq!(r.text(), "first", "the upstream's own 503 passes through");
+        assert_eq!(
+            not_retried.count(),
+            1,
+            "no retry on 5xx without retry_on: [5xx]"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_caps_retries() {
+    with_timeout(LIMIT, async {
+        let down = Upstream::custom(Arc::new(|_, _, _| {
+            Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .body(full("down"))
+                .expect("response")
+        }))
+        .await;
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route(
+                "budgeted",
+                "/",
+                "down",
+                "retry: {attempts: 1, retry_on: [5xx]}",
+            )])
+            .cluster(cluster(
+                "down",
+                down.addr,
+                "retry_budget: {ratio: 0.0, min_retries_per_second: 1}",
+            ));
+        let started = Instant::now();
+        let _sc = Sidecar::start_with(&mut cfg).await;
+        let mut client = H1Client::new(cfg.listen);
+        for i in 0..50 {
+            let r = client
+                .request(Method::GET, &format!("/r/{i}"), &[], Bytes::new())
+                .await
+                .expect("request");
+            assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        // One retry a second, plus the one the budget starts with.
+        let seconds = started.elapsed().as_secs_f64().ceil() as u64;
+        let seen = down.count();
+        let retries = seen - 50;
+        assert!(
+            retries >= 1,
+            "the budget allows at least one retry; upstream saw {seen}"
+        );
+        assert!(
+            retries <= 1 + seconds + 2,
+            "the budget (ratio 0, 1 retry/s) caps retries: upstream saw {seen} requests for \
+             50 (that is {retries} retries in {seconds} s)"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_post_body_is_replayed_on_retry() {
+    with_timeout(LIMIT, async {
+        let bodies: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+        let seen = bodies.clone();
+        let up = Upstream::custom(Arc::new(move |n, parts, body| {
+            let cl = parts
+                .headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            seen.lock().expect("lock").push((cl, body));
+            let status = if n == 0 {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            Response::builder()
+                .status(status)
+                .body(full(format!("attempt {n}")))
+                .expect("response")
+        }))
+        .await;
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route(
+                "post",
+                "/",
+                "up",
+                "retry: {attempts: 2, retry_on: [5xx]}",
+            )])
+            .cluster(cluster("up", up.addr, ""));
+        let sc = Sidecar::start_with(&mut cfg).await;
+
+        // Head and body in one write, so the body is whole when the head is parsed.
+        let body = "hello, retried body";
+        let req = format!(
+            "POST /submit HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = TcpStream::connect(cfg.listen).await.expect("connect");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), read_raw_response(&mut s, &mut buf))
+            .await
+            .expect("response within 10 s")
+            .expect("response");
+        assert_eq!(
+            r.status,
+            200,
+            "retried after 503: {}\n{}",
+            r.text(),
+            sc.logs()
+        );
+        assert_eq!(r.text(), "attempt 1");
+        let got = bodies.lock().expect("lock").clone();
+        assert_eq!(got.len(), 2, "first try and one retry: {got:?}");
+        for (i, (cl, b)) in got.iter().enumerate() {
+            assert_eq!(b, body.as_bytes(), "attempt {i} got the whole body");
+            assert_eq!(cl, &body.len().to_string(), "attempt {i} content-length");
+        }
+    })
+    .await;
+}
