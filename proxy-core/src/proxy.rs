@@ -137,8 +137,14 @@ async fn forward(
             req.headers(),
         )
         .cloned();
+    let route = route.filter(|_| req.method() != http::Method::CONNECT);
     let Some(route) = route else {
-        let err = ProxyError::NoRoute;
+        // CONNECT (from HTTP/2; HTTP/1.1 refuses it while parsing) is not offered.
+        let err = if req.method() == http::Method::CONNECT {
+            ProxyError::BadRequest("CONNECT is not supported")
+        } else {
+            ProxyError::NoRoute
+        };
         listener_stats.local_errors.add(err.reason());
         listener_stats.finish(err.status().as_u16(), started.elapsed());
         return Ok(local_reply(&err));

@@ -39,6 +39,8 @@ pub(crate) enum HeadError {
     BadHost,
     #[error("unsupported http version")]
     BadVersion,
+    #[error("method not supported by this proxy")]
+    Unsupported,
 }
 
 /// A parsed request head.
@@ -187,7 +189,11 @@ pub(crate) fn parse_request(
         .map_err(|_| HeadError::Malformed)?;
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| HeadError::Malformed)?;
-    if uri.path_and_query().is_none() && method != Method::CONNECT && uri != "*" {
+    // CONNECT tunnels are not offered (a TCP proxy listener does that job).
+    if method == Method::CONNECT {
+        return Err(HeadError::Unsupported);
+    }
+    if uri.path_and_query().is_none() && uri != "*" {
         return Err(HeadError::Malformed);
     }
     let headers = build_headers(&head, spans.as_slice())?;
@@ -564,6 +570,13 @@ mod tests {
             bad("GET / HTTP/3.0\r\nHost: x\r\n\r\n"),
             HeadError::BadVersion
         );
+    }
+
+    #[test]
+    fn connect_is_not_implemented() {
+        let err =
+            req("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").unwrap_err();
+        assert_eq!(err, HeadError::Unsupported);
     }
 
     #[test]
