@@ -17,49 +17,34 @@ use proxy_core::{config::Config, BoxConn, BoxHttp, Connection, Registry, Server}
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
+mod common;
+
+use common::{address_of, start};
+
 /// An upstream that answers every request with its request head as the body.
 fn echo_upstream() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let Ok(n) = s.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head: Vec<u8> = buf.drain(..end + 4).collect();
-                            let mut resp = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
-                                head.len()
-                            )
-                            .into_bytes();
-                            resp.extend_from_slice(&head);
-                            if s.write_all(&resp).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
+    common::upstream(|mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Ok(n) = s.read(&mut chunk).await else {
+                return;
+            };
+            if n == 0 {
+                return;
             }
-        });
-    });
-    addr
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = buf.drain(..end + 4).collect();
+                let mut resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", head.len())
+                    .into_bytes();
+                resp.extend_from_slice(&head);
+                if s.write_all(&resp).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -110,28 +95,6 @@ fn registry(accepted: Arc<AtomicUsize>) -> Registry {
         }))
     });
     r
-}
-
-fn start(yaml: &str, registry: Registry) -> (Server, std::thread::JoinHandle<()>) {
-    let server = Server::new(Config::from_yaml(yaml).unwrap(), registry).unwrap();
-    let runner = server.clone();
-    let handle = std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
-    for _ in 0..200 {
-        if !server.listener_addresses().is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (server, handle)
-}
-
-fn address_of(server: &Server, name: &str) -> String {
-    server
-        .listener_addresses()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap()
-        .1
 }
 
 async fn get(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin)) -> std::io::Result<String> {

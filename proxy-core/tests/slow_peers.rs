@@ -7,72 +7,58 @@
 
 use std::time::{Duration, Instant};
 
-use proxy_core::{config::Config, Registry, Server};
+use proxy_core::{Registry, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
 
 /// An upstream that reads a request head and its `content-length` body, then answers
 /// with `size` bytes.
 fn upstream(size: usize) -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = vec![0u8; 65536];
-                    let end = loop {
-                        let Ok(n) = s.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break end + 4;
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let want: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap());
-                    let mut have = buf.len() - end;
-                    while have < want {
-                        let Ok(n) = s.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        have += n;
-                    }
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
-                    if s.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let block = vec![b'x'; 65536];
-                    let mut left = size;
-                    while left > 0 {
-                        let n = left.min(block.len());
-                        if s.write_all(&block[..n]).await.is_err() {
-                            return;
-                        }
-                        left -= n;
-                    }
-                });
+    common::upstream(move |mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 65536];
+        let end = loop {
+            let Ok(n) = s.read(&mut chunk).await else {
+                return;
+            };
+            if n == 0 {
+                return;
             }
-        });
-    });
-    addr
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let want: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut have = buf.len() - end;
+        while have < want {
+            let Ok(n) = s.read(&mut chunk).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            have += n;
+        }
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+        if s.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let block = vec![b'x'; 65536];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(block.len());
+            if s.write_all(&block[..n]).await.is_err() {
+                return;
+            }
+            left -= n;
+        }
+    })
 }
 
 fn start(upstream: std::net::SocketAddr) -> (Server, std::thread::JoinHandle<()>, String) {
@@ -95,15 +81,8 @@ clusters:
     stream_idle_timeout: 500ms
 "#
     );
-    let server = Server::new(Config::from_yaml(&yaml).unwrap(), Registry::default()).unwrap();
-    let runner = server.clone();
-    let handle = std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
-    let addr = loop {
-        if let Some((_, a)) = server.listener_addresses().into_iter().next() {
-            break a;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (server, handle) = common::start(&yaml, Registry::default());
+    let addr = common::address_of(&server, "l");
     (server, handle, addr)
 }
 
