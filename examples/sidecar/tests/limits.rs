@@ -447,6 +447,9 @@ async fn h2_rapid_reset_flood_ends_the_connection() {
             Ok(Ok(Err(e))) if e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) => {
                 format!("connection error: {e}")
             }
+            // The proxy closed the socket while the client was still writing: the
+            // GOAWAY may be lost to the reset, but the connection did end.
+            Ok(Ok(Err(e))) if e.is_io() => format!("connection closed under the client: {e}"),
             Ok(Ok(Err(e))) => panic!(
                 "the flood ended the connection with {e} (reason {:?}), not \
                  ENHANCE_YOUR_CALM; upstream got {worked}",
@@ -483,6 +486,52 @@ async fn h2_rapid_reset_flood_ends_the_connection() {
             .expect("HTTP/1.1 after the flood");
         assert_eq!(r.status, StatusCode::OK);
         assert!(sc.metrics().await.contains("proxy_listener_requests_total"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "proxy bug: streams reset after hyper accepted them are not counted \
+            (server/h2.rs maps h2_max_pending_reset_streams to hyper's \
+            max_pending_accept_reset_streams, which only counts streams still in the \
+            accept queue): 200 streams reset 5 ms after opening all reach the upstream \
+            and the connection stays open"]
+async fn h2_paced_resets_before_the_answer_end_the_connection() {
+    with_timeout(LIMIT, async {
+        // The doc of h2_max_pending_reset_streams: streams reset by the client before
+        // the proxy answered, tolerated per connection before it is closed. Here each
+        // stream is reset a moment after it is opened, once the proxy has taken it
+        // up, but long before the (slow) upstream answers.
+        let (sc, up, cfg) = setup("h2_max_pending_reset_streams: 20").await;
+        let (send, conn) = h2_connect(cfg.listen).await;
+        let mut opened = 0u32;
+        for i in 0..200 {
+            if conn.is_finished() {
+                break;
+            }
+            let Ok(mut s) = send.clone().ready().await else {
+                break;
+            };
+            let req = http::Request::get(format!("http://{}/paced/{i}", cfg.listen))
+                .header("x-echo-delay-ms", "2000")
+                .body(())
+                .expect("request");
+            let Ok((_resp, mut stream)) = s.send_request(req, true) else {
+                break;
+            };
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            stream.send_reset(h2::Reason::CANCEL);
+            opened += 1;
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        let worked = up.count();
+        assert!(
+            ended.is_ok(),
+            "the connection survived {opened} streams reset before their answer \
+             (h2_max_pending_reset_streams 20); the upstream got {worked} of them\n{}",
+            sc.logs()
+        );
+        eprintln!("paced resets: {opened} streams; ended {ended:?}; upstream saw {worked}");
     })
     .await;
 }
