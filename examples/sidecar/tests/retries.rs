@@ -273,3 +273,195 @@ async fn buffered_post_body_is_replayed_on_retry() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_post_body_is_never_replayed_truncated() {
+    with_timeout(LIMIT, async {
+        let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+        let seen = bodies.clone();
+        let up = Upstream::custom(Arc::new(move |n, _, body| {
+            seen.lock().expect("lock").push(body);
+            let status = if n == 0 {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            Response::builder()
+                .status(status)
+                .body(full(format!("attempt {n}")))
+                .expect("response")
+        }))
+        .await;
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route(
+                "post",
+                "/",
+                "up",
+                "retry: {attempts: 2, retry_on: [5xx]}",
+            )])
+            .cluster(cluster("up", up.addr, ""));
+        let _sc = Sidecar::start_with(&mut cfg).await;
+
+        // The head first, the body a moment later: the body streams through.
+        let body = "x".repeat(64 * 1024);
+        let mut s = TcpStream::connect(cfg.listen).await.expect("connect");
+        s.write_all(
+            format!(
+                "POST /stream HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write head");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(body.as_bytes()).await.expect("write body");
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), read_raw_response(&mut s, &mut buf))
+            .await
+            .expect("response within 10 s")
+            .expect("response");
+        let got = bodies.lock().expect("lock").clone();
+        for (i, b) in got.iter().enumerate() {
+            assert_eq!(
+                b.len(),
+                body.len(),
+                "attempt {i} got {} of {} body bytes",
+                b.len(),
+                body.len()
+            );
+        }
+        match (r.status, got.len()) {
+            // Not replayable: the upstream's 503 passes through.
+            (503, 1) => assert_eq!(r.text(), "attempt 0"),
+            // Replayed whole (checked above).
+            (200, 2) => assert_eq!(r.text(), "attempt 1"),
+            (status, n) => panic!("status {status} after {n} attempts: {}", r.text()),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_try_timeout_is_retried_on_the_next_endpoint() {
+    with_timeout(LIMIT, async {
+        let hole = Upstream::blackhole().await;
+        let alive = Upstream::named("alive").await;
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route(
+                "pertry",
+                "/",
+                "two",
+                "timeout: 5s, retry: {attempts: 1, retry_on: [per-try-timeout], \
+                 per_try_timeout: 300ms}",
+            )])
+            .cluster(format!(
+                "{{name: two, endpoints: [\"{}\", \"{}\"]}}",
+                hole.addr, alive.addr
+            ));
+        let _sc = Sidecar::start_with(&mut cfg).await;
+        for i in 0..4 {
+            let started = Instant::now();
+            let r = http1_request(
+                cfg.listen,
+                Method::GET,
+                &format!("/t/{i}"),
+                &[],
+                Bytes::new(),
+            )
+            .await
+            .expect("request");
+            let took = started.elapsed();
+            assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+            assert_eq!(r.text(), "alive");
+            assert!(
+                took < Duration::from_secs(2),
+                "request {i} took {took:?}; one 300 ms try at most before the retry"
+            );
+        }
+        assert!(hole.connections.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    })
+    .await;
+}
+
+/// Accepts connections, reads a request head, and closes without answering.
+async fn closer() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    read_until(&mut s, &mut buf, b"\r\n\r\n"),
+                )
+                .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_is_retried_with_retry_on_reset() {
+    with_timeout(LIMIT, async {
+        let (closing, task) = closer().await;
+        let alive = Upstream::named("alive").await;
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![
+                route(
+                    "onreset",
+                    "/r/",
+                    "two",
+                    "retry: {attempts: 1, retry_on: [reset]}",
+                ),
+                route("plain", "/p/", "two", ""),
+            ])
+            .cluster(format!(
+                "{{name: two, endpoints: [\"{closing}\", \"{}\"], \
+                 retry_budget: {{ratio: 1.0, min_retries_per_second: 1000}}}}",
+                alive.addr
+            ));
+        let _sc = Sidecar::start_with(&mut cfg).await;
+        for i in 0..6 {
+            let r = http1_request(
+                cfg.listen,
+                Method::GET,
+                &format!("/r/{i}"),
+                &[],
+                Bytes::new(),
+            )
+            .await
+            .expect("request");
+            assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+        }
+        let mut reset = 0;
+        for i in 0..6 {
+            let r = http1_request(
+                cfg.listen,
+                Method::GET,
+                &format!("/p/{i}"),
+                &[],
+                Bytes::new(),
+            )
+            .await
+            .expect("request");
+            if r.status == StatusCode::BAD_GATEWAY {
+                assert_eq!(r.header("x-proxy-error"), Some("upstream_reset"));
+                reset += 1;
+            } else {
+                assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
+            }
+        }
+        assert_eq!(
+            reset, 3,
+            "without retries every other request meets the closer"
+        );
+        task.abort();
+    })
+    .await;
+}
