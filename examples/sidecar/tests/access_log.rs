@@ -209,8 +209,6 @@ async fn h2_requests_are_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy bug: HTTP/2 access log lines always say bytes_sent 0 \
-            (server/h2.rs logs when the response head is ready, with a literal 0)"]
 async fn h2_bytes_sent_is_logged() {
     with_timeout(LIMIT, async {
         let dir = TempDir::new("access-log");

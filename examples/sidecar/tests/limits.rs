@@ -491,11 +491,6 @@ async fn h2_rapid_reset_flood_ends_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy bug: streams reset after hyper accepted them are not counted \
-            (server/h2.rs maps h2_max_pending_reset_streams to hyper's \
-            max_pending_accept_reset_streams, which only counts streams still in the \
-            accept queue): 200 streams reset 5 ms after opening all reach the upstream \
-            and the connection stays open"]
 async fn h2_paced_resets_before_the_answer_end_the_connection() {
     with_timeout(LIMIT, async {
         // The doc of h2_max_pending_reset_streams: streams reset by the client before
@@ -537,10 +532,6 @@ async fn h2_paced_resets_before_the_answer_end_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy bug: idle_timeout does not close idle HTTP/2 connections: server/h2.rs \
-            only sends keep-alive PINGs every idle_timeout/2, which a live client \
-            answers; an h2c connection is still open 6 s after its last stream with \
-            idle_timeout 1s"]
 async fn idle_h2_connection_is_closed() {
     with_timeout(LIMIT, async {
         let (sc, _up, cfg) = setup("idle_timeout: 1s").await;

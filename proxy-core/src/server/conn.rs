@@ -48,6 +48,37 @@ impl ConnCtx {
         duration: Duration,
         resp: &HttpResponse,
     ) {
+        if self.access_log.is_some() {
+            let route = resp.extensions().get::<MatchedRoute>().map(|r| &*r.0.name);
+            let proxy_error = resp
+                .headers()
+                .get("x-proxy-error")
+                .and_then(|v| v.to_str().ok());
+            self.log_record(
+                method,
+                uri,
+                version,
+                status,
+                bytes_sent,
+                duration,
+                route,
+                proxy_error,
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn log_record(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        status: StatusCode,
+        bytes_sent: u64,
+        duration: Duration,
+        route: Option<&str>,
+        proxy_error: Option<&str>,
+    ) {
         if let Some(log) = &self.access_log {
             log.write(&AccessRecord {
                 listener: &self.listener.name,
@@ -58,11 +89,8 @@ impl ConnCtx {
                 status,
                 bytes_sent,
                 duration,
-                route: resp.extensions().get::<MatchedRoute>().map(|r| &*r.0.name),
-                proxy_error: resp
-                    .headers()
-                    .get("x-proxy-error")
-                    .and_then(|v| v.to_str().ok()),
+                route,
+                proxy_error,
             });
         }
     }

@@ -1,22 +1,75 @@
-//! Downstream HTTP/2 (h2c) on hyper, with stream limits and rapid-reset protection.
+//! Downstream HTTP/2 (h2c) on hyper: stream limits, rapid-reset protection (hyper's
+//! for streams reset before they are accepted, our own for streams reset before they
+//! are answered), idle connection timeout, access log with body bytes.
 
 use std::{
     pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 
 use bytes::{Buf, Bytes};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::Notify,
+};
 use tower::ServiceExt;
 
 use super::conn::ConnCtx;
 use crate::{net::Stream, proxy::ConnInfo, Body};
 
+/// What the streams of one HTTP/2 connection tell its connection task.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// Streams whose request is being handled.
+    in_flight: AtomicU32,
+    /// A stream started since the idle timer last fired.
+    active: AtomicBool,
+    /// Streams the client reset before they were answered.
+    resets: AtomicU32,
+    /// Signalled when `resets` passes the listener's limit.
+    abuse: Notify,
+}
+
+/// Tracks one stream: in flight until dropped; dropped before `answered` means the
+/// client reset it (or the connection went away) before the answer.
+struct StreamGuard {
+    state: Arc<ConnState>,
+    reset_limit: u32,
+    answered: bool,
+}
+
+impl StreamGuard {
+    fn new(state: &Arc<ConnState>, reset_limit: u32) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        state.active.store(true, Ordering::Relaxed);
+        Self {
+            state: state.clone(),
+            reset_limit,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered
+            && self.state.resets.fetch_add(1, Ordering::Relaxed) + 1 > self.reset_limit
+        {
+            self.state.abuse.notify_one();
+        }
+    }
+}
+
 /// Serves HTTP/2 on `stream`; `prefix` holds bytes already read by sniffing.
 pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
-    let limits = &ctx.limits;
+    let limits = ctx.limits.clone();
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -30,11 +83,15 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
     let conn_ext = ctx.conn_extensions.clone();
     let svc = ctx.service.clone();
     let log_ctx = ctx.clone();
+    let state = Arc::new(ConnState::default());
+    let stream_state = state.clone();
+    let reset_limit = limits.h2_max_pending_reset_streams;
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let svc = svc.clone();
         let log_ctx = log_ctx.clone();
         let info = info.clone();
         let conn_ext = conn_ext.clone();
+        let mut guard = StreamGuard::new(&stream_state, reset_limit);
         async move {
             let started = tokio::time::Instant::now();
             let mut req = req.map(Body::from);
@@ -42,20 +99,19 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
                 req.extensions_mut().extend(ext);
             }
             req.extensions_mut().insert(info.clone());
-            let (method, uri) = (req.method().clone(), req.uri().clone());
+            let log_info = log_ctx
+                .access_log
+                .is_some()
+                .then(|| (req.method().clone(), req.uri().clone()));
             let resp = match svc.oneshot(req).await {
                 Ok(r) => r,
                 Err(e) => super::error_response(&e),
             };
-            log_ctx.log(
-                &method,
-                &uri,
-                http::Version::HTTP_2,
-                resp.status(),
-                0,
-                started.elapsed(),
-                &resp,
-            );
+            guard.answered = true;
+            let resp = match log_info {
+                Some((method, uri)) => log_on_end(log_ctx, method, uri, started, resp),
+                None => resp,
+            };
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
@@ -66,16 +122,134 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut drain = ctx.drain.clone();
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(peer = ?ctx.peer, error = %e, "h2 connection ended");
+    let mut idle = tokio::time::interval_at(
+        tokio::time::Instant::now() + limits.idle_timeout,
+        limits.idle_timeout,
+    );
+    let grace = loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = ?ctx.peer, error = %e, "h2 connection ended");
+                }
+                return;
             }
-            return;
+            _ = drain.wait_for(|d| *d) => break None,
+            () = state.abuse.notified() => {
+                tracing::debug!(peer = ?ctx.peer, "closing an h2 connection: too many streams reset before their answer");
+                ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                break Some(limits.header_read_timeout);
+            }
+            _ = idle.tick() => {
+                // Closed when no stream was open or started for a whole idle period.
+                let busy = state.in_flight.load(Ordering::Relaxed) > 0;
+                if !state.active.swap(false, Ordering::Relaxed) && !busy {
+                    break Some(limits.header_read_timeout);
+                }
+            }
         }
-        _ = drain.wait_for(|d| *d) => conn.as_mut().graceful_shutdown(),
+    };
+    conn.as_mut().graceful_shutdown();
+    match grace {
+        // Draining: in-flight streams finish; the server's drain deadline bounds this.
+        None => {
+            let _ = conn.await;
+        }
+        Some(grace) => {
+            let _ = tokio::time::timeout(grace, conn).await;
+        }
     }
-    let _ = conn.await;
+}
+
+/// Writes the access log line when the response body ends (or is dropped), with the
+/// number of body bytes sent.
+fn log_on_end(
+    ctx: ConnCtx,
+    method: http::Method,
+    uri: http::Uri,
+    started: tokio::time::Instant,
+    resp: crate::HttpResponse,
+) -> crate::HttpResponse {
+    let status = resp.status();
+    let route = resp
+        .extensions()
+        .get::<crate::proxy::MatchedRoute>()
+        .map(|r| r.0.name.clone());
+    let proxy_error = resp
+        .headers()
+        .get("x-proxy-error")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    resp.map(|inner| {
+        Body::new(LoggedBody {
+            inner,
+            sent: 0,
+            record: Some(LogRecord {
+                ctx,
+                method,
+                uri,
+                status,
+                started,
+                route,
+                proxy_error,
+            }),
+        })
+    })
+}
+
+struct LogRecord {
+    ctx: ConnCtx,
+    method: http::Method,
+    uri: http::Uri,
+    status: http::StatusCode,
+    started: tokio::time::Instant,
+    route: Option<Arc<str>>,
+    proxy_error: Option<String>,
+}
+
+pin_project_lite::pin_project! {
+    struct LoggedBody {
+        #[pin]
+        inner: Body,
+        sent: u64,
+        record: Option<LogRecord>,
+    }
+
+    impl PinnedDrop for LoggedBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(r) = this.record.take() {
+                r.ctx.log_record(&r.method, &r.uri, http::Version::HTTP_2, r.status, *this.sent, r.started.elapsed(), r.route.as_deref(), r.proxy_error.as_deref());
+            }
+        }
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, crate::BoxError>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(f)) = &frame {
+            if let Some(d) = f.data_ref() {
+                *this.sent += d.len() as u64;
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A stream that first yields bytes already read from it.
