@@ -56,6 +56,13 @@ impl StreamGuard {
     }
 }
 
+impl StreamGuard {
+    /// Marks the stream answered: dropping it is no longer a reset.
+    fn answer(&mut self) {
+        self.answered = true;
+    }
+}
+
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -107,7 +114,7 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
                 Ok(r) => r,
                 Err(e) => super::error_response(&e),
             };
-            guard.answered = true;
+            guard.answer();
             let resp = match log_info {
                 Some((method, uri)) => log_on_end(log_ctx, method, uri, started, resp),
                 None => resp,
