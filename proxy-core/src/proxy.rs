@@ -93,15 +93,15 @@ impl tower_service::Service<HttpRequest> for Proxy {
 
 impl Proxy {
     /// Forwards a request whose connection facts come with it rather than in the
-    /// extensions: the connection loop's path when a listener has no filters, which
-    /// saves the extension map and the boxing of a service stack on every request.
-    pub(crate) fn call_direct(
-        &self,
-        req: HttpRequest,
-        conn: &ConnInfo,
-    ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>> {
+    /// extensions: the connection loop's path when a listener has no filters. Awaited
+    /// in place by the connection task, so the request's future is neither boxed nor
+    /// allocated per request, and no extension map is made.
+    pub(crate) async fn forward_direct(&self, req: HttpRequest, conn: &ConnInfo) -> HttpResponse {
         let routing = self.routing.load_full();
-        Box::pin(forward(routing, req, Some(conn.forwarded())))
+        match forward(routing, req, Some(conn.forwarded())).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
     }
 }
 

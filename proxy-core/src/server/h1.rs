@@ -204,10 +204,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             .is_some()
             .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
         let resp = match &ctx.direct {
-            Some(proxy) => proxy
-                .call_direct(req, &conn_info)
-                .await
-                .map_err(|e| match e {}),
+            Some(proxy) => Ok(proxy.forward_direct(req, &conn_info).await),
             None => match svc.ready().await {
                 Ok(s) => s.call(req).await,
                 Err(e) => Err(e),
