@@ -71,6 +71,9 @@ pub enum ProxyError {
     /// The downstream request was malformed.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A filter of the request stack failed with an error the proxy does not know.
+    #[error("internal error")]
+    Internal,
 }
 
 impl ProxyError {
@@ -84,6 +87,7 @@ impl ProxyError {
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -98,6 +102,7 @@ impl ProxyError {
             Self::Overflow { .. } => "overflow",
             Self::Upstream { .. } => "upstream_reset",
             Self::BadRequest(_) => "bad_request",
+            Self::Internal => "internal",
         }
     }
 

@@ -73,10 +73,10 @@ pub struct RequestStats {
 /// Counts of proxy-generated answers by reason.
 #[derive(Debug, Default)]
 pub struct LocalErrorCounts {
-    counts: [AtomicU64; 8],
+    counts: [AtomicU64; 10],
 }
 
-const LOCAL_ERROR_REASONS: [&str; 8] = [
+const LOCAL_ERROR_REASONS: [&str; 10] = [
     "no_route",
     "no_endpoints",
     "connect_failure",
@@ -84,6 +84,8 @@ const LOCAL_ERROR_REASONS: [&str; 8] = [
     "overflow",
     "upstream_reset",
     "bad_request",
+    "request_timeout",
+    "internal",
     "other",
 ];
 
@@ -93,7 +95,7 @@ impl LocalErrorCounts {
         let i = LOCAL_ERROR_REASONS
             .iter()
             .position(|r| *r == reason)
-            .unwrap_or(7);
+            .unwrap_or(LOCAL_ERROR_REASONS.len() - 1);
         self.counts[i].fetch_add(1, Relaxed);
     }
     /// The count for `reason`.

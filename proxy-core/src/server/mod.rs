@@ -442,14 +442,7 @@ pub(crate) fn error_response(err: &BoxError) -> HttpResponse {
         Some(p) => local_reply(p),
         None => {
             tracing::warn!(error = %DisplayChain(&**err), "request stack failed");
-            let mut resp = local_reply(&ProxyError::Upstream {
-                request_sent: true,
-                source: "internal error".into(),
-            });
-            *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-            resp.headers_mut()
-                .insert("x-proxy-error", http::HeaderValue::from_static("internal"));
-            resp
+            local_reply(&ProxyError::Internal)
         }
     }
 }
