@@ -27,6 +27,17 @@ for tool in curl h2load nghttp; do
   fi
 done
 
+run_crate_scripts() {
+  local dir
+  dir="$(dirname "${BASH_SOURCE[0]}")/deps"
+  for f in "$dir"/*.sh; do
+    [ -e "$f" ] || continue
+    echo "install-test-deps: $f"
+    bash "$f"
+  done
+}
+trap run_crate_scripts EXIT
+
 if [ "${#missing_pkgs[@]}" -eq 0 ]; then
   echo "install-test-deps: nothing to install"
   exit 0
