@@ -15,6 +15,7 @@
 //                               server: prints `SENT` once all are written, then
 //                               reports the answers per server name and the failures
 //   --bolt-version 2 [--crc]    speak Bolt v2 (with CRC32 when --crc)
+//   --service NAME              the echo service's interface (default com.example.EchoService)
 //   --timeout MS                per-call timeout (default 5000)
 //
 // Prints one JSON line with the results; exits 0 when every check held, 1 otherwise.
@@ -36,6 +37,7 @@ const args = parseArgs(process.argv.slice(2), {
   'bolt-version': '1',
   crc: false,
   timeout: '5000',
+  service: 'com.example.EchoService',
 });
 
 const logger = { info() {}, warn() {}, debug() {}, error() {} };
@@ -49,7 +51,7 @@ const fail = msg => {
 async function main() {
   const client = new RpcClient({ logger });
   const consumer = client.createConsumer({
-    interfaceName: 'com.example.EchoService',
+    interfaceName: args.service,
     serverHost: args.target,
     responseTimeout: timeout,
   });

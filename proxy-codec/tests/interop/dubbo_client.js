@@ -15,6 +15,7 @@
 //   --whoami S1,S2              calls whoami() on each service, reports the answers
 //   --slow N --slow-ms MS       N tagAfter calls in flight while the test kills a
 //                               server; prints `SENT` once all are written
+//   --service NAME              the echo service's interface (default com.example.EchoService)
 //   --timeout MS                per-call timeout (default 5000; dubbo2.js counts seconds)
 //
 // Prints one JSON line with the results; exits 0 when every check held, 1 otherwise.
@@ -39,6 +40,7 @@ const args = parseArgs(process.argv.slice(2), {
   slow: '0',
   'slow-ms': '1500',
   timeout: '5000',
+  service: 'com.example.EchoService',
 });
 
 const timeoutMs = Number(args.timeout);
@@ -67,7 +69,7 @@ async function main() {
     timeout: Math.max(1, Math.ceil(timeoutMs / 1000)),
     methods,
   });
-  const echo = service('com.example.EchoService');
+  const echo = service(args.service);
 
   // Wait for the one socket, then watch what arrives on it.
   const worker = dubbo._socketWorker;
@@ -128,7 +130,7 @@ async function main() {
       req.data = new Invocation({
         methodName: 'echo',
         args: [ java.String(token('oneway', i)) ],
-        attachments: { dubbo: '2.0.2', path: 'com.example.EchoService', version: '1.0' },
+        attachments: { dubbo: '2.0.2', path: args.service, version: '1.0' },
       });
       socket.write(req.encode());
     }

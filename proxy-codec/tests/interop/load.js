@@ -6,9 +6,13 @@
 //
 //   node load.js --target 127.0.0.1:12200 --concurrency 64 --duration-ms 5000
 //
+// With --cpu-pid PID (Linux), the CPU time process PID spent during the measured
+// window (after the warm-up) is read from /proc and reported per call.
+//
 // Prints one JSON line: calls, errors, wrong answers, elapsed ms, calls/s, latency
 // percentiles (ms). Exits 1 when any call failed or got another caller's answer.
 
+const fs = require('fs');
 const { RpcClient } = require('sofa-rpc-node').client;
 const { parseArgs } = require('./lib/args');
 
@@ -21,7 +25,16 @@ const args = parseArgs(process.argv.slice(2), {
   'payload-bytes': '64',
   'warmup-ms': '500',
   timeout: '5000',
+  'cpu-pid': '',
+  'clk-tck': '100',
 });
+
+// utime + stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat).
+function cpuSeconds(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / Number(args['clk-tck']);
+}
 
 const logger = { info() {}, warn() {}, debug() {}, error() {} };
 
@@ -49,6 +62,8 @@ async function main() {
   }));
 
   const maxCalls = Number(args['max-calls']);
+  const cpuPid = args['cpu-pid'] ? String(args['cpu-pid']) : null;
+  const cpuStart = cpuPid ? cpuSeconds(cpuPid) : 0;
   const start = process.hrtime.bigint();
   const endAt = Date.now() + Number(args['duration-ms']);
   let sent = 0;
@@ -78,6 +93,7 @@ async function main() {
   for (let w = 0; w < Number(args.concurrency); w++) workers.push(worker(w));
   await Promise.all(workers);
   const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  const cpu = cpuPid ? cpuSeconds(cpuPid) - cpuStart : null;
   latencies.sort((a, b) => a - b);
   const pct = p => latencies.length ? Number(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))].toFixed(3)) : null;
   const report = {
@@ -89,6 +105,9 @@ async function main() {
     ms: Number(ms.toFixed(1)),
     callsPerSec: Number((done / (ms / 1000)).toFixed(1)),
     latencyMs: { p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), max: pct(1) },
+    cpuPid,
+    cpuMs: cpu === null ? null : Number((cpu * 1000).toFixed(1)),
+    cpuUsPerCall: cpu === null || done === 0 ? null : Number((cpu * 1e6 / done).toFixed(2)),
     clients: clients.length,
     concurrency: Number(args.concurrency),
   };

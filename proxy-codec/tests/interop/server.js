@@ -4,9 +4,10 @@
 // Node remoting, as egg-dubbo-rpc uses it). Direct connections only: no registry.
 //
 //   node server.js --protocol bolt|dubbo [--port 0] [--name NAME]
+//                  [--echo-service com.example.EchoService] [--other-service com.example.OtherService]
 //
 // Prints `LISTENING <port>` on stdout once bound, then serves until killed.
-// Services (version 1.0, the sofa-rpc-node default):
+// Services (version 1.0, the sofa-rpc-node default; names changeable by the flags):
 //   com.example.EchoService   echo(s) -> s, echoAfter(s, ms) -> s after ms,
 //                             tagAfter(s, ms) -> NAME + ':' + s after ms,
 //                             whoami() -> NAME, fail(msg) throws Error(msg)
@@ -19,6 +20,8 @@ const args = parseArgs(process.argv.slice(2), {
   protocol: 'bolt',
   port: '0',
   name: 'server',
+  'echo-service': 'com.example.EchoService',
+  'other-service': 'com.example.OtherService',
 });
 
 const quiet = {
@@ -50,7 +53,7 @@ const server = new RpcServer({
   killTimeout: 1000,
 });
 
-server.addService({ interfaceName: 'com.example.EchoService' }, {
+server.addService({ interfaceName: args['echo-service'] }, {
   async echo(s) {
     return s;
   },
@@ -72,7 +75,7 @@ server.addService({ interfaceName: 'com.example.EchoService' }, {
   },
 });
 
-server.addService({ interfaceName: 'com.example.OtherService' }, {
+server.addService({ interfaceName: args['other-service'] }, {
   async whoami() {
     return args.name + '/other';
   },
