@@ -5,6 +5,8 @@
 //
 //   --calls N --concurrency C   N echo calls, C in flight; every answer must be the
 //                               caller's own argument (random delays reorder answers)
+//   --big N --big-bytes B       N concurrent echo calls with a B-byte argument (default
+//                               100000), so frames span many TCP reads
 //   --heartbeats H              H heartbeats through the library's heartbeat(); every
 //                               one must be acknowledged
 //   --oneway K                  K one-way requests (sofa-bolt-node's REQUEST_ONEWAY)
@@ -28,6 +30,8 @@ const args = parseArgs(process.argv.slice(2), {
   target: '127.0.0.1:12200',
   calls: '0',
   concurrency: '50',
+  big: '0',
+  'big-bytes': '100000',
   heartbeats: '0',
   oneway: '0',
   unknown: false,
@@ -93,6 +97,20 @@ async function main() {
     });
     report.calls = { sent: calls, ok: okCalls, mismatched, errors: errors.length, ms: Date.now() - started };
     if (okCalls !== calls) fail(`calls: ${okCalls}/${calls} ok, ${mismatched} mismatched, first errors ${JSON.stringify(errors.slice(0, 3))}`);
+  }
+
+  const big = Number(args.big);
+  if (big > 0) {
+    const results = await Promise.all(Array.from({ length: big }, async (_, i) => {
+      const arg = token('big', i).padEnd(Number(args['big-bytes']), String.fromCharCode(97 + i % 26));
+      try {
+        return (await call(consumer, 'echo', [ arg ])) === arg;
+      } catch (err) {
+        return false;
+      }
+    }));
+    report.big = { sent: big, ok: results.filter(Boolean).length, bytes: Number(args['big-bytes']) };
+    if (report.big.ok !== big) fail(`big: ${report.big.ok}/${big} ok`);
   }
 
   const heartbeats = Number(args.heartbeats);
