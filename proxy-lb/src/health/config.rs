@@ -1,0 +1,127 @@
+//! The serde config of the `health_check` cluster extension.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::probe::ProbeConfig;
+
+/// `clusters[].extensions[].config` of `typed: health_check`.
+///
+/// ```yaml
+/// interval: 5s
+/// jitter: 500ms
+/// timeout: 1s
+/// unhealthy_threshold: 3
+/// healthy_threshold: 2
+/// probe: {http: {path: /healthz, expected_statuses: [200]}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Time between rounds of probes.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A random extra delay up to this, added to each interval.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    /// One probe's time limit.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failures that mark an endpoint unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes that mark it healthy again.
+    pub healthy_threshold: u32,
+    /// The probe.
+    pub probe: ProbeConfig,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            jitter: Duration::ZERO,
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+            probe: ProbeConfig::default(),
+        }
+    }
+}
+
+/// An error in the `health_check` config, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HealthConfigError {
+    /// A field has a bad value.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field path.
+        field: String,
+        /// Why the value is refused.
+        reason: String,
+    },
+}
+
+impl HealthCheckConfig {
+    /// Checks the values serde cannot.
+    ///
+    /// # Errors
+    /// A zero interval, timeout or threshold, or a bad probe, naming the field.
+    pub fn validate(&self) -> Result<(), HealthConfigError> {
+        let bad = |field: &str, reason: &str| {
+            Err(HealthConfigError::Invalid {
+                field: field.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.interval.is_zero() {
+            return bad("interval", "must be above zero");
+        }
+        if self.timeout.is_zero() {
+            return bad("timeout", "must be above zero");
+        }
+        if self.unhealthy_threshold == 0 {
+            return bad("unhealthy_threshold", "must be above zero");
+        }
+        if self.healthy_threshold == 0 {
+            return bad("healthy_threshold", "must be above zero");
+        }
+        self.probe
+            .validate()
+            .map_err(|(field, reason)| HealthConfigError::Invalid {
+                field: format!("probe.{field}"),
+                reason,
+            })
+    }
+}
+
+/// Consecutive-result bookkeeping of one endpoint: returns the new verdict when a
+/// threshold flips it.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    successes: std::sync::atomic::AtomicU32,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+impl Verdicts {
+    /// Records a probe result; `Some(healthy)` when the endpoint's state must change
+    /// (`currently_healthy` is its state now).
+    pub fn record(
+        &self,
+        ok: bool,
+        currently_healthy: bool,
+        cfg: &HealthCheckConfig,
+    ) -> Option<bool> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if ok {
+            self.failures.store(0, Relaxed);
+            let n = self.successes.fetch_add(1, Relaxed).saturating_add(1);
+            (!currently_healthy && n >= cfg.healthy_threshold).then_some(true)
+        } else {
+            self.successes.store(0, Relaxed);
+            let n = self.failures.fetch_add(1, Relaxed).saturating_add(1);
+            (currently_healthy && n >= cfg.unhealthy_threshold).then_some(false)
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Active health checks (`typed: health_check` cluster extension): HTTP (path,
+//! expected statuses) or TCP connect probes every interval (plus jitter), with a
+//! timeout and healthy/unhealthy thresholds. An endpoint that fails
+//! `unhealthy_threshold` probes in a row gets `HealthFlags::ACTIVE_HC_FAILED` and takes
+//! no traffic until it passes `healthy_threshold` in a row. The probes also serve
+//! outlier detection's readmission.
+
+mod config;
+mod probe;
+
+pub use config::{HealthCheckConfig, HealthConfigError, Verdicts};
+pub use probe::{
+    http_probe, with_timeout, HttpProbeConfig, ProbeConfig, ProbeError, TcpProbeConfig,
+};

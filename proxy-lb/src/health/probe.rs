@@ -1,0 +1,204 @@
+//! Active probes: an HTTP/1.1 GET with expected statuses, or a TCP connect.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// A probe: `http` or `tcp` (at most one; TCP connect when neither is given).
+///
+/// ```yaml
+/// probe: {http: {path: /healthz, expected_statuses: [200, 204]}}
+/// probe: {tcp: {}}
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// An HTTP/1.1 `GET` answers with one of the expected statuses.
+    #[serde(default)]
+    pub http: Option<HttpProbeConfig>,
+    /// The TCP connect (with the cluster's transport) succeeds.
+    #[serde(default)]
+    pub tcp: Option<TcpProbeConfig>,
+}
+
+/// A TCP connect probe (no settings).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbeConfig {}
+
+/// An HTTP probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeConfig {
+    /// The path requested.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Statuses that pass.
+    #[serde(default = "default_statuses")]
+    pub expected_statuses: Vec<u16>,
+    /// The `Host` header; the endpoint address when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+
+fn default_statuses() -> Vec<u16> {
+    vec![200]
+}
+
+impl ProbeConfig {
+    /// Checks the values serde cannot; the error is `(field, reason)` relative to the
+    /// probe.
+    ///
+    /// # Errors
+    /// A path not starting with `/` or holding control characters or spaces, an empty
+    /// status list, a status outside 100-599, a bad host.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let Some(h) = &self.http else {
+            return Ok(());
+        };
+        if self.tcp.is_some() {
+            return Err(("tcp".into(), "give either http or tcp, not both".into()));
+        }
+        if !h.path.starts_with('/') || h.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err((
+                "http.path".into(),
+                format!(
+                    "{:?} must start with / and hold no spaces or control bytes",
+                    h.path
+                ),
+            ));
+        }
+        if h.expected_statuses.is_empty() {
+            return Err(("http.expected_statuses".into(), "must not be empty".into()));
+        }
+        if let Some((i, s)) = h
+            .expected_statuses
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(100..=599).contains(*s))
+        {
+            return Err((
+                format!("http.expected_statuses[{i}]"),
+                format!("{s} is not an HTTP status"),
+            ));
+        }
+        if let Some(host) = &h.host {
+            if host.is_empty() || http::HeaderValue::from_str(host).is_err() || host.contains(' ') {
+                return Err(("http.host".into(), format!("{host:?} is not a valid host")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// The connection could not be opened.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// The probe took longer than its timeout.
+    #[error("probe timed out")]
+    Timeout,
+    /// Reading or writing failed.
+    #[error("probe i/o failed")]
+    Io(#[source] std::io::Error),
+    /// The answer was not an HTTP response head.
+    #[error("malformed response")]
+    Malformed,
+    /// The status was not one of the expected ones.
+    #[error("unexpected status {0}")]
+    Status(u16),
+}
+
+impl ProbeError {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect_failure",
+            Self::Timeout => "timeout",
+            Self::Io(_) | Self::Malformed => "bad_response",
+            Self::Status(_) => "unexpected_status",
+        }
+    }
+}
+
+/// The longest response head a probe reads.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Sends one HTTP/1.1 probe over `stream` and checks the status.
+///
+/// # Errors
+/// I/O failure, a malformed head or an unexpected status.
+pub async fn http_probe<S>(
+    stream: &mut S,
+    cfg: &HttpProbeConfig,
+    default_host: &str,
+) -> Result<u16, ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let host = cfg.host.as_deref().unwrap_or(default_host);
+    let req = format!(
+        "GET {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: proxy-health-check\r\nconnection: close\r\n\r\n",
+        cfg.path
+    );
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(ProbeError::Io)?;
+    stream.flush().await.map_err(ProbeError::Io)?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let parsed = {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&buf) {
+                Ok(httparse::Status::Complete(end)) => Some((resp.code, end)),
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
+                _ => return Err(ProbeError::Malformed),
+            }
+        };
+        match parsed {
+            Some((Some(code), end)) if (100..200).contains(&code) => {
+                // An interim answer: the final one follows.
+                buf.drain(..end);
+                continue;
+            }
+            Some((Some(code), _)) => {
+                return if cfg.expected_statuses.contains(&code) {
+                    Ok(code)
+                } else {
+                    Err(ProbeError::Status(code))
+                };
+            }
+            Some((None, _)) => return Err(ProbeError::Malformed),
+            None => {}
+        }
+        let n = stream.read(&mut chunk).await.map_err(ProbeError::Io)?;
+        if n == 0 {
+            return Err(ProbeError::Malformed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Runs `fut` under `limit`, mapping the timeout to [`ProbeError::Timeout`].
+///
+/// # Errors
+/// [`ProbeError::Timeout`] or the probe's own error.
+pub async fn with_timeout<F, T>(limit: Duration, fut: F) -> Result<T, ProbeError>
+where
+    F: std::future::Future<Output = Result<T, ProbeError>>,
+{
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(ProbeError::Timeout))
+}

@@ -1,0 +1,137 @@
+//! Ejection arithmetic: ejection time, the max-ejection and panic limits, success-rate
+//! and failure-percentage outliers. Pure functions.
+
+use std::time::Duration;
+
+use super::config::{FailurePercentageConfig, SuccessRateConfig};
+
+/// Why an endpoint was ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EjectionReason {
+    /// Consecutive 5xx responses (or local failures).
+    Consecutive5xx = 1,
+    /// Consecutive gateway failures.
+    ConsecutiveGatewayFailure = 2,
+    /// Success rate far below the cluster's.
+    SuccessRate = 3,
+    /// Failure percentage above the threshold.
+    FailurePercentage = 4,
+}
+
+impl EjectionReason {
+    /// All reasons, in order.
+    pub const ALL: [EjectionReason; 4] = [
+        Self::Consecutive5xx,
+        Self::ConsecutiveGatewayFailure,
+        Self::SuccessRate,
+        Self::FailurePercentage,
+    ];
+
+    /// The name used in metrics, status and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Consecutive5xx => "consecutive_5xx",
+            Self::ConsecutiveGatewayFailure => "consecutive_gateway_failure",
+            Self::SuccessRate => "success_rate",
+            Self::FailurePercentage => "failure_percentage",
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| *r as u8 == v)
+    }
+
+    #[allow(dead_code)] // used by the metrics (land with the core seam)
+    pub(crate) fn index(self) -> usize {
+        self as usize - 1
+    }
+}
+
+/// Ejection time for the `times`-th ejection: `base x times`, capped at
+/// `max(base, max)`.
+pub fn ejection_time(base: Duration, max: Duration, times: u32) -> Duration {
+    base.saturating_mul(times.max(1)).min(max.max(base))
+}
+
+/// Whether one more endpoint may be ejected: `total` usable endpoints (not removed),
+/// `ejected` of them ejected now, `healthy` taking traffic now.
+///
+/// The max-ejection limit allows `(ejected + 1) <= max_percent% x total`, and always one
+/// ejection when none is active (unless `max_percent` is 0). The panic threshold refuses
+/// any ejection that would leave fewer than `panic_percent%` of `total` healthy.
+pub fn may_eject(
+    total: usize,
+    ejected: usize,
+    healthy: usize,
+    max_percent: u32,
+    panic_percent: u32,
+) -> bool {
+    if total == 0 || healthy == 0 || max_percent == 0 {
+        return false;
+    }
+    let total = total as u64;
+    let within_max = (ejected as u64 + 1) * 100 <= u64::from(max_percent) * total || ejected == 0;
+    let healthy_after = healthy as u64 - 1;
+    let above_panic = healthy_after * 100 >= u64::from(panic_percent) * total;
+    within_max && above_panic
+}
+
+/// One endpoint's requests over an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntervalStats {
+    /// Index of the endpoint.
+    pub index: usize,
+    /// Successful requests.
+    pub success: u64,
+    /// All requests.
+    pub total: u64,
+}
+
+/// Endpoints whose success rate is below `mean - stdev x factor / 1000` among those
+/// with at least `request_volume` requests, when there are `minimum_hosts` of them.
+pub fn success_rate_outliers(stats: &[IntervalStats], cfg: &SuccessRateConfig) -> Vec<usize> {
+    let eligible: Vec<(usize, f64)> = stats
+        .iter()
+        .filter(|s| s.total >= u64::from(cfg.request_volume) && s.total > 0)
+        .map(|s| (s.index, s.success as f64 * 100.0 / s.total as f64))
+        .collect();
+    if eligible.is_empty() || eligible.len() < cfg.minimum_hosts as usize {
+        return Vec::new();
+    }
+    let n = eligible.len() as f64;
+    let mean = eligible.iter().map(|e| e.1).sum::<f64>() / n;
+    let var = eligible.iter().map(|e| (e.1 - mean).powi(2)).sum::<f64>() / n;
+    let threshold = mean - var.sqrt() * f64::from(cfg.stdev_factor) / 1000.0;
+    eligible
+        .into_iter()
+        .filter(|e| e.1 < threshold)
+        .map(|e| e.0)
+        .collect()
+}
+
+/// Endpoints failing at least `threshold` percent of their requests, among those with
+/// at least `request_volume` requests, when there are `minimum_hosts` of them.
+pub fn failure_percentage_outliers(
+    stats: &[IntervalStats],
+    cfg: &FailurePercentageConfig,
+) -> Vec<usize> {
+    let eligible: Vec<&IntervalStats> = stats
+        .iter()
+        .filter(|s| s.total >= u64::from(cfg.request_volume) && s.total > 0)
+        .collect();
+    if eligible.len() < cfg.minimum_hosts as usize {
+        return Vec::new();
+    }
+    eligible
+        .into_iter()
+        .filter(|s| (s.total - s.success.min(s.total)) * 100 >= u64::from(cfg.threshold) * s.total)
+        .map(|s| s.index)
+        .collect()
+}
+
+/// Whether an ejection with enforcement chance `percent` is enforced; `random` is
+/// uniformly random.
+pub fn enforced(percent: u32, random: u32) -> bool {
+    percent >= 100 || random % 100 < percent
+}

@@ -1,0 +1,185 @@
+use std::time::Duration;
+
+use super::*;
+
+#[test]
+fn ejection_time_grows_and_caps() {
+    let (b, m) = (Duration::from_secs(30), Duration::from_secs(100));
+    assert_eq!(ejection_time(b, m, 0), b);
+    assert_eq!(ejection_time(b, m, 1), b);
+    assert_eq!(ejection_time(b, m, 3), Duration::from_secs(90));
+    assert_eq!(ejection_time(b, m, 4), m);
+    assert_eq!(
+        ejection_time(b, Duration::from_secs(1), 9),
+        b,
+        "max below base"
+    );
+    assert_eq!(ejection_time(b, m, u32::MAX), m);
+}
+
+#[test]
+fn max_ejection_percent_and_panic_threshold() {
+    // 10 hosts, 10%: one may go, a second not.
+    assert!(may_eject(10, 0, 10, 10, 50));
+    assert!(!may_eject(10, 1, 9, 10, 50));
+    // 10 hosts, 30%: three may go.
+    assert!(may_eject(10, 2, 8, 30, 0));
+    assert!(!may_eject(10, 3, 7, 30, 0));
+    // at least one even when 10% of 3 is < 1
+    assert!(may_eject(3, 0, 3, 10, 0));
+    // panic threshold 50%: 4 hosts, 2 healthy -> ejecting one leaves 1 = 25% < 50%
+    assert!(!may_eject(4, 1, 2, 100, 50));
+    assert!(may_eject(4, 1, 3, 100, 50));
+    // a single host is never ejected under a panic threshold
+    assert!(!may_eject(1, 0, 1, 100, 50));
+    assert!(may_eject(1, 0, 1, 100, 0));
+    // nothing healthy, nothing to eject, or max 0
+    assert!(!may_eject(3, 0, 0, 100, 0));
+    assert!(!may_eject(0, 0, 0, 100, 0));
+    assert!(!may_eject(3, 0, 3, 0, 0));
+}
+
+fn stats(v: &[(u64, u64)]) -> Vec<IntervalStats> {
+    v.iter()
+        .enumerate()
+        .map(|(index, &(success, total))| IntervalStats {
+            index,
+            success,
+            total,
+        })
+        .collect()
+}
+
+#[test]
+fn success_rate_finds_the_low_outlier() {
+    let cfg = SuccessRateConfig {
+        minimum_hosts: 5,
+        request_volume: 100,
+        stdev_factor: 1900,
+        enforcing: 100,
+    };
+    let s = stats(&[
+        (100, 100),
+        (99, 100),
+        (100, 100),
+        (98, 100),
+        (100, 100),
+        (10, 100),
+    ]);
+    assert_eq!(success_rate_outliers(&s, &cfg), vec![5]);
+    // too few requests: not evaluated
+    let s = stats(&[
+        (100, 100),
+        (99, 100),
+        (100, 100),
+        (98, 100),
+        (100, 100),
+        (1, 10),
+    ]);
+    assert!(success_rate_outliers(&s, &cfg).is_empty());
+    // too few hosts
+    let s = stats(&[(100, 100), (10, 100)]);
+    assert!(success_rate_outliers(&s, &cfg).is_empty());
+    // all equal: nobody
+    let s = stats(&[(50, 100); 6]);
+    assert!(success_rate_outliers(&s, &cfg).is_empty());
+}
+
+#[test]
+fn failure_percentage_uses_the_threshold() {
+    let cfg = FailurePercentageConfig {
+        threshold: 50,
+        minimum_hosts: 2,
+        request_volume: 10,
+        enforcing: 100,
+    };
+    let s = stats(&[(10, 10), (5, 10), (6, 10), (0, 5)]);
+    assert_eq!(failure_percentage_outliers(&s, &cfg), vec![1]);
+    let s = stats(&[(0, 10)]);
+    assert!(
+        failure_percentage_outliers(&s, &cfg).is_empty(),
+        "minimum hosts"
+    );
+}
+
+#[test]
+fn consecutive_counters_trigger_at_threshold_multiples() {
+    let c = EndpointCounters::default();
+    let t = Thresholds {
+        consecutive_5xx: 3,
+        consecutive_gateway: 2,
+    };
+    let f = Attempt::Failure { gateway: false };
+    let g = Attempt::Failure { gateway: true };
+    assert_eq!(c.record(f, t), None);
+    assert_eq!(c.record(f, t), None);
+    assert_eq!(c.record(Attempt::Success, t), None);
+    assert_eq!(c.record(f, t), None);
+    assert_eq!(c.record(g, t), None);
+    assert_eq!(c.record(g, t), Some(EjectionReason::Consecutive5xx));
+    assert_eq!(c.consecutive_gateway(), 2);
+    let c = EndpointCounters::default();
+    assert_eq!(c.record(g, t), None);
+    assert_eq!(
+        c.record(g, t),
+        Some(EjectionReason::ConsecutiveGatewayFailure)
+    );
+    assert_eq!(c.record(g, t), Some(EjectionReason::Consecutive5xx));
+    assert_eq!(
+        c.record(g, t),
+        Some(EjectionReason::ConsecutiveGatewayFailure)
+    );
+    let s = c.take_interval(4);
+    assert_eq!((s.index, s.success, s.total), (4, 0, 4));
+    assert_eq!(c.take_interval(4).total, 0);
+    let off = Thresholds {
+        consecutive_5xx: 0,
+        consecutive_gateway: 0,
+    };
+    let c = EndpointCounters::default();
+    assert!((0..20).all(|_| c.record(g, off).is_none()));
+}
+
+#[test]
+fn enforcement_chance() {
+    assert!(enforced(100, 99));
+    assert!(!enforced(0, 0));
+    assert_eq!((0..100).filter(|r| enforced(30, *r)).count(), 30);
+}
+
+fn cfg(yaml: &str) -> Result<OutlierConfig, String> {
+    let c: OutlierConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+#[test]
+fn config_validation_names_fields() {
+    assert!(cfg("{}").is_ok());
+    let e = cfg("max_ejection_percent: 101").unwrap_err();
+    assert!(
+        e.starts_with("max_ejection_percent: 101 is above 100"),
+        "{e}"
+    );
+    assert!(cfg("interval: 0s").unwrap_err().starts_with("interval:"));
+    assert!(cfg("{base_ejection_time: 10s, max_ejection_time: 1s}")
+        .unwrap_err()
+        .starts_with("max_ejection_time:"));
+    assert!(cfg("failure_percentage: {threshold: 150}")
+        .unwrap_err()
+        .starts_with("failure_percentage.threshold"));
+    assert!(cfg("readmission: {probe: {http: {path: nope}}}")
+        .unwrap_err()
+        .starts_with("readmission.probe.http.path"));
+    assert!(
+        cfg("readmission: {probe: {http: {expected_statuses: [700]}}}")
+            .unwrap_err()
+            .starts_with("readmission.probe.http.expected_statuses[0]")
+    );
+    assert!(cfg("healing: {webhook: {url: \"https://x/y\"}}")
+        .unwrap_err()
+        .starts_with("healing.webhook.url"));
+    assert!(cfg("bogus: 1").is_err());
+    let c = cfg("{interval: 100ms, readmission: {probe: {tcp: {}}}, healing: {webhook: {url: \"http://127.0.0.1:1/x\"}}}").unwrap();
+    assert_eq!(c.interval, Duration::from_millis(100));
+}

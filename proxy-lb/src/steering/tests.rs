@@ -1,0 +1,148 @@
+use http::{HeaderMap, Method};
+
+use super::*;
+
+const YAML: &str = r#"
+rules:
+  - name: transfers
+    match: {headers: {type: transfer}}
+    to: {group: Group_2}
+  - name: canary
+    match: {path: {prefix: /api/}, methods: [GET, POST]}
+    to: {groups: [{name: stable, weight: 3}, {name: canary, weight: 1}]}
+  - match: {rpc: {service: com.example.Billing}}
+    to: {cluster: billing_v2}
+  - match: {rpc: {service: com.example.Pay, method: refund}, headers: {x-app: shop}}
+    to: {clusters: [{name: a, weight: 1}, {name: billing_v2, weight: 1}]}
+"#;
+
+fn set() -> RuleSet {
+    let cfg: SteeringConfig = serde_yaml::from_str(YAML).unwrap();
+    RuleSet::new(&cfg, |c| c == "billing_v2" || c == "a").unwrap()
+}
+
+fn view<'a>(
+    method: &'a Method,
+    path: &'a str,
+    headers: &'a HeaderMap,
+    rpc: Option<(&'a str, &'a str)>,
+) -> RequestView<'a> {
+    RequestView {
+        method,
+        path,
+        headers,
+        rpc,
+    }
+}
+
+#[test]
+fn header_rule_routes_transfers_to_group_2() {
+    let s = set();
+    let mut h = HeaderMap::new();
+    h.insert("type", "transfer".parse().unwrap());
+    let i = s.find(&view(&Method::GET, "/x", &h, None)).unwrap();
+    assert_eq!(&**s.rules()[i].name(), "transfers");
+    assert_eq!(
+        s.rules()[i].target(7),
+        &SteeringTarget::Group("Group_2".into())
+    );
+    h.insert("type", "query".parse().unwrap());
+    assert_eq!(s.find(&view(&Method::GET, "/x", &h, None)), None);
+}
+
+#[test]
+fn weighted_split_follows_weights_and_methods_and_path() {
+    let s = set();
+    let h = HeaderMap::new();
+    let i = s.find(&view(&Method::POST, "/api/v1", &h, None)).unwrap();
+    assert_eq!(&**s.rules()[i].name(), "canary");
+    assert_eq!(s.find(&view(&Method::DELETE, "/api/v1", &h, None)), None);
+    assert_eq!(s.find(&view(&Method::GET, "/apix", &h, None)), None);
+    let canary = (0..4000u64)
+        .filter(|&r| s.rules()[i].target(r) == &SteeringTarget::Group("canary".into()))
+        .count();
+    assert_eq!(canary, 1000);
+}
+
+#[test]
+fn rpc_rules_redirect_interfaces() {
+    let s = set();
+    let mut h = HeaderMap::new();
+    let i = s
+        .find(&view(
+            &Method::POST,
+            "/",
+            &h,
+            Some(("com.example.Billing", "charge")),
+        ))
+        .unwrap();
+    assert_eq!(
+        s.rules()[i].target(0),
+        &SteeringTarget::Cluster("billing_v2".into())
+    );
+    assert_eq!(
+        s.find(&view(
+            &Method::POST,
+            "/",
+            &h,
+            Some(("com.example.Pay", "refund"))
+        )),
+        None
+    );
+    h.insert("x-app", "shop".parse().unwrap());
+    assert_eq!(
+        s.find(&view(
+            &Method::POST,
+            "/",
+            &h,
+            Some(("com.example.Pay", "refund"))
+        )),
+        Some(3)
+    );
+    assert_eq!(
+        s.find(&view(
+            &Method::POST,
+            "/",
+            &h,
+            Some(("com.example.Pay", "pay"))
+        )),
+        None
+    );
+    assert_eq!(s.find(&view(&Method::POST, "/", &h, None)), None);
+}
+
+fn err(yaml: &str) -> String {
+    match serde_yaml::from_str::<SteeringConfig>(yaml) {
+        Ok(cfg) => RuleSet::new(&cfg, |c| c == "known")
+            .unwrap_err()
+            .to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_rules_are_refused_naming_the_field() {
+    assert!(err("rules: []").starts_with("rules: at least one rule"));
+    assert!(err("rules: [{match: {}, to: {}}]").starts_with("rules[0].to: give exactly one"));
+    assert!(err("rules: [{match: {}, to: {group: a, cluster: known}}]").starts_with("rules[0].to:"));
+    assert!(err("rules: [{match: {}, to: {groups: []}}]")
+        .starts_with("rules[0].to.groups: must not be empty"));
+    assert!(err("rules: [{match: {}, to: {cluster: nope}}]")
+        .starts_with("rules[0].to.cluster: unknown cluster nope"));
+    assert!(err(
+        "rules: [{match: {}, to: {clusters: [{name: known, weight: 1}, {name: x, weight: 2}]}}]"
+    )
+    .starts_with("rules[0].to.clusters[1].name: unknown cluster x"));
+    assert!(
+        err("rules: [{match: {headers: {\"bad name\": x}}, to: {group: g}}]")
+            .starts_with("rules[0].match.headers.bad name")
+    );
+    assert!(
+        err("rules: [{match: {path: {prefix: api}}, to: {group: g}}]")
+            .starts_with("rules[0].match.path")
+    );
+    assert!(err("rules: [{match: {rpc: {}}, to: {group: g}}]").starts_with("rules[0].match.rpc"));
+    assert!(err("rules: [{match: {}, to: {groups: [{name: a, weight: 0}]}}]").contains("nonzero"));
+    assert!(err("rules: [{match: {}, to: {group: \"\"}}]")
+        .starts_with("rules[0].to.group: must not be empty"));
+}

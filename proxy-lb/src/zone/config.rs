@@ -1,0 +1,127 @@
+//! The serde config of the `zone_routing` filter.
+
+use std::{collections::BTreeMap, num::NonZeroU32};
+
+use serde::{Deserialize, Serialize};
+
+/// `http_filters[].config` of `typed: zone_routing`.
+///
+/// ```yaml
+/// local_data_centre: dc1
+/// local_cluster: app
+/// zones:
+///   - {name: z1, data_centre: dc1, city: hangzhou, weight: 2}
+///   - {name: z2, data_centre: dc1, city: hangzhou}
+///   - {name: z3, data_centre: dc2, city: hangzhou}
+///   - {name: z4, data_centre: dc3, city: shanghai}
+/// remote_clusters: {dc2: dc2_proxies, dc3: dc3_proxies}
+/// uid: {header: x-uid}
+/// shards:
+///   modulus: 100
+///   ranges:
+///     - {from: 0, to: 50, zone: z1}
+///     - {from: 50, to: 100, zone: z3}
+/// cookie: zone
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneRoutingConfig {
+    /// The data centre this proxy runs in.
+    pub local_data_centre: String,
+    /// The cluster whose endpoints (labelled `metadata.zone`) serve the local zones;
+    /// its health decides whether a local zone can take traffic.
+    pub local_cluster: String,
+    /// Every zone, in failover preference order within its data centre.
+    pub zones: Vec<ZoneConfig>,
+    /// Per remote data centre, the cluster of that data centre's proxies.
+    #[serde(default)]
+    pub remote_clusters: BTreeMap<String, String>,
+    /// Where the user id comes from; no uid mapping when absent.
+    #[serde(default)]
+    pub uid: Option<UidSource>,
+    /// Uid shard ranges mapped to zones.
+    #[serde(default)]
+    pub shards: Option<ShardConfig>,
+    /// The zone cookie's name.
+    #[serde(default = "default_cookie")]
+    pub cookie: String,
+    /// The header that carries the chosen zone to a remote data centre's proxy; a
+    /// request that carries it is served in the receiving data centre, never forwarded
+    /// again, and gets no zone cookie.
+    #[serde(default = "default_forward_header")]
+    pub forward_header: String,
+    /// When true, a zone cookie wins over the uid mapping. Default false: the uid
+    /// (where the user's data lives) decides, the cookie serves requests without uid.
+    #[serde(default)]
+    pub cookie_over_uid: bool,
+}
+
+fn default_cookie() -> String {
+    "zone".into()
+}
+
+fn default_forward_header() -> String {
+    "x-proxy-zone".into()
+}
+
+/// One zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// The zone name, matched against endpoint `metadata.zone`.
+    pub name: String,
+    /// The data centre the zone lives in.
+    pub data_centre: String,
+    /// The city the data centre is in.
+    pub city: String,
+    /// Relative weight for the random choice of a first request's zone.
+    #[serde(default = "default_weight")]
+    pub weight: NonZeroU32,
+}
+
+fn default_weight() -> NonZeroU32 {
+    NonZeroU32::MIN
+}
+
+/// Where a request's user id is read from: exactly one of the three.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UidSource {
+    /// A request header.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// A cookie.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// A query parameter.
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+/// Uid shards: `shard = uid mod modulus` (numeric uids; others are hashed first), and
+/// half-open ranges `[from, to)` of shards mapped to zones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    /// The number of shards.
+    #[serde(default = "default_modulus")]
+    pub modulus: NonZeroU32,
+    /// Shard ranges; shards in no range fall back to the cookie or a random zone.
+    pub ranges: Vec<ShardRange>,
+}
+
+fn default_modulus() -> NonZeroU32 {
+    NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Shards `[from, to)` live in `zone`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardRange {
+    /// First shard of the range.
+    pub from: u32,
+    /// One past the last shard.
+    pub to: u32,
+    /// The zone that serves these shards.
+    pub zone: String,
+}
