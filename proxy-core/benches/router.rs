@@ -32,6 +32,7 @@ fn route(path: PathMatchConfig, methods: &[&str]) -> RouteConfig {
         request_headers_to_remove: vec![],
         response_headers_to_add: vec![],
         response_headers_to_remove: vec![],
+        filters: vec![],
     }
 }
 

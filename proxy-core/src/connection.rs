@@ -32,3 +32,70 @@ pub type BoxConn = tower::util::BoxCloneSyncService<Connection, (), BoxError>;
 
 /// Wraps a connection service in a network filter.
 pub type ConnLayerFn = Arc<dyn Fn(BoxConn) -> BoxConn + Send + Sync>;
+
+/// Who the peer proved to be with a client certificate (mutual TLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The certificate subject, as an RFC 4514 string.
+    pub subject: Option<String>,
+    /// URI subject alternative names, such as SPIFFE ids.
+    pub uri_sans: Vec<String>,
+    /// DNS subject alternative names.
+    pub dns_sans: Vec<String>,
+}
+
+/// Facts about a TLS connection, put in [`Connection::extensions`] by the TLS layer
+/// and so in every request's extensions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The server name the client asked for.
+    pub sni: Option<String>,
+    /// The negotiated application protocol.
+    pub alpn: Option<Vec<u8>>,
+    /// The protocol version, e.g. `TLSv1.3`.
+    pub version: &'static str,
+    /// The cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub cipher: &'static str,
+    /// The verified client identity, with mutual TLS.
+    pub peer: Option<PeerIdentity>,
+}
+
+/// A signal a connection layer puts in [`Connection::extensions`] to retire the
+/// connection later: HTTP/1.1 answers the request in flight with `Connection: close`
+/// and closes; HTTP/2 sends GOAWAY and lets open streams finish; protocol plug-ins see
+/// it as their drain signal. TLS certificate rotation retires old connections so.
+///
+/// # Example
+/// ```
+/// use proxy_core::connection::Retire;
+/// let (handle, retire) = Retire::new();
+/// assert!(!retire.is_retired());
+/// handle.retire();
+/// assert!(retire.is_retired());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Retire(pub(crate) tokio::sync::watch::Receiver<bool>);
+
+/// Gives the signal of a [`Retire`].
+#[derive(Debug, Clone)]
+pub struct RetireHandle(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Retire {
+    /// A signal and the handle that gives it.
+    pub fn new() -> (RetireHandle, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (RetireHandle(Arc::new(tx)), Self(rx))
+    }
+
+    /// Whether the connection was asked to retire.
+    pub fn is_retired(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+impl RetireHandle {
+    /// Asks the connection to finish at the next request boundary.
+    pub fn retire(&self) {
+        let _ = self.0.send(true);
+    }
+}

@@ -11,19 +11,22 @@ pub mod fuzzing;
 pub(crate) mod http1;
 pub mod metrics;
 mod net;
+pub mod protocol;
 pub mod proxy;
 pub mod registry;
 pub mod router;
+pub mod rpc;
 mod server;
 pub mod snapshot;
-pub(crate) mod upstream;
+pub mod upstream;
 
 pub use body::Body;
 pub use cluster::{Balancer, Endpoint};
 pub use connection::{BoxConn, ConnLayerFn, Connection};
 pub use error::{BoxError, ConfigError, ProxyError};
 pub use net::{Io, Stream};
-pub use registry::Registry;
+pub use registry::{BuildContext, Registry};
+pub use rpc::ClusterOverride;
 pub use server::{ConfigSource, DisplayChain, Server, ServerError};
 pub use upstream::UpgradedUpstream;
 

@@ -262,6 +262,28 @@ pub fn escape_label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Metrics of a capability crate, rendered on the admin `/stats/prometheus` page
+/// after the core's. Obtained with [`crate::registry::BuildContext::metrics`].
+///
+/// # Example
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use proxy_core::metrics::RenderMetrics;
+///
+/// #[derive(Debug, Default)]
+/// struct Denials(AtomicU64);
+/// impl RenderMetrics for Denials {
+///     fn render(&self, out: &mut String) {
+///         out.push_str("# TYPE proxy_example_denials_total counter\n");
+///         out.push_str(&format!("proxy_example_denials_total {}\n", self.0.load(Ordering::Relaxed)));
+///     }
+/// }
+/// ```
+pub trait RenderMetrics: Send + Sync + 'static {
+    /// Appends Prometheus text exposition lines (with `# TYPE` lines) to `out`.
+    fn render(&self, out: &mut String);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

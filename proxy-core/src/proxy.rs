@@ -98,7 +98,7 @@ impl Proxy {
     /// allocated per request, and no extension map is made.
     pub(crate) async fn forward_direct(&self, req: HttpRequest, conn: &ConnInfo) -> HttpResponse {
         let routing = self.routing.load_full();
-        match forward(routing, req, Some(conn.forwarded())).await {
+        match forward(routing, req, Some(conn)).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         }
@@ -123,36 +123,77 @@ pub fn local_reply(err: &ProxyError) -> HttpResponse {
 async fn forward(
     routing: Arc<Routing>,
     mut req: HttpRequest,
-    conn: Option<Forwarded>,
+    conn: Option<&ConnInfo>,
 ) -> Result<HttpResponse, Infallible> {
-    let started = Instant::now();
     let listener_stats = &routing.stats;
-    listener_stats.start();
-    let route = routing
-        .routes
-        .find(
-            request_authority(&req),
-            req.method(),
-            req.uri().path(),
-            req.headers(),
-        )
-        .cloned();
-    let route = route.filter(|_| req.method() != http::Method::CONNECT);
-    let Some(route) = route else {
-        // CONNECT (from HTTP/2; HTTP/1.1 refuses it while parsing) is not offered.
-        let err = if req.method() == http::Method::CONNECT {
-            ProxyError::BadRequest("CONNECT is not supported")
-        } else {
-            ProxyError::NoRoute
-        };
-        listener_stats.local_errors.add(err.reason());
-        listener_stats.finish(err.status().as_u16(), started.elapsed());
-        return Ok(local_reply(&err));
+    // Back from a route's own filters (`RouteTerminal`): the route is chosen and
+    // counted already, and the caller finishes the counts.
+    let reentry = req.extensions_mut().remove::<RouteTarget>();
+    let (route, started, reentered) = match reentry {
+        Some(t) => (t.route, t.started, true),
+        None => {
+            let started = Instant::now();
+            listener_stats.start();
+            let route = routing
+                .routes
+                .find(
+                    request_authority(&req),
+                    req.method(),
+                    req.uri().path(),
+                    req.headers(),
+                )
+                .cloned();
+            let route = route.filter(|_| req.method() != http::Method::CONNECT);
+            let Some(route) = route else {
+                // CONNECT (from HTTP/2; HTTP/1.1 refuses it while parsing) is not offered.
+                let err = if req.method() == http::Method::CONNECT {
+                    ProxyError::BadRequest("CONNECT is not supported")
+                } else {
+                    ProxyError::NoRoute
+                };
+                listener_stats.local_errors.add(err.reason());
+                listener_stats.finish(err.status().as_u16(), started.elapsed());
+                return Ok(local_reply(&err));
+            };
+            route.stats.start();
+            if let Some(filters) = route.filters.get() {
+                // The rare path, boxed so that it does not grow every request's future.
+                let filters = filters.0.clone();
+                let conn = conn.cloned();
+                return Ok(Box::pin(through_route_filters(
+                    routing.clone(),
+                    route,
+                    filters,
+                    req,
+                    conn,
+                    started,
+                ))
+                .await);
+            }
+            (route, started, false)
+        }
     };
-    route.stats.start();
-    let resp = match routing.clusters.get(&*route.cluster) {
+    let chosen = req
+        .extensions()
+        .get::<crate::ClusterOverride>()
+        .map(|o| o.0.clone());
+    let cluster_name = chosen.as_deref().unwrap_or(&*route.cluster);
+    let resp = match routing.clusters.get(cluster_name) {
         Some(cluster) => {
-            prepare_upstream_request(&mut req, &route, routing.xff, conn, cluster);
+            if cluster.balancer.needs_conn_info() {
+                if let Some(c) = conn {
+                    if req.extensions().get::<ConnInfo>().is_none() {
+                        req.extensions_mut().insert(c.clone());
+                    }
+                }
+            }
+            prepare_upstream_request(
+                &mut req,
+                Some(&route),
+                routing.xff,
+                conn.map(ConnInfo::forwarded),
+                cluster,
+            );
             // Sending, with retries within the route's policy and the cluster's budget,
             // is written out here rather than in an `async fn` of its own: a nested
             // future is copied into its caller's state, on every request.
@@ -226,7 +267,7 @@ async fn forward(
             }
         }
         None => Err(ProxyError::NoEndpoints {
-            cluster: route.cluster.clone(),
+            cluster: cluster_name.into(),
         }),
     };
     let mut resp = match resp {
@@ -245,14 +286,93 @@ async fn forward(
             local_reply(&err)
         }
     };
+    if !reentered {
+        finish_route(&routing, route, &mut resp, started);
+    }
+    Ok(resp)
+}
+
+/// Counts a routed request's end and records its route for the access log.
+fn finish_route(routing: &Routing, route: Arc<Route>, resp: &mut HttpResponse, started: Instant) {
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     route.stats.finish(status, elapsed);
-    listener_stats.finish(status, elapsed);
+    routing.stats.finish(status, elapsed);
     if routing.record_route {
         resp.extensions_mut().insert(MatchedRoute(route));
     }
-    Ok(resp)
+}
+
+/// Runs a request through its route's own filters, which end in [`RouteTerminal`]
+/// and so back in [`forward`].
+async fn through_route_filters(
+    routing: Arc<Routing>,
+    route: Arc<Route>,
+    filters: crate::BoxHttp,
+    mut req: HttpRequest,
+    conn: Option<ConnInfo>,
+    started: Instant,
+) -> HttpResponse {
+    if let Some(c) = conn {
+        if req.extensions().get::<ConnInfo>().is_none() {
+            req.extensions_mut().insert(c);
+        }
+    }
+    req.extensions_mut().insert(RouteTarget {
+        routing: routing.clone(),
+        route: route.clone(),
+        started,
+    });
+    let mut resp = match tower::ServiceExt::oneshot(filters, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(route = %route.name, error = %crate::DisplayChain(&*e), "route filter failed");
+            let err = ProxyError::Internal;
+            route.stats.local_errors.add(err.reason());
+            routing.stats.local_errors.add(err.reason());
+            local_reply(&err)
+        }
+    };
+    finish_route(&routing, route, &mut resp, started);
+    resp
+}
+
+/// Where a request with route filters goes once they pass it on.
+#[derive(Clone)]
+struct RouteTarget {
+    routing: Arc<Routing>,
+    route: Arc<Route>,
+    started: Instant,
+}
+
+/// The end of a route's filter stack: forwards the request to the route's cluster.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteTerminal;
+
+impl tower_service::Service<HttpRequest> for RouteTerminal {
+    type Response = HttpResponse;
+    type Error = crate::BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, crate::BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), crate::BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let routing = req
+            .extensions()
+            .get::<RouteTarget>()
+            .map(|t| t.routing.clone());
+        Box::pin(async move {
+            let Some(routing) = routing else {
+                return Err("a route filter stack was called outside a routed request".into());
+            };
+            match forward(routing, req, None).await {
+                Ok(resp) => Ok(resp),
+                Err(never) => match never {},
+            }
+        })
+    }
 }
 
 fn request_authority(req: &HttpRequest) -> Option<&str> {
@@ -325,18 +445,24 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Prepares a request for a cluster outside any route: hop-by-hop headers removed,
+/// the URI form and version of the cluster's protocol, Host kept.
+pub(crate) fn prepare_for_cluster(req: &mut HttpRequest, cluster: &Cluster) {
+    prepare_upstream_request(req, None, false, None, cluster);
+}
+
 fn prepare_upstream_request(
     req: &mut HttpRequest,
-    route: &Route,
+    route: Option<&Route>,
     xff: bool,
     conn: Option<Forwarded>,
     cluster: &Cluster,
 ) {
-    let protocol = cluster.config.protocol;
-    let upgrade = protocol == UpstreamProtocol::Http1
+    let protocol = &cluster.config.protocol;
+    let upgrade = *protocol == UpstreamProtocol::Http1
         && req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE);
-    let te_trailers = protocol == UpstreamProtocol::Http2
+    let te_trailers = *protocol == UpstreamProtocol::Http2
         && req.headers().get(header::TE).is_some_and(|v| {
             v.to_str()
                 .unwrap_or_default()
@@ -344,16 +470,17 @@ fn prepare_upstream_request(
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
     // The authority sent upstream: the rewrite, else the request's own.
-    let host = match &route.host_rewrite {
+    let host = match route.and_then(|r| r.host_rewrite.as_ref()) {
         Some(h) => Some(h.clone()),
         None => match req.uri().authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
             None => req.headers().get(header::HOST).cloned(),
         },
     };
-    let rewritten = route.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let rewritten =
+        route.and_then(|r| r.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str())));
     match protocol {
-        UpstreamProtocol::Http1 => {
+        UpstreamProtocol::Http1 | UpstreamProtocol::Named(_) => {
             if let Some(path) = rewritten {
                 if let Ok(uri) = Uri::try_from(path) {
                     *req.uri_mut() = uri;
@@ -421,13 +548,14 @@ fn prepare_upstream_request(
         }
         _ => {}
     }
-    if !route.request_headers.is_empty() {
+    if let Some(route) = route.filter(|r| !r.request_headers.is_empty()) {
         route.request_headers.apply(headers);
     }
-    *req.version_mut() = match protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::Http2 => Version::HTTP_2,
-    };
+    match protocol {
+        UpstreamProtocol::Http1 => *req.version_mut() = Version::HTTP_11,
+        UpstreamProtocol::Http2 => *req.version_mut() = Version::HTTP_2,
+        UpstreamProtocol::Named(_) => {}
+    }
 }
 
 fn append_xff(headers: &mut HeaderMap, ip: HeaderValue) {
@@ -488,10 +616,22 @@ fn retry_condition(result: &Result<HttpResponse, AttemptError>) -> Option<[Retry
 
 fn count_attempt(
     cluster: &Cluster,
-    endpoint: &crate::cluster::Endpoint,
+    endpoint: &Arc<crate::cluster::Endpoint>,
     result: &Result<HttpResponse, AttemptError>,
     elapsed: Duration,
 ) {
+    if !cluster.extensions.is_empty() {
+        let outcome = match result {
+            Ok(r) => Some(crate::cluster::Outcome::Response(r.status())),
+            Err(AttemptError::Proxy(e)) => crate::cluster::outcome_of_error(e),
+            Err(AttemptError::PerTry | AttemptError::Deadline) => {
+                Some(crate::cluster::Outcome::Timeout)
+            }
+        };
+        if let Some(o) = outcome {
+            cluster.report(endpoint, &o, elapsed);
+        }
+    }
     let status = match result {
         Ok(r) => r.status(),
         Err(AttemptError::Proxy(e)) => {

@@ -1,18 +1,94 @@
 //! The seam where capability crates plug in: named factories that turn a config
 //! section into an HTTP filter layer or a balancer.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    any::Any,
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex},
+};
 
-use crate::{cluster::Balancer, connection::ConnLayerFn, BoxHttp};
+use crate::{
+    cluster::{Balancer, ClusterExtension},
+    connection::ConnLayerFn,
+    metrics::RenderMetrics,
+    protocol::{ProtocolServer, ProtocolUpstream},
+    snapshot::ClusterMap,
+    upstream::UpstreamTransport,
+    BoxHttp,
+};
 
 /// Wraps a request service in a filter.
 pub type LayerFn = Arc<dyn Fn(BoxHttp) -> BoxHttp + Send + Sync>;
 
-type FilterFactory = Arc<dyn Fn(&serde_yaml::Value) -> Result<LayerFn, String> + Send + Sync>;
-type NetworkFilterFactory =
-    Arc<dyn Fn(&serde_yaml::Value) -> Result<ConnLayerFn, String> + Send + Sync>;
-type BalancerFactory =
-    Arc<dyn Fn(&serde_yaml::Value) -> Result<Arc<dyn Balancer>, String> + Send + Sync>;
+type Factory<T> =
+    Arc<dyn Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<T, String> + Send + Sync>;
+
+/// What a factory may use besides its own config section.
+pub struct BuildContext<'a> {
+    /// The clusters of the snapshot being built: all of them for listener-level
+    /// factories (filters, network filters, protocols); empty for cluster-level ones
+    /// (balancers, transports, cluster extensions, upstream protocols). Check that a
+    /// named cluster exists here at load, and keep the `Arc` to use it at runtime.
+    pub clusters: &'a Arc<ClusterMap>,
+    /// The listener being built, for listener-level factories.
+    pub listener: Option<&'a str>,
+    /// The cluster being built, for cluster-level factories.
+    pub cluster: Option<&'a str>,
+    pub(crate) metrics: &'a MetricsStore,
+    pub(crate) used: &'a Mutex<Vec<Arc<dyn RenderMetrics>>>,
+}
+
+impl fmt::Debug for BuildContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildContext")
+            .field("clusters", &self.clusters.keys().collect::<Vec<_>>())
+            .field("listener", &self.listener)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BuildContext<'_> {
+    /// The metrics object kept under `key`: the same `Arc` on every reload (so
+    /// counters survive), made with `T::default()` the first time. Admin
+    /// `/stats/prometheus` appends the output of every object the live snapshot asked
+    /// for. Key it by what it measures (`"lb/outlier/<cluster>"`).
+    pub fn metrics<T: RenderMetrics + Default>(&self, key: &str) -> Arc<T> {
+        let made = self.metrics.get_or_insert::<T>(key);
+        if let Ok(mut used) = self.used.lock() {
+            if !used
+                .iter()
+                .any(|u| std::ptr::addr_eq(Arc::as_ptr(u), Arc::as_ptr(&made)))
+            {
+                used.push(made.clone());
+            }
+        }
+        made
+    }
+}
+
+/// Metrics objects by key, kept for the life of a [`Registry`] (and so of a server).
+#[derive(Default)]
+pub(crate) struct MetricsStore {
+    entries: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl MetricsStore {
+    fn get_or_insert<T: RenderMetrics + Default>(&self, key: &str) -> Arc<T> {
+        let Ok(mut entries) = self.entries.lock() else {
+            return Arc::new(T::default());
+        };
+        if let Some(found) = entries.get(key).cloned() {
+            if let Ok(t) = found.downcast::<T>() {
+                return t;
+            }
+        }
+        let made = Arc::new(T::default());
+        entries.insert(key.to_owned(), made.clone());
+        made
+    }
+}
 
 /// Named factories for HTTP filters (`http_filters[].typed`), network filters
 /// (`network_filters[].typed`) and balancers (`clusters[].lb.policy`). The example binaries register every capability crate's
@@ -25,7 +101,7 @@ type BalancerFactory =
 /// use tower::ServiceBuilder;
 ///
 /// let mut registry = Registry::default();
-/// registry.register_filter("add_header", |cfg| {
+/// registry.register_filter("add_header", |cfg, _ctx| {
 ///     let value = cfg["value"].as_str().ok_or("value: expected a string")?.to_owned();
 ///     let value = http::HeaderValue::from_str(&value).map_err(|e| format!("value: {e}"))?;
 ///     Ok(Arc::new(move |inner: BoxHttp| {
@@ -42,9 +118,14 @@ type BalancerFactory =
 /// ```
 #[derive(Clone)]
 pub struct Registry {
-    filters: HashMap<String, FilterFactory>,
-    network_filters: HashMap<String, NetworkFilterFactory>,
-    balancers: HashMap<String, BalancerFactory>,
+    filters: HashMap<String, Factory<LayerFn>>,
+    network_filters: HashMap<String, Factory<ConnLayerFn>>,
+    balancers: HashMap<String, Factory<Arc<dyn Balancer>>>,
+    cluster_extensions: HashMap<String, Factory<Arc<dyn ClusterExtension>>>,
+    transports: HashMap<String, Factory<Arc<dyn UpstreamTransport>>>,
+    protocols: Vec<(String, Factory<Arc<dyn ProtocolServer>>)>,
+    upstream_protocols: HashMap<String, Factory<Arc<dyn ProtocolUpstream>>>,
+    pub(crate) metrics: Arc<MetricsStore>,
 }
 
 impl fmt::Debug for Registry {
@@ -56,6 +137,19 @@ impl fmt::Debug for Registry {
                 &self.network_filters.keys().collect::<Vec<_>>(),
             )
             .field("balancers", &self.balancers.keys().collect::<Vec<_>>())
+            .field(
+                "cluster_extensions",
+                &self.cluster_extensions.keys().collect::<Vec<_>>(),
+            )
+            .field("transports", &self.transports.keys().collect::<Vec<_>>())
+            .field(
+                "protocols",
+                &self.protocols.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "upstream_protocols",
+                &self.upstream_protocols.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -66,8 +160,13 @@ impl Default for Registry {
             filters: HashMap::new(),
             network_filters: HashMap::new(),
             balancers: HashMap::new(),
+            cluster_extensions: HashMap::new(),
+            transports: HashMap::new(),
+            protocols: Vec::new(),
+            upstream_protocols: HashMap::new(),
+            metrics: Arc::default(),
         };
-        r.register_balancer("round_robin", |_| {
+        r.register_balancer("round_robin", |_, _| {
             Ok(Arc::new(crate::cluster::RoundRobin::default()))
         });
         r
@@ -75,11 +174,15 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// Registers a filter factory under `name`. The factory validates its section and
-    /// returns an error message (the field and the reason) for a bad one.
+    /// Registers a filter factory under `name` (`http_filters[].typed`,
+    /// `routes[].filters[].typed`). The factory validates its section and returns an
+    /// error message (the field and the reason) for a bad one.
     pub fn register_filter<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_yaml::Value) -> Result<LayerFn, String> + Send + Sync + 'static,
+        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<LayerFn, String>
+            + Send
+            + Sync
+            + 'static,
     {
         self.filters.insert(name.to_owned(), Arc::new(factory));
     }
@@ -88,18 +191,76 @@ impl Registry {
     /// a layer over the connection stack ([`crate::connection`]).
     pub fn register_network_filter<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_yaml::Value) -> Result<ConnLayerFn, String> + Send + Sync + 'static,
+        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<ConnLayerFn, String>
+            + Send
+            + Sync
+            + 'static,
     {
         self.network_filters
             .insert(name.to_owned(), Arc::new(factory));
     }
 
-    /// Registers a balancer factory under `name`.
+    /// Registers a balancer factory under `name` (`clusters[].lb.policy`).
     pub fn register_balancer<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_yaml::Value) -> Result<Arc<dyn Balancer>, String> + Send + Sync + 'static,
+        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<Arc<dyn Balancer>, String>
+            + Send
+            + Sync
+            + 'static,
     {
         self.balancers.insert(name.to_owned(), Arc::new(factory));
+    }
+
+    /// Registers a cluster extension factory under `name`
+    /// (`clusters[].extensions[].typed`): outlier detection, health checks.
+    pub fn register_cluster_extension<F>(&mut self, name: &str, factory: F)
+    where
+        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<Arc<dyn ClusterExtension>, String>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.cluster_extensions
+            .insert(name.to_owned(), Arc::new(factory));
+    }
+
+    /// Registers an upstream transport factory under `name`
+    /// (`clusters[].transport.typed`): TLS origination.
+    pub fn register_transport<F>(&mut self, name: &str, factory: F)
+    where
+        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<Arc<dyn UpstreamTransport>, String>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.transports.insert(name.to_owned(), Arc::new(factory));
+    }
+
+    /// Registers a protocol served on listeners under `name`
+    /// (`listeners[].protocol`; `auto` detects every registered protocol, in
+    /// registration order). The factory gets `listeners[].protocol_options[name]`.
+    pub fn register_protocol<F>(&mut self, name: &str, factory: F)
+    where
+        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<Arc<dyn ProtocolServer>, String>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.protocols.retain(|(n, _)| n != name);
+        self.protocols.push((name.to_owned(), Arc::new(factory)));
+    }
+
+    /// Registers a protocol spoken to upstream clusters under `name`
+    /// (`clusters[].protocol`). The factory gets `clusters[].protocol_options`.
+    pub fn register_upstream_protocol<F>(&mut self, name: &str, factory: F)
+    where
+        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<Arc<dyn ProtocolUpstream>, String>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.upstream_protocols
+            .insert(name.to_owned(), Arc::new(factory));
     }
 
     /// Whether a filter is registered under `name`.
@@ -111,23 +272,70 @@ impl Registry {
         &self,
         name: &str,
         cfg: &serde_yaml::Value,
+        ctx: &BuildContext<'_>,
     ) -> Option<Result<LayerFn, String>> {
-        self.filters.get(name).map(|f| f(cfg))
+        self.filters.get(name).map(|f| f(cfg, ctx))
     }
 
     pub(crate) fn network_filter(
         &self,
         name: &str,
         cfg: &serde_yaml::Value,
+        ctx: &BuildContext<'_>,
     ) -> Option<Result<ConnLayerFn, String>> {
-        self.network_filters.get(name).map(|f| f(cfg))
+        self.network_filters.get(name).map(|f| f(cfg, ctx))
     }
 
     pub(crate) fn balancer(
         &self,
         name: &str,
         cfg: &serde_yaml::Value,
+        ctx: &BuildContext<'_>,
     ) -> Option<Result<Arc<dyn Balancer>, String>> {
-        self.balancers.get(name).map(|f| f(cfg))
+        self.balancers.get(name).map(|f| f(cfg, ctx))
+    }
+
+    pub(crate) fn cluster_extension(
+        &self,
+        name: &str,
+        cfg: &serde_yaml::Value,
+        ctx: &BuildContext<'_>,
+    ) -> Option<Result<Arc<dyn ClusterExtension>, String>> {
+        self.cluster_extensions.get(name).map(|f| f(cfg, ctx))
+    }
+
+    pub(crate) fn transport(
+        &self,
+        name: &str,
+        cfg: &serde_yaml::Value,
+        ctx: &BuildContext<'_>,
+    ) -> Option<Result<Arc<dyn UpstreamTransport>, String>> {
+        self.transports.get(name).map(|f| f(cfg, ctx))
+    }
+
+    /// The registered listener protocols, in registration order.
+    pub(crate) fn protocol_names(&self) -> impl Iterator<Item = &str> {
+        self.protocols.iter().map(|(n, _)| n.as_str())
+    }
+
+    pub(crate) fn protocol(
+        &self,
+        name: &str,
+        cfg: &serde_yaml::Value,
+        ctx: &BuildContext<'_>,
+    ) -> Option<Result<Arc<dyn ProtocolServer>, String>> {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, f)| f(cfg, ctx))
+    }
+
+    pub(crate) fn upstream_protocol(
+        &self,
+        name: &str,
+        cfg: &serde_yaml::Value,
+        ctx: &BuildContext<'_>,
+    ) -> Option<Result<Arc<dyn ProtocolUpstream>, String>> {
+        self.upstream_protocols.get(name).map(|f| f(cfg, ctx))
     }
 }

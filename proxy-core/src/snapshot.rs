@@ -2,15 +2,18 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use crate::{
-    cluster::Cluster,
-    config::{Config, ListenerConfig},
+    cluster::{Cluster, ClusterExtension, ClusterParts},
+    config::{
+        ClusterConfig, Config, FilterConfig, ListenerConfig, ListenerProtocol, UpstreamProtocol,
+    },
     connection::ConnLayerFn,
-    metrics::{ConnStats, RequestStats},
-    registry::{LayerFn, Registry},
+    metrics::{ConnStats, RenderMetrics, RequestStats},
+    protocol::ProtocolServer,
+    registry::{BuildContext, LayerFn, Registry},
     router::RouteTable,
     ConfigError,
 };
@@ -41,6 +44,9 @@ pub(crate) struct ListenerPlan {
     pub(crate) layers: Vec<LayerFn>,
     pub(crate) conn_layers: Vec<ConnLayerFn>,
     pub(crate) conn_stats: Arc<ConnStats>,
+    /// The registered protocols this listener serves: the one it names, or all of
+    /// them (in registration order) for `auto`.
+    pub(crate) protocols: Arc<[Arc<dyn ProtocolServer>]>,
 }
 
 impl std::fmt::Debug for ListenerPlan {
@@ -59,6 +65,17 @@ pub struct Snapshot {
     /// All clusters.
     pub clusters: Arc<ClusterMap>,
     pub(crate) listeners: Vec<ListenerPlan>,
+    /// Metrics of capability crates used by this snapshot.
+    pub(crate) extra_metrics: ExtraMetrics,
+}
+
+/// Metrics objects of capability crates.
+pub(crate) struct ExtraMetrics(Vec<Arc<dyn RenderMetrics>>);
+
+impl std::fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExtraMetrics({})", self.0.len())
+    }
 }
 
 impl Snapshot {
@@ -73,6 +90,8 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Self, ConfigError> {
         validate_runtime(&config)?;
+        let used_metrics = Mutex::new(Vec::new());
+        let no_clusters = Arc::new(ClusterMap::new());
         let mut clusters = ClusterMap::new();
         for (i, c) in config.clusters.iter().enumerate() {
             let path = format!("clusters[{i}]");
@@ -89,20 +108,16 @@ impl Snapshot {
                 ));
             }
             validate_cluster(c, &path)?;
-            let balancer = match registry.balancer(&c.lb.policy, &c.lb.config) {
-                None => {
-                    return Err(ConfigError::new(
-                        format!("{path}.lb.policy"),
-                        format!("unknown load-balancing policy {:?}", c.lb.policy),
-                    ))
-                }
-                Some(Err(reason)) => {
-                    return Err(ConfigError::new(format!("{path}.lb.config"), reason))
-                }
-                Some(Ok(b)) => b,
+            let ctx = BuildContext {
+                clusters: &no_clusters,
+                listener: None,
+                cluster: Some(&c.name),
+                metrics: &registry.metrics,
+                used: &used_metrics,
             };
             let old = previous.and_then(|p| p.clusters.get(c.name.as_str()));
-            let cluster = Cluster::build(c, balancer, old.map(|c| &**c));
+            let parts = cluster_parts(c, &path, registry, &ctx, old.map(|c| &**c))?;
+            let cluster = Cluster::build(c, parts, old.map(|c| &**c));
             clusters.insert(c.name.as_str().into(), Arc::new(cluster));
         }
         let clusters = Arc::new(clusters);
@@ -128,29 +143,26 @@ impl Snapshot {
                 ));
             }
             validate_limits(l, &path)?;
+            let ctx = BuildContext {
+                clusters: &clusters,
+                listener: Some(&l.name),
+                cluster: None,
+                metrics: &registry.metrics,
+                used: &used_metrics,
+            };
             let routes =
                 RouteTable::build(&path, &l.virtual_hosts, &|name| clusters.contains_key(name))?;
-            let mut layers = Vec::with_capacity(l.http_filters.len());
-            for (j, f) in l.http_filters.iter().enumerate() {
-                match registry.filter(&f.typed, &f.config) {
-                    None => {
-                        return Err(ConfigError::new(
-                            format!("{path}.http_filters[{j}].typed"),
-                            format!("unknown filter {:?}", f.typed),
-                        ))
-                    }
-                    Some(Err(reason)) => {
-                        return Err(ConfigError::new(
-                            format!("{path}.http_filters[{j}].config"),
-                            reason,
-                        ))
-                    }
-                    Some(Ok(layer)) => layers.push(layer),
-                }
-            }
+            build_route_filters(&path, l, &routes, registry, &ctx)?;
+            let layers = filter_layers(
+                &format!("{path}.http_filters"),
+                &l.http_filters,
+                registry,
+                &ctx,
+            )?;
+            let protocols = listener_protocols(&path, l, registry, &ctx)?;
             let mut conn_layers = Vec::with_capacity(l.network_filters.len());
             for (j, f) in l.network_filters.iter().enumerate() {
-                match registry.network_filter(&f.typed, &f.config) {
+                match registry.network_filter(&f.typed, &f.config, &ctx) {
                     None => {
                         return Err(ConfigError::new(
                             format!("{path}.network_filters[{j}].typed"),
@@ -185,13 +197,30 @@ impl Snapshot {
                 layers,
                 conn_layers,
                 conn_stats,
+                protocols,
             });
         }
         Ok(Self {
             config: Arc::new(config),
             clusters,
             listeners,
+            extra_metrics: ExtraMetrics(used_metrics.into_inner().unwrap_or_default()),
         })
+    }
+
+    /// Activates the cluster extensions: the snapshot went live. Called within the
+    /// server's runtime.
+    pub(crate) fn activate(&self) {
+        for c in self.clusters.values() {
+            c.activate();
+        }
+    }
+
+    /// Appends the metrics of capability crates to `out`.
+    pub(crate) fn render_extra_metrics(&self, out: &mut String) {
+        for m in &self.extra_metrics.0 {
+            m.render(out);
+        }
     }
 
     /// The routing of listener `name`.
@@ -326,4 +355,195 @@ fn validate_limits(l: &ListenerConfig, path: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// The balancer, extensions, transport and protocol of a cluster: kept from the
+/// previous cluster of that name when their config sections are unchanged (so their
+/// state survives a reload), else made by the registered factories.
+fn cluster_parts(
+    c: &ClusterConfig,
+    path: &str,
+    registry: &Registry,
+    ctx: &BuildContext<'_>,
+    old: Option<&Cluster>,
+) -> Result<ClusterParts, ConfigError> {
+    let balancer = match old.filter(|o| o.config.lb == c.lb) {
+        Some(o) => o.balancer.clone(),
+        None => match registry.balancer(&c.lb.policy, &c.lb.config, ctx) {
+            None => {
+                return Err(ConfigError::new(
+                    format!("{path}.lb.policy"),
+                    format!("unknown load-balancing policy {:?}", c.lb.policy),
+                ))
+            }
+            Some(Err(reason)) => return Err(ConfigError::new(format!("{path}.lb.config"), reason)),
+            Some(Ok(b)) => b,
+        },
+    };
+    let extensions: Arc<[Arc<dyn ClusterExtension>]> =
+        match old.filter(|o| o.config.extensions == c.extensions) {
+            Some(o) => o.extensions.clone(),
+            None => {
+                let mut v = Vec::with_capacity(c.extensions.len());
+                for (j, x) in c.extensions.iter().enumerate() {
+                    match registry.cluster_extension(&x.typed, &x.config, ctx) {
+                        None => {
+                            return Err(ConfigError::new(
+                                format!("{path}.extensions[{j}].typed"),
+                                format!("unknown cluster extension {:?}", x.typed),
+                            ))
+                        }
+                        Some(Err(reason)) => {
+                            return Err(ConfigError::new(
+                                format!("{path}.extensions[{j}].config"),
+                                reason,
+                            ))
+                        }
+                        Some(Ok(e)) => v.push(e),
+                    }
+                }
+                v.into()
+            }
+        };
+    let transport = match (
+        &c.transport,
+        old.filter(|o| o.config.transport == c.transport),
+    ) {
+        (None, _) => None,
+        (Some(_), Some(o)) => o.transport.clone(),
+        (Some(t), None) => match registry.transport(&t.typed, &t.config, ctx) {
+            None => {
+                return Err(ConfigError::new(
+                    format!("{path}.transport.typed"),
+                    format!("unknown transport {:?}", t.typed),
+                ))
+            }
+            Some(Err(reason)) => {
+                return Err(ConfigError::new(format!("{path}.transport.config"), reason))
+            }
+            Some(Ok(t)) => Some(t),
+        },
+    };
+    let same_protocol = |o: &&Cluster| {
+        o.config.protocol == c.protocol && o.config.protocol_options == c.protocol_options
+    };
+    let protocol = match (&c.protocol, old.filter(same_protocol)) {
+        (UpstreamProtocol::Named(_), Some(o)) => o.protocol.clone(),
+        (UpstreamProtocol::Named(name), None) => {
+            match registry.upstream_protocol(name, &c.protocol_options, ctx) {
+                None => {
+                    return Err(ConfigError::new(
+                        format!("{path}.protocol"),
+                        format!("unknown upstream protocol {name:?}"),
+                    ))
+                }
+                Some(Err(reason)) => {
+                    return Err(ConfigError::new(format!("{path}.protocol_options"), reason))
+                }
+                Some(Ok(p)) => Some(p),
+            }
+        }
+        _ => None,
+    };
+    Ok(ClusterParts {
+        balancer,
+        extensions,
+        transport,
+        protocol,
+    })
+}
+
+/// Builds filters from their config sections at `path`, outermost first.
+fn filter_layers(
+    path: &str,
+    filters: &[FilterConfig],
+    registry: &Registry,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<LayerFn>, ConfigError> {
+    let mut layers = Vec::with_capacity(filters.len());
+    for (j, f) in filters.iter().enumerate() {
+        match registry.filter(&f.typed, &f.config, ctx) {
+            None => {
+                return Err(ConfigError::new(
+                    format!("{path}[{j}].typed"),
+                    format!("unknown filter {:?}", f.typed),
+                ))
+            }
+            Some(Err(reason)) => {
+                return Err(ConfigError::new(format!("{path}[{j}].config"), reason))
+            }
+            Some(Ok(layer)) => layers.push(layer),
+        }
+    }
+    Ok(layers)
+}
+
+/// Builds each route's own filter stack (`routes[].filters`).
+fn build_route_filters(
+    path: &str,
+    l: &ListenerConfig,
+    routes: &RouteTable,
+    registry: &Registry,
+    ctx: &BuildContext<'_>,
+) -> Result<(), ConfigError> {
+    for (v, vhost) in l.virtual_hosts.iter().enumerate() {
+        for (r, route) in vhost.routes.iter().enumerate() {
+            if route.filters.is_empty() {
+                continue;
+            }
+            let at = format!("{path}.virtual_hosts[{v}].routes[{r}].filters");
+            let layers = filter_layers(&at, &route.filters, registry, ctx)?;
+            routes.set_route_filters(v, r, &layers);
+        }
+    }
+    Ok(())
+}
+
+/// The registered protocols a listener serves.
+fn listener_protocols(
+    path: &str,
+    l: &ListenerConfig,
+    registry: &Registry,
+    ctx: &BuildContext<'_>,
+) -> Result<Arc<[Arc<dyn ProtocolServer>]>, ConfigError> {
+    for name in l.protocol_options.keys() {
+        if registry.protocol_names().all(|n| n != name) {
+            return Err(ConfigError::new(
+                format!("{path}.protocol_options.{name}"),
+                format!("unknown protocol {name:?}"),
+            ));
+        }
+    }
+    let names: Vec<String> = match &l.protocol {
+        ListenerProtocol::Named(name) => {
+            if registry.protocol_names().all(|n| n != &**name) {
+                return Err(ConfigError::new(
+                    format!("{path}.protocol"),
+                    format!("unknown protocol {name:?}"),
+                ));
+            }
+            vec![name.to_string()]
+        }
+        ListenerProtocol::Auto => registry.protocol_names().map(str::to_owned).collect(),
+        ListenerProtocol::Http1 | ListenerProtocol::Http2 => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let cfg = l
+            .protocol_options
+            .get(&name)
+            .cloned()
+            .unwrap_or(serde_yaml::Value::Null);
+        match registry.protocol(&name, &cfg, ctx) {
+            Some(Ok(p)) => out.push(p),
+            Some(Err(reason)) => {
+                return Err(ConfigError::new(
+                    format!("{path}.protocol_options.{name}"),
+                    reason,
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok(out.into())
 }

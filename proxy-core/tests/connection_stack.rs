@@ -53,7 +53,7 @@ struct Tag(&'static str);
 fn registry(accepted: Arc<AtomicUsize>) -> Registry {
     let mut r = Registry::default();
     // Refuses every second connection by not calling the inner service.
-    r.register_network_filter("every_other", move |_| {
+    r.register_network_filter("every_other", move |_, _| {
         let accepted = accepted.clone();
         Ok(Arc::new(move |inner: BoxConn| {
             let accepted = accepted.clone();
@@ -70,7 +70,7 @@ fn registry(accepted: Arc<AtomicUsize>) -> Registry {
         }))
     });
     // Marks the connection secure and tags it, as a TLS layer would.
-    r.register_network_filter("mark", |_| {
+    r.register_network_filter("mark", |_, _| {
         Ok(Arc::new(|inner: BoxConn| {
             BoxConn::new(tower::service_fn(move |mut conn: Connection| {
                 conn.secure = true;
@@ -80,7 +80,7 @@ fn registry(accepted: Arc<AtomicUsize>) -> Registry {
         }))
     });
     // Copies the connection's tag into a request header.
-    r.register_filter("tag_header", |_| {
+    r.register_filter("tag_header", |_, _| {
         Ok(Arc::new(|inner: BoxHttp| {
             BoxHttp::new(
                 tower::ServiceBuilder::new()

@@ -121,6 +121,7 @@ fn route() -> impl Strategy<Value = RouteConfig> {
                 request_headers_to_remove: vec![],
                 response_headers_to_add: vec![],
                 response_headers_to_remove: vec![],
+                filters: vec![],
             },
         )
 }
@@ -384,5 +385,6 @@ fn route_config() -> RouteConfig {
         request_headers_to_remove: vec![],
         response_headers_to_add: vec![],
         response_headers_to_remove: vec![],
+        filters: vec![],
     }
 }

@@ -3,7 +3,10 @@
 //! These are plain data. [`super::validate`] turns them into checked runtime objects;
 //! nothing here is trusted until it has been through validation.
 
-use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap, net::SocketAddr, num::NonZeroU32, path::PathBuf, sync::Arc,
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -111,9 +114,14 @@ pub struct ListenerConfig {
     pub name: String,
     /// Where to listen.
     pub address: ListenAddress,
-    /// Which HTTP versions to speak on this plaintext port.
+    /// What to serve: `auto` (HTTP/1.1, h2c and every registered protocol, told apart
+    /// by their first bytes), `http1`, `http2`, or a registered protocol by name.
     #[serde(default)]
     pub protocol: ListenerProtocol,
+    /// Settings of registered protocols by name (`bolt: {max_frame_bytes: 1048576}`),
+    /// each parsed by that protocol's factory.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub protocol_options: BTreeMap<String, serde_yaml::Value>,
     /// Protective limits for downstream connections.
     #[serde(default)]
     pub limits: ConnectionLimits,
@@ -191,17 +199,51 @@ impl std::fmt::Display for ListenAddress {
     }
 }
 
-/// HTTP versions a plaintext listener accepts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What a listener serves: HTTP (`auto`, `http1`, `http2`) or a protocol registered
+/// with [`crate::Registry::register_protocol`] (`bolt`, `dubbo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub enum ListenerProtocol {
-    /// Detect HTTP/2 prior knowledge (the connection preface) and fall back to HTTP/1.1.
+    /// Detect HTTP/2 prior knowledge (the connection preface) or a registered
+    /// protocol from the first bytes, and fall back to HTTP/1.1.
     #[default]
     Auto,
     /// HTTP/1.x only.
     Http1,
     /// HTTP/2 with prior knowledge (h2c) only.
     Http2,
+    /// A registered protocol only, by name.
+    Named(Arc<str>),
+}
+
+impl ListenerProtocol {
+    /// The protocol's config name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Auto => "auto",
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Named(n) => n,
+        }
+    }
+}
+
+impl Serialize for ListenerProtocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenerProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(match name.as_str() {
+            "auto" => Self::Auto,
+            "http1" => Self::Http1,
+            "http2" => Self::Http2,
+            "" => return Err(serde::de::Error::custom("protocol name must not be empty")),
+            _ => Self::Named(name.into()),
+        })
+    }
 }
 
 /// Protective limits applied to each downstream connection of a listener.
@@ -295,6 +337,10 @@ pub struct RouteConfig {
     /// Headers removed from the response sent downstream.
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
+    /// Filters for this route only, run after the listener's `http_filters` once the
+    /// route is matched; the same registered factories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<FilterConfig>,
 }
 
 /// The match part of a route.
@@ -427,6 +473,18 @@ pub struct ClusterConfig {
     /// Caps retries to a share of requests so that retries cannot amplify an outage.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+    /// Settings of a registered upstream protocol (`protocol: bolt`), parsed by its
+    /// factory.
+    #[serde(default, skip_serializing_if = "serde_yaml::Value::is_null")]
+    pub protocol_options: serde_yaml::Value,
+    /// How connections to the endpoints are secured: a registered transport
+    /// (`typed: tls`); plain TCP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<FilterConfig>,
+    /// Cluster extensions such as outlier detection and health checks, by registered
+    /// name ([`crate::Registry::register_cluster_extension`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<FilterConfig>,
 }
 
 fn default_stream_idle_timeout() -> Duration {
@@ -437,44 +495,91 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)
 }
 
-/// The protocol spoken to a cluster's endpoints.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// The protocol spoken to a cluster's endpoints: `http1`, `http2`, or the name of a
+/// protocol registered with [`crate::Registry::register_upstream_protocol`] (`bolt`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 with keep-alive connection pooling.
     #[default]
     Http1,
     /// HTTP/2 with prior knowledge (h2c), requests multiplexed on shared connections.
     Http2,
+    /// A registered protocol, by name.
+    Named(Arc<str>),
 }
 
-/// One endpoint: `127.0.0.1:8080`, or a map with an address and a weight.
+impl UpstreamProtocol {
+    /// The protocol's config name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Named(n) => n,
+        }
+    }
+}
+
+impl Serialize for UpstreamProtocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(match name.as_str() {
+            "http1" => Self::Http1,
+            "http2" => Self::Http2,
+            "" => return Err(serde::de::Error::custom("protocol name must not be empty")),
+            _ => Self::Named(name.into()),
+        })
+    }
+}
+
+/// One endpoint: `127.0.0.1:8080`, or a map with an address, a weight and metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EndpointConfig {
     /// Just an address, weight 1.
     Address(SocketAddr),
-    /// An address with a weight.
-    Weighted {
+    /// An address with a weight and metadata.
+    Detailed {
         /// The endpoint address.
         address: SocketAddr,
-        /// Relative weight for balancers that use one.
+        /// Relative weight for balancers that use one (at least 1).
+        #[serde(default = "default_weight")]
         weight: NonZeroU32,
+        /// Labels such as `zone`, `data_centre` or `group`, read by balancers and
+        /// traffic steering.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        metadata: BTreeMap<String, String>,
     },
+}
+
+fn default_weight() -> NonZeroU32 {
+    NonZeroU32::MIN
 }
 
 impl EndpointConfig {
     /// The endpoint address.
     pub fn address(&self) -> SocketAddr {
         match self {
-            Self::Address(a) | Self::Weighted { address: a, .. } => *a,
+            Self::Address(a) | Self::Detailed { address: a, .. } => *a,
         }
     }
     /// The endpoint weight (1 when not given).
     pub fn weight(&self) -> NonZeroU32 {
         match self {
             Self::Address(_) => NonZeroU32::MIN,
-            Self::Weighted { weight, .. } => *weight,
+            Self::Detailed { weight, .. } => *weight,
+        }
+    }
+    /// The endpoint's metadata labels (empty when not given).
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        match self {
+            Self::Address(_) => BTreeMap::new(),
+            Self::Detailed { metadata, .. } => metadata.clone(),
         }
     }
 }

@@ -56,7 +56,7 @@ fn errors_name_the_field() {
         err.path, "listeners[0].virtual_hosts[0].routes[0].timeout",
         "{err}"
     );
-    let err = Config::from_yaml(&GOOD.replace("protocol: http2", "protocol: http3")).unwrap_err();
+    let err = Config::from_yaml(&GOOD.replace("protocol: http2", "protocol: \"\"")).unwrap_err();
     assert_eq!(err.path, "clusters[0].protocol", "{err}");
     let err =
         Config::from_yaml(&GOOD.replace("cluster: app", "cluster: app\n            bogus: 1"))

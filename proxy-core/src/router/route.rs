@@ -39,6 +39,18 @@ pub struct Route {
     /// The route's request counters.
     pub stats: Arc<RequestStats>,
     rewrite: Option<PrefixRewrite>,
+    /// The route's own filters (`routes[].filters`), wrapped around the forwarding.
+    pub(crate) filters: std::sync::OnceLock<RouteFilters>,
+}
+
+/// A route's filter stack, ending in the forwarding of the request.
+#[derive(Clone)]
+pub(crate) struct RouteFilters(pub(crate) crate::BoxHttp);
+
+impl std::fmt::Debug for RouteFilters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteFilters")
+    }
 }
 
 /// The matched prefix and its replacement.
@@ -138,6 +150,7 @@ impl Route {
             host_rewrite,
             request_headers,
             response_headers,
+            filters: std::sync::OnceLock::new(),
             stats: Arc::default(),
             rewrite,
         })

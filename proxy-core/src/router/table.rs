@@ -140,6 +140,22 @@ impl RouteTable {
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.vhosts.iter().flat_map(|v| v.routes.iter())
     }
+
+    /// Gives route `route` of virtual host `vhost` (config indexes) its own filters,
+    /// the first outermost, around the forwarding of the request.
+    pub(crate) fn set_route_filters(
+        &self,
+        vhost: usize,
+        route: usize,
+        layers: &[crate::registry::LayerFn],
+    ) {
+        let Some(r) = self.vhosts.get(vhost).and_then(|v| v.routes.get(route)) else {
+            return;
+        };
+        let terminal = crate::BoxHttp::new(crate::proxy::RouteTerminal);
+        let stack = layers.iter().rev().fold(terminal, |svc, layer| layer(svc));
+        let _ = r.filters.set(super::route::RouteFilters(stack));
+    }
 }
 
 impl fmt::Debug for RouteTable {

@@ -195,6 +195,7 @@ fn prometheus(server: &Server) -> String {
             }
         }
     }
+    snapshot.render_extra_metrics(&mut out);
     out
 }
 
@@ -209,10 +210,16 @@ fn clusters_json(server: &Server) -> String {
                 "name": &*c.name,
                 "protocol": c.config.protocol,
                 "lb_policy": c.config.lb.policy,
+                "extensions": c.config.extensions.iter().zip(c.extensions.iter()).map(|(cfg, x)| serde_json::json!({
+                    "typed": cfg.typed,
+                    "status": x.status(),
+                })).collect::<Vec<_>>(),
                 "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
                     "address": e.address.to_string(),
                     "weight": e.weight.get(),
+                    "metadata": &*e.metadata,
                     "healthy": e.is_healthy(),
+                    "health_flags": e.health_flags().names(),
                     "protocol": e.upstream.protocol(),
                     "open_connections": e.open_connections(),
                     "idle_connections": e.upstream.idle_connections(),

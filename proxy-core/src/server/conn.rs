@@ -10,9 +10,11 @@ use super::listen::ListenerRuntime;
 use crate::{
     access_log::{AccessLog, AccessRecord},
     config::{ConnectionLimits, ListenerProtocol},
-    connection::Connection,
+    connection::{Connection, Retire},
     metrics::ConnStats,
     net::Stream,
+    protocol::{Drain, ProtocolServer, ServeContext, Sniff},
+    proxy::ConnInfo,
     proxy::MatchedRoute,
     BoxHttp, HttpResponse,
 };
@@ -26,6 +28,8 @@ pub(crate) struct ConnCtx {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) service: BoxHttp,
     pub(crate) direct: Option<crate::proxy::Proxy>,
+    /// The registered protocols this listener serves.
+    pub(crate) protocols: Arc<[Arc<dyn ProtocolServer>]>,
     /// Whether a connection layer secured the stream (TLS).
     pub(crate) secure: bool,
     /// Facts from connection layers, for every request's extensions.
@@ -111,32 +115,127 @@ pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
             super::h1::serve(stream, BytesMut::with_capacity(4096), ctx).await
         }
         ListenerProtocol::Http2 => super::h2::serve(stream, bytes::Bytes::new(), ctx).await,
+        ListenerProtocol::Named(_) => {
+            if let Some(p) = ctx.protocols.first().cloned() {
+                serve_protocol(&*p, stream, bytes::Bytes::new(), ctx).await
+            }
+        }
         ListenerProtocol::Auto => {
             let mut stream = stream;
             let mut buf = BytesMut::with_capacity(4096);
             let timeout = ctx.limits.header_read_timeout;
+            let cap = ctx.limits.max_header_bytes as usize;
+            let protocols = ctx.protocols.clone();
             let sniffed = tokio::time::timeout(timeout, async {
                 loop {
-                    let n = buf.len().min(H2_PREFACE.len());
-                    if buf[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
-                        return true;
+                    if let Some(choice) = detect(&buf, &protocols, cap) {
+                        return Some(choice);
                     }
                     match stream.read_buf(&mut buf).await {
-                        Ok(0) | Err(_) => return false,
+                        Ok(0) | Err(_) => return None,
                         Ok(_) => {}
                     }
                 }
             })
             .await;
             match sniffed {
-                Ok(true) if buf.starts_with(H2_PREFACE) => {
-                    super::h2::serve(stream, buf.freeze(), ctx).await
+                Ok(Some(Detected::Http2)) => super::h2::serve(stream, buf.freeze(), ctx).await,
+                Ok(Some(Detected::Http1)) => super::h1::serve(stream, buf, ctx).await,
+                Ok(Some(Detected::Protocol(i))) => {
+                    if let Some(p) = protocols.get(i) {
+                        serve_protocol(&**p, stream, buf.freeze(), ctx).await
+                    }
                 }
-                Ok(true) => super::h1::serve(stream, buf, ctx).await,
-                _ => {}
+                // The peer closed, failed or sent nothing telling in time.
+                Ok(None) | Err(_) => {}
             }
         }
     }
+}
+
+/// What the first bytes of a connection are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detected {
+    Http1,
+    Http2,
+    Protocol(usize),
+}
+
+/// Tells the protocol from the first bytes, or `None` when more are needed. HTTP/1.1
+/// is the fallback: what nothing else claims (and more than `cap` undecided bytes).
+fn detect(buf: &[u8], protocols: &[Arc<dyn ProtocolServer>], cap: usize) -> Option<Detected> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = buf.len().min(H2_PREFACE.len());
+    let h2_possible = buf[..n] == H2_PREFACE[..n];
+    if h2_possible && n == H2_PREFACE.len() {
+        return Some(Detected::Http2);
+    }
+    let mut undecided = h2_possible;
+    for (i, p) in protocols.iter().enumerate() {
+        match p.sniff(buf) {
+            Sniff::Match => return Some(Detected::Protocol(i)),
+            Sniff::NeedMore => undecided = true,
+            Sniff::NoMatch => {}
+        }
+    }
+    if !undecided || buf.len() >= cap {
+        return Some(Detected::Http1);
+    }
+    None
+}
+
+/// Hands the connection to a registered protocol, with a request service that puts
+/// the connection's facts in every request's extensions.
+async fn serve_protocol(
+    p: &dyn ProtocolServer,
+    stream: Stream,
+    prefix: bytes::Bytes,
+    ctx: ConnCtx,
+) {
+    let info = ConnInfo::new(ctx.peer, ctx.secure);
+    let extensions = ctx.conn_extensions.clone().unwrap_or_default();
+    let conn = Connection {
+        stream,
+        peer: ctx.peer,
+        listener: ctx.listener.name.as_str().into(),
+        secure: ctx.secure,
+        extensions: extensions.clone(),
+    };
+    let has_extensions = !extensions.is_empty();
+    let service = BoxHttp::new(tower::ServiceExt::map_request(
+        ctx.service.clone(),
+        move |mut req: crate::HttpRequest| {
+            if has_extensions {
+                req.extensions_mut().extend(extensions.clone());
+            }
+            req.extensions_mut().insert(info.clone());
+            req
+        },
+    ));
+    let serve_ctx = ServeContext {
+        limits: ctx.limits.clone(),
+        drain: Drain(ctx.drain.clone()),
+    };
+    p.serve(conn, prefix, service, serve_ctx).await;
+}
+
+/// A drain signal that also fires when a connection layer retires the connection.
+/// The forwarding task ends with the connection (when every receiver is gone).
+fn merge_retire(drain: &watch::Receiver<bool>, retire: &Retire) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(*drain.borrow() || retire.is_retired());
+    let mut server = drain.clone();
+    let mut layer = retire.0.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = server.wait_for(|d| *d) => {}
+            _ = layer.wait_for(|d| *d) => {}
+            () = tx.closed() => return,
+        }
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// The terminal of a connection stack: serves HTTP on the connection.
@@ -160,6 +259,9 @@ impl tower::Service<Connection> for ServeHttp {
         let mut ctx = self.0.clone();
         ctx.peer = conn.peer;
         ctx.secure = conn.secure;
+        if let Some(retire) = conn.extensions.get::<Retire>() {
+            ctx.drain = merge_retire(&ctx.drain, retire);
+        }
         ctx.conn_extensions = (!conn.extensions.is_empty()).then_some(conn.extensions);
         Box::pin(async move {
             serve(conn.stream, ctx).await;

@@ -383,7 +383,7 @@ async fn tunnel(
     mut down_r: ReadHalf,
     mut down_w: WriteHalf,
     down_buf: BytesMut,
-    upstream: tokio::net::TcpStream,
+    upstream: Stream,
     up_buf: BytesMut,
 ) {
     let (mut up_r, mut up_w) = upstream.into_split();

@@ -26,6 +26,8 @@ use crate::{
 /// Per-listener settings that a reload may change for new connections.
 pub(crate) struct ListenerSettings {
     pub(crate) protocol: ListenerProtocol,
+    /// The registered protocols served (the named one, or all for `auto`).
+    pub(crate) protocols: Arc<[Arc<dyn crate::protocol::ProtocolServer>]>,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) service: BoxHttp,
     /// The bare proxy when the listener has no filters, called without the boxed stack.
@@ -90,7 +92,7 @@ impl ListenerRuntime {
     }
 
     pub(crate) fn protocol(&self) -> ListenerProtocol {
-        self.settings.load().protocol
+        self.settings.load().protocol.clone()
     }
 }
 
@@ -103,7 +105,8 @@ fn build_settings(plan: &ListenerPlan, routing: &Arc<ArcSwap<Routing>>) -> Liste
     );
     let service = stack(&plan.layers, terminal);
     ListenerSettings {
-        protocol: plan.config.protocol,
+        protocol: plan.config.protocol.clone(),
+        protocols: plan.protocols.clone(),
         limits: Arc::new(plan.config.limits.clone()),
         service,
         direct: plan.layers.is_empty().then_some(proxy),
@@ -240,6 +243,7 @@ pub(crate) async fn accept_loop(
             peer,
             service: settings.service.clone(),
             direct: settings.direct.clone(),
+            protocols: settings.protocols.clone(),
             secure: false,
             conn_extensions: None,
             limits: settings.limits.clone(),

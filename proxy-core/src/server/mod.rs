@@ -171,6 +171,7 @@ impl Server {
         }
         *lock(&self.inner.workers) = handles;
         let result = main_rt.block_on(async {
+            snapshot.activate();
             self.start_listeners(&snapshot)?;
             if let Some(admin) = &snapshot.config.admin {
                 let listener =
@@ -322,6 +323,13 @@ impl Server {
             listeners.insert(plan.config.name.clone(), rt);
         }
         drop(listeners);
+        // Cluster extensions start their tasks on the server's runtime, whoever calls
+        // reload; before the server runs, `run` activates them.
+        let runtime = lock(&self.inner.workers).first().cloned();
+        if let Some(handle) = runtime {
+            let _entered = handle.enter();
+            snapshot.activate();
+        }
         self.inner.snapshot.store(Arc::new(snapshot));
         Ok(())
     }

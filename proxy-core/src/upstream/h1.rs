@@ -8,7 +8,9 @@ use std::{
 
 use bytes::BytesMut;
 use http::{Response, Version};
-use tokio::{io::AsyncReadExt, net::TcpStream};
+use tokio::io::AsyncReadExt;
+
+use crate::net::Stream;
 
 use super::pool::H1Pool;
 use crate::{
@@ -26,7 +28,7 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// A checked-out upstream HTTP/1.1 connection.
 #[derive(Debug)]
 pub(crate) struct H1Conn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) buf: BytesMut,
     wbuf: BytesMut,
     keep_alive: bool,
@@ -40,10 +42,10 @@ pub(crate) struct H1Conn {
 
 /// An upstream connection switched to another protocol (101), for tunnelling.
 #[derive(Debug, Clone)]
-pub struct UpgradedUpstream(pub(crate) Arc<Mutex<Option<(TcpStream, BytesMut)>>>);
+pub struct UpgradedUpstream(pub(crate) Arc<Mutex<Option<(Stream, BytesMut)>>>);
 
 impl UpgradedUpstream {
-    pub(crate) fn take(&self) -> Option<(TcpStream, BytesMut)> {
+    pub(crate) fn take(&self) -> Option<(Stream, BytesMut)> {
         self.0.lock().ok()?.take()
     }
 }
@@ -64,7 +66,7 @@ pub(crate) enum ExchangeError {
 }
 
 impl H1Conn {
-    pub(crate) fn new(stream: TcpStream, pool: Arc<H1Pool>, open: super::pool::OpenGuard) -> Self {
+    pub(crate) fn new(stream: Stream, pool: Arc<H1Pool>, open: super::pool::OpenGuard) -> Self {
         Self {
             stream,
             buf: BytesMut::with_capacity(8 * 1024),

@@ -1,13 +1,13 @@
 //! HTTP/2 (h2c prior knowledge) upstream: one multiplexed connection per endpoint,
 //! re-established when it closes.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwapOption;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::connect;
+use super::Connector;
 use crate::{Body, ProxyError};
 
 /// The shared HTTP/2 connection of one endpoint.
@@ -21,8 +21,7 @@ impl H2Client {
     /// A sender on a live connection, connecting when there is none.
     pub(crate) async fn sender(
         &self,
-        addr: SocketAddr,
-        connect_timeout: Duration,
+        connector: &Connector,
         open: &Arc<super::pool::OpenCount>,
     ) -> Result<SendRequest<Body>, ProxyError> {
         if let Some(s) = self.live() {
@@ -32,10 +31,11 @@ impl H2Client {
         if let Some(s) = self.live() {
             return Ok(s);
         }
+        let addr = connector.address();
         let guard = open
             .try_open(u32::MAX)
             .ok_or(ProxyError::Overflow { addr })?;
-        let stream = connect(addr, connect_timeout).await?;
+        let stream = connector.connect().await?;
         let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))

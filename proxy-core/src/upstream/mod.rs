@@ -1,6 +1,7 @@
 //! Upstream connections: TCP connect with a timeout, pooled HTTP/1.1 connections and
 //! multiplexed HTTP/2 connections per endpoint.
 
+mod connector;
 pub(crate) mod h1;
 mod h2;
 pub(crate) mod pool;
@@ -9,6 +10,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{Request, Response};
 
+pub use connector::{Connector, UpstreamTransport};
 pub use h1::UpgradedUpstream;
 
 use crate::{
@@ -16,25 +18,6 @@ use crate::{
     http1::head::Framing,
     Body, ProxyError,
 };
-
-/// Opens a TCP connection with `TCP_NODELAY`, failing after `timeout`.
-pub(crate) async fn connect(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<tokio::net::TcpStream, ProxyError> {
-    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
-        Err(_) => {
-            return Err(ProxyError::Connect {
-                addr,
-                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-            })
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
 
 /// How requests reach one endpoint.
 #[derive(Debug)]
@@ -47,16 +30,26 @@ pub(crate) struct Upstream {
     idle_timeout: Duration,
     max_idle: u32,
     pub(crate) open: Arc<pool::OpenCount>,
+    pub(crate) connector: Connector,
     h1: Arc<pool::H1Pool>,
     h2: h2::H2Client,
+    custom: Option<Arc<dyn crate::protocol::ProtocolClient>>,
 }
 
 impl Upstream {
-    pub(crate) fn new(addr: SocketAddr, cluster: &ClusterConfig) -> Self {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        cluster: &ClusterConfig,
+        transport: Option<Arc<dyn UpstreamTransport>>,
+        protocol: Option<&Arc<dyn crate::protocol::ProtocolUpstream>>,
+    ) -> Self {
         let pool = &cluster.pool;
+        let connector = Connector::new(addr, cluster.connect_timeout, transport);
         Self {
             addr,
-            protocol: cluster.protocol,
+            protocol: cluster.protocol.clone(),
+            custom: protocol.map(|p| p.client(connector.clone())),
+            connector,
             connect_timeout: cluster.connect_timeout,
             stream_idle_timeout: cluster.stream_idle_timeout,
             max_connections: pool.max_connections,
@@ -79,8 +72,8 @@ impl Upstream {
             && self.max_idle == cluster.pool.max_idle
     }
 
-    pub(crate) fn protocol(&self) -> UpstreamProtocol {
-        self.protocol
+    pub(crate) fn protocol(&self) -> &UpstreamProtocol {
+        &self.protocol
     }
 
     /// Idle pooled connections.
@@ -109,7 +102,7 @@ impl Upstream {
             .open
             .try_open(self.max_connections)
             .ok_or(ProxyError::Overflow { addr: self.addr })?;
-        let stream = connect(self.addr, self.connect_timeout).await?;
+        let stream = self.connector.connect().await?;
         Ok(Box::new(h1::H1Conn::new(stream, self.h1.clone(), guard)))
     }
 
@@ -120,6 +113,11 @@ impl Upstream {
         parts: &http::request::Parts,
         body: Body,
     ) -> Result<Response<Body>, ProxyError> {
+        if let Some(client) = &self.custom {
+            return client
+                .send(Request::from_parts(clone_parts(parts), body))
+                .await;
+        }
         if self.protocol == UpstreamProtocol::Http2 {
             return Box::pin(self.send_h2(clone_parts(parts), body)).await;
         }
@@ -152,10 +150,7 @@ impl Upstream {
         parts: http::request::Parts,
         body: Body,
     ) -> Result<Response<Body>, ProxyError> {
-        let mut sender = self
-            .h2
-            .sender(self.addr, self.connect_timeout, &self.open)
-            .await?;
+        let mut sender = self.h2.sender(&self.connector, &self.open).await?;
         let req = Request::from_parts(parts, body);
         let resp = sender
             .send_request(req)

@@ -1,0 +1,314 @@
+//! Clusters: endpoint sets with their upstream connections, the balancer seam,
+//! cluster extensions (outlier detection, health checks) and the retry budget.
+
+mod balancer;
+mod endpoint;
+mod extension;
+
+use std::{
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+pub use balancer::{Balancer, RoundRobin};
+pub use endpoint::{Endpoint, HealthFlags};
+pub use extension::{ClusterExtension, ClusterInfo, Outcome};
+
+use crate::{
+    config::{ClusterConfig, RetryBudgetConfig},
+    metrics::RequestStats,
+    protocol::ProtocolUpstream,
+    upstream::{Upstream, UpstreamTransport},
+    HttpRequest, HttpResponse, ProxyError,
+};
+
+/// Limits retries to a share of the requests, so that retries cannot multiply the load
+/// on a failing cluster. Lock-free: a token balance in thousandths of a retry.
+#[derive(Debug)]
+pub struct RetryBudget {
+    balance: AtomicI64,
+    deposit: i64,
+    per_second: i64,
+    cap: i64,
+    last_refill_ms: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl RetryBudget {
+    /// A budget from its config.
+    pub fn new(cfg: &RetryBudgetConfig) -> Self {
+        let per_second = i64::from(cfg.min_retries_per_second) * 1000;
+        Self {
+            balance: AtomicI64::new(per_second),
+            deposit: (cfg.ratio * 1000.0) as i64,
+            per_second,
+            // At most ten seconds' worth of minimum retries plus 1000 retries saved up.
+            cap: per_second * 10 + 1_000_000,
+            last_refill_ms: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// Records a first attempt.
+    pub fn deposit(&self) {
+        if self.deposit > 0 && self.balance.load(Ordering::Relaxed) < self.cap {
+            self.balance.fetch_add(self.deposit, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes one retry from the budget; false when it is spent.
+    pub fn withdraw(&self) -> bool {
+        self.refill();
+        if self.balance.fetch_sub(1000, Ordering::AcqRel) >= 1000 {
+            true
+        } else {
+            self.balance.fetch_add(1000, Ordering::AcqRel);
+            false
+        }
+    }
+
+    fn refill(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.last_refill_ms.load(Ordering::Relaxed);
+        let elapsed = now.saturating_sub(last);
+        if elapsed >= 100
+            && self
+                .last_refill_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let add = self.per_second * elapsed.min(10_000) as i64 / 1000;
+            let cur = self.balance.load(Ordering::Relaxed);
+            if cur < self.cap {
+                self.balance
+                    .fetch_add(add.min(self.cap - cur), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// An upstream cluster: endpoints, their balancer, extensions, stats and retry budget.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The cluster name.
+    pub name: Arc<str>,
+    /// The endpoints, in config order.
+    pub endpoints: Arc<[Arc<Endpoint>]>,
+    /// The balancer.
+    pub balancer: Arc<dyn Balancer>,
+    /// Extensions told of every attempt's outcome (outlier detection, health checks).
+    pub extensions: Arc<[Arc<dyn ClusterExtension>]>,
+    /// Request stats of the cluster.
+    pub stats: Arc<RequestStats>,
+    /// The retry budget.
+    pub retry_budget: RetryBudget,
+    pub(crate) config: ClusterConfig,
+    pub(crate) transport: Option<Arc<dyn UpstreamTransport>>,
+    pub(crate) protocol: Option<Arc<dyn ProtocolUpstream>>,
+}
+
+/// The runtime parts of a cluster made from registered factories.
+pub(crate) struct ClusterParts {
+    pub(crate) balancer: Arc<dyn Balancer>,
+    pub(crate) extensions: Arc<[Arc<dyn ClusterExtension>]>,
+    pub(crate) transport: Option<Arc<dyn UpstreamTransport>>,
+    pub(crate) protocol: Option<Arc<dyn ProtocolUpstream>>,
+}
+
+impl Cluster {
+    /// Builds a cluster, reusing the endpoints (with their connections and stats) of
+    /// `previous` whose address and upstream settings are unchanged.
+    pub(crate) fn build(
+        cfg: &ClusterConfig,
+        parts: ClusterParts,
+        previous: Option<&Cluster>,
+    ) -> Self {
+        // Endpoints carry connections made with the old transport and protocol: keep
+        // them only when those are the same instances.
+        let same_connectors = previous.is_some_and(|p| {
+            same_arc(&p.transport, &parts.transport) && same_arc(&p.protocol, &parts.protocol)
+        });
+        let endpoints: Vec<Arc<Endpoint>> = cfg
+            .endpoints
+            .iter()
+            .map(|e| {
+                let metadata = e.metadata();
+                let kept = previous.filter(|_| same_connectors).and_then(|p| {
+                    p.endpoints.iter().find(|old| {
+                        old.address == e.address()
+                            && old.weight == e.weight()
+                            && *old.metadata == metadata
+                            && old.upstream.same_settings(cfg)
+                    })
+                });
+                match kept {
+                    Some(old) => old.clone(),
+                    None => Arc::new(Endpoint::with_upstream(
+                        e.address(),
+                        e.weight(),
+                        Arc::new(metadata),
+                        Upstream::new(
+                            e.address(),
+                            cfg,
+                            parts.transport.clone(),
+                            parts.protocol.as_ref(),
+                        ),
+                    )),
+                }
+            })
+            .collect();
+        let endpoints: Arc<[Arc<Endpoint>]> = endpoints.into();
+        parts.balancer.endpoints_changed(&endpoints);
+        let stats = previous.map_or_else(Arc::default, |p| p.stats.clone());
+        Self {
+            name: cfg.name.as_str().into(),
+            endpoints,
+            balancer: parts.balancer,
+            extensions: parts.extensions,
+            stats,
+            retry_budget: RetryBudget::new(&cfg.retry_budget),
+            config: cfg.clone(),
+            transport: parts.transport,
+            protocol: parts.protocol,
+        }
+    }
+
+    /// Closes idle upstream connections past their idle timeout.
+    pub(crate) fn evict_expired(&self) {
+        for e in self.endpoints.iter() {
+            e.upstream.evict_expired();
+        }
+    }
+
+    /// The configured connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.config.connect_timeout
+    }
+
+    /// The cluster's config section.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// What the extensions see of this cluster.
+    pub fn info(&self) -> ClusterInfo {
+        ClusterInfo {
+            name: self.name.clone(),
+            endpoints: self.endpoints.clone(),
+        }
+    }
+
+    /// Activates the extensions (the cluster went live).
+    pub(crate) fn activate(&self) {
+        if self.extensions.is_empty() {
+            return;
+        }
+        let info = self.info();
+        for x in self.extensions.iter() {
+            x.activate(&info);
+        }
+    }
+
+    /// The endpoint the balancer picks for a request with head `req`.
+    pub fn pick(&self, req: &http::request::Parts) -> Option<Arc<Endpoint>> {
+        self.balancer
+            .pick(&self.endpoints, req)
+            .and_then(|i| self.endpoints.get(i).cloned())
+    }
+
+    /// Sends `req` to an endpoint of this cluster: picks one, prepares the request
+    /// for the cluster's protocol (hop-by-hop headers removed, the URI form and
+    /// version set; Host kept), sends it, and counts stats and outcomes. No retries
+    /// and no timeout: the caller bounds it. For traffic mirroring and for filters
+    /// that call a side cluster.
+    ///
+    /// # Errors
+    /// [`ProxyError::NoEndpoints`] when no endpoint is usable, else the upstream error.
+    pub async fn send(&self, mut req: HttpRequest) -> Result<HttpResponse, ProxyError> {
+        crate::proxy::prepare_for_cluster(&mut req, self);
+        let (parts, body) = req.into_parts();
+        let Some(endpoint) = self.pick(&parts) else {
+            self.stats.local_errors.add("no_endpoints");
+            return Err(ProxyError::NoEndpoints {
+                cluster: self.name.clone(),
+            });
+        };
+        let started = std::time::Instant::now();
+        endpoint.stats.start();
+        self.stats.start();
+        let result = endpoint.upstream.send(&parts, body).await;
+        let status = match &result {
+            Ok(r) => r.status(),
+            Err(e) => {
+                endpoint.stats.local_errors.add(e.reason());
+                self.stats.local_errors.add(e.reason());
+                e.status()
+            }
+        };
+        let elapsed = started.elapsed();
+        endpoint.stats.finish(status.as_u16(), elapsed);
+        self.stats.finish(status.as_u16(), elapsed);
+        if let Some(outcome) = outcome_of(&result) {
+            self.report(&endpoint, &outcome, elapsed);
+        }
+        result
+    }
+
+    /// Tells the extensions how an attempt to `endpoint` ended.
+    pub(crate) fn report(&self, endpoint: &Arc<Endpoint>, outcome: &Outcome, latency: Duration) {
+        for x in self.extensions.iter() {
+            x.on_outcome(endpoint, outcome, latency);
+        }
+    }
+}
+
+/// The outcome an endpoint is charged with, if the result was its doing.
+pub(crate) fn outcome_of(result: &Result<HttpResponse, ProxyError>) -> Option<Outcome> {
+    match result {
+        Ok(r) => Some(Outcome::Response(r.status())),
+        Err(e) => outcome_of_error(e),
+    }
+}
+
+/// The outcome an endpoint is charged with for a failed attempt, if it was its doing.
+pub(crate) fn outcome_of_error(e: &ProxyError) -> Option<Outcome> {
+    match e {
+        ProxyError::Connect { .. } | ProxyError::Overflow { .. } => Some(Outcome::ConnectFailure),
+        ProxyError::Upstream { .. } => Some(Outcome::Reset),
+        ProxyError::Timeout => Some(Outcome::Timeout),
+        _ => None,
+    }
+}
+
+fn same_arc<T: ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_budget_allows_min_then_ratio() {
+        let b = RetryBudget::new(&RetryBudgetConfig {
+            ratio: 0.5,
+            min_retries_per_second: 2,
+        });
+        assert!(b.withdraw());
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+        for _ in 0..4 {
+            b.deposit();
+        }
+        assert!(b.withdraw());
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+    }
+}
