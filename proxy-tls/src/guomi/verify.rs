@@ -1,0 +1,578 @@
+//! SM2 certificate chains and TLS 1.3 handshake signatures.
+//!
+//! Certificates are signed with SM2-with-SM3 (`1.2.156.10197.1.501`, with or
+//! without NULL parameters) under the default distinguishing identifier
+//! `1234567812345678`; CertificateVerify signatures use
+//! `TLSv1.3+GM+Cipher+Suite` (RFC 8998 section 3.2.1).
+//!
+//! The checks follow what webpki does for other keys: validity period at
+//! `now`, issuer by name and signature up to a configured root, CA basic
+//! constraints and path length, keyCertSign key usage, extended key usage for
+//! the role, no unknown critical extension, and the server name against the
+//! subjectAltName entries.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError,
+    PeerIncompatible, PeerMisbehaved, SignatureScheme,
+};
+use sm2::dsa::signature::Verifier;
+use sm2::dsa::VerifyingKey;
+use x509_cert::der::asn1::ObjectIdentifier;
+use x509_cert::der::{Decode, Encode, Header, Reader, SliceReader, Tag, Tagged};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName};
+use x509_cert::Certificate;
+
+use super::error::GuomiError;
+use super::sign::signature_from_der;
+use super::{CERT_SM2_ID, SM2SIG_SM3, TLS13_SM2_ID};
+
+/// The SM2 curve (`sm2p256v1`), also used as an algorithm identifier.
+pub(crate) const OID_SM2_CURVE: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.156.10197.1.301");
+/// SM2 signature with SM3.
+pub(crate) const OID_SM2_WITH_SM3: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.156.10197.1.501");
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const OID_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+const OID_SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+const OID_ANY_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
+const OID_SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+const OID_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+
+/// Longest chain accepted, end entity and intermediates (the root not counted).
+const MAX_CHAIN_LEN: usize = 6;
+
+// === impl Sm2RootStore ===
+
+/// Trusted SM2 root certificates.
+#[derive(Clone, Debug, Default)]
+pub struct Sm2RootStore {
+    anchors: Vec<Anchor>,
+}
+
+#[derive(Clone, Debug)]
+struct Anchor {
+    subject: Vec<u8>,
+    key: VerifyingKey,
+}
+
+impl Sm2RootStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a root certificate (DER). Its own signature is not checked: a
+    /// root is trusted because it is configured.
+    ///
+    /// # Errors
+    /// [`GuomiError::Certificate`] if it does not parse or has no SM2 key.
+    pub fn add(&mut self, cert: &CertificateDer<'_>) -> Result<(), GuomiError> {
+        let parsed = Certificate::from_der(cert.as_ref())
+            .map_err(|e| GuomiError::Certificate(format!("root does not parse: {e}")))?;
+        let subject = parsed
+            .tbs_certificate
+            .subject
+            .to_der()
+            .map_err(|e| GuomiError::Certificate(format!("root subject: {e}")))?;
+        let key = sm2_public_key(&parsed, CERT_SM2_ID)
+            .ok_or_else(|| GuomiError::Certificate("root has no SM2 public key".into()))?;
+        self.anchors.push(Anchor { subject, key });
+        Ok(())
+    }
+
+    /// Reads every certificate of a PEM file.
+    ///
+    /// # Errors
+    /// [`GuomiError::Io`] if unreadable, [`GuomiError::Certificate`] if a
+    /// certificate is not SM2 or the file holds none.
+    pub fn from_pem_file(path: impl AsRef<Path>) -> Result<Self, GuomiError> {
+        let certs = super::config::read_certs(path.as_ref())?;
+        let mut store = Self::new();
+        for cert in &certs {
+            store.add(cert)?;
+        }
+        Ok(store)
+    }
+
+    /// Number of roots.
+    pub fn len(&self) -> usize {
+        self.anchors.len()
+    }
+
+    /// Whether there is no root.
+    pub fn is_empty(&self) -> bool {
+        self.anchors.is_empty()
+    }
+
+    /// The root subjects, for a CertificateRequest's `certificate_authorities`.
+    fn subjects(&self) -> Vec<DistinguishedName> {
+        self.anchors
+            .iter()
+            .map(|a| DistinguishedName::from(a.subject.clone()))
+            .collect()
+    }
+
+    /// Verifies `end_entity` up to a root for `purpose` and returns the
+    /// parsed end-entity certificate.
+    fn verify_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        purpose: ObjectIdentifier,
+    ) -> Result<Certificate, Error> {
+        let ee = parse(end_entity)?;
+        check_validity(&ee, now)?;
+        check_critical_extensions(&ee)?;
+        check_eku(&ee, purpose)?;
+        let inters = intermediates
+            .iter()
+            .map(|c| parse(c).map(|p| (p, c.as_ref())))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut current: (&Certificate, &[u8]) = (&ee, end_entity.as_ref());
+        let mut used = vec![false; inters.len()];
+        let mut issuer_found_bad_sig = false;
+        for depth in 0..MAX_CHAIN_LEN {
+            let issuer_name = name_der(&current.0.tbs_certificate.issuer)?;
+            for anchor in &self.anchors {
+                if anchor.subject == issuer_name {
+                    if verify_cert_signature(current.0, current.1, &anchor.key) {
+                        return Ok(ee);
+                    }
+                    issuer_found_bad_sig = true;
+                }
+            }
+            let mut next = None;
+            for (i, (cand, _)) in inters.iter().enumerate() {
+                if used[i] || name_der(&cand.tbs_certificate.subject)? != issuer_name {
+                    continue;
+                }
+                let Some(key) = sm2_public_key(cand, CERT_SM2_ID) else {
+                    continue;
+                };
+                if !verify_cert_signature(current.0, current.1, &key) {
+                    issuer_found_bad_sig = true;
+                    continue;
+                }
+                check_validity(cand, now)?;
+                check_critical_extensions(cand)?;
+                check_ca(cand, depth)?;
+                check_eku(cand, purpose)?;
+                next = Some(i);
+                break;
+            }
+            match next {
+                Some(i) => {
+                    used[i] = true;
+                    current = (&inters[i].0, inters[i].1);
+                }
+                None if issuer_found_bad_sig => {
+                    return Err(CertificateError::BadSignature.into());
+                }
+                None => return Err(CertificateError::UnknownIssuer.into()),
+            }
+        }
+        Err(CertificateError::UnknownIssuer.into())
+    }
+}
+
+// === impl Sm2ServerVerifier ===
+
+/// Verifies a Guomi server: SM2 chain to the configured roots, the server
+/// name, and the `sm2sig_sm3` CertificateVerify.
+///
+/// With [`Sm2ServerVerifier::with_fallback`], non-SM2 certificates and
+/// signature schemes go to another verifier (webpki), so one client config
+/// can reach Guomi and international servers.
+#[derive(Debug)]
+pub struct Sm2ServerVerifier {
+    roots: Arc<Sm2RootStore>,
+    fallback: Option<Arc<dyn ServerCertVerifier>>,
+}
+
+impl Sm2ServerVerifier {
+    /// Trusts `roots` only.
+    pub fn new(roots: Arc<Sm2RootStore>) -> Self {
+        Self {
+            roots,
+            fallback: None,
+        }
+    }
+
+    /// Trusts `roots` for SM2 certificates and hands any other certificate to `fallback`.
+    pub fn with_fallback(roots: Arc<Sm2RootStore>, fallback: Arc<dyn ServerCertVerifier>) -> Self {
+        Self {
+            roots,
+            fallback: Some(fallback),
+        }
+    }
+}
+
+impl ServerCertVerifier for Sm2ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        if let Some(fallback) = self.fallback.as_ref().filter(|_| !is_sm2_cert(end_entity)) {
+            return fallback.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            );
+        }
+        let ee = self
+            .roots
+            .verify_chain(end_entity, intermediates, now, OID_SERVER_AUTH)?;
+        check_server_name(&ee, server_name)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        match &self.fallback {
+            Some(fallback) if dss.scheme != SM2SIG_SM3 => {
+                fallback.verify_tls12_signature(message, cert, dss)
+            }
+            _ => Err(PeerIncompatible::Tls12NotOfferedOrEnabled.into()),
+        }
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        match &self.fallback {
+            Some(fallback) if dss.scheme != SM2SIG_SM3 => {
+                fallback.verify_tls13_signature(message, cert, dss)
+            }
+            _ => verify_tls13_sm2(message, cert, dss),
+        }
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        supported_schemes(
+            self.fallback
+                .as_deref()
+                .map(|f| f.supported_verify_schemes()),
+        )
+    }
+}
+
+// === impl Sm2ClientVerifier ===
+
+/// Verifies Guomi client certificates (mutual TLS) against SM2 roots.
+#[derive(Debug)]
+pub struct Sm2ClientVerifier {
+    roots: Arc<Sm2RootStore>,
+    subjects: Vec<DistinguishedName>,
+    mandatory: bool,
+}
+
+impl Sm2ClientVerifier {
+    /// Requires a client certificate chaining to `roots`.
+    pub fn new(roots: Arc<Sm2RootStore>) -> Self {
+        let subjects = roots.subjects();
+        Self {
+            roots,
+            subjects,
+            mandatory: true,
+        }
+    }
+
+    /// Asks for a certificate but lets clients without one in (the
+    /// application then sees no peer identity).
+    pub fn optional(mut self) -> Self {
+        self.mandatory = false;
+        self
+    }
+}
+
+impl ClientCertVerifier for Sm2ClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.subjects
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        self.roots
+            .verify_chain(end_entity, intermediates, now, OID_CLIENT_AUTH)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        Err(PeerIncompatible::Tls12NotOfferedOrEnabled.into())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_sm2(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SM2SIG_SM3]
+    }
+}
+
+fn supported_schemes(fallback: Option<Vec<SignatureScheme>>) -> Vec<SignatureScheme> {
+    let mut schemes = vec![SM2SIG_SM3];
+    schemes.extend(fallback.unwrap_or_default());
+    schemes
+}
+
+/// CertificateVerify check: `sm2sig_sm3` with the TLS 1.3 identifier.
+pub(crate) fn verify_tls13_sm2(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, Error> {
+    if dss.scheme != SM2SIG_SM3 {
+        return Err(PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme.into());
+    }
+    let parsed = parse(cert)?;
+    let key = sm2_public_key(&parsed, TLS13_SM2_ID).ok_or_else(|| {
+        CertificateError::Other(OtherError(Arc::new(GuomiError::Certificate(
+            "no SM2 public key".into(),
+        ))))
+    })?;
+    let sig = signature_from_der(dss.signature()).ok_or(CertificateError::BadSignature)?;
+    key.verify(message, &sig)
+        .map_err(|_| CertificateError::BadSignature)?;
+    Ok(HandshakeSignatureValid::assertion())
+}
+
+// === certificate helpers ===
+
+fn parse(cert: &CertificateDer<'_>) -> Result<Certificate, Error> {
+    Certificate::from_der(cert.as_ref()).map_err(|_| CertificateError::BadEncoding.into())
+}
+
+fn name_der(name: &x509_cert::name::Name) -> Result<Vec<u8>, Error> {
+    name.to_der()
+        .map_err(|_| CertificateError::BadEncoding.into())
+}
+
+/// Whether the certificate carries an SM2 public key (parse failures count as SM2 so
+/// that they reach the SM2 path and fail there, not in a fallback).
+fn is_sm2_cert(cert: &CertificateDer<'_>) -> bool {
+    Certificate::from_der(cert.as_ref())
+        .map(|c| sm2_public_key(&c, CERT_SM2_ID).is_some())
+        .unwrap_or(true)
+}
+
+/// The certificate's SM2 public key under distinguishing id `id`. Accepts
+/// `id-ecPublicKey` with the SM2 curve and the SM2 OID as algorithm.
+pub(crate) fn sm2_public_key(cert: &Certificate, id: &str) -> Option<VerifyingKey> {
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let is_sm2 = match spki.algorithm.oid {
+        OID_EC_PUBLIC_KEY => {
+            spki.algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+                == Some(OID_SM2_CURVE)
+        }
+        OID_SM2_CURVE => true,
+        _ => false,
+    };
+    if !is_sm2 {
+        return None;
+    }
+    let point = spki.subject_public_key.as_bytes()?;
+    VerifyingKey::from_sec1_bytes(id, point).ok()
+}
+
+/// The DER `tbsCertificate` exactly as received (re-encoding could differ).
+fn tbs_bytes(cert_der: &[u8]) -> Option<&[u8]> {
+    let mut reader = SliceReader::new(cert_der).ok()?;
+    let header = Header::decode(&mut reader).ok()?;
+    if header.tag != Tag::Sequence {
+        return None;
+    }
+    reader.tlv_bytes().ok()
+}
+
+/// Checks `cert`'s SM2-with-SM3 signature (parameters absent or NULL) with `issuer_key`.
+fn verify_cert_signature(cert: &Certificate, cert_der: &[u8], issuer_key: &VerifyingKey) -> bool {
+    let alg = &cert.signature_algorithm;
+    let params_ok = match &alg.parameters {
+        None => true,
+        Some(any) => any.tag() == Tag::Null && any.value().is_empty(),
+    };
+    if alg.oid != OID_SM2_WITH_SM3 || !params_ok {
+        return false;
+    }
+    // RFC 5280 4.1.1.2: the inner and outer algorithms must agree.
+    if cert.tbs_certificate.signature.oid != alg.oid {
+        return false;
+    }
+    let Some(tbs) = tbs_bytes(cert_der) else {
+        return false;
+    };
+    let Some(sig_der) = cert.signature.as_bytes() else {
+        return false;
+    };
+    let Some(sig) = signature_from_der(sig_der) else {
+        return false;
+    };
+    issuer_key.verify(tbs, &sig).is_ok()
+}
+
+fn check_validity(cert: &Certificate, now: UnixTime) -> Result<(), Error> {
+    let validity = &cert.tbs_certificate.validity;
+    let now = now.as_secs();
+    if now < validity.not_before.to_unix_duration().as_secs() {
+        return Err(CertificateError::NotValidYet.into());
+    }
+    if now > validity.not_after.to_unix_duration().as_secs() {
+        return Err(CertificateError::Expired.into());
+    }
+    Ok(())
+}
+
+fn extension<'c, T: Decode<'c>>(
+    cert: &'c Certificate,
+    oid: ObjectIdentifier,
+) -> Result<Option<T>, Error> {
+    let Some(exts) = &cert.tbs_certificate.extensions else {
+        return Ok(None);
+    };
+    match exts.iter().find(|e| e.extn_id == oid) {
+        None => Ok(None),
+        Some(e) => T::from_der(e.extn_value.as_bytes())
+            .map(Some)
+            .map_err(|_| CertificateError::BadEncoding.into()),
+    }
+}
+
+fn check_critical_extensions(cert: &Certificate) -> Result<(), Error> {
+    let known = [
+        OID_BASIC_CONSTRAINTS,
+        OID_KEY_USAGE,
+        OID_EXT_KEY_USAGE,
+        OID_SUBJECT_ALT_NAME,
+    ];
+    let unknown_critical = cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .any(|e| e.critical && !known.contains(&e.extn_id));
+    if unknown_critical {
+        return Err(CertificateError::UnhandledCriticalExtension.into());
+    }
+    Ok(())
+}
+
+/// An issuer must be a CA allowed to sign certificates, with room in its path length.
+/// `below` counts the intermediates already under it.
+fn check_ca(cert: &Certificate, below: usize) -> Result<(), Error> {
+    let bc: Option<BasicConstraints> = extension(cert, OID_BASIC_CONSTRAINTS)?;
+    let Some(bc) = bc.filter(|bc| bc.ca) else {
+        return Err(CertificateError::UnknownIssuer.into());
+    };
+    if let Some(limit) = bc.path_len_constraint {
+        if below > usize::from(limit) {
+            return Err(CertificateError::UnknownIssuer.into());
+        }
+    }
+    let ku: Option<KeyUsage> = extension(cert, OID_KEY_USAGE)?;
+    if ku.is_some_and(|ku| !ku.key_cert_sign()) {
+        return Err(CertificateError::UnknownIssuer.into());
+    }
+    Ok(())
+}
+
+fn check_eku(cert: &Certificate, purpose: ObjectIdentifier) -> Result<(), Error> {
+    let eku: Option<ExtendedKeyUsage> = extension(cert, OID_EXT_KEY_USAGE)?;
+    match eku {
+        Some(eku) if !eku.0.iter().any(|o| *o == purpose || *o == OID_ANY_EKU) => {
+            Err(CertificateError::InvalidPurpose.into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_server_name(cert: &Certificate, name: &ServerName<'_>) -> Result<(), Error> {
+    let san: Option<SubjectAltName> = extension(cert, OID_SUBJECT_ALT_NAME)?;
+    let names = san.map(|s| s.0).unwrap_or_default();
+    let matched = match name {
+        ServerName::DnsName(dns) => {
+            let wanted = dns.as_ref().trim_end_matches('.');
+            names.iter().any(|n| match n {
+                GeneralName::DnsName(pattern) => dns_matches(pattern.as_str(), wanted),
+                _ => false,
+            })
+        }
+        ServerName::IpAddress(ip) => {
+            let wanted: Vec<u8> = match std::net::IpAddr::from(*ip) {
+                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            names.iter().any(|n| match n {
+                GeneralName::IpAddress(bytes) => bytes.as_bytes() == wanted.as_slice(),
+                _ => false,
+            })
+        }
+        _ => false,
+    };
+    if matched {
+        Ok(())
+    } else {
+        Err(CertificateError::NotValidForName.into())
+    }
+}
+
+/// DNS name match, case-insensitive, `*` allowed as the whole leftmost label
+/// and matching exactly one label.
+pub(crate) fn dns_matches(pattern: &str, name: &str) -> bool {
+    let pattern = pattern.trim_end_matches('.');
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => match name.split_once('.') {
+            Some((label, rest)) => {
+                !label.is_empty() && !suffix.is_empty() && rest.eq_ignore_ascii_case(suffix)
+            }
+            None => false,
+        },
+        None => pattern.eq_ignore_ascii_case(name),
+    }
+}
