@@ -2,13 +2,15 @@
 # Installs the third-party Bolt and Dubbo peers proxy-codec's interop tests drive
 # (proxy-codec/tests/interop/package.json, versions pinned by its package-lock.json):
 # sofa-rpc-node and sofa-bolt-node (Bolt client and server), dubbo2.js (Dubbo client),
-# js-remoting-for-apache-dubbo (the Dubbo protocol for sofa-rpc-node's server).
+# js-remoting-for-apache-dubbo (the Dubbo protocol for sofa-rpc-node's server); and
+# from PyPI (requirements.txt) dubbo-ssl-python, a second, independent Dubbo client.
 #
-# node_modules goes to $PROXY_CODEC_NODE_DEPS, by default
-# ${CARGO_TARGET_DIR:-<repo>/target}/test-deps/proxy-codec, never into the source tree.
-# Idempotent: `npm ci` runs only when the lockfile changed since the last install.
-# Installs node and npm with apt-get when they are missing (Debian, root or sudo);
-# prints a loud WARNING instead of failing when it cannot, and the tests skip loudly.
+# Everything goes to $PROXY_CODEC_NODE_DEPS, by default
+# ${CARGO_TARGET_DIR:-<repo>/target}/test-deps/proxy-codec (node_modules/ and python/),
+# never into the source tree. Idempotent: `npm ci` and `pip install --target` run only
+# when their pinned lists changed since the last install. Installs node, npm, python3
+# and pip with apt-get when missing (Debian, root or sudo); prints a loud WARNING
+# instead of failing when it cannot, and the tests that need them skip loudly.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -22,27 +24,60 @@ warn() {
   echo "==================================================================" >&2
 }
 
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "proxy-codec deps: node or npm missing, installing nodejs and npm"
+APT_UPDATED=0
+# apt_install PKG...: installs Debian packages; false (after a WARNING) when it cannot.
+apt_install() {
   if ! command -v apt-get >/dev/null 2>&1; then
-    warn "no node/npm and no apt-get: install Node.js >= 18 and npm by hand"
-    exit 0
+    warn "no apt-get: install $* by hand"
+    return 1
   fi
-  SUDO=()
+  local sudo=()
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
-      SUDO=(sudo -n)
+      sudo=(sudo -n)
     else
-      warn "no node/npm, not root and no sudo: install nodejs and npm by hand"
-      exit 0
+      warn "not root and no sudo: install $* by hand"
+      return 1
     fi
   fi
   export DEBIAN_FRONTEND=noninteractive
-  if ! { "${SUDO[@]}" apt-get update -qq &&
-         "${SUDO[@]}" apt-get install -y -qq --no-install-recommends nodejs npm; }; then
-    warn "apt-get install nodejs npm failed"
-    exit 0
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    "${sudo[@]}" apt-get update -qq || { warn "apt-get update failed"; return 1; }
+    APT_UPDATED=1
   fi
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" || { warn "apt-get install $* failed"; return 1; }
+}
+
+mkdir -p "$DEST"
+
+# === Python: dubbo-ssl-python (a second Dubbo client; its tests skip without it) ===
+install_python() {
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "proxy-codec deps: python3 or pip missing, installing python3 and python3-pip"
+    apt_install python3 python3-pip || return 0
+  fi
+  local stamp="$DEST/.installed-python.sha256" want
+  want="$(sha256sum <"$SRC/requirements.txt" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d "$DEST/python/dubbo_ssl" ]; then
+    echo "proxy-codec deps: python packages up to date in $DEST/python"
+    return 0
+  fi
+  rm -rf "$DEST/python" "$stamp"
+  # --target installs next to nothing else (no venv module needed, no system site).
+  if python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+      --target "$DEST/python" -r "$SRC/requirements.txt"; then
+    echo "$want" >"$stamp"
+    echo "proxy-codec deps: installed $(tr '\n' ' ' <"$SRC/requirements.txt")into $DEST/python"
+  else
+    warn "pip install -r requirements.txt failed (only the dubbo-ssl-python test is affected)"
+  fi
+}
+install_python
+
+# === Node: the Bolt peers, dubbo2.js and the Dubbo server ===
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "proxy-codec deps: node or npm missing, installing nodejs and npm"
+  apt_install nodejs npm || exit 0
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
@@ -52,7 +87,6 @@ if [ "$node_major" -lt 14 ]; then
 fi
 echo "proxy-codec deps: node $(node --version), npm $(npm --version 2>/dev/null)"
 
-mkdir -p "$DEST"
 stamp="$DEST/.installed-lock.sha256"
 want="$(cat "$SRC/package.json" "$SRC/package-lock.json" | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d "$DEST/node_modules/sofa-rpc-node" ] \
