@@ -1,3 +1,32 @@
 #![doc = include_str!("../README.md")]
 
+pub mod accept;
+pub mod config;
+pub mod error;
 pub mod guomi;
+pub mod identity;
+pub mod material;
+pub mod metrics;
+pub mod offload;
+pub mod origin;
+mod register;
+pub mod rotation;
+pub mod sni;
+
+pub use accept::{Negotiated, TerminationLayer};
+pub use config::{OriginationConfig, TerminationConfig};
+pub use error::{ConfigBuildError, HandshakeError, MaterialError};
+pub use origin::OriginationTransport;
+pub use register::{register, register_with, TlsMetricsExport, TlsRuntime};
+
+/// An error and its sources, `: `-separated, for logs and config messages.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

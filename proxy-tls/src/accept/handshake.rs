@@ -1,0 +1,222 @@
+//! The server handshake: read the ClientHello with rustls's `Acceptor`, pick the
+//! config (Guomi or international), run the signing step (inline or on an offload
+//! engine), then drive the rest of the handshake, collecting any 0-RTT data.
+
+use std::{io::Read as _, sync::Arc};
+
+use rustls::{
+    server::{Acceptor, ServerConnection},
+    HandshakeKind, ProtocolVersion,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::server_config::ServerConfigs;
+use crate::{error::HandshakeError, identity::PeerIdentityParts, offload::Dispatcher};
+
+/// What the handshake established, before the stream is wrapped.
+#[derive(Debug)]
+pub(crate) struct Established {
+    pub(crate) conn: ServerConnection,
+    pub(crate) early_data: Vec<u8>,
+    pub(crate) facts: Negotiated,
+}
+
+/// The negotiated parameters of a downstream TLS session, in the connection's
+/// extensions (and so in every request's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The SNI name the client sent.
+    pub sni: Option<String>,
+    /// The ALPN protocol agreed.
+    pub alpn: Option<Vec<u8>>,
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// The cipher suite, e.g. `TLS13_AES_128_GCM_SHA256` or `TLS_SM4_GCM_SM3`.
+    pub cipher: &'static str,
+    /// Whether the session was resumed.
+    pub resumed: bool,
+    /// Whether the Guomi config served it.
+    pub guomi: bool,
+    /// The verified client certificate's identity (mutual TLS).
+    pub peer: Option<PeerIdentityParts>,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+async fn send(io: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8]) -> Result<(), HandshakeError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    io.write_all(bytes).await.map_err(HandshakeError::Io)?;
+    io.flush().await.map_err(HandshakeError::Io)
+}
+
+async fn read_some(
+    io: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut [u8],
+) -> Result<usize, HandshakeError> {
+    match io.read(buf).await {
+        Ok(0) => Err(HandshakeError::Closed(
+            std::io::ErrorKind::UnexpectedEof.into(),
+        )),
+        Ok(n) => Ok(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            Err(HandshakeError::Closed(e))
+        }
+        Err(e) => Err(HandshakeError::Io(e)),
+    }
+}
+
+/// Runs the whole server handshake on `io`. On a TLS error the proper alert is
+/// written before the error returns.
+pub(crate) async fn accept<IO>(
+    io: &mut IO,
+    configs: &ServerConfigs,
+    offload: Option<&Dispatcher>,
+) -> Result<Established, HandshakeError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut acceptor = Acceptor::default();
+    let accepted = loop {
+        let n = read_some(io, &mut buf).await?;
+        let mut rd = &buf[..n];
+        while !rd.is_empty() {
+            if let Err(e) = acceptor.read_tls(&mut rd) {
+                return Err(HandshakeError::Malformed(rustls::Error::General(
+                    e.to_string(),
+                )));
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => break accepted,
+            Ok(None) => {}
+            Err((err, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = send(io, &out).await;
+                return Err(HandshakeError::from_rustls(err, true));
+            }
+        }
+    };
+
+    let (guomi, sni) = {
+        let hello = accepted.client_hello();
+        let guomi = configs.guomi.is_some() && crate::guomi::offers_guomi(&hello);
+        (guomi, hello.server_name().map(str::to_owned))
+    };
+    let config = match (&configs.guomi, guomi) {
+        (Some(g), true) => g.clone(),
+        _ => configs.international.clone(),
+    };
+
+    // The step that signs: ClientHello processing (key exchange, CertificateVerify or
+    // ServerKeyExchange). Off the I/O thread when offload is configured.
+    let step = match offload {
+        Some(d) => d
+            .run(move || accepted.into_connection(config))
+            .await
+            .map_err(HandshakeError::Offload)?,
+        None => accepted.into_connection(config),
+    };
+    let mut conn = match step {
+        Ok(conn) => conn,
+        Err((err, mut alert)) => {
+            let mut out = Vec::new();
+            let _ = alert.write_all(&mut out);
+            let _ = send(io, &out).await;
+            return Err(HandshakeError::from_rustls(err, true));
+        }
+    };
+
+    let mut early_data = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        if let Some(mut ed) = conn.early_data() {
+            let _ = ed.read_to_end(&mut early_data);
+        }
+        while conn.wants_write() {
+            if conn.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        send(io, &out).await?;
+        out.clear();
+        if !conn.is_handshaking() {
+            break;
+        }
+        let n = read_some(io, &mut buf).await?;
+        let mut rd = &buf[..n];
+        while !rd.is_empty() {
+            conn.read_tls(&mut rd).map_err(HandshakeError::Io)?;
+            if let Err(err) = conn.process_new_packets() {
+                // rustls queued the alert: send it, then fail.
+                while conn.wants_write() {
+                    if conn.write_tls(&mut out).is_err() {
+                        break;
+                    }
+                }
+                let _ = send(io, &out).await;
+                return Err(HandshakeError::from_rustls(err, true));
+            }
+            if let Some(mut ed) = conn.early_data() {
+                let _ = ed.read_to_end(&mut early_data);
+            }
+        }
+    }
+
+    let facts = Negotiated {
+        sni,
+        alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+        version: match conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "unknown",
+        },
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map_or("unknown", |s| suite_name(s.suite())),
+        resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
+        guomi,
+        peer: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(PeerIdentityParts::from_der),
+    };
+    Ok(Established {
+        conn,
+        early_data,
+        facts,
+    })
+}
+
+fn suite_name(suite: rustls::CipherSuite) -> &'static str {
+    if suite == crate::guomi::SM4_GCM_SM3 {
+        return "TLS_SM4_GCM_SM3";
+    }
+    if suite == crate::guomi::SM4_CCM_SM3 {
+        return "TLS_SM4_CCM_SM3";
+    }
+    suite.as_str().unwrap_or("unknown")
+}
+
+/// Wraps an established connection in tokio-rustls's stream (the handshake is
+/// already complete, so this only flushes).
+pub(crate) async fn into_stream<IO>(
+    io: IO,
+    mut conn: ServerConnection,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio_rustls::TlsAcceptor::from(config)
+        .accept_with(io, |fresh| std::mem::swap(fresh, &mut conn))
+        .await
+}

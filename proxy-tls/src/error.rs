@@ -1,0 +1,212 @@
+//! Errors of this crate: loading certificate material, building TLS configs, handshakes.
+
+use std::{io, path::PathBuf};
+
+/// Why certificate material (a certificate chain, a private key, a root set) was refused.
+///
+/// Every variant names the source (a file path or a secret name) so an operator sees
+/// which file to fix; a refused update leaves the running material in place.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MaterialError {
+    /// The file could not be read.
+    #[error("{path}: unreadable")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The source holds no PEM certificate.
+    #[error("{source_name}: no certificate found")]
+    NoCertificate {
+        /// The file or secret name.
+        source_name: String,
+    },
+    /// The source holds no PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[error("{source_name}: no private key found")]
+    NoKey {
+        /// The file or secret name.
+        source_name: String,
+    },
+    /// The PEM text is malformed.
+    #[error("{source_name}: malformed PEM: {reason}")]
+    Pem {
+        /// The file or secret name.
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A certificate could not be parsed as X.509.
+    #[error("{source_name}: certificate {index} is not valid X.509: {reason}")]
+    BadCertificate {
+        /// The file or secret name.
+        source_name: String,
+        /// Position in the chain (0 is the leaf).
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The private key is of a type the crypto provider cannot use.
+    #[error("{source_name}: unsupported private key")]
+    UnsupportedKey {
+        /// The file or secret name.
+        source_name: String,
+        /// The cause.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The private key does not belong to the leaf certificate.
+    #[error("{key}: private key does not match the certificate in {cert}")]
+    KeyMismatch {
+        /// The certificate source.
+        cert: String,
+        /// The key source.
+        key: String,
+    },
+    /// The leaf certificate is outside its validity period.
+    #[error("{source_name}: certificate {reason}")]
+    Expired {
+        /// The file or secret name.
+        source_name: String,
+        /// `expired at <unix seconds>` or `not valid before <unix seconds>`.
+        reason: String,
+    },
+    /// A root set could not be used (no usable trust anchor).
+    #[error("{source_name}: no usable root certificate: {reason}")]
+    Roots {
+        /// The file or secret name.
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A secret named in the config is not (yet) provided by the secret source.
+    #[error("secret {name}: not provided by the secret source")]
+    MissingSecret {
+        /// The secret name.
+        name: String,
+    },
+}
+
+/// Why a TLS config could not be built from valid material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigBuildError {
+    /// Certificate material was refused.
+    #[error(transparent)]
+    Material(#[from] MaterialError),
+    /// rustls refused the combination (protocol versions, verifier).
+    #[error("{what}")]
+    Rustls {
+        /// What was being built.
+        what: String,
+        /// The cause.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The client-certificate verifier could not be built.
+    #[error("{what}")]
+    Verifier {
+        /// What was being built.
+        what: String,
+        /// The cause.
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+    /// The Guomi config could not be built.
+    #[error("{what}")]
+    Guomi {
+        /// What was being built (names the files).
+        what: String,
+        /// The cause.
+        #[source]
+        source: crate::guomi::GuomiError,
+    },
+    /// A setting is invalid (the message names the field).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Why a TLS handshake failed; [`HandshakeError::reason`] is the bounded metric label.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The handshake did not finish within the handshake timeout.
+    #[error("tls handshake timed out")]
+    Timeout,
+    /// The peer closed or reset the connection during the handshake.
+    #[error("peer closed the connection during the tls handshake")]
+    Closed(#[source] io::Error),
+    /// The peer sent something that is not a TLS ClientHello (or a malformed one).
+    #[error("malformed tls handshake message")]
+    Malformed(#[source] rustls::Error),
+    /// No protocol version, cipher suite, group or signature scheme in common.
+    #[error("no tls parameters in common with the peer")]
+    Unsupported(#[source] rustls::Error),
+    /// The client certificate was missing, invalid, expired or untrusted.
+    #[error("client certificate refused")]
+    ClientCertificate(#[source] rustls::Error),
+    /// The server certificate (origination) was invalid or untrusted.
+    #[error("server certificate refused")]
+    ServerCertificate(#[source] rustls::Error),
+    /// Any other TLS protocol error.
+    #[error("tls protocol error")]
+    Protocol(#[source] rustls::Error),
+    /// The private-key offload engines failed the signing step.
+    #[error("private key offload failed")]
+    Offload(#[source] crate::offload::OffloadError),
+    /// Early data held a request that is not safe to replay; answered 425 Too Early.
+    #[error("early data refused: not an idempotent request")]
+    EarlyDataRefused,
+    /// Socket I/O failed.
+    #[error("socket error during the tls handshake")]
+    Io(#[source] io::Error),
+}
+
+impl HandshakeError {
+    /// A bounded label for the `reason` of `proxy_tls_handshake_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Closed(_) => "peer_closed",
+            Self::Malformed(_) => "malformed",
+            Self::Unsupported(_) => "unsupported",
+            Self::ClientCertificate(_) => "client_certificate",
+            Self::ServerCertificate(_) => "server_certificate",
+            Self::Protocol(_) => "protocol",
+            Self::Offload(_) => "offload",
+            Self::EarlyDataRefused => "early_data_refused",
+            Self::Io(_) => "io",
+        }
+    }
+
+    /// Classifies a rustls error met while accepting (`client = true`: our peer is a
+    /// client, so certificate errors concern the client certificate).
+    pub fn from_rustls(err: rustls::Error, peer_is_client: bool) -> Self {
+        use rustls::Error as E;
+        match &err {
+            E::InvalidMessage(_)
+            | E::InappropriateMessage { .. }
+            | E::InappropriateHandshakeMessage { .. } => Self::Malformed(err),
+            E::PeerIncompatible(_) => Self::Unsupported(err),
+            E::InvalidCertificate(_) | E::NoCertificatesPresented => {
+                if peer_is_client {
+                    Self::ClientCertificate(err)
+                } else {
+                    Self::ServerCertificate(err)
+                }
+            }
+            E::AlertReceived(rustls::AlertDescription::CertificateRequired)
+            | E::AlertReceived(rustls::AlertDescription::BadCertificate)
+            | E::AlertReceived(rustls::AlertDescription::UnknownCA)
+            | E::AlertReceived(rustls::AlertDescription::CertificateExpired)
+            | E::AlertReceived(rustls::AlertDescription::CertificateUnknown)
+                if !peer_is_client =>
+            {
+                Self::ClientCertificate(err)
+            }
+            _ => Self::Protocol(err),
+        }
+    }
+}

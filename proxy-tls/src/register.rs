@@ -1,0 +1,156 @@
+//! Registration of the TLS factories with proxy-core's registry.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use proxy_core::{
+    metrics::RenderMetrics, registry::BuildContext, upstream::UpstreamTransport, BoxConn, Registry,
+};
+
+use crate::{
+    accept::TerminationLayer,
+    config::{self, OffloadConfig, OriginationConfig, TerminationConfig},
+    metrics::TlsMetrics,
+    offload::{Dispatcher, OffloadEngine, OffloadMetrics, SoftwareEngine},
+    origin::OriginationTransport,
+    rotation::{MemorySecrets, SecretSource},
+};
+
+/// What the TLS factories share across listeners and config reloads: the secret
+/// source, the offload engines (by name) and the counters.
+#[derive(Debug, Clone)]
+pub struct TlsRuntime {
+    secrets: Arc<dyn SecretSource>,
+    engines: Arc<Mutex<HashMap<String, Arc<dyn OffloadEngine>>>>,
+    metrics: Arc<TlsMetrics>,
+    offload_metrics: Arc<OffloadMetrics>,
+}
+
+impl Default for TlsRuntime {
+    fn default() -> Self {
+        Self::with_secrets(Arc::new(MemorySecrets::default()))
+    }
+}
+
+impl TlsRuntime {
+    /// A runtime whose `secret:` references resolve in `secrets` (an SDS client).
+    pub fn with_secrets(secrets: Arc<dyn SecretSource>) -> Self {
+        Self {
+            secrets,
+            engines: Arc::default(),
+            metrics: Arc::default(),
+            offload_metrics: Arc::default(),
+        }
+    }
+
+    /// Makes `engine` available to `offload.engines[].name` (a hardware engine, say);
+    /// names not added here get a software engine on first use.
+    pub fn add_engine(&self, engine: Arc<dyn OffloadEngine>) {
+        self.offload_metrics.track(engine.clone());
+        if let Ok(mut m) = self.engines.lock() {
+            m.insert(engine.name().to_owned(), engine);
+        }
+    }
+
+    /// The secret source.
+    pub fn secrets(&self) -> &Arc<dyn SecretSource> {
+        &self.secrets
+    }
+
+    /// The handshake and rotation counters.
+    pub fn metrics(&self) -> &Arc<TlsMetrics> {
+        &self.metrics
+    }
+
+    /// The offload engines' counters.
+    pub fn offload_metrics(&self) -> &Arc<OffloadMetrics> {
+        &self.offload_metrics
+    }
+
+    /// The dispatcher over the engines `cfg` names, creating software engines for
+    /// names not seen before.
+    ///
+    /// # Errors
+    /// An engine thread pool could not start; names the field.
+    pub fn dispatcher(&self, cfg: &OffloadConfig) -> Result<Dispatcher, String> {
+        let mut engines = Vec::new();
+        let Ok(mut known) = self.engines.lock() else {
+            return Err("offload: engine registry poisoned".into());
+        };
+        for (i, e) in cfg.engines.iter().enumerate() {
+            let engine = match known.get(&e.name) {
+                Some(engine) => engine.clone(),
+                None => {
+                    let sw = SoftwareEngine::new(&e.name, e.threads.get())
+                        .map_err(|err| format!("offload.engines[{i}]: starting threads: {err}"))?;
+                    let engine: Arc<dyn OffloadEngine> = Arc::new(sw);
+                    self.offload_metrics.track(engine.clone());
+                    known.insert(e.name.clone(), engine.clone());
+                    engine
+                }
+            };
+            engines.push(engine);
+        }
+        if engines.is_empty() {
+            return Err("offload.engines: at least one engine is required".into());
+        }
+        Ok(Dispatcher::new(engines))
+    }
+}
+
+/// What admin `/stats/prometheus` renders for TLS: the runtime's counters, set when a
+/// factory first runs (core keeps this object for the life of the registry).
+#[derive(Debug, Default)]
+pub struct TlsMetricsExport {
+    inner: OnceLock<(Arc<TlsMetrics>, Arc<OffloadMetrics>)>,
+}
+
+impl RenderMetrics for TlsMetricsExport {
+    fn render(&self, out: &mut String) {
+        if let Some((tls, offload)) = self.inner.get() {
+            tls.render(out);
+            offload.render(out);
+        }
+    }
+}
+
+impl TlsRuntime {
+    fn export(&self, ctx: &BuildContext<'_>) {
+        let export = ctx.metrics::<TlsMetricsExport>("tls");
+        let _ = export
+            .inner
+            .set((self.metrics.clone(), self.offload_metrics.clone()));
+    }
+}
+
+/// Registers the `tls` network filter (termination) and the `tls` upstream transport
+/// (origination) with a default runtime (an empty in-memory secret source).
+pub fn register(registry: &mut Registry) {
+    register_with(registry, TlsRuntime::default());
+}
+
+/// Registers the `tls` network filter and upstream transport sharing `runtime`.
+pub fn register_with(registry: &mut Registry, runtime: TlsRuntime) {
+    let rt = runtime.clone();
+    registry.register_network_filter("tls", move |cfg, ctx| {
+        rt.export(ctx);
+        let c: TerminationConfig = config::parse(cfg)?;
+        let offload = match &c.offload {
+            Some(o) => Some(rt.dispatcher(o)?),
+            None => None,
+        };
+        let layer = TerminationLayer::new(&c, rt.secrets.clone(), offload, rt.metrics.clone())
+            .map_err(|e| crate::error_chain(&e))?;
+        Ok(Arc::new(move |inner: BoxConn| layer.layer(inner)))
+    });
+    let rt = runtime;
+    registry.register_transport("tls", move |cfg, ctx| {
+        rt.export(ctx);
+        let c: OriginationConfig = config::parse(cfg)?;
+        let transport = OriginationTransport::new(&c, rt.secrets.clone(), rt.metrics.clone())
+            .map_err(|e| crate::error_chain(&e))?;
+        Ok(Arc::new(transport) as Arc<dyn UpstreamTransport>)
+    });
+}
