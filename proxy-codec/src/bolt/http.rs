@@ -1,0 +1,238 @@
+//! Bolt frames to and from `http::Request` / `http::Response`.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response, Version};
+use proxy_core::{Body, HttpRequest, HttpResponse};
+
+use super::{
+    content::{self, SOFA_REQUEST},
+    frame::{
+        BoltFrame, BoltVersion, CMD_REQUEST, CMD_RESPONSE, CODEC_HESSIAN2, TYPE_REQUEST,
+        TYPE_RESPONSE,
+    },
+    header_map, status, BoltMeta,
+};
+use crate::{
+    hessian2::Writer,
+    http_map::{add_header, forwarded, rpc_info, rpc_uri, split_rpc_path, ExtraHeaders},
+    protocol::{DecodeError, EncodeError},
+};
+
+/// The class name of SOFARPC's response object.
+pub const SOFA_RESPONSE: &str = "com.alipay.sofa.rpc.core.response.SofaResponse";
+/// The class name Bolt servers give error contents.
+const SERVER_EXCEPTION_CLASS: &str = "com.alipay.remoting.rpc.exception.RpcServerException";
+
+const KEY_TARGET_SERVICE: &str = "sofa_head_target_service";
+const KEY_SERVICE: &str = "service";
+const KEY_METHOD: &str = "sofa_head_method_name";
+
+/// The Bolt protocol fields of a request, in its extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoltRequestInfo {
+    /// v1 or v2.
+    pub version: BoltVersion,
+    /// [`TYPE_REQUEST`] or [`super::TYPE_ONEWAY`].
+    pub rpc_type: u8,
+    /// The command version.
+    pub ver2: u8,
+    /// The downstream request id (upstream connections use their own).
+    pub request_id: u32,
+    /// The content's serializer.
+    pub codec: u8,
+    /// The caller's timeout in milliseconds (0: none).
+    pub timeout: i32,
+    /// The content's class name.
+    pub class_name: Bytes,
+    /// Header-map entries that are not valid HTTP headers (or have null values).
+    pub extra_headers: Vec<(Bytes, Option<Bytes>)>,
+}
+
+/// The Bolt protocol fields of a response, in its extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoltResponseInfo {
+    /// The exact Bolt response status.
+    pub status: u16,
+    /// The content's serializer.
+    pub codec: u8,
+    /// The content's class name.
+    pub class_name: Bytes,
+    /// Header-map entries that are not valid HTTP headers (or have null values).
+    pub extra_headers: Vec<(Bytes, Option<Bytes>)>,
+}
+
+fn headers_from_map(map: Bytes) -> Result<(HeaderMap, ExtraHeaders), DecodeError> {
+    let mut headers = HeaderMap::new();
+    let mut extra = Vec::new();
+    header_map::parse(map, |k, v| {
+        if let Some(e) = add_header(&mut headers, k, v) {
+            extra.push(e);
+        }
+    })?;
+    Ok((headers, extra))
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, key: &str) -> Option<&'a str> {
+    headers
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+}
+
+pub(super) fn request_to_http(f: BoltFrame) -> Result<HttpRequest, DecodeError> {
+    let (headers, extra_headers) = headers_from_map(f.header)?;
+    let mut service = header_str(&headers, KEY_TARGET_SERVICE)
+        .or_else(|| header_str(&headers, KEY_SERVICE))
+        .map(str::to_owned);
+    let mut method = header_str(&headers, KEY_METHOD).map(str::to_owned);
+    if (service.is_none() || method.is_none())
+        && f.codec == CODEC_HESSIAN2
+        && &f.class_name[..] == SOFA_REQUEST.as_bytes()
+    {
+        let (s, m) = content::service_and_method(&f.content)?;
+        service = service.or(s);
+        method = method.or(m);
+    }
+    let service = service.unwrap_or_default();
+    let method = method.unwrap_or_default();
+    let mut req = Request::new(Body::from(f.content));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = rpc_uri(&service, &method);
+    *req.headers_mut() = headers;
+    let ext = req.extensions_mut();
+    ext.insert(rpc_info("bolt", &service, &method));
+    ext.insert(BoltRequestInfo {
+        version: f.version,
+        rpc_type: f.rpc_type,
+        ver2: f.ver2,
+        request_id: f.request_id,
+        codec: f.codec,
+        timeout: f.timeout,
+        class_name: f.class_name,
+        extra_headers,
+    });
+    Ok(req)
+}
+
+fn encode_headers(headers: &HeaderMap, extra: &[(Bytes, Option<Bytes>)], dst: &mut BytesMut) {
+    for (name, value) in headers {
+        if forwarded(name) {
+            header_map::put(dst, name.as_str().as_bytes(), Some(value.as_bytes()));
+        }
+    }
+    for (k, v) in extra {
+        header_map::put(dst, k, v.as_deref());
+    }
+}
+
+pub(super) fn request_from_http(
+    parts: http::request::Parts,
+    body: Bytes,
+) -> Result<BoltFrame, EncodeError> {
+    let mut header = BytesMut::new();
+    let info = parts.extensions.get::<BoltRequestInfo>();
+    let empty = Vec::new();
+    encode_headers(
+        &parts.headers,
+        info.map_or(&empty, |i| &i.extra_headers),
+        &mut header,
+    );
+    if info.is_none() {
+        // A request from another protocol: name the target the SOFARPC way.
+        let (service, method) = split_rpc_path(parts.uri.path());
+        for (key, value) in [
+            (KEY_SERVICE, &service),
+            (KEY_TARGET_SERVICE, &service),
+            (KEY_METHOD, &method),
+        ] {
+            if !value.is_empty() && !parts.headers.contains_key(key) {
+                header_map::put(&mut header, key.as_bytes(), Some(value.as_bytes()));
+            }
+        }
+    }
+    Ok(BoltFrame {
+        version: info.map_or(BoltVersion::V1, |i| i.version),
+        rpc_type: info.map_or(TYPE_REQUEST, |i| i.rpc_type),
+        cmd_code: CMD_REQUEST,
+        ver2: info.map_or(1, |i| i.ver2),
+        request_id: 0,
+        codec: info.map_or(CODEC_HESSIAN2, |i| i.codec),
+        timeout: info.map_or(0, |i| i.timeout),
+        status: 0,
+        class_name: info.map_or_else(
+            || Bytes::from_static(SOFA_REQUEST.as_bytes()),
+            |i| i.class_name.clone(),
+        ),
+        header: header.freeze(),
+        content: body,
+    })
+}
+
+pub(super) fn response_to_http(f: BoltFrame) -> HttpResponse {
+    let (headers, extra_headers) = match headers_from_map(f.header.clone()) {
+        Ok(h) => h,
+        // An unreadable header map is passed on whole rather than failing the call.
+        Err(_) => (HeaderMap::new(), vec![(Bytes::new(), Some(f.header))]),
+    };
+    let mut resp = Response::new(Body::from(f.content));
+    *resp.status_mut() = status::to_http(f.status);
+    *resp.version_mut() = Version::HTTP_11;
+    *resp.headers_mut() = headers;
+    resp.extensions_mut().insert(BoltResponseInfo {
+        status: f.status,
+        codec: f.codec,
+        class_name: f.class_name,
+        extra_headers,
+    });
+    resp
+}
+
+pub(super) fn response_from_http(
+    meta: &BoltMeta,
+    parts: http::response::Parts,
+    body: Bytes,
+) -> BoltFrame {
+    let info = parts.extensions.get::<BoltResponseInfo>();
+    let mut header = BytesMut::new();
+    match info {
+        // A header map passed on whole (it could not be parsed).
+        Some(i) if i.extra_headers.len() == 1 && i.extra_headers[0].0.is_empty() => {
+            if let Some(raw) = &i.extra_headers[0].1 {
+                header.extend_from_slice(raw);
+            }
+        }
+        Some(i) => encode_headers(&parts.headers, &i.extra_headers, &mut header),
+        None => encode_headers(&parts.headers, &[], &mut header),
+    }
+    let status = info.map_or_else(|| status::from_http(parts.status), |i| i.status);
+    let class_name = match info {
+        Some(i) => i.class_name.clone(),
+        None if status == status::SUCCESS => Bytes::from_static(SOFA_RESPONSE.as_bytes()),
+        None => Bytes::new(),
+    };
+    BoltFrame {
+        version: meta.version,
+        rpc_type: TYPE_RESPONSE,
+        cmd_code: CMD_RESPONSE,
+        ver2: meta.ver2,
+        request_id: meta.request_id,
+        codec: info.map_or(meta.codec, |i| i.codec),
+        timeout: 0,
+        status,
+        class_name,
+        header: header.freeze(),
+        content: body,
+    }
+}
+
+/// The class name and hessian2 content of an `RpcServerException` carrying `message`.
+pub(super) fn server_exception(message: &str) -> (Bytes, Bytes) {
+    let mut w = Writer::new();
+    w.class_def(SERVER_EXCEPTION_CLASS, &["detailMessage"]);
+    w.object(0);
+    w.string(message);
+    (
+        Bytes::from_static(SERVER_EXCEPTION_CLASS.as_bytes()),
+        Bytes::from(w.into_bytes()),
+    )
+}

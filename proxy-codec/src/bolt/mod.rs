@@ -1,0 +1,201 @@
+//! SOFARPC Bolt, protocol codes 1 (v1) and 2 (v2, with the optional CRC32 trailer).
+//!
+//! A request becomes `POST /{service}/{method}`: the service from the header map's
+//! `sofa_head_target_service` (or `service`), the method from `sofa_head_method_name`,
+//! falling back to the hessian2 `SofaRequest` in the content (sofa-rpc-node leaves
+//! the method out of the header map). Header-map entries whose lowercased key is a
+//! valid header name become headers; the others, and the protocol fields, are in the
+//! [`BoltRequestInfo`] extension; the content is the body, unchanged. Responses carry
+//! their status both as an HTTP status ([`status`]) and exactly in [`BoltResponseInfo`].
+
+mod content;
+mod frame;
+mod header_map;
+mod http;
+pub mod status;
+
+pub use self::content::SOFA_REQUEST;
+pub use self::frame::{
+    BoltFrame, BoltVersion, CMD_HEARTBEAT, CMD_REQUEST, CMD_RESPONSE, CODEC_HESSIAN2, PROTOCOL_V1,
+    PROTOCOL_V2, SWITCH_CRC, TYPE_ONEWAY, TYPE_REQUEST, TYPE_RESPONSE,
+};
+pub use self::http::{BoltRequestInfo, BoltResponseInfo, SOFA_RESPONSE};
+
+use bytes::{Bytes, BytesMut};
+use proxy_core::{HttpRequest, HttpResponse};
+
+use crate::{
+    protocol::{DecodeError, EncodeError, Failure, FrameKind, Protocol},
+    sniff::{sniff_bolt, Sniff},
+};
+
+/// The Bolt protocol (v1 and v2).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bolt;
+
+/// What the server side keeps of a Bolt request to answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoltMeta {
+    /// v1 or v2 (the answer uses the same).
+    pub version: BoltVersion,
+    /// The request id.
+    pub request_id: u32,
+    /// The codec of the request.
+    pub codec: u8,
+    /// The command version.
+    pub ver2: u8,
+}
+
+impl Bolt {
+    /// Encodes a header map from `(key, value)` pairs; `None` values are nulls.
+    pub fn header_map<'a>(entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Bytes {
+        let mut b = BytesMut::new();
+        for (k, v) in entries {
+            header_map::put(&mut b, k.as_bytes(), v.map(str::as_bytes));
+        }
+        b.freeze()
+    }
+
+    /// Parses a header map into `(key, value)` pairs.
+    ///
+    /// # Errors
+    /// A truncated map.
+    pub fn parse_header_map(map: Bytes) -> Result<Vec<(Bytes, Option<Bytes>)>, DecodeError> {
+        let mut out = Vec::new();
+        header_map::parse(map, |k, v| out.push((k, v)))?;
+        Ok(out)
+    }
+
+    fn reply_frame(meta: &BoltMeta, status: u16) -> BoltFrame {
+        BoltFrame {
+            version: meta.version,
+            rpc_type: TYPE_RESPONSE,
+            cmd_code: CMD_RESPONSE,
+            ver2: meta.ver2,
+            request_id: meta.request_id,
+            codec: meta.codec,
+            timeout: 0,
+            status,
+            class_name: Bytes::new(),
+            header: Bytes::new(),
+            content: Bytes::new(),
+        }
+    }
+}
+
+impl Protocol for Bolt {
+    type Frame = BoltFrame;
+    type Meta = BoltMeta;
+
+    fn name(&self) -> &'static str {
+        "bolt"
+    }
+
+    fn sniff(&self, prefix: &[u8]) -> Sniff {
+        sniff_bolt(prefix)
+    }
+
+    fn frame_length(&self, buf: &[u8]) -> Result<Option<u64>, DecodeError> {
+        frame::frame_length(buf)
+    }
+
+    fn decode(&self, frame: Bytes) -> Result<BoltFrame, DecodeError> {
+        frame::decode(frame)
+    }
+
+    fn encode(&self, frame: &BoltFrame, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        frame::encode(frame, dst)
+    }
+
+    fn kind(&self, f: &BoltFrame) -> FrameKind {
+        match (f.rpc_type, f.cmd_code) {
+            (TYPE_RESPONSE, CMD_HEARTBEAT) => FrameKind::HeartbeatReply,
+            (TYPE_RESPONSE, _) => FrameKind::Response,
+            (_, CMD_HEARTBEAT) => FrameKind::Heartbeat,
+            (TYPE_ONEWAY, _) => FrameKind::OneWay,
+            _ => FrameKind::Request,
+        }
+    }
+
+    fn request_id(&self, f: &BoltFrame) -> u64 {
+        u64::from(f.request_id)
+    }
+
+    fn set_request_id(&self, f: &mut BoltFrame, id: u64) {
+        f.request_id = id as u32;
+    }
+
+    fn heartbeat_reply(&self, ping: &BoltFrame) -> BoltFrame {
+        BoltFrame {
+            cmd_code: CMD_HEARTBEAT,
+            ..Self::reply_frame(&self.request_meta(ping), status::SUCCESS)
+        }
+    }
+
+    fn request_meta(&self, f: &BoltFrame) -> BoltMeta {
+        BoltMeta {
+            version: f.version,
+            request_id: f.request_id,
+            codec: f.codec,
+            ver2: f.ver2,
+        }
+    }
+
+    fn request_to_http(&self, f: BoltFrame) -> Result<HttpRequest, DecodeError> {
+        http::request_to_http(f)
+    }
+
+    fn request_from_http(
+        &self,
+        parts: ::http::request::Parts,
+        body: Bytes,
+    ) -> Result<BoltFrame, EncodeError> {
+        http::request_from_http(parts, body)
+    }
+
+    fn response_to_http(&self, f: BoltFrame) -> HttpResponse {
+        http::response_to_http(f)
+    }
+
+    fn response_from_http(
+        &self,
+        meta: &BoltMeta,
+        parts: ::http::response::Parts,
+        body: Bytes,
+    ) -> BoltFrame {
+        http::response_from_http(meta, parts, body)
+    }
+
+    fn error_reply(&self, meta: &BoltMeta, failure: &Failure<'_>) -> BoltFrame {
+        let code = status::for_failure(failure.reason, failure.status);
+        let mut f = Self::reply_frame(meta, code);
+        if meta.codec == CODEC_HESSIAN2 {
+            let (class, content) = http::server_exception(failure.message);
+            f.class_name = class;
+            f.content = content;
+        }
+        f
+    }
+
+    fn timeout(&self, f: &BoltFrame) -> Option<std::time::Duration> {
+        u64::try_from(f.timeout)
+            .ok()
+            .filter(|t| *t > 0)
+            .map(std::time::Duration::from_millis)
+    }
+
+    fn malformed_reply(&self, head: &[u8], _err: &DecodeError) -> Option<BoltFrame> {
+        let (version, rpc_type, request_id, codec) = frame::head_id(head)?;
+        (rpc_type == TYPE_REQUEST).then(|| {
+            Self::reply_frame(
+                &BoltMeta {
+                    version,
+                    request_id,
+                    codec,
+                    ver2: 1,
+                },
+                status::CODEC_EXCEPTION,
+            )
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! Dubbo (the `dubbo://` binary protocol with hessian2 bodies).
+//!
+//! A request becomes `POST /{service}/{method}` from the body's leading hessian2
+//! fields; its string attachments become headers (lowercased keys that are valid
+//! header names; the rest in [`DubboRequestInfo`]), and the body is passed through
+//! unchanged: the arguments are skipped, never decoded. Events (heartbeats) are
+//! answered by the connection itself. Proxy-side failures are answered with the
+//! Dubbo status byte ([`status`]) and the message as a hessian2 string body.
+
+mod body;
+mod frame;
+mod http;
+pub mod status;
+
+pub use self::body::{
+    Invocation, RESPONSE_NULL_VALUE, RESPONSE_NULL_VALUE_WITH_ATTACHMENTS, RESPONSE_VALUE,
+    RESPONSE_VALUE_WITH_ATTACHMENTS, RESPONSE_WITH_EXCEPTION,
+    RESPONSE_WITH_EXCEPTION_WITH_ATTACHMENTS,
+};
+pub use self::frame::{
+    DubboFrame, FLAG_EVENT, FLAG_REQUEST, FLAG_TWO_WAY, HEADER_LEN, HESSIAN2, MAGIC,
+    SERIALIZATION_MASK,
+};
+pub use self::http::{DubboRequestInfo, DubboResponseInfo};
+
+use bytes::{Bytes, BytesMut};
+use proxy_core::{HttpRequest, HttpResponse};
+
+use crate::{
+    hessian2::Writer,
+    protocol::{DecodeError, EncodeError, Failure, FrameKind, Protocol},
+    sniff::{sniff_dubbo, Sniff},
+};
+
+/// The Dubbo protocol.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dubbo;
+
+/// What the server side keeps of a Dubbo request to answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DubboMeta {
+    /// The request id.
+    pub request_id: u64,
+    /// The request's serialization id (the answer uses the same).
+    pub serialization: u8,
+}
+
+impl Dubbo {
+    /// Parses the routing fields of a hessian2 request body.
+    ///
+    /// # Errors
+    /// A body that is not a hessian2 invocation.
+    pub fn parse_invocation(body: &[u8]) -> Result<Invocation, DecodeError> {
+        Ok(body::parse_request(body)?)
+    }
+
+    /// A hessian2 string body (what error responses carry).
+    pub fn string_body(message: &str) -> Bytes {
+        let mut w = Writer::new();
+        w.string(message);
+        Bytes::from(w.into_bytes())
+    }
+}
+
+impl Protocol for Dubbo {
+    type Frame = DubboFrame;
+    type Meta = DubboMeta;
+
+    fn name(&self) -> &'static str {
+        "dubbo"
+    }
+
+    fn sniff(&self, prefix: &[u8]) -> Sniff {
+        sniff_dubbo(prefix)
+    }
+
+    fn frame_length(&self, buf: &[u8]) -> Result<Option<u64>, DecodeError> {
+        frame::frame_length(buf)
+    }
+
+    fn decode(&self, frame: Bytes) -> Result<DubboFrame, DecodeError> {
+        frame::decode(frame)
+    }
+
+    fn encode(&self, frame: &DubboFrame, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        frame::encode(frame, dst)
+    }
+
+    fn kind(&self, f: &DubboFrame) -> FrameKind {
+        match (f.is_request(), f.is_event(), f.is_two_way()) {
+            (true, true, true) => FrameKind::Heartbeat,
+            (true, true, false) | (false, true, _) => FrameKind::HeartbeatReply,
+            (true, false, true) => FrameKind::Request,
+            (true, false, false) => FrameKind::OneWay,
+            (false, false, _) => FrameKind::Response,
+        }
+    }
+
+    fn request_id(&self, f: &DubboFrame) -> u64 {
+        f.request_id
+    }
+
+    fn set_request_id(&self, f: &mut DubboFrame, id: u64) {
+        f.request_id = id;
+    }
+
+    fn heartbeat_reply(&self, ping: &DubboFrame) -> DubboFrame {
+        DubboFrame {
+            flags: FLAG_EVENT | ping.serialization(),
+            status: status::OK,
+            request_id: ping.request_id,
+            body: Bytes::from_static(b"N"),
+        }
+    }
+
+    fn request_meta(&self, f: &DubboFrame) -> DubboMeta {
+        DubboMeta {
+            request_id: f.request_id,
+            serialization: f.serialization(),
+        }
+    }
+
+    fn request_to_http(&self, f: DubboFrame) -> Result<HttpRequest, DecodeError> {
+        http::request_to_http(f)
+    }
+
+    fn request_from_http(
+        &self,
+        parts: ::http::request::Parts,
+        body: Bytes,
+    ) -> Result<DubboFrame, EncodeError> {
+        Ok(http::request_from_http(&parts, body))
+    }
+
+    fn response_to_http(&self, f: DubboFrame) -> HttpResponse {
+        http::response_to_http(f)
+    }
+
+    fn response_from_http(
+        &self,
+        meta: &DubboMeta,
+        parts: ::http::response::Parts,
+        body: Bytes,
+    ) -> DubboFrame {
+        http::response_from_http(meta, &parts, body)
+    }
+
+    fn error_reply(&self, meta: &DubboMeta, failure: &Failure<'_>) -> DubboFrame {
+        DubboFrame {
+            flags: meta.serialization,
+            status: status::for_failure(failure.reason, failure.status),
+            request_id: meta.request_id,
+            body: Self::string_body(failure.message),
+        }
+    }
+
+    fn malformed_reply(&self, head: &[u8], err: &DecodeError) -> Option<DubboFrame> {
+        let (flags, request_id) = frame::head_id(head)?;
+        (flags & FLAG_REQUEST != 0 && flags & FLAG_TWO_WAY != 0 && flags & FLAG_EVENT == 0).then(
+            || DubboFrame {
+                flags: flags & SERIALIZATION_MASK,
+                status: status::BAD_REQUEST,
+                request_id,
+                body: Self::string_body(&err.to_string()),
+            },
+        )
+    }
+}

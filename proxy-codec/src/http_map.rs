@@ -1,0 +1,160 @@
+//! Helpers shared by the protocols' mappings onto `http::Request`: the
+//! `/{service}/{method}` path, header maps, and the neutral RPC facts.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+
+/// Headers that describe the proxy's own HTTP handling, never copied into an RPC
+/// protocol's header map on the way upstream.
+const NOT_FORWARDED: [&str; 11] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "upgrade",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-proxy-error",
+    "content-type",
+];
+
+/// RPC header-map entries kept aside: keys that are not valid header names, or null
+/// values.
+pub(crate) type ExtraHeaders = Vec<(Bytes, Option<Bytes>)>;
+
+/// Whether a header should be carried in an RPC header map.
+pub(crate) fn forwarded(name: &HeaderName) -> bool {
+    !NOT_FORWARDED.contains(&name.as_str())
+}
+
+/// The path `/{service}/{method}` (each segment percent-encoded where needed), or `/`
+/// when the service is unknown.
+pub(crate) fn rpc_uri(service: &str, method: &str) -> Uri {
+    let mut path = String::with_capacity(service.len() + method.len() + 2);
+    if !service.is_empty() {
+        path.push('/');
+        push_segment(&mut path, service);
+        path.push('/');
+        push_segment(&mut path, method);
+    } else {
+        path.push('/');
+    }
+    Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn push_segment(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in s.as_bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        }
+    }
+}
+
+/// The service and method back from a `/{service}/{method}` path (percent-decoded).
+pub(crate) fn split_rpc_path(path: &str) -> (String, String) {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    (decode_segment(service), decode_segment(method))
+}
+
+fn decode_segment(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Adds an RPC header-map entry to `headers` if its key (lowercased) and value are a
+/// valid header; returns the entry back otherwise.
+pub(crate) fn add_header(
+    headers: &mut HeaderMap,
+    key: Bytes,
+    value: Option<Bytes>,
+) -> Option<(Bytes, Option<Bytes>)> {
+    let Some(v) = value.as_ref() else {
+        return Some((key, value));
+    };
+    match (
+        HeaderName::from_bytes(&key),
+        HeaderValue::from_maybe_shared(v.clone()),
+    ) {
+        (Ok(name), Ok(value)) => {
+            headers.append(name, value);
+            None
+        }
+        _ => Some((key, value)),
+    }
+}
+
+/// The neutral facts about an RPC call, put in request extensions for balancers,
+/// filters and logs.
+pub(crate) fn rpc_info(protocol: &'static str, service: &str, method: &str) -> crate::RpcInfo {
+    crate::RpcInfo {
+        protocol,
+        service: Arc::from(service),
+        method: Arc::from(method),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_round_trip() {
+        for (s, m) in [
+            ("com.example.Hello:1.0", "sayHello"),
+            ("a/b c", "m%"),
+            ("Outer$Inner", "é"),
+        ] {
+            let uri = rpc_uri(s, m);
+            assert_eq!(split_rpc_path(uri.path()), (s.to_owned(), m.to_owned()));
+        }
+        assert_eq!(rpc_uri("", "x").path(), "/");
+        assert_eq!(
+            rpc_uri("com.example.Hello:1.0", "sayHello").path(),
+            "/com.example.Hello:1.0/sayHello"
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! The upstream side: multiplexed connections to one endpoint, shared by every
+//! downstream connection that sends there.
+//!
+//! Each endpoint gets `connections_per_endpoint` connections, used round-robin and
+//! opened lazily (again after one closes). A connection is one task that owns the
+//! socket and a table of the requests in flight on it: it gives each request an id
+//! of its own (so callers from different downstream connections never collide),
+//! writes it, and hands each response to the caller waiting for that id; the caller's
+//! own request id is restored by the downstream side, which kept it. A response whose
+//! id is not in the table is dropped and counted. When a connection closes, only the
+//! requests in flight on it fail (with an upstream error the downstream side turns
+//! into the protocol's error reply).
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwapOption;
+use bytes::BytesMut;
+use proxy_core::{Body, HttpRequest, HttpResponse, ProxyError, Stream};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    sync::{mpsc, oneshot},
+};
+
+use super::{collect, next_frame};
+use crate::{
+    config::UpstreamOptions,
+    metrics::{CodecMetrics, Counters},
+    protocol::{FrameKind, Protocol},
+};
+
+/// Requests queued for one connection's task before senders wait.
+const QUEUE: usize = 1024;
+/// How often a connection forgets requests whose callers gave up (timed out).
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// Opens a byte stream to one upstream endpoint (TCP, the cluster's transport, the
+/// connect timeout).
+pub trait Connect: Send + Sync + 'static {
+    /// Opens a new stream.
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Stream, ProxyError>> + Send>>;
+}
+
+impl<F, Fut> Connect for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Stream, ProxyError>> + Send + 'static,
+{
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Stream, ProxyError>> + Send>> {
+        Box::pin(self())
+    }
+}
+
+/// A request handed to a connection's task.
+struct Outgoing<F> {
+    frame: F,
+    reply: Option<oneshot::Sender<F>>,
+}
+
+struct Handle<F> {
+    tx: mpsc::Sender<Outgoing<F>>,
+}
+
+struct Slot<F> {
+    conn: ArcSwapOption<Handle<F>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+struct Inner<P: Protocol> {
+    protocol: Arc<P>,
+    connect: Box<dyn Connect>,
+    options: UpstreamOptions,
+    metrics: Arc<CodecMetrics>,
+    slots: Box<[Slot<P::Frame>]>,
+    next: AtomicUsize,
+}
+
+/// A multiplexed client for one upstream endpoint.
+pub struct MuxClient<P: Protocol> {
+    inner: Arc<Inner<P>>,
+}
+
+impl<P: Protocol> Clone for MuxClient<P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<P: Protocol> fmt::Debug for MuxClient<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxClient")
+            .field("protocol", &self.inner.protocol.name())
+            .field("connections", &self.inner.slots.len())
+            .finish()
+    }
+}
+
+fn closed(request_sent: bool) -> ProxyError {
+    ProxyError::Upstream {
+        request_sent,
+        source: "upstream connection closed".into(),
+    }
+}
+
+impl<P: Protocol> MuxClient<P> {
+    /// A client for the endpoint `connect` opens streams to.
+    pub fn new(
+        protocol: Arc<P>,
+        connect: impl Connect,
+        options: UpstreamOptions,
+        metrics: Arc<CodecMetrics>,
+    ) -> Self {
+        let slots = (0..options.connections_per_endpoint.get())
+            .map(|_| Slot {
+                conn: ArcSwapOption::empty(),
+                connecting: tokio::sync::Mutex::new(()),
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                protocol,
+                connect: Box::new(connect),
+                options,
+                metrics,
+                slots,
+                next: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    fn counters(&self) -> &Counters {
+        self.inner.metrics.protocol(self.inner.protocol.name())
+    }
+
+    /// Sends one request and waits for its response (one-way requests: until written
+    /// to the connection's queue, answered with an empty `200`).
+    ///
+    /// # Errors
+    /// [`ProxyError::Connect`] (and the like) when no connection can be opened,
+    /// [`ProxyError::Timeout`] past the request's timeout, [`ProxyError::Upstream`]
+    /// when the connection closes before the response.
+    pub async fn send(&self, req: HttpRequest) -> Result<HttpResponse, ProxyError> {
+        let inner = &*self.inner;
+        let proto = &*inner.protocol;
+        let max_frame = inner.options.max_frame_length.get() as usize;
+        let (parts, body) = req.into_parts();
+        let body = collect(body, max_frame)
+            .await
+            .map_err(|_| ProxyError::BadRequest("request body exceeds the maximum frame length"))?;
+        let frame = proto.request_from_http(parts, body).map_err(|_| {
+            ProxyError::BadRequest("request cannot be encoded for the upstream protocol")
+        })?;
+        let one_way = proto.kind(&frame) == FrameKind::OneWay;
+        let timeout = match (inner.options.request_timeout, proto.timeout(&frame)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let conn = self.connection().await?;
+        Counters::inc(&self.counters().upstream_requests);
+        if one_way {
+            conn.tx
+                .send(Outgoing { frame, reply: None })
+                .await
+                .map_err(|_| closed(false))?;
+            return Ok(HttpResponse::new(Body::empty()));
+        }
+        let (tx, rx) = oneshot::channel();
+        conn.tx
+            .send(Outgoing {
+                frame,
+                reply: Some(tx),
+            })
+            .await
+            .map_err(|_| closed(false))?;
+        let answer = match timeout {
+            Some(t) => match tokio::time::timeout(t, rx).await {
+                Ok(a) => a,
+                Err(_) => {
+                    Counters::inc(&self.counters().upstream_timeouts);
+                    return Err(ProxyError::Timeout);
+                }
+            },
+            None => rx.await,
+        };
+        match answer {
+            Ok(frame) => Ok(proto.response_to_http(frame)),
+            Err(_) => {
+                Counters::inc(&self.counters().upstream_closed_in_flight);
+                Err(closed(true))
+            }
+        }
+    }
+
+    /// A live connection of the next slot, opened if needed.
+    async fn connection(&self) -> Result<Arc<Handle<P::Frame>>, ProxyError> {
+        let inner = &*self.inner;
+        let i = inner.next.fetch_add(1, Relaxed) % inner.slots.len();
+        let slot = &inner.slots[i];
+        if let Some(c) = slot.conn.load_full().filter(|c| !c.tx.is_closed()) {
+            return Ok(c);
+        }
+        let _guard = slot.connecting.lock().await;
+        if let Some(c) = slot.conn.load_full().filter(|c| !c.tx.is_closed()) {
+            return Ok(c);
+        }
+        let stream = match inner.connect.connect().await {
+            Ok(s) => s,
+            Err(e) => {
+                Counters::inc(&self.counters().upstream_connect_failures);
+                return Err(e);
+            }
+        };
+        Counters::inc(&self.counters().upstream_connects);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = ConnTask {
+            protocol: inner.protocol.clone(),
+            metrics: inner.metrics.clone(),
+            max_frame: inner.options.max_frame_length.get() as usize,
+            max_in_flight: inner.options.max_in_flight.get() as usize,
+        };
+        match stream {
+            Stream::Tcp(s) => {
+                let (r, w) = s.into_split();
+                tokio::spawn(task.run(r, w, rx));
+            }
+            Stream::Unix(s) => {
+                let (r, w) = s.into_split();
+                tokio::spawn(task.run(r, w, rx));
+            }
+            Stream::Boxed(s) => {
+                let (r, w) = tokio::io::split(s);
+                tokio::spawn(task.run(r, w, rx));
+            }
+        }
+        let handle = Arc::new(Handle { tx });
+        slot.conn.store(Some(handle.clone()));
+        Ok(handle)
+    }
+}
+
+/// One upstream connection's task.
+struct ConnTask<P> {
+    protocol: Arc<P>,
+    metrics: Arc<CodecMetrics>,
+    max_frame: usize,
+    max_in_flight: usize,
+}
+
+impl<P: Protocol> ConnTask<P> {
+    async fn run<R, W>(self, mut rd: R, mut wr: W, mut rx: mpsc::Receiver<Outgoing<P::Frame>>)
+    where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send,
+    {
+        let proto = &*self.protocol;
+        let counters = self.metrics.protocol(proto.name());
+        let mut pending: HashMap<u32, oneshot::Sender<P::Frame>> = HashMap::new();
+        let mut next_id: u32 = 0;
+        let mut rbuf = BytesMut::with_capacity(8192);
+        let mut wbuf = BytesMut::with_capacity(8192);
+        let mut accepting = true;
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'conn: loop {
+            if !accepting && pending.is_empty() && wbuf.is_empty() {
+                break;
+            }
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(8192);
+            }
+            tokio::select! {
+                biased;
+                res = rd.read_buf(&mut rbuf) => {
+                    if matches!(res, Ok(0) | Err(_)) {
+                        break;
+                    }
+                    loop {
+                        let frame = match next_frame(proto, &mut rbuf, self.max_frame) {
+                            Ok(Some(f)) => f,
+                            Ok(None) => break,
+                            Err(e) => {
+                                Counters::inc(if matches!(e, crate::protocol::DecodeError::TooLarge { .. }) {
+                                    &counters.oversized_frames
+                                } else {
+                                    &counters.malformed_frames
+                                });
+                                tracing::debug!(protocol = proto.name(), error = %e, "bad frame from upstream; closing");
+                                break 'conn;
+                            }
+                        };
+                        let frame = match proto.decode(frame) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                Counters::inc(&counters.malformed_frames);
+                                tracing::debug!(protocol = proto.name(), error = %e, "bad frame from upstream; closing");
+                                break 'conn;
+                            }
+                        };
+                        match proto.kind(&frame) {
+                            FrameKind::Response => {
+                                let id = proto.request_id(&frame) as u32;
+                                match pending.remove(&id) {
+                                    // The caller may have given up; nothing to do then.
+                                    Some(tx) => drop(tx.send(frame)),
+                                    None => Counters::inc(&counters.unknown_response_ids),
+                                }
+                            }
+                            FrameKind::Heartbeat => {
+                                Counters::inc(&counters.heartbeats);
+                                let _ = proto.encode(&proto.heartbeat_reply(&frame), &mut wbuf);
+                            }
+                            FrameKind::HeartbeatReply => {}
+                            FrameKind::Request | FrameKind::OneWay => Counters::inc(&counters.unexpected_frames),
+                        }
+                    }
+                }
+                msg = rx.recv(), if accepting && pending.len() < self.max_in_flight => {
+                    match msg {
+                        None => accepting = false,
+                        Some(out) => {
+                            self.enqueue(out, &mut pending, &mut next_id, &mut wbuf);
+                            while pending.len() < self.max_in_flight && wbuf.len() < 64 * 1024 {
+                                match rx.try_recv() {
+                                    Ok(out) => self.enqueue(out, &mut pending, &mut next_id, &mut wbuf),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                    }
+                }
+                res = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+                    if matches!(res, Ok(0) | Err(_)) {
+                        break;
+                    }
+                }
+                _ = prune.tick() => pending.retain(|_, tx| !tx.is_closed()),
+            }
+        }
+        // Dropping `pending` (and `rx`) fails exactly the requests of this connection.
+        let _ = wr.shutdown().await;
+    }
+
+    fn enqueue(
+        &self,
+        out: Outgoing<P::Frame>,
+        pending: &mut HashMap<u32, oneshot::Sender<P::Frame>>,
+        next_id: &mut u32,
+        wbuf: &mut BytesMut,
+    ) {
+        let proto = &*self.protocol;
+        let Outgoing { mut frame, reply } = out;
+        if reply.as_ref().is_some_and(|r| r.is_closed()) {
+            return;
+        }
+        let id = loop {
+            *next_id = next_id.wrapping_add(1);
+            if !pending.contains_key(next_id) {
+                break *next_id;
+            }
+        };
+        proto.set_request_id(&mut frame, u64::from(id));
+        let start = wbuf.len();
+        if let Err(e) = proto.encode(&frame, wbuf) {
+            wbuf.truncate(start);
+            tracing::debug!(protocol = proto.name(), error = %e, "request could not be encoded");
+            return;
+        }
+        if let Some(reply) = reply {
+            pending.insert(id, reply);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Cutting frames out of a read buffer, with the length cap checked first.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::protocol::{DecodeError, Protocol};
+
+/// The next complete frame in `buf`, if all of it has arrived. The declared length is
+/// checked against `max` as soon as the fixed header is there, before the rest is
+/// buffered; room for an accepted frame is reserved at once.
+pub(crate) fn next_frame<P: Protocol + ?Sized>(
+    proto: &P,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Bytes>, DecodeError> {
+    match proto.frame_length(buf)? {
+        None => Ok(None),
+        Some(len) if len > max as u64 => Err(DecodeError::TooLarge { len, max }),
+        Some(len) => {
+            let len = len as usize;
+            if buf.len() >= len {
+                Ok(Some(buf.split_to(len).freeze()))
+            } else {
+                buf.reserve(len - buf.len());
+                Ok(None)
+            }
+        }
+    }
+}

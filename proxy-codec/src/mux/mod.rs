@@ -1,0 +1,84 @@
+//! The generic machinery over a [`crate::Protocol`]: a downstream server that serves many
+//! concurrent requests on one connection ([`server`]) and a pooled, multiplexed
+//! upstream client ([`client`]).
+
+pub mod client;
+mod frames;
+pub mod server;
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use proxy_core::{Body, BoxError, ProxyError};
+
+pub use self::client::{Connect, MuxClient};
+#[allow(unused_imports)]
+pub(crate) use self::frames::next_frame;
+pub use self::server::serve_connection;
+
+use crate::protocol::Failure;
+
+/// A failure owned by the machinery until it is turned into a reply.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnedFailure {
+    pub(crate) reason: Cow<'static, str>,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+}
+
+impl OwnedFailure {
+    pub(crate) fn new(
+        reason: impl Into<Cow<'static, str>>,
+        status: StatusCode,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            reason: reason.into(),
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn from_proxy(e: &ProxyError) -> Self {
+        Self::new(e.reason(), e.status(), e.to_string())
+    }
+
+    /// From an error of the request stack: a `ProxyError` in its chain, else internal.
+    pub(crate) fn from_box(e: &BoxError) -> Self {
+        match ProxyError::find(&**e) {
+            Some(p) => Self::from_proxy(p),
+            None => Self::new(
+                "internal",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            ),
+        }
+    }
+
+    pub(crate) fn as_failure(&self) -> Failure<'_> {
+        Failure {
+            reason: &self.reason,
+            status: self.status,
+            message: &self.message,
+        }
+    }
+}
+
+/// Reads a whole body, refusing more than `max` bytes.
+pub(crate) async fn collect(body: Body, max: usize) -> Result<Bytes, OwnedFailure> {
+    let limited = http_body_util::Limited::new(body, max);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(if e.is::<http_body_util::LengthLimitError>() {
+            OwnedFailure::new(
+                "body_too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message exceeds the maximum frame length",
+            )
+        } else {
+            OwnedFailure::new("upstream_reset", StatusCode::BAD_GATEWAY, "body failed")
+        }),
+    }
+}

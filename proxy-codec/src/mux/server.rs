@@ -1,0 +1,276 @@
+//! The downstream side: one connection, many requests in flight.
+//!
+//! One task per connection reads frames, sends each request through the listener's
+//! request stack (its future polled in place, no task per request), and writes each
+//! response as soon as it completes, in completion order. Heartbeats are answered
+//! without leaving the loop; reading pauses while `max_in_flight` requests are
+//! pending. A malformed or oversized frame gets the protocol's error reply where it
+//! names a request, then the connection stops reading, finishes what is in flight and
+//! closes.
+
+use std::{future::Future, pin::Pin, sync::atomic::Ordering::Relaxed};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::StatusCode;
+use proxy_core::{BoxHttp, HttpRequest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tower_service::Service;
+
+use super::{collect, next_frame, OwnedFailure};
+use crate::{
+    config::ServerOptions,
+    metrics::Counters,
+    protocol::{DecodeError, FrameKind, Protocol},
+};
+
+/// The answer of one request, ready to encode.
+struct Done<M> {
+    meta: M,
+    one_way: bool,
+    result: Result<(http::response::Parts, Bytes), OwnedFailure>,
+}
+
+type InFlight<M> = Pin<Box<dyn Future<Output = Done<M>> + Send>>;
+
+/// What the connection loop needs besides the stream.
+pub struct ServeParams<'a, P: Protocol> {
+    /// The protocol.
+    pub protocol: &'a P,
+    /// The listener's options for it.
+    pub options: &'a ServerOptions,
+    /// Its counters.
+    pub counters: &'a Counters,
+    /// Copied into every request's extensions (connection facts: peer, TLS).
+    pub extensions: http::Extensions,
+}
+
+/// Serves one downstream connection until the peer closes it, a malformed frame ends
+/// it, or `drain` resolves (then in-flight requests finish and it closes).
+///
+/// `prefix` holds bytes already read from the connection (by sniffing).
+pub async fn serve_connection<P, R, W, D>(
+    params: ServeParams<'_, P>,
+    mut rd: R,
+    mut wr: W,
+    prefix: Bytes,
+    mut service: BoxHttp,
+    drain: D,
+) where
+    P: Protocol,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    D: Future<Output = ()>,
+{
+    let ServeParams {
+        protocol: proto,
+        options,
+        counters,
+        extensions,
+    } = params;
+    Counters::inc(&counters.downstream_connections);
+    let max_frame = options.max_frame_length.get() as usize;
+    let max_in_flight = options.max_in_flight.get() as usize;
+    let mut rbuf = BytesMut::with_capacity(8192.max(prefix.len()));
+    rbuf.extend_from_slice(&prefix);
+    let mut wbuf = BytesMut::with_capacity(8192);
+    let mut inflight: FuturesUnordered<InFlight<P::Meta>> = FuturesUnordered::new();
+    let mut reading = true;
+    let mut draining = false;
+    let mut drain = std::pin::pin!(drain);
+    let idle = options.idle_timeout;
+    let mut idle_timer = std::pin::pin!(tokio::time::sleep(
+        idle.unwrap_or(std::time::Duration::MAX / 4)
+    ));
+
+    loop {
+        // Cut and dispatch every complete frame in the buffer.
+        while reading && inflight.len() < max_in_flight {
+            let frame = match next_frame(proto, &mut rbuf, max_frame) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    malformed(proto, &rbuf, &e, counters, &mut wbuf);
+                    reading = false;
+                    break;
+                }
+            };
+            let head: Bytes = frame.slice(..frame.len().min(64));
+            let frame = match proto.decode(frame) {
+                Ok(f) => f,
+                Err(e) => {
+                    malformed(proto, &head, &e, counters, &mut wbuf);
+                    reading = false;
+                    break;
+                }
+            };
+            match proto.kind(&frame) {
+                FrameKind::Heartbeat => {
+                    Counters::inc(&counters.heartbeats);
+                    encode(proto, &proto.heartbeat_reply(&frame), &mut wbuf);
+                }
+                FrameKind::HeartbeatReply => {}
+                FrameKind::Response => Counters::inc(&counters.unexpected_frames),
+                kind @ (FrameKind::Request | FrameKind::OneWay) => {
+                    Counters::inc(&counters.downstream_requests);
+                    let meta = proto.request_meta(&frame);
+                    let one_way = kind == FrameKind::OneWay;
+                    match proto.request_to_http(frame) {
+                        Ok(mut req) => {
+                            add_extensions(&mut req, &extensions);
+                            let fut = call(&mut service, req, max_frame);
+                            counters.downstream_in_flight.fetch_add(1, Relaxed);
+                            inflight.push(Box::pin(async move {
+                                Done {
+                                    meta,
+                                    one_way,
+                                    result: fut.await,
+                                }
+                            }));
+                        }
+                        Err(e) => {
+                            tracing::debug!(protocol = proto.name(), error = %e, "undecodable request payload");
+                            if !one_way {
+                                let f = OwnedFailure::new(
+                                    "bad_request",
+                                    StatusCode::BAD_REQUEST,
+                                    e.to_string(),
+                                );
+                                Counters::inc(&counters.error_replies);
+                                encode(
+                                    proto,
+                                    &proto.error_reply(&meta, &f.as_failure()),
+                                    &mut wbuf,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !reading && inflight.is_empty() && wbuf.is_empty() {
+            break;
+        }
+        let can_read = reading && inflight.len() < max_in_flight;
+        if can_read && rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(8192);
+        }
+        tokio::select! {
+            biased;
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                counters.downstream_in_flight.fetch_sub(1, Relaxed);
+                if !done.one_way {
+                    answer(proto, done, counters, &mut wbuf);
+                }
+            }
+            res = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+                if res.is_err() || matches!(res, Ok(0)) {
+                    break;
+                }
+            }
+            res = rd.read_buf(&mut rbuf), if can_read => {
+                match res {
+                    Ok(0) | Err(_) => reading = false,
+                    Ok(_) => {
+                        if let Some(d) = idle {
+                            idle_timer.as_mut().reset(tokio::time::Instant::now() + d);
+                        }
+                    }
+                }
+            }
+            () = &mut drain, if !draining => {
+                draining = true;
+                reading = false;
+            }
+            () = &mut idle_timer, if idle.is_some() && inflight.is_empty() && wbuf.is_empty() => {
+                break;
+            }
+        }
+    }
+    let n = inflight.len() as i64;
+    counters.downstream_in_flight.fetch_sub(n, Relaxed);
+    drop(inflight);
+    let _ = wr.flush().await;
+    let _ = wr.shutdown().await;
+}
+
+fn add_extensions(req: &mut HttpRequest, conn: &http::Extensions) {
+    if !conn.is_empty() {
+        req.extensions_mut().extend(conn.clone());
+    }
+}
+
+/// Starts `req` through the service; the future yields the collected response.
+fn call(
+    service: &mut BoxHttp,
+    req: HttpRequest,
+    max_frame: usize,
+) -> impl Future<Output = Result<(http::response::Parts, Bytes), OwnedFailure>> + Send + 'static {
+    let ready =
+        futures_util::FutureExt::now_or_never(std::future::poll_fn(|cx| service.poll_ready(cx)));
+    let fut = match ready {
+        Some(Ok(())) => Ok(service.call(req)),
+        Some(Err(e)) => Err(OwnedFailure::from_box(&e)),
+        // A service that is not ready at once is cloned and awaited for this request.
+        None => Ok({
+            let mut svc = service.clone();
+            let f: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+                std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+                svc.call(req).await
+            });
+            f
+        }),
+    };
+    async move {
+        let resp = fut?.await.map_err(|e| OwnedFailure::from_box(&e))?;
+        let (parts, body) = resp.into_parts();
+        let body = collect(body, max_frame).await?;
+        Ok((parts, body))
+    }
+}
+
+fn answer<P: Protocol>(proto: &P, done: Done<P::Meta>, counters: &Counters, wbuf: &mut BytesMut) {
+    let frame = match done.result {
+        Ok((parts, body)) => match parts.headers.get("x-proxy-error") {
+            Some(reason) => {
+                let reason = reason.to_str().unwrap_or("internal").to_owned();
+                let message = String::from_utf8_lossy(&body).trim_end().to_owned();
+                let f = OwnedFailure::new(reason, parts.status, message);
+                Counters::inc(&counters.error_replies);
+                proto.error_reply(&done.meta, &f.as_failure())
+            }
+            None => proto.response_from_http(&done.meta, parts, body),
+        },
+        Err(f) => {
+            Counters::inc(&counters.error_replies);
+            proto.error_reply(&done.meta, &f.as_failure())
+        }
+    };
+    encode(proto, &frame, wbuf);
+}
+
+fn encode<P: Protocol>(proto: &P, frame: &P::Frame, wbuf: &mut BytesMut) {
+    let start = wbuf.len();
+    if let Err(e) = proto.encode(frame, wbuf) {
+        wbuf.truncate(start);
+        tracing::debug!(protocol = proto.name(), error = %e, "response could not be encoded");
+    }
+}
+
+fn malformed<P: Protocol>(
+    proto: &P,
+    head: &[u8],
+    err: &DecodeError,
+    counters: &Counters,
+    wbuf: &mut BytesMut,
+) {
+    if matches!(err, DecodeError::TooLarge { .. }) {
+        Counters::inc(&counters.oversized_frames);
+    } else {
+        Counters::inc(&counters.malformed_frames);
+    }
+    tracing::debug!(protocol = proto.name(), error = %err, "malformed frame; closing the connection");
+    if let Some(reply) = proto.malformed_reply(&head[..head.len().min(64)], err) {
+        encode(proto, &reply, wbuf);
+    }
+}

@@ -1,0 +1,188 @@
+//! The plug-in point: what a request/response protocol implements so that the generic
+//! machinery ([`crate::mux`]) can serve it on a listener and speak it to upstreams.
+//!
+//! A protocol describes its frames; the machinery does the rest: buffering with the
+//! frame-length cap checked from the fixed header before anything is buffered, many
+//! requests in flight on one connection, heartbeats answered locally, request ids
+//! rewritten on pooled upstream connections, protocol-correct error replies for
+//! proxy-side failures and malformed frames. Requests are mapped onto
+//! `http::Request<Body>` (DESIGN decision 1), so routes, filters and balancers treat
+//! them like any HTTP request. See `examples/toy_protocol.rs` and the crate docs for a
+//! complete protocol in a few dozen lines.
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use proxy_core::{HttpRequest, HttpResponse};
+
+pub use crate::sniff::Sniff;
+
+/// What a decoded frame is, as far as the machinery cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A request that expects a response.
+    Request,
+    /// A request that expects no response.
+    OneWay,
+    /// A response to a request.
+    Response,
+    /// A keep-alive probe that expects a [`Protocol::heartbeat_reply`].
+    Heartbeat,
+    /// An answer to a keep-alive probe, or an event that needs no answer.
+    HeartbeatReply,
+}
+
+/// A failure of the proxy itself (no route, upstream down, timeout, overload, ...),
+/// to be answered in the protocol's own terms.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    /// The machine-readable reason: the `x-proxy-error` value (`no_route`,
+    /// `no_endpoints`, `connect_failure`, `upstream_timeout`, `overflow`,
+    /// `upstream_reset`, `bad_request`, ...) or `malformed` for an undecodable frame.
+    pub reason: &'a str,
+    /// The HTTP status the proxy chose for it.
+    pub status: StatusCode,
+    /// A human-readable message.
+    pub message: &'a str,
+}
+
+/// Why bytes could not be decoded as a frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The fixed header declares a frame longer than the configured maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The declared length.
+        len: u64,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The bytes do not start a frame of this protocol.
+    #[error("not a {0} frame")]
+    BadMagic(&'static str),
+    /// The frame's checksum does not match.
+    #[error("frame checksum mismatch")]
+    Checksum,
+    /// The frame is structurally wrong.
+    #[error("malformed frame: {0}")]
+    Malformed(&'static str),
+    /// A hessian2 payload could not be read.
+    #[error("malformed hessian2 payload")]
+    Hessian(#[from] crate::hessian2::HessianError),
+}
+
+/// Why a request or response could not be turned into a frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// A field does not fit the protocol's fixed-size length or id field.
+    #[error("{0} too long for the frame format")]
+    TooLong(&'static str),
+    /// The request lacks what the protocol needs.
+    #[error("cannot encode request: {0}")]
+    Invalid(&'static str),
+}
+
+/// A request/response protocol with request ids, spoken over one byte stream.
+///
+/// Implementations are pure and synchronous: no I/O, no clock. Requests and responses
+/// become `http::Request<Body>` / `http::Response<Body>` with the service and method in
+/// the path (`/{service}/{method}`), the protocol's header map in the headers, the
+/// request id and protocol fields in extensions and the payload as the body.
+pub trait Protocol: fmt::Debug + Send + Sync + 'static {
+    /// A decoded frame.
+    type Frame: fmt::Debug + Send + 'static;
+    /// What the server side keeps of a request to answer it (id, version, codec...).
+    type Meta: fmt::Debug + Clone + Send + Sync + 'static;
+
+    /// The protocol's name (`bolt`, `dubbo`): metric labels, `RpcInfo::protocol`.
+    fn name(&self) -> &'static str;
+
+    /// Whether a connection starting with `prefix` speaks this protocol.
+    fn sniff(&self, prefix: &[u8]) -> Sniff;
+
+    /// The total length of the frame at the start of `buf`, read from its fixed
+    /// header; `Ok(None)` while the fixed header is incomplete. The machinery refuses
+    /// a frame longer than its configured maximum before buffering it.
+    ///
+    /// # Errors
+    /// Bytes that cannot start a frame (a wrong magic, impossible lengths).
+    fn frame_length(&self, buf: &[u8]) -> Result<Option<u64>, DecodeError>;
+
+    /// Decodes one complete frame (exactly [`Protocol::frame_length`] bytes).
+    ///
+    /// # Errors
+    /// A malformed frame.
+    fn decode(&self, frame: Bytes) -> Result<Self::Frame, DecodeError>;
+
+    /// Appends the encoding of `frame` to `dst`.
+    ///
+    /// # Errors
+    /// A field too long for the wire format.
+    fn encode(&self, frame: &Self::Frame, dst: &mut BytesMut) -> Result<(), EncodeError>;
+
+    /// What kind of frame this is.
+    fn kind(&self, frame: &Self::Frame) -> FrameKind;
+
+    /// The frame's request id.
+    fn request_id(&self, frame: &Self::Frame) -> u64;
+
+    /// Replaces the frame's request id (upstream connections number their own requests).
+    fn set_request_id(&self, frame: &mut Self::Frame, id: u64);
+
+    /// The answer to a [`FrameKind::Heartbeat`].
+    fn heartbeat_reply(&self, ping: &Self::Frame) -> Self::Frame;
+
+    /// What the server side keeps of a request to answer it.
+    fn request_meta(&self, request: &Self::Frame) -> Self::Meta;
+
+    /// A request frame as an HTTP request.
+    ///
+    /// # Errors
+    /// A payload whose routing fields cannot be read; the machinery answers it with
+    /// [`Protocol::error_reply`] (reason `bad_request`).
+    fn request_to_http(&self, request: Self::Frame) -> Result<HttpRequest, DecodeError>;
+
+    /// An HTTP request (whose body has been read into `body`) as a request frame for an
+    /// upstream. The request id is set afterwards by the machinery.
+    ///
+    /// # Errors
+    /// A request the protocol cannot carry.
+    fn request_from_http(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> Result<Self::Frame, EncodeError>;
+
+    /// A response frame from an upstream as an HTTP response.
+    fn response_to_http(&self, response: Self::Frame) -> HttpResponse;
+
+    /// An HTTP response (whose body has been read into `body`) as the response frame to
+    /// the request described by `meta`.
+    fn response_from_http(
+        &self,
+        meta: &Self::Meta,
+        parts: http::response::Parts,
+        body: Bytes,
+    ) -> Self::Frame;
+
+    /// The response frame for a proxy-side failure of the request described by `meta`.
+    fn error_reply(&self, meta: &Self::Meta, failure: &Failure<'_>) -> Self::Frame;
+
+    /// The caller's own timeout carried by a request frame, if the protocol has one;
+    /// the upstream client waits no longer than this (nor than its configured cap).
+    fn timeout(&self, request: &Self::Frame) -> Option<std::time::Duration> {
+        let _ = request;
+        None
+    }
+
+    /// The reply to send before closing a connection that sent a malformed frame,
+    /// if the protocol can say which request it was; `head` holds the frame's first
+    /// bytes (at least its fixed header when one was read).
+    fn malformed_reply(&self, head: &[u8], err: &DecodeError) -> Option<Self::Frame> {
+        let _ = (head, err);
+        None
+    }
+}
