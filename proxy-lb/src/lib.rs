@@ -1,1 +1,16 @@
 #![doc = include_str!("../README.md")]
+
+mod backend;
+mod config;
+mod error;
+pub mod hash_policy;
+pub mod least_request;
+pub mod maglev;
+pub mod random;
+mod register;
+pub mod ring_hash;
+pub mod round_robin;
+
+pub use backend::{Backend, StaticBackend};
+pub use error::ConfigError;
+pub use register::register;

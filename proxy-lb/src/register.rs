@@ -1,0 +1,34 @@
+//! Registration of this crate's balancers in a [`proxy_core::Registry`].
+
+use std::sync::Arc;
+
+use proxy_core::{Balancer, Registry};
+
+use crate::{
+    least_request::LeastRequest, maglev::Maglev, random::Random, ring_hash::RingHash,
+    round_robin::RoundRobin, ConfigError,
+};
+
+/// Registers the balancers as `clusters[].lb.policy` values: `random`,
+/// `round_robin` (smooth weighted; replaces proxy-core's unweighted one),
+/// `least_request`, `ring_hash` and `maglev`.
+///
+/// # Example
+/// ```
+/// let mut registry = proxy_core::Registry::default();
+/// proxy_lb::register(&mut registry);
+/// ```
+pub fn register(registry: &mut Registry) {
+    registry.register_balancer("random", |cfg, _| boxed(Random::from_yaml(cfg)));
+    registry.register_balancer("round_robin", |cfg, _| boxed(RoundRobin::from_yaml(cfg)));
+    registry.register_balancer("least_request", |cfg, _| {
+        boxed(LeastRequest::from_yaml(cfg))
+    });
+    registry.register_balancer("ring_hash", |cfg, _| boxed(RingHash::from_yaml(cfg)));
+    registry.register_balancer("maglev", |cfg, _| boxed(Maglev::from_yaml(cfg)));
+}
+
+fn boxed<B: Balancer>(b: Result<B, ConfigError>) -> Result<Arc<dyn Balancer>, String> {
+    b.map(|b| Arc::new(b) as Arc<dyn Balancer>)
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,342 @@
+//! Ring hash (Karger et al. consistent hashing, as in Envoy's `RING_HASH`): every
+//! endpoint puts `weight x scale` points on a 64-bit ring at `xxh64("<address>_<n>")`;
+//! a key goes to the first point at or after its hash, wrapping around.
+//!
+//! `scale` (points per unit of weight) is chosen so that the ring has between
+//! `min_ring_size` and `max_ring_size` points. A balancer keeps its scale across
+//! endpoint set changes while the ring stays between half of `min_ring_size` and
+//! `max_ring_size`: points depend only on an endpoint's own address, weight and the
+//! scale, so removing an endpoint moves only the keys it owned, and adding one moves
+//! only the keys it takes. Past those bounds the ring is rescaled.
+//!
+//! A key whose endpoint is unhealthy goes to the next point whose endpoint is healthy.
+
+use std::{fmt, fmt::Write as _, sync::Arc};
+
+use http::request::Parts;
+use proxy_core::{Balancer, Endpoint};
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh64::xxh64;
+
+use crate::{
+    backend::{hash_ids, rendezvous, Lookup, TableCell},
+    config,
+    hash_policy::{HashPolicy, HashPolicyConfig},
+    Backend, ConfigError,
+};
+
+/// The largest ring accepted (points).
+pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+/// How many ring points a lookup walks past unhealthy endpoints.
+const MAX_WALK: usize = 256;
+
+/// Config of `ring_hash`.
+///
+/// ```yaml
+/// lb:
+///   policy: ring_hash
+///   config:
+///     min_ring_size: 1024
+///     max_ring_size: 8388608
+///     hash_policy:
+///       - type: cookie
+///         name: session
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingHashConfig {
+    /// Where a request's key comes from; tried in order.
+    pub hash_policy: Vec<HashPolicyConfig>,
+    /// Fewest points on the ring (more points spread keys closer to the weights).
+    #[serde(default = "default_min")]
+    pub min_ring_size: u64,
+    /// Most points on the ring.
+    #[serde(default = "default_max")]
+    pub max_ring_size: u64,
+}
+
+fn default_min() -> u64 {
+    1024
+}
+
+fn default_max() -> u64 {
+    MAX_RING_SIZE
+}
+
+/// A built ring: points sorted by hash, each naming a backend index.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ring {
+    points: Box<[(u64, u32)]>,
+    scale: u64,
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("points", &self.points.len())
+            .field("scale", &self.scale)
+            .finish()
+    }
+}
+
+impl Ring {
+    /// Builds the ring for backends given as (hash id, weight), with between `min`
+    /// and `max` points. `prev_scale` (the scale of the ring this one replaces) is
+    /// kept while the new ring stays between `min / 2` and `max` points.
+    pub fn build<I: AsRef<[u8]>>(
+        backends: &[(I, u32)],
+        min: u64,
+        max: u64,
+        prev_scale: Option<u64>,
+    ) -> Self {
+        let total: u64 = backends.iter().map(|b| u64::from(b.1)).sum();
+        if total == 0 {
+            return Self {
+                points: Box::new([]),
+                scale: 0,
+            };
+        }
+        let fits = |s: u64| s > 0 && s * total >= min.div_ceil(2) && s * total <= max;
+        let scale = match prev_scale {
+            Some(s) if fits(s) => s,
+            _ => min.div_ceil(total).max(1).min(max / total),
+        };
+        if scale > 0 {
+            return Self::with_scale(backends, scale);
+        }
+        // More weight than `max` points: each backend gets its share of `max` (at
+        // least one point); proportions are approximate.
+        let per = |w: u32| ((u128::from(w) * u128::from(max) / u128::from(total)) as u64).max(1);
+        Self::from_counts(backends, |w| if w == 0 { 0 } else { per(w) }, 0)
+    }
+
+    /// Builds the ring with exactly `weight x scale` points per backend.
+    pub fn with_scale<I: AsRef<[u8]>>(backends: &[(I, u32)], scale: u64) -> Self {
+        Self::from_counts(backends, |w| u64::from(w) * scale, scale)
+    }
+
+    fn from_counts<I: AsRef<[u8]>>(
+        backends: &[(I, u32)],
+        count: impl Fn(u32) -> u64,
+        scale: u64,
+    ) -> Self {
+        let total: u64 = backends.iter().map(|b| count(b.1)).sum();
+        let mut points = Vec::with_capacity(total.min(MAX_RING_SIZE * 2) as usize);
+        let mut key = String::new();
+        for (i, (id, w)) in backends.iter().enumerate() {
+            let id = String::from_utf8_lossy(id.as_ref());
+            for n in 0..count(*w) {
+                key.clear();
+                let _ = write!(key, "{id}_{n}");
+                points.push((xxh64(key.as_bytes(), 0), i as u32));
+            }
+        }
+        points.sort_unstable();
+        Self {
+            points: points.into(),
+            scale,
+        }
+    }
+
+    /// Points per unit of weight (0 when the ring was squeezed below one each).
+    pub fn scale(&self) -> u64 {
+        self.scale
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Whether the ring has no point.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// The backend owning `hash`.
+    pub fn lookup(&self, hash: u64) -> Option<usize> {
+        self.lookup_usable(hash, |_| true)
+    }
+
+    /// The backend owning `hash` if `usable`, else the backend of the next point that
+    /// is, walking a bounded number of points; `None` past that.
+    pub fn lookup_usable(&self, hash: u64, usable: impl Fn(usize) -> bool) -> Option<usize> {
+        let len = self.points.len();
+        if len == 0 {
+            return None;
+        }
+        let p = self.points.partition_point(|pt| pt.0 < hash);
+        let start = if p == len { 0 } else { p };
+        (0..len.min(MAX_WALK))
+            .map(|k| self.points[(start + k) % len].1 as usize)
+            .find(|&i| usable(i))
+    }
+}
+
+/// The ring hash balancer.
+///
+/// # Example
+/// ```
+/// use std::sync::Arc;
+/// use proxy_lb::{hash_policy::HashPolicyConfig, ring_hash::{RingHash, RingHashConfig}, StaticBackend};
+///
+/// let ring = RingHash::new(&RingHashConfig {
+///     hash_policy: vec![HashPolicyConfig::QueryParameter { name: "uid".into() }],
+///     min_ring_size: 1024,
+///     max_ring_size: 8 * 1024 * 1024,
+/// })?;
+/// let backends: Arc<[StaticBackend]> =
+///     (0..3).map(|i| StaticBackend::new(format!("10.0.0.{i}:80"), 1)).collect();
+/// ring.prepare(&backends);
+/// let (req, _) = http::Request::builder().uri("/?uid=7").body(())?.into_parts();
+/// assert_eq!(ring.pick_from(&backends, &req), ring.pick_from(&backends, &req));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct RingHash {
+    policy: HashPolicy,
+    min: u64,
+    max: u64,
+    ring: TableCell<Ring>,
+}
+
+impl RingHash {
+    /// A balancer from a validated config.
+    ///
+    /// # Errors
+    /// Ring sizes out of order or range, an invalid hash policy.
+    pub fn new(config: &RingHashConfig) -> Result<Self, ConfigError> {
+        let (min, max) = (config.min_ring_size, config.max_ring_size);
+        if min == 0 {
+            return Err(ConfigError::invalid("min_ring_size", "must be at least 1"));
+        }
+        if max > MAX_RING_SIZE {
+            return Err(ConfigError::invalid(
+                "max_ring_size",
+                format!("{max} is larger than {MAX_RING_SIZE}"),
+            ));
+        }
+        if min > max {
+            return Err(ConfigError::invalid(
+                "min_ring_size",
+                format!("{min} is larger than max_ring_size {max}"),
+            ));
+        }
+        Ok(Self {
+            policy: HashPolicy::try_new(&config.hash_policy, "hash_policy")?,
+            min,
+            max,
+            ring: TableCell::default(),
+        })
+    }
+
+    /// A balancer from its YAML section.
+    ///
+    /// # Errors
+    /// A malformed section or an invalid value, naming the field.
+    pub fn from_yaml(section: &serde_yaml::Value) -> Result<Self, ConfigError> {
+        Self::new(&config::parse::<RingHashConfig>(section)?)
+    }
+
+    /// The hash policy.
+    pub fn hash_policy(&self) -> &HashPolicy {
+        &self.policy
+    }
+
+    /// Builds the ring of a new endpoint set, off the request path, keeping the
+    /// previous ring's scale where it can.
+    pub fn prepare<B: Backend + Send + Sync + 'static>(&self, backends: &Arc<[B]>) {
+        let (min, max) = (self.min, self.max);
+        self.ring
+            .publish(backends, |b, prev| build(b, min, max, prev));
+    }
+
+    /// The current ring (for inspection), if one was built.
+    pub fn ring(&self) -> Option<Ring> {
+        self.ring.current().map(|b| b.table.clone())
+    }
+
+    /// The backend for the request's key, or a weighted random one without a key.
+    pub fn pick_from<B: Backend>(&self, backends: &[B], req: &Parts) -> Option<usize> {
+        match self.policy.hash(req) {
+            Some(hash) => self.pick_hash(backends, hash),
+            None => crate::random::pick_weighted(backends),
+        }
+    }
+
+    /// The healthy backend owning `hash`.
+    pub fn pick_hash<B: Backend>(&self, backends: &[B], hash: u64) -> Option<usize> {
+        let (min, max) = (self.min, self.max);
+        match self.ring.get(backends, |b, prev| build(b, min, max, prev)) {
+            Lookup::Ready(built) => built
+                .table
+                .lookup_usable(hash, |i| backends.get(i).is_some_and(|b| b.is_healthy()))
+                .or_else(|| rendezvous(backends, hash)),
+            Lookup::Mismatch => rendezvous(backends, hash),
+        }
+    }
+}
+
+fn build<B: Backend>(backends: &[B], min: u64, max: u64, prev: Option<&Ring>) -> Ring {
+    let ids: Vec<(String, u32)> = hash_ids(backends)
+        .into_iter()
+        .zip(backends.iter().map(|b| b.weight()))
+        .collect();
+    Ring::build(&ids, min, max, prev.map(Ring::scale))
+}
+
+impl Balancer for RingHash {
+    fn pick(&self, endpoints: &[Arc<Endpoint>], req: &Parts) -> Option<usize> {
+        self.pick_from(endpoints, req)
+    }
+
+    fn endpoints_changed(&self, endpoints: &Arc<[Arc<Endpoint>]>) {
+        self.prepare(endpoints);
+    }
+
+    fn needs_conn_info(&self) -> bool {
+        self.policy.needs_conn_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let b = [("a", 1), ("b", 2)];
+        let r = Ring::build(&b, 1024, MAX_RING_SIZE, None);
+        assert_eq!(r.scale(), 342);
+        assert_eq!(r.len(), 1026);
+        let r = Ring::build(&b, 1024, 600, None);
+        assert_eq!(r.len(), 600);
+        let r = Ring::build(&[("a", 10), ("b", 5)], 1, 3, None);
+        assert_eq!(r.len(), 3);
+        assert!(Ring::build(&[("a", 0)], 1, 3, None).is_empty());
+    }
+
+    #[test]
+    fn keeps_scale_within_bounds() {
+        let b = [("a", 1), ("b", 1), ("c", 1)];
+        let r = Ring::build(&b, 1024, MAX_RING_SIZE, None);
+        let r2 = Ring::build(&b[..2], 1024, MAX_RING_SIZE, Some(r.scale()));
+        assert_eq!(r2.scale(), r.scale());
+        let r3 = Ring::build(&b[..1], 1024, MAX_RING_SIZE, Some(r.scale()));
+        assert_eq!(r3.scale(), 1024);
+    }
+
+    #[test]
+    fn config_errors_name_fields() {
+        let v: serde_yaml::Value = serde_yaml::from_str(
+            "hash_policy: [{type: source_ip}]\nmin_ring_size: 10\nmax_ring_size: 5",
+        )
+        .unwrap_or_default();
+        let e = RingHash::from_yaml(&v).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("min_ring_size: ")));
+        let v: serde_yaml::Value =
+            serde_yaml::from_str("hash_policy: [{type: cookie}]").unwrap_or_default();
+        let e = RingHash::from_yaml(&v).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("hash_policy[0]")),);
+    }
+}
