@@ -186,6 +186,67 @@ async fn client_refuses_a_server_from_another_root() {
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
 }
 
+/// A session resumes (TLS 1.3 PSK with the SM3 key schedule), and a client
+/// whose first key share is X25519 is sent a HelloRetryRequest for curveSM2.
+#[tokio::test]
+async fn resumption_and_hello_retry_for_curve_sm2() {
+    let s = setup();
+    let server = GuomiServerBuilder::new(vec![s.server.der.clone()], key_of(&s.server))
+        .unwrap()
+        .build()
+        .unwrap();
+    let client = GuomiClientBuilder::new(roots(&s.ca)).build().unwrap();
+
+    async fn kind(server: ServerConfig, client: Arc<ClientConfig>) -> rustls::HandshakeKind {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = TlsAcceptor::from(Arc::new(server));
+        let server_task = tokio::spawn(async move {
+            let mut tls = acceptor.accept(b).await.unwrap();
+            let mut buf = [0u8; 8];
+            let n = tls.read(&mut buf).await.unwrap();
+            tls.write_all(&buf[..n]).await.unwrap();
+            tls.shutdown().await.unwrap();
+        });
+        let mut tls = TlsConnector::from(client)
+            .connect(name("svc.example"), a)
+            .await
+            .unwrap();
+        tls.write_all(b"x").await.unwrap();
+        let mut buf = [0u8; 8];
+        // Reading past the echo lets the client take in the session ticket.
+        let _ = tls.read(&mut buf).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tls.read_to_end(&mut rest).await;
+        server_task.await.unwrap();
+        tls.get_ref().1.handshake_kind().unwrap()
+    }
+
+    let client = Arc::new(client);
+    let first = tokio::time::timeout(TIMEOUT, kind(server.clone(), client.clone()))
+        .await
+        .unwrap();
+    assert_eq!(first, rustls::HandshakeKind::Full);
+    let second = tokio::time::timeout(TIMEOUT, kind(server.clone(), client))
+        .await
+        .unwrap();
+    assert_eq!(second, rustls::HandshakeKind::Resumed);
+
+    // X25519 first: the server only has curveSM2 and asks again.
+    let mut provider = guomi::provider_with(rustls::crypto::ring::default_provider());
+    provider.kx_groups.rotate_left(1);
+    assert_ne!(provider.kx_groups[0].name(), CURVE_SM2_GROUP);
+    let hrr_client = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Sm2ServerVerifier::new(roots(&s.ca))))
+        .with_no_client_auth();
+    let kind = tokio::time::timeout(TIMEOUT, kind(server.clone(), Arc::new(hrr_client)))
+        .await
+        .unwrap();
+    assert_eq!(kind, rustls::HandshakeKind::FullWithHelloRetryRequest);
+}
+
 // --- certificate checks ---
 
 #[test]

@@ -42,6 +42,8 @@ mod verify;
 #[cfg(test)]
 mod kat;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 pub(crate) mod test_pki;
 
 pub use config::{GuomiClientBuilder, GuomiServerBuilder};
