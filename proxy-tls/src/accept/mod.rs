@@ -32,7 +32,7 @@ use crate::{
     error::{ConfigBuildError, HandshakeError},
     metrics::TlsMetrics,
     offload::Dispatcher,
-    rotation::{Reloadable, SecretSource},
+    rotation::{serve_with_drain, Reloadable, RetireOnRead, Retirement, SecretSource},
 };
 
 /// The `tls` network filter: terminates TLS on a listener's connections. Cheap to
@@ -162,13 +162,25 @@ async fn serve(
         early,
     );
     tracing::debug!(version = facts.version, alpn = ?facts.alpn.as_deref().map(String::from_utf8_lossy), resumed = facts.resumed, guomi = facts.guomi, "tls handshake done");
+    let (retirement, retire) = Retirement::new();
+    let multiplexed = facts.alpn.as_deref() == Some(b"h2");
     conn.stream = if early {
-        Stream::Boxed(Box::new(Prefixed::new(Bytes::from(early_data), stream)))
+        let stream = Prefixed::new(Bytes::from(early_data), stream);
+        Stream::Boxed(Box::new(RetireOnRead::new(stream, retirement.clone())))
     } else {
-        Stream::Boxed(Box::new(stream))
+        Stream::Boxed(Box::new(RetireOnRead::new(stream, retirement.clone())))
     };
     conn.secure = true;
+    conn.extensions.insert(retire);
     crate::identity::insert_tls_info(&mut conn.extensions, &facts);
     conn.extensions.insert(facts);
-    crate::rotation::serve_with_drain(inner, conn, &generation, shared.drain).await
+    serve_with_drain(
+        inner,
+        conn,
+        &generation,
+        shared.drain,
+        retirement,
+        multiplexed,
+    )
+    .await
 }

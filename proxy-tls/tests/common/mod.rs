@@ -362,3 +362,48 @@ pub fn curl(args: &[&str]) -> Output {
     cmd.arg("--max-time").arg("10").args(args);
     run(cmd, b"", Duration::from_secs(15))
 }
+
+/// A running `openssl s_server`, killed on drop.
+pub struct SServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `openssl s_server -accept 127.0.0.1:0 <args>` and waits for its port.
+pub fn s_server(args: &[&str]) -> SServer {
+    use std::io::BufRead;
+    let mut child = Command::new("openssl")
+        .arg("s_server")
+        .arg("-accept")
+        .arg("127.0.0.1:0")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { return };
+            if let Some(addr) = line.strip_prefix("ACCEPT ") {
+                let port: u16 = addr.rsplit(':').next().unwrap().trim().parse().unwrap();
+                let _ = tx.send(port);
+                break;
+            }
+        }
+        // Keep draining so s_server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let port = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    SServer { child, port }
+}

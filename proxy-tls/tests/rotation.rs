@@ -1,0 +1,362 @@
+//! Live rotation: certificates swapped while requests run (no request fails, new
+//! handshakes show the new certificate, old connections close only after their
+//! drain time), secrets from a `SecretSource`, and bad material refused with the
+//! running material kept.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use common::*;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+fn connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for c in proxy_tls::material::parse_certs(&pem, "ca").unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    // Full handshakes only: a resumed session reports the certificate of the
+    // session it resumes.
+    let mut config = config;
+    config.resumption = rustls::client::Resumption::disabled();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn connect(c: &tokio_rustls::TlsConnector, port: u16) -> (Tls, CertificateDer<'static>) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = c
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned();
+    (tls, leaf)
+}
+
+/// One keep-alive request: `Ok(close)` where `close` tells the server ended the
+/// connection after this answer.
+async fn request(tls: &mut Tls) -> Result<bool, String> {
+    tls.write_all(b"GET /load HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            if !head.starts_with("http/1.1 200") {
+                return Err(format!("status: {head}"));
+            }
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            while buf.len() < end + 4 + len {
+                let n = tls
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| format!("body: {e}"))?;
+                if n == 0 {
+                    return Err("eof in body".into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok(head.contains("connection: close"));
+        }
+        let n = tls
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("head: {e}"))?;
+        if n == 0 {
+            return Err("eof before an answer".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn write_pair(to: &Issued, from: &Issued) {
+    // Key first, then the certificate: a poll in between sees a mismatch and keeps
+    // the running pair, the next one applies both.
+    let tmp = to.key.with_extension("tmp");
+    std::fs::write(&tmp, &from.key_pem).unwrap();
+    std::fs::rename(&tmp, &to.key).unwrap();
+    let tmp = to.cert.with_extension("tmp");
+    std::fs::write(&tmp, &from.cert_pem).unwrap();
+    std::fs::rename(&tmp, &to.cert).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_under_load_without_failed_requests() {
+    let pki = Pki::new("rotation-load");
+    let live = pki.server("live", &["a.test"]);
+    let next = pki.server("next", &["a.test"]);
+    let drain = Duration::from_millis(600);
+    let tls = format!(
+        "{{ certificates: [{{ cert: {}, key: {} }}], rotation: {{ poll_interval: 50ms, drain: 600ms }} }}",
+        live.cert.display(),
+        live.key.display()
+    );
+    let runtime = proxy_tls::TlsRuntime::default();
+    let server = start(
+        &proxy_yaml(echo_upstream(), &tls, ""),
+        registry(runtime.clone()),
+    );
+    let port = port_of(&server, "tls");
+    let conn = connector(&pki.ca_pem);
+    let old_leaf = connect(&conn, port).await.1;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    // (time the server closed an old-material connection)
+    let retired_at = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (conn, stop, ok, failures, retired_at, old_leaf) = (
+            conn.clone(),
+            stop.clone(),
+            ok.clone(),
+            failures.clone(),
+            retired_at.clone(),
+            old_leaf.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut requests = 0;
+            while !stop.load(Ordering::Relaxed) && requests < 20_000 {
+                let (mut tls, leaf) = connect(&conn, port).await;
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    requests += 1;
+                    match request(&mut tls).await {
+                        Ok(false) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(true) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if leaf == old_leaf {
+                                retired_at.lock().unwrap().push(Instant::now());
+                            }
+                            break; // reconnect: a new handshake
+                        }
+                        Err(e) => {
+                            failures.lock().unwrap().push(e);
+                            break;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }));
+    }
+
+    tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before_swap = ok.load(Ordering::Relaxed);
+        assert!(before_swap > 0, "no request completed before the swap");
+        write_pair(&live, &next);
+        // New handshakes show the new certificate soon after (poll interval 50ms).
+        let swapped_at;
+        loop {
+            let (_, leaf) = connect(&conn, port).await;
+            if leaf != old_leaf {
+                swapped_at = Instant::now();
+                assert_eq!(
+                    leaf.as_ref(),
+                    CertificateDer::from_pem_slice(next.cert_pem.as_bytes())
+                        .unwrap()
+                        .as_ref()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Old connections keep serving, then are retired after the drain.
+        tokio::time::sleep(drain + Duration::from_millis(600)).await;
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.await.unwrap();
+        }
+        let retired = retired_at.lock().unwrap().clone();
+        assert!(!retired.is_empty(), "old connections were never retired");
+        for t in &retired {
+            // Retired no earlier than the drain after the swap (minus the poll and
+            // detection slack).
+            assert!(
+                *t + Duration::from_millis(150) >= swapped_at + drain,
+                "an old connection closed {:?} after the swap, before its drain",
+                t.saturating_duration_since(swapped_at)
+            );
+        }
+    })
+    .await
+    .unwrap();
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(
+        ok.load(Ordering::Relaxed) > 100,
+        "too few requests: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(runtime.metrics().rotations_applied() >= 1);
+}
+
+use rustls::pki_types::pem::PemObject;
+
+#[tokio::test]
+async fn secrets_rotate_and_bad_material_is_refused() {
+    let pki = Pki::new("rotation-secrets");
+    let first = pki.server("first", &["a.test"]);
+    let second = pki.server("second", &["a.test"]);
+    let secrets = Arc::new(proxy_tls::rotation::MemorySecrets::default());
+    secrets.set(
+        "web",
+        proxy_tls::rotation::Secret::key_pair(first.cert_pem.clone(), first.key_pem.clone()),
+    );
+    let runtime = proxy_tls::TlsRuntime::with_secrets(secrets.clone());
+    let tls = "{ certificates: [{ secret: web }], rotation: { drain: 5s } }";
+    let server = start(
+        &proxy_yaml(echo_upstream(), tls, ""),
+        registry(runtime.clone()),
+    );
+    let port = port_of(&server, "tls");
+    let conn = connector(&pki.ca_pem);
+    let der = |i: &Issued| CertificateDer::from_pem_slice(i.cert_pem.as_bytes()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let (mut old, leaf) = connect(&conn, port).await;
+        assert_eq!(leaf, der(&first));
+        assert_eq!(request(&mut old).await, Ok(false));
+
+        // `set` rebuilds before it returns: the next handshake has the new one.
+        secrets.set(
+            "web",
+            proxy_tls::rotation::Secret::key_pair(second.cert_pem.clone(), second.key_pem.clone()),
+        );
+        assert_eq!(connect(&conn, port).await.1, der(&second));
+        // The old connection keeps working within its drain time.
+        assert_eq!(request(&mut old).await, Ok(false));
+
+        // A mismatched pair, an expired certificate, garbage, a removed secret: refused,
+        // the second pair stays.
+        secrets.set(
+            "web",
+            proxy_tls::rotation::Secret::key_pair(first.cert_pem.clone(), second.key_pem.clone()),
+        );
+        let expired = pki.expired_client("expired");
+        secrets.set(
+            "web",
+            proxy_tls::rotation::Secret::key_pair(
+                expired.cert_pem.clone(),
+                expired.key_pem.clone(),
+            ),
+        );
+        secrets.set(
+            "web",
+            proxy_tls::rotation::Secret::key_pair("garbage", "garbage"),
+        );
+        secrets.remove("web");
+        assert_eq!(runtime.metrics().rotations_refused(), 4);
+        assert_eq!(connect(&conn, port).await.1, der(&second));
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn refused_files_are_named_with_the_reason() {
+    let pki = Pki::new("rotation-files");
+    let live = pki.server("live", &["a.test"]);
+    let other = pki.server("other", &["a.test"]);
+    let cfg: proxy_tls::TerminationConfig = serde_yaml::from_str(&format!(
+        "{{ certificates: [{{ cert: {}, key: {} }}], rotation: {{ poll_interval: 0s }} }}",
+        live.cert.display(),
+        live.key.display()
+    ))
+    .unwrap();
+    let metrics = Arc::new(proxy_tls::metrics::TlsMetrics::default());
+    let layer = proxy_tls::TerminationLayer::new(
+        &cfg,
+        Arc::new(proxy_tls::rotation::MemorySecrets::default()),
+        None,
+        metrics.clone(),
+    )
+    .unwrap();
+    let chain = |e: proxy_tls::ConfigBuildError| proxy_core::DisplayChain(&e).to_string();
+
+    std::fs::write(&live.key, &other.key_pem).unwrap();
+    let err = chain(layer.reload().unwrap_err());
+    assert!(
+        err.contains(&format!(
+            "{}: private key does not match the certificate in {}",
+            live.key.display(),
+            live.cert.display()
+        )),
+        "{err}"
+    );
+
+    std::fs::write(&live.cert, "not a certificate").unwrap();
+    let err = chain(layer.reload().unwrap_err());
+    assert!(
+        err.contains(&format!("{}: no certificate found", live.cert.display())),
+        "{err}"
+    );
+
+    std::fs::remove_file(&live.cert).unwrap();
+    let err = chain(layer.reload().unwrap_err());
+    assert!(
+        err.contains(&format!("{}: unreadable", live.cert.display())),
+        "{err}"
+    );
+
+    let expired = pki.expired_client("expired");
+    std::fs::write(&live.cert, &expired.cert_pem).unwrap();
+    std::fs::write(&live.key, &expired.key_pem).unwrap();
+    let err = chain(layer.reload().unwrap_err());
+    assert!(
+        err.contains(&format!("{}: certificate expired at", live.cert.display())),
+        "{err}"
+    );
+
+    assert_eq!(metrics.rotations_refused(), 4);
+    assert_eq!(metrics.rotations_applied(), 0);
+
+    // And at load: the config is refused naming the file.
+    let fresh = pki.server("fresh", &["a.test"]);
+    let cfg: proxy_tls::TerminationConfig = serde_yaml::from_str(&format!(
+        "{{ certificates: [{{ cert: {}, key: {} }}] }}",
+        fresh.cert.display(),
+        other.key.display()
+    ))
+    .unwrap();
+    let err = proxy_tls::TerminationLayer::new(
+        &cfg,
+        Arc::new(proxy_tls::rotation::MemorySecrets::default()),
+        None,
+        metrics,
+    )
+    .unwrap_err();
+    assert!(chain(err).contains("private key does not match"));
+}
