@@ -314,3 +314,138 @@ async fn our_client_to_tongsuo_server() {
     .await
     .unwrap();
 }
+
+/// An HTTP/1.1 upstream answering every request with its request head as the body.
+fn echo_upstream() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk) else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        let mut resp =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", head.len())
+                                .into_bytes();
+                        resp.extend_from_slice(&head);
+                        if stream.write_all(&resp).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Tongsuo through the proxy: the `tls` network filter terminates with its
+/// Guomi config for a client offering only TLS_SM4_GCM_SM3 (an ECDSA
+/// certificate serves everyone else), and the HTTP request reaches the upstream.
+#[tokio::test]
+async fn tongsuo_client_through_the_proxy_termination() {
+    let Some(python) = tongsuo_python() else {
+        return;
+    };
+    let pki = Pki::new("proxy");
+    let ecdsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ecdsa_cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&ecdsa)
+        .unwrap();
+    std::fs::write(pki.dir.join("ecdsa.pem"), ecdsa_cert.pem()).unwrap();
+    std::fs::write(pki.dir.join("ecdsa.key"), ecdsa.serialize_pem()).unwrap();
+    let yaml = format!(
+        r#"
+runtime: {{ worker_threads: 1 }}
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    network_filters:
+      - typed: tls
+        config: {{ certificates: [{{ cert: {ecdsa_cert}, key: {ecdsa_key} }}], guomi: {{ cert: {sm2_cert}, key: {sm2_key} }} }}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ path: {{ prefix: "/" }} }}
+            cluster: echo
+clusters:
+  - name: echo
+    endpoints: ["{upstream}"]
+"#,
+        ecdsa_cert = pki.path("ecdsa.pem"),
+        ecdsa_key = pki.path("ecdsa.key"),
+        sm2_cert = pki.path("server.pem"),
+        sm2_key = pki.path("server.key"),
+        upstream = echo_upstream(),
+    );
+    let mut registry = proxy_core::Registry::default();
+    proxy_tls::register(&mut registry);
+    let server = proxy_core::Server::new(
+        proxy_core::config::Config::from_yaml(&yaml).unwrap(),
+        registry,
+    )
+    .unwrap();
+    let runner = server.clone();
+    std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
+    let mut port = None;
+    for _ in 0..500 {
+        if let Some((_, addr)) = server
+            .listener_addresses()
+            .into_iter()
+            .find(|(n, _)| n == "tls")
+        {
+            port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let port = port.expect("proxy listener bound");
+
+    let mut cmd = python_cmd(&python);
+    cmd.args([
+        "client".to_string(),
+        "--port".into(),
+        port.to_string(),
+        "--ca".into(),
+        pki.path("ca.pem"),
+        "--http-get".into(),
+        "/guomi".into(),
+    ]);
+    let out = tokio::time::timeout(
+        TEST_TIMEOUT,
+        tokio::task::spawn_blocking(move || cmd.output().unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "tongsuo client stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tongsuo client failed");
+    assert!(stdout.contains("CIPHER TLS_SM4_GCM_SM3"), "{stdout}");
+    for line in SM2_SIGNED {
+        assert!(stdout.contains(line), "proxy signed with SM2-SM3: {stdout}");
+    }
+    assert!(stdout.contains("HTTP_STATUS HTTP/1.1 200"), "{stdout}");
+    assert!(
+        stdout.contains("GET /guomi HTTP/1.1"),
+        "upstream saw the request: {stdout}"
+    );
+    server.shutdown();
+}

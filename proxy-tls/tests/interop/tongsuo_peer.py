@@ -15,7 +15,8 @@ SM TLS 1.3 mode on.
       prints "PORT <n>", accepts one connection, reads one message, writes R
   tongsuo_peer.py client --port P --ca CA [--cert C --key K] --send S
       connects to 127.0.0.1:P with SNI and host check "localhost", writes S,
-      reads one message
+      reads one message (or, with --http-get PATH, sends an HTTP/1.1 GET and
+      prints "HTTP_STATUS <status line>" and "HTTP_BODY <body>")
 
 Both print "CIPHER <name>", "VERSION <v>", "PEER_SIGNATURE_DIGEST <sn>", "PEER_SIGNATURE_TYPE <sn>",
 "PEER_CERT <subject>" when there is one, and "RECEIVED <text>", then "DONE".
@@ -201,6 +202,24 @@ def exchange(lib, ssl, outgoing, read_first):
         read()
 
 
+def http_get(lib, ssl, path):
+    request = ("GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" % path).encode()
+    if lib.SSL_write(ssl, request, len(request)) != len(request):
+        fail(lib, "SSL_write")
+    buf = ctypes.create_string_buffer(16384)
+    response = b""
+    while True:
+        n = lib.SSL_read(ssl, buf, len(buf))
+        if n <= 0:
+            break
+        response += buf.raw[:n]
+    if not response:
+        fail(lib, "no HTTP response (SSL_read error %d)" % lib.SSL_get_error(ssl, n))
+    head, _, body = response.partition(b"\r\n\r\n")
+    print("HTTP_STATUS " + head.split(b"\r\n")[0].decode(errors="replace"), flush=True)
+    print("HTTP_BODY " + body.decode(errors="replace").replace("\r\n", " | "), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=["server", "client"])
@@ -211,6 +230,9 @@ def main():
     parser.add_argument("--verify-client", action="store_true")
     parser.add_argument("--send", default="ping from tongsuo")
     parser.add_argument("--reply", default="pong from tongsuo")
+    parser.add_argument("--http-get", metavar="PATH",
+                        help="client: send GET PATH (HTTP/1.1, Connection: close) and read "
+                             "the whole response instead of --send")
     parser.add_argument("--timeout", type=int, default=30)
     args = parser.parse_args()
 
@@ -245,7 +267,10 @@ def main():
         if lib.SSL_connect(ssl) != 1:
             fail(lib, "SSL_connect")
     report(lib, ssl)
-    exchange(lib, ssl, args.reply if server else args.send, read_first=server)
+    if not server and args.http_get:
+        http_get(lib, ssl, args.http_get)
+    else:
+        exchange(lib, ssl, args.reply if server else args.send, read_first=server)
     lib.SSL_shutdown(ssl)
     lib.SSL_free(ssl)
     sock.close()
