@@ -5,10 +5,18 @@
 //! no traffic until it passes `healthy_threshold` in a row. The probes also serve
 //! outlier detection's readmission.
 
+mod checker;
 mod config;
+mod metrics;
 mod probe;
+mod registry;
+mod run;
 
+pub use checker::HealthCheck;
 pub use config::{HealthCheckConfig, HealthConfigError, Verdicts};
+pub use metrics::{ClusterHealthCounters, HealthMetrics};
 pub use probe::{
     http_probe, with_timeout, HttpProbeConfig, ProbeConfig, ProbeError, TcpProbeConfig,
 };
+pub use registry::register;
+pub use run::probe_endpoint;

@@ -29,7 +29,6 @@ pub struct Thresholds {
 
 /// Counters and ejection state of one endpoint.
 #[derive(Debug, Default)]
-#[allow(dead_code)] // the ejection state is driven by the cluster extension (lands with the core seam)
 pub struct EndpointCounters {
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,

@@ -42,7 +42,6 @@ impl EjectionReason {
         Self::ALL.into_iter().find(|r| *r as u8 == v)
     }
 
-    #[allow(dead_code)] // used by the metrics (land with the core seam)
     pub(crate) fn index(self) -> usize {
         self as usize - 1
     }

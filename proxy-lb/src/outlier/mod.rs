@@ -7,7 +7,10 @@
 
 mod config;
 mod counters;
+mod detector;
 mod math;
+mod metrics;
+mod registry;
 
 #[cfg(test)]
 mod tests;
@@ -17,7 +20,10 @@ pub use config::{
     SuccessRateConfig,
 };
 pub use counters::{Attempt, EndpointCounters, Thresholds};
+pub use detector::OutlierDetection;
 pub use math::{
     ejection_time, enforced, failure_percentage_outliers, may_eject, success_rate_outliers,
     EjectionReason, IntervalStats,
 };
+pub use metrics::{ClusterOutlierCounters, OutlierMetrics};
+pub use registry::register;

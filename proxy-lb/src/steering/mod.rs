@@ -9,8 +9,12 @@
 //! [`SteeringHandle`] (a config reload builds a new rule set).
 
 mod config;
+mod filter;
 mod handle;
+mod metrics;
+mod registry;
 mod rules;
+mod subset;
 
 #[cfg(test)]
 mod tests;
@@ -19,8 +23,14 @@ pub use config::{
     MatchConfig, PathMatchConfig, RpcMatchConfig, RuleConfig, SteeringConfig, TargetConfig,
     WeightedName,
 };
+pub use filter::{TrafficSteering, TrafficSteeringLayer};
 pub use handle::SteeringHandle;
+pub(crate) use metrics::escape;
+pub use metrics::SteeringCounters;
+pub use registry::register;
+pub(crate) use registry::subset_balancer;
 pub use rules::{RequestView, Rule, RuleSet, SteeringConfigError, SteeringTarget};
+pub use subset::{Fallback, InnerPolicy, Subset, SubsetConfig};
 
 /// The endpoint group a request must go to, put in the request extensions by the
 /// `traffic_steering` filter; the `subset` balancer picks among the endpoints whose

@@ -1,6 +1,9 @@
 //! Validated steering rules and their matching. Pure: no I/O, no runtime.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicU64, Ordering::Relaxed},
+    Arc,
+};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
@@ -71,6 +74,7 @@ pub struct Rule {
     rpc_service: Option<Box<str>>,
     rpc_method: Option<Box<str>>,
     split: Split,
+    hits: Arc<AtomicU64>,
 }
 
 /// What [`Rule::matches`] looks at.
@@ -121,6 +125,15 @@ impl Rule {
     pub fn target(&self, random: u64) -> &SteeringTarget {
         self.split.pick(random)
     }
+
+    /// Requests this rule matched (counted by the filter).
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Relaxed)
+    }
+
+    pub(crate) fn hit(&self) {
+        self.hits.fetch_add(1, Relaxed);
+    }
 }
 
 /// Validated rules, first match wins.
@@ -155,6 +168,14 @@ impl RuleSet {
     /// The rules, in order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Counts matches in `counters` (shared across reloads, by rule name).
+    pub fn count_in(mut self, counters: &super::metrics::SteeringCounters) -> Self {
+        for r in &mut self.rules {
+            r.hits = counters.rule(&r.name);
+        }
+        self
     }
 
     /// The index of the first rule matching `req`.
@@ -247,6 +268,7 @@ fn rule(
         rpc_service,
         rpc_method,
         split,
+        hits: Arc::default(),
     })
 }
 

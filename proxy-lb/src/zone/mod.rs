@@ -9,6 +9,9 @@
 
 mod config;
 mod decide;
+mod filter;
+mod metrics;
+mod registry;
 mod topology;
 
 #[cfg(test)]
@@ -16,6 +19,9 @@ mod tests;
 
 pub use config::{ShardConfig, ShardRange, UidSource, ZoneConfig, ZoneRoutingConfig};
 pub use decide::{cookie_value, decide, query_value, ZoneDecision, ZoneInputs, ZoneSource};
+pub use filter::{ResponseFuture, ZoneRouting, ZoneRoutingLayer};
+pub use metrics::ZoneCounters;
+pub use registry::register;
 pub use topology::{uid_shard, FailoverStep, Topology, Zone, ZoneConfigError, ZoneId};
 
 /// The zone a request must be served in, put in the request extensions by the

@@ -1,0 +1,207 @@
+//! The `health_check` cluster extension: a background task per cluster probing every
+//! endpoint each interval (plus jitter).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst},
+        Arc, Weak,
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use proxy_core::{
+    cluster::{ClusterExtension, ClusterInfo, HealthFlags},
+    Endpoint,
+};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::{
+    config::{HealthCheckConfig, HealthConfigError, Verdicts},
+    metrics::ClusterHealthCounters,
+    run::probe_endpoint,
+};
+
+#[derive(Debug, Default)]
+struct State {
+    endpoints: Arc<[Arc<Endpoint>]>,
+    verdicts: Vec<Arc<EndpointHealth>>,
+}
+
+/// One endpoint's probe history.
+#[derive(Debug, Default)]
+struct EndpointHealth {
+    verdicts: Verdicts,
+    checks: AtomicU64,
+    last_error: arc_swap::ArcSwapOption<String>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cfg: HealthCheckConfig,
+    cluster: Arc<str>,
+    state: ArcSwap<State>,
+    counters: Arc<ClusterHealthCounters>,
+    started: AtomicBool,
+    closed: AtomicBool,
+    wake: Arc<Notify>,
+}
+
+/// Active health checking of one cluster. Dropping it stops its background task.
+#[derive(Debug)]
+pub struct HealthCheck {
+    shared: Arc<Shared>,
+}
+
+impl Drop for HealthCheck {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, SeqCst);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl HealthCheck {
+    /// Health checks for cluster `cluster`.
+    ///
+    /// # Errors
+    /// A [`HealthConfigError`] naming the bad field.
+    pub fn new(
+        cfg: HealthCheckConfig,
+        cluster: &str,
+        counters: Arc<ClusterHealthCounters>,
+    ) -> Result<Self, HealthConfigError> {
+        cfg.validate()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                cfg,
+                cluster: cluster.into(),
+                state: ArcSwap::from_pointee(State::default()),
+                counters,
+                started: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                wake: Arc::new(Notify::new()),
+            }),
+        })
+    }
+}
+
+impl ClusterExtension for HealthCheck {
+    fn activate(&self, cluster: &ClusterInfo) {
+        let old = self.shared.state.load_full();
+        let by_ptr: HashMap<usize, &Arc<EndpointHealth>> = old
+            .endpoints
+            .iter()
+            .zip(&old.verdicts)
+            .map(|(e, v)| (Arc::as_ptr(e) as usize, v))
+            .collect();
+        let verdicts = cluster
+            .endpoints
+            .iter()
+            .map(|e| {
+                by_ptr
+                    .get(&(Arc::as_ptr(e) as usize))
+                    .map_or_else(Arc::default, |v| Arc::clone(v))
+            })
+            .collect();
+        self.shared.state.store(Arc::new(State {
+            endpoints: cluster.endpoints.clone(),
+            verdicts,
+        }));
+        if self.shared.started.swap(true, SeqCst) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.shared.started.store(false, SeqCst);
+            tracing::warn!(cluster = %self.shared.cluster, "health checks activated outside a runtime; not running");
+            return;
+        };
+        rt.spawn(run(Arc::downgrade(&self.shared), self.shared.wake.clone()));
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let st = self.shared.state.load();
+        let endpoints: Vec<serde_json::Value> = st
+            .endpoints
+            .iter()
+            .zip(&st.verdicts)
+            .map(|(e, h)| {
+                json!({
+                    "address": e.address.to_string(),
+                    "healthy": !e.health_flags().contains(HealthFlags::ACTIVE_HC_FAILED),
+                    "checks": h.checks.load(Relaxed),
+                    "last_error": h.last_error.load().as_deref().cloned(),
+                })
+            })
+            .collect();
+        json!({"type": "health_check", "endpoints": endpoints})
+    }
+}
+
+impl Shared {
+    /// One round: every endpoint probed at once; flags flipped at the thresholds.
+    async fn round(self: &Arc<Self>) {
+        let st = self.state.load_full();
+        let mut probes = tokio::task::JoinSet::new();
+        for (e, h) in st.endpoints.iter().zip(&st.verdicts) {
+            if e.health_flags().contains(HealthFlags::REMOVED) {
+                continue;
+            }
+            let (e, h, shared) = (e.clone(), h.clone(), self.clone());
+            probes.spawn(async move {
+                let result = probe_endpoint(&e, &shared.cfg.probe, shared.cfg.timeout).await;
+                h.checks.fetch_add(1, Relaxed);
+                shared.counters.checked(result.as_ref().err().map(|e| e.label()));
+                let healthy_now = !e.health_flags().contains(HealthFlags::ACTIVE_HC_FAILED);
+                match &result {
+                    Ok(()) => h.last_error.store(None),
+                    Err(err) => h.last_error.store(Some(Arc::new(err.to_string()))),
+                }
+                match h.verdicts.record(result.is_ok(), healthy_now, &shared.cfg) {
+                    Some(true) if e.clear_health_flag(HealthFlags::ACTIVE_HC_FAILED) => {
+                        shared.counters.transition(true);
+                        tracing::info!(cluster = %shared.cluster, endpoint = %e.address, "endpoint passed its health checks");
+                    }
+                    Some(false) if e.set_health_flag(HealthFlags::ACTIVE_HC_FAILED) => {
+                        shared.counters.transition(false);
+                        tracing::warn!(cluster = %shared.cluster, endpoint = %e.address, "endpoint failed its health checks");
+                    }
+                    _ => {}
+                }
+            });
+        }
+        while probes.join_next().await.is_some() {}
+    }
+
+    fn next_delay(&self) -> Duration {
+        let jitter = self.cfg.jitter.as_millis() as u64;
+        let extra = if jitter == 0 {
+            0
+        } else {
+            fastrand::u64(..=jitter)
+        };
+        self.cfg.interval + Duration::from_millis(extra)
+    }
+}
+
+/// The background task: a first round at once, then one per interval (plus jitter),
+/// until the health check is dropped.
+async fn run(weak: Weak<Shared>, wake: Arc<Notify>) {
+    loop {
+        let delay = {
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            if shared.closed.load(SeqCst) {
+                return;
+            }
+            shared.round().await;
+            shared.next_delay()
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = wake.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Zone routing metrics: decisions by source, failovers by step, requests with no
+//! available zone.
+
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+};
+
+use super::{decide::ZoneSource, topology::FailoverStep};
+
+/// Counters of every `zone_routing` filter (`BuildContext::metrics` key `lb/zone`).
+#[derive(Debug, Default)]
+pub struct ZoneCounters {
+    decisions: [AtomicU64; 4],
+    failovers: [AtomicU64; 4],
+    unavailable: AtomicU64,
+}
+
+impl ZoneCounters {
+    /// Records one decision.
+    pub fn record(&self, source: ZoneSource, step: FailoverStep, served: bool) {
+        let s = ZoneSource::ALL
+            .iter()
+            .position(|x| *x == source)
+            .unwrap_or(0);
+        self.decisions[s].fetch_add(1, Relaxed);
+        if !served {
+            self.unavailable.fetch_add(1, Relaxed);
+        } else if step != FailoverStep::None {
+            let i = FailoverStep::ALL
+                .iter()
+                .position(|x| *x == step)
+                .unwrap_or(0);
+            self.failovers[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Failovers that went `step` far so far.
+    pub fn failovers(&self, step: FailoverStep) -> u64 {
+        let i = FailoverStep::ALL
+            .iter()
+            .position(|x| *x == step)
+            .unwrap_or(0);
+        self.failovers[i].load(Relaxed)
+    }
+
+    /// Decisions whose zone came from `source` so far.
+    pub fn decisions(&self, source: ZoneSource) -> u64 {
+        let s = ZoneSource::ALL
+            .iter()
+            .position(|x| *x == source)
+            .unwrap_or(0);
+        self.decisions[s].load(Relaxed)
+    }
+}
+
+impl proxy_core::metrics::RenderMetrics for ZoneCounters {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP proxy_lb_zone_decisions_total Zone decisions by where the zone came from."
+        );
+        let _ = writeln!(out, "# TYPE proxy_lb_zone_decisions_total counter");
+        for (i, s) in ZoneSource::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "proxy_lb_zone_decisions_total{{source=\"{}\"}} {}",
+                s.as_str(),
+                self.decisions[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP proxy_lb_zone_failovers_total Requests served outside their zone, by how far the failover went.");
+        let _ = writeln!(out, "# TYPE proxy_lb_zone_failovers_total counter");
+        for (i, s) in FailoverStep::ALL.iter().enumerate().skip(1) {
+            let _ = writeln!(
+                out,
+                "proxy_lb_zone_failovers_total{{step=\"{}\"}} {}",
+                s.as_str(),
+                self.failovers[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP proxy_lb_zone_unavailable_total Requests for which no zone was available."
+        );
+        let _ = writeln!(out, "# TYPE proxy_lb_zone_unavailable_total counter");
+        let _ = writeln!(
+            out,
+            "proxy_lb_zone_unavailable_total {}",
+            self.unavailable.load(Relaxed)
+        );
+    }
+}
