@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use proxy_tls::guomi::{
     load_sm2_key, GuomiClientBuilder, GuomiServerBuilder, Sm2RootStore, CURVE_SM2_GROUP,
-    SM4_GCM_SM3,
+    SM4_CCM_SM3, SM4_GCM_SM3,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use test_pki::{issue, Issued, Spec, CLIENT_AUTH, SERVER_AUTH};
@@ -210,6 +210,80 @@ async fn tongsuo_client_to_our_server() {
         assert!(stdout.contains("VERIFY_RESULT 0"), "{stdout}");
         assert!(stdout.contains("RECEIVED pong from rustls"), "{stdout}");
         assert_eq!(server.await.unwrap(), "ping from tongsuo");
+    })
+    .await
+    .unwrap();
+}
+
+/// Tongsuo offering only TLS_SM4_CCM_SM3 gets CCM from our server; without a
+/// client certificate it is refused by a server that requires one.
+#[tokio::test]
+async fn tongsuo_ccm_client_and_a_client_without_certificate() {
+    let Some(python) = tongsuo_python() else {
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let pki = Pki::new("ccm");
+        let config = Arc::new(
+            GuomiServerBuilder::new(vec![pki.server.der.clone()], key_of(&pki.server))
+                .unwrap()
+                .client_auth(pki.roots(), true)
+                .build()
+                .unwrap(),
+        );
+        for with_cert in [true, false] {
+            let acceptor = TlsAcceptor::from(config.clone());
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut tls = acceptor.accept(tcp).await?;
+                let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+                let mut buf = vec![0u8; 64];
+                let n = tls.read(&mut buf).await?;
+                tls.write_all(&buf[..n]).await?;
+                tls.shutdown().await?;
+                Ok::<_, std::io::Error>(suite)
+            });
+            let mut args = vec![
+                "client".to_string(),
+                "--port".into(),
+                port.to_string(),
+                "--ca".into(),
+                pki.path("ca.pem"),
+                "--ciphersuites".into(),
+                "TLS_SM4_CCM_SM3".into(),
+            ];
+            if with_cert {
+                args.extend([
+                    "--cert".into(),
+                    pki.path("client.pem"),
+                    "--key".into(),
+                    pki.path("client.key"),
+                ]);
+            }
+            let mut cmd = python_cmd(&python);
+            cmd.args(args);
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            eprintln!("tongsuo client (client certificate: {with_cert}):\n{stdout}");
+            let result = server.await.unwrap();
+            if with_cert {
+                assert!(out.status.success(), "{stdout}");
+                assert!(stdout.contains("CIPHER TLS_SM4_CCM_SM3"), "{stdout}");
+                assert!(stdout.contains("RECEIVED ping from tongsuo"), "{stdout}");
+                assert_eq!(result.unwrap(), SM4_CCM_SM3);
+            } else {
+                assert!(!out.status.success(), "refused: {stdout}");
+                assert!(stdout.contains("ERROR"), "{stdout}");
+                assert!(
+                    result.is_err(),
+                    "our server refuses a client without certificate"
+                );
+            }
+        }
     })
     .await
     .unwrap();

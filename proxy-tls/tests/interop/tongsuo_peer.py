@@ -7,8 +7,8 @@ object, tongsuopy/backends/_tongsuo*.so, exporting the OpenSSL 1.1.1 API plus
 Tongsuo's additions). It is loaded with ctypes and RTLD_LOCAL so that its
 symbols never mix with the system OpenSSL that Python's own ssl module uses.
 
-The context is restricted to TLS 1.3, the cipher suite TLS_SM4_GCM_SM3, the
-group curveSM2 and the signature scheme sm2sig_sm3, with Tongsuo's strict
+The context is restricted to TLS 1.3, the cipher suite TLS_SM4_GCM_SM3
+(--ciphersuites to change), the group curveSM2 and the signature scheme sm2sig_sm3, with Tongsuo's strict
 SM TLS 1.3 mode on.
 
   tongsuo_peer.py server --cert C --key K [--ca CA --verify-client] --reply R
@@ -131,8 +131,8 @@ def make_ctx(lib, server, args):
     if lib.SSL_CTX_ctrl(ctx, SSL_CTRL_SET_MAX_PROTO_VERSION, TLS1_3_VERSION, None) != 1:
         fail(lib, "max version")
     lib.SSL_CTX_enable_sm_tls13_strict(ctx)
-    if lib.SSL_CTX_set_ciphersuites(ctx, b"TLS_SM4_GCM_SM3") != 1:
-        fail(lib, "set_ciphersuites TLS_SM4_GCM_SM3")
+    if lib.SSL_CTX_set_ciphersuites(ctx, args.ciphersuites.encode()) != 1:
+        fail(lib, "set_ciphersuites " + args.ciphersuites)
     groups = ctypes.c_char_p(b"SM2")
     if lib.SSL_CTX_ctrl(ctx, SSL_CTRL_SET_GROUPS_LIST, 0, ctypes.cast(groups, ctypes.c_void_p)) != 1:
         fail(lib, "groups SM2")
@@ -233,6 +233,8 @@ def main():
     parser.add_argument("--http-get", metavar="PATH",
                         help="client: send GET PATH (HTTP/1.1, Connection: close) and read "
                              "the whole response instead of --send")
+    parser.add_argument("--ciphersuites", default="TLS_SM4_GCM_SM3",
+                        help="TLS 1.3 suites to offer, OpenSSL syntax")
     parser.add_argument("--timeout", type=int, default=30)
     args = parser.parse_args()
 
