@@ -7,6 +7,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use proptest::prelude::*;
+use proxy_core::{cluster::HealthFlags, Balancer, Endpoint};
 use proxy_lb::{
     hash_policy::HashPolicyConfig,
     least_request::{LeastRequest, LeastRequestConfig},
@@ -57,7 +58,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     /// Over every cycle (sum of weights / gcd picks), each endpoint is picked exactly
     /// weight / gcd times, whatever the start of the counter.
@@ -167,7 +168,7 @@ fn disruption(all: &[(String, u32)], removed: usize) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(12))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     /// Unweighted, M = 65537: every backend owns floor(M/N) or ceil(M/N) slots.
     #[test]
@@ -244,4 +245,98 @@ proptest! {
             }
         }
     }
+}
+
+/// A proxy endpoint at `10.0.<i>:80`.
+fn endpoint(i: usize, weight: u32) -> Arc<Endpoint> {
+    let addr = format!("10.0.{}.{}:80", i / 256, i % 256).parse().unwrap();
+    Arc::new(Endpoint::new(
+        addr,
+        weight.try_into().unwrap(),
+        Default::default(),
+    ))
+}
+
+const FLAGS: [HealthFlags; 4] = [
+    HealthFlags::NONE,
+    HealthFlags::ACTIVE_HC_FAILED,
+    HealthFlags::EJECTED,
+    HealthFlags::REMOVED,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The registered balancers, through `proxy_core::Balancer` over real endpoints:
+    /// an endpoint with any health flag (check failed, ejected, removed) is never
+    /// picked while one without exists, also when flags change after the tables were
+    /// built.
+    #[test]
+    fn registered_balancers_skip_flagged_endpoints(
+        spec in prop::collection::vec((1u32..=8, 0usize..4), 1..=30),
+        later in prop::collection::vec((any::<prop::sample::Index>(), 0usize..4), 0..=5),
+        keys in prop::collection::vec("[a-z0-9]{1,8}", 1..=12),
+    ) {
+        let endpoints: Arc<[Arc<Endpoint>]> = spec
+            .iter()
+            .enumerate()
+            .map(|(i, &(w, f))| {
+                let e = endpoint(i, w);
+                e.set_health_flag(FLAGS[f]);
+                e
+            })
+            .collect();
+        let mut registry = proxy_core::Registry::default();
+        proxy_lb::register(&mut registry);
+        let sections = [
+            ("random", "null"),
+            ("round_robin", "null"),
+            ("least_request", "choice_count: 3"),
+            ("ring_hash", "{hash_policy: [{type: header, name: x-key}], min_ring_size: 64}"),
+            ("maglev", "{hash_policy: [{type: header, name: x-key}], table_size: 251}"),
+        ];
+        let balancers: Vec<(&str, Arc<dyn Balancer>)> = sections
+            .iter()
+            .map(|(name, cfg)| {
+                let cfg: serde_yaml::Value = serde_yaml::from_str(cfg).unwrap();
+                (*name, build(&registry, name, &cfg))
+            })
+            .collect();
+        for (_, b) in &balancers {
+            b.endpoints_changed(&endpoints);
+        }
+        for (k, &(i, f)) in later.iter().enumerate() {
+            let e = &endpoints[i.index(endpoints.len())];
+            if k % 2 == 0 {
+                e.set_health_flag(FLAGS[f]);
+            } else {
+                e.clear_health_flag(FLAGS[f] | HealthFlags::EJECTED);
+            }
+        }
+        let any_healthy = endpoints.iter().any(|e| e.is_healthy());
+        for key in &keys {
+            let req = key_request(key);
+            for (name, b) in &balancers {
+                match b.pick(&endpoints, &req) {
+                    Some(i) => prop_assert!(endpoints[i].is_healthy(), "{} picked {:?}", name, endpoints[i].health_flags()),
+                    None => prop_assert!(!any_healthy, "{} picked nothing", name),
+                }
+            }
+        }
+    }
+}
+
+/// A balancer from the registry, as the proxy builds it.
+fn build(
+    registry: &proxy_core::Registry,
+    policy: &str,
+    section: &serde_yaml::Value,
+) -> Arc<dyn Balancer> {
+    let yaml = format!(
+        "listeners:\n  - name: l\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n          - match: {{ path: {{ prefix: \"/\" }} }}\n            cluster: c\nclusters:\n  - name: c\n    endpoints: [\"127.0.0.1:1\"]\n    lb:\n      policy: {policy}\n      config: {}\n",
+        serde_json::to_string(section).unwrap()
+    );
+    let config = proxy_core::config::Config::from_yaml(&yaml).unwrap();
+    let snapshot = proxy_core::snapshot::Snapshot::build(config, registry, None).unwrap();
+    snapshot.clusters.get("c").unwrap().balancer.clone()
 }
