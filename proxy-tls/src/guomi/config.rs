@@ -103,7 +103,10 @@ impl GuomiServerBuilder {
     /// suites (TLS 1.2 and 1.3) are offered after the Guomi ones, and a
     /// client that offers an RFC 8998 suite and `sm2sig_sm3` gets the SM2
     /// chain, any other client gets `certified` (an RSA or ECDSA key loaded
-    /// with `base`).
+    /// with `base`). A [`client_auth`](Self::client_auth) verifier applies to
+    /// every client, so with it international clients also need an SM2
+    /// client certificate; keep two configs (see [`offers_guomi`]) when the
+    /// families need different client roots.
     pub fn with_international(
         mut self,
         certified: Arc<CertifiedKey>,

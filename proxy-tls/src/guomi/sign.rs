@@ -20,8 +20,9 @@ use x509_cert::der::{Decode, Encode};
 use super::error::GuomiError;
 use super::{SM2SIG_SM3, TLS13_SM2_ID};
 
-/// SM2 has no TLS 1.2 `SignatureAlgorithm`; an unassigned value keeps every
-/// TLS 1.2 suite from being paired with an SM2 key.
+/// SM2 has no TLS 1.2 `SignatureAlgorithm`. rustls only compares this value
+/// with the algorithms TLS 1.2 suites list, and an `Unknown` variant equals
+/// none of them, so no TLS 1.2 suite is ever paired with an SM2 key.
 const SM2_SIGNATURE_ALGORITHM: SignatureAlgorithm = SignatureAlgorithm::Unknown(0x08);
 
 /// An SM2 private key that signs TLS 1.3 handshakes with `sm2sig_sm3`.
