@@ -1,0 +1,160 @@
+//! Private-key offload through the termination layer: handshakes run their signing
+//! step on the engines, a failed engine is routed around, all engines failed still
+//! serves (blocking pool), and the per-engine metrics reach admin
+//! `/stats/prometheus`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::*;
+use proxy_tls::offload::{OffloadEngine, SoftwareEngine};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in proxy_tls::material::parse_certs(&std::fs::read(ca).unwrap(), "ca").unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn get(c: &tokio_rustls::TlsConnector, port: u16) -> String {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = c
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_sign_on_the_engines_and_route_around_a_failed_one() {
+    let pki = Pki::new("offload");
+    let srv = pki.server("srv", &["a.test"]);
+    let runtime = proxy_tls::TlsRuntime::default();
+    let cards: Vec<Arc<SoftwareEngine>> = (0..2)
+        .map(|i| Arc::new(SoftwareEngine::new(&format!("card{i}"), 1).unwrap()))
+        .collect();
+    for c in &cards {
+        runtime.add_engine(c.clone());
+    }
+    let tls = format!(
+        "{{ certificates: [{{ cert: {}, key: {} }}], offload: {{ engines: [{{ name: card0 }}, {{ name: card1 }}] }} }}",
+        srv.cert.display(),
+        srv.key.display()
+    );
+    let admin = free_port();
+    let yaml = format!(
+        "admin: {{ address: \"127.0.0.1:{admin}\" }}\n{}",
+        proxy_yaml(echo_upstream(), &tls, "")
+    );
+    let server = start(&yaml, registry(runtime.clone()));
+    let port = port_of(&server, "tls");
+    let c = connector(&pki.ca_pem);
+    let ops = |i: usize| cards[i].stats().operations();
+
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for _ in 0..10 {
+            assert!(get(&c, port).await.starts_with("HTTP/1.1 200"));
+        }
+        assert_eq!(
+            ops(0) + ops(1),
+            10,
+            "every full handshake signs on an engine"
+        );
+        // Concurrent handshakes spread over both cards.
+        let burst: Vec<_> = (0..20)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { get(&c, port).await })
+            })
+            .collect();
+        for b in burst {
+            assert!(b.await.unwrap().starts_with("HTTP/1.1 200"));
+        }
+        assert_eq!(ops(0) + ops(1), 30);
+        assert!(
+            ops(0) > 0 && ops(1) > 0,
+            "one card idle: {} / {}",
+            ops(0),
+            ops(1)
+        );
+
+        // card0 fails: everything goes to card1.
+        cards[0].fail();
+        let before = (ops(0), ops(1));
+        for _ in 0..5 {
+            assert!(get(&c, port).await.starts_with("HTTP/1.1 200"));
+        }
+        assert_eq!(ops(0), before.0);
+        assert_eq!(ops(1), before.1 + 5);
+
+        // Both failed: handshakes still complete (on the blocking pool, not the I/O thread).
+        cards[1].fail();
+        assert!(get(&c, port).await.starts_with("HTTP/1.1 200"));
+        cards[0].recover();
+        cards[1].recover();
+
+        // Per-engine metrics on the admin endpoint.
+        let mut admin_conn = tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .unwrap();
+        admin_conn
+            .write_all(
+                b"GET /stats/prometheus HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut text = String::new();
+        admin_conn.read_to_string(&mut text).await.unwrap();
+        assert!(
+            text.contains("proxy_tls_offload_operations_total{engine=\"card0\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy_tls_offload_queue_depth{engine=\"card1\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy_tls_offload_latency_seconds_count{engine=\"card1\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy_tls_offload_failures_total{engine=\"card0\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy_tls_handshakes_total{version=\"tls13\"} 36"),
+            "{text}"
+        );
+    })
+    .await
+    .unwrap();
+}
