@@ -18,10 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proxy_tls::guomi::{
-    load_sm2_key, GuomiClientBuilder, GuomiServerBuilder, Sm2RootStore, CURVE_SM2_GROUP,
-    SM4_CCM_SM3, SM4_GCM_SM3,
+    load_sm2_key, GuomiClientBuilder, GuomiServerBuilder, Sm2RootStore, CERT_SM2_ID,
+    CURVE_SM2_GROUP, SM4_CCM_SM3, SM4_GCM_SM3,
 };
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use sm2::dsa::signature::Verifier;
 use test_pki::{issue, Issued, Spec, CLIENT_AUTH, SERVER_AUTH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -287,6 +289,80 @@ async fn tongsuo_ccm_client_and_a_client_without_certificate() {
     })
     .await
     .unwrap();
+}
+
+/// SM2 keys Tongsuo generates (PKCS#8 and SEC1 PEM) load, Tongsuo's SM2-SM3
+/// signatures verify here under the default identifier, and ours verify there.
+#[test]
+fn tongsuo_sm2_keys_and_signatures() {
+    let Some(python) = tongsuo_python() else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tongsuo_sm2.py");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(&python.0);
+        if let Some(p) = &python.1 {
+            cmd.env("PYTHONPATH", p);
+        }
+        let out = cmd.arg(&script).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let message = b"guomi interop message";
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let unhex = |s: &str| {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect::<Vec<u8>>()
+    };
+    for _ in 0..3 {
+        let made: serde_yaml::Value = serde_yaml::from_str(&run(&["make", &hex(message)])).unwrap();
+        let field = |k: &str| made[k].as_str().unwrap().to_string();
+        let point = unhex(&field("point"));
+
+        for pem in [field("pkcs8"), field("sec1")] {
+            let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+            let key = load_sm2_key(&der).unwrap();
+            let spki = key.public_key_der();
+            assert!(
+                spki.ends_with(&point),
+                "the loaded key has Tongsuo's public point"
+            );
+        }
+
+        let theirs = signature_from_der(&unhex(&field("signature")));
+        let verifier = sm2::dsa::VerifyingKey::from_sec1_bytes(CERT_SM2_ID, &point).unwrap();
+        assert!(
+            verifier.verify(message, &theirs).is_ok(),
+            "Tongsuo's signature verifies with the default SM2 identifier"
+        );
+
+        let secret = sm2::SecretKey::from_sec1_pem(&field("sec1")).unwrap();
+        let ours = test_pki::sign_der(&secret, CERT_SM2_ID, message);
+        let verdict = run(&["verify", &hex(&point), &hex(message), &hex(&ours)]);
+        assert_eq!(verdict.trim(), "VALID");
+        let mut tampered = message.to_vec();
+        tampered[0] ^= 1;
+        let verdict = run(&["verify", &hex(&point), &hex(&tampered), &hex(&ours)]);
+        assert_eq!(verdict.trim(), "INVALID");
+    }
+}
+
+/// `SEQUENCE { INTEGER r, INTEGER s }` to a signature (test-side parser).
+fn signature_from_der(der: &[u8]) -> sm2::dsa::Signature {
+    use x509_cert::der::{asn1::UintRef, Decode};
+    let [r, s] = <[UintRef<'_>; 2]>::from_der(der).unwrap();
+    let pad = |b: &[u8]| {
+        let mut out = [0u8; 32];
+        out[32 - b.len()..].copy_from_slice(b);
+        out
+    };
+    sm2::dsa::Signature::from_scalars(pad(r.as_bytes()), pad(s.as_bytes())).unwrap()
 }
 
 #[tokio::test]

@@ -137,6 +137,16 @@ fn ext(oid: &str, critical: bool, value: impl Encode) -> Extension {
     }
 }
 
+/// An SM2-with-SM3 signature of `msg` under distinguishing id `id`, DER.
+pub fn sign_der(key: &SecretKey, id: &str, msg: &[u8]) -> Vec<u8> {
+    let signer = sm2::dsa::SigningKey::new(id, key).unwrap();
+    let sig: sm2::dsa::Signature = signer.sign(msg);
+    let (r, s) = (sig.r_bytes(), sig.s_bytes());
+    [UintRef::new(&r).unwrap(), UintRef::new(&s).unwrap()]
+        .to_der()
+        .unwrap()
+}
+
 /// Issues a certificate for `spec`, signed by `issuer` (self-signed when `None`).
 pub fn issue(spec: &Spec, issuer: Option<&Issued>) -> Issued {
     let key = SecretKey::random(&mut OsRng);
@@ -207,13 +217,7 @@ pub fn issue_with_key(spec: &Spec, issuer: Option<&Issued>, key: SecretKey) -> I
         extensions: Some(extensions),
     };
     let signer_key = issuer.map_or(&key, |i| &i.key);
-    let signer = sm2::dsa::SigningKey::new(CERT_ID, signer_key).unwrap();
-    let tbs_der = tbs.to_der().unwrap();
-    let sig: sm2::dsa::Signature = signer.sign(&tbs_der);
-    let (r, s) = (sig.r_bytes(), sig.s_bytes());
-    let sig_der = [UintRef::new(&r).unwrap(), UintRef::new(&s).unwrap()]
-        .to_der()
-        .unwrap();
+    let sig_der = sign_der(signer_key, CERT_ID, &tbs.to_der().unwrap());
     let cert = Certificate {
         tbs_certificate: tbs,
         signature_algorithm: alg,
