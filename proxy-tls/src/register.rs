@@ -10,7 +10,7 @@ use proxy_core::{
 };
 
 use crate::{
-    accept::TerminationLayer,
+    accept::{SessionState, TerminationLayer},
     config::{self, OffloadConfig, OriginationConfig, TerminationConfig},
     metrics::TlsMetrics,
     offload::{Dispatcher, OffloadEngine, OffloadMetrics, SoftwareEngine},
@@ -24,6 +24,7 @@ use crate::{
 pub struct TlsRuntime {
     secrets: Arc<dyn SecretSource>,
     engines: Arc<Mutex<HashMap<String, Arc<dyn OffloadEngine>>>>,
+    sessions: Arc<Mutex<HashMap<String, (SessionKey, SessionState)>>>,
     metrics: Arc<TlsMetrics>,
     offload_metrics: Arc<OffloadMetrics>,
 }
@@ -40,6 +41,7 @@ impl TlsRuntime {
         Self {
             secrets,
             engines: Arc::default(),
+            sessions: Arc::default(),
             metrics: Arc::default(),
             offload_metrics: Arc::default(),
         }
@@ -116,7 +118,34 @@ impl RenderMetrics for TlsMetricsExport {
     }
 }
 
+/// What resumption state depends on: equal keys reuse the state across reloads.
+type SessionKey = (crate::config::SessionConfig, crate::config::EarlyDataConfig);
+
 impl TlsRuntime {
+    /// The resumption state of `listener`, kept while its session settings stay.
+    fn sessions(
+        &self,
+        listener: Option<&str>,
+        cfg: &TerminationConfig,
+    ) -> Result<SessionState, String> {
+        let fresh = || SessionState::new(cfg).map_err(|e| crate::error_chain(&e));
+        let Some(listener) = listener else {
+            return fresh();
+        };
+        let key = (cfg.session.clone(), cfg.early_data.clone());
+        let Ok(mut known) = self.sessions.lock() else {
+            return fresh();
+        };
+        if let Some((k, state)) = known.get(listener) {
+            if *k == key {
+                return Ok(state.clone());
+            }
+        }
+        let state = fresh()?;
+        known.insert(listener.to_owned(), (key, state.clone()));
+        Ok(state)
+    }
+
     fn export(&self, ctx: &BuildContext<'_>) {
         let export = ctx.metrics::<TlsMetricsExport>("tls");
         let _ = export
@@ -141,8 +170,15 @@ pub fn register_with(registry: &mut Registry, runtime: TlsRuntime) {
             Some(o) => Some(rt.dispatcher(o)?),
             None => None,
         };
-        let layer = TerminationLayer::new(&c, rt.secrets.clone(), offload, rt.metrics.clone())
-            .map_err(|e| crate::error_chain(&e))?;
+        let sessions = rt.sessions(ctx.listener, &c)?;
+        let layer = TerminationLayer::with_sessions(
+            &c,
+            rt.secrets.clone(),
+            offload,
+            rt.metrics.clone(),
+            sessions,
+        )
+        .map_err(|e| crate::error_chain(&e))?;
         Ok(Arc::new(move |inner: BoxConn| layer.layer(inner)))
     });
     let rt = runtime;

@@ -615,3 +615,114 @@ mod zero_rtt {
         assert_eq!(runtime.metrics().failures("early_data_refused"), 1);
     }
 }
+
+#[test]
+fn sessions_resume_with_tickets_and_survive_a_config_reload() {
+    if !have("openssl") {
+        return;
+    }
+    let pki = Pki::new("resume");
+    let a = pki.server("a", &["a.test"]);
+    let tls = format!(
+        "{{ certificates: [{{ cert: {}, key: {} }}] }}",
+        a.cert.display(),
+        a.key.display()
+    );
+    let yaml = proxy_yaml(echo_upstream(), &tls, "");
+    let runtime = proxy_tls::TlsRuntime::default();
+    let server = start(&yaml, registry(runtime.clone()));
+    let port = port_of(&server, "tls");
+    let ca = pki.ca_pem.display().to_string();
+    for version in ["-tls1_3", "-tls1_2"] {
+        let sess = pki.dir.join(format!("session{version}.pem"));
+        let sess = sess.display().to_string();
+        let first = s_client(
+            port,
+            &[
+                version,
+                "-servername",
+                "a.test",
+                "-CAfile",
+                &ca,
+                "-sess_out",
+                &sess,
+            ],
+            GET,
+        );
+        assert!(first.text.contains("HTTP/1.1 200"), "{}", first.text);
+        assert!(first.text.contains("New, TLSv1."), "{}", first.text);
+        let again = s_client(
+            port,
+            &[
+                version,
+                "-servername",
+                "a.test",
+                "-CAfile",
+                &ca,
+                "-sess_in",
+                &sess,
+            ],
+            GET,
+        );
+        assert!(again.text.contains("Reused, TLSv1."), "{}", again.text);
+        if version == "-tls1_3" {
+            // The same listener config reloaded: its ticket keys are kept.
+            server
+                .reload(proxy_core::config::Config::from_yaml(&yaml).unwrap())
+                .unwrap();
+            let third = s_client(
+                port,
+                &[
+                    version,
+                    "-servername",
+                    "a.test",
+                    "-CAfile",
+                    &ca,
+                    "-sess_in",
+                    &sess,
+                ],
+                GET,
+            );
+            assert!(third.text.contains("Reused, TLSv1.3"), "{}", third.text);
+        }
+    }
+}
+
+#[test]
+fn a_client_without_common_parameters_gets_an_alert() {
+    if !have("openssl") {
+        return;
+    }
+    let s = setup("unsupported", "");
+    // CBC-only TLS 1.2 (rustls has no CBC suites), and TLS 1.1.
+    let cbc = s_client(
+        s.port,
+        &["-tls1_2", "-cipher", "AES128-SHA", "-servername", "a.test"],
+        GET,
+    );
+    assert!(cbc.text.contains("alert handshake failure"), "{}", cbc.text);
+    let old = s_client(
+        s.port,
+        &[
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+            "-servername",
+            "a.test",
+        ],
+        GET,
+    );
+    assert!(!old.text.contains("HTTP/1.1 200"), "{}", old.text);
+    let m = s.runtime.metrics();
+    for _ in 0..50 {
+        if m.failures("unsupported") >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        m.failures("unsupported") >= 2,
+        "unsupported: {}",
+        m.failures("unsupported")
+    );
+}

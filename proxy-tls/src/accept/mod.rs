@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 pub use handshake::Negotiated;
+pub use server_config::SessionState;
 pub(crate) use server_config::{certificate_source, versions};
 
 use self::{
@@ -62,7 +63,22 @@ impl TerminationLayer {
         offload: Option<Dispatcher>,
         metrics: Arc<TlsMetrics>,
     ) -> Result<Self, ConfigBuildError> {
-        let spec = ServerSpec::from_config(cfg, secrets.clone())?;
+        Self::with_sessions(cfg, secrets, offload, metrics, SessionState::new(cfg)?)
+    }
+
+    /// As [`TerminationLayer::new`], resuming sessions from `sessions` (kept from a
+    /// previous layer of the same listener, so tickets stay valid across a reload).
+    ///
+    /// # Errors
+    /// A bad setting (naming the field) or refused material (naming the file).
+    pub fn with_sessions(
+        cfg: &TerminationConfig,
+        secrets: Arc<dyn SecretSource>,
+        offload: Option<Dispatcher>,
+        metrics: Arc<TlsMetrics>,
+        sessions: SessionState,
+    ) -> Result<Self, ConfigBuildError> {
+        let spec = ServerSpec::from_config(cfg, secrets.clone(), sessions)?;
         let files = spec.files();
         let watch_secrets = spec.uses_secrets().then_some(&secrets);
         let material = Reloadable::start(

@@ -34,8 +34,7 @@ pub(crate) struct ServerSpec {
     pub(crate) client_auth: Option<(RootsSource, ClientAuthMode)>,
     pub(crate) alpn: Vec<Vec<u8>>,
     pub(crate) versions: Vec<&'static SupportedProtocolVersion>,
-    pub(crate) ticketer: Option<Arc<dyn ProducesTickets>>,
-    pub(crate) session_cache: Option<Arc<dyn StoresServerSessions>>,
+    pub(crate) sessions: SessionState,
     pub(crate) early_data_max: u32,
     pub(crate) guomi: Option<GuomiConfig>,
     pub(crate) provider: Arc<CryptoProvider>,
@@ -70,6 +69,49 @@ pub(crate) fn versions(v: &[TlsVersion]) -> Vec<&'static SupportedProtocolVersio
         out.push(&rustls::version::TLS12);
     }
     out
+}
+
+/// A listener's resumption state: the ticket keys and the stateful session cache.
+/// Kept across material rotations, and across config reloads when the `session` and
+/// `early_data` sections are unchanged ([`crate::TlsRuntime`] keeps it by listener).
+#[derive(Clone)]
+pub struct SessionState {
+    ticketer: Option<Arc<dyn ProducesTickets>>,
+    cache: Option<Arc<dyn StoresServerSessions>>,
+}
+
+impl std::fmt::Debug for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionState")
+            .field("tickets", &self.ticketer.is_some())
+            .field("cache", &self.cache.is_some())
+            .finish()
+    }
+}
+
+impl SessionState {
+    /// Fresh ticket keys and an empty cache for `cfg`'s `session` and `early_data`.
+    ///
+    /// # Errors
+    /// The ticket key could not be generated.
+    pub fn new(cfg: &TerminationConfig) -> Result<Self, ConfigBuildError> {
+        // Early data only with single-use, server-side session state: stateless
+        // tickets could be replayed, and rustls refuses 0-RTT with them.
+        let use_tickets = cfg.session.tickets && !cfg.early_data.enabled;
+        let ticketer = if use_tickets {
+            Some(ticketer(cfg.session.ticket_key_rotation)?)
+        } else {
+            None
+        };
+        let cache_size = if cfg.early_data.enabled {
+            cfg.session.cache_size.max(1)
+        } else {
+            cfg.session.cache_size
+        };
+        let cache = (cache_size > 0)
+            .then(|| ServerSessionMemoryCache::new(cache_size) as Arc<dyn StoresServerSessions>);
+        Ok(Self { ticketer, cache })
+    }
 }
 
 /// A ticketer whose keys rotate every `rotation` (tickets stay valid for twice that).
@@ -113,6 +155,7 @@ impl ServerSpec {
     pub(crate) fn from_config(
         cfg: &TerminationConfig,
         secrets: Arc<dyn SecretSource>,
+        sessions: SessionState,
     ) -> Result<Self, ConfigBuildError> {
         if cfg.certificates.is_empty() {
             return Err(ConfigBuildError::Invalid(
@@ -149,28 +192,12 @@ impl ServerSpec {
                 "early_data.enabled: early data needs tls13 in versions".into(),
             ));
         }
-        // Early data only with single-use, server-side session state: stateless
-        // tickets could be replayed, and rustls refuses 0-RTT with them.
-        let use_tickets = cfg.session.tickets && !cfg.early_data.enabled;
-        let ticketer = if use_tickets {
-            Some(ticketer(cfg.session.ticket_key_rotation)?)
-        } else {
-            None
-        };
-        let cache_size = if cfg.early_data.enabled {
-            cfg.session.cache_size.max(1)
-        } else {
-            cfg.session.cache_size
-        };
-        let session_cache = (cache_size > 0)
-            .then(|| ServerSessionMemoryCache::new(cache_size) as Arc<dyn StoresServerSessions>);
         Ok(Self {
             certs,
             client_auth,
             alpn: cfg.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
             versions,
-            ticketer,
-            session_cache,
+            sessions,
             early_data_max: if cfg.early_data.enabled {
                 cfg.early_data.max_size
             } else {
@@ -246,11 +273,11 @@ impl ServerSpec {
         let mut config = builder.with_cert_resolver(Arc::new(SniResolver(Arc::new(store))));
         config.alpn_protocols = self.alpn.clone();
         config.ignore_client_order = false;
-        match &self.ticketer {
+        match &self.sessions.ticketer {
             Some(t) => config.ticketer = t.clone(),
-            None => config.send_tls13_tickets = if self.session_cache.is_some() { 2 } else { 0 },
+            None => config.send_tls13_tickets = if self.sessions.cache.is_some() { 2 } else { 0 },
         }
-        config.session_storage = match &self.session_cache {
+        config.session_storage = match &self.sessions.cache {
             Some(c) => c.clone(),
             None => Arc::new(rustls::server::NoServerSessionStorage {}),
         };
