@@ -365,6 +365,67 @@ fn signature_from_der(der: &[u8]) -> sm2::dsa::Signature {
     sm2::dsa::Signature::from_scalars(pad(r.as_bytes()), pad(s.as_bytes())).unwrap()
 }
 
+/// A chain Tongsuo's libcrypto writes (root and leaf, SM2-with-SM3 without
+/// parameters) passes our verifier, and serves a handshake with its key.
+#[tokio::test]
+async fn tongsuo_made_certificates_pass_our_verifier() {
+    let Some(python) = tongsuo_python() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("proxy-tls-guomi-x509-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(&python.0);
+    if let Some(p) = &python.1 {
+        cmd.env("PYTHONPATH", p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tongsuo_x509.py");
+    let out = cmd.arg(script).arg(&dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let roots = Arc::new(Sm2RootStore::from_pem_file(dir.join("ca.pem")).unwrap());
+    let leaf = rustls::pki_types::CertificateDer::from_pem_file(dir.join("leaf.pem")).unwrap();
+    let verifier = proxy_tls::guomi::Sm2ServerVerifier::new(roots.clone());
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        &verifier,
+        &leaf,
+        &[],
+        &ServerName::try_from("localhost").unwrap(),
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    )
+    .unwrap();
+
+    let server = GuomiServerBuilder::from_pem_files(dir.join("leaf.pem"), dir.join("leaf.key"))
+        .unwrap()
+        .build()
+        .unwrap();
+    let client = GuomiClientBuilder::new(roots).build().unwrap();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let server_task = tokio::spawn(async move {
+        let mut tls = acceptor.accept(b).await.unwrap();
+        tls.write_all(b"hi").await.unwrap();
+        tls.shutdown().await.unwrap();
+    });
+    let mut tls = tokio::time::timeout(
+        TEST_TIMEOUT,
+        TlsConnector::from(Arc::new(client)).connect(ServerName::try_from("localhost").unwrap(), a),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut buf = Vec::new();
+    tls.read_to_end(&mut buf).await.unwrap();
+    assert_eq!(buf, b"hi");
+    server_task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn our_client_to_tongsuo_server() {
     let Some(python) = tongsuo_python() else {
