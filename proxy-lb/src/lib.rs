@@ -4,6 +4,7 @@ mod backend;
 mod config;
 mod error;
 pub mod hash_policy;
+pub mod layer;
 pub mod least_request;
 pub mod maglev;
 pub mod random;
