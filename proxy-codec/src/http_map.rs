@@ -1,8 +1,6 @@
 //! Helpers shared by the protocols' mappings onto `http::Request`: the
 //! `/{service}/{method}` path, header maps, and the neutral RPC facts.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
@@ -21,10 +19,6 @@ const NOT_FORWARDED: [&str; 11] = [
     "x-proxy-error",
     "content-type",
 ];
-
-/// RPC header-map entries kept aside: keys that are not valid header names, or null
-/// values.
-pub(crate) type ExtraHeaders = Vec<(Bytes, Option<Bytes>)>;
 
 /// Whether a header should be carried in an RPC header map.
 pub(crate) fn forwarded(name: &HeaderName) -> bool {
@@ -130,11 +124,7 @@ pub(crate) fn add_header(
 /// The neutral facts about an RPC call, put in request extensions for balancers,
 /// filters and logs.
 pub(crate) fn rpc_info(protocol: &'static str, service: &str, method: &str) -> crate::RpcInfo {
-    crate::RpcInfo {
-        protocol,
-        service: Arc::from(service),
-        method: Arc::from(method),
-    }
+    crate::RpcInfo::new(protocol, service, method)
 }
 
 #[cfg(test)]

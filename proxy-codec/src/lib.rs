@@ -9,19 +9,14 @@ mod http_map;
 pub mod metrics;
 pub mod mux;
 pub mod protocol;
-mod rpc;
+mod register;
 mod service;
 pub mod sniff;
 
 pub use bolt::Bolt;
 pub use dubbo::Dubbo;
 pub use protocol::{DecodeError, EncodeError, Failure, FrameKind, Protocol};
-pub use rpc::RpcInfo;
+pub use proxy_core::rpc::RpcInfo;
+pub use register::{register, register_protocol};
 pub use service::{RpcServer, RpcUpstream};
 pub use sniff::Sniff;
-
-/// Registers the `bolt` and `dubbo` protocols (listener and upstream sides) in
-/// `registry`.
-pub fn register(registry: &mut proxy_core::Registry) {
-    let _ = registry;
-}

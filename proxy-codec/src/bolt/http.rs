@@ -13,15 +13,12 @@ use super::{
     header_map, status, BoltMeta,
 };
 use crate::{
-    hessian2::Writer,
-    http_map::{add_header, forwarded, rpc_info, rpc_uri, split_rpc_path, ExtraHeaders},
+    http_map::{add_header, forwarded, rpc_info, rpc_uri, split_rpc_path},
     protocol::{DecodeError, EncodeError},
 };
 
 /// The class name of SOFARPC's response object.
 pub const SOFA_RESPONSE: &str = "com.alipay.sofa.rpc.core.response.SofaResponse";
-/// The class name Bolt servers give error contents.
-const SERVER_EXCEPTION_CLASS: &str = "com.alipay.remoting.rpc.exception.RpcServerException";
 
 const KEY_TARGET_SERVICE: &str = "sofa_head_target_service";
 const KEY_SERVICE: &str = "service";
@@ -44,8 +41,22 @@ pub struct BoltRequestInfo {
     pub timeout: i32,
     /// The content's class name.
     pub class_name: Bytes,
-    /// Header-map entries that are not valid HTTP headers (or have null values).
-    pub extra_headers: Vec<(Bytes, Option<Bytes>)>,
+    /// What of the header map is not in the request's headers as is.
+    pub extra_headers: HeaderExtras,
+}
+
+/// What of a Bolt header map does not fit an `http::HeaderMap` as is, kept so that
+/// the map is re-encoded faithfully.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderExtras {
+    /// Entries whose key is not a valid header name, or whose value is null or not a
+    /// valid header value.
+    pub entries: Vec<(Bytes, Option<Bytes>)>,
+    /// The original spelling of keys that were lowercased into header names
+    /// (`rpc_trace_context.sofaTraceId`), restored on the way out.
+    pub cased_keys: Vec<Bytes>,
+    /// A header map that could not be parsed at all, passed on whole.
+    pub raw: Option<Bytes>,
 }
 
 /// The Bolt protocol fields of a response, in its extensions.
@@ -57,16 +68,18 @@ pub struct BoltResponseInfo {
     pub codec: u8,
     /// The content's class name.
     pub class_name: Bytes,
-    /// Header-map entries that are not valid HTTP headers (or have null values).
-    pub extra_headers: Vec<(Bytes, Option<Bytes>)>,
+    /// What of the header map is not in the response's headers as is.
+    pub extra_headers: HeaderExtras,
 }
 
-fn headers_from_map(map: Bytes) -> Result<(HeaderMap, ExtraHeaders), DecodeError> {
+fn headers_from_map(map: Bytes) -> Result<(HeaderMap, HeaderExtras), DecodeError> {
     let mut headers = HeaderMap::new();
-    let mut extra = Vec::new();
+    let mut extra = HeaderExtras::default();
     header_map::parse(map, |k, v| {
-        if let Some(e) = add_header(&mut headers, k, v) {
-            extra.push(e);
+        let cased = k.iter().any(u8::is_ascii_uppercase).then(|| k.clone());
+        match add_header(&mut headers, k, v) {
+            Some(e) => extra.entries.push(e),
+            None => extra.cased_keys.extend(cased),
         }
     })?;
     Ok((headers, extra))
@@ -114,13 +127,23 @@ pub(super) fn request_to_http(f: BoltFrame) -> Result<HttpRequest, DecodeError> 
     Ok(req)
 }
 
-fn encode_headers(headers: &HeaderMap, extra: &[(Bytes, Option<Bytes>)], dst: &mut BytesMut) {
+fn encode_headers(headers: &HeaderMap, extra: Option<&HeaderExtras>, dst: &mut BytesMut) {
+    if let Some(raw) = extra.and_then(|e| e.raw.as_ref()) {
+        dst.extend_from_slice(raw);
+        return;
+    }
+    let cased: &[Bytes] = extra.map_or(&[], |e| &e.cased_keys);
     for (name, value) in headers {
         if forwarded(name) {
-            header_map::put(dst, name.as_str().as_bytes(), Some(value.as_bytes()));
+            let name = name.as_str().as_bytes();
+            let key = cased
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(name))
+                .map_or(name, |k| &k[..]);
+            header_map::put(dst, key, Some(value.as_bytes()));
         }
     }
-    for (k, v) in extra {
+    for (k, v) in extra.map_or(&[][..], |e| &e.entries) {
         header_map::put(dst, k, v.as_deref());
     }
 }
@@ -131,12 +154,7 @@ pub(super) fn request_from_http(
 ) -> Result<BoltFrame, EncodeError> {
     let mut header = BytesMut::new();
     let info = parts.extensions.get::<BoltRequestInfo>();
-    let empty = Vec::new();
-    encode_headers(
-        &parts.headers,
-        info.map_or(&empty, |i| &i.extra_headers),
-        &mut header,
-    );
+    encode_headers(&parts.headers, info.map(|i| &i.extra_headers), &mut header);
     if info.is_none() {
         // A request from another protocol: name the target the SOFARPC way.
         let (service, method) = split_rpc_path(parts.uri.path());
@@ -172,7 +190,13 @@ pub(super) fn response_to_http(f: BoltFrame) -> HttpResponse {
     let (headers, extra_headers) = match headers_from_map(f.header.clone()) {
         Ok(h) => h,
         // An unreadable header map is passed on whole rather than failing the call.
-        Err(_) => (HeaderMap::new(), vec![(Bytes::new(), Some(f.header))]),
+        Err(_) => (
+            HeaderMap::new(),
+            HeaderExtras {
+                raw: Some(f.header),
+                ..HeaderExtras::default()
+            },
+        ),
     };
     let mut resp = Response::new(Body::from(f.content));
     *resp.status_mut() = status::to_http(f.status);
@@ -194,16 +218,7 @@ pub(super) fn response_from_http(
 ) -> BoltFrame {
     let info = parts.extensions.get::<BoltResponseInfo>();
     let mut header = BytesMut::new();
-    match info {
-        // A header map passed on whole (it could not be parsed).
-        Some(i) if i.extra_headers.len() == 1 && i.extra_headers[0].0.is_empty() => {
-            if let Some(raw) = &i.extra_headers[0].1 {
-                header.extend_from_slice(raw);
-            }
-        }
-        Some(i) => encode_headers(&parts.headers, &i.extra_headers, &mut header),
-        None => encode_headers(&parts.headers, &[], &mut header),
-    }
+    encode_headers(&parts.headers, info.map(|i| &i.extra_headers), &mut header);
     let status = info.map_or_else(|| status::from_http(parts.status), |i| i.status);
     let class_name = match info {
         Some(i) => i.class_name.clone(),
@@ -223,16 +238,4 @@ pub(super) fn response_from_http(
         header: header.freeze(),
         content: body,
     }
-}
-
-/// The class name and hessian2 content of an `RpcServerException` carrying `message`.
-pub(super) fn server_exception(message: &str) -> (Bytes, Bytes) {
-    let mut w = Writer::new();
-    w.class_def(SERVER_EXCEPTION_CLASS, &["detailMessage"]);
-    w.object(0);
-    w.string(message);
-    (
-        Bytes::from_static(SERVER_EXCEPTION_CLASS.as_bytes()),
-        Bytes::from(w.into_bytes()),
-    )
 }

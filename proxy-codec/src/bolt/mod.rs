@@ -19,7 +19,7 @@ pub use self::frame::{
     BoltFrame, BoltVersion, CMD_HEARTBEAT, CMD_REQUEST, CMD_RESPONSE, CODEC_HESSIAN2, PROTOCOL_V1,
     PROTOCOL_V2, SWITCH_CRC, TYPE_ONEWAY, TYPE_REQUEST, TYPE_RESPONSE,
 };
-pub use self::http::{BoltRequestInfo, BoltResponseInfo, SOFA_RESPONSE};
+pub use self::http::{BoltRequestInfo, BoltResponseInfo, HeaderExtras, SOFA_RESPONSE};
 
 use bytes::{Bytes, BytesMut};
 use proxy_core::{HttpRequest, HttpResponse};
@@ -169,11 +169,14 @@ impl Protocol for Bolt {
     fn error_reply(&self, meta: &BoltMeta, failure: &Failure<'_>) -> BoltFrame {
         let code = status::for_failure(failure.reason, failure.status);
         let mut f = Self::reply_frame(meta, code);
-        if meta.codec == CODEC_HESSIAN2 {
-            let (class, content) = http::server_exception(failure.message);
-            f.class_name = class;
-            f.content = content;
-        }
+        // No content: clients build the error from the status alone, and a serialized
+        // exception would have to match the caller's hessian dialect (sofa-bolt-node
+        // reads the 2.0 draft, Java the final spec). The reason travels in the header
+        // map for logs and tracing.
+        f.header = Self::header_map([
+            ("x-proxy-error", Some(failure.reason)),
+            ("x-proxy-error-message", Some(failure.message)),
+        ]);
         f
     }
 

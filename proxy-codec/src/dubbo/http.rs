@@ -40,9 +40,9 @@ pub struct DubboResponseInfo {
     pub serialization: u8,
 }
 
-fn headers_from(
-    attachments: Vec<(String, Option<String>)>,
-) -> (HeaderMap, Vec<(Bytes, Option<Bytes>)>) {
+type Split = (HeaderMap, Vec<(Bytes, Option<Bytes>)>);
+
+fn headers_from(attachments: Vec<(String, Option<String>)>) -> Split {
     let mut headers = HeaderMap::new();
     let mut extra = Vec::new();
     for (k, v) in attachments {

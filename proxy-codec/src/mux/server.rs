@@ -8,13 +8,16 @@
 //! names a request, then the connection stops reading, finishes what is in flight and
 //! closes.
 
-use std::{future::Future, pin::Pin, sync::atomic::Ordering::Relaxed};
+use std::{future::Future, pin::Pin, sync::atomic::Ordering::Relaxed, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::StatusCode;
 use proxy_core::{BoxHttp, HttpRequest};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    time::Instant,
+};
 use tower_service::Service;
 
 use super::{collect, next_frame, OwnedFailure};
@@ -43,6 +46,11 @@ pub struct ServeParams<'a, P: Protocol> {
     pub counters: &'a Counters,
     /// Copied into every request's extensions (connection facts: peer, TLS).
     pub extensions: http::Extensions,
+    /// Closes a connection with nothing in flight and no bytes for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Closes a connection whose started frame is not complete after this long
+    /// (slow-peer defence).
+    pub frame_timeout: Option<Duration>,
 }
 
 /// Serves one downstream connection until the peer closes it, a malformed frame ends
@@ -67,6 +75,8 @@ pub async fn serve_connection<P, R, W, D>(
         options,
         counters,
         extensions,
+        idle_timeout,
+        frame_timeout,
     } = params;
     Counters::inc(&counters.downstream_connections);
     let max_frame = options.max_frame_length.get() as usize;
@@ -78,16 +88,21 @@ pub async fn serve_connection<P, R, W, D>(
     let mut reading = true;
     let mut draining = false;
     let mut drain = std::pin::pin!(drain);
-    let idle = options.idle_timeout;
-    let mut idle_timer = std::pin::pin!(tokio::time::sleep(
-        idle.unwrap_or(std::time::Duration::MAX / 4)
-    ));
+    let idle_timeout = options.idle_timeout.or(idle_timeout);
+    let far = Duration::from_secs(86_400 * 365);
+    let mut timer = std::pin::pin!(tokio::time::sleep(far));
+    let mut last_activity = Instant::now();
+    let mut frame_started: Option<Instant> = None;
+    let mut write_stalled_since: Option<Instant> = None;
 
     loop {
         // Cut and dispatch every complete frame in the buffer.
         while reading && inflight.len() < max_in_flight {
             let frame = match next_frame(proto, &mut rbuf, max_frame) {
-                Ok(Some(f)) => f,
+                Ok(Some(f)) => {
+                    frame_started = None;
+                    f
+                }
                 Ok(None) => break,
                 Err(e) => {
                     malformed(proto, &rbuf, &e, counters, &mut wbuf);
@@ -155,6 +170,31 @@ pub async fn serve_connection<P, R, W, D>(
         if can_read && rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(8192);
         }
+        // One timer: a started frame must complete in time; an idle connection closes.
+        frame_started = if rbuf.is_empty() {
+            None
+        } else {
+            frame_started.or(Some(Instant::now()))
+        };
+        write_stalled_since = if wbuf.is_empty() {
+            None
+        } else {
+            write_stalled_since.or(Some(Instant::now()))
+        };
+        let deadline = match (frame_started, write_stalled_since, frame_timeout) {
+            // A peer that stops reading our answers is cut off like a slow sender.
+            (_, Some(at), Some(t)) => Some(at + t),
+            (Some(at), _, Some(t)) if reading => Some(at + t),
+            _ if inflight.is_empty() && wbuf.is_empty() && reading => {
+                idle_timeout.map(|t| last_activity + t)
+            }
+            _ => None,
+        };
+        if let Some(at) = deadline {
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+        }
         tokio::select! {
             biased;
             Some(done) = inflight.next(), if !inflight.is_empty() => {
@@ -167,22 +207,20 @@ pub async fn serve_connection<P, R, W, D>(
                 if res.is_err() || matches!(res, Ok(0)) {
                     break;
                 }
+                write_stalled_since = None;
             }
             res = rd.read_buf(&mut rbuf), if can_read => {
                 match res {
                     Ok(0) | Err(_) => reading = false,
-                    Ok(_) => {
-                        if let Some(d) = idle {
-                            idle_timer.as_mut().reset(tokio::time::Instant::now() + d);
-                        }
-                    }
+                    Ok(_) => last_activity = Instant::now(),
                 }
             }
             () = &mut drain, if !draining => {
                 draining = true;
                 reading = false;
             }
-            () = &mut idle_timer, if idle.is_some() && inflight.is_empty() && wbuf.is_empty() => {
+            () = &mut timer, if deadline.is_some() => {
+                tracing::debug!(protocol = proto.name(), partial = frame_started.is_some(), "connection timed out");
                 break;
             }
         }
