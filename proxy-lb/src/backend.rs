@@ -202,15 +202,6 @@ impl<T: fmt::Debug> fmt::Debug for Built<T> {
     }
 }
 
-/// What [`TableCell::get`] found for a slice.
-pub(crate) enum Lookup<T> {
-    /// A table built for exactly this slice.
-    Ready(Arc<Built<T>>),
-    /// None for this slice and building one on the request path is not allowed (a
-    /// table for the current endpoint set was published): use a fallback.
-    Mismatch,
-}
-
 /// Holds the table (Maglev table, hash ring, round-robin schedule) of the current
 /// endpoint set, swapped whole with `arc-swap`: readers never lock.
 ///
@@ -260,31 +251,40 @@ impl<T> TableCell<T> {
         self.published.store(true, Ordering::Release);
     }
 
-    /// The table for `backends`: the current one when it was built for this slice,
-    /// else (only while nothing was published) one built now and made current.
-    pub(crate) fn get<B>(
+    /// Runs `f` with the table for `backends`: the current one when it was built for
+    /// this slice, else (only while nothing was published) one built now and made
+    /// current. `f` gets `None` when the current table is for another slice and
+    /// building one on the request path is not allowed (a table for the current
+    /// endpoint set was published; this slice is an in-flight request's older set):
+    /// the caller falls back.
+    ///
+    /// The table is borrowed through an `arc-swap` guard: no reference count is
+    /// touched on the hot path.
+    pub(crate) fn with<B, R>(
         &self,
         backends: &[B],
         build: impl FnOnce(&[B], Option<&T>) -> T,
-    ) -> Lookup<T> {
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> R {
         let id = SliceId::of(backends);
         let guard = self.current.load();
         if let Some(built) = guard.as_ref() {
             if built.id == id {
-                return Lookup::Ready(built.clone());
+                return f(Some(&built.table));
             }
         }
         if self.published.load(Ordering::Acquire) {
-            return Lookup::Mismatch;
+            return f(None);
         }
         let table = build(backends, guard.as_deref().map(|b| &b.table));
+        drop(guard);
         let built = Arc::new(Built {
             id,
             _keep: None,
             table,
         });
         self.current.store(Some(built.clone()));
-        Lookup::Ready(built)
+        f(Some(&built.table))
     }
 
     /// The current table, whatever slice it was built for.

@@ -16,8 +16,21 @@ pub(crate) fn parse<T: DeserializeOwned>(value: &serde_yaml::Value) -> Result<T,
     let empty = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
     let value = if value.is_null() { &empty } else { value };
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = e.path().to_string();
-        let reason = e.into_inner().to_string();
+        let mut field = e.path().to_string();
+        let mut reason = e.into_inner().to_string();
+        // serde names a missing field in the message of its parent: move it into the
+        // path (`hash_policy: missing`, not `.: missing field `hash_policy``).
+        if let Some(name) = reason
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            field = if field == "." {
+                name.to_owned()
+            } else {
+                format!("{field}.{name}")
+            };
+            reason = "missing (required)".to_owned();
+        }
         ConfigError::Parse { field, reason }
     })
 }
@@ -51,5 +64,19 @@ mod tests {
         let v: serde_yaml::Value = serde_yaml::from_str("sise: 1").unwrap_or_default();
         let e = parse::<Sample>(&v).err().map(|e| e.to_string());
         assert!(e.as_deref().is_some_and(|e| e.contains("sise")), "{e:?}");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Required {
+        name: String,
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let e = parse::<Required>(&serde_yaml::Value::Null)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("name: missing (required)"));
     }
 }

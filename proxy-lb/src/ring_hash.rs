@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh64::xxh64;
 
 use crate::{
-    backend::{hash_ids, rendezvous, Lookup, TableCell},
+    backend::{hash_ids, rendezvous, TableCell},
     config,
     hash_policy::{HashPolicy, HashPolicyConfig},
     Backend, ConfigError,
@@ -96,7 +96,10 @@ impl Ring {
                 scale: 0,
             };
         }
-        let fits = |s: u64| s > 0 && s * total >= min.div_ceil(2) && s * total <= max;
+        let fits = |s: u64| {
+            let size = s.saturating_mul(total);
+            s > 0 && size >= min.div_ceil(2) && size <= max
+        };
         let scale = match prev_scale {
             Some(s) if fits(s) => s,
             _ => min.div_ceil(total).max(1).min(max / total),
@@ -267,13 +270,16 @@ impl RingHash {
     /// The healthy backend owning `hash`.
     pub fn pick_hash<B: Backend>(&self, backends: &[B], hash: u64) -> Option<usize> {
         let (min, max) = (self.min, self.max);
-        match self.ring.get(backends, |b, prev| build(b, min, max, prev)) {
-            Lookup::Ready(built) => built
-                .table
-                .lookup_usable(hash, |i| backends.get(i).is_some_and(|b| b.is_healthy()))
-                .or_else(|| rendezvous(backends, hash)),
-            Lookup::Mismatch => rendezvous(backends, hash),
-        }
+        self.ring.with(
+            backends,
+            |b, prev| build(b, min, max, prev),
+            |ring| {
+                ring.and_then(|r| {
+                    r.lookup_usable(hash, |i| backends.get(i).is_some_and(|b| b.is_healthy()))
+                })
+                .or_else(|| rendezvous(backends, hash))
+            },
+        )
     }
 }
 

@@ -19,10 +19,7 @@ use std::{
 use proxy_core::{Balancer, Endpoint};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    backend::{Lookup, TableCell},
-    config, Backend, ConfigError,
-};
+use crate::{backend::TableCell, config, Backend, ConfigError};
 
 /// Config of `round_robin` (no settings; weights come from the endpoints).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,7 +179,7 @@ impl RoundRobin {
 
     /// Computes the schedule of a new endpoint set, off the request path.
     pub fn prepare<B: Backend + Send + Sync + 'static>(&self, backends: &Arc<[B]>) {
-        self.schedule.publish(backends, |b, _| build(b));
+        self.schedule.publish(backends, build_for);
     }
 
     /// The next backend in the schedule, skipping unhealthy ones.
@@ -191,33 +188,34 @@ impl RoundRobin {
         if n == 0 {
             return None;
         }
-        match self.schedule.get(backends, |b, _| build(b)) {
-            Lookup::Ready(built) => {
-                let order = &built.table.order;
-                let len = order.len() as u64;
-                if len > 0 {
-                    for _ in 0..n {
-                        let c = self.next.fetch_add(1, Ordering::Relaxed);
-                        let i = order[(c % len) as usize] as usize;
-                        if backends.get(i).is_some_and(|b| b.is_healthy()) {
-                            return Some(i);
+        self.schedule
+            .with(backends, build_for, |schedule| match schedule {
+                Some(schedule) => {
+                    let order = &schedule.order;
+                    let len = order.len() as u64;
+                    if len > 0 {
+                        for _ in 0..n {
+                            let c = self.next.fetch_add(1, Ordering::Relaxed);
+                            let i = order[(c % len) as usize] as usize;
+                            if backends.get(i).is_some_and(|b| b.is_healthy()) {
+                                return Some(i);
+                            }
                         }
                     }
+                    crate::random::pick_weighted(backends)
                 }
-                crate::random::pick_weighted(backends)
-            }
-            // An older endpoint set than the schedule's: plain round robin over it.
-            Lookup::Mismatch => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n as u64)
-                    .map(|k| ((start + k) % n as u64) as usize)
-                    .find(|&i| backends[i].is_healthy())
-            }
-        }
+                // An older endpoint set than the schedule's: plain round robin over it.
+                None => {
+                    let start = self.next.fetch_add(1, Ordering::Relaxed);
+                    (0..n as u64)
+                        .map(|k| ((start + k) % n as u64) as usize)
+                        .find(|&i| backends[i].is_healthy())
+                }
+            })
     }
 }
 
-fn build<B: Backend>(backends: &[B]) -> Schedule {
+fn build_for<B: Backend>(backends: &[B], _prev: Option<&Schedule>) -> Schedule {
     let weights: Vec<u32> = backends.iter().map(|b| b.weight()).collect();
     Schedule::build(&weights)
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use table::{is_prime, MaglevTable};
 
 use crate::{
-    backend::{hash_ids, rendezvous, Lookup, TableCell},
+    backend::{hash_ids, rendezvous, TableCell},
     config,
     hash_policy::{HashPolicy, HashPolicyConfig},
     Backend, ConfigError,
@@ -142,13 +142,17 @@ impl Maglev {
     /// The healthy backend owning `hash`.
     pub fn pick_hash<B: Backend>(&self, backends: &[B], hash: u64) -> Option<usize> {
         let size = self.size;
-        match self.table.get(backends, |b, _| build(b, size)) {
-            Lookup::Ready(built) => built
-                .table
-                .lookup_usable(hash, |i| backends.get(i).is_some_and(|b| b.is_healthy()))
-                .or_else(|| rendezvous(backends, hash)),
-            Lookup::Mismatch => rendezvous(backends, hash),
-        }
+        self.table.with(
+            backends,
+            |b, _| build(b, size),
+            |table| {
+                table
+                    .and_then(|t| {
+                        t.lookup_usable(hash, |i| backends.get(i).is_some_and(|b| b.is_healthy()))
+                    })
+                    .or_else(|| rendezvous(backends, hash))
+            },
+        )
     }
 }
 
