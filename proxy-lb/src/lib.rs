@@ -4,13 +4,18 @@ mod backend;
 mod config;
 mod error;
 pub mod hash_policy;
+pub mod healing;
+pub mod health;
 pub mod layer;
 pub mod least_request;
 pub mod maglev;
+pub mod outlier;
 pub mod random;
 mod register;
 pub mod ring_hash;
 pub mod round_robin;
+pub mod steering;
+pub mod zone;
 
 pub use backend::{Backend, StaticBackend};
 pub use error::ConfigError;

@@ -1,0 +1,233 @@
+//! Outlier detection on real sockets: a backend that starts answering 5xx is ejected
+//! after the configured count, the ejection reaches a webhook, the backend stays out
+//! while its probe fails (even past its ejection time), comes back after a passed
+//! probe; a webhook can remove it for good; the panic threshold keeps the last hosts.
+
+#![allow(clippy::unwrap_used)]
+
+mod common_resilience;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common_resilience::{
+    cluster_status, eventually, flags, free_addr, get, listener, load_error, prometheus, Proxy,
+    Upstream, Webhook, LIMIT,
+};
+
+fn yaml(ups: &[&Upstream], outlier: &str, admin: SocketAddr) -> String {
+    let eps: Vec<String> = ups.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+    format!(
+        "admin: {{address: \"{admin}\"}}\nlisteners:\n{}clusters:\n  - name: app\n    extensions: [{{typed: outlier_detection, config: {outlier}}}]\n    endpoints: [{}]\n",
+        listener("main", "[]", "app"),
+        eps.join(", ")
+    )
+}
+
+fn outlier_cfg(hook: &Webhook, extra: &str) -> String {
+    format!(
+        "{{interval: 100ms, consecutive_5xx: 3, base_ejection_time: 300ms, max_ejection_time: 1s, max_ejection_percent: 50, panic_threshold: 30, readmission: {{probe: {{http: {{path: /healthz}}}}, timeout: 200ms}}, healing: {{webhook: {{url: \"http://{}/ejections\", timeout: 1s}}}}{extra}}}",
+        hook.addr
+    )
+}
+
+/// Sends `n` requests; returns how many succeeded.
+async fn load(addr: SocketAddr, n: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        if get(addr, "/", &[]).await.status == 200 {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_backend_is_ejected_reported_and_readmitted_after_a_probe() {
+    let (e1, e2, e3) = (
+        Upstream::start("e1"),
+        Upstream::start("e2"),
+        Upstream::start("e3"),
+    );
+    let hook = Webhook::start(r#"{"action":"keep"}"#);
+    let admin = free_addr();
+    let proxy = Proxy::start(&yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin));
+    let addr = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        assert_eq!(load(addr, 30).await, 30);
+        assert!(e1.hits() >= 5, "round robin reaches e1: {}", e1.hits());
+
+        // e1 starts failing, its health path too.
+        e1.set_status(500);
+        e1.set_health(500);
+        let before = e1.hits();
+        load(addr, 12).await;
+        assert_eq!(
+            e1.hits() - before,
+            3,
+            "ejected right after the 3rd consecutive 5xx"
+        );
+        let out = e1.hits();
+        assert_eq!(load(addr, 30).await, 30, "the others serve everything");
+        assert_eq!(e1.hits(), out, "no traffic to the ejected endpoint");
+
+        // The webhook got the ejection.
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                !hook.bodies().is_empty()
+            })
+            .await,
+            "no webhook call"
+        );
+        let body = &hook.bodies()[0];
+        assert_eq!(body["cluster"], "app", "{body}");
+        assert_eq!(body["endpoint"], e1.addr.to_string(), "{body}");
+        assert_eq!(body["reason"], "consecutive_5xx", "{body}");
+        assert_eq!(body["times_ejected"], 1, "{body}");
+        assert!(hook.lines.lock().unwrap()[0].starts_with("POST /ejections "));
+
+        // Past the ejection time, the failing probe keeps it out.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(
+            e1.probes.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+            "probed after its ejection time"
+        );
+        load(addr, 20).await;
+        assert_eq!(e1.hits(), out, "still out while its probe fails");
+        assert_eq!(flags(admin, "app", e1.addr).await, ["ejected"]);
+        let (_, ext) = cluster_status(admin, "app", e1.addr).await;
+        let st = &ext[0]["status"];
+        assert_eq!(ext[0]["typed"], "outlier_detection", "{ext}");
+        assert_eq!(st["ejected"], 1, "{st}");
+        let mine = st["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == e1.addr.to_string())
+            .unwrap();
+        assert_eq!(mine["ejected"], true, "{mine}");
+        assert_eq!(mine["last_reason"], "consecutive_5xx", "{mine}");
+
+        // The probe passes: back in rotation.
+        e1.set_health(200);
+        e1.set_status(200);
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                load(addr, 3).await;
+                e1.hits() > out
+            })
+            .await,
+            "readmitted after a passed probe"
+        );
+        let text = prometheus(admin).await;
+        assert!(
+            text.contains(
+                "proxy_lb_outlier_ejections_total{cluster=\"app\",reason=\"consecutive_5xx\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy_lb_outlier_readmissions_total{cluster=\"app\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy_lb_outlier_ejections_active{cluster=\"app\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy_lb_outlier_healing_reports_total{cluster=\"app\"} 1"),
+            "{text}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_can_remove_an_endpoint_for_good() {
+    let (e1, e2, e3) = (
+        Upstream::start("e1"),
+        Upstream::start("e2"),
+        Upstream::start("e3"),
+    );
+    let hook = Webhook::start(r#"{"action":"remove"}"#);
+    let admin = free_addr();
+    let proxy = Proxy::start(&yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin));
+    let addr = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        e1.set_status(503);
+        load(addr, 12).await;
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                flags(admin, "app", e1.addr).await == ["removed"]
+            })
+            .await,
+            "removed at the webhook's request: {:?}",
+            flags(admin, "app", e1.addr).await
+        );
+        // Healthy again, probes would pass: it stays out.
+        e1.set_status(200);
+        let out = e1.hits();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(load(addr, 20).await, 20);
+        assert_eq!(e1.hits(), out, "a removed endpoint never comes back");
+        assert!(prometheus(admin)
+            .await
+            .contains("proxy_lb_outlier_removals_total{cluster=\"app\"} 1"));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_threshold_keeps_the_last_hosts_in() {
+    let (e1, e2) = (Upstream::start("e1"), Upstream::start("e2"));
+    let hook = Webhook::start("{}");
+    let admin = free_addr();
+    let cfg = format!(
+        "{{interval: 100ms, consecutive_5xx: 2, base_ejection_time: 10s, max_ejection_percent: 100, panic_threshold: 50, healing: {{webhook: {{url: \"http://{}/x\"}}}}}}",
+        hook.addr
+    );
+    let proxy = Proxy::start(&yaml(&[&e1, &e2], &cfg, admin));
+    let addr = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        e1.set_status(500);
+        e2.set_status(500);
+        load(addr, 10).await;
+        // One of the two is ejected; the other stays in (ejecting it would leave
+        // 0% healthy < 50%) and keeps getting traffic.
+        let (h1, h2) = (e1.hits(), e2.hits());
+        load(addr, 10).await;
+        let (d1, d2) = (e1.hits() - h1, e2.hits() - h2);
+        assert_eq!(d1 + d2, 10);
+        assert!(d1 == 10 || d2 == 10, "one host takes all: {d1} {d2}");
+        let text = prometheus(admin).await;
+        assert!(
+            text.contains("proxy_lb_outlier_ejections_active{cluster=\"app\"} 1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("proxy_lb_outlier_ejections_refused_total{cluster=\"app\"} 0"),
+            "{text}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn bad_outlier_config_is_refused_naming_the_field() {
+    let (e1, e2) = (Upstream::start("e1"), Upstream::start("e2"));
+    let admin = free_addr();
+    let e = load_error(&yaml(&[&e1, &e2], "{max_ejection_percent: 101}", admin));
+    assert!(e.contains("max_ejection_percent: 101 is above 100"), "{e}");
+    let e = load_error(&yaml(
+        &[&e1, &e2],
+        "{healing: {webhook: {url: \"ftp://x/y\"}}}",
+        admin,
+    ));
+    assert!(e.contains("healing.webhook.url"), "{e}");
+    let e = load_error(&yaml(&[&e1, &e2], "{consecutive_5xx: -1}", admin));
+    assert!(e.contains("consecutive_5xx"), "{e}");
+    let e = load_error(&yaml(&[&e1, &e2], "{interval: 0s}", admin));
+    assert!(e.contains("interval: must be above zero"), "{e}");
+}

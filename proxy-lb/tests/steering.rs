@@ -1,0 +1,195 @@
+//! Traffic steering on real sockets: `type: transfer` goes to endpoint group
+//! Group_2 and everything else to Group_1, a weighted canary split, per-application
+//! redirection to another cluster, rules swapped by a live reload, and bad rules
+//! refused at load.
+
+#![allow(clippy::unwrap_used)]
+
+mod common_resilience;
+
+use std::collections::HashMap;
+
+use common_resilience::{get, listener, load_error, request, Proxy, Upstream, LIMIT};
+use proxy_core::config::Config;
+
+fn yaml(
+    rules: &str,
+    g1: &[&Upstream],
+    g2: &[&Upstream],
+    canary: &Upstream,
+    billing: &Upstream,
+) -> String {
+    let mut eps = Vec::new();
+    for u in g1 {
+        eps.push(format!(
+            "{{address: \"{}\", metadata: {{group: Group_1}}}}",
+            u.addr
+        ));
+    }
+    for u in g2 {
+        eps.push(format!(
+            "{{address: \"{}\", metadata: {{group: Group_2}}}}",
+            u.addr
+        ));
+    }
+    eps.push(format!(
+        "{{address: \"{}\", metadata: {{group: canary}}}}",
+        canary.addr
+    ));
+    format!(
+        "listeners:\n{}clusters:\n  - {{name: app, lb: {{policy: subset, config: {{inner: {{policy: round_robin}}}}}}, endpoints: [{}]}}\n  - {{name: billing, endpoints: [\"{}\"]}}\n",
+        listener("main", &format!("[{{typed: traffic_steering, config: {{rules: {rules}}}}}]"), "app"),
+        eps.join(", "),
+        billing.addr
+    )
+}
+
+const RULES: &str = r#"[
+    {name: transfers, match: {headers: {type: transfer}}, to: {group: Group_2}},
+    {name: billing-app, match: {headers: {x-app: billing}}, to: {cluster: billing}},
+    {name: canary, match: {path: {prefix: /canary/}, methods: [GET]}, to: {groups: [{name: Group_1, weight: 1}, {name: canary, weight: 1}]}},
+    {name: default, match: {}, to: {group: Group_1}}]"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_go_to_group_2_and_the_rest_elsewhere() {
+    let (a1, a2, b1, b2, c, bill) = (
+        Upstream::start("g1-a"),
+        Upstream::start("g1-b"),
+        Upstream::start("g2-a"),
+        Upstream::start("g2-b"),
+        Upstream::start("canary"),
+        Upstream::start("billing"),
+    );
+    let proxy = Proxy::start(&yaml(RULES, &[&a1, &a2], &[&b1, &b2], &c, &bill));
+    let addr = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        let mut by = HashMap::<String, usize>::new();
+        for _ in 0..20 {
+            let r = get(addr, "/pay", &[("type", "transfer")]).await;
+            assert_eq!(r.status, 200, "{}", r.head);
+            *by.entry(r.upstream().to_owned()).or_default() += 1;
+        }
+        assert_eq!(by.len(), 2, "both Group_2 endpoints, nothing else: {by:?}");
+        assert!(by.keys().all(|k| k.starts_with("g2-")), "{by:?}");
+
+        let mut by = HashMap::<String, usize>::new();
+        for t in ["query", "refund"] {
+            for _ in 0..10 {
+                let r = request(
+                    addr,
+                    "POST",
+                    "/pay",
+                    &[("type", t), ("content-length", "0")],
+                )
+                .await;
+                *by.entry(r.upstream().to_owned()).or_default() += 1;
+            }
+        }
+        for _ in 0..10 {
+            *by.entry(get(addr, "/pay", &[]).await.upstream().to_owned())
+                .or_default() += 1;
+        }
+        assert!(
+            by.keys().all(|k| k.starts_with("g1-")),
+            "everything else to Group_1: {by:?}"
+        );
+        assert_eq!(by.values().sum::<usize>(), 30);
+
+        // Per-application redirection to another cluster.
+        let r = get(addr, "/pay", &[("x-app", "billing")]).await;
+        assert_eq!(r.upstream(), "billing");
+
+        // A 1:1 canary split over 200 requests.
+        let mut canary = 0;
+        for _ in 0..200 {
+            let r = get(addr, "/canary/x", &[]).await;
+            if r.upstream() == "canary" {
+                canary += 1;
+            } else {
+                assert!(r.upstream().starts_with("g1-"), "{}", r.upstream());
+            }
+        }
+        assert!((60..=140).contains(&canary), "canary share {canary}/200");
+        assert_eq!(c.hits(), canary as u64);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_swap_live_on_reload_and_empty_groups_answer_503() {
+    let (a1, a2, b1, b2, c, bill) = (
+        Upstream::start("g1-a"),
+        Upstream::start("g1-b"),
+        Upstream::start("g2-a"),
+        Upstream::start("g2-b"),
+        Upstream::start("canary"),
+        Upstream::start("billing"),
+    );
+    let proxy = Proxy::start(&yaml(RULES, &[&a1, &a2], &[&b1, &b2], &c, &bill));
+    let addr = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        assert!(get(addr, "/", &[("type", "transfer")])
+            .await
+            .upstream()
+            .starts_with("g2-"));
+        // Blue-green switch: transfers now go to Group_1, a group nobody has gets 503.
+        let swapped = r#"[
+            {name: transfers, match: {headers: {type: transfer}}, to: {group: Group_1}},
+            {name: ghost, match: {headers: {type: ghost}}, to: {group: Nobody}}]"#;
+        let cfg = Config::from_yaml(&yaml(swapped, &[&a1, &a2], &[&b1, &b2], &c, &bill)).unwrap();
+        proxy.server.reload(cfg).unwrap();
+        for _ in 0..5 {
+            let r = get(addr, "/", &[("type", "transfer")]).await;
+            assert!(r.upstream().starts_with("g1-"), "{}", r.upstream());
+        }
+        let r = get(addr, "/", &[("type", "ghost")]).await;
+        assert_eq!(r.status, 503, "{}", r.head);
+        assert_eq!(
+            r.header("x-proxy-error"),
+            Some("no_endpoints"),
+            "{}",
+            r.head
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn bad_rules_are_refused_naming_the_field() {
+    let (u, v, w) = (
+        Upstream::start("u"),
+        Upstream::start("v"),
+        Upstream::start("w"),
+    );
+    let e = load_error(&yaml("[]", &[&u], &[], &v, &w));
+    assert!(e.contains("rules: at least one rule"), "{e}");
+    let e = load_error(&yaml(
+        "[{match: {}, to: {groups: [{name: a, weight: 0}]}}]",
+        &[&u],
+        &[],
+        &v,
+        &w,
+    ));
+    assert!(e.contains("rules[0].to.groups[0].weight"), "{e}");
+    let e = load_error(&yaml(
+        "[{match: {}, to: {cluster: nowhere}}]",
+        &[&u],
+        &[],
+        &v,
+        &w,
+    ));
+    assert!(
+        e.contains("rules[0].to.cluster: unknown cluster nowhere"),
+        "{e}"
+    );
+    let e = load_error(&yaml(
+        "[{match: {}, to: {group: a, cluster: billing}}]",
+        &[&u],
+        &[],
+        &v,
+        &w,
+    ));
+    assert!(e.contains("rules[0].to: give exactly one"), "{e}");
+}
