@@ -49,6 +49,18 @@ fn header_policy() -> Vec<HashPolicyConfig> {
     }]
 }
 
+/// `cases` cases; failing seeds kept in `proptest-regressions/props.txt` (proptest
+/// cannot find a source file of its own for an integration test).
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct("proptest-regressions/props.txt"),
+        )),
+        ..ProptestConfig::default()
+    }
+}
+
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 {
         a
@@ -58,7 +70,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(config(128))]
 
     /// Over every cycle (sum of weights / gcd picks), each endpoint is picked exactly
     /// weight / gcd times, whatever the start of the counter.
@@ -168,7 +180,7 @@ fn disruption(all: &[(String, u32)], removed: usize) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(config(32))]
 
     /// Unweighted, M = 65537: every backend owns floor(M/N) or ceil(M/N) slots.
     #[test]
@@ -265,7 +277,7 @@ const FLAGS: [HealthFlags; 4] = [
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(config(48))]
 
     /// The registered balancers, through `proxy_core::Balancer` over real endpoints:
     /// an endpoint with any health flag (check failed, ejected, removed) is never
