@@ -64,8 +64,24 @@ fn load(path: &PathBuf) -> Result<Config, ConfigError> {
 }
 
 /// Every capability the sidecar offers, by config name.
+///
+/// - proxy-lb: `lb.policy` random, round_robin, least_request, ring_hash, maglev,
+///   zone_aware, subset; filters zone_routing, traffic_steering; cluster extensions
+///   outlier_detection, health_check.
+/// - proxy-tls: network filter `tls` (termination, mTLS, Guomi, offload), transport
+///   `tls` (origination).
+/// - proxy-codec: protocols `bolt` and `dubbo` on listeners (or detected by `auto`)
+///   and clusters.
+/// - proxy-filters: network filters tcp_proxy, connection_limit, connection_fault;
+///   HTTP filters fault, mirror, rbac, header_rewrite, access_log, local_rate_limit,
+///   adaptive_concurrency.
 fn registry() -> Registry {
-    Registry::default()
+    let mut registry = Registry::default();
+    proxy_lb::register(&mut registry);
+    proxy_tls::register(&mut registry);
+    proxy_codec::register(&mut registry);
+    proxy_filters::register(&mut registry);
+    registry
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
