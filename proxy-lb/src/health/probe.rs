@@ -202,3 +202,90 @@ where
         .await
         .unwrap_or(Err(ProbeError::Timeout))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn probe_with(
+        answer: &'static [u8],
+        cfg: &HttpProbeConfig,
+    ) -> (Result<u16, ProbeError>, String) {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let srv = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let n = server.read(&mut buf).await.unwrap_or(0);
+            let _ = server.write_all(answer).await;
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let r = http_probe(&mut client, cfg, "10.0.0.1:80").await;
+        drop(client);
+        (r, srv.await.unwrap_or_default())
+    }
+
+    fn cfg(statuses: &[u16]) -> HttpProbeConfig {
+        HttpProbeConfig {
+            path: "/healthz".into(),
+            expected_statuses: statuses.to_vec(),
+            host: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn statuses_are_checked() {
+        let (r, req) = probe_with(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            &cfg(&[200]),
+        )
+        .await;
+        assert_eq!(r.ok(), Some(200));
+        assert!(
+            req.starts_with("GET /healthz HTTP/1.1\r\nhost: 10.0.0.1:80\r\n"),
+            "{req}"
+        );
+        let (r, _) = probe_with(b"HTTP/1.1 503 No\r\n\r\n", &cfg(&[200])).await;
+        assert!(matches!(r, Err(ProbeError::Status(503))));
+        let (r, _) = probe_with(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            &cfg(&[204]),
+        )
+        .await;
+        assert_eq!(r.ok(), Some(204), "interim answers are skipped");
+    }
+
+    #[tokio::test]
+    async fn garbage_and_truncation_fail() {
+        let (r, _) = probe_with(b"SSH-2.0-OpenSSH\r\n\r\n", &cfg(&[200])).await;
+        assert!(matches!(r, Err(ProbeError::Malformed)));
+        let (r, _) = probe_with(b"HTTP/1.1 200", &cfg(&[200])).await;
+        assert!(matches!(r, Err(ProbeError::Malformed)));
+        let (r, _) = probe_with(b"", &cfg(&[200])).await;
+        assert!(r.is_err());
+    }
+
+    #[tokio::test]
+    async fn timeouts_are_reported() {
+        let r = with_timeout(Duration::from_millis(10), async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<(), ProbeError>(())
+        })
+        .await;
+        assert!(matches!(r, Err(ProbeError::Timeout)));
+        assert_eq!(ProbeError::Timeout.label(), "timeout");
+    }
+
+    #[test]
+    fn validation() {
+        let p = |yaml: &str| {
+            serde_yaml::from_str::<ProbeConfig>(yaml)
+                .unwrap()
+                .validate()
+        };
+        assert!(p("{}").is_ok());
+        assert!(p("{tcp: {}}").is_ok());
+        assert!(p("{http: {}}").is_ok());
+        assert_eq!(p("{http: {path: \"/a b\"}}").unwrap_err().0, "http.path");
+        assert_eq!(p("{http: {host: \"\"}}").unwrap_err().0, "http.host");
+        assert_eq!(p("{http: {}, tcp: {}}").unwrap_err().0, "tcp");
+    }
+}

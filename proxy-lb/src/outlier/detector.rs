@@ -143,7 +143,13 @@ impl ClusterExtension for OutlierDetection {
 
     fn on_outcome(&self, endpoint: &Arc<Endpoint>, outcome: &Outcome, _latency: Duration) {
         let st = self.shared.state.load();
-        let Some(&i) = st.by_ptr.get(&(Arc::as_ptr(endpoint) as usize)) else {
+        // Small sets: a pointer scan beats hashing.
+        let found = if st.endpoints.len() <= 16 {
+            st.endpoints.iter().position(|e| Arc::ptr_eq(e, endpoint))
+        } else {
+            st.by_ptr.get(&(Arc::as_ptr(endpoint) as usize)).copied()
+        };
+        let Some(i) = found else {
             return;
         };
         let attempt = if outcome.is_error() {

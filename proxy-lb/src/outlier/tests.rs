@@ -183,3 +183,118 @@ fn config_validation_names_fields() {
     let c = cfg("{interval: 100ms, readmission: {probe: {tcp: {}}}, healing: {webhook: {url: \"http://127.0.0.1:1/x\"}}}").unwrap();
     assert_eq!(c.interval, Duration::from_millis(100));
 }
+
+mod detection {
+    use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+    use http::StatusCode;
+    use proxy_core::{
+        cluster::{ClusterExtension, ClusterInfo, HealthFlags, Outcome},
+        Endpoint,
+    };
+
+    use crate::outlier::{ClusterOutlierCounters, EjectionReason, OutlierConfig, OutlierDetection};
+
+    fn endpoints(n: u16) -> Arc<[Arc<Endpoint>]> {
+        (1..=n)
+            .map(|p| {
+                Arc::new(Endpoint::new(
+                    ([127, 0, 0, 1], p).into(),
+                    std::num::NonZeroU32::MIN,
+                    BTreeMap::new(),
+                ))
+            })
+            .collect()
+    }
+
+    fn detection(
+        yaml: &str,
+        eps: &Arc<[Arc<Endpoint>]>,
+    ) -> (OutlierDetection, Arc<ClusterOutlierCounters>) {
+        let cfg: OutlierConfig = serde_yaml::from_str(yaml).unwrap();
+        let counters = Arc::new(ClusterOutlierCounters::default());
+        let d = OutlierDetection::new(cfg, "c", counters.clone(), None).unwrap();
+        d.activate(&ClusterInfo {
+            name: "c".into(),
+            endpoints: eps.clone(),
+        });
+        (d, counters)
+    }
+
+    const ERR: Outcome = Outcome::Response(StatusCode::INTERNAL_SERVER_ERROR);
+    const OK: Outcome = Outcome::Response(StatusCode::OK);
+
+    #[test]
+    fn consecutive_5xx_ejects_at_the_count() {
+        let eps = endpoints(4);
+        let (d, counters) = detection("{consecutive_5xx: 3, max_ejection_percent: 50}", &eps);
+        let l = Duration::from_millis(1);
+        d.on_outcome(&eps[0], &ERR, l);
+        d.on_outcome(&eps[0], &ERR, l);
+        d.on_outcome(&eps[0], &OK, l);
+        d.on_outcome(&eps[0], &ERR, l);
+        d.on_outcome(&eps[0], &ERR, l);
+        assert!(eps[0].is_healthy(), "a success reset the count");
+        d.on_outcome(&eps[0], &Outcome::ConnectFailure, l);
+        assert_eq!(eps[0].health_flags(), HealthFlags::EJECTED);
+        assert_eq!(counters.ejections(EjectionReason::Consecutive5xx), 1);
+        assert_eq!(d.ejected_count(), 1);
+        // 50% of 4: a second may go, a third not.
+        for _ in 0..3 {
+            d.on_outcome(&eps[1], &ERR, l);
+            d.on_outcome(&eps[2], &ERR, l);
+        }
+        assert_eq!(d.ejected_count(), 2);
+        assert!(eps[1].health_flags().contains(HealthFlags::EJECTED));
+        assert!(eps[2].is_healthy(), "max_ejection_percent");
+        let st = d.status();
+        assert_eq!(st["ejected"], 2);
+        assert_eq!(st["endpoints"][0]["last_reason"], "consecutive_5xx");
+        assert_eq!(st["endpoints"][0]["times_ejected"], 1);
+    }
+
+    #[test]
+    fn gateway_failures_and_unknown_endpoints() {
+        let eps = endpoints(3);
+        let (d, counters) = detection(
+            "{consecutive_5xx: 0, consecutive_gateway_failure: 2, max_ejection_percent: 100, panic_threshold: 0}",
+            &eps,
+        );
+        let l = Duration::ZERO;
+        d.on_outcome(&eps[0], &ERR, l);
+        d.on_outcome(&eps[0], &ERR, l);
+        assert!(eps[0].is_healthy(), "500 is not a gateway failure");
+        d.on_outcome(&eps[0], &Outcome::Response(StatusCode::BAD_GATEWAY), l);
+        d.on_outcome(&eps[0], &Outcome::Timeout, l);
+        assert!(!eps[0].is_healthy());
+        assert_eq!(
+            counters.ejections(EjectionReason::ConsecutiveGatewayFailure),
+            1
+        );
+        // An endpoint of another cluster is ignored.
+        let stranger = endpoints(1);
+        for _ in 0..5 {
+            d.on_outcome(&stranger[0], &Outcome::Reset, l);
+        }
+        assert!(stranger[0].is_healthy());
+        assert!(d.endpoint_counters(&stranger[0]).is_none());
+    }
+
+    #[test]
+    fn a_new_instance_adopts_ejected_endpoints() {
+        let eps = endpoints(3);
+        eps[2].set_health_flag(HealthFlags::EJECTED);
+        let (d, _) = detection("{}", &eps);
+        assert_eq!(d.ejected_count(), 1);
+        assert_eq!(d.status()["endpoints"][2]["ejected"], true);
+        // A reload with a new set keeps the counters of kept endpoints.
+        let before = d.endpoint_counters(&eps[0]).unwrap();
+        let next: Arc<[Arc<Endpoint>]> = vec![eps[0].clone(), endpoints(9)[8].clone()].into();
+        d.activate(&ClusterInfo {
+            name: "c".into(),
+            endpoints: next.clone(),
+        });
+        assert!(Arc::ptr_eq(&before, &d.endpoint_counters(&eps[0]).unwrap()));
+        assert_eq!(d.ejected_count(), 0);
+    }
+}

@@ -17,7 +17,36 @@ use super::{
 };
 
 /// The `traffic_steering` layer; cheap to clone. Every service it makes reads the
-/// handle's current rules per request.
+/// handle's current rules per request, so [`SteeringHandle::store`] swaps them live.
+///
+/// # Example
+/// ```
+/// use std::sync::Arc;
+/// use proxy_lb::steering::{RuleSet, SteeringConfig, SteeringHandle, TargetGroup, TrafficSteeringLayer};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// let rules = |group: &str| {
+///     let yaml = format!("rules: [{{match: {{headers: {{type: transfer}}}}, to: {{group: {group}}}}}]");
+///     let cfg: SteeringConfig = serde_yaml::from_str(&yaml).unwrap();
+///     RuleSet::new(&cfg, |_cluster| false).unwrap()
+/// };
+/// let handle = SteeringHandle::new(rules("Group_2"));
+/// let svc = ServiceBuilder::new()
+///     .layer(TrafficSteeringLayer::new(handle.clone(), Arc::default()))
+///     .service_fn(|req: proxy_core::HttpRequest| async move {
+///         let group = req.extensions().get::<TargetGroup>().map_or(String::new(), |g| g.0.to_string());
+///         Ok::<_, proxy_core::BoxError>(http::Response::new(proxy_core::Body::from(group)))
+///     });
+/// let transfer = || http::Request::builder().header("type", "transfer").body(proxy_core::Body::empty()).unwrap();
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use http_body_util::BodyExt;
+/// let resp = svc.clone().oneshot(transfer()).await.unwrap();
+/// assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "Group_2");
+/// handle.store(rules("Group_1")); // live: the next request sees the new rules
+/// let resp = svc.oneshot(transfer()).await.unwrap();
+/// assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "Group_1");
+/// # });
+/// ```
 #[derive(Debug, Clone)]
 pub struct TrafficSteeringLayer {
     handle: SteeringHandle,

@@ -146,3 +146,127 @@ fn bad_rules_are_refused_naming_the_field() {
     assert!(err("rules: [{match: {}, to: {group: \"\"}}]")
         .starts_with("rules[0].to.group: must not be empty"));
 }
+
+mod subset_balancer {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use proxy_core::{cluster::HealthFlags, Balancer, Endpoint};
+
+    use crate::{
+        steering::{Fallback, Subset, SubsetConfig, TargetGroup},
+        zone::TargetZone,
+    };
+
+    fn ep(port: u16, zone: &str, group: &str) -> Arc<Endpoint> {
+        let mut md = BTreeMap::new();
+        if !zone.is_empty() {
+            md.insert("zone".to_owned(), zone.to_owned());
+        }
+        if !group.is_empty() {
+            md.insert("group".to_owned(), group.to_owned());
+        }
+        Arc::new(Endpoint::new(
+            ([127, 0, 0, 1], port).into(),
+            std::num::NonZeroU32::MIN,
+            md,
+        ))
+    }
+
+    fn parts(zone: Option<&str>, group: Option<&str>) -> http::request::Parts {
+        let mut b = http::Request::builder();
+        if let Some(z) = zone {
+            b = b.extension(TargetZone(z.into()));
+        }
+        if let Some(g) = group {
+            b = b.extension(TargetGroup(g.into()));
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn balancer(fallback: Fallback) -> Subset {
+        let cfg = SubsetConfig {
+            fallback,
+            ..SubsetConfig::default()
+        };
+        Subset::new(
+            &cfg,
+            || Arc::new(proxy_core::cluster::RoundRobin::default()),
+        )
+    }
+
+    fn set() -> Arc<[Arc<Endpoint>]> {
+        vec![
+            ep(1, "z1", "g1"),
+            ep(2, "z1", "g2"),
+            ep(3, "z2", "g1"),
+            ep(4, "z2", "g2"),
+            ep(5, "", ""),
+        ]
+        .into()
+    }
+
+    fn picks(b: &Subset, eps: &[Arc<Endpoint>], p: &http::request::Parts) -> Vec<Option<usize>> {
+        let mut v: Vec<_> = (0..8).map(|_| b.pick(eps, p)).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    #[test]
+    fn picks_within_zone_group_and_both() {
+        let eps = set();
+        let b = balancer(Fallback::None);
+        b.endpoints_changed(&eps);
+        assert_eq!(
+            picks(&b, &eps, &parts(Some("z1"), None)),
+            vec![Some(0), Some(1)]
+        );
+        assert_eq!(
+            picks(&b, &eps, &parts(None, Some("g2"))),
+            vec![Some(1), Some(3)]
+        );
+        assert_eq!(
+            picks(&b, &eps, &parts(Some("z2"), Some("g1"))),
+            vec![Some(2)]
+        );
+        assert_eq!(picks(&b, &eps, &parts(Some("z9"), None)), vec![None]);
+        assert_eq!(
+            picks(&b, &eps, &parts(None, None)).len(),
+            5,
+            "no target: all"
+        );
+    }
+
+    #[test]
+    fn unhealthy_members_are_skipped_and_fallback_applies() {
+        let eps = set();
+        let b = balancer(Fallback::None);
+        b.endpoints_changed(&eps);
+        eps[1].set_health_flag(HealthFlags::EJECTED);
+        assert_eq!(picks(&b, &eps, &parts(None, Some("g2"))), vec![Some(3)]);
+        eps[3].set_health_flag(HealthFlags::ACTIVE_HC_FAILED);
+        assert_eq!(picks(&b, &eps, &parts(None, Some("g2"))), vec![None]);
+        let any = balancer(Fallback::Any);
+        any.endpoints_changed(&eps);
+        let got = picks(&any, &eps, &parts(None, Some("g2")));
+        assert!(
+            !got.contains(&None) && !got.contains(&Some(1)) && !got.contains(&Some(3)),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_slice_without_an_index_is_scanned() {
+        let eps = set();
+        let b = balancer(Fallback::None);
+        b.endpoints_changed(&eps);
+        // An older snapshot's slice (another allocation): no index for it.
+        let older: Vec<Arc<Endpoint>> = eps.iter().take(4).cloned().collect();
+        assert_eq!(
+            picks(&b, &older, &parts(Some("z2"), None)),
+            vec![Some(2), Some(3)]
+        );
+        older[2].set_health_flag(HealthFlags::REMOVED);
+        assert_eq!(picks(&b, &older, &parts(Some("z2"), None)), vec![Some(3)]);
+    }
+}
