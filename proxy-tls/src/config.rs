@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// early_data: { enabled: false, max_size: 16384 }
 /// rotation: { poll_interval: 5s, drain: 30s }
 /// offload: { engines: [{ name: card0, threads: 2 }, { name: card1, threads: 2 }] }
-/// guomi: { cert: /etc/proxy/sm2.pem, key: /etc/proxy/sm2.key }
+/// guomi: { cert: /etc/proxy/sm2.pem, key: /etc/proxy/sm2.key, client_roots: /etc/proxy/sm2-ca.pem }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,6 +217,11 @@ pub struct GuomiConfig {
     pub cert: PathBuf,
     /// PEM SM2 private key file.
     pub key: PathBuf,
+    /// PEM SM2 CA certificates that Guomi client certificates must chain to. Required
+    /// when the listener has `client_auth` (same `mode`): a Guomi client is held to
+    /// mutual TLS like any other.
+    #[serde(default)]
+    pub client_roots: Option<PathBuf>,
 }
 
 /// `clusters[].transport: {typed: tls, config: ...}`: TLS to the upstream endpoints.

@@ -726,3 +726,57 @@ fn a_client_without_common_parameters_gets_an_alert() {
         m.failures("unsupported")
     );
 }
+
+#[test]
+fn bad_termination_configs_are_refused_naming_the_field() {
+    let refuse = |yaml: &str| {
+        let mut r = proxy_core::Registry::default();
+        proxy_tls::register(&mut r);
+        let full = proxy_yaml("127.0.0.1:1".parse().unwrap(), yaml, "");
+        let err = proxy_core::Server::new(proxy_core::config::Config::from_yaml(&full).unwrap(), r)
+            .err()
+            .unwrap();
+        proxy_core::DisplayChain(&err).to_string()
+    };
+    let pki = Pki::new("bad-config");
+    let a = pki.server("a", &["a.test"]);
+    let (c, k) = (a.cert.display(), a.key.display());
+    let e = refuse("{ certificates: [] }");
+    assert!(
+        e.contains("network_filters[0].config: certificates: at least one certificate is required"),
+        "{e}"
+    );
+    let e = refuse(&format!("{{ certificates: [{{ cert: {c} }}] }}"));
+    assert!(
+        e.contains("certificates[0]: give cert and key, or secret"),
+        "{e}"
+    );
+    let e = refuse(&format!(
+        "{{ certificates: [{{ cert: {c}, key: {k} }}], alpn: 3, bogus: 1 }}"
+    ));
+    assert!(
+        e.contains("unknown field `bogus`") || e.contains("alpn"),
+        "{e}"
+    );
+    let e = refuse(&format!(
+        "{{ certificates: [{{ cert: {c}, key: {k} }}], handshake_timeout: soon }}"
+    ));
+    assert!(e.contains("handshake_timeout"), "{e}");
+    let e = refuse(&format!(
+        "{{ certificates: [{{ cert: {c}, key: {k} }}], client_auth: {{ roots: {ca} }}, guomi: {{ cert: {c}, key: {k} }} }}",
+        ca = pki.ca_pem.display()
+    ));
+    assert!(
+        e.contains("guomi.client_roots: required when client_auth is set"),
+        "{e}"
+    );
+    let e = refuse(&format!(
+        "{{ certificates: [{{ cert: {c}, key: {k} }}], early_data: {{ enabled: true }}, versions: [tls12] }}"
+    ));
+    assert!(
+        e.contains("early_data.enabled: early data needs tls13"),
+        "{e}"
+    );
+    let e = refuse(&format!("{{ certificates: [{{ cert: {c}, key: {k} }}], client_auth: {{ roots: /nonexistent/ca.pem }} }}"));
+    assert!(e.contains("/nonexistent/ca.pem: unreadable"), "{e}");
+}

@@ -186,6 +186,13 @@ impl ServerSpec {
                 Some((src, ca.mode))
             }
         };
+        if let Some(g) = &cfg.guomi {
+            if cfg.client_auth.is_some() && g.client_roots.is_none() {
+                return Err(ConfigBuildError::Invalid(
+                    "guomi.client_roots: required when client_auth is set (SM2 roots for Guomi clients)".into(),
+                ));
+            }
+        }
         let versions = versions(&cfg.versions);
         if cfg.early_data.enabled && !versions.contains(&&rustls::version::TLS13) {
             return Err(ConfigBuildError::Invalid(
@@ -224,6 +231,7 @@ impl ServerSpec {
         if let Some(g) = &self.guomi {
             files.push(g.cert.clone());
             files.push(g.key.clone());
+            files.extend(g.client_roots.clone());
         }
         files
     }
@@ -297,8 +305,19 @@ impl ServerSpec {
         let chain = material::parse_certs(&material::read_file(&g.cert)?, &cert_name)?;
         material::check_validity(&chain[0], &cert_name, material::unix_now())?;
         material::read_file(&g.key)?;
+        let mandatory = matches!(self.client_auth, Some((_, ClientAuthMode::Required)));
         crate::guomi::GuomiServerBuilder::from_pem_files(&g.cert, &g.key)
-            .and_then(|b| b.alpn(self.alpn.clone()).build())
+            .and_then(|b| {
+                let b = b.alpn(self.alpn.clone());
+                match &g.client_roots {
+                    Some(roots) => Ok(b.client_auth(
+                        Arc::new(crate::guomi::Sm2RootStore::from_pem_file(roots)?),
+                        mandatory,
+                    )),
+                    None => Ok(b),
+                }
+            })
+            .and_then(crate::guomi::GuomiServerBuilder::build)
             .map_err(|source| ConfigBuildError::Guomi {
                 what: format!("guomi: {} + {}", g.cert.display(), g.key.display()),
                 source,
