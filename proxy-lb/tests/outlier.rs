@@ -214,6 +214,47 @@ async fn panic_threshold_keeps_the_last_hosts_in() {
     .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_percentage_ejects_over_an_interval() {
+    let (e1, e2, e3) = (
+        Upstream::start("e1"),
+        Upstream::start("e2"),
+        Upstream::start("e3"),
+    );
+    let hook = Webhook::start("{}");
+    let admin = free_addr();
+    let cfg = format!(
+        "{{interval: 100ms, consecutive_5xx: 0, base_ejection_time: 10s, max_ejection_percent: 50, failure_percentage: {{threshold: 50, minimum_hosts: 3, request_volume: 3}}, healing: {{webhook: {{url: \"http://{}/x\"}}}}}}",
+        hook.addr
+    );
+    let proxy = Proxy::start(&yaml(&[&e1, &e2, &e3], &cfg, admin));
+    let addr = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        e2.set_status(502);
+        load(addr, 15).await;
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                flags(admin, "app", e2.addr).await == ["ejected"]
+            })
+            .await,
+            "ejected at the interval"
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                !hook.bodies().is_empty()
+            })
+            .await,
+            "reported"
+        );
+        assert_eq!(hook.bodies()[0]["reason"], "failure_percentage");
+        let before = e2.hits();
+        assert_eq!(load(addr, 10).await, 10);
+        assert_eq!(e2.hits(), before);
+    })
+    .await
+    .unwrap();
+}
+
 #[test]
 fn bad_outlier_config_is_refused_naming_the_field() {
     let (e1, e2) = (Upstream::start("e1"), Upstream::start("e2"));

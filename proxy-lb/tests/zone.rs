@@ -230,6 +230,15 @@ fn unknown_zones_and_bad_values_are_refused_naming_the_field() {
     let e = load_error(&yaml(&format!("{{{base}, bogus: 1}}")));
     assert!(e.contains("bogus"), "{e}");
     assert_eq!(load_error(&yaml(&format!("{{{base}}}"))), "<accepted>");
+    let e = load_error(&format!(
+        "listeners:\n{}clusters:\n  - {{name: app, endpoints: [{{address: \"{}\", metadata: {{zone: z7}}}}]}}\n",
+        listener("main", &format!("[{{typed: zone_routing, config: {{{base}}}}}]"), "app"),
+        up.addr
+    ));
+    assert!(
+        e.contains("local_cluster: endpoint") && e.contains("metadata.zone z7"),
+        "{e}"
+    );
     // The balancer's own config.
     let e = load_error(&format!(
         "listeners:\n{}clusters:\n  - {{name: app, lb: {{policy: zone_aware, config: {{inner: {{policy: nope}}}}}}, endpoints: [\"{}\"]}}\n",

@@ -106,6 +106,20 @@ impl ZoneRoutingLayer {
                     format!("{:?} is not a header name", cfg.forward_header),
                 )
             })?;
+        for e in local.endpoints.iter() {
+            if let Some(z) = e.label("zone") {
+                let known = topo.zone_id(z).is_some_and(|id| topo.zones()[id].local);
+                if !known {
+                    return Err(invalid(
+                        "local_cluster",
+                        format!(
+                            "endpoint {} of cluster {} has metadata.zone {z}, not a zone of data centre {}",
+                            e.address, cfg.local_cluster, cfg.local_data_centre
+                        ),
+                    ));
+                }
+            }
+        }
         let mut zones = Vec::with_capacity(topo.zones().len());
         for (i, z) in topo.zones().iter().enumerate() {
             let (local_eps, remote) = if z.local {
