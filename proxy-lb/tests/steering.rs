@@ -9,7 +9,9 @@ mod common_resilience;
 
 use std::collections::HashMap;
 
-use common_resilience::{get, listener, load_error, request, Proxy, Upstream, LIMIT};
+use common_resilience::{
+    free_addr, get, listener, load_error, prometheus, request, Proxy, Upstream, LIMIT,
+};
 use proxy_core::config::Config;
 
 fn yaml(
@@ -60,7 +62,11 @@ async fn transfers_go_to_group_2_and_the_rest_elsewhere() {
         Upstream::start("canary"),
         Upstream::start("billing"),
     );
-    let proxy = Proxy::start(&yaml(RULES, &[&a1, &a2], &[&b1, &b2], &c, &bill));
+    let admin = free_addr();
+    let proxy = Proxy::start(&format!(
+        "admin: {{address: \"{admin}\"}}\n{}",
+        yaml(RULES, &[&a1, &a2], &[&b1, &b2], &c, &bill)
+    ));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
         let mut by = HashMap::<String, usize>::new();
@@ -111,6 +117,19 @@ async fn transfers_go_to_group_2_and_the_rest_elsewhere() {
         }
         assert!((60..=140).contains(&canary), "canary share {canary}/200");
         assert_eq!(c.hits(), canary as u64);
+        let text = prometheus(admin).await;
+        assert!(
+            text.contains("proxy_lb_steering_matches_total{rule=\"transfers\"} 20"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy_lb_steering_matches_total{rule=\"canary\"} 200"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy_lb_steering_matches_total{rule=\"default\"} 30"),
+            "{text}"
+        );
     })
     .await
     .unwrap();
