@@ -187,9 +187,10 @@ impl SliceId {
 /// A table built for one endpoint slice.
 pub(crate) struct Built<T> {
     id: SliceId,
-    /// Keeps the slice given to [`TableCell::publish`] alive, so that its address
-    /// cannot be reused by another slice while this table claims it.
-    _keep: Option<Arc<dyn Any + Send + Sync>>,
+    /// A `Weak` to the slice given to [`TableCell::publish`]: keeps its allocation
+    /// (not the endpoints in it), so that its address cannot be reused by another
+    /// slice while this table claims it.
+    keep: Option<Box<dyn Any + Send + Sync>>,
     pub(crate) table: T,
 }
 
@@ -212,6 +213,10 @@ impl<T: fmt::Debug> fmt::Debug for Built<T> {
 /// rather than rebuilding on the request path.
 pub(crate) struct TableCell<T> {
     current: ArcSwapOption<Built<T>>,
+    /// The published table before `current`: requests still running on the older
+    /// endpoint set (or on the running one, when the snapshot that published
+    /// `current` was then rejected) keep their mapping.
+    previous: ArcSwapOption<Built<T>>,
     published: AtomicBool,
 }
 
@@ -219,6 +224,7 @@ impl<T> Default for TableCell<T> {
     fn default() -> Self {
         Self {
             current: ArcSwapOption::empty(),
+            previous: ArcSwapOption::empty(),
             published: AtomicBool::new(false),
         }
     }
@@ -242,21 +248,23 @@ impl<T> TableCell<T> {
     {
         let prev = self.current.load_full();
         let table = build(backends, prev.as_deref().map(|b| &b.table));
-        let keep: Arc<dyn Any + Send + Sync> = Arc::new(backends.clone());
-        self.current.store(Some(Arc::new(Built {
+        let keep: Box<dyn Any + Send + Sync> = Box::new(Arc::downgrade(backends));
+        let built = Arc::new(Built {
             id: SliceId::of(backends),
-            _keep: Some(keep),
+            keep: Some(keep),
             table,
-        })));
+        });
+        // A lazily built table holds no `Weak`: its slice's address may be reused.
+        self.previous
+            .store(prev.filter(|p| p.keep.is_some() && p.id != built.id));
+        self.current.store(Some(built));
         self.published.store(true, Ordering::Release);
     }
 
-    /// Runs `f` with the table for `backends`: the current one when it was built for
-    /// this slice, else (only while nothing was published) one built now and made
-    /// current. `f` gets `None` when the current table is for another slice and
-    /// building one on the request path is not allowed (a table for the current
-    /// endpoint set was published; this slice is an in-flight request's older set):
-    /// the caller falls back.
+    /// Runs `f` with the table for `backends`: the current or previous one when it
+    /// was built for this slice, else (only while nothing was published) one built
+    /// now and made current. `f` gets `None` when no table is for this slice and
+    /// building one on the request path is not allowed: the caller falls back.
     ///
     /// The table is borrowed through an `arc-swap` guard: no reference count is
     /// touched on the hot path.
@@ -274,13 +282,17 @@ impl<T> TableCell<T> {
             }
         }
         if self.published.load(Ordering::Acquire) {
-            return f(None);
+            let previous = self.previous.load();
+            return match previous.as_ref() {
+                Some(built) if built.id == id => f(Some(&built.table)),
+                _ => f(None),
+            };
         }
         let table = build(backends, guard.as_deref().map(|b| &b.table));
         drop(guard);
         let built = Arc::new(Built {
             id,
-            _keep: None,
+            keep: None,
             table,
         });
         self.current.store(Some(built.clone()));

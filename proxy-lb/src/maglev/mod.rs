@@ -181,6 +181,37 @@ impl Balancer for Maglev {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StaticBackend;
+
+    fn set(n: usize) -> Arc<[StaticBackend]> {
+        (0..n)
+            .map(|i| StaticBackend::new(format!("b{i}"), 1))
+            .collect()
+    }
+
+    #[test]
+    fn older_set_keeps_its_table_after_a_swap() {
+        let m = Maglev::new(&MaglevConfig {
+            hash_policy: vec![HashPolicyConfig::SourceIp {}],
+            table_size: 251,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (a, b, c) = (set(5), set(4), set(3));
+        m.prepare(&a);
+        let table_a = m.table().unwrap_or_else(|| panic!("no table"));
+        let before: Vec<_> = (0..300).map(|k| m.pick_hash(&a, k)).collect();
+        let want: Vec<_> = (0..300).map(|k| table_a.lookup(k)).collect();
+        assert_eq!(before, want);
+        m.prepare(&b);
+        // In-flight requests on the older set keep its mapping.
+        let after: Vec<_> = (0..300).map(|k| m.pick_hash(&a, k)).collect();
+        assert_eq!(before, after);
+        // A set with no table falls back, still consistently.
+        let x: Vec<_> = (0..300).map(|k| m.pick_hash(&c, k)).collect();
+        let y: Vec<_> = (0..300).map(|k| m.pick_hash(&c, k)).collect();
+        assert_eq!(x, y);
+        assert!(x.iter().all(|i| i.is_some_and(|i| i < 3)));
+    }
 
     #[test]
     fn config_errors_name_fields() {
