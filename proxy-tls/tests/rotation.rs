@@ -360,3 +360,82 @@ fn refused_files_are_named_with_the_reason() {
     .unwrap_err();
     assert!(chain(err).contains("private key does not match"));
 }
+
+#[tokio::test]
+async fn http2_connections_get_goaway_after_the_drain() {
+    use http_body_util::{BodyExt, Empty};
+    let pki = Pki::new("rotation-h2");
+    let first = pki.server("first", &["a.test"]);
+    let second = pki.server("second", &["a.test"]);
+    let secrets = Arc::new(proxy_tls::rotation::MemorySecrets::default());
+    let pair =
+        |i: &Issued| proxy_tls::rotation::Secret::key_pair(i.cert_pem.clone(), i.key_pem.clone());
+    secrets.set("web", pair(&first));
+    let runtime = proxy_tls::TlsRuntime::with_secrets(secrets.clone());
+    let tls = "{ certificates: [{ secret: web }], rotation: { drain: 400ms } }";
+    let server = start(&proxy_yaml(echo_upstream(), tls, ""), registry(runtime));
+    let port = port_of(&server, "tls");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            proxy_tls::material::parse_certs(&std::fs::read(&pki.ca_pem).unwrap(), "ca").unwrap()
+                [0]
+            .clone(),
+        )
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let conn_task = tokio::spawn(conn);
+    let get = |sender: &mut hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>>| {
+        let req = http::Request::get(format!("https://a.test:{port}/h2"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(req)
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let resp = get(&mut sender).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        secrets.set("web", pair(&second));
+        let swapped = Instant::now();
+        // Within the drain the connection serves on.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let resp = get(&mut sender).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        // After it: GOAWAY, and the connection ends.
+        conn_task.await.unwrap().unwrap();
+        let closed_after = swapped.elapsed();
+        assert!(
+            closed_after >= Duration::from_millis(400),
+            "closed after {closed_after:?}"
+        );
+        assert!(
+            closed_after < Duration::from_secs(3),
+            "closed after {closed_after:?}"
+        );
+    })
+    .await
+    .unwrap();
+}
