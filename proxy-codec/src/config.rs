@@ -122,5 +122,8 @@ fn parse<T: serde::de::DeserializeOwned + Default>(cfg: &serde_yaml::Value) -> R
     if cfg.is_null() {
         return Ok(T::default());
     }
-    serde_yaml::from_value(cfg.clone()).map_err(|e| e.to_string())
+    serde_path_to_error::deserialize(cfg.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{path}: {}", e.into_inner())
+    })
 }

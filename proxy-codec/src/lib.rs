@@ -4,6 +4,8 @@ pub mod bolt;
 pub mod config;
 mod crc32;
 pub mod dubbo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hessian2;
 mod http_map;
 pub mod metrics;

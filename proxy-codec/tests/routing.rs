@@ -1,0 +1,356 @@
+//! Routing by service and method through a running proxy (`proxy_core::Server`):
+//! two Bolt services on one listener go to two clusters, a method-level route wins
+//! over its service's, unknown services get Bolt's `NO_PROCESSOR`, and an `auto`
+//! listener routes Dubbo the same way. The upstreams are in-process Rust servers.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use proxy_codec::{
+    bolt::{self, BoltFrame, BoltVersion},
+    dubbo::{self, DubboFrame},
+    hessian2::Writer,
+    Bolt, Dubbo, FrameKind, Protocol,
+};
+use proxy_core::{config::Config, Registry, Server};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// An upstream speaking `P` that answers every request with `<name> <path> <body>`
+/// and records the request ids it saw.
+async fn upstream<P: Protocol + Copy>(p: P, name: &'static str) -> (String, Arc<Mutex<Vec<u64>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let seen = ids.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = BytesMut::new();
+                while let Some(f) = read_frame(&p, &mut s, &mut buf).await {
+                    if p.kind(&f) != FrameKind::Request {
+                        continue;
+                    }
+                    seen.lock().unwrap().push(p.request_id(&f));
+                    let meta = p.request_meta(&f);
+                    let req = p.request_to_http(f).unwrap();
+                    let path = req.uri().path().to_owned();
+                    let body = http_body_util::BodyExt::collect(req.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    let text = format!("{name} {path} {}", String::from_utf8_lossy(&body));
+                    let (parts, _) = http::Response::new(()).into_parts();
+                    let resp = p.response_from_http(&meta, parts, Bytes::from(text));
+                    let mut out = BytesMut::new();
+                    p.encode(&resp, &mut out).unwrap();
+                    if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, ids)
+}
+
+async fn read_frame<P: Protocol>(p: &P, s: &mut TcpStream, buf: &mut BytesMut) -> Option<P::Frame> {
+    loop {
+        if let Some(n) = p.frame_length(buf).unwrap() {
+            if buf.len() as u64 >= n {
+                return Some(p.decode(buf.split_to(n as usize).freeze()).unwrap());
+            }
+        }
+        if s.read_buf(buf).await.ok()? == 0 {
+            return None;
+        }
+    }
+}
+
+fn bolt_call(id: u32, service: &str, method: &str) -> BoltFrame {
+    BoltFrame {
+        version: BoltVersion::V2 {
+            version: 2,
+            switch: 1,
+        },
+        rpc_type: bolt::TYPE_REQUEST,
+        cmd_code: bolt::CMD_REQUEST,
+        ver2: 1,
+        request_id: id,
+        codec: bolt::CODEC_HESSIAN2,
+        timeout: 5000,
+        status: 0,
+        class_name: Bytes::from_static(bolt::SOFA_REQUEST.as_bytes()),
+        header: Bolt::header_map([
+            ("service", Some(service)),
+            ("sofa_head_target_service", Some(service)),
+            ("sofa_head_method_name", Some(method)),
+            ("rpc_trace_context.sofaTraceId", Some("0a0b0c")),
+        ]),
+        content: Bytes::from(format!("call-{id}")),
+    }
+}
+
+/// The proxy on its own thread; shut down on drop.
+struct Proxy {
+    server: Server,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(yaml: &str) -> Self {
+        let mut registry = Registry::default();
+        proxy_codec::register(&mut registry);
+        let server = Server::new(Config::from_yaml(yaml).unwrap(), registry).unwrap();
+        let runner = server.clone();
+        let thread = std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
+        for _ in 0..1000 {
+            if !server.listener_addresses().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    fn addr(&self, name: &str) -> String {
+        self.server
+            .listener_addresses()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.server.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn config(protocol: &str, clusters: &[(&str, &str, &str)]) -> String {
+    let mut yaml = format!(
+        r#"runtime: {{ worker_threads: 1 }}
+listeners:
+  - name: rpc
+    address: 127.0.0.1:0
+    protocol: {protocol}
+    protocol_options:
+      bolt: {{ max_frame_length: 1048576, max_in_flight: 256 }}
+    virtual_hosts:
+      - name: rpc
+        domains: ["*"]
+        routes:
+          - match: {{ path: {{ exact: "/com.example.User:1.0/delete" }} }}
+            cluster: audit
+          - match: {{ path: {{ prefix: "/com.example.Pay:1.0/" }} }}
+            cluster: pay
+          - match: {{ path: {{ prefix: "/com.example.User:1.0/" }} }}
+            cluster: user
+          - match: {{ path: {{ prefix: "/org.example.Greeter/" }}, headers: [{{ name: tenant, exact: gold }}] }}
+            cluster: gold
+          - match: {{ path: {{ prefix: "/org.example.Greeter/" }} }}
+            cluster: greeter
+clusters:
+"#
+    );
+    for (name, proto, addr) in clusters {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    protocol: {proto}\n    protocol_options: {{ connections_per_endpoint: 2 }}\n    endpoints: [\"{addr}\"]\n"
+        ));
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn two_bolt_services_on_one_listener_go_to_two_clusters() {
+    tokio::time::timeout(LIMIT, async {
+        let (pay, pay_ids) = upstream(Bolt, "pay").await;
+        let (user, _) = upstream(Bolt, "user").await;
+        let (audit, _) = upstream(Bolt, "audit").await;
+        let (greeter, _) = upstream(Dubbo, "greeter").await;
+        let proxy = Proxy::start(&config(
+            "bolt",
+            &[
+                ("pay", "bolt", &pay),
+                ("user", "bolt", &user),
+                ("audit", "bolt", &audit),
+                ("gold", "dubbo", &greeter),
+                ("greeter", "dubbo", &greeter),
+            ],
+        ));
+        let mut c = TcpStream::connect(proxy.addr("rpc")).await.unwrap();
+        // 60 calls on one connection, all in flight at once, all with the id space
+        // reused by service (ids collide with nothing upstream: they are rewritten).
+        let mut out = BytesMut::new();
+        for id in 0..60u32 {
+            let (service, method) = match id % 3 {
+                0 => ("com.example.Pay:1.0", "transfer"),
+                1 => ("com.example.User:1.0", "get"),
+                _ => ("com.example.User:1.0", "delete"),
+            };
+            Bolt.encode(&bolt_call(id, service, method), &mut out)
+                .unwrap();
+        }
+        Bolt.encode(&bolt_call(1000, "com.example.Nothing:1.0", "x"), &mut out)
+            .unwrap();
+        c.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        for _ in 0..61 {
+            let f = read_frame(&Bolt, &mut c, &mut buf).await.unwrap();
+            if f.request_id == 1000 {
+                assert_eq!(f.status, bolt::status::NO_PROCESSOR);
+                continue;
+            }
+            assert_eq!(f.status, bolt::status::SUCCESS, "{f:?}");
+            let text = String::from_utf8(f.content.to_vec()).unwrap();
+            let want = match f.request_id % 3 {
+                0 => format!("pay /com.example.Pay:1.0/transfer call-{}", f.request_id),
+                1 => format!("user /com.example.User:1.0/get call-{}", f.request_id),
+                _ => format!("audit /com.example.User:1.0/delete call-{}", f.request_id),
+            };
+            assert_eq!(text, want);
+        }
+        assert_eq!(pay_ids.lock().unwrap().len(), 20);
+    })
+    .await
+    .unwrap();
+}
+
+fn dubbo_call(id: u64, method: &str, tenant: &str) -> DubboFrame {
+    let mut w = Writer::new();
+    w.string("2.0.2")
+        .string("org.example.Greeter")
+        .string("1.0.0")
+        .string(method);
+    w.string("Ljava/lang/String;").string("world");
+    w.string_map([("path", "org.example.Greeter"), ("tenant", tenant)]);
+    DubboFrame {
+        flags: dubbo::FLAG_REQUEST | dubbo::FLAG_TWO_WAY | dubbo::HESSIAN2,
+        status: 0,
+        request_id: id,
+        body: Bytes::from(w.into_bytes()),
+    }
+}
+
+#[tokio::test]
+async fn an_auto_listener_routes_bolt_and_dubbo_by_service_and_attachments() {
+    tokio::time::timeout(LIMIT, async {
+        let (pay, _) = upstream(Bolt, "pay").await;
+        let (user, _) = upstream(Bolt, "user").await;
+        let (gold, _) = upstream(Dubbo, "gold").await;
+        let (greeter, _) = upstream(Dubbo, "greeter").await;
+        let proxy = Proxy::start(&config(
+            "auto",
+            &[
+                ("pay", "bolt", &pay),
+                ("user", "bolt", &user),
+                ("audit", "bolt", &user),
+                ("gold", "dubbo", &gold),
+                ("greeter", "dubbo", &greeter),
+            ],
+        ));
+        let addr = proxy.addr("rpc");
+
+        let mut d = TcpStream::connect(&addr).await.unwrap();
+        let mut out = BytesMut::new();
+        Dubbo
+            .encode(&dubbo_call(1, "hello", "gold"), &mut out)
+            .unwrap();
+        Dubbo
+            .encode(&dubbo_call(2, "hello", "basic"), &mut out)
+            .unwrap();
+        d.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let f = read_frame(&Dubbo, &mut d, &mut buf).await.unwrap();
+            assert_eq!(f.status, dubbo::status::OK);
+            let text = String::from_utf8_lossy(&f.body).into_owned();
+            answers.push((
+                f.request_id,
+                text.split(' ').take(2).collect::<Vec<_>>().join(" "),
+            ));
+        }
+        answers.sort();
+        assert_eq!(
+            answers,
+            vec![
+                (1, "gold /org.example.Greeter/hello".to_owned()),
+                (2, "greeter /org.example.Greeter/hello".to_owned())
+            ]
+        );
+
+        let mut b = TcpStream::connect(&addr).await.unwrap();
+        let mut out = BytesMut::new();
+        Bolt.encode(&bolt_call(5, "com.example.Pay:1.0", "refund"), &mut out)
+            .unwrap();
+        b.write_all(&out).await.unwrap();
+        let f = read_frame(&Bolt, &mut b, &mut BytesMut::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&f.content),
+            "pay /com.example.Pay:1.0/refund call-5"
+        );
+
+        // Plain HTTP still works on the same port (and finds no route here).
+        let mut h = TcpStream::connect(&addr).await.unwrap();
+        h.write_all(b"GET /nothing HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut resp = Vec::new();
+        h.read_to_end(&mut resp).await.unwrap();
+        let status = format!("HTTP/1.1 {}", StatusCode::NOT_FOUND.as_u16());
+        assert!(
+            resp.starts_with(status.as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&resp)
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn the_readme_config_is_valid() {
+    let readme = include_str!("../README.md");
+    let yaml = readme
+        .split("```yaml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let mut registry = Registry::default();
+    proxy_codec::register(&mut registry);
+    Server::new(Config::from_yaml(yaml).unwrap(), registry).unwrap();
+
+    // A bad option is refused naming the field.
+    let bad = yaml.replace("max_in_flight: 1024", "max_in_flight: 0");
+    let mut registry = Registry::default();
+    proxy_codec::register(&mut registry);
+    let err = Server::new(Config::from_yaml(&bad).unwrap(), registry).unwrap_err();
+    let text = format!("{}", proxy_core::DisplayChain(&err));
+    assert!(
+        text.contains("protocol_options") && text.contains("max_in_flight"),
+        "{text}"
+    );
+}
