@@ -270,3 +270,72 @@ mod subset_balancer {
         assert_eq!(picks(&b, &older, &parts(Some("z2"), None)), vec![Some(3)]);
     }
 }
+
+mod subset_props {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use proptest::prelude::*;
+    use proxy_core::{cluster::HealthFlags, Balancer, Endpoint};
+
+    use crate::{
+        steering::{Fallback, Subset, SubsetConfig, TargetGroup},
+        zone::TargetZone,
+    };
+
+    const ZONES: [&str; 3] = ["z1", "z2", ""];
+    const GROUPS: [&str; 3] = ["g1", "g2", ""];
+
+    proptest! {
+        /// Whatever the labels, flags and target: a pick is healthy and inside the
+        /// target subset when that subset has a healthy member; with `fallback: any`
+        /// there is a pick whenever any endpoint is healthy.
+        #[test]
+        fn picks_are_healthy_and_in_the_subset(
+            eps in prop::collection::vec((0usize..3, 0usize..3, 0u8..8), 1..24),
+            zone in 0usize..4,
+            group in 0usize..4,
+            any in any::<bool>(),
+            rounds in 1usize..20,
+        ) {
+            let endpoints: Arc<[Arc<Endpoint>]> = eps
+                .iter()
+                .enumerate()
+                .map(|(i, &(z, g, flags))| {
+                    let mut md = BTreeMap::new();
+                    if !ZONES[z].is_empty() { md.insert("zone".to_owned(), ZONES[z].to_owned()); }
+                    if !GROUPS[g].is_empty() { md.insert("group".to_owned(), GROUPS[g].to_owned()); }
+                    let e = Endpoint::new(([127, 0, 0, 1], 1000 + i as u16).into(), std::num::NonZeroU32::MIN, md);
+                    for (bit, f) in [HealthFlags::ACTIVE_HC_FAILED, HealthFlags::EJECTED, HealthFlags::REMOVED].into_iter().enumerate() {
+                        if flags & (1 << bit) != 0 && flags % 3 == 0 { e.set_health_flag(f); }
+                    }
+                    Arc::new(e)
+                })
+                .collect();
+            let cfg = SubsetConfig { fallback: if any { Fallback::Any } else { Fallback::None }, ..SubsetConfig::default() };
+            let b = Subset::new(&cfg, || Arc::new(crate::round_robin::RoundRobin::default()));
+            b.endpoints_changed(&endpoints);
+            let z = ZONES.get(zone).filter(|z| !z.is_empty()).copied();
+            let g = GROUPS.get(group).filter(|g| !g.is_empty()).copied();
+            let mut req = http::Request::builder();
+            if let Some(z) = z { req = req.extension(TargetZone(z.into())); }
+            if let Some(g) = g { req = req.extension(TargetGroup(g.into())); }
+            let parts = req.body(()).unwrap().into_parts().0;
+            let fits = |e: &Endpoint| z.is_none_or(|z| e.label("zone") == Some(z)) && g.is_none_or(|g| e.label("group") == Some(g));
+            let subset_healthy = endpoints.iter().any(|e| e.is_healthy() && fits(e));
+            let any_healthy = endpoints.iter().any(|e| e.is_healthy());
+            for _ in 0..rounds {
+                let pick = b.pick(&endpoints, &parts);
+                if let Some(i) = pick {
+                    prop_assert!(endpoints[i].is_healthy());
+                    if subset_healthy { prop_assert!(fits(&endpoints[i])); }
+                }
+                if subset_healthy || (any && any_healthy) {
+                    prop_assert!(pick.is_some());
+                }
+                if !any && !subset_healthy {
+                    prop_assert!(pick.is_none());
+                }
+            }
+        }
+    }
+}

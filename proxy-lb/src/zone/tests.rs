@@ -207,3 +207,63 @@ fn every_zone_reaches_every_other_in_failover() {
         assert!(!set.contains(&z));
     }
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The served zone is available; none is served only when no zone is; the
+        /// step names the served zone's relation to the preferred one; forwarded
+        /// requests stay local.
+        #[test]
+        fn decisions_respect_availability_and_steps(
+            down in prop::collection::vec(any::<bool>(), 5),
+            uid in prop::option::of(0u32..200),
+            cookie in prop::option::of(0usize..6),
+            forwarded in prop::option::of(0usize..6),
+            random in any::<u64>(),
+        ) {
+            let t = topo();
+            let names = ["z1", "z2", "z3", "z4", "z5", "zz"];
+            let uid_s = uid.map(|u| u.to_string());
+            let inputs = ZoneInputs {
+                forwarded: forwarded.map(|i| names[i]),
+                uid: uid_s.as_deref(),
+                cookie: cookie.map(|i| names[i]),
+            };
+            let up = |z: ZoneId| !down[z];
+            let d = decide(&t, &inputs, false, random, up);
+            let local_only = d.source == ZoneSource::Forwarded;
+            let allowed = |z: ZoneId| !local_only || t.zones()[z].local;
+            match d.served {
+                Some(s) => {
+                    prop_assert!(up(s) && allowed(s));
+                    let (p, s) = (&t.zones()[d.preferred], &t.zones()[s]);
+                    let expect = if p.name == s.name {
+                        FailoverStep::None
+                    } else if p.data_centre == s.data_centre {
+                        FailoverStep::SameDataCentre
+                    } else if p.city == s.city {
+                        FailoverStep::SameCity
+                    } else {
+                        FailoverStep::OtherCity
+                    };
+                    prop_assert_eq!(d.step, expect);
+                    // Nearer zones first: nothing nearer was up.
+                    let nearer = |z: ZoneId| {
+                        let c = &t.zones()[z];
+                        match d.step {
+                            FailoverStep::None | FailoverStep::SameDataCentre => false,
+                            FailoverStep::SameCity => c.data_centre == p.data_centre,
+                            FailoverStep::OtherCity => c.city == p.city,
+                        }
+                    };
+                    prop_assert!((0..5).all(|z| !(nearer(z) && up(z) && allowed(z))));
+                }
+                None => prop_assert!((0..5).all(|z| !(up(z) && allowed(z)))),
+            }
+        }
+    }
+}
