@@ -101,10 +101,6 @@ impl TlsMetrics {
 
     /// Writes the families in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        self.render_text(out);
-    }
-
-    fn render_text(&self, out: &mut String) {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
             out,

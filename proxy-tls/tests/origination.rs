@@ -232,3 +232,42 @@ clusters:
     assert!(text.contains("/nonexistent/ca.pem: unreadable"), "{text}");
     assert!(text.contains("clusters[0].transport"), "{text}");
 }
+
+#[tokio::test]
+async fn upstream_roots_rotate_from_the_secret_source() {
+    if !have("openssl") {
+        return;
+    }
+    let pki = Pki::new("orig-secret");
+    let other = Pki::new("orig-secret-other");
+    let srv = pki.server("up", &["up.test"]);
+    let server = s_server(&[
+        "-cert",
+        &srv.cert.display().to_string(),
+        "-key",
+        &srv.key.display().to_string(),
+        "-www",
+    ]);
+    let secrets = Arc::new(proxy_tls::rotation::MemorySecrets::default());
+    let roots = |p: &Pki| proxy_tls::rotation::Secret::roots(std::fs::read(&p.ca_pem).unwrap());
+    secrets.set("upstream-ca", roots(&other));
+    let cfg: OriginationConfig =
+        serde_yaml::from_str("{ server_name: up.test, roots: { secret: upstream-ca } }").unwrap();
+    let metrics = Arc::new(proxy_tls::metrics::TlsMetrics::default());
+    let t = OriginationTransport::new(&cfg, secrets.clone(), metrics.clone()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        assert_eq!(
+            get_www(&t, server.port).await.unwrap_err(),
+            "server certificate refused"
+        );
+        secrets.set("upstream-ca", roots(&pki));
+        let (page, _) = get_www(&t, server.port).await.unwrap();
+        assert!(page.starts_with("HTTP/1.0 200 ok"), "{page}");
+        // Garbage roots are refused; the working roots stay.
+        secrets.set("upstream-ca", proxy_tls::rotation::Secret::roots("garbage"));
+        assert_eq!(metrics.rotations_refused(), 1);
+        assert!(get_www(&t, server.port).await.is_ok());
+    })
+    .await
+    .unwrap();
+}
