@@ -205,3 +205,68 @@ async fn run(weak: Weak<Shared>, wake: Arc<Notify>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn probes_flip_the_flag_and_the_task_stops_on_drop() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            // A port nothing listens on: bound, then closed.
+            let dead = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let ep = Arc::new(Endpoint::new(
+                dead,
+                std::num::NonZeroU32::MIN,
+                BTreeMap::new(),
+            ));
+            let endpoints: Arc<[Arc<Endpoint>]> = vec![ep.clone()].into();
+            let cfg = HealthCheckConfig {
+                interval: Duration::from_millis(10),
+                timeout: Duration::from_millis(100),
+                unhealthy_threshold: 2,
+                ..HealthCheckConfig::default()
+            };
+            let counters = Arc::new(ClusterHealthCounters::default());
+            let hc = HealthCheck::new(cfg, "c", counters.clone()).unwrap_or_else(|e| panic!("{e}"));
+            hc.activate(&ClusterInfo {
+                name: "c".into(),
+                endpoints,
+            });
+            let alive = || {
+                tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks()
+            };
+            for _ in 0..200 {
+                if ep.health_flags().contains(HealthFlags::ACTIVE_HC_FAILED) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(ep.health_flags().contains(HealthFlags::ACTIVE_HC_FAILED));
+            assert!(counters.results("connect_failure") >= 2);
+            assert_eq!(hc.status()["endpoints"][0]["healthy"], false);
+            drop(hc);
+            for _ in 0..100 {
+                if alive() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(
+                alive(),
+                0,
+                "the task stops when the health check is dropped"
+            );
+        });
+    }
+}

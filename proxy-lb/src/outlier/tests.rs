@@ -297,4 +297,38 @@ mod detection {
         assert!(Arc::ptr_eq(&before, &d.endpoint_counters(&eps[0]).unwrap()));
         assert_eq!(d.ejected_count(), 0);
     }
+
+    #[test]
+    fn the_interval_task_stops_when_the_detection_is_dropped() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let eps = endpoints(2);
+            let alive = || {
+                tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks()
+            };
+            assert_eq!(alive(), 0);
+            let (d, _) = detection("{interval: 10ms}", &eps);
+            // Activated again (a reload): still one task.
+            d.activate(&ClusterInfo {
+                name: "c".into(),
+                endpoints: eps.clone(),
+            });
+            assert_eq!(alive(), 1);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert_eq!(alive(), 1, "ticking");
+            drop(d);
+            for _ in 0..50 {
+                if alive() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(alive(), 0, "stopped after drop");
+        });
+    }
 }
