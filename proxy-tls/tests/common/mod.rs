@@ -247,7 +247,7 @@ clusters:
 }
 
 /// A registry with `proxy_tls` registered on `runtime`, plus a `tls_facts` HTTP
-/// filter copying the session facts into request headers (`x-tls-version`,
+/// filter copying core's `TlsInfo` (set by the TLS layer) into request headers (`x-tls-version`,
 /// `x-tls-alpn`, `x-peer-subject`, `x-peer-uri`, `x-peer-dns`) so that the echo
 /// upstream shows them.
 pub fn registry(runtime: proxy_tls::TlsRuntime) -> Registry {
@@ -259,7 +259,10 @@ pub fn registry(runtime: proxy_tls::TlsRuntime) -> Registry {
             proxy_core::BoxHttp::new(
                 tower::ServiceBuilder::new()
                     .map_request(|mut req: proxy_core::HttpRequest| {
-                        let facts = req.extensions().get::<proxy_tls::Negotiated>().cloned();
+                        let facts = req
+                            .extensions()
+                            .get::<proxy_core::connection::TlsInfo>()
+                            .cloned();
                         if let Some(f) = facts {
                             let h = req.headers_mut();
                             let mut put = |name: &'static str, v: &str| {
