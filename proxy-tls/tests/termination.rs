@@ -494,6 +494,51 @@ mod zero_rtt {
     }
 
     #[test]
+    fn early_data_is_off_by_default() {
+        let pki = Pki::new("zero-rtt-off");
+        let srv = pki.server("srv", &["a.test"]);
+        let tls = format!(
+            "{{ certificates: [{{ cert: {}, key: {} }}] }}",
+            srv.cert.display(),
+            srv.key.display()
+        );
+        let proxy = start(
+            &proxy_yaml(echo_upstream(), &tls, ""),
+            registry(Default::default()),
+        );
+        let port = port_of(&proxy, "tls");
+        let config = client(&pki);
+        let get = "GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+        assert!(!attempt(&config, port, get.as_bytes()).early_accepted);
+        let second = attempt(&config, port, get.as_bytes());
+        assert!(!second.early_accepted, "0-RTT accepted while off");
+        assert!(
+            second.response.starts_with("HTTP/1.1 200"),
+            "{}",
+            second.response
+        );
+    }
+
+    fn client(pki: &Pki) -> Arc<ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(
+                proxy_tls::material::parse_certs(&std::fs::read(&pki.ca_pem).unwrap(), "ca")
+                    .unwrap()[0]
+                    .clone(),
+            )
+            .unwrap();
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.enable_early_data = true;
+        Arc::new(config)
+    }
+
+    #[test]
     fn early_data_is_single_use_and_idempotent_only() {
         let pki = Pki::new("zero-rtt");
         let srv = pki.server("srv", &["a.test"]);
@@ -544,22 +589,7 @@ mod zero_rtt {
         let proxy = start(&proxy_yaml(upstream, &tls, ""), registry(runtime.clone()));
         let port = port_of(&proxy, "tls");
 
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(
-                proxy_tls::material::parse_certs(&std::fs::read(&pki.ca_pem).unwrap(), "ca")
-                    .unwrap()[0]
-                    .clone(),
-            )
-            .unwrap();
-        let mut config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.enable_early_data = true;
-        let config = Arc::new(config);
+        let config = client(&pki);
 
         let get = |path: &str| {
             format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
