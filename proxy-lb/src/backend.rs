@@ -13,6 +13,8 @@ use std::{
 use arc_swap::ArcSwapOption;
 use proxy_core::Endpoint;
 
+use crate::metrics::HashPick;
+
 /// One endpoint as the balancers see it. Implemented for [`proxy_core::Endpoint`] and
 /// [`StaticBackend`]; the algorithms are generic over it so that they can be driven
 /// without a running proxy (proptests, benches, a user's own services).
@@ -345,6 +347,39 @@ pub(crate) fn random_healthy_except<B: Backend>(
         .filter(usable)
         .nth(k)
         .map(|(i, _)| i)
+}
+
+/// A hash lookup structure (Maglev table, ring) over backend indices.
+pub(crate) trait HashTable {
+    /// The backend owning `hash`, healthy or not.
+    fn owner(&self, hash: u64) -> Option<usize>;
+    /// The owner if `usable`, else a bounded walk to a neighbour that is.
+    fn owner_usable(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize>;
+}
+
+/// The healthy backend for `hash` through `table` (`None`: no table fits the slice),
+/// and how it was found.
+pub(crate) fn locate<T: HashTable, B: Backend>(
+    table: Option<&T>,
+    backends: &[B],
+    hash: u64,
+) -> (Option<usize>, HashPick) {
+    let usable = |i: usize| backends.get(i).is_some_and(|b| b.is_healthy());
+    if let Some(t) = table {
+        match t.owner(hash) {
+            Some(i) if usable(i) => return (Some(i), HashPick::Owner),
+            Some(_) => {
+                if let Some(i) = t.owner_usable(hash, &usable) {
+                    return (Some(i), HashPick::Rehashed);
+                }
+            }
+            None => {}
+        }
+    }
+    match rendezvous(backends, hash) {
+        Some(i) => (Some(i), HashPick::Fallback),
+        None => (None, HashPick::None),
+    }
 }
 
 /// Weighted rendezvous hashing over the healthy backends: consistent for `key`

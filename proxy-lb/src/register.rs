@@ -2,11 +2,16 @@
 
 use std::sync::Arc;
 
-use proxy_core::{Balancer, Registry};
+use proxy_core::{Balancer, BuildContext, Registry};
 
 use crate::{
-    least_request::LeastRequest, maglev::Maglev, random::Random, ring_hash::RingHash,
-    round_robin::RoundRobin, ConfigError,
+    least_request::LeastRequest,
+    maglev::Maglev,
+    metrics::{BalancerMetrics, HashPickCounters},
+    random::Random,
+    ring_hash::RingHash,
+    round_robin::RoundRobin,
+    ConfigError,
 };
 
 /// Registers the balancers as `clusters[].lb.policy` values: `random`,
@@ -24,8 +29,18 @@ pub fn register(registry: &mut Registry) {
     registry.register_balancer("least_request", |cfg, _| {
         boxed(LeastRequest::from_yaml(cfg))
     });
-    registry.register_balancer("ring_hash", |cfg, _| boxed(RingHash::from_yaml(cfg)));
-    registry.register_balancer("maglev", |cfg, _| boxed(Maglev::from_yaml(cfg)));
+    registry.register_balancer("ring_hash", |cfg, ctx| {
+        boxed(RingHash::from_yaml(cfg).map(|b| b.with_counters(counters(ctx, "ring_hash"))))
+    });
+    registry.register_balancer("maglev", |cfg, ctx| {
+        boxed(Maglev::from_yaml(cfg).map(|b| b.with_counters(counters(ctx, "maglev"))))
+    });
+}
+
+/// Pick counters of a hash balancer being built for `ctx.cluster`.
+fn counters(ctx: &BuildContext<'_>, policy: &'static str) -> Arc<HashPickCounters> {
+    ctx.metrics::<BalancerMetrics>(BalancerMetrics::KEY)
+        .register(ctx.cluster.unwrap_or_default(), policy)
 }
 
 fn boxed<B: Balancer>(b: Result<B, ConfigError>) -> Result<Arc<dyn Balancer>, String> {

@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh64::xxh64;
 
 use crate::{
-    backend::{hash_ids, rendezvous, TableCell},
+    backend::{hash_ids, locate, TableCell},
     config,
     hash_policy::{HashPolicy, HashPolicyConfig},
+    metrics::{HashPick, HashPickCounters},
     Backend, ConfigError,
 };
 
@@ -176,6 +177,16 @@ impl Ring {
     }
 }
 
+impl crate::backend::HashTable for Ring {
+    fn owner(&self, hash: u64) -> Option<usize> {
+        self.lookup(hash)
+    }
+
+    fn owner_usable(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        self.lookup_usable(hash, usable)
+    }
+}
+
 /// The ring hash balancer.
 ///
 /// # Example
@@ -201,6 +212,7 @@ pub struct RingHash {
     min: u64,
     max: u64,
     ring: TableCell<Ring>,
+    counters: Option<Arc<HashPickCounters>>,
 }
 
 impl RingHash {
@@ -230,6 +242,7 @@ impl RingHash {
             min,
             max,
             ring: TableCell::default(),
+            counters: None,
         })
     }
 
@@ -259,26 +272,38 @@ impl RingHash {
         self.ring.current().map(|b| b.table.clone())
     }
 
+    /// Counts this balancer's picks in `counters` (see [`crate::metrics`]).
+    pub fn with_counters(mut self, counters: Arc<HashPickCounters>) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
     /// The backend for the request's key, or a weighted random one without a key.
     pub fn pick_from<B: Backend>(&self, backends: &[B], req: &Parts) -> Option<usize> {
-        match self.policy.hash(req) {
-            Some(hash) => self.pick_hash(backends, hash),
-            None => crate::random::pick_weighted(backends),
+        let (pick, how) = match self.policy.hash(req) {
+            Some(hash) => self.locate(backends, hash),
+            None => match crate::random::pick_weighted(backends) {
+                Some(i) => (Some(i), HashPick::NoKey),
+                None => (None, HashPick::None),
+            },
+        };
+        if let Some(c) = &self.counters {
+            c.record(how);
         }
+        pick
     }
 
     /// The healthy backend owning `hash`.
     pub fn pick_hash<B: Backend>(&self, backends: &[B], hash: u64) -> Option<usize> {
+        self.locate(backends, hash).0
+    }
+
+    fn locate<B: Backend>(&self, backends: &[B], hash: u64) -> (Option<usize>, HashPick) {
         let (min, max) = (self.min, self.max);
         self.ring.with(
             backends,
             |b, prev| build(b, min, max, prev),
-            |ring| {
-                ring.and_then(|r| {
-                    r.lookup_usable(hash, |i| backends.get(i).is_some_and(|b| b.is_healthy()))
-                })
-                .or_else(|| rendezvous(backends, hash))
-            },
+            |table| locate(table, backends, hash),
         )
     }
 }

@@ -233,6 +233,42 @@ async fn source_ip_hash_without_filters() {
     .await;
 }
 
+#[tokio::test]
+async fn hash_pick_metrics_on_admin() {
+    within(async {
+        let addrs = [upstream("m0"), upstream("m1")];
+        let admin = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let lb = "      policy: maglev\n      config:\n        hash_policy: [{type: header, name: x-user}]";
+        let yaml = format!(
+            "admin:\n  address: \"{admin}\"\n{}",
+            config(lb, &endpoints(&addrs, &[1, 1]))
+        );
+        let (server, handle, addr) = start(&yaml);
+        for u in 0..5 {
+            get(&addr, "/", &format!("x-user: u{u}\r\n")).await;
+        }
+        get(&addr, "/", "").await;
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        s.write_all(b"GET /stats/prometheus HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        let series = |result: &str| {
+            format!("proxy_lb_hash_picks_total{{cluster=\"backends\",policy=\"maglev\",result=\"{result}\"}}")
+        };
+        assert!(text.contains(&format!("{} 5", series("owner"))), "{text}");
+        assert!(text.contains(&format!("{} 1", series("no_key"))), "{text}");
+        assert_eq!(text.matches("# TYPE proxy_lb_hash_picks_total").count(), 1);
+        stop(server, handle);
+    })
+    .await;
+}
+
 #[test]
 fn bad_sections_are_refused_naming_the_field() {
     let addrs = "[\"127.0.0.1:1\"]";

@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 pub use table::{is_prime, MaglevTable};
 
 use crate::{
-    backend::{hash_ids, rendezvous, TableCell},
+    backend::{hash_ids, locate, TableCell},
     config,
     hash_policy::{HashPolicy, HashPolicyConfig},
+    metrics::{HashPick, HashPickCounters},
     Backend, ConfigError,
 };
 
@@ -79,6 +80,7 @@ pub struct Maglev {
     policy: HashPolicy,
     size: u32,
     table: TableCell<MaglevTable>,
+    counters: Option<Arc<HashPickCounters>>,
 }
 
 impl Maglev {
@@ -104,6 +106,7 @@ impl Maglev {
             policy: HashPolicy::try_new(&config.hash_policy, "hash_policy")?,
             size: size as u32,
             table: TableCell::default(),
+            counters: None,
         })
     }
 
@@ -131,27 +134,38 @@ impl Maglev {
         self.table.current().map(|b| b.table.clone())
     }
 
+    /// Counts this balancer's picks in `counters` (see [`crate::metrics`]).
+    pub fn with_counters(mut self, counters: Arc<HashPickCounters>) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
     /// The backend for the request's key, or a weighted random one without a key.
     pub fn pick_from<B: Backend>(&self, backends: &[B], req: &Parts) -> Option<usize> {
-        match self.policy.hash(req) {
-            Some(hash) => self.pick_hash(backends, hash),
-            None => crate::random::pick_weighted(backends),
+        let (pick, how) = match self.policy.hash(req) {
+            Some(hash) => self.locate(backends, hash),
+            None => match crate::random::pick_weighted(backends) {
+                Some(i) => (Some(i), HashPick::NoKey),
+                None => (None, HashPick::None),
+            },
+        };
+        if let Some(c) = &self.counters {
+            c.record(how);
         }
+        pick
     }
 
     /// The healthy backend owning `hash`.
     pub fn pick_hash<B: Backend>(&self, backends: &[B], hash: u64) -> Option<usize> {
+        self.locate(backends, hash).0
+    }
+
+    fn locate<B: Backend>(&self, backends: &[B], hash: u64) -> (Option<usize>, HashPick) {
         let size = self.size;
         self.table.with(
             backends,
             |b, _| build(b, size),
-            |table| {
-                table
-                    .and_then(|t| {
-                        t.lookup_usable(hash, |i| backends.get(i).is_some_and(|b| b.is_healthy()))
-                    })
-                    .or_else(|| rendezvous(backends, hash))
-            },
+            |table| locate(table, backends, hash),
         )
     }
 }

@@ -136,6 +136,16 @@ impl MaglevTable {
     }
 }
 
+impl crate::backend::HashTable for MaglevTable {
+    fn owner(&self, hash: u64) -> Option<usize> {
+        self.lookup(hash)
+    }
+
+    fn owner_usable(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        self.lookup_usable(hash, usable)
+    }
+}
+
 /// Whether `n` is prime (trial division; table sizes are at most 2^24).
 pub fn is_prime(n: u64) -> bool {
     if n < 2 {
