@@ -376,10 +376,11 @@ pub(crate) fn cluster(name: &str, protocol: &str, endpoints: &[String]) -> Strin
     format!("  - name: {name}\n    protocol: {protocol}\n    endpoints: [{list}]\n")
 }
 
-/// A whole config: one worker thread, the listeners and clusters given.
+/// A whole config: one worker thread, a short drain (the proxy is dropped at the end
+/// of every test, even a failed one), the listeners and clusters given.
 pub(crate) fn config(listeners: &[String], clusters: &[String]) -> String {
     format!(
-        "runtime:\n  worker_threads: 1\nlisteners:\n{}clusters:\n{}",
+        "runtime:\n  worker_threads: 1\n  drain_timeout: 1s\nlisteners:\n{}clusters:\n{}",
         listeners.concat(),
         clusters.concat()
     )
