@@ -24,8 +24,9 @@
 //! routes around it; a refused `submit` hands the job back so it is retried
 //! elsewhere). To perform the signature itself on the card, the engine's thread runs
 //! the job with a rustls `SigningKey` whose `Signer::sign` submits the request to
-//! qatlib (`cpaCySymDpEnqueueOp`-style asynchronous API) and parks that engine
-//! thread — never an I/O thread — until the card's completion callback fires. The
+//! qatlib's asymmetric API (`cpaCyRsaDecrypt` for RSA, `cpaCyEcdsaSignRS` for ECDSA,
+//! with a completion callback) and parks that engine thread — never an I/O thread —
+//! until the card's callback fires; the engine polls its instance for completions. The
 //! [`SoftwareEngine`] that ships signs in software on a dedicated thread pool per
 //! engine, which gives the same isolation of the I/O threads on CPU alone.
 
