@@ -255,6 +255,58 @@ async fn failure_percentage_ejects_over_an_interval() {
     .unwrap();
 }
 
+/// An in-process healing sink: records reports, asks for removal.
+#[derive(Debug, Default)]
+struct Healer(std::sync::Arc<std::sync::Mutex<Vec<proxy_lb::healing::EjectionReport>>>);
+
+impl proxy_lb::healing::HealingSink for Healer {
+    fn report(&self, report: proxy_lb::healing::EjectionReport) -> proxy_lb::healing::ReportFuture {
+        self.0.lock().unwrap().push(report);
+        Box::pin(async { Ok(proxy_lb::healing::HealingAction::Remove) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_sink_gets_reports_and_removes() {
+    let (e1, e2, e3) = (
+        Upstream::start("e1"),
+        Upstream::start("e2"),
+        Upstream::start("e3"),
+    );
+    let healer = Healer::default();
+    let reports = healer.0.clone();
+    let mut registry = common_resilience::registry();
+    proxy_lb::outlier::register_with_sink(&mut registry, std::sync::Arc::new(healer));
+    let admin = free_addr();
+    let proxy = Proxy::start_with(
+        &yaml(
+            &[&e1, &e2, &e3],
+            "{interval: 100ms, consecutive_5xx: 2}",
+            admin,
+        ),
+        registry,
+    );
+    let addr = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        e3.set_status(500);
+        load(addr, 9).await;
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                flags(admin, "app", e3.addr).await == ["removed"]
+            })
+            .await,
+            "removed by the sink"
+        );
+        let reports = reports.lock().unwrap().clone();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].endpoint, e3.addr);
+        assert_eq!(reports[0].reason, "consecutive_5xx");
+        assert_eq!(&*reports[0].cluster, "app");
+    })
+    .await
+    .unwrap();
+}
+
 #[test]
 fn bad_outlier_config_is_refused_naming_the_field() {
     let (e1, e2) = (Upstream::start("e1"), Upstream::start("e2"));

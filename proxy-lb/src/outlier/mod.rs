@@ -26,4 +26,4 @@ pub use math::{
     EjectionReason, IntervalStats,
 };
 pub use metrics::{ClusterOutlierCounters, OutlierMetrics};
-pub use registry::register;
+pub use registry::{register, register_with_sink};

@@ -246,7 +246,12 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy for `yaml`; returns once its listeners are bound.
     pub fn start(yaml: &str) -> Self {
-        let server = Server::new(Config::from_yaml(yaml).unwrap(), registry()).unwrap();
+        Self::start_with(yaml, registry())
+    }
+
+    /// Starts a proxy for `yaml` with `registry`.
+    pub fn start_with(yaml: &str, registry: Registry) -> Self {
+        let server = Server::new(Config::from_yaml(yaml).unwrap(), registry).unwrap();
         let runner = server.clone();
         let handle = std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
         for _ in 0..500 {
