@@ -31,6 +31,15 @@ pub struct ServerOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub idle_timeout: Option<Duration>,
+    /// A frame whose first bytes arrived must be complete within this time, and a
+    /// peer must take our answers within it (slow-peer defence; default: the
+    /// listener's `limits.header_read_timeout`).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub frame_timeout: Option<Duration>,
 }
 
 impl ServerOptions {
@@ -49,6 +58,7 @@ impl Default for ServerOptions {
             max_frame_length: default_max_frame(),
             max_in_flight: default_server_in_flight(),
             idle_timeout: None,
+            frame_timeout: None,
         }
     }
 }
@@ -81,6 +91,11 @@ pub struct UpstreamOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub request_timeout: Option<Duration>,
+    /// A connection that has received nothing for this long sends a heartbeat; one
+    /// that has received nothing for twice this long is closed (its requests fail).
+    /// `null` turns heartbeats off.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl UpstreamOptions {
@@ -100,6 +115,7 @@ impl Default for UpstreamOptions {
             max_frame_length: default_max_frame(),
             max_in_flight: default_upstream_in_flight(),
             request_timeout: None,
+            heartbeat_interval: default_heartbeat(),
         }
     }
 }
@@ -112,6 +128,9 @@ fn default_server_in_flight() -> NonZeroU32 {
 }
 fn default_upstream_in_flight() -> NonZeroU32 {
     NonZeroU32::new(10_000).unwrap_or(NonZeroU32::MIN)
+}
+fn default_heartbeat() -> Option<Duration> {
+    Some(Duration::from_secs(30))
 }
 fn default_connections() -> NonZeroU32 {
     NonZeroU32::new(1).unwrap_or(NonZeroU32::MIN)

@@ -171,6 +171,13 @@ pub trait Protocol: fmt::Debug + Send + Sync + 'static {
     /// The response frame for a proxy-side failure of the request described by `meta`.
     fn error_reply(&self, meta: &Self::Meta, failure: &Failure<'_>) -> Self::Frame;
 
+    /// A keep-alive probe ([`FrameKind::Heartbeat`]) that upstream connections send
+    /// when they have heard nothing for a while; `None` if the protocol has none. Its
+    /// request id is set by the machinery.
+    fn heartbeat(&self) -> Option<Self::Frame> {
+        None
+    }
+
     /// The caller's own timeout carried by a request frame, if the protocol has one;
     /// the upstream client waits no longer than this (nor than its configured cap).
     fn timeout(&self, request: &Self::Frame) -> Option<std::time::Duration> {

@@ -434,12 +434,20 @@ async fn dubbo_heartbeats_and_requests_share_a_connection() {
 struct Seen {
     /// (connection number, request id) of every request.
     ids: Vec<(usize, u32)>,
+    /// Heartbeats received.
+    heartbeats: usize,
 }
 
 /// A Bolt upstream: answers `<ms>:<text>` with `up <text>` after `<ms>`; `die` closes
 /// the connection after 50 ms; `hang` is never answered; `stray` is preceded by an
 /// answer to an id nobody asked for; `ping` makes it send a heartbeat first.
 async fn bolt_upstream() -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
+    bolt_upstream_answering_heartbeats(true).await
+}
+
+async fn bolt_upstream_answering_heartbeats(
+    answer_pings: bool,
+) -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -448,18 +456,24 @@ async fn bolt_upstream() -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
         let mut n = 0;
         while let Ok((s, _)) = l.accept().await {
             n += 1;
-            tokio::spawn(upstream_conn(n, s, seen2.clone()));
+            tokio::spawn(upstream_conn(n, s, seen2.clone(), answer_pings));
         }
     });
     (addr, seen)
 }
 
-async fn upstream_conn(conn: usize, s: TcpStream, seen: Arc<Mutex<Seen>>) {
+async fn upstream_conn(conn: usize, s: TcpStream, seen: Arc<Mutex<Seen>>, answer_pings: bool) {
     let (mut rd, wr) = s.into_split();
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
     let mut buf = BytesMut::new();
     while let Some(f) = read_frame(&Bolt, &mut rd, &mut buf).await {
         if f.cmd_code == bolt::CMD_HEARTBEAT {
+            seen.lock().unwrap().heartbeats += 1;
+            if answer_pings {
+                let mut out = BytesMut::new();
+                Bolt.encode(&Bolt.heartbeat_reply(&f), &mut out).unwrap();
+                let _ = wr.lock().await.write_all(&out).await;
+            }
             continue;
         }
         seen.lock().unwrap().ids.push((conn, f.request_id));
@@ -721,6 +735,159 @@ async fn connect_failures_are_proxy_errors() {
             out.contains("proxy_codec_upstream_connect_failures_total{protocol=\"bolt\"} 1"),
             "{out}"
         );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_ping_and_silent_ones_are_replaced() {
+    timeout(LIMIT, async {
+        let opts: UpstreamOptions = serde_yaml::from_str("heartbeat_interval: 100ms").unwrap();
+        // An upstream that answers heartbeats keeps its connection.
+        let (addr, seen) = bolt_upstream_answering_heartbeats(true).await;
+        let metrics = Arc::new(CodecMetrics::default());
+        let c = client(addr, opts.clone(), metrics.clone());
+        assert_eq!(
+            text(c.send(downstream_request(1, "0:a", 0)).await.unwrap()).await,
+            "up a"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(
+            seen.lock().unwrap().heartbeats >= 2,
+            "idle connection pinged"
+        );
+        assert_eq!(
+            text(c.send(downstream_request(2, "0:b", 0)).await.unwrap()).await,
+            "up b"
+        );
+        assert_eq!(metrics.bolt.upstream_connects.load(Ordering::Relaxed), 1);
+
+        // One that stays silent is closed after two intervals and replaced on demand.
+        let (addr, seen) = bolt_upstream_answering_heartbeats(false).await;
+        let metrics = Arc::new(CodecMetrics::default());
+        let c = client(addr, opts, metrics.clone());
+        assert_eq!(
+            text(c.send(downstream_request(1, "0:a", 0)).await.unwrap()).await,
+            "up a"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(seen.lock().unwrap().heartbeats >= 1);
+        assert_eq!(
+            text(c.send(downstream_request(2, "0:b", 0)).await.unwrap()).await,
+            "up b"
+        );
+        assert_eq!(metrics.bolt.upstream_connects.load(Ordering::Relaxed), 2);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed() {
+    timeout(LIMIT, async {
+        let opts: ServerOptions =
+            serde_yaml::from_str("idle_timeout: 150ms\nframe_timeout: 150ms").unwrap();
+        // Idle: nothing sent at all.
+        let mut c = serve(
+            Bolt,
+            opts.clone(),
+            echo_service(Arc::default()),
+            Arc::default(),
+        );
+        let started = std::time::Instant::now();
+        assert!(read_frame(&Bolt, &mut c, &mut BytesMut::new())
+            .await
+            .is_none());
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        // Busy but answered, then idle: the answer comes, then the close.
+        let mut c = serve(
+            Bolt,
+            opts.clone(),
+            echo_service(Arc::default()),
+            Arc::default(),
+        );
+        c.write_all(&wire(
+            &Bolt,
+            &[request(BoltVersion::V1, 1, bolt::TYPE_REQUEST, "300:slow")],
+        ))
+        .await
+        .unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            read_frame(&Bolt, &mut c, &mut buf)
+                .await
+                .unwrap()
+                .request_id,
+            1
+        );
+        assert!(read_frame(&Bolt, &mut c, &mut buf).await.is_none());
+        // Slow: half a frame, then nothing.
+        let mut c = serve(Bolt, opts, echo_service(Arc::default()), Arc::default());
+        let frame = wire(
+            &Bolt,
+            &[request(BoltVersion::V1, 2, bolt::TYPE_REQUEST, "0:x")],
+        );
+        c.write_all(&frame[..frame.len() / 2]).await.unwrap();
+        let started = std::time::Instant::now();
+        assert!(read_frame(&Bolt, &mut c, &mut BytesMut::new())
+            .await
+            .is_none());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn drain_finishes_requests_in_flight_then_closes() {
+    timeout(LIMIT, async {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let srv = RpcServer::new(Bolt, ServerOptions::default(), Arc::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = echo_service(calls.clone());
+        let task = tokio::spawn(async move {
+            let conn = Connection {
+                stream: Stream::Boxed(Box::new(server)),
+                peer: None,
+                listener: "test".into(),
+                secure: false,
+                extensions: http::Extensions::new(),
+            };
+            srv.serve(conn, Bytes::new(), svc, async move {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let mut c = client;
+        c.write_all(&wire(
+            &Bolt,
+            &[request(BoltVersion::V1, 1, bolt::TYPE_REQUEST, "200:slow")],
+        ))
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Sent after the drain: not read.
+        let _ = c
+            .write_all(&wire(
+                &Bolt,
+                &[request(BoltVersion::V1, 2, bolt::TYPE_REQUEST, "0:late")],
+            ))
+            .await;
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            read_frame(&Bolt, &mut c, &mut buf)
+                .await
+                .unwrap()
+                .request_id,
+            1
+        );
+        assert!(read_frame(&Bolt, &mut c, &mut buf).await.is_none());
+        task.await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     })
     .await
     .unwrap();

@@ -180,6 +180,22 @@ impl Protocol for Bolt {
         f
     }
 
+    fn heartbeat(&self) -> Option<BoltFrame> {
+        Some(BoltFrame {
+            version: BoltVersion::V1,
+            rpc_type: TYPE_REQUEST,
+            cmd_code: CMD_HEARTBEAT,
+            ver2: 1,
+            request_id: 0,
+            codec: CODEC_HESSIAN2,
+            timeout: 0,
+            status: 0,
+            class_name: Bytes::new(),
+            header: Bytes::new(),
+            content: Bytes::new(),
+        })
+    }
+
     fn timeout(&self, f: &BoltFrame) -> Option<std::time::Duration> {
         u64::try_from(f.timeout)
             .ok()

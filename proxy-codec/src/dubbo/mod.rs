@@ -113,6 +113,15 @@ impl Protocol for Dubbo {
         }
     }
 
+    fn heartbeat(&self) -> Option<DubboFrame> {
+        Some(DubboFrame {
+            flags: FLAG_REQUEST | FLAG_TWO_WAY | FLAG_EVENT | HESSIAN2,
+            status: 0,
+            request_id: 0,
+            body: Bytes::from_static(b"N"),
+        })
+    }
+
     fn request_meta(&self, f: &DubboFrame) -> DubboMeta {
         DubboMeta {
             request_id: f.request_id,

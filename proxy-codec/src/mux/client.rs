@@ -29,6 +29,7 @@ use proxy_core::{Body, HttpRequest, HttpResponse, ProxyError, Stream};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::{mpsc, oneshot},
+    time::Instant,
 };
 
 use super::{collect, next_frame};
@@ -228,6 +229,7 @@ impl<P: Protocol> MuxClient<P> {
             metrics: inner.metrics.clone(),
             max_frame: inner.options.max_frame_length.get() as usize,
             max_in_flight: inner.options.max_in_flight.get() as usize,
+            heartbeat: inner.options.heartbeat_interval.filter(|d| !d.is_zero()),
         };
         match stream {
             Stream::Tcp(s) => {
@@ -255,6 +257,7 @@ struct ConnTask<P> {
     metrics: Arc<CodecMetrics>,
     max_frame: usize,
     max_in_flight: usize,
+    heartbeat: Option<Duration>,
 }
 
 impl<P: Protocol> ConnTask<P> {
@@ -270,7 +273,10 @@ impl<P: Protocol> ConnTask<P> {
         let mut rbuf = BytesMut::with_capacity(8192);
         let mut wbuf = BytesMut::with_capacity(8192);
         let mut accepting = true;
-        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut last_read = Instant::now();
+        let mut pinged = false;
+        let mut prune =
+            tokio::time::interval(PRUNE_EVERY.min(self.heartbeat.unwrap_or(PRUNE_EVERY)));
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'conn: loop {
             if !accepting && pending.is_empty() && wbuf.is_empty() {
@@ -285,6 +291,8 @@ impl<P: Protocol> ConnTask<P> {
                     if matches!(res, Ok(0) | Err(_)) {
                         break;
                     }
+                    last_read = Instant::now();
+                    pinged = false;
                     loop {
                         let frame = match next_frame(proto, &mut rbuf, self.max_frame) {
                             Ok(Some(f)) => f,
@@ -344,7 +352,24 @@ impl<P: Protocol> ConnTask<P> {
                         break;
                     }
                 }
-                _ = prune.tick() => pending.retain(|_, tx| !tx.is_closed()),
+                _ = prune.tick() => {
+                    pending.retain(|_, tx| !tx.is_closed());
+                    if let Some(every) = self.heartbeat {
+                        let quiet = last_read.elapsed();
+                        if quiet >= every * 2 {
+                            tracing::debug!(protocol = proto.name(), "upstream silent past two heartbeats; closing");
+                            break;
+                        }
+                        if quiet >= every && !pinged {
+                            if let Some(mut ping) = proto.heartbeat() {
+                                next_id = next_id.wrapping_add(1);
+                                proto.set_request_id(&mut ping, u64::from(next_id));
+                                let _ = proto.encode(&ping, &mut wbuf);
+                            }
+                            pinged = true;
+                        }
+                    }
+                }
             }
         }
         // Dropping `pending` (and `rx`) fails exactly the requests of this connection.

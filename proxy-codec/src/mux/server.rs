@@ -89,6 +89,7 @@ pub async fn serve_connection<P, R, W, D>(
     let mut draining = false;
     let mut drain = std::pin::pin!(drain);
     let idle_timeout = options.idle_timeout.or(idle_timeout);
+    let frame_timeout = options.frame_timeout.or(frame_timeout);
     let far = Duration::from_secs(86_400 * 365);
     let mut timer = std::pin::pin!(tokio::time::sleep(far));
     let mut last_activity = Instant::now();
@@ -208,6 +209,7 @@ pub async fn serve_connection<P, R, W, D>(
                     break;
                 }
                 write_stalled_since = None;
+                last_activity = Instant::now();
             }
             res = rd.read_buf(&mut rbuf), if can_read => {
                 match res {
