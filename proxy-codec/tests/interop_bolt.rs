@@ -11,8 +11,8 @@
 mod support;
 
 use support::{
-    cluster, config, fixture, frame_id, listener, read_frame, replay_upstream, route, with_id,
-    Node, Proxy, Wire, TEST_LIMIT,
+    closed_port, cluster, config, fixture, frame_id, listener, read_frame, replay_upstream, route,
+    route_with_timeout, silent_upstream, with_id, Node, Proxy, Wire, TEST_LIMIT,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -305,11 +305,61 @@ async fn bolt_captured_frames_through_proxy() {
         let error = read_frame(Wire::Bolt, &mut s, &mut buf).await;
         assert_eq!(frame_id(Wire::Bolt, &error), 11);
         assert_eq!(error[1], 0, "not a response: {error:02x?}");
-        assert_ne!(
+        assert_eq!(
             &error[10..12],
-            &[0, 0],
-            "a request with no route was answered with success"
+            &[0, 6],
+            "no route: expected NO_PROCESSOR: {error:02x?}"
         );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Proxy-side failures on the wire, in Bolt's own statuses, each under the caller's
+/// id: an unreachable upstream answers CLIENT_SEND_ERROR (8), a route timeout
+/// TIMEOUT (7), and the connection carries on after both.
+#[tokio::test]
+async fn bolt_proxy_failures_answered_with_bolt_statuses() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let routes = route(ECHO, "dead")
+            + &route_with_timeout("com.example.NoSuchService", "silent", "300ms");
+        let yaml = config(
+            &[listener("bolt", "bolt", &routes)],
+            &[
+                cluster("dead", "bolt", &[closed_port()]),
+                cluster("silent", "bolt", &[silent_upstream().await]),
+            ],
+        );
+        let proxy = Proxy::start(&yaml);
+        let mut s = tokio::net::TcpStream::connect(proxy.addr("bolt"))
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        for round in 0..2u64 {
+            s.write_all(&with_id(
+                Wire::Bolt,
+                &fixture("bolt_v1_request"),
+                20 + round,
+            ))
+            .await
+            .unwrap();
+            let dead = read_frame(Wire::Bolt, &mut s, &mut buf).await;
+            assert_eq!(frame_id(Wire::Bolt, &dead), 20 + round);
+            assert_eq!(&dead[10..12], &[0, 8], "unreachable upstream: {dead:02x?}");
+
+            let started = std::time::Instant::now();
+            s.write_all(&with_id(
+                Wire::Bolt,
+                &fixture("bolt_v1_request_unknown_service"),
+                30 + round,
+            ))
+            .await
+            .unwrap();
+            let late = read_frame(Wire::Bolt, &mut s, &mut buf).await;
+            assert_eq!(frame_id(Wire::Bolt, &late), 30 + round);
+            assert_eq!(&late[10..12], &[0, 7], "route timeout: {late:02x?}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
     })
     .await
     .expect("test timed out");

@@ -13,8 +13,9 @@
 mod support;
 
 use support::{
-    cluster, config, fixture, frame_id, http_get, http_upstream, listener, read_frame,
-    replay_upstream, route, with_id, Node, Proxy, Python, Wire, TEST_LIMIT,
+    closed_port, cluster, config, fixture, frame_id, http_get, http_upstream, listener, read_frame,
+    replay_upstream, route, route_with_timeout, silent_upstream, with_id, Node, Proxy, Python,
+    Wire, TEST_LIMIT,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -359,7 +360,56 @@ async fn dubbo_captured_frames_through_proxy() {
         let error = read_frame(Wire::Dubbo, &mut s, &mut buf).await;
         assert_eq!(frame_id(Wire::Dubbo, &error), 11);
         assert_eq!(error[2] & 0x80, 0, "not a response: {error:02x?}");
-        assert_ne!(error[3], 20, "a request with no route was answered with OK");
+        assert_eq!(
+            error[3], 60,
+            "no route: expected SERVICE_NOT_FOUND: {error:02x?}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Proxy-side failures on the wire, in Dubbo's own status byte, each under the
+/// caller's id: an unreachable upstream answers SERVER_ERROR (80), a route timeout
+/// SERVER_TIMEOUT (31), and the connection carries on after both.
+#[tokio::test]
+async fn dubbo_proxy_failures_answered_with_dubbo_statuses() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let routes = route(ECHO, "dead")
+            + &route_with_timeout("com.example.NoSuchService", "silent", "300ms");
+        let yaml = config(
+            &[listener("dubbo", "dubbo", &routes)],
+            &[
+                cluster("dead", "dubbo", &[closed_port()]),
+                cluster("silent", "dubbo", &[silent_upstream().await]),
+            ],
+        );
+        let proxy = Proxy::start(&yaml);
+        let mut s = tokio::net::TcpStream::connect(proxy.addr("dubbo"))
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        for round in 0..2u64 {
+            s.write_all(&with_id(Wire::Dubbo, &fixture("dubbo_request"), 20 + round))
+                .await
+                .unwrap();
+            let dead = read_frame(Wire::Dubbo, &mut s, &mut buf).await;
+            assert_eq!(frame_id(Wire::Dubbo, &dead), 20 + round);
+            assert_eq!(dead[3], 80, "unreachable upstream: {dead:02x?}");
+
+            let started = std::time::Instant::now();
+            s.write_all(&with_id(
+                Wire::Dubbo,
+                &fixture("dubbo_request_unknown_service"),
+                30 + round,
+            ))
+            .await
+            .unwrap();
+            let late = read_frame(Wire::Dubbo, &mut s, &mut buf).await;
+            assert_eq!(frame_id(Wire::Dubbo, &late), 30 + round);
+            assert_eq!(late[3], 31, "route timeout: {late:02x?}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
     })
     .await
     .expect("test timed out");

@@ -588,3 +588,37 @@ pub(crate) async fn replay_upstream(
     });
     addr
 }
+
+/// An upstream that accepts connections and reads forever without answering.
+pub(crate) async fn silent_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback address nothing listens on (bound, then closed).
+pub(crate) fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    addr
+}
+
+/// One route with a timeout: paths starting with `/<service>` go to `cluster`.
+pub(crate) fn route_with_timeout(service: &str, cluster: &str, timeout: &str) -> String {
+    format!(
+        "          - match: {{ path: {{ prefix: \"/{service}\" }} }}\n            cluster: {cluster}\n            timeout: {timeout}\n"
+    )
+}
