@@ -16,7 +16,8 @@ pub use checker::HealthCheck;
 pub use config::{HealthCheckConfig, HealthConfigError, Verdicts};
 pub use metrics::{ClusterHealthCounters, HealthMetrics};
 pub use probe::{
-    http_probe, with_timeout, HttpProbeConfig, ProbeConfig, ProbeError, TcpProbeConfig,
+    http2_probe, http_probe, with_timeout, HttpProbeConfig, HttpVersion, ProbeConfig, ProbeError,
+    TcpProbeConfig,
 };
 pub use registry::register;
 pub use run::probe_endpoint;

@@ -37,9 +37,24 @@ pub struct HttpProbeConfig {
     /// Statuses that pass.
     #[serde(default = "default_statuses")]
     pub expected_statuses: Vec<u16>,
-    /// The `Host` header; the endpoint address when absent.
+    /// The `Host` header (`:authority` over HTTP/2); the endpoint address when absent.
     #[serde(default)]
     pub host: Option<String>,
+    /// The HTTP version spoken: `http1` (default) or `http2` (prior knowledge, for
+    /// h2c or gRPC backends; over TLS the transport's ALPN must agree).
+    #[serde(default)]
+    pub version: HttpVersion,
+}
+
+/// The HTTP version of a probe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpVersion {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge.
+    Http2,
 }
 
 fn default_path() -> String {
@@ -190,6 +205,48 @@ where
     }
 }
 
+/// Sends one HTTP/2 probe (prior knowledge) over `stream` and checks the status.
+///
+/// # Errors
+/// A failed handshake or request, or an unexpected status.
+pub async fn http2_probe<S>(
+    stream: S,
+    cfg: &HttpProbeConfig,
+    default_host: &str,
+) -> Result<u16, ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .map_err(|_| ProbeError::Malformed)?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let host = cfg.host.as_deref().unwrap_or(default_host);
+    let result = async {
+        let req = http::Request::get(format!("http://{host}{}", cfg.path))
+            .header(http::header::USER_AGENT, "proxy-health-check")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|_| ProbeError::Malformed)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|_| ProbeError::Malformed)?;
+        let code = resp.status().as_u16();
+        if cfg.expected_statuses.contains(&code) {
+            Ok(code)
+        } else {
+            Err(ProbeError::Status(code))
+        }
+    }
+    .await;
+    driver.abort();
+    result
+}
+
 /// Runs `fut` under `limit`, mapping the timeout to [`ProbeError::Timeout`].
 ///
 /// # Errors
@@ -228,6 +285,7 @@ mod tests {
             path: "/healthz".into(),
             expected_statuses: statuses.to_vec(),
             host: None,
+            version: HttpVersion::Http1,
         }
     }
 
@@ -272,6 +330,45 @@ mod tests {
         .await;
         assert!(matches!(r, Err(ProbeError::Timeout)));
         assert_eq!(ProbeError::Timeout.label(), "timeout");
+    }
+
+    #[tokio::test]
+    async fn http2_probes_speak_prior_knowledge() {
+        use hyper::service::service_fn;
+        let serve = |status: u16| {
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let svc = service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        assert_eq!(req.uri().path(), "/healthz");
+                        let mut resp =
+                            http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(server), svc)
+                        .await;
+            });
+            client
+        };
+        let mut c = cfg(&[200]);
+        c.version = HttpVersion::Http2;
+        assert_eq!(http2_probe(serve(200), &c, "h").await.ok(), Some(200));
+        assert!(matches!(
+            http2_probe(serve(503), &c, "h").await,
+            Err(ProbeError::Status(503))
+        ));
+        // An HTTP/1.1-only peer fails the handshake.
+        let (client, mut server) = tokio::io::duplex(1024);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let _ = server.read(&mut buf).await;
+            let _ = server.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        });
+        assert!(http2_probe(client, &c, "h").await.is_err());
     }
 
     #[test]

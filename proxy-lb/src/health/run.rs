@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use proxy_core::Endpoint;
 
-use super::probe::{http_probe, with_timeout, ProbeConfig, ProbeError};
+use super::probe::{http2_probe, http_probe, with_timeout, HttpVersion, ProbeConfig, ProbeError};
 
 /// Probes `endpoint` once: opens a stream with [`Endpoint::connect`] (TCP plus the
 /// cluster's transport) and, for an HTTP probe, sends the request and checks the
@@ -22,8 +22,15 @@ pub async fn probe_endpoint(
             .connect()
             .await
             .map_err(|e| ProbeError::Connect(e.to_string()))?;
-        if let Some(http) = &probe.http {
-            http_probe(&mut stream, http, &endpoint.address.to_string()).await?;
+        let host = endpoint.address.to_string();
+        match &probe.http {
+            Some(http) if http.version == HttpVersion::Http2 => {
+                http2_probe(stream, http, &host).await?;
+            }
+            Some(http) => {
+                http_probe(&mut stream, http, &host).await?;
+            }
+            None => {}
         }
         Ok(())
     })
