@@ -1,0 +1,360 @@
+//! The control loop: every interval it reads the signals, learns the latency baseline
+//! and interface costs, steps the PID controller and publishes the new limit to the
+//! gate. It runs as a tokio task holding only a `Weak` of the shared state, so it ends
+//! at the first tick after the layer and its services are dropped.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::Ordering::{Relaxed, SeqCst},
+        Arc, PoisonError, Weak,
+    },
+    time::{Duration, Instant},
+};
+
+use super::{
+    controller::{Input, Pid, MAX_PRESSURE},
+    cost::CostLearner,
+    limiter::{high_cost_limit, Shared},
+    signals::{CpuSampler, LatencyWindow},
+};
+
+/// Weight of a healthy interval's percentile when the baseline moves down.
+const BASELINE_DOWN: f64 = 0.5;
+/// Weight of a healthy interval's percentile when the baseline moves up.
+const BASELINE_UP: f64 = 0.05;
+/// Intervals over which the completion rate behind the throughput floor is measured
+/// (capped by the latency window).
+const RATE_INTERVALS: usize = 2;
+
+/// Moves a baseline towards a healthy interval's value: quickly down, slowly up.
+fn learn(baseline: Option<f64>, v: f64) -> f64 {
+    match baseline {
+        None => v,
+        Some(b) if v < b => b + BASELINE_DOWN * (v - b),
+        Some(b) => b + BASELINE_UP * (v - b),
+    }
+}
+
+/// Starts the control loop on the current tokio runtime if it is not running (no-op
+/// outside a runtime: the first request inside one starts it).
+pub(crate) fn start(shared: &Arc<Shared>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if shared
+        .loop_running
+        .compare_exchange(false, true, SeqCst, SeqCst)
+        .is_err()
+    {
+        return;
+    }
+    let weak = Arc::downgrade(shared);
+    let control = ControlLoop::new(shared, Instant::now());
+    handle.spawn(run(weak, control));
+}
+
+/// Clears the running flag when the task ends (layer dropped, runtime shut down), so a
+/// later request on a live runtime starts a new loop.
+struct Running(Weak<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.upgrade() {
+            s.loop_running.store(false, SeqCst);
+        }
+    }
+}
+
+async fn run(weak: Weak<Shared>, mut control: ControlLoop) {
+    let _running = Running(weak.clone());
+    let period = control.interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(shared) = weak.upgrade() else {
+            tracing::debug!("adaptive concurrency: layer dropped, control loop ends");
+            return;
+        };
+        control.tick(&shared, Instant::now());
+    }
+}
+
+/// The control loop's own state (never touched by the request path).
+#[derive(Debug)]
+pub(crate) struct ControlLoop {
+    interval: Duration,
+    last: Instant,
+    pid: Pid,
+    window: LatencyWindow,
+    cpu: Option<CpuSampler>,
+    cpu_smoothed: Option<f64>,
+    baseline: Option<f64>,
+    baseline_mean: Option<f64>,
+    recent_dt: VecDeque<f64>,
+    best_rate: f64,
+    costs: Option<CostLearner>,
+    rejected_before: u64,
+}
+
+/// What one tick measured and decided (for tests and metrics).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Tick {
+    pub(crate) pressure: Option<f64>,
+    pub(crate) latency: Option<Duration>,
+    pub(crate) target: Option<Duration>,
+    pub(crate) limit: u32,
+    pub(crate) healthy: bool,
+}
+
+impl ControlLoop {
+    pub(crate) fn new(shared: &Shared, now: Instant) -> Self {
+        let c = &shared.settings.config;
+        let window = c.latency.as_ref().map_or(1, |l| {
+            let n = l.window.as_secs_f64() / c.interval.as_secs_f64();
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let n = n.ceil() as usize;
+            n.max(1)
+        });
+        Self {
+            interval: c.interval,
+            last: now,
+            pid: Pid::new(
+                shared.settings.gains,
+                c.min_limit,
+                c.max_limit,
+                shared.gate.limit(),
+            ),
+            window: LatencyWindow::new(window),
+            cpu: c.cpu.as_ref().map(|_| CpuSampler::default()),
+            cpu_smoothed: None,
+            baseline: None,
+            baseline_mean: None,
+            recent_dt: VecDeque::with_capacity(RATE_INTERVALS + 1),
+            best_rate: 0.0,
+            costs: shared
+                .costs
+                .as_ref()
+                .zip(c.cost.as_ref())
+                .map(|(t, k)| CostLearner::new(t, k.high_cost_factor, k.min_samples)),
+            rejected_before: shared.stats.rejected_limit.load(Relaxed)
+                + shared.stats.rejected_high_cost.load(Relaxed),
+        }
+    }
+
+    /// One control step at `now`.
+    pub(crate) fn tick(&mut self, shared: &Shared, now: Instant) -> Tick {
+        let c = &shared.settings.config;
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let stats = &shared.stats;
+        let in_flight = shared.gate.in_flight();
+        let peak = shared.gate.take_peak().max(in_flight);
+        let limit_now = shared.gate.limit();
+        let rejected = stats.rejected_limit.load(Relaxed) + stats.rejected_high_cost.load(Relaxed);
+        let rejected_now = rejected.saturating_sub(self.rejected_before);
+        self.rejected_before = rejected;
+
+        // Latency: the configured percentile over the newest intervals.
+        let completed = self.window.push_from(&shared.latency);
+        let mut latency = None;
+        let mut target = None;
+        let mut latency_pressure = None;
+        if let Some(l) = &c.latency {
+            latency = self.window.quantile(l.percentile, l.min_samples);
+            target = l.target.or_else(|| {
+                self.baseline
+                    .map(|b| Duration::from_secs_f64(b * l.tolerance).max(l.min_target))
+            });
+            latency_pressure = match (latency, target) {
+                (Some(v), Some(t)) => Some(v.as_secs_f64() / t.as_secs_f64()),
+                _ => None,
+            };
+            // Saturated and nothing completing: the upstream is stuck, which no
+            // percentile of completed requests would show.
+            if completed == 0 && in_flight > 0 && in_flight >= limit_now {
+                latency_pressure = Some(MAX_PRESSURE);
+            }
+        }
+
+        // CPU, smoothed.
+        let mut cpu_pressure = None;
+        if let (Some(sampler), Some(cfg)) = (&mut self.cpu, &c.cpu) {
+            if let Some(sample) = sampler.sample() {
+                let tau = cfg.smoothing.as_secs_f64();
+                let alpha = if tau > 0.0 { dt / (tau + dt) } else { 1.0 };
+                let s = self
+                    .cpu_smoothed
+                    .map_or(sample, |prev| prev + alpha * (sample - prev));
+                self.cpu_smoothed = Some(s);
+                cpu_pressure = Some(s / cfg.target);
+            }
+        }
+
+        let pressure = match (latency_pressure, cpu_pressure) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let healthy = rejected_now == 0 && pressure.is_none_or(|p| p <= 1.0);
+
+        // Learn the unloaded latency from healthy intervals only.
+        if let (Some(l), true) = (&c.latency, healthy) {
+            if let (Some(v), None) = (latency, l.target) {
+                self.baseline = Some(learn(self.baseline, v.as_secs_f64()));
+            }
+            if let Some(mean) = self.window.newest_mean() {
+                self.baseline_mean = Some(learn(self.baseline_mean, mean.as_secs_f64()));
+            }
+        }
+
+        let demand_cap = c
+            .headroom
+            .as_ref()
+            .map(|h| (h.factor * f64::from(peak)).max(f64::from(h.floor)));
+        let mut demand_floor = None;
+        if let (Some(f), true) = (&c.throughput_floor, dt > 0.0) {
+            // Completions per second over the last few intervals (a burst of
+            // completions is not throughput), then the best of that, decaying over
+            // `memory`.
+            self.recent_dt.push_front(dt);
+            self.recent_dt.truncate(RATE_INTERVALS);
+            let span: f64 = self.recent_dt.iter().sum();
+            #[allow(clippy::cast_precision_loss)]
+            let rate = self.window.recent_count(self.recent_dt.len()) as f64 / span;
+            let decay = (-dt / f.memory.as_secs_f64()).exp();
+            self.best_rate = rate.max(self.best_rate * decay);
+            let latency_dominates = match (latency_pressure, cpu_pressure) {
+                (Some(l), Some(c)) => l >= c,
+                (_, None) => true,
+                (None, Some(_)) => false,
+            };
+            if latency_dominates {
+                demand_floor = self.baseline_mean.map(|m| (self.best_rate * m).ceil());
+            }
+        }
+        let step = self.pid.step(Input {
+            pressure,
+            dt,
+            demand_cap,
+            demand_floor,
+        });
+        let fraction = c.cost.as_ref().map_or(1.0, |k| k.high_cost_fraction);
+        let hc_limit = high_cost_limit(step.limit, fraction);
+        shared.gate.set_limits(step.limit, hc_limit);
+
+        if let (Some(learner), Some(table)) = (&mut self.costs, &shared.costs) {
+            learner.update(table, healthy);
+            let ifaces = learner.interfaces(table);
+            *stats
+                .interfaces
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = ifaces;
+        }
+
+        stats.limit.store(u64::from(step.limit), Relaxed);
+        stats.high_cost_limit.store(u64::from(hc_limit), Relaxed);
+        stats.in_flight.store(u64::from(in_flight), Relaxed);
+        stats.steps.fetch_add(1, Relaxed);
+        stats.pressure.set(pressure.unwrap_or(f64::NAN));
+        stats.cpu.set(self.cpu_smoothed.unwrap_or(f64::NAN));
+        stats.floor.set(demand_floor.unwrap_or(f64::NAN));
+        stats
+            .latency
+            .set(latency.map_or(f64::NAN, |d| d.as_secs_f64()));
+        stats
+            .latency_target
+            .set(target.map_or(f64::NAN, |d| d.as_secs_f64()));
+        stats.error.set(step.error);
+        stats.p.set(step.p);
+        stats.i.set(step.i);
+        stats.d.set(step.d);
+        if step.limit != limit_now {
+            tracing::debug!(
+                limit = step.limit,
+                previous = limit_now,
+                ?pressure,
+                in_flight,
+                "adaptive concurrency: limit moved"
+            );
+        }
+        Tick {
+            pressure,
+            latency,
+            target,
+            limit: step.limit,
+            healthy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adaptive::{config::AdaptiveConfig, metrics::LimiterStats};
+
+    fn shared(yaml: &str) -> Shared {
+        let c = AdaptiveConfig::from_yaml(&serde_yaml::from_str(yaml).unwrap()).unwrap();
+        Shared::new(c.validated().unwrap(), Arc::new(LimiterStats::default()))
+    }
+
+    /// Simulates a backend whose latency is `base` while in-flight stays within
+    /// `capacity` and grows with the excess, driving the loop with synthetic time.
+    #[test]
+    fn learns_baseline_then_limits_then_recovers() {
+        let s = shared(
+            "{cpu: null, interval: 100ms, min_limit: 1, max_limit: 500, headroom: {floor: 8}}",
+        );
+        let t0 = Instant::now();
+        let mut control = ControlLoop::new(&s, t0);
+        let latency_at = |inflight: u32| {
+            Duration::from_micros(20_000 + 2_500 * u64::from(inflight.saturating_sub(8)))
+        };
+        let mut now = t0;
+        // Unloaded: 4 in flight.
+        for _ in 0..20 {
+            for _ in 0..4 {
+                s.gate.try_acquire(false).unwrap();
+            }
+            for _ in 0..40 {
+                s.latency.record(latency_at(4));
+            }
+            for _ in 0..4 {
+                s.gate.release();
+            }
+            now += Duration::from_millis(100);
+            control.tick(&s, now);
+        }
+        let baseline = control.baseline.unwrap();
+        assert!((0.019..0.023).contains(&baseline), "{baseline}");
+        // Overload: demand fills whatever the limit is.
+        let mut limits = Vec::new();
+        for _ in 0..60 {
+            let limit = s.gate.limit();
+            let mut admitted = 0;
+            while s.gate.try_acquire(false).is_ok() {
+                admitted += 1;
+            }
+            for _ in 0..40 {
+                s.latency.record(latency_at(admitted));
+            }
+            for _ in 0..admitted {
+                s.gate.release();
+            }
+            s.stats.rejected_limit.fetch_add(1, Relaxed);
+            now += Duration::from_millis(100);
+            limits.push((limit, control.tick(&s, now).limit));
+        }
+        let settled: Vec<u32> = limits[30..].iter().map(|l| l.1).collect();
+        assert!(settled.iter().all(|&l| (8..=16).contains(&l)), "{limits:?}");
+        // Load falls: the limit rises back to the demand cap.
+        for _ in 0..30 {
+            for _ in 0..40 {
+                s.latency.record(latency_at(2));
+            }
+            now += Duration::from_millis(100);
+            control.tick(&s, now);
+        }
+        assert!(s.gate.limit() >= 8, "{}", s.gate.limit());
+    }
+}
