@@ -28,6 +28,28 @@ fn one_cluster(servers: &[String]) -> String {
     )
 }
 
+/// The peers themselves, with no proxy between them: when this fails, the Node
+/// packages are broken, not the proxy.
+#[tokio::test]
+async fn bolt_peers_work_directly() {
+    let Some(node) = Node::find("bolt_peers_work_directly") else {
+        return;
+    };
+    tokio::time::timeout(TEST_LIMIT, async {
+        let server = node.server("bolt", "A", &[]).await;
+        for version in [&[][..], &["--bolt-version", "2", "--crc"][..]] {
+            let mut args = vec!["--calls", "300", "--concurrency", "50", "--heartbeats", "2"];
+            args.extend_from_slice(version);
+            args.extend_from_slice(&["--oneway", "1", "--unknown", "--big", "2"]);
+            let report = node.client("bolt_client.js", &server.addr(), &args).await;
+            report.assert_ok();
+            assert_eq!(report.num("/calls/ok"), 300);
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// Two clients at once, each with many calls in flight on its one connection (and a
 /// few 100 kB arguments, so frames span many reads): every answer reaches its own
 /// caller (the clients' request ids collide, so the proxy's id rewriting on shared

@@ -31,6 +31,46 @@ fn one_cluster(servers: &[String]) -> String {
     )
 }
 
+/// The peers themselves, with no proxy between them: when this fails, the Node or
+/// Python packages are broken, not the proxy.
+#[tokio::test]
+async fn dubbo_peers_work_directly() {
+    let Some(node) = Node::find("dubbo_peers_work_directly") else {
+        return;
+    };
+    tokio::time::timeout(TEST_LIMIT, async {
+        let server = node.server("dubbo", "D", &[]).await;
+        let args = [
+            "--calls",
+            "300",
+            "--concurrency",
+            "50",
+            "--heartbeats",
+            "2",
+            "--oneway",
+            "1",
+            "--unknown",
+            "--big",
+            "2",
+        ];
+        let report = node.client("dubbo_client.js", &server.addr(), &args).await;
+        report.assert_ok();
+        assert_eq!(report.num("/calls/ok"), 300);
+        if let Some(python) = Python::find("dubbo_peers_work_directly (python part)") {
+            let report = python
+                .client(
+                    &server.addr(),
+                    &["--calls", "100", "--heartbeats", "2", "--unknown"],
+                )
+                .await;
+            report.assert_ok();
+            assert_eq!(report.num("/calls/ok"), 100);
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// Two dubbo2.js clients at once, each with many calls in flight on its one socket (and
 /// a few 100 kB arguments, so frames span many reads): every answer reaches its own
 /// caller (both clients number requests from 1, so the proxy must rewrite ids on the
