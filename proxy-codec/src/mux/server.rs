@@ -123,7 +123,7 @@ pub async fn serve_connection<P, R, W, D>(
             match proto.kind(&frame) {
                 FrameKind::Heartbeat => {
                     Counters::inc(&counters.heartbeats);
-                    encode(proto, &proto.heartbeat_reply(&frame), &mut wbuf);
+                    let _ = encode(proto, &proto.heartbeat_reply(&frame), &mut wbuf);
                 }
                 FrameKind::HeartbeatReply => {}
                 FrameKind::Response => Counters::inc(&counters.unexpected_frames),
@@ -286,14 +286,29 @@ fn answer<P: Protocol>(proto: &P, done: Done<P::Meta>, counters: &Counters, wbuf
             proto.error_reply(&done.meta, &f.as_failure())
         }
     };
-    encode(proto, &frame, wbuf);
+    if !encode(proto, &frame, wbuf) {
+        // An answer the wire format cannot carry (a field too long): the caller still
+        // gets an answer.
+        let f = OwnedFailure::new(
+            "internal",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "response cannot be encoded",
+        );
+        Counters::inc(&counters.error_replies);
+        let _ = encode(proto, &proto.error_reply(&done.meta, &f.as_failure()), wbuf);
+    }
 }
 
-fn encode<P: Protocol>(proto: &P, frame: &P::Frame, wbuf: &mut BytesMut) {
+/// Appends `frame`; `false` (and nothing appended) if it cannot be encoded.
+fn encode<P: Protocol>(proto: &P, frame: &P::Frame, wbuf: &mut BytesMut) -> bool {
     let start = wbuf.len();
-    if let Err(e) = proto.encode(frame, wbuf) {
-        wbuf.truncate(start);
-        tracing::debug!(protocol = proto.name(), error = %e, "response could not be encoded");
+    match proto.encode(frame, wbuf) {
+        Ok(()) => true,
+        Err(e) => {
+            wbuf.truncate(start);
+            tracing::debug!(protocol = proto.name(), error = %e, "frame could not be encoded");
+            false
+        }
     }
 }
 
@@ -311,6 +326,6 @@ fn malformed<P: Protocol>(
     }
     tracing::debug!(protocol = proto.name(), error = %err, "malformed frame; closing the connection");
     if let Some(reply) = proto.malformed_reply(&head[..head.len().min(64)], err) {
-        encode(proto, &reply, wbuf);
+        let _ = encode(proto, &reply, wbuf);
     }
 }
