@@ -14,9 +14,11 @@ use crate::{
     ConfigError,
 };
 
-/// Registers the balancers as `clusters[].lb.policy` values: `random`,
-/// `round_robin` (smooth weighted; replaces proxy-core's unweighted one),
-/// `least_request`, `ring_hash` and `maglev`.
+/// Registers everything proxy-lb offers: the balancers as `clusters[].lb.policy`
+/// values (`random`, `round_robin` (smooth weighted; replaces proxy-core's unweighted
+/// one), `least_request`, `ring_hash`, `maglev`), zone routing (`zone_routing` filter,
+/// `zone_aware` policy), traffic steering (`traffic_steering` filter, `subset`
+/// policy), and the `outlier_detection` and `health_check` cluster extensions.
 ///
 /// # Example
 /// ```
@@ -35,6 +37,10 @@ pub fn register(registry: &mut Registry) {
     registry.register_balancer("maglev", |cfg, ctx| {
         boxed(Maglev::from_yaml(cfg).map(|b| b.with_counters(counters(ctx, "maglev"))))
     });
+    crate::zone::register(registry);
+    crate::steering::register(registry);
+    crate::outlier::register(registry);
+    crate::health::register(registry);
 }
 
 /// Pick counters of a hash balancer being built for `ctx.cluster`.
