@@ -212,3 +212,54 @@ fn bad_rules_are_refused_naming_the_field() {
     ));
     assert!(e.contains("rules[0].to: give exactly one"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_and_group_together_pick_the_intersection() {
+    let ups: Vec<Upstream> = ["z1-g1", "z1-g2", "z2-g1", "z2-g2"]
+        .iter()
+        .map(|n| Upstream::start(n))
+        .collect();
+    let eps: Vec<String> = ups
+        .iter()
+        .map(|u| {
+            let (z, g) = u.name.split_once('-').unwrap();
+            let g = if g == "g2" { "Group_2" } else { "Group_1" };
+            format!(
+                "{{address: \"{}\", metadata: {{zone: {z}, group: {g}}}}}",
+                u.addr
+            )
+        })
+        .collect();
+    let filters = "[{typed: zone_routing, config: {local_data_centre: dc1, local_cluster: app, zones: [{name: z1, data_centre: dc1, city: hz}, {name: z2, data_centre: dc1, city: hz}]}},
+                    {typed: traffic_steering, config: {rules: [{match: {headers: {type: transfer}}, to: {group: Group_2}}]}}]";
+    let proxy = Proxy::start(&format!(
+        "listeners:\n{}clusters:\n  - {{name: app, lb: {{policy: zone_aware}}, endpoints: [{}]}}\n",
+        listener("main", filters, "app"),
+        eps.join(", ")
+    ));
+    let addr = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        for _ in 0..5 {
+            let r = get(addr, "/", &[("cookie", "zone=z2"), ("type", "transfer")]).await;
+            assert_eq!(r.upstream(), "z2-g2");
+            let r = get(addr, "/", &[("cookie", "zone=z1"), ("type", "transfer")]).await;
+            assert_eq!(r.upstream(), "z1-g2");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            seen.insert(
+                get(addr, "/", &[("cookie", "zone=z1")])
+                    .await
+                    .upstream()
+                    .to_owned(),
+            );
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            ["z1-g1", "z1-g2"],
+            "no group: the whole zone"
+        );
+    })
+    .await
+    .unwrap();
+}
