@@ -74,8 +74,8 @@ impl WebhookSink {
                 cfg.url
             )));
         }
-        if cfg.timeout.is_zero() {
-            return Err(("timeout".into(), "must be above zero".into()));
+        if cfg.timeout.is_zero() || cfg.timeout > Duration::from_secs(3600) {
+            return Err(("timeout".into(), "must be above zero and at most 1h".into()));
         }
         let port = auth.port_u16().unwrap_or(80);
         Ok(Self {

@@ -181,7 +181,9 @@ impl Shared {
         } else {
             fastrand::u64(..=jitter)
         };
-        self.cfg.interval + Duration::from_millis(extra)
+        self.cfg
+            .interval
+            .saturating_add(Duration::from_millis(extra))
     }
 }
 

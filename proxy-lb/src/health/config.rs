@@ -81,6 +81,16 @@ impl HealthCheckConfig {
         if self.timeout.is_zero() {
             return bad("timeout", "must be above zero");
         }
+        let day = Duration::from_secs(24 * 3600);
+        for (field, d) in [
+            ("interval", self.interval),
+            ("jitter", self.jitter),
+            ("timeout", self.timeout),
+        ] {
+            if d > day {
+                return bad(field, "must be at most 24h");
+            }
+        }
         if self.unhealthy_threshold == 0 {
             return bad("unhealthy_threshold", "must be above zero");
         }

@@ -161,6 +161,9 @@ pub struct HealingConfig {
     pub webhook: WebhookConfig,
 }
 
+/// The longest interval or timeout accepted.
+const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
 /// An error in the `outlier_detection` config, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -217,6 +220,14 @@ impl OutlierConfig {
         ] {
             if d.is_zero() {
                 return bad(field, "must be above zero".into());
+            }
+        }
+        for (field, d) in [
+            ("interval", self.interval),
+            ("readmission.timeout", self.readmission.timeout),
+        ] {
+            if d > MAX_PERIOD {
+                return bad(field, format!("{d:?} is above 24h"));
             }
         }
         if self.max_ejection_time < self.base_ejection_time {

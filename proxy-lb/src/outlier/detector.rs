@@ -449,7 +449,11 @@ async fn readmit(shared: Arc<Shared>, st: Arc<State>, i: usize) {
 /// The background task: interval ticks and healing reports, until the detection is
 /// dropped.
 async fn run(weak: Weak<Shared>, wake: Arc<Notify>, interval: Duration) {
-    let mut next = tokio::time::Instant::now() + interval;
+    let later = |from: tokio::time::Instant| {
+        from.checked_add(interval)
+            .unwrap_or_else(|| from + Duration::from_secs(24 * 3600))
+    };
+    let mut next = later(tokio::time::Instant::now());
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
@@ -465,7 +469,7 @@ async fn run(weak: Weak<Shared>, wake: Arc<Notify>, interval: Duration) {
         let now = tokio::time::Instant::now();
         if now >= next {
             shared.tick();
-            next = now + interval;
+            next = later(now);
         }
     }
 }

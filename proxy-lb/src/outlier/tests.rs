@@ -162,6 +162,9 @@ fn config_validation_names_fields() {
         "{e}"
     );
     assert!(cfg("interval: 0s").unwrap_err().starts_with("interval:"));
+    assert!(cfg("interval: 100years")
+        .unwrap_err()
+        .starts_with("interval:"));
     assert!(cfg("{base_ejection_time: 10s, max_ejection_time: 1s}")
         .unwrap_err()
         .starts_with("max_ejection_time:"));
