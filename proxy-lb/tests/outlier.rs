@@ -256,6 +256,59 @@ async fn failure_percentage_ejects_over_an_interval() {
     .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejection_survives_a_reload_and_the_new_detector_readmits() {
+    let (e1, e2, e3) = (
+        Upstream::start("e1"),
+        Upstream::start("e2"),
+        Upstream::start("e3"),
+    );
+    let hook = Webhook::start("{}");
+    let admin = free_addr();
+    let proxy = Proxy::start(&yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin));
+    let addr = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        e1.set_status(500);
+        e1.set_health(500);
+        load(addr, 12).await;
+        assert_eq!(flags(admin, "app", e1.addr).await, ["ejected"]);
+        // Same section: the same detector instance carries on.
+        let same = yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin);
+        proxy
+            .server
+            .reload(proxy_core::config::Config::from_yaml(&same).unwrap())
+            .unwrap();
+        assert_eq!(flags(admin, "app", e1.addr).await, ["ejected"]);
+        // A changed section: a new detector adopts the ejected endpoint.
+        let changed = yaml(
+            &[&e1, &e2, &e3],
+            &outlier_cfg(&hook, ", consecutive_gateway_failure: 4"),
+            admin,
+        );
+        proxy
+            .server
+            .reload(proxy_core::config::Config::from_yaml(&changed).unwrap())
+            .unwrap();
+        let (_, ext) = cluster_status(admin, "app", e1.addr).await;
+        assert_eq!(ext[0]["status"]["ejected"], 1, "{ext}");
+        let out = e1.hits();
+        load(addr, 12).await;
+        assert_eq!(e1.hits(), out, "still out after the reload");
+        e1.set_status(200);
+        e1.set_health(200);
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                load(addr, 3).await;
+                e1.hits() > out
+            })
+            .await,
+            "the new detector readmits it after a passed probe"
+        );
+    })
+    .await
+    .unwrap();
+}
+
 /// An in-process healing sink: records reports, asks for removal.
 #[derive(Debug, Default)]
 struct Healer(std::sync::Arc<std::sync::Mutex<Vec<proxy_lb::healing::EjectionReport>>>);
