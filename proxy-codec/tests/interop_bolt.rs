@@ -12,7 +12,7 @@ mod support;
 
 use support::{
     closed_port, cluster, config, fixture, frame_id, listener, read_frame, replay_upstream, route,
-    route_with_timeout, silent_upstream, with_id, Node, Proxy, Wire, TEST_LIMIT,
+    route_regex, route_with_timeout, silent_upstream, with_id, Node, Proxy, Wire, TEST_LIMIT,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -146,7 +146,8 @@ async fn bolt_v2_with_and_without_crc() {
     .expect("test timed out");
 }
 
-/// Two Bolt services on one listener go to two different clusters.
+/// Two Bolt services on one listener go to two different clusters, and a route on one
+/// method beats its service's route.
 #[tokio::test]
 async fn bolt_routes_services_to_different_clusters() {
     let Some(node) = Node::find("bolt_routes_services_to_different_clusters") else {
@@ -155,7 +156,13 @@ async fn bolt_routes_services_to_different_clusters() {
     tokio::time::timeout(TEST_LIMIT, async {
         let a = node.server("bolt", "A", &[]).await;
         let b = node.server("bolt", "B", &[]).await;
-        let routes = route(ECHO, "echo_cluster") + &route(OTHER, "other_cluster");
+        // A method-level route first: EchoService's whoami goes to B, the rest of
+        // EchoService to A (Bolt's path carries the unique name `service:version`).
+        let routes = route_regex(
+            r"/com\.example\.EchoService(:1\.0)?/whoami",
+            "other_cluster",
+        ) + &route(ECHO, "echo_cluster")
+            + &route(OTHER, "other_cluster");
         let yaml = config(
             &[listener("bolt", "bolt", &routes)],
             &[
@@ -168,11 +175,19 @@ async fn bolt_routes_services_to_different_clusters() {
             .client(
                 "bolt_client.js",
                 &proxy.addr("bolt"),
-                &["--whoami", &format!("{ECHO},{OTHER}")],
+                &[
+                    "--whoami",
+                    &format!("{ECHO},{OTHER}"),
+                    "--slow",
+                    "6",
+                    "--slow-ms",
+                    "1",
+                ],
             )
             .await;
         report.assert_ok();
-        assert_eq!(report.json["whoami"][ECHO], "A", "{}", report.json);
+        assert_eq!(report.json["whoami"][ECHO], "B", "{}", report.json);
+        assert_eq!(report.json["slow"]["answeredBy"]["A"], 6, "{}", report.json);
         assert_eq!(report.json["whoami"][OTHER], "B/other", "{}", report.json);
     })
     .await

@@ -14,8 +14,8 @@ mod support;
 
 use support::{
     closed_port, cluster, config, fixture, frame_id, http_get, http_upstream, listener, read_frame,
-    replay_upstream, route, route_with_timeout, silent_upstream, with_id, Node, Proxy, Python,
-    Wire, TEST_LIMIT,
+    replay_upstream, route, route_regex, route_with_timeout, silent_upstream, with_id, Node, Proxy,
+    Python, Wire, TEST_LIMIT,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -160,7 +160,8 @@ async fn dubbo_python_client_through_proxy() {
     .expect("test timed out");
 }
 
-/// Two Dubbo services on one listener go to two different clusters.
+/// Two Dubbo services on one listener go to two different clusters, and a route on one
+/// method beats its service's route.
 #[tokio::test]
 async fn dubbo_routes_services_to_different_clusters() {
     let Some(node) = Node::find("dubbo_routes_services_to_different_clusters") else {
@@ -169,7 +170,13 @@ async fn dubbo_routes_services_to_different_clusters() {
     tokio::time::timeout(TEST_LIMIT, async {
         let a = node.server("dubbo", "A", &[]).await;
         let b = node.server("dubbo", "B", &[]).await;
-        let routes = route(ECHO, "echo_cluster") + &route(OTHER, "other_cluster");
+        // A method-level route first: EchoService's whoami goes to B, the rest of
+        // EchoService to A (Bolt's path carries the unique name `service:version`).
+        let routes = route_regex(
+            r"/com\.example\.EchoService(:1\.0)?/whoami",
+            "other_cluster",
+        ) + &route(ECHO, "echo_cluster")
+            + &route(OTHER, "other_cluster");
         let yaml = config(
             &[listener("dubbo", "dubbo", &routes)],
             &[
@@ -182,11 +189,19 @@ async fn dubbo_routes_services_to_different_clusters() {
             .client(
                 "dubbo_client.js",
                 &proxy.addr("dubbo"),
-                &["--whoami", &format!("{ECHO},{OTHER}")],
+                &[
+                    "--whoami",
+                    &format!("{ECHO},{OTHER}"),
+                    "--slow",
+                    "6",
+                    "--slow-ms",
+                    "1",
+                ],
             )
             .await;
         report.assert_ok();
-        assert_eq!(report.json["whoami"][ECHO], "A", "{}", report.json);
+        assert_eq!(report.json["whoami"][ECHO], "B", "{}", report.json);
+        assert_eq!(report.json["slow"]["answeredBy"]["A"], 6, "{}", report.json);
         assert_eq!(report.json["whoami"][OTHER], "B/other", "{}", report.json);
     })
     .await

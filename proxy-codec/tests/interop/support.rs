@@ -622,3 +622,10 @@ pub(crate) fn route_with_timeout(service: &str, cluster: &str, timeout: &str) ->
         "          - match: {{ path: {{ prefix: \"/{service}\" }} }}\n            cluster: {cluster}\n            timeout: {timeout}\n"
     )
 }
+
+/// One route on a whole-path regular expression.
+pub(crate) fn route_regex(regex: &str, cluster: &str) -> String {
+    format!(
+        "          - match: {{ path: {{ regex: '{regex}' }} }}\n            cluster: {cluster}\n"
+    )
+}
