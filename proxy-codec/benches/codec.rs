@@ -111,6 +111,10 @@ fn codecs(c: &mut Criterion) {
             switch: 1,
         }),
     );
+    // As sofa-rpc-node sends it: the method only inside the hessian2 SofaRequest.
+    let mut node_style = bolt_request(BoltVersion::V1);
+    node_style.header = Bolt::header_map([("service", Some("com.example.HelloService:1.0"))]);
+    bench(c, "bolt_v1_request_method_in_content", Bolt, node_style);
     bench(c, "dubbo_request", Dubbo, dubbo_request());
 }
 
