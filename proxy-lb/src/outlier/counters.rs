@@ -46,6 +46,8 @@ pub struct EndpointCounters {
     pub(crate) reason: AtomicU8,
     /// An ejection not yet reported to the healing sink.
     pub(crate) pending_report: AtomicBool,
+    /// Failed attempts to report the current ejection.
+    pub(crate) report_failures: AtomicU32,
     /// A readmission probe is running.
     pub(crate) probing: AtomicBool,
     /// The healing sink asked for removal.

@@ -33,6 +33,9 @@ use crate::{
     health::probe_endpoint,
 };
 
+/// Attempts to report one ejection to the healing sink.
+const REPORT_ATTEMPTS: u32 = 3;
+
 /// The endpoints watched now, with their counters.
 #[derive(Debug, Default)]
 struct State {
@@ -316,6 +319,7 @@ impl Shared {
         self.counters.ejected(reason);
         tracing::warn!(cluster = %self.cluster, endpoint = %e.address, reason = reason.as_str(), times, "endpoint ejected");
         if self.sink.is_some() {
+            c.report_failures.store(0, Relaxed);
             c.pending_report.store(true, SeqCst);
             self.wake.notify_one();
         }
@@ -393,7 +397,15 @@ impl Shared {
                     }
                     Err(err) => {
                         shared.counters.reported(false);
-                        tracing::warn!(cluster = %shared.cluster, error = %proxy_core::DisplayChain(&err), "healing report failed");
+                        let failures = st.per.get(i).map_or(u32::MAX, |c| {
+                            c.report_failures.fetch_add(1, Relaxed).saturating_add(1)
+                        });
+                        // Tried again at the next interval, a few times.
+                        let retry = failures < REPORT_ATTEMPTS;
+                        if let (true, Some(c)) = (retry, st.per.get(i)) {
+                            c.pending_report.store(true, SeqCst);
+                        }
+                        tracing::warn!(cluster = %shared.cluster, error = %proxy_core::DisplayChain(&err), failures, retry, "healing report failed");
                     }
                 }
             });

@@ -334,4 +334,56 @@ mod detection {
             assert_eq!(alive(), 0, "stopped after drop");
         });
     }
+
+    /// Fails its first report, asks for removal on the next.
+    #[derive(Debug, Default)]
+    struct Flaky(std::sync::atomic::AtomicU32);
+
+    impl crate::healing::HealingSink for Flaky {
+        fn report(&self, _report: crate::healing::EjectionReport) -> crate::healing::ReportFuture {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                if n == 0 {
+                    Err(crate::healing::HealingError::Status(503))
+                } else {
+                    Ok(crate::healing::HealingAction::Remove)
+                }
+            })
+        }
+    }
+
+    #[test]
+    fn a_failed_report_is_retried_at_the_next_interval() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let eps = endpoints(3);
+            let sink = Arc::new(Flaky::default());
+            let cfg: OutlierConfig =
+                serde_yaml::from_str("{interval: 10ms, consecutive_5xx: 2}").unwrap();
+            let d = OutlierDetection::new(cfg, "c", Arc::default(), Some(sink.clone())).unwrap();
+            d.activate(&ClusterInfo {
+                name: "c".into(),
+                endpoints: eps.clone(),
+            });
+            d.on_outcome(&eps[1], &ERR, Duration::ZERO);
+            d.on_outcome(&eps[1], &ERR, Duration::ZERO);
+            assert!(eps[1].health_flags().contains(HealthFlags::EJECTED));
+            for _ in 0..100 {
+                if eps[1].health_flags().contains(HealthFlags::REMOVED) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(eps[1].health_flags(), HealthFlags::REMOVED);
+            assert_eq!(sink.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+            assert_eq!(
+                d.ejected_count(),
+                0,
+                "a removed endpoint is not counted as ejected"
+            );
+        });
+    }
 }
