@@ -4,7 +4,10 @@
 // (bolt_client.js, dubbo_client.js), cuts both directions into frames and writes a
 // chosen frame of each kind as <name>.bin plus frames.json describing every file.
 //
-//   NODE_PATH=<deps>/node_modules node capture.js --out ../fixtures
+//   NODE_PATH=<deps>/node_modules node capture.js --out ../fixtures [--python-path <deps>/python]
+//
+// The dubbo-ssl-python frames are captured when --python-path (default
+// $NODE_PATH/../python) holds that package.
 
 const fs = require('fs');
 const net = require('net');
@@ -13,7 +16,11 @@ const { spawn } = require('child_process');
 const { FrameSplitter } = require('./lib/frames');
 const { parseArgs } = require('./lib/args');
 
-const args = parseArgs(process.argv.slice(2), { out: path.join(__dirname, '..', 'fixtures') });
+const args = parseArgs(process.argv.slice(2), {
+  out: path.join(__dirname, '..', 'fixtures'),
+  'python-path': process.env.NODE_PATH ? path.join(process.env.NODE_PATH.split(path.delimiter)[0], '..', 'python') : '',
+});
+const havePython = args['python-path'] && fs.existsSync(path.join(args['python-path'], 'dubbo_ssl'));
 
 const versions = {};
 for (const pkg of [ 'sofa-rpc-node', 'sofa-bolt-node', 'dubbo2.js', 'js-remoting-for-apache-dubbo', 'hessian.js' ]) {
@@ -54,8 +61,11 @@ function startRelay(protocol, upstreamPort, frames) {
 
 function runClient(script, clientArgs) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [ path.join(__dirname, script), ...clientArgs ],
-      { stdio: [ 'ignore', 'pipe', 'inherit' ] });
+    const python = script.endsWith('.py');
+    const child = spawn(python ? 'python3' : process.execPath, [ path.join(__dirname, script), ...clientArgs ], {
+      stdio: [ 'ignore', 'pipe', python ? 'ignore' : 'inherit' ],
+      env: python ? Object.assign({}, process.env, { PYTHONPATH: args['python-path'] }) : process.env,
+    });
     let out = '';
     child.stdout.on('data', chunk => { out += chunk; });
     child.once('exit', code => {
@@ -114,12 +124,25 @@ const SCENARIOS = [
       [ 'dubbo_response_unknown_service', 'server_to_client', null, 'last', 'the server\'s answer to it' ],
     ],
   },
+  {
+    protocol: 'dubbo', client: 'dubbo_py_client.py', producer: 'PyPI dubbo-ssl-python 0.9.6 DubboClient', python: true,
+    args: [ '--heartbeats', '1' ],
+    keep: [
+      [ 'dubbo_py_request', 'client_to_server', 'dubbo_request', 'first', 'two-way echo(String) on com.example.EchoService:1.0 (dubbo-ssl-python\'s own hessian2)' ],
+      [ 'dubbo_py_response', 'server_to_client', 'dubbo_response', 'first', 'its answer (js-remoting-for-apache-dubbo)' ],
+      [ 'dubbo_py_heartbeat_request', 'client_to_server', 'dubbo_heartbeat_request', 'first', 'dubbo-ssl-python\'s heartbeat event (non-zero id)' ],
+    ],
+  },
 ];
 
 async function main() {
   fs.mkdirSync(args.out, { recursive: true });
   const manifest = { producedBy: versions, node: process.version, files: [] };
   for (const scenario of SCENARIOS) {
+    if (scenario.python && !havePython) {
+      process.stdout.write(`skipping ${scenario.producer}: no dubbo_ssl under --python-path ${args['python-path']}\n`);
+      continue;
+    }
     const { child, port } = await startServer(scenario.protocol);
     const frames = [];
     const relay = await startRelay(scenario.protocol, port, frames);
