@@ -53,7 +53,11 @@ impl BuildContext<'_> {
     /// The metrics object kept under `key`: the same `Arc` on every reload (so
     /// counters survive), made with `T::default()` the first time. Admin
     /// `/stats/prometheus` appends the output of every object the live snapshot asked
-    /// for. Key it by what it measures (`"lb/outlier/<cluster>"`).
+    /// for, including objects asked for by the factory of a part kept across a reload.
+    /// Objects are rendered one after another, so keep one object per metric family
+    /// (e.g. one per crate and concern, labelling clusters inside it) rather than one
+    /// per cluster each printing the same `# TYPE` line: Prometheus wants a family's
+    /// lines together. Key it by what it measures (`"lb/outlier"`).
     pub fn metrics<T: RenderMetrics + Default>(&self, key: &str) -> Arc<T> {
         let made = self.metrics.get_or_insert::<T>(key);
         if let Ok(mut used) = self.used.lock() {

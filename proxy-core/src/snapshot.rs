@@ -70,7 +70,20 @@ pub struct Snapshot {
 }
 
 /// Metrics objects of capability crates.
-pub(crate) struct ExtraMetrics(Vec<Arc<dyn RenderMetrics>>);
+#[derive(Clone, Default)]
+pub(crate) struct ExtraMetrics(pub(crate) Vec<Arc<dyn RenderMetrics>>);
+
+/// Appends the objects of `more` not yet in `to`.
+fn add_unique(
+    to: &mut Vec<Arc<dyn RenderMetrics>>,
+    more: impl IntoIterator<Item = Arc<dyn RenderMetrics>>,
+) {
+    for m in more {
+        if !to.iter().any(|t| Arc::ptr_eq(t, &m)) {
+            to.push(m);
+        }
+    }
+}
 
 impl std::fmt::Debug for ExtraMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,16 +121,27 @@ impl Snapshot {
                 ));
             }
             validate_cluster(c, &path)?;
+            let cluster_metrics = Mutex::new(Vec::new());
             let ctx = BuildContext {
                 clusters: &no_clusters,
                 listener: None,
                 cluster: Some(&c.name),
                 metrics: &registry.metrics,
-                used: &used_metrics,
+                used: &cluster_metrics,
             };
             let old = previous.and_then(|p| p.clusters.get(c.name.as_str()));
             let parts = cluster_parts(c, &path, registry, &ctx, old.map(|c| &**c))?;
-            let cluster = Cluster::build(c, parts, old.map(|c| &**c));
+            // Parts kept from the old cluster made no new metrics request: keep what
+            // their factories asked for, so their series stay on the admin page.
+            let mut metrics = cluster_metrics.into_inner().unwrap_or_default();
+            if let Some(o) = old {
+                add_unique(&mut metrics, o.metrics.0.iter().cloned());
+            }
+            if let Ok(mut used) = used_metrics.lock() {
+                add_unique(&mut used, metrics.iter().cloned());
+            }
+            let mut cluster = Cluster::build(c, parts, old.map(|c| &**c));
+            cluster.metrics = ExtraMetrics(metrics);
             clusters.insert(c.name.as_str().into(), Arc::new(cluster));
         }
         let clusters = Arc::new(clusters);

@@ -108,6 +108,8 @@ pub struct Cluster {
     pub(crate) config: ClusterConfig,
     pub(crate) transport: Option<Arc<dyn UpstreamTransport>>,
     pub(crate) protocol: Option<Arc<dyn ProtocolUpstream>>,
+    /// Metrics objects the factories of this cluster's parts asked for.
+    pub(crate) metrics: crate::snapshot::ExtraMetrics,
 }
 
 /// The runtime parts of a cluster made from registered factories.
@@ -173,6 +175,7 @@ impl Cluster {
             config: cfg.clone(),
             transport: parts.transport,
             protocol: parts.protocol,
+            metrics: Default::default(),
         }
     }
 
