@@ -26,8 +26,8 @@ use crate::{
     Backend, ConfigError,
 };
 
-/// The largest table size accepted.
-pub const MAX_TABLE_SIZE: u64 = 1 << 24;
+/// The largest table size accepted (a prime; Envoy's limit too).
+pub const MAX_TABLE_SIZE: u64 = 5_000_011;
 
 /// Config of `maglev`.
 ///
@@ -90,16 +90,17 @@ impl Maglev {
     /// A table size that is not prime or too large, an invalid hash policy.
     pub fn new(config: &MaglevConfig) -> Result<Self, ConfigError> {
         let size = config.table_size;
-        if !is_prime(size) {
-            return Err(ConfigError::invalid(
-                "table_size",
-                format!("{size} is not prime"),
-            ));
-        }
+        // The bound first: trial division of a huge number would take long.
         if size > MAX_TABLE_SIZE {
             return Err(ConfigError::invalid(
                 "table_size",
                 format!("{size} is larger than {MAX_TABLE_SIZE}"),
+            ));
+        }
+        if !is_prime(size) {
+            return Err(ConfigError::invalid(
+                "table_size",
+                format!("{size} is not prime"),
             ));
         }
         Ok(Self {
@@ -234,6 +235,12 @@ mod tests {
                 .unwrap_or_default();
         let e = Maglev::from_yaml(&v).err().map(|e| e.to_string());
         assert_eq!(e.as_deref(), Some("table_size: 65536 is not prime"));
+        let v: serde_yaml::Value = serde_yaml::from_str(
+            "table_size: 18446744073709551557\nhash_policy: [{type: source_ip}]",
+        )
+        .unwrap_or_default();
+        let e = Maglev::from_yaml(&v).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("is larger than")));
         let v: serde_yaml::Value = serde_yaml::from_str("hash_policy: []").unwrap_or_default();
         let e = Maglev::from_yaml(&v).err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.starts_with("hash_policy: ")));

@@ -8,7 +8,7 @@
 //! in a round only when its accumulated credit (its weight added each round) reaches
 //! the largest weight, so turns, and so slots, follow the weights.
 
-use std::fmt;
+use std::{cmp::Reverse, collections::BinaryHeap, fmt};
 
 use xxhash_rust::xxh64::xxh64;
 
@@ -63,39 +63,53 @@ impl MaglevTable {
             });
         }
         let weights: Vec<u64> = backends.iter().map(|b| u64::from(b.1)).collect();
-        let mut credit = vec![0u64; n];
         let mut entries = vec![EMPTY; size as usize];
+        // Claims the next preferred free slot of backend `i`. `skip` is coprime with
+        // the prime `m`, so the walk visits every slot and finds a free one.
+        let mut claim = |i: usize| loop {
+            let c = pos[i] as usize;
+            pos[i] += skip[i];
+            if pos[i] >= m {
+                pos[i] -= m;
+            }
+            if entries[c] == EMPTY {
+                entries[c] = i as u32;
+                return;
+            }
+        };
         let mut filled = 0u64;
-        'fill: loop {
-            for i in 0..n {
-                let w = weights[i];
-                if w == 0 {
-                    continue;
-                }
-                if w < wmax {
-                    credit[i] += w;
-                    if credit[i] < wmax {
-                        continue;
-                    }
-                    credit[i] -= wmax;
-                }
-                // Claim the next preferred free slot. `skip` is coprime with the
-                // prime `m`, so the walk visits every slot and finds a free one.
-                loop {
-                    let c = pos[i] as usize;
-                    pos[i] += skip[i];
-                    if pos[i] >= m {
-                        pos[i] -= m;
-                    }
-                    if entries[c] == EMPTY {
-                        entries[c] = i as u32;
-                        break;
+        if weights.iter().all(|&w| w == wmax) {
+            // Unweighted: every backend takes a turn each round, in index order.
+            'rounds: loop {
+                for i in 0..n {
+                    claim(i);
+                    filled += 1;
+                    if filled == m {
+                        break 'rounds;
                     }
                 }
+            }
+        } else {
+            // Weighted: backend i gains its weight in credit each round and takes a
+            // turn when the credit reaches the largest weight, so its k-th turn is in
+            // round ceil(k * wmax / w). Turns are taken in (round, index) order from
+            // a heap, so rounds where a light backend sits out cost nothing.
+            let turn_round = |k: u64, w: u64| (k * wmax).div_ceil(w);
+            let mut turns: Vec<u64> = vec![0; n];
+            let mut heap: BinaryHeap<Reverse<(u64, usize)>> = weights
+                .iter()
+                .enumerate()
+                .filter(|(_, &w)| w > 0)
+                .map(|(i, &w)| Reverse((turn_round(1, w), i)))
+                .collect();
+            while let Some(Reverse((_, i))) = heap.pop() {
+                claim(i);
                 filled += 1;
                 if filled == m {
-                    break 'fill;
+                    break;
                 }
+                turns[i] += 1;
+                heap.push(Reverse((turn_round(turns[i] + 1, weights[i]), i)));
             }
         }
         Self {
@@ -146,7 +160,7 @@ impl crate::backend::HashTable for MaglevTable {
     }
 }
 
-/// Whether `n` is prime (trial division; table sizes are at most 2^24).
+/// Whether `n` is prime (trial division: table sizes are small).
 pub fn is_prime(n: u64) -> bool {
     if n < 2 {
         return false;
@@ -203,6 +217,18 @@ mod tests {
             let share = c[i] as f64 / 65537.0;
             assert!((share - w / 10.0).abs() < 0.001, "{c:?}");
         }
+    }
+
+    #[test]
+    fn extreme_weight_ratios_build_fast() {
+        let mut b: Vec<(String, u32)> = (0..1000).map(|i| (format!("b{i}"), 1)).collect();
+        b[0].1 = u32::MAX;
+        let t = MaglevTable::build(&b, 65537);
+        assert_eq!(counts(&t, 1000)[0], 65537);
+        b[0].1 = 2;
+        let t = MaglevTable::build(&b, 65537);
+        let c = counts(&t, 1000);
+        assert!((128..=132).contains(&c[0]), "{}", c[0]);
     }
 
     #[test]
