@@ -37,7 +37,10 @@ pub trait Balancer: fmt::Debug + Send + Sync + 'static {
 
     /// The cluster was built with this balancer over `endpoints`: at startup, and on
     /// every reload that keeps the cluster's `lb` section (the instance is kept, so
-    /// its state survives). Off the request path: build lookup tables here.
+    /// its state survives). Off the request path: build lookup tables here. It runs
+    /// while the new config is validated, so a reload refused later may have told a
+    /// kept instance of a set that never went live: keep serving the endpoint slice
+    /// `pick` is given (check a table was built for it, else fall back).
     fn endpoints_changed(&self, endpoints: &Arc<[Arc<Endpoint>]>) {
         let _ = endpoints;
     }
