@@ -339,3 +339,87 @@ mod subset_props {
         }
     }
 }
+
+mod layer {
+    use std::sync::Arc;
+
+    use proxy_core::{rpc::RpcInfo, Body, BoxError, ClusterOverride, HttpRequest};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use crate::steering::{
+        RuleSet, SteeringConfig, SteeringCounters, SteeringHandle, TargetGroup,
+        TrafficSteeringLayer,
+    };
+
+    #[tokio::test]
+    async fn rpc_interfaces_are_redirected_and_counted() {
+        let cfg: SteeringConfig = serde_yaml::from_str(
+            "rules: [{name: pay, match: {rpc: {service: com.example.Pay, method: refund}}, to: {cluster: refunds}},
+                     {name: rest, match: {rpc: {service: com.example.Pay}}, to: {group: Group_2}}]",
+        )
+        .unwrap();
+        let counters = Arc::new(SteeringCounters::default());
+        let rules = RuleSet::new(&cfg, |c| c == "refunds")
+            .unwrap()
+            .count_in(&counters);
+        let svc = ServiceBuilder::new()
+            .layer(TrafficSteeringLayer::new(
+                SteeringHandle::new(rules),
+                counters.clone(),
+            ))
+            .service_fn(|req: HttpRequest| async move {
+                let cluster = req
+                    .extensions()
+                    .get::<ClusterOverride>()
+                    .map(|c| c.0.to_string());
+                let group = req
+                    .extensions()
+                    .get::<TargetGroup>()
+                    .map(|g| g.0.to_string());
+                Ok::<_, BoxError>(http::Response::new(Body::from(format!(
+                    "{cluster:?} {group:?}"
+                ))))
+            });
+        let call = |method: &'static str| {
+            let svc = svc.clone();
+            async move {
+                let req = http::Request::builder()
+                    .extension(RpcInfo::new("bolt", "com.example.Pay", method))
+                    .body(Body::empty())
+                    .unwrap();
+                let resp = svc.oneshot(req).await.unwrap();
+                use http_body_util::BodyExt;
+                String::from_utf8(
+                    resp.into_body()
+                        .collect()
+                        .await
+                        .unwrap()
+                        .to_bytes()
+                        .to_vec(),
+                )
+                .unwrap()
+            }
+        };
+        assert_eq!(call("refund").await, "Some(\"refunds\") None");
+        assert_eq!(call("pay").await, "None Some(\"Group_2\")");
+        let plain = svc
+            .clone()
+            .oneshot(http::Request::new(Body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(plain.status(), 200);
+        assert_eq!(counters.unmatched_count(), 1);
+        assert_eq!(
+            counters
+                .rule("pay")
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            counters
+                .rule("rest")
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+}
