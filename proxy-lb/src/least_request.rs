@@ -116,6 +116,14 @@ fn less_loaded<B: Backend>(a: &B, b: &B) -> bool {
     la * u128::from(b.weight()) < lb * u128::from(a.weight())
 }
 
+impl TryFrom<&LeastRequestConfig> for LeastRequest {
+    type Error = ConfigError;
+
+    fn try_from(config: &LeastRequestConfig) -> Result<Self, ConfigError> {
+        Self::new(config)
+    }
+}
+
 impl Balancer for LeastRequest {
     fn pick(&self, endpoints: &[Arc<Endpoint>], _req: &http::request::Parts) -> Option<usize> {
         self.pick_from(endpoints)

@@ -316,6 +316,14 @@ fn build<B: Backend>(backends: &[B], min: u64, max: u64, prev: Option<&Ring>) ->
     Ring::build(&ids, min, max, prev.map(Ring::scale))
 }
 
+impl TryFrom<&RingHashConfig> for RingHash {
+    type Error = ConfigError;
+
+    fn try_from(config: &RingHashConfig) -> Result<Self, ConfigError> {
+        Self::new(config)
+    }
+}
+
 impl Balancer for RingHash {
     fn pick(&self, endpoints: &[Arc<Endpoint>], req: &Parts) -> Option<usize> {
         self.pick_from(endpoints, req)

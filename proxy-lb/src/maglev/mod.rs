@@ -179,6 +179,14 @@ fn build<B: Backend>(backends: &[B], size: u32) -> MaglevTable {
     MaglevTable::build(&ids, size)
 }
 
+impl TryFrom<&MaglevConfig> for Maglev {
+    type Error = ConfigError;
+
+    fn try_from(config: &MaglevConfig) -> Result<Self, ConfigError> {
+        Self::new(config)
+    }
+}
+
 impl Balancer for Maglev {
     fn pick(&self, endpoints: &[Arc<Endpoint>], req: &Parts) -> Option<usize> {
         self.pick_from(endpoints, req)
