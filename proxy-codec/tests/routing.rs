@@ -146,8 +146,17 @@ impl Drop for Proxy {
 }
 
 fn config(protocol: &str, clusters: &[(&str, &str, &str)]) -> String {
+    config_with_admin(protocol, clusters, None)
+}
+
+fn config_with_admin(
+    protocol: &str,
+    clusters: &[(&str, &str, &str)],
+    admin: Option<&str>,
+) -> String {
+    let admin = admin.map_or_else(String::new, |a| format!("admin: {{ address: \"{a}\" }}\n"));
     let mut yaml = format!(
-        r#"runtime: {{ worker_threads: 1 }}
+        r#"{admin}runtime: {{ worker_threads: 1 }}
 listeners:
   - name: rpc
     address: 127.0.0.1:0
@@ -186,7 +195,11 @@ async fn two_bolt_services_on_one_listener_go_to_two_clusters() {
         let (user, _) = upstream(Bolt, "user").await;
         let (audit, _) = upstream(Bolt, "audit").await;
         let (greeter, _) = upstream(Dubbo, "greeter").await;
-        let proxy = Proxy::start(&config(
+        let admin = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let proxy = Proxy::start(&config_with_admin(
             "bolt",
             &[
                 ("pay", "bolt", &pay),
@@ -195,6 +208,7 @@ async fn two_bolt_services_on_one_listener_go_to_two_clusters() {
                 ("gold", "dubbo", &greeter),
                 ("greeter", "dubbo", &greeter),
             ],
+            Some(&admin),
         ));
         let mut c = TcpStream::connect(proxy.addr("rpc")).await.unwrap();
         // 60 calls on one connection, all in flight at once, all with the id space
@@ -229,6 +243,26 @@ async fn two_bolt_services_on_one_listener_go_to_two_clusters() {
             assert_eq!(text, want);
         }
         assert_eq!(pay_ids.lock().unwrap().len(), 20);
+
+        // The codec's counters are on the admin page, next to the route's.
+        let mut a = TcpStream::connect(&admin).await.unwrap();
+        a.write_all(b"GET /stats/prometheus HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut page = String::new();
+        a.read_to_string(&mut page).await.unwrap();
+        assert!(
+            page.contains("proxy_codec_downstream_requests_total{protocol=\"bolt\"} 61"),
+            "{page}"
+        );
+        assert!(
+            page.contains("proxy_codec_upstream_requests_total{protocol=\"bolt\"} 60"),
+            "{page}"
+        );
+        assert!(
+            page.contains("proxy_codec_error_replies_total{protocol=\"bolt\"} 1"),
+            "{page}"
+        );
     })
     .await
     .unwrap();
