@@ -388,3 +388,78 @@ fn the_readme_config_is_valid() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_many_calls_each_answer_to_its_caller() {
+    tokio::time::timeout(LIMIT, async {
+        let (pay, _) = upstream(Bolt, "pay").await;
+        let (user, _) = upstream(Bolt, "user").await;
+        let proxy = Proxy::start(&config(
+            "bolt",
+            &[
+                ("pay", "bolt", &pay),
+                ("user", "bolt", &user),
+                ("audit", "bolt", &user),
+                ("gold", "dubbo", &pay),
+                ("greeter", "dubbo", &pay),
+            ],
+        ));
+        let addr = proxy.addr("rpc");
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for conn in 0..40u32 {
+            let addr = addr.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = TcpStream::connect(&addr).await.unwrap();
+                let (mut rd, mut wr) = c.split();
+                // Every connection uses the same ids 0..100: collisions everywhere.
+                let writer = async {
+                    for id in 0..100u32 {
+                        let service = if (id + conn) % 2 == 0 {
+                            "com.example.Pay:1.0"
+                        } else {
+                            "com.example.User:1.0"
+                        };
+                        let mut f = bolt_call(id, service, "get");
+                        f.content = Bytes::from(format!("c{conn}-{id}"));
+                        let mut out = BytesMut::new();
+                        Bolt.encode(&f, &mut out).unwrap();
+                        wr.write_all(&out).await.unwrap();
+                    }
+                };
+                let reader = async {
+                    let mut buf = BytesMut::new();
+                    let mut got = 0;
+                    while got < 100 {
+                        let n = loop {
+                            if let Some(n) = Bolt.frame_length(&buf).unwrap() {
+                                if buf.len() as u64 >= n {
+                                    break n;
+                                }
+                            }
+                            assert!(rd.read_buf(&mut buf).await.unwrap() > 0, "closed early");
+                        };
+                        let f = Bolt.decode(buf.split_to(n as usize).freeze()).unwrap();
+                        let who = if (f.request_id + conn) % 2 == 0 {
+                            "pay /com.example.Pay:1.0"
+                        } else {
+                            "user /com.example.User:1.0"
+                        };
+                        assert_eq!(
+                            String::from_utf8_lossy(&f.content),
+                            format!("{who}/get c{conn}-{}", f.request_id)
+                        );
+                        got += 1;
+                    }
+                };
+                tokio::join!(writer, reader);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        eprintln!("4000 calls over 40 connections in {:?}", started.elapsed());
+    })
+    .await
+    .unwrap();
+}
