@@ -469,3 +469,45 @@ async fn dubbo_proxy_failures_answered_with_dubbo_statuses() {
     .await
     .expect("test timed out");
 }
+
+/// Downstream connections share the pooled upstream connection: while two clients
+/// hold calls in flight on their own connections to the proxy, a third asks the
+/// server how many connections it has, and the proxy holds one
+/// (`connections_per_endpoint` defaults to 1).
+#[tokio::test]
+async fn dubbo_downstream_connections_share_one_upstream_connection() {
+    let Some(node) = Node::find("dubbo_downstream_connections_share_one_upstream_connection")
+    else {
+        return;
+    };
+    tokio::time::timeout(TEST_LIMIT, async {
+        let server = node.server("dubbo", "A", &[]).await;
+        let proxy = Proxy::start(&one_cluster(&[server.addr()]));
+        let target = proxy.addr("dubbo");
+        let slow = ["--slow", "10", "--slow-ms", "1500", "--timeout", "8000"];
+        let mut first = node.spawn_client("dubbo_client.js", &target, &slow);
+        let mut second = node.spawn_client("dubbo_client.js", &target, &slow);
+        first.wait_for_line("SENT").await;
+        second.wait_for_line("SENT").await;
+        let probe = node
+            .client("dubbo_client.js", &target, &["--connections"])
+            .await;
+        probe.assert_ok();
+        assert_eq!(
+            probe.num("/serverConnections"),
+            1,
+            "three downstream connections should share one upstream connection: {}",
+            probe.json
+        );
+        for report in [first.finish().await, second.finish().await] {
+            report.assert_ok();
+            assert_eq!(
+                report.json["slow"]["answeredBy"]["A"], 10,
+                "{}",
+                report.json
+            );
+        }
+    })
+    .await
+    .expect("test timed out");
+}

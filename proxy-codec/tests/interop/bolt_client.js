@@ -12,6 +12,7 @@
 //   --oneway K                  K one-way requests (sofa-bolt-node's REQUEST_ONEWAY)
 //   --unknown                   a call to a service nobody serves: must fail with an
 //                               error answer, not a timeout
+//   --connections               asks the server how many connections it has open
 //   --whoami S1,S2              calls whoami() on each service, reports the answers
 //   --slow N --slow-ms MS       N tagAfter calls in flight while the test kills a
 //                               server: prints `SENT` once all are written, then
@@ -35,6 +36,7 @@ const args = parseArgs(process.argv.slice(2), {
   heartbeats: '0',
   oneway: '0',
   unknown: false,
+  connections: false,
   whoami: '',
   slow: '0',
   'slow-ms': '1500',
@@ -164,6 +166,10 @@ async function main() {
       report.unknown = { error: `${err.name}: ${err.message}`, resultCode: err.resultCode, ms };
       if (err.name === 'RpcResponseTimeoutError') fail('unknown service: timed out instead of an error answer');
     }
+  }
+
+  if (args.connections) {
+    report.serverConnections = await call(consumer, 'connections', []);
   }
 
   if (args.whoami) {

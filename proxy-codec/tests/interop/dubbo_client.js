@@ -14,6 +14,7 @@
 //                               Request with isTwoWay false; dubbo2.js has none)
 //   --unknown                   a call to a service nobody serves: must fail with an
 //                               error answer, not a timeout
+//   --connections               asks the server how many connections it has open
 //   --whoami S1,S2              calls whoami() on each service, reports the answers
 //   --slow N --slow-ms MS       N tagAfter calls in flight while the test kills a
 //                               server; prints `SENT` once all are written
@@ -40,6 +41,7 @@ const args = parseArgs(process.argv.slice(2), {
   heartbeats: '0',
   oneway: '0',
   unknown: false,
+  connections: false,
   whoami: '',
   slow: '0',
   'slow-ms': '1500',
@@ -59,6 +61,7 @@ const methods = {
   echoAfter(s, ms) { return [ java.String(s), java.int(ms) ]; },
   tagAfter(s, ms) { return [ java.String(s), java.int(ms) ]; },
   whoami() { return []; },
+  connections() { return []; },
 };
 
 async function main() {
@@ -162,6 +165,10 @@ async function main() {
     report.unknown = { error: err ? `${err.name}: ${err.message}` : null, value: res, ms };
     if (!err) fail('unknown service: the call succeeded');
     else if (/timeout/.test(err.message)) fail('unknown service: timed out instead of an error answer');
+  }
+
+  if (args.connections) {
+    report.serverConnections = (await echo.connections()).res;
   }
 
   if (args.whoami) {

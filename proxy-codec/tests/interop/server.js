@@ -10,6 +10,7 @@
 // Services (version 1.0, the sofa-rpc-node default; names changeable by the flags):
 //   com.example.EchoService   echo(s) -> s, echoAfter(s, ms) -> s after ms,
 //                             tagAfter(s, ms) -> NAME + ':' + s after ms,
+//                             connections() -> client connections open right now,
 //                             whoami() -> NAME, fail(msg) throws Error(msg)
 //   com.example.OtherService  whoami() -> NAME + '/other'
 
@@ -67,6 +68,9 @@ server.addService({ interfaceName: args['echo-service'] }, {
   },
   async whoami() {
     return args.name;
+  },
+  async connections() {
+    return new Promise(resolve => server.getConnections((err, n) => resolve(err ? -1 : n)));
   },
   async fail(msg) {
     const err = new Error(String(msg));
