@@ -352,3 +352,43 @@ fn build(
     let snapshot = proxy_core::snapshot::Snapshot::build(config, registry, None).unwrap();
     snapshot.clusters.get("c").unwrap().balancer.clone()
 }
+
+fn hash_policy_strategy() -> impl Strategy<Value = HashPolicyConfig> {
+    prop_oneof![
+        "[a-z][a-z0-9-]{0,12}".prop_map(|name| HashPolicyConfig::Header { name }),
+        "[a-z][a-z0-9_]{0,12}".prop_map(|name| HashPolicyConfig::Cookie { name }),
+        "[a-z][a-z0-9_]{0,12}".prop_map(|name| HashPolicyConfig::QueryParameter { name }),
+        Just(HashPolicyConfig::SourceIp {}),
+        any::<bool>().prop_map(|include_method| HashPolicyConfig::Rpc { include_method }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// Configs survive YAML both ways, and valid ones build.
+    #[test]
+    fn configs_round_trip(
+        policy in prop::collection::vec(hash_policy_strategy(), 1..=4),
+        min in 1u64..=4096,
+        extra in 0u64..=4096,
+        choice_count in 2u32..=16,
+    ) {
+        let ring = RingHashConfig { hash_policy: policy.clone(), min_ring_size: min, max_ring_size: min + extra };
+        let yaml = serde_yaml::to_string(&ring).unwrap();
+        let back: RingHashConfig = serde_yaml::from_str(&yaml).unwrap();
+        prop_assert_eq!(&back, &ring);
+        prop_assert!(RingHash::new(&back).is_ok());
+
+        let maglev = MaglevConfig { hash_policy: policy, table_size: 65537 };
+        let yaml = serde_yaml::to_string(&maglev).unwrap();
+        let back: MaglevConfig = serde_yaml::from_str(&yaml).unwrap();
+        prop_assert_eq!(&back, &maglev);
+        prop_assert!(Maglev::new(&back).is_ok());
+
+        let lr = LeastRequestConfig { choice_count };
+        let back: LeastRequestConfig = serde_yaml::from_str(&serde_yaml::to_string(&lr).unwrap()).unwrap();
+        prop_assert_eq!(&back, &lr);
+        prop_assert!(LeastRequest::new(&back).is_ok());
+    }
+}
