@@ -3,7 +3,7 @@
 //! through a `protocol: bolt` listener and a `protocol: bolt` cluster.
 //!
 //! Needs node and the packages `scripts/deps/proxy-codec.sh` installs; without them
-//! every test prints `SKIPPED:` and passes.
+//! those tests print `SKIPPED:` and pass. The captured-frame tests need nothing.
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,11 +1,13 @@
 //! Interop with real third-party Dubbo peers through the proxy: dubbo2.js's
-//! `DirectlyDubbo` client (hessian2) calling sofa-rpc-node's `RpcServer` speaking
-//! Dubbo through js-remoting-for-apache-dubbo, via a `protocol: dubbo` listener and a
-//! `protocol: dubbo` cluster; and one `protocol: auto` listener serving Bolt, Dubbo
-//! and HTTP/1.1 on the same port.
+//! `DirectlyDubbo` client and PyPI dubbo-ssl-python (each with its own hessian2)
+//! calling sofa-rpc-node's `RpcServer` speaking Dubbo through
+//! js-remoting-for-apache-dubbo, via a `protocol: dubbo` listener and a
+//! `protocol: dubbo` cluster; and one `protocol: auto` listener serving Bolt, Dubbo,
+//! HTTP/1.1 and h2c on the same port.
 //!
-//! Needs node and the packages `scripts/deps/proxy-codec.sh` installs; without them
-//! every test prints `SKIPPED:` and passes.
+//! Needs node, python3 and the packages `scripts/deps/proxy-codec.sh` installs;
+//! without them those tests print `SKIPPED:` and pass. The captured-frame tests need
+//! nothing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -264,8 +266,8 @@ async fn dubbo_server_killed_mid_flight_fails_only_its_calls() {
     .expect("test timed out");
 }
 
-/// `protocol: auto`: Bolt, Dubbo and HTTP/1.1 clients on the same port, each routed by
-/// path to a cluster speaking its protocol, all at the same time.
+/// `protocol: auto`: Bolt, Dubbo, HTTP/1.1 and h2c (curl) clients on the same port,
+/// each routed by path to a cluster speaking its protocol, all at the same time.
 #[tokio::test]
 async fn auto_listener_serves_bolt_dubbo_and_http_on_one_port() {
     let Some(node) = Node::find("auto_listener_serves_bolt_dubbo_and_http_on_one_port") else {
@@ -326,6 +328,19 @@ async fn auto_listener_serves_bolt_dubbo_and_http_on_one_port() {
             let resp = http_get(&target, "/http/hello").await;
             assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
             assert!(resp.ends_with("plain http"), "{resp}");
+        }
+        // HTTP/2 with prior knowledge (the preface) on the same port, by curl.
+        match tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--http2-prior-knowledge"])
+            .arg(format!("http://{target}/http/h2"))
+            .output()
+            .await
+        {
+            Ok(out) => {
+                assert!(out.status.success(), "curl h2c: {out:?}");
+                assert_eq!(String::from_utf8_lossy(&out.stdout), "plain http");
+            }
+            Err(e) => eprintln!("SKIPPED (h2c part): curl not runnable: {e}"),
         }
         let b = bolt_client.finish().await;
         b.assert_ok();
