@@ -35,6 +35,7 @@ fn picks(c: &mut Criterion) {
         x.iter(|| rr.pick_from(black_box(&b)))
     });
     let random = Random::default();
+    random.prepare(&b);
     c.bench_function("random_weighted_pick_100_backends", |x| {
         x.iter(|| random.pick_from(black_box(&b)))
     });

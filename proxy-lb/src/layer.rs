@@ -34,9 +34,13 @@ pub trait Picker<B>: Send + Sync + 'static {
     }
 }
 
-impl<B: Backend> Picker<B> for Random {
+impl<B: Backend + Send + Sync + 'static> Picker<B> for Random {
     fn pick(&self, backends: &[B], _req: &Parts) -> Option<usize> {
         self.pick_from(backends)
+    }
+
+    fn backends_changed(&self, backends: &Arc<[B]>) {
+        self.prepare(backends);
     }
 }
 

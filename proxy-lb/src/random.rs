@@ -1,12 +1,18 @@
 //! Weighted random: each healthy endpoint is picked with probability weight / total
 //! weight of the healthy endpoints.
+//!
+//! The cumulative weights of the endpoint set are computed when it changes; a pick
+//! draws a number below the total and binary-searches it (O(log n)), drawing again
+//! when it lands on an unhealthy endpoint, which leaves the healthy ones exactly in
+//! proportion. After a few unlucky draws an exact pass over the healthy endpoints
+//! decides.
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
 
 use proxy_core::{Balancer, Endpoint};
 use serde::{Deserialize, Serialize};
 
-use crate::{config, Backend, ConfigError};
+use crate::{backend::TableCell, config, Backend, ConfigError};
 
 /// Config of `random` (no settings).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,9 +29,48 @@ pub struct RandomConfig {}
 /// backends[0].set_healthy(false);
 /// assert_eq!(Random::default().pick_from(&backends), Some(1));
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Random {
-    _private: (),
+    cumulative: TableCell<Cumulative>,
+}
+
+/// Cumulative weights: `ends[i]` is the sum of the weights of backends `0..=i`.
+pub(crate) struct Cumulative {
+    ends: Box<[u64]>,
+}
+
+impl fmt::Debug for Cumulative {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cumulative")
+            .field("backends", &self.ends.len())
+            .field("total", &self.ends.last())
+            .finish()
+    }
+}
+
+impl Cumulative {
+    fn build<B: Backend>(backends: &[B], _prev: Option<&Self>) -> Self {
+        let mut sum = 0u64;
+        Self {
+            ends: backends
+                .iter()
+                .map(|b| {
+                    sum += u64::from(b.weight());
+                    sum
+                })
+                .collect(),
+        }
+    }
+
+    /// A backend index drawn by weight, health not considered.
+    fn draw(&self) -> Option<usize> {
+        let total = *self.ends.last()?;
+        if total == 0 {
+            return None;
+        }
+        let r = fastrand::u64(..total);
+        Some(self.ends.partition_point(|&end| end <= r))
+    }
 }
 
 impl Random {
@@ -42,15 +87,30 @@ impl Random {
         Ok(Self::new(&config::parse::<RandomConfig>(section)?))
     }
 
+    /// Computes the cumulative weights of a new endpoint set, off the request path.
+    pub fn prepare<B: Backend + Send + Sync + 'static>(&self, backends: &Arc<[B]>) {
+        self.cumulative.publish(backends, Cumulative::build);
+    }
+
     /// Picks a healthy backend with probability proportional to its weight.
     pub fn pick_from<B: Backend>(&self, backends: &[B]) -> Option<usize> {
-        pick_weighted(backends)
+        let drawn = self.cumulative.with(backends, Cumulative::build, |c| {
+            let c = c?;
+            (0..4)
+                .filter_map(|_| c.draw())
+                .find(|&i| backends.get(i).is_some_and(|b| b.is_healthy()))
+        });
+        drawn.or_else(|| pick_weighted(backends))
     }
 }
 
 impl Balancer for Random {
     fn pick(&self, endpoints: &[Arc<Endpoint>], _req: &http::request::Parts) -> Option<usize> {
         self.pick_from(endpoints)
+    }
+
+    fn endpoints_changed(&self, endpoints: &Arc<[Arc<Endpoint>]>) {
+        self.prepare(endpoints);
     }
 }
 
@@ -100,6 +160,28 @@ mod tests {
         for _ in 0..20_000 {
             counts[pick_weighted(&b).unwrap_or(9)] += 1;
         }
+        assert!((1_500..2_500).contains(&counts[0]), "{counts:?}");
+        assert!((5_000..7_000).contains(&counts[1]), "{counts:?}");
+        assert!((11_000..13_000).contains(&counts[2]), "{counts:?}");
+    }
+
+    #[test]
+    fn balancer_follows_weights_among_healthy() {
+        let b: Arc<[StaticBackend]> = vec![
+            StaticBackend::new("a", 1),
+            StaticBackend::new("b", 3),
+            StaticBackend::new("c", 6),
+            StaticBackend::new("d", 50),
+        ]
+        .into();
+        b[3].set_healthy(false);
+        let r = Random::default();
+        r.prepare(&b);
+        let mut counts = [0u32; 4];
+        for _ in 0..20_000 {
+            counts[r.pick_from(&b).unwrap_or(3)] += 1;
+        }
+        assert_eq!(counts[3], 0);
         assert!((1_500..2_500).contains(&counts[0]), "{counts:?}");
         assert!((5_000..7_000).contains(&counts[1]), "{counts:?}");
         assert!((11_000..13_000).contains(&counts[2]), "{counts:?}");

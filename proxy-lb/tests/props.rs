@@ -129,6 +129,7 @@ proptest! {
         rr.prepare(&backends);
         let lr = LeastRequest::new(&LeastRequestConfig { choice_count: 2 }).unwrap();
         let random = Random::default();
+        random.prepare(&backends);
         let unkeyed = http::Request::builder().body(()).unwrap().into_parts().0;
         let check = |name: &str, pick: Option<usize>| -> Result<(), TestCaseError> {
             match pick {
@@ -153,6 +154,7 @@ proptest! {
         check("maglev on another slice", maglev.pick_from(&other, &req))?;
         check("ring_hash on another slice", ring.pick_from(&other, &req))?;
         check("round_robin on another slice", rr.pick_from(&other))?;
+        check("random on another slice", random.pick_from(&other))?;
     }
 }
 
