@@ -40,9 +40,23 @@ fn frames<P: Protocol>(p: &P, data: &[u8]) {
         match p.kind(&f) {
             FrameKind::Request | FrameKind::OneWay => {
                 if let Ok(req) = p.request_to_http(f) {
-                    let (parts, _) = req.into_parts();
-                    if let Ok(up) = p.request_from_http(parts, Bytes::new()) {
-                        let _ = p.encode(&up, &mut out);
+                    let (mut parts, body) = req.into_parts();
+                    let body = futures_util::FutureExt::now_or_never(
+                        http_body_util::BodyExt::collect(body),
+                    )
+                    .and_then(Result::ok)
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                    for b in [false, true] {
+                        if b {
+                            // A filter's change: Dubbo rewrites its attachments then.
+                            parts
+                                .headers
+                                .insert("x-fuzz", http::HeaderValue::from_static("1"));
+                        }
+                        if let Ok(up) = p.request_from_http(parts.clone(), body.clone()) {
+                            let _ = p.encode(&up, &mut out);
+                        }
                     }
                 }
             }

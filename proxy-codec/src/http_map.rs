@@ -121,6 +121,29 @@ pub(crate) fn add_header(
     }
 }
 
+/// A digest of the headers an RPC header map would carry, to tell whether filters
+/// changed them.
+pub(crate) fn fingerprint(headers: &HeaderMap) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for (name, value) in headers {
+        if forwarded(name) {
+            name.as_str().hash(&mut h);
+            value.as_bytes().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// The original spelling of `name` among `cased` keys, or the name itself.
+pub(crate) fn original_key<'a>(cased: &'a [Bytes], name: &'a HeaderName) -> &'a [u8] {
+    let name = name.as_str().as_bytes();
+    cased
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(name))
+        .map_or(name, |k| &k[..])
+}
+
 /// The neutral facts about an RPC call, put in request extensions for balancers,
 /// filters and logs.
 pub(crate) fn rpc_info(protocol: &'static str, service: &str, method: &str) -> crate::RpcInfo {

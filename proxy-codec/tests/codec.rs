@@ -353,3 +353,44 @@ fn proxy_failures_answer_in_protocol_terms() {
         assert_eq!(r.read_string().unwrap().as_deref(), Some("no provider"));
     }
 }
+
+#[tokio::test]
+async fn dubbo_header_changes_reach_the_attachments() {
+    let f = decode_exact(&Dubbo, "dubbo_request");
+    let original = f.body.clone();
+    let mut req = Dubbo.request_to_http(f).unwrap();
+    // What a header filter would do, and what core adds for HTTP upstreams.
+    req.headers_mut()
+        .insert("x-tenant", "gold".parse().unwrap());
+    req.headers_mut()
+        .insert("application", "via-proxy".parse().unwrap());
+    req.headers_mut()
+        .insert("x-forwarded-for", "127.0.0.1".parse().unwrap());
+    let (parts, b) = req.into_parts();
+    let up = Dubbo.request_from_http(parts, body(b).await).unwrap();
+    let inv = Dubbo::parse_invocation(&up.body).unwrap();
+    assert_eq!(inv.method, "echoAfter");
+    // The arguments are untouched: the body up to the attachments is the original.
+    assert_eq!(
+        &up.body[..inv.attachments_at],
+        &original[..inv.attachments_at]
+    );
+    let get = |k: &str| {
+        inv.attachments
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.clone())
+    };
+    assert_eq!(get("x-tenant").as_deref(), Some("gold"));
+    assert_eq!(get("application").as_deref(), Some("via-proxy"));
+    assert_eq!(get("path").as_deref(), Some("com.example.EchoService"));
+    assert_eq!(
+        get("x-forwarded-for"),
+        None,
+        "the proxy's own headers stay out"
+    );
+    // dubbo2.js sends `timeout` as an int: kept as it was.
+    assert_eq!(inv.other_attachments.len(), 1);
+    let mut r = proxy_codec::hessian2::Reader::new(&inv.other_attachments[0]);
+    assert_eq!(r.read_string().unwrap().as_deref(), Some("timeout"));
+}

@@ -13,7 +13,7 @@ use super::{
     header_map, status, BoltMeta,
 };
 use crate::{
-    http_map::{add_header, forwarded, rpc_info, rpc_uri, split_rpc_path},
+    http_map::{add_header, forwarded, original_key, rpc_info, rpc_uri, split_rpc_path},
     protocol::{DecodeError, EncodeError},
 };
 
@@ -135,12 +135,7 @@ fn encode_headers(headers: &HeaderMap, extra: Option<&HeaderExtras>, dst: &mut B
     let cased: &[Bytes] = extra.map_or(&[], |e| &e.cased_keys);
     for (name, value) in headers {
         if forwarded(name) {
-            let name = name.as_str().as_bytes();
-            let key = cased
-                .iter()
-                .find(|k| k.eq_ignore_ascii_case(name))
-                .map_or(name, |k| &k[..]);
-            header_map::put(dst, key, Some(value.as_bytes()));
+            header_map::put(dst, original_key(cased, name), Some(value.as_bytes()));
         }
     }
     for (k, v) in extra.map_or(&[][..], |e| &e.entries) {

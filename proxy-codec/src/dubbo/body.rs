@@ -1,7 +1,7 @@
 //! The hessian2 bodies of Dubbo requests and responses: the leading invocation fields,
 //! the arguments (skipped) and the attachments map.
 
-use crate::hessian2::{HessianError, Reader};
+use crate::hessian2::{HessianError, MapEntry, Reader};
 
 /// Response body flag: an exception follows.
 pub const RESPONSE_WITH_EXCEPTION: i32 = 0;
@@ -31,6 +31,10 @@ pub struct Invocation {
     pub parameter_types: String,
     /// The attachments whose keys and values are strings (or null values).
     pub attachments: Vec<(String, Option<String>)>,
+    /// The other attachments (a non-string key or value), as their raw bytes.
+    pub other_attachments: Vec<Vec<u8>>,
+    /// Where the attachments map starts in the body (the body's length if it has none).
+    pub attachments_at: usize,
 }
 
 /// Counts the parameters in a JVM method descriptor's parameter list.
@@ -73,8 +77,12 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<Invocation, HessianError> {
     for _ in 0..count_parameters(&inv.parameter_types)? {
         r.skip_value()?;
     }
+    inv.attachments_at = r.position();
     if !r.is_empty() {
-        r.read_string_map(&mut |k, v| inv.attachments.push((k, v)))?;
+        r.read_map(&mut |e| match e {
+            MapEntry::Strings { key, value, .. } => inv.attachments.push((key, value)),
+            MapEntry::Other { raw } => inv.other_attachments.push(raw.to_vec()),
+        })?;
     }
     Ok(inv)
 }

@@ -10,7 +10,8 @@ use super::{
     status, Dubbo, DubboMeta,
 };
 use crate::{
-    http_map::{add_header, rpc_info, rpc_uri},
+    hessian2::Writer,
+    http_map::{add_header, fingerprint, forwarded, original_key, rpc_info, rpc_uri},
     protocol::DecodeError,
 };
 
@@ -29,6 +30,16 @@ pub struct DubboRequestInfo {
     pub parameter_types: String,
     /// String attachments that are not valid HTTP headers (or have null values).
     pub extra_attachments: Vec<(Bytes, Option<Bytes>)>,
+    /// Attachments with a non-string key or value, as their raw hessian2 bytes.
+    pub other_attachments: Vec<Bytes>,
+    /// The original spelling of attachment keys lowercased into header names.
+    pub cased_keys: Vec<Bytes>,
+    /// Where the attachments map starts in the body.
+    pub attachments_at: usize,
+    /// A digest of the headers as decoded: when the headers reaching the upstream
+    /// side differ (a filter changed them), the attachments map is rewritten from
+    /// them; otherwise the body goes out byte for byte.
+    pub headers_digest: u64,
 }
 
 /// The Dubbo protocol fields of a response, in its extensions.
@@ -40,17 +51,23 @@ pub struct DubboResponseInfo {
     pub serialization: u8,
 }
 
-type Split = (HeaderMap, Vec<(Bytes, Option<Bytes>)>);
+/// Headers from attachments, the entries that are not headers, and the original
+/// spelling of keys that were lowercased.
+type Split = (HeaderMap, Vec<(Bytes, Option<Bytes>)>, Vec<Bytes>);
 
 fn headers_from(attachments: Vec<(String, Option<String>)>) -> Split {
     let mut headers = HeaderMap::new();
     let mut extra = Vec::new();
+    let mut cased = Vec::new();
     for (k, v) in attachments {
-        if let Some(e) = add_header(&mut headers, Bytes::from(k), v.map(Bytes::from)) {
-            extra.push(e);
+        let key = Bytes::from(k);
+        let spelled = key.iter().any(u8::is_ascii_uppercase).then(|| key.clone());
+        match add_header(&mut headers, key, v.map(Bytes::from)) {
+            Some(e) => extra.push(e),
+            None => cased.extend(spelled),
         }
     }
-    (headers, extra)
+    (headers, extra, cased)
 }
 
 pub(super) fn request_to_http(f: DubboFrame) -> Result<HttpRequest, DecodeError> {
@@ -60,7 +77,8 @@ pub(super) fn request_to_http(f: DubboFrame) -> Result<HttpRequest, DecodeError>
         ));
     }
     let inv = body::parse_request(&f.body)?;
-    let (headers, extra_attachments) = headers_from(inv.attachments);
+    let (headers, extra_attachments, cased_keys) = headers_from(inv.attachments);
+    let headers_digest = fingerprint(&headers);
     let mut req = Request::new(Body::from(f.body));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = rpc_uri(&inv.service, &inv.method);
@@ -74,23 +92,64 @@ pub(super) fn request_to_http(f: DubboFrame) -> Result<HttpRequest, DecodeError>
         service_version: inv.version,
         parameter_types: inv.parameter_types,
         extra_attachments,
+        other_attachments: inv.other_attachments.into_iter().map(Bytes::from).collect(),
+        cased_keys,
+        attachments_at: inv.attachments_at,
+        headers_digest,
     });
     Ok(req)
 }
 
-/// The body is passed on unchanged: a request from another protocol must carry a
-/// complete hessian2 invocation body.
+/// The body is passed on unchanged unless a filter changed the headers, in which
+/// case its attachments map is rewritten from them. A request from another protocol
+/// must carry a complete hessian2 invocation body.
 pub(super) fn request_from_http(parts: &http::request::Parts, body: Bytes) -> DubboFrame {
-    let flags = parts
-        .extensions
-        .get::<DubboRequestInfo>()
-        .map_or(FLAG_REQUEST | FLAG_TWO_WAY | HESSIAN2, |i| i.flags);
+    let info = parts.extensions.get::<DubboRequestInfo>();
+    let flags = info.map_or(FLAG_REQUEST | FLAG_TWO_WAY | HESSIAN2, |i| i.flags);
+    let body = match info {
+        Some(i)
+            if i.headers_digest != fingerprint(&parts.headers)
+                && i.attachments_at <= body.len() =>
+        {
+            rewrite_attachments(i, &parts.headers, &body)
+        }
+        _ => body,
+    };
     DubboFrame {
         flags,
         status: 0,
         request_id: 0,
         body,
     }
+}
+
+/// The body with its attachments map replaced by the headers (original key spelling),
+/// the attachments that are not headers, and the non-string ones as they were.
+fn rewrite_attachments(info: &DubboRequestInfo, headers: &HeaderMap, body: &[u8]) -> Bytes {
+    let mut w = Writer::new();
+    w.raw(&body[..info.attachments_at]);
+    w.map_begin();
+    for (name, value) in headers {
+        if forwarded(name) {
+            w.string(&String::from_utf8_lossy(original_key(
+                &info.cased_keys,
+                name,
+            )));
+            w.string(&String::from_utf8_lossy(value.as_bytes()));
+        }
+    }
+    for (k, v) in &info.extra_attachments {
+        w.string(&String::from_utf8_lossy(k));
+        match v {
+            Some(v) => w.string(&String::from_utf8_lossy(v)),
+            None => w.null(),
+        };
+    }
+    for raw in &info.other_attachments {
+        w.raw(raw);
+    }
+    w.map_end();
+    Bytes::from(w.into_bytes())
 }
 
 pub(super) fn response_to_http(f: DubboFrame) -> HttpResponse {

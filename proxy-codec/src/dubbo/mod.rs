@@ -3,7 +3,9 @@
 //! A request becomes `POST /{service}/{method}` from the body's leading hessian2
 //! fields; its string attachments become headers (lowercased keys that are valid
 //! header names; the rest in [`DubboRequestInfo`]), and the body is passed through
-//! unchanged: the arguments are skipped, never decoded. Events (heartbeats) are
+//! unchanged: the arguments are skipped, never decoded. Only when a filter changed the
+//! headers is the attachments map at the body's end rewritten from them (keys in
+//! their original spelling, non-string attachments kept as they were). Events (heartbeats) are
 //! answered by the connection itself. Proxy-side failures are answered with the
 //! Dubbo status byte ([`status`]) and the message as a hessian2 string body.
 

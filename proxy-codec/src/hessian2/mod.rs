@@ -34,5 +34,5 @@ mod reader;
 mod tests;
 mod writer;
 
-pub use reader::{HessianError, Reader, MAX_DEPTH};
+pub use reader::{HessianError, MapEntry, Reader, MAX_DEPTH};
 pub use writer::Writer;

@@ -39,6 +39,25 @@ pub enum HessianError {
 
 type Result<T> = std::result::Result<T, HessianError>;
 
+/// One entry of a map read with [`Reader::read_map`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapEntry<'a> {
+    /// A string key with a string (or null) value.
+    Strings {
+        /// The key.
+        key: String,
+        /// The value; `None` for null.
+        value: Option<String>,
+        /// The entry's bytes.
+        raw: &'a [u8],
+    },
+    /// Any other entry, as its bytes (key then value).
+    Other {
+        /// The entry's bytes.
+        raw: &'a [u8],
+    },
+}
+
 /// A cursor over hessian2 bytes: reads strings, ints and string maps, skips anything.
 ///
 /// Class definitions met on the way are remembered (objects refer to them by index),
@@ -411,6 +430,20 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// [`HessianError::Unexpected`] if the next value is not a map; malformed input.
     pub fn read_string_map(&mut self, each: &mut dyn FnMut(String, Option<String>)) -> Result<()> {
+        self.read_map(&mut |e| {
+            if let MapEntry::Strings { key, value, .. } = e {
+                each(key, value);
+            }
+        })
+    }
+
+    /// Reads a map (untyped `H`, typed `M`, or null), calling `each` with every entry:
+    /// string pairs (or a string key with a null value) decoded, anything else as its
+    /// raw bytes.
+    ///
+    /// # Errors
+    /// [`HessianError::Unexpected`] if the next value is not a map; malformed input.
+    pub fn read_map(&mut self, each: &mut dyn FnMut(MapEntry<'a>)) -> Result<()> {
         let end = if self.draft { b'z' } else { b'Z' };
         match self.byte()? {
             b'N' => return Ok(()),
@@ -425,13 +458,16 @@ impl<'a> Reader<'a> {
             }
         }
         while self.peek()? != end {
+            let start = self.pos;
             let key = self.string_or_skip()?;
             let value_is_null = self.peek()? == b'N';
             let value = self.string_or_skip()?;
-            if let Some(key) = key {
-                if value.is_some() || value_is_null {
-                    each(key, value);
+            let raw = &self.buf[start..self.pos];
+            match key {
+                Some(key) if value.is_some() || value_is_null => {
+                    each(MapEntry::Strings { key, value, raw })
                 }
+                _ => each(MapEntry::Other { raw }),
             }
         }
         self.pos += 1;
