@@ -15,7 +15,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SRC="$ROOT/proxy-codec/tests/interop"
-DEST="${PROXY_CODEC_NODE_DEPS:-${CARGO_TARGET_DIR:-$ROOT/target}/test-deps/proxy-codec}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
+DEST="${PROXY_CODEC_NODE_DEPS:-$TARGET/test-deps/proxy-codec}"
 
 warn() {
   echo "==================================================================" >&2
