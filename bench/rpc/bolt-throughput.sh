@@ -31,7 +31,9 @@ CLIENTS="${CLIENTS:-1}"
 PAYLOAD_BYTES="${PAYLOAD_BYTES:-64}"
 PROXY_CPU="${PROXY_CPU:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
-export NODE_PATH="${NODE_DEPS:-${CARGO_TARGET_DIR:-$ROOT/target}/test-deps/proxy-codec/node_modules}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
+export NODE_PATH="${NODE_DEPS:-$TARGET/test-deps/proxy-codec/node_modules}"
 
 die() { echo "bolt-throughput: $*" >&2; exit 1; }
 command -v node >/dev/null || die "node missing (bash scripts/deps/proxy-codec.sh)"
