@@ -892,3 +892,39 @@ async fn drain_finishes_requests_in_flight_then_closes() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_peer_that_never_reads_its_answers_is_cut_off() {
+    timeout(LIMIT, async {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let opts: ServerOptions = serde_yaml::from_str("frame_timeout: 200ms").unwrap();
+        let srv = RpcServer::new(Bolt, opts, Arc::default());
+        let task = tokio::spawn(async move {
+            let conn = Connection {
+                stream: Stream::Boxed(Box::new(server)),
+                peer: None,
+                listener: "test".into(),
+                secure: false,
+                extensions: http::Extensions::new(),
+            };
+            srv.serve(
+                conn,
+                Bytes::new(),
+                echo_service(Arc::default()),
+                std::future::pending(),
+            )
+            .await;
+        });
+        // Heartbeats whose answers pile up unread: the server stops reading at its
+        // write high-water mark and closes once writing stalls past frame_timeout.
+        let (_rd, mut wr) = tokio::io::split(client);
+        let pings: Vec<_> = (0..100_000).map(heartbeat).collect();
+        let bytes = wire(&Bolt, &pings);
+        tokio::spawn(async move {
+            let _ = wr.write_all(&bytes).await;
+        });
+        task.await.unwrap();
+    })
+    .await
+    .unwrap();
+}

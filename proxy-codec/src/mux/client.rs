@@ -32,7 +32,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{collect, next_frame};
+use super::{collect, next_frame, WRITE_HIGH_WATER};
 use crate::{
     config::UpstreamOptions,
     metrics::{CodecMetrics, Counters},
@@ -333,12 +333,12 @@ impl<P: Protocol> ConnTask<P> {
                         }
                     }
                 }
-                msg = rx.recv(), if accepting && pending.len() < self.max_in_flight => {
+                msg = rx.recv(), if accepting && pending.len() < self.max_in_flight && wbuf.len() < WRITE_HIGH_WATER => {
                     match msg {
                         None => accepting = false,
                         Some(out) => {
                             self.enqueue(out, &mut pending, &mut next_id, &mut wbuf);
-                            while pending.len() < self.max_in_flight && wbuf.len() < 64 * 1024 {
+                            while pending.len() < self.max_in_flight && wbuf.len() < WRITE_HIGH_WATER / 16 {
                                 match rx.try_recv() {
                                     Ok(out) => self.enqueue(out, &mut pending, &mut next_id, &mut wbuf),
                                     Err(_) => break,

@@ -4,9 +4,13 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::{DecodeError, Protocol};
 
+/// Room reserved at a time for a frame still arriving: memory follows the bytes that
+/// actually came, not the length a peer declared.
+const RESERVE_STEP: usize = 64 * 1024;
+
 /// The next complete frame in `buf`, if all of it has arrived. The declared length is
 /// checked against `max` as soon as the fixed header is there, before the rest is
-/// buffered; room for an accepted frame is reserved at once.
+/// buffered.
 pub(crate) fn next_frame<P: Protocol + ?Sized>(
     proto: &P,
     buf: &mut BytesMut,
@@ -20,7 +24,7 @@ pub(crate) fn next_frame<P: Protocol + ?Sized>(
             if buf.len() >= len {
                 Ok(Some(buf.split_to(len).freeze()))
             } else {
-                buf.reserve(len - buf.len());
+                buf.reserve((len - buf.len()).min(RESERVE_STEP));
                 Ok(None)
             }
         }

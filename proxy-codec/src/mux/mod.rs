@@ -20,6 +20,10 @@ pub use self::server::serve_connection;
 
 use crate::protocol::Failure;
 
+/// Encoded bytes waiting to be written past which a connection stops taking more
+/// work (reading requests downstream, taking requests upstream) until the peer reads.
+pub(crate) const WRITE_HIGH_WATER: usize = 1 << 20;
+
 /// A failure owned by the machinery until it is turned into a reply.
 #[derive(Debug, Clone)]
 pub(crate) struct OwnedFailure {

@@ -20,7 +20,7 @@ use tokio::{
 };
 use tower_service::Service;
 
-use super::{collect, next_frame, OwnedFailure};
+use super::{collect, next_frame, OwnedFailure, WRITE_HIGH_WATER};
 use crate::{
     config::ServerOptions,
     metrics::Counters,
@@ -98,7 +98,7 @@ pub async fn serve_connection<P, R, W, D>(
 
     loop {
         // Cut and dispatch every complete frame in the buffer.
-        while reading && inflight.len() < max_in_flight {
+        while reading && inflight.len() < max_in_flight && wbuf.len() < WRITE_HIGH_WATER {
             let frame = match next_frame(proto, &mut rbuf, max_frame) {
                 Ok(Some(f)) => {
                     frame_started = None;
@@ -167,7 +167,8 @@ pub async fn serve_connection<P, R, W, D>(
         if !reading && inflight.is_empty() && wbuf.is_empty() {
             break;
         }
-        let can_read = reading && inflight.len() < max_in_flight;
+        // Backpressure: a peer that does not read its answers gets no more requests read.
+        let can_read = reading && inflight.len() < max_in_flight && wbuf.len() < WRITE_HIGH_WATER;
         if can_read && rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(8192);
         }
