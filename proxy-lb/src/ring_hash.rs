@@ -11,7 +11,7 @@
 //!
 //! A key whose endpoint is unhealthy goes to the next point whose endpoint is healthy.
 
-use std::{fmt, fmt::Write as _, sync::Arc};
+use std::{fmt, sync::Arc};
 
 use http::request::Parts;
 use proxy_core::{Balancer, Endpoint};
@@ -126,13 +126,17 @@ impl Ring {
     ) -> Self {
         let total: u64 = backends.iter().map(|b| count(b.1)).sum();
         let mut points = Vec::with_capacity(total.min(MAX_RING_SIZE * 2) as usize);
-        let mut key = String::new();
+        // Point n of a backend hashes "<id>_<n>" (n in decimal).
+        let mut key = Vec::new();
         for (i, (id, w)) in backends.iter().enumerate() {
-            let id = String::from_utf8_lossy(id.as_ref());
+            key.clear();
+            key.extend_from_slice(id.as_ref());
+            key.push(b'_');
+            let prefix = key.len();
             for n in 0..count(*w) {
-                key.clear();
-                let _ = write!(key, "{id}_{n}");
-                points.push((xxh64(key.as_bytes(), 0), i as u32));
+                key.truncate(prefix);
+                push_decimal(&mut key, n);
+                points.push((xxh64(&key, 0), i as u32));
             }
         }
         points.sort_unstable();
@@ -185,6 +189,21 @@ impl crate::backend::HashTable for Ring {
     fn owner_usable(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         self.lookup_usable(hash, usable)
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The ring hash balancer.
@@ -341,6 +360,15 @@ impl Balancer for RingHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal() {
+        for n in [0u64, 7, 10, 99, 1234567, u64::MAX] {
+            let mut v = b"x_".to_vec();
+            push_decimal(&mut v, n);
+            assert_eq!(v, format!("x_{n}").into_bytes());
+        }
+    }
 
     #[test]
     fn sizes() {
