@@ -80,8 +80,8 @@ impl Dispatcher {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let mut job = Some(OffloadJob::new(move || {
-            let _ = tx.send(f());
+        let mut job = Some(OffloadJob::split(f, move |r| {
+            let _ = tx.send(r);
         }));
         let mut chosen = None;
         for i in self.order() {

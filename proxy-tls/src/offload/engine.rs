@@ -4,11 +4,31 @@ use std::{fmt, time::Instant};
 
 use super::EngineStats;
 
+type Deliver = Box<dyn FnOnce() + Send>;
+
 /// A private-key operation (or the handshake step that contains one), ready to run on
-/// an engine's thread.
+/// an engine's thread. It runs in two parts: [`OffloadJob::execute`] does the work,
+/// [`Delivery::deliver`] hands the result to whoever awaits it, so an engine can
+/// account for the job in between.
 pub struct OffloadJob {
-    work: Box<dyn FnOnce() + Send>,
+    work: Box<dyn FnOnce() -> Deliver + Send>,
     queued_at: Instant,
+}
+
+/// The result of an executed [`OffloadJob`], not yet handed over.
+pub struct Delivery(Deliver);
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Delivery")
+    }
+}
+
+impl Delivery {
+    /// Hands the result over (wakes the awaiting I/O task).
+    pub fn deliver(self) {
+        (self.0)();
+    }
 }
 
 impl fmt::Debug for OffloadJob {
@@ -20,10 +40,22 @@ impl fmt::Debug for OffloadJob {
 }
 
 impl OffloadJob {
-    /// Wraps `work`; the time of this call is the queueing time.
+    /// Wraps `work`, which reports its own result; the time of this call is the
+    /// queueing time.
     pub fn new(work: impl FnOnce() + Send + 'static) -> Self {
+        Self::split(work, |()| ())
+    }
+
+    /// A job whose result `compute` returns and `deliver` hands over.
+    pub fn split<T: Send + 'static>(
+        compute: impl FnOnce() -> T + Send + 'static,
+        deliver: impl FnOnce(T) + Send + 'static,
+    ) -> Self {
         Self {
-            work: Box::new(work),
+            work: Box::new(move || {
+                let result = compute();
+                Box::new(move || deliver(result)) as Deliver
+            }),
             queued_at: Instant::now(),
         }
     }
@@ -33,10 +65,15 @@ impl OffloadJob {
         self.queued_at
     }
 
-    /// Runs the job on the calling thread (an engine thread, never an I/O thread).
-    /// The job reports its own result to whoever awaits it.
+    /// Does the work on the calling thread (an engine thread, never an I/O thread);
+    /// the result is handed over by [`Delivery::deliver`].
+    pub fn execute(self) -> Delivery {
+        Delivery((self.work)())
+    }
+
+    /// Executes and delivers.
     pub fn run(self) {
-        (self.work)();
+        self.execute().deliver();
     }
 }
 

@@ -36,6 +36,6 @@ mod metrics;
 mod software;
 
 pub use dispatcher::Dispatcher;
-pub use engine::{OffloadEngine, OffloadError, OffloadJob};
+pub use engine::{Delivery, OffloadEngine, OffloadError, OffloadJob};
 pub use metrics::{EngineStats, OffloadMetrics};
 pub use software::SoftwareEngine;

@@ -76,8 +76,14 @@ fn worker(rx: &Mutex<mpsc::Receiver<OffloadJob>>, stats: &EngineStats) {
             }
         };
         let queued_at = job.queued_at();
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run())).is_ok();
-        stats.finished(queued_at.elapsed(), ok);
+        // Account before delivering, so whoever sees the result sees the count.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.execute())) {
+            Ok(delivery) => {
+                stats.finished(queued_at.elapsed(), true);
+                delivery.deliver();
+            }
+            Err(_) => stats.finished(queued_at.elapsed(), false),
+        }
     }
 }
 
