@@ -12,6 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An upstream answering every request with its own name as the body.
 fn upstream(name: &'static str) -> SocketAddr {
+    upstream_after(name, Duration::ZERO)
+}
+
+/// An upstream answering every request with its own name, `delay` after the head.
+fn upstream_after(name: &'static str, delay: Duration) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -39,6 +44,9 @@ fn upstream(name: &'static str) -> SocketAddr {
                         buf.extend_from_slice(&chunk[..n]);
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             buf.drain(..end + 4);
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             let resp = format!(
                                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}",
                                 name.len()
@@ -184,6 +192,39 @@ async fn least_request_and_random_serve() {
             assert_eq!(seen.len(), 2, "{lb}: {seen:?}");
             stop(server, handle);
         }
+    })
+    .await;
+}
+
+/// A slow upstream holds its requests in flight: least request sends the rest to
+/// the fast one.
+#[tokio::test]
+async fn least_request_avoids_a_slow_endpoint() {
+    within(async {
+        let addrs = [
+            upstream_after("slow", Duration::from_millis(600)),
+            upstream("fast"),
+        ];
+        let lb = "      policy: least_request";
+        let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1])));
+        let mut tasks = Vec::new();
+        for i in 0..20u64 {
+            let addr = addr.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20 * i)).await;
+                get(&addr, "/", "").await
+            }));
+        }
+        let mut slow = 0;
+        for t in tasks {
+            if t.await.unwrap() == "slow" {
+                slow += 1;
+            }
+        }
+        // Round robin would send 10; least request only the first few (ties while a
+        // fast request is still in flight on a loaded machine).
+        assert!(slow <= 4, "{slow} of 20 went to the slow endpoint");
+        stop(server, handle);
     })
     .await;
 }
