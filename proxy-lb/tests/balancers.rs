@@ -7,7 +7,7 @@
 
 use std::{collections::HashMap, future::Future, net::SocketAddr, time::Duration};
 
-use proxy_core::{config::Config, Registry, Server};
+use proxy_core::{cluster::HealthFlags, config::Config, Registry, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An upstream answering every request with its own name as the body.
@@ -190,6 +190,39 @@ async fn least_request_and_random_serve() {
                 seen.insert(get(&addr, "/", "").await);
             }
             assert_eq!(seen.len(), 2, "{lb}: {seen:?}");
+            stop(server, handle);
+        }
+    })
+    .await;
+}
+
+/// An ejected endpoint gets none of its keys, every balancer; cleared, it gets them
+/// back (hash balancers).
+#[tokio::test]
+async fn flagged_endpoints_get_no_traffic() {
+    within(async {
+        let addrs = [upstream("h0"), upstream("h1"), upstream("h2")];
+        for lb in [
+            "      policy: maglev\n      config:\n        hash_policy: [{type: header, name: x-user}]",
+            "      policy: ring_hash\n      config:\n        hash_policy: [{type: header, name: x-user}]",
+            "      policy: round_robin",
+            "      policy: least_request",
+            "      policy: random",
+        ] {
+            let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 2, 1])));
+            let owner = get(&addr, "/", "x-user: ann\r\n").await;
+            let snapshot = server.snapshot();
+            let cluster = snapshot.clusters.get("backends").unwrap();
+            let i = usize::from(owner.as_bytes()[1] - b'0');
+            assert_eq!(cluster.endpoints[i].address, addrs[i]);
+            cluster.endpoints[i].set_health_flag(HealthFlags::EJECTED);
+            for _ in 0..12 {
+                assert_ne!(get(&addr, "/", "x-user: ann\r\n").await, owner, "{lb}");
+            }
+            cluster.endpoints[i].clear_health_flag(HealthFlags::EJECTED);
+            if lb.contains("hash_policy") {
+                assert_eq!(get(&addr, "/", "x-user: ann\r\n").await, owner, "{lb}");
+            }
             stop(server, handle);
         }
     })
