@@ -271,6 +271,7 @@ pub fn registry(runtime: proxy_tls::TlsRuntime) -> Registry {
                                 }
                             };
                             put("x-tls-version", f.version);
+                            put("x-tls-cipher", f.cipher);
                             if let Some(a) = &f.alpn {
                                 put("x-tls-alpn", &String::from_utf8_lossy(a));
                             }
