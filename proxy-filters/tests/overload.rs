@@ -254,6 +254,15 @@ async fn measure_backend(up: &Upstream) -> Baseline {
     }
 }
 
+/// The scenarios run one after the other: side by side they would compete for the same
+/// two cores and measure each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload() {
+    limiter_keeps_goodput_and_latency_under_3x_overload().await;
+    high_cost_interfaces_are_shed_first().await;
+    through_the_proxy_server().await;
+}
+
 fn limiter_config(name: &str) -> AdaptiveConfig {
     // Defaults everywhere (no limit set by hand) except: no CPU signal in a test.
     AdaptiveConfig::from_yaml(
@@ -262,7 +271,6 @@ fn limiter_config(name: &str) -> AdaptiveConfig {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limiter_keeps_goodput_and_latency_under_3x_overload() {
     tokio::time::timeout(Duration::from_secs(90), async {
         let addr = backend().await;
@@ -384,7 +392,6 @@ async fn limiter_keeps_goodput_and_latency_under_3x_overload() {
 /// High-cost interfaces are shed first: `/expensive` (4x the service time) is learned
 /// as high-cost at low load and, under 3x overload, rejected far more often than
 /// `/cheap` (a quarter of it), which keeps most of its traffic.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_cost_interfaces_are_shed_first() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let addr = backend().await;
@@ -427,7 +434,6 @@ async fn high_cost_interfaces_are_shed_first() {
 /// listener's `http_filters`, an HTTP/2 client, the proxy, the fixed-capacity backend
 /// as an HTTP/2 cluster. A second listener without the filter gives the capacity.
 /// The decisions show in admin `/stats/prometheus`; a bad gain is refused at load.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_proxy_server() {
     tokio::time::timeout(Duration::from_secs(90), async {
         let addr = backend().await;

@@ -23,6 +23,8 @@ use super::{
 const BASELINE_DOWN: f64 = 0.5;
 /// Weight of a healthy interval's percentile when the baseline moves up.
 const BASELINE_UP: f64 = 0.05;
+/// Weight of a healthy interval's mean latency in the baseline mean.
+const BASELINE_MEAN_ALPHA: f64 = 0.1;
 /// Intervals over which the completion rate behind the throughput floor is measured
 /// (capped by the latency window).
 const RATE_INTERVALS: usize = 2;
@@ -93,6 +95,7 @@ pub(crate) struct ControlLoop {
     baseline: Option<f64>,
     baseline_mean: Option<f64>,
     recent_dt: VecDeque<f64>,
+    window_len: usize,
     best_rate: f64,
     costs: Option<CostLearner>,
     rejected_before: u64,
@@ -131,7 +134,8 @@ impl ControlLoop {
             cpu_smoothed: None,
             baseline: None,
             baseline_mean: None,
-            recent_dt: VecDeque::with_capacity(RATE_INTERVALS + 1),
+            recent_dt: VecDeque::with_capacity(window + 1),
+            window_len: window,
             best_rate: 0.0,
             costs: shared
                 .costs
@@ -158,6 +162,8 @@ impl ControlLoop {
 
         // Latency: the configured percentile over the newest intervals.
         let completed = self.window.push_from(&shared.latency);
+        self.recent_dt.push_front(dt);
+        self.recent_dt.truncate(self.window_len);
         let mut latency = None;
         let mut target = None;
         let mut latency_pressure = None;
@@ -204,7 +210,12 @@ impl ControlLoop {
                 self.baseline = Some(learn(self.baseline, v.as_secs_f64()));
             }
             if let Some(mean) = self.window.newest_mean() {
-                self.baseline_mean = Some(learn(self.baseline_mean, mean.as_secs_f64()));
+                // The mean moves with the mix of requests: no bias either way.
+                let mean = mean.as_secs_f64();
+                self.baseline_mean = Some(
+                    self.baseline_mean
+                        .map_or(mean, |b| b + BASELINE_MEAN_ALPHA * (mean - b)),
+                );
             }
         }
 
@@ -217,11 +228,10 @@ impl ControlLoop {
             // Completions per second over the last few intervals (a burst of
             // completions is not throughput), then the best of that, decaying over
             // `memory`.
-            self.recent_dt.push_front(dt);
-            self.recent_dt.truncate(RATE_INTERVALS);
-            let span: f64 = self.recent_dt.iter().sum();
+            let n = RATE_INTERVALS.min(self.recent_dt.len());
+            let span: f64 = self.recent_dt.iter().take(n).sum();
             #[allow(clippy::cast_precision_loss)]
-            let rate = self.window.recent_count(self.recent_dt.len()) as f64 / span;
+            let rate = self.window.recent_count(n) as f64 / span.max(1e-3);
             let decay = (-dt / f.memory.as_secs_f64()).exp();
             self.best_rate = rate.max(self.best_rate * decay);
             let latency_dominates = match (latency_pressure, cpu_pressure) {

@@ -77,3 +77,101 @@ impl<S> Layer<S> for AdaptiveConcurrencyLayer {
         AdaptiveConcurrency::new(inner, self.shared.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, time::Duration};
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use tower::{service_fn, Layer, Service, ServiceExt};
+
+    use super::*;
+
+    fn config(yaml: &str) -> AdaptiveConfig {
+        AdaptiveConfig::from_yaml(&serde_yaml::from_str(yaml).unwrap()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn control_loop_runs_and_stops_with_the_layer() {
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = tasks();
+        let layer = AdaptiveConcurrencyLayer::new(&config("{cpu: null}")).unwrap();
+        assert_eq!(
+            tasks(),
+            before,
+            "not started before the layer wraps a service"
+        );
+        let svc = layer.layer(service_fn(|_r: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Bytes::new()))
+        }));
+        let _second = layer.layer(service_fn(|_r: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Bytes::new()))
+        }));
+        assert_eq!(tasks(), before + 1, "one loop per layer");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(
+            layer
+                .stats()
+                .steps
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 3
+        );
+        drop((svc, _second, layer));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(tasks(), before, "the control task ended with the layer");
+    }
+
+    #[tokio::test]
+    async fn rejections_carry_the_overload_answer() {
+        let pending =
+            |_r: Request<()>| std::future::pending::<Result<Response<Bytes>, Infallible>>();
+        for (yaml, grpc, status) in [
+            ("{cpu: null, min_limit: 1, max_limit: 1, headroom: null}", false, 503),
+            ("{cpu: null, min_limit: 1, max_limit: 1, headroom: null, reject: {status: 429, retry_after: 3s}}", false, 429),
+            ("{cpu: null, min_limit: 1, max_limit: 1, headroom: null}", true, 200),
+        ] {
+            let layer = AdaptiveConcurrencyLayer::new(&config(yaml)).unwrap();
+            let mut holder = layer.layer(service_fn(pending));
+            let _held = holder.call(Request::new(()));
+            assert_eq!(layer.in_flight(), 1);
+            let mut req = Request::new(());
+            if grpc {
+                req.headers_mut()
+                    .insert("content-type", "application/grpc+proto".parse().unwrap());
+            }
+            let resp = layer.layer(service_fn(pending)).oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), status, "{yaml}");
+            let h = resp.headers();
+            assert_eq!(h["x-proxy-error"], "overload");
+            assert_eq!(h["retry-after"], if status == 429 { "3" } else { "1" });
+            if grpc {
+                assert_eq!(h["grpc-status"], "8");
+                assert_eq!(h["content-type"], "application/grpc");
+            }
+            assert_eq!(layer.stats().rejected_limit(), 1);
+            assert_eq!(layer.stats().admitted(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn dropped_requests_release_their_place() {
+        let layer = AdaptiveConcurrencyLayer::new(&config(
+            "{cpu: null, min_limit: 2, max_limit: 2, headroom: null}",
+        ))
+        .unwrap();
+        let mut svc = layer.layer(service_fn(|_r: Request<()>| {
+            std::future::pending::<Result<Response<Bytes>, Infallible>>()
+        }));
+        let a = svc.call(Request::new(()));
+        let b = svc.call(Request::new(()));
+        assert_eq!(layer.in_flight(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(layer.in_flight(), 0);
+    }
+}
