@@ -16,6 +16,7 @@ mod register;
 pub mod ring_hash;
 pub mod round_robin;
 pub mod steering;
+mod table;
 pub mod zone;
 
 pub use backend::{Backend, StaticBackend};

@@ -12,7 +12,7 @@ use std::{fmt, sync::Arc};
 use proxy_core::{Balancer, Endpoint};
 use serde::{Deserialize, Serialize};
 
-use crate::{backend::TableCell, config, Backend, ConfigError};
+use crate::{config, table::TableCell, Backend, ConfigError};
 
 /// Config of `random` (no settings).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

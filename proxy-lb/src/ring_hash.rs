@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh64::xxh64;
 
 use crate::{
-    backend::{hash_ids, locate, TableCell},
+    backend::hash_ids,
     config,
     hash_policy::{HashPolicy, HashPolicyConfig},
     metrics::{HashPick, HashPickCounters},
+    table::{locate, TableCell},
     Backend, ConfigError,
 };
 
@@ -181,7 +182,7 @@ impl Ring {
     }
 }
 
-impl crate::backend::HashTable for Ring {
+impl crate::table::HashTable for Ring {
     fn owner(&self, hash: u64) -> Option<usize> {
         self.lookup(hash)
     }

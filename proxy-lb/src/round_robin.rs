@@ -19,7 +19,7 @@ use std::{
 use proxy_core::{Balancer, Endpoint};
 use serde::{Deserialize, Serialize};
 
-use crate::{backend::TableCell, config, Backend, ConfigError};
+use crate::{config, table::TableCell, Backend, ConfigError};
 
 /// Config of `round_robin` (no settings; weights come from the endpoints).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

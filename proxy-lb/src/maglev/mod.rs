@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 pub use table::{is_prime, MaglevTable};
 
 use crate::{
-    backend::{hash_ids, locate, TableCell},
+    backend::hash_ids,
     config,
     hash_policy::{HashPolicy, HashPolicyConfig},
     metrics::{HashPick, HashPickCounters},
+    table::{locate, TableCell},
     Backend, ConfigError,
 };
 

@@ -150,7 +150,7 @@ impl MaglevTable {
     }
 }
 
-impl crate::backend::HashTable for MaglevTable {
+impl crate::table::HashTable for MaglevTable {
     fn owner(&self, hash: u64) -> Option<usize> {
         self.lookup(hash)
     }
