@@ -36,11 +36,11 @@ fn frames<P: Protocol>(p: &P, data: &[u8]) {
             message: "t",
         };
         let _ = p.encode(&p.error_reply(&meta, &failure), &mut out);
-        let _ = p.timeout(&f);
         match p.kind(&f) {
             FrameKind::Request | FrameKind::OneWay => {
                 if let Ok(req) = p.request_to_http(f) {
                     let (mut parts, body) = req.into_parts();
+                    let _ = p.timeout(&parts);
                     let body = futures_util::FutureExt::now_or_never(
                         http_body_util::BodyExt::collect(body),
                     )

@@ -178,9 +178,10 @@ pub trait Protocol: fmt::Debug + Send + Sync + 'static {
         None
     }
 
-    /// The caller's own timeout carried by a request frame, if the protocol has one;
-    /// the upstream client waits no longer than this (nor than its configured cap).
-    fn timeout(&self, request: &Self::Frame) -> Option<std::time::Duration> {
+    /// The caller's own timeout carried by a request (in the extensions this
+    /// protocol's [`Protocol::request_to_http`] set), if the protocol has one; the
+    /// upstream client waits no longer than this (nor than its configured cap).
+    fn timeout(&self, request: &http::request::Parts) -> Option<std::time::Duration> {
         let _ = request;
         None
     }

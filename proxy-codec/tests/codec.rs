@@ -220,6 +220,10 @@ async fn dubbo_request_maps_body_fields_and_attachments() {
     assert_eq!(info.dubbo_version, "2.0.2");
     assert_eq!(info.service_version, "1.0");
     assert_eq!(info.parameter_types, "Ljava/lang/String;I");
+    assert_eq!(
+        info.timeout_ms, None,
+        "dubbo2.js sends its timeout as a number"
+    );
     let (parts, b) = req.into_parts();
     let b = body(b).await;
     assert_eq!(b, wire_body);

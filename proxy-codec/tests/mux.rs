@@ -373,7 +373,11 @@ fn dubbo_request(id: u64, method: &str) -> DubboFrame {
         .string("1.0.0")
         .string(method);
     w.string("Ljava/lang/String;").string("world");
-    w.string_map([("path", "org.example.DemoService"), ("tenant", "t1")]);
+    w.string_map([
+        ("path", "org.example.DemoService"),
+        ("tenant", "t1"),
+        ("timeout", "2500"),
+    ]);
     DubboFrame {
         flags: dubbo::FLAG_REQUEST | dubbo::FLAG_TWO_WAY | dubbo::HESSIAN2,
         status: 0,
@@ -743,7 +747,7 @@ async fn connect_failures_are_proxy_errors() {
 #[tokio::test]
 async fn idle_upstream_connections_ping_and_silent_ones_are_replaced() {
     timeout(LIMIT, async {
-        let opts: UpstreamOptions = serde_yaml::from_str("heartbeat_interval: 100ms").unwrap();
+        let opts: UpstreamOptions = serde_yaml::from_str("heartbeat_interval: 200ms").unwrap();
         // An upstream that answers heartbeats keeps its connection.
         let (addr, seen) = bolt_upstream_answering_heartbeats(true).await;
         let metrics = Arc::new(CodecMetrics::default());
@@ -752,7 +756,7 @@ async fn idle_upstream_connections_ping_and_silent_ones_are_replaced() {
             text(c.send(downstream_request(1, "0:a", 0)).await.unwrap()).await,
             "up a"
         );
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         assert!(
             seen.lock().unwrap().heartbeats >= 2,
             "idle connection pinged"
@@ -771,7 +775,7 @@ async fn idle_upstream_connections_ping_and_silent_ones_are_replaced() {
             text(c.send(downstream_request(1, "0:a", 0)).await.unwrap()).await,
             "up a"
         );
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         assert!(seen.lock().unwrap().heartbeats >= 1);
         assert_eq!(
             text(c.send(downstream_request(2, "0:b", 0)).await.unwrap()).await,

@@ -196,8 +196,9 @@ impl Protocol for Bolt {
         })
     }
 
-    fn timeout(&self, f: &BoltFrame) -> Option<std::time::Duration> {
-        u64::try_from(f.timeout)
+    fn timeout(&self, req: &::http::request::Parts) -> Option<std::time::Duration> {
+        let info = req.extensions.get::<BoltRequestInfo>()?;
+        u64::try_from(info.timeout)
             .ok()
             .filter(|t| *t > 0)
             .map(std::time::Duration::from_millis)

@@ -35,6 +35,9 @@ pub struct Invocation {
     pub other_attachments: Vec<Vec<u8>>,
     /// Where the attachments map starts in the body (the body's length if it has none).
     pub attachments_at: usize,
+    /// The `timeout` attachment in milliseconds, as Java consumers send it (a string;
+    /// a number, as dubbo2.js sends its own setting, is not taken: its unit differs).
+    pub timeout_ms: Option<u64>,
 }
 
 /// Counts the parameters in a JVM method descriptor's parameter list.
@@ -80,7 +83,12 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<Invocation, HessianError> {
     inv.attachments_at = r.position();
     if !r.is_empty() {
         r.read_map(&mut |e| match e {
-            MapEntry::Strings { key, value, .. } => inv.attachments.push((key, value)),
+            MapEntry::Strings { key, value, .. } => {
+                if key == "timeout" {
+                    inv.timeout_ms = value.as_deref().and_then(|v| v.trim().parse().ok());
+                }
+                inv.attachments.push((key, value));
+            }
             MapEntry::Other { raw } => inv.other_attachments.push(raw.to_vec()),
         })?;
     }

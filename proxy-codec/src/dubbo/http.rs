@@ -40,6 +40,8 @@ pub struct DubboRequestInfo {
     /// side differ (a filter changed them), the attachments map is rewritten from
     /// them; otherwise the body goes out byte for byte.
     pub headers_digest: u64,
+    /// The caller's `timeout` attachment in milliseconds, if any.
+    pub timeout_ms: Option<u64>,
 }
 
 /// The Dubbo protocol fields of a response, in its extensions.
@@ -96,6 +98,7 @@ pub(super) fn request_to_http(f: DubboFrame) -> Result<HttpRequest, DecodeError>
         cased_keys,
         attachments_at: inv.attachments_at,
         headers_digest,
+        timeout_ms: inv.timeout_ms,
     });
     Ok(req)
 }

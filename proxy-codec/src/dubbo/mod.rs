@@ -124,6 +124,13 @@ impl Protocol for Dubbo {
         })
     }
 
+    fn timeout(&self, req: &::http::request::Parts) -> Option<std::time::Duration> {
+        let info = req.extensions.get::<DubboRequestInfo>()?;
+        info.timeout_ms
+            .filter(|t| *t > 0)
+            .map(std::time::Duration::from_millis)
+    }
+
     fn request_meta(&self, f: &DubboFrame) -> DubboMeta {
         DubboMeta {
             request_id: f.request_id,

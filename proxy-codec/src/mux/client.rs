@@ -64,8 +64,20 @@ where
 /// A request handed to a connection's task.
 struct Outgoing<F> {
     frame: F,
-    reply: Option<oneshot::Sender<F>>,
+    reply: Option<oneshot::Sender<Answer<F>>>,
 }
+
+/// What a connection's task hands back to a caller.
+enum Answer<F> {
+    /// The response.
+    Response(F),
+    /// The connection closed before the request was written: safe to send again.
+    NotSent(F),
+}
+
+/// Attempts per request: a request its connection never wrote goes once more, on a
+/// fresh connection.
+const ATTEMPTS: usize = 2;
 
 struct Handle<F> {
     tx: mpsc::Sender<Outgoing<F>>,
@@ -156,6 +168,7 @@ impl<P: Protocol> MuxClient<P> {
         let proto = &*inner.protocol;
         let max_frame = inner.options.max_frame_length.get() as usize;
         let (parts, body) = req.into_parts();
+        let own_timeout = proto.timeout(&parts);
         let body = collect(body, max_frame)
             .await
             .map_err(|_| ProxyError::BadRequest("request body exceeds the maximum frame length"))?;
@@ -163,44 +176,57 @@ impl<P: Protocol> MuxClient<P> {
             ProxyError::BadRequest("request cannot be encoded for the upstream protocol")
         })?;
         let one_way = proto.kind(&frame) == FrameKind::OneWay;
-        let timeout = match (inner.options.request_timeout, proto.timeout(&frame)) {
+        let timeout = match (inner.options.request_timeout, own_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let conn = self.connection().await?;
-        Counters::inc(&self.counters().upstream_requests);
-        if one_way {
-            conn.tx
-                .send(Outgoing { frame, reply: None })
-                .await
-                .map_err(|_| closed(false))?;
-            return Ok(HttpResponse::new(Body::empty()));
-        }
-        let (tx, rx) = oneshot::channel();
-        conn.tx
-            .send(Outgoing {
-                frame,
-                reply: Some(tx),
-            })
-            .await
-            .map_err(|_| closed(false))?;
-        let answer = match timeout {
-            Some(t) => match tokio::time::timeout(t, rx).await {
-                Ok(a) => a,
-                Err(_) => {
-                    Counters::inc(&self.counters().upstream_timeouts);
-                    return Err(ProxyError::Timeout);
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut frame = frame;
+        for attempt in 1..=ATTEMPTS {
+            let conn = self.connection().await?;
+            Counters::inc(&self.counters().upstream_requests);
+            if one_way {
+                match conn.tx.send(Outgoing { frame, reply: None }).await {
+                    Ok(()) => return Ok(HttpResponse::new(Body::empty())),
+                    Err(mpsc::error::SendError(out)) => {
+                        frame = out.frame;
+                        continue;
+                    }
                 }
-            },
-            None => rx.await,
-        };
-        match answer {
-            Ok(frame) => Ok(proto.response_to_http(frame)),
-            Err(_) => {
-                Counters::inc(&self.counters().upstream_closed_in_flight);
-                Err(closed(true))
+            }
+            let (tx, rx) = oneshot::channel();
+            if let Err(mpsc::error::SendError(out)) = conn
+                .tx
+                .send(Outgoing {
+                    frame,
+                    reply: Some(tx),
+                })
+                .await
+            {
+                frame = out.frame;
+                continue;
+            }
+            let answer = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, rx).await {
+                    Ok(a) => a,
+                    Err(_) => {
+                        Counters::inc(&self.counters().upstream_timeouts);
+                        return Err(ProxyError::Timeout);
+                    }
+                },
+                None => rx.await,
+            };
+            match answer {
+                Ok(Answer::Response(f)) => return Ok(proto.response_to_http(f)),
+                Ok(Answer::NotSent(f)) if attempt < ATTEMPTS => frame = f,
+                Ok(Answer::NotSent(_)) => return Err(closed(false)),
+                Err(_) => {
+                    Counters::inc(&self.counters().upstream_closed_in_flight);
+                    return Err(closed(true));
+                }
             }
         }
+        Err(closed(false))
     }
 
     /// A live connection of the next slot, opened if needed.
@@ -268,13 +294,13 @@ impl<P: Protocol> ConnTask<P> {
     {
         let proto = &*self.protocol;
         let counters = self.metrics.protocol(proto.name());
-        let mut pending: HashMap<u32, oneshot::Sender<P::Frame>> = HashMap::new();
+        let mut pending: HashMap<u32, oneshot::Sender<Answer<P::Frame>>> = HashMap::new();
         let mut next_id: u32 = 0;
         let mut rbuf = BytesMut::with_capacity(8192);
         let mut wbuf = BytesMut::with_capacity(8192);
         let mut accepting = true;
         let mut last_read = Instant::now();
-        let mut pinged = false;
+        let mut pinged_at: Option<Instant> = None;
         let mut prune =
             tokio::time::interval(PRUNE_EVERY.min(self.heartbeat.unwrap_or(PRUNE_EVERY)));
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -292,7 +318,7 @@ impl<P: Protocol> ConnTask<P> {
                         break;
                     }
                     last_read = Instant::now();
-                    pinged = false;
+                    pinged_at = None;
                     loop {
                         let frame = match next_frame(proto, &mut rbuf, self.max_frame) {
                             Ok(Some(f)) => f,
@@ -320,7 +346,7 @@ impl<P: Protocol> ConnTask<P> {
                                 let id = proto.request_id(&frame) as u32;
                                 match pending.remove(&id) {
                                     // The caller may have given up; nothing to do then.
-                                    Some(tx) => drop(tx.send(frame)),
+                                    Some(tx) => drop(tx.send(Answer::Response(frame))),
                                     None => Counters::inc(&counters.unknown_response_ids),
                                 }
                             }
@@ -355,31 +381,39 @@ impl<P: Protocol> ConnTask<P> {
                 _ = prune.tick() => {
                     pending.retain(|_, tx| !tx.is_closed());
                     if let Some(every) = self.heartbeat {
-                        let quiet = last_read.elapsed();
-                        if quiet >= every * 2 {
-                            tracing::debug!(protocol = proto.name(), "upstream silent past two heartbeats; closing");
+                        // Silent for an interval: ping; no answer within another: dead.
+                        if pinged_at.is_some_and(|at| at.elapsed() >= every) {
+                            tracing::debug!(protocol = proto.name(), "upstream did not answer a heartbeat; closing");
                             break;
                         }
-                        if quiet >= every && !pinged {
+                        if pinged_at.is_none() && last_read.elapsed() >= every {
                             if let Some(mut ping) = proto.heartbeat() {
                                 next_id = next_id.wrapping_add(1);
                                 proto.set_request_id(&mut ping, u64::from(next_id));
                                 let _ = proto.encode(&ping, &mut wbuf);
+                                pinged_at = Some(Instant::now());
                             }
-                            pinged = true;
                         }
                     }
                 }
             }
         }
-        // Dropping `pending` (and `rx`) fails exactly the requests of this connection.
+        // Dropping `pending` fails exactly the requests written on this connection;
+        // those still queued go back to their callers to be sent elsewhere.
+        rx.close();
+        while let Ok(out) = rx.try_recv() {
+            if let Some(reply) = out.reply {
+                let _ = reply.send(Answer::NotSent(out.frame));
+            }
+        }
+        drop(pending);
         let _ = wr.shutdown().await;
     }
 
     fn enqueue(
         &self,
         out: Outgoing<P::Frame>,
-        pending: &mut HashMap<u32, oneshot::Sender<P::Frame>>,
+        pending: &mut HashMap<u32, oneshot::Sender<Answer<P::Frame>>>,
         next_id: &mut u32,
         wbuf: &mut BytesMut,
     ) {
