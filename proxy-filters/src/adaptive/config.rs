@@ -13,6 +13,8 @@ pub const MAX_KP: f64 = 10.0;
 pub const MAX_KI: f64 = 100.0;
 /// Largest accepted derivative gain (seconds); larger values are clamped.
 pub const MAX_KD: f64 = 10.0;
+/// Most intervals a latency window may span.
+const MAX_WINDOW_INTERVALS: f64 = 1000.0;
 
 /// Config of the adaptive concurrency limiter (`typed: adaptive_concurrency`).
 ///
@@ -421,6 +423,16 @@ impl AdaptiveConfig {
             if l.window > Duration::from_secs(600) {
                 return Err(err("latency.window", "is above 600s"));
             }
+            // One histogram of counts is kept per interval of the window.
+            if l.window.as_secs_f64() / c.interval.as_secs_f64() > MAX_WINDOW_INTERVALS {
+                return Err(err(
+                    "latency.window",
+                    format!(
+                        "{:?} spans more than {MAX_WINDOW_INTERVALS} intervals of {:?}",
+                        l.window, c.interval
+                    ),
+                ));
+            }
             if l.min_samples == 0 {
                 return Err(err("latency.min_samples", "must be at least 1"));
             }
@@ -534,6 +546,10 @@ mod tests {
             ("latency: {percentile: 0}", "latency.percentile"),
             ("latency: {tolerance: 0.5}", "latency.tolerance"),
             ("latency: {target: 0s}", "latency.target"),
+            (
+                "{interval: 10ms, latency: {window: 600s}}",
+                "latency.window",
+            ),
             ("{cpu: null, latency: null}", "latency"),
             ("cost: {high_cost_fraction: 0}", "cost.high_cost_fraction"),
             ("cost: {max_interfaces: 0}", "cost.max_interfaces"),

@@ -23,6 +23,8 @@ use super::{
 const BASELINE_DOWN: f64 = 0.5;
 /// Weight of a healthy interval's percentile when the baseline moves up.
 const BASELINE_UP: f64 = 0.05;
+/// An interface without requests this long gives up its slot in the cost table.
+const INTERFACE_IDLE: Duration = Duration::from_secs(60);
 /// Weight of a healthy interval's mean latency in the baseline mean.
 const BASELINE_MEAN_ALPHA: f64 = 0.1;
 /// Intervals over which the completion rate behind the throughput floor is measured
@@ -137,11 +139,12 @@ impl ControlLoop {
             recent_dt: VecDeque::with_capacity(window + 1),
             window_len: window,
             best_rate: 0.0,
-            costs: shared
-                .costs
-                .as_ref()
-                .zip(c.cost.as_ref())
-                .map(|(t, k)| CostLearner::new(t, k.high_cost_factor, k.min_samples)),
+            costs: shared.costs.as_ref().zip(c.cost.as_ref()).map(|(t, k)| {
+                let idle = INTERFACE_IDLE.as_secs_f64() / c.interval.as_secs_f64();
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let evict_after = idle.ceil() as u32;
+                CostLearner::new(t, k.high_cost_factor, k.min_samples, evict_after)
+            }),
             rejected_before: shared.stats.rejected_limit.load(Relaxed)
                 + shared.stats.rejected_high_cost.load(Relaxed),
         }

@@ -10,10 +10,16 @@
 //! towards the interval's mean. An interface whose baseline is at least
 //! `high_cost_factor` times the traffic-weighted mean baseline of all interfaces is
 //! marked high-cost: the gate admits it only below a fraction of the limit.
+//!
+//! A slot without requests for `evict_after` intervals is freed, so interfaces that
+//! stopped (or junk paths that filled the table) make room for new ones. A lookup
+//! racing an eviction may count one request into the wrong slot, or claim a second
+//! slot for an interface whose probe chain passed the freed one; the duplicate goes
+//! idle and is freed in turn.
 
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
-    OnceLock,
+    Mutex, PoisonError,
 };
 
 /// How many slots are probed for an interface before it counts as "other".
@@ -98,7 +104,9 @@ impl Fnv {
 #[derive(Debug, Default)]
 struct Slot {
     hash: AtomicU64,
-    key: OnceLock<Box<str>>,
+    /// The label, set when the slot is claimed (once per new interface) and read by
+    /// the control loop.
+    key: Mutex<Option<Box<str>>>,
     sum_micros: AtomicU64,
     count: AtomicU64,
     high_cost: AtomicBool,
@@ -147,7 +155,7 @@ impl CostTable {
             match slot.hash.compare_exchange(0, hash, Relaxed, Relaxed) {
                 Ok(_) => {
                     self.used.fetch_add(1, Relaxed);
-                    let _ = slot.key.set(key.label());
+                    *slot.key.lock().unwrap_or_else(PoisonError::into_inner) = Some(key.label());
                     return Some(i);
                 }
                 Err(actual) if actual == hash => return Some(i),
@@ -193,6 +201,7 @@ struct Learned {
     baseline_micros: Option<f64>,
     rate: f64,
     samples: u64,
+    idle: u32,
 }
 
 /// The control loop's learner over a [`CostTable`].
@@ -201,14 +210,22 @@ pub(crate) struct CostLearner {
     learned: Vec<Learned>,
     high_cost_factor: f64,
     min_samples: u64,
+    evict_after: u32,
 }
 
 impl CostLearner {
-    pub(crate) fn new(table: &CostTable, high_cost_factor: f64, min_samples: u64) -> Self {
+    /// A learner that frees slots idle for `evict_after` updates.
+    pub(crate) fn new(
+        table: &CostTable,
+        high_cost_factor: f64,
+        min_samples: u64,
+        evict_after: u32,
+    ) -> Self {
         Self {
             learned: vec![Learned::default(); table.len()],
             high_cost_factor,
             min_samples,
+            evict_after: evict_after.max(1),
         }
     }
 
@@ -220,6 +237,15 @@ impl CostLearner {
             }
             let n = slot.count.swap(0, Relaxed);
             let sum = slot.sum_micros.swap(0, Relaxed);
+            l.idle = if n == 0 { l.idle.saturating_add(1) } else { 0 };
+            if l.idle >= self.evict_after {
+                *l = Learned::default();
+                slot.high_cost.store(false, Relaxed);
+                *slot.key.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                slot.hash.store(0, Relaxed);
+                table.used.fetch_sub(1, Relaxed);
+                continue;
+            }
             #[allow(clippy::cast_precision_loss)]
             let nf = n as f64;
             l.rate += RATE_ALPHA * (nf - l.rate);
@@ -261,8 +287,13 @@ impl CostLearner {
             .iter()
             .zip(&self.learned)
             .filter_map(|(slot, l)| {
+                let key = slot
+                    .key
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()?;
                 Some(InterfaceCost {
-                    key: slot.key.get()?.clone(),
+                    key,
                     baseline: l.baseline_micros? / 1e6,
                     high_cost: slot.high_cost.load(Relaxed),
                 })
@@ -306,7 +337,7 @@ mod tests {
         let t = CostTable::new(8);
         let fast = t.slot(InterfaceKey::Path("/fast")).unwrap();
         let slow = t.slot(InterfaceKey::Path("/slow")).unwrap();
-        let mut learner = CostLearner::new(&t, 2.0, 10);
+        let mut learner = CostLearner::new(&t, 2.0, 10, 1000);
         // Overloaded intervals teach nothing.
         for _ in 0..5 {
             for _ in 0..20 {
@@ -339,7 +370,7 @@ mod tests {
             .iter()
             .map(|p| t.slot(InterfaceKey::Path(p)).unwrap())
             .collect();
-        let mut learner = CostLearner::new(&t, 1.5, 10);
+        let mut learner = CostLearner::new(&t, 1.5, 10, 1000);
         for round in 0..10u64 {
             for (k, &s) in slots.iter().enumerate() {
                 for j in 0..20u64 {
@@ -349,5 +380,26 @@ mod tests {
             learner.update(&t, true);
         }
         assert!(slots.iter().all(|&s| !t.is_high_cost(s)));
+    }
+
+    #[test]
+    fn idle_interfaces_are_evicted() {
+        let t = CostTable::new(2);
+        let a = t.slot(InterfaceKey::Path("/a")).unwrap();
+        let b = t.slot(InterfaceKey::Path("/b")).unwrap();
+        assert_eq!(t.slot(InterfaceKey::Path("/c")), None, "full");
+        let mut learner = CostLearner::new(&t, 2.0, 1, 3);
+        for _ in 0..3 {
+            t.record(a, 1_000);
+            learner.update(&t, true);
+        }
+        // /b saw nothing for 3 updates: freed; /a stays.
+        assert_eq!(t.slot(InterfaceKey::Path("/a")), Some(a));
+        let c = t.slot(InterfaceKey::Path("/c")).unwrap();
+        assert_ne!(c, a);
+        assert_eq!(t.used.load(Relaxed), 2);
+        let keys: Vec<_> = learner.interfaces(&t).into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, vec![Box::from("/a")]);
+        let _ = b;
     }
 }
