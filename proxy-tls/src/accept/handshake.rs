@@ -41,7 +41,9 @@ pub struct Negotiated {
     pub peer: Option<PeerIdentityParts>,
 }
 
-const READ_CHUNK: usize = 16 * 1024;
+/// Handshake read buffer: a ClientHello arrives in pieces of at most this; kept small
+/// because every connection still handshaking holds one.
+const READ_CHUNK: usize = 4 * 1024;
 
 async fn send(io: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8]) -> Result<(), HandshakeError> {
     if bytes.is_empty() {
