@@ -1,3 +1,22 @@
 #![doc = include_str!("../README.md")]
 
+pub mod access_log;
 pub mod adaptive;
+pub mod config;
+pub mod conn_fault;
+pub mod conn_limit;
+mod error;
+pub mod fault;
+pub mod header_rewrite;
+pub mod local_rate_limit;
+mod local_reply;
+pub mod matcher;
+pub mod metrics;
+pub mod mirror;
+pub mod rbac;
+mod register;
+pub mod tcp_proxy;
+
+pub use error::{ConfigError, TcpProxyError};
+pub use local_reply::LocalOr;
+pub use register::register;

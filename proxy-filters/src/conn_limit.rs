@@ -1,0 +1,241 @@
+//! Connection limits per listener and per source IP, as a network filter. A refused
+//! connection is closed at once, before any byte is read.
+//!
+//! The listener count is one atomic; the per-IP counts live in a map split into 64
+//! shards, each behind its own short lock, so accepts from different peers rarely
+//! meet. An entry lives while its IP has connections open, so the map is bounded by
+//! the open connections.
+//!
+//! ```yaml
+//! network_filters:
+//!   - typed: connection_limit
+//!     config: { max_connections: 10000, max_per_source_ip: 100 }
+//! ```
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    hash::BuildHasher,
+    net::IpAddr,
+    num::NonZeroU32,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll},
+};
+
+use proxy_core::{BoxError, Connection};
+use serde::{Deserialize, Serialize};
+use tower_service::Service;
+
+use crate::{metrics::ConnLimitCounters, ConfigError};
+
+/// The registered name.
+pub const NAME: &str = "connection_limit";
+
+/// The `connection_limit` filter's section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnLimitConfig {
+    /// Names this filter in metrics (default: the listener's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Connections open at once through this filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<NonZeroU32>,
+    /// Connections open at once from one source IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_source_ip: Option<NonZeroU32>,
+}
+
+const SHARDS: usize = 64;
+
+#[derive(Debug)]
+struct State {
+    max_total: u32,
+    max_per_ip: Option<u32>,
+    total: AtomicU32,
+    shards: Box<[Mutex<HashMap<IpAddr, u32>>]>,
+    hasher: std::hash::RandomState,
+    counters: Arc<ConnLimitCounters>,
+}
+
+/// An admitted connection's place, given back on drop.
+#[derive(Debug)]
+struct Permit {
+    state: Arc<State>,
+    ip: Option<IpAddr>,
+}
+
+impl State {
+    fn shard(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
+        &self.shards[(self.hasher.hash_one(ip) as usize) % SHARDS]
+    }
+
+    fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Option<Permit> {
+        let prev = self.total.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            self.counters.refused_total.inc();
+            return None;
+        }
+        let ip = match (self.max_per_ip, peer) {
+            (Some(max), Some(ip)) => {
+                let mut map = self.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
+                let n = map.entry(ip).or_insert(0);
+                if *n >= max {
+                    drop(map);
+                    self.total.fetch_sub(1, Ordering::AcqRel);
+                    self.counters.refused_source.inc();
+                    return None;
+                }
+                *n += 1;
+                Some(ip)
+            }
+            _ => None,
+        };
+        self.counters.accepted.inc();
+        self.counters.active.inc();
+        Some(Permit {
+            state: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let s = &self.state;
+        if let Some(ip) = self.ip {
+            let mut map = s.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+        s.total.fetch_sub(1, Ordering::AcqRel);
+        s.counters.active.dec();
+    }
+}
+
+/// Applies [`ConnLimit`] to a connection service.
+#[derive(Debug, Clone)]
+pub struct ConnLimitLayer {
+    state: Arc<State>,
+}
+
+impl ConnLimitLayer {
+    /// Validates `cfg`.
+    ///
+    /// # Errors
+    /// Neither limit set.
+    pub fn new(
+        cfg: &ConnLimitConfig,
+        counters: Arc<ConnLimitCounters>,
+    ) -> Result<Self, ConfigError> {
+        if cfg.max_connections.is_none() && cfg.max_per_source_ip.is_none() {
+            return Err(ConfigError::field(
+                NAME,
+                "max_connections",
+                "set max_connections, max_per_source_ip or both",
+            ));
+        }
+        Ok(Self {
+            state: Arc::new(State {
+                max_total: cfg.max_connections.map_or(u32::MAX, NonZeroU32::get),
+                max_per_ip: cfg.max_per_source_ip.map(NonZeroU32::get),
+                total: AtomicU32::new(0),
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                hasher: std::hash::RandomState::new(),
+                counters,
+            }),
+        })
+    }
+
+    /// Connections open through this layer now.
+    pub fn open(&self) -> u32 {
+        self.state.total.load(Ordering::Acquire)
+    }
+}
+
+impl<S> tower_layer::Layer<S> for ConnLimitLayer {
+    type Service = ConnLimit<S>;
+
+    fn layer(&self, inner: S) -> ConnLimit<S> {
+        ConnLimit {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Refuses connections past the limits (see [`self`]).
+#[derive(Debug, Clone)]
+pub struct ConnLimit<S> {
+    inner: S,
+    state: Arc<State>,
+}
+
+impl<S> Service<Connection> for ConnLimit<S>
+where
+    S: Service<Connection, Response = (), Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, conn: Connection) -> Self::Future {
+        match self.state.admit(conn.peer.map(|p| p.ip())) {
+            Some(permit) => {
+                let fut = self.inner.call(conn);
+                Box::pin(async move {
+                    let r = fut.await;
+                    drop(permit);
+                    r
+                })
+            }
+            None => {
+                tracing::debug!(peer = ?conn.peer, "connection refused by limit");
+                drop(conn);
+                Box::pin(std::future::ready(Ok(())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_count_and_release() {
+        let cfg: ConnLimitConfig =
+            crate::config::from_yaml("test", "{max_connections: 3, max_per_source_ip: 2}").unwrap();
+        let layer = ConnLimitLayer::new(&cfg, Default::default()).unwrap();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let p1 = layer.state.admit(Some(a)).unwrap();
+        let p2 = layer.state.admit(Some(a)).unwrap();
+        assert!(layer.state.admit(Some(a)).is_none(), "per-IP limit");
+        let p3 = layer.state.admit(Some(b)).unwrap();
+        assert!(layer.state.admit(Some(b)).is_none(), "listener limit");
+        drop(p1);
+        let p4 = layer.state.admit(Some(a)).unwrap();
+        drop((p2, p3, p4));
+        assert_eq!(layer.open(), 0);
+        assert!(layer
+            .state
+            .shards
+            .iter()
+            .all(|s| s.lock().unwrap().is_empty()));
+    }
+}

@@ -1,0 +1,176 @@
+//! `register`: every filter of this crate by name, as factories for the registry.
+
+use std::sync::Arc;
+
+use proxy_core::{
+    registry::{BuildContext, LayerFn},
+    BoxConn, BoxError, BoxHttp, ConnLayerFn, Connection, HttpRequest, HttpResponse, Registry,
+};
+use serde::de::DeserializeOwned;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    access_log, conn_fault, conn_limit, fault, header_rewrite, local_rate_limit,
+    metrics::{CounterSet, FilterMetrics},
+    mirror, rbac, tcp_proxy, ConfigError,
+};
+
+/// Registers every filter of this crate:
+///
+/// | config `typed` | kind | module |
+/// |---|---|---|
+/// | `tcp_proxy` | network filter (terminal) | [`crate::tcp_proxy`] |
+/// | `connection_limit` | network filter | [`crate::conn_limit`] |
+/// | `connection_fault` | network filter | [`crate::conn_fault`] |
+/// | `fault` | HTTP filter | [`crate::fault`] |
+/// | `mirror` | HTTP filter | [`crate::mirror`] |
+/// | `rbac` | HTTP filter | [`crate::rbac`] |
+/// | `header_rewrite` | HTTP filter | [`crate::header_rewrite`] |
+/// | `access_log` | HTTP filter | [`crate::access_log`] |
+/// | `local_rate_limit` | HTTP filter | [`crate::local_rate_limit`] |
+/// | `adaptive_concurrency` | HTTP filter | [`crate::adaptive`] |
+///
+/// Metrics are kept per filter kind under `filters/<kind>` in the build context and
+/// rendered as `proxy_filters_*{filter="<name>"}`, where the name is the section's
+/// `name` or else the listener's.
+///
+/// # Example
+/// ```
+/// let mut registry = proxy_core::Registry::default();
+/// proxy_filters::register(&mut registry);
+/// assert!(registry.has_filter("rbac"));
+/// ```
+pub fn register(registry: &mut Registry) {
+    crate::adaptive::register(registry);
+    registry.register_network_filter(tcp_proxy::NAME, |cfg, ctx| {
+        let c: tcp_proxy::TcpProxyConfig = parse(tcp_proxy::NAME, cfg)?;
+        let cluster = cluster(ctx, tcp_proxy::NAME, &c.cluster)?;
+        let counters = counters(ctx, tcp_proxy::NAME, c.name.as_deref());
+        let layer = tcp_proxy::TcpProxyLayer::new(&c, cluster, counters).map_err(msg)?;
+        Ok(network(layer))
+    });
+    registry.register_network_filter(conn_limit::NAME, |cfg, ctx| {
+        let c: conn_limit::ConnLimitConfig = parse(conn_limit::NAME, cfg)?;
+        let counters = counters(ctx, conn_limit::NAME, c.name.as_deref());
+        Ok(network(
+            conn_limit::ConnLimitLayer::new(&c, counters).map_err(msg)?,
+        ))
+    });
+    registry.register_network_filter(conn_fault::NAME, |cfg, ctx| {
+        let c: conn_fault::ConnFaultConfig = parse(conn_fault::NAME, cfg)?;
+        let counters = counters(ctx, conn_fault::NAME, c.name.as_deref());
+        Ok(network(
+            conn_fault::ConnFaultLayer::new(&c, counters).map_err(msg)?,
+        ))
+    });
+    registry.register_filter(fault::NAME, |cfg, ctx| {
+        let c: fault::FaultConfig = parse(fault::NAME, cfg)?;
+        let counters = counters(ctx, fault::NAME, c.name.as_deref());
+        Ok(http(fault::FaultLayer::new(&c, counters).map_err(msg)?))
+    });
+    registry.register_filter(mirror::NAME, |cfg, ctx| {
+        let c: mirror::MirrorConfig = parse(mirror::NAME, cfg)?;
+        let shadow = cluster(ctx, mirror::NAME, &c.cluster)?;
+        let counters = counters(ctx, mirror::NAME, c.name.as_deref());
+        Ok(http(
+            mirror::MirrorLayer::new(&c, Arc::new(ClusterShadow(shadow)), counters).map_err(msg)?,
+        ))
+    });
+    registry.register_filter(rbac::NAME, |cfg, ctx| {
+        let c: rbac::RbacConfig = parse(rbac::NAME, cfg)?;
+        let counters = counters(ctx, rbac::NAME, c.name.as_deref());
+        Ok(http(rbac::RbacLayer::new(&c, counters).map_err(msg)?))
+    });
+    registry.register_filter(header_rewrite::NAME, |cfg, _ctx| {
+        let c: header_rewrite::HeaderRewriteConfig = parse(header_rewrite::NAME, cfg)?;
+        Ok(http(
+            header_rewrite::HeaderRewriteLayer::new(&c).map_err(msg)?,
+        ))
+    });
+    registry.register_filter(access_log::NAME, |cfg, ctx| {
+        let c: access_log::AccessLogConfig = parse(access_log::NAME, cfg)?;
+        let counters = counters(ctx, access_log::NAME, c.name.as_deref());
+        Ok(http(
+            access_log::AccessLogLayer::new(&c, counters).map_err(msg)?,
+        ))
+    });
+    registry.register_filter(local_rate_limit::NAME, |cfg, ctx| {
+        let c: local_rate_limit::LocalRateLimitConfig = parse(local_rate_limit::NAME, cfg)?;
+        let counters = counters(ctx, local_rate_limit::NAME, c.name.as_deref());
+        Ok(http(
+            local_rate_limit::LocalRateLimitLayer::new(&c, counters).map_err(msg)?,
+        ))
+    });
+}
+
+fn msg(e: ConfigError) -> String {
+    e.to_string()
+}
+
+fn parse<T: DeserializeOwned>(filter: &'static str, cfg: &serde_yaml::Value) -> Result<T, String> {
+    crate::config::parse(filter, cfg).map_err(msg)
+}
+
+/// The named cluster of the snapshot being built; missing is a config error.
+fn cluster(
+    ctx: &BuildContext<'_>,
+    filter: &'static str,
+    name: &str,
+) -> Result<Arc<proxy_core::cluster::Cluster>, String> {
+    ctx.clusters.get(name).cloned().ok_or_else(|| {
+        ConfigError::UnknownCluster {
+            filter,
+            field: "cluster",
+            cluster: name.to_owned(),
+        }
+        .to_string()
+    })
+}
+
+/// The counters of this filter instance, kept across reloads.
+fn counters<C: CounterSet>(
+    ctx: &BuildContext<'_>,
+    kind: &'static str,
+    name: Option<&str>,
+) -> Arc<C> {
+    let family = ctx.metrics::<FilterMetrics<C>>(&format!("filters/{kind}"));
+    family.get(name.or(ctx.listener).unwrap_or(kind))
+}
+
+fn http<L>(layer: L) -> LayerFn
+where
+    L: Layer<BoxHttp> + Send + Sync + 'static,
+    L::Service: Service<HttpRequest, Response = HttpResponse, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as Service<HttpRequest>>::Future: Send + 'static,
+{
+    Arc::new(move |inner: BoxHttp| BoxHttp::new(layer.layer(inner)))
+}
+
+fn network<L>(layer: L) -> ConnLayerFn
+where
+    L: Layer<BoxConn> + Send + Sync + 'static,
+    L::Service:
+        Service<Connection, Response = (), Error = BoxError> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Connection>>::Future: Send + 'static,
+{
+    Arc::new(move |inner: BoxConn| BoxConn::new(layer.layer(inner)))
+}
+
+/// A cluster as the mirror's shadow.
+struct ClusterShadow(Arc<proxy_core::cluster::Cluster>);
+
+impl mirror::Shadow for ClusterShadow {
+    fn send(
+        &self,
+        req: HttpRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, BoxError>> + Send>>
+    {
+        let cluster = self.0.clone();
+        Box::pin(async move { cluster.send(req).await.map_err(BoxError::from) })
+    }
+}

@@ -1,0 +1,206 @@
+//! The TCP proxy: an L4 terminal network filter. Each connection goes to an endpoint
+//! of a cluster (picked by the cluster's balancer, connected with its transport and
+//! connect timeout), and bytes are copied both ways until both sides closed, one
+//! failed, or the connection was idle for `idle_timeout`.
+//!
+//! ```yaml
+//! listeners:
+//!   - name: db
+//!     address: 0.0.0.0:5432
+//!     virtual_hosts: []
+//!     network_filters:
+//!       - typed: tcp_proxy
+//!         config: { cluster: postgres, idle_timeout: 30m }
+//! ```
+
+mod copy;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use proxy_core::{cluster::Cluster, BoxError, Connection};
+use serde::{Deserialize, Serialize};
+use tower_service::Service;
+
+pub use copy::{bidirectional, Copied};
+
+use crate::{metrics::TcpProxyCounters, ConfigError, TcpProxyError};
+
+/// The registered name.
+pub const NAME: &str = "tcp_proxy";
+
+/// The `tcp_proxy` filter's section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProxyConfig {
+    /// Names this filter in metrics (default: the listener's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The cluster connections go to; it must exist in the config.
+    pub cluster: String,
+    /// Close when no byte moved either way for this long (default 1h).
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Endpoints tried before giving up on a connection (default 1).
+    #[serde(default = "default_attempts")]
+    pub connect_attempts: std::num::NonZeroU8,
+    /// Copy buffer per direction in bytes (default 16384, 512 to 1 MiB).
+    #[serde(default = "default_buffer")]
+    pub buffer_bytes: usize,
+}
+
+fn default_idle() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_attempts() -> std::num::NonZeroU8 {
+    std::num::NonZeroU8::MIN
+}
+fn default_buffer() -> usize {
+    16 * 1024
+}
+
+#[derive(Debug)]
+struct Settings {
+    cluster: Arc<Cluster>,
+    idle: Duration,
+    attempts: u8,
+    buffer: usize,
+    counters: Arc<TcpProxyCounters>,
+}
+
+/// The TCP proxy as a layer that ignores the service it wraps: it is a terminal.
+#[derive(Debug, Clone)]
+pub struct TcpProxyLayer {
+    settings: Arc<Settings>,
+}
+
+impl TcpProxyLayer {
+    /// Proxies to `cluster` (resolved by the caller from `cfg.cluster`).
+    ///
+    /// # Errors
+    /// A buffer size out of range or a zero idle timeout.
+    pub fn new(
+        cfg: &TcpProxyConfig,
+        cluster: Arc<Cluster>,
+        counters: Arc<TcpProxyCounters>,
+    ) -> Result<Self, ConfigError> {
+        if !(512..=1 << 20).contains(&cfg.buffer_bytes) {
+            return Err(ConfigError::field(
+                NAME,
+                "buffer_bytes",
+                format!("{} is not from 512 to 1048576", cfg.buffer_bytes),
+            ));
+        }
+        if cfg.idle_timeout.is_zero() {
+            return Err(ConfigError::field(
+                NAME,
+                "idle_timeout",
+                "must be above zero",
+            ));
+        }
+        Ok(Self {
+            settings: Arc::new(Settings {
+                cluster,
+                idle: cfg.idle_timeout,
+                attempts: cfg.connect_attempts.get(),
+                buffer: cfg.buffer_bytes,
+                counters,
+            }),
+        })
+    }
+}
+
+impl<S> tower_layer::Layer<S> for TcpProxyLayer {
+    type Service = TcpProxy;
+
+    fn layer(&self, _inner: S) -> TcpProxy {
+        TcpProxy {
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// Proxies each connection to the cluster (see [`self`]).
+#[derive(Debug, Clone)]
+pub struct TcpProxy {
+    settings: Arc<Settings>,
+}
+
+impl Service<Connection> for TcpProxy {
+    type Response = ();
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, conn: Connection) -> Self::Future {
+        let s = self.settings.clone();
+        Box::pin(async move {
+            s.counters.connections.inc();
+            s.counters.active.inc();
+            let r = proxy(&s, conn).await;
+            s.counters.active.dec();
+            match &r {
+                Ok(c) => tracing::debug!(up = c.up, down = c.down, "tcp proxy closed"),
+                Err(TcpProxyError::IdleTimeout) => s.counters.idle_timeouts.inc(),
+                Err(TcpProxyError::Io(e)) => {
+                    tracing::debug!(error = %e, "tcp proxy copy failed");
+                    s.counters.errors.inc();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "tcp proxy connect failed");
+                    s.counters.connect_failures.inc();
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn proxy(s: &Settings, mut conn: Connection) -> Result<Copied, TcpProxyError> {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts
+        .extensions
+        .insert(proxy_core::proxy::ConnInfo::new(conn.peer, conn.secure));
+    let mut last = None;
+    let mut upstream = None;
+    for _ in 0..s.attempts {
+        let Some(endpoint) = s.cluster.pick(&parts) else {
+            return Err(TcpProxyError::NoEndpoints {
+                cluster: s.cluster.name.clone(),
+            });
+        };
+        match endpoint.connect().await {
+            Ok(stream) => {
+                upstream = Some(stream);
+                break;
+            }
+            Err(source) => {
+                last = Some(TcpProxyError::Connect {
+                    addr: endpoint.address,
+                    source,
+                })
+            }
+        }
+    }
+    let Some(mut upstream) = upstream else {
+        return Err(last.unwrap_or(TcpProxyError::NoEndpoints {
+            cluster: s.cluster.name.clone(),
+        }));
+    };
+    copy::bidirectional(
+        &mut conn.stream,
+        &mut upstream,
+        s.idle,
+        s.buffer,
+        (&s.counters.bytes_up, &s.counters.bytes_down),
+    )
+    .await
+}

@@ -1,0 +1,87 @@
+//! Header rewriting through a real proxy: request headers removed, rewritten, set
+//! and appended before the upstream sees them; response headers likewise before the
+//! client does; bad values refused naming the field.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{closed_port, config, get, listener, with_timeout, Proxy, Upstream};
+
+#[tokio::test]
+async fn request_and_response_headers_are_rewritten() {
+    with_timeout(30, async {
+        let up = Upstream::start("backend", Duration::ZERO);
+        let rules = r#"{
+          request: {
+            remove: [x-internal],
+            rewrite: [{name: x-user, regex: '^user-(\d+)$', replacement: 'id=$1'}],
+            set: [{name: x-env, value: prod}],
+            append: [{name: x-tag, value: proxied}]
+          },
+          response: {
+            remove: [x-remove-me],
+            set: [{name: x-upstream, value: hidden}],
+            append: [{name: x-served-by, value: edge}]
+          }
+        }"#;
+        let proxy = Proxy::start(&config(
+            &[listener(
+                "edge",
+                &format!("[{{typed: header_rewrite, config: {rules}}}]"),
+                "b",
+            )],
+            &[("b", up.addr)],
+        ));
+        let got = get(
+            &proxy.addr("edge"),
+            "/",
+            &[
+                ("x-internal", "secret"),
+                ("x-user", "user-42"),
+                ("x-env", "dev"),
+                ("x-tag", "client"),
+            ],
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        assert!(!got.headers.contains_key("x-remove-me"));
+        assert_eq!(got.headers["x-upstream"], "hidden");
+        assert_eq!(got.headers["x-served-by"], "edge");
+        let seen = &up.seen()[0].headers;
+        assert!(!seen.contains_key("x-internal"));
+        assert_eq!(seen["x-user"], "id=42");
+        assert_eq!(seen["x-env"], "prod");
+        let tags: Vec<_> = seen.get_all("x-tag").iter().collect();
+        assert_eq!(tags, ["client", "proxied"]);
+    })
+    .await;
+}
+
+#[test]
+fn bad_rules_are_refused_naming_the_field() {
+    let up = closed_port();
+    for (rules, field) in [
+        (
+            "{request: {set: [{name: 'a b', value: x}]}}",
+            "header_rewrite.request.set[0].name",
+        ),
+        (
+            "{request: {set: [{name: x-a, value: \"bad\\nvalue\"}]}}",
+            "header_rewrite.request.set[0].value",
+        ),
+        (
+            "{response: {rewrite: [{name: x-a, regex: '(', replacement: ''}]}}",
+            "header_rewrite.response.rewrite[0].regex",
+        ),
+        ("{request: {drop: [x-a]}}", "drop"),
+    ] {
+        let filters = format!("[{{typed: header_rewrite, config: {rules}}}]");
+        let err = Proxy::try_start(&config(&[listener("e", &filters, "b")], &[("b", up)]))
+            .err()
+            .unwrap_or_else(|| panic!("{rules} accepted"));
+        assert!(err.contains(field), "{rules}: {err}");
+    }
+}
