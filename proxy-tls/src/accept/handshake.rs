@@ -222,3 +222,82 @@ where
         .accept_with(io, |fresh| std::mem::swap(fresh, &mut conn))
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use rustls::{pki_types::ServerName, ClientConfig, ClientConnection, RootCertStore};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn configs() -> ServerConfigs {
+        let ck = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+        ServerConfigs {
+            international: Arc::new(config),
+            guomi: None,
+        }
+    }
+
+    fn client_hello() -> Vec<u8> {
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth();
+        let mut c =
+            ClientConnection::new(Arc::new(config), ServerName::try_from("a.test").unwrap())
+                .unwrap();
+        let mut out = Vec::new();
+        c.write_tls(&mut out).unwrap();
+        out
+    }
+
+    /// Feeds `bytes` then closes; the handshake must end in an error, never a panic.
+    async fn feed(configs: &ServerConfigs, bytes: &[u8]) -> Result<Established, HandshakeError> {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(bytes).await.unwrap();
+        client.shutdown().await.unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(5), accept(&mut server, configs, None))
+            .await
+            .unwrap();
+        drop(server);
+        let mut sink = Vec::new();
+        let _ = client.read_to_end(&mut sink).await;
+        res
+    }
+
+    #[tokio::test]
+    async fn truncated_and_mutated_client_hellos_fail_cleanly() {
+        let configs = configs();
+        let hello = client_hello();
+        for len in 0..hello.len() {
+            assert!(feed(&configs, &hello[..len]).await.is_err(), "prefix {len}");
+        }
+        // Every byte flipped in turn (a bounded sweep): an error or, for bytes that do
+        // not matter, a handshake that waits for more and sees EOF. Never a panic.
+        for i in 0..hello.len() {
+            let mut bad = hello.clone();
+            bad[i] ^= 0xa5;
+            let _ = feed(&configs, &bad).await;
+        }
+        // Not TLS at all.
+        let err = feed(&configs, b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.reason(), "malformed");
+    }
+}
