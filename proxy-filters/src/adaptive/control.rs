@@ -370,4 +370,46 @@ mod tests {
         }
         assert!(s.gate.limit() >= 8, "{}", s.gate.limit());
     }
+
+    /// The CPU signal of this very process: a busy thread pushes CPU use over a low
+    /// target and the limit falls; once it stops, the limit comes back.
+    #[test]
+    fn cpu_over_target_lowers_the_limit() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let s = shared(
+            "{latency: null, headroom: null, throughput_floor: null, min_limit: 1, max_limit: 64, \
+              cpu: {target: 0.1, smoothing: 100ms}}",
+        );
+        let mut control = ControlLoop::new(&s, Instant::now());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+        };
+        let mut lowest = u32::MAX;
+        for _ in 0..15 {
+            std::thread::sleep(Duration::from_millis(100));
+            lowest = lowest.min(control.tick(&s, Instant::now()).limit);
+        }
+        stop.store(true, Relaxed);
+        busy.join().unwrap();
+        assert!(s.stats.cpu.get() > 0.1, "cpu {}", s.stats.cpu.get());
+        assert!(lowest < 64, "{lowest}");
+        let mut last = 0;
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(100));
+            last = control.tick(&s, Instant::now()).limit;
+            if last == 64 {
+                break;
+            }
+        }
+        assert_eq!(last, 64, "recovers once the CPU is idle");
+    }
 }
