@@ -12,7 +12,6 @@
 //! into the protocol's error reply).
 
 use std::{
-    collections::HashMap,
     fmt,
     future::Future,
     pin::Pin,
@@ -20,19 +19,16 @@ use std::{
         atomic::{AtomicUsize, Ordering::Relaxed},
         Arc,
     },
-    time::Duration,
 };
 
 use arc_swap::ArcSwapOption;
-use bytes::BytesMut;
 use proxy_core::{Body, HttpRequest, HttpResponse, ProxyError, Stream};
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    sync::{mpsc, oneshot},
-    time::Instant,
-};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{collect, next_frame, WRITE_HIGH_WATER};
+use super::{
+    collect,
+    connection::{Answer, ConnTask, Outgoing},
+};
 use crate::{
     config::UpstreamOptions,
     metrics::{CodecMetrics, Counters},
@@ -41,8 +37,6 @@ use crate::{
 
 /// Requests queued for one connection's task before senders wait.
 const QUEUE: usize = 1024;
-/// How often a connection forgets requests whose callers gave up (timed out).
-const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// Opens a byte stream to one upstream endpoint (TCP, the cluster's transport, the
 /// connect timeout).
@@ -59,20 +53,6 @@ where
     fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Stream, ProxyError>> + Send>> {
         Box::pin(self())
     }
-}
-
-/// A request handed to a connection's task.
-struct Outgoing<F> {
-    frame: F,
-    reply: Option<oneshot::Sender<Answer<F>>>,
-}
-
-/// What a connection's task hands back to a caller.
-enum Answer<F> {
-    /// The response.
-    Response(F),
-    /// The connection closed before the request was written: safe to send again.
-    NotSent(F),
 }
 
 /// Attempts per request: a request its connection never wrote goes once more, on a
@@ -274,169 +254,5 @@ impl<P: Protocol> MuxClient<P> {
         let handle = Arc::new(Handle { tx });
         slot.conn.store(Some(handle.clone()));
         Ok(handle)
-    }
-}
-
-/// One upstream connection's task.
-struct ConnTask<P> {
-    protocol: Arc<P>,
-    metrics: Arc<CodecMetrics>,
-    max_frame: usize,
-    max_in_flight: usize,
-    heartbeat: Option<Duration>,
-}
-
-impl<P: Protocol> ConnTask<P> {
-    async fn run<R, W>(self, mut rd: R, mut wr: W, mut rx: mpsc::Receiver<Outgoing<P::Frame>>)
-    where
-        R: AsyncRead + Unpin + Send,
-        W: AsyncWrite + Unpin + Send,
-    {
-        let proto = &*self.protocol;
-        let counters = self.metrics.protocol(proto.name());
-        let mut pending: HashMap<u32, oneshot::Sender<Answer<P::Frame>>> = HashMap::new();
-        let mut next_id: u32 = 0;
-        let mut rbuf = BytesMut::with_capacity(8192);
-        let mut wbuf = BytesMut::with_capacity(8192);
-        let mut accepting = true;
-        let mut last_read = Instant::now();
-        let mut pinged_at: Option<Instant> = None;
-        let mut prune =
-            tokio::time::interval(PRUNE_EVERY.min(self.heartbeat.unwrap_or(PRUNE_EVERY)));
-        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        'conn: loop {
-            if !accepting && pending.is_empty() && wbuf.is_empty() {
-                break;
-            }
-            if rbuf.capacity() - rbuf.len() < 4096 {
-                rbuf.reserve(8192);
-            }
-            tokio::select! {
-                biased;
-                res = rd.read_buf(&mut rbuf) => {
-                    if matches!(res, Ok(0) | Err(_)) {
-                        break;
-                    }
-                    last_read = Instant::now();
-                    pinged_at = None;
-                    loop {
-                        let frame = match next_frame(proto, &mut rbuf, self.max_frame) {
-                            Ok(Some(f)) => f,
-                            Ok(None) => break,
-                            Err(e) => {
-                                Counters::inc(if matches!(e, crate::protocol::DecodeError::TooLarge { .. }) {
-                                    &counters.oversized_frames
-                                } else {
-                                    &counters.malformed_frames
-                                });
-                                tracing::debug!(protocol = proto.name(), error = %e, "bad frame from upstream; closing");
-                                break 'conn;
-                            }
-                        };
-                        let frame = match proto.decode(frame) {
-                            Ok(f) => f,
-                            Err(e) => {
-                                Counters::inc(&counters.malformed_frames);
-                                tracing::debug!(protocol = proto.name(), error = %e, "bad frame from upstream; closing");
-                                break 'conn;
-                            }
-                        };
-                        match proto.kind(&frame) {
-                            FrameKind::Response => {
-                                let id = proto.request_id(&frame) as u32;
-                                match pending.remove(&id) {
-                                    // The caller may have given up; nothing to do then.
-                                    Some(tx) => drop(tx.send(Answer::Response(frame))),
-                                    None => Counters::inc(&counters.unknown_response_ids),
-                                }
-                            }
-                            FrameKind::Heartbeat => {
-                                Counters::inc(&counters.heartbeats);
-                                let _ = proto.encode(&proto.heartbeat_reply(&frame), &mut wbuf);
-                            }
-                            FrameKind::HeartbeatReply => {}
-                            FrameKind::Request | FrameKind::OneWay => Counters::inc(&counters.unexpected_frames),
-                        }
-                    }
-                }
-                msg = rx.recv(), if accepting && pending.len() < self.max_in_flight && wbuf.len() < WRITE_HIGH_WATER => {
-                    match msg {
-                        None => accepting = false,
-                        Some(out) => {
-                            self.enqueue(out, &mut pending, &mut next_id, &mut wbuf);
-                            while pending.len() < self.max_in_flight && wbuf.len() < WRITE_HIGH_WATER / 16 {
-                                match rx.try_recv() {
-                                    Ok(out) => self.enqueue(out, &mut pending, &mut next_id, &mut wbuf),
-                                    Err(_) => break,
-                                }
-                            }
-                        }
-                    }
-                }
-                res = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
-                    if matches!(res, Ok(0) | Err(_)) {
-                        break;
-                    }
-                }
-                _ = prune.tick() => {
-                    pending.retain(|_, tx| !tx.is_closed());
-                    if let Some(every) = self.heartbeat {
-                        // Silent for an interval: ping; no answer within another: dead.
-                        if pinged_at.is_some_and(|at| at.elapsed() >= every) {
-                            tracing::debug!(protocol = proto.name(), "upstream did not answer a heartbeat; closing");
-                            break;
-                        }
-                        if pinged_at.is_none() && last_read.elapsed() >= every {
-                            if let Some(mut ping) = proto.heartbeat() {
-                                next_id = next_id.wrapping_add(1);
-                                proto.set_request_id(&mut ping, u64::from(next_id));
-                                let _ = proto.encode(&ping, &mut wbuf);
-                                pinged_at = Some(Instant::now());
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        // Dropping `pending` fails exactly the requests written on this connection;
-        // those still queued go back to their callers to be sent elsewhere.
-        rx.close();
-        while let Ok(out) = rx.try_recv() {
-            if let Some(reply) = out.reply {
-                let _ = reply.send(Answer::NotSent(out.frame));
-            }
-        }
-        drop(pending);
-        let _ = wr.shutdown().await;
-    }
-
-    fn enqueue(
-        &self,
-        out: Outgoing<P::Frame>,
-        pending: &mut HashMap<u32, oneshot::Sender<Answer<P::Frame>>>,
-        next_id: &mut u32,
-        wbuf: &mut BytesMut,
-    ) {
-        let proto = &*self.protocol;
-        let Outgoing { mut frame, reply } = out;
-        if reply.as_ref().is_some_and(|r| r.is_closed()) {
-            return;
-        }
-        let id = loop {
-            *next_id = next_id.wrapping_add(1);
-            if !pending.contains_key(next_id) {
-                break *next_id;
-            }
-        };
-        proto.set_request_id(&mut frame, u64::from(id));
-        let start = wbuf.len();
-        if let Err(e) = proto.encode(&frame, wbuf) {
-            wbuf.truncate(start);
-            tracing::debug!(protocol = proto.name(), error = %e, "request could not be encoded");
-            return;
-        }
-        if let Some(reply) = reply {
-            pending.insert(id, reply);
-        }
     }
 }

@@ -3,6 +3,7 @@
 //! upstream client ([`client`]).
 
 pub mod client;
+mod connection;
 mod frames;
 pub mod server;
 
