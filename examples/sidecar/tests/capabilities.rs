@@ -23,6 +23,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::Arc,
     time::Duration,
 };
 
@@ -204,6 +205,24 @@ async fn rpc_roundtrip<P: Protocol>(p: P, addr: SocketAddr, frame: &P::Frame) ->
 
 // === the running mesh sidecar ===
 
+/// A ratings endpoint: answers its name, or 500 when the request's `x-fail` header
+/// names it.
+async fn ratings_upstream(name: &'static str) -> Upstream {
+    Upstream::custom(Arc::new(move |_, parts: &http::request::Parts, _| {
+        let fail = parts.headers.get("x-fail").is_some_and(|v| v == name);
+        let status = if fail {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        };
+        http::Response::builder()
+            .status(status)
+            .body(full(name))
+            .unwrap()
+    }))
+    .await
+}
+
 /// The sidecar running configs/mesh.yaml, with its upstreams.
 struct Mesh {
     sidecar: Sidecar,
@@ -222,8 +241,8 @@ impl Mesh {
     async fn start(bolt: Option<SocketAddr>) -> Self {
         let app = Upstream::echo("app").await;
         let ratings = [
-            Upstream::named("ratings-a").await,
-            Upstream::named("ratings-b").await,
+            ratings_upstream("ratings-a").await,
+            ratings_upstream("ratings-b").await,
         ];
         let details = [
             Upstream::named("details-a").await,
@@ -591,6 +610,64 @@ async fn outbound_maglev_least_request_and_cluster_extensions() {
             .unwrap()
             .iter()
             .all(|e| e["healthy"] == true));
+    })
+    .await;
+}
+
+/// proxy-lb outlier detection: five 5xx in a row eject a ratings endpoint (shown on
+/// `/clusters`), and Maglev moves its users to the other endpoint meanwhile.
+#[tokio::test]
+async fn outlier_detection_ejects_a_failing_endpoint() {
+    with_timeout(LIMIT, async {
+        let mesh = Mesh::start(None).await;
+        let user = [("x-user-id", "user-ejected")];
+        let home = mesh
+            .get(mesh.outbound, "ratings", "/ratings/3", &user)
+            .await
+            .text();
+        let other = if home == "ratings-a" {
+            "ratings-b"
+        } else {
+            "ratings-a"
+        };
+        // The home endpoint fails this user's requests; the route retries 5xx, so each
+        // request makes up to three attempts. Once ejected, the user lands elsewhere.
+        let failing = [("x-user-id", "user-ejected"), ("x-fail", home.as_str())];
+        let mut moved = false;
+        for _ in 0..6 {
+            let r = mesh
+                .get(mesh.outbound, "ratings", "/ratings/3", &failing)
+                .await;
+            if r.status == StatusCode::OK {
+                assert_eq!(r.text(), other);
+                moved = true;
+                break;
+            }
+            assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
+        }
+        assert!(moved, "{home} was never ejected\n{}", mesh.sidecar.logs());
+        let r = mesh
+            .get(mesh.outbound, "ratings", "/ratings/3", &user)
+            .await;
+        assert_eq!(r.text(), other, "an ejected endpoint got traffic");
+
+        let page = mesh.sidecar.admin_get("/clusters").await;
+        let v: serde_json::Value = serde_json::from_slice(&page.body).unwrap();
+        let ratings = v["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "ratings")
+            .unwrap();
+        let index = usize::from(home == "ratings-b");
+        let endpoint = &ratings["endpoints"][index];
+        assert_eq!(endpoint["address"], mesh.ratings[index].to_string());
+        assert_eq!(endpoint["healthy"], false, "{endpoint}");
+        assert_eq!(
+            endpoint["health_flags"],
+            serde_json::json!(["ejected"]),
+            "{endpoint}"
+        );
     })
     .await;
 }
