@@ -145,8 +145,7 @@ impl ControlLoop {
                 let evict_after = idle.ceil() as u32;
                 CostLearner::new(t, k.high_cost_factor, k.min_samples, evict_after)
             }),
-            rejected_before: shared.stats.rejected_limit.load(Relaxed)
-                + shared.stats.rejected_high_cost.load(Relaxed),
+            rejected_before: shared.rejections.load(Relaxed),
         }
     }
 
@@ -159,7 +158,7 @@ impl ControlLoop {
         let in_flight = shared.gate.in_flight();
         let peak = shared.gate.take_peak().max(in_flight);
         let limit_now = shared.gate.limit();
-        let rejected = stats.rejected_limit.load(Relaxed) + stats.rejected_high_cost.load(Relaxed);
+        let rejected = shared.rejections.load(Relaxed);
         let rejected_now = rejected.saturating_sub(self.rejected_before);
         self.rejected_before = rejected;
 
@@ -354,7 +353,7 @@ mod tests {
             for _ in 0..admitted {
                 s.gate.release();
             }
-            s.stats.rejected_limit.fetch_add(1, Relaxed);
+            s.rejections.fetch_add(1, Relaxed);
             now += Duration::from_millis(100);
             limits.push((limit, control.tick(&s, now).limit));
         }

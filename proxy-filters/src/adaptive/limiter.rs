@@ -4,7 +4,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicU32, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
         Arc,
     },
     task::{ready, Context, Poll},
@@ -117,6 +117,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<LimiterStats>,
     pub(crate) settings: Validated,
     pub(crate) loop_running: AtomicBool,
+    /// Rejections by this limiter (its stats may be shared with a namesake).
+    pub(crate) rejections: AtomicU64,
     status: StatusCode,
     retry_after: HeaderValue,
 }
@@ -148,6 +150,7 @@ impl Shared {
             retry_after,
             settings,
             loop_running: AtomicBool::new(false),
+            rejections: AtomicU64::new(0),
         }
     }
 
@@ -258,6 +261,7 @@ where
                 }
             }
             Err(reason) => {
+                shared.rejections.fetch_add(1, Relaxed);
                 match reason {
                     Reject::Limit => &shared.stats.rejected_limit,
                     Reject::HighCost => &shared.stats.rejected_high_cost,
