@@ -507,6 +507,88 @@ async fn inbound_mtls_rbac_rate_limit_and_access_log() {
     .await;
 }
 
+/// A Python that imports tongsuopy (installed by `scripts/deps/proxy-tls-guomi.sh`
+/// into a venv, or a `site` directory for `PYTHONPATH`), or `None` after a loud
+/// SKIPPED line.
+fn tongsuo_python() -> Option<(PathBuf, Option<PathBuf>)> {
+    let workspace = sidecar_dir().join("../..");
+    let dest = std::env::var_os("PROXY_TLS_GUOMI_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(|t| workspace.join(t).join("test-deps/tongsuo-venv"))
+        })
+        .unwrap_or_else(|| workspace.join("target/test-deps/tongsuo-venv"));
+    let candidates = [
+        (dest.join("bin/python3"), None),
+        (PathBuf::from("python3"), Some(dest.join("site"))),
+    ];
+    for (python, path) in candidates {
+        let mut cmd = std::process::Command::new(&python);
+        cmd.args(["-c", "import tongsuopy"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = &path {
+            cmd.env("PYTHONPATH", p);
+        }
+        if cmd.status().is_ok_and(|s| s.success()) {
+            return Some((python, path));
+        }
+    }
+    let banner = "\n==============================================\n\
+                  SKIPPED: tongsuopy not installed (run scripts/deps/proxy-tls-guomi.sh)\n\
+                  ==============================================\n";
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
+    None
+}
+
+/// proxy-tls Guomi (RFC 8998) on the same inbound listener: a Tongsuo client offering
+/// only TLS_SM4_GCM_SM3 gets the SM2 certificate, presents its own SM2 client
+/// certificate (productpage's SPIFFE id, which rbac allows) and reaches the app.
+#[tokio::test]
+async fn inbound_guomi_client_with_an_sm2_certificate() {
+    with_timeout(LIMIT, async {
+        let Some((python, path)) = tongsuo_python() else {
+            return;
+        };
+        let mesh = Mesh::start(None).await;
+        let mut cmd = tokio::process::Command::new(python);
+        if let Some(p) = path {
+            cmd.env("PYTHONPATH", p);
+        }
+        let port = mesh.inbound.port().to_string();
+        let (ca, crt, key) = (
+            cert("sm2-ca.pem"),
+            cert("sm2-productpage.pem"),
+            cert("sm2-productpage.key"),
+        );
+        cmd.arg(sidecar_dir().join("../../proxy-tls/tests/interop/tongsuo_peer.py"))
+            .args([
+                "client", "--port", &port, "--ca", &ca, "--cert", &crt, "--key", &key,
+            ])
+            .args(["--http-get", "/reviews/guomi"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(TOOL_LIMIT, cmd.output())
+            .await
+            .expect("tongsuo_peer.py did not finish")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            mesh.sidecar.logs()
+        );
+        assert!(stdout.contains("CIPHER TLS_SM4_GCM_SM3"), "{stdout}");
+        assert!(stdout.contains("PEER_SIGNATURE_TYPE SM2"), "{stdout}");
+        assert!(stdout.contains("HTTP_STATUS HTTP/1.1 200"), "{stdout}");
+        assert!(stdout.contains(r#""upstream":"app""#), "{stdout}");
+        assert!(stdout.contains("/reviews/guomi"), "{stdout}");
+    })
+    .await;
+}
+
 /// proxy-tls origination: the outbound `reviews` cluster speaks mTLS to the inbound
 /// listener with the sidecar's own workload certificate, which rbac allows.
 #[tokio::test]
