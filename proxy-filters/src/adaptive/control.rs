@@ -16,6 +16,7 @@ use super::{
     controller::{Input, Pid, MAX_PRESSURE},
     cost::CostLearner,
     limiter::{high_cost_limit, Shared},
+    metrics::AtomicF64,
     signals::{CpuSampler, LatencyWindow},
 };
 
@@ -30,6 +31,12 @@ const BASELINE_MEAN_ALPHA: f64 = 0.1;
 /// Intervals over which the completion rate behind the throughput floor is measured
 /// (capped by the latency window).
 const RATE_INTERVALS: usize = 2;
+
+/// A value a previous control loop of the same limiter left (it survives reloads).
+fn learned(v: &AtomicF64) -> Option<f64> {
+    let v = v.get();
+    (v.is_finite() && v > 0.0).then_some(v)
+}
 
 /// Moves a baseline towards a healthy interval's value: quickly down, slowly up.
 fn learn(baseline: Option<f64>, v: f64) -> f64 {
@@ -134,11 +141,11 @@ impl ControlLoop {
             window: LatencyWindow::new(window),
             cpu: c.cpu.as_ref().map(|_| CpuSampler::default()),
             cpu_smoothed: None,
-            baseline: None,
-            baseline_mean: None,
+            baseline: learned(&shared.stats.learned_baseline),
+            baseline_mean: learned(&shared.stats.learned_mean),
             recent_dt: VecDeque::with_capacity(window + 1),
             window_len: window,
-            best_rate: 0.0,
+            best_rate: learned(&shared.stats.learned_best_rate).unwrap_or(0.0),
             costs: shared.costs.as_ref().zip(c.cost.as_ref()).map(|(t, k)| {
                 let idle = INTERFACE_IDLE.as_secs_f64() / c.interval.as_secs_f64();
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -277,6 +284,13 @@ impl ControlLoop {
         stats
             .latency_target
             .set(target.map_or(f64::NAN, |d| d.as_secs_f64()));
+        stats
+            .learned_baseline
+            .set(self.baseline.unwrap_or(f64::NAN));
+        stats
+            .learned_mean
+            .set(self.baseline_mean.unwrap_or(f64::NAN));
+        stats.learned_best_rate.set(self.best_rate);
         stats.error.set(step.error);
         stats.p.set(step.p);
         stats.i.set(step.i);
@@ -417,5 +431,31 @@ mod tests {
             }
         }
         assert_eq!(last, 64, "recovers once the CPU is idle");
+    }
+
+    /// A limiter rebuilt with the same stats (a reload) keeps the limit and what its
+    /// predecessor learned.
+    #[test]
+    fn reload_keeps_what_was_learned() {
+        let stats = Arc::new(LimiterStats::default());
+        let c = AdaptiveConfig::from_yaml(&serde_yaml::from_str("{cpu: null}").unwrap()).unwrap();
+        let first = Shared::new(c.validated().unwrap(), stats.clone());
+        let t0 = Instant::now();
+        let mut control = ControlLoop::new(&first, t0);
+        for i in 1..=10 {
+            for _ in 0..30 {
+                first.latency.record(Duration::from_millis(20));
+            }
+            control.tick(&first, t0 + Duration::from_millis(100 * i));
+        }
+        let baseline = control.baseline.unwrap();
+        first.gate.set_limits(40, 28);
+        stats.limit.store(40, Relaxed);
+        let second = Shared::new(c.validated().unwrap(), stats);
+        assert_eq!(second.gate.limit(), 40);
+        let control = ControlLoop::new(&second, t0);
+        assert_eq!(control.baseline, Some(baseline));
+        assert!(control.baseline_mean.is_some());
+        assert!(control.best_rate > 0.0);
     }
 }

@@ -130,10 +130,13 @@ static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 impl Shared {
     pub(crate) fn new(settings: Validated, stats: Arc<LimiterStats>) -> Self {
         let c = &settings.config;
-        let initial = c
-            .headroom
-            .as_ref()
-            .map_or(c.max_limit, |h| h.floor)
+        // A limiter rebuilt on reload (same name, same stats) starts where the old one
+        // was; a new one at the headroom floor (or the maximum without headroom).
+        let previous = (stats.steps.load(Relaxed) > 0)
+            .then(|| u32::try_from(stats.limit.load(Relaxed)).unwrap_or(u32::MAX));
+        let initial = previous
+            .or_else(|| c.headroom.as_ref().map(|h| h.floor))
+            .unwrap_or(c.max_limit)
             .clamp(c.min_limit, c.max_limit);
         let fraction = c.cost.as_ref().map_or(1.0, |k| k.high_cost_fraction);
         let costs = c.cost.as_ref().map(|k| CostTable::new(k.max_interfaces));

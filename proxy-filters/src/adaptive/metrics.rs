@@ -58,6 +58,10 @@ pub struct LimiterStats {
     pub(crate) i: AtomicF64,
     pub(crate) d: AtomicF64,
     pub(crate) interfaces: Mutex<Vec<InterfaceCost>>,
+    /// What the control loop learned (NaN: nothing yet), for its successor on reload.
+    pub(crate) learned_baseline: AtomicF64,
+    pub(crate) learned_mean: AtomicF64,
+    pub(crate) learned_best_rate: AtomicF64,
 }
 
 impl LimiterStats {
