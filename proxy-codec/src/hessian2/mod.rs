@@ -14,7 +14,7 @@
 //! let mut w = Writer::new();
 //! w.string("com.example.Hello");
 //! w.int(42);
-//! w.list_begin_untyped();
+//! w.list_begin();
 //! w.string("skipped");
 //! w.list_end();
 //! w.string("after");
