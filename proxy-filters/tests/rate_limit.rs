@@ -106,3 +106,46 @@ fn bad_rates_are_refused() {
         assert!(err.contains(field), "{rules}: {err}");
     }
 }
+
+#[tokio::test]
+async fn per_route_limits_through_route_filters() {
+    with_timeout(30, async {
+        let up = Upstream::start("backend", Duration::ZERO);
+        let yaml = format!(
+            r#"runtime: {{ worker_threads: 1 }}
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: search
+            match: {{ path: {{ prefix: /search }} }}
+            cluster: b
+            filters: [{{typed: local_rate_limit, config: {{rate: {{requests: 1, per: 1m}}}}}}]
+          - name: rest
+            match: {{ path: {{ prefix: / }} }}
+            cluster: b
+            filters: [{{typed: local_rate_limit, config: {{rate: {{requests: 3, per: 1m}}}}}}]
+clusters:
+  - name: b
+    endpoints: ["{}"]
+"#,
+            up.addr
+        );
+        let proxy = Proxy::start(&yaml);
+        let addr = proxy.addr("edge");
+        assert_eq!(get(&addr, "/search?q=1", &[]).await.status, 200);
+        assert_eq!(get(&addr, "/search?q=2", &[]).await.status, 429);
+        for _ in 0..3 {
+            assert_eq!(
+                get(&addr, "/items", &[]).await.status,
+                200,
+                "the other route's own bucket"
+            );
+        }
+        assert_eq!(get(&addr, "/items", &[]).await.status, 429);
+    })
+    .await;
+}

@@ -215,3 +215,38 @@ fn bad_rules_are_refused_naming_the_field() {
         assert!(err.contains(field), "{section}: {err}");
     }
 }
+
+#[tokio::test]
+async fn same_rules_over_http2() {
+    with_timeout(30, async {
+        let up = Upstream::start("backend", Duration::ZERO);
+        let proxy = Proxy::start(&config(
+            &[listener(
+                "allow",
+                &format!("[{{typed: rbac, config: {ALLOW_LIST}}}]"),
+                "b",
+            )],
+            &[("b", up.addr)],
+        ));
+        let stream = tokio::net::TcpStream::connect(proxy.addr("allow"))
+            .await
+            .unwrap();
+        let (mut h2, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        for (path, want) in [("/public/a", 200), ("/private", 403), ("/public/b", 200)] {
+            let req = http::Request::get(format!("http://test.local{path}"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let resp = h2.send_request(req).await.unwrap();
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            assert_eq!(resp.status().as_u16(), want, "{path}");
+        }
+        assert_eq!(up.hits(), 2);
+    })
+    .await;
+}

@@ -23,7 +23,10 @@ use std::{
     time::Duration,
 };
 
-use proxy_core::{cluster::Cluster, BoxError, Connection};
+use proxy_core::{
+    cluster::{Cluster, Outcome},
+    BoxError, Connection,
+};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
@@ -177,12 +180,17 @@ async fn proxy(s: &Settings, mut conn: Connection) -> Result<Copied, TcpProxyErr
                 cluster: s.cluster.name.clone(),
             });
         };
+        let started = tokio::time::Instant::now();
         match endpoint.connect().await {
             Ok(stream) => {
                 upstream = Some(stream);
                 break;
             }
             Err(source) => {
+                // Outlier detection and health checks hear of L4 connect failures too.
+                for x in s.cluster.extensions.iter() {
+                    x.on_outcome(&endpoint, &Outcome::ConnectFailure, started.elapsed());
+                }
                 last = Some(TcpProxyError::Connect {
                     addr: endpoint.address,
                     source,
