@@ -38,14 +38,16 @@ pub enum BoltVersion {
     V2 {
         /// `ver1`, the protocol version (1 or 2).
         version: u8,
-        /// The switch byte; bit 0 turns the CRC32 trailer on.
+        /// The switch byte; with protocol version 2, bit 0 adds the CRC32 trailer.
         switch: u8,
     },
 }
 
 impl BoltVersion {
+    /// Whether the frame ends in a CRC32: protocol version 2 with the CRC switch on
+    /// (as SOFA Bolt's decoder reads it; the switch alone does not add one in version 1).
     fn has_crc(self) -> bool {
-        matches!(self, Self::V2 { switch, .. } if switch & SWITCH_CRC != 0)
+        matches!(self, Self::V2 { version: 2, switch } if switch & SWITCH_CRC != 0)
     }
 }
 
@@ -128,7 +130,7 @@ pub(crate) fn frame_length(buf: &[u8]) -> Result<Option<u64>, DecodeError> {
     if content > i32::MAX as u32 {
         return Err(DecodeError::Malformed("negative bolt content length"));
     }
-    let crc = if proto == PROTOCOL_V2 && buf[11] & SWITCH_CRC != 0 {
+    let crc = if proto == PROTOCOL_V2 && buf[1] == 2 && buf[11] & SWITCH_CRC != 0 {
         4
     } else {
         0
