@@ -345,6 +345,16 @@ async fn an_auto_listener_routes_bolt_and_dubbo_by_service_and_attachments() {
             "pay /com.example.Pay:1.0/refund call-5"
         );
 
+        // HTTP on the same port goes through the same routes: a POST to a Bolt
+        // service's path becomes a Bolt call (an HTTP-to-Bolt gateway).
+        let mut h = TcpStream::connect(&addr).await.unwrap();
+        h.write_all(b"POST /com.example.Pay:1.0/transfer HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nx-trace: t1\r\nconnection: close\r\n\r\nhello").await.unwrap();
+        let mut resp = Vec::new();
+        h.read_to_end(&mut resp).await.unwrap();
+        let resp = String::from_utf8_lossy(&resp);
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.ends_with("pay /com.example.Pay:1.0/transfer hello"), "{resp}");
+
         // Plain HTTP still works on the same port (and finds no route here).
         let mut h = TcpStream::connect(&addr).await.unwrap();
         h.write_all(b"GET /nothing HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
