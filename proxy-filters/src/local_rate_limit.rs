@@ -298,6 +298,7 @@ where
             Err(wait) => {
                 self.limits.counters.limited.inc();
                 let mut resp = crate::local_reply::reply(
+                    req.headers(),
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
                     "rate limited\n",

@@ -7,19 +7,64 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use proxy_core::{Body, HttpResponse};
 
-/// A local answer with `status` and `x-proxy-error: <reason>`, which RPC codecs map
-/// to their own status.
-pub(crate) fn reply(status: StatusCode, reason: &'static str, body: &'static str) -> HttpResponse {
-    let mut resp = HttpResponse::new(Body::from(body));
-    *resp.status_mut() = status;
+/// A local answer with `status` and `x-proxy-error: <reason>`, which the RPC codecs
+/// (Bolt, Dubbo) map to their own status. A gRPC request (`content-type:
+/// application/grpc*`) gets a trailers-only gRPC answer instead: HTTP 200 with
+/// `grpc-status` (`rbac_denied` -> PERMISSION_DENIED, `rate_limited` ->
+/// RESOURCE_EXHAUSTED, others by the HTTP-to-gRPC mapping) and `grpc-message`.
+pub(crate) fn reply(
+    req: &HeaderMap,
+    status: StatusCode,
+    reason: &'static str,
+    body: &'static str,
+) -> HttpResponse {
+    let grpc = req
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut resp = if grpc {
+        let mut resp = HttpResponse::new(Body::empty());
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(
+            HeaderName::from_static("grpc-status"),
+            HeaderValue::from(u16::from(grpc_status(status, reason))),
+        );
+        h.insert(
+            HeaderName::from_static("grpc-message"),
+            HeaderValue::from_static(reason),
+        );
+        resp
+    } else {
+        let mut resp = HttpResponse::new(Body::from(body));
+        *resp.status_mut() = status;
+        resp
+    };
     resp.headers_mut().insert(
         HeaderName::from_static("x-proxy-error"),
         HeaderValue::from_static(reason),
     );
     resp
+}
+
+/// The gRPC status code for a local answer.
+fn grpc_status(status: StatusCode, reason: &str) -> u8 {
+    match (reason, status.as_u16()) {
+        ("rbac_denied", _) => 7,          // PERMISSION_DENIED
+        ("rate_limited", _) => 8,         // RESOURCE_EXHAUSTED
+        (_, 200..=299) => 0,              // OK
+        (_, 400) => 13,                   // INTERNAL
+        (_, 401) => 16,                   // UNAUTHENTICATED
+        (_, 403) => 7,                    // PERMISSION_DENIED
+        (_, 404) => 12,                   // UNIMPLEMENTED
+        (_, 429 | 502 | 503 | 504) => 14, // UNAVAILABLE
+        _ => 2,                           // UNKNOWN
+    }
 }
 
 pin_project_lite::pin_project! {

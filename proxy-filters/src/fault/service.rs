@@ -88,6 +88,7 @@ where
         let settings = &*self.settings;
         settings.counters.requests.inc();
         let (delay, abort) = decide(settings, req.headers());
+        let abort = abort.map(|status| abort_response(req.headers(), status));
         if abort.is_some() {
             settings.counters.aborts.inc();
         }
@@ -95,9 +96,7 @@ where
             (None, None) => ResponseFuture::Inner {
                 fut: self.inner.call(req),
             },
-            (None, Some(status)) => ResponseFuture::Abort {
-                resp: Some(abort_response(status)),
-            },
+            (None, Some(resp)) => ResponseFuture::Abort { resp: Some(resp) },
             (Some(delay), abort) => {
                 settings.counters.delays.inc();
                 let clone = self.inner.clone();
@@ -106,7 +105,7 @@ where
                     fut: Box::pin(async move {
                         tokio::time::sleep(delay).await;
                         match abort {
-                            Some(status) => Ok(abort_response(status)),
+                            Some(resp) => Ok(resp),
                             None => inner.oneshot(req).await,
                         }
                     }),
@@ -159,6 +158,6 @@ fn header_percent(headers: &HeaderMap, name: &HeaderName) -> Option<u32> {
         .map(|p| p.per_million())
 }
 
-fn abort_response(status: StatusCode) -> HttpResponse {
-    crate::local_reply::reply(status, "fault_abort", "")
+fn abort_response(req: &HeaderMap, status: StatusCode) -> HttpResponse {
+    crate::local_reply::reply(req, status, "fault_abort", "")
 }

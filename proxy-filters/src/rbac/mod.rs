@@ -234,6 +234,7 @@ where
             LocalOr::inner(self.inner.call(req))
         } else {
             LocalOr::local(crate::local_reply::reply(
+                req.headers(),
                 StatusCode::FORBIDDEN,
                 "rbac_denied",
                 "access denied\n",
