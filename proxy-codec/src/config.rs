@@ -22,9 +22,10 @@ pub struct ServerOptions {
     /// Requests of one connection in flight at once; reading pauses at the limit.
     #[serde(default = "default_server_in_flight")]
     pub max_in_flight: NonZeroU32,
-    /// A connection with no request in flight and no frame for this long is closed
-    /// (none when absent: the listener's `limits.idle_timeout` applies when wired by
-    /// the core).
+    /// A connection with no request in flight and no frame for this long is closed.
+    /// When absent: 3 minutes, or the listener's `limits.idle_timeout` if longer. RPC
+    /// clients keep connections open between bursts and ping them at their own pace
+    /// (Dubbo every 60 s), so the HTTP keep-alive default would cut them off.
     #[serde(
         default,
         with = "humantime_serde",
@@ -135,6 +136,9 @@ fn default_heartbeat() -> Option<Duration> {
 fn default_connections() -> NonZeroU32 {
     NonZeroU32::new(1).unwrap_or(NonZeroU32::MIN)
 }
+
+/// The least idle time an RPC connection gets by default.
+pub(crate) const DEFAULT_IDLE: Duration = Duration::from_secs(180);
 
 /// Parses an options section (`null` means all defaults), naming the bad field.
 fn parse<T: serde::de::DeserializeOwned + Default>(cfg: &serde_yaml::Value) -> Result<T, String> {

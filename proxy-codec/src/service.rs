@@ -142,7 +142,7 @@ impl<P: Protocol> ProtocolServer for RpcServer<P> {
             // The core's service already carries the connection facts.
             conn.extensions = http::Extensions::new();
             let timeouts = Timeouts {
-                idle: Some(ctx.limits.idle_timeout),
+                idle: Some(ctx.limits.idle_timeout.max(crate::config::DEFAULT_IDLE)),
                 frame: Some(ctx.limits.header_read_timeout),
             };
             let mut drain = ctx.drain;
