@@ -339,6 +339,17 @@ impl Mesh {
     }
 }
 
+/// Asserts the samples of `/stats/prometheus` matching every needle sum to at least
+/// `at_least`.
+async fn assert_metric(mesh: &Mesh, needles: &[&str], at_least: f64) {
+    let metrics = mesh.sidecar.metrics().await;
+    let sum = metric_sum(&metrics, needles);
+    assert!(
+        sum >= at_least,
+        "{needles:?} = {sum}, want >= {at_least}\n{metrics}"
+    );
+}
+
 // === (1) the committed config validates ===
 
 /// `sidecar --validate --config configs/mesh.yaml`, run from examples/sidecar/ as the
@@ -473,6 +484,32 @@ async fn inbound_mtls_rbac_rate_limit_and_access_log() {
         assert_eq!(statuses, ["200", "200", "429"], "{heads}");
         assert!(heads.contains("retry-after:"), "{heads}");
         assert!(heads.contains("x-proxy-error: rate_limited"), "{heads}");
+
+        // Each crate's counters are on the admin endpoint.
+        let metrics = mesh.sidecar.metrics().await;
+        for (needles, at_least) in [
+            (&["proxy_tls_handshakes_total"][..], 4.0),
+            (
+                &["proxy_tls_handshake_failures_total", "client_certificate"],
+                1.0,
+            ),
+            (&["proxy_filters_rbac_decisions_total", "denied"], 2.0),
+            (
+                &[
+                    "proxy_filters_rate_limit_decisions_total",
+                    "export",
+                    "limited",
+                ],
+                1.0,
+            ),
+            (&["proxy_filters_conn_limit_accepted_total"], 5.0),
+        ] {
+            let sum = metric_sum(&metrics, needles);
+            assert!(
+                sum >= at_least,
+                "{needles:?} = {sum}, want >= {at_least}\n{metrics}"
+            );
+        }
 
         // access_log: one JSON line per request on the sidecar's stdout, local replies
         // of the filters after it included (it is the outermost filter).
@@ -611,6 +648,7 @@ async fn outbound_mtls_origination_to_a_peer_sidecar() {
         // The peer's rbac still applies to calls over the mesh.
         let r = mesh.get(mesh.outbound, "reviews", "/admin", &[]).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+        assert_metric(&mesh, &["proxy_tls_upstream_handshakes_total"], 1.0).await;
     })
     .await;
 }
@@ -649,6 +687,7 @@ async fn outbound_maglev_least_request_and_cluster_extensions() {
             2,
             "16 users should use both ratings endpoints: {used:?}"
         );
+        assert_metric(&mesh, &["proxy_lb_hash_picks_total"], 48.0).await;
 
         let r = mesh.get(mesh.outbound, "details", "/details/1", &[]).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -732,6 +771,7 @@ async fn outlier_detection_ejects_a_failing_endpoint() {
             .get(mesh.outbound, "ratings", "/ratings/3", &user)
             .await;
         assert_eq!(r.text(), other, "an ejected endpoint got traffic");
+        assert_metric(&mesh, &["proxy_lb_outlier_ejections_total"], 1.0).await;
 
         let page = mesh.sidecar.admin_get("/clusters").await;
         let v: serde_json::Value = serde_json::from_slice(&page.body).unwrap();
@@ -794,6 +834,7 @@ async fn rpc_auto_listener_serves_bolt_dubbo_and_http() {
         let r = mesh.get(mesh.rpc, "ratings", "/ratings/2", &[]).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         assert!(r.text().starts_with("ratings-"), "{}", r.text());
+        assert_metric(&mesh, &["proxy_codec_downstream_requests_total"], 3.0).await;
     })
     .await;
 }
