@@ -6,6 +6,8 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ConfigBuildError;
+
 /// `network_filters: [{typed: tls, config: ...}]`: TLS termination on a listener.
 ///
 /// ```yaml
@@ -325,6 +327,73 @@ fn default_engine_threads() -> std::num::NonZeroUsize {
 ///
 /// # Errors
 /// The message names the offending field and the reason.
+/// The largest session cache accepted (entries). rustls allocates the whole cache
+/// up front, so a huge value would exhaust memory at load.
+pub const MAX_SESSION_CACHE: usize = 1_000_000;
+/// The most threads one offload engine may start.
+pub const MAX_ENGINE_THREADS: usize = 256;
+
+/// ALPN protocol names: 1 to 255 bytes each (RFC 7301).
+fn check_alpn(alpn: &[String]) -> Result<(), ConfigBuildError> {
+    for (i, p) in alpn.iter().enumerate() {
+        if p.is_empty() || p.len() > 255 {
+            return Err(ConfigBuildError::Invalid(format!(
+                "alpn[{i}]: {p:?} must be 1 to 255 bytes long"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_handshake_timeout(d: Duration) -> Result<(), ConfigBuildError> {
+    if d.is_zero() {
+        return Err(ConfigBuildError::Invalid(
+            "handshake_timeout: must be above zero".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl TerminationConfig {
+    /// Checks the values serde cannot: ALPN names, a zero handshake timeout, the
+    /// session cache size, offload engine thread counts.
+    ///
+    /// # Errors
+    /// [`ConfigBuildError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), ConfigBuildError> {
+        check_alpn(&self.alpn)?;
+        check_handshake_timeout(self.handshake_timeout)?;
+        if self.session.cache_size > MAX_SESSION_CACHE {
+            return Err(ConfigBuildError::Invalid(format!(
+                "session.cache_size: {} is above {MAX_SESSION_CACHE}",
+                self.session.cache_size
+            )));
+        }
+        if let Some(o) = &self.offload {
+            for (i, e) in o.engines.iter().enumerate() {
+                if e.threads.get() > MAX_ENGINE_THREADS {
+                    return Err(ConfigBuildError::Invalid(format!(
+                        "offload.engines[{i}].threads: {} is above {MAX_ENGINE_THREADS}",
+                        e.threads
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OriginationConfig {
+    /// Checks the values serde cannot: ALPN names and a zero handshake timeout.
+    ///
+    /// # Errors
+    /// [`ConfigBuildError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), ConfigBuildError> {
+        check_alpn(&self.alpn)?;
+        check_handshake_timeout(self.handshake_timeout)
+    }
+}
+
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(cfg: &serde_yaml::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(cfg.clone()).map_err(|e| {
         let path = e.path().to_string();

@@ -65,6 +65,7 @@ impl OriginationTransport {
         secrets: Arc<dyn SecretSource>,
         metrics: Arc<TlsMetrics>,
     ) -> Result<Self, ConfigBuildError> {
+        cfg.validate()?;
         let server_name = match &cfg.server_name {
             None => None,
             Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {

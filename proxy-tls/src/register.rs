@@ -75,12 +75,23 @@ impl TlsRuntime {
     /// names not seen before.
     ///
     /// # Errors
-    /// An engine thread pool could not start; names the field.
+    /// Too many threads for an engine, or an engine thread pool could not start;
+    /// names the field.
     pub fn dispatcher(&self, cfg: &OffloadConfig) -> Result<Dispatcher, String> {
         let mut engines = Vec::new();
         let Ok(mut known) = self.engines.lock() else {
             return Err("offload: engine registry poisoned".into());
         };
+        // Every count checked before any engine starts its threads.
+        for (i, e) in cfg.engines.iter().enumerate() {
+            if e.threads.get() > crate::config::MAX_ENGINE_THREADS {
+                return Err(format!(
+                    "offload.engines[{i}].threads: {} is above {}",
+                    e.threads,
+                    crate::config::MAX_ENGINE_THREADS
+                ));
+            }
+        }
         for (i, e) in cfg.engines.iter().enumerate() {
             let engine = match known.get(&e.name) {
                 Some(engine) => engine.clone(),
@@ -166,6 +177,7 @@ pub fn register_with(registry: &mut Registry, runtime: TlsRuntime) {
     registry.register_network_filter("tls", move |cfg, ctx| {
         rt.export(ctx);
         let c: TerminationConfig = config::parse(cfg)?;
+        c.validate().map_err(|e| crate::error_chain(&e))?;
         let offload = match &c.offload {
             Some(o) => Some(rt.dispatcher(o)?),
             None => None,

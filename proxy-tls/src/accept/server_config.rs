@@ -93,8 +93,10 @@ impl SessionState {
     /// Fresh ticket keys and an empty cache for `cfg`'s `session` and `early_data`.
     ///
     /// # Errors
-    /// The ticket key could not be generated.
+    /// A setting refused by [`TerminationConfig::validate`] (a session cache above
+    /// [`crate::config::MAX_SESSION_CACHE`]), or the ticket key could not be generated.
     pub fn new(cfg: &TerminationConfig) -> Result<Self, ConfigBuildError> {
+        cfg.validate()?;
         // Early data only with single-use, server-side session state: stateless
         // tickets could be replayed, and rustls refuses 0-RTT with them.
         let use_tickets = cfg.session.tickets && !cfg.early_data.enabled;
@@ -157,6 +159,7 @@ impl ServerSpec {
         secrets: Arc<dyn SecretSource>,
         sessions: SessionState,
     ) -> Result<Self, ConfigBuildError> {
+        cfg.validate()?;
         if cfg.certificates.is_empty() {
             return Err(ConfigBuildError::Invalid(
                 "certificates: at least one certificate is required".into(),
