@@ -3,7 +3,7 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex, OnceLock, Weak},
+    sync::{mpsc, Arc, Mutex, OnceLock, Weak},
     time::{Duration, SystemTime},
 };
 
@@ -48,6 +48,9 @@ pub(crate) struct Reloadable<T> {
     stamps: Mutex<Vec<Stamp>>,
     metrics: Arc<TlsMetrics>,
     on_secret: OnceLock<Arc<OnChange>>,
+    /// Dropped with this value: the file poller's `recv_timeout` then returns at once
+    /// and the thread ends (rather than sleeping out its poll interval).
+    _stop_poller: Option<mpsc::Sender<()>>,
 }
 
 impl<T> std::fmt::Debug for Reloadable<T> {
@@ -77,6 +80,11 @@ impl<T: Send + Sync + 'static> Reloadable<T> {
     ) -> Result<Arc<Self>, ConfigBuildError> {
         let stamps = files.iter().map(stamp).collect();
         let first = build()?;
+        let poller = (!poll.is_zero() && !files.is_empty()).then(mpsc::channel::<()>);
+        let (stop_tx, stop_rx) = match poller {
+            Some((tx, rx)) => (Some(tx), Some(rx)),
+            None => (None, None),
+        };
         let this = Arc::new(Self {
             what,
             build,
@@ -85,6 +93,7 @@ impl<T: Send + Sync + 'static> Reloadable<T> {
             stamps: Mutex::new(stamps),
             metrics,
             on_secret: OnceLock::new(),
+            _stop_poller: stop_tx,
         });
         if let Some(secrets) = secrets {
             let weak = Arc::downgrade(&this);
@@ -96,11 +105,11 @@ impl<T: Send + Sync + 'static> Reloadable<T> {
             secrets.subscribe(Arc::downgrade(&f));
             let _ = this.on_secret.set(f);
         }
-        if !poll.is_zero() && !this.files.is_empty() {
+        if let Some(stop) = stop_rx {
             let weak = Arc::downgrade(&this);
             let spawned = std::thread::Builder::new()
                 .name("tls-rotation-poll".into())
-                .spawn(move || poll_loop(&weak, poll));
+                .spawn(move || poll_loop(&weak, &stop, poll));
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "could not start the certificate file poller");
             }
@@ -151,10 +160,71 @@ impl<T: Send + Sync + 'static> Reloadable<T> {
     }
 }
 
-fn poll_loop<T: Send + Sync + 'static>(weak: &Weak<Reloadable<T>>, poll: Duration) {
-    loop {
-        std::thread::sleep(poll);
+/// Checks the files every `poll` until the value is dropped (its sender with it).
+fn poll_loop<T: Send + Sync + 'static>(
+    weak: &Weak<Reloadable<T>>,
+    stop: &mpsc::Receiver<()>,
+    poll: Duration,
+) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(poll) {
         let Some(this) = weak.upgrade() else { return };
         this.check_files();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads of this process whose name starts with `prefix` (Linux).
+    fn threads_named(prefix: &str) -> Option<usize> {
+        let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+        Some(
+            tasks
+                .filter_map(Result::ok)
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .filter(|name| name.starts_with(prefix))
+                .count(),
+        )
+    }
+
+    #[test]
+    fn the_file_poller_ends_with_its_owner_after_50_reloads() {
+        let Some(before) = threads_named("tls-rotation") else {
+            eprintln!("SKIPPED: no /proc/self/task on this system");
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("proxy-tls-poller-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.join("cert.pem");
+        std::fs::write(&file, "x").unwrap_or_else(|e| panic!("{e}"));
+        let mut current = None;
+        // A listener rebuilt by 50 config reloads, each with a long poll interval.
+        for i in 0..50u32 {
+            let r = Reloadable::start(
+                format!("generation {i}"),
+                vec![file.clone()],
+                None,
+                Duration::from_secs(3600),
+                Arc::default(),
+                Box::new(move || Ok(i)),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            current = Some(r);
+        }
+        let alive = |n: usize| {
+            (0..200).any(|_| {
+                let now = threads_named("tls-rotation").unwrap_or(usize::MAX);
+                if now == n {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                false
+            })
+        };
+        assert!(alive(before + 1), "only the live generation polls");
+        drop(current);
+        assert!(alive(before), "no poller outlives its owner");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
