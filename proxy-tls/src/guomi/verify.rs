@@ -51,6 +51,27 @@ const OID_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.
 /// Longest chain accepted, end entity and intermediates (the root not counted).
 const MAX_CHAIN_LEN: usize = 6;
 
+/// Most certificate signatures checked for one chain. A peer can send many
+/// intermediates whose subject matches the issuer sought (up to rustls' 64 KiB
+/// handshake message, about 150 SM2 certificates), each costing an SM2 verification
+/// at every depth: past this budget the chain is refused (webpki has such a budget
+/// too).
+const MAX_SIGNATURE_CHECKS: usize = 32;
+
+#[cfg(test)]
+thread_local! {
+    /// Signature checks made by [`verify_cert_signature`] on this thread (tests).
+    pub(crate) static SIGNATURE_CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The error of a chain that used up [`MAX_SIGNATURE_CHECKS`].
+fn budget_exceeded() -> Error {
+    CertificateError::Other(OtherError(Arc::new(GuomiError::Certificate(format!(
+        "more than {MAX_SIGNATURE_CHECKS} signature checks for one chain"
+    )))))
+    .into()
+}
+
 // === impl Sm2RootStore ===
 
 /// Trusted SM2 root certificates.
@@ -143,11 +164,16 @@ impl Sm2RootStore {
         let mut current: (&Certificate, &[u8]) = (&ee, end_entity.as_ref());
         let mut used = vec![false; inters.len()];
         let mut issuer_found_bad_sig = false;
+        let mut budget = MAX_SIGNATURE_CHECKS;
+        let mut check = |cert: &Certificate, der: &[u8], key: &VerifyingKey| {
+            budget = budget.checked_sub(1).ok_or_else(budget_exceeded)?;
+            Ok::<bool, Error>(verify_cert_signature(cert, der, key))
+        };
         for depth in 0..MAX_CHAIN_LEN {
             let issuer_name = name_der(&current.0.tbs_certificate.issuer)?;
             for anchor in &self.anchors {
                 if anchor.subject == issuer_name {
-                    if verify_cert_signature(current.0, current.1, &anchor.key) {
+                    if check(current.0, current.1, &anchor.key)? {
                         return Ok(ee);
                     }
                     issuer_found_bad_sig = true;
@@ -161,7 +187,7 @@ impl Sm2RootStore {
                 let Some(key) = sm2_public_key(cand, CERT_SM2_ID) else {
                     continue;
                 };
-                if !verify_cert_signature(current.0, current.1, &key) {
+                if !check(current.0, current.1, &key)? {
                     issuer_found_bad_sig = true;
                     continue;
                 }
@@ -433,6 +459,8 @@ fn tbs_bytes(cert_der: &[u8]) -> Option<&[u8]> {
 
 /// Checks `cert`'s SM2-with-SM3 signature (parameters absent or NULL) with `issuer_key`.
 fn verify_cert_signature(cert: &Certificate, cert_der: &[u8], issuer_key: &VerifyingKey) -> bool {
+    #[cfg(test)]
+    SIGNATURE_CHECKS.with(|n| n.set(n.get() + 1));
     let alg = &cert.signature_algorithm;
     let params_ok = match &alg.parameters {
         None => true,
@@ -574,5 +602,47 @@ pub(crate) fn dns_matches(pattern: &str, name: &str) -> bool {
             None => false,
         },
         None => pattern.eq_ignore_ascii_case(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_core::OsRng;
+    use sm2::SecretKey;
+
+    use super::super::test_pki::{issue, issue_with_key, Spec, SERVER_AUTH};
+    use super::*;
+
+    #[test]
+    fn decoy_intermediates_cost_a_bounded_number_of_signature_checks() {
+        let root = issue(&Spec::ca("decoy root"), None);
+        let inter = issue(&Spec::ca("decoy intermediate"), Some(&root));
+        let leaf = issue(
+            &Spec::leaf("a.test", &["a.test"], SERVER_AUTH),
+            Some(&inter),
+        );
+        // 100 certificates named like the leaf's issuer, none holding its key: each
+        // would cost an SM2 verification.
+        let other = SecretKey::random(&mut OsRng);
+        let decoy = issue_with_key(&Spec::ca("decoy intermediate"), Some(&root), other);
+        let mut chain: Vec<CertificateDer<'static>> = vec![decoy.der; 100];
+        chain.push(inter.der.clone());
+        let mut store = Sm2RootStore::new();
+        store.add(&root.der).unwrap_or_else(|e| panic!("{e}"));
+        let verifier = Sm2ServerVerifier::new(Arc::new(store));
+        let name = ServerName::try_from("a.test").unwrap_or_else(|e| panic!("{e}"));
+        let now = UnixTime::now();
+
+        SIGNATURE_CHECKS.with(|n| n.set(0));
+        let res = verifier.verify_server_cert(&leaf.der, &chain, &name, &[], now);
+        let checks = SIGNATURE_CHECKS.with(|n| n.get());
+        assert!(res.is_err(), "a chain past the budget is refused");
+        assert!(checks <= MAX_SIGNATURE_CHECKS, "{checks} signature checks");
+
+        // The honest chain verifies well within the budget.
+        SIGNATURE_CHECKS.with(|n| n.set(0));
+        let res = verifier.verify_server_cert(&leaf.der, &[inter.der], &name, &[], now);
+        assert!(res.is_ok(), "{res:?}");
+        assert_eq!(SIGNATURE_CHECKS.with(|n| n.get()), 2);
     }
 }
