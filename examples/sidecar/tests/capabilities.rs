@@ -259,21 +259,44 @@ impl Mesh {
         };
         let (dubbo, task) = rpc_upstream(Dubbo, "dubbo-greeter").await;
         rpc_peers.push(task);
-        let (admin, inbound, outbound, rpc) = (free_addr(), free_addr(), free_addr(), free_addr());
-        let yaml = mesh_yaml(&[
-            (ADMIN, admin),
-            (INBOUND, inbound),
-            (OUTBOUND, outbound),
-            (RPC, rpc),
-            (APP, app.addr),
-            (RATINGS[0], ratings[0].addr),
-            (RATINGS[1], ratings[1].addr),
-            (DETAILS[0], details[0].addr),
-            (DETAILS[1], details[1].addr),
-            (BOLT_UPSTREAM, bolt),
-            (DUBBO_UPSTREAM, dubbo),
-        ]);
-        let sidecar = Sidecar::start(&yaml, admin).await;
+        // The listener ports were free a moment ago; if another test took one in the
+        // meantime the sidecar refuses to start ("in use"): try again with new ones.
+        let mut attempt = 0;
+        let (sidecar, inbound, outbound, rpc) = loop {
+            attempt += 1;
+            let (admin, inbound, outbound, rpc) =
+                (free_addr(), free_addr(), free_addr(), free_addr());
+            let yaml = mesh_yaml(&[
+                (ADMIN, admin),
+                (INBOUND, inbound),
+                (OUTBOUND, outbound),
+                (RPC, rpc),
+                (APP, app.addr),
+                (RATINGS[0], ratings[0].addr),
+                (RATINGS[1], ratings[1].addr),
+                (DETAILS[0], details[0].addr),
+                (DETAILS[1], details[1].addr),
+                (BOLT_UPSTREAM, bolt),
+                (DUBBO_UPSTREAM, dubbo),
+            ]);
+            match tokio::spawn(async move { Sidecar::start(&yaml, admin).await }).await {
+                Ok(sidecar) => break (sidecar, inbound, outbound, rpc),
+                Err(e) if e.is_panic() => {
+                    let panic = e.into_panic();
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or_default();
+                    if attempt < 3 && message.contains("in use") {
+                        eprintln!("port clash, retrying with new ports: {message}");
+                        continue;
+                    }
+                    std::panic::resume_unwind(panic);
+                }
+                Err(e) => panic!("starting the sidecar: {e}"),
+            }
+        };
         Self {
             sidecar,
             inbound,
