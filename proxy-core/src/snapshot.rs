@@ -213,7 +213,13 @@ impl Snapshot {
                 clusters: clusters.clone(),
                 xff: l.xff,
                 stats,
-                record_route: config.access_log.is_some(),
+                // For access logs: the core's, or a filter's (filters see the response
+                // extensions; a listener with filters boxes its stack anyway).
+                record_route: config.access_log.is_some()
+                    || !l.http_filters.is_empty()
+                    || l.virtual_hosts
+                        .iter()
+                        .any(|v| v.routes.iter().any(|r| !r.filters.is_empty())),
             });
             listeners.push(ListenerPlan {
                 config: l.clone(),
