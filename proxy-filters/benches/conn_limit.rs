@@ -21,6 +21,7 @@ fn conn_limit(c: &mut Criterion) {
     .unwrap_or_else(|e| panic!("{e}"));
     let layer = ConnLimitLayer::new(&cfg, Default::default()).unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let _enter = rt.enter();

@@ -26,6 +26,7 @@ impl Shadow for Instant {
 fn mirror(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let _enter = rt.enter();

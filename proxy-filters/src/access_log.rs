@@ -9,7 +9,9 @@
 //! Fields: `%START_TIME%` (RFC 3339, UTC), `%METHOD%`, `%PATH%` (path and query),
 //! `%PROTOCOL%`, `%STATUS%`, `%BYTES_SENT%`, `%DURATION%` (milliseconds),
 //! `%PEER%` (address and port), `%PEER_IP%`, `%AUTHORITY%`, `%ROUTE%`,
-//! `%PROXY_ERROR%`, `%RPC_SERVICE%`, `%RPC_METHOD%`, `%REQ(name)%`, `%RESP(name)%`.
+//! `%PROXY_ERROR%`, `%RPC_SERVICE%`, `%RPC_METHOD%`, `%REQ(name)%`, `%RESP(name)%`, and
+//! Envoy's `%RESPONSE_CODE%`, `%DOWNSTREAM_REMOTE_ADDRESS%`, `%ROUTE_NAME%`,
+//! `%REQ(:METHOD)%`, `%REQ(:PATH)%`, `%REQ(:AUTHORITY)%`. `%%` is a literal `%`.
 //! A missing value prints `-`. In JSON lines a value that is exactly one numeric
 //! field (`%STATUS%`, `%BYTES_SENT%`, `%DURATION%`) is a number.
 //!

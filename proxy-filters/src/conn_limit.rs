@@ -4,7 +4,7 @@
 //! The listener count is one atomic; the per-IP counts live in a map split into 64
 //! shards, each behind its own short lock, so accepts from different peers rarely
 //! meet. An entry lives while its IP has connections open, so the map is bounded by
-//! the open connections.
+//! the open connections. The counts survive reloads ([`ConnCounts`]).
 //!
 //! ```yaml
 //! network_filters:
@@ -52,73 +52,116 @@ pub struct ConnLimitConfig {
 
 const SHARDS: usize = 64;
 
+/// The connections open through a connection limit, in all and by source IP. One
+/// is kept per listener and filter across reloads (see [`crate::register`]), so a
+/// new config counts the connections the old one admitted.
 #[derive(Debug)]
-struct State {
-    max_total: u32,
-    max_per_ip: Option<u32>,
+pub struct ConnCounts {
     total: AtomicU32,
     shards: Box<[Mutex<HashMap<IpAddr, u32>>]>,
     hasher: std::hash::RandomState,
+}
+
+impl Default for ConnCounts {
+    fn default() -> Self {
+        Self {
+            total: AtomicU32::new(0),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+}
+
+/// Renders nothing: the counts are state; `proxy_filters_conn_limit_*` come from the
+/// filter's counters.
+impl proxy_core::metrics::RenderMetrics for ConnCounts {
+    fn render(&self, _out: &mut String) {}
+}
+
+impl ConnCounts {
+    fn shard(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
+        &self.shards[(self.hasher.hash_one(ip) as usize) % SHARDS]
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> u32 {
+        self.total.load(Ordering::Acquire)
+    }
+
+    /// Connections open now from `ip`.
+    pub fn open_from(&self, ip: IpAddr) -> u32 {
+        self.shard(ip)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    max_total: u32,
+    max_per_ip: u32,
+    counts: Arc<ConnCounts>,
     counters: Arc<ConnLimitCounters>,
 }
 
 /// An admitted connection's place, given back on drop.
 #[derive(Debug)]
 struct Permit {
-    state: Arc<State>,
+    counts: Arc<ConnCounts>,
+    counters: Arc<ConnLimitCounters>,
     ip: Option<IpAddr>,
 }
 
 impl State {
-    fn shard(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
-        &self.shards[(self.hasher.hash_one(ip) as usize) % SHARDS]
-    }
-
-    fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Option<Permit> {
-        let prev = self.total.fetch_add(1, Ordering::AcqRel);
+    fn admit(&self, peer: Option<IpAddr>) -> Option<Permit> {
+        let counts = &self.counts;
+        let prev = counts.total.fetch_add(1, Ordering::AcqRel);
         if prev >= self.max_total {
-            self.total.fetch_sub(1, Ordering::AcqRel);
+            counts.total.fetch_sub(1, Ordering::AcqRel);
             self.counters.refused_total.inc();
             return None;
         }
-        let ip = match (self.max_per_ip, peer) {
-            (Some(max), Some(ip)) => {
-                let mut map = self.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
-                let n = map.entry(ip).or_insert(0);
-                if *n >= max {
-                    drop(map);
-                    self.total.fetch_sub(1, Ordering::AcqRel);
-                    self.counters.refused_source.inc();
-                    return None;
+        if let Some(ip) = peer {
+            let mut map = counts.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if *n >= self.max_per_ip {
+                if *n == 0 {
+                    map.remove(&ip);
                 }
-                *n += 1;
-                Some(ip)
+                drop(map);
+                counts.total.fetch_sub(1, Ordering::AcqRel);
+                self.counters.refused_source.inc();
+                return None;
             }
-            _ => None,
-        };
+            *n += 1;
+        }
         self.counters.accepted.inc();
         self.counters.active.inc();
         Some(Permit {
-            state: self.clone(),
-            ip,
+            counts: counts.clone(),
+            counters: self.counters.clone(),
+            ip: peer,
         })
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let s = &self.state;
+        let c = &self.counts;
         if let Some(ip) = self.ip {
-            let mut map = s.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = c.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
             if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
+                *n = n.saturating_sub(1);
                 if *n == 0 {
                     map.remove(&ip);
                 }
             }
         }
-        s.total.fetch_sub(1, Ordering::AcqRel);
-        s.counters.active.dec();
+        c.total.fetch_sub(1, Ordering::AcqRel);
+        self.counters.active.dec();
     }
 }
 
@@ -129,12 +172,24 @@ pub struct ConnLimitLayer {
 }
 
 impl ConnLimitLayer {
-    /// Validates `cfg`.
+    /// Validates `cfg`; counts start at zero.
     ///
     /// # Errors
     /// Neither limit set.
     pub fn new(
         cfg: &ConnLimitConfig,
+        counters: Arc<ConnLimitCounters>,
+    ) -> Result<Self, ConfigError> {
+        Self::with_counts(cfg, Arc::default(), counters)
+    }
+
+    /// Validates `cfg`, counting in `counts` (kept from an earlier config).
+    ///
+    /// # Errors
+    /// Neither limit set.
+    pub fn with_counts(
+        cfg: &ConnLimitConfig,
+        counts: Arc<ConnCounts>,
         counters: Arc<ConnLimitCounters>,
     ) -> Result<Self, ConfigError> {
         if cfg.max_connections.is_none() && cfg.max_per_source_ip.is_none() {
@@ -147,10 +202,8 @@ impl ConnLimitLayer {
         Ok(Self {
             state: Arc::new(State {
                 max_total: cfg.max_connections.map_or(u32::MAX, NonZeroU32::get),
-                max_per_ip: cfg.max_per_source_ip.map(NonZeroU32::get),
-                total: AtomicU32::new(0),
-                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-                hasher: std::hash::RandomState::new(),
+                max_per_ip: cfg.max_per_source_ip.map_or(u32::MAX, NonZeroU32::get),
+                counts,
                 counters,
             }),
         })
@@ -158,7 +211,7 @@ impl ConnLimitLayer {
 
     /// Connections open through this layer now.
     pub fn open(&self) -> u32 {
-        self.state.total.load(Ordering::Acquire)
+        self.state.counts.open()
     }
 }
 
@@ -234,8 +287,32 @@ mod tests {
         assert_eq!(layer.open(), 0);
         assert!(layer
             .state
+            .counts
             .shards
             .iter()
             .all(|s| s.lock().unwrap().is_empty()));
+    }
+
+    #[test]
+    fn counts_carry_over_a_reload() {
+        let counts = Arc::new(ConnCounts::default());
+        let old: ConnLimitConfig = crate::config::from_yaml("t", "{max_connections: 10}").unwrap();
+        let old = ConnLimitLayer::with_counts(&old, counts.clone(), Default::default()).unwrap();
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let held = [
+            old.state.admit(Some(ip)).unwrap(),
+            old.state.admit(Some(ip)).unwrap(),
+        ];
+        let new: ConnLimitConfig =
+            crate::config::from_yaml("t", "{max_connections: 10, max_per_source_ip: 2}").unwrap();
+        let new = ConnLimitLayer::with_counts(&new, counts.clone(), Default::default()).unwrap();
+        assert!(
+            new.state.admit(Some(ip)).is_none(),
+            "the old connections count"
+        );
+        assert_eq!(counts.open_from(ip), 2);
+        drop(held);
+        assert!(new.state.admit(Some(ip)).is_some());
+        assert_eq!(counts.open(), 0);
     }
 }

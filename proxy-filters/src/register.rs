@@ -53,8 +53,14 @@ pub fn register(registry: &mut Registry) {
     registry.register_network_filter(conn_limit::NAME, |cfg, ctx| {
         let c: conn_limit::ConnLimitConfig = parse(conn_limit::NAME, cfg)?;
         let counters = counters(ctx, conn_limit::NAME, c.name.as_deref());
+        // The open connections carry over reloads: the new config counts them.
+        let counts = ctx.metrics::<conn_limit::ConnCounts>(&format!(
+            "filters/connection_limit/counts/{}/{}",
+            ctx.listener.unwrap_or_default(),
+            c.name.as_deref().unwrap_or_default()
+        ));
         Ok(network(
-            conn_limit::ConnLimitLayer::new(&c, counters).map_err(msg)?,
+            conn_limit::ConnLimitLayer::with_counts(&c, counts, counters).map_err(msg)?,
         ))
     });
     registry.register_network_filter(conn_fault::NAME, |cfg, ctx| {

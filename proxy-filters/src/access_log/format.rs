@@ -227,6 +227,14 @@ fn field_of(
         "PROXY_ERROR" => Field::ProxyError,
         "RPC_SERVICE" => Field::RpcService,
         "RPC_METHOD" => Field::RpcMethod,
+        // Envoy's names for the same facts.
+        "RESPONSE_CODE" => Field::Status,
+        "DOWNSTREAM_REMOTE_ADDRESS" => Field::Peer,
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Field::PeerIp,
+        "ROUTE_NAME" => Field::Route,
+        "REQ(:METHOD)" => Field::Method,
+        "REQ(:PATH)" => Field::Path,
+        "REQ(:AUTHORITY)" => Field::Authority,
         n if n.starts_with("REQ(") && n.ends_with(')') => {
             Field::Req(header(&n[4..n.len() - 1], req)?)
         }
@@ -358,6 +366,9 @@ mod tests {
             .to_string()
             .contains("format.text: unknown field %NOPE%"));
         assert!(parse("%REQ(bad name)%", "f", &mut a, &mut b).is_err());
+        let envoy = parse("%REQ(:METHOD)% %RESPONSE_CODE%", "f", &mut a, &mut b).unwrap();
+        assert_eq!(envoy[0], Piece::Field(Field::Method));
+        assert_eq!(envoy[2], Piece::Field(Field::Status));
         let lone = parse("50% done", "f", &mut a, &mut b).unwrap();
         assert_eq!(lone, vec![Piece::Lit("50% done".into())]);
     }
