@@ -932,3 +932,31 @@ async fn a_peer_that_never_reads_its_answers_is_cut_off() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn requests_a_dying_connection_never_wrote_go_out_on_a_fresh_one() {
+    timeout(LIMIT, async {
+        let (addr, _) = bolt_upstream().await;
+        let metrics = Arc::new(CodecMetrics::default());
+        // One request in flight per connection: the second waits in the queue.
+        let opts: UpstreamOptions = serde_yaml::from_str("max_in_flight: 1").unwrap();
+        let c = client(addr, opts, metrics.clone());
+        let first = tokio::spawn({
+            let c = c.clone();
+            async move { c.send(downstream_request(1, "die", 0)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = c.send(downstream_request(2, "0:second", 0)).await.unwrap();
+        assert_eq!(text(second).await, "up second");
+        assert!(matches!(
+            first.await.unwrap(),
+            Err(ProxyError::Upstream {
+                request_sent: true,
+                ..
+            })
+        ));
+        assert_eq!(metrics.bolt.upstream_connects.load(Ordering::Relaxed), 2);
+    })
+    .await
+    .unwrap();
+}
