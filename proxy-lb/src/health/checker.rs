@@ -24,6 +24,11 @@ use super::{
     run::probe_endpoint,
 };
 
+/// Most probes of one cluster running at once: a cluster of 10,000 endpoints must not
+/// open 10,000 sockets in the same instant (file descriptors, a SYN burst at the
+/// backends). A round takes longer instead.
+const MAX_PROBES_IN_FLIGHT: usize = 256;
+
 #[derive(Debug, Default)]
 struct State {
     endpoints: Arc<[Arc<Endpoint>]>,
@@ -148,6 +153,10 @@ impl Shared {
             if e.health_flags().contains(HealthFlags::REMOVED) {
                 continue;
             }
+            // A bounded number of probes (sockets) at once, however many endpoints.
+            while probes.len() >= MAX_PROBES_IN_FLIGHT {
+                probes.join_next().await;
+            }
             let (e, h, shared) = (e.clone(), h.clone(), self.clone());
             probes.spawn(async move {
                 let result = probe_endpoint(&e, &shared.cfg.probe, shared.cfg.timeout).await;
@@ -213,6 +222,80 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn a_round_keeps_a_bounded_number_of_probes_open() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            // A backend that accepts and never answers: every HTTP probe holds its
+            // socket until its timeout.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+            let open = Arc::new(AtomicU64::new(0));
+            let peak = Arc::new(AtomicU64::new(0));
+            let (o, p) = (open.clone(), peak.clone());
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = listener.accept().await {
+                    let n = o.fetch_add(1, SeqCst) + 1;
+                    p.fetch_max(n, SeqCst);
+                    let o = o.clone();
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 512];
+                        while tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+                            .await
+                            .is_ok_and(|n| n > 0)
+                        {}
+                        o.fetch_sub(1, SeqCst);
+                    });
+                }
+            });
+            let endpoints: Arc<[Arc<Endpoint>]> = (0..(MAX_PROBES_IN_FLIGHT + 150))
+                .map(|_| {
+                    Arc::new(Endpoint::new(
+                        addr,
+                        std::num::NonZeroU32::MIN,
+                        BTreeMap::new(),
+                    ))
+                })
+                .collect();
+            let cfg: HealthCheckConfig = serde_yaml::from_str(
+                "{interval: 1h, timeout: 300ms, probe: {http: {path: /healthz}}}",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let counters = Arc::new(ClusterHealthCounters::default());
+            let hc =
+                HealthCheck::new(cfg, "many", counters.clone()).unwrap_or_else(|e| panic!("{e}"));
+            hc.activate(&ClusterInfo {
+                name: "many".into(),
+                endpoints: endpoints.clone(),
+            });
+            let total = endpoints.len() as u64;
+            // Half way through the first probes' timeout: only the first batch is open.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let first_batch = open.load(SeqCst);
+            assert!(
+                first_batch <= MAX_PROBES_IN_FLIGHT as u64,
+                "{first_batch} probes open at once"
+            );
+            for _ in 0..300 {
+                if counters.results("timeout") >= total {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(counters.results("timeout"), total, "every endpoint probed");
+            // The backend sees a closed probe's EOF a little after the next probe
+            // connects, so its own count may briefly run over; never to all of them.
+            let peak = peak.load(SeqCst);
+            assert!(peak < total, "{peak} of {total} probes open at once");
+        });
+    }
 
     #[test]
     fn probes_flip_the_flag_and_the_task_stops_on_drop() {
