@@ -81,6 +81,10 @@ impl HealthCheckConfig {
         if self.timeout.is_zero() {
             return bad("timeout", "must be above zero");
         }
+        // A sub-millisecond interval would probe every endpoint back to back.
+        if self.interval < Duration::from_millis(1) {
+            return bad("interval", "must be at least 1ms");
+        }
         let day = Duration::from_secs(24 * 3600);
         for (field, d) in [
             ("interval", self.interval),
@@ -133,5 +137,38 @@ impl Verdicts {
             let n = self.failures.fetch_add(1, Relaxed).saturating_add(1);
             (currently_healthy && n >= cfg.unhealthy_threshold).then_some(false)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> Result<(), String> {
+        let cfg: HealthCheckConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn intervals_are_bounded_both_ways() {
+        assert_eq!(
+            check("interval: 0s").err().as_deref(),
+            Some("interval: must be above zero")
+        );
+        // Sub-millisecond: every endpoint probed back to back.
+        assert_eq!(
+            check("interval: 10us").err().as_deref(),
+            Some("interval: must be at least 1ms")
+        );
+        assert_eq!(
+            check("interval: 25h").err().as_deref(),
+            Some("interval: must be at most 24h")
+        );
+        assert_eq!(
+            check("jitter: 1000days").err().as_deref(),
+            Some("jitter: must be at most 24h")
+        );
+        assert!(check("interval: 1ms").is_ok());
+        assert!(check("interval: 24h").is_ok());
     }
 }

@@ -163,6 +163,8 @@ pub struct HealingConfig {
 
 /// The longest interval or timeout accepted.
 const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
+/// The shortest interval accepted.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
 /// An error in the `outlier_detection` config, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,6 +231,13 @@ impl OutlierConfig {
             if d > MAX_PERIOD {
                 return bad(field, format!("{d:?} is above 24h"));
             }
+        }
+        // A sub-millisecond interval would spin the evaluation task.
+        if self.interval < MIN_INTERVAL {
+            return bad(
+                "interval",
+                format!("{:?} is below {MIN_INTERVAL:?}", self.interval),
+            );
         }
         if self.max_ejection_time < self.base_ejection_time {
             return bad(

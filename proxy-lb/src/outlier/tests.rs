@@ -165,6 +165,11 @@ fn config_validation_names_fields() {
     assert!(cfg("interval: 100years")
         .unwrap_err()
         .starts_with("interval:"));
+    // Sub-millisecond: the evaluation task would spin.
+    assert!(cfg("interval: 100us")
+        .unwrap_err()
+        .starts_with("interval: 100µs is below 1ms"));
+    assert!(cfg("interval: 1ms").is_ok());
     assert!(cfg("{base_ejection_time: 10s, max_ejection_time: 1s}")
         .unwrap_err()
         .starts_with("max_ejection_time:"));
