@@ -7,8 +7,20 @@
 //! rewritten on pooled upstream connections, protocol-correct error replies for
 //! proxy-side failures and malformed frames. Requests are mapped onto
 //! `http::Request<Body>` (DESIGN decision 1), so routes, filters and balancers treat
-//! them like any HTTP request. See `examples/toy_protocol.rs` and the crate docs for a
-//! complete protocol in a few dozen lines.
+//! them like any HTTP request.
+//!
+//! # Adding a protocol
+//!
+//! 1. Implement [`Protocol`] for a type describing the frames (pure functions: no I/O).
+//! 2. Register it under a name: [`crate::register_protocol`]`(&mut registry, "toy", Toy)`
+//!    gives listeners `protocol: toy` (and `auto` detection through
+//!    [`Protocol::sniff`]) and clusters `protocol: toy`, with `protocol_options`
+//!    parsed as [`crate::config::ServerOptions`] / [`crate::config::UpstreamOptions`].
+//! 3. Route on `/{service}/{method}` and headers like any HTTP request.
+//!
+//! The worked example, `examples/toy_protocol.rs` (a length-prefixed protocol proxied
+//! end to end; `cargo run -p proxy-codec --example toy_protocol`):
+#![doc = concat!("```rust,no_run\n", include_str!("../examples/toy_protocol.rs"), "\n```")]
 
 use std::fmt;
 
