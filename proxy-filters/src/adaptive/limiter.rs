@@ -372,6 +372,22 @@ mod tests {
     }
 
     #[test]
+    fn interface_is_the_rpc_method_else_a_path_prefix() {
+        let mut req = Request::builder().uri("/a/b/c?x=1").body(()).unwrap();
+        assert_eq!(interface_key(&req, 2), InterfaceKey::Path("/a/b"));
+        assert_eq!(interface_key(&req, 0), InterfaceKey::Path("/a/b/c"));
+        req.extensions_mut()
+            .insert(RpcInfo::new("dubbo", "com.shop.Orders", "get"));
+        assert_eq!(
+            interface_key(&req, 2),
+            InterfaceKey::Rpc {
+                service: "com.shop.Orders",
+                method: "get"
+            }
+        );
+    }
+
+    #[test]
     fn high_cost_limit_is_within_the_limit() {
         assert_eq!(high_cost_limit(10, 0.7), 7);
         assert_eq!(high_cost_limit(1, 0.1), 1);
