@@ -190,6 +190,14 @@ pub trait Protocol: fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// Whether a frame from an upstream says it takes no new requests on this
+    /// connection (Dubbo's read-only event during a graceful shutdown): new requests
+    /// then go to a fresh connection while those in flight finish.
+    fn is_goaway(&self, frame: &Self::Frame) -> bool {
+        let _ = frame;
+        false
+    }
+
     /// The caller's own timeout carried by a request (in the extensions this
     /// protocol's [`Protocol::request_to_http`] set), if the protocol has one; the
     /// upstream client waits no longer than this (nor than its configured cap).

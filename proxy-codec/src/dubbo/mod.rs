@@ -124,6 +124,11 @@ impl Protocol for Dubbo {
         })
     }
 
+    fn is_goaway(&self, f: &DubboFrame) -> bool {
+        // The READONLY event: its data is the hessian2 string "R".
+        f.is_request() && f.is_event() && f.body[..] == [0x01, b'R']
+    }
+
     fn timeout(&self, req: &::http::request::Parts) -> Option<std::time::Duration> {
         let info = req.extensions.get::<DubboRequestInfo>()?;
         info.timeout_ms

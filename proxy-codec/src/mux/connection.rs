@@ -102,6 +102,11 @@ impl<P: Protocol> ConnTask<P> {
                                 break 'conn;
                             }
                         };
+                        if proto.is_goaway(&frame) && accepting {
+                            tracing::debug!(protocol = proto.name(), "upstream is going away; no new requests here");
+                            accepting = false;
+                            rx.close();
+                        }
                         match proto.kind(&frame) {
                             FrameKind::Response => {
                                 let id = proto.request_id(&frame) as u32;
