@@ -180,7 +180,7 @@ where
                     overload: resp
                         .headers()
                         .get("x-proxy-error")
-                        .is_some_and(|v| v == "overload"),
+                        .is_some_and(|v| v == "overloaded"),
                     expensive: p.starts_with("/expensive"),
                 };
                 samples.lock().unwrap().push(s);

@@ -147,7 +147,7 @@ mod tests {
             let resp = layer.layer(service_fn(pending)).oneshot(req).await.unwrap();
             assert_eq!(resp.status(), status, "{yaml}");
             let h = resp.headers();
-            assert_eq!(h["x-proxy-error"], "overload");
+            assert_eq!(h["x-proxy-error"], "overloaded");
             assert_eq!(h["retry-after"], if status == 429 { "3" } else { "1" });
             if grpc {
                 assert_eq!(h["grpc-status"], "8");

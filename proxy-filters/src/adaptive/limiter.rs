@@ -158,7 +158,7 @@ impl Shared {
     }
 
     /// The answer to a rejected request: the configured status with `retry-after` and
-    /// `x-proxy-error: overload`; a gRPC request gets a trailers-only `RESOURCE_EXHAUSTED`.
+    /// `x-proxy-error: overloaded`; a gRPC request gets a trailers-only `RESOURCE_EXHAUSTED`.
     pub(crate) fn reject_response<RB: From<Bytes>>(&self, grpc: bool) -> Response<RB> {
         let mut resp = Response::new(RB::from(if grpc {
             Bytes::new()
@@ -170,7 +170,10 @@ impl Shared {
         }
         let h = resp.headers_mut();
         h.insert(header::RETRY_AFTER, self.retry_after.clone());
-        h.insert(X_PROXY_ERROR.clone(), HeaderValue::from_static("overload"));
+        h.insert(
+            X_PROXY_ERROR.clone(),
+            HeaderValue::from_static("overloaded"),
+        );
         if grpc {
             h.insert(
                 header::CONTENT_TYPE,

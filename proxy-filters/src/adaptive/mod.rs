@@ -6,7 +6,7 @@
 //! healthy, or a fixed latency) and moves the admitted concurrency with a PID
 //! controller ([`controller`]). Admission is one compare-and-swap on an in-flight
 //! counter against the current limit; a refused request is answered at once with 503
-//! (or 429), `retry-after` and `x-proxy-error: overload` (gRPC: `grpc-status: 8`).
+//! (or 429), `retry-after` and `x-proxy-error: overloaded` (gRPC: `grpc-status: 8`).
 //! Interfaces (RPC method or path prefix) whose learned baseline latency is high are
 //! admitted only below a fraction of the limit, so they are shed first.
 //! Registered as `adaptive_concurrency`; see [`AdaptiveConfig`] for the fields and
