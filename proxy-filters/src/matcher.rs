@@ -259,6 +259,73 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
+/// The path as a server would resolve it, for matching: percent-encoded unreserved
+/// characters (`%61` is `a`) decoded, runs of `/` merged, `.` and `..` segments
+/// removed (RFC 3986 5.2.4; `..` never climbs above the root). `%2F` and other
+/// reserved escapes stay as they are. So `/public/..//%61dmin` is `/admin` and cannot
+/// slip past a rule on `/admin`. Borrows when nothing changes.
+pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let clean = path.starts_with('/')
+        && !path.contains('%')
+        && !path.contains("//")
+        && !path.contains("/./")
+        && !path.contains("/../")
+        && !path.ends_with("/.")
+        && !path.ends_with("/..");
+    if clean {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let decoded = decode_unreserved(path);
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/')
+        || decoded.ends_with("/.")
+        || decoded.ends_with("/..")
+        || decoded == "."
+        || decoded == "..";
+    let mut result = String::with_capacity(decoded.len() + 1);
+    for seg in &out {
+        result.push('/');
+        result.push_str(seg);
+    }
+    if result.is_empty() || (trailing && !out.is_empty()) {
+        result.push('/');
+    }
+    std::borrow::Cow::Owned(result)
+}
+
+fn decode_unreserved(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let c = (h * 16 + l) as u8;
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    out.push(c as char);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        // Paths are ASCII on the wire; anything else is kept byte for byte.
+        let ch_len = path[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&path[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
 /// The unspecified IPv6 address, for peers without an address (Unix sockets).
 pub(crate) const NO_IP: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
@@ -285,6 +352,25 @@ mod tests {
             "::/129",
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_normalize() {
+        for (raw, want) in [
+            ("/a/b", "/a/b"),
+            ("/public/..//%61dmin", "/admin"),
+            ("//admin", "/admin"),
+            ("/a/./b/../c/", "/a/c/"),
+            ("/../../x", "/x"),
+            ("/a/..", "/"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/%7euser", "/~user"),
+            ("/%zz", "/%zz"),
+            ("/%4", "/%4"),
+            ("", "/"),
+        ] {
+            assert_eq!(normalize_path(raw), want, "{raw}");
         }
     }
 

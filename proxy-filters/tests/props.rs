@@ -52,6 +52,18 @@ proptest! {
     }
 
     #[test]
+    fn normalized_paths_are_stable_and_clean(path in "(/|[a-z]|\\.|%[0-9a-fA-F]{2}|%){0,24}") {
+        let once = proxy_filters::matcher::normalize_path(&path).into_owned();
+        prop_assert!(once.starts_with('/'), "{once}");
+        prop_assert!(!once.contains("//"), "{once}");
+        prop_assert!(!once.split('/').any(|s| s == "." || s == ".."), "{once}");
+        let twice = proxy_filters::matcher::normalize_path(&once).into_owned();
+        // Idempotent once escapes are decoded (an escape can only form a new one
+        // from its own decoded bytes if they were unreserved, which stay decoded).
+        prop_assert_eq!(proxy_filters::matcher::normalize_path(&twice).into_owned(), twice);
+    }
+
+    #[test]
     fn cidr_parse_never_panics(s in ".{0,48}") {
         let _ = s.parse::<Cidr>();
     }

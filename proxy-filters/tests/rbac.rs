@@ -122,6 +122,10 @@ async fn allow_and_deny_lists() {
             403
         );
         assert_eq!(get(&deny, "/admin", &[]).await.status, 403);
+        // Spellings a server resolves to /admin do not slip past the rule.
+        for sneaky in ["//admin", "/x/../admin", "/%61dmin/users", "/./admin"] {
+            assert_eq!(get(&deny, sneaky, &[]).await.status, 403, "{sneaky}");
+        }
         // Denied requests never reached the upstream.
         assert_eq!(up.hits(), 3);
     })

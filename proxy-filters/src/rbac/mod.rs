@@ -6,6 +6,9 @@
 //! 403 with `x-proxy-error: rbac_denied` (RPC codecs map it to their own status). In
 //! `shadow` mode the filter decides and counts but lets everything through.
 //!
+//! Paths are matched as a server would resolve them ([`crate::matcher::normalize_path`]:
+//! `/public/..//%61dmin` is `/admin`); hosts without port, case or a trailing dot.
+//!
 //! Facts come from request extensions: the peer from `proxy_core::proxy::ConnInfo`,
 //! the mTLS identity from `proxy_core::connection::TlsInfo`, the RPC service and
 //! method from `proxy_core::rpc::RpcInfo`.
@@ -117,6 +120,8 @@ fn host_of(req: &HttpRequest) -> Option<std::borrow::Cow<'_, str>> {
         _ => raw,
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    // "api.local." is "api.local".
+    let host = host.strip_suffix('.').unwrap_or(host);
     Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(host.to_ascii_lowercase())
     } else {
@@ -141,12 +146,13 @@ fn with_facts<R>(req: &HttpRequest, host: Option<&str>, f: impl FnOnce(&Facts<'_
     let rpc = ext
         .get::<proxy_core::rpc::RpcInfo>()
         .map(|r| (&*r.service, &*r.method));
+    let path = crate::matcher::normalize_path(req.uri().path());
     let facts = Facts {
         peer,
         identity,
         headers: req.headers(),
         host,
-        path: req.uri().path(),
+        path: &path,
         method: req.method(),
         rpc,
     };

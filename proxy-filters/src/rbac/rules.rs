@@ -62,7 +62,7 @@ pub enum Permission {
     Any(bool),
     /// The host (authority without port).
     Host(StringMatch),
-    /// The path (without the query).
+    /// The path (without the query), normalized ([`crate::matcher::normalize_path`]).
     Path(StringMatch),
     /// The method is one of these.
     Method(Vec<MethodName>),
