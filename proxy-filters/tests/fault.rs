@@ -145,3 +145,40 @@ fn bad_sections_are_refused_naming_the_field() {
         assert!(err.contains(field), "{section}: {err}");
     }
 }
+
+#[tokio::test]
+async fn max_active_bounds_held_requests() {
+    with_timeout(30, async {
+        let up = Upstream::start("backend", Duration::ZERO);
+        let filters = "[{typed: fault, config: {headers: {max_delay: 2s}, max_active: 1}}]";
+        let proxy = Proxy::start(&config(
+            &[listener("main", filters, "backend")],
+            &[("backend", up.addr)],
+        ));
+        let addr = proxy.addr("main");
+        let slow = {
+            let addr = addr.clone();
+            tokio::spawn(async move { get(&addr, "/", &[("x-fault-delay-request", "1500")]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The one place is taken: this request is not held.
+        let t = Instant::now();
+        let got = get(&addr, "/", &[("x-fault-delay-request", "1500")]).await;
+        assert_eq!(got.status, 200);
+        assert!(
+            t.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(slow.await.unwrap().status, 200);
+        // Given back: held again.
+        let t = Instant::now();
+        get(&addr, "/", &[("x-fault-delay-request", "300")]).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(290),
+            "{:?}",
+            t.elapsed()
+        );
+    })
+    .await;
+}

@@ -62,6 +62,10 @@ pub struct FaultConfig {
     /// Seeds the sampler (repeatable decisions in tests); random when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Delayed requests held at once at most; past it requests pass undelayed
+    /// (no limit when absent). Bounds what fault headers can hold open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active: Option<std::num::NonZeroU32>,
 }
 
 /// A delay fault.
@@ -115,6 +119,8 @@ pub(crate) struct Settings {
     pub(crate) headers: Option<Headers>,
     pub(crate) sampler: Sampler,
     pub(crate) counters: Arc<FaultCounters>,
+    pub(crate) max_active: u32,
+    pub(crate) active: std::sync::atomic::AtomicU32,
 }
 
 #[derive(Debug)]
@@ -185,6 +191,8 @@ impl FaultLayer {
                 headers,
                 sampler: Sampler::new(cfg.seed),
                 counters,
+                max_active: cfg.max_active.map_or(u32::MAX, std::num::NonZeroU32::get),
+                active: std::sync::atomic::AtomicU32::new(0),
             }),
         })
     }

@@ -3,6 +3,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::atomic::Ordering,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -98,12 +99,22 @@ where
             },
             (None, Some(resp)) => ResponseFuture::Abort { resp: Some(resp) },
             (Some(delay), abort) => {
+                let Some(slot) = Active::take(&self.settings) else {
+                    // Too many requests held already: no delay for this one.
+                    return match abort {
+                        Some(resp) => ResponseFuture::Abort { resp: Some(resp) },
+                        None => ResponseFuture::Inner {
+                            fut: self.inner.call(req),
+                        },
+                    };
+                };
                 settings.counters.delays.inc();
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture::Delayed {
                     fut: Box::pin(async move {
                         tokio::time::sleep(delay).await;
+                        drop(slot);
                         match abort {
                             Some(resp) => Ok(resp),
                             None => inner.oneshot(req).await,
@@ -160,4 +171,24 @@ fn header_percent(headers: &HeaderMap, name: &HeaderName) -> Option<u32> {
 
 fn abort_response(req: &HeaderMap, status: StatusCode) -> HttpResponse {
     crate::local_reply::reply(req, status, "fault_abort", "")
+}
+
+/// One of the `max_active` delayed requests, given back on drop.
+struct Active(Arc<Settings>);
+
+impl Active {
+    fn take(settings: &Arc<Settings>) -> Option<Self> {
+        let prev = settings.active.fetch_add(1, Ordering::AcqRel);
+        if prev >= settings.max_active {
+            settings.active.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(settings.clone()))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
