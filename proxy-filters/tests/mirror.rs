@@ -176,3 +176,39 @@ fn missing_shadow_cluster_is_a_config_error() {
     .unwrap();
     assert!(err.contains("mirror.percentage"), "{err}");
 }
+
+#[tokio::test]
+async fn reload_without_the_shadow_cluster_is_refused_and_the_old_config_serves() {
+    with_timeout(30, async {
+        let main = Upstream::start("main", Duration::ZERO);
+        let shadow = Upstream::start("shadow", Duration::ZERO);
+        let proxy = Proxy::start(&config(
+            &[listener("edge", &mirror("shadow", ""), "main")],
+            &[("main", main.addr), ("shadow", shadow.addr)],
+        ));
+        let without = config(
+            &[listener("edge", &mirror("shadow", ""), "main")],
+            &[("main", main.addr)],
+        );
+        let err = proxy
+            .server
+            .reload(proxy_core::config::Config::from_yaml(&without).unwrap())
+            .unwrap_err();
+        let mut text = err.to_string();
+        let mut src = std::error::Error::source(&err);
+        while let Some(s) = src {
+            text.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        assert!(
+            text.contains("mirror.cluster: unknown cluster \"shadow\""),
+            "{text}"
+        );
+        assert_eq!(get(&proxy.addr("edge"), "/", &[]).await.status, 200);
+        assert!(
+            eventually(5, || shadow.hits() == 1).await,
+            "the old config stopped mirroring"
+        );
+    })
+    .await;
+}
