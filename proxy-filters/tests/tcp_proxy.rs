@@ -244,3 +244,39 @@ fn bad_network_sections_are_refused() {
         assert!(err.contains(field), "{filters}: {err}");
     }
 }
+
+#[tokio::test]
+async fn metrics_count_bytes_and_refusals() {
+    with_timeout(30, async {
+        let up = echo_bye();
+        let admin = common::free_addr();
+        let yaml = format!(
+            "admin: {{ address: \"{admin}\" }}\n{}",
+            tcp_config(
+                "[{typed: connection_limit, config: {max_connections: 1}}, {typed: tcp_proxy, config: {cluster: backend}}]",
+                up,
+            )
+        );
+        let proxy = Proxy::start(&yaml);
+        let addr = proxy.addr("l4");
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"0123456789").await.unwrap();
+        let mut b = [0u8; 10];
+        c.read_exact(&mut b).await.unwrap();
+        // A second connection while the first is open is refused.
+        let mut refused = TcpStream::connect(&addr).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = refused.read_to_end(&mut rest).await;
+        c.shutdown().await.unwrap();
+        let mut tail = Vec::new();
+        c.read_to_end(&mut tail).await.unwrap();
+        assert_eq!(tail, b"bye");
+        let text = common::admin_get(admin, "/stats/prometheus").await;
+        let v = |s: &str| common::sample(&text, s);
+        assert_eq!(v("proxy_filters_tcp_bytes_total{filter=\"l4\",direction=\"upstream\"}"), Some(10.0), "{text}");
+        assert_eq!(v("proxy_filters_tcp_bytes_total{filter=\"l4\",direction=\"downstream\"}"), Some(13.0), "{text}");
+        assert_eq!(v("proxy_filters_conn_limit_refused_total{filter=\"l4\",reason=\"listener\"}"), Some(1.0), "{text}");
+        assert_eq!(v("proxy_filters_tcp_connections_total{filter=\"l4\"}"), Some(1.0), "{text}");
+    })
+    .await;
+}
