@@ -145,25 +145,34 @@ impl Service<Connection> for TcpProxy {
 
     fn call(&mut self, conn: Connection) -> Self::Future {
         let s = self.settings.clone();
-        Box::pin(async move {
-            s.counters.connections.inc();
-            s.counters.active.inc();
-            let r = proxy(&s, conn).await;
-            s.counters.active.dec();
-            match &r {
-                Ok(c) => tracing::debug!(up = c.up, down = c.down, "tcp proxy closed"),
-                Err(TcpProxyError::IdleTimeout) => s.counters.idle_timeouts.inc(),
-                Err(TcpProxyError::Io(e)) => {
-                    tracing::debug!(error = %e, "tcp proxy copy failed");
-                    s.counters.errors.inc();
+        let span = tracing::debug_span!(
+            "tcp_proxy",
+            peer = ?conn.peer,
+            listener = %conn.listener,
+            cluster = %s.cluster.name
+        );
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                s.counters.connections.inc();
+                s.counters.active.inc();
+                let r = proxy(&s, conn).await;
+                s.counters.active.dec();
+                match &r {
+                    Ok(c) => tracing::debug!(up = c.up, down = c.down, "tcp proxy closed"),
+                    Err(TcpProxyError::IdleTimeout) => s.counters.idle_timeouts.inc(),
+                    Err(TcpProxyError::Io(e)) => {
+                        tracing::debug!(error = %e, "tcp proxy copy failed");
+                        s.counters.errors.inc();
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "tcp proxy connect failed");
+                        s.counters.connect_failures.inc();
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "tcp proxy connect failed");
-                    s.counters.connect_failures.inc();
-                }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+            span,
+        ))
     }
 }
 
