@@ -149,3 +149,48 @@ clusters:
     })
     .await;
 }
+
+#[tokio::test]
+async fn many_keys_stay_bounded() {
+    with_timeout(60, async {
+        let up = Upstream::start("backend", Duration::ZERO);
+        let admin = common::free_addr();
+        let rules = "{name: keys, descriptors: [{key: {header: x-api-key}, rate: {requests: 1, per: 1h}, max_keys: 64}]}";
+        let yaml = format!(
+            "admin: {{ address: \"{admin}\" }}\n{}",
+            config(
+                &[listener("edge", &format!("[{{typed: local_rate_limit, config: {rules}}}]"), "b")],
+                &[("b", up.addr)],
+            )
+        );
+        let proxy = Proxy::start(&yaml);
+        let addr = proxy.addr("edge");
+        // One HTTP/1.1 connection, 600 distinct keys: an attacker rotating keys.
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut h1, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut limited = 0;
+        for i in 0..600 {
+            let req = http::Request::get("/")
+                .header("host", "a")
+                .header("x-api-key", format!("key-{i}"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let resp = h1.send_request(req).await.unwrap();
+            if resp.status() == 429 {
+                limited += 1;
+            }
+            let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        }
+        let text = common::admin_get(admin, "/stats/prometheus").await;
+        let keys = common::sample(&text, "proxy_filters_rate_limit_keys{filter=\"keys\"}").unwrap();
+        let overflow = common::sample(&text, "proxy_filters_rate_limit_overflow_total{filter=\"keys\"}").unwrap();
+        assert!(keys <= 64.0, "{keys} keys tracked");
+        assert!(overflow > 0.0, "{text}");
+        // Keys past the table share one overflow bucket (1 per hour): they are limited.
+        assert!(limited >= 600 - 64 - 1, "{limited} limited");
+    })
+    .await;
+}
