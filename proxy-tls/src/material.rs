@@ -146,6 +146,40 @@ pub fn check_validity(
     Ok(())
 }
 
+/// Refuses a root file holding a certificate outside its validity period at `now`,
+/// naming the certificate's position in the file.
+///
+/// # Errors
+/// [`MaterialError::Expired`] (or `BadCertificate` when one cannot be parsed).
+pub fn check_roots_validity(
+    roots: &[CertificateDer<'_>],
+    source_name: &str,
+    now: u64,
+) -> Result<(), MaterialError> {
+    for (i, root) in roots.iter().enumerate() {
+        check_validity(root, source_name, now).map_err(|e| match e {
+            MaterialError::Expired {
+                source_name,
+                reason,
+            } => MaterialError::Expired {
+                source_name,
+                reason: format!("{i} (a root) {reason}"),
+            },
+            MaterialError::BadCertificate {
+                source_name,
+                reason,
+                ..
+            } => MaterialError::BadCertificate {
+                source_name,
+                index: i,
+                reason,
+            },
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
 /// Builds a validated [`CertifiedKey`]: the chain parses, the key loads with
 /// `provider`, the key matches the leaf, and the leaf is valid now.
 ///
@@ -248,9 +282,11 @@ impl RootsSource {
 /// Builds a root store from PEM CA certificates.
 ///
 /// # Errors
-/// No certificate, a malformed one, or none usable as a trust anchor.
+/// No certificate, a malformed one, one outside its validity period (an expired root
+/// would refuse every peer it should admit), or none usable as a trust anchor.
 pub fn roots_from_pem(pem: &[u8], source_name: &str) -> Result<RootCertStore, MaterialError> {
     let certs = parse_certs(pem, source_name)?;
+    check_roots_validity(&certs, source_name, unix_now())?;
     let mut store = RootCertStore::empty();
     let (added, _ignored) = store.add_parsable_certificates(certs);
     if added == 0 {
@@ -322,6 +358,28 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("old.pem: certificate expired at"));
+    }
+
+    #[test]
+    fn an_expired_root_is_refused_naming_the_file_and_the_root() {
+        let ca = |not_after: (i32, u8, u8)| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+            let key = rcgen::KeyPair::generate().unwrap();
+            params.self_signed(&key).unwrap().pem()
+        };
+        let good = ca((2099, 1, 1));
+        assert!(roots_from_pem(good.as_bytes(), "ca.pem").is_ok());
+        let bundle = format!("{good}{}", ca((2001, 1, 1)));
+        let err = roots_from_pem(bundle.as_bytes(), "ca.pem").err().unwrap();
+        assert!(matches!(err, MaterialError::Expired { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("ca.pem: certificate 1 (a root) expired at"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -308,6 +308,11 @@ impl ServerSpec {
         let chain = material::parse_certs(&material::read_file(&g.cert)?, &cert_name)?;
         material::check_validity(&chain[0], &cert_name, material::unix_now())?;
         material::read_file(&g.key)?;
+        if let Some(roots) = &g.client_roots {
+            let name = roots.display().to_string();
+            let certs = material::parse_certs(&material::read_file(roots)?, &name)?;
+            material::check_roots_validity(&certs, &name, material::unix_now())?;
+        }
         let mandatory = matches!(self.client_auth, Some((_, ClientAuthMode::Required)));
         crate::guomi::GuomiServerBuilder::from_pem_files(&g.cert, &g.key)
             .and_then(|b| {
@@ -341,5 +346,75 @@ pub(crate) fn certificate_source(
         _ => Err(ConfigBuildError::Invalid(format!(
             "{field}: give cert and key, or secret"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::{
+        guomi::test_pki::{issue, Spec, SERVER_AUTH},
+        rotation::MemorySecrets,
+    };
+
+    #[test]
+    fn expired_guomi_client_roots_are_refused_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("proxy-tls-gm-roots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, data: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, data).unwrap();
+            p
+        };
+        let rsa = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let cert = write("intl.pem", &rsa.cert.pem());
+        let key = write("intl.key", &rsa.key_pair.serialize_pem());
+        let ca = issue(&Spec::ca("gm ca"), None);
+        let leaf = issue(&Spec::leaf("a.test", &["a.test"], SERVER_AUTH), Some(&ca));
+        let gm_cert = write("gm.pem", &leaf.cert_pem());
+        let gm_key = write("gm.key", &leaf.key_pem());
+        let mut old = Spec::ca("old gm ca");
+        old.not_before = SystemTime::now() - Duration::from_secs(3 * 86_400);
+        old.not_after = SystemTime::now() - Duration::from_secs(86_400);
+        let old_roots = write("old-roots.pem", &issue(&old, None).cert_pem());
+        let good_roots = write("roots.pem", &ca.cert_pem());
+        let cfg = |roots: &std::path::Path| -> TerminationConfig {
+            serde_yaml::from_str(&format!(
+                "certificates: [{{cert: {}, key: {}}}]\nclient_auth: {{roots: {}}}\n\
+                 guomi: {{cert: {}, key: {}, client_roots: {}}}",
+                cert.display(),
+                key.display(),
+                cert.display(),
+                gm_cert.display(),
+                gm_key.display(),
+                roots.display()
+            ))
+            .unwrap()
+        };
+        let build = |roots: &std::path::Path| {
+            let cfg = cfg(roots);
+            ServerSpec::from_config(
+                &cfg,
+                Arc::new(MemorySecrets::default()),
+                SessionState::new(&cfg).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .map(|_| ())
+            .map_err(|e| crate::error_chain(&e))
+        };
+        assert_eq!(build(&good_roots), Ok(()));
+        let err = build(&old_roots).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "{}: certificate 0 (a root) expired at",
+                old_roots.display()
+            )),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
