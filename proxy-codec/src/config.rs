@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub struct ServerOptions {
     /// The longest frame accepted, header included; a longer declared length ends the
     /// connection before the frame is buffered.
-    #[serde(default = "default_max_frame")]
+    #[serde(default = "default_max_frame", alias = "max_frame_bytes")]
     pub max_frame_length: NonZeroU32,
     /// Requests of one connection in flight at once; reading pauses at the limit.
     #[serde(default = "default_server_in_flight")]
@@ -79,7 +79,7 @@ pub struct UpstreamOptions {
     #[serde(default = "default_connections")]
     pub connections_per_endpoint: NonZeroU32,
     /// The longest response frame accepted from an upstream.
-    #[serde(default = "default_max_frame")]
+    #[serde(default = "default_max_frame", alias = "max_frame_bytes")]
     pub max_frame_length: NonZeroU32,
     /// Requests in flight on one upstream connection; more wait for a slot.
     #[serde(default = "default_upstream_in_flight")]
@@ -149,4 +149,30 @@ fn parse<T: serde::de::DeserializeOwned + Default>(cfg: &serde_yaml::Value) -> R
         let path = e.path().to_string();
         format!("{path}: {}", e.into_inner())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_aliases_and_field_errors() {
+        let s = ServerOptions::from_yaml(&serde_yaml::Value::Null).unwrap();
+        assert_eq!(s, ServerOptions::default());
+        let v: serde_yaml::Value = serde_yaml::from_str("max_frame_bytes: 1024").unwrap();
+        assert_eq!(
+            ServerOptions::from_yaml(&v).unwrap().max_frame_length.get(),
+            1024
+        );
+        let v: serde_yaml::Value = serde_yaml::from_str("heartbeat_interval: null").unwrap();
+        assert_eq!(
+            UpstreamOptions::from_yaml(&v).unwrap().heartbeat_interval,
+            None
+        );
+        let v: serde_yaml::Value = serde_yaml::from_str("max_in_flight: -1").unwrap();
+        let err = UpstreamOptions::from_yaml(&v).unwrap_err();
+        assert!(err.starts_with("max_in_flight:"), "{err}");
+        let v: serde_yaml::Value = serde_yaml::from_str("bogus: 1").unwrap();
+        assert!(ServerOptions::from_yaml(&v).unwrap_err().contains("bogus"));
+    }
 }
