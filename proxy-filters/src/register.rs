@@ -104,9 +104,18 @@ pub fn register(registry: &mut Registry) {
     registry.register_filter(local_rate_limit::NAME, |cfg, ctx| {
         let c: local_rate_limit::LocalRateLimitConfig = parse(local_rate_limit::NAME, cfg)?;
         let counters = counters(ctx, local_rate_limit::NAME, c.name.as_deref());
-        Ok(http(
-            local_rate_limit::LocalRateLimitLayer::new(&c, counters).map_err(msg)?,
-        ))
+        // A named, unchanged section keeps its buckets across reloads (unnamed ones
+        // start afresh: two unnamed limiters of one listener must not share).
+        let layer = match c.name.as_deref() {
+            Some(name) => {
+                let cache =
+                    ctx.metrics::<local_rate_limit::LimiterCache>("filters/local_rate_limit/state");
+                let key = format!("{}/{name}", ctx.listener.unwrap_or_default());
+                cache.layer(&key, &c, counters)
+            }
+            None => local_rate_limit::LocalRateLimitLayer::new(&c, counters),
+        };
+        Ok(http(layer.map_err(msg)?))
     });
 }
 

@@ -194,3 +194,40 @@ async fn many_keys_stay_bounded() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_buckets_of_an_unchanged_named_limiter() {
+    with_timeout(30, async {
+        let up = Upstream::start("backend", Duration::ZERO);
+        let yaml = |extra: &str| {
+            config(
+                &[listener(
+                    "edge",
+                    &format!("[{{typed: local_rate_limit, config: {{name: api, rate: {{requests: 2, per: 1h}}}}}}{extra}]"),
+                    "b",
+                )],
+                &[("b", up.addr)],
+            )
+        };
+        let proxy = Proxy::start(&yaml(""));
+        let addr = proxy.addr("edge");
+        assert_eq!(get(&addr, "/", &[]).await.status, 200);
+        assert_eq!(get(&addr, "/", &[]).await.status, 200);
+        assert_eq!(get(&addr, "/", &[]).await.status, 429);
+        // Another filter added, the limiter's section unchanged: still limited.
+        let reloaded = yaml(", {typed: header_rewrite, config: {request: {set: [{name: x-v, value: '2'}]}}}");
+        proxy
+            .server
+            .reload(proxy_core::config::Config::from_yaml(&reloaded).unwrap())
+            .unwrap();
+        let got = get(&addr, "/", &[]).await;
+        assert_eq!(got.status, 429);
+        let changed = yaml("").replace("requests: 2", "requests: 3");
+        proxy
+            .server
+            .reload(proxy_core::config::Config::from_yaml(&changed).unwrap())
+            .unwrap();
+        assert_eq!(get(&addr, "/", &[]).await.status, 200, "a changed rate starts afresh");
+    })
+    .await;
+}
