@@ -170,7 +170,8 @@ impl Protocol for Dubbo {
 
     fn error_reply(&self, meta: &DubboMeta, failure: &Failure<'_>) -> DubboFrame {
         DubboFrame {
-            flags: meta.serialization,
+            // The message is a hessian2 string, whatever the request used.
+            flags: HESSIAN2,
             status: status::for_failure(failure.reason, failure.status),
             request_id: meta.request_id,
             body: Self::string_body(failure.message),
@@ -181,7 +182,7 @@ impl Protocol for Dubbo {
         let (flags, request_id) = frame::head_id(head)?;
         (flags & FLAG_REQUEST != 0 && flags & FLAG_TWO_WAY != 0 && flags & FLAG_EVENT == 0).then(
             || DubboFrame {
-                flags: flags & SERIALIZATION_MASK,
+                flags: HESSIAN2,
                 status: status::BAD_REQUEST,
                 request_id,
                 body: Self::string_body(&err.to_string()),
