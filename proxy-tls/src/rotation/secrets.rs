@@ -134,6 +134,9 @@ impl SecretSource for MemorySecrets {
 
     fn subscribe(&self, on_change: Weak<OnChange>) {
         if let Ok(mut subs) = self.subscribers.lock() {
+            // Listeners rebuilt by config reloads leave dead entries behind: drop them
+            // here too, not only when a secret changes.
+            subs.retain(|w| w.strong_count() > 0);
             subs.push(on_change);
         }
     }
@@ -145,6 +148,19 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn reloads_do_not_pile_up_dead_subscribers() {
+        let s = MemorySecrets::default();
+        let live: Arc<OnChange> = Arc::new(|| {});
+        s.subscribe(Arc::downgrade(&live));
+        // 50 reloads: each new listener subscribes, the one it replaces is dropped.
+        for _ in 0..50 {
+            let f: Arc<OnChange> = Arc::new(|| {});
+            s.subscribe(Arc::downgrade(&f));
+        }
+        assert_eq!(s.subscribers.lock().unwrap().len(), 2);
+    }
 
     #[test]
     fn subscribers_run_on_set_until_dropped() {
