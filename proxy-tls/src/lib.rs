@@ -3,6 +3,8 @@
 pub mod accept;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guomi;
 pub mod identity;
 pub mod material;
