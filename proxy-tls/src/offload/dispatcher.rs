@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Instant,
@@ -69,7 +69,8 @@ impl Dispatcher {
     /// blocking the calling task's thread.
     ///
     /// When every engine refuses, the job runs on tokio's blocking pool (never on the
-    /// I/O thread); outside a runtime it fails with [`OffloadError::NoEngine`].
+    /// I/O thread); outside a runtime it fails with [`OffloadError::NoEngine`]. If the
+    /// returned future is dropped before an engine starts the job, `f` is not run.
     ///
     /// # Errors
     /// [`OffloadError::Dropped`] when the chosen engine dropped the job unrun;
@@ -80,7 +81,13 @@ impl Dispatcher {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let mut job = Some(OffloadJob::split(f, move |r| {
+        // A caller gone before its job starts (a handshake that timed out, a client
+        // that hung up) leaves the flag set: the engine skips the work rather than
+        // sign for nobody while live handshakes queue behind it.
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let _abandon_on_drop = AbandonOnDrop(abandoned.clone());
+        let compute = move || (!abandoned.load(Ordering::Acquire)).then(f);
+        let mut job = Some(OffloadJob::split(compute, move |r| {
             let _ = tx.send(r);
         }));
         let mut chosen = None;
@@ -106,11 +113,23 @@ impl Dispatcher {
                 .await
                 .map_err(|_| OffloadError::NoEngine)?;
             tracing::debug!(elapsed = ?started.elapsed(), "offload job ran on the blocking pool: no engine accepted it");
-            return rx.await.map_err(|_| OffloadError::NoEngine);
+            return rx.await.ok().flatten().ok_or(OffloadError::NoEngine);
         };
-        rx.await.map_err(|_| OffloadError::Dropped {
-            engine: self.engines[i].name().to_owned(),
-        })
+        rx.await
+            .ok()
+            .flatten()
+            .ok_or_else(|| OffloadError::Dropped {
+                engine: self.engines[i].name().to_owned(),
+            })
+    }
+}
+
+/// Marks a job abandoned when the future waiting for it is dropped.
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -172,6 +191,35 @@ mod tests {
             ops.contains(&1),
             "the busy card took more than its slow job: {ops:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn abandoned_jobs_are_skipped() {
+        let (_cards, d) = engines(1);
+        let slow = {
+            let d = d.clone();
+            tokio::spawn(async move {
+                d.run(|| std::thread::sleep(Duration::from_millis(300)))
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // 20 handshakes give up while queued behind the slow one.
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..20 {
+            let done = done.clone();
+            let r = tokio::time::timeout(
+                Duration::from_millis(1),
+                d.run(move || done.fetch_add(1, Ordering::SeqCst)),
+            )
+            .await;
+            assert!(r.is_err(), "queued behind the slow job");
+        }
+        slow.await.unwrap();
+        // A live job after them runs (the queue is FIFO: the abandoned ones went first).
+        assert_eq!(d.run(|| 7).await.unwrap(), 7);
+        assert_eq!(done.load(Ordering::SeqCst), 0, "abandoned work was done");
     }
 
     #[tokio::test]
