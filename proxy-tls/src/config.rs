@@ -330,6 +330,9 @@ fn default_engine_threads() -> std::num::NonZeroUsize {
 /// The largest session cache accepted (entries). rustls allocates the whole cache
 /// up front, so a huge value would exhaust memory at load.
 pub const MAX_SESSION_CACHE: usize = 1_000_000;
+/// The largest early data (0-RTT) a connection may send, buffered whole before the
+/// handshake completes.
+pub const MAX_EARLY_DATA: u32 = 1024 * 1024;
 /// The most threads one offload engine may start.
 pub const MAX_ENGINE_THREADS: usize = 256;
 
@@ -356,7 +359,7 @@ fn check_handshake_timeout(d: Duration) -> Result<(), ConfigBuildError> {
 
 impl TerminationConfig {
     /// Checks the values serde cannot: ALPN names, a zero handshake timeout, the
-    /// session cache size, offload engine thread counts.
+    /// session cache size, the early data size, offload engine thread counts.
     ///
     /// # Errors
     /// [`ConfigBuildError::Invalid`] naming the field.
@@ -367,6 +370,12 @@ impl TerminationConfig {
             return Err(ConfigBuildError::Invalid(format!(
                 "session.cache_size: {} is above {MAX_SESSION_CACHE}",
                 self.session.cache_size
+            )));
+        }
+        if self.early_data.max_size > MAX_EARLY_DATA {
+            return Err(ConfigBuildError::Invalid(format!(
+                "early_data.max_size: {} is above {MAX_EARLY_DATA} (early data is buffered whole)",
+                self.early_data.max_size
             )));
         }
         if let Some(o) = &self.offload {

@@ -84,3 +84,14 @@ fn an_engine_with_too_many_threads_is_refused_before_any_starts() {
     let err = SessionState::new(&cfg).err().unwrap().to_string();
     assert!(err.starts_with("offload.engines[0].threads: "), "{err}");
 }
+
+#[test]
+fn early_data_above_1_mib_is_refused() {
+    // Early data is buffered whole during the handshake: 4 GiB per connection was
+    // accepted.
+    let cfg = termination("early_data: {enabled: true, max_size: 4294967295}");
+    let err = termination_error(&cfg);
+    assert!(err.starts_with("early_data.max_size: "), "{err}");
+    let ok = termination("early_data: {enabled: true, max_size: 1048576}");
+    assert!(SessionState::new(&ok).is_ok());
+}
