@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use rustls::{
     client::danger::ServerCertVerifier,
+    crypto::cipher::{AeadKey, InboundOpaqueMessage, Iv, OutboundChunks, OutboundPlainMessage},
     internal::msgs::codec::Codec,
     pki_types::{
         pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
         ServerName, UnixTime,
     },
     server::{danger::ClientCertVerifier, Acceptor},
-    DigitallySignedStruct,
+    ContentType, DigitallySignedStruct, ProtocolVersion, SupportedCipherSuite,
 };
 
 use crate::guomi::{self, Sm2ClientVerifier, Sm2RootStore, Sm2ServerVerifier};
@@ -118,6 +119,54 @@ pub fn curve_sm2_share(data: &[u8]) {
     }
 }
 
+/// An SM4-GCM and an SM4-CCM TLS 1.3 record layer with a fixed key: with the first
+/// byte even, the rest is decrypted as a received record (the tag check, then the
+/// inner content type and padding); odd, it is encrypted as application data and
+/// decrypted back, which must give it back unchanged.
+pub fn sm4_record(data: &[u8]) {
+    let Some((&mode, body)) = data.split_first() else {
+        return;
+    };
+    for suite in [guomi::TLS13_SM4_GCM_SM3, guomi::TLS13_SM4_CCM_SM3] {
+        let SupportedCipherSuite::Tls13(s) = suite else {
+            continue;
+        };
+        let key = || AeadKey::from([0x5a; 32]);
+        let iv = || Iv::from([0xa5; 12]);
+        let mut dec = s.aead_alg.decrypter(key(), iv());
+        let version = ProtocolVersion::TLSv1_2;
+        if mode % 2 == 0 {
+            let mut payload = body.to_vec();
+            let msg =
+                InboundOpaqueMessage::new(ContentType::ApplicationData, version, &mut payload);
+            let _ = dec.decrypt(msg, u64::from(mode));
+            continue;
+        }
+        let mut enc = s.aead_alg.encrypter(key(), iv());
+        let plain = OutboundPlainMessage {
+            typ: ContentType::ApplicationData,
+            version,
+            payload: OutboundChunks::Single(body),
+        };
+        let Ok(sealed) = enc.encrypt(plain, 7) else {
+            continue;
+        };
+        let mut wire = sealed.encode();
+        // Past the 5-byte record header.
+        let Some(payload) = wire.get_mut(5..) else {
+            continue;
+        };
+        let msg = InboundOpaqueMessage::new(ContentType::ApplicationData, version, payload);
+        match dec.decrypt(msg, 7) {
+            Ok(opened) => {
+                assert_eq!(opened.typ, ContentType::ApplicationData);
+                assert_eq!(opened.payload, body, "SM4 record round trip");
+            }
+            Err(e) => panic!("a record we sealed does not open: {e}"),
+        }
+    }
+}
+
 /// A ClientHello (TLS records) read by rustls' `Acceptor`, then the Guomi suite
 /// check a listener uses to pick its config.
 pub fn client_hello_guomi(data: &[u8]) {
@@ -157,6 +206,13 @@ mod tests {
             guomi_signature(data);
             curve_sm2_share(data);
             client_hello_guomi(data);
+            sm4_record(data);
+        }
+        // Round trips of records up to 16 KiB, odd first byte.
+        for len in [1usize, 2, 17, 300, 16 * 1024] {
+            let mut data = vec![0u8; len];
+            data[0] = 1;
+            sm4_record(&data);
         }
     }
 
@@ -243,7 +299,34 @@ mod tests {
             .unwrap_or_else(|| panic!("no ClientHello"));
         assert!(guomi::offers_guomi(&accepted.client_hello()));
 
+        // A real SM4-GCM record (sequence 0, the even first byte) for the decrypt path.
+        let sealed = {
+            let SupportedCipherSuite::Tls13(gcm) = guomi::TLS13_SM4_GCM_SM3 else {
+                panic!("not a TLS 1.3 suite")
+            };
+            let mut enc = gcm
+                .aead_alg
+                .encrypter(AeadKey::from([0x5a; 32]), Iv::from([0xa5; 12]));
+            let plain = OutboundPlainMessage {
+                typ: ContentType::ApplicationData,
+                version: ProtocolVersion::TLSv1_2,
+                payload: OutboundChunks::Single(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"),
+            };
+            let wire = enc
+                .encrypt(plain, 0)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .encode();
+            let mut seed = vec![0u8];
+            seed.extend_from_slice(&wire[5..]);
+            seed
+        };
         let seeds: Vec<(&str, &str, Vec<u8>)> = vec![
+            ("sm4_record", "sealed_gcm_seq0", sealed),
+            (
+                "sm4_record",
+                "round_trip",
+                b"\x01GET / HTTP/1.1\r\n\r\n".to_vec(),
+            ),
             ("client_hello_guomi", "guomi_client", hello),
             ("guomi_chain", "server_chain", chain),
             ("guomi_chain", "client_chain", client_chain),
@@ -260,6 +343,7 @@ mod tests {
                 "guomi_pem" => guomi_pem(data),
                 "guomi_signature" => guomi_signature(data),
                 "client_hello_guomi" => client_hello_guomi(data),
+                "sm4_record" => sm4_record(data),
                 _ => curve_sm2_share(data),
             }
         }
