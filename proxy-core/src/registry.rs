@@ -35,6 +35,9 @@ pub struct BuildContext<'a> {
     pub listener: Option<&'a str>,
     /// The cluster being built, for cluster-level factories.
     pub cluster: Option<&'a str>,
+    /// The config section of the cluster being built, for cluster-level factories
+    /// (a transport offers the ALPN of the cluster's `protocol`).
+    pub cluster_config: Option<&'a crate::config::ClusterConfig>,
     pub(crate) metrics: &'a MetricsStore,
     pub(crate) used: &'a Mutex<Vec<Arc<dyn RenderMetrics>>>,
 }

@@ -126,6 +126,7 @@ impl Snapshot {
                 clusters: &no_clusters,
                 listener: None,
                 cluster: Some(&c.name),
+                cluster_config: Some(c),
                 metrics: &registry.metrics,
                 used: &cluster_metrics,
             };
@@ -171,6 +172,7 @@ impl Snapshot {
                 clusters: &clusters,
                 listener: Some(&l.name),
                 cluster: None,
+                cluster_config: None,
                 metrics: &registry.metrics,
                 used: &used_metrics,
             };

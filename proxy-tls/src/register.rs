@@ -196,9 +196,35 @@ pub fn register_with(registry: &mut Registry, runtime: TlsRuntime) {
     let rt = runtime;
     registry.register_transport("tls", move |cfg, ctx| {
         rt.export(ctx);
-        let c: OriginationConfig = config::parse(cfg)?;
+        let mut c: OriginationConfig = config::parse(cfg)?;
+        alpn_for_cluster(&mut c, ctx)?;
         let transport = OriginationTransport::new(&c, rt.secrets.clone(), rt.metrics.clone())
             .map_err(|e| crate::error_chain(&e))?;
         Ok(Arc::new(transport) as Arc<dyn UpstreamTransport>)
     });
+}
+
+/// Offers the ALPN of the cluster's protocol when the section names none, and refuses
+/// a list that leaves it out (an HTTP/2 cluster whose server would fall back to
+/// HTTP/1.1 and then fail on the HTTP/2 preface).
+fn alpn_for_cluster(
+    c: &mut OriginationConfig,
+    ctx: &proxy_core::BuildContext<'_>,
+) -> Result<(), String> {
+    use proxy_core::config::UpstreamProtocol;
+    let wanted = match ctx.cluster_config.map(|cc| &cc.protocol) {
+        Some(UpstreamProtocol::Http2) => "h2",
+        Some(UpstreamProtocol::Http1) => "http/1.1",
+        // Other protocols (Bolt, Dubbo) have no registered ALPN id: offer what is set.
+        _ => return Ok(()),
+    };
+    if c.alpn.is_empty() {
+        c.alpn = vec![wanted.to_owned()];
+    } else if !c.alpn.iter().any(|p| p == wanted) {
+        return Err(format!(
+            "alpn: {:?} leaves out {wanted:?}, the protocol of this cluster",
+            c.alpn
+        ));
+    }
+    Ok(())
 }
