@@ -24,7 +24,23 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, server: Server) {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&server, req)) }
+                async move {
+                    // A reload builds the whole snapshot (Maglev tables, TLS
+                    // material): off the worker, so that traffic keeps flowing.
+                    if req.method() == Method::POST && req.uri().path() == "/reload" {
+                        let resp = tokio::task::spawn_blocking(move || handle(&server, req))
+                            .await
+                            .unwrap_or_else(|_| {
+                                reply(
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    "text/plain",
+                                    "reload failed\n",
+                                )
+                            });
+                        return Ok::<_, std::convert::Infallible>(resp);
+                    }
+                    Ok::<_, std::convert::Infallible>(handle(&server, req))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

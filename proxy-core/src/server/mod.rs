@@ -213,10 +213,17 @@ impl Server {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
-                _ = hup.recv() => match self.reload_from_source() {
-                    Ok(()) => tracing::info!("config reloaded (SIGHUP)"),
-                    Err(e) => tracing::error!(error = %DisplayChain(&e), "config reload refused (SIGHUP)"),
-                },
+                _ = hup.recv() => {
+                    let server = self.clone();
+                    // Off the worker: building a snapshot can take a while.
+                    let result = tokio::task::spawn_blocking(move || server.reload_from_source())
+                        .await
+                        .unwrap_or(Err(ServerError::NoSource));
+                    match result {
+                        Ok(()) => tracing::info!("config reloaded (SIGHUP)"),
+                        Err(e) => tracing::error!(error = %DisplayChain(&e), "config reload refused (SIGHUP)"),
+                    }
+                }
             }
         }
     }
