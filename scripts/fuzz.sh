@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs proxy-core's cargo-fuzz targets (proxy-core/fuzz) for a bounded time each.
-# Not part of CI (.ci/run): run it by hand. See proxy-core/fuzz/README.md.
+# Runs a crate's cargo-fuzz targets (<crate>/fuzz; proxy-core unless FUZZ_CRATE names
+# another, e.g. FUZZ_CRATE=proxy-codec or proxy-tls) for a bounded time each.
+# Not part of CI (.ci/run): run it by hand. See <crate>/fuzz/README.md.
 #
 #   bash scripts/fuzz.sh                    # every target, 60 s each
 #   FUZZ_SECONDS=600 bash scripts/fuzz.sh   # longer
@@ -14,9 +15,9 @@
 #   FUZZ_DEBUG_ASSERTIONS  1 (default) builds with debug assertions and overflow
 #                   checks (cargo fuzz -a); 0 builds as plain release
 #
-# The seeds under proxy-core/fuzz/seeds/<target>/ are read-only inputs; what the
-# fuzzer finds goes to proxy-core/fuzz/corpus/<target>/ (scratch, git-ignored),
-# crashes to proxy-core/fuzz/artifacts/<target>/ and logs to proxy-core/fuzz/logs/.
+# The seeds under <crate>/fuzz/seeds/<target>/ are read-only inputs; what the
+# fuzzer finds goes to <crate>/fuzz/corpus/<target>/ (scratch, git-ignored),
+# crashes to <crate>/fuzz/artifacts/<target>/ and logs to <crate>/fuzz/logs/.
 # Exits non-zero if any target crashed (or failed to run), naming the artifacts.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -24,12 +25,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 FUZZ_MAX_LEN="${FUZZ_MAX_LEN:-65536}"
 FUZZ_DEBUG_ASSERTIONS="${FUZZ_DEBUG_ASSERTIONS:-1}"
-ALL_TARGETS=(http1_request http1_response http1_chunked config_yaml)
-if [ "$#" -gt 0 ]; then
-  TARGETS=("$@")
-else
-  TARGETS=("${ALL_TARGETS[@]}")
-fi
+CRATE="${FUZZ_CRATE:-proxy-core}"
+[ -d "$CRATE/fuzz" ] || { echo "fuzz.sh: no $CRATE/fuzz" >&2; exit 2; }
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz.sh: installing cargo-fuzz"
@@ -45,8 +42,13 @@ echo "fuzz.sh: $(cargo fuzz --version)"
 export RUSTC_BOOTSTRAP=1
 
 # cargo fuzz looks for ./fuzz, so run it from the crate directory.
-cd proxy-core || exit 2
+cd "$CRATE" || exit 2
 FUZZ_DIR=fuzz
+if [ "$#" -gt 0 ]; then
+  TARGETS=("$@")
+else
+  mapfile -t TARGETS < <(cargo fuzz list)
+fi
 mkdir -p "$FUZZ_DIR/logs"
 
 BUILD_FLAGS=()
@@ -107,7 +109,7 @@ for target in "${TARGETS[@]}"; do
 
   if [ "$rc" -ne 0 ]; then
     tail -n 60 "$log"
-    echo "fuzz.sh: $target FAILED (exit $rc); full log: proxy-core/$log"
+    echo "fuzz.sh: $target FAILED (exit $rc); full log: $CRATE/$log"
     new="$(comm -13 <(echo "$before") <(ls -1 "$artifacts" 2>/dev/null | sort))"
     written="$(grep -oE 'Test unit written to [^ ]+' "$log" | sed 's/^Test unit written to //')"
     for f in $written; do
@@ -118,7 +120,7 @@ for target in "${TARGETS[@]}"; do
     done
     for f in $new; do
       echo "fuzz.sh: new file in $PWD/$artifacts: $f"
-      echo "fuzz.sh: reproduce: (cd proxy-core && RUSTC_BOOTSTRAP=1 cargo fuzz run ${BUILD_FLAGS[*]} --sanitizer $SANITIZER $target $artifacts/$f)"
+      echo "fuzz.sh: reproduce: (cd $CRATE && RUSTC_BOOTSTRAP=1 cargo fuzz run ${BUILD_FLAGS[*]} --sanitizer $SANITIZER $target $artifacts/$f)"
     done
     failed+=("$target")
   fi
