@@ -64,7 +64,7 @@ impl Default for ServerOptions {
     }
 }
 
-/// Cluster side: `clusters[].protocol_options.<bolt|dubbo>`.
+/// Cluster side: `clusters[].protocol_options` (the cluster names one protocol).
 ///
 /// ```
 /// let opts: proxy_codec::config::UpstreamOptions =

@@ -33,6 +33,9 @@ pub struct BuildContext<'a> {
     pub clusters: &'a Arc<ClusterMap>,
     /// The listener being built, for listener-level factories.
     pub listener: Option<&'a str>,
+    /// The route being built, for a route's own filters (`routes[].filters`): its
+    /// name, so that a filter's metrics can tell it from the listener's.
+    pub route: Option<&'a str>,
     /// The cluster being built, for cluster-level factories.
     pub cluster: Option<&'a str>,
     /// The config section of the cluster being built, for cluster-level factories

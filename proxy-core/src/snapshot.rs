@@ -125,6 +125,7 @@ impl Snapshot {
             let ctx = BuildContext {
                 clusters: &no_clusters,
                 listener: None,
+                route: None,
                 cluster: Some(&c.name),
                 cluster_config: Some(c),
                 metrics: &registry.metrics,
@@ -171,6 +172,7 @@ impl Snapshot {
             let ctx = BuildContext {
                 clusters: &clusters,
                 listener: Some(&l.name),
+                route: None,
                 cluster: None,
                 cluster_config: None,
                 metrics: &registry.metrics,
@@ -524,7 +526,15 @@ fn build_route_filters(
                 continue;
             }
             let at = format!("{path}.virtual_hosts[{v}].routes[{r}].filters");
-            let layers = filter_layers(&at, &route.filters, registry, ctx)?;
+            let name = match &route.name {
+                Some(n) => n.clone(),
+                None => format!("{}/{r}", vhost.name),
+            };
+            let route_ctx = BuildContext {
+                route: Some(&name),
+                ..*ctx
+            };
+            let layers = filter_layers(&at, &route.filters, registry, &route_ctx)?;
             routes.set_route_filters(v, r, &layers);
         }
     }

@@ -33,7 +33,7 @@ use crate::{
 ///
 /// Metrics are kept per filter kind under `filters/<kind>` in the build context and
 /// rendered as `proxy_filters_*{filter="<name>"}`, where the name is the section's
-/// `name` or else the listener's.
+/// `name`, else the route's for a route's own filter, else the listener's.
 ///
 /// # Example
 /// ```
@@ -150,7 +150,9 @@ fn counters<C: CounterSet>(
     name: Option<&str>,
 ) -> Arc<C> {
     let family = ctx.metrics::<FilterMetrics<C>>(&format!("filters/{kind}"));
-    family.get(name.or(ctx.listener).unwrap_or(kind))
+    // Unnamed: a route's own filter is labelled by its route, a listener's by its
+    // listener, so that the two do not share counters.
+    family.get(name.or(ctx.route).or(ctx.listener).unwrap_or(kind))
 }
 
 fn http<L>(layer: L) -> LayerFn

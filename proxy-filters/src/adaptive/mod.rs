@@ -61,7 +61,7 @@ pub fn register(registry: &mut Registry) {
     registry.register_filter(FILTER_NAME, |cfg, ctx| {
         let mut config = AdaptiveConfig::from_yaml(cfg).map_err(|e| e.to_string())?;
         if config.name.is_none() {
-            config.name = Some(ctx.listener.unwrap_or("default").to_owned());
+            config.name = Some(ctx.route.or(ctx.listener).unwrap_or("default").to_owned());
         }
         let metrics = ctx.metrics::<AdaptiveMetrics>(metrics::METRICS_KEY);
         let layer =
