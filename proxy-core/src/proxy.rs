@@ -620,33 +620,12 @@ fn count_attempt(
     result: &Result<HttpResponse, AttemptError>,
     elapsed: Duration,
 ) {
-    if !cluster.extensions.is_empty() {
-        let outcome = match result {
-            Ok(r) => Some(crate::cluster::Outcome::Response(r.status())),
-            Err(AttemptError::Proxy(e)) => crate::cluster::outcome_of_error(e),
-            Err(AttemptError::PerTry | AttemptError::Deadline) => {
-                Some(crate::cluster::Outcome::Timeout)
-            }
-        };
-        if let Some(o) = outcome {
-            cluster.report(endpoint, &o, elapsed);
-        }
-    }
-    let status = match result {
-        Ok(r) => r.status(),
-        Err(AttemptError::Proxy(e)) => {
-            endpoint.stats.local_errors.add(e.reason());
-            cluster.stats.local_errors.add(e.reason());
-            e.status()
-        }
-        Err(_) => {
-            endpoint.stats.local_errors.add("upstream_timeout");
-            cluster.stats.local_errors.add("upstream_timeout");
-            http::StatusCode::GATEWAY_TIMEOUT
-        }
+    let result = match result {
+        Ok(r) => Ok(r.status()),
+        Err(AttemptError::Proxy(e)) => Err(e),
+        Err(AttemptError::PerTry | AttemptError::Deadline) => Err(&ProxyError::Timeout),
     };
-    endpoint.stats.finish(status.as_u16(), elapsed);
-    cluster.stats.finish(status.as_u16(), elapsed);
+    cluster.record_attempt(endpoint, result, elapsed);
 }
 
 pin_project_lite::pin_project! {

@@ -67,12 +67,7 @@ impl BuildContext<'_> {
     pub fn metrics<T: RenderMetrics + Default>(&self, key: &str) -> Arc<T> {
         let made = self.metrics.get_or_insert::<T>(key);
         if let Ok(mut used) = self.used.lock() {
-            if !used
-                .iter()
-                .any(|u| std::ptr::addr_eq(Arc::as_ptr(u), Arc::as_ptr(&made)))
-            {
-                used.push(made.clone());
-            }
+            crate::snapshot::add_unique(&mut used, [made.clone() as Arc<dyn RenderMetrics>]);
         }
         made
     }

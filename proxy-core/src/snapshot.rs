@@ -74,7 +74,7 @@ pub struct Snapshot {
 pub(crate) struct ExtraMetrics(pub(crate) Vec<Arc<dyn RenderMetrics>>);
 
 /// Appends the objects of `more` not yet in `to`.
-fn add_unique(
+pub(crate) fn add_unique(
     to: &mut Vec<Arc<dyn RenderMetrics>>,
     more: impl IntoIterator<Item = Arc<dyn RenderMetrics>>,
 ) {

@@ -243,21 +243,42 @@ impl Cluster {
         endpoint.stats.start();
         self.stats.start();
         let result = endpoint.upstream.send(&parts, body).await;
-        let status = match &result {
-            Ok(r) => r.status(),
+        self.record_attempt(
+            &endpoint,
+            result.as_ref().map(|r| r.status()),
+            started.elapsed(),
+        );
+        result
+    }
+
+    /// Counts an attempt that [`Cluster::pick`]ed `endpoint` and started its stats:
+    /// the answer's status or the proxy error (a timeout is `ProxyError::Timeout`),
+    /// in the endpoint's and the cluster's stats, and the outcome for the extensions.
+    pub(crate) fn record_attempt(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        result: Result<http::StatusCode, &ProxyError>,
+        elapsed: Duration,
+    ) {
+        if !self.extensions.is_empty() {
+            let outcome = match result {
+                Ok(status) => Some(Outcome::Response(status)),
+                Err(e) => outcome_of_error(e),
+            };
+            if let Some(o) = outcome {
+                self.report(endpoint, &o, elapsed);
+            }
+        }
+        let status = match result {
+            Ok(status) => status,
             Err(e) => {
                 endpoint.stats.local_errors.add(e.reason());
                 self.stats.local_errors.add(e.reason());
                 e.status()
             }
         };
-        let elapsed = started.elapsed();
         endpoint.stats.finish(status.as_u16(), elapsed);
         self.stats.finish(status.as_u16(), elapsed);
-        if let Some(outcome) = outcome_of(&result) {
-            self.report(&endpoint, &outcome, elapsed);
-        }
-        result
     }
 
     /// Tells the extensions how an attempt to `endpoint` ended.
@@ -265,14 +286,6 @@ impl Cluster {
         for x in self.extensions.iter() {
             x.on_outcome(endpoint, outcome, latency);
         }
-    }
-}
-
-/// The outcome an endpoint is charged with, if the result was its doing.
-pub(crate) fn outcome_of(result: &Result<HttpResponse, ProxyError>) -> Option<Outcome> {
-    match result {
-        Ok(r) => Some(Outcome::Response(r.status())),
-        Err(e) => outcome_of_error(e),
     }
 }
 
