@@ -181,11 +181,7 @@ async fn forward(
     let resp = match routing.clusters.get(cluster_name) {
         Some(cluster) => {
             if cluster.balancer.needs_conn_info() {
-                if let Some(c) = conn {
-                    if req.extensions().get::<ConnInfo>().is_none() {
-                        req.extensions_mut().insert(c.clone());
-                    }
-                }
+                with_conn_info(&mut req, conn);
             }
             prepare_upstream_request(
                 &mut req,
@@ -313,11 +309,7 @@ async fn through_route_filters(
     conn: Option<ConnInfo>,
     started: Instant,
 ) -> HttpResponse {
-    if let Some(c) = conn {
-        if req.extensions().get::<ConnInfo>().is_none() {
-            req.extensions_mut().insert(c);
-        }
-    }
+    with_conn_info(&mut req, conn.as_ref());
     req.extensions_mut().insert(RouteTarget {
         routing: routing.clone(),
         route: route.clone(),
@@ -335,6 +327,16 @@ async fn through_route_filters(
     };
     finish_route(&routing, route, &mut resp, started);
     resp
+}
+
+/// Puts the connection's facts in the request extensions unless they are there (the
+/// filterless path passes them beside the request).
+fn with_conn_info(req: &mut HttpRequest, conn: Option<&ConnInfo>) {
+    if let Some(c) = conn {
+        if req.extensions().get::<ConnInfo>().is_none() {
+            req.extensions_mut().insert(c.clone());
+        }
+    }
 }
 
 /// Where a request with route filters goes once they pass it on.
