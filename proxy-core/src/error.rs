@@ -8,10 +8,16 @@ use http::StatusCode;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A configuration error: which field, and why.
+///
+/// Every config mistake, whichever crate owns the section, reads `path: reason`, the
+/// path from the document's root (`clusters[0].lb.config.table_size`). A capability's
+/// factory returns paths relative to its own section; core prefixes them
+/// ([`ConfigError::within`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {reason}")]
+#[error("{}", self.display())]
 pub struct ConfigError {
-    /// The field path, e.g. `listeners[0].virtual_hosts[1].routes[3].match.path`.
+    /// The field path, e.g. `listeners[0].virtual_hosts[1].routes[3].match.path`;
+    /// empty for the document or section itself.
     pub path: String,
     /// Why the value is refused.
     pub reason: String,
@@ -23,6 +29,30 @@ impl ConfigError {
         Self {
             path: path.into(),
             reason: reason.to_string(),
+        }
+    }
+
+    /// The same error seen from `prefix`: a section's error placed in the document.
+    ///
+    /// # Example
+    /// ```
+    /// let e = proxy_core::ConfigError::new("table_size", "must be prime");
+    /// assert_eq!(e.within("clusters[0].lb.config").to_string(),
+    ///            "clusters[0].lb.config.table_size: must be prime");
+    /// ```
+    #[must_use]
+    pub fn within(self, prefix: &str) -> Self {
+        Self {
+            path: crate::config::section::join(prefix, &self.path),
+            reason: self.reason,
+        }
+    }
+
+    fn display(&self) -> String {
+        if self.path.is_empty() {
+            self.reason.clone()
+        } else {
+            format!("{}: {}", self.path, self.reason)
         }
     }
 }

@@ -9,6 +9,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod http1;
+pub mod matcher;
 pub mod metrics;
 mod net;
 pub mod protocol;

@@ -10,19 +10,19 @@ use std::{
 
 use crate::{
     cluster::{Balancer, ClusterExtension},
+    config::Section,
     connection::ConnLayerFn,
     metrics::RenderMetrics,
     protocol::{ProtocolServer, ProtocolUpstream},
     snapshot::ClusterMap,
     upstream::UpstreamTransport,
-    BoxHttp,
+    BoxHttp, ConfigError,
 };
 
 /// Wraps a request service in a filter.
 pub type LayerFn = Arc<dyn Fn(BoxHttp) -> BoxHttp + Send + Sync>;
 
-type Factory<T> =
-    Arc<dyn Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<T, String> + Send + Sync>;
+type Factory<T> = Arc<dyn Fn(&Section, &BuildContext<'_>) -> Result<T, ConfigError> + Send + Sync>;
 
 /// What a factory may use besides its own config section.
 pub struct BuildContext<'a> {
@@ -41,6 +41,9 @@ pub struct BuildContext<'a> {
     /// The config section of the cluster being built, for cluster-level factories
     /// (a transport offers the ALPN of the cluster's `protocol`).
     pub cluster_config: Option<&'a crate::config::ClusterConfig>,
+    /// The directory relative paths in the config resolve from (the config file's),
+    /// when the config came from a file.
+    pub base_dir: Option<&'a std::path::Path>,
     pub(crate) metrics: &'a MetricsStore,
     pub(crate) used: &'a Mutex<Vec<Arc<dyn RenderMetrics>>>,
 }
@@ -56,6 +59,12 @@ impl fmt::Debug for BuildContext<'_> {
 }
 
 impl BuildContext<'_> {
+    /// A path named in the config, resolved from the config file's directory when it
+    /// is relative (certificates, keys, log files).
+    pub fn resolve_path(&self, path: &std::path::Path) -> std::path::PathBuf {
+        crate::config::resolve_path(self.base_dir, path)
+    }
+
     /// The metrics object kept under `key`: the same `Arc` on every reload (so
     /// counters survive), made with `T::default()` the first time. Admin
     /// `/stats/prometheus` appends the output of every object the live snapshot asked
@@ -106,9 +115,14 @@ impl MetricsStore {
 /// use tower::ServiceBuilder;
 ///
 /// let mut registry = Registry::default();
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct AddHeader { value: String }
+///
 /// registry.register_filter("add_header", |cfg, _ctx| {
-///     let value = cfg["value"].as_str().ok_or("value: expected a string")?.to_owned();
-///     let value = http::HeaderValue::from_str(&value).map_err(|e| format!("value: {e}"))?;
+///     let AddHeader { value } = cfg.parse()?;
+///     let value = http::HeaderValue::from_str(&value)
+///         .map_err(|e| proxy_core::ConfigError::new("value", e))?;
 ///     Ok(Arc::new(move |inner: BoxHttp| {
 ///         let value = value.clone();
 ///         BoxHttp::new(ServiceBuilder::new()
@@ -184,10 +198,7 @@ impl Registry {
     /// error message (the field and the reason) for a bad one.
     pub fn register_filter<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<LayerFn, String>
-            + Send
-            + Sync
-            + 'static,
+        F: Fn(&Section, &BuildContext<'_>) -> Result<LayerFn, ConfigError> + Send + Sync + 'static,
     {
         self.filters.insert(name.to_owned(), Arc::new(factory));
     }
@@ -196,7 +207,7 @@ impl Registry {
     /// a layer over the connection stack ([`crate::connection`]).
     pub fn register_network_filter<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<ConnLayerFn, String>
+        F: Fn(&Section, &BuildContext<'_>) -> Result<ConnLayerFn, ConfigError>
             + Send
             + Sync
             + 'static,
@@ -208,7 +219,7 @@ impl Registry {
     /// Registers a balancer factory under `name` (`clusters[].lb.policy`).
     pub fn register_balancer<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<Arc<dyn Balancer>, String>
+        F: Fn(&Section, &BuildContext<'_>) -> Result<Arc<dyn Balancer>, ConfigError>
             + Send
             + Sync
             + 'static,
@@ -220,7 +231,7 @@ impl Registry {
     /// (`clusters[].extensions[].typed`): outlier detection, health checks.
     pub fn register_cluster_extension<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<Arc<dyn ClusterExtension>, String>
+        F: Fn(&Section, &BuildContext<'_>) -> Result<Arc<dyn ClusterExtension>, ConfigError>
             + Send
             + Sync
             + 'static,
@@ -233,7 +244,7 @@ impl Registry {
     /// (`clusters[].transport.typed`): TLS origination.
     pub fn register_transport<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<Arc<dyn UpstreamTransport>, String>
+        F: Fn(&Section, &BuildContext<'_>) -> Result<Arc<dyn UpstreamTransport>, ConfigError>
             + Send
             + Sync
             + 'static,
@@ -246,7 +257,7 @@ impl Registry {
     /// registration order). The factory gets `listeners[].protocol_options[name]`.
     pub fn register_protocol<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<Arc<dyn ProtocolServer>, String>
+        F: Fn(&Section, &BuildContext<'_>) -> Result<Arc<dyn ProtocolServer>, ConfigError>
             + Send
             + Sync
             + 'static,
@@ -259,7 +270,7 @@ impl Registry {
     /// (`clusters[].protocol`). The factory gets `clusters[].protocol_options`.
     pub fn register_upstream_protocol<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_yaml::Value, &BuildContext<'_>) -> Result<Arc<dyn ProtocolUpstream>, String>
+        F: Fn(&Section, &BuildContext<'_>) -> Result<Arc<dyn ProtocolUpstream>, ConfigError>
             + Send
             + Sync
             + 'static,
@@ -276,45 +287,45 @@ impl Registry {
     pub(crate) fn filter(
         &self,
         name: &str,
-        cfg: &serde_yaml::Value,
+        cfg: &Section,
         ctx: &BuildContext<'_>,
-    ) -> Option<Result<LayerFn, String>> {
+    ) -> Option<Result<LayerFn, ConfigError>> {
         self.filters.get(name).map(|f| f(cfg, ctx))
     }
 
     pub(crate) fn network_filter(
         &self,
         name: &str,
-        cfg: &serde_yaml::Value,
+        cfg: &Section,
         ctx: &BuildContext<'_>,
-    ) -> Option<Result<ConnLayerFn, String>> {
+    ) -> Option<Result<ConnLayerFn, ConfigError>> {
         self.network_filters.get(name).map(|f| f(cfg, ctx))
     }
 
     pub(crate) fn balancer(
         &self,
         name: &str,
-        cfg: &serde_yaml::Value,
+        cfg: &Section,
         ctx: &BuildContext<'_>,
-    ) -> Option<Result<Arc<dyn Balancer>, String>> {
+    ) -> Option<Result<Arc<dyn Balancer>, ConfigError>> {
         self.balancers.get(name).map(|f| f(cfg, ctx))
     }
 
     pub(crate) fn cluster_extension(
         &self,
         name: &str,
-        cfg: &serde_yaml::Value,
+        cfg: &Section,
         ctx: &BuildContext<'_>,
-    ) -> Option<Result<Arc<dyn ClusterExtension>, String>> {
+    ) -> Option<Result<Arc<dyn ClusterExtension>, ConfigError>> {
         self.cluster_extensions.get(name).map(|f| f(cfg, ctx))
     }
 
     pub(crate) fn transport(
         &self,
         name: &str,
-        cfg: &serde_yaml::Value,
+        cfg: &Section,
         ctx: &BuildContext<'_>,
-    ) -> Option<Result<Arc<dyn UpstreamTransport>, String>> {
+    ) -> Option<Result<Arc<dyn UpstreamTransport>, ConfigError>> {
         self.transports.get(name).map(|f| f(cfg, ctx))
     }
 
@@ -326,9 +337,9 @@ impl Registry {
     pub(crate) fn protocol(
         &self,
         name: &str,
-        cfg: &serde_yaml::Value,
+        cfg: &Section,
         ctx: &BuildContext<'_>,
-    ) -> Option<Result<Arc<dyn ProtocolServer>, String>> {
+    ) -> Option<Result<Arc<dyn ProtocolServer>, ConfigError>> {
         self.protocols
             .iter()
             .find(|(n, _)| n == name)
@@ -338,9 +349,9 @@ impl Registry {
     pub(crate) fn upstream_protocol(
         &self,
         name: &str,
-        cfg: &serde_yaml::Value,
+        cfg: &Section,
         ctx: &BuildContext<'_>,
-    ) -> Option<Result<Arc<dyn ProtocolUpstream>, String>> {
+    ) -> Option<Result<Arc<dyn ProtocolUpstream>, ConfigError>> {
         self.upstream_protocols.get(name).map(|f| f(cfg, ctx))
     }
 }

@@ -8,7 +8,7 @@ use std::{
 use crate::{
     cluster::{Cluster, ClusterExtension, ClusterParts},
     config::{
-        ClusterConfig, Config, FilterConfig, ListenerConfig, ListenerProtocol, UpstreamProtocol,
+        ClusterConfig, Config, ListenerConfig, ListenerProtocol, TypedConfig, UpstreamProtocol,
     },
     connection::ConnLayerFn,
     metrics::{ConnStats, RenderMetrics, RequestStats},
@@ -128,6 +128,7 @@ impl Snapshot {
                 route: None,
                 cluster: Some(&c.name),
                 cluster_config: Some(c),
+                base_dir: config.base_dir.as_deref(),
                 metrics: &registry.metrics,
                 used: &cluster_metrics,
             };
@@ -175,6 +176,7 @@ impl Snapshot {
                 route: None,
                 cluster: None,
                 cluster_config: None,
+                base_dir: config.base_dir.as_deref(),
                 metrics: &registry.metrics,
                 used: &used_metrics,
             };
@@ -197,11 +199,8 @@ impl Snapshot {
                             format!("unknown network filter {:?}", f.typed),
                         ))
                     }
-                    Some(Err(reason)) => {
-                        return Err(ConfigError::new(
-                            format!("{path}.network_filters[{j}].config"),
-                            reason,
-                        ))
+                    Some(Err(e)) => {
+                        return Err(e.within(&format!("{path}.network_filters[{j}].config")))
                     }
                     Some(Ok(layer)) => conn_layers.push(layer),
                 }
@@ -403,42 +402,38 @@ fn cluster_parts(
 ) -> Result<ClusterParts, ConfigError> {
     let balancer = match old.filter(|o| o.config.lb == c.lb) {
         Some(o) => o.balancer.clone(),
-        None => match registry.balancer(&c.lb.policy, &c.lb.config, ctx) {
+        None => match registry.balancer(&c.lb.typed, &c.lb.config, ctx) {
             None => {
                 return Err(ConfigError::new(
-                    format!("{path}.lb.policy"),
-                    format!("unknown load-balancing policy {:?}", c.lb.policy),
+                    format!("{path}.lb.typed"),
+                    format!("unknown load-balancing policy {:?}", c.lb.typed),
                 ))
             }
-            Some(Err(reason)) => return Err(ConfigError::new(format!("{path}.lb.config"), reason)),
+            Some(Err(e)) => return Err(e.within(&format!("{path}.lb.config"))),
             Some(Ok(b)) => b,
         },
     };
-    let extensions: Arc<[Arc<dyn ClusterExtension>]> =
-        match old.filter(|o| o.config.extensions == c.extensions) {
-            Some(o) => o.extensions.clone(),
-            None => {
-                let mut v = Vec::with_capacity(c.extensions.len());
-                for (j, x) in c.extensions.iter().enumerate() {
-                    match registry.cluster_extension(&x.typed, &x.config, ctx) {
-                        None => {
-                            return Err(ConfigError::new(
-                                format!("{path}.extensions[{j}].typed"),
-                                format!("unknown cluster extension {:?}", x.typed),
-                            ))
-                        }
-                        Some(Err(reason)) => {
-                            return Err(ConfigError::new(
-                                format!("{path}.extensions[{j}].config"),
-                                reason,
-                            ))
-                        }
-                        Some(Ok(e)) => v.push(e),
+    let extensions: Arc<[Arc<dyn ClusterExtension>]> = match old
+        .filter(|o| o.config.extensions == c.extensions)
+    {
+        Some(o) => o.extensions.clone(),
+        None => {
+            let mut v = Vec::with_capacity(c.extensions.len());
+            for (j, x) in c.extensions.iter().enumerate() {
+                match registry.cluster_extension(&x.typed, &x.config, ctx) {
+                    None => {
+                        return Err(ConfigError::new(
+                            format!("{path}.extensions[{j}].typed"),
+                            format!("unknown cluster extension {:?}", x.typed),
+                        ))
                     }
+                    Some(Err(e)) => return Err(e.within(&format!("{path}.extensions[{j}].config"))),
+                    Some(Ok(e)) => v.push(e),
                 }
-                v.into()
             }
-        };
+            v.into()
+        }
+    };
     let transport = match (
         &c.transport,
         old.filter(|o| o.config.transport == c.transport),
@@ -452,9 +447,7 @@ fn cluster_parts(
                     format!("unknown transport {:?}", t.typed),
                 ))
             }
-            Some(Err(reason)) => {
-                return Err(ConfigError::new(format!("{path}.transport.config"), reason))
-            }
+            Some(Err(e)) => return Err(e.within(&format!("{path}.transport.config"))),
             Some(Ok(t)) => Some(t),
         },
     };
@@ -471,9 +464,7 @@ fn cluster_parts(
                         format!("unknown upstream protocol {name:?}"),
                     ))
                 }
-                Some(Err(reason)) => {
-                    return Err(ConfigError::new(format!("{path}.protocol_options"), reason))
-                }
+                Some(Err(e)) => return Err(e.within(&format!("{path}.protocol_options"))),
                 Some(Ok(p)) => Some(p),
             }
         }
@@ -490,7 +481,7 @@ fn cluster_parts(
 /// Builds filters from their config sections at `path`, outermost first.
 fn filter_layers(
     path: &str,
-    filters: &[FilterConfig],
+    filters: &[TypedConfig],
     registry: &Registry,
     ctx: &BuildContext<'_>,
 ) -> Result<Vec<LayerFn>, ConfigError> {
@@ -503,9 +494,7 @@ fn filter_layers(
                     format!("unknown filter {:?}", f.typed),
                 ))
             }
-            Some(Err(reason)) => {
-                return Err(ConfigError::new(format!("{path}[{j}].config"), reason))
-            }
+            Some(Err(e)) => return Err(e.within(&format!("{path}[{j}].config"))),
             Some(Ok(layer)) => layers.push(layer),
         }
     }
@@ -571,19 +560,10 @@ fn listener_protocols(
     };
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let cfg = l
-            .protocol_options
-            .get(&name)
-            .cloned()
-            .unwrap_or(serde_yaml::Value::Null);
+        let cfg = l.protocol_options.get(&name).cloned().unwrap_or_default();
         match registry.protocol(&name, &cfg, ctx) {
             Some(Ok(p)) => out.push(p),
-            Some(Err(reason)) => {
-                return Err(ConfigError::new(
-                    format!("{path}.protocol_options.{name}"),
-                    reason,
-                ))
-            }
+            Some(Err(e)) => return Err(e.within(&format!("{path}.protocol_options.{name}"))),
             None => {}
         }
     }

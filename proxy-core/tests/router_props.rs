@@ -4,10 +4,8 @@
 use http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
 use proxy_core::{
-    config::{
-        HeaderMatchConfig, HeaderValueMatchConfig, PathMatchConfig, RouteConfig, RouteMatchConfig,
-        VirtualHostConfig,
-    },
+    config::{PathMatchConfig, RouteConfig, RouteMatchConfig, VirtualHostConfig},
+    matcher::{HeaderMatch, StringMatch},
     router::RouteTable,
 };
 
@@ -75,17 +73,17 @@ fn path_match() -> impl Strategy<Value = Option<PathMatchConfig>> {
     ]
 }
 
-fn header_match() -> impl Strategy<Value = HeaderMatchConfig> {
+fn header_match() -> impl Strategy<Value = HeaderMatch> {
     let value = prop_oneof![
-        pick(HEADER_VALUES).prop_map(|v| HeaderValueMatchConfig::Exact(v.to_owned())),
-        pick(&["1", "", "a"][..]).prop_map(|v| HeaderValueMatchConfig::Prefix(v.to_owned())),
+        pick(HEADER_VALUES).prop_map(|v| Some(StringMatch::Exact(v.to_owned()))),
+        pick(&["1", "", "a"][..]).prop_map(|v| Some(StringMatch::Prefix(v.to_owned()))),
         pick(&["[0-9]+", "1|2", "a*"][..])
-            .prop_map(|v| HeaderValueMatchConfig::Regex(v.to_owned())),
-        any::<bool>().prop_map(HeaderValueMatchConfig::Present),
+            .prop_map(|v| Some(StringMatch::Regex(v.parse().expect("valid regex")))),
+        Just(None),
     ];
     (pick(HEADER_NAMES), value, prop::bool::weighted(0.2)).prop_map(|(name, value, invert)| {
-        HeaderMatchConfig {
-            name: name.to_owned(),
+        HeaderMatch {
+            name: name.parse().expect("valid name"),
             value,
             invert,
         }
@@ -245,15 +243,16 @@ fn naive_route_matches(route: &RouteConfig, req: &Request, headers: &HeaderMap) 
     let method_ok = m.methods.is_empty() || m.methods.iter().any(|x| x == req.method.as_str());
     let headers_ok = m.headers.iter().all(|h| {
         let values: Vec<&str> = headers
-            .get_all(h.name.as_str())
+            .get_all(&h.name.0)
             .iter()
             .map(|v| v.to_str().expect("ascii"))
             .collect();
         let hit = match &h.value {
-            HeaderValueMatchConfig::Present(p) => values.is_empty() != *p,
-            HeaderValueMatchConfig::Exact(e) => values.iter().any(|v| v == e),
-            HeaderValueMatchConfig::Prefix(p) => values.iter().any(|v| v.starts_with(p.as_str())),
-            HeaderValueMatchConfig::Regex(r) => values.iter().any(|v| whole(r).is_match(v)),
+            None => !values.is_empty(),
+            Some(StringMatch::Exact(e)) => values.iter().any(|v| v == e),
+            Some(StringMatch::Prefix(p)) => values.iter().any(|v| v.starts_with(p.as_str())),
+            Some(StringMatch::Regex(r)) => values.iter().any(|v| whole(r.as_str()).is_match(v)),
+            Some(other) => values.iter().any(|v| other.matches(v)),
         };
         hit != h.invert
     });

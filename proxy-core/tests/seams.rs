@@ -191,9 +191,16 @@ fn registry(
     let mut r = Registry::default();
     // Sends the request to the cluster named in its config, past the route's.
     r.register_filter("redirect", |cfg, ctx| {
-        let to = cfg["cluster"].as_str().ok_or("cluster: expected a name")?;
-        if !ctx.clusters.contains_key(to) {
-            return Err(format!("cluster: unknown cluster {to:?}"));
+        #[derive(serde::Deserialize)]
+        struct Redirect {
+            cluster: String,
+        }
+        let Redirect { cluster: to } = cfg.parse()?;
+        if !ctx.clusters.contains_key(to.as_str()) {
+            return Err(proxy_core::ConfigError::new(
+                "cluster",
+                format!("unknown cluster {to:?}"),
+            ));
         }
         let to: Arc<str> = to.into();
         Ok(Arc::new(move |inner: BoxHttp| {

@@ -102,9 +102,9 @@ impl Endpoint {
             connect_timeout: std::time::Duration::from_secs(2),
             stream_idle_timeout: std::time::Duration::from_secs(60),
             pool: Default::default(),
-            lb: Default::default(),
+            lb: crate::config::TypedConfig::named("round_robin"),
             retry_budget: Default::default(),
-            protocol_options: serde_yaml::Value::Null,
+            protocol_options: crate::config::Section::empty(),
             transport: None,
             extensions: Vec::new(),
         };

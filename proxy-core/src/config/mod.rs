@@ -4,8 +4,12 @@
 //! whole and turns it into the immutable runtime objects the request path reads.
 
 mod model;
+pub(crate) mod section;
+mod units;
 
 pub use model::*;
+pub use section::{from_value, from_yaml, resolve_path, to_yaml, Section};
+pub use units::{ByteSize, Percent};
 
 use crate::ConfigError;
 
@@ -40,27 +44,37 @@ impl Config {
     /// assert!(err.to_string().contains("bogus"));
     /// ```
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let de = serde_yaml::Deserializer::from_str(text);
-        let mut track = serde_path_to_error::Track::new();
-        // Enums are written as one-key maps (`path: { prefix: "/" }`) rather than tags.
-        let result = serde_yaml::with::singleton_map_recursive::deserialize(
-            serde_path_to_error::Deserializer::new(de, &mut track),
-        );
-        result.map_err(|e| {
-            let path = track.path().to_string();
-            let path = if path == "." {
-                "config".to_owned()
+        section::from_yaml(text).map_err(|e| {
+            if e.path.is_empty() {
+                ConfigError::new("config", e.reason)
             } else {
-                path
-            };
-            // serde_yaml prefixes its message with the path it knows; keep one copy.
-            let message = e.to_string();
-            let message = message
-                .strip_prefix(&format!("{path}: "))
-                .map(str::to_owned)
-                .unwrap_or(message);
-            ConfigError::new(path, message)
+                e
+            }
         })
+    }
+
+    /// Reads and parses the config file at `path`. Relative paths inside it
+    /// (certificates, log files) resolve from the file's directory, whatever the
+    /// working directory: [`Config::base_dir`] is set to it.
+    ///
+    /// # Errors
+    /// The file cannot be read (the path is the file's), or a [`ConfigError`] naming
+    /// the field.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let mut config = Self::from_yaml(&text)?;
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        config.base_dir = Some(dir);
+        Ok(config)
+    }
+
+    /// Resolves a path named in this config: relative paths from
+    /// [`Config::base_dir`] when set.
+    pub fn resolve_path(&self, path: &std::path::Path) -> std::path::PathBuf {
+        section::resolve_path(self.base_dir.as_deref(), path)
     }
 
     /// Serializes the config as pretty JSON (for `/config_dump`).

@@ -10,6 +10,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::Section;
+
 /// The whole proxy configuration, as loaded from YAML (or produced by a control plane).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,10 @@ pub struct Config {
     /// The upstream clusters that routes send traffic to.
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
+    /// The directory relative paths in this config resolve from: the config file's
+    /// ([`Config::load`]); the working directory when `None`. Not part of the file.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 /// The admin listener.
@@ -121,7 +127,7 @@ pub struct ListenerConfig {
     /// Settings of registered protocols by name (`bolt: {max_frame_bytes: 1048576}`),
     /// each parsed by that protocol's factory.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub protocol_options: BTreeMap<String, serde_yaml::Value>,
+    pub protocol_options: BTreeMap<String, Section>,
     /// Protective limits for downstream connections.
     #[serde(default)]
     pub limits: ConnectionLimits,
@@ -133,26 +139,105 @@ pub struct ListenerConfig {
     /// HTTP filters applied to every request of this listener, outermost first; each
     /// names a filter registered in [`crate::Registry`].
     #[serde(default)]
-    pub http_filters: Vec<FilterConfig>,
+    pub http_filters: Vec<TypedConfig>,
     /// Network filters applied to every accepted connection, outermost first; each
     /// names a network filter registered in [`crate::Registry`].
     #[serde(default)]
-    pub network_filters: Vec<FilterConfig>,
+    pub network_filters: Vec<TypedConfig>,
     /// Give each worker its own `SO_REUSEPORT` socket (per-core runtimes). When false,
     /// one socket is bound and accepted on by the first worker only.
     #[serde(default = "default_true")]
     pub reuse_port: bool,
 }
 
-/// A filter by registered name, with its own config section.
+/// A plug-in by registered name, with its own config section: a filter, a network
+/// filter, a balancer, a transport, a cluster extension. Written
+/// `{typed: NAME, config: {...}}`, or `NAME` alone when it takes no config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterConfig {
-    /// The registered filter name, e.g. `rbac`.
+#[serde(deny_unknown_fields, from = "TypedConfigRepr")]
+pub struct TypedConfig {
+    /// The registered name, e.g. `rbac`.
     pub typed: String,
-    /// The filter's settings, parsed by its factory.
-    #[serde(default, skip_serializing_if = "serde_yaml::Value::is_null")]
-    pub config: serde_yaml::Value,
+    /// The plug-in's settings, parsed by its factory.
+    #[serde(default, skip_serializing_if = "Section::is_null")]
+    pub config: Section,
+}
+
+impl TypedConfig {
+    /// A plug-in by name with no config (all its defaults).
+    pub fn named(typed: impl Into<String>) -> Self {
+        Self {
+            typed: typed.into(),
+            config: Section::empty(),
+        }
+    }
+
+    /// A plug-in by name with its typed config section.
+    ///
+    /// # Errors
+    /// A section that cannot be represented as config data.
+    pub fn with<T: Serialize>(
+        typed: impl Into<String>,
+        config: &T,
+    ) -> Result<Self, crate::ConfigError> {
+        Ok(Self {
+            typed: typed.into(),
+            config: Section::from_typed(config).map_err(|e| e.within("config"))?,
+        })
+    }
+}
+
+/// How a [`TypedConfig`] may be written: a name, or a map with `typed` and `config`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedConfigFull {
+    typed: String,
+    #[serde(default)]
+    config: Section,
+}
+
+struct TypedConfigRepr(TypedConfig);
+
+impl<'de> Deserialize<'de> for TypedConfigRepr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = TypedConfigRepr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a registered name, or {typed: NAME, config: {...}}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v.is_empty() {
+                    return Err(E::custom("the name must not be empty"));
+                }
+                Ok(TypedConfigRepr(TypedConfig::named(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let full = TypedConfigFull::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                if full.typed.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "typed: the name must not be empty",
+                    ));
+                }
+                Ok(TypedConfigRepr(TypedConfig {
+                    typed: full.typed,
+                    config: full.config,
+                }))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl From<TypedConfigRepr> for TypedConfig {
+    fn from(r: TypedConfigRepr) -> Self {
+        r.0
+    }
 }
 
 pub(crate) fn default_true() -> bool {
@@ -340,7 +425,7 @@ pub struct RouteConfig {
     /// Filters for this route only, run after the listener's `http_filters` once the
     /// route is matched; the same registered factories.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub filters: Vec<FilterConfig>,
+    pub filters: Vec<TypedConfig>,
 }
 
 /// The match part of a route.
@@ -355,7 +440,7 @@ pub struct RouteMatchConfig {
     pub methods: Vec<String>,
     /// Header conditions, all of which must hold.
     #[serde(default)]
-    pub headers: Vec<HeaderMatchConfig>,
+    pub headers: Vec<crate::matcher::HeaderMatch>,
 }
 
 /// How a path must match. Query strings are not part of the path.
@@ -368,34 +453,6 @@ pub enum PathMatchConfig {
     Prefix(String),
     /// The whole path matches this regular expression.
     Regex(String),
-}
-
-/// A header condition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderMatchConfig {
-    /// Header name (case-insensitive).
-    pub name: String,
-    /// How the value must match.
-    #[serde(flatten)]
-    pub value: HeaderValueMatchConfig,
-    /// Invert the condition.
-    #[serde(default)]
-    pub invert: bool,
-}
-
-/// How a header value must match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HeaderValueMatchConfig {
-    /// The value equals this string.
-    Exact(String),
-    /// The value starts with this string.
-    Prefix(String),
-    /// The whole value matches this regular expression.
-    Regex(String),
-    /// The header is present (`true`) or absent (`false`).
-    Present(bool),
 }
 
 /// A header to add.
@@ -467,24 +524,29 @@ pub struct ClusterConfig {
     /// Connection pool settings.
     #[serde(default)]
     pub pool: PoolConfig,
-    /// The load-balancing policy.
-    #[serde(default)]
-    pub lb: LbPolicyConfig,
+    /// The load-balancing policy: `round_robin` (built in) or a balancer registered by
+    /// a capability crate, `{typed: maglev, config: {...}}`.
+    #[serde(default = "default_lb")]
+    pub lb: TypedConfig,
     /// Caps retries to a share of requests so that retries cannot amplify an outage.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
     /// Settings of a registered upstream protocol (`protocol: bolt`), parsed by its
     /// factory.
-    #[serde(default, skip_serializing_if = "serde_yaml::Value::is_null")]
-    pub protocol_options: serde_yaml::Value,
+    #[serde(default, skip_serializing_if = "Section::is_null")]
+    pub protocol_options: Section,
     /// How connections to the endpoints are secured: a registered transport
     /// (`typed: tls`); plain TCP when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transport: Option<FilterConfig>,
+    pub transport: Option<TypedConfig>,
     /// Cluster extensions such as outlier detection and health checks, by registered
     /// name ([`crate::Registry::register_cluster_extension`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub extensions: Vec<FilterConfig>,
+    pub extensions: Vec<TypedConfig>,
+}
+
+fn default_lb() -> TypedConfig {
+    TypedConfig::named("round_robin")
 }
 
 fn default_stream_idle_timeout() -> Duration {
@@ -603,27 +665,6 @@ impl Default for PoolConfig {
             max_connections: 10_000,
             max_idle: 1024,
             idle_timeout: Duration::from_secs(90),
-        }
-    }
-}
-
-/// The load-balancing policy of a cluster. Policies other than the built-in ones are
-/// provided by capability crates through [`crate::registry::Registry`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LbPolicyConfig {
-    /// Policy name: `round_robin` (built in) or one registered by a capability crate.
-    pub policy: String,
-    /// Policy-specific settings, parsed by the policy's factory.
-    #[serde(default, skip_serializing_if = "serde_yaml::Value::is_null")]
-    pub config: serde_yaml::Value,
-}
-
-impl Default for LbPolicyConfig {
-    fn default() -> Self {
-        Self {
-            policy: "round_robin".into(),
-            config: serde_yaml::Value::Null,
         }
     }
 }

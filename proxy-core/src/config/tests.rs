@@ -12,8 +12,8 @@ listeners:
               path: { prefix: "/api" }
               methods: [GET]
               headers:
-                - { name: x-env, exact: prod }
-                - { name: x-debug, present: true, invert: true }
+                - { name: x-env, value: { exact: prod } }
+                - { name: x-debug, invert: true }
             cluster: app
             timeout: 250ms
             retry: { attempts: 2, retry_on: [5xx, connect-failure], per_try_timeout: 100ms }
@@ -33,7 +33,7 @@ fn parses_enums_as_one_key_maps() {
     );
     assert_eq!(
         route.matcher.headers[0].value,
-        HeaderValueMatchConfig::Exact("prod".into())
+        Some(crate::matcher::StringMatch::Exact("prod".into()))
     );
     assert!(route.matcher.headers[1].invert);
     assert_eq!(route.timeout, Some(std::time::Duration::from_millis(250)));

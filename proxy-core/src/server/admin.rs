@@ -225,7 +225,7 @@ fn clusters_json(server: &Server) -> String {
             serde_json::json!({
                 "name": &*c.name,
                 "protocol": c.config.protocol,
-                "lb_policy": c.config.lb.policy,
+                "lb_policy": c.config.lb.typed,
                 "extensions": c.config.extensions.iter().zip(c.extensions.iter()).map(|(cfg, x)| serde_json::json!({
                     "typed": cfg.typed,
                     "status": x.status(),

@@ -438,12 +438,16 @@ fn build_runtime() -> Result<tokio::runtime::Runtime, ServerError> {
 fn open_access_log(config: &Config) -> Result<Option<Arc<AccessLog>>, ServerError> {
     match &config.access_log {
         None => Ok(None),
-        Some(cfg) => AccessLog::open(cfg)
-            .map(|l| Some(Arc::new(l)))
-            .map_err(|source| ServerError::Io {
-                what: "opening the access log".into(),
-                source,
-            }),
+        Some(cfg) => {
+            let mut cfg = cfg.clone();
+            cfg.path = cfg.path.map(|p| config.resolve_path(&p));
+            AccessLog::open(&cfg)
+        }
+        .map(|l| Some(Arc::new(l)))
+        .map_err(|source| ServerError::Io {
+            what: "opening the access log".into(),
+            source,
+        }),
     }
 }
 

@@ -1,0 +1,247 @@
+//! The one set of matchers every crate uses: strings (exact, prefix, suffix,
+//! contains, regex) and headers, with one regex rule. Routes, RBAC, traffic
+//! steering, zone rules and every other condition in the config are written with
+//! these, so a pattern means the same thing wherever it appears.
+//!
+//! The regex rule: a pattern must match the **whole** value (it is compiled as
+//! `^(?:pattern)$`, after being compiled alone so that `a)|(b` cannot escape the
+//! anchors), and its compiled program is bounded (1 MiB), so a hostile pattern is
+//! refused at load. Everything is checked when the config deserializes.
+//!
+//! ```
+//! use proxy_core::matcher::{HeaderMatch, StringMatch};
+//!
+//! let m: StringMatch = proxy_core::config::from_yaml("regex: 'v[0-9]+'").unwrap();
+//! assert!(m.matches("v12"));
+//! assert!(!m.matches("v12-beta"), "anchored");
+//!
+//! let h: HeaderMatch = proxy_core::config::from_yaml("{name: x-env, value: {exact: prod}}").unwrap();
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("x-env", "prod".parse().unwrap());
+//! assert!(h.matches(&headers));
+//! ```
+
+use std::{fmt, str::FromStr};
+
+use http::{HeaderMap, HeaderName};
+use serde::{Deserialize, Serialize};
+
+/// The compiled-program size limit of one config regex: a hostile pattern such as
+/// `(a{1000}){1000}` is refused at load instead of eating memory and CPU.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// How a string value is matched: a one-key map, `{exact: "/x"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StringMatch {
+    /// The whole value equals this.
+    Exact(String),
+    /// The value starts with this.
+    Prefix(String),
+    /// The value ends with this.
+    Suffix(String),
+    /// The value contains this.
+    Contains(String),
+    /// The whole value matches this regular expression.
+    Regex(Pattern),
+}
+
+impl StringMatch {
+    /// Whether `value` matches.
+    #[inline]
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Exact(s) => value == s,
+            Self::Prefix(s) => value.starts_with(s.as_str()),
+            Self::Suffix(s) => value.ends_with(s.as_str()),
+            Self::Contains(s) => value.contains(s.as_str()),
+            Self::Regex(p) => p.is_full_match(value),
+        }
+    }
+}
+
+/// A regular expression, compiled at load; it must match the whole value.
+#[derive(Clone)]
+pub struct Pattern {
+    source: String,
+    regex: regex::Regex,
+}
+
+impl Pattern {
+    /// Whether the whole of `value` matches.
+    #[inline]
+    pub fn is_full_match(&self, value: &str) -> bool {
+        self.regex.is_match(value)
+    }
+
+    /// The compiled expression, anchored at both ends.
+    pub fn regex(&self) -> &regex::Regex {
+        &self.regex
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+/// Compiles `pattern` under the one regex rule (whole value, bounded size).
+///
+/// # Errors
+/// Why the pattern is refused, naming it.
+pub fn compile_whole(pattern: &str) -> Result<regex::Regex, String> {
+    let build = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+    };
+    // The pattern is compiled alone first: `a)|(b` is invalid, yet would make a valid
+    // but unanchored `^(?:a)|(b)$` once wrapped.
+    build(pattern)
+        .and_then(|_| build(&format!("^(?:{pattern})$")))
+        .map_err(|e| {
+            let why = match e {
+                regex::Error::CompiledTooBig(limit) => {
+                    format!("compiled program exceeds the size limit of {limit} bytes")
+                }
+                other => other.to_string(),
+            };
+            format!("{pattern:?} is not a valid regex: {why}")
+        })
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.source)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl FromStr for Pattern {
+    type Err = String;
+
+    fn from_str(source: &str) -> Result<Self, String> {
+        Ok(Self {
+            regex: compile_whole(source)?,
+            source: source.to_owned(),
+        })
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A header name, checked at load.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Header(pub HeaderName);
+
+impl FromStr for Header {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        HeaderName::from_bytes(s.as_bytes())
+            .map(Self)
+            .map_err(|_| format!("{s:?} is not a valid header name"))
+    }
+}
+
+impl Serialize for Header {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Matches one request header: `{name: x-user, value: {exact: admin}}`. Without
+/// `value` the header only has to be present; `invert: true` flips the result (so
+/// `{name: x-debug, invert: true}` means "absent"). With several values under the
+/// name, any may match; a value that is not visible ASCII matches no string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// The header name.
+    pub name: Header,
+    /// How its value must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<StringMatch>,
+    /// Match when the header does not match.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invert: bool,
+}
+
+impl HeaderMatch {
+    /// A condition that `name` is present with a value matching `value`.
+    pub fn new(name: HeaderName, value: StringMatch) -> Self {
+        Self {
+            name: Header(name),
+            value: Some(value),
+            invert: false,
+        }
+    }
+
+    /// Whether `headers` match.
+    #[inline]
+    pub fn matches(&self, headers: &HeaderMap) -> bool {
+        let mut values = headers.get_all(&self.name.0).iter();
+        let hit = match &self.value {
+            None => values.next().is_some(),
+            Some(m) => values.any(|v| v.to_str().is_ok_and(|v| m.matches(v))),
+        };
+        hit != self.invert
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_regex_rule() {
+        let p: Pattern = "a+b".parse().unwrap();
+        assert!(p.is_full_match("aab"));
+        assert!(!p.is_full_match("aabc"));
+        assert!(
+            "a)|(b".parse::<Pattern>().is_err(),
+            "cannot escape the anchors"
+        );
+        assert!("(a{1000}){1000}".parse::<Pattern>().is_err(), "bounded");
+        assert!("(".parse::<Pattern>().is_err());
+    }
+
+    #[test]
+    fn headers() {
+        let h: HeaderMatch = crate::config::from_yaml("{name: x-a, value: {prefix: v}}").unwrap();
+        let mut headers = HeaderMap::new();
+        assert!(!h.matches(&headers));
+        headers.append("x-a", "other".parse().unwrap());
+        headers.append("x-a", "value".parse().unwrap());
+        assert!(h.matches(&headers));
+        let absent: HeaderMatch = crate::config::from_yaml("{name: x-b, invert: true}").unwrap();
+        assert!(absent.matches(&headers));
+        let e = crate::config::from_yaml::<HeaderMatch>("{name: 'bad name'}").unwrap_err();
+        assert_eq!(e.path, "name", "{e}");
+        let e =
+            crate::config::from_yaml::<HeaderMatch>("{name: x, value: {regex: '('}}").unwrap_err();
+        assert!(e.path.starts_with("value"), "{e}");
+    }
+}
