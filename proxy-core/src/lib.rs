@@ -28,7 +28,9 @@ pub use error::{BoxError, ConfigError, ProxyError};
 pub use net::{Io, Stream};
 pub use registry::{BuildContext, Registry};
 pub use rpc::ClusterOverride;
-pub use server::{ConfigSource, DisplayChain, Server, ServerError};
+pub use server::{
+    ConfigSource, DisplayChain, HttpListener, HttpListenerBuilder, Server, ServerError,
+};
 pub use upstream::UpgradedUpstream;
 
 /// The one request type every filter and route sees, whatever the protocol.

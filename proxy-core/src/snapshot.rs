@@ -302,48 +302,45 @@ fn validate_runtime(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_cluster(c: &crate::config::ClusterConfig, path: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_cluster(
+    c: &crate::config::ClusterConfig,
+    path: &str,
+) -> Result<(), ConfigError> {
     if c.stream_idle_timeout.is_zero() {
         return Err(ConfigError::new(
-            format!("{path}.stream_idle_timeout"),
+            crate::config::section::join(path, "stream_idle_timeout"),
             "must be greater than zero",
         ));
     }
     if c.connect_timeout.is_zero() {
         return Err(ConfigError::new(
-            format!("{path}.connect_timeout"),
+            crate::config::section::join(path, "connect_timeout"),
             "must be greater than zero",
         ));
     }
     if c.pool.max_connections == 0 {
         return Err(ConfigError::new(
-            format!("{path}.pool.max_connections"),
+            crate::config::section::join(path, "pool.max_connections"),
             "must be at least 1",
         ));
     }
     if c.pool.max_idle > 1_000_000 {
         return Err(ConfigError::new(
-            format!("{path}.pool.max_idle"),
+            crate::config::section::join(path, "pool.max_idle"),
             "must be at most 1000000",
         ));
     }
     if c.pool.idle_timeout.is_zero() {
         return Err(ConfigError::new(
-            format!("{path}.pool.idle_timeout"),
+            crate::config::section::join(path, "pool.idle_timeout"),
             "must be greater than zero",
-        ));
-    }
-    if !(0.0..=1.0).contains(&c.retry_budget.ratio) {
-        return Err(ConfigError::new(
-            format!("{path}.retry_budget.ratio"),
-            "must be between 0 and 1",
         ));
     }
     let mut seen = HashSet::new();
     for (j, e) in c.endpoints.iter().enumerate() {
         if !seen.insert(e.address()) {
             return Err(ConfigError::new(
-                format!("{path}.endpoints[{j}]"),
+                crate::config::section::join(path, &format!("endpoints[{j}]")),
                 format!("duplicate endpoint {}", e.address()),
             ));
         }

@@ -13,11 +13,14 @@
 
 mod demo_upstream;
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::Context as _;
 use clap::Parser;
-use proxy_core::{config::Config, ConfigError, DisplayChain, Registry, Server};
+use proxy_core::{config::Config, snapshot::Snapshot, ConfigError, DisplayChain, Registry, Server};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -57,10 +60,9 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read: {e}")))?;
-    Config::from_yaml(&text)
+/// Reads the config file; relative paths in it resolve from its directory.
+fn load(path: &Path) -> Result<Config, ConfigError> {
+    Config::load(path)
 }
 
 /// Every capability the sidecar offers, by config name.
@@ -92,12 +94,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = load(&path)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading {}", path.display()))?;
-    let server =
-        Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
     if args.validate {
+        // Builds every part of the config as a run would, and starts nothing: no
+        // listener, no thread, no file opened for writing.
+        Snapshot::build(config, &registry(), None).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("config ok");
         return Ok(());
     }
+    let server =
+        Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
     let source_path = path.clone();
     let server = server.with_config_source(Arc::new(move || load(&source_path)));
     server

@@ -50,7 +50,7 @@ async fn connect_failure_is_retried_on_the_next_endpoint() {
             ])
             .cluster(format!(
                 "{{name: two, endpoints: [\"{dead}\", \"{}\"], connect_timeout: 1s, \
-                 retry_budget: {{ratio: 1.0, min_retries_per_second: 1000}}}}",
+                 retry_budget: {{budget_percent: 100, min_retries_per_second: 1000}}}}",
                 alive.addr
             ));
         let sc = Sidecar::start_with(&mut cfg).await;
@@ -179,7 +179,7 @@ async fn retry_budget_caps_retries() {
             .cluster(cluster(
                 "down",
                 down.addr,
-                "retry_budget: {ratio: 0.0, min_retries_per_second: 1}",
+                "retry_budget: {budget_percent: 0, min_retries_per_second: 1}",
             ));
         let started = Instant::now();
         let _sc = Sidecar::start_with(&mut cfg).await;
@@ -201,7 +201,7 @@ async fn retry_budget_caps_retries() {
         );
         assert!(
             retries <= 1 + seconds + 2,
-            "the budget (ratio 0, 1 retry/s) caps retries: upstream saw {seen} requests for \
+            "the budget (0%, 1 retry/s) caps retries: upstream saw {seen} requests for \
              50 (that is {retries} retries in {seconds} s)"
         );
     })
@@ -423,7 +423,7 @@ async fn reset_is_retried_with_retry_on_reset() {
             ])
             .cluster(format!(
                 "{{name: two, endpoints: [\"{closing}\", \"{}\"], \
-                 retry_budget: {{ratio: 1.0, min_retries_per_second: 1000}}}}",
+                 retry_budget: {{budget_percent: 100, min_retries_per_second: 1000}}}}",
                 alive.addr
             ));
         let _sc = Sidecar::start_with(&mut cfg).await;

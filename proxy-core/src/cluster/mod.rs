@@ -2,6 +2,7 @@
 //! cluster extensions (outlier detection, health checks) and the retry budget.
 
 mod balancer;
+mod builder;
 mod endpoint;
 mod extension;
 
@@ -14,6 +15,7 @@ use std::{
 };
 
 pub use balancer::{Balancer, RoundRobin};
+pub use builder::ClusterBuilder;
 pub use endpoint::{Endpoint, HealthFlags};
 pub use extension::{ClusterExtension, ClusterInfo, Outcome};
 
@@ -43,7 +45,7 @@ impl RetryBudget {
         let per_second = i64::from(cfg.min_retries_per_second) * 1000;
         Self {
             balance: AtomicI64::new(per_second),
-            deposit: (cfg.ratio * 1000.0) as i64,
+            deposit: (cfg.budget_percent.fraction() * 1000.0) as i64,
             per_second,
             // At most ten seconds' worth of minimum retries plus 1000 retries saved up.
             cap: per_second * 10 + 1_000_000,
@@ -204,8 +206,11 @@ impl Cluster {
         }
     }
 
-    /// Activates the extensions (the cluster went live).
-    pub(crate) fn activate(&self) {
+    /// Activates the extensions (the cluster went live): their background tasks
+    /// (health probes, ejection timers) start on the current tokio runtime. The
+    /// server does this for config-built clusters; call it for a cluster built in
+    /// code that has extensions.
+    pub fn activate(&self) {
         if self.extensions.is_empty() {
             return;
         }
@@ -314,7 +319,7 @@ mod tests {
     #[test]
     fn retry_budget_allows_min_then_ratio() {
         let b = RetryBudget::new(&RetryBudgetConfig {
-            ratio: 0.5,
+            budget_percent: 50.0.try_into().unwrap(),
             min_retries_per_second: 2,
         });
         assert!(b.withdraw());

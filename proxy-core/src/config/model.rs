@@ -669,13 +669,13 @@ impl Default for PoolConfig {
     }
 }
 
-/// A retry budget: retries allowed = `min_retries_per_second` + `ratio` x requests, over
+/// A retry budget: retries allowed = `min_retries_per_second` + `budget_percent`% of requests, over
 /// a sliding ten-second window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryBudgetConfig {
-    /// Retries allowed per request sent, e.g. `0.2` for 20%.
-    pub ratio: f64,
+    /// Retries allowed as a share of first attempts, 0-100 (20 by default).
+    pub budget_percent: super::Percent,
     /// Retries always allowed per second, whatever the request rate.
     pub min_retries_per_second: u32,
 }
@@ -683,7 +683,7 @@ pub struct RetryBudgetConfig {
 impl Default for RetryBudgetConfig {
     fn default() -> Self {
         Self {
-            ratio: 0.2,
+            budget_percent: super::Percent::try_from(20.0).unwrap_or_default(),
             min_retries_per_second: 10,
         }
     }

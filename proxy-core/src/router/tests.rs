@@ -5,10 +5,6 @@ use http::{HeaderMap, HeaderValue, Method};
 use super::{HeaderMutations, Route, RouteTable};
 use crate::config::{RetryOn, VirtualHostConfig};
 
-fn vhosts(yaml: &str) -> Vec<VirtualHostConfig> {
-    crate::config::from_yaml(yaml).expect("test config deserializes")
-}
-
 fn build(yaml: &str) -> Result<RouteTable, String> {
     // Matchers are checked as the config deserializes, the rest when the table builds.
     let vhosts: Vec<VirtualHostConfig> = crate::config::from_yaml(yaml)

@@ -3,6 +3,7 @@
 
 mod admin;
 mod conn;
+mod embed;
 mod h1;
 mod h2;
 mod listen;
@@ -16,6 +17,7 @@ use std::{
 use arc_swap::ArcSwap;
 use tokio::{runtime::Handle, sync::watch};
 
+pub use self::embed::{HttpListener, HttpListenerBuilder};
 use self::listen::{Bound, ListenerRuntime};
 use crate::{
     access_log::AccessLog,
