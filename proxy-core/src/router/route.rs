@@ -268,7 +268,11 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn build(field: &str, cfg: &RetryPolicyConfig) -> Result<Self, ConfigError> {
+    /// Validates a retry section; `field` is its path.
+    ///
+    /// # Errors
+    /// More attempts than allowed, naming `{field}.attempts`.
+    pub fn build(field: &str, cfg: &RetryPolicyConfig) -> Result<Self, ConfigError> {
         if cfg.attempts > MAX_RETRY_ATTEMPTS {
             return Err(ConfigError::new(
                 format!("{field}.attempts"),

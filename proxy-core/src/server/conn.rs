@@ -56,7 +56,7 @@ impl ConnCtx {
             let route = resp.extensions().get::<MatchedRoute>().map(|r| &*r.0.name);
             let proxy_error = resp
                 .headers()
-                .get("x-proxy-error")
+                .get(crate::proxy::PROXY_ERROR_HEADER)
                 .and_then(|v| v.to_str().ok());
             self.log_record(
                 method,

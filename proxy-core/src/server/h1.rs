@@ -363,7 +363,7 @@ async fn write_error(
         http::HeaderValue::from_static("text/plain"),
     );
     headers.insert(
-        http::HeaderName::from_static("x-proxy-error"),
+        crate::proxy::PROXY_ERROR_HEADER,
         http::HeaderValue::from_static(reason),
     );
     head::encode_response(

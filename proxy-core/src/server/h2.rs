@@ -184,7 +184,7 @@ fn log_on_end(
         .map(|r| r.0.name.clone());
     let proxy_error = resp
         .headers()
-        .get("x-proxy-error")
+        .get(crate::proxy::PROXY_ERROR_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     resp.map(|inner| {

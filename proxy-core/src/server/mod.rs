@@ -22,9 +22,8 @@ use self::listen::{Bound, ListenerRuntime};
 use crate::{
     access_log::AccessLog,
     config::{Config, RuntimeFlavor},
-    proxy::local_reply,
     snapshot::Snapshot,
-    BoxError, ConfigError, HttpResponse, ProxyError, Registry,
+    BoxError, ConfigError, HttpResponse, Registry,
 };
 
 /// Where a reload reads the new config from (the `--config` file, say).
@@ -459,13 +458,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The response for an error that reached the edge of the request stack.
 pub(crate) fn error_response(err: &BoxError) -> HttpResponse {
-    match ProxyError::find(&**err) {
-        Some(p) => local_reply(p),
-        None => {
-            tracing::warn!(error = %DisplayChain(&**err), "request stack failed");
-            local_reply(&ProxyError::Internal)
-        }
-    }
+    crate::proxy::reply_for_error(err)
 }
 
 /// Displays an error with its sources, `a: b: c`.

@@ -1,0 +1,256 @@
+//! Preparing a request for an upstream: hop-by-hop headers, the URI form and
+//! version of the cluster's protocol, Host, `x-forwarded-*`, route rewrites.
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Uri, Version};
+
+use super::{ConnInfo, Forwarded};
+use crate::{cluster::Cluster, config::UpstreamProtocol, router::Route, HttpRequest};
+
+pub(super) fn request_authority(req: &HttpRequest) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers and those named in `Connection`. With `upgrade`, the
+/// `Connection: upgrade` and `Upgrade` pair is kept so that the upgrade passes through.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass to see which are there: usually none, or only `connection`.
+    let mut present = 0u8;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        // Tokens naming other headers; the usual `close`, `keep-alive` and `upgrade`
+        // need no lookup (the latter two are removed below anyway).
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or_default().split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(h);
+        }
+    }
+    if let Some(u) = upgrade_value {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+}
+
+/// Prepares a request for a cluster outside any route: hop-by-hop headers removed,
+/// the URI form and version of the cluster's protocol, Host kept.
+pub(crate) fn prepare_for_cluster(req: &mut HttpRequest, cluster: &Cluster) {
+    prepare_upstream_request(req, None, false, None, cluster);
+}
+
+pub(super) fn prepare_upstream_request(
+    req: &mut HttpRequest,
+    route: Option<&Route>,
+    xff: bool,
+    conn: Option<Forwarded>,
+    cluster: &Cluster,
+) {
+    let protocol = &cluster.config.protocol;
+    let upgrade = *protocol == UpstreamProtocol::Http1
+        && req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE);
+    let te_trailers = *protocol == UpstreamProtocol::Http2
+        && req.headers().get(header::TE).is_some_and(|v| {
+            v.to_str()
+                .unwrap_or_default()
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    // The authority sent upstream: the rewrite, else the request's own.
+    let host = match route.and_then(|r| r.host_rewrite.as_ref()) {
+        Some(h) => Some(h.clone()),
+        None => match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers().get(header::HOST).cloned(),
+        },
+    };
+    let rewritten =
+        route.and_then(|r| r.rewrite_path(req.uri().path_and_query().map_or("/", |p| p.as_str())));
+    match protocol {
+        UpstreamProtocol::Http1 | UpstreamProtocol::Named(_) => {
+            if let Some(path) = rewritten {
+                if let Ok(uri) = Uri::try_from(path) {
+                    *req.uri_mut() = uri;
+                }
+            } else if req.uri().scheme().is_some() {
+                // Absolute-form (or an h2 downstream): HTTP/1.1 upstreams get origin-form.
+                let mut parts = http::uri::Parts::default();
+                parts.path_and_query = Some(
+                    req.uri()
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+                );
+                if let Ok(uri) = Uri::from_parts(parts) {
+                    *req.uri_mut() = uri;
+                }
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            let auth = host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let path = rewritten
+                .as_deref()
+                .unwrap_or_else(|| req.uri().path_and_query().map_or("/", |p| p.as_str()));
+            if let Ok(uri) = Uri::builder()
+                .scheme("http")
+                .authority(auth)
+                .path_and_query(path)
+                .build()
+            {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    let forwarded = match (xff, conn) {
+        (false, _) => None,
+        (true, Some(f)) => Some(f),
+        (true, None) => req.extensions().get::<ConnInfo>().map(ConnInfo::forwarded),
+    };
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::EXPECT);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(Forwarded { peer_ip, tls }) = forwarded {
+        if let Some(ip) = peer_ip {
+            append_xff(headers, ip);
+        }
+        let proto = if tls { "https" } else { "http" };
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(proto),
+        );
+    }
+    match (protocol, host) {
+        (UpstreamProtocol::Http1, Some(h)) => {
+            headers.insert(header::HOST, h);
+        }
+        (UpstreamProtocol::Http2, _) => {
+            headers.remove(header::HOST);
+        }
+        _ => {}
+    }
+    if let Some(route) = route.filter(|r| !r.request_headers.is_empty()) {
+        route.request_headers.apply(headers);
+    }
+    match protocol {
+        UpstreamProtocol::Http1 => *req.version_mut() = Version::HTTP_11,
+        UpstreamProtocol::Http2 => *req.version_mut() = Version::HTTP_2,
+        UpstreamProtocol::Named(_) => {}
+    }
+}
+
+fn append_xff(headers: &mut HeaderMap, ip: HeaderValue) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    match headers.get(&name) {
+        None => {
+            headers.insert(name, ip);
+        }
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                headers.insert(name, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn keeps_the_upgrade_pair_when_upgrading() {
+        let mut h = map(&[
+            ("connection", "Upgrade, x-a"),
+            ("upgrade", "websocket"),
+            ("x-a", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(!h.contains_key("x-a"));
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty());
+    }
+}
