@@ -3,6 +3,7 @@
 //! [`Config`] is plain serde data; [`crate::snapshot::Snapshot::build`] validates it
 //! whole and turns it into the immutable runtime objects the request path reads.
 
+mod build;
 mod model;
 pub(crate) mod section;
 mod units;

@@ -88,6 +88,43 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// A proxy over fixed routing built in code (see [`Routing::new`]).
+    pub fn from_routing(routing: Routing) -> Self {
+        Self::new(Arc::new(ArcSwap::from_pointee(routing)))
+    }
+}
+
+impl Routing {
+    /// Routing over `routes` to `clusters`, built in code: `x-forwarded-for` set,
+    /// fresh request stats. Every cluster a route names must be among `clusters`
+    /// (build the table with that check), else its requests answer 503.
+    ///
+    /// # Example
+    /// ```
+    /// use proxy_core::{cluster::Cluster, config::{RouteConfig, VirtualHostConfig},
+    ///                  proxy::Proxy, router::RouteTable, snapshot::Routing};
+    ///
+    /// let app = Cluster::builder("app").endpoint("127.0.0.1:9000".parse().unwrap()).build().unwrap();
+    /// let vhost = VirtualHostConfig::new("all", ["*"]).route(RouteConfig::new("app"));
+    /// let routes = RouteTable::build("", &[vhost], &|c| c == "app").unwrap();
+    /// let proxy = Proxy::from_routing(Routing::new(routes, [app]));
+    /// # let _ = proxy;
+    /// ```
+    pub fn new(
+        routes: crate::router::RouteTable,
+        clusters: impl IntoIterator<Item = Arc<crate::cluster::Cluster>>,
+    ) -> Self {
+        Self {
+            routes,
+            clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
+            xff: true,
+            stats: Arc::default(),
+            record_route: true,
+        }
+    }
+}
+
 impl tower_service::Service<HttpRequest> for Proxy {
     type Response = HttpResponse;
     type Error = Infallible;
