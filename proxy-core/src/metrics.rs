@@ -59,15 +59,27 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct RequestStats {
     /// Requests started.
-    pub requests: AtomicU64,
+    pub(crate) requests: AtomicU64,
     /// Requests in flight.
-    pub active: AtomicU64,
+    pub(crate) active: AtomicU64,
     /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
-    pub status_classes: [AtomicU64; 5],
+    pub(crate) status_classes: [AtomicU64; 5],
     /// Answers the proxy made itself, by reason (see [`crate::ProxyError::reason`]).
-    pub local_errors: LocalErrorCounts,
+    pub(crate) local_errors: LocalErrorCounts,
     /// Time to response headers.
-    pub latency: Histogram,
+    pub(crate) latency: Histogram,
+}
+
+impl RequestStats {
+    /// Requests started.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+
+    /// Requests in flight.
+    pub fn active(&self) -> u64 {
+        self.active.load(Relaxed)
+    }
 }
 
 /// Counts of proxy-generated answers by reason.
@@ -209,18 +221,43 @@ pub fn render_requests(out: &mut String, prefix: &str, items: &[(String, &Reques
 #[derive(Debug, Default)]
 pub struct ConnStats {
     /// Connections opened.
-    pub opened: AtomicU64,
+    pub(crate) opened: AtomicU64,
     /// Connections open now.
-    pub active: AtomicU64,
+    pub(crate) active: AtomicU64,
     /// Bytes received from the peer.
-    pub rx_bytes: AtomicU64,
+    pub(crate) rx_bytes: AtomicU64,
     /// Bytes sent to the peer.
-    pub tx_bytes: AtomicU64,
+    pub(crate) tx_bytes: AtomicU64,
     /// Connections refused or closed by a protective limit.
-    pub rejected: AtomicU64,
+    pub(crate) rejected: AtomicU64,
 }
 
 impl ConnStats {
+    /// Connections opened.
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Relaxed)
+    }
+
+    /// Connections open now.
+    pub fn active(&self) -> u64 {
+        self.active.load(Relaxed)
+    }
+
+    /// Bytes received from peers.
+    pub fn rx_bytes(&self) -> u64 {
+        self.rx_bytes.load(Relaxed)
+    }
+
+    /// Bytes sent to peers.
+    pub fn tx_bytes(&self) -> u64 {
+        self.tx_bytes.load(Relaxed)
+    }
+
+    /// Connections refused or closed by a protective limit.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Relaxed)
+    }
+
     /// Counts an opened connection.
     pub fn open(&self) {
         self.opened.fetch_add(1, Relaxed);
@@ -275,7 +312,7 @@ pub fn escape_label(v: &str) -> String {
 /// impl RenderMetrics for Denials {
 ///     fn render(&self, out: &mut String) {
 ///         out.push_str("# TYPE proxy_example_denials_total counter\n");
-///         out.push_str(&format!("proxy_example_denials_total {}\n", self.0.load(Ordering::Relaxed)));
+///         out.push_str(&format!("proxy_example_denials_total {}\n", self.0.load(Relaxed)));
 ///     }
 /// }
 /// ```

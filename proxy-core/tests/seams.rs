@@ -320,7 +320,7 @@ async fn seams_work_end_to_end() {
         let routing = snapshot.routing("main").unwrap();
         for r in routing.routes.routes() {
             assert_eq!(
-                r.stats.active.load(Ordering::SeqCst),
+                r.stats.active(),
                 0,
                 "route {} leaks",
                 r.name
