@@ -99,3 +99,22 @@ impl RetireHandle {
         let _ = self.0.send(true);
     }
 }
+
+/// Facts about the downstream connection, put in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The peer address (`None` for Unix sockets).
+    pub peer: Option<std::net::SocketAddr>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The peer IP as a header value, made once per connection for `x-forwarded-for`.
+    pub(crate) peer_ip: Option<http::HeaderValue>,
+}
+
+impl ConnInfo {
+    /// Facts about a connection from `peer`.
+    pub fn new(peer: Option<std::net::SocketAddr>, tls: bool) -> Self {
+        let peer_ip = peer.and_then(|p| http::HeaderValue::from_str(&p.ip().to_string()).ok());
+        Self { peer, tls, peer_ip }
+    }
+}

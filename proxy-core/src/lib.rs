@@ -23,7 +23,7 @@ pub mod upstream;
 
 pub use body::Body;
 pub use cluster::{Balancer, Endpoint};
-pub use connection::{BoxConn, ConnLayerFn, Connection};
+pub use connection::{BoxConn, ConnInfo, ConnLayerFn, Connection};
 pub use error::{BoxError, ConfigError, ProxyError};
 pub use net::{Io, Stream};
 pub use registry::{BuildContext, Registry};

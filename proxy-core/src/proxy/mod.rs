@@ -17,7 +17,6 @@ mod retry;
 use std::{
     convert::Infallible,
     future::Future,
-    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -35,37 +34,23 @@ pub(crate) use self::prepare::{prepare_for_cluster, strip_hop_by_hop};
 pub use self::retry::{Retry, RetryLayer};
 use crate::{router::Route, snapshot::Routing, HttpRequest, HttpResponse};
 
-/// Facts about the downstream connection, put in every request's extensions.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The peer address (`None` for Unix sockets).
-    pub peer: Option<SocketAddr>,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-    /// The peer IP as a header value, made once per connection for `x-forwarded-for`.
-    peer_ip: Option<HeaderValue>,
-}
-
-impl ConnInfo {
-    /// Facts about a connection from `peer`.
-    pub fn new(peer: Option<SocketAddr>, tls: bool) -> Self {
-        let peer_ip = peer.and_then(|p| HeaderValue::from_str(&p.ip().to_string()).ok());
-        Self { peer, tls, peer_ip }
-    }
-
-    fn forwarded(&self) -> Forwarded {
-        Forwarded {
-            peer_ip: self.peer_ip.clone(),
-            tls: self.tls,
-        }
-    }
-}
+#[doc(no_inline)]
+pub use crate::connection::ConnInfo;
 
 /// What `x-forwarded-for` / `x-forwarded-proto` need of the connection.
 #[derive(Debug, Clone)]
 struct Forwarded {
     peer_ip: Option<HeaderValue>,
     tls: bool,
+}
+
+impl ConnInfo {
+    fn forwarded(&self) -> Forwarded {
+        Forwarded {
+            peer_ip: self.peer_ip.clone(),
+            tls: self.tls,
+        }
+    }
 }
 
 /// The route a request matched, put in the response extensions (for access logs).
