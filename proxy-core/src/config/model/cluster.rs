@@ -1,0 +1,194 @@
+//! Upstream clusters: protocol, endpoints, connection pool, retry budget.
+
+use std::{collections::BTreeMap, net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::TypedConfig;
+use crate::config::Section;
+
+/// An upstream cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique name; routes refer to it.
+    pub name: String,
+    /// The protocol spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// The endpoints.
+    pub endpoints: Vec<EndpointConfig>,
+    /// TCP connect timeout.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A response body from an endpoint that brings no bytes, or a request body the
+    /// endpoint accepts no bytes of, for this long fails that request.
+    #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
+    /// Connection pool settings.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// The load-balancing policy: `round_robin` (built in) or a balancer registered by
+    /// a capability crate, `{typed: maglev, config: {...}}`.
+    #[serde(default = "default_lb")]
+    pub lb: TypedConfig,
+    /// Caps retries to a share of requests so that retries cannot amplify an outage.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+    /// Settings of a registered upstream protocol (`protocol: bolt`), parsed by its
+    /// factory.
+    #[serde(default, skip_serializing_if = "Section::is_null")]
+    pub protocol_options: Section,
+    /// How connections to the endpoints are secured: a registered transport
+    /// (`typed: tls`); plain TCP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TypedConfig>,
+    /// Cluster extensions such as outlier detection and health checks, by registered
+    /// name ([`crate::Registry::register_cluster_extension`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<TypedConfig>,
+}
+
+fn default_lb() -> TypedConfig {
+    TypedConfig::named("round_robin")
+}
+
+fn default_stream_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// The protocol spoken to a cluster's endpoints: `http1`, `http2`, or the name of a
+/// protocol registered with [`crate::Registry::register_upstream_protocol`] (`bolt`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive connection pooling.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), requests multiplexed on shared connections.
+    Http2,
+    /// A registered protocol, by name.
+    Named(Arc<str>),
+}
+
+impl UpstreamProtocol {
+    /// The protocol's config name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Named(n) => n,
+        }
+    }
+}
+
+impl Serialize for UpstreamProtocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(match name.as_str() {
+            "http1" => Self::Http1,
+            "http2" => Self::Http2,
+            "" => return Err(serde::de::Error::custom("protocol name must not be empty")),
+            _ => Self::Named(name.into()),
+        })
+    }
+}
+
+/// One endpoint: `127.0.0.1:8080`, or a map with an address, a weight and metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointConfig {
+    /// Just an address, weight 1.
+    Address(SocketAddr),
+    /// An address with a weight and metadata.
+    Detailed {
+        /// The endpoint address.
+        address: SocketAddr,
+        /// Relative weight for balancers that use one (at least 1).
+        #[serde(default = "default_weight")]
+        weight: NonZeroU32,
+        /// Labels such as `zone`, `data_centre` or `group`, read by balancers and
+        /// traffic steering.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        metadata: BTreeMap<String, String>,
+    },
+}
+
+fn default_weight() -> NonZeroU32 {
+    NonZeroU32::MIN
+}
+
+impl EndpointConfig {
+    /// The endpoint address.
+    pub fn address(&self) -> SocketAddr {
+        match self {
+            Self::Address(a) | Self::Detailed { address: a, .. } => *a,
+        }
+    }
+    /// The endpoint weight (1 when not given).
+    pub fn weight(&self) -> NonZeroU32 {
+        match self {
+            Self::Address(_) => NonZeroU32::MIN,
+            Self::Detailed { weight, .. } => *weight,
+        }
+    }
+    /// The endpoint's metadata labels (empty when not given).
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        match self {
+            Self::Address(_) => BTreeMap::new(),
+            Self::Detailed { metadata, .. } => metadata.clone(),
+        }
+    }
+}
+
+/// Upstream connection pool settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Maximum open connections per endpoint (HTTP/1.1: also the request concurrency).
+    pub max_connections: u32,
+    /// Idle connections kept per endpoint.
+    pub max_idle: u32,
+    /// An idle pooled connection is closed after this time.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_idle: 1024,
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// A retry budget: retries allowed = `min_retries_per_second` + `budget_percent`% of requests, over
+/// a sliding ten-second window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed as a share of first attempts, 0-100 (20 by default).
+    pub budget_percent: crate::config::Percent,
+    /// Retries always allowed per second, whatever the request rate.
+    pub min_retries_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self {
+            budget_percent: crate::config::Percent::try_from(20.0).unwrap_or_default(),
+            min_retries_per_second: 10,
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Listeners: address, protocol, connection limits, and the typed plug-in sections.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::VirtualHostConfig;
+use crate::config::Section;
+
+/// One listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique name; used in metrics labels.
+    pub name: String,
+    /// Where to listen.
+    pub address: ListenAddress,
+    /// What to serve: `auto` (HTTP/1.1, h2c and every registered protocol, told apart
+    /// by their first bytes), `http1`, `http2`, or a registered protocol by name.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// Settings of registered protocols by name (`bolt: {max_frame_bytes: 1048576}`),
+    /// each parsed by that protocol's factory.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub protocol_options: BTreeMap<String, Section>,
+    /// Protective limits for downstream connections.
+    #[serde(default)]
+    pub limits: ConnectionLimits,
+    /// Virtual hosts and their routes.
+    pub virtual_hosts: Vec<VirtualHostConfig>,
+    /// Set `x-forwarded-for` / `x-forwarded-proto` on forwarded requests.
+    #[serde(default = "default_true")]
+    pub xff: bool,
+    /// HTTP filters applied to every request of this listener, outermost first; each
+    /// names a filter registered in [`crate::Registry`].
+    #[serde(default)]
+    pub http_filters: Vec<TypedConfig>,
+    /// Network filters applied to every accepted connection, outermost first; each
+    /// names a network filter registered in [`crate::Registry`].
+    #[serde(default)]
+    pub network_filters: Vec<TypedConfig>,
+    /// Give each worker its own `SO_REUSEPORT` socket (per-core runtimes). When false,
+    /// one socket is bound and accepted on by the first worker only.
+    #[serde(default = "default_true")]
+    pub reuse_port: bool,
+}
+
+/// A plug-in by registered name, with its own config section: a filter, a network
+/// filter, a balancer, a transport, a cluster extension. Written
+/// `{typed: NAME, config: {...}}`, or `NAME` alone when it takes no config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, from = "TypedConfigRepr")]
+pub struct TypedConfig {
+    /// The registered name, e.g. `rbac`.
+    pub typed: String,
+    /// The plug-in's settings, parsed by its factory.
+    #[serde(default, skip_serializing_if = "Section::is_null")]
+    pub config: Section,
+}
+
+impl TypedConfig {
+    /// A plug-in by name with no config (all its defaults).
+    pub fn named(typed: impl Into<String>) -> Self {
+        Self {
+            typed: typed.into(),
+            config: Section::empty(),
+        }
+    }
+
+    /// A plug-in by name with its typed config section.
+    ///
+    /// # Errors
+    /// A section that cannot be represented as config data.
+    pub fn with<T: Serialize>(
+        typed: impl Into<String>,
+        config: &T,
+    ) -> Result<Self, crate::ConfigError> {
+        Ok(Self {
+            typed: typed.into(),
+            config: Section::from_typed(config).map_err(|e| e.within("config"))?,
+        })
+    }
+}
+
+/// How a [`TypedConfig`] may be written: a name, or a map with `typed` and `config`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedConfigFull {
+    typed: String,
+    #[serde(default)]
+    config: Section,
+}
+
+struct TypedConfigRepr(TypedConfig);
+
+impl<'de> Deserialize<'de> for TypedConfigRepr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = TypedConfigRepr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a registered name, or {typed: NAME, config: {...}}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v.is_empty() {
+                    return Err(E::custom("the name must not be empty"));
+                }
+                Ok(TypedConfigRepr(TypedConfig::named(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let full = TypedConfigFull::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                if full.typed.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "typed: the name must not be empty",
+                    ));
+                }
+                Ok(TypedConfigRepr(TypedConfig {
+                    typed: full.typed,
+                    config: full.config,
+                }))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl From<TypedConfigRepr> for TypedConfig {
+    fn from(r: TypedConfigRepr) -> Self {
+        r.0
+    }
+}
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+/// A listening address: `127.0.0.1:8080` or `unix:/path/to/socket`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ListenAddress {
+    /// A TCP socket address.
+    Tcp(SocketAddr),
+    /// A Unix domain socket path.
+    Unix(PathBuf),
+}
+
+impl TryFrom<String> for ListenAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("a unix: address needs a path".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>()
+            .map(Self::Tcp)
+            .map_err(|e| format!("{s:?} is not a socket address (ip:port) nor unix:PATH: {e}"))
+    }
+}
+
+impl From<ListenAddress> for String {
+    fn from(a: ListenAddress) -> String {
+        a.to_string()
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "{a}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// What a listener serves: HTTP (`auto`, `http1`, `http2`) or a protocol registered
+/// with [`crate::Registry::register_protocol`] (`bolt`, `dubbo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum ListenerProtocol {
+    /// Detect HTTP/2 prior knowledge (the connection preface) or a registered
+    /// protocol from the first bytes, and fall back to HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.x only.
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c) only.
+    Http2,
+    /// A registered protocol only, by name.
+    Named(Arc<str>),
+}
+
+impl ListenerProtocol {
+    /// The protocol's config name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Auto => "auto",
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Named(n) => n,
+        }
+    }
+}
+
+impl Serialize for ListenerProtocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenerProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(match name.as_str() {
+            "auto" => Self::Auto,
+            "http1" => Self::Http1,
+            "http2" => Self::Http2,
+            "" => return Err(serde::de::Error::custom("protocol name must not be empty")),
+            _ => Self::Named(name.into()),
+        })
+    }
+}
+
+/// Protective limits applied to each downstream connection of a listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Maximum concurrently open downstream connections.
+    pub max_connections: u32,
+    /// Maximum bytes of a request head (request line and headers).
+    pub max_header_bytes: u32,
+    /// Maximum number of request headers.
+    pub max_headers: u32,
+    /// The whole request head must arrive within this time (slowloris defence).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this time.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A request body that brings no bytes, or a response the client accepts no bytes
+    /// of, for this long fails and closes the connection (slow-client defence).
+    #[serde(with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
+    /// HTTP/2: maximum concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: streams reset by the client before we answered, tolerated per
+    /// connection before it is closed with `ENHANCE_YOUR_CALM` (rapid-reset defence).
+    pub h2_max_pending_reset_streams: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(60),
+            h2_max_concurrent_streams: 256,
+            h2_max_pending_reset_streams: 100,
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The serde types of the one config model: listeners, routes, clusters, endpoints.
+//!
+//! These are plain data. [`super::validate`] turns them into checked runtime objects;
+//! nothing here is trusted until it has been through validation.
+
+mod cluster;
+mod listener;
+mod route;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+pub use cluster::{ClusterConfig, EndpointConfig, PoolConfig, RetryBudgetConfig, UpstreamProtocol};
+pub use listener::{
+    ConnectionLimits, ListenAddress, ListenerConfig, ListenerProtocol, TypedConfig,
+};
+pub use route::{
+    HeaderValueConfig, PathMatchConfig, RetryOn, RetryPolicyConfig, RouteConfig, RouteMatchConfig,
+    VirtualHostConfig,
+};
+
+/// The whole proxy configuration, as loaded from YAML (or produced by a control plane).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The admin listener (metrics, config dump, readiness, reload).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Process-wide runtime settings.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// The access log; off unless configured.
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
+    /// The listeners that accept downstream traffic.
+    pub listeners: Vec<ListenerConfig>,
+    /// The upstream clusters that routes send traffic to.
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    /// The directory relative paths in this config resolve from: the config file's
+    /// ([`Config::load`]); the working directory when `None`. Not part of the file.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin endpoint listens, e.g. `127.0.0.1:15000`.
+    pub address: SocketAddr,
+}
+
+/// Process-wide runtime settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads. `0` means one per available core.
+    #[serde(default = "default_workers")]
+    pub worker_threads: usize,
+    /// How the workers share the work.
+    #[serde(default)]
+    pub flavor: RuntimeFlavor,
+    /// How long a graceful drain (SIGTERM) waits for in-flight requests.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+/// How worker threads share the connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeFlavor {
+    /// Each worker runs its own single-threaded event loop and accepts on its own
+    /// `SO_REUSEPORT` socket; a connection stays on the worker that accepted it. The
+    /// faster choice (BENCHMARKS.md).
+    #[default]
+    PerCore,
+    /// One work-stealing tokio runtime shared by all workers.
+    MultiThread,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            flavor: RuntimeFlavor::default(),
+            worker_threads: default_workers(),
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    1
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The access log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Line format.
+    #[serde(default)]
+    pub format: AccessLogFormat,
+    /// A file path to append to; standard output when absent.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// The format of access log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// A common-log-like text line.
+    Text,
+}

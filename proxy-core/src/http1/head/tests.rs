@@ -1,0 +1,166 @@
+use super::*;
+
+fn req(s: &str) -> Result<Option<RequestHead>, HeadError> {
+    parse_request(&mut BytesMut::from(s), 100, 65536)
+}
+
+#[test]
+fn parses_simple_get() {
+    let mut buf = BytesMut::from("GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\nrest");
+    let h = parse_request(&mut buf, 100, 65536).unwrap().unwrap();
+    assert_eq!(h.parts.method, Method::GET);
+    assert_eq!(h.parts.uri, "/a?b=1");
+    assert_eq!(h.parts.headers["x-a"], "1");
+    assert_eq!(h.framing, Framing::Empty);
+    assert!(h.keep_alive);
+    assert_eq!(&buf[..], b"rest");
+}
+
+#[test]
+fn partial_and_limits() {
+    assert!(req("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+        "a".repeat(70000)
+    );
+    assert_eq!(req(&big).unwrap_err(), HeadError::TooLarge);
+    let many: String = (0..101).map(|i| format!("X{i}: 1\r\n")).collect();
+    assert_eq!(
+        req(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")).unwrap_err(),
+        HeadError::TooManyHeaders
+    );
+}
+
+#[test]
+fn smuggling_defences() {
+    assert_eq!(
+        req(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .unwrap_err(),
+        HeadError::BadTransferEncoding
+    );
+    assert_eq!(
+        req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n")
+            .unwrap_err(),
+        HeadError::BadContentLength
+    );
+    assert_eq!(
+        req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n").unwrap_err(),
+        HeadError::BadContentLength
+    );
+    assert_eq!(
+        req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").unwrap_err(),
+        HeadError::BadTransferEncoding
+    );
+    assert_eq!(
+        req("GET / HTTP/1.1\r\n\r\n").unwrap_err(),
+        HeadError::BadHost
+    );
+    assert_eq!(
+        req("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap_err(),
+        HeadError::BadHost
+    );
+    assert_eq!(
+        req("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .framing,
+        Framing::Length(5)
+    );
+}
+
+#[test]
+fn bad_request_lines_are_malformed_not_version_errors() {
+    let bad = |s: &str| req(s).unwrap_err();
+    assert_eq!(
+        bad("GET /has space HTTP/1.1\r\nHost: x\r\n\r\n"),
+        HeadError::Malformed
+    );
+    assert_eq!(
+        bad("THIS IS NOT HTTP\r\nHost: x\r\n\r\n"),
+        HeadError::Malformed
+    );
+    assert_eq!(
+        bad("GET / HTTP/2.0\r\nHost: x\r\n\r\n"),
+        HeadError::BadVersion
+    );
+    assert_eq!(
+        bad("GET / HTTP/3.0\r\nHost: x\r\n\r\n"),
+        HeadError::BadVersion
+    );
+}
+
+#[test]
+fn connect_is_not_implemented() {
+    let err = req("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").unwrap_err();
+    assert_eq!(err, HeadError::Unsupported);
+}
+
+#[test]
+fn keep_alive_rules() {
+    assert!(!req("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
+    assert!(
+        req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .keep_alive
+    );
+    assert!(
+        !req("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .keep_alive
+    );
+    let up = req("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert!(up.upgrade);
+}
+
+#[test]
+fn response_framing() {
+    let parse = |s: &str, m: Method| {
+        parse_response(&mut BytesMut::from(s), &m, 65536)
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::GET).framing,
+        Framing::Length(5)
+    );
+    assert_eq!(
+        parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD).framing,
+        Framing::Empty
+    );
+    assert_eq!(
+        parse("HTTP/1.1 204 No Content\r\n\r\n", Method::GET).framing,
+        Framing::Empty
+    );
+    let close = parse("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
+    assert_eq!(close.framing, Framing::Close);
+    assert!(!close.keep_alive);
+    assert_eq!(
+        parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET
+        )
+        .framing,
+        Framing::Chunked
+    );
+}
+
+#[test]
+fn encodes_heads() {
+    let mut buf = BytesMut::new();
+    let mut h = HeaderMap::new();
+    h.insert("x-a", HeaderValue::from_static("1"));
+    encode_response(&mut buf, StatusCode::OK, &h, Framing::Length(12), false);
+    assert_eq!(
+        &buf[..],
+        b"HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 12\r\n\r\n"
+    );
+    buf.clear();
+    encode_request(&mut buf, &Method::GET, "/p", &h, Framing::Empty);
+    assert_eq!(&buf[..], b"GET /p HTTP/1.1\r\nx-a: 1\r\n\r\n");
+}

@@ -1,0 +1,109 @@
+//! Checks of the config that serde cannot express: runtime, cluster and listener limits.
+
+use std::collections::HashSet;
+
+use crate::{
+    config::{Config, ListenerConfig},
+    ConfigError,
+};
+
+pub(super) fn validate_runtime(config: &Config) -> Result<(), ConfigError> {
+    if config.runtime.worker_threads > 1024 {
+        return Err(ConfigError::new(
+            "runtime.worker_threads",
+            "must be at most 1024",
+        ));
+    }
+    if config.listeners.is_empty() {
+        return Err(ConfigError::new(
+            "listeners",
+            "at least one listener is required",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_cluster(
+    c: &crate::config::ClusterConfig,
+    path: &str,
+) -> Result<(), ConfigError> {
+    if c.stream_idle_timeout.is_zero() {
+        return Err(ConfigError::new(
+            crate::config::section::join(path, "stream_idle_timeout"),
+            "must be greater than zero",
+        ));
+    }
+    if c.connect_timeout.is_zero() {
+        return Err(ConfigError::new(
+            crate::config::section::join(path, "connect_timeout"),
+            "must be greater than zero",
+        ));
+    }
+    if c.pool.max_connections == 0 {
+        return Err(ConfigError::new(
+            crate::config::section::join(path, "pool.max_connections"),
+            "must be at least 1",
+        ));
+    }
+    if c.pool.max_idle > 1_000_000 {
+        return Err(ConfigError::new(
+            crate::config::section::join(path, "pool.max_idle"),
+            "must be at most 1000000",
+        ));
+    }
+    if c.pool.idle_timeout.is_zero() {
+        return Err(ConfigError::new(
+            crate::config::section::join(path, "pool.idle_timeout"),
+            "must be greater than zero",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (j, e) in c.endpoints.iter().enumerate() {
+        if !seen.insert(e.address()) {
+            return Err(ConfigError::new(
+                crate::config::section::join(path, &format!("endpoints[{j}]")),
+                format!("duplicate endpoint {}", e.address()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn validate_limits(l: &ListenerConfig, path: &str) -> Result<(), ConfigError> {
+    let lim = &l.limits;
+    let max_headers = crate::http1::head::MAX_HEADERS as u32;
+    if lim.max_headers == 0 || lim.max_headers > max_headers {
+        return Err(ConfigError::new(
+            format!("{path}.limits.max_headers"),
+            format!("must be between 1 and {max_headers}"),
+        ));
+    }
+    if !(1024..=1024 * 1024).contains(&lim.max_header_bytes) {
+        return Err(ConfigError::new(
+            format!("{path}.limits.max_header_bytes"),
+            "must be between 1024 and 1048576",
+        ));
+    }
+    if lim.max_connections == 0 {
+        return Err(ConfigError::new(
+            format!("{path}.limits.max_connections"),
+            "must be at least 1",
+        ));
+    }
+    if lim.header_read_timeout.is_zero()
+        || lim.idle_timeout.is_zero()
+        || lim.stream_idle_timeout.is_zero()
+    {
+        return Err(ConfigError::new(
+            format!("{path}.limits"),
+            "timeouts must be greater than zero",
+        ));
+    }
+    if lim.h2_max_concurrent_streams == 0 {
+        return Err(ConfigError::new(
+            format!("{path}.limits.h2_max_concurrent_streams"),
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}
