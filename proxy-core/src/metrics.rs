@@ -304,7 +304,7 @@ pub fn escape_label(v: &str) -> String {
 ///
 /// # Example
 /// ```
-/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// use proxy_core::metrics::RenderMetrics;
 ///
 /// #[derive(Debug, Default)]
