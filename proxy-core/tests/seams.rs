@@ -319,12 +319,7 @@ async fn seams_work_end_to_end() {
         let snapshot = server.snapshot();
         let routing = snapshot.routing("main").unwrap();
         for r in routing.routes.routes() {
-            assert_eq!(
-                r.stats.active(),
-                0,
-                "route {} leaks",
-                r.name
-            );
+            assert_eq!(r.stats.active(), 0, "route {} leaks", r.name);
         }
 
         // Outcomes reach the cluster extensions.
