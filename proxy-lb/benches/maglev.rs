@@ -40,9 +40,9 @@ fn build(c: &mut Criterion) {
 
 fn lookup(c: &mut Criterion) {
     let maglev = Maglev::new(&MaglevConfig {
-        hash_policy: vec![HashPolicyConfig::Header {
-            name: "x-user".into(),
-        }],
+        hash_policy: vec![HashPolicyConfig::header(http::HeaderName::from_static(
+            "x-user",
+        ))],
         table_size: 65537,
     })
     .expect("valid config");

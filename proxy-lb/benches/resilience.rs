@@ -32,12 +32,12 @@ fn endpoints(n: usize) -> Arc<[Arc<Endpoint>]> {
 }
 
 fn zone(c: &mut Criterion) {
-    let cfg = serde_yaml::from_str(
+    let cfg = proxy_core::config::from_yaml(
         "{local_data_centre: dc1, local_cluster: app,
           zones: [{name: z1, data_centre: dc1, city: hz}, {name: z2, data_centre: dc1, city: hz},
                   {name: z3, data_centre: dc2, city: hz}, {name: z4, data_centre: dc3, city: sh}],
-          remote_clusters: {dc2: a, dc3: b}, uid: {header: x-uid},
-          shards: {ranges: [{from: 0, to: 50, zone: z1}, {from: 50, to: 100, zone: z3}]}}",
+          remote_clusters: {dc2: a, dc3: b},
+          uid: {source: {header: x-uid}, ranges: [{from: 0, to: 50, zone: z1}, {from: 50, to: 100, zone: z3}]}}",
     )
     .unwrap();
     let topo = Topology::new(&cfg).unwrap();
@@ -55,11 +55,11 @@ fn steering(c: &mut Criterion) {
     let mut rules = String::from("rules: [");
     for i in 0..20 {
         rules.push_str(&format!(
-            "{{match: {{headers: {{x-rule: r{i}}}, methods: [GET]}}, to: {{group: g{i}}}}},"
+            "{{match: {{headers: [{{name: x-rule, value: {{exact: r{i}}}}}], methods: [GET]}}, to: {{group: g{i}}}}},"
         ));
     }
     rules.push(']');
-    let set = RuleSet::new(&serde_yaml::from_str(&rules).unwrap(), |_| false).unwrap();
+    let set = RuleSet::new(&proxy_core::config::from_yaml(&rules).unwrap(), |_| false).unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("x-rule", "r19".parse().unwrap());
     headers.insert("user-agent", "bench".parse().unwrap());
@@ -95,7 +95,7 @@ fn subset(c: &mut Criterion) {
 fn outlier(c: &mut Criterion) {
     let eps = endpoints(100);
     let d = OutlierDetection::new(
-        serde_yaml::from_str("{}").unwrap(),
+        proxy_core::config::from_yaml("{consecutive_5xx: 5}").unwrap(),
         "bench",
         Arc::new(ClusterOutlierCounters::default()),
         None,

@@ -17,9 +17,9 @@ fn ring(c: &mut Criterion) {
         .map(|i| StaticBackend::new(format!("10.0.{}.{}:80", i / 256, i % 256), 1))
         .collect();
     let cfg = RingHashConfig {
-        hash_policy: vec![HashPolicyConfig::Header {
-            name: "x-user".into(),
-        }],
+        hash_policy: vec![HashPolicyConfig::header(http::HeaderName::from_static(
+            "x-user",
+        ))],
         min_ring_size: 1024,
         max_ring_size: 8 * 1024 * 1024,
     };

@@ -5,34 +5,31 @@
 //! balancer picks at random.
 
 use http::{header, request::Parts, HeaderName};
-use proxy_core::rpc::RpcInfo;
+use proxy_core::{matcher::Header, rpc::RpcInfo};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh64::{xxh64, Xxh64};
 
 use crate::ConfigError;
 
-/// One key source of a hash policy, as configured.
+/// One key source of a hash policy, as configured: a one-key map naming the source,
+/// or a bare string for a source without settings.
 ///
 /// ```yaml
 /// hash_policy:
-///   - type: header
-///     name: x-user-id
-///   - type: cookie
-///     name: session
-///   - type: query_parameter
-///     name: uid
-///   - type: rpc            # service/method of gRPC, Bolt, Dubbo requests
-///     include_method: false
-///   - type: source_ip
+///   - header: {name: x-user-id}
+///   - cookie: {name: session}
+///   - query_parameter: {name: uid}
+///   - rpc: {include_method: false}   # service/method of gRPC, Bolt, Dubbo requests
+///   - source_ip
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum HashPolicyConfig {
     /// The first value of a request header.
     Header {
         /// The header name.
-        name: String,
+        name: Header,
     },
     /// The value of a cookie.
     Cookie {
@@ -45,7 +42,7 @@ pub enum HashPolicyConfig {
         name: String,
     },
     /// The client's IP address (from `proxy_core::proxy::ConnInfo`).
-    SourceIp {},
+    SourceIp,
     /// The RPC service, and by default the method (`service/method`): from
     /// `proxy_core::rpc::RpcInfo` set by the codec (Bolt, Dubbo, gRPC), or for a
     /// gRPC request without it from the path `/package.Service/Method`.
@@ -54,6 +51,34 @@ pub enum HashPolicyConfig {
         #[serde(default = "yes")]
         include_method: bool,
     },
+}
+
+impl HashPolicyConfig {
+    /// The first value of header `name`.
+    pub fn header(name: HeaderName) -> Self {
+        Self::Header { name: Header(name) }
+    }
+
+    /// The value of cookie `name`.
+    pub fn cookie(name: impl Into<String>) -> Self {
+        Self::Cookie { name: name.into() }
+    }
+
+    /// The value of query parameter `name`.
+    pub fn query_parameter(name: impl Into<String>) -> Self {
+        Self::QueryParameter { name: name.into() }
+    }
+
+    /// The config name of the source (`header`, `source_ip`, ...), as in its path.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Header { .. } => "header",
+            Self::Cookie { .. } => "cookie",
+            Self::QueryParameter { .. } => "query_parameter",
+            Self::SourceIp => "source_ip",
+            Self::Rpc { .. } => "rpc",
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -74,10 +99,11 @@ enum KeySource {
 ///
 /// # Example
 /// ```
+/// use http::HeaderName;
 /// use proxy_lb::hash_policy::{HashPolicy, HashPolicyConfig};
 ///
 /// let policy = HashPolicy::try_new(
-///     &[HashPolicyConfig::Header { name: "x-user".into() }],
+///     &[HashPolicyConfig::header(HeaderName::from_static("x-user"))],
 ///     "hash_policy",
 /// )?;
 /// let (parts, _) = http::Request::builder().header("x-user", "ann").body(())?.into_parts();
@@ -95,7 +121,7 @@ impl HashPolicy {
     /// Validates `configs`; `field` is their path in the section, used in errors.
     ///
     /// # Errors
-    /// An empty list, an invalid header name, an empty cookie or parameter name.
+    /// An empty list, an empty or invalid cookie name, an empty parameter name.
     pub fn try_new(configs: &[HashPolicyConfig], field: &str) -> Result<Self, ConfigError> {
         if configs.is_empty() {
             return Err(ConfigError::invalid(
@@ -106,7 +132,7 @@ impl HashPolicy {
         let sources = configs
             .iter()
             .enumerate()
-            .map(|(i, c)| source(c, &format!("{field}[{i}].name")))
+            .map(|(i, c)| source(c, &format!("{field}[{i}].{}.name", c.kind())))
             .collect::<Result<_, _>>()?;
         Ok(Self { sources })
     }
@@ -136,11 +162,7 @@ fn source(c: &HashPolicyConfig, field: &str) -> Result<KeySource, ConfigError> {
         }
     };
     Ok(match c {
-        HashPolicyConfig::Header { name } => {
-            KeySource::Header(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                ConfigError::invalid(field, format!("{name:?} is not a valid header name"))
-            })?)
-        }
+        HashPolicyConfig::Header { name } => KeySource::Header(name.0.clone()),
         HashPolicyConfig::Cookie { name } => {
             if name
                 .bytes()
@@ -156,7 +178,7 @@ fn source(c: &HashPolicyConfig, field: &str) -> Result<KeySource, ConfigError> {
         HashPolicyConfig::QueryParameter { name } => {
             KeySource::Query(non_empty(name, "query parameter")?)
         }
-        HashPolicyConfig::SourceIp {} => KeySource::SourceIp,
+        HashPolicyConfig::SourceIp => KeySource::SourceIp,
         HashPolicyConfig::Rpc { include_method } => KeySource::Rpc {
             include_method: *include_method,
         },
@@ -265,9 +287,9 @@ mod tests {
 
     #[test]
     fn header_cookie_query() {
-        let h = policy(HashPolicyConfig::Header { name: "x-k".into() });
-        let c = policy(HashPolicyConfig::Cookie { name: "sid".into() });
-        let q = policy(HashPolicyConfig::QueryParameter { name: "uid".into() });
+        let h = policy(HashPolicyConfig::header(HeaderName::from_static("x-k")));
+        let c = policy(HashPolicyConfig::cookie("sid"));
+        let q = policy(HashPolicyConfig::query_parameter("uid"));
         let r = parts(
             http::Request::builder()
                 .uri("/a?x=1&uid=42&z")
@@ -292,8 +314,8 @@ mod tests {
     fn first_source_present_wins() {
         let p = HashPolicy::try_new(
             &[
-                HashPolicyConfig::Header { name: "x-a".into() },
-                HashPolicyConfig::Header { name: "x-b".into() },
+                HashPolicyConfig::header(HeaderName::from_static("x-a")),
+                HashPolicyConfig::header(HeaderName::from_static("x-b")),
             ],
             "hash_policy",
         )
@@ -310,7 +332,7 @@ mod tests {
 
     #[test]
     fn source_ip_and_rpc() {
-        let s = policy(HashPolicyConfig::SourceIp {});
+        let s = policy(HashPolicyConfig::SourceIp);
         assert!(s.needs_conn_info());
         let mut r = parts(http::Request::builder());
         assert_eq!(s.hash(&r), None);
@@ -348,37 +370,61 @@ mod tests {
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.starts_with("hash_policy: ")));
         let e = HashPolicy::try_new(
-            &[
-                HashPolicyConfig::SourceIp {},
-                HashPolicyConfig::Header {
-                    name: "bad name".into(),
-                },
-            ],
+            &[HashPolicyConfig::SourceIp, HashPolicyConfig::cookie("a b")],
             "hash_policy",
         )
         .err()
         .map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.starts_with("hash_policy[1].name: ")));
-        let e = HashPolicy::try_new(
-            &[HashPolicyConfig::Cookie {
-                name: String::new(),
-            }],
-            "hp",
-        )
-        .err()
-        .map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.starts_with("hp[0].name: ")));
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.starts_with("hash_policy[1].cookie.name: ")),
+            "{e:?}"
+        );
+        let e = HashPolicy::try_new(&[HashPolicyConfig::query_parameter("")], "hp")
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("hp[0].query_parameter.name: ")));
     }
 
     #[test]
     fn yaml_shape() {
-        let v: Vec<HashPolicyConfig> = serde_yaml::from_str(
-            "- type: header\n  name: x\n- type: source_ip\n- type: rpc\n  include_method: false\n",
+        let v: Vec<HashPolicyConfig> = proxy_core::config::from_yaml(
+            "- header: {name: x}\n- source_ip\n- rpc: {include_method: false}\n- rpc: {}\n- cookie: {name: s}\n- query_parameter: {name: q}\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(v.len(), 3);
-        let bad: Result<Vec<HashPolicyConfig>, _> =
-            serde_yaml::from_str("- type: header\n  name: x\n  extra: 1\n");
-        assert!(bad.is_err());
+        assert_eq!(
+            v,
+            [
+                HashPolicyConfig::header(HeaderName::from_static("x")),
+                HashPolicyConfig::SourceIp,
+                HashPolicyConfig::Rpc {
+                    include_method: false
+                },
+                HashPolicyConfig::Rpc {
+                    include_method: true
+                },
+                HashPolicyConfig::cookie("s"),
+                HashPolicyConfig::query_parameter("q"),
+            ]
+        );
+        let back: Vec<HashPolicyConfig> = proxy_core::config::to_yaml(&v)
+            .and_then(|y| proxy_core::config::from_yaml(&y))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, v);
+        let e = proxy_core::config::from_yaml::<Vec<HashPolicyConfig>>(
+            "- header: {name: x, extra: 1}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("extra"), "{e}");
+        let e = proxy_core::config::from_yaml::<Vec<HashPolicyConfig>>(
+            "- source_ip\n- header: {name: \"bad name\"}\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "[1].header.name", "{e}");
+        assert!(
+            proxy_core::config::from_yaml::<Vec<HashPolicyConfig>>("- {type: header, name: x}")
+                .is_err(),
+            "the old type-tagged shape is refused"
+        );
     }
 }

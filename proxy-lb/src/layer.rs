@@ -17,8 +17,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    least_request::LeastRequest, maglev::Maglev, random::Random, ring_hash::RingHash,
-    round_robin::RoundRobin, Backend,
+    hash_balancer::{HashBalancer, HashTable},
+    least_request::LeastRequest,
+    random::Random,
+    round_robin::RoundRobin,
+    Backend,
 };
 
 /// A balancer over backends of type `B`: what [`PickLayer`] needs. Implemented by
@@ -60,17 +63,7 @@ impl<B: Backend + Send + Sync + 'static> Picker<B> for RoundRobin {
     }
 }
 
-impl<B: Backend + Send + Sync + 'static> Picker<B> for RingHash {
-    fn pick(&self, backends: &[B], req: &Parts) -> Option<usize> {
-        self.pick_from(backends, req)
-    }
-
-    fn backends_changed(&self, backends: &Arc<[B]>) {
-        self.prepare(backends);
-    }
-}
-
-impl<B: Backend + Send + Sync + 'static> Picker<B> for Maglev {
+impl<B: Backend + Send + Sync + 'static, T: HashTable> Picker<B> for HashBalancer<T> {
     fn pick(&self, backends: &[B], req: &Parts) -> Option<usize> {
         self.pick_from(backends, req)
     }
@@ -350,9 +343,9 @@ mod tests {
     #[test]
     fn hash_keys_stick_and_sets_swap() {
         let maglev = Maglev::new(&MaglevConfig {
-            hash_policy: vec![HashPolicyConfig::Header {
-                name: "x-user".into(),
-            }],
+            hash_policy: vec![HashPolicyConfig::header(http::HeaderName::from_static(
+                "x-user",
+            ))],
             table_size: 251,
         })
         .unwrap_or_else(|e| panic!("{e}"));

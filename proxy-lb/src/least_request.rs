@@ -13,14 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     backend::{random_healthy, random_healthy_except},
-    config, Backend, ConfigError,
+    Backend, ConfigError,
 };
 
 /// Config of `least_request`.
 ///
 /// ```yaml
 /// lb:
-///   policy: least_request
+///   typed: least_request
 ///   config:
 ///     choice_count: 2     # endpoints compared per pick, 2..=16
 /// ```
@@ -82,14 +82,6 @@ impl LeastRequest {
         Ok(Self {
             choices: config.choice_count,
         })
-    }
-
-    /// A balancer from its YAML section.
-    ///
-    /// # Errors
-    /// A malformed section or an invalid value, naming the field.
-    pub fn from_yaml(section: &serde_yaml::Value) -> Result<Self, ConfigError> {
-        Self::new(&config::parse::<LeastRequestConfig>(section)?)
     }
 
     /// The least loaded of `choice_count` random healthy backends (each drawn
@@ -162,9 +154,10 @@ mod tests {
 
     #[test]
     fn validates_choice_count() {
-        let v: serde_yaml::Value = serde_yaml::from_str("choice_count: 1").unwrap_or_default();
-        let e = LeastRequest::from_yaml(&v).err().map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.starts_with("choice_count: ")));
-        assert!(LeastRequest::from_yaml(&serde_yaml::Value::Null).is_ok());
+        let e = LeastRequest::new(&LeastRequestConfig { choice_count: 1 }).err();
+        assert_eq!(e.as_ref().map(ConfigError::field), Some("choice_count"));
+        let section = proxy_core::config::Section::empty();
+        let cfg: LeastRequestConfig = section.parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(LeastRequest::new(&cfg).is_ok());
     }
 }

@@ -1,8 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod backend;
-mod config;
 mod error;
+pub mod hash_balancer;
 pub mod hash_policy;
 pub mod healing;
 pub mod health;

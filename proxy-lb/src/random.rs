@@ -12,7 +12,7 @@ use std::{fmt, sync::Arc};
 use proxy_core::{Balancer, Endpoint};
 use serde::{Deserialize, Serialize};
 
-use crate::{config, table::TableCell, Backend, ConfigError};
+use crate::{table::TableCell, Backend};
 
 /// Config of `random` (no settings).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,14 +77,6 @@ impl Random {
     /// A balancer from its parsed config.
     pub fn new(_config: &RandomConfig) -> Self {
         Self::default()
-    }
-
-    /// A balancer from its YAML section.
-    ///
-    /// # Errors
-    /// Any field present (the policy has none).
-    pub fn from_yaml(section: &serde_yaml::Value) -> Result<Self, ConfigError> {
-        Ok(Self::new(&config::parse::<RandomConfig>(section)?))
     }
 
     /// Computes the cumulative weights of a new endpoint set, off the request path.
@@ -197,8 +189,14 @@ mod tests {
 
     #[test]
     fn rejects_fields() {
-        let v: serde_yaml::Value = serde_yaml::from_str("x: 1").unwrap_or_default();
-        assert!(Random::from_yaml(&v).is_err());
-        assert!(Random::from_yaml(&serde_yaml::Value::Null).is_ok());
+        let section: proxy_core::config::Section =
+            proxy_core::config::from_yaml("x: 1").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            section.parse::<RandomConfig>().map_err(|e| e.path),
+            Err("x".to_owned())
+        );
+        assert!(proxy_core::config::Section::empty()
+            .parse::<RandomConfig>()
+            .is_ok());
     }
 }

@@ -11,20 +11,15 @@
 //!
 //! A key whose endpoint is unhealthy goes to the next point whose endpoint is healthy.
 
-use std::{fmt, sync::Arc};
+use std::fmt;
 
-use http::request::Parts;
-use proxy_core::{Balancer, Endpoint};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh64::xxh64;
 
 use crate::{
-    backend::hash_ids,
-    config,
+    hash_balancer::{HashBalancer, HashTable},
     hash_policy::{HashPolicy, HashPolicyConfig},
-    metrics::{HashPick, HashPickCounters},
-    table::{locate, TableCell},
-    Backend, ConfigError,
+    ConfigError,
 };
 
 /// The largest ring accepted (points).
@@ -36,13 +31,12 @@ const MAX_WALK: usize = 256;
 ///
 /// ```yaml
 /// lb:
-///   policy: ring_hash
+///   typed: ring_hash
 ///   config:
 ///     min_ring_size: 1024
 ///     max_ring_size: 8388608
 ///     hash_policy:
-///       - type: cookie
-///         name: session
+///       - cookie: {name: session}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,16 +176,6 @@ impl Ring {
     }
 }
 
-impl crate::table::HashTable for Ring {
-    fn owner(&self, hash: u64) -> Option<usize> {
-        self.lookup(hash)
-    }
-
-    fn owner_usable(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
-        self.lookup_usable(hash, usable)
-    }
-}
-
 /// Appends `n` in decimal.
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -207,7 +191,9 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// The ring hash balancer.
+/// The ring hash balancer: a [`HashBalancer`] over a [`Ring`]. A new endpoint set
+/// keeps the previous ring's scale where it can, so only the keys of the endpoints
+/// that left or came move.
 ///
 /// # Example
 /// ```
@@ -215,7 +201,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 /// use proxy_lb::{hash_policy::HashPolicyConfig, ring_hash::{RingHash, RingHashConfig}, StaticBackend};
 ///
 /// let ring = RingHash::new(&RingHashConfig {
-///     hash_policy: vec![HashPolicyConfig::QueryParameter { name: "uid".into() }],
+///     hash_policy: vec![HashPolicyConfig::query_parameter("uid")],
 ///     min_ring_size: 1024,
 ///     max_ring_size: 8 * 1024 * 1024,
 /// })?;
@@ -226,17 +212,10 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 /// assert_eq!(ring.pick_from(&backends, &req), ring.pick_from(&backends, &req));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
-pub struct RingHash {
-    policy: HashPolicy,
-    min: u64,
-    max: u64,
-    ring: TableCell<Ring>,
-    counters: Option<Arc<HashPickCounters>>,
-}
+pub type RingHash = HashBalancer<Ring>;
 
-impl RingHash {
-    /// A balancer from a validated config.
+impl HashBalancer<Ring> {
+    /// A balancer from its config, validated.
     ///
     /// # Errors
     /// Ring sizes out of order or range, an invalid hash policy.
@@ -257,83 +236,30 @@ impl RingHash {
                 format!("{min} is larger than max_ring_size {max}"),
             ));
         }
-        Ok(Self {
-            policy: HashPolicy::try_new(&config.hash_policy, "hash_policy")?,
-            min,
-            max,
-            ring: TableCell::default(),
-            counters: None,
-        })
-    }
-
-    /// A balancer from its YAML section.
-    ///
-    /// # Errors
-    /// A malformed section or an invalid value, naming the field.
-    pub fn from_yaml(section: &serde_yaml::Value) -> Result<Self, ConfigError> {
-        Self::new(&config::parse::<RingHashConfig>(section)?)
-    }
-
-    /// The hash policy.
-    pub fn hash_policy(&self) -> &HashPolicy {
-        &self.policy
-    }
-
-    /// Builds the ring of a new endpoint set, off the request path, keeping the
-    /// previous ring's scale where it can.
-    pub fn prepare<B: Backend + Send + Sync + 'static>(&self, backends: &Arc<[B]>) {
-        let (min, max) = (self.min, self.max);
-        self.ring
-            .publish(backends, |b, prev| build(b, min, max, prev));
-    }
-
-    /// The current ring (for inspection), if one was built.
-    pub fn ring(&self) -> Option<Ring> {
-        self.ring.current().map(|b| b.table.clone())
-    }
-
-    /// Counts this balancer's picks in `counters` (see [`crate::metrics`]).
-    pub fn with_counters(mut self, counters: Arc<HashPickCounters>) -> Self {
-        self.counters = Some(counters);
-        self
-    }
-
-    /// The backend for the request's key, or a weighted random one without a key.
-    pub fn pick_from<B: Backend>(&self, backends: &[B], req: &Parts) -> Option<usize> {
-        let (pick, how) = match self.policy.hash(req) {
-            Some(hash) => self.locate(backends, hash),
-            None => match crate::random::pick_weighted(backends) {
-                Some(i) => (Some(i), HashPick::NoKey),
-                None => (None, HashPick::None),
-            },
-        };
-        if let Some(c) = &self.counters {
-            c.record(how);
-        }
-        pick
-    }
-
-    /// The healthy backend owning `hash`.
-    pub fn pick_hash<B: Backend>(&self, backends: &[B], hash: u64) -> Option<usize> {
-        self.locate(backends, hash).0
-    }
-
-    fn locate<B: Backend>(&self, backends: &[B], hash: u64) -> (Option<usize>, HashPick) {
-        let (min, max) = (self.min, self.max);
-        self.ring.with(
-            backends,
-            |b, prev| build(b, min, max, prev),
-            |table| locate(table, backends, hash),
-        )
+        let policy = HashPolicy::try_new(&config.hash_policy, "hash_policy")?;
+        Ok(Self::from_parts(policy, (min, max)))
     }
 }
 
-fn build<B: Backend>(backends: &[B], min: u64, max: u64, prev: Option<&Ring>) -> Ring {
-    let ids: Vec<(String, u32)> = hash_ids(backends)
-        .into_iter()
-        .zip(backends.iter().map(|b| b.weight()))
-        .collect();
-    Ring::build(&ids, min, max, prev.map(Ring::scale))
+impl HashTable for Ring {
+    /// The least and most points on the ring.
+    type Params = (u64, u64);
+
+    fn build(
+        &(min, max): &(u64, u64),
+        backends: &[(String, u32)],
+        previous: Option<&Self>,
+    ) -> Self {
+        Ring::build(backends, min, max, previous.map(Ring::scale))
+    }
+
+    fn owner(&self, hash: u64) -> Option<usize> {
+        self.lookup(hash)
+    }
+
+    fn owner_usable(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        self.lookup_usable(hash, usable)
+    }
 }
 
 impl TryFrom<&RingHashConfig> for RingHash {
@@ -341,20 +267,6 @@ impl TryFrom<&RingHashConfig> for RingHash {
 
     fn try_from(config: &RingHashConfig) -> Result<Self, ConfigError> {
         Self::new(config)
-    }
-}
-
-impl Balancer for RingHash {
-    fn pick(&self, endpoints: &[Arc<Endpoint>], req: &Parts) -> Option<usize> {
-        self.pick_from(endpoints, req)
-    }
-
-    fn endpoints_changed(&self, endpoints: &Arc<[Arc<Endpoint>]>) {
-        self.prepare(endpoints);
-    }
-
-    fn needs_conn_info(&self) -> bool {
-        self.policy.needs_conn_info()
     }
 }
 
@@ -394,17 +306,21 @@ mod tests {
         assert_eq!(r3.scale(), 1024);
     }
 
+    fn from_yaml(yaml: &str) -> Result<RingHash, proxy_core::ConfigError> {
+        let section: proxy_core::config::Section = proxy_core::config::from_yaml(yaml)?;
+        Ok(RingHash::new(&section.parse()?)?)
+    }
+
     #[test]
     fn config_errors_name_fields() {
-        let v: serde_yaml::Value = serde_yaml::from_str(
-            "hash_policy: [{type: source_ip}]\nmin_ring_size: 10\nmax_ring_size: 5",
-        )
-        .unwrap_or_default();
-        let e = RingHash::from_yaml(&v).err().map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.starts_with("min_ring_size: ")));
-        let v: serde_yaml::Value =
-            serde_yaml::from_str("hash_policy: [{type: cookie}]").unwrap_or_default();
-        let e = RingHash::from_yaml(&v).err().map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.starts_with("hash_policy[0]")),);
+        let e = from_yaml("hash_policy: [source_ip]\nmin_ring_size: 10\nmax_ring_size: 5").err();
+        assert!(e.is_some_and(|e| e.path == "min_ring_size"));
+        let e = from_yaml("hash_policy: [{cookie: {}}]").err();
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some("hash_policy[0].cookie.name: missing (required)")
+        );
+        let e = from_yaml("hash_policy: [source_ip]\nmax_ring_size: 99999999999").err();
+        assert!(e.is_some_and(|e| e.path == "max_ring_size"));
     }
 }

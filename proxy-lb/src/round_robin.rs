@@ -19,7 +19,7 @@ use std::{
 use proxy_core::{Balancer, Endpoint};
 use serde::{Deserialize, Serialize};
 
-use crate::{config, table::TableCell, Backend, ConfigError};
+use crate::{table::TableCell, Backend};
 
 /// Config of `round_robin` (no settings; weights come from the endpoints).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,14 +167,6 @@ impl RoundRobin {
     /// A balancer from its parsed config.
     pub fn new(_config: &RoundRobinConfig) -> Self {
         Self::default()
-    }
-
-    /// A balancer from its YAML section.
-    ///
-    /// # Errors
-    /// Any field present (the policy has none).
-    pub fn from_yaml(section: &serde_yaml::Value) -> Result<Self, ConfigError> {
-        Ok(Self::new(&config::parse::<RoundRobinConfig>(section)?))
     }
 
     /// Computes the schedule of a new endpoint set, off the request path.

@@ -14,6 +14,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::{
     backend::{rendezvous, Backend},
+    hash_balancer::HashTable,
     metrics::HashPick,
 };
 
@@ -152,14 +153,6 @@ impl<T> TableCell<T> {
     pub(crate) fn current(&self) -> Option<Arc<Built<T>>> {
         self.current.load_full()
     }
-}
-
-/// A hash lookup structure (Maglev table, ring) over backend indices.
-pub(crate) trait HashTable {
-    /// The backend owning `hash`, healthy or not.
-    fn owner(&self, hash: u64) -> Option<usize>;
-    /// The owner if `usable`, else a bounded walk to a neighbour that is.
-    fn owner_usable(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize>;
 }
 
 /// The healthy backend for `hash` through `table` (`None`: no table fits the slice),

@@ -20,15 +20,13 @@ use proxy_lb::{
 
 fn all_sources() -> Vec<HashPolicyConfig> {
     vec![
-        HashPolicyConfig::Header {
-            name: "x-key".into(),
-        },
-        HashPolicyConfig::Cookie { name: "sid".into() },
-        HashPolicyConfig::QueryParameter { name: "uid".into() },
+        HashPolicyConfig::header(http::HeaderName::from_static("x-key")),
+        HashPolicyConfig::cookie("sid"),
+        HashPolicyConfig::query_parameter("uid"),
         HashPolicyConfig::Rpc {
             include_method: true,
         },
-        HashPolicyConfig::SourceIp {},
+        HashPolicyConfig::SourceIp,
     ]
 }
 
@@ -198,7 +196,7 @@ fn tables_and_rings_at_their_limits() {
     for (min, max) in [(1, 1), (1, 3), (10_000, 10_000)] {
         let r = ring(min, max);
         r.prepare(&set);
-        let len = r.ring().map(|r| r.len()).unwrap_or(0);
+        let len = r.table().map(|r| r.len()).unwrap_or(0);
         assert!(len >= set.len(), "{len} points");
         for req in requests() {
             assert!(r.pick_from(&set, &req).is_some_and(|i| i < set.len()));

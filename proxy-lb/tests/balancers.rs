@@ -141,7 +141,7 @@ fn endpoints(addrs: &[SocketAddr], weights: &[u32]) -> String {
 async fn maglev_keys_stick_and_spread() {
     within(async {
         let addrs = [upstream("u0"), upstream("u1"), upstream("u2"), upstream("u3")];
-        let lb = "      policy: maglev\n      config:\n        table_size: 65537\n        hash_policy: [{type: header, name: x-user}, {type: query_parameter, name: uid}]";
+        let lb = "      typed: maglev\n      config:\n        table_size: 65537\n        hash_policy: [{header: {name: x-user}}, {query_parameter: {name: uid}}]";
         let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1, 1, 1])));
         let mut owners = HashMap::new();
         for u in 0..24 {
@@ -162,7 +162,7 @@ async fn maglev_keys_stick_and_spread() {
 async fn weighted_round_robin_exact_over_cycles() {
     within(async {
         let addrs = [upstream("a"), upstream("b"), upstream("c")];
-        let lb = "      policy: round_robin";
+        let lb = "      typed: round_robin";
         let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[3, 1, 2])));
         let mut counts: HashMap<String, u32> = HashMap::new();
         for _ in 0..12 {
@@ -181,8 +181,8 @@ async fn least_request_and_random_serve() {
     within(async {
         let addrs = [upstream("x"), upstream("y")];
         for lb in [
-            "      policy: least_request\n      config: {choice_count: 2}",
-            "      policy: random",
+            "      typed: least_request\n      config: {choice_count: 2}",
+            "      typed: random",
         ] {
             let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1])));
             let mut seen = std::collections::HashSet::new();
@@ -203,11 +203,11 @@ async fn flagged_endpoints_get_no_traffic() {
     within(async {
         let addrs = [upstream("h0"), upstream("h1"), upstream("h2")];
         for lb in [
-            "      policy: maglev\n      config:\n        hash_policy: [{type: header, name: x-user}]",
-            "      policy: ring_hash\n      config:\n        hash_policy: [{type: header, name: x-user}]",
-            "      policy: round_robin",
-            "      policy: least_request",
-            "      policy: random",
+            "      typed: maglev\n      config:\n        hash_policy: [{header: {name: x-user}}]",
+            "      typed: ring_hash\n      config:\n        hash_policy: [{header: {name: x-user}}]",
+            "      typed: round_robin",
+            "      typed: least_request",
+            "      typed: random",
         ] {
             let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 2, 1])));
             let owner = get(&addr, "/", "x-user: ann\r\n").await;
@@ -238,7 +238,7 @@ async fn least_request_avoids_a_slow_endpoint() {
             upstream_after("slow", Duration::from_millis(600)),
             upstream("fast"),
         ];
-        let lb = "      policy: least_request";
+        let lb = "      typed: least_request";
         let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1])));
         let mut tasks = Vec::new();
         for i in 0..20u64 {
@@ -265,12 +265,21 @@ async fn least_request_avoids_a_slow_endpoint() {
 #[tokio::test]
 async fn ring_hash_reload_moves_only_removed_endpoint_keys() {
     within(async {
-        let addrs = [upstream("r0"), upstream("r1"), upstream("r2"), upstream("r3")];
-        let lb = "      policy: ring_hash\n      config:\n        hash_policy: [{type: cookie, name: sid}]";
+        let addrs = [
+            upstream("r0"),
+            upstream("r1"),
+            upstream("r2"),
+            upstream("r3"),
+        ];
+        let lb =
+            "      typed: ring_hash\n      config:\n        hash_policy: [{cookie: {name: sid}}]";
         let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1, 1, 1])));
         let mut before = HashMap::new();
         for u in 0..40 {
-            before.insert(u, get(&addr, "/", &format!("cookie: a=1; sid=s{u}\r\n")).await);
+            before.insert(
+                u,
+                get(&addr, "/", &format!("cookie: a=1; sid=s{u}\r\n")).await,
+            );
         }
         // Same lb section: the balancer instance is kept and told of the new set.
         server
@@ -296,7 +305,7 @@ async fn ring_hash_reload_moves_only_removed_endpoint_keys() {
 async fn source_ip_hash_without_filters() {
     within(async {
         let addrs = [upstream("s0"), upstream("s1"), upstream("s2")];
-        let lb = "      policy: maglev\n      config:\n        hash_policy: [{type: source_ip}]";
+        let lb = "      typed: maglev\n      config:\n        hash_policy: [source_ip]";
         let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1, 1])));
         let first = get(&addr, "/", "").await;
         for _ in 0..10 {
@@ -315,7 +324,7 @@ async fn hash_pick_metrics_on_admin() {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        let lb = "      policy: maglev\n      config:\n        hash_policy: [{type: header, name: x-user}]";
+        let lb = "      typed: maglev\n      config:\n        hash_policy: [{header: {name: x-user}}]";
         let yaml = format!(
             "admin:\n  address: \"{admin}\"\n{}",
             config(lb, &endpoints(&addrs, &[1, 1]))
@@ -348,41 +357,43 @@ fn bad_sections_are_refused_naming_the_field() {
     let addrs = "[\"127.0.0.1:1\"]";
     let cases = [
         (
-            "      policy: maglev\n      config:\n        table_size: 65536\n        hash_policy: [{type: source_ip}]",
-            "clusters[0].lb.config",
-            "table_size: 65536 is not prime",
+            "      typed: maglev\n      config:\n        table_size: 65536\n        hash_policy: [source_ip]",
+            "clusters[0].lb.config.table_size: 65536 is not prime",
         ),
         (
-            "      policy: maglev\n      config:\n        hash_policy: []",
-            "clusters[0].lb.config",
-            "hash_policy: must list",
+            "      typed: maglev\n      config:\n        hash_policy: []",
+            "clusters[0].lb.config.hash_policy: must list",
         ),
         (
-            "      policy: ring_hash\n      config:\n        min_ring_size: 9\n        max_ring_size: 8\n        hash_policy: [{type: source_ip}]",
-            "clusters[0].lb.config",
-            "min_ring_size: 9 is larger",
+            "      typed: ring_hash\n      config:\n        min_ring_size: 9\n        max_ring_size: 8\n        hash_policy: [source_ip]",
+            "clusters[0].lb.config.min_ring_size: 9 is larger",
         ),
         (
-            "      policy: round_robin\n      config: {bogus: 1}",
-            "clusters[0].lb.config",
-            "bogus",
+            "      typed: round_robin\n      config: {bogus: 1}",
+            "clusters[0].lb.config.bogus: unknown field",
         ),
         (
-            "      policy: least_request\n      config: {choice_count: 0}",
-            "clusters[0].lb.config",
-            "choice_count",
+            "      typed: least_request\n      config: {choice_count: 0}",
+            "clusters[0].lb.config.choice_count: 0 is outside 2..=16",
         ),
         (
-            "      policy: ring_hash\n      config:\n        hash_policy: [{type: header, name: \"bad header\"}]",
-            "clusters[0].lb.config",
-            "hash_policy[0].name",
+            "      typed: ring_hash\n      config:\n        hash_policy: [{header: {name: \"bad header\"}}]",
+            "clusters[0].lb.config.hash_policy[0].header.name: ",
+        ),
+        (
+            "      typed: ring_hash\n      config:\n        hash_policy: [{type: header, name: x}]",
+            "clusters[0].lb.config.hash_policy[0]",
+        ),
+        (
+            "      typed: p2c",
+            "clusters[0].lb.typed: unknown load-balancing policy",
         ),
     ];
-    for (lb, field, reason) in cases {
+    for (lb, want) in cases {
         let err = Server::new(Config::from_yaml(&config(lb, addrs)).unwrap(), registry())
             .err()
             .map(|e| proxy_core::DisplayChain(&e).to_string())
             .unwrap_or_default();
-        assert!(err.contains(field) && err.contains(reason), "{lb}: {err}");
+        assert!(err.contains(want), "{lb}: {err}");
     }
 }

@@ -23,10 +23,8 @@ const WEIGHTS: [u32; 10] = [1, 1, 2, 1, 3, 1, 1, 2, 1, 1];
 
 fn policy() -> Vec<HashPolicyConfig> {
     vec![
-        HashPolicyConfig::Header {
-            name: "x-user".into(),
-        },
-        HashPolicyConfig::Cookie { name: "uid".into() },
+        HashPolicyConfig::header(http::HeaderName::from_static("x-user")),
+        HashPolicyConfig::cookie("uid"),
     ]
 }
 

@@ -109,7 +109,7 @@ async fn tcp_checks_find_a_dead_port_and_no_healthy_endpoint_answers_503() {
     let e1 = Upstream::start("e1");
     let dead = free_addr();
     let admin = free_addr();
-    let hc = "{interval: 50ms, timeout: 200ms, unhealthy_threshold: 1, healthy_threshold: 1, probe: {tcp: {}}}";
+    let hc = "{interval: 50ms, timeout: 200ms, unhealthy_threshold: 1, healthy_threshold: 1, probe: tcp}";
     let proxy = Proxy::start(&yaml(&[e1.addr, dead], hc, admin));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
@@ -161,11 +161,17 @@ fn bad_health_config_is_refused_naming_the_field() {
     let e1 = Upstream::start("e1");
     let admin = free_addr();
     let e = load_error(&yaml(&[e1.addr], "{unhealthy_threshold: 0}", admin));
-    assert!(e.contains("unhealthy_threshold: must be above zero"), "{e}");
+    assert!(
+        e.contains("clusters[0].extensions[0].config.unhealthy_threshold: "),
+        "{e}"
+    );
     let e = load_error(&yaml(&[e1.addr], "{probe: {http: {path: healthz}}}", admin));
-    assert!(e.contains("probe.http.path"), "{e}");
+    assert!(
+        e.contains("clusters[0].extensions[0].config.probe.http.path: "),
+        "{e}"
+    );
     let e = load_error(&yaml(&[e1.addr], "{probe: {http: {}, tcp: {}}}", admin));
-    assert!(e.contains("probe.tcp"), "{e}");
+    assert!(e.contains("clusters[0].extensions[0].config.probe"), "{e}");
     let e = load_error(&yaml(
         &[e1.addr],
         "{probe: {http: {expected_statuses: []}}}",

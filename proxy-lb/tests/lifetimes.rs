@@ -50,8 +50,11 @@ fn fifty_generations_leave_no_task_behind() {
         };
         let mut generation: Option<(OutlierDetection, HealthCheck)> = None;
         for i in 0..50u64 {
-            let outlier: OutlierConfig =
-                serde_yaml::from_str(&format!("interval: {}s", 3600 + i)).unwrap();
+            let outlier: OutlierConfig = proxy_core::config::from_yaml(&format!(
+                "{{interval: {}s, consecutive_5xx: 5}}",
+                3600 + i
+            ))
+            .unwrap();
             let od = OutlierDetection::new(
                 outlier,
                 "c",
@@ -59,9 +62,11 @@ fn fifty_generations_leave_no_task_behind() {
                 Some(sink.clone()),
             )
             .unwrap();
-            let health: HealthCheckConfig =
-                serde_yaml::from_str(&format!("{{interval: {}s, timeout: 50ms}}", 3600 + i))
-                    .unwrap();
+            let health: HealthCheckConfig = proxy_core::config::from_yaml(&format!(
+                "{{interval: {}s, timeout: 50ms}}",
+                3600 + i
+            ))
+            .unwrap();
             let hc = HealthCheck::new(health, "c", Arc::default()).unwrap();
             od.activate(&info);
             hc.activate(&info);

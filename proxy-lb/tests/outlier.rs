@@ -25,7 +25,7 @@ fn yaml(ups: &[&Upstream], outlier: &str, admin: SocketAddr) -> String {
 
 fn outlier_cfg(hook: &Webhook, extra: &str) -> String {
     format!(
-        "{{interval: 100ms, consecutive_5xx: 3, base_ejection_time: 300ms, max_ejection_time: 1s, max_ejection_percent: 50, panic_threshold: 30, readmission: {{probe: {{http: {{path: /healthz}}}}, timeout: 200ms}}, healing: {{webhook: {{url: \"http://{}/ejections\", timeout: 1s}}}}{extra}}}",
+        "{{interval: 100ms, consecutive_5xx: 3, base_ejection_time: 300ms, max_ejection_time: 1s, max_ejection_percent: 50, panic_threshold_percent: 30, readmission: {{probe: {{http: {{path: /healthz}}}}, timeout: 200ms}}, healing: {{webhook: {{url: \"http://{}/ejections\", timeout: 1s}}}}{extra}}}",
         hook.addr
     )
 }
@@ -184,7 +184,7 @@ async fn panic_threshold_keeps_the_last_hosts_in() {
     let hook = Webhook::start("{}");
     let admin = free_addr();
     let cfg = format!(
-        "{{interval: 100ms, consecutive_5xx: 2, base_ejection_time: 10s, max_ejection_percent: 100, panic_threshold: 50, healing: {{webhook: {{url: \"http://{}/x\"}}}}}}",
+        "{{interval: 100ms, consecutive_5xx: 2, base_ejection_time: 10s, max_ejection_percent: 100, panic_threshold_percent: 50, healing: {{webhook: {{url: \"http://{}/x\"}}}}}}",
         hook.addr
     );
     let proxy = Proxy::start(&yaml(&[&e1, &e2], &cfg, admin));
@@ -224,7 +224,7 @@ async fn failure_percentage_ejects_over_an_interval() {
     let hook = Webhook::start("{}");
     let admin = free_addr();
     let cfg = format!(
-        "{{interval: 100ms, consecutive_5xx: 0, base_ejection_time: 10s, max_ejection_percent: 50, failure_percentage: {{threshold: 50, minimum_hosts: 3, request_volume: 3}}, healing: {{webhook: {{url: \"http://{}/x\"}}}}}}",
+        "{{interval: 100ms, base_ejection_time: 10s, max_ejection_percent: 50, failure_percentage: {{threshold_percent: 50, minimum_hosts: 3, request_volume: 3}}, healing: {{webhook: {{url: \"http://{}/x\"}}}}}}",
         hook.addr
     );
     let proxy = Proxy::start(&yaml(&[&e1, &e2, &e3], &cfg, admin));
@@ -366,15 +366,45 @@ fn bad_outlier_config_is_refused_naming_the_field() {
     let (e1, e2) = (Upstream::start("e1"), Upstream::start("e2"));
     let admin = free_addr();
     let e = load_error(&yaml(&[&e1, &e2], "{max_ejection_percent: 101}", admin));
-    assert!(e.contains("max_ejection_percent: 101 is above 100"), "{e}");
+    assert!(
+        e.contains("clusters[0].extensions[0].config.max_ejection_percent: 101 is not a percentage from 0 to 100"),
+        "{e}"
+    );
     let e = load_error(&yaml(
         &[&e1, &e2],
-        "{healing: {webhook: {url: \"ftp://x/y\"}}}",
+        "{consecutive_5xx: 3, healing: {webhook: {url: \"ftp://x/y\"}}}",
         admin,
     ));
-    assert!(e.contains("healing.webhook.url"), "{e}");
+    assert!(
+        e.contains("clusters[0].extensions[0].config.healing.webhook.url: "),
+        "{e}"
+    );
     let e = load_error(&yaml(&[&e1, &e2], "{consecutive_5xx: -1}", admin));
-    assert!(e.contains("consecutive_5xx"), "{e}");
-    let e = load_error(&yaml(&[&e1, &e2], "{interval: 0s}", admin));
-    assert!(e.contains("interval: must be above zero"), "{e}");
+    assert!(
+        e.contains("clusters[0].extensions[0].config.consecutive_5xx: "),
+        "{e}"
+    );
+    let e = load_error(&yaml(
+        &[&e1, &e2],
+        "{consecutive_5xx: 3, interval: 0s}",
+        admin,
+    ));
+    assert!(
+        e.contains("clusters[0].extensions[0].config.interval: must be above zero"),
+        "{e}"
+    );
+    let e = load_error(&yaml(&[&e1, &e2], "{}", admin));
+    assert!(
+        e.contains("clusters[0].extensions[0].config: no ejection rule is on"),
+        "{e}"
+    );
+    let e = load_error(&yaml(
+        &[&e1, &e2],
+        "{success_rate: {stdev_factor: 1900}, failure_percentage: {threshold: 85}}",
+        admin,
+    ));
+    assert!(
+        e.contains("clusters[0].extensions[0].config.failure_percentage.threshold: unknown field"),
+        "the old integer threshold is refused: {e}"
+    );
 }

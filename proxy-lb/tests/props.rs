@@ -7,7 +7,11 @@
 use std::{collections::HashMap, sync::Arc};
 
 use proptest::prelude::*;
-use proxy_core::{cluster::HealthFlags, Balancer, Endpoint};
+use proxy_core::{
+    cluster::HealthFlags,
+    config::{from_yaml, to_yaml, Section, TypedConfig},
+    Balancer, Endpoint,
+};
 use proxy_lb::{
     hash_policy::HashPolicyConfig,
     least_request::{LeastRequest, LeastRequestConfig},
@@ -44,9 +48,9 @@ fn key_request(key: &str) -> http::request::Parts {
 }
 
 fn header_policy() -> Vec<HashPolicyConfig> {
-    vec![HashPolicyConfig::Header {
-        name: "x-key".into(),
-    }]
+    vec![HashPolicyConfig::header(http::HeaderName::from_static(
+        "x-key",
+    ))]
 }
 
 /// `cases` cases; failing seeds kept in `proptest-regressions/props.txt` (proptest
@@ -189,7 +193,7 @@ proptest! {
     fn maglev_unweighted_balance(n in 1usize..=1000, salt in any::<u32>()) {
         let t = MaglevTable::build(&ids(n, salt), M);
         let lo = M as usize / n;
-        let hi = lo + usize::from(M as usize % n != 0);
+        let hi = lo + usize::from(!(M as usize).is_multiple_of(n));
         for (i, c) in counts(&t, n).into_iter().enumerate() {
             prop_assert!(c == lo || c == hi, "backend {} owns {} slots, want {} or {}", i, c, lo, hi);
         }
@@ -306,14 +310,14 @@ proptest! {
             ("random", "null"),
             ("round_robin", "null"),
             ("least_request", "choice_count: 3"),
-            ("ring_hash", "{hash_policy: [{type: header, name: x-key}], min_ring_size: 64}"),
-            ("maglev", "{hash_policy: [{type: header, name: x-key}], table_size: 251}"),
+            ("ring_hash", "{hash_policy: [{header: {name: x-key}}], min_ring_size: 64}"),
+            ("maglev", "{hash_policy: [{header: {name: x-key}}], table_size: 251}"),
         ];
         let balancers: Vec<(&str, Arc<dyn Balancer>)> = sections
             .iter()
             .map(|(name, cfg)| {
-                let cfg: serde_yaml::Value = serde_yaml::from_str(cfg).unwrap();
-                (*name, build(&registry, name, &cfg))
+                let cfg: Section = proxy_core::config::from_yaml(cfg).unwrap();
+                (*name, build(&registry, name, cfg))
             })
             .collect();
         for (_, b) in &balancers {
@@ -341,26 +345,26 @@ proptest! {
 }
 
 /// A balancer from the registry, as the proxy builds it.
-fn build(
-    registry: &proxy_core::Registry,
-    policy: &str,
-    section: &serde_yaml::Value,
-) -> Arc<dyn Balancer> {
-    let yaml = format!(
-        "listeners:\n  - name: l\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n          - match: {{ path: {{ prefix: \"/\" }} }}\n            cluster: c\nclusters:\n  - name: c\n    endpoints: [\"127.0.0.1:1\"]\n    lb:\n      policy: {policy}\n      config: {}\n",
-        serde_json::to_string(section).unwrap()
-    );
-    let config = proxy_core::config::Config::from_yaml(&yaml).unwrap();
+fn build(registry: &proxy_core::Registry, policy: &str, section: Section) -> Arc<dyn Balancer> {
+    let mut config: proxy_core::config::Config = proxy_core::config::from_yaml(
+        "listeners: [{name: l, address: 127.0.0.1:0, virtual_hosts: []}]
+clusters: [{name: c, endpoints: [127.0.0.1:1]}]",
+    )
+    .unwrap();
+    config.clusters[0].lb = TypedConfig {
+        typed: policy.to_owned(),
+        config: section,
+    };
     let snapshot = proxy_core::snapshot::Snapshot::build(config, registry, None).unwrap();
     snapshot.clusters.get("c").unwrap().balancer.clone()
 }
 
 fn hash_policy_strategy() -> impl Strategy<Value = HashPolicyConfig> {
     prop_oneof![
-        "[a-z][a-z0-9-]{0,12}".prop_map(|name| HashPolicyConfig::Header { name }),
-        "[a-z][a-z0-9_]{0,12}".prop_map(|name| HashPolicyConfig::Cookie { name }),
-        "[a-z][a-z0-9_]{0,12}".prop_map(|name| HashPolicyConfig::QueryParameter { name }),
-        Just(HashPolicyConfig::SourceIp {}),
+        "[a-z][a-z0-9-]{0,12}".prop_map(|name| HashPolicyConfig::header(name.parse().unwrap())),
+        "[a-z][a-z0-9_]{0,12}".prop_map(HashPolicyConfig::cookie),
+        "[a-z][a-z0-9_]{0,12}".prop_map(HashPolicyConfig::query_parameter),
+        Just(HashPolicyConfig::SourceIp),
         any::<bool>().prop_map(|include_method| HashPolicyConfig::Rpc { include_method }),
     ]
 }
@@ -377,19 +381,19 @@ proptest! {
         choice_count in 2u32..=16,
     ) {
         let ring = RingHashConfig { hash_policy: policy.clone(), min_ring_size: min, max_ring_size: min + extra };
-        let yaml = serde_yaml::to_string(&ring).unwrap();
-        let back: RingHashConfig = serde_yaml::from_str(&yaml).unwrap();
+        let yaml = to_yaml(&ring).unwrap();
+        let back: RingHashConfig = from_yaml(&yaml).unwrap();
         prop_assert_eq!(&back, &ring);
         prop_assert!(RingHash::new(&back).is_ok());
 
         let maglev = MaglevConfig { hash_policy: policy, table_size: 65537 };
-        let yaml = serde_yaml::to_string(&maglev).unwrap();
-        let back: MaglevConfig = serde_yaml::from_str(&yaml).unwrap();
+        let yaml = to_yaml(&maglev).unwrap();
+        let back: MaglevConfig = from_yaml(&yaml).unwrap();
         prop_assert_eq!(&back, &maglev);
         prop_assert!(Maglev::new(&back).is_ok());
 
         let lr = LeastRequestConfig { choice_count };
-        let back: LeastRequestConfig = serde_yaml::from_str(&serde_yaml::to_string(&lr).unwrap()).unwrap();
+        let back: LeastRequestConfig = from_yaml(&to_yaml(&lr).unwrap()).unwrap();
         prop_assert_eq!(&back, &lr);
         prop_assert!(LeastRequest::new(&back).is_ok());
     }

@@ -1,4 +1,4 @@
-//! Traffic steering on real sockets: `type: transfer` goes to endpoint group
+//! Traffic steering on real sockets: header `type: transfer` goes to endpoint group
 //! Group_2 and everything else to Group_1, a weighted canary split, per-application
 //! redirection to another cluster, rules swapped by a live reload, and bad rules
 //! refused at load.
@@ -39,7 +39,7 @@ fn yaml(
         canary.addr
     ));
     format!(
-        "listeners:\n{}clusters:\n  - {{name: app, lb: {{policy: subset, config: {{inner: {{policy: round_robin}}}}}}, endpoints: [{}]}}\n  - {{name: billing, endpoints: [\"{}\"]}}\n",
+        "listeners:\n{}clusters:\n  - {{name: app, lb: {{typed: subset, config: {{inner: round_robin}}}}, endpoints: [{}]}}\n  - {{name: billing, endpoints: [\"{}\"]}}\n",
         listener("main", &format!("[{{typed: traffic_steering, config: {{rules: {rules}}}}}]"), "app"),
         eps.join(", "),
         billing.addr
@@ -47,8 +47,8 @@ fn yaml(
 }
 
 const RULES: &str = r#"[
-    {name: transfers, match: {headers: {type: transfer}}, to: {group: Group_2}},
-    {name: billing-app, match: {headers: {x-app: billing}}, to: {cluster: billing}},
+    {name: transfers, match: {headers: [{name: type, value: {exact: transfer}}]}, to: {group: Group_2}},
+    {name: billing-app, match: {headers: [{name: x-app, value: {exact: billing}}]}, to: {cluster: billing}},
     {name: canary, match: {path: {prefix: /canary/}, methods: [GET]}, to: {groups: [{name: Group_1, weight: 1}, {name: canary, weight: 1}]}},
     {name: default, match: {}, to: {group: Group_1}}]"#;
 
@@ -154,8 +154,8 @@ async fn rules_swap_live_on_reload_and_empty_groups_answer_503() {
             .starts_with("g2-"));
         // Blue-green switch: transfers now go to Group_1, a group nobody has gets 503.
         let swapped = r#"[
-            {name: transfers, match: {headers: {type: transfer}}, to: {group: Group_1}},
-            {name: ghost, match: {headers: {type: ghost}}, to: {group: Nobody}}]"#;
+            {name: transfers, match: {headers: [{name: type, value: {exact: transfer}}]}, to: {group: Group_1}},
+            {name: ghost, match: {headers: [{name: type, value: {exact: ghost}}]}, to: {group: Nobody}}]"#;
         let cfg = Config::from_yaml(&yaml(swapped, &[&a1, &a2], &[&b1, &b2], &c, &bill)).unwrap();
         proxy.server.reload(cfg).unwrap();
         for _ in 0..5 {
@@ -183,7 +183,10 @@ fn bad_rules_are_refused_naming_the_field() {
         Upstream::start("w"),
     );
     let e = load_error(&yaml("[]", &[&u], &[], &v, &w));
-    assert!(e.contains("rules: at least one rule"), "{e}");
+    assert!(
+        e.contains("listeners[0].http_filters[0].config.rules: at least one rule"),
+        "{e}"
+    );
     let e = load_error(&yaml(
         "[{match: {}, to: {groups: [{name: a, weight: 0}]}}]",
         &[&u],
@@ -191,7 +194,10 @@ fn bad_rules_are_refused_naming_the_field() {
         &v,
         &w,
     ));
-    assert!(e.contains("rules[0].to.groups[0].weight"), "{e}");
+    assert!(
+        e.contains("listeners[0].http_filters[0].config.rules[0].to.groups[0].weight: "),
+        "{e}"
+    );
     let e = load_error(&yaml(
         "[{match: {}, to: {cluster: nowhere}}]",
         &[&u],
@@ -200,7 +206,9 @@ fn bad_rules_are_refused_naming_the_field() {
         &w,
     ));
     assert!(
-        e.contains("rules[0].to.cluster: unknown cluster nowhere"),
+        e.contains(
+            "listeners[0].http_filters[0].config.rules[0].to.cluster: unknown cluster nowhere"
+        ),
         "{e}"
     );
     let e = load_error(&yaml(
@@ -210,7 +218,21 @@ fn bad_rules_are_refused_naming_the_field() {
         &v,
         &w,
     ));
-    assert!(e.contains("rules[0].to: give exactly one"), "{e}");
+    assert!(
+        e.contains("listeners[0].http_filters[0].config.rules[0].to"),
+        "{e}"
+    );
+    let e = load_error(&yaml(
+        "[{match: {headers: [{name: x, value: {regex: \"(\"}}]}, to: {group: a}}]",
+        &[&u],
+        &[],
+        &v,
+        &w,
+    ));
+    assert!(
+        e.contains("listeners[0].http_filters[0].config.rules[0].match.headers[0].value"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,9 +253,9 @@ async fn zone_and_group_together_pick_the_intersection() {
         })
         .collect();
     let filters = "[{typed: zone_routing, config: {local_data_centre: dc1, local_cluster: app, zones: [{name: z1, data_centre: dc1, city: hz}, {name: z2, data_centre: dc1, city: hz}]}},
-                    {typed: traffic_steering, config: {rules: [{match: {headers: {type: transfer}}, to: {group: Group_2}}]}}]";
+                    {typed: traffic_steering, config: {rules: [{match: {headers: [{name: type, value: {exact: transfer}}]}, to: {group: Group_2}}]}}]";
     let proxy = Proxy::start(&format!(
-        "listeners:\n{}clusters:\n  - {{name: app, lb: {{policy: zone_aware}}, endpoints: [{}]}}\n",
+        "listeners:\n{}clusters:\n  - {{name: app, lb: zone_aware, endpoints: [{}]}}\n",
         listener("main", filters, "app"),
         eps.join(", ")
     ));

@@ -22,7 +22,7 @@ fn dc2_yaml(u3: &Upstream) -> String {
                 {name: z3, data_centre: dc2, city: hz}, {name: z4, data_centre: dc3, city: sh}],
         remote_clusters: {dc1: dc1_proxies, dc3: dc3_proxies}}}]"#;
     format!(
-        "listeners:\n{}clusters:\n  - {{name: app, lb: {{policy: zone_aware}}, endpoints: [{{address: \"{}\", metadata: {{zone: z3}}}}]}}\n  - {{name: dc1_proxies, endpoints: [\"127.0.0.1:1\"]}}\n  - {{name: dc3_proxies, endpoints: [\"127.0.0.1:1\"]}}\n",
+        "listeners:\n{}clusters:\n  - {{name: app, lb: zone_aware, endpoints: [{{address: \"{}\", metadata: {{zone: z3}}}}]}}\n  - {{name: dc1_proxies, endpoints: [\"127.0.0.1:1\"]}}\n  - {{name: dc3_proxies, endpoints: [\"127.0.0.1:1\"]}}\n",
         listener("main", filters, "app"),
         u3.addr
     )
@@ -41,14 +41,14 @@ fn dc1_yaml(
         zones: [{name: z1, data_centre: dc1, city: hz, weight: 1}, {name: z2, data_centre: dc1, city: hz, weight: 1},
                 {name: z3, data_centre: dc2, city: hz, weight: 1}, {name: z4, data_centre: dc3, city: sh, weight: 1}],
         remote_clusters: {dc2: dc2_proxies, dc3: dc3_proxies},
-        uid: {header: x-uid},
-        shards: {modulus: 100, ranges: [{from: 0, to: 25, zone: z1}, {from: 25, to: 50, zone: z2},
-                                        {from: 50, to: 75, zone: z3}, {from: 75, to: 100, zone: z4}]},
+        uid: {source: {header: x-uid}, modulus: 100,
+              ranges: [{from: 0, to: 25, zone: z1}, {from: 25, to: 50, zone: z2},
+                       {from: 50, to: 75, zone: z3}, {from: 75, to: 100, zone: z4}]},
         cookie: zone}}]"#;
     let hc = "{typed: health_check, config: {interval: 50ms, timeout: 200ms, unhealthy_threshold: 1, healthy_threshold: 1, probe: {http: {path: /healthz}}}}";
-    let tcp_hc = "{typed: health_check, config: {interval: 50ms, timeout: 200ms, unhealthy_threshold: 1, healthy_threshold: 1, probe: {tcp: {}}}}";
+    let tcp_hc = "{typed: health_check, config: {interval: 50ms, timeout: 200ms, unhealthy_threshold: 1, healthy_threshold: 1, probe: tcp}}";
     format!(
-        "admin: {{address: \"{admin}\"}}\nlisteners:\n{}clusters:\n  - name: app\n    lb: {{policy: zone_aware}}\n    extensions: [{hc}]\n    endpoints: [{{address: \"{}\", metadata: {{zone: z1}}}}, {{address: \"{}\", metadata: {{zone: z2}}}}]\n  - {{name: dc2_proxies, extensions: [{tcp_hc}], endpoints: [\"{dc2}\"]}}\n  - {{name: dc3_proxies, endpoints: [\"{}\"]}}\n",
+        "admin: {{address: \"{admin}\"}}\nlisteners:\n{}clusters:\n  - name: app\n    lb: zone_aware\n    extensions: [{hc}]\n    endpoints: [{{address: \"{}\", metadata: {{zone: z1}}}}, {{address: \"{}\", metadata: {{zone: z2}}}}]\n  - {{name: dc2_proxies, extensions: [{tcp_hc}], endpoints: [\"{dc2}\"]}}\n  - {{name: dc3_proxies, endpoints: [\"{}\"]}}\n",
         listener("main", filters, "app"),
         u1.addr,
         u2.addr,
@@ -208,19 +208,34 @@ fn unknown_zones_and_bad_values_are_refused_naming_the_field() {
     let up = Upstream::start("u");
     let yaml = |zone_cfg: &str| {
         format!(
-            "listeners:\n{}clusters:\n  - {{name: app, lb: {{policy: zone_aware}}, endpoints: [{{address: \"{}\", metadata: {{zone: z1}}}}]}}\n",
+            "listeners:\n{}clusters:\n  - {{name: app, lb: zone_aware, endpoints: [{{address: \"{}\", metadata: {{zone: z1}}}}]}}\n",
             listener("main", &format!("[{{typed: zone_routing, config: {zone_cfg}}}]"), "app"),
             up.addr
         )
     };
     let base = "local_data_centre: dc1, local_cluster: app, zones: [{name: z1, data_centre: dc1, city: hz}]";
-    let e = load_error(&yaml(&format!("{{{base}, uid: {{header: x-uid}}, shards: {{ranges: [{{from: 0, to: 50, zone: nowhere}}]}}}}")));
+    let e = load_error(&yaml(&format!("{{{base}, uid: {{source: {{header: x-uid}}, ranges: [{{from: 0, to: 50, zone: nowhere}}]}}}}")));
     assert!(
-        e.contains("shards.ranges[0].zone: unknown zone nowhere"),
+        e.contains("listeners[0].http_filters[0].config.uid.ranges[0].zone: unknown zone nowhere"),
+        "{e}"
+    );
+    let e = load_error(&yaml(&format!(
+        "{{{base}, uid: {{source: {{header: x-uid, cookie: uid}}, ranges: []}}}}"
+    )));
+    assert!(
+        e.contains("listeners[0].http_filters[0].config.uid.source"),
+        "{e}"
+    );
+    let e = load_error(&yaml(&format!("{{{base}, forward_header: \"a b\"}}")));
+    assert!(
+        e.contains("listeners[0].http_filters[0].config.forward_header: "),
         "{e}"
     );
     let e = load_error(&yaml("{local_data_centre: dc1, local_cluster: app, zones: [{name: z1, data_centre: dc1, city: hz, weight: 0}]}"));
-    assert!(e.contains("zones[0].weight"), "{e}");
+    assert!(
+        e.contains("listeners[0].http_filters[0].config.zones[0].weight"),
+        "{e}"
+    );
     let e = load_error(&yaml("{local_data_centre: dc1, local_cluster: nope, zones: [{name: z1, data_centre: dc1, city: hz}]}"));
     assert!(e.contains("local_cluster: unknown cluster nope"), "{e}");
     let e = load_error(&yaml("{local_data_centre: dc1, local_cluster: app, zones: [{name: z1, data_centre: dc1, city: hz}, {name: z9, data_centre: dc1, city: hz}]}"));
@@ -241,9 +256,12 @@ fn unknown_zones_and_bad_values_are_refused_naming_the_field() {
     );
     // The balancer's own config.
     let e = load_error(&format!(
-        "listeners:\n{}clusters:\n  - {{name: app, lb: {{policy: zone_aware, config: {{inner: {{policy: nope}}}}}}, endpoints: [\"{}\"]}}\n",
+        "listeners:\n{}clusters:\n  - {{name: app, lb: {{typed: zone_aware, config: {{inner: nope}}}}, endpoints: [\"{}\"]}}\n",
         listener("main", "[]", "app"),
         up.addr
     ));
-    assert!(e.contains("inner.policy: unknown inner policy"), "{e}");
+    assert!(
+        e.contains("clusters[0].lb.config.inner.typed: unknown inner policy"),
+        "{e}"
+    );
 }

@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 
 use super::{EjectionReport, HealingAction, HealingError, HealingSink, ReportFuture};
+use crate::ConfigError;
 
 /// The webhook's config.
 ///
@@ -31,11 +32,12 @@ fn default_timeout() -> Duration {
 }
 
 impl WebhookConfig {
-    /// Checks the URL and timeout; the error is `(field, reason)`.
+    /// Checks the URL and timeout.
     ///
     /// # Errors
-    /// A URL that is not `http://host[:port]/...`, or a zero timeout.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// A URL that is not `http://host[:port]/...`, or a zero timeout, naming the
+    /// field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         WebhookSink::new(self).map(|_| ())
     }
 }
@@ -55,9 +57,9 @@ impl WebhookSink {
     /// A sink from its config.
     ///
     /// # Errors
-    /// `(field, reason)` for a bad URL or timeout.
-    pub fn new(cfg: &WebhookConfig) -> Result<Self, (String, String)> {
-        let bad = |reason: String| ("url".to_owned(), reason);
+    /// A bad URL or timeout, naming the field.
+    pub fn new(cfg: &WebhookConfig) -> Result<Self, ConfigError> {
+        let bad = |reason: String| ConfigError::invalid("url", reason);
         let uri: Uri = cfg
             .url
             .parse()
@@ -75,7 +77,10 @@ impl WebhookSink {
             )));
         }
         if cfg.timeout.is_zero() || cfg.timeout > Duration::from_secs(3600) {
-            return Err(("timeout".into(), "must be above zero and at most 1h".into()));
+            return Err(ConfigError::invalid(
+                "timeout",
+                "must be above zero and at most 1h",
+            ));
         }
         let port = auth.port_u16().unwrap_or(80);
         Ok(Self {
@@ -179,7 +184,7 @@ mod tests {
         );
         assert!(WebhookSink::new(&cfg("https://h/x"))
             .unwrap_err()
-            .1
+            .reason()
             .contains("only http"));
         assert!(WebhookSink::new(&cfg("/x")).is_err());
         assert!(WebhookSink::new(&cfg("not a url")).is_err());

@@ -19,10 +19,11 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::{
-    config::{HealthCheckConfig, HealthConfigError, Verdicts},
+    config::{HealthCheckConfig, Verdicts},
     metrics::ClusterHealthCounters,
     run::probe_endpoint,
 };
+use crate::ConfigError;
 
 /// Most probes of one cluster running at once: a cluster of 10,000 endpoints must not
 /// open 10,000 sockets in the same instant (file descriptors, a SYN burst at the
@@ -71,12 +72,12 @@ impl HealthCheck {
     /// Health checks for cluster `cluster`.
     ///
     /// # Errors
-    /// A [`HealthConfigError`] naming the bad field.
+    /// A [`ConfigError`] naming the bad field.
     pub fn new(
         cfg: HealthCheckConfig,
         cluster: &str,
         counters: Arc<ClusterHealthCounters>,
-    ) -> Result<Self, HealthConfigError> {
+    ) -> Result<Self, ConfigError> {
         cfg.validate()?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -264,7 +265,7 @@ mod tests {
                     ))
                 })
                 .collect();
-            let cfg: HealthCheckConfig = serde_yaml::from_str(
+            let cfg: HealthCheckConfig = proxy_core::config::from_yaml(
                 "{interval: 1h, timeout: 300ms, probe: {http: {path: /healthz}}}",
             )
             .unwrap_or_else(|e| panic!("{e}"));
@@ -317,7 +318,8 @@ mod tests {
             let cfg = HealthCheckConfig {
                 interval: Duration::from_millis(10),
                 timeout: Duration::from_millis(100),
-                unhealthy_threshold: 2,
+                unhealthy_threshold: std::num::NonZeroU32::new(2)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
                 ..HealthCheckConfig::default()
             };
             let counters = Arc::new(ClusterHealthCounters::default());

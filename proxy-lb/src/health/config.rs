@@ -1,10 +1,11 @@
 //! The serde config of the `health_check` cluster extension.
 
-use std::time::Duration;
+use std::{num::NonZeroU32, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
 use super::probe::ProbeConfig;
+use crate::ConfigError;
 
 /// `clusters[].extensions[].config` of `typed: health_check`.
 ///
@@ -14,7 +15,7 @@ use super::probe::ProbeConfig;
 /// timeout: 1s
 /// unhealthy_threshold: 3
 /// healthy_threshold: 2
-/// probe: {http: {path: /healthz, expected_statuses: [200]}}
+/// probe: {http: {path: /healthz, expected_statuses: [200]}}   # or: probe: tcp
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -29,10 +30,10 @@ pub struct HealthCheckConfig {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Consecutive failures that mark an endpoint unhealthy.
-    pub unhealthy_threshold: u32,
+    pub unhealthy_threshold: NonZeroU32,
     /// Consecutive successes that mark it healthy again.
-    pub healthy_threshold: u32,
-    /// The probe.
+    pub healthy_threshold: NonZeroU32,
+    /// The probe: a TCP connect when absent.
     pub probe: ProbeConfig,
 }
 
@@ -42,39 +43,21 @@ impl Default for HealthCheckConfig {
             interval: Duration::from_secs(5),
             jitter: Duration::ZERO,
             timeout: Duration::from_secs(1),
-            unhealthy_threshold: 3,
-            healthy_threshold: 2,
+            unhealthy_threshold: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
+            healthy_threshold: NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
             probe: ProbeConfig::default(),
         }
     }
-}
-
-/// An error in the `health_check` config, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum HealthConfigError {
-    /// A field has a bad value.
-    #[error("{field}: {reason}")]
-    Invalid {
-        /// The field path.
-        field: String,
-        /// Why the value is refused.
-        reason: String,
-    },
 }
 
 impl HealthCheckConfig {
     /// Checks the values serde cannot.
     ///
     /// # Errors
-    /// A zero interval, timeout or threshold, or a bad probe, naming the field.
-    pub fn validate(&self) -> Result<(), HealthConfigError> {
-        let bad = |field: &str, reason: &str| {
-            Err(HealthConfigError::Invalid {
-                field: field.into(),
-                reason: reason.into(),
-            })
-        };
+    /// An interval below 1ms, a zero timeout, a period above 24h, or a bad probe,
+    /// naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, reason: &str| Err(ConfigError::invalid(field, reason));
         if self.interval.is_zero() {
             return bad("interval", "must be above zero");
         }
@@ -95,18 +78,7 @@ impl HealthCheckConfig {
                 return bad(field, "must be at most 24h");
             }
         }
-        if self.unhealthy_threshold == 0 {
-            return bad("unhealthy_threshold", "must be above zero");
-        }
-        if self.healthy_threshold == 0 {
-            return bad("healthy_threshold", "must be above zero");
-        }
-        self.probe
-            .validate()
-            .map_err(|(field, reason)| HealthConfigError::Invalid {
-                field: format!("probe.{field}"),
-                reason,
-            })
+        self.probe.validate().map_err(|e| e.within("probe"))
     }
 }
 
@@ -131,11 +103,11 @@ impl Verdicts {
         if ok {
             self.failures.store(0, Relaxed);
             let n = self.successes.fetch_add(1, Relaxed).saturating_add(1);
-            (!currently_healthy && n >= cfg.healthy_threshold).then_some(true)
+            (!currently_healthy && n >= cfg.healthy_threshold.get()).then_some(true)
         } else {
             self.successes.store(0, Relaxed);
             let n = self.failures.fetch_add(1, Relaxed).saturating_add(1);
-            (currently_healthy && n >= cfg.unhealthy_threshold).then_some(false)
+            (currently_healthy && n >= cfg.unhealthy_threshold.get()).then_some(false)
         }
     }
 }
@@ -145,7 +117,8 @@ mod tests {
     use super::*;
 
     fn check(yaml: &str) -> Result<(), String> {
-        let cfg: HealthCheckConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        let cfg: HealthCheckConfig =
+            proxy_core::config::from_yaml(yaml).map_err(|e| e.to_string())?;
         cfg.validate().map_err(|e| e.to_string())
     }
 
@@ -170,5 +143,9 @@ mod tests {
         );
         assert!(check("interval: 1ms").is_ok());
         assert!(check("interval: 24h").is_ok());
+        assert_eq!(
+            check("unhealthy_threshold: 0").err().as_deref(),
+            Some("unhealthy_threshold: invalid value: integer `0`, expected a nonzero u32")
+        );
     }
 }

@@ -13,11 +13,10 @@ mod registry;
 mod run;
 
 pub use checker::HealthCheck;
-pub use config::{HealthCheckConfig, HealthConfigError, Verdicts};
+pub use config::{HealthCheckConfig, Verdicts};
 pub use metrics::{ClusterHealthCounters, HealthMetrics};
 pub use probe::{
     http2_probe, http_probe, with_timeout, HttpProbeConfig, HttpVersion, ProbeConfig, ProbeError,
-    TcpProbeConfig,
 };
 pub use registry::register;
 pub use run::probe_endpoint;

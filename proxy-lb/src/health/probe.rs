@@ -5,27 +5,23 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// A probe: `http` or `tcp` (at most one; TCP connect when neither is given).
+use crate::ConfigError;
+
+/// A probe: `tcp` (the default) or `{http: {...}}`.
 ///
 /// ```yaml
 /// probe: {http: {path: /healthz, expected_statuses: [200, 204]}}
-/// probe: {tcp: {}}
+/// probe: tcp
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeConfig {
-    /// An HTTP/1.1 `GET` answers with one of the expected statuses.
-    #[serde(default)]
-    pub http: Option<HttpProbeConfig>,
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProbeConfig {
     /// The TCP connect (with the cluster's transport) succeeds.
-    #[serde(default)]
-    pub tcp: Option<TcpProbeConfig>,
+    #[default]
+    Tcp,
+    /// An HTTP `GET` answers with one of the expected statuses.
+    Http(HttpProbeConfig),
 }
-
-/// A TCP connect probe (no settings).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TcpProbeConfig {}
 
 /// An HTTP probe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,22 +62,18 @@ fn default_statuses() -> Vec<u16> {
 }
 
 impl ProbeConfig {
-    /// Checks the values serde cannot; the error is `(field, reason)` relative to the
-    /// probe.
+    /// Checks the values serde cannot; the field path is relative to the probe.
     ///
     /// # Errors
     /// A path not starting with `/` or holding control characters or spaces, an empty
     /// status list, a status outside 100-599, a bad host.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let Some(h) = &self.http else {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let Self::Http(h) = self else {
             return Ok(());
         };
-        if self.tcp.is_some() {
-            return Err(("tcp".into(), "give either http or tcp, not both".into()));
-        }
         if !h.path.starts_with('/') || h.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err((
-                "http.path".into(),
+            return Err(ConfigError::invalid(
+                "http.path",
                 format!(
                     "{:?} must start with / and hold no spaces or control bytes",
                     h.path
@@ -89,7 +81,10 @@ impl ProbeConfig {
             ));
         }
         if h.expected_statuses.is_empty() {
-            return Err(("http.expected_statuses".into(), "must not be empty".into()));
+            return Err(ConfigError::invalid(
+                "http.expected_statuses",
+                "must not be empty",
+            ));
         }
         if let Some((i, s)) = h
             .expected_statuses
@@ -97,14 +92,17 @@ impl ProbeConfig {
             .enumerate()
             .find(|(_, s)| !(100..=599).contains(*s))
         {
-            return Err((
+            return Err(ConfigError::invalid(
                 format!("http.expected_statuses[{i}]"),
                 format!("{s} is not an HTTP status"),
             ));
         }
         if let Some(host) = &h.host {
             if host.is_empty() || http::HeaderValue::from_str(host).is_err() || host.contains(' ') {
-                return Err(("http.host".into(), format!("{host:?} is not a valid host")));
+                return Err(ConfigError::invalid(
+                    "http.host",
+                    format!("{host:?} is not a valid host"),
+                ));
             }
         }
         Ok(())
@@ -374,15 +372,16 @@ mod tests {
     #[test]
     fn validation() {
         let p = |yaml: &str| {
-            serde_yaml::from_str::<ProbeConfig>(yaml)
+            proxy_core::config::from_yaml::<ProbeConfig>(yaml)
                 .unwrap()
                 .validate()
+                .map_err(|e| e.field().to_owned())
         };
-        assert!(p("{}").is_ok());
-        assert!(p("{tcp: {}}").is_ok());
+        assert!(p("tcp").is_ok());
         assert!(p("{http: {}}").is_ok());
-        assert_eq!(p("{http: {path: \"/a b\"}}").unwrap_err().0, "http.path");
-        assert_eq!(p("{http: {host: \"\"}}").unwrap_err().0, "http.host");
-        assert_eq!(p("{http: {}, tcp: {}}").unwrap_err().0, "tcp");
+        assert_eq!(p("{http: {path: \"/a b\"}}").unwrap_err(), "http.path");
+        assert_eq!(p("{http: {host: \"\"}}").unwrap_err(), "http.host");
+        assert!(proxy_core::config::from_yaml::<ProbeConfig>("{http: {}, tcp: {}}").is_err());
+        assert!(proxy_core::config::from_yaml::<ProbeConfig>("{tcp: {}}").is_err());
     }
 }

@@ -16,10 +16,10 @@ use super::{checker::HealthCheck, metrics::HealthMetrics, HealthCheckConfig};
 /// ```
 pub fn register(registry: &mut Registry) {
     registry.register_cluster_extension("health_check", |cfg, ctx| {
-        let cfg: HealthCheckConfig = crate::config::parse(cfg).map_err(|e| e.to_string())?;
+        let cfg: HealthCheckConfig = cfg.parse()?;
         let cluster = ctx.cluster.unwrap_or_default();
         let counters = ctx.metrics::<HealthMetrics>("lb/health").cluster(cluster);
-        let check = HealthCheck::new(cfg, cluster, counters).map_err(|e| e.to_string())?;
+        let check = HealthCheck::new(cfg, cluster, counters)?;
         Ok(Arc::new(check) as Arc<dyn ClusterExtension>)
     });
 }

@@ -23,14 +23,14 @@ pub async fn probe_endpoint(
             .await
             .map_err(|e| ProbeError::Connect(e.to_string()))?;
         let host = endpoint.address.to_string();
-        match &probe.http {
-            Some(http) if http.version == HttpVersion::Http2 => {
+        match probe {
+            ProbeConfig::Http(http) if http.version == HttpVersion::Http2 => {
                 http2_probe(stream, http, &host).await?;
             }
-            Some(http) => {
+            ProbeConfig::Http(http) => {
                 http_probe(&mut stream, http, &host).await?;
             }
-            None => {}
+            ProbeConfig::Tcp => {}
         }
         Ok(())
     })

@@ -10,21 +10,14 @@
 
 mod table;
 
-use std::sync::Arc;
-
-use http::request::Parts;
-use proxy_core::{Balancer, Endpoint};
 use serde::{Deserialize, Serialize};
 
 pub use table::{is_prime, MaglevTable};
 
 use crate::{
-    backend::hash_ids,
-    config,
+    hash_balancer::{HashBalancer, HashTable},
     hash_policy::{HashPolicy, HashPolicyConfig},
-    metrics::{HashPick, HashPickCounters},
-    table::{locate, TableCell},
-    Backend, ConfigError,
+    ConfigError,
 };
 
 /// The largest table size accepted (a prime; Envoy's limit too).
@@ -34,13 +27,12 @@ pub const MAX_TABLE_SIZE: u64 = 5_000_011;
 ///
 /// ```yaml
 /// lb:
-///   policy: maglev
+///   typed: maglev
 ///   config:
 ///     table_size: 65537        # a prime; at least 100 x the endpoints for even spread
 ///     hash_policy:
-///       - type: header
-///         name: x-user-id
-///       - type: source_ip
+///       - header: {name: x-user-id}
+///       - source_ip
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,15 +48,16 @@ fn default_table_size() -> u64 {
     65537
 }
 
-/// The Maglev balancer.
+/// The Maglev balancer: a [`HashBalancer`] over a [`MaglevTable`].
 ///
 /// # Example
 /// ```
 /// use std::sync::Arc;
+/// use http::HeaderName;
 /// use proxy_lb::{hash_policy::HashPolicyConfig, maglev::{Maglev, MaglevConfig}, StaticBackend};
 ///
 /// let maglev = Maglev::new(&MaglevConfig {
-///     hash_policy: vec![HashPolicyConfig::Header { name: "x-user".into() }],
+///     hash_policy: vec![HashPolicyConfig::header(HeaderName::from_static("x-user"))],
 ///     table_size: 65537,
 /// })?;
 /// let backends: Arc<[StaticBackend]> =
@@ -76,16 +69,10 @@ fn default_table_size() -> u64 {
 /// assert_eq!(maglev.pick_from(&backends, &req), first);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
-pub struct Maglev {
-    policy: HashPolicy,
-    size: u32,
-    table: TableCell<MaglevTable>,
-    counters: Option<Arc<HashPickCounters>>,
-}
+pub type Maglev = HashBalancer<MaglevTable>;
 
-impl Maglev {
-    /// A balancer from a validated config.
+impl HashBalancer<MaglevTable> {
+    /// A balancer from its config, validated.
     ///
     /// # Errors
     /// A table size that is not prime or too large, an invalid hash policy.
@@ -104,80 +91,26 @@ impl Maglev {
                 format!("{size} is not prime"),
             ));
         }
-        Ok(Self {
-            policy: HashPolicy::try_new(&config.hash_policy, "hash_policy")?,
-            size: size as u32,
-            table: TableCell::default(),
-            counters: None,
-        })
-    }
-
-    /// A balancer from its YAML section.
-    ///
-    /// # Errors
-    /// A malformed section or an invalid value, naming the field.
-    pub fn from_yaml(section: &serde_yaml::Value) -> Result<Self, ConfigError> {
-        Self::new(&config::parse::<MaglevConfig>(section)?)
-    }
-
-    /// The hash policy.
-    pub fn hash_policy(&self) -> &HashPolicy {
-        &self.policy
-    }
-
-    /// Builds the table of a new endpoint set, off the request path.
-    pub fn prepare<B: Backend + Send + Sync + 'static>(&self, backends: &Arc<[B]>) {
-        let size = self.size;
-        self.table.publish(backends, |b, _| build(b, size));
-    }
-
-    /// The current table (for inspection), if one was built.
-    pub fn table(&self) -> Option<MaglevTable> {
-        self.table.current().map(|b| b.table.clone())
-    }
-
-    /// Counts this balancer's picks in `counters` (see [`crate::metrics`]).
-    pub fn with_counters(mut self, counters: Arc<HashPickCounters>) -> Self {
-        self.counters = Some(counters);
-        self
-    }
-
-    /// The backend for the request's key, or a weighted random one without a key.
-    pub fn pick_from<B: Backend>(&self, backends: &[B], req: &Parts) -> Option<usize> {
-        let (pick, how) = match self.policy.hash(req) {
-            Some(hash) => self.locate(backends, hash),
-            None => match crate::random::pick_weighted(backends) {
-                Some(i) => (Some(i), HashPick::NoKey),
-                None => (None, HashPick::None),
-            },
-        };
-        if let Some(c) = &self.counters {
-            c.record(how);
-        }
-        pick
-    }
-
-    /// The healthy backend owning `hash`.
-    pub fn pick_hash<B: Backend>(&self, backends: &[B], hash: u64) -> Option<usize> {
-        self.locate(backends, hash).0
-    }
-
-    fn locate<B: Backend>(&self, backends: &[B], hash: u64) -> (Option<usize>, HashPick) {
-        let size = self.size;
-        self.table.with(
-            backends,
-            |b, _| build(b, size),
-            |table| locate(table, backends, hash),
-        )
+        let policy = HashPolicy::try_new(&config.hash_policy, "hash_policy")?;
+        Ok(Self::from_parts(policy, size as u32))
     }
 }
 
-fn build<B: Backend>(backends: &[B], size: u32) -> MaglevTable {
-    let ids: Vec<(String, u32)> = hash_ids(backends)
-        .into_iter()
-        .zip(backends.iter().map(|b| b.weight()))
-        .collect();
-    MaglevTable::build(&ids, size)
+impl HashTable for MaglevTable {
+    /// The table size (a prime).
+    type Params = u32;
+
+    fn build(size: &u32, backends: &[(String, u32)], _previous: Option<&Self>) -> Self {
+        MaglevTable::build(backends, *size)
+    }
+
+    fn owner(&self, hash: u64) -> Option<usize> {
+        self.lookup(hash)
+    }
+
+    fn owner_usable(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        self.lookup_usable(hash, usable)
+    }
 }
 
 impl TryFrom<&MaglevConfig> for Maglev {
@@ -188,22 +121,10 @@ impl TryFrom<&MaglevConfig> for Maglev {
     }
 }
 
-impl Balancer for Maglev {
-    fn pick(&self, endpoints: &[Arc<Endpoint>], req: &Parts) -> Option<usize> {
-        self.pick_from(endpoints, req)
-    }
-
-    fn endpoints_changed(&self, endpoints: &Arc<[Arc<Endpoint>]>) {
-        self.prepare(endpoints);
-    }
-
-    fn needs_conn_info(&self) -> bool {
-        self.policy.needs_conn_info()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::StaticBackend;
 
@@ -216,7 +137,7 @@ mod tests {
     #[test]
     fn older_set_keeps_its_table_after_a_swap() {
         let m = Maglev::new(&MaglevConfig {
-            hash_policy: vec![HashPolicyConfig::SourceIp {}],
+            hash_policy: vec![HashPolicyConfig::SourceIp],
             table_size: 251,
         })
         .unwrap_or_else(|e| panic!("{e}"));
@@ -237,26 +158,33 @@ mod tests {
         assert!(x.iter().all(|i| i.is_some_and(|i| i < 3)));
     }
 
+    fn from_yaml(yaml: &str) -> Result<Maglev, proxy_core::ConfigError> {
+        let section: proxy_core::config::Section = proxy_core::config::from_yaml(yaml)?;
+        Ok(Maglev::new(&section.parse()?)?)
+    }
+
     #[test]
     fn config_errors_name_fields() {
-        let v: serde_yaml::Value =
-            serde_yaml::from_str("table_size: 65536\nhash_policy: [{type: source_ip}]")
-                .unwrap_or_default();
-        let e = Maglev::from_yaml(&v).err().map(|e| e.to_string());
-        assert_eq!(e.as_deref(), Some("table_size: 65536 is not prime"));
-        let v: serde_yaml::Value = serde_yaml::from_str(
-            "table_size: 18446744073709551557\nhash_policy: [{type: source_ip}]",
-        )
-        .unwrap_or_default();
-        let e = Maglev::from_yaml(&v).err().map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.contains("is larger than")));
-        let v: serde_yaml::Value = serde_yaml::from_str("hash_policy: []").unwrap_or_default();
-        let e = Maglev::from_yaml(&v).err().map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.starts_with("hash_policy: ")));
-        let e = Maglev::from_yaml(&serde_yaml::Value::Null).err();
-        assert!(e.is_some());
-        let v: serde_yaml::Value =
-            serde_yaml::from_str("hash_policy: [{type: source_ip}]\ntable: 7").unwrap_or_default();
-        assert!(Maglev::from_yaml(&v).is_err());
+        let e = from_yaml("table_size: 65536\nhash_policy: [source_ip]").err();
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some("table_size: 65536 is not prime")
+        );
+        let e = from_yaml("table_size: 18446744073709551557\nhash_policy: [source_ip]").err();
+        assert!(e.is_some_and(|e| e.reason.contains("is larger than")));
+        let e = from_yaml("hash_policy: []").err();
+        assert!(e.is_some_and(|e| e.path == "hash_policy"));
+        let e = from_yaml("").err();
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some("hash_policy: missing (required)")
+        );
+        let e = from_yaml("hash_policy: [source_ip]\ntable: 7").err();
+        assert!(e.is_some_and(|e| e.reason.contains("table")));
+        let e = from_yaml("hash_policy: [{header: {name: x}}, {cookie: {}}]").err();
+        assert_eq!(
+            e.map(|e| e.path).as_deref(),
+            Some("hash_policy[1].cookie.name")
+        );
     }
 }

@@ -150,27 +150,17 @@ impl MaglevTable {
     }
 }
 
-impl crate::table::HashTable for MaglevTable {
-    fn owner(&self, hash: u64) -> Option<usize> {
-        self.lookup(hash)
-    }
-
-    fn owner_usable(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
-        self.lookup_usable(hash, usable)
-    }
-}
-
 /// Whether `n` is prime (trial division: table sizes are small).
 pub fn is_prime(n: u64) -> bool {
     if n < 2 {
         return false;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return n == 2;
     }
     let mut d = 3;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 2;

@@ -1,24 +1,28 @@
 //! The serde config of the `outlier_detection` cluster extension, and its validation.
 
-use std::time::Duration;
+use std::{num::NonZeroU32, time::Duration};
 
+use proxy_core::config::Percent;
 use serde::{Deserialize, Serialize};
 
-use crate::{healing::WebhookConfig, health::ProbeConfig};
+use crate::{healing::WebhookConfig, health::ProbeConfig, ConfigError};
 
 /// `clusters[].extensions[].config` of `typed: outlier_detection`, with Envoy's
-/// semantics and defaults.
+/// semantics. Each ejection rule (`consecutive_5xx`, `consecutive_gateway_failure`,
+/// `success_rate`, `failure_percentage`) is off when absent; at least one must be on.
 ///
 /// ```yaml
 /// interval: 10s
 /// base_ejection_time: 30s
 /// max_ejection_time: 300s
 /// max_ejection_percent: 10
-/// panic_threshold: 50
+/// panic_threshold_percent: 50
 /// consecutive_5xx: 5
-/// consecutive_gateway_failure: 0      # 0: off
-/// success_rate: {minimum_hosts: 5, request_volume: 100, stdev_factor: 1900}
-/// failure_percentage: {threshold: 85, minimum_hosts: 5, request_volume: 50}
+/// enforcing_consecutive_5xx_percent: 100
+/// consecutive_gateway_failure: 3
+/// enforcing_consecutive_gateway_failure_percent: 100
+/// success_rate: {minimum_hosts: 5, request_volume: 100, stdev_factor: 1.9, enforcing_percent: 100}
+/// failure_percentage: {threshold_percent: 85, minimum_hosts: 5, request_volume: 50, enforcing_percent: 100}
 /// readmission: {probe: {http: {path: /healthz, expected_statuses: [200]}}, timeout: 1s}
 /// healing: {webhook: {url: "http://127.0.0.1:9000/ejections", timeout: 2s}}
 /// ```
@@ -35,43 +39,48 @@ pub struct OutlierConfig {
     /// The longest ejection.
     #[serde(with = "humantime_serde")]
     pub max_ejection_time: Duration,
-    /// At most this share (percent) of the endpoints is ejected at once; one endpoint
-    /// may always be ejected when none is (as Envoy does).
-    pub max_ejection_percent: u32,
-    /// No ejection that would leave fewer than this share (percent) of the endpoints
-    /// healthy.
-    pub panic_threshold: u32,
-    /// Consecutive 5xx (and local failures) that eject; 0 turns it off.
-    pub consecutive_5xx: u32,
-    /// Chance (percent) that a consecutive-5xx ejection is enforced.
-    pub enforcing_consecutive_5xx: u32,
+    /// At most this share of the endpoints is ejected at once; one endpoint may
+    /// always be ejected when none is (as Envoy does), unless this is 0.
+    pub max_ejection_percent: Percent,
+    /// No ejection that would leave fewer than this share of the endpoints healthy.
+    pub panic_threshold_percent: Percent,
+    /// Consecutive 5xx (and local failures) that eject; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx: Option<NonZeroU32>,
+    /// Chance that a consecutive-5xx ejection is enforced.
+    pub enforcing_consecutive_5xx_percent: Percent,
     /// Consecutive gateway failures (502, 503, 504, connect failure, timeout, reset)
-    /// that eject; 0 turns it off.
-    pub consecutive_gateway_failure: u32,
-    /// Chance (percent) that a gateway-failure ejection is enforced.
-    pub enforcing_consecutive_gateway_failure: u32,
+    /// that eject; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_failure: Option<NonZeroU32>,
+    /// Chance that a gateway-failure ejection is enforced.
+    pub enforcing_consecutive_gateway_failure_percent: Percent,
     /// Success-rate ejection; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub success_rate: Option<SuccessRateConfig>,
     /// Failure-percentage ejection; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_percentage: Option<FailurePercentageConfig>,
     /// How an ejected endpoint proves it may come back.
     pub readmission: ReadmissionConfig,
-    /// Where ejections are reported.
+    /// Where ejections are reported; nowhere when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub healing: Option<HealingConfig>,
 }
 
+/// Envoy's defaults, with every ejection rule off.
 impl Default for OutlierConfig {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(10),
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
-            max_ejection_percent: 10,
-            panic_threshold: 50,
-            consecutive_5xx: 5,
-            enforcing_consecutive_5xx: 100,
-            consecutive_gateway_failure: 0,
-            enforcing_consecutive_gateway_failure: 100,
+            max_ejection_percent: percent(10.0),
+            panic_threshold_percent: percent(50.0),
+            consecutive_5xx: None,
+            enforcing_consecutive_5xx_percent: Percent::HUNDRED,
+            consecutive_gateway_failure: None,
+            enforcing_consecutive_gateway_failure_percent: Percent::HUNDRED,
             success_rate: None,
             failure_percentage: None,
             readmission: ReadmissionConfig::default(),
@@ -80,54 +89,59 @@ impl Default for OutlierConfig {
     }
 }
 
+/// A constant percentage (0 to 100).
+fn percent(v: f64) -> Percent {
+    Percent::try_from(v).unwrap_or(Percent::HUNDRED)
+}
+
 /// Success-rate ejection: endpoints whose success rate over the interval is below
-/// `mean - stdev x stdev_factor / 1000` of the endpoints with enough requests.
+/// `mean - stdev x stdev_factor` of the endpoints with enough requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SuccessRateConfig {
     /// Fewer endpoints with enough requests than this: no evaluation.
-    pub minimum_hosts: u32,
+    pub minimum_hosts: NonZeroU32,
     /// Requests an endpoint needs in the interval to be evaluated.
     pub request_volume: u32,
-    /// The stdev factor, in thousandths.
-    pub stdev_factor: u32,
-    /// Chance (percent) that an ejection is enforced.
-    pub enforcing: u32,
+    /// How many standard deviations below the mean ejects (Envoy's 1900 is 1.9).
+    pub stdev_factor: f64,
+    /// Chance that an ejection is enforced.
+    pub enforcing_percent: Percent,
 }
 
 impl Default for SuccessRateConfig {
     fn default() -> Self {
         Self {
-            minimum_hosts: 5,
+            minimum_hosts: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             request_volume: 100,
-            stdev_factor: 1900,
-            enforcing: 100,
+            stdev_factor: 1.9,
+            enforcing_percent: Percent::HUNDRED,
         }
     }
 }
 
-/// Failure-percentage ejection: endpoints failing at least `threshold` percent of
+/// Failure-percentage ejection: endpoints failing at least `threshold_percent` of
 /// their requests over the interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailurePercentageConfig {
-    /// The failure percentage that ejects.
-    pub threshold: u32,
+    /// The share of failed requests that ejects.
+    pub threshold_percent: Percent,
     /// Fewer endpoints with enough requests than this: no evaluation.
-    pub minimum_hosts: u32,
+    pub minimum_hosts: NonZeroU32,
     /// Requests an endpoint needs in the interval to be evaluated.
     pub request_volume: u32,
-    /// Chance (percent) that an ejection is enforced.
-    pub enforcing: u32,
+    /// Chance that an ejection is enforced.
+    pub enforcing_percent: Percent,
 }
 
 impl Default for FailurePercentageConfig {
     fn default() -> Self {
         Self {
-            threshold: 85,
-            minimum_hosts: 5,
+            threshold_percent: percent(85.0),
+            minimum_hosts: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             request_volume: 50,
-            enforcing: 100,
+            enforcing_percent: Percent::HUNDRED,
         }
     }
 }
@@ -153,12 +167,13 @@ impl Default for ReadmissionConfig {
     }
 }
 
-/// Where ejections are reported (self-healing).
+/// Where ejections are reported (self-healing): a one-key map.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealingConfig {
-    /// An HTTP webhook that receives each ejection as a JSON POST.
-    pub webhook: WebhookConfig,
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HealingConfig {
+    /// An HTTP webhook that receives each ejection as a JSON POST:
+    /// `{webhook: {url: "http://127.0.0.1:9000/ejections"}}`.
+    Webhook(WebhookConfig),
 }
 
 /// The longest interval or timeout accepted.
@@ -166,54 +181,27 @@ const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
 /// The shortest interval accepted.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// An error in the `outlier_detection` config, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum OutlierConfigError {
-    /// A field has a bad value.
-    #[error("{field}: {reason}")]
-    Invalid {
-        /// The field path.
-        field: String,
-        /// Why the value is refused.
-        reason: String,
-    },
-}
-
 impl OutlierConfig {
     /// Checks the values serde cannot.
     ///
     /// # Errors
-    /// An [`OutlierConfigError`] naming the first bad field: a percentage above 100, a
-    /// zero interval, base or timeout, a max ejection time below the base, a bad probe
-    /// or webhook.
-    pub fn validate(&self) -> Result<(), OutlierConfigError> {
-        let bad = |field: &str, reason: String| {
-            Err(OutlierConfigError::Invalid {
-                field: field.to_owned(),
-                reason,
-            })
-        };
-        let mut percents = vec![
-            ("max_ejection_percent", self.max_ejection_percent),
-            ("panic_threshold", self.panic_threshold),
-            ("enforcing_consecutive_5xx", self.enforcing_consecutive_5xx),
-            (
-                "enforcing_consecutive_gateway_failure",
-                self.enforcing_consecutive_gateway_failure,
-            ),
-        ];
-        if let Some(s) = &self.success_rate {
-            percents.push(("success_rate.enforcing", s.enforcing));
-        }
-        if let Some(f) = &self.failure_percentage {
-            percents.push(("failure_percentage.threshold", f.threshold));
-            percents.push(("failure_percentage.enforcing", f.enforcing));
-        }
-        for (field, v) in percents {
-            if v > 100 {
-                return bad(field, format!("{v} is above 100 (a percentage)"));
-            }
+    /// A [`ConfigError`] naming the first bad field: no ejection rule on, an
+    /// interval below 1ms, a zero base or timeout, a period above 24h, a max ejection
+    /// time below the base, a negative or non-finite `stdev_factor`, a bad probe or
+    /// webhook.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, reason: String| Err(ConfigError::invalid(field, reason));
+        if self.consecutive_5xx.is_none()
+            && self.consecutive_gateway_failure.is_none()
+            && self.success_rate.is_none()
+            && self.failure_percentage.is_none()
+        {
+            return bad(
+                "",
+                "no ejection rule is on: set consecutive_5xx, consecutive_gateway_failure, \
+                 success_rate or failure_percentage"
+                    .into(),
+            );
         }
         for (field, d) in [
             ("interval", self.interval),
@@ -249,32 +237,22 @@ impl OutlierConfig {
             );
         }
         if let Some(s) = &self.success_rate {
-            if s.minimum_hosts == 0 {
-                return bad("success_rate.minimum_hosts", "must be above zero".into());
-            }
-        }
-        if let Some(f) = &self.failure_percentage {
-            if f.minimum_hosts == 0 {
+            if !(s.stdev_factor.is_finite() && s.stdev_factor >= 0.0) {
                 return bad(
-                    "failure_percentage.minimum_hosts",
-                    "must be above zero".into(),
+                    "success_rate.stdev_factor",
+                    format!(
+                        "{} is not a number of standard deviations (0 or more)",
+                        s.stdev_factor
+                    ),
                 );
             }
         }
         self.readmission
             .probe
             .validate()
-            .map_err(|reason| OutlierConfigError::Invalid {
-                field: format!("readmission.probe.{}", reason.0),
-                reason: reason.1,
-            })?;
-        if let Some(h) = &self.healing {
-            h.webhook
-                .validate()
-                .map_err(|reason| OutlierConfigError::Invalid {
-                    field: format!("healing.webhook.{}", reason.0),
-                    reason: reason.1,
-                })?;
+            .map_err(|e| e.within("readmission.probe"))?;
+        if let Some(HealingConfig::Webhook(w)) = &self.healing {
+            w.validate().map_err(|e| e.within("healing.webhook"))?;
         }
         Ok(())
     }

@@ -81,7 +81,7 @@ impl EndpointCounters {
                     }
                     0
                 };
-                let hit = |n: u32, limit: u32| limit != 0 && n >= limit && n % limit == 0;
+                let hit = |n: u32, limit: u32| limit != 0 && n >= limit && n.is_multiple_of(limit);
                 if hit(n5, t.consecutive_5xx) {
                     Some(EjectionReason::Consecutive5xx)
                 } else if hit(ngw, t.consecutive_gateway) {

@@ -14,13 +14,14 @@ use std::{
 use arc_swap::ArcSwap;
 use proxy_core::{
     cluster::{ClusterExtension, ClusterInfo, HealthFlags, Outcome},
+    config::Percent,
     Endpoint,
 };
 use serde_json::json;
 use tokio::sync::Notify;
 
 use super::{
-    config::{OutlierConfig, OutlierConfigError},
+    config::{HealingConfig, OutlierConfig},
     counters::{Attempt, EndpointCounters, Thresholds},
     math::{
         ejection_time, enforced, failure_percentage_outliers, may_eject, success_rate_outliers,
@@ -31,6 +32,7 @@ use super::{
 use crate::{
     healing::{EjectionReport, HealingAction, HealingSink, WebhookSink},
     health::probe_endpoint,
+    ConfigError,
 };
 
 /// Attempts to report one ejection to the healing sink.
@@ -77,29 +79,26 @@ impl OutlierDetection {
     /// else to the config's webhook, if any.
     ///
     /// # Errors
-    /// An [`OutlierConfigError`] naming the bad field.
+    /// A [`ConfigError`] naming the bad field.
     pub fn new(
         cfg: OutlierConfig,
         cluster: &str,
         counters: Arc<ClusterOutlierCounters>,
         sink: Option<Arc<dyn HealingSink>>,
-    ) -> Result<Self, OutlierConfigError> {
+    ) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let sink = match (sink, &cfg.healing) {
             (Some(s), _) => Some(s),
-            (None, Some(h)) => Some(Arc::new(WebhookSink::new(&h.webhook).map_err(
-                |(field, reason)| OutlierConfigError::Invalid {
-                    field: format!("healing.webhook.{field}"),
-                    reason,
-                },
-            )?) as Arc<dyn HealingSink>),
+            (None, Some(HealingConfig::Webhook(w))) => Some(Arc::new(
+                WebhookSink::new(w).map_err(|e| e.within("healing.webhook"))?,
+            ) as Arc<dyn HealingSink>),
             (None, None) => None,
         };
         Ok(Self {
             shared: Arc::new(Shared {
                 thresholds: Thresholds {
-                    consecutive_5xx: cfg.consecutive_5xx,
-                    consecutive_gateway: cfg.consecutive_gateway_failure,
+                    consecutive_5xx: cfg.consecutive_5xx.map_or(0, |n| n.get()),
+                    consecutive_gateway: cfg.consecutive_gateway_failure.map_or(0, |n| n.get()),
                 },
                 cfg,
                 cluster: cluster.into(),
@@ -252,20 +251,21 @@ impl Shared {
         }));
     }
 
-    fn enforcement(&self, reason: EjectionReason) -> u32 {
+    fn enforcement(&self, reason: EjectionReason) -> Percent {
+        let cfg = &self.cfg;
         match reason {
-            EjectionReason::Consecutive5xx => self.cfg.enforcing_consecutive_5xx,
+            EjectionReason::Consecutive5xx => cfg.enforcing_consecutive_5xx_percent,
             EjectionReason::ConsecutiveGatewayFailure => {
-                self.cfg.enforcing_consecutive_gateway_failure
+                cfg.enforcing_consecutive_gateway_failure_percent
             }
-            EjectionReason::SuccessRate => {
-                self.cfg.success_rate.as_ref().map_or(0, |s| s.enforcing)
-            }
-            EjectionReason::FailurePercentage => self
-                .cfg
+            EjectionReason::SuccessRate => cfg
+                .success_rate
+                .as_ref()
+                .map_or(Percent::ZERO, |s| s.enforcing_percent),
+            EjectionReason::FailurePercentage => cfg
                 .failure_percentage
                 .as_ref()
-                .map_or(0, |f| f.enforcing),
+                .map_or(Percent::ZERO, |f| f.enforcing_percent),
         }
     }
 
@@ -301,7 +301,7 @@ impl Shared {
                 cur,
                 healthy,
                 self.cfg.max_ejection_percent,
-                self.cfg.panic_threshold,
+                self.cfg.panic_threshold_percent,
             ) {
                 c.ejected.store(false, SeqCst);
                 self.counters.refused();

@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
+use proxy_core::config::Percent;
+
 use super::config::{FailurePercentageConfig, SuccessRateConfig};
+
+/// `Percent::per_million` of 100%.
+const MILLION: u64 = 1_000_000;
 
 /// Why an endpoint was ejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,23 +61,24 @@ pub fn ejection_time(base: Duration, max: Duration, times: u32) -> Duration {
 /// Whether one more endpoint may be ejected: `total` usable endpoints (not removed),
 /// `ejected` of them ejected now, `healthy` taking traffic now.
 ///
-/// The max-ejection limit allows `(ejected + 1) <= max_percent% x total`, and always one
+/// The max-ejection limit allows `(ejected + 1) <= max_percent x total`, and always one
 /// ejection when none is active (unless `max_percent` is 0). The panic threshold refuses
-/// any ejection that would leave fewer than `panic_percent%` of `total` healthy.
+/// any ejection that would leave fewer than `panic_percent` of `total` healthy.
 pub fn may_eject(
     total: usize,
     ejected: usize,
     healthy: usize,
-    max_percent: u32,
-    panic_percent: u32,
+    max_percent: Percent,
+    panic_percent: Percent,
 ) -> bool {
-    if total == 0 || healthy == 0 || max_percent == 0 {
+    let max = u64::from(max_percent.per_million());
+    if total == 0 || healthy == 0 || max == 0 {
         return false;
     }
     let total = total as u64;
-    let within_max = (ejected as u64 + 1) * 100 <= u64::from(max_percent) * total || ejected == 0;
+    let within_max = (ejected as u64 + 1) * MILLION <= max * total || ejected == 0;
     let healthy_after = healthy as u64 - 1;
-    let above_panic = healthy_after * 100 >= u64::from(panic_percent) * total;
+    let above_panic = healthy_after * MILLION >= u64::from(panic_percent.per_million()) * total;
     within_max && above_panic
 }
 
@@ -87,7 +93,7 @@ pub struct IntervalStats {
     pub total: u64,
 }
 
-/// Endpoints whose success rate is below `mean - stdev x factor / 1000` among those
+/// Endpoints whose success rate is below `mean - stdev x stdev_factor` among those
 /// with at least `request_volume` requests, when there are `minimum_hosts` of them.
 pub fn success_rate_outliers(stats: &[IntervalStats], cfg: &SuccessRateConfig) -> Vec<usize> {
     let eligible: Vec<(usize, f64)> = stats
@@ -95,13 +101,13 @@ pub fn success_rate_outliers(stats: &[IntervalStats], cfg: &SuccessRateConfig) -
         .filter(|s| s.total >= u64::from(cfg.request_volume) && s.total > 0)
         .map(|s| (s.index, s.success as f64 * 100.0 / s.total as f64))
         .collect();
-    if eligible.is_empty() || eligible.len() < cfg.minimum_hosts as usize {
+    if eligible.is_empty() || eligible.len() < cfg.minimum_hosts.get() as usize {
         return Vec::new();
     }
     let n = eligible.len() as f64;
     let mean = eligible.iter().map(|e| e.1).sum::<f64>() / n;
     let var = eligible.iter().map(|e| (e.1 - mean).powi(2)).sum::<f64>() / n;
-    let threshold = mean - var.sqrt() * f64::from(cfg.stdev_factor) / 1000.0;
+    let threshold = mean - var.sqrt() * cfg.stdev_factor;
     eligible
         .into_iter()
         .filter(|e| e.1 < threshold)
@@ -109,7 +115,7 @@ pub fn success_rate_outliers(stats: &[IntervalStats], cfg: &SuccessRateConfig) -
         .collect()
 }
 
-/// Endpoints failing at least `threshold` percent of their requests, among those with
+/// Endpoints failing at least `threshold_percent` of their requests, among those with
 /// at least `request_volume` requests, when there are `minimum_hosts` of them.
 pub fn failure_percentage_outliers(
     stats: &[IntervalStats],
@@ -119,18 +125,23 @@ pub fn failure_percentage_outliers(
         .iter()
         .filter(|s| s.total >= u64::from(cfg.request_volume) && s.total > 0)
         .collect();
-    if eligible.len() < cfg.minimum_hosts as usize {
+    if eligible.len() < cfg.minimum_hosts.get() as usize {
         return Vec::new();
     }
+    let threshold = u128::from(cfg.threshold_percent.per_million());
     eligible
         .into_iter()
-        .filter(|s| (s.total - s.success.min(s.total)) * 100 >= u64::from(cfg.threshold) * s.total)
+        .filter(|s| {
+            let failed = u128::from(s.total - s.success.min(s.total));
+            failed * u128::from(MILLION) >= threshold * u128::from(s.total)
+        })
         .map(|s| s.index)
         .collect()
 }
 
 /// Whether an ejection with enforcement chance `percent` is enforced; `random` is
 /// uniformly random.
-pub fn enforced(percent: u32, random: u32) -> bool {
-    percent >= 100 || random % 100 < percent
+pub fn enforced(percent: Percent, random: u32) -> bool {
+    let chance = percent.per_million();
+    u64::from(chance) >= MILLION || u64::from(random) % MILLION < u64::from(chance)
 }

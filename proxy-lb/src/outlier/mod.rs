@@ -16,8 +16,7 @@ mod registry;
 mod tests;
 
 pub use config::{
-    FailurePercentageConfig, HealingConfig, OutlierConfig, OutlierConfigError, ReadmissionConfig,
-    SuccessRateConfig,
+    FailurePercentageConfig, HealingConfig, OutlierConfig, ReadmissionConfig, SuccessRateConfig,
 };
 pub use counters::{Attempt, EndpointCounters, Thresholds};
 pub use detector::OutlierDetection;

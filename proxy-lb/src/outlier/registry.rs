@@ -47,11 +47,10 @@ pub fn register_with_sink(registry: &mut Registry, sink: Arc<dyn HealingSink>) {
 
 fn register_factory(registry: &mut Registry, sink: Option<Arc<dyn HealingSink>>) {
     registry.register_cluster_extension("outlier_detection", move |cfg, ctx| {
-        let cfg: OutlierConfig = crate::config::parse(cfg).map_err(|e| e.to_string())?;
+        let cfg: OutlierConfig = cfg.parse()?;
         let cluster = ctx.cluster.unwrap_or_default();
         let counters = ctx.metrics::<OutlierMetrics>("lb/outlier").cluster(cluster);
-        let detection = OutlierDetection::new(cfg, cluster, counters, sink.clone())
-            .map_err(|e| e.to_string())?;
+        let detection = OutlierDetection::new(cfg, cluster, counters, sink.clone())?;
         Ok(Arc::new(detection) as Arc<dyn ClusterExtension>)
     });
 }

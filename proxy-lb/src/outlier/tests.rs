@@ -1,6 +1,16 @@
-use std::time::Duration;
+use std::{num::NonZeroU32, time::Duration};
+
+use proxy_core::config::Percent;
 
 use super::*;
+
+fn pc(v: f64) -> Percent {
+    Percent::try_from(v).unwrap()
+}
+
+fn nz(v: u32) -> NonZeroU32 {
+    NonZeroU32::new(v).unwrap()
+}
 
 #[test]
 fn ejection_time_grows_and_caps() {
@@ -19,24 +29,30 @@ fn ejection_time_grows_and_caps() {
 
 #[test]
 fn max_ejection_percent_and_panic_threshold() {
+    let may = |total, ejected, healthy, max: f64, panic: f64| {
+        may_eject(total, ejected, healthy, pc(max), pc(panic))
+    };
     // 10 hosts, 10%: one may go, a second not.
-    assert!(may_eject(10, 0, 10, 10, 50));
-    assert!(!may_eject(10, 1, 9, 10, 50));
+    assert!(may(10, 0, 10, 10.0, 50.0));
+    assert!(!may(10, 1, 9, 10.0, 50.0));
     // 10 hosts, 30%: three may go.
-    assert!(may_eject(10, 2, 8, 30, 0));
-    assert!(!may_eject(10, 3, 7, 30, 0));
+    assert!(may(10, 2, 8, 30.0, 0.0));
+    assert!(!may(10, 3, 7, 30.0, 0.0));
+    // fractions: 12.5% of 16 is two
+    assert!(may(16, 1, 15, 12.5, 0.0));
+    assert!(!may(16, 2, 14, 12.5, 0.0));
     // at least one even when 10% of 3 is < 1
-    assert!(may_eject(3, 0, 3, 10, 0));
+    assert!(may(3, 0, 3, 10.0, 0.0));
     // panic threshold 50%: 4 hosts, 2 healthy -> ejecting one leaves 1 = 25% < 50%
-    assert!(!may_eject(4, 1, 2, 100, 50));
-    assert!(may_eject(4, 1, 3, 100, 50));
+    assert!(!may(4, 1, 2, 100.0, 50.0));
+    assert!(may(4, 1, 3, 100.0, 50.0));
     // a single host is never ejected under a panic threshold
-    assert!(!may_eject(1, 0, 1, 100, 50));
-    assert!(may_eject(1, 0, 1, 100, 0));
+    assert!(!may(1, 0, 1, 100.0, 50.0));
+    assert!(may(1, 0, 1, 100.0, 0.0));
     // nothing healthy, nothing to eject, or max 0
-    assert!(!may_eject(3, 0, 0, 100, 0));
-    assert!(!may_eject(0, 0, 0, 100, 0));
-    assert!(!may_eject(3, 0, 3, 0, 0));
+    assert!(!may(3, 0, 0, 100.0, 0.0));
+    assert!(!may(0, 0, 0, 100.0, 0.0));
+    assert!(!may(3, 0, 3, 0.0, 0.0));
 }
 
 fn stats(v: &[(u64, u64)]) -> Vec<IntervalStats> {
@@ -53,10 +69,10 @@ fn stats(v: &[(u64, u64)]) -> Vec<IntervalStats> {
 #[test]
 fn success_rate_finds_the_low_outlier() {
     let cfg = SuccessRateConfig {
-        minimum_hosts: 5,
+        minimum_hosts: nz(5),
         request_volume: 100,
-        stdev_factor: 1900,
-        enforcing: 100,
+        stdev_factor: 1.9,
+        enforcing_percent: Percent::HUNDRED,
     };
     let s = stats(&[
         (100, 100),
@@ -88,10 +104,10 @@ fn success_rate_finds_the_low_outlier() {
 #[test]
 fn failure_percentage_uses_the_threshold() {
     let cfg = FailurePercentageConfig {
-        threshold: 50,
-        minimum_hosts: 2,
+        threshold_percent: pc(50.0),
+        minimum_hosts: nz(2),
         request_volume: 10,
-        enforcing: 100,
+        enforcing_percent: Percent::HUNDRED,
     };
     let s = stats(&[(10, 10), (5, 10), (6, 10), (0, 5)]);
     assert_eq!(failure_percentage_outliers(&s, &cfg), vec![1]);
@@ -142,13 +158,29 @@ fn consecutive_counters_trigger_at_threshold_multiples() {
 
 #[test]
 fn enforcement_chance() {
-    assert!(enforced(100, 99));
-    assert!(!enforced(0, 0));
-    assert_eq!((0..100).filter(|r| enforced(30, *r)).count(), 30);
+    assert!(enforced(Percent::HUNDRED, 99));
+    assert!(!enforced(Percent::ZERO, 0));
+    assert_eq!(
+        (0..1_000_000).filter(|r| enforced(pc(30.0), *r)).count(),
+        300_000
+    );
+    assert_eq!(
+        (0..1_000_000).filter(|r| enforced(pc(0.5), *r)).count(),
+        5_000
+    );
 }
 
+/// Parses and validates `yaml`, with `consecutive_5xx: 5` added when it turns no
+/// ejection rule on (so that the other checks are reached).
 fn cfg(yaml: &str) -> Result<OutlierConfig, String> {
-    let c: OutlierConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+    let mut c: OutlierConfig = proxy_core::config::from_yaml(yaml).map_err(|e| e.to_string())?;
+    let rules_on = c.consecutive_5xx.is_some()
+        || c.consecutive_gateway_failure.is_some()
+        || c.success_rate.is_some()
+        || c.failure_percentage.is_some();
+    if !rules_on {
+        c.consecutive_5xx = Some(nz(5));
+    }
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
@@ -156,11 +188,30 @@ fn cfg(yaml: &str) -> Result<OutlierConfig, String> {
 #[test]
 fn config_validation_names_fields() {
     assert!(cfg("{}").is_ok());
+    let none: OutlierConfig = proxy_core::config::from_yaml("{}").unwrap();
+    assert!(none
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .starts_with("no ejection rule is on"));
     let e = cfg("max_ejection_percent: 101").unwrap_err();
-    assert!(
-        e.starts_with("max_ejection_percent: 101 is above 100"),
+    assert_eq!(
+        e, "max_ejection_percent: 101 is not a percentage from 0 to 100",
         "{e}"
     );
+    let e = cfg("success_rate: {stdev_factor: -1}").unwrap_err();
+    assert!(e.starts_with("success_rate.stdev_factor: "), "{e}");
+    let c = cfg("success_rate: {stdev_factor: 1.5, enforcing_percent: 12.5}").unwrap();
+    assert_eq!(c.success_rate.map(|s| s.stdev_factor), Some(1.5));
+    assert!(cfg("success_rate: {stdev_factor: 1900, enforcing: 100}")
+        .unwrap_err()
+        .contains("enforcing"));
+    assert!(cfg("consecutive_5xx: 0")
+        .unwrap_err()
+        .starts_with("consecutive_5xx: "));
+    assert!(cfg("panic_threshold: 50")
+        .unwrap_err()
+        .contains("panic_threshold"));
     assert!(cfg("interval: 0s").unwrap_err().starts_with("interval:"));
     assert!(cfg("interval: 100years")
         .unwrap_err()
@@ -173,9 +224,9 @@ fn config_validation_names_fields() {
     assert!(cfg("{base_ejection_time: 10s, max_ejection_time: 1s}")
         .unwrap_err()
         .starts_with("max_ejection_time:"));
-    assert!(cfg("failure_percentage: {threshold: 150}")
+    assert!(cfg("failure_percentage: {threshold_percent: 150}")
         .unwrap_err()
-        .starts_with("failure_percentage.threshold"));
+        .starts_with("failure_percentage.threshold_percent"));
     assert!(cfg("readmission: {probe: {http: {path: nope}}}")
         .unwrap_err()
         .starts_with("readmission.probe.http.path"));
@@ -188,7 +239,7 @@ fn config_validation_names_fields() {
         .unwrap_err()
         .starts_with("healing.webhook.url"));
     assert!(cfg("bogus: 1").is_err());
-    let c = cfg("{interval: 100ms, readmission: {probe: {tcp: {}}}, healing: {webhook: {url: \"http://127.0.0.1:1/x\"}}}").unwrap();
+    let c = cfg("{interval: 100ms, readmission: {probe: tcp}, healing: {webhook: {url: \"http://127.0.0.1:1/x\"}}}").unwrap();
     assert_eq!(c.interval, Duration::from_millis(100));
 }
 
@@ -219,7 +270,7 @@ mod detection {
         yaml: &str,
         eps: &Arc<[Arc<Endpoint>]>,
     ) -> (OutlierDetection, Arc<ClusterOutlierCounters>) {
-        let cfg: OutlierConfig = serde_yaml::from_str(yaml).unwrap();
+        let cfg: OutlierConfig = proxy_core::config::from_yaml(yaml).unwrap();
         let counters = Arc::new(ClusterOutlierCounters::default());
         let d = OutlierDetection::new(cfg, "c", counters.clone(), None).unwrap();
         d.activate(&ClusterInfo {
@@ -265,7 +316,7 @@ mod detection {
     fn gateway_failures_and_unknown_endpoints() {
         let eps = endpoints(3);
         let (d, counters) = detection(
-            "{consecutive_5xx: 0, consecutive_gateway_failure: 2, max_ejection_percent: 100, panic_threshold: 0}",
+            "{consecutive_gateway_failure: 2, max_ejection_percent: 100, panic_threshold_percent: 0}",
             &eps,
         );
         let l = Duration::ZERO;
@@ -292,7 +343,7 @@ mod detection {
     fn a_new_instance_adopts_ejected_endpoints() {
         let eps = endpoints(3);
         eps[2].set_health_flag(HealthFlags::EJECTED);
-        let (d, _) = detection("{}", &eps);
+        let (d, _) = detection("{consecutive_5xx: 5}", &eps);
         assert_eq!(d.ejected_count(), 1);
         assert_eq!(d.status()["endpoints"][2]["ejected"], true);
         // A reload with a new set keeps the counters of kept endpoints.
@@ -320,7 +371,7 @@ mod detection {
                     .num_alive_tasks()
             };
             assert_eq!(alive(), 0);
-            let (d, _) = detection("{interval: 10ms}", &eps);
+            let (d, _) = detection("{interval: 10ms, consecutive_5xx: 5}", &eps);
             // Activated again (a reload): still one task.
             d.activate(&ClusterInfo {
                 name: "c".into(),
@@ -367,7 +418,7 @@ mod detection {
             let eps = endpoints(3);
             let sink = Arc::new(Flaky::default());
             let cfg: OutlierConfig =
-                serde_yaml::from_str("{interval: 10ms, consecutive_5xx: 2}").unwrap();
+                proxy_core::config::from_yaml("{interval: 10ms, consecutive_5xx: 2}").unwrap();
             let d = OutlierDetection::new(cfg, "c", Arc::default(), Some(sink.clone())).unwrap();
             d.activate(&ClusterInfo {
                 name: "c".into(),

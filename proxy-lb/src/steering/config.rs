@@ -1,7 +1,8 @@
 //! The serde config of the `traffic_steering` filter.
 
-use std::{collections::BTreeMap, num::NonZeroU32};
+use std::num::NonZeroU32;
 
+use proxy_core::matcher::{HeaderMatch, StringMatch};
 use serde::{Deserialize, Serialize};
 
 /// `http_filters[].config` of `typed: traffic_steering`.
@@ -9,13 +10,15 @@ use serde::{Deserialize, Serialize};
 /// ```yaml
 /// rules:
 ///   - name: transfers
-///     match: {headers: {type: transfer}}
+///     match: {headers: [{name: type, value: {exact: transfer}}]}
 ///     to: {group: Group_2}
 ///   - name: canary
 ///     match: {path: {prefix: /api/}}
 ///     to: {groups: [{name: stable, weight: 95}, {name: canary, weight: 5}]}
 ///   - name: billing-app
-///     match: {headers: {x-app: billing}, rpc: {service: com.example.Billing}}
+///     match:
+///       headers: [{name: x-app, value: {exact: billing}}]
+///       rpc: {service: {exact: com.example.Billing}, method: {prefix: charge}}
 ///     to: {cluster: billing_v2}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,10 +33,10 @@ pub struct SteeringConfig {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// A name for metrics and the status page; `rule<i>` when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The conditions; an empty match matches every request.
-    #[serde(rename = "match")]
+    #[serde(rename = "match", default)]
     pub matches: MatchConfig,
     /// Where matching requests go.
     pub to: TargetConfig,
@@ -43,60 +46,48 @@ pub struct RuleConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
-    /// Header name -> exact value.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    /// Header conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
     /// HTTP methods, any of which matches.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
-    /// The request path.
-    #[serde(default)]
-    pub path: Option<PathMatchConfig>,
+    /// The request path (without the query). An `exact` or `prefix` path must start
+    /// with `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatch>,
     /// The RPC service (interface) and method, from the protocol codec.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpc: Option<RpcMatchConfig>,
 }
 
-/// A path condition: exactly one of the two.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PathMatchConfig {
-    /// The whole path.
-    #[serde(default)]
-    pub exact: Option<String>,
-    /// A path prefix.
-    #[serde(default)]
-    pub prefix: Option<String>,
-}
-
-/// An RPC condition: the service (interface) and, optionally, the method.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An RPC condition: the service (interface), the method, or both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RpcMatchConfig {
-    /// The service or interface name.
-    #[serde(default)]
-    pub service: Option<String>,
-    /// The method name.
-    #[serde(default)]
-    pub method: Option<String>,
+    /// How the service or interface name must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<StringMatch>,
+    /// How the method name must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
 }
 
-/// A rule's target: exactly one of the four fields.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetConfig {
-    /// One endpoint group (endpoints with `metadata.group` equal to it).
-    #[serde(default)]
-    pub group: Option<String>,
-    /// Endpoint groups with weights (blue-green, canary).
-    #[serde(default)]
-    pub groups: Option<Vec<WeightedName>>,
-    /// Another cluster (per-application or per-interface redirection).
-    #[serde(default)]
-    pub cluster: Option<String>,
+/// A rule's target: a one-key map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TargetConfig {
+    /// One endpoint group (endpoints with `metadata.group` equal to it):
+    /// `{group: Group_2}`.
+    Group(String),
+    /// Endpoint groups with weights (blue-green, canary):
+    /// `{groups: [{name: stable, weight: 95}, {name: canary, weight: 5}]}`.
+    Groups(Vec<WeightedName>),
+    /// Another cluster (per-application or per-interface redirection):
+    /// `{cluster: billing_v2}`.
+    Cluster(String),
     /// Clusters with weights.
-    #[serde(default)]
-    pub clusters: Option<Vec<WeightedName>>,
+    Clusters(Vec<WeightedName>),
 }
 
 /// A name with a weight.

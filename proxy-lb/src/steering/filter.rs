@@ -20,32 +20,51 @@ use super::{
 /// handle's current rules per request, so [`SteeringHandle::store`] swaps them live.
 ///
 /// # Example
+/// Requests with `type: transfer` go to endpoint group `Group_2` (a [`TargetGroup`]
+/// the `subset` balancer honours), then, after a live swap, to `Group_1`:
 /// ```
 /// use std::sync::Arc;
-/// use proxy_lb::steering::{RuleSet, SteeringConfig, SteeringHandle, TargetGroup, TrafficSteeringLayer};
+/// use http::HeaderName;
+/// use proxy_lb::steering::{
+///     HeaderMatch, MatchConfig, RuleConfig, RuleSet, SteeringConfig, SteeringHandle,
+///     StringMatch, TargetConfig, TargetGroup, TrafficSteeringLayer,
+/// };
 /// use tower::{ServiceBuilder, ServiceExt};
 ///
 /// let rules = |group: &str| {
-///     let yaml = format!("rules: [{{match: {{headers: {{type: transfer}}}}, to: {{group: {group}}}}}]");
-///     let cfg: SteeringConfig = serde_yaml::from_str(&yaml).unwrap();
-///     RuleSet::new(&cfg, |_cluster| false).unwrap()
+///     let cfg = SteeringConfig {
+///         rules: vec![RuleConfig {
+///             name: Some("transfers".into()),
+///             matches: MatchConfig {
+///                 headers: vec![HeaderMatch::new(
+///                     HeaderName::from_static("type"),
+///                     StringMatch::Exact("transfer".into()),
+///                 )],
+///                 ..MatchConfig::default()
+///             },
+///             to: TargetConfig::Group(group.into()),
+///         }],
+///     };
+///     RuleSet::new(&cfg, |_cluster| false)
 /// };
-/// let handle = SteeringHandle::new(rules("Group_2"));
+/// let handle = SteeringHandle::new(rules("Group_2")?);
 /// let svc = ServiceBuilder::new()
 ///     .layer(TrafficSteeringLayer::new(handle.clone(), Arc::default()))
 ///     .service_fn(|req: proxy_core::HttpRequest| async move {
 ///         let group = req.extensions().get::<TargetGroup>().map_or(String::new(), |g| g.0.to_string());
 ///         Ok::<_, proxy_core::BoxError>(http::Response::new(proxy_core::Body::from(group)))
 ///     });
-/// let transfer = || http::Request::builder().header("type", "transfer").body(proxy_core::Body::empty()).unwrap();
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let transfer = || http::Request::builder().header("type", "transfer").body(proxy_core::Body::empty());
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
 /// use http_body_util::BodyExt;
-/// let resp = svc.clone().oneshot(transfer()).await.unwrap();
-/// assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "Group_2");
-/// handle.store(rules("Group_1")); // live: the next request sees the new rules
-/// let resp = svc.oneshot(transfer()).await.unwrap();
-/// assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "Group_1");
-/// # });
+/// let resp = svc.clone().oneshot(transfer()?).await?;
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "Group_2");
+/// handle.store(rules("Group_1")?); // live: the next request sees the new rules
+/// let resp = svc.oneshot(transfer()?).await?;
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "Group_1");
+/// # Ok::<(), proxy_core::BoxError>(())
+/// # })?;
+/// # Ok::<(), proxy_core::BoxError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct TrafficSteeringLayer {

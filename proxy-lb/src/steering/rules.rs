@@ -5,29 +5,14 @@ use std::sync::{
     Arc,
 };
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, Method};
+use proxy_core::matcher::{HeaderMatch, StringMatch};
 
 use super::config::{RuleConfig, SteeringConfig, TargetConfig, WeightedName};
+use crate::ConfigError;
 
-/// An error in the `traffic_steering` config, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SteeringConfigError {
-    /// A field has a bad value.
-    #[error("{field}: {reason}")]
-    Invalid {
-        /// The field path, e.g. `rules[0].to.groups[1].weight`.
-        field: String,
-        /// Why the value is refused.
-        reason: String,
-    },
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SteeringConfigError {
-    SteeringConfigError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(field, reason)
 }
 
 /// Where a rule sends a request.
@@ -58,21 +43,15 @@ impl Split {
     }
 }
 
-#[derive(Debug, Clone)]
-enum PathMatch {
-    Exact(Box<str>),
-    Prefix(Box<str>),
-}
-
 /// One validated rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
     name: Arc<str>,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: Vec<HeaderMatch>,
     methods: Vec<Method>,
-    path: Option<PathMatch>,
-    rpc_service: Option<Box<str>>,
-    rpc_method: Option<Box<str>>,
+    path: Option<StringMatch>,
+    rpc_service: Option<StringMatch>,
+    rpc_method: Option<StringMatch>,
     split: Split,
     hits: Arc<AtomicU64>,
 }
@@ -101,24 +80,23 @@ impl Rule {
         if !self.methods.is_empty() && !self.methods.contains(req.method) {
             return false;
         }
-        match &self.path {
-            Some(PathMatch::Exact(p)) if req.path != &**p => return false,
-            Some(PathMatch::Prefix(p)) if !req.path.starts_with(&**p) => return false,
-            _ => {}
+        if self.path.as_ref().is_some_and(|p| !p.matches(req.path)) {
+            return false;
         }
         if self.rpc_service.is_some() || self.rpc_method.is_some() {
             let Some((service, method)) = req.rpc else {
                 return false;
             };
-            if self.rpc_service.as_deref().is_some_and(|s| s != service)
-                || self.rpc_method.as_deref().is_some_and(|m| m != method)
+            if self
+                .rpc_service
+                .as_ref()
+                .is_some_and(|s| !s.matches(service))
+                || self.rpc_method.as_ref().is_some_and(|m| !m.matches(method))
             {
                 return false;
             }
         }
-        self.headers
-            .iter()
-            .all(|(name, value)| req.headers.get_all(name).iter().any(|v| v == value))
+        self.headers.iter().all(|h| h.matches(req.headers))
     }
 
     /// The target for a matching request; `random` is uniformly random.
@@ -146,13 +124,13 @@ impl RuleSet {
     /// Validates a config. `cluster_exists` checks cluster targets.
     ///
     /// # Errors
-    /// A [`SteeringConfigError`] naming the first bad field: no rules, a rule whose
-    /// target is not exactly one of group/groups/cluster/clusters, an empty split, an
-    /// empty name, a bad header name or value, an unknown method or cluster.
+    /// A [`ConfigError`] naming the first bad field: no rules, an empty split, an
+    /// empty name, an exact or prefix path not starting with `/`, an RPC condition
+    /// with neither service nor method, a bad method, an unknown cluster.
     pub fn new(
         cfg: &SteeringConfig,
         cluster_exists: impl Fn(&str) -> bool,
-    ) -> Result<Self, SteeringConfigError> {
+    ) -> Result<Self, ConfigError> {
         if cfg.rules.is_empty() {
             return Err(invalid("rules", "at least one rule is required"));
         }
@@ -188,25 +166,13 @@ fn rule(
     i: usize,
     r: &RuleConfig,
     cluster_exists: &impl Fn(&str) -> bool,
-) -> Result<Rule, SteeringConfigError> {
+) -> Result<Rule, ConfigError> {
     let at = |f: &str| format!("rules[{i}].{f}");
     let name: Arc<str> = match &r.name {
         Some(n) if n.is_empty() => return Err(invalid(at("name"), "must not be empty")),
         Some(n) => n.as_str().into(),
         None => format!("rule{i}").into(),
     };
-    let mut headers = Vec::with_capacity(r.matches.headers.len());
-    for (k, v) in &r.matches.headers {
-        let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
-            .map_err(|_| invalid(at(&format!("match.headers.{k}")), "not a valid header name"))?;
-        let value = HeaderValue::from_str(v).map_err(|_| {
-            invalid(
-                at(&format!("match.headers.{k}")),
-                format!("{v:?} is not a valid header value"),
-            )
-        })?;
-        headers.push((name, value));
-    }
     let methods = r
         .matches
         .methods
@@ -221,50 +187,32 @@ fn rule(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let path = match &r.matches.path {
-        None => None,
-        Some(pm) => {
-            let (p, exact) = match (&pm.exact, &pm.prefix) {
-                (Some(p), None) => (p, true),
-                (None, Some(p)) => (p, false),
-                _ => {
-                    return Err(invalid(
-                        at("match.path"),
-                        "give exactly one of exact, prefix",
-                    ))
-                }
-            };
-            if !p.starts_with('/') {
-                return Err(invalid(
-                    at("match.path"),
-                    format!("{p:?} must start with /"),
-                ));
-            }
-            Some(if exact {
-                PathMatch::Exact(p.as_str().into())
-            } else {
-                PathMatch::Prefix(p.as_str().into())
-            })
-        }
+    let literal_path = match &r.matches.path {
+        Some(StringMatch::Exact(p)) => Some(("exact", p)),
+        Some(StringMatch::Prefix(p)) => Some(("prefix", p)),
+        _ => None,
     };
+    if let Some((kind, p)) = literal_path.filter(|(_, p)| !p.starts_with('/')) {
+        return Err(invalid(
+            at(&format!("match.path.{kind}")),
+            format!("{p:?} must start with /"),
+        ));
+    }
     let (rpc_service, rpc_method) = match &r.matches.rpc {
         Some(rpc) => {
             if rpc.service.is_none() && rpc.method.is_none() {
                 return Err(invalid(at("match.rpc"), "give a service, a method or both"));
             }
-            (
-                rpc.service.as_deref().map(Into::into),
-                rpc.method.as_deref().map(Into::into),
-            )
+            (rpc.service.clone(), rpc.method.clone())
         }
         None => (None, None),
     };
     let split = split(&at("to"), &r.to, cluster_exists)?;
     Ok(Rule {
         name,
-        headers,
+        headers: r.matches.headers.clone(),
         methods,
-        path,
+        path: r.matches.path.clone(),
         rpc_service,
         rpc_method,
         split,
@@ -276,38 +224,18 @@ fn split(
     at: &str,
     to: &TargetConfig,
     cluster_exists: &impl Fn(&str) -> bool,
-) -> Result<Split, SteeringConfigError> {
-    let given = [
-        to.group.is_some(),
-        to.groups.is_some(),
-        to.cluster.is_some(),
-        to.clusters.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if given != 1 {
-        return Err(invalid(
-            at,
-            "give exactly one of group, groups, cluster, clusters",
-        ));
-    }
-    let one = |n: &str| WeightedName {
-        name: n.to_owned(),
-        weight: std::num::NonZeroU32::MIN,
+) -> Result<Split, ConfigError> {
+    let one = |n: &str| {
+        vec![WeightedName {
+            name: n.to_owned(),
+            weight: std::num::NonZeroU32::MIN,
+        }]
     };
     let (field, list, is_cluster): (&str, Vec<WeightedName>, bool) = match to {
-        TargetConfig { group: Some(g), .. } => ("group", vec![one(g)], false),
-        TargetConfig {
-            groups: Some(g), ..
-        } => ("groups", g.clone(), false),
-        TargetConfig {
-            cluster: Some(c), ..
-        } => ("cluster", vec![one(c)], true),
-        TargetConfig {
-            clusters: Some(c), ..
-        } => ("clusters", c.clone(), true),
-        _ => return Err(invalid(at, "no target")),
+        TargetConfig::Group(g) => ("group", one(g), false),
+        TargetConfig::Groups(g) => ("groups", g.clone(), false),
+        TargetConfig::Cluster(c) => ("cluster", one(c), true),
+        TargetConfig::Clusters(c) => ("clusters", c.clone(), true),
     };
     if list.is_empty() {
         return Err(invalid(format!("{at}.{field}"), "must not be empty"));

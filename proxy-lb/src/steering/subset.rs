@@ -1,7 +1,7 @@
-//! The metadata-subset balancer (`lb.policy: subset`, also registered as
-//! `zone_aware`): honours a [`TargetZone`] and a [`TargetGroup`] in the request
-//! extensions by picking, with an inner policy, among the endpoints whose
-//! `metadata.zone` / `metadata.group` match.
+//! The metadata-subset balancer (`lb: subset`, also registered as `zone_aware`):
+//! honours a [`TargetZone`] and a [`TargetGroup`] in the request extensions by
+//! picking, with an inner policy, among the endpoints whose `metadata.zone` /
+//! `metadata.group` match.
 //!
 //! Subsets and one inner balancer per subset are built off the request path, in
 //! `endpoints_changed`; a pick is two hash lookups and the inner pick.
@@ -9,26 +9,31 @@
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
-use proxy_core::{Balancer, Endpoint};
+use proxy_core::{config::TypedConfig, Balancer, Endpoint};
 use serde::{Deserialize, Serialize};
 
 use super::TargetGroup;
-use crate::zone::TargetZone;
+use crate::{
+    least_request::LeastRequest, maglev::Maglev, random::Random, ring_hash::RingHash,
+    round_robin::RoundRobin, zone::TargetZone, ConfigError,
+};
 
-/// `clusters[].lb.config` of `policy: subset` or `policy: zone_aware`.
+/// `clusters[].lb.config` of `typed: subset` or `typed: zone_aware`.
 ///
 /// ```yaml
 /// lb:
-///   policy: zone_aware
+///   typed: zone_aware
 ///   config:
-///     inner: {policy: least_request}
+///     inner: least_request          # or {typed: maglev, config: {...}}
 ///     fallback: none
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SubsetConfig {
-    /// The policy used within a subset (and for requests without a target).
-    pub inner: InnerPolicy,
+    /// The policy used within a subset (and for requests without a target): one of
+    /// this crate's balancers (`round_robin`, `random`, `least_request`, `ring_hash`,
+    /// `maglev`) with its config, written as `clusters[].lb` is.
+    pub inner: TypedConfig,
     /// What happens when the target subset has no healthy endpoint.
     pub fallback: Fallback,
     /// The metadata key matched against [`TargetZone`].
@@ -40,7 +45,7 @@ pub struct SubsetConfig {
 impl Default for SubsetConfig {
     fn default() -> Self {
         Self {
-            inner: InnerPolicy::default(),
+            inner: TypedConfig::named("round_robin"),
             fallback: Fallback::None,
             zone_label: "zone".into(),
             group_label: "group".into(),
@@ -48,24 +53,34 @@ impl Default for SubsetConfig {
     }
 }
 
-/// The inner policy: a name and its config, as in `clusters[].lb`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InnerPolicy {
-    /// `round_robin`, `random`, `least_request`, `ring_hash` or `maglev`.
-    pub policy: String,
-    /// The policy's settings.
-    #[serde(default, skip_serializing_if = "serde_yaml::Value::is_null")]
-    pub config: serde_yaml::Value,
-}
-
-impl Default for InnerPolicy {
-    fn default() -> Self {
-        Self {
-            policy: "round_robin".into(),
-            config: serde_yaml::Value::Null,
-        }
+/// One of this crate's balancers from its name and config section (`inner` of a
+/// subset balancer). Counters are not attached: the subset has one inner balancer
+/// per subset.
+fn inner_balancer(p: &TypedConfig) -> Result<Arc<dyn Balancer>, ConfigError> {
+    fn arc<B: Balancer>(b: B) -> Arc<dyn Balancer> {
+        Arc::new(b)
     }
+    fn section<T: serde::de::DeserializeOwned>(p: &TypedConfig) -> Result<T, ConfigError> {
+        p.config
+            .parse()
+            .map_err(|e| ConfigError::from(e).within("config"))
+    }
+    let at_config = |e: ConfigError| e.within("config");
+    Ok(match p.typed.as_str() {
+        "round_robin" => arc(RoundRobin::new(&section(p)?)),
+        "random" => arc(Random::new(&section(p)?)),
+        "least_request" => arc(LeastRequest::new(&section(p)?).map_err(at_config)?),
+        "ring_hash" => arc(RingHash::new(&section(p)?).map_err(at_config)?),
+        "maglev" => arc(Maglev::new(&section(p)?).map_err(at_config)?),
+        other => {
+            return Err(ConfigError::invalid(
+                "typed",
+                format!(
+                    "unknown inner policy {other:?} (round_robin, random, least_request, ring_hash, maglev)"
+                ),
+            ))
+        }
+    })
 }
 
 /// When the target subset has no healthy endpoint.
@@ -129,7 +144,10 @@ impl std::fmt::Debug for Subset {
 }
 
 impl Subset {
-    /// A subset balancer; `make_inner` builds one inner balancer per subset.
+    /// A subset balancer whose inner balancers `make_inner` builds (one per subset),
+    /// for an inner policy of your own; the labels and fallback of `cfg` are taken
+    /// as given and its `inner` is ignored. [`Subset::try_from`] builds the inner
+    /// policy `cfg` names.
     pub fn new(
         cfg: &SubsetConfig,
         make_inner: impl Fn() -> Arc<dyn Balancer> + Send + Sync + 'static,
@@ -224,6 +242,30 @@ impl Subset {
             .filter(|(_, e)| fits(e))
             .nth(k)
             .map(|(i, _)| i)
+    }
+}
+
+impl TryFrom<&SubsetConfig> for Subset {
+    type Error = ConfigError;
+
+    /// A subset balancer with the inner policy `cfg` names.
+    ///
+    /// # Errors
+    /// An empty label, an unknown inner policy or a bad inner config (at
+    /// `inner.config.<field>`).
+    fn try_from(cfg: &SubsetConfig) -> Result<Self, ConfigError> {
+        if cfg.zone_label.is_empty() {
+            return Err(ConfigError::invalid("zone_label", "must not be empty"));
+        }
+        if cfg.group_label.is_empty() {
+            return Err(ConfigError::invalid("group_label", "must not be empty"));
+        }
+        // Built once here so that a bad inner config is refused now.
+        inner_balancer(&cfg.inner).map_err(|e| e.within("inner"))?;
+        let inner = cfg.inner.clone();
+        Ok(Self::new(cfg, move || {
+            inner_balancer(&inner).unwrap_or_else(|_| Arc::new(RoundRobin::default()))
+        }))
     }
 }
 

@@ -5,19 +5,21 @@ use super::*;
 const YAML: &str = r#"
 rules:
   - name: transfers
-    match: {headers: {type: transfer}}
+    match: {headers: [{name: type, value: {exact: transfer}}]}
     to: {group: Group_2}
   - name: canary
     match: {path: {prefix: /api/}, methods: [GET, POST]}
     to: {groups: [{name: stable, weight: 3}, {name: canary, weight: 1}]}
-  - match: {rpc: {service: com.example.Billing}}
+  - match: {rpc: {service: {exact: com.example.Billing}}}
     to: {cluster: billing_v2}
-  - match: {rpc: {service: com.example.Pay, method: refund}, headers: {x-app: shop}}
+  - match:
+      rpc: {service: {suffix: .Pay}, method: {regex: "ref(und|ill)"}}
+      headers: [{name: x-app, value: {exact: shop}}, {name: x-debug, invert: true}]
     to: {clusters: [{name: a, weight: 1}, {name: billing_v2, weight: 1}]}
 "#;
 
 fn set() -> RuleSet {
-    let cfg: SteeringConfig = serde_yaml::from_str(YAML).unwrap();
+    let cfg: SteeringConfig = proxy_core::config::from_yaml(YAML).unwrap();
     RuleSet::new(&cfg, |c| c == "billing_v2" || c == "a").unwrap()
 }
 
@@ -104,15 +106,35 @@ fn rpc_rules_redirect_interfaces() {
             &Method::POST,
             "/",
             &h,
+            Some(("com.example.Pay", "refill"))
+        )),
+        Some(3)
+    );
+    assert_eq!(
+        s.find(&view(
+            &Method::POST,
+            "/",
+            &h,
             Some(("com.example.Pay", "pay"))
         )),
         None
     );
     assert_eq!(s.find(&view(&Method::POST, "/", &h, None)), None);
+    h.insert("x-debug", "1".parse().unwrap());
+    assert_eq!(
+        s.find(&view(
+            &Method::POST,
+            "/",
+            &h,
+            Some(("com.example.Pay", "refund"))
+        )),
+        None,
+        "an inverted header match"
+    );
 }
 
 fn err(yaml: &str) -> String {
-    match serde_yaml::from_str::<SteeringConfig>(yaml) {
+    match proxy_core::config::from_yaml::<SteeringConfig>(yaml) {
         Ok(cfg) => RuleSet::new(&cfg, |c| c == "known")
             .unwrap_err()
             .to_string(),
@@ -123,8 +145,13 @@ fn err(yaml: &str) -> String {
 #[test]
 fn bad_rules_are_refused_naming_the_field() {
     assert!(err("rules: []").starts_with("rules: at least one rule"));
-    assert!(err("rules: [{match: {}, to: {}}]").starts_with("rules[0].to: give exactly one"));
-    assert!(err("rules: [{match: {}, to: {group: a, cluster: known}}]").starts_with("rules[0].to:"));
+    assert!(err("rules: [{match: {}, to: {}}]").starts_with("rules[0].to: "));
+    assert!(err("rules: [{match: {}, to: {group: a, cluster: known}}]").starts_with("rules[0].to"));
+    assert!(
+        err("rules: [{match: {headers: {type: transfer}}, to: {group: g}}]")
+            .starts_with("rules[0].match.headers: "),
+        "the old map of headers is refused"
+    );
     assert!(err("rules: [{match: {}, to: {groups: []}}]")
         .starts_with("rules[0].to.groups: must not be empty"));
     assert!(err("rules: [{match: {}, to: {cluster: nope}}]")
@@ -134,12 +161,20 @@ fn bad_rules_are_refused_naming_the_field() {
     )
     .starts_with("rules[0].to.clusters[1].name: unknown cluster x"));
     assert!(
-        err("rules: [{match: {headers: {\"bad name\": x}}, to: {group: g}}]")
-            .starts_with("rules[0].match.headers.bad name")
+        err("rules: [{match: {headers: [{name: \"bad name\"}]}, to: {group: g}}]")
+            .starts_with("rules[0].match.headers[0].name: ")
+    );
+    assert_eq!(
+        err("rules: [{match: {path: {prefix: api}}, to: {group: g}}]"),
+        "rules[0].match.path.prefix: \"api\" must start with /"
     );
     assert!(
-        err("rules: [{match: {path: {prefix: api}}, to: {group: g}}]")
-            .starts_with("rules[0].match.path")
+        err("rules: [{match: {rpc: {service: {regex: \"(\"}}}, to: {group: g}}]")
+            .starts_with("rules[0].match.rpc.service")
+    );
+    assert!(
+        err("rules: [{match: {methods: [\"G T\"]}, to: {group: g}}]")
+            .starts_with("rules[0].match.methods[0]: ")
     );
     assert!(err("rules: [{match: {rpc: {}}, to: {group: g}}]").starts_with("rules[0].match.rpc"));
     assert!(err("rules: [{match: {}, to: {groups: [{name: a, weight: 0}]}}]").contains("nonzero"));
@@ -188,10 +223,7 @@ mod subset_balancer {
             fallback,
             ..SubsetConfig::default()
         };
-        Subset::new(
-            &cfg,
-            || Arc::new(proxy_core::cluster::RoundRobin::default()),
-        )
+        Subset::new(&cfg, || Arc::new(crate::round_robin::RoundRobin::default()))
     }
 
     fn set() -> Arc<[Arc<Endpoint>]> {
@@ -252,6 +284,35 @@ mod subset_balancer {
         assert!(
             !got.contains(&None) && !got.contains(&Some(1)) && !got.contains(&Some(3)),
             "{got:?}"
+        );
+    }
+
+    #[test]
+    fn inner_policies_are_built_from_their_config() {
+        let subset = |yaml: &str| {
+            let cfg: SubsetConfig = proxy_core::config::from_yaml(yaml).unwrap();
+            Subset::try_from(&cfg)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(subset("{}").is_ok());
+        assert!(subset("{inner: least_request, fallback: any}").is_ok());
+        assert!(subset("{inner: {typed: maglev, config: {hash_policy: [source_ip]}}}").is_ok());
+        assert_eq!(
+            subset("{inner: {typed: maglev, config: {hash_policy: [source_ip], table_size: 10}}}"),
+            Err("inner.config.table_size: 10 is not prime".into())
+        );
+        assert_eq!(
+            subset("{inner: {typed: least_request, config: {choice_count: x}}}")
+                .map_err(|e| e.split(':').next().map(str::to_owned)),
+            Err(Some("inner.config.choice_count".into()))
+        );
+        assert!(subset("{inner: p2c}")
+            .unwrap_err()
+            .starts_with("inner.typed: unknown inner policy \"p2c\""));
+        assert_eq!(
+            subset("{zone_label: \"\"}"),
+            Err("zone_label: must not be empty".into())
         );
     }
 
@@ -353,9 +414,9 @@ mod layer {
 
     #[tokio::test]
     async fn rpc_interfaces_are_redirected_and_counted() {
-        let cfg: SteeringConfig = serde_yaml::from_str(
-            "rules: [{name: pay, match: {rpc: {service: com.example.Pay, method: refund}}, to: {cluster: refunds}},
-                     {name: rest, match: {rpc: {service: com.example.Pay}}, to: {group: Group_2}}]",
+        let cfg: SteeringConfig = proxy_core::config::from_yaml(
+            "rules: [{name: pay, match: {rpc: {service: {exact: com.example.Pay}, method: {exact: refund}}}, to: {cluster: refunds}},
+                     {name: rest, match: {rpc: {service: {exact: com.example.Pay}}}, to: {group: Group_2}}]",
         )
         .unwrap();
         let counters = Arc::new(SteeringCounters::default());

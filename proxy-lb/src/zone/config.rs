@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeMap, num::NonZeroU32};
 
+use proxy_core::matcher::Header;
 use serde::{Deserialize, Serialize};
 
 /// `http_filters[].config` of `typed: zone_routing`.
@@ -15,8 +16,8 @@ use serde::{Deserialize, Serialize};
 ///   - {name: z3, data_centre: dc2, city: hangzhou}
 ///   - {name: z4, data_centre: dc3, city: shanghai}
 /// remote_clusters: {dc2: dc2_proxies, dc3: dc3_proxies}
-/// uid: {header: x-uid}
-/// shards:
+/// uid:
+///   source: {header: x-uid}     # or {cookie: uid}, {query: uid}
 ///   modulus: 100
 ///   ranges:
 ///     - {from: 0, to: 50, zone: z1}
@@ -36,12 +37,10 @@ pub struct ZoneRoutingConfig {
     /// Per remote data centre, the cluster of that data centre's proxies.
     #[serde(default)]
     pub remote_clusters: BTreeMap<String, String>,
-    /// Where the user id comes from; no uid mapping when absent.
-    #[serde(default)]
-    pub uid: Option<UidSource>,
-    /// Uid shard ranges mapped to zones.
-    #[serde(default)]
-    pub shards: Option<ShardConfig>,
+    /// The uid mapping: where the user id comes from and which zone its shard lives
+    /// in; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<UidConfig>,
     /// The zone cookie's name.
     #[serde(default = "default_cookie")]
     pub cookie: String,
@@ -49,7 +48,7 @@ pub struct ZoneRoutingConfig {
     /// request that carries it is served in the receiving data centre, never forwarded
     /// again, and gets no zone cookie.
     #[serde(default = "default_forward_header")]
-    pub forward_header: String,
+    pub forward_header: Header,
     /// When true, a zone cookie wins over the uid mapping. Default false: the uid
     /// (where the user's data lives) decides, the cookie serves requests without uid.
     #[serde(default)]
@@ -60,8 +59,8 @@ fn default_cookie() -> String {
     "zone".into()
 }
 
-fn default_forward_header() -> String {
-    "x-proxy-zone".into()
+fn default_forward_header() -> Header {
+    Header(http::HeaderName::from_static("x-proxy-zone"))
 }
 
 /// One zone.
@@ -83,26 +82,25 @@ fn default_weight() -> NonZeroU32 {
     NonZeroU32::MIN
 }
 
-/// Where a request's user id is read from: exactly one of the three.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UidSource {
-    /// A request header.
-    #[serde(default)]
-    pub header: Option<String>,
-    /// A cookie.
-    #[serde(default)]
-    pub cookie: Option<String>,
-    /// A query parameter.
-    #[serde(default)]
-    pub query: Option<String>,
+/// Where a request's user id is read from: a one-key map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum UidSource {
+    /// A request header: `{header: x-uid}`.
+    Header(Header),
+    /// A cookie: `{cookie: uid}`.
+    Cookie(String),
+    /// A query parameter: `{query: uid}`.
+    Query(String),
 }
 
-/// Uid shards: `shard = uid mod modulus` (numeric uids; others are hashed first), and
-/// half-open ranges `[from, to)` of shards mapped to zones.
+/// The uid mapping: `shard = uid mod modulus` (numeric uids; others are hashed
+/// first), and half-open ranges `[from, to)` of shards mapped to zones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ShardConfig {
+pub struct UidConfig {
+    /// Where the user id comes from.
+    pub source: UidSource,
     /// The number of shards.
     #[serde(default = "default_modulus")]
     pub modulus: NonZeroU32,

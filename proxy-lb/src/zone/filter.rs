@@ -13,12 +13,14 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{
+    config::UidSource,
     config::ZoneRoutingConfig,
     decide::{cookie_value, decide, query_value, ZoneInputs, ZoneSource},
     metrics::ZoneCounters,
-    topology::{invalid, Topology, ZoneConfigError},
+    topology::{invalid, Topology},
     TargetZone,
 };
+use crate::ConfigError;
 
 #[derive(Debug)]
 enum Uid {
@@ -73,14 +75,14 @@ impl ZoneRoutingLayer {
     /// `cluster(name)` finds a cluster.
     ///
     /// # Errors
-    /// A [`ZoneConfigError`] naming the field: a bad topology, an unknown
+    /// A [`ConfigError`] naming the field: a bad topology, an unknown
     /// `local_cluster` or remote cluster, a local zone with no endpoint in the local
-    /// cluster, a bad cookie or header name.
+    /// cluster, a bad cookie name.
     pub fn new(
         cfg: &ZoneRoutingConfig,
         cluster: impl Fn(&str) -> Option<Arc<Cluster>>,
         counters: Arc<ZoneCounters>,
-    ) -> Result<Self, ZoneConfigError> {
+    ) -> Result<Self, ConfigError> {
         let topo = Topology::new(cfg)?;
         let local = cluster(&cfg.local_cluster).ok_or_else(|| {
             invalid(
@@ -99,13 +101,7 @@ impl ZoneRoutingLayer {
                 format!("{:?} is not a cookie name", cfg.cookie),
             ));
         }
-        let forward_header =
-            HeaderName::from_bytes(cfg.forward_header.as_bytes()).map_err(|_| {
-                invalid(
-                    "forward_header",
-                    format!("{:?} is not a header name", cfg.forward_header),
-                )
-            })?;
+        let forward_header = cfg.forward_header.0.clone();
         for e in local.endpoints.iter() {
             if let Some(z) = e.label("zone") {
                 let known = topo.zone_id(z).is_some_and(|id| topo.zones()[id].local);
@@ -162,21 +158,11 @@ impl ZoneRoutingLayer {
                 set_cookie,
             });
         }
-        let uid = match &cfg.uid {
-            Some(u) => Some(match (&u.header, &u.cookie, &u.query) {
-                (Some(h), _, _) => {
-                    Uid::Header(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                        invalid("uid.header", format!("{h:?} is not a header name"))
-                    })?)
-                }
-                (None, Some(c), _) => Uid::Cookie(c.as_str().into()),
-                (None, None, Some(q)) => Uid::Query(q.as_str().into()),
-                (None, None, None) => {
-                    return Err(invalid("uid", "give one of header, cookie, query"))
-                }
-            }),
-            None => None,
-        };
+        let uid = cfg.uid.as_ref().map(|u| match &u.source {
+            UidSource::Header(h) => Uid::Header(h.0.clone()),
+            UidSource::Cookie(c) => Uid::Cookie(c.as_str().into()),
+            UidSource::Query(q) => Uid::Query(q.as_str().into()),
+        });
         Ok(Self {
             shared: Arc::new(Shared {
                 topo,

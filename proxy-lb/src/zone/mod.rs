@@ -17,12 +17,12 @@ mod topology;
 #[cfg(test)]
 mod tests;
 
-pub use config::{ShardConfig, ShardRange, UidSource, ZoneConfig, ZoneRoutingConfig};
+pub use config::{ShardRange, UidConfig, UidSource, ZoneConfig, ZoneRoutingConfig};
 pub use decide::{cookie_value, decide, query_value, ZoneDecision, ZoneInputs, ZoneSource};
 pub use filter::{ResponseFuture, ZoneRouting, ZoneRoutingLayer};
 pub use metrics::ZoneCounters;
 pub use registry::register;
-pub use topology::{uid_shard, FailoverStep, Topology, Zone, ZoneConfigError, ZoneId};
+pub use topology::{uid_shard, FailoverStep, Topology, Zone, ZoneId};
 
 /// The zone a request must be served in, put in the request extensions by the
 /// `zone_routing` filter; the `zone_aware` balancer picks among the endpoints whose

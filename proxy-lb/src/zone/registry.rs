@@ -16,15 +16,14 @@ use super::{
 /// # Example
 /// ```
 /// let mut registry = proxy_core::Registry::default();
-/// proxy_lb::register(&mut registry);
 /// proxy_lb::zone::register(&mut registry);
+/// assert!(registry.has_filter("zone_routing"));
 /// ```
 pub fn register(registry: &mut Registry) {
     registry.register_filter("zone_routing", |cfg, ctx| {
-        let cfg: ZoneRoutingConfig = crate::config::parse(cfg).map_err(|e| e.to_string())?;
+        let cfg: ZoneRoutingConfig = cfg.parse()?;
         let counters = ctx.metrics::<ZoneCounters>("lb/zone");
-        let layer = ZoneRoutingLayer::new(&cfg, |name| ctx.clusters.get(name).cloned(), counters)
-            .map_err(|e| e.to_string())?;
+        let layer = ZoneRoutingLayer::new(&cfg, |name| ctx.clusters.get(name).cloned(), counters)?;
         Ok(Arc::new(move |inner: BoxHttp| boxed(&layer, inner)))
     });
     registry.register_balancer("zone_aware", |cfg, _ctx| {

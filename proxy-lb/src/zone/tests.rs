@@ -12,8 +12,8 @@ zones:
   - {name: z4, data_centre: dc3, city: sh}
   - {name: z5, data_centre: dc2, city: hz}
 remote_clusters: {dc2: dc2_proxies, dc3: dc3_proxies}
-uid: {header: x-uid}
-shards:
+uid:
+  source: {header: x-uid}
   modulus: 100
   ranges:
     - {from: 0, to: 50, zone: z1}
@@ -22,7 +22,7 @@ shards:
 "#;
 
 fn cfg() -> ZoneRoutingConfig {
-    serde_yaml::from_str(YAML).unwrap()
+    proxy_core::config::from_yaml(YAML).unwrap()
 }
 
 fn topo() -> Topology {
@@ -37,26 +37,41 @@ fn err(mutate: impl FnOnce(&mut ZoneRoutingConfig)) -> String {
 
 #[test]
 fn config_parses_uid_sources() {
-    assert_eq!(cfg().uid.unwrap().header.as_deref(), Some("x-uid"));
-    let c: UidSource = serde_yaml::from_str("{cookie: uid}").unwrap();
-    assert_eq!(c.cookie.as_deref(), Some("uid"));
-    assert!(err(|c| c.uid.as_mut().unwrap().query = Some("u".into()))
-        .starts_with("uid: give exactly one"));
-    assert!(err(|c| c.shards = None).starts_with("shards:"));
+    assert_eq!(
+        cfg().uid.unwrap().source,
+        UidSource::Header(proxy_core::matcher::Header(http::HeaderName::from_static(
+            "x-uid"
+        )))
+    );
+    let c: UidSource = proxy_core::config::from_yaml("{cookie: uid}").unwrap();
+    assert_eq!(c, UidSource::Cookie("uid".into()));
+    let e = proxy_core::config::from_yaml::<UidSource>("{cookie: uid, query: u}").unwrap_err();
+    assert!(
+        e.to_string().contains("cookie") || e.to_string().contains("map"),
+        "{e}"
+    );
+    let e = proxy_core::config::from_yaml::<UidSource>("{header: \"a b\"}").unwrap_err();
+    assert_eq!(e.path, "header", "{e}");
+    assert!(
+        err(|c| c.uid.as_mut().unwrap().source = UidSource::Query(String::new()))
+            .starts_with("uid.source.query: must not be empty")
+    );
     assert_eq!(cfg().cookie, "zone");
+    assert_eq!(cfg().forward_header.0, "x-proxy-zone");
 }
 
 #[test]
 fn zero_weight_refused_by_serde() {
     let bad = YAML.replace("weight: 2", "weight: 0");
-    assert!(serde_yaml::from_str::<ZoneRoutingConfig>(&bad).is_err());
+    let e = proxy_core::config::from_yaml::<ZoneRoutingConfig>(&bad).unwrap_err();
+    assert_eq!(e.path, "zones[0].weight", "{e}");
 }
 
 #[test]
 fn bad_topologies_name_the_field() {
     assert!(
-        err(|c| c.shards.as_mut().unwrap().ranges[1].zone = "nope".into())
-            .starts_with("shards.ranges[1].zone: unknown zone nope")
+        err(|c| c.uid.as_mut().unwrap().ranges[1].zone = "nope".into())
+            .starts_with("uid.ranges[1].zone: unknown zone nope")
     );
     assert!(err(|c| c.zones[1].name = "z1".into()).starts_with("zones[1].name: duplicate"));
     assert!(err(|c| c.zones[2].city = "sh".into())
@@ -70,14 +85,13 @@ fn bad_topologies_name_the_field() {
     })
     .starts_with("remote_clusters.dc9: unknown data centre"));
     assert!(err(|c| c.local_data_centre = "dcx".into()).starts_with("local_data_centre"));
-    assert!(err(|c| c.shards.as_mut().unwrap().ranges[1].from = 40)
-        .starts_with("shards.ranges[1]: overlaps shards.ranges[0]"));
-    assert!(
-        err(|c| c.shards.as_mut().unwrap().ranges[2].to = 101).starts_with("shards.ranges[2].to")
-    );
+    assert!(err(|c| c.uid.as_mut().unwrap().ranges[1].from = 40)
+        .starts_with("uid.ranges[1]: overlaps uid.ranges[0]"));
+    assert!(err(|c| c.uid.as_mut().unwrap().ranges[2].to = 101).starts_with("uid.ranges[2].to"));
+    assert!(err(|c| c.uid.as_mut().unwrap().ranges.clear()).starts_with("uid.ranges: "));
     assert!(err(|c| c.zones.clear()).starts_with("zones:"));
     assert!(err(|c| c.zones[0].name = "a;b".into()).starts_with("zones[0].name"));
-    assert!(err(|c| c.uid = None).starts_with("uid:"));
+    assert!(Topology::new(&ZoneRoutingConfig { uid: None, ..cfg() }).is_ok());
 }
 
 #[test]

@@ -3,27 +3,11 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use super::config::{ShardConfig, ZoneRoutingConfig};
+use super::config::{UidConfig, UidSource, ZoneRoutingConfig};
+use crate::ConfigError;
 
-/// An error in the `zone_routing` config, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ZoneConfigError {
-    /// A field has a bad value.
-    #[error("{field}: {reason}")]
-    Invalid {
-        /// The field path, e.g. `zones[2].name`.
-        field: String,
-        /// Why the value is refused.
-        reason: String,
-    },
-}
-
-pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ZoneConfigError {
-    ZoneConfigError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(field, reason)
 }
 
 /// Index of a zone in [`Topology::zones`].
@@ -103,11 +87,12 @@ impl Topology {
     /// Validates the config's zones, data centres and shards.
     ///
     /// # Errors
-    /// A [`ZoneConfigError`] naming the first bad field: an empty zone list, a duplicate
+    /// A [`ConfigError`] naming the first bad field: an empty zone list, a duplicate
     /// zone, a data centre in two cities, an unknown zone in the shard ranges,
-    /// overlapping or out-of-range shards, a remote data centre without a proxy
-    /// cluster, or a `remote_clusters` entry for an unknown or the local data centre.
-    pub fn new(cfg: &ZoneRoutingConfig) -> Result<Self, ZoneConfigError> {
+    /// overlapping or out-of-range shards, an empty uid cookie or parameter name, a
+    /// remote data centre without a proxy cluster, or a `remote_clusters` entry for an
+    /// unknown or the local data centre.
+    pub fn new(cfg: &ZoneRoutingConfig) -> Result<Self, ConfigError> {
         if cfg.zones.is_empty() {
             return Err(invalid("zones", "at least one zone is required"));
         }
@@ -202,30 +187,11 @@ impl Topology {
             }
         }
         let shards = cfg
-            .shards
+            .uid
             .as_ref()
-            .map(|s| ShardMap::new(s, &by_name))
-            .transpose()?;
-        if let Some(uid) = &cfg.uid {
-            let given = [&uid.header, &uid.cookie, &uid.query]
-                .iter()
-                .filter(|v| v.is_some())
-                .count();
-            if given != 1 {
-                return Err(invalid("uid", "give exactly one of header, cookie, query"));
-            }
-            if let Some(h) = &uid.header {
-                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                    return Err(invalid("uid.header", format!("{h:?} is not a header name")));
-                }
-            }
-            if shards.is_none() {
-                return Err(invalid("shards", "a uid source needs shard ranges"));
-            }
-        }
-        if shards.is_some() && cfg.uid.is_none() {
-            return Err(invalid("uid", "shards are configured but no uid source"));
-        }
+            .map(|u| ShardMap::new(u, &by_name))
+            .transpose()
+            .map_err(|e| e.within("uid"))?;
         let mut total = 0u64;
         let cumulative = zones
             .iter()
@@ -323,28 +289,38 @@ fn is_cookie_value_byte(b: u8) -> bool {
 }
 
 impl ShardMap {
-    fn new(cfg: &ShardConfig, zones: &HashMap<Arc<str>, ZoneId>) -> Result<Self, ZoneConfigError> {
+    /// The map of `cfg`; errors name fields relative to `uid`.
+    fn new(cfg: &UidConfig, zones: &HashMap<Arc<str>, ZoneId>) -> Result<Self, ConfigError> {
+        match &cfg.source {
+            UidSource::Cookie(n) if n.is_empty() => {
+                return Err(invalid("source.cookie", "must not be empty"))
+            }
+            UidSource::Query(n) if n.is_empty() => {
+                return Err(invalid("source.query", "must not be empty"))
+            }
+            _ => {}
+        }
         let modulus = cfg.modulus.get();
         if cfg.ranges.is_empty() {
-            return Err(invalid("shards.ranges", "at least one range is required"));
+            return Err(invalid("ranges", "at least one range is required"));
         }
         let mut ranges = Vec::with_capacity(cfg.ranges.len());
         for (i, r) in cfg.ranges.iter().enumerate() {
             let Some(&zone) = zones.get(r.zone.as_str()) else {
                 return Err(invalid(
-                    format!("shards.ranges[{i}].zone"),
+                    format!("ranges[{i}].zone"),
                     format!("unknown zone {}", r.zone),
                 ));
             };
             if r.from >= r.to {
                 return Err(invalid(
-                    format!("shards.ranges[{i}]"),
+                    format!("ranges[{i}]"),
                     format!("from {} must be below to {}", r.from, r.to),
                 ));
             }
             if r.to > modulus {
                 return Err(invalid(
-                    format!("shards.ranges[{i}].to"),
+                    format!("ranges[{i}].to"),
                     format!("{} is beyond the modulus {modulus}", r.to),
                 ));
             }
@@ -354,8 +330,8 @@ impl ShardMap {
         for w in ranges.windows(2) {
             if w[1].0 < w[0].1 {
                 return Err(invalid(
-                    format!("shards.ranges[{}]", w[1].3),
-                    format!("overlaps shards.ranges[{}]", w[0].3),
+                    format!("ranges[{}]", w[1].3),
+                    format!("overlaps uid.ranges[{}]", w[0].3),
                 ));
             }
         }
