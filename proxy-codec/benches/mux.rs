@@ -13,7 +13,7 @@ use proxy_codec::{
     config::{ServerOptions, UpstreamOptions},
     Bolt, Protocol, RpcServer, RpcUpstream,
 };
-use proxy_core::{BoxHttp, Connection, HttpRequest, Stream};
+use proxy_core::{BoxHttp, Connection, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 const BATCH: u32 = 100;
@@ -82,14 +82,15 @@ fn mux(c: &mut Criterion) {
         .unwrap();
     let metrics = Arc::new(proxy_codec::metrics::CodecMetrics::default());
     let (mut client, batch) = rt.block_on(async {
-        let upstream = RpcUpstream::new(Bolt, UpstreamOptions::default(), metrics.clone());
-        let pool = upstream.client(|| async { Ok(upstream_stream()) });
-        let service = BoxHttp::new(tower::service_fn(move |req: HttpRequest| {
-            let pool = pool.clone();
-            async move { pool.send(req).await.map_err(proxy_core::BoxError::from) }
-        }));
+        let upstream = RpcUpstream::new(Bolt, UpstreamOptions::default())
+            .unwrap()
+            .with_metrics(metrics.clone());
+        // The pooled client is the request stack: a tower service of HTTP requests.
+        let service = BoxHttp::new(upstream.client(|| async { Ok(upstream_stream()) }));
         let (client, server) = tokio::io::duplex(1 << 20);
-        let srv = RpcServer::new(Bolt, ServerOptions::default(), metrics.clone());
+        let srv = RpcServer::new(Bolt, ServerOptions::default())
+            .unwrap()
+            .with_metrics(metrics.clone());
         tokio::spawn(async move {
             let conn = Connection {
                 stream: Stream::Boxed(Box::new(server)),

@@ -56,7 +56,7 @@ impl Protocol for Toy {
 
     fn frame_length(&self, buf: &[u8]) -> Result<Option<u64>, DecodeError> {
         // Read from the fixed header only: the machinery checks it against
-        // `max_frame_length` before buffering the rest.
+        // `max_frame_bytes` before buffering the rest.
         Ok(buf
             .get(..4)
             .map(|b| 4 + u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))))
@@ -226,7 +226,7 @@ listeners:
     address: 127.0.0.1:0
     protocol: toy
     protocol_options:
-      toy: {{ max_frame_length: 65536 }}
+      toy: {{ max_frame_bytes: 64KiB }}
     virtual_hosts:
       - name: all
         domains: ["*"]

@@ -23,25 +23,42 @@ impl RenderMetrics for CodecMetrics {
 /// Registers `name` (listener and upstream sides) for `protocol`: what [`register`]
 /// does for Bolt and Dubbo, and what a plug-in protocol of a user's does for itself.
 ///
+/// The factories parse `listeners[].protocol_options.<name>` as [`ServerOptions`] and
+/// `clusters[].protocol_options` as [`UpstreamOptions`] and call [`RpcServer::new`] /
+/// [`RpcUpstream::new`], the constructors code uses; errors name the field within
+/// the section.
+///
 /// ```
-/// let mut registry = proxy_core::Registry::default();
+/// use proxy_core::{config::Config, snapshot::Snapshot, Registry};
+///
+/// let mut registry = Registry::default();
 /// proxy_codec::register_protocol(&mut registry, "bolt", proxy_codec::Bolt);
+/// let config = Config::from_yaml(r#"
+/// listeners:
+///   - name: rpc
+///     address: 127.0.0.1:0
+///     protocol: bolt
+///     protocol_options:
+///       bolt: { max_frame_bytes: 0 }
+///     virtual_hosts: []
+/// clusters: []
+/// "#).unwrap();
+/// let err = Snapshot::build(config, &registry, None).unwrap_err();
+/// assert_eq!(err.path, "listeners[0].protocol_options.bolt.max_frame_bytes");
 /// ```
 pub fn register_protocol<P: Protocol + Clone>(registry: &mut Registry, name: &str, protocol: P) {
     let server = protocol.clone();
     registry.register_protocol(name, move |cfg, ctx| {
-        let options = ServerOptions::from_yaml(cfg)?;
+        let options: ServerOptions = cfg.parse()?;
         let metrics = ctx.metrics::<CodecMetrics>(METRICS_KEY);
-        Ok(Arc::new(RpcServer::new(server.clone(), options, metrics)))
+        let server = RpcServer::new(server.clone(), options)?.with_metrics(metrics);
+        Ok(Arc::new(server))
     });
     registry.register_upstream_protocol(name, move |cfg, ctx| {
-        let options = UpstreamOptions::from_yaml(cfg)?;
+        let options: UpstreamOptions = cfg.parse()?;
         let metrics = ctx.metrics::<CodecMetrics>(METRICS_KEY);
-        Ok(Arc::new(RpcUpstream::new(
-            protocol.clone(),
-            options,
-            metrics,
-        )))
+        let upstream = RpcUpstream::new(protocol.clone(), options)?.with_metrics(metrics);
+        Ok(Arc::new(upstream))
     });
 }
 

@@ -1,11 +1,15 @@
 //! Properties: encode then decode is the identity for every frame kind of Bolt and
-//! Dubbo; no input makes a decoder, the hessian2 reader or the sniffer panic.
+//! Dubbo; no input makes a decoder, the hessian2 reader or the sniffer panic; the
+//! options survive being written as YAML and read back.
 #![allow(clippy::unwrap_used)]
+
+use std::{num::NonZeroU32, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use proxy_codec::{
     bolt::{self, BoltFrame, BoltVersion},
+    config::{ServerOptions, UpstreamOptions},
     dubbo::{self, DubboFrame},
     hessian2::{Reader, Writer},
     sniff::detect,
@@ -176,6 +180,67 @@ fn write(w: &mut Writer, v: &Value, classes: &mut u32) {
                 write(w, f, classes);
             }
         }
+    }
+}
+
+fn duration() -> impl Strategy<Value = Option<Duration>> {
+    proptest::option::of((1u64..86_400_000_000_000).prop_map(Duration::from_nanos))
+}
+
+fn count() -> impl Strategy<Value = NonZeroU32> {
+    (1u32..=u32::MAX).prop_map(|n| NonZeroU32::new(n).unwrap())
+}
+
+fn size() -> impl Strategy<Value = proxy_core::config::ByteSize> {
+    (1u64..=u64::MAX).prop_map(proxy_core::config::ByteSize)
+}
+
+fn server_options() -> impl Strategy<Value = ServerOptions> {
+    (size(), count(), duration(), duration()).prop_map(
+        |(max_frame_bytes, max_in_flight, idle_timeout, frame_timeout)| ServerOptions {
+            max_frame_bytes,
+            max_in_flight,
+            idle_timeout,
+            frame_timeout,
+        },
+    )
+}
+
+fn upstream_options() -> impl Strategy<Value = UpstreamOptions> {
+    (count(), size(), count(), duration(), duration()).prop_map(
+        |(
+            connections_per_endpoint,
+            max_frame_bytes,
+            max_in_flight,
+            request_timeout,
+            heartbeat_interval,
+        )| {
+            UpstreamOptions {
+                connections_per_endpoint,
+                max_frame_bytes,
+                max_in_flight,
+                request_timeout,
+                heartbeat_interval,
+            }
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn server_options_round_trip_through_yaml(o in server_options()) {
+        let yaml = proxy_core::config::to_yaml(&o).unwrap();
+        let back: ServerOptions = proxy_core::config::from_yaml(&yaml).unwrap();
+        prop_assert_eq!(&back, &o, "{}", yaml);
+        prop_assert!(back.validate().is_ok());
+    }
+
+    #[test]
+    fn upstream_options_round_trip_through_yaml(o in upstream_options()) {
+        let yaml = proxy_core::config::to_yaml(&o).unwrap();
+        let back: UpstreamOptions = proxy_core::config::from_yaml(&yaml).unwrap();
+        prop_assert_eq!(&back, &o, "{}", yaml);
+        prop_assert!(back.validate().is_ok());
     }
 }
 

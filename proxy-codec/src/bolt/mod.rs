@@ -29,7 +29,42 @@ use crate::{
     sniff::{sniff_bolt, Sniff},
 };
 
-/// The Bolt protocol (v1 and v2).
+/// The Bolt protocol (v1 and v2): a [`Protocol`], served with [`crate::RpcServer`]
+/// and spoken to upstreams with [`crate::RpcUpstream`].
+///
+/// # Example
+///
+/// A call built from an `http::Request`, encoded and decoded as the wire carries it
+/// (v2 with its CRC32), and mapped back onto the request routes and filters see:
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use proxy_codec::{bolt, Bolt, Protocol, RpcInfo};
+///
+/// # fn main() -> Result<(), proxy_core::BoxError> {
+/// let req = http::Request::post("/com.example.Echo:1.0/echo")
+///     .header("x-trace", "t1")
+///     .body(())?;
+/// let mut frame = Bolt.request_from_http(req.into_parts().0, Bytes::from_static(b"payload"))?;
+/// frame.version = bolt::BoltVersion::V2 { version: 2, switch: bolt::SWITCH_CRC };
+/// frame.request_id = 1;
+///
+/// let mut wire = BytesMut::new();
+/// Bolt.encode(&frame, &mut wire)?;
+/// assert_eq!(Bolt.frame_length(&wire)?, Some(wire.len() as u64));
+/// let decoded = Bolt.decode(wire.freeze())?;
+/// assert_eq!(decoded, frame);
+///
+/// let req = Bolt.request_to_http(decoded)?;
+/// assert_eq!(req.uri().path(), "/com.example.Echo:1.0/echo");
+/// assert_eq!(req.headers()["x-trace"], "t1");
+/// let info = req.extensions().get::<bolt::BoltRequestInfo>().expect("bolt fields");
+/// assert_eq!(info.request_id, 1);
+/// let rpc = req.extensions().get::<RpcInfo>().expect("neutral rpc facts");
+/// assert_eq!((&*rpc.service, &*rpc.method), ("com.example.Echo:1.0", "echo"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bolt;
 

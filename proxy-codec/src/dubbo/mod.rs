@@ -34,7 +34,44 @@ use crate::{
     sniff::{sniff_dubbo, Sniff},
 };
 
-/// The Dubbo protocol.
+/// The Dubbo protocol: a [`Protocol`], served with [`crate::RpcServer`] and spoken to
+/// upstreams with [`crate::RpcUpstream`].
+///
+/// # Example
+///
+/// A hessian2 invocation framed, encoded and decoded as the wire carries it, and
+/// mapped onto the request routes and filters see (attachments as headers):
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use proxy_codec::{dubbo, hessian2::Writer, Dubbo, Protocol};
+///
+/// # fn main() -> Result<(), proxy_core::BoxError> {
+/// let mut body = Writer::new();
+/// body.string("2.0.2").string("org.example.Greeter").string("1.0.0").string("hello")
+///     .string("Ljava/lang/String;").string("world")
+///     .string_map([("path", "org.example.Greeter"), ("tenant", "gold")]);
+/// let frame = dubbo::DubboFrame {
+///     flags: dubbo::FLAG_REQUEST | dubbo::FLAG_TWO_WAY | dubbo::HESSIAN2,
+///     status: 0,
+///     request_id: 9,
+///     body: Bytes::from(body.into_bytes()),
+/// };
+///
+/// let mut wire = BytesMut::new();
+/// Dubbo.encode(&frame, &mut wire)?;
+/// assert_eq!(Dubbo.frame_length(&wire)?, Some(wire.len() as u64));
+/// let decoded = Dubbo.decode(wire.freeze())?;
+/// assert_eq!(decoded, frame);
+///
+/// let req = Dubbo.request_to_http(decoded)?;
+/// assert_eq!(req.uri().path(), "/org.example.Greeter/hello");
+/// assert_eq!(req.headers()["tenant"], "gold");
+/// let info = req.extensions().get::<dubbo::DubboRequestInfo>().expect("dubbo fields");
+/// assert_eq!((info.request_id, info.service_version.as_str()), (9, "1.0.0"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Dubbo;
 

@@ -1,9 +1,10 @@
 //! The Hessian 2.0 draft dialect (hessian.js 1.x, which sofa-bolt-node encodes
 //! `SofaRequest` with): skipping any of its values.
 
-use super::reader::{HessianError, Reader};
-
-type Result<T> = std::result::Result<T, HessianError>;
+use super::{
+    error::{HessianError, Result},
+    reader::Reader,
+};
 
 impl Reader<'_> {
     /// Skips one draft-dialect value whose nesting depth is `depth`.

@@ -29,10 +29,15 @@
 //! ```
 
 mod draft;
+mod error;
+mod maps;
 mod reader;
+mod skip;
 #[cfg(test)]
 mod tests;
 mod writer;
 
-pub use reader::{HessianError, MapEntry, Reader, MAX_DEPTH};
+pub use error::HessianError;
+pub use maps::MapEntry;
+pub use reader::{Reader, MAX_DEPTH};
 pub use writer::Writer;

@@ -14,16 +14,21 @@
 use std::{
     fmt,
     future::Future,
+    net::SocketAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering::Relaxed},
         Arc,
     },
+    task::{Context, Poll},
 };
 
 use arc_swap::ArcSwapOption;
-use proxy_core::{Body, HttpRequest, HttpResponse, ProxyError, Stream};
+use proxy_core::{
+    protocol::BoxFuture, Body, BoxError, HttpRequest, HttpResponse, ProxyError, Stream,
+};
 use tokio::sync::{mpsc, oneshot};
+use tower_service::Service;
 
 use super::{
     collect,
@@ -40,6 +45,9 @@ const QUEUE: usize = 1024;
 
 /// Opens a byte stream to one upstream endpoint (TCP, the cluster's transport, the
 /// connect timeout).
+///
+/// Implemented by closures returning a stream, and by [`SocketAddr`] (plain TCP, no
+/// delay).
 pub trait Connect: Send + Sync + 'static {
     /// Opens a new stream.
     fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Stream, ProxyError>> + Send>>;
@@ -52,6 +60,19 @@ where
 {
     fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Stream, ProxyError>> + Send>> {
         Box::pin(self())
+    }
+}
+
+impl Connect for SocketAddr {
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Stream, ProxyError>> + Send>> {
+        let addr = *self;
+        Box::pin(async move {
+            let s = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|source| ProxyError::Connect { addr, source })?;
+            let _ = s.set_nodelay(true);
+            Ok(Stream::Tcp(s))
+        })
     }
 }
 
@@ -77,7 +98,55 @@ struct Inner<P: Protocol> {
     next: AtomicUsize,
 }
 
-/// A multiplexed client for one upstream endpoint.
+/// A multiplexed client for one upstream endpoint, from [`crate::RpcUpstream::client`]:
+/// a `tower` service of `http::Request`s (cheap to clone; clones share the
+/// connections), always ready (requests past `max_in_flight` wait inside).
+///
+/// # Example
+///
+/// A Dubbo endpoint on 127.0.0.1 (an [`crate::RpcServer`]) called over TCP by its
+/// address, the call made from an `http::Request` whose body is a hessian2
+/// invocation.
+///
+/// ```
+/// use http_body_util::BodyExt;
+/// use proxy_codec::{
+///     config::{ServerOptions, UpstreamOptions}, dubbo, hessian2::Writer, Dubbo, RpcServer,
+///     RpcUpstream,
+/// };
+/// use proxy_core::{BoxError, BoxHttp, HttpRequest, HttpResponse};
+/// use tower::{service_fn, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let endpoint = RpcServer::new(Dubbo, ServerOptions::default())?;
+/// tokio::spawn(async move {
+///     let app = BoxHttp::new(service_fn(|req: HttpRequest| async move {
+///         let mut value = Writer::new();
+///         value.int(dubbo::RESPONSE_VALUE).string(&format!("hello from {}", req.uri().path()));
+///         Ok::<_, BoxError>(HttpResponse::new(value.into_bytes().into()))
+///     }));
+///     while let Ok((tcp, _)) = listener.accept().await {
+///         let (endpoint, app) = (endpoint.clone(), app.clone());
+///         tokio::spawn(async move { endpoint.serve_stream(tcp, app, std::future::pending()).await });
+///     }
+/// });
+///
+/// let client = RpcUpstream::new(Dubbo, UpstreamOptions::default())?.client(addr);
+/// let mut call = Writer::new();
+/// call.string("2.0.2").string("org.example.Greeter").string("1.0.0").string("hello")
+///     .string("Ljava/lang/String;").string("world")
+///     .string_map([("path", "org.example.Greeter")]);
+/// let req = http::Request::post("/org.example.Greeter/hello").body(call.into_bytes().into())?;
+/// let resp = client.oneshot(req).await?;
+/// assert_eq!(resp.extensions().get::<dubbo::DubboResponseInfo>().map(|i| i.status), Some(dubbo::status::OK));
+/// let body = resp.into_body().collect().await?.to_bytes();
+/// assert!(body.ends_with(b"hello from /org.example.Greeter/hello"));
+/// # Ok(())
+/// # }
+/// ```
 pub struct MuxClient<P: Protocol> {
     inner: Arc<Inner<P>>,
 }
@@ -107,8 +176,8 @@ fn closed(request_sent: bool) -> ProxyError {
 }
 
 impl<P: Protocol> MuxClient<P> {
-    /// A client for the endpoint `connect` opens streams to.
-    pub fn new(
+    /// A client for the endpoint `connect` opens streams to, with validated options.
+    pub(crate) fn new(
         protocol: Arc<P>,
         connect: impl Connect,
         options: UpstreamOptions,
@@ -146,7 +215,7 @@ impl<P: Protocol> MuxClient<P> {
     pub async fn send(&self, req: HttpRequest) -> Result<HttpResponse, ProxyError> {
         let inner = &*self.inner;
         let proto = &*inner.protocol;
-        let max_frame = inner.options.max_frame_length.get() as usize;
+        let max_frame = inner.options.max_frame_bytes.as_usize();
         let (parts, body) = req.into_parts();
         let own_timeout = proto.timeout(&parts);
         let body = collect(body, max_frame)
@@ -233,9 +302,9 @@ impl<P: Protocol> MuxClient<P> {
         let task = ConnTask {
             protocol: inner.protocol.clone(),
             metrics: inner.metrics.clone(),
-            max_frame: inner.options.max_frame_length.get() as usize,
+            max_frame: inner.options.max_frame_bytes.as_usize(),
             max_in_flight: inner.options.max_in_flight.get() as usize,
-            heartbeat: inner.options.heartbeat_interval.filter(|d| !d.is_zero()),
+            heartbeat: inner.options.heartbeat_interval,
         };
         match stream {
             Stream::Tcp(s) => {
@@ -254,5 +323,21 @@ impl<P: Protocol> MuxClient<P> {
         let handle = Arc::new(Handle { tx });
         slot.conn.store(Some(handle.clone()));
         Ok(handle)
+    }
+}
+
+impl<P: Protocol> Service<HttpRequest> for MuxClient<P> {
+    type Response = HttpResponse;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<HttpResponse, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Requests wait for a connection slot inside `send`.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.send(req).await.map_err(BoxError::from) })
     }
 }

@@ -1,11 +1,12 @@
-//! The generic machinery over a [`crate::Protocol`]: a downstream server that serves many
-//! concurrent requests on one connection ([`server`]) and a pooled, multiplexed
-//! upstream client ([`client`]).
+//! The generic machinery over a [`crate::Protocol`]: the downstream connection loop
+//! behind [`crate::RpcServer`], serving many concurrent requests on one connection,
+//! and the pooled, multiplexed upstream client behind [`crate::RpcUpstream`]
+//! ([`MuxClient`]).
 
-pub mod client;
+pub(crate) mod client;
 mod connection;
 mod frames;
-pub mod server;
+pub(crate) mod server;
 
 use std::borrow::Cow;
 
@@ -15,9 +16,7 @@ use http_body_util::BodyExt;
 use proxy_core::{Body, BoxError, ProxyError};
 
 pub use self::client::{Connect, MuxClient};
-#[allow(unused_imports)]
 pub(crate) use self::frames::next_frame;
-pub use self::server::serve_connection;
 
 use crate::protocol::Failure;
 

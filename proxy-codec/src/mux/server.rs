@@ -37,27 +37,28 @@ struct Done<M> {
 type InFlight<M> = Pin<Box<dyn Future<Output = Done<M>> + Send>>;
 
 /// What the connection loop needs besides the stream.
-pub struct ServeParams<'a, P: Protocol> {
+pub(crate) struct ServeParams<'a, P: Protocol> {
     /// The protocol.
-    pub protocol: &'a P,
+    pub(crate) protocol: &'a P,
     /// The listener's options for it.
-    pub options: &'a ServerOptions,
+    pub(crate) options: &'a ServerOptions,
     /// Its counters.
-    pub counters: &'a Counters,
+    pub(crate) counters: &'a Counters,
     /// Copied into every request's extensions (connection facts: peer, TLS).
-    pub extensions: http::Extensions,
-    /// Closes a connection with nothing in flight and no bytes for this long.
-    pub idle_timeout: Option<Duration>,
+    pub(crate) extensions: http::Extensions,
+    /// Closes a connection with nothing in flight and no bytes for this long (the
+    /// options' value, else the listener's default).
+    pub(crate) idle_timeout: Option<Duration>,
     /// Closes a connection whose started frame is not complete after this long
     /// (slow-peer defence).
-    pub frame_timeout: Option<Duration>,
+    pub(crate) frame_timeout: Option<Duration>,
 }
 
 /// Serves one downstream connection until the peer closes it, a malformed frame ends
 /// it, or `drain` resolves (then in-flight requests finish and it closes).
 ///
 /// `prefix` holds bytes already read from the connection (by sniffing).
-pub async fn serve_connection<P, R, W, D>(
+pub(crate) async fn serve_connection<P, R, W, D>(
     params: ServeParams<'_, P>,
     mut rd: R,
     mut wr: W,
@@ -79,7 +80,7 @@ pub async fn serve_connection<P, R, W, D>(
         frame_timeout,
     } = params;
     Counters::inc(&counters.downstream_connections);
-    let max_frame = options.max_frame_length.get() as usize;
+    let max_frame = options.max_frame_bytes.as_usize();
     let max_in_flight = options.max_in_flight.get() as usize;
     let mut rbuf = BytesMut::with_capacity(8192.max(prefix.len()));
     rbuf.extend_from_slice(&prefix);
@@ -88,8 +89,6 @@ pub async fn serve_connection<P, R, W, D>(
     let mut reading = true;
     let mut draining = false;
     let mut drain = std::pin::pin!(drain);
-    let idle_timeout = options.idle_timeout.or(idle_timeout);
-    let frame_timeout = options.frame_timeout.or(frame_timeout);
     let far = Duration::from_secs(86_400 * 365);
     let mut timer = std::pin::pin!(tokio::time::sleep(far));
     let mut last_activity = Instant::now();

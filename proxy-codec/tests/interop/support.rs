@@ -1,637 +1,469 @@
-//! Shared helpers of `interop_bolt.rs` and `interop_dubbo.rs`: the third-party Node
-//! peers (installed by `scripts/deps/proxy-codec.sh`) as child processes, and the
-//! proxy run in-process with `proxy_codec::register`.
+//! One scenario set for every RPC protocol, run against real third-party peers through
+//! the proxy (in-process, `proxy_codec::register`): each scenario is an async function
+//! taking the protocol's peer driver ([`Peers`]), and `tests/interop.rs` runs it once
+//! per protocol (Bolt: sofa-rpc-node's client and server over Bolt v1 and v2 with
+//! and without CRC; Dubbo: dubbo2.js and PyPI dubbo-ssl-python calling sofa-rpc-node's
+//! server through js-remoting-for-apache-dubbo). What differs between protocols (the
+//! programs, their reports, fixtures, statuses) is the driver's (`driver.rs`).
 //!
-//! Every child is killed when its handle drops; every wait has a deadline.
+//! Scenarios that need the peers print `SKIPPED:` and pass without them
+//! (`scripts/deps/proxy-codec.sh` installs them); the captured-frame scenarios need
+//! nothing.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)]
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
+#[path = "driver.rs"]
+mod driver;
+#[path = "peers.rs"]
+mod peers;
+#[path = "proxy.rs"]
+mod proxy;
+#[path = "wire.rs"]
+mod wire;
+
+use std::time::{Duration, Instant};
+
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+pub(crate) use self::driver::{Client, Peers, Phases, Proto};
+use self::{
+    peers::Report,
+    proxy::{
+        cluster, config, http_get, http_upstream, listener, route, route_regex, route_with_timeout,
+        Proxy,
+    },
+    wire::{closed_port, frame_id, read_frame, replay_upstream, silent_upstream, with_id},
 };
 
-use proxy_core::{config::Config, Registry, Server};
-use serde_json::Value;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines},
-    process::{Child, ChildStdout, Command},
-};
-
-/// The limit on every test body.
+/// The limit on every scenario.
 pub(crate) const TEST_LIMIT: Duration = Duration::from_secs(90);
 
-/// Where the interop programs live.
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+const ECHO: &str = "com.example.EchoService";
+const OTHER: &str = "com.example.OtherService";
+
+/// A listener of `p` routing the echo and other services to one cluster of `servers`.
+fn one_cluster(p: Proto, servers: &[String]) -> String {
+    let name = format!("{}_servers", p.name());
+    let routes = route(ECHO, &name) + &route(OTHER, &name);
+    config(
+        &[listener(p.name(), p.name(), &routes)],
+        &[cluster(&name, p.name(), servers)],
+    )
 }
 
-/// Where `scripts/deps/proxy-codec.sh` installs (node_modules/, python/).
-fn deps_dir() -> PathBuf {
-    std::env::var_os("PROXY_CODEC_NODE_DEPS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            // A relative CARGO_TARGET_DIR is relative to the workspace root, where the
-            // deps script runs; tests run in the package directory.
-            std::env::var_os("CARGO_TARGET_DIR").map(|t| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("..")
-                    .join(t)
-                    .join("test-deps/proxy-codec")
-            })
-        })
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-deps/proxy-codec")
-        })
-}
-
-/// Node and the installed packages, or `None` after a loud `SKIPPED:` line.
-#[derive(Debug, Clone)]
-pub(crate) struct Node {
-    modules: PathBuf,
-}
-
-impl Node {
-    /// Finds node and the node_modules `scripts/deps/proxy-codec.sh` installs.
-    pub(crate) fn find(test: &str) -> Option<Self> {
-        let modules = deps_dir().join("node_modules");
-        let node_ok = std::process::Command::new("node")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !node_ok {
-            eprintln!("SKIPPED: {test}: node is not installed (run scripts/deps/proxy-codec.sh)");
-            return None;
-        }
-        for pkg in [
-            "sofa-rpc-node",
-            "sofa-bolt-node",
-            "dubbo2.js",
-            "js-remoting-for-apache-dubbo",
-        ] {
-            if !modules.join(pkg).is_dir() {
-                eprintln!(
-                    "SKIPPED: {test}: npm package {pkg} missing in {} (run scripts/deps/proxy-codec.sh)",
-                    modules.display()
-                );
-                return None;
-            }
-        }
-        Some(Self { modules })
-    }
-
-    fn command(&self, script: &str) -> Command {
-        let mut cmd = Command::new("node");
-        cmd.arg(interop_dir().join(script))
-            .env("NODE_PATH", &self.modules)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Starts `server.js` and waits for its port.
-    pub(crate) async fn server(&self, protocol: &str, name: &str, extra: &[&str]) -> NodeServer {
-        let mut child = self
-            .command("server.js")
-            .args(["--protocol", protocol, "--name", name])
-            .args(extra)
-            .spawn()
-            .expect("spawn node server.js");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("{protocol} server {name} did not start in 20 s"))
-            .unwrap()
-            .unwrap_or_default();
-        let port = line
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.trim().parse::<u16>().ok())
-            .unwrap_or_else(|| panic!("{protocol} server {name} printed {line:?}"));
-        NodeServer {
-            child,
-            port,
-            name: name.to_owned(),
+/// A no-route call was answered with an error, promptly, not a timeout.
+fn assert_prompt_error(client: Client, report: &Report) {
+    if let Some(err) = report.json["unknown"]["error"].as_str() {
+        for marker in client.proxy_failure_markers() {
+            assert!(!err.contains(marker), "no-route call failed: {err}");
         }
     }
-
-    /// Runs a client program to its end and returns its JSON report.
-    pub(crate) async fn client(&self, script: &str, target: &str, args: &[&str]) -> Report {
-        self.spawn_client(script, target, args).finish().await
-    }
-
-    /// Starts a client program; read its output with [`RunningClient`].
-    pub(crate) fn spawn_client(&self, script: &str, target: &str, args: &[&str]) -> RunningClient {
-        let mut child = self
-            .command(script)
-            .args(["--target", target])
-            .args(args)
-            .spawn()
-            .expect("spawn node client");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        RunningClient {
-            child,
-            lines,
-            what: format!("{script} {}", args.join(" ")),
-        }
-    }
+    assert!(
+        report.num("/unknown/ms") < 3000,
+        "no-route answer took too long: {}",
+        report.json
+    );
 }
 
-/// dubbo-ssl-python (PyPI), or `None` after a loud `SKIPPED:` line.
-#[derive(Debug, Clone)]
-pub(crate) struct Python {
-    path: PathBuf,
-}
+// === scenarios ===
 
-impl Python {
-    /// Finds python3 and the packages `scripts/deps/proxy-codec.sh` installs.
-    pub(crate) fn find(test: &str) -> Option<Self> {
-        let path = deps_dir().join("python");
-        let ok = std::process::Command::new("python3")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!(
-                "SKIPPED: {test}: python3 is not installed (run scripts/deps/proxy-codec.sh)"
-            );
-            return None;
-        }
-        if !path.join("dubbo_ssl").is_dir() {
-            eprintln!(
-                "SKIPPED: {test}: PyPI dubbo-ssl-python missing in {} (run scripts/deps/proxy-codec.sh)",
-                path.display()
-            );
-            return None;
-        }
-        Some(Self { path })
-    }
-
-    /// Runs `dubbo_py_client.py` to its end and returns its JSON report.
-    pub(crate) async fn client(&self, target: &str, args: &[&str]) -> Report {
-        let mut child = Command::new("python3")
-            .arg(interop_dir().join("dubbo_py_client.py"))
-            .args(["--target", target])
-            .args(args)
-            .env("PYTHONPATH", &self.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn python3 dubbo_py_client.py");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        RunningClient {
-            child,
-            lines,
-            what: format!("dubbo_py_client.py {}", args.join(" ")),
-        }
-        .finish()
-        .await
-    }
-}
-
-/// A running `server.js`, killed on drop.
-#[derive(Debug)]
-pub(crate) struct NodeServer {
-    child: Child,
-    /// Its port on 127.0.0.1.
-    pub(crate) port: u16,
-    /// The name it answers `whoami` with.
-    pub(crate) name: String,
-}
-
-impl NodeServer {
-    /// `127.0.0.1:<port>`.
-    pub(crate) fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: the server dies with its connections open and calls in flight.
-    pub(crate) async fn kill(&mut self) {
-        self.child.kill().await.unwrap();
-    }
-}
-
-/// A client program still running.
-#[derive(Debug)]
-pub(crate) struct RunningClient {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    what: String,
-}
-
-impl RunningClient {
-    /// Waits for the client to print `marker` on a line of its own.
-    pub(crate) async fn wait_for_line(&mut self, marker: &str) {
-        let what = self.what.clone();
-        tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = self.lines.next_line().await.unwrap() {
-                if line.trim() == marker {
-                    return;
-                }
-            }
-            panic!("{what}: ended before printing {marker}");
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no {marker} line in 30 s"));
-    }
-
-    /// Waits for the end and parses the last line as the report.
-    pub(crate) async fn finish(mut self) -> Report {
-        let what = self.what.clone();
-        let mut last = String::new();
-        let run = async {
-            while let Some(line) = self.lines.next_line().await.unwrap() {
-                if !line.trim().is_empty() {
-                    last = line;
-                }
-            }
-            self.child.wait().await.unwrap()
+/// The peers themselves, with no proxy between them: when this fails, the Node or
+/// Python packages are broken, not the proxy. Every client of the protocol.
+pub(crate) async fn peers_work_directly(peers: &Peers) {
+    let Some(node) = peers.node() else { return };
+    let server = node.server(peers.proto.name(), "A", &[]).await;
+    let phases = Phases {
+        calls: 300,
+        concurrency: 50,
+        heartbeats: 2,
+        oneway: 1,
+        unknown: true,
+        big: 2,
+    };
+    let clients = [vec![peers.main_client()], peers.other_clients()].concat();
+    for client in clients {
+        let Some(report) = peers.run(&node, client, &server.addr(), &phases, &[]).await else {
+            continue;
         };
-        let status = tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .unwrap_or_else(|_| panic!("{what}: did not finish in 60 s"));
-        let json: Value = serde_json::from_str(&last).unwrap_or_else(|e| {
-            panic!("{what}: exit {status}, last line {last:?} is not JSON: {e}")
-        });
-        eprintln!("{what}: exit {status}: {json}");
-        Report {
-            json,
-            exit_ok: status.success(),
-            what,
+        report.assert_ok();
+        client.check(&report);
+        assert_eq!(report.num("/calls/ok"), 300, "{client:?}");
+    }
+}
+
+/// Two clients at once, each with many calls in flight on its one connection (and a
+/// few 100 kB arguments, so frames span many reads): every answer reaches its own
+/// caller (both clients number requests alike, so the proxy must rewrite ids on the
+/// shared upstream connection); heartbeats are answered; one-way requests pass
+/// without disturbing the connection; a service with no route gets the protocol's
+/// error answer, not a timeout.
+pub(crate) async fn calls_heartbeats_oneway_and_no_route(peers: &Peers) {
+    let Some(node) = peers.node() else { return };
+    let server = node.server(peers.proto.name(), "A", &[]).await;
+    let proxy = Proxy::start(&one_cluster(peers.proto, &[server.addr()]));
+    let target = proxy.addr(peers.proto.name());
+    let client = peers.main_client();
+    let phases = Phases {
+        calls: 1500,
+        concurrency: 100,
+        heartbeats: 5,
+        oneway: 3,
+        unknown: true,
+        big: 8,
+    };
+    let first = peers.spawn(&node, client, &target, &phases, &[]).unwrap();
+    let second = peers.spawn(&node, client, &target, &phases, &[]).unwrap();
+    for report in [first.finish().await, second.finish().await] {
+        report.assert_ok();
+        assert_eq!(report.num("/calls/ok"), 1500, "{}", report.json);
+        assert_eq!(report.num("/calls/mismatched"), 0);
+        assert_eq!(report.num("/big/ok"), 8, "{}", report.json);
+        assert_eq!(client.heartbeats_answered(&report), 5);
+        if let Some(follow_up) = report.json["heartbeats"].get("followUp") {
+            assert_eq!(follow_up, true, "{}", report.json);
         }
+        assert_eq!(report.json["oneway"]["followUp"], true);
+        assert_eq!(report.num("/connections"), 1);
+        assert_prompt_error(client, &report);
     }
 }
 
-/// A client's JSON report.
-#[derive(Debug)]
-pub(crate) struct Report {
-    /// The parsed line.
-    pub(crate) json: Value,
-    /// Whether the client exited 0 (all its own checks held).
-    pub(crate) exit_ok: bool,
-    what: String,
-}
-
-impl Report {
-    /// Panics with the whole report unless the client's own checks held.
-    pub(crate) fn assert_ok(&self) -> &Self {
-        assert!(
-            self.exit_ok && self.json["ok"] == Value::Bool(true),
-            "{}: {}",
-            self.what,
-            self.json
-        );
-        self
-    }
-
-    /// A number at a JSON pointer (`/calls/ok`).
-    pub(crate) fn num(&self, pointer: &str) -> u64 {
-        self.json
-            .pointer(pointer)
-            .and_then(Value::as_u64)
-            .unwrap_or_else(|| panic!("{}: no number at {pointer} in {}", self.what, self.json))
-    }
-
-    /// A string at a JSON pointer.
-    pub(crate) fn str(&self, pointer: &str) -> &str {
-        self.json
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("{}: no string at {pointer} in {}", self.what, self.json))
+/// The protocol's other clients through the proxy (Bolt v2 with and without CRC32;
+/// Dubbo: the Python client with its own hessian2 and threads): calls, heartbeats,
+/// one-way requests where the client has them, and a service with no route.
+pub(crate) async fn other_clients_through_proxy(peers: &Peers) {
+    let Some(node) = peers.node() else { return };
+    let server = node.server(peers.proto.name(), "A", &[]).await;
+    let proxy = Proxy::start(&one_cluster(peers.proto, &[server.addr()]));
+    let target = proxy.addr(peers.proto.name());
+    let phases = Phases {
+        calls: 500,
+        concurrency: 32,
+        heartbeats: 3,
+        oneway: 2,
+        unknown: true,
+        big: 0,
+    };
+    for client in peers.other_clients() {
+        let Some(report) = peers.run(&node, client, &target, &phases, &[]).await else {
+            continue;
+        };
+        report.assert_ok();
+        client.check(&report);
+        assert_eq!(report.num("/calls/ok"), 500, "{}", report.json);
+        assert_eq!(client.heartbeats_answered(&report), 3);
+        assert_eq!(report.num("/connections"), 1);
+        assert_prompt_error(client, &report);
     }
 }
 
-/// The proxy, run in-process on its own thread with the codec registered; shut down
-/// on drop.
-pub(crate) struct Proxy {
-    server: Server,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Proxy {
-    /// Validates `yaml`, binds its listeners and returns once they are up.
-    pub(crate) fn start(yaml: &str) -> Self {
-        let mut registry = Registry::default();
-        proxy_codec::register(&mut registry);
-        let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("config: {e}\n{yaml}"));
-        let server =
-            Server::new(config, registry).unwrap_or_else(|e| panic!("server: {e}\n{yaml}"));
-        let runner = server.clone();
-        let thread = std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
-        for _ in 0..1000 {
-            if !server.listener_addresses().is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self {
-            server,
-            thread: Some(thread),
-        }
-    }
-
-    /// The bound address of listener `name`.
-    pub(crate) fn addr(&self, name: &str) -> String {
-        self.server
-            .listener_addresses()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no listener {name}"))
-            .1
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.server.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One route: requests whose path starts with `/<service>` go to `cluster`.
-pub(crate) fn route(service: &str, cluster: &str) -> String {
-    format!(
-        "          - match: {{ path: {{ prefix: \"/{service}\" }} }}\n            cluster: {cluster}\n"
-    )
-}
-
-/// A listener named `name` on 127.0.0.1:0 speaking `protocol`, with `routes`.
-pub(crate) fn listener(name: &str, protocol: &str, routes: &str) -> String {
-    format!(
-        "  - name: {name}\n    address: 127.0.0.1:0\n    protocol: {protocol}\n    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n{routes}"
-    )
-}
-
-/// A cluster named `name` speaking `protocol` to `endpoints`.
-pub(crate) fn cluster(name: &str, protocol: &str, endpoints: &[String]) -> String {
-    let list = endpoints
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("  - name: {name}\n    protocol: {protocol}\n    endpoints: [{list}]\n")
-}
-
-/// A whole config: one worker thread, a short drain (the proxy is dropped at the end
-/// of every test, even a failed one), the listeners and clusters given.
-pub(crate) fn config(listeners: &[String], clusters: &[String]) -> String {
-    format!(
-        "runtime:\n  worker_threads: 1\n  drain_timeout: 1s\nlisteners:\n{}clusters:\n{}",
-        listeners.concat(),
-        clusters.concat()
-    )
-}
-
-/// A plain HTTP/1.1 upstream on 127.0.0.1 answering every (bodiless) request with
-/// `body`; keep-alive unless the request says `connection: close`.
-pub(crate) async fn http_upstream(body: &'static str) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let close = head.contains("\r\nconnection: close");
-                        buf.drain(..end + 4);
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if s.write_all(resp.as_bytes()).await.is_err() || close {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// `GET path` over HTTP/1.1 on a fresh connection; the whole response as text.
-pub(crate) async fn http_get(addr: &str, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+/// Two services on one listener go to two different clusters, and a route on one
+/// method beats its service's route.
+pub(crate) async fn routes_services_to_different_clusters(peers: &Peers) {
+    let Some(node) = peers.node() else { return };
+    let p = peers.proto;
+    let a = node.server(p.name(), "A", &[]).await;
+    let b = node.server(p.name(), "B", &[]).await;
+    // A method-level route first: EchoService's whoami goes to B, the rest of
+    // EchoService to A (Bolt's path carries the unique name `service:version`).
+    let routes = route_regex(
+        r"/com\.example\.EchoService(:1\.0)?/whoami",
+        "other_cluster",
+    ) + &route(ECHO, "echo_cluster")
+        + &route(OTHER, "other_cluster");
+    let yaml = config(
+        &[listener(p.name(), p.name(), &routes)],
+        &[
+            cluster("echo_cluster", p.name(), &[a.addr()]),
+            cluster("other_cluster", p.name(), &[b.addr()]),
+        ],
+    );
+    let proxy = Proxy::start(&yaml);
+    let whoami = format!("{ECHO},{OTHER}");
+    let extra = ["--whoami", &whoami, "--slow", "6", "--slow-ms", "1"];
+    let report = peers
+        .run(
+            &node,
+            peers.main_client(),
+            &proxy.addr(p.name()),
+            &Phases::default(),
+            &extra,
+        )
         .await
-        .expect("HTTP response within 10 s")
         .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+    report.assert_ok();
+    assert_eq!(report.json["whoami"][ECHO], "B", "{}", report.json);
+    assert_eq!(report.json["slow"]["answeredBy"]["A"], 6, "{}", report.json);
+    assert_eq!(report.json["whoami"][OTHER], "B/other", "{}", report.json);
 }
 
-// === captured frames (tests/fixtures), replayed without node ===
-
-/// Which framing a raw-socket helper reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wire {
-    /// Bolt v1 or v2 (the first byte tells).
-    Bolt,
-    /// Dubbo (16-byte header, magic 0xdabb).
-    Dubbo,
-}
-
-/// The bytes of `tests/fixtures/<name>.bin`.
-pub(crate) fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(format!("{name}.bin"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The whole length of the frame starting `buf`, once its fixed header is there.
-pub(crate) fn frame_len(wire: Wire, buf: &[u8]) -> Option<usize> {
-    let u16_at = |i: usize| usize::from(u16::from_be_bytes([buf[i], buf[i + 1]]));
-    let u32_at =
-        |i: usize| u32::from_be_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]) as usize;
-    match wire {
-        Wire::Dubbo => (buf.len() >= 16).then(|| 16 + u32_at(12)),
-        Wire::Bolt if buf.first() == Some(&1) => {
-            let response = *buf.get(1)? == 0;
-            let head = if response { 20 } else { 22 };
-            (buf.len() >= head).then(|| {
-                if response {
-                    head + u16_at(12) + u16_at(14) + u32_at(16)
-                } else {
-                    head + u16_at(14) + u16_at(16) + u32_at(18)
-                }
-            })
+/// One of two servers is killed with calls in flight: the calls it held fail
+/// promptly with an error answer, the other server's calls succeed, and the client's
+/// connection to the proxy stays up (a client would otherwise reconnect, or time the
+/// calls out).
+pub(crate) async fn server_killed_mid_flight_fails_only_its_calls(peers: &Peers) {
+    let Some(node) = peers.node() else { return };
+    let p = peers.proto;
+    let mut a = node.server(p.name(), "A", &[]).await;
+    let b = node.server(p.name(), "B", &[]).await;
+    let proxy = Proxy::start(&one_cluster(p, &[a.addr(), b.addr()]));
+    let client = peers.main_client();
+    let extra = ["--slow", "40", "--slow-ms", "3000", "--timeout", "8000"];
+    let mut running = peers
+        .spawn(
+            &node,
+            client,
+            &proxy.addr(p.name()),
+            &Phases::default(),
+            &extra,
+        )
+        .unwrap();
+    running.wait_for_line("SENT").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill().await;
+    let report = running.finish().await;
+    report.assert_ok();
+    let answered = &report.json["slow"]["answeredBy"];
+    let from_b = answered["B"].as_u64().unwrap_or(0);
+    assert!(
+        answered.get("A").is_none(),
+        "the killed server answered: {}",
+        report.json
+    );
+    assert!(
+        from_b > 0,
+        "no call reached the surviving server: {}",
+        report.json
+    );
+    let failed = report.json["slow"]["failed"].as_array().unwrap();
+    assert_eq!(from_b + failed.len() as u64, 40, "{}", report.json);
+    assert!(
+        !failed.is_empty(),
+        "no call was in flight on the killed server: {}",
+        report.json
+    );
+    for f in failed {
+        let ms = f["ms"].as_u64().unwrap();
+        let error = f["error"].as_str().unwrap();
+        for marker in client.proxy_failure_markers() {
+            assert!(!error.contains(marker), "a failed call: {error}");
         }
-        Wire::Bolt => {
-            let response = *buf.get(2)? == 0;
-            let head = if response { 22 } else { 24 };
-            (buf.len() >= head).then(|| {
-                let len = if response {
-                    head + u16_at(14) + u16_at(16) + u32_at(18)
-                } else {
-                    head + u16_at(16) + u16_at(18) + u32_at(20)
-                };
-                if buf[11] == 1 {
-                    len + 4
-                } else {
-                    len
-                }
-            })
-        }
+        assert!(ms < 2800, "a failed call was answered only after {ms} ms");
+    }
+    assert_eq!(report.num("/connections"), 1);
+}
+
+/// Frames captured from the peers (tests/fixtures), replayed on a raw socket, so
+/// this runs without them: the proxy answers a heartbeat itself; a one-way request
+/// gets no answer; a request reaches the upstream and its captured answer comes back
+/// under the caller's id with the payload unchanged; ten requests written at once
+/// are all answered under their own ids; a service with no route gets the
+/// protocol's error status under its id.
+pub(crate) async fn captured_frames_through_proxy(peers: &Peers) {
+    let p = peers.proto;
+    let response = p.fixture("response");
+    let upstream = replay_upstream(p, response.clone(), p.fixture("heartbeat_reply")).await;
+    let proxy = Proxy::start(&one_cluster(p, &[upstream]));
+    let mut s = TcpStream::connect(proxy.addr(p.name())).await.unwrap();
+    let mut buf = Vec::new();
+
+    s.write_all(&with_id(p, &p.fixture("heartbeat"), 7))
+        .await
+        .unwrap();
+    let pong = read_frame(p, &mut s, &mut buf).await;
+    assert!(
+        p.is_heartbeat_reply(&pong),
+        "not a heartbeat answer: {pong:02x?}"
+    );
+    assert_eq!(
+        p.status(&pong),
+        p.ok(),
+        "heartbeat answer status: {pong:02x?}"
+    );
+    assert_eq!(frame_id(p, &pong), 7);
+
+    s.write_all(&with_id(p, &p.fixture("oneway_request"), 8))
+        .await
+        .unwrap();
+    s.write_all(&with_id(p, &p.fixture("request"), 9))
+        .await
+        .unwrap();
+    let answer = read_frame(p, &mut s, &mut buf).await;
+    assert_eq!(
+        frame_id(p, &answer),
+        9,
+        "the first answer is not the two-way request's"
+    );
+    assert!(p.is_call_response(&answer), "not a response: {answer:02x?}");
+    assert_eq!(p.status(&answer), p.ok(), "status not OK: {answer:02x?}");
+    assert_eq!(
+        p.payload(&answer),
+        p.payload(&response),
+        "payload changed on the way"
+    );
+
+    let request = p.fixture("request");
+    let batch: Vec<u8> = (100..110).flat_map(|id| with_id(p, &request, id)).collect();
+    s.write_all(&batch).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(frame_id(p, &read_frame(p, &mut s, &mut buf).await));
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (100..110).collect::<Vec<u64>>());
+
+    s.write_all(&with_id(p, &p.fixture("request_unknown_service"), 11))
+        .await
+        .unwrap();
+    let error = read_frame(p, &mut s, &mut buf).await;
+    assert_eq!(frame_id(p, &error), 11);
+    assert!(p.is_call_response(&error), "not a response: {error:02x?}");
+    assert_eq!(p.status(&error), p.no_route(), "no route: {error:02x?}");
+}
+
+/// Proxy-side failures on the wire, in the protocol's own statuses, each under the
+/// caller's id: an unreachable upstream, a route timeout; the connection carries on
+/// after both.
+pub(crate) async fn proxy_failures_answered_with_protocol_statuses(peers: &Peers) {
+    let p = peers.proto;
+    let routes =
+        route(ECHO, "dead") + &route_with_timeout("com.example.NoSuchService", "silent", "300ms");
+    let yaml = config(
+        &[listener(p.name(), p.name(), &routes)],
+        &[
+            cluster("dead", p.name(), &[closed_port()]),
+            cluster("silent", p.name(), &[silent_upstream().await]),
+        ],
+    );
+    let proxy = Proxy::start(&yaml);
+    let mut s = TcpStream::connect(proxy.addr(p.name())).await.unwrap();
+    let mut buf = Vec::new();
+    for round in 0..2u64 {
+        s.write_all(&with_id(p, &p.fixture("request"), 20 + round))
+            .await
+            .unwrap();
+        let dead = read_frame(p, &mut s, &mut buf).await;
+        assert_eq!(frame_id(p, &dead), 20 + round);
+        assert_eq!(p.status(&dead), p.unreachable(), "unreachable: {dead:02x?}");
+
+        let started = Instant::now();
+        s.write_all(&with_id(
+            p,
+            &p.fixture("request_unknown_service"),
+            30 + round,
+        ))
+        .await
+        .unwrap();
+        let late = read_frame(p, &mut s, &mut buf).await;
+        assert_eq!(frame_id(p, &late), 30 + round);
+        assert_eq!(p.status(&late), p.timed_out(), "route timeout: {late:02x?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
 
-/// The request id of a frame.
-pub(crate) fn frame_id(wire: Wire, frame: &[u8]) -> u64 {
-    match wire {
-        Wire::Dubbo => u64::from_be_bytes(frame[4..12].try_into().unwrap()),
-        Wire::Bolt => {
-            let at = if frame[0] == 2 { 6 } else { 5 };
-            u64::from(u32::from_be_bytes(frame[at..at + 4].try_into().unwrap()))
-        }
+/// Downstream connections share the pooled upstream connection: while two clients
+/// hold calls in flight on their own connections to the proxy, a third asks the
+/// server how many connections it has, and the proxy holds one
+/// (`connections_per_endpoint` defaults to 1).
+pub(crate) async fn downstream_connections_share_one_upstream_connection(peers: &Peers) {
+    let Some(node) = peers.node() else { return };
+    let p = peers.proto;
+    let server = node.server(p.name(), "A", &[]).await;
+    let proxy = Proxy::start(&one_cluster(p, &[server.addr()]));
+    let target = proxy.addr(p.name());
+    let client = peers.main_client();
+    let none = Phases::default();
+    let slow = ["--slow", "10", "--slow-ms", "1500", "--timeout", "8000"];
+    let mut first = peers.spawn(&node, client, &target, &none, &slow).unwrap();
+    let mut second = peers.spawn(&node, client, &target, &none, &slow).unwrap();
+    first.wait_for_line("SENT").await;
+    second.wait_for_line("SENT").await;
+    let probe = peers
+        .run(&node, client, &target, &none, &["--connections"])
+        .await
+        .unwrap();
+    probe.assert_ok();
+    assert_eq!(
+        probe.num("/serverConnections"),
+        1,
+        "three downstream connections should share one upstream connection: {}",
+        probe.json
+    );
+    for report in [first.finish().await, second.finish().await] {
+        report.assert_ok();
+        assert_eq!(
+            report.json["slow"]["answeredBy"]["A"], 10,
+            "{}",
+            report.json
+        );
     }
 }
 
-/// The frame with its request id replaced (Bolt v1 and Dubbo: no checksum to redo).
-pub(crate) fn with_id(wire: Wire, frame: &[u8], id: u64) -> Vec<u8> {
-    let mut out = frame.to_vec();
-    match wire {
-        Wire::Dubbo => out[4..12].copy_from_slice(&id.to_be_bytes()),
-        Wire::Bolt => {
-            assert_eq!(frame[0], 1, "with_id rewrites Bolt v1 frames only");
-            out[5..9].copy_from_slice(&u32::try_from(id).unwrap().to_be_bytes());
-        }
+/// `protocol: auto`: every protocol's client, HTTP/1.1 and h2c (curl) on the same
+/// port, each routed by path to a cluster speaking its protocol, all at the same
+/// time. Run once with the drivers of all the protocols.
+pub(crate) async fn auto_listener_serves_every_protocol_and_http(all: &[Peers]) {
+    let Some(node) = all.first().and_then(Peers::node) else {
+        return;
+    };
+    let mut servers = Vec::new();
+    let mut routes = String::new();
+    let mut clusters = Vec::new();
+    for peers in all {
+        let (p, name) = (peers.proto, peers.proto.name());
+        let server = node
+            .server(name, name, &["--echo-service", p.echo_alias()])
+            .await;
+        let cluster_name = format!("{name}_cluster");
+        routes += &route(p.echo_alias(), &cluster_name);
+        clusters.push(cluster(&cluster_name, name, &[server.addr()]));
+        servers.push(server);
     }
-    out
-}
-
-/// Reads one whole frame (10 s limit).
-pub(crate) async fn read_frame(
-    wire: Wire,
-    s: &mut tokio::net::TcpStream,
-    buf: &mut Vec<u8>,
-) -> Vec<u8> {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(len) = frame_len(wire, buf) {
-                if buf.len() >= len {
-                    return buf.drain(..len).collect();
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            let n = s.read(&mut chunk).await.unwrap();
-            assert!(
-                n > 0,
-                "connection closed before a whole frame ({} bytes buffered)",
-                buf.len()
-            );
-            buf.extend_from_slice(&chunk[..n]);
+    routes += &route("http", "http_cluster");
+    clusters.push(cluster(
+        "http_cluster",
+        "http1",
+        &[http_upstream("plain http").await],
+    ));
+    let proxy = Proxy::start(&config(&[listener("any", "auto", &routes)], &clusters));
+    let target = proxy.addr("any");
+    let phases = Phases {
+        calls: 300,
+        concurrency: 30,
+        heartbeats: 2,
+        ..Phases::default()
+    };
+    let running: Vec<_> = all
+        .iter()
+        .map(|peers| {
+            let service = ["--service", peers.proto.echo_alias()];
+            let client = peers.main_client();
+            let run = peers.spawn(&node, client, &target, &phases, &service);
+            (client, run.unwrap())
+        })
+        .collect();
+    for _ in 0..5 {
+        let resp = http_get(&target, "/http/hello").await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.ends_with("plain http"), "{resp}");
+    }
+    // HTTP/2 with prior knowledge (the preface) on the same port, by curl.
+    match tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--http2-prior-knowledge"])
+        .arg(format!("http://{target}/http/h2"))
+        .output()
+        .await
+    {
+        Ok(out) => {
+            assert!(out.status.success(), "curl h2c: {out:?}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "plain http");
         }
-    })
-    .await
-    .expect("a frame within 10 s")
-}
-
-/// An upstream that answers every request frame with `response` under the request's
-/// id, heartbeats with `heartbeat_reply`, and stays silent on one-way requests.
-pub(crate) async fn replay_upstream(
-    wire: Wire,
-    response: Vec<u8>,
-    heartbeat_reply: Vec<u8>,
-) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let (response, heartbeat_reply) = (response.clone(), heartbeat_reply.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let mut chunk = [0u8; 8192];
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    while let Some(len) = frame_len(wire, &buf).filter(|l| buf.len() >= *l) {
-                        let frame: Vec<u8> = buf.drain(..len).collect();
-                        let id = frame_id(wire, &frame);
-                        let reply = match wire {
-                            // flag: 0x80 request, 0x40 two-way, 0x20 event
-                            Wire::Dubbo if frame[2] & 0x20 != 0 => Some(&heartbeat_reply),
-                            Wire::Dubbo if frame[2] & 0x40 != 0 => Some(&response),
-                            Wire::Dubbo => None,
-                            // type 1 request, 2 one-way; cmdcode 0 heartbeat
-                            Wire::Bolt if frame[2..4] == [0, 0] => Some(&heartbeat_reply),
-                            Wire::Bolt if frame[1] == 1 => Some(&response),
-                            Wire::Bolt => None,
-                        };
-                        if let Some(reply) = reply {
-                            if s.write_all(&with_id(wire, reply, id)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// An upstream that accepts connections and reads forever without answering.
-pub(crate) async fn silent_upstream() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut chunk = [0u8; 8192];
-                while let Ok(n) = s.read(&mut chunk).await {
-                    if n == 0 {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// A loopback address nothing listens on (bound, then closed).
-pub(crate) fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    drop(l);
-    addr
-}
-
-/// One route with a timeout: paths starting with `/<service>` go to `cluster`.
-pub(crate) fn route_with_timeout(service: &str, cluster: &str, timeout: &str) -> String {
-    format!(
-        "          - match: {{ path: {{ prefix: \"/{service}\" }} }}\n            cluster: {cluster}\n            timeout: {timeout}\n"
-    )
-}
-
-/// One route on a whole-path regular expression.
-pub(crate) fn route_regex(regex: &str, cluster: &str) -> String {
-    format!(
-        "          - match: {{ path: {{ regex: '{regex}' }} }}\n            cluster: {cluster}\n"
-    )
+        Err(e) => eprintln!("SKIPPED (h2c part): curl not runnable: {e}"),
+    }
+    for (client, run) in running {
+        let report = run.finish().await;
+        report.assert_ok();
+        assert_eq!(report.num("/calls/ok"), 300, "{client:?}");
+        assert_eq!(client.heartbeats_answered(&report), 2, "{client:?}");
+    }
 }

@@ -1,0 +1,146 @@
+//! The multiplexing machinery on real sockets and in-memory streams, built from code
+//! with typed options: many requests in flight on one downstream connection,
+//! heartbeats, bad frames, proxy-side failures (`server.rs`); pooled upstream
+//! connections with rewritten request ids, timeouts and failure isolation
+//! (`upstream.rs`); idle, slow and draining connections (`lifecycle.rs`).
+#![allow(clippy::unwrap_used)]
+
+mod lifecycle;
+mod server;
+mod upstream;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use proxy_codec::{
+    bolt::{self, BoltFrame, BoltVersion},
+    config::ServerOptions,
+    dubbo::{self, DubboFrame},
+    hessian2::Writer,
+    metrics::CodecMetrics,
+    Bolt, Protocol, RpcServer,
+};
+use proxy_core::{BoxHttp, HttpRequest, HttpResponse};
+use tokio::io::{AsyncReadExt, DuplexStream};
+
+/// The limit on every test body.
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn request(version: BoltVersion, id: u32, rpc_type: u8, content: &str) -> BoltFrame {
+    BoltFrame {
+        version,
+        rpc_type,
+        cmd_code: bolt::CMD_REQUEST,
+        ver2: 1,
+        request_id: id,
+        codec: bolt::CODEC_HESSIAN2,
+        timeout: 0,
+        status: 0,
+        class_name: Bytes::from_static(bolt::SOFA_REQUEST.as_bytes()),
+        header: Bolt::header_map([
+            ("sofa_head_target_service", Some("com.example.Echo:1.0")),
+            ("sofa_head_method_name", Some("echo")),
+        ]),
+        content: Bytes::from(content.to_owned()),
+    }
+}
+
+fn heartbeat(id: u32) -> BoltFrame {
+    BoltFrame {
+        cmd_code: bolt::CMD_HEARTBEAT,
+        header: Bytes::new(),
+        class_name: Bytes::new(),
+        content: Bytes::new(),
+        ..request(BoltVersion::V1, id, bolt::TYPE_REQUEST, "")
+    }
+}
+
+fn wire<P: Protocol>(p: &P, frames: &[P::Frame]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    for f in frames {
+        p.encode(f, &mut b).unwrap();
+    }
+    b.to_vec()
+}
+
+/// Reads one frame from `s`.
+async fn read_frame<P: Protocol, S: AsyncReadExt + Unpin>(
+    p: &P,
+    s: &mut S,
+    buf: &mut BytesMut,
+) -> Option<P::Frame> {
+    loop {
+        if let Some(n) = p.frame_length(buf).unwrap() {
+            if buf.len() as u64 >= n {
+                return Some(p.decode(buf.split_to(n as usize).freeze()).unwrap());
+            }
+        }
+        if s.read_buf(buf).await.unwrap() == 0 {
+            return None;
+        }
+    }
+}
+
+fn dubbo_request(id: u64, method: &str) -> DubboFrame {
+    let mut w = Writer::new();
+    w.string("2.0.2")
+        .string("org.example.DemoService")
+        .string("1.0.0")
+        .string(method);
+    w.string("Ljava/lang/String;").string("world");
+    w.string_map([
+        ("path", "org.example.DemoService"),
+        ("tenant", "t1"),
+        ("timeout", "2500"),
+    ]);
+    DubboFrame {
+        flags: dubbo::FLAG_REQUEST | dubbo::FLAG_TWO_WAY | dubbo::HESSIAN2,
+        status: 0,
+        request_id: id,
+        body: Bytes::from(w.into_bytes()),
+    }
+}
+
+/// A request stack that echoes the body after a delay the body names (`<ms>:<text>`)
+/// and counts its calls.
+pub(crate) fn echo_service(calls: Arc<AtomicUsize>) -> BoxHttp {
+    BoxHttp::new(tower::service_fn(move |req: HttpRequest| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let path = req.uri().path().to_owned();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let ms: u64 = text.split(':').next().unwrap_or("0").parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let mut resp = HttpResponse::new(format!("echo {path} {text}").into());
+            resp.headers_mut().insert("x-echo", "1".parse().unwrap());
+            Ok::<_, proxy_core::BoxError>(resp)
+        }
+    }))
+}
+
+/// Serves `protocol` on one end of an in-memory stream; returns the other end.
+pub(crate) fn serve<P: Protocol>(
+    protocol: P,
+    options: ServerOptions,
+    service: BoxHttp,
+    metrics: Arc<CodecMetrics>,
+) -> DuplexStream {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let srv = RpcServer::new(protocol, options)
+        .unwrap()
+        .with_metrics(metrics);
+    tokio::spawn(async move {
+        srv.serve_stream(server, service, std::future::pending())
+            .await;
+    });
+    client
+}
