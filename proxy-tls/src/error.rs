@@ -4,13 +4,14 @@ use std::{io, path::PathBuf};
 
 /// Why certificate material (a certificate chain, a private key, a root set) was refused.
 ///
-/// Every variant names the source (a file path or a secret name) so an operator sees
-/// which file to fix; a refused update leaves the running material in place.
+/// Every variant names the source (a file path or a secret name); the config field
+/// that named it is on the [`ConfigBuildError`] around it. A refused update leaves the
+/// running material in place.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MaterialError {
     /// The file could not be read.
-    #[error("{path}: unreadable")]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -89,43 +90,128 @@ pub enum MaterialError {
     },
 }
 
-/// Why a TLS config could not be built from valid material.
+/// Why a termination or origination config was refused: a bad setting, or material
+/// that cannot be used. Every variant names the field path inside the section
+/// (`certificates[1].cert`, `client_auth.roots.files[0]`); the wrapping variants
+/// display as the field alone and carry the reason as their source, so
+/// [`proxy_core::DisplayChain`] reads `certificates[1].cert: cannot read certs/x.pem: ...`.
+///
+/// Converts into [`proxy_core::ConfigError`] with the field as its path.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigBuildError {
-    /// Certificate material was refused.
-    #[error(transparent)]
-    Material(#[from] MaterialError),
-    /// rustls refused the combination (protocol versions, verifier).
-    #[error("{what}")]
+    /// A setting is invalid.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field path inside the section.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// A section needs a cargo feature this build of proxy-tls leaves out.
+    #[error(
+        "{field}: needs the `{feature}` cargo feature of proxy-tls, which this build leaves out"
+    )]
+    FeatureDisabled {
+        /// The field path inside the section.
+        field: String,
+        /// The cargo feature.
+        feature: &'static str,
+    },
+    /// Certificate material named by `field` was refused.
+    #[error("{field}")]
+    Material {
+        /// The field path inside the section.
+        field: String,
+        /// Why.
+        #[source]
+        source: MaterialError,
+    },
+    /// rustls refused the combination (protocol versions, a ticket key).
+    #[error("{field}")]
     Rustls {
-        /// What was being built.
-        what: String,
-        /// The cause.
+        /// The field path inside the section.
+        field: String,
+        /// Why.
         #[source]
         source: rustls::Error,
     },
-    /// The client-certificate verifier could not be built.
-    #[error("{what}")]
+    /// The client-certificate verifier could not be built from the roots.
+    #[error("{field}")]
     Verifier {
-        /// What was being built.
-        what: String,
-        /// The cause.
+        /// The field path inside the section.
+        field: String,
+        /// Why.
         #[source]
         source: rustls::server::VerifierBuilderError,
     },
     /// The Guomi config could not be built.
-    #[error("{what}")]
+    #[cfg(feature = "guomi")]
+    #[error("{field}")]
     Guomi {
-        /// What was being built (names the files).
-        what: String,
-        /// The cause.
+        /// The field path inside the section.
+        field: String,
+        /// Why.
         #[source]
         source: crate::guomi::GuomiError,
     },
-    /// A setting is invalid (the message names the field).
-    #[error("{0}")]
-    Invalid(String),
+    /// An offload engine could not start its threads.
+    #[error("{field}: cannot start the engine's threads")]
+    Engine {
+        /// The field path inside the section.
+        field: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ConfigBuildError {
+    /// An invalid setting at `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Refused material named by `field`.
+    pub fn material(field: impl Into<String>, source: MaterialError) -> Self {
+        Self::Material {
+            field: field.into(),
+            source,
+        }
+    }
+
+    /// The field path inside the section (empty: the section itself).
+    pub fn field(&self) -> &str {
+        match self {
+            Self::Invalid { field, .. }
+            | Self::FeatureDisabled { field, .. }
+            | Self::Material { field, .. }
+            | Self::Rustls { field, .. }
+            | Self::Verifier { field, .. }
+            | Self::Engine { field, .. } => field,
+            #[cfg(feature = "guomi")]
+            Self::Guomi { field, .. } => field,
+        }
+    }
+
+    /// Why, without the field: the reason and its sources.
+    pub fn reason(&self) -> String {
+        let full = crate::error_chain(self);
+        let field = self.field();
+        match full.strip_prefix(field) {
+            Some(rest) if !field.is_empty() => rest.trim_start_matches(": ").to_owned(),
+            _ => full,
+        }
+    }
+}
+
+impl From<ConfigBuildError> for proxy_core::ConfigError {
+    fn from(e: ConfigBuildError) -> Self {
+        proxy_core::ConfigError::new(e.field(), e.reason())
+    }
 }
 
 /// Why a TLS handshake failed; [`HandshakeError::reason`] is the bounded metric label.
@@ -154,6 +240,7 @@ pub enum HandshakeError {
     #[error("tls protocol error")]
     Protocol(#[source] rustls::Error),
     /// The private-key offload engines failed the signing step.
+    #[cfg(feature = "offload")]
     #[error("private key offload failed")]
     Offload(#[source] crate::offload::OffloadError),
     /// Early data held a request that is not safe to replay; answered 425 Too Early.
@@ -175,6 +262,7 @@ impl HandshakeError {
             Self::ClientCertificate(_) => "client_certificate",
             Self::ServerCertificate(_) => "server_certificate",
             Self::Protocol(_) => "protocol",
+            #[cfg(feature = "offload")]
             Self::Offload(_) => "offload",
             Self::EarlyDataRefused => "early_data_refused",
             Self::Io(_) => "io",

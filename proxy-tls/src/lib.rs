@@ -3,23 +3,28 @@
 pub mod accept;
 pub mod config;
 pub mod error;
+#[cfg(feature = "guomi")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "guomi")]
 pub mod guomi;
 pub mod identity;
 pub mod material;
 pub mod metrics;
+#[cfg(feature = "offload")]
 pub mod offload;
 pub mod origin;
 mod register;
 pub mod rotation;
+mod runtime;
 pub mod sni;
 
-pub use accept::{Negotiated, TerminationLayer};
+pub use accept::{Negotiated, Termination, TerminationLayer};
 pub use config::{OriginationConfig, TerminationConfig};
 pub use error::{ConfigBuildError, HandshakeError, MaterialError};
 pub use origin::OriginationTransport;
-pub use register::{register, register_with, TlsMetricsExport, TlsRuntime};
+pub use register::{register, register_with, TlsMetricsExport};
+pub use runtime::TlsRuntime;
 
 /// An error and its sources, `: `-separated, for logs and config messages.
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {

@@ -1,9 +1,9 @@
 //! Certificate material: PEM parsing, validation (parseable, key matches certificate,
-//! within its validity period) and the sources it is read from (files or a
-//! [`SecretSource`]).
+//! within its validity period) and loading from the sources a config names (files,
+//! a [`SecretSource`], the system's or Mozilla's roots), errors naming the field.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -17,32 +17,10 @@ use rustls::{
 use x509_cert::der::Decode;
 
 use crate::{
-    error::MaterialError,
+    config::{KeyPair, Roots},
+    error::{ConfigBuildError, MaterialError},
     rotation::{Secret, SecretSource},
 };
-
-/// Where one certificate-and-key pair is read from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum KeyPairSource {
-    /// Two PEM files.
-    Files {
-        /// The certificate chain.
-        cert: PathBuf,
-        /// The private key.
-        key: PathBuf,
-    },
-    /// A named secret (PEM chain and key).
-    Secret(String),
-}
-
-/// Where a root set is read from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RootsSource {
-    /// A PEM file of CA certificates.
-    File(PathBuf),
-    /// A named secret holding PEM CA certificates (`Secret::roots`).
-    Secret(String),
-}
 
 /// Reads a whole file, naming it on failure.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, MaterialError> {
@@ -192,8 +170,28 @@ pub fn certified_key(
     key_name: &str,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, MaterialError> {
+    let chain = certificate_chain(cert_pem, cert_name)?;
+    signing_pair(chain, key_pem, cert_name, key_name, provider)
+}
+
+/// A chain that parses, whose leaf is valid now.
+fn certificate_chain(
+    cert_pem: &[u8],
+    cert_name: &str,
+) -> Result<Vec<CertificateDer<'static>>, MaterialError> {
     let chain = parse_certs(cert_pem, cert_name)?;
     check_validity(&chain[0], cert_name, unix_now())?;
+    Ok(chain)
+}
+
+/// The chain with its key, which must load with `provider` and match the leaf.
+fn signing_pair(
+    chain: Vec<CertificateDer<'static>>,
+    key_pem: &[u8],
+    cert_name: &str,
+    key_name: &str,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, MaterialError> {
     let key = parse_key(key_pem, key_name)?;
     let signing_key = provider
         .key_provider
@@ -213,69 +211,125 @@ pub fn certified_key(
     }
 }
 
-impl KeyPairSource {
-    /// A human name for errors and logs.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Files { cert, key } => format!("{} + {}", cert.display(), key.display()),
-            Self::Secret(name) => format!("secret {name}"),
+/// Loads and validates a certificate chain and key; errors name the field they came
+/// from: `{field}.cert`, `{field}.key` (a key that does not match its certificate
+/// too) or `{field}.secret`. `field` is empty when the pair is the section's field
+/// itself.
+///
+/// # Errors
+/// Unreadable files, a missing secret, or a refused pair ([`certified_key`]).
+pub(crate) fn load_key_pair(
+    pair: &KeyPair,
+    field: &str,
+    secrets: &dyn SecretSource,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, ConfigBuildError> {
+    match pair {
+        KeyPair::Files { cert, key } => {
+            let (cert_field, key_field) = (join(field, "cert"), join(field, "key"));
+            let cert_name = cert.display().to_string();
+            let key_name = key.display().to_string();
+            let at_cert = |e| ConfigBuildError::material(&cert_field, e);
+            let at_key = |e| ConfigBuildError::material(&key_field, e);
+            let cert_pem = read_file(cert).map_err(at_cert)?;
+            let key_pem = read_file(key).map_err(at_key)?;
+            let chain = certificate_chain(&cert_pem, &cert_name).map_err(at_cert)?;
+            signing_pair(chain, &key_pem, &cert_name, &key_name, provider).map_err(at_key)
         }
-    }
-
-    /// Reads and validates the pair.
-    ///
-    /// # Errors
-    /// Unreadable files, a missing secret, or a refused pair ([`certified_key`]).
-    pub fn load(
-        &self,
-        secrets: &dyn SecretSource,
-        provider: &CryptoProvider,
-    ) -> Result<CertifiedKey, MaterialError> {
-        match self {
-            Self::Files { cert, key } => {
-                let cert_pem = read_file(cert)?;
-                let key_pem = read_file(key)?;
-                certified_key(
-                    &cert_pem,
-                    &cert.display().to_string(),
-                    &key_pem,
-                    &key.display().to_string(),
-                    provider,
-                )
-            }
-            Self::Secret(name) => {
-                let s = secret(secrets, name)?;
-                let (Some(cert), Some(key)) = (&s.cert_chain, &s.key) else {
-                    return Err(MaterialError::NoCertificate {
-                        source_name: format!("secret {name}"),
-                    });
-                };
-                let label = format!("secret {name}");
-                certified_key(cert, &label, key, &label, provider)
-            }
+        KeyPair::Secret(name) => {
+            let at = |e| ConfigBuildError::material(join(field, "secret"), e);
+            let s = secret(secrets, name).map_err(at)?;
+            let label = format!("secret {name}");
+            let (Some(cert), Some(key)) = (&s.cert_chain, &s.key) else {
+                return Err(at(MaterialError::NoCertificate { source_name: label }));
+            };
+            certified_key(cert, &label, key, &label, provider).map_err(at)
         }
     }
 }
 
-impl RootsSource {
-    /// Reads the roots into a store.
-    ///
-    /// # Errors
-    /// Unreadable file, missing secret, no certificate, or none usable as a trust anchor.
-    pub fn load(&self, secrets: &dyn SecretSource) -> Result<RootCertStore, MaterialError> {
-        let (pem, name) = match self {
-            Self::File(path) => (read_file(path)?, path.display().to_string()),
-            Self::Secret(name) => {
-                let s = secret(secrets, name)?;
-                let Some(roots) = &s.roots else {
-                    return Err(MaterialError::NoCertificate {
-                        source_name: format!("secret {name}"),
-                    });
-                };
-                (roots.to_vec(), format!("secret {name}"))
+/// Reads the PEM texts of `roots` (files or a secret) with their source names and
+/// the field each came from (`{field}.files[i]`, `{field}.secret`).
+pub(crate) fn roots_pem(
+    roots: &Roots,
+    field: &str,
+    secrets: &dyn SecretSource,
+) -> Result<Vec<(Vec<u8>, String, String)>, ConfigBuildError> {
+    match roots {
+        Roots::Files(files) => files
+            .iter()
+            .enumerate()
+            .map(|(i, path)| {
+                let field = format!("{}[{i}]", join(field, "files"));
+                match read_file(path) {
+                    Ok(pem) => Ok((pem, path.display().to_string(), field)),
+                    Err(e) => Err(ConfigBuildError::material(field, e)),
+                }
+            })
+            .collect(),
+        Roots::Secret(name) => {
+            let field = join(field, "secret");
+            let s = secret(secrets, name).map_err(|e| ConfigBuildError::material(&field, e))?;
+            let source_name = format!("secret {name}");
+            match &s.roots {
+                Some(pem) => Ok(vec![(pem.to_vec(), source_name, field)]),
+                None => Err(ConfigBuildError::material(
+                    field,
+                    MaterialError::NoCertificate { source_name },
+                )),
             }
-        };
-        roots_from_pem(&pem, &name)
+        }
+        Roots::System | Roots::Webpki => Ok(Vec::new()),
+    }
+}
+
+/// Reads `roots` into a store; errors name the field (`{field}.files[i]`,
+/// `{field}.secret`, or `field` for the system store).
+///
+/// # Errors
+/// An unreadable file, a missing secret, no certificate, one outside its validity
+/// period, none usable as a trust anchor, or an empty system store.
+pub(crate) fn load_roots(
+    roots: &Roots,
+    field: &str,
+    secrets: &dyn SecretSource,
+) -> Result<RootCertStore, ConfigBuildError> {
+    let mut store = RootCertStore::empty();
+    match roots {
+        Roots::Files(_) | Roots::Secret(_) => {
+            for (pem, name, field) in roots_pem(roots, field, secrets)? {
+                let found = roots_from_pem(&pem, &name)
+                    .map_err(|e| ConfigBuildError::material(field, e))?;
+                store.roots.extend(found.roots);
+            }
+        }
+        Roots::Webpki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Roots::System => {
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _) = store.add_parsable_certificates(native.certs);
+            if added == 0 {
+                return Err(ConfigBuildError::material(
+                    field,
+                    MaterialError::Roots {
+                        source_name: "the system trust store".into(),
+                        reason: native
+                            .errors
+                            .first()
+                            .map_or_else(|| "empty".to_owned(), ToString::to_string),
+                    },
+                ));
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// `base.name`, or `name` alone when `base` is empty.
+pub(crate) fn join(base: &str, name: &str) -> String {
+    if base.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{base}.{name}")
     }
 }
 
@@ -394,13 +448,47 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_file_is_named() {
-        let src = KeyPairSource::Files {
-            cert: "/nonexistent/c.pem".into(),
-            key: "/nonexistent/k.pem".into(),
-        };
+    fn an_unreadable_file_is_named_with_its_field() {
+        let pair = KeyPair::files("/nonexistent/c.pem", "/nonexistent/k.pem");
         let secrets = crate::rotation::MemorySecrets::default();
-        let err = src.load(&secrets, &provider()).err().unwrap();
-        assert_eq!(err.to_string(), "/nonexistent/c.pem: unreadable");
+        let err = load_key_pair(&pair, "certificates[1]", &secrets, &provider())
+            .err()
+            .unwrap();
+        assert_eq!(err.field(), "certificates[1].cert");
+        assert!(
+            crate::error_chain(&err)
+                .starts_with("certificates[1].cert: cannot read /nonexistent/c.pem: "),
+            "{}",
+            crate::error_chain(&err)
+        );
+        let roots = Roots::files(["/nonexistent/ca.pem"]);
+        let err = load_roots(&roots, "client_auth.roots", &secrets)
+            .err()
+            .unwrap();
+        assert_eq!(err.field(), "client_auth.roots.files[0]");
+        let err = load_roots(&Roots::secret("ca"), "roots", &secrets)
+            .err()
+            .unwrap();
+        assert_eq!(
+            crate::error_chain(&err),
+            "roots.secret: secret ca: not provided by the secret source"
+        );
+    }
+
+    #[test]
+    fn a_mismatched_key_file_is_the_key_fields_fault() {
+        let dir = std::env::temp_dir().join(format!("proxy-tls-mismatch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, _) = pair("a.test");
+        let (_, k) = pair("b.test");
+        std::fs::write(dir.join("a.pem"), c).unwrap();
+        std::fs::write(dir.join("b.key"), k).unwrap();
+        let secrets = crate::rotation::MemorySecrets::default();
+        let pair = KeyPair::files(dir.join("a.pem"), dir.join("b.key"));
+        let err = load_key_pair(&pair, "", &secrets, &provider())
+            .err()
+            .unwrap();
+        assert_eq!(err.field(), "key");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -81,6 +81,12 @@ impl TlsMetrics {
         }
     }
 
+    /// Completed downstream handshakes (TLS 1.2 and 1.3).
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes_tls12.load(Ordering::Relaxed)
+            + self.handshakes_tls13.load(Ordering::Relaxed)
+    }
+
     /// Failed downstream handshakes with `reason`.
     pub fn failures(&self, reason: &str) -> u64 {
         REASONS

@@ -11,23 +11,41 @@ use rustls::{
     crypto::CryptoProvider,
     pki_types::{CertificateDer, ServerName, UnixTime},
     sign::CertifiedKey,
-    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    ClientConfig, DigitallySignedStruct, SignatureScheme,
 };
 use tokio::net::TcpStream;
 
 use crate::{
-    config::OriginationConfig,
-    error::{ConfigBuildError, HandshakeError, MaterialError},
-    material::{KeyPairSource, RootsSource},
+    config::{KeyPair, OriginationConfig, Roots},
+    error::{ConfigBuildError, HandshakeError},
+    material,
     metrics::TlsMetrics,
     rotation::{Reloadable, SecretSource},
+    runtime::TlsRuntime,
 };
 
 /// A TLS client stream to an upstream endpoint.
 pub type UpstreamTlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// The `tls` upstream transport. Cheap to clone; roots and client certificate
-/// rotate underneath it.
+/// The `tls` upstream transport: secures fresh TCP connections to a cluster's
+/// endpoints. A [`proxy_core::upstream::UpstreamTransport`] (a policy the cluster's
+/// connector calls), built once from a validated [`OriginationConfig`]; cheap to
+/// clone, and the roots and client certificate rotate underneath it.
+///
+/// # Example
+/// ```
+/// use proxy_tls::{config::{OriginationConfig, Roots}, OriginationTransport};
+///
+/// let mut cfg = OriginationConfig::new(Roots::Webpki);
+/// cfg.server_name = Some("example.com".into());
+/// cfg.alpn = vec!["h2".into()];
+/// let transport = OriginationTransport::try_from(&cfg).unwrap();
+/// # let _ = transport;
+///
+/// cfg.alpn = vec![String::new()];
+/// let err = OriginationTransport::try_from(&cfg).unwrap_err();
+/// assert_eq!(err.field(), "alpn[0]");
+/// ```
 #[derive(Debug, Clone)]
 pub struct OriginationTransport {
     shared: Arc<Shared>,
@@ -42,11 +60,9 @@ struct Shared {
 }
 
 struct ClientSpec {
-    roots: Vec<RootsSource>,
-    system: bool,
-    webpki: bool,
+    roots: Roots,
     verify: bool,
-    client_cert: Option<KeyPairSource>,
+    client_cert: Option<KeyPair>,
     alpn: Vec<Vec<u8>>,
     versions: Vec<&'static rustls::SupportedProtocolVersion>,
     sni: bool,
@@ -55,45 +71,39 @@ struct ClientSpec {
     resumption: rustls::client::Resumption,
 }
 
+impl TryFrom<&OriginationConfig> for OriginationTransport {
+    type Error = ConfigBuildError;
+
+    /// A transport with its own [`TlsRuntime`] (no secrets).
+    fn try_from(cfg: &OriginationConfig) -> Result<Self, ConfigBuildError> {
+        Self::new(cfg, &TlsRuntime::default())
+    }
+}
+
 impl OriginationTransport {
-    /// Validates `cfg`, loads its material and starts watching it.
+    /// Validates `cfg`, loads its material (secrets from `runtime`'s source) and
+    /// starts watching it. Relative paths are read from the working directory:
+    /// resolve them first ([`OriginationConfig::resolve_paths`]) to read them from
+    /// elsewhere.
     ///
     /// # Errors
-    /// A bad setting (naming the field) or refused material (naming the file).
-    pub fn new(
-        cfg: &OriginationConfig,
-        secrets: Arc<dyn SecretSource>,
-        metrics: Arc<TlsMetrics>,
-    ) -> Result<Self, ConfigBuildError> {
+    /// A bad setting or refused material, naming its field
+    /// ([`ConfigBuildError::field`]): `server_name`, `roots.files[0]`, `client_cert.key`.
+    pub fn new(cfg: &OriginationConfig, runtime: &TlsRuntime) -> Result<Self, ConfigBuildError> {
         cfg.validate()?;
         let server_name = match &cfg.server_name {
             None => None,
-            Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {
-                ConfigBuildError::Invalid(format!(
-                    "server_name: {n:?} is not a DNS name or IP address"
-                ))
-            })?),
+            Some(n) => Some(
+                ServerName::try_from(n.clone())
+                    .map_err(|e| ConfigBuildError::invalid("server_name", e))?,
+            ),
         };
-        let mut roots: Vec<RootsSource> = cfg
-            .roots
-            .files
-            .iter()
-            .cloned()
-            .map(RootsSource::File)
-            .collect();
-        if let Some(s) = &cfg.roots.secret {
-            roots.push(RootsSource::Secret(s.clone()));
-        }
-        let client_cert = match &cfg.client_cert {
-            None => None,
-            Some(c) => Some(crate::accept::certificate_source(c, "client_cert")?),
-        };
+        let secrets = runtime.secrets().clone();
+        let metrics = runtime.metrics().clone();
         let spec = ClientSpec {
-            roots,
-            system: cfg.roots.system || cfg.roots.is_empty(),
-            webpki: cfg.roots.webpki,
+            roots: cfg.roots.clone(),
             verify: cfg.verify,
-            client_cert,
+            client_cert: cfg.client_cert.clone(),
             alpn: cfg.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
             versions: crate::accept::versions(&cfg.versions),
             sni: cfg.sni,
@@ -101,18 +111,23 @@ impl OriginationTransport {
             secrets: secrets.clone(),
             resumption: rustls::client::Resumption::in_memory_sessions(256),
         };
-        let mut files: Vec<std::path::PathBuf> = cfg.roots.files.clone();
-        if let Some(KeyPairSource::Files { cert, key }) = &spec.client_cert {
+        let mut files: Vec<std::path::PathBuf> = match &cfg.roots {
+            Roots::Files(f) if cfg.verify => f.clone(),
+            _ => Vec::new(),
+        };
+        if let Some(KeyPair::Files { cert, key }) = &cfg.client_cert {
             files.push(cert.clone());
             files.push(key.clone());
         }
-        let uses_secrets = cfg.roots.secret.is_some()
-            || matches!(spec.client_cert, Some(KeyPairSource::Secret(_)));
+        let uses_secrets = (cfg.verify && matches!(cfg.roots, Roots::Secret(_)))
+            || matches!(cfg.client_cert, Some(KeyPair::Secret(_)));
         let material = Reloadable::start(
             "tls upstream roots and client certificate".into(),
             files,
             uses_secrets.then_some(&secrets),
-            cfg.rotation.poll_interval,
+            cfg.rotation
+                .watch_files
+                .then_some(cfg.rotation.poll_interval),
             metrics.clone(),
             Box::new(move || spec.build().map(Arc::new)),
         )?;
@@ -213,39 +228,16 @@ fn classify_io(e: std::io::Error) -> HandshakeError {
 }
 
 impl ClientSpec {
-    fn root_store(&self) -> Result<RootCertStore, MaterialError> {
-        let mut store = RootCertStore::empty();
-        for src in &self.roots {
-            store.roots.extend(src.load(&*self.secrets)?.roots);
-        }
-        if self.webpki {
-            store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
-        if self.system {
-            let native = rustls_native_certs::load_native_certs();
-            let (added, _) = store.add_parsable_certificates(native.certs);
-            if added == 0 && store.is_empty() {
-                return Err(MaterialError::Roots {
-                    source_name: "system trust store".into(),
-                    reason: native
-                        .errors
-                        .first()
-                        .map_or_else(|| "empty".to_owned(), ToString::to_string),
-                });
-            }
-        }
-        Ok(store)
-    }
-
     fn build(&self) -> Result<ClientConfig, ConfigBuildError> {
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&self.versions)
             .map_err(|source| ConfigBuildError::Rustls {
-                what: "versions".into(),
+                field: "versions".into(),
                 source,
             })?;
         let builder = if self.verify {
-            builder.with_root_certificates(self.root_store()?)
+            let roots = material::load_roots(&self.roots, "roots", &*self.secrets)?;
+            builder.with_root_certificates(roots)
         } else {
             builder
                 .dangerous()
@@ -253,9 +245,10 @@ impl ClientSpec {
         };
         let mut config = match &self.client_cert {
             None => builder.with_no_client_auth(),
-            Some(src) => {
-                let ck = Arc::new(src.load(&*self.secrets, &self.provider)?);
-                builder.with_client_cert_resolver(Arc::new(ClientCert(ck)))
+            Some(pair) => {
+                let ck =
+                    material::load_key_pair(pair, "client_cert", &*self.secrets, &self.provider)?;
+                builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::new(ck))))
             }
         };
         config.alpn_protocols = self.alpn.clone();

@@ -23,7 +23,7 @@ clusters:
     endpoints: ["127.0.0.1:9"]
     transport:
       typed: tls
-      config: {{ server_name: up.test, roots: {{ webpki: true }}{alpn} }}
+      config: {{ server_name: up.test, roots: webpki{alpn} }}
 "#
     )
 }

@@ -13,12 +13,11 @@ use proxy_tls::{config::OriginationConfig, OriginationTransport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn transport(yaml: &str) -> (OriginationTransport, Arc<proxy_tls::metrics::TlsMetrics>) {
-    let cfg: OriginationConfig = serde_yaml::from_str(yaml).unwrap();
-    let metrics = Arc::new(proxy_tls::metrics::TlsMetrics::default());
-    let secrets = Arc::new(proxy_tls::rotation::MemorySecrets::default());
+    let cfg: OriginationConfig = proxy_core::config::from_yaml(yaml).unwrap();
+    let runtime = proxy_tls::TlsRuntime::default();
     (
-        OriginationTransport::new(&cfg, secrets, metrics.clone()).unwrap(),
-        metrics,
+        OriginationTransport::new(&cfg, &runtime).unwrap(),
+        runtime.metrics().clone(),
     )
 }
 
@@ -229,8 +228,12 @@ clusters:
         .err()
         .unwrap();
     let text = proxy_core::DisplayChain(&err).to_string();
-    assert!(text.contains("/nonexistent/ca.pem: unreadable"), "{text}");
-    assert!(text.contains("clusters[0].transport"), "{text}");
+    assert!(
+        text.contains(
+            "clusters[0].transport.config.roots.files[0]: cannot read /nonexistent/ca.pem: "
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -252,9 +255,11 @@ async fn upstream_roots_rotate_from_the_secret_source() {
     let roots = |p: &Pki| proxy_tls::rotation::Secret::roots(std::fs::read(&p.ca_pem).unwrap());
     secrets.set("upstream-ca", roots(&other));
     let cfg: OriginationConfig =
-        serde_yaml::from_str("{ server_name: up.test, roots: { secret: upstream-ca } }").unwrap();
-    let metrics = Arc::new(proxy_tls::metrics::TlsMetrics::default());
-    let t = OriginationTransport::new(&cfg, secrets.clone(), metrics.clone()).unwrap();
+        proxy_core::config::from_yaml("{ server_name: up.test, roots: { secret: upstream-ca } }")
+            .unwrap();
+    let runtime = proxy_tls::TlsRuntime::with_secrets(secrets.clone());
+    let metrics = runtime.metrics().clone();
+    let t = OriginationTransport::new(&cfg, &runtime).unwrap();
     tokio::time::timeout(Duration::from_secs(20), async {
         assert_eq!(
             get_www(&t, server.port).await.unwrap_err(),

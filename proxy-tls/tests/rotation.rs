@@ -289,27 +289,23 @@ fn refused_files_are_named_with_the_reason() {
     let pki = Pki::new("rotation-files");
     let live = pki.server("live", &["a.test"]);
     let other = pki.server("other", &["a.test"]);
-    let cfg: proxy_tls::TerminationConfig = serde_yaml::from_str(&format!(
-        "{{ certificates: [{{ cert: {}, key: {} }}], rotation: {{ poll_interval: 0s }} }}",
+    let cfg: proxy_tls::TerminationConfig = proxy_core::config::from_yaml(&format!(
+        "{{ certificates: [{{ cert: {}, key: {} }}], rotation: {{ watch_files: false }} }}",
         live.cert.display(),
         live.key.display()
     ))
     .unwrap();
-    let metrics = Arc::new(proxy_tls::metrics::TlsMetrics::default());
-    let layer = proxy_tls::TerminationLayer::new(
-        &cfg,
-        Arc::new(proxy_tls::rotation::MemorySecrets::default()),
-        None,
-        metrics.clone(),
-    )
-    .unwrap();
+    let runtime = proxy_tls::TlsRuntime::default();
+    let metrics = runtime.metrics().clone();
+    let layer = proxy_tls::TerminationLayer::new(&cfg, &runtime).unwrap();
     let chain = |e: proxy_tls::ConfigBuildError| proxy_core::DisplayChain(&e).to_string();
 
+    // Each refusal names the field and the file.
     std::fs::write(&live.key, &other.key_pem).unwrap();
     let err = chain(layer.reload().unwrap_err());
     assert!(
-        err.contains(&format!(
-            "{}: private key does not match the certificate in {}",
+        err.starts_with(&format!(
+            "certificates[0].key: {}: private key does not match the certificate in {}",
             live.key.display(),
             live.cert.display()
         )),
@@ -319,14 +315,20 @@ fn refused_files_are_named_with_the_reason() {
     std::fs::write(&live.cert, "not a certificate").unwrap();
     let err = chain(layer.reload().unwrap_err());
     assert!(
-        err.contains(&format!("{}: no certificate found", live.cert.display())),
+        err.starts_with(&format!(
+            "certificates[0].cert: {}: no certificate found",
+            live.cert.display()
+        )),
         "{err}"
     );
 
     std::fs::remove_file(&live.cert).unwrap();
     let err = chain(layer.reload().unwrap_err());
     assert!(
-        err.contains(&format!("{}: unreadable", live.cert.display())),
+        err.starts_with(&format!(
+            "certificates[0].cert: cannot read {}: ",
+            live.cert.display()
+        )),
         "{err}"
     );
 
@@ -335,7 +337,10 @@ fn refused_files_are_named_with_the_reason() {
     std::fs::write(&live.key, &expired.key_pem).unwrap();
     let err = chain(layer.reload().unwrap_err());
     assert!(
-        err.contains(&format!("{}: certificate expired at", live.cert.display())),
+        err.starts_with(&format!(
+            "certificates[0].cert: {}: certificate expired at",
+            live.cert.display()
+        )),
         "{err}"
     );
 
@@ -344,19 +349,14 @@ fn refused_files_are_named_with_the_reason() {
 
     // And at load: the config is refused naming the file.
     let fresh = pki.server("fresh", &["a.test"]);
-    let cfg: proxy_tls::TerminationConfig = serde_yaml::from_str(&format!(
+    let cfg: proxy_tls::TerminationConfig = proxy_core::config::from_yaml(&format!(
         "{{ certificates: [{{ cert: {}, key: {} }}] }}",
         fresh.cert.display(),
         other.key.display()
     ))
     .unwrap();
-    let err = proxy_tls::TerminationLayer::new(
-        &cfg,
-        Arc::new(proxy_tls::rotation::MemorySecrets::default()),
-        None,
-        metrics,
-    )
-    .unwrap_err();
+    let err = proxy_tls::TerminationLayer::new(&cfg, &runtime).unwrap_err();
+    assert_eq!(err.field(), "certificates[0].key");
     assert!(chain(err).contains("private key does not match"));
 }
 

@@ -1,8 +1,8 @@
-//! 0-RTT policy and the small stream adapters of the accept side.
+//! 0-RTT policy: which early data may be served.
 //!
 //! # What is guaranteed
 //!
-//! Early data is off by default. When `early_data.enabled` is set:
+//! Early data is off by default. When the `early_data` section is present:
 //! - it is accepted only on a resumed TLS 1.3 session whose ticket is single-use:
 //!   stateless tickets are switched off and resumption state lives in the listener's
 //!   in-process session cache, from which rustls *takes* the entry on use. A replayed
@@ -17,15 +17,6 @@
 //!
 //! rustls hands the server early data as one byte stream, not per request, so the
 //! check is over all early bytes of the connection.
-
-use std::{
-    io,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Whether early data may be served: every request in it is a safe idempotent
 /// HTTP/1.1 request without a body.
@@ -73,90 +64,6 @@ pub(crate) fn looks_like_http1(early: &[u8]) -> bool {
 /// The response to refused early data.
 pub(crate) const TOO_EARLY: &[u8] =
     b"HTTP/1.1 425 Too Early\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-
-/// A stream that yields `prefix` before reading from `inner` (the 0-RTT bytes read
-/// during the handshake).
-#[derive(Debug)]
-pub(crate) struct Prefixed<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub(crate) fn new(prefix: Bytes, inner: S) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.prefix.has_remaining() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// A closed stream: the placeholder left in `Connection::stream` while the real one
-/// is being handshaken.
-#[derive(Debug)]
-pub(crate) struct Closed;
-
-impl AsyncRead for Closed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        _: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Closed {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(io::ErrorKind::NotConnected.into()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,9 @@ use rustls::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::server_config::ServerConfigs;
-use crate::{error::HandshakeError, identity::PeerIdentityParts, offload::Dispatcher};
+#[cfg(feature = "offload")]
+use crate::offload::Dispatcher;
+use crate::{error::HandshakeError, identity::PeerIdentityParts};
 
 /// What the handshake established, before the stream is wrapped.
 #[derive(Debug)]
@@ -79,7 +81,7 @@ async fn read_some(
 pub(crate) async fn accept<IO>(
     io: &mut IO,
     configs: &ServerConfigs,
-    offload: Option<&Dispatcher>,
+    #[cfg(feature = "offload")] offload: Option<&Dispatcher>,
 ) -> Result<Established, HandshakeError>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -108,18 +110,15 @@ where
         }
     };
 
-    let (guomi, sni) = {
+    let (config, guomi, sni) = {
         let hello = accepted.client_hello();
-        let guomi = configs.guomi.is_some() && crate::guomi::offers_guomi(&hello);
-        (guomi, hello.server_name().map(str::to_owned))
-    };
-    let config = match (&configs.guomi, guomi) {
-        (Some(g), true) => g.clone(),
-        _ => configs.international.clone(),
+        let (config, guomi) = configs.pick(&hello);
+        (config, guomi, hello.server_name().map(str::to_owned))
     };
 
     // The step that signs: ClientHello processing (key exchange, CertificateVerify or
     // ServerKeyExchange). Off the I/O thread when offload is configured.
+    #[cfg(feature = "offload")]
     let step = match offload {
         Some(d) => d
             .run(move || accepted.into_connection(config))
@@ -127,6 +126,8 @@ where
             .map_err(HandshakeError::Offload)?,
         None => accepted.into_connection(config),
     };
+    #[cfg(not(feature = "offload"))]
+    let step = accepted.into_connection(config);
     let mut conn = match step {
         Ok(conn) => conn,
         Err((err, mut alert)) => {
@@ -199,9 +200,11 @@ where
 }
 
 fn suite_name(suite: rustls::CipherSuite) -> &'static str {
+    #[cfg(feature = "guomi")]
     if suite == crate::guomi::SM4_GCM_SM3 {
         return "TLS_SM4_GCM_SM3";
     }
+    #[cfg(feature = "guomi")]
     if suite == crate::guomi::SM4_CCM_SM3 {
         return "TLS_SM4_CCM_SM3";
     }
@@ -246,6 +249,7 @@ mod tests {
         .unwrap();
         ServerConfigs {
             international: Arc::new(config),
+            #[cfg(feature = "guomi")]
             guomi: None,
         }
     }
@@ -270,7 +274,11 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(64 * 1024);
         client.write_all(bytes).await.unwrap();
         client.shutdown().await.unwrap();
-        let res = tokio::time::timeout(Duration::from_secs(5), accept(&mut server, configs, None))
+        #[cfg(feature = "offload")]
+        let accepting = accept(&mut server, configs, None);
+        #[cfg(not(feature = "offload"))]
+        let accepting = accept(&mut server, configs);
+        let res = tokio::time::timeout(Duration::from_secs(5), accepting)
             .await
             .unwrap();
         drop(server);

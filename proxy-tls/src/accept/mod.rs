@@ -1,4 +1,5 @@
-//! TLS termination: the `tls` network filter.
+//! TLS termination: the `tls` network filter, a [`tower::Layer`] over the connection
+//! stack ([`proxy_core::connection`]).
 //!
 //! For each accepted connection: a handshake under `handshake_timeout` (ClientHello
 //! read with rustls's `Acceptor`; the Guomi config when configured and the client
@@ -12,32 +13,115 @@
 mod early_data;
 mod handshake;
 mod server_config;
+mod session;
+mod stream;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
-use proxy_core::{BoxConn, Connection, Stream};
+use proxy_core::{BoxError, Connection, Stream};
 use tokio::io::AsyncWriteExt;
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 pub use handshake::Negotiated;
-pub use server_config::SessionState;
-pub(crate) use server_config::{certificate_source, versions};
+pub(crate) use server_config::versions;
+pub use session::SessionState;
 
 use self::{
-    early_data::{Closed, Prefixed},
     server_config::{ServerConfigs, ServerSpec},
+    stream::{Closed, Decrypted},
 };
+#[cfg(feature = "offload")]
+use crate::offload::Dispatcher;
 use crate::{
     config::TerminationConfig,
     error::{ConfigBuildError, HandshakeError},
     metrics::TlsMetrics,
-    offload::Dispatcher,
-    rotation::{serve_with_drain, Reloadable, RetireOnRead, Retirement, SecretSource},
+    rotation::{serve_with_drain, Reloadable, Retirement},
+    runtime::TlsRuntime,
 };
 
-/// The `tls` network filter: terminates TLS on a listener's connections. Cheap to
-/// clone; material rotates underneath it.
+/// The `tls` network filter: terminates TLS on a listener's connections, as a
+/// [`Layer`] over any connection service `S: Service<Connection>`. Built once from a
+/// validated [`TerminationConfig`]; cheap to clone (shared state in an `Arc`), and the
+/// material rotates underneath it.
+///
+/// # Example
+///
+/// A layer built in code from a typed config (a test certificate handed over as a
+/// secret; [`CertificateConfig::files`](crate::config::CertificateConfig::files)
+/// reads PEM files instead), composed with `ServiceBuilder` around a connection
+/// service that echoes, and one connection served over an in-memory pipe:
+///
+/// ```
+/// use std::sync::Arc;
+/// use proxy_core::{BoxError, Connection, Stream};
+/// use proxy_tls::{
+///     config::{CertificateConfig, TerminationConfig},
+///     rotation::{MemorySecrets, Secret},
+///     TerminationLayer, TlsRuntime,
+/// };
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let test = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()])?;
+/// let secrets = Arc::new(MemorySecrets::default());
+/// secrets.set("web", Secret::key_pair(test.cert.pem(), test.key_pair.serialize_pem()));
+/// let runtime = TlsRuntime::with_secrets(secrets);
+///
+/// let cfg = TerminationConfig::new(vec![CertificateConfig::secret("web")]);
+/// let tls = TerminationLayer::new(&cfg, &runtime)?;
+///
+/// let echo = ServiceBuilder::new()
+///     .layer(tls)
+///     .service(tower::service_fn(|mut conn: Connection| async move {
+///         assert!(conn.secure); // conn.stream is the decrypted stream
+///         let mut word = [0u8; 5];
+///         conn.stream.read_exact(&mut word).await?;
+///         conn.stream.write_all(&word).await?;
+///         conn.stream.shutdown().await?;
+///         Ok::<_, BoxError>(())
+///     }));
+///
+/// let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+/// let conn = Connection {
+///     stream: Stream::Boxed(Box::new(server_io)),
+///     peer: None,
+///     listener: "web".into(),
+///     secure: false,
+///     extensions: Default::default(),
+/// };
+/// let served = tokio::spawn(echo.oneshot(conn));
+///
+/// // A client trusting the test certificate.
+/// let mut roots = rustls::RootCertStore::empty();
+/// roots.add(test.cert.der().clone())?;
+/// let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+///     rustls::crypto::ring::default_provider(),
+/// ))
+/// .with_safe_default_protocol_versions()?
+/// .with_root_certificates(roots)
+/// .with_no_client_auth();
+/// let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+/// let mut tls = connector.connect("a.test".try_into()?, client_io).await?;
+/// tls.write_all(b"hello").await?;
+/// let mut echoed = Vec::new();
+/// tls.read_to_end(&mut echoed).await?;
+/// assert_eq!(echoed, b"hello");
+/// served.await??;
+/// assert_eq!(runtime.metrics().handshakes(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct TerminationLayer {
     shared: Arc<Shared>,
@@ -48,44 +132,77 @@ struct Shared {
     material: Arc<Reloadable<ServerConfigs>>,
     handshake_timeout: Duration,
     drain: Duration,
+    #[cfg(feature = "offload")]
     offload: Option<Dispatcher>,
     metrics: Arc<TlsMetrics>,
 }
 
 impl TerminationLayer {
-    /// Validates `cfg`, loads its material and starts watching it.
+    /// Validates `cfg`, loads its material (secrets from `runtime`'s source, offload
+    /// engines from its engines) and starts watching it. Relative paths are read from
+    /// the working directory: resolve them first
+    /// ([`TerminationConfig::resolve_paths`]) to read them from elsewhere.
     ///
     /// # Errors
-    /// A bad setting (naming the field) or refused material (naming the file).
-    pub fn new(
+    /// A bad setting or refused material, naming its field
+    /// ([`ConfigBuildError::field`]): `certificates[1].cert`, `client_auth.roots`.
+    pub fn new(cfg: &TerminationConfig, runtime: &TlsRuntime) -> Result<Self, ConfigBuildError> {
+        Self::for_listener(cfg, runtime, None)
+    }
+
+    /// As [`TerminationLayer::new`] for listener `listener`, whose resumption state
+    /// `runtime` keeps while its `session` and `early_data` settings stay the same
+    /// (so tickets stay valid across a config reload).
+    ///
+    /// # Errors
+    /// As [`TerminationLayer::new`].
+    pub fn for_listener(
         cfg: &TerminationConfig,
-        secrets: Arc<dyn SecretSource>,
-        offload: Option<Dispatcher>,
-        metrics: Arc<TlsMetrics>,
+        runtime: &TlsRuntime,
+        listener: Option<&str>,
     ) -> Result<Self, ConfigBuildError> {
-        Self::with_sessions(cfg, secrets, offload, metrics, SessionState::new(cfg)?)
+        cfg.validate()?;
+        let sessions = runtime.sessions(listener, cfg)?;
+        Self::build(cfg, runtime, sessions)
     }
 
     /// As [`TerminationLayer::new`], resuming sessions from `sessions` (kept from a
-    /// previous layer of the same listener, so tickets stay valid across a reload).
+    /// previous layer, so tickets stay valid across a rebuild).
     ///
     /// # Errors
-    /// A bad setting (naming the field) or refused material (naming the file).
+    /// As [`TerminationLayer::new`].
     pub fn with_sessions(
         cfg: &TerminationConfig,
-        secrets: Arc<dyn SecretSource>,
-        offload: Option<Dispatcher>,
-        metrics: Arc<TlsMetrics>,
+        runtime: &TlsRuntime,
         sessions: SessionState,
     ) -> Result<Self, ConfigBuildError> {
-        let spec = ServerSpec::from_config(cfg, secrets.clone(), sessions)?;
+        cfg.validate()?;
+        Self::build(cfg, runtime, sessions)
+    }
+
+    /// The layer of a validated `cfg`.
+    fn build(
+        cfg: &TerminationConfig,
+        runtime: &TlsRuntime,
+        sessions: SessionState,
+    ) -> Result<Self, ConfigBuildError> {
+        #[cfg(feature = "offload")]
+        let offload = match &cfg.offload {
+            Some(o) => Some(runtime.dispatcher(o)?),
+            None => None,
+        };
+        let secrets = runtime.secrets().clone();
+        let spec = ServerSpec::new(cfg, secrets.clone(), sessions);
         let files = spec.files();
         let watch_secrets = spec.uses_secrets().then_some(&secrets);
+        let metrics = runtime.metrics().clone();
         let material = Reloadable::start(
             format!("tls listener certificates ({} entries)", spec.certs.len()),
             files,
             watch_secrets,
-            cfg.rotation.poll_interval,
+            cfg.rotation
+                .watch_files
+                .then_some(cfg.rotation.poll_interval),
             metrics.clone(),
             Box::new(move || spec.build()),
         )?;
@@ -94,6 +211,7 @@ impl TerminationLayer {
                 material,
                 handshake_timeout: cfg.handshake_timeout,
                 drain: cfg.rotation.drain,
+                #[cfg(feature = "offload")]
                 offload,
                 metrics,
             }),
@@ -104,7 +222,7 @@ impl TerminationLayer {
     /// would: validated first, swapped on success, refused otherwise.
     ///
     /// # Errors
-    /// Why the new material was refused; the running material stays.
+    /// Why the new material was refused, naming the field; the running material stays.
     pub fn reload(&self) -> Result<(), ConfigBuildError> {
         self.shared.material.reload()
     }
@@ -113,32 +231,77 @@ impl TerminationLayer {
     pub fn metrics(&self) -> &Arc<TlsMetrics> {
         &self.shared.metrics
     }
+}
 
-    /// Wraps `inner`: it receives connections whose stream is decrypted.
-    pub fn layer(&self, inner: BoxConn) -> BoxConn {
-        let shared = self.shared.clone();
-        BoxConn::new(tower::service_fn(move |conn: Connection| {
-            let span =
-                tracing::debug_span!("tls_accept", peer = ?conn.peer, listener = %conn.listener);
-            serve(shared.clone(), inner.clone(), conn).instrument(span)
-        }))
+impl TryFrom<&TerminationConfig> for TerminationLayer {
+    type Error = ConfigBuildError;
+
+    /// A layer with its own [`TlsRuntime`] (no secrets, software offload engines).
+    fn try_from(cfg: &TerminationConfig) -> Result<Self, ConfigBuildError> {
+        Self::new(cfg, &TlsRuntime::default())
     }
 }
 
-async fn serve(
+impl<S> Layer<S> for TerminationLayer {
+    type Service = Termination<S>;
+
+    fn layer(&self, inner: S) -> Termination<S> {
+        Termination {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service of [`TerminationLayer`]: handshakes, then calls `S` with the
+/// decrypted connection.
+#[derive(Debug, Clone)]
+pub struct Termination<S> {
+    inner: S,
     shared: Arc<Shared>,
-    inner: BoxConn,
-    mut conn: Connection,
-) -> Result<(), proxy_core::BoxError> {
+}
+
+// === impl Termination ===
+
+impl<S> Service<Connection> for Termination<S>
+where
+    S: Service<Connection, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = BoxError;
+    // The handshake (key exchange and signatures) dwarfs one allocation.
+    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, conn: Connection) -> Self::Future {
+        // The instance made ready is the one called, after the handshake.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let span = tracing::debug_span!("tls_accept", peer = ?conn.peer, listener = %conn.listener);
+        Box::pin(serve(self.shared.clone(), inner, conn).instrument(span))
+    }
+}
+
+async fn serve<S>(shared: Arc<Shared>, mut inner: S, mut conn: Connection) -> Result<(), BoxError>
+where
+    S: Service<Connection, Response = ()>,
+    S::Error: Into<BoxError>,
+{
     let generation = shared.material.current();
     let mut io = std::mem::replace(&mut conn.stream, Stream::Boxed(Box::new(Closed)));
     let configs = &generation.value;
-    let result = tokio::time::timeout(
-        shared.handshake_timeout,
-        handshake::accept(&mut io, configs, shared.offload.as_ref()),
-    )
-    .await
-    .unwrap_or(Err(HandshakeError::Timeout));
+    #[cfg(feature = "offload")]
+    let accept = handshake::accept(&mut io, configs, shared.offload.as_ref());
+    #[cfg(not(feature = "offload"))]
+    let accept = handshake::accept(&mut io, configs);
+    let result = tokio::time::timeout(shared.handshake_timeout, accept)
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout));
     let established = match result {
         Ok(e) => e,
         Err(err) => {
@@ -180,23 +343,15 @@ async fn serve(
     tracing::debug!(version = facts.version, alpn = ?facts.alpn.as_deref().map(String::from_utf8_lossy), resumed = facts.resumed, guomi = facts.guomi, "tls handshake done");
     let (retirement, retire) = Retirement::new();
     let multiplexed = facts.alpn.as_deref() == Some(b"h2");
-    conn.stream = if early {
-        let stream = Prefixed::new(Bytes::from(early_data), stream);
-        Stream::Boxed(Box::new(RetireOnRead::new(stream, retirement.clone())))
-    } else {
-        Stream::Boxed(Box::new(RetireOnRead::new(stream, retirement.clone())))
-    };
+    conn.stream = Stream::Boxed(Box::new(Decrypted::new(
+        Bytes::from(early_data),
+        stream,
+        retirement.clone(),
+    )));
     conn.secure = true;
     conn.extensions.insert(retire);
     crate::identity::insert_tls_info(&mut conn.extensions, &facts);
     conn.extensions.insert(facts);
-    serve_with_drain(
-        inner,
-        conn,
-        &generation,
-        shared.drain,
-        retirement,
-        multiplexed,
-    )
-    .await
+    let served = async move { inner.call(conn).await.map_err(Into::into) };
+    serve_with_drain(served, &generation, shared.drain, retirement, multiplexed).await
 }

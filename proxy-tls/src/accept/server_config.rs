@@ -1,44 +1,39 @@
 //! Building the listener's rustls `ServerConfig`s (international, and Guomi when
-//! configured) from validated material.
+//! configured) from the material a validated config names.
 
 use std::{path::PathBuf, sync::Arc};
 
 use rustls::{
-    crypto::CryptoProvider,
-    server::{
-        ProducesTickets, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier,
-    },
-    ServerConfig, SupportedProtocolVersion,
+    crypto::CryptoProvider, server::WebPkiClientVerifier, ServerConfig, SupportedProtocolVersion,
 };
 
+use super::session::SessionState;
+#[cfg(feature = "guomi")]
+use crate::config::GuomiConfig;
 use crate::{
-    config::{ClientAuthMode, GuomiConfig, TerminationConfig, TlsVersion},
+    config::{
+        CertificateConfig, ClientAuthConfig, ClientAuthMode, KeyPair, Roots, TerminationConfig,
+        TlsVersion,
+    },
     error::ConfigBuildError,
-    material::{self, KeyPairSource, RootsSource},
+    material,
     rotation::SecretSource,
     sni::{CertStore, SniResolver},
 };
 
-/// One listener certificate: where it comes from and which names it serves.
-#[derive(Debug, Clone)]
-pub(crate) struct CertEntry {
-    pub(crate) source: KeyPairSource,
-    pub(crate) server_names: Vec<String>,
-    pub(crate) default: bool,
-}
-
 /// Everything needed to (re)build the configs; the session state is shared across
 /// rebuilds so resumption survives a rotation.
 pub(crate) struct ServerSpec {
-    pub(crate) certs: Vec<CertEntry>,
-    pub(crate) client_auth: Option<(RootsSource, ClientAuthMode)>,
-    pub(crate) alpn: Vec<Vec<u8>>,
-    pub(crate) versions: Vec<&'static SupportedProtocolVersion>,
-    pub(crate) sessions: SessionState,
-    pub(crate) early_data_max: u32,
-    pub(crate) guomi: Option<GuomiConfig>,
-    pub(crate) provider: Arc<CryptoProvider>,
-    pub(crate) secrets: Arc<dyn SecretSource>,
+    pub(crate) certs: Vec<CertificateConfig>,
+    client_auth: Option<ClientAuthConfig>,
+    alpn: Vec<Vec<u8>>,
+    versions: Vec<&'static SupportedProtocolVersion>,
+    sessions: SessionState,
+    early_data_max: u32,
+    #[cfg(feature = "guomi")]
+    guomi: Option<GuomiConfig>,
+    provider: Arc<CryptoProvider>,
+    secrets: Arc<dyn SecretSource>,
 }
 
 impl std::fmt::Debug for ServerSpec {
@@ -54,13 +49,33 @@ impl std::fmt::Debug for ServerSpec {
 #[derive(Debug)]
 pub(crate) struct ServerConfigs {
     pub(crate) international: Arc<ServerConfig>,
+    #[cfg(feature = "guomi")]
     pub(crate) guomi: Option<Arc<ServerConfig>>,
 }
 
-pub(crate) fn versions(v: &[TlsVersion]) -> Vec<&'static SupportedProtocolVersion> {
-    if v.is_empty() {
-        return vec![&rustls::version::TLS13, &rustls::version::TLS12];
+impl ServerConfigs {
+    /// The config for a client: the Guomi one when configured and the client offers
+    /// an RFC 8998 suite (`true`), the international one otherwise.
+    pub(crate) fn pick(
+        &self,
+        hello: &rustls::server::ClientHello<'_>,
+    ) -> (Arc<ServerConfig>, bool) {
+        #[cfg(feature = "guomi")]
+        if let Some(g) = self
+            .guomi
+            .as_ref()
+            .filter(|_| crate::guomi::offers_guomi(hello))
+        {
+            return (g.clone(), true);
+        }
+        #[cfg(not(feature = "guomi"))]
+        let _ = hello;
+        (self.international.clone(), false)
     }
+}
+
+/// The rustls versions of a validated (non-empty) list, TLS 1.3 first.
+pub(crate) fn versions(v: &[TlsVersion]) -> Vec<&'static SupportedProtocolVersion> {
     let mut out = Vec::new();
     if v.contains(&TlsVersion::Tls13) {
         out.push(&rustls::version::TLS13);
@@ -71,170 +86,57 @@ pub(crate) fn versions(v: &[TlsVersion]) -> Vec<&'static SupportedProtocolVersio
     out
 }
 
-/// A listener's resumption state: the ticket keys and the stateful session cache.
-/// Kept across material rotations, and across config reloads when the `session` and
-/// `early_data` sections are unchanged ([`crate::TlsRuntime`] keeps it by listener).
-#[derive(Clone)]
-pub struct SessionState {
-    ticketer: Option<Arc<dyn ProducesTickets>>,
-    cache: Option<Arc<dyn StoresServerSessions>>,
-}
-
-impl std::fmt::Debug for SessionState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionState")
-            .field("tickets", &self.ticketer.is_some())
-            .field("cache", &self.cache.is_some())
-            .finish()
-    }
-}
-
-impl SessionState {
-    /// Fresh ticket keys and an empty cache for `cfg`'s `session` and `early_data`.
-    ///
-    /// # Errors
-    /// A setting refused by [`TerminationConfig::validate`] (a session cache above
-    /// [`crate::config::MAX_SESSION_CACHE`]), or the ticket key could not be generated.
-    pub fn new(cfg: &TerminationConfig) -> Result<Self, ConfigBuildError> {
-        cfg.validate()?;
-        // Early data only with single-use, server-side session state: stateless
-        // tickets could be replayed, and rustls refuses 0-RTT with them.
-        let use_tickets = cfg.session.tickets && !cfg.early_data.enabled;
-        let ticketer = if use_tickets {
-            Some(ticketer(cfg.session.ticket_key_rotation)?)
-        } else {
-            None
-        };
-        let cache_size = if cfg.early_data.enabled {
-            cfg.session.cache_size.max(1)
-        } else {
-            cfg.session.cache_size
-        };
-        let cache = (cache_size > 0)
-            .then(|| ServerSessionMemoryCache::new(cache_size) as Arc<dyn StoresServerSessions>);
-        Ok(Self { ticketer, cache })
-    }
-}
-
-/// A ticketer whose keys rotate every `rotation` (tickets stay valid for twice that).
-fn ticketer(rotation: std::time::Duration) -> Result<Arc<dyn ProducesTickets>, ConfigBuildError> {
-    fn generator() -> Result<Box<dyn ProducesTickets>, rustls::crypto::GetRandomFailed> {
-        // ring's ticketer with fresh random keys; the outer rotator retires it.
-        rustls::crypto::ring::Ticketer::new()
-            .map(|t| Box::new(Shared(t)) as Box<dyn ProducesTickets>)
-            .map_err(|_| rustls::crypto::GetRandomFailed)
-    }
-    let secs = u32::try_from(rotation.as_secs().max(1)).unwrap_or(u32::MAX);
-    rustls::ticketer::TicketRotator::new(secs, generator)
-        .map(|t| Arc::new(t) as Arc<dyn ProducesTickets>)
-        .map_err(|source| ConfigBuildError::Rustls {
-            what: "session: creating the ticket key".into(),
-            source,
-        })
-}
-
-/// Adapts an `Arc<dyn ProducesTickets>` to a boxed one.
-#[derive(Debug)]
-struct Shared(Arc<dyn ProducesTickets>);
-
-impl ProducesTickets for Shared {
-    fn enabled(&self) -> bool {
-        self.0.enabled()
-    }
-    fn lifetime(&self) -> u32 {
-        self.0.lifetime()
-    }
-    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        self.0.encrypt(plain)
-    }
-    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        self.0.decrypt(cipher)
-    }
-}
-
 impl ServerSpec {
-    /// Validates the config section (not the material) into a spec.
-    pub(crate) fn from_config(
+    /// A spec of a validated config (the material is loaded by [`ServerSpec::build`]).
+    pub(crate) fn new(
         cfg: &TerminationConfig,
         secrets: Arc<dyn SecretSource>,
         sessions: SessionState,
-    ) -> Result<Self, ConfigBuildError> {
-        cfg.validate()?;
-        if cfg.certificates.is_empty() {
-            return Err(ConfigBuildError::Invalid(
-                "certificates: at least one certificate is required".into(),
-            ));
-        }
-        let mut certs = Vec::new();
-        for (i, c) in cfg.certificates.iter().enumerate() {
-            let source = certificate_source(c, &format!("certificates[{i}]"))?;
-            certs.push(CertEntry {
-                source,
-                server_names: c.server_names.clone(),
-                default: c.default,
-            });
-        }
-        let client_auth = match &cfg.client_auth {
-            None => None,
-            Some(ca) => {
-                let src = match (&ca.roots, &ca.roots_secret) {
-                    (Some(p), None) => RootsSource::File(p.clone()),
-                    (None, Some(s)) => RootsSource::Secret(s.clone()),
-                    _ => {
-                        return Err(ConfigBuildError::Invalid(
-                            "client_auth: exactly one of roots or roots_secret is required".into(),
-                        ))
-                    }
-                };
-                Some((src, ca.mode))
-            }
-        };
-        if let Some(g) = &cfg.guomi {
-            if cfg.client_auth.is_some() && g.client_roots.is_none() {
-                return Err(ConfigBuildError::Invalid(
-                    "guomi.client_roots: required when client_auth is set (SM2 roots for Guomi clients)".into(),
-                ));
-            }
-        }
-        let versions = versions(&cfg.versions);
-        if cfg.early_data.enabled && !versions.contains(&&rustls::version::TLS13) {
-            return Err(ConfigBuildError::Invalid(
-                "early_data.enabled: early data needs tls13 in versions".into(),
-            ));
-        }
-        Ok(Self {
-            certs,
-            client_auth,
+    ) -> Self {
+        Self {
+            certs: cfg.certificates.clone(),
+            client_auth: cfg.client_auth.clone(),
             alpn: cfg.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
-            versions,
+            versions: versions(&cfg.versions),
             sessions,
-            early_data_max: if cfg.early_data.enabled {
-                cfg.early_data.max_size
-            } else {
-                0
-            },
+            early_data_max: cfg
+                .early_data
+                .as_ref()
+                .map_or(0, |e| u32::try_from(e.max_bytes.get()).unwrap_or(u32::MAX)),
+            #[cfg(feature = "guomi")]
             guomi: cfg.guomi.clone(),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             secrets,
-        })
+        }
+    }
+
+    fn roots(&self) -> impl Iterator<Item = &Roots> {
+        let client = self.client_auth.as_ref().map(|ca| &ca.roots);
+        #[cfg(feature = "guomi")]
+        let guomi = self.guomi.as_ref().and_then(|g| g.client_roots.as_ref());
+        #[cfg(not(feature = "guomi"))]
+        let guomi = None;
+        client.into_iter().chain(guomi)
     }
 
     /// The files whose changes trigger a rebuild.
     pub(crate) fn files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
         for c in &self.certs {
-            if let KeyPairSource::Files { cert, key } = &c.source {
+            if let KeyPair::Files { cert, key } = &c.key_pair {
                 files.push(cert.clone());
                 files.push(key.clone());
             }
         }
-        if let Some((RootsSource::File(p), _)) = &self.client_auth {
-            files.push(p.clone());
+        for roots in self.roots() {
+            if let Roots::Files(f) = roots {
+                files.extend(f.iter().cloned());
+            }
         }
+        #[cfg(feature = "guomi")]
         if let Some(g) = &self.guomi {
             files.push(g.cert.clone());
             files.push(g.key.clone());
-            files.extend(g.client_roots.clone());
         }
         files
     }
@@ -243,15 +145,17 @@ impl ServerSpec {
     pub(crate) fn uses_secrets(&self) -> bool {
         self.certs
             .iter()
-            .any(|c| matches!(c.source, KeyPairSource::Secret(_)))
-            || matches!(self.client_auth, Some((RootsSource::Secret(_), _)))
+            .any(|c| matches!(c.key_pair, KeyPair::Secret(_)))
+            || self.roots().any(|r| matches!(r, Roots::Secret(_)))
     }
 
     /// Loads and validates all material and builds the configs.
     pub(crate) fn build(&self) -> Result<ServerConfigs, ConfigBuildError> {
         let mut store = CertStore::default();
-        for c in &self.certs {
-            let ck = Arc::new(c.source.load(&*self.secrets, &self.provider)?);
+        for (i, c) in self.certs.iter().enumerate() {
+            let field = format!("certificates[{i}]");
+            let ck = material::load_key_pair(&c.key_pair, &field, &*self.secrets, &self.provider)?;
+            let ck = Arc::new(ck);
             let names = if c.server_names.is_empty() {
                 material::dns_names(&ck.cert[0])
             } else {
@@ -262,20 +166,23 @@ impl ServerSpec {
         let builder = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&self.versions)
             .map_err(|source| ConfigBuildError::Rustls {
-                what: "versions".into(),
+                field: "versions".into(),
                 source,
             })?;
         let builder = match &self.client_auth {
             None => builder.with_no_client_auth(),
-            Some((roots, mode)) => {
-                let roots = Arc::new(roots.load(&*self.secrets)?);
-                let v = WebPkiClientVerifier::builder_with_provider(roots, self.provider.clone());
-                let v = match mode {
+            Some(ca) => {
+                let roots = material::load_roots(&ca.roots, "client_auth.roots", &*self.secrets)?;
+                let v = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    self.provider.clone(),
+                );
+                let v = match ca.mode {
                     ClientAuthMode::Required => v,
                     ClientAuthMode::Optional => v.allow_unauthenticated(),
                 };
                 let v = v.build().map_err(|source| ConfigBuildError::Verifier {
-                    what: "client_auth".into(),
+                    field: "client_auth.roots".into(),
                     source,
                 })?;
                 builder.with_client_cert_verifier(v)
@@ -293,63 +200,67 @@ impl ServerSpec {
             None => Arc::new(rustls::server::NoServerSessionStorage {}),
         };
         config.max_early_data_size = self.early_data_max;
-        let guomi = match &self.guomi {
-            None => None,
-            Some(g) => Some(Arc::new(self.build_guomi(g)?)),
-        };
         Ok(ServerConfigs {
             international: Arc::new(config),
-            guomi,
+            #[cfg(feature = "guomi")]
+            guomi: match &self.guomi {
+                None => None,
+                Some(g) => Some(Arc::new(self.build_guomi(g)?)),
+            },
         })
     }
 
+    #[cfg(feature = "guomi")]
     fn build_guomi(&self, g: &GuomiConfig) -> Result<ServerConfig, ConfigBuildError> {
+        use crate::guomi::{load_sm2_key, GuomiServerBuilder, Sm2RootStore};
+        let at = |field: &str| {
+            let field = field.to_owned();
+            move |source| ConfigBuildError::Guomi { field, source }
+        };
+        let material_at = |field: &'static str| move |e| ConfigBuildError::material(field, e);
         let cert_name = g.cert.display().to_string();
-        let chain = material::parse_certs(&material::read_file(&g.cert)?, &cert_name)?;
-        material::check_validity(&chain[0], &cert_name, material::unix_now())?;
-        material::read_file(&g.key)?;
+        let chain = material::read_file(&g.cert)
+            .and_then(|pem| material::parse_certs(&pem, &cert_name))
+            .map_err(material_at("guomi.cert"))?;
+        material::check_validity(&chain[0], &cert_name, material::unix_now())
+            .map_err(material_at("guomi.cert"))?;
+        let key_name = g.key.display().to_string();
+        let key = material::read_file(&g.key)
+            .and_then(|pem| material::parse_key(&pem, &key_name))
+            .map_err(material_at("guomi.key"))?;
+        let key = load_sm2_key(&key).map_err(at("guomi.key"))?;
+        let mut builder = GuomiServerBuilder::new(chain, key)
+            .map_err(at("guomi.key"))?
+            .alpn(self.alpn.clone());
         if let Some(roots) = &g.client_roots {
-            let name = roots.display().to_string();
-            let certs = material::parse_certs(&material::read_file(roots)?, &name)?;
-            material::check_roots_validity(&certs, &name, material::unix_now())?;
-        }
-        let mandatory = matches!(self.client_auth, Some((_, ClientAuthMode::Required)));
-        crate::guomi::GuomiServerBuilder::from_pem_files(&g.cert, &g.key)
-            .and_then(|b| {
-                let b = b.alpn(self.alpn.clone());
-                match &g.client_roots {
-                    Some(roots) => Ok(b.client_auth(
-                        Arc::new(crate::guomi::Sm2RootStore::from_pem_file(roots)?),
-                        mandatory,
-                    )),
-                    None => Ok(b),
+            let mut store = Sm2RootStore::new();
+            for (pem, name, field) in
+                material::roots_pem(roots, "guomi.client_roots", &*self.secrets)?
+            {
+                let certs = material::parse_certs(&pem, &name)
+                    .and_then(|c| {
+                        material::check_roots_validity(&c, &name, material::unix_now())?;
+                        Ok(c)
+                    })
+                    .map_err(|e| ConfigBuildError::material(&field, e))?;
+                for cert in &certs {
+                    store.add(cert).map_err(at(&field))?;
                 }
-            })
-            .and_then(crate::guomi::GuomiServerBuilder::build)
-            .map_err(|source| ConfigBuildError::Guomi {
-                what: format!("guomi: {} + {}", g.cert.display(), g.key.display()),
-                source,
-            })
+            }
+            let mandatory = matches!(
+                self.client_auth,
+                Some(ClientAuthConfig {
+                    mode: ClientAuthMode::Required,
+                    ..
+                })
+            );
+            builder = builder.client_auth(Arc::new(store), mandatory);
+        }
+        builder.build().map_err(at("guomi"))
     }
 }
 
-pub(crate) fn certificate_source(
-    c: &crate::config::CertificateConfig,
-    field: &str,
-) -> Result<KeyPairSource, ConfigBuildError> {
-    match (&c.cert, &c.key, &c.secret) {
-        (Some(cert), Some(key), None) => Ok(KeyPairSource::Files {
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        (None, None, Some(s)) => Ok(KeyPairSource::Secret(s.clone())),
-        _ => Err(ConfigBuildError::Invalid(format!(
-            "{field}: give cert and key, or secret"
-        ))),
-    }
-}
-
-#[cfg(test)]
+#[cfg(all(test, feature = "guomi"))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use std::time::{Duration, SystemTime};
@@ -361,7 +272,7 @@ mod tests {
     };
 
     #[test]
-    fn expired_guomi_client_roots_are_refused_naming_the_file() {
+    fn expired_guomi_client_roots_are_refused_naming_the_field_and_file() {
         let dir = std::env::temp_dir().join(format!("proxy-tls-gm-roots-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let write = |name: &str, data: &str| {
@@ -381,36 +292,26 @@ mod tests {
         old.not_after = SystemTime::now() - Duration::from_secs(86_400);
         let old_roots = write("old-roots.pem", &issue(&old, None).cert_pem());
         let good_roots = write("roots.pem", &ca.cert_pem());
-        let cfg = |roots: &std::path::Path| -> TerminationConfig {
-            serde_yaml::from_str(&format!(
-                "certificates: [{{cert: {}, key: {}}}]\nclient_auth: {{roots: {}}}\n\
-                 guomi: {{cert: {}, key: {}, client_roots: {}}}",
-                cert.display(),
-                key.display(),
-                cert.display(),
-                gm_cert.display(),
-                gm_key.display(),
-                roots.display()
-            ))
-            .unwrap()
-        };
         let build = |roots: &std::path::Path| {
-            let cfg = cfg(roots);
-            ServerSpec::from_config(
-                &cfg,
-                Arc::new(MemorySecrets::default()),
-                SessionState::new(&cfg).unwrap(),
-            )
-            .unwrap()
-            .build()
-            .map(|_| ())
-            .map_err(|e| crate::error_chain(&e))
+            let mut cfg = TerminationConfig::new(vec![CertificateConfig::files(&cert, &key)]);
+            cfg.client_auth = Some(ClientAuthConfig::required(Roots::files([&cert])));
+            cfg.guomi = Some(GuomiConfig {
+                cert: gm_cert.clone(),
+                key: gm_key.clone(),
+                client_roots: Some(Roots::files([&good_roots, &roots.to_path_buf()])),
+            });
+            cfg.validate().unwrap();
+            let sessions = SessionState::new(&cfg).unwrap();
+            ServerSpec::new(&cfg, Arc::new(MemorySecrets::default()), sessions)
+                .build()
+                .map(|_| ())
+                .map_err(|e| crate::error_chain(&e))
         };
         assert_eq!(build(&good_roots), Ok(()));
         let err = build(&old_roots).unwrap_err();
         assert!(
             err.starts_with(&format!(
-                "{}: certificate 0 (a root) expired at",
+                "guomi.client_roots.files[1]: {}: certificate 0 (a root) expired at",
                 old_roots.display()
             )),
             "{err}"

@@ -13,10 +13,11 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig};
 use x509_cert::der::Decode;
 
+use super::chain::{sm2_public_key, Sm2RootStore};
 use super::error::GuomiError;
 use super::provider::{offers_guomi, provider, provider_with};
 use super::sign::{load_sm2_key, Sm2SigningKey};
-use super::verify::{sm2_public_key, Sm2ClientVerifier, Sm2RootStore, Sm2ServerVerifier};
+use super::verify::{Sm2ClientVerifier, Sm2ServerVerifier};
 use super::{CERT_SM2_ID, SM2SIG_SM3};
 
 /// Builds a Guomi `ServerConfig`: TLS 1.3 only, the RFC 8998 suites,
@@ -338,7 +339,10 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Gu
     certs_from_pem(&read(path)?, path)
 }
 
-fn certs_from_pem(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, GuomiError> {
+pub(crate) fn certs_from_pem(
+    pem: &[u8],
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, GuomiError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| GuomiError::Pem {

@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+mod chain;
 mod config;
 mod error;
 mod kx;
@@ -46,13 +47,14 @@ mod props;
 #[cfg(test)]
 pub(crate) mod test_pki;
 
+pub use chain::Sm2RootStore;
 pub use config::{GuomiClientBuilder, GuomiServerBuilder};
 pub use error::GuomiError;
 pub use kx::CURVE_SM2;
 pub use provider::{offers_guomi, provider, provider_with};
 pub use sign::{load_sm2_key, Sm2SigningKey};
 pub use suites::{sm3_hash, TLS13_SM4_CCM_SM3, TLS13_SM4_GCM_SM3};
-pub use verify::{Sm2ClientVerifier, Sm2RootStore, Sm2ServerVerifier};
+pub use verify::{Sm2ClientVerifier, Sm2ServerVerifier};
 
 use rustls::{CipherSuite, NamedGroup, SignatureScheme};
 

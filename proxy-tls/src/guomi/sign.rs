@@ -130,7 +130,7 @@ fn secret_from_pkcs8(der: &[u8]) -> Result<SecretKey, GuomiError> {
     // id-ecPublicKey + SM2 curve; the inner SEC1 key is the same.
     let info = sm2::pkcs8::PrivateKeyInfo::try_from(der)
         .map_err(|e| GuomiError::Key(format!("not a PKCS#8 key: {e}")))?;
-    if info.algorithm.oid != super::verify::OID_SM2_CURVE {
+    if info.algorithm.oid != super::chain::OID_SM2_CURVE {
         return Err(GuomiError::Key(format!(
             "PKCS#8 key algorithm {} is not SM2",
             info.algorithm.oid

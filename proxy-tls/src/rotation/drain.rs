@@ -9,22 +9,18 @@
 //! drain period after that is retired while idle (as an idle timeout would close it).
 
 use std::{
-    io,
-    pin::Pin,
+    future::Future,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
 use proxy_core::{
     connection::{Retire, RetireHandle},
-    BoxConn, BoxError, Connection,
+    BoxError,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tower::ServiceExt;
 
 use super::Generation;
 
@@ -48,80 +44,28 @@ impl Retirement {
         )
     }
 
-    fn on_read(&self) {
+    /// Bytes arrived on the connection: retires it if armed (the drain time passed
+    /// and the connection is HTTP/1.1).
+    pub(crate) fn on_read(&self) {
         if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
             self.handle.retire();
         }
     }
 }
 
-/// A stream that retires its connection when bytes arrive after arming.
-#[derive(Debug)]
-pub(crate) struct RetireOnRead<S> {
-    inner: S,
-    retirement: Retirement,
-}
-
-impl<S> RetireOnRead<S> {
-    pub(crate) fn new(inner: S, retirement: Retirement) -> Self {
-        Self { inner, retirement }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for RetireOnRead<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.retirement.on_read();
-        }
-        res
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for RetireOnRead<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Serves `conn` with `inner`; once `generation` is replaced by newer material and
-/// `drain` has passed, retires the connection as the module docs describe
-/// (`multiplexed`: HTTP/2, retired at once).
-pub(crate) async fn serve_with_drain<T>(
-    inner: BoxConn,
-    conn: Connection,
+/// Runs `serve` (the inner service serving the connection); once `generation` is
+/// replaced by newer material and `drain` has passed, retires the connection as the
+/// module docs describe (`multiplexed`: HTTP/2, retired at once).
+pub(crate) async fn serve_with_drain<T, F>(
+    serve: F,
     generation: &Generation<T>,
     drain: Duration,
     retirement: Retirement,
     multiplexed: bool,
-) -> Result<(), BoxError> {
-    let serve = inner.oneshot(conn);
+) -> Result<(), BoxError>
+where
+    F: Future<Output = Result<(), BoxError>>,
+{
     tokio::pin!(serve);
     tokio::select! {
         r = &mut serve => return r,

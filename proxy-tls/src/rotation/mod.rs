@@ -15,6 +15,6 @@ mod drain;
 mod reload;
 mod secrets;
 
-pub(crate) use drain::{serve_with_drain, RetireOnRead, Retirement};
+pub(crate) use drain::{serve_with_drain, Retirement};
 pub(crate) use reload::{Generation, Reloadable};
 pub use secrets::{MemorySecrets, OnChange, Secret, SecretSource};

@@ -48,6 +48,12 @@ pub(crate) struct Reloadable<T> {
     stamps: Mutex<Vec<Stamp>>,
     metrics: Arc<TlsMetrics>,
     on_secret: OnceLock<Arc<OnChange>>,
+    /// The file poller, started by the first [`Reloadable::current`] (a config that is
+    /// only validated starts no thread): its interval, and the receiving end of
+    /// `_stop_poller`, taken when it starts.
+    poller: Option<(Duration, Mutex<Option<mpsc::Receiver<()>>>)>,
+    poller_started: std::sync::Once,
+    me: Weak<Self>,
     /// Dropped with this value: the file poller's `recv_timeout` then returns at once
     /// and the thread ends (rather than sleeping out its poll interval).
     _stop_poller: Option<mpsc::Sender<()>>,
@@ -68,24 +74,28 @@ fn stamp(path: &PathBuf) -> Stamp {
 }
 
 impl<T: Send + Sync + 'static> Reloadable<T> {
-    /// Builds the first value (an error refuses the config) and starts watching:
-    /// `files` every `poll` (none when zero), and `secrets` on every change.
+    /// Builds the first value (an error refuses the config) and watches: `secrets` on
+    /// every change from now, `files` every `poll` (none when `None`) once the value
+    /// is first used.
     pub(crate) fn start(
         what: String,
         files: Vec<PathBuf>,
         secrets: Option<&Arc<dyn SecretSource>>,
-        poll: Duration,
+        poll: Option<Duration>,
         metrics: Arc<TlsMetrics>,
         build: Build<T>,
     ) -> Result<Arc<Self>, ConfigBuildError> {
         let stamps = files.iter().map(stamp).collect();
         let first = build()?;
-        let poller = (!poll.is_zero() && !files.is_empty()).then(mpsc::channel::<()>);
-        let (stop_tx, stop_rx) = match poller {
-            Some((tx, rx)) => (Some(tx), Some(rx)),
+        let poll = poll.filter(|p| !p.is_zero() && !files.is_empty());
+        let (stop_tx, poller) = match poll {
+            Some(interval) => {
+                let (tx, rx) = mpsc::channel::<()>();
+                (Some(tx), Some((interval, Mutex::new(Some(rx)))))
+            }
             None => (None, None),
         };
-        let this = Arc::new(Self {
+        let this = Arc::new_cyclic(|me| Self {
             what,
             build,
             current: ArcSwap::from_pointee(Generation::new(first)),
@@ -93,6 +103,9 @@ impl<T: Send + Sync + 'static> Reloadable<T> {
             stamps: Mutex::new(stamps),
             metrics,
             on_secret: OnceLock::new(),
+            poller,
+            poller_started: std::sync::Once::new(),
+            me: me.clone(),
             _stop_poller: stop_tx,
         });
         if let Some(secrets) = secrets {
@@ -105,21 +118,29 @@ impl<T: Send + Sync + 'static> Reloadable<T> {
             secrets.subscribe(Arc::downgrade(&f));
             let _ = this.on_secret.set(f);
         }
-        if let Some(stop) = stop_rx {
-            let weak = Arc::downgrade(&this);
-            let spawned = std::thread::Builder::new()
-                .name("tls-rotation-poll".into())
-                .spawn(move || poll_loop(&weak, &stop, poll));
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "could not start the certificate file poller");
-            }
-        }
         Ok(this)
     }
 
-    /// The current generation.
+    /// The current generation; the first call starts the file poller.
     pub(crate) fn current(&self) -> Arc<Generation<T>> {
+        self.poller_started.call_once(|| self.start_poller());
         self.current.load_full()
+    }
+
+    fn start_poller(&self) {
+        let Some((interval, stop)) = &self.poller else {
+            return;
+        };
+        let Some(stop) = stop.lock().ok().and_then(|mut s| s.take()) else {
+            return;
+        };
+        let (weak, interval) = (self.me.clone(), *interval);
+        let spawned = std::thread::Builder::new()
+            .name("tls-rotation-poll".into())
+            .spawn(move || poll_loop(&weak, &stop, interval));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the certificate file poller");
+        }
     }
 
     /// Rebuilds from the material now; on success swaps it in and signals the
@@ -205,11 +226,12 @@ mod tests {
                 format!("generation {i}"),
                 vec![file.clone()],
                 None,
-                Duration::from_secs(3600),
+                Some(Duration::from_secs(3600)),
                 Arc::default(),
                 Box::new(move || Ok(i)),
             )
             .unwrap_or_else(|e| panic!("{e}"));
+            let _ = r.current();
             current = Some(r);
         }
         let alive = |n: usize| {
@@ -223,6 +245,18 @@ mod tests {
             })
         };
         assert!(alive(before + 1), "only the live generation polls");
+        let unused = Reloadable::start(
+            "validated only".into(),
+            vec![file.clone()],
+            None,
+            Some(Duration::from_secs(3600)),
+            Arc::default(),
+            Box::new(|| Ok(0)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(alive(before + 1), "a value never used starts no poller");
+        drop(unused);
         drop(current);
         assert!(alive(before), "no poller outlives its owner");
         let _ = std::fs::remove_dir_all(&dir);

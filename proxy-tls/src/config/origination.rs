@@ -1,0 +1,97 @@
+//! The config of the `tls` upstream transport.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    default_handshake_timeout, default_versions, yes, KeyPair, Roots, RotationConfig, TlsVersion,
+};
+
+/// `clusters[].transport: {typed: tls, config: ...}`: TLS to the upstream endpoints.
+///
+/// ```yaml
+/// server_name: api.internal       # SNI and the name verified; default: the endpoint IP
+/// roots: { files: [certs/upstream-ca.pem] }   # or { secret: ca }, system (default), webpki
+/// alpn: [h2]                      # default: the cluster's protocol
+/// client_cert: { cert: certs/client.pem, key: certs/client.key }   # or { secret: workload }
+/// verify: true
+/// handshake_timeout: 10s
+/// ```
+///
+/// # Example
+/// ```
+/// use proxy_tls::config::{KeyPair, OriginationConfig, Roots};
+///
+/// let mut cfg = OriginationConfig::new(Roots::files(["certs/ca.pem"]));
+/// cfg.server_name = Some("api.internal".into());
+/// cfg.client_cert = Some(KeyPair::files("certs/client.pem", "certs/client.key"));
+/// cfg.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginationConfig {
+    /// The SNI name sent and the name the server certificate must hold; default: the
+    /// endpoint's IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Send SNI (on by default; never sent for an IP address).
+    #[serde(default = "yes")]
+    pub sni: bool,
+    /// Trusted roots; default: the system's.
+    #[serde(default)]
+    pub roots: Roots,
+    /// ALPN protocols offered, in preference order; empty: the cluster's protocol
+    /// when the registry builds it (`h2`, `http/1.1`), else no ALPN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alpn: Vec<String>,
+    /// A client certificate presented to the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<KeyPair>,
+    /// Verify the server certificate (on by default; off only for testing).
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// Protocol versions offered (at least one).
+    #[serde(default = "default_versions")]
+    pub versions: Vec<TlsVersion>,
+    /// The handshake must complete within this.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Live reloading of the roots and client certificate.
+    #[serde(default)]
+    pub rotation: RotationConfig,
+}
+
+impl Default for OriginationConfig {
+    fn default() -> Self {
+        Self::new(Roots::default())
+    }
+}
+
+impl OriginationConfig {
+    /// A config trusting `roots`, every other setting at its default.
+    pub fn new(roots: Roots) -> Self {
+        Self {
+            server_name: None,
+            sni: true,
+            roots,
+            alpn: Vec::new(),
+            client_cert: None,
+            verify: true,
+            versions: default_versions(),
+            handshake_timeout: default_handshake_timeout(),
+            rotation: RotationConfig::default(),
+        }
+    }
+
+    /// Maps every file path of the config (roots, client certificate).
+    pub fn resolve_paths(&mut self, resolve: impl Fn(&Path) -> PathBuf) {
+        self.roots.resolve_paths(&resolve);
+        if let Some(c) = &mut self.client_cert {
+            c.resolve_paths(&resolve);
+        }
+    }
+}
