@@ -12,15 +12,13 @@ mod common;
 
 fn access_log(c: &mut Criterion) {
     let cfg: AccessLogConfig =
-        proxy_filters::config::from_yaml("test", "{path: /dev/null, buffer_lines: 65536}")
+        proxy_core::config::from_yaml("{path: /dev/null, buffer_lines: 65536}")
             .unwrap_or_else(|e| panic!("{e}"));
     let layer = AccessLogLayer::new(&cfg, Default::default()).unwrap_or_else(|e| panic!("{e}"));
     common::bench(c, "access_log", "text_default", layer, common::request);
-    let cfg: AccessLogConfig = proxy_filters::config::from_yaml(
-        "test",
-        "{path: /dev/null, format: {json: {}}, buffer_lines: 65536}",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let cfg: AccessLogConfig =
+        proxy_core::config::from_yaml("{path: /dev/null, format: {json: {}}, buffer_lines: 65536}")
+            .unwrap_or_else(|e| panic!("{e}"));
     let layer = AccessLogLayer::new(&cfg, Default::default()).unwrap_or_else(|e| panic!("{e}"));
     common::bench(c, "access_log", "json_default", layer, common::request);
 }

@@ -42,7 +42,7 @@ fn request() -> Request<()> {
 }
 
 fn config(yaml: &str) -> AdaptiveConfig {
-    AdaptiveConfig::from_yaml(&serde_yaml::from_str(yaml).unwrap()).unwrap()
+    proxy_core::config::from_yaml(yaml).unwrap()
 }
 
 fn bench(c: &mut Criterion) {

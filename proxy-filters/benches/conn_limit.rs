@@ -14,11 +14,9 @@ use tower::{Layer, Service};
 mod common;
 
 fn conn_limit(c: &mut Criterion) {
-    let cfg: ConnLimitConfig = proxy_filters::config::from_yaml(
-        "test",
-        "{max_connections: 100000, max_per_source_ip: 1000}",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let cfg: ConnLimitConfig =
+        proxy_core::config::from_yaml("{max_connections: 100000, max_per_source_ip: 1000}")
+            .unwrap_or_else(|e| panic!("{e}"));
     let layer = ConnLimitLayer::new(&cfg, Default::default()).unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()

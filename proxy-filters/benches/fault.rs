@@ -10,15 +10,13 @@ use proxy_filters::fault::{FaultConfig, FaultLayer};
 mod common;
 
 fn fault(c: &mut Criterion) {
-    let cfg: FaultConfig = proxy_filters::config::from_yaml(
-        "test",
-        "{abort: {status: 503, percentage: 0.1}, seed: 1}",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let cfg: FaultConfig =
+        proxy_core::config::from_yaml("{abort: {status: 503, abort_percent: 0.1}, seed: 1}")
+            .unwrap_or_else(|e| panic!("{e}"));
     let layer = FaultLayer::new(&cfg, Default::default()).unwrap_or_else(|e| panic!("{e}"));
     common::bench(c, "fault", "abort_0.1pct", layer, common::request);
     let cfg: FaultConfig =
-        proxy_filters::config::from_yaml("test", "{headers: {}}").unwrap_or_else(|e| panic!("{e}"));
+        proxy_core::config::from_yaml("{headers: {}}").unwrap_or_else(|e| panic!("{e}"));
     let layer = FaultLayer::new(&cfg, Default::default()).unwrap_or_else(|e| panic!("{e}"));
     common::bench(
         c,

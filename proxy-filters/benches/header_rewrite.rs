@@ -9,8 +9,7 @@ use proxy_filters::header_rewrite::{HeaderRewriteConfig, HeaderRewriteLayer};
 mod common;
 
 fn header_rewrite(c: &mut Criterion) {
-    let cfg: HeaderRewriteConfig = proxy_filters::config::from_yaml("test", 
-        "{request: {remove: [x-api-key], set: [{name: x-env, value: prod}]}, response: {set: [{name: x-served-by, value: edge}], remove: [server]}}",
+    let cfg: HeaderRewriteConfig = proxy_core::config::from_yaml("{request: {remove: [x-api-key], set: [{name: x-env, value: prod}]}, response: {set: [{name: x-served-by, value: edge}], remove: [server]}}",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let layer = HeaderRewriteLayer::new(&cfg).unwrap_or_else(|e| panic!("{e}"));

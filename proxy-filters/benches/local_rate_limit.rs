@@ -11,7 +11,7 @@ mod common;
 
 fn rate_limit(c: &mut Criterion) {
     let cfg: LocalRateLimitConfig =
-        proxy_filters::config::from_yaml("test", "{rate: {requests: 1000000000, per: 1s}}")
+        proxy_core::config::from_yaml("{rate: {requests: 1000000000, per: 1s}}")
             .unwrap_or_else(|e| panic!("{e}"));
     let layer =
         LocalRateLimitLayer::new(&cfg, Default::default()).unwrap_or_else(|e| panic!("{e}"));
@@ -22,8 +22,7 @@ fn rate_limit(c: &mut Criterion) {
         layer,
         common::request,
     );
-    let cfg: LocalRateLimitConfig = proxy_filters::config::from_yaml(
-        "test",
+    let cfg: LocalRateLimitConfig = proxy_core::config::from_yaml(
         "{descriptors: [{key: {header: x-api-key}, rate: {requests: 1000000000, per: 1s}}]}",
     )
     .unwrap_or_else(|e| panic!("{e}"));

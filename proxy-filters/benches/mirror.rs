@@ -31,10 +31,9 @@ fn mirror(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"));
     let _enter = rt.enter();
     for (name, pct) in [("sampled_out_1pct", 1.0), ("copy_every_request", 100.0)] {
-        let cfg: MirrorConfig = proxy_filters::config::from_yaml(
-            "test",
-            &format!("{{cluster: shadow, percentage: {pct}, max_in_flight: 100000}}"),
-        )
+        let cfg: MirrorConfig = proxy_core::config::from_yaml(&format!(
+            "{{cluster: shadow, sample_percent: {pct}, max_in_flight: 100000}}"
+        ))
         .unwrap_or_else(|e| panic!("{e}"));
         let layer = MirrorLayer::new(&cfg, Arc::new(Instant), Default::default())
             .unwrap_or_else(|e| panic!("{e}"));

@@ -16,8 +16,7 @@ fn rbac(c: &mut Criterion) {
         ));
     }
     yaml.push_str("  - {name: api, action: allow, principals: [{any: true}], permissions: [{and: [{method: [GET]}, {host: {exact: api.local}}, {path: {regex: '/v1/users/[0-9]+'}}]}]}\n");
-    let cfg: RbacConfig =
-        proxy_filters::config::from_yaml("test", &yaml).unwrap_or_else(|e| panic!("{e}"));
+    let cfg: RbacConfig = proxy_core::config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
     let layer = RbacLayer::new(&cfg, Default::default()).unwrap_or_else(|e| panic!("{e}"));
     common::bench(
         c,

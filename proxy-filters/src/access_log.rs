@@ -6,6 +6,13 @@
 //! that writes with a buffered writer and flushes whenever the queue is empty; when
 //! the writer falls behind, lines are dropped and counted, never waited for.
 //!
+//! Building the layer starts nothing and opens nothing (so `--validate` has no side
+//! effects): the writer thread starts with the first line, and opens the file (append,
+//! created if missing) itself. At build the file's directory must exist; a file that
+//! cannot be opened later is logged and its lines counted in
+//! `proxy_filters_access_log_write_errors_total`, the open retried with the next line.
+//! A relative `path` in a config file resolves from the file's directory.
+//!
 //! Fields: `%START_TIME%` (RFC 3339, UTC), `%METHOD%`, `%PATH%` (path and query),
 //! `%PROTOCOL%`, `%STATUS%`, `%BYTES_SENT%`, `%DURATION%` (milliseconds),
 //! `%PEER%` (address and port), `%PEER_IP%`, `%AUTHORITY%`, `%ROUTE%`,
@@ -19,7 +26,7 @@
 //! http_filters:
 //!   - typed: access_log
 //!     config:
-//!       path: /var/log/proxy/access.log     # absent: stdout
+//!       path: /var/log/proxy/access.log     # absent: stdout; relative: from the config file
 //!       format: { json: { status: "%STATUS%", path: "%PATH%", ua: "%REQ(user-agent)%" } }
 //! ```
 
@@ -28,9 +35,9 @@ mod format;
 use std::{
     fs::OpenOptions,
     io::{BufWriter, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     pin::Pin,
-    sync::{mpsc, Arc},
+    sync::{mpsc, Arc, OnceLock},
     task::{Context, Poll},
     time::{Instant, SystemTime},
 };
@@ -62,71 +69,125 @@ pub struct AccessLogConfig {
     /// The line format.
     #[serde(default)]
     pub format: LogFormat,
-    /// Lines queued for the writer at most (default 8192); beyond that lines are dropped.
+    /// Lines queued for the writer at most (default 8192); beyond that lines are
+    /// dropped.
     #[serde(default = "default_buffer")]
     pub buffer_lines: std::num::NonZeroUsize,
+}
+
+/// Stdout, the default text format.
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            path: None,
+            format: LogFormat::default(),
+            buffer_lines: default_buffer(),
+        }
+    }
 }
 
 fn default_buffer() -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(8192).unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
-/// The writer's end of the queue; the writer thread ends when the last layer clone
-/// holding it is dropped.
+/// The writer's end of the queue, made with the first line; the writer thread ends
+/// when the last layer clone holding it is dropped.
 #[derive(Debug)]
 struct Sink {
-    tx: mpsc::SyncSender<String>,
+    /// The queue to the writer thread once started; `None` if it could not start.
+    tx: OnceLock<Option<mpsc::SyncSender<String>>>,
+    path: Option<PathBuf>,
+    buffer_lines: usize,
     format: format::Compiled,
     counters: Arc<AccessLogCounters>,
 }
 
 impl Sink {
     fn send(&self, line: String) {
-        match self.tx.try_send(line) {
-            Ok(()) => {}
-            Err(_) => self.counters.dropped.inc(),
+        let tx = self.tx.get_or_init(|| self.start());
+        match tx {
+            Some(tx) if tx.try_send(line).is_ok() => {}
+            _ => self.counters.dropped.inc(),
+        }
+    }
+
+    /// Starts the writer thread (which opens the file).
+    fn start(&self) -> Option<mpsc::SyncSender<String>> {
+        let (tx, rx) = mpsc::sync_channel::<String>(self.buffer_lines);
+        let path = self.path.clone();
+        let counters = self.counters.clone();
+        match std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(&rx, path.as_deref(), &counters))
+        {
+            Ok(_) => Some(tx),
+            Err(error) => {
+                tracing::error!(%error, "access log writer thread could not start");
+                None
+            }
         }
     }
 }
 
 /// Applies [`AccessLog`] to a service.
+///
+/// # Example
+/// ```
+/// use proxy_core::{Body, BoxError, HttpRequest};
+/// use proxy_filters::access_log::{AccessLogConfig, AccessLogLayer, LogFormat};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let path = std::env::temp_dir().join(format!("access-{}.log", std::process::id()));
+/// let cfg = AccessLogConfig {
+///     path: Some(path.clone()),
+///     format: LogFormat::Text("%METHOD% %PATH% %STATUS%".into()),
+///     ..Default::default()
+/// };
+/// let layer = AccessLogLayer::try_from(&cfg)?;
+/// assert!(!path.exists(), "nothing is opened before the first line");
+/// let svc = ServiceBuilder::new()
+///     .layer(layer)
+///     .service(service_fn(|_req: HttpRequest| async {
+///         Ok::<_, BoxError>(http::Response::new(Body::empty()))
+///     }));
+/// let resp = svc.oneshot(http::Request::get("/hello").body(Body::empty())?).await?;
+/// drop(resp); // the line is written when the response body ends or is dropped
+/// for _ in 0..200 {
+///     if std::fs::read_to_string(&path).is_ok_and(|t| t.ends_with('\n')) { break }
+///     std::thread::sleep(std::time::Duration::from_millis(10));
+/// }
+/// assert_eq!(std::fs::read_to_string(&path)?, "GET /hello 200\n");
+/// std::fs::remove_file(&path)?;
+/// # Ok::<_, BoxError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct AccessLogLayer {
     sink: Arc<Sink>,
 }
 
 impl AccessLogLayer {
-    /// Validates `cfg`, opens the file and starts the writer thread.
+    /// Validates `cfg`, counting lines in `counters`. Opens no file and starts no
+    /// thread: the writer starts with the first line.
     ///
     /// # Errors
-    /// An unknown `%FIELD%`, a bad header name in `%REQ()%`, a file that cannot be
-    /// opened for appending.
+    /// An unknown `%FIELD%`, a bad header name in `%REQ()%`, a `path` whose directory
+    /// does not exist or that is a directory, naming the field.
     pub fn new(
         cfg: &AccessLogConfig,
         counters: Arc<AccessLogCounters>,
     ) -> Result<Self, ConfigError> {
         let format = format::Compiled::new(&cfg.format)?;
-        let out: Box<dyn Write + Send> = match &cfg.path {
-            Some(p) => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(|e| {
-                        ConfigError::field(NAME, "path", format!("{}: {e}", p.display()))
-                    })?,
-            ),
-            None => Box::new(std::io::stdout()),
-        };
-        let (tx, rx) = mpsc::sync_channel::<String>(cfg.buffer_lines.get());
-        let writer_counters = counters.clone();
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(rx, out, &writer_counters))
-            .map_err(|e| ConfigError::field(NAME, "path", format!("writer thread: {e}")))?;
+        if let Some(p) = &cfg.path {
+            check_path(p)?;
+        }
         Ok(Self {
             sink: Arc::new(Sink {
-                tx,
+                tx: OnceLock::new(),
+                path: cfg.path.clone(),
+                buffer_lines: cfg.buffer_lines.get(),
                 format,
                 counters,
             }),
@@ -134,14 +195,63 @@ impl AccessLogLayer {
     }
 }
 
-fn write_lines(
-    rx: mpsc::Receiver<String>,
-    out: Box<dyn Write + Send>,
-    counters: &AccessLogCounters,
-) {
-    let mut out = BufWriter::with_capacity(64 * 1024, out);
+impl TryFrom<&AccessLogConfig> for AccessLogLayer {
+    type Error = ConfigError;
+
+    /// [`AccessLogLayer::new`] with counters of its own.
+    fn try_from(cfg: &AccessLogConfig) -> Result<Self, ConfigError> {
+        Self::new(cfg, Arc::default())
+    }
+}
+
+/// What can be checked of a log file without touching it: its directory exists, and
+/// it is not a directory itself.
+fn check_path(p: &Path) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError::invalid("path", format!("{}: {why}", p.display()));
+    if p.is_dir() {
+        return Err(bad("is a directory"));
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad("its directory does not exist"));
+    }
+    Ok(())
+}
+
+fn open(path: Option<&Path>) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match path {
+        Some(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?),
+        None => Box::new(std::io::stdout()),
+    })
+}
+
+/// The writer thread: opens the file, then writes batches of lines, flushing when
+/// the queue is empty. Ends when every sender is gone.
+fn write_lines(rx: &mpsc::Receiver<String>, path: Option<&Path>, counters: &AccessLogCounters) {
+    let mut out: Option<BufWriter<Box<dyn Write + Send>>> = None;
+    let mut reported = false;
     while let Ok(line) = rx.recv() {
-        let mut write = |line: String| match out.write_all(line.as_bytes()) {
+        if out.is_none() {
+            match open(path) {
+                Ok(w) => out = Some(BufWriter::with_capacity(64 * 1024, w)),
+                Err(error) if !reported => {
+                    reported = true;
+                    tracing::error!(path = ?path, %error, "access log cannot be opened");
+                }
+                Err(_) => {}
+            }
+        }
+        let Some(w) = out.as_mut() else {
+            counters.errors.inc();
+            while rx.try_recv().is_ok() {
+                counters.errors.inc();
+            }
+            continue;
+        };
+        let mut write = |line: String| match w.write_all(line.as_bytes()) {
             Ok(()) => counters.written.inc(),
             Err(_) => counters.errors.inc(),
         };
@@ -149,7 +259,7 @@ fn write_lines(
         while let Ok(line) = rx.try_recv() {
             write(line);
         }
-        if out.flush().is_err() {
+        if w.flush().is_err() {
             counters.errors.inc();
         }
     }

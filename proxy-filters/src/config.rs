@@ -1,135 +1,26 @@
-//! Shared pieces of the filters' config sections: parsing with field paths, the
-//! percentage type and the lock-free sampler that turns a percentage into decisions.
+//! Shared pieces of the filters' config sections: the share type ([`Percent`], core's,
+//! re-exported) and the lock-free [`Sampler`] that turns a share into decisions.
+//!
+//! Sections are parsed with core's one helper ([`proxy_core::config::Section::parse`],
+//! [`proxy_core::config::from_yaml`]), so their errors name the field path the same
+//! way as every other section:
+//!
+//! ```
+//! use proxy_filters::fault::FaultConfig;
+//! let cfg: FaultConfig =
+//!     proxy_core::config::from_yaml("abort: {status: 503, abort_percent: 5}").unwrap();
+//! assert_eq!(cfg.abort.unwrap().abort_percent.value(), 5.0);
+//! let err = proxy_core::config::from_yaml::<FaultConfig>("abort: {status: 503, abort_percent: 150}")
+//!     .unwrap_err();
+//! assert_eq!(err.path, "abort.abort_percent");
+//! ```
 
 use std::{
-    fmt,
     sync::atomic::{AtomicU64, Ordering},
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-
-use crate::ConfigError;
-
-/// Parses a filter's section; a missing section (`null`) is an empty mapping, so
-/// every default applies. Enums are one-key maps (`path: { prefix: /api }`), as in
-/// the rest of the config. Errors name the field path inside the section.
-///
-/// # Errors
-/// [`ConfigError::Invalid`] naming the field and the reason.
-pub fn parse<T: DeserializeOwned>(
-    filter: &'static str,
-    value: &serde_yaml::Value,
-) -> Result<T, ConfigError> {
-    let empty = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
-    let value = if value.is_null() { &empty } else { value };
-    let mut track = serde_path_to_error::Track::new();
-    let result = serde_yaml::with::singleton_map_recursive::deserialize(
-        serde_path_to_error::Deserializer::new(value, &mut track),
-    );
-    result.map_err(|e| {
-        let path = track.path().to_string();
-        let reason = e.to_string();
-        // serde_yaml appends " at line N column M" to some messages; the path says more.
-        let reason = reason
-            .split(" at line ")
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        ConfigError::Invalid {
-            filter,
-            path: if path == "." { String::new() } else { path },
-            reason,
-        }
-    })
-}
-
-/// Parses a filter's section from YAML text (see [`parse`]).
-///
-/// # Errors
-/// Bad YAML, or [`ConfigError::Invalid`] naming the field.
-///
-/// # Example
-/// ```
-/// use proxy_filters::{config::from_yaml, rbac::RbacConfig};
-/// let cfg: RbacConfig = from_yaml("rbac", "policies: [{name: a, action: allow, principals: [{any: true}], permissions: [{path: {prefix: /}}]}]").unwrap();
-/// assert_eq!(cfg.policies.len(), 1);
-/// let err = from_yaml::<RbacConfig>("rbac", "policies: [{name: a, action: allow, principals: [{source_ip: 1.2.3.4/40}], permissions: []}]").unwrap_err();
-/// assert!(err.to_string().starts_with("rbac.policies[0].principals[0].source_ip: "), "{err}");
-/// ```
-pub fn from_yaml<T: DeserializeOwned>(filter: &'static str, text: &str) -> Result<T, ConfigError> {
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid {
-            filter,
-            path: String::new(),
-            reason: e.to_string(),
-        })?;
-    parse(filter, &value)
-}
-
-/// Writes a section as YAML the way [`parse`] reads it (enums as one-key maps).
-///
-/// # Errors
-/// A value YAML cannot represent.
-pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, serde_yaml::Error> {
-    let mut out = Vec::new();
-    let mut ser = serde_yaml::Serializer::new(&mut out);
-    serde_yaml::with::singleton_map_recursive::serialize(value, &mut ser)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// A percentage from 0 to 100 (fractions allowed: `0.5` is one in two hundred).
-/// Values outside that range, NaN included, are refused at load.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-#[serde(try_from = "f64", into = "f64")]
-pub struct Percent(f64);
-
-impl Percent {
-    /// Always.
-    pub const HUNDRED: Self = Self(100.0);
-    /// Never.
-    pub const ZERO: Self = Self(0.0);
-
-    /// The percentage as a number from 0 to 100.
-    pub fn value(self) -> f64 {
-        self.0
-    }
-
-    /// Parts per million: the form samplers compare against.
-    pub fn per_million(self) -> u32 {
-        (self.0 * 10_000.0).round() as u32
-    }
-}
-
-impl Default for Percent {
-    fn default() -> Self {
-        Self::HUNDRED
-    }
-}
-
-impl TryFrom<f64> for Percent {
-    type Error = String;
-
-    fn try_from(v: f64) -> Result<Self, String> {
-        if (0.0..=100.0).contains(&v) {
-            Ok(Self(v))
-        } else {
-            Err(format!("{v} is not a percentage from 0 to 100"))
-        }
-    }
-}
-
-impl From<Percent> for f64 {
-    fn from(p: Percent) -> f64 {
-        p.0
-    }
-}
-
-impl fmt::Display for Percent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}%", self.0)
-    }
-}
+pub use proxy_core::config::Percent;
 
 /// A lock-free pseudo-random source shared by all clones of a layer: one atomic add
 /// and a SplitMix64 mix per draw. With a seed the sequence of draws is fixed (tests).
@@ -182,16 +73,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percent_bounds() {
-        assert!(Percent::try_from(100.0).is_ok());
-        assert!(Percent::try_from(0.0).is_ok());
-        assert!(Percent::try_from(100.5).is_err());
-        assert!(Percent::try_from(-1.0).is_err());
-        assert!(Percent::try_from(f64::NAN).is_err());
-        assert_eq!(Percent::try_from(12.5).unwrap().per_million(), 125_000);
-    }
-
-    #[test]
     fn seeded_sampler_is_repeatable_and_fair() {
         let a = Sampler::new(Some(7));
         let b = Sampler::new(Some(7));
@@ -201,25 +82,5 @@ mod tests {
         assert!((2300..2700).contains(&hits), "{hits}");
         assert!(!a.hit(0));
         assert!(a.hit(1_000_000));
-    }
-
-    #[test]
-    fn parse_names_the_field() {
-        #[derive(Debug, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        #[allow(dead_code)]
-        struct S {
-            inner: Vec<I>,
-        }
-        #[derive(Debug, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        #[allow(dead_code)]
-        struct I {
-            percentage: Percent,
-        }
-        let v: serde_yaml::Value =
-            serde_yaml::from_str("inner: [{percentage: 5}, {percentage: 150}]").unwrap();
-        let e = parse::<S>("fault", &v).unwrap_err().to_string();
-        assert!(e.starts_with("fault.inner[1].percentage: 150"), "{e}");
     }
 }

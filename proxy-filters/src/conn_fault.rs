@@ -2,10 +2,13 @@
 //! connections for a delay, reset a share (TCP RST, via a zero linger) before any
 //! byte is served.
 //!
+//! Shares are `delay.delay_percent` and `reset.reset_percent` (0-100, default 100).
+//! Metrics: `proxy_filters_connection_fault_{connections_total,injected_total}`.
+//!
 //! ```yaml
 //! network_filters:
 //!   - typed: connection_fault
-//!     config: { delay: { duration: 200ms, percentage: 10 }, reset: { percentage: 1 } }
+//!     config: { delay: { duration: 200ms, delay_percent: 10 }, reset: { reset_percent: 1 } }
 //! ```
 
 use std::{
@@ -30,8 +33,8 @@ use crate::{
 /// The registered name.
 pub const NAME: &str = "connection_fault";
 
-/// The `connection_fault` filter's section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `connection_fault` filter's section: `delay`, `reset` or both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnFaultConfig {
     /// Names this filter in metrics (default: the listener's name).
@@ -55,18 +58,18 @@ pub struct ConnDelay {
     /// How long.
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
-    /// Share of connections (default 100).
+    /// Share of connections delayed, 0-100 (default 100).
     #[serde(default)]
-    pub percentage: Percent,
+    pub delay_percent: Percent,
 }
 
 /// A connection reset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnReset {
-    /// Share of connections (default 100).
+    /// Share of connections reset, 0-100 (default 100).
     #[serde(default)]
-    pub percentage: Percent,
+    pub reset_percent: Percent,
 }
 
 #[derive(Debug)]
@@ -78,6 +81,35 @@ struct Settings {
 }
 
 /// Applies [`ConnFault`] to a connection service.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use proxy_core::{config::Percent, BoxError, Connection, Stream};
+/// use proxy_filters::conn_fault::{ConnDelay, ConnFaultConfig, ConnFaultLayer};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let cfg = ConnFaultConfig {
+///     delay: Some(ConnDelay { duration: Duration::from_millis(20), delay_percent: Percent::HUNDRED }),
+///     ..Default::default()
+/// };
+/// let svc = ServiceBuilder::new()
+///     .layer(ConnFaultLayer::try_from(&cfg)?)
+///     .service(service_fn(|_conn: Connection| async { Ok::<_, BoxError>(()) }));
+/// let conn = Connection {
+///     stream: Stream::Boxed(Box::new(tokio::io::duplex(64).0)),
+///     peer: None,
+///     listener: "edge".into(),
+///     secure: false,
+///     extensions: Default::default(),
+/// };
+/// let started = std::time::Instant::now();
+/// svc.oneshot(conn).await?;
+/// assert!(started.elapsed() >= Duration::from_millis(20), "held before it is served");
+/// # Ok::<_, BoxError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnFaultLayer {
     settings: Arc<Settings>,
@@ -93,23 +125,28 @@ impl ConnFaultLayer {
         counters: Arc<ConnFaultCounters>,
     ) -> Result<Self, ConfigError> {
         if cfg.delay.is_none() && cfg.reset.is_none() {
-            return Err(ConfigError::field(
-                NAME,
-                "delay",
-                "set delay, reset or both",
-            ));
+            return Err(ConfigError::invalid("delay", "set delay, reset or both"));
         }
         Ok(Self {
             settings: Arc::new(Settings {
                 delay: cfg
                     .delay
                     .as_ref()
-                    .map(|d| (d.duration, d.percentage.per_million())),
-                reset: cfg.reset.as_ref().map(|r| r.percentage.per_million()),
+                    .map(|d| (d.duration, d.delay_percent.per_million())),
+                reset: cfg.reset.as_ref().map(|r| r.reset_percent.per_million()),
                 sampler: Sampler::new(cfg.seed),
                 counters,
             }),
         })
+    }
+}
+
+impl TryFrom<&ConnFaultConfig> for ConnFaultLayer {
+    type Error = ConfigError;
+
+    /// [`ConnFaultLayer::new`] with counters of its own.
+    fn try_from(cfg: &ConnFaultConfig) -> Result<Self, ConfigError> {
+        Self::new(cfg, Arc::default())
     }
 }
 

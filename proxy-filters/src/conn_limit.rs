@@ -6,6 +6,8 @@
 //! meet. An entry lives while its IP has connections open, so the map is bounded by
 //! the open connections. The counts survive reloads ([`ConnCounts`]).
 //!
+//! Metrics: `proxy_filters_connection_limit_{accepted_total,refused_total,active}`.
+//!
 //! ```yaml
 //! network_filters:
 //!   - typed: connection_limit
@@ -35,8 +37,9 @@ use crate::{metrics::ConnLimitCounters, ConfigError};
 /// The registered name.
 pub const NAME: &str = "connection_limit";
 
-/// The `connection_limit` filter's section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `connection_limit` filter's section. Set either limit or both; an absent
+/// limit is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnLimitConfig {
     /// Names this filter in metrics (default: the listener's name).
@@ -72,7 +75,7 @@ impl Default for ConnCounts {
     }
 }
 
-/// Renders nothing: the counts are state; `proxy_filters_conn_limit_*` come from the
+/// Renders nothing: the counts are state; `proxy_filters_connection_limit_*` come from the
 /// filter's counters.
 impl proxy_core::metrics::RenderMetrics for ConnCounts {
     fn render(&self, _out: &mut String) {}
@@ -166,6 +169,42 @@ impl Drop for Permit {
 }
 
 /// Applies [`ConnLimit`] to a connection service.
+///
+/// # Example
+/// ```
+/// use std::{num::NonZeroU32, sync::{atomic::{AtomicUsize, Ordering}, Arc}};
+/// use proxy_core::{BoxError, Connection, Stream};
+/// use proxy_filters::conn_limit::{ConnLimitConfig, ConnLimitLayer};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let cfg = ConnLimitConfig {
+///     max_connections: NonZeroU32::new(10_000),
+///     max_per_source_ip: NonZeroU32::new(100),
+///     ..Default::default()
+/// };
+/// let layer = ConnLimitLayer::try_from(&cfg)?;
+/// let served = Arc::new(AtomicUsize::new(0));
+/// let seen = served.clone();
+/// let svc = ServiceBuilder::new()
+///     .layer(layer.clone())
+///     .service(service_fn(move |_conn: Connection| {
+///         seen.fetch_add(1, Ordering::SeqCst);
+///         async { Ok::<_, BoxError>(()) }
+///     }));
+/// let conn = Connection {
+///     stream: Stream::Boxed(Box::new(tokio::io::duplex(64).0)),
+///     peer: Some("10.0.0.1:40000".parse()?),
+///     listener: "edge".into(),
+///     secure: false,
+///     extensions: Default::default(),
+/// };
+/// svc.oneshot(conn).await?;
+/// assert_eq!(served.load(Ordering::SeqCst), 1);
+/// assert_eq!(layer.open(), 0, "given back when the connection ends");
+/// # Ok::<_, BoxError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnLimitLayer {
     state: Arc<State>,
@@ -193,8 +232,7 @@ impl ConnLimitLayer {
         counters: Arc<ConnLimitCounters>,
     ) -> Result<Self, ConfigError> {
         if cfg.max_connections.is_none() && cfg.max_per_source_ip.is_none() {
-            return Err(ConfigError::field(
-                NAME,
+            return Err(ConfigError::invalid(
                 "max_connections",
                 "set max_connections, max_per_source_ip or both",
             ));
@@ -212,6 +250,15 @@ impl ConnLimitLayer {
     /// Connections open through this layer now.
     pub fn open(&self) -> u32 {
         self.state.counts.open()
+    }
+}
+
+impl TryFrom<&ConnLimitConfig> for ConnLimitLayer {
+    type Error = ConfigError;
+
+    /// [`ConnLimitLayer::new`] with counters of its own.
+    fn try_from(cfg: &ConnLimitConfig) -> Result<Self, ConfigError> {
+        Self::new(cfg, Arc::default())
     }
 }
 
@@ -272,7 +319,7 @@ mod tests {
     #[test]
     fn permits_count_and_release() {
         let cfg: ConnLimitConfig =
-            crate::config::from_yaml("test", "{max_connections: 3, max_per_source_ip: 2}").unwrap();
+            proxy_core::config::from_yaml("{max_connections: 3, max_per_source_ip: 2}").unwrap();
         let layer = ConnLimitLayer::new(&cfg, Default::default()).unwrap();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
@@ -296,7 +343,7 @@ mod tests {
     #[test]
     fn counts_carry_over_a_reload() {
         let counts = Arc::new(ConnCounts::default());
-        let old: ConnLimitConfig = crate::config::from_yaml("t", "{max_connections: 10}").unwrap();
+        let old: ConnLimitConfig = proxy_core::config::from_yaml("{max_connections: 10}").unwrap();
         let old = ConnLimitLayer::with_counts(&old, counts.clone(), Default::default()).unwrap();
         let ip: IpAddr = "10.0.0.9".parse().unwrap();
         let held = [
@@ -304,7 +351,7 @@ mod tests {
             old.state.admit(Some(ip)).unwrap(),
         ];
         let new: ConnLimitConfig =
-            crate::config::from_yaml("t", "{max_connections: 10, max_per_source_ip: 2}").unwrap();
+            proxy_core::config::from_yaml("{max_connections: 10, max_per_source_ip: 2}").unwrap();
         let new = ConnLimitLayer::with_counts(&new, counts.clone(), Default::default()).unwrap();
         assert!(
             new.state.admit(Some(ip)).is_none(),

@@ -1,28 +1,21 @@
 //! Header add/remove/rewrite on requests and responses.
 //!
-//! Per direction the operations run in this order: `remove`, `rewrite` (a regex
-//! substitution over each value of a header), `set` (replace), `append` (add a value).
+//! Per direction the operations run in this order: `remove`, `rewrite`, `set`
+//! (replace), `append` (add a value). A `rewrite` regex follows the config's one regex
+//! rule ([`proxy_core::matcher`]): it must match a value **whole**, and the value is
+//! then replaced by `replacement` with `$1`/`${name}` expanded; values it does not
+//! match are left as they are. To change part of a value, capture the rest:
+//! `regex: '(.*)-internal(.*)'`, `replacement: '${1}${2}'`.
 //!
-//! # Example
-//! ```
-//! use proxy_filters::header_rewrite::{HeaderRewriteConfig, HeaderRewriteLayer};
-//! use tower::{ServiceBuilder, ServiceExt};
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let cfg: HeaderRewriteConfig = proxy_filters::config::from_yaml("test", r#"
-//! request: { set: [{ name: x-env, value: prod }], remove: [x-debug] }
-//! response: { append: [{ name: x-served-by, value: proxy }] }
-//! "#).unwrap();
-//! let svc = ServiceBuilder::new()
-//!     .layer(HeaderRewriteLayer::new(&cfg).unwrap())
-//!     .service_fn(|req: proxy_core::HttpRequest| async move {
-//!         assert_eq!(req.headers()["x-env"], "prod");
-//!         assert!(req.headers().get("x-debug").is_none());
-//!         Ok::<_, proxy_core::BoxError>(http::Response::new(proxy_core::Body::empty()))
-//!     });
-//! let req = http::Request::builder().header("x-debug", "1").body(proxy_core::Body::empty()).unwrap();
-//! let resp = svc.oneshot(req).await.unwrap();
-//! assert_eq!(resp.headers()["x-served-by"], "proxy");
-//! # });
+//! ```yaml
+//! http_filters:
+//!   - typed: header_rewrite
+//!     config:
+//!       request:
+//!         remove: [x-internal]
+//!         rewrite: [{ name: x-user, regex: 'user-(\d+)', replacement: 'id=$1' }]
+//!         set: [{ name: x-env, value: prod }]
+//!       response: { remove: [server], append: [{ name: x-served-by, value: edge }] }
 //! ```
 
 use std::{
@@ -37,7 +30,10 @@ use proxy_core::{HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
-use crate::{matcher::Header, ConfigError};
+use crate::{
+    matcher::{Header, Pattern},
+    ConfigError,
+};
 
 /// The registered name.
 pub const NAME: &str = "header_rewrite";
@@ -82,16 +78,16 @@ pub struct HeaderEntry {
     pub value: String,
 }
 
-/// Replaces every match of `regex` in the values of `name` with `replacement`
+/// Replaces each value of `name` that `regex` matches whole with `replacement`
 /// (`$1`, `${name}` refer to capture groups).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewriteConfig {
     /// The header.
     pub name: Header,
-    /// The expression searched for (not anchored).
-    pub regex: String,
-    /// The replacement.
+    /// The expression a value must match whole (checked at load).
+    pub regex: Pattern,
+    /// The new value.
     pub replacement: String,
 }
 
@@ -112,8 +108,7 @@ impl Ops {
                     HeaderValue::from_str(&e.value)
                         .map(|v| (e.name.0.clone(), v))
                         .map_err(|_| {
-                            ConfigError::field(
-                                NAME,
+                            ConfigError::invalid(
                                 format!("{side}.{op}[{i}].value"),
                                 format!("{:?} is not a valid header value", e.value),
                             )
@@ -124,21 +119,14 @@ impl Ops {
         let rewrite = cfg
             .rewrite
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                regex::RegexBuilder::new(&r.regex)
-                    .size_limit(1 << 20)
-                    .build()
-                    .map(|re| (r.name.0.clone(), re, r.replacement.clone()))
-                    .map_err(|e| {
-                        ConfigError::field(
-                            NAME,
-                            format!("{side}.rewrite[{i}].regex"),
-                            format!("{:?} is not a valid regex: {e}", r.regex),
-                        )
-                    })
+            .map(|r| {
+                (
+                    r.name.0.clone(),
+                    r.regex.regex().clone(),
+                    r.replacement.clone(),
+                )
             })
-            .collect::<Result<Box<[_]>, _>>()?;
+            .collect();
         Ok(Self {
             remove: cfg.remove.iter().map(|h| h.0.clone()).collect(),
             rewrite,
@@ -168,7 +156,8 @@ impl Ops {
                 .into_iter()
                 .map(|v| {
                     let Ok(s) = v.to_str() else { return v };
-                    match re.replace_all(s, replacement.as_str()) {
+                    // Anchored at both ends: one replacement of the whole value, or none.
+                    match re.replace(s, replacement.as_str()) {
                         std::borrow::Cow::Borrowed(_) => v,
                         std::borrow::Cow::Owned(n) => {
                             changed = true;
@@ -201,6 +190,39 @@ struct Rules {
 }
 
 /// Applies [`HeaderRewrite`] to a service.
+///
+/// # Example
+/// ```
+/// use proxy_core::{Body, BoxError, HttpRequest};
+/// use proxy_filters::header_rewrite::{HeaderEntry, HeaderOps, HeaderRewriteConfig, HeaderRewriteLayer};
+///
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let cfg = HeaderRewriteConfig {
+///     request: HeaderOps {
+///         remove: vec!["x-debug".parse()?],
+///         set: vec![HeaderEntry { name: "x-env".parse()?, value: "prod".into() }],
+///         ..Default::default()
+///     },
+///     response: HeaderOps {
+///         append: vec![HeaderEntry { name: "x-served-by".parse()?, value: "proxy".into() }],
+///         ..Default::default()
+///     },
+/// };
+/// let svc = ServiceBuilder::new()
+///     .layer(HeaderRewriteLayer::try_from(&cfg)?)
+///     .service(service_fn(|req: HttpRequest| async move {
+///         assert_eq!(req.headers()["x-env"], "prod");
+///         assert!(req.headers().get("x-debug").is_none());
+///         Ok::<_, BoxError>(http::Response::new(Body::empty()))
+///     }));
+/// let req = http::Request::builder().header("x-debug", "1").body(Body::empty())?;
+/// let resp = svc.oneshot(req).await?;
+/// assert_eq!(resp.headers()["x-served-by"], "proxy");
+/// # Ok::<_, BoxError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct HeaderRewriteLayer {
     rules: Arc<Rules>,
@@ -210,7 +232,7 @@ impl HeaderRewriteLayer {
     /// Validates `cfg`.
     ///
     /// # Errors
-    /// An invalid header value or regex, naming the field.
+    /// An invalid header value, naming the field.
     pub fn new(cfg: &HeaderRewriteConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             rules: Arc::new(Rules {
@@ -218,6 +240,15 @@ impl HeaderRewriteLayer {
                 response: Ops::new(&cfg.response, "response")?,
             }),
         })
+    }
+}
+
+impl TryFrom<&HeaderRewriteConfig> for HeaderRewriteLayer {
+    type Error = ConfigError;
+
+    /// [`HeaderRewriteLayer::new`].
+    fn try_from(cfg: &HeaderRewriteConfig) -> Result<Self, ConfigError> {
+        Self::new(cfg)
     }
 }
 

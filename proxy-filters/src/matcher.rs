@@ -1,6 +1,9 @@
-//! Matchers shared by the filters: strings (exact, prefix, suffix, contains, regex),
-//! headers, CIDR ranges. Pure and synchronous; all validation happens when the config
-//! deserializes, so a bad regex, header name or CIDR is refused at load.
+//! Matchers specific to the filters: CIDR ranges and request paths normalized as a
+//! server resolves them. String and header conditions are core's one matcher
+//! ([`proxy_core::matcher`]: `StringMatch`, `HeaderMatch`, one regex rule), re-exported
+//! here for the filters' public config types. Pure and synchronous; all validation
+//! happens when the config deserializes, so a bad regex, header name or CIDR is
+//! refused at load.
 
 use std::{
     fmt,
@@ -8,167 +11,9 @@ use std::{
     str::FromStr,
 };
 
-use http::{HeaderMap, HeaderName};
 use serde::{Deserialize, Serialize};
 
-/// How a string value is matched.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum StringMatch {
-    /// The whole value equals this.
-    Exact(String),
-    /// The value starts with this.
-    Prefix(String),
-    /// The value ends with this.
-    Suffix(String),
-    /// The value contains this.
-    Contains(String),
-    /// The whole value matches this regular expression.
-    Regex(Pattern),
-}
-
-impl StringMatch {
-    /// Whether `value` matches.
-    pub fn matches(&self, value: &str) -> bool {
-        match self {
-            Self::Exact(s) => value == s,
-            Self::Prefix(s) => value.starts_with(s.as_str()),
-            Self::Suffix(s) => value.ends_with(s.as_str()),
-            Self::Contains(s) => value.contains(s.as_str()),
-            Self::Regex(p) => p.is_full_match(value),
-        }
-    }
-}
-
-/// A regular expression, compiled at load; it must match the whole value.
-#[derive(Clone)]
-pub struct Pattern {
-    source: String,
-    regex: regex::Regex,
-}
-
-impl Pattern {
-    /// Whether the whole of `value` matches.
-    pub fn is_full_match(&self, value: &str) -> bool {
-        self.regex.is_match(value)
-    }
-
-    /// The compiled expression, anchored at both ends.
-    pub fn regex(&self) -> &regex::Regex {
-        &self.regex
-    }
-
-    /// The expression as written.
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-}
-
-impl fmt::Debug for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Pattern({:?})", self.source)
-    }
-}
-
-impl PartialEq for Pattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
-    }
-}
-
-impl FromStr for Pattern {
-    type Err = String;
-
-    fn from_str(source: &str) -> Result<Self, String> {
-        let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| format!("{source:?} is not a valid regex: {e}"))?;
-        Ok(Self {
-            source: source.to_owned(),
-            regex,
-        })
-    }
-}
-
-impl TryFrom<String> for Pattern {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<Pattern> for String {
-    fn from(p: Pattern) -> String {
-        p.source
-    }
-}
-
-impl Serialize for Pattern {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.source)
-    }
-}
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// A header name, checked at load.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Header(pub HeaderName);
-
-impl FromStr for Header {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        HeaderName::from_bytes(s.as_bytes())
-            .map(Self)
-            .map_err(|_| format!("{s:?} is not a valid header name"))
-    }
-}
-
-impl Serialize for Header {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Header {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Matches one request header: `{name: x-user, value: {exact: admin}}`. Without
-/// `value` the header only has to be present. `invert` flips the result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderMatch {
-    /// The header name.
-    pub name: Header,
-    /// How its value must match; any of its values may match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<StringMatch>,
-    /// Match when the header does not match.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub invert: bool,
-}
-
-impl HeaderMatch {
-    /// Whether `headers` match.
-    pub fn matches(&self, headers: &HeaderMap) -> bool {
-        let mut values = headers.get_all(&self.name.0).iter();
-        let hit = match &self.value {
-            None => values.next().is_some(),
-            Some(m) => values.any(|v| v.to_str().is_ok_and(|v| m.matches(v))),
-        };
-        hit != self.invert
-    }
-}
+pub use proxy_core::matcher::{Header, HeaderMatch, Pattern, StringMatch};
 
 /// An IP range `10.0.0.0/8`, `2001:db8::/32`, or one address (`192.0.2.7`).
 /// IPv4-mapped IPv6 peers (`::ffff:10.1.2.3`) match IPv4 ranges.
@@ -372,21 +217,5 @@ mod tests {
         ] {
             assert_eq!(normalize_path(raw), want, "{raw}");
         }
-    }
-
-    #[test]
-    fn strings_and_headers() {
-        let m: StringMatch = crate::config::from_yaml("test", "regex: 'a+b'").unwrap();
-        assert!(m.matches("aab"));
-        assert!(!m.matches("aabc"), "regex is anchored");
-        assert!(crate::config::from_yaml::<StringMatch>("test", "regex: '('").is_err());
-        let h: HeaderMatch =
-            crate::config::from_yaml("test", "{name: x-a, value: {prefix: v}}").unwrap();
-        let mut headers = HeaderMap::new();
-        assert!(!h.matches(&headers));
-        headers.append("x-a", "other".parse().unwrap());
-        headers.append("x-a", "value".parse().unwrap());
-        assert!(h.matches(&headers));
-        assert!(crate::config::from_yaml::<HeaderMatch>("test", "{name: 'bad name'}").is_err());
     }
 }

@@ -6,7 +6,6 @@ use proxy_core::{
     registry::{BuildContext, LayerFn},
     BoxConn, BoxError, BoxHttp, ConnLayerFn, Connection, HttpRequest, HttpResponse, Registry,
 };
-use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -31,9 +30,14 @@ use crate::{
 /// | `local_rate_limit` | HTTP filter | [`crate::local_rate_limit`] |
 /// | `adaptive_concurrency` | HTTP filter | [`crate::adaptive`] |
 ///
+/// Each factory only parses its section ([`proxy_core::config::Section::parse`]) and
+/// calls the layer's constructor, so a config error names the field path inside the
+/// section (core prefixes the section's own path), and YAML builds exactly what code
+/// builds. A relative access log `path` resolves from the config file's directory.
+///
 /// Metrics are kept per filter kind under `filters/<kind>` in the build context and
-/// rendered as `proxy_filters_*{filter="<name>"}`, where the name is the section's
-/// `name`, else the route's for a route's own filter, else the listener's.
+/// rendered as `proxy_filters_<kind>_*{filter="<name>"}`, where the name is the
+/// section's `name`, else the route's for a route's own filter, else the listener's.
 ///
 /// # Example
 /// ```
@@ -44,14 +48,15 @@ use crate::{
 pub fn register(registry: &mut Registry) {
     crate::adaptive::register(registry);
     registry.register_network_filter(tcp_proxy::NAME, |cfg, ctx| {
-        let c: tcp_proxy::TcpProxyConfig = parse(tcp_proxy::NAME, cfg)?;
-        let cluster = cluster(ctx, tcp_proxy::NAME, &c.cluster)?;
+        let c: tcp_proxy::TcpProxyConfig = cfg.parse()?;
+        let cluster = cluster(ctx, &c.cluster)?;
         let counters = counters(ctx, tcp_proxy::NAME, c.name.as_deref());
-        let layer = tcp_proxy::TcpProxyLayer::new(&c, cluster, counters).map_err(msg)?;
-        Ok(network(layer))
+        Ok(network(tcp_proxy::TcpProxyLayer::new(
+            &c, cluster, counters,
+        )?))
     });
     registry.register_network_filter(conn_limit::NAME, |cfg, ctx| {
-        let c: conn_limit::ConnLimitConfig = parse(conn_limit::NAME, cfg)?;
+        let c: conn_limit::ConnLimitConfig = cfg.parse()?;
         let counters = counters(ctx, conn_limit::NAME, c.name.as_deref());
         // The open connections carry over reloads: the new config counts them.
         let counts = ctx.metrics::<conn_limit::ConnCounts>(&format!(
@@ -59,50 +64,44 @@ pub fn register(registry: &mut Registry) {
             ctx.listener.unwrap_or_default(),
             c.name.as_deref().unwrap_or_default()
         ));
-        Ok(network(
-            conn_limit::ConnLimitLayer::with_counts(&c, counts, counters).map_err(msg)?,
-        ))
+        Ok(network(conn_limit::ConnLimitLayer::with_counts(
+            &c, counts, counters,
+        )?))
     });
     registry.register_network_filter(conn_fault::NAME, |cfg, ctx| {
-        let c: conn_fault::ConnFaultConfig = parse(conn_fault::NAME, cfg)?;
+        let c: conn_fault::ConnFaultConfig = cfg.parse()?;
         let counters = counters(ctx, conn_fault::NAME, c.name.as_deref());
-        Ok(network(
-            conn_fault::ConnFaultLayer::new(&c, counters).map_err(msg)?,
-        ))
+        Ok(network(conn_fault::ConnFaultLayer::new(&c, counters)?))
     });
     registry.register_filter(fault::NAME, |cfg, ctx| {
-        let c: fault::FaultConfig = parse(fault::NAME, cfg)?;
+        let c: fault::FaultConfig = cfg.parse()?;
         let counters = counters(ctx, fault::NAME, c.name.as_deref());
-        Ok(http(fault::FaultLayer::new(&c, counters).map_err(msg)?))
+        Ok(http(fault::FaultLayer::new(&c, counters)?))
     });
     registry.register_filter(mirror::NAME, |cfg, ctx| {
-        let c: mirror::MirrorConfig = parse(mirror::NAME, cfg)?;
-        let shadow = cluster(ctx, mirror::NAME, &c.cluster)?;
+        let c: mirror::MirrorConfig = cfg.parse()?;
+        let shadow = Arc::new(mirror::ClusterShadow(cluster(ctx, &c.cluster)?));
         let counters = counters(ctx, mirror::NAME, c.name.as_deref());
-        Ok(http(
-            mirror::MirrorLayer::new(&c, Arc::new(ClusterShadow(shadow)), counters).map_err(msg)?,
-        ))
+        Ok(http(mirror::MirrorLayer::new(&c, shadow, counters)?))
     });
     registry.register_filter(rbac::NAME, |cfg, ctx| {
-        let c: rbac::RbacConfig = parse(rbac::NAME, cfg)?;
+        let c: rbac::RbacConfig = cfg.parse()?;
         let counters = counters(ctx, rbac::NAME, c.name.as_deref());
-        Ok(http(rbac::RbacLayer::new(&c, counters).map_err(msg)?))
+        Ok(http(rbac::RbacLayer::new(&c, counters)?))
     });
     registry.register_filter(header_rewrite::NAME, |cfg, _ctx| {
-        let c: header_rewrite::HeaderRewriteConfig = parse(header_rewrite::NAME, cfg)?;
-        Ok(http(
-            header_rewrite::HeaderRewriteLayer::new(&c).map_err(msg)?,
-        ))
+        let c: header_rewrite::HeaderRewriteConfig = cfg.parse()?;
+        Ok(http(header_rewrite::HeaderRewriteLayer::new(&c)?))
     });
     registry.register_filter(access_log::NAME, |cfg, ctx| {
-        let c: access_log::AccessLogConfig = parse(access_log::NAME, cfg)?;
+        let mut c: access_log::AccessLogConfig = cfg.parse()?;
+        // A relative path is the config file's neighbour, not the working directory's.
+        c.path = c.path.map(|p| ctx.resolve_path(&p));
         let counters = counters(ctx, access_log::NAME, c.name.as_deref());
-        Ok(http(
-            access_log::AccessLogLayer::new(&c, counters).map_err(msg)?,
-        ))
+        Ok(http(access_log::AccessLogLayer::new(&c, counters)?))
     });
     registry.register_filter(local_rate_limit::NAME, |cfg, ctx| {
-        let c: local_rate_limit::LocalRateLimitConfig = parse(local_rate_limit::NAME, cfg)?;
+        let c: local_rate_limit::LocalRateLimitConfig = cfg.parse()?;
         let counters = counters(ctx, local_rate_limit::NAME, c.name.as_deref());
         // A named, unchanged section keeps its buckets across reloads (unnamed ones
         // start afresh: two unnamed limiters of one listener must not share).
@@ -111,36 +110,27 @@ pub fn register(registry: &mut Registry) {
                 let cache =
                     ctx.metrics::<local_rate_limit::LimiterCache>("filters/local_rate_limit/state");
                 let key = format!("{}/{name}", ctx.listener.unwrap_or_default());
-                cache.layer(&key, &c, counters)
+                cache.layer(&key, &c, counters)?
             }
-            None => local_rate_limit::LocalRateLimitLayer::new(&c, counters),
+            None => local_rate_limit::LocalRateLimitLayer::new(&c, counters)?,
         };
-        Ok(http(layer.map_err(msg)?))
+        Ok(http(layer))
     });
 }
 
-fn msg(e: ConfigError) -> String {
-    e.to_string()
-}
-
-fn parse<T: DeserializeOwned>(filter: &'static str, cfg: &serde_yaml::Value) -> Result<T, String> {
-    crate::config::parse(filter, cfg).map_err(msg)
-}
-
-/// The named cluster of the snapshot being built; missing is a config error.
+/// The cluster named by the section's `cluster` field in the snapshot being built;
+/// missing is a config error naming the field.
 fn cluster(
     ctx: &BuildContext<'_>,
-    filter: &'static str,
     name: &str,
-) -> Result<Arc<proxy_core::cluster::Cluster>, String> {
-    ctx.clusters.get(name).cloned().ok_or_else(|| {
-        ConfigError::UnknownCluster {
-            filter,
-            field: "cluster",
+) -> Result<Arc<proxy_core::cluster::Cluster>, ConfigError> {
+    ctx.clusters
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ConfigError::UnknownCluster {
+            field: "cluster".to_owned(),
             cluster: name.to_owned(),
-        }
-        .to_string()
-    })
+        })
 }
 
 /// The counters of this filter instance, kept across reloads.
@@ -176,18 +166,4 @@ where
     <L::Service as Service<Connection>>::Future: Send + 'static,
 {
     Arc::new(move |inner: BoxConn| BoxConn::new(layer.layer(inner)))
-}
-
-/// A cluster as the mirror's shadow.
-struct ClusterShadow(Arc<proxy_core::cluster::Cluster>);
-
-impl mirror::Shadow for ClusterShadow {
-    fn send(
-        &self,
-        req: HttpRequest,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, BoxError>> + Send>>
-    {
-        let cluster = self.0.clone();
-        Box::pin(async move { cluster.send(req).await.map_err(BoxError::from) })
-    }
 }

@@ -79,14 +79,24 @@ fn bad_formats_are_refused() {
     for (section, field) in [
         (
             "{format: {text: '%NOPE%'}}",
-            "access_log.format.text: unknown field %NOPE%",
+            "listeners[0].http_filters[0].config.format.text: unknown field %NOPE%",
         ),
         (
             "{format: {json: {a: '%REQ(bad name)%'}}}",
-            "access_log.format.json.a",
+            "listeners[0].http_filters[0].config.format.json.a",
         ),
-        ("{format: {xml: 'x'}}", "access_log.format"),
-        ("{path: /nonexistent-dir/x/y.log}", "access_log.path"),
+        (
+            "{format: {xml: 'x'}}",
+            "listeners[0].http_filters[0].config.format",
+        ),
+        (
+            "{path: /nonexistent-dir/x/y.log}",
+            "listeners[0].http_filters[0].config.path: /nonexistent-dir/x/y.log: its directory does not exist",
+        ),
+        (
+            "{path: /tmp}",
+            "listeners[0].http_filters[0].config.path: /tmp: is a directory",
+        ),
     ] {
         let filters = format!("[{{typed: access_log, config: {section}}}]");
         let err = Proxy::try_start(&config(&[listener("e", &filters, "b")], &[("b", up)]))
@@ -94,4 +104,54 @@ fn bad_formats_are_refused() {
             .unwrap_or_else(|| panic!("{section} accepted"));
         assert!(err.contains(field), "{section}: {err}");
     }
+}
+
+/// Threads of this process named `name` (Linux; elsewhere none are seen).
+fn threads_named(name: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .count()
+}
+
+/// What `--validate` does, building the whole snapshot, opens no log file and starts
+/// no writer thread; a relative path resolves from the config file's directory, where
+/// the first line creates it.
+#[tokio::test]
+async fn building_starts_nothing_and_paths_are_the_config_files() {
+    with_timeout(30, async {
+        let up = Upstream::start("backend", Duration::ZERO);
+        let dir = temp_file("relative").parent().unwrap().to_path_buf();
+        let filters = "[{typed: access_log, config: {path: logs/access.log, format: {text: '%PATH% %STATUS%'}}}]";
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let file = dir.join("proxy.yaml");
+        std::fs::write(&file, config(&[listener("e", filters, "b")], &[("b", up.addr)])).unwrap();
+        let log = dir.join("logs/access.log");
+
+        let loaded = proxy_core::config::Config::load(&file).unwrap();
+        let before = threads_named("access-log");
+        let snapshot =
+            proxy_core::snapshot::Snapshot::build(loaded.clone(), &common::registry(), None)
+                .unwrap();
+        assert!(!log.exists(), "building opened the log file");
+        assert_eq!(threads_named("access-log"), before, "building started a thread");
+        drop(snapshot);
+
+        let server = proxy_core::Server::new(loaded, common::registry()).unwrap();
+        let runner = server.clone();
+        std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
+        let proxy = Proxy { server };
+        for _ in 0..500 {
+            if !proxy.server.listener_addresses().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(get(&proxy.addr("e"), "/rel", &[]).await.status, 200);
+        assert!(eventually(5, || lines(&log) == ["/rel 200"]).await, "{:?}", lines(&log));
+    })
+    .await;
 }

@@ -21,7 +21,8 @@ fn within_binomial(hits: usize, n: usize, p: f64) -> bool {
 async fn abort_share_is_binomial_and_aborts_skip_the_upstream() {
     with_timeout(60, async {
         let up = Upstream::start("backend", Duration::ZERO);
-        let filters = "[{typed: fault, config: {abort: {status: 503, percentage: 30}, seed: 42}}]";
+        let filters =
+            "[{typed: fault, config: {abort: {status: 503, abort_percent: 30}, seed: 42}}]";
         let proxy = Proxy::start(&config(
             &[listener("main", filters, "backend")],
             &[("backend", up.addr)],
@@ -54,7 +55,8 @@ async fn abort_share_is_binomial_and_aborts_skip_the_upstream() {
 async fn delay_share_is_binomial() {
     with_timeout(60, async {
         let up = Upstream::start("backend", Duration::ZERO);
-        let filters = "[{typed: fault, config: {delay: {fixed: 100ms, percentage: 25}, seed: 7}}]";
+        let filters =
+            "[{typed: fault, config: {delay: {duration: 100ms, delay_percent: 25}, seed: 7}}]";
         let proxy = Proxy::start(&config(
             &[listener("main", filters, "backend")],
             &[("backend", up.addr)],
@@ -124,18 +126,22 @@ fn bad_sections_are_refused_naming_the_field() {
     let up = common::closed_port();
     let cases = [
         (
-            "{abort: {status: 503, percentage: 150}}",
-            "fault.abort.percentage",
+            "{abort: {status: 503, abort_percent: 150}}",
+            "config.abort.abort_percent: 150 is not a percentage",
         ),
-        ("{abort: {status: 99}}", "fault.abort.status"),
+        ("{abort: {status: 99}}", "config.abort.status: 99"),
         (
-            "{delay: {fixed: 1s, percentage: -1}}",
-            "fault.delay.percentage",
+            "{delay: {duration: 1s, delay_percent: -1}}",
+            "config.delay.delay_percent",
         ),
-        ("{delay: {fixed: soon}}", "fault.delay.fixed"),
-        ("{abort: {status: 503}, typo: 1}", "typo"),
-        ("{headers: {prefix: 'bad prefix'}}", "fault.headers.prefix"),
-        ("{}", "fault.delay"),
+        ("{delay: {duration: soon}}", "config.delay.duration"),
+        (
+            "{abort: {status: 503, percentage: 5}}",
+            "config.abort.percentage",
+        ),
+        ("{abort: {status: 503}, typo: 1}", "config.typo"),
+        ("{headers: {prefix: 'bad prefix'}}", "config.headers.prefix"),
+        ("{}", "config.delay: set at least one"),
     ];
     for (section, field) in cases {
         let filters = format!("[{{typed: fault, config: {section}}}]");

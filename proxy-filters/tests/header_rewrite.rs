@@ -17,7 +17,10 @@ async fn request_and_response_headers_are_rewritten() {
         let rules = r#"{
           request: {
             remove: [x-internal],
-            rewrite: [{name: x-user, regex: '^user-(\d+)$', replacement: 'id=$1'}],
+            rewrite: [
+              {name: x-user, regex: 'user-(\d+)', replacement: 'id=$1'},
+              {name: x-trace, regex: 'abc', replacement: 'zzz'}
+            ],
             set: [{name: x-env, value: prod}],
             append: [{name: x-tag, value: proxied}]
           },
@@ -43,6 +46,7 @@ async fn request_and_response_headers_are_rewritten() {
                 ("x-user", "user-42"),
                 ("x-env", "dev"),
                 ("x-tag", "client"),
+                ("x-trace", "xabcx"),
             ],
         )
         .await;
@@ -53,6 +57,10 @@ async fn request_and_response_headers_are_rewritten() {
         let seen = &up.seen()[0].headers;
         assert!(!seen.contains_key("x-internal"));
         assert_eq!(seen["x-user"], "id=42");
+        assert_eq!(
+            seen["x-trace"], "xabcx",
+            "a regex matches whole values only"
+        );
         assert_eq!(seen["x-env"], "prod");
         let tags: Vec<_> = seen.get_all("x-tag").iter().collect();
         assert_eq!(tags, ["client", "proxied"]);
@@ -66,15 +74,15 @@ fn bad_rules_are_refused_naming_the_field() {
     for (rules, field) in [
         (
             "{request: {set: [{name: 'a b', value: x}]}}",
-            "header_rewrite.request.set[0].name",
+            "listeners[0].http_filters[0].config.request.set[0].name",
         ),
         (
             "{request: {set: [{name: x-a, value: \"bad\\nvalue\"}]}}",
-            "header_rewrite.request.set[0].value",
+            "listeners[0].http_filters[0].config.request.set[0].value",
         ),
         (
             "{response: {rewrite: [{name: x-a, regex: '(', replacement: ''}]}}",
-            "header_rewrite.response.rewrite[0].regex",
+            "listeners[0].http_filters[0].config.response.rewrite[0].regex",
         ),
         ("{request: {drop: [x-a]}}", "drop"),
     ] {

@@ -133,7 +133,7 @@ async fn sampling_mirrors_a_share() {
         let proxy = Proxy::start(&config(
             &[listener(
                 "edge",
-                &mirror("shadow", ", percentage: 20, seed: 3"),
+                &mirror("shadow", ", sample_percent: 20, seed: 3"),
                 "main",
             )],
             &[("main", main.addr), ("shadow", shadow.addr)],
@@ -161,20 +161,23 @@ fn missing_shadow_cluster_is_a_config_error() {
     .err()
     .unwrap();
     assert!(
-        err.contains("mirror.cluster: unknown cluster \"nowhere\""),
+        err.contains("listeners[0].http_filters[0].config.cluster: unknown cluster \"nowhere\""),
         "{err}"
     );
     let err = Proxy::try_start(&config(
         &[listener(
             "edge",
-            &mirror("main", ", percentage: 101"),
+            &mirror("main", ", sample_percent: 101"),
             "main",
         )],
         &[("main", up)],
     ))
     .err()
     .unwrap();
-    assert!(err.contains("mirror.percentage"), "{err}");
+    assert!(
+        err.contains("listeners[0].http_filters[0].config.sample_percent: 101"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -201,7 +204,7 @@ async fn reload_without_the_shadow_cluster_is_refused_and_the_old_config_serves(
             src = s.source();
         }
         assert!(
-            text.contains("mirror.cluster: unknown cluster \"shadow\""),
+            text.contains("config.cluster: unknown cluster \"shadow\""),
             "{text}"
         );
         assert_eq!(get(&proxy.addr("edge"), "/", &[]).await.status, 200);

@@ -185,7 +185,7 @@ proptest! {
         c.pid.ki = ki;
         c.pid.kd = kd;
         match proxy_filters::adaptive::AdaptiveConcurrencyLayer::new(&c) {
-            Err(e) => prop_assert!(e.field.starts_with("pid."), "{e}"),
+            Err(e) => prop_assert!(e.field().starts_with("pid."), "{e}"),
             Ok(layer) => {
                 prop_assert!(kp.is_finite() && kp >= 0.0);
                 prop_assert!(ki.is_finite() && ki > 0.0);

@@ -8,19 +8,21 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use proxy_filters::{
+    adaptive::AdaptiveConfig,
     config::{Percent, Sampler},
     fault::FaultConfig,
     local_rate_limit::LocalRateLimitConfig,
     matcher::{Cidr, StringMatch},
-    rbac::{Facts, Permission, Principal, RbacConfig},
+    mirror::MirrorConfig,
+    rbac::{Facts, MethodName, Permission, Principal, RbacConfig, RpcMatch},
 };
 
 fn roundtrip<T>(v: &T) -> T
 where
     T: serde::Serialize + serde::de::DeserializeOwned,
 {
-    let yaml = proxy_filters::config::to_yaml(v).unwrap();
-    proxy_filters::config::from_yaml("test", &yaml).unwrap_or_else(|e| panic!("{e}: {yaml}"))
+    let yaml = proxy_core::config::to_yaml(v).unwrap();
+    proxy_core::config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}: {yaml}"))
 }
 
 fn v4_mask(p: u8) -> u32 {
@@ -87,8 +89,9 @@ proptest! {
 
     #[test]
     fn percentages_over_100_are_refused(p in 100.0001f64..1e9) {
-        let yaml = format!("{{abort: {{status: 503, percentage: {p}}}}}");
-        prop_assert!(proxy_filters::config::from_yaml::<FaultConfig>("test", &yaml).is_err());
+        let yaml = format!("{{abort: {{status: 503, abort_percent: {p}}}}}");
+        let e = proxy_core::config::from_yaml::<FaultConfig>(&yaml).unwrap_err();
+        prop_assert_eq!(e.path, "abort.abort_percent");
     }
 
     #[test]
@@ -110,14 +113,14 @@ proptest! {
         ap in 0.0f64..=100.0,
         seed: Option<u64>,
     ) {
-        let mut yaml = format!("abort: {{status: {status}, percentage: {ap}}}\n");
+        let mut yaml = format!("abort: {{status: {status}, abort_percent: {ap}}}\n");
         if let Some(ms) = delay_ms {
-            yaml.push_str(&format!("delay: {{fixed: {ms}ms, percentage: {dp}}}\n"));
+            yaml.push_str(&format!("delay: {{duration: {ms}ms, delay_percent: {dp}}}\n"));
         }
         if let Some(s) = seed {
             yaml.push_str(&format!("seed: {s}\n"));
         }
-        let cfg: FaultConfig = proxy_filters::config::from_yaml("test", &yaml).unwrap();
+        let cfg: FaultConfig = proxy_core::config::from_yaml(&yaml).unwrap();
         prop_assert_eq!(roundtrip(&cfg), cfg);
     }
 
@@ -132,7 +135,39 @@ proptest! {
         let yaml = format!(
             "rate: {{requests: {requests}, per: {secs}s{burst}}}\ndescriptors: [{{key: {{header: {header}}}, rate: {{requests: {requests}, per: {secs}s}}}}, {{key: source_ip, rate: {{requests: 1, per: 1s}}, max_keys: 7}}]"
         );
-        let cfg: LocalRateLimitConfig = proxy_filters::config::from_yaml("test", &yaml).unwrap();
+        let cfg: LocalRateLimitConfig = proxy_core::config::from_yaml(&yaml).unwrap();
+        prop_assert_eq!(roundtrip(&cfg), cfg);
+    }
+
+    #[test]
+    fn mirror_config_round_trips(
+        pct in 0.0f64..=100.0,
+        kib in 1u64..4096,
+        in_flight in 1usize..1000,
+        suffix in proptest::option::of("-[a-z]{1,8}"),
+    ) {
+        let suffix = suffix.map(|s| format!(", host_suffix: {s}")).unwrap_or_default();
+        let yaml = format!(
+            "{{cluster: shadow, sample_percent: {pct}, max_body_bytes: {kib}KiB, max_in_flight: {in_flight}{suffix}}}"
+        );
+        let cfg: MirrorConfig = proxy_core::config::from_yaml(&yaml).unwrap();
+        prop_assert_eq!(cfg.max_body_bytes.get(), kib * 1024);
+        prop_assert_eq!(roundtrip(&cfg), cfg);
+    }
+
+    #[test]
+    fn adaptive_config_round_trips(
+        cpu in 0.1f64..=100.0,
+        percentile in 0.1f64..=100.0,
+        high_cost in 0.1f64..=100.0,
+        segments in 1usize..=64,
+    ) {
+        let yaml = format!(
+            "{{cpu: {{target_percent: {cpu}}}, latency: {{percentile: {percentile}}}, \
+              cost: {{high_cost_limit_percent: {high_cost}, path_segments: {segments}}}}}"
+        );
+        let cfg: AdaptiveConfig = proxy_core::config::from_yaml(&yaml).unwrap();
+        prop_assert!(cfg.validate().is_ok());
         prop_assert_eq!(roundtrip(&cfg), cfg);
     }
 
@@ -203,9 +238,14 @@ fn permission() -> impl Strategy<Value = Permission> {
         any::<bool>().prop_map(Permission::Any),
         string_match().prop_map(Permission::Path),
         string_match().prop_map(Permission::Host),
-        string_match().prop_map(Permission::RpcService),
+        (proptest::option::of(string_match()), string_match()).prop_map(|(service, method)| {
+            Permission::Rpc(RpcMatch {
+                service,
+                method: Some(method),
+            })
+        }),
         prop::sample::select(vec!["GET", "POST", "DELETE"])
-            .prop_map(|m| Permission::Method(vec![serde_yaml::from_str(m).unwrap()])),
+            .prop_map(|m| { Permission::Method(vec![MethodName(m.parse().unwrap())]) }),
     ];
     leaf.prop_recursive(3, 12, 3, |inner| {
         prop_oneof![

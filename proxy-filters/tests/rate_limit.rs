@@ -83,21 +83,24 @@ fn bad_rates_are_refused() {
     for (rules, field) in [
         (
             "{rate: {requests: 0, per: 1s}}",
-            "local_rate_limit.rate.requests",
+            "listeners[0].http_filters[0].config.rate.requests",
         ),
         (
             "{rate: {requests: 10, per: forever}}",
-            "local_rate_limit.rate.per",
+            "listeners[0].http_filters[0].config.rate.per",
         ),
         (
             "{descriptors: [{key: {header: 'no way'}, rate: {requests: 1, per: 1s}}]}",
-            "local_rate_limit.descriptors[0].key.header",
+            "listeners[0].http_filters[0].config.descriptors[0].key.header",
         ),
         (
             "{descriptors: [{key: cookie, rate: {requests: 1, per: 1s}}]}",
-            "local_rate_limit.descriptors[0].key",
+            "listeners[0].http_filters[0].config.descriptors[0].key",
         ),
-        ("{}", "local_rate_limit.rate"),
+        (
+            "{}",
+            "listeners[0].http_filters[0].config.rate: set rate, descriptors or both",
+        ),
     ] {
         let filters = format!("[{{typed: local_rate_limit, config: {rules}}}]");
         let err = Proxy::try_start(&config(&[listener("e", &filters, "b")], &[("b", up)]))
@@ -185,8 +188,8 @@ async fn many_keys_stay_bounded() {
             let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
         }
         let text = common::admin_get(admin, "/stats/prometheus").await;
-        let keys = common::sample(&text, "proxy_filters_rate_limit_keys{filter=\"keys\"}").unwrap();
-        let overflow = common::sample(&text, "proxy_filters_rate_limit_overflow_total{filter=\"keys\"}").unwrap();
+        let keys = common::sample(&text, "proxy_filters_local_rate_limit_keys{filter=\"keys\"}").unwrap();
+        let overflow = common::sample(&text, "proxy_filters_local_rate_limit_overflow_total{filter=\"keys\"}").unwrap();
         assert!(keys <= 64.0, "{keys} keys tracked");
         assert!(overflow > 0.0, "{text}");
         // Keys past the table share one overflow bucket (1 per hour): they are limited.

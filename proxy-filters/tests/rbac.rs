@@ -139,11 +139,14 @@ async fn mtls_identity_and_rpc_permissions() {
         let rules = r#"{policies: [
           {name: web-reads-orders, action: allow,
            principals: [{identity: {exact: "spiffe://cluster.local/ns/shop/sa/web"}}],
-           permissions: [{and: [{rpc_service: {exact: com.shop.Orders}}, {rpc_method: {prefix: get}}]}]}
+           permissions: [{rpc: {service: {exact: com.shop.Orders}, method: {regex: "get[A-Z].*"}}}]}
         ]}"#;
         let filters = format!("[{{typed: fake_rpc}}, {{typed: rbac, config: {rules}}}]");
         let mut yaml = config(
-            &[listener("mtls", &filters, "b"), listener("plain", &filters, "b")],
+            &[
+                listener("mtls", &filters, "b"),
+                listener("plain", &filters, "b"),
+            ],
             &[("b", up.addr)],
         );
         // The first listener's connections carry the mTLS identity.
@@ -159,7 +162,11 @@ async fn mtls_identity_and_rpc_permissions() {
         assert_eq!(get(&mtls, "/", &rpc("deleteOrder")).await.status, 403);
         assert_eq!(get(&mtls, "/", &[]).await.status, 403, "no RPC facts");
         let plain = proxy.addr("plain");
-        assert_eq!(get(&plain, "/", &rpc("getOrder")).await.status, 403, "no identity");
+        assert_eq!(
+            get(&plain, "/", &rpc("getOrder")).await.status,
+            403,
+            "no identity"
+        );
     })
     .await;
 }
@@ -202,21 +209,25 @@ async fn shadow_mode_counts_but_never_denies() {
 #[test]
 fn bad_rules_are_refused_naming_the_field() {
     let up = closed_port();
+    let p = "listeners[0].http_filters[0].config";
     let cases = [
-        ("{policies: [{name: a, action: allow, principals: [{source_ip: 10.0.0.0/33}], permissions: [{any: true}]}]}", "rbac.policies[0].principals[0].source_ip"),
-        ("{policies: [{name: a, action: allow, principals: [{any: true}], permissions: [{path: {regex: '(('}}]}]}", "rbac.policies[0].permissions[0].path.regex"),
-        ("{policies: [{name: a, action: allow, principals: [{header: {name: 'bad header'}}], permissions: [{any: true}]}]}", "rbac.policies[0].principals[0].header.name"),
-        ("{policies: [{name: a, action: allow, principals: [{any: true}], permissions: [{method: ['G T']}]}]}", "rbac.policies[0].permissions[0].method[0]"),
-        ("{policies: [{name: a, action: maybe, principals: [{any: true}], permissions: [{any: true}]}]}", "rbac.policies[0].action"),
-        ("{policies: [{name: a, action: allow, principals: [], permissions: [{any: true}]}]}", "rbac.policies[0].principals"),
-        ("{policies: [], extra: 1}", "extra"),
+        ("{policies: [{name: a, action: allow, principals: [{source_ip: 10.0.0.0/33}], permissions: [{any: true}]}]}", format!("{p}.policies[0].principals[0].source_ip: \"10.0.0.0/33\" is not a valid CIDR")),
+        ("{policies: [{name: a, action: allow, principals: [{any: true}], permissions: [{path: {regex: '(('}}]}]}", format!("{p}.policies[0].permissions[0].path.regex")),
+        ("{policies: [{name: a, action: allow, principals: [{any: true}], permissions: [{path: {regex: 'a)|(b'}}]}]}", format!("{p}.policies[0].permissions[0].path.regex")),
+        ("{policies: [{name: a, action: allow, principals: [{header: {name: 'bad header'}}], permissions: [{any: true}]}]}", format!("{p}.policies[0].principals[0].header.name")),
+        ("{policies: [{name: a, action: allow, principals: [{any: true}], permissions: [{method: ['G T']}]}]}", format!("{p}.policies[0].permissions[0].method[0]")),
+        ("{policies: [{name: a, action: maybe, principals: [{any: true}], permissions: [{any: true}]}]}", format!("{p}.policies[0].action")),
+        ("{policies: [{name: a, action: allow, principals: [], permissions: [{any: true}]}]}", format!("{p}.policies[0].principals: needs at least one")),
+        ("{policies: [{name: a, action: allow, principals: [{any: true}], permissions: [{not: {and: [{any: true}, {rpc: {}}]}}]}]}", format!("{p}.policies[0].permissions[0].not.and[1].rpc: give a service")),
+        ("{policies: [{name: a, action: allow, principals: [{any: true}], permissions: [{rpc_service: {exact: x}}]}]}", format!("{p}.policies[0].permissions[0]")),
+        ("{policies: [], extra: 1}", format!("{p}.extra")),
     ];
     for (section, field) in cases {
         let filters = format!("[{{typed: rbac, config: {section}}}]");
         let err = Proxy::try_start(&config(&[listener("main", &filters, "b")], &[("b", up)]))
             .err()
             .unwrap_or_else(|| panic!("{section} was accepted"));
-        assert!(err.contains(field), "{section}: {err}");
+        assert!(err.contains(&field), "{section}: {err}");
     }
 }
 

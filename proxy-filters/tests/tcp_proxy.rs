@@ -1,6 +1,6 @@
 //! Network filters on real sockets: the TCP proxy passes bytes both ways, passes a
 //! half-close on, closes cleanly, times out idle connections; connection limits per
-//! listener and per source IP; connection resets and delays by percentage.
+//! listener and per source IP; connection resets and delays by share.
 
 #![allow(clippy::unwrap_used)]
 
@@ -188,7 +188,7 @@ async fn connection_faults_reset_and_delay() {
     with_timeout(30, async {
         let up = echo_bye();
         let proxy = Proxy::start(&tcp_config(
-            "[{typed: connection_fault, config: {reset: {percentage: 100}}}, {typed: tcp_proxy, config: {cluster: backend}}]",
+            "[{typed: connection_fault, config: {reset: {reset_percent: 100}}}, {typed: tcp_proxy, config: {cluster: backend}}]",
             up,
         ));
         // The reset may even beat the end of connect. Nothing written: a write could
@@ -223,19 +223,23 @@ fn bad_network_sections_are_refused() {
     for (filters, field) in [
         (
             "[{typed: tcp_proxy, config: {cluster: nowhere}}]",
-            "tcp_proxy.cluster: unknown cluster",
+            "listeners[0].network_filters[0].config.cluster: unknown cluster",
         ),
         (
             "[{typed: tcp_proxy, config: {cluster: backend, buffer_bytes: 1}}]",
-            "tcp_proxy.buffer_bytes",
+            "listeners[0].network_filters[0].config.buffer_bytes: 1 is not from 512",
+        ),
+        (
+            "[{typed: tcp_proxy, config: {cluster: backend, buffer_bytes: 2MiB}}]",
+            "listeners[0].network_filters[0].config.buffer_bytes: 2097152 is not from 512",
         ),
         (
             "[{typed: connection_limit, config: {max_connections: 0}}]",
-            "connection_limit.max_connections",
+            "listeners[0].network_filters[0].config.max_connections",
         ),
         (
-            "[{typed: connection_fault, config: {reset: {percentage: 120}}}]",
-            "connection_fault.reset.percentage",
+            "[{typed: connection_fault, config: {reset: {reset_percent: 120}}}]",
+            "listeners[0].network_filters[0].config.reset.reset_percent",
         ),
     ] {
         let err = Proxy::try_start(&tcp_config(filters, up))
@@ -273,10 +277,10 @@ async fn metrics_count_bytes_and_refusals() {
         assert_eq!(tail, b"bye");
         let text = common::admin_get(admin, "/stats/prometheus").await;
         let v = |s: &str| common::sample(&text, s);
-        assert_eq!(v("proxy_filters_tcp_bytes_total{filter=\"l4\",direction=\"upstream\"}"), Some(10.0), "{text}");
-        assert_eq!(v("proxy_filters_tcp_bytes_total{filter=\"l4\",direction=\"downstream\"}"), Some(13.0), "{text}");
-        assert_eq!(v("proxy_filters_conn_limit_refused_total{filter=\"l4\",reason=\"listener\"}"), Some(1.0), "{text}");
-        assert_eq!(v("proxy_filters_tcp_connections_total{filter=\"l4\"}"), Some(1.0), "{text}");
+        assert_eq!(v("proxy_filters_tcp_proxy_bytes_total{filter=\"l4\",direction=\"upstream\"}"), Some(10.0), "{text}");
+        assert_eq!(v("proxy_filters_tcp_proxy_bytes_total{filter=\"l4\",direction=\"downstream\"}"), Some(13.0), "{text}");
+        assert_eq!(v("proxy_filters_connection_limit_refused_total{filter=\"l4\",reason=\"listener\"}"), Some(1.0), "{text}");
+        assert_eq!(v("proxy_filters_tcp_proxy_connections_total{filter=\"l4\"}"), Some(1.0), "{text}");
     })
     .await;
 }

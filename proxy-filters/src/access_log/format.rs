@@ -6,7 +6,7 @@ use http::{HeaderName, HeaderValue};
 use proxy_core::HttpRequest;
 use serde::{Deserialize, Serialize};
 
-use super::{Record, NAME};
+use super::Record;
 use crate::ConfigError;
 
 /// The default text line.
@@ -182,7 +182,7 @@ fn parse(
             continue;
         }
         let f = field_of(name, req, resp)
-            .map_err(|reason| ConfigError::field(NAME, field.to_owned(), reason))?;
+            .map_err(|reason| ConfigError::invalid(field.to_owned(), reason))?;
         if !lit.is_empty() {
             pieces.push(Piece::Lit(std::mem::take(&mut lit)));
         }

@@ -134,8 +134,8 @@ impl ControlLoop {
             last: now,
             pid: Pid::new(
                 shared.settings.gains,
-                c.min_limit,
-                c.max_limit,
+                c.min_limit.get(),
+                c.max_limit.get(),
                 shared.gate.limit(),
             ),
             window: LatencyWindow::new(window),
@@ -177,7 +177,9 @@ impl ControlLoop {
         let mut target = None;
         let mut latency_pressure = None;
         if let Some(l) = &c.latency {
-            latency = self.window.quantile(l.percentile, l.min_samples);
+            latency = self
+                .window
+                .quantile(l.percentile.fraction(), l.min_samples.get());
             target = l.target.or_else(|| {
                 self.baseline
                     .map(|b| Duration::from_secs_f64(b * l.tolerance).max(l.min_target))
@@ -203,7 +205,7 @@ impl ControlLoop {
                     .cpu_smoothed
                     .map_or(sample, |prev| prev + alpha * (sample - prev));
                 self.cpu_smoothed = Some(s);
-                cpu_pressure = Some(s / cfg.target);
+                cpu_pressure = Some(s / cfg.target_percent.fraction());
             }
         }
 
@@ -231,7 +233,7 @@ impl ControlLoop {
         let demand_cap = c
             .headroom
             .as_ref()
-            .map(|h| (h.factor * f64::from(peak)).max(f64::from(h.floor)));
+            .map(|h| (h.factor * f64::from(peak)).max(f64::from(h.floor.get())));
         let mut demand_floor = None;
         if let (Some(f), true) = (&c.throughput_floor, dt > 0.0) {
             // Completions per second over the last few intervals (a burst of
@@ -258,7 +260,10 @@ impl ControlLoop {
             demand_cap,
             demand_floor,
         });
-        let fraction = c.cost.as_ref().map_or(1.0, |k| k.high_cost_fraction);
+        let fraction = c
+            .cost
+            .as_ref()
+            .map_or(1.0, |k| k.high_cost_limit_percent.fraction());
         let hc_limit = high_cost_limit(step.limit, fraction);
         shared.gate.set_limits(step.limit, hc_limit);
 
@@ -320,7 +325,7 @@ mod tests {
     use crate::adaptive::{config::AdaptiveConfig, metrics::LimiterStats};
 
     fn shared(yaml: &str) -> Shared {
-        let c = AdaptiveConfig::from_yaml(&serde_yaml::from_str(yaml).unwrap()).unwrap();
+        let c: AdaptiveConfig = proxy_core::config::from_yaml(yaml).unwrap();
         Shared::new(c.validated().unwrap(), Arc::new(LimiterStats::default()))
     }
 
@@ -396,7 +401,8 @@ mod tests {
         let target = (0.3 / cores as f64).min(1.0);
         let s = shared(&format!(
             "{{latency: null, headroom: null, throughput_floor: null, min_limit: 1, max_limit: 64, \
-              cpu: {{target: {target}, smoothing: 100ms}}}}"
+              cpu: {{target_percent: {}, smoothing: 100ms}}}}",
+            target * 100.0
         ));
         let mut control = ControlLoop::new(&s, Instant::now());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -438,7 +444,7 @@ mod tests {
     #[test]
     fn reload_keeps_what_was_learned() {
         let stats = Arc::new(LimiterStats::default());
-        let c = AdaptiveConfig::from_yaml(&serde_yaml::from_str("{cpu: null}").unwrap()).unwrap();
+        let c: AdaptiveConfig = proxy_core::config::from_yaml("{cpu: null}").unwrap();
         let first = Shared::new(c.validated().unwrap(), stats.clone());
         let t0 = Instant::now();
         let mut control = ControlLoop::new(&first, t0);

@@ -5,17 +5,44 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::{
-    config::{AdaptiveConfig, AdaptiveConfigError},
+    config::AdaptiveConfig,
     control,
     limiter::{AdaptiveConcurrency, Shared},
     metrics::{AdaptiveMetrics, LimiterStats},
 };
+use crate::ConfigError;
 
 /// Builds [`AdaptiveConcurrency`] services that share one gate and one control loop.
 ///
-/// Cheap to clone. The control loop starts when the layer wraps a service inside a
-/// tokio runtime, or at the first request, and stops once the layer and every service
-/// made from it are dropped.
+/// Cheap to clone. Building it starts nothing (so `--validate` has no side effects):
+/// the control loop starts when the layer wraps a service inside a tokio runtime, or
+/// at the first request, and stops once the layer and every service made from it are
+/// dropped.
+///
+/// # Example
+/// ```
+/// use proxy_core::{config::Percent, Body, BoxError, HttpRequest};
+/// use proxy_filters::adaptive::{AdaptiveConcurrencyLayer, AdaptiveConfig, CpuConfig};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let cfg = AdaptiveConfig {
+///     name: Some("api".into()),
+///     cpu: Some(CpuConfig { target_percent: Percent::try_from(60.0)?, ..Default::default() }),
+///     ..Default::default()
+/// };
+/// let layer = AdaptiveConcurrencyLayer::try_from(&cfg)?;
+/// let svc = ServiceBuilder::new()
+///     .layer(layer.clone())
+///     .service(service_fn(|_req: HttpRequest| async {
+///         Ok::<_, BoxError>(http::Response::new(Body::empty()))
+///     }));
+/// let resp = svc.oneshot(http::Request::new(Body::empty())).await?;
+/// assert_eq!(resp.status(), 200);
+/// assert_eq!(layer.stats().admitted(), 1);
+/// # Ok::<_, BoxError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct AdaptiveConcurrencyLayer {
     shared: Arc<Shared>,
@@ -26,7 +53,7 @@ impl AdaptiveConcurrencyLayer {
     ///
     /// # Errors
     /// When the config is refused (the error names the field).
-    pub fn new(config: &AdaptiveConfig) -> Result<Self, AdaptiveConfigError> {
+    pub fn new(config: &AdaptiveConfig) -> Result<Self, ConfigError> {
         Self::with_metrics(config, &AdaptiveMetrics::default())
     }
 
@@ -37,7 +64,7 @@ impl AdaptiveConcurrencyLayer {
     pub fn with_metrics(
         config: &AdaptiveConfig,
         metrics: &AdaptiveMetrics,
-    ) -> Result<Self, AdaptiveConfigError> {
+    ) -> Result<Self, ConfigError> {
         let settings = config.validated()?;
         for w in &settings.warnings {
             tracing::warn!(filter = "adaptive_concurrency", warning = %w, "config value clamped");
@@ -69,6 +96,15 @@ impl AdaptiveConcurrencyLayer {
     }
 }
 
+impl TryFrom<&AdaptiveConfig> for AdaptiveConcurrencyLayer {
+    type Error = ConfigError;
+
+    /// [`AdaptiveConcurrencyLayer::new`]: a limiter with its own metrics.
+    fn try_from(config: &AdaptiveConfig) -> Result<Self, ConfigError> {
+        Self::new(config)
+    }
+}
+
 impl<S> Layer<S> for AdaptiveConcurrencyLayer {
     type Service = AdaptiveConcurrency<S>;
 
@@ -89,7 +125,7 @@ mod tests {
     use super::*;
 
     fn config(yaml: &str) -> AdaptiveConfig {
-        AdaptiveConfig::from_yaml(&serde_yaml::from_str(yaml).unwrap()).unwrap()
+        proxy_core::config::from_yaml(yaml).unwrap()
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,10 +17,10 @@ use proxy_core::rpc::RpcInfo;
 use tower_service::Service;
 
 use super::{
-    config::Validated,
     cost::{path_prefix, CostTable, InterfaceKey},
     metrics::LimiterStats,
     signals::LatencyHistogram,
+    validate::Validated,
 };
 
 /// Why a request was not admitted.
@@ -135,12 +135,15 @@ impl Shared {
         let previous = (stats.steps.load(Relaxed) > 0)
             .then(|| u32::try_from(stats.limit.load(Relaxed)).unwrap_or(u32::MAX));
         let initial = previous
-            .or_else(|| c.headroom.as_ref().map(|h| h.floor))
-            .unwrap_or(c.max_limit)
-            .clamp(c.min_limit, c.max_limit);
-        let fraction = c.cost.as_ref().map_or(1.0, |k| k.high_cost_fraction);
+            .or_else(|| c.headroom.as_ref().map(|h| h.floor.get()))
+            .unwrap_or(c.max_limit.get())
+            .clamp(c.min_limit.get(), c.max_limit.get());
+        let fraction = c
+            .cost
+            .as_ref()
+            .map_or(1.0, |k| k.high_cost_limit_percent.fraction());
         let costs = c.cost.as_ref().map(|k| CostTable::new(k.max_interfaces));
-        let path_segments = c.cost.as_ref().map_or(0, |k| k.path_segments);
+        let path_segments = c.cost.as_ref().map_or(1, |k| k.path_segments.get());
         let retry_after = HeaderValue::from(c.reject.retry_after.as_secs().max(1));
         stats.limit.store(u64::from(initial), Relaxed);
         Self {

@@ -1,17 +1,18 @@
 //! Metrics of the adaptive limiters: one [`AdaptiveMetrics`] holds every limiter's
 //! figures (by `name`) so that each metric family is rendered once, contiguously.
+//! Every sample carries a `filter` label: the limiter's name.
 //!
 //! | name | type | meaning |
 //! |---|---|---|
-//! | `proxy_filters_adaptive_limit` | gauge | the admitted concurrency now |
-//! | `proxy_filters_adaptive_high_cost_limit` | gauge | in-flight below which high-cost interfaces are admitted |
-//! | `proxy_filters_adaptive_in_flight` | gauge | requests in flight at the last control step |
-//! | `proxy_filters_adaptive_requests_total{decision,reason}` | counter | `admitted`, or `rejected` by `limit` / `high_cost` |
-//! | `proxy_filters_adaptive_pressure` | gauge | measured / target of the most loaded signal |
-//! | `proxy_filters_adaptive_signal{signal}` | gauge | `cpu` (fraction), `latency_seconds` (the controlled percentile), `latency_target_seconds`, `throughput_floor` (concurrency) |
-//! | `proxy_filters_adaptive_controller{term}` | gauge | `error`, `p`, `i`, `d` of the PID step |
-//! | `proxy_filters_adaptive_steps_total` | counter | control steps run |
-//! | `proxy_filters_adaptive_interface_baseline_seconds{interface,high_cost}` | gauge | learned per-interface baseline |
+//! | `proxy_filters_adaptive_concurrency_limit` | gauge | the admitted concurrency now |
+//! | `proxy_filters_adaptive_concurrency_high_cost_limit` | gauge | in-flight below which high-cost interfaces are admitted |
+//! | `proxy_filters_adaptive_concurrency_in_flight` | gauge | requests in flight at the last control step |
+//! | `proxy_filters_adaptive_concurrency_requests_total{decision,reason}` | counter | `admitted`, or `rejected` by `limit` / `high_cost` |
+//! | `proxy_filters_adaptive_concurrency_pressure` | gauge | measured / target of the most loaded signal |
+//! | `proxy_filters_adaptive_concurrency_signal{signal}` | gauge | `cpu` (fraction), `latency_seconds` (the controlled percentile), `latency_target_seconds`, `throughput_floor` (concurrency) |
+//! | `proxy_filters_adaptive_concurrency_controller{term}` | gauge | `error`, `p`, `i`, `d` of the PID step |
+//! | `proxy_filters_adaptive_concurrency_steps_total` | counter | control steps run |
+//! | `proxy_filters_adaptive_concurrency_interface_baseline_seconds{interface,high_cost}` | gauge | learned per-interface baseline |
 
 use std::{
     fmt::Write as _,
@@ -149,29 +150,29 @@ impl AdaptiveMetrics {
             |out: &mut String, name: &str, help: &str, f: &dyn Fn(&LimiterStats) -> u64| {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
                 for (n, s) in &all {
-                    let _ = writeln!(out, "{name}{{limiter=\"{}\"}} {}", esc(n), f(s));
+                    let _ = writeln!(out, "{name}{{filter=\"{}\"}} {}", esc(n), f(s));
                 }
             };
         gauge_u(
             out,
-            "proxy_filters_adaptive_limit",
+            "proxy_filters_adaptive_concurrency_limit",
             "Admitted concurrency.",
             &|s| s.limit.load(Relaxed),
         );
         gauge_u(
             out,
-            "proxy_filters_adaptive_high_cost_limit",
+            "proxy_filters_adaptive_concurrency_high_cost_limit",
             "In-flight below which high-cost interfaces are admitted.",
             &|s| s.high_cost_limit.load(Relaxed),
         );
         gauge_u(
             out,
-            "proxy_filters_adaptive_in_flight",
+            "proxy_filters_adaptive_concurrency_in_flight",
             "Requests in flight at the last control step.",
             &|s| s.in_flight.load(Relaxed),
         );
 
-        let name = "proxy_filters_adaptive_requests_total";
+        let name = "proxy_filters_adaptive_concurrency_requests_total";
         let _ = writeln!(
             out,
             "# HELP {name} Admission decisions.\n# TYPE {name} counter"
@@ -185,13 +186,13 @@ impl AdaptiveMetrics {
             ] {
                 let _ = writeln!(
                     out,
-                    "{name}{{limiter=\"{n}\",decision=\"{decision}\",reason=\"{reason}\"}} {}",
+                    "{name}{{filter=\"{n}\",decision=\"{decision}\",reason=\"{reason}\"}} {}",
                     v.load(Relaxed)
                 );
             }
         }
 
-        let name = "proxy_filters_adaptive_steps_total";
+        let name = "proxy_filters_adaptive_concurrency_steps_total";
         let _ = writeln!(
             out,
             "# HELP {name} Control steps run.\n# TYPE {name} counter"
@@ -199,22 +200,22 @@ impl AdaptiveMetrics {
         for (n, s) in &all {
             let _ = writeln!(
                 out,
-                "{name}{{limiter=\"{}\"}} {}",
+                "{name}{{filter=\"{}\"}} {}",
                 esc(n),
                 s.steps.load(Relaxed)
             );
         }
 
-        let name = "proxy_filters_adaptive_pressure";
+        let name = "proxy_filters_adaptive_concurrency_pressure";
         let _ = writeln!(
             out,
             "# HELP {name} Measured over target of the most loaded signal.\n# TYPE {name} gauge"
         );
         for (n, s) in &all {
-            let _ = writeln!(out, "{name}{{limiter=\"{}\"}} {}", esc(n), s.pressure.get());
+            let _ = writeln!(out, "{name}{{filter=\"{}\"}} {}", esc(n), s.pressure.get());
         }
 
-        let name = "proxy_filters_adaptive_signal";
+        let name = "proxy_filters_adaptive_concurrency_signal";
         let _ = writeln!(
             out,
             "# HELP {name} Measured signals and the latency target.\n# TYPE {name} gauge"
@@ -229,12 +230,12 @@ impl AdaptiveMetrics {
             ] {
                 let v = v.get();
                 if v.is_finite() {
-                    let _ = writeln!(out, "{name}{{limiter=\"{n}\",signal=\"{signal}\"}} {v}");
+                    let _ = writeln!(out, "{name}{{filter=\"{n}\",signal=\"{signal}\"}} {v}");
                 }
             }
         }
 
-        let name = "proxy_filters_adaptive_controller";
+        let name = "proxy_filters_adaptive_concurrency_controller";
         let _ = writeln!(
             out,
             "# HELP {name} Terms of the last PID step (log of the limit).\n# TYPE {name} gauge"
@@ -242,11 +243,11 @@ impl AdaptiveMetrics {
         for (n, s) in &all {
             let n = esc(n);
             for (term, v) in [("error", &s.error), ("p", &s.p), ("i", &s.i), ("d", &s.d)] {
-                let _ = writeln!(out, "{name}{{limiter=\"{n}\",term=\"{term}\"}} {}", v.get());
+                let _ = writeln!(out, "{name}{{filter=\"{n}\",term=\"{term}\"}} {}", v.get());
             }
         }
 
-        let name = "proxy_filters_adaptive_interface_baseline_seconds";
+        let name = "proxy_filters_adaptive_concurrency_interface_baseline_seconds";
         let _ = writeln!(
             out,
             "# HELP {name} Learned baseline latency per interface.\n# TYPE {name} gauge"
@@ -257,7 +258,7 @@ impl AdaptiveMetrics {
             for i in ifaces.iter() {
                 let _ = writeln!(
                     out,
-                    "{name}{{limiter=\"{n}\",interface=\"{}\",high_cost=\"{}\"}} {}",
+                    "{name}{{filter=\"{n}\",interface=\"{}\",high_cost=\"{}\"}} {}",
                     esc(&i.key),
                     i.high_cost,
                     i.baseline
@@ -289,13 +290,13 @@ mod tests {
         let mut out = String::new();
         m.render_text(&mut out);
         assert_eq!(
-            out.matches("# TYPE proxy_filters_adaptive_limit gauge")
+            out.matches("# TYPE proxy_filters_adaptive_concurrency_limit gauge")
                 .count(),
             1
         );
-        assert!(out.contains("proxy_filters_adaptive_limit{limiter=\"a\"} 12"));
+        assert!(out.contains("proxy_filters_adaptive_concurrency_limit{filter=\"a\"} 12"));
         assert!(out.contains(
-            "proxy_filters_adaptive_requests_total{limiter=\"b\\\"x\",decision=\"rejected\",reason=\"high_cost\"} 3"
+            "proxy_filters_adaptive_concurrency_requests_total{filter=\"b\\\"x\",decision=\"rejected\",reason=\"high_cost\"} 3"
         ));
         assert!(!out.contains("NaN"));
     }

@@ -1,5 +1,6 @@
-//! Fault injection for requests: a fixed delay and an abort with a status, each with
-//! a percentage, optionally switched on per request by headers.
+//! Fault injection for requests: a fixed delay and an abort with a status, each for
+//! a share of requests (`delay.delay_percent`, `abort.abort_percent`, 0-100, default
+//! 100), optionally switched on per request by headers.
 //!
 //! With `headers` set, a request may ask for faults itself (for tests through the
 //! mesh): `<prefix>-delay-request: <ms>`, `<prefix>-abort-request: <status>`, and
@@ -8,21 +9,16 @@
 //! `headers.max_delay`. With `prefix: x-envoy-fault` Envoy's header names work.
 //!
 //! Aborts answer locally with the status and `x-proxy-error: fault_abort` (RPC codecs
-//! map that to their own error status).
+//! map that to their own error status). Metrics:
+//! `proxy_filters_fault_{requests_total,injected_total}`.
 //!
-//! # Example
-//! ```
-//! use proxy_filters::fault::{FaultConfig, FaultLayer};
-//! use tower::{ServiceBuilder, ServiceExt};
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let cfg: FaultConfig = proxy_filters::config::from_yaml("test", "abort: { status: 503, percentage: 100 }").unwrap();
-//! let layer = FaultLayer::new(&cfg, Default::default()).unwrap();
-//! let svc = ServiceBuilder::new().layer(layer).service_fn(|_req: proxy_core::HttpRequest| async {
-//!     Ok::<_, proxy_core::BoxError>(http::Response::new(proxy_core::Body::empty()))
-//! });
-//! let resp = svc.oneshot(http::Request::new(proxy_core::Body::empty())).await.unwrap();
-//! assert_eq!(resp.status(), 503);
-//! # });
+//! ```yaml
+//! http_filters:
+//!   - typed: fault
+//!     config:
+//!       delay: { duration: 100ms, delay_percent: 5 }
+//!       abort: { status: 503, abort_percent: 1 }
+//!       headers: { prefix: x-envoy-fault, max_delay: 5s }
 //! ```
 
 mod service;
@@ -43,8 +39,8 @@ use crate::{
 /// The registered name.
 pub const NAME: &str = "fault";
 
-/// The `fault` filter's section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `fault` filter's section: at least one of `delay`, `abort` and `headers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultConfig {
     /// Names this filter in metrics (default: the listener's name).
@@ -74,10 +70,10 @@ pub struct FaultConfig {
 pub struct DelayConfig {
     /// How long to hold the request, e.g. `100ms`.
     #[serde(with = "humantime_serde")]
-    pub fixed: Duration,
-    /// Share of requests delayed (default 100).
+    pub duration: Duration,
+    /// Share of requests delayed, 0-100 (default 100).
     #[serde(default)]
-    pub percentage: Percent,
+    pub delay_percent: Percent,
 }
 
 /// An abort fault.
@@ -86,9 +82,9 @@ pub struct DelayConfig {
 pub struct AbortConfig {
     /// The status answered, 200 to 599.
     pub status: u16,
-    /// Share of requests aborted (default 100).
+    /// Share of requests aborted, 0-100 (default 100).
     #[serde(default)]
-    pub percentage: Percent,
+    pub abort_percent: Percent,
 }
 
 /// Per-request fault headers.
@@ -101,6 +97,15 @@ pub struct HeaderControl {
     /// The longest delay a header may ask for (default 10s).
     #[serde(default = "default_max_delay", with = "humantime_serde")]
     pub max_delay: Duration,
+}
+
+impl Default for HeaderControl {
+    fn default() -> Self {
+        Self {
+            prefix: default_prefix(),
+            max_delay: default_max_delay(),
+        }
+    }
 }
 
 fn default_prefix() -> String {
@@ -133,20 +138,43 @@ pub(crate) struct Headers {
 }
 
 /// Applies [`Fault`] to a service.
+///
+/// # Example
+/// ```
+/// use proxy_core::{config::Percent, Body, BoxError, HttpRequest};
+/// use proxy_filters::fault::{AbortConfig, FaultConfig, FaultLayer};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let cfg = FaultConfig {
+///     abort: Some(AbortConfig { status: 503, abort_percent: Percent::HUNDRED }),
+///     ..Default::default()
+/// };
+/// let svc = ServiceBuilder::new()
+///     .layer(FaultLayer::try_from(&cfg)?)
+///     .service(service_fn(|_req: HttpRequest| async {
+///         Ok::<_, BoxError>(http::Response::new(Body::empty()))
+///     }));
+/// let resp = svc.oneshot(http::Request::new(Body::empty())).await?;
+/// assert_eq!(resp.status(), 503);
+/// assert_eq!(resp.headers()["x-proxy-error"], "fault_abort");
+/// # Ok::<_, BoxError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct FaultLayer {
     settings: Arc<Settings>,
 }
 
 impl FaultLayer {
-    /// Validates `cfg`.
+    /// Validates `cfg`, counting in `counters`.
     ///
     /// # Errors
-    /// A status outside 200..=599, a bad header prefix, or nothing to inject.
+    /// A status outside 200..=599, a bad header prefix, or nothing to inject, naming
+    /// the field.
     pub fn new(cfg: &FaultConfig, counters: Arc<FaultCounters>) -> Result<Self, ConfigError> {
         if cfg.delay.is_none() && cfg.abort.is_none() && cfg.headers.is_none() {
-            return Err(ConfigError::field(
-                NAME,
+            return Err(ConfigError::invalid(
                 "delay",
                 "set at least one of delay, abort or headers",
             ));
@@ -154,7 +182,7 @@ impl FaultLayer {
         let abort = match &cfg.abort {
             Some(a) => Some((
                 status(a.status, "abort.status")?,
-                a.percentage.per_million(),
+                a.abort_percent.per_million(),
             )),
             None => None,
         };
@@ -163,8 +191,7 @@ impl FaultLayer {
                 let name = |suffix: &str| {
                     HeaderName::from_bytes(format!("{}{suffix}", h.prefix).as_bytes()).map_err(
                         |_| {
-                            ConfigError::field(
-                                NAME,
+                            ConfigError::invalid(
                                 "headers.prefix",
                                 format!("{:?} does not make valid header names", h.prefix),
                             )
@@ -186,7 +213,7 @@ impl FaultLayer {
                 delay: cfg
                     .delay
                     .as_ref()
-                    .map(|d| (d.fixed, d.percentage.per_million())),
+                    .map(|d| (d.duration, d.delay_percent.per_million())),
                 abort,
                 headers,
                 sampler: Sampler::new(cfg.seed),
@@ -201,11 +228,19 @@ impl FaultLayer {
 fn status(code: u16, field: &str) -> Result<StatusCode, ConfigError> {
     match StatusCode::from_u16(code) {
         Ok(s) if (200..=599).contains(&code) => Ok(s),
-        _ => Err(ConfigError::field(
-            NAME,
+        _ => Err(ConfigError::invalid(
             field,
             format!("{code} is not a status from 200 to 599"),
         )),
+    }
+}
+
+impl TryFrom<&FaultConfig> for FaultLayer {
+    type Error = ConfigError;
+
+    /// [`FaultLayer::new`] with counters of its own.
+    fn try_from(cfg: &FaultConfig) -> Result<Self, ConfigError> {
+        Self::new(cfg, Arc::default())
     }
 }
 

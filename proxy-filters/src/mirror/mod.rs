@@ -1,5 +1,6 @@
-//! Traffic mirroring: a sampled copy of each request goes to a shadow cluster; its
-//! answer is ignored, and the real request never waits for it or fails with it.
+//! Traffic mirroring: a sampled copy of requests (`sample_percent`, 0-100, default
+//! 100) goes to a shadow cluster; its answer is ignored, and the real request never
+//! waits for it or fails with it.
 //!
 //! Memory is bounded: a body already in memory is copied by reference; a streamed
 //! body is teed as it passes to the real upstream, up to `max_body_bytes` — past
@@ -8,16 +9,19 @@
 //! `max_in_flight * max_body_bytes` bytes. The copy is sent when the client's body
 //! has ended, on a spawned task, with a `timeout`.
 //!
+//! Metrics: `proxy_filters_mirror_{sent_total,results_total,skipped_total,in_flight}`.
+//!
 //! ```yaml
 //! http_filters:
 //!   - typed: mirror
-//!     config: { cluster: shadow, percentage: 10, max_body_bytes: 65536 }
+//!     config: { cluster: shadow, sample_percent: 10, max_body_bytes: 64KiB }
 //! ```
 
 mod tee;
 
 use std::{
     future::Future,
+    num::NonZeroUsize,
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -28,7 +32,7 @@ use std::{
 };
 
 use http::{uri::Authority, HeaderValue, Uri};
-use proxy_core::{BoxError, HttpRequest, HttpResponse};
+use proxy_core::{cluster::Cluster, config::ByteSize, BoxError, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
@@ -50,15 +54,15 @@ pub struct MirrorConfig {
     pub name: Option<String>,
     /// The shadow cluster; it must exist in the config.
     pub cluster: String,
-    /// Share of requests mirrored (default 100).
+    /// Share of requests mirrored, 0-100 (default 100).
     #[serde(default)]
-    pub percentage: Percent,
-    /// The largest body copied (default 64 KiB); larger requests are not mirrored.
+    pub sample_percent: Percent,
+    /// The largest body copied (default 64KiB); larger requests are not mirrored.
     #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
+    pub max_body_bytes: ByteSize,
     /// Copies in flight at most (default 64); more are skipped.
     #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
+    pub max_in_flight: NonZeroUsize,
     /// How long a copy may take (default 5s).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -70,24 +74,55 @@ pub struct MirrorConfig {
     pub seed: Option<u64>,
 }
 
-fn default_max_body() -> usize {
-    64 * 1024
+impl MirrorConfig {
+    /// Mirrors every request to `cluster`, every other field at its default.
+    pub fn new(cluster: impl Into<String>) -> Self {
+        Self {
+            name: None,
+            cluster: cluster.into(),
+            sample_percent: Percent::HUNDRED,
+            max_body_bytes: default_max_body(),
+            max_in_flight: default_max_in_flight(),
+            timeout: default_timeout(),
+            host_suffix: None,
+            seed: None,
+        }
+    }
 }
-fn default_max_in_flight() -> usize {
-    64
+
+fn default_max_body() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+fn default_max_in_flight() -> NonZeroUsize {
+    NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN)
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-/// Where copies go: a cluster ([`proxy_core::cluster::Cluster`] in the proxy), or
-/// anything else that takes a request (tests, benches).
+/// Where copies go: a cluster ([`ClusterShadow`]), or anything else that takes a
+/// request (tests, benches).
 pub trait Shadow: Send + Sync + 'static {
     /// Sends one copy.
     fn send(
         &self,
         req: HttpRequest,
     ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>>;
+}
+
+/// A cluster as the shadow: copies go through its balancer and connections, as the
+/// proxy's own requests do. What the registered `mirror` filter uses for `cluster`.
+#[derive(Debug, Clone)]
+pub struct ClusterShadow(pub Arc<Cluster>);
+
+impl Shadow for ClusterShadow {
+    fn send(
+        &self,
+        req: HttpRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>> {
+        let cluster = self.0.clone();
+        Box::pin(async move { cluster.send(req).await.map_err(BoxError::from) })
+    }
 }
 
 pub(crate) struct Settings {
@@ -113,6 +148,41 @@ impl std::fmt::Debug for Settings {
 }
 
 /// Applies [`Mirror`] to a service.
+///
+/// # Example
+/// A shadow of its own that counts the copies (for a cluster, pass
+/// `Arc::new(ClusterShadow(cluster))`):
+/// ```
+/// use std::{future::Future, pin::Pin, sync::{atomic::{AtomicUsize, Ordering}, Arc}};
+/// use proxy_core::{Body, BoxError, HttpRequest, HttpResponse};
+/// use proxy_filters::mirror::{MirrorConfig, MirrorLayer, Shadow};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// #[derive(Default)]
+/// struct Count(AtomicUsize);
+/// impl Shadow for Count {
+///     fn send(&self, _req: HttpRequest)
+///         -> Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>> {
+///         self.0.fetch_add(1, Ordering::SeqCst);
+///         Box::pin(async { Ok(http::Response::new(Body::empty())) })
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let shadow = Arc::new(Count::default());
+/// let layer = MirrorLayer::new(&MirrorConfig::new("shadow"), shadow.clone(), Default::default())?;
+/// let svc = ServiceBuilder::new()
+///     .layer(layer)
+///     .service(service_fn(|_req: HttpRequest| async {
+///         Ok::<_, BoxError>(http::Response::new(Body::empty()))
+///     }));
+/// let resp = svc.oneshot(http::Request::new(Body::from("hello"))).await?;
+/// assert_eq!(resp.status(), 200);
+/// tokio::task::yield_now().await; // the copy is sent on a task of its own
+/// assert_eq!(shadow.0.load(Ordering::SeqCst), 1);
+/// # Ok::<_, BoxError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct MirrorLayer {
     settings: Arc<Settings>,
@@ -123,7 +193,7 @@ impl MirrorLayer {
     /// resolved by the caller: a missing one is a config error there).
     ///
     /// # Errors
-    /// A host suffix that cannot be part of a host name.
+    /// A host suffix that cannot be part of a host name, naming the field.
     pub fn new(
         cfg: &MirrorConfig,
         shadow: Arc<dyn Shadow>,
@@ -131,8 +201,7 @@ impl MirrorLayer {
     ) -> Result<Self, ConfigError> {
         if let Some(s) = &cfg.host_suffix {
             if s.parse::<Authority>().is_err() || s.contains(['/', '@', ':']) {
-                return Err(ConfigError::field(
-                    NAME,
+                return Err(ConfigError::invalid(
                     "host_suffix",
                     format!("{s:?} cannot be part of a host name"),
                 ));
@@ -142,9 +211,9 @@ impl MirrorLayer {
             settings: Arc::new(Settings {
                 shadow,
                 sampler: Sampler::new(cfg.seed),
-                per_million: cfg.percentage.per_million(),
-                max_body: cfg.max_body_bytes,
-                max_in_flight: cfg.max_in_flight,
+                per_million: cfg.sample_percent.per_million(),
+                max_body: cfg.max_body_bytes.as_usize(),
+                max_in_flight: cfg.max_in_flight.get(),
                 in_flight: AtomicUsize::new(0),
                 timeout: cfg.timeout,
                 host_suffix: cfg.host_suffix.clone(),

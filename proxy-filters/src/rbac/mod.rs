@@ -8,31 +8,25 @@
 //!
 //! Paths are matched as a server would resolve them ([`crate::matcher::normalize_path`]:
 //! `/public/..//%61dmin` is `/admin`); hosts without port, case or a trailing dot.
+//! String and header conditions are core's one matcher
+//! ([`proxy_core::matcher::StringMatch`], [`proxy_core::matcher::HeaderMatch`]): a
+//! `regex` matches the whole value, exactly as in routes.
 //!
 //! Facts come from request extensions: the peer from `proxy_core::proxy::ConnInfo`,
 //! the mTLS identity from `proxy_core::connection::TlsInfo`, the RPC service and
 //! method from `proxy_core::rpc::RpcInfo`.
 //!
-//! # Example
-//! ```
-//! use proxy_filters::rbac::{RbacConfig, RbacLayer};
-//! use tower::{ServiceBuilder, ServiceExt};
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let cfg: RbacConfig = proxy_filters::config::from_yaml("test", r#"
-//! policies:
-//!   - name: read-only
-//!     action: allow
-//!     principals: [{ any: true }]
-//!     permissions: [{ method: [GET, HEAD] }]
-//! "#).unwrap();
-//! let svc = ServiceBuilder::new()
-//!     .layer(RbacLayer::new(&cfg, Default::default()).unwrap())
-//!     .service_fn(|_req: proxy_core::HttpRequest| async {
-//!         Ok::<_, proxy_core::BoxError>(http::Response::new(proxy_core::Body::empty()))
-//!     });
-//! let post = http::Request::post("/").body(proxy_core::Body::empty()).unwrap();
-//! assert_eq!(svc.oneshot(post).await.unwrap().status(), 403);
-//! # });
+//! Metrics: `proxy_filters_rbac_decisions_total{decision}`.
+//!
+//! ```yaml
+//! http_filters:
+//!   - typed: rbac
+//!     config:
+//!       policies:
+//!         - name: orders-reads
+//!           action: allow
+//!           principals: [{ identity: { prefix: "spiffe://cluster.local/ns/shop/" } }]
+//!           permissions: [{ rpc: { service: { exact: com.shop.Orders }, method: { prefix: get } } }]
 //! ```
 
 mod rules;
@@ -47,7 +41,9 @@ use proxy_core::{HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
-pub use rules::{evaluate, Action, Facts, Identity, MethodName, Permission, Policy, Principal};
+pub use rules::{
+    evaluate, Action, Facts, Identity, MethodName, Permission, Policy, Principal, RpcMatch,
+};
 
 use crate::{local_reply::LocalOr, metrics::RbacCounters, ConfigError};
 
@@ -55,7 +51,7 @@ use crate::{local_reply::LocalOr, metrics::RbacCounters, ConfigError};
 pub const NAME: &str = "rbac";
 
 /// The `rbac` filter's section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RbacConfig {
     /// Names this filter in metrics (default: the listener's name).
@@ -160,31 +156,62 @@ fn with_facts<R>(req: &HttpRequest, host: Option<&str>, f: impl FnOnce(&Facts<'_
 }
 
 /// Applies [`Rbac`] to a service.
+///
+/// # Example
+/// ```
+/// use proxy_core::{Body, BoxError, HttpRequest};
+/// use proxy_filters::rbac::{Action, MethodName, Permission, Policy, Principal, RbacConfig, RbacLayer};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let cfg = RbacConfig {
+///     policies: vec![Policy {
+///         name: "read-only".into(),
+///         action: Action::Allow,
+///         principals: vec![Principal::Any(true)],
+///         permissions: vec![Permission::Method(vec![MethodName(http::Method::GET)])],
+///     }],
+///     ..Default::default()
+/// };
+/// let svc = ServiceBuilder::new()
+///     .layer(RbacLayer::try_from(&cfg)?)
+///     .service(service_fn(|_req: HttpRequest| async {
+///         Ok::<_, BoxError>(http::Response::new(Body::empty()))
+///     }));
+/// let post = http::Request::post("/").body(Body::empty())?;
+/// assert_eq!(svc.clone().oneshot(post).await?.status(), 403, "no policy allows it");
+/// let get = http::Request::get("/").body(Body::empty())?;
+/// assert_eq!(svc.oneshot(get).await?.status(), 200);
+/// # Ok::<_, BoxError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct RbacLayer {
     engine: Arc<Engine>,
 }
 
 impl RbacLayer {
-    /// Validates `cfg`.
+    /// Validates `cfg`, counting decisions in `counters`.
     ///
     /// # Errors
-    /// A policy without principals or permissions.
+    /// A policy without principals or permissions, an empty `rpc` matcher, naming
+    /// the field.
     pub fn new(cfg: &RbacConfig, counters: Arc<RbacCounters>) -> Result<Self, ConfigError> {
         for (i, p) in cfg.policies.iter().enumerate() {
             if p.principals.is_empty() {
-                return Err(ConfigError::field(
-                    NAME,
+                return Err(ConfigError::invalid(
                     format!("policies[{i}].principals"),
                     "needs at least one principal (use `any: true`)",
                 ));
             }
             if p.permissions.is_empty() {
-                return Err(ConfigError::field(
-                    NAME,
+                return Err(ConfigError::invalid(
                     format!("policies[{i}].permissions"),
                     "needs at least one permission (use `any: true`)",
                 ));
+            }
+            for (j, perm) in p.permissions.iter().enumerate() {
+                rules::check_permission(perm, &format!("policies[{i}].permissions[{j}]"))?;
             }
         }
         let default = cfg.default_action.unwrap_or_else(|| {
@@ -202,6 +229,15 @@ impl RbacLayer {
                 counters,
             }),
         })
+    }
+}
+
+impl TryFrom<&RbacConfig> for RbacLayer {
+    type Error = ConfigError;
+
+    /// [`RbacLayer::new`] with counters of its own.
+    fn try_from(cfg: &RbacConfig) -> Result<Self, ConfigError> {
+        Self::new(cfg, Arc::default())
     }
 }
 

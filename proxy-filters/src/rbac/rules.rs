@@ -68,16 +68,37 @@ pub enum Permission {
     Method(Vec<MethodName>),
     /// A request header matches.
     Header(HeaderMatch),
-    /// The RPC service (gRPC, Bolt, Dubbo), as the codec reports it.
-    RpcService(StringMatch),
-    /// The RPC method.
-    RpcMethod(StringMatch),
+    /// The RPC interface (gRPC, Bolt, Dubbo), as the codec reports it:
+    /// `rpc: {service: {exact: com.shop.Orders}, method: {prefix: get}}`.
+    Rpc(RpcMatch),
     /// All of these match.
     And(Vec<Permission>),
     /// Any of these matches.
     Or(Vec<Permission>),
     /// This does not match.
     Not(Box<Permission>),
+}
+
+/// Matches the RPC service and method of a request: the shape traffic steering uses
+/// too. Give a service, a method or both (an empty `rpc: {}` is refused at load); a
+/// request that is not an RPC matches neither.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcMatch {
+    /// The service (`com.shop.Orders`), as the codec reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<StringMatch>,
+    /// The method (`getOrder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+}
+
+impl RpcMatch {
+    /// Whether an RPC with `service` and `method` matches.
+    pub fn matches(&self, service: &str, method: &str) -> bool {
+        self.service.as_ref().is_none_or(|m| m.matches(service))
+            && self.method.as_ref().is_none_or(|m| m.matches(method))
+    }
 }
 
 /// An HTTP method name, checked at load.
@@ -158,8 +179,7 @@ impl Permission {
             Self::Path(m) => m.matches(f.path),
             Self::Method(list) => list.iter().any(|m| m.0 == *f.method),
             Self::Header(h) => h.matches(f.headers),
-            Self::RpcService(m) => f.rpc.is_some_and(|(s, _)| m.matches(s)),
-            Self::RpcMethod(m) => f.rpc.is_some_and(|(_, me)| m.matches(me)),
+            Self::Rpc(m) => f.rpc.is_some_and(|(s, me)| m.matches(s, me)),
             Self::And(all) => all.iter().all(|p| p.matches(f)),
             Self::Or(any) => any.iter().any(|p| p.matches(f)),
             Self::Not(p) => !p.matches(f),
@@ -173,6 +193,26 @@ impl Policy {
         self.principals.iter().any(|p| p.matches(f))
             && self.permissions.iter().any(|p| p.matches(f))
     }
+}
+
+/// Refuses what deserializes but cannot mean anything, naming the field from `path`
+/// (`policies[0].permissions[1].and[0].rpc`).
+pub(crate) fn check_permission(p: &Permission, path: &str) -> Result<(), crate::ConfigError> {
+    match p {
+        Permission::Rpc(r) if r.service.is_none() && r.method.is_none() => Err(
+            crate::ConfigError::invalid(format!("{path}.rpc"), "give a service, a method or both"),
+        ),
+        Permission::And(list) => check_all(list, &format!("{path}.and")),
+        Permission::Or(list) => check_all(list, &format!("{path}.or")),
+        Permission::Not(q) => check_permission(q, &format!("{path}.not")),
+        _ => Ok(()),
+    }
+}
+
+fn check_all(list: &[Permission], path: &str) -> Result<(), crate::ConfigError> {
+    list.iter()
+        .enumerate()
+        .try_for_each(|(i, q)| check_permission(q, &format!("{path}[{i}]")))
 }
 
 /// The outcome of evaluating policies: the action and the policy that decided

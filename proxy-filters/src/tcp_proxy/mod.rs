@@ -3,6 +3,9 @@
 //! connect timeout), and bytes are copied both ways until both sides closed, one
 //! failed, or the connection was idle for `idle_timeout`.
 //!
+//! Metrics: `proxy_filters_tcp_proxy_{connections_total,active_connections,
+//! connect_failures_total,closed_total,bytes_total}`.
+//!
 //! ```yaml
 //! listeners:
 //!   - name: db
@@ -10,7 +13,7 @@
 //!     virtual_hosts: []
 //!     network_filters:
 //!       - typed: tcp_proxy
-//!         config: { cluster: postgres, idle_timeout: 30m }
+//!         config: { cluster: postgres, idle_timeout: 30m, buffer_bytes: 16KiB }
 //! ```
 
 mod copy;
@@ -25,6 +28,7 @@ use std::{
 
 use proxy_core::{
     cluster::{Cluster, Outcome},
+    config::ByteSize,
     BoxError, Connection,
 };
 use serde::{Deserialize, Serialize};
@@ -52,9 +56,22 @@ pub struct TcpProxyConfig {
     /// Endpoints tried before giving up on a connection (default 1).
     #[serde(default = "default_attempts")]
     pub connect_attempts: std::num::NonZeroU8,
-    /// Copy buffer per direction in bytes (default 16384, 512 to 1 MiB).
+    /// Copy buffer per direction (default 16KiB, from 512 to 1MiB).
     #[serde(default = "default_buffer")]
-    pub buffer_bytes: usize,
+    pub buffer_bytes: ByteSize,
+}
+
+impl TcpProxyConfig {
+    /// Proxies to `cluster` with every other field at its default.
+    pub fn new(cluster: impl Into<String>) -> Self {
+        Self {
+            name: None,
+            cluster: cluster.into(),
+            idle_timeout: default_idle(),
+            connect_attempts: default_attempts(),
+            buffer_bytes: default_buffer(),
+        }
+    }
 }
 
 fn default_idle() -> Duration {
@@ -63,8 +80,8 @@ fn default_idle() -> Duration {
 fn default_attempts() -> std::num::NonZeroU8 {
     std::num::NonZeroU8::MIN
 }
-fn default_buffer() -> usize {
-    16 * 1024
+fn default_buffer() -> ByteSize {
+    ByteSize(16 * 1024)
 }
 
 #[derive(Debug)]
@@ -77,41 +94,78 @@ struct Settings {
 }
 
 /// The TCP proxy as a layer that ignores the service it wraps: it is a terminal.
+///
+/// # Example
+/// An echo server as the upstream cluster, a connection proxied to it:
+/// ```
+/// use proxy_core::{cluster::Cluster, BoxError, Connection, Stream};
+/// use proxy_filters::tcp_proxy::{TcpProxyConfig, TcpProxyLayer};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let cluster = Cluster::builder("echo").endpoint(echo.local_addr()?).build()?;
+/// tokio::spawn(async move {
+///     let (mut s, _) = echo.accept().await.unwrap();
+///     let (mut r, mut w) = s.split();
+///     tokio::io::copy(&mut r, &mut w).await.unwrap();
+/// });
+///
+/// let layer = TcpProxyLayer::new(&TcpProxyConfig::new("echo"), cluster, Default::default())?;
+/// // A terminal: the service it wraps is never called.
+/// let svc = ServiceBuilder::new()
+///     .layer(layer)
+///     .service(service_fn(|_conn: Connection| async { Ok::<_, BoxError>(()) }));
+/// let (mut client, accepted) = tokio::io::duplex(1024);
+/// let conn = Connection {
+///     stream: Stream::Boxed(Box::new(accepted)),
+///     peer: None,
+///     listener: "db".into(),
+///     secure: false,
+///     extensions: Default::default(),
+/// };
+/// let proxied = tokio::spawn(svc.oneshot(conn));
+/// client.write_all(b"ping").await?;
+/// let mut echoed = [0; 4];
+/// client.read_exact(&mut echoed).await?;
+/// assert_eq!(&echoed, b"ping");
+/// drop(client);
+/// proxied.await??;
+/// # Ok::<_, BoxError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct TcpProxyLayer {
     settings: Arc<Settings>,
 }
 
 impl TcpProxyLayer {
-    /// Proxies to `cluster` (resolved by the caller from `cfg.cluster`).
+    /// Proxies to `cluster` (resolved by the caller from `cfg.cluster`: the registry
+    /// refuses a missing one), counting in `counters`.
     ///
     /// # Errors
-    /// A buffer size out of range or a zero idle timeout.
+    /// A buffer size out of range or a zero idle timeout, naming the field.
     pub fn new(
         cfg: &TcpProxyConfig,
         cluster: Arc<Cluster>,
         counters: Arc<TcpProxyCounters>,
     ) -> Result<Self, ConfigError> {
-        if !(512..=1 << 20).contains(&cfg.buffer_bytes) {
-            return Err(ConfigError::field(
-                NAME,
+        if !(512..=1 << 20).contains(&cfg.buffer_bytes.get()) {
+            return Err(ConfigError::invalid(
                 "buffer_bytes",
                 format!("{} is not from 512 to 1048576", cfg.buffer_bytes),
             ));
         }
         if cfg.idle_timeout.is_zero() {
-            return Err(ConfigError::field(
-                NAME,
-                "idle_timeout",
-                "must be above zero",
-            ));
+            return Err(ConfigError::invalid("idle_timeout", "must be above zero"));
         }
         Ok(Self {
             settings: Arc::new(Settings {
                 cluster,
                 idle: cfg.idle_timeout,
                 attempts: cfg.connect_attempts.get(),
-                buffer: cfg.buffer_bytes,
+                buffer: cfg.buffer_bytes.as_usize(),
                 counters,
             }),
         })

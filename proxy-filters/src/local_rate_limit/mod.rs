@@ -10,40 +10,29 @@
 //! Keyed buckets live in a sharded table bounded by `max_keys`: keys are stored as
 //! 64-bit keyed hashes (no copy of the header value), idle keys (whose bucket is full
 //! again) are dropped when a shard fills, and when a shard is full of busy keys new
-//! keys share one overflow bucket (counted in `proxy_filters_rate_limit_overflow_total`).
-//! A request without the descriptor's key (header absent) is not limited by it.
+//! keys share one overflow bucket (counted in
+//! `proxy_filters_local_rate_limit_overflow_total`). A request without the
+//! descriptor's key (header absent) is not limited by it. Metrics:
+//! `proxy_filters_local_rate_limit_{decisions_total,overflow_total,keys}`.
 //!
-//! # Example
-//! ```
-//! use proxy_filters::local_rate_limit::{LocalRateLimitConfig, LocalRateLimitLayer};
-//! use tower::{Service, ServiceBuilder, ServiceExt};
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let cfg: LocalRateLimitConfig = proxy_filters::config::from_yaml("test", r#"
-//! descriptors:
-//!   - key: { header: x-api-key }
-//!     rate: { requests: 1, per: 1m }
-//! "#).unwrap();
-//! let mut svc = ServiceBuilder::new()
-//!     .layer(LocalRateLimitLayer::new(&cfg, Default::default()).unwrap())
-//!     .service_fn(|_req: proxy_core::HttpRequest| async {
-//!         Ok::<_, proxy_core::BoxError>(http::Response::new(proxy_core::Body::empty()))
-//!     });
-//! let req = || http::Request::builder().header("x-api-key", "k1").body(proxy_core::Body::empty()).unwrap();
-//! assert_eq!(svc.ready().await.unwrap().call(req()).await.unwrap().status(), 200);
-//! let limited = svc.ready().await.unwrap().call(req()).await.unwrap();
-//! assert_eq!(limited.status(), 429);
-//! assert!(limited.headers().contains_key("retry-after"));
-//! # });
+//! ```yaml
+//! http_filters:
+//!   - typed: local_rate_limit
+//!     config:
+//!       name: api                  # named: an unchanged section keeps its buckets on reload
+//!       rate: { requests: 1000, per: 1s, burst: 200 }
+//!       descriptors:
+//!         - { key: { header: x-api-key }, rate: { requests: 10, per: 1s }, max_keys: 10000 }
+//!         - { key: source_ip, rate: { requests: 50, per: 1s } }
 //! ```
 
+mod cache;
+mod store;
+
 use std::{
-    collections::HashMap,
     hash::BuildHasher,
-    num::{NonZeroU32, NonZeroU64, NonZeroUsize},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
-    },
+    num::{NonZeroU32, NonZeroUsize},
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -51,8 +40,7 @@ use std::{
 use governor::{
     clock::{Clock, MonotonicClock},
     middleware::NoOpMiddleware,
-    nanos::Nanos,
-    state::{InMemoryState, NotKeyed, StateStore},
+    state::{InMemoryState, NotKeyed},
     Quota, RateLimiter,
 };
 use http::{HeaderValue, StatusCode};
@@ -60,13 +48,16 @@ use proxy_core::{HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
-use crate::{local_reply::LocalOr, matcher::Header, metrics::RateLimitCounters, ConfigError};
+pub use cache::LimiterCache;
+use store::BoundedStore;
+
+use crate::{local_reply::LocalOr, matcher::Header, metrics::LocalRateLimitCounters, ConfigError};
 
 /// The registered name.
 pub const NAME: &str = "local_rate_limit";
 
-/// The `local_rate_limit` filter's section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `local_rate_limit` filter's section: `rate`, `descriptors` or both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalRateLimitConfig {
     /// Names this filter in metrics (default: the listener's name).
@@ -107,6 +98,17 @@ pub struct DescriptorConfig {
     pub max_keys: NonZeroUsize,
 }
 
+impl DescriptorConfig {
+    /// A keyed limit of `rate` per key from `key`, tracking the default number of keys.
+    pub fn new(key: KeySource, rate: RateConfig) -> Self {
+        Self {
+            key,
+            rate,
+            max_keys: default_max_keys(),
+        }
+    }
+}
+
 fn default_max_keys() -> NonZeroUsize {
     NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN)
 }
@@ -127,8 +129,7 @@ impl RateConfig {
     fn quota(&self, field: &str) -> Result<Quota, ConfigError> {
         let period = self.per / self.requests.get();
         let quota = Quota::with_period(period).ok_or_else(|| {
-            ConfigError::field(
-                NAME,
+            ConfigError::invalid(
                 format!("{field}.per"),
                 format!("{:?} per {} requests is too short", self.per, self.requests),
             )
@@ -147,12 +148,12 @@ struct Descriptor {
 }
 
 #[derive(Debug)]
-struct Limits {
+pub(crate) struct Limits {
     clock: MonotonicClock,
     shared: Option<Direct>,
     descriptors: Box<[Descriptor]>,
     hasher: std::hash::RandomState,
-    counters: Arc<RateLimitCounters>,
+    counters: Arc<LocalRateLimitCounters>,
 }
 
 impl Limits {
@@ -205,23 +206,56 @@ impl Limits {
 }
 
 /// Applies [`LocalRateLimit`] to a service.
+///
+/// # Example
+/// ```
+/// use std::{num::NonZeroU32, time::Duration};
+/// use proxy_core::{matcher::Header, Body, BoxError, HttpRequest};
+/// use proxy_filters::local_rate_limit::{
+///     DescriptorConfig, KeySource, LocalRateLimitConfig, LocalRateLimitLayer, RateConfig,
+/// };
+/// use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let one_a_minute = RateConfig {
+///     requests: NonZeroU32::MIN,
+///     per: Duration::from_secs(60),
+///     burst: None,
+/// };
+/// let cfg = LocalRateLimitConfig {
+///     descriptors: vec![DescriptorConfig::new(KeySource::Header("x-api-key".parse()?), one_a_minute)],
+///     ..Default::default()
+/// };
+/// let mut svc = ServiceBuilder::new()
+///     .layer(LocalRateLimitLayer::try_from(&cfg)?)
+///     .service(service_fn(|_req: HttpRequest| async {
+///         Ok::<_, BoxError>(http::Response::new(Body::empty()))
+///     }));
+/// let req = || http::Request::builder().header("x-api-key", "k1").body(Body::empty());
+/// assert_eq!(svc.ready().await?.call(req()?).await?.status(), 200);
+/// let limited = svc.ready().await?.call(req()?).await?;
+/// assert_eq!(limited.status(), 429);
+/// assert!(limited.headers().contains_key("retry-after"));
+/// # Ok::<_, BoxError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct LocalRateLimitLayer {
     limits: Arc<Limits>,
 }
 
 impl LocalRateLimitLayer {
-    /// Validates `cfg`.
+    /// Validates `cfg`, counting in `counters`.
     ///
     /// # Errors
-    /// No rate at all, or a rate too fine for the clock (under 1ns per request).
+    /// No rate at all, or a rate too fine for the clock (under 1ns per request),
+    /// naming the field.
     pub fn new(
         cfg: &LocalRateLimitConfig,
-        counters: Arc<RateLimitCounters>,
+        counters: Arc<LocalRateLimitCounters>,
     ) -> Result<Self, ConfigError> {
         if cfg.rate.is_none() && cfg.descriptors.is_empty() {
-            return Err(ConfigError::field(
-                NAME,
+            return Err(ConfigError::invalid(
                 "rate",
                 "set rate, descriptors or both",
             ));
@@ -259,44 +293,12 @@ impl LocalRateLimitLayer {
     }
 }
 
-/// Limiters by filter, so that a reload with an unchanged section keeps its buckets
-/// (a reload must not hand every client a fresh burst). [`crate::register`] uses it
-/// for sections with a `name`; filters with the same name on one listener share. Holds only weak references:
-/// a limiter lives as long as a snapshot uses it.
-#[derive(Debug, Default)]
-pub struct LimiterCache {
-    entries: std::sync::Mutex<HashMap<String, (LocalRateLimitConfig, std::sync::Weak<Limits>)>>,
-}
+impl TryFrom<&LocalRateLimitConfig> for LocalRateLimitLayer {
+    type Error = ConfigError;
 
-/// Renders nothing: the cache is state, kept in the build context.
-impl proxy_core::metrics::RenderMetrics for LimiterCache {
-    fn render(&self, _out: &mut String) {}
-}
-
-impl LimiterCache {
-    /// The layer for the filter `key`: the running one when its section is
-    /// unchanged, else a new one.
-    ///
-    /// # Errors
-    /// As [`LocalRateLimitLayer::new`].
-    pub fn layer(
-        &self,
-        key: &str,
-        cfg: &LocalRateLimitConfig,
-        counters: Arc<RateLimitCounters>,
-    ) -> Result<LocalRateLimitLayer, ConfigError> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, (_, weak)| weak.strong_count() > 0);
-        if let Some((old, weak)) = entries.get(key) {
-            if old == cfg {
-                if let Some(limits) = weak.upgrade() {
-                    return Ok(LocalRateLimitLayer { limits });
-                }
-            }
-        }
-        let layer = LocalRateLimitLayer::new(cfg, counters)?;
-        entries.insert(key.to_owned(), (cfg.clone(), Arc::downgrade(&layer.limits)));
-        Ok(layer)
+    /// [`LocalRateLimitLayer::new`] with counters of its own.
+    fn try_from(cfg: &LocalRateLimitConfig) -> Result<Self, ConfigError> {
+        Self::new(cfg, Arc::default())
     }
 }
 
@@ -353,155 +355,17 @@ where
     }
 }
 
-// === impl BoundedStore ===
-
-const SHARDS: usize = 16;
-
-/// A governor state store with at most `max_keys` keys (plus one overflow bucket),
-/// sharded so that lookups of known keys take a shard read lock only.
-#[derive(Debug)]
-pub(crate) struct BoundedStore {
-    shards: Box<[RwLock<Shard>]>,
-    per_shard: usize,
-    overflow: AtomicU64,
-    start: Instant,
-    counters: Arc<RateLimitCounters>,
-}
-
-#[derive(Debug, Default)]
-struct Shard {
-    map: HashMap<u64, AtomicU64>,
-    last_sweep: Option<Instant>,
-}
-
-impl BoundedStore {
-    pub(crate) fn new(max_keys: usize, counters: Arc<RateLimitCounters>) -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            per_shard: max_keys.div_ceil(SHARDS).max(1),
-            overflow: AtomicU64::new(0),
-            // Taken before the limiter's own start: a bucket's time here is never
-            // earlier than the limiter's, so "idle" below is conservative.
-            start: Instant::now(),
-            counters,
-        }
-    }
-}
-
-/// The GCRA update on one cell, as governor's own in-memory state does it: a CAS
-/// loop over the theoretical arrival time (0 = never used).
-fn measure<T, F, E>(cell: &AtomicU64, f: &F) -> Result<T, E>
-where
-    F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-{
-    let mut prev = cell.load(Ordering::Acquire);
-    loop {
-        let (t, next) = f(NonZeroU64::new(prev).map(|n| Nanos::new(n.get())))?;
-        match cell.compare_exchange_weak(prev, next.as_u64(), Ordering::Release, Ordering::Relaxed)
-        {
-            Ok(_) => return Ok(t),
-            Err(p) => prev = p,
-        }
-    }
-}
-
-impl StateStore for BoundedStore {
-    type Key = u64;
-
-    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        let shard = &self.shards[(*key as usize) % SHARDS];
-        {
-            let read = shard.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(cell) = read.map.get(key) {
-                return measure(cell, &f);
-            }
-        }
-        let mut write = shard.write().unwrap_or_else(|e| e.into_inner());
-        if !write.map.contains_key(key) && write.map.len() >= self.per_shard {
-            let now = Instant::now();
-            // Sweep idle keys at most once a second per shard: a bucket whose
-            // theoretical arrival time has passed is full again, like a new one.
-            if write
-                .last_sweep
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-            {
-                write.last_sweep = Some(now);
-                let elapsed = now.duration_since(self.start).as_nanos() as u64;
-                let before = write.map.len();
-                write
-                    .map
-                    .retain(|_, tat| tat.load(Ordering::Relaxed) > elapsed);
-                let removed = before - write.map.len();
-                for _ in 0..removed {
-                    self.counters.keys.dec();
-                }
-            }
-            if write.map.len() >= self.per_shard {
-                drop(write);
-                self.counters.overflow.inc();
-                return measure(&self.overflow, &f);
-            }
-        }
-        let cell = write.map.entry(*key).or_insert_with(|| {
-            self.counters.keys.inc();
-            AtomicU64::new(0)
-        });
-        measure(cell, &f)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn store_is_bounded_and_overflows() {
-        let counters = Arc::new(RateLimitCounters::default());
-        let quota = Quota::per_second(NonZeroU32::new(1).unwrap());
-        let limiter: Keyed = RateLimiter::new(
-            quota,
-            BoundedStore::new(32, counters.clone()),
-            MonotonicClock,
-        );
-        for k in 0..10_000u64 {
-            let _ = limiter.check_key(&k);
-        }
-        assert!(counters.keys.get() <= 32, "{}", counters.keys.get());
-        assert!(counters.overflow.get() > 0);
-        // Key 0 was tracked first and is limited on its own bucket.
-        assert!(limiter.check_key(&0).is_err());
-    }
-
-    #[test]
-    fn cache_keeps_buckets_of_an_unchanged_section() {
-        let cache = LimiterCache::default();
-        let cfg: LocalRateLimitConfig =
-            crate::config::from_yaml("t", "rate: {requests: 1, per: 1h}").unwrap();
-        let a = cache.layer("l/x", &cfg, Default::default()).unwrap();
-        let b = cache.layer("l/x", &cfg, Default::default()).unwrap();
-        assert!(Arc::ptr_eq(&a.limits, &b.limits));
-        let changed: LocalRateLimitConfig =
-            crate::config::from_yaml("t", "rate: {requests: 2, per: 1h}").unwrap();
-        let c = cache.layer("l/x", &changed, Default::default()).unwrap();
-        assert!(!Arc::ptr_eq(&a.limits, &c.limits));
-        drop((a, b, c));
-        let d = cache.layer("l/x", &cfg, Default::default()).unwrap();
-        assert_eq!(Arc::strong_count(&d.limits), 1, "nothing kept once unused");
-    }
-
-    #[test]
     fn bad_rates_are_refused() {
         let cfg: LocalRateLimitConfig =
-            crate::config::from_yaml("test", "rate: { requests: 4000000000, per: 1s }").unwrap();
+            proxy_core::config::from_yaml("rate: { requests: 4000000000, per: 1s }").unwrap();
         let e = LocalRateLimitLayer::new(&cfg, Default::default()).unwrap_err();
-        assert!(
-            e.to_string().starts_with("local_rate_limit.rate.per"),
-            "{e}"
-        );
-        let empty: LocalRateLimitConfig = crate::config::from_yaml("test", "{}").unwrap();
+        assert_eq!(e.field(), "rate.per", "{e}");
+        let empty: LocalRateLimitConfig = proxy_core::config::from_yaml("{}").unwrap();
         assert!(LocalRateLimitLayer::new(&empty, Default::default()).is_err());
     }
 }
