@@ -56,6 +56,32 @@ struct Shared {
 }
 
 /// Active health checking of one cluster. Dropping it stops its background task.
+///
+/// # Example
+/// Built from its typed config and attached to a cluster built in code (the
+/// registry's `health_check` factory makes the same from a config section):
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use proxy_core::cluster::Cluster;
+/// use proxy_lb::health::{HealthCheck, HealthCheckConfig, HttpProbeConfig, ProbeConfig};
+///
+/// let cfg = HealthCheckConfig {
+///     interval: Duration::from_secs(2),
+///     probe: ProbeConfig::Http(HttpProbeConfig {
+///         path: "/healthz".into(),
+///         expected_statuses: vec![200, 204],
+///         ..HttpProbeConfig::default()
+///     }),
+///     ..HealthCheckConfig::default()
+/// };
+/// let check = Arc::new(HealthCheck::new(cfg, "app", Arc::default())?);
+/// let app = Cluster::builder("app")
+///     .endpoint("10.0.0.1:8080".parse()?)
+///     .extension(check)
+///     .build()?;
+/// assert_eq!(app.extensions.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct HealthCheck {
     shared: Arc<Shared>,

@@ -53,6 +53,18 @@ pub enum HttpVersion {
     Http2,
 }
 
+/// `GET /` over HTTP/1.1, expecting 200: what `{http: {}}` means.
+impl Default for HttpProbeConfig {
+    fn default() -> Self {
+        Self {
+            path: default_path(),
+            expected_statuses: default_statuses(),
+            host: None,
+            version: HttpVersion::default(),
+        }
+    }
+}
+
 fn default_path() -> String {
     "/".into()
 }

@@ -1,12 +1,12 @@
-//! The `outlier_detection` cluster extension: counters on the request path, ejection
-//! on thresholds, and a background task per cluster for the interval evaluation,
-//! readmission probes and healing reports.
+//! The `outlier_detection` cluster extension: counters on the request path and
+//! ejection on thresholds. The background task per cluster (interval evaluation,
+//! readmission probes, healing reports) is in `background.rs`.
 
 use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst},
-        Arc, Weak,
+        Arc,
     },
     time::{Duration, Instant},
 };
@@ -23,45 +23,69 @@ use tokio::sync::Notify;
 use super::{
     config::{HealingConfig, OutlierConfig},
     counters::{Attempt, EndpointCounters, Thresholds},
-    math::{
-        ejection_time, enforced, failure_percentage_outliers, may_eject, success_rate_outliers,
-        EjectionReason,
-    },
+    math::{ejection_time, enforced, may_eject, EjectionReason},
     metrics::ClusterOutlierCounters,
 };
 use crate::{
-    healing::{EjectionReport, HealingAction, HealingSink, WebhookSink},
-    health::probe_endpoint,
+    healing::{HealingSink, WebhookSink},
     ConfigError,
 };
 
 /// Attempts to report one ejection to the healing sink.
-const REPORT_ATTEMPTS: u32 = 3;
+pub(super) const REPORT_ATTEMPTS: u32 = 3;
 
 /// The endpoints watched now, with their counters.
 #[derive(Debug, Default)]
-struct State {
-    endpoints: Arc<[Arc<Endpoint>]>,
-    per: Vec<Arc<EndpointCounters>>,
-    by_ptr: HashMap<usize, usize>,
+pub(super) struct State {
+    pub(super) endpoints: Arc<[Arc<Endpoint>]>,
+    pub(super) per: Vec<Arc<EndpointCounters>>,
+    pub(super) by_ptr: HashMap<usize, usize>,
 }
 
 #[derive(Debug)]
-struct Shared {
-    cfg: OutlierConfig,
-    thresholds: Thresholds,
-    cluster: Arc<str>,
-    epoch: Instant,
-    state: ArcSwap<State>,
-    ejected: AtomicUsize,
-    sink: Option<Arc<dyn HealingSink>>,
-    counters: Arc<ClusterOutlierCounters>,
-    started: AtomicBool,
-    closed: AtomicBool,
-    wake: Arc<Notify>,
+pub(super) struct Shared {
+    pub(super) cfg: OutlierConfig,
+    pub(super) thresholds: Thresholds,
+    pub(super) cluster: Arc<str>,
+    pub(super) epoch: Instant,
+    pub(super) state: ArcSwap<State>,
+    pub(super) ejected: AtomicUsize,
+    pub(super) sink: Option<Arc<dyn HealingSink>>,
+    pub(super) counters: Arc<ClusterOutlierCounters>,
+    pub(super) started: AtomicBool,
+    pub(super) closed: AtomicBool,
+    pub(super) wake: Arc<Notify>,
 }
 
 /// Outlier detection for one cluster. Dropping it stops its background task.
+///
+/// # Example
+/// Built from its typed config and attached to a cluster built in code (the
+/// registry's `outlier_detection` factory makes the same from a config section):
+/// ```
+/// use std::{num::NonZeroU32, sync::Arc};
+/// use proxy_core::cluster::Cluster;
+/// use proxy_lb::outlier::{OutlierConfig, OutlierDetection};
+///
+/// let cfg = OutlierConfig {
+///     consecutive_5xx: NonZeroU32::new(5),
+///     max_ejection_percent: 50.0.try_into()?,
+///     ..OutlierConfig::default()
+/// };
+/// let detection = Arc::new(OutlierDetection::new(cfg, "app", Arc::default(), None)?);
+/// let app = Cluster::builder("app")
+///     .endpoint("10.0.0.1:8080".parse()?)
+///     .endpoint("10.0.0.2:8080".parse()?)
+///     .extension(detection.clone())
+///     .build()?;
+/// assert_eq!(app.extensions.len(), 1);
+/// assert_eq!(detection.ejected_count(), 0);
+///
+/// // Absent ejection rules are off; none on at all is refused.
+/// let err = OutlierDetection::new(OutlierConfig::default(), "app", Arc::default(), None);
+/// assert!(err.is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct OutlierDetection {
     shared: Arc<Shared>,
@@ -140,7 +164,7 @@ impl ClusterExtension for OutlierDetection {
         };
         let weak = Arc::downgrade(&self.shared);
         let wake = self.shared.wake.clone();
-        rt.spawn(run(weak, wake, self.shared.cfg.interval));
+        rt.spawn(super::background::run(weak, wake, self.shared.cfg.interval));
     }
 
     fn on_outcome(&self, endpoint: &Arc<Endpoint>, outcome: &Outcome, _latency: Duration) {
@@ -201,11 +225,11 @@ impl ClusterExtension for OutlierDetection {
 }
 
 impl Shared {
-    fn now_ms(&self) -> u64 {
+    pub(super) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn ejection_time(&self, times: u32) -> Duration {
+    pub(super) fn ejection_time(&self, times: u32) -> Duration {
         ejection_time(
             self.cfg.base_ejection_time,
             self.cfg.max_ejection_time,
@@ -272,7 +296,7 @@ impl Shared {
     /// Ejects endpoint `i` unless it is out already, enforcement says no, or the
     /// max-ejection or panic limits forbid it. Atomics only (a scan of the endpoint
     /// set, which happens only when a threshold is crossed).
-    fn try_eject(&self, st: &State, i: usize, reason: EjectionReason) {
+    pub(super) fn try_eject(&self, st: &State, i: usize, reason: EjectionReason) {
         let (Some(e), Some(c)) = (st.endpoints.get(i), st.per.get(i)) else {
             return;
         };
@@ -322,166 +346,6 @@ impl Shared {
             c.report_failures.store(0, Relaxed);
             c.pending_report.store(true, SeqCst);
             self.wake.notify_one();
-        }
-    }
-
-    /// One interval: success rate and failure percentage, readmission probes, decay.
-    fn tick(self: &Arc<Self>) {
-        let st = self.state.load_full();
-        let stats: Vec<_> = st
-            .per
-            .iter()
-            .enumerate()
-            .map(|(i, c)| c.take_interval(i))
-            .filter(|s| {
-                let c = &st.per[s.index];
-                !c.ejected.load(Relaxed) && !c.removed.load(Relaxed)
-            })
-            .collect();
-        if let Some(sr) = &self.cfg.success_rate {
-            for i in success_rate_outliers(&stats, sr) {
-                self.try_eject(&st, i, EjectionReason::SuccessRate);
-            }
-        }
-        if let Some(fp) = &self.cfg.failure_percentage {
-            for i in failure_percentage_outliers(&stats, fp) {
-                self.try_eject(&st, i, EjectionReason::FailurePercentage);
-            }
-        }
-        let now = self.now_ms();
-        let base = u64::try_from(self.cfg.base_ejection_time.as_millis()).unwrap_or(u64::MAX);
-        for (i, c) in st.per.iter().enumerate() {
-            if c.removed.load(Relaxed) {
-                continue;
-            }
-            if c.ejected.load(Relaxed) {
-                let due = self.ejection_time(c.times_ejected.load(Relaxed));
-                let since = now.saturating_sub(c.ejected_at_ms.load(Relaxed));
-                if u128::from(since) >= due.as_millis() && !c.probing.swap(true, SeqCst) {
-                    tokio::spawn(readmit(self.clone(), st.clone(), i));
-                }
-            } else if c.times_ejected.load(Relaxed) > 0
-                && now.saturating_sub(c.last_change_ms.load(Relaxed)) >= base
-            {
-                // Healthy for a base ejection time: the multiplier decays by one.
-                c.times_ejected.fetch_sub(1, Relaxed);
-                c.last_change_ms.store(now, Relaxed);
-            }
-        }
-    }
-
-    /// Sends every pending ejection to the healing sink.
-    fn report_pending(self: &Arc<Self>) {
-        let Some(sink) = &self.sink else {
-            return;
-        };
-        let st = self.state.load_full();
-        for (i, (e, c)) in st.endpoints.iter().zip(&st.per).enumerate() {
-            if !c.pending_report.swap(false, SeqCst) {
-                continue;
-            }
-            let report = EjectionReport {
-                cluster: self.cluster.to_string(),
-                endpoint: e.address,
-                reason: c.last_reason().map_or("unknown", EjectionReason::as_str),
-                times_ejected: c.times_ejected.load(Relaxed),
-            };
-            let fut = sink.report(report);
-            let (shared, st) = (self.clone(), st.clone());
-            tokio::spawn(async move {
-                match fut.await {
-                    Ok(HealingAction::Keep) => shared.counters.reported(true),
-                    Ok(HealingAction::Remove) => {
-                        shared.counters.reported(true);
-                        shared.remove(&st, i);
-                    }
-                    Err(err) => {
-                        shared.counters.reported(false);
-                        let failures = st.per.get(i).map_or(u32::MAX, |c| {
-                            c.report_failures.fetch_add(1, Relaxed).saturating_add(1)
-                        });
-                        // Tried again at the next interval, a few times.
-                        let retry = failures < REPORT_ATTEMPTS;
-                        if let (true, Some(c)) = (retry, st.per.get(i)) {
-                            c.pending_report.store(true, SeqCst);
-                        }
-                        tracing::warn!(cluster = %shared.cluster, error = %proxy_core::DisplayChain(&err), failures, retry, "healing report failed");
-                    }
-                }
-            });
-        }
-    }
-
-    /// Removes endpoint `i` for good, as the healing sink asked.
-    fn remove(&self, st: &State, i: usize) {
-        let (Some(e), Some(c)) = (st.endpoints.get(i), st.per.get(i)) else {
-            return;
-        };
-        if c.removed.swap(true, SeqCst) {
-            return;
-        }
-        e.set_health_flag(HealthFlags::REMOVED);
-        if c.ejected.swap(false, SeqCst) {
-            e.clear_health_flag(HealthFlags::EJECTED);
-            self.ejected.fetch_sub(1, SeqCst);
-            self.counters.left_ejection();
-        }
-        self.counters.removed();
-        tracing::warn!(cluster = %self.cluster, endpoint = %e.address, "endpoint removed at the healing sink's request");
-    }
-}
-
-/// Probes ejected endpoint `i`; readmits it when the probe passes.
-async fn readmit(shared: Arc<Shared>, st: Arc<State>, i: usize) {
-    let (Some(e), Some(c)) = (st.endpoints.get(i), st.per.get(i)) else {
-        return;
-    };
-    let probe = &shared.cfg.readmission;
-    let result = probe_endpoint(e, &probe.probe, probe.timeout).await;
-    match result {
-        Ok(()) if !c.removed.load(Relaxed) => {
-            if c.ejected.swap(false, SeqCst) {
-                c.reset_consecutive();
-                c.last_change_ms.store(shared.now_ms(), Relaxed);
-                e.clear_health_flag(HealthFlags::EJECTED);
-                shared.ejected.fetch_sub(1, SeqCst);
-                shared.counters.readmitted();
-                tracing::info!(cluster = %shared.cluster, endpoint = %e.address, "ejected endpoint readmitted after a passed probe");
-            }
-        }
-        Ok(()) => {}
-        Err(err) => {
-            shared.counters.probe_failed();
-            tracing::debug!(cluster = %shared.cluster, endpoint = %e.address, error = %err, "readmission probe failed");
-        }
-    }
-    c.probing.store(false, SeqCst);
-}
-
-/// The background task: interval ticks and healing reports, until the detection is
-/// dropped.
-async fn run(weak: Weak<Shared>, wake: Arc<Notify>, interval: Duration) {
-    let later = |from: tokio::time::Instant| {
-        from.checked_add(interval)
-            .unwrap_or_else(|| from + Duration::from_secs(24 * 3600))
-    };
-    let mut next = later(tokio::time::Instant::now());
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
-            () = wake.notified() => {}
-        }
-        let Some(shared) = weak.upgrade() else {
-            return;
-        };
-        if shared.closed.load(SeqCst) {
-            return;
-        }
-        shared.report_pending();
-        let now = tokio::time::Instant::now();
-        if now >= next {
-            shared.tick();
-            next = later(now);
         }
     }
 }

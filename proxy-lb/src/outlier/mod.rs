@@ -5,6 +5,7 @@
 //! to a [`crate::healing::HealingSink`]; an ejected endpoint comes back only after an
 //! active probe passes once its ejection time is up.
 
+mod background;
 mod config;
 mod counters;
 mod detector;

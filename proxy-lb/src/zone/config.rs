@@ -55,6 +55,28 @@ pub struct ZoneRoutingConfig {
     pub cookie_over_uid: bool,
 }
 
+impl ZoneRoutingConfig {
+    /// A config for a proxy in `local_data_centre` serving the local zones from
+    /// `local_cluster`: no remote data centre, no uid mapping, the default cookie and
+    /// forward header.
+    pub fn new(
+        local_data_centre: impl Into<String>,
+        local_cluster: impl Into<String>,
+        zones: Vec<ZoneConfig>,
+    ) -> Self {
+        Self {
+            local_data_centre: local_data_centre.into(),
+            local_cluster: local_cluster.into(),
+            zones,
+            remote_clusters: BTreeMap::new(),
+            uid: None,
+            cookie: default_cookie(),
+            forward_header: default_forward_header(),
+            cookie_over_uid: false,
+        }
+    }
+}
+
 fn default_cookie() -> String {
     "zone".into()
 }
@@ -76,6 +98,22 @@ pub struct ZoneConfig {
     /// Relative weight for the random choice of a first request's zone.
     #[serde(default = "default_weight")]
     pub weight: NonZeroU32,
+}
+
+impl ZoneConfig {
+    /// Zone `name` of `data_centre` in `city`, weight 1.
+    pub fn new(
+        name: impl Into<String>,
+        data_centre: impl Into<String>,
+        city: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            data_centre: data_centre.into(),
+            city: city.into(),
+            weight: default_weight(),
+        }
+    }
 }
 
 fn default_weight() -> NonZeroU32 {

@@ -65,6 +65,49 @@ struct Shared {
 }
 
 /// The `zone_routing` layer, built from a validated config; cheap to clone.
+///
+/// # Example
+/// Two zones of one data centre, served by the endpoints of cluster `app` labelled
+/// `zone`: a request carrying the zone cookie stays in its zone (a [`TargetZone`] the
+/// `zone_aware` balancer honours); a first request gets a zone by weight and the
+/// cookie naming it.
+/// ```
+/// use std::{num::NonZeroU32, sync::Arc};
+/// use proxy_core::cluster::Cluster;
+/// use proxy_lb::zone::{TargetZone, ZoneConfig, ZoneRoutingConfig, ZoneRoutingLayer};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// let app = Cluster::builder("app")
+///     .weighted_endpoint("10.0.0.1:8080".parse()?, NonZeroU32::MIN, [("zone", "z1")])
+///     .weighted_endpoint("10.0.0.2:8080".parse()?, NonZeroU32::MIN, [("zone", "z2")])
+///     .build()?;
+/// let cfg = ZoneRoutingConfig::new(
+///     "dc1",
+///     "app",
+///     vec![ZoneConfig::new("z1", "dc1", "hangzhou"), ZoneConfig::new("z2", "dc1", "hangzhou")],
+/// );
+/// let layer = ZoneRoutingLayer::new(&cfg, |name| (name == "app").then(|| app.clone()), Arc::default())?;
+/// let svc = ServiceBuilder::new()
+///     .layer(layer)
+///     .service_fn(|req: proxy_core::HttpRequest| async move {
+///         let zone = req.extensions().get::<TargetZone>().map_or(String::new(), |z| z.0.to_string());
+///         Ok::<_, proxy_core::BoxError>(http::Response::new(proxy_core::Body::from(zone)))
+///     });
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// use http_body_util::BodyExt;
+/// let req = http::Request::builder().header("cookie", "zone=z2").body(proxy_core::Body::empty())?;
+/// let resp = svc.clone().oneshot(req).await?;
+/// assert!(resp.headers().get("set-cookie").is_none(), "already in its zone");
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "z2");
+///
+/// let resp = svc.oneshot(http::Request::new(proxy_core::Body::empty())).await?;
+/// let cookie = resp.headers()["set-cookie"].to_str()?.to_owned();
+/// let zone = resp.into_body().collect().await?.to_bytes();
+/// assert!(cookie.starts_with(&format!("zone={}", String::from_utf8_lossy(&zone))));
+/// # Ok::<(), proxy_core::BoxError>(())
+/// # })?;
+/// # Ok::<(), proxy_core::BoxError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct ZoneRoutingLayer {
     shared: Arc<Shared>,
