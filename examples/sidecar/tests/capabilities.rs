@@ -77,8 +77,20 @@ fn cert(name: &str) -> String {
         .to_string()
 }
 
-/// configs/mesh.yaml with each placeholder address replaced, and its relative
-/// certificate paths made absolute (so the sidecar may run from any directory).
+/// `yaml` (configs/mesh.yaml's text) with its certificate paths, relative to
+/// configs/, made absolute: for a copy written elsewhere.
+fn absolute_certs(yaml: &str) -> String {
+    assert!(
+        yaml.contains(" certs/") || yaml.contains("[certs/"),
+        "configs/mesh.yaml no longer names certs/...: update this test"
+    );
+    let certs = format!("{}/", sidecar_dir().join("configs/certs").display());
+    yaml.replace(" certs/", &format!(" {certs}"))
+        .replace("[certs/", &format!("[{certs}"))
+}
+
+/// configs/mesh.yaml with each placeholder address replaced, and its certificate
+/// paths made absolute (the copy is written to a temporary directory).
 fn mesh_yaml(addresses: &[(&str, SocketAddr)]) -> String {
     let mut yaml = std::fs::read_to_string(mesh_path()).unwrap();
     for (placeholder, addr) in addresses {
@@ -88,9 +100,7 @@ fn mesh_yaml(addresses: &[(&str, SocketAddr)]) -> String {
         );
         yaml = yaml.replace(placeholder, &addr.to_string());
     }
-    assert!(yaml.contains("configs/certs/"));
-    let certs = format!("{}/", sidecar_dir().join("configs/certs").display());
-    yaml.replace("configs/certs/", &certs)
+    absolute_certs(&yaml)
 }
 
 // === in-process Bolt and Dubbo peers (proxy-codec's frame API) ===
@@ -375,31 +385,42 @@ async fn assert_metric(mesh: &Mesh, needles: &[&str], at_least: f64) {
 
 // === (1) the committed config validates ===
 
-/// `sidecar --validate --config configs/mesh.yaml`, run from examples/sidecar/ as the
-/// config's header says, succeeds: every capability name resolves and the
-/// certificates load. A missing key file is refused naming the field.
+/// `sidecar --validate --config .../mesh.yaml` succeeds from examples/sidecar/ and
+/// from the workspace root alike (the certificate paths resolve from the config
+/// file's directory): every capability name resolves and the certificates load. A
+/// missing key file is refused naming the field and the file.
 #[tokio::test]
 async fn mesh_config_validates_as_committed() {
     with_timeout(LIMIT, async {
-        let out = tokio::process::Command::new(SIDECAR)
-            .args(["--validate", "--config", "configs/mesh.yaml"])
-            .current_dir(sidecar_dir())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(TOOL_LIMIT, out)
-            .await
-            .unwrap()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "sidecar --validate failed: {stderr}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "config ok");
+        let root = sidecar_dir().join("../..");
+        for (dir, config) in [
+            (sidecar_dir().to_path_buf(), "configs/mesh.yaml"),
+            (root, "examples/sidecar/configs/mesh.yaml"),
+        ] {
+            let out = tokio::process::Command::new(SIDECAR)
+                .args(["--validate", "--config", config])
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(TOOL_LIMIT, out)
+                .await
+                .unwrap()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "sidecar --validate --config {config} from {} failed: {stderr}",
+                dir.display()
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "config ok");
+        }
 
         let dir = TempDir::new("mesh-broken");
         let broken = dir.join("mesh.yaml");
-        let yaml = std::fs::read_to_string(mesh_path()).unwrap().replacen(
-            "configs/certs/reviews.key",
-            "configs/certs/missing.key",
+        let yaml = absolute_certs(&std::fs::read_to_string(mesh_path()).unwrap()).replacen(
+            "certs/reviews.key",
+            "certs/missing.key",
             1,
         );
         std::fs::write(&broken, yaml).unwrap();
@@ -418,7 +439,9 @@ async fn mesh_config_validates_as_committed() {
             "a missing key file passed validation"
         );
         assert!(
-            stderr.contains("listeners[0].network_filters[1]") && stderr.contains("missing.key"),
+            stderr.contains(
+                "listeners[0].network_filters[1].config.certificates[0].key: cannot read "
+            ) && stderr.contains("missing.key"),
             "the error should name the field and the file: {stderr}"
         );
     })
@@ -519,13 +542,13 @@ async fn inbound_mtls_rbac_rate_limit_and_access_log() {
             (&["proxy_filters_rbac_decisions_total", "denied"], 2.0),
             (
                 &[
-                    "proxy_filters_rate_limit_decisions_total",
+                    "proxy_filters_local_rate_limit_decisions_total",
                     "export",
                     "limited",
                 ],
                 1.0,
             ),
-            (&["proxy_filters_conn_limit_accepted_total"], 5.0),
+            (&["proxy_filters_connection_limit_accepted_total"], 5.0),
         ] {
             let sum = metric_sum(&metrics, needles);
             assert!(
