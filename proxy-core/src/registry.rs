@@ -105,7 +105,7 @@ impl MetricsStore {
 }
 
 /// Named factories for HTTP filters (`http_filters[].typed`), network filters
-/// (`network_filters[].typed`) and balancers (`clusters[].lb.policy`). The example binaries register every capability crate's
+/// (`network_filters[].typed`) and balancers (`clusters[].lb.typed`). The example binaries register every capability crate's
 /// factories here; proxy-core itself registers only `round_robin`.
 ///
 /// # Example
@@ -216,7 +216,7 @@ impl Registry {
             .insert(name.to_owned(), Arc::new(factory));
     }
 
-    /// Registers a balancer factory under `name` (`clusters[].lb.policy`).
+    /// Registers a balancer factory under `name` (`clusters[].lb.typed`).
     pub fn register_balancer<F>(&mut self, name: &str, factory: F)
     where
         F: Fn(&Section, &BuildContext<'_>) -> Result<Arc<dyn Balancer>, ConfigError>

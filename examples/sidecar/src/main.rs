@@ -67,7 +67,7 @@ fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Every capability the sidecar offers, by config name.
 ///
-/// - proxy-lb: `lb.policy` random, round_robin, least_request, ring_hash, maglev,
+/// - proxy-lb: `lb` (`typed`) random, round_robin, least_request, ring_hash, maglev,
 ///   zone_aware, subset; filters zone_routing, traffic_steering; cluster extensions
 ///   outlier_detection, health_check.
 /// - proxy-tls: network filter `tls` (termination, mTLS, Guomi, offload), transport

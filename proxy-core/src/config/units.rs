@@ -27,6 +27,17 @@ impl Percent {
     /// Never.
     pub const ZERO: Self = Self(0.0);
 
+    /// `v` clamped to 0-100 (NaN is 0): for defaults written in code.
+    pub const fn clamped(v: f64) -> Self {
+        if v.is_nan() || v < 0.0 {
+            Self(0.0)
+        } else if v > 100.0 {
+            Self(100.0)
+        } else {
+            Self(v)
+        }
+    }
+
     /// The percentage as a number from 0 to 100.
     pub fn value(self) -> f64 {
         self.0

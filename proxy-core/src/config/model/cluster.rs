@@ -187,7 +187,7 @@ pub struct RetryBudgetConfig {
 impl Default for RetryBudgetConfig {
     fn default() -> Self {
         Self {
-            budget_percent: crate::config::Percent::try_from(20.0).unwrap_or_default(),
+            budget_percent: crate::config::Percent::clamped(20.0),
             min_retries_per_second: 10,
         }
     }
