@@ -155,15 +155,6 @@ pub enum ConfigBuildError {
         #[source]
         source: crate::guomi::GuomiError,
     },
-    /// An offload engine could not start its threads.
-    #[error("{field}: cannot start the engine's threads")]
-    Engine {
-        /// The field path inside the section.
-        field: String,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
 }
 
 impl ConfigBuildError {
@@ -190,8 +181,7 @@ impl ConfigBuildError {
             | Self::FeatureDisabled { field, .. }
             | Self::Material { field, .. }
             | Self::Rustls { field, .. }
-            | Self::Verifier { field, .. }
-            | Self::Engine { field, .. } => field,
+            | Self::Verifier { field, .. } => field,
             #[cfg(feature = "guomi")]
             Self::Guomi { field, .. } => field,
         }

@@ -122,8 +122,8 @@ impl TlsRuntime {
     /// names not seen before. Every engine is checked before any starts.
     ///
     /// # Errors
-    /// No engine, an empty name, too many threads for an engine, or an engine's thread
-    /// pool could not start; the field is `offload.engines[i]...`.
+    /// No engine, an empty name, or too many threads for an engine; the field is
+    /// `offload.engines[i]...`.
     pub fn dispatcher(&self, cfg: &OffloadConfig) -> Result<Dispatcher, ConfigBuildError> {
         cfg.validate()?;
         let Ok(mut known) = self.engines.lock() else {
@@ -133,18 +133,15 @@ impl TlsRuntime {
             ));
         };
         let mut engines = Vec::new();
-        for (i, e) in cfg.engines.iter().enumerate() {
+        for e in &cfg.engines {
             let engine = match known.get(&e.name) {
                 Some(engine) => engine.clone(),
                 None => {
+                    // Its threads start with its first job: a config that is only
+                    // validated starts none.
                     let threads = usize::try_from(e.threads.get()).unwrap_or(1);
-                    let sw = SoftwareEngine::new(&e.name, threads).map_err(|source| {
-                        ConfigBuildError::Engine {
-                            field: format!("offload.engines[{i}]"),
-                            source,
-                        }
-                    })?;
-                    let engine: Arc<dyn OffloadEngine> = Arc::new(sw);
+                    let engine: Arc<dyn OffloadEngine> =
+                        Arc::new(SoftwareEngine::deferred(&e.name, threads));
                     self.offload_metrics.track(engine.clone());
                     known.insert(e.name.clone(), engine.clone());
                     engine
