@@ -211,6 +211,51 @@ impl HeaderMatch {
     }
 }
 
+/// Matches the RPC service and method of a request (from [`crate::rpc::RpcInfo`],
+/// set by the protocol codecs): `{service: {exact: com.shop.Orders}, method:
+/// {prefix: get}}`. Give a service, a method or both (an empty `{}` is refused at
+/// load); a request that is not an RPC matches neither. Used by RBAC, traffic
+/// steering and every other RPC condition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RpcMatch {
+    /// How the service (interface) name must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<StringMatch>,
+    /// How the method name must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+}
+
+impl RpcMatch {
+    /// Whether an RPC with `service` and `method` matches.
+    #[inline]
+    pub fn matches(&self, service: &str, method: &str) -> bool {
+        self.service.as_ref().is_none_or(|m| m.matches(service))
+            && self.method.as_ref().is_none_or(|m| m.matches(method))
+    }
+}
+
+impl<'de> Deserialize<'de> for RpcMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Repr {
+            #[serde(default)]
+            service: Option<StringMatch>,
+            #[serde(default)]
+            method: Option<StringMatch>,
+        }
+        let r = Repr::deserialize(d)?;
+        if r.service.is_none() && r.method.is_none() {
+            return Err(serde::de::Error::custom("give a service, a method or both"));
+        }
+        Ok(Self {
+            service: r.service,
+            method: r.method,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +271,15 @@ mod tests {
         );
         assert!("(a{1000}){1000}".parse::<Pattern>().is_err(), "bounded");
         assert!("(".parse::<Pattern>().is_err());
+    }
+
+    #[test]
+    fn rpc() {
+        let m: RpcMatch =
+            crate::config::from_yaml("{service: {exact: a.B}, method: {prefix: get}}").unwrap();
+        assert!(m.matches("a.B", "getX"));
+        assert!(!m.matches("a.B", "put"));
+        assert!(crate::config::from_yaml::<RpcMatch>("{}").is_err());
     }
 
     #[test]

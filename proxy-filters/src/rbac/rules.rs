@@ -79,27 +79,7 @@ pub enum Permission {
     Not(Box<Permission>),
 }
 
-/// Matches the RPC service and method of a request: the shape traffic steering uses
-/// too. Give a service, a method or both (an empty `rpc: {}` is refused at load); a
-/// request that is not an RPC matches neither.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RpcMatch {
-    /// The service (`com.shop.Orders`), as the codec reports it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<StringMatch>,
-    /// The method (`getOrder`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<StringMatch>,
-}
-
-impl RpcMatch {
-    /// Whether an RPC with `service` and `method` matches.
-    pub fn matches(&self, service: &str, method: &str) -> bool {
-        self.service.as_ref().is_none_or(|m| m.matches(service))
-            && self.method.as_ref().is_none_or(|m| m.matches(method))
-    }
-}
+pub use proxy_core::matcher::RpcMatch;
 
 /// An HTTP method name, checked at load.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -58,19 +58,7 @@ pub struct MatchConfig {
     pub path: Option<StringMatch>,
     /// The RPC service (interface) and method, from the protocol codec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpc: Option<RpcMatchConfig>,
-}
-
-/// An RPC condition: the service (interface), the method, or both.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RpcMatchConfig {
-    /// How the service or interface name must match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<StringMatch>,
-    /// How the method name must match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<StringMatch>,
+    pub rpc: Option<proxy_core::matcher::RpcMatch>,
 }
 
 /// A rule's target: a one-key map.

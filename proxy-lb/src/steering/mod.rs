@@ -20,9 +20,7 @@ mod subset;
 #[cfg(test)]
 mod tests;
 
-pub use config::{
-    MatchConfig, RpcMatchConfig, RuleConfig, SteeringConfig, TargetConfig, WeightedName,
-};
+pub use config::{MatchConfig, RuleConfig, SteeringConfig, TargetConfig, WeightedName};
 pub use filter::{TrafficSteering, TrafficSteeringLayer};
 pub use handle::SteeringHandle;
 pub(crate) use metrics::escape;
