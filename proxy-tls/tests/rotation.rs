@@ -438,3 +438,39 @@ async fn http2_connections_get_goaway_after_the_drain() {
     .await
     .unwrap();
 }
+
+/// A config loaded from a file names its certificates relative to the file: they are
+/// read, and watched, there (the working directory is elsewhere).
+#[tokio::test]
+async fn relative_certificate_files_rotate_from_the_config_files_directory() {
+    let pki = Pki::new("rotation-relative");
+    let first = pki.server("first", &["a.test"]);
+    let second = pki.server("second", &["a.test"]);
+    let live = pki.server("live", &["a.test"]);
+    write_pair(&live, &first);
+    let tls =
+        "{ certificates: [{ cert: live.pem, key: live.key }], rotation: { poll_interval: 50ms } }";
+    let file = pki.dir.join("proxy.yaml");
+    std::fs::write(&file, proxy_yaml(echo_upstream(), tls, "")).unwrap();
+    assert_ne!(std::env::current_dir().unwrap(), pki.dir);
+    let config = proxy_core::config::Config::load(&file).unwrap();
+    let server = proxy_core::Server::new(config, registry(Default::default())).unwrap();
+    let runner = server.clone();
+    std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
+    while server.listener_addresses().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let port = port_of(&server, "tls");
+    let der = |i: &Issued| CertificateDer::from_pem_slice(i.cert_pem.as_bytes()).unwrap();
+    let conn = connector(&pki.ca_pem);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        assert_eq!(connect(&conn, port).await.1, der(&first));
+        write_pair(&live, &second);
+        while connect(&conn, port).await.1 != der(&second) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    server.shutdown();
+}

@@ -330,3 +330,85 @@ fn default_drain() -> Duration {
 fn default_engine_threads() -> NonZeroU32 {
     NonZeroU32::MIN.saturating_add(1)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use proxy_core::config::{from_yaml, to_yaml, TypedConfig};
+
+    use super::*;
+
+    fn full_termination() -> TerminationConfig {
+        let mut c = TerminationConfig::new(vec![
+            CertificateConfig::files("certs/a.pem", "certs/a.key").server_names(["*.a.test"]),
+            CertificateConfig::secret("fallback").as_default(),
+        ]);
+        c.client_auth = Some(ClientAuthConfig::optional(Roots::secret("clients")));
+        c.versions = vec![TlsVersion::Tls13];
+        c.session.cache = false;
+        c.early_data = Some(EarlyDataConfig::default());
+        c.rotation.watch_files = false;
+        c.offload = Some(OffloadConfig {
+            engines: vec![EngineConfig {
+                name: "card0".into(),
+                threads: NonZeroU32::MIN,
+            }],
+        });
+        c.guomi = Some(GuomiConfig {
+            cert: "certs/sm2.pem".into(),
+            key: "certs/sm2.key".into(),
+            client_roots: Some(Roots::files(["certs/sm2-ca.pem"])),
+        });
+        c
+    }
+
+    #[test]
+    fn configs_round_trip_through_yaml_and_sections() {
+        let t = full_termination();
+        assert_eq!(
+            from_yaml::<TerminationConfig>(&to_yaml(&t).unwrap()).unwrap(),
+            t
+        );
+        let section = TypedConfig::with("tls", &t).unwrap().config;
+        assert_eq!(section.parse::<TerminationConfig>().unwrap(), t);
+        let mut o = OriginationConfig::new(Roots::Webpki);
+        o.server_name = Some("a.test".into());
+        o.client_cert = Some(KeyPair::secret("workload"));
+        o.alpn = vec!["h2".into()];
+        assert_eq!(
+            from_yaml::<OriginationConfig>(&to_yaml(&o).unwrap()).unwrap(),
+            o
+        );
+        // Everything but the certificates has a default.
+        let minimal: TerminationConfig = from_yaml("certificates: [{secret: s}]").unwrap();
+        assert_eq!(
+            minimal,
+            TerminationConfig::new(vec![CertificateConfig::secret("s")])
+        );
+        assert_eq!(
+            from_yaml::<OriginationConfig>("{}").unwrap(),
+            OriginationConfig::default()
+        );
+    }
+
+    #[test]
+    fn resolve_paths_maps_every_file() {
+        let mut t = full_termination();
+        t.client_auth = Some(ClientAuthConfig::required(Roots::files(["ca.pem"])));
+        t.resolve_paths(|p| Path::new("/etc/proxy").join(p));
+        let yaml = to_yaml(&t).unwrap();
+        for file in [
+            "certs/a.pem",
+            "certs/a.key",
+            "ca.pem",
+            "certs/sm2.pem",
+            "certs/sm2.key",
+            "certs/sm2-ca.pem",
+        ] {
+            assert!(
+                yaml.contains(&format!("/etc/proxy/{file}")),
+                "{file}: {yaml}"
+            );
+        }
+    }
+}
