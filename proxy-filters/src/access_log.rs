@@ -389,7 +389,10 @@ where
             .extensions()
             .get::<proxy_core::proxy::MatchedRoute>()
             .map(|r| r.0.name.clone());
-        record.proxy_error = resp.headers().get("x-proxy-error").cloned();
+        record.proxy_error = resp
+            .headers()
+            .get(proxy_core::proxy::PROXY_ERROR_HEADER)
+            .cloned();
         record.resp_headers = this
             .sink
             .format

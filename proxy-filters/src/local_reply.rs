@@ -46,7 +46,7 @@ pub(crate) fn reply(
         resp
     };
     resp.headers_mut().insert(
-        HeaderName::from_static("x-proxy-error"),
+        proxy_core::proxy::PROXY_ERROR_HEADER,
         HeaderValue::from_static(reason),
     );
     resp

@@ -271,7 +271,7 @@ fn call(
 
 fn answer<P: Protocol>(proto: &P, done: Done<P::Meta>, counters: &Counters, wbuf: &mut BytesMut) {
     let frame = match done.result {
-        Ok((parts, body)) => match parts.headers.get("x-proxy-error") {
+        Ok((parts, body)) => match parts.headers.get(proxy_core::proxy::PROXY_ERROR_HEADER) {
             Some(reason) => {
                 let reason = reason.to_str().unwrap_or("internal").to_owned();
                 let message = String::from_utf8_lossy(&body).trim_end().to_owned();

@@ -123,7 +123,7 @@ pub(crate) struct Shared {
     retry_after: HeaderValue,
 }
 
-static X_PROXY_ERROR: HeaderName = HeaderName::from_static("x-proxy-error");
+static X_PROXY_ERROR: HeaderName = proxy_core::proxy::PROXY_ERROR_HEADER;
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 

@@ -118,11 +118,7 @@ impl<C: CounterSet> proxy_core::metrics::RenderMetrics for FilterMetrics<C> {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+use proxy_core::metrics::escape_label as escape;
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]

@@ -65,9 +65,4 @@ impl proxy_core::metrics::RenderMetrics for SteeringCounters {
     }
 }
 
-/// Escapes a Prometheus label value.
-pub(crate) fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+pub(crate) use proxy_core::metrics::escape_label as escape;
