@@ -44,7 +44,7 @@ async fn connect_failure_is_retried_on_the_next_endpoint() {
                     "retrying",
                     "/retry/",
                     "two",
-                    "retry: {attempts: 1, retry_on: [connect-failure]}",
+                    "retry: {attempts: 1, retry_on: [connect_failure]}",
                 ),
                 route("plain", "/plain/", "two", ""),
             ])
@@ -64,7 +64,7 @@ async fn connect_failure_is_retried_on_the_next_endpoint() {
             assert_eq!(
                 r.status,
                 StatusCode::OK,
-                "request {i} with retry on connect-failure: {} {:?}",
+                "request {i} with retry on connect_failure: {} {:?}",
                 r.text(),
                 r.header("x-proxy-error")
             );
@@ -126,7 +126,7 @@ async fn server_error_is_retried_with_retry_on_5xx() {
                     "onconnect",
                     "/onconnect/",
                     "not_retried",
-                    "retry: {attempts: 1, retry_on: [connect-failure]}",
+                    "retry: {attempts: 1, retry_on: [connect_failure]}",
                 ),
             ])
             .cluster(cluster("retried", retried.addr, ""))
@@ -353,7 +353,7 @@ async fn per_try_timeout_is_retried_on_the_next_endpoint() {
                 "pertry",
                 "/",
                 "two",
-                "timeout: 5s, retry: {attempts: 1, retry_on: [per-try-timeout], \
+                "timeout: 5s, retry: {attempts: 1, retry_on: [per_try_timeout], \
                  per_try_timeout: 300ms}",
             )])
             .cluster(format!(

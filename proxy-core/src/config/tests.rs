@@ -16,7 +16,7 @@ listeners:
                 - { name: x-debug, invert: true }
             cluster: app
             timeout: 250ms
-            retry: { attempts: 2, retry_on: [5xx, connect-failure], per_try_timeout: 100ms }
+            retry: { attempts: 2, retry_on: [5xx, connect_failure], per_try_timeout: 100ms }
 clusters:
   - name: app
     protocol: http2

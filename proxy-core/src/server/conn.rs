@@ -124,7 +124,7 @@ pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
             let mut stream = stream;
             let mut buf = BytesMut::with_capacity(4096);
             let timeout = ctx.limits.header_read_timeout;
-            let cap = ctx.limits.max_header_bytes as usize;
+            let cap = ctx.limits.max_header_bytes.as_usize();
             let protocols = ctx.protocols.clone();
             let sniffed = tokio::time::timeout(timeout, async {
                 loop {

@@ -55,7 +55,7 @@ async fn read_head(
 ) -> ReadHead {
     let limits = &ctx.limits;
     let max_headers = limits.max_headers as usize;
-    let max_bytes = limits.max_header_bytes as usize;
+    let max_bytes = limits.max_header_bytes.as_usize();
     let mut head_deadline: Option<Instant> = None;
     loop {
         if !buf.is_empty() {

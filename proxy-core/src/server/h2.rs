@@ -83,7 +83,7 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams as usize)
         .max_local_error_reset_streams(Some(limits.h2_max_pending_reset_streams as usize))
-        .max_header_list_size(limits.max_header_bytes)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes.get()).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(limits.idle_timeout / 2))
         .keep_alive_timeout(limits.header_read_timeout);
     let info = ConnInfo::new(ctx.peer, ctx.secure);

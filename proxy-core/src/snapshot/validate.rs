@@ -78,7 +78,7 @@ pub(super) fn validate_limits(l: &ListenerConfig, path: &str) -> Result<(), Conf
             format!("must be between 1 and {max_headers}"),
         ));
     }
-    if !(1024..=1024 * 1024).contains(&lim.max_header_bytes) {
+    if !(1024..=1024 * 1024).contains(&lim.max_header_bytes.get()) {
         return Err(ConfigError::new(
             format!("{path}.limits.max_header_bytes"),
             "must be between 1024 and 1048576",

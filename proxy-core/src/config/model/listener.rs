@@ -233,7 +233,7 @@ pub struct ConnectionLimits {
     /// Maximum concurrently open downstream connections.
     pub max_connections: u32,
     /// Maximum bytes of a request head (request line and headers).
-    pub max_header_bytes: u32,
+    pub max_header_bytes: crate::config::ByteSize,
     /// Maximum number of request headers.
     pub max_headers: u32,
     /// The whole request head must arrive within this time (slowloris defence).
@@ -257,7 +257,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             max_connections: 100_000,
-            max_header_bytes: 64 * 1024,
+            max_header_bytes: crate::config::ByteSize(64 * 1024),
             max_headers: 100,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),

@@ -121,7 +121,7 @@ fn default_retry_on() -> Vec<RetryOn> {
 
 /// A condition under which a request may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum RetryOn {
     /// The upstream connection could not be made (the request never left).
     ConnectFailure,

@@ -422,7 +422,7 @@ fn retry_policy() {
         r#"
     - { name: default, match: {}, cluster: c, retry: { attempts: 2 } }
     - { name: server, match: {}, cluster: c, retry: { attempts: 10, retry_on: [5xx], per_try_timeout: 250ms } }
-    - { name: gateway, match: {}, cluster: c, retry: { attempts: 0, retry_on: [gateway-error, per-try-timeout] } }
+    - { name: gateway, match: {}, cluster: c, retry: { attempts: 0, retry_on: [gateway_error, per_try_timeout] } }
 "#,
     );
     let policy = |name| route(&t, name).retry.expect("has a retry policy");
