@@ -131,7 +131,7 @@ fn resp_status_only(resp: &HttpResponse) -> HttpResponse {
     r
 }
 
-/// Retries requests that failed in a retryable way, within a [`RetryBudget`]: the
+/// Retries requests that failed in a retryable way, within a [`RetryBudget`](crate::cluster::RetryBudget): the
 /// route's `retry` policy as a layer, for stacks assembled in code.
 ///
 /// A request is retried when its outcome meets a condition of the policy (connect
