@@ -14,38 +14,8 @@ use std::{
 };
 
 use proxy_core::{config::Config, BoxConn, BoxHttp, Connection, Registry, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use proxy_test_support::{client::raw, temp::TempDir, TestServer, Upstream};
 use tower::ServiceExt;
-
-mod common;
-
-use common::{address_of, start};
-
-/// An upstream that answers every request with its request head as the body.
-fn echo_upstream() -> std::net::SocketAddr {
-    common::upstream(|mut s| async move {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let Ok(n) = s.read(&mut chunk).await else {
-                return;
-            };
-            if n == 0 {
-                return;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head: Vec<u8> = buf.drain(..end + 4).collect();
-                let mut resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", head.len())
-                    .into_bytes();
-                resp.extend_from_slice(&head);
-                if s.write_all(&resp).await.is_err() {
-                    return;
-                }
-            }
-        }
-    })
-}
 
 #[derive(Clone, Debug)]
 struct Tag(&'static str);
@@ -97,15 +67,6 @@ fn registry(accepted: Arc<AtomicUsize>) -> Registry {
     r
 }
 
-async fn get(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin)) -> std::io::Result<String> {
-    stream
-        .write_all(b"GET /x HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).await?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
 fn config(upstream: std::net::SocketAddr, listeners: &str) -> String {
     format!(
         r#"
@@ -127,21 +88,24 @@ const ROUTES: &str = r#"    virtual_hosts:
 
 #[tokio::test]
 async fn network_filters_refuse_and_mark_connections() {
-    let upstream = echo_upstream();
+    let upstream = Upstream::head_echo();
     let listeners = format!(
         "  - name: filtered\n    address: 127.0.0.1:0\n    network_filters: [{{ typed: every_other }}]\n{ROUTES}\n  - name: marked\n    address: 127.0.0.1:0\n    network_filters: [{{ typed: mark }}]\n    http_filters: [{{ typed: tag_header }}]\n{ROUTES}\n"
     );
     let accepted = Arc::new(AtomicUsize::new(0));
-    let (server, handle) = start(&config(upstream, &listeners), registry(accepted.clone()));
-    let filtered = address_of(&server, "filtered");
-    let marked = address_of(&server, "marked");
+    let mut proxy = TestServer::start(
+        &config(upstream.addr, &listeners),
+        registry(accepted.clone()),
+    );
+    let filtered = proxy.addr("filtered");
+    let marked = proxy.addr("marked");
 
     tokio::time::timeout(Duration::from_secs(10), async {
         let mut c1 = tokio::net::TcpStream::connect(&filtered).await.unwrap();
-        let first = get(&mut c1).await.unwrap();
+        let first = raw::get_on(&mut c1, "/x", &[]).await.unwrap();
         assert!(first.starts_with("HTTP/1.1 200"), "{first}");
         let mut c2 = tokio::net::TcpStream::connect(&filtered).await.unwrap();
-        let second = get(&mut c2).await.unwrap_or_default();
+        let second = raw::get_on(&mut c2, "/x", &[]).await.unwrap_or_default();
         assert!(
             second.is_empty(),
             "the refused connection got an answer: {second}"
@@ -149,31 +113,32 @@ async fn network_filters_refuse_and_mark_connections() {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
 
         let mut c3 = tokio::net::TcpStream::connect(&marked).await.unwrap();
-        let resp = get(&mut c3).await.unwrap().to_ascii_lowercase();
+        let resp = raw::get_on(&mut c3, "/x", &[])
+            .await
+            .unwrap()
+            .to_ascii_lowercase();
         assert!(resp.contains("x-tag: from-the-connection"), "{resp}");
         assert!(resp.contains("x-forwarded-proto: https"), "{resp}");
     })
     .await
     .unwrap();
-    server.shutdown();
-    handle.join().unwrap();
+    proxy.stop();
 }
 
 #[tokio::test]
 async fn unix_socket_listener_serves_http() {
-    let upstream = echo_upstream();
-    let dir = std::env::temp_dir().join(format!("proxy-core-unix-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let upstream = Upstream::head_echo();
+    let dir = TempDir::new("proxy-core-unix");
     let path = dir.join("listener.sock");
     let listeners = format!(
         "  - name: uds\n    address: unix:{}\n{ROUTES}\n",
         path.display()
     );
-    let (server, handle) = start(&config(upstream, &listeners), Registry::default());
+    let mut proxy = TestServer::start(&config(upstream.addr, &listeners), Registry::default());
 
     tokio::time::timeout(Duration::from_secs(10), async {
         let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
-        let resp = get(&mut s).await.unwrap();
+        let resp = raw::get_on(&mut s, "/x", &[]).await.unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
         assert!(
             resp.to_ascii_lowercase()
@@ -183,22 +148,19 @@ async fn unix_socket_listener_serves_http() {
     })
     .await
     .unwrap();
-    server.shutdown();
-    handle.join().unwrap();
+    proxy.stop();
     assert!(!path.exists(), "the socket file is removed at shutdown");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn port_zero_resolves_to_the_bound_port() {
-    let upstream = echo_upstream();
+    let upstream = Upstream::head_echo();
     let listeners = format!("  - name: any\n    address: 127.0.0.1:0\n{ROUTES}\n");
-    let (server, handle) = start(&config(upstream, &listeners), Registry::default());
-    let addr: std::net::SocketAddr = address_of(&server, "any").parse().unwrap();
+    let mut proxy = TestServer::start(&config(upstream.addr, &listeners), Registry::default());
+    let addr = proxy.addr("any");
     assert_ne!(addr.port(), 0);
     std::net::TcpStream::connect(addr).unwrap();
-    server.shutdown();
-    handle.join().unwrap();
+    proxy.stop();
 }
 
 #[test]

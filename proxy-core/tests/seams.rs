@@ -25,53 +25,18 @@ use proxy_core::{
     upstream::UpstreamTransport,
     Body, BoxError, BoxHttp, ClusterOverride, Connection, HttpRequest, Registry, Server, Stream,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use proxy_test_support::{
+    client::raw,
+    closed_port,
+    upstream::{response, Upstream},
+    TestServer,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tower::ServiceExt;
 
-mod common;
-
-use common::{address_of, start};
-
 /// An upstream answering every request with `status` and `name` as the body.
-fn named_upstream(name: &'static str, status: u16) -> SocketAddr {
-    common::upstream(move |mut s| async move {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let Ok(n) = s.read(&mut chunk).await else {
-                return;
-            };
-            if n == 0 {
-                return;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                buf.drain(..end + 4);
-                let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{name}",
-                    name.len()
-                );
-                if s.write_all(resp.as_bytes()).await.is_err() {
-                    return;
-                }
-            }
-        }
-    })
-}
-
-/// A port nothing listens on.
-fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-async fn get(addr: &str, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+fn named_upstream(name: &'static str, status: u16) -> Upstream {
+    Upstream::http(move |_| response(status, name))
 }
 
 #[derive(Debug, Default)]
@@ -280,24 +245,25 @@ clusters:
 
 #[tokio::test]
 async fn seams_work_end_to_end() {
-    let (a, b, failing, dead) = (
+    let (up_a, up_b, up_failing) = (
         named_upstream("from-a", 200),
         named_upstream("from-b", 200),
         named_upstream("failing", 503),
-        closed_port(),
     );
+    let (a, b, failing, dead) = (up_a.addr, up_b.addr, up_failing.addr, closed_port());
     let seen = Arc::new(Seen::default());
     let wraps = Arc::new(AtomicUsize::new(0));
     let denials = Arc::new(Mutex::new(None));
-    let (server, handle) = start(
+    let mut proxy = TestServer::start(
         &yaml(a, b, failing, dead),
         registry(seen.clone(), wraps.clone(), denials.clone()),
     );
-    let addr = address_of(&server, "main");
+    let server = proxy.server().clone();
+    let addr = proxy.addr("main");
 
     tokio::time::timeout(Duration::from_secs(20), async {
         // Plain route through the counting transport.
-        let resp = get(&addr, "/x").await;
+        let resp = raw::get(addr, "/x", &[]).await;
         assert!(
             resp.starts_with("HTTP/1.1 200") && resp.ends_with("from-a"),
             "{resp}"
@@ -308,11 +274,11 @@ async fn seams_work_end_to_end() {
         );
 
         // A route filter overriding the cluster.
-        let resp = get(&addr, "/other").await;
+        let resp = raw::get(addr, "/other", &[]).await;
         assert!(resp.ends_with("from-b"), "{resp}");
 
         // A route filter answering itself; the route's counters still balance.
-        let resp = get(&addr, "/denied").await;
+        let resp = raw::get(addr, "/denied", &[]).await;
         assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
         let counter = denials.lock().unwrap().clone().unwrap();
         assert_eq!(counter.0.load(Ordering::Relaxed), 1);
@@ -323,9 +289,9 @@ async fn seams_work_end_to_end() {
         }
 
         // Outcomes reach the cluster extensions.
-        let resp = get(&addr, "/failing").await;
+        let resp = raw::get(addr, "/failing", &[]).await;
         assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
-        let resp = get(&addr, "/dead").await;
+        let resp = raw::get(addr, "/dead", &[]).await;
         assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
         let outcomes = seen.outcomes.lock().unwrap().clone();
         assert!(
@@ -368,8 +334,7 @@ async fn seams_work_end_to_end() {
         .reload(Config::from_yaml(&yaml(a, b, failing, dead)).unwrap())
         .unwrap();
     assert_eq!(seen.activations.load(Ordering::SeqCst), before + 2);
-    server.shutdown();
-    handle.join().unwrap();
+    proxy.stop();
 }
 
 #[test]

@@ -8,14 +8,13 @@
 use std::time::{Duration, Instant};
 
 use proxy_core::{Registry, Server};
+use proxy_test_support::{upstream::spawn_raw, TestServer, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-mod common;
 
 /// An upstream that reads a request head and its `content-length` body, then answers
 /// with `size` bytes.
-fn upstream(size: usize) -> std::net::SocketAddr {
-    common::upstream(move |mut s| async move {
+fn upstream(size: usize) -> Upstream {
+    spawn_raw(move |mut s, _| async move {
         let mut buf = Vec::new();
         let mut chunk = vec![0u8; 65536];
         let end = loop {
@@ -61,7 +60,7 @@ fn upstream(size: usize) -> std::net::SocketAddr {
     })
 }
 
-fn start(upstream: std::net::SocketAddr) -> (Server, std::thread::JoinHandle<()>, String) {
+fn start(upstream: std::net::SocketAddr) -> (TestServer, std::net::SocketAddr) {
     let yaml = format!(
         r#"
 admin: {{ address: "127.0.0.1:0" }}
@@ -81,9 +80,9 @@ clusters:
     stream_idle_timeout: 500ms
 "#
     );
-    let (server, handle) = common::start(&yaml, Registry::default());
-    let addr = common::address_of(&server, "l");
-    (server, handle, addr)
+    let proxy = TestServer::start(&yaml, Registry::default());
+    let addr = proxy.addr("l");
+    (proxy, addr)
 }
 
 fn upstream_connections(server: &Server) -> u32 {
@@ -92,7 +91,8 @@ fn upstream_connections(server: &Server) -> u32 {
 
 #[tokio::test]
 async fn a_request_body_that_stops_arriving_is_given_up() {
-    let (server, handle, addr) = start(upstream(10));
+    let up = upstream(10);
+    let (mut proxy, addr) = start(up.addr);
     tokio::time::timeout(Duration::from_secs(10), async {
         let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
         c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
@@ -112,13 +112,13 @@ async fn a_request_body_that_stops_arriving_is_given_up() {
     })
     .await
     .unwrap();
-    server.shutdown();
-    handle.join().unwrap();
+    proxy.stop();
 }
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_given_up() {
-    let (server, handle, addr) = start(upstream(64 * 1024 * 1024));
+    let up = upstream(64 * 1024 * 1024);
+    let (mut proxy, addr) = start(up.addr);
     tokio::time::timeout(Duration::from_secs(15), async {
         let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
         c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -128,9 +128,9 @@ async fn a_client_that_stops_reading_is_given_up() {
         let mut first = [0u8; 1024];
         let _ = c.read(&mut first).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(upstream_connections(&server), 1);
+        assert_eq!(upstream_connections(proxy.server()), 1);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while upstream_connections(&server) != 0 {
+        while upstream_connections(proxy.server()) != 0 {
             assert!(
                 Instant::now() < deadline,
                 "the upstream connection is still held"
@@ -141,6 +141,5 @@ async fn a_client_that_stops_reading_is_given_up() {
     })
     .await
     .unwrap();
-    server.shutdown();
-    handle.join().unwrap();
+    proxy.stop();
 }

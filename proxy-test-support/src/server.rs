@@ -93,7 +93,10 @@ impl TestServer {
     fn wait_bound(&mut self) -> Result<(), String> {
         let snapshot = self.server.snapshot();
         let want = snapshot.config.listeners.len();
-        let admin = snapshot.config.admin.as_ref().map(|a| a.address);
+        // An admin listener on port 0 cannot be found again: not waited for.
+        let admin = (snapshot.config.admin.as_ref())
+            .map(|a| a.address)
+            .filter(|a| a.port() != 0);
         let deadline = Instant::now() + BIND_LIMIT;
         loop {
             if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
@@ -153,7 +156,8 @@ impl TestServer {
         self.addr(name).port()
     }
 
-    /// The admin listener's address.
+    /// The admin listener's address (give it a fixed one, [`free_addr`](crate::free_addr):
+    /// the port of `127.0.0.1:0` cannot be found again).
     ///
     /// # Panics
     /// When the config has no admin listener.
