@@ -13,6 +13,7 @@
 //! - [`tools`]: external clients (curl, h2load, openssl), skipped loudly when absent.
 //! - [`pki`], [`temp`]: a test PKI written to a temporary directory.
 //! - [`yaml`]: the YAML of the common listener and cluster shapes.
+//! - `rpc` (feature `codec`): Bolt and Dubbo peers.
 //!
 //! Helpers that set up a test panic with a message when the setup fails: a failed
 //! setup should stop the test loudly.
@@ -25,6 +26,8 @@ pub mod eventually;
 pub mod pki;
 pub mod ports;
 pub mod prometheus;
+#[cfg(feature = "codec")]
+pub mod rpc;
 pub mod server;
 pub mod temp;
 pub mod timeout;

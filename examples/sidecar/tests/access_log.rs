@@ -8,13 +8,14 @@ use std::{path::Path, time::Duration};
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
+use proxy_test_support::{client, eventually, temp::TempDir, with_timeout, Upstream};
 use tokio::net::TcpStream;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A sidecar with an `/api/` route to an echo upstream, logging in `format` to `log`.
 async fn setup(format: &str, log: &Path) -> (Sidecar, Upstream, ConfigBuilder) {
-    let up = Upstream::echo("echo").await;
+    let up = Upstream::echo("echo");
     let mut cfg = ConfigBuilder::new()
         .routes(vec![route("api", "/api/", "echo", "")])
         .cluster(cluster("echo", up.addr, ""));
@@ -28,11 +29,11 @@ async fn setup(format: &str, log: &Path) -> (Sidecar, Upstream, ConfigBuilder) {
 
 /// Two routed requests (GET, POST with a body) and one without a route.
 async fn three_requests(addr: std::net::SocketAddr) {
-    let r = http1_request(addr, Method::GET, "/api/one?x=1", &[], Bytes::new())
+    let r = client::request(addr, Method::GET, "/api/one?x=1", &[], Bytes::new())
         .await
         .expect("GET");
     assert_eq!(r.status, StatusCode::OK);
-    let r = http1_request(
+    let r = client::request(
         addr,
         Method::POST,
         "/api/two",
@@ -42,7 +43,7 @@ async fn three_requests(addr: std::net::SocketAddr) {
     .await
     .expect("POST");
     assert_eq!(r.status, StatusCode::OK);
-    let r = http1_request(addr, Method::GET, "/nowhere", &[], Bytes::new())
+    let r = client::request(addr, Method::GET, "/nowhere", &[], Bytes::new())
         .await
         .expect("GET /nowhere");
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -51,20 +52,16 @@ async fn three_requests(addr: std::net::SocketAddr) {
 /// The log's lines once it has at least `n` (waits up to 5 s).
 async fn lines(path: &Path, n: usize) -> Vec<String> {
     let mut got = Vec::new();
-    eventually(
-        Duration::from_secs(5),
-        &format!("{n} access log lines"),
-        || {
-            got = std::fs::read_to_string(path)
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_owned)
-                .collect();
-            let enough = got.len() >= n;
-            async move { enough }
-        },
-    )
+    let enough = eventually(Duration::from_secs(5), || {
+        got = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        got.len() >= n
+    })
     .await;
+    assert!(enough, "not within 5s: {n} access log lines");
     got
 }
 

@@ -7,11 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
+use proxy_test_support::{client, with_timeout, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints() {
     with_timeout(Duration::from_secs(30), async {
-        let up = Upstream::echo("echo").await;
+        let up = Upstream::echo("echo");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("r", "/", "c", "")])
             .cluster(cluster("c", up.addr, ""));
@@ -22,7 +23,7 @@ async fn admin_endpoints() {
 
         // One request through the proxy so the counters move, and one connection
         // kept open so the active-connections gauge is 1.
-        let mut c = H1Client::new(cfg.listen);
+        let mut c = client::H1Client::new(cfg.listen);
         let r = c.request(Method::GET, "/x", &[], Bytes::new()).await.expect("request");
         assert_eq!(r.status, StatusCode::OK);
 

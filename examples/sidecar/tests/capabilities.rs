@@ -23,24 +23,29 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::Arc,
     time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
 use common::*;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use proxy_codec::{
     bolt::{self, BoltFrame, BoltVersion},
     dubbo::{self, DubboFrame},
     hessian2::Writer,
-    Bolt, Dubbo, FrameKind, Protocol,
+    Bolt, Dubbo, Protocol,
+};
+use proxy_test_support::{
+    client, eventually, free_addr,
+    rpc::{self, read_frame},
+    temp::TempDir,
+    tools,
+    upstream::{response, Echoed},
+    with_timeout, Upstream,
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{TcpListener, TcpStream},
-    task::JoinHandle,
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -105,65 +110,6 @@ fn mesh_yaml(addresses: &[(&str, SocketAddr)]) -> String {
 
 // === in-process Bolt and Dubbo peers (proxy-codec's frame API) ===
 
-/// Reads one whole frame of `p` from `s`; `None` when the peer closed.
-async fn read_frame<P: Protocol>(p: &P, s: &mut TcpStream, buf: &mut BytesMut) -> Option<P::Frame> {
-    loop {
-        if let Some(n) = p.frame_length(buf).unwrap() {
-            if buf.len() as u64 >= n {
-                return Some(p.decode(buf.split_to(n as usize).freeze()).unwrap());
-            }
-        }
-        if s.read_buf(buf).await.ok()? == 0 {
-            return None;
-        }
-    }
-}
-
-/// An RPC server speaking `p`, answering every request with `<name> <path> <body>`.
-async fn rpc_upstream<P: Protocol + Copy>(
-    p: P,
-    name: &'static str,
-) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = BytesMut::new();
-                while let Some(f) = read_frame(&p, &mut s, &mut buf).await {
-                    if p.kind(&f) == FrameKind::Heartbeat {
-                        let mut out = BytesMut::new();
-                        p.encode(&p.heartbeat_reply(&f), &mut out).unwrap();
-                        if s.write_all(&out).await.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    if p.kind(&f) != FrameKind::Request {
-                        continue;
-                    }
-                    let meta = p.request_meta(&f);
-                    let req = p.request_to_http(f).unwrap();
-                    let path = req.uri().path().to_owned();
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let text = format!("{name} {path} {}", String::from_utf8_lossy(&body));
-                    let (parts, ()) = http::Response::new(()).into_parts();
-                    let mut out = BytesMut::new();
-                    p.encode(
-                        &p.response_from_http(&meta, parts, Bytes::from(text)),
-                        &mut out,
-                    )
-                    .unwrap();
-                    if s.write_all(&out).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, task)
-}
-
 /// A SOFARPC Bolt v1 call of `service.method` with `content` as its payload.
 fn bolt_call(id: u32, service: &str, method: &str, content: &'static str) -> BoltFrame {
     BoltFrame {
@@ -217,20 +163,16 @@ async fn rpc_roundtrip<P: Protocol>(p: P, addr: SocketAddr, frame: &P::Frame) ->
 
 /// A ratings endpoint: answers its name, or 500 when the request's `x-fail` header
 /// names it.
-async fn ratings_upstream(name: &'static str) -> Upstream {
-    Upstream::custom(Arc::new(move |_, parts: &http::request::Parts, _| {
-        let fail = parts.headers.get("x-fail").is_some_and(|v| v == name);
+fn ratings_upstream(name: &'static str) -> Upstream {
+    Upstream::http(move |seen| {
+        let fail = seen.headers.get("x-fail").is_some_and(|v| v == name);
         let status = if fail {
             StatusCode::INTERNAL_SERVER_ERROR
         } else {
             StatusCode::OK
         };
-        http::Response::builder()
-            .status(status)
-            .body(full(name))
-            .unwrap()
-    }))
-    .await
+        response(status.as_u16(), name)
+    })
 }
 
 /// The sidecar running configs/mesh.yaml, with its upstreams.
@@ -241,7 +183,7 @@ struct Mesh {
     rpc: SocketAddr,
     ratings: [SocketAddr; 2],
     _upstreams: Vec<Upstream>,
-    _rpc_peers: Vec<JoinHandle<()>>,
+    _rpc_peers: Vec<Upstream>,
 }
 
 impl Mesh {
@@ -249,26 +191,22 @@ impl Mesh {
     /// name, Rust Bolt and Dubbo peers) and the sidecar; `bolt` replaces the Rust Bolt
     /// peer with another server.
     async fn start(bolt: Option<SocketAddr>) -> Self {
-        let app = Upstream::echo("app").await;
-        let ratings = [
-            ratings_upstream("ratings-a").await,
-            ratings_upstream("ratings-b").await,
-        ];
-        let details = [
-            Upstream::named("details-a").await,
-            Upstream::named("details-b").await,
-        ];
+        let app = Upstream::echo("app");
+        let ratings = [ratings_upstream("ratings-a"), ratings_upstream("ratings-b")];
+        let details = [Upstream::named("details-a"), Upstream::named("details-b")];
         let mut rpc_peers = Vec::new();
         let bolt = match bolt {
             Some(addr) => addr,
             None => {
-                let (addr, task) = rpc_upstream(Bolt, "bolt-echo").await;
-                rpc_peers.push(task);
+                let peer = rpc::upstream(Bolt, "bolt-echo");
+                let addr = peer.addr;
+                rpc_peers.push(peer);
                 addr
             }
         };
-        let (dubbo, task) = rpc_upstream(Dubbo, "dubbo-greeter").await;
-        rpc_peers.push(task);
+        let dubbo_peer = rpc::upstream(Dubbo, "dubbo-greeter");
+        let dubbo = dubbo_peer.addr;
+        rpc_peers.push(dubbo_peer);
         // The listener ports were free a moment ago; if another test took one in the
         // meantime the sidecar refuses to start ("in use"): try again with new ones.
         let mut attempt = 0;
@@ -363,10 +301,10 @@ impl Mesh {
         host: &str,
         path: &str,
         headers: &[(&str, &str)],
-    ) -> SimpleResponse {
+    ) -> client::Response {
         let mut all = vec![("host", host)];
         all.extend_from_slice(headers);
-        http1_request(addr, Method::GET, path, &all, Bytes::new())
+        client::request(addr, Method::GET, path, &all, Bytes::new())
             .await
             .unwrap_or_else(|e| panic!("GET {host}{path}: {e}\n{}", self.sidecar.logs()))
     }
@@ -455,7 +393,7 @@ async fn mesh_config_validates_as_committed() {
 #[tokio::test]
 async fn inbound_mtls_rbac_rate_limit_and_access_log() {
     with_timeout(LIMIT, async {
-        if !require_tool("curl") {
+        if !tools::installed("curl") {
             return;
         }
         let mesh = Mesh::start(None).await;
@@ -520,7 +458,9 @@ async fn inbound_mtls_rbac_rate_limit_and_access_log() {
             args.push(mesh.inbound_url("/reviews/export"));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = run_tool("curl", &args, None, TOOL_LIMIT).await;
+        let out = tools::curl(&args, TOOL_LIMIT)
+            .await
+            .expect("curl is installed");
         let heads = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
         let statuses: Vec<&str> = heads
             .lines()
@@ -564,11 +504,12 @@ async fn inbound_mtls_rbac_rate_limit_and_access_log() {
                 .filter_map(|l| serde_json::from_str(l).ok())
                 .collect()
         };
-        eventually(Duration::from_secs(5), "access log lines on stdout", || {
-            let n = lines(mesh.sidecar.logs()).len();
-            async move { n >= 6 }
-        })
-        .await;
+        assert!(
+            eventually(Duration::from_secs(5), || lines(mesh.sidecar.logs()).len()
+                >= 6)
+            .await,
+            "not within 5s: access log lines on stdout"
+        );
         let logged = lines(mesh.sidecar.logs());
         let first = logged
             .iter()
@@ -913,7 +854,7 @@ fn interop_script(name: &str) -> PathBuf {
 async fn sofa_bolt_client_through_the_auto_listener() {
     with_timeout(LIMIT, async {
         let modules = codec_node_modules();
-        if !require_tool("node") {
+        if !tools::installed("node") {
             return;
         }
         if !modules.join("sofa-rpc-node").is_dir() {

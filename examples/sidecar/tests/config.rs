@@ -6,6 +6,7 @@ mod common;
 use std::{ffi::OsStr, time::Duration};
 
 use common::*;
+use proxy_test_support::{temp::TempDir, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(30);
 

@@ -7,6 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use proxy_test_support::{
+    client::{self, raw},
+    free_addr, tools,
+    upstream::Echoed,
+    with_timeout, Upstream,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const CURL: Duration = Duration::from_secs(20);
@@ -24,7 +30,7 @@ async fn assert_reason_counted(sc: &Sidecar, reason: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_refused_is_503() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
@@ -82,11 +88,11 @@ async fn upstream_refused_is_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_silent_with_route_timeout_is_504() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
-        let hole = Upstream::blackhole().await;
+        let hole = Upstream::blackhole();
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("slow", "/", "hole", "timeout: 500ms")])
             .cluster(cluster("hole", hole.addr, ""));
@@ -109,7 +115,7 @@ async fn upstream_silent_with_route_timeout_is_504() {
             took < Duration::from_secs(3),
             "504 well under 5 s, took {took:?}"
         );
-        assert!(hole.connections.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        assert!(hole.connections() >= 1);
         assert_reason_counted(&sc, "upstream_timeout").await;
     })
     .await;
@@ -117,11 +123,11 @@ async fn upstream_silent_with_route_timeout_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_host_or_path_is_404() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
-        let up = Upstream::echo("echo").await;
+        let up = Upstream::echo("echo");
         let mut cfg = ConfigBuilder::new()
             .vhost(
                 "known",
@@ -173,11 +179,7 @@ async fn unknown_host_or_path_is_404() {
         assert_eq!(r.status, 404, "unknown host over h2c: {}", r.stderr);
         assert_eq!(r.header("x-proxy-error"), Some("no_route"));
 
-        assert_eq!(
-            up.count(),
-            1,
-            "only the routed request reached the upstream"
-        );
+        assert_eq!(up.hits(), 1, "only the routed request reached the upstream");
         let m = sc.metrics().await;
         assert!(
             metric_sum(&m, &["_local_responses_total", "reason=\"no_route\""]) >= 3.0,
@@ -190,7 +192,7 @@ async fn unknown_host_or_path_is_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_request_line_is_400() {
     with_timeout(LIMIT, async {
-        let up = Upstream::echo("echo").await;
+        let up = Upstream::echo("echo");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("all", "/", "echo", "")])
             .cluster(cluster("echo", up.addr, ""));
@@ -206,7 +208,7 @@ async fn malformed_request_line_is_400() {
         ];
         let mut wrong = Vec::new();
         for case in cases {
-            let raw = raw_exchange(cfg.listen, case, Duration::from_secs(3)).await;
+            let raw = raw::exchange(cfg.listen, case, Duration::from_secs(3)).await;
             let text = String::from_utf8_lossy(&raw).into_owned();
             let head = text
                 .split("\r\n\r\n")
@@ -223,11 +225,11 @@ async fn malformed_request_line_is_400() {
             "malformed request lines must get 400 with x-proxy-error; wrong answers:\n{}",
             wrong.join("\n")
         );
-        assert_eq!(up.count(), 0, "nothing forwarded");
+        assert_eq!(up.hits(), 0, "nothing forwarded");
         assert_reason_counted(&sc, "bad_request").await;
 
         // The proxy still serves well-formed requests afterwards.
-        let r = http1_request(
+        let r = client::request(
             cfg.listen,
             http::Method::GET,
             "/fine",
@@ -244,7 +246,7 @@ async fn malformed_request_line_is_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_responses_on_keep_alive_do_not_break_the_connection() {
     with_timeout(LIMIT, async {
-        let up = Upstream::echo("echo").await;
+        let up = Upstream::echo("echo");
         let dead = free_addr();
         let mut cfg = ConfigBuilder::new()
             .routes(vec![
@@ -254,7 +256,7 @@ async fn error_responses_on_keep_alive_do_not_break_the_connection() {
             .cluster(cluster("echo", up.addr, ""))
             .cluster(cluster("down", dead, ""));
         let _sc = Sidecar::start_with(&mut cfg).await;
-        let mut c = H1Client::new(cfg.listen);
+        let mut c = client::H1Client::new(cfg.listen);
         for path in ["/ok", "/down", "/nothing", "/ok"] {
             let r = c
                 .request(http::Method::GET, path, &[], bytes::Bytes::new())
@@ -278,7 +280,7 @@ async fn error_responses_on_keep_alive_do_not_break_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_heads_and_framing_are_400() {
     with_timeout(LIMIT, async {
-        let up = Upstream::echo("echo").await;
+        let up = Upstream::echo("echo");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("all", "/", "echo", "")])
             .cluster(cluster("echo", up.addr, ""));
@@ -314,7 +316,7 @@ async fn malformed_heads_and_framing_are_400() {
         ];
         let mut wrong = Vec::new();
         for (what, bytes) in cases {
-            let raw = raw_exchange(cfg.listen, bytes, Duration::from_secs(2)).await;
+            let raw = raw::exchange(cfg.listen, bytes, Duration::from_secs(2)).await;
             let text = String::from_utf8_lossy(&raw).into_owned();
             let head = text
                 .split("\r\n\r\n")
@@ -330,11 +332,11 @@ async fn malformed_heads_and_framing_are_400() {
             "want 400 with x-proxy-error; wrong answers:\n{}",
             wrong.join("\n")
         );
-        assert_eq!(up.count(), 0, "no malformed request reached the upstream");
+        assert_eq!(up.hits(), 0, "no malformed request reached the upstream");
 
         // Content-Length with Transfer-Encoding (a smuggling vector): rejected, or
         // forwarded framed by the chunked coding only, never with both headers.
-        let raw = raw_exchange(
+        let raw = raw::exchange(
             cfg.listen,
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             Duration::from_secs(2),

@@ -4,16 +4,28 @@
 mod common;
 
 use std::{
+    collections::VecDeque,
+    convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    pin::Pin,
+    task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
 use common::*;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use hyper::body::Frame;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame};
+use proxy_test_support::{
+    client::raw,
+    upstream::{spawn_raw, RespBody},
+    with_timeout, Upstream,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -25,30 +37,34 @@ fn grpc_frame(payload: &[u8]) -> Bytes {
     v.into()
 }
 
-/// What the gRPC-style upstream saw of a request.
-#[derive(Debug, Clone)]
-struct Seen {
-    version: http::Version,
-    te: Option<String>,
-    body: Bytes,
+/// A response body made of the given frames (data, then optionally trailers).
+fn frames_body(frames: Vec<Frame<Bytes>>) -> RespBody {
+    BodyExt::boxed(Frames(frames.into()))
+}
+
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// An upstream (HTTP/1.1 and h2c) answering every request like a gRPC server: a
 /// `content-type: application/grpc` head, two data frames, then the trailers
 /// `grpc-status: 0` and `grpc-message: all good`.
-async fn grpc_upstream() -> (Upstream, Arc<Mutex<Vec<Seen>>>) {
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let log = seen.clone();
-    let up = Upstream::custom(Arc::new(move |_, parts, body| {
-        log.lock().expect("lock").push(Seen {
-            version: parts.version,
-            te: parts
-                .headers
-                .get("te")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            body,
-        });
+fn grpc_upstream() -> Upstream {
+    Upstream::http(|_| {
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", HeaderValue::from_static("0"));
         trailers.insert("grpc-message", HeaderValue::from_static("all good"));
@@ -60,9 +76,32 @@ async fn grpc_upstream() -> (Upstream, Arc<Mutex<Vec<Seen>>>) {
                 Frame::trailers(trailers),
             ]))
             .expect("response")
-    }))
-    .await;
-    (up, seen)
+    })
+}
+
+/// Raw HTTP/1.1: answers every request head (requests without a body) with the
+/// bytes of `response` verbatim, keeping the connection open; counts the requests.
+fn raw_h1(response: &'static [u8]) -> Upstream {
+    spawn_raw(move |mut s, stats| async move {
+        let mut buf = Vec::new();
+        loop {
+            let end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            buf.drain(..end);
+            stats.hit();
+            if s.write_all(response).await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// A chunked HTTP/1.1 response with a trailer section, written by a raw upstream.
@@ -134,7 +173,7 @@ async fn h2_call(addr: SocketAddr, path: &str, body: Bytes) -> H2Reply {
 }
 
 /// A GET with `TE: trailers` over raw HTTP/1.1, read whole.
-async fn h1_call(addr: SocketAddr, path: &str) -> RawResponse {
+async fn h1_call(addr: SocketAddr, path: &str) -> raw::RawResponse {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(
         format!(
@@ -145,10 +184,13 @@ async fn h1_call(addr: SocketAddr, path: &str) -> RawResponse {
     .await
     .expect("write");
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), read_raw_response(&mut s, &mut buf))
-        .await
-        .expect("response within 10 s")
-        .expect("response")
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        raw::read_response(&mut s, &mut buf),
+    )
+    .await
+    .expect("response within 10 s")
+    .expect("response")
 }
 
 async fn sidecar_for(up: &Upstream, protocol: &str) -> (Sidecar, ConfigBuilder) {
@@ -163,7 +205,7 @@ async fn sidecar_for(up: &Upstream, protocol: &str) -> (Sidecar, ConfigBuilder) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_style_h2c_response_trailers_reach_the_client() {
     with_timeout(LIMIT, async {
-        let (up, seen) = grpc_upstream().await;
+        let up = grpc_upstream();
         let (sc, cfg) = sidecar_for(&up, "http2").await;
         let request = grpc_frame(b"ping");
         let r = h2_call(cfg.listen, "/pkg.Echo/Say", request.clone()).await;
@@ -185,11 +227,11 @@ async fn grpc_style_h2c_response_trailers_reach_the_client() {
             Some(&b"all good"[..])
         );
 
-        let seen = seen.lock().expect("lock").clone();
+        let seen = up.requests();
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert_eq!(seen[0].version, http::Version::HTTP_2, "h2 to the cluster");
         assert_eq!(
-            seen[0].te.as_deref(),
+            seen[0].header("te"),
             Some("trailers"),
             "te: trailers forwarded"
         );
@@ -201,7 +243,7 @@ async fn grpc_style_h2c_response_trailers_reach_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_chunked_trailers_reach_an_http1_client() {
     with_timeout(LIMIT, async {
-        let up = Upstream::raw_h1(CHUNKED_WITH_TRAILERS).await;
+        let up = raw_h1(CHUNKED_WITH_TRAILERS);
         let (sc, cfg) = sidecar_for(&up, "http1").await;
         let r = h1_call(cfg.listen, "/report").await;
         assert_eq!(r.status, 200, "{}", sc.logs());
@@ -218,7 +260,7 @@ async fn http1_chunked_trailers_reach_an_http1_client() {
             r.trailers
         );
         assert_eq!(r.trailer("x-row-count"), Some("2"));
-        assert_eq!(up.count(), 1);
+        assert_eq!(up.hits(), 1);
     })
     .await;
 }
@@ -226,7 +268,7 @@ async fn http1_chunked_trailers_reach_an_http1_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_upstream_trailers_reach_an_http1_client() {
     with_timeout(LIMIT, async {
-        let (up, seen) = grpc_upstream().await;
+        let up = grpc_upstream();
         let (sc, cfg) = sidecar_for(&up, "http2").await;
         let r = h1_call(cfg.listen, "/pkg.Echo/Say").await;
         assert_eq!(r.status, 200, "{}", sc.logs());
@@ -238,9 +280,9 @@ async fn h2_upstream_trailers_reach_an_http1_client() {
             r.trailers
         );
         assert_eq!(r.trailer("grpc-message"), Some("all good"));
-        let seen = seen.lock().expect("lock").clone();
+        let seen = up.requests();
         assert_eq!(
-            seen[0].te.as_deref(),
+            seen[0].header("te"),
             Some("trailers"),
             "te: trailers forwarded"
         );
@@ -251,7 +293,7 @@ async fn h2_upstream_trailers_reach_an_http1_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_chunked_trailers_reach_an_h2_client() {
     with_timeout(LIMIT, async {
-        let up = Upstream::raw_h1(CHUNKED_WITH_TRAILERS).await;
+        let up = raw_h1(CHUNKED_WITH_TRAILERS);
         let (sc, cfg) = sidecar_for(&up, "http1").await;
         let r = h2_call(cfg.listen, "/report", Bytes::new()).await;
         assert_eq!(r.status, StatusCode::OK, "{}", sc.logs());

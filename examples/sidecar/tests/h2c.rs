@@ -6,12 +6,18 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use proxy_test_support::{
+    tools::{self, H2loadRequests},
+    upstream::{response, Echoed},
+    with_timeout, Upstream,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const CURL: Duration = Duration::from_secs(20);
 
 async fn fixed_setup() -> (Sidecar, Upstream, ConfigBuilder) {
-    let up = Upstream::fixed_1k().await;
+    // Answers every request with 200 and a fixed 1 KiB body.
+    let up = Upstream::http(|_| response(200, vec![b'x'; 1024]));
     let mut cfg = ConfigBuilder::new()
         .routes(vec![route("all", "/", "fixed", "")])
         .cluster(cluster("fixed", up.addr, ""));
@@ -21,11 +27,11 @@ async fn fixed_setup() -> (Sidecar, Upstream, ConfigBuilder) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_prior_knowledge_and_http1_on_one_port() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
-        let up = Upstream::echo("echo").await;
+        let up = Upstream::echo("echo");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("all", "/", "echo", "")])
             .cluster(cluster("echo", up.addr, ""));
@@ -64,11 +70,11 @@ async fn curl_prior_knowledge_and_http1_on_one_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_to_an_http2_cluster() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
-        let up = Upstream::echo("echo-h2").await;
+        let up = Upstream::echo("echo-h2");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("all", "/", "echo", "")])
             .cluster(cluster("echo", up.addr, "protocol: http2"));
@@ -99,21 +105,22 @@ fn assert_all_succeeded(r: Option<H2loadRequests>, n: u64, out: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2load_h2c_all_succeed() {
-    if !require_tool("h2load") {
+    if !tools::installed("h2load") {
         return;
     }
     let _heavy = heavy_test_lock().await;
     with_timeout(LIMIT, async {
         let (sc, up, cfg) = fixed_setup().await;
         let url = format!("http://{}/", cfg.listen);
-        let (r, out) = h2load(
+        let (r, out) = tools::h2load(
             &["-n", "2000", "-c", "10", "-m", "10", &url],
             Duration::from_secs(90),
         )
-        .await;
+        .await
+        .expect("h2load is installed");
         assert_all_succeeded(r, 2000, &out);
         assert!(out.contains("2000 2xx"), "all 2xx:\n{out}");
-        assert_eq!(up.count(), 2000, "every request reached the upstream once");
+        assert_eq!(up.hits(), 2000, "every request reached the upstream once");
         let m = sc.metrics().await;
         assert!(
             metric_sum(&m, &["proxy_route_requests_total", "route=\"all\""]) >= 2000.0,
@@ -136,28 +143,29 @@ async fn h2load_h2c_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2load_http1_all_succeed() {
-    if !require_tool("h2load") {
+    if !tools::installed("h2load") {
         return;
     }
     let _heavy = heavy_test_lock().await;
     with_timeout(LIMIT, async {
         let (_sc, up, cfg) = fixed_setup().await;
         let url = format!("http://{}/", cfg.listen);
-        let (r, out) = h2load(
+        let (r, out) = tools::h2load(
             &["--h1", "-n", "2000", "-c", "10", &url],
             Duration::from_secs(90),
         )
-        .await;
+        .await
+        .expect("h2load is installed");
         assert_all_succeeded(r, 2000, &out);
         assert!(out.contains("2000 2xx"), "all 2xx:\n{out}");
-        assert_eq!(up.count(), 2000);
+        assert_eq!(up.hits(), 2000);
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2load_http1_pipelined_all_succeed() {
-    if !require_tool("h2load") {
+    if !tools::installed("h2load") {
         return;
     }
     let _heavy = heavy_test_lock().await;
@@ -165,11 +173,12 @@ async fn h2load_http1_pipelined_all_succeed() {
         let (_sc, _up, cfg) = fixed_setup().await;
         let url = format!("http://{}/", cfg.listen);
         // -m with --h1 pipelines requests on each connection.
-        let (r, out) = h2load(
+        let (r, out) = tools::h2load(
             &["--h1", "-n", "1000", "-c", "4", "-m", "8", &url],
             Duration::from_secs(90),
         )
-        .await;
+        .await
+        .expect("h2load is installed");
         assert_all_succeeded(r, 1000, &out);
     })
     .await;

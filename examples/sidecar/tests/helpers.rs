@@ -1,19 +1,8 @@
-//! Tests of the test helpers themselves (parsers), which need no sidecar.
+//! Tests of the sidecar tests' own helpers (parsers), which need no sidecar.
 
 mod common;
 
 use common::*;
-
-#[test]
-fn parses_h2load_summary() {
-    let out = "finished in 1.2s, 1000 req/s\n\
-                   requests: 2000 total, 2000 started, 2000 done, 1990 succeeded, 10 failed, 0 errored, 0 timeout\n";
-    let r = parse_h2load(out).expect("parsed");
-    assert_eq!(r.total, 2000);
-    assert_eq!(r.succeeded, 1990);
-    assert_eq!(r.failed, 10);
-    assert_eq!(r.timeout, 0);
-}
 
 #[test]
 fn parses_curl_output_skipping_100_continue() {

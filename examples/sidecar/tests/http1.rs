@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use proxy_test_support::{tools, upstream::Echoed, with_timeout, Upstream};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const CURL: Duration = Duration::from_secs(20);
@@ -15,7 +16,7 @@ const CURL: Duration = Duration::from_secs(20);
 /// - `/rewrite-host/` with `host_rewrite`;
 /// - `/` everything else, unchanged.
 async fn echo_setup() -> (Sidecar, Upstream, String) {
-    let up = Upstream::echo("echo").await;
+    let up = Upstream::echo("echo");
     let mut cfg = ConfigBuilder::new()
         .routes(vec![
             route(
@@ -35,7 +36,7 @@ async fn echo_setup() -> (Sidecar, Upstream, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_body_pass_through() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
@@ -71,7 +72,7 @@ async fn status_and_body_pass_through() {
         assert_eq!(e.method, "POST");
         assert_eq!(e.uri, "/some/path?q=1&r=two", "path and query unchanged");
         assert_eq!(e.body, "hello world", "request body reaches the upstream");
-        assert_eq!(up.count(), 1);
+        assert_eq!(up.hits(), 1);
 
         // A body-less GET and a HEAD.
         let r = curl(&[&url], CURL).await;
@@ -87,7 +88,7 @@ async fn status_and_body_pass_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_added_and_host_kept() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
@@ -125,7 +126,7 @@ async fn forwarding_headers_added_and_host_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_removed() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
@@ -175,7 +176,7 @@ async fn hop_by_hop_headers_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_rewrite_and_header_rules() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
@@ -228,7 +229,7 @@ async fn prefix_rewrite_and_header_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_rewrite() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
@@ -248,7 +249,7 @@ async fn host_rewrite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_reuses_the_downstream_connection() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     with_timeout(LIMIT, async {
@@ -260,7 +261,7 @@ async fn keep_alive_reuses_the_downstream_connection() {
         for u in &urls {
             args.extend(["-o", "/dev/null", u.as_str()]);
         }
-        let out = run_tool("curl", &args, None, CURL).await;
+        let out = tools::curl(&args, CURL).await.expect("curl is installed");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{text}");
@@ -273,7 +274,7 @@ async fn keep_alive_reuses_the_downstream_connection() {
             connects, 1,
             "curl should reuse one keep-alive connection: {text}"
         );
-        assert_eq!(up.count(), 5);
+        assert_eq!(up.hits(), 5);
         let m = sc.metrics().await;
         assert!(
             metric_sum(&m, &["proxy_route_requests_total", "route=\"all\""]) >= 5.0,

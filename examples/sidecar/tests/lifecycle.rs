@@ -11,11 +11,12 @@ use std::{
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
+use proxy_test_support::{client, tools, with_timeout, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
     with_timeout(Duration::from_secs(40), async {
-        let up = Upstream::echo("echo").await;
+        let up = Upstream::echo("echo");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("r", "/", "c", "")])
             .cluster(cluster("c", up.addr, ""));
@@ -24,7 +25,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 
         let listen = cfg.listen;
         let in_flight = tokio::spawn(async move {
-            http1_request(
+            client::request(
                 listen,
                 Method::GET,
                 "/slow",
@@ -35,7 +36,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         });
         // Let the request reach the upstream, then ask the sidecar to stop.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while up.count() == 0 {
+        while up.hits() == 0 {
             assert!(
                 Instant::now() < deadline,
                 "the slow request never reached the upstream"
@@ -76,13 +77,13 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_when_idle_exits_promptly() {
     with_timeout(Duration::from_secs(30), async {
-        let up = Upstream::echo("echo").await;
+        let up = Upstream::echo("echo");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("r", "/", "c", "")])
             .cluster(cluster("c", up.addr, ""));
         let mut sc = Sidecar::start_with(&mut cfg).await;
         // An idle keep-alive connection must not hold the drain for drain_timeout.
-        let mut c = H1Client::new(cfg.listen);
+        let mut c = client::H1Client::new(cfg.listen);
         let r = c
             .request(Method::GET, "/", &[], Bytes::new())
             .await
@@ -106,7 +107,7 @@ async fn sigterm_when_idle_exits_promptly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_args_runs_the_embedded_default() {
-    if !require_tool("curl") {
+    if !tools::installed("curl") {
         return;
     }
     let admin: SocketAddr = "127.0.0.1:15000".parse().expect("addr");

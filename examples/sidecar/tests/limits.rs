@@ -15,6 +15,10 @@ use std::{
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
+use proxy_test_support::{
+    client::{self, raw},
+    eventually_async, with_timeout, Upstream,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -24,7 +28,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// A sidecar in front of an echo upstream whose listener has `limits: {LIMITS}`.
 async fn setup(limits: &str) -> (Sidecar, Upstream, ConfigBuilder) {
-    let up = Upstream::echo("echo").await;
+    let up = Upstream::echo("echo");
     let mut cfg = ConfigBuilder::new()
         .routes(vec![route("all", "/", "echo", "")])
         .cluster(cluster("echo", up.addr, ""));
@@ -49,7 +53,7 @@ async fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<I
 }
 
 /// `GET path` on a fresh connection with `Connection: close`, answer read whole.
-async fn get_close(addr: std::net::SocketAddr, path: &str) -> RawResponse {
+async fn get_close(addr: std::net::SocketAddr, path: &str) -> raw::RawResponse {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -57,10 +61,13 @@ async fn get_close(addr: std::net::SocketAddr, path: &str) -> RawResponse {
     .await
     .expect("write");
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), read_raw_response(&mut s, &mut buf))
-        .await
-        .expect("response within 10 s")
-        .expect("response")
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        raw::read_response(&mut s, &mut buf),
+    )
+    .await
+    .expect("response within 10 s")
+    .expect("response")
 }
 
 fn status_line(out: &[u8]) -> String {
@@ -109,7 +116,7 @@ async fn slowloris_gets_408_within_header_read_timeout() {
         // Meanwhile, other clients are served.
         for i in 0..3 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let r = http1_request(
+            let r = client::request(
                 cfg.listen,
                 Method::GET,
                 &format!("/other/{i}"),
@@ -174,13 +181,13 @@ async fn oversized_heads_get_431_and_the_proxy_keeps_serving() {
         };
         let exact = head_of(4096);
         assert_eq!(exact.len(), 4096);
-        let out = raw_exchange(cfg.listen, exact.as_bytes(), idle).await;
+        let out = raw::exchange(cfg.listen, exact.as_bytes(), idle).await;
         assert!(
             status_line(&out).starts_with("HTTP/1.1 200"),
             "a 4096-byte head with max_header_bytes 4096: {:?}",
             status_line(&out)
         );
-        let out = raw_exchange(cfg.listen, head_of(4097).as_bytes(), idle).await;
+        let out = raw::exchange(cfg.listen, head_of(4097).as_bytes(), idle).await;
         assert!(
             status_line(&out).starts_with("HTTP/1.1 431"),
             "a 4097-byte head: {:?}",
@@ -191,7 +198,7 @@ async fn oversized_heads_get_431_and_the_proxy_keeps_serving() {
             "GET /big HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n",
             "b".repeat(16 * 1024)
         );
-        let out = raw_exchange(cfg.listen, big.as_bytes(), idle).await;
+        let out = raw::exchange(cfg.listen, big.as_bytes(), idle).await;
         assert!(
             status_line(&out).starts_with("HTTP/1.1 431"),
             "a 16 KiB header: {:?}",
@@ -207,19 +214,19 @@ async fn oversized_heads_get_431_and_the_proxy_keeps_serving() {
             h.push_str("\r\n");
             h
         };
-        let out = raw_exchange(cfg.listen, fields(10).as_bytes(), idle).await;
+        let out = raw::exchange(cfg.listen, fields(10).as_bytes(), idle).await;
         assert!(
             status_line(&out).starts_with("HTTP/1.1 200"),
             "10 header fields with max_headers 10: {:?}",
             status_line(&out)
         );
-        let out = raw_exchange(cfg.listen, fields(11).as_bytes(), idle).await;
+        let out = raw::exchange(cfg.listen, fields(11).as_bytes(), idle).await;
         assert!(
             status_line(&out).starts_with("HTTP/1.1 431"),
             "11 header fields with max_headers 10: {:?}",
             status_line(&out)
         );
-        let out = raw_exchange(cfg.listen, fields(50).as_bytes(), idle).await;
+        let out = raw::exchange(cfg.listen, fields(50).as_bytes(), idle).await;
         assert!(
             status_line(&out).starts_with("HTTP/1.1 431"),
             "50 header fields: {:?}",
@@ -227,7 +234,7 @@ async fn oversized_heads_get_431_and_the_proxy_keeps_serving() {
         );
 
         // The proxy keeps serving.
-        let r = http1_request(cfg.listen, Method::GET, "/ok", &[], Bytes::new())
+        let r = client::request(cfg.listen, Method::GET, "/ok", &[], Bytes::new())
             .await
             .expect("request after the 431s");
         assert_eq!(r.status, StatusCode::OK);
@@ -243,11 +250,17 @@ async fn max_connections_refuses_the_third() {
         let mut b = TcpStream::connect(cfg.listen).await.expect("connect b");
         let (mut abuf, mut bbuf) = (Vec::new(), Vec::new());
         assert_eq!(
-            raw_get(&mut a, &mut abuf, "/a").await.expect("a").status,
+            raw::keep_alive_get(&mut a, &mut abuf, "/a")
+                .await
+                .expect("a")
+                .status,
             200
         );
         assert_eq!(
-            raw_get(&mut b, &mut bbuf, "/b").await.expect("b").status,
+            raw::keep_alive_get(&mut b, &mut bbuf, "/b")
+                .await
+                .expect("b")
+                .status,
             200
         );
 
@@ -276,30 +289,36 @@ async fn max_connections_refuses_the_third() {
 
         // The two admitted connections still work.
         assert_eq!(
-            raw_get(&mut a, &mut abuf, "/a2").await.expect("a2").status,
+            raw::keep_alive_get(&mut a, &mut abuf, "/a2")
+                .await
+                .expect("a2")
+                .status,
             200
         );
 
         // After one closes, a new connection is served.
         drop(b);
-        eventually(
-            Duration::from_secs(5),
-            "listener active connections back to 1",
-            || async {
-                let m = sc.metrics().await;
-                metric_sum(
-                    &m,
-                    &["proxy_listener_connections_active{", "listener=\"main\""],
-                ) == 1.0
-            },
-        )
+        let back_to_one = eventually_async(Duration::from_secs(5), || async {
+            let m = sc.metrics().await;
+            metric_sum(
+                &m,
+                &["proxy_listener_connections_active{", "listener=\"main\""],
+            ) == 1.0
+        })
         .await;
+        assert!(
+            back_to_one,
+            "not within 5s: listener active connections back to 1"
+        );
         let mut d = TcpStream::connect(cfg.listen).await.expect("connect d");
         let mut dbuf = Vec::new();
-        let r = tokio::time::timeout(Duration::from_secs(5), raw_get(&mut d, &mut dbuf, "/d"))
-            .await
-            .expect("answer on a new connection within 5 s")
-            .expect("d");
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            raw::keep_alive_get(&mut d, &mut dbuf, "/d"),
+        )
+        .await
+        .expect("answer on a new connection within 5 s")
+        .expect("d");
         assert_eq!(r.status, 200);
     })
     .await;
@@ -316,7 +335,7 @@ async fn idle_keep_alive_connection_is_closed() {
         let busy_since = Instant::now();
         let mut n = 0;
         while busy_since.elapsed() < Duration::from_millis(2500) {
-            let r = raw_get(&mut s, &mut buf, &format!("/busy/{n}"))
+            let r = raw::keep_alive_get(&mut s, &mut buf, &format!("/busy/{n}"))
                 .await
                 .unwrap_or_else(|e| {
                     panic!(
@@ -411,7 +430,7 @@ async fn h2_rapid_reset_flood_ends_the_connection() {
         let (send, conn) = h2_connect(cfg.listen).await;
         let (status, _) = h2_get(&send, cfg.listen, "/before").await.expect("h2 GET");
         assert_eq!(status, StatusCode::OK);
-        let before = up.count();
+        let before = up.hits();
 
         // Open a stream and reset it at once, 1,000 times.
         let mut opened = 0u32;
@@ -442,7 +461,7 @@ async fn h2_rapid_reset_flood_ends_the_connection() {
 
         // The proxy ends the connection rather than keep working for the attacker.
         let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
-        let worked = up.count() - before;
+        let worked = up.hits() - before;
         let outcome = match ended {
             Ok(Ok(Err(e))) if e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) => {
                 format!("connection error: {e}")
@@ -481,7 +500,7 @@ async fn h2_rapid_reset_flood_ends_the_connection() {
             .await
             .expect("h2 GET on a fresh connection");
         assert_eq!(status, StatusCode::OK);
-        let r = http1_request(cfg.listen, Method::GET, "/after-h1", &[], Bytes::new())
+        let r = client::request(cfg.listen, Method::GET, "/after-h1", &[], Bytes::new())
             .await
             .expect("HTTP/1.1 after the flood");
         assert_eq!(r.status, StatusCode::OK);
@@ -519,7 +538,7 @@ async fn h2_paced_resets_before_the_answer_end_the_connection() {
             opened += 1;
         }
         let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
-        let worked = up.count();
+        let worked = up.hits();
         assert!(
             ended.is_ok(),
             "the connection survived {opened} streams reset before their answer \

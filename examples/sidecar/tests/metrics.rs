@@ -13,6 +13,7 @@ use std::{
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
+use proxy_test_support::{client, free_addr, with_timeout, Upstream};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -293,7 +294,7 @@ fn the_checker_accepts_good_and_refuses_bad_expositions() {
 
 // === the sidecar ===
 
-async fn get(client: &mut H1Client, path: &str, headers: &[(&str, &str)]) -> StatusCode {
+async fn get(client: &mut client::H1Client, path: &str, headers: &[(&str, &str)]) -> StatusCode {
     client
         .request(Method::GET, path, headers, Bytes::new())
         .await
@@ -304,8 +305,8 @@ async fn get(client: &mut H1Client, path: &str, headers: &[(&str, &str)]) -> Sta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_text_has_every_level_and_clusters_lists_connections() {
     with_timeout(LIMIT, async {
-        let a = Upstream::echo("a").await;
-        let b = Upstream::echo("b").await;
+        let a = Upstream::echo("a");
+        let b = Upstream::echo("b");
         let dead: SocketAddr = free_addr();
         let mut cfg = ConfigBuilder::new()
             .routes(vec![
@@ -318,7 +319,7 @@ async fn prometheus_text_has_every_level_and_clusters_lists_connections() {
                 b.addr
             ));
         let sc = Sidecar::start_with(&mut cfg).await;
-        let mut client = H1Client::new(cfg.listen);
+        let mut client = client::H1Client::new(cfg.listen);
         // alpha: 4 x 200 and one 404 from the upstream.
         for i in 0..4 {
             assert_eq!(

@@ -17,6 +17,7 @@ use std::{
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
+use proxy_test_support::{client, with_timeout, Upstream};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const CLIENTS: usize = 8;
@@ -33,7 +34,7 @@ async fn wait_for_upstream(addr: std::net::SocketAddr, want: &str, limit: Durati
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     while Instant::now() < deadline {
-        if let Ok(r) = http1_request(addr, Method::GET, "/", &[], Bytes::new()).await {
+        if let Ok(r) = client::request(addr, Method::GET, "/", &[], Bytes::new()).await {
             last = r.text();
             if r.status == StatusCode::OK && last == want {
                 return;
@@ -56,8 +57,8 @@ struct LoadStats {
 async fn reload_under_load_loses_no_request() {
     let _heavy = heavy_test_lock().await;
     with_timeout(LIMIT, async {
-        let alpha = Upstream::named("alpha").await;
-        let beta = Upstream::named("beta").await;
+        let alpha = Upstream::named("alpha");
+        let beta = Upstream::named("beta");
         let base = ConfigBuilder::new()
             .cluster(cluster("a", alpha.addr, ""))
             .cluster(cluster("b", beta.addr, ""));
@@ -72,7 +73,7 @@ async fn reload_under_load_loses_no_request() {
         for i in 0..CLIENTS {
             let (stats, stop, switched) = (stats.clone(), stop.clone(), switched.clone());
             clients.push(tokio::spawn(async move {
-                let mut c = H1Client::new(listen);
+                let mut c = client::H1Client::new(listen);
                 let mut n = 0usize;
                 // Bounded: stops on the flag, or after 20 s whatever happens.
                 let deadline = Instant::now() + Duration::from_secs(20);
@@ -140,7 +141,7 @@ async fn reload_under_load_loses_no_request() {
                     r.text()
                 );
                 // The swap is done when /reload answers: a new request sees it.
-                let r = http1_request(listen, Method::GET, "/", &[], Bytes::new())
+                let r = client::request(listen, Method::GET, "/", &[], Bytes::new())
                     .await
                     .expect("request right after reload");
                 assert_eq!(
@@ -207,7 +208,7 @@ async fn reload_under_load_loses_no_request() {
             "the 400 names the error: {:?}",
             r.text()
         );
-        let r = http1_request(listen, Method::GET, "/", &[], Bytes::new())
+        let r = client::request(listen, Method::GET, "/", &[], Bytes::new())
             .await
             .expect("request after bad reload");
         assert_eq!(r.status, StatusCode::OK);
@@ -221,7 +222,7 @@ async fn reload_under_load_loses_no_request() {
         sc.write_config("listeners: [ this is not yaml");
         sc.signal("HUP");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let r = http1_request(listen, Method::GET, "/", &[], Bytes::new())
+        let r = client::request(listen, Method::GET, "/", &[], Bytes::new())
             .await
             .expect("request after bad SIGHUP");
         assert_eq!(
@@ -238,8 +239,8 @@ async fn reload_under_load_loses_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_dump_follows_reload() {
     with_timeout(Duration::from_secs(30), async {
-        let alpha = Upstream::named("alpha").await;
-        let beta = Upstream::named("beta").await;
+        let alpha = Upstream::named("alpha");
+        let beta = Upstream::named("beta");
         let base = ConfigBuilder::new()
             .cluster(cluster("a", alpha.addr, ""))
             .cluster(cluster("b", beta.addr, ""));

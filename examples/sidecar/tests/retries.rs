@@ -4,32 +4,43 @@
 
 mod common;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
 use http::{Method, Response, StatusCode};
+use proxy_test_support::{
+    client::{self, raw},
+    free_addr,
+    upstream::{response, spawn_raw},
+    with_timeout, Upstream,
+};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// An upstream answering 503 to its first request and 200 (body `second`) afterwards.
-async fn fails_first() -> Upstream {
-    Upstream::custom(Arc::new(|n, _, _| {
-        let status = if n == 0 {
+fn fails_first() -> Upstream {
+    Upstream::canned(vec![
+        Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(Bytes::from("first"))
+            .expect("response"),
+        Response::new(Bytes::from("second")),
+    ])
+}
+
+/// An upstream answering 503 to its first request and 200 afterwards, the body
+/// `attempt <n>` (n from 0).
+fn attempts() -> Upstream {
+    Upstream::http(|seen| {
+        let status = if seen.n == 0 {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
             StatusCode::OK
         };
-        Response::builder()
-            .status(status)
-            .body(full(if n == 0 { "first" } else { "second" }))
-            .expect("response")
-    }))
-    .await
+        response(status.as_u16(), format!("attempt {}", seen.n))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +48,7 @@ async fn connect_failure_is_retried_on_the_next_endpoint() {
     with_timeout(LIMIT, async {
         // A port nothing listens on, then a live endpoint.
         let dead = free_addr();
-        let alive = Upstream::named("alive").await;
+        let alive = Upstream::named("alive");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![
                 route(
@@ -54,7 +65,7 @@ async fn connect_failure_is_retried_on_the_next_endpoint() {
                 alive.addr
             ));
         let sc = Sidecar::start_with(&mut cfg).await;
-        let mut client = H1Client::new(cfg.listen);
+        let mut client = client::H1Client::new(cfg.listen);
 
         for i in 0..20 {
             let r = client
@@ -112,8 +123,8 @@ async fn connect_failure_is_retried_on_the_next_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_error_is_retried_with_retry_on_5xx() {
     with_timeout(LIMIT, async {
-        let retried = fails_first().await;
-        let not_retried = fails_first().await;
+        let retried = fails_first();
+        let not_retried = fails_first();
         let mut cfg = ConfigBuilder::new()
             .routes(vec![
                 route(
@@ -133,25 +144,25 @@ async fn server_error_is_retried_with_retry_on_5xx() {
             .cluster(cluster("not_retried", not_retried.addr, ""));
         let _sc = Sidecar::start_with(&mut cfg).await;
 
-        let r = http1_request(cfg.listen, Method::GET, "/on5xx/x", &[], Bytes::new())
+        let r = client::request(cfg.listen, Method::GET, "/on5xx/x", &[], Bytes::new())
             .await
             .expect("request");
         assert_eq!(r.status, StatusCode::OK, "503 then 200: {}", r.text());
         assert_eq!(r.text(), "second");
         assert_eq!(
-            retried.count(),
+            retried.hits(),
             2,
             "the upstream saw the first try and the retry"
         );
 
         // 5xx is not retried when only connect failures are.
-        let r = http1_request(cfg.listen, Method::GET, "/onconnect/x", &[], Bytes::new())
+        let r = client::request(cfg.listen, Method::GET, "/onconnect/x", &[], Bytes::new())
             .await
             .expect("request");
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
         assert_eq!(r.text(), "first", "the upstream's own 503 passes through");
         assert_eq!(
-            not_retried.count(),
+            not_retried.hits(),
             1,
             "no retry on 5xx without retry_on: [5xx]"
         );
@@ -162,13 +173,7 @@ async fn server_error_is_retried_with_retry_on_5xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_budget_caps_retries() {
     with_timeout(LIMIT, async {
-        let down = Upstream::custom(Arc::new(|_, _, _| {
-            Response::builder()
-                .status(StatusCode::SERVICE_UNAVAILABLE)
-                .body(full("down"))
-                .expect("response")
-        }))
-        .await;
+        let down = Upstream::http(|_| response(503, "down"));
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route(
                 "budgeted",
@@ -183,7 +188,7 @@ async fn retry_budget_caps_retries() {
             ));
         let started = Instant::now();
         let _sc = Sidecar::start_with(&mut cfg).await;
-        let mut client = H1Client::new(cfg.listen);
+        let mut client = client::H1Client::new(cfg.listen);
         for i in 0..50 {
             let r = client
                 .request(Method::GET, &format!("/r/{i}"), &[], Bytes::new())
@@ -193,7 +198,7 @@ async fn retry_budget_caps_retries() {
         }
         // One retry a second, plus the one the budget starts with.
         let seconds = started.elapsed().as_secs_f64().ceil() as u64;
-        let seen = down.count();
+        let seen = down.hits();
         let retries = seen - 50;
         assert!(
             retries >= 1,
@@ -211,27 +216,7 @@ async fn retry_budget_caps_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_post_body_is_replayed_on_retry() {
     with_timeout(LIMIT, async {
-        let bodies: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
-        let seen = bodies.clone();
-        let up = Upstream::custom(Arc::new(move |n, parts, body| {
-            let cl = parts
-                .headers
-                .get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned();
-            seen.lock().expect("lock").push((cl, body));
-            let status = if n == 0 {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::OK
-            };
-            Response::builder()
-                .status(status)
-                .body(full(format!("attempt {n}")))
-                .expect("response")
-        }))
-        .await;
+        let up = attempts();
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route(
                 "post",
@@ -252,10 +237,13 @@ async fn buffered_post_body_is_replayed_on_retry() {
         let mut s = TcpStream::connect(cfg.listen).await.expect("connect");
         s.write_all(req.as_bytes()).await.expect("write");
         let mut buf = Vec::new();
-        let r = tokio::time::timeout(Duration::from_secs(10), read_raw_response(&mut s, &mut buf))
-            .await
-            .expect("response within 10 s")
-            .expect("response");
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            raw::read_response(&mut s, &mut buf),
+        )
+        .await
+        .expect("response within 10 s")
+        .expect("response");
         assert_eq!(
             r.status,
             200,
@@ -264,7 +252,9 @@ async fn buffered_post_body_is_replayed_on_retry() {
             sc.logs()
         );
         assert_eq!(r.text(), "attempt 1");
-        let got = bodies.lock().expect("lock").clone();
+        let got: Vec<(String, Bytes)> = (up.requests().into_iter())
+            .map(|r| (r.header("content-length").unwrap_or("-").to_owned(), r.body))
+            .collect();
         assert_eq!(got.len(), 2, "first try and one retry: {got:?}");
         for (i, (cl, b)) in got.iter().enumerate() {
             assert_eq!(b, body.as_bytes(), "attempt {i} got the whole body");
@@ -277,21 +267,7 @@ async fn buffered_post_body_is_replayed_on_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_post_body_is_never_replayed_truncated() {
     with_timeout(LIMIT, async {
-        let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-        let seen = bodies.clone();
-        let up = Upstream::custom(Arc::new(move |n, _, body| {
-            seen.lock().expect("lock").push(body);
-            let status = if n == 0 {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::OK
-            };
-            Response::builder()
-                .status(status)
-                .body(full(format!("attempt {n}")))
-                .expect("response")
-        }))
-        .await;
+        let up = attempts();
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route(
                 "post",
@@ -318,11 +294,14 @@ async fn streamed_post_body_is_never_replayed_truncated() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         s.write_all(body.as_bytes()).await.expect("write body");
         let mut buf = Vec::new();
-        let r = tokio::time::timeout(Duration::from_secs(10), read_raw_response(&mut s, &mut buf))
-            .await
-            .expect("response within 10 s")
-            .expect("response");
-        let got = bodies.lock().expect("lock").clone();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            raw::read_response(&mut s, &mut buf),
+        )
+        .await
+        .expect("response within 10 s")
+        .expect("response");
+        let got: Vec<Bytes> = up.requests().into_iter().map(|r| r.body).collect();
         for (i, b) in got.iter().enumerate() {
             assert_eq!(
                 b.len(),
@@ -346,8 +325,8 @@ async fn streamed_post_body_is_never_replayed_truncated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_try_timeout_is_retried_on_the_next_endpoint() {
     with_timeout(LIMIT, async {
-        let hole = Upstream::blackhole().await;
-        let alive = Upstream::named("alive").await;
+        let hole = Upstream::blackhole();
+        let alive = Upstream::named("alive");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route(
                 "pertry",
@@ -363,7 +342,7 @@ async fn per_try_timeout_is_retried_on_the_next_endpoint() {
         let _sc = Sidecar::start_with(&mut cfg).await;
         for i in 0..4 {
             let started = Instant::now();
-            let r = http1_request(
+            let r = client::request(
                 cfg.listen,
                 Method::GET,
                 &format!("/t/{i}"),
@@ -380,37 +359,29 @@ async fn per_try_timeout_is_retried_on_the_next_endpoint() {
                 "request {i} took {took:?}; one 300 ms try at most before the retry"
             );
         }
-        assert!(hole.connections.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        assert!(hole.connections() >= 1);
     })
     .await;
 }
 
 /// Accepts connections, reads a request head, and closes without answering.
-async fn closer() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    read_until(&mut s, &mut buf, b"\r\n\r\n"),
-                )
-                .await;
-            });
-        }
-    });
-    (addr, task)
+fn closer() -> Upstream {
+    spawn_raw(|mut s, _| async move {
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            raw::read_until(&mut s, &mut buf, b"\r\n\r\n"),
+        )
+        .await;
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_is_retried_with_retry_on_reset() {
     with_timeout(LIMIT, async {
-        let (closing, task) = closer().await;
-        let alive = Upstream::named("alive").await;
+        let closer = closer();
+        let closing = closer.addr;
+        let alive = Upstream::named("alive");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![
                 route(
@@ -428,7 +399,7 @@ async fn reset_is_retried_with_retry_on_reset() {
             ));
         let _sc = Sidecar::start_with(&mut cfg).await;
         for i in 0..6 {
-            let r = http1_request(
+            let r = client::request(
                 cfg.listen,
                 Method::GET,
                 &format!("/r/{i}"),
@@ -441,7 +412,7 @@ async fn reset_is_retried_with_retry_on_reset() {
         }
         let mut reset = 0;
         for i in 0..6 {
-            let r = http1_request(
+            let r = client::request(
                 cfg.listen,
                 Method::GET,
                 &format!("/p/{i}"),
@@ -461,7 +432,6 @@ async fn reset_is_retried_with_retry_on_reset() {
             reset, 3,
             "without retries every other request meets the closer"
         );
-        task.abort();
     })
     .await;
 }

@@ -6,15 +6,55 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use proxy_test_support::{client::raw, upstream::spawn_raw, with_timeout, Upstream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
+/// Raw TCP: reads a request head, answers `101 Switching Protocols` (websocket),
+/// writes `hello-from-upstream\n`, then echoes every byte back, counting them
+/// ([`Upstream::bytes`]).
+fn upgrade_echo() -> Upstream {
+    spawn_raw(|mut s, stats| async move {
+        let mut buf = Vec::new();
+        let end = raw::read_until(&mut s, &mut buf, b"\r\n\r\n").await;
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        if !head.contains("upgrade: websocket") {
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 10\r\nconnection: close\r\n\r\nno upgrade")
+                .await;
+            return;
+        }
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+                  sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nhello-from-upstream\n",
+            )
+            .await;
+        // Bytes that came with the head belong to the tunnel.
+        if buf.len() > end && s.write_all(&buf[end..]).await.is_err() {
+            return;
+        }
+        let mut chunk = [0u8; 8192];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    stats.add_bytes(n as u64);
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_tunnels_bytes_both_ways() {
     with_timeout(Duration::from_secs(30), async {
-        let up = Upstream::upgrade_echo().await;
+        let up = upgrade_echo();
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("ws", "/", "ws", "")])
             .cluster(cluster("ws", up.addr, ""));
@@ -28,7 +68,7 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
         );
         s.write_all(req.as_bytes()).await.expect("write");
         let mut buf = Vec::new();
-        let head_end = read_until(&mut s, &mut buf, b"\r\n\r\n").await;
+        let head_end = raw::read_until(&mut s, &mut buf, b"\r\n\r\n").await;
         let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
         assert!(
             head.starts_with("http/1.1 101"),
@@ -75,7 +115,7 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
         rd.read_exact(&mut back).await.expect("read burst");
         assert!(back == burst, "256 KiB burst echoed intact");
         let _wr = writer.await.expect("writer");
-        assert!(up.count() >= burst.len() as u64);
+        assert!(up.bytes() >= burst.len() as u64);
     })
     .await;
 }
@@ -83,13 +123,13 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_refused_by_upstream_is_a_normal_response() {
     with_timeout(Duration::from_secs(30), async {
-        let up = Upstream::upgrade_echo().await;
+        let up = upgrade_echo();
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("ws", "/", "ws", "")])
             .cluster(cluster("ws", up.addr, ""));
         let _sc = Sidecar::start_with(&mut cfg).await;
         // Upgrade to something the upstream refuses: its 400 reaches the client.
-        let raw = raw_exchange(
+        let raw = raw::exchange(
             cfg.listen,
             format!(
                 "GET / HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n",
