@@ -82,6 +82,45 @@ impl RequestStats {
     }
 }
 
+/// A request counted as started in a [`RequestStats`]. Dropped before
+/// [`InFlight::done`] (the caller went away mid-request, a timeout dropped the
+/// future), it takes the request out of the in-flight count, so the gauge (and the
+/// balancers that read it) never leak.
+#[must_use]
+#[derive(Debug)]
+pub(crate) struct InFlight<'a>(Option<&'a RequestStats>);
+
+impl<'a> InFlight<'a> {
+    /// Starts a request in `stats`.
+    pub(crate) fn start(stats: &'a RequestStats) -> Self {
+        stats.start();
+        Self(Some(stats))
+    }
+
+    /// Guards a request already started in `stats`.
+    pub(crate) fn adopt(stats: &'a RequestStats) -> Self {
+        Self(Some(stats))
+    }
+
+    /// Guards a request already started in `stats` when `started`, else nothing.
+    pub(crate) fn adopt_if(started: bool, stats: &'a RequestStats) -> Self {
+        Self(started.then_some(stats))
+    }
+
+    /// The request was counted to its end (`RequestStats::finish`).
+    pub(crate) fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(stats) = self.0 {
+            stats.active.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 /// Counts of proxy-generated answers by reason.
 #[derive(Debug, Default)]
 pub struct LocalErrorCounts {

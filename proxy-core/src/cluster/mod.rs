@@ -245,9 +245,11 @@ impl Cluster {
             });
         };
         let started = std::time::Instant::now();
-        endpoint.stats.start();
-        self.stats.start();
+        let endpoint_guard = crate::metrics::InFlight::start(&endpoint.stats);
+        let cluster_guard = crate::metrics::InFlight::start(&self.stats);
         let result = endpoint.upstream.send(&parts, body).await;
+        endpoint_guard.done();
+        cluster_guard.done();
         self.record_attempt(
             &endpoint,
             result.as_ref().map(|r| r.status()),

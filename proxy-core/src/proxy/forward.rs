@@ -16,7 +16,10 @@ use super::{
     retry::{attempt_limit, count_attempt, retry_condition, AttemptError, Deadline},
     ConnInfo, MatchedRoute,
 };
-use crate::{router::Route, snapshot::Routing, Body, HttpRequest, HttpResponse, ProxyError};
+use crate::{
+    metrics::InFlight, router::Route, snapshot::Routing, Body, HttpRequest, HttpResponse,
+    ProxyError,
+};
 
 pub(super) async fn forward(
     routing: Arc<Routing>,
@@ -58,7 +61,10 @@ pub(super) async fn forward(
                 // The rare path, boxed so that it does not grow every request's future.
                 let filters = filters.0.clone();
                 let conn = conn.cloned();
-                return Ok(Box::pin(through_route_filters(
+                let route_stats = route.stats.clone();
+                let listener_guard = InFlight::adopt(listener_stats);
+                let route_guard = InFlight::adopt(&route_stats);
+                let resp = Box::pin(through_route_filters(
                     routing.clone(),
                     route,
                     filters,
@@ -66,11 +72,17 @@ pub(super) async fn forward(
                     conn,
                     started,
                 ))
-                .await);
+                .await;
+                listener_guard.done();
+                route_guard.done();
+                return Ok(resp);
             }
             (route, started, false)
         }
     };
+    // Started above unless re-entered; a dropped future ends them as cancelled.
+    let listener_guard = InFlight::adopt_if(!reentered, listener_stats);
+    let route_guard = InFlight::adopt_if(!reentered, &route.stats);
     let chosen = req
         .extensions()
         .get::<crate::ClusterOverride>()
@@ -118,8 +130,8 @@ pub(super) async fn forward(
                         })),
                         Some(index) => {
                             let endpoint = &cluster.endpoints[index];
-                            endpoint.stats.start();
-                            cluster.stats.start();
+                            let endpoint_guard = InFlight::start(&endpoint.stats);
+                            let cluster_guard = InFlight::start(&cluster.stats);
                             let sent = Deadline::new(
                                 endpoint.upstream.send(&parts, this_body),
                                 limit.map(|(at, _)| at),
@@ -132,6 +144,8 @@ pub(super) async fn forward(
                                 }
                                 None => Err(AttemptError::Deadline),
                             };
+                            endpoint_guard.done();
+                            cluster_guard.done();
                             count_attempt(cluster, endpoint, &result, attempt_start.elapsed());
                             result
                         }
@@ -180,6 +194,8 @@ pub(super) async fn forward(
             local_reply(&err)
         }
     };
+    listener_guard.done();
+    route_guard.done();
     if !reentered {
         finish_route(&routing, route, &mut resp, started);
     }
