@@ -7,20 +7,10 @@ mod common;
 
 use std::{path::PathBuf, time::Duration};
 
-use common::{closed_port, config, eventually, get, listener, with_timeout, Proxy, Upstream};
-
-fn temp_file(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "proxy-filters-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("access.log")
-}
+use common::{config, listener, start, try_start, upstream};
+use proxy_test_support::{
+    client::get, closed_port, eventually, temp::TempDir, with_timeout, TestServer,
+};
 
 fn lines(path: &PathBuf) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -32,10 +22,10 @@ fn lines(path: &PathBuf) -> Vec<String> {
 
 #[tokio::test]
 async fn text_and_json_lines() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
-        let text = temp_file("text");
-        let json = temp_file("json");
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
+        let (text_dir, json_dir) = (TempDir::new("access-log-text"), TempDir::new("access-log-json"));
+        let (text, json) = (text_dir.join("access.log"), json_dir.join("access.log"));
         let text_cfg = format!(
             "[{{typed: access_log, config: {{path: '{}', format: {{text: '%METHOD% %PATH% %STATUS% %BYTES_SENT% %REQ(x-id)% %RESP(x-upstream)% %ROUTE% 100%%'}}}}}}]",
             text.display()
@@ -50,17 +40,17 @@ async fn text_and_json_lines() {
             &[listener("t", &text_cfg, "b"), listener("j", &json_cfg, "b")],
             &[("b", up.addr)],
         );
-        let proxy = Proxy::start(&format!("access_log: {{ path: /dev/null }}\n{yaml}"));
-        assert_eq!(get(&proxy.addr("t"), "/a?q=1", &[("x-id", "r1")]).await.status, 200);
-        assert_eq!(get(&proxy.addr("t"), "/b", &[]).await.status, 200);
-        assert_eq!(get(&proxy.addr("j"), "/c", &[("x-id", "r2")]).await.status, 200);
+        let proxy = start(&format!("access_log: {{ path: /dev/null }}\n{yaml}"));
+        assert_eq!(get(proxy.addr("t"), "/a?q=1", &[("x-id", "r1")]).await.status, 200);
+        assert_eq!(get(proxy.addr("t"), "/b", &[]).await.status, 200);
+        assert_eq!(get(proxy.addr("j"), "/c", &[("x-id", "r2")]).await.status, 200);
 
-        assert!(eventually(5, || lines(&text).len() == 2).await, "{:?}", lines(&text));
+        assert!(eventually(Duration::from_secs(5), || lines(&text).len() == 2).await, "{:?}", lines(&text));
         let t = lines(&text);
         assert_eq!(t[0], "GET /a?q=1 200 7 r1 backend t-route 100%");
         assert_eq!(t[1], "GET /b 200 7 - backend t-route 100%");
 
-        assert!(eventually(5, || lines(&json).len() == 1).await);
+        assert!(eventually(Duration::from_secs(5), || lines(&json).len() == 1).await);
         let v: serde_json::Value = serde_json::from_str(&lines(&json)[0]).unwrap();
         assert_eq!(v["status"], 200);
         assert_eq!(v["path"], "/c");
@@ -99,7 +89,7 @@ fn bad_formats_are_refused() {
         ),
     ] {
         let filters = format!("[{{typed: access_log, config: {section}}}]");
-        let err = Proxy::try_start(&config(&[listener("e", &filters, "b")], &[("b", up)]))
+        let err = try_start(&config(&[listener("e", &filters, "b")], &[("b", up)]))
             .err()
             .unwrap_or_else(|| panic!("{section} accepted"));
         assert!(err.contains(field), "{section}: {err}");
@@ -122,9 +112,10 @@ fn threads_named(name: &str) -> usize {
 /// the first line creates it.
 #[tokio::test]
 async fn building_starts_nothing_and_paths_are_the_config_files() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
-        let dir = temp_file("relative").parent().unwrap().to_path_buf();
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
+        let temp = TempDir::new("access-log-relative");
+        let dir = temp.path();
         let filters = "[{typed: access_log, config: {path: logs/access.log, format: {text: '%PATH% %STATUS%'}}}]";
         std::fs::create_dir_all(dir.join("logs")).unwrap();
         let file = dir.join("proxy.yaml");
@@ -141,17 +132,9 @@ async fn building_starts_nothing_and_paths_are_the_config_files() {
         drop(snapshot);
 
         let server = proxy_core::Server::new(loaded, common::registry()).unwrap();
-        let runner = server.clone();
-        std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
-        let proxy = Proxy { server };
-        for _ in 0..500 {
-            if !proxy.server.listener_addresses().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(get(&proxy.addr("e"), "/rel", &[]).await.status, 200);
-        assert!(eventually(5, || lines(&log) == ["/rel 200"]).await, "{:?}", lines(&log));
+        let proxy = TestServer::run(server).unwrap();
+        assert_eq!(get(proxy.addr("e"), "/rel", &[]).await.status, 200);
+        assert!(eventually(Duration::from_secs(5), || lines(&log) == ["/rel 200"]).await, "{:?}", lines(&log));
     })
     .await;
 }

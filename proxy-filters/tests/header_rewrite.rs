@@ -8,12 +8,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{closed_port, config, get, listener, with_timeout, Proxy, Upstream};
+use common::{config, listener, start, try_start, upstream};
+use proxy_test_support::{client::get, closed_port, with_timeout};
 
 #[tokio::test]
 async fn request_and_response_headers_are_rewritten() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
         let rules = r#"{
           request: {
             remove: [x-internal],
@@ -30,7 +31,7 @@ async fn request_and_response_headers_are_rewritten() {
             append: [{name: x-served-by, value: edge}]
           }
         }"#;
-        let proxy = Proxy::start(&config(
+        let proxy = start(&config(
             &[listener(
                 "edge",
                 &format!("[{{typed: header_rewrite, config: {rules}}}]"),
@@ -39,7 +40,7 @@ async fn request_and_response_headers_are_rewritten() {
             &[("b", up.addr)],
         ));
         let got = get(
-            &proxy.addr("edge"),
+            proxy.addr("edge"),
             "/",
             &[
                 ("x-internal", "secret"),
@@ -54,7 +55,7 @@ async fn request_and_response_headers_are_rewritten() {
         assert!(!got.headers.contains_key("x-remove-me"));
         assert_eq!(got.headers["x-upstream"], "hidden");
         assert_eq!(got.headers["x-served-by"], "edge");
-        let seen = &up.seen()[0].headers;
+        let seen = &up.requests()[0].headers;
         assert!(!seen.contains_key("x-internal"));
         assert_eq!(seen["x-user"], "id=42");
         assert_eq!(
@@ -87,7 +88,7 @@ fn bad_rules_are_refused_naming_the_field() {
         ("{request: {drop: [x-a]}}", "drop"),
     ] {
         let filters = format!("[{{typed: header_rewrite, config: {rules}}}]");
-        let err = Proxy::try_start(&config(&[listener("e", &filters, "b")], &[("b", up)]))
+        let err = try_start(&config(&[listener("e", &filters, "b")], &[("b", up)]))
             .err()
             .unwrap_or_else(|| panic!("{rules} accepted"));
         assert!(err.contains(field), "{rules}: {err}");

@@ -10,8 +10,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{closed_port, config, eventually, get, listener, send, with_timeout, Proxy, Upstream};
+use common::{config, listener, start, try_start, upstream};
 use http_body_util::Full;
+use proxy_test_support::{
+    client::{self, get},
+    closed_port, eventually, with_timeout,
+};
 
 fn mirror(cluster: &str, extra: &str) -> String {
     format!("[{{typed: mirror, config: {{cluster: {cluster}, max_body_bytes: 1024 {extra}}}}}]")
@@ -19,10 +23,10 @@ fn mirror(cluster: &str, extra: &str) -> String {
 
 #[tokio::test]
 async fn shadow_receives_a_copy_with_the_body() {
-    with_timeout(30, async {
-        let main = Upstream::start("main", Duration::ZERO);
-        let shadow = Upstream::start("shadow", Duration::ZERO);
-        let proxy = Proxy::start(&config(
+    with_timeout(Duration::from_secs(30), async {
+        let main = upstream("main", Duration::ZERO);
+        let shadow = upstream("shadow", Duration::ZERO);
+        let proxy = start(&config(
             &[listener(
                 "edge",
                 &mirror("shadow", ", host_suffix: -shadow"),
@@ -36,32 +40,32 @@ async fn shadow_receives_a_copy_with_the_body() {
             .header("x-trace", "abc")
             .body(Full::new(Bytes::from_static(b"{\"qty\":3}")))
             .unwrap();
-        let got = send(&addr, req).await;
+        let got = client::send(addr, req).await.unwrap();
         assert_eq!(got.status, 200);
         assert_eq!(got.body, "main");
         assert!(
-            eventually(5, || shadow.hits() == 1).await,
+            eventually(Duration::from_secs(5), || shadow.hits() == 1).await,
             "no copy arrived"
         );
-        let copy = &shadow.seen()[0];
+        let copy = &shadow.requests()[0];
         assert_eq!(copy.method, "POST");
         assert_eq!(copy.uri.path_and_query().unwrap().as_str(), "/orders?id=7");
         assert_eq!(copy.headers["x-trace"], "abc");
         assert_eq!(copy.headers["host"], "shop.local-shadow");
         assert_eq!(copy.body, "{\"qty\":3}");
-        assert_eq!(main.seen()[0].body, "{\"qty\":3}");
-        assert_eq!(main.seen()[0].headers["host"], "shop.local");
+        assert_eq!(main.requests()[0].body, "{\"qty\":3}");
+        assert_eq!(main.requests()[0].headers["host"], "shop.local");
     })
     .await;
 }
 
 #[tokio::test]
 async fn slow_or_down_shadow_changes_nothing_for_the_client() {
-    with_timeout(60, async {
-        let main = Upstream::start("main", Duration::ZERO);
-        let slow = Upstream::start("slow", Duration::from_secs(3));
+    with_timeout(Duration::from_secs(60), async {
+        let main = upstream("main", Duration::ZERO);
+        let slow = upstream("slow", Duration::from_secs(3));
         let down = closed_port();
-        let proxy = Proxy::start(&config(
+        let proxy = start(&config(
             &[
                 listener("plain", "[]", "main"),
                 listener("to-slow", &mirror("slow", ", timeout: 10s"), "main"),
@@ -73,7 +77,7 @@ async fn slow_or_down_shadow_changes_nothing_for_the_client() {
         for _ in 0..20 {
             for (i, l) in ["plain", "to-slow", "to-down"].iter().enumerate() {
                 let t = Instant::now();
-                let got = get(&proxy.addr(l), "/", &[]).await;
+                let got = get(proxy.addr(l), "/", &[]).await;
                 assert_eq!(got.status, 200, "{l}");
                 assert_eq!(got.body, "main", "{l}");
                 worst[i] = worst[i].max(t.elapsed());
@@ -97,10 +101,10 @@ async fn slow_or_down_shadow_changes_nothing_for_the_client() {
 
 #[tokio::test]
 async fn bodies_over_the_cap_are_forwarded_but_not_mirrored() {
-    with_timeout(30, async {
-        let main = Upstream::start("main", Duration::ZERO);
-        let shadow = Upstream::start("shadow", Duration::ZERO);
-        let proxy = Proxy::start(&config(
+    with_timeout(Duration::from_secs(30), async {
+        let main = upstream("main", Duration::ZERO);
+        let shadow = upstream("shadow", Duration::ZERO);
+        let proxy = start(&config(
             &[listener("edge", &mirror("shadow", ""), "main")],
             &[("main", main.addr), ("shadow", shadow.addr)],
         ));
@@ -110,27 +114,27 @@ async fn bodies_over_the_cap_are_forwarded_but_not_mirrored() {
             .header("host", "a")
             .body(Full::new(big.clone()))
             .unwrap();
-        let got = send(&addr, req).await;
+        let got = client::send(addr, req).await.unwrap();
         assert_eq!(got.status, 200);
-        assert_eq!(main.seen()[0].body, big);
+        assert_eq!(main.requests()[0].body, big);
         // A small one after it is mirrored: the big one was skipped, not queued.
         let req = http::Request::post("/small")
             .header("host", "a")
             .body(Full::new(Bytes::from_static(b"s")))
             .unwrap();
-        assert_eq!(send(&addr, req).await.status, 200);
-        assert!(eventually(5, || shadow.hits() == 1).await);
-        assert_eq!(shadow.seen()[0].uri.path(), "/small");
+        assert_eq!(client::send(addr, req).await.unwrap().status, 200);
+        assert!(eventually(Duration::from_secs(5), || shadow.hits() == 1).await);
+        assert_eq!(shadow.requests()[0].uri.path(), "/small");
     })
     .await;
 }
 
 #[tokio::test]
 async fn sampling_mirrors_a_share() {
-    with_timeout(60, async {
-        let main = Upstream::start("main", Duration::ZERO);
-        let shadow = Upstream::start("shadow", Duration::ZERO);
-        let proxy = Proxy::start(&config(
+    with_timeout(Duration::from_secs(60), async {
+        let main = upstream("main", Duration::ZERO);
+        let shadow = upstream("shadow", Duration::ZERO);
+        let proxy = start(&config(
             &[listener(
                 "edge",
                 &mirror("shadow", ", sample_percent: 20, seed: 3"),
@@ -141,7 +145,7 @@ async fn sampling_mirrors_a_share() {
         let addr = proxy.addr("edge");
         let n = 200;
         for _ in 0..n {
-            assert_eq!(get(&addr, "/", &[]).await.status, 200);
+            assert_eq!(get(addr, "/", &[]).await.status, 200);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let copies = shadow.hits();
@@ -154,7 +158,7 @@ async fn sampling_mirrors_a_share() {
 #[test]
 fn missing_shadow_cluster_is_a_config_error() {
     let up = closed_port();
-    let err = Proxy::try_start(&config(
+    let err = try_start(&config(
         &[listener("edge", &mirror("nowhere", ""), "main")],
         &[("main", up)],
     ))
@@ -164,7 +168,7 @@ fn missing_shadow_cluster_is_a_config_error() {
         err.contains("listeners[0].http_filters[0].config.cluster: unknown cluster \"nowhere\""),
         "{err}"
     );
-    let err = Proxy::try_start(&config(
+    let err = try_start(&config(
         &[listener(
             "edge",
             &mirror("main", ", sample_percent: 101"),
@@ -182,10 +186,10 @@ fn missing_shadow_cluster_is_a_config_error() {
 
 #[tokio::test]
 async fn reload_without_the_shadow_cluster_is_refused_and_the_old_config_serves() {
-    with_timeout(30, async {
-        let main = Upstream::start("main", Duration::ZERO);
-        let shadow = Upstream::start("shadow", Duration::ZERO);
-        let proxy = Proxy::start(&config(
+    with_timeout(Duration::from_secs(30), async {
+        let main = upstream("main", Duration::ZERO);
+        let shadow = upstream("shadow", Duration::ZERO);
+        let proxy = start(&config(
             &[listener("edge", &mirror("shadow", ""), "main")],
             &[("main", main.addr), ("shadow", shadow.addr)],
         ));
@@ -193,23 +197,14 @@ async fn reload_without_the_shadow_cluster_is_refused_and_the_old_config_serves(
             &[listener("edge", &mirror("shadow", ""), "main")],
             &[("main", main.addr)],
         );
-        let err = proxy
-            .server
-            .reload(proxy_core::config::Config::from_yaml(&without).unwrap())
-            .unwrap_err();
-        let mut text = err.to_string();
-        let mut src = std::error::Error::source(&err);
-        while let Some(s) = src {
-            text.push_str(&format!(": {s}"));
-            src = s.source();
-        }
+        let text = proxy.reload(&without).unwrap_err();
         assert!(
             text.contains("config.cluster: unknown cluster \"shadow\""),
             "{text}"
         );
-        assert_eq!(get(&proxy.addr("edge"), "/", &[]).await.status, 200);
+        assert_eq!(get(proxy.addr("edge"), "/", &[]).await.status, 200);
         assert!(
-            eventually(5, || shadow.hits() == 1).await,
+            eventually(Duration::from_secs(5), || shadow.hits() == 1).await,
             "the old config stopped mirroring"
         );
     })

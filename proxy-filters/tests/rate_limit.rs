@@ -8,13 +8,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{closed_port, config, get, listener, with_timeout, Proxy, Upstream};
+use common::{config, listener, start, try_start, upstream};
+use proxy_test_support::{
+    client::{self, get},
+    closed_port, free_addr, prometheus, with_timeout,
+};
 
 #[tokio::test]
 async fn shared_bucket_answers_429_with_retry_after() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
-        let proxy = Proxy::start(&config(
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
+        let proxy = start(&config(
             &[listener(
                 "edge",
                 "[{typed: local_rate_limit, config: {rate: {requests: 3, per: 1m}}}]",
@@ -24,9 +28,9 @@ async fn shared_bucket_answers_429_with_retry_after() {
         ));
         let addr = proxy.addr("edge");
         for _ in 0..3 {
-            assert_eq!(get(&addr, "/", &[]).await.status, 200);
+            assert_eq!(get(addr, "/", &[]).await.status, 200);
         }
-        let limited = get(&addr, "/", &[]).await;
+        let limited = get(addr, "/", &[]).await;
         assert_eq!(limited.status, 429);
         assert_eq!(limited.headers["x-proxy-error"], "rate_limited");
         let retry: u64 = limited.headers["retry-after"]
@@ -42,13 +46,13 @@ async fn shared_bucket_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn keyed_buckets_per_header_and_source_ip() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
         let rules = r#"{descriptors: [
           {key: {header: x-api-key}, rate: {requests: 2, per: 1m}},
           {key: source_ip, rate: {requests: 6, per: 1m}}
         ]}"#;
-        let proxy = Proxy::start(&config(
+        let proxy = start(&config(
             &[listener(
                 "edge",
                 &format!("[{{typed: local_rate_limit, config: {rules}}}]"),
@@ -59,7 +63,7 @@ async fn keyed_buckets_per_header_and_source_ip() {
         let addr = proxy.addr("edge");
         let status = |k: &'static str| {
             let addr = addr.clone();
-            async move { get(&addr, "/", &[("x-api-key", k)]).await.status.as_u16() }
+            async move { get(addr, "/", &[("x-api-key", k)]).await.status.as_u16() }
         };
         assert_eq!(status("alice").await, 200);
         assert_eq!(status("alice").await, 200);
@@ -67,10 +71,10 @@ async fn keyed_buckets_per_header_and_source_ip() {
         assert_eq!(status("bob").await, 200, "bob has his own bucket");
         // Without the header only the source-IP bucket applies: 6 per minute in all,
         // 3 used so far (alice's limited request stopped at her key's bucket).
-        assert_eq!(get(&addr, "/", &[]).await.status, 200);
+        assert_eq!(get(addr, "/", &[]).await.status, 200);
         let mut last = 200;
         for _ in 0..3 {
-            last = get(&addr, "/", &[]).await.status.as_u16();
+            last = get(addr, "/", &[]).await.status.as_u16();
         }
         assert_eq!(last, 429, "the source IP bucket holds");
     })
@@ -103,7 +107,7 @@ fn bad_rates_are_refused() {
         ),
     ] {
         let filters = format!("[{{typed: local_rate_limit, config: {rules}}}]");
-        let err = Proxy::try_start(&config(&[listener("e", &filters, "b")], &[("b", up)]))
+        let err = try_start(&config(&[listener("e", &filters, "b")], &[("b", up)]))
             .err()
             .unwrap_or_else(|| panic!("{rules} accepted"));
         assert!(err.contains(field), "{rules}: {err}");
@@ -112,8 +116,8 @@ fn bad_rates_are_refused() {
 
 #[tokio::test]
 async fn per_route_limits_through_route_filters() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
         let yaml = format!(
             r#"runtime: {{ worker_threads: 1 }}
 listeners:
@@ -137,27 +141,27 @@ clusters:
 "#,
             up.addr
         );
-        let proxy = Proxy::start(&yaml);
+        let proxy = start(&yaml);
         let addr = proxy.addr("edge");
-        assert_eq!(get(&addr, "/search?q=1", &[]).await.status, 200);
-        assert_eq!(get(&addr, "/search?q=2", &[]).await.status, 429);
+        assert_eq!(get(addr, "/search?q=1", &[]).await.status, 200);
+        assert_eq!(get(addr, "/search?q=2", &[]).await.status, 429);
         for _ in 0..3 {
             assert_eq!(
-                get(&addr, "/items", &[]).await.status,
+                get(addr, "/items", &[]).await.status,
                 200,
                 "the other route's own bucket"
             );
         }
-        assert_eq!(get(&addr, "/items", &[]).await.status, 429);
+        assert_eq!(get(addr, "/items", &[]).await.status, 429);
     })
     .await;
 }
 
 #[tokio::test]
 async fn many_keys_stay_bounded() {
-    with_timeout(60, async {
-        let up = Upstream::start("backend", Duration::ZERO);
-        let admin = common::free_addr();
+    with_timeout(Duration::from_secs(60), async {
+        let up = upstream("backend", Duration::ZERO);
+        let admin = free_addr();
         let rules = "{name: keys, descriptors: [{key: {header: x-api-key}, rate: {requests: 1, per: 1h}, max_keys: 64}]}";
         let yaml = format!(
             "admin: {{ address: \"{admin}\" }}\n{}",
@@ -166,7 +170,7 @@ async fn many_keys_stay_bounded() {
                 &[("b", up.addr)],
             )
         );
-        let proxy = Proxy::start(&yaml);
+        let proxy = start(&yaml);
         let addr = proxy.addr("edge");
         // One HTTP/1.1 connection, 600 distinct keys: an attacker rotating keys.
         let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -187,9 +191,9 @@ async fn many_keys_stay_bounded() {
             }
             let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
         }
-        let text = common::admin_get(admin, "/stats/prometheus").await;
-        let keys = common::sample(&text, "proxy_filters_local_rate_limit_keys{filter=\"keys\"}").unwrap();
-        let overflow = common::sample(&text, "proxy_filters_local_rate_limit_overflow_total{filter=\"keys\"}").unwrap();
+        let text = client::get(admin, "/stats/prometheus", &[]).await.text();
+        let keys = prometheus::sample(&text, "proxy_filters_local_rate_limit_keys{filter=\"keys\"}").unwrap();
+        let overflow = prometheus::sample(&text, "proxy_filters_local_rate_limit_overflow_total{filter=\"keys\"}").unwrap();
         assert!(keys <= 64.0, "{keys} keys tracked");
         assert!(overflow > 0.0, "{text}");
         // Keys past the table share one overflow bucket (1 per hour): they are limited.
@@ -200,8 +204,8 @@ async fn many_keys_stay_bounded() {
 
 #[tokio::test]
 async fn a_reload_keeps_the_buckets_of_an_unchanged_named_limiter() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
         let yaml = |extra: &str| {
             config(
                 &[listener(
@@ -212,25 +216,19 @@ async fn a_reload_keeps_the_buckets_of_an_unchanged_named_limiter() {
                 &[("b", up.addr)],
             )
         };
-        let proxy = Proxy::start(&yaml(""));
+        let proxy = start(&yaml(""));
         let addr = proxy.addr("edge");
-        assert_eq!(get(&addr, "/", &[]).await.status, 200);
-        assert_eq!(get(&addr, "/", &[]).await.status, 200);
-        assert_eq!(get(&addr, "/", &[]).await.status, 429);
+        assert_eq!(get(addr, "/", &[]).await.status, 200);
+        assert_eq!(get(addr, "/", &[]).await.status, 200);
+        assert_eq!(get(addr, "/", &[]).await.status, 429);
         // Another filter added, the limiter's section unchanged: still limited.
         let reloaded = yaml(", {typed: header_rewrite, config: {request: {set: [{name: x-v, value: '2'}]}}}");
-        proxy
-            .server
-            .reload(proxy_core::config::Config::from_yaml(&reloaded).unwrap())
-            .unwrap();
-        let got = get(&addr, "/", &[]).await;
+        proxy.reload(&reloaded).unwrap();
+        let got = get(addr, "/", &[]).await;
         assert_eq!(got.status, 429);
         let changed = yaml("").replace("requests: 2", "requests: 3");
-        proxy
-            .server
-            .reload(proxy_core::config::Config::from_yaml(&changed).unwrap())
-            .unwrap();
-        assert_eq!(get(&addr, "/", &[]).await.status, 200, "a changed rate starts afresh");
+        proxy.reload(&changed).unwrap();
+        assert_eq!(get(addr, "/", &[]).await.status, 200, "a changed rate starts afresh");
     })
     .await;
 }

@@ -9,14 +9,15 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{
-    admin_get, closed_port, config, free_addr, get, listener, registry, sample, with_timeout,
-    Proxy, Upstream,
-};
+use common::{config, listener, registry, start, try_start, upstream};
 use proxy_core::{
     connection::{PeerIdentity, TlsInfo},
     rpc::RpcInfo,
     BoxConn, BoxHttp, Connection, Registry,
+};
+use proxy_test_support::{
+    client::{self, get},
+    closed_port, free_addr, prometheus, with_timeout, TestServer,
 };
 use tower::ServiceExt;
 
@@ -76,9 +77,9 @@ const DENY_LIST: &str = r#"{policies: [
 
 #[tokio::test]
 async fn allow_and_deny_lists() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
-        let proxy = Proxy::start(&config(
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
+        let proxy = start(&config(
             &[
                 listener(
                     "allow",
@@ -94,37 +95,37 @@ async fn allow_and_deny_lists() {
             &[("b", up.addr)],
         ));
         let allow = proxy.addr("allow");
-        assert_eq!(get(&allow, "/public/x", &[]).await.status, 200);
-        let denied = get(&allow, "/private", &[]).await;
+        assert_eq!(get(allow, "/public/x", &[]).await.status, 200);
+        let denied = get(allow, "/private", &[]).await;
         assert_eq!(denied.status, 403);
         assert_eq!(denied.headers["x-proxy-error"], "rbac_denied");
         let post = http::Request::post("/public/x")
             .header("host", "test.local")
             .body(http_body_util::Full::new(bytes::Bytes::new()))
             .unwrap();
-        assert_eq!(common::send(&allow, post).await.status, 403);
+        assert_eq!(client::send(allow, post).await.unwrap().status, 403);
         // Host rule: any path, host compared without port and case.
         let api = http::Request::get("/private")
             .header("host", "API.local:8080")
             .body(http_body_util::Full::new(bytes::Bytes::new()))
             .unwrap();
-        assert_eq!(common::send(&allow, api).await.status, 200);
+        assert_eq!(client::send(allow, api).await.unwrap().status, 200);
 
         let deny = proxy.addr("deny");
         assert_eq!(
-            get(&deny, "/", &[("user-agent", "curl/8")]).await.status,
+            get(deny, "/", &[("user-agent", "curl/8")]).await.status,
             200
         );
         assert_eq!(
-            get(&deny, "/", &[("user-agent", "Googlebot/2")])
+            get(deny, "/", &[("user-agent", "Googlebot/2")])
                 .await
                 .status,
             403
         );
-        assert_eq!(get(&deny, "/admin", &[]).await.status, 403);
+        assert_eq!(get(deny, "/admin", &[]).await.status, 403);
         // Spellings a server resolves to /admin do not slip past the rule.
         for sneaky in ["//admin", "/x/../admin", "/%61dmin/users", "/./admin"] {
-            assert_eq!(get(&deny, sneaky, &[]).await.status, 403, "{sneaky}");
+            assert_eq!(get(deny, sneaky, &[]).await.status, 403, "{sneaky}");
         }
         // Denied requests never reached the upstream.
         assert_eq!(up.hits(), 3);
@@ -134,8 +135,8 @@ async fn allow_and_deny_lists() {
 
 #[tokio::test]
 async fn mtls_identity_and_rpc_permissions() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
         let rules = r#"{policies: [
           {name: web-reads-orders, action: allow,
            principals: [{identity: {exact: "spiffe://cluster.local/ns/shop/sa/web"}}],
@@ -155,15 +156,15 @@ async fn mtls_identity_and_rpc_permissions() {
             "  - name: mtls\n    address: 127.0.0.1:0\n    network_filters: [{typed: fake_mtls}]\n",
             1,
         );
-        let proxy = Proxy::try_start_with(&yaml, test_registry()).unwrap();
+        let proxy = TestServer::try_start(&yaml, test_registry()).unwrap();
         let rpc = |m: &'static str| [("x-rpc-service", "com.shop.Orders"), ("x-rpc-method", m)];
         let mtls = proxy.addr("mtls");
-        assert_eq!(get(&mtls, "/", &rpc("getOrder")).await.status, 200);
-        assert_eq!(get(&mtls, "/", &rpc("deleteOrder")).await.status, 403);
-        assert_eq!(get(&mtls, "/", &[]).await.status, 403, "no RPC facts");
+        assert_eq!(get(mtls, "/", &rpc("getOrder")).await.status, 200);
+        assert_eq!(get(mtls, "/", &rpc("deleteOrder")).await.status, 403);
+        assert_eq!(get(mtls, "/", &[]).await.status, 403, "no RPC facts");
         let plain = proxy.addr("plain");
         assert_eq!(
-            get(&plain, "/", &rpc("getOrder")).await.status,
+            get(plain, "/", &rpc("getOrder")).await.status,
             403,
             "no identity"
         );
@@ -173,8 +174,8 @@ async fn mtls_identity_and_rpc_permissions() {
 
 #[tokio::test]
 async fn shadow_mode_counts_but_never_denies() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
         let admin = free_addr();
         let shadow = ALLOW_LIST.replacen("{policies:", "{name: audit, shadow: true, policies:", 1);
         let mut yaml = config(
@@ -186,15 +187,15 @@ async fn shadow_mode_counts_but_never_denies() {
             &[("b", up.addr)],
         );
         yaml = format!("admin: {{ address: \"{admin}\" }}\n{yaml}");
-        let proxy = Proxy::start(&yaml);
+        let proxy = start(&yaml);
         let edge = proxy.addr("edge");
-        assert_eq!(get(&edge, "/public", &[]).await.status, 200);
-        assert_eq!(get(&edge, "/private", &[]).await.status, 200);
-        assert_eq!(get(&edge, "/private", &[]).await.status, 200);
+        assert_eq!(get(edge, "/public", &[]).await.status, 200);
+        assert_eq!(get(edge, "/private", &[]).await.status, 200);
+        assert_eq!(get(edge, "/private", &[]).await.status, 200);
         assert_eq!(up.hits(), 3);
-        let text = admin_get(admin, "/stats/prometheus").await;
+        let text = client::get(admin, "/stats/prometheus", &[]).await.text();
         let series = |d: &str| {
-            sample(
+            prometheus::sample(
                 &text,
                 &format!("proxy_filters_rbac_decisions_total{{filter=\"audit\",decision=\"{d}\"}}"),
             )
@@ -224,7 +225,7 @@ fn bad_rules_are_refused_naming_the_field() {
     ];
     for (section, field) in cases {
         let filters = format!("[{{typed: rbac, config: {section}}}]");
-        let err = Proxy::try_start(&config(&[listener("main", &filters, "b")], &[("b", up)]))
+        let err = try_start(&config(&[listener("main", &filters, "b")], &[("b", up)]))
             .err()
             .unwrap_or_else(|| panic!("{section} was accepted"));
         assert!(err.contains(&field), "{section}: {err}");
@@ -233,9 +234,9 @@ fn bad_rules_are_refused_naming_the_field() {
 
 #[tokio::test]
 async fn same_rules_over_http2() {
-    with_timeout(30, async {
-        let up = Upstream::start("backend", Duration::ZERO);
-        let proxy = Proxy::start(&config(
+    with_timeout(Duration::from_secs(30), async {
+        let up = upstream("backend", Duration::ZERO);
+        let proxy = start(&config(
             &[listener(
                 "allow",
                 &format!("[{{typed: rbac, config: {ALLOW_LIST}}}]"),

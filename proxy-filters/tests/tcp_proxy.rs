@@ -8,15 +8,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{closed_port, serve_tcp, with_timeout, Proxy};
+use common::{start, try_start};
+use proxy_test_support::{
+    client, closed_port, free_addr, prometheus, upstream::spawn_raw, with_timeout, Upstream,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
 /// An upstream that echoes until EOF, then writes `bye` and closes.
-fn echo_bye() -> std::net::SocketAddr {
-    serve_tcp(|mut s| async move {
+fn echo_bye() -> Upstream {
+    spawn_raw(|mut s, _| async move {
         let mut buf = [0u8; 8192];
         loop {
             match s.read(&mut buf).await {
@@ -50,11 +53,11 @@ clusters:
 
 #[tokio::test]
 async fn bytes_pass_both_ways_and_half_close_is_passed_on() {
-    with_timeout(30, async {
+    with_timeout(Duration::from_secs(30), async {
         let up = echo_bye();
-        let proxy = Proxy::start(&tcp_config(
+        let proxy = start(&tcp_config(
             "[{typed: tcp_proxy, config: {cluster: backend}}]",
-            up,
+            up.addr,
         ));
         let mut c = TcpStream::connect(proxy.addr("l4")).await.unwrap();
         // A payload larger than the copy buffers, both ways.
@@ -80,11 +83,11 @@ async fn bytes_pass_both_ways_and_half_close_is_passed_on() {
 
 #[tokio::test]
 async fn many_connections_close_cleanly() {
-    with_timeout(30, async {
+    with_timeout(Duration::from_secs(30), async {
         let up = echo_bye();
-        let proxy = Proxy::start(&tcp_config(
+        let proxy = start(&tcp_config(
             "[{typed: tcp_proxy, config: {cluster: backend}}]",
-            up,
+            up.addr,
         ));
         let addr = proxy.addr("l4");
         let tasks: Vec<_> = (0..20)
@@ -110,11 +113,11 @@ async fn many_connections_close_cleanly() {
 
 #[tokio::test]
 async fn idle_connections_are_closed() {
-    with_timeout(30, async {
+    with_timeout(Duration::from_secs(30), async {
         let up = echo_bye();
-        let proxy = Proxy::start(&tcp_config(
+        let proxy = start(&tcp_config(
             "[{typed: tcp_proxy, config: {cluster: backend, idle_timeout: 300ms}}]",
-            up,
+            up.addr,
         ));
         let mut c = TcpStream::connect(proxy.addr("l4")).await.unwrap();
         c.write_all(b"ping").await.unwrap();
@@ -133,8 +136,8 @@ async fn idle_connections_are_closed() {
 
 #[tokio::test]
 async fn unreachable_upstream_closes_the_client() {
-    with_timeout(30, async {
-        let proxy = Proxy::start(&tcp_config(
+    with_timeout(Duration::from_secs(30), async {
+        let proxy = start(&tcp_config(
             "[{typed: tcp_proxy, config: {cluster: backend}}]",
             closed_port(),
         ));
@@ -148,14 +151,14 @@ async fn unreachable_upstream_closes_the_client() {
 
 #[tokio::test]
 async fn connection_limits_per_listener_and_source() {
-    with_timeout(30, async {
+    with_timeout(Duration::from_secs(30), async {
         let up = echo_bye();
-        let proxy = Proxy::start(&tcp_config(
+        let proxy = start(&tcp_config(
             "[{typed: connection_limit, config: {max_per_source_ip: 2}}, {typed: tcp_proxy, config: {cluster: backend}}]",
-            up,
+            up.addr,
         ));
         let addr = proxy.addr("l4");
-        let open = |addr: String| async move {
+        let open = |addr: std::net::SocketAddr| async move {
             let mut c = TcpStream::connect(addr).await.unwrap();
             c.write_all(b"x").await.unwrap();
             let mut b = [0u8; 1];
@@ -164,14 +167,14 @@ async fn connection_limits_per_listener_and_source() {
                 _ => None,
             }
         };
-        let a = open(addr.clone()).await.expect("first admitted");
-        let b = open(addr.clone()).await.expect("second admitted");
-        assert!(open(addr.clone()).await.is_none(), "third from the same IP admitted");
+        let a = open(addr).await.expect("first admitted");
+        let b = open(addr).await.expect("second admitted");
+        assert!(open(addr).await.is_none(), "third from the same IP admitted");
         drop(a);
         // The place is given back once the proxy sees the close.
         let mut again = None;
         for _ in 0..50 {
-            again = open(addr.clone()).await;
+            again = open(addr).await;
             if again.is_some() {
                 break;
             }
@@ -185,11 +188,11 @@ async fn connection_limits_per_listener_and_source() {
 
 #[tokio::test]
 async fn connection_faults_reset_and_delay() {
-    with_timeout(30, async {
+    with_timeout(Duration::from_secs(30), async {
         let up = echo_bye();
-        let proxy = Proxy::start(&tcp_config(
+        let proxy = start(&tcp_config(
             "[{typed: connection_fault, config: {reset: {reset_percent: 100}}}, {typed: tcp_proxy, config: {cluster: backend}}]",
-            up,
+            up.addr,
         ));
         // The reset may even beat the end of connect. Nothing written: a write could
         // take the reset error before the read does.
@@ -203,9 +206,9 @@ async fn connection_faults_reset_and_delay() {
             "expected a reset, got {r:?} {buf:?}"
         );
 
-        let delayed = Proxy::start(&tcp_config(
+        let delayed = start(&tcp_config(
             "[{typed: connection_fault, config: {delay: {duration: 300ms}}}, {typed: tcp_proxy, config: {cluster: backend}}]",
-            up,
+            up.addr,
         ));
         let t = Instant::now();
         let mut c = TcpStream::connect(delayed.addr("l4")).await.unwrap();
@@ -242,7 +245,7 @@ fn bad_network_sections_are_refused() {
             "listeners[0].network_filters[0].config.reset.reset_percent",
         ),
     ] {
-        let err = Proxy::try_start(&tcp_config(filters, up))
+        let err = try_start(&tcp_config(filters, up))
             .err()
             .unwrap_or_else(|| panic!("{filters}"));
         assert!(err.contains(field), "{filters}: {err}");
@@ -251,17 +254,17 @@ fn bad_network_sections_are_refused() {
 
 #[tokio::test]
 async fn metrics_count_bytes_and_refusals() {
-    with_timeout(30, async {
+    with_timeout(Duration::from_secs(30), async {
         let up = echo_bye();
-        let admin = common::free_addr();
+        let admin = free_addr();
         let yaml = format!(
             "admin: {{ address: \"{admin}\" }}\n{}",
             tcp_config(
                 "[{typed: connection_limit, config: {max_connections: 1}}, {typed: tcp_proxy, config: {cluster: backend}}]",
-                up,
+                up.addr,
             )
         );
-        let proxy = Proxy::start(&yaml);
+        let proxy = start(&yaml);
         let addr = proxy.addr("l4");
         let mut c = TcpStream::connect(&addr).await.unwrap();
         c.write_all(b"0123456789").await.unwrap();
@@ -275,8 +278,8 @@ async fn metrics_count_bytes_and_refusals() {
         let mut tail = Vec::new();
         c.read_to_end(&mut tail).await.unwrap();
         assert_eq!(tail, b"bye");
-        let text = common::admin_get(admin, "/stats/prometheus").await;
-        let v = |s: &str| common::sample(&text, s);
+        let text = client::get(admin, "/stats/prometheus", &[]).await.text();
+        let v = |s: &str| prometheus::sample(&text, s);
         assert_eq!(v("proxy_filters_tcp_proxy_bytes_total{filter=\"l4\",direction=\"upstream\"}"), Some(10.0), "{text}");
         assert_eq!(v("proxy_filters_tcp_proxy_bytes_total{filter=\"l4\",direction=\"downstream\"}"), Some(13.0), "{text}");
         assert_eq!(v("proxy_filters_connection_limit_refused_total{filter=\"l4\",reason=\"listener\"}"), Some(1.0), "{text}");
