@@ -5,62 +5,24 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{collections::HashMap, future::Future, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use proxy_core::{cluster::HealthFlags, config::Config, Registry, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use proxy_core::{cluster::HealthFlags, Registry};
+use proxy_test_support::{
+    client::raw, free_addr, server, upstream::response, with_timeout, yaml, TestServer, Upstream,
+};
 
 /// An upstream answering every request with its own name as the body.
-fn upstream(name: &'static str) -> SocketAddr {
+fn upstream(name: &'static str) -> Upstream {
     upstream_after(name, Duration::ZERO)
 }
 
 /// An upstream answering every request with its own name, `delay` after the head.
-fn upstream_after(name: &'static str, delay: Duration) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let Ok(n) = s.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            buf.drain(..end + 4);
-                            if !delay.is_zero() {
-                                tokio::time::sleep(delay).await;
-                            }
-                            let resp = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}",
-                                name.len()
-                            );
-                            if s.write_all(resp.as_bytes()).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-    });
-    addr
+fn upstream_after(name: &'static str, delay: Duration) -> Upstream {
+    Upstream::http_async(move |_| async move {
+        tokio::time::sleep(delay).await;
+        response(200, name)
+    })
 }
 
 fn registry() -> Registry {
@@ -69,64 +31,33 @@ fn registry() -> Registry {
     r
 }
 
+/// One listener `main` sending everything to cluster `backends` of `endpoints` (a
+/// YAML flow list) balanced by `lb` (indented YAML lines).
 fn config(lb: &str, endpoints: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ path: {{ prefix: "/" }} }}
-            cluster: backends
-clusters:
-  - name: backends
-    endpoints: {endpoints}
-    lb:
-{lb}
-"#
+    yaml::config(
+        &[yaml::listener("main", "backends", &[])],
+        &[format!(
+            "  - name: backends\n    endpoints: {endpoints}\n    lb:\n{lb}\n"
+        )],
     )
 }
 
-/// Runs a server on a thread of its own; returns it and its listener address.
-fn start(yaml: &str) -> (Server, std::thread::JoinHandle<()>, String) {
-    let server = Server::new(Config::from_yaml(yaml).unwrap(), registry()).unwrap();
-    let runner = server.clone();
-    let handle = std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
-    for _ in 0..500 {
-        if !server.listener_addresses().is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let addr = server.listener_addresses().into_iter().next().unwrap().1;
-    (server, handle, addr)
+/// Runs a server with proxy-lb registered; returns it and its listener address.
+fn start(yaml: &str) -> (TestServer, SocketAddr) {
+    let proxy = TestServer::start(yaml, registry());
+    let addr = proxy.addr("main");
+    (proxy, addr)
 }
 
-fn stop(server: Server, handle: std::thread::JoinHandle<()>) {
-    server.shutdown();
-    handle.join().unwrap();
-}
-
-/// One GET with extra header lines; returns the body (the upstream's name).
-async fn get(addr: &str, path: &str, headers: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
+/// One GET with extra headers; returns the body (the upstream's name).
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
+    let text = raw::get(addr, path, headers).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+    raw::body_of(&text).to_owned()
 }
 
-async fn within<F: Future<Output = ()>>(f: F) {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .expect("test timed out");
-}
+/// 20 s for a whole test.
+const LIMIT: Duration = Duration::from_secs(20);
 
 fn endpoints(addrs: &[SocketAddr], weights: &[u32]) -> String {
     let items: Vec<String> = addrs
@@ -139,58 +70,61 @@ fn endpoints(addrs: &[SocketAddr], weights: &[u32]) -> String {
 
 #[tokio::test]
 async fn maglev_keys_stick_and_spread() {
-    within(async {
-        let addrs = [upstream("u0"), upstream("u1"), upstream("u2"), upstream("u3")];
+    with_timeout(LIMIT, async {
+        let ups = [upstream("u0"), upstream("u1"), upstream("u2"), upstream("u3")];
+        let addrs = ups.each_ref().map(|u| u.addr);
         let lb = "      typed: maglev\n      config:\n        table_size: 65537\n        hash_policy: [{header: {name: x-user}}, {query_parameter: {name: uid}}]";
-        let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1, 1, 1])));
+        let (mut proxy, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1, 1, 1])));
         let mut owners = HashMap::new();
         for u in 0..24 {
-            let first = get(&addr, "/", &format!("x-user: user-{u}\r\n")).await;
+            let first = get(addr, "/", &[("x-user", &format!("user-{u}"))]).await;
             // The same key from a header or the query goes to the same upstream.
-            assert_eq!(get(&addr, &format!("/p?uid=user-{u}"), "").await, first);
-            assert_eq!(get(&addr, "/", &format!("x-user: user-{u}\r\n")).await, first);
+            assert_eq!(get(addr, &format!("/p?uid=user-{u}"), &[]).await, first);
+            assert_eq!(get(addr, "/", &[("x-user", &format!("user-{u}"))]).await, first);
             owners.insert(u, first);
         }
         let distinct: std::collections::HashSet<_> = owners.values().collect();
         assert!(distinct.len() >= 3, "keys spread over {distinct:?}");
-        stop(server, handle);
+        proxy.stop();
     })
     .await;
 }
 
 #[tokio::test]
 async fn weighted_round_robin_exact_over_cycles() {
-    within(async {
-        let addrs = [upstream("a"), upstream("b"), upstream("c")];
+    with_timeout(LIMIT, async {
+        let ups = [upstream("a"), upstream("b"), upstream("c")];
+        let addrs = ups.each_ref().map(|u| u.addr);
         let lb = "      typed: round_robin";
-        let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[3, 1, 2])));
+        let (mut proxy, addr) = start(&config(lb, &endpoints(&addrs, &[3, 1, 2])));
         let mut counts: HashMap<String, u32> = HashMap::new();
         for _ in 0..12 {
-            *counts.entry(get(&addr, "/", "").await).or_default() += 1;
+            *counts.entry(get(addr, "/", &[]).await).or_default() += 1;
         }
         assert_eq!(counts.get("a"), Some(&6), "{counts:?}");
         assert_eq!(counts.get("b"), Some(&2), "{counts:?}");
         assert_eq!(counts.get("c"), Some(&4), "{counts:?}");
-        stop(server, handle);
+        proxy.stop();
     })
     .await;
 }
 
 #[tokio::test]
 async fn least_request_and_random_serve() {
-    within(async {
-        let addrs = [upstream("x"), upstream("y")];
+    with_timeout(LIMIT, async {
+        let ups = [upstream("x"), upstream("y")];
+        let addrs = ups.each_ref().map(|u| u.addr);
         for lb in [
             "      typed: least_request\n      config: {choice_count: 2}",
             "      typed: random",
         ] {
-            let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1])));
+            let (mut proxy, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1])));
             let mut seen = std::collections::HashSet::new();
             for _ in 0..40 {
-                seen.insert(get(&addr, "/", "").await);
+                seen.insert(get(addr, "/", &[]).await);
             }
             assert_eq!(seen.len(), 2, "{lb}: {seen:?}");
-            stop(server, handle);
+            proxy.stop();
         }
     })
     .await;
@@ -200,8 +134,9 @@ async fn least_request_and_random_serve() {
 /// back (hash balancers).
 #[tokio::test]
 async fn flagged_endpoints_get_no_traffic() {
-    within(async {
-        let addrs = [upstream("h0"), upstream("h1"), upstream("h2")];
+    with_timeout(LIMIT, async {
+        let ups = [upstream("h0"), upstream("h1"), upstream("h2")];
+        let addrs = ups.each_ref().map(|u| u.addr);
         for lb in [
             "      typed: maglev\n      config:\n        hash_policy: [{header: {name: x-user}}]",
             "      typed: ring_hash\n      config:\n        hash_policy: [{header: {name: x-user}}]",
@@ -209,21 +144,21 @@ async fn flagged_endpoints_get_no_traffic() {
             "      typed: least_request",
             "      typed: random",
         ] {
-            let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 2, 1])));
-            let owner = get(&addr, "/", "x-user: ann\r\n").await;
-            let snapshot = server.snapshot();
+            let (mut proxy, addr) = start(&config(lb, &endpoints(&addrs, &[1, 2, 1])));
+            let owner = get(addr, "/", &[("x-user", "ann")]).await;
+            let snapshot = proxy.server().snapshot();
             let cluster = snapshot.clusters.get("backends").unwrap();
             let i = usize::from(owner.as_bytes()[1] - b'0');
             assert_eq!(cluster.endpoints[i].address, addrs[i]);
             cluster.endpoints[i].set_health_flag(HealthFlags::EJECTED);
             for _ in 0..12 {
-                assert_ne!(get(&addr, "/", "x-user: ann\r\n").await, owner, "{lb}");
+                assert_ne!(get(addr, "/", &[("x-user", "ann")]).await, owner, "{lb}");
             }
             cluster.endpoints[i].clear_health_flag(HealthFlags::EJECTED);
             if lb.contains("hash_policy") {
-                assert_eq!(get(&addr, "/", "x-user: ann\r\n").await, owner, "{lb}");
+                assert_eq!(get(addr, "/", &[("x-user", "ann")]).await, owner, "{lb}");
             }
-            stop(server, handle);
+            proxy.stop();
         }
     })
     .await;
@@ -233,19 +168,19 @@ async fn flagged_endpoints_get_no_traffic() {
 /// the fast one.
 #[tokio::test]
 async fn least_request_avoids_a_slow_endpoint() {
-    within(async {
-        let addrs = [
+    with_timeout(LIMIT, async {
+        let ups = [
             upstream_after("slow", Duration::from_millis(600)),
             upstream("fast"),
         ];
+        let addrs = ups.each_ref().map(|u| u.addr);
         let lb = "      typed: least_request";
-        let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1])));
+        let (mut proxy, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1])));
         let mut tasks = Vec::new();
         for i in 0..20u64 {
-            let addr = addr.clone();
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(20 * i)).await;
-                get(&addr, "/", "").await
+                get(addr, "/", &[]).await
             }));
         }
         let mut slow = 0;
@@ -257,37 +192,38 @@ async fn least_request_avoids_a_slow_endpoint() {
         // Round robin would send 10; least request only the first few (ties while a
         // fast request is still in flight on a loaded machine).
         assert!(slow <= 4, "{slow} of 20 went to the slow endpoint");
-        stop(server, handle);
+        proxy.stop();
     })
     .await;
 }
 
 #[tokio::test]
 async fn ring_hash_reload_moves_only_removed_endpoint_keys() {
-    within(async {
-        let addrs = [
+    with_timeout(LIMIT, async {
+        let ups = [
             upstream("r0"),
             upstream("r1"),
             upstream("r2"),
             upstream("r3"),
         ];
+        let addrs = ups.each_ref().map(|u| u.addr);
         let lb =
             "      typed: ring_hash\n      config:\n        hash_policy: [{cookie: {name: sid}}]";
-        let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1, 1, 1])));
+        let (mut proxy, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1, 1, 1])));
         let mut before = HashMap::new();
         for u in 0..40 {
             before.insert(
                 u,
-                get(&addr, "/", &format!("cookie: a=1; sid=s{u}\r\n")).await,
+                get(addr, "/", &[("cookie", &format!("a=1; sid=s{u}"))]).await,
             );
         }
         // Same lb section: the balancer instance is kept and told of the new set.
-        server
-            .reload(Config::from_yaml(&config(lb, &endpoints(&addrs[..3], &[1, 1, 1]))).unwrap())
+        proxy
+            .reload(&config(lb, &endpoints(&addrs[..3], &[1, 1, 1])))
             .unwrap();
         let mut moved = 0;
         for u in 0..40 {
-            let now = get(&addr, "/", &format!("cookie: a=1; sid=s{u}\r\n")).await;
+            let now = get(addr, "/", &[("cookie", &format!("a=1; sid=s{u}"))]).await;
             if before[&u] == "r3" {
                 assert_ne!(now, "r3");
                 moved += 1;
@@ -296,58 +232,51 @@ async fn ring_hash_reload_moves_only_removed_endpoint_keys() {
             }
         }
         assert!(moved > 0, "no key lived on the removed endpoint");
-        stop(server, handle);
+        proxy.stop();
     })
     .await;
 }
 
 #[tokio::test]
 async fn source_ip_hash_without_filters() {
-    within(async {
-        let addrs = [upstream("s0"), upstream("s1"), upstream("s2")];
+    with_timeout(LIMIT, async {
+        let ups = [upstream("s0"), upstream("s1"), upstream("s2")];
+        let addrs = ups.each_ref().map(|u| u.addr);
         let lb = "      typed: maglev\n      config:\n        hash_policy: [source_ip]";
-        let (server, handle, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1, 1])));
-        let first = get(&addr, "/", "").await;
+        let (mut proxy, addr) = start(&config(lb, &endpoints(&addrs, &[1, 1, 1])));
+        let first = get(addr, "/", &[]).await;
         for _ in 0..10 {
-            assert_eq!(get(&addr, "/", "").await, first);
+            assert_eq!(get(addr, "/", &[]).await, first);
         }
-        stop(server, handle);
+        proxy.stop();
     })
     .await;
 }
 
 #[tokio::test]
 async fn hash_pick_metrics_on_admin() {
-    within(async {
-        let addrs = [upstream("m0"), upstream("m1")];
-        let admin = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+    with_timeout(LIMIT, async {
+        let ups = [upstream("m0"), upstream("m1")];
+        let addrs = ups.each_ref().map(|u| u.addr);
+        let admin = free_addr();
         let lb = "      typed: maglev\n      config:\n        hash_policy: [{header: {name: x-user}}]";
         let yaml = format!(
             "admin:\n  address: \"{admin}\"\n{}",
             config(lb, &endpoints(&addrs, &[1, 1]))
         );
-        let (server, handle, addr) = start(&yaml);
+        let (mut proxy, addr) = start(&yaml);
         for u in 0..5 {
-            get(&addr, "/", &format!("x-user: u{u}\r\n")).await;
+            get(addr, "/", &[("x-user", &format!("u{u}"))]).await;
         }
-        get(&addr, "/", "").await;
-        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-        s.write_all(b"GET /stats/prometheus HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.unwrap();
-        let text = String::from_utf8_lossy(&out);
+        get(addr, "/", &[]).await;
+        let text = raw::get(admin, "/stats/prometheus", &[]).await;
         let series = |result: &str| {
             format!("proxy_lb_hash_picks_total{{cluster=\"backends\",policy=\"maglev\",result=\"{result}\"}}")
         };
         assert!(text.contains(&format!("{} 5", series("owner"))), "{text}");
         assert!(text.contains(&format!("{} 1", series("no_key"))), "{text}");
         assert_eq!(text.matches("# TYPE proxy_lb_hash_picks_total").count(), 1);
-        stop(server, handle);
+        proxy.stop();
     })
     .await;
 }
@@ -390,10 +319,7 @@ fn bad_sections_are_refused_naming_the_field() {
         ),
     ];
     for (lb, want) in cases {
-        let err = Server::new(Config::from_yaml(&config(lb, addrs)).unwrap(), registry())
-            .err()
-            .map(|e| proxy_core::DisplayChain(&e).to_string())
-            .unwrap_or_default();
+        let err = server::load_error(&config(lb, addrs), registry()).unwrap_or_default();
         assert!(err.contains(want), "{lb}: {err}");
     }
 }

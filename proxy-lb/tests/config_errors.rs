@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use proxy_core::{config::Config, snapshot::Snapshot, Registry};
+use proxy_test_support::yaml;
 
 fn registry() -> Registry {
     let mut r = Registry::default();
@@ -16,24 +17,15 @@ fn registry() -> Registry {
 /// A config with one listener whose `http_filters` are `filters`, routing to cluster
 /// `app` (endpoints labelled zone z1 / group g1) with `lb` and `extensions`.
 fn config(filters: &str, lb: &str, extensions: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    http_filters: {filters}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ path: {{ prefix: "/" }} }}
-            cluster: app
-clusters:
-  - name: app
-    endpoints: [{{ address: "127.0.0.1:1", metadata: {{ zone: z1, group: g1 }} }}]
-    lb: {lb}
-    extensions: {extensions}
-"#
+    yaml::config(
+        &[yaml::listener(
+            "main",
+            "app",
+            &[&format!("http_filters: {filters}")],
+        )],
+        &[format!(
+            "  - name: app\n    endpoints: [{{ address: \"127.0.0.1:1\", metadata: {{ zone: z1, group: g1 }} }}]\n    lb: {lb}\n    extensions: {extensions}\n"
+        )],
     )
 }
 

@@ -9,9 +9,9 @@ mod common_resilience;
 use std::{net::SocketAddr, time::Duration};
 
 use common_resilience::{
-    cluster_status, eventually, flags, free_addr, get, listener, load_error, prometheus, Proxy,
-    Upstream, LIMIT,
+    cluster_status, flags, get, listener, load_error, prometheus, start, Upstream, LIMIT,
 };
+use proxy_test_support::{eventually_async, free_addr};
 
 fn yaml(endpoints: &[SocketAddr], hc: &str, admin: SocketAddr) -> String {
     let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
@@ -28,14 +28,11 @@ const HTTP_HC: &str = "{interval: 50ms, jitter: 20ms, timeout: 200ms, unhealthy_
 async fn http_checks_take_an_endpoint_out_and_back() {
     let (e1, e2) = (Upstream::start("e1"), Upstream::start("e2"));
     let admin = free_addr();
-    let proxy = Proxy::start(&yaml(&[e1.addr, e2.addr], HTTP_HC, admin));
+    let proxy = start(&yaml(&[e1.addr, e2.addr], HTTP_HC, admin));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
         assert!(
-            eventually(Duration::from_secs(5), || async {
-                e1.probes.load(std::sync::atomic::Ordering::SeqCst) >= 2
-            })
-            .await,
+            eventually_async(Duration::from_secs(5), || async { e1.probes() >= 2 }).await,
             "probes run"
         );
         e1.set_health(204);
@@ -47,7 +44,7 @@ async fn http_checks_take_an_endpoint_out_and_back() {
 
         e1.set_health(500);
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 flags(admin, "app", e1.addr).await == ["active_hc_failed"]
             })
             .await,
@@ -71,14 +68,14 @@ async fn http_checks_take_an_endpoint_out_and_back() {
 
         e1.set_health(200);
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 flags(admin, "app", e1.addr).await.is_empty()
             })
             .await,
             "healthy again"
         );
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 get(addr, "/", &[]).await.upstream() == "e1"
             })
             .await,
@@ -110,11 +107,11 @@ async fn tcp_checks_find_a_dead_port_and_no_healthy_endpoint_answers_503() {
     let dead = free_addr();
     let admin = free_addr();
     let hc = "{interval: 50ms, timeout: 200ms, unhealthy_threshold: 1, healthy_threshold: 1, probe: tcp}";
-    let proxy = Proxy::start(&yaml(&[e1.addr, dead], hc, admin));
+    let proxy = start(&yaml(&[e1.addr, dead], hc, admin));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 flags(admin, "app", dead).await == ["active_hc_failed"]
             })
             .await,
@@ -131,11 +128,11 @@ async fn tcp_checks_find_a_dead_port_and_no_healthy_endpoint_answers_503() {
 
     // Every endpoint failing: a prompt 503 with the reason.
     let admin = free_addr();
-    let proxy = Proxy::start(&yaml(&[dead], hc, admin));
+    let proxy = start(&yaml(&[dead], hc, admin));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 flags(admin, "app", dead).await == ["active_hc_failed"]
             })
             .await,

@@ -10,9 +10,9 @@ mod common_resilience;
 use std::{net::SocketAddr, time::Duration};
 
 use common_resilience::{
-    cluster_status, eventually, flags, free_addr, get, listener, load_error, prometheus, Proxy,
-    Upstream, Webhook, LIMIT,
+    cluster_status, flags, get, listener, load_error, prometheus, start, Upstream, Webhook, LIMIT,
 };
+use proxy_test_support::{eventually_async, free_addr, TestServer};
 
 fn yaml(ups: &[&Upstream], outlier: &str, admin: SocketAddr) -> String {
     let eps: Vec<String> = ups.iter().map(|u| format!("\"{}\"", u.addr)).collect();
@@ -50,7 +50,7 @@ async fn failing_backend_is_ejected_reported_and_readmitted_after_a_probe() {
     );
     let hook = Webhook::start(r#"{"action":"keep"}"#);
     let admin = free_addr();
-    let proxy = Proxy::start(&yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin));
+    let proxy = start(&yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
         assert_eq!(load(addr, 30).await, 30);
@@ -72,7 +72,7 @@ async fn failing_backend_is_ejected_reported_and_readmitted_after_a_probe() {
 
         // The webhook got the ejection.
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 !hook.bodies().is_empty()
             })
             .await,
@@ -83,14 +83,11 @@ async fn failing_backend_is_ejected_reported_and_readmitted_after_a_probe() {
         assert_eq!(body["endpoint"], e1.addr.to_string(), "{body}");
         assert_eq!(body["reason"], "consecutive_5xx", "{body}");
         assert_eq!(body["times_ejected"], 1, "{body}");
-        assert!(hook.lines.lock().unwrap()[0].starts_with("POST /ejections "));
+        assert!(hook.lines()[0].starts_with("POST /ejections "));
 
         // Past the ejection time, the failing probe keeps it out.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert!(
-            e1.probes.load(std::sync::atomic::Ordering::SeqCst) >= 1,
-            "probed after its ejection time"
-        );
+        assert!(e1.probes() >= 1, "probed after its ejection time");
         load(addr, 20).await;
         assert_eq!(e1.hits(), out, "still out while its probe fails");
         assert_eq!(flags(admin, "app", e1.addr).await, ["ejected"]);
@@ -111,7 +108,7 @@ async fn failing_backend_is_ejected_reported_and_readmitted_after_a_probe() {
         e1.set_health(200);
         e1.set_status(200);
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 load(addr, 3).await;
                 e1.hits() > out
             })
@@ -151,13 +148,13 @@ async fn webhook_can_remove_an_endpoint_for_good() {
     );
     let hook = Webhook::start(r#"{"action":"remove"}"#);
     let admin = free_addr();
-    let proxy = Proxy::start(&yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin));
+    let proxy = start(&yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
         e1.set_status(503);
         load(addr, 12).await;
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 flags(admin, "app", e1.addr).await == ["removed"]
             })
             .await,
@@ -187,7 +184,7 @@ async fn panic_threshold_keeps_the_last_hosts_in() {
         "{{interval: 100ms, consecutive_5xx: 2, base_ejection_time: 10s, max_ejection_percent: 100, panic_threshold_percent: 50, healing: {{webhook: {{url: \"http://{}/x\"}}}}}}",
         hook.addr
     );
-    let proxy = Proxy::start(&yaml(&[&e1, &e2], &cfg, admin));
+    let proxy = start(&yaml(&[&e1, &e2], &cfg, admin));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
         e1.set_status(500);
@@ -227,13 +224,13 @@ async fn failure_percentage_ejects_over_an_interval() {
         "{{interval: 100ms, base_ejection_time: 10s, max_ejection_percent: 50, failure_percentage: {{threshold_percent: 50, minimum_hosts: 3, request_volume: 3}}, healing: {{webhook: {{url: \"http://{}/x\"}}}}}}",
         hook.addr
     );
-    let proxy = Proxy::start(&yaml(&[&e1, &e2, &e3], &cfg, admin));
+    let proxy = start(&yaml(&[&e1, &e2, &e3], &cfg, admin));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
         e2.set_status(502);
         // Keep traffic flowing: an interval needs 3 requests on each of the 3 hosts.
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 load(addr, 9).await;
                 flags(admin, "app", e2.addr).await == ["ejected"]
             })
@@ -241,7 +238,7 @@ async fn failure_percentage_ejects_over_an_interval() {
             "ejected at the interval"
         );
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 !hook.bodies().is_empty()
             })
             .await,
@@ -265,7 +262,7 @@ async fn ejection_survives_a_reload_and_the_new_detector_readmits() {
     );
     let hook = Webhook::start("{}");
     let admin = free_addr();
-    let proxy = Proxy::start(&yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin));
+    let proxy = start(&yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
         e1.set_status(500);
@@ -274,10 +271,7 @@ async fn ejection_survives_a_reload_and_the_new_detector_readmits() {
         assert_eq!(flags(admin, "app", e1.addr).await, ["ejected"]);
         // Same section: the same detector instance carries on.
         let same = yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin);
-        proxy
-            .server
-            .reload(proxy_core::config::Config::from_yaml(&same).unwrap())
-            .unwrap();
+        proxy.reload(&same).unwrap();
         assert_eq!(flags(admin, "app", e1.addr).await, ["ejected"]);
         // A changed section: a new detector adopts the ejected endpoint.
         let changed = yaml(
@@ -285,10 +279,7 @@ async fn ejection_survives_a_reload_and_the_new_detector_readmits() {
             &outlier_cfg(&hook, ", consecutive_gateway_failure: 4"),
             admin,
         );
-        proxy
-            .server
-            .reload(proxy_core::config::Config::from_yaml(&changed).unwrap())
-            .unwrap();
+        proxy.reload(&changed).unwrap();
         let (_, ext) = cluster_status(admin, "app", e1.addr).await;
         assert_eq!(ext[0]["status"]["ejected"], 1, "{ext}");
         let out = e1.hits();
@@ -297,7 +288,7 @@ async fn ejection_survives_a_reload_and_the_new_detector_readmits() {
         e1.set_status(200);
         e1.set_health(200);
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 load(addr, 3).await;
                 e1.hits() > out
             })
@@ -332,7 +323,7 @@ async fn a_custom_sink_gets_reports_and_removes() {
     let mut registry = common_resilience::registry();
     proxy_lb::outlier::register_with_sink(&mut registry, std::sync::Arc::new(healer));
     let admin = free_addr();
-    let proxy = Proxy::start_with(
+    let proxy = TestServer::start(
         &yaml(
             &[&e1, &e2, &e3],
             "{interval: 100ms, consecutive_5xx: 2}",
@@ -345,7 +336,7 @@ async fn a_custom_sink_gets_reports_and_removes() {
         e3.set_status(500);
         load(addr, 9).await;
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 flags(admin, "app", e3.addr).await == ["removed"]
             })
             .await,

@@ -9,10 +9,9 @@ mod common_resilience;
 
 use std::collections::HashMap;
 
-use common_resilience::{
-    free_addr, get, listener, load_error, prometheus, request, Proxy, Upstream, LIMIT,
-};
+use common_resilience::{get, listener, load_error, prometheus, request, start, Upstream, LIMIT};
 use proxy_core::config::Config;
+use proxy_test_support::free_addr;
 
 fn yaml(
     rules: &str,
@@ -63,7 +62,7 @@ async fn transfers_go_to_group_2_and_the_rest_elsewhere() {
         Upstream::start("billing"),
     );
     let admin = free_addr();
-    let proxy = Proxy::start(&format!(
+    let proxy = start(&format!(
         "admin: {{address: \"{admin}\"}}\n{}",
         yaml(RULES, &[&a1, &a2], &[&b1, &b2], &c, &bill)
     ));
@@ -145,7 +144,7 @@ async fn rules_swap_live_on_reload_and_empty_groups_answer_503() {
         Upstream::start("canary"),
         Upstream::start("billing"),
     );
-    let proxy = Proxy::start(&yaml(RULES, &[&a1, &a2], &[&b1, &b2], &c, &bill));
+    let proxy = start(&yaml(RULES, &[&a1, &a2], &[&b1, &b2], &c, &bill));
     let addr = proxy.addr("main");
     tokio::time::timeout(LIMIT, async {
         assert!(get(addr, "/", &[("type", "transfer")])
@@ -157,7 +156,7 @@ async fn rules_swap_live_on_reload_and_empty_groups_answer_503() {
             {name: transfers, match: {headers: [{name: type, value: {exact: transfer}}]}, to: {group: Group_1}},
             {name: ghost, match: {headers: [{name: type, value: {exact: ghost}}]}, to: {group: Nobody}}]"#;
         let cfg = Config::from_yaml(&yaml(swapped, &[&a1, &a2], &[&b1, &b2], &c, &bill)).unwrap();
-        proxy.server.reload(cfg).unwrap();
+        proxy.server().reload(cfg).unwrap();
         for _ in 0..5 {
             let r = get(addr, "/", &[("type", "transfer")]).await;
             assert!(r.upstream().starts_with("g1-"), "{}", r.upstream());
@@ -254,7 +253,7 @@ async fn zone_and_group_together_pick_the_intersection() {
         .collect();
     let filters = "[{typed: zone_routing, config: {local_data_centre: dc1, local_cluster: app, zones: [{name: z1, data_centre: dc1, city: hz}, {name: z2, data_centre: dc1, city: hz}]}},
                     {typed: traffic_steering, config: {rules: [{match: {headers: [{name: type, value: {exact: transfer}}]}, to: {group: Group_2}}]}}]";
-    let proxy = Proxy::start(&format!(
+    let proxy = start(&format!(
         "listeners:\n{}clusters:\n  - {{name: app, lb: zone_aware, endpoints: [{}]}}\n",
         listener("main", filters, "app"),
         eps.join(", ")

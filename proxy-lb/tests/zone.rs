@@ -10,9 +10,8 @@ mod common_resilience;
 
 use std::time::Duration;
 
-use common_resilience::{
-    eventually, free_addr, get, listener, load_error, prometheus, Proxy, Upstream, LIMIT,
-};
+use common_resilience::{get, listener, load_error, prometheus, start, Upstream, LIMIT};
+use proxy_test_support::{eventually_async, free_addr};
 
 /// Proxy B: data centre dc2, serving zone z3 from `u3`.
 fn dc2_yaml(u3: &Upstream) -> String {
@@ -72,10 +71,10 @@ async fn zone_cookie_uid_forward_and_failover() {
         Upstream::start("u3"),
         Upstream::start("u4"),
     );
-    let mut dc2 = Proxy::start(&dc2_yaml(&u3));
+    let mut dc2 = start(&dc2_yaml(&u3));
     let dc2_addr = dc2.addr("main");
     let admin = free_addr();
-    let dc1 = Proxy::start(&dc1_yaml(&u1, &u2, dc2_addr, &u4, admin));
+    let dc1 = start(&dc1_yaml(&u1, &u2, dc2_addr, &u4, admin));
     let a = dc1.addr("main");
     let expected = |zone: &str| match zone {
         "z1" => "u1",
@@ -139,7 +138,7 @@ async fn zone_cookie_uid_forward_and_failover() {
         // Failover. z1's endpoint fails its health checks -> z2 (same data centre).
         u1.set_health(503);
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 get(a, "/", &[("x-uid", "10")]).await.upstream() == "u2"
             })
             .await,
@@ -154,7 +153,7 @@ async fn zone_cookie_uid_forward_and_failover() {
         // z2 fails too -> z3 in dc2 (same city), through proxy B.
         u2.set_health(503);
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 get(a, "/", &[("x-uid", "10")]).await.upstream() == "u3"
             })
             .await,
@@ -163,7 +162,7 @@ async fn zone_cookie_uid_forward_and_failover() {
         // dc2's proxy goes away -> z4 in another city.
         dc2.stop();
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 get(a, "/", &[("x-uid", "10")]).await.upstream() == "u4"
             })
             .await,
@@ -172,7 +171,7 @@ async fn zone_cookie_uid_forward_and_failover() {
         // z1 recovers: back home.
         u1.set_health(200);
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 get(a, "/", &[("x-uid", "10")]).await.upstream() == "u1"
             })
             .await,

@@ -8,7 +8,7 @@ use tokio::{
     net::TcpStream,
 };
 
-/// How long [`get`] waits for the whole answer.
+/// How long [`request`] waits for the whole answer.
 const GET_LIMIT: Duration = Duration::from_secs(10);
 
 /// Sends `bytes` on a fresh connection and reads until the peer closes or nothing
@@ -37,17 +37,18 @@ pub async fn read_idle(s: &mut (impl AsyncRead + Unpin), idle: Duration) -> Vec<
     out
 }
 
-/// Sends `GET path` (`Host: test`, `Connection: close`) with extra `headers` on
-/// `stream` and reads until it closes: the whole response as text.
+/// Sends `METHOD path` (`Host: test`, `Connection: close`, no body) with extra
+/// `headers` on `stream` and reads until it closes: the whole response as text.
 ///
 /// # Errors
 /// When writing or reading fails.
-pub async fn get_on(
+pub async fn request_on(
     stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> io::Result<String> {
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
@@ -58,18 +59,45 @@ pub async fn get_on(
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// [`get_on`] a fresh connection to `addr`, within 10 s.
+/// [`request_on`] with `GET`.
+///
+/// # Errors
+/// When writing or reading fails.
+pub async fn get_on(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    path: &str,
+    headers: &[(&str, &str)],
+) -> io::Result<String> {
+    request_on(stream, "GET", path, headers).await
+}
+
+/// [`request_on`] a fresh connection to `addr`, within 10 s.
+///
+/// # Panics
+/// When the connection fails or the answer takes longer.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    tokio::time::timeout(GET_LIMIT, request_on(&mut s, method, path, headers))
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{method} {path} on {addr}: no whole answer within {GET_LIMIT:?}")
+        })
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+/// [`request`] with `GET`.
 ///
 /// # Panics
 /// When the connection fails or the answer takes longer.
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
-    let mut s = TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    tokio::time::timeout(GET_LIMIT, get_on(&mut s, path, headers))
-        .await
-        .unwrap_or_else(|_| panic!("GET {path} on {addr}: no whole answer within {GET_LIMIT:?}"))
-        .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"))
+    request(addr, "GET", path, headers).await
 }
 
 /// The body of a whole response as text (after the first blank line).
