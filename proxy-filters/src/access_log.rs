@@ -1,10 +1,18 @@
 //! An access log filter: one line per request, as a text template with `%FIELD%`
 //! placeholders or as JSON lines, written by a writer thread off the request path.
 //!
+//! This is one of the two attachment points of [`proxy_core::access_log`], which
+//! holds the record, the formats (the field list is there) and the writer, and says
+//! which to use when: the config's top-level `access_log` sees every request of every
+//! listener, including those the connection loop answers itself; this filter is
+//! placed per listener (`http_filters`) or per route (`routes[].filters`), each with
+//! its own format and file, and sees the requests that reach it (with the local
+//! replies of the filters after it).
+//!
 //! The line is formatted when the response body ends (or is dropped), so it carries
-//! the bytes sent and the full duration. It goes through a bounded queue to a thread
-//! that writes with a buffered writer and flushes whenever the queue is empty; when
-//! the writer falls behind, lines are dropped and counted, never waited for.
+//! the bytes sent and the full duration, into a reused buffer handed to the log's
+//! writer thread; when the writer falls behind, lines are dropped and counted in
+//! `proxy_filters_access_log_lines_total{result="dropped"}`, never waited for.
 //!
 //! Building the layer starts nothing and opens nothing (so `--validate` has no side
 //! effects): the writer thread starts with the first line, and opens the file (append,
@@ -13,14 +21,9 @@
 //! `proxy_filters_access_log_write_errors_total`, the open retried with the next line.
 //! A relative `path` in a config file resolves from the file's directory.
 //!
-//! Fields: `%START_TIME%` (RFC 3339, UTC), `%METHOD%`, `%PATH%` (path and query),
-//! `%PROTOCOL%`, `%STATUS%`, `%BYTES_SENT%`, `%DURATION%` (milliseconds),
-//! `%PEER%` (address and port), `%PEER_IP%`, `%AUTHORITY%`, `%ROUTE%`,
-//! `%PROXY_ERROR%`, `%RPC_SERVICE%`, `%RPC_METHOD%`, `%REQ(name)%`, `%RESP(name)%`, and
-//! Envoy's `%RESPONSE_CODE%`, `%DOWNSTREAM_REMOTE_ADDRESS%`, `%ROUTE_NAME%`,
-//! `%REQ(:METHOD)%`, `%REQ(:PATH)%`, `%REQ(:AUTHORITY)%`. `%%` is a literal `%`.
-//! A missing value prints `-`. In JSON lines a value that is exactly one numeric
-//! field (`%STATUS%`, `%BYTES_SENT%`, `%DURATION%`) is a number.
+//! `format` is `text` (the default, [`DEFAULT_TEXT`]), `json` (the fields of
+//! [`DEFAULT_JSON`]), `{text: TEMPLATE}` or `{json: {KEY: TEMPLATE}}`; the
+//! placeholders are those of [`proxy_core::access_log`].
 //!
 //! ```yaml
 //! http_filters:
@@ -30,31 +33,53 @@
 //!       format: { json: { status: "%STATUS%", path: "%PATH%", ua: "%REQ(user-agent)%" } }
 //! ```
 
-mod format;
-
 use std::{
-    fs::OpenOptions,
-    io::{BufWriter, Write},
-    path::{Path, PathBuf},
+    num::NonZeroUsize,
+    path::PathBuf,
     pin::Pin,
-    sync::{mpsc, Arc, OnceLock},
+    sync::Arc,
     task::{Context, Poll},
-    time::{Instant, SystemTime},
+    time::Instant,
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Uri, Version};
 use http_body::{Frame, SizeHint};
-use proxy_core::{Body, BoxError, HttpRequest, HttpResponse};
+use proxy_core::{
+    access_log::{self as core_log, Defaults, Formatter, LineCounters, Record, Writer},
+    Body, BoxError, HttpRequest, HttpResponse,
+};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
-pub use format::{LogFormat, DEFAULT_TEXT};
+pub use proxy_core::access_log::LogFormat;
 
 use crate::{metrics::AccessLogCounters, ConfigError};
 
 /// The registered name.
 pub const NAME: &str = "access_log";
+
+/// The default text line (`format: text`, or no `format`).
+pub const DEFAULT_TEXT: &str = "[%START_TIME%] \"%METHOD% %PATH% %PROTOCOL%\" %STATUS% %BYTES_SENT% %DURATION% %PEER% \"%AUTHORITY%\" \"%REQ(user-agent)%\" %ROUTE% %PROXY_ERROR%";
+
+/// The default JSON fields (`format: json`, or `{json: {}}`).
+pub const DEFAULT_JSON: &[(&str, &str)] = &[
+    ("start_time", "%START_TIME%"),
+    ("method", "%METHOD%"),
+    ("path", "%PATH%"),
+    ("protocol", "%PROTOCOL%"),
+    ("status", "%STATUS%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+    ("duration_ms", "%DURATION%"),
+    ("peer", "%PEER%"),
+    ("authority", "%AUTHORITY%"),
+    ("route", "%ROUTE%"),
+    ("proxy_error", "%PROXY_ERROR%"),
+];
+
+const DEFAULTS: Defaults = Defaults {
+    text: DEFAULT_TEXT,
+    json: DEFAULT_JSON,
+};
 
 /// The `access_log` filter's section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,7 +97,7 @@ pub struct AccessLogConfig {
     /// Lines queued for the writer at most (default 8192); beyond that lines are
     /// dropped.
     #[serde(default = "default_buffer")]
-    pub buffer_lines: std::num::NonZeroUsize,
+    pub buffer_lines: NonZeroUsize,
 }
 
 /// Stdout, the default text format.
@@ -87,46 +112,20 @@ impl Default for AccessLogConfig {
     }
 }
 
-fn default_buffer() -> std::num::NonZeroUsize {
-    std::num::NonZeroUsize::new(8192).unwrap_or(std::num::NonZeroUsize::MIN)
+fn default_buffer() -> NonZeroUsize {
+    core_log::QUEUE_LINES
 }
 
-/// The writer's end of the queue, made with the first line; the writer thread ends
-/// when the last layer clone holding it is dropped.
-#[derive(Debug)]
-struct Sink {
-    /// The queue to the writer thread once started; `None` if it could not start.
-    tx: OnceLock<Option<mpsc::SyncSender<String>>>,
-    path: Option<PathBuf>,
-    buffer_lines: usize,
-    format: format::Compiled,
-    counters: Arc<AccessLogCounters>,
-}
-
-impl Sink {
-    fn send(&self, line: String) {
-        let tx = self.tx.get_or_init(|| self.start());
-        match tx {
-            Some(tx) if tx.try_send(line).is_ok() => {}
-            _ => self.counters.dropped.inc(),
-        }
+/// The core's writer counts into the filter's registered counters.
+impl LineCounters for AccessLogCounters {
+    fn line_written(&self) {
+        self.written.inc();
     }
-
-    /// Starts the writer thread (which opens the file).
-    fn start(&self) -> Option<mpsc::SyncSender<String>> {
-        let (tx, rx) = mpsc::sync_channel::<String>(self.buffer_lines);
-        let path = self.path.clone();
-        let counters = self.counters.clone();
-        match std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(&rx, path.as_deref(), &counters))
-        {
-            Ok(_) => Some(tx),
-            Err(error) => {
-                tracing::error!(%error, "access log writer thread could not start");
-                None
-            }
-        }
+    fn line_dropped(&self) {
+        self.dropped.inc();
+    }
+    fn write_failed(&self) {
+        self.errors.inc();
     }
 }
 
@@ -165,7 +164,8 @@ impl Sink {
 /// ```
 #[derive(Debug, Clone)]
 pub struct AccessLogLayer {
-    sink: Arc<Sink>,
+    log: Arc<core_log::AccessLog>,
+    listener: Option<Arc<str>>,
 }
 
 impl AccessLogLayer {
@@ -179,19 +179,20 @@ impl AccessLogLayer {
         cfg: &AccessLogConfig,
         counters: Arc<AccessLogCounters>,
     ) -> Result<Self, ConfigError> {
-        let format = format::Compiled::new(&cfg.format)?;
-        if let Some(p) = &cfg.path {
-            check_path(p)?;
-        }
+        let core = |e: proxy_core::ConfigError| ConfigError::invalid(e.path, e.reason);
+        let formatter = Formatter::new(&cfg.format, &DEFAULTS).map_err(core)?;
+        let writer = Writer::new(cfg.path.clone(), cfg.buffer_lines, counters).map_err(core)?;
         Ok(Self {
-            sink: Arc::new(Sink {
-                tx: OnceLock::new(),
-                path: cfg.path.clone(),
-                buffer_lines: cfg.buffer_lines.get(),
-                format,
-                counters,
-            }),
+            log: Arc::new(core_log::AccessLog::from_parts(formatter, writer)),
+            listener: None,
         })
+    }
+
+    /// Names the listener in `%LISTENER%`.
+    #[must_use]
+    pub fn with_listener(mut self, name: Option<&str>) -> Self {
+        self.listener = name.map(Arc::from);
+        self
     }
 }
 
@@ -204,74 +205,14 @@ impl TryFrom<&AccessLogConfig> for AccessLogLayer {
     }
 }
 
-/// What can be checked of a log file without touching it: its directory exists, and
-/// it is not a directory itself.
-fn check_path(p: &Path) -> Result<(), ConfigError> {
-    let bad = |why: &str| ConfigError::invalid("path", format!("{}: {why}", p.display()));
-    if p.is_dir() {
-        return Err(bad("is a directory"));
-    }
-    let dir = match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(bad("its directory does not exist"));
-    }
-    Ok(())
-}
-
-fn open(path: Option<&Path>) -> std::io::Result<Box<dyn Write + Send>> {
-    Ok(match path {
-        Some(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?),
-        None => Box::new(std::io::stdout()),
-    })
-}
-
-/// The writer thread: opens the file, then writes batches of lines, flushing when
-/// the queue is empty. Ends when every sender is gone.
-fn write_lines(rx: &mpsc::Receiver<String>, path: Option<&Path>, counters: &AccessLogCounters) {
-    let mut out: Option<BufWriter<Box<dyn Write + Send>>> = None;
-    let mut reported = false;
-    while let Ok(line) = rx.recv() {
-        if out.is_none() {
-            match open(path) {
-                Ok(w) => out = Some(BufWriter::with_capacity(64 * 1024, w)),
-                Err(error) if !reported => {
-                    reported = true;
-                    tracing::error!(path = ?path, %error, "access log cannot be opened");
-                }
-                Err(_) => {}
-            }
-        }
-        let Some(w) = out.as_mut() else {
-            counters.errors.inc();
-            while rx.try_recv().is_ok() {
-                counters.errors.inc();
-            }
-            continue;
-        };
-        let mut write = |line: String| match w.write_all(line.as_bytes()) {
-            Ok(()) => counters.written.inc(),
-            Err(_) => counters.errors.inc(),
-        };
-        write(line);
-        while let Ok(line) = rx.try_recv() {
-            write(line);
-        }
-        if w.flush().is_err() {
-            counters.errors.inc();
-        }
-    }
-}
-
 impl<S> tower_layer::Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> AccessLog<S> {
         AccessLog {
             inner,
-            sink: self.sink.clone(),
+            log: self.log.clone(),
+            listener: self.listener.clone(),
         }
     }
 }
@@ -280,26 +221,22 @@ impl<S> tower_layer::Layer<S> for AccessLogLayer {
 #[derive(Debug, Clone)]
 pub struct AccessLog<S> {
     inner: S,
-    sink: Arc<Sink>,
+    log: Arc<core_log::AccessLog>,
+    listener: Option<Arc<str>>,
 }
 
-/// What is known of a request when its response starts.
-#[derive(Debug)]
-pub(crate) struct Record {
-    pub(crate) start_wall: SystemTime,
-    pub(crate) start: Instant,
-    pub(crate) method: Method,
-    pub(crate) uri: Uri,
-    pub(crate) version: Version,
-    pub(crate) peer: Option<std::net::SocketAddr>,
-    pub(crate) authority: Option<HeaderValue>,
-    pub(crate) rpc: Option<(Arc<str>, Arc<str>)>,
-    pub(crate) req_headers: Vec<Option<HeaderValue>>,
-    pub(crate) status: u16,
-    pub(crate) route: Option<Arc<str>>,
-    pub(crate) proxy_error: Option<HeaderValue>,
-    pub(crate) resp_headers: Vec<Option<HeaderValue>>,
-    pub(crate) bytes_sent: u64,
+/// A request's record from its arrival to the end of its response.
+struct Pending {
+    record: Record,
+    started: Instant,
+    log: Arc<core_log::AccessLog>,
+}
+
+impl Pending {
+    fn finish(mut self) {
+        self.record.duration = self.started.elapsed();
+        self.log.log(&self.record);
+    }
 }
 
 impl<S> Service<HttpRequest> for AccessLog<S>
@@ -316,38 +253,16 @@ where
     }
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
-        let fmt = &self.sink.format;
-        let record = Record {
-            start_wall: SystemTime::now(),
-            start: Instant::now(),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            peer: req
-                .extensions()
-                .get::<proxy_core::proxy::ConnInfo>()
-                .and_then(|c| c.peer),
-            authority: req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| req.headers().get(http::header::HOST).cloned()),
-            rpc: format::rpc_of(&req),
-            req_headers: fmt
-                .req_headers
-                .iter()
-                .map(|h| req.headers().get(h).cloned())
-                .collect(),
-            status: 0,
-            route: None,
-            proxy_error: None,
-            resp_headers: Vec::new(),
-            bytes_sent: 0,
+        let mut record = self.log.request(&req);
+        record.listener = self.listener.clone();
+        let pending = Pending {
+            record,
+            started: Instant::now(),
+            log: self.log.clone(),
         };
         ResponseFuture {
             fut: self.inner.call(req),
-            record: Some(record),
-            sink: self.sink.clone(),
+            pending: Some(pending),
         }
     }
 }
@@ -358,8 +273,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         fut: F,
-        record: Option<Record>,
-        sink: Arc<Sink>,
+        pending: Option<Pending>,
     }
 }
 
@@ -372,39 +286,23 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.fut.poll(cx));
-        let Some(mut record) = this.record.take() else {
+        let Some(mut pending) = this.pending.take() else {
             return Poll::Ready(result);
         };
         let resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 // The stack edge turns the error into a local reply; log it as 500.
-                record.status = 500;
-                this.sink.send(this.sink.format.line(&record));
+                pending.record.status = 500;
+                pending.finish();
                 return Poll::Ready(Err(e));
             }
         };
-        record.status = resp.status().as_u16();
-        record.route = resp
-            .extensions()
-            .get::<proxy_core::proxy::MatchedRoute>()
-            .map(|r| r.0.name.clone());
-        record.proxy_error = resp
-            .headers()
-            .get(proxy_core::proxy::PROXY_ERROR_HEADER)
-            .cloned();
-        record.resp_headers = this
-            .sink
-            .format
-            .resp_headers
-            .iter()
-            .map(|h| resp.headers().get(h).cloned())
-            .collect();
+        pending.record.response(&resp, pending.log.formatter());
         let (parts, body) = resp.into_parts();
         let body = Body::new(LoggedBody {
             inner: body,
-            record: Some(record),
-            sink: this.sink.clone(),
+            pending: Some(pending),
         });
         Poll::Ready(Ok(HttpResponse::from_parts(parts, body)))
     }
@@ -413,14 +311,13 @@ where
 /// A response body that counts its bytes and logs the line when it ends or drops.
 struct LoggedBody {
     inner: Body,
-    record: Option<Record>,
-    sink: Arc<Sink>,
+    pending: Option<Pending>,
 }
 
 impl LoggedBody {
     fn finish(&mut self) {
-        if let Some(r) = self.record.take() {
-            self.sink.send(self.sink.format.line(&r));
+        if let Some(p) = self.pending.take() {
+            p.finish();
         }
     }
 }
@@ -443,8 +340,8 @@ impl http_body::Body for LoggedBody {
         let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
-                if let (Some(d), Some(r)) = (f.data_ref(), this.record.as_mut()) {
-                    r.bytes_sent += d.len() as u64;
+                if let (Some(d), Some(p)) = (f.data_ref(), this.pending.as_mut()) {
+                    p.record.bytes_sent += d.len() as u64;
                 }
                 if this.inner.is_end_stream() {
                     this.finish();

@@ -98,7 +98,9 @@ pub fn register(registry: &mut Registry) {
         // A relative path is the config file's neighbour, not the working directory's.
         c.path = c.path.map(|p| ctx.resolve_path(&p));
         let counters = counters(ctx, access_log::NAME, c.name.as_deref());
-        Ok(http(access_log::AccessLogLayer::new(&c, counters)?))
+        Ok(http(
+            access_log::AccessLogLayer::new(&c, counters)?.with_listener(ctx.listener),
+        ))
     });
     registry.register_filter(local_rate_limit::NAME, |cfg, ctx| {
         let c: local_rate_limit::LocalRateLimitConfig = cfg.parse()?;

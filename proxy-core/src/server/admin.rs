@@ -211,6 +211,22 @@ fn prometheus(server: &Server) -> String {
             }
         }
     }
+    if snapshot.config.access_log.is_some() {
+        let counts = &server.inner.access_log_counts;
+        let _ = writeln!(out, "# TYPE proxy_access_log_lines_total counter");
+        for (result, n) in [("written", counts.written()), ("dropped", counts.dropped())] {
+            let _ = writeln!(
+                out,
+                "proxy_access_log_lines_total{{result=\"{result}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# TYPE proxy_access_log_write_errors_total counter");
+        let _ = writeln!(
+            out,
+            "proxy_access_log_write_errors_total {}",
+            counts.failed()
+        );
+    }
     snapshot.render_extra_metrics(&mut out);
     out
 }

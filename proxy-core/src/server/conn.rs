@@ -1,22 +1,25 @@
 //! Per-connection context and protocol dispatch.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::BytesMut;
-use http::{Method, StatusCode, Uri, Version};
+use http::StatusCode;
 use tokio::{io::AsyncReadExt, sync::watch};
 
 use super::listen::ListenerRuntime;
 use crate::{
-    access_log::{AccessLog, AccessRecord},
+    access_log::{AccessLog, Record},
     config::{ConnectionLimits, ListenerProtocol},
     connection::{Connection, Retire},
     metrics::ConnStats,
     net::Stream,
     protocol::{Drain, ProtocolServer, ServeContext, Sniff},
     proxy::ConnInfo,
-    proxy::MatchedRoute,
-    BoxHttp, HttpResponse,
+    BoxHttp, HttpRequest, HttpResponse,
 };
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -41,61 +44,30 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn log(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        version: Version,
-        status: StatusCode,
-        bytes_sent: u64,
-        duration: Duration,
-        resp: &HttpResponse,
-    ) {
-        if self.access_log.is_some() {
-            let route = resp.extensions().get::<MatchedRoute>().map(|r| &*r.0.name);
-            let proxy_error = resp
-                .headers()
-                .get(crate::proxy::PROXY_ERROR_HEADER)
-                .and_then(|v| v.to_str().ok());
-            self.log_record(
-                method,
-                uri,
-                version,
-                status,
-                bytes_sent,
-                duration,
-                route,
-                proxy_error,
-            );
-        }
+    /// The access log record of `req`, with the time it arrived, when there is a log.
+    pub(crate) fn log_request(&self, req: &HttpRequest) -> Option<LogStart> {
+        let log = self.access_log.as_ref()?;
+        let mut record = log.request(req);
+        record.listener = Some(self.listener.name.clone());
+        record.peer = self.peer;
+        Some(LogStart {
+            log: log.clone(),
+            record,
+            started: Instant::now(),
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn log_record(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        version: Version,
-        status: StatusCode,
-        bytes_sent: u64,
-        duration: Duration,
-        route: Option<&str>,
-        proxy_error: Option<&str>,
-    ) {
+    /// Logs a request the connection loop answered itself (malformed, timed out):
+    /// its status, reason and body bytes, no method or URI.
+    pub(crate) fn log_local(&self, status: StatusCode, reason: &'static str, bytes_sent: u64) {
         if let Some(log) = &self.access_log {
-            log.write(&AccessRecord {
-                listener: &self.listener.name,
-                peer: self.peer,
-                method,
-                uri,
-                version,
-                status,
-                bytes_sent,
-                duration,
-                route,
-                proxy_error,
-            });
+            let mut record = Record::new();
+            record.listener = Some(self.listener.name.clone());
+            record.peer = self.peer;
+            record.status = status.as_u16();
+            record.proxy_error = Some(http::HeaderValue::from_static(reason));
+            record.bytes_sent = bytes_sent;
+            log.log(&record);
         }
     }
 
@@ -105,6 +77,36 @@ impl ConnCtx {
         routing.stats.start();
         routing.stats.local_errors.add(reason);
         routing.stats.finish(status.as_u16(), Duration::ZERO);
+    }
+}
+
+/// A request's access log record from its arrival to the end of its response.
+pub(crate) struct LogStart {
+    log: Arc<AccessLog>,
+    record: Record,
+    started: Instant,
+}
+
+impl LogStart {
+    /// Logs the line: the response head's facts, `bytes_sent` body bytes, the time
+    /// since the request arrived.
+    pub(crate) fn finish(mut self, resp: &HttpResponse, bytes_sent: u64) {
+        self.record.response(resp, self.log.formatter());
+        self.record.bytes_sent = bytes_sent;
+        self.record.duration = self.started.elapsed();
+        self.log.log(&self.record);
+    }
+
+    /// Takes the response head's facts now, for a line logged later ([`LogStart::end`]).
+    pub(crate) fn response(&mut self, resp: &HttpResponse) {
+        self.record.response(resp, self.log.formatter());
+    }
+
+    /// Logs the line with facts taken earlier and `bytes_sent` body bytes.
+    pub(crate) fn end(mut self, bytes_sent: u64) {
+        self.record.bytes_sent = bytes_sent;
+        self.record.duration = self.started.elapsed();
+        self.log.log(&self.record);
     }
 }
 
@@ -199,7 +201,7 @@ async fn serve_protocol(
     let conn = Connection {
         stream,
         peer: ctx.peer,
-        listener: ctx.listener.name.as_str().into(),
+        listener: ctx.listener.name.clone(),
         secure: ctx.secure,
         extensions: extensions.clone(),
     };

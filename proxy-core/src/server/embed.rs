@@ -124,7 +124,7 @@ impl HttpListener {
             conn_layers: b.network_layers,
         };
         let runtime = Arc::new(ListenerRuntime {
-            name: b.name,
+            name: b.name.into(),
             address: ListenAddress::Tcp(self.local),
             local: Some(self.local),
             routing,

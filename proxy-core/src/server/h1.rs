@@ -198,11 +198,8 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             }
             ext.insert(conn_info.clone());
         }
-        // What the access log needs, kept only when there is one.
-        let log_info = ctx
-            .access_log
-            .is_some()
-            .then(|| (req.method().clone(), req.uri().clone(), Instant::now()));
+        // The access log's record, kept only when there is a log.
+        let log = ctx.log_request(&req);
         let resp = match &ctx.direct {
             Some(proxy) => Ok(proxy.forward_direct(req, &conn_info).await),
             None => match svc.ready().await {
@@ -229,16 +226,8 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                         return;
                     }
                     wbuf.clear();
-                    if let Some((method, uri, started)) = &log_info {
-                        ctx.log(
-                            method,
-                            uri,
-                            version,
-                            resp.status(),
-                            0,
-                            started.elapsed(),
-                            &resp,
-                        );
+                    if let Some(log) = log {
+                        log.finish(&resp, 0);
                     }
                     tunnel(r, write, buf, upstream, upbuf).await;
                     return;
@@ -303,16 +292,8 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         ctx.stats
             .tx_bytes
             .fetch_add(head_len + body_bytes, std::sync::atomic::Ordering::Relaxed);
-        if let Some((method, uri, started)) = &log_info {
-            ctx.log(
-                method,
-                uri,
-                version,
-                status,
-                body_bytes,
-                started.elapsed(),
-                &resp,
-            );
+        if let Some(log) = log {
+            log.finish(&resp, body_bytes);
         }
         if let Some(rx) = pending_read {
             match rx.await {
@@ -357,6 +338,7 @@ async fn write_error(
 ) -> std::io::Result<()> {
     ctx.routing_stats_local_error(reason, status);
     let body = format!("{}\n", status.canonical_reason().unwrap_or("error"));
+    ctx.log_local(status, reason, body.len() as u64);
     let mut headers = http::HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

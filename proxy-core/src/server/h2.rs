@@ -20,7 +20,7 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use super::conn::ConnCtx;
+use super::conn::{ConnCtx, LogStart};
 use crate::{net::Stream, proxy::ConnInfo, Body};
 
 /// What the streams of one HTTP/2 connection tell its connection task.
@@ -89,7 +89,8 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
     let info = ConnInfo::new(ctx.peer, ctx.secure);
     let conn_ext = ctx.conn_extensions.clone();
     let svc = ctx.service.clone();
-    let log_ctx = ctx.clone();
+    // One `Arc` per stream rather than a clone of every field of the context.
+    let log_ctx = Arc::new(ctx.clone());
     let state = Arc::new(ConnState::default());
     let stream_state = state.clone();
     let reset_limit = limits.h2_max_pending_reset_streams;
@@ -100,23 +101,19 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
         let conn_ext = conn_ext.clone();
         let mut guard = StreamGuard::new(&stream_state, reset_limit);
         async move {
-            let started = tokio::time::Instant::now();
             let mut req = req.map(Body::from);
             if let Some(ext) = conn_ext {
                 req.extensions_mut().extend(ext);
             }
             req.extensions_mut().insert(info.clone());
-            let log_info = log_ctx
-                .access_log
-                .is_some()
-                .then(|| (req.method().clone(), req.uri().clone()));
+            let log = log_ctx.log_request(&req);
             let resp = match svc.oneshot(req).await {
                 Ok(r) => r,
                 Err(e) => super::error_response(&e),
             };
             guard.answer();
-            let resp = match log_info {
-                Some((method, uri)) => log_on_end(log_ctx, method, uri, started, resp),
+            let resp = match log {
+                Some(log) => log_on_end(log, resp),
                 None => resp,
             };
             Ok::<_, std::convert::Infallible>(resp)
@@ -170,48 +167,15 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
 
 /// Writes the access log line when the response body ends (or is dropped), with the
 /// number of body bytes sent.
-fn log_on_end(
-    ctx: ConnCtx,
-    method: http::Method,
-    uri: http::Uri,
-    started: tokio::time::Instant,
-    resp: crate::HttpResponse,
-) -> crate::HttpResponse {
-    let status = resp.status();
-    let route = resp
-        .extensions()
-        .get::<crate::proxy::MatchedRoute>()
-        .map(|r| r.0.name.clone());
-    let proxy_error = resp
-        .headers()
-        .get(crate::proxy::PROXY_ERROR_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+fn log_on_end(mut log: LogStart, resp: crate::HttpResponse) -> crate::HttpResponse {
+    log.response(&resp);
     resp.map(|inner| {
         Body::new(LoggedBody {
             inner,
             sent: 0,
-            record: Some(LogRecord {
-                ctx,
-                method,
-                uri,
-                status,
-                started,
-                route,
-                proxy_error,
-            }),
+            log: Some(log),
         })
     })
-}
-
-struct LogRecord {
-    ctx: ConnCtx,
-    method: http::Method,
-    uri: http::Uri,
-    status: http::StatusCode,
-    started: tokio::time::Instant,
-    route: Option<Arc<str>>,
-    proxy_error: Option<String>,
 }
 
 pin_project_lite::pin_project! {
@@ -219,14 +183,14 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Body,
         sent: u64,
-        record: Option<LogRecord>,
+        log: Option<LogStart>,
     }
 
     impl PinnedDrop for LoggedBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(r) = this.record.take() {
-                r.ctx.log_record(&r.method, &r.uri, http::Version::HTTP_2, r.status, *this.sent, r.started.elapsed(), r.route.as_deref(), r.proxy_error.as_deref());
+            if let Some(log) = this.log.take() {
+                log.end(*this.sent);
             }
         }
     }

@@ -48,7 +48,7 @@ impl std::fmt::Debug for ListenerSettings {
 
 /// A running listener: what its accept loops and connections read.
 pub(crate) struct ListenerRuntime {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) address: ListenAddress,
     /// The bound TCP address, when `address` is TCP.
     pub(crate) local: Option<SocketAddr>,
@@ -73,7 +73,7 @@ impl ListenerRuntime {
         let routing = Arc::new(ArcSwap::new(plan.routing.clone()));
         let settings = build_settings(plan, &routing);
         Arc::new(Self {
-            name: plan.config.name.clone(),
+            name: plan.config.name.as_str().into(),
             address: plan.config.address.clone(),
             local,
             routing,
@@ -269,7 +269,7 @@ pub(crate) async fn accept_loop(
             let conn = Connection {
                 stream,
                 peer,
-                listener: listener.name.as_str().into(),
+                listener: listener.name.clone(),
                 secure: false,
                 extensions: http::Extensions::new(),
             };

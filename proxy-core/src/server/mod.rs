@@ -20,7 +20,7 @@ use tokio::{runtime::Handle, sync::watch};
 pub use self::embed::{HttpListener, HttpListenerBuilder};
 use self::listen::{Bound, ListenerRuntime};
 use crate::{
-    access_log::AccessLog,
+    access_log::{AccessLog, LineCounts},
     config::{Config, RuntimeFlavor},
     snapshot::Snapshot,
     BoxError, ConfigError, HttpResponse, Registry,
@@ -73,6 +73,8 @@ struct Inner {
     drain: watch::Sender<bool>,
     source: Mutex<Option<ConfigSource>>,
     access_log: Arc<ArcSwap<Option<Arc<AccessLog>>>>,
+    /// The top-level access log's line counts, kept across reloads.
+    access_log_counts: Arc<LineCounts>,
     reload_lock: Mutex<()>,
 }
 
@@ -89,7 +91,8 @@ impl Server {
     /// [`ServerError::Config`] naming the first bad field.
     pub fn new(config: Config, registry: Registry) -> Result<Self, ServerError> {
         let snapshot = Snapshot::build(config, &registry, None)?;
-        let access_log = open_access_log(&snapshot.config)?;
+        let access_log_counts = Arc::new(LineCounts::default());
+        let access_log = open_access_log(&snapshot.config, &access_log_counts)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 registry,
@@ -99,6 +102,7 @@ impl Server {
                 drain: watch::channel(false).0,
                 source: Mutex::new(None),
                 access_log: Arc::new(ArcSwap::from_pointee(access_log)),
+                access_log_counts,
                 reload_lock: Mutex::new(()),
             }),
         })
@@ -255,6 +259,13 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::info!("drained");
+        // The last requests' access log lines: written before the process exits.
+        if let Some(log) = &**self.inner.access_log.load() {
+            let until = tokio::time::Instant::now() + Duration::from_secs(1);
+            while !log.writer().is_idle() && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
     }
 
     /// Asks a running server to stop: [`Server::run`] / [`Server::run_until`] drain and
@@ -294,7 +305,7 @@ impl Server {
         let access_log = if snapshot.config.access_log == old.config.access_log {
             (**self.inner.access_log.load()).clone()
         } else {
-            open_access_log(&snapshot.config)?
+            open_access_log(&snapshot.config, &self.inner.access_log_counts)?
         };
         // Bind new listeners first, so that a bind failure leaves everything as it was.
         let running: HashMap<String, Arc<ListenerRuntime>> = lock(&self.inner.listeners).clone();
@@ -391,7 +402,7 @@ impl Server {
             .values()
             .map(|l| {
                 (
-                    l.name.clone(),
+                    l.name.to_string(),
                     l.local
                         .map_or_else(|| l.address.to_string(), |a| a.to_string()),
                 )
@@ -436,20 +447,14 @@ fn build_runtime() -> Result<tokio::runtime::Runtime, ServerError> {
         })
 }
 
-fn open_access_log(config: &Config) -> Result<Option<Arc<AccessLog>>, ServerError> {
-    match &config.access_log {
-        None => Ok(None),
-        Some(cfg) => {
-            let mut cfg = cfg.clone();
-            cfg.path = cfg.path.map(|p| config.resolve_path(&p));
-            AccessLog::open(&cfg)
-        }
-        .map(|l| Some(Arc::new(l)))
-        .map_err(|source| ServerError::Io {
-            what: "opening the access log".into(),
-            source,
-        }),
-    }
+/// The top-level access log, its path resolved from the config file's directory.
+/// Opens nothing and starts nothing: the writer thread opens the file with the first
+/// line.
+fn open_access_log(
+    config: &Config,
+    counts: &Arc<LineCounts>,
+) -> Result<Option<Arc<AccessLog>>, ServerError> {
+    Ok(AccessLog::from_config(config, counts.clone())?.map(Arc::new))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -108,6 +108,10 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Self, ConfigError> {
         validate_runtime(&config)?;
+        // The top-level access log's format and path, checked as a run makes them
+        // (which opens nothing and starts nothing).
+        let counts = Arc::new(crate::access_log::LineCounts::default());
+        crate::access_log::AccessLog::from_config(&config, counts)?;
         let used_metrics = Mutex::new(Vec::new());
         let no_clusters = Arc::new(ClusterMap::new());
         let mut clusters = ClusterMap::new();

@@ -11,6 +11,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+use crate::access_log::LogFormat;
+
 pub use cluster::{ClusterConfig, EndpointConfig, PoolConfig, RetryBudgetConfig, UpstreamProtocol};
 pub use listener::{
     ConnectionLimits, ListenAddress, ListenerConfig, ListenerProtocol, TypedConfig,
@@ -97,25 +99,33 @@ fn default_drain_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-/// The access log.
+/// The top-level access log (see [`crate::access_log`]): every request of every
+/// listener, including those the connection loop answers itself.
+///
+/// ```yaml
+/// access_log: { format: json, path: logs/access.log }
+/// # format: text | json | {text: "<template>"} | {json: {KEY: "<template>"}}
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogConfig {
-    /// Line format.
-    #[serde(default)]
-    pub format: AccessLogFormat,
-    /// A file path to append to; standard output when absent.
-    #[serde(default)]
+    /// The line format (default `json`): `text` and `json` are the proxy's own lines,
+    /// `{text: TEMPLATE}` and `{json: {KEY: TEMPLATE}}` lines of `%FIELD%`
+    /// placeholders.
+    #[serde(default = "LogFormat::json")]
+    pub format: LogFormat,
+    /// A file to append to, relative to the config file's directory; standard
+    /// output when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
 }
 
-/// The format of access log lines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessLogFormat {
-    /// One JSON object per line.
-    #[default]
-    Json,
-    /// A common-log-like text line.
-    Text,
+/// `json` on standard output.
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::json(),
+            path: None,
+        }
+    }
 }
