@@ -4,10 +4,7 @@
 //! listener routes Dubbo the same way. The upstreams are in-process Rust servers.
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
@@ -15,67 +12,21 @@ use proxy_codec::{
     bolt::{self, BoltFrame, BoltVersion},
     dubbo::{self, DubboFrame},
     hessian2::Writer,
-    Bolt, Dubbo, FrameKind, Protocol,
+    Bolt, Dubbo, Protocol,
 };
-use proxy_core::{config::Config, Registry, Server};
+use proxy_core::Registry;
+use proxy_test_support::{
+    client::raw,
+    free_addr,
+    rpc::{self, read_frame},
+    TestServer,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// An upstream speaking `P` that answers every request with `<name> <path> <body>`
-/// and records the request ids it saw.
-async fn upstream<P: Protocol + Copy>(p: P, name: &'static str) -> (String, Arc<Mutex<Vec<u64>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let ids = Arc::new(Mutex::new(Vec::new()));
-    let seen = ids.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = BytesMut::new();
-                while let Some(f) = read_frame(&p, &mut s, &mut buf).await {
-                    if p.kind(&f) != FrameKind::Request {
-                        continue;
-                    }
-                    seen.lock().unwrap().push(p.request_id(&f));
-                    let meta = p.request_meta(&f);
-                    let req = p.request_to_http(f).unwrap();
-                    let path = req.uri().path().to_owned();
-                    let body = http_body_util::BodyExt::collect(req.into_body())
-                        .await
-                        .unwrap()
-                        .to_bytes();
-                    let text = format!("{name} {path} {}", String::from_utf8_lossy(&body));
-                    let (parts, _) = http::Response::new(()).into_parts();
-                    let resp = p.response_from_http(&meta, parts, Bytes::from(text));
-                    let mut out = BytesMut::new();
-                    p.encode(&resp, &mut out).unwrap();
-                    if s.write_all(&out).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, ids)
-}
-
-async fn read_frame<P: Protocol>(p: &P, s: &mut TcpStream, buf: &mut BytesMut) -> Option<P::Frame> {
-    loop {
-        if let Some(n) = p.frame_length(buf).unwrap() {
-            if buf.len() as u64 >= n {
-                return Some(p.decode(buf.split_to(n as usize).freeze()).unwrap());
-            }
-        }
-        if s.read_buf(buf).await.ok()? == 0 {
-            return None;
-        }
-    }
-}
 
 fn bolt_call(id: u32, service: &str, method: &str) -> BoltFrame {
     BoltFrame {
@@ -101,58 +52,21 @@ fn bolt_call(id: u32, service: &str, method: &str) -> BoltFrame {
     }
 }
 
-/// The proxy on its own thread; shut down on drop.
-struct Proxy {
-    server: Server,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The proxy on its own thread, with the codec registered; shut down on drop.
+fn start(yaml: &str) -> TestServer {
+    let mut registry = Registry::default();
+    proxy_codec::register(&mut registry);
+    TestServer::start(yaml, registry)
 }
 
-impl Proxy {
-    fn start(yaml: &str) -> Self {
-        let mut registry = Registry::default();
-        proxy_codec::register(&mut registry);
-        let server = Server::new(Config::from_yaml(yaml).unwrap(), registry).unwrap();
-        let runner = server.clone();
-        let thread = std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
-        for _ in 0..1000 {
-            if !server.listener_addresses().is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self {
-            server,
-            thread: Some(thread),
-        }
-    }
-
-    fn addr(&self, name: &str) -> String {
-        self.server
-            .listener_addresses()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .unwrap()
-            .1
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.server.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn config(protocol: &str, clusters: &[(&str, &str, &str)]) -> String {
+fn config(protocol: &str, clusters: &[(&str, &str, SocketAddr)]) -> String {
     config_with_admin(protocol, clusters, None)
 }
 
 fn config_with_admin(
     protocol: &str,
-    clusters: &[(&str, &str, &str)],
-    admin: Option<&str>,
+    clusters: &[(&str, &str, SocketAddr)],
+    admin: Option<SocketAddr>,
 ) -> String {
     let admin = admin.map_or_else(String::new, |a| format!("admin: {{ address: \"{a}\" }}\n"));
     let mut yaml = format!(
@@ -191,24 +105,21 @@ clusters:
 #[tokio::test]
 async fn two_bolt_services_on_one_listener_go_to_two_clusters() {
     tokio::time::timeout(LIMIT, async {
-        let (pay, pay_ids) = upstream(Bolt, "pay").await;
-        let (user, _) = upstream(Bolt, "user").await;
-        let (audit, _) = upstream(Bolt, "audit").await;
-        let (greeter, _) = upstream(Dubbo, "greeter").await;
-        let admin = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        };
-        let proxy = Proxy::start(&config_with_admin(
+        let pay = rpc::upstream(Bolt, "pay");
+        let user = rpc::upstream(Bolt, "user");
+        let audit = rpc::upstream(Bolt, "audit");
+        let greeter = rpc::upstream(Dubbo, "greeter");
+        let admin = free_addr();
+        let proxy = start(&config_with_admin(
             "bolt",
             &[
-                ("pay", "bolt", &pay),
-                ("user", "bolt", &user),
-                ("audit", "bolt", &audit),
-                ("gold", "dubbo", &greeter),
-                ("greeter", "dubbo", &greeter),
+                ("pay", "bolt", pay.addr),
+                ("user", "bolt", user.addr),
+                ("audit", "bolt", audit.addr),
+                ("gold", "dubbo", greeter.addr),
+                ("greeter", "dubbo", greeter.addr),
             ],
-            Some(&admin),
+            Some(admin),
         ));
         let mut c = TcpStream::connect(proxy.addr("rpc")).await.unwrap();
         // 60 calls on one connection, all in flight at once, all with the id space
@@ -242,15 +153,10 @@ async fn two_bolt_services_on_one_listener_go_to_two_clusters() {
             };
             assert_eq!(text, want);
         }
-        assert_eq!(pay_ids.lock().unwrap().len(), 20);
+        assert_eq!(pay.hits(), 20);
 
         // The codec's counters are on the admin page, next to the route's.
-        let mut a = TcpStream::connect(&admin).await.unwrap();
-        a.write_all(b"GET /stats/prometheus HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut page = String::new();
-        a.read_to_string(&mut page).await.unwrap();
+        let page = raw::get(admin, "/stats/prometheus", &[]).await;
         assert!(
             page.contains("proxy_codec_downstream_requests_total{protocol=\"bolt\"} 61"),
             "{page}"
@@ -287,18 +193,18 @@ fn dubbo_call(id: u64, method: &str, tenant: &str) -> DubboFrame {
 #[tokio::test]
 async fn an_auto_listener_routes_bolt_and_dubbo_by_service_and_attachments() {
     tokio::time::timeout(LIMIT, async {
-        let (pay, _) = upstream(Bolt, "pay").await;
-        let (user, _) = upstream(Bolt, "user").await;
-        let (gold, _) = upstream(Dubbo, "gold").await;
-        let (greeter, _) = upstream(Dubbo, "greeter").await;
-        let proxy = Proxy::start(&config(
+        let pay = rpc::upstream(Bolt, "pay");
+        let user = rpc::upstream(Bolt, "user");
+        let gold = rpc::upstream(Dubbo, "gold");
+        let greeter = rpc::upstream(Dubbo, "greeter");
+        let proxy = start(&config(
             "auto",
             &[
-                ("pay", "bolt", &pay),
-                ("user", "bolt", &user),
-                ("audit", "bolt", &user),
-                ("gold", "dubbo", &gold),
-                ("greeter", "dubbo", &greeter),
+                ("pay", "bolt", pay.addr),
+                ("user", "bolt", user.addr),
+                ("audit", "bolt", user.addr),
+                ("gold", "dubbo", gold.addr),
+                ("greeter", "dubbo", greeter.addr),
             ],
         ));
         let addr = proxy.addr("rpc");
@@ -376,23 +282,22 @@ async fn an_auto_listener_routes_bolt_and_dubbo_by_service_and_attachments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_many_calls_each_answer_to_its_caller() {
     tokio::time::timeout(LIMIT, async {
-        let (pay, _) = upstream(Bolt, "pay").await;
-        let (user, _) = upstream(Bolt, "user").await;
-        let proxy = Proxy::start(&config(
+        let pay = rpc::upstream(Bolt, "pay");
+        let user = rpc::upstream(Bolt, "user");
+        let proxy = start(&config(
             "bolt",
             &[
-                ("pay", "bolt", &pay),
-                ("user", "bolt", &user),
-                ("audit", "bolt", &user),
-                ("gold", "dubbo", &pay),
-                ("greeter", "dubbo", &pay),
+                ("pay", "bolt", pay.addr),
+                ("user", "bolt", user.addr),
+                ("audit", "bolt", user.addr),
+                ("gold", "dubbo", pay.addr),
+                ("greeter", "dubbo", pay.addr),
             ],
         ));
         let addr = proxy.addr("rpc");
         let started = std::time::Instant::now();
         let mut tasks = Vec::new();
         for conn in 0..40u32 {
-            let addr = addr.clone();
             tasks.push(tokio::spawn(async move {
                 let mut c = TcpStream::connect(&addr).await.unwrap();
                 let (mut rd, mut wr) = c.split();

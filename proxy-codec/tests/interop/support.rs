@@ -23,16 +23,15 @@ mod wire;
 
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use proxy_test_support::{client::raw, closed_port, upstream::response, Upstream};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 pub(crate) use self::driver::{Client, Peers, Phases, Proto};
 use self::{
     peers::Report,
-    proxy::{
-        cluster, config, http_get, http_upstream, listener, route, route_regex, route_with_timeout,
-        Proxy,
-    },
-    wire::{closed_port, frame_id, read_frame, replay_upstream, silent_upstream, with_id},
+    proxy::{cluster, config, listener, route, route_regex, route_with_timeout, start},
+    wire::{frame_id, read_frame, replay_upstream, with_id},
 };
 
 /// The limit on every scenario.
@@ -100,8 +99,8 @@ pub(crate) async fn peers_work_directly(peers: &Peers) {
 pub(crate) async fn calls_heartbeats_oneway_and_no_route(peers: &Peers) {
     let Some(node) = peers.node() else { return };
     let server = node.server(peers.proto.name(), "A", &[]).await;
-    let proxy = Proxy::start(&one_cluster(peers.proto, &[server.addr()]));
-    let target = proxy.addr(peers.proto.name());
+    let proxy = start(&one_cluster(peers.proto, &[server.addr()]));
+    let target = proxy.addr_text(peers.proto.name());
     let client = peers.main_client();
     let phases = Phases {
         calls: 1500,
@@ -134,8 +133,8 @@ pub(crate) async fn calls_heartbeats_oneway_and_no_route(peers: &Peers) {
 pub(crate) async fn other_clients_through_proxy(peers: &Peers) {
     let Some(node) = peers.node() else { return };
     let server = node.server(peers.proto.name(), "A", &[]).await;
-    let proxy = Proxy::start(&one_cluster(peers.proto, &[server.addr()]));
-    let target = proxy.addr(peers.proto.name());
+    let proxy = start(&one_cluster(peers.proto, &[server.addr()]));
+    let target = proxy.addr_text(peers.proto.name());
     let phases = Phases {
         calls: 500,
         concurrency: 32,
@@ -178,14 +177,14 @@ pub(crate) async fn routes_services_to_different_clusters(peers: &Peers) {
             cluster("other_cluster", p.name(), &[b.addr()]),
         ],
     );
-    let proxy = Proxy::start(&yaml);
+    let proxy = start(&yaml);
     let whoami = format!("{ECHO},{OTHER}");
     let extra = ["--whoami", &whoami, "--slow", "6", "--slow-ms", "1"];
     let report = peers
         .run(
             &node,
             peers.main_client(),
-            &proxy.addr(p.name()),
+            &proxy.addr_text(p.name()),
             &Phases::default(),
             &extra,
         )
@@ -206,14 +205,14 @@ pub(crate) async fn server_killed_mid_flight_fails_only_its_calls(peers: &Peers)
     let p = peers.proto;
     let mut a = node.server(p.name(), "A", &[]).await;
     let b = node.server(p.name(), "B", &[]).await;
-    let proxy = Proxy::start(&one_cluster(p, &[a.addr(), b.addr()]));
+    let proxy = start(&one_cluster(p, &[a.addr(), b.addr()]));
     let client = peers.main_client();
     let extra = ["--slow", "40", "--slow-ms", "3000", "--timeout", "8000"];
     let mut running = peers
         .spawn(
             &node,
             client,
-            &proxy.addr(p.name()),
+            &proxy.addr_text(p.name()),
             &Phases::default(),
             &extra,
         )
@@ -262,10 +261,10 @@ pub(crate) async fn server_killed_mid_flight_fails_only_its_calls(peers: &Peers)
 pub(crate) async fn captured_frames_through_proxy(peers: &Peers) {
     let p = peers.proto;
     let response = p.fixture("response");
-    let upstream = replay_upstream(p, response.clone(), p.fixture("heartbeat_reply")).await;
-    let proxy = Proxy::start(&one_cluster(p, &[upstream]));
+    let upstream = replay_upstream(p, response.clone(), p.fixture("heartbeat_reply"));
+    let proxy = start(&one_cluster(p, &[upstream.addr.to_string()]));
     let mut s = TcpStream::connect(proxy.addr(p.name())).await.unwrap();
-    let mut buf = Vec::new();
+    let mut buf = BytesMut::new();
 
     s.write_all(&with_id(p, &p.fixture("heartbeat"), 7))
         .await
@@ -328,16 +327,17 @@ pub(crate) async fn proxy_failures_answered_with_protocol_statuses(peers: &Peers
     let p = peers.proto;
     let routes =
         route(ECHO, "dead") + &route_with_timeout("com.example.NoSuchService", "silent", "300ms");
+    let silent = Upstream::sink();
     let yaml = config(
         &[listener(p.name(), p.name(), &routes)],
         &[
-            cluster("dead", p.name(), &[closed_port()]),
-            cluster("silent", p.name(), &[silent_upstream().await]),
+            cluster("dead", p.name(), &[closed_port().to_string()]),
+            cluster("silent", p.name(), &[silent.addr.to_string()]),
         ],
     );
-    let proxy = Proxy::start(&yaml);
+    let proxy = start(&yaml);
     let mut s = TcpStream::connect(proxy.addr(p.name())).await.unwrap();
-    let mut buf = Vec::new();
+    let mut buf = BytesMut::new();
     for round in 0..2u64 {
         s.write_all(&with_id(p, &p.fixture("request"), 20 + round))
             .await
@@ -369,8 +369,8 @@ pub(crate) async fn downstream_connections_share_one_upstream_connection(peers: 
     let Some(node) = peers.node() else { return };
     let p = peers.proto;
     let server = node.server(p.name(), "A", &[]).await;
-    let proxy = Proxy::start(&one_cluster(p, &[server.addr()]));
-    let target = proxy.addr(p.name());
+    let proxy = start(&one_cluster(p, &[server.addr()]));
+    let target = proxy.addr_text(p.name());
     let client = peers.main_client();
     let none = Phases::default();
     let slow = ["--slow", "10", "--slow-ms", "1500", "--timeout", "8000"];
@@ -420,13 +420,17 @@ pub(crate) async fn auto_listener_serves_every_protocol_and_http(all: &[Peers]) 
         servers.push(server);
     }
     routes += &route("http", "http_cluster");
-    clusters.push(cluster(
-        "http_cluster",
-        "http1",
-        &[http_upstream("plain http").await],
-    ));
-    let proxy = Proxy::start(&config(&[listener("any", "auto", &routes)], &clusters));
-    let target = proxy.addr("any");
+    let http = Upstream::http(|_| {
+        let mut resp = response(200, "plain http");
+        resp.headers_mut().insert(
+            "content-type",
+            "text/plain".parse().expect("a header value"),
+        );
+        resp
+    });
+    clusters.push(cluster("http_cluster", "http1", &[http.addr.to_string()]));
+    let proxy = start(&config(&[listener("any", "auto", &routes)], &clusters));
+    let target = proxy.addr_text("any");
     let phases = Phases {
         calls: 300,
         concurrency: 30,
@@ -443,7 +447,7 @@ pub(crate) async fn auto_listener_serves_every_protocol_and_http(all: &[Peers]) 
         })
         .collect();
     for _ in 0..5 {
-        let resp = http_get(&target, "/http/hello").await;
+        let resp = raw::get(proxy.addr("any"), "/http/hello", &[]).await;
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
         assert!(resp.ends_with("plain http"), "{resp}");
     }

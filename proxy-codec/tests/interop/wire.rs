@@ -1,9 +1,14 @@
 //! Raw frames on sockets, without node: the captured frames of `tests/fixtures`,
-//! framing and request ids read from the bytes, replaying and silent upstreams.
+//! framing and request ids read from the bytes, a replaying upstream.
 
 use std::{path::Path, time::Duration};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::BytesMut;
+use proxy_test_support::{
+    client::raw,
+    upstream::{spawn_raw, Upstream},
+};
+use tokio::io::AsyncWriteExt;
 
 use super::Proto;
 
@@ -80,98 +85,53 @@ pub(crate) fn with_id(wire: Proto, frame: &[u8], id: u64) -> Vec<u8> {
 pub(crate) async fn read_frame(
     wire: Proto,
     s: &mut tokio::net::TcpStream,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
 ) -> Vec<u8> {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(len) = frame_len(wire, buf) {
-                if buf.len() >= len {
-                    return buf.drain(..len).collect();
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            let n = s.read(&mut chunk).await.unwrap();
-            assert!(
-                n > 0,
-                "connection closed before a whole frame ({} bytes buffered)",
-                buf.len()
-            );
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        raw::read_frame(s, buf, |b| frame_len(wire, b)),
+    )
     .await
     .expect("a frame within 10 s")
+    .unwrap_or_else(|| {
+        panic!(
+            "connection closed before a whole frame ({} bytes buffered)",
+            buf.len()
+        )
+    })
+    .to_vec()
 }
 
 /// An upstream that answers every request frame with `response` under the request's
 /// id, heartbeats with `heartbeat_reply`, and stays silent on one-way requests.
-pub(crate) async fn replay_upstream(
+pub(crate) fn replay_upstream(
     wire: Proto,
     response: Vec<u8>,
     heartbeat_reply: Vec<u8>,
-) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let (response, heartbeat_reply) = (response.clone(), heartbeat_reply.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let mut chunk = [0u8; 8192];
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    while let Some(len) = frame_len(wire, &buf).filter(|l| buf.len() >= *l) {
-                        let frame: Vec<u8> = buf.drain(..len).collect();
-                        let id = frame_id(wire, &frame);
-                        let reply = match wire {
-                            // flag: 0x80 request, 0x40 two-way, 0x20 event
-                            Proto::Dubbo if frame[2] & 0x20 != 0 => Some(&heartbeat_reply),
-                            Proto::Dubbo if frame[2] & 0x40 != 0 => Some(&response),
-                            Proto::Dubbo => None,
-                            // type 1 request, 2 one-way; cmdcode 0 heartbeat
-                            Proto::Bolt if frame[2..4] == [0, 0] => Some(&heartbeat_reply),
-                            Proto::Bolt if frame[1] == 1 => Some(&response),
-                            Proto::Bolt => None,
-                        };
-                        if let Some(reply) = reply {
-                            if s.write_all(&with_id(wire, reply, id)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// An upstream that accepts connections and reads forever without answering.
-pub(crate) async fn silent_upstream() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut chunk = [0u8; 8192];
-                while let Ok(n) = s.read(&mut chunk).await {
-                    if n == 0 {
+) -> Upstream {
+    spawn_raw(move |mut s, _| {
+        let (response, heartbeat_reply) = (response.clone(), heartbeat_reply.clone());
+        async move {
+            let mut buf = BytesMut::new();
+            while let Some(frame) = raw::read_frame(&mut s, &mut buf, |b| frame_len(wire, b)).await
+            {
+                let id = frame_id(wire, &frame);
+                let reply = match wire {
+                    // flag: 0x80 request, 0x40 two-way, 0x20 event
+                    Proto::Dubbo if frame[2] & 0x20 != 0 => Some(&heartbeat_reply),
+                    Proto::Dubbo if frame[2] & 0x40 != 0 => Some(&response),
+                    Proto::Dubbo => None,
+                    // type 1 request, 2 one-way; cmdcode 0 heartbeat
+                    Proto::Bolt if frame[2..4] == [0, 0] => Some(&heartbeat_reply),
+                    Proto::Bolt if frame[1] == 1 => Some(&response),
+                    Proto::Bolt => None,
+                };
+                if let Some(reply) = reply {
+                    if s.write_all(&with_id(wire, reply, id)).await.is_err() {
                         return;
                     }
                 }
-            });
+            }
         }
-    });
-    addr
-}
-
-/// A loopback address nothing listens on (bound, then closed).
-pub(crate) fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    drop(l);
-    addr
+    })
 }

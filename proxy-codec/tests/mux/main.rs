@@ -28,7 +28,8 @@ use proxy_codec::{
     Bolt, Protocol, RpcServer,
 };
 use proxy_core::{BoxHttp, HttpRequest, HttpResponse};
-use tokio::io::{AsyncReadExt, DuplexStream};
+use proxy_test_support::rpc::read_frame;
+use tokio::io::DuplexStream;
 
 /// The limit on every test body.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -68,24 +69,6 @@ fn wire<P: Protocol>(p: &P, frames: &[P::Frame]) -> Vec<u8> {
         p.encode(f, &mut b).unwrap();
     }
     b.to_vec()
-}
-
-/// Reads one frame from `s`.
-async fn read_frame<P: Protocol, S: AsyncReadExt + Unpin>(
-    p: &P,
-    s: &mut S,
-    buf: &mut BytesMut,
-) -> Option<P::Frame> {
-    loop {
-        if let Some(n) = p.frame_length(buf).unwrap() {
-            if buf.len() as u64 >= n {
-                return Some(p.decode(buf.split_to(n as usize).freeze()).unwrap());
-            }
-        }
-        if s.read_buf(buf).await.unwrap() == 0 {
-            return None;
-        }
-    }
 }
 
 fn dubbo_request(id: u64, method: &str) -> DubboFrame {
