@@ -168,7 +168,6 @@ async fn max_active_bounds_held_requests() {
         ));
         let addr = proxy.addr("main");
         let slow = {
-            let addr = addr.clone();
             tokio::spawn(async move { get(addr, "/", &[("x-fault-delay-request", "1500")]).await })
         };
         tokio::time::sleep(Duration::from_millis(200)).await;

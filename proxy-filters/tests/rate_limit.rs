@@ -61,9 +61,8 @@ async fn keyed_buckets_per_header_and_source_ip() {
             &[("b", up.addr)],
         ));
         let addr = proxy.addr("edge");
-        let status = |k: &'static str| {
-            let addr = addr.clone();
-            async move { get(addr, "/", &[("x-api-key", k)]).await.status.as_u16() }
+        let status = |k: &'static str| async move {
+            get(addr, "/", &[("x-api-key", k)]).await.status.as_u16()
         };
         assert_eq!(status("alice").await, 200);
         assert_eq!(status("alice").await, 200);

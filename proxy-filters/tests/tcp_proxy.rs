@@ -92,7 +92,6 @@ async fn many_connections_close_cleanly() {
         let addr = proxy.addr("l4");
         let tasks: Vec<_> = (0..20)
             .map(|i| {
-                let addr = addr.clone();
                 tokio::spawn(async move {
                     let mut c = TcpStream::connect(addr).await.unwrap();
                     let msg = format!("hello {i}");
