@@ -29,8 +29,6 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub(crate) struct ConnCtx {
     pub(crate) listener: Arc<ListenerRuntime>,
     pub(crate) peer: Option<SocketAddr>,
-    pub(crate) service: BoxHttp,
-    pub(crate) direct: Option<crate::proxy::Proxy>,
     /// The registered protocols this listener serves.
     pub(crate) protocols: Arc<[Arc<dyn ProtocolServer>]>,
     /// Whether a connection layer secured the stream (TLS).
@@ -207,7 +205,7 @@ async fn serve_protocol(
     };
     let has_extensions = !extensions.is_empty();
     let service = BoxHttp::new(tower::ServiceExt::map_request(
-        ctx.service.clone(),
+        super::listen::CurrentStack(ctx.listener.clone()),
         move |mut req: crate::HttpRequest| {
             if has_extensions {
                 req.extensions_mut().extend(extensions.clone());

@@ -104,7 +104,10 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
     let (read, mut write) = stream.into_split();
     let mut read = Some(read);
     let mut wbuf = BytesMut::with_capacity(8 * 1024);
-    let mut svc = ctx.service.clone();
+    // The listener's stack (filters) as of the current request: re-read per request
+    // so that a reload applies to the next request of this connection.
+    let mut stack = ctx.listener.settings.load_full();
+    let mut svc = stack.service.clone();
     let drain = ctx.drain.clone();
     let mut drain_rx = ctx.drain.clone();
     let drain_signal = async move {
@@ -191,7 +194,14 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             }
         };
         let mut req = Request::from_parts(parts, body);
-        if ctx.direct.is_none() {
+        {
+            let now = ctx.listener.settings.load();
+            if !std::sync::Arc::ptr_eq(&now, &stack) {
+                stack = arc_swap::Guard::into_inner(now);
+                svc = stack.service.clone();
+            }
+        }
+        if stack.direct.is_none() {
             let ext = req.extensions_mut();
             if let Some(conn_ext) = &ctx.conn_extensions {
                 ext.extend(conn_ext.clone());
@@ -200,7 +210,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         }
         // The access log's record, kept only when there is a log.
         let log = ctx.log_request(&req);
-        let resp = match &ctx.direct {
+        let resp = match &stack.direct {
             Some(proxy) => Ok(proxy.forward_direct(req, &conn_info).await),
             None => match svc.ready().await {
                 Ok(s) => s.call(req).await,

@@ -114,6 +114,31 @@ fn build_settings(plan: &ListenerPlan, routing: &Arc<ArcSwap<Routing>>) -> Liste
     }
 }
 
+/// The listener's request stack as of each call: the filters of the config current
+/// when a request starts, so a reload's filters (RBAC, rate limits, steering) apply to
+/// the next request of every open connection, while requests in flight finish on the
+/// stack they started with. One `ArcSwap` load per request; the stack is built once
+/// per config, never per request.
+#[derive(Clone)]
+pub(crate) struct CurrentStack(pub(crate) Arc<ListenerRuntime>);
+
+impl tower_service::Service<crate::HttpRequest> for CurrentStack {
+    type Response = crate::HttpResponse;
+    type Error = crate::BoxError;
+    type Future = tower::util::Oneshot<BoxHttp, crate::HttpRequest>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), crate::BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: crate::HttpRequest) -> Self::Future {
+        self.0.settings.load().service.clone().oneshot(req)
+    }
+}
+
 /// Wraps `inner` in `layers`, the first outermost.
 fn stack(layers: &[LayerFn], inner: BoxHttp) -> BoxHttp {
     layers.iter().rev().fold(inner, |svc, layer| layer(svc))
@@ -241,8 +266,6 @@ pub(crate) async fn accept_loop(
         let ctx = ConnCtx {
             listener: listener.clone(),
             peer,
-            service: settings.service.clone(),
-            direct: settings.direct.clone(),
             protocols: settings.protocols.clone(),
             secure: false,
             conn_extensions: None,
