@@ -3,36 +3,29 @@
 
 #![allow(clippy::unwrap_used)]
 
-use proxy_core::{config::Config, DisplayChain, Registry, Server};
+use proxy_core::Registry;
+use proxy_test_support::{server, yaml};
 
 fn config(protocol: &str, alpn: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ path: {{ prefix: "/" }} }}
-            cluster: up
-clusters:
-  - name: up
-    protocol: {protocol}
-    endpoints: ["127.0.0.1:9"]
-    transport:
-      typed: tls
-      config: {{ server_name: up.test, roots: webpki{alpn} }}
-"#
+    yaml::config(
+        &[yaml::listener("main", "up", &[])],
+        &[yaml::cluster(
+            "up",
+            &["127.0.0.1:9"],
+            &[
+                &format!("protocol: {protocol}"),
+                &format!(
+                    "transport:\n      typed: tls\n      config: {{ server_name: up.test, roots: webpki{alpn} }}"
+                ),
+            ],
+        )],
     )
 }
 
-fn build(yaml: &str) -> Result<Server, String> {
+fn build(yaml: &str) -> Result<(), String> {
     let mut registry = Registry::default();
     proxy_tls::register(&mut registry);
-    Server::new(Config::from_yaml(yaml).unwrap(), registry)
-        .map_err(|e| DisplayChain(&e).to_string())
+    server::load_error(yaml, registry).map_or(Ok(()), Err)
 }
 
 #[test]

@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
 use proxy_core::{config::Config, snapshot::Snapshot, Registry};
+use proxy_test_support::{pki::Pki, yaml};
 
 fn registry() -> Registry {
     let mut r = Registry::default();
@@ -21,27 +19,21 @@ fn registry() -> Registry {
 /// A document with one `tls` listener filter (`termination`, YAML flow text) and one
 /// cluster with a `tls` transport (`origination`).
 fn document(termination: &str, origination: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    network_filters:
-      - typed: tls
-        config: {termination}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ path: {{ prefix: "/" }} }}
-            cluster: up
-clusters:
-  - name: up
-    endpoints: ["127.0.0.1:9"]
-    transport:
-      typed: tls
-      config: {origination}
-"#
+    yaml::config(
+        &[yaml::listener(
+            "web",
+            "up",
+            &[&format!(
+                "network_filters:\n      - typed: tls\n        config: {termination}"
+            )],
+        )],
+        &[yaml::cluster(
+            "up",
+            &["127.0.0.1:9"],
+            &[&format!(
+                "transport:\n      typed: tls\n      config: {origination}"
+            )],
+        )],
     )
 }
 

@@ -13,6 +13,7 @@ mod tongsuo;
 use std::time::Duration;
 
 use common::*;
+use proxy_test_support::{pki::Pki, TestServer, Upstream};
 
 const GET: &str = "GET /hello HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
 
@@ -41,11 +42,12 @@ async fn guomi_and_international_clients_share_a_listener() {
         sm2_key.display()
     );
     let runtime = proxy_tls::TlsRuntime::default();
-    let server = start(
-        &proxy_yaml(echo_upstream(), &tls, "{ typed: tls_facts }"),
+    let up = Upstream::head_echo();
+    let server = TestServer::start(
+        &proxy_yaml(up.addr, &tls, "{ typed: tls_facts }"),
         registry(runtime.clone()),
     );
-    let port = port_of(&server, "tls");
+    let port = server.port("tls");
 
     let mut sm2_roots = proxy_tls::guomi::Sm2RootStore::new();
     sm2_roots.add(&sm2_ca.der).unwrap();
@@ -130,11 +132,9 @@ async fn tongsuo_client_through_the_proxy_termination() {
         pki.path("server.pem"),
         pki.path("server.key"),
     );
-    let server = start(
-        &proxy_yaml(echo_upstream(), &tls, ""),
-        registry(Default::default()),
-    );
-    let port = port_of(&server, "tls");
+    let up = Upstream::head_echo();
+    let server = TestServer::start(&proxy_yaml(up.addr, &tls, ""), registry(Default::default()));
+    let port = server.port("tls");
 
     let mut cmd = tongsuo::python_cmd(&python);
     cmd.args([
@@ -168,5 +168,5 @@ async fn tongsuo_client_through_the_proxy_termination() {
         stdout.contains("GET /guomi HTTP/1.1"),
         "upstream saw the request: {stdout}"
     );
-    server.shutdown();
+    drop(server);
 }

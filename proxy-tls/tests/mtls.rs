@@ -12,6 +12,11 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::*;
+use proxy_test_support::{
+    pki::{Issued, Pki},
+    tools::installed,
+    TestServer, Upstream,
+};
 
 const GET: &str = "GET /hello HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
 
@@ -35,7 +40,7 @@ fn get(port: u16, ca: &str, cert: Option<&Issued>) -> Output {
 
 #[test]
 fn optional_client_certificates_and_roots_from_a_secret() {
-    if !have("curl") {
+    if !installed("curl") {
         return;
     }
     let pki = Pki::new("mtls-optional");
@@ -50,11 +55,12 @@ fn optional_client_certificates_and_roots_from_a_secret() {
         srv.key.display()
     );
     let runtime = proxy_tls::TlsRuntime::with_secrets(secrets.clone());
-    let server = start(
-        &proxy_yaml(echo_upstream(), &tls, "{ typed: tls_facts }"),
+    let up = Upstream::head_echo();
+    let server = TestServer::start(
+        &proxy_yaml(up.addr, &tls, "{ typed: tls_facts }"),
         registry(runtime),
     );
-    let port = port_of(&server, "tls");
+    let port = server.port("tls");
     let ca = pki.ca_pem.display().to_string();
     let alice = pki.client("alice", "alice", &["spiffe://example.org/alice"]);
     let mallory = other.client("mallory", "mallory", &["spiffe://example.org/mallory"]);
@@ -109,7 +115,7 @@ fn optional_client_certificates_and_roots_from_a_secret() {
 
 #[test]
 fn mtls_accepts_a_good_client_certificate_and_refuses_others() {
-    if !have("openssl") || !have("curl") {
+    if !installed("openssl") || !installed("curl") {
         return;
     }
     let pki = Pki::new("mtls");
@@ -121,11 +127,12 @@ fn mtls_accepts_a_good_client_certificate_and_refuses_others() {
         pki.ca_pem.display()
     );
     let runtime = proxy_tls::TlsRuntime::default();
-    let proxy = start(
-        &proxy_yaml(echo_upstream(), &tls, "{ typed: tls_facts }"),
+    let up = Upstream::head_echo();
+    let proxy = TestServer::start(
+        &proxy_yaml(up.addr, &tls, "{ typed: tls_facts }"),
         registry(runtime.clone()),
     );
-    let port = port_of(&proxy, "tls");
+    let port = proxy.port("tls");
     let ca = pki.ca_pem.display().to_string();
     let client = pki.client(
         "client",

@@ -10,6 +10,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::*;
+use proxy_test_support::{client::raw, free_addr, pki::Pki, TestServer, Upstream};
 use proxy_tls::offload::{OffloadEngine, SoftwareEngine};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,14 +47,6 @@ async fn get(c: &tokio_rustls::TlsConnector, port: u16) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshakes_sign_on_the_engines_and_route_around_a_failed_one() {
     let pki = Pki::new("offload");
@@ -70,13 +63,14 @@ async fn handshakes_sign_on_the_engines_and_route_around_a_failed_one() {
         srv.cert.display(),
         srv.key.display()
     );
-    let admin = free_port();
+    let admin = free_addr();
+    let up = Upstream::head_echo();
     let yaml = format!(
-        "admin: {{ address: \"127.0.0.1:{admin}\" }}\n{}",
-        proxy_yaml(echo_upstream(), &tls, "")
+        "admin: {{ address: \"{admin}\" }}\n{}",
+        proxy_yaml(up.addr, &tls, "")
     );
-    let server = start(&yaml, registry(runtime.clone()));
-    let port = port_of(&server, "tls");
+    let server = TestServer::start(&yaml, registry(runtime.clone()));
+    let port = server.port("tls");
     let c = connector(&pki.ca_pem);
     let ops = |i: usize| cards[i].stats().operations();
 
@@ -123,17 +117,7 @@ async fn handshakes_sign_on_the_engines_and_route_around_a_failed_one() {
         cards[1].recover();
 
         // Per-engine metrics on the admin endpoint.
-        let mut admin_conn = tokio::net::TcpStream::connect(("127.0.0.1", admin))
-            .await
-            .unwrap();
-        admin_conn
-            .write_all(
-                b"GET /stats/prometheus HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-            )
-            .await
-            .unwrap();
-        let mut text = String::new();
-        admin_conn.read_to_string(&mut text).await.unwrap();
+        let text = raw::get(admin, "/stats/prometheus", &[]).await;
         assert!(
             text.contains("proxy_tls_offload_operations_total{engine=\"card0\"}"),
             "{text}"

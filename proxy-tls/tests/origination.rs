@@ -9,6 +9,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::*;
+use proxy_test_support::{pki::Pki, tools::installed, yaml, TestServer};
 use proxy_tls::{config::OriginationConfig, OriginationTransport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -36,7 +37,7 @@ async fn get_www(t: &OriginationTransport, port: u16) -> Result<(String, Option<
 
 #[tokio::test]
 async fn verifies_the_server_against_configured_roots() {
-    if !have("openssl") {
+    if !installed("openssl") {
         return;
     }
     let pki = Pki::new("orig-verify");
@@ -103,7 +104,7 @@ async fn verifies_the_server_against_configured_roots() {
 
 #[tokio::test]
 async fn offers_alpn_and_presents_a_client_certificate() {
-    if !have("openssl") {
+    if !installed("openssl") {
         return;
     }
     let pki = Pki::new("orig-mtls");
@@ -153,7 +154,7 @@ async fn offers_alpn_and_presents_a_client_certificate() {
 
 #[test]
 fn a_cluster_reaches_s_server_through_the_tls_transport() {
-    if !have("openssl") {
+    if !installed("openssl") {
         return;
     }
     let pki = Pki::new("orig-cluster");
@@ -165,31 +166,20 @@ fn a_cluster_reaches_s_server_through_the_tls_transport() {
         &srv.key.display().to_string(),
         "-www",
     ]);
-    let yaml = format!(
-        r#"
-runtime: {{ worker_threads: 1 }}
-listeners:
-  - name: plain
-    address: 127.0.0.1:0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ path: {{ prefix: "/" }} }}
-            cluster: secure
-clusters:
-  - name: secure
-    endpoints: ["127.0.0.1:{port}"]
-    transport:
-      typed: tls
-      config: {{ server_name: up.test, roots: {{ files: [{ca}] }} }}
-"#,
-        port = server.port,
-        ca = pki.ca_pem.display()
+    let yaml = yaml::config(
+        &[yaml::listener("plain", "secure", &[])],
+        &[yaml::cluster(
+            "secure",
+            &[format!("127.0.0.1:{}", server.port)],
+            &[&format!(
+                "transport:\n      typed: tls\n      config: {{ server_name: up.test, roots: {{ files: [{}] }} }}",
+                pki.ca_pem.display()
+            )],
+        )],
     );
     let runtime = proxy_tls::TlsRuntime::default();
-    let proxy = start(&yaml, registry(runtime.clone()));
-    let port = port_of(&proxy, "plain");
+    let proxy = TestServer::start(&yaml, registry(runtime.clone()));
+    let port = proxy.port("plain");
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     use std::io::{Read, Write};
@@ -238,7 +228,7 @@ clusters:
 
 #[tokio::test]
 async fn upstream_roots_rotate_from_the_secret_source() {
-    if !have("openssl") {
+    if !installed("openssl") {
         return;
     }
     let pki = Pki::new("orig-secret");

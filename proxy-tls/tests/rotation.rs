@@ -16,6 +16,10 @@ use std::{
 };
 
 use common::*;
+use proxy_test_support::{
+    pki::{Issued, Pki},
+    TestServer, Upstream,
+};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -119,11 +123,9 @@ async fn certificates_rotate_under_load_without_failed_requests() {
         live.key.display()
     );
     let runtime = proxy_tls::TlsRuntime::default();
-    let server = start(
-        &proxy_yaml(echo_upstream(), &tls, ""),
-        registry(runtime.clone()),
-    );
-    let port = port_of(&server, "tls");
+    let up = Upstream::head_echo();
+    let server = TestServer::start(&proxy_yaml(up.addr, &tls, ""), registry(runtime.clone()));
+    let port = server.port("tls");
     let conn = connector(&pki.ca_pem);
     let old_leaf = connect(&conn, port).await.1;
 
@@ -237,11 +239,9 @@ async fn secrets_rotate_and_bad_material_is_refused() {
     );
     let runtime = proxy_tls::TlsRuntime::with_secrets(secrets.clone());
     let tls = "{ certificates: [{ secret: web }], rotation: { drain: 5s } }";
-    let server = start(
-        &proxy_yaml(echo_upstream(), tls, ""),
-        registry(runtime.clone()),
-    );
-    let port = port_of(&server, "tls");
+    let up = Upstream::head_echo();
+    let server = TestServer::start(&proxy_yaml(up.addr, tls, ""), registry(runtime.clone()));
+    let port = server.port("tls");
     let conn = connector(&pki.ca_pem);
     let der = |i: &Issued| CertificateDer::from_pem_slice(i.cert_pem.as_bytes()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -372,8 +372,9 @@ async fn http2_connections_get_goaway_after_the_drain() {
     secrets.set("web", pair(&first));
     let runtime = proxy_tls::TlsRuntime::with_secrets(secrets.clone());
     let tls = "{ certificates: [{ secret: web }], rotation: { drain: 400ms } }";
-    let server = start(&proxy_yaml(echo_upstream(), tls, ""), registry(runtime));
-    let port = port_of(&server, "tls");
+    let up = Upstream::head_echo();
+    let server = TestServer::start(&proxy_yaml(up.addr, tls, ""), registry(runtime));
+    let port = server.port("tls");
 
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -451,16 +452,13 @@ async fn relative_certificate_files_rotate_from_the_config_files_directory() {
     let tls =
         "{ certificates: [{ cert: live.pem, key: live.key }], rotation: { poll_interval: 50ms } }";
     let file = pki.dir.join("proxy.yaml");
-    std::fs::write(&file, proxy_yaml(echo_upstream(), tls, "")).unwrap();
+    let up = Upstream::head_echo();
+    std::fs::write(&file, proxy_yaml(up.addr, tls, "")).unwrap();
     assert_ne!(std::env::current_dir().unwrap(), pki.dir);
     let config = proxy_core::config::Config::load(&file).unwrap();
     let server = proxy_core::Server::new(config, registry(Default::default())).unwrap();
-    let runner = server.clone();
-    std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
-    while server.listener_addresses().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let port = port_of(&server, "tls");
+    let server = TestServer::run(server).unwrap();
+    let port = server.port("tls");
     let der = |i: &Issued| CertificateDer::from_pem_slice(i.cert_pem.as_bytes()).unwrap();
     let conn = connector(&pki.ca_pem);
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -472,5 +470,5 @@ async fn relative_certificate_files_rotate_from_the_config_files_directory() {
     })
     .await
     .unwrap();
-    server.shutdown();
+    drop(server);
 }

@@ -11,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use proxy_test_support::{pki::Pki, tools::installed, TestServer, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GET: &str = "GET /hello HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
@@ -19,7 +20,8 @@ struct Setup {
     pki: Pki,
     port: u16,
     runtime: proxy_tls::TlsRuntime,
-    _server: proxy_core::Server,
+    _server: TestServer,
+    _upstream: Upstream,
 }
 
 /// A proxy terminating TLS with two certificates (`a.test`, and `*.b.test` + `b.test`).
@@ -35,16 +37,18 @@ fn setup(name: &str, extra: &str) -> Setup {
         b.key.display()
     );
     let runtime = proxy_tls::TlsRuntime::default();
-    let server = start(
-        &proxy_yaml(echo_upstream(), &tls, "{ typed: tls_facts }"),
+    let up = Upstream::head_echo();
+    let server = TestServer::start(
+        &proxy_yaml(up.addr, &tls, "{ typed: tls_facts }"),
         registry(runtime.clone()),
     );
-    let port = port_of(&server, "tls");
+    let port = server.port("tls");
     Setup {
         pki,
         port,
         runtime,
         _server: server,
+        _upstream: up,
     }
 }
 
@@ -54,7 +58,7 @@ fn ca(s: &Setup) -> String {
 
 #[test]
 fn openssl_tls13_and_tls12_with_verified_chain() {
-    if !have("openssl") {
+    if !installed("openssl") {
         return;
     }
     let s = setup("versions", "");
@@ -99,7 +103,7 @@ fn openssl_tls13_and_tls12_with_verified_chain() {
 
 #[test]
 fn sni_picks_between_two_certificates() {
-    if !have("openssl") {
+    if !installed("openssl") {
         return;
     }
     let s = setup("sni", "");
@@ -148,7 +152,7 @@ fn sni_picks_between_two_certificates() {
 
 #[test]
 fn curl_negotiates_h2_and_http11_by_alpn() {
-    if !have("curl") {
+    if !installed("curl") {
         return;
     }
     let s = setup("alpn", "");
@@ -253,7 +257,7 @@ async fn garbage_and_stalled_handshakes_end_only_their_connection() {
 
 #[test]
 fn sessions_resume_with_tickets_and_survive_a_config_reload() {
-    if !have("openssl") {
+    if !installed("openssl") {
         return;
     }
     let pki = Pki::new("resume");
@@ -263,10 +267,11 @@ fn sessions_resume_with_tickets_and_survive_a_config_reload() {
         a.cert.display(),
         a.key.display()
     );
-    let yaml = proxy_yaml(echo_upstream(), &tls, "");
+    let up = Upstream::head_echo();
+    let yaml = proxy_yaml(up.addr, &tls, "");
     let runtime = proxy_tls::TlsRuntime::default();
-    let server = start(&yaml, registry(runtime.clone()));
-    let port = port_of(&server, "tls");
+    let server = TestServer::start(&yaml, registry(runtime.clone()));
+    let port = server.port("tls");
     let ca = pki.ca_pem.display().to_string();
     for version in ["-tls1_3", "-tls1_2"] {
         let sess = pki.dir.join(format!("session{version}.pem"));
@@ -302,9 +307,7 @@ fn sessions_resume_with_tickets_and_survive_a_config_reload() {
         assert!(again.text.contains("Reused, TLSv1."), "{}", again.text);
         if version == "-tls1_3" {
             // The same listener config reloaded: its ticket keys are kept.
-            server
-                .reload(proxy_core::config::Config::from_yaml(&yaml).unwrap())
-                .unwrap();
+            server.reload(&yaml).unwrap();
             let third = s_client(
                 port,
                 &[
@@ -325,7 +328,7 @@ fn sessions_resume_with_tickets_and_survive_a_config_reload() {
 
 #[test]
 fn a_client_without_common_parameters_gets_an_alert() {
-    if !have("openssl") {
+    if !installed("openssl") {
         return;
     }
     let s = setup("unsupported", "");

@@ -8,16 +8,14 @@ mod common;
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::Arc,
     time::Duration,
 };
 
 use rustls::{pki_types::ServerName, ClientConfig, ClientConnection};
 
 use common::*;
+use proxy_test_support::{pki::Pki, TestServer, Upstream};
 
 /// Records what the client writes before it first reads: its first flight.
 struct Recording<'a> {
@@ -94,11 +92,9 @@ fn early_data_is_off_by_default() {
         srv.cert.display(),
         srv.key.display()
     );
-    let proxy = start(
-        &proxy_yaml(echo_upstream(), &tls, ""),
-        registry(Default::default()),
-    );
-    let port = port_of(&proxy, "tls");
+    let up = Upstream::head_echo();
+    let proxy = TestServer::start(&proxy_yaml(up.addr, &tls, ""), registry(Default::default()));
+    let port = proxy.port("tls");
     let config = client(&pki);
     let get = "GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
     assert!(!attempt(&config, port, get.as_bytes()).early_accepted);
@@ -134,52 +130,24 @@ fn client(pki: &Pki) -> Arc<ClientConfig> {
 fn early_data_is_single_use_and_idempotent_only() {
     let pki = Pki::new("zero-rtt");
     let srv = pki.server("srv", &["a.test"]);
-    let replays = Arc::new(AtomicUsize::new(0));
-    let seen = replays.clone();
-    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
-    let log = heads.clone();
-    // An upstream counting the requests it gets, answering each with its head.
-    let upstream = upstream(move |mut s| {
-        let seen = seen.clone();
-        let log = log.clone();
-        async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let Ok(n) = s.read(&mut chunk).await else {
-                    return;
-                };
-                if n == 0 {
-                    return;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head: Vec<u8> = buf.drain(..end + 4).collect();
-                    let text = String::from_utf8_lossy(&head).into_owned();
-                    if text.starts_with("GET /replay") {
-                        seen.fetch_add(1, Ordering::SeqCst);
-                    }
-                    log.lock().unwrap().push(text);
-                    let mut resp =
-                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", head.len())
-                            .into_bytes();
-                    resp.extend_from_slice(&head);
-                    if s.write_all(&resp).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
+    // An upstream answering each request with its head, and recording it.
+    let upstream = Upstream::head_echo();
+    let replays = || {
+        (upstream.requests().iter())
+            .filter(|r| r.head().starts_with("GET /replay"))
+            .count()
+    };
     let tls = format!(
         "{{ certificates: [{{ cert: {}, key: {} }}], early_data: {{}}, handshake_timeout: 1s }}",
         srv.cert.display(),
         srv.key.display()
     );
     let runtime = proxy_tls::TlsRuntime::default();
-    let proxy = start(&proxy_yaml(upstream, &tls, ""), registry(runtime.clone()));
-    let port = port_of(&proxy, "tls");
+    let proxy = TestServer::start(
+        &proxy_yaml(upstream.addr, &tls, ""),
+        registry(runtime.clone()),
+    );
+    let port = proxy.port("tls");
 
     let config = client(&pki);
 
@@ -202,7 +170,7 @@ fn early_data_is_single_use_and_idempotent_only() {
         "{}",
         early.response
     );
-    assert_eq!(replays.load(Ordering::SeqCst), 1);
+    assert_eq!(replays(), 1);
 
     // Replaying that flight byte for byte on a new connection: the ticket was
     // used, so no early data is accepted and nothing reaches the upstream.
@@ -213,7 +181,7 @@ fn early_data_is_single_use_and_idempotent_only() {
     let _ = raw.read_to_end(&mut sink);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        replays.load(Ordering::SeqCst),
+        replays(),
         1,
         "a replayed 0-RTT request reached the upstream"
     );
@@ -229,10 +197,9 @@ fn early_data_is_single_use_and_idempotent_only() {
         "{}",
         refused.response
     );
-    assert!(!heads
-        .lock()
-        .unwrap()
+    assert!(!upstream
+        .requests()
         .iter()
-        .any(|h| h.starts_with("POST /pay")));
+        .any(|r| r.head().starts_with("POST /pay")));
     assert_eq!(runtime.metrics().failures("early_data_refused"), 1);
 }
