@@ -13,20 +13,17 @@ use proxy_core::{
     snapshot::Routing,
     Body, HttpRequest,
 };
+use proxy_test_support::Upstream;
 use tower::ServiceExt;
 
 #[tokio::test(flavor = "current_thread")]
 async fn dropped_requests_leave_the_active_counts() {
-    // An upstream that accepts, reads and never answers.
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((tcp, _)) = upstream.accept().await {
-            held.push(tcp);
-        }
-    });
-    let cluster = Cluster::builder("slow").endpoint(addr).build().unwrap();
+    // An upstream that accepts and never answers.
+    let upstream = Upstream::blackhole();
+    let cluster = Cluster::builder("slow")
+        .endpoint(upstream.addr)
+        .build()
+        .unwrap();
     let vhost = VirtualHostConfig::new("all", ["*"]).route(RouteConfig::new("slow").named("slow"));
     let routes = RouteTable::build("", &[vhost], &|c| c == "slow").unwrap();
     let routing = Routing::new(routes, [cluster.clone()]);
