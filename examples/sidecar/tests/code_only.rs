@@ -9,6 +9,7 @@ mod code_only;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use http_body_util::BodyExt;
+use proxy_test_support::pki::Pki;
 
 #[tokio::test(flavor = "current_thread")]
 async fn proxy_built_in_code_serves_tls_requests() {
@@ -19,11 +20,12 @@ async fn proxy_built_in_code_serves_tls_requests() {
 
 async fn run() {
     let upstreams = code_only::demo_upstreams().await.expect("upstreams");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let pki = Pki::new("code-only");
+    let cert = pki.server("localhost", &["localhost"]);
     let listener = code_only::tls_listener(
         "127.0.0.1:0".parse().expect("addr"),
-        cert.cert.pem(),
-        cert.key_pair.serialize_pem(),
+        cert.cert_pem.clone(),
+        cert.key_pem.clone(),
     )
     .expect("listener");
     let addr = listener.local_addr();
@@ -33,9 +35,9 @@ async fn run() {
         let _ = stopped.await;
     }));
 
-    // A TLS client trusting the throwaway certificate, over HTTP/1.1 keep-alive.
+    // A TLS client trusting the throwaway CA, over HTTP/1.1 keep-alive.
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).expect("root");
+    roots.add(pki.ca_cert_der().into()).expect("root");
     let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
