@@ -37,8 +37,6 @@ pub struct Issued {
     pub cert_pem: String,
     /// The key as PEM.
     pub key_pem: String,
-    /// The certificate as DER.
-    pub cert_der: Vec<u8>,
     _dir: Arc<TempDir>,
 }
 
@@ -72,11 +70,6 @@ impl Pki {
             ca_key,
             ca_pem,
         }
-    }
-
-    /// The CA certificate as PEM.
-    pub fn ca_cert_pem(&self) -> String {
-        self.ca_cert.pem()
     }
 
     /// The CA certificate as DER (for a rustls root store).
@@ -161,13 +154,12 @@ impl Pki {
             key: key_path,
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
-            cert_der: cert.der().to_vec(),
             _dir: self.guard.clone(),
         }
     }
 }
 
-/// A new ECDSA P-256 key.
+/// A new ECDSA P-256 key, for [`Pki::issue`].
 ///
 /// # Panics
 /// When the key cannot be made.

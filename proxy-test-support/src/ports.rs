@@ -2,9 +2,6 @@
 
 use std::net::{SocketAddr, TcpListener};
 
-/// `127.0.0.1:0`, as it is written in a config: the system picks a free port.
-pub const ANY_PORT: &str = "127.0.0.1:0";
-
 /// `127.0.0.1:0` as an address.
 pub fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))

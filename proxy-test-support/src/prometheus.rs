@@ -4,16 +4,16 @@
 
 /// A series: its name and labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Series {
+struct Series {
     /// The metric name.
-    pub name: String,
+    name: String,
     /// The labels, in the order written.
-    pub labels: Vec<(String, String)>,
+    labels: Vec<(String, String)>,
 }
 
 impl Series {
     /// Parses `name` or `name{a="b",c="d"}` (values may hold escaped quotes).
-    pub fn parse(text: &str) -> Option<Self> {
+    fn parse(text: &str) -> Option<Self> {
         let text = text.trim();
         let Some((name, rest)) = text.split_once('{') else {
             return (!text.is_empty()).then(|| Self {
@@ -54,19 +54,16 @@ impl Series {
         })
     }
 
-    /// Whether `self` has `other`'s name and at least its labels.
-    fn includes(&self, other: &Self) -> bool {
-        self.name == other.name && other.labels.iter().all(|l| self.labels.contains(l))
-    }
-
     /// Whether `self` has `other`'s name and exactly its labels, in any order.
     fn same(&self, other: &Self) -> bool {
-        self.includes(other) && self.labels.len() == other.labels.len()
+        self.name == other.name
+            && self.labels.len() == other.labels.len()
+            && other.labels.iter().all(|l| self.labels.contains(l))
     }
 }
 
 /// The samples of `text`: series and value, comments skipped.
-pub fn samples(text: &str) -> impl Iterator<Item = (Series, f64)> + '_ {
+fn samples(text: &str) -> impl Iterator<Item = (Series, f64)> + '_ {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| {
@@ -93,19 +90,6 @@ pub fn sample(text: &str, selector: &str) -> Option<f64> {
     samples(text).find(|(s, _)| s.same(&want)).map(|(_, v)| v)
 }
 
-/// The sum of every series named as `selector` that has at least its labels:
-/// `sum(text, r#"responses_total{class="5xx"}"#)` adds up all routes' 5xx.
-///
-/// # Panics
-/// When `selector` is not a series.
-pub fn sum(text: &str, selector: &str) -> f64 {
-    let want = Series::parse(selector).unwrap_or_else(|| panic!("not a series: {selector}"));
-    samples(text)
-        .filter(|(s, _)| s.includes(&want))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,7 +102,7 @@ mod tests {
         plain 7\n";
 
     #[test]
-    fn exact_and_summed() {
+    fn exact_label_sets_in_any_order() {
         assert_eq!(
             sample(TEXT, r#"proxy_route_requests_total{class="2xx",route="b"}"#),
             Some(3.0)
@@ -127,8 +111,6 @@ mod tests {
             sample(TEXT, r#"proxy_route_requests_total{route="b"}"#),
             None
         );
-        assert_eq!(sum(TEXT, r#"proxy_route_requests_total{route="b"}"#), 4.0);
-        assert_eq!(sum(TEXT, r#"proxy_route_requests_total{class="2xx"}"#), 5.0);
         assert_eq!(sample(TEXT, "plain"), Some(7.0));
         assert_eq!(sample(TEXT, r#"odd{v="a \"q\" b"}"#), Some(1.5));
     }

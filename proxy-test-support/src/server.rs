@@ -54,14 +54,6 @@ impl TestServer {
     /// When the YAML does not parse, the config is refused, or a listener cannot bind.
     pub fn try_start(yaml: &str, registry: Registry) -> Result<Self, String> {
         let config = Config::from_yaml(yaml).map_err(|e| e.to_string())?;
-        Self::try_from_config(config, registry)
-    }
-
-    /// [`TestServer::try_start`] from a config built in code.
-    ///
-    /// # Errors
-    /// When the config is refused, or a listener cannot bind.
-    pub fn try_from_config(config: Config, registry: Registry) -> Result<Self, String> {
         let server = Server::new(config, registry).map_err(|e| DisplayChain(&e).to_string())?;
         Self::run(server)
     }

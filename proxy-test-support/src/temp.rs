@@ -19,20 +19,11 @@ impl TempDir {
     /// # Panics
     /// When the directory cannot be created.
     pub fn new(tag: &str) -> Self {
-        Self::new_in(&std::env::temp_dir(), tag)
-    }
-
-    /// A new directory under `base` (for instance `env!("CARGO_TARGET_TMPDIR")`),
-    /// its name starting with `tag`.
-    ///
-    /// # Panics
-    /// When the directory cannot be created.
-    pub fn new_in(base: &Path, tag: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let path = base.join(format!(
+        let path = std::env::temp_dir().join(format!(
             "{tag}-{}-{nanos}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{io::AsyncWriteExt, process::ChildStdin, task::JoinHandle};
+use tokio::{process::ChildStdin, task::JoinHandle};
 
 /// Child processes a test started, for the watchdog of
 /// [`with_timeout`](crate::with_timeout) to kill if the test hangs.
@@ -105,16 +105,6 @@ impl ToolOutput {
 
 /// Produces a tool's standard input (a task writing to the pipe, then closing it).
 pub type Feeder = Box<dyn FnOnce(ChildStdin) -> JoinHandle<()> + Send>;
-
-/// A [`Feeder`] writing `bytes`, then closing the pipe.
-pub fn feed(bytes: Vec<u8>) -> Feeder {
-    Box::new(move |mut pipe| {
-        tokio::spawn(async move {
-            let _ = pipe.write_all(&bytes).await;
-            let _ = pipe.shutdown().await;
-        })
-    })
-}
 
 /// Runs `tool args` with `stdin` fed (none: standard input is empty), killed when
 /// `limit` passes; `None` (after the SKIPPED banner) when the tool is not installed.

@@ -12,7 +12,7 @@
 //! - [`Upstream::echo`] (JSON), [`Upstream::head_echo`] (the request head as text),
 //!   [`Upstream::named`]: ready-made answers.
 //! - [`Upstream::sink`] (reads, never answers), [`Upstream::blackhole`] (never
-//!   reads), [`Upstream::closer`] (closes at once).
+//!   reads).
 
 mod echo;
 mod http_server;
@@ -160,11 +160,6 @@ impl Upstream {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    /// What the server counts and records, for a handler or a test to share.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
     }
 
     /// Stops the server now: its listener and connections close before this returns.
@@ -339,7 +334,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_upstream_refuses() {
-        let up = Upstream::closer();
+        let up = Upstream::blackhole();
         let addr = up.addr;
         drop(up);
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());

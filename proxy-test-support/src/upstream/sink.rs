@@ -1,5 +1,4 @@
-//! Upstreams that never answer: a sink that reads, a black hole that does not, and a
-//! closer that hangs up at once.
+//! Upstreams that never answer: a sink that reads, a black hole that does not.
 
 use tokio::io::AsyncReadExt;
 
@@ -27,10 +26,5 @@ impl Upstream {
             let _held = s;
             std::future::pending::<()>().await;
         })
-    }
-
-    /// Accepts connections and closes each at once, without reading.
-    pub fn closer() -> Self {
-        spawn_raw(|s, _| async move { drop(s) })
     }
 }
