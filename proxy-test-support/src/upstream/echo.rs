@@ -105,11 +105,7 @@ impl Echoed {
 
     /// All values of a header (name case-insensitive).
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        crate::client::raw::field_values(&self.headers, name)
     }
 
     /// The first value of a header (name case-insensitive).
