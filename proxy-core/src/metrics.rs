@@ -272,6 +272,18 @@ pub struct ConnStats {
 }
 
 impl ConnStats {
+    /// Counts `n` bytes received from a peer.
+    #[inline]
+    pub(crate) fn count_rx(&self, n: usize) {
+        self.rx_bytes.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Counts `n` bytes sent to a peer.
+    #[inline]
+    pub(crate) fn count_tx(&self, n: usize) {
+        self.tx_bytes.fetch_add(n as u64, Relaxed);
+    }
+
     /// Connections opened.
     pub fn opened(&self) -> u64 {
         self.opened.load(Relaxed)

@@ -34,6 +34,8 @@ enum Source {
         read: ReadHalf,
         buf: BytesMut,
         back: oneshot::Sender<Returned>,
+        /// The listener's counters: body bytes count as received.
+        stats: std::sync::Arc<crate::metrics::ConnStats>,
     },
 }
 
@@ -64,9 +66,15 @@ impl RecvBody {
         buf: BytesMut,
         decoder: Decoder,
         stall: Duration,
+        stats: std::sync::Arc<crate::metrics::ConnStats>,
     ) -> (Self, oneshot::Receiver<Returned>) {
         let (back, rx) = oneshot::channel();
-        let source = Some(Source::Downstream { read, buf, back });
+        let source = Some(Source::Downstream {
+            read,
+            buf,
+            back,
+            stats,
+        });
         (
             Self {
                 source,
@@ -92,7 +100,9 @@ impl RecvBody {
     fn finish(&mut self, complete: bool) {
         match self.source.take() {
             Some(Source::Upstream(conn)) => conn.release(complete),
-            Some(Source::Downstream { read, buf, back }) => {
+            Some(Source::Downstream {
+                read, buf, back, ..
+            }) => {
                 let _ = back.send(Returned {
                     read,
                     buf,
@@ -136,7 +146,10 @@ impl RecvBody {
                             return Poll::Pending;
                         }
                         Poll::Ready(Ok(0)) => this.decoder.eof(),
-                        Poll::Ready(Ok(_)) => {
+                        Poll::Ready(Ok(n)) => {
+                            if let Some(Source::Downstream { stats, .. }) = &this.source {
+                                stats.count_rx(n);
+                            }
                             if let Some(timer) = this.timer.as_mut() {
                                 timer
                                     .as_mut()

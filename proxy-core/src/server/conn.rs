@@ -133,7 +133,7 @@ pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
                     }
                     match stream.read_buf(&mut buf).await {
                         Ok(0) | Err(_) => return None,
-                        Ok(_) => {}
+                        Ok(n) => ctx.stats.count_rx(n),
                     }
                 }
             })
@@ -196,6 +196,10 @@ async fn serve_protocol(
 ) {
     let info = ConnInfo::new(ctx.peer, ctx.secure);
     let extensions = ctx.conn_extensions.clone().unwrap_or_default();
+    let stream = Stream::Boxed(Box::new(crate::net::Counted {
+        inner: stream,
+        stats: ctx.stats.clone(),
+    }));
     let conn = Connection {
         stream,
         peer: ctx.peer,

@@ -82,7 +82,7 @@ async fn read_head(
             r = read.read_buf(buf) => match r {
                 Ok(0) | Err(_) => return ReadHead::Closed,
                 Ok(n) => {
-                    ctx.stats.rx_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    ctx.stats.count_rx(n);
                 }
             },
             () = timer.as_mut() => {
@@ -188,6 +188,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     std::mem::take(&mut buf),
                     Decoder::new(framing),
                     ctx.limits.stream_idle_timeout,
+                    ctx.stats.clone(),
                 );
                 pending_read = Some(rx);
                 Body::from_h1(b)

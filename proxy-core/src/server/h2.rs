@@ -121,7 +121,10 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
     });
     let io = TokioIo::new(Prefixed {
         prefix,
-        inner: stream,
+        inner: crate::net::Counted {
+            inner: stream,
+            stats: ctx.stats.clone(),
+        },
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -226,7 +229,7 @@ impl http_body::Body for LoggedBody {
 /// A stream that first yields bytes already read from it.
 struct Prefixed {
     prefix: Bytes,
-    inner: Stream,
+    inner: crate::net::Counted<Stream>,
 }
 
 impl AsyncRead for Prefixed {
