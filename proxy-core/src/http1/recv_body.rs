@@ -30,13 +30,19 @@ pub(crate) struct Returned {
 #[derive(Debug)]
 enum Source {
     Upstream(Box<H1Conn>),
-    Downstream {
-        read: ReadHalf,
-        buf: BytesMut,
-        back: oneshot::Sender<Returned>,
-        /// The listener's counters: body bytes count as received.
-        stats: std::sync::Arc<crate::metrics::ConnStats>,
-    },
+    /// Boxed: a request body is rarer than a bodiless request, and every `Body` (and
+    /// so every request's future) is as large as its largest variant.
+    Downstream(Box<Downstream>),
+}
+
+/// The downstream connection's read side, lent to a request body until it ends.
+#[derive(Debug)]
+struct Downstream {
+    read: ReadHalf,
+    buf: BytesMut,
+    back: oneshot::Sender<Returned>,
+    /// The listener's counters: body bytes count as received.
+    stats: std::sync::Arc<crate::metrics::ConnStats>,
 }
 
 /// A streaming HTTP/1.1 message body.
@@ -69,12 +75,12 @@ impl RecvBody {
         stats: std::sync::Arc<crate::metrics::ConnStats>,
     ) -> (Self, oneshot::Receiver<Returned>) {
         let (back, rx) = oneshot::channel();
-        let source = Some(Source::Downstream {
+        let source = Some(Source::Downstream(Box::new(Downstream {
             read,
             buf,
             back,
             stats,
-        });
+        })));
         (
             Self {
                 source,
@@ -100,9 +106,10 @@ impl RecvBody {
     fn finish(&mut self, complete: bool) {
         match self.source.take() {
             Some(Source::Upstream(conn)) => conn.release(complete),
-            Some(Source::Downstream {
-                read, buf, back, ..
-            }) => {
+            Some(Source::Downstream(d)) => {
+                let Downstream {
+                    read, buf, back, ..
+                } = *d;
                 let _ = back.send(Returned {
                     read,
                     buf,
@@ -126,7 +133,10 @@ impl RecvBody {
                         let conn = &mut **conn;
                         (Pin::new(&mut conn.stream), &mut conn.buf)
                     }
-                    Some(Source::Downstream { read, buf, .. }) => (Pin::new(read), buf),
+                    Some(Source::Downstream(d)) => {
+                        let d = &mut **d;
+                        (Pin::new(&mut d.read), &mut d.buf)
+                    }
                 };
             let step = match this.decoder.decode(buf) {
                 Ok(Step::NeedMore) => {
@@ -147,8 +157,8 @@ impl RecvBody {
                         }
                         Poll::Ready(Ok(0)) => this.decoder.eof(),
                         Poll::Ready(Ok(n)) => {
-                            if let Some(Source::Downstream { stats, .. }) = &this.source {
-                                stats.count_rx(n);
+                            if let Some(Source::Downstream(d)) = &this.source {
+                                d.stats.count_rx(n);
                             }
                             if let Some(timer) = this.timer.as_mut() {
                                 timer
