@@ -55,8 +55,11 @@ pub struct ClusterInfo {
 /// and named in `clusters[].extensions`.
 ///
 /// On reload, a cluster whose extension section is unchanged keeps the instance and
-/// activates it again with the new endpoint set; an instance no longer used is
-/// dropped, and must then stop its background tasks (hold a `Weak`, or a drop guard).
+/// activates it again with the new endpoint set; an instance no longer used is told
+/// so ([`ClusterExtension::retire`]) when the new snapshot goes live, and must then
+/// give back the health flags it set, since the endpoints it watched may live on in
+/// the new cluster. It is dropped later and must stop its background tasks then too
+/// (hold a `Weak`, or a drop guard).
 ///
 /// # Example
 /// ```
@@ -86,6 +89,14 @@ pub trait ClusterExtension: fmt::Debug + Send + Sync + 'static {
     fn on_outcome(&self, endpoint: &Arc<Endpoint>, outcome: &Outcome, latency: Duration) {
         let _ = (endpoint, outcome, latency);
     }
+
+    /// This instance watches the cluster no more: a reload removed or changed its
+    /// section and the snapshot without it went live (called within the server's
+    /// runtime, before the new snapshot's extensions are activated). Clear the health
+    /// flags it set and stop its background work. Requests of the old snapshot may
+    /// still be in flight, so the instance can be called after this; it is dropped
+    /// later, when the old snapshot is.
+    fn retire(&self) {}
 
     /// A JSON view for the admin `/clusters` page.
     fn status(&self) -> serde_json::Value {

@@ -9,7 +9,7 @@ mod extension;
 use std::{
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, Weak,
     },
     time::Duration,
 };
@@ -112,6 +112,9 @@ pub struct Cluster {
     pub(crate) protocol: Option<Arc<dyn ProtocolUpstream>>,
     /// Metrics objects the factories of this cluster's parts asked for.
     pub(crate) metrics: crate::snapshot::ExtraMetrics,
+    /// Extensions of the previous cluster of this name that this one does not keep:
+    /// retired when this cluster is activated.
+    retired: Mutex<Vec<Weak<dyn ClusterExtension>>>,
 }
 
 /// The runtime parts of a cluster made from registered factories.
@@ -167,6 +170,19 @@ impl Cluster {
         let endpoints: Arc<[Arc<Endpoint>]> = endpoints.into();
         parts.balancer.endpoints_changed(&endpoints);
         let stats = previous.map_or_else(Arc::default, |p| p.stats.clone());
+        let kept = |x: &Arc<dyn ClusterExtension>| {
+            parts
+                .extensions
+                .iter()
+                .any(|n| std::ptr::addr_eq(Arc::as_ptr(n), Arc::as_ptr(x)))
+        };
+        let retired = previous.map_or_else(Vec::new, |p| {
+            p.extensions
+                .iter()
+                .filter(|x| !kept(x))
+                .map(Arc::downgrade)
+                .collect()
+        });
         Self {
             name: cfg.name.as_str().into(),
             endpoints,
@@ -178,6 +194,7 @@ impl Cluster {
             transport: parts.transport,
             protocol: parts.protocol,
             metrics: Default::default(),
+            retired: Mutex::new(retired),
         }
     }
 
@@ -211,6 +228,12 @@ impl Cluster {
     /// server does this for config-built clusters; call it for a cluster built in
     /// code that has extensions.
     pub fn activate(&self) {
+        // The previous cluster's extensions this one does not keep: retired first,
+        // so that the flags they set are gone before the new ones look.
+        let retired = std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()));
+        for x in retired.iter().filter_map(Weak::upgrade) {
+            x.retire();
+        }
         if self.extensions.is_empty() {
             return;
         }

@@ -187,22 +187,93 @@ fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, DecodeError> {
     }
 }
 
+/// Parses a chunk-size line (RFC 9112 7.1): hex digits, then chunk extensions
+/// checked to the grammar and discarded (they are not forwarded):
+///
+/// ```text
+/// chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+/// chunk-ext-name = token
+/// chunk-ext-val  = token / quoted-string
+/// ```
+///
+/// Anything else (leading white space, a bare `;`, an unterminated or malformed
+/// quoted string, a control character) is refused rather than guessed at.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, DecodeError> {
-    // Chunk extensions after ';' are ignored.
-    let hex = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    if hex.is_empty() || hex.len() > 15 {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
         return Err(DecodeError::BadChunkSize);
     }
     let mut n: u64 = 0;
-    for &b in hex {
+    for &b in &line[..digits] {
         let d = (b as char).to_digit(16).ok_or(DecodeError::BadChunkSize)?;
         n = (n << 4) | u64::from(d);
     }
+    check_chunk_ext(&line[digits..])?;
     Ok(n)
+}
+
+fn check_chunk_ext(mut s: &[u8]) -> Result<(), DecodeError> {
+    let bad = DecodeError::BadChunkSize;
+    loop {
+        if s.is_empty() {
+            return Ok(());
+        }
+        // White space only before a `;`: `5 ` alone is not a chunk-size line.
+        let Some(rest) = skip_bws(s).strip_prefix(b";") else {
+            return Err(bad);
+        };
+        s = skip_bws(rest);
+        let name = s.iter().take_while(|&&b| is_tchar(b)).count();
+        if name == 0 {
+            return Err(bad);
+        }
+        s = &s[name..];
+        let after = skip_bws(s);
+        if let Some(rest) = after.strip_prefix(b"=") {
+            s = skip_bws(rest);
+            if s.first() == Some(&b'"') {
+                s = quoted_string(&s[1..]).ok_or(bad)?;
+            } else {
+                let value = s.iter().take_while(|&&b| is_tchar(b)).count();
+                if value == 0 {
+                    return Err(bad);
+                }
+                s = &s[value..];
+            }
+        }
+    }
+}
+
+/// The rest after a quoted string whose opening quote was consumed, or `None` when it
+/// is unterminated or holds a byte the grammar does not allow (CR, LF, NUL, DEL).
+fn quoted_string(s: &[u8]) -> Option<&[u8]> {
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Some(&s[i + 1..]),
+            b'\\' => {
+                let next = *s.get(i + 1)?;
+                if !(next == b'\t' || next == b' ' || (0x21..=0x7e).contains(&next) || next >= 0x80)
+                {
+                    return None;
+                }
+                i += 2;
+            }
+            b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff => i += 1,
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn skip_bws(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &s[n..]
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -268,6 +339,49 @@ mod tests {
             decode_all(Framing::Chunked, b"3\r\nab").unwrap_err(),
             DecodeError::UnexpectedEof
         );
+    }
+
+    #[test]
+    fn chunk_extensions_follow_the_grammar() {
+        // Well-formed extensions are accepted and not part of the data.
+        for line in [
+            &b"5;a"[..],
+            b"5;a=b",
+            b"5 ; a = b ; c",
+            b"5;name=\"quoted value; with = signs\"",
+            b"5;q=\"esc\\\"aped\"",
+            b"5;\tx=1",
+        ] {
+            let mut input = line.to_vec();
+            input.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+            let (data, _) = decode_all(Framing::Chunked, &input)
+                .unwrap_or_else(|e| panic!("{:?}: {e:?}", String::from_utf8_lossy(line)));
+            assert_eq!(data, b"hello", "{:?}", String::from_utf8_lossy(line));
+        }
+        // Malformed ones are refused: no guessing where the size ends.
+        for line in [
+            &b" 5"[..],
+            b"5 ",
+            b"5;",
+            b"5;=b",
+            b"5;a=",
+            b"5;a=\"unterminated",
+            b"5;a=\"bad\x00byte\"",
+            b"5;a=\"cr\rinside\"",
+            b"5;a=b c",
+            b"5x",
+            b"0x5",
+            b"5;a=\"x\"y",
+        ] {
+            let mut input = line.to_vec();
+            input.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+            assert_eq!(
+                decode_all(Framing::Chunked, &input).unwrap_err(),
+                DecodeError::BadChunkSize,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

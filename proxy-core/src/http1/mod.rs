@@ -4,6 +4,7 @@
 
 pub(crate) mod decode;
 pub(crate) mod head;
+pub(crate) mod names;
 mod recv_body;
 pub(crate) mod send;
 

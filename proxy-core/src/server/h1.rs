@@ -158,6 +158,22 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             }
         };
         active = true;
+        let mut head = head;
+        if let Err(e) = crate::http1::names::screen(
+            &mut head.parts.headers,
+            ctx.limits.headers_with_underscores,
+        ) {
+            tracing::debug!(peer = ?ctx.peer, error = %e, "bad request head");
+            let _ = write_error(
+                &mut write,
+                &mut wbuf,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &ctx,
+            )
+            .await;
+            return;
+        }
         let head::RequestHead {
             parts,
             framing,

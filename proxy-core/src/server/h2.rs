@@ -94,6 +94,7 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
     let state = Arc::new(ConnState::default());
     let stream_state = state.clone();
     let reset_limit = limits.h2_max_pending_reset_streams;
+    let underscores = limits.headers_with_underscores;
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let svc = svc.clone();
         let log_ctx = log_ctx.clone();
@@ -107,9 +108,17 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
             }
             req.extensions_mut().insert(info.clone());
             let log = log_ctx.log_request(&req);
-            let resp = match svc.oneshot(req).await {
-                Ok(r) => r,
-                Err(e) => super::error_response(&e),
+            let resp = match crate::http1::names::screen(req.headers_mut(), underscores) {
+                Err(e) => {
+                    tracing::debug!(error = %e, "bad request header names");
+                    crate::proxy::local_reply(&crate::ProxyError::BadRequest(
+                        "header name could be read as another field",
+                    ))
+                }
+                Ok(()) => match svc.oneshot(req).await {
+                    Ok(r) => r,
+                    Err(e) => super::error_response(&e),
+                },
             };
             guard.answer();
             let resp = match log {

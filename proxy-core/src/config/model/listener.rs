@@ -248,6 +248,11 @@ pub struct ConnectionLimits {
     pub stream_idle_timeout: Duration,
     /// HTTP/2: maximum concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// Request header names with an underscore (`x_api_key`): `forward` (default),
+    /// `drop` or `reject` (400). A name that folds onto a framing or connection field
+    /// (`transfer_encoding`, `content_length`, `host` ...) is never forwarded: it is
+    /// refused, or dropped under `drop` (a lenient upstream could read it as that field).
+    pub headers_with_underscores: UnderscoreHeaders,
     /// HTTP/2: streams reset by the client before we answered, tolerated per
     /// connection before it is closed with `ENHANCE_YOUR_CALM` (rapid-reset defence).
     pub h2_max_pending_reset_streams: u32,
@@ -258,6 +263,7 @@ impl Default for ConnectionLimits {
         Self {
             max_connections: 100_000,
             max_header_bytes: crate::config::ByteSize(64 * 1024),
+            headers_with_underscores: UnderscoreHeaders::default(),
             max_headers: 100,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -266,4 +272,17 @@ impl Default for ConnectionLimits {
             h2_max_pending_reset_streams: 100,
         }
     }
+}
+
+/// What a listener does with request header names that have an underscore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeaders {
+    /// Forward them (names that fold onto a framing field are still refused).
+    #[default]
+    Forward,
+    /// Drop them from the request.
+    Drop,
+    /// Answer 400.
+    Reject,
 }

@@ -16,6 +16,7 @@ use crate::access_log::LogFormat;
 pub use cluster::{ClusterConfig, EndpointConfig, PoolConfig, RetryBudgetConfig, UpstreamProtocol};
 pub use listener::{
     ConnectionLimits, ListenAddress, ListenerConfig, ListenerProtocol, TypedConfig,
+    UnderscoreHeaders,
 };
 pub use route::{
     HeaderValueConfig, PathMatchConfig, RetryOn, RetryPolicyConfig, RouteConfig, RouteMatchConfig,

@@ -1,0 +1,119 @@
+//! Request header names a lenient server could read as another field.
+//!
+//! A name with `_` where a `-` belongs (`transfer_encoding`, `Content_Length`) is a
+//! different field to this proxy, but some servers and CGI-style gateways fold `_`
+//! and `-` together: forwarded, it could change how such an upstream frames the
+//! message (request smuggling) or which host it serves. Names that fold onto a framing
+//! or connection field are never forwarded: refused, or dropped under the `drop`
+//! policy. Other names with `_` follow the listener's policy
+//! ([`UnderscoreHeaders`]). Names that are not tokens never get this far (the
+//! HTTP/1.1 parser and HTTP/2 refuse them).
+
+use http::HeaderMap;
+
+use crate::config::UnderscoreHeaders;
+
+/// Fields whose meaning is framing, routing or connection management.
+const SENSITIVE: [&str; 10] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
+/// Why a request's header names were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NameError {
+    /// A name folds onto a framing or connection field.
+    #[error("header name {0:?} could be read as a framing or connection field")]
+    LooksLikeFraming(&'static str),
+    /// A name has an underscore and the policy refuses those.
+    #[error("header name with an underscore refused by policy")]
+    Underscore,
+}
+
+/// Applies `policy` to the names with `_` in `headers`: a no-op (one scan of the
+/// names) for the usual request that has none.
+pub(crate) fn screen(headers: &mut HeaderMap, policy: UnderscoreHeaders) -> Result<(), NameError> {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return Ok(());
+    }
+    let mut drop = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        if !n.contains('_') {
+            continue;
+        }
+        let folded = n.replace('_', "-");
+        let framing = SENSITIVE.iter().find(|s| **s == folded);
+        match (framing, policy) {
+            (Some(_), UnderscoreHeaders::Drop) => drop.push(name.clone()),
+            (Some(f), _) => return Err(NameError::LooksLikeFraming(f)),
+            (None, UnderscoreHeaders::Forward) => {}
+            (None, UnderscoreHeaders::Drop) => drop.push(name.clone()),
+            (None, UnderscoreHeaders::Reject) => return Err(NameError::Underscore),
+        }
+    }
+    for name in drop {
+        headers.remove(name);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(names: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for n in names {
+            h.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                "1".parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn framing_lookalikes_are_never_forwarded() {
+        for name in [
+            "transfer_encoding",
+            "content_length",
+            "proxy_connection",
+            "keep_alive",
+        ] {
+            let mut h = map(&["x-ok", name]);
+            assert!(
+                screen(&mut h, UnderscoreHeaders::Forward).is_err(),
+                "{name}"
+            );
+            assert!(screen(&mut h, UnderscoreHeaders::Reject).is_err(), "{name}");
+            assert!(screen(&mut h, UnderscoreHeaders::Drop).is_ok());
+            assert!(!h.contains_key(name), "{name} dropped");
+            assert!(h.contains_key("x-ok"));
+        }
+    }
+
+    #[test]
+    fn other_underscores_follow_the_policy() {
+        let mut h = map(&["x_api_key", "x-ok"]);
+        assert!(screen(&mut h, UnderscoreHeaders::Forward).is_ok());
+        assert!(h.contains_key("x_api_key"));
+        assert_eq!(
+            screen(&mut h, UnderscoreHeaders::Reject),
+            Err(NameError::Underscore)
+        );
+        assert!(screen(&mut h, UnderscoreHeaders::Drop).is_ok());
+        assert!(!h.contains_key("x_api_key"));
+        let mut clean = map(&["x-a", "content-length"]);
+        assert!(screen(&mut clean, UnderscoreHeaders::Reject).is_ok());
+        assert_eq!(clean.len(), 2);
+    }
+}

@@ -1,0 +1,125 @@
+//! HTTP/1.1 framing rules on real sockets (RFC 9112): header names a lenient upstream
+//! could read as a framing field never reach it, the underscore policy, and chunk
+//! extensions checked to the grammar.
+
+use std::time::Duration;
+
+use proxy_core::Registry;
+use proxy_test_support::{
+    client::raw, server::TestServer, timeout::with_timeout, upstream::Upstream, yaml,
+};
+
+fn start(up: &Upstream, policy: Option<&str>) -> TestServer {
+    let limits = policy.map(|p| format!("limits: {{ headers_with_underscores: {p} }}"));
+    let extra: Vec<&str> = limits.iter().map(String::as_str).collect();
+    let cfg = yaml::config(
+        &[yaml::listener("web", "app", &extra)],
+        &[yaml::cluster("app", &[up.addr], &[])],
+    );
+    TestServer::start(&cfg, Registry::default())
+}
+
+/// Sends `head` (and `body`) on a fresh connection; the whole answer as text.
+async fn send(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&raw::exchange(addr, bytes, Duration::from_millis(500)).await)
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_lookalike_names_are_refused_and_never_forwarded() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = Upstream::head_echo();
+        for policy in [None, Some("forward"), Some("reject")] {
+            let server = start(&up, policy);
+            let addr = server.addr("web");
+            for name in ["transfer_encoding", "Content_Length", "HOST", "Transfer_Encoding"] {
+                let req = format!(
+                    "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n{name}: chunked\r\nconnection: close\r\n\r\nhello"
+                );
+                let answer = send(addr, req.as_bytes()).await;
+                if name == "HOST" {
+                    // A second Host (names are case-insensitive): refused as such.
+                    assert!(answer.starts_with("HTTP/1.1 400"), "{policy:?}: {answer}");
+                    continue;
+                }
+                assert!(answer.starts_with("HTTP/1.1 400"), "{policy:?} {name}: {answer}");
+            }
+        }
+        assert!(
+            up.requests().iter().all(|r| !r.head().to_ascii_lowercase().contains("transfer_encoding")),
+            "a lookalike reached the upstream"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn underscore_policy_forwards_drops_or_rejects() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = Upstream::head_echo();
+        let req = b"GET / HTTP/1.1\r\nhost: a\r\nx_api_key: k1\r\nconnection: close\r\n\r\n";
+
+        let server = start(&up, None);
+        let answer = send(server.addr("web"), req).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("x_api_key: k1"), "forwarded by default: {answer}");
+
+        let server = start(&up, Some("drop"));
+        let answer = send(server.addr("web"), req).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(!answer.contains("x_api_key"), "dropped: {answer}");
+        // Under `drop`, a lookalike is dropped too, and the request still framed by
+        // its real content-length.
+        let answer = send(
+            server.addr("web"),
+            b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\ntransfer_encoding: chunked\r\nconnection: close\r\n\r\nok",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(!answer.contains("transfer_encoding"), "{answer}");
+
+        let server = start(&up, Some("reject"));
+        let answer = send(server.addr("web"), req).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_extensions_are_checked_and_not_forwarded() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = Upstream::head_echo();
+        let server = start(&up, None);
+        let addr = server.addr("web");
+        let ok = send(
+            addr,
+            b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5;name=\"v;x\"\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        let seen = up.requests().last().map(|r| r.body.clone()).unwrap_or_default();
+        assert_eq!(&seen[..], b"hello", "the body without the extension");
+        for bad in [
+            &b"5;name=\"unterminated\r\nhello\r\n0\r\n\r\n"[..],
+            b"5;name=\"cr\rx\"\r\nhello\r\n0\r\n\r\n",
+            b"5;\r\nhello\r\n0\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let mut req =
+                b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+            req.extend_from_slice(bad);
+            let before = up.requests().len();
+            let answer = send(addr, &req).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 400"),
+                "{:?}: {answer}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(
+                up.requests()[before..].iter().all(|r| r.body.as_ref() != b"hello"),
+                "a malformed chunk reached the upstream as data"
+            );
+        }
+    })
+    .await;
+}
