@@ -278,3 +278,29 @@ fn relative_paths_resolve_from_the_config_files_directory() {
     );
     assert!(!Path::new("certs/ca.pem").exists());
 }
+
+/// Two certificates marked `default: true` are refused naming the second one (the
+/// last no longer silently wins).
+#[test]
+fn a_second_default_certificate_is_refused() {
+    let pki = Pki::new("paths-two-defaults");
+    let Files { cert, key, .. } = files(&pki);
+    let pair = format!("{{ cert: {cert}, key: {key}, default: true }}");
+    let err = error(
+        &format!("{{ certificates: [{{ cert: {cert}, key: {key} }}, {pair}, {pair}] }}"),
+        "{ verify: false }",
+    );
+    assert_eq!(
+        err,
+        format!(
+            "{TERMINATION}.certificates[2].default: certificates[1] is already the default; \
+             at most one certificate may be marked default"
+        )
+    );
+    // One default is fine.
+    let one = error(
+        &format!("{{ certificates: [{{ cert: {cert}, key: {key} }}, {pair}] }}"),
+        "{ verify: false }",
+    );
+    assert_eq!(one, "");
+}

@@ -35,7 +35,20 @@ impl TerminationConfig {
                 "at least one certificate is required",
             ));
         }
+        let mut default = None;
         for (i, c) in self.certificates.iter().enumerate() {
+            if c.default {
+                if let Some(first) = default {
+                    return Err(ConfigBuildError::invalid(
+                        format!("certificates[{i}].default"),
+                        format!(
+                            "certificates[{first}] is already the default; \
+                             at most one certificate may be marked default"
+                        ),
+                    ));
+                }
+                default = Some(i);
+            }
             for (j, name) in c.server_names.iter().enumerate() {
                 if name.trim_end_matches('.').is_empty() || name.contains(char::is_whitespace) {
                     return Err(ConfigBuildError::invalid(
