@@ -57,8 +57,10 @@ use crate::error::OptionsError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerOptions {
-    /// The longest frame accepted, header included (default 8 MiB); a longer declared
-    /// length ends the connection before the frame is buffered. Also caps a response
+    /// The longest frame accepted, header included (default 8 MiB). A request with a
+    /// longer declared length is answered with the protocol's error
+    /// (`body_too_large`) and its body skipped unbuffered; the connection's other
+    /// calls carry on. Also caps a response
     /// body read from the request stack.
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: ByteSize,
@@ -136,15 +138,19 @@ pub struct UpstreamOptions {
     #[serde(default = "default_connections")]
     pub connections_per_endpoint: NonZeroU32,
     /// The longest response frame accepted from an upstream, and the largest request
-    /// body sent to one (default 8 MiB).
+    /// body sent to one (default 8 MiB). A longer response fails only its own call
+    /// (`response_too_large`): its body is skipped unbuffered and the connection, with
+    /// the other calls on it, stays up.
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: ByteSize,
     /// Requests in flight on one upstream connection (default 10000); more wait for
     /// a slot.
     #[serde(default = "default_upstream_in_flight")]
     pub max_in_flight: NonZeroU32,
-    /// A cap on each request's wait for its response; none when absent. A shorter
-    /// timeout carried by the request itself (Bolt's timeout field) wins.
+    /// A cap on each request's wait for its response. A shorter timeout carried by
+    /// the request itself (Bolt's timeout field, Dubbo's `timeout` attachment) wins.
+    /// When neither is set, a call waits [`crate::mux::DEFAULT_REQUEST_TIMEOUT`]
+    /// (30 s). A route's `timeout` bounds the call from outside as well.
     #[serde(
         default,
         with = "humantime_serde",

@@ -20,7 +20,7 @@ mod upstream;
 
 pub use bolt::Bolt;
 pub use dubbo::Dubbo;
-pub use protocol::{DecodeError, EncodeError, Failure, FrameKind, Protocol};
+pub use protocol::{DecodeError, EncodeError, Failure, FrameHead, FrameKind, Protocol};
 pub use proxy_core::rpc::RpcInfo;
 pub use register::{register, register_protocol};
 pub use server::RpcServer;

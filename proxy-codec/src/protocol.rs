@@ -213,4 +213,29 @@ pub trait Protocol: fmt::Debug + Send + Sync + 'static {
         let _ = (head, err);
         None
     }
+
+    /// What the fixed header at the start of `head` says of its frame (kind, request
+    /// id and, for a request, what answering it needs), read without the rest of the
+    /// frame; `None` if the header is incomplete or the protocol cannot tell.
+    ///
+    /// With it, a frame longer than `max_frame_bytes` fails only its own call: the
+    /// machinery skips its body without buffering it, answers an oversized request
+    /// with [`Protocol::error_reply`] (reason `body_too_large`) and fails the caller
+    /// of an oversized response, and the connection carries on. Without it (the
+    /// default), an oversized frame closes the connection.
+    fn frame_head(&self, head: &[u8]) -> Option<FrameHead<Self::Meta>> {
+        let _ = head;
+        None
+    }
+}
+
+/// What a frame's fixed header says, from [`Protocol::frame_head`].
+#[derive(Debug, Clone)]
+pub struct FrameHead<M> {
+    /// The kind of frame.
+    pub kind: FrameKind,
+    /// Its request id.
+    pub request_id: u64,
+    /// What the server side keeps of a request to answer it.
+    pub meta: M,
 }

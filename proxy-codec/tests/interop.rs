@@ -36,6 +36,7 @@ macro_rules! scenarios {
                 captured_frames_through_proxy,
                 proxy_failures_answered_with_protocol_statuses,
                 downstream_connections_share_one_upstream_connection,
+                oversized_response_fails_only_its_call,
             );
         }
     };

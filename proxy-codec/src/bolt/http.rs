@@ -93,6 +93,11 @@ fn header_str<'a>(headers: &'a HeaderMap, key: &str) -> Option<&'a str> {
 }
 
 pub(super) fn request_to_http(f: BoltFrame) -> Result<HttpRequest, DecodeError> {
+    // Only RPC requests are proxied: another command code (a peer's extension, or
+    // garbage) is answered with the protocol's error, never forwarded as a call.
+    if f.cmd_code != CMD_REQUEST {
+        return Err(DecodeError::Malformed("unknown bolt command code"));
+    }
     let (headers, extra_headers) = headers_from_map(f.header)?;
     let mut service = header_str(&headers, KEY_TARGET_SERVICE)
         .or_else(|| header_str(&headers, KEY_SERVICE))

@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use proxy_core::{HttpRequest, HttpResponse};
 
 use crate::{
-    protocol::{DecodeError, EncodeError, Failure, FrameKind, Protocol},
+    protocol::{DecodeError, EncodeError, Failure, FrameHead, FrameKind, Protocol},
     sniff::{sniff_bolt, Sniff},
 };
 
@@ -118,6 +118,16 @@ impl Bolt {
     }
 }
 
+fn kind(rpc_type: u8, cmd_code: u16) -> FrameKind {
+    match (rpc_type, cmd_code) {
+        (TYPE_RESPONSE, CMD_HEARTBEAT) => FrameKind::HeartbeatReply,
+        (TYPE_RESPONSE, _) => FrameKind::Response,
+        (_, CMD_HEARTBEAT) => FrameKind::Heartbeat,
+        (TYPE_ONEWAY, _) => FrameKind::OneWay,
+        _ => FrameKind::Request,
+    }
+}
+
 impl Protocol for Bolt {
     type Frame = BoltFrame;
     type Meta = BoltMeta;
@@ -143,13 +153,7 @@ impl Protocol for Bolt {
     }
 
     fn kind(&self, f: &BoltFrame) -> FrameKind {
-        match (f.rpc_type, f.cmd_code) {
-            (TYPE_RESPONSE, CMD_HEARTBEAT) => FrameKind::HeartbeatReply,
-            (TYPE_RESPONSE, _) => FrameKind::Response,
-            (_, CMD_HEARTBEAT) => FrameKind::Heartbeat,
-            (TYPE_ONEWAY, _) => FrameKind::OneWay,
-            _ => FrameKind::Request,
-        }
+        kind(f.rpc_type, f.cmd_code)
     }
 
     fn request_id(&self, f: &BoltFrame) -> u64 {
@@ -237,6 +241,24 @@ impl Protocol for Bolt {
             .ok()
             .filter(|t| *t > 0)
             .map(std::time::Duration::from_millis)
+    }
+
+    fn frame_head(&self, head: &[u8]) -> Option<FrameHead<BoltMeta>> {
+        let (version, rpc_type, request_id, codec) = frame::head_id(head)?;
+        // `cmd_code` and `ver2` follow the type byte: v1 at 2..5, v2 at 3..6.
+        let at = if version == BoltVersion::V1 { 2 } else { 3 };
+        let cmd_code = u16::from_be_bytes([*head.get(at)?, *head.get(at + 1)?]);
+        let ver2 = *head.get(at + 2)?;
+        Some(FrameHead {
+            kind: kind(rpc_type, cmd_code),
+            request_id: u64::from(request_id),
+            meta: BoltMeta {
+                version,
+                request_id,
+                codec,
+                ver2,
+            },
+        })
     }
 
     fn malformed_reply(&self, head: &[u8], _err: &DecodeError) -> Option<BoltFrame> {

@@ -8,6 +8,7 @@
 //! | `overflow`, `rate_limited`, `overloaded` | `SERVER_THREADPOOL_BUSY` (0x0004) |
 //! | `upstream_reset`                       | `CONNECTION_CLOSED` (0x0010) |
 //! | `bad_request`, `malformed`             | `CODEC_EXCEPTION` (0x0009) |
+//! | `body_too_large`, `response_too_large` | `CODEC_EXCEPTION` (0x0009) |
 //! | anything else                          | by HTTP status, below      |
 //!
 //! HTTP status to Bolt: 2xx `SUCCESS`, 400 `CODEC_EXCEPTION`, 404 `NO_PROCESSOR`,
@@ -53,7 +54,7 @@ pub fn for_failure(reason: &str, status: StatusCode) -> u16 {
         "upstream_timeout" | "request_timeout" => TIMEOUT,
         "overflow" | "rate_limited" | "overloaded" => SERVER_THREADPOOL_BUSY,
         "upstream_reset" => CONNECTION_CLOSED,
-        "bad_request" | "malformed" => CODEC_EXCEPTION,
+        "bad_request" | "malformed" | "body_too_large" | "response_too_large" => CODEC_EXCEPTION,
         _ => from_http(status),
     }
 }

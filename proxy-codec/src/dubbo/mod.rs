@@ -30,7 +30,7 @@ use proxy_core::{HttpRequest, HttpResponse};
 
 use crate::{
     hessian2::Writer,
-    protocol::{DecodeError, EncodeError, Failure, FrameKind, Protocol},
+    protocol::{DecodeError, EncodeError, Failure, FrameHead, FrameKind, Protocol},
     sniff::{sniff_dubbo, Sniff},
 };
 
@@ -213,6 +213,21 @@ impl Protocol for Dubbo {
             request_id: meta.request_id,
             body: Self::string_body(failure.message),
         }
+    }
+
+    fn frame_head(&self, head: &[u8]) -> Option<FrameHead<DubboMeta>> {
+        let (flags, request_id) = frame::head_id(head)?;
+        let header = DubboFrame {
+            flags,
+            status: 0,
+            request_id,
+            body: Bytes::new(),
+        };
+        Some(FrameHead {
+            kind: self.kind(&header),
+            request_id,
+            meta: self.request_meta(&header),
+        })
     }
 
     fn malformed_reply(&self, head: &[u8], err: &DecodeError) -> Option<DubboFrame> {

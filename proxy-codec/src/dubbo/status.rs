@@ -6,7 +6,8 @@
 //! | `connect_failure`, `upstream_reset`      | `SERVER_ERROR` (80)                 |
 //! | `upstream_timeout`, `request_timeout`    | `SERVER_TIMEOUT` (31)               |
 //! | `overflow`, `rate_limited`, `overloaded` | `SERVER_THREADPOOL_EXHAUSTED_ERROR` (100) |
-//! | `bad_request`, `malformed`               | `BAD_REQUEST` (40)                  |
+//! | `bad_request`, `malformed`, `body_too_large` | `BAD_REQUEST` (40)              |
+//! | `response_too_large`                     | `BAD_RESPONSE` (50)                 |
 //! | anything else                            | by HTTP status, below               |
 //!
 //! HTTP status to Dubbo: 2xx `OK`, 400 `BAD_REQUEST`, 404 `SERVICE_NOT_FOUND`,
@@ -46,7 +47,8 @@ pub fn for_failure(reason: &str, status: StatusCode) -> u8 {
         "connect_failure" | "upstream_reset" => SERVER_ERROR,
         "upstream_timeout" | "request_timeout" => SERVER_TIMEOUT,
         "overflow" | "rate_limited" | "overloaded" => SERVER_THREADPOOL_EXHAUSTED_ERROR,
-        "bad_request" | "malformed" => BAD_REQUEST,
+        "bad_request" | "malformed" | "body_too_large" => BAD_REQUEST,
+        "response_too_large" => BAD_RESPONSE,
         _ => from_http(status),
     }
 }

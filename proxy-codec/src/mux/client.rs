@@ -36,9 +36,18 @@ use super::{
 };
 use crate::{
     config::UpstreamOptions,
+    error::ResponseTooLarge,
     metrics::{CodecMetrics, Counters},
     protocol::{FrameKind, Protocol},
 };
+
+/// How long a call waits for its response when neither the cluster's
+/// `request_timeout` nor the request itself (Bolt's timeout field, Dubbo's `timeout`
+/// attachment) sets a limit: longer than the RPC clients' own defaults (SOFARPC 3 s,
+/// Dubbo 1 s), so it never cuts a call its client still waits for, yet bounded, so a
+/// silent upstream cannot hold a call (and its slot) for as long as the connection
+/// lives.
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Requests queued for one connection's task before senders wait.
 const QUEUE: usize = 1024;
@@ -226,10 +235,12 @@ impl<P: Protocol> MuxClient<P> {
         })?;
         let one_way = proto.kind(&frame) == FrameKind::OneWay;
         let timeout = match (inner.options.request_timeout, own_timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+            (Some(a), Some(b)) => a.min(b),
+            (Some(t), None) | (None, Some(t)) => t,
+            // Neither the cluster nor the caller set one: a call must still end.
+            (None, None) => DEFAULT_REQUEST_TIMEOUT,
         };
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = Some(tokio::time::Instant::now() + timeout);
         let mut frame = frame;
         for attempt in 1..=ATTEMPTS {
             let conn = self.connection().await?;
@@ -269,6 +280,12 @@ impl<P: Protocol> MuxClient<P> {
                 Ok(Answer::Response(f)) => return Ok(proto.response_to_http(f)),
                 Ok(Answer::NotSent(f)) if attempt < ATTEMPTS => frame = f,
                 Ok(Answer::NotSent(_)) => return Err(closed(false)),
+                Ok(Answer::TooLarge { len, max }) => {
+                    return Err(ProxyError::Upstream {
+                        request_sent: true,
+                        source: Box::new(ResponseTooLarge { len, max }),
+                    })
+                }
                 Err(_) => {
                     Counters::inc(&self.counters().upstream_closed_in_flight);
                     return Err(closed(true));

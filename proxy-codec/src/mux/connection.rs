@@ -11,10 +11,10 @@ use tokio::{
     time::Instant,
 };
 
-use super::{next_frame, WRITE_HIGH_WATER};
+use super::{next_frame, skip, WRITE_HIGH_WATER};
 use crate::{
     metrics::{CodecMetrics, Counters},
-    protocol::{FrameKind, Protocol},
+    protocol::{DecodeError, FrameKind, Protocol},
 };
 
 /// How often a connection forgets requests whose callers gave up (timed out).
@@ -32,6 +32,14 @@ pub(super) enum Answer<F> {
     Response(F),
     /// The connection closed before the request was written: safe to send again.
     NotSent(F),
+    /// The response was longer than `max_frame_bytes` (declared `len`); it was
+    /// skipped.
+    TooLarge {
+        /// The declared length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// One upstream connection's task.
@@ -62,9 +70,14 @@ impl<P: Protocol> ConnTask<P> {
         let mut accepting = true;
         let mut last_read = Instant::now();
         let mut pinged_at: Option<Instant> = None;
-        let mut prune =
-            tokio::time::interval(PRUNE_EVERY.min(self.heartbeat.unwrap_or(PRUNE_EVERY)));
+        let mut skipping: u64 = 0;
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Heartbeats on their own timer, so they go out at the interval asked (a
+        // coarser tick would round it up to the next tick after the quiet interval).
+        let every = self.heartbeat.unwrap_or(Duration::from_secs(86_400 * 365));
+        let beat = tokio::time::sleep_until(last_read + every);
+        tokio::pin!(beat);
         'conn: loop {
             if !accepting && pending.is_empty() && wbuf.is_empty() {
                 break;
@@ -81,15 +94,35 @@ impl<P: Protocol> ConnTask<P> {
                     last_read = Instant::now();
                     pinged_at = None;
                     loop {
+                        if skipping > 0 {
+                            skip(&mut rbuf, &mut skipping);
+                            if skipping > 0 {
+                                break;
+                            }
+                        }
                         let frame = match next_frame(proto, &mut rbuf, self.max_frame) {
                             Ok(Some(f)) => f,
                             Ok(None) => break,
+                            Err(DecodeError::TooLarge { len, max }) => {
+                                Counters::inc(&counters.oversized_frames);
+                                // Its header names its call: only that call fails; the
+                                // body is skipped as it arrives and the line carries on.
+                                let Some(head) = proto.frame_head(&rbuf) else {
+                                    tracing::debug!(protocol = proto.name(), len, "oversized frame from upstream; closing");
+                                    break 'conn;
+                                };
+                                tracing::debug!(protocol = proto.name(), len, max, "oversized frame from upstream; skipping it");
+                                if head.kind == FrameKind::Response {
+                                    match pending.remove(&(head.request_id as u32)) {
+                                        Some(tx) => drop(tx.send(Answer::TooLarge { len, max })),
+                                        None => Counters::inc(&counters.unknown_response_ids),
+                                    }
+                                }
+                                skipping = len;
+                                continue;
+                            }
                             Err(e) => {
-                                Counters::inc(if matches!(e, crate::protocol::DecodeError::TooLarge { .. }) {
-                                    &counters.oversized_frames
-                                } else {
-                                    &counters.malformed_frames
-                                });
+                                Counters::inc(&counters.malformed_frames);
                                 tracing::debug!(protocol = proto.name(), error = %e, "bad frame from upstream; closing");
                                 break 'conn;
                             }
@@ -146,20 +179,28 @@ impl<P: Protocol> ConnTask<P> {
                 }
                 _ = prune.tick() => {
                     pending.retain(|_, tx| !tx.is_closed());
-                    if let Some(every) = self.heartbeat {
-                        // Silent for an interval: ping; no answer within another: dead.
-                        if pinged_at.is_some_and(|at| at.elapsed() >= every) {
+                }
+                () = &mut beat, if self.heartbeat.is_some() => {
+                    let now = Instant::now();
+                    match pinged_at {
+                        // Nothing heard for an interval after our ping: dead.
+                        Some(at) if now >= at + every => {
                             tracing::debug!(protocol = proto.name(), "upstream did not answer a heartbeat; closing");
                             break;
                         }
-                        if pinged_at.is_none() && last_read.elapsed() >= every {
+                        Some(at) => beat.as_mut().reset(at + every),
+                        // Quiet for an interval: ping.
+                        None if now >= last_read + every => {
                             if let Some(mut ping) = proto.heartbeat() {
                                 next_id = next_id.wrapping_add(1);
                                 proto.set_request_id(&mut ping, u64::from(next_id));
                                 let _ = proto.encode(&ping, &mut wbuf);
-                                pinged_at = Some(Instant::now());
+                                pinged_at = Some(now);
                             }
+                            beat.as_mut().reset(now + every);
                         }
+                        // Heard from since: due an interval after the last read.
+                        None => beat.as_mut().reset(last_read + every),
                     }
                 }
             }

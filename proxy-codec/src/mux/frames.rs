@@ -1,6 +1,6 @@
 //! Cutting frames out of a read buffer, with the length cap checked first.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::protocol::{DecodeError, Protocol};
 
@@ -29,4 +29,13 @@ pub(crate) fn next_frame<P: Protocol + ?Sized>(
             }
         }
     }
+}
+
+/// Drops the next bytes of a frame being skipped (one over the length cap whose
+/// header named its call): at most `*remaining` from the front of `buf`. Its body is
+/// never buffered whole; `*remaining` is 0 once it has all gone by.
+pub(crate) fn skip(buf: &mut BytesMut, remaining: &mut u64) {
+    let n = (*remaining).min(buf.len() as u64);
+    buf.advance(n as usize);
+    *remaining -= n;
 }

@@ -15,10 +15,10 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use proxy_core::{Body, BoxError, ProxyError};
 
-pub use self::client::{Connect, MuxClient};
-pub(crate) use self::frames::next_frame;
+pub use self::client::{Connect, MuxClient, DEFAULT_REQUEST_TIMEOUT};
+pub(crate) use self::frames::{next_frame, skip};
 
-use crate::protocol::Failure;
+use crate::{error::ResponseTooLarge, protocol::Failure};
 
 /// Encoded bytes waiting to be written past which a connection stops taking more
 /// work (reading requests downstream, taking requests upstream) until the peer reads.
@@ -51,6 +51,13 @@ impl OwnedFailure {
 
     /// From an error of the request stack: a `ProxyError` in its chain, else internal.
     pub(crate) fn from_box(e: &BoxError) -> Self {
+        if let Some(big) = find::<ResponseTooLarge>(&**e) {
+            return Self::new(
+                ResponseTooLarge::REASON,
+                StatusCode::BAD_GATEWAY,
+                big.to_string(),
+            );
+        }
         match ProxyError::find(&**e) {
             Some(p) => Self::from_proxy(p),
             None => Self::new(
@@ -68,6 +75,20 @@ impl OwnedFailure {
             message: &self.message,
         }
     }
+}
+
+/// The first error of type `E` in `err`'s source chain.
+fn find<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// Reads a whole body, refusing more than `max` bytes.

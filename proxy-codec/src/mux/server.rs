@@ -4,7 +4,10 @@
 //! request stack (its future polled in place, no task per request), and writes each
 //! response as soon as it completes, in completion order. Heartbeats are answered
 //! without leaving the loop; reading pauses while `max_in_flight` requests are
-//! pending. A malformed or oversized frame gets the protocol's error reply where it
+//! pending. A frame over `max_frame_bytes` whose fixed header names its request is
+//! answered with the protocol's error (reason `body_too_large`) and its body skipped
+//! unbuffered, the connection's other calls untouched. A malformed frame (or an
+//! oversized one the protocol cannot place) gets the protocol's error reply where it
 //! names a request, then the connection stops reading, finishes what is in flight and
 //! closes.
 
@@ -20,7 +23,7 @@ use tokio::{
 };
 use tower_service::Service;
 
-use super::{collect, next_frame, OwnedFailure, WRITE_HIGH_WATER};
+use super::{collect, next_frame, skip, OwnedFailure, WRITE_HIGH_WATER};
 use crate::{
     config::ServerOptions,
     metrics::Counters,
@@ -94,16 +97,53 @@ pub(crate) async fn serve_connection<P, R, W, D>(
     let mut last_activity = Instant::now();
     let mut frame_started: Option<Instant> = None;
     let mut write_stalled_since: Option<Instant> = None;
+    // Bytes still to drop of an oversized frame being skipped.
+    let mut skipping: u64 = 0;
 
     loop {
         // Cut and dispatch every complete frame in the buffer.
         while reading && inflight.len() < max_in_flight && wbuf.len() < WRITE_HIGH_WATER {
+            if skipping > 0 {
+                skip(&mut rbuf, &mut skipping);
+                if skipping > 0 {
+                    break;
+                }
+                frame_started = None;
+            }
             let frame = match next_frame(proto, &mut rbuf, max_frame) {
                 Ok(Some(f)) => {
                     frame_started = None;
                     f
                 }
                 Ok(None) => break,
+                Err(DecodeError::TooLarge { len, max }) if proto.frame_head(&rbuf).is_some() => {
+                    // The header names the request: answer it alone, skip its body as
+                    // it arrives, and carry on with the connection's other calls.
+                    Counters::inc(&counters.oversized_frames);
+                    tracing::debug!(
+                        protocol = proto.name(),
+                        len,
+                        max,
+                        "oversized request; skipping it"
+                    );
+                    if let Some(head) = proto.frame_head(&rbuf) {
+                        if head.kind == FrameKind::Request {
+                            let f = OwnedFailure::new(
+                                "body_too_large",
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                format!("request of {len} bytes exceeds max_frame_bytes ({max})"),
+                            );
+                            Counters::inc(&counters.error_replies);
+                            encode(
+                                proto,
+                                &proto.error_reply(&head.meta, &f.as_failure()),
+                                &mut wbuf,
+                            );
+                        }
+                    }
+                    skipping = len;
+                    continue;
+                }
                 Err(e) => {
                     malformed(proto, &rbuf, &e, counters, &mut wbuf);
                     reading = false;
@@ -172,7 +212,7 @@ pub(crate) async fn serve_connection<P, R, W, D>(
             rbuf.reserve(8192);
         }
         // One timer: a started frame must complete in time; an idle connection closes.
-        frame_started = if rbuf.is_empty() {
+        frame_started = if rbuf.is_empty() && skipping == 0 {
             None
         } else {
             frame_started.or(Some(Instant::now()))

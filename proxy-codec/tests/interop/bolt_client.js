@@ -17,6 +17,8 @@
 //   --slow N --slow-ms MS       N tagAfter calls in flight while the test kills a
 //                               server: prints `SENT` once all are written, then
 //                               reports the answers per server name and the failures
+//   --huge B                    with --slow: one more call, huge(B), whose answer is B
+//                               bytes long, sent once the slow calls are written
 //   --bolt-version 2 [--crc]    speak Bolt v2 (with CRC32 when --crc)
 //   --service NAME              the echo service's interface (default com.example.EchoService)
 //   --timeout MS                per-call timeout (default 5000)
@@ -39,6 +41,7 @@ const args = parseArgs(process.argv.slice(2), {
   connections: false,
   whoami: '',
   slow: '0',
+  huge: '0',
   'slow-ms': '1500',
   'bolt-version': '1',
   crc: false,
@@ -197,6 +200,13 @@ async function main() {
           const server = typeof res === 'string' && res.endsWith(':' + arg) ? res.slice(0, -arg.length - 1) : null;
           results.push({ server, value: res, ms: Date.now() - started });
         }, err => { results.push({ error: `${err.name}: ${err.message}`, ms: Date.now() - started }); }));
+    }
+    const huge = Number(args.huge);
+    if (huge > 0) {
+      pending.push(call(consumer, 'huge', [ { $class: 'int', $: huge } ]).then(res => ({ res }), err => ({ err })).then(({ res, err }) => {
+        report.huge = err ? { error: `${err.name}: ${err.message}`, ms: Date.now() - started }
+          : { length: typeof res === 'string' ? res.length : -1, ms: Date.now() - started };
+      }));
     }
     process.stdout.write('SENT\n');
     await Promise.all(pending);

@@ -44,6 +44,7 @@ const args = parseArgs(process.argv.slice(2), {
   connections: false,
   whoami: '',
   slow: '0',
+  huge: '0',
   'slow-ms': '1500',
   timeout: '5000',
   service: 'com.example.EchoService',
@@ -61,6 +62,7 @@ const methods = {
   echoAfter(s, ms) { return [ java.String(s), java.int(ms) ]; },
   tagAfter(s, ms) { return [ java.String(s), java.int(ms) ]; },
   whoami() { return []; },
+  huge(n) { return [ java.int(n) ]; },
   connections() { return []; },
 };
 
@@ -191,8 +193,14 @@ async function main() {
         return { server, value: res, ms: Date.now() - started };
       }));
     }
+    const huge = Number(args.huge);
+    const hugeCall = huge > 0 ? echo.huge(huge).then(({ res, err }) => {
+      report.huge = err ? { error: `${err.name}: ${err.message}`, ms: Date.now() - started }
+        : { length: typeof res === 'string' ? res.length : -1, ms: Date.now() - started };
+    }) : Promise.resolve();
     process.stdout.write('SENT\n');
     const results = await Promise.all(pending);
+    await hugeCall;
     const byServer = {};
     for (const r of results) if (r.server) byServer[r.server] = (byServer[r.server] || 0) + 1;
     report.slow = {

@@ -11,6 +11,7 @@
 //   com.example.EchoService   echo(s) -> s, echoAfter(s, ms) -> s after ms,
 //                             tagAfter(s, ms) -> NAME + ':' + s after ms,
 //                             connections() -> client connections open right now,
+//                             huge(n) -> a string of n characters,
 //                             whoami() -> NAME, fail(msg) throws Error(msg)
 //   com.example.OtherService  whoami() -> NAME + '/other'
 
@@ -68,6 +69,9 @@ server.addService({ interfaceName: args['echo-service'] }, {
   },
   async whoami() {
     return args.name;
+  },
+  async huge(n) {
+    return 'h'.repeat(Number(n));
   },
   async connections() {
     return new Promise(resolve => server.getConnections((err, n) => resolve(err ? -1 : n)));

@@ -399,6 +399,82 @@ pub(crate) async fn downstream_connections_share_one_upstream_connection(peers: 
     }
 }
 
+/// An upstream answers one call with a frame over the cluster's `max_frame_bytes`
+/// while another client's calls are in flight on the same upstream connection: only
+/// that call fails, promptly and with the protocol's error; every other call, the
+/// caller's own included, is answered, and the upstream connection stays the one.
+pub(crate) async fn oversized_response_fails_only_its_call(peers: &Peers) {
+    let Some(node) = peers.node() else { return };
+    let p = peers.proto;
+    let server = node.server(p.name(), "A", &[]).await;
+    let name = format!("{}_servers", p.name());
+    let routes = route(ECHO, &name);
+    let proxy = start(&config(
+        &[listener(p.name(), p.name(), &routes)],
+        &[proxy_test_support::yaml::cluster(
+            &name,
+            &[server.addr()],
+            &[
+                &format!("protocol: {}", p.name()),
+                "protocol_options: { max_frame_bytes: 64KiB }",
+            ],
+        )],
+    ));
+    let target = proxy.addr_text(p.name());
+    let client = peers.main_client();
+    let none = Phases::default();
+    let slow = ["--slow", "40", "--slow-ms", "1500", "--timeout", "8000"];
+    let mut other = peers.spawn(&node, client, &target, &none, &slow).unwrap();
+    other.wait_for_line("SENT").await;
+    let huge = [
+        "--slow",
+        "5",
+        "--slow-ms",
+        "1500",
+        "--huge",
+        "200000",
+        "--timeout",
+        "8000",
+    ];
+    let mut caller = peers.spawn(&node, client, &target, &none, &huge).unwrap();
+    caller.wait_for_line("SENT").await;
+    let caller = caller.finish().await;
+    caller.assert_ok();
+    let error = caller.json["huge"]["error"].as_str().unwrap_or_else(|| {
+        panic!(
+            "the oversized answer did not fail its call: {}",
+            caller.json
+        )
+    });
+    for marker in client.proxy_failure_markers() {
+        assert!(!error.contains(marker), "the oversized call: {error}");
+    }
+    assert!(
+        report_ms(&caller.json["huge"]) < 1400,
+        "the oversized call was not failed promptly: {}",
+        caller.json
+    );
+    assert_eq!(caller.json["slow"]["answeredBy"]["A"], 5, "{}", caller.json);
+    let other = other.finish().await;
+    other.assert_ok();
+    assert_eq!(other.json["slow"]["answeredBy"]["A"], 40, "{}", other.json);
+    let probe = peers
+        .run(&node, client, &target, &none, &["--connections"])
+        .await
+        .unwrap();
+    probe.assert_ok();
+    assert_eq!(
+        probe.num("/serverConnections"),
+        1,
+        "the upstream connection was replaced: {}",
+        probe.json
+    );
+}
+
+fn report_ms(v: &serde_json::Value) -> u64 {
+    v["ms"].as_u64().unwrap_or(u64::MAX)
+}
+
 /// `protocol: auto`: every protocol's client, HTTP/1.1 and h2c (curl) on the same
 /// port, each routed by path to a cluster speaking its protocol, all at the same
 /// time. Run once with the drivers of all the protocols.

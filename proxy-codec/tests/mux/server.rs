@@ -113,31 +113,48 @@ async fn heartbeats_are_answered_locally_and_one_way_calls_get_no_answer() {
     .unwrap();
 }
 
+/// A request over `max_frame_bytes` is refused from its header alone: it gets the
+/// protocol's error under its own id, its body is skipped as it arrives (never
+/// buffered), and the calls around it on the same connection are answered.
 #[tokio::test]
-async fn an_oversized_frame_is_refused_from_its_header_alone() {
+async fn an_oversized_request_fails_alone_and_its_body_is_skipped() {
     timeout(LIMIT, async {
         let metrics = Arc::new(CodecMetrics::default());
         let opts = ServerOptions {
             max_frame_bytes: ByteSize(4096),
             ..ServerOptions::default()
         };
-        let mut c = serve(Bolt, opts, echo_service(Arc::default()), metrics.clone());
-        let mut head = wire(
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut c = serve(Bolt, opts, echo_service(calls.clone()), metrics.clone());
+        let big = "b".repeat(1 << 20);
+        let mut bytes = wire(
             &Bolt,
-            &[request(BoltVersion::V1, 9, bolt::TYPE_REQUEST, "x")],
+            &[
+                request(BoltVersion::V1, 8, bolt::TYPE_REQUEST, "before"),
+                request(BoltVersion::V1, 9, bolt::TYPE_REQUEST, &big),
+                request(BoltVersion::V1, 10, bolt::TYPE_REQUEST, "after"),
+            ],
         );
-        head.truncate(22);
-        head[18..22].copy_from_slice(&(64u32 << 20).to_be_bytes());
-        c.write_all(&head).await.unwrap();
+        // Written in pieces, so the skipped body spans many reads.
         let mut buf = BytesMut::new();
-        let reply = read_frame(&Bolt, &mut c, &mut buf).await.unwrap();
+        for chunk in bytes.chunks(64 * 1024) {
+            c.write_all(chunk).await.unwrap();
+        }
+        bytes.clear();
+        let mut answers = std::collections::HashMap::new();
+        for _ in 0..3 {
+            let f = read_frame(&Bolt, &mut c, &mut buf)
+                .await
+                .expect("an answer");
+            answers.insert(f.request_id, f);
+        }
+        assert_eq!(answers[&9].status, bolt::status::CODEC_EXCEPTION);
+        assert_eq!(answers[&8].status, bolt::status::SUCCESS);
+        assert_eq!(answers[&10].status, bolt::status::SUCCESS);
         assert_eq!(
-            (reply.request_id, reply.status),
-            (9, bolt::status::CODEC_EXCEPTION)
-        );
-        assert!(
-            read_frame(&Bolt, &mut c, &mut buf).await.is_none(),
-            "connection closed"
+            calls.load(Ordering::SeqCst),
+            2,
+            "the oversized call was not forwarded"
         );
         assert_eq!(metrics.bolt.oversized_frames.load(Ordering::Relaxed), 1);
     })
@@ -301,6 +318,44 @@ async fn dubbo_heartbeats_and_requests_share_a_connection() {
                 "/org.example.DemoService/sayHello".to_owned(),
                 "t1".to_owned()
             )
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// A Bolt frame with a command code that is not an RPC request is answered with the
+/// protocol's error under its id and never reaches the request stack; the
+/// connection carries on.
+#[tokio::test]
+async fn an_unknown_bolt_command_is_answered_not_forwarded() {
+    timeout(LIMIT, async {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let metrics = Arc::new(CodecMetrics::default());
+        let mut c = serve(
+            Bolt,
+            ServerOptions::default(),
+            echo_service(calls.clone()),
+            metrics,
+        );
+        let mut odd = request(BoltVersion::V1, 11, bolt::TYPE_REQUEST, "odd");
+        odd.cmd_code = 0x0007;
+        let ok = request(BoltVersion::V1, 12, bolt::TYPE_REQUEST, "ok");
+        c.write_all(&wire(&Bolt, &[odd, ok])).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut answers = std::collections::HashMap::new();
+        for _ in 0..2 {
+            let f = read_frame(&Bolt, &mut c, &mut buf)
+                .await
+                .expect("an answer");
+            answers.insert(f.request_id, f.status);
+        }
+        assert_eq!(answers[&11], bolt::status::CODEC_EXCEPTION);
+        assert_eq!(answers[&12], bolt::status::SUCCESS);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the unknown command was not forwarded"
         );
     })
     .await

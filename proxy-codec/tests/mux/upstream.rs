@@ -492,3 +492,59 @@ async fn a_dubbo_read_only_event_moves_new_requests_to_a_fresh_connection() {
     .await
     .unwrap();
 }
+
+/// `heartbeat_interval` is the interval asked: a quiet connection whose upstream
+/// answers pings sends one every interval, not rounded up to a coarser tick.
+#[tokio::test]
+async fn heartbeats_go_out_at_the_interval_asked() {
+    timeout(LIMIT, async {
+        let opts = UpstreamOptions {
+            heartbeat_interval: Some(Duration::from_millis(400)),
+            ..UpstreamOptions::default()
+        };
+        let (addr, seen) = bolt_upstream_answering_heartbeats(true).await;
+        let c = client(addr, opts, Arc::new(CodecMetrics::default()));
+        assert_eq!(
+            text(c.send(downstream_request(1, "0:a", 0)).await.unwrap()).await,
+            "up a"
+        );
+        let quiet = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let pings = seen.lock().unwrap().heartbeats;
+        // Due at 0.4, 0.8, 1.2, 1.6 and 2.0 s (plus a loopback round trip each).
+        assert!(
+            (4..=6).contains(&pings),
+            "{pings} heartbeats in {:?} at a 400ms interval",
+            quiet.elapsed()
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// A call whose request carries no timeout, to a cluster without `request_timeout`,
+/// still ends: after `DEFAULT_REQUEST_TIMEOUT`, with a timeout error, when the
+/// upstream never answers (paused clock).
+#[tokio::test(start_paused = true)]
+async fn a_call_without_any_timeout_gets_the_default_one() {
+    timeout(Duration::from_secs(120), async {
+        let (addr, _seen) = bolt_upstream().await;
+        let metrics = Arc::new(CodecMetrics::default());
+        let c = client(addr, UpstreamOptions::default(), metrics.clone());
+        let started = tokio::time::Instant::now();
+        let err = c
+            .send(downstream_request(1, "0:hang", 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Timeout), "{err}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= proxy_codec::mux::DEFAULT_REQUEST_TIMEOUT
+                && waited < proxy_codec::mux::DEFAULT_REQUEST_TIMEOUT + Duration::from_secs(2),
+            "waited {waited:?}"
+        );
+        assert_eq!(metrics.bolt.upstream_timeouts.load(Ordering::Relaxed), 1);
+    })
+    .await
+    .expect("the call never ended");
+}
