@@ -254,7 +254,7 @@ async fn failure_percentage_ejects_over_an_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ejection_survives_a_reload_and_the_new_detector_readmits() {
+async fn ejection_survives_a_reload_that_keeps_the_section() {
     let (e1, e2, e3) = (
         Upstream::start("e1"),
         Upstream::start("e2"),
@@ -269,17 +269,11 @@ async fn ejection_survives_a_reload_and_the_new_detector_readmits() {
         e1.set_health(500);
         load(addr, 12).await;
         assert_eq!(flags(admin, "app", e1.addr).await, ["ejected"]);
-        // Same section: the same detector instance carries on.
+        // Same section: the same detector instance carries on (a changed or deleted
+        // section ends the ejection: tests/retired_state.rs).
         let same = yaml(&[&e1, &e2, &e3], &outlier_cfg(&hook, ""), admin);
         proxy.reload(&same).unwrap();
         assert_eq!(flags(admin, "app", e1.addr).await, ["ejected"]);
-        // A changed section: a new detector adopts the ejected endpoint.
-        let changed = yaml(
-            &[&e1, &e2, &e3],
-            &outlier_cfg(&hook, ", consecutive_gateway_failure: 4"),
-            admin,
-        );
-        proxy.reload(&changed).unwrap();
         let (_, ext) = cluster_status(admin, "app", e1.addr).await;
         assert_eq!(ext[0]["status"]["ejected"], 1, "{ext}");
         let out = e1.hits();
@@ -293,7 +287,7 @@ async fn ejection_survives_a_reload_and_the_new_detector_readmits() {
                 e1.hits() > out
             })
             .await,
-            "the new detector readmits it after a passed probe"
+            "readmitted after a passed probe"
         );
     })
     .await
@@ -398,4 +392,57 @@ fn bad_outlier_config_is_refused_naming_the_field() {
         e.contains("clusters[0].extensions[0].config.failure_percentage.threshold: unknown field"),
         "the old integer threshold is refused: {e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_count_against_max_ejection_percent() {
+    let ups: Vec<Upstream> = (1..=5).map(|i| Upstream::start(&format!("e{i}"))).collect();
+    let hook = Webhook::start(r#"{"action":"remove"}"#);
+    let admin = free_addr();
+    let cfg = format!(
+        "{{interval: 50ms, consecutive_5xx: 2, base_ejection_time: 1h, max_ejection_time: 2h, max_ejection_percent: 20, panic_threshold_percent: 0, healing: {{webhook: {{url: \"http://{}/x\", timeout: 1s}}}}}}",
+        hook.addr
+    );
+    let proxy = start(&yaml(&ups.iter().collect::<Vec<_>>(), &cfg, admin));
+    let addr = proxy.addr("main");
+    let out = || async {
+        let mut n = 0;
+        for u in &ups {
+            n += usize::from(!flags(admin, "app", u.addr).await.is_empty());
+        }
+        n
+    };
+    tokio::time::timeout(LIMIT, async {
+        for u in &ups {
+            u.set_status(500);
+        }
+        let mut most = 0;
+        for _ in 0..30 {
+            load(addr, 5).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            most = most.max(out().await);
+        }
+        assert_eq!(
+            most, 1,
+            "20% of 5: one endpoint out at most, removed or ejected"
+        );
+        assert!(
+            eventually_async(Duration::from_secs(5), || async {
+                let mut removed = 0;
+                for u in &ups {
+                    removed += usize::from(flags(admin, "app", u.addr).await == ["removed"]);
+                }
+                removed == 1
+            })
+            .await,
+            "the webhook removed one"
+        );
+        let text = prometheus(admin).await;
+        assert!(
+            text.contains("proxy_lb_outlier_removals_total{cluster=\"app\"} 1"),
+            "{text}"
+        );
+    })
+    .await
+    .unwrap();
 }

@@ -40,6 +40,9 @@ struct State {
 #[derive(Debug, Default)]
 struct EndpointHealth {
     verdicts: Verdicts,
+    /// Whether this health check has the endpoint failed (`ACTIVE_HC_FAILED` is set
+    /// for it): the flag follows this, and is cleared when the check is dropped.
+    failed: AtomicBool,
     checks: AtomicU64,
     last_error: arc_swap::ArcSwapOption<String>,
 }
@@ -87,10 +90,11 @@ pub struct HealthCheck {
     shared: Arc<Shared>,
 }
 
+/// A dropped health check is retired too (a cluster built in code, or a server that
+/// did not retire it).
 impl Drop for HealthCheck {
     fn drop(&mut self) {
-        self.shared.closed.store(true, SeqCst);
-        self.shared.wake.notify_one();
+        self.shared.retire();
     }
 }
 
@@ -141,6 +145,7 @@ impl ClusterExtension for HealthCheck {
             endpoints: cluster.endpoints.clone(),
             verdicts,
         }));
+        self.shared.sync_flags(&self.shared.state.load());
         if self.shared.started.swap(true, SeqCst) {
             return;
         }
@@ -152,6 +157,12 @@ impl ClusterExtension for HealthCheck {
         rt.spawn(run(Arc::downgrade(&self.shared), self.shared.wake.clone()));
     }
 
+    /// The section went or changed: the endpoints this check failed serve again at
+    /// once (a new instance's endpoints start healthy), and the probes stop.
+    fn retire(&self) {
+        self.shared.retire();
+    }
+
     fn status(&self) -> serde_json::Value {
         let st = self.shared.state.load();
         let endpoints: Vec<serde_json::Value> = st
@@ -161,7 +172,7 @@ impl ClusterExtension for HealthCheck {
             .map(|(e, h)| {
                 json!({
                     "address": e.address.to_string(),
-                    "healthy": !e.health_flags().contains(HealthFlags::ACTIVE_HC_FAILED),
+                    "healthy": !h.failed.load(Relaxed),
                     "checks": h.checks.load(Relaxed),
                     "last_error": h.last_error.load().as_deref().cloned(),
                 })
@@ -172,9 +183,55 @@ impl ClusterExtension for HealthCheck {
 }
 
 impl Shared {
+    /// Stops the checks and clears every flag this check set. Idempotent.
+    fn retire(&self) {
+        if self.closed.swap(true, SeqCst) {
+            return;
+        }
+        self.wake.notify_one();
+        let st = self.state.load();
+        for (e, h) in st.endpoints.iter().zip(&st.verdicts) {
+            if h.failed.load(SeqCst) {
+                e.clear_health_flag(HealthFlags::ACTIVE_HC_FAILED);
+            }
+        }
+    }
+
+    /// Makes `ACTIVE_HC_FAILED` on the watched endpoints say what this check decided:
+    /// set where it failed them, cleared elsewhere (left by a retired instance).
+    fn sync_flags(&self, st: &State) {
+        if self.closed.load(SeqCst) {
+            return;
+        }
+        for (e, h) in st.endpoints.iter().zip(&st.verdicts) {
+            let has = e.health_flags().contains(HealthFlags::ACTIVE_HC_FAILED);
+            if h.failed.load(SeqCst) {
+                if !has {
+                    self.set_flag(e);
+                }
+            } else if has
+                && e.clear_health_flag(HealthFlags::ACTIVE_HC_FAILED)
+                && h.failed.load(SeqCst)
+            {
+                self.set_flag(e);
+            }
+        }
+    }
+
+    /// Sets `ACTIVE_HC_FAILED` on `e` unless the check is retired (a setter racing
+    /// with the drop takes its flag back).
+    fn set_flag(&self, e: &Endpoint) -> bool {
+        let new = e.set_health_flag(HealthFlags::ACTIVE_HC_FAILED);
+        if self.closed.load(SeqCst) {
+            e.clear_health_flag(HealthFlags::ACTIVE_HC_FAILED);
+        }
+        new
+    }
+
     /// One round: every endpoint probed at once; flags flipped at the thresholds.
     async fn round(self: &Arc<Self>) {
         let st = self.state.load_full();
+        self.sync_flags(&st);
         let mut probes = tokio::task::JoinSet::new();
         for (e, h) in st.endpoints.iter().zip(&st.verdicts) {
             if e.health_flags().contains(HealthFlags::REMOVED) {
@@ -189,17 +246,19 @@ impl Shared {
                 let result = probe_endpoint(&e, &shared.cfg.probe, shared.cfg.timeout).await;
                 h.checks.fetch_add(1, Relaxed);
                 shared.counters.checked(result.as_ref().err().map(|e| e.label()));
-                let healthy_now = !e.health_flags().contains(HealthFlags::ACTIVE_HC_FAILED);
+                let healthy_now = !h.failed.load(SeqCst);
                 match &result {
                     Ok(()) => h.last_error.store(None),
                     Err(err) => h.last_error.store(Some(Arc::new(err.to_string()))),
                 }
                 match h.verdicts.record(result.is_ok(), healthy_now, &shared.cfg) {
-                    Some(true) if e.clear_health_flag(HealthFlags::ACTIVE_HC_FAILED) => {
+                    Some(true) if h.failed.swap(false, SeqCst) => {
+                        e.clear_health_flag(HealthFlags::ACTIVE_HC_FAILED);
                         shared.counters.transition(true);
                         tracing::info!(cluster = %shared.cluster, endpoint = %e.address, "endpoint passed its health checks");
                     }
-                    Some(false) if e.set_health_flag(HealthFlags::ACTIVE_HC_FAILED) => {
+                    Some(false) if !h.failed.swap(true, SeqCst) => {
+                        shared.set_flag(&e);
                         shared.counters.transition(false);
                         tracing::warn!(cluster = %shared.cluster, endpoint = %e.address, "endpoint failed its health checks");
                     }

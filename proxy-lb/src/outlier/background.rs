@@ -46,6 +46,7 @@ impl Shared {
                 self.try_eject(&st, i, EjectionReason::FailurePercentage);
             }
         }
+        self.sync_flags(&st);
         let now = self.now_ms();
         let base = u64::try_from(self.cfg.base_ejection_time.as_millis()).unwrap_or(u64::MAX);
         for (i, c) in st.per.iter().enumerate() {
@@ -110,15 +111,29 @@ impl Shared {
         }
     }
 
-    /// Removes endpoint `i` for good, as the healing sink asked.
+    /// Removes endpoint `i` for good, as the healing sink asked. An ejected endpoint
+    /// stays out, now removed; one readmitted since the report goes out only within
+    /// the max-ejection and panic limits, like an ejection.
     fn remove(&self, st: &State, i: usize) {
         let (Some(e), Some(c)) = (st.endpoints.get(i), st.per.get(i)) else {
             return;
         };
-        if c.removed.swap(true, SeqCst) {
+        if c.removed.load(SeqCst) || self.closed.load(SeqCst) {
             return;
         }
-        e.set_health_flag(HealthFlags::REMOVED);
+        if !c.ejected.load(SeqCst) && !self.may_take_out(st, self.ejected.load(SeqCst)) {
+            self.counters.refused();
+            tracing::warn!(cluster = %self.cluster, endpoint = %e.address, "removal refused: too many endpoints out");
+            return;
+        }
+        // Counted as removed before it stops counting as ejected: never less out
+        // than there is.
+        self.removed.fetch_add(1, SeqCst);
+        if c.removed.swap(true, SeqCst) {
+            self.removed.fetch_sub(1, SeqCst);
+            return;
+        }
+        self.set_flag(e, HealthFlags::REMOVED);
         if c.ejected.swap(false, SeqCst) {
             e.clear_health_flag(HealthFlags::EJECTED);
             self.ejected.fetch_sub(1, SeqCst);

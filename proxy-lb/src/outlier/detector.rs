@@ -50,6 +50,9 @@ pub(super) struct Shared {
     pub(super) epoch: Instant,
     pub(super) state: ArcSwap<State>,
     pub(super) ejected: AtomicUsize,
+    /// Endpoints removed at the sink's request: out like the ejected ones, counted
+    /// against the same max-ejection and panic limits.
+    pub(super) removed: AtomicUsize,
     pub(super) sink: Option<Arc<dyn HealingSink>>,
     pub(super) counters: Arc<ClusterOutlierCounters>,
     pub(super) started: AtomicBool,
@@ -91,10 +94,11 @@ pub struct OutlierDetection {
     shared: Arc<Shared>,
 }
 
+/// A dropped detection is retired too (a cluster built in code, or a server that did
+/// not retire it).
 impl Drop for OutlierDetection {
     fn drop(&mut self) {
-        self.shared.closed.store(true, SeqCst);
-        self.shared.wake.notify_one();
+        self.shared.retire();
     }
 }
 
@@ -129,6 +133,7 @@ impl OutlierDetection {
                 epoch: Instant::now(),
                 state: ArcSwap::from_pointee(State::default()),
                 ejected: AtomicUsize::new(0),
+                removed: AtomicUsize::new(0),
                 sink,
                 counters,
                 started: AtomicBool::new(false),
@@ -149,11 +154,32 @@ impl OutlierDetection {
     pub fn ejected_count(&self) -> usize {
         self.shared.ejected.load(Relaxed)
     }
+
+    /// Endpoints removed at the healing sink's request now.
+    pub fn removed_count(&self) -> usize {
+        self.shared.removed.load(Relaxed)
+    }
+
+    /// Undoes a removal (or an ejection) of the endpoint at `address`: it takes
+    /// traffic again at once, with its ejection count kept. Returns whether it was out.
+    /// A config change does the same for every endpoint: a changed or deleted
+    /// `outlier_detection` section clears every flag the detection set.
+    pub fn restore(&self, address: std::net::SocketAddr) -> bool {
+        let st = self.shared.state.load_full();
+        let mut any = false;
+        for (i, e) in st.endpoints.iter().enumerate() {
+            if e.address == address {
+                any |= self.shared.restore(&st, i);
+            }
+        }
+        any
+    }
 }
 
 impl ClusterExtension for OutlierDetection {
     fn activate(&self, cluster: &ClusterInfo) {
         self.shared.adopt(&cluster.endpoints);
+        self.shared.sync_flags(&self.shared.state.load());
         if self.shared.started.swap(true, SeqCst) {
             return;
         }
@@ -190,6 +216,13 @@ impl ClusterExtension for OutlierDetection {
         }
     }
 
+    /// The section went or changed: every endpoint this detection ejected or removed
+    /// serves again at once (a changed section is a new instance, which starts with
+    /// every endpoint in), and the background task stops.
+    fn retire(&self) {
+        self.shared.retire();
+    }
+
     fn status(&self) -> serde_json::Value {
         let st = self.shared.state.load();
         let now = self.shared.now_ms();
@@ -219,6 +252,7 @@ impl ClusterExtension for OutlierDetection {
         json!({
             "type": "outlier_detection",
             "ejected": self.shared.ejected.load(Relaxed),
+            "removed": self.shared.removed.load(Relaxed),
             "endpoints": endpoints,
         })
     }
@@ -237,15 +271,31 @@ impl Shared {
         )
     }
 
-    /// Takes a new endpoint set, keeping the counters of endpoints it had. Endpoints
-    /// that arrive ejected or removed (by an earlier instance) are adopted as such, so
-    /// that they are probed and readmitted here.
+    /// Stops the detection and clears every flag it set. Idempotent.
+    fn retire(&self) {
+        if self.closed.swap(true, SeqCst) {
+            return;
+        }
+        self.wake.notify_one();
+        let st = self.state.load();
+        for (e, c) in st.endpoints.iter().zip(&st.per) {
+            if c.ejected.load(SeqCst) && e.clear_health_flag(HealthFlags::EJECTED) {
+                self.counters.left_ejection();
+            }
+            if c.removed.load(SeqCst) {
+                e.clear_health_flag(HealthFlags::REMOVED);
+            }
+        }
+    }
+
+    /// Takes a new endpoint set, keeping the counters (and the ejections and removals)
+    /// of endpoints it had. Flags on endpoints it never had are not its own: an
+    /// earlier instance's, of a section that changed or went; they are not adopted.
     fn adopt(&self, endpoints: &Arc<[Arc<Endpoint>]>) {
         let old = self.state.load_full();
-        let now = self.now_ms();
         let mut per = Vec::with_capacity(endpoints.len());
         let mut by_ptr = HashMap::with_capacity(endpoints.len());
-        let mut ejected = 0;
+        let (mut ejected, mut removed) = (0, 0);
         for (i, e) in endpoints.iter().enumerate() {
             let key = Arc::as_ptr(e) as usize;
             let c = old
@@ -253,26 +303,76 @@ impl Shared {
                 .get(&key)
                 .and_then(|&j| old.per.get(j).cloned())
                 .unwrap_or_default();
-            let flags = e.health_flags();
-            if flags.contains(HealthFlags::REMOVED) {
-                c.removed.store(true, Relaxed);
-            }
-            if flags.contains(HealthFlags::EJECTED) && !c.ejected.swap(true, SeqCst) {
-                c.ejected_at_ms.store(now, Relaxed);
-                c.times_ejected.fetch_max(1, Relaxed);
-            }
-            if c.ejected.load(Relaxed) {
-                ejected += 1;
-            }
+            ejected += usize::from(c.ejected.load(Relaxed));
+            removed += usize::from(c.removed.load(Relaxed));
             by_ptr.insert(key, i);
             per.push(c);
         }
         self.ejected.store(ejected, SeqCst);
+        self.removed.store(removed, SeqCst);
         self.state.store(Arc::new(State {
             endpoints: endpoints.clone(),
             per,
             by_ptr,
         }));
+    }
+
+    /// Makes the `EJECTED` and `REMOVED` flags of the watched endpoints say what this
+    /// detection decided: its own set, any other cleared (left by a retired instance,
+    /// or by a refused ejection's brief claim). Run at activation and every interval.
+    pub(super) fn sync_flags(&self, st: &State) {
+        if self.closed.load(SeqCst) {
+            return;
+        }
+        for (e, c) in st.endpoints.iter().zip(&st.per) {
+            for (mine, flag) in [
+                (&c.ejected, HealthFlags::EJECTED),
+                (&c.removed, HealthFlags::REMOVED),
+            ] {
+                let has = e.health_flags().contains(flag);
+                if mine.load(SeqCst) {
+                    if !has {
+                        self.set_flag(e, flag);
+                    }
+                } else if has && e.clear_health_flag(flag) && mine.load(SeqCst) {
+                    // Claimed in between: put it back.
+                    self.set_flag(e, flag);
+                }
+            }
+        }
+    }
+
+    /// Sets `flag` on `e`, unless this detection is retired (its drop clears what it
+    /// set; a setter racing with it takes its flag back).
+    pub(super) fn set_flag(&self, e: &Endpoint, flag: HealthFlags) {
+        e.set_health_flag(flag);
+        if self.closed.load(SeqCst) {
+            e.clear_health_flag(flag);
+        }
+    }
+
+    /// Takes endpoint `i` back in: not removed, not ejected. Returns whether it was out.
+    pub(super) fn restore(&self, st: &State, i: usize) -> bool {
+        let (Some(e), Some(c)) = (st.endpoints.get(i), st.per.get(i)) else {
+            return false;
+        };
+        let removed = c.removed.swap(false, SeqCst);
+        if removed {
+            e.clear_health_flag(HealthFlags::REMOVED);
+            self.removed.fetch_sub(1, SeqCst);
+        }
+        let ejected = c.ejected.swap(false, SeqCst);
+        if ejected {
+            c.reset_consecutive();
+            c.last_change_ms.store(self.now_ms(), Relaxed);
+            e.clear_health_flag(HealthFlags::EJECTED);
+            self.ejected.fetch_sub(1, SeqCst);
+            self.counters.left_ejection();
+        }
+        if removed || ejected {
+            tracing::info!(cluster = %self.cluster, endpoint = %e.address, "endpoint restored");
+        }
+        removed || ejected
     }
 
     fn enforcement(&self, reason: EjectionReason) -> Percent {
@@ -291,6 +391,23 @@ impl Shared {
                 .as_ref()
                 .map_or(Percent::ZERO, |f| f.enforcing_percent),
         }
+    }
+
+    /// Whether one more endpoint may go out of `st`'s, with `ejected` ejected now: the
+    /// max-ejection and panic limits count removed endpoints as out too, over every
+    /// endpoint of the cluster, so that neither ejections nor a healing sink's
+    /// removals take more than `max_ejection_percent` out (one always allowed when
+    /// none is out), nor leave fewer than `panic_threshold_percent` healthy.
+    pub(super) fn may_take_out(&self, st: &State, ejected: usize) -> bool {
+        let total = st.endpoints.len();
+        let healthy = st.endpoints.iter().filter(|e| e.is_healthy()).count();
+        may_eject(
+            total,
+            ejected + self.removed.load(SeqCst),
+            healthy,
+            self.cfg.max_ejection_percent,
+            self.cfg.panic_threshold_percent,
+        )
     }
 
     /// Ejects endpoint `i` unless it is out already, enforcement says no, or the
@@ -312,21 +429,9 @@ impl Shared {
         {
             return;
         }
-        let total = st
-            .endpoints
-            .iter()
-            .filter(|e| !e.health_flags().contains(HealthFlags::REMOVED))
-            .count();
-        let healthy = st.endpoints.iter().filter(|e| e.is_healthy()).count();
         let mut cur = self.ejected.load(SeqCst);
         loop {
-            if !may_eject(
-                total,
-                cur,
-                healthy,
-                self.cfg.max_ejection_percent,
-                self.cfg.panic_threshold_percent,
-            ) {
+            if !self.may_take_out(st, cur) {
                 c.ejected.store(false, SeqCst);
                 self.counters.refused();
                 return;
@@ -339,7 +444,7 @@ impl Shared {
         let times = c.times_ejected.fetch_add(1, Relaxed).saturating_add(1);
         c.ejected_at_ms.store(self.now_ms(), Relaxed);
         c.reason.store(reason as u8, Relaxed);
-        e.set_health_flag(HealthFlags::EJECTED);
+        self.set_flag(e, HealthFlags::EJECTED);
         self.counters.ejected(reason);
         tracing::warn!(cluster = %self.cluster, endpoint = %e.address, reason = reason.as_str(), times, "endpoint ejected");
         if self.sink.is_some() {

@@ -340,13 +340,19 @@ mod detection {
     }
 
     #[test]
-    fn a_new_instance_adopts_ejected_endpoints() {
+    fn flags_are_owned_by_the_instance_that_set_them() {
         let eps = endpoints(3);
+        // Left by a retired instance: not adopted, cleared at activation.
         eps[2].set_health_flag(HealthFlags::EJECTED);
-        let (d, _) = detection("{consecutive_5xx: 5}", &eps);
-        assert_eq!(d.ejected_count(), 1);
-        assert_eq!(d.status()["endpoints"][2]["ejected"], true);
-        // A reload with a new set keeps the counters of kept endpoints.
+        eps[1].set_health_flag(HealthFlags::REMOVED);
+        let (d, counters) = detection("{consecutive_5xx: 2, max_ejection_percent: 50}", &eps);
+        assert_eq!(d.ejected_count(), 0);
+        assert!(eps.iter().all(|e| e.is_healthy()));
+        assert_eq!(d.status()["endpoints"][2]["ejected"], false);
+        // Its own ejection survives a new endpoint set, with the counters.
+        d.on_outcome(&eps[0], &ERR, Duration::ZERO);
+        d.on_outcome(&eps[0], &ERR, Duration::ZERO);
+        assert_eq!(eps[0].health_flags(), HealthFlags::EJECTED);
         let before = d.endpoint_counters(&eps[0]).unwrap();
         let next: Arc<[Arc<Endpoint>]> = vec![eps[0].clone(), endpoints(9)[8].clone()].into();
         d.activate(&ClusterInfo {
@@ -354,7 +360,24 @@ mod detection {
             endpoints: next.clone(),
         });
         assert!(Arc::ptr_eq(&before, &d.endpoint_counters(&eps[0]).unwrap()));
+        assert_eq!(d.ejected_count(), 1);
+        assert_eq!(eps[0].health_flags(), HealthFlags::EJECTED);
+        // Restored by hand: in at once.
+        assert!(d.restore(eps[0].address));
+        assert!(eps[0].is_healthy());
         assert_eq!(d.ejected_count(), 0);
+        assert!(!d.restore(eps[0].address), "nothing left to undo");
+        // Ejected again, then the detection goes (section removed or changed): the
+        // flag goes with it.
+        d.on_outcome(&eps[0], &ERR, Duration::ZERO);
+        d.on_outcome(&eps[0], &ERR, Duration::ZERO);
+        assert_eq!(eps[0].health_flags(), HealthFlags::EJECTED);
+        drop(d);
+        assert!(
+            eps[0].is_healthy(),
+            "a retired detection clears its ejections"
+        );
+        assert_eq!(counters.active(), 0, "the active gauge follows");
     }
 
     #[test]
