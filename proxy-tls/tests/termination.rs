@@ -364,3 +364,43 @@ fn a_client_without_common_parameters_gets_an_alert() {
         m.failures("unsupported")
     );
 }
+
+/// A first handshake message that is not a ClientHello (an unknown handshake type, or
+/// a known one out of place) gets a fatal `unexpected_message` alert (RFC 8446
+/// section 4) before the close, and counts as `malformed`.
+#[tokio::test]
+async fn an_unknown_handshake_type_gets_unexpected_message() {
+    let s = setup("unknown-handshake-type", "");
+    let addr = format!("127.0.0.1:{}", s.port);
+    // Handshake record, type 0x63 (unassigned) with a 4-byte body; type 0
+    // (HelloRequest, a server's message) with an empty one.
+    let unknown: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0x08, 0x63, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00,
+    ];
+    let hello_request: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        for hello in [unknown, hello_request] {
+            let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            c.write_all(hello).await.unwrap();
+            let mut out = Vec::new();
+            let _ = c.read_to_end(&mut out).await;
+            // Alert record, TLS 1.2, length 2, fatal (2), unexpected_message (10).
+            assert_eq!(
+                out,
+                [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x0a],
+                "handshake type {:#04x}",
+                hello[5]
+            );
+        }
+    })
+    .await
+    .unwrap();
+    let m = s.runtime.metrics();
+    for _ in 0..100 {
+        if m.failures("malformed") >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(m.failures("malformed"), 2);
+}

@@ -104,6 +104,11 @@ where
             Err((err, mut alert)) => {
                 let mut out = Vec::new();
                 let _ = alert.write_all(&mut out);
+                if out.is_empty() {
+                    // rustls's Acceptor queues no alert when the first handshake
+                    // message is not a ClientHello; RFC 8446 section 4 wants one.
+                    out.extend_from_slice(&fallback_alert(&err));
+                }
                 let _ = send(io, &out).await;
                 return Err(HandshakeError::from_rustls(err, true));
             }
@@ -197,6 +202,24 @@ where
         early_data,
         facts,
     })
+}
+
+/// The fatal alert record for a ClientHello error rustls left without one:
+/// `unexpected_message` for a message of the wrong (or an unknown) handshake type
+/// (RFC 8446 section 4), `decode_error` for one that does not parse, else
+/// `internal_error`. Record version TLS 1.2, as rustls writes its own alerts.
+fn fallback_alert(err: &rustls::Error) -> [u8; 7] {
+    use rustls::{AlertDescription as A, Error as E};
+    let description = match err {
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            A::UnexpectedMessage
+        }
+        E::InvalidMessage(_) => A::DecodeError,
+        E::PeerIncompatible(_) => A::HandshakeFailure,
+        _ => A::InternalError,
+    };
+    // ContentType::Alert, TLS 1.2, length 2, AlertLevel::Fatal, description.
+    [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(description)]
 }
 
 fn suite_name(suite: rustls::CipherSuite) -> &'static str {
