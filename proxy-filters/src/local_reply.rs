@@ -57,6 +57,7 @@ fn grpc_status(status: StatusCode, reason: &str) -> u8 {
     match (reason, status.as_u16()) {
         ("rbac_denied", _) => 7,          // PERMISSION_DENIED
         ("rate_limited", _) => 8,         // RESOURCE_EXHAUSTED
+        ("rate_limit_keys_full", _) => 8, // RESOURCE_EXHAUSTED
         (_, 200..=299) => 0,              // OK
         (_, 400) => 13,                   // INTERNAL
         (_, 401) => 16,                   // UNAUTHENTICATED

@@ -105,6 +105,9 @@ pub fn register(registry: &mut Registry) {
     registry.register_filter(local_rate_limit::NAME, |cfg, ctx| {
         let c: local_rate_limit::LocalRateLimitConfig = cfg.parse()?;
         let counters = counters(ctx, local_rate_limit::NAME, c.name.as_deref());
+        // The snapshot being built, told apart by its cluster map (one per build, alive
+        // as long as the snapshot): the keys gauge counts the newest build's limiters.
+        let build = Arc::as_ptr(ctx.clusters) as usize;
         // A named, unchanged section keeps its buckets across reloads (unnamed ones
         // start afresh: two unnamed limiters of one listener must not share).
         let layer = match c.name.as_deref() {
@@ -112,9 +115,9 @@ pub fn register(registry: &mut Registry) {
                 let cache =
                     ctx.metrics::<local_rate_limit::LimiterCache>("filters/local_rate_limit/state");
                 let key = format!("{}/{name}", ctx.listener.unwrap_or_default());
-                cache.layer(&key, &c, counters)?
+                cache.layer_for_build(&key, &c, counters, build)?
             }
-            None => local_rate_limit::LocalRateLimitLayer::new(&c, counters)?,
+            None => local_rate_limit::LocalRateLimitLayer::with_build(&c, counters, build)?,
         };
         Ok(http(layer))
     });

@@ -1,6 +1,7 @@
 //! Local rate limiting through a real proxy: 429 with `retry-after` past the rate,
 //! separate buckets per header key and per source IP, requests without the key
-//! untouched by that descriptor; bad rates refused naming the field.
+//! untouched by that descriptor; bad rates refused naming the field; the keys gauge
+//! across reloads and each `overflow` policy with 2,000 first-time keys.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,8 +11,8 @@ use std::time::Duration;
 
 use common::{config, listener, start, try_start, upstream};
 use proxy_test_support::{
-    client::{self, get},
-    closed_port, free_addr, prometheus, with_timeout,
+    client::{self, get, H1Client},
+    closed_port, free_addr, prometheus, with_timeout, TestServer,
 };
 
 #[tokio::test]
@@ -161,7 +162,7 @@ async fn many_keys_stay_bounded() {
     with_timeout(Duration::from_secs(60), async {
         let up = upstream("backend", Duration::ZERO);
         let admin = free_addr();
-        let rules = "{name: keys, descriptors: [{key: {header: x-api-key}, rate: {requests: 1, per: 1h}, max_keys: 64}]}";
+        let rules = "{name: keys, descriptors: [{key: {header: x-api-key}, rate: {requests: 1, per: 1h}, max_keys: 64, overflow: shared_bucket}]}";
         let yaml = format!(
             "admin: {{ address: \"{admin}\" }}\n{}",
             config(
@@ -228,6 +229,235 @@ async fn a_reload_keeps_the_buckets_of_an_unchanged_named_limiter() {
         let changed = yaml("").replace("requests: 2", "requests: 3");
         proxy.reload(&changed).unwrap();
         assert_eq!(get(addr, "/", &[]).await.status, 200, "a changed rate starts afresh");
+    })
+    .await;
+}
+
+/// A proxy with an admin listener and one `local_rate_limit` named `name` on listener
+/// `edge`, with `filters` after it (a YAML flow list's tail, e.g. `, {typed: ...}`).
+fn keyed_yaml(
+    admin: std::net::SocketAddr,
+    up: std::net::SocketAddr,
+    rules: &str,
+    filters: &str,
+) -> String {
+    format!(
+        "admin: {{ address: \"{admin}\" }}\n{}",
+        config(
+            &[listener(
+                "edge",
+                &format!("[{{typed: local_rate_limit, config: {rules}}}{filters}]"),
+                "b"
+            )],
+            &[("b", up)],
+        )
+    )
+}
+
+/// A Prometheus sample of the proxy at `admin` for the filter `name`.
+async fn stat(admin: std::net::SocketAddr, family: &str, name: &str) -> f64 {
+    let text = client::get(admin, "/stats/prometheus", &[]).await.text();
+    prometheus::sample(&text, &format!("{family}{{filter=\"{name}\"}}"))
+        .unwrap_or_else(|| panic!("{family}: {text}"))
+}
+
+/// Sends one request with `x-api-key: key` on `c`.
+async fn with_key(c: &mut H1Client, key: &str) -> client::Response {
+    c.request(
+        http::Method::GET,
+        "/",
+        &[("x-api-key", key)],
+        bytes::Bytes::new(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn keys_gauge_counts_the_live_limiters_across_reloads() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = upstream("backend", Duration::ZERO);
+        let admin = free_addr();
+        let rules = |requests: u32| {
+            format!("{{name: g, descriptors: [{{key: {{header: x-api-key}}, rate: {{requests: {requests}, per: 1h}}, max_keys: 100}}]}}")
+        };
+        let proxy = start(&keyed_yaml(admin, up.addr, &rules(1), ""));
+        let addr = proxy.addr("edge");
+        let mut c = H1Client::new(addr);
+        // An idle keep-alive connection holds the stack it last used across reloads.
+        let mut idle = H1Client::new(addr);
+        for i in 0..400 {
+            with_key(&mut c, &format!("first-{i}")).await;
+        }
+        assert_eq!(with_key(&mut idle, "idle").await.status, 200);
+        assert_eq!(stat(admin, "proxy_filters_local_rate_limit_keys", "g").await, 100.0, "at most max_keys");
+        // Three reloads, each replacing the limiter (its rate changed): only the
+        // running limiter's keys count.
+        for (round, requests) in [2u32, 3, 4].into_iter().enumerate() {
+            proxy.reload(&keyed_yaml(admin, up.addr, &rules(requests), "")).unwrap();
+            assert_eq!(stat(admin, "proxy_filters_local_rate_limit_keys", "g").await, 0.0, "round {round}: replaced");
+            // Few keys: none is evicted from its shard (of 6 or 7).
+            for i in 0..10 {
+                assert_eq!(with_key(&mut c, &format!("r{round}-{i}")).await.status, 200);
+            }
+            assert_eq!(stat(admin, "proxy_filters_local_rate_limit_keys", "g").await, 10.0, "round {round}");
+        }
+        // A reload that keeps the limiter (its section unchanged) keeps its keys.
+        let kept = keyed_yaml(admin, up.addr, &rules(4), ", {typed: header_rewrite, config: {request: {set: [{name: x-v, value: '2'}]}}}");
+        proxy.reload(&kept).unwrap();
+        assert_eq!(stat(admin, "proxy_filters_local_rate_limit_keys", "g").await, 10.0, "kept");
+        for i in 0..3 {
+            with_key(&mut c, &format!("kept-{i}")).await;
+        }
+        assert_eq!(stat(admin, "proxy_filters_local_rate_limit_keys", "g").await, 13.0);
+        // A rejected reload changes nothing.
+        assert!(proxy.reload(&keyed_yaml(admin, up.addr, &rules(5), ", {typed: nope}")).is_err());
+        assert_eq!(stat(admin, "proxy_filters_local_rate_limit_keys", "g").await, 13.0, "rejected");
+        drop(idle);
+    })
+    .await;
+}
+
+/// 2,000 first-time keys (each once, on one connection) against `max_keys: 100`, a
+/// hot key used every 5 keys and a rate of 1 per hour: the statuses by key index, the
+/// hot key's, and the running proxy.
+async fn first_time_keys(
+    policy: &str,
+) -> (
+    Vec<client::Response>,
+    Vec<u16>,
+    TestServer,
+    std::net::SocketAddr,
+    Upstream,
+) {
+    let up = upstream("backend", Duration::ZERO);
+    let admin = free_addr();
+    let rules = format!("{{name: {policy}, descriptors: [{{key: {{header: x-api-key}}, rate: {{requests: 1, per: 1h}}, max_keys: 100, overflow: {policy}}}]}}");
+    let proxy = start(&keyed_yaml(admin, up.addr, &rules, ""));
+    let mut c = H1Client::new(proxy.addr("edge"));
+    let mut hot = vec![with_key(&mut c, "hot").await.status.as_u16()];
+    let mut got = Vec::new();
+    for i in 0..2000 {
+        got.push(with_key(&mut c, &format!("key-{i}")).await);
+        if i % 5 == 4 {
+            hot.push(with_key(&mut c, "hot").await.status.as_u16());
+        }
+    }
+    (got, hot, proxy, admin, up)
+}
+
+use proxy_test_support::Upstream;
+
+#[tokio::test]
+async fn overflow_shared_bucket_makes_new_keys_share_one_bucket() {
+    with_timeout(Duration::from_secs(120), async {
+        let (got, _, _proxy, admin, _up) = first_time_keys("shared_bucket").await;
+        let ok = got.iter().filter(|r| r.status == 200).count();
+        // The hot key holds one slot: 99 keys have their own bucket, and the one
+        // overflow bucket (1 per hour) admits one more; everyone else shares it.
+        assert_eq!(ok, 99 + 1, "admitted");
+        for r in got.iter().filter(|r| r.status != 200) {
+            assert_eq!(r.status, 429);
+            assert_eq!(r.headers["x-proxy-error"], "rate_limited");
+        }
+        assert_eq!(
+            stat(
+                admin,
+                "proxy_filters_local_rate_limit_overflow_total",
+                "shared_bucket"
+            )
+            .await,
+            1901.0
+        );
+        assert_eq!(
+            stat(
+                admin,
+                "proxy_filters_local_rate_limit_keys",
+                "shared_bucket"
+            )
+            .await,
+            100.0
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn overflow_reject_refuses_new_keys_naming_the_reason() {
+    with_timeout(Duration::from_secs(120), async {
+        let (got, _, _proxy, admin, _up) = first_time_keys("reject").await;
+        let ok = got.iter().filter(|r| r.status == 200).count();
+        assert_eq!(ok, 99, "the keys with room (the hot key holds one slot)");
+        for r in got.iter().filter(|r| r.status != 200) {
+            assert_eq!(r.status, 429);
+            assert_eq!(r.headers["x-proxy-error"], "rate_limit_keys_full");
+            assert_eq!(r.headers["retry-after"], "1");
+        }
+        assert_eq!(
+            stat(
+                admin,
+                "proxy_filters_local_rate_limit_overflow_total",
+                "reject"
+            )
+            .await,
+            1901.0
+        );
+        assert_eq!(
+            stat(admin, "proxy_filters_local_rate_limit_keys", "reject").await,
+            100.0
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn overflow_evict_lru_gives_new_keys_their_own_bucket() {
+    with_timeout(Duration::from_secs(120), async {
+        let (got, hot, proxy, admin, _up) = first_time_keys("evict_lru").await;
+        assert!(
+            got.iter().all(|r| r.status == 200),
+            "every first-time key has its own bucket"
+        );
+        assert_eq!(hot[0], 200);
+        assert!(
+            hot[1..].iter().all(|s| *s == 429),
+            "the hot key, used often, is never evicted: {hot:?}"
+        );
+        assert_eq!(
+            stat(admin, "proxy_filters_local_rate_limit_keys", "evict_lru").await,
+            100.0
+        );
+        assert_eq!(
+            stat(
+                admin,
+                "proxy_filters_local_rate_limit_evictions_total",
+                "evict_lru"
+            )
+            .await,
+            1901.0
+        );
+        let mut c = H1Client::new(proxy.addr("edge"));
+        // The most recent keys are still tracked (their bucket is used up) ...
+        for i in 1995..2000 {
+            assert_eq!(
+                with_key(&mut c, &format!("key-{i}")).await.status,
+                429,
+                "key-{i}"
+            );
+        }
+        // ... the least recently used went, and start afresh when seen again.
+        for i in 0..5 {
+            assert_eq!(
+                with_key(&mut c, &format!("key-{i}")).await.status,
+                200,
+                "key-{i}"
+            );
+            assert_eq!(
+                with_key(&mut c, &format!("key-{i}")).await.status,
+                429,
+                "key-{i} again"
+            );
+        }
     })
     .await;
 }

@@ -31,16 +31,29 @@ impl LimiterCache {
         cfg: &LocalRateLimitConfig,
         counters: Arc<LocalRateLimitCounters>,
     ) -> Result<LocalRateLimitLayer, ConfigError> {
+        self.layer_for_build(key, cfg, counters, 0)
+    }
+
+    /// As [`Self::layer`], for the config build `build` (see
+    /// [`LocalRateLimitLayer::with_build`]).
+    pub(crate) fn layer_for_build(
+        &self,
+        key: &str,
+        cfg: &LocalRateLimitConfig,
+        counters: Arc<LocalRateLimitCounters>,
+        build: usize,
+    ) -> Result<LocalRateLimitLayer, ConfigError> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|_, (_, weak)| weak.strong_count() > 0);
         if let Some((old, weak)) = entries.get(key) {
             if old == cfg {
                 if let Some(limits) = weak.upgrade() {
+                    limits.adopt(build);
                     return Ok(LocalRateLimitLayer { limits });
                 }
             }
         }
-        let layer = LocalRateLimitLayer::new(cfg, counters)?;
+        let layer = LocalRateLimitLayer::with_build(cfg, counters, build)?;
         entries.insert(key.to_owned(), (cfg.clone(), Arc::downgrade(&layer.limits)));
         Ok(layer)
     }

@@ -7,13 +7,38 @@
 //! seconds, at least 1) and `x-proxy-error: rate_limited`; RPC codecs map the 429 to
 //! their overload status (gRPC `RESOURCE_EXHAUSTED`, Bolt/Dubbo server busy).
 //!
-//! Keyed buckets live in a sharded table bounded by `max_keys`: keys are stored as
-//! 64-bit keyed hashes (no copy of the header value), idle keys (whose bucket is full
-//! again) are dropped when a shard fills, and when a shard is full of busy keys new
-//! keys share one overflow bucket (counted in
-//! `proxy_filters_local_rate_limit_overflow_total`). A request without the
-//! descriptor's key (header absent) is not limited by it. Metrics:
-//! `proxy_filters_local_rate_limit_{decisions_total,overflow_total,keys}`.
+//! # Keyed buckets and `overflow`
+//!
+//! Keyed buckets live in a table of at most `max_keys` keys per descriptor (split in
+//! up to 16 shards of `max_keys / 16` each, chosen by the key's hash; a key's shard
+//! being full is what "full" means below). Keys are stored as 64-bit keyed hashes
+//! (no copy of the header value). Known keys take a shard read lock only. When a new
+//! key finds its shard full, the descriptor's `overflow` policy decides:
+//!
+//! - `evict_lru` (the default): the least recently used key of the shard goes
+//!   (approximated by CLOCK: a key used since the sweep hand last passed it is kept,
+//!   O(1) amortised, under the shard's write lock only) and the new key gets a bucket of
+//!   its own. A key seen again after its eviction starts with a full bucket. Size
+//!   `max_keys` above the number of keys active within one refill period, else evicted
+//!   keys get fresh bursts; a client rotating keys is held by a `source_ip` descriptor
+//!   or the filter's `rate`, not by this one.
+//! - `shared_bucket`: idle keys (whose bucket is full again) are dropped at most once
+//!   a second per shard; past that, **all new keys share one overflow bucket** of the
+//!   descriptor's rate, so while the table is full of busy keys nearly every first-time
+//!   client is limited. Use it where a key flood must not reach the backend at all.
+//! - `reject`: like `shared_bucket`, but a new key that finds no room is refused with
+//!   `429`, `retry-after: 1` and `x-proxy-error: rate_limit_keys_full`.
+//!
+//! `evict_lru` is the default because it keeps the meaning of a per-key limit (every key
+//! its own bucket) with bounded memory; the other two turn a full table into a denial
+//! of service for every new key. Requests that found the table full are counted in
+//! `proxy_filters_local_rate_limit_overflow_total`, evictions in
+//! `proxy_filters_local_rate_limit_evictions_total`, and
+//! `proxy_filters_local_rate_limit_keys` is the keys held by the keyed limiters of the
+//! running config (never more than their `max_keys`; a limiter replaced by a reload
+//! stops counting at once). A request without the descriptor's key (header absent) is
+//! not limited by it. Metrics: `proxy_filters_local_rate_limit_{decisions_total,
+//! overflow_total,evictions_total,keys}`.
 //!
 //! ```yaml
 //! http_filters:
@@ -22,8 +47,8 @@
 //!       name: api                  # named: an unchanged section keeps its buckets on reload
 //!       rate: { requests: 1000, per: 1s, burst: 200 }
 //!       descriptors:
-//!         - { key: { header: x-api-key }, rate: { requests: 10, per: 1s }, max_keys: 10000 }
-//!         - { key: source_ip, rate: { requests: 50, per: 1s } }
+//!         - { key: { header: x-api-key }, rate: { requests: 10, per: 1s }, max_keys: 10000, overflow: evict_lru }
+//!         - { key: source_ip, rate: { requests: 50, per: 1s }, overflow: reject }
 //! ```
 
 mod cache;
@@ -49,7 +74,8 @@ use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
 pub use cache::LimiterCache;
-use store::BoundedStore;
+pub(crate) use store::KeyTables;
+use store::{KeyedBuckets, Refused};
 
 use crate::{local_reply::LocalOr, matcher::Header, metrics::LocalRateLimitCounters, ConfigError};
 
@@ -96,6 +122,23 @@ pub struct DescriptorConfig {
     /// Keys tracked at most (default 10000).
     #[serde(default = "default_max_keys")]
     pub max_keys: NonZeroUsize,
+    /// What a new key gets when the table is full (default `evict_lru`).
+    #[serde(default)]
+    pub overflow: Overflow,
+}
+
+/// What a new key gets when its descriptor's key table is full (see [the module
+/// docs](self)): `overflow: evict_lru | shared_bucket | reject`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// The least recently used key goes; the new key gets its own bucket.
+    #[default]
+    EvictLru,
+    /// New keys share one overflow bucket of the descriptor's rate.
+    SharedBucket,
+    /// New keys are refused: 429 with `x-proxy-error: rate_limit_keys_full`.
+    Reject,
 }
 
 impl DescriptorConfig {
@@ -105,6 +148,7 @@ impl DescriptorConfig {
             key,
             rate,
             max_keys: default_max_keys(),
+            overflow: Overflow::default(),
         }
     }
 }
@@ -139,12 +183,11 @@ impl RateConfig {
 }
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<Instant>>;
-type Keyed = RateLimiter<u64, BoundedStore, MonotonicClock, NoOpMiddleware<Instant>>;
 
 #[derive(Debug)]
 struct Descriptor {
     key: KeySource,
-    limiter: Keyed,
+    buckets: KeyedBuckets,
 }
 
 #[derive(Debug)]
@@ -157,10 +200,11 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// `Err(wait)` when limited.
-    fn check(&self, req: &HttpRequest) -> Result<(), Duration> {
+    /// Why the request is refused, if it is.
+    fn check(&self, req: &HttpRequest) -> Result<(), Refused> {
         if let Some(l) = &self.shared {
-            l.check().map_err(|n| n.wait_time_from(self.clock.now()))?;
+            l.check()
+                .map_err(|n| Refused::Wait(n.wait_time_from(self.clock.now())))?;
         }
         for d in self.descriptors.iter() {
             let key = match &d.key {
@@ -193,15 +237,20 @@ impl Limits {
                     }
                 }
             };
-            d.limiter
-                .check_key(&key)
-                .map_err(|n| n.wait_time_from(self.clock.now()))?;
+            d.buckets.check(key)?;
         }
         Ok(())
     }
 
     fn hash(&self, v: &HeaderValue) -> u64 {
         self.hasher.hash_one(v.as_bytes())
+    }
+
+    /// Counts these limits' key tables as part of the config build `build`.
+    pub(crate) fn adopt(&self, build: usize) {
+        for d in self.descriptors.iter() {
+            d.buckets.adopt(build);
+        }
     }
 }
 
@@ -254,6 +303,16 @@ impl LocalRateLimitLayer {
         cfg: &LocalRateLimitConfig,
         counters: Arc<LocalRateLimitCounters>,
     ) -> Result<Self, ConfigError> {
+        Self::with_build(cfg, counters, 0)
+    }
+
+    /// As [`Self::new`], for the config build `build` (an id shared by the filters of
+    /// one snapshot build, never 0): the keys gauge counts the newest build's tables.
+    pub(crate) fn with_build(
+        cfg: &LocalRateLimitConfig,
+        counters: Arc<LocalRateLimitCounters>,
+        build: usize,
+    ) -> Result<Self, ConfigError> {
         if cfg.rate.is_none() && cfg.descriptors.is_empty() {
             return Err(ConfigError::invalid(
                 "rate",
@@ -274,10 +333,15 @@ impl LocalRateLimitLayer {
             .enumerate()
             .map(|(i, d)| {
                 let quota = d.rate.quota(&format!("descriptors[{i}].rate"))?;
-                let store = BoundedStore::new(d.max_keys.get(), counters.clone());
                 Ok(Descriptor {
                     key: d.key.clone(),
-                    limiter: RateLimiter::new(quota, store, clock.clone()),
+                    buckets: KeyedBuckets::new(
+                        quota,
+                        d.max_keys.get(),
+                        d.overflow,
+                        counters.clone(),
+                        build,
+                    ),
                 })
             })
             .collect::<Result<Box<[_]>, ConfigError>>()?;
@@ -338,13 +402,21 @@ where
                 self.limits.counters.allowed.inc();
                 LocalOr::inner(self.inner.call(req))
             }
-            Err(wait) => {
+            Err(refused) => {
                 self.limits.counters.limited.inc();
+                let (wait, reason, body) = match refused {
+                    Refused::Wait(wait) => (wait, "rate_limited", "rate limited\n"),
+                    Refused::Full => (
+                        Duration::from_secs(1),
+                        "rate_limit_keys_full",
+                        "rate limit key table full\n",
+                    ),
+                };
                 let mut resp = crate::local_reply::reply(
                     req.headers(),
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "rate limited\n",
+                    reason,
+                    body,
                 );
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 resp.headers_mut()

@@ -179,11 +179,21 @@ pub struct LocalRateLimitCounters {
     pub allowed: Counter,
     /// Requests answered 429.
     pub limited: Counter,
-    /// Requests whose key found no room in the key table (limited by the shared
-    /// overflow bucket instead).
+    /// Requests whose key found no room in the key table (`overflow: shared_bucket`:
+    /// limited by the shared overflow bucket instead; `reject`: refused).
     pub overflow: Counter,
-    /// Keys tracked.
-    pub keys: Gauge,
+    /// Keys evicted to make room for new ones (`overflow: evict_lru`).
+    pub evicted: Counter,
+    /// The key tables behind the keys gauge.
+    pub(crate) tables: crate::local_rate_limit::KeyTables,
+}
+
+impl LocalRateLimitCounters {
+    /// Keys tracked by the keyed limiters of the running config: a limiter replaced by
+    /// a reload no longer counts; each counts at most its `max_keys`.
+    pub fn keys(&self) -> usize {
+        self.tables.keys()
+    }
 }
 
 impl CounterSet for LocalRateLimitCounters {
@@ -207,18 +217,26 @@ impl CounterSet for LocalRateLimitCounters {
         sample!(
             out,
             "proxy_filters_local_rate_limit_overflow_total",
-            "Requests limited by the shared overflow bucket because the key table was full.",
+            "Requests whose key found the key table full: limited by the shared overflow bucket, or refused.",
             "counter",
             "",
             self.overflow.get()
         );
         sample!(
             out,
+            "proxy_filters_local_rate_limit_evictions_total",
+            "Keys evicted (least recently used) to make room for new keys.",
+            "counter",
+            "",
+            self.evicted.get()
+        );
+        sample!(
+            out,
             "proxy_filters_local_rate_limit_keys",
-            "Keys tracked by keyed limiters.",
+            "Keys tracked by the keyed limiters of the running config.",
             "gauge",
             "",
-            self.keys.get()
+            self.keys()
         );
     }
 }
