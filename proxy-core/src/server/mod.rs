@@ -176,16 +176,21 @@ impl Server {
         }
         *lock(&self.inner.workers) = handles;
         let result = main_rt.block_on(async {
+            // Moved in and dropped once started: the running server holds only the
+            // current snapshot, so a reload retires the first config's parts (pools,
+            // cluster extensions) as it does any later one's.
+            let snapshot = snapshot;
             snapshot.activate();
             self.start_listeners(&snapshot)?;
-            if let Some(admin) = &snapshot.config.admin {
-                let listener =
-                    tokio::net::TcpListener::bind(admin.address)
-                        .await
-                        .map_err(|source| ServerError::Io {
-                            what: format!("binding the admin listener {}", admin.address),
-                            source,
-                        })?;
+            let admin_address = snapshot.config.admin.as_ref().map(|a| a.address);
+            drop(snapshot);
+            if let Some(address) = admin_address {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|source| ServerError::Io {
+                        what: format!("binding the admin listener {address}"),
+                        source,
+                    })?;
                 tokio::spawn(admin::serve(listener, self.clone()));
             }
             tokio::spawn(evict_idle_loop(self.clone()));
