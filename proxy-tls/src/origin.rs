@@ -69,6 +69,8 @@ struct ClientSpec {
     provider: Arc<CryptoProvider>,
     secrets: Arc<dyn SecretSource>,
     resumption: rustls::client::Resumption,
+    #[cfg(feature = "guomi")]
+    guomi: Option<crate::config::GuomiOriginationConfig>,
 }
 
 impl TryFrom<&OriginationConfig> for OriginationTransport {
@@ -110,6 +112,8 @@ impl OriginationTransport {
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             secrets: secrets.clone(),
             resumption: rustls::client::Resumption::in_memory_sessions(256),
+            #[cfg(feature = "guomi")]
+            guomi: cfg.guomi.clone(),
         };
         let mut files: Vec<std::path::PathBuf> = match &cfg.roots {
             Roots::Files(f) if cfg.verify => f.clone(),
@@ -119,8 +123,23 @@ impl OriginationTransport {
             files.push(cert.clone());
             files.push(key.clone());
         }
-        let uses_secrets = (cfg.verify && matches!(cfg.roots, Roots::Secret(_)))
+        let mut uses_secrets = (cfg.verify && matches!(cfg.roots, Roots::Secret(_)))
             || matches!(cfg.client_cert, Some(KeyPair::Secret(_)));
+        if let Some(g) = &cfg.guomi {
+            match &g.roots {
+                Roots::Files(f) => files.extend(f.iter().cloned()),
+                Roots::Secret(_) => uses_secrets = true,
+                Roots::System | Roots::Webpki => {}
+            }
+            match &g.client_cert {
+                Some(KeyPair::Files { cert, key }) => {
+                    files.push(cert.clone());
+                    files.push(key.clone());
+                }
+                Some(KeyPair::Secret(_)) => uses_secrets = true,
+                None => {}
+            }
+        }
         let material = Reloadable::start(
             "tls upstream roots and client certificate".into(),
             files,
@@ -229,6 +248,10 @@ fn classify_io(e: std::io::Error) -> HandshakeError {
 
 impl ClientSpec {
     fn build(&self) -> Result<ClientConfig, ConfigBuildError> {
+        #[cfg(feature = "guomi")]
+        if let Some(g) = &self.guomi {
+            return self.build_guomi(g);
+        }
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&self.versions)
             .map_err(|source| ConfigBuildError::Rustls {
@@ -248,7 +271,7 @@ impl ClientSpec {
             Some(pair) => {
                 let ck =
                     material::load_key_pair(pair, "client_cert", &*self.secrets, &self.provider)?;
-                builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::new(ck))))
+                builder.with_client_cert_resolver(Arc::new(ClientCert(vec![Arc::new(ck)])))
             }
         };
         config.alpn_protocols = self.alpn.clone();
@@ -258,17 +281,91 @@ impl ClientSpec {
     }
 }
 
-/// Presents one client certificate whenever the server asks.
+#[cfg(feature = "guomi")]
+impl ClientSpec {
+    /// The Guomi client config: the RFC 8998 suites, curveSM2 and `sm2sig_sm3` (the
+    /// same provider termination uses), alone or before the international ones.
+    fn build_guomi(
+        &self,
+        g: &crate::config::GuomiOriginationConfig,
+    ) -> Result<ClientConfig, ConfigBuildError> {
+        use crate::{config::GuomiSuites, guomi};
+        let sm2_roots = Arc::new(material::load_sm2_roots(
+            &g.roots,
+            "guomi.roots",
+            &*self.secrets,
+        )?);
+        let mut certs = Vec::new();
+        if let Some(pair) = &g.client_cert {
+            let ck = material::load_key_pair(
+                pair,
+                "guomi.client_cert",
+                &*self.secrets,
+                &guomi::provider(),
+            )?;
+            certs.push(Arc::new(ck));
+        }
+        let (provider, versions, verifier) = match g.suites {
+            GuomiSuites::Only => (
+                guomi::provider(),
+                vec![&rustls::version::TLS13],
+                guomi::Sm2ServerVerifier::new(sm2_roots),
+            ),
+            GuomiSuites::SideBySide => {
+                let roots = material::load_roots(&self.roots, "roots", &*self.secrets)?;
+                let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    self.provider.clone(),
+                )
+                .build()
+                .map_err(|e| ConfigBuildError::invalid("roots", e))?;
+                if let Some(pair) = &self.client_cert {
+                    let ck = material::load_key_pair(
+                        pair,
+                        "client_cert",
+                        &*self.secrets,
+                        &self.provider,
+                    )?;
+                    certs.push(Arc::new(ck));
+                }
+                (
+                    guomi::provider_with((*self.provider).clone()),
+                    self.versions.clone(),
+                    guomi::Sm2ServerVerifier::with_fallback(sm2_roots, webpki),
+                )
+            }
+        };
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&versions)
+            .map_err(|source| ConfigBuildError::Rustls {
+                field: "versions".into(),
+                source,
+            })?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut config = if certs.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            builder.with_client_cert_resolver(Arc::new(ClientCert(certs)))
+        };
+        config.alpn_protocols = self.alpn.clone();
+        config.enable_sni = self.sni;
+        config.resumption = self.resumption.clone();
+        Ok(config)
+    }
+}
+
+/// Presents the first client certificate whose key can sign with a scheme the server
+/// accepts (the SM2 one first when Guomi is configured) whenever the server asks.
 #[derive(Debug)]
-struct ClientCert(Arc<CertifiedKey>);
+struct ClientCert(Vec<Arc<CertifiedKey>>);
 
 impl ResolvesClientCert for ClientCert {
     fn resolve(&self, _: &[&[u8]], schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
         self.0
-            .key
-            .choose_scheme(schemes)
-            .is_some()
-            .then(|| self.0.clone())
+            .iter()
+            .find(|ck| ck.key.choose_scheme(schemes).is_some())
+            .cloned()
     }
 
     fn has_certs(&self) -> bool {

@@ -212,7 +212,7 @@ impl ServerSpec {
 
     #[cfg(feature = "guomi")]
     fn build_guomi(&self, g: &GuomiConfig) -> Result<ServerConfig, ConfigBuildError> {
-        use crate::guomi::{load_sm2_key, GuomiServerBuilder, Sm2RootStore};
+        use crate::guomi::{load_sm2_key, GuomiServerBuilder};
         let at = |field: &str| {
             let field = field.to_owned();
             move |source| ConfigBuildError::Guomi { field, source }
@@ -233,20 +233,7 @@ impl ServerSpec {
             .map_err(at("guomi.key"))?
             .alpn(self.alpn.clone());
         if let Some(roots) = &g.client_roots {
-            let mut store = Sm2RootStore::new();
-            for (pem, name, field) in
-                material::roots_pem(roots, "guomi.client_roots", &*self.secrets)?
-            {
-                let certs = material::parse_certs(&pem, &name)
-                    .and_then(|c| {
-                        material::check_roots_validity(&c, &name, material::unix_now())?;
-                        Ok(c)
-                    })
-                    .map_err(|e| ConfigBuildError::material(&field, e))?;
-                for cert in &certs {
-                    store.add(cert).map_err(at(&field))?;
-                }
-            }
+            let store = material::load_sm2_roots(roots, "guomi.client_roots", &*self.secrets)?;
             let mandatory = matches!(
                 self.client_auth,
                 Some(ClientAuthConfig {

@@ -21,7 +21,7 @@ use std::{
 use proxy_core::config::ByteSize;
 use serde::{Deserialize, Serialize};
 
-pub use origination::OriginationConfig;
+pub use origination::{GuomiOriginationConfig, GuomiSuites, OriginationConfig};
 pub use sources::{CertificateConfig, KeyPair, Roots};
 pub use validate::{MAX_EARLY_DATA_BYTES, MAX_ENGINE_THREADS, MAX_SESSION_CACHE_ENTRIES};
 
@@ -375,6 +375,11 @@ mod tests {
         o.server_name = Some("a.test".into());
         o.client_cert = Some(KeyPair::secret("workload"));
         o.alpn = vec!["h2".into()];
+        o.guomi = Some(GuomiOriginationConfig {
+            suites: GuomiSuites::Only,
+            roots: Roots::files(["certs/sm2-ca.pem"]),
+            client_cert: Some(KeyPair::files("certs/sm2.pem", "certs/sm2.key")),
+        });
         assert_eq!(
             from_yaml::<OriginationConfig>(&to_yaml(&o).unwrap()).unwrap(),
             o

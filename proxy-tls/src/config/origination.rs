@@ -20,6 +20,10 @@ use super::{
 /// client_cert: { cert: certs/client.pem, key: certs/client.key }   # or { secret: workload }
 /// verify: true
 /// handshake_timeout: 10s
+/// guomi:                          # RFC 8998 (needs the `guomi` cargo feature)
+///   suites: side_by_side          # or only
+///   roots: { files: [certs/sm2-ca.pem] }      # SM2 roots: files or a secret
+///   client_cert: { cert: certs/sm2-client.pem, key: certs/sm2-client.key }
 /// ```
 ///
 /// # Example
@@ -63,6 +67,59 @@ pub struct OriginationConfig {
     /// Live reloading of the roots and client certificate.
     #[serde(default)]
     pub rotation: RotationConfig,
+    /// Guomi (RFC 8998) origination: the SM4 suites, curveSM2 and `sm2sig_sm3`
+    /// offered beside the international ones or alone, SM2 server chains checked
+    /// against SM2 roots. Needs the `guomi` cargo feature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guomi: Option<GuomiOriginationConfig>,
+}
+
+/// The Guomi part of an origination config.
+///
+/// ```yaml
+/// suites: side_by_side     # default; or only
+/// roots: { files: [certs/sm2-ca.pem] }
+/// client_cert: { cert: certs/sm2-client.pem, key: certs/sm2-client.key }   # or { secret: NAME }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuomiOriginationConfig {
+    /// Whether the international suites are offered too.
+    #[serde(default)]
+    pub suites: GuomiSuites,
+    /// SM2 CA certificates an SM2 server certificate must chain to (`files` or
+    /// `secret`; `system` and `webpki` hold no SM2 roots).
+    pub roots: Roots,
+    /// An SM2 certificate and key presented when the server asks for a client
+    /// certificate and accepts `sm2sig_sm3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<KeyPair>,
+}
+
+impl GuomiOriginationConfig {
+    /// Guomi beside the international suites, SM2 servers checked against `roots`.
+    pub fn new(roots: Roots) -> Self {
+        Self {
+            suites: GuomiSuites::SideBySide,
+            roots,
+            client_cert: None,
+        }
+    }
+}
+
+/// Which suites a Guomi origination offers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuomiSuites {
+    /// TLS_SM4_GCM_SM3 and TLS_SM4_CCM_SM3 first (curveSM2 the first key share,
+    /// `sm2sig_sm3` first), then the international suites, groups and schemes of
+    /// `versions`: a Guomi server answers with SM4, any other with AES or ChaCha20
+    /// (after a HelloRetryRequest for its own group). SM2 server certificates are
+    /// checked against `guomi.roots`, the others against `roots`.
+    #[default]
+    SideBySide,
+    /// Only the RFC 8998 suites, TLS 1.3 only; `roots` and `client_cert` are unused.
+    Only,
 }
 
 impl Default for OriginationConfig {
@@ -84,14 +141,21 @@ impl OriginationConfig {
             versions: default_versions(),
             handshake_timeout: default_handshake_timeout(),
             rotation: RotationConfig::default(),
+            guomi: None,
         }
     }
 
-    /// Maps every file path of the config (roots, client certificate).
+    /// Maps every file path of the config (roots, client certificates, Guomi roots).
     pub fn resolve_paths(&mut self, resolve: impl Fn(&Path) -> PathBuf) {
         self.roots.resolve_paths(&resolve);
         if let Some(c) = &mut self.client_cert {
             c.resolve_paths(&resolve);
+        }
+        if let Some(g) = &mut self.guomi {
+            g.roots.resolve_paths(&resolve);
+            if let Some(c) = &mut g.client_cert {
+                c.resolve_paths(&resolve);
+            }
         }
     }
 }

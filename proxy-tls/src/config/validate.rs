@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{
-    EarlyDataConfig, GuomiConfig, OffloadConfig, OriginationConfig, Roots, RotationConfig,
-    SessionConfig, TerminationConfig, TlsVersion,
+    EarlyDataConfig, GuomiConfig, GuomiOriginationConfig, GuomiSuites, OffloadConfig,
+    OriginationConfig, Roots, RotationConfig, SessionConfig, TerminationConfig, TlsVersion,
 };
 use crate::error::ConfigBuildError;
 
@@ -116,8 +116,9 @@ impl TerminationConfig {
 }
 
 impl OriginationConfig {
-    /// Checks the values serde cannot: the server name, roots, ALPN names, versions
-    /// and timeouts.
+    /// Checks the values serde cannot: the server name, roots, ALPN names, versions,
+    /// timeouts, and the Guomi section (the `guomi` cargo feature, SM2 roots from files
+    /// or a secret, `verify` on, `tls13` among the versions).
     ///
     /// # Errors
     /// The first problem, naming its field ([`ConfigBuildError::field`]).
@@ -134,7 +135,48 @@ impl OriginationConfig {
         check_alpn(&self.alpn)?;
         check_versions(&self.versions)?;
         check_nonzero(self.handshake_timeout, "handshake_timeout")?;
-        check_rotation(&self.rotation)
+        check_rotation(&self.rotation)?;
+        if let Some(g) = &self.guomi {
+            self.check_guomi(g)?;
+        }
+        Ok(())
+    }
+
+    fn check_guomi(&self, g: &GuomiOriginationConfig) -> Result {
+        if !cfg!(feature = "guomi") {
+            return Err(ConfigBuildError::FeatureDisabled {
+                field: "guomi".into(),
+                feature: "guomi",
+            });
+        }
+        match &g.roots {
+            Roots::System | Roots::Webpki => {
+                return Err(ConfigBuildError::invalid(
+                    "guomi.roots",
+                    "SM2 roots come from files or a secret (system and webpki hold no SM2 roots)",
+                ))
+            }
+            r => check_roots(r, "guomi.roots")?,
+        }
+        if !self.verify {
+            return Err(ConfigBuildError::invalid(
+                "verify",
+                "false cannot be combined with guomi (SM2 server chains are always verified)",
+            ));
+        }
+        if !self.versions.contains(&TlsVersion::Tls13) {
+            return Err(ConfigBuildError::invalid(
+                "versions",
+                "guomi needs tls13 (RFC 8998 defines its suites for TLS 1.3 only)",
+            ));
+        }
+        if g.suites == GuomiSuites::Only && self.client_cert.is_some() {
+            return Err(ConfigBuildError::invalid(
+                "client_cert",
+                "unused with guomi.suites: only (the SM2 client certificate is guomi.client_cert)",
+            ));
+        }
+        Ok(())
     }
 }
 
