@@ -204,6 +204,14 @@ fn each_origination_mistake_names_its_path() {
     let termination = format!("{{ certificates: [{{ cert: {cert}, key: {key} }}] }}");
     let cases: Vec<(String, String)> = vec![
         (
+            "{ guomi: { roots: { files: [/nonexistent/sm2-ca.pem] } } }".into(),
+            if cfg!(feature = "guomi") {
+                "guomi.roots.files[0]: cannot read /nonexistent/sm2-ca.pem: ".into()
+            } else {
+                "guomi: needs the `guomi` cargo feature".into()
+            },
+        ),
+        (
             "{ server_name: \"not a name\" }".into(),
             "server_name: \"not a name\" is not a DNS name or IP address".into(),
         ),
