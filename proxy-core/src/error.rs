@@ -107,6 +107,36 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// A finer class of the failure, for the `x-proxy-error-detail` header and logs:
+    /// why a connect failed (`connection_refused`, `connect_timeout`, `unreachable`,
+    /// or a transport's class such as `tls_unknown_issuer`). Never carries secrets.
+    pub fn detail(&self) -> Option<&'static str> {
+        let Self::Connect { source, .. } = self else {
+            return None;
+        };
+        // An `io::Error` wrapping a transport's error hides it from `source()`.
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = match source.get_ref() {
+            Some(inner) => Some(inner),
+            None => Some(source),
+        };
+        while let Some(e) = cur {
+            if let Some(t) = e.downcast_ref::<crate::upstream::TransportError>() {
+                return Some(t.class());
+            }
+            cur = e.source();
+        }
+        Some(match source.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection_refused",
+            std::io::ErrorKind::TimedOut => "connect_timeout",
+            std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+                "unreachable"
+            }
+            std::io::ErrorKind::ConnectionReset => "connection_reset",
+            std::io::ErrorKind::Other => "transport",
+            _ => "connect_error",
+        })
+    }
+
     /// The status code the proxy answers with.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -82,6 +82,27 @@ impl RequestStats {
     }
 }
 
+/// Whether a log line may be written now: at most 10 per second per `slot` (a second
+/// and a count packed in one atomic), so a failing upstream under load logs why
+/// without flooding. Lock-free.
+pub(crate) fn log_allowed(slot: &AtomicU64) -> bool {
+    const PER_SECOND: u64 = 10;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let cur = slot.load(Relaxed);
+    let (second, count) = (cur >> 16, cur & 0xffff);
+    let next = if second == now {
+        if count >= PER_SECOND {
+            return false;
+        }
+        cur + 1
+    } else {
+        (now << 16) | 1
+    };
+    slot.compare_exchange(cur, next, Relaxed, Relaxed).is_ok()
+}
+
 /// A request counted as started in a [`RequestStats`]. Dropped before
 /// [`InFlight::done`] (the caller went away mid-request, a timeout dropped the
 /// future), it takes the request out of the in-flight count, so the gauge (and the

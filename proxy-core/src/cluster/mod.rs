@@ -107,6 +107,8 @@ pub struct Cluster {
     pub stats: Arc<RequestStats>,
     /// The retry budget.
     pub retry_budget: RetryBudget,
+    /// Rate limit of this cluster's failure logs.
+    log_budget: std::sync::atomic::AtomicU64,
     pub(crate) config: ClusterConfig,
     pub(crate) transport: Option<Arc<dyn UpstreamTransport>>,
     pub(crate) protocol: Option<Arc<dyn ProtocolUpstream>>,
@@ -190,6 +192,7 @@ impl Cluster {
             extensions: parts.extensions,
             stats,
             retry_budget: RetryBudget::new(&cfg.retry_budget),
+            log_budget: std::sync::atomic::AtomicU64::new(0),
             config: cfg.clone(),
             transport: parts.transport,
             protocol: parts.protocol,
@@ -302,6 +305,18 @@ impl Cluster {
         let status = match result {
             Ok(status) => status,
             Err(e) => {
+                if matches!(e, ProxyError::Connect { .. } | ProxyError::Upstream { .. })
+                    && crate::metrics::log_allowed(&self.log_budget)
+                {
+                    tracing::warn!(
+                        cluster = %self.name,
+                        endpoint = %endpoint.address,
+                        reason = e.reason(),
+                        detail = e.detail().unwrap_or("-"),
+                        error = %crate::DisplayChain(e),
+                        "upstream attempt failed"
+                    );
+                }
                 endpoint.stats.local_errors.add(e.reason());
                 self.stats.local_errors.add(e.reason());
                 e.status()

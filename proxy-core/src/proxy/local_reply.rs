@@ -17,15 +17,29 @@ use crate::{Body, BoxError, HttpRequest, HttpResponse, ProxyError};
 /// reply, read by access logs and by protocol plug-ins to pick their own status.
 pub const PROXY_ERROR_HEADER: HeaderName = HeaderName::from_static("x-proxy-error");
 
+/// The header of a local reply with the finer class of the failure, when there is
+/// one ([`ProxyError::detail`]: `connection_refused`, `tls_unknown_issuer`, ...).
+pub const PROXY_ERROR_DETAIL_HEADER: HeaderName = HeaderName::from_static("x-proxy-error-detail");
+
 /// A locally generated answer: the status of `err`, a short body, and the
 /// `x-proxy-error` header naming the reason.
 pub fn local_reply(err: &ProxyError) -> HttpResponse {
     let reason = err.reason();
-    let mut resp = Response::new(Body::from(format!("{err}\n")));
+    let detail = err.detail();
+    // A connect failure says why (the causes are the OS's and the transport's words,
+    // no secrets); other errors keep their one line.
+    let text = match err {
+        ProxyError::Connect { .. } => format!("{}\n", crate::DisplayChain(err)),
+        _ => format!("{err}\n"),
+    };
+    let mut resp = Response::new(Body::from(text));
     *resp.status_mut() = err.status();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     h.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(reason));
+    if let Some(d) = detail {
+        h.insert(PROXY_ERROR_DETAIL_HEADER, HeaderValue::from_static(d));
+    }
     resp
 }
 

@@ -28,7 +28,8 @@ use http::HeaderValue;
 pub use self::cluster_service::ClusterService;
 pub(crate) use self::forward::RouteTerminal;
 pub use self::local_reply::{
-    local_reply, reply_for_error, LocalReply, LocalReplyLayer, PROXY_ERROR_HEADER,
+    local_reply, reply_for_error, LocalReply, LocalReplyLayer, PROXY_ERROR_DETAIL_HEADER,
+    PROXY_ERROR_HEADER,
 };
 pub(crate) use self::prepare::{prepare_for_cluster, strip_hop_by_hop};
 pub use self::retry::{Retry, RetryLayer};

@@ -86,7 +86,10 @@ fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
             reply(StatusCode::OK, "application/json", clusters_json(server))
         }
         (&Method::POST, "/reload") => match server.reload_from_source() {
-            Ok(()) => reply(StatusCode::OK, "text/plain", "reloaded\n"),
+            Ok(()) => {
+                tracing::info!("config reloaded (admin)");
+                reply(StatusCode::OK, "text/plain", "reloaded\n")
+            }
             Err(e) => {
                 tracing::error!(error = %DisplayChain(&e), "config reload refused (admin)");
                 reply(

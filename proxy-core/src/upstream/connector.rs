@@ -100,3 +100,39 @@ impl Connector {
         }
     }
 }
+
+/// A failure of an [`UpstreamTransport`] with its class: what an operator needs to
+/// tell apart (`tls_unknown_issuer`, `tls_bad_name`, `tls_no_alpn`, `tls_handshake`),
+/// shown in local replies as `x-proxy-error-detail` and logged with the endpoint.
+/// Transports return it (boxed) from [`UpstreamTransport::wrap`]; the class must not
+/// carry secrets.
+///
+/// # Example
+/// ```
+/// use proxy_core::upstream::TransportError;
+/// let e = TransportError::new("tls_unknown_issuer", "invalid peer certificate: UnknownIssuer");
+/// assert_eq!(e.class(), "tls_unknown_issuer");
+/// assert_eq!(e.to_string(), "tls_unknown_issuer");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{class}")]
+pub struct TransportError {
+    class: &'static str,
+    #[source]
+    source: BoxError,
+}
+
+impl TransportError {
+    /// A failure of class `class` caused by `source`.
+    pub fn new(class: &'static str, source: impl Into<BoxError>) -> Self {
+        Self {
+            class,
+            source: source.into(),
+        }
+    }
+
+    /// The failure's class.
+    pub fn class(&self) -> &'static str {
+        self.class
+    }
+}

@@ -10,7 +10,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{Request, Response};
 
-pub use connector::{Connector, UpstreamTransport};
+pub use connector::{Connector, TransportError, UpstreamTransport};
 pub use h1::UpgradedUpstream;
 
 use crate::{
