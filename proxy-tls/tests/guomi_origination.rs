@@ -29,18 +29,19 @@ const REPLY: &str = "HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\
 /// certificate when `verify_client`; its port and a reader of its whole output.
 fn tongsuo_server(
     python: &(std::path::PathBuf, Option<std::path::PathBuf>),
-    pki: &tongsuo::Pki,
+    dir: &std::path::Path,
     verify_client: bool,
 ) -> (Child, u16, mpsc::Receiver<String>) {
+    let path = |f: &str| dir.join(f).display().to_string();
     let mut cmd = tongsuo::python_cmd(python);
     cmd.args([
         "server",
         "--cert",
-        &pki.path("server.pem"),
+        &path("server.pem"),
         "--key",
-        &pki.path("server.key"),
+        &path("server.key"),
         "--ca",
-        &pki.path("ca.pem"),
+        &path("ca.pem"),
         "--reply",
         REPLY,
         "--timeout",
@@ -106,7 +107,7 @@ fn through_the_proxy(suites: &str, verify_client: bool) {
         return;
     };
     let pki = tongsuo::Pki::new(&format!("origination-{suites}"));
-    let (mut child, port, output) = tongsuo_server(&python, &pki, verify_client);
+    let (mut child, port, output) = tongsuo_server(&python, &pki.dir, verify_client);
     let client_cert = if verify_client {
         format!(
             ", client_cert: {{ cert: {}, key: {} }}",
@@ -265,4 +266,134 @@ fn an_sm2_ca_as_international_roots_is_refused_naming_the_field() {
         err.contains("clusters[0].transport.config.versions: guomi needs tls13"),
         "{err}"
     );
+}
+
+/// The SM2 recipe of the README (OpenSSL 3's command line, SM3 with the default SM2
+/// identifier, a 10-year root and an 825-day leaf): the chain it makes is verified by
+/// the Guomi origination against a Tongsuo server serving it.
+#[test]
+fn a_chain_made_by_the_readme_recipe_verifies() {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        readme_recipe();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(tongsuo::TEST_TIMEOUT)
+        .expect("the test timed out or failed (see above)");
+}
+
+fn readme_recipe() {
+    let Some(python) = tongsuo::tongsuo_python() else {
+        return;
+    };
+    let dir = proxy_test_support::temp::TempDir::new("sm2-recipe");
+    let openssl = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:SM2",
+        "-out",
+        "ca.key",
+    ]) {
+        eprintln!("SKIPPED: no openssl with SM2; the README's SM2 recipe was not checked");
+        return;
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\nsubjectAltName=DNS:api.example.com\n",
+    )
+    .unwrap();
+    for step in [
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            "ca.key",
+            "-sm3",
+            "-sigopt",
+            "distid:1234567812345678",
+            "-days",
+            "3650",
+            "-subj",
+            "/C=CN/O=Example/CN=Example SM2 Root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "ca.pem",
+        ][..],
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:SM2",
+            "-out",
+            "server.key",
+        ],
+        &[
+            "req",
+            "-new",
+            "-key",
+            "server.key",
+            "-sm3",
+            "-sigopt",
+            "distid:1234567812345678",
+            "-subj",
+            "/C=CN/O=Example/CN=api.example.com",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-sm3",
+            "-sigopt",
+            "distid:1234567812345678",
+            "-vfyopt",
+            "distid:1234567812345678",
+            "-days",
+            "825",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    ] {
+        assert!(openssl(step), "openssl {step:?} failed");
+    }
+    let (mut child, port, output) = tongsuo_server(&python, dir.path(), false);
+    let transport = format!(
+        "{{ server_name: api.example.com, guomi: {{ suites: only, roots: {{ files: [{}] }} }} }}",
+        dir.join("ca.pem").display()
+    );
+    let proxy = TestServer::start(&proxy_yaml(port, &transport), registry(Default::default()));
+    let page = get(proxy.port("plain"));
+    let seen = output
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("tongsuo server (README recipe):\n{seen}\nproxy answered:\n{page}");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(seen.contains("CIPHER TLS_SM4_GCM_SM3"), "{seen}");
 }
