@@ -10,8 +10,8 @@ mod common_resilience;
 
 use std::time::Duration;
 
-use common_resilience::{get, listener, load_error, prometheus, start, Upstream, LIMIT};
-use proxy_test_support::{eventually_async, free_addr};
+use common_resilience::{get, listener, load_error, prometheus, request, start, Upstream, LIMIT};
+use proxy_test_support::{closed_port, eventually_async, free_addr};
 
 /// Proxy B: data centre dc2, serving zone z3 from `u3`.
 fn dc2_yaml(u3: &Upstream) -> String {
@@ -195,6 +195,114 @@ async fn zone_cookie_uid_forward_and_failover() {
         );
         assert!(
             text.contains("proxy_lb_health_checks_total{cluster=\"app\""),
+            "{text}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}:\n{text}"))
+}
+
+/// A zone whose endpoints refuse connections, with no health check to notice: every
+/// request of that zone is sent to the next zone of its failover chain at once (no
+/// 503), and after repeated failures the zone is held out so requests go straight on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_move_requests_to_the_next_zone_without_health_checks() {
+    let (u2, u3) = (Upstream::start("u2"), Upstream::start("u3"));
+    let (dead1, dead2) = (closed_port(), closed_port());
+    let admin = free_addr();
+    let filters = r#"[{typed: zone_routing, config: {
+        local_data_centre: dc1, local_cluster: app,
+        zones: [{name: z1, data_centre: dc1, city: hz}, {name: z2, data_centre: dc1, city: hz},
+                {name: z3, data_centre: dc2, city: hz}, {name: z4, data_centre: dc1, city: hz}],
+        remote_clusters: {dc2: dc2_proxies}}}]"#;
+    let yaml = format!(
+        "admin: {{address: \"{admin}\"}}\nlisteners:\n{}clusters:\n  - name: app\n    lb: zone_aware\n    endpoints: [{{address: \"{dead1}\", metadata: {{zone: z1}}}}, {{address: \"{}\", metadata: {{zone: z2}}}}, {{address: \"{dead2}\", metadata: {{zone: z4}}}}]\n  - {{name: dc2_proxies, endpoints: [\"{}\"]}}\n",
+        listener("main", filters, "app"),
+        u2.addr,
+        u3.addr
+    );
+    let proxy = start(&yaml);
+    let a = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        // z1 is dead: its requests are served by z2, the next zone of its data centre.
+        for i in 0..30 {
+            let method = if i % 2 == 0 { "GET" } else { "DELETE" };
+            let r = request(a, method, "/", &[("cookie", "zone=z1")]).await;
+            assert_eq!(
+                (r.status, r.upstream()),
+                (200, "u2"),
+                "request {i}: {}",
+                r.head
+            );
+            assert!(
+                r.header("set-cookie").is_none(),
+                "the home zone stays z1: {}",
+                r.head
+            );
+        }
+        let text = prometheus(admin).await;
+        assert_eq!(
+            metric(
+                &text,
+                "proxy_lb_zone_failovers_total{step=\"same_data_centre\"}"
+            ),
+            30,
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, "proxy_lb_zone_unavailable_total"),
+            0,
+            "{text}"
+        );
+        let retries = metric(&text, "proxy_lb_zone_connect_retries_total");
+        assert!(
+            (3..30).contains(&retries),
+            "z1 is held out after repeated connect failures: {retries} retries"
+        );
+        // z4 is dead too and not yet known to be: a z4 request tries z4, then the
+        // zones of its chain (z1 held out, so z2), never answering 503.
+        for i in 0..10 {
+            let r = get(a, "/", &[("cookie", "zone=z4")]).await;
+            assert_eq!(
+                (r.status, r.upstream()),
+                (200, "u2"),
+                "request {i}: {}",
+                r.head
+            );
+        }
+        // z2 goes away as well: the chain goes on to z3 in dc2 (same city).
+        drop(u2);
+        for i in 0..10 {
+            let r = get(a, "/", &[("cookie", "zone=z1")]).await;
+            assert_eq!(
+                (r.status, r.upstream()),
+                (200, "u3"),
+                "request {i}: {}",
+                r.head
+            );
+            assert!(
+                r.body.to_ascii_lowercase().contains("x-proxy-zone: z3"),
+                "{}",
+                r.body
+            );
+        }
+        let text = prometheus(admin).await;
+        assert_eq!(
+            metric(&text, "proxy_lb_zone_failovers_total{step=\"same_city\"}"),
+            10,
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, "proxy_lb_zone_unavailable_total"),
+            0,
             "{text}"
         );
     })

@@ -87,22 +87,45 @@ pub fn decide(
         };
         first.unwrap_or_else(|| (topo.weighted_zone(random), ZoneSource::Random))
     };
-    let local_only = source == ZoneSource::Forwarded;
-    let allowed = |z: ZoneId| !local_only || topo.zones()[z].local;
-    let (served, step) = if allowed(preferred) && available(preferred) {
-        (Some(preferred), FailoverStep::None)
-    } else {
-        topo.failover_order(preferred)
-            .iter()
-            .find(|(z, _)| allowed(*z) && available(*z))
-            .map_or((None, FailoverStep::None), |&(z, step)| (Some(z), step))
-    };
+    let (served, step) = fail_over(topo, preferred, source, available);
     ZoneDecision {
         preferred,
         source,
         served,
         step,
     }
+}
+
+/// The zone that serves a request whose zone is `preferred` (from `source`): the
+/// preferred zone when it is available, else the first available zone of its failover
+/// chain; `None` when none is. A forwarded request is served only by local zones.
+///
+/// The step is counted by what happened, from the zone that serves the request (see
+/// [`Topology::step`]): for a forwarded request, which already crossed data centres at
+/// the peer proxy, a move here is at most [`FailoverStep::SameDataCentre`].
+pub fn fail_over(
+    topo: &Topology,
+    preferred: ZoneId,
+    source: ZoneSource,
+    available: impl Fn(ZoneId) -> bool,
+) -> (Option<ZoneId>, FailoverStep) {
+    let local_only = source == ZoneSource::Forwarded;
+    let allowed = |z: ZoneId| !local_only || topo.zones()[z].local;
+    let served = std::iter::once(preferred)
+        .chain(topo.failover_order(preferred).iter().map(|&(z, _)| z))
+        .find(|&z| allowed(z) && available(z));
+    let step = served.map_or(FailoverStep::None, |s| {
+        if local_only {
+            if s == preferred {
+                FailoverStep::None
+            } else {
+                FailoverStep::SameDataCentre
+            }
+        } else {
+            topo.step(preferred, s)
+        }
+    });
+    (served, step)
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

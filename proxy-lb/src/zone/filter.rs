@@ -3,21 +3,28 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use http::{header, HeaderName, HeaderValue};
-use proxy_core::{cluster::Cluster, BoxError, BoxHttp, Endpoint, HttpRequest, HttpResponse};
+use proxy_core::{
+    cluster::Cluster, proxy::PROXY_ERROR_HEADER, BoxError, BoxHttp, Endpoint, HttpRequest,
+    HttpResponse, ProxyError,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{
     config::UidSource,
     config::ZoneRoutingConfig,
-    decide::{cookie_value, decide, query_value, ZoneInputs, ZoneSource},
+    decide::{cookie_value, decide, fail_over, query_value, ZoneInputs, ZoneSource},
     metrics::ZoneCounters,
-    topology::{invalid, Topology},
+    topology::{invalid, Topology, ZoneId},
     TargetZone,
 };
 use crate::ConfigError;
@@ -53,10 +60,27 @@ impl ZoneRuntime {
     }
 }
 
+/// Consecutive connect failures after which a zone is held out of the failover chain.
+const HOLD_DOWN_AFTER: u32 = 3;
+/// How long a zone is held out once its connect failures repeat; the first request
+/// after that tries it again (one more failure holds it again, a success clears it).
+const HOLD_DOWN: Duration = Duration::from_secs(5);
+
+/// Connect failures of one zone, seen by the requests sent to it.
+#[derive(Debug, Default)]
+struct ConnectState {
+    /// Consecutive connect failures (reset by a success).
+    failures: AtomicU32,
+    /// Held out until this many milliseconds after `Shared::epoch`; 0: not held.
+    held_until_ms: AtomicU64,
+}
+
 #[derive(Debug)]
 struct Shared {
     topo: Topology,
     zones: Vec<ZoneRuntime>,
+    connect: Vec<ConnectState>,
+    epoch: Instant,
     uid: Option<Uid>,
     cookie: Box<str>,
     forward_header: HeaderName,
@@ -209,6 +233,8 @@ impl ZoneRoutingLayer {
         Ok(Self {
             shared: Arc::new(Shared {
                 topo,
+                connect: zones.iter().map(|_| ConnectState::default()).collect(),
+                epoch: Instant::now(),
                 zones,
                 uid,
                 cookie: cfg.cookie.as_str().into(),
@@ -239,9 +265,40 @@ pub struct ZoneRouting<S> {
 }
 
 impl Shared {
-    /// Decides the request's zone and marks the request; returns the `Set-Cookie`
-    /// value to add to the response, if any.
-    fn route(&self, req: &mut HttpRequest) -> Option<HeaderValue> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// Whether zone `z` can take a request now: an endpoint is healthy and its
+    /// connect failures have not held it out.
+    fn available(&self, z: ZoneId) -> bool {
+        self.zones[z].available() && self.connect[z].held_until_ms.load(Relaxed) <= self.now_ms()
+    }
+
+    /// Records how an attempt in zone `z` went.
+    fn attempt_done(&self, z: ZoneId, connect_failed: bool) {
+        let c = &self.connect[z];
+        if connect_failed {
+            let n = c.failures.fetch_add(1, Relaxed).saturating_add(1);
+            if n >= HOLD_DOWN_AFTER {
+                let until = self
+                    .now_ms()
+                    .saturating_add(u64::try_from(HOLD_DOWN.as_millis()).unwrap_or(u64::MAX));
+                if c.held_until_ms.swap(until, Relaxed) <= self.now_ms() {
+                    tracing::warn!(zone = %self.zones[z].fact.0, failures = n, "zone held out after repeated connect failures");
+                }
+            }
+        } else if c.failures.load(Relaxed) != 0 {
+            c.failures.store(0, Relaxed);
+            c.held_until_ms.store(0, Relaxed);
+        }
+    }
+
+    /// Decides the request's preferred zone; returns it, where it came from and the
+    /// `Set-Cookie` value to add to the response, if any.
+    fn prefer(&self, req: &HttpRequest) -> (ZoneId, ZoneSource, Option<HeaderValue>) {
         let headers = req.headers();
         let forwarded = headers
             .get(&self.forward_header)
@@ -258,21 +315,25 @@ impl Shared {
             uid,
             cookie,
         };
+        // Availability is decided by `fail_over` below, per attempt.
         let d = decide(
             &self.topo,
             &inputs,
             self.cookie_over_uid,
             fastrand::u64(..),
-            |z| self.zones[z].available(),
+            |_| true,
         );
         let set_cookie = (d.source != ZoneSource::Forwarded
             && cookie != Some(&*self.topo.zones()[d.preferred].name))
         .then(|| self.zones[d.preferred].set_cookie.clone());
-        self.counters.record(d.source, d.step, d.served.is_some());
-        let served = d.served.unwrap_or(d.preferred);
-        let zone = &self.zones[served];
+        (d.preferred, d.source, set_cookie)
+    }
+
+    /// Marks the request for zone `z`.
+    fn apply(&self, req: &mut HttpRequest, z: ZoneId, source: ZoneSource) {
+        let zone = &self.zones[z];
         match &zone.remote {
-            Some((_, over)) if d.source != ZoneSource::Forwarded => {
+            Some((_, over)) if source != ZoneSource::Forwarded => {
                 req.headers_mut()
                     .insert(self.forward_header.clone(), zone.header.clone());
                 req.extensions_mut().insert(over.clone());
@@ -282,54 +343,135 @@ impl Shared {
                 req.extensions_mut().insert(zone.fact.clone());
             }
         }
-        set_cookie
+    }
+}
+
+/// A copy of the request to send again, if its body can be replayed.
+fn replayable(req: &HttpRequest) -> Option<HttpRequest> {
+    let mut copy = http::Request::new(req.body().try_clone()?);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
+}
+
+/// Whether an attempt failed to connect to the zone's upstream: the typed error, or
+/// the local reply it became.
+fn is_connect_failure(result: &Result<HttpResponse, BoxError>) -> bool {
+    match result {
+        Ok(resp) => resp
+            .headers()
+            .get(PROXY_ERROR_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"connect_failure"),
+        Err(e) => matches!(ProxyError::find(&**e), Some(ProxyError::Connect { .. })),
     }
 }
 
 impl<S> Service<HttpRequest> for ZoneRouting<S>
 where
-    S: Service<HttpRequest, Response = HttpResponse, Error = BoxError>,
+    S: Service<HttpRequest, Response = HttpResponse, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = HttpResponse;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
-        let set_cookie = self.shared.route(&mut req);
-        ResponseFuture {
-            inner: self.inner.call(req),
-            set_cookie,
-        }
+        let shared = self.shared.clone();
+        let (preferred, source, set_cookie) = shared.prefer(&req);
+        let (served, step) = fail_over(&shared.topo, preferred, source, |z| shared.available(z));
+        let Some(served) = served else {
+            // No zone may take it: the preferred zone answers (503 no_endpoints).
+            shared.counters.record(source, step, false);
+            shared.apply(&mut req, preferred, source);
+            let first = self.inner.call(req);
+            return ResponseFuture::new(async move {
+                let mut resp = first.await?;
+                if let Some(v) = set_cookie {
+                    resp.headers_mut().append(header::SET_COOKIE, v);
+                }
+                Ok(resp)
+            });
+        };
+        shared.counters.record_decision(source);
+        let template = replayable(&req);
+        shared.apply(&mut req, served, source);
+        let first = self.inner.call(req);
+        let inner = self.inner.clone();
+        ResponseFuture::new(async move {
+            let mut tried = vec![false; shared.zones.len()];
+            tried[served] = true;
+            let (mut zone, mut step) = (served, step);
+            let mut result = first.await;
+            let mut failed = is_connect_failure(&result);
+            shared.attempt_done(zone, failed);
+            while failed {
+                let Some(template) = &template else { break };
+                let (next, next_step) = fail_over(&shared.topo, preferred, source, |z| {
+                    !tried[z] && shared.available(z)
+                });
+                let Some(next) = next else { break };
+                tracing::debug!(
+                    from = %shared.zones[zone].fact.0,
+                    to = %shared.zones[next].fact.0,
+                    "connect failure: request sent to the next zone"
+                );
+                shared.counters.record_connect_retry();
+                tried[next] = true;
+                (zone, step) = (next, next_step);
+                let Some(mut req) = replayable(template) else {
+                    break;
+                };
+                shared.apply(&mut req, zone, source);
+                let mut svc = inner.clone();
+                std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+                result = svc.call(req).await;
+                failed = is_connect_failure(&result);
+                shared.attempt_done(zone, failed);
+            }
+            // Counted by the zone that answered; a connect failure in every zone it
+            // could go to counts as unavailable.
+            shared
+                .counters
+                .record_outcome(step, !(failed && template.is_some()));
+            let mut resp = result?;
+            if let Some(v) = set_cookie {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            Ok(resp)
+        })
     }
 }
 
-pin_project_lite::pin_project! {
-    /// Adds the zone cookie to the response.
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        set_cookie: Option<HeaderValue>,
+/// The response future of [`ZoneRouting`]: the attempts (the first zone, and the next
+/// ones of the failover chain after a connect failure) and the zone cookie.
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>>,
+}
+
+impl ResponseFuture {
+    fn new(f: impl Future<Output = Result<HttpResponse, BoxError>> + Send + 'static) -> Self {
+        Self { inner: Box::pin(f) }
     }
 }
 
-impl<F> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<HttpResponse, BoxError>>,
-{
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
     type Output = Result<HttpResponse, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut resp = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(v) = this.set_cookie.take() {
-            resp.headers_mut().append(header::SET_COOKIE, v);
-        }
-        Poll::Ready(Ok(resp))
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
     }
 }
 

@@ -14,16 +14,38 @@ pub struct ZoneCounters {
     decisions: [AtomicU64; 4],
     failovers: [AtomicU64; 4],
     unavailable: AtomicU64,
+    connect_retries: AtomicU64,
 }
 
 impl ZoneCounters {
     /// Records one decision.
     pub fn record(&self, source: ZoneSource, step: FailoverStep, served: bool) {
+        self.record_decision(source);
+        self.record_outcome(step, served);
+    }
+
+    /// Records where a request's zone came from.
+    pub fn record_decision(&self, source: ZoneSource) {
         let s = ZoneSource::ALL
             .iter()
             .position(|x| *x == source)
             .unwrap_or(0);
         self.decisions[s].fetch_add(1, Relaxed);
+    }
+
+    /// Records a request sent to the next zone after a connect failure.
+    pub fn record_connect_retry(&self) {
+        self.connect_retries.fetch_add(1, Relaxed);
+    }
+
+    /// Requests sent to the next zone after a connect failure so far.
+    pub fn connect_retries(&self) -> u64 {
+        self.connect_retries.load(Relaxed)
+    }
+
+    /// Records how far the failover went for the zone that served a request, or
+    /// that no zone could.
+    pub fn record_outcome(&self, step: FailoverStep, served: bool) {
         if !served {
             self.unavailable.fetch_add(1, Relaxed);
         } else if step != FailoverStep::None {
@@ -88,6 +110,16 @@ impl proxy_core::metrics::RenderMetrics for ZoneCounters {
             out,
             "proxy_lb_zone_unavailable_total {}",
             self.unavailable.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP proxy_lb_zone_connect_retries_total Requests sent to the next zone of the failover chain after a connect failure."
+        );
+        let _ = writeln!(out, "# TYPE proxy_lb_zone_connect_retries_total counter");
+        let _ = writeln!(
+            out,
+            "proxy_lb_zone_connect_retries_total {}",
+            self.connect_retries.load(Relaxed)
         );
     }
 }

@@ -18,7 +18,9 @@ mod topology;
 mod tests;
 
 pub use config::{ShardRange, UidConfig, UidSource, ZoneConfig, ZoneRoutingConfig};
-pub use decide::{cookie_value, decide, query_value, ZoneDecision, ZoneInputs, ZoneSource};
+pub use decide::{
+    cookie_value, decide, fail_over, query_value, ZoneDecision, ZoneInputs, ZoneSource,
+};
 pub use filter::{ResponseFuture, ZoneRouting, ZoneRoutingLayer};
 pub use metrics::ZoneCounters;
 pub use registry::register;

@@ -200,6 +200,19 @@ fn decision_order_and_failover() {
 }
 
 #[test]
+fn forwarded_request_counts_the_move_made_here() {
+    let t = topo();
+    // Forwarded for z3 (data centre dc2), served in z1 here: the request crossed data
+    // centres at the peer; here it moved within this data centre.
+    let d = decide(&t, &inputs(Some("z3"), None, None), false, 0, |_| true);
+    assert_eq!((d.source, d.served), (ZoneSource::Forwarded, Some(0)));
+    assert_eq!(d.step, FailoverStep::SameDataCentre);
+    // A request of z3 that was not forwarded and fails over to z1 crossed data centres.
+    let d = decide(&t, &inputs(None, None, Some("z3")), false, 0, |z| z < 2);
+    assert_eq!((d.served, d.step), (Some(0), FailoverStep::SameCity));
+}
+
+#[test]
 fn cookie_and_query_parsing() {
     let mut h = http::HeaderMap::new();
     h.append("cookie", "a=1; zone=z2".parse().unwrap());
@@ -257,7 +270,7 @@ mod props {
                     let (p, s) = (&t.zones()[d.preferred], &t.zones()[s]);
                     let expect = if p.name == s.name {
                         FailoverStep::None
-                    } else if p.data_centre == s.data_centre {
+                    } else if local_only || p.data_centre == s.data_centre {
                         FailoverStep::SameDataCentre
                     } else if p.city == s.city {
                         FailoverStep::SameCity

@@ -234,6 +234,21 @@ impl Topology {
         self.cumulative.partition_point(|&c| c <= x)
     }
 
+    /// How far `to` is from `from`: the same zone, another zone of its data centre,
+    /// another data centre of its city, or another city.
+    pub fn step(&self, from: ZoneId, to: ZoneId) -> FailoverStep {
+        let (a, b) = (&self.zones[from], &self.zones[to]);
+        if from == to {
+            FailoverStep::None
+        } else if a.data_centre == b.data_centre {
+            FailoverStep::SameDataCentre
+        } else if a.city == b.city {
+            FailoverStep::SameCity
+        } else {
+            FailoverStep::OtherCity
+        }
+    }
+
     /// The zones to try after `zone`, in order, with the failover step of each: the
     /// other zones of its data centre, then the other data centres of its city, then
     /// the other cities (config order within each group).
