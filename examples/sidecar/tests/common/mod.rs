@@ -476,3 +476,16 @@ pub(crate) fn parse_http_output(out: &[u8]) -> ParsedHttp {
         return (status, protocol, headers, body.to_vec(), interim);
     }
 }
+
+/// A sidecar in front of an echo upstream whose listener has `limits: {LIMITS}`.
+pub(crate) async fn limits_sidecar(
+    limits: &str,
+) -> (Sidecar, proxy_test_support::Upstream, ConfigBuilder) {
+    let up = proxy_test_support::Upstream::echo("echo");
+    let mut cfg = ConfigBuilder::new()
+        .routes(vec![route("all", "/", "echo", "")])
+        .cluster(cluster("echo", up.addr, ""));
+    cfg.listener_extra = format!("    limits: {{{limits}}}\n");
+    let sc = Sidecar::start_with(&mut cfg).await;
+    (sc, up, cfg)
+}
