@@ -242,6 +242,41 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// The class of an upstream (origination) failure an operator acts on, shown in
+    /// the proxy's local reply as `x-proxy-error-detail` and in its logs:
+    /// `tls_unknown_issuer`, `tls_bad_name`, `tls_expired`, `tls_no_alpn`,
+    /// `tls_timeout`, else `tls_` and the metric reason (`tls_unsupported`, ...).
+    pub fn class(&self) -> &'static str {
+        use rustls::{AlertDescription, CertificateError, Error};
+        let tls = match self {
+            Self::ServerCertificate(e) | Self::Protocol(e) | Self::Unsupported(e) => Some(e),
+            _ => None,
+        };
+        match tls {
+            Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+                "tls_unknown_issuer"
+            }
+            Some(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => "tls_bad_name",
+            Some(Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) => "tls_expired",
+            Some(Error::NoApplicationProtocol)
+            | Some(Error::AlertReceived(AlertDescription::NoApplicationProtocol)) => "tls_no_alpn",
+            _ => match self {
+                Self::Timeout => "tls_timeout",
+                Self::Closed(_) => "tls_peer_closed",
+                Self::Malformed(_) => "tls_malformed",
+                Self::Unsupported(_) => "tls_unsupported",
+                Self::ServerCertificate(_) => "tls_server_certificate",
+                Self::ClientCertificate(_) => "tls_client_certificate",
+                Self::Io(_) => "tls_io",
+                _ => "tls_protocol",
+            },
+        }
+    }
+
     /// A bounded label for the `reason` of `proxy_tls_handshake_failures_total`.
     pub fn reason(&self) -> &'static str {
         match self {

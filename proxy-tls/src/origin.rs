@@ -219,7 +219,11 @@ impl proxy_core::upstream::UpstreamTransport for OriginationTransport {
     > {
         let this = self.clone();
         Box::pin(async move {
-            let tls = this.connect(tcp, endpoint).await?;
+            let tls = this.connect(tcp, endpoint).await.map_err(|e| {
+                // The class tells the operator why (`tls_unknown_issuer`, ...) in the
+                // local reply and the proxy's log.
+                proxy_core::BoxError::from(proxy_core::upstream::TransportError::new(e.class(), e))
+            })?;
             Ok(proxy_core::Stream::Boxed(Box::new(tls)))
         })
     }

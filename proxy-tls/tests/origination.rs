@@ -35,6 +35,13 @@ async fn get_www(t: &OriginationTransport, port: u16) -> Result<(String, Option<
     Ok((String::from_utf8_lossy(&out).into_owned(), alpn))
 }
 
+/// The class a failed handshake reports (`x-proxy-error-detail` in the proxy).
+async fn class_of(t: &OriginationTransport, port: u16) -> &'static str {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    t.connect(tcp, addr).await.err().map_or("-", |e| e.class())
+}
+
 #[tokio::test]
 async fn verifies_the_server_against_configured_roots() {
     if !installed("openssl") {
@@ -82,6 +89,8 @@ async fn verifies_the_server_against_configured_roots() {
             "{text}"
         );
 
+        assert_eq!(class_of(&wrong_name, server.port).await, "tls_bad_name");
+
         // Roots that do not include the server's CA: refused (verification is on by default).
         let other = Pki::new("orig-other");
         let (untrusted, _) = transport(&format!(
@@ -91,6 +100,10 @@ async fn verifies_the_server_against_configured_roots() {
         assert_eq!(
             get_www(&untrusted, server.port).await.unwrap_err(),
             "server certificate refused"
+        );
+        assert_eq!(
+            class_of(&untrusted, server.port).await,
+            "tls_unknown_issuer"
         );
 
         // verify: false accepts it.
