@@ -141,6 +141,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     &ctx,
                 )
                 .await;
+                linger(read.take());
                 return;
             }
             ReadHead::Error(e) => {
@@ -154,6 +155,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 };
                 tracing::debug!(peer = ?ctx.peer, error = %e, "bad request head");
                 let _ = write_error(&mut write, &mut wbuf, status, "bad_request", &ctx).await;
+                linger(read.take());
                 return;
             }
         };
@@ -172,6 +174,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 &ctx,
             )
             .await;
+            linger(read.take());
             return;
         }
         let head::RequestHead {
@@ -335,6 +338,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         }
         if close {
             let _ = write.shutdown().await;
+            linger(read.take());
             return;
         }
     }
@@ -354,6 +358,30 @@ fn response_framing(resp: &mut HttpResponse, is_head: bool, version: Version) ->
         None if version == Version::HTTP_11 => Framing::Chunked,
         None => Framing::Close,
     }
+}
+
+/// How long a closed connection's read side keeps draining what the peer still sends.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Closes a connection without a reset. The write side is shut already (FIN, after
+/// the last answer); what the peer still sends (pipelined requests, the rest of a
+/// body) is read and dropped until it closes too, for at most [`LINGER`] and 1 MiB.
+/// Closing a socket with unread input makes the kernel send a reset, and a reset can
+/// make the peer's kernel discard the answers it has not read yet. Runs on a task of
+/// its own so that the connection loop's future stays small.
+fn linger(read: Option<ReadHalf>) {
+    let Some(mut read) = read else { return };
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut scratch = vec![0u8; 8192];
+        let mut total = 0usize;
+        while total < 1 << 20 {
+            match tokio::time::timeout_at(deadline, read.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                _ => return,
+            }
+        }
+    });
 }
 
 async fn write_error(
