@@ -140,6 +140,14 @@ pub enum ProbeError {
     /// The status was not one of the expected ones.
     #[error("unexpected status {0}")]
     Status(u16),
+    /// The probe passed, but slower than an endpoint ejected for latency must answer.
+    #[error("probe took {took:?}, above the latency cutoff {cutoff:?}")]
+    Slow {
+        /// How long the probe took.
+        took: std::time::Duration,
+        /// The cutoff it had to answer within.
+        cutoff: std::time::Duration,
+    },
 }
 
 impl ProbeError {
@@ -150,6 +158,7 @@ impl ProbeError {
             Self::Timeout => "timeout",
             Self::Io(_) | Self::Malformed => "bad_response",
             Self::Status(_) => "unexpected_status",
+            Self::Slow { .. } => "slow",
         }
     }
 }

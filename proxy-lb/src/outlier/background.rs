@@ -15,11 +15,11 @@ use tokio::sync::Notify;
 
 use super::{
     detector::{Shared, State, REPORT_ATTEMPTS},
-    math::{failure_percentage_outliers, success_rate_outliers, EjectionReason},
+    math::{failure_percentage_outliers, latency_outliers, success_rate_outliers, EjectionReason},
 };
 use crate::{
     healing::{EjectionReport, HealingAction},
-    health::probe_endpoint,
+    health::{probe_endpoint, ProbeError},
 };
 
 impl Shared {
@@ -44,6 +44,29 @@ impl Shared {
         if let Some(fp) = &self.cfg.failure_percentage {
             for i in failure_percentage_outliers(&stats, fp) {
                 self.try_eject(&st, i, EjectionReason::FailurePercentage);
+            }
+        }
+        if let Some(lc) = &self.cfg.latency {
+            let latencies: Vec<_> = stats
+                .iter()
+                .filter_map(|s| st.per[s.index].take_latency(s.index, lc.percentile))
+                .collect();
+            // Ejected and removed endpoints' latencies of the interval are dropped too.
+            for c in &st.per {
+                if let Some(h) = &c.latency {
+                    h.take(lc.percentile);
+                }
+            }
+            let (slow, cutoff) = latency_outliers(&latencies, lc);
+            for i in slow {
+                let c = &st.per[i];
+                if c.ejected.load(Relaxed) {
+                    continue;
+                }
+                let cutoff_us =
+                    cutoff.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+                c.latency_cutoff_us.store(cutoff_us, Relaxed);
+                self.try_eject(&st, i, EjectionReason::Latency);
             }
         }
         self.sync_flags(&st);
@@ -150,7 +173,14 @@ async fn readmit(shared: Arc<Shared>, st: Arc<State>, i: usize) {
         return;
     };
     let probe = &shared.cfg.readmission;
-    let result = probe_endpoint(e, &probe.probe, probe.timeout).await;
+    let started = std::time::Instant::now();
+    let mut result = probe_endpoint(e, &probe.probe, probe.timeout).await;
+    // Ejected for latency: the probe must also answer within the cutoff.
+    let cutoff = Duration::from_micros(c.latency_cutoff_us.load(Relaxed));
+    let took = started.elapsed();
+    if result.is_ok() && c.last_reason() == Some(EjectionReason::Latency) && took > cutoff {
+        result = Err(ProbeError::Slow { took, cutoff });
+    }
     match result {
         Ok(()) if !c.removed.load(Relaxed) => {
             if c.ejected.swap(false, SeqCst) {

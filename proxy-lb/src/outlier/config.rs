@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::{healing::WebhookConfig, health::ProbeConfig, ConfigError};
 
 /// `clusters[].extensions[].config` of `typed: outlier_detection`, with Envoy's
-/// semantics. Each ejection rule (`consecutive_5xx`, `consecutive_gateway_failure`,
-/// `success_rate`, `failure_percentage`) is off when absent; at least one must be on.
+/// semantics, plus latency ejection. Each ejection rule (`consecutive_5xx`,
+/// `consecutive_gateway_failure`, `success_rate`, `failure_percentage`, `latency`) is
+/// off when absent; at least one must be on.
 ///
 /// ```yaml
 /// interval: 10s
@@ -23,6 +24,7 @@ use crate::{healing::WebhookConfig, health::ProbeConfig, ConfigError};
 /// enforcing_consecutive_gateway_failure_percent: 100
 /// success_rate: {minimum_hosts: 5, request_volume: 100, stdev_factor: 1.9, enforcing_percent: 100}
 /// failure_percentage: {threshold_percent: 85, minimum_hosts: 5, request_volume: 50, enforcing_percent: 100}
+/// latency: {percentile: 90, factor: 3, threshold: 100ms, minimum_hosts: 3, request_volume: 20, enforcing_percent: 100}
 /// readmission: {probe: {http: {path: /healthz, expected_statuses: [200]}}, timeout: 1s}
 /// healing: {webhook: {url: "http://127.0.0.1:9000/ejections", timeout: 2s}}
 /// ```
@@ -61,6 +63,9 @@ pub struct OutlierConfig {
     /// Failure-percentage ejection; off when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_percentage: Option<FailurePercentageConfig>,
+    /// Latency ejection; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyConfig>,
     /// How an ejected endpoint proves it may come back.
     pub readmission: ReadmissionConfig,
     /// Where ejections are reported; nowhere when absent.
@@ -83,6 +88,7 @@ impl Default for OutlierConfig {
             enforcing_consecutive_gateway_failure_percent: Percent::HUNDRED,
             success_rate: None,
             failure_percentage: None,
+            latency: None,
             readmission: ReadmissionConfig::default(),
             healing: None,
         }
@@ -146,6 +152,42 @@ impl Default for FailurePercentageConfig {
     }
 }
 
+/// Latency ejection: an endpoint whose latency `percentile` over the interval is above
+/// `factor` times the median of the endpoints' percentiles and above `threshold` is
+/// ejected, among endpoints with at least `request_volume` attempts, when there are
+/// `minimum_hosts` of them. An endpoint ejected for latency is readmitted only when its
+/// readmission probe also answers within the cutoff it was ejected at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyConfig {
+    /// Which latency percentile of each endpoint is compared (90: p90).
+    pub percentile: Percent,
+    /// How many times the cluster's median percentile ejects (1 or more).
+    pub factor: f64,
+    /// The absolute floor: an endpoint at or below this latency is never ejected.
+    #[serde(with = "humantime_serde")]
+    pub threshold: Duration,
+    /// Fewer endpoints with enough attempts than this: no evaluation.
+    pub minimum_hosts: NonZeroU32,
+    /// Attempts an endpoint needs in the interval to be evaluated.
+    pub request_volume: u32,
+    /// Chance that an ejection is enforced.
+    pub enforcing_percent: Percent,
+}
+
+impl Default for LatencyConfig {
+    fn default() -> Self {
+        Self {
+            percentile: percent(90.0),
+            factor: 3.0,
+            threshold: Duration::from_millis(100),
+            minimum_hosts: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
+            request_volume: 20,
+            enforcing_percent: Percent::HUNDRED,
+        }
+    }
+}
+
 /// The active probe an ejected endpoint must pass, once its ejection time is up,
 /// before it takes traffic again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,11 +237,12 @@ impl OutlierConfig {
             && self.consecutive_gateway_failure.is_none()
             && self.success_rate.is_none()
             && self.failure_percentage.is_none()
+            && self.latency.is_none()
         {
             return bad(
                 "",
                 "no ejection rule is on: set consecutive_5xx, consecutive_gateway_failure, \
-                 success_rate or failure_percentage"
+                 success_rate, failure_percentage or latency"
                     .into(),
             );
         }
@@ -244,6 +287,20 @@ impl OutlierConfig {
                         "{} is not a number of standard deviations (0 or more)",
                         s.stdev_factor
                     ),
+                );
+            }
+        }
+        if let Some(l) = &self.latency {
+            if !(l.factor.is_finite() && l.factor >= 1.0) {
+                return bad(
+                    "latency.factor",
+                    format!("{} is not a factor of 1 or more", l.factor),
+                );
+            }
+            if l.threshold > MAX_PERIOD {
+                return bad(
+                    "latency.threshold",
+                    format!("{:?} is above 24h", l.threshold),
                 );
             }
         }

@@ -1,9 +1,84 @@
 //! Per-endpoint outlier counters and ejection state: atomics only, updated on the
 //! request path.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::{
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed},
+    time::Duration,
+};
 
-use super::math::{EjectionReason, IntervalStats};
+use proxy_core::config::Percent;
+
+use super::math::{EjectionReason, IntervalStats, LatencyStats};
+
+/// Buckets of a [`LatencyHistogram`]: below 64 µs, then four per octave up to 2^27 µs
+/// (about 134 s); longer latencies fall in the last one.
+const BUCKETS: usize = 85;
+
+/// Attempt latencies of one endpoint over the current interval: a log-scale histogram
+/// (about 19% wide buckets) of atomics, so recording is lock-free and allocation-free.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: Box<[AtomicU32]>,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn bucket(latency: Duration) -> usize {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if us < 64 {
+            return 0;
+        }
+        let lg = 63 - us.leading_zeros() as usize; // 6 or more
+        let frac = ((us >> (lg - 2)) & 3) as usize;
+        ((lg - 6) * 4 + frac + 1).min(BUCKETS - 1)
+    }
+
+    /// The upper bound of bucket `i`.
+    fn upper(i: usize) -> Duration {
+        if i == 0 {
+            return Duration::from_micros(64);
+        }
+        let (lg, frac) = ((i - 1) / 4 + 6, (i - 1) % 4);
+        Duration::from_micros(((5 + frac) as u64) << (lg - 2))
+    }
+
+    /// Records one latency.
+    pub fn record(&self, latency: Duration) {
+        self.buckets[Self::bucket(latency)].fetch_add(1, Relaxed);
+    }
+
+    /// Takes (and resets) the interval's latencies: how many, and the `percentile`
+    /// of them (a bucket's upper bound).
+    pub fn take(&self, percentile: Percent) -> (u64, Duration) {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| u64::from(b.swap(0, Relaxed)))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return (0, Duration::ZERO);
+        }
+        // The smallest latency at or above `percentile` of them: rank ceil(p x total).
+        let p = u128::from(percentile.per_million());
+        let rank = ((p * u128::from(total)).div_ceil(1_000_000)).max(1);
+        let mut seen = 0u128;
+        for (i, c) in counts.iter().enumerate() {
+            seen += u128::from(*c);
+            if seen >= rank {
+                return (total, Self::upper(i));
+            }
+        }
+        (total, Self::upper(BUCKETS - 1))
+    }
+}
 
 /// One attempt's result as outlier detection sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +127,10 @@ pub struct EndpointCounters {
     pub(crate) probing: AtomicBool,
     /// The healing sink asked for removal.
     pub(crate) removed: AtomicBool,
+    /// Latencies of the interval, when latency ejection is on.
+    pub(crate) latency: Option<LatencyHistogram>,
+    /// For a latency ejection: the cutoff (µs) the readmission probe must answer within.
+    pub(crate) latency_cutoff_us: AtomicU64,
 }
 
 impl EndpointCounters {
@@ -91,6 +170,24 @@ impl EndpointCounters {
                 }
             }
         }
+    }
+
+    /// Counters that also measure latency (for latency ejection).
+    pub fn with_latency() -> Self {
+        Self {
+            latency: Some(LatencyHistogram::default()),
+            ..Self::default()
+        }
+    }
+
+    /// Takes (and resets) the interval's latencies, when measured.
+    pub fn take_latency(&self, index: usize, percentile: Percent) -> Option<LatencyStats> {
+        let (count, percentile) = self.latency.as_ref()?.take(percentile);
+        Some(LatencyStats {
+            index,
+            count,
+            percentile,
+        })
     }
 
     /// Takes (and resets) the interval's counts.

@@ -193,7 +193,7 @@ impl ClusterExtension for OutlierDetection {
         rt.spawn(super::background::run(weak, wake, self.shared.cfg.interval));
     }
 
-    fn on_outcome(&self, endpoint: &Arc<Endpoint>, outcome: &Outcome, _latency: Duration) {
+    fn on_outcome(&self, endpoint: &Arc<Endpoint>, outcome: &Outcome, latency: Duration) {
         let st = self.shared.state.load();
         // Small sets: a pointer scan beats hashing.
         let found = if st.endpoints.len() <= 16 {
@@ -204,6 +204,9 @@ impl ClusterExtension for OutlierDetection {
         let Some(i) = found else {
             return;
         };
+        if let Some(h) = &st.per[i].latency {
+            h.record(latency);
+        }
         let attempt = if outcome.is_error() {
             Attempt::Failure {
                 gateway: outcome.is_gateway_failure(),
@@ -302,7 +305,13 @@ impl Shared {
                 .by_ptr
                 .get(&key)
                 .and_then(|&j| old.per.get(j).cloned())
-                .unwrap_or_default();
+                .unwrap_or_else(|| {
+                    Arc::new(if self.cfg.latency.is_some() {
+                        EndpointCounters::with_latency()
+                    } else {
+                        EndpointCounters::default()
+                    })
+                });
             ejected += usize::from(c.ejected.load(Relaxed));
             removed += usize::from(c.removed.load(Relaxed));
             by_ptr.insert(key, i);
@@ -390,6 +399,10 @@ impl Shared {
                 .failure_percentage
                 .as_ref()
                 .map_or(Percent::ZERO, |f| f.enforcing_percent),
+            EjectionReason::Latency => cfg
+                .latency
+                .as_ref()
+                .map_or(Percent::ZERO, |l| l.enforcing_percent),
         }
     }
 

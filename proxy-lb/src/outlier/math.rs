@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proxy_core::config::Percent;
 
-use super::config::{FailurePercentageConfig, SuccessRateConfig};
+use super::config::{FailurePercentageConfig, LatencyConfig, SuccessRateConfig};
 
 /// `Percent::per_million` of 100%.
 const MILLION: u64 = 1_000_000;
@@ -22,15 +22,18 @@ pub enum EjectionReason {
     SuccessRate = 3,
     /// Failure percentage above the threshold.
     FailurePercentage = 4,
+    /// Latency far above the cluster's.
+    Latency = 5,
 }
 
 impl EjectionReason {
     /// All reasons, in order.
-    pub const ALL: [EjectionReason; 4] = [
+    pub const ALL: [EjectionReason; 5] = [
         Self::Consecutive5xx,
         Self::ConsecutiveGatewayFailure,
         Self::SuccessRate,
         Self::FailurePercentage,
+        Self::Latency,
     ];
 
     /// The name used in metrics, status and reports.
@@ -40,6 +43,7 @@ impl EjectionReason {
             Self::ConsecutiveGatewayFailure => "consecutive_gateway_failure",
             Self::SuccessRate => "success_rate",
             Self::FailurePercentage => "failure_percentage",
+            Self::Latency => "latency",
         }
     }
 
@@ -137,6 +141,49 @@ pub fn failure_percentage_outliers(
         })
         .map(|s| s.index)
         .collect()
+}
+
+/// One endpoint's latency over an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyStats {
+    /// Index of the endpoint.
+    pub index: usize,
+    /// Attempts measured.
+    pub count: u64,
+    /// The configured percentile of their latencies.
+    pub percentile: Duration,
+}
+
+/// Endpoints whose latency percentile is above the cutoff, `max(factor x median of the
+/// percentiles, threshold)`, among those with at least `request_volume` attempts, when
+/// there are `minimum_hosts` of them; with the cutoff (`None`: no evaluation).
+pub fn latency_outliers(
+    stats: &[LatencyStats],
+    cfg: &LatencyConfig,
+) -> (Vec<usize>, Option<Duration>) {
+    let mut eligible: Vec<&LatencyStats> = stats
+        .iter()
+        .filter(|s| s.count >= u64::from(cfg.request_volume) && s.count > 0)
+        .collect();
+    if eligible.is_empty() || eligible.len() < cfg.minimum_hosts.get() as usize {
+        return (Vec::new(), None);
+    }
+    eligible.sort_by_key(|s| s.percentile);
+    let n = eligible.len();
+    let median = if n % 2 == 1 {
+        eligible[n / 2].percentile
+    } else {
+        (eligible[n / 2 - 1].percentile + eligible[n / 2].percentile) / 2
+    };
+    let scaled =
+        Duration::try_from_secs_f64(median.as_secs_f64() * cfg.factor).unwrap_or(Duration::MAX);
+    let cutoff = scaled.max(cfg.threshold);
+    let out = eligible
+        .into_iter()
+        .filter(|s| s.percentile > cutoff)
+        .map(|s| s.index)
+        .collect();
+    (out, Some(cutoff))
 }
 
 /// Whether an ejection with enforcement chance `percent` is enforced; `random` is

@@ -15,7 +15,7 @@ use crate::steering::escape;
 /// Counters of one cluster's outlier detection.
 #[derive(Debug, Default)]
 pub struct ClusterOutlierCounters {
-    ejections: [AtomicU64; 4],
+    ejections: [AtomicU64; 5],
     refused: AtomicU64,
     active: AtomicI64,
     readmissions: AtomicU64,

@@ -17,13 +17,14 @@ mod registry;
 mod tests;
 
 pub use config::{
-    FailurePercentageConfig, HealingConfig, OutlierConfig, ReadmissionConfig, SuccessRateConfig,
+    FailurePercentageConfig, HealingConfig, LatencyConfig, OutlierConfig, ReadmissionConfig,
+    SuccessRateConfig,
 };
-pub use counters::{Attempt, EndpointCounters, Thresholds};
+pub use counters::{Attempt, EndpointCounters, LatencyHistogram, Thresholds};
 pub use detector::OutlierDetection;
 pub use math::{
-    ejection_time, enforced, failure_percentage_outliers, may_eject, success_rate_outliers,
-    EjectionReason, IntervalStats,
+    ejection_time, enforced, failure_percentage_outliers, latency_outliers, may_eject,
+    success_rate_outliers, EjectionReason, IntervalStats, LatencyStats,
 };
 pub use metrics::{ClusterOutlierCounters, OutlierMetrics};
 pub use registry::{register, register_with_sink};

@@ -466,3 +466,93 @@ mod detection {
         });
     }
 }
+
+#[test]
+fn latency_histogram_percentiles() {
+    let h = LatencyHistogram::default();
+    for _ in 0..90 {
+        h.record(Duration::from_millis(1));
+    }
+    for _ in 0..10 {
+        h.record(Duration::from_millis(300));
+    }
+    let p = |v: f64| Percent::try_from(v).unwrap();
+    let (n, p90) = h.take(p(90.0));
+    assert_eq!(n, 100);
+    assert!(
+        p90 >= Duration::from_millis(1) && p90 < Duration::from_micros(1200),
+        "{p90:?}"
+    );
+    assert_eq!(h.take(p(90.0)), (0, Duration::ZERO), "taken: reset");
+    for _ in 0..89 {
+        h.record(Duration::from_millis(1));
+    }
+    for _ in 0..11 {
+        h.record(Duration::from_millis(300));
+    }
+    let (_, p90) = h.take(p(90.0));
+    assert!(
+        p90 >= Duration::from_millis(300) && p90 < Duration::from_millis(360),
+        "{p90:?}"
+    );
+    h.record(Duration::from_secs(3600));
+    assert!(
+        h.take(p(50.0)).1 >= Duration::from_secs(100),
+        "long latencies land in the last bucket"
+    );
+}
+
+#[test]
+fn latency_outliers_need_factor_floor_volume_and_hosts() {
+    let cfg = LatencyConfig {
+        factor: 3.0,
+        threshold: Duration::from_millis(100),
+        minimum_hosts: NonZeroU32::new(3).unwrap(),
+        request_volume: 10,
+        ..LatencyConfig::default()
+    };
+    let s = |index, count, ms| LatencyStats {
+        index,
+        count,
+        percentile: Duration::from_millis(ms),
+    };
+    let (out, cutoff) = latency_outliers(&[s(0, 50, 300), s(1, 50, 2), s(2, 50, 3)], &cfg);
+    assert_eq!((out, cutoff), (vec![0], Some(Duration::from_millis(100))));
+    // Above 3x the median but under the floor: kept.
+    let (out, _) = latency_outliers(&[s(0, 50, 90), s(1, 50, 2), s(2, 50, 3)], &cfg);
+    assert!(out.is_empty());
+    // Everyone slow alike: nobody stands out.
+    let (out, cutoff) = latency_outliers(&[s(0, 50, 900), s(1, 50, 800), s(2, 50, 1000)], &cfg);
+    assert_eq!((out, cutoff), (vec![], Some(Duration::from_millis(2700))));
+    // Too few requests, or too few hosts with enough of them: no evaluation.
+    let (out, cutoff) = latency_outliers(&[s(0, 50, 300), s(1, 5, 2), s(2, 50, 3)], &cfg);
+    assert_eq!((out, cutoff), (vec![], None));
+}
+
+#[test]
+fn latency_config_is_validated() {
+    let cfg = |latency: LatencyConfig| OutlierConfig {
+        latency: Some(latency),
+        ..OutlierConfig::default()
+    };
+    assert!(
+        cfg(LatencyConfig::default()).validate().is_ok(),
+        "latency alone is a rule"
+    );
+    let e = cfg(LatencyConfig {
+        factor: 0.5,
+        ..LatencyConfig::default()
+    })
+    .validate()
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "latency.factor: 0.5 is not a factor of 1 or more"
+    );
+    let parsed: OutlierConfig =
+        proxy_core::config::from_yaml("{latency: {percentile: 99, factor: 2, threshold: 250ms}}")
+            .unwrap();
+    let l = parsed.latency.unwrap();
+    assert_eq!((l.factor, l.threshold), (2.0, Duration::from_millis(250)));
+    assert!(proxy_core::config::from_yaml::<OutlierConfig>("{latency: {factr: 2}}").is_err());
+}
