@@ -169,6 +169,28 @@ async fn two_bolt_services_on_one_listener_go_to_two_clusters() {
             page.contains("proxy_codec_error_replies_total{protocol=\"bolt\"} 1"),
             "{page}"
         );
+        // Bytes and connections count for the RPC listener and its upstream
+        // endpoints, at the connection, like HTTP's.
+        let series = |prefix: &str, name: &str| -> f64 {
+            page.lines()
+                .filter(|l| l.starts_with(&format!("{prefix}_{name}{{")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert!(series("proxy_listener", "rx_bytes_total") > 0.0, "{page}");
+        assert!(series("proxy_listener", "tx_bytes_total") > 0.0, "{page}");
+        assert!(
+            series("proxy_endpoint_upstream", "rx_bytes_total") > 0.0,
+            "{page}"
+        );
+        assert!(
+            series("proxy_endpoint_upstream", "tx_bytes_total") > 0.0,
+            "{page}"
+        );
+        assert!(
+            series("proxy_endpoint_upstream", "connections_total") > 0.0,
+            "{page}"
+        );
     })
     .await
     .unwrap();

@@ -140,12 +140,27 @@ delegate_io!(write WriteHalf);
 /// A stream whose bytes count in a listener's connection stats (`rx_bytes`,
 /// `tx_bytes`): for the connection loops that hand their stream on whole (HTTP/2,
 /// protocol plug-ins). The HTTP/1.1 loop counts its own reads and writes.
-pub(crate) struct Counted<S> {
+pub(crate) struct Counted<S, C = std::sync::Arc<crate::metrics::ConnStats>> {
     pub(crate) inner: S,
-    pub(crate) stats: std::sync::Arc<crate::metrics::ConnStats>,
+    pub(crate) stats: C,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+/// Where a [`Counted`] stream counts its bytes.
+pub(crate) trait ByteCounter {
+    fn rx(&self, n: usize);
+    fn tx(&self, n: usize);
+}
+
+impl ByteCounter for std::sync::Arc<crate::metrics::ConnStats> {
+    fn rx(&self, n: usize) {
+        self.count_rx(n);
+    }
+    fn tx(&self, n: usize) {
+        self.count_tx(n);
+    }
+}
+
+impl<S: AsyncRead + Unpin, C: ByteCounter + Unpin> AsyncRead for Counted<S, C> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -155,13 +170,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.stats.count_rx(n);
+            self.stats.rx(n);
         }
         r
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+impl<S: AsyncWrite + Unpin, C: ByteCounter + Unpin> AsyncWrite for Counted<S, C> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -169,7 +184,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if let std::task::Poll::Ready(Ok(n)) = r {
-            self.stats.count_tx(n);
+            self.stats.tx(n);
         }
         r
     }
@@ -180,7 +195,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let std::task::Poll::Ready(Ok(n)) = r {
-            self.stats.count_tx(n);
+            self.stats.tx(n);
         }
         r
     }

@@ -45,6 +45,9 @@ pub struct Connector {
     addr: SocketAddr,
     timeout: Duration,
     transport: Option<Arc<dyn UpstreamTransport>>,
+    /// The endpoint's connection counters, for streams handed to protocol plug-ins:
+    /// each stream counts as an open connection until dropped, and its bytes count.
+    counts: Option<Arc<super::pool::OpenCount>>,
 }
 
 impl Connector {
@@ -58,7 +61,14 @@ impl Connector {
             addr,
             timeout,
             transport,
+            counts: None,
         }
+    }
+
+    /// The same connector, whose streams count in the endpoint's connection stats.
+    pub(crate) fn counting(mut self, counts: Arc<super::pool::OpenCount>) -> Self {
+        self.counts = Some(counts);
+        self
     }
 
     /// The endpoint address.
@@ -92,7 +102,19 @@ impl Connector {
             }
         };
         match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(r) => r,
+            Ok(Ok(stream)) => Ok(match &self.counts {
+                None => stream,
+                Some(counts) => {
+                    let guard = counts
+                        .try_open(u32::MAX)
+                        .ok_or(ProxyError::Overflow { addr })?;
+                    Stream::Boxed(Box::new(crate::net::Counted {
+                        inner: stream,
+                        stats: guard,
+                    }))
+                }
+            }),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ProxyError::Connect {
                 addr,
                 source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),

@@ -45,17 +45,20 @@ impl Upstream {
     ) -> Self {
         let pool = &cluster.pool;
         let connector = Connector::new(addr, cluster.connect_timeout, transport);
+        let open: Arc<pool::OpenCount> = Arc::default();
         Self {
             addr,
             protocol: cluster.protocol.clone(),
-            custom: protocol.map(|p| p.client(connector.clone())),
+            // Protocol plug-ins open their own connections: they count in this
+            // endpoint's connection and byte stats through the connector.
+            custom: protocol.map(|p| p.client(connector.clone().counting(open.clone()))),
             connector,
             connect_timeout: cluster.connect_timeout,
             stream_idle_timeout: cluster.stream_idle_timeout,
             max_connections: pool.max_connections,
             idle_timeout: pool.idle_timeout,
             max_idle: pool.max_idle,
-            open: Arc::default(),
+            open,
             h1: Arc::new(pool::H1Pool::new(pool.max_idle, pool.idle_timeout)),
             h2: h2::H2Client::default(),
         }

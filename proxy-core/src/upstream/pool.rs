@@ -18,6 +18,15 @@ use crate::metrics::ConnStats;
 #[derive(Debug)]
 pub(crate) struct OpenGuard(Arc<OpenCount>);
 
+impl crate::net::ByteCounter for OpenGuard {
+    fn rx(&self, n: usize) {
+        self.0.stats.count_rx(n);
+    }
+    fn tx(&self, n: usize) {
+        self.0.stats.count_tx(n);
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct OpenCount {
     open: AtomicU32,
