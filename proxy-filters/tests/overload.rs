@@ -36,6 +36,136 @@ async fn overload() {
     through_the_proxy_server().await;
 }
 
+/// Started during overload, with no earlier load to learn from: the backend already
+/// has a backlog from 3x its capacity offered without a limiter for half a second, then
+/// a new limiter takes the same 3x load. It measures the baseline at low concurrency
+/// (not the backlog's latency) and probes down from a conservative limit: from 5 s on,
+/// over 3 s, goodput >= 90% of capacity and admitted p99 within 2x the unloaded p99.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_under_overload() {
+    tokio::time::timeout(Duration::from_secs(150), async {
+        let addr = backend().await;
+        let up = Upstream::connect(addr).await;
+        let mut missed = Vec::new();
+        for attempt in 1..=ATTEMPTS {
+            let base = measure_backend(&up).await;
+            println!(
+                "cold attempt {attempt}: measured capacity {:.0} req/s, unloaded p99 {:.1} ms",
+                base.capacity,
+                ms(base.unloaded_p99)
+            );
+            match cold_run(&up, &base, attempt).await {
+                Ok(()) => return,
+                Err(e) => {
+                    println!("cold attempt {attempt} missed: {e}");
+                    missed.push(e);
+                }
+            }
+        }
+        panic!("started under overload, the limiter missed its bounds in all {ATTEMPTS} attempts: {missed:#?}");
+    })
+    .await
+    .unwrap();
+}
+
+async fn cold_run(up: &Upstream, base: &Baseline, attempt: usize) -> Result<(), String> {
+    let offered = 3.0 * base.capacity;
+    let settle = Duration::from_secs(5);
+    let window = Duration::from_secs(3);
+    // The backend is overloaded before the limiter exists.
+    let unlimited = tokio::spawn(offer(
+        up.clone(),
+        offered,
+        Duration::from_millis(500),
+        Duration::from_secs(20),
+        |_| "/",
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let layer = AdaptiveConcurrencyLayer::new(&limiter_config(&format!("cold{attempt}"))).unwrap();
+    let limited = layer.layer(up.clone());
+    let trace = Arc::new(Mutex::new(Vec::new()));
+    let watch = {
+        let (layer, trace) = (layer.clone(), trace.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            while start.elapsed() < settle + window {
+                let s = layer.stats();
+                trace.lock().unwrap().push((
+                    layer.limit(),
+                    s.throughput_floor().map(|f| f as u32),
+                    s.latency_target().map(|t| (t * 1e3) as u32),
+                ));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let (samples, pending) = offer(
+        limited,
+        offered,
+        settle + window,
+        Duration::from_secs(10),
+        |_| "/",
+    )
+    .await;
+    watch.await.unwrap();
+    let (_, unlimited_pending) = unlimited.await.unwrap();
+    assert_eq!((pending, unlimited_pending), (0, 0));
+    let ok: Vec<&Sample> = samples.iter().filter(|s| s.status == 200).collect();
+    let rejected = samples
+        .iter()
+        .filter(|s| s.overload && s.status == 503)
+        .count();
+    assert_eq!(
+        ok.len() + rejected,
+        samples.len(),
+        "only 200 or 503 overload"
+    );
+    let in_window = |d: Duration| d >= settle && d < settle + window;
+    let goodput =
+        ok.iter().filter(|s| in_window(s.completed_at())).count() as f64 / window.as_secs_f64();
+    let admitted: Vec<Duration> = ok
+        .iter()
+        .filter(|s| in_window(s.offset))
+        .map(|s| s.latency)
+        .collect();
+    let p50 = quantile(admitted.clone(), 0.5);
+    let p99 = quantile(admitted, 0.99);
+    let stats = layer.stats();
+    println!(
+        "cold start, {offered:.0} req/s offered: from {}s to {}s goodput {goodput:.0} req/s ({:.0}% of capacity),          admitted p50 {:.1} ms p99 {:.1} ms ({:.2}x unloaded p99); baseline {:.1} ms, target {:.1} ms;          (limit, floor, target ms) every 250 ms {:?}",
+        settle.as_secs(),
+        (settle + window).as_secs(),
+        100.0 * goodput / base.capacity,
+        ms(p50),
+        ms(p99),
+        p99.as_secs_f64() / base.unloaded_p99.as_secs_f64(),
+        stats.baseline().unwrap_or(f64::NAN) * 1e3,
+        stats.latency_target().unwrap_or(f64::NAN) * 1e3,
+        trace.lock().unwrap(),
+    );
+    // A baseline learned from the backlog would be several hundred milliseconds.
+    let baseline = stats.baseline().ok_or("no baseline measured")?;
+    assert!(
+        baseline < 3.0 * base.unloaded_p99.as_secs_f64(),
+        "baseline {:.1} ms learned under overload",
+        baseline * 1e3
+    );
+    if goodput < 0.9 * base.capacity {
+        return Err(format!(
+            "goodput {goodput:.0} < 90% of {:.0}",
+            base.capacity
+        ));
+    }
+    if p99 > base.unloaded_p99 * 2 {
+        return Err(format!(
+            "admitted p99 {:.1} ms > 2x unloaded p99 {:.1} ms",
+            ms(p99),
+            ms(base.unloaded_p99)
+        ));
+    }
+    Ok(())
+}
+
 fn limiter_config(name: &str) -> AdaptiveConfig {
     // Defaults everywhere (no limit set by hand) except: no CPU signal in a test.
     proxy_core::config::from_yaml(&format!("{{name: {name}, cpu: null}}")).unwrap()

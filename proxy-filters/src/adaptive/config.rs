@@ -23,7 +23,8 @@ use super::controller::{AntiWindup, Gains};
 /// headroom: { factor: 2.0, floor: 16 }
 /// throughput_floor: { memory: 10s }
 /// cpu: { target_percent: 70, smoothing: 500ms }
-/// latency: { percentile: 99, tolerance: 1.25, min_target: 5ms, window: 1s, min_samples: 20 }
+/// latency: { percentile: 99, tolerance: 1.25, min_target: 5ms, window: 1s, min_samples: 20,
+///            probe: { concurrency: 3, interval: 30s } }
 /// pid: { kp: 0.3, ki: 1.5, kd: 0.05, derivative_time: 200ms, anti_windup: back_calculation }
 /// cost: { high_cost_factor: 2.0, high_cost_limit_percent: 70, max_interfaces: 64, path_segments: 2, min_samples: 20 }
 /// reject: { status: 503, retry_after: 1s }
@@ -157,6 +158,37 @@ pub struct LatencyConfig {
     pub window: Duration,
     /// Observations needed for a percentile (fewer: no latency signal).
     pub min_samples: NonZeroU64,
+    /// How a learned baseline is measured: at low concurrency only (unused with a fixed
+    /// `target`).
+    pub probe: ProbeConfig,
+}
+
+/// Measuring the unloaded latency (the minimum-latency window of Envoy's gradient
+/// controller): the limit shrinks to `concurrency` until `latency.min_samples` requests
+/// admitted at that concurrency have completed; their percentile and mean become the
+/// baseline, and the limit goes back to where it was. A new limiter measures first
+/// (its limit starts at `concurrency`, then goes to the headroom floor and is probed
+/// down from there), then every `interval`. While the latency of a measurement keeps
+/// falling (a backlog draining), what it gathered before is dropped. A healthy
+/// interval may lower the baseline; only a measurement raises it, so latency seen under
+/// load is never learned as unloaded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// The concurrency the baseline is measured at (clamped into `[min_limit, max_limit]`).
+    pub concurrency: NonZeroU32,
+    /// Time between measurements, `1s..=1h`.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: nz32(3),
+            interval: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for LatencyConfig {
@@ -168,6 +200,7 @@ impl Default for LatencyConfig {
             min_target: Duration::from_millis(5),
             window: Duration::from_secs(1),
             min_samples: NonZeroU64::new(20).unwrap_or(NonZeroU64::MIN),
+            probe: ProbeConfig::default(),
         }
     }
 }

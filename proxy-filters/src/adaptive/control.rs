@@ -6,7 +6,7 @@
 use std::{
     collections::VecDeque,
     sync::{
-        atomic::Ordering::{Relaxed, SeqCst},
+        atomic::Ordering::{Relaxed, Release, SeqCst},
         Arc, PoisonError, Weak,
     },
     time::{Duration, Instant},
@@ -17,13 +17,20 @@ use super::{
     cost::CostLearner,
     limiter::{high_cost_limit, Shared},
     metrics::AtomicF64,
-    signals::{CpuSampler, LatencyWindow},
+    signals::{Counts, CpuSampler, LatencyWindow},
 };
 
 /// Weight of a healthy interval's percentile when the baseline moves down.
 const BASELINE_DOWN: f64 = 0.5;
-/// Weight of a healthy interval's percentile when the baseline moves up.
+/// Weight of a healthy interval's percentile when a fixed-target limiter's baseline
+/// mean moves up.
 const BASELINE_UP: f64 = 0.05;
+/// While a measurement's latency in one step is this factor below what it gathered
+/// before, a backlog is draining: what it gathered before is dropped.
+const PROBE_FALLING: f64 = 2.0;
+/// A measurement with fewer than `latency.min_samples` completions by then ends with
+/// what it has (or, with nothing and no baseline yet, starts over).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// An interface without requests this long gives up its slot in the cost table.
 const INTERFACE_IDLE: Duration = Duration::from_secs(60);
 /// Weight of a healthy interval's mean latency in the baseline mean.
@@ -38,13 +45,19 @@ fn learned(v: &AtomicF64) -> Option<f64> {
     (v.is_finite() && v > 0.0).then_some(v)
 }
 
-/// Moves a baseline towards a healthy interval's value: quickly down, slowly up.
-fn learn(baseline: Option<f64>, v: f64) -> f64 {
-    match baseline {
-        None => v,
-        Some(b) if v < b => b + BASELINE_DOWN * (v - b),
-        Some(b) => b + BASELINE_UP * (v - b),
-    }
+/// Moves a measured baseline towards a lower value seen in a healthy interval; a
+/// higher one is not evidence of the unloaded latency (it may be queueing), so only a
+/// measurement at low concurrency raises it.
+fn learn_down(baseline: Option<f64>, v: f64, weight: f64) -> Option<f64> {
+    baseline.map(|b| if v < b { b + weight * (v - b) } else { b })
+}
+
+/// An open baseline measurement.
+#[derive(Debug)]
+struct Probe {
+    started: Instant,
+    /// The limit afterwards: the PID's own (`None`), or where a new limiter starts.
+    restore: Option<u32>,
 }
 
 /// Starts the control loop on the current tokio runtime if it is not running (no-op
@@ -108,6 +121,16 @@ pub(crate) struct ControlLoop {
     best_rate: f64,
     costs: Option<CostLearner>,
     rejected_before: u64,
+    /// The open baseline measurement, if any (learned latency target only).
+    probe: Option<Probe>,
+    /// When the next measurement opens (learned latency target only).
+    next_probe: Option<Instant>,
+    /// Completions of the open measurement so far (since its latency stopped falling).
+    probe_counts: Counts,
+    /// Completions of the open measurement in this step.
+    probe_step: Counts,
+    /// The id of the latest measurement.
+    epoch: u32,
 }
 
 /// What one tick measured and decided (for tests and metrics).
@@ -153,7 +176,110 @@ impl ControlLoop {
                 CostLearner::new(t, k.high_cost_factor, k.min_samples, evict_after)
             }),
             rejected_before: shared.rejections.load(Relaxed),
+            probe: None,
+            next_probe: None,
+            probe_counts: Counts::default(),
+            probe_step: Counts::default(),
+            epoch: 0,
         }
+        .with_probe_schedule(shared, now)
+    }
+
+    fn with_probe_schedule(mut self, shared: &Shared, now: Instant) -> Self {
+        let c = &shared.settings.config;
+        let Some(l) = c.latency.as_ref().filter(|l| l.target.is_none()) else {
+            return self;
+        };
+        let open = shared.probe_epoch.load(Relaxed);
+        if open != 0 {
+            // A new limiter measures before it admits more than the probe concurrency.
+            self.epoch = open;
+            self.probe = Some(Probe {
+                started: now,
+                restore: Some(shared.start_limit),
+            });
+        } else if self.baseline.is_some() {
+            // Inherited from a predecessor (reload): measured by it.
+            self.next_probe = Some(now + l.probe.interval);
+        } else {
+            self.next_probe = Some(now);
+        }
+        self
+    }
+
+    /// Shrinks the limit to the probe concurrency and opens a measurement.
+    fn open_probe(&mut self, shared: &Shared, now: Instant, restore: Option<u32>) {
+        let c = &shared.settings.config;
+        let Some(l) = &c.latency else { return };
+        let concurrency = l
+            .probe
+            .concurrency
+            .get()
+            .clamp(c.min_limit.get(), c.max_limit.get());
+        let fraction = c
+            .cost
+            .as_ref()
+            .map_or(1.0, |k| k.high_cost_limit_percent.fraction());
+        // Whatever completed since the previous measurement closed is not part of it.
+        shared.probe_latency.drain(&mut self.probe_counts);
+        self.probe_counts.clear();
+        self.epoch = self.epoch.wrapping_add(1).max(1);
+        shared
+            .gate
+            .set_limits(concurrency, high_cost_limit(concurrency, fraction));
+        // Published after the limit: a request that sees this id saw the small limit.
+        shared.probe_epoch.store(self.epoch, Release);
+        self.probe = Some(Probe {
+            started: now,
+            restore,
+        });
+        self.next_probe = None;
+        tracing::debug!(concurrency, "adaptive concurrency: measuring the baseline");
+    }
+
+    /// Advances the open measurement; returns whether it is still open and, if it
+    /// closed in this step, the limit to restore.
+    fn advance_probe(&mut self, shared: &Shared, now: Instant) -> (bool, Option<u32>) {
+        let c = &shared.settings.config;
+        let (Some(l), Some(probe)) = (&c.latency, &mut self.probe) else {
+            return (false, None);
+        };
+        self.probe_step.clear();
+        shared.probe_latency.drain(&mut self.probe_step);
+        // A backlog built before the measurement (by this limiter before it shrank, or
+        // by other clients) drains while it runs: while this step's latency is well
+        // below what was gathered so far, the earlier completions queued and are dropped.
+        let falling = match (self.probe_counts.mean(), self.probe_step.mean()) {
+            (Some(so_far), Some(step)) => so_far > step.mul_f64(PROBE_FALLING),
+            _ => false,
+        };
+        if falling {
+            self.probe_counts.clear();
+        }
+        self.probe_counts.add(&self.probe_step);
+        let n = self.probe_counts.total();
+        let timed_out = now.saturating_duration_since(probe.started) >= PROBE_TIMEOUT;
+        if n < l.min_samples.get() && !timed_out {
+            return (true, None);
+        }
+        if n == 0 && self.baseline.is_none() {
+            // Nothing to learn from yet, and nothing learned: keep measuring.
+            probe.started = now;
+            return (true, None);
+        }
+        let restore = probe.restore.unwrap_or_else(|| self.pid.limit());
+        self.probe = None;
+        shared.probe_epoch.store(0, Release);
+        if let (Some(q), Some(mean)) = (
+            self.probe_counts.quantile(l.percentile.fraction()),
+            self.probe_counts.mean(),
+        ) {
+            self.baseline = Some(q.as_secs_f64());
+            self.baseline_mean = Some(mean.as_secs_f64());
+            tracing::debug!(baseline = ?q, samples = n, "adaptive concurrency: baseline measured");
+        }
+        self.next_probe = Some(now + l.probe.interval);
+        (false, Some(restore))
     }
 
     /// One control step at `now`.
@@ -168,6 +294,13 @@ impl ControlLoop {
         let rejected = shared.rejections.load(Relaxed);
         let rejected_now = rejected.saturating_sub(self.rejected_before);
         self.rejected_before = rejected;
+
+        // The baseline measurement: open one when due, advance the open one.
+        let learned_target = c.latency.as_ref().is_some_and(|l| l.target.is_none());
+        if learned_target && self.probe.is_none() && self.next_probe.is_some_and(|t| now >= t) {
+            self.open_probe(shared, now, None);
+        }
+        let (probing, restore) = self.advance_probe(shared, now);
 
         // Latency: the configured percentile over the newest intervals.
         let completed = self.window.push_from(&shared.latency);
@@ -215,18 +348,27 @@ impl ControlLoop {
         };
         let healthy = rejected_now == 0 && pressure.is_none_or(|p| p <= 1.0);
 
-        // Learn the unloaded latency from healthy intervals only.
-        if let (Some(l), true) = (&c.latency, healthy) {
-            if let (Some(v), None) = (latency, l.target) {
-                self.baseline = Some(learn(self.baseline, v.as_secs_f64()));
-            }
-            if let Some(mean) = self.window.newest_mean() {
-                // The mean moves with the mix of requests: no bias either way.
-                let mean = mean.as_secs_f64();
-                self.baseline_mean = Some(
-                    self.baseline_mean
-                        .map_or(mean, |b| b + BASELINE_MEAN_ALPHA * (mean - b)),
-                );
+        // A learned target's baseline is measured at low concurrency (above); a healthy
+        // interval may only lower it. A fixed target's mean (for the throughput floor)
+        // is learned from healthy intervals, which are healthy by that fixed measure.
+        if let (Some(_), true, false) = (&c.latency, healthy, probing) {
+            let mean = self.window.newest_mean().map(|m| m.as_secs_f64());
+            if learned_target {
+                if let Some(v) = latency {
+                    self.baseline = learn_down(self.baseline, v.as_secs_f64(), BASELINE_DOWN);
+                }
+                if let Some(mean) = mean {
+                    self.baseline_mean = learn_down(self.baseline_mean, mean, BASELINE_MEAN_ALPHA);
+                }
+            } else if let Some(mean) = mean {
+                self.baseline_mean = Some(self.baseline_mean.map_or(mean, |b| {
+                    let w = if mean < b {
+                        BASELINE_MEAN_ALPHA
+                    } else {
+                        BASELINE_UP
+                    };
+                    b + w * (mean - b)
+                }));
             }
         }
 
@@ -235,7 +377,7 @@ impl ControlLoop {
             .as_ref()
             .map(|h| (h.factor * f64::from(peak)).max(f64::from(h.floor.get())));
         let mut demand_floor = None;
-        if let (Some(f), true) = (&c.throughput_floor, dt > 0.0) {
+        if let (Some(f), true, false) = (&c.throughput_floor, dt > 0.0, probing) {
             // Completions per second over the last few intervals (a burst of
             // completions is not throughput), then the best of that, decaying over
             // `memory`.
@@ -254,21 +396,36 @@ impl ControlLoop {
                 demand_floor = self.baseline_mean.map(|m| (self.best_rate * m).ceil());
             }
         }
-        let step = self.pid.step(Input {
-            pressure,
-            dt,
-            demand_cap,
-            demand_floor,
-        });
         let fraction = c
             .cost
             .as_ref()
             .map_or(1.0, |k| k.high_cost_limit_percent.fraction());
+        let step = if probing {
+            // The measurement holds the limit at the probe concurrency.
+            let mut step = self.pid.last();
+            step.limit = shared.gate.limit();
+            step
+        } else if let Some(limit) = restore {
+            // Back to the limit before the measurement (a new limiter: its starting
+            // limit, probed down from there with the measured target).
+            if limit != self.pid.limit() {
+                self.pid.reset(limit);
+            }
+            self.pid.last()
+        } else {
+            self.pid.step(Input {
+                pressure,
+                dt,
+                demand_cap,
+                demand_floor,
+            })
+        };
         let hc_limit = high_cost_limit(step.limit, fraction);
         shared.gate.set_limits(step.limit, hc_limit);
 
         if let (Some(learner), Some(table)) = (&mut self.costs, &shared.costs) {
-            learner.update(table, healthy);
+            // A measurement's completions are at low concurrency: unloaded costs.
+            learner.update(table, healthy || probing);
             let ifaces = learner.interfaces(table);
             *stats
                 .interfaces
@@ -329,64 +486,123 @@ mod tests {
         Shared::new(c.validated().unwrap(), Arc::new(LimiterStats::default()))
     }
 
-    /// Simulates a backend whose latency is `base` while in-flight stays within
-    /// `capacity` and grows with the excess, driving the loop with synthetic time.
+    /// A synthetic backend: 8 slots of 20 ms, latency growing with in-flight beyond
+    /// them. One step admits `demand` requests (as many as the gate lets through),
+    /// completes them as the request path would (a measurement's share included) and
+    /// ticks the loop 100 ms later.
+    struct Sim {
+        now: Instant,
+        control: ControlLoop,
+    }
+
+    fn latency_at(inflight: u32) -> Duration {
+        Duration::from_micros(20_000 + 2_500 * u64::from(inflight.saturating_sub(8)))
+    }
+
+    impl Sim {
+        fn new(s: &Shared) -> Self {
+            let now = Instant::now();
+            Self {
+                now,
+                control: ControlLoop::new(s, now),
+            }
+        }
+
+        fn step(&mut self, s: &Shared, demand: u32) -> Tick {
+            let epoch = s.probe_epoch.load(Relaxed);
+            let mut admitted = 0;
+            while admitted < demand && s.gate.try_acquire(false).is_ok() {
+                admitted += 1;
+            }
+            if admitted < demand {
+                s.rejections.fetch_add(1, Relaxed);
+            }
+            // As many completions per interval as 8 slots of 20 ms allow.
+            for _ in 0..admitted.min(8) * 5 {
+                s.latency.record(latency_at(admitted));
+                if epoch != 0 {
+                    s.probe_latency.record(latency_at(admitted));
+                }
+            }
+            for _ in 0..admitted {
+                s.gate.release();
+            }
+            self.now += Duration::from_millis(100);
+            self.control.tick(s, self.now)
+        }
+    }
+
+    /// Learns the baseline at low load, limits under overload, recovers.
     #[test]
     fn learns_baseline_then_limits_then_recovers() {
         let s = shared(
             "{cpu: null, interval: 100ms, min_limit: 1, max_limit: 500, headroom: {floor: 8}}",
         );
-        let t0 = Instant::now();
-        let mut control = ControlLoop::new(&s, t0);
-        let latency_at = |inflight: u32| {
-            Duration::from_micros(20_000 + 2_500 * u64::from(inflight.saturating_sub(8)))
-        };
-        let mut now = t0;
-        // Unloaded: 4 in flight.
-        for _ in 0..20 {
-            for _ in 0..4 {
-                s.gate.try_acquire(false).unwrap();
-            }
-            for _ in 0..40 {
-                s.latency.record(latency_at(4));
-            }
-            for _ in 0..4 {
-                s.gate.release();
-            }
-            now += Duration::from_millis(100);
-            control.tick(&s, now);
+        let mut sim = Sim::new(&s);
+        for _ in 0..40 {
+            sim.step(&s, 4);
         }
-        let baseline = control.baseline.unwrap();
+        let baseline = sim.control.baseline.unwrap();
         assert!((0.019..0.023).contains(&baseline), "{baseline}");
         // Overload: demand fills whatever the limit is.
         let mut limits = Vec::new();
         for _ in 0..60 {
-            let limit = s.gate.limit();
-            let mut admitted = 0;
-            while s.gate.try_acquire(false).is_ok() {
-                admitted += 1;
-            }
-            for _ in 0..40 {
-                s.latency.record(latency_at(admitted));
-            }
-            for _ in 0..admitted {
-                s.gate.release();
-            }
-            s.rejections.fetch_add(1, Relaxed);
-            now += Duration::from_millis(100);
-            limits.push((limit, control.tick(&s, now).limit));
+            limits.push(sim.step(&s, 1000).limit);
         }
-        let settled: Vec<u32> = limits[30..].iter().map(|l| l.1).collect();
-        assert!(settled.iter().all(|&l| (8..=16).contains(&l)), "{limits:?}");
+        assert!(
+            limits[30..].iter().all(|&l| (8..=16).contains(&l)),
+            "{limits:?}"
+        );
         // Load falls: the limit rises back to the demand cap.
         for _ in 0..30 {
-            for _ in 0..40 {
-                s.latency.record(latency_at(2));
-            }
-            now += Duration::from_millis(100);
-            control.tick(&s, now);
+            sim.step(&s, 2);
         }
         assert!(s.gate.limit() >= 8, "{}", s.gate.limit());
+    }
+
+    /// Started under overload: the first admissions are at the probe concurrency, the
+    /// baseline is the unloaded latency, the floor follows it, and the limit settles
+    /// near the 8 slots instead of running up with demand; healthy intervals with a
+    /// higher latency never raise the baseline.
+    #[test]
+    fn cold_start_under_overload_measures_at_low_concurrency() {
+        let s = shared("{cpu: null, interval: 100ms, min_limit: 1, max_limit: 1000}");
+        assert_eq!(
+            s.gate.limit(),
+            3,
+            "a new limiter starts at the probe concurrency"
+        );
+        let mut sim = Sim::new(&s);
+        let mut limits = Vec::new();
+        for _ in 0..80 {
+            limits.push(sim.step(&s, 1000).limit);
+        }
+        let baseline = sim.control.baseline.unwrap();
+        assert!((0.019..0.023).contains(&baseline), "{baseline} {limits:?}");
+        assert!(limits.iter().all(|&l| l <= 16), "{limits:?}");
+        assert!(
+            limits[40..].iter().all(|&l| (7..=12).contains(&l)),
+            "{limits:?}"
+        );
+        let floor = s.stats.floor.get();
+        assert!(floor <= 9.0, "{floor}");
+        // The next measurement is an interval away.
+        let next = sim.control.next_probe.unwrap();
+        assert!(
+            next > sim.now + Duration::from_secs(20),
+            "{:?}",
+            next - sim.now
+        );
+        // Light load with a slower backend: healthy, yet the baseline stays.
+        for _ in 0..50 {
+            s.latency.record(Duration::from_millis(23));
+            sim.now += Duration::from_millis(100);
+            for _ in 0..30 {
+                s.latency.record(Duration::from_millis(23));
+            }
+            sim.control.tick(&s, sim.now);
+        }
+        assert_eq!(sim.control.baseline, Some(baseline));
     }
 
     /// The CPU signal of this very process: a busy thread pushes CPU use over a low
@@ -451,10 +667,12 @@ mod tests {
         for i in 1..=10 {
             for _ in 0..30 {
                 first.latency.record(Duration::from_millis(20));
+                first.probe_latency.record(Duration::from_millis(20));
             }
             control.tick(&first, t0 + Duration::from_millis(100 * i));
         }
         let baseline = control.baseline.unwrap();
+        assert_eq!(first.probe_epoch.load(Relaxed), 0, "measured");
         first.gate.set_limits(40, 28);
         stats.limit.store(40, Relaxed);
         let second = Shared::new(c.validated().unwrap(), stats);
@@ -463,5 +681,10 @@ mod tests {
         assert_eq!(control.baseline, Some(baseline));
         assert!(control.baseline_mean.is_some());
         assert!(control.best_rate > 0.0);
+        assert!(
+            control.probe.is_none(),
+            "no cold measurement after a reload"
+        );
+        assert_eq!(second.probe_epoch.load(Relaxed), 0);
     }
 }

@@ -139,6 +139,20 @@ impl Pid {
         self.last.limit
     }
 
+    /// Restarts the controller at `limit` (clamped into the bounds): the integral sits
+    /// there, the derivative forgets the past.
+    pub fn reset(&mut self, limit: u32) {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let limit = limit.clamp(self.min as u32, self.max as u32);
+        self.integral = f64::from(limit).ln();
+        self.prev_pressure = None;
+        self.d_filtered = 0.0;
+        self.last = Step {
+            limit,
+            ..Step::default()
+        };
+    }
+
     /// Advances the controller by one sample.
     pub fn step(&mut self, input: Input) -> Step {
         let g = self.gains;

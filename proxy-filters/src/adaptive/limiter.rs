@@ -4,7 +4,10 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
+        atomic::{
+            AtomicBool, AtomicU32, AtomicU64,
+            Ordering::{Acquire, Relaxed},
+        },
         Arc,
     },
     task::{ready, Context, Poll},
@@ -119,6 +122,14 @@ pub(crate) struct Shared {
     pub(crate) loop_running: AtomicBool,
     /// Rejections by this limiter (its stats may be shared with a namesake).
     pub(crate) rejections: AtomicU64,
+    /// The open baseline measurement (0: none). A request admitted while it is open
+    /// was admitted below the probe concurrency; its latency also goes to
+    /// `probe_latency` if the same measurement is still open when it completes.
+    pub(crate) probe_epoch: AtomicU32,
+    /// Latencies of requests admitted during the open baseline measurement.
+    pub(crate) probe_latency: LatencyHistogram,
+    /// Where the limit goes after the first baseline measurement of a new limiter.
+    pub(crate) start_limit: u32,
     status: StatusCode,
     retry_after: HeaderValue,
 }
@@ -145,9 +156,30 @@ impl Shared {
         let costs = c.cost.as_ref().map(|k| CostTable::new(k.max_interfaces));
         let path_segments = c.cost.as_ref().map_or(1, |k| k.path_segments.get());
         let retry_after = HeaderValue::from(c.reject.retry_after.as_secs().max(1));
-        stats.limit.store(u64::from(initial), Relaxed);
+        // Nothing learned yet (a new limiter, or one whose predecessor never measured):
+        // the baseline is measured first, at the probe concurrency, before any load
+        // beyond it is admitted.
+        let cold_probe = c
+            .latency
+            .as_ref()
+            .filter(|l| l.target.is_none())
+            .filter(|_| {
+                let b = stats.learned_baseline.get();
+                !(b.is_finite() && b > 0.0)
+            })
+            .map(|l| {
+                l.probe
+                    .concurrency
+                    .get()
+                    .clamp(c.min_limit.get(), c.max_limit.get())
+            });
+        let gate_limit = cold_probe.unwrap_or(initial);
+        stats.limit.store(u64::from(gate_limit), Relaxed);
         Self {
-            gate: Gate::new(initial, high_cost_limit(initial, fraction)),
+            probe_epoch: AtomicU32::new(u32::from(cold_probe.is_some())),
+            probe_latency: LatencyHistogram::default(),
+            start_limit: initial,
+            gate: Gate::new(gate_limit, high_cost_limit(gate_limit, fraction)),
             latency: LatencyHistogram::default(),
             costs,
             path_segments,
@@ -254,6 +286,9 @@ where
             (Some(s), Some(t)) => t.is_high_cost(s),
             _ => false,
         };
+        // Read before the gate (pairs with the control loop's release store after it
+        // shrinks the limit): a request counted in a measurement saw its limit.
+        let probe = shared.probe_epoch.load(Acquire);
         match shared.gate.try_acquire(high_cost) {
             Ok(()) => {
                 shared.stats.admitted.fetch_add(1, Relaxed);
@@ -261,6 +296,7 @@ where
                     shared: shared.clone(),
                     start: Instant::now(),
                     slot,
+                    probe,
                 };
                 ResponseFuture {
                     state: State::Admitted {
@@ -294,12 +330,17 @@ struct Permit {
     shared: Arc<Shared>,
     start: Instant,
     slot: Option<usize>,
+    /// The baseline measurement open at admission (0: none).
+    probe: u32,
 }
 
 impl Permit {
     fn complete(&self) {
         let elapsed = self.start.elapsed();
         self.shared.latency.record(elapsed);
+        if self.probe != 0 && self.probe == self.shared.probe_epoch.load(Relaxed) {
+            self.shared.probe_latency.record(elapsed);
+        }
         if let (Some(slot), Some(t)) = (self.slot, &self.shared.costs) {
             t.record(slot, u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
         }

@@ -86,6 +86,12 @@ impl LimiterStats {
         Some(self.floor.get()).filter(|f| f.is_finite())
     }
 
+    /// The learned baseline latency (the controlled percentile at low concurrency),
+    /// seconds, once measured.
+    pub fn baseline(&self) -> Option<f64> {
+        Some(self.learned_baseline.get()).filter(|b| b.is_finite() && *b > 0.0)
+    }
+
     /// The latency target of the last control step, seconds, once known.
     pub fn latency_target(&self) -> Option<f64> {
         Some(self.latency_target.get()).filter(|f| f.is_finite())

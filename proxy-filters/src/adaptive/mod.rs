@@ -32,8 +32,8 @@ mod validate;
 use std::sync::Arc;
 
 pub use config::{
-    AdaptiveConfig, CostConfig, CpuConfig, HeadroomConfig, LatencyConfig, PidConfig, RejectConfig,
-    ThroughputFloorConfig,
+    AdaptiveConfig, CostConfig, CpuConfig, HeadroomConfig, LatencyConfig, PidConfig, ProbeConfig,
+    RejectConfig, ThroughputFloorConfig,
 };
 pub use layer::AdaptiveConcurrencyLayer;
 pub use limiter::{AdaptiveConcurrency, ResponseFuture};

@@ -91,8 +91,58 @@ impl Counts {
         self.0.iter().sum()
     }
 
-    fn clear(&mut self) {
+    /// Adds `other`'s counts to these.
+    pub(crate) fn add(&mut self, other: &Counts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
         self.0.iter_mut().for_each(|c| *c = 0);
+    }
+
+    /// The mean, from bucket midpoints (within ~6%); `None` without observations.
+    pub(crate) fn mean(&self) -> Option<Duration> {
+        let n = self.total();
+        if n == 0 {
+            return None;
+        }
+        let mut sum = 0.0;
+        for (b, &k) in self.0.iter().enumerate() {
+            if k > 0 {
+                let hi = bucket_upper(b);
+                let lo = if b == 0 { 0 } else { bucket_upper(b - 1) };
+                #[allow(clippy::cast_precision_loss)]
+                {
+                    sum += k as f64 * (lo + hi) as f64 / 2.0;
+                }
+            }
+        }
+        #[allow(clippy::cast_precision_loss)]
+        Some(Duration::from_secs_f64(sum / n as f64 / 1e6))
+    }
+
+    /// The `quantile` (0..1), the upper bound of its bucket; `None` without observations.
+    pub(crate) fn quantile(&self, quantile: f64) -> Option<Duration> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let rank = ((quantile.clamp(0.0, 1.0) * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (b, &k) in self.0.iter().enumerate() {
+            seen += k;
+            if seen >= rank {
+                return Some(Duration::from_micros(bucket_upper(b)));
+            }
+        }
+        None
     }
 }
 
@@ -136,24 +186,7 @@ impl LatencyWindow {
     /// The mean of the newest interval, from bucket midpoints (within ~6%); `None` if
     /// it has no observations.
     pub(crate) fn newest_mean(&self) -> Option<Duration> {
-        let c = self.intervals.front()?;
-        let n = c.total();
-        if n == 0 {
-            return None;
-        }
-        let mut sum = 0.0;
-        for (b, &k) in c.0.iter().enumerate() {
-            if k > 0 {
-                let hi = bucket_upper(b);
-                let lo = if b == 0 { 0 } else { bucket_upper(b - 1) };
-                #[allow(clippy::cast_precision_loss)]
-                {
-                    sum += k as f64 * (lo + hi) as f64 / 2.0;
-                }
-            }
-        }
-        #[allow(clippy::cast_precision_loss)]
-        Some(Duration::from_secs_f64(sum / n as f64 / 1e6))
+        self.intervals.front()?.mean()
     }
 
     /// The `quantile` (0..1) over the newest intervals that together hold at least

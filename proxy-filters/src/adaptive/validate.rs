@@ -136,6 +136,14 @@ impl AdaptiveConfig {
             if l.window > Duration::from_secs(600) {
                 return Err(err("latency.window", "is above 600s"));
             }
+            if l.probe.interval < Duration::from_secs(1)
+                || l.probe.interval > Duration::from_secs(3600)
+            {
+                return Err(err(
+                    "latency.probe.interval",
+                    format!("{:?} is not in [1s, 1h]", l.probe.interval),
+                ));
+            }
             // One histogram of counts is kept per interval of the window.
             if l.window.as_secs_f64() / c.interval.as_secs_f64() > MAX_WINDOW_INTERVALS {
                 return Err(err(
@@ -256,6 +264,14 @@ mod tests {
             ("latency: {tolerance: 0.5}", "latency.tolerance"),
             ("latency: {target: 0s}", "latency.target"),
             ("latency: {min_samples: 0}", "latency.min_samples"),
+            (
+                "latency: {probe: {interval: 100ms}}",
+                "latency.probe.interval",
+            ),
+            (
+                "latency: {probe: {concurrency: 0}}",
+                "latency.probe.concurrency",
+            ),
             (
                 "{interval: 10ms, latency: {window: 600s}}",
                 "latency.window",
