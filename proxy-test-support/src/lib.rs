@@ -9,7 +9,7 @@
 //! - [`server`]: a `proxy_core::Server` run in-process from YAML with a `Registry`.
 //! - [`client`]: HTTP/1.1 and h2c clients (hyper), and a raw-bytes client.
 //! - [`prometheus`]: samples read from Prometheus text.
-//! - [`eventually`], [`timeout`]: polling and deadlines.
+//! - [`eventually`](mod@eventually), [`timeout`]: polling and deadlines.
 //! - [`tools`]: external clients (curl, h2load, openssl), skipped loudly when absent.
 //! - [`pki`], [`temp`]: a test PKI written to a temporary directory.
 //! - [`yaml`]: the YAML of the common listener and cluster shapes.
