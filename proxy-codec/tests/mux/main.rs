@@ -2,9 +2,11 @@
 //! with typed options: many requests in flight on one downstream connection,
 //! heartbeats, bad frames, proxy-side failures (`server.rs`); pooled upstream
 //! connections with rewritten request ids, timeouts and failure isolation
-//! (`upstream.rs`); idle, slow and draining connections (`lifecycle.rs`).
+//! (`upstream.rs`; a Dubbo upstream's graceful shutdown, `dubbo_upstream.rs`); idle,
+//! slow and draining connections (`lifecycle.rs`).
 #![allow(clippy::unwrap_used)]
 
+mod dubbo_upstream;
 mod lifecycle;
 mod server;
 mod upstream;

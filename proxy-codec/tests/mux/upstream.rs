@@ -1,5 +1,5 @@
-//! The upstream side: `RpcUpstream` clients against in-process upstreams on
-//! 127.0.0.1.
+//! The upstream side: `RpcUpstream` clients against in-process Bolt upstreams on
+//! 127.0.0.1 (the Dubbo upstream is `dubbo_upstream.rs`).
 
 use std::{
     collections::HashSet,
@@ -13,10 +13,8 @@ use http_body_util::BodyExt;
 use proxy_codec::{
     bolt::{self, BoltFrame, BoltRequestInfo, BoltVersion},
     config::UpstreamOptions,
-    dubbo::{self, DubboFrame},
-    hessian2::{Reader, Writer},
     metrics::CodecMetrics,
-    Bolt, Dubbo, Protocol, RpcUpstream,
+    Bolt, Protocol, RpcUpstream,
 };
 use proxy_core::{HttpRequest, HttpResponse, ProxyError};
 use tokio::{
@@ -25,7 +23,7 @@ use tokio::{
     time::timeout,
 };
 
-use super::{dubbo_request, heartbeat, read_frame, request, LIMIT};
+use super::{heartbeat, read_frame, request, LIMIT};
 
 /// What an in-process Bolt upstream saw.
 #[derive(Default)]
@@ -417,77 +415,6 @@ async fn requests_a_dying_connection_never_wrote_go_out_on_a_fresh_one() {
             })
         ));
         assert_eq!(metrics.bolt.upstream_connects.load(Ordering::Relaxed), 2);
-    })
-    .await
-    .unwrap();
-}
-
-/// A Dubbo upstream answering `OK` with the method name; on `bye` it first sends the
-/// read-only event of a graceful shutdown.
-async fn dubbo_upstream() -> std::net::SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = BytesMut::new();
-                while let Some(f) = read_frame(&Dubbo, &mut s, &mut buf).await {
-                    if f.is_event() {
-                        continue;
-                    }
-                    let method = Dubbo::parse_invocation(&f.body).unwrap().method;
-                    let mut out = BytesMut::new();
-                    if method == "bye" {
-                        let readonly = DubboFrame {
-                            flags: dubbo::FLAG_REQUEST | dubbo::FLAG_EVENT | dubbo::HESSIAN2,
-                            status: 0,
-                            request_id: 0,
-                            body: Bytes::from_static(&[0x01, b'R']),
-                        };
-                        Dubbo.encode(&readonly, &mut out).unwrap();
-                    }
-                    let mut w = Writer::new();
-                    w.int(dubbo::RESPONSE_VALUE).string(&method);
-                    let answer = DubboFrame {
-                        flags: dubbo::HESSIAN2,
-                        status: dubbo::status::OK,
-                        request_id: f.request_id,
-                        body: Bytes::from(w.into_bytes()),
-                    };
-                    Dubbo.encode(&answer, &mut out).unwrap();
-                    if s.write_all(&out).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-#[tokio::test]
-async fn a_dubbo_read_only_event_moves_new_requests_to_a_fresh_connection() {
-    timeout(LIMIT, async {
-        let addr = dubbo_upstream().await;
-        let metrics = Arc::new(CodecMetrics::default());
-        let c = RpcUpstream::new(Dubbo, UpstreamOptions::default())
-            .unwrap()
-            .with_metrics(metrics.clone())
-            .client(addr);
-        let call = |id, method| {
-            let req = Dubbo.request_to_http(dubbo_request(id, method)).unwrap();
-            let c = c.clone();
-            async move { c.send(req).await.unwrap() }
-        };
-        let first = call(1, "bye").await;
-        assert_eq!(first.status(), http::StatusCode::OK);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let second = call(2, "hello").await;
-        let body = second.into_body().collect().await.unwrap().to_bytes();
-        let mut r = Reader::new(&body);
-        assert_eq!(r.read_int().unwrap(), dubbo::RESPONSE_VALUE);
-        assert_eq!(r.read_string().unwrap().as_deref(), Some("hello"));
-        assert_eq!(metrics.dubbo.upstream_connects.load(Ordering::Relaxed), 2);
     })
     .await
     .unwrap();
