@@ -26,7 +26,9 @@ mod cost;
 mod layer;
 mod limiter;
 pub mod metrics;
+mod probe;
 mod signals;
+mod step;
 mod validate;
 
 use std::sync::Arc;
