@@ -39,6 +39,15 @@ async fn rx_and_tx_bytes_count_http1_and_h2c() {
         let tx_h1 = stat(&text, "proxy_listener_tx_bytes_total");
         assert!(rx_h1 >= 100.0 * 1024.0, "h1 rx_bytes {rx_h1}");
         assert!(tx_h1 > 0.0, "h1 tx_bytes {tx_h1}");
+        // The upstream side counts at the endpoint: the body went out, the answer in.
+        let endpoint = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("proxy_endpoint_upstream_{name}{{")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert!(endpoint("tx_bytes_total") >= 100.0 * 1024.0, "{text}");
+        assert!(endpoint("rx_bytes_total") > 0.0, "{text}");
 
         // h2c: frames both ways count too.
         let req = client::build(

@@ -157,8 +157,10 @@ impl RecvBody {
                         }
                         Poll::Ready(Ok(0)) => this.decoder.eof(),
                         Poll::Ready(Ok(n)) => {
-                            if let Some(Source::Downstream(d)) = &this.source {
-                                d.stats.count_rx(n);
+                            match &this.source {
+                                Some(Source::Downstream(d)) => d.stats.count_rx(n),
+                                Some(Source::Upstream(c)) => c.count_rx(n),
+                                None => {}
                             }
                             if let Some(timer) = this.timer.as_mut() {
                                 timer

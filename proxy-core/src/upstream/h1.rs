@@ -79,6 +79,11 @@ impl H1Conn {
         }
     }
 
+    /// Counts `n` bytes received on this connection in its endpoint's stats.
+    pub(crate) fn count_rx(&self, n: usize) {
+        self._open.count_rx(n);
+    }
+
     /// Marks a connection taken from the idle pool.
     pub(crate) fn reuse(mut self: Box<Self>) -> Box<Self> {
         self.reused = true;
@@ -114,12 +119,16 @@ impl H1Conn {
             framing,
         );
         let conn = &mut *self;
+        let head_len = conn.wbuf.len();
         let sent = match body.take_buffered() {
             // The common case, a request without a body or with one already in memory:
             // head and body in one write.
             Some(data) => {
                 conn.wbuf.extend_from_slice(&data);
-                flush(&mut conn.stream, &mut conn.wbuf, stall).await
+                let n = conn.wbuf.len();
+                flush(&mut conn.stream, &mut conn.wbuf, stall)
+                    .await
+                    .map(|()| conn._open.count_tx(n))
             }
             // Streaming bodies take the general path, boxed so that its state does not
             // weigh on every request's future.
@@ -131,7 +140,10 @@ impl H1Conn {
                 stall,
             ))
             .await
-            .map(drop),
+            .map(|body_bytes| {
+                let n = head_len + usize::try_from(body_bytes).unwrap_or(usize::MAX);
+                conn._open.count_tx(n);
+            }),
         };
         drop(body);
         match sent {
@@ -161,7 +173,10 @@ impl H1Conn {
                         return Err(ExchangeError::BadResponse("response head truncated".into()))
                     }
                     Err(e) => return Err(ExchangeError::BadResponse(e.into())),
-                    Ok(_) => continue,
+                    Ok(n) => {
+                        self._open.count_rx(n);
+                        continue;
+                    }
                 }
             };
             let status = resp.parts.status;

@@ -18,6 +18,18 @@ use crate::metrics::ConnStats;
 #[derive(Debug)]
 pub(crate) struct OpenGuard(Arc<OpenCount>);
 
+impl OpenGuard {
+    /// Counts `n` bytes received from the endpoint.
+    pub(crate) fn count_rx(&self, n: usize) {
+        self.0.stats.count_rx(n);
+    }
+
+    /// Counts `n` bytes sent to the endpoint.
+    pub(crate) fn count_tx(&self, n: usize) {
+        self.0.stats.count_tx(n);
+    }
+}
+
 impl crate::net::ByteCounter for OpenGuard {
     fn rx(&self, n: usize) {
         self.0.stats.count_rx(n);
