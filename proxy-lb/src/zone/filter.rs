@@ -400,19 +400,36 @@ where
             });
         };
         shared.counters.record_decision(source);
-        let template = replayable(&req);
+        // A copy to send again after a connect failure, only when the chain has a zone
+        // to send it to: the usual request (no failure, or no other zone) copies
+        // nothing.
+        let has_next = fail_over(&shared.topo, preferred, source, |z| {
+            z != served && shared.available(z)
+        })
+        .0
+        .is_some();
+        let can_replay = req.body().try_clone().is_some();
+        let template = if has_next && can_replay {
+            replayable(&req)
+        } else {
+            None
+        };
         shared.apply(&mut req, served, source);
         let first = self.inner.call(req);
         let inner = self.inner.clone();
         ResponseFuture::new(async move {
-            let mut tried = vec![false; shared.zones.len()];
-            tried[served] = true;
             let (mut zone, mut step) = (served, step);
             let mut result = first.await;
             let mut failed = is_connect_failure(&result);
             shared.attempt_done(zone, failed);
+            // Made on the first failure only.
+            let mut tried = Vec::new();
             while failed {
                 let Some(template) = &template else { break };
+                if tried.is_empty() {
+                    tried = vec![false; shared.zones.len()];
+                    tried[served] = true;
+                }
                 let (next, next_step) = fail_over(&shared.topo, preferred, source, |z| {
                     !tried[z] && shared.available(z)
                 });
@@ -439,7 +456,7 @@ where
             // could go to counts as unavailable.
             shared
                 .counters
-                .record_outcome(step, !(failed && template.is_some()));
+                .record_outcome(step, !(failed && can_replay));
             let mut resp = result?;
             if let Some(v) = set_cookie {
                 resp.headers_mut().append(header::SET_COOKIE, v);
