@@ -43,7 +43,7 @@ impl ConfigError {
     #[must_use]
     pub fn within(self, prefix: &str) -> Self {
         Self {
-            path: crate::config::section::join(prefix, &self.path),
+            path: crate::config::join_path(prefix, &self.path),
             reason: self.reason,
         }
     }

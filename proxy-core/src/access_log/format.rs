@@ -171,7 +171,7 @@ impl Formatter {
                 };
                 let mut out = Vec::with_capacity(entries.len());
                 for (k, v) in entries {
-                    let field = crate::config::section::join("format.json", k);
+                    let field = crate::config::join_path("format.json", k);
                     let pieces = template::parse(v, &field, &mut headers)?
                         .into_iter()
                         .map(|p| match p {

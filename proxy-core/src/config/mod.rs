@@ -9,7 +9,7 @@ pub(crate) mod section;
 mod units;
 
 pub use model::*;
-pub use section::{from_value, from_yaml, resolve_path, to_yaml, Section};
+pub use section::{from_value, from_yaml, join_path, resolve_path, to_yaml, Section};
 pub use units::{ByteSize, Percent};
 
 use crate::ConfigError;

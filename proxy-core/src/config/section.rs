@@ -133,7 +133,7 @@ pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, C
             .strip_prefix("missing field `")
             .and_then(|r| r.strip_suffix('`'))
         {
-            path = join(&path, name);
+            path = join_path(&path, name);
             reason = "missing (required)".to_owned();
         }
         ConfigError::new(path, reason)
@@ -155,8 +155,17 @@ fn yaml_reason(e: &serde_saphyr::Error) -> String {
     format!("invalid YAML: {first}")
 }
 
-/// `base.name`, or `name` alone when `base` is empty; `base[i]` for an index.
-pub(crate) fn join(base: &str, name: &str) -> String {
+/// A field path one level down: `base.name`, or `name` alone when `base` is empty;
+/// `base[i]` for an index. The one way field paths are built for errors.
+///
+/// # Example
+/// ```
+/// use proxy_core::config::join_path;
+/// assert_eq!(join_path("roots", "files"), "roots.files");
+/// assert_eq!(join_path("", "cert"), "cert");
+/// assert_eq!(join_path("files", "[1]"), "files[1]");
+/// ```
+pub fn join_path(base: &str, name: &str) -> String {
     if base.is_empty() {
         name.to_owned()
     } else if name.is_empty() {

@@ -29,31 +29,31 @@ pub(crate) fn validate_cluster(
 ) -> Result<(), ConfigError> {
     if c.stream_idle_timeout.is_zero() {
         return Err(ConfigError::new(
-            crate::config::section::join(path, "stream_idle_timeout"),
+            crate::config::join_path(path, "stream_idle_timeout"),
             "must be greater than zero",
         ));
     }
     if c.connect_timeout.is_zero() {
         return Err(ConfigError::new(
-            crate::config::section::join(path, "connect_timeout"),
+            crate::config::join_path(path, "connect_timeout"),
             "must be greater than zero",
         ));
     }
     if c.pool.max_connections == 0 {
         return Err(ConfigError::new(
-            crate::config::section::join(path, "pool.max_connections"),
+            crate::config::join_path(path, "pool.max_connections"),
             "must be at least 1",
         ));
     }
     if c.pool.max_idle > 1_000_000 {
         return Err(ConfigError::new(
-            crate::config::section::join(path, "pool.max_idle"),
+            crate::config::join_path(path, "pool.max_idle"),
             "must be at most 1000000",
         ));
     }
     if c.pool.idle_timeout.is_zero() {
         return Err(ConfigError::new(
-            crate::config::section::join(path, "pool.idle_timeout"),
+            crate::config::join_path(path, "pool.idle_timeout"),
             "must be greater than zero",
         ));
     }
@@ -61,7 +61,7 @@ pub(crate) fn validate_cluster(
     for (j, e) in c.endpoints.iter().enumerate() {
         if !seen.insert(e.address()) {
             return Err(ConfigError::new(
-                crate::config::section::join(path, &format!("endpoints[{j}]")),
+                crate::config::join_path(path, &format!("endpoints[{j}]")),
                 format!("duplicate endpoint {}", e.address()),
             ));
         }

@@ -8,6 +8,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use proxy_core::config::join_path as join;
 use rustls::{
     crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
@@ -244,15 +245,6 @@ pub(crate) fn load_key_pair(
             };
             certified_key(cert, &label, key, &label, provider).map_err(at)
         }
-    }
-}
-
-/// `base.name`, or `name` alone when `base` is empty.
-pub(crate) fn join(base: &str, name: &str) -> String {
-    if base.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{base}.{name}")
     }
 }
 
