@@ -35,22 +35,33 @@ pub(super) fn attempt_limit(
 /// The retry conditions an attempt's outcome meets, if any.
 pub(super) fn retry_condition(result: &Result<HttpResponse, AttemptError>) -> Option<[RetryOn; 2]> {
     match result {
-        Ok(resp) if resp.status().is_server_error() => {
-            Some(if matches!(resp.status().as_u16(), 502..=504) {
-                [RetryOn::ServerError, RetryOn::GatewayError]
-            } else {
-                [RetryOn::ServerError, RetryOn::ServerError]
-            })
-        }
-        Ok(_) => None,
+        Ok(resp) => status_condition(resp.status()),
         Err(AttemptError::PerTry) => Some([RetryOn::PerTryTimeout, RetryOn::PerTryTimeout]),
-        Err(AttemptError::Proxy(ProxyError::Connect { .. } | ProxyError::Overflow { .. })) => {
+        Err(AttemptError::Proxy(e)) => error_condition(e),
+        Err(AttemptError::Deadline) => None,
+    }
+}
+
+/// The conditions an upstream's answer meets: 5xx, and 502-504 as gateway errors.
+fn status_condition(status: http::StatusCode) -> Option<[RetryOn; 2]> {
+    if !status.is_server_error() {
+        return None;
+    }
+    Some(if matches!(status.as_u16(), 502..=504) {
+        [RetryOn::ServerError, RetryOn::GatewayError]
+    } else {
+        [RetryOn::ServerError, RetryOn::ServerError]
+    })
+}
+
+/// The conditions a proxy error meets: a connect failure (or a full pool), a reset.
+fn error_condition(e: &ProxyError) -> Option<[RetryOn; 2]> {
+    match e {
+        ProxyError::Connect { .. } | ProxyError::Overflow { .. } => {
             Some([RetryOn::ConnectFailure, RetryOn::ConnectFailure])
         }
-        Err(AttemptError::Proxy(ProxyError::Upstream { .. })) => {
-            Some([RetryOn::Reset, RetryOn::Reset])
-        }
-        Err(AttemptError::Proxy(_)) | Err(AttemptError::Deadline) => None,
+        ProxyError::Upstream { .. } => Some([RetryOn::Reset, RetryOn::Reset]),
+        _ => None,
     }
 }
 
@@ -104,31 +115,19 @@ impl<F: Future> Future for Deadline<F> {
 }
 
 /// The retry conditions a response or error of a composed stack meets, if any: a
-/// [`ProxyError`] in the error's source chain, tower's timeout as a per-try timeout,
-/// 5xx statuses.
+/// [`ProxyError`] in the error's source chain, tower's timeout (or
+/// `ProxyError::Timeout`) as a per-try timeout, 5xx statuses.
 fn stack_retry_condition(result: &Result<HttpResponse, crate::BoxError>) -> Option<[RetryOn; 2]> {
+    const PER_TRY: Option<[RetryOn; 2]> = Some([RetryOn::PerTryTimeout, RetryOn::PerTryTimeout]);
     match result {
-        Ok(resp) => retry_condition(&Ok(resp_status_only(resp))),
+        Ok(resp) => status_condition(resp.status()),
         Err(e) => match ProxyError::find(&**e) {
-            Some(ProxyError::Connect { .. } | ProxyError::Overflow { .. }) => {
-                Some([RetryOn::ConnectFailure, RetryOn::ConnectFailure])
-            }
-            Some(ProxyError::Upstream { .. }) => Some([RetryOn::Reset, RetryOn::Reset]),
-            Some(ProxyError::Timeout) => Some([RetryOn::PerTryTimeout, RetryOn::PerTryTimeout]),
-            Some(_) => None,
-            None if e.is::<tower::timeout::error::Elapsed>() => {
-                Some([RetryOn::PerTryTimeout, RetryOn::PerTryTimeout])
-            }
+            Some(ProxyError::Timeout) => PER_TRY,
+            Some(p) => error_condition(p),
+            None if e.is::<tower::timeout::error::Elapsed>() => PER_TRY,
             None => None,
         },
     }
-}
-
-/// A bodiless response with `resp`'s status, for [`retry_condition`].
-fn resp_status_only(resp: &HttpResponse) -> HttpResponse {
-    let mut r = HttpResponse::new(crate::Body::empty());
-    *r.status_mut() = resp.status();
-    r
 }
 
 /// Retries requests that failed in a retryable way, within a [`RetryBudget`](crate::cluster::RetryBudget): the
