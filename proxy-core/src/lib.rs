@@ -20,6 +20,7 @@ pub mod rpc;
 mod server;
 pub mod snapshot;
 pub mod upstream;
+pub mod worker;
 
 pub use body::Body;
 pub use cluster::{Balancer, Endpoint};

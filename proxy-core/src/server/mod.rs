@@ -150,6 +150,7 @@ impl Server {
         let mut threads = Vec::new();
         let mut handles = Vec::new();
         let per_core = snapshot.config.runtime.flavor == RuntimeFlavor::PerCore;
+        crate::worker::set_index(0);
         let main_rt = if per_core {
             build_runtime()?
         } else {
@@ -164,6 +165,7 @@ impl Server {
                 std::thread::Builder::new()
                     .name(format!("proxy-worker-{i}"))
                     .spawn(move || {
+                        crate::worker::set_index(i);
                         rt.block_on(async move {
                             let _ = done.wait_for(|d| *d).await;
                         })
@@ -431,9 +433,16 @@ fn bound_local(bound: &[Bound]) -> Option<std::net::SocketAddr> {
 }
 
 fn build_multi_thread_runtime(workers: usize) -> Result<tokio::runtime::Runtime, ServerError> {
+    // Tasks move between a multi-thread runtime's threads, so per-worker state gives
+    // no locality there; its threads are still numbered, spreading the shares.
+    let next = std::sync::atomic::AtomicUsize::new(0);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("proxy-worker")
+        .on_thread_start(move || {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::worker::set_index(i % workers.max(1));
+        })
         .enable_all()
         .build()
         .map_err(|source| ServerError::Io {
