@@ -339,6 +339,11 @@ impl ConnStats {
     pub fn close(&self) {
         self.active.fetch_sub(1, Relaxed);
     }
+
+    /// Counts a connection refused or closed by a protective limit.
+    pub fn reject(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+    }
 }
 
 /// Appends connection metric families to `out` in Prometheus text.

@@ -51,7 +51,7 @@ impl OpenCount {
         let mut cur = self.open.load(Ordering::Relaxed);
         loop {
             if cur >= max {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.stats.reject();
                 return None;
             }
             match self
