@@ -172,6 +172,6 @@ impl ClusterBuilder {
             transport: self.transport,
             protocol: self.protocol,
         };
-        Ok(Arc::new(Cluster::build(&self.config, parts, None)))
+        Ok(Arc::new(Cluster::build(&self.config, parts, None, 1)))
     }
 }

@@ -112,7 +112,7 @@ impl Endpoint {
             address,
             weight,
             Arc::new(metadata),
-            Upstream::new(address, &cfg, None, None),
+            Upstream::new(address, &cfg, None, None, 1),
         )
     }
 

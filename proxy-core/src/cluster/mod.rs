@@ -129,11 +129,13 @@ pub(crate) struct ClusterParts {
 
 impl Cluster {
     /// Builds a cluster, reusing the endpoints (with their connections and stats) of
-    /// `previous` whose address and upstream settings are unchanged.
+    /// `previous` whose address and upstream settings are unchanged; new endpoints
+    /// keep connections for `workers` workers.
     pub(crate) fn build(
         cfg: &ClusterConfig,
         parts: ClusterParts,
         previous: Option<&Cluster>,
+        workers: usize,
     ) -> Self {
         // Endpoints carry connections made with the old transport and protocol: keep
         // them only when those are the same instances.
@@ -164,6 +166,7 @@ impl Cluster {
                             cfg,
                             parts.transport.clone(),
                             parts.protocol.as_ref(),
+                            workers,
                         ),
                     )),
                 }

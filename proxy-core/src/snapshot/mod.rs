@@ -152,7 +152,8 @@ impl Snapshot {
             if let Ok(mut used) = used_metrics.lock() {
                 add_unique(&mut used, metrics.iter().cloned());
             }
-            let mut cluster = Cluster::build(c, parts, old.map(|c| &**c));
+            let workers = crate::upstream::worker_count(&config.runtime);
+            let mut cluster = Cluster::build(c, parts, old.map(|c| &**c), workers);
             cluster.metrics = ExtraMetrics(metrics);
             clusters.insert(c.name.as_str().into(), Arc::new(cluster));
         }

@@ -1,5 +1,8 @@
-//! HTTP/2 (h2c prior knowledge) upstream: one multiplexed connection per endpoint,
-//! re-established when it closes.
+//! HTTP/2 (h2c prior knowledge) upstream: one multiplexed connection per endpoint and
+//! worker, opened on first use and re-established when it closes.
+//!
+//! A worker's requests use the connection it opened, whose task runs on that worker's
+//! runtime: its socket I/O and the requests' wake-ups stay on one thread.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,16 +13,47 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use super::Connector;
 use crate::{Body, ProxyError};
 
-/// The shared HTTP/2 connection of one endpoint.
-#[derive(Debug, Default)]
+/// The HTTP/2 connections of one endpoint, one per worker.
+#[derive(Debug)]
 pub(crate) struct H2Client {
+    workers: Box<[H2Conn]>,
+}
+
+/// One worker's HTTP/2 connection to the endpoint.
+#[derive(Debug, Default)]
+struct H2Conn {
     conn: ArcSwapOption<SendRequest<Body>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl H2Client {
-    /// A sender on a live connection, connecting when there is none.
+    /// A client for `workers` workers (at least one).
+    pub(crate) fn new(workers: usize) -> Self {
+        Self {
+            workers: (0..workers.max(1)).map(|_| H2Conn::default()).collect(),
+        }
+    }
+
+    /// A sender on the calling worker's live connection, connecting when it has none.
     pub(crate) async fn sender(
+        &self,
+        connector: &Connector,
+        open: &Arc<super::pool::OpenCount>,
+    ) -> Result<SendRequest<Body>, ProxyError> {
+        self.workers[crate::worker::slot(self.workers.len())]
+            .sender(connector, open)
+            .await
+    }
+
+    /// Live connections now.
+    #[cfg(test)]
+    pub(crate) fn live_connections(&self) -> usize {
+        self.workers.iter().filter(|w| w.live().is_some()).count()
+    }
+}
+
+impl H2Conn {
+    async fn sender(
         &self,
         connector: &Connector,
         open: &Arc<super::pool::OpenCount>,
@@ -45,6 +79,7 @@ impl H2Client {
                 request_sent: false,
                 source: e.into(),
             })?;
+        // On the calling worker's runtime: the connection serves that worker only.
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "upstream h2 connection ended");

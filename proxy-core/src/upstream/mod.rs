@@ -1,5 +1,12 @@
 //! Upstream connections: TCP connect with a timeout, pooled HTTP/1.1 connections and
 //! multiplexed HTTP/2 connections per endpoint.
+//!
+//! Connections are kept per worker ([`crate::worker`]): each endpoint has an idle
+//! HTTP/1.1 pool and an HTTP/2 connection for every worker, chosen by the calling
+//! thread's worker index, so a request runs on the connection its own worker's
+//! runtime opened and drives. A connection returns to the pool of the worker that
+//! opened it. The endpoint's `max_connections` counts the connections of all workers
+//! together; `max_idle` is shared out between the workers' pools.
 
 mod connector;
 pub(crate) mod h1;
@@ -14,7 +21,7 @@ pub use connector::{Connector, TransportError, UpstreamTransport};
 pub use h1::UpgradedUpstream;
 
 use crate::{
-    config::{ClusterConfig, UpstreamProtocol},
+    config::{ClusterConfig, RuntimeConfig, UpstreamProtocol},
     http1::head::Framing,
     Body, ProxyError,
 };
@@ -31,19 +38,37 @@ pub(crate) struct Upstream {
     max_idle: u32,
     pub(crate) open: Arc<pool::OpenCount>,
     pub(crate) connector: Connector,
-    h1: Arc<pool::H1Pool>,
+    /// One idle pool per worker.
+    h1: Box<[Arc<pool::H1Pool>]>,
     h2: h2::H2Client,
     custom: Option<Arc<dyn crate::protocol::ProtocolClient>>,
 }
 
+/// The number of workers the server runs for `runtime`: `worker_threads`, or one per
+/// available core when it is 0.
+pub(crate) fn worker_count(runtime: &RuntimeConfig) -> usize {
+    match runtime.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 impl Upstream {
+    /// The upstream of the endpoint at `addr`, with connections kept for `workers`
+    /// workers (at least one).
     pub(crate) fn new(
         addr: SocketAddr,
         cluster: &ClusterConfig,
         transport: Option<Arc<dyn UpstreamTransport>>,
         protocol: Option<&Arc<dyn crate::protocol::ProtocolUpstream>>,
+        workers: usize,
     ) -> Self {
         let pool = &cluster.pool;
+        let workers = workers.max(1);
+        // The endpoint's idle allowance, shared out between the workers.
+        let max_idle_each = pool
+            .max_idle
+            .div_ceil(u32::try_from(workers).unwrap_or(u32::MAX));
         let connector = Connector::new(addr, cluster.connect_timeout, transport);
         let open: Arc<pool::OpenCount> = Arc::default();
         Self {
@@ -59,8 +84,10 @@ impl Upstream {
             idle_timeout: pool.idle_timeout,
             max_idle: pool.max_idle,
             open,
-            h1: Arc::new(pool::H1Pool::new(pool.max_idle, pool.idle_timeout)),
-            h2: h2::H2Client::default(),
+            h1: (0..workers)
+                .map(|_| Arc::new(pool::H1Pool::new(max_idle_each, pool.idle_timeout)))
+                .collect(),
+            h2: h2::H2Client::new(workers),
         }
     }
 
@@ -79,21 +106,28 @@ impl Upstream {
         &self.protocol
     }
 
-    /// Idle pooled connections.
+    /// Idle pooled connections, of all workers.
     pub(crate) fn idle_connections(&self) -> usize {
-        self.h1.idle_len()
+        self.h1.iter().map(|p| p.idle_len()).sum()
     }
 
-    /// Closes expired idle connections.
+    /// Closes expired idle connections, of all workers.
     pub(crate) fn evict_expired(&self) {
-        self.h1.evict_expired();
+        for pool in self.h1.iter() {
+            pool.evict_expired();
+        }
     }
 
-    /// A pooled connection, or a new one. Connecting is the rare path, so its (large)
-    /// future is boxed to keep every request's future small.
+    /// The calling worker's idle pool.
+    fn h1_pool(&self) -> &Arc<pool::H1Pool> {
+        &self.h1[crate::worker::slot(self.h1.len())]
+    }
+
+    /// A connection from the calling worker's pool, or a new one. Connecting is the
+    /// rare path, so its (large) future is boxed to keep every request's future small.
     async fn checkout_h1(&self, fresh: bool) -> Result<Box<h1::H1Conn>, ProxyError> {
         if !fresh {
-            if let Some(conn) = self.h1.take() {
+            if let Some(conn) = self.h1_pool().take() {
                 return Ok(conn.reuse());
             }
         }
@@ -106,7 +140,9 @@ impl Upstream {
             .try_open(self.max_connections)
             .ok_or(ProxyError::Overflow { addr: self.addr })?;
         let stream = self.connector.connect().await?;
-        Ok(Box::new(h1::H1Conn::new(stream, self.h1.clone(), guard)))
+        // It returns to the pool of the worker that opened it.
+        let pool = self.h1_pool().clone();
+        Ok(Box::new(h1::H1Conn::new(stream, pool, guard)))
     }
 
     /// Sends a request whose head is already prepared for the upstream (hop-by-hop
@@ -207,6 +243,11 @@ fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.h1.close();
+        for pool in self.h1.iter() {
+            pool.close();
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,15 +1,15 @@
-//! The idle-connection pool of one HTTP/1.1 endpoint: a lock-free queue, a count of
-//! open connections against the configured maximum, idle expiry.
+//! Upstream HTTP/1.1 connection pooling: the count of an endpoint's open connections
+//! against its maximum (shared by all workers), and the idle connections of one
+//! endpoint on one worker ([`H1Pool`]), a most-recently-used stack with idle expiry.
 
 use std::{
+    collections::VecDeque,
     sync::{
-        atomic::{AtomicBool, AtomicU32, Ordering},
-        Arc,
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
     },
     time::Duration,
 };
-
-use crossbeam_queue::ArrayQueue;
 
 use super::h1::H1Conn;
 use crate::metrics::ConnStats;
@@ -39,6 +39,8 @@ impl crate::net::ByteCounter for OpenGuard {
     }
 }
 
+/// The open connections of one endpoint (HTTP/1.1 and HTTP/2, of every worker)
+/// against its `max_connections`, and the endpoint's connection stats.
 #[derive(Debug, Default)]
 pub(crate) struct OpenCount {
     open: AtomicU32,
@@ -80,90 +82,131 @@ impl Drop for OpenGuard {
     }
 }
 
-/// How often idle pooled connections are checked for expiry.
+/// How often the server sweeps idle pooled connections for expiry.
 pub(crate) const IDLE_SWEEP: Duration = Duration::from_secs(5);
 
-/// Idle connections of one endpoint, most recently used first out.
+/// The idle connections of one endpoint on one worker: a stack, most recently
+/// returned on top.
+///
+/// [`H1Pool::take`] pops the top, so the load reuses as few connections as it needs
+/// and the others sink to the bottom, where the sweep closes them once they have been
+/// idle for the idle timeout: under steady load a surplus left by a burst shrinks to
+/// what the load needs.
 ///
 /// Expiry is counted in sweeps ([`IDLE_SWEEP`]) rather than read from the clock, so
-/// taking and returning a connection costs no clock read: a connection is closed
-/// between one idle timeout and one idle timeout plus a sweep after its last use.
+/// taking and returning a connection costs no clock read, only an uncontended lock
+/// (each worker has its own pool). A connection goes idle in the current sweep epoch
+/// and is closed by the first sweep that finds it idle for more than
+/// `ceil(idle_timeout / IDLE_SWEEP)` whole epochs: never before the idle timeout, at
+/// most two sweeps after it. The stack is ordered by the epoch its connections went
+/// idle in (the bottom is the oldest), so a sweep stops at the first live one.
 #[derive(Debug)]
 pub(crate) struct H1Pool {
-    idle: ArrayQueue<Box<H1Conn>>,
-    /// Sweeps so far; a connection remembers the sweep it went idle in.
+    idle: Mutex<Idle>,
+    /// Sweeps so far; a connection remembers the sweep epoch it went idle in.
     epoch: AtomicU32,
-    /// Sweeps a connection may stay idle.
+    /// Whole sweeps a connection may stay idle.
     max_idle_sweeps: u32,
+    /// Idle connections kept; a return past it closes the oldest.
+    max_idle: usize,
+}
+
+#[derive(Debug, Default)]
+struct Idle {
+    /// Bottom (oldest) first, top (most recently returned) last.
+    stack: VecDeque<Box<H1Conn>>,
     /// Set when the endpoint is gone: returned connections are closed, which also
     /// breaks the pool <-> connection reference cycle.
-    closed: AtomicBool,
+    closed: bool,
 }
 
 impl H1Pool {
+    /// A pool keeping at most `max_idle` connections (at least one), each for
+    /// `idle_timeout`.
     pub(crate) fn new(max_idle: u32, idle_timeout: Duration) -> Self {
         let sweeps = idle_timeout
             .as_millis()
             .div_ceil(IDLE_SWEEP.as_millis())
             .max(1);
         Self {
-            idle: ArrayQueue::new(max_idle.max(1) as usize),
+            idle: Mutex::default(),
             epoch: AtomicU32::new(0),
             max_idle_sweeps: u32::try_from(sweeps).unwrap_or(u32::MAX),
-            closed: AtomicBool::new(false),
+            max_idle: usize::try_from(max_idle.max(1)).unwrap_or(usize::MAX),
         }
     }
 
-    fn expired(&self, conn: &H1Conn) -> bool {
-        self.epoch
-            .load(Ordering::Relaxed)
-            .wrapping_sub(conn.idle_epoch)
-            >= self.max_idle_sweeps
+    fn lock(&self) -> MutexGuard<'_, Idle> {
+        // Nothing panics while the lock is held; a poisoned stack is still consistent.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a live idle connection, dropping expired ones.
+    fn expired(&self, epoch: u32, conn: &H1Conn) -> bool {
+        epoch.wrapping_sub(conn.idle_epoch) > self.max_idle_sweeps
+    }
+
+    /// Takes the most recently returned idle connection, if it has not expired.
     pub(crate) fn take(&self) -> Option<Box<H1Conn>> {
-        while let Some(conn) = self.idle.pop() {
-            if !self.expired(&conn) {
-                return Some(conn);
-            }
+        let mut idle = self.lock();
+        let conn = idle.stack.pop_back()?;
+        if !self.expired(self.epoch.load(Ordering::Relaxed), &conn) {
+            return Some(conn);
         }
+        // The top is the youngest: when it has expired, all have (no sweep ran).
+        let expired = std::mem::take(&mut idle.stack);
+        drop(idle);
+        drop((conn, expired));
         None
     }
 
-    /// Returns a connection; closes it when the pool is full or closed.
+    /// Returns a connection to the top; closes it when the pool is closed, and the
+    /// oldest idle one when the pool is full.
     pub(crate) fn put(&self, mut conn: Box<H1Conn>) {
-        if self.closed.load(Ordering::Acquire) {
+        let mut idle = self.lock();
+        if idle.closed {
+            drop(idle);
             return;
         }
         conn.idle_epoch = self.epoch.load(Ordering::Relaxed);
-        let _ = self.idle.push(conn);
+        idle.stack.push_back(conn);
+        let oldest = if idle.stack.len() > self.max_idle {
+            idle.stack.pop_front()
+        } else {
+            None
+        };
+        drop(idle);
+        drop(oldest);
     }
 
-    /// Counts a sweep and closes connections idle for longer than the idle timeout.
+    /// Counts a sweep and closes the connections idle for longer than the idle
+    /// timeout, from the bottom of the stack up to the first live one.
     pub(crate) fn evict_expired(&self) {
-        self.epoch.fetch_add(1, Ordering::Relaxed);
-        for _ in 0..self.idle.len() {
-            match self.idle.pop() {
-                Some(conn) if !self.expired(&conn) => {
-                    if self.idle.push(conn).is_err() {
-                        break;
-                    }
-                }
-                Some(_) => {}
-                None => break,
-            }
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let mut idle = self.lock();
+        let n = idle
+            .stack
+            .iter()
+            .take_while(|c| self.expired(epoch, c))
+            .count();
+        if n == 0 {
+            return;
         }
+        let expired: Vec<_> = idle.stack.drain(..n).collect();
+        drop(idle);
+        drop(expired);
     }
 
     /// Closes every idle connection and refuses returned ones.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        while self.idle.pop().is_some() {}
+        let mut idle = self.lock();
+        idle.closed = true;
+        let all = std::mem::take(&mut idle.stack);
+        drop(idle);
+        drop(all);
     }
 
     /// Idle connections now.
     pub(crate) fn idle_len(&self) -> usize {
-        self.idle.len()
+        self.lock().stack.len()
     }
 }
