@@ -6,6 +6,7 @@
 //! | `no_endpoints`, `connect_failure`      | `CLIENT_SEND_ERROR` (0x0008) |
 //! | `upstream_timeout`, `request_timeout`  | `TIMEOUT` (0x0007)         |
 //! | `overflow`, `rate_limited`, `overloaded` | `SERVER_THREADPOOL_BUSY` (0x0004) |
+//! | `server_closing` (a call read while draining) | `SERVER_THREADPOOL_BUSY` (0x0004) |
 //! | `upstream_reset`                       | `CONNECTION_CLOSED` (0x0010) |
 //! | `bad_request`, `malformed`             | `CODEC_EXCEPTION` (0x0009) |
 //! | `body_too_large`, `response_too_large` | `CODEC_EXCEPTION` (0x0009) |
@@ -16,6 +17,11 @@
 //! other 4xx `ERROR`, other 5xx `SERVER_EXCEPTION`. Bolt to HTTP is the reverse
 //! ([`to_http`]); the exact Bolt status also travels in the response extension, so a
 //! Bolt-to-Bolt call keeps it unchanged.
+//!
+//! Bolt has no "server closing" status nor a go-away frame: a call that arrives on a
+//! draining connection is refused with `SERVER_THREADPOOL_BUSY`, the status a Bolt
+//! server sends for work it did not start, which SOFARPC clients treat as safe to
+//! retry elsewhere (sofa-rpc-node fails the call at once with an error).
 
 use http::StatusCode;
 
@@ -52,7 +58,7 @@ pub fn for_failure(reason: &str, status: StatusCode) -> u16 {
         "no_route" => NO_PROCESSOR,
         "no_endpoints" | "connect_failure" => CLIENT_SEND_ERROR,
         "upstream_timeout" | "request_timeout" => TIMEOUT,
-        "overflow" | "rate_limited" | "overloaded" => SERVER_THREADPOOL_BUSY,
+        "overflow" | "rate_limited" | "overloaded" | "server_closing" => SERVER_THREADPOOL_BUSY,
         "upstream_reset" => CONNECTION_CLOSED,
         "bad_request" | "malformed" | "body_too_large" | "response_too_large" => CODEC_EXCEPTION,
         _ => from_http(status),
@@ -118,5 +124,9 @@ mod tests {
         }
         assert_eq!(for_failure("no_route", StatusCode::NOT_FOUND), NO_PROCESSOR);
         assert_eq!(for_failure("rbac_denied", StatusCode::FORBIDDEN), ERROR);
+        assert_eq!(
+            for_failure("server_closing", StatusCode::SERVICE_UNAVAILABLE),
+            SERVER_THREADPOOL_BUSY
+        );
     }
 }

@@ -19,6 +19,8 @@ pub const FLAG_EVENT: u8 = 0x20;
 pub const SERIALIZATION_MASK: u8 = 0x1f;
 /// The serialization id of hessian2.
 pub const HESSIAN2: u8 = 2;
+/// The data of the read-only event: the hessian2 string `"R"`.
+pub(crate) const READONLY_EVENT_DATA: &[u8] = b"\x01R";
 
 /// One Dubbo frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,23 @@ impl DubboFrame {
     /// The serialization id.
     pub fn serialization(&self) -> u8 {
         self.flags & SERIALIZATION_MASK
+    }
+
+    /// The read-only event a Dubbo server sends on every connection when it starts
+    /// shutting down (a one-way event request whose data is `"R"`): clients send no
+    /// new calls on the connection while those in flight finish.
+    pub fn readonly_event() -> Self {
+        Self {
+            flags: FLAG_REQUEST | FLAG_EVENT | HESSIAN2,
+            status: 0,
+            request_id: 0,
+            body: Bytes::from_static(READONLY_EVENT_DATA),
+        }
+    }
+
+    /// Whether this is the read-only event ([`DubboFrame::readonly_event`]).
+    pub fn is_readonly_event(&self) -> bool {
+        self.is_request() && self.is_event() && self.body[..] == *READONLY_EVENT_DATA
     }
 }
 
@@ -137,5 +156,16 @@ mod tests {
         let mut neg = vec![0xda, 0xbb, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         neg.extend_from_slice(&(-1i32).to_be_bytes());
         assert!(frame_length(&neg).is_err());
+    }
+
+    #[test]
+    fn readonly_event_as_dubbo_servers_send_it() {
+        let mut b = BytesMut::new();
+        encode(&DubboFrame::readonly_event(), &mut b).unwrap();
+        assert_eq!(
+            &b[..],
+            &[0xda, 0xbb, 0xa2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x01, b'R']
+        );
+        assert!(decode(b.freeze()).unwrap().is_readonly_event());
     }
 }

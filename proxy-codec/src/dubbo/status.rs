@@ -6,6 +6,7 @@
 //! | `connect_failure`, `upstream_reset`      | `SERVER_ERROR` (80)                 |
 //! | `upstream_timeout`, `request_timeout`    | `SERVER_TIMEOUT` (31)               |
 //! | `overflow`, `rate_limited`, `overloaded` | `SERVER_THREADPOOL_EXHAUSTED_ERROR` (100) |
+//! | `server_closing` (a call read while draining) | `SERVER_THREADPOOL_EXHAUSTED_ERROR` (100) |
 //! | `bad_request`, `malformed`, `body_too_large` | `BAD_REQUEST` (40)              |
 //! | `response_too_large`                     | `BAD_RESPONSE` (50)                 |
 //! | anything else                            | by HTTP status, below               |
@@ -14,6 +15,12 @@
 //! 408/504 `SERVER_TIMEOUT`, 429/503 `SERVER_THREADPOOL_EXHAUSTED_ERROR`, other 4xx
 //! `SERVICE_ERROR`, other 5xx `SERVER_ERROR`. Error responses carry the message as a
 //! hessian2 string body, as Dubbo servers send it.
+//!
+//! A call that arrives on a draining connection is refused, not forwarded: the
+//! connection first sends the read-only event (as a Dubbo server does when it shuts
+//! down), then answers such a call with `SERVER_THREADPOOL_EXHAUSTED_ERROR`, what a
+//! Dubbo server whose executor is shut down answers; Dubbo clients retry it on
+//! another provider.
 
 use http::StatusCode;
 
@@ -46,7 +53,9 @@ pub fn for_failure(reason: &str, status: StatusCode) -> u8 {
         "no_route" | "no_endpoints" => SERVICE_NOT_FOUND,
         "connect_failure" | "upstream_reset" => SERVER_ERROR,
         "upstream_timeout" | "request_timeout" => SERVER_TIMEOUT,
-        "overflow" | "rate_limited" | "overloaded" => SERVER_THREADPOOL_EXHAUSTED_ERROR,
+        "overflow" | "rate_limited" | "overloaded" | "server_closing" => {
+            SERVER_THREADPOOL_EXHAUSTED_ERROR
+        }
         "bad_request" | "malformed" | "body_too_large" => BAD_REQUEST,
         "response_too_large" => BAD_RESPONSE,
         _ => from_http(status),
@@ -98,6 +107,10 @@ mod tests {
         assert_eq!(
             for_failure("upstream_timeout", StatusCode::GATEWAY_TIMEOUT),
             SERVER_TIMEOUT
+        );
+        assert_eq!(
+            for_failure("server_closing", StatusCode::SERVICE_UNAVAILABLE),
+            SERVER_THREADPOOL_EXHAUSTED_ERROR
         );
     }
 }

@@ -10,6 +10,18 @@
 //! oversized one the protocol cannot place) gets the protocol's error reply where it
 //! names a request, then the connection stops reading, finishes what is in flight and
 //! closes.
+//!
+//! Draining delivers every answer owed. When the drain signal fires, the connection
+//! sends the protocol's go-away where it has one (Dubbo's read-only event) and keeps
+//! reading, so that no request is left unread in the socket: each call that arrives
+//! from then on is answered at once with the protocol's "server closing" error
+//! (reason `server_closing`: Bolt `SERVER_THREADPOOL_BUSY`, Dubbo
+//! `SERVER_THREADPOOL_EXHAUSTED_ERROR`) instead of being forwarded. Once every call in
+//! flight is answered and written, the connection shuts its write half (FIN) and
+//! reads and drops what the peer still sends until the peer closes, for at most
+//! [`LINGER`], before closing. Closing a socket with unread input makes the kernel
+//! send a reset, and a reset makes the peer's kernel discard the answers it has not
+//! read yet. The server's drain timeout bounds the whole.
 
 use std::{future::Future, pin::Pin, sync::atomic::Ordering::Relaxed, time::Duration};
 
@@ -39,6 +51,13 @@ struct Done<M> {
 
 type InFlight<M> = Pin<Box<dyn Future<Output = Done<M>> + Send>>;
 
+/// How long a closing connection, its write half shut, keeps reading and dropping
+/// what the peer still sends while waiting for the peer to close.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// How much a closing connection reads and drops at most while it lingers.
+const LINGER_BYTES: usize = 1 << 20;
+
 /// What the connection loop needs besides the stream.
 pub(crate) struct ServeParams<'a, P: Protocol> {
     /// The protocol.
@@ -58,7 +77,8 @@ pub(crate) struct ServeParams<'a, P: Protocol> {
 }
 
 /// Serves one downstream connection until the peer closes it, a malformed frame ends
-/// it, or `drain` resolves (then in-flight requests finish and it closes).
+/// it, or `drain` resolves (then in-flight requests finish, later calls are refused
+/// with the protocol's "server closing" error, and it closes without a reset).
 ///
 /// `prefix` holds bytes already read from the connection (by sniffing).
 pub(crate) async fn serve_connection<P, R, W, D>(
@@ -99,10 +119,17 @@ pub(crate) async fn serve_connection<P, R, W, D>(
     let mut write_stalled_since: Option<Instant> = None;
     // Bytes still to drop of an oversized frame being skipped.
     let mut skipping: u64 = 0;
+    let mut peer_closed = false;
+    // Calls refused because the connection is draining.
+    let mut refused: u64 = 0;
 
     loop {
-        // Cut and dispatch every complete frame in the buffer.
-        while reading && inflight.len() < max_in_flight && wbuf.len() < WRITE_HIGH_WATER {
+        // Cut and dispatch every complete frame in the buffer (while draining, calls
+        // are refused at once, so the in-flight limit does not hold them back).
+        while reading
+            && (draining || inflight.len() < max_in_flight)
+            && wbuf.len() < WRITE_HIGH_WATER
+        {
             if skipping > 0 {
                 skip(&mut rbuf, &mut skipping);
                 if skipping > 0 {
@@ -166,6 +193,21 @@ pub(crate) async fn serve_connection<P, R, W, D>(
                 }
                 FrameKind::HeartbeatReply => {}
                 FrameKind::Response => Counters::inc(&counters.unexpected_frames),
+                kind @ (FrameKind::Request | FrameKind::OneWay) if draining => {
+                    Counters::inc(&counters.downstream_requests);
+                    refused += 1;
+                    log_refused(proto.name(), refused);
+                    if kind == FrameKind::Request {
+                        let f = OwnedFailure::new(
+                            "server_closing",
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "server closing: call not started, retry on another connection",
+                        );
+                        Counters::inc(&counters.error_replies);
+                        let meta = proto.request_meta(&frame);
+                        encode(proto, &proto.error_reply(&meta, &f.as_failure()), &mut wbuf);
+                    }
+                }
                 kind @ (FrameKind::Request | FrameKind::OneWay) => {
                     Counters::inc(&counters.downstream_requests);
                     let meta = proto.request_meta(&frame);
@@ -203,11 +245,13 @@ pub(crate) async fn serve_connection<P, R, W, D>(
                 }
             }
         }
-        if !reading && inflight.is_empty() && wbuf.is_empty() {
+        if (!reading || draining) && inflight.is_empty() && wbuf.is_empty() {
             break;
         }
         // Backpressure: a peer that does not read its answers gets no more requests read.
-        let can_read = reading && inflight.len() < max_in_flight && wbuf.len() < WRITE_HIGH_WATER;
+        let can_read = reading
+            && (draining || inflight.len() < max_in_flight)
+            && wbuf.len() < WRITE_HIGH_WATER;
         if can_read && rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(8192);
         }
@@ -253,13 +297,20 @@ pub(crate) async fn serve_connection<P, R, W, D>(
             }
             res = rd.read_buf(&mut rbuf), if can_read => {
                 match res {
-                    Ok(0) | Err(_) => reading = false,
+                    Ok(0) | Err(_) => {
+                        reading = false;
+                        peer_closed = true;
+                    }
                     Ok(_) => last_activity = Instant::now(),
                 }
             }
             () = &mut drain, if !draining => {
+                // Keep reading: calls that arrive now are refused, not left unread.
                 draining = true;
-                reading = false;
+                tracing::debug!(protocol = proto.name(), in_flight = inflight.len(), "draining connection");
+                if let Some(goaway) = goaway::<P>() {
+                    encode(proto, &goaway, &mut wbuf);
+                }
             }
             () = &mut timer, if deadline.is_some() => {
                 tracing::debug!(protocol = proto.name(), partial = frame_started.is_some(), "connection timed out");
@@ -270,8 +321,73 @@ pub(crate) async fn serve_connection<P, R, W, D>(
     let n = inflight.len() as i64;
     counters.downstream_in_flight.fetch_sub(n, Relaxed);
     drop(inflight);
-    let _ = wr.flush().await;
-    let _ = wr.shutdown().await;
+    close(&mut rd, &mut wr, rbuf, peer_closed).await;
+}
+
+/// Ends a connection without a reset: flushes, shuts the write half (FIN) and, unless
+/// the peer has closed its side already, reads and drops what it still sends until
+/// it closes too, for at most [`LINGER`] and [`LINGER_BYTES`]. A socket closed with
+/// unread input makes the kernel send a reset, and the reset makes the peer's kernel
+/// discard the answers it has not read yet.
+async fn close<R, W>(rd: &mut R, wr: &mut W, mut buf: BytesMut, peer_closed: bool)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + LINGER;
+    let shut = async {
+        wr.flush().await?;
+        wr.shutdown().await
+    };
+    // A peer that reads nothing must not hold a TLS flush forever.
+    let shut = tokio::time::timeout_at(deadline, shut).await;
+    if peer_closed || !matches!(shut, Ok(Ok(()))) {
+        return;
+    }
+    let mut dropped = 0;
+    while dropped < LINGER_BYTES {
+        buf.clear();
+        if buf.capacity() < 4096 {
+            buf.reserve(8192);
+        }
+        match tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => return,
+        }
+    }
+}
+
+/// The frame a draining connection sends first, if its protocol has one: Dubbo's
+/// read-only event, as Dubbo servers send it on shutdown. (Chosen by frame type,
+/// as the [`Protocol`] trait has no go-away constructor beside `is_goaway`.)
+fn goaway<P: Protocol>() -> Option<P::Frame> {
+    let event: Box<dyn std::any::Any> = Box::new(crate::dubbo::DubboFrame::readonly_event());
+    event.downcast::<P::Frame>().ok().map(|f| *f)
+}
+
+/// Logs that a draining connection refuses calls, at most once a second for the
+/// whole process (a drain may refuse many calls on many connections at once).
+fn log_refused(protocol: &'static str, refused_here: u64) {
+    use std::sync::{atomic::AtomicU64, OnceLock};
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    static LOGGED_AT: AtomicU64 = AtomicU64::new(0);
+    let now = EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs()
+        + 1;
+    let last = LOGGED_AT.load(Relaxed);
+    if now > last
+        && LOGGED_AT
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        tracing::info!(
+            protocol,
+            refused_here,
+            "draining: calls refused with the protocol's server-closing error"
+        );
+    }
 }
 
 fn add_extensions(req: &mut HttpRequest, conn: &http::Extensions) {
