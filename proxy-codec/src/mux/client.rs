@@ -2,14 +2,17 @@
 //! downstream connection that sends there.
 //!
 //! Each endpoint gets `connections_per_endpoint` connections, used round-robin and
-//! opened lazily (again after one closes). A connection is one task that owns the
-//! socket and a table of the requests in flight on it: it gives each request an id
-//! of its own (so callers from different downstream connections never collide),
-//! writes it, and hands each response to the caller waiting for that id; the caller's
-//! own request id is restored by the downstream side, which kept it. A response whose
-//! id is not in the table is dropped and counted. When a connection closes, only the
-//! requests in flight on it fail (with an upstream error the downstream side turns
-//! into the protocol's error reply).
+//! opened lazily (again after one closes). A connection keeps a table of the
+//! requests in flight on it: each caller gives its request an id of the connection's
+//! own (so callers from different downstream connections never collide), appends it
+//! to the connection's write buffer, writing it at once itself when nobody else is,
+//! and waits in its slot of the table; the connection's task reads each response and
+//! wakes the caller waiting for that id. The caller's own request id is restored by
+//! the downstream side, which kept it. A response whose id is not in the table (its
+//! caller gave up, or nobody asked) is dropped and counted. When a connection closes,
+//! only the requests in flight on it fail (with an upstream error the downstream side
+//! turns into the protocol's error reply); those it never wrote go once more, on a
+//! fresh connection.
 
 use std::{
     fmt,
@@ -27,12 +30,12 @@ use arc_swap::ArcSwapOption;
 use proxy_core::{
     protocol::BoxFuture, Body, BoxError, HttpRequest, HttpResponse, ProxyError, Stream,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::AsyncWrite;
 use tower_service::Service;
 
 use super::{
     collect,
-    connection::{Answer, ConnTask, Outgoing},
+    connection::{Answer, Conn, ConnTask},
 };
 use crate::{
     config::UpstreamOptions,
@@ -48,9 +51,6 @@ use crate::{
 /// silent upstream cannot hold a call (and its slot) for as long as the connection
 /// lives.
 pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Requests queued for one connection's task before senders wait.
-const QUEUE: usize = 1024;
 
 /// Opens a byte stream to one upstream endpoint (TCP, the cluster's transport, the
 /// connect timeout).
@@ -89,12 +89,8 @@ impl Connect for SocketAddr {
 /// fresh connection.
 const ATTEMPTS: usize = 2;
 
-struct Handle<F> {
-    tx: mpsc::Sender<Outgoing<F>>,
-}
-
 struct Slot<F> {
-    conn: ArcSwapOption<Handle<F>>,
+    conn: ArcSwapOption<Conn<F>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -214,13 +210,15 @@ impl<P: Protocol> MuxClient<P> {
         self.inner.metrics.protocol(self.inner.protocol.name())
     }
 
-    /// Sends one request and waits for its response (one-way requests: until written
-    /// to the connection's queue, answered with an empty `200`).
+    /// Sends one request and waits for its response (one-way requests: until
+    /// appended to the connection's write buffer, answered with an empty `200`).
     ///
     /// # Errors
     /// [`ProxyError::Connect`] (and the like) when no connection can be opened,
-    /// [`ProxyError::Timeout`] past the request's timeout, [`ProxyError::Upstream`]
-    /// when the connection closes before the response.
+    /// [`ProxyError::Timeout`] past the request's timeout (waiting for a slot under
+    /// `max_in_flight` and for room in the write buffer included),
+    /// [`ProxyError::Upstream`] when the connection closes before the response,
+    /// [`ProxyError::BadRequest`] for a request the protocol cannot encode.
     pub async fn send(&self, req: HttpRequest) -> Result<HttpResponse, ProxyError> {
         let inner = &*self.inner;
         let proto = &*inner.protocol;
@@ -240,55 +238,39 @@ impl<P: Protocol> MuxClient<P> {
             // Neither the cluster nor the caller set one: a call must still end.
             (None, None) => DEFAULT_REQUEST_TIMEOUT,
         };
-        let deadline = Some(tokio::time::Instant::now() + timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut frame = frame;
         for attempt in 1..=ATTEMPTS {
             let conn = self.connection().await?;
             Counters::inc(&self.counters().upstream_requests);
-            if one_way {
-                match conn.tx.send(Outgoing { frame, reply: None }).await {
-                    Ok(()) => return Ok(HttpResponse::new(Body::empty())),
-                    Err(mpsc::error::SendError(out)) => {
-                        frame = out.frame;
-                        continue;
-                    }
+            // The wait for a slot and for room in the write buffer counts too.
+            let call = conn.call(proto, &mut frame, one_way);
+            let answer = match tokio::time::timeout_at(deadline, call).await {
+                Ok(a) => a,
+                Err(_) => {
+                    Counters::inc(&self.counters().upstream_timeouts);
+                    return Err(ProxyError::Timeout);
                 }
-            }
-            let (tx, rx) = oneshot::channel();
-            if let Err(mpsc::error::SendError(out)) = conn
-                .tx
-                .send(Outgoing {
-                    frame,
-                    reply: Some(tx),
-                })
-                .await
-            {
-                frame = out.frame;
-                continue;
-            }
-            let answer = match deadline {
-                Some(at) => match tokio::time::timeout_at(at, rx).await {
-                    Ok(a) => a,
-                    Err(_) => {
-                        Counters::inc(&self.counters().upstream_timeouts);
-                        return Err(ProxyError::Timeout);
-                    }
-                },
-                None => rx.await,
             };
             match answer {
-                Ok(Answer::Response(f)) => return Ok(proto.response_to_http(f)),
-                Ok(Answer::NotSent(f)) if attempt < ATTEMPTS => frame = f,
-                Ok(Answer::NotSent(_)) => return Err(closed(false)),
-                Ok(Answer::TooLarge { len, max }) => {
+                Answer::Response(f) => return Ok(proto.response_to_http(f)),
+                Answer::Queued => return Ok(HttpResponse::new(Body::empty())),
+                Answer::NotSent if attempt < ATTEMPTS => {}
+                Answer::NotSent => return Err(closed(false)),
+                Answer::Closed => {
+                    Counters::inc(&self.counters().upstream_closed_in_flight);
+                    return Err(closed(true));
+                }
+                Answer::Unencodable => {
+                    return Err(ProxyError::BadRequest(
+                        "request cannot be encoded for the upstream protocol",
+                    ))
+                }
+                Answer::TooLarge { len, max } => {
                     return Err(ProxyError::Upstream {
                         request_sent: true,
                         source: Box::new(ResponseTooLarge { len, max }),
                     })
-                }
-                Err(_) => {
-                    Counters::inc(&self.counters().upstream_closed_in_flight);
-                    return Err(closed(true));
                 }
             }
         }
@@ -296,15 +278,15 @@ impl<P: Protocol> MuxClient<P> {
     }
 
     /// A live connection of the next slot, opened if needed.
-    async fn connection(&self) -> Result<Arc<Handle<P::Frame>>, ProxyError> {
+    async fn connection(&self) -> Result<Arc<Conn<P::Frame>>, ProxyError> {
         let inner = &*self.inner;
         let i = inner.next.fetch_add(1, Relaxed) % inner.slots.len();
         let slot = &inner.slots[i];
-        if let Some(c) = slot.conn.load_full().filter(|c| !c.tx.is_closed()) {
+        if let Some(c) = slot.conn.load_full().filter(|c| c.is_open()) {
             return Ok(c);
         }
         let _guard = slot.connecting.lock().await;
-        if let Some(c) = slot.conn.load_full().filter(|c| !c.tx.is_closed()) {
+        if let Some(c) = slot.conn.load_full().filter(|c| c.is_open()) {
             return Ok(c);
         }
         let stream = match inner.connect.connect().await {
@@ -315,31 +297,36 @@ impl<P: Protocol> MuxClient<P> {
             }
         };
         Counters::inc(&self.counters().upstream_connects);
-        let (tx, rx) = mpsc::channel(QUEUE);
         let task = ConnTask {
             protocol: inner.protocol.clone(),
             metrics: inner.metrics.clone(),
             max_frame: inner.options.max_frame_bytes.as_usize(),
-            max_in_flight: inner.options.max_in_flight.get() as usize,
             heartbeat: inner.options.heartbeat_interval,
         };
-        match stream {
+        let max_in_flight = inner.options.max_in_flight.get() as usize;
+        let open = |w: Box<dyn AsyncWrite + Send + Unpin>| Arc::new(Conn::new(w, max_in_flight));
+        let conn = match stream {
             Stream::Tcp(s) => {
                 let (r, w) = s.into_split();
-                tokio::spawn(task.run(r, w, rx));
+                let conn = open(Box::new(w));
+                tokio::spawn(task.run(conn.clone(), r));
+                conn
             }
             Stream::Unix(s) => {
                 let (r, w) = s.into_split();
-                tokio::spawn(task.run(r, w, rx));
+                let conn = open(Box::new(w));
+                tokio::spawn(task.run(conn.clone(), r));
+                conn
             }
             Stream::Boxed(s) => {
                 let (r, w) = tokio::io::split(s);
-                tokio::spawn(task.run(r, w, rx));
+                let conn = open(Box::new(w));
+                tokio::spawn(task.run(conn.clone(), r));
+                conn
             }
-        }
-        let handle = Arc::new(Handle { tx });
-        slot.conn.store(Some(handle.clone()));
-        Ok(handle)
+        };
+        slot.conn.store(Some(conn.clone()));
+        Ok(conn)
     }
 }
 
