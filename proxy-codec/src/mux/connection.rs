@@ -10,6 +10,8 @@
 //! task hop per call: a call costs one lock for the append, one for the answer.
 
 mod calls;
+#[cfg(test)]
+mod tests;
 mod write;
 
 use std::{

@@ -89,3 +89,47 @@ async fn a_dubbo_read_only_event_moves_new_requests_to_a_fresh_connection() {
     .await
     .unwrap();
 }
+
+/// Many calls at once on the one connection: each gets the answer to its own
+/// request, whatever order the ids were given and answered in.
+#[tokio::test]
+async fn concurrent_dubbo_calls_on_one_connection_get_their_own_answers() {
+    timeout(LIMIT, async {
+        let addr = dubbo_upstream().await;
+        let metrics = Arc::new(CodecMetrics::default());
+        let c = RpcUpstream::new(Dubbo, UpstreamOptions::default())
+            .unwrap()
+            .with_metrics(metrics.clone())
+            .client(addr);
+        let calls: Vec<_> = (0..500)
+            .map(|i| {
+                let c = c.clone();
+                // Every caller uses downstream id 7: the upstream ids are the client's.
+                let req = Dubbo
+                    .request_to_http(dubbo_request(7, &format!("m{i}")))
+                    .unwrap();
+                tokio::spawn(async move { c.send(req).await.unwrap() })
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            let body = call
+                .await
+                .unwrap()
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
+            let mut r = Reader::new(&body);
+            assert_eq!(r.read_int().unwrap(), dubbo::RESPONSE_VALUE);
+            assert_eq!(r.read_string().unwrap().as_deref(), Some(&*format!("m{i}")));
+        }
+        assert_eq!(metrics.dubbo.upstream_connects.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            metrics.dubbo.unknown_response_ids.load(Ordering::Relaxed),
+            0
+        );
+    })
+    .await
+    .unwrap();
+}

@@ -130,15 +130,8 @@ fn downstream_request(id: u32, text: &str, timeout_ms: i32) -> HttpRequest {
 }
 
 async fn text(resp: HttpResponse) -> String {
-    String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
 }
 
 fn client(
@@ -415,6 +408,30 @@ async fn requests_a_dying_connection_never_wrote_go_out_on_a_fresh_one() {
             })
         ));
         assert_eq!(metrics.bolt.upstream_connects.load(Ordering::Relaxed), 2);
+    })
+    .await
+    .unwrap();
+}
+
+/// A caller that goes away (its future dropped) gives its slot up: the late answer
+/// is dropped and counted, never handed to the call in flight when it arrives.
+#[tokio::test]
+async fn a_late_answer_to_a_caller_gone_is_counted_not_delivered() {
+    timeout(LIMIT, async {
+        let (addr, _) = bolt_upstream().await;
+        let metrics = Arc::new(CodecMetrics::default());
+        let c = client(addr, UpstreamOptions::default(), metrics.clone());
+        let gone = timeout(
+            Duration::from_millis(50),
+            c.send(downstream_request(1, "200:late", 0)),
+        );
+        assert!(gone.await.is_err());
+        // In flight when the late answer arrives (at 200 ms).
+        let later = c.send(downstream_request(1, "400:later", 0)).await.unwrap();
+        assert_eq!(text(later).await, "up later");
+        let unknown = metrics.bolt.unknown_response_ids.load(Ordering::Relaxed);
+        assert_eq!(unknown, 1);
+        assert_eq!(metrics.bolt.upstream_connects.load(Ordering::Relaxed), 1);
     })
     .await
     .unwrap();
