@@ -110,7 +110,7 @@ async fn drain_finishes_requests_in_flight_then_closes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         tx.send(()).unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        // Sent after the drain: not read.
+        // Sent after the drain: refused at once, before the call in flight ends.
         let _ = c
             .write_all(&wire(
                 &Bolt,
@@ -118,12 +118,15 @@ async fn drain_finishes_requests_in_flight_then_closes() {
             ))
             .await;
         let mut buf = BytesMut::new();
+        let first = read_frame(&Bolt, &mut c, &mut buf).await.unwrap();
         assert_eq!(
-            read_frame(&Bolt, &mut c, &mut buf)
-                .await
-                .unwrap()
-                .request_id,
-            1
+            (first.request_id, first.status),
+            (2, bolt::status::SERVER_THREADPOOL_BUSY)
+        );
+        let second = read_frame(&Bolt, &mut c, &mut buf).await.unwrap();
+        assert_eq!(
+            (second.request_id, second.status),
+            (1, bolt::status::SUCCESS)
         );
         assert!(read_frame(&Bolt, &mut c, &mut buf).await.is_none());
         task.await.unwrap();

@@ -142,10 +142,7 @@ impl Server {
         F: std::future::Future<Output = ()>,
     {
         let snapshot = self.snapshot();
-        let n = match snapshot.config.runtime.worker_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let n = crate::upstream::worker_count(&snapshot.config.runtime);
         let (done_tx, done_rx) = watch::channel(false);
         let mut threads = Vec::new();
         let mut handles = Vec::new();
@@ -419,7 +416,7 @@ impl Server {
 }
 
 async fn evict_idle_loop(server: Server) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(crate::upstream::pool::IDLE_SWEEP);
     loop {
         tick.tick().await;
         for c in server.snapshot().clusters.values() {
