@@ -138,15 +138,21 @@ impl<F> Conn<F> {
                 Err(_) => return Answer::NotSent,
             }
         };
-        let id = loop {
+        let mut appended = self.append(proto, frame, one_way);
+        while let Err(Refused::Full) = appended {
+            // Registered before the second look, so room made meanwhile wakes it.
             let mut room = pin!(self.room.notified());
             room.as_mut().enable();
-            match self.append(proto, frame, one_way) {
-                Ok(id) => break id,
-                Err(Refused::Full) => room.await,
-                Err(Refused::Closed) => return Answer::NotSent,
-                Err(Refused::Unencodable) => return Answer::Unencodable,
+            appended = self.append(proto, frame, one_way);
+            if let Err(Refused::Full) = appended {
+                room.await;
+                appended = self.append(proto, frame, one_way);
             }
+        }
+        let id = match appended {
+            Ok(id) => id,
+            Err(Refused::Closed | Refused::Full) => return Answer::NotSent,
+            Err(Refused::Unencodable) => return Answer::Unencodable,
         };
         if one_way {
             return Answer::Queued;
