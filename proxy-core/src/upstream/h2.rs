@@ -2,7 +2,9 @@
 //! worker, opened on first use and re-established when it closes.
 //!
 //! A worker's requests use the connection it opened, whose task runs on that worker's
-//! runtime: its socket I/O and the requests' wake-ups stay on one thread.
+//! runtime: its socket I/O and the requests' wake-ups stay on one thread. The
+//! connection's stream counts its bytes in the endpoint's stats (`rx_bytes`,
+//! `tx_bytes`) and holds the endpoint's open-connection slot until it closes.
 
 use std::{sync::Arc, time::Duration};
 
@@ -69,7 +71,12 @@ impl H2Conn {
         let guard = open
             .try_open(u32::MAX)
             .ok_or(ProxyError::Overflow { addr })?;
-        let stream = connector.connect().await?;
+        // Every byte of the connection (preface, settings, headers, bodies) counts in
+        // the endpoint's stats; the guard goes with the stream when the connection ends.
+        let stream = crate::net::Counted {
+            inner: connector.connect().await?,
+            stats: guard,
+        };
         let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -84,7 +91,6 @@ impl H2Conn {
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
             }
-            drop(guard);
         });
         self.conn.store(Some(Arc::new(send.clone())));
         Ok(send)
