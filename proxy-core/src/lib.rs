@@ -2,6 +2,7 @@
 
 pub mod access_log;
 mod body;
+mod bufs;
 pub mod cluster;
 pub mod config;
 pub mod connection;

@@ -132,6 +132,54 @@ macro_rules! delegate_io {
     };
 }
 
+/// Reads what the socket has into `buf`, lending `buf` a buffer only once there are
+/// bytes to read (see [`crate::bufs`]): an empty buffer is given back and a TCP or
+/// Unix socket is waited on for readability first, so a connection that waits for
+/// its next request or response holds no buffer. A boxed stream (TLS) gives no readiness, so it reads into a lent buffer
+/// right away. Returns 0 at the end of the stream, as `read_buf` does.
+macro_rules! read_lent {
+    ($this:expr, $buf:expr) => {
+        match $this {
+            Self::Tcp(s) => loop {
+                crate::bufs::give_back($buf);
+                s.readable().await?;
+                crate::bufs::ready_for_read($buf);
+                match s.try_read_buf($buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    r => return r,
+                }
+            },
+            Self::Unix(s) => loop {
+                crate::bufs::give_back($buf);
+                s.readable().await?;
+                crate::bufs::ready_for_read($buf);
+                match s.try_read_buf($buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    r => return r,
+                }
+            },
+            Self::Boxed(s) => {
+                crate::bufs::ready_for_read($buf);
+                tokio::io::AsyncReadExt::read_buf(s, $buf).await
+            }
+        }
+    };
+}
+
+impl Stream {
+    /// Reads into `buf`, lending it a buffer only once bytes are there.
+    pub(crate) async fn read_lent(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        read_lent!(self, buf)
+    }
+}
+
+impl ReadHalf {
+    /// Reads into `buf`, lending it a buffer only once bytes are there.
+    pub(crate) async fn read_lent(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        read_lent!(self, buf)
+    }
+}
+
 delegate_io!(read Stream);
 delegate_io!(write Stream);
 delegate_io!(read ReadHalf);

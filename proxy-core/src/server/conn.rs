@@ -8,7 +8,7 @@ use std::{
 
 use bytes::BytesMut;
 use http::StatusCode;
-use tokio::{io::AsyncReadExt, sync::watch};
+use tokio::sync::watch;
 
 use super::listen::ListenerRuntime;
 use crate::{
@@ -111,9 +111,7 @@ impl LogStart {
 /// Runs one accepted connection to its end.
 pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
     match ctx.listener.protocol() {
-        ListenerProtocol::Http1 => {
-            super::h1::serve(stream, BytesMut::with_capacity(4096), ctx).await
-        }
+        ListenerProtocol::Http1 => super::h1::serve(stream, BytesMut::new(), ctx).await,
         ListenerProtocol::Http2 => super::h2::serve(stream, bytes::Bytes::new(), ctx).await,
         ListenerProtocol::Named(_) => {
             if let Some(p) = ctx.protocols.first().cloned() {
@@ -122,7 +120,7 @@ pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
         }
         ListenerProtocol::Auto => {
             let mut stream = stream;
-            let mut buf = BytesMut::with_capacity(4096);
+            let mut buf = BytesMut::new();
             let timeout = ctx.limits.header_read_timeout;
             let cap = ctx.limits.max_header_bytes.as_usize();
             let protocols = ctx.protocols.clone();
@@ -131,7 +129,7 @@ pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
                     if let Some(choice) = detect(&buf, &protocols, cap) {
                         return Some(choice);
                     }
-                    match stream.read_buf(&mut buf).await {
+                    match stream.read_lent(&mut buf).await {
                         Ok(0) | Err(_) => return None,
                         Ok(n) => ctx.stats.count_rx(n),
                     }

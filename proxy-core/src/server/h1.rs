@@ -1,7 +1,8 @@
 //! The downstream HTTP/1.1 connection loop: parse a request head, call the request
-//! stack, write the response, repeat. Owns its buffers for the whole connection, so a
-//! keep-alive request costs no allocation for I/O, and the socket and unread bytes are
-//! in hand at every request boundary.
+//! stack, write the response, repeat. Its read and write buffers are lent by the
+//! worker only while bytes move (`crate::bufs`), so an idle keep-alive connection
+//! holds none and a keep-alive request costs no allocation for I/O; the socket and
+//! unread bytes are in hand at every request boundary.
 
 use bytes::{BufMut, BytesMut};
 use http::{header, Method, Request, StatusCode, Version};
@@ -73,13 +74,10 @@ async fn read_head(
                 }
             }
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
         let idle = head_deadline.is_none();
         tokio::select! {
             biased;
-            r = read.read_buf(buf) => match r {
+            r = read.read_lent(buf) => match r {
                 Ok(0) | Err(_) => return ReadHead::Closed,
                 Ok(n) => {
                     ctx.stats.count_rx(n);
@@ -103,7 +101,8 @@ async fn read_head(
 pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
     let (read, mut write) = stream.into_split();
     let mut read = Some(read);
-    let mut wbuf = BytesMut::with_capacity(8 * 1024);
+    // Both buffers are lent only while bytes move (see `crate::bufs`).
+    let mut wbuf = BytesMut::new();
     // The listener's stack (filters) as of the current request: re-read per request
     // so that a reload applies to the next request of this connection.
     let mut stack = ctx.listener.settings.load_full();
@@ -213,6 +212,8 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 Body::from_h1(b)
             }
         };
+        // Nothing left to parse: the read buffer goes back while the request is served.
+        crate::bufs::give_back(&mut buf);
         let mut req = Request::from_parts(parts, body);
         {
             let now = ctx.listener.settings.load();
@@ -277,6 +278,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             headers.remove(header::CONTENT_LENGTH);
         }
         headers.remove(header::TRANSFER_ENCODING);
+        crate::bufs::ready_for_write(&mut wbuf);
         head::encode_response(
             &mut wbuf,
             status,
@@ -312,6 +314,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             }
         };
         drop(body);
+        crate::bufs::give_back(&mut wbuf);
         let body_bytes = match sent {
             Ok(n) => n,
             Err(e) => {

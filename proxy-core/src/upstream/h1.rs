@@ -8,7 +8,6 @@ use std::{
 
 use bytes::BytesMut;
 use http::{Response, Version};
-use tokio::io::AsyncReadExt;
 
 use crate::net::Stream;
 
@@ -69,8 +68,9 @@ impl H1Conn {
     pub(crate) fn new(stream: Stream, pool: Arc<H1Pool>, open: super::pool::OpenGuard) -> Self {
         Self {
             stream,
-            buf: BytesMut::with_capacity(8 * 1024),
-            wbuf: BytesMut::with_capacity(4 * 1024),
+            // Lent only while bytes move (`crate::bufs`): a pooled connection holds none.
+            buf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             keep_alive: true,
             reused: false,
             idle_epoch: 0,
@@ -96,8 +96,11 @@ impl H1Conn {
     #[allow(clippy::boxed_local)]
     pub(crate) fn release(self: Box<Self>, complete: bool) {
         if complete && self.keep_alive && self.buf.is_empty() {
-            let pool = self.pool.clone();
-            pool.put(self);
+            let mut conn = self;
+            crate::bufs::give_back(&mut conn.buf);
+            crate::bufs::give_back(&mut conn.wbuf);
+            let pool = conn.pool.clone();
+            pool.put(conn);
         }
     }
 
@@ -111,6 +114,7 @@ impl H1Conn {
         framing: Framing,
         stall: Duration,
     ) -> Result<Response<Body>, ExchangeError> {
+        crate::bufs::ready_for_write(&mut self.wbuf);
         head::encode_request(
             &mut self.wbuf,
             &parts.method,
@@ -146,6 +150,7 @@ impl H1Conn {
             }),
         };
         drop(body);
+        crate::bufs::give_back(&mut self.wbuf);
         match sent {
             Ok(_) => {}
             Err(SendBodyError::Source(e)) => return Err(ExchangeError::RequestBody(e)),
@@ -163,8 +168,7 @@ impl H1Conn {
                 .map_err(|e| ExchangeError::BadResponse(e.into()))?;
             let Some(resp) = parsed else {
                 let got_bytes = !self.buf.is_empty();
-                self.buf.reserve(8 * 1024);
-                match self.stream.read_buf(&mut self.buf).await {
+                match self.stream.read_lent(&mut self.buf).await {
                     Ok(0) if !got_bytes => return Err(ExchangeError::NoResponse { source: None }),
                     Err(e) if !got_bytes => {
                         return Err(ExchangeError::NoResponse { source: Some(e) })

@@ -1,0 +1,109 @@
+//! I/O buffers lent to connections only while they move bytes.
+//!
+//! An HTTP/1.1 connection needs a read buffer while a head arrives and a write buffer
+//! while an answer goes out; between requests (keep-alive, waiting on the upstream,
+//! sitting in the idle pool) it needs neither. Connections wait for their socket to
+//! become readable before they take a read buffer and give every buffer back once it
+//! is empty, so memory follows the bytes in flight rather than the connection count,
+//! as nginx frees a keep-alive connection's header buffers. Each worker thread keeps a
+//! small stack of returned buffers, so lending one costs no allocation in steady state.
+
+use std::cell::RefCell;
+
+use bytes::BytesMut;
+
+/// The capacity a lent buffer has at least: one read of a typical request or
+/// response head and a small body.
+pub(crate) const SIZE: usize = 8 * 1024;
+
+/// Free space below which a buffer is grown before the next read.
+const MIN_SPARE: usize = 1024;
+
+/// Returned buffers a worker keeps: enough for the connections that move bytes at
+/// one time on one thread, small next to what idle connections no longer hold.
+const KEEP: usize = 64;
+
+thread_local! {
+    static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Makes sure `buf` has room for a read: lends it a buffer when it has none, grows it
+/// when it is nearly full.
+#[inline]
+pub(crate) fn ready_for_read(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        *buf = lend();
+    } else if buf.capacity() - buf.len() < MIN_SPARE {
+        buf.reserve(SIZE);
+    }
+}
+
+/// Makes sure an empty `buf` holds a lent buffer before bytes are written into it.
+#[inline]
+pub(crate) fn ready_for_write(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        *buf = lend();
+    }
+}
+
+/// Gives `buf` back to the worker's stack when it is empty (and keeps it otherwise:
+/// it still holds bytes someone will read).
+#[inline]
+pub(crate) fn give_back(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        let b = std::mem::take(buf);
+        FREE.with(|f| {
+            let mut free = f.borrow_mut();
+            if free.len() < KEEP {
+                free.push(b);
+            }
+        });
+    }
+}
+
+/// A buffer with at least [`SIZE`] bytes of room.
+fn lend() -> BytesMut {
+    let mut b = FREE
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(SIZE));
+    // A returned buffer may share its allocation with bytes split off it (a body
+    // still on its way); `reserve` takes the allocation back when it is unique again
+    // and allocates otherwise.
+    b.reserve(SIZE);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_lent_and_given_back() {
+        let mut a = BytesMut::new();
+        ready_for_read(&mut a);
+        assert!(a.capacity() >= SIZE);
+        a.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        // Not empty: kept.
+        give_back(&mut a);
+        assert!(a.capacity() >= SIZE);
+        a.clear();
+        give_back(&mut a);
+        assert_eq!(a.capacity(), 0);
+        let mut b = BytesMut::new();
+        ready_for_write(&mut b);
+        assert!(b.capacity() >= SIZE);
+    }
+
+    #[test]
+    fn a_buffer_shared_with_a_body_in_flight_is_not_overwritten() {
+        let mut a = BytesMut::new();
+        ready_for_read(&mut a);
+        a.extend_from_slice(b"body");
+        let body = a.split_to(4).freeze();
+        give_back(&mut a);
+        let mut b = BytesMut::new();
+        ready_for_read(&mut b);
+        b.extend_from_slice(b"next");
+        assert_eq!(&body[..], b"body");
+    }
+}
