@@ -126,7 +126,8 @@ impl Endpoint {
             address,
             weight,
             metadata,
-            stats: RequestStats::default(),
+            // Least-request balancing reads the in-flight count on every pick.
+            stats: RequestStats::with_shared_gauge(),
             health: AtomicU8::new(0),
             upstream,
         }
@@ -159,7 +160,7 @@ impl Endpoint {
 
     /// Requests in flight to this endpoint.
     pub fn active_requests(&self) -> u64 {
-        self.stats.active.load(Ordering::Relaxed)
+        self.stats.active()
     }
 
     /// Upstream connections open now.

@@ -258,8 +258,8 @@ fn clusters_json(server: &Server) -> String {
                     "protocol": e.upstream.protocol(),
                     "open_connections": e.open_connections(),
                     "idle_connections": e.upstream.idle_connections(),
-                    "requests": e.stats.requests.load(std::sync::atomic::Ordering::Relaxed),
-                    "active_requests": e.stats.active.load(std::sync::atomic::Ordering::Relaxed),
+                    "requests": e.stats.requests(),
+                    "active_requests": e.stats.active(),
                 })).collect::<Vec<_>>(),
             })
         })

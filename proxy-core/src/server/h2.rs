@@ -153,7 +153,7 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
             _ = drain.wait_for(|d| *d) => break None,
             () = state.abuse.notified() => {
                 tracing::debug!(peer = ?ctx.peer, "closing an h2 connection: too many streams reset before their answer");
-                ctx.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.reject();
                 break Some(limits.header_read_timeout);
             }
             _ = idle.tick() => {

@@ -3,7 +3,7 @@
 use std::{
     net::SocketAddr,
     path::Path,
-    sync::{atomic::Ordering, Arc},
+    sync::Arc,
 };
 
 use arc_swap::ArcSwap;
@@ -257,10 +257,8 @@ pub(crate) async fn accept_loop(
             }
         };
         let settings = listener.settings.load_full();
-        if listener.stats.active.load(Ordering::Relaxed)
-            >= u64::from(settings.limits.max_connections)
-        {
-            listener.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        if listener.stats.active() >= u64::from(settings.limits.max_connections) {
+            listener.stats.reject();
             continue;
         }
         let ctx = ConnCtx {

@@ -90,6 +90,8 @@ impl Server {
     /// # Errors
     /// [`ServerError::Config`] naming the first bad field.
     pub fn new(config: Config, registry: Registry) -> Result<Self, ServerError> {
+        // Before any stats are created: one shard per worker.
+        crate::metrics::set_shard_count(crate::upstream::worker_count(&config.runtime));
         let snapshot = Snapshot::build(config, &registry, None)?;
         let access_log_counts = Arc::new(LineCounts::default());
         let access_log = open_access_log(&snapshot.config, &access_log_counts)?;
@@ -255,7 +257,7 @@ impl Server {
         while tokio::time::Instant::now() < deadline {
             let active: u64 = listeners
                 .iter()
-                .map(|l| l.stats.active.load(std::sync::atomic::Ordering::Relaxed))
+                .map(|l| l.stats.active())
                 .sum();
             if active == 0 {
                 break;
