@@ -128,6 +128,15 @@ impl RequestStats {
         }
     }
 
+    /// Requests started, per shard.
+    #[cfg(test)]
+    pub(super) fn requests_per_shard(&self) -> Vec<u64> {
+        self.shards
+            .iter()
+            .map(|s| s.requests.load(Relaxed))
+            .collect()
+    }
+
     /// Every count, summed over workers.
     fn totals(&self) -> RequestTotals {
         let mut t = RequestTotals {

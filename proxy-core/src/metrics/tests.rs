@@ -193,3 +193,67 @@ fn connection_counts_from_two_workers_are_summed_exactly() {
         assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
     }
 }
+
+/// A server with two `per_core` workers: the requests of many connections, spread
+/// over both workers by the kernel, count once each in every level's stats, in the
+/// shards of both workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_worker_server_counts_every_request_once() {
+    use proxy_test_support::{client, eventually, upstream::Upstream, with_timeout, yaml};
+
+    const REQUESTS: u64 = 40;
+    let up = Upstream::named("up");
+    let doc = yaml::config(
+        &[yaml::listener("web", "app", &[])],
+        &[yaml::cluster("app", &[up.addr], &[])],
+    )
+    .replace("worker_threads: 1", "worker_threads: 2");
+    let config = crate::config::Config::from_yaml(&doc).expect("config");
+    let server = crate::Server::new(config, crate::Registry::default()).expect("server");
+    let runner = server.clone();
+    let thread = std::thread::spawn(move || runner.run_until(std::future::pending()));
+    let addr: std::net::SocketAddr = loop {
+        if let Some((_, a)) = server.listener_addresses().pop() {
+            break a.parse().expect("a TCP address");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+
+    with_timeout(Duration::from_secs(30), async {
+        // One connection per request: the kernel spreads them over both workers.
+        let answers = (0..REQUESTS).map(|_| client::get(addr, "/", &[]));
+        for r in futures_util::future::join_all(answers).await {
+            assert_eq!(r.status, 200);
+        }
+        let snapshot = server.snapshot();
+        let listener = &snapshot.listeners[0].routing;
+        let route = listener.routes.routes().next().expect("a route");
+        let cluster = &snapshot.clusters["app"];
+        let endpoint = &cluster.endpoints[0];
+        let levels = [
+            &*listener.stats,
+            &*route.stats,
+            &*cluster.stats,
+            &endpoint.stats,
+        ];
+        let idle = eventually(Duration::from_secs(5), || {
+            levels.iter().all(|s| s.active() == 0)
+        });
+        assert!(idle.await, "requests left in flight");
+        for s in levels {
+            assert_eq!(s.requests(), REQUESTS);
+            assert_eq!(s.status_class(2), REQUESTS);
+            let shards = s.requests_per_shard();
+            assert_eq!(shards.len(), 2, "one shard per worker");
+            assert!(
+                shards.iter().all(|&n| n > 0),
+                "both workers count: {shards:?}"
+            );
+        }
+        let conns = snapshot.listener_conn_stats("web").expect("listener stats");
+        assert_eq!(conns.opened(), REQUESTS);
+    })
+    .await;
+    server.shutdown();
+    assert!(thread.join().is_ok_and(|r| r.is_ok()));
+}
