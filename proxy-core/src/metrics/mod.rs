@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub use self::{
     conn::{render_conns, ConnStats},
     histogram::{Histogram, LATENCY_BUCKETS},
-    per_worker::{Counter, Padded, PerWorker},
+    per_worker::{Counter, PerWorker},
     request::{render_requests, LocalErrorCounts, RequestStats},
 };
 pub(crate) use self::{per_worker::set_shard_count, request::InFlight};

@@ -44,7 +44,7 @@ fn shard_count() -> usize {
     repr(align(64))
 )]
 #[derive(Debug, Default)]
-pub struct Padded<T>(pub T);
+pub(crate) struct Padded<T>(pub(crate) T);
 
 impl<T> Deref for Padded<T> {
     type Target = T;
@@ -59,8 +59,8 @@ impl<T> Deref for Padded<T> {
 /// costs, however many workers count at once; reading costs one load per shard, so
 /// keep values that the request path reads (a gauge a balancer compares) out of it.
 ///
-/// The number of shards is fixed at creation: the server's worker count (see the
-/// module docs), else the number of CPUs capped at 16. With more workers than
+/// The number of shards is fixed at creation: the server's worker count (see
+/// [`crate::metrics`]), else the number of CPUs capped at 16. With more workers than
 /// shards, worker `i` uses shard `i % shards`: workers then share a shard, which
 /// stays correct (the shards hold atomics) and only costs some contention.
 ///
