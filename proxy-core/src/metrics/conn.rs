@@ -19,10 +19,6 @@ pub struct ConnStats {
     /// per-worker sum would cost a load per shard there). It changes once per
     /// connection, not per request or per read.
     active: Padded<AtomicU64>,
-    /// Bytes sent to the peer, added to directly by the HTTP/1.1 server loop (a
-    /// shared atomic, written once per response); [`ConnStats::tx_bytes`] adds it to
-    /// the per-worker counts of [`ConnStats::count_tx`], which new code should use.
-    pub(crate) tx_bytes: Padded<AtomicU64>,
 }
 
 /// The connection counts of one worker.
@@ -68,7 +64,7 @@ impl ConnStats {
 
     /// Bytes sent to peers.
     pub fn tx_bytes(&self) -> u64 {
-        sum(self.shards.iter().map(|s| &s.tx_bytes)).wrapping_add(self.tx_bytes.load(Relaxed))
+        sum(self.shards.iter().map(|s| &s.tx_bytes))
     }
 
     /// Connections refused or closed by a protective limit.

@@ -172,7 +172,7 @@ fn connection_counts_from_two_workers_are_summed_exactly() {
         }
         s.reject();
         if w == 1 {
-            s.tx_bytes.fetch_add(7, Relaxed);
+            s.count_tx(7);
         }
     });
     s.open();

@@ -323,8 +323,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             }
         };
         ctx.stats
-            .tx_bytes
-            .fetch_add(head_len + body_bytes, std::sync::atomic::Ordering::Relaxed);
+            .count_tx(usize::try_from(head_len + body_bytes).unwrap_or(usize::MAX));
         if let Some(log) = log {
             log.finish(&resp, body_bytes);
         }
