@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 
 /// The capacity a lent buffer has at least: one read of a typical request or
 /// response head and a small body.
@@ -47,11 +47,16 @@ pub(crate) fn ready_for_write(buf: &mut BytesMut) {
 }
 
 /// Gives `buf` back to the worker's stack when it is empty (and keeps it otherwise:
-/// it still holds bytes someone will read).
+/// it still holds bytes someone will read). A buffer whose memory is still shared
+/// with bytes split off it (a body on its way) is let go instead: its memory is freed
+/// with those bytes, and the stack holds only buffers ready to lend as they are.
 #[inline]
 pub(crate) fn give_back(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 0 {
-        let b = std::mem::take(buf);
+        let mut b = std::mem::take(buf);
+        if !b.try_reclaim(SIZE) {
+            return;
+        }
         FREE.with(|f| {
             let mut free = f.borrow_mut();
             if free.len() < KEEP {
@@ -61,16 +66,27 @@ pub(crate) fn give_back(buf: &mut BytesMut) {
     }
 }
 
+/// Bodies up to this size that arrived with their head are copied out of the read
+/// buffer rather than split off it.
+const COPY_BODY_MAX: usize = 16 * 1024;
+
+/// Takes the first `n` bytes of `buf` (a body that arrived with its head). A small
+/// body is copied out, so the buffer stays whole and goes back to the worker, and the
+/// body holds only its own bytes on its way; a large one is split off, no copy.
+pub(crate) fn take_body(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n <= COPY_BODY_MAX {
+        let body = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        body
+    } else {
+        buf.split_to(n).freeze()
+    }
+}
+
 /// A buffer with at least [`SIZE`] bytes of room.
 fn lend() -> BytesMut {
-    let mut b = FREE
-        .with(|f| f.borrow_mut().pop())
-        .unwrap_or_else(|| BytesMut::with_capacity(SIZE));
-    // A returned buffer may share its allocation with bytes split off it (a body
-    // still on its way); `reserve` takes the allocation back when it is unique again
-    // and allocates otherwise.
-    b.reserve(SIZE);
-    b
+    FREE.with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(SIZE))
 }
 
 #[cfg(test)]
@@ -101,6 +117,8 @@ mod tests {
         a.extend_from_slice(b"body");
         let body = a.split_to(4).freeze();
         give_back(&mut a);
+        // Still shared with the body: let go, not kept.
+        assert_eq!(FREE.with(|f| f.borrow().len()), 0);
         let mut b = BytesMut::new();
         ready_for_read(&mut b);
         b.extend_from_slice(b"next");

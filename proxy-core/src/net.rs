@@ -144,18 +144,16 @@ macro_rules! read_lent {
                 crate::bufs::give_back($buf);
                 s.readable().await?;
                 crate::bufs::ready_for_read($buf);
-                match s.try_read_buf($buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    r => return r,
+                if let Poll::Ready(r) = poll_once(Pin::new(&mut *s), $buf).await {
+                    return r;
                 }
             },
             Self::Unix(s) => loop {
                 crate::bufs::give_back($buf);
                 s.readable().await?;
                 crate::bufs::ready_for_read($buf);
-                match s.try_read_buf($buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    r => return r,
+                if let Poll::Ready(r) = poll_once(Pin::new(&mut *s), $buf).await {
+                    return r;
                 }
             },
             Self::Boxed(s) => {
@@ -164,6 +162,17 @@ macro_rules! read_lent {
             }
         }
     };
+}
+
+/// One `poll_read` into `buf`. A read through `poll_read` (unlike `try_read`) tells
+/// the reactor that a short read drained the socket, so the next wait for input does
+/// not start with a read that fails with `WouldBlock`.
+async fn poll_once<R: AsyncRead + Unpin>(
+    mut io: Pin<&mut R>,
+    buf: &mut bytes::BytesMut,
+) -> Poll<io::Result<usize>> {
+    std::future::poll_fn(|cx| Poll::Ready(tokio_util::io::poll_read_buf(io.as_mut(), cx, buf)))
+        .await
 }
 
 impl Stream {

@@ -189,7 +189,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         let body = match framing {
             Framing::Empty => Body::empty(),
             Framing::Length(n) if n <= buf.len() as u64 => {
-                Body::from(buf.split_to(n as usize).freeze())
+                Body::from(crate::bufs::take_body(&mut buf, n as usize))
             }
             framing => {
                 if expect_continue

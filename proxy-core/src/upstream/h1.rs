@@ -204,7 +204,7 @@ impl H1Conn {
                     Body::empty()
                 }
                 Framing::Length(n) if n <= self.buf.len() as u64 => {
-                    let data = self.buf.split_to(n as usize).freeze();
+                    let data = crate::bufs::take_body(&mut self.buf, n as usize);
                     self.release(true);
                     Body::from(data)
                 }
