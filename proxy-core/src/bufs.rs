@@ -66,15 +66,17 @@ pub(crate) fn give_back(buf: &mut BytesMut) {
     }
 }
 
-/// Bodies up to this size that arrived with their head are copied out of the read
-/// buffer rather than split off it.
-const COPY_BODY_MAX: usize = 16 * 1024;
+/// Parsed heads and bodies up to this size are copied out of the read buffer rather
+/// than split off it.
+const COPY_MAX: usize = 16 * 1024;
 
-/// Takes the first `n` bytes of `buf` (a body that arrived with its head). A small
-/// body is copied out, so the buffer stays whole and goes back to the worker, and the
-/// body holds only its own bytes on its way; a large one is split off, no copy.
-pub(crate) fn take_body(buf: &mut BytesMut, n: usize) -> Bytes {
-    if n <= COPY_BODY_MAX {
+/// Takes the first `n` bytes of `buf` (a parsed head, a body that arrived with its
+/// head). Up to [`COPY_MAX`] they are copied out, so the buffer stays whole and goes
+/// back to the worker while the request is served, and what is in flight holds only
+/// its own bytes (a head's header values are slices of it); more is split off, no
+/// copy.
+pub(crate) fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n <= COPY_MAX {
         let body = Bytes::copy_from_slice(&buf[..n]);
         buf.advance(n);
         body

@@ -112,10 +112,14 @@ impl LogStart {
 pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
     match ctx.listener.protocol() {
         ListenerProtocol::Http1 => super::h1::serve(stream, BytesMut::new(), ctx).await,
-        ListenerProtocol::Http2 => super::h2::serve(stream, bytes::Bytes::new(), ctx).await,
+        // HTTP/2 and protocol plug-ins are boxed: the task of every connection is as
+        // large as its largest path, and HTTP/1.1's is the small one.
+        ListenerProtocol::Http2 => {
+            Box::pin(super::h2::serve(stream, bytes::Bytes::new(), ctx)).await
+        }
         ListenerProtocol::Named(_) => {
             if let Some(p) = ctx.protocols.first().cloned() {
-                serve_protocol(&*p, stream, bytes::Bytes::new(), ctx).await
+                Box::pin(serve_protocol(&*p, stream, bytes::Bytes::new(), ctx)).await
             }
         }
         ListenerProtocol::Auto => {
@@ -137,11 +141,13 @@ pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
             })
             .await;
             match sniffed {
-                Ok(Some(Detected::Http2)) => super::h2::serve(stream, buf.freeze(), ctx).await,
+                Ok(Some(Detected::Http2)) => {
+                    Box::pin(super::h2::serve(stream, buf.freeze(), ctx)).await
+                }
                 Ok(Some(Detected::Http1)) => super::h1::serve(stream, buf, ctx).await,
                 Ok(Some(Detected::Protocol(i))) => {
                     if let Some(p) = protocols.get(i) {
-                        serve_protocol(&**p, stream, buf.freeze(), ctx).await
+                        Box::pin(serve_protocol(&**p, stream, buf.freeze(), ctx)).await
                     }
                 }
                 // The peer closed, failed or sent nothing telling in time.

@@ -189,7 +189,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         let body = match framing {
             Framing::Empty => Body::empty(),
             Framing::Length(n) if n <= buf.len() as u64 => {
-                Body::from(crate::bufs::take_body(&mut buf, n as usize))
+                Body::from(crate::bufs::take_front(&mut buf, n as usize))
             }
             framing => {
                 if expect_continue
@@ -232,7 +232,9 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         // The access log's record, kept only when there is a log.
         let log = ctx.log_request(&req);
         let resp = match &stack.direct {
-            Some(proxy) => Ok(proxy.forward_direct(req, &conn_info).await),
+            // Boxed while in flight: a connection between requests keeps only the
+            // loop's own state.
+            Some(proxy) => Ok(Box::pin(proxy.forward_direct(req, &conn_info)).await),
             None => match svc.ready().await {
                 Ok(s) => s.call(req).await,
                 Err(e) => Err(e),
@@ -260,7 +262,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     if let Some(log) = log {
                         log.finish(&resp, 0);
                     }
-                    tunnel(r, write, buf, upstream, upbuf).await;
+                    Box::pin(tunnel(r, write, buf, upstream, upbuf)).await;
                     return;
                 }
             }
@@ -303,13 +305,13 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     .map(|()| n)
             }
             None => {
-                send_body(
+                Box::pin(send_body(
                     &mut write,
                     &mut wbuf,
                     &mut body,
                     framing,
                     ctx.limits.stream_idle_timeout,
-                )
+                ))
                 .await
             }
         };

@@ -184,7 +184,7 @@ pub(crate) fn parse_request(
     if len > max_head_bytes {
         return Err(HeadError::TooLarge);
     }
-    let head = buf.split_to(len).freeze();
+    let head = crate::bufs::take_front(buf, len);
     let method = Method::from_bytes(&head[method.0..method.0 + method.1])
         .map_err(|_| HeadError::Malformed)?;
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
@@ -350,7 +350,7 @@ pub(crate) fn parse_response(
     if len > max_head_bytes {
         return Err(HeadError::TooLarge);
     }
-    let head = buf.split_to(len).freeze();
+    let head = crate::bufs::take_front(buf, len);
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Malformed)?;
     let headers = build_headers(&head, n.as_slice())?;
     let version = if minor == 0 {
