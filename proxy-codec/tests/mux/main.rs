@@ -1,9 +1,24 @@
 //! The multiplexing machinery on real sockets and in-memory streams, built from code
-//! with typed options: many requests in flight on one downstream connection,
-//! heartbeats, bad frames, proxy-side failures (`server.rs`); pooled upstream
-//! connections with rewritten request ids, timeouts and failure isolation
-//! (`upstream.rs`; a Dubbo upstream's graceful shutdown, `dubbo_upstream.rs`); idle,
-//! slow and draining connections (`lifecycle.rs`).
+//! with typed options:
+//!
+//! - `server.rs`: many requests in flight on one downstream connection, heartbeats,
+//!   an oversized request failing alone, bad frames and unknown Bolt commands,
+//!   proxy-side failures as protocol statuses.
+//! - `upstream.rs` (Bolt upstreams on 127.0.0.1): pooled connections with rewritten
+//!   request ids, a closed connection failing only its own calls, timeouts, unknown
+//!   ids and upstream heartbeats, connect failures, pings on idle connections and
+//!   heartbeats at the interval asked, a call never written retried on a fresh
+//!   connection, a dropped caller's late answer counted and not delivered to the
+//!   call in flight, and the default timeout of a call with none.
+//! - `dubbo_upstream.rs`: a Dubbo upstream's graceful shutdown (its read-only event
+//!   moves new calls to a fresh connection) and 500 concurrent calls on one
+//!   connection each getting its own answer.
+//! - `lifecycle.rs`: idle, slow and draining connections, a peer that never reads.
+//!
+//! The in-flight table itself (a dropped caller's slot, 1000 concurrent calls
+//! answered out of order, the write buffer's high-water mark) is unit-tested in
+//! `src/mux/connection/tests.rs`; messages over `max_frame_bytes` on both sides are
+//! in `tests/oversized/`.
 #![allow(clippy::unwrap_used)]
 
 mod dubbo_upstream;
