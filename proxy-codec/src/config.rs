@@ -60,8 +60,8 @@ pub struct ServerOptions {
     /// The longest frame accepted, header included (default 8 MiB). A request with a
     /// longer declared length is answered with the protocol's error
     /// (`body_too_large`) and its body skipped unbuffered; the connection's other
-    /// calls carry on. Also caps a response
-    /// body read from the request stack.
+    /// calls carry on. Also caps the answer read from the request stack: a longer
+    /// one fails its call (`response_too_large`).
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: ByteSize,
     /// Requests of one connection in flight at once (default 1024); reading pauses at
@@ -139,8 +139,10 @@ pub struct UpstreamOptions {
     pub connections_per_endpoint: NonZeroU32,
     /// The longest response frame accepted from an upstream, and the largest request
     /// body sent to one (default 8 MiB). A longer response fails only its own call
-    /// (`response_too_large`): its body is skipped unbuffered and the connection, with
-    /// the other calls on it, stays up.
+    /// (`response_too_large`, [`proxy_core::ProxyError::ResponseTooLarge`]): its body
+    /// is skipped unbuffered and the connection, with the other calls on it, stays
+    /// up. A longer request body is not sent (`body_too_large`,
+    /// [`proxy_core::ProxyError::RequestTooLarge`]).
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: ByteSize,
     /// Requests in flight on one upstream connection (default 10000); more wait for

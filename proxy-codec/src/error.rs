@@ -59,21 +59,3 @@ impl From<OptionsError> for proxy_core::ConfigError {
         proxy_core::ConfigError::new(e.field(), e.reason())
     }
 }
-
-/// An upstream answered a call with a response frame longer than the cluster's
-/// `max_frame_bytes`: the frame was skipped and only that call fails (the source of
-/// its [`proxy_core::ProxyError::Upstream`]); the connection stays up.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-#[error("upstream response of {len} bytes exceeds max_frame_bytes ({max})")]
-pub struct ResponseTooLarge {
-    /// The length the response's fixed header declared.
-    pub len: u64,
-    /// The cluster's `max_frame_bytes`.
-    pub max: usize,
-}
-
-impl ResponseTooLarge {
-    /// The `x-proxy-error` reason of a call failed this way.
-    pub const REASON: &'static str = "response_too_large";
-}

@@ -190,9 +190,19 @@ pub trait Protocol: fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// The frame a server sends on each connection when it starts to drain, telling
+    /// the client to send no new requests there while those in flight finish (Dubbo's
+    /// read-only event); `None` if the protocol has none. Calls that arrive anyway are
+    /// answered with the protocol's "server closing" error. The frame is sent as
+    /// built: a request id it carries is not rewritten.
+    fn goaway(&self) -> Option<Self::Frame> {
+        None
+    }
+
     /// Whether a frame from an upstream says it takes no new requests on this
-    /// connection (Dubbo's read-only event during a graceful shutdown): new requests
-    /// then go to a fresh connection while those in flight finish.
+    /// connection (a [`Protocol::goaway`], such as Dubbo's read-only event during a
+    /// graceful shutdown): new requests then go to a fresh connection while those in
+    /// flight finish.
     fn is_goaway(&self, frame: &Self::Frame) -> bool {
         let _ = frame;
         false

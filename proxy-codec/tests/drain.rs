@@ -2,8 +2,9 @@
 //! in flight when the drain starts are answered; calls that arrive after it are
 //! answered at once with the protocol's "server closing" error (Bolt
 //! `SERVER_THREADPOOL_BUSY`; Dubbo `SERVER_THREADPOOL_EXHAUSTED_ERROR`, after the
-//! read-only event); the connection ends with a FIN, never a reset, even when the
-//! client reads its answers only after the proxy has finished.
+//! read-only event) and counted as `drain_refused`; the connection ends with a FIN,
+//! never a reset, even when the client reads its answers only after the proxy has
+//! finished.
 //!
 //! The client waits before reading on purpose: a connection closed with unread input
 //! makes the kernel send a reset, and a reset makes the client's kernel discard the
@@ -26,7 +27,9 @@ use proxy_codec::{
     config::ServerOptions,
     dubbo::{self, DubboFrame},
     hessian2::Writer,
-    io, Bolt, Dubbo, Protocol, RpcServer,
+    io,
+    metrics::CodecMetrics,
+    Bolt, Dubbo, Protocol, RpcServer,
 };
 use proxy_core::{BoxHttp, Connection, HttpRequest, HttpResponse, Stream};
 use tokio::{
@@ -73,13 +76,14 @@ fn slow_echo(calls: Arc<AtomicUsize>) -> BoxHttp {
     }))
 }
 
-/// Serves the one connection `listener` accepts until `drain` fires; returns when
-/// the connection's task ends.
+/// Serves the one connection `listener` accepts until `drain` fires, counting in
+/// `metrics`; returns when the connection's task ends.
 async fn serve_one<P: Protocol + Copy>(
     protocol: P,
     listener: TcpListener,
     service: BoxHttp,
     drain: oneshot::Receiver<()>,
+    metrics: Arc<CodecMetrics>,
 ) {
     let (stream, peer) = listener.accept().await.unwrap();
     let conn = Connection {
@@ -89,7 +93,9 @@ async fn serve_one<P: Protocol + Copy>(
         secure: false,
         extensions: http::Extensions::new(),
     };
-    let server = RpcServer::new(protocol, ServerOptions::default()).unwrap();
+    let server = RpcServer::new(protocol, ServerOptions::default())
+        .unwrap()
+        .with_metrics(metrics);
     server
         .serve(conn, Bytes::new(), service, async move {
             let _ = drain.await;
@@ -113,7 +119,9 @@ async fn round<P: Protocol + Copy>(case: &Case<P>, round: usize) {
     let addr = listener.local_addr().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let (drain, drained) = oneshot::channel();
-    let server = tokio::spawn(serve_one(p, listener, slow_echo(calls.clone()), drained));
+    let metrics = Arc::new(CodecMetrics::default());
+    let service = slow_echo(calls.clone());
+    let server = tokio::spawn(serve_one(p, listener, service, drained, metrics.clone()));
     let mut client = TcpStream::connect(addr).await.unwrap();
 
     client
@@ -180,6 +188,17 @@ async fn round<P: Protocol + Copy>(case: &Case<P>, round: usize) {
         .await
         .expect("the connection task did not end")
         .unwrap();
+    let counters = metrics.protocol(p.name());
+    assert_eq!(
+        counters.drain_refused.load(Ordering::Relaxed),
+        LATE,
+        "round {round}: drain_refused"
+    );
+    assert_eq!(
+        counters.error_replies.load(Ordering::Relaxed),
+        LATE,
+        "round {round}: error replies"
+    );
 }
 
 async fn rounds<P: Protocol + Copy>(case: Case<P>) {
@@ -265,7 +284,14 @@ async fn bytes_after_the_fin_are_drained_not_reset() {
         let addr = listener.local_addr().unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
         let (drain, drained) = oneshot::channel();
-        let server = tokio::spawn(serve_one(Bolt, listener, slow_echo(calls.clone()), drained));
+        let metrics = Arc::new(CodecMetrics::default());
+        let server = tokio::spawn(serve_one(
+            Bolt,
+            listener,
+            slow_echo(calls.clone()),
+            drained,
+            metrics.clone(),
+        ));
         let mut client = TcpStream::connect(addr).await.unwrap();
         client
             .write_all(&wire(&Bolt, [bolt_call(1)]))
@@ -304,6 +330,8 @@ async fn bytes_after_the_fin_are_drained_not_reset() {
             .unwrap()
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // The call that crossed the FIN was dropped unread, not refused.
+        assert_eq!(metrics.bolt.drain_refused.load(Ordering::Relaxed), 0);
     })
     .await
     .unwrap();

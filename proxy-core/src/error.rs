@@ -98,6 +98,27 @@ pub enum ProxyError {
         #[source]
         source: BoxError,
     },
+    /// A request body longer than the cluster allows (an RPC protocol's
+    /// `max_frame_bytes`): it was not sent. Reason `body_too_large`, as for a request
+    /// over the listener's own limit.
+    #[error("request body of {len} bytes exceeds the upstream limit of {max}")]
+    RequestTooLarge {
+        /// The body's length, or the bytes read before the limit was passed.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The upstream answered with a response longer than the cluster allows (an RPC
+    /// protocol's `max_frame_bytes`): the response was dropped and only this call
+    /// fails. Reason `response_too_large`; the endpoint answered, so it is neither a
+    /// reset nor retried.
+    #[error("upstream response of {len} bytes exceeds the limit of {max}")]
+    ResponseTooLarge {
+        /// The length the response declared.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The downstream request was malformed.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -145,7 +166,8 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. } | Self::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+            Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -161,6 +183,8 @@ impl ProxyError {
             Self::Timeout => "upstream_timeout",
             Self::Overflow { .. } => "overflow",
             Self::Upstream { .. } => "upstream_reset",
+            Self::RequestTooLarge { .. } => "body_too_large",
+            Self::ResponseTooLarge { .. } => "response_too_large",
             Self::BadRequest(_) => "bad_request",
             Self::Internal => "internal",
         }

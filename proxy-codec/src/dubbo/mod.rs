@@ -161,9 +161,12 @@ impl Protocol for Dubbo {
         })
     }
 
+    fn goaway(&self) -> Option<DubboFrame> {
+        Some(DubboFrame::readonly_event())
+    }
+
     fn is_goaway(&self, f: &DubboFrame) -> bool {
-        // The READONLY event: its data is the hessian2 string "R".
-        f.is_request() && f.is_event() && f.body[..] == [0x01, b'R']
+        f.is_readonly_event()
     }
 
     fn timeout(&self, req: &::http::request::Parts) -> Option<std::time::Duration> {

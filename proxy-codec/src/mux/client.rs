@@ -36,11 +36,11 @@ use tower_service::Service;
 use super::{
     collect,
     connection::{Answer, Conn, ConnTask},
+    log, CollectError,
 };
 use crate::{
     config::UpstreamOptions,
-    error::ResponseTooLarge,
-    metrics::{CodecMetrics, Counters},
+    metrics::{CodecMetrics, Counters, TooLarge},
     protocol::{FrameKind, Protocol},
 };
 
@@ -218,6 +218,8 @@ impl<P: Protocol> MuxClient<P> {
     /// [`ProxyError::Timeout`] past the request's timeout (waiting for a slot under
     /// `max_in_flight` and for room in the write buffer included),
     /// [`ProxyError::Upstream`] when the connection closes before the response,
+    /// [`ProxyError::ResponseTooLarge`] for a response over `max_frame_bytes`,
+    /// [`ProxyError::RequestTooLarge`] for a request body over it (not sent),
     /// [`ProxyError::BadRequest`] for a request the protocol cannot encode.
     pub async fn send(&self, req: HttpRequest) -> Result<HttpResponse, ProxyError> {
         let inner = &*self.inner;
@@ -225,9 +227,20 @@ impl<P: Protocol> MuxClient<P> {
         let max_frame = inner.options.max_frame_bytes.as_usize();
         let (parts, body) = req.into_parts();
         let own_timeout = proto.timeout(&parts);
-        let body = collect(body, max_frame)
-            .await
-            .map_err(|_| ProxyError::BadRequest("request body exceeds the maximum frame length"))?;
+        let body = match collect(body, max_frame).await {
+            Ok(b) => b,
+            Err(CollectError::TooLarge { len }) => {
+                self.counters().count_too_large(TooLarge::UpstreamRequest);
+                log::too_large(proto.name(), TooLarge::UpstreamRequest, len, max_frame);
+                return Err(ProxyError::RequestTooLarge {
+                    len,
+                    max: max_frame as u64,
+                });
+            }
+            Err(CollectError::Failed) => {
+                return Err(ProxyError::BadRequest("request body incomplete"));
+            }
+        };
         let frame = proto.request_from_http(parts, body).map_err(|_| {
             ProxyError::BadRequest("request cannot be encoded for the upstream protocol")
         })?;
@@ -266,10 +279,11 @@ impl<P: Protocol> MuxClient<P> {
                         "request cannot be encoded for the upstream protocol",
                     ))
                 }
+                // Counted and logged by the connection, which skipped it.
                 Answer::TooLarge { len, max } => {
-                    return Err(ProxyError::Upstream {
-                        request_sent: true,
-                        source: Box::new(ResponseTooLarge { len, max }),
+                    return Err(ProxyError::ResponseTooLarge {
+                        len,
+                        max: max as u64,
                     })
                 }
             }

@@ -36,9 +36,9 @@ use self::{
     calls::{Call, Calls, Pending},
     write::{Out, Writer},
 };
-use super::{next_frame, skip, WRITE_HIGH_WATER};
+use super::{log, next_frame, skip, WRITE_HIGH_WATER};
 use crate::{
-    metrics::{CodecMetrics, Counters},
+    metrics::{CodecMetrics, Counters, TooLarge},
     protocol::{DecodeError, FrameKind, Protocol},
 };
 
@@ -360,11 +360,14 @@ impl<P: Protocol> ConnTask<P> {
                                     tracing::debug!(protocol = proto.name(), len, "oversized frame from upstream; closing");
                                     break 'conn;
                                 };
-                                tracing::debug!(protocol = proto.name(), len, max, "oversized frame from upstream; skipping it");
-                                if head.kind == FrameKind::Response
-                                    && !conn.complete(head.request_id as u32, Answer::TooLarge { len, max })
-                                {
-                                    Counters::inc(&counters.unknown_response_ids);
+                                if head.kind == FrameKind::Response {
+                                    counters.count_too_large(TooLarge::UpstreamResponse);
+                                    log::too_large(proto.name(), TooLarge::UpstreamResponse, len, max);
+                                    if !conn.complete(head.request_id as u32, Answer::TooLarge { len, max }) {
+                                        Counters::inc(&counters.unknown_response_ids);
+                                    }
+                                } else {
+                                    tracing::debug!(protocol = proto.name(), len, max, "oversized frame from upstream; skipping it");
                                 }
                                 skipping = len;
                                 continue;

@@ -6,6 +6,7 @@
 pub(crate) mod client;
 mod connection;
 mod frames;
+mod log;
 pub(crate) mod server;
 
 use std::borrow::Cow;
@@ -18,7 +19,7 @@ use proxy_core::{Body, BoxError, ProxyError};
 pub use self::client::{Connect, MuxClient, DEFAULT_REQUEST_TIMEOUT};
 pub(crate) use self::frames::{next_frame, skip};
 
-use crate::{error::ResponseTooLarge, protocol::Failure};
+use crate::protocol::Failure;
 
 /// Encoded bytes waiting to be written past which a connection stops taking more
 /// work (reading requests downstream, taking requests upstream) until the peer reads.
@@ -51,13 +52,6 @@ impl OwnedFailure {
 
     /// From an error of the request stack: a `ProxyError` in its chain, else internal.
     pub(crate) fn from_box(e: &BoxError) -> Self {
-        if let Some(big) = find::<ResponseTooLarge>(&**e) {
-            return Self::new(
-                ResponseTooLarge::REASON,
-                StatusCode::BAD_GATEWAY,
-                big.to_string(),
-            );
-        }
         match ProxyError::find(&**e) {
             Some(p) => Self::from_proxy(p),
             None => Self::new(
@@ -77,33 +71,25 @@ impl OwnedFailure {
     }
 }
 
-/// The first error of type `E` in `err`'s source chain.
-fn find<'a, E: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a E> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        cur = e.source();
-    }
-    None
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub(crate) enum CollectError {
+    /// It is longer than the limit: `len` is its size when known, else at least the
+    /// limit plus one.
+    TooLarge { len: u64 },
+    /// The body failed.
+    Failed,
 }
 
 /// Reads a whole body, refusing more than `max` bytes.
-pub(crate) async fn collect(body: Body, max: usize) -> Result<Bytes, OwnedFailure> {
+pub(crate) async fn collect(body: Body, max: usize) -> Result<Bytes, CollectError> {
+    let hint = http_body::Body::size_hint(&body);
     let limited = http_body_util::Limited::new(body, max);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) => Err(if e.is::<http_body_util::LengthLimitError>() {
-            OwnedFailure::new(
-                "body_too_large",
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "message exceeds the maximum frame length",
-            )
-        } else {
-            OwnedFailure::new("upstream_reset", StatusCode::BAD_GATEWAY, "body failed")
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CollectError::TooLarge {
+            len: hint.exact().unwrap_or(hint.lower().max(max as u64 + 1)),
         }),
+        Err(_) => Err(CollectError::Failed),
     }
 }

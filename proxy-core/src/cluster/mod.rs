@@ -308,8 +308,12 @@ impl Cluster {
         let status = match result {
             Ok(status) => status,
             Err(e) => {
-                if matches!(e, ProxyError::Connect { .. } | ProxyError::Upstream { .. })
-                    && crate::metrics::log_allowed(&self.log_budget)
+                if matches!(
+                    e,
+                    ProxyError::Connect { .. }
+                        | ProxyError::Upstream { .. }
+                        | ProxyError::ResponseTooLarge { .. }
+                ) && crate::metrics::log_allowed(&self.log_budget)
                 {
                     tracing::warn!(
                         cluster = %self.name,
@@ -338,6 +342,8 @@ impl Cluster {
 }
 
 /// The outcome an endpoint is charged with for a failed attempt, if it was its doing.
+/// A response over the cluster's size limit is not: the endpoint answered, and a
+/// limit set too low for one method must not get it ejected.
 pub(crate) fn outcome_of_error(e: &ProxyError) -> Option<Outcome> {
     match e {
         ProxyError::Connect { .. } | ProxyError::Overflow { .. } => Some(Outcome::ConnectFailure),

@@ -6,22 +6,26 @@
 //! without leaving the loop; reading pauses while `max_in_flight` requests are
 //! pending. A frame over `max_frame_bytes` whose fixed header names its request is
 //! answered with the protocol's error (reason `body_too_large`) and its body skipped
-//! unbuffered, the connection's other calls untouched. A malformed frame (or an
-//! oversized one the protocol cannot place) gets the protocol's error reply where it
-//! names a request, then the connection stops reading, finishes what is in flight and
-//! closes.
+//! unbuffered, the connection's other calls untouched; an answer over it fails its
+//! call (`response_too_large`). Both are counted and logged at `info`, rate-limited.
+//! A malformed frame (or an oversized one the protocol cannot place) gets the
+//! protocol's error reply where it names a request, then the connection stops
+//! reading, finishes what is in flight and closes.
 //!
 //! Draining delivers every answer owed. When the drain signal fires, the connection
-//! sends the protocol's go-away where it has one (Dubbo's read-only event) and keeps
-//! reading, so that no request is left unread in the socket: each call that arrives
-//! from then on is answered at once with the protocol's "server closing" error
-//! (reason `server_closing`: Bolt `SERVER_THREADPOOL_BUSY`, Dubbo
-//! `SERVER_THREADPOOL_EXHAUSTED_ERROR`) instead of being forwarded. Once every call in
-//! flight is answered and written, the connection shuts its write half (FIN) and
-//! reads and drops what the peer still sends until the peer closes, for at most
-//! [`LINGER`], before closing. Closing a socket with unread input makes the kernel
-//! send a reset, and a reset makes the peer's kernel discard the answers it has not
-//! read yet. The server's drain timeout bounds the whole.
+//! sends the protocol's go-away where it has one ([`Protocol::goaway`]: Dubbo's
+//! read-only event) and keeps reading, so that no request is left unread in the
+//! socket: each call that arrives from then on is answered at once with the
+//! protocol's "server closing" error (reason `server_closing`: Bolt
+//! `SERVER_THREADPOOL_BUSY`, Dubbo `SERVER_THREADPOOL_EXHAUSTED_ERROR`) instead of
+//! being forwarded, and counted as `drain_refused`. Once every call in flight is
+//! answered and written, the connection shuts its write half (FIN) and reads and
+//! drops what the peer still sends until the peer closes, for at most [`LINGER`],
+//! before closing. Closing a socket with unread input makes the kernel send a reset,
+//! and a reset makes the peer's kernel discard the answers it has not read yet. The
+//! server's drain timeout bounds the whole.
+
+mod reply;
 
 use std::{future::Future, pin::Pin, sync::atomic::Ordering::Relaxed, time::Duration};
 
@@ -33,21 +37,14 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     time::Instant,
 };
-use tower_service::Service;
 
-use super::{collect, next_frame, skip, OwnedFailure, WRITE_HIGH_WATER};
+use self::reply::{answer, call, encode, malformed, Done};
+use super::{log, next_frame, skip, OwnedFailure, WRITE_HIGH_WATER};
 use crate::{
     config::ServerOptions,
-    metrics::Counters,
+    metrics::{Counters, TooLarge},
     protocol::{DecodeError, FrameKind, Protocol},
 };
-
-/// The answer of one request, ready to encode.
-struct Done<M> {
-    meta: M,
-    one_way: bool,
-    result: Result<(http::response::Parts, Bytes), OwnedFailure>,
-}
 
 type InFlight<M> = Pin<Box<dyn Future<Output = Done<M>> + Send>>;
 
@@ -147,16 +144,14 @@ pub(crate) async fn serve_connection<P, R, W, D>(
                     // The header names the request: answer it alone, skip its body as
                     // it arrives, and carry on with the connection's other calls.
                     Counters::inc(&counters.oversized_frames);
-                    tracing::debug!(
-                        protocol = proto.name(),
-                        len,
-                        max,
-                        "oversized request; skipping it"
-                    );
                     if let Some(head) = proto.frame_head(&rbuf) {
+                        if matches!(head.kind, FrameKind::Request | FrameKind::OneWay) {
+                            counters.count_too_large(TooLarge::Request);
+                            log::too_large(proto.name(), TooLarge::Request, len, max);
+                        }
                         if head.kind == FrameKind::Request {
                             let f = OwnedFailure::new(
-                                "body_too_large",
+                                TooLarge::Request.reason(),
                                 StatusCode::PAYLOAD_TOO_LARGE,
                                 format!("request of {len} bytes exceeds max_frame_bytes ({max})"),
                             );
@@ -195,8 +190,9 @@ pub(crate) async fn serve_connection<P, R, W, D>(
                 FrameKind::Response => Counters::inc(&counters.unexpected_frames),
                 kind @ (FrameKind::Request | FrameKind::OneWay) if draining => {
                     Counters::inc(&counters.downstream_requests);
+                    Counters::inc(&counters.drain_refused);
                     refused += 1;
-                    log_refused(proto.name(), refused);
+                    log::refused(proto.name(), refused);
                     if kind == FrameKind::Request {
                         let f = OwnedFailure::new(
                             "server_closing",
@@ -285,7 +281,7 @@ pub(crate) async fn serve_connection<P, R, W, D>(
             Some(done) = inflight.next(), if !inflight.is_empty() => {
                 counters.downstream_in_flight.fetch_sub(1, Relaxed);
                 if !done.one_way {
-                    answer(proto, done, counters, &mut wbuf);
+                    answer(proto, done, counters, max_frame, &mut wbuf);
                 }
             }
             res = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
@@ -308,7 +304,7 @@ pub(crate) async fn serve_connection<P, R, W, D>(
                 // Keep reading: calls that arrive now are refused, not left unread.
                 draining = true;
                 tracing::debug!(protocol = proto.name(), in_flight = inflight.len(), "draining connection");
-                if let Some(goaway) = goaway::<P>() {
+                if let Some(goaway) = proto.goaway() {
                     encode(proto, &goaway, &mut wbuf);
                 }
             }
@@ -357,131 +353,8 @@ where
     }
 }
 
-/// The frame a draining connection sends first, if its protocol has one: Dubbo's
-/// read-only event, as Dubbo servers send it on shutdown. (Chosen by frame type,
-/// as the [`Protocol`] trait has no go-away constructor beside `is_goaway`.)
-fn goaway<P: Protocol>() -> Option<P::Frame> {
-    let event: Box<dyn std::any::Any> = Box::new(crate::dubbo::DubboFrame::readonly_event());
-    event.downcast::<P::Frame>().ok().map(|f| *f)
-}
-
-/// Logs that a draining connection refuses calls, at most once a second for the
-/// whole process (a drain may refuse many calls on many connections at once).
-fn log_refused(protocol: &'static str, refused_here: u64) {
-    use std::sync::{atomic::AtomicU64, OnceLock};
-    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
-    static LOGGED_AT: AtomicU64 = AtomicU64::new(0);
-    let now = EPOCH
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_secs()
-        + 1;
-    let last = LOGGED_AT.load(Relaxed);
-    if now > last
-        && LOGGED_AT
-            .compare_exchange(last, now, Relaxed, Relaxed)
-            .is_ok()
-    {
-        tracing::info!(
-            protocol,
-            refused_here,
-            "draining: calls refused with the protocol's server-closing error"
-        );
-    }
-}
-
 fn add_extensions(req: &mut HttpRequest, conn: &http::Extensions) {
     if !conn.is_empty() {
         req.extensions_mut().extend(conn.clone());
-    }
-}
-
-/// Starts `req` through the service; the future yields the collected response.
-fn call(
-    service: &mut BoxHttp,
-    req: HttpRequest,
-    max_frame: usize,
-) -> impl Future<Output = Result<(http::response::Parts, Bytes), OwnedFailure>> + Send + 'static {
-    let ready =
-        futures_util::FutureExt::now_or_never(std::future::poll_fn(|cx| service.poll_ready(cx)));
-    let fut = match ready {
-        Some(Ok(())) => Ok(service.call(req)),
-        Some(Err(e)) => Err(OwnedFailure::from_box(&e)),
-        // A service that is not ready at once is cloned and awaited for this request.
-        None => Ok({
-            let mut svc = service.clone();
-            let f: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
-                std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
-                svc.call(req).await
-            });
-            f
-        }),
-    };
-    async move {
-        let resp = fut?.await.map_err(|e| OwnedFailure::from_box(&e))?;
-        let (parts, body) = resp.into_parts();
-        let body = collect(body, max_frame).await?;
-        Ok((parts, body))
-    }
-}
-
-fn answer<P: Protocol>(proto: &P, done: Done<P::Meta>, counters: &Counters, wbuf: &mut BytesMut) {
-    let frame = match done.result {
-        Ok((parts, body)) => match parts.headers.get(proxy_core::proxy::PROXY_ERROR_HEADER) {
-            Some(reason) => {
-                let reason = reason.to_str().unwrap_or("internal").to_owned();
-                let message = String::from_utf8_lossy(&body).trim_end().to_owned();
-                let f = OwnedFailure::new(reason, parts.status, message);
-                Counters::inc(&counters.error_replies);
-                proto.error_reply(&done.meta, &f.as_failure())
-            }
-            None => proto.response_from_http(&done.meta, parts, body),
-        },
-        Err(f) => {
-            Counters::inc(&counters.error_replies);
-            proto.error_reply(&done.meta, &f.as_failure())
-        }
-    };
-    if !encode(proto, &frame, wbuf) {
-        // An answer the wire format cannot carry (a field too long): the caller still
-        // gets an answer.
-        let f = OwnedFailure::new(
-            "internal",
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "response cannot be encoded",
-        );
-        Counters::inc(&counters.error_replies);
-        let _ = encode(proto, &proto.error_reply(&done.meta, &f.as_failure()), wbuf);
-    }
-}
-
-/// Appends `frame`; `false` (and nothing appended) if it cannot be encoded.
-fn encode<P: Protocol>(proto: &P, frame: &P::Frame, wbuf: &mut BytesMut) -> bool {
-    let start = wbuf.len();
-    match proto.encode(frame, wbuf) {
-        Ok(()) => true,
-        Err(e) => {
-            wbuf.truncate(start);
-            tracing::debug!(protocol = proto.name(), error = %e, "frame could not be encoded");
-            false
-        }
-    }
-}
-
-fn malformed<P: Protocol>(
-    proto: &P,
-    head: &[u8],
-    err: &DecodeError,
-    counters: &Counters,
-    wbuf: &mut BytesMut,
-) {
-    if matches!(err, DecodeError::TooLarge { .. }) {
-        Counters::inc(&counters.oversized_frames);
-    } else {
-        Counters::inc(&counters.malformed_frames);
-    }
-    tracing::debug!(protocol = proto.name(), error = %err, "malformed frame; closing the connection");
-    if let Some(reply) = proto.malformed_reply(&head[..head.len().min(64)], err) {
-        let _ = encode(proto, &reply, wbuf);
     }
 }
