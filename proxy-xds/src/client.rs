@@ -1,0 +1,284 @@
+//! The ADS client: one stream to the control plane, responses validated, applied to a
+//! running server with `Server::reload`, ACKed or NACKed; reconnection with back-off.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DiscoveryRequest,
+    DiscoveryResponse,
+};
+use proxy_core::{config::Config, DisplayChain, Server, ServerError};
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Endpoint;
+
+use crate::{state::AdsState, Refusal, StreamError, XdsConfig};
+
+/// What the client has done so far, for readiness checks, admin pages and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct XdsStatus {
+    /// Whether an ADS stream is open.
+    pub connected: bool,
+    /// Streams opened so far.
+    pub streams: u64,
+    /// The accepted CDS version (empty until the first).
+    pub cluster_version: String,
+    /// The accepted EDS version (empty until the first).
+    pub endpoint_version: String,
+    /// Configs applied to the server so far.
+    pub applied: u64,
+    /// The error detail of the last NACK.
+    pub last_nack: Option<String>,
+}
+
+/// An ADS (state of the world) client for CDS and EDS that drives a running
+/// [`Server`]. The server keeps the last accepted config while the control plane is
+/// away.
+///
+/// # Example
+/// ```no_run
+/// use proxy_core::{config::Config, Registry, Server};
+/// use proxy_xds::{XdsClient, XdsConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let base = Config::from_yaml(r#"
+/// listeners:
+///   - name: web
+///     address: 127.0.0.1:8080
+///     virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {}, cluster: app}]}]
+/// "#)?;
+/// let xds = XdsClient::new(XdsConfig::from_yaml("servers: [\"127.0.0.1:18000\"]\nnode: {id: n1}")?, base);
+/// let mut registry = Registry::default();
+/// // proxy_lb::register(&mut registry); // for least_request, ring_hash, maglev, random
+/// let server = Server::new(xds.initial_config(), registry)?;
+/// let rt = tokio::runtime::Runtime::new()?;
+/// rt.spawn(xds.run(server.clone()));
+/// server.run()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct XdsClient {
+    config: XdsConfig,
+    base: Arc<Config>,
+    status: watch::Sender<XdsStatus>,
+}
+
+impl XdsClient {
+    /// A client for the control plane of `config`, adding what it receives to `base`
+    /// (the static config: listeners, routes, static clusters).
+    pub fn new(config: XdsConfig, base: Config) -> Self {
+        Self {
+            config,
+            base: Arc::new(base),
+            status: watch::channel(XdsStatus::default()).0,
+        }
+    }
+
+    /// The config to start the server with: `base`, with an empty cluster for each
+    /// cluster a route names that `base` lacks (it answers 503 until the control
+    /// plane sends it).
+    pub fn initial_config(&self) -> Config {
+        AdsState::default().config(&self.base)
+    }
+
+    /// Follows the client's progress.
+    pub fn status(&self) -> watch::Receiver<XdsStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs until the task is dropped: connects to each server in turn, applies what
+    /// the control plane sends to `server`, reconnects after a back-off when the
+    /// stream ends. Spawn it on the runtime of your choice.
+    pub async fn run(self, server: Server) {
+        let mut state = AdsState::default();
+        let mut backoff = self.config.backoff.initial;
+        let mut last_applied: Option<Config> = None;
+        for attempt in 0usize.. {
+            let Some(address) =
+                (self.config.servers).get(attempt % self.config.servers.len().max(1))
+            else {
+                tracing::error!("xds: no control-plane address configured");
+                return;
+            };
+            let mut got = false;
+            let result = self
+                .stream(address, &mut state, &server, &mut last_applied, &mut got)
+                .await;
+            self.status.send_modify(|s| s.connected = false);
+            match result {
+                Err(e) => tracing::warn!(%address, error = %DisplayChain(&e), "xds stream ended"),
+                Ok(()) => tracing::warn!(%address, "xds stream ended"),
+            }
+            if got {
+                backoff = self.config.backoff.initial;
+            }
+            let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+            tokio::time::sleep(jittered).await;
+            backoff = (backoff * 2).min(self.config.backoff.max);
+        }
+    }
+
+    /// One stream, until it ends. `got` is set once a response arrived.
+    async fn stream(
+        &self,
+        address: &str,
+        state: &mut AdsState,
+        server: &Server,
+        last_applied: &mut Option<Config>,
+        got: &mut bool,
+    ) -> Result<(), StreamError> {
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|source| StreamError::Address {
+                address: address.into(),
+                source,
+            })?
+            .connect_timeout(self.config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(self.config.keepalive_interval)
+            .keep_alive_timeout(self.config.request_timeout)
+            .keep_alive_while_idle(true);
+        let channel = tokio::time::timeout(self.config.connect_timeout * 2, endpoint.connect())
+            .await
+            .map_err(|_| {
+                StreamError::Status(tonic::Status::deadline_exceeded("connect timed out"))
+            })?
+            .map_err(|source| StreamError::Connect {
+                address: address.into(),
+                source,
+            })?;
+        let max = self.config.max_message_bytes.as_usize();
+        let mut client = AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
+        for req in state.open(self.config.node()) {
+            let _ = tx.send(req).await;
+        }
+        let outbound =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+            );
+        let mut inbound = client
+            .stream_aggregated_resources(outbound)
+            .await?
+            .into_inner();
+        self.status.send_modify(|s| {
+            s.connected = true;
+            s.streams += 1;
+        });
+        tracing::info!(%address, "xds stream open");
+        while let Some(resp) = inbound.message().await? {
+            *got = true;
+            for req in self.handle(state, &resp, server, last_applied).await {
+                if tx.send(req).await.is_err() {
+                    return Err(StreamError::Closed);
+                }
+            }
+        }
+        Err(StreamError::Closed)
+    }
+
+    /// Validates, applies and answers one response.
+    async fn handle(
+        &self,
+        state: &mut AdsState,
+        resp: &DiscoveryResponse,
+        server: &Server,
+        last_applied: &mut Option<Config>,
+    ) -> Vec<DiscoveryRequest> {
+        let outcome = match state.prepare(resp, &self.base) {
+            Err(refusal) => Err(refusal),
+            Ok(next) => {
+                let config = next.config(&self.base);
+                if last_applied.as_ref() == Some(&config) {
+                    Ok(next)
+                } else {
+                    match apply(server, config.clone(), &self.base).await {
+                        Ok(()) => {
+                            *last_applied = Some(config);
+                            self.status.send_modify(|s| s.applied += 1);
+                            Ok(next)
+                        }
+                        Err(refusal) => Err(refusal),
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(next) => {
+                tracing::info!(type_url = %resp.type_url, version = %resp.version_info, "xds accepted");
+                let out = state.accept(next, resp);
+                self.status.send_modify(|s| {
+                    s.cluster_version.clone_from(&state.cds.version);
+                    s.endpoint_version.clone_from(&state.eds.version);
+                });
+                out
+            }
+            Err(refusal) => {
+                tracing::warn!(type_url = %resp.type_url, version = %resp.version_info, %refusal, "xds rejected");
+                self.status
+                    .send_modify(|s| s.last_nack = Some(refusal.to_string()));
+                vec![state.reject(resp, &refusal)]
+            }
+        }
+    }
+}
+
+/// `Server::reload` off the async workers; a refusal names the xDS cluster when the
+/// error is in one.
+async fn apply(server: &Server, config: Config, base: &Config) -> Result<(), Refusal> {
+    let names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
+    let server = server.clone();
+    let result = tokio::task::spawn_blocking(move || server.reload(config))
+        .await
+        .map_err(|e| Refusal::new("", "", format!("applying the config failed: {e}")))?;
+    match result {
+        Ok(()) => Ok(()),
+        Err(ServerError::Config(e)) => Err(locate(&e.path, &e.reason, &names, base.clusters.len())),
+        Err(e) => Err(Refusal::new("", "", DisplayChain(&e))),
+    }
+}
+
+/// `clusters[7].lb.config.table_size` of the merged config as `cluster "web":
+/// lb.config.table_size` when cluster 7 came from the control plane.
+fn locate(path: &str, reason: &str, names: &[String], statics: usize) -> Refusal {
+    let found = path.strip_prefix("clusters[").and_then(|rest| {
+        let (index, tail) = rest.split_once(']')?;
+        let i: usize = index.parse().ok()?;
+        let name = names.get(i).filter(|_| i >= statics)?;
+        Some((name.clone(), tail.trim_start_matches('.').to_owned()))
+    });
+    match found {
+        Some((name, tail)) => Refusal::new(format!("cluster {name:?}"), tail, reason),
+        None => Refusal::new(
+            "",
+            path,
+            format!("the resulting config is refused: {reason}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_errors_name_the_xds_cluster() {
+        let names = vec!["static".to_owned(), "web".to_owned()];
+        let r = locate(
+            "clusters[1].lb.config.table_size",
+            "must be prime",
+            &names,
+            1,
+        );
+        assert_eq!(
+            r.to_string(),
+            "cluster \"web\": lb.config.table_size: must be prime"
+        );
+        let r = locate("clusters[0].name", "bad", &names, 1);
+        assert_eq!(r.path, "clusters[0].name");
+        let r = locate("listeners[0].name", "bad", &names, 1);
+        assert_eq!(r.path, "listeners[0].name");
+    }
+}

@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+
+mod client;
+mod config;
+mod error;
+pub mod resources;
+mod state;
+
+pub use client::{XdsClient, XdsStatus};
+pub use config::{BackoffConfig, LocalityConfig, NodeConfig, XdsConfig};
+pub use error::{Refusal, StreamError};

@@ -1,0 +1,461 @@
+//! CDS: an Envoy `Cluster` into a [`ClusterConfig`].
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::{
+    config::{
+        cluster::v3::{
+            cluster::{
+                ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbConfig, LbPolicy,
+                RingHashLbConfig,
+            },
+            CircuitBreakers, Cluster,
+        },
+        core::v3::{config_source::ConfigSourceSpecifier, ApiVersion, ConfigSource},
+    },
+    extensions::upstreams::http::v3::{
+        http_protocol_options::{explicit_http_config::ProtocolConfig, UpstreamProtocolOptions},
+        HttpProtocolOptions,
+    },
+};
+use proxy_core::config::{ClusterConfig, TypedConfig, UpstreamProtocol};
+use serde_json::json;
+
+use super::{duration, fields, refuse_leftover};
+use crate::Refusal;
+
+/// `typed_extension_protocol_options` key of the upstream HTTP options.
+const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const HTTP_OPTIONS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// Envoy's default connect timeout.
+const ENVOY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A translated cluster: its config (endpoints filled in for a static cluster, empty
+/// for an EDS one) and, for EDS, the resource name its endpoints come from.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct XdsCluster {
+    /// The cluster in the proxy's config model.
+    pub config: ClusterConfig,
+    /// The EDS resource (`eds_cluster_config.service_name`, or the cluster's name);
+    /// `None` for a static cluster.
+    pub eds_service: Option<String>,
+}
+
+/// Translates an Envoy `Cluster`.
+///
+/// Mapped: `name`; `type` STATIC (endpoints from `load_assignment`) and EDS over ADS;
+/// `connect_timeout` (Envoy's 5 s when absent); `lb_policy` ROUND_ROBIN, LEAST_REQUEST
+/// (`choice_count`), RANDOM, RING_HASH (ring sizes, xxHash) and MAGLEV (`table_size`)
+/// onto the balancers of the same names (`round_robin`, `least_request`, `random`,
+/// `ring_hash`, `maglev`: register proxy-lb for all but `round_robin`); the upstream
+/// protocol (HTTP/1.1 or HTTP/2 from `typed_extension_protocol_options`); the pool's
+/// idle timeout; circuit-breaker thresholds left unlimited (4294967295, as Istio
+/// sends them). Ignored because they cannot change how traffic flows here: stats
+/// names and matchers, metadata, DNS settings (DNS clusters are refused),
+/// `per_connection_buffer_limit_bytes`, `preconnect_policy`, `wait_for_warm_on_init`,
+/// `common_lb_config.healthy_panic_threshold` and `update_merge_window` (there is no
+/// panic mode without health checks or outlier detection, both refused). Everything
+/// else is refused, naming the field.
+///
+/// # Errors
+/// A [`Refusal`] naming the cluster and the field.
+///
+/// # Example
+/// ```
+/// use envoy_types::pb::envoy::config::cluster::v3::{cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy}, Cluster, OutlierDetection};
+///
+/// let mut c = Cluster {
+///     name: "web".into(),
+///     cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+///     lb_policy: LbPolicy::Maglev as i32,
+///     ..Cluster::default()
+/// };
+/// let x = proxy_xds::resources::cluster(&c)?;
+/// assert_eq!(x.eds_service.as_deref(), Some("web"));
+/// assert_eq!(x.config.lb.typed, "maglev");
+///
+/// c.outlier_detection = Some(OutlierDetection::default());
+/// let err = proxy_xds::resources::cluster(&c).unwrap_err();
+/// assert_eq!(err.to_string(), "cluster \"web\": outlier_detection: not supported: it would change behaviour");
+/// # Ok::<(), proxy_xds::Refusal>(())
+/// ```
+pub fn cluster(c: &Cluster) -> Result<XdsCluster, Refusal> {
+    if c.name.is_empty() {
+        return Err(Refusal::new("cluster", "name", "must not be empty"));
+    }
+    let resource = format!("cluster {:?}", c.name);
+    translate(c).map_err(|r| Refusal { resource, ..r })
+}
+
+fn translate(c: &Cluster) -> Result<XdsCluster, Refusal> {
+    refuse_leftover(&unhandled(c), fields::CLUSTER)?;
+    let mut config: ClusterConfig = proxy_core::config::from_value(&json!({
+        "name": c.name,
+        "endpoints": [],
+    }))
+    .map_err(|e| Refusal::new("", "name", e))?;
+    config.connect_timeout = match &c.connect_timeout {
+        None => ENVOY_CONNECT_TIMEOUT,
+        Some(d) => match duration(d) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                return Err(Refusal::new(
+                    "",
+                    "connect_timeout",
+                    "must be more than zero",
+                ))
+            }
+            Err(e) => return Err(Refusal::new("", "connect_timeout", e)),
+        },
+    };
+    config.lb = balancer(c)?;
+    circuit_breakers(c.circuit_breakers.as_ref())?;
+    if let Some(common) = &c.common_lb_config {
+        let mut rest = common.clone();
+        rest.healthy_panic_threshold = None;
+        rest.update_merge_window = None;
+        refuse_leftover(&rest, fields::COMMON_LB_CONFIG)
+            .map_err(|r| r.within("common_lb_config"))?;
+    }
+    #[allow(deprecated)]
+    if let Some(h2) = &c.http2_protocol_options {
+        refuse_leftover(h2, fields::HTTP2_OPTIONS)
+            .map_err(|r| r.within("http2_protocol_options"))?;
+        config.protocol = UpstreamProtocol::Http2;
+    }
+    for (key, any) in &c.typed_extension_protocol_options {
+        let path = format!("typed_extension_protocol_options[{key:?}]");
+        if key != HTTP_OPTIONS_KEY && any.type_url != HTTP_OPTIONS_TYPE {
+            return Err(Refusal::new(
+                "",
+                path,
+                "not supported: only the upstream HTTP protocol options are",
+            ));
+        }
+        let opts: HttpProtocolOptions = super::decode(any, HTTP_OPTIONS_TYPE, "")
+            .map_err(|r| Refusal::new("", path.clone(), r.reason))?;
+        http_options(&opts, &mut config).map_err(|r| r.within(&path))?;
+    }
+    let eds_service = match &c.cluster_discovery_type {
+        None => None,
+        Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(*t) {
+            Ok(DiscoveryType::Static) => None,
+            Ok(DiscoveryType::Eds) => Some(eds_service(c)?),
+            Ok(other) => {
+                return Err(Refusal::new(
+                    "",
+                    "type",
+                    format!(
+                        "{} is not supported (STATIC and EDS are)",
+                        other.as_str_name()
+                    ),
+                ))
+            }
+            Err(_) => {
+                return Err(Refusal::new(
+                    "",
+                    "type",
+                    format!("unknown discovery type {t}"),
+                ))
+            }
+        },
+        Some(ClusterDiscoveryType::ClusterType(t)) => {
+            return Err(Refusal::new(
+                "",
+                "cluster_type",
+                format!("custom cluster type {:?} is not supported", t.name),
+            ))
+        }
+    };
+    if eds_service.is_none() {
+        if let Some(cla) = &c.load_assignment {
+            config.endpoints = super::load_assignment(cla)
+                .map_err(|r| Refusal::new("", r.path, r.reason).within("load_assignment"))?;
+        }
+    }
+    Ok(XdsCluster {
+        config,
+        eds_service,
+    })
+}
+
+/// A copy of `c` with every field this module handles or deliberately ignores cleared.
+#[allow(deprecated)]
+fn unhandled(c: &Cluster) -> Cluster {
+    let mut r = c.clone();
+    r.name.clear();
+    r.cluster_discovery_type = None;
+    r.eds_cluster_config = None;
+    r.load_assignment = None;
+    r.connect_timeout = None;
+    r.lb_policy = 0;
+    r.lb_config = None;
+    r.circuit_breakers = None;
+    r.common_lb_config = None;
+    r.http2_protocol_options = None;
+    r.typed_extension_protocol_options.clear();
+    // Without effect on how traffic flows here.
+    r.alt_stat_name.clear();
+    r.stats_matcher = None;
+    r.track_cluster_stats = None;
+    r.metadata = None;
+    r.per_connection_buffer_limit_bytes = None;
+    r.preconnect_policy = None;
+    r.wait_for_warm_on_init = None;
+    r.cleanup_interval = None;
+    r.dns_lookup_family = 0;
+    r.dns_refresh_rate = None;
+    r.dns_jitter = None;
+    r.dns_failure_refresh_rate = None;
+    r.respect_dns_ttl = false;
+    r.dns_resolvers.clear();
+    r.use_tcp_for_dns_lookups = false;
+    r.dns_resolution_config = None;
+    r.typed_dns_resolver_config = None;
+    r.track_timeout_budgets = false;
+    r.close_connections_on_host_health_failure = false;
+    r.ignore_health_on_host_removal = false;
+    if r.http_protocol_options == Some(Default::default()) {
+        r.http_protocol_options = None;
+    }
+    r
+}
+
+fn eds_service(c: &Cluster) -> Result<String, Refusal> {
+    let Some(eds) = &c.eds_cluster_config else {
+        return Ok(c.name.clone());
+    };
+    let EdsClusterConfig {
+        eds_config,
+        service_name,
+    } = eds;
+    if let Some(source) = eds_config {
+        config_source(source).map_err(|r| r.within("eds_cluster_config.eds_config"))?;
+    }
+    Ok(if service_name.is_empty() {
+        c.name.clone()
+    } else {
+        service_name.clone()
+    })
+}
+
+/// Only ADS (or `self`, the same stream) can deliver the endpoints.
+fn config_source(s: &ConfigSource) -> Result<(), Refusal> {
+    match &s.config_source_specifier {
+        None | Some(ConfigSourceSpecifier::Ads(_) | ConfigSourceSpecifier::Self_(_)) => {}
+        Some(_) => {
+            return Err(Refusal::new(
+                "",
+                "config_source_specifier",
+                "only ads (or self) is supported",
+            ));
+        }
+    }
+    #[allow(deprecated)]
+    let v2 = ApiVersion::V2 as i32;
+    if s.resource_api_version == v2 {
+        return Err(Refusal::new(
+            "",
+            "resource_api_version",
+            "V2 is not supported",
+        ));
+    }
+    let mut rest = s.clone();
+    rest.config_source_specifier = None;
+    rest.resource_api_version = 0;
+    rest.initial_fetch_timeout = None;
+    refuse_leftover(&rest, fields::CONFIG_SOURCE)
+}
+
+fn balancer(c: &Cluster) -> Result<TypedConfig, Refusal> {
+    let policy = LbPolicy::try_from(c.lb_policy)
+        .map_err(|_| Refusal::new("", "lb_policy", format!("unknown policy {}", c.lb_policy)))?;
+    let mismatch = |field: &str| {
+        Refusal::new(
+            "",
+            field,
+            format!("given with lb_policy {}", policy.as_str_name()),
+        )
+    };
+    let typed = |name: &str, cfg: serde_json::Value| {
+        TypedConfig::with(name, &cfg).map_err(|e| Refusal::new("", "lb_policy", e))
+    };
+    match (policy, &c.lb_config) {
+        (LbPolicy::RoundRobin, None) => Ok(TypedConfig::named("round_robin")),
+        (LbPolicy::RoundRobin, Some(LbConfig::RoundRobinLbConfig(rr))) => {
+            refuse_leftover(rr, fields::ROUND_ROBIN_LB_CONFIG)
+                .map_err(|r| r.within("round_robin_lb_config"))?;
+            Ok(TypedConfig::named("round_robin"))
+        }
+        (LbPolicy::Random, None) => Ok(TypedConfig::named("random")),
+        (LbPolicy::LeastRequest, None) => typed("least_request", json!({})),
+        (LbPolicy::LeastRequest, Some(LbConfig::LeastRequestLbConfig(lr))) => {
+            let mut rest = lr.clone();
+            rest.choice_count = None;
+            if rest
+                .active_request_bias
+                .as_ref()
+                .is_some_and(|b| b.default_value == 1.0)
+            {
+                rest.active_request_bias = None;
+            }
+            refuse_leftover(&rest, fields::LEAST_REQUEST_LB_CONFIG)
+                .map_err(|r| r.within("least_request_lb_config"))?;
+            let choices = lr.choice_count.as_ref().map_or(2, |c| c.value);
+            typed("least_request", json!({ "choice_count": choices }))
+        }
+        (LbPolicy::RingHash, None) => {
+            ring_hash(&RingHashLbConfig::default()).and_then(|v| typed("ring_hash", v))
+        }
+        (LbPolicy::RingHash, Some(LbConfig::RingHashLbConfig(rh))) => ring_hash(rh)
+            .map_err(|r| r.within("ring_hash_lb_config"))
+            .and_then(|v| typed("ring_hash", v)),
+        (LbPolicy::Maglev, None) => typed("maglev", json!({ "hash_policy": [] })),
+        (LbPolicy::Maglev, Some(LbConfig::MaglevLbConfig(m))) => {
+            let mut rest = m.clone();
+            rest.table_size = None;
+            refuse_leftover(&rest, fields::MAGLEV_LB_CONFIG)
+                .map_err(|r| r.within("maglev_lb_config"))?;
+            let size = m.table_size.as_ref().map_or(65537, |s| s.value);
+            typed("maglev", json!({ "hash_policy": [], "table_size": size }))
+        }
+        (_, Some(LbConfig::OriginalDstLbConfig(_))) => Err(mismatch("original_dst_lb_config")),
+        (_, Some(LbConfig::RoundRobinLbConfig(_))) => Err(mismatch("round_robin_lb_config")),
+        (_, Some(LbConfig::LeastRequestLbConfig(_))) => Err(mismatch("least_request_lb_config")),
+        (_, Some(LbConfig::RingHashLbConfig(_))) => Err(mismatch("ring_hash_lb_config")),
+        (_, Some(LbConfig::MaglevLbConfig(_))) => Err(mismatch("maglev_lb_config")),
+        (other, None) => Err(Refusal::new(
+            "",
+            "lb_policy",
+            format!("{} is not supported", other.as_str_name()),
+        )),
+    }
+}
+
+fn ring_hash(rh: &RingHashLbConfig) -> Result<serde_json::Value, Refusal> {
+    if rh.hash_function != 0 {
+        return Err(Refusal::new(
+            "",
+            "hash_function",
+            "only XX_HASH is supported",
+        ));
+    }
+    let mut rest = rh.clone();
+    rest.minimum_ring_size = None;
+    rest.maximum_ring_size = None;
+    refuse_leftover(&rest, fields::RING_HASH_LB_CONFIG)?;
+    let min = rh.minimum_ring_size.as_ref().map_or(1024, |v| v.value);
+    let max = rh.maximum_ring_size.as_ref().map_or(8 << 20, |v| v.value);
+    Ok(json!({ "hash_policy": [], "min_ring_size": min, "max_ring_size": max }))
+}
+
+/// Thresholds are accepted only when unlimited: the proxy has no per-cluster limits yet.
+fn circuit_breakers(cb: Option<&CircuitBreakers>) -> Result<(), Refusal> {
+    let Some(cb) = cb else { return Ok(()) };
+    let unlimited = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>| {
+        v.as_ref().is_none_or(|v| v.value == u32::MAX)
+    };
+    for (i, t) in cb.thresholds.iter().enumerate() {
+        let path = format!("circuit_breakers.thresholds[{i}]");
+        for (name, v) in [
+            ("max_connections", &t.max_connections),
+            ("max_pending_requests", &t.max_pending_requests),
+            ("max_requests", &t.max_requests),
+            ("max_retries", &t.max_retries),
+            ("max_connection_pools", &t.max_connection_pools),
+        ] {
+            if !unlimited(v) {
+                return Err(Refusal::new(
+                    "",
+                    format!("{path}.{name}"),
+                    "only 4294967295 (unlimited) is supported: there are no per-cluster limits yet",
+                ));
+            }
+        }
+        let mut rest = t.clone();
+        rest.priority = 0;
+        rest.track_remaining = false;
+        rest.max_connections = None;
+        rest.max_pending_requests = None;
+        rest.max_requests = None;
+        rest.max_retries = None;
+        rest.max_connection_pools = None;
+        refuse_leftover(&rest, fields::THRESHOLDS).map_err(|r| r.within(&path))?;
+    }
+    if !cb.per_host_thresholds.is_empty() {
+        return Err(Refusal::new(
+            "",
+            "circuit_breakers.per_host_thresholds",
+            "not supported: it would change behaviour",
+        ));
+    }
+    Ok(())
+}
+
+fn http_options(o: &HttpProtocolOptions, config: &mut ClusterConfig) -> Result<(), Refusal> {
+    let mut rest = o.clone();
+    rest.upstream_protocol_options = None;
+    rest.common_http_protocol_options = None;
+    refuse_leftover(&rest, fields::UPSTREAM_HTTP_OPTIONS)?;
+    if let Some(common) = &o.common_http_protocol_options {
+        let mut rest = common.clone();
+        rest.idle_timeout = None;
+        refuse_leftover(&rest, fields::COMMON_HTTP_OPTIONS)
+            .map_err(|r| r.within("common_http_protocol_options"))?;
+        if let Some(d) = &common.idle_timeout {
+            let d = duration(d)
+                .map_err(|e| Refusal::new("", "common_http_protocol_options.idle_timeout", e))?;
+            // Zero is Envoy's "no idle timeout": keep connections for a day.
+            config.pool.idle_timeout = if d.is_zero() {
+                Duration::from_secs(86_400)
+            } else {
+                d
+            };
+        }
+    }
+    match &o.upstream_protocol_options {
+        None => {}
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match &e.protocol_config {
+            None | Some(ProtocolConfig::HttpProtocolOptions(_)) => {
+                if let Some(ProtocolConfig::HttpProtocolOptions(h1)) = &e.protocol_config {
+                    refuse_leftover(h1, fields::HTTP1_OPTIONS)
+                        .map_err(|r| r.within("explicit_http_config.http_protocol_options"))?;
+                }
+                config.protocol = UpstreamProtocol::Http1;
+            }
+            Some(ProtocolConfig::Http2ProtocolOptions(h2)) => {
+                refuse_leftover(h2, fields::HTTP2_OPTIONS)
+                    .map_err(|r| r.within("explicit_http_config.http2_protocol_options"))?;
+                config.protocol = UpstreamProtocol::Http2;
+            }
+            Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
+                return Err(Refusal::new(
+                    "",
+                    "explicit_http_config.http3_protocol_options",
+                    "HTTP/3 upstreams are not supported",
+                ));
+            }
+        },
+        Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => {
+            return Err(Refusal::new(
+                "",
+                "use_downstream_protocol_config",
+                "not supported: the upstream protocol is fixed per cluster",
+            ));
+        }
+        Some(UpstreamProtocolOptions::AutoConfig(_)) => {
+            return Err(Refusal::new(
+                "",
+                "auto_config",
+                "not supported: the upstream protocol is fixed per cluster",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;
