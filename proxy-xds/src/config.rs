@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn bootstrap_parses_with_paths_in_errors() {
         let cfg = XdsConfig::from_yaml(
-            "servers: [\"cp.example:15010\"]\nnode: {id: n, cluster: c, locality: {zone: z}, metadata: {a: 1, b: [x]}}\nbackoff: {initial: 1s}",
+            "servers: [\"cp.example:15010\"]\nnode: {id: n1, cluster: c, locality: {zone: z}, metadata: {a: 1, b: [x]}}\nbackoff: {initial: 1s}",
         )
         .unwrap();
         let node = cfg.node();
@@ -298,16 +298,16 @@ mod tests {
         assert_eq!(cfg.backoff.max, Duration::from_secs(30));
 
         for (yaml, path) in [
-            ("servers: [\"http://a:1\"]\nnode: {id: n}", "servers[0]"),
-            ("servers: [\"a\"]\nnode: {id: n}", "servers[0]"),
+            ("servers: [\"http://a:1\"]\nnode: {id: n1}", "servers[0]"),
+            ("servers: [\"a\"]\nnode: {id: n1}", "servers[0]"),
             ("servers: [\"a:1\"]\nnode: {id: \"\"}", "node.id"),
-            ("servers: [\"a:1\"]\nnode: {id: n, bogus: 1}", "node.bogus"),
+            ("servers: [\"a:1\"]\nnode: {id: n1, bogus: 1}", "node.bogus"),
             (
-                "servers: [\"a:1\"]\nnode: {id: n}\nconnect_timeout: 0s",
+                "servers: [\"a:1\"]\nnode: {id: n1}\nconnect_timeout: 0s",
                 "connect_timeout",
             ),
             (
-                "servers: [\"a:1\"]\nnode: {id: n}\nbackoff: {max: 1ms}",
+                "servers: [\"a:1\"]\nnode: {id: n1}\nbackoff: {max: 1ms}",
                 "backoff.max",
             ),
         ] {

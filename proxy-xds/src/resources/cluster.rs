@@ -47,9 +47,10 @@ pub struct XdsCluster {
 ///
 /// Mapped: `name`; `type` STATIC (endpoints from `load_assignment`) and EDS over ADS;
 /// `connect_timeout` (Envoy's 5 s when absent); `lb_policy` ROUND_ROBIN, LEAST_REQUEST
-/// (`choice_count`), RANDOM, RING_HASH (ring sizes, xxHash) and MAGLEV (`table_size`)
-/// onto the balancers of the same names (`round_robin`, `least_request`, `random`,
-/// `ring_hash`, `maglev`: register proxy-lb for all but `round_robin`); the upstream
+/// (`choice_count`) and RANDOM onto the balancers of the same names (`round_robin`,
+/// `least_request`, `random`: register proxy-lb for the last two); RING_HASH and
+/// MAGLEV onto `random`, which is what Envoy does without a route hash policy (routes
+/// carry none until RDS is mapped); the upstream
 /// protocol (HTTP/1.1 or HTTP/2 from `typed_extension_protocol_options`); the pool's
 /// idle timeout; circuit-breaker thresholds left unlimited (4294967295, as Istio
 /// sends them). Ignored because they cannot change how traffic flows here: stats
@@ -69,12 +70,12 @@ pub struct XdsCluster {
 /// let mut c = Cluster {
 ///     name: "web".into(),
 ///     cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
-///     lb_policy: LbPolicy::Maglev as i32,
+///     lb_policy: LbPolicy::LeastRequest as i32,
 ///     ..Cluster::default()
 /// };
 /// let x = proxy_xds::resources::cluster(&c)?;
 /// assert_eq!(x.eds_service.as_deref(), Some("web"));
-/// assert_eq!(x.config.lb.typed, "maglev");
+/// assert_eq!(x.config.lb.typed, "least_request");
 ///
 /// c.outlier_detection = Some(OutlierDetection::default());
 /// let err = proxy_xds::resources::cluster(&c).unwrap_err();
@@ -306,20 +307,21 @@ fn balancer(c: &Cluster) -> Result<TypedConfig, Refusal> {
             let choices = lr.choice_count.as_ref().map_or(2, |c| c.value);
             typed("least_request", json!({ "choice_count": choices }))
         }
-        (LbPolicy::RingHash, None) => {
-            ring_hash(&RingHashLbConfig::default()).and_then(|v| typed("ring_hash", v))
+        // Envoy hashes on the route's hash policy and picks a random endpoint (by
+        // weight) when there is none; routes carry no hash policy here yet (RDS is not
+        // mapped), so the weighted random balancer is exactly what Envoy would do.
+        (LbPolicy::RingHash, None) => Ok(TypedConfig::named("random")),
+        (LbPolicy::RingHash, Some(LbConfig::RingHashLbConfig(rh))) => {
+            ring_hash(rh).map_err(|r| r.within("ring_hash_lb_config"))?;
+            Ok(TypedConfig::named("random"))
         }
-        (LbPolicy::RingHash, Some(LbConfig::RingHashLbConfig(rh))) => ring_hash(rh)
-            .map_err(|r| r.within("ring_hash_lb_config"))
-            .and_then(|v| typed("ring_hash", v)),
-        (LbPolicy::Maglev, None) => typed("maglev", json!({ "hash_policy": [] })),
+        (LbPolicy::Maglev, None) => Ok(TypedConfig::named("random")),
         (LbPolicy::Maglev, Some(LbConfig::MaglevLbConfig(m))) => {
             let mut rest = m.clone();
             rest.table_size = None;
             refuse_leftover(&rest, fields::MAGLEV_LB_CONFIG)
                 .map_err(|r| r.within("maglev_lb_config"))?;
-            let size = m.table_size.as_ref().map_or(65537, |s| s.value);
-            typed("maglev", json!({ "hash_policy": [], "table_size": size }))
+            Ok(TypedConfig::named("random"))
         }
         (_, Some(LbConfig::OriginalDstLbConfig(_))) => Err(mismatch("original_dst_lb_config")),
         (_, Some(LbConfig::RoundRobinLbConfig(_))) => Err(mismatch("round_robin_lb_config")),
@@ -334,7 +336,9 @@ fn balancer(c: &Cluster) -> Result<TypedConfig, Refusal> {
     }
 }
 
-fn ring_hash(rh: &RingHashLbConfig) -> Result<serde_json::Value, Refusal> {
+/// Checks what a ring hash config may say: xxHash, ring sizes (which only matter
+/// once a hash policy exists).
+fn ring_hash(rh: &RingHashLbConfig) -> Result<(), Refusal> {
     if rh.hash_function != 0 {
         return Err(Refusal::new(
             "",
@@ -345,10 +349,7 @@ fn ring_hash(rh: &RingHashLbConfig) -> Result<serde_json::Value, Refusal> {
     let mut rest = rh.clone();
     rest.minimum_ring_size = None;
     rest.maximum_ring_size = None;
-    refuse_leftover(&rest, fields::RING_HASH_LB_CONFIG)?;
-    let min = rh.minimum_ring_size.as_ref().map_or(1024, |v| v.value);
-    let max = rh.maximum_ring_size.as_ref().map_or(8 << 20, |v| v.value);
-    Ok(json!({ "hash_policy": [], "min_ring_size": min, "max_ring_size": max }))
+    refuse_leftover(&rest, fields::RING_HASH_LB_CONFIG)
 }
 
 /// Thresholds are accepted only when unlimited: the proxy has no per-cluster limits yet.
