@@ -2,15 +2,19 @@
 
 use std::{
     net::SocketAddr,
+    os::fd::{AsFd, OwnedFd},
     path::Path,
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
 };
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::conn::{self, ConnCtx, OpenConn, ServeHttp};
+use super::{
+    conn::{self, ConnCtx, OpenConn, ServeHttp},
+    lock, Server,
+};
 use crate::{
     access_log::AccessLog,
     config::{ConnectionLimits, ListenAddress, ListenerProtocol},
@@ -159,6 +163,77 @@ impl Bound {
             Self::Unix(_) => None,
         }
     }
+
+    /// A duplicate of the socket (close-on-exec).
+    pub(crate) fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
+        match self {
+            Self::Tcp(l) => l.as_fd().try_clone_to_owned(),
+            Self::Unix(l) => l.as_fd().try_clone_to_owned(),
+        }
+    }
+
+    /// A listening socket handed in, with the address it is bound to (read from the
+    /// socket itself, never taken on trust); `None` for anything else.
+    fn inherited(fd: OwnedFd) -> Option<(Self, ListenAddress)> {
+        let socket = socket2::Socket::from(fd);
+        if !socket.is_listener().ok()? || socket.set_nonblocking(true).is_err() {
+            return None;
+        }
+        let local = socket.local_addr().ok()?;
+        if let Some(addr) = local.as_socket() {
+            return Some((Self::Tcp(socket.into()), ListenAddress::Tcp(addr)));
+        }
+        let path = local.as_pathname()?.to_path_buf();
+        Some((
+            Self::Unix(OwnedFd::from(socket).into()),
+            ListenAddress::Unix(path),
+        ))
+    }
+}
+
+/// Whether a socket bound to `actual` serves a listener configured with `configured`
+/// (port 0 stands for the port the first process got).
+fn serves(configured: &ListenAddress, actual: &ListenAddress) -> bool {
+    match (configured, actual) {
+        (ListenAddress::Tcp(c), ListenAddress::Tcp(a)) => {
+            c == a || (c.port() == 0 && c.ip() == a.ip())
+        }
+        (ListenAddress::Unix(c), ListenAddress::Unix(a)) => c == a,
+        _ => false,
+    }
+}
+
+/// Takes the handed-in sockets of the listener `name` configured at `address`, in the
+/// order given (worker order). With `SO_REUSEPORT` and fewer sockets than `workers`,
+/// more are bound into the same group; with more, every one is still accepted on, so
+/// that no connection queued on one of them is lost.
+pub(crate) fn take_inherited(
+    inherited: &mut Vec<(String, OwnedFd)>,
+    name: &str,
+    address: &ListenAddress,
+    workers: usize,
+    reuse_port: bool,
+) -> Vec<Bound> {
+    let mut claimed = Vec::new();
+    for (n, fd) in inherited.extract_if(.., |(n, _)| n == name) {
+        match Bound::inherited(fd) {
+            Some((b, actual)) if serves(address, &actual) => claimed.push(b),
+            _ => {
+                tracing::warn!(listener = %n, %address, "closing a handed-in socket that does not match the listener")
+            }
+        }
+    }
+    let actual = claimed.first().and_then(Bound::local_addr);
+    while let (Some(addr), true) = (actual, reuse_port && claimed.len() < workers) {
+        match bind_tcp(addr, true) {
+            Ok(l) => claimed.push(Bound::Tcp(l)),
+            Err(error) => {
+                tracing::warn!(listener = %name, %error, "cannot add a SO_REUSEPORT socket");
+                break;
+            }
+        }
+    }
+    claimed
 }
 
 /// Binds `count` sockets for `address`: TCP sockets with `SO_REUSEPORT` when
@@ -216,30 +291,17 @@ pub(crate) async fn accept_loop(
     access_log: Arc<ArcSwap<Option<Arc<AccessLog>>>>,
 ) {
     let mut stop = listener.stop.subscribe();
-    let tcp;
-    let unix;
-    match bound {
-        Bound::Tcp(l) => {
-            tcp = match tokio::net::TcpListener::from_std(l) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::error!(listener = %listener.name, error = %e, "cannot register listener");
-                    return;
-                }
-            };
-            unix = None;
+    let registered = match bound {
+        Bound::Tcp(l) => tokio::net::TcpListener::from_std(l).map(|l| (Some(l), None)),
+        Bound::Unix(l) => tokio::net::UnixListener::from_std(l).map(|l| (None, Some(l))),
+    };
+    let (tcp, unix) = match registered {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!(listener = %listener.name, error = %e, "cannot register listener");
+            return;
         }
-        Bound::Unix(l) => {
-            unix = match tokio::net::UnixListener::from_std(l) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::error!(listener = %listener.name, error = %e, "cannot register listener");
-                    return;
-                }
-            };
-            tcp = None;
-        }
-    }
+    };
     tracing::info!(listener = %listener.name, address = %listener.address, "listening");
     loop {
         let accepted = tokio::select! {
@@ -303,9 +365,8 @@ pub(crate) async fn accept_loop(
             tokio::spawn(tracing::Instrument::instrument(task, span));
         }
     }
-    if let ListenAddress::Unix(path) = &listener.address {
-        let _ = std::fs::remove_file(path);
-    }
+    // The Unix socket file is removed by whoever stopped the listener (a reload, the
+    // drain), unless the socket went to a new process.
 }
 
 async fn accept(
@@ -322,4 +383,115 @@ async fn accept(
         return Ok((Stream::Unix(s), None));
     }
     std::future::pending().await
+}
+
+// === hot upgrade: listening sockets handed between processes ===
+
+impl Server {
+    /// The name under which [`Server::listener_sockets`] lists the admin listener's
+    /// socket (a listener name no config can collide with in practice).
+    pub const ADMIN_LISTENER: &'static str = "@admin";
+
+    /// Starts listeners from sockets handed in (by a process being upgraded) instead of
+    /// binding them. A socket serves the listener of its name whose configured address
+    /// it is bound to (port 0 matches any port); the admin listener's socket is named
+    /// [`Server::ADMIN_LISTENER`]. A configured listener with no socket handed in is
+    /// bound as usual; a socket no listener claims is closed when the server starts.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use proxy_core::{config::Config, Registry, Server};
+    /// let old = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let yaml = format!("listeners:\n  - name: web\n    address: \"{}\"\n    virtual_hosts: []\nclusters: []\n", old.local_addr()?);
+    /// let server = Server::new(Config::from_yaml(&yaml)?, Registry::default())?
+    ///     .with_inherited_listeners([("web".to_string(), old.into())]);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_inherited_listeners<I>(self, sockets: I) -> Self
+    where
+        I: IntoIterator<Item = (String, OwnedFd)>,
+    {
+        lock(&self.inner.inherited).extend(sockets);
+        self
+    }
+
+    /// Duplicates of the listening sockets of the running listeners, by listener name,
+    /// one per worker in worker order (the `SO_REUSEPORT` group), and of the admin
+    /// listener's as [`Server::ADMIN_LISTENER`]: what a process being upgraded hands to
+    /// its successor. The duplicates are close-on-exec.
+    ///
+    /// # Errors
+    /// When a descriptor cannot be duplicated (out of descriptors).
+    pub fn listener_sockets(&self) -> std::io::Result<Vec<(String, Vec<OwnedFd>)>> {
+        let mut all = Vec::new();
+        for (name, fds) in lock(&self.inner.sockets).iter() {
+            let dups: std::io::Result<_> = fds.iter().map(OwnedFd::try_clone).collect();
+            all.push((name.clone(), dups?));
+        }
+        if let Some(admin) = &*lock(&self.inner.admin_socket) {
+            all.push((Self::ADMIN_LISTENER.to_string(), vec![admin.try_clone()?]));
+        }
+        Ok(all)
+    }
+
+    /// Called once a successor accepts on the sockets of [`Server::listener_sockets`]:
+    /// stops accepting and drains like [`Server::shutdown`], but leaves Unix socket
+    /// files in place, since they are the successor's now.
+    pub fn hand_off(&self) {
+        self.inner.handed_off.store(true, Ordering::Relaxed);
+        self.shutdown();
+    }
+
+    /// The sockets handed in for the listener `config`, or new ones bound.
+    pub(super) fn bind_or_inherit(
+        &self,
+        config: &crate::config::ListenerConfig,
+    ) -> Result<Vec<Bound>, super::ServerError> {
+        let workers = lock(&self.inner.workers).len().max(1);
+        let mut inherited = lock(&self.inner.inherited);
+        let (name, address) = (&config.name, &config.address);
+        let claimed = take_inherited(&mut inherited, name, address, workers, config.reuse_port);
+        drop(inherited);
+        if !claimed.is_empty() {
+            tracing::info!(listener = %name, sockets = claimed.len(), "listening on handed-in sockets");
+            return Ok(claimed);
+        }
+        bind(address, workers, config.reuse_port).map_err(|source| super::ServerError::Io {
+            what: format!("binding listener {name} ({address})"),
+            source,
+        })
+    }
+
+    /// The admin listener, handed in or bound; then closes every handed-in socket left.
+    pub(super) fn bind_admin(
+        &self,
+        address: Option<SocketAddr>,
+    ) -> Result<Option<tokio::net::TcpListener>, super::ServerError> {
+        let mut left = std::mem::take(&mut *lock(&self.inner.inherited));
+        let admin = address.map(|addr| {
+            let name = Self::ADMIN_LISTENER;
+            let bound =
+                match take_inherited(&mut left, name, &ListenAddress::Tcp(addr), 1, false).pop() {
+                    Some(Bound::Tcp(l)) => Ok(l),
+                    _ => std::net::TcpListener::bind(addr).and_then(|l| {
+                        l.set_nonblocking(true)?;
+                        Ok(l)
+                    }),
+                };
+            *lock(&self.inner.admin_socket) = bound
+                .as_ref()
+                .ok()
+                .and_then(|l| l.as_fd().try_clone_to_owned().ok());
+            bound
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|source| super::ServerError::Io {
+                    what: format!("binding the admin listener {addr}"),
+                    source,
+                })
+        });
+        for (name, _) in left {
+            tracing::warn!(listener = %name, "closed a handed-in socket no listener claims");
+        }
+        admin.transpose()
+    }
 }

@@ -10,7 +10,11 @@ mod listen;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    os::fd::OwnedFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -76,6 +80,13 @@ struct Inner {
     /// The top-level access log's line counts, kept across reloads.
     access_log_counts: Arc<LineCounts>,
     reload_lock: Mutex<()>,
+    /// Hot upgrade: sockets handed in (until started); duplicates of the running
+    /// listeners' sockets (dropped when they stop) and the admin's, to hand over; and
+    /// whether they were, so that the Unix socket files stay.
+    inherited: Mutex<Vec<(String, OwnedFd)>>,
+    sockets: Mutex<HashMap<String, Vec<OwnedFd>>>,
+    admin_socket: Mutex<Option<OwnedFd>>,
+    handed_off: AtomicBool,
 }
 
 impl std::fmt::Debug for Server {
@@ -106,6 +117,10 @@ impl Server {
                 access_log: Arc::new(ArcSwap::from_pointee(access_log)),
                 access_log_counts,
                 reload_lock: Mutex::new(()),
+                inherited: Mutex::default(),
+                sockets: Mutex::default(),
+                admin_socket: Mutex::default(),
+                handed_off: AtomicBool::new(false),
             }),
         })
     }
@@ -185,13 +200,7 @@ impl Server {
             self.start_listeners(&snapshot)?;
             let admin_address = snapshot.config.admin.as_ref().map(|a| a.address);
             drop(snapshot);
-            if let Some(address) = admin_address {
-                let listener = tokio::net::TcpListener::bind(address)
-                    .await
-                    .map_err(|source| ServerError::Io {
-                        what: format!("binding the admin listener {address}"),
-                        source,
-                    })?;
+            if let Some(listener) = self.bind_admin(admin_address)? {
                 tokio::spawn(admin::serve(listener, self.clone()));
             }
             tokio::spawn(evict_idle_loop(self.clone()));
@@ -210,7 +219,9 @@ impl Server {
         result
     }
 
-    async fn wait_for_signals(&self) {
+    /// Waits for SIGTERM or SIGINT, reloading from the config source on each SIGHUP
+    /// meanwhile: what [`Server::run`] passes to [`Server::run_until`].
+    pub async fn wait_for_signals(&self) {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
@@ -244,21 +255,14 @@ impl Server {
     pub async fn drain(&self) {
         let _ = self.inner.drain.send(true);
         let listeners: Vec<_> = lock(&self.inner.listeners).values().cloned().collect();
+        lock(&self.inner.sockets).clear();
         for l in &listeners {
-            let _ = l.stop.send(true);
-            // Here rather than only in the accept loop, which may not run again once
-            // the runtime winds down.
-            if let crate::config::ListenAddress::Unix(path) = &l.address {
-                let _ = std::fs::remove_file(path);
-            }
+            self.stop_listener(l);
         }
         let deadline = tokio::time::Instant::now() + self.snapshot().config.runtime.drain_timeout;
         tracing::info!("draining");
         while tokio::time::Instant::now() < deadline {
-            let active: u64 = listeners
-                .iter()
-                .map(|l| l.stats.active())
-                .sum();
+            let active: u64 = listeners.iter().map(|l| l.stats.active()).sum();
             if active == 0 {
                 break;
             }
@@ -319,7 +323,7 @@ impl Server {
         for plan in &snapshot.listeners {
             match running.get(&plan.config.name) {
                 Some(rt) if rt.address == plan.config.address => {}
-                _ => to_start.push((plan, self.bind_all(&plan.config)?)),
+                _ => to_start.push((plan, self.bind_or_inherit(&plan.config)?)),
             }
         }
         self.inner.access_log.store(Arc::new(access_log));
@@ -337,15 +341,13 @@ impl Server {
                 .iter()
                 .any(|p| &p.config.name == name && p.config.address == rt.address);
             if !kept {
-                let _ = rt.stop.send(true);
+                self.stop_listener(rt);
+                lock(&self.inner.sockets).remove(name);
                 listeners.remove(name);
             }
         }
         for (plan, bound) in to_start {
-            let local = bound_local(&bound);
-            let rt = ListenerRuntime::new(plan, local);
-            self.spawn_accept_loops(&rt, bound);
-            listeners.insert(plan.config.name.clone(), rt);
+            self.start_bound(&mut listeners, plan, bound);
         }
         drop(listeners);
         // Cluster extensions start their tasks on the server's runtime, whoever calls
@@ -362,42 +364,46 @@ impl Server {
     fn start_listeners(&self, snapshot: &Snapshot) -> Result<(), ServerError> {
         let mut bound = Vec::new();
         for plan in &snapshot.listeners {
-            bound.push((plan, self.bind_all(&plan.config)?));
+            bound.push((plan, self.bind_or_inherit(&plan.config)?));
         }
         let mut listeners = lock(&self.inner.listeners);
         for (plan, b) in bound {
-            let local = bound_local(&b);
-            let rt = ListenerRuntime::new(plan, local);
-            self.spawn_accept_loops(&rt, b);
-            listeners.insert(plan.config.name.clone(), rt);
+            self.start_bound(&mut listeners, plan, b);
         }
         Ok(())
     }
 
-    /// One socket per worker for TCP (`SO_REUSEPORT`), one in all for Unix sockets.
-    fn bind_all(
+    fn start_bound(
         &self,
-        listener: &crate::config::ListenerConfig,
-    ) -> Result<Vec<Bound>, ServerError> {
-        let workers = lock(&self.inner.workers).len().max(1);
-        listen::bind(&listener.address, workers, listener.reuse_port).map_err(|source| {
-            ServerError::Io {
-                what: format!("binding listener {} ({})", listener.name, listener.address),
-                source,
-            }
-        })
-    }
-
-    fn spawn_accept_loops(&self, rt: &Arc<ListenerRuntime>, bound: Vec<Bound>) {
+        listeners: &mut HashMap<String, Arc<ListenerRuntime>>,
+        plan: &crate::snapshot::ListenerPlan,
+        bound: Vec<Bound>,
+    ) {
+        let rt = ListenerRuntime::new(plan, bound.first().and_then(Bound::local_addr));
+        let dups = bound.iter().filter_map(|b| b.try_clone_fd().ok()).collect();
+        lock(&self.inner.sockets).insert(plan.config.name.clone(), dups);
         let workers = lock(&self.inner.workers).clone();
         for (i, b) in bound.into_iter().enumerate() {
-            let handle = workers.get(i).cloned().unwrap_or_else(Handle::current);
-            handle.spawn(listen::accept_loop(
-                b,
-                rt.clone(),
-                self.inner.drain.subscribe(),
-                self.inner.access_log.clone(),
-            ));
+            let handle = workers.get(i % workers.len().max(1)).cloned();
+            handle
+                .unwrap_or_else(Handle::current)
+                .spawn(listen::accept_loop(
+                    b,
+                    rt.clone(),
+                    self.inner.drain.subscribe(),
+                    self.inner.access_log.clone(),
+                ));
+        }
+        listeners.insert(plan.config.name.clone(), rt);
+    }
+
+    /// Stops accepting; a Unix listener's socket file goes too, unless handed off.
+    fn stop_listener(&self, l: &ListenerRuntime) {
+        let _ = l.stop.send(true);
+        if let crate::config::ListenAddress::Unix(path) = &l.address {
+            if !self.inner.handed_off.load(Ordering::Relaxed) {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 
@@ -425,10 +431,6 @@ async fn evict_idle_loop(server: Server) {
             c.evict_expired();
         }
     }
-}
-
-fn bound_local(bound: &[Bound]) -> Option<std::net::SocketAddr> {
-    bound.first().and_then(Bound::local_addr)
 }
 
 fn build_multi_thread_runtime(workers: usize) -> Result<tokio::runtime::Runtime, ServerError> {

@@ -1,0 +1,222 @@
+//! The new process's side: fetch the listening sockets, start on them, say so.
+
+use std::{collections::HashSet, os::fd::OwnedFd, path::PathBuf, time::Duration};
+
+use proxy_core::config::ListenAddress;
+
+use crate::{
+    sock::{self, Conn},
+    wire::{ListenerRecord, Message, MAX_SOCKETS},
+    UpgradeError,
+};
+
+/// Connects to the process being upgraded and receives its listening sockets.
+///
+/// ```no_run
+/// use proxy_core::{config::Config, Registry, Server};
+/// use proxy_upgrade::UpgradeClient;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut upgrade = UpgradeClient::new("/run/proxy/upgrade.sock").connect()?;
+/// let config = Config::load(std::path::Path::new("proxy.yaml"))?;
+/// let server = Server::new(config, Registry::default())?
+///     .with_inherited_listeners(upgrade.take_sockets());
+/// let handle = server.clone();
+/// server.run_until(async move {
+///     // The listeners accept from here on: the old process may stop.
+///     let _ = tokio::task::spawn_blocking(move || upgrade.finish()).await;
+///     handle.wait_for_signals().await;
+/// })?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct UpgradeClient {
+    path: PathBuf,
+    timeout: Duration,
+}
+
+impl UpgradeClient {
+    /// A client of the upgrade socket at `path`, with a 10 s timeout.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// How long to wait for the connection and for each answer.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects, asks for the listening sockets and checks each: a listening stream
+    /// socket bound to the address of its record. The sockets are close-on-exec.
+    ///
+    /// # Errors
+    /// No process at the path ([`UpgradeError::Connect`]), a refusal (another upgrade in
+    /// progress, [`UpgradeError::is_busy`]), a timeout, a protocol violation, or a
+    /// socket that is not what its record says. Every socket received is closed then.
+    pub fn connect(&self) -> Result<Upgrade, UpgradeError> {
+        let fd =
+            sock::connect(&self.path, self.timeout).map_err(|source| UpgradeError::Connect {
+                path: self.path.clone(),
+                source,
+            })?;
+        let conn = Conn::new(fd, self.timeout)?;
+        let hello = Message::Hello {
+            pid: std::process::id(),
+        };
+        if let Err(e) = conn.send(&hello, &[]) {
+            // A refusal sent before our hello was read may be waiting.
+            return Err(match conn.recv() {
+                Ok((Message::Error { code, reason }, _)) => UpgradeError::Refused { code, reason },
+                _ => e,
+            });
+        }
+        let mut listeners = Vec::new();
+        loop {
+            let (records, more, fds) = match conn.recv()? {
+                (Message::Listeners { records, more }, fds) => (records, more, fds),
+                (Message::Error { code, reason }, _) => {
+                    return Err(UpgradeError::Refused { code, reason })
+                }
+                (other, _) => {
+                    return Err(UpgradeError::Unexpected {
+                        got: other.name(),
+                        expected: "listeners",
+                    })
+                }
+            };
+            if records.len() != fds.len() {
+                return Err(UpgradeError::Malformed(format!(
+                    "{} listener records with {} descriptors",
+                    records.len(),
+                    fds.len()
+                )));
+            }
+            if listeners.len() + fds.len() > MAX_SOCKETS {
+                return Err(UpgradeError::TooManyDescriptors {
+                    got: listeners.len() + fds.len(),
+                    max: MAX_SOCKETS,
+                });
+            }
+            for (record, socket) in records.into_iter().zip(fds) {
+                listeners.push(InheritedListener { record, socket });
+            }
+            if !more {
+                break;
+            }
+        }
+        validate(&listeners)?;
+        tracing::info!(path = %self.path.display(), sockets = listeners.len(), "received the listening sockets");
+        Ok(Upgrade {
+            conn,
+            listeners,
+            taken: 0,
+        })
+    }
+}
+
+/// Checks every socket against its record, and that no (name, worker) comes twice.
+fn validate(listeners: &[InheritedListener]) -> Result<(), UpgradeError> {
+    let mut seen = HashSet::new();
+    for (index, l) in listeners.iter().enumerate() {
+        let bad = |why: String| UpgradeError::BadSocket {
+            index,
+            name: l.record.name.clone(),
+            address: l.record.address.to_string(),
+            why,
+        };
+        if !seen.insert((l.record.name.as_str(), l.record.worker)) {
+            return Err(bad(format!("worker {} comes twice", l.record.worker)));
+        }
+        let socket = socket2::SockRef::from(&l.socket);
+        match socket.r#type() {
+            Ok(t) if t == socket2::Type::STREAM => {}
+            Ok(t) => return Err(bad(format!("a socket of type {t:?}"))),
+            Err(e) => return Err(bad(format!("not a socket ({e})"))),
+        }
+        if !socket.is_listener().unwrap_or(false) {
+            return Err(bad("not listening".into()));
+        }
+        let local = socket.local_addr().map_err(|e| bad(e.to_string()))?;
+        let matches = match &l.record.address {
+            ListenAddress::Tcp(a) => local.as_socket() == Some(*a),
+            ListenAddress::Unix(p) => local.as_pathname() == Some(p.as_path()),
+        };
+        if !matches {
+            return Err(bad(format!(
+                "it is bound to {:?}",
+                local.as_socket().map_or_else(
+                    || local
+                        .as_pathname()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    |a| a.to_string()
+                )
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A listening socket received, with its record.
+#[derive(Debug)]
+pub struct InheritedListener {
+    /// The listener name, address and worker it had in the old process.
+    pub record: ListenerRecord,
+    /// The socket, close-on-exec.
+    pub socket: OwnedFd,
+}
+
+/// An upgrade under way on the new process's side: the sockets received and the
+/// connection to the old process, which keeps accepting until [`Upgrade::finish`].
+/// Dropped without `finish`, the old process keeps serving and the sockets not taken
+/// are closed.
+#[derive(Debug)]
+pub struct Upgrade {
+    conn: Conn,
+    listeners: Vec<InheritedListener>,
+    taken: usize,
+}
+
+impl Upgrade {
+    /// The sockets received (those not taken yet).
+    pub fn listeners(&self) -> &[InheritedListener] {
+        &self.listeners
+    }
+
+    /// Takes the sockets as `(listener name, socket)` in the old process's worker
+    /// order: what [`proxy_core::Server::with_inherited_listeners`] takes.
+    pub fn take_sockets(&mut self) -> Vec<(String, OwnedFd)> {
+        let mut all = std::mem::take(&mut self.listeners);
+        self.taken += all.len();
+        all.sort_by(|a, b| {
+            (&a.record.name, a.record.worker).cmp(&(&b.record.name, b.record.worker))
+        });
+        all.into_iter().map(|l| (l.record.name, l.socket)).collect()
+    }
+
+    /// Tells the old process that this one accepts on the sockets (call it once the
+    /// server runs), then waits until the old one has stopped accepting; it drains
+    /// and exits on its own.
+    ///
+    /// # Errors
+    /// When the old process does not confirm: it may still accept for a while, which
+    /// costs nothing since both processes accept on the same sockets.
+    pub fn finish(mut self) -> Result<(), UpgradeError> {
+        // Sockets not taken are not accepted on: closed before the old process stops.
+        self.listeners.clear();
+        let claimed = u32::try_from(self.taken).unwrap_or(u32::MAX);
+        self.conn.send(&Message::Ready { claimed }, &[])?;
+        match self.conn.recv()? {
+            (Message::Done, _) => Ok(()),
+            (Message::Error { code, reason }, _) => Err(UpgradeError::Refused { code, reason }),
+            (other, _) => Err(UpgradeError::Unexpected {
+                got: other.name(),
+                expected: "done",
+            }),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+
+pub mod client;
+mod error;
+pub mod server;
+mod sock;
+pub mod wire;
+
+pub use client::{InheritedListener, Upgrade, UpgradeClient};
+pub use error::UpgradeError;
+pub use server::{ListenerSource, UpgradeHandle, UpgradeServer};

@@ -1,0 +1,376 @@
+//! The old process's side: serve one upgrade at a time on a Unix socket.
+
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use proxy_core::config::ListenAddress;
+
+use crate::{
+    sock::{self, Conn},
+    wire::{ErrorCode, ListenerRecord, Message, MAX_FDS_PER_MESSAGE, MAX_SOCKETS, VERSION},
+    UpgradeError,
+};
+
+/// What the old process hands over: its listening sockets, and the switch that makes
+/// it stop accepting and drain. [`proxy_core::Server`] is one.
+pub trait ListenerSource: Send + Sync + 'static {
+    /// Duplicates of the listening sockets by listener name, in worker order.
+    ///
+    /// # Errors
+    /// When they cannot be duplicated; the upgrade is refused.
+    fn listener_sockets(&self) -> std::io::Result<Vec<(String, Vec<OwnedFd>)>>;
+
+    /// The new process accepts on the sockets: stop accepting, drain, exit.
+    fn hand_off(&self);
+}
+
+impl ListenerSource for proxy_core::Server {
+    fn listener_sockets(&self) -> std::io::Result<Vec<(String, Vec<OwnedFd>)>> {
+        proxy_core::Server::listener_sockets(self)
+    }
+
+    fn hand_off(&self) {
+        proxy_core::Server::hand_off(self);
+    }
+}
+
+/// Serves upgrades on a Unix socket: hands the listening sockets of a
+/// [`ListenerSource`] to the new process that asks, one upgrade at a time (a second
+/// one meanwhile is refused as busy), and only to a process of the same user.
+///
+/// ```no_run
+/// use proxy_core::{config::Config, Registry, Server};
+/// use proxy_upgrade::UpgradeServer;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::load(std::path::Path::new("proxy.yaml"))?;
+/// let server = Server::new(config, Registry::default())?;
+/// // Until a new process takes over; then `run` drains and returns.
+/// let _upgrades = UpgradeServer::bind("/run/proxy/upgrade.sock")?.spawn(server.clone())?;
+/// server.run()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct UpgradeServer {
+    fd: OwnedFd,
+    path: PathBuf,
+    owner: u32,
+    hello_timeout: Duration,
+    ready_timeout: Duration,
+}
+
+impl UpgradeServer {
+    /// Listens for upgrades at `path` (mode 0600; a file left by a dead process is
+    /// replaced). Waits 5 s for a new process's hello and 60 s for it to be ready.
+    ///
+    /// # Errors
+    /// [`UpgradeError::Bind`] when the path cannot be bound or another live process
+    /// serves upgrades there.
+    pub fn bind(path: impl Into<PathBuf>) -> Result<Self, UpgradeError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let path = path.into();
+        let bind = |source| UpgradeError::Bind {
+            path: path.clone(),
+            source,
+        };
+        let fd = sock::listen(&path).map_err(bind)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(bind)?;
+        let owner = std::fs::metadata(&path).map_err(bind)?.uid();
+        sock::set_timeout(&fd, ACCEPT_POLL).map_err(bind)?;
+        Ok(Self {
+            fd,
+            path,
+            owner,
+            hello_timeout: Duration::from_secs(5),
+            ready_timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// How long a new process may take to say hello after connecting.
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.hello_timeout = timeout;
+        self
+    }
+
+    /// How long a new process may take, once it has the sockets, to start accepting
+    /// on them; past it the upgrade is abandoned and this process keeps serving.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves upgrades on a thread of its own until one succeeds or the handle is
+    /// stopped or dropped.
+    ///
+    /// # Errors
+    /// When the thread cannot start.
+    pub fn spawn<S: ListenerSource>(self, source: S) -> Result<UpgradeHandle, UpgradeError> {
+        let shared = Arc::new(Shared::default());
+        let state = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("proxy-upgrade".into())
+            .spawn(move || self.serve(Arc::new(source), &state))?;
+        Ok(UpgradeHandle {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn serve(self, source: Arc<dyn ListenerSource>, shared: &Arc<Shared>) {
+        tracing::info!(path = %self.path.display(), "serving upgrades");
+        let sessions: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+        while !shared.stop.load(Ordering::Acquire) {
+            let fd = match sock::accept(&self.fd) {
+                Ok(Some(fd)) => fd,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting an upgrade connection failed");
+                    std::thread::sleep(ACCEPT_POLL);
+                    continue;
+                }
+            };
+            if sock::peer_uid(&fd).ok() != Some(self.owner) {
+                refuse(
+                    fd,
+                    ErrorCode::Denied,
+                    "only the same user may upgrade this process",
+                );
+                continue;
+            }
+            if shared.busy.swap(true, Ordering::AcqRel) {
+                refuse(fd, ErrorCode::Busy, "another upgrade is in progress");
+                continue;
+            }
+            let (source, state, path) = (source.clone(), shared.clone(), self.path.clone());
+            let timeouts = (self.hello_timeout, self.ready_timeout);
+            let session = std::thread::Builder::new()
+                .name("proxy-upgrade-session".into())
+                .spawn(move || {
+                    match session(fd, &*source, timeouts, &path) {
+                        Ok(report) => {
+                            tracing::info!(pid = report.0, sockets = report.1, "handed the listeners over; draining");
+                            state.handed_off.store(true, Ordering::Release);
+                            state.stop.store(true, Ordering::Release);
+                        }
+                        Err(error) => tracing::warn!(error = %proxy_core::DisplayChain(&error), "upgrade abandoned; still serving"),
+                    }
+                    state.busy.store(false, Ordering::Release);
+                });
+            match session {
+                Ok(handle) => *lock(&sessions) = Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start an upgrade session");
+                    shared.busy.store(false, Ordering::Release);
+                }
+            }
+        }
+        if let Some(handle) = lock(&sessions).take() {
+            let _ = handle.join();
+        }
+        if !shared.handed_off.load(Ordering::Acquire) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// How often the accept loop looks at its stop flag.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    busy: AtomicBool,
+    handed_off: AtomicBool,
+}
+
+/// One upgrade, from hello to done. Returns the new process's pid and how many
+/// sockets went over.
+fn session(
+    fd: OwnedFd,
+    source: &dyn ListenerSource,
+    (hello_timeout, ready_timeout): (Duration, Duration),
+    path: &Path,
+) -> Result<(u32, usize), UpgradeError> {
+    let mut conn = Conn::new(fd, hello_timeout)?;
+    let pid = match conn.recv() {
+        Ok((Message::Hello { pid }, fds)) if fds.is_empty() => pid,
+        Ok((other, _)) => {
+            let e = UpgradeError::Unexpected {
+                got: other.name(),
+                expected: "hello without descriptors",
+            };
+            return Err(answer(&conn, ErrorCode::Protocol, e));
+        }
+        Err(e @ UpgradeError::VersionMismatch { .. }) => {
+            return Err(answer(&conn, ErrorCode::Version, e));
+        }
+        Err(e @ (UpgradeError::Malformed(_) | UpgradeError::Truncated(_))) => {
+            return Err(answer(&conn, ErrorCode::Protocol, e));
+        }
+        Err(e @ UpgradeError::TooManyDescriptors { .. }) => {
+            return Err(answer(&conn, ErrorCode::Protocol, e));
+        }
+        Err(e) => return Err(e),
+    };
+    tracing::info!(pid, "upgrade requested");
+    let sockets = match source.listener_sockets() {
+        Ok(s) => s,
+        Err(e) => return Err(answer(&conn, ErrorCode::Internal, e.into())),
+    };
+    let mut records = Vec::new();
+    let mut fds = Vec::new();
+    for (name, group) in sockets {
+        for (worker, fd) in group.into_iter().enumerate() {
+            let Some(address) = bound_address(&fd) else {
+                tracing::warn!(listener = %name, worker, "not handing over a socket with no address");
+                continue;
+            };
+            let worker = u16::try_from(worker).unwrap_or(u16::MAX);
+            records.push(ListenerRecord {
+                name: name.clone(),
+                address,
+                worker,
+            });
+            fds.push(fd);
+        }
+    }
+    if records.len() > MAX_SOCKETS {
+        let e = UpgradeError::TooManyDescriptors {
+            got: records.len(),
+            max: MAX_SOCKETS,
+        };
+        return Err(answer(&conn, ErrorCode::Internal, e));
+    }
+    let count = records.len();
+    let mut chunks = records
+        .chunks(MAX_FDS_PER_MESSAGE)
+        .zip(fds.chunks(MAX_FDS_PER_MESSAGE))
+        .peekable();
+    if chunks.peek().is_none() {
+        conn.send(
+            &Message::Listeners {
+                records: Vec::new(),
+                more: false,
+            },
+            &[],
+        )?;
+    }
+    while let Some((records, fds)) = chunks.next() {
+        let more = chunks.peek().is_some();
+        let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+        conn.send(
+            &Message::Listeners {
+                records: records.to_vec(),
+                more,
+            },
+            &borrowed,
+        )?;
+    }
+    drop(fds);
+    conn.set_timeout(ready_timeout)?;
+    match conn.recv()? {
+        (Message::Ready { .. }, _) => {}
+        (Message::Error { code, reason }, _) => return Err(UpgradeError::Refused { code, reason }),
+        (other, _) => {
+            let e = UpgradeError::Unexpected {
+                got: other.name(),
+                expected: "ready",
+            };
+            return Err(answer(&conn, ErrorCode::Protocol, e));
+        }
+    }
+    // The path is the new process's from now on: it binds it for the next upgrade.
+    let _ = std::fs::remove_file(path);
+    source.hand_off();
+    if let Err(error) = conn.send(&Message::Done, &[]) {
+        tracing::debug!(%error, "the new process did not wait for done");
+    }
+    Ok((pid, count))
+}
+
+/// Tells the peer why, then hands the error back.
+fn answer(conn: &Conn, code: ErrorCode, error: UpgradeError) -> UpgradeError {
+    let reason = if code == ErrorCode::Version {
+        format!("{error}; this process speaks version {VERSION}")
+    } else {
+        error.to_string()
+    };
+    let _ = conn.send(&Message::Error { code, reason }, &[]);
+    error
+}
+
+fn refuse(fd: OwnedFd, code: ErrorCode, reason: &str) {
+    tracing::warn!(?code, reason, "upgrade refused");
+    if let Ok(conn) = Conn::new(fd, Duration::from_secs(1)) {
+        // Read the hello first: closing with it unread would reset the connection,
+        // and the peer would see the reset instead of the reason.
+        let _ = conn.recv();
+        let _ = conn.send(
+            &Message::Error {
+                code,
+                reason: reason.into(),
+            },
+            &[],
+        );
+    }
+}
+
+/// Where a listening socket is bound, read from the socket.
+fn bound_address(fd: &OwnedFd) -> Option<ListenAddress> {
+    let local = socket2::SockRef::from(fd).local_addr().ok()?;
+    match local.as_socket() {
+        Some(a) => Some(ListenAddress::Tcp(a)),
+        None => Some(ListenAddress::Unix(local.as_pathname()?.to_path_buf())),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The running upgrade service of [`UpgradeServer::spawn`]. Dropping it stops the
+/// service (and removes the socket file, unless the sockets were handed over).
+#[derive(Debug)]
+pub struct UpgradeHandle {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UpgradeHandle {
+    /// Whether a new process took the listeners over.
+    pub fn handed_off(&self) -> bool {
+        self.shared.handed_off.load(Ordering::Acquire)
+    }
+
+    /// Stops serving upgrades and waits for the service's thread (an upgrade in
+    /// progress completes or fails first).
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for UpgradeHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

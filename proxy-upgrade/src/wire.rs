@@ -1,0 +1,384 @@
+//! The messages of the upgrade protocol and their bytes (see the crate README for the
+//! protocol). Pure functions, no I/O: [`encode`] and [`decode`] one message, the
+//! descriptors that travel beside a [`Message::Listeners`] are the transport's.
+//!
+//! ```
+//! use proxy_upgrade::wire::{decode, encode, Message};
+//! let bytes = encode(&Message::Ready { claimed: 3 })?;
+//! assert_eq!(&bytes[..4], b"PXUP");
+//! assert_eq!(decode(&bytes)?, Message::Ready { claimed: 3 });
+//! # Ok::<(), proxy_upgrade::UpgradeError>(())
+//! ```
+
+use proxy_core::config::ListenAddress;
+
+use crate::UpgradeError;
+
+/// The first bytes of every message.
+pub const MAGIC: [u8; 4] = *b"PXUP";
+/// The protocol version this crate speaks.
+pub const VERSION: u16 = 1;
+/// Bytes of the fixed header: magic, version, kind, flags, payload length.
+pub const HEADER_BYTES: usize = 12;
+/// The largest message, header included.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// The most descriptors (so records) in one message.
+pub const MAX_FDS_PER_MESSAGE: usize = 64;
+/// The most listening sockets in one upgrade.
+pub const MAX_SOCKETS: usize = 4096;
+/// The longest listener name, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+/// The longest error reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// Header flag: another message of the same kind follows.
+pub const FLAG_MORE: u8 = 1;
+
+const KIND_HELLO: u8 = 1;
+const KIND_LISTENERS: u8 = 2;
+const KIND_READY: u8 = 3;
+const KIND_DONE: u8 = 4;
+const KIND_ERROR: u8 = 5;
+
+/// One message of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// New to old: asks for the listening sockets.
+    Hello {
+        /// The new process's id, for the old one's log.
+        pid: u32,
+    },
+    /// Old to new: listening sockets, one descriptor per record, in record order.
+    Listeners {
+        /// The records of this message's descriptors.
+        records: Vec<ListenerRecord>,
+        /// Whether another `Listeners` message follows.
+        more: bool,
+    },
+    /// New to old: the new process accepts on the sockets.
+    Ready {
+        /// How many of the sockets received it accepts on.
+        claimed: u32,
+    },
+    /// Old to new: the old process stopped accepting and drains.
+    Done,
+    /// Either way: the upgrade is refused or aborted.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// Why, for a person.
+        reason: String,
+    },
+}
+
+impl Message {
+    /// The message's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Listeners { .. } => "listeners",
+            Self::Ready { .. } => "ready",
+            Self::Done => "done",
+            Self::Error { .. } => "error",
+        }
+    }
+}
+
+/// The code of a [`Message::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Another upgrade is in progress.
+    Busy,
+    /// The peer speaks another version.
+    Version,
+    /// A message broke the protocol.
+    Protocol,
+    /// The old process cannot hand its sockets over.
+    Internal,
+    /// The peer may not upgrade this process (another user).
+    Denied,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl ErrorCode {
+    fn to_u16(self) -> u16 {
+        match self {
+            Self::Busy => 1,
+            Self::Version => 2,
+            Self::Protocol => 3,
+            Self::Internal => 4,
+            Self::Denied => 5,
+            Self::Other(c) => c,
+        }
+    }
+
+    fn from_u16(c: u16) -> Self {
+        match c {
+            1 => Self::Busy,
+            2 => Self::Version,
+            3 => Self::Protocol,
+            4 => Self::Internal,
+            5 => Self::Denied,
+            c => Self::Other(c),
+        }
+    }
+}
+
+/// What a handed-over listening socket is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerRecord {
+    /// The listener's name in the config.
+    pub name: String,
+    /// Where the socket is bound: TCP (actual port) or Unix path. Its kind is the
+    /// record's kind (1 TCP, 2 Unix on the wire; 3 is kept for QUIC's UDP sockets).
+    pub address: ListenAddress,
+    /// The worker that accepted on it: its place in the listener's `SO_REUSEPORT`
+    /// group.
+    pub worker: u16,
+}
+
+/// The bytes of `message`.
+///
+/// # Errors
+/// [`UpgradeError::Malformed`] when a field exceeds the protocol's limits (a name
+/// over [`MAX_NAME_BYTES`], more than [`MAX_FDS_PER_MESSAGE`] records, a message over
+/// [`MAX_MESSAGE_BYTES`]).
+pub fn encode(message: &Message) -> Result<Vec<u8>, UpgradeError> {
+    let mut payload = Vec::new();
+    let mut flags = 0;
+    let kind = match message {
+        Message::Hello { pid } => {
+            payload.extend_from_slice(&pid.to_be_bytes());
+            KIND_HELLO
+        }
+        Message::Listeners { records, more } => {
+            if records.len() > MAX_FDS_PER_MESSAGE {
+                return Err(malformed(format!(
+                    "{} records in one message",
+                    records.len()
+                )));
+            }
+            payload.extend_from_slice(&(records.len() as u16).to_be_bytes());
+            for r in records {
+                encode_record(&mut payload, r)?;
+            }
+            if *more {
+                flags |= FLAG_MORE;
+            }
+            KIND_LISTENERS
+        }
+        Message::Ready { claimed } => {
+            payload.extend_from_slice(&claimed.to_be_bytes());
+            KIND_READY
+        }
+        Message::Done => KIND_DONE,
+        Message::Error { code, reason } => {
+            let mut end = reason.len().min(MAX_REASON_BYTES);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            payload.extend_from_slice(&code.to_u16().to_be_bytes());
+            payload.extend_from_slice(&reason.as_bytes()[..end]);
+            KIND_ERROR
+        }
+    };
+    if HEADER_BYTES + payload.len() > MAX_MESSAGE_BYTES {
+        return Err(malformed(format!("{} bytes of payload", payload.len())));
+    }
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_be_bytes());
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+fn encode_record(out: &mut Vec<u8>, r: &ListenerRecord) -> Result<(), UpgradeError> {
+    if r.name.is_empty() || r.name.len() > MAX_NAME_BYTES {
+        return Err(malformed(format!(
+            "listener name of {} bytes",
+            r.name.len()
+        )));
+    }
+    let (kind, address) = match &r.address {
+        ListenAddress::Tcp(a) => (1u8, a.to_string()),
+        ListenAddress::Unix(p) => {
+            let p = p
+                .to_str()
+                .ok_or_else(|| malformed("a Unix path that is not UTF-8".into()))?;
+            (2u8, p.to_owned())
+        }
+    };
+    if address.is_empty() || address.len() > usize::from(u16::MAX) {
+        return Err(malformed(format!("address of {} bytes", address.len())));
+    }
+    out.push(kind);
+    out.extend_from_slice(&r.worker.to_be_bytes());
+    out.extend_from_slice(&(r.name.len() as u16).to_be_bytes());
+    out.extend_from_slice(r.name.as_bytes());
+    out.extend_from_slice(&(address.len() as u16).to_be_bytes());
+    out.extend_from_slice(address.as_bytes());
+    Ok(())
+}
+
+/// Reads one whole message (as one `SOCK_SEQPACKET` datagram delivers it).
+///
+/// # Errors
+/// [`UpgradeError::Malformed`] for bytes that are not a message (bad magic, unknown
+/// kind, bad fields, bytes left over), [`UpgradeError::Truncated`] when there are
+/// fewer bytes than the header says, [`UpgradeError::VersionMismatch`] for another
+/// version's message.
+pub fn decode(bytes: &[u8]) -> Result<Message, UpgradeError> {
+    if bytes.len() < HEADER_BYTES {
+        if bytes.len() >= 4 && bytes[..4] != MAGIC {
+            return Err(malformed("not an upgrade message (bad magic)".into()));
+        }
+        return Err(UpgradeError::Truncated(format!(
+            "{} bytes, shorter than the {HEADER_BYTES}-byte header",
+            bytes.len()
+        )));
+    }
+    if bytes[..4] != MAGIC {
+        return Err(malformed("not an upgrade message (bad magic)".into()));
+    }
+    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+    if version != VERSION {
+        return Err(UpgradeError::VersionMismatch {
+            ours: VERSION,
+            theirs: version,
+        });
+    }
+    let (kind, flags) = (bytes[6], bytes[7]);
+    let len = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let payload = &bytes[HEADER_BYTES..];
+    if len > MAX_MESSAGE_BYTES - HEADER_BYTES {
+        return Err(UpgradeError::Truncated(format!(
+            "declared payload of {len} bytes is over the limit"
+        )));
+    }
+    if payload.len() < len {
+        return Err(UpgradeError::Truncated(format!(
+            "{} bytes of a {len}-byte payload",
+            payload.len()
+        )));
+    }
+    if payload.len() > len {
+        return Err(malformed(format!(
+            "{} bytes after a {len}-byte payload",
+            payload.len() - len
+        )));
+    }
+    if flags & !FLAG_MORE != 0 || (flags != 0 && kind != KIND_LISTENERS) {
+        return Err(malformed(format!("unknown flags {flags:#04x}")));
+    }
+    let mut r = Reader(payload);
+    let message = match kind {
+        KIND_HELLO => Message::Hello { pid: r.u32()? },
+        KIND_LISTENERS => {
+            let count = usize::from(r.u16()?);
+            if count > MAX_FDS_PER_MESSAGE {
+                return Err(UpgradeError::TooManyDescriptors {
+                    got: count,
+                    max: MAX_FDS_PER_MESSAGE,
+                });
+            }
+            let records = (0..count)
+                .map(|_| decode_record(&mut r))
+                .collect::<Result<_, _>>()?;
+            Message::Listeners {
+                records,
+                more: flags & FLAG_MORE != 0,
+            }
+        }
+        KIND_READY => Message::Ready { claimed: r.u32()? },
+        KIND_DONE => Message::Done,
+        KIND_ERROR => {
+            let code = ErrorCode::from_u16(r.u16()?);
+            let reason = r.take(r.0.len())?;
+            if reason.len() > MAX_REASON_BYTES {
+                return Err(malformed(format!("error reason of {} bytes", reason.len())));
+            }
+            let reason = String::from_utf8_lossy(reason).into_owned();
+            Message::Error { code, reason }
+        }
+        k => return Err(malformed(format!("unknown message kind {k}"))),
+    };
+    if !r.0.is_empty() {
+        return Err(malformed(format!(
+            "{} bytes left in the {} message",
+            r.0.len(),
+            message.name()
+        )));
+    }
+    Ok(message)
+}
+
+fn decode_record(r: &mut Reader<'_>) -> Result<ListenerRecord, UpgradeError> {
+    let kind = r.u8()?;
+    let worker = r.u16()?;
+    let name_len = usize::from(r.u16()?);
+    if name_len == 0 || name_len > MAX_NAME_BYTES {
+        return Err(malformed(format!("listener name of {name_len} bytes")));
+    }
+    let name = std::str::from_utf8(r.take(name_len)?)
+        .map_err(|_| malformed("a listener name that is not UTF-8".into()))?
+        .to_owned();
+    let addr_len = usize::from(r.u16()?);
+    let address = std::str::from_utf8(r.take(addr_len)?)
+        .map_err(|_| malformed("an address that is not UTF-8".into()))?;
+    let address = match kind {
+        1 => ListenAddress::Tcp(
+            address
+                .parse()
+                .map_err(|_| malformed(format!("{address:?} is not a TCP address")))?,
+        ),
+        2 if !address.is_empty() => ListenAddress::Unix(address.into()),
+        2 => return Err(malformed("an empty Unix path".into())),
+        k => return Err(malformed(format!("unknown socket kind {k}"))),
+    };
+    Ok(ListenerRecord {
+        name,
+        address,
+        worker,
+    })
+}
+
+fn malformed(why: String) -> UpgradeError {
+    UpgradeError::Malformed(why)
+}
+
+/// Reads big-endian fields off a payload; running out is a truncation.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], UpgradeError> {
+        if self.0.len() < n {
+            return Err(UpgradeError::Truncated(format!(
+                "a field of {n} bytes with {} left",
+                self.0.len()
+            )));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, UpgradeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, UpgradeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, UpgradeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+#[cfg(test)]
+mod tests;

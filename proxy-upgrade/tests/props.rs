@@ -1,0 +1,69 @@
+//! Properties of the wire format: decoding any bytes gives a message or an error,
+//! never a panic; decoding an encoded message gives it back.
+
+use proptest::prelude::*;
+use proxy_core::config::ListenAddress;
+use proxy_upgrade::wire::{decode, encode, ErrorCode, ListenerRecord, Message};
+
+fn address() -> impl Strategy<Value = ListenAddress> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>())
+            .prop_map(|(ip, port)| ListenAddress::Tcp((ip, port).into())),
+        (any::<[u16; 8]>(), any::<u16>())
+            .prop_map(|(ip, port)| ListenAddress::Tcp((ip, port).into())),
+        "/[a-z0-9/._-]{1,100}".prop_map(|p| ListenAddress::Unix(p.into())),
+    ]
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    let record = ("[^\u{0}]{1,60}", address(), any::<u16>()).prop_map(|(name, address, worker)| {
+        ListenerRecord {
+            name,
+            address,
+            worker,
+        }
+    });
+    prop_oneof![
+        any::<u32>().prop_map(|pid| Message::Hello { pid }),
+        (prop::collection::vec(record, 0..64), any::<bool>())
+            .prop_map(|(records, more)| Message::Listeners { records, more }),
+        any::<u32>().prop_map(|claimed| Message::Ready { claimed }),
+        Just(Message::Done),
+        (1u16..=5, ".{0,200}").prop_map(|(c, reason)| Message::Error {
+            code: match c {
+                1 => ErrorCode::Busy,
+                2 => ErrorCode::Version,
+                3 => ErrorCode::Protocol,
+                4 => ErrorCode::Internal,
+                _ => ErrorCode::Denied,
+            },
+            reason,
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = decode(&bytes);
+    }
+
+    #[test]
+    fn decode_never_panics_on_a_valid_header(kind in 0u8..8, flags in 0u8..4, body in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut bytes = b"PXUP\x00\x01".to_vec();
+        bytes.extend_from_slice(&[kind, flags]);
+        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        let _ = decode(&bytes);
+    }
+
+    #[test]
+    fn decode_of_encode_is_identity(m in message()) {
+        let bytes = encode(&m).expect("encode");
+        prop_assert_eq!(decode(&bytes).expect("decode"), m.clone());
+        // Every proper prefix is refused.
+        for cut in [0, bytes.len() / 2, bytes.len() - 1] {
+            prop_assert!(decode(&bytes[..cut]).is_err());
+        }
+    }
+}
