@@ -317,7 +317,7 @@ fn balancer(c: &Cluster) -> Result<TypedConfig, Refusal> {
         }
         (LbPolicy::Maglev, None) => Ok(TypedConfig::named("random")),
         (LbPolicy::Maglev, Some(LbConfig::MaglevLbConfig(m))) => {
-            let mut rest = m.clone();
+            let mut rest = *m;
             rest.table_size = None;
             refuse_leftover(&rest, fields::MAGLEV_LB_CONFIG)
                 .map_err(|r| r.within("maglev_lb_config"))?;
@@ -346,7 +346,7 @@ fn ring_hash(rh: &RingHashLbConfig) -> Result<(), Refusal> {
             "only XX_HASH is supported",
         ));
     }
-    let mut rest = rh.clone();
+    let mut rest = *rh;
     rest.minimum_ring_size = None;
     rest.maximum_ring_size = None;
     refuse_leftover(&rest, fields::RING_HASH_LB_CONFIG)
@@ -375,7 +375,7 @@ fn circuit_breakers(cb: Option<&CircuitBreakers>) -> Result<(), Refusal> {
                 ));
             }
         }
-        let mut rest = t.clone();
+        let mut rest = *t;
         rest.priority = 0;
         rest.track_remaining = false;
         rest.max_connections = None;
@@ -401,7 +401,7 @@ fn http_options(o: &HttpProtocolOptions, config: &mut ClusterConfig) -> Result<(
     rest.common_http_protocol_options = None;
     refuse_leftover(&rest, fields::UPSTREAM_HTTP_OPTIONS)?;
     if let Some(common) = &o.common_http_protocol_options {
-        let mut rest = common.clone();
+        let mut rest = *common;
         rest.idle_timeout = None;
         refuse_leftover(&rest, fields::COMMON_HTTP_OPTIONS)
             .map_err(|r| r.within("common_http_protocol_options"))?;

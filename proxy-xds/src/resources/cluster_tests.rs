@@ -130,9 +130,9 @@ fn circuit_breakers_only_when_unlimited() {
     let mut c = named("a");
     c.circuit_breakers = Some(CircuitBreakers {
         thresholds: vec![Thresholds {
-            max_connections: max.clone(),
-            max_pending_requests: max.clone(),
-            max_requests: max.clone(),
+            max_connections: max,
+            max_pending_requests: max,
+            max_requests: max,
             max_retries: max,
             track_remaining: true,
             ..Thresholds::default()

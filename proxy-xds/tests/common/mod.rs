@@ -60,7 +60,7 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Outbound>, Status> {
         let (tx, rx) = mpsc::unbounded_channel();
-        *self.current.lock().unwrap() = Some(tx);
+        *self.current.lock().expect("lock") = Some(tx);
         let mut inbound = request.into_inner();
         let requests = self.requests.clone();
         tokio::spawn(async move {
@@ -96,12 +96,12 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub async fn start() -> Self {
-        Self::start_at("127.0.0.1:0".parse().unwrap()).await
+        Self::start_at("127.0.0.1:0".parse().expect("address")).await
     }
 
     pub async fn start_at(addr: SocketAddr) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let addr = listener.local_addr().unwrap();
+        let addr = listener.local_addr().expect("local address");
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let current = Arc::new(Mutex::new(None));
         let ads = Ads {
@@ -149,14 +149,14 @@ impl ControlPlane {
 
     /// Pushes a response on the current stream.
     pub fn push(&self, resp: DiscoveryResponse) {
-        let current = self.current.lock().unwrap();
+        let current = self.current.lock().expect("lock");
         let tx = current.as_ref().expect("a stream is open");
         tx.send(Ok(resp)).expect("the stream is open");
     }
 
     /// Ends the stream and stops the server.
     pub async fn stop(mut self) {
-        self.current.lock().unwrap().take();
+        self.current.lock().expect("lock").take();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
