@@ -9,6 +9,8 @@
 //! curl http://127.0.0.1:15001/                   # through the sidecar
 //! curl http://127.0.0.1:15000/stats/prometheus   # admin
 //! sidecar --config sidecar.yaml [--validate]
+//! sidecar --config sidecar.yaml --upgrade-socket /run/sidecar.sock            # serves upgrades
+//! sidecar --config sidecar.yaml --upgrade-socket /run/sidecar.sock --upgrade  # takes over
 //! ```
 
 mod demo_upstream;
@@ -21,6 +23,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use proxy_core::{config::Config, snapshot::Snapshot, ConfigError, DisplayChain, Registry, Server};
+use proxy_upgrade::{UpgradeClient, UpgradeServer};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -38,6 +41,14 @@ struct Args {
     /// Check the config and exit.
     #[arg(long)]
     validate: bool,
+    /// Serve hot upgrades on this Unix socket: a new process started with the same
+    /// path and `--upgrade` takes the listeners over, then this one drains and exits.
+    #[arg(long, value_name = "PATH")]
+    upgrade_socket: Option<PathBuf>,
+    /// Start as the new process of a hot upgrade: take the listeners of the process
+    /// serving `--upgrade-socket`, serve on them, then tell it to drain and exit.
+    #[arg(long, requires = "upgrade_socket")]
+    upgrade: bool,
     /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_core=debug`.
     #[arg(long, default_value = "info", env = "RUST_LOG")]
     log: String,
@@ -87,9 +98,13 @@ fn registry() -> Registry {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let upgrade = UpgradeArgs {
+        socket: args.upgrade_socket,
+        take_over: args.upgrade,
+    };
     let Some(path) = args.config else {
         anyhow::ensure!(!args.validate, "--validate needs --config FILE");
-        return run_default();
+        return run_default(upgrade);
     };
     let config = load(&path)
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -105,19 +120,71 @@ fn run(args: Args) -> anyhow::Result<()> {
         Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
     let source_path = path.clone();
     let server = server.with_config_source(Arc::new(move || load(&source_path)));
-    server
-        .run()
-        .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
+    serve(server, upgrade)
 }
 
-fn run_default() -> anyhow::Result<()> {
+fn run_default(upgrade: UpgradeArgs) -> anyhow::Result<()> {
     let upstream = demo_upstream::start().context("starting the demo upstream")?;
     let yaml = DEFAULT_CONFIG.replace("127.0.0.1:1\"", &format!("{upstream}\""));
     let config = Config::from_yaml(&yaml).map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
     tracing::info!(%upstream, "demo upstream started; try: curl http://127.0.0.1:15001/");
     let server =
         Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
+    serve(server, upgrade)
+}
+
+/// The hot upgrade flags.
+struct UpgradeArgs {
+    socket: Option<PathBuf>,
+    take_over: bool,
+}
+
+/// Runs `server` until SIGTERM/SIGINT or a hand-off to a new process. With
+/// `--upgrade`, first takes the listeners of the process at `--upgrade-socket` (and
+/// fails, binding nothing, when there is none), then tells it to stop once serving.
+fn serve(server: Server, upgrade: UpgradeArgs) -> anyhow::Result<()> {
+    let mut taking_over = match (&upgrade.socket, upgrade.take_over) {
+        (Some(path), true) => Some(
+            UpgradeClient::new(path)
+                .connect()
+                .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
+                .with_context(|| format!("taking over from the process at {}", path.display()))?,
+        ),
+        _ => None,
+    };
+    // Bound before serving (a path in use fails the start), unless the old process
+    // holds it until the hand-off.
+    let mut upgrades = match (&upgrade.socket, &taking_over) {
+        (Some(path), None) => {
+            Some(UpgradeServer::bind(path).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?)
+        }
+        _ => None,
+    };
+    let server = match taking_over.as_mut() {
+        Some(u) => server.with_inherited_listeners(u.take_sockets()),
+        None => server,
+    };
+    let handle = server.clone();
     server
-        .run()
+        .run_until(async move {
+            if let Some(u) = taking_over {
+                match tokio::task::spawn_blocking(move || u.finish()).await {
+                    Ok(Ok(())) => tracing::info!("took over; the old process drains and exits"),
+                    Ok(Err(e)) => tracing::warn!(error = %DisplayChain(&e), "the old process did not confirm the hand-off"),
+                    Err(e) => tracing::warn!(error = %e, "hand-off task failed"),
+                }
+                upgrades = upgrade.socket.as_ref().and_then(|path| {
+                    UpgradeServer::bind(path)
+                        .inspect_err(|e| tracing::error!(error = %DisplayChain(e), "cannot serve upgrades"))
+                        .ok()
+                });
+            }
+            let _service = upgrades.and_then(|u| {
+                u.spawn(handle.clone())
+                    .inspect_err(|e| tracing::error!(error = %DisplayChain(e), "cannot serve upgrades"))
+                    .ok()
+            });
+            handle.wait_for_signals().await;
+        })
         .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
 }
