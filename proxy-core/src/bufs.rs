@@ -20,8 +20,10 @@ pub(crate) const SIZE: usize = 8 * 1024;
 const MIN_SPARE: usize = 1024;
 
 /// Returned buffers a worker keeps: enough for the connections that move bytes at
-/// one time on one thread, small next to what idle connections no longer hold.
-const KEEP: usize = 64;
+/// one time on one thread (a worker runs one task at a time, and a task gives its
+/// buffers back before it waits), small next to what idle connections no longer
+/// hold.
+const KEEP: usize = 16;
 
 thread_local! {
     static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };

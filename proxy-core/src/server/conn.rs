@@ -43,16 +43,18 @@ pub(crate) struct ConnCtx {
 
 impl ConnCtx {
     /// The access log record of `req`, with the time it arrived, when there is a log.
-    pub(crate) fn log_request(&self, req: &HttpRequest) -> Option<LogStart> {
+    /// Boxed: the record is large, and a connection's future would otherwise carry
+    /// its room even when there is no log.
+    pub(crate) fn log_request(&self, req: &HttpRequest) -> Option<Box<LogStart>> {
         let log = self.access_log.as_ref()?;
         let mut record = log.request(req);
         record.listener = Some(self.listener.name.clone());
         record.peer = self.peer;
-        Some(LogStart {
+        Some(Box::new(LogStart {
             log: log.clone(),
             record,
             started: Instant::now(),
-        })
+        }))
     }
 
     /// Logs a request the connection loop answered itself (malformed, timed out):
@@ -110,50 +112,49 @@ impl LogStart {
 
 /// Runs one accepted connection to its end.
 pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
-    match ctx.listener.protocol() {
-        ListenerProtocol::Http1 => super::h1::serve(stream, BytesMut::new(), ctx).await,
-        // HTTP/2 and protocol plug-ins are boxed: the task of every connection is as
-        // large as its largest path, and HTTP/1.1's is the small one.
-        ListenerProtocol::Http2 => {
-            Box::pin(super::h2::serve(stream, bytes::Bytes::new(), ctx)).await
-        }
-        ListenerProtocol::Named(_) => {
-            if let Some(p) = ctx.protocols.first().cloned() {
-                Box::pin(serve_protocol(&*p, stream, bytes::Bytes::new(), ctx)).await
+    let (detected, stream, buf) = match ctx.listener.protocol() {
+        ListenerProtocol::Http1 => (Detected::Http1, stream, BytesMut::new()),
+        ListenerProtocol::Http2 => (Detected::Http2, stream, BytesMut::new()),
+        ListenerProtocol::Named(_) => (Detected::Protocol(0), stream, BytesMut::new()),
+        // The peer closed, failed or sent nothing telling in time: nothing to serve.
+        ListenerProtocol::Auto => match sniff(stream, &ctx).await {
+            Some(found) => found,
+            None => return,
+        },
+    };
+    // HTTP/2 and protocol plug-ins are boxed: the task of every connection is as
+    // large as its largest path, and HTTP/1.1's is the small one.
+    match detected {
+        Detected::Http1 => super::h1::serve(stream, buf, ctx).await,
+        Detected::Http2 => Box::pin(super::h2::serve(stream, buf.freeze(), ctx)).await,
+        Detected::Protocol(i) => {
+            if let Some(p) = ctx.protocols.get(i).cloned() {
+                Box::pin(serve_protocol(&*p, stream, buf.freeze(), ctx)).await
             }
         }
-        ListenerProtocol::Auto => {
-            let mut stream = stream;
-            let mut buf = BytesMut::new();
-            let timeout = ctx.limits.header_read_timeout;
-            let cap = ctx.limits.max_header_bytes.as_usize();
-            let protocols = ctx.protocols.clone();
-            let sniffed = tokio::time::timeout(timeout, async {
-                loop {
-                    if let Some(choice) = detect(&buf, &protocols, cap) {
-                        return Some(choice);
-                    }
-                    match stream.read_lent(&mut buf).await {
-                        Ok(0) | Err(_) => return None,
-                        Ok(n) => ctx.stats.count_rx(n),
-                    }
-                }
-            })
-            .await;
-            match sniffed {
-                Ok(Some(Detected::Http2)) => {
-                    Box::pin(super::h2::serve(stream, buf.freeze(), ctx)).await
-                }
-                Ok(Some(Detected::Http1)) => super::h1::serve(stream, buf, ctx).await,
-                Ok(Some(Detected::Protocol(i))) => {
-                    if let Some(p) = protocols.get(i) {
-                        Box::pin(serve_protocol(&**p, stream, buf.freeze(), ctx)).await
-                    }
-                }
-                // The peer closed, failed or sent nothing telling in time.
-                Ok(None) | Err(_) => {}
+    }
+}
+
+/// Reads the first bytes of a connection until they tell its protocol, within the
+/// header timeout; hands back the stream with the bytes read.
+async fn sniff(mut stream: Stream, ctx: &ConnCtx) -> Option<(Detected, Stream, BytesMut)> {
+    let mut buf = BytesMut::new();
+    let cap = ctx.limits.max_header_bytes.as_usize();
+    let found = tokio::time::timeout(ctx.limits.header_read_timeout, async {
+        loop {
+            if let Some(choice) = detect(&buf, &ctx.protocols, cap) {
+                return Some(choice);
+            }
+            match stream.read_lent(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => ctx.stats.count_rx(n),
             }
         }
+    })
+    .await;
+    match found {
+        Ok(Some(detected)) => Some((detected, stream, buf)),
+        Ok(None) | Err(_) => None,
     }
 }
 
@@ -291,5 +292,23 @@ impl OpenConn {
 impl Drop for OpenConn {
     fn drop(&mut self) {
         self.0.close();
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    /// The size of what an async fn returns, without calling it.
+    fn returned_size<A, B, R>(_: fn(A, B) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn a_connection_between_requests_stays_small() {
+        // Every open connection's task is this large, idle or not (the request's own
+        // future is boxed while in flight): a regression guard for memory per
+        // connection.
+        let size = returned_size(super::serve);
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= 3072, "the connection future grew to {size} bytes");
     }
 }

@@ -444,3 +444,4 @@ async fn tunnel(
     };
     let _ = tokio::join!(to_up, to_down);
 }
+

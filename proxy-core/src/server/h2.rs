@@ -179,7 +179,7 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
 
 /// Writes the access log line when the response body ends (or is dropped), with the
 /// number of body bytes sent.
-fn log_on_end(mut log: LogStart, resp: crate::HttpResponse) -> crate::HttpResponse {
+fn log_on_end(mut log: Box<LogStart>, resp: crate::HttpResponse) -> crate::HttpResponse {
     log.response(&resp);
     resp.map(|inner| {
         Body::new(LoggedBody {
@@ -195,7 +195,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Body,
         sent: u64,
-        log: Option<LogStart>,
+        log: Option<Box<LogStart>>,
     }
 
     impl PinnedDrop for LoggedBody {
