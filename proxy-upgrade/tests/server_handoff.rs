@@ -1,0 +1,112 @@
+//! `proxy_core::Server` on both sides, in one test process: the old server hands its
+//! TCP and Unix listeners over and stops; the new one claims them by name and address
+//! (a configured port 0 matches the port the old one got), closes a socket no
+//! listener claims, and answers on the same port and the same socket file.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::unix::net::UnixStream,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use proxy_core::{config::Config, Registry, Server};
+use proxy_upgrade::UpgradeServer;
+
+fn config(uds: &std::path::Path) -> Config {
+    let yaml = format!(
+        "runtime: {{worker_threads: 2, flavor: per_core}}\n\
+         listeners:\n\
+         \x20 - name: web\n    address: \"127.0.0.1:0\"\n    virtual_hosts: []\n\
+         \x20 - name: uds\n    address: \"unix:{}\"\n    virtual_hosts: []\n\
+         clusters: []\n",
+        uds.display()
+    );
+    Config::from_yaml(&yaml).expect("config")
+}
+
+/// Runs `server` on a thread until it stops.
+fn run(server: Server) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let s = server.clone();
+        s.run_until(std::future::pending()).expect("run");
+    })
+}
+
+fn port_of(server: &Server) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some((_, a)) = server
+            .listener_addresses()
+            .into_iter()
+            .find(|(n, _)| n == "web")
+        {
+            return a.parse().expect("tcp address");
+        }
+        assert!(Instant::now() < deadline, "not started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a request and returns the status line (no route: the proxy answers 404).
+fn status_line(mut s: impl Read + Write) -> String {
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_server_takes_over_the_listeners_of_another() {
+    let dir = Dir::new();
+    let uds = dir.join("app.sock");
+    let old = Server::new(config(&uds), Registry::default()).expect("old");
+    let old_thread = run(old.clone());
+    let addr = port_of(&old);
+    assert!(status_line(TcpStream::connect(addr).expect("tcp")).starts_with("HTTP/1.1 404"));
+    let path = dir.join("upgrade.sock");
+    let service = UpgradeServer::bind(&path)
+        .expect("bind")
+        .spawn(old.clone())
+        .expect("spawn");
+
+    let mut upgrade = client(&path).connect().expect("upgrade");
+    // The listeners, and a socket no listener of the new config claims.
+    let ghost = tcp_listener(0);
+    let ghost_addr = local(&ghost);
+    let mut sockets = upgrade.take_sockets();
+    sockets.push(("gone".into(), ghost));
+    assert_eq!(sockets.len(), 2 + 1 + 1, "web per worker, uds, and the extra one");
+    let new = Server::new(config(&uds), Registry::default())
+        .expect("new")
+        .with_inherited_listeners(sockets);
+    let new_thread = run(new.clone());
+    assert_eq!(
+        port_of(&new),
+        addr,
+        "the same port, not a new one for port 0"
+    );
+    upgrade.finish().expect("the old server confirms");
+    old_thread
+        .join()
+        .expect("the old server stops after the hand-off");
+    assert!(service.handed_off());
+    drop(service);
+
+    assert!(
+        uds.exists(),
+        "the old server left the socket file to the new one"
+    );
+    assert!(status_line(TcpStream::connect(addr).expect("tcp")).starts_with("HTTP/1.1 404"));
+    assert!(status_line(UnixStream::connect(&uds).expect("uds")).starts_with("HTTP/1.1 404"));
+    assert!(
+        TcpStream::connect_timeout(&ghost_addr, Duration::from_secs(1)).is_err(),
+        "an unclaimed socket is closed"
+    );
+    new.shutdown();
+    new_thread.join().expect("new server stops");
+}
