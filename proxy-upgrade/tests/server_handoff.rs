@@ -80,7 +80,11 @@ fn a_server_takes_over_the_listeners_of_another() {
     let ghost_addr = local(&ghost);
     let mut sockets = upgrade.take_sockets();
     sockets.push(("gone".into(), ghost));
-    assert_eq!(sockets.len(), 2 + 1 + 1, "web per worker, uds, and the extra one");
+    assert_eq!(
+        sockets.len(),
+        2 + 1 + 1,
+        "web per worker, uds, and the extra one"
+    );
     let new = Server::new(config(&uds), Registry::default())
         .expect("new")
         .with_inherited_listeners(sockets);
