@@ -98,12 +98,9 @@ async fn a_response_over_the_clusters_limit_fails_its_call_as_response_too_large
             sample(&text, &series)
         };
         assert_eq!(endpoint("upstream_reset"), Some(0.0), "{text}");
-        // Counted under its own reason where the endpoint's stats list it, else
-        // under `other`: never as a reset.
-        match endpoint("response_too_large") {
-            Some(n) => assert_eq!(n, 1.0, "{text}"),
-            None => assert_eq!(endpoint("other"), Some(1.0), "{text}"),
-        }
+        // Counted under its own reason, never as a reset.
+        assert_eq!(endpoint("response_too_large"), Some(1.0), "{text}");
+        assert_eq!(endpoint("other"), Some(0.0), "{text}");
 
         let len = logged("bolt", TooLarge::UpstreamResponse);
         assert!(len > BIG as u64, "logged len {len}");

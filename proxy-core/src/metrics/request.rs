@@ -161,7 +161,7 @@ struct RequestTotals {
     requests: u64,
     active: u64,
     status_classes: [u64; 5],
-    local_errors: [u64; 10],
+    local_errors: [u64; REASONS],
     latency: Totals,
 }
 
@@ -206,9 +206,12 @@ impl Drop for InFlight<'_> {
 
 /// Counts of proxy-generated answers by reason, per worker.
 #[derive(Debug, Default)]
-pub struct LocalErrorCounts(PerWorker<[AtomicU64; 10]>);
+pub struct LocalErrorCounts(PerWorker<[AtomicU64; REASONS]>);
 
-const LOCAL_ERROR_REASONS: [&str; 10] = [
+/// How many reasons local answers are counted under (the last is `other`).
+const REASONS: usize = 12;
+
+const LOCAL_ERROR_REASONS: [&str; REASONS] = [
     "no_route",
     "no_endpoints",
     "connect_failure",
@@ -218,6 +221,8 @@ const LOCAL_ERROR_REASONS: [&str; 10] = [
     "bad_request",
     "request_timeout",
     "internal",
+    "body_too_large",
+    "response_too_large",
     "other",
 ];
 
@@ -239,8 +244,8 @@ impl LocalErrorCounts {
             .map_or(0, |i| sum(self.0.iter().map(|s| &s[i])))
     }
 
-    fn totals(&self) -> [u64; 10] {
-        let mut t = [0u64; 10];
+    fn totals(&self) -> [u64; REASONS] {
+        let mut t = [0u64; REASONS];
         for shard in self.0.iter() {
             for (a, b) in t.iter_mut().zip(shard) {
                 *a = a.wrapping_add(b.load(Relaxed));
