@@ -13,7 +13,7 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     sync::Notify,
@@ -77,7 +77,8 @@ impl Drop for StreamGuard {
 /// Serves HTTP/2 on `stream`; `prefix` holds bytes already read by sniffing.
 pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
     let limits = ctx.limits.clone();
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let streams = super::h2_streams::StreamSet::default();
+    let mut builder = hyper::server::conn::http2::Builder::new(streams.clone());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
@@ -135,7 +136,7 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
             stats: ctx.stats.clone(),
         },
     });
-    let conn = builder.serve_connection(io, service);
+    let conn = super::h2_streams::WithStreams::new(builder.serve_connection(io, service), streams);
     tokio::pin!(conn);
     let mut drain = ctx.drain.clone();
     let mut idle = tokio::time::interval_at(
@@ -165,7 +166,7 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
             }
         }
     };
-    conn.as_mut().graceful_shutdown();
+    conn.as_mut().conn().graceful_shutdown();
     match grace {
         // Draining: in-flight streams finish; the server's drain deadline bounds this.
         None => {

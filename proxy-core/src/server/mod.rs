@@ -6,6 +6,7 @@ mod conn;
 mod embed;
 mod h1;
 mod h2;
+mod h2_streams;
 mod listen;
 
 use std::{
