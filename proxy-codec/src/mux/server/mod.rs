@@ -46,7 +46,19 @@ use crate::{
     protocol::{DecodeError, FrameKind, Protocol},
 };
 
-type InFlight<M> = Pin<Box<dyn Future<Output = Done<M>> + Send>>;
+/// A call being served: its answer, or nothing to answer for a one-way call.
+struct InFlight<M> {
+    one_way: bool,
+    fut: Pin<Box<dyn Future<Output = Done<M>> + Send>>,
+}
+
+impl<M> Future for InFlight<M> {
+    type Output = Done<M>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Done<M>> {
+        self.fut.as_mut().poll(cx)
+    }
+}
 
 /// How long a closing connection, its write half shut, keeps reading and dropping
 /// what the peer still sends while waiting for the peer to close.
@@ -213,13 +225,16 @@ pub(crate) async fn serve_connection<P, R, W, D>(
                             add_extensions(&mut req, &extensions);
                             let fut = call(&mut service, req, max_frame);
                             counters.downstream_in_flight.fetch_add(1, Relaxed);
-                            inflight.push(Box::pin(async move {
-                                Done {
-                                    meta,
-                                    one_way,
-                                    result: fut.await,
-                                }
-                            }));
+                            inflight.push(InFlight {
+                                one_way,
+                                fut: Box::pin(async move {
+                                    Done {
+                                        meta,
+                                        one_way,
+                                        result: fut.await,
+                                    }
+                                }),
+                            });
                         }
                         Err(e) => {
                             tracing::debug!(protocol = proto.name(), error = %e, "undecodable request payload");
@@ -296,6 +311,16 @@ pub(crate) async fn serve_connection<P, R, W, D>(
                     Ok(0) | Err(_) => {
                         reading = false;
                         peer_closed = true;
+                        // The caller is gone (RPC clients close, they do not half-close
+                        // and wait): its calls are cancelled, so they stop counting as
+                        // active upstream and free their slots now, not when each
+                        // would have timed out. One-way calls still go out.
+                        let before = inflight.len();
+                        inflight = inflight.into_iter().filter(|c| c.one_way).collect();
+                        let cancelled = before - inflight.len();
+                        counters
+                            .downstream_in_flight
+                            .fetch_sub(cancelled as i64, Relaxed);
                     }
                     Ok(_) => last_activity = Instant::now(),
                 }
