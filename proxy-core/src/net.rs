@@ -56,6 +56,53 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Puts the halves of [`Stream::into_split`] back together; `None` when they are
+    /// not two halves of one stream.
+    pub(crate) fn reunite(read: ReadHalf, write: WriteHalf) -> Option<Self> {
+        match (read, write) {
+            (ReadHalf::Tcp(r), WriteHalf::Tcp(w)) => r.reunite(w).ok().map(Self::Tcp),
+            (ReadHalf::Unix(r), WriteHalf::Unix(w)) => r.reunite(w).ok().map(Self::Unix),
+            (ReadHalf::Boxed(r), WriteHalf::Boxed(w)) if r.is_pair_of(&w) => {
+                Some(Self::Boxed(r.unsplit(w)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The socket of a TCP or Unix stream, taken out of the runtime (no longer
+    /// polled by this process), still non-blocking; `Err` gives a boxed stream back.
+    pub(crate) fn into_socket(self) -> Result<std::io::Result<std::os::fd::OwnedFd>, Self> {
+        match self {
+            Self::Tcp(s) => Ok(s.into_std().map(Into::into)),
+            Self::Unix(s) => Ok(s.into_std().map(Into::into)),
+            boxed @ Self::Boxed(_) => Err(boxed),
+        }
+    }
+
+    /// A TCP (or, with `unix`, Unix) stream on a connected socket, registered with
+    /// the current runtime.
+    pub(crate) fn from_socket(fd: std::os::fd::OwnedFd, unix: bool) -> io::Result<Self> {
+        if unix {
+            let s = std::os::unix::net::UnixStream::from(fd);
+            s.set_nonblocking(true)?;
+            Ok(Self::Unix(UnixStream::from_std(s)?))
+        } else {
+            let s = std::net::TcpStream::from(fd);
+            s.set_nonblocking(true)?;
+            let _ = s.set_nodelay(true);
+            Ok(Self::Tcp(TcpStream::from_std(s)?))
+        }
+    }
+}
+
+impl ReadHalf {
+    /// Whether this is a plain TCP or Unix socket (not a layer's stream, e.g. TLS).
+    pub(crate) fn is_socket(&self) -> bool {
+        !matches!(self, Self::Boxed(_))
+    }
+}
+
 /// The read half of a downstream stream.
 pub(crate) enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),

@@ -38,10 +38,19 @@ pub(crate) struct ConnCtx {
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) drain: watch::Receiver<bool>,
+    /// The server's hand-off of idle connections in a hot upgrade (none for an
+    /// embedded listener): read only once the drain signal fired, so it costs a
+    /// connection nothing before.
+    pub(crate) handoff: Option<Arc<super::handoff::HandoffSlot>>,
     pub(crate) access_log: Option<Arc<AccessLog>>,
 }
 
 impl ConnCtx {
+    /// The hand-off of idle connections under way, if any.
+    pub(crate) fn current_handoff(&self) -> Option<Arc<super::handoff::Handoff>> {
+        self.handoff.as_ref()?.load_full()
+    }
+
     /// The access log record of `req`, with the time it arrived, when there is a log.
     /// Boxed: the record is large, and a connection's future would otherwise carry
     /// its room even when there is no log.
@@ -110,14 +119,16 @@ impl LogStart {
     }
 }
 
-/// Runs one accepted connection to its end.
-pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
+/// Runs one accepted connection to its end; `prefix` holds bytes already read from it
+/// (by the process that handed it over).
+pub(crate) async fn serve(stream: Stream, prefix: BytesMut, ctx: ConnCtx) {
     let (detected, stream, buf) = match ctx.listener.protocol() {
-        ListenerProtocol::Http1 => (Detected::Http1, stream, BytesMut::new()),
-        ListenerProtocol::Http2 => (Detected::Http2, stream, BytesMut::new()),
-        ListenerProtocol::Named(_) => (Detected::Protocol(0), stream, BytesMut::new()),
-        // The peer closed, failed or sent nothing telling in time: nothing to serve.
-        ListenerProtocol::Auto => match sniff(stream, &ctx).await {
+        ListenerProtocol::Http1 => (Detected::Http1, stream, prefix),
+        ListenerProtocol::Http2 => (Detected::Http2, stream, prefix),
+        ListenerProtocol::Named(_) => (Detected::Protocol(0), stream, prefix),
+        // The peer closed, failed or sent nothing telling in time, or the connection
+        // was handed over: nothing more to do here.
+        ListenerProtocol::Auto => match sniff(stream, prefix, &ctx).await {
             Some(found) => found,
             None => return,
         },
@@ -135,26 +146,54 @@ pub(crate) async fn serve(stream: Stream, ctx: ConnCtx) {
     }
 }
 
-/// Reads the first bytes of a connection until they tell its protocol, within the
-/// header timeout; hands back the stream with the bytes read.
-async fn sniff(mut stream: Stream, ctx: &ConnCtx) -> Option<(Detected, Stream, BytesMut)> {
-    let mut buf = BytesMut::new();
+/// Reads the first bytes of a connection (after those in `buf`) until they tell its
+/// protocol, within the header timeout; hands back the stream with the bytes read.
+/// During a hot upgrade, a plain socket still undecided at its hand-off moment goes
+/// to the new process with the bytes read so far (`None` then).
+async fn sniff(
+    mut stream: Stream,
+    mut buf: BytesMut,
+    ctx: &ConnCtx,
+) -> Option<(Detected, Stream, BytesMut)> {
     let cap = ctx.limits.max_header_bytes.as_usize();
+    let can_hand_off = !ctx.secure && !matches!(stream, Stream::Boxed(_));
+    let mut drain = ctx.drain.clone();
+    let handoff = async move {
+        let _ = drain.wait_for(|d| *d).await;
+        let Some(h) = ctx.current_handoff() else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(h.slot()).await;
+        h
+    };
+    tokio::pin!(handoff);
     let found = tokio::time::timeout(ctx.limits.header_read_timeout, async {
         loop {
             if let Some(choice) = detect(&buf, &ctx.protocols, cap) {
-                return Some(choice);
+                return Ok(choice);
             }
-            match stream.read_lent(&mut buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => ctx.stats.count_rx(n),
+            tokio::select! {
+                biased;
+                r = stream.read_lent(&mut buf) => match r {
+                    Ok(0) | Err(_) => return Err(None),
+                    Ok(n) => ctx.stats.count_rx(n),
+                },
+                h = handoff.as_mut(), if can_hand_off => return Err(Some(h)),
             }
         }
     })
     .await;
     match found {
-        Ok(Some(detected)) => Some((detected, stream, buf)),
-        Ok(None) | Err(_) => None,
+        Ok(Ok(detected)) => Some((detected, stream, buf)),
+        Ok(Err(Some(handoff))) => {
+            if let Err(Some(stream)) = handoff.send(&ctx.listener.name, stream, &buf) {
+                let (read, mut write) = stream.into_split();
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
+                super::h1::linger(Some(read));
+            }
+            None
+        }
+        Ok(Err(None)) | Err(_) => None,
     }
 }
 
@@ -247,6 +286,11 @@ fn merge_retire(drain: &watch::Receiver<bool>, retire: &Retire) -> watch::Receiv
     rx
 }
 
+/// Bytes already read from a connection handed in, carried to [`ServeHttp`] in the
+/// connection's extensions past its layers.
+#[derive(Clone)]
+pub(crate) struct Prefix(pub(crate) BytesMut);
+
 /// The terminal of a connection stack: serves HTTP on the connection.
 #[derive(Clone)]
 pub(crate) struct ServeHttp(pub(crate) ConnCtx);
@@ -264,7 +308,11 @@ impl tower::Service<Connection> for ServeHttp {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, conn: Connection) -> Self::Future {
+    fn call(&mut self, mut conn: Connection) -> Self::Future {
+        let prefix = conn
+            .extensions
+            .remove::<Prefix>()
+            .map_or_else(BytesMut::new, |p| p.0);
         let mut ctx = self.0.clone();
         ctx.peer = conn.peer;
         ctx.secure = conn.secure;
@@ -273,7 +321,7 @@ impl tower::Service<Connection> for ServeHttp {
         }
         ctx.conn_extensions = (!conn.extensions.is_empty()).then_some(conn.extensions);
         Box::pin(async move {
-            serve(conn.stream, ctx).await;
+            serve(conn.stream, prefix, ctx).await;
             Ok(())
         })
     }
@@ -298,7 +346,7 @@ impl Drop for OpenConn {
 #[cfg(test)]
 mod size_probe {
     /// The size of what an async fn returns, without calling it.
-    fn returned_size<A, B, R>(_: fn(A, B) -> R) -> usize {
+    fn returned_size<A, B, C, R>(_: fn(A, B, C) -> R) -> usize {
         std::mem::size_of::<R>()
     }
 

@@ -36,8 +36,24 @@ enum ReadHead {
     Head(head::RequestHead),
     /// The peer closed, the connection idled out, or the proxy is draining.
     Closed,
+    /// The proxy hands the connection over to a new process (hot upgrade): no
+    /// request is in flight and `buf` holds at most part of a head.
+    HandOff,
     Error(HeadError),
     Timeout,
+}
+
+/// What the connection loop keeps between requests for its timers and the drain.
+struct Idle {
+    /// Whether a request was served since the idle timer last fired.
+    active: bool,
+    /// Whether the drain signal fired (its future is done then, never polled again).
+    drained: bool,
+    /// Whether the connection is a plain socket that a hot upgrade may hand over.
+    can_hand_off: bool,
+    /// During a hot upgrade's hand-off: from when the connection may go, and with how
+    /// many unread bytes at most.
+    hand_off_at: Option<(Instant, usize)>,
 }
 
 /// Waits for and parses the next request head.
@@ -46,19 +62,32 @@ enum ReadHead {
 /// keep-alive connection touches neither per request. The idle timer fires every
 /// `idle_timeout`; a connection that served no request since the last firing (`active`
 /// is false) is closed, so an idle connection lives between one and two idle timeouts.
+///
+/// The drain signal also starts a hot upgrade's hand-off: a plain socket then gets a
+/// moment (the timer fires at it) from which it goes over whenever it waits here,
+/// even with part of a head read; until then it is served as usual.
 async fn read_head(
     read: &mut ReadHalf,
     buf: &mut BytesMut,
     ctx: &ConnCtx,
     mut drain: Pin<&mut impl Future<Output = ()>>,
     mut timer: Pin<&mut Sleep>,
-    active: &mut bool,
+    idle_state: &mut Idle,
 ) -> ReadHead {
     let limits = &ctx.limits;
     let max_headers = limits.max_headers as usize;
     let max_bytes = limits.max_header_bytes.as_usize();
     let mut head_deadline: Option<Instant> = None;
     loop {
+        if let Some((at, max_unread)) = idle_state.hand_off_at {
+            if Instant::now() >= at {
+                if buf.len() <= max_unread {
+                    return ReadHead::HandOff;
+                }
+                // Too much to carry over: finish this request here, then close.
+                idle_state.hand_off_at = None;
+            }
+        }
         if !buf.is_empty() {
             match head::parse_request(buf, max_headers, max_bytes) {
                 Ok(Some(h)) => return ReadHead::Head(h),
@@ -69,6 +98,8 @@ async fn read_head(
             if head_deadline.is_none() {
                 let d = Instant::now() + limits.header_read_timeout;
                 head_deadline = Some(d);
+                // Not past a hand-off moment, if there is one.
+                let d = idle_state.hand_off_at.map_or(d, |(at, _)| d.min(at));
                 if timer.deadline() > d {
                     timer.as_mut().reset(d);
                 }
@@ -85,14 +116,36 @@ async fn read_head(
             },
             () = timer.as_mut() => {
                 let now = Instant::now();
+                let hand_off = idle_state.hand_off_at.map(|(at, _)| at);
+                if hand_off.is_some_and(|at| now >= at) {
+                    continue;
+                }
                 match head_deadline {
                     Some(d) if now >= d => return ReadHead::Timeout,
                     Some(d) => timer.as_mut().reset(d),
-                    None if !std::mem::take(active) => return ReadHead::Closed,
+                    None if !std::mem::take(&mut idle_state.active) => return ReadHead::Closed,
                     None => timer.as_mut().reset(now + limits.idle_timeout),
                 }
+                if let Some(at) = hand_off.filter(|at| *at < timer.deadline()) {
+                    timer.as_mut().reset(at);
+                }
             }
-            () = drain.as_mut(), if idle => return ReadHead::Closed,
+            () = drain.as_mut(), if !idle_state.drained && (idle || idle_state.can_hand_off) => {
+                idle_state.drained = true;
+                let handoff = ctx.current_handoff();
+                match handoff.filter(|_| idle_state.can_hand_off) {
+                    Some(h) => {
+                        let at = h.slot();
+                        idle_state.hand_off_at = Some((at, h.max_unread()));
+                        if at < timer.deadline() {
+                            timer.as_mut().reset(at);
+                        }
+                    }
+                    None if idle => return ReadHead::Closed,
+                    // Part of a head read: answered, then closed.
+                    None => {}
+                }
+            }
         };
     }
 }
@@ -116,7 +169,12 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
     let timer = tokio::time::sleep(ctx.limits.idle_timeout);
     tokio::pin!(timer);
     let conn_info = ConnInfo::new(ctx.peer, ctx.secure);
-    let mut active = true;
+    let mut idle = Idle {
+        active: true,
+        drained: false,
+        can_hand_off: !ctx.secure && read.as_ref().is_some_and(ReadHalf::is_socket),
+        hand_off_at: None,
+    };
     loop {
         let Some(r) = read.as_mut() else { return };
         let head = match read_head(
@@ -125,12 +183,17 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             &ctx,
             drain_signal.as_mut(),
             timer.as_mut(),
-            &mut active,
+            &mut idle,
         )
         .await
         {
             ReadHead::Head(h) => h,
             ReadHead::Closed => return,
+            ReadHead::HandOff => {
+                let Some(r) = read.take() else { return };
+                super::handoff::hand_off(r, write, buf, &ctx).await;
+                return;
+            }
             ReadHead::Timeout => {
                 let _ = write_error(
                     &mut write,
@@ -158,7 +221,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 return;
             }
         };
-        active = true;
+        idle.active = true;
         let mut head = head;
         if let Err(e) = crate::http1::names::screen(
             &mut head.parts.headers,
@@ -262,13 +325,15 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     if let Some(log) = log {
                         log.finish(&resp, 0);
                     }
-                    Box::pin(tunnel(r, write, buf, upstream, upbuf)).await;
+                    Box::pin(super::h1_tunnel::tunnel(r, write, buf, upstream, upbuf)).await;
                     return;
                 }
             }
         }
 
-        let draining = *drain.borrow();
+        // During a hot upgrade's hand-off, a connection that can go stays open: it
+        // goes at its next request boundary instead of closing.
+        let draining = *drain.borrow() && !(idle.can_hand_off && super::handoff::handing_off(&ctx));
         let mut close = !keep_alive || draining;
         let status = resp.status();
         let framing = response_framing(&mut resp, is_head, version);
@@ -373,7 +438,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Closing a socket with unread input makes the kernel send a reset, and a reset can
 /// make the peer's kernel discard the answers it has not read yet. Runs on a task of
 /// its own so that the connection loop's future stays small.
-fn linger(read: Option<ReadHalf>) {
+pub(super) fn linger(read: Option<ReadHalf>) {
     let Some(mut read) = read else { return };
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + LINGER;
@@ -419,29 +484,3 @@ async fn write_error(
     wbuf.clear();
     write.shutdown().await
 }
-
-async fn tunnel(
-    mut down_r: ReadHalf,
-    mut down_w: WriteHalf,
-    down_buf: BytesMut,
-    upstream: Stream,
-    up_buf: BytesMut,
-) {
-    let (mut up_r, mut up_w) = upstream.into_split();
-    let to_up = async {
-        if !down_buf.is_empty() {
-            up_w.write_all(&down_buf).await?;
-        }
-        tokio::io::copy(&mut down_r, &mut up_w).await?;
-        up_w.shutdown().await
-    };
-    let to_down = async {
-        if !up_buf.is_empty() {
-            down_w.write_all(&up_buf).await?;
-        }
-        tokio::io::copy(&mut up_r, &mut down_w).await?;
-        down_w.shutdown().await
-    };
-    let _ = tokio::join!(to_up, to_down);
-}
-

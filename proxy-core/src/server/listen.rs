@@ -11,14 +11,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::{
-    conn::{self, ConnCtx, OpenConn, ServeHttp},
-    lock, Server,
-};
+use super::{handoff::HandoffSlot, lock, Server};
 use crate::{
     access_log::AccessLog,
     config::{ConnectionLimits, ListenAddress, ListenerProtocol},
-    connection::{BoxConn, ConnLayerFn, Connection},
+    connection::ConnLayerFn,
     metrics::ConnStats,
     net::Stream,
     proxy::Proxy,
@@ -290,6 +287,17 @@ pub(crate) async fn accept_loop(
     drain: watch::Receiver<bool>,
     access_log: Arc<ArcSwap<Option<Arc<AccessLog>>>>,
 ) {
+    accept_loop_with(bound, listener, drain, access_log, None).await;
+}
+
+/// [`accept_loop`] for a server whose connections a hot upgrade may hand over.
+pub(crate) async fn accept_loop_with(
+    bound: Bound,
+    listener: Arc<ListenerRuntime>,
+    drain: watch::Receiver<bool>,
+    access_log: Arc<ArcSwap<Option<Arc<AccessLog>>>>,
+    handoff: Option<Arc<HandoffSlot>>,
+) {
     let mut stop = listener.stop.subscribe();
     let registered = match bound {
         Bound::Tcp(l) => tokio::net::TcpListener::from_std(l).map(|l| (Some(l), None)),
@@ -318,52 +326,13 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let settings = listener.settings.load_full();
-        if listener.stats.active() >= u64::from(settings.limits.max_connections) {
+        let limit = listener.settings.load().limits.max_connections;
+        if listener.stats.active() >= u64::from(limit) {
             listener.stats.reject();
             continue;
         }
-        let ctx = ConnCtx {
-            listener: listener.clone(),
-            peer,
-            protocols: settings.protocols.clone(),
-            secure: false,
-            conn_extensions: None,
-            limits: settings.limits.clone(),
-            stats: listener.stats.clone(),
-            drain: drain.clone(),
-            access_log: (**access_log.load()).clone(),
-        };
-        let span = tracing::debug_span!("conn", listener = %listener.name, peer = ?peer);
-        let open = OpenConn::new(listener.stats.clone());
-        if settings.conn_layers.is_empty() {
-            let task = async move {
-                conn::serve(stream, ctx).await;
-                drop(open);
-            };
-            tokio::spawn(tracing::Instrument::instrument(task, span));
-        } else {
-            let terminal = BoxConn::new(ServeHttp(ctx));
-            let svc = settings
-                .conn_layers
-                .iter()
-                .rev()
-                .fold(terminal, |svc, layer| layer(svc));
-            let conn = Connection {
-                stream,
-                peer,
-                listener: listener.name.clone(),
-                secure: false,
-                extensions: http::Extensions::new(),
-            };
-            let task = async move {
-                if let Err(e) = svc.oneshot(conn).await {
-                    tracing::debug!(error = %crate::DisplayChain(&*e), "connection stack failed");
-                }
-                drop(open);
-            };
-            tokio::spawn(tracing::Instrument::instrument(task, span));
-        }
+        let ctx = super::spawn::context(&listener, peer, &drain, &access_log, &handoff);
+        super::spawn::start(ctx, stream, bytes::BytesMut::new());
     }
     // The Unix socket file is removed by whoever stopped the listener (a reload, the
     // drain), unless the socket went to a new process.

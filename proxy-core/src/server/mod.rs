@@ -5,9 +5,13 @@ mod admin;
 mod conn;
 mod embed;
 mod h1;
+mod h1_tunnel;
 mod h2;
 mod h2_streams;
+mod handoff;
 mod listen;
+mod runtime;
+mod spawn;
 
 use std::{
     collections::HashMap,
@@ -88,6 +92,8 @@ struct Inner {
     sockets: Mutex<HashMap<String, Vec<OwnedFd>>>,
     admin_socket: Mutex<Option<OwnedFd>>,
     handed_off: AtomicBool,
+    /// Idle connections handed out during a hot upgrade (`handoff.rs`).
+    handoff: Arc<handoff::HandoffSlot>,
 }
 
 impl std::fmt::Debug for Server {
@@ -122,6 +128,7 @@ impl Server {
                 sockets: Mutex::default(),
                 admin_socket: Mutex::default(),
                 handed_off: AtomicBool::new(false),
+                handoff: Arc::default(),
             }),
         })
     }
@@ -167,13 +174,13 @@ impl Server {
         let per_core = snapshot.config.runtime.flavor == RuntimeFlavor::PerCore;
         crate::worker::set_index(0);
         let main_rt = if per_core {
-            build_runtime()?
+            runtime::build_runtime()?
         } else {
-            build_multi_thread_runtime(n)?
+            runtime::build_multi_thread_runtime(n)?
         };
         handles.push(main_rt.handle().clone());
         for i in (1..n).filter(|_| per_core) {
-            let rt = build_runtime()?;
+            let rt = runtime::build_runtime()?;
             handles.push(rt.handle().clone());
             let mut done = done_rx.clone();
             threads.push(
@@ -270,6 +277,8 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::info!("drained");
+        // Every connection is handed out or closed: the receiver sees the end.
+        self.inner.handoff.store(None);
         // The last requests' access log lines: written before the process exits.
         if let Some(log) = &**self.inner.access_log.load() {
             let until = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -388,11 +397,12 @@ impl Server {
             let handle = workers.get(i % workers.len().max(1)).cloned();
             handle
                 .unwrap_or_else(Handle::current)
-                .spawn(listen::accept_loop(
+                .spawn(listen::accept_loop_with(
                     b,
                     rt.clone(),
                     self.inner.drain.subscribe(),
                     self.inner.access_log.clone(),
+                    Some(self.inner.handoff.clone()),
                 ));
         }
         listeners.insert(plan.config.name.clone(), rt);
@@ -432,35 +442,6 @@ async fn evict_idle_loop(server: Server) {
             c.evict_expired();
         }
     }
-}
-
-fn build_multi_thread_runtime(workers: usize) -> Result<tokio::runtime::Runtime, ServerError> {
-    // Tasks move between a multi-thread runtime's threads, so per-worker state gives
-    // no locality there; its threads are still numbered, spreading the shares.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("proxy-worker")
-        .on_thread_start(move || {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            crate::worker::set_index(i % workers.max(1));
-        })
-        .enable_all()
-        .build()
-        .map_err(|source| ServerError::Io {
-            what: "starting a runtime".into(),
-            source,
-        })
-}
-
-fn build_runtime() -> Result<tokio::runtime::Runtime, ServerError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| ServerError::Io {
-            what: "starting a runtime".into(),
-            source,
-        })
 }
 
 /// The top-level access log, its path resolved from the config file's directory.

@@ -1,0 +1,207 @@
+//! Hot upgrade, live connections: a server handing its idle HTTP/1.1 connections out
+//! at a request boundary (with the bytes read and not parsed yet), and a server
+//! adopting connections handed in.
+//!
+//! Only plain TCP and Unix sockets go: a connection a layer wrapped (TLS, with its
+//! session keys) drains, and so does HTTP/2 (its HPACK tables and stream ids live in
+//! this process) and every protocol plug-in. A connection goes when its loop waits
+//! for a request head, never while a request is in flight; once handed out, this
+//! process neither reads nor writes its socket again.
+
+use std::{
+    os::fd::OwnedFd,
+    sync::{mpsc, Arc},
+    time::Duration,
+};
+
+use arc_swap::ArcSwapOption;
+use bytes::BytesMut;
+use tokio::{io::AsyncWriteExt, time::Instant};
+
+use super::{conn::ConnCtx, lock, Server, ServerError};
+use crate::net::{ReadHalf, Stream, WriteHalf};
+
+/// A connection handed out: the listener that accepted it, its socket (non-blocking,
+/// no longer polled here) and the bytes read from it but not parsed yet.
+pub(crate) type HandedOff = (String, OwnedFd, Vec<u8>);
+
+/// The hand-off of connections under way, shared by every listener of a server:
+/// empty until [`Server::hand_off_connections`], emptied when the drain ends.
+pub(crate) type HandoffSlot = ArcSwapOption<Handoff>;
+
+/// Where idle connections go during a hand-off, and when.
+pub(crate) struct Handoff {
+    sink: mpsc::Sender<HandedOff>,
+    start: Instant,
+    window: Duration,
+    max_unread: usize,
+}
+
+impl Handoff {
+    /// When a connection found idle now may go: a moment drawn evenly over the
+    /// window, so that the new process gets the connections spread over it rather
+    /// than all at once. Until then the connection is served as usual.
+    pub(crate) fn slot(&self) -> Instant {
+        self.start + self.window.mul_f64(fastrand::f64())
+    }
+
+    /// The most unread bytes a connection may carry; one with more finishes its
+    /// request here and is closed after it, as in a drain.
+    pub(crate) fn max_unread(&self) -> usize {
+        self.max_unread
+    }
+
+    /// Hands `stream` out with `unread`. `Err(Some(stream))` gives it back (a layer's
+    /// stream, too many unread bytes, or no one receives any more), for the caller
+    /// to close as in a drain; `Err(None)` when it was lost on the way (closed).
+    pub(crate) fn send(
+        &self,
+        listener: &str,
+        stream: Stream,
+        unread: &[u8],
+    ) -> Result<(), Option<Stream>> {
+        if unread.len() > self.max_unread {
+            return Err(Some(stream));
+        }
+        let unix = matches!(stream, Stream::Unix(_));
+        let fd = match stream.into_socket() {
+            Ok(Ok(fd)) => fd,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot take a connection out of the runtime");
+                return Err(None);
+            }
+            Err(stream) => return Err(Some(stream)),
+        };
+        match self.sink.send((listener.to_owned(), fd, unread.to_vec())) {
+            Ok(()) => Ok(()),
+            // The receiver is gone (the new process failed): serve it on here.
+            Err(mpsc::SendError((_, fd, _))) => Err(Stream::from_socket(fd, unix).ok()),
+        }
+    }
+}
+
+impl Server {
+    /// Like [`Server::hand_off`] (stop accepting, drain), and hands idle HTTP/1.1
+    /// connections over instead of closing them: each plain TCP or Unix connection
+    /// waiting for a request head (its first or a next one, even with part of a head
+    /// read) goes to `sink` as (listener name, socket, bytes read and not parsed),
+    /// at a moment drawn evenly over `window` (at most half the drain timeout); a
+    /// busy connection finishes its request first and goes at its next request
+    /// boundary. TLS connections, HTTP/2, protocol plug-ins and connections with
+    /// more than `max_unread_bytes` unread drain as usual. `sink` is dropped when
+    /// the drain ends: its receiver then has every connection handed out. A
+    /// connection `sink` refuses (its receiver dropped) is served on and drained.
+    pub fn hand_off_connections(
+        &self,
+        window: Duration,
+        max_unread_bytes: usize,
+        sink: mpsc::Sender<(String, OwnedFd, Vec<u8>)>,
+    ) {
+        let window = window.min(self.snapshot().config.runtime.drain_timeout / 2);
+        self.inner.handoff.store(Some(Arc::new(Handoff {
+            sink,
+            start: Instant::now(),
+            window,
+            max_unread: max_unread_bytes,
+        })));
+        self.hand_off();
+    }
+
+    /// Serves a connection accepted by another process and handed in (by
+    /// [`Server::hand_off_connections`] there) on the running listener `listener`,
+    /// exactly as if this process had accepted it and read `unread` from it first:
+    /// the listener's connection filters, protocol detection, limits and stats (it
+    /// counts as an accepted connection; `max_connections` does not refuse it, since
+    /// it was accepted under the limit already). Callable from any thread.
+    ///
+    /// # Errors
+    /// [`ServerError::Io`] when no running listener has that name, `socket` is not
+    /// a connected stream socket, or `unread` is over the listener's
+    /// `max_header_bytes`; the socket is closed.
+    pub fn adopt_connection(
+        &self,
+        listener: &str,
+        socket: OwnedFd,
+        unread: &[u8],
+    ) -> Result<(), ServerError> {
+        let refuse = |why: String| ServerError::Io {
+            what: format!("adopting a connection of listener {listener}"),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+        };
+        let rt = lock(&self.inner.listeners)
+            .get(listener)
+            .cloned()
+            .ok_or_else(|| refuse("no running listener has that name".into()))?;
+        let max = rt.settings.load().limits.max_header_bytes.as_usize();
+        if unread.len() > max {
+            return Err(refuse(format!(
+                "{} unread bytes, over max_header_bytes ({max})",
+                unread.len()
+            )));
+        }
+        let socket = socket2::Socket::from(socket);
+        match socket.r#type() {
+            Ok(t) if t == socket2::Type::STREAM => {}
+            _ => return Err(refuse("not a stream socket".into())),
+        }
+        if socket.is_listener().unwrap_or(true) {
+            return Err(refuse("a listening socket".into()));
+        }
+        let peer = socket
+            .peer_addr()
+            .map_err(|e| refuse(format!("not connected ({e})")))?;
+        let (peer, unix) = match peer.as_socket() {
+            Some(addr) => (Some(addr), false),
+            None => (None, true),
+        };
+        let handle = {
+            let workers = lock(&self.inner.workers);
+            if workers.is_empty() {
+                return Err(refuse("the server is not running".into()));
+            }
+            workers[fastrand::usize(..workers.len())].clone()
+        };
+        let prefix = BytesMut::from(unread);
+        let (drain, access_log) = (self.inner.drain.subscribe(), &self.inner.access_log);
+        let handoff = Some(self.inner.handoff.clone());
+        let ctx = super::spawn::context(&rt, peer, &drain, access_log, &handoff);
+        handle.spawn(async move {
+            match Stream::from_socket(OwnedFd::from(socket), unix) {
+                Ok(stream) => super::spawn::start(ctx, stream, prefix),
+                Err(error) => {
+                    tracing::warn!(listener = %rt.name, %error, "cannot register an adopted connection");
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+// === the HTTP/1.1 loop's side ===
+
+/// Whether the server hands its idle connections over (read only while draining).
+pub(super) fn handing_off(ctx: &ConnCtx) -> bool {
+    ctx.handoff.as_ref().is_some_and(|h| h.load().is_some())
+}
+
+/// Hands the connection over with the bytes read and not parsed; one that cannot go
+/// is closed as in a drain.
+pub(super) async fn hand_off(read: ReadHalf, write: WriteHalf, buf: BytesMut, ctx: &ConnCtx) {
+    let Some(stream) = Stream::reunite(read, write) else {
+        return;
+    };
+    let Some(handoff) = ctx.current_handoff() else {
+        return close_stream(stream).await;
+    };
+    match handoff.send(&ctx.listener.name, stream, &buf) {
+        Ok(()) => tracing::debug!(peer = ?ctx.peer, unread = buf.len(), "connection handed over"),
+        Err(Some(stream)) => close_stream(stream).await,
+        Err(None) => {}
+    }
+}
+
+async fn close_stream(stream: Stream) {
+    let (read, mut write) = stream.into_split();
+    let _ = write.shutdown().await;
+    super::h1::linger(Some(read));
+}

@@ -1,0 +1,86 @@
+//! Starting a connection's task: one accepted by a listener, or handed in by the
+//! process being upgraded with the bytes it had read.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use bytes::BytesMut;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::{
+    conn::{self, ConnCtx, OpenConn, Prefix, ServeHttp},
+    handoff::HandoffSlot,
+    listen::ListenerRuntime,
+};
+use crate::{
+    access_log::AccessLog,
+    connection::{BoxConn, Connection},
+    net::Stream,
+};
+
+/// The context of a connection accepted (or handed in) on `listener` now, with the
+/// listener's current settings.
+pub(super) fn context(
+    listener: &Arc<ListenerRuntime>,
+    peer: Option<SocketAddr>,
+    drain: &watch::Receiver<bool>,
+    access_log: &Arc<ArcSwap<Option<Arc<AccessLog>>>>,
+    handoff: &Option<Arc<HandoffSlot>>,
+) -> ConnCtx {
+    let settings = listener.settings.load();
+    ConnCtx {
+        listener: listener.clone(),
+        peer,
+        protocols: settings.protocols.clone(),
+        secure: false,
+        conn_extensions: None,
+        limits: settings.limits.clone(),
+        stats: listener.stats.clone(),
+        drain: drain.clone(),
+        handoff: handoff.clone(),
+        access_log: (**access_log.load()).clone(),
+    }
+}
+
+/// Spawns the task serving `stream` with `ctx` (through the listener's connection
+/// filters, if any), `prefix` being bytes already read from it; counts it as opened.
+pub(super) fn start(ctx: ConnCtx, stream: Stream, prefix: BytesMut) {
+    let listener = ctx.listener.clone();
+    let settings = listener.settings.load_full();
+    let peer = ctx.peer;
+    let span = tracing::debug_span!("conn", listener = %listener.name, peer = ?peer);
+    let open = OpenConn::new(listener.stats.clone());
+    if settings.conn_layers.is_empty() {
+        let task = async move {
+            conn::serve(stream, prefix, ctx).await;
+            drop(open);
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
+    } else {
+        let terminal = BoxConn::new(ServeHttp(ctx));
+        let svc = settings
+            .conn_layers
+            .iter()
+            .rev()
+            .fold(terminal, |svc, layer| layer(svc));
+        let mut extensions = http::Extensions::new();
+        if !prefix.is_empty() {
+            extensions.insert(Prefix(prefix));
+        }
+        let conn = Connection {
+            stream,
+            peer,
+            listener: listener.name.clone(),
+            secure: false,
+            extensions,
+        };
+        let task = async move {
+            if let Err(e) = svc.oneshot(conn).await {
+                tracing::debug!(error = %crate::DisplayChain(&*e), "connection stack failed");
+            }
+            drop(open);
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
+    }
+}
