@@ -25,15 +25,19 @@ pub struct XdsStatus {
     pub cluster_version: String,
     /// The accepted EDS version (empty until the first).
     pub endpoint_version: String,
+    /// The accepted LDS version (empty until the first).
+    pub listener_version: String,
+    /// The accepted RDS version (empty until the first).
+    pub route_version: String,
     /// Configs applied to the server so far.
     pub applied: u64,
     /// The error detail of the last NACK.
     pub last_nack: Option<String>,
 }
 
-/// An ADS (state of the world) client for CDS and EDS that drives a running
-/// [`Server`]. The server keeps the last accepted config while the control plane is
-/// away.
+/// An ADS (state of the world) client for CDS and EDS, and LDS and RDS when
+/// [`XdsConfig::listeners`] is set, that drives a running [`Server`]. The server
+/// keeps the last accepted config while the control plane is away.
 ///
 /// # Example
 /// ```no_run
@@ -76,7 +80,8 @@ impl XdsClient {
 
     /// The config to start the server with: `base`, with an empty cluster for each
     /// cluster a route names that `base` lacks (it answers 503 until the control
-    /// plane sends it).
+    /// plane sends it). proxy-core needs one listener at least: a proxy whose
+    /// listeners all come over LDS starts with a static one.
     pub fn initial_config(&self) -> Config {
         AdsState::default().config(&self.base)
     }
@@ -90,7 +95,7 @@ impl XdsClient {
     /// the control plane sends to `server`, reconnects after a back-off when the
     /// stream ends. Spawn it on the runtime of your choice.
     pub async fn run(self, server: Server) {
-        let mut state = AdsState::default();
+        let mut state = AdsState::new(self.config.listeners);
         let mut backoff = self.config.backoff.initial;
         let mut last_applied: Option<Config> = None;
         for attempt in 0usize.. {
@@ -212,6 +217,8 @@ impl XdsClient {
                 self.status.send_modify(|s| {
                     s.cluster_version.clone_from(&state.cds.version);
                     s.endpoint_version.clone_from(&state.eds.version);
+                    s.listener_version.clone_from(&state.lds.version);
+                    s.route_version.clone_from(&state.rds.version);
                 });
                 out
             }
@@ -225,32 +232,63 @@ impl XdsClient {
     }
 }
 
-/// `Server::reload` off the async workers; a refusal names the xDS cluster when the
-/// error is in one.
+/// `Server::reload` off the async workers; a refusal names the xDS cluster or
+/// listener when the error is in one.
 async fn apply(server: &Server, config: Config, base: &Config) -> Result<(), Refusal> {
     let names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
+    let listeners: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
     let server = server.clone();
     let result = tokio::task::spawn_blocking(move || server.reload(config))
         .await
         .map_err(|e| Refusal::new("", "", format!("applying the config failed: {e}")))?;
     match result {
         Ok(()) => Ok(()),
-        Err(ServerError::Config(e)) => Err(locate(&e.path, &e.reason, &names, base.clusters.len())),
-        Err(e) => Err(Refusal::new("", "", DisplayChain(&e))),
+        Err(ServerError::Config(e)) => {
+            if e.path.starts_with("listeners[") {
+                Err(locate_in(
+                    "listeners[",
+                    "listener",
+                    &e.path,
+                    &e.reason,
+                    &listeners,
+                    base.listeners.len(),
+                ))
+            } else {
+                Err(locate(&e.path, &e.reason, &names, base.clusters.len()))
+            }
+        }
+        Err(e) => Err(Refusal::new(
+            "",
+            "",
+            format!("the resulting config is refused: {}", DisplayChain(&e)),
+        )),
     }
 }
 
 /// `clusters[7].lb.config.table_size` of the merged config as `cluster "web":
 /// lb.config.table_size` when cluster 7 came from the control plane.
 fn locate(path: &str, reason: &str, names: &[String], statics: usize) -> Refusal {
-    let found = path.strip_prefix("clusters[").and_then(|rest| {
+    locate_in("clusters[", "cluster", path, reason, names, statics)
+}
+
+/// [`locate`] for a list starting with `prefix` (`listeners[`) of resources of
+/// `kind` (`listener`).
+fn locate_in(
+    prefix: &str,
+    kind: &str,
+    path: &str,
+    reason: &str,
+    names: &[String],
+    statics: usize,
+) -> Refusal {
+    let found = path.strip_prefix(prefix).and_then(|rest| {
         let (index, tail) = rest.split_once(']')?;
         let i: usize = index.parse().ok()?;
         let name = names.get(i).filter(|_| i >= statics)?;
         Some((name.clone(), tail.trim_start_matches('.').to_owned()))
     });
     match found {
-        Some((name, tail)) => Refusal::new(format!("cluster {name:?}"), tail, reason),
+        Some((name, tail)) => Refusal::new(format!("{kind} {name:?}"), tail, reason),
         None => Refusal::new(
             "",
             path,
@@ -280,5 +318,17 @@ mod tests {
         assert_eq!(r.path, "clusters[0].name");
         let r = locate("listeners[0].name", "bad", &names, 1);
         assert_eq!(r.path, "listeners[0].name");
+        let r = locate_in(
+            "listeners[",
+            "listener",
+            "listeners[1].virtual_hosts[0].routes[2].cluster",
+            "bad",
+            &names,
+            1,
+        );
+        assert_eq!(
+            r.to_string(),
+            "listener \"web\": virtual_hosts[0].routes[2].cluster: bad"
+        );
     }
 }

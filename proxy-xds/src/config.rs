@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 /// keepalive_interval: 30s
 /// backoff: { initial: 500ms, max: 30s }
 /// max_message_bytes: 16MiB
+/// listeners: true                     # also LDS and RDS (off when absent)
 /// ```
 ///
 /// Plain-text HTTP/2 only for now: TLS to the control plane is not supported yet.
@@ -64,6 +65,11 @@ pub struct XdsConfig {
     /// The largest message accepted from the control plane.
     #[serde(default = "default_max_message")]
     pub max_message_bytes: ByteSize,
+    /// Also ask for listeners (LDS, a wildcard subscription) and the route
+    /// configurations they name (RDS). Off when absent: the control plane then
+    /// provides clusters and endpoints only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub listeners: bool,
 }
 
 /// Who this proxy is: Envoy's `Node`.
@@ -153,6 +159,7 @@ impl XdsConfig {
             keepalive_interval: default_keepalive(),
             backoff: BackoffConfig::default(),
             max_message_bytes: default_max_message(),
+            listeners: false,
         }
     }
 

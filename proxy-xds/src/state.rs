@@ -1,6 +1,7 @@
 //! The state of the world as accepted: versions, nonces, subscriptions and resources
 //! per type, and the requests (ACK, NACK, subscription) that follow a response.
-//! Pure: no I/O, so every protocol step is unit-tested.
+//! Pure: no I/O, so every protocol step is unit-tested. Listeners and routes (LDS,
+//! RDS) are in `state_lds.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -14,9 +15,15 @@ use envoy_types::pb::{
 use proxy_core::config::{ClusterConfig, Config, EndpointConfig};
 
 use crate::{
-    resources::{self, XdsCluster, CLUSTER_TYPE, ENDPOINT_TYPE},
+    resources::{self, XdsCluster, XdsListener, XdsRoutes, CLUSTER_TYPE, ENDPOINT_TYPE},
+    resources::{LISTENER_TYPE, ROUTE_TYPE},
     Refusal,
 };
+
+#[path = "state_lds.rs"]
+mod lds;
+
+pub(crate) use lds::ResolvedListener;
 
 /// gRPC's INVALID_ARGUMENT, the code of a NACK's `error_detail`.
 const INVALID_ARGUMENT: i32 = 3;
@@ -41,18 +48,48 @@ pub(crate) struct AdsState {
     pub(crate) endpoints: BTreeMap<String, Vec<EndpointConfig>>,
     /// The EDS resource names asked for.
     pub(crate) eds_names: BTreeSet<String>,
+    /// Whether listeners (LDS) are asked for.
+    pub(crate) lds_enabled: bool,
+    pub(crate) lds: Versions,
+    pub(crate) rds: Versions,
+    /// Accepted listeners by name.
+    pub(crate) listeners: BTreeMap<String, XdsListener>,
+    /// Accepted route configurations by name (only subscribed names are kept).
+    pub(crate) routes: BTreeMap<String, XdsRoutes>,
+    /// The RDS resource names asked for.
+    pub(crate) rds_names: BTreeSet<String>,
+    /// The listeners of the applied config, by name: a listener whose new routes
+    /// have not arrived yet keeps serving with these (Envoy's warming).
+    pub(crate) active: BTreeMap<String, ResolvedListener>,
 }
 
 impl AdsState {
+    /// A state that asks for listeners and routes too when `lds` is set.
+    pub(crate) fn new(lds: bool) -> Self {
+        Self {
+            lds_enabled: lds,
+            ..Self::default()
+        }
+    }
+
     /// The requests that open a stream: CDS (wildcard) with the accepted version,
-    /// and EDS with the current subscription if there is one. The node goes on the
-    /// first only. Nonces belong to a stream and are forgotten.
+    /// EDS with the current subscription if there is one, then LDS (wildcard) and
+    /// RDS likewise when listeners are asked for. The node goes on the first only.
+    /// Nonces belong to a stream and are forgotten.
     pub(crate) fn open(&mut self, node: Node) -> Vec<DiscoveryRequest> {
         self.cds.nonce.clear();
         self.eds.nonce.clear();
+        self.lds.nonce.clear();
+        self.rds.nonce.clear();
         let mut out = vec![self.cds_request()];
         if !self.eds_names.is_empty() {
             out.push(self.eds_request());
+        }
+        if self.lds_enabled {
+            out.push(self.lds_request());
+            if !self.rds_names.is_empty() {
+                out.push(self.rds_request());
+            }
         }
         if let Some(first) = out.first_mut() {
             first.node = Some(node);
@@ -125,30 +162,52 @@ impl AdsState {
                     nonce: resp.nonce.clone(),
                 };
             }
+            LISTENER_TYPE if self.lds_enabled => {
+                next.prepare_listeners(resp, base)?;
+            }
+            ROUTE_TYPE if self.lds_enabled => {
+                next.prepare_routes(resp)?;
+            }
             other => {
+                let which = if self.lds_enabled {
+                    "CDS, EDS, LDS and RDS are"
+                } else {
+                    "CDS and EDS are"
+                };
                 return Err(Refusal::new(
                     "",
                     "type_url",
-                    format!("{other:?} is not subscribed (CDS and EDS are)"),
+                    format!("{other:?} is not subscribed ({which})"),
                 ));
             }
         }
         Ok(next)
     }
 
-    /// Takes the candidate `next` and returns the requests that follow: the EDS
-    /// subscription when it changed, then the ACK of the response.
+    /// Takes the candidate `next`, whose config was applied, and returns the
+    /// requests that follow: the EDS (RDS) subscription when it changed, then the
+    /// ACK of the response.
     pub(crate) fn accept(&mut self, next: Self, resp: &DiscoveryResponse) -> Vec<DiscoveryRequest> {
-        let resubscribe = next.eds_names != self.eds_names;
+        let eds_changed = next.eds_names != self.eds_names;
+        let rds_changed = next.rds_names != self.rds_names;
         *self = next;
+        self.active = self.resolve_listeners().into_iter().collect();
         let mut out = Vec::new();
-        if resp.type_url == CLUSTER_TYPE {
-            if resubscribe {
-                out.push(self.eds_request());
+        match resp.type_url.as_str() {
+            CLUSTER_TYPE => {
+                if eds_changed {
+                    out.push(self.eds_request());
+                }
+                out.push(self.cds_request());
             }
-            out.push(self.cds_request());
-        } else {
-            out.push(self.eds_request());
+            LISTENER_TYPE => {
+                if rds_changed {
+                    out.push(self.rds_request());
+                }
+                out.push(self.lds_request());
+            }
+            ROUTE_TYPE => out.push(self.rds_request()),
+            _ => out.push(self.eds_request()),
         }
         out
     }
@@ -169,6 +228,14 @@ impl AdsState {
                 self.eds.nonce.clone_from(&resp.nonce);
                 self.eds_request()
             }
+            LISTENER_TYPE if self.lds_enabled => {
+                self.lds.nonce.clone_from(&resp.nonce);
+                self.lds_request()
+            }
+            ROUTE_TYPE if self.lds_enabled => {
+                self.rds.nonce.clone_from(&resp.nonce);
+                self.rds_request()
+            }
             other => DiscoveryRequest {
                 type_url: other.to_owned(),
                 response_nonce: resp.nonce.clone(),
@@ -184,10 +251,17 @@ impl AdsState {
     }
 
     /// `base` with the accepted clusters added (EDS ones with their accepted
-    /// endpoints), and an empty placeholder for every cluster a route names that
-    /// neither has: it answers 503 until the control plane sends it.
+    /// endpoints), the listeners whose routes are known (or their previous version
+    /// while new routes are awaited), and an empty placeholder for every cluster a
+    /// route names that none of these has: it answers 503 until the control plane
+    /// sends it.
     pub(crate) fn config(&self, base: &Config) -> Config {
         let mut config = base.clone();
+        let mut named: BTreeSet<String> = BTreeSet::new();
+        for (_, l) in self.resolve_listeners() {
+            named.extend(l.clusters);
+            config.listeners.push(l.config);
+        }
         for c in self.clusters.values() {
             let mut cluster = c.config.clone();
             if let Some(service) = &c.eds_service {
@@ -202,6 +276,7 @@ impl AdsState {
             .flat_map(|l| &l.virtual_hosts)
             .flat_map(|v| &v.routes)
             .map(|r| r.cluster.as_str())
+            .chain(named.iter().map(String::as_str))
             .filter(|name| !known.contains(*name))
             .collect();
         for name in wanted {

@@ -243,7 +243,7 @@ fn eds_service(c: &Cluster) -> Result<String, Refusal> {
 }
 
 /// Only ADS (or `self`, the same stream) can deliver the endpoints.
-fn config_source(s: &ConfigSource) -> Result<(), Refusal> {
+pub(super) fn config_source(s: &ConfigSource) -> Result<(), Refusal> {
     match &s.config_source_specifier {
         None | Some(ConfigSourceSpecifier::Ads(_) | ConfigSourceSpecifier::Self_(_)) => {}
         Some(_) => {

@@ -1,10 +1,17 @@
-//! Envoy resources into the proxy's config model: [`cluster`] (CDS) and
-//! [`load_assignment`] (EDS). Each translation either maps every field that changes
-//! behaviour or refuses the resource with a [`Refusal`] naming the field.
+//! Envoy resources into the proxy's config model: [`cluster`] (CDS),
+//! [`load_assignment`] (EDS), [`listener`] (LDS) and [`route_configuration`] (RDS).
+//! Each translation either maps every field that changes behaviour or refuses the
+//! resource with a [`Refusal`] naming the field.
 
+mod action;
 mod cluster;
 mod endpoint;
 mod fields;
+mod fields_http;
+mod hcm;
+mod listener;
+mod matchers;
+mod route;
 
 use std::time::Duration;
 
@@ -13,6 +20,9 @@ use prost::Message;
 
 pub use cluster::{cluster, XdsCluster};
 pub use endpoint::load_assignment;
+pub use hcm::{RouteSource, HCM_NAME, HCM_TYPE, ROUTER_NAME, ROUTER_TYPE};
+pub use listener::{listener, XdsListener};
+pub use route::{route_configuration, XdsRoutes, WEIGHTED_CLUSTERS_FILTER};
 
 use crate::Refusal;
 
@@ -21,9 +31,9 @@ pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Clus
 /// The type URL of `envoy.config.endpoint.v3.ClusterLoadAssignment` (EDS).
 pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-/// The type URL of `envoy.config.listener.v3.Listener` (LDS; not subscribed yet).
+/// The type URL of `envoy.config.listener.v3.Listener` (LDS).
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-/// The type URL of `envoy.config.route.v3.RouteConfiguration` (RDS; not subscribed yet).
+/// The type URL of `envoy.config.route.v3.RouteConfiguration` (RDS).
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 /// The type URL of the `envoy.service.discovery.v3.Resource` wrapper.
 const RESOURCE_WRAPPER: &str = "type.googleapis.com/envoy.service.discovery.v3.Resource";

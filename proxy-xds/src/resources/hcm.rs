@@ -1,0 +1,293 @@
+//! LDS: the `HttpConnectionManager` network filter into a listener's HTTP settings,
+//! its HTTP filters and where its routes come from.
+
+use std::time::Duration;
+
+use envoy_types::pb::{
+    envoy::extensions::filters::{
+        http::router::v3::Router,
+        network::http_connection_manager::v3::{
+            http_connection_manager::{
+                CodecType, PathWithEscapedSlashesAction, RouteSpecifier, StripPortMode,
+            },
+            http_filter::ConfigType,
+            HttpConnectionManager, HttpFilter,
+        },
+    },
+    google::protobuf::BoolValue,
+};
+use proxy_core::config::{ByteSize, ListenerConfig, ListenerProtocol};
+
+use super::{duration, fields, fields_http, refuse_leftover, XdsRoutes};
+use crate::Refusal;
+
+/// The name of the HTTP connection manager network filter.
+pub const HCM_NAME: &str = "envoy.filters.network.http_connection_manager";
+/// The type URL of `HttpConnectionManager`.
+pub const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+/// The name of the router HTTP filter.
+pub const ROUTER_NAME: &str = "envoy.filters.http.router";
+/// The type URL of the router HTTP filter's config.
+pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+
+/// Envoy's downstream idle timeout when `common_http_protocol_options.idle_timeout`
+/// is absent.
+const ENVOY_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's stream idle timeout when `stream_idle_timeout` is absent.
+const ENVOY_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Envoy's request header limit when `max_request_headers_kb` is absent.
+const ENVOY_MAX_HEADERS_KB: u32 = 60;
+/// What Envoy's "0: no timeout" becomes: a day.
+const NO_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// Where a listener's routes come from.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RouteSource {
+    /// An inline `route_config`, already translated.
+    Inline(XdsRoutes),
+    /// A `RouteConfiguration` by name, over RDS.
+    Rds(String),
+}
+
+/// Applies an `HttpConnectionManager` to `listener` (protocol, limits, XFF) and
+/// returns where its routes come from.
+pub(crate) fn http_connection_manager(
+    h: &HttpConnectionManager,
+    listener: &mut ListenerConfig,
+) -> Result<RouteSource, Refusal> {
+    refuse_leftover(&unhandled(h), fields_http::HCM)?;
+    listener.protocol = match CodecType::try_from(h.codec_type) {
+        Ok(CodecType::Auto) => ListenerProtocol::Auto,
+        Ok(CodecType::Http1) => ListenerProtocol::Http1,
+        Ok(CodecType::Http2) => ListenerProtocol::Http2,
+        Ok(CodecType::Http3) | Err(_) => {
+            return Err(Refusal::new(
+                "",
+                "codec_type",
+                "only AUTO, HTTP1 and HTTP2 are supported",
+            ))
+        }
+    };
+    let limits = &mut listener.limits;
+    limits.idle_timeout = ENVOY_IDLE_TIMEOUT;
+    if let Some(common) = &h.common_http_protocol_options {
+        let mut rest = *common;
+        rest.idle_timeout = None;
+        rest.max_headers_count = None;
+        refuse_leftover(&rest, fields::COMMON_HTTP_OPTIONS)
+            .map_err(|r| r.within("common_http_protocol_options"))?;
+        if let Some(d) = &common.idle_timeout {
+            limits.idle_timeout = timeout(d, "common_http_protocol_options.idle_timeout")?;
+        }
+        if let Some(n) = &common.max_headers_count {
+            limits.max_headers = n.value;
+        }
+    }
+    if let Some(h1) = &h.http_protocol_options {
+        refuse_leftover(h1, fields::HTTP1_OPTIONS)
+            .map_err(|r| r.within("http_protocol_options"))?;
+    }
+    if let Some(h2) = &h.http2_protocol_options {
+        let mut rest = h2.clone();
+        rest.max_concurrent_streams = None;
+        refuse_leftover(&rest, fields::HTTP2_OPTIONS)
+            .map_err(|r| r.within("http2_protocol_options"))?;
+        if let Some(n) = &h2.max_concurrent_streams {
+            limits.h2_max_concurrent_streams = n.value;
+        }
+    }
+    let kb = h
+        .max_request_headers_kb
+        .as_ref()
+        .map_or(ENVOY_MAX_HEADERS_KB, |k| k.value);
+    limits.max_header_bytes = ByteSize(u64::from(kb) * 1024);
+    limits.stream_idle_timeout = match &h.stream_idle_timeout {
+        None => ENVOY_STREAM_IDLE_TIMEOUT,
+        Some(d) => timeout(d, "stream_idle_timeout")?,
+    };
+    if let Some(d) = &h.request_headers_timeout {
+        let d = duration(d).map_err(|e| Refusal::new("", "request_headers_timeout", e))?;
+        if !d.is_zero() {
+            limits.header_read_timeout = d;
+        }
+    }
+    listener.xff = h.use_remote_address.as_ref().is_some_and(|b| b.value) && !h.skip_xff_append;
+    for (i, u) in h.upgrade_configs.iter().enumerate() {
+        let mut rest = u.clone();
+        rest.upgrade_type.clear();
+        if rest.enabled.as_ref().is_some_and(|b| b.value) {
+            rest.enabled = None;
+        }
+        refuse_leftover(&rest, fields_http::UPGRADE_CONFIG)
+            .map_err(|r| r.within(&format!("upgrade_configs[{i}]")))?;
+    }
+    http_filters(&h.http_filters)?;
+    match &h.route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => {
+            let mut rest = rds.clone();
+            rest.config_source = None;
+            rest.route_config_name.clear();
+            refuse_leftover(&rest, fields_http::RDS).map_err(|r| r.within("rds"))?;
+            if let Some(source) = &rds.config_source {
+                super::cluster::config_source(source).map_err(|r| r.within("rds.config_source"))?;
+            }
+            if rds.route_config_name.is_empty() {
+                return Err(Refusal::new(
+                    "",
+                    "rds.route_config_name",
+                    "must not be empty",
+                ));
+            }
+            Ok(RouteSource::Rds(rds.route_config_name.clone()))
+        }
+        Some(RouteSpecifier::RouteConfig(rc)) => {
+            let routes = super::route_configuration(rc)
+                .map_err(|r| Refusal::new("", r.path, r.reason).within("route_config"))?;
+            Ok(RouteSource::Inline(routes))
+        }
+        Some(RouteSpecifier::ScopedRoutes(_)) => Err(Refusal::new(
+            "",
+            "scoped_routes",
+            "not supported: it would change behaviour",
+        )),
+        None => Err(Refusal::new(
+            "",
+            "route_specifier",
+            "rds or route_config is required",
+        )),
+    }
+}
+
+/// A copy of `h` with every field handled here or without effect cleared.
+fn unhandled(h: &HttpConnectionManager) -> HttpConnectionManager {
+    let mut r = h.clone();
+    r.codec_type = 0;
+    r.route_specifier = None;
+    r.http_filters.clear();
+    r.common_http_protocol_options = None;
+    r.http_protocol_options = None;
+    r.http2_protocol_options = None;
+    r.max_request_headers_kb = None;
+    r.stream_idle_timeout = None;
+    r.request_headers_timeout = None;
+    r.use_remote_address = None;
+    r.skip_xff_append = false;
+    r.upgrade_configs.clear();
+    let off = |b: &Option<BoolValue>| b.as_ref().is_some_and(|b| !b.value);
+    if off(&r.normalize_path) {
+        r.normalize_path = None;
+    }
+    if r.path_with_escaped_slashes_action == PathWithEscapedSlashesAction::KeepUnchanged as i32 {
+        r.path_with_escaped_slashes_action = 0;
+    }
+    // The Host header's port is always ignored here: both modes are what happens.
+    r.strip_matching_host_port = false;
+    if matches!(r.strip_port_mode, Some(StripPortMode::StripAnyHostPort(_))) {
+        r.strip_port_mode = None;
+    }
+    // Without effect on how requests are routed and answered here.
+    r.stat_prefix.clear();
+    r.generate_request_id = None;
+    r.preserve_external_request_id = false;
+    r.drain_timeout = None;
+    r.drain_timeout_jitter = None;
+    r.delayed_close_timeout = None;
+    r.internal_address_config = None;
+    r.stream_error_on_invalid_http_message = None;
+    r.server_header_transformation = 0;
+    r.add_proxy_protocol_connection_state = None;
+    r
+}
+
+/// A duration where Envoy's 0 means "none".
+fn timeout(
+    d: &envoy_types::pb::google::protobuf::Duration,
+    field: &str,
+) -> Result<Duration, Refusal> {
+    let d = duration(d).map_err(|e| Refusal::new("", field, e))?;
+    Ok(if d.is_zero() { NO_TIMEOUT } else { d })
+}
+
+/// Only the router is supported, last and once; an optional or disabled filter this
+/// proxy does not implement is left out, as Envoy allows.
+fn http_filters(filters: &[HttpFilter]) -> Result<(), Refusal> {
+    let mut router = None;
+    for (i, f) in filters.iter().enumerate() {
+        let at = format!("http_filters[{i}]");
+        let typed = match &f.config_type {
+            Some(ConfigType::TypedConfig(any)) => Some(any),
+            Some(ConfigType::ConfigDiscovery(_)) => {
+                return Err(Refusal::new(
+                    "",
+                    format!("{at}.config_discovery"),
+                    "not supported: filter configs come inline",
+                ))
+            }
+            None => None,
+        };
+        let is_router = f.name == ROUTER_NAME || typed.is_some_and(|a| a.type_url == ROUTER_TYPE);
+        if !is_router {
+            if f.is_optional || f.disabled {
+                tracing::debug!(filter = %f.name, "xds: optional or disabled HTTP filter left out");
+                continue;
+            }
+            return Err(Refusal::new(
+                "",
+                format!("{at}.name"),
+                format!(
+                    "{:?}{} is not supported (only {ROUTER_NAME} is)",
+                    f.name,
+                    typed
+                        .map(|a| format!(" ({})", a.type_url))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        if f.disabled {
+            return Err(Refusal::new(
+                "",
+                format!("{at}.disabled"),
+                "the router cannot be disabled",
+            ));
+        }
+        if let Some(any) = typed {
+            let r: Router = super::decode(any, ROUTER_TYPE, "")
+                .map_err(|r| Refusal::new("", format!("{at}.typed_config"), r.reason))?;
+            let mut rest = r.clone();
+            #[allow(deprecated)]
+            {
+                rest.start_child_span = false;
+            }
+            // Statistics, tracing and Envoy's own x-envoy-* headers only.
+            rest.dynamic_stats = None;
+            rest.suppress_envoy_headers = false;
+            rest.suppress_grpc_request_failure_code_stats = false;
+            refuse_leftover(&rest, fields_http::ROUTER)
+                .map_err(|r| r.within(&format!("{at}.typed_config")))?;
+        }
+        if router.replace(i).is_some() {
+            return Err(Refusal::new("", at, "the router appears twice"));
+        }
+    }
+    match router {
+        Some(i)
+            if filters
+                .iter()
+                .skip(i + 1)
+                .all(|f| f.is_optional || f.disabled) =>
+        {
+            Ok(())
+        }
+        Some(i) => Err(Refusal::new(
+            "",
+            format!("http_filters[{i}]"),
+            "the router must be the last filter",
+        )),
+        None => Err(Refusal::new(
+            "",
+            "http_filters",
+            format!("{ROUTER_NAME} is required"),
+        )),
+    }
+}
