@@ -25,6 +25,19 @@ use envoy_types::pb::{
                 lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint, LbEndpoint,
                 LocalityLbEndpoints,
             },
+            listener::v3::{filter, Filter, FilterChain, Listener},
+            route::v3::{
+                route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
+                weighted_cluster::ClusterWeight, Route, RouteAction, RouteConfiguration,
+                RouteMatch, VirtualHost, WeightedCluster,
+            },
+        },
+        extensions::filters::{
+            http::router::v3::Router,
+            network::http_connection_manager::v3::{
+                http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
+                HttpFilter, Rds,
+            },
         },
         service::discovery::v3::{
             aggregated_discovery_service_server::{
@@ -33,11 +46,13 @@ use envoy_types::pb::{
             DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
         },
     },
-    google::protobuf::Any,
+    google::protobuf::{Any, UInt32Value},
 };
 use futures_util::Stream;
 use prost::{Message, Name};
-use proxy_xds::resources::{CLUSTER_TYPE, ENDPOINT_TYPE};
+use proxy_xds::resources::{
+    CLUSTER_TYPE, ENDPOINT_TYPE, HCM_NAME, LISTENER_TYPE, ROUTER_NAME, ROUTE_TYPE,
+};
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -256,5 +271,146 @@ pub fn cla(name: &str, addrs: &[SocketAddr]) -> ClusterLoadAssignment {
             ..LocalityLbEndpoints::default()
         }],
         ..ClusterLoadAssignment::default()
+    }
+}
+
+/// A STATIC cluster of `addrs` (no EDS step).
+pub fn static_cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        load_assignment: Some(cla(name, addrs)),
+        ..Cluster::default()
+    }
+}
+
+/// An LDS response of `listeners`.
+pub fn lds(version: &str, listeners: &[Listener]) -> DiscoveryResponse {
+    response(
+        LISTENER_TYPE,
+        version,
+        &format!("lds-{version}"),
+        listeners.iter().map(any).collect(),
+    )
+}
+
+/// An RDS response of `configs`.
+pub fn rds(version: &str, configs: &[RouteConfiguration]) -> DiscoveryResponse {
+    response(
+        ROUTE_TYPE,
+        version,
+        &format!("rds-{version}"),
+        configs.iter().map(any).collect(),
+    )
+}
+
+/// The router HTTP filter, as control planes send it.
+pub fn router() -> HttpFilter {
+    HttpFilter {
+        name: ROUTER_NAME.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(
+            any(&Router::default()),
+        )),
+        ..HttpFilter::default()
+    }
+}
+
+/// A listener at `addr` whose HTTP connection manager has `routes` and `filters`.
+pub fn http_listener(
+    name: &str,
+    addr: SocketAddr,
+    routes: RouteSpecifier,
+    filters: Vec<HttpFilter>,
+) -> Listener {
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.into(),
+        route_specifier: Some(routes),
+        http_filters: filters,
+        ..HttpConnectionManager::default()
+    };
+    Listener {
+        name: name.into(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: addr.ip().to_string(),
+                port_specifier: Some(PortSpecifier::PortValue(u32::from(addr.port()))),
+                ..SocketAddress::default()
+            })),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: HCM_NAME.into(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    }
+}
+
+/// A listener at `addr` with the router whose routes come over RDS as `routes`.
+pub fn rds_listener(name: &str, addr: SocketAddr, routes: &str) -> Listener {
+    http_listener(
+        name,
+        addr,
+        RouteSpecifier::Rds(Rds {
+            config_source: Some(ConfigSource {
+                config_source_specifier: Some(ConfigSourceSpecifier::Ads(
+                    AggregatedConfigSource {},
+                )),
+                resource_api_version: 2,
+                ..ConfigSource::default()
+            }),
+            route_config_name: routes.into(),
+        }),
+        vec![router()],
+    )
+}
+
+/// A route sending paths with `prefix` to `cluster`.
+pub fn prefix_route(prefix: &str, cluster: &str) -> Route {
+    Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix(prefix.into())),
+            ..RouteMatch::default()
+        }),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
+            ..RouteAction::default()
+        })),
+        ..Route::default()
+    }
+}
+
+/// A route sending every path to `clusters` by weight.
+pub fn weighted_route(clusters: &[(&str, u32)]) -> Route {
+    let mut r = prefix_route("/", "unused");
+    if let Some(Action::Route(a)) = &mut r.action {
+        a.cluster_specifier = Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: clusters
+                .iter()
+                .map(|(name, weight)| ClusterWeight {
+                    name: (*name).into(),
+                    weight: Some(UInt32Value { value: *weight }),
+                    ..ClusterWeight::default()
+                })
+                .collect(),
+            ..WeightedCluster::default()
+        }));
+    }
+    r
+}
+
+/// A route configuration `name` of one catch-all virtual host with `routes`.
+pub fn route_config(name: &str, routes: Vec<Route>) -> RouteConfiguration {
+    RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vec![VirtualHost {
+            name: format!("{name}-all"),
+            domains: vec!["*".into()],
+            routes,
+            ..VirtualHost::default()
+        }],
+        ..RouteConfiguration::default()
     }
 }
