@@ -1,0 +1,56 @@
+//! QUIC for network proxies. This first part is QUIC-LB
+//! ([draft-ietf-quic-load-balancers-21]): connection IDs that carry the server's ID,
+//! so that a load balancer routes every packet of a connection to its server even
+//! after the client's address changes.
+//!
+//! - [`CidFormat`]: one configuration's format (config rotation bits, server ID
+//!   length, nonce length, key, length self-description), encoding and decoding in
+//!   all three modes: plaintext, single-pass AES-128-ECB (server ID + nonce = 16
+//!   octets) and four-pass (any other length).
+//! - [`Decoder`]: the load balancer's side, several configs at once (a rotation's old
+//!   and new), and the unroutable cases ([`Unroutable`]) that fall back to the
+//!   4-tuple.
+//! - [`QuicLbServer`] and [`CidGenerator`]: the server's side, one generator per
+//!   [`NonceSpace`] (per process and worker) so that no two generators issue the same
+//!   connection ID; [`CidGenerator`] is a quinn `ConnectionIdGenerator`.
+//! - [`QuicLbConfig`] and [`DecoderConfig`]: the config sections, validated into the
+//!   above with errors that name the field.
+//!
+//! # Example
+//! ```
+//! use proxy_quic::{Decoder, DecoderConfig, NonceSpace, QuicLbConfig, QuicLbServer};
+//!
+//! let server: QuicLbConfig = serde_json::from_str(r#"{
+//!     "config_id": 1, "server_id": "31441a", "nonce_length": 5,
+//!     "cid_key": "fdf726a9893ec05c0632d3956680baf0",
+//!     "first_octet_encodes_cid_length": true}"#).unwrap();
+//! let server = QuicLbServer::try_from(&server).unwrap();
+//! let mut generator = server.generator(NonceSpace::new(0, 4).unwrap()).unwrap();
+//! let cid = generator.next_cid();
+//!
+//! let lb: DecoderConfig = serde_json::from_str(r#"{"configs": [{
+//!     "config_id": 1, "server_id_length": 3, "nonce_length": 5,
+//!     "cid_key": "fdf726a9893ec05c0632d3956680baf0"}]}"#).unwrap();
+//! let decoder = Decoder::try_from(&lb).unwrap();
+//! assert_eq!(decoder.server_id(cid.as_bytes()), Some(server.server_id()));
+//! ```
+//!
+//! [draft-ietf-quic-load-balancers-21]: https://datatracker.ietf.org/doc/draft-ietf-quic-load-balancers/21/
+
+mod cipher;
+mod config;
+mod decoder;
+mod error;
+mod format;
+mod generator;
+mod hex;
+mod nonce_space;
+mod types;
+
+pub use config::{CidFormatConfig, DecoderConfig, QuicLbConfig};
+pub use decoder::{Decoded, Decoder, Unroutable};
+pub use error::CidError;
+pub use format::CidFormat;
+pub use generator::{CidGenerator, QuicLbServer, MIN_COUNTER_BITS};
+pub use nonce_space::NonceSpace;
+pub use types::{Cid, CidKey, ConfigId, Nonce, ServerId, MAX_CID_LEN};
