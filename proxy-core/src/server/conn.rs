@@ -120,8 +120,10 @@ impl LogStart {
 }
 
 /// Runs one accepted connection to its end; `prefix` holds bytes already read from it
-/// (by the process that handed it over).
-pub(crate) async fn serve(stream: Stream, prefix: BytesMut, ctx: ConnCtx) {
+/// (by the process that handed it over). Boxed, so that every connection's future
+/// does not carry room for it.
+pub(crate) async fn serve(stream: Stream, prefix: Option<Box<BytesMut>>, ctx: ConnCtx) {
+    let prefix = prefix.map_or_else(BytesMut::new, |p| *p);
     let (detected, stream, buf) = match ctx.listener.protocol() {
         ListenerProtocol::Http1 => (Detected::Http1, stream, prefix),
         ListenerProtocol::Http2 => (Detected::Http2, stream, prefix),
@@ -309,10 +311,7 @@ impl tower::Service<Connection> for ServeHttp {
     }
 
     fn call(&mut self, mut conn: Connection) -> Self::Future {
-        let prefix = conn
-            .extensions
-            .remove::<Prefix>()
-            .map_or_else(BytesMut::new, |p| p.0);
+        let prefix = conn.extensions.remove::<Prefix>().map(|p| Box::new(p.0));
         let mut ctx = self.0.clone();
         ctx.peer = conn.peer;
         ctx.secure = conn.secure;

@@ -51,9 +51,18 @@ struct Idle {
     drained: bool,
     /// Whether the connection is a plain socket that a hot upgrade may hand over.
     can_hand_off: bool,
-    /// During a hot upgrade's hand-off: from when the connection may go, and with how
-    /// many unread bytes at most.
-    hand_off_at: Option<(Instant, usize)>,
+    /// Whether a hot upgrade's hand-off is under way: the connection goes once the
+    /// timer, set to its moment then, has fired.
+    handing_off: bool,
+}
+
+impl Idle {
+    /// Whether the connection goes over to a new process at a request boundary rather
+    /// than close (read only while draining).
+    fn goes_over(&self, ctx: &ConnCtx) -> bool {
+        self.can_hand_off
+            && (self.handing_off || (!self.drained && super::handoff::handing_off(ctx)))
+    }
 }
 
 /// Waits for and parses the next request head.
@@ -79,14 +88,17 @@ async fn read_head(
     let max_bytes = limits.max_header_bytes.as_usize();
     let mut head_deadline: Option<Instant> = None;
     loop {
-        if let Some((at, max_unread)) = idle_state.hand_off_at {
-            if Instant::now() >= at {
-                if buf.len() <= max_unread {
-                    return ReadHead::HandOff;
-                }
-                // Too much to carry over: finish this request here, then close.
-                idle_state.hand_off_at = None;
+        if idle_state.handing_off && timer.deadline() <= Instant::now() {
+            if ctx
+                .current_handoff()
+                .is_some_and(|h| buf.len() <= h.max_unread())
+            {
+                return ReadHead::HandOff;
             }
+            // Too much to carry over: finish this request here, then close.
+            idle_state.handing_off = false;
+            head_deadline = None;
+            timer.as_mut().reset(Instant::now() + limits.idle_timeout);
         }
         if !buf.is_empty() {
             match head::parse_request(buf, max_headers, max_bytes) {
@@ -98,8 +110,6 @@ async fn read_head(
             if head_deadline.is_none() {
                 let d = Instant::now() + limits.header_read_timeout;
                 head_deadline = Some(d);
-                // Not past a hand-off moment, if there is one.
-                let d = idle_state.hand_off_at.map_or(d, |(at, _)| d.min(at));
                 if timer.deadline() > d {
                     timer.as_mut().reset(d);
                 }
@@ -115,19 +125,15 @@ async fn read_head(
                 }
             },
             () = timer.as_mut() => {
-                let now = Instant::now();
-                let hand_off = idle_state.hand_off_at.map(|(at, _)| at);
-                if hand_off.is_some_and(|at| now >= at) {
+                if idle_state.handing_off {
                     continue;
                 }
+                let now = Instant::now();
                 match head_deadline {
                     Some(d) if now >= d => return ReadHead::Timeout,
                     Some(d) => timer.as_mut().reset(d),
                     None if !std::mem::take(&mut idle_state.active) => return ReadHead::Closed,
                     None => timer.as_mut().reset(now + limits.idle_timeout),
-                }
-                if let Some(at) = hand_off.filter(|at| *at < timer.deadline()) {
-                    timer.as_mut().reset(at);
                 }
             }
             () = drain.as_mut(), if !idle_state.drained && (idle || idle_state.can_hand_off) => {
@@ -135,11 +141,8 @@ async fn read_head(
                 let handoff = ctx.current_handoff();
                 match handoff.filter(|_| idle_state.can_hand_off) {
                     Some(h) => {
-                        let at = h.slot();
-                        idle_state.hand_off_at = Some((at, h.max_unread()));
-                        if at < timer.deadline() {
-                            timer.as_mut().reset(at);
-                        }
+                        idle_state.handing_off = true;
+                        timer.as_mut().reset(h.slot());
                     }
                     None if idle => return ReadHead::Closed,
                     // Part of a head read: answered, then closed.
@@ -173,7 +176,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         active: true,
         drained: false,
         can_hand_off: !ctx.secure && read.as_ref().is_some_and(ReadHalf::is_socket),
-        hand_off_at: None,
+        handing_off: false,
     };
     loop {
         let Some(r) = read.as_mut() else { return };
@@ -191,7 +194,8 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             ReadHead::Closed => return,
             ReadHead::HandOff => {
                 let Some(r) = read.take() else { return };
-                super::handoff::hand_off(r, write, buf, &ctx).await;
+                // Boxed: rare, and the connection's future stays small.
+                Box::pin(super::handoff::hand_off(r, write, buf, &ctx)).await;
                 return;
             }
             ReadHead::Timeout => {
@@ -333,7 +337,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
 
         // During a hot upgrade's hand-off, a connection that can go stays open: it
         // goes at its next request boundary instead of closing.
-        let draining = *drain.borrow() && !(idle.can_hand_off && super::handoff::handing_off(&ctx));
+        let draining = *drain.borrow() && !idle.goes_over(&ctx);
         let mut close = !keep_alive || draining;
         let status = resp.status();
         let framing = response_framing(&mut resp, is_head, version);

@@ -53,6 +53,7 @@ pub(super) fn start(ctx: ConnCtx, stream: Stream, prefix: BytesMut) {
     let open = OpenConn::new(listener.stats.clone());
     if settings.conn_layers.is_empty() {
         let task = async move {
+            let prefix = (!prefix.is_empty()).then(|| Box::new(prefix));
             conn::serve(stream, prefix, ctx).await;
             drop(open);
         };
