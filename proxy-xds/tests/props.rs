@@ -2,7 +2,10 @@
 //! refusal, never a panic.
 
 use envoy_types::pb::{
-    envoy::config::{cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment},
+    envoy::config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        route::v3::RouteConfiguration,
+    },
     google::protobuf::Any,
 };
 use proptest::prelude::*;
@@ -45,6 +48,24 @@ proptest! {
             if let Err(r) = resources::cluster(&c) {
                 prop_assert!(r.resource.contains(&name) || c.name != name, "{r}");
             }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_listener_bytes_never_panic(value in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let any = Any { type_url: resources::LISTENER_TYPE.into(), value };
+        if let Ok(l) = resources::decode::<Listener>(&any, resources::LISTENER_TYPE, "resources[0]") {
+            let _ = resources::listener(&l);
+        }
+    }
+
+    #[test]
+    fn arbitrary_route_bytes_never_panic(value in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let any = Any { type_url: resources::ROUTE_TYPE.into(), value };
+        if let Ok(rc) = resources::decode::<RouteConfiguration>(&any, resources::ROUTE_TYPE, "resources[0]") {
+            let _ = resources::route_configuration(&rc);
         }
     }
 }

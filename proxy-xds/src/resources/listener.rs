@@ -221,3 +221,7 @@ fn filter_chain(c: &FilterChain, config: &mut ListenerConfig) -> Result<RouteSou
         .map_err(|r| Refusal::new("", "filters[0].typed_config", r.reason))?;
     hcm::http_connection_manager(&h, config).map_err(|r| r.within("filters[0].typed_config"))
 }
+
+#[cfg(test)]
+#[path = "listener_tests.rs"]
+mod tests;

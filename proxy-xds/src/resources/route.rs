@@ -308,3 +308,7 @@ fn route(
 pub(super) fn not_supported(field: &str) -> Refusal {
     Refusal::new("", field, "not supported: it would change behaviour")
 }
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod tests;

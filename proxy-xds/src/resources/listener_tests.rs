@@ -1,0 +1,167 @@
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            core::v3::{Address, Pipe, SocketAddress},
+            listener::v3::{Filter, FilterChainMatch, ListenerFilter},
+            route::v3::RouteConfiguration,
+        },
+        extensions::filters::network::http_connection_manager::v3::{
+            http_connection_manager::{CodecType, RouteSpecifier},
+            HttpConnectionManager, HttpFilter, Rds,
+        },
+    },
+    google::protobuf::{Any, Duration as PbDuration},
+};
+use prost::Message;
+use proxy_core::config::ListenerProtocol;
+
+use super::*;
+
+fn hcm_any(h: &HttpConnectionManager) -> Any {
+    Any {
+        type_url: HCM_TYPE.into(),
+        value: h.encode_to_vec(),
+    }
+}
+
+fn router() -> HttpFilter {
+    HttpFilter {
+        name: super::super::ROUTER_NAME.into(),
+        ..HttpFilter::default()
+    }
+}
+
+fn hcm(filters: Vec<HttpFilter>) -> HttpConnectionManager {
+    HttpConnectionManager {
+        codec_type: CodecType::Http1 as i32,
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: None,
+            route_config_name: "r".into(),
+        })),
+        http_filters: filters,
+        stream_idle_timeout: Some(PbDuration {
+            seconds: 0,
+            nanos: 0,
+        }),
+        ..HttpConnectionManager::default()
+    }
+}
+
+fn with(h: &HttpConnectionManager) -> Listener {
+    Listener {
+        name: "web".into(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "127.0.0.1".into(),
+                port_specifier: Some(PortSpecifier::PortValue(8080)),
+                ..SocketAddress::default()
+            })),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: HCM_NAME.into(),
+                config_type: Some(ConfigType::TypedConfig(hcm_any(h))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    }
+}
+
+fn refusal(l: &Listener) -> String {
+    listener(l)
+        .map(|_| String::new())
+        .unwrap_or_else(|e| e.to_string())
+}
+
+#[test]
+fn a_listener_with_the_connection_manager_maps() {
+    let x = listener(&with(&hcm(vec![router()]))).unwrap();
+    assert_eq!(x.config.address.to_string(), "127.0.0.1:8080");
+    assert_eq!(x.config.protocol, ListenerProtocol::Http1);
+    assert_eq!(x.routes, RouteSource::Rds("r".into()));
+    assert_eq!(
+        x.config.limits.stream_idle_timeout,
+        std::time::Duration::from_secs(86_400),
+        "0 is no timeout"
+    );
+    assert!(!x.config.xff, "use_remote_address is false");
+
+    let mut inline = hcm(vec![router()]);
+    inline.route_specifier = Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+        name: "inline".into(),
+        ..RouteConfiguration::default()
+    }));
+    let x = listener(&with(&inline)).unwrap();
+    assert!(matches!(x.routes, RouteSource::Inline(_)));
+
+    let mut pipe = with(&hcm(vec![router()]));
+    pipe.address = Some(Address {
+        address: Some(address::Address::Pipe(Pipe {
+            path: "/tmp/web.sock".into(),
+            mode: 0,
+        })),
+    });
+    assert_eq!(
+        listener(&pipe).unwrap().config.address.to_string(),
+        "unix:/tmp/web.sock"
+    );
+}
+
+#[test]
+fn filters_and_fields_not_implemented_are_refused_by_name() {
+    let cors = HttpFilter {
+        name: "envoy.filters.http.cors".into(),
+        ..HttpFilter::default()
+    };
+    assert_eq!(
+        refusal(&with(&hcm(vec![cors.clone(), router()]))),
+        "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0].name: \"envoy.filters.http.cors\" is not supported (only envoy.filters.http.router is)"
+    );
+    let optional = HttpFilter {
+        is_optional: true,
+        ..cors
+    };
+    assert_eq!(refusal(&with(&hcm(vec![optional, router()]))), "");
+    assert!(refusal(&with(&hcm(vec![])))
+        .ends_with("http_filters: envoy.filters.http.router is required"));
+
+    let mut l = with(&hcm(vec![router()]));
+    l.listener_filters = vec![ListenerFilter::default()];
+    assert_eq!(
+        refusal(&l),
+        "listener \"web\": listener_filters: not supported: it would change behaviour"
+    );
+
+    let mut l = with(&hcm(vec![router()]));
+    l.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
+        server_names: vec!["a".into()],
+        ..FilterChainMatch::default()
+    });
+    assert!(refusal(&l).contains("filter_chains[0].filter_chain_match: not supported"));
+
+    let mut l = with(&hcm(vec![router()]));
+    l.filter_chains[0].filters[0] = Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(ConfigType::TypedConfig(Any {
+            type_url: "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+                .into(),
+            value: vec![],
+        })),
+    };
+    assert!(refusal(&l).contains("\"envoy.filters.network.tcp_proxy\""));
+
+    let mut h = hcm(vec![router()]);
+    h.server_name = "edge".into();
+    assert!(refusal(&with(&h))
+        .ends_with("typed_config.server_name: not supported: it would change behaviour"));
+
+    let mut l = with(&hcm(vec![router()]));
+    if let Some(Address {
+        address: Some(address::Address::SocketAddress(s)),
+    }) = &mut l.address
+    {
+        s.address = "web.internal".into();
+    }
+    assert!(refusal(&l).contains("address.socket_address.address"));
+}
