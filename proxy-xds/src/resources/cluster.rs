@@ -50,7 +50,7 @@ pub struct XdsCluster {
 /// (`choice_count`) and RANDOM onto the balancers of the same names (`round_robin`,
 /// `least_request`, `random`: register proxy-lb for the last two); RING_HASH and
 /// MAGLEV onto `random`, which is what Envoy does without a route hash policy (routes
-/// carry none until RDS is mapped); the upstream
+/// carry none: RDS refuses `hash_policy`); the upstream
 /// protocol (HTTP/1.1 or HTTP/2 from `typed_extension_protocol_options`); the pool's
 /// idle timeout; circuit-breaker thresholds left unlimited (4294967295, as Istio
 /// sends them). Ignored because they cannot change how traffic flows here: stats
@@ -308,8 +308,8 @@ fn balancer(c: &Cluster) -> Result<TypedConfig, Refusal> {
             typed("least_request", json!({ "choice_count": choices }))
         }
         // Envoy hashes on the route's hash policy and picks a random endpoint (by
-        // weight) when there is none; routes carry no hash policy here yet (RDS is not
-        // mapped), so the weighted random balancer is exactly what Envoy would do.
+        // weight) when there is none; routes carry no hash policy here (RDS refuses
+        // `hash_policy`), so the weighted random balancer is exactly what Envoy would do.
         (LbPolicy::RingHash, None) => Ok(TypedConfig::named("random")),
         (LbPolicy::RingHash, Some(LbConfig::RingHashLbConfig(rh))) => {
             ring_hash(rh).map_err(|r| r.within("ring_hash_lb_config"))?;
