@@ -82,7 +82,7 @@ impl Halves {
     }
 
     fn odd(&self) -> bool {
-        self.len % 2 == 1
+        !self.len.is_multiple_of(2)
     }
 
     /// "clear the last four bits of left" for odd lengths.

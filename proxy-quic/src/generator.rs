@@ -2,7 +2,7 @@
 //! their quinn `ConnectionIdGenerator` implementation.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aes::Aes128;
@@ -335,11 +335,11 @@ impl CidGenerator {
     /// ```
     pub fn into_quinn_factory(
         self,
-    ) -> Arc<dyn Fn() -> Box<dyn ConnectionIdGenerator> + Send + Sync> {
+    ) -> impl Fn() -> Box<dyn ConnectionIdGenerator> + Send + Sync + 'static {
         let cid_len = self.cid_len;
         let lifetime = self.lifetime;
         let once = Mutex::new(Some(self));
-        Arc::new(move || {
+        move || {
             let taken = once.lock().ok().and_then(|mut g| g.take());
             if let Some(g) = taken {
                 return Box::new(g);
@@ -355,7 +355,7 @@ impl CidGenerator {
                 }
                 Err(_) => Box::new(RandomConnectionIdGenerator::new(cid_len)),
             }
-        })
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 /// Decodes an even number of hex digits (either case); the reason on failure.
 pub(crate) fn decode_hex(text: &str) -> Result<Vec<u8>, &'static str> {
     let digits = text.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err("an odd number of hex digits");
     }
     digits
