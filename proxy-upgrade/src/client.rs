@@ -5,8 +5,9 @@ use std::{collections::HashSet, os::fd::OwnedFd, path::PathBuf, time::Duration};
 use proxy_core::config::ListenAddress;
 
 use crate::{
+    handover::Handover,
     sock::{self, Conn},
-    wire::{ListenerRecord, Message, MAX_SOCKETS},
+    wire::{ErrorCode, ListenerRecord, Message, MAX_SOCKETS, MIN_VERSION, VERSION},
     UpgradeError,
 };
 
@@ -33,15 +34,27 @@ use crate::{
 pub struct UpgradeClient {
     path: PathBuf,
     timeout: Duration,
+    window: Duration,
 }
 
 impl UpgradeClient {
-    /// A client of the upgrade socket at `path`, with a 10 s timeout.
+    /// A client of the upgrade socket at `path`, with a 10 s timeout and a 1 s
+    /// hand-off window.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
             timeout: Duration::from_secs(10),
+            window: Duration::from_secs(1),
         }
+    }
+
+    /// Over how long the old process spreads the hand-over of its idle connections
+    /// ([`Upgrade::finish_handing_over`]), so that they do not all arrive at once:
+    /// each goes at a moment drawn evenly over the window (the old process caps it
+    /// at half its drain timeout, and at 60 s).
+    pub fn handoff_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
     }
 
     /// How long to wait for the connection and for each answer.
@@ -53,17 +66,43 @@ impl UpgradeClient {
     /// Connects, asks for the listening sockets and checks each: a listening stream
     /// socket bound to the address of its record. The sockets are close-on-exec.
     ///
+    /// An old process that speaks only version 1 is asked again in version 1: its
+    /// listeners come over the same way, its connections drain.
+    ///
     /// # Errors
     /// No process at the path ([`UpgradeError::Connect`]), a refusal (another upgrade in
     /// progress, [`UpgradeError::is_busy`]), a timeout, a protocol violation, or a
     /// socket that is not what its record says. Every socket received is closed then.
     pub fn connect(&self) -> Result<Upgrade, UpgradeError> {
+        match self.connect_version(VERSION) {
+            Err(UpgradeError::Refused {
+                code: ErrorCode::Version,
+                reason,
+            }) if reason.contains(&format!("speaks version {MIN_VERSION}")) => {
+                tracing::info!(%reason, "the old process speaks version {MIN_VERSION}; asking in it");
+                // Its session frees itself right after answering.
+                let deadline = std::time::Instant::now() + self.timeout;
+                loop {
+                    match self.connect_version(MIN_VERSION) {
+                        Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        other => return other,
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn connect_version(&self, version: u16) -> Result<Upgrade, UpgradeError> {
         let fd =
             sock::connect(&self.path, self.timeout).map_err(|source| UpgradeError::Connect {
                 path: self.path.clone(),
                 source,
             })?;
-        let conn = Conn::new(fd, self.timeout)?;
+        let mut conn = Conn::new(fd, self.timeout)?;
+        conn.set_version(version);
         let hello = Message::Hello {
             pid: std::process::id(),
         };
@@ -114,6 +153,7 @@ impl UpgradeClient {
             conn,
             listeners,
             taken: 0,
+            window: self.window,
         })
     }
 }
@@ -179,6 +219,7 @@ pub struct Upgrade {
     conn: Conn,
     listeners: Vec<InheritedListener>,
     taken: usize,
+    window: Duration,
 }
 
 impl Upgrade {
@@ -198,20 +239,48 @@ impl Upgrade {
         all.into_iter().map(|l| (l.record.name, l.socket)).collect()
     }
 
+    /// The protocol version spoken with the old process (1: no connections come).
+    pub fn version(&self) -> u16 {
+        self.conn.version()
+    }
+
     /// Tells the old process that this one accepts on the sockets (call it once the
     /// server runs), then waits until the old one has stopped accepting; it drains
-    /// and exits on its own.
+    /// its connections (closing the idle ones) and exits on its own.
     ///
     /// # Errors
     /// When the old process does not confirm: it may still accept for a while, which
     /// costs nothing since both processes accept on the same sockets.
-    pub fn finish(mut self) -> Result<(), UpgradeError> {
+    pub fn finish(self) -> Result<(), UpgradeError> {
+        self.ready(None).map(drop)
+    }
+
+    /// Like [`Upgrade::finish`], and asks the old process to hand its idle HTTP/1.1
+    /// connections over rather than close them, spread over the hand-off window:
+    /// receive them from the [`Handover`] returned (with the server running, e.g.
+    /// [`Handover::adopt_into`]), until the old process has drained. With a version 1
+    /// process, none come.
+    ///
+    /// # Errors
+    /// As [`Upgrade::finish`].
+    pub fn finish_handing_over(self) -> Result<Handover, UpgradeError> {
+        let v2 = self.conn.version() >= 2;
+        let window = Some(self.window).filter(|_| v2);
+        let conn = self.ready(window)?;
+        Ok(Handover::new(conn.filter(|_| v2)))
+    }
+
+    fn ready(mut self, handoff_window: Option<Duration>) -> Result<Option<Conn>, UpgradeError> {
         // Sockets not taken are not accepted on: closed before the old process stops.
         self.listeners.clear();
         let claimed = u32::try_from(self.taken).unwrap_or(u32::MAX);
-        self.conn.send(&Message::Ready { claimed }, &[])?;
+        let ready = Message::Ready {
+            claimed,
+            handoff_window,
+        };
+        self.conn.send(&ready, &[])?;
         match self.conn.recv()? {
-            (Message::Done, _) => Ok(()),
+            (Message::Done, _) => Ok(handoff_window.map(|_| self.conn)),
             (Message::Error { code, reason }, _) => Err(UpgradeError::Refused { code, reason }),
             (other, _) => Err(UpgradeError::Unexpected {
                 got: other.name(),

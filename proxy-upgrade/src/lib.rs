@@ -2,10 +2,12 @@
 
 pub mod client;
 mod error;
+pub mod handover;
 pub mod server;
 mod sock;
 pub mod wire;
 
 pub use client::{InheritedListener, Upgrade, UpgradeClient};
 pub use error::UpgradeError;
+pub use handover::{HandedInConnection, HandedOffConnection, Handover};
 pub use server::{ListenerSource, UpgradeHandle, UpgradeServer};

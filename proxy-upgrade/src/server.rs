@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        mpsc, Arc, Mutex,
     },
     thread::JoinHandle,
     time::Duration,
@@ -14,8 +14,12 @@ use std::{
 use proxy_core::config::ListenAddress;
 
 use crate::{
+    handover::{self, HandedOffConnection},
     sock::{self, Conn},
-    wire::{ErrorCode, ListenerRecord, Message, MAX_FDS_PER_MESSAGE, MAX_SOCKETS, VERSION},
+    wire::{
+        ErrorCode, ListenerRecord, Message, MAX_FDS_PER_MESSAGE, MAX_SOCKETS, MAX_UNREAD_BYTES,
+        VERSION,
+    },
     UpgradeError,
 };
 
@@ -30,6 +34,22 @@ pub trait ListenerSource: Send + Sync + 'static {
 
     /// The new process accepts on the sockets: stop accepting, drain, exit.
     fn hand_off(&self);
+
+    /// Version 2: the new process accepts on the sockets and adopts connections:
+    /// stop accepting, hand idle connections (with at most `max_unread_bytes` read
+    /// and not parsed) to `sink` over `window`, drain the rest, drop `sink` once
+    /// drained, exit. The default hands none over: it drops `sink` and calls
+    /// [`ListenerSource::hand_off`].
+    fn hand_off_connections(
+        &self,
+        window: Duration,
+        max_unread_bytes: usize,
+        sink: mpsc::Sender<HandedOffConnection>,
+    ) {
+        let _ = (window, max_unread_bytes);
+        drop(sink);
+        self.hand_off();
+    }
 }
 
 impl ListenerSource for proxy_core::Server {
@@ -39,6 +59,15 @@ impl ListenerSource for proxy_core::Server {
 
     fn hand_off(&self) {
         proxy_core::Server::hand_off(self);
+    }
+
+    fn hand_off_connections(
+        &self,
+        window: Duration,
+        max_unread_bytes: usize,
+        sink: mpsc::Sender<HandedOffConnection>,
+    ) {
+        proxy_core::Server::hand_off_connections(self, window, max_unread_bytes, sink);
     }
 }
 
@@ -131,7 +160,7 @@ impl UpgradeServer {
 
     fn serve(self, source: Arc<dyn ListenerSource>, shared: &Arc<Shared>) {
         tracing::info!(path = %self.path.display(), "serving upgrades");
-        let sessions: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+        let sessions = &shared.session;
         while !shared.stop.load(Ordering::Acquire) {
             let fd = match sock::accept(&self.fd) {
                 Ok(Some(fd)) => fd,
@@ -160,25 +189,35 @@ impl UpgradeServer {
                 .name("proxy-upgrade-session".into())
                 .spawn(move || {
                     match session(fd, &*source, timeouts, &path) {
-                        Ok(report) => {
-                            tracing::info!(pid = report.0, sockets = report.1, "handed the listeners over; draining");
+                        Ok((pid, sockets, connections)) => {
+                            tracing::info!(pid, sockets, "handed the listeners over; draining");
                             state.handed_off.store(true, Ordering::Release);
                             state.stop.store(true, Ordering::Release);
+                            if let Some((conn, rx)) = connections {
+                                let count = handover::forward(&conn, rx);
+                                tracing::info!(pid, connections = count, "handed the idle connections over");
+                            }
                         }
-                        Err(error) => tracing::warn!(error = %proxy_core::DisplayChain(&error), "upgrade abandoned; still serving"),
+                        Err(error) => {
+                            tracing::warn!(error = %proxy_core::DisplayChain(&error), "upgrade abandoned; still serving");
+                        }
                     }
                     state.busy.store(false, Ordering::Release);
                 });
             match session {
-                Ok(handle) => *lock(&sessions) = Some(handle),
+                Ok(handle) => *lock(sessions) = Some(handle),
                 Err(error) => {
                     tracing::warn!(%error, "cannot start an upgrade session");
                     shared.busy.store(false, Ordering::Release);
                 }
             }
         }
-        if let Some(handle) = lock(&sessions).take() {
-            let _ = handle.join();
+        // A session that handed off goes on forwarding connections until the server
+        // drained: the handle joins it (`UpgradeHandle::stop`), not this thread.
+        if !shared.handed_off.load(Ordering::Acquire) {
+            if let Some(handle) = lock(sessions).take() {
+                let _ = handle.join();
+            }
         }
         if !shared.handed_off.load(Ordering::Acquire) {
             let _ = std::fs::remove_file(&self.path);
@@ -194,20 +233,29 @@ struct Shared {
     stop: AtomicBool,
     busy: AtomicBool,
     handed_off: AtomicBool,
+    session: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// One upgrade, from hello to done. Returns the new process's pid and how many
-/// sockets went over.
+/// The connection to the new process and the connections to forward on it.
+type Forward = (Conn, mpsc::Receiver<HandedOffConnection>);
+
+/// One upgrade, from hello to done. Returns the new process's pid, how many sockets
+/// went over, and (version 2, when the new process adopts connections) what to
+/// forward the idle connections on.
 fn session(
     fd: OwnedFd,
     source: &dyn ListenerSource,
     (hello_timeout, ready_timeout): (Duration, Duration),
     path: &Path,
-) -> Result<(u32, usize), UpgradeError> {
+) -> Result<(u32, usize, Option<Forward>), UpgradeError> {
     let mut conn = Conn::new(fd, hello_timeout)?;
-    let pid = match conn.recv() {
-        Ok((Message::Hello { pid }, fds)) if fds.is_empty() => pid,
-        Ok((other, _)) => {
+    let pid = match conn.recv_versioned() {
+        Ok((version, Message::Hello { pid }, fds)) if fds.is_empty() => {
+            // An older new process: answered in its version, its connections drain.
+            conn.set_version(version);
+            pid
+        }
+        Ok((_, other, _)) => {
             let e = UpgradeError::Unexpected {
                 got: other.name(),
                 expected: "hello without descriptors",
@@ -225,7 +273,7 @@ fn session(
         }
         Err(e) => return Err(e),
     };
-    tracing::info!(pid, "upgrade requested");
+    tracing::info!(pid, version = conn.version(), "upgrade requested");
     let sockets = match source.listener_sockets() {
         Ok(s) => s,
         Err(e) => return Err(answer(&conn, ErrorCode::Internal, e.into())),
@@ -281,8 +329,8 @@ fn session(
     }
     drop(fds);
     conn.set_timeout(ready_timeout)?;
-    match conn.recv()? {
-        (Message::Ready { .. }, _) => {}
+    let window = match conn.recv()? {
+        (Message::Ready { handoff_window, .. }, _) => handoff_window,
         (Message::Error { code, reason }, _) => return Err(UpgradeError::Refused { code, reason }),
         (other, _) => {
             let e = UpgradeError::Unexpected {
@@ -291,15 +339,30 @@ fn session(
             };
             return Err(answer(&conn, ErrorCode::Protocol, e));
         }
-    }
+    };
     // The path is the new process's from now on: it binds it for the next upgrade.
     let _ = std::fs::remove_file(path);
-    source.hand_off();
+    let forward = match window {
+        Some(window) => {
+            let (tx, rx) = mpsc::channel();
+            source.hand_off_connections(window.min(MAX_WINDOW), MAX_UNREAD_BYTES, tx);
+            Some(rx)
+        }
+        None => {
+            source.hand_off();
+            None
+        }
+    };
     if let Err(error) = conn.send(&Message::Done, &[]) {
         tracing::debug!(%error, "the new process did not wait for done");
+        // Nobody to forward to: dropping the receiver makes the server drain them.
+        return Ok((pid, count, None));
     }
-    Ok((pid, count))
+    Ok((pid, count, forward.map(|rx| (conn, rx))))
 }
+
+/// The longest hand-off window a new process may ask for.
+const MAX_WINDOW: Duration = Duration::from_secs(60);
 
 /// Tells the peer why, then hands the error back.
 fn answer(conn: &Conn, code: ErrorCode, error: UpgradeError) -> UpgradeError {
@@ -356,9 +419,14 @@ impl UpgradeHandle {
     }
 
     /// Stops serving upgrades and waits for the service's thread (an upgrade in
-    /// progress completes or fails first).
+    /// progress completes or fails first) and, after a hand-off, for the last idle
+    /// connections to go over: call it once the server returned (drained), never
+    /// on a worker of the server, since the hand-over ends only when it drained.
     pub fn stop(mut self) {
         self.stop_and_join();
+        if let Some(session) = lock(&self.shared.session).take() {
+            let _ = session.join();
+        }
     }
 
     fn stop_and_join(&mut self) {
@@ -370,6 +438,8 @@ impl UpgradeHandle {
 }
 
 impl Drop for UpgradeHandle {
+    /// Stops serving upgrades; a hand-over of connections under way goes on on its
+    /// own thread (see [`UpgradeHandle::stop`] to wait for it).
     fn drop(&mut self) {
         self.stop_and_join();
     }

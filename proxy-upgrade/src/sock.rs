@@ -88,12 +88,28 @@ pub(crate) fn peer_uid(fd: &OwnedFd) -> std::io::Result<u32> {
 pub(crate) struct Conn {
     fd: OwnedFd,
     timeout: Duration,
+    /// The version messages are sent in: ours, or an older peer's.
+    version: u16,
 }
 
 impl Conn {
     pub(crate) fn new(fd: OwnedFd, timeout: Duration) -> Result<Self, UpgradeError> {
         set_timeout(&fd, timeout)?;
-        Ok(Self { fd, timeout })
+        Ok(Self {
+            fd,
+            timeout,
+            version: wire::VERSION,
+        })
+    }
+
+    /// Speaks `version` from now on (an older peer's).
+    pub(crate) fn set_version(&mut self, version: u16) {
+        self.version = version;
+    }
+
+    /// The version messages are sent in.
+    pub(crate) fn version(&self) -> u16 {
+        self.version
     }
 
     /// Changes how long a receive may wait.
@@ -109,7 +125,7 @@ impl Conn {
         message: &Message,
         fds: &[BorrowedFd<'_>],
     ) -> Result<(), UpgradeError> {
-        let bytes = wire::encode(message)?;
+        let bytes = wire::encode_version(message, self.version)?;
         self.send_raw(&bytes, fds)
     }
 
@@ -143,6 +159,11 @@ impl Conn {
     /// Receives one message and the descriptors beside it (close-on-exec). Anything
     /// wrong closes the descriptors that came.
     pub(crate) fn recv(&self) -> Result<(Message, Vec<OwnedFd>), UpgradeError> {
+        self.recv_versioned().map(|(_, m, fds)| (m, fds))
+    }
+
+    /// [`Conn::recv`], also giving the message's version.
+    pub(crate) fn recv_versioned(&self) -> Result<(u16, Message, Vec<OwnedFd>), UpgradeError> {
         let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
         let mut space =
             vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
@@ -175,8 +196,8 @@ impl Conn {
                 got.bytes
             )));
         }
-        let message = wire::decode(&buf[..got.bytes])?;
-        Ok((message, fds))
+        let (version, message) = wire::decode_versioned(&buf[..got.bytes])?;
+        Ok((version, message, fds))
     }
 
     fn io_error(&self, e: Errno) -> UpgradeError {

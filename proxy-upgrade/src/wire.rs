@@ -4,20 +4,29 @@
 //!
 //! ```
 //! use proxy_upgrade::wire::{decode, encode, Message};
-//! let bytes = encode(&Message::Ready { claimed: 3 })?;
+//! let ready = Message::Ready { claimed: 3, handoff_window: None };
+//! let bytes = encode(&ready)?;
 //! assert_eq!(&bytes[..4], b"PXUP");
-//! assert_eq!(decode(&bytes)?, Message::Ready { claimed: 3 });
+//! assert_eq!(decode(&bytes)?, ready);
 //! # Ok::<(), proxy_upgrade::UpgradeError>(())
 //! ```
+
+use std::time::Duration;
 
 use proxy_core::config::ListenAddress;
 
 use crate::UpgradeError;
 
+mod connection;
+
+pub use connection::{ConnectionRecord, MAX_UNREAD_BYTES};
+
 /// The first bytes of every message.
 pub const MAGIC: [u8; 4] = *b"PXUP";
-/// The protocol version this crate speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this crate speaks: 2 adds live connections.
+pub const VERSION: u16 = 2;
+/// The oldest version this crate still speaks (listeners only; connections drain).
+pub const MIN_VERSION: u16 = 1;
 /// Bytes of the fixed header: magic, version, kind, flags, payload length.
 pub const HEADER_BYTES: usize = 12;
 /// The largest message, header included.
@@ -38,6 +47,8 @@ const KIND_LISTENERS: u8 = 2;
 const KIND_READY: u8 = 3;
 const KIND_DONE: u8 = 4;
 const KIND_ERROR: u8 = 5;
+const KIND_CONNECTION: u8 = 6;
+const KIND_END: u8 = 7;
 
 /// One message of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +69,19 @@ pub enum Message {
     Ready {
         /// How many of the sockets received it accepts on.
         claimed: u32,
+        /// Version 2: hand idle connections over, spread over this window (`None`:
+        /// drain them, as version 1 does). On the wire in milliseconds, 0 for none.
+        handoff_window: Option<Duration>,
     },
     /// Old to new: the old process stopped accepting and drains.
     Done,
+    /// Old to new (version 2): a live connection, its socket beside it.
+    Connection(ConnectionRecord),
+    /// Old to new (version 2): no more connections; `count` were sent.
+    End {
+        /// How many `Connection` messages came before.
+        count: u32,
+    },
     /// Either way: the upgrade is refused or aborted.
     Error {
         /// What kind of failure.
@@ -78,6 +99,8 @@ impl Message {
             Self::Listeners { .. } => "listeners",
             Self::Ready { .. } => "ready",
             Self::Done => "done",
+            Self::Connection(_) => "connection",
+            Self::End { .. } => "end",
             Self::Error { .. } => "error",
         }
     }
@@ -138,13 +161,32 @@ pub struct ListenerRecord {
     pub worker: u16,
 }
 
-/// The bytes of `message`.
+/// The bytes of `message` in this crate's [`VERSION`].
 ///
 /// # Errors
 /// [`UpgradeError::Malformed`] when a field exceeds the protocol's limits (a name
-/// over [`MAX_NAME_BYTES`], more than [`MAX_FDS_PER_MESSAGE`] records, a message over
-/// [`MAX_MESSAGE_BYTES`]).
+/// over [`MAX_NAME_BYTES`], more than [`MAX_FDS_PER_MESSAGE`] records, unread bytes
+/// over [`MAX_UNREAD_BYTES`], a message over [`MAX_MESSAGE_BYTES`]).
 pub fn encode(message: &Message) -> Result<Vec<u8>, UpgradeError> {
+    encode_version(message, VERSION)
+}
+
+/// The bytes of `message` in `version` (to speak to an older peer).
+///
+/// # Errors
+/// As [`encode`], and [`UpgradeError::Malformed`] for a version this crate does not
+/// speak or a message (or field) that `version` does not have.
+pub fn encode_version(message: &Message, version: u16) -> Result<Vec<u8>, UpgradeError> {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
+        return Err(malformed(format!("version {version} is not spoken here")));
+    }
+    let v2 = |what: &str| {
+        if version < 2 {
+            Err(malformed(format!("{what} in version {version}")))
+        } else {
+            Ok(())
+        }
+    };
     let mut payload = Vec::new();
     let mut flags = 0;
     let kind = match message {
@@ -168,11 +210,32 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, UpgradeError> {
             }
             KIND_LISTENERS
         }
-        Message::Ready { claimed } => {
+        Message::Ready {
+            claimed,
+            handoff_window,
+        } => {
             payload.extend_from_slice(&claimed.to_be_bytes());
+            if version >= 2 {
+                let ms = handoff_window.map_or(0, |w| {
+                    u32::try_from(w.as_millis()).unwrap_or(u32::MAX).max(1)
+                });
+                payload.extend_from_slice(&ms.to_be_bytes());
+            } else if handoff_window.is_some() {
+                v2("a hand-off window")?;
+            }
             KIND_READY
         }
         Message::Done => KIND_DONE,
+        Message::Connection(record) => {
+            v2("a connection message")?;
+            connection::encode(&mut payload, record)?;
+            KIND_CONNECTION
+        }
+        Message::End { count } => {
+            v2("an end message")?;
+            payload.extend_from_slice(&count.to_be_bytes());
+            KIND_END
+        }
         Message::Error { code, reason } => {
             let mut end = reason.len().min(MAX_REASON_BYTES);
             while !reason.is_char_boundary(end) {
@@ -188,7 +251,7 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, UpgradeError> {
     }
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_be_bytes());
+    out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&[kind, flags]);
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(&payload);
@@ -223,14 +286,23 @@ fn encode_record(out: &mut Vec<u8>, r: &ListenerRecord) -> Result<(), UpgradeErr
     Ok(())
 }
 
-/// Reads one whole message (as one `SOCK_SEQPACKET` datagram delivers it).
+/// Reads one whole message (as one `SOCK_SEQPACKET` datagram delivers it), of any
+/// version this crate speaks.
 ///
 /// # Errors
 /// [`UpgradeError::Malformed`] for bytes that are not a message (bad magic, unknown
 /// kind, bad fields, bytes left over), [`UpgradeError::Truncated`] when there are
-/// fewer bytes than the header says, [`UpgradeError::VersionMismatch`] for another
-/// version's message.
+/// fewer bytes than the header says, [`UpgradeError::VersionMismatch`] for a
+/// version outside [`MIN_VERSION`]..=[`VERSION`].
 pub fn decode(bytes: &[u8]) -> Result<Message, UpgradeError> {
+    decode_versioned(bytes).map(|(_, m)| m)
+}
+
+/// [`decode`], also giving the message's version.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_versioned(bytes: &[u8]) -> Result<(u16, Message), UpgradeError> {
     if bytes.len() < HEADER_BYTES {
         if bytes.len() >= 4 && bytes[..4] != MAGIC {
             return Err(malformed("not an upgrade message (bad magic)".into()));
@@ -244,7 +316,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, UpgradeError> {
         return Err(malformed("not an upgrade message (bad magic)".into()));
     }
     let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-    if version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(UpgradeError::VersionMismatch {
             ours: VERSION,
             theirs: version,
@@ -292,8 +364,18 @@ pub fn decode(bytes: &[u8]) -> Result<Message, UpgradeError> {
                 more: flags & FLAG_MORE != 0,
             }
         }
-        KIND_READY => Message::Ready { claimed: r.u32()? },
+        KIND_READY => Message::Ready {
+            claimed: r.u32()?,
+            handoff_window: match version {
+                1 => None,
+                _ => Some(r.u32()?)
+                    .filter(|ms| *ms > 0)
+                    .map(|ms| Duration::from_millis(u64::from(ms))),
+            },
+        },
         KIND_DONE => Message::Done,
+        KIND_CONNECTION if version >= 2 => Message::Connection(connection::decode(&mut r)?),
+        KIND_END if version >= 2 => Message::End { count: r.u32()? },
         KIND_ERROR => {
             let code = ErrorCode::from_u16(r.u16()?);
             let reason = r.take(r.0.len())?;
@@ -312,7 +394,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, UpgradeError> {
             message.name()
         )));
     }
-    Ok(message)
+    Ok((version, message))
 }
 
 fn decode_record(r: &mut Reader<'_>) -> Result<ListenerRecord, UpgradeError> {

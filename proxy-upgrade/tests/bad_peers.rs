@@ -77,12 +77,16 @@ fn another_version_is_refused_naming_ours() {
     let mut hello = wire::encode(&Message::Hello { pid: 1 }).expect("encode");
     hello[5] = 7;
     let (m, ..) = answer_to(&hello);
-    assert_refused(&m, ErrorCode::Version, "this process speaks version 1");
+    assert_refused(&m, ErrorCode::Version, "this process speaks version 2");
 }
 
 #[test]
 fn a_message_out_of_turn_gets_a_protocol_error() {
-    let (m, ..) = answer_to(&wire::encode(&Message::Ready { claimed: 1 }).expect("encode"));
+    let ready = Message::Ready {
+        claimed: 1,
+        handoff_window: None,
+    };
+    let (m, ..) = answer_to(&wire::encode(&ready).expect("encode"));
     assert_refused(&m, ErrorCode::Protocol, "unexpected ready");
 }
 

@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use proxy_core::config::ListenAddress;
-use proxy_upgrade::wire::{decode, encode, ErrorCode, ListenerRecord, Message};
+use proxy_upgrade::wire::{
+    decode, encode, ConnectionRecord, ErrorCode, ListenerRecord, Message, MAX_UNREAD_BYTES,
+};
 
 fn address() -> impl Strategy<Value = ListenAddress> {
     prop_oneof![
@@ -27,7 +29,23 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u32>().prop_map(|pid| Message::Hello { pid }),
         (prop::collection::vec(record, 0..64), any::<bool>())
             .prop_map(|(records, more)| Message::Listeners { records, more }),
-        any::<u32>().prop_map(|claimed| Message::Ready { claimed }),
+        (any::<u32>(), prop::option::of(1u32..)).prop_map(|(claimed, ms)| Message::Ready {
+            claimed,
+            handoff_window: ms.map(|ms| std::time::Duration::from_millis(u64::from(ms))),
+        }),
+        any::<u32>().prop_map(|count| Message::End { count }),
+        (
+            "[^\u{0}]{1,60}",
+            prop::option::of((any::<[u8; 4]>(), any::<u16>())),
+            prop::collection::vec(any::<u8>(), 0..2048),
+        )
+            .prop_map(
+                |(listener, peer, unread)| Message::Connection(ConnectionRecord {
+                    listener,
+                    peer: peer.map(Into::into),
+                    unread: unread[..unread.len().min(MAX_UNREAD_BYTES)].to_vec(),
+                })
+            ),
         Just(Message::Done),
         (1u16..=5, ".{0,200}").prop_map(|(c, reason)| Message::Error {
             code: match c {
@@ -49,8 +67,9 @@ proptest! {
     }
 
     #[test]
-    fn decode_never_panics_on_a_valid_header(kind in 0u8..8, flags in 0u8..4, body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let mut bytes = b"PXUP\x00\x01".to_vec();
+    fn decode_never_panics_on_a_valid_header(version in 1u8..=2, kind in 0u8..9, flags in 0u8..4, body in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut bytes = b"PXUP\x00".to_vec();
+        bytes.push(version);
         bytes.extend_from_slice(&[kind, flags]);
         bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
         bytes.extend_from_slice(&body);

@@ -11,6 +11,14 @@ fn record(name: &str, address: &str, worker: u16) -> ListenerRecord {
     }
 }
 
+fn connection(listener: &str, peer: Option<&str>, unread: &[u8]) -> ConnectionRecord {
+    ConnectionRecord {
+        listener: listener.into(),
+        peer: peer.map(|p| p.parse().expect("peer")),
+        unread: unread.to_vec(),
+    }
+}
+
 fn round_trip(m: Message) {
     let bytes = encode(&m).expect("encode");
     assert_eq!(decode(&bytes).expect("decode"), m);
@@ -19,7 +27,26 @@ fn round_trip(m: Message) {
 #[test]
 fn every_message_round_trips() {
     round_trip(Message::Hello { pid: 4242 });
-    round_trip(Message::Ready { claimed: 7 });
+    round_trip(Message::Ready {
+        claimed: 7,
+        handoff_window: None,
+    });
+    round_trip(Message::Ready {
+        claimed: 7,
+        handoff_window: Some(Duration::from_millis(2500)),
+    });
+    round_trip(Message::End { count: 12 });
+    round_trip(Message::Connection(connection(
+        "inbound",
+        Some("10.1.2.3:40000"),
+        b"GET / HT",
+    )));
+    round_trip(Message::Connection(connection("app", None, b"")));
+    round_trip(Message::Connection(connection(
+        "v6",
+        Some("[::1]:1"),
+        &[0xab; MAX_UNREAD_BYTES],
+    )));
     round_trip(Message::Done);
     round_trip(Message::Error {
         code: ErrorCode::Busy,
@@ -49,7 +76,7 @@ fn header_layout_is_fixed() {
     let bytes = encode(&Message::Hello { pid: 1 }).expect("encode");
     assert_eq!(
         bytes,
-        [b'P', b'X', b'U', b'P', 0, 1, 1, 0, 0, 0, 0, 4, 0, 0, 0, 1]
+        [b'P', b'X', b'U', b'P', 0, 2, 1, 0, 0, 0, 0, 4, 0, 0, 0, 1]
     );
     let bytes = encode(&Message::Listeners {
         records: vec![record("a", "unix:/s", 3)],
@@ -114,8 +141,12 @@ fn bytes_after_the_payload_are_malformed() {
     bytes.push(0);
     assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
     // Declared, but not part of the message.
-    let mut bytes = encode(&Message::Ready { claimed: 1 }).expect("encode");
-    bytes[11] = 5;
+    let mut bytes = encode(&Message::Ready {
+        claimed: 1,
+        handoff_window: None,
+    })
+    .expect("encode");
+    bytes[11] = 9;
     bytes.push(0);
     assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
 }
@@ -123,10 +154,10 @@ fn bytes_after_the_payload_are_malformed() {
 #[test]
 fn another_version_is_a_version_mismatch() {
     let mut bytes = encode(&Message::Hello { pid: 1 }).expect("encode");
-    bytes[5] = 2;
+    bytes[5] = 3;
     match decode(&bytes) {
         Err(UpgradeError::VersionMismatch { ours, theirs }) => {
-            assert_eq!((ours, theirs), (VERSION, 2));
+            assert_eq!((ours, theirs), (VERSION, 3));
         }
         other => panic!("{other:?}"),
     }
@@ -219,4 +250,165 @@ fn descriptor_and_size_limits() {
         Ok(Message::Error { reason, .. }) => assert!(reason.len() <= MAX_REASON_BYTES),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn version_1_messages_still_decode_and_have_no_connections() {
+    let ready = Message::Ready {
+        claimed: 3,
+        handoff_window: None,
+    };
+    let bytes = encode_version(&ready, 1).expect("encode");
+    assert_eq!(&bytes[4..6], &[0, 1]);
+    // Version 1's ready is 4 bytes: no window.
+    assert_eq!(bytes.len(), HEADER_BYTES + 4);
+    assert_eq!(decode_versioned(&bytes).expect("decode"), (1, ready));
+    for m in [
+        Message::End { count: 1 },
+        Message::Connection(connection("a", None, b"")),
+        Message::Ready {
+            claimed: 1,
+            handoff_window: Some(Duration::from_secs(1)),
+        },
+    ] {
+        assert!(matches!(
+            encode_version(&m, 1),
+            Err(UpgradeError::Malformed(_))
+        ));
+    }
+    assert!(matches!(
+        encode_version(&Message::Done, 0),
+        Err(UpgradeError::Malformed(_))
+    ));
+    // A version 2 kind under a version 1 header is unknown there.
+    let mut bytes = encode(&Message::End { count: 0 }).expect("encode");
+    bytes[5] = 1;
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+}
+
+#[test]
+fn a_window_of_zero_is_none_and_a_huge_one_saturates() {
+    let mut bytes = encode(&Message::Ready {
+        claimed: 1,
+        handoff_window: Some(Duration::from_secs(1)),
+    })
+    .expect("encode");
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&0u32.to_be_bytes());
+    assert_eq!(
+        decode(&bytes).expect("decode"),
+        Message::Ready {
+            claimed: 1,
+            handoff_window: None
+        }
+    );
+    let bytes = encode(&Message::Ready {
+        claimed: 1,
+        handoff_window: Some(Duration::from_secs(u64::MAX / 2)),
+    })
+    .expect("encode");
+    assert_eq!(
+        decode(&bytes).expect("decode"),
+        Message::Ready {
+            claimed: 1,
+            handoff_window: Some(Duration::from_millis(u64::from(u32::MAX)))
+        }
+    );
+}
+
+#[test]
+fn connection_limits_are_enforced_both_ways() {
+    let over = connection("a", None, &vec![0; MAX_UNREAD_BYTES + 1]);
+    assert!(matches!(
+        encode(&Message::Connection(over)),
+        Err(UpgradeError::Malformed(_))
+    ));
+    for name in [String::new(), "n".repeat(MAX_NAME_BYTES + 1)] {
+        let c = ConnectionRecord {
+            listener: name,
+            peer: None,
+            unread: Vec::new(),
+        };
+        assert!(matches!(
+            encode(&Message::Connection(c)),
+            Err(UpgradeError::Malformed(_))
+        ));
+    }
+    // A declared unread length over the limit, in an otherwise whole message.
+    let good = encode(&Message::Connection(connection("a", None, b"xy"))).expect("encode");
+    // header, kind, name_len, "a", peer_len, unread_len
+    let at = HEADER_BYTES + 1 + 2 + 1 + 2;
+    let mut bytes = good.clone();
+    bytes[at..at + 4].copy_from_slice(&((MAX_UNREAD_BYTES + 1) as u32).to_be_bytes());
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+    // More unread bytes declared than sent: truncated.
+    let mut bytes = good.clone();
+    bytes[at + 3] = 3;
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Truncated(_))));
+}
+
+#[test]
+fn connection_truncated_anywhere_is_an_error() {
+    let good = encode(&Message::Connection(connection(
+        "web",
+        Some("127.0.0.1:5000"),
+        b"GET /",
+    )))
+    .expect("encode");
+    for cut in HEADER_BYTES..good.len() {
+        let mut bytes = good[..cut].to_vec();
+        // A header that agrees with the shorter payload: the fields run out.
+        let len = (cut - HEADER_BYTES) as u32;
+        bytes[8..12].copy_from_slice(&len.to_be_bytes());
+        assert!(
+            matches!(
+                decode(&bytes),
+                Err(UpgradeError::Truncated(_) | UpgradeError::Malformed(_))
+            ),
+            "cut at {cut}"
+        );
+        // A header that promises the whole payload: truncated.
+        assert!(matches!(
+            decode(&good[..cut]),
+            Err(UpgradeError::Truncated(_))
+        ));
+    }
+}
+
+#[test]
+fn connection_garbage_is_malformed() {
+    let good = encode(&Message::Connection(connection(
+        "web",
+        Some("127.0.0.1:5000"),
+        b"",
+    )))
+    .expect("encode");
+    let kind_at = HEADER_BYTES;
+    // Unknown kind; Unix with a peer; TCP with a peer that is no address.
+    for kind in [0u8, 3, 200] {
+        let mut bytes = good.clone();
+        bytes[kind_at] = kind;
+        assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+    }
+    let mut bytes = good.clone();
+    bytes[kind_at] = 2;
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+    let tcp_without_peer =
+        encode(&Message::Connection(connection("web", None, b""))).expect("encode");
+    let mut bytes = tcp_without_peer;
+    bytes[kind_at] = 1;
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+    // A name that is not UTF-8.
+    let mut bytes = good.clone();
+    bytes[kind_at + 3] = 0xff;
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+    // Flags are for listeners only; bytes after the record.
+    let mut bytes = good.clone();
+    bytes[7] = FLAG_MORE;
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+    let mut bytes = good;
+    bytes.push(0);
+    let n = (bytes.len() - HEADER_BYTES) as u32;
+    bytes[8..12].copy_from_slice(&n.to_be_bytes());
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
 }
