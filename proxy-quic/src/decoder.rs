@@ -42,7 +42,7 @@ impl Decoded {
     }
 }
 
-/// Why a connection ID is unroutable (draft-21, section 3.1).
+/// Why a connection ID is unroutable (draft-21, section 4.1).
 ///
 /// # Example
 /// ```

@@ -48,7 +48,7 @@ pub struct CidFormat {
 
 impl CidFormat {
     /// A format; `encodes_length` is the draft's "first octet encodes CID length"
-    /// option (length self-description, section 2.3).
+    /// option (length self-description, section 3.3).
     ///
     /// # Errors
     /// A server ID length outside 1-15, a nonce length outside 4-18, or a sum above 19.

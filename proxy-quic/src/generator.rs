@@ -199,7 +199,7 @@ struct Routable {
 /// left, and a counter from a random start put through a keyed permutation, so that
 /// consecutive nonces look unrelated and yet never repeat. After `2^counter_bits`
 /// connection IDs the generator has used up its nonces and issues unroutable
-/// connection IDs (codepoint 0b111, draft-21 section 8.6), which the load balancer
+/// connection IDs (codepoint 0b111, draft-21 section 9.6), which the load balancer
 /// routes by 4-tuple.
 ///
 /// # Example

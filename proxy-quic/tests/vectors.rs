@@ -1,5 +1,5 @@
 //! The published test vectors of draft-ietf-quic-load-balancers-21: Appendix B
-//! ("Load Balancer Test Vectors") and the encryption example of section 5.4.2.
+//! ("Load Balancer Test Vectors") and the encryption example of section 5.4.2.4.
 //! In all of them the server encodes the CID length in the first octet.
 
 use proxy_quic::{CidFormat, CidKey, ConfigId, Decoded, Decoder, Nonce, ServerId};
