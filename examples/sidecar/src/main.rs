@@ -11,19 +11,21 @@
 //! sidecar --config sidecar.yaml [--validate]
 //! sidecar --config sidecar.yaml --upgrade-socket /run/sidecar.sock            # serves upgrades
 //! sidecar --config sidecar.yaml --upgrade-socket /run/sidecar.sock --upgrade  # takes over
+//! sidecar ... --upgrade --upgrade-window 2s   # idle connections come over within 2 s
 //! ```
 
 mod demo_upstream;
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::Context as _;
 use clap::Parser;
 use proxy_core::{config::Config, snapshot::Snapshot, ConfigError, DisplayChain, Registry, Server};
-use proxy_upgrade::{UpgradeClient, UpgradeServer};
+use proxy_upgrade::{UpgradeClient, UpgradeHandle, UpgradeServer};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -49,9 +51,25 @@ struct Args {
     /// serving `--upgrade-socket`, serve on them, then tell it to drain and exit.
     #[arg(long, requires = "upgrade_socket")]
     upgrade: bool,
+    /// With `--upgrade`: the old process hands its idle HTTP/1.1 keep-alive
+    /// connections over (TLS, HTTP/2 and RPC connections drain), each at a moment
+    /// drawn evenly over this window (`500ms`, `2s`), so they do not all come at once.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    upgrade_window: Duration,
     /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_core=debug`.
     #[arg(long, default_value = "info", env = "RUST_LOG")]
     log: String,
+}
+
+/// `250ms`, `2s` or `1.5s`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 500ms or 2s");
+    let (number, unit) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (s.strip_suffix('s').ok_or_else(bad)?, 1.0),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| bad())?;
+    Duration::try_from_secs_f64(value * unit).map_err(|_| bad())
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,6 +119,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let upgrade = UpgradeArgs {
         socket: args.upgrade_socket,
         take_over: args.upgrade,
+        window: args.upgrade_window,
     };
     let Some(path) = args.config else {
         anyhow::ensure!(!args.validate, "--validate needs --config FILE");
@@ -137,6 +156,7 @@ fn run_default(upgrade: UpgradeArgs) -> anyhow::Result<()> {
 struct UpgradeArgs {
     socket: Option<PathBuf>,
     take_over: bool,
+    window: Duration,
 }
 
 /// Runs `server` until SIGTERM/SIGINT or a hand-off to a new process. With
@@ -146,6 +166,7 @@ fn serve(server: Server, upgrade: UpgradeArgs) -> anyhow::Result<()> {
     let mut taking_over = match (&upgrade.socket, upgrade.take_over) {
         (Some(path), true) => Some(
             UpgradeClient::new(path)
+                .handoff_window(upgrade.window)
                 .connect()
                 .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
                 .with_context(|| format!("taking over from the process at {}", path.display()))?,
@@ -165,11 +186,18 @@ fn serve(server: Server, upgrade: UpgradeArgs) -> anyhow::Result<()> {
         None => server,
     };
     let handle = server.clone();
-    server
+    // Kept past the run: stopped once the server drained, it waits for the last idle
+    // connections to go over to the next process.
+    let service: Arc<Mutex<Option<UpgradeHandle>>> = Arc::default();
+    let running = service.clone();
+    let result = server
         .run_until(async move {
             if let Some(u) = taking_over {
-                match tokio::task::spawn_blocking(move || u.finish()).await {
-                    Ok(Ok(())) => tracing::info!("took over; the old process drains and exits"),
+                match tokio::task::spawn_blocking(move || u.finish_handing_over()).await {
+                    Ok(Ok(handover)) => {
+                        tracing::info!("took over; the old process hands its idle connections over, drains and exits");
+                        adopt(handover, handle.clone());
+                    }
                     Ok(Err(e)) => tracing::warn!(error = %DisplayChain(&e), "the old process did not confirm the hand-off"),
                     Err(e) => tracing::warn!(error = %e, "hand-off task failed"),
                 }
@@ -179,12 +207,40 @@ fn serve(server: Server, upgrade: UpgradeArgs) -> anyhow::Result<()> {
                         .ok()
                 });
             }
-            let _service = upgrades.and_then(|u| {
+            let started = upgrades.and_then(|u| {
                 u.spawn(handle.clone())
                     .inspect_err(|e| tracing::error!(error = %DisplayChain(e), "cannot serve upgrades"))
                     .ok()
             });
+            *running.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = started;
             handle.wait_for_signals().await;
         })
-        .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
+        .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)));
+    let service = service
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(service) = service {
+        service.stop();
+    }
+    result
+}
+
+/// Serves the connections the old process hands over, on a thread of their own
+/// (each waits for the old process's next one).
+fn adopt(handover: proxy_upgrade::Handover, server: Server) {
+    let spawned = std::thread::Builder::new()
+        .name("upgrade-adopt".into())
+        .spawn(move || match handover.adopt_into(&server) {
+            Ok(n) => tracing::info!(
+                connections = n,
+                "adopted the old process's idle connections"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %DisplayChain(&e), "the hand-over of connections stopped")
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot receive the old process's connections");
+    }
 }

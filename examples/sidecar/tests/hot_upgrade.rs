@@ -2,13 +2,13 @@
 //! the listeners of the first over its `--upgrade-socket`, under steady HTTP/1.1 load
 //! (keep-alive connections and a new connection per request), the first drains and
 //! exits 0, and the second serves on the same port; then a third takes over from the
-//! second the same way. No request fails.
+//! second the same way. No request fails, none is retried, and no keep-alive client
+//! connects again: the old process hands its idle keep-alive connections over at a
+//! request boundary (protocol version 2) instead of closing them, so each client
+//! keeps its one socket through both upgrades.
 //!
-//! Known gap until live connections are handed over: the old process closes its idle
-//! keep-alive connections when it drains, so a request sent on one at that moment
-//! meets a closed connection before any byte of an answer. Such a request is retried
-//! once on a new connection (what HTTP clients do with an idempotent request on a
-//! reused connection) and counted; the retry must succeed.
+//! A client that sent half a request head, and one that sent nothing yet, when the
+//! hand-off happens get their answers from the new process on the same sockets.
 
 mod common;
 
@@ -65,8 +65,24 @@ impl Proc {
         }
     }
 
+    /// The log, without terminal colours.
     fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // ESC [ ... m
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
@@ -103,9 +119,8 @@ impl Drop for Proc {
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
-    /// Keep-alive requests that met their connection closed by a draining process
-    /// before any byte of an answer, retried once on a new connection.
-    retried: AtomicU64,
+    /// Connections the keep-alive clients opened: one each, if none was closed.
+    keep_alive_connects: AtomicU64,
     failures: Mutex<Vec<String>>,
     stop: AtomicBool,
 }
@@ -189,37 +204,22 @@ fn count(tally: &Tally, what: &str, x: Exchange) -> Option<bool> {
     }
 }
 
-/// Requests on one keep-alive connection after another, until stopped.
+/// Requests on one keep-alive connection, until stopped; no retry: a request that
+/// meets a closed connection fails, and the next one connects again (counted).
 async fn keep_alive_load(addr: SocketAddr, tally: Arc<Tally>) {
-    let mut conn: Option<(TcpStream, u64)> = None;
+    let mut conn: Option<TcpStream> = None;
     while !tally.stop.load(Ordering::Relaxed) {
         if conn.is_none() {
+            tally.keep_alive_connects.fetch_add(1, Ordering::Relaxed);
             match TcpStream::connect(addr).await {
-                Ok(s) => conn = Some((s, 0)),
+                Ok(s) => conn = Some(s),
                 Err(e) => tally.fail(format!("keep-alive connect: {e}")),
             }
         }
-        if let Some((s, served)) = conn.as_mut() {
-            match exchange(s, false).await {
-                Exchange::NoAnswer(_) if *served > 0 => {
-                    // Closed by a draining process while idle: retry on a new connection.
-                    tally.retried.fetch_add(1, Ordering::Relaxed);
-                    conn = None;
-                    match TcpStream::connect(addr).await {
-                        Ok(mut s) => {
-                            if count(&tally, "keep-alive retry", exchange(&mut s, false).await)
-                                == Some(false)
-                            {
-                                conn = Some((s, 1));
-                            }
-                        }
-                        Err(e) => tally.fail(format!("keep-alive retry connect: {e}")),
-                    }
-                }
-                x => match count(&tally, "keep-alive", x) {
-                    Some(false) => *served += 1,
-                    _ => conn = None,
-                },
+        if let Some(s) = conn.as_mut() {
+            let x = exchange(s, false).await;
+            if count(&tally, "keep-alive", x) != Some(false) {
+                conn = None;
             }
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -237,6 +237,16 @@ async fn new_connection_load(addr: SocketAddr, tally: Arc<Tally>) {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// How many connections the old process's log says it handed over.
+fn handed_connections(logs: &str) -> u64 {
+    logs.lines()
+        .find(|l| l.contains("handed the idle connections over"))
+        .and_then(|l| l.split("connections=").nth(1))
+        .and_then(|n| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 async fn wait_ready(admin: SocketAddr, proc: &mut Proc) {
@@ -285,6 +295,13 @@ async fn upgrade(
     assert!(
         old.logs().contains("handed the listeners over"),
         "{}",
+        old.logs()
+    );
+    // Every keep-alive client's connection went over (and maybe some new ones).
+    let handed = handed_connections(&old.logs());
+    assert!(
+        handed >= 4,
+        "{handed} connections handed over\n{}",
         old.logs()
     );
     // Traffic kept flowing, and flows on after the old process is gone.
@@ -338,10 +355,10 @@ async fn upgrade_under_load_fails_no_request_and_keeps_the_port() {
         }
         let failures = tally.failures.lock().expect("lock").clone();
         let ok = tally.ok.load(Ordering::Relaxed);
-        let retried = tally.retried.load(Ordering::Relaxed);
+        let connects = tally.keep_alive_connects.load(Ordering::Relaxed);
         eprintln!(
-            "hot upgrade x2: {ok} requests answered, {} failed, {retried} keep-alive \
-             requests met a connection closed by the draining process and were retried",
+            "hot upgrade x2: {ok} requests answered, {} failed, {connects} keep-alive \
+             connections opened by 4 clients",
             failures.len()
         );
         assert!(
@@ -349,8 +366,10 @@ async fn upgrade_under_load_fails_no_request_and_keeps_the_port() {
             "failed requests: {failures:#?}\n{}",
             third.logs()
         );
-        // At most once per keep-alive connection and upgrade.
-        assert!(retried <= 2 * 4 * 2, "{retried} retries");
+        assert_eq!(
+            connects, 4,
+            "keep-alive clients had to connect again: their connections were closed"
+        );
 
         // The same port, served by the last process.
         let r = client::request(cfg.listen, Method::GET, "/", &[], Bytes::new())
@@ -366,6 +385,115 @@ async fn upgrade_under_load_fails_no_request_and_keeps_the_port() {
             "the admin listener was handed over"
         );
         drop(third);
+    })
+    .await;
+}
+
+/// Reads one whole answer from `s` (a 200 with a content-length body).
+async fn read_answer(s: &mut TcpStream) -> Exchange {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= i + 4 + length {
+                return Exchange::Answer(status, head.contains("connection: close"));
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(_)) => return Exchange::NoAnswer(format!("closed after {} bytes", buf.len())),
+            Ok(Err(e)) => return Exchange::NoAnswer(e.to_string()),
+            Err(_) => return Exchange::NoAnswer("no answer within 5s".into()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_head_at_the_hand_off_is_answered_by_the_new_process() {
+    with_timeout(Duration::from_secs(60), async {
+        let _heavy = heavy_test_lock().await;
+        let up = Upstream::echo("echo");
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route("r", "/", "c", "")])
+            .cluster(cluster("c", up.addr, ""));
+        cfg.top_extra = "runtime:\n  worker_threads: 2\n  drain_timeout: 5s\n".into();
+        let dir = TempDir::new("hot-upgrade-half");
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, cfg.yaml()).expect("config");
+        let mut first = Proc::start("first", &dir, &config, &[]);
+        wait_ready(cfg.admin, &mut first).await;
+
+        // A keep-alive connection that was served once, then sends half a head.
+        let mut half = TcpStream::connect(cfg.listen).await.expect("connect");
+        match exchange(&mut half, false).await {
+            Exchange::Answer(200, false) => {}
+            _ => panic!("first request\n{}", first.logs()),
+        }
+        half.write_all(b"GET /hot HTTP/1.1\r\nhost: x\r\nx-half: ")
+            .await
+            .expect("half a head");
+        // A connection that has sent nothing yet.
+        let mut silent = TcpStream::connect(cfg.listen).await.expect("connect");
+        let ports = (
+            half.local_addr().expect("addr"),
+            silent.local_addr().expect("addr"),
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let second = Proc::start(
+            "second",
+            &dir,
+            &config,
+            &["--upgrade", "--upgrade-window", "300ms"],
+        );
+        let status = first.wait_exit(Duration::from_secs(20)).await;
+        assert!(status.success(), "{}", first.logs());
+        assert_eq!(handed_connections(&first.logs()), 2, "{}", first.logs());
+        // Only the new process is left: it answers, on the same sockets.
+        half.write_all(b"yes\r\n\r\n")
+            .await
+            .expect("rest of the head");
+        match read_answer(&mut half).await {
+            Exchange::Answer(200, false) => {}
+            _ => panic!("the half head got no answer\n{}", second.logs()),
+        }
+        match exchange(&mut silent, false).await {
+            Exchange::Answer(200, false) => {}
+            _ => panic!("the silent connection got no answer\n{}", second.logs()),
+        }
+        assert_eq!(
+            (
+                half.local_addr().expect("addr"),
+                silent.local_addr().expect("addr")
+            ),
+            ports
+        );
+        // And they stay served.
+        for s in [&mut half, &mut silent] {
+            match exchange(s, false).await {
+                Exchange::Answer(200, false) => {}
+                _ => panic!("a later request failed\n{}", second.logs()),
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !second
+            .logs()
+            .contains("adopted the old process's idle connections connections=2")
+        {
+            assert!(Instant::now() < deadline, "{}", second.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
     .await;
 }
