@@ -46,6 +46,9 @@ pin_project_lite::pin_project! {
         conn: C,
         set: StreamSet,
         running: FuturesUnordered<StreamFuture>,
+        // Answers are waiting to be written, and the task has let the other ready
+        // tasks run once so that more answers join the same write.
+        deferred: bool,
     }
 }
 
@@ -55,6 +58,7 @@ impl<C> WithStreams<C> {
             conn,
             set,
             running: FuturesUnordered::new(),
+            deferred: false,
         }
     }
 
@@ -71,7 +75,19 @@ impl<C: Future> Future for WithStreams<C> {
         let mut this = self.project();
         loop {
             // Streams first: what they answer, the connection writes below.
-            while let Poll::Ready(Some(())) = this.running.poll_next_unpin(cx) {}
+            let mut answered = false;
+            while let Poll::Ready(Some(())) = this.running.poll_next_unpin(cx) {
+                answered = true;
+            }
+            // The first answers of a round wait for one turn of the runtime, as a
+            // spawned stream's would, so the answers of the streams the same events
+            // woke leave in one write rather than one write each.
+            if answered && !*this.deferred {
+                *this.deferred = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            *this.deferred = false;
             if let Poll::Ready(out) = this.conn.as_mut().poll(cx) {
                 return Poll::Ready(out);
             }
