@@ -11,11 +11,12 @@
 //! hand-off happens get their answers from the new process on the same sockets.
 
 mod common;
+#[path = "hot_upgrade/support.rs"]
+mod support;
 
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -26,95 +27,9 @@ use std::{
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
-use proxy_test_support::{client, temp::TempDir, tools::children, with_timeout, Upstream};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
-
-/// A sidecar process with its own arguments; killed on drop, logs printed on panic.
-struct Proc {
-    child: Child,
-    _tracked: children::Tracked,
-    log: PathBuf,
-    name: &'static str,
-}
-
-impl Proc {
-    fn start(name: &'static str, dir: &TempDir, config: &PathBuf, extra: &[&str]) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(SIDECAR)
-            .arg("--config")
-            .arg(config)
-            .arg("--upgrade-socket")
-            .arg(dir.join("upgrade.sock"))
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn sidecar");
-        let tracked = children::track(child.id());
-        Self {
-            child,
-            _tracked: tracked,
-            log,
-            name,
-        }
-    }
-
-    /// The log, without terminal colours.
-    fn logs(&self) -> String {
-        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                // ESC [ ... m
-                for c in chars.by_ref() {
-                    if c == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {limit:?}\n{}",
-                self.name,
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- {} log ---\n{}", self.name, self.logs());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use proxy_test_support::{client, temp::TempDir, with_timeout, Upstream};
+use support::*;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 #[derive(Default)]
 struct Tally {
@@ -129,62 +44,6 @@ impl Tally {
     fn fail(&self, what: String) {
         self.failures.lock().expect("lock").push(what);
     }
-}
-
-enum Exchange {
-    /// Status, and whether the server closes the connection after it.
-    Answer(u16, bool),
-    /// Closed or reset before any byte of an answer.
-    NoAnswer(String),
-    /// Failed after part of an answer.
-    Broken(String),
-}
-
-/// One GET on `s`; reads the whole answer.
-async fn exchange(s: &mut TcpStream, close: bool) -> Exchange {
-    let req = if close {
-        "GET /hot HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    } else {
-        "GET /hot HTTP/1.1\r\nhost: x\r\n\r\n"
-    };
-    if let Err(e) = s.write_all(req.as_bytes()).await {
-        return Exchange::NoAnswer(format!("write: {e}"));
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) if buf.is_empty() => {
-                return Exchange::NoAnswer("closed before an answer".into())
-            }
-            Ok(Ok(0)) => return Exchange::Broken("closed inside the head".into()),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => return Exchange::Broken(format!("read: {e}")),
-            Err(_) => return Exchange::Broken("no answer within 5s".into()),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let closing = head.contains("connection: close");
-    while buf.len() < head_end + length {
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return Exchange::Broken("body cut short".into()),
-        }
-    }
-    Exchange::Answer(status, closing)
 }
 
 fn count(tally: &Tally, what: &str, x: Exchange) -> Option<bool> {
@@ -236,35 +95,6 @@ async fn new_connection_load(addr: SocketAddr, tally: Arc<Tally>) {
             Err(e) => tally.fail(format!("connect: {e}")),
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// How many connections the old process's log says it handed over.
-fn handed_connections(logs: &str) -> u64 {
-    logs.lines()
-        .find(|l| l.contains("handed the idle connections over"))
-        .and_then(|l| l.split("connections=").nth(1))
-        .and_then(|n| n.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn wait_ready(admin: SocketAddr, proc: &mut Proc) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(proc.running(), "{} exited\n{}", proc.name, proc.logs());
-        if let Ok(Ok(r)) = tokio::time::timeout(
-            Duration::from_secs(1),
-            client::request(admin, Method::GET, "/ready", &[], Bytes::new()),
-        )
-        .await
-        {
-            if r.status == StatusCode::OK {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "not ready\n{}", proc.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -387,36 +217,6 @@ async fn upgrade_under_load_fails_no_request_and_keeps_the_port() {
         drop(third);
     })
     .await;
-}
-
-/// Reads one whole answer from `s` (a 200 with a content-length body).
-async fn read_answer(s: &mut TcpStream) -> Exchange {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
-            let status = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= i + 4 + length {
-                return Exchange::Answer(status, head.contains("connection: close"));
-            }
-        }
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            Ok(Ok(_)) => return Exchange::NoAnswer(format!("closed after {} bytes", buf.len())),
-            Ok(Err(e)) => return Exchange::NoAnswer(e.to_string()),
-            Err(_) => return Exchange::NoAnswer("no answer within 5s".into()),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
