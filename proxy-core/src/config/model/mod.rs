@@ -41,6 +41,11 @@ pub struct Config {
     /// The upstream clusters that routes send traffic to.
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
+    /// The xDS client's bootstrap, parsed by proxy-xds; absent: no control plane.
+    /// proxy-core carries it and ignores its content (a change of it is not acted on
+    /// by a reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xds: Option<crate::config::Section>,
     /// The directory relative paths in this config resolve from: the config file's
     /// ([`Config::load`]); the working directory when `None`. Not part of the file.
     #[serde(skip)]
@@ -128,5 +133,46 @@ impl Default for AccessLogConfig {
             format: LogFormat::json(),
             path: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    const BASE: &str = "listeners: []\n";
+
+    #[test]
+    fn xds_section_is_carried_and_round_trips() {
+        let cfg = Config::from_yaml(&format!(
+            "{BASE}xds: {{servers: [\"127.0.0.1:18000\"], node: {{id: n1}}}}\n"
+        ))
+        .expect("parses");
+        let xds = cfg.xds.as_ref().expect("xds section");
+        assert_eq!(xds.as_value()["node"]["id"], "n1");
+        let yaml = crate::config::to_yaml(&cfg).expect("serializes");
+        assert_eq!(Config::from_yaml(&yaml).expect("round trip"), cfg);
+        assert!(cfg.to_json().contains("\"xds\""));
+    }
+
+    #[test]
+    fn absent_xds_is_none_and_not_serialized() {
+        let cfg = Config::from_yaml(BASE).expect("parses");
+        assert_eq!(cfg.xds, None);
+        assert!(!crate::config::to_yaml(&cfg).expect("yaml").contains("xds"));
+        assert!(!cfg.to_json().contains("xds"));
+    }
+
+    #[test]
+    fn snapshot_ignores_the_xds_content() {
+        let yaml = "listeners:\n  - name: web\n    address: 127.0.0.1:0\n    virtual_hosts: []\nxds: {not: [checked, by, core]}\n";
+        let cfg = Config::from_yaml(yaml).expect("parses");
+        let registry = crate::Registry::default();
+        let first = crate::snapshot::Snapshot::build(cfg.clone(), &registry, None)
+            .expect("core does not read the section");
+        let mut changed = cfg;
+        changed.xds = None;
+        crate::snapshot::Snapshot::build(changed, &registry, Some(&first))
+            .expect("a change of xds alone is accepted");
     }
 }
