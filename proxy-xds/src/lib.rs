@@ -5,7 +5,9 @@ mod config;
 mod error;
 pub mod resources;
 mod state;
+mod thread;
 
 pub use client::{XdsClient, XdsStatus};
 pub use config::{BackoffConfig, LocalityConfig, NodeConfig, XdsConfig};
 pub use error::{Refusal, StreamError};
+pub use thread::XdsThread;

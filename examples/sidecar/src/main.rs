@@ -2,7 +2,8 @@
 //!
 //! A service-mesh sidecar assembled from the proxy crates: listeners, routes and
 //! clusters from a YAML file, live reload (SIGHUP or `POST /reload` on the admin
-//! port), graceful drain on SIGTERM.
+//! port), graceful drain on SIGTERM, and clusters, endpoints (and listeners and
+//! routes) from an xDS control plane when the file has an `xds` section.
 //!
 //! ```text
 //! cargo run --release -p sidecar                 # embedded default, demo upstream
@@ -26,6 +27,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use proxy_core::{config::Config, snapshot::Snapshot, ConfigError, DisplayChain, Registry, Server};
 use proxy_upgrade::{UpgradeClient, UpgradeHandle, UpgradeServer};
+use proxy_xds::{XdsClient, XdsConfig};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -128,6 +130,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = load(&path)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading {}", path.display()))?;
+    let xds = xds_client(&config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("loading {}", path.display()))?;
+    // Routes may name clusters only the control plane defines: empty (503) until then.
+    let config = match &xds {
+        Some(client) => client.initial_config(),
+        None => config,
+    };
     if args.validate {
         // Builds every part of the config as a run would, and starts nothing: no
         // listener, no thread, no file opened for writing.
@@ -139,7 +149,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
     let source_path = path.clone();
     let server = server.with_config_source(Arc::new(move || load(&source_path)));
-    serve(server, upgrade)
+    serve(server, upgrade, xds)
+}
+
+/// The xDS client of the `xds` section, if any (errors name `xds.FIELD`); what it
+/// receives is added to `config`, the static part.
+fn xds_client(config: &Config) -> Result<Option<XdsClient>, ConfigError> {
+    let Some(section) = &config.xds else {
+        return Ok(None);
+    };
+    let xds = XdsConfig::from_section(section).map_err(|e| e.within("xds"))?;
+    Ok(Some(XdsClient::new(xds, config.clone())))
 }
 
 fn run_default(upgrade: UpgradeArgs) -> anyhow::Result<()> {
@@ -149,7 +169,7 @@ fn run_default(upgrade: UpgradeArgs) -> anyhow::Result<()> {
     tracing::info!(%upstream, "demo upstream started; try: curl http://127.0.0.1:15001/");
     let server =
         Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
-    serve(server, upgrade)
+    serve(server, upgrade, None)
 }
 
 /// The hot upgrade flags.
@@ -162,7 +182,8 @@ struct UpgradeArgs {
 /// Runs `server` until SIGTERM/SIGINT or a hand-off to a new process. With
 /// `--upgrade`, first takes the listeners of the process at `--upgrade-socket` (and
 /// fails, binding nothing, when there is none), then tells it to stop once serving.
-fn serve(server: Server, upgrade: UpgradeArgs) -> anyhow::Result<()> {
+/// The xDS client, if any, starts once the server runs and stops when it drains.
+fn serve(server: Server, upgrade: UpgradeArgs, xds: Option<XdsClient>) -> anyhow::Result<()> {
     let mut taking_over = match (&upgrade.socket, upgrade.take_over) {
         (Some(path), true) => Some(
             UpgradeClient::new(path)
@@ -192,6 +213,12 @@ fn serve(server: Server, upgrade: UpgradeArgs) -> anyhow::Result<()> {
     let running = service.clone();
     let result = server
         .run_until(async move {
+            let _xds = xds.and_then(|client| {
+                client
+                    .spawn(handle.clone())
+                    .inspect_err(|e| tracing::error!(error = %e, "cannot start the xDS client"))
+                    .ok()
+            });
             if let Some(u) = taking_over {
                 match tokio::task::spawn_blocking(move || u.finish_handing_over()).await {
                     Ok(Ok(handover)) => {
