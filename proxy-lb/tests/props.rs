@@ -199,12 +199,14 @@ proptest! {
         }
     }
 
-    /// Removing one of 100 backends changes at most 2% of the slots (its own ~1%
-    /// included).
+    /// Removing one of 100 backends changes at most 2.5% of the slots (its own ~1%
+    /// included). Maglev is not minimally disruptive: over 3,000 salts the worst
+    /// case changed 2.21% and 3 cases passed 2% (a 2% bound failed CI about once in
+    /// 30 runs of 32 cases).
     #[test]
     fn maglev_disruption_100(salt in any::<u32>(), removed in 0usize..100) {
         let d = disruption(&ids(100, salt), removed);
-        prop_assert!(d <= 0.02, "{:.4}% of slots changed", d * 100.0);
+        prop_assert!(d <= 0.025, "{:.4}% of slots changed", d * 100.0);
     }
 
     /// Removing one of 1,000 backends changes at most 1% of the slots.
