@@ -6,6 +6,18 @@
 //! 3, seconds per phase). The proxy runs one I/O worker thread; the offload engine
 //! one thread; the load generator a runtime of its own in the same process. Needs
 //! `openssl` (to make the RSA key).
+//!
+//! Placement (Linux, `taskset`), so the clients' own CPU does not compete with the
+//! proxy: `PIN=1` puts the load generator (the keep-alive clients, the upstream, the
+//! in-process handshake clients) on CPU 0 and the proxy's I/O thread on CPU 1; the
+//! engine thread then goes to `ENGINE_CPU` (default 1: it shares the I/O thread's
+//! core; 0: it shares the load generator's). `BURST=wrk` makes the handshakes from a
+//! separate process instead, `wrk -t1 -c32 -H "Connection: close"` over https (every
+//! request a new connection, full handshakes: the listener issues no tickets), pinned
+//! to CPU 0 when `PIN=1`. `BURST_CLIENTS` (default 32) sets the handshakes in
+//! flight; `ENGINE_NICE=19` lowers the engine thread's priority (`renice`), so the
+//! I/O thread preempts it on a shared core. The last two columns are the CPU time (schedstat) of the proxy's I/O
+//! thread and of the engine thread during the burst, per handshake.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -20,11 +32,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::process::{Command, Stdio};
+
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEEPALIVE_CONNS: usize = 8;
-const BURST_CLIENTS: usize = 32;
+/// Concurrent handshaking clients (env `BURST_CLIENTS`, default 32).
+fn burst_clients() -> usize {
+    std::env::var("BURST_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32)
+}
 
 fn upstream() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -86,6 +106,47 @@ async fn request(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream
     true
 }
 
+/// This thread's id (Linux), for `taskset -p`.
+fn current_tid() -> Option<String> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str().map(str::to_owned)
+}
+
+fn pin(tid: &str, cpu: &str) {
+    let ok = Command::new("taskset")
+        .args(["-p", "-c", cpu, tid])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("offload_burst: could not pin thread {tid} to CPU {cpu}");
+    }
+}
+
+/// Ids of this process's threads whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(prefix) {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// CPU time of the threads, in nanoseconds (first field of schedstat).
+fn cpu_ns(tids: &[String]) -> u64 {
+    tids.iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/self/task/{t}/schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -98,15 +159,51 @@ struct Phase {
     p50: Duration,
     p99: Duration,
     requests: usize,
+    handshakes: u64,
     handshakes_per_sec: f64,
+    io_ns: u64,
+    engine_ns: u64,
 }
 
-async fn phase(port: u16, connector: &tokio_rustls::TlsConnector, burst: bool, secs: u64) -> Phase {
+struct Setup {
+    wrk: bool,
+    pin: bool,
+    io: Vec<String>,
+}
+
+async fn phase(
+    port: u16,
+    connector: &tokio_rustls::TlsConnector,
+    burst: bool,
+    secs: u64,
+    setup: &Setup,
+) -> Phase {
     let stop = Arc::new(AtomicBool::new(false));
     let handshakes = Arc::new(AtomicU64::new(0));
     let mut burst_tasks = Vec::new();
-    if burst {
-        for _ in 0..BURST_CLIENTS {
+    let engine = threads_named("tls-offload");
+    let (io0, engine0) = (cpu_ns(&setup.io), cpu_ns(&engine));
+    let mut wrk = None;
+    if burst && setup.wrk {
+        let mut cmd = Command::new(if setup.pin { "taskset" } else { "wrk" });
+        if setup.pin {
+            cmd.args(["-c", "0", "wrk"]);
+        }
+        cmd.args([
+            "-t1",
+            &format!("-c{}", burst_clients()),
+            &format!("-d{secs}s"),
+        ])
+        .args([
+            "-H",
+            "Connection: close",
+            &format!("https://127.0.0.1:{port}/"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        wrk = Some(cmd.spawn().expect("BURST=wrk needs wrk"));
+    } else if burst {
+        for _ in 0..burst_clients() {
             let (c, stop, hs) = (connector.clone(), stop.clone(), handshakes.clone());
             burst_tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
@@ -158,13 +255,30 @@ async fn phase(port: u16, connector: &tokio_rustls::TlsConnector, burst: bool, s
     for t in burst_tasks {
         let _ = t.await;
     }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (io_ns, engine_ns) = (cpu_ns(&setup.io) - io0, cpu_ns(&engine) - engine0);
+    if let Some(child) = wrk {
+        // wrk stops by itself after `secs`; "N requests in" is the handshake count
+        // (each request its own connection).
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let n = text
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        handshakes.store(n, Ordering::Relaxed);
+    }
     all.sort();
+    let n = handshakes.load(Ordering::Relaxed);
     Phase {
         p50: pct(&all, 0.5),
         p99: pct(&all, 0.99),
         requests: all.len(),
-        handshakes_per_sec: handshakes.load(Ordering::Relaxed) as f64
-            / started.elapsed().as_secs_f64(),
+        handshakes: n,
+        handshakes_per_sec: n as f64 / elapsed,
+        io_ns,
+        engine_ns,
     }
 }
 
@@ -187,9 +301,25 @@ fn main() {
     let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
     std::fs::write(&cert, &rsa.cert_pem).unwrap();
     std::fs::write(&key, &rsa.key_pem).unwrap();
+    let pin_env = std::env::var("PIN").is_ok_and(|v| v == "1");
+    let engine_cpu = std::env::var("ENGINE_CPU").unwrap_or_else(|_| "1".to_owned());
+    let use_wrk = std::env::var("BURST").is_ok_and(|v| v == "wrk");
+    if pin_env {
+        // Threads inherit their creator's CPUs: everything started from here on
+        // (upstream, load generator) runs on CPU 0 unless moved.
+        pin(&current_tid().unwrap(), "0");
+    }
+    println!(
+        "setup: PIN={} ENGINE_CPU={} ENGINE_NICE={} BURST={} burst clients {}, keep-alive connections {KEEPALIVE_CONNS} (one request per ms each), {secs} s per phase",
+        u8::from(pin_env),
+        if pin_env { engine_cpu.as_str() } else { "-" },
+        std::env::var("ENGINE_NICE").unwrap_or_else(|_| "-".to_owned()),
+        if use_wrk { "wrk" } else { "inproc" },
+        burst_clients(),
+    );
     let client = tokio_rustls::TlsConnector::from(common::client_config(&rsa));
     let up = upstream();
-    println!("mode     | p50 idle | p99 idle | p50 burst | p99 burst | p99 burst/idle | burst handshakes/s");
+    println!("mode     | p50 idle | p99 idle | p50 burst | p99 burst | p99 burst/idle | burst handshakes/s | io thread µs/handshake | engine µs/handshake");
     for (mode, offload) in [
         ("inline", ""),
         (
@@ -205,7 +335,7 @@ listeners:
     address: 127.0.0.1:0
     network_filters:
       - typed: tls
-        config: {{ certificates: [{{ cert: {cert}, key: {key} }}]{offload} }}
+        config: {{ certificates: [{{ cert: {cert}, key: {key} }}], session: {{ tickets: false, cache: false }}{offload} }}
     virtual_hosts:
       - name: all
         domains: ["*"]
@@ -227,10 +357,23 @@ clusters:
         )
         .unwrap();
         let runner = server.clone();
-        let thread = std::thread::spawn(move || runner.run_until(std::future::pending()).unwrap());
+        let thread = std::thread::Builder::new()
+            .name("proxy-io".to_owned())
+            .spawn(move || {
+                if pin_env {
+                    pin(&current_tid().unwrap(), "1");
+                }
+                runner.run_until(std::future::pending()).unwrap()
+            })
+            .unwrap();
         while server.listener_addresses().is_empty() {
             std::thread::sleep(Duration::from_millis(10));
         }
+        let setup = Setup {
+            wrk: use_wrk,
+            pin: pin_env,
+            io: threads_named("proxy-io"),
+        };
         let port: u16 = server.listener_addresses()[0]
             .1
             .rsplit(':')
@@ -244,13 +387,39 @@ clusters:
             .build()
             .unwrap();
         let (idle, busy) = rt.block_on(async {
+            // One handshake first, so the engine thread (started with its first job)
+            // exists and can be placed.
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let mut tls = client
+                .connect(ServerName::try_from("a.test").unwrap(), tcp)
+                .await
+                .unwrap();
+            assert!(request(&mut tls).await);
+            drop(tls);
+            for t in threads_named("tls-offload") {
+                if pin_env {
+                    pin(&t, &engine_cpu);
+                }
+                if let Ok(nice) = std::env::var("ENGINE_NICE") {
+                    let ok = Command::new("renice")
+                        .args(["-n", &nice, "-p", &t])
+                        .stdout(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if !ok {
+                        eprintln!("offload_burst: could not renice thread {t}");
+                    }
+                }
+            }
             (
-                phase(port, &client, false, secs).await,
-                phase(port, &client, true, secs).await,
+                phase(port, &client, false, secs, &setup).await,
+                phase(port, &client, true, secs, &setup).await,
             )
         });
         println!(
-            "{mode:8} | {:>8.2?} | {:>8.2?} | {:>9.2?} | {:>9.2?} | {:>14.2} | {:>8.0} ({} + {} requests)",
+            "{mode:8} | {:>8.2?} | {:>8.2?} | {:>9.2?} | {:>9.2?} | {:>14.2} | {:>8.0} ({} + {} requests) | {:>8.0} | {:>8.0}",
             idle.p50,
             idle.p99,
             busy.p50,
@@ -259,6 +428,8 @@ clusters:
             busy.handshakes_per_sec,
             idle.requests,
             busy.requests,
+            busy.io_ns as f64 / 1e3 / busy.handshakes.max(1) as f64,
+            busy.engine_ns as f64 / 1e3 / busy.handshakes.max(1) as f64,
         );
         server.shutdown();
         let _ = thread.join();
