@@ -187,25 +187,22 @@ macro_rules! delegate_io {
 macro_rules! read_lent {
     ($this:expr, $buf:expr) => {
         match $this {
-            Self::Tcp(s) => loop {
-                crate::bufs::give_back($buf);
-                s.readable().await?;
-                crate::bufs::ready_for_read($buf);
-                if let Poll::Ready(r) = poll_once(Pin::new(&mut *s), $buf).await {
-                    return r;
-                }
-            },
-            Self::Unix(s) => loop {
-                crate::bufs::give_back($buf);
-                s.readable().await?;
-                crate::bufs::ready_for_read($buf);
-                if let Poll::Ready(r) = poll_once(Pin::new(&mut *s), $buf).await {
-                    return r;
-                }
-            },
+            Self::Tcp(s) => read_lent!(@socket s, $buf),
+            Self::Unix(s) => read_lent!(@socket s, $buf),
             Self::Boxed(s) => {
                 crate::bufs::ready_for_read($buf);
                 tokio::io::AsyncReadExt::read_buf(s, $buf).await
+            }
+        }
+    };
+    // A TCP or Unix socket (or half): wait for readability with no buffer, then read.
+    (@socket $s:ident, $buf:expr) => {
+        loop {
+            crate::bufs::give_back($buf);
+            $s.readable().await?;
+            crate::bufs::ready_for_read($buf);
+            if let Poll::Ready(r) = poll_once(Pin::new(&mut *$s), $buf).await {
+                return r;
             }
         }
     };
