@@ -23,7 +23,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use proxy_codec::{
-    bolt::{self, BoltFrame, BoltVersion},
+    bolt::{self, BoltFrame},
     config::ServerOptions,
     dubbo::{self, DubboFrame},
     hessian2::Writer,
@@ -213,20 +213,13 @@ async fn rounds<P: Protocol + Copy>(case: Case<P>) {
 
 fn bolt_call(id: u64) -> BoltFrame {
     BoltFrame {
-        version: BoltVersion::V1,
-        rpc_type: bolt::TYPE_REQUEST,
-        cmd_code: bolt::CMD_REQUEST,
-        ver2: 1,
-        request_id: id as u32,
-        codec: bolt::CODEC_HESSIAN2,
         timeout: 5000,
-        status: 0,
-        class_name: Bytes::from_static(bolt::SOFA_REQUEST.as_bytes()),
-        header: Bolt::header_map([
-            ("sofa_head_target_service", Some("com.example.Echo:1.0")),
-            ("sofa_head_method_name", Some("echo")),
-        ]),
-        content: Bytes::from(format!("call {id}")),
+        ..BoltFrame::sofa_request(
+            id as u32,
+            "com.example.Echo:1.0",
+            "echo",
+            format!("call {id}"),
+        )
     }
 }
 

@@ -34,21 +34,14 @@ fn bolt_call(id: u32, service: &str, method: &str) -> BoltFrame {
             version: 2,
             switch: 1,
         },
-        rpc_type: bolt::TYPE_REQUEST,
-        cmd_code: bolt::CMD_REQUEST,
-        ver2: 1,
-        request_id: id,
-        codec: bolt::CODEC_HESSIAN2,
         timeout: 5000,
-        status: 0,
-        class_name: Bytes::from_static(bolt::SOFA_REQUEST.as_bytes()),
         header: Bolt::header_map([
             ("service", Some(service)),
             ("sofa_head_target_service", Some(service)),
             ("sofa_head_method_name", Some(method)),
             ("rpc_trace_context.sofaTraceId", Some("0a0b0c")),
         ]),
-        content: Bytes::from(format!("call-{id}")),
+        ..BoltFrame::sofa_request(id, service, method, format!("call-{id}"))
     }
 }
 

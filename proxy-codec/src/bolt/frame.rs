@@ -79,6 +79,58 @@ pub struct BoltFrame {
 }
 
 impl BoltFrame {
+    /// A SOFARPC call: Bolt v1, two-way, hessian2, of class
+    /// [`SOFA_REQUEST`](super::SOFA_REQUEST), no timeout, calling `service`'s `method` with `content` as its serialized
+    /// payload. The header map carries what SOFARPC routes by: `service`,
+    /// `sofa_head_target_service` and `sofa_head_method_name`. Set the other fields
+    /// with struct update syntax.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use proxy_codec::{bolt::{BoltFrame, BoltVersion}, Bolt, Protocol, RpcInfo};
+    ///
+    /// # fn main() -> Result<(), proxy_core::BoxError> {
+    /// let call = BoltFrame {
+    ///     version: BoltVersion::V2 { version: 1, switch: 0 },
+    ///     timeout: 3000,
+    ///     ..BoltFrame::sofa_request(7, "com.example.Echo:1.0", "echo", "hello")
+    /// };
+    /// let mut wire = BytesMut::new();
+    /// Bolt.encode(&call, &mut wire)?;
+    /// let req = Bolt.request_to_http(Bolt.decode(wire.freeze())?)?;
+    /// assert_eq!(req.uri().path(), "/com.example.Echo:1.0/echo");
+    /// let rpc = req.extensions().get::<RpcInfo>().expect("rpc facts");
+    /// assert_eq!(&*rpc.method, "echo");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sofa_request(
+        request_id: u32,
+        service: &str,
+        method: &str,
+        content: impl Into<Bytes>,
+    ) -> Self {
+        Self {
+            version: BoltVersion::V1,
+            rpc_type: TYPE_REQUEST,
+            cmd_code: CMD_REQUEST,
+            ver2: 1,
+            request_id,
+            codec: CODEC_HESSIAN2,
+            timeout: 0,
+            status: 0,
+            class_name: Bytes::from_static(super::SOFA_REQUEST.as_bytes()),
+            header: super::Bolt::header_map([
+                ("service", Some(service)),
+                ("sofa_head_target_service", Some(service)),
+                ("sofa_head_method_name", Some(method)),
+            ]),
+            content: content.into(),
+        }
+    }
+
     /// Whether this is a request (two-way or one-way), including heartbeats.
     pub fn is_request(&self) -> bool {
         self.rpc_type != TYPE_RESPONSE

@@ -16,7 +16,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use proxy_codec::{
-    bolt::{self, BoltFrame, BoltVersion},
+    bolt::{self, BoltFrame},
     config::{ServerOptions, UpstreamOptions},
     dubbo::{self, DubboFrame},
     hessian2::Writer,
@@ -42,20 +42,8 @@ const BIG: usize = 10_000;
 
 fn bolt_call(id: u32, content: impl Into<Bytes>) -> BoltFrame {
     BoltFrame {
-        version: BoltVersion::V1,
-        rpc_type: bolt::TYPE_REQUEST,
-        cmd_code: bolt::CMD_REQUEST,
-        ver2: 1,
-        request_id: id,
-        codec: bolt::CODEC_HESSIAN2,
         timeout: 5000,
-        status: 0,
-        class_name: Bytes::from_static(bolt::SOFA_REQUEST.as_bytes()),
-        header: Bolt::header_map([
-            ("sofa_head_target_service", Some("com.example.Echo:1.0")),
-            ("sofa_head_method_name", Some("echo")),
-        ]),
-        content: content.into(),
+        ..BoltFrame::sofa_request(id, "com.example.Echo:1.0", "echo", content)
     }
 }
 

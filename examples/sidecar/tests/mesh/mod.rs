@@ -97,21 +97,8 @@ pub(crate) fn mesh_yaml(addresses: &[(&str, SocketAddr)]) -> String {
 /// A SOFARPC Bolt v1 call of `service.method` with `content` as its payload.
 pub(crate) fn bolt_call(id: u32, service: &str, method: &str, content: &'static str) -> BoltFrame {
     BoltFrame {
-        version: BoltVersion::V1,
-        rpc_type: bolt::TYPE_REQUEST,
-        cmd_code: bolt::CMD_REQUEST,
-        ver2: 1,
-        request_id: id,
-        codec: bolt::CODEC_HESSIAN2,
         timeout: 3000,
-        status: 0,
-        class_name: Bytes::from_static(bolt::SOFA_REQUEST.as_bytes()),
-        header: Bolt::header_map([
-            ("service", Some(service)),
-            ("sofa_head_target_service", Some(service)),
-            ("sofa_head_method_name", Some(method)),
-        ]),
-        content: Bytes::from_static(content.as_bytes()),
+        ..BoltFrame::sofa_request(id, service, method, content)
     }
 }
 
