@@ -9,9 +9,12 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use proxy_core::{config::Config, DisplayChain, Server, ServerError};
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
-use crate::{state::AdsState, Refusal, StreamError, XdsConfig};
+use crate::{delta::DeltaState, state::AdsState, ApiType, Refusal, StreamError, XdsConfig};
+
+#[path = "client_delta.rs"]
+mod delta;
 
 /// What the client has done so far, for readiness checks, admin pages and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,9 +96,13 @@ impl XdsClient {
 
     /// Runs until the task is dropped: connects to each server in turn, applies what
     /// the control plane sends to `server`, reconnects after a back-off when the
-    /// stream ends. Spawn it on the runtime of your choice.
+    /// stream ends. Speaks state of the world or delta as [`XdsConfig::api_type`]
+    /// says. Spawn it on the runtime of your choice.
     pub async fn run(self, server: Server) {
-        let mut state = AdsState::new(self.config.listeners);
+        let mut session = match self.config.api_type {
+            ApiType::Delta => Session::Delta(DeltaState::new(self.config.listeners)),
+            _ => Session::Sotw(AdsState::new(self.config.listeners)),
+        };
         let mut backoff = self.config.backoff.initial;
         let mut last_applied: Option<Config> = None;
         for attempt in 0usize.. {
@@ -106,9 +113,16 @@ impl XdsClient {
                 return;
             };
             let mut got = false;
-            let result = self
-                .stream(address, &mut state, &server, &mut last_applied, &mut got)
-                .await;
+            let result = match &mut session {
+                Session::Sotw(state) => {
+                    self.stream(address, state, &server, &mut last_applied, &mut got)
+                        .await
+                }
+                Session::Delta(state) => {
+                    self.delta_stream(address, state, &server, &mut last_applied, &mut got)
+                        .await
+                }
+            };
             self.status.send_modify(|s| s.connected = false);
             match result {
                 Err(e) => tracing::warn!(%address, error = %DisplayChain(&e), "xds stream ended"),
@@ -123,15 +137,11 @@ impl XdsClient {
         }
     }
 
-    /// One stream, until it ends. `got` is set once a response arrived.
-    async fn stream(
+    /// A client of the ADS service at `address`, connected.
+    async fn connect(
         &self,
         address: &str,
-        state: &mut AdsState,
-        server: &Server,
-        last_applied: &mut Option<Config>,
-        got: &mut bool,
-    ) -> Result<(), StreamError> {
+    ) -> Result<AggregatedDiscoveryServiceClient<Channel>, StreamError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|source| StreamError::Address {
                 address: address.into(),
@@ -152,27 +162,31 @@ impl XdsClient {
                 source,
             })?;
         let max = self.config.max_message_bytes.as_usize();
-        let mut client = AggregatedDiscoveryServiceClient::new(channel)
+        Ok(AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+            .max_encoding_message_size(max))
+    }
+
+    /// One state-of-the-world stream, until it ends. `got` is set once a response
+    /// arrived.
+    async fn stream(
+        &self,
+        address: &str,
+        state: &mut AdsState,
+        server: &Server,
+        last_applied: &mut Option<Config>,
+        got: &mut bool,
+    ) -> Result<(), StreamError> {
+        let mut client = self.connect(address).await?;
         let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
         for req in state.open(self.config.node()) {
             let _ = tx.send(req).await;
         }
-        let outbound =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
-            );
         let mut inbound = client
-            .stream_aggregated_resources(outbound)
+            .stream_aggregated_resources(receiver_stream(rx))
             .await?
             .into_inner();
-        self.status.send_modify(|s| {
-            s.connected = true;
-            s.streams += 1;
-        });
-        tracing::info!(%address, "xds stream open");
+        self.opened(address);
         while let Some(resp) = inbound.message().await? {
             *got = true;
             for req in self.handle(state, &resp, server, last_applied).await {
@@ -184,7 +198,16 @@ impl XdsClient {
         Err(StreamError::Closed)
     }
 
-    /// Validates, applies and answers one response.
+    /// Counts a stream as open.
+    fn opened(&self, address: &str) {
+        self.status.send_modify(|s| {
+            s.connected = true;
+            s.streams += 1;
+        });
+        tracing::info!(%address, api_type = ?self.config.api_type, "xds stream open");
+    }
+
+    /// Validates, applies and answers one state-of-the-world response.
     async fn handle(
         &self,
         state: &mut AdsState,
@@ -194,42 +217,70 @@ impl XdsClient {
     ) -> Vec<DiscoveryRequest> {
         let outcome = match state.prepare(resp, &self.base) {
             Err(refusal) => Err(refusal),
-            Ok(next) => {
-                let config = next.config(&self.base);
-                if last_applied.as_ref() == Some(&config) {
-                    Ok(next)
-                } else {
-                    match apply(server, config.clone(), &self.base).await {
-                        Ok(()) => {
-                            *last_applied = Some(config);
-                            self.status.send_modify(|s| s.applied += 1);
-                            Ok(next)
-                        }
-                        Err(refusal) => Err(refusal),
-                    }
-                }
-            }
+            Ok(next) => self
+                .apply_config(next.config(&self.base), server, last_applied)
+                .await
+                .map(|()| next),
         };
         match outcome {
             Ok(next) => {
                 tracing::info!(type_url = %resp.type_url, version = %resp.version_info, "xds accepted");
                 let out = state.accept(next, resp);
-                self.status.send_modify(|s| {
-                    s.cluster_version.clone_from(&state.cds.version);
-                    s.endpoint_version.clone_from(&state.eds.version);
-                    s.listener_version.clone_from(&state.lds.version);
-                    s.route_version.clone_from(&state.rds.version);
-                });
+                self.accepted(state);
                 out
             }
             Err(refusal) => {
                 tracing::warn!(type_url = %resp.type_url, version = %resp.version_info, %refusal, "xds rejected");
-                self.status
-                    .send_modify(|s| s.last_nack = Some(refusal.to_string()));
+                self.rejected(&refusal);
                 vec![state.reject(resp, &refusal)]
             }
         }
     }
+
+    /// Applies `config` to `server` unless it is the config applied last.
+    async fn apply_config(
+        &self,
+        config: Config,
+        server: &Server,
+        last_applied: &mut Option<Config>,
+    ) -> Result<(), Refusal> {
+        if last_applied.as_ref() == Some(&config) {
+            return Ok(());
+        }
+        apply(server, config.clone(), &self.base).await?;
+        *last_applied = Some(config);
+        self.status.send_modify(|s| s.applied += 1);
+        Ok(())
+    }
+
+    /// Publishes the accepted versions.
+    fn accepted(&self, state: &AdsState) {
+        self.status.send_modify(|s| {
+            s.cluster_version.clone_from(&state.cds.version);
+            s.endpoint_version.clone_from(&state.eds.version);
+            s.listener_version.clone_from(&state.lds.version);
+            s.route_version.clone_from(&state.rds.version);
+        });
+    }
+
+    /// Publishes a NACK.
+    fn rejected(&self, refusal: &Refusal) {
+        self.status
+            .send_modify(|s| s.last_nack = Some(refusal.to_string()));
+    }
+}
+
+/// The requests of one stream, as the stream tonic sends.
+fn receiver_stream<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+}
+
+/// What one protocol variant keeps across streams.
+enum Session {
+    Sotw(AdsState),
+    Delta(DeltaState),
 }
 
 /// `Server::reload` off the async workers; a refusal names the xDS cluster or

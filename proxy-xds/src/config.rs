@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 /// backoff: { initial: 500ms, max: 30s }
 /// max_message_bytes: 16MiB
 /// listeners: true                     # also LDS and RDS (off when absent)
+/// api_type: delta                     # incremental xDS (sotw when absent)
 /// ```
 ///
 /// Plain-text HTTP/2 only for now: TLS to the control plane is not supported yet.
@@ -70,6 +71,39 @@ pub struct XdsConfig {
     /// provides clusters and endpoints only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub listeners: bool,
+    /// The variant of the ADS protocol: `sotw` (state of the world, every response
+    /// carries the whole set of its type) or `delta` (incremental: responses carry
+    /// what changed and what was removed). `sotw` when absent.
+    #[serde(default, skip_serializing_if = "ApiType::is_sotw")]
+    pub api_type: ApiType,
+}
+
+/// The variant of the ADS protocol ([`XdsConfig::api_type`]), a snake_case string.
+///
+/// # Example
+/// ```
+/// use proxy_xds::{ApiType, XdsConfig};
+/// let cfg = XdsConfig::from_yaml("servers: [\"127.0.0.1:18000\"]\nnode: {id: n1}\napi_type: delta")?;
+/// assert_eq!(cfg.api_type, ApiType::Delta);
+/// # Ok::<(), proxy_core::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ApiType {
+    /// State of the world: `StreamAggregatedResources`, each response the whole set
+    /// of its type (for CDS and LDS).
+    #[default]
+    Sotw,
+    /// Incremental: `DeltaAggregatedResources`, with subscribe and unsubscribe,
+    /// `removed_resources`, and the versions held sent again on a new stream.
+    Delta,
+}
+
+impl ApiType {
+    fn is_sotw(&self) -> bool {
+        *self == Self::Sotw
+    }
 }
 
 /// Who this proxy is: Envoy's `Node`.
@@ -160,6 +194,7 @@ impl XdsConfig {
             backoff: BackoffConfig::default(),
             max_message_bytes: default_max_message(),
             listeners: false,
+            api_type: ApiType::Sotw,
         }
     }
 
@@ -316,6 +351,10 @@ mod tests {
             (
                 "servers: [\"a:1\"]\nnode: {id: n1}\nbackoff: {max: 1ms}",
                 "backoff.max",
+            ),
+            (
+                "servers: [\"a:1\"]\nnode: {id: n1}\napi_type: incremental",
+                "api_type",
             ),
         ] {
             let e = XdsConfig::from_yaml(yaml).unwrap_err();

@@ -2,12 +2,13 @@
 
 mod client;
 mod config;
+mod delta;
 mod error;
 pub mod resources;
 mod state;
 mod thread;
 
 pub use client::{XdsClient, XdsStatus};
-pub use config::{BackoffConfig, LocalityConfig, NodeConfig, XdsConfig};
+pub use config::{ApiType, BackoffConfig, LocalityConfig, NodeConfig, XdsConfig};
 pub use error::{Refusal, StreamError};
 pub use thread::XdsThread;

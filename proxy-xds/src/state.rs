@@ -26,7 +26,7 @@ mod lds;
 pub(crate) use lds::ResolvedListener;
 
 /// gRPC's INVALID_ARGUMENT, the code of a NACK's `error_detail`.
-const INVALID_ARGUMENT: i32 = 3;
+pub(crate) const INVALID_ARGUMENT: i32 = 3;
 
 /// Version and nonce of one resource type.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -190,8 +190,7 @@ impl AdsState {
     pub(crate) fn accept(&mut self, next: Self, resp: &DiscoveryResponse) -> Vec<DiscoveryRequest> {
         let eds_changed = next.eds_names != self.eds_names;
         let rds_changed = next.rds_names != self.rds_names;
-        *self = next;
-        self.active = self.resolve_listeners().into_iter().collect();
+        self.take(next);
         let mut out = Vec::new();
         match resp.type_url.as_str() {
             CLUSTER_TYPE => {
@@ -210,6 +209,13 @@ impl AdsState {
             _ => out.push(self.eds_request()),
         }
         out
+    }
+
+    /// Becomes `next`, whose config was applied: the listeners it resolves to are
+    /// the serving ones from now on.
+    pub(crate) fn take(&mut self, next: Self) {
+        *self = next;
+        self.active = self.resolve_listeners();
     }
 
     /// The NACK of `resp`: the previously accepted version, the response's nonce, and
