@@ -15,6 +15,10 @@
 //!   connection ID; [`CidGenerator`] is a quinn `ConnectionIdGenerator`.
 //! - [`QuicLbConfig`] and [`DecoderConfig`]: the config sections, validated into the
 //!   above with errors that name the field.
+//! - [`lb`]: the load balancer, a UDP forwarder that routes each client datagram by
+//!   the server ID in its destination connection ID, or by a consistent hash of the
+//!   4-tuple when there is none. It uses proxy-lb's Maglev table, a deliberate
+//!   sideways dependency: one consistent hash for the whole framework.
 //!
 //! # Example
 //! ```
@@ -44,6 +48,7 @@ mod error;
 mod format;
 mod generator;
 mod hex;
+pub mod lb;
 mod nonce_space;
 mod types;
 

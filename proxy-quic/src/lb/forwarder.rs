@@ -1,0 +1,367 @@
+//! The UDP forwarder: one socket facing clients, one socket per client 4-tuple
+//! (a flow) facing the servers, so that a server's replies come back on the flow's
+//! socket and leave toward the client from the load balancer's address.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use proxy_core::ConfigError;
+use socket2::{SockAddr, SockRef};
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::config::{ForwarderConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS};
+use super::flows::{Clock, FlowTable, Full};
+use super::packet::parse;
+use super::stats::ForwarderStats;
+use super::table::Routes;
+
+/// The largest datagram forwarded either way: a datagram that fills the receive
+/// buffer (one octet more) is dropped and counted rather than passed on cut short.
+/// QUIC's path MTU discovery treats the loss as a path limit.
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// What the forwarder's tasks share.
+#[derive(Debug)]
+struct Shared {
+    routes: ArcSwap<Routes>,
+    stats: ForwarderStats,
+    started: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Builds a [`Forwarder`] in code: the routes, then optional limits, then `bind`.
+///
+/// # Example
+/// ```
+/// use proxy_quic::{CidFormat, ConfigId, Decoder, ServerId};
+/// use proxy_quic::lb::{ForwarderBuilder, Routes};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut decoder = Decoder::new();
+/// decoder.insert(CidFormat::new(ConfigId::new(0).unwrap(), 2, 6, None, false).unwrap());
+/// let routes = Routes::new(decoder, [(ServerId::from_hex("0a01").unwrap(), "127.0.0.1:4433".parse().unwrap())])
+///     .unwrap();
+/// let lb = ForwarderBuilder::new(routes)
+///     .idle_timeout(std::time::Duration::from_secs(10))
+///     .max_flows_per_ip(std::num::NonZeroU32::new(64))
+///     .bind("127.0.0.1:0".parse().unwrap())
+///     .await
+///     .unwrap();
+/// assert_eq!(lb.stats().snapshot().received, 0);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ForwarderBuilder {
+    routes: Routes,
+    idle_timeout: Duration,
+    max_flows: NonZeroU32,
+    max_flows_per_ip: Option<NonZeroU32>,
+}
+
+impl ForwarderBuilder {
+    /// A forwarder over `routes`, with the default limits.
+    pub fn new(routes: Routes) -> Self {
+        Self {
+            routes,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_flows: DEFAULT_MAX_FLOWS,
+            max_flows_per_ip: None,
+        }
+    }
+
+    /// How long a flow lives without a packet either way (default 30 s).
+    pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// The most flows at once (default 16384); each holds a socket.
+    pub fn max_flows(mut self, max_flows: NonZeroU32) -> Self {
+        self.max_flows = max_flows;
+        self
+    }
+
+    /// The most flows of one source IP address (default: no limit).
+    pub fn max_flows_per_ip(mut self, max: Option<NonZeroU32>) -> Self {
+        self.max_flows_per_ip = max;
+        self
+    }
+
+    /// Binds the client-facing socket at `address` and starts forwarding on the
+    /// current tokio runtime.
+    ///
+    /// # Errors
+    /// The bind's error.
+    pub async fn bind(self, address: SocketAddr) -> io::Result<Forwarder> {
+        let socket = UdpSocket::bind(address).await?;
+        self.start(socket)
+    }
+
+    /// Starts forwarding on a socket already bound (for example one handed over by a
+    /// hot upgrade). It must be in non-blocking mode.
+    ///
+    /// # Errors
+    /// When the socket cannot be registered with the runtime.
+    pub fn from_std(self, socket: StdUdpSocket) -> io::Result<Forwarder> {
+        self.start(UdpSocket::from_std(socket)?)
+    }
+
+    fn start(self, socket: UdpSocket) -> io::Result<Forwarder> {
+        let local_addr = socket.local_addr()?;
+        let shared = Arc::new(Shared {
+            routes: ArcSwap::from_pointee(self.routes),
+            stats: ForwarderStats::default(),
+            started: Instant::now(),
+        });
+        let idle_ms = u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let flows = FlowTable::new(
+            self.max_flows.get(),
+            self.max_flows_per_ip.map(NonZeroU32::get),
+            idle_ms.max(1),
+        );
+        let sweep_every =
+            (self.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        info!(%local_addr, "quic-lb forwarder started");
+        let task = tokio::spawn(receive_loop(
+            Arc::new(socket),
+            local_addr,
+            shared.clone(),
+            flows,
+            sweep_every,
+        ));
+        Ok(Forwarder {
+            local_addr,
+            shared,
+            task,
+        })
+    }
+}
+
+impl TryFrom<&ForwarderConfig> for ForwarderBuilder {
+    type Error = ConfigError;
+
+    fn try_from(config: &ForwarderConfig) -> Result<Self, ConfigError> {
+        Ok(Self::new(Routes::try_from(config)?)
+            .idle_timeout(config.idle_timeout)
+            .max_flows(config.max_flows)
+            .max_flows_per_ip(config.max_flows_per_ip))
+    }
+}
+
+/// A running QUIC-LB forwarder. Dropping it stops it (every flow with it).
+///
+/// Each client datagram's first packet header is parsed ([`parse`]) and routed
+/// ([`Routes::route`]): by the server ID in its destination connection ID, else by
+/// the 4-tuple's Maglev hash. It leaves through its flow's socket; what a server
+/// sends to that socket goes back to the client from the forwarder's address.
+#[derive(Debug)]
+pub struct Forwarder {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Forwarder {
+    /// The address clients send to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &ForwarderStats {
+        &self.shared.stats
+    }
+
+    /// The routes in use.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.shared.routes.load_full()
+    }
+
+    /// Swaps in new routes (servers added or removed, a config rotation): the next
+    /// packet uses them. Connections already routed by connection ID stay on their
+    /// server as long as its ID keeps its address.
+    pub fn update(&self, routes: Routes) {
+        info!(servers = routes.servers().count(), "quic-lb routes updated");
+        self.shared.routes.store(Arc::new(routes));
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A flow: the socket toward the servers, and the task relaying their replies.
+struct Flow {
+    socket: Arc<UdpSocket>,
+    replies: JoinHandle<()>,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.replies.abort();
+    }
+}
+
+async fn receive_loop(
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    mut flows: FlowTable<Flow>,
+    sweep_every: Duration,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut sweep = tokio::time::interval(sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, client)) => {
+                    let datagram = buf.get(..n).unwrap_or_default();
+                    forward(datagram, client, local, &socket, &shared, &mut flows);
+                }
+                Err(err) => {
+                    debug!(?err, "receive failed");
+                    tokio::task::yield_now().await;
+                }
+            },
+            _ = sweep.tick() => {
+                for _ in 0..flows.sweep(shared.now_ms()) {
+                    shared.stats.flow_expired();
+                }
+            }
+        }
+    }
+}
+
+/// Routes one client datagram and sends it through the client's flow.
+fn forward(
+    datagram: &[u8],
+    client: SocketAddr,
+    local: SocketAddr,
+    front: &Arc<UdpSocket>,
+    shared: &Arc<Shared>,
+    flows: &mut FlowTable<Flow>,
+) {
+    let stats = &shared.stats;
+    stats.received();
+    if datagram.len() > MAX_DATAGRAM {
+        return stats.oversize();
+    }
+    let header = match parse(datagram) {
+        Ok(header) => header,
+        Err(err) => return stats.parse_error(err),
+    };
+    let routes = shared.routes.load();
+    let Some(route) = routes.route(&header, client, local) else {
+        return;
+    };
+    let now = shared.now_ms();
+    let flow = match flows.get(client, now) {
+        Some(flow) => flow,
+        None => {
+            if let Err(full) = flows.admit(client) {
+                if full == Full::Total {
+                    warn!(%client, "quic-lb flow table full");
+                }
+                return stats.flow_limit();
+            }
+            let clock = Arc::new(Clock::new(now));
+            let flow = match open_flow(route.server, client, front, shared, &clock) {
+                Ok(flow) => flow,
+                Err(err) => {
+                    warn!(%client, ?err, "quic-lb could not open a flow socket");
+                    return stats.send_failed();
+                }
+            };
+            stats.flow_opened();
+            flows.insert(client, flow, clock)
+        }
+    };
+    stats.routed(route.by);
+    if send_now(&flow.socket, datagram, route.server).is_err() {
+        stats.send_failed();
+    }
+}
+
+/// A flow socket of `server`'s address family, and its reply task.
+fn open_flow(
+    server: SocketAddr,
+    client: SocketAddr,
+    front: &Arc<UdpSocket>,
+    shared: &Arc<Shared>,
+    clock: &Arc<Clock>,
+) -> io::Result<Flow> {
+    let any = match server {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let std_socket = StdUdpSocket::bind(any)?;
+    std_socket.set_nonblocking(true)?;
+    let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+    debug!(%client, flow = ?socket.local_addr().ok(), "quic-lb flow opened");
+    let replies = tokio::spawn(reply_loop(
+        socket.clone(),
+        front.clone(),
+        client,
+        shared.clone(),
+        clock.clone(),
+    ));
+    Ok(Flow { socket, replies })
+}
+
+/// Relays what servers send to a flow's socket back to its client.
+async fn reply_loop(
+    socket: Arc<UdpSocket>,
+    front: Arc<UdpSocket>,
+    client: SocketAddr,
+    shared: Arc<Shared>,
+    clock: Arc<Clock>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let stats = &shared.stats;
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(err) => {
+                debug!(?err, "flow receive failed");
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        if n > MAX_DATAGRAM {
+            stats.oversize();
+            continue;
+        }
+        if !shared.routes.load().is_server(from) {
+            stats.reply_unknown_source();
+            continue;
+        }
+        clock.touch(shared.now_ms());
+        match send_now(&front, buf.get(..n).unwrap_or_default(), client) {
+            Ok(()) => stats.reply(),
+            Err(_) => stats.send_failed(),
+        }
+    }
+}
+
+/// Sends a datagram at once or not at all: a non-blocking `sendto` on the socket,
+/// whatever tokio last saw of its readiness (a new flow's socket has not been
+/// reported writable yet). A full buffer drops the datagram, as a router would.
+fn send_now(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+    SockRef::from(socket)
+        .send_to(datagram, &SockAddr::from(to))
+        .map(drop)
+}
