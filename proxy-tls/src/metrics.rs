@@ -32,6 +32,18 @@ pub struct TlsMetrics {
     upstream_failures: [AtomicU64; REASONS.len()],
     rotations_applied: AtomicU64,
     rotations_refused: AtomicU64,
+    slot_waits: AtomicU64,
+    waiting_for_slot: AtomicU64,
+}
+
+/// A connection counted as waiting for a handshake slot until this drops.
+#[derive(Debug)]
+pub(crate) struct WaitingForSlot<'a>(&'a AtomicU64);
+
+impl Drop for WaitingForSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl TlsMetrics {
@@ -79,6 +91,24 @@ impl TlsMetrics {
         } else {
             self.rotations_refused.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A connection whose ClientHello found every handshake slot of its worker taken
+    /// (`max_handshakes_in_progress`): counted, and gauged until the guard drops.
+    pub(crate) fn waiting_for_slot(&self) -> WaitingForSlot<'_> {
+        self.slot_waits.fetch_add(1, Ordering::Relaxed);
+        self.waiting_for_slot.fetch_add(1, Ordering::Relaxed);
+        WaitingForSlot(&self.waiting_for_slot)
+    }
+
+    /// Connections that have waited for a handshake slot (`max_handshakes_in_progress`).
+    pub fn handshake_slot_waits(&self) -> u64 {
+        self.slot_waits.load(Ordering::Relaxed)
+    }
+
+    /// Connections waiting for a handshake slot now.
+    pub fn handshakes_waiting(&self) -> u64 {
+        self.waiting_for_slot.load(Ordering::Relaxed)
     }
 
     /// Completed downstream handshakes (TLS 1.2 and 1.3).
@@ -158,6 +188,20 @@ impl TlsMetrics {
                 g(&self.failures[i])
             );
         }
+        let _ = writeln!(out, "# HELP proxy_tls_handshake_slot_waits_total Downstream connections whose ClientHello waited for a handshake slot (max_handshakes_in_progress).");
+        let _ = writeln!(out, "# TYPE proxy_tls_handshake_slot_waits_total counter");
+        let _ = writeln!(
+            out,
+            "proxy_tls_handshake_slot_waits_total {}",
+            g(&self.slot_waits)
+        );
+        let _ = writeln!(out, "# HELP proxy_tls_handshakes_waiting Downstream connections waiting for a handshake slot now.");
+        let _ = writeln!(out, "# TYPE proxy_tls_handshakes_waiting gauge");
+        let _ = writeln!(
+            out,
+            "proxy_tls_handshakes_waiting {}",
+            g(&self.waiting_for_slot)
+        );
         let _ = writeln!(
             out,
             "# HELP proxy_tls_upstream_handshakes_total Completed upstream TLS handshakes."
@@ -213,5 +257,13 @@ mod tests {
         m.render(&mut out);
         assert!(out.contains("proxy_tls_handshake_failures_total{reason=\"timeout\"} 2"));
         assert!(out.contains("proxy_tls_upstream_handshake_failures_total{reason=\"malformed\"} 1"));
+        let waiting = m.waiting_for_slot();
+        assert_eq!((m.handshake_slot_waits(), m.handshakes_waiting()), (1, 1));
+        drop(waiting);
+        assert_eq!((m.handshake_slot_waits(), m.handshakes_waiting()), (1, 0));
+        out.clear();
+        m.render(&mut out);
+        assert!(out.contains("proxy_tls_handshake_slot_waits_total 1\n"));
+        assert!(out.contains("proxy_tls_handshakes_waiting 0\n"));
     }
 }

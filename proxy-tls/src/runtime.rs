@@ -140,8 +140,12 @@ impl TlsRuntime {
                     // Its threads start with its first job: a config that is only
                     // validated starts none.
                     let threads = usize::try_from(e.threads.get()).unwrap_or(1);
-                    let engine: Arc<dyn OffloadEngine> =
-                        Arc::new(SoftwareEngine::deferred(&e.name, threads));
+                    let engine: Arc<dyn OffloadEngine> = Arc::new(
+                        SoftwareEngine::builder(&e.name)
+                            .threads(threads)
+                            .priority(e.thread_priority)
+                            .deferred(),
+                    );
                     self.offload_metrics.track(engine.clone());
                     known.insert(e.name.clone(), engine.clone());
                     engine

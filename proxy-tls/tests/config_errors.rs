@@ -146,6 +146,23 @@ fn each_termination_mistake_names_its_path() {
             },
         ),
         (
+            t(", offload: { engines: [{ name: card0, thread_priority: { nice: 0 } }] }"),
+            if cfg!(feature = "offload") {
+                "offload.engines[0].thread_priority.nice: 0 is not a nice value from 1 to 19"
+                    .into()
+            } else {
+                "offload: needs the `offload` cargo feature".into()
+            },
+        ),
+        (
+            t(", offload: { engines: [{ name: card0, thread_priority: low }] }"),
+            "offload.engines[0].thread_priority: unknown variant `low`".into(),
+        ),
+        (
+            t(", max_handshakes_in_progress: 0"),
+            "max_handshakes_in_progress: ".into(),
+        ),
+        (
             t(&format!(
                 ", client_auth: {{ roots: {{ files: [{ca}] }} }}, guomi: {{ cert: {cert}, key: {key} }}"
             )),

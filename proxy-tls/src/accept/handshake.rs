@@ -10,7 +10,7 @@ use rustls::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::server_config::ServerConfigs;
+use super::{server_config::ServerConfigs, slots::HandshakeSlots};
 #[cfg(feature = "offload")]
 use crate::offload::Dispatcher;
 use crate::{error::HandshakeError, identity::PeerIdentityParts};
@@ -81,6 +81,7 @@ async fn read_some(
 pub(crate) async fn accept<IO>(
     io: &mut IO,
     configs: &ServerConfigs,
+    slots: Option<&HandshakeSlots>,
     #[cfg(feature = "offload")] offload: Option<&Dispatcher>,
 ) -> Result<Established, HandshakeError>
 where
@@ -121,6 +122,14 @@ where
         (config, guomi, hello.server_name().map(str::to_owned))
     };
 
+    // The server's work for this handshake starts here: with a cap, only once a slot
+    // of this worker is free; held until the server's flight is sent (never while
+    // waiting for the client), or until the handshake fails.
+    let mut slot = match slots {
+        Some(s) => s.acquire().await,
+        None => None,
+    };
+
     // The step that signs: ClientHello processing (key exchange, CertificateVerify or
     // ServerKeyExchange). Off the I/O thread when offload is configured.
     #[cfg(feature = "offload")]
@@ -156,6 +165,8 @@ where
         }
         send(io, &out).await?;
         out.clear();
+        // The flight is out: what remains waits for the client.
+        drop(slot.take());
         if !conn.is_handshaking() {
             break;
         }
@@ -298,9 +309,9 @@ mod tests {
         client.write_all(bytes).await.unwrap();
         client.shutdown().await.unwrap();
         #[cfg(feature = "offload")]
-        let accepting = accept(&mut server, configs, None);
+        let accepting = accept(&mut server, configs, None, None);
         #[cfg(not(feature = "offload"))]
-        let accepting = accept(&mut server, configs);
+        let accepting = accept(&mut server, configs, None);
         let res = tokio::time::timeout(Duration::from_secs(5), accepting)
             .await
             .unwrap();

@@ -3,8 +3,9 @@
 //!
 //! For each accepted connection: a handshake under `handshake_timeout` (ClientHello
 //! read with rustls's `Acceptor`; the Guomi config when configured and the client
-//! offers an RFC 8998 suite, the international one otherwise; the signing step on an
-//! offload engine when configured), then `conn.stream` becomes the decrypted
+//! offers an RFC 8998 suite, the international one otherwise; a slot of the worker's
+//! `max_handshakes_in_progress` taken, when set, until the server's flight is sent;
+//! the signing step on an offload engine when configured), then `conn.stream` becomes the decrypted
 //! [`Stream::Boxed`], `conn.secure` is set and the negotiated facts go into
 //! `conn.extensions` ([`Negotiated`] and core's `TlsInfo`). A failed handshake ends
 //! only that connection, after the proper alert, and counts
@@ -14,6 +15,7 @@ mod early_data;
 mod handshake;
 mod server_config;
 mod session;
+mod slots;
 mod stream;
 
 use std::{
@@ -36,6 +38,7 @@ pub use session::SessionState;
 
 use self::{
     server_config::{ServerConfigs, ServerSpec},
+    slots::HandshakeSlots,
     stream::{Closed, Decrypted},
 };
 #[cfg(feature = "offload")]
@@ -131,6 +134,7 @@ pub struct TerminationLayer {
 struct Shared {
     material: Arc<Reloadable<ServerConfigs>>,
     handshake_timeout: Duration,
+    slots: Option<HandshakeSlots>,
     drain: Duration,
     #[cfg(feature = "offload")]
     offload: Option<Dispatcher>,
@@ -210,6 +214,9 @@ impl TerminationLayer {
             shared: Arc::new(Shared {
                 material,
                 handshake_timeout: cfg.handshake_timeout,
+                slots: cfg
+                    .max_handshakes_in_progress
+                    .map(|cap| HandshakeSlots::new(cap, metrics.clone())),
                 drain: cfg.rotation.drain,
                 #[cfg(feature = "offload")]
                 offload,
@@ -295,10 +302,11 @@ where
     let generation = shared.material.current();
     let mut io = std::mem::replace(&mut conn.stream, Stream::Boxed(Box::new(Closed)));
     let configs = &generation.value;
+    let slots = shared.slots.as_ref();
     #[cfg(feature = "offload")]
-    let accept = handshake::accept(&mut io, configs, shared.offload.as_ref());
+    let accept = handshake::accept(&mut io, configs, slots, shared.offload.as_ref());
     #[cfg(not(feature = "offload"))]
-    let accept = handshake::accept(&mut io, configs);
+    let accept = handshake::accept(&mut io, configs, slots);
     let result = tokio::time::timeout(shared.handshake_timeout, accept)
         .await
         .unwrap_or(Err(HandshakeError::Timeout));

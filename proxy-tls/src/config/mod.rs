@@ -9,6 +9,7 @@
 //! [`TerminationConfig::resolve_paths`] with the build context's resolver.
 
 mod origination;
+mod priority;
 mod sources;
 mod validate;
 
@@ -22,6 +23,7 @@ use proxy_core::config::ByteSize;
 use serde::{Deserialize, Serialize};
 
 pub use origination::{GuomiOriginationConfig, GuomiSuites, OriginationConfig};
+pub use priority::ThreadPriority;
 pub use sources::{CertificateConfig, KeyPair, Roots};
 pub use validate::{MAX_EARLY_DATA_BYTES, MAX_ENGINE_THREADS, MAX_SESSION_CACHE_ENTRIES};
 
@@ -36,10 +38,11 @@ pub use validate::{MAX_EARLY_DATA_BYTES, MAX_ENGINE_THREADS, MAX_SESSION_CACHE_E
 /// alpn: [h2, http/1.1]
 /// versions: [tls12, tls13]
 /// handshake_timeout: 10s
+/// max_handshakes_in_progress: 16                                  # per worker; absent: no cap
 /// session: { tickets: true, ticket_key_rotation: 1h, cache: true, cache_entries: 4096 }
 /// early_data: { max_bytes: 16KiB }                                 # absent: no 0-RTT
 /// rotation: { watch_files: true, poll_interval: 5s, drain: 30s }
-/// offload: { engines: [{ name: card0, threads: 2 }, { name: card1, threads: 2 }] }
+/// offload: { engines: [{ name: card0, threads: 2, thread_priority: idle }, { name: card1 }] }
 /// guomi: { cert: certs/sm2.pem, key: certs/sm2.key, client_roots: { files: [certs/sm2-ca.pem] } }
 /// ```
 ///
@@ -79,6 +82,16 @@ pub struct TerminationConfig {
     /// The whole handshake (ClientHello to Finished) must complete within this.
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// The most handshakes each worker (I/O thread) computes at once: from the
+    /// ClientHello to the server's flight (key exchange, signature, encryption of the
+    /// flight, on the I/O thread or awaiting an offload engine). A connection whose
+    /// ClientHello arrives while every slot is taken waits, unanswered, until one
+    /// frees, within `handshake_timeout`; so a burst of new handshakes past what the
+    /// cores can sign queues at the listener instead of interleaving ever more
+    /// handshake work with the requests of open connections. Waiting for the client
+    /// (its ClientHello, its Finished) holds no slot. Absent: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_handshakes_in_progress: Option<NonZeroU32>,
     /// Session resumption.
     #[serde(default)]
     pub session: SessionConfig,
@@ -108,6 +121,7 @@ impl TerminationConfig {
             alpn: default_alpn(),
             versions: default_versions(),
             handshake_timeout: default_handshake_timeout(),
+            max_handshakes_in_progress: None,
             session: SessionConfig::default(),
             early_data: None,
             rotation: RotationConfig::default(),
@@ -283,6 +297,12 @@ pub struct EngineConfig {
     /// Threads of a software engine's pool, at most [`MAX_ENGINE_THREADS`].
     #[serde(default = "default_engine_threads")]
     pub threads: NonZeroU32,
+    /// How a software engine's threads are scheduled: `normal`, `idle` or
+    /// `{nice: 1-19}`; default `{nice: 19}` (see [`ThreadPriority`]). Unused by an
+    /// engine added to the runtime; set when the engine of this name is first made
+    /// (a reload that changes it keeps the running engine).
+    #[serde(default)]
+    pub thread_priority: ThreadPriority,
 }
 
 /// The Guomi certificate of a listener.
@@ -348,10 +368,12 @@ mod tests {
         c.session.cache = false;
         c.early_data = Some(EarlyDataConfig::default());
         c.rotation.watch_files = false;
+        c.max_handshakes_in_progress = NonZeroU32::new(8);
         c.offload = Some(OffloadConfig {
             engines: vec![EngineConfig {
                 name: "card0".into(),
                 threads: NonZeroU32::MIN,
+                thread_priority: ThreadPriority::Idle,
             }],
         });
         c.guomi = Some(GuomiConfig {

@@ -238,7 +238,7 @@ fn check_rotation(r: &RotationConfig) -> Result {
 
 impl OffloadConfig {
     /// Checks the engines: at least one, named, at most [`MAX_ENGINE_THREADS`]
-    /// threads each; and that this build has the `offload` cargo feature.
+    /// threads each, nice values 1 to 19; and that this build has the `offload` cargo feature.
     ///
     /// # Errors
     /// The first problem, naming its field as in the termination section
@@ -272,6 +272,12 @@ fn check_offload(o: &OffloadConfig) -> Result {
             return Err(ConfigBuildError::invalid(
                 format!("offload.engines[{i}].threads"),
                 format!("{} is above {MAX_ENGINE_THREADS}", e.threads),
+            ));
+        }
+        if let Err(reason) = e.thread_priority.check() {
+            return Err(ConfigBuildError::invalid(
+                format!("offload.engines[{i}].thread_priority.nice"),
+                reason,
             ));
         }
     }

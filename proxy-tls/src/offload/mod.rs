@@ -33,9 +33,12 @@
 mod dispatcher;
 mod engine;
 mod metrics;
+mod priority;
 mod software;
 
 pub use dispatcher::Dispatcher;
 pub use engine::{Delivery, OffloadEngine, OffloadError, OffloadJob};
 pub use metrics::{EngineStats, OffloadMetrics};
-pub use software::SoftwareEngine;
+pub use software::{SoftwareEngine, SoftwareEngineBuilder};
+
+pub use crate::config::ThreadPriority;
