@@ -15,9 +15,13 @@
 //! separate process instead, `wrk -t1 -c32 -H "Connection: close"` over https (every
 //! request a new connection, full handshakes: the listener issues no tickets), pinned
 //! to CPU 0 when `PIN=1`. `BURST_CLIENTS` (default 32) sets the handshakes in
-//! flight; `ENGINE_NICE=19` lowers the engine thread's priority (`renice`), so the
-//! I/O thread preempts it on a shared core. The last two columns are the CPU time (schedstat) of the proxy's I/O
-//! thread and of the engine thread during the burst, per handshake.
+//! flight. The engine's threads run at the library's default priority (nice 19, so
+//! the I/O thread preempts them on a shared core); `ENGINE_NICE` sets the engine's
+//! `thread_priority` instead: a nice value 1-19, `0` or `normal` for the inherited
+//! priority (the engine as it was before the option), `idle` for `SCHED_IDLE`.
+//! `HANDSHAKE_CAP=N` sets the listener's `max_handshakes_in_progress` (default: no
+//! cap). The last two columns are the CPU time (schedstat) of the proxy's I/O thread
+//! and of the engine thread during the burst, per handshake.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -44,6 +48,20 @@ fn burst_clients() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(32)
+}
+
+/// The engine's `thread_priority` from `ENGINE_NICE` (YAML, with its leading comma);
+/// empty for the library's default.
+fn engine_priority() -> String {
+    let Ok(nice) = std::env::var("ENGINE_NICE") else {
+        return String::new();
+    };
+    let value = match nice.trim() {
+        "0" | "normal" => "normal".to_owned(),
+        "idle" => "idle".to_owned(),
+        n => format!("{{ nice: {n} }}"),
+    };
+    format!(", thread_priority: {value}")
 }
 
 fn upstream() -> SocketAddr {
@@ -310,21 +328,27 @@ fn main() {
         pin(&current_tid().unwrap(), "0");
     }
     println!(
-        "setup: PIN={} ENGINE_CPU={} ENGINE_NICE={} BURST={} burst clients {}, keep-alive connections {KEEPALIVE_CONNS} (one request per ms each), {secs} s per phase",
+        "setup: PIN={} ENGINE_CPU={} ENGINE_NICE={} HANDSHAKE_CAP={} BURST={} burst clients {}, keep-alive connections {KEEPALIVE_CONNS} (one request per ms each), {secs} s per phase",
         u8::from(pin_env),
         if pin_env { engine_cpu.as_str() } else { "-" },
-        std::env::var("ENGINE_NICE").unwrap_or_else(|_| "-".to_owned()),
+        std::env::var("ENGINE_NICE").unwrap_or_else(|_| "- (library default, nice 19)".to_owned()),
+        std::env::var("HANDSHAKE_CAP").unwrap_or_else(|_| "-".to_owned()),
         if use_wrk { "wrk" } else { "inproc" },
         burst_clients(),
     );
     let client = tokio_rustls::TlsConnector::from(common::client_config(&rsa));
     let up = upstream();
     println!("mode     | p50 idle | p99 idle | p50 burst | p99 burst | p99 burst/idle | burst handshakes/s | io thread µs/handshake | engine µs/handshake");
+    let engine_priority = engine_priority();
+    let cap = std::env::var("HANDSHAKE_CAP")
+        .ok()
+        .map(|n| format!(", max_handshakes_in_progress: {n}"))
+        .unwrap_or_default();
     for (mode, offload) in [
-        ("inline", ""),
+        ("inline", String::new()),
         (
             "offload",
-            ", offload: { engines: [{ name: card0, threads: 1 }] }",
+            format!(", offload: {{ engines: [{{ name: card0, threads: 1{engine_priority} }}] }}"),
         ),
     ] {
         let yaml = format!(
@@ -335,7 +359,7 @@ listeners:
     address: 127.0.0.1:0
     network_filters:
       - typed: tls
-        config: {{ certificates: [{{ cert: {cert}, key: {key} }}], session: {{ tickets: false, cache: false }}{offload} }}
+        config: {{ certificates: [{{ cert: {cert}, key: {key} }}], session: {{ tickets: false, cache: false }}{cap}{offload} }}
     virtual_hosts:
       - name: all
         domains: ["*"]
@@ -402,16 +426,17 @@ clusters:
                 if pin_env {
                     pin(&t, &engine_cpu);
                 }
-                if let Ok(nice) = std::env::var("ENGINE_NICE") {
-                    let ok = Command::new("renice")
-                        .args(["-n", &nice, "-p", &t])
-                        .stdout(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success());
-                    if !ok {
-                        eprintln!("offload_burst: could not renice thread {t}");
-                    }
-                }
+                // What the library set: nice (field 19) and policy (41, 5 = SCHED_IDLE).
+                let stat = std::fs::read_to_string(format!("/proc/self/task/{t}/stat"))
+                    .unwrap_or_default();
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+                eprintln!(
+                    "offload_burst: engine thread {t}: nice {}, policy {}",
+                    fields.get(16).unwrap_or(&"?"),
+                    fields.get(38).unwrap_or(&"?"),
+                );
             }
             (
                 phase(port, &client, false, secs, &setup).await,
