@@ -31,7 +31,8 @@ pub use net::{Io, Stream};
 pub use registry::{BuildContext, Registry};
 pub use rpc::ClusterOverride;
 pub use server::{
-    ConfigSource, DisplayChain, HttpListener, HttpListenerBuilder, Server, ServerError,
+    ConfigSource, DisplayChain, HandedOffConnection, HttpListener, HttpListenerBuilder, Server,
+    ServerError,
 };
 pub use upstream::UpgradedUpstream;
 

@@ -40,6 +40,14 @@ pub trait ProtocolServer: fmt::Debug + Send + Sync + 'static {
     /// Whether a connection starting with `prefix` speaks this protocol.
     fn sniff(&self, prefix: &[u8]) -> Sniff;
 
+    /// The name its connections travel under in a hot upgrade ([`ServeContext::handoff`]):
+    /// a new process serves a connection handed in under this name with its own
+    /// protocol of the same name. `None` (the default): its connections are not
+    /// handed over, they drain.
+    fn name(&self) -> Option<&str> {
+        None
+    }
+
     /// Serves the connection to its end. `prefix` holds the bytes already read from
     /// `conn.stream` (while sniffing). Each request goes through `service`, which
     /// already carries the connection's facts into the request extensions.
@@ -61,6 +69,35 @@ pub struct ServeContext {
     /// Resolves when the connection should finish: the proxy drains, or a connection
     /// layer retires it. Stop reading new requests, finish those in flight, close.
     pub drain: Drain,
+    /// A hot upgrade's hand-off of this connection to the new process, for a plain
+    /// TCP or Unix connection of a protocol with a [`ProtocolServer::name`] on a
+    /// server's listener; `None` otherwise (the connection drains).
+    pub handoff: Option<HandOff>,
+}
+
+/// The hand-off of one protocol connection to the new process of a hot upgrade.
+///
+/// Once the drain signal fired, [`HandOff::moment`] says whether (and when) the
+/// connection goes rather than drains. At that moment the protocol stops reading,
+/// completes and writes every answer it owes for the calls in flight, then gives
+/// its stream back with the bytes read and not parsed ([`HandOff::send`]): the new
+/// process serves the socket from there, and this one never touches it again.
+#[derive(Clone)]
+pub struct HandOff {
+    pub(crate) slot: Arc<crate::server::HandoffSlot>,
+    pub(crate) listener: Arc<str>,
+    pub(crate) protocol: Arc<str>,
+    pub(crate) detach: Arc<crate::server::Detach>,
+    pub(crate) stats: Arc<crate::metrics::ConnStats>,
+}
+
+impl fmt::Debug for HandOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandOff")
+            .field("listener", &self.listener)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A signal to finish a connection at a request boundary.

@@ -27,6 +27,7 @@
 //! every pick). The in-flight counts of listeners, routes and clusters, read only by
 //! scrapes, are per worker.
 
+mod carry;
 mod conn;
 mod histogram;
 mod per_worker;
@@ -37,6 +38,7 @@ mod tests;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub use self::{
+    carry::{counter_samples, CounterOffsets},
     conn::{render_conns, ConnStats},
     histogram::{Histogram, LATENCY_BUCKETS},
     per_worker::{Counter, PerWorker},

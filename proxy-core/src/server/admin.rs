@@ -112,7 +112,7 @@ fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-fn prometheus(server: &Server) -> String {
+pub(super) fn prometheus(server: &Server) -> String {
     let snapshot = server.snapshot();
     let mut out = String::with_capacity(16 * 1024);
     let listeners = server
@@ -231,7 +231,13 @@ fn prometheus(server: &Server) -> String {
         );
     }
     snapshot.render_extra_metrics(&mut out);
-    out
+    // Counters carried in by a hot upgrade go on from the old process's values.
+    let carried = server.inner.counter_offsets.load();
+    if carried.is_empty() {
+        out
+    } else {
+        carried.apply(&out)
+    }
 }
 
 fn clusters_json(server: &Server) -> String {

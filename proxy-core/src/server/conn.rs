@@ -122,15 +122,18 @@ impl LogStart {
 /// Runs one accepted connection to its end; `prefix` holds bytes already read from it
 /// (by the process that handed it over). Boxed, so that every connection's future
 /// does not carry room for it.
-pub(crate) async fn serve(stream: Stream, prefix: Option<Box<BytesMut>>, ctx: ConnCtx) {
-    let prefix = prefix.map_or_else(BytesMut::new, |p| *p);
-    let (detected, stream, buf) = match ctx.listener.protocol() {
-        ListenerProtocol::Http1 => (Detected::Http1, stream, prefix),
-        ListenerProtocol::Http2 => (Detected::Http2, stream, prefix),
-        ListenerProtocol::Named(_) => (Detected::Protocol(0), stream, prefix),
+pub(crate) async fn serve(stream: Stream, prefix: Option<Box<Prefix>>, ctx: ConnCtx) {
+    let (prefix, adopted) =
+        prefix.map_or_else(|| (BytesMut::new(), None), |p| (p.bytes, p.protocol));
+    let (detected, stream, buf) = match (adopted, ctx.listener.protocol()) {
+        // Handed in with its protocol: served by it, as it was.
+        (Some(i), _) => (Detected::Protocol(i), stream, prefix),
+        (None, ListenerProtocol::Http1) => (Detected::Http1, stream, prefix),
+        (None, ListenerProtocol::Http2) => (Detected::Http2, stream, prefix),
+        (None, ListenerProtocol::Named(_)) => (Detected::Protocol(0), stream, prefix),
         // The peer closed, failed or sent nothing telling in time, or the connection
         // was handed over: nothing more to do here.
-        ListenerProtocol::Auto => match sniff(stream, prefix, &ctx).await {
+        (None, ListenerProtocol::Auto) => match sniff(stream, prefix, &ctx).await {
             Some(found) => found,
             None => return,
         },
@@ -188,7 +191,7 @@ async fn sniff(
     match found {
         Ok(Ok(detected)) => Some((detected, stream, buf)),
         Ok(Err(Some(handoff))) => {
-            if let Err(Some(stream)) = handoff.send(&ctx.listener.name, stream, &buf) {
+            if let Err(Some(stream)) = handoff.send(&ctx.listener.name, stream, &buf, None) {
                 let (read, mut write) = stream.into_split();
                 let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
                 super::h1::linger(Some(read));
@@ -242,10 +245,7 @@ async fn serve_protocol(
 ) {
     let info = ConnInfo::new(ctx.peer, ctx.secure);
     let extensions = ctx.conn_extensions.clone().unwrap_or_default();
-    let stream = Stream::Boxed(Box::new(crate::net::Counted {
-        inner: stream,
-        stats: ctx.stats.clone(),
-    }));
+    let (stream, handoff) = super::handoff_protocol::protocol_stream(&ctx, stream, p.name());
     let conn = Connection {
         stream,
         peer: ctx.peer,
@@ -267,6 +267,7 @@ async fn serve_protocol(
     let serve_ctx = ServeContext {
         limits: ctx.limits.clone(),
         drain: Drain(ctx.drain.clone()),
+        handoff,
     };
     p.serve(conn, prefix, service, serve_ctx).await;
 }
@@ -288,10 +289,14 @@ fn merge_retire(drain: &watch::Receiver<bool>, retire: &Retire) -> watch::Receiv
     rx
 }
 
-/// Bytes already read from a connection handed in, carried to [`ServeHttp`] in the
-/// connection's extensions past its layers.
+/// Bytes already read from a connection handed in, and the protocol plug-in that
+/// served it (its index in the listener's protocols), carried to [`ServeHttp`] in
+/// the connection's extensions past its layers.
 #[derive(Clone)]
-pub(crate) struct Prefix(pub(crate) BytesMut);
+pub(crate) struct Prefix {
+    pub(crate) bytes: BytesMut,
+    pub(crate) protocol: Option<usize>,
+}
 
 /// The terminal of a connection stack: serves HTTP on the connection.
 #[derive(Clone)]
@@ -311,7 +316,7 @@ impl tower::Service<Connection> for ServeHttp {
     }
 
     fn call(&mut self, mut conn: Connection) -> Self::Future {
-        let prefix = conn.extensions.remove::<Prefix>().map(|p| Box::new(p.0));
+        let prefix = conn.extensions.remove::<Prefix>().map(Box::new);
         let mut ctx = self.0.clone();
         ctx.peer = conn.peer;
         ctx.secure = conn.secure;

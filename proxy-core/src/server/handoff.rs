@@ -1,12 +1,13 @@
 //! Hot upgrade, live connections: a server handing its idle HTTP/1.1 connections out
-//! at a request boundary (with the bytes read and not parsed yet), and a server
-//! adopting connections handed in.
+//! at a request boundary (with the bytes read and not parsed yet), and its protocol
+//! plug-ins' connections once they answered every call in flight
+//! (`handoff_protocol.rs`); and a server adopting connections handed in.
 //!
 //! Only plain TCP and Unix sockets go: a connection a layer wrapped (TLS, with its
 //! session keys) drains, and so does HTTP/2 (its HPACK tables and stream ids live in
-//! this process) and every protocol plug-in. A connection goes when its loop waits
-//! for a request head, never while a request is in flight; once handed out, this
-//! process neither reads nor writes its socket again.
+//! this process) and every protocol plug-in without a name. An HTTP/1.1 connection
+//! goes when its loop waits for a request head, never while a request is in flight;
+//! once handed out, this process neither reads nor writes its socket again.
 
 use std::{
     os::fd::OwnedFd,
@@ -25,13 +26,37 @@ use crate::net::{ReadHalf, Stream, WriteHalf};
 /// no longer polled here) and the bytes read from it but not parsed yet.
 pub(crate) type HandedOff = (String, OwnedFd, Vec<u8>);
 
+/// A connection handed out during a hot upgrade ([`Server::hand_off_all_connections`]),
+/// or to adopt ([`Server::adopt_handed_off`]).
+#[derive(Debug)]
+pub struct HandedOffConnection {
+    /// The name of the listener that accepted it.
+    pub listener: String,
+    /// Its socket: non-blocking, no longer polled by the process handing it out.
+    pub socket: OwnedFd,
+    /// Bytes read from it and not parsed yet (part of a request head, part of a
+    /// frame, or whole frames not read yet).
+    pub unread: Vec<u8>,
+    /// The protocol plug-in serving it ([`crate::protocol::ProtocolServer::name`]);
+    /// `None` for a connection the listener's usual path serves (HTTP/1.1, or not
+    /// sniffed yet).
+    pub protocol: Option<String>,
+}
+
 /// The hand-off of connections under way, shared by every listener of a server:
 /// empty until [`Server::hand_off_connections`], emptied when the drain ends.
 pub(crate) type HandoffSlot = ArcSwapOption<Handoff>;
 
+/// Where handed-out connections go: the idle HTTP/1.1 ones only, or protocol
+/// plug-ins' connections too.
+enum Sink {
+    Idle(mpsc::Sender<HandedOff>),
+    All(mpsc::Sender<HandedOffConnection>),
+}
+
 /// Where idle connections go during a hand-off, and when.
 pub(crate) struct Handoff {
-    sink: mpsc::Sender<HandedOff>,
+    sink: Sink,
     start: Instant,
     window: Duration,
     max_unread: usize,
@@ -51,16 +76,24 @@ impl Handoff {
         self.max_unread
     }
 
-    /// Hands `stream` out with `unread`. `Err(Some(stream))` gives it back (a layer's
-    /// stream, too many unread bytes, or no one receives any more), for the caller
-    /// to close as in a drain; `Err(None)` when it was lost on the way (closed).
+    /// Whether protocol plug-ins' connections go too (else they drain).
+    pub(crate) fn takes_protocols(&self) -> bool {
+        matches!(self.sink, Sink::All(_))
+    }
+
+    /// Hands `stream` out with `unread` (served by `protocol`, `None` for the
+    /// listener's usual path). `Err(Some(stream))` gives it back (a layer's stream,
+    /// too many unread bytes, a protocol connection the receiver does not take, or
+    /// no one receives any more), for the caller to close as in a drain or serve on;
+    /// `Err(None)` when it was lost on the way (closed).
     pub(crate) fn send(
         &self,
         listener: &str,
         stream: Stream,
         unread: &[u8],
+        protocol: Option<&str>,
     ) -> Result<(), Option<Stream>> {
-        if unread.len() > self.max_unread {
+        if unread.len() > self.max_unread || (protocol.is_some() && !self.takes_protocols()) {
             return Err(Some(stream));
         }
         let unix = matches!(stream, Stream::Unix(_));
@@ -72,11 +105,21 @@ impl Handoff {
             }
             Err(stream) => return Err(Some(stream)),
         };
-        match self.sink.send((listener.to_owned(), fd, unread.to_vec())) {
-            Ok(()) => Ok(()),
-            // The receiver is gone (the new process failed): serve it on here.
-            Err(mpsc::SendError((_, fd, _))) => Err(Stream::from_socket(fd, unix).ok()),
-        }
+        let sent = match &self.sink {
+            Sink::Idle(sink) => sink
+                .send((listener.to_owned(), fd, unread.to_vec()))
+                .map_err(|mpsc::SendError((_, fd, _))| fd),
+            Sink::All(sink) => sink
+                .send(HandedOffConnection {
+                    listener: listener.to_owned(),
+                    socket: fd,
+                    unread: unread.to_vec(),
+                    protocol: protocol.map(str::to_owned),
+                })
+                .map_err(|mpsc::SendError(c)| c.socket),
+        };
+        // The receiver is gone (the new process failed): serve it on here.
+        sent.map_err(|fd| Stream::from_socket(fd, unix).ok())
     }
 }
 
@@ -97,12 +140,32 @@ impl Server {
         max_unread_bytes: usize,
         sink: mpsc::Sender<(String, OwnedFd, Vec<u8>)>,
     ) {
+        self.start_hand_off(window, max_unread_bytes, Sink::Idle(sink));
+    }
+
+    /// Like [`Server::hand_off_connections`], and hands the connections of named
+    /// protocol plug-ins ([`crate::protocol::ProtocolServer::name`], e.g. Bolt and
+    /// Dubbo) over too: at its moment within `window`, such a connection stops
+    /// reading, answers every call in flight and writes the answers, then goes to
+    /// `sink` with the bytes it read and did not parse (a partial frame, or frames
+    /// it had not started) and its protocol's name. One with more than
+    /// `max_unread_bytes` unread drains as usual.
+    pub fn hand_off_all_connections(
+        &self,
+        window: Duration,
+        max_unread_bytes: usize,
+        sink: mpsc::Sender<HandedOffConnection>,
+    ) {
+        self.start_hand_off(window, max_unread_bytes, Sink::All(sink));
+    }
+
+    fn start_hand_off(&self, window: Duration, max_unread: usize, sink: Sink) {
         let window = window.min(self.snapshot().config.runtime.drain_timeout / 2);
         self.inner.handoff.store(Some(Arc::new(Handoff {
             sink,
             start: Instant::now(),
             window,
-            max_unread: max_unread_bytes,
+            max_unread,
         })));
         self.hand_off();
     }
@@ -124,6 +187,34 @@ impl Server {
         socket: OwnedFd,
         unread: &[u8],
     ) -> Result<(), ServerError> {
+        self.adopt(listener, None, socket, unread)
+    }
+
+    /// [`Server::adopt_connection`] for a connection handed out by
+    /// [`Server::hand_off_all_connections`]: one with a protocol is served by the
+    /// listener's protocol plug-in of that name, as if it had been sniffed (or named
+    /// by the listener), with the unread bytes first.
+    ///
+    /// # Errors
+    /// As [`Server::adopt_connection`], and when the listener serves no protocol of
+    /// that name; the socket is closed.
+    pub fn adopt_handed_off(&self, conn: HandedOffConnection) -> Result<(), ServerError> {
+        let HandedOffConnection {
+            listener,
+            socket,
+            unread,
+            protocol,
+        } = conn;
+        self.adopt(&listener, protocol.as_deref(), socket, &unread)
+    }
+
+    fn adopt(
+        &self,
+        listener: &str,
+        protocol: Option<&str>,
+        socket: OwnedFd,
+        unread: &[u8],
+    ) -> Result<(), ServerError> {
         let refuse = |why: String| ServerError::Io {
             what: format!("adopting a connection of listener {listener}"),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
@@ -132,7 +223,24 @@ impl Server {
             .get(listener)
             .cloned()
             .ok_or_else(|| refuse("no running listener has that name".into()))?;
-        let max = rt.settings.load().limits.max_header_bytes.as_usize();
+        let settings = rt.settings.load();
+        let protocol = match protocol {
+            None => None,
+            Some(name) => Some(
+                settings
+                    .protocols
+                    .iter()
+                    .position(|p| p.name() == Some(name))
+                    .ok_or_else(|| refuse(format!("the listener serves no protocol {name:?}")))?,
+            ),
+        };
+        // A protocol's frames are capped by its own options, not by the head limit:
+        // its first frame reads on from these bytes.
+        let max = match protocol {
+            Some(_) => MAX_PROTOCOL_UNREAD,
+            None => settings.limits.max_header_bytes.as_usize(),
+        };
+        drop(settings);
         if unread.len() > max {
             return Err(refuse(format!(
                 "{} unread bytes, over max_header_bytes ({max})",
@@ -167,7 +275,7 @@ impl Server {
         let ctx = super::spawn::context(&rt, peer, &drain, access_log, &handoff);
         handle.spawn(async move {
             match Stream::from_socket(OwnedFd::from(socket), unix) {
-                Ok(stream) => super::spawn::start(ctx, stream, prefix),
+                Ok(stream) => super::spawn::start(ctx, stream, prefix, protocol),
                 Err(error) => {
                     tracing::warn!(listener = %rt.name, %error, "cannot register an adopted connection");
                 }
@@ -176,6 +284,9 @@ impl Server {
         Ok(())
     }
 }
+
+/// The most unread bytes a protocol connection handed in may bring.
+const MAX_PROTOCOL_UNREAD: usize = 1 << 20;
 
 // === the HTTP/1.1 loop's side ===
 
@@ -193,7 +304,7 @@ pub(super) async fn hand_off(read: ReadHalf, write: WriteHalf, buf: BytesMut, ct
     let Some(handoff) = ctx.current_handoff() else {
         return close_stream(stream).await;
     };
-    match handoff.send(&ctx.listener.name, stream, &buf) {
+    match handoff.send(&ctx.listener.name, stream, &buf, None) {
         Ok(()) => tracing::debug!(peer = ?ctx.peer, unread = buf.len(), "connection handed over"),
         Err(Some(stream)) => close_stream(stream).await,
         Err(None) => {}

@@ -2,6 +2,7 @@
 //! admin endpoint.
 
 mod admin;
+mod carry;
 mod conn;
 mod embed;
 mod h1;
@@ -9,6 +10,7 @@ mod h1_tunnel;
 mod h2;
 mod h2_streams;
 mod handoff;
+mod handoff_protocol;
 mod listen;
 mod runtime;
 mod spawn;
@@ -27,7 +29,9 @@ use arc_swap::ArcSwap;
 use tokio::{runtime::Handle, sync::watch};
 
 pub use self::embed::{HttpListener, HttpListenerBuilder};
+pub use self::handoff::HandedOffConnection;
 use self::listen::{Bound, ListenerRuntime};
+pub(crate) use self::{handoff::HandoffSlot, handoff_protocol::Detach};
 use crate::{
     access_log::{AccessLog, LineCounts},
     config::{Config, RuntimeFlavor},
@@ -94,6 +98,8 @@ struct Inner {
     handed_off: AtomicBool,
     /// Idle connections handed out during a hot upgrade (`handoff.rs`).
     handoff: Arc<handoff::HandoffSlot>,
+    /// Counter values carried in from the process this one replaced (`carry.rs`).
+    counter_offsets: ArcSwap<crate::metrics::CounterOffsets>,
 }
 
 impl std::fmt::Debug for Server {
@@ -129,6 +135,7 @@ impl Server {
                 admin_socket: Mutex::default(),
                 handed_off: AtomicBool::new(false),
                 handoff: Arc::default(),
+                counter_offsets: ArcSwap::default(),
             }),
         })
     }

@@ -44,8 +44,10 @@ pub(super) fn context(
 }
 
 /// Spawns the task serving `stream` with `ctx` (through the listener's connection
-/// filters, if any), `prefix` being bytes already read from it; counts it as opened.
-pub(super) fn start(ctx: ConnCtx, stream: Stream, prefix: BytesMut) {
+/// filters, if any), `prefix` being bytes already read from it and `protocol` the
+/// listener's protocol plug-in that served it (handed in); counts it as opened.
+pub(super) fn start(ctx: ConnCtx, stream: Stream, prefix: BytesMut, protocol: Option<usize>) {
+    let handed_in = !prefix.is_empty() || protocol.is_some();
     let listener = ctx.listener.clone();
     let settings = listener.settings.load_full();
     let peer = ctx.peer;
@@ -53,7 +55,12 @@ pub(super) fn start(ctx: ConnCtx, stream: Stream, prefix: BytesMut) {
     let open = OpenConn::new(listener.stats.clone());
     if settings.conn_layers.is_empty() {
         let task = async move {
-            let prefix = (!prefix.is_empty()).then(|| Box::new(prefix));
+            let prefix = handed_in.then(|| {
+                Box::new(Prefix {
+                    bytes: prefix,
+                    protocol,
+                })
+            });
             conn::serve(stream, prefix, ctx).await;
             drop(open);
         };
@@ -66,8 +73,11 @@ pub(super) fn start(ctx: ConnCtx, stream: Stream, prefix: BytesMut) {
             .rev()
             .fold(terminal, |svc, layer| layer(svc));
         let mut extensions = http::Extensions::new();
-        if !prefix.is_empty() {
-            extensions.insert(Prefix(prefix));
+        if handed_in {
+            extensions.insert(Prefix {
+                bytes: prefix,
+                protocol,
+            });
         }
         let conn = Connection {
             stream,
