@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use proxy_core::{
-    protocol::{self as core, BoxFuture, ProtocolServer, ServeContext},
+    protocol::{self as core, BoxFuture, HandOff, ProtocolServer, ServeContext},
     proxy::ConnInfo,
     BoxHttp, Connection, Stream,
 };
@@ -15,7 +15,7 @@ use crate::{
     config::ServerOptions,
     error::OptionsError,
     metrics::CodecMetrics,
-    mux::server::{serve_connection, ServeParams},
+    mux::server::{serve_connection, ServeParams, Signal},
     protocol::Protocol,
     sniff::Sniff,
 };
@@ -165,7 +165,11 @@ impl<P: Protocol> RpcServer<P> {
     ) {
         let info = ConnInfo::new(conn.peer, conn.secure);
         conn.extensions.insert(info);
-        self.run(conn, prefix, service, drain, Timeouts::default())
+        let drain = async {
+            drain.await;
+            Signal::Drain
+        };
+        self.run(conn, prefix, service, drain, Timeouts::default(), None)
             .await
     }
 
@@ -177,7 +181,11 @@ impl<P: Protocol> RpcServer<P> {
     {
         let (r, w) = tokio::io::split(io);
         let params = self.params(http::Extensions::new(), Timeouts::default());
-        serve_connection(params, r, w, Bytes::new(), service, drain).await
+        let drain = async {
+            drain.await;
+            Signal::Drain
+        };
+        serve_connection(params, r, w, Bytes::new(), service, drain).await;
     }
 
     fn params(&self, extensions: http::Extensions, timeouts: Timeouts) -> ServeParams<'_, P> {
@@ -188,37 +196,67 @@ impl<P: Protocol> RpcServer<P> {
             extensions,
             idle_timeout: self.options.idle_timeout.or(timeouts.idle),
             frame_timeout: self.options.frame_timeout.or(timeouts.frame),
+            resumed: false,
         }
     }
 
+    /// Serves `conn`; with `handoff` (a hot upgrade may take the connection), a
+    /// connection stopped for the hand-off goes to the new process, or is served on
+    /// and drained here when it cannot go.
     async fn run(
         &self,
         conn: Connection,
         prefix: Bytes,
         service: BoxHttp,
-        drain: impl Future<Output = ()>,
+        drain: impl Future<Output = Signal>,
         timeouts: Timeouts,
+        handoff: Option<HandOff>,
     ) {
-        let params = self.params(conn.extensions, timeouts);
+        let params = self.params(conn.extensions.clone(), timeouts);
+        // A connection given back by a hand-off is served on with the same stack.
+        let again = handoff.as_ref().map(|_| service.clone());
         match conn.stream {
             Stream::Tcp(s) => {
                 let _ = s.set_nodelay(true);
                 let (r, w) = s.into_split();
-                serve_connection(params, r, w, prefix, service, drain).await
+                serve_connection(params, r, w, prefix, service, drain).await;
             }
             Stream::Unix(s) => {
                 let (r, w) = s.into_split();
-                serve_connection(params, r, w, prefix, service, drain).await
+                serve_connection(params, r, w, prefix, service, drain).await;
             }
             Stream::Boxed(s) => {
-                let (r, w) = tokio::io::split(s);
-                serve_connection(params, r, w, prefix, service, drain).await
+                let (mut r, mut w) = tokio::io::split(s);
+                let left = serve_connection(params, &mut r, &mut w, prefix, service, drain).await;
+                let (Some(unread), Some(handoff), Some(service)) = (left, handoff, again) else {
+                    return;
+                };
+                let Stream::Boxed(stream) =
+                    (match handoff.send(Stream::Boxed(r.unsplit(w)), &unread) {
+                        Ok(()) | Err(None) => return,
+                        Err(Some(stream)) => stream,
+                    })
+                else {
+                    return;
+                };
+                // The new process took no more connections: drain here, as if the
+                // hand-off had been a drain from the start.
+                let mut params = self.params(conn.extensions, timeouts);
+                params.resumed = true;
+                let (r, w) = tokio::io::split(stream);
+                let drain = std::future::ready(Signal::Drain);
+                serve_connection(params, r, w, unread.freeze(), service, drain).await;
             }
         }
     }
 }
 
 impl<P: Protocol> ProtocolServer for RpcServer<P> {
+    /// Its connections go over in a hot upgrade under the protocol's name.
+    fn name(&self) -> Option<&str> {
+        Some(self.protocol.name())
+    }
+
     fn sniff(&self, prefix: &[u8]) -> core::Sniff {
         match self.protocol.sniff(prefix) {
             Sniff::Match => core::Sniff::Match,
@@ -243,7 +281,25 @@ impl<P: Protocol> ProtocolServer for RpcServer<P> {
                 frame: Some(ctx.limits.header_read_timeout),
             };
             let mut drain = ctx.drain;
-            this.run(conn, prefix, service, drain.signaled(), timeouts)
+            let handoff = ctx.handoff;
+            // A hot upgrade hands the connection over at its moment (serving it as
+            // usual until then) where it can; otherwise it drains.
+            let signal = async {
+                drain.signaled().await;
+                let Some(h) = handoff.as_ref() else {
+                    return Signal::Drain;
+                };
+                match h.moment() {
+                    Some(at) => {
+                        tokio::time::sleep_until(at).await;
+                        Signal::HandOff {
+                            max_unread: h.max_unread(),
+                        }
+                    }
+                    None => Signal::Drain,
+                }
+            };
+            this.run(conn, prefix, service, signal, timeouts, handoff.clone())
                 .await
         })
     }

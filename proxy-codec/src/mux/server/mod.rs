@@ -24,6 +24,13 @@
 //! before closing. Closing a socket with unread input makes the kernel send a reset,
 //! and a reset makes the peer's kernel discard the answers it has not read yet. The
 //! server's drain timeout bounds the whole.
+//!
+//! A hot upgrade hands the connection over instead ([`Signal::HandOff`], at the
+//! connection's moment within the upgrade's window): it stops reading there, sends
+//! no go-away, answers every call in flight and writes the answers, then returns
+//! the bytes it read and did not parse (a partial frame, or whole frames it had not
+//! started), leaving the stream open for the caller to hand over. The new process
+//! reads on from those bytes: a frame split across the hand-off is completed there.
 
 mod reply;
 
@@ -67,6 +74,19 @@ const LINGER: Duration = Duration::from_secs(1);
 /// How much a closing connection reads and drops at most while it lingers.
 const LINGER_BYTES: usize = 1 << 20;
 
+/// What ends a connection's usual service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Drain: refuse new calls, answer those in flight, close.
+    Drain,
+    /// Hand the connection over: stop reading, answer those in flight, give the
+    /// unread bytes back. With more than `max_unread` unread, drain instead.
+    HandOff {
+        /// The most unread bytes the connection may carry over.
+        max_unread: usize,
+    },
+}
+
 /// What the connection loop needs besides the stream.
 pub(crate) struct ServeParams<'a, P: Protocol> {
     /// The protocol.
@@ -83,11 +103,17 @@ pub(crate) struct ServeParams<'a, P: Protocol> {
     /// Closes a connection whose started frame is not complete after this long
     /// (slow-peer defence).
     pub(crate) frame_timeout: Option<Duration>,
+    /// The connection is served on after a hand-off that did not happen: it is
+    /// counted already.
+    pub(crate) resumed: bool,
 }
 
 /// Serves one downstream connection until the peer closes it, a malformed frame ends
-/// it, or `drain` resolves (then in-flight requests finish, later calls are refused
-/// with the protocol's "server closing" error, and it closes without a reset).
+/// it, or `drain` resolves: with [`Signal::Drain`], in-flight requests finish, later
+/// calls are refused with the protocol's "server closing" error, and it closes
+/// without a reset; with [`Signal::HandOff`], it stops reading, in-flight requests
+/// finish, their answers are written, and it returns the bytes read and not parsed
+/// (`Some`), the stream left open. `None`: the connection ended (closed).
 ///
 /// `prefix` holds bytes already read from the connection (by sniffing).
 pub(crate) async fn serve_connection<P, R, W, D>(
@@ -97,11 +123,12 @@ pub(crate) async fn serve_connection<P, R, W, D>(
     prefix: Bytes,
     mut service: BoxHttp,
     drain: D,
-) where
+) -> Option<BytesMut>
+where
     P: Protocol,
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
-    D: Future<Output = ()>,
+    D: Future<Output = Signal>,
 {
     let ServeParams {
         protocol: proto,
@@ -110,8 +137,11 @@ pub(crate) async fn serve_connection<P, R, W, D>(
         extensions,
         idle_timeout,
         frame_timeout,
+        resumed,
     } = params;
-    Counters::inc(&counters.downstream_connections);
+    if !resumed {
+        Counters::inc(&counters.downstream_connections);
+    }
     let max_frame = options.max_frame_bytes.as_usize();
     let max_in_flight = options.max_in_flight.get() as usize;
     let mut rbuf = BytesMut::with_capacity(8192.max(prefix.len()));
@@ -131,6 +161,10 @@ pub(crate) async fn serve_connection<P, R, W, D>(
     let mut peer_closed = false;
     // Calls refused because the connection is draining.
     let mut refused: u64 = 0;
+    // Stopped reading to be handed over once every answer is written.
+    let mut handing_off = false;
+    // Ended by a failed write or a timeout, not at a boundary.
+    let mut cut = false;
 
     loop {
         // Cut and dispatch every complete frame in the buffer (while draining, calls
@@ -301,6 +335,7 @@ pub(crate) async fn serve_connection<P, R, W, D>(
             }
             res = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
                 if res.is_err() || matches!(res, Ok(0)) {
+                    cut = true;
                     break;
                 }
                 write_stalled_since = None;
@@ -325,24 +360,42 @@ pub(crate) async fn serve_connection<P, R, W, D>(
                     Ok(_) => last_activity = Instant::now(),
                 }
             }
-            () = &mut drain, if !draining => {
-                // Keep reading: calls that arrive now are refused, not left unread.
-                draining = true;
-                tracing::debug!(protocol = proto.name(), in_flight = inflight.len(), "draining connection");
-                if let Some(goaway) = proto.goaway() {
-                    encode(proto, &goaway, &mut wbuf);
+            signal = &mut drain, if !draining && !handing_off => match signal {
+                // Nothing more is read here: what was read and not parsed travels
+                // (a frame being skipped cannot: its rest would look like a frame).
+                Signal::HandOff { max_unread } if reading && skipping == 0 && rbuf.len() <= max_unread => {
+                    handing_off = true;
+                    reading = false;
+                    tracing::debug!(protocol = proto.name(), in_flight = inflight.len(), unread = rbuf.len(), "handing the connection over");
                 }
-            }
+                Signal::HandOff { .. } | Signal::Drain => {
+                    // Keep reading: calls that arrive now are refused, not left unread.
+                    draining = true;
+                    tracing::debug!(protocol = proto.name(), in_flight = inflight.len(), "draining connection");
+                    if let Some(goaway) = proto.goaway() {
+                        encode(proto, &goaway, &mut wbuf);
+                    }
+                }
+            },
             () = &mut timer, if deadline.is_some() => {
                 tracing::debug!(protocol = proto.name(), partial = frame_started.is_some(), "connection timed out");
+                cut = true;
                 break;
             }
         }
+    }
+    if handing_off && !cut && inflight.is_empty() && wbuf.is_empty() {
+        // Every answer owed is written: the socket may go.
+        return match wr.flush().await {
+            Ok(()) => Some(rbuf),
+            Err(_) => None,
+        };
     }
     let n = inflight.len() as i64;
     counters.downstream_in_flight.fetch_sub(n, Relaxed);
     drop(inflight);
     close(&mut rd, &mut wr, rbuf, peer_closed).await;
+    None
 }
 
 /// Ends a connection without a reset: flushes, shuts the write half (FIN) and, unless
