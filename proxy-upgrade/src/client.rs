@@ -66,8 +66,10 @@ impl UpgradeClient {
     /// Connects, asks for the listening sockets and checks each: a listening stream
     /// socket bound to the address of its record. The sockets are close-on-exec.
     ///
-    /// An old process that speaks only version 1 is asked again in version 1: its
-    /// listeners come over the same way, its connections drain.
+    /// An old process that speaks an older version is asked again in it: with
+    /// version 1 its listeners come over the same way and its connections drain;
+    /// with version 2 its idle HTTP/1.1 connections come too, its Bolt and Dubbo
+    /// connections drain, and its counters stay.
     ///
     /// # Errors
     /// No process at the path ([`UpgradeError::Connect`]), a refusal (another upgrade in
@@ -78,12 +80,13 @@ impl UpgradeClient {
             Err(UpgradeError::Refused {
                 code: ErrorCode::Version,
                 reason,
-            }) if reason.contains(&format!("speaks version {MIN_VERSION}")) => {
-                tracing::info!(%reason, "the old process speaks version {MIN_VERSION}; asking in it");
+            }) if older_version(&reason).is_some() => {
+                let version = older_version(&reason).unwrap_or(MIN_VERSION);
+                tracing::info!(%reason, version, "the old process speaks an older version; asking in it");
                 // Its session frees itself right after answering.
                 let deadline = std::time::Instant::now() + self.timeout;
                 loop {
-                    match self.connect_version(MIN_VERSION) {
+                    match self.connect_version(version) {
                         Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(20));
                         }
@@ -156,6 +159,15 @@ impl UpgradeClient {
             window: self.window,
         })
     }
+}
+
+/// The older version a refusal says the old process speaks ("... speaks version
+/// N", the last such), when this crate speaks it too.
+fn older_version(reason: &str) -> Option<u16> {
+    let (_, rest) = reason.rsplit_once("speaks version ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let version: u16 = digits.parse().ok()?;
+    (MIN_VERSION..VERSION).contains(&version).then_some(version)
 }
 
 /// Checks every socket against its record, and that no (name, worker) comes twice.
@@ -287,5 +299,23 @@ impl Upgrade {
                 expected: "done",
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::older_version;
+
+    #[test]
+    fn a_refusal_names_the_version_to_ask_in() {
+        // What a version 2 process answers a version 3 hello.
+        let v2 = "protocol version mismatch: this process speaks version 2, the peer 3; \
+                  this process speaks version 2";
+        assert_eq!(older_version(v2), Some(2));
+        assert_eq!(older_version("this process speaks version 1"), Some(1));
+        // Not older, not spoken, or not said.
+        assert_eq!(older_version("this process speaks version 3"), None);
+        assert_eq!(older_version("this process speaks version 0"), None);
+        assert_eq!(older_version("busy"), None);
     }
 }

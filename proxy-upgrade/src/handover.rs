@@ -1,5 +1,6 @@
-//! Version 2, live connections: the old process forwards the idle connections its
-//! server hands out, the new one receives them and adopts them into its server.
+//! Version 2, live connections: the old process forwards the connections its
+//! server hands out (version 3: Bolt and Dubbo ones too, and its counters), the new
+//! one receives them and adopts them into its server.
 
 use std::{
     os::fd::{AsFd, OwnedFd},
@@ -7,24 +8,32 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use proxy_core::HandedOffConnection;
+
 use crate::{
     sock::Conn,
-    wire::{ConnectionRecord, Message},
+    wire::{metrics_messages, ConnectionRecord, Message, MAX_SERIES},
     UpgradeError,
 };
 
-/// A connection the old process's server hands out: (listener name, socket, bytes
-/// read and not parsed). What [`proxy_core::Server::hand_off_connections`] sends.
-pub type HandedOffConnection = (String, OwnedFd, Vec<u8>);
-
 /// The old process's side: sends every connection `connections` yields until its
-/// sender is gone (the server finished draining), then `end`. When the new process
-/// stops taking them, the rest are closed (write side shut first) and the server,
-/// whose sends then fail, closes the others itself as in a drain. Returns how many
-/// went over.
-pub(crate) fn forward(conn: &Conn, connections: mpsc::Receiver<HandedOffConnection>) -> u32 {
+/// sender is gone (the server finished draining), then (version 3) the counters
+/// `counters` reads then, and `end`. When the new process stops taking them, the
+/// rest are closed (write side shut first) and the server, whose sends then fail,
+/// closes the others itself as in a drain. Returns how many went over.
+pub(crate) fn forward(
+    conn: &Conn,
+    connections: mpsc::Receiver<HandedOffConnection>,
+    counters: &dyn Fn() -> Vec<(String, u64)>,
+) -> u32 {
     let mut count = 0u32;
-    for (listener, socket, unread) in connections.iter() {
+    for c in connections.iter() {
+        let HandedOffConnection {
+            listener,
+            socket,
+            unread,
+            protocol,
+        } = c;
         let peer = socket2::SockRef::from(&socket)
             .peer_addr()
             .ok()
@@ -33,6 +42,7 @@ pub(crate) fn forward(conn: &Conn, connections: mpsc::Receiver<HandedOffConnecti
             listener,
             peer,
             unread,
+            protocol,
         };
         // The socket is closed here once sent: the new process holds it then, and
         // this process never touched it since the server handed it out.
@@ -41,17 +51,33 @@ pub(crate) fn forward(conn: &Conn, connections: mpsc::Receiver<HandedOffConnecti
             Err(error) => {
                 tracing::warn!(error = %proxy_core::DisplayChain(&error), handed = count, "the new process takes no more connections; closing the rest");
                 close(socket);
-                for (_, socket, _) in connections.try_iter() {
-                    close(socket);
+                for c in connections.try_iter() {
+                    close(c.socket);
                 }
                 return count;
             }
         }
     }
+    // Drained: the counters are final.
+    if let Err(error) = send_counters(conn, &counters()) {
+        tracing::debug!(%error, "the new process did not take the final counters");
+    }
     if let Err(error) = conn.send(&Message::End { count }, &[]) {
         tracing::debug!(%error, "the new process did not wait for the end");
     }
     count
+}
+
+/// Sends `counters` in as many `metrics` messages as they need (version 3; nothing
+/// to an older peer).
+pub(crate) fn send_counters(conn: &Conn, counters: &[(String, u64)]) -> Result<(), UpgradeError> {
+    if conn.version() < 3 {
+        return Ok(());
+    }
+    for m in metrics_messages(counters) {
+        conn.send(&m, &[])?;
+    }
+    Ok(())
 }
 
 /// Closes a connection that cannot go over, its write side first (a FIN, not only a
@@ -70,14 +96,37 @@ pub struct HandedInConnection {
     pub socket: OwnedFd,
 }
 
+/// What the old process sends during the hand-over.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Received {
+    /// A live connection.
+    Connection(HandedInConnection),
+    /// Its counters, by series (version 3): once when it starts handing over, and
+    /// again, grown, once it has drained. Carry the latest in
+    /// ([`proxy_core::Server::carry_counters`]).
+    Counters(Vec<(String, u64)>),
+}
+
 /// The new process's side of the connections' hand-over, after `done`: the old
-/// process sends its idle connections as they become idle, over the window, until
-/// it has drained.
+/// process sends its connections as each one's moment comes, over the window, and
+/// its counters, until it has drained.
 #[derive(Debug)]
 pub struct Handover {
     conn: Option<Conn>,
     received: u32,
     deadline: Instant,
+    /// Counters of `metrics` messages saying `more`, until the last one.
+    counters: Vec<(String, u64)>,
+    /// The last complete set of counters, not taken yet.
+    latest: Option<Vec<(String, u64)>>,
+}
+
+/// One message of the hand-over.
+enum Msg {
+    Connection(HandedInConnection),
+    /// Counters, and whether more of the same set follow.
+    Counters(Vec<(String, u64)>, bool),
 }
 
 /// How long the new process waits, at most, for the old one to hand everything over
@@ -90,6 +139,8 @@ impl Handover {
             conn,
             received: 0,
             deadline: Instant::now() + HANDOVER_LIMIT,
+            counters: Vec::new(),
+            latest: None,
         }
     }
 
@@ -98,14 +149,60 @@ impl Handover {
         self.received
     }
 
+    /// The last complete set of counters received and not taken yet.
+    pub fn take_counters(&mut self) -> Option<Vec<(String, u64)>> {
+        self.latest.take()
+    }
+
     /// The next connection, blocking until the old process sends one; `None` once it
-    /// said `end` (or exited: whatever it had not sent it closed).
+    /// said `end` (or exited: whatever it had not sent it closed). Counters that come
+    /// meanwhile wait for [`Handover::take_counters`].
+    ///
+    /// # Errors
+    /// As [`Handover::receive`].
+    pub fn next_connection(&mut self) -> Result<Option<HandedInConnection>, UpgradeError> {
+        loop {
+            match self.receive()? {
+                Some(Received::Connection(c)) => return Ok(Some(c)),
+                Some(Received::Counters(c)) => self.latest = Some(c),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next connection or complete set of counters, blocking until the old
+    /// process sends one; `None` once it said `end` (or exited: whatever it had not
+    /// sent it closed).
     ///
     /// # Errors
     /// A message out of turn, a record without exactly one socket, a socket that is
     /// not a connected stream socket to the record's peer (it is closed), an `end`
     /// whose count disagrees; the hand-over stops then.
-    pub fn next_connection(&mut self) -> Result<Option<HandedInConnection>, UpgradeError> {
+    pub fn receive(&mut self) -> Result<Option<Received>, UpgradeError> {
+        loop {
+            match self.next_message() {
+                Ok(Some(Msg::Counters(counters, more))) => {
+                    let room = MAX_SERIES.saturating_sub(self.counters.len());
+                    if counters.len() > room {
+                        tracing::warn!(
+                            max = MAX_SERIES,
+                            "more counters than carried; the rest are left out"
+                        );
+                    }
+                    self.counters.extend(counters.into_iter().take(room));
+                    if !more {
+                        return Ok(Some(Received::Counters(std::mem::take(&mut self.counters))));
+                    }
+                }
+                Ok(Some(Msg::Connection(c))) => return Ok(Some(Received::Connection(c))),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One message of the hand-over; `None` after `end`.
+    fn next_message(&mut self) -> Result<Option<Msg>, UpgradeError> {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(None);
         };
@@ -120,8 +217,11 @@ impl Handover {
                 let socket = fds.remove(0);
                 check(&record, &socket).map(|()| {
                     self.received += 1;
-                    Some(HandedInConnection { record, socket })
+                    Some(Msg::Connection(HandedInConnection { record, socket }))
                 })
+            }
+            Ok((Message::Metrics { counters, more }, fds)) if fds.is_empty() => {
+                Ok(Some(Msg::Counters(counters, more)))
             }
             Ok((Message::Connection(_), fds)) => Err(UpgradeError::Malformed(format!(
                 "a connection record with {} descriptors",
@@ -134,7 +234,7 @@ impl Handover {
             ))),
             Ok((other, _)) => Err(UpgradeError::Unexpected {
                 got: other.name(),
-                expected: "connection or end",
+                expected: "connection, metrics or end",
             }),
             Err(UpgradeError::Closed) => Ok(None),
             Err(e) => Err(e),
@@ -146,20 +246,45 @@ impl Handover {
     }
 
     /// Receives every connection and serves each on `server`'s listener of the same
-    /// name, as if it had accepted it and read its unread bytes
-    /// ([`proxy_core::Server::adopt_connection`]); one the server refuses (no such
-    /// listener) is closed and logged. Returns how many were adopted.
+    /// name, as if it had accepted it and read its unread bytes, with its protocol
+    /// (Bolt, Dubbo) when it has one ([`proxy_core::Server::adopt_handed_off`]); one
+    /// the server refuses (no such listener or protocol) is closed and logged.
+    /// Counters that come are carried into `server`
+    /// ([`proxy_core::Server::carry_counters`]). Returns how many connections were
+    /// adopted.
     ///
     /// # Errors
-    /// As [`Handover::next_connection`]; those adopted before stay served.
+    /// As [`Handover::receive`]; those adopted before stay served.
     pub fn adopt_into(mut self, server: &proxy_core::Server) -> Result<u32, UpgradeError> {
         let mut adopted = 0;
-        while let Some(c) = self.next_connection()? {
-            let HandedInConnection { record, socket } = c;
-            match server.adopt_connection(&record.listener, socket, &record.unread) {
+        while let Some(received) = self.receive()? {
+            let HandedInConnection { record, socket } = match received {
+                Received::Connection(c) => c,
+                Received::Counters(counters) => {
+                    tracing::info!(
+                        series = counters.len(),
+                        "carried the old process's counters in"
+                    );
+                    server.carry_counters(counters);
+                    continue;
+                }
+            };
+            let ConnectionRecord {
+                listener,
+                peer,
+                unread,
+                protocol,
+            } = record;
+            let handed = HandedOffConnection {
+                listener: listener.clone(),
+                socket,
+                unread,
+                protocol,
+            };
+            match server.adopt_handed_off(handed) {
                 Ok(()) => adopted += 1,
                 Err(error) => {
-                    tracing::warn!(listener = %record.listener, peer = ?record.peer, error = %proxy_core::DisplayChain(&error), "closed a handed-in connection");
+                    tracing::warn!(%listener, ?peer, error = %proxy_core::DisplayChain(&error), "closed a handed-in connection");
                 }
             }
         }

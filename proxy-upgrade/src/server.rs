@@ -16,60 +16,13 @@ use proxy_core::config::ListenAddress;
 use crate::{
     handover::{self, HandedOffConnection},
     sock::{self, Conn},
+    source::{relay_idle, ListenerSource},
     wire::{
         ErrorCode, ListenerRecord, Message, MAX_FDS_PER_MESSAGE, MAX_SOCKETS, MAX_UNREAD_BYTES,
         VERSION,
     },
     UpgradeError,
 };
-
-/// What the old process hands over: its listening sockets, and the switch that makes
-/// it stop accepting and drain. [`proxy_core::Server`] is one.
-pub trait ListenerSource: Send + Sync + 'static {
-    /// Duplicates of the listening sockets by listener name, in worker order.
-    ///
-    /// # Errors
-    /// When they cannot be duplicated; the upgrade is refused.
-    fn listener_sockets(&self) -> std::io::Result<Vec<(String, Vec<OwnedFd>)>>;
-
-    /// The new process accepts on the sockets: stop accepting, drain, exit.
-    fn hand_off(&self);
-
-    /// Version 2: the new process accepts on the sockets and adopts connections:
-    /// stop accepting, hand idle connections (with at most `max_unread_bytes` read
-    /// and not parsed) to `sink` over `window`, drain the rest, drop `sink` once
-    /// drained, exit. The default hands none over: it drops `sink` and calls
-    /// [`ListenerSource::hand_off`].
-    fn hand_off_connections(
-        &self,
-        window: Duration,
-        max_unread_bytes: usize,
-        sink: mpsc::Sender<HandedOffConnection>,
-    ) {
-        let _ = (window, max_unread_bytes);
-        drop(sink);
-        self.hand_off();
-    }
-}
-
-impl ListenerSource for proxy_core::Server {
-    fn listener_sockets(&self) -> std::io::Result<Vec<(String, Vec<OwnedFd>)>> {
-        proxy_core::Server::listener_sockets(self)
-    }
-
-    fn hand_off(&self) {
-        proxy_core::Server::hand_off(self);
-    }
-
-    fn hand_off_connections(
-        &self,
-        window: Duration,
-        max_unread_bytes: usize,
-        sink: mpsc::Sender<HandedOffConnection>,
-    ) {
-        proxy_core::Server::hand_off_connections(self, window, max_unread_bytes, sink);
-    }
-}
 
 /// Serves upgrades on a Unix socket: hands the listening sockets of a
 /// [`ListenerSource`] to the new process that asks, one upgrade at a time (a second
@@ -194,7 +147,8 @@ impl UpgradeServer {
                             state.handed_off.store(true, Ordering::Release);
                             state.stop.store(true, Ordering::Release);
                             if let Some((conn, rx)) = connections {
-                                let count = handover::forward(&conn, rx);
+                                let counters = || source.counter_values();
+                                let count = handover::forward(&conn, rx, &counters);
                                 tracing::info!(pid, connections = count, "handed the idle connections over");
                             }
                         }
@@ -343,10 +297,16 @@ fn session(
     // The path is the new process's from now on: it binds it for the next upgrade.
     let _ = std::fs::remove_file(path);
     let forward = match window {
-        Some(window) => {
+        // Version 3: Bolt and Dubbo connections go too.
+        Some(window) if conn.version() >= 3 => {
             let (tx, rx) = mpsc::channel();
-            source.hand_off_connections(window.min(MAX_WINDOW), MAX_UNREAD_BYTES, tx);
+            source.hand_off_all_connections(window.min(MAX_WINDOW), MAX_UNREAD_BYTES, tx);
             Some(rx)
+        }
+        Some(window) => {
+            let (tx, rx) = mpsc::channel::<(String, OwnedFd, Vec<u8>)>();
+            source.hand_off_connections(window.min(MAX_WINDOW), MAX_UNREAD_BYTES, tx);
+            Some(relay_idle(rx))
         }
         None => {
             source.hand_off();
@@ -357,6 +317,12 @@ fn session(
         tracing::debug!(%error, "the new process did not wait for done");
         // Nobody to forward to: dropping the receiver makes the server drain them.
         return Ok((pid, count, None));
+    }
+    // The counters as the hand-off starts; again, final, once drained.
+    if forward.is_some() {
+        if let Err(error) = handover::send_counters(&conn, &source.counter_values()) {
+            tracing::debug!(%error, "the new process did not take the counters");
+        }
     }
     Ok((pid, count, forward.map(|rx| (conn, rx))))
 }

@@ -18,13 +18,16 @@ use proxy_core::config::ListenAddress;
 use crate::UpgradeError;
 
 mod connection;
+mod metrics;
 
-pub use connection::{ConnectionRecord, MAX_UNREAD_BYTES};
+pub use connection::{ConnectionRecord, MAX_PROTOCOL_BYTES, MAX_UNREAD_BYTES};
+pub use metrics::{metrics_messages, MAX_SERIES, MAX_SERIES_BYTES};
 
 /// The first bytes of every message.
 pub const MAGIC: [u8; 4] = *b"PXUP";
-/// The protocol version this crate speaks: 2 adds live connections.
-pub const VERSION: u16 = 2;
+/// The protocol version this crate speaks: 2 adds live connections, 3 their
+/// protocol (Bolt, Dubbo) and the `metrics` message.
+pub const VERSION: u16 = 3;
 /// The oldest version this crate still speaks (listeners only; connections drain).
 pub const MIN_VERSION: u16 = 1;
 /// Bytes of the fixed header: magic, version, kind, flags, payload length.
@@ -39,7 +42,7 @@ pub const MAX_SOCKETS: usize = 4096;
 pub const MAX_NAME_BYTES: usize = 255;
 /// The longest error reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
-/// Header flag: another message of the same kind follows.
+/// Header flag (`listeners` and `metrics`): another message of the same kind follows.
 pub const FLAG_MORE: u8 = 1;
 
 const KIND_HELLO: u8 = 1;
@@ -49,6 +52,7 @@ const KIND_DONE: u8 = 4;
 const KIND_ERROR: u8 = 5;
 const KIND_CONNECTION: u8 = 6;
 const KIND_END: u8 = 7;
+const KIND_METRICS: u8 = 8;
 
 /// One message of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +86,13 @@ pub enum Message {
         /// How many `Connection` messages came before.
         count: u32,
     },
+    /// Old to new (version 3): counter values by series, to carry on from.
+    Metrics {
+        /// (series: the name with its labels as rendered, value).
+        counters: Vec<(String, u64)>,
+        /// Whether another `Metrics` message follows, completing this set.
+        more: bool,
+    },
     /// Either way: the upgrade is refused or aborted.
     Error {
         /// What kind of failure.
@@ -101,6 +112,7 @@ impl Message {
             Self::Done => "done",
             Self::Connection(_) => "connection",
             Self::End { .. } => "end",
+            Self::Metrics { .. } => "metrics",
             Self::Error { .. } => "error",
         }
     }
@@ -180,8 +192,8 @@ pub fn encode_version(message: &Message, version: u16) -> Result<Vec<u8>, Upgrad
     if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(malformed(format!("version {version} is not spoken here")));
     }
-    let v2 = |what: &str| {
-        if version < 2 {
+    let since = |v: u16, what: &str| {
+        if version < v {
             Err(malformed(format!("{what} in version {version}")))
         } else {
             Ok(())
@@ -221,20 +233,28 @@ pub fn encode_version(message: &Message, version: u16) -> Result<Vec<u8>, Upgrad
                 });
                 payload.extend_from_slice(&ms.to_be_bytes());
             } else if handoff_window.is_some() {
-                v2("a hand-off window")?;
+                since(2, "a hand-off window")?;
             }
             KIND_READY
         }
         Message::Done => KIND_DONE,
         Message::Connection(record) => {
-            v2("a connection message")?;
-            connection::encode(&mut payload, record)?;
+            since(2, "a connection message")?;
+            connection::encode(&mut payload, record, version)?;
             KIND_CONNECTION
         }
         Message::End { count } => {
-            v2("an end message")?;
+            since(2, "an end message")?;
             payload.extend_from_slice(&count.to_be_bytes());
             KIND_END
+        }
+        Message::Metrics { counters, more } => {
+            since(3, "a metrics message")?;
+            metrics::encode(&mut payload, counters)?;
+            if *more {
+                flags |= FLAG_MORE;
+            }
+            KIND_METRICS
         }
         Message::Error { code, reason } => {
             let mut end = reason.len().min(MAX_REASON_BYTES);
@@ -342,7 +362,7 @@ pub fn decode_versioned(bytes: &[u8]) -> Result<(u16, Message), UpgradeError> {
             payload.len() - len
         )));
     }
-    if flags & !FLAG_MORE != 0 || (flags != 0 && kind != KIND_LISTENERS) {
+    if flags & !FLAG_MORE != 0 || (flags != 0 && kind != KIND_LISTENERS && kind != KIND_METRICS) {
         return Err(malformed(format!("unknown flags {flags:#04x}")));
     }
     let mut r = Reader(payload);
@@ -374,8 +394,14 @@ pub fn decode_versioned(bytes: &[u8]) -> Result<(u16, Message), UpgradeError> {
             },
         },
         KIND_DONE => Message::Done,
-        KIND_CONNECTION if version >= 2 => Message::Connection(connection::decode(&mut r)?),
+        KIND_CONNECTION if version >= 2 => {
+            Message::Connection(connection::decode(&mut r, version)?)
+        }
         KIND_END if version >= 2 => Message::End { count: r.u32()? },
+        KIND_METRICS if version >= 3 => Message::Metrics {
+            counters: metrics::decode(&mut r)?,
+            more: flags & FLAG_MORE != 0,
+        },
         KIND_ERROR => {
             let code = ErrorCode::from_u16(r.u16()?);
             let reason = r.take(r.0.len())?;
@@ -459,6 +485,13 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, UpgradeError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, UpgradeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
     }
 }
 

@@ -1,6 +1,7 @@
-//! Version 2 on real sockets: live connections handed over by a fake old process
-//! (its `hand_off_connections` sends accepted TCP connections with unread bytes),
-//! received and checked by the client; records that break the protocol are refused.
+//! Versions 2 and 3 on real sockets: live connections handed over by a fake old
+//! process (its `hand_off_all_connections` sends accepted TCP connections with unread
+//! bytes and, for some, a protocol; its counters go too), received and checked by the
+//! client; records that break the protocol are refused.
 
 mod common;
 
@@ -14,6 +15,7 @@ use std::{
 
 use common::*;
 use proxy_upgrade::{
+    handover::Received,
     wire::{self, ConnectionRecord, Message},
     HandedOffConnection, ListenerSource, UpgradeError, UpgradeServer,
 };
@@ -34,7 +36,13 @@ impl ListenerSource for Handing {
     fn hand_off(&self) {
         self.listeners.hand_off();
     }
-    fn hand_off_connections(
+    fn counter_values(&self) -> Vec<(String, u64)> {
+        vec![(
+            "proxy_listener_connections_total{listener=\"web\"}".into(),
+            41,
+        )]
+    }
+    fn hand_off_all_connections(
         &self,
         window: Duration,
         _max_unread_bytes: usize,
@@ -63,11 +71,13 @@ fn idle_connections_go_over_with_their_unread_bytes_and_keep_working() {
     for i in 0..3u8 {
         let client = TcpStream::connect(app.local_addr().expect("addr")).expect("connect");
         let (server_side, _) = app.accept().expect("accept");
-        handed.push((
-            "web".to_string(),
-            OwnedFd::from(server_side),
-            vec![b'a' + i; i as usize * 5],
-        ));
+        handed.push(HandedOffConnection {
+            listener: "web".to_string(),
+            socket: OwnedFd::from(server_side),
+            unread: vec![b'a' + i; i as usize * 5],
+            // The second is a Bolt connection with half a frame read.
+            protocol: (i == 1).then(|| "bolt".to_string()),
+        });
         clients.push(client);
     }
     let old = Handing {
@@ -88,11 +98,24 @@ fn idle_connections_go_over_with_their_unread_bytes_and_keep_working() {
     let _sockets = upgrade.take_sockets();
     let mut handover = upgrade.finish_handing_over().expect("finish");
     let mut got = Vec::new();
-    while let Some(c) = handover.next_connection().expect("connection") {
-        assert!(cloexec(&c.socket));
-        got.push(c);
+    let mut counters = Vec::new();
+    while let Some(r) = handover.receive().expect("connection") {
+        match r {
+            Received::Connection(c) => {
+                assert!(cloexec(&c.socket));
+                got.push(c);
+            }
+            Received::Counters(c) => counters.push(c),
+            _ => panic!("unknown"),
+        }
     }
     assert_eq!(handover.received(), 3);
+    // Once as the hand-off starts, once drained.
+    let expected = vec![(
+        "proxy_listener_connections_total{listener=\"web\"}".to_string(),
+        41,
+    )];
+    assert_eq!(counters, vec![expected.clone(), expected]);
     assert_eq!(
         *old.window.lock().expect("lock"),
         Some(Duration::from_millis(750))
@@ -101,6 +124,7 @@ fn idle_connections_go_over_with_their_unread_bytes_and_keep_working() {
         assert_eq!(c.record.listener, "web");
         assert_eq!(c.record.peer, Some(client.local_addr().expect("addr")));
         assert_eq!(c.record.unread, vec![b'a' + i as u8; i * 5]);
+        assert_eq!(c.record.protocol.as_deref(), (i == 1).then_some("bolt"));
         // The same connection: what the client writes, the new side reads.
         let mut server_side = TcpStream::from(c.socket);
         server_side.set_nonblocking(false).expect("blocking");
@@ -164,6 +188,7 @@ fn record(peer: Option<std::net::SocketAddr>) -> Vec<u8> {
         listener: "web".into(),
         peer,
         unread: b"GET".to_vec(),
+        protocol: None,
     }))
     .expect("encode")
 }

@@ -38,14 +38,21 @@ fn message() -> impl Strategy<Value = Message> {
             "[^\u{0}]{1,60}",
             prop::option::of((any::<[u8; 4]>(), any::<u16>())),
             prop::collection::vec(any::<u8>(), 0..2048),
+            prop::option::of("[a-z]{1,20}"),
         )
-            .prop_map(
-                |(listener, peer, unread)| Message::Connection(ConnectionRecord {
+            .prop_map(|(listener, peer, unread, protocol)| Message::Connection(
+                ConnectionRecord {
                     listener,
                     peer: peer.map(Into::into),
                     unread: unread[..unread.len().min(MAX_UNREAD_BYTES)].to_vec(),
-                })
-            ),
+                    protocol,
+                }
+            )),
+        (
+            prop::collection::vec(("[^\u{0}]{1,80}", any::<u64>()), 0..200),
+            any::<bool>()
+        )
+            .prop_map(|(counters, more)| Message::Metrics { counters, more }),
         Just(Message::Done),
         (1u16..=5, ".{0,200}").prop_map(|(c, reason)| Message::Error {
             code: match c {
@@ -67,7 +74,7 @@ proptest! {
     }
 
     #[test]
-    fn decode_never_panics_on_a_valid_header(version in 1u8..=2, kind in 0u8..9, flags in 0u8..4, body in prop::collection::vec(any::<u8>(), 0..512)) {
+    fn decode_never_panics_on_a_valid_header(version in 1u8..=3, kind in 0u8..10, flags in 0u8..4, body in prop::collection::vec(any::<u8>(), 0..512)) {
         let mut bytes = b"PXUP\x00".to_vec();
         bytes.push(version);
         bytes.extend_from_slice(&[kind, flags]);

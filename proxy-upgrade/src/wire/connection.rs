@@ -1,5 +1,5 @@
 //! The `connection` message of version 2: a live connection's listener, peer and
-//! unread bytes (its socket travels beside it).
+//! unread bytes (its socket travels beside it); version 3 adds its protocol.
 
 use std::net::SocketAddr;
 
@@ -11,9 +11,12 @@ use crate::UpgradeError;
 /// head that long) is not handed over: it finishes its request in the old process.
 pub const MAX_UNREAD_BYTES: usize = 63 * 1024;
 
-/// A live connection handed over: which listener accepted it, its peer, and the
-/// bytes the old process read from it but did not parse (at most part of a request
-/// head).
+/// The longest protocol name, in bytes.
+pub const MAX_PROTOCOL_BYTES: usize = 255;
+
+/// A live connection handed over: which listener accepted it, its peer, the bytes
+/// the old process read from it but did not parse (part of a request head, part of
+/// a frame), and (version 3) the protocol plug-in that served it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionRecord {
     /// The listener's name in the config.
@@ -22,11 +25,19 @@ pub struct ConnectionRecord {
     pub peer: Option<SocketAddr>,
     /// Bytes read and not parsed yet, at most [`MAX_UNREAD_BYTES`].
     pub unread: Vec<u8>,
+    /// Version 3: the protocol plug-in serving it (`bolt`, `dubbo`); `None` for a
+    /// connection the listener's usual path serves (HTTP/1.1, or not sniffed yet).
+    pub protocol: Option<String>,
 }
 
 /// `kind: u8` (1 TCP, 2 Unix), `name_len: u16` and the listener name, `peer_len: u16`
-/// and the peer (`ip:port`; empty for Unix), `unread_len: u32` and the bytes.
-pub(super) fn encode(out: &mut Vec<u8>, r: &ConnectionRecord) -> Result<(), UpgradeError> {
+/// and the peer (`ip:port`; empty for Unix), `unread_len: u32` and the bytes; version
+/// 3: `protocol_len: u8` and the protocol name (0: none).
+pub(super) fn encode(
+    out: &mut Vec<u8>,
+    r: &ConnectionRecord,
+    version: u16,
+) -> Result<(), UpgradeError> {
     if r.listener.is_empty() || r.listener.len() > MAX_NAME_BYTES {
         return Err(malformed(format!(
             "listener name of {} bytes",
@@ -39,6 +50,18 @@ pub(super) fn encode(out: &mut Vec<u8>, r: &ConnectionRecord) -> Result<(), Upgr
             r.unread.len()
         )));
     }
+    let protocol = r.protocol.as_deref().unwrap_or_default();
+    if protocol.len() > MAX_PROTOCOL_BYTES || (r.protocol.is_some() && protocol.is_empty()) {
+        return Err(malformed(format!(
+            "protocol name of {} bytes",
+            protocol.len()
+        )));
+    }
+    if version < 3 && r.protocol.is_some() {
+        return Err(malformed(format!(
+            "a {protocol} connection in version {version}"
+        )));
+    }
     let peer = r.peer.map(|p| p.to_string()).unwrap_or_default();
     out.push(if r.peer.is_some() { 1 } else { 2 });
     out.extend_from_slice(&(r.listener.len() as u16).to_be_bytes());
@@ -47,10 +70,14 @@ pub(super) fn encode(out: &mut Vec<u8>, r: &ConnectionRecord) -> Result<(), Upgr
     out.extend_from_slice(peer.as_bytes());
     out.extend_from_slice(&(r.unread.len() as u32).to_be_bytes());
     out.extend_from_slice(&r.unread);
+    if version >= 3 {
+        out.push(protocol.len() as u8);
+        out.extend_from_slice(protocol.as_bytes());
+    }
     Ok(())
 }
 
-pub(super) fn decode(r: &mut Reader<'_>) -> Result<ConnectionRecord, UpgradeError> {
+pub(super) fn decode(r: &mut Reader<'_>, version: u16) -> Result<ConnectionRecord, UpgradeError> {
     let kind = r.u8()?;
     let name_len = usize::from(r.u16()?);
     if name_len == 0 || name_len > MAX_NAME_BYTES {
@@ -78,9 +105,88 @@ pub(super) fn decode(r: &mut Reader<'_>) -> Result<ConnectionRecord, UpgradeErro
         )));
     }
     let unread = r.take(unread_len)?.to_vec();
+    let protocol = match version {
+        3.. => match usize::from(r.u8()?) {
+            0 => None,
+            n => Some(
+                std::str::from_utf8(r.take(n)?)
+                    .map_err(|_| malformed("a protocol name that is not UTF-8".into()))?
+                    .to_owned(),
+            ),
+        },
+        _ => None,
+    };
     Ok(ConnectionRecord {
         listener,
         peer,
         unread,
+        protocol,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{decode, decode_versioned, encode, encode_version, Message, HEADER_BYTES};
+    use super::*;
+
+    fn bolt(unread: &[u8]) -> ConnectionRecord {
+        ConnectionRecord {
+            listener: "rpc".into(),
+            peer: Some("127.0.0.1:40000".parse().expect("peer")),
+            unread: unread.to_vec(),
+            protocol: Some("bolt".into()),
+        }
+    }
+
+    #[test]
+    fn a_protocol_connection_round_trips_in_version_3() {
+        // Half a Bolt frame travels as it was read.
+        let m = Message::Connection(bolt(&[0x01, 0x01, 0x00, 0x01, 0x01]));
+        let bytes = encode(&m).expect("encode");
+        assert_eq!(&bytes[4..6], &3u16.to_be_bytes());
+        assert_eq!(decode(&bytes).expect("decode"), m);
+        // The protocol is the record's last field: length, then the name.
+        assert_eq!(&bytes[bytes.len() - 5..], b"\x04bolt");
+    }
+
+    #[test]
+    fn version_2_has_no_protocol_field() {
+        assert!(matches!(
+            encode_version(&Message::Connection(bolt(b"")), 2),
+            Err(UpgradeError::Malformed(_))
+        ));
+        let mut http = bolt(b"GET /");
+        http.protocol = None;
+        let v2 = encode_version(&Message::Connection(http.clone()), 2).expect("encode");
+        let v3 = encode(&Message::Connection(http.clone())).expect("encode");
+        assert_eq!(v3.len(), v2.len() + 1);
+        assert_eq!(
+            decode_versioned(&v2).expect("decode"),
+            (2, Message::Connection(http))
+        );
+    }
+
+    #[test]
+    fn bad_protocol_fields_are_errors() {
+        for name in [String::new(), "p".repeat(MAX_PROTOCOL_BYTES + 1)] {
+            let mut c = bolt(b"");
+            c.protocol = Some(name);
+            assert!(matches!(
+                encode(&Message::Connection(c)),
+                Err(UpgradeError::Malformed(_))
+            ));
+        }
+        let good = encode(&Message::Connection(bolt(b""))).expect("encode");
+        // A name that is not UTF-8.
+        let mut bytes = good.clone();
+        let last = bytes.len() - 1;
+        bytes[last] = 0xff;
+        assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+        // A name longer than the payload: truncated.
+        let mut bytes = good;
+        let at = bytes.len() - 5;
+        bytes[at] = 200;
+        assert!(matches!(decode(&bytes), Err(UpgradeError::Truncated(_))));
+        assert!(HEADER_BYTES < at);
+    }
 }

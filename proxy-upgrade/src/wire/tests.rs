@@ -16,6 +16,7 @@ fn connection(listener: &str, peer: Option<&str>, unread: &[u8]) -> ConnectionRe
         listener: listener.into(),
         peer: peer.map(|p| p.parse().expect("peer")),
         unread: unread.to_vec(),
+        protocol: None,
     }
 }
 
@@ -76,7 +77,7 @@ fn header_layout_is_fixed() {
     let bytes = encode(&Message::Hello { pid: 1 }).expect("encode");
     assert_eq!(
         bytes,
-        [b'P', b'X', b'U', b'P', 0, 2, 1, 0, 0, 0, 0, 4, 0, 0, 0, 1]
+        [b'P', b'X', b'U', b'P', 0, 3, 1, 0, 0, 0, 0, 4, 0, 0, 0, 1]
     );
     let bytes = encode(&Message::Listeners {
         records: vec![record("a", "unix:/s", 3)],
@@ -154,10 +155,10 @@ fn bytes_after_the_payload_are_malformed() {
 #[test]
 fn another_version_is_a_version_mismatch() {
     let mut bytes = encode(&Message::Hello { pid: 1 }).expect("encode");
-    bytes[5] = 3;
+    bytes[5] = 4;
     match decode(&bytes) {
         Err(UpgradeError::VersionMismatch { ours, theirs }) => {
-            assert_eq!((ours, theirs), (VERSION, 3));
+            assert_eq!((ours, theirs), (VERSION, 4));
         }
         other => panic!("{other:?}"),
     }
@@ -328,6 +329,7 @@ fn connection_limits_are_enforced_both_ways() {
             listener: name,
             peer: None,
             unread: Vec::new(),
+            protocol: None,
         };
         assert!(matches!(
             encode(&Message::Connection(c)),
