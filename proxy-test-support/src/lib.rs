@@ -14,6 +14,7 @@
 //! - [`pki`], [`temp`]: a test PKI written to a temporary directory.
 //! - [`yaml`]: the YAML of the common listener and cluster shapes.
 //! - `rpc` (feature `codec`): Bolt and Dubbo peers.
+//! - `xds` (feature `xds`): an in-process ADS control plane and Envoy resources.
 //!
 //! Helpers that set up a test panic with a message when the setup fails: a failed
 //! setup should stop the test loudly.
@@ -33,6 +34,8 @@ pub mod temp;
 pub mod timeout;
 pub mod tools;
 pub mod upstream;
+#[cfg(feature = "xds")]
+pub mod xds;
 pub mod yaml;
 
 pub use eventually::{eventually, eventually_async};

@@ -80,13 +80,8 @@ async fn serve_app(cp: &mut ControlPlane, a: &Upstream) {
         (CLUSTER_TYPE, "1", "cds-1")
     );
     assert!(ack.error_detail.is_none());
-    cp.push(eds("1", &[cla("app", &[a.addr])]));
-    let ack = cp.request_of(ENDPOINT_TYPE).await;
-    assert_eq!(
-        (ack.version_info.as_str(), ack.response_nonce.as_str()),
-        ("1", "eds-1")
-    );
-    assert!(ack.error_detail.is_none(), "{:?}", ack.error_detail);
+    let ack = cp.push_acked(eds("1", &[cla("app", &[a.addr])])).await;
+    assert_eq!(ack.response_nonce, "eds-1");
     assert_eq!(ack.resource_names, ["app"]);
 }
 
@@ -114,17 +109,12 @@ async fn an_endpoint_change_moves_traffic() {
         let (proxy, task) = proxy(&cp);
         serve_app(&mut cp, &a).await;
         assert!(answers(&proxy, "a").await);
-        cp.push(eds("2", &[cla("app", &[b.addr])]));
-        let ack = cp.request_of(ENDPOINT_TYPE).await;
-        assert_eq!(ack.version_info, "2");
+        cp.push_acked(eds("2", &[cla("app", &[b.addr])])).await;
         assert!(answers(&proxy, "b").await);
         // A new lb policy on the cluster is applied too, endpoints kept.
         let mut least = eds_cluster("app");
         least.lb_policy = LbPolicy::LeastRequest as i32;
-        cp.push(cds("2", &[least]));
-        let ack = cp.request_of(CLUSTER_TYPE).await;
-        assert!(ack.error_detail.is_none(), "{:?}", ack.error_detail);
-        assert_eq!(ack.version_info, "2");
+        cp.push_acked(cds("2", &[least])).await;
         let config = &proxy.server().snapshot().config;
         let app = config
             .clusters
@@ -149,30 +139,22 @@ async fn a_bad_resource_is_nacked_and_the_last_good_config_keeps_serving() {
 
         let mut bad = eds_cluster("app");
         bad.outlier_detection = Some(OutlierDetection::default());
-        cp.push(cds("2", &[bad]));
-        let nack = cp.request_of(CLUSTER_TYPE).await;
+        let (nack, detail) = cp.push_nacked(cds("2", &[bad])).await;
         assert_eq!(
             nack.version_info, "1",
             "a NACK carries the last accepted version"
         );
-        assert_eq!(nack.response_nonce, "cds-2");
-        let detail = nack.error_detail.expect("error_detail");
-        assert_eq!(detail.code, 3);
+        assert_eq!(nack.error_detail.map(|d| d.code), Some(3));
         assert!(
-            detail
-                .message
-                .contains("cluster \"app\": outlier_detection"),
-            "{}",
-            detail.message
+            detail.contains("cluster \"app\": outlier_detection"),
+            "{detail}"
         );
 
         // An endpoint the proxy cannot use: the field is named.
         let mut bad = cla("app", &[a.addr]);
         bad.endpoints[0].lb_endpoints[0].load_balancing_weight = Some(UInt32Value { value: 0 });
-        cp.push(eds("2", &[bad]));
-        let nack = cp.request_of(ENDPOINT_TYPE).await;
+        let (nack, detail) = cp.push_nacked(eds("2", &[bad])).await;
         assert_eq!(nack.version_info, "1");
-        let detail = nack.error_detail.expect("error_detail").message;
         assert!(
             detail.contains("endpoints[0].lb_endpoints[0].load_balancing_weight"),
             "{detail}"
@@ -185,10 +167,8 @@ async fn a_bad_resource_is_nacked_and_the_last_good_config_keeps_serving() {
             choice_count: Some(UInt32Value { value: 1 }),
             ..LeastRequestLbConfig::default()
         }));
-        cp.push(cds("3", &[c]));
-        let nack = cp.request_of(CLUSTER_TYPE).await;
+        let (nack, detail) = cp.push_nacked(cds("3", &[c])).await;
         assert_eq!(nack.version_info, "1");
-        let detail = nack.error_detail.expect("error_detail").message;
         assert!(detail.starts_with("cluster \"app\": lb.config"), "{detail}");
 
         assert_eq!(client::get(proxy.addr("main"), "/", &[]).await.text(), "a");
@@ -232,9 +212,7 @@ async fn the_client_reconnects_after_the_control_plane_restarts() {
         assert_eq!(eds_again.resource_names, ["app"]);
         assert_eq!(eds_again.version_info, "1");
 
-        cp.push(eds("2", &[cla("app", &[b.addr])]));
-        let ack = cp.request_of(ENDPOINT_TYPE).await;
-        assert_eq!(ack.version_info, "2");
+        cp.push_acked(eds("2", &[cla("app", &[b.addr])])).await;
         assert!(answers(&proxy, "b").await);
         task.abort();
     })
@@ -250,35 +228,26 @@ async fn garbage_is_nacked_never_a_panic() {
         let _ = cp.request_of(CLUSTER_TYPE).await;
 
         let odd = "type.googleapis.com/example.Unknown";
-        cp.push(response(odd, "1", "n1", vec![]));
-        let nack = cp.request().await;
-        assert_eq!(
-            (nack.type_url.as_str(), nack.response_nonce.as_str()),
-            (odd, "n1")
-        );
-        assert!(nack
-            .error_detail
-            .expect("error_detail")
-            .message
-            .contains("not subscribed"));
+        let (_, detail) = cp.push_nacked(response(odd, "1", "n1", vec![])).await;
+        assert!(detail.contains("not subscribed"), "{detail}");
 
         let junk = Any {
             type_url: CLUSTER_TYPE.into(),
             value: vec![0xff, 0xff, 0xff],
         };
-        cp.push(response(CLUSTER_TYPE, "1", "n2", vec![junk]));
-        let nack = cp.request().await;
+        let (nack, detail) = cp
+            .push_nacked(response(CLUSTER_TYPE, "1", "n2", vec![junk]))
+            .await;
         assert_eq!(nack.version_info, "");
-        let detail = nack.error_detail.expect("error_detail").message;
         assert!(
             detail.starts_with("resources[0]: cannot decode as Cluster"),
             "{detail}"
         );
 
         let wrong = common::any(&cla("app", &[a.addr]));
-        cp.push(response(CLUSTER_TYPE, "1", "n3", vec![wrong]));
-        let nack = cp.request().await;
-        let detail = nack.error_detail.expect("error_detail").message;
+        let (_, detail) = cp
+            .push_nacked(response(CLUSTER_TYPE, "1", "n3", vec![wrong]))
+            .await;
         assert!(detail.starts_with("resources[0]: type_url"), "{detail}");
 
         // Still alive: a good push is taken.
@@ -291,9 +260,6 @@ async fn garbage_is_nacked_never_a_panic() {
 
 /// [`serve_app`] on a stream already open.
 async fn serve_app_after_open(cp: &mut ControlPlane, a: &Upstream) {
-    cp.push(cds("1", &[eds_cluster("app")]));
-    let _ = cp.request_of(CLUSTER_TYPE).await;
-    cp.push(eds("1", &[cla("app", &[a.addr])]));
-    let ack = cp.request_of(ENDPOINT_TYPE).await;
-    assert!(ack.error_detail.is_none(), "{:?}", ack.error_detail);
+    cp.push_acked(cds("1", &[eds_cluster("app")])).await;
+    cp.push_acked(eds("1", &[cla("app", &[a.addr])])).await;
 }

@@ -66,9 +66,7 @@ async fn open_with(cp: &mut ControlPlane, clusters: &[Cluster]) {
     let second = cp.request().await;
     assert_eq!(second.type_url, LISTENER_TYPE, "LDS is asked for at open");
     assert!(second.resource_names.is_empty(), "LDS is a wildcard");
-    cp.push(cds("1", clusters));
-    let ack = cp.request_of(CLUSTER_TYPE).await;
-    assert!(ack.error_detail.is_none(), "{:?}", ack.error_detail);
+    cp.push_acked(cds("1", clusters)).await;
 }
 
 /// Pushes LDS `version`; expects the RDS subscription `names` first when given,
@@ -98,10 +96,7 @@ async fn push_routes(
     version: &str,
     configs: &[envoy_types::pb::envoy::config::route::v3::RouteConfiguration],
 ) {
-    cp.push(rds(version, configs));
-    let ack = cp.request_of(ROUTE_TYPE).await;
-    assert!(ack.error_detail.is_none(), "{:?}", ack.error_detail);
-    assert_eq!(ack.version_info, version);
+    cp.push_acked(rds(version, configs)).await;
 }
 
 /// GETs `path` on `addr` until the body is `want`.
@@ -270,14 +265,11 @@ async fn an_unsupported_http_filter_is_nacked_by_name_and_the_proxy_keeps_servin
             RouteSpecifier::RouteConfig(route_config("r", vec![prefix_route("/", "app")])),
             vec![cors, router()],
         );
-        cp.push(lds("2", &[bad]));
-        let nack = cp.request_of(LISTENER_TYPE).await;
+        let (nack, detail) = cp.push_nacked(lds("2", &[bad])).await;
         assert_eq!(
             nack.version_info, "1",
             "a NACK carries the last accepted version"
         );
-        assert_eq!(nack.response_nonce, "lds-2");
-        let detail = nack.error_detail.expect("error_detail").message;
         assert!(
             detail.starts_with(
                 "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0].name"
