@@ -28,7 +28,11 @@
 //! with a completion callback) and parks that engine thread — never an I/O thread —
 //! until the card's callback fires; the engine polls its instance for completions. The
 //! [`SoftwareEngine`] that ships signs in software on a dedicated thread pool per
-//! engine, which gives the same isolation of the I/O threads on CPU alone.
+//! engine, which gives the same isolation of the I/O threads on CPU alone: its
+//! threads run at a low [`ThreadPriority`] (nice 19 by default), so on a core they
+//! share with an I/O thread the I/O thread preempts a signature as soon as it has
+//! work. The termination layer's `max_handshakes_in_progress` bounds, per worker, the
+//! handshakes whose work (on the I/O thread or awaiting an engine) runs at once.
 
 mod dispatcher;
 mod engine;
