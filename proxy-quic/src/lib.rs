@@ -15,6 +15,9 @@
 //!   connection ID; [`CidGenerator`] is a quinn `ConnectionIdGenerator`.
 //! - [`QuicLbConfig`] and [`DecoderConfig`]: the config sections, validated into the
 //!   above with errors that name the field.
+//! - [`h3`](mod@h3): HTTP/3 termination into the same request stack as the TCP
+//!   listeners (`H3Listener`), and the `alt-svc` layer that advertises it. It loads
+//!   certificates with proxy-tls, a deliberate sideways dependency.
 //! - [`lb`]: the load balancer, a UDP forwarder that routes each client datagram by
 //!   the server ID in its destination connection ID, or by a consistent hash of the
 //!   4-tuple when there is none. It uses proxy-lb's Maglev table, a deliberate
@@ -47,6 +50,7 @@ mod decoder;
 mod error;
 mod format;
 mod generator;
+pub mod h3;
 mod hex;
 pub mod lb;
 mod nonce_space;

@@ -1,0 +1,254 @@
+//! The HTTP/3 listener: a quinn endpoint on a UDP socket, serving a request stack
+//! built in code.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use proxy_core::BoxHttp;
+use tokio::{sync::watch, task::JoinSet};
+
+use super::{connection, tls, H3Error};
+use crate::CidGenerator;
+
+/// The default limit on concurrent request streams per connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// The default idle timeout of a connection.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default limit on a request head (decoded header fields), in bytes.
+pub const DEFAULT_MAX_REQUEST_HEAD_BYTES: u64 = 64 * 1024;
+/// The default time a draining connection gives its requests to finish.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds an [`H3Listener`]: HTTP/3 termination on quinn into the same request
+/// stack type ([`BoxHttp`]) as the TCP listeners of `proxy_core::HttpListener`.
+///
+/// # Example
+/// ```
+/// use proxy_core::{Body, BoxHttp, HttpRequest, HttpResponse};
+/// use proxy_quic::h3::{server_config, H3Listener};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+/// let tls = server_config(cert.cert.pem().as_bytes(), cert.key_pair.serialize_pem().as_bytes())?;
+/// let hello = tower::service_fn(|req: HttpRequest| async move {
+///     let text = format!("hello over {:?}\n", req.version());
+///     Ok::<_, proxy_core::BoxError>(HttpResponse::new(Body::from(text)))
+/// });
+/// let listener = H3Listener::builder("h3", tls)
+///     .max_concurrent_streams(200)
+///     .idle_timeout(std::time::Duration::from_secs(30))
+///     .bind("127.0.0.1:0".parse()?)?;
+/// let addr = listener.local_addr();
+/// assert_ne!(addr.port(), 0);
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let server = tokio::spawn(listener.serve(BoxHttp::new(hello), async { let _ = stopped.await; }));
+/// // ... HTTP/3 clients connect to `addr` ...
+/// let _ = stop.send(());
+/// server.await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct H3ListenerBuilder {
+    name: Arc<str>,
+    tls: rustls::ServerConfig,
+    endpoint: Option<quinn::EndpointConfig>,
+    cid_generator: Option<CidGenerator>,
+    max_concurrent_streams: u32,
+    idle_timeout: Duration,
+    max_request_head_bytes: u64,
+    drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for H3ListenerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H3ListenerBuilder")
+            .field("name", &self.name)
+            .field("cid_generator", &self.cid_generator.is_some())
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_request_head_bytes", &self.max_request_head_bytes)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bound HTTP/3 listener, ready to serve (see [`H3ListenerBuilder`]).
+#[derive(Debug)]
+pub struct H3Listener {
+    endpoint: quinn::Endpoint,
+    local: SocketAddr,
+    name: Arc<str>,
+    max_request_head_bytes: u64,
+    drain_timeout: Duration,
+}
+
+impl H3Listener {
+    /// A builder for a listener named `name` (its spans' `listener` field), with
+    /// `tls` as its TLS config: TLS 1.3 with ALPN `h3` (added when `tls` names no
+    /// ALPN protocol); [`server_config`](super::server_config) makes one from PEM.
+    pub fn builder(name: impl Into<Arc<str>>, tls: rustls::ServerConfig) -> H3ListenerBuilder {
+        H3ListenerBuilder {
+            name: name.into(),
+            tls,
+            endpoint: None,
+            cid_generator: None,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// The bound address (the port chosen when binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves `stack` until `shutdown` completes: every request of every connection
+    /// goes through a clone of `stack`, as on the TCP listeners; the request carries
+    /// a [`proxy_core::ConnInfo`] with the client's address (`tls: true`) and
+    /// version `HTTP/3`. Bodies stream both ways. Errors of the stack are answered
+    /// as the TCP listeners answer them ([`proxy_core::proxy::reply_for_error`]:
+    /// 502/503/504 for proxy errors, 500 otherwise).
+    ///
+    /// On shutdown the listener refuses new connections, sends GOAWAY on every
+    /// connection, lets the requests in flight finish for up to the drain timeout,
+    /// then closes the connections and returns.
+    pub async fn serve<F>(self, stack: BoxHttp, shutdown: F)
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let shared = Arc::new(connection::Shared {
+            name: self.name.clone(),
+            stack,
+            max_head_bytes: self.max_request_head_bytes,
+            drain_timeout: self.drain_timeout,
+        });
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        tracing::info!(listener = %self.name, address = %self.local, "HTTP/3 listener serving");
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                incoming = self.endpoint.accept() => match incoming {
+                    Some(incoming) => {
+                        connections.spawn(connection::serve(incoming, shared.clone(), drain_rx.clone()));
+                    }
+                    None => break,
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        tracing::info!(listener = %self.name, connections = connections.len(), "HTTP/3 listener draining");
+        // No new connections: quinn refuses Initials of new connections from now on.
+        self.endpoint.set_server_config(None);
+        let _ = drain_tx.send(true);
+        // Each connection bounds its own drain; the margin covers the GOAWAY and close.
+        let all_done = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.drain_timeout + Duration::from_secs(1), all_done)
+            .await
+            .is_err()
+        {
+            connections.shutdown().await;
+        }
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
+        // Lets the CONNECTION_CLOSE frames go out, briefly.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+impl H3ListenerBuilder {
+    /// The quinn endpoint config (stateless reset key, supported QUIC versions,
+    /// connection ID generator). The default is quinn's.
+    pub fn endpoint_config(mut self, config: quinn::EndpointConfig) -> Self {
+        self.endpoint = Some(config);
+        self
+    }
+
+    /// Issues QUIC-LB connection IDs from `generator`, so that a QUIC-LB load
+    /// balancer in front routes every packet of a connection here (set on the
+    /// endpoint config, the given one or the default).
+    pub fn cid_generator(mut self, generator: CidGenerator) -> Self {
+        self.cid_generator = Some(generator);
+        self
+    }
+
+    /// The most request streams a client may have open at once on a connection
+    /// (QUIC `initial_max_streams_bidi`). Default 100.
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.max_concurrent_streams = streams;
+        self
+    }
+
+    /// A connection with no packet for this long is closed (QUIC
+    /// `max_idle_timeout`). Default 60 s; values past QUIC's limit (about 146
+    /// years) are capped.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The largest request head accepted, in bytes of decoded header fields (the h3
+    /// setting `SETTINGS_MAX_FIELD_SECTION_SIZE`); larger heads are answered 431.
+    /// Default 64 KiB.
+    pub fn max_request_head_bytes(mut self, bytes: u64) -> Self {
+        self.max_request_head_bytes = bytes;
+        self
+    }
+
+    /// How long a draining connection lets its requests finish. Default 10 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Binds `address` (UDP) and starts the endpoint; must be called within a tokio
+    /// runtime.
+    ///
+    /// # Errors
+    /// [`H3Error::NoRuntime`] outside a tokio runtime, [`H3Error::Alpn`] or
+    /// [`H3Error::CipherSuite`] when the TLS config does not suit HTTP/3,
+    /// [`H3Error::Bind`] when the socket cannot be bound.
+    pub fn bind(self, address: SocketAddr) -> Result<H3Listener, H3Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(H3Error::NoRuntime);
+        }
+        let crypto = tls::quic_crypto(self.tls)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(quinn::VarInt::from_u32(self.max_concurrent_streams))
+            // The client's control and QPACK streams, and a few spare ones.
+            .max_concurrent_uni_streams(quinn::VarInt::from_u32(8))
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(self.idle_timeout)
+                    .unwrap_or_else(|_| quinn::VarInt::MAX.into()),
+            ));
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(transport));
+        let mut endpoint_config = self.endpoint.unwrap_or_default();
+        if let Some(generator) = self.cid_generator {
+            endpoint_config.cid_generator(generator.into_quinn_factory());
+        }
+        let bind_err = |source| H3Error::Bind {
+            addr: address,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(address).map_err(bind_err)?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
+        let local = endpoint.local_addr().map_err(bind_err)?;
+        Ok(H3Listener {
+            endpoint,
+            local,
+            name: self.name,
+            max_request_head_bytes: self.max_request_head_bytes,
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! Helpers of the HTTP/3 tests: a test certificate, an HTTP/3 client (the h3
+//! crate's, over h3-quinn), a listener run in the background, and the request stack
+//! of a proxy: proxy-core's router and proxy to one upstream.
+
+// Test helpers: a failed setup should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+
+use std::{future::poll_fn, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Request, Response};
+use proxy_core::{
+    cluster::Cluster,
+    config::{RouteConfig, VirtualHostConfig},
+    proxy::Proxy,
+    router::RouteTable,
+    snapshot::Routing,
+    BoxError, BoxHttp,
+};
+use proxy_quic::h3::{H3Listener, H3ListenerBuilder};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tower::ServiceExt;
+
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A self-signed certificate for `localhost`, as PEM, and a client config that
+/// trusts it.
+pub struct Tls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub client: quinn::ClientConfig,
+}
+
+impl Tls {
+    pub fn new() -> Self {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                cert.cert.der().to_vec(),
+            ))
+            .unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client.alpn_protocols = vec![b"h3".to_vec()];
+        let client = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(client).unwrap(),
+        ));
+        Self {
+            cert_pem: cert.cert.pem(),
+            key_pem: cert.key_pair.serialize_pem(),
+            client,
+        }
+    }
+
+    /// The server's rustls config, made by the crate's helper.
+    pub fn server(&self) -> rustls::ServerConfig {
+        proxy_quic::h3::server_config(self.cert_pem.as_bytes(), self.key_pem.as_bytes()).unwrap()
+    }
+}
+
+/// A listener serving in the background until [`Running::stop`].
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    pub fn start(builder: H3ListenerBuilder, stack: BoxHttp) -> Self {
+        let listener: H3Listener = builder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(listener.serve(stack, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Starts the drain; the returned handle resolves when `serve` has returned.
+    pub fn stop(mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task
+    }
+}
+
+/// proxy-core's router and proxy: every request to `upstream` (HTTP/1.1), within
+/// five seconds; `x-forwarded-for` and `x-forwarded-proto` set.
+pub fn proxy_stack(upstream: SocketAddr) -> BoxHttp {
+    let cluster = Cluster::builder("app")
+        .endpoint(upstream)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let vhost = VirtualHostConfig::new("all", ["*"]).route(
+        RouteConfig::new("app")
+            .prefix("/")
+            .named("app")
+            .timeout(Duration::from_secs(5)),
+    );
+    let routes = RouteTable::build("", &[vhost], &|c| c == "app").unwrap();
+    let proxy = Proxy::from_routing(Routing::new(routes, [cluster]));
+    BoxHttp::new(proxy.map_err(|never| -> BoxError { match never {} }))
+}
+
+/// An HTTP/3 client connection: the h3 crate's client over h3-quinn.
+pub struct Client {
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    pub send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    driver: JoinHandle<()>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, config: quinn::ClientConfig) -> Self {
+        Self::connect_from(
+            quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap(),
+            addr,
+            config,
+        )
+        .await
+    }
+
+    pub async fn connect_from(
+        mut endpoint: quinn::Endpoint,
+        addr: SocketAddr,
+        config: quinn::ClientConfig,
+    ) -> Self {
+        endpoint.set_default_client_config(config);
+        let conn = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
+            .await
+            .unwrap();
+        let driver = tokio::spawn(async move {
+            let _ = poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        Self {
+            endpoint,
+            conn,
+            send,
+            driver,
+        }
+    }
+
+    /// Sends `req` with `chunks` as its body (each a DATA frame) and reads the whole
+    /// answer.
+    pub async fn request(
+        &mut self,
+        req: Request<()>,
+        chunks: &[&'static str],
+    ) -> Result<Answer, BoxError> {
+        let mut stream = self.send.send_request(req).await?;
+        for c in chunks {
+            stream.send_data(Bytes::from_static(c.as_bytes())).await?;
+        }
+        stream.finish().await?;
+        let head = stream.recv_response().await?;
+        let mut body = BytesMut::new();
+        while let Some(mut chunk) = stream.recv_data().await? {
+            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        let trailers = stream.recv_trailers().await?;
+        Ok(Answer {
+            head,
+            body: body.freeze(),
+            trailers,
+        })
+    }
+
+    pub async fn get(&mut self, addr: SocketAddr, path: &str) -> Result<Answer, BoxError> {
+        self.request(request("GET", addr, path), &[]).await
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// A request for `https://localhost:PORT{path}`.
+pub fn request(method: &str, addr: SocketAddr, path: &str) -> Request<()> {
+    Request::builder()
+        .method(method)
+        .uri(format!("https://localhost:{}{path}", addr.port()))
+        .body(())
+        .unwrap()
+}
+
+/// A whole answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub head: Response<()>,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+impl Answer {
+    pub fn status(&self) -> u16 {
+        self.head.status().as_u16()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+}
