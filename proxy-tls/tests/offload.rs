@@ -1,7 +1,8 @@
 //! Private-key offload through the termination layer: handshakes run their signing
 //! step on the engines, a failed engine is routed around, all engines failed still
-//! serves (blocking pool), and the per-engine metrics reach admin
-//! `/stats/prometheus`.
+//! serves (blocking pool), the per-engine metrics reach admin
+//! `/stats/prometheus`, and an engine's `thread_priority` from YAML is what its
+//! threads run at.
 
 #![allow(clippy::unwrap_used)]
 
@@ -141,4 +142,43 @@ async fn handshakes_sign_on_the_engines_and_route_around_a_failed_one() {
     })
     .await
     .unwrap();
+}
+
+/// Nice value (field 19) and scheduling policy (field 41) of the calling thread.
+fn nice_and_policy() -> Option<(i64, i64)> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.get(16)?.parse().ok()?, fields.get(38)?.parse().ok()?))
+}
+
+#[tokio::test]
+async fn the_yaml_thread_priority_reaches_the_engine_threads() {
+    if nice_and_policy().is_none() {
+        eprintln!("SKIPPED: no /proc/thread-self on this system");
+        return;
+    }
+    let cfg: proxy_tls::TerminationConfig = proxy_core::config::from_yaml(
+        "certificates: [{secret: s}]\n\
+         offload: {engines: [{name: nice12, thread_priority: {nice: 12}}, {name: idle, thread_priority: idle}, {name: default}]}",
+    )
+    .unwrap();
+    let runtime = proxy_tls::TlsRuntime::default();
+    let dispatcher = runtime.dispatcher(cfg.offload.as_ref().unwrap()).unwrap();
+    let seen = |i: usize| {
+        let engine = dispatcher.engines()[i].clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job = proxy_tls::offload::OffloadJob::new(move || {
+            let _ = tx.send(nice_and_policy());
+        });
+        assert!(engine.submit(job).is_ok());
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    };
+    assert_eq!(seen(0), Some((12, 0)), "{{nice: 12}}");
+    assert_eq!(
+        seen(1).map(|(_, policy)| policy),
+        Some(5),
+        "idle: SCHED_IDLE"
+    );
+    assert_eq!(seen(2), Some((19, 0)), "the default: nice 19");
 }
