@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::config::{ForwarderConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS};
-use super::flows::{Clock, FlowTable, Full};
+use super::flows::{Clock, FlowTable};
 use super::packet::parse;
 use super::stats::ForwarderStats;
 use super::table::Routes;
@@ -273,9 +273,8 @@ fn forward(
         Some(flow) => flow,
         None => {
             if let Err(full) = flows.admit(client) {
-                if full == Full::Total {
-                    warn!(%client, "quic-lb flow table full");
-                }
+                // Per packet of a flood: a debug line, the counter for operators.
+                debug!(%client, ?full, "quic-lb flow refused");
                 return stats.flow_limit();
             }
             let clock = Arc::new(Clock::new(now));
