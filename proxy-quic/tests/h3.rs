@@ -267,12 +267,57 @@ async fn shutdown_sends_goaway_and_lets_requests_finish() {
         // The connection is gone and no new one is accepted.
         assert!(client.get(addr, "/late").await.is_err());
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let mut cfg = tls.client.clone();
-        let mut transport = quinn::TransportConfig::default();
-        transport.max_idle_timeout(Some(Duration::from_millis(500).try_into().unwrap()));
-        cfg.transport_config(Arc::new(transport));
-        let connecting = endpoint.connect_with(cfg, addr, "localhost").unwrap();
-        assert!(connecting.await.is_err());
+        let connecting = endpoint
+            .connect_with(tls.client.clone(), addr, "localhost")
+            .unwrap();
+        let connected = tokio::time::timeout(Duration::from_secs(1), connecting).await;
+        assert!(
+            !matches!(connected, Ok(Ok(_))),
+            "a connection after shutdown"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_is_bounded_and_refuses_new_requests() {
+    with_timeout(TEST_TIMEOUT, async {
+        let up = Upstream::echo("e");
+        let tls = Tls::new();
+        let builder =
+            H3Listener::builder("h3", tls.server()).drain_timeout(Duration::from_millis(300));
+        let server = Running::start(builder, proxy_stack(up.addr));
+        let addr = server.addr;
+        let mut client = Client::connect(addr, tls.client.clone()).await;
+        // A request that would take longer than the drain allows.
+        let mut stuck = request("GET", addr, "/stuck");
+        stuck
+            .headers_mut()
+            .insert("x-echo-delay-ms", "4000".parse().unwrap());
+        let mut send = client.send.clone();
+        let in_flight = tokio::spawn(async move {
+            let mut stream = send.send_request(stuck).await?;
+            stream.finish().await?;
+            stream.recv_response().await?;
+            Ok::<_, BoxError>(())
+        });
+        assert!(proxy_test_support::eventually(Duration::from_secs(5), || up.hits() == 1).await);
+        let started_at = tokio::time::Instant::now();
+        let served = server.stop();
+        // After the GOAWAY, a new request on the connection is refused.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(client.get(addr, "/after-goaway").await.is_err());
+        served.await.unwrap();
+        assert!(
+            started_at.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started_at.elapsed()
+        );
+        assert!(
+            in_flight.await.unwrap().is_err(),
+            "the stuck request was answered"
+        );
+        assert_eq!(up.hits(), 1);
     })
     .await;
 }
