@@ -11,7 +11,9 @@ use proxy_core::{config::Config, DisplayChain, Server, ServerError};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{delta::DeltaState, state::AdsState, ApiType, Refusal, StreamError, XdsConfig};
+use crate::{
+    delta::DeltaState, state::AdsState, ApiType, Refusal, SecretSink, StreamError, XdsConfig,
+};
 
 #[path = "client_delta.rs"]
 mod delta;
@@ -32,6 +34,8 @@ pub struct XdsStatus {
     pub listener_version: String,
     /// The accepted RDS version (empty until the first).
     pub route_version: String,
+    /// The accepted SDS version (empty until the first).
+    pub secret_version: String,
     /// Configs applied to the server so far.
     pub applied: u64,
     /// The error detail of the last NACK.
@@ -68,6 +72,7 @@ pub struct XdsClient {
     config: XdsConfig,
     base: Arc<Config>,
     status: watch::Sender<XdsStatus>,
+    secrets: Option<Arc<dyn SecretSink>>,
 }
 
 impl XdsClient {
@@ -78,7 +83,17 @@ impl XdsClient {
             config,
             base: Arc::new(base),
             status: watch::channel(XdsStatus::default()).0,
+            secrets: None,
         }
+    }
+
+    /// Sends the secrets of SDS ([`XdsConfig::secrets`]) to `sink`, before their
+    /// ACK; a secret the sink refuses is NACKed. Without a sink, secrets that
+    /// arrive are NACKed.
+    #[must_use]
+    pub fn with_secrets(mut self, sink: Arc<dyn SecretSink>) -> Self {
+        self.secrets = Some(sink);
+        self
     }
 
     /// The config to start the server with: `base`, with an empty cluster for each
@@ -100,8 +115,12 @@ impl XdsClient {
     /// says. Spawn it on the runtime of your choice.
     pub async fn run(self, server: Server) {
         let mut session = match self.config.api_type {
-            ApiType::Delta => Session::Delta(DeltaState::new(self.config.listeners)),
-            _ => Session::Sotw(AdsState::new(self.config.listeners)),
+            ApiType::Delta => Session::Delta(
+                DeltaState::new(self.config.listeners).with_secrets(&self.config.secrets),
+            ),
+            _ => Session::Sotw(
+                AdsState::new(self.config.listeners).with_secrets(&self.config.secrets),
+            ),
         };
         let mut backoff = self.config.backoff.initial;
         let mut last_applied: Option<Config> = None;
@@ -218,7 +237,7 @@ impl XdsClient {
         let outcome = match state.prepare(resp, &self.base) {
             Err(refusal) => Err(refusal),
             Ok(next) => self
-                .apply_config(next.config(&self.base), server, last_applied)
+                .commit(state, &next, server, last_applied)
                 .await
                 .map(|()| next),
         };
@@ -235,6 +254,25 @@ impl XdsClient {
                 vec![state.reject(resp, &refusal)]
             }
         }
+    }
+
+    /// Makes `next` live: its secrets to the sink when they changed, then its
+    /// config to the server.
+    async fn commit(
+        &self,
+        before: &AdsState,
+        next: &AdsState,
+        server: &Server,
+        last_applied: &mut Option<Config>,
+    ) -> Result<(), Refusal> {
+        if next.secrets != before.secrets {
+            let sink = self.secrets.as_ref().ok_or_else(|| {
+                Refusal::new("", "", "secrets are not accepted: no secret sink is set")
+            })?;
+            sink.apply(&next.secrets)?;
+        }
+        self.apply_config(next.config(&self.base), server, last_applied)
+            .await
     }
 
     /// Applies `config` to `server` unless it is the config applied last.
@@ -260,6 +298,7 @@ impl XdsClient {
             s.endpoint_version.clone_from(&state.eds.version);
             s.listener_version.clone_from(&state.lds.version);
             s.route_version.clone_from(&state.rds.version);
+            s.secret_version.clone_from(&state.sds.version);
         });
     }
 

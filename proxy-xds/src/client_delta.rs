@@ -52,7 +52,7 @@ impl XdsClient {
         let outcome = match state.prepare(resp, &self.base) {
             Err(refusal) => Err(refusal),
             Ok(next) => self
-                .apply_config(next.ads.config(&self.base), server, last_applied)
+                .commit(&state.ads, &next.ads, server, last_applied)
                 .await
                 .map(|()| next),
         };

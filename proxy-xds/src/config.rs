@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 /// max_message_bytes: 16MiB
 /// listeners: true                     # also LDS and RDS (off when absent)
 /// api_type: delta                     # incremental xDS (sotw when absent)
+/// secrets: [workload-cert, mesh-ca]   # SDS (none when absent)
 /// ```
 ///
 /// Plain-text HTTP/2 only for now: TLS to the control plane is not supported yet.
@@ -76,6 +77,12 @@ pub struct XdsConfig {
     /// what changed and what was removed). `sotw` when absent.
     #[serde(default, skip_serializing_if = "ApiType::is_sotw")]
     pub api_type: ApiType,
+    /// Secrets to ask for over SDS, by name: those the TLS sections name
+    /// (`certificates: [{secret: NAME}]`, `roots: {secret: NAME}`). None when absent.
+    /// They reach the TLS layer through the client's
+    /// [`SecretSink`](crate::SecretSink).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// The variant of the ADS protocol ([`XdsConfig::api_type`]), a snake_case string.
@@ -195,6 +202,7 @@ impl XdsConfig {
             max_message_bytes: default_max_message(),
             listeners: false,
             api_type: ApiType::Sotw,
+            secrets: Vec::new(),
         }
     }
 
@@ -263,6 +271,21 @@ impl XdsConfig {
                 "backoff.max",
                 "must not be less than backoff.initial",
             ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, name) in self.secrets.iter().enumerate() {
+            if name.is_empty() {
+                return Err(ConfigError::new(
+                    format!("secrets[{i}]"),
+                    "must not be empty",
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(ConfigError::new(
+                    format!("secrets[{i}]"),
+                    format!("{name:?} is listed twice"),
+                ));
+            }
         }
         for (k, v) in &self.node.metadata {
             if let Err(e) = to_value(v) {
@@ -355,6 +378,10 @@ mod tests {
             (
                 "servers: [\"a:1\"]\nnode: {id: n1}\napi_type: incremental",
                 "api_type",
+            ),
+            (
+                "servers: [\"a:1\"]\nnode: {id: n1}\nsecrets: [a, a]",
+                "secrets[1]",
             ),
         ] {
             let e = XdsConfig::from_yaml(yaml).unwrap_err();

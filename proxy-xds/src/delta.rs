@@ -16,6 +16,7 @@ use envoy_types::pb::{
             cluster::v3::Cluster, core::v3::Node, endpoint::v3::ClusterLoadAssignment,
             listener::v3::Listener, route::v3::RouteConfiguration,
         },
+        extensions::transport_sockets::tls::v3::Secret,
         service::discovery::v3::{
             DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryResponse, Resource,
         },
@@ -25,7 +26,7 @@ use envoy_types::pb::{
 use proxy_core::config::Config;
 
 use crate::{
-    resources::{self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE},
+    resources::{self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE},
     state::{AdsState, INVALID_ARGUMENT},
     Refusal,
 };
@@ -57,6 +58,12 @@ impl DeltaState {
         }
     }
 
+    /// Asks for the secrets `names` too (SDS).
+    pub(crate) fn with_secrets(mut self, names: &[String]) -> Self {
+        self.ads = self.ads.with_secrets(names);
+        self
+    }
+
     /// The version of each held resource of `type_url`, as sent in
     /// `initial_resource_versions`.
     pub(crate) fn versions(&self, type_url: &str) -> BTreeMap<String, String> {
@@ -85,6 +92,9 @@ impl DeltaState {
                 out.push(self.opening(ROUTE_TYPE, &self.ads.rds_names));
             }
         }
+        if !self.ads.sds_names.is_empty() {
+            out.push(self.opening(SECRET_TYPE, &self.ads.sds_names));
+        }
         if let Some(first) = out.first_mut() {
             first.node = Some(node);
         }
@@ -109,6 +119,7 @@ impl DeltaState {
             ENDPOINT_TYPE => Some(ENDPOINT_TYPE),
             LISTENER_TYPE if self.ads.lds_enabled => Some(LISTENER_TYPE),
             ROUTE_TYPE if self.ads.lds_enabled => Some(ROUTE_TYPE),
+            SECRET_TYPE if !self.ads.sds_names.is_empty() => Some(SECRET_TYPE),
             _ => None,
         }
     }
@@ -119,6 +130,7 @@ impl DeltaState {
         match type_url {
             ENDPOINT_TYPE => self.ads.eds_names.contains(name),
             ROUTE_TYPE => self.ads.rds_names.contains(name),
+            SECRET_TYPE => self.ads.sds_names.contains(name),
             _ => true,
         }
     }
@@ -135,11 +147,7 @@ impl DeltaState {
         base: &Config,
     ) -> Result<Self, Refusal> {
         let Some(type_url) = self.subscribed(&resp.type_url) else {
-            let which = if self.ads.lds_enabled {
-                "CDS, EDS, LDS and RDS are"
-            } else {
-                "CDS and EDS are"
-            };
+            let which = self.ads.subscribed_types();
             return Err(Refusal::new(
                 "",
                 "type_url",
@@ -195,6 +203,7 @@ impl DeltaState {
         match type_url {
             ENDPOINT_TYPE => next.ads.endpoints.retain(|n, _| held.contains_key(n)),
             ROUTE_TYPE => next.ads.routes.retain(|n, _| held.contains_key(n)),
+            SECRET_TYPE => next.ads.secrets.retain(|n, _| held.contains_key(n)),
             CLUSTER_TYPE => {
                 let names = &next.ads.eds_names;
                 if let Some(eds) = next.held.get_mut(ENDPOINT_TYPE) {
@@ -202,6 +211,7 @@ impl DeltaState {
                 }
             }
             _ => {
+                // LISTENER_TYPE, the only other type subscribed.
                 let names = &next.ads.rds_names;
                 if let Some(rds) = next.held.get_mut(ROUTE_TYPE) {
                     rds.retain(|n, _| names.contains(n));
@@ -324,6 +334,7 @@ fn own_name(any: &Any, type_url: &str, at: &str) -> Result<String, Refusal> {
             resources::decode::<ClusterLoadAssignment>(any, type_url, at)?.cluster_name
         }
         LISTENER_TYPE => resources::decode::<Listener>(any, type_url, at)?.name,
+        SECRET_TYPE => resources::decode::<Secret>(any, type_url, at)?.name,
         _ => resources::decode::<RouteConfiguration>(any, type_url, at)?.name,
     })
 }

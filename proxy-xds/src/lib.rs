@@ -5,10 +5,12 @@ mod config;
 mod delta;
 mod error;
 pub mod resources;
+mod secrets;
 mod state;
 mod thread;
 
 pub use client::{XdsClient, XdsStatus};
 pub use config::{ApiType, BackoffConfig, LocalityConfig, NodeConfig, XdsConfig};
 pub use error::{Refusal, StreamError};
+pub use secrets::{SecretSink, TlsSecrets};
 pub use thread::XdsThread;

@@ -16,12 +16,14 @@ use proxy_core::config::{ClusterConfig, Config, EndpointConfig};
 
 use crate::{
     resources::{self, XdsCluster, XdsListener, XdsRoutes, CLUSTER_TYPE, ENDPOINT_TYPE},
-    resources::{LISTENER_TYPE, ROUTE_TYPE},
+    resources::{XdsSecret, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE},
     Refusal,
 };
 
 #[path = "state_lds.rs"]
 mod lds;
+#[path = "state_sds.rs"]
+mod sds;
 
 pub(crate) use lds::ResolvedListener;
 
@@ -61,6 +63,11 @@ pub(crate) struct AdsState {
     /// The listeners of the applied config, by name: a listener whose new routes
     /// have not arrived yet keeps serving with these (Envoy's warming).
     pub(crate) active: BTreeMap<String, ResolvedListener>,
+    pub(crate) sds: Versions,
+    /// The SDS secret names asked for (none: no SDS).
+    pub(crate) sds_names: BTreeSet<String>,
+    /// Accepted secrets by name (only subscribed names are kept).
+    pub(crate) secrets: BTreeMap<String, XdsSecret>,
 }
 
 impl AdsState {
@@ -81,6 +88,7 @@ impl AdsState {
         self.eds.nonce.clear();
         self.lds.nonce.clear();
         self.rds.nonce.clear();
+        self.sds.nonce.clear();
         let mut out = vec![self.cds_request()];
         if !self.eds_names.is_empty() {
             out.push(self.eds_request());
@@ -90,6 +98,9 @@ impl AdsState {
             if !self.rds_names.is_empty() {
                 out.push(self.rds_request());
             }
+        }
+        if !self.sds_names.is_empty() {
+            out.push(self.sds_request());
         }
         if let Some(first) = out.first_mut() {
             first.node = Some(node);
@@ -168,12 +179,11 @@ impl AdsState {
             ROUTE_TYPE if self.lds_enabled => {
                 next.prepare_routes(resp)?;
             }
+            SECRET_TYPE if !self.sds_names.is_empty() => {
+                next.prepare_secrets(resp)?;
+            }
             other => {
-                let which = if self.lds_enabled {
-                    "CDS, EDS, LDS and RDS are"
-                } else {
-                    "CDS and EDS are"
-                };
+                let which = self.subscribed_types();
                 return Err(Refusal::new(
                     "",
                     "type_url",
@@ -206,6 +216,7 @@ impl AdsState {
                 out.push(self.lds_request());
             }
             ROUTE_TYPE => out.push(self.rds_request()),
+            SECRET_TYPE => out.push(self.sds_request()),
             _ => out.push(self.eds_request()),
         }
         out
@@ -241,6 +252,10 @@ impl AdsState {
             ROUTE_TYPE if self.lds_enabled => {
                 self.rds.nonce.clone_from(&resp.nonce);
                 self.rds_request()
+            }
+            SECRET_TYPE if !self.sds_names.is_empty() => {
+                self.sds.nonce.clone_from(&resp.nonce);
+                self.sds_request()
             }
             other => DiscoveryRequest {
                 type_url: other.to_owned(),

@@ -1,5 +1,6 @@
 //! Envoy resources into the proxy's config model: [`cluster`] (CDS),
-//! [`load_assignment`] (EDS), [`listener`] (LDS) and [`route_configuration`] (RDS).
+//! [`load_assignment`] (EDS), [`listener`] (LDS) and [`route_configuration`] (RDS);
+//! and [`secret`] (SDS) into PEM material for the TLS layer.
 //! Each translation either maps every field that changes behaviour or refuses the
 //! resource with a [`Refusal`] naming the field.
 
@@ -12,6 +13,7 @@ mod hcm;
 mod listener;
 mod matchers;
 mod route;
+mod secret;
 
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ pub use endpoint::load_assignment;
 pub use hcm::{RouteSource, HCM_NAME, HCM_TYPE, ROUTER_NAME, ROUTER_TYPE};
 pub use listener::{listener, XdsListener};
 pub use route::{route_configuration, XdsRoutes, WEIGHTED_CLUSTERS_FILTER};
+pub use secret::{secret, XdsSecret};
 
 use crate::Refusal;
 
@@ -35,6 +38,9 @@ pub const ENDPOINT_TYPE: &str =
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// The type URL of `envoy.config.route.v3.RouteConfiguration` (RDS).
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// The type URL of `envoy.extensions.transport_sockets.tls.v3.Secret` (SDS).
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 /// The type URL of the `envoy.service.discovery.v3.Resource` wrapper.
 const RESOURCE_WRAPPER: &str = "type.googleapis.com/envoy.service.discovery.v3.Resource";
 
