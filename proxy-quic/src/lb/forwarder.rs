@@ -14,7 +14,7 @@ use socket2::{SockAddr, SockRef};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, debug_span, info, warn, Instrument};
 
 use super::config::{ForwarderConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS};
 use super::flows::{Clock, FlowTable};
@@ -109,11 +109,12 @@ impl ForwarderBuilder {
     }
 
     /// Starts forwarding on a socket already bound (for example one handed over by a
-    /// hot upgrade). It must be in non-blocking mode.
+    /// hot upgrade); it is put in non-blocking mode.
     ///
     /// # Errors
     /// When the socket cannot be registered with the runtime.
     pub fn from_std(self, socket: StdUdpSocket) -> io::Result<Forwarder> {
+        socket.set_nonblocking(true)?;
         self.start(UdpSocket::from_std(socket)?)
     }
 
@@ -165,6 +166,45 @@ impl TryFrom<&ForwarderConfig> for ForwarderBuilder {
 /// ([`Routes::route`]): by the server ID in its destination connection ID, else by
 /// the 4-tuple's Maglev hash. It leaves through its flow's socket; what a server
 /// sends to that socket goes back to the client from the forwarder's address.
+///
+/// # Example
+/// ```
+/// use proxy_quic::{CidFormat, ConfigId, Decoder, Nonce, ServerId};
+/// use proxy_quic::lb::{ForwarderBuilder, Routes};
+/// use tokio::net::UdpSocket;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let format = CidFormat::new(ConfigId::new(0).unwrap(), 2, 6, None, false).unwrap();
+/// let mut decoder = Decoder::new();
+/// decoder.insert(format.clone());
+/// let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// let sid = ServerId::from_hex("0a01").unwrap();
+/// let routes = Routes::new(decoder.clone(), [(sid, server.local_addr().unwrap())]).unwrap();
+/// let lb = ForwarderBuilder::new(routes).bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+///
+/// // A 1-RTT packet whose connection ID carries the server's ID.
+/// let cid = format.encode(&sid, &Nonce::new(&[1; 6]).unwrap(), 0).unwrap();
+/// let mut packet = vec![0x40];
+/// packet.extend_from_slice(cid.as_bytes());
+/// packet.resize(64, 0);
+/// let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// client.send_to(&packet, lb.local_addr()).await.unwrap();
+///
+/// // The server gets it from the client's flow socket, and its answer comes back to
+/// // the client from the forwarder's address.
+/// let mut buf = [0u8; 2048];
+/// let (n, flow) = server.recv_from(&mut buf).await.unwrap();
+/// assert_eq!(&buf[..n], &packet[..]);
+/// server.send_to(b"answer", flow).await.unwrap();
+/// let (n, from) = client.recv_from(&mut buf).await.unwrap();
+/// assert_eq!((&buf[..n], from), (&b"answer"[..], lb.local_addr()));
+/// assert_eq!(lb.stats().snapshot().routed_by_cid, 1);
+///
+/// // Servers change: swap in new routes.
+/// let other = ServerId::from_hex("0a02").unwrap();
+/// lb.update(Routes::new(decoder, [(sid, flow), (other, flow)]).unwrap());
+/// assert_eq!(lb.routes().servers().count(), 2);
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Forwarder {
     local_addr: SocketAddr,
@@ -311,13 +351,17 @@ fn open_flow(
     std_socket.set_nonblocking(true)?;
     let socket = Arc::new(UdpSocket::from_std(std_socket)?);
     debug!(%client, flow = ?socket.local_addr().ok(), "quic-lb flow opened");
-    let replies = tokio::spawn(reply_loop(
-        socket.clone(),
-        front.clone(),
-        client,
-        shared.clone(),
-        clock.clone(),
-    ));
+    let span = debug_span!("quic_lb_flow", %client);
+    let replies = tokio::spawn(
+        reply_loop(
+            socket.clone(),
+            front.clone(),
+            client,
+            shared.clone(),
+            clock.clone(),
+        )
+        .instrument(span),
+    );
     Ok(Flow { socket, replies })
 }
 
