@@ -20,13 +20,13 @@ use crate::{
 /// sender is gone (the server finished draining), then (version 3) the counters
 /// `counters` reads then, and `end`. When the new process stops taking them, the
 /// rest are closed (write side shut first) and the server, whose sends then fail,
-/// closes the others itself as in a drain. Returns how many went over.
+/// closes the others itself as in a drain. Returns what went over.
 pub(crate) fn forward(
     conn: &Conn,
     connections: mpsc::Receiver<HandedOffConnection>,
     counters: &dyn Fn() -> Vec<(String, u64)>,
-) -> u32 {
-    let mut count = 0u32;
+) -> Forwarded {
+    let mut sent = Forwarded::default();
     for c in connections.iter() {
         let HandedOffConnection {
             listener,
@@ -38,6 +38,7 @@ pub(crate) fn forward(
             .peer_addr()
             .ok()
             .and_then(|a| a.as_socket());
+        let counts = (protocol.is_some(), !unread.is_empty());
         let record = ConnectionRecord {
             listener,
             peer,
@@ -47,14 +48,18 @@ pub(crate) fn forward(
         // The socket is closed here once sent: the new process holds it then, and
         // this process never touched it since the server handed it out.
         match conn.send(&Message::Connection(record), &[socket.as_fd()]) {
-            Ok(()) => count += 1,
+            Ok(()) => {
+                sent.connections += 1;
+                sent.protocol += u32::from(counts.0);
+                sent.with_unread += u32::from(counts.1);
+            }
             Err(error) => {
-                tracing::warn!(error = %proxy_core::DisplayChain(&error), handed = count, "the new process takes no more connections; closing the rest");
+                tracing::warn!(error = %proxy_core::DisplayChain(&error), handed = sent.connections, "the new process takes no more connections; closing the rest");
                 close(socket);
                 for c in connections.try_iter() {
                     close(c.socket);
                 }
-                return count;
+                return sent;
             }
         }
     }
@@ -62,10 +67,22 @@ pub(crate) fn forward(
     if let Err(error) = send_counters(conn, &counters()) {
         tracing::debug!(%error, "the new process did not take the final counters");
     }
+    let count = sent.connections;
     if let Err(error) = conn.send(&Message::End { count }, &[]) {
         tracing::debug!(%error, "the new process did not wait for the end");
     }
-    count
+    sent
+}
+
+/// What [`forward`] handed over.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Forwarded {
+    /// Connections.
+    pub(crate) connections: u32,
+    /// Of which served by a protocol plug-in (Bolt, Dubbo).
+    pub(crate) protocol: u32,
+    /// Of which carrying bytes read and not parsed (part of a head or a frame).
+    pub(crate) with_unread: u32,
 }
 
 /// Sends `counters` in as many `metrics` messages as they need (version 3; nothing

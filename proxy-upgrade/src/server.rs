@@ -148,8 +148,8 @@ impl UpgradeServer {
                             state.stop.store(true, Ordering::Release);
                             if let Some((conn, rx)) = connections {
                                 let counters = || source.counter_values();
-                                let count = handover::forward(&conn, rx, &counters);
-                                tracing::info!(pid, connections = count, "handed the idle connections over");
+                                let sent = handover::forward(&conn, rx, &counters);
+                                tracing::info!(pid, connections = sent.connections, protocol = sent.protocol, with_unread = sent.with_unread, "handed the idle connections over");
                             }
                         }
                         Err(error) => {

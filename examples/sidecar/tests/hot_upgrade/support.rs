@@ -165,9 +165,15 @@ pub(crate) async fn exchange(s: &mut TcpStream, close: bool) -> Exchange {
 
 /// How many connections the old process's log says it handed over.
 pub(crate) fn handed_connections(logs: &str) -> u64 {
+    handed(logs, "connections")
+}
+
+/// A count of the old process's hand-over log line: `connections`, `protocol` (of
+/// them, Bolt or Dubbo) or `with_unread` (of them, with bytes read and not parsed).
+pub(crate) fn handed(logs: &str, field: &str) -> u64 {
     logs.lines()
         .find(|l| l.contains("handed the idle connections over"))
-        .and_then(|l| l.split("connections=").nth(1))
+        .and_then(|l| l.split(&format!(" {field}=")).nth(1))
         .and_then(|n| n.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)

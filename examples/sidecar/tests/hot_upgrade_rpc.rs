@@ -1,0 +1,182 @@
+//! Hot upgrade with live Bolt connections (protocol version 3): multiplexed Bolt
+//! clients keep calls in flight through several consecutive upgrades of the sidecar,
+//! against an upstream that answers each call after a delay, so that calls are in
+//! flight at every hand-off. Each old process stops reading a connection at its
+//! moment, writes every answer it owes, then hands the socket over with the bytes it
+//! had not parsed (frames are written in two parts, so some are split across the
+//! hand-off; heartbeats go too). No call fails, no answer is lost or comes twice, no
+//! connection is reset or closed, and no client connects again.
+//!
+//! The counters go on: the codec's request counter of the last process counts every
+//! call of every process. A new process started with a bad config changes nothing:
+//! the old one keeps every connection and the next upgrade works.
+
+#[path = "hot_upgrade/bolt.rs"]
+mod bolt;
+mod common;
+// The HTTP/1.1 exchanges of the helpers are not used here.
+#[allow(dead_code)]
+#[path = "hot_upgrade/support.rs"]
+mod support;
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use bolt::*;
+use common::*;
+use proxy_test_support::{temp::TempDir, with_timeout};
+use support::*;
+
+/// Bolt clients, one connection each.
+const CLIENTS: u32 = 8;
+/// How long the upstream takes to answer a call.
+const UPSTREAM_DELAY: Duration = Duration::from_millis(150);
+/// A call per client this often (after its two writes 5 ms apart): about 10 calls
+/// in flight per connection, and a third of the time half a frame in the socket.
+const PACE: Duration = Duration::from_millis(10);
+
+/// The codec's request counter on `admin`'s page.
+async fn bolt_requests(admin: std::net::SocketAddr) -> f64 {
+    let r = proxy_test_support::client::request(
+        admin,
+        http::Method::GET,
+        "/stats/prometheus",
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await
+    .expect("metrics");
+    metric_sum(
+        &String::from_utf8_lossy(&r.body),
+        &["proxy_codec_downstream_requests_total", "protocol=\"bolt\""],
+    )
+}
+
+/// Starts `name` with `--upgrade`, waits for `old` to exit 0 having handed its
+/// connections over, and for calls to flow on.
+async fn upgrade_rpc(
+    name: &'static str,
+    old: &mut Proc,
+    dir: &TempDir,
+    config: &std::path::PathBuf,
+    tally: &RpcTally,
+) -> Proc {
+    let new = Proc::start(
+        name,
+        dir,
+        config,
+        &["--upgrade", "--upgrade-window", "500ms"],
+    );
+    let status = old.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "{} exit status {status}\n{}",
+        old.name,
+        old.logs()
+    );
+    let logs = old.logs();
+    let (all, bolt) = (handed_connections(&logs), handed(&logs, "protocol"));
+    assert!(
+        all >= u64::from(CLIENTS) && bolt >= u64::from(CLIENTS),
+        "{all} connections ({bolt} Bolt) handed over by {}\n{logs}",
+        old.name,
+    );
+    tally
+        .split
+        .fetch_add(handed(&logs, "with_unread"), Ordering::Relaxed);
+    let before = tally.ok.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tally.ok.load(Ordering::Relaxed) < before + 100 {
+        assert!(
+            Instant::now() < deadline,
+            "no calls answered after the upgrade\n{}",
+            new.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    new
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt_connections_go_over_with_calls_in_flight_through_upgrades() {
+    with_timeout(Duration::from_secs(60), async {
+        let _heavy = heavy_test_lock().await;
+        let upstream = slow_upstream(UPSTREAM_DELAY).await;
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route("r", "/", "c", "")])
+            .cluster(format!("{{name: c, protocol: bolt, endpoints: [\"{upstream}\"]}}"));
+        cfg.top_extra = "runtime:\n  worker_threads: 2\n  drain_timeout: 5s\n".into();
+        let dir = TempDir::new("hot-upgrade-rpc");
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, cfg.yaml()).expect("config");
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, cfg.yaml().replace("cluster: c", "cluster: missing")).expect("bad");
+        let mut old = Proc::start("first", &dir, &config, &[]);
+        wait_ready(cfg.admin, &mut old).await;
+
+        let tally = Arc::new(RpcTally::default());
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| tokio::spawn(bolt_client(cfg.listen, i, PACE, tally.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(tally.ok.load(Ordering::Relaxed) > 0, "{:?}\n{}", tally.failures(), old.logs());
+
+        let started = Instant::now();
+        for (round, name) in ["second", "third", "fourth"].into_iter().enumerate() {
+            if round == 1 {
+                // A new process whose config fails: it exits, the old one keeps
+                // serving every connection it holds.
+                let mut failed = Proc::start("bad", &dir, &bad, &["--upgrade"]);
+                let status = failed.wait_exit(Duration::from_secs(10)).await;
+                assert!(!status.success(), "a bad config was accepted\n{}", failed.logs());
+                assert!(old.running(), "{} stopped\n{}", old.name, old.logs());
+                let before = tally.ok.load(Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                assert!(tally.ok.load(Ordering::Relaxed) > before + 50, "{}", old.logs());
+            }
+            // What the old process counted, before it goes.
+            let counted = bolt_requests(cfg.admin).await;
+            old = upgrade_rpc(name, &mut old, &dir, &config, &tally).await;
+            wait_ready(cfg.admin, &mut old).await;
+            let now = bolt_requests(cfg.admin).await;
+            assert!(now >= counted, "{name}: the request counter went from {counted} to {now}");
+        }
+        eprintln!("3 upgrades in {:?}", started.elapsed());
+
+        tally.stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.await.expect("client");
+        }
+        let failures = tally.failures();
+        let (sent, ok) = (tally.sent.load(Ordering::Relaxed), tally.ok.load(Ordering::Relaxed));
+        let connects = tally.connects.load(Ordering::Relaxed);
+        eprintln!(
+            "bolt through 3 upgrades: {sent} calls sent, {ok} answered, {} heartbeats, {} failures, \
+             {connects} connections opened by {CLIENTS} clients, {} handed over with bytes unread",
+            tally.heartbeats.load(Ordering::Relaxed),
+            failures.len(),
+            tally.split.load(Ordering::Relaxed),
+        );
+        assert!(failures.is_empty(), "failures: {failures:#?}\n{}", old.logs());
+        assert_eq!(ok, sent, "every call answered once");
+        assert_eq!(connects, u64::from(CLIENTS), "clients connected again");
+        assert!(tally.heartbeats.load(Ordering::Relaxed) > 0);
+        // Some connection went with part of a frame (or whole frames) unread, which
+        // the new process completed.
+        assert!(tally.split.load(Ordering::Relaxed) > 0, "no frame was split by a hand-off");
+        // Every call was read by one of the processes; the last one counts them all.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let counted = bolt_requests(cfg.admin).await;
+            if counted >= sent as f64 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the last process counts {counted} of {sent} calls");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(old);
+    })
+    .await;
+}
