@@ -18,6 +18,7 @@ use tracing::{debug, debug_span, info, warn, Instrument};
 
 use super::config::{ForwarderConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS};
 use super::flows::{Clock, FlowTable};
+use super::metrics::ForwarderMetrics;
 use super::packet::parse;
 use super::stats::ForwarderStats;
 use super::table::Routes;
@@ -31,7 +32,7 @@ pub const MAX_DATAGRAM: usize = 2048;
 #[derive(Debug)]
 struct Shared {
     routes: ArcSwap<Routes>,
-    stats: ForwarderStats,
+    stats: Arc<ForwarderStats>,
     started: Instant,
 }
 
@@ -122,7 +123,7 @@ impl ForwarderBuilder {
         let local_addr = socket.local_addr()?;
         let shared = Arc::new(Shared {
             routes: ArcSwap::from_pointee(self.routes),
-            stats: ForwarderStats::default(),
+            stats: Arc::default(),
             started: Instant::now(),
         });
         let idle_ms = u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -221,6 +222,12 @@ impl Forwarder {
     /// The counters.
     pub fn stats(&self) -> &ForwarderStats {
         &self.shared.stats
+    }
+
+    /// The counters in the Prometheus text format, labelled with this forwarder's
+    /// address, to register with the admin server's metrics.
+    pub fn metrics(&self) -> ForwarderMetrics {
+        ForwarderMetrics::new(self.local_addr.to_string(), self.shared.stats.clone())
     }
 
     /// The routes in use.

@@ -11,7 +11,7 @@
 //!   (stateless resets among them) return to the client from the forwarder's
 //!   address; flows expire when idle and are bounded in number.
 //! - [`ForwarderStats`]: packets routed by connection ID and by hash, per reason,
-//!   and every drop.
+//!   and every drop; [`ForwarderMetrics`] renders them for the admin page.
 //!
 //! # Example
 //! ```
@@ -31,12 +31,14 @@
 mod config;
 mod flows;
 mod forwarder;
+mod metrics;
 mod packet;
 mod stats;
 mod table;
 
 pub use config::{ForwarderConfig, ServerEntry, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS};
 pub use forwarder::{Forwarder, ForwarderBuilder, MAX_DATAGRAM};
+pub use metrics::ForwarderMetrics;
 pub use packet::{
     parse, Header, LongType, ParseError, MIN_INITIAL_DATAGRAM, MIN_SHORT_PACKET, VERSION_1,
     VERSION_2,
