@@ -23,7 +23,11 @@ fn decoder() -> &'static Decoder {
 
 fuzz_target!(|data: &[u8]| {
     let d = decoder();
-    if let Decoded::Routable { config_id, server_id } = d.decode(data) {
+    if let Decoded::Routable {
+        config_id,
+        server_id,
+    } = d.decode(data)
+    {
         let format = d.format(config_id).expect("a routable ID has a format");
         assert_eq!(server_id.len(), format.server_id_len());
     }
