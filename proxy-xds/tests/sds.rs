@@ -5,6 +5,8 @@
 //! field named, and the running certificate stays.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,7 +25,7 @@ use proxy_xds::{
     resources::{CLUSTER_TYPE, SECRET_TYPE},
     ApiType, BackoffConfig, TlsSecrets, XdsClient, XdsConfig,
 };
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use tls::{der, served};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -79,36 +81,6 @@ fn web_secret(cert: &Issued, key: &Issued) -> Secret {
     }
 }
 
-/// The leaf certificate the proxy's TLS listener presents on a full handshake.
-async fn served(proxy: &TestServer, pki: &Pki) -> CertificateDer<'static> {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&pki.ca_pem).expect("CA");
-    for c in proxy_tls::material::parse_certs(&pem, "ca").expect("CA parses") {
-        roots.add(c).expect("CA added");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(proxy.addr("tls"))
-        .await
-        .expect("connect");
-    let tls = connector
-        .connect(ServerName::try_from("a.test").expect("name"), tcp)
-        .await
-        .expect("handshake");
-    let leaf = tls.get_ref().1.peer_certificates().expect("certificates")[0].clone();
-    leaf.into_owned()
-}
-
-fn der(i: &Issued) -> CertificateDer<'static> {
-    CertificateDer::from_pem_slice(i.cert_pem.as_bytes()).expect("PEM")
-}
-
 #[tokio::test]
 async fn state_of_the_world_sds_rotates_the_certificate_and_nacks_a_mismatched_key() {
     with_timeout(LIMIT, async {
@@ -120,7 +92,7 @@ async fn state_of_the_world_sds_rotates_the_certificate_and_nacks_a_mismatched_k
         let up = Upstream::named("echo");
         let mut cp = ControlPlane::start().await;
         let (proxy, task) = proxy(&cp, ApiType::Sotw, &first, &up);
-        assert_eq!(served(&proxy, &pki).await, der(&first));
+        assert_eq!(served(proxy.addr("tls"), &pki).await, der(&first));
 
         let _ = cp.request_of(CLUSTER_TYPE).await;
         let sub = cp.request_of(SECRET_TYPE).await;
@@ -130,7 +102,7 @@ async fn state_of_the_world_sds_rotates_the_certificate_and_nacks_a_mismatched_k
         cp.push_acked(push("1", &web_secret(&second, &second)))
             .await;
         assert_eq!(
-            served(&proxy, &pki).await,
+            served(proxy.addr("tls"), &pki).await,
             der(&second),
             "rotated before the ACK"
         );
@@ -146,7 +118,7 @@ async fn state_of_the_world_sds_rotates_the_certificate_and_nacks_a_mismatched_k
             "{detail}"
         );
         assert_eq!(
-            served(&proxy, &pki).await,
+            served(proxy.addr("tls"), &pki).await,
             der(&second),
             "the NACKed secret changed nothing"
         );
@@ -182,7 +154,7 @@ async fn delta_sds_rotates_the_certificate_and_nacks_a_mismatched_key() {
             .push_delta_answered(push("1", &web_secret(&second, &second)))
             .await;
         assert!(ack.error_detail.is_none(), "{:?}", ack.error_detail);
-        assert_eq!(served(&proxy, &pki).await, der(&second));
+        assert_eq!(served(proxy.addr("tls"), &pki).await, der(&second));
 
         let nack = cp
             .push_delta_answered(push("2", &web_secret(&first, &second)))
@@ -194,7 +166,7 @@ async fn delta_sds_rotates_the_certificate_and_nacks_a_mismatched_key() {
             ),
             "{detail}"
         );
-        assert_eq!(served(&proxy, &pki).await, der(&second));
+        assert_eq!(served(proxy.addr("tls"), &pki).await, der(&second));
         task.abort();
     })
     .await;

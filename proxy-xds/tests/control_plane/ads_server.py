@@ -4,7 +4,8 @@
 An ADS server (envoy.service.discovery.v3.AggregatedDiscoveryService) on grpcio,
 with the Envoy protos of the `xds-protos` package: it serves both state of the world
 (StreamAggregatedResources) and delta (DeltaAggregatedResources) from one snapshot
-of clusters (CDS), endpoints (EDS), listeners (LDS) and route configurations (RDS).
+of clusters (CDS), endpoints (EDS), listeners (LDS), route configurations (RDS) and
+TLS certificates (SDS).
 
 The test drives it with one JSON command per line on stdin:
 
@@ -14,7 +15,8 @@ The test drives it with one JSON command per line on stdin:
    "listeners": [{"name": "web", "address": "127.0.0.1:9000", "rds": "web-routes"}],
    "routes": {"web-routes": [{"prefix": "/", "cluster": "a"},
                              {"prefix": "/", "weighted": [["a", 50], ["b", 50]]},
-                             {"regex": "/x[0-9]+", "cluster": "a"}]}}
+                             {"regex": "/x[0-9]+", "cluster": "a"}]},
+   "secrets": {"web": {"cert": "<PEM chain>", "key": "<PEM key>"}}}
       replaces the snapshot and pushes what changed on every open stream;
   {"op": "restart"}   ends every stream, stops the server and serves again on the
                       same port (a control plane restarted mid-run);
@@ -26,7 +28,7 @@ and reads one JSON event per line on stdout:
   {"event": "set", "version"}           a snapshot taken, before what it sends
   {"event": "pushed", "version"}        after the responses it sent to open streams
   {"event": "stream", "variant": "sotw" | "delta"}
-  {"event": "request", "variant", "type": "cds" | "eds" | "lds" | "rds", "node",
+  {"event": "request", "variant", "type": "cds" | "eds" | "lds" | "rds" | "sds", "node",
    "nonce", "version_info", "names", "subscribe", "unsubscribe", "initial_versions",
    "error", "kind": "request" | "ack" | "nack"}
   {"event": "sent", "variant", "type", "nonce", "version", "names", "removed"}
@@ -52,6 +54,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 PREFIX = "type.googleapis.com/"
@@ -60,9 +63,10 @@ TYPES = {
     "eds": PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment",
     "lds": PREFIX + "envoy.config.listener.v3.Listener",
     "rds": PREFIX + "envoy.config.route.v3.RouteConfiguration",
+    "sds": PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret",
 }
 SHORT = {url: short for short, url in TYPES.items()}
-ORDER = ["cds", "eds", "lds", "rds"]
+ORDER = ["cds", "eds", "lds", "rds", "sds"]
 WILDCARD = {"cds", "lds"}
 V3 = 2  # envoy.config.core.v3.ApiVersion.V3
 
@@ -136,6 +140,13 @@ def make_routes(name, routes):
     return rc
 
 
+def make_secret(name, spec):
+    secret = secret_pb2.Secret(name=name)
+    secret.tls_certificate.certificate_chain.inline_string = spec["cert"]
+    secret.tls_certificate.private_key.inline_string = spec["key"]
+    return secret
+
+
 class Snapshot:
     """The resources of one version, by type and name, packed as Any."""
 
@@ -151,6 +162,8 @@ class Snapshot:
             self.put("lds", spec["name"], make_listener(spec))
         for name, routes in command.get("routes", {}).items():
             self.put("rds", name, make_routes(name, routes))
+        for name, spec in command.get("secrets", {}).items():
+            self.put("sds", name, make_secret(name, spec))
 
     def put(self, short, name, message):
         data = message.SerializeToString(deterministic=True)
