@@ -12,7 +12,7 @@
 //! sidecar --config sidecar.yaml [--validate]
 //! sidecar --config sidecar.yaml --upgrade-socket /run/sidecar.sock            # serves upgrades
 //! sidecar --config sidecar.yaml --upgrade-socket /run/sidecar.sock --upgrade  # takes over
-//! sidecar ... --upgrade --upgrade-window 2s   # idle connections come over within 2 s
+//! sidecar ... --upgrade --upgrade-window 2s   # live connections come over within 2 s
 //! ```
 
 mod demo_upstream;
@@ -54,8 +54,9 @@ struct Args {
     #[arg(long, requires = "upgrade_socket")]
     upgrade: bool,
     /// With `--upgrade`: the old process hands its idle HTTP/1.1 keep-alive
-    /// connections over (TLS, HTTP/2 and RPC connections drain), each at a moment
-    /// drawn evenly over this window (`500ms`, `2s`), so they do not all come at once.
+    /// connections and its Bolt and Dubbo connections over (TLS and HTTP/2 drain),
+    /// each at a moment drawn evenly over this window (`500ms`, `2s`), so they do not
+    /// all come at once.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     upgrade_window: Duration,
     /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_core=debug`.
