@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod adaptive;
+pub mod auth;
 pub mod config;
 pub mod conn_fault;
 pub mod conn_limit;

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    access_log, conn_fault, conn_limit, fault, header_rewrite, local_rate_limit,
+    access_log, auth, conn_fault, conn_limit, fault, header_rewrite, local_rate_limit,
     metrics::{CounterSet, FilterMetrics},
     mirror, rbac, tcp_proxy, ConfigError,
 };
@@ -29,11 +29,15 @@ use crate::{
 /// | `access_log` | HTTP filter | [`crate::access_log`] |
 /// | `local_rate_limit` | HTTP filter | [`crate::local_rate_limit`] |
 /// | `adaptive_concurrency` | HTTP filter | [`crate::adaptive`] |
+/// | `jwt_auth` | HTTP filter | [`crate::auth`] |
+/// | `api_key_auth` | HTTP filter | [`crate::auth`] |
 ///
 /// Each factory only parses its section ([`proxy_core::config::Section::parse`]) and
 /// calls the layer's constructor, so a config error names the field path inside the
 /// section (core prefixes the section's own path), and YAML builds exactly what code
-/// builds. A relative access log `path` resolves from the config file's directory.
+/// builds. A relative access log `path` (and a JWKS `ca_path`) resolves from the config
+/// file's directory. `jwt_auth` and `api_key_auth` count into one family,
+/// `proxy_filters_auth_*`.
 ///
 /// Metrics are kept per filter kind under `filters/<kind>` in the build context and
 /// rendered as `proxy_filters_<kind>_*{filter="<name>"}`, where the name is the
@@ -101,6 +105,19 @@ pub fn register(registry: &mut Registry) {
         Ok(http(
             access_log::AccessLogLayer::new(&c, counters)?.with_listener(ctx.listener),
         ))
+    });
+    registry.register_filter(auth::JWT_NAME, |cfg, ctx| {
+        let mut c: auth::JwtAuthConfig = cfg.parse()?;
+        if let auth::JwksSource::Remote(r) = &mut c.jwks {
+            r.ca_path = r.ca_path.as_deref().map(|p| ctx.resolve_path(p));
+        }
+        let counters = counters(ctx, "auth", c.name.as_deref());
+        Ok(http(auth::JwtAuthLayer::new(&c, counters)?))
+    });
+    registry.register_filter(auth::API_KEY_NAME, |cfg, ctx| {
+        let c: auth::ApiKeyAuthConfig = cfg.parse()?;
+        let counters = counters(ctx, "auth", c.name.as_deref());
+        Ok(http(auth::ApiKeyAuthLayer::new(&c, counters)?))
     });
     registry.register_filter(local_rate_limit::NAME, |cfg, ctx| {
         let c: local_rate_limit::LocalRateLimitConfig = cfg.parse()?;

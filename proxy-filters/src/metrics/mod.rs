@@ -10,8 +10,11 @@
 //! `proxy_filters_local_rate_limit_decisions_total`), with a `filter` label; the
 //! adaptive limiter's are in [`crate::adaptive::metrics`].
 
+mod auth;
 mod http;
 mod network;
+
+pub use auth::AuthCounters;
 
 pub use http::{
     AccessLogCounters, FaultCounters, LocalRateLimitCounters, MirrorCounters, RbacCounters,
