@@ -436,3 +436,6 @@ fn add_extensions(req: &mut HttpRequest, conn: &http::Extensions) {
         req.extensions_mut().extend(conn.clone());
     }
 }
+
+#[cfg(test)]
+mod tests;
