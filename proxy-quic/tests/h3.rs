@@ -76,6 +76,13 @@ async fn get_and_post_through_the_router_and_proxy_to_an_http1_upstream() {
         assert_eq!(e.header("transfer-encoding"), Some("chunked"));
 
         assert_eq!(up.hits(), 3);
+        // A request task ends just after its stream does.
+        let idle = || server.stats().requests_active == 0;
+        assert!(proxy_test_support::eventually(Duration::from_secs(5), idle).await);
+        let stats = server.stats();
+        assert_eq!((stats.handshakes, stats.connections_active), (1, 1));
+        assert_eq!(stats.requests, 3);
+        assert_eq!((stats.malformed, stats.stack_errors), (0, 0));
         server.stop().await.unwrap();
     })
     .await;
@@ -195,6 +202,12 @@ async fn stack_errors_are_answered_and_malformed_requests_refused() {
         assert!(format!("{err:?}").contains("H3_MESSAGE_ERROR"), "{err:?}");
         let a = client.get(server.addr, "/again").await.unwrap();
         assert!((502..=503).contains(&a.status()));
+        // The proxy answers its own errors: they are not errors of the stack.
+        let stats = server.stats();
+        assert_eq!(
+            (stats.requests, stats.malformed, stats.stack_errors),
+            (2, 1, 0)
+        );
         server.stop().await.unwrap();
 
         // A body shorter than its content-length, read by the stack: the answer that
@@ -216,6 +229,8 @@ async fn stack_errors_are_answered_and_malformed_requests_refused() {
             .await
             .unwrap();
         assert_eq!(a.body, "fine");
+        let stats = server.stats();
+        assert_eq!((stats.malformed, stats.responses_reset), (2, 2));
         server.stop().await.unwrap();
 
         // A stack that fails: 500.
@@ -225,6 +240,7 @@ async fn stack_errors_are_answered_and_malformed_requests_refused() {
         let server = Running::start(H3Listener::builder("h3", tls.server()), failing);
         let mut client = Client::connect(server.addr, tls.client.clone()).await;
         assert_eq!(client.get(server.addr, "/").await.unwrap().status(), 500);
+        assert_eq!(server.stats().stack_errors, 1);
         server.stop().await.unwrap();
     })
     .await;
@@ -303,6 +319,7 @@ async fn the_drain_is_bounded_and_refuses_new_requests() {
         });
         assert!(proxy_test_support::eventually(Duration::from_secs(5), || up.hits() == 1).await);
         let started_at = tokio::time::Instant::now();
+        let stats = server.stats_handle();
         let served = server.stop();
         // After the GOAWAY, a new request on the connection is refused.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -318,6 +335,9 @@ async fn the_drain_is_bounded_and_refuses_new_requests() {
             "the stuck request was answered"
         );
         assert_eq!(up.hits(), 1);
+        let stats = stats.snapshot();
+        assert_eq!(stats.goaways, 1);
+        assert_eq!((stats.connections_active, stats.requests_active), (0, 0));
     })
     .await;
 }

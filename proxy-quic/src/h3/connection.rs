@@ -8,7 +8,7 @@ use proxy_core::BoxHttp;
 use tokio::{sync::watch, task::JoinSet};
 use tracing::Instrument;
 
-use super::request;
+use super::{request, H3Stats};
 
 /// What every connection of a listener shares.
 #[derive(Debug)]
@@ -21,6 +21,8 @@ pub(super) struct Shared {
     pub(super) max_head_bytes: u64,
     /// How long a draining connection waits for its requests.
     pub(super) drain_timeout: Duration,
+    /// The listener's counters.
+    pub(super) stats: Arc<H3Stats>,
 }
 
 /// Serves `incoming` until the client closes it, it fails or times out, or `drain`
@@ -39,11 +41,16 @@ pub(super) async fn serve(
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::debug!(error = %e, "QUIC handshake failed");
+                    shared.stats.handshake_failed();
                     return;
                 }
             },
-            _ = drain.wait_for(|d| *d) => return,
+            _ = drain.wait_for(|d| *d) => {
+                shared.stats.handshake_failed();
+                return;
+            }
         };
+        let _active = shared.stats.connection();
         let h3 = ::h3::server::builder()
             .max_field_section_size(shared.max_head_bytes)
             .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
@@ -62,7 +69,7 @@ pub(super) async fn serve(
                     Ok(Some(resolver)) => {
                         // Read per request: the client's address after a migration.
                         let peer = conn.remote_address();
-                        requests.spawn(request::serve(resolver, peer, shared.stack.clone()).in_current_span());
+                        requests.spawn(request::serve(resolver, peer, shared.clone()).in_current_span());
                     }
                     Ok(None) => break false,
                     Err(e) => {
@@ -96,7 +103,7 @@ async fn drain_connection(
     h3: &mut H3Conn,
     conn: &quinn::Connection,
     requests: &mut JoinSet<()>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) {
     tracing::debug!("draining: sending GOAWAY");
     let deadline = tokio::time::sleep(shared.drain_timeout);
@@ -104,9 +111,12 @@ async fn drain_connection(
     // GOAWAY names the stream after the last accepted one: everything before it is
     // (being) processed, everything from it on may be retried elsewhere.
     tokio::select! {
-        r = h3.shutdown(1) => if let Err(e) = r {
-            tracing::debug!(error = %e, "GOAWAY not sent");
-            return;
+        r = h3.shutdown(1) => match r {
+            Ok(()) => shared.stats.goaway(),
+            Err(e) => {
+                tracing::debug!(error = %e, "GOAWAY not sent");
+                return;
+            }
         },
         () = &mut deadline => return,
     }
@@ -116,7 +126,7 @@ async fn drain_connection(
                 Ok(Some(resolver)) => {
                     // Only streams the GOAWAY covers get here; h3 refuses later ones.
                     let peer = conn.remote_address();
-                    requests.spawn(request::serve(resolver, peer, shared.stack.clone()).in_current_span());
+                    requests.spawn(request::serve(resolver, peer, shared.clone()).in_current_span());
                 }
                 Ok(None) | Err(_) => break,
             },

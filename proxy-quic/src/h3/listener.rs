@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use proxy_core::BoxHttp;
 use tokio::{sync::watch, task::JoinSet};
 
-use super::{connection, tls, H3Error};
+use super::{connection, tls, H3Error, H3Stats};
 use crate::CidGenerator;
 
 /// The default limit on concurrent request streams per connection.
@@ -80,6 +80,7 @@ pub struct H3Listener {
     name: Arc<str>,
     max_request_head_bytes: u64,
     drain_timeout: Duration,
+    stats: Arc<H3Stats>,
 }
 
 impl H3Listener {
@@ -104,6 +105,13 @@ impl H3Listener {
         self.local
     }
 
+    /// The listener's counters (handshakes, requests, malformed requests, stack
+    /// errors, GOAWAYs), shared with its tasks: keep the `Arc` to read them while
+    /// it serves.
+    pub fn stats(&self) -> Arc<H3Stats> {
+        self.stats.clone()
+    }
+
     /// Serves `stack` until `shutdown` completes: every request of every connection
     /// goes through a clone of `stack`, as on the TCP listeners; the request carries
     /// a [`proxy_core::ConnInfo`] with the client's address (`tls: true`) and
@@ -123,6 +131,7 @@ impl H3Listener {
             stack,
             max_head_bytes: self.max_request_head_bytes,
             drain_timeout: self.drain_timeout,
+            stats: self.stats.clone(),
         });
         let (drain_tx, drain_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
@@ -249,6 +258,7 @@ impl H3ListenerBuilder {
             name: self.name,
             max_request_head_bytes: self.max_request_head_bytes,
             drain_timeout: self.drain_timeout,
+            stats: Arc::default(),
         })
     }
 }

@@ -6,7 +6,8 @@
 //!   (`builder`, `bind`, `local_addr`, `serve(stack, shutdown)`), with limits
 //!   (concurrent streams, idle timeout, request head size), an optional quinn
 //!   `EndpointConfig` and a QUIC-LB [`CidGenerator`](crate::CidGenerator), and a
-//!   graceful drain (GOAWAY, requests finish, bounded).
+//!   graceful drain (GOAWAY, requests finish, bounded); its counters in
+//!   [`H3Stats`].
 //! - [`server_config`]: a rustls config for it from PEM, loaded by proxy-tls (this
 //!   crate's one sideways dependency, so that TCP and QUIC listeners load
 //!   certificates the same way).
@@ -49,6 +50,7 @@ mod connection;
 mod error;
 mod listener;
 mod request;
+mod stats;
 mod tls;
 
 pub use alt_svc::{AltSvc, AltSvcLayer, ResponseFuture};
@@ -58,4 +60,5 @@ pub use listener::{
     H3Listener, H3ListenerBuilder, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_REQUEST_HEAD_BYTES,
 };
+pub use stats::{H3Stats, H3StatsSnapshot};
 pub use tls::{server_config, ALPN_H3};

@@ -1,16 +1,20 @@
 //! One HTTP/3 request: its head and body into the stack's [`HttpRequest`], the
 //! stack's [`HttpResponse`] back onto the stream, body streamed, then trailers.
 
-use std::{future::poll_fn, net::SocketAddr, pin::Pin};
+use std::{future::poll_fn, net::SocketAddr, pin::Pin, sync::Arc};
 
 use ::h3::error::{Code, StreamError};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, Method, StatusCode, Version};
-use proxy_core::{Body, BoxHttp, ConnInfo, HttpRequest, HttpResponse};
+use proxy_core::{Body, ConnInfo, HttpRequest, HttpResponse};
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use super::body::{RecvHalf, RequestBody, RequestBodyError};
+use super::{
+    body::{RecvHalf, RequestBody, RequestBodyError},
+    connection::Shared,
+    H3Stats,
+};
 
 /// A request stream whose head has not been read yet.
 pub(super) type Resolver = ::h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
@@ -27,15 +31,22 @@ const CONNECTION_SPECIFIC: [HeaderName; 5] = [
     header::UPGRADE,
 ];
 
-/// Reads the request on `resolver`'s stream, runs it through `stack` and sends the
-/// answer. `peer` is the client's address when the request arrived.
-pub(super) async fn serve(resolver: Resolver, peer: SocketAddr, stack: BoxHttp) {
+/// Reads the request on `resolver`'s stream, runs it through the listener's stack
+/// and sends the answer. `peer` is the client's address when the request arrived.
+pub(super) async fn serve(resolver: Resolver, peer: SocketAddr, shared: Arc<Shared>) {
+    let stats = &shared.stats;
     let (head, stream) = match resolver.resolve_request().await {
         Ok(r) => r,
         Err(e) => {
             // h3 has answered already: H3_MESSAGE_ERROR for a malformed head, 431
             // for one over the size limit, a connection error for bad framing.
-            tracing::debug!(error = %e, "malformed HTTP/3 request");
+            if matches!(
+                e,
+                StreamError::HeaderTooBig { .. } | StreamError::StreamError { .. }
+            ) {
+                stats.malformed();
+            }
+            tracing::debug!(error = %e, "HTTP/3 request head not read");
             return;
         }
     };
@@ -44,6 +55,7 @@ pub(super) async fn serve(resolver: Resolver, peer: SocketAddr, stack: BoxHttp) 
         Ok(d) => d,
         Err(reason) => {
             tracing::debug!(reason, "malformed HTTP/3 request");
+            stats.malformed();
             reject_malformed(&mut send, &mut recv);
             return;
         }
@@ -54,11 +66,12 @@ pub(super) async fn serve(resolver: Resolver, peer: SocketAddr, stack: BoxHttp) 
         authority = head.uri().authority().map_or("", |a| a.as_str()),
         path = head.uri().path(),
     );
-    async move {
+    let _active = stats.request();
+    async {
         if head.method() == Method::CONNECT {
             // Tunnels over HTTP/3 (RFC 9114 section 4.4) are not served.
             let resp = status(StatusCode::NOT_IMPLEMENTED);
-            if let Err(e) = respond(&mut send, resp).await {
+            if let Err(e) = respond(&mut send, resp, stats).await {
                 tracing::debug!(error = %e, "response not sent");
             }
             return;
@@ -66,14 +79,15 @@ pub(super) async fn serve(resolver: Resolver, peer: SocketAddr, stack: BoxHttp) 
         let mut req: HttpRequest = head.map(|()| RequestBody::into_body(recv, declared));
         *req.version_mut() = Version::HTTP_3;
         req.extensions_mut().insert(ConnInfo::new(Some(peer), true));
-        let resp = match stack.oneshot(req).await {
+        let resp = match shared.stack.clone().oneshot(req).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %proxy_core::DisplayChain(&*e), "request stack failed");
+                stats.stack_error();
                 proxy_core::proxy::reply_for_error(&e)
             }
         };
-        if let Err(e) = respond(&mut send, resp).await {
+        if let Err(e) = respond(&mut send, resp, stats).await {
             tracing::debug!(error = %e, "response not sent whole");
         }
     }
@@ -125,7 +139,11 @@ fn status(status: StatusCode) -> HttpResponse {
 /// frame as it comes, the trailers, then the end of the stream. A body that fails
 /// midway resets the stream (H3_INTERNAL_ERROR) so the client does not take a
 /// truncated body for a whole one.
-async fn respond(send: &mut SendHalf, resp: HttpResponse) -> Result<(), StreamError> {
+async fn respond(
+    send: &mut SendHalf,
+    resp: HttpResponse,
+    stats: &H3Stats,
+) -> Result<(), StreamError> {
     let (mut parts, mut body) = resp.into_parts();
     strip_connection_specific(&mut parts.headers);
     send.send_response(http::Response::from_parts(parts, ()))
@@ -150,7 +168,12 @@ async fn respond(send: &mut SendHalf, resp: HttpResponse) -> Result<(), StreamEr
             },
             Some(Err(e)) => {
                 tracing::debug!(error = %proxy_core::DisplayChain(&*e), "response body failed; resetting the stream");
-                send.stop_stream(reset_code(&*e));
+                let code = reset_code(&*e);
+                if code == Code::H3_MESSAGE_ERROR {
+                    stats.malformed();
+                }
+                stats.response_reset();
+                send.stop_stream(code);
                 return Ok(());
             }
         }

@@ -17,7 +17,7 @@ use proxy_core::{
     snapshot::Routing,
     BoxError, BoxHttp,
 };
-use proxy_quic::h3::{H3Listener, H3ListenerBuilder};
+use proxy_quic::h3::{H3Listener, H3ListenerBuilder, H3Stats, H3StatsSnapshot};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tower::ServiceExt;
 
@@ -67,6 +67,7 @@ impl Tls {
 /// A listener serving in the background until [`Running::stop`].
 pub struct Running {
     pub addr: SocketAddr,
+    stats: Arc<H3Stats>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -75,15 +76,27 @@ impl Running {
     pub fn start(builder: H3ListenerBuilder, stack: BoxHttp) -> Self {
         let listener: H3Listener = builder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr();
+        let stats = listener.stats();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(listener.serve(stack, async {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            stats,
             stop: Some(stop),
             task,
         }
+    }
+
+    /// The listener's counters now.
+    pub fn stats(&self) -> H3StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The listener's counters, to read after it stopped.
+    pub fn stats_handle(&self) -> Arc<H3Stats> {
+        self.stats.clone()
     }
 
     /// Starts the drain; the returned handle resolves when `serve` has returned.
