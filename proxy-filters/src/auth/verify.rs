@@ -139,11 +139,18 @@ impl Verifier {
             return Err(Failure::Malformed);
         }
         let mut parts = token.split('.');
-        let (Some(header), Some(_), Some(_), None) =
+        let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(Failure::Malformed);
         };
+        let base64url = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !base64url(payload) || !base64url(signature) {
+            return Err(Failure::Malformed);
+        }
         let json = URL_SAFE_NO_PAD
             .decode(header)
             .map_err(|_| Failure::Malformed)?;
