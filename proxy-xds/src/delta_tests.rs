@@ -242,3 +242,88 @@ fn a_refused_response_changes_nothing_and_is_nacked_by_nonce() {
     assert!(nack_of(&s, &resp).starts_with("resources[0]: ttl: not supported"));
     assert_eq!(s, before, "nothing changed");
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One response of a random sequence: its type (0 CDS, 1 EDS, 2 an unknown
+    /// type), names updated and removed from a small set, and whether one resource
+    /// is garbage or misnamed.
+    fn response(
+        step: usize,
+        kind: u8,
+        updated: &[usize],
+        removed: &[usize],
+        spoil: u8,
+    ) -> DeltaDiscoveryResponse {
+        const NAMES: [&str; 3] = ["a", "b", "c"];
+        let nonce = format!("n{step}");
+        let removed: Vec<&str> = removed.iter().map(|i| NAMES[i % 3]).collect();
+        let mut resources: Vec<Resource> = updated
+            .iter()
+            .map(|i| match kind {
+                0 => cluster(NAMES[i % 3]),
+                _ => assignment(NAMES[i % 3], &nonce),
+            })
+            .collect();
+        if let Some(first) = resources.first_mut() {
+            match spoil {
+                1 => {
+                    if let Some(any) = &mut first.resource {
+                        any.value = vec![0xff, 0xff];
+                    }
+                }
+                2 => first.name = "other-name".into(),
+                _ => {}
+            }
+        }
+        let type_url = match kind {
+            0 => CLUSTER_TYPE,
+            1 => ENDPOINT_TYPE,
+            _ => "type.googleapis.com/example.Unknown",
+        };
+        delta(type_url, &nonce, resources, &removed)
+    }
+
+    proptest! {
+        /// Whatever sequence of responses comes, nothing panics, a refused one
+        /// changes nothing, and the held resources are the translated ones: every
+        /// cluster held is translated, every EDS resource held is subscribed and
+        /// translated.
+        #[test]
+        fn random_delta_sequences_keep_the_held_set_consistent(
+            steps in proptest::collection::vec(
+                (0u8..3, proptest::collection::vec(0usize..3, 0..3),
+                 proptest::collection::vec(0usize..3, 0..2), 0u8..6),
+                1..12,
+            )
+        ) {
+            let mut s = DeltaState::new(false);
+            for (i, (kind, updated, removed, spoil)) in steps.iter().enumerate() {
+                let resp = response(i, *kind, updated, removed, *spoil);
+                match s.prepare(&resp, &base()) {
+                    Ok(next) => {
+                        let out = s.accept(next, &resp);
+                        prop_assert_eq!(out.last().map(|r| r.response_nonce.as_str()), Some(resp.nonce.as_str()));
+                    }
+                    Err(refusal) => {
+                        let before = s.clone();
+                        let nack = s.reject(&resp, &refusal);
+                        prop_assert!(nack.error_detail.is_some());
+                        prop_assert_eq!(&s, &before);
+                    }
+                }
+                let clusters: BTreeSet<String> = s.ads.clusters.keys().cloned().collect();
+                let held_clusters: BTreeSet<String> = s.versions(CLUSTER_TYPE).into_keys().collect();
+                prop_assert_eq!(&held_clusters, &clusters);
+                prop_assert_eq!(&s.ads.eds_names, &clusters);
+                let endpoints: BTreeSet<String> = s.ads.endpoints.keys().cloned().collect();
+                let held_endpoints: BTreeSet<String> = s.versions(ENDPOINT_TYPE).into_keys().collect();
+                prop_assert_eq!(&held_endpoints, &endpoints);
+                prop_assert!(endpoints.is_subset(&s.ads.eds_names));
+            }
+        }
+    }
+}

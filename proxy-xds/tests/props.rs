@@ -2,9 +2,12 @@
 //! refusal, never a panic.
 
 use envoy_types::pb::{
-    envoy::config::{
-        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
-        route::v3::RouteConfiguration,
+    envoy::{
+        config::{
+            cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+            route::v3::RouteConfiguration,
+        },
+        extensions::transport_sockets::tls::v3::Secret,
     },
     google::protobuf::Any,
 };
@@ -66,6 +69,16 @@ proptest! {
         let any = Any { type_url: resources::ROUTE_TYPE.into(), value };
         if let Ok(rc) = resources::decode::<RouteConfiguration>(&any, resources::ROUTE_TYPE, "resources[0]") {
             let _ = resources::route_configuration(&rc);
+        }
+    }
+
+    #[test]
+    fn arbitrary_secret_bytes_never_panic(value in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let any = Any { type_url: resources::SECRET_TYPE.into(), value };
+        if let Ok(s) = resources::decode::<Secret>(&any, resources::SECRET_TYPE, "resources[0]") {
+            if let Err(r) = resources::secret(&s) {
+                prop_assert!(r.resource.starts_with("secret "), "{r}");
+            }
         }
     }
 }
