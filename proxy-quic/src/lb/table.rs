@@ -11,7 +11,7 @@ use proxy_lb::maglev::MaglevTable;
 use xxhash_rust::xxh64::xxh64;
 
 use super::packet::{Header, LongType};
-use crate::{Decoded, Decoder, ServerId, Unroutable};
+use crate::{ConfigId, Decoded, Decoder, ServerId, Unroutable};
 
 /// Slots of the Maglev table (a prime): a server's share moves in steps of 1/65537,
 /// and the table is even enough for a few hundred servers.
@@ -212,6 +212,9 @@ impl Routes {
                 ..
             } => RouteBy::UnknownVersion,
             _ => match self.decoder.decode(header.dcid()) {
+                Decoded::Routable { config_id, .. } if !self.whole_cid(header, config_id) => {
+                    RouteBy::Hash(Unroutable::LengthMismatch)
+                }
                 Decoded::Routable { server_id, .. } => match self.by_id.get(&server_id) {
                     Some(&i) => return self.route_to(i, RouteBy::Cid),
                     None => RouteBy::UnknownServer,
@@ -238,6 +241,18 @@ impl Routes {
     pub fn hash_route(&self, client: SocketAddr, local: SocketAddr) -> Option<ServerId> {
         let i = self.table.lookup(tuple_hash(client, local))?;
         self.servers.get(i).map(|s| s.id)
+    }
+
+    /// Whether a long header's connection ID is exactly as long as its config's
+    /// (a long header states the length; one of another length was not issued under
+    /// the config). A short header's is read at the config's length.
+    fn whole_cid(&self, header: &Header<'_>, config_id: ConfigId) -> bool {
+        match header {
+            Header::Long { dcid, .. } => {
+                self.decoder.format(config_id).map(|f| f.cid_len()) == Some(dcid.len())
+            }
+            Header::Short { .. } => true,
+        }
     }
 
     fn route_to(&self, i: usize, by: RouteBy) -> Option<Route> {
@@ -330,6 +345,43 @@ mod tests {
             elsewhere * 100 < n,
             "{elsewhere} keys moved between old servers"
         );
+    }
+
+    #[test]
+    fn a_long_header_cid_of_another_length_goes_by_hash() {
+        let r = routes(2);
+        let format = r.decoder().formats().next().unwrap().clone();
+        let cid = format
+            .encode(&sid(2), &crate::Nonce::new(&[3; 6]).unwrap(), 0)
+            .unwrap();
+        let (client, local) = (
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:2".parse().unwrap(),
+        );
+        let mut dcid = cid.as_bytes().to_vec();
+        let exact = Header::Long {
+            kind: LongType::Handshake,
+            version: 1,
+            dcid: &dcid,
+            scid: &[],
+        };
+        assert_eq!(r.route(&exact, client, local).unwrap().by, RouteBy::Cid);
+        dcid.push(0);
+        let longer = Header::Long {
+            kind: LongType::Initial,
+            version: 1,
+            dcid: &dcid,
+            scid: &[],
+        };
+        assert_eq!(
+            r.route(&longer, client, local).unwrap().by,
+            RouteBy::Hash(Unroutable::LengthMismatch)
+        );
+        // A short header's connection ID is read at the config's length.
+        let short = Header::Short {
+            dcid_and_rest: &dcid,
+        };
+        assert_eq!(r.route(&short, client, local).unwrap().by, RouteBy::Cid);
     }
 
     #[test]
