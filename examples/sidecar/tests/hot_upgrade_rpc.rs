@@ -10,6 +10,11 @@
 //! The counters go on: the codec's request counter of the last process counts every
 //! call of every process. A new process started with a bad config changes nothing:
 //! the old one keeps every connection and the next upgrade works.
+//!
+//! The same with the real client, sofa-rpc-node (8 clients, 8 `echoAfter` calls in
+//! flight each, against sofa-rpc-node's server): no call fails, no socket error, one
+//! connect per client. It needs node and the packages `scripts/deps/proxy-codec.sh`
+//! installs; without them it prints `SKIPPED:` and passes.
 
 #[path = "hot_upgrade/bolt.rs"]
 mod bolt;
@@ -177,6 +182,120 @@ async fn bolt_connections_go_over_with_calls_in_flight_through_upgrades() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         drop(old);
+    })
+    .await;
+}
+
+// === the real client: sofa-rpc-node ===
+
+/// node_modules with sofa-rpc-node (from `scripts/deps/proxy-codec.sh`), or `None`
+/// after a loud `SKIPPED:` line.
+fn sofa_rpc_node() -> Option<std::path::PathBuf> {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let modules = std::env::var_os("PROXY_CODEC_NODE_DEPS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(|t| workspace.join(t).join("test-deps/proxy-codec"))
+        })
+        .unwrap_or_else(|| workspace.join("target/test-deps/proxy-codec"))
+        .join("node_modules");
+    if proxy_test_support::tools::installed("node") && modules.join("sofa-rpc-node").is_dir() {
+        return Some(modules);
+    }
+    eprintln!(
+        "\n=====\nSKIPPED: node or sofa-rpc-node missing in {} (run scripts/deps/proxy-codec.sh)\n=====",
+        modules.display()
+    );
+    None
+}
+
+/// `node SCRIPT ARGS` with the modules on its path, its stdout piped.
+fn node(
+    modules: &std::path::Path,
+    script: &std::path::Path,
+    args: &[&str],
+) -> tokio::process::Child {
+    tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .env("NODE_PATH", modules)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let Some(modules) = sofa_rpc_node() else {
+        return;
+    };
+    with_timeout(Duration::from_secs(60), async {
+        let _heavy = heavy_test_lock().await;
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let interop = here.join("../../proxy-codec/tests/interop/server.js");
+        let mut server = node(&modules, &interop, &["--protocol", "bolt"]);
+        let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
+        let port: u16 = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("server.js starts")
+            .expect("read")
+            .and_then(|l| l.strip_prefix("LISTENING ").and_then(|p| p.trim().parse().ok()))
+            .expect("LISTENING <port>");
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route("r", "/", "c", "")])
+            .cluster(format!("{{name: c, protocol: bolt, endpoints: [\"127.0.0.1:{port}\"]}}"));
+        cfg.top_extra = "runtime:\n  worker_threads: 2\n  drain_timeout: 5s\n".into();
+        let dir = TempDir::new("hot-upgrade-sofa");
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, cfg.yaml()).expect("config");
+        let mut old = Proc::start("first", &dir, &config, &[]);
+        wait_ready(cfg.admin, &mut old).await;
+
+        let stop = dir.join("stop");
+        let (target, stop_arg) = (cfg.listen.to_string(), stop.display().to_string());
+        let script = here.join("tests/hot_upgrade/sofa_client.js");
+        let mut client = node(
+            &modules,
+            &script,
+            &["--target", &target, "--stop-file", &stop_arg, "--clients", "8", "--in-flight", "8"],
+        );
+        let mut out = BufReader::new(client.stdout.take().expect("stdout")).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), out.next_line()).await;
+        assert!(
+            matches!(&ready, Ok(Ok(Some(l))) if l == "READY"),
+            "sofa_client.js: {ready:?}\n{}",
+            old.logs()
+        );
+        // Calls flow before the first upgrade.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut with_unread = 0;
+        for name in ["second", "third", "fourth"] {
+            let new = Proc::start(name, &dir, &config, &["--upgrade", "--upgrade-window", "500ms"]);
+            let status = old.wait_exit(Duration::from_secs(15)).await;
+            assert!(status.success(), "{} exit status {status}\n{}", old.name, old.logs());
+            let logs = old.logs();
+            assert!(handed(&logs, "protocol") >= 8, "{} handed over too few\n{logs}", old.name);
+            with_unread += handed(&logs, "with_unread");
+            old = new;
+            wait_ready(cfg.admin, &mut old).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        std::fs::write(&stop, b"").expect("stop");
+        let report = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+            .await
+            .expect("the client's report")
+            .expect("read")
+            .unwrap_or_default();
+        let status = client.wait().await.expect("client exit");
+        eprintln!("sofa-rpc-node through 3 upgrades: {report}; {with_unread} handed over with bytes unread");
+        assert!(status.success(), "{report}\n{}", old.logs());
+        assert!(report.contains("\"errors\":0") && report.contains("\"connects\":8"), "{report}");
+        let _ = server.kill().await;
     })
     .await;
 }

@@ -176,7 +176,7 @@ pub(crate) async fn bolt_client(
     let mut id = 0u32;
     while !tally.stop.load(Ordering::Relaxed) {
         id += 1;
-        let frame = if id % 10 == 0 {
+        let frame = if id.is_multiple_of(10) {
             let Some(mut ping) = Bolt.heartbeat() else {
                 return tally.fail("Bolt has no heartbeat".into());
             };
