@@ -1,8 +1,9 @@
 //! HTTP/3 interop with a client nobody here wrote: PyPI's `aioquic` (its own QUIC,
 //! TLS 1.3 and QPACK) makes requests through an `H3Listener` whose stack is
 //! proxy-core's router and proxy to an HTTP/1.1 upstream: a GET, a POST with a
-//! body, ten concurrent GETs, and a GET after the client moved to a new connection
-//! ID and a new UDP port. Installed by `scripts/deps/proxy-quic.sh`; skipped loudly
+//! body, ten concurrent GETs, a GET after the client moved to a new connection
+//! ID and a new UDP port, and two refused requests (a head over the limit, a head
+//! without `:path`) after which the connection still serves. Installed by `scripts/deps/proxy-quic.sh`; skipped loudly
 //! without it.
 
 // Test code: a failed step should stop the test loudly.
@@ -106,14 +107,22 @@ async fn aioquic_http3_client_through_the_listener_to_an_http1_upstream() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(answers.len(), 13, "{}", out.text());
-        for a in &answers {
+        assert_eq!(answers.len(), 16, "{}", out.text());
+        let named = |name: &str| answers.iter().find(|a| a["name"] == name).unwrap().clone();
+        // Over the head limit: 431 from h3; without :path: the stream reset with
+        // H3_MESSAGE_ERROR (0x10e). Neither reaches the upstream.
+        assert_eq!(named("too-big")["status"], 431, "{}", named("too-big"));
+        assert_eq!(named("no-path")["reset"], 0x10e, "{}", named("no-path"));
+        for a in answers
+            .iter()
+            .filter(|a| !matches!(a["name"].as_str(), Some("too-big" | "no-path")))
+        {
             let name = a["name"].as_str().unwrap();
             assert_eq!(a["status"], 200, "{name}: {a}");
             assert_eq!(a["headers"]["x-upstream"], "e", "{name}: {a}");
             let e = Echoed::parse(a["body"].as_str().unwrap().as_bytes());
             let path = match name {
-                "get" | "post" | "migrated" => format!("/aio/{name}"),
+                "get" | "post" | "migrated" | "after" => format!("/aio/{name}"),
                 many => format!("/aio/many/{}", many.trim_start_matches("many-")),
             };
             assert_eq!(e.uri, path);
@@ -129,10 +138,13 @@ async fn aioquic_http3_client_through_the_listener_to_an_http1_upstream() {
                 );
             }
         }
-        let port =
-            |name: &str| answers.iter().find(|a| a["name"] == name).unwrap()["local_port"].clone();
-        assert_ne!(port("get"), port("migrated"), "the client did not move");
-        assert_eq!(up.hits(), 13);
+        assert_ne!(
+            named("get")["local_port"],
+            named("migrated")["local_port"],
+            "the client did not move"
+        );
+        assert_eq!(up.hits(), 14);
+        assert_eq!(server.stats().malformed, 2);
         server.stop().await.unwrap();
     })
     .await;

@@ -9,6 +9,9 @@ makes these requests on one connection, printing one JSON object per answer
   many-N    ten concurrent GETs /aio/many/N
   migrated  GET /aio/migrated after moving to a new connection ID
               (NEW_CONNECTION_ID) and to a new local UDP port
+  too-big   GET with 100 headers of 900 bytes (over the server's 64 KiB head limit)
+  no-path   GET without :path (malformed: the answer is {"reset": code})
+  after     GET /aio/after: the connection still serves
 
 Exits non-zero (with the reason on stderr) if the connection or a request fails.
 """
@@ -24,6 +27,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import StreamReset
 
 TIMEOUT = 10
 
@@ -36,6 +40,11 @@ class Client(QuicConnectionProtocol):
         self.local_port = None
 
     def quic_event_received(self, event):
+        if isinstance(event, StreamReset) and event.stream_id in self._pending:
+            answer, done = self._pending.pop(event.stream_id)
+            answer["reset"] = event.error_code
+            done.set_result(answer)
+            return
         for ev in self._http.handle_event(event):
             sid = getattr(ev, "stream_id", None)
             if sid not in self._pending:
@@ -52,15 +61,17 @@ class Client(QuicConnectionProtocol):
                 del self._pending[sid]
                 done.set_result(answer)
 
-    async def request(self, name, authority, method, path, body=None):
+    async def request(self, name, authority, method, path, body=None, extra=()):
         sid = self._quic.get_next_available_stream_id()
         headers = [
             (b":method", method.encode()),
             (b":scheme", b"https"),
             (b":authority", authority.encode()),
-            (b":path", path.encode()),
-            (b"user-agent", b"aioquic-interop"),
         ]
+        if path is not None:
+            headers.append((b":path", path.encode()))
+        headers.append((b"user-agent", b"aioquic-interop"))
+        headers += list(extra)
         if body is not None:
             headers.append((b"content-length", str(len(body)).encode()))
         self._http.send_headers(stream_id=sid, headers=headers, end_stream=body is None)
@@ -97,6 +108,11 @@ async def main():
         client._quic.change_connection_id()
         rebind(client)
         answers.append(await client.request("migrated", authority, "GET", "/aio/migrated"))
+        # Refused requests: a head over the server's limit, a head without :path.
+        answers.append(await client.request("too-big", authority, "GET", "/aio/too-big",
+                                            extra=[(f"x-big-{i}".encode(), b"b" * 900) for i in range(100)]))
+        answers.append(await client.request("no-path", authority, "GET", None))
+        answers.append(await client.request("after", authority, "GET", "/aio/after"))
         for answer in answers:
             print(json.dumps(answer), flush=True)
         client.close()
