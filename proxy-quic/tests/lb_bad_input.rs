@@ -1,7 +1,8 @@
 //! The forwarder against bad and hostile input on real sockets (127.0.0.1), with
 //! plain UDP sockets as the servers so every forwarded byte can be checked:
 //! garbage is dropped and counted, a flood of Initials from one IP is held to its
-//! share of flows, idle flows expire, and replies from strangers are not relayed.
+//! share of flows, idle flows expire, and replies from strangers are not relayed;
+//! a dual-stack listener serves IPv4 clients.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -40,6 +41,10 @@ struct Setup {
 }
 
 async fn setup(builder: impl FnOnce(Routes) -> ForwarderBuilder) -> Setup {
+    setup_at("127.0.0.1:0", builder).await
+}
+
+async fn setup_at(listen: &str, builder: impl FnOnce(Routes) -> ForwarderBuilder) -> Setup {
     let mut servers = Vec::new();
     for i in 1..=2u8 {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind server");
@@ -52,7 +57,7 @@ async fn setup(builder: impl FnOnce(Routes) -> ForwarderBuilder) -> Setup {
         .map(|(id, s)| (*id, s.local_addr().expect("addr")));
     let routes = Routes::new(decoder, addrs).expect("routes");
     let lb = builder(routes)
-        .bind("127.0.0.1:0".parse().expect("addr"))
+        .bind(listen.parse().expect("addr"))
         .await
         .expect("forwarder");
     Setup { lb, servers }
@@ -174,4 +179,30 @@ async fn a_flood_from_one_ip_gets_its_share_and_idle_flows_expire() {
         .await
         .expect("send");
     assert_eq!(wait_for(&lb, |s| s.received == 9).await.flows_opened, 4);
+}
+
+#[tokio::test]
+async fn a_dual_stack_listener_serves_ipv4_clients() {
+    // Bound to [::]: IPv4 clients arrive as IPv4-mapped addresses; the answer must
+    // still reach them, and they hash as the same 4-tuple.
+    if std::net::UdpSocket::bind("[::]:0").is_err() {
+        eprintln!("SKIPPED a_dual_stack_listener_serves_ipv4_clients: no IPv6 on this host");
+        return;
+    }
+    let Setup { lb, servers } = setup_at("[::]:0", ForwarderBuilder::new).await;
+    let to = SocketAddr::from(([127, 0, 0, 1], lb.local_addr().port()));
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
+    let packet = short_to(servers[0].0);
+    client.send_to(&packet, to).await.expect("send");
+    let (got, flow) = recv(&servers[0].1).await;
+    assert_eq!(got, packet);
+    servers[0]
+        .1
+        .send_to(b"reply", flow)
+        .await
+        .expect("send reply");
+    let (got, from) = recv(&client).await;
+    assert_eq!((got.as_slice(), from), (&b"reply"[..], to));
+    let s = lb.stats().snapshot();
+    assert_eq!((s.routed_by_cid, s.dropped_send), (1, 0), "{s:?}");
 }
