@@ -8,8 +8,9 @@
 //! connection is reset or closed, and no client connects again.
 //!
 //! The counters go on: the codec's request counter of the last process counts every
-//! call of every process. A new process started with a bad config changes nothing:
-//! the old one keeps every connection and the next upgrade works.
+//! call of every process. A new process started with a bad config, and one that dies
+//! holding the sockets before it said ready, change nothing: the old one keeps every
+//! connection and the next upgrade works.
 //!
 //! The same with the real client, sofa-rpc-node (8 clients, 8 `echoAfter` calls in
 //! flight each, against sofa-rpc-node's server): no call fails, no socket error, one
@@ -140,6 +141,26 @@ async fn bolt_connections_go_over_with_calls_in_flight_through_upgrades() {
                 let before = tally.ok.load(Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 assert!(tally.ok.load(Ordering::Relaxed) > before + 50, "{}", old.logs());
+                // A new process that dies holding the sockets, before it said
+                // ready: the old one goes on serving and accepting upgrades.
+                let path = dir.join("upgrade.sock");
+                tokio::task::spawn_blocking(move || {
+                    let mut upgrade = proxy_upgrade::UpgradeClient::new(path)
+                        .connect()
+                        .expect("the old process answers");
+                    assert!(!upgrade.take_sockets().is_empty());
+                })
+                .await
+                .expect("a dying new process");
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !old.logs().contains("upgrade abandoned; still serving") {
+                    assert!(Instant::now() < deadline, "{}", old.logs());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let before = tally.ok.load(Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                assert!(tally.ok.load(Ordering::Relaxed) > before + 50, "{}", old.logs());
+                assert!(old.running(), "{} stopped\n{}", old.name, old.logs());
             }
             // What the old process counted, before it goes.
             let counted = bolt_requests(cfg.admin).await;
