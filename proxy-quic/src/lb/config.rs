@@ -63,7 +63,8 @@ pub struct ForwarderConfig {
     /// without a packet either way.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// The most flows at once; a new 4-tuple past it is dropped and counted.
+    /// The most flows at once; a new 4-tuple past it is dropped and counted. Each
+    /// flow holds a socket: keep it under the process's file descriptor limit.
     #[serde(default = "default_max_flows")]
     pub max_flows: NonZeroU32,
     /// The most flows of one source IP address; absent means no such limit.

@@ -5,6 +5,7 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,11 +35,32 @@ struct Shared {
     routes: ArcSwap<Routes>,
     stats: Arc<ForwarderStats>,
     started: Instant,
+    last_warning: Throttle,
 }
 
 impl Shared {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a warning may be logged now: at most one a second, so that a failure
+    /// repeated per packet (a descriptor limit under a flood) does not flood the log.
+    fn warning_allowed(&self) -> bool {
+        self.last_warning.allow(self.now_ms())
+    }
+}
+
+/// At most one event a second: the time of the last one allowed (ms, plus one so
+/// that zero means never).
+#[derive(Debug, Default)]
+struct Throttle(AtomicU64);
+
+impl Throttle {
+    fn allow(&self, now_ms: u64) -> bool {
+        let now = now_ms.saturating_add(1);
+        let last = self.0.load(Relaxed);
+        (last == 0 || now.saturating_sub(last) >= 1000)
+            && self.0.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
     }
 }
 
@@ -125,6 +147,7 @@ impl ForwarderBuilder {
             routes: ArcSwap::from_pointee(self.routes),
             stats: Arc::default(),
             started: Instant::now(),
+            last_warning: Throttle::default(),
         });
         let idle_ms = u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX);
         let flows = FlowTable::new(
@@ -328,7 +351,9 @@ fn forward(
             let flow = match open_flow(route.server, client, front, shared, &clock) {
                 Ok(flow) => flow,
                 Err(err) => {
-                    warn!(%client, ?err, "quic-lb could not open a flow socket");
+                    if shared.warning_allowed() {
+                        warn!(%client, ?err, "quic-lb could not open a flow socket");
+                    }
                     return stats.send_failed();
                 }
             };
@@ -414,4 +439,20 @@ fn send_now(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> io::Result<(
     SockRef::from(socket)
         .send_to(datagram, &SockAddr::from(to))
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_at_most_one_a_second() {
+        let t = Throttle::default();
+        assert!(t.allow(0));
+        assert!(!t.allow(0));
+        assert!(!t.allow(999));
+        assert!(t.allow(1000));
+        assert!(!t.allow(1500));
+        assert!(t.allow(5000));
+    }
 }
