@@ -12,7 +12,7 @@ pub use proxy_core::HandedOffConnection;
 
 use crate::{
     sock::Conn,
-    wire::{metrics_messages, ConnectionRecord, Message, MAX_SERIES},
+    wire::{metrics_messages, ConnectionRecord, Message, MAX_SERIES, MAX_SERIES_TOTAL_BYTES},
     UpgradeError,
 };
 
@@ -133,8 +133,10 @@ pub struct Handover {
     conn: Option<Conn>,
     received: u32,
     deadline: Instant,
-    /// Counters of `metrics` messages saying `more`, until the last one.
+    /// Counters of `metrics` messages saying `more`, until the last one, and the
+    /// bytes of their series.
     counters: Vec<(String, u64)>,
+    counter_bytes: usize,
     /// The last complete set of counters, not taken yet.
     latest: Option<Vec<(String, u64)>>,
 }
@@ -157,6 +159,7 @@ impl Handover {
             received: 0,
             deadline: Instant::now() + HANDOVER_LIMIT,
             counters: Vec::new(),
+            counter_bytes: 0,
             latest: None,
         }
     }
@@ -199,15 +202,27 @@ impl Handover {
         loop {
             match self.next_message() {
                 Ok(Some(Msg::Counters(counters, more))) => {
-                    let room = MAX_SERIES.saturating_sub(self.counters.len());
-                    if counters.len() > room {
+                    let mut dropped = 0usize;
+                    for (series, value) in counters {
+                        if self.counters.len() >= MAX_SERIES
+                            || self.counter_bytes + series.len() > MAX_SERIES_TOTAL_BYTES
+                        {
+                            dropped += 1;
+                            continue;
+                        }
+                        self.counter_bytes += series.len();
+                        self.counters.push((series, value));
+                    }
+                    if dropped > 0 {
                         tracing::warn!(
+                            dropped,
                             max = MAX_SERIES,
+                            max_bytes = MAX_SERIES_TOTAL_BYTES,
                             "more counters than carried; the rest are left out"
                         );
                     }
-                    self.counters.extend(counters.into_iter().take(room));
                     if !more {
+                        self.counter_bytes = 0;
                         return Ok(Some(Received::Counters(std::mem::take(&mut self.counters))));
                     }
                 }

@@ -21,7 +21,7 @@ mod connection;
 mod metrics;
 
 pub use connection::{ConnectionRecord, MAX_PROTOCOL_BYTES, MAX_UNREAD_BYTES};
-pub use metrics::{metrics_messages, MAX_SERIES, MAX_SERIES_BYTES};
+pub use metrics::{metrics_messages, MAX_SERIES, MAX_SERIES_BYTES, MAX_SERIES_TOTAL_BYTES};
 
 /// The first bytes of every message.
 pub const MAGIC: [u8; 4] = *b"PXUP";

@@ -6,8 +6,12 @@ use crate::UpgradeError;
 /// The longest series (a metric name with its labels), in bytes.
 pub const MAX_SERIES_BYTES: usize = 4096;
 
-/// The most series one upgrade carries; more are left out (and logged).
+/// The most series one set of `metrics` messages carries; more are left out (and
+/// logged) by the new process.
 pub const MAX_SERIES: usize = 1 << 20;
+
+/// The most bytes of series names one set carries (64 MiB); more are left out.
+pub const MAX_SERIES_TOTAL_BYTES: usize = 64 << 20;
 
 /// `count: u32`, then per counter `series_len: u16`, the series (UTF-8, 1 to
 /// [`MAX_SERIES_BYTES`] bytes) and `value: u64`.
