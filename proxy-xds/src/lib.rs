@@ -4,6 +4,7 @@ mod client;
 mod config;
 mod delta;
 mod error;
+pub mod fuzzing;
 pub mod resources;
 mod secrets;
 mod state;
