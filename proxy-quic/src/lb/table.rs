@@ -385,6 +385,48 @@ mod tests {
     }
 
     #[test]
+    fn both_configs_of_a_rotation_route() {
+        let key = crate::CidKey::new([9; 16]);
+        let old = CidFormat::new(ConfigId::new(0).unwrap(), 2, 6, Some(&key), false).unwrap();
+        let new = CidFormat::new(ConfigId::new(1).unwrap(), 2, 10, Some(&key), true).unwrap();
+        let mut decoder = Decoder::new();
+        decoder.insert(old.clone());
+        decoder.insert(new.clone());
+        let servers = [1, 2].map(|i| (sid(i), SocketAddr::from(([10, 0, 0, i as u8], 443))));
+        let during = Routes::new(decoder.clone(), servers).unwrap();
+        let nonce = |n: usize| crate::Nonce::new(&[5; 10][..n]).unwrap();
+        let cid_old = old.encode(&sid(1), &nonce(6), 0).unwrap();
+        let cid_new = new.encode(&sid(2), &nonce(10), 0).unwrap();
+        let (client, local) = (
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:2".parse().unwrap(),
+        );
+        let short = |cid: &crate::Cid| {
+            let mut p = vec![0x40];
+            p.extend_from_slice(cid.as_bytes());
+            p.resize(40, 0);
+            p
+        };
+        let route = |routes: &Routes, packet: &[u8]| {
+            let header = super::super::packet::parse(packet).unwrap();
+            let route = routes.route(&header, client, local).unwrap();
+            (route.server_id, route.by)
+        };
+        let (p_old, p_new) = (short(&cid_old), short(&cid_new));
+        assert_eq!(route(&during, &p_old), (sid(1), RouteBy::Cid));
+        assert_eq!(route(&during, &p_new), (sid(2), RouteBy::Cid));
+
+        // The rotation is over: config 0 retired, its IDs go by hash.
+        decoder.remove(ConfigId::new(0).unwrap());
+        let after = Routes::new(decoder, servers).unwrap();
+        assert_eq!(route(&after, &p_new), (sid(2), RouteBy::Cid));
+        assert_eq!(
+            route(&after, &p_old).1,
+            RouteBy::Hash(Unroutable::UnknownConfig)
+        );
+    }
+
+    #[test]
     fn ipv4_and_mapped_ipv6_are_one_tuple() {
         let r = routes(5);
         let local: SocketAddr = "203.0.113.1:443".parse().unwrap();
