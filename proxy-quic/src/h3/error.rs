@@ -27,6 +27,9 @@ pub enum H3Error {
         #[source]
         source: std::io::Error,
     },
+    /// The UDP socket could not be set up for the endpoint.
+    #[error("setting up the UDP socket")]
+    Socket(#[source] std::io::Error),
     /// Binding needs a tokio runtime (the endpoint's driver runs on it).
     #[error("binding an HTTP/3 listener needs a tokio runtime")]
     NoRuntime,

@@ -184,15 +184,17 @@ impl H3ListenerBuilder {
     }
 
     /// The most request streams a client may have open at once on a connection
-    /// (QUIC `initial_max_streams_bidi`). Default 100.
+    /// (QUIC `initial_max_streams_bidi`); more wait for stream credit. Default
+    /// 100; 0 lets no request in.
     pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
         self.max_concurrent_streams = streams;
         self
     }
 
     /// A connection with no packet for this long is closed (QUIC
-    /// `max_idle_timeout`). Default 60 s; values past QUIC's limit (about 146
-    /// years) are capped.
+    /// `max_idle_timeout`, the smaller of the client's and this one applies).
+    /// Default 60 s; zero turns the server's timeout off (QUIC's meaning of 0);
+    /// values past QUIC's limit (about 146 years) are capped.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
@@ -220,6 +222,21 @@ impl H3ListenerBuilder {
     /// [`H3Error::CipherSuite`] when the TLS config does not suit HTTP/3,
     /// [`H3Error::Bind`] when the socket cannot be bound.
     pub fn bind(self, address: SocketAddr) -> Result<H3Listener, H3Error> {
+        let socket = std::net::UdpSocket::bind(address).map_err(|source| H3Error::Bind {
+            addr: address,
+            source,
+        })?;
+        self.bind_socket(socket)
+    }
+
+    /// Serves on `socket`, a UDP socket bound already (one handed over by the
+    /// previous process in a hot upgrade, or set up with socket options of the
+    /// caller's); must be called within a tokio runtime.
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind); [`H3Error::Socket`] when the socket cannot be set
+    /// up for the endpoint.
+    pub fn bind_socket(self, socket: std::net::UdpSocket) -> Result<H3Listener, H3Error> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(H3Error::NoRuntime);
         }
@@ -239,19 +256,14 @@ impl H3ListenerBuilder {
         if let Some(generator) = self.cid_generator {
             endpoint_config.cid_generator(generator.into_quinn_factory());
         }
-        let bind_err = |source| H3Error::Bind {
-            addr: address,
-            source,
-        };
-        let socket = std::net::UdpSocket::bind(address).map_err(bind_err)?;
         let endpoint = quinn::Endpoint::new(
             endpoint_config,
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
         )
-        .map_err(bind_err)?;
-        let local = endpoint.local_addr().map_err(bind_err)?;
+        .map_err(H3Error::Socket)?;
+        let local = endpoint.local_addr().map_err(H3Error::Socket)?;
         Ok(H3Listener {
             endpoint,
             local,
@@ -260,5 +272,49 @@ impl H3ListenerBuilder {
             drain_timeout: self.drain_timeout,
             stats: Arc::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn tls() -> rustls::ServerConfig {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        super::super::server_config(
+            cert.cert.pem().as_bytes(),
+            cert.key_pair.serialize_pem().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn binding_outside_a_runtime_is_an_error() {
+        let err = H3Listener::builder("h3", tls())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .unwrap_err();
+        assert!(matches!(err, H3Error::NoRuntime), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn binds_a_given_socket_and_refuses_a_busy_address() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let listener = H3Listener::builder("h3", tls())
+            .bind_socket(socket)
+            .unwrap();
+        assert_eq!(listener.local_addr(), addr);
+        let err = H3Listener::builder("h3", tls()).bind(addr).unwrap_err();
+        assert!(
+            matches!(err, H3Error::Bind { addr: a, .. } if a == addr),
+            "{err:?}"
+        );
+        let mut no_h3 = tls();
+        no_h3.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let err = H3Listener::builder("h3", no_h3)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .unwrap_err();
+        assert!(matches!(err, H3Error::Alpn), "{err:?}");
     }
 }
