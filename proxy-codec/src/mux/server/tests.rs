@@ -9,7 +9,9 @@ use proxy_core::{BoxError, BoxHttp, HttpRequest, HttpResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{serve_connection, ServeParams, Signal};
-use crate::{bolt::status, config::ServerOptions, io, metrics::Counters, Bolt, Protocol};
+use crate::{
+    bolt::status, config::ServerOptions, io, metrics::Counters, Bolt, Dubbo, FrameKind, Protocol,
+};
 
 fn call(id: u32, body: &'static str) -> BytesMut {
     let req = http::Request::post("/com.example.Echo:1.0/echo")
@@ -143,4 +145,67 @@ async fn too_many_unread_bytes_drain_instead() {
         matches!(end, Ok(None)),
         "closed with a FIN, not handed over: {end:?}"
     );
+}
+
+/// A call of `p` to `path` with request id `id`, encoded.
+fn call_of<P: Protocol>(p: &P, path: &str, id: u64, body: &'static [u8]) -> BytesMut {
+    let req = http::Request::post(path).body(()).expect("request");
+    let mut frame = p
+        .request_from_http(req.into_parts().0, Bytes::from_static(body))
+        .expect("call");
+    p.set_request_id(&mut frame, id);
+    let mut out = BytesMut::new();
+    p.encode(&frame, &mut out).expect("encode");
+    out
+}
+
+#[tokio::test]
+async fn a_dubbo_connection_is_handed_off_the_same_way() {
+    let slow = tower::service_fn(|_: HttpRequest| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok::<_, BoxError>(HttpResponse::new("ok".into()))
+    });
+    let (options, counters) = (ServerOptions::default(), Counters::default());
+    let params = ServeParams {
+        protocol: &Dubbo,
+        options: &options,
+        counters: &counters,
+        extensions: http::Extensions::new(),
+        idle_timeout: None,
+        frame_timeout: None,
+        resumed: false,
+    };
+    let (mut client, conn) = tokio::io::duplex(64 * 1024);
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let first = call_of(&Dubbo, "/org.example.Greeter/hello", 1, b"\x05first");
+    let second = call_of(&Dubbo, "/org.example.Greeter/hello", 2, b"\x06second");
+    let half = second.len() / 2;
+    client.write_all(&first).await.expect("write");
+    client.write_all(&second[..half]).await.expect("write");
+    let signal = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Signal::HandOff {
+            max_unread: 1 << 16,
+        }
+    };
+    let unread = serve_connection(
+        params,
+        &mut rd,
+        &mut wr,
+        Bytes::new(),
+        BoxHttp::new(slow),
+        signal,
+    )
+    .await
+    .expect("handed over");
+    assert_eq!(&unread[..], &second[..half]);
+    let mut buf = BytesMut::new();
+    let answer = io::read_frame(&Dubbo, &mut client, &mut buf, 1 << 20)
+        .await
+        .expect("read")
+        .expect("an answer");
+    assert_eq!(Dubbo.request_id(&answer), 1);
+    assert_eq!(Dubbo.kind(&answer), FrameKind::Response);
+    // No go-away (Dubbo's read-only event) before the hand-off.
+    assert!(buf.is_empty());
 }
