@@ -138,5 +138,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("unknown field `listen`"), "{e}");
+
+        let zero = ForwarderConfig {
+            idle_timeout: Duration::ZERO,
+            ..c
+        };
+        let e = super::super::ForwarderBuilder::try_from(&zero).unwrap_err();
+        assert_eq!(e.path, "idle_timeout");
     }
 }

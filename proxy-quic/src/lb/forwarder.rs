@@ -103,7 +103,8 @@ impl ForwarderBuilder {
         }
     }
 
-    /// How long a flow lives without a packet either way (default 30 s).
+    /// How long a flow lives without a packet either way (default 30 s; at least
+    /// 1 ms is used).
     pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
         self.idle_timeout = idle_timeout;
         self
@@ -177,6 +178,12 @@ impl TryFrom<&ForwarderConfig> for ForwarderBuilder {
     type Error = ConfigError;
 
     fn try_from(config: &ForwarderConfig) -> Result<Self, ConfigError> {
+        if config.idle_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "idle_timeout",
+                "must be more than zero: every packet would open a new flow",
+            ));
+        }
         Ok(Self::new(Routes::try_from(config)?)
             .idle_timeout(config.idle_timeout)
             .max_flows(config.max_flows)
@@ -225,7 +232,8 @@ impl TryFrom<&ForwarderConfig> for ForwarderBuilder {
 ///
 /// // Servers change: swap in new routes.
 /// let other = ServerId::from_hex("0a02").unwrap();
-/// lb.update(Routes::new(decoder, [(sid, flow), (other, flow)]).unwrap());
+/// let servers = [(sid, server.local_addr().unwrap()), (other, "127.0.0.1:4434".parse().unwrap())];
+/// lb.update(Routes::new(decoder, servers).unwrap());
 /// assert_eq!(lb.routes().servers().count(), 2);
 /// # }
 /// ```
