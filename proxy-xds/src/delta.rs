@@ -3,10 +3,12 @@
 //! response. Pure: no I/O, so every protocol step is unit-tested.
 //!
 //! A delta response changes the held set of its type (resources added or updated,
-//! `removed_resources` dropped); the whole resulting set goes through the same
-//! translation and validation as a state-of-the-world response of that type
-//! ([`AdsState::prepare`]), so both variants build the same config and a refused
-//! response changes nothing.
+//! `removed_resources` dropped), and goes through the same translation and
+//! validation as a state-of-the-world response of that type ([`AdsState::prepare`]):
+//! for clusters and listeners, whose state-of-the-world responses are the whole set,
+//! the resulting held set; for endpoints, routes and secrets, which keep what a
+//! response leaves out, only the resources updated, then the removals. Both variants
+//! build the same config, and a refused response changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -188,11 +190,22 @@ impl DeltaState {
             }
             held.remove(name);
         }
+        // Clusters and listeners are a whole set in state of the world: the held set
+        // goes through. Endpoints, routes and secrets keep those a response leaves
+        // out, so only what changed is translated again (removals follow below).
+        let resources = match type_url {
+            CLUSTER_TYPE | LISTENER_TYPE => held.values().map(|h| h.any.clone()).collect(),
+            _ => resp
+                .resources
+                .iter()
+                .filter_map(|r| r.resource.clone())
+                .collect(),
+        };
         let whole = DiscoveryResponse {
             type_url: type_url.into(),
             version_info: resp.system_version_info.clone(),
             nonce: resp.nonce.clone(),
-            resources: held.values().map(|h| h.any.clone()).collect(),
+            resources,
             ..DiscoveryResponse::default()
         };
         let mut next = Self {
