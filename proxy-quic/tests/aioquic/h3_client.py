@@ -119,12 +119,13 @@ async def main():
         await client.wait_closed()
 
 
-def rebind(client):
-    """Moves the client's UDP socket to a new local port, as a NAT rebinding does."""
+def rebind(client, port=0):
+    """Moves the client's UDP socket to a new local port (any free one, or `port`),
+    as a NAT rebinding does."""
     transport = client._transport
     old = transport.get_extra_info("socket")
     sock = socket.socket(old.family, socket.SOCK_DGRAM)
-    sock.bind((old.getsockname()[0], 0))
+    sock.bind((old.getsockname()[0], port))
     loop = asyncio.get_event_loop()
     # Read on the new socket too; the old one keeps reading packets in flight.
 
