@@ -15,9 +15,11 @@
 //! # }
 //! ```
 
+mod per_type;
 pub mod resources;
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -25,10 +27,8 @@ use std::{
 };
 
 use envoy_types::pb::envoy::service::discovery::v3::{
-    aggregated_discovery_service_server::{
-        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-    },
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    aggregated_discovery_service_server::AggregatedDiscoveryService, DeltaDiscoveryRequest,
+    DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
@@ -43,18 +43,53 @@ pub const ENDPOINT_TYPE: &str =
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// The type URL of route configurations (RDS).
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// The type URL of secrets (SDS).
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// How long [`ControlPlane::request`] waits for the client.
 const REQUEST_WAIT: Duration = Duration::from_secs(10);
 
 type Outbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 type Current<T> = Arc<Mutex<Option<mpsc::UnboundedSender<Result<T, Status>>>>>;
+/// The current per-type streams, by type URL.
+type Typed<T> = Arc<Mutex<HashMap<String, Current<T>>>>;
 
+#[derive(Clone)]
 struct Ads {
     requests: mpsc::UnboundedSender<DiscoveryRequest>,
     delta_requests: mpsc::UnboundedSender<DeltaDiscoveryRequest>,
     current: Current<DiscoveryResponse>,
     current_delta: Current<DeltaDiscoveryResponse>,
+    typed: Typed<DiscoveryResponse>,
+    typed_delta: Typed<DeltaDiscoveryResponse>,
+}
+
+impl Ads {
+    fn typed_slot(&self, type_url: &str) -> Current<DiscoveryResponse> {
+        slot(&self.typed, type_url)
+    }
+
+    fn typed_delta_slot(&self, type_url: &str) -> Current<DeltaDiscoveryResponse> {
+        slot(&self.typed_delta, type_url)
+    }
+}
+
+/// The slot of the per-type stream of `type_url`.
+fn slot<T>(typed: &Typed<T>, type_url: &str) -> Current<T> {
+    let mut map = typed.lock().expect("lock");
+    Arc::clone(map.entry(type_url.to_owned()).or_default())
+}
+
+/// The sender of the open per-type stream of `type_url`, if any.
+fn typed_sender<T>(
+    typed: &Typed<T>,
+    type_url: &str,
+) -> Option<mpsc::UnboundedSender<Result<T, Status>>> {
+    let map = typed.lock().expect("lock");
+    let slot = map.get(type_url)?;
+    let sender = slot.lock().expect("lock").clone();
+    sender
 }
 
 /// Makes `current` the stream's sender, forwards what the client sends to
@@ -108,8 +143,11 @@ impl AggregatedDiscoveryService for Ads {
     }
 }
 
-/// A control plane on 127.0.0.1, serving both variants of ADS; stopped with
-/// [`ControlPlane::stop`] or with the test's runtime.
+/// A control plane on 127.0.0.1, serving both variants of ADS and of the per-type
+/// services (CDS, EDS, LDS, RDS, SDS each on its own stream); the requests of every
+/// stream come in one sequence, and a push goes to the per-type stream of its type
+/// when one is open, else to the ADS stream. Stopped with [`ControlPlane::stop`] or
+/// with the test's runtime.
 pub struct ControlPlane {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -117,6 +155,8 @@ pub struct ControlPlane {
     delta_requests: mpsc::UnboundedReceiver<DeltaDiscoveryRequest>,
     current: Current<DiscoveryResponse>,
     current_delta: Current<DeltaDiscoveryResponse>,
+    typed: Typed<DiscoveryResponse>,
+    typed_delta: Typed<DeltaDiscoveryResponse>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -137,17 +177,21 @@ impl ControlPlane {
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let (delta_tx, delta_requests) = mpsc::unbounded_channel();
         let (current, current_delta) = (Current::default(), Current::default());
+        let (typed, typed_delta) = (Typed::default(), Typed::default());
         let ads = Ads {
             requests: requests_tx,
             delta_requests: delta_tx,
             current: Arc::clone(&current),
             current_delta: Arc::clone(&current_delta),
+            typed: Arc::clone(&typed),
+            typed_delta: Arc::clone(&typed_delta),
         };
         let (stop, stopped) = oneshot::channel::<()>();
+        let services = per_type::Services::new(&ads);
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .serve_with_incoming_shutdown(
-                    AggregatedDiscoveryServiceServer::new(ads),
+                    services,
                     tonic::transport::server::TcpIncoming::from(listener),
                     async {
                         let _ = stopped.await;
@@ -161,6 +205,8 @@ impl ControlPlane {
             delta_requests,
             current,
             current_delta,
+            typed,
+            typed_delta,
             stop: Some(stop),
             task: Some(task),
         }
@@ -187,13 +233,15 @@ impl ControlPlane {
         }
     }
 
-    /// Pushes a response on the current state-of-the-world stream.
+    /// Pushes a response on the per-type stream of its type, else on the current
+    /// state-of-the-world ADS stream.
     ///
     /// # Panics
     /// When no stream is open.
     pub fn push(&self, resp: DiscoveryResponse) {
-        let current = self.current.lock().expect("lock");
-        let tx = current.as_ref().expect("a stream is open");
+        let tx = typed_sender(&self.typed, &resp.type_url)
+            .or_else(|| self.current.lock().expect("lock").clone())
+            .expect("a stream is open");
         tx.send(Ok(resp)).expect("the stream is open");
     }
 
@@ -257,13 +305,15 @@ impl ControlPlane {
         }
     }
 
-    /// Pushes a response on the current delta stream.
+    /// Pushes a response on the per-type delta stream of its type, else on the
+    /// current delta ADS stream.
     ///
     /// # Panics
     /// When no delta stream is open.
     pub fn push_delta(&self, resp: DeltaDiscoveryResponse) {
-        let current = self.current_delta.lock().expect("lock");
-        let tx = current.as_ref().expect("a delta stream is open");
+        let tx = typed_sender(&self.typed_delta, &resp.type_url)
+            .or_else(|| self.current_delta.lock().expect("lock").clone())
+            .expect("a delta stream is open");
         tx.send(Ok(resp)).expect("the delta stream is open");
     }
 
@@ -287,6 +337,8 @@ impl ControlPlane {
     pub async fn stop(mut self) {
         self.current.lock().expect("lock").take();
         self.current_delta.lock().expect("lock").take();
+        self.typed.lock().expect("lock").clear();
+        self.typed_delta.lock().expect("lock").clear();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

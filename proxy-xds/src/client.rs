@@ -12,11 +12,14 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
-    delta::DeltaState, state::AdsState, ApiType, Refusal, SecretSink, StreamError, XdsConfig,
+    delta::DeltaState, state::AdsState, ApiType, Refusal, SecretSink, StreamError, Streams,
+    XdsConfig,
 };
 
 #[path = "client_delta.rs"]
 mod delta;
+#[path = "client_split.rs"]
+mod split;
 
 /// What the client has done so far, for readiness checks, admin pages and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,13 +135,21 @@ impl XdsClient {
                 return;
             };
             let mut got = false;
-            let result = match &mut session {
-                Session::Sotw(state) => {
-                    self.stream(address, state, &server, &mut last_applied, &mut got)
+            let (applied, got_one) = (&mut last_applied, &mut got);
+            let result = match (&mut session, self.config.streams) {
+                (Session::Sotw(state), Streams::PerType) => {
+                    self.split_stream(address, state, &server, applied, got_one)
                         .await
                 }
-                Session::Delta(state) => {
-                    self.delta_stream(address, state, &server, &mut last_applied, &mut got)
+                (Session::Sotw(state), _) => {
+                    self.stream(address, state, &server, applied, got_one).await
+                }
+                (Session::Delta(state), Streams::PerType) => {
+                    self.split_delta_stream(address, state, &server, applied, got_one)
+                        .await
+                }
+                (Session::Delta(state), _) => {
+                    self.delta_stream(address, state, &server, applied, got_one)
                         .await
                 }
             };
@@ -161,6 +172,15 @@ impl XdsClient {
         &self,
         address: &str,
     ) -> Result<AggregatedDiscoveryServiceClient<Channel>, StreamError> {
+        let channel = self.channel(address).await?;
+        let max = self.config.max_message_bytes.as_usize();
+        Ok(AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max))
+    }
+
+    /// A connection to the control plane at `address`.
+    async fn channel(&self, address: &str) -> Result<Channel, StreamError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|source| StreamError::Address {
                 address: address.into(),
@@ -180,10 +200,7 @@ impl XdsClient {
                 address: address.into(),
                 source,
             })?;
-        let max = self.config.max_message_bytes.as_usize();
-        Ok(AggregatedDiscoveryServiceClient::new(channel)
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max))
+        Ok(channel)
     }
 
     /// One state-of-the-world stream, until it ends. `got` is set once a response

@@ -42,7 +42,7 @@ impl XdsClient {
     }
 
     /// Validates, applies and answers one delta response.
-    async fn handle_delta(
+    pub(super) async fn handle_delta(
         &self,
         state: &mut DeltaState,
         resp: &DeltaDiscoveryResponse,

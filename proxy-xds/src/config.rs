@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 /// listeners: true                     # also LDS and RDS (off when absent)
 /// api_type: delta                     # incremental xDS (sotw when absent)
 /// secrets: [workload-cert, mesh-ca]   # SDS (none when absent)
+/// streams: per_type                   # a stream per type, no ADS (ads when absent)
 /// ```
 ///
 /// Plain-text HTTP/2 only for now: TLS to the control plane is not supported yet.
@@ -83,6 +84,30 @@ pub struct XdsConfig {
     /// [`SecretSink`](crate::SecretSink).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// `ads` (one aggregated stream for every type) or `per_type` (a stream of its
+    /// own per type, CDS, EDS, LDS, RDS and SDS, on one connection: for control
+    /// planes that do not serve ADS). `ads` when absent.
+    #[serde(default, skip_serializing_if = "Streams::is_ads")]
+    pub streams: Streams,
+}
+
+/// How the resource types travel ([`XdsConfig::streams`]), a snake_case string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Streams {
+    /// One ADS stream (`AggregatedDiscoveryService`) for every type.
+    #[default]
+    Ads,
+    /// One stream per type on the type's own service (`ClusterDiscoveryService`,
+    /// `EndpointDiscoveryService`, ...), each opened with its first request.
+    PerType,
+}
+
+impl Streams {
+    fn is_ads(&self) -> bool {
+        *self == Self::Ads
+    }
 }
 
 /// The variant of the ADS protocol ([`XdsConfig::api_type`]), a snake_case string.
@@ -203,6 +228,7 @@ impl XdsConfig {
             listeners: false,
             api_type: ApiType::Sotw,
             secrets: Vec::new(),
+            streams: Streams::Ads,
         }
     }
 

@@ -11,7 +11,7 @@ mod state;
 mod thread;
 
 pub use client::{XdsClient, XdsStatus};
-pub use config::{ApiType, BackoffConfig, LocalityConfig, NodeConfig, XdsConfig};
+pub use config::{ApiType, BackoffConfig, LocalityConfig, NodeConfig, Streams, XdsConfig};
 pub use error::{Refusal, StreamError};
 pub use secrets::{SecretSink, TlsSecrets};
 pub use thread::XdsThread;

@@ -1,0 +1,269 @@
+//! A stream per type (`streams: per_type`), for control planes that do not serve
+//! ADS: CDS, EDS, LDS, RDS and SDS each on its own service, all on one connection.
+//! The state machines are those of ADS; each request goes to the stream of its
+//! type, opened with its first request (which carries the node), and the answer
+//! to a response of a type not asked for goes back on the stream it came on. The
+//! session ends, to be reopened whole after the back-off, when any stream ends.
+
+use std::{collections::HashMap, pin::Pin};
+
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::{
+        cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient,
+        discovery::v3::{
+            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+        },
+        endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient,
+        listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient,
+        route::v3::route_discovery_service_client::RouteDiscoveryServiceClient,
+        secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient,
+    },
+};
+use futures_util::{
+    stream::{self, SelectAll},
+    Stream, StreamExt,
+};
+use proxy_core::{config::Config, Server};
+use tokio::sync::mpsc;
+use tonic::{transport::Channel, Status, Streaming};
+
+use super::{receiver_stream, XdsClient};
+use crate::{
+    delta::DeltaState,
+    resources::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE},
+    state::AdsState,
+    StreamError,
+};
+
+/// What one stream yields: its type, then a response, or `None` once it ended.
+type Tagged<T> = (&'static str, Option<Result<T, Status>>);
+
+/// The open streams of one session: a sender per type and their merged responses.
+struct PerType<Req, Resp> {
+    senders: HashMap<&'static str, mpsc::Sender<Req>>,
+    inbound: SelectAll<Pin<Box<dyn Stream<Item = Tagged<Resp>> + Send>>>,
+}
+
+/// A request of either variant.
+trait Request: Send + 'static {
+    fn type_url(&self) -> &str;
+    fn set_node(&mut self, node: Node);
+}
+
+impl Request for DiscoveryRequest {
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+    fn set_node(&mut self, node: Node) {
+        self.node = Some(node);
+    }
+}
+
+impl Request for DeltaDiscoveryRequest {
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+    fn set_node(&mut self, node: Node) {
+        self.node = Some(node);
+    }
+}
+
+/// The type URL of a type that has a service of its own.
+fn known(type_url: &str) -> Option<&'static str> {
+    [
+        CLUSTER_TYPE,
+        ENDPOINT_TYPE,
+        LISTENER_TYPE,
+        ROUTE_TYPE,
+        SECRET_TYPE,
+    ]
+    .into_iter()
+    .find(|t| *t == type_url)
+}
+
+impl<Req: Request, Resp: Send + 'static> PerType<Req, Resp> {
+    fn new() -> Self {
+        Self {
+            senders: HashMap::new(),
+            inbound: SelectAll::new(),
+        }
+    }
+
+    /// Where `req` goes: the stream of its type, or of `origin` (the stream of the
+    /// response it answers) for a type without a service. `None`: nowhere.
+    fn target(req: &Req, origin: Option<&'static str>) -> Option<&'static str> {
+        known(req.type_url()).or(origin)
+    }
+
+    /// Sends `req` on the stream of `type_url`; when that stream is not open yet,
+    /// returns the requests to open it with (`req`, with the node) instead.
+    async fn send(
+        &mut self,
+        type_url: &'static str,
+        mut req: Req,
+        node: &Node,
+    ) -> Result<Option<mpsc::Receiver<Req>>, StreamError> {
+        if let Some(tx) = self.senders.get(type_url) {
+            tx.send(req).await.map_err(|_| StreamError::Closed)?;
+            return Ok(None);
+        }
+        req.set_node(node.clone());
+        let (tx, rx) = mpsc::channel(64);
+        tx.send(req).await.map_err(|_| StreamError::Closed)?;
+        self.senders.insert(type_url, tx);
+        Ok(Some(rx))
+    }
+
+    /// Adds the responses of the stream of `type_url`.
+    fn attach(&mut self, type_url: &'static str, responses: Streaming<Resp>) {
+        let tagged = responses
+            .map(move |r| (type_url, Some(r)))
+            .chain(stream::once(async move { (type_url, None) }));
+        self.inbound.push(Box::pin(tagged));
+    }
+}
+
+impl XdsClient {
+    /// One state-of-the-world session of a stream per type, until one ends.
+    pub(super) async fn split_stream(
+        &self,
+        address: &str,
+        state: &mut AdsState,
+        server: &Server,
+        last_applied: &mut Option<Config>,
+        got: &mut bool,
+    ) -> Result<(), StreamError> {
+        let channel = self.channel(address).await?;
+        let node = self.config.node();
+        let mut streams = PerType::new();
+        for req in state.open(node.clone()) {
+            self.send_sotw(&channel, &mut streams, req, &node, None)
+                .await?;
+        }
+        self.opened(address);
+        while let Some((origin, item)) = streams.inbound.next().await {
+            let resp = item.ok_or(StreamError::Closed)??;
+            *got = true;
+            for req in self.handle(state, &resp, server, last_applied).await {
+                self.send_sotw(&channel, &mut streams, req, &node, Some(origin))
+                    .await?;
+            }
+        }
+        Err(StreamError::Closed)
+    }
+
+    async fn send_sotw(
+        &self,
+        channel: &Channel,
+        streams: &mut PerType<DiscoveryRequest, DiscoveryResponse>,
+        req: DiscoveryRequest,
+        node: &Node,
+        origin: Option<&'static str>,
+    ) -> Result<(), StreamError> {
+        let Some(type_url) = PerType::<_, DiscoveryResponse>::target(&req, origin) else {
+            return Ok(());
+        };
+        let Some(rx) = streams.send(type_url, req, node).await? else {
+            return Ok(());
+        };
+        let max = self.config.max_message_bytes.as_usize();
+        let out = receiver_stream(rx);
+        let ch = channel.clone();
+        let responses = match type_url {
+            CLUSTER_TYPE => {
+                let mut c = ClusterDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
+                c.stream_clusters(out).await?
+            }
+            ENDPOINT_TYPE => {
+                let mut c = EndpointDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
+                c.stream_endpoints(out).await?
+            }
+            LISTENER_TYPE => {
+                let mut c = ListenerDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
+                c.stream_listeners(out).await?
+            }
+            ROUTE_TYPE => {
+                let mut c = RouteDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
+                c.stream_routes(out).await?
+            }
+            _ => {
+                let mut c = SecretDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
+                c.stream_secrets(out).await?
+            }
+        };
+        streams.attach(type_url, responses.into_inner());
+        Ok(())
+    }
+
+    /// One delta session of a stream per type, until one ends.
+    pub(super) async fn split_delta_stream(
+        &self,
+        address: &str,
+        state: &mut DeltaState,
+        server: &Server,
+        last_applied: &mut Option<Config>,
+        got: &mut bool,
+    ) -> Result<(), StreamError> {
+        let channel = self.channel(address).await?;
+        let node = self.config.node();
+        let mut streams = PerType::new();
+        for req in state.open(node.clone()) {
+            self.send_delta(&channel, &mut streams, req, &node, None)
+                .await?;
+        }
+        self.opened(address);
+        while let Some((origin, item)) = streams.inbound.next().await {
+            let resp = item.ok_or(StreamError::Closed)??;
+            *got = true;
+            for req in self.handle_delta(state, &resp, server, last_applied).await {
+                self.send_delta(&channel, &mut streams, req, &node, Some(origin))
+                    .await?;
+            }
+        }
+        Err(StreamError::Closed)
+    }
+
+    async fn send_delta(
+        &self,
+        channel: &Channel,
+        streams: &mut PerType<DeltaDiscoveryRequest, DeltaDiscoveryResponse>,
+        req: DeltaDiscoveryRequest,
+        node: &Node,
+        origin: Option<&'static str>,
+    ) -> Result<(), StreamError> {
+        let Some(type_url) = PerType::<_, DeltaDiscoveryResponse>::target(&req, origin) else {
+            return Ok(());
+        };
+        let Some(rx) = streams.send(type_url, req, node).await? else {
+            return Ok(());
+        };
+        let max = self.config.max_message_bytes.as_usize();
+        let out = receiver_stream(rx);
+        let ch = channel.clone();
+        let responses = match type_url {
+            CLUSTER_TYPE => {
+                let mut c = ClusterDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
+                c.delta_clusters(out).await?
+            }
+            ENDPOINT_TYPE => {
+                let mut c = EndpointDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
+                c.delta_endpoints(out).await?
+            }
+            LISTENER_TYPE => {
+                let mut c = ListenerDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
+                c.delta_listeners(out).await?
+            }
+            ROUTE_TYPE => {
+                let mut c = RouteDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
+                c.delta_routes(out).await?
+            }
+            _ => {
+                let mut c = SecretDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
+                c.delta_secrets(out).await?
+            }
+        };
+        streams.attach(type_url, responses.into_inner());
+        Ok(())
+    }
+}
