@@ -22,6 +22,9 @@
 //!   the server ID in its destination connection ID, or by a consistent hash of the
 //!   4-tuple when there is none. It uses proxy-lb's Maglev table, a deliberate
 //!   sideways dependency: one consistent hash for the whole framework.
+//! - [`stream_proxy`]: QUIC streams proxied to TCP (raw QUIC, custom ALPN): each
+//!   bidirectional stream to an endpoint of a proxy-core cluster, with the TCP
+//!   proxy's half-close, idle timeout and byte counts.
 //!
 //! # Example
 //! ```
@@ -54,6 +57,7 @@ pub mod h3;
 mod hex;
 pub mod lb;
 mod nonce_space;
+pub mod stream_proxy;
 mod types;
 
 pub use config::{CidFormatConfig, DecoderConfig, QuicLbConfig};
