@@ -45,9 +45,12 @@ pub struct XdsStatus {
     pub last_nack: Option<String>,
 }
 
-/// An ADS (state of the world) client for CDS and EDS, and LDS and RDS when
-/// [`XdsConfig::listeners`] is set, that drives a running [`Server`]. The server
-/// keeps the last accepted config while the control plane is away.
+/// An xDS client for CDS and EDS, LDS and RDS when [`XdsConfig::listeners`] is
+/// set, and SDS for [`XdsConfig::secrets`] (into the sink of
+/// [`XdsClient::with_secrets`]), that drives a running [`Server`]: state of the
+/// world or delta ([`XdsConfig::api_type`]), over ADS or a stream per type
+/// ([`XdsConfig::streams`]). The server keeps the last accepted config while the
+/// control plane is away.
 ///
 /// # Example
 /// ```no_run
