@@ -12,9 +12,9 @@
 //! holding the sockets before it said ready, change nothing: the old one keeps every
 //! connection and the next upgrade works.
 //!
-//! The same with the real client, sofa-rpc-node (8 clients, 8 `echoAfter` calls in
-//! flight each, against sofa-rpc-node's server): no call fails, no socket error, one
-//! connect per client. It needs node and the packages `scripts/deps/proxy-codec.sh`
+//! The same with the real client, sofa-rpc-node (50 clients, 2 `echoAfter` calls in
+//! flight each, against sofa-rpc-node's server, through 20 consecutive upgrades): no call
+//! fails, no socket error, one connect per client. It needs node and the packages `scripts/deps/proxy-codec.sh`
 //! installs; without them it prints `SKIPPED:` and passes.
 
 #[path = "hot_upgrade/bolt.rs"]
@@ -209,6 +209,15 @@ async fn bolt_connections_go_over_with_calls_in_flight_through_upgrades() {
 
 // === the real client: sofa-rpc-node ===
 
+/// sofa-rpc-node clients, one connection each, two calls in flight each.
+const SOFA_CLIENTS: &str = "50";
+
+/// The processes that take over, one after the other.
+const UPGRADES: [&str; 20] = [
+    "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9", "u10", "u11", "u12", "u13", "u14", "u15",
+    "u16", "u17", "u18", "u19", "u20",
+];
+
 /// node_modules with sofa-rpc-node (from `scripts/deps/proxy-codec.sh`), or `None`
 /// after a loud `SKIPPED:` line.
 fn sofa_rpc_node() -> Option<std::path::PathBuf> {
@@ -255,7 +264,7 @@ async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
     let Some(modules) = sofa_rpc_node() else {
         return;
     };
-    with_timeout(Duration::from_secs(60), async {
+    with_timeout(Duration::from_secs(90), async {
         let _heavy = heavy_test_lock().await;
         let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let interop = here.join("../../proxy-codec/tests/interop/server.js");
@@ -265,11 +274,16 @@ async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
             .await
             .expect("server.js starts")
             .expect("read")
-            .and_then(|l| l.strip_prefix("LISTENING ").and_then(|p| p.trim().parse().ok()))
+            .and_then(|l| {
+                l.strip_prefix("LISTENING ")
+                    .and_then(|p| p.trim().parse().ok())
+            })
             .expect("LISTENING <port>");
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("r", "/", "c", "")])
-            .cluster(format!("{{name: c, protocol: bolt, endpoints: [\"127.0.0.1:{port}\"]}}"));
+            .cluster(format!(
+                "{{name: c, protocol: bolt, endpoints: [\"127.0.0.1:{port}\"]}}"
+            ));
         cfg.top_extra = "runtime:\n  worker_threads: 2\n  drain_timeout: 5s\n".into();
         let dir = TempDir::new("hot-upgrade-sofa");
         let config = dir.join("config.yaml");
@@ -283,7 +297,16 @@ async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
         let mut client = node(
             &modules,
             &script,
-            &["--target", &target, "--stop-file", &stop_arg, "--clients", "8", "--in-flight", "8"],
+            &[
+                "--target",
+                &target,
+                "--stop-file",
+                &stop_arg,
+                "--clients",
+                SOFA_CLIENTS,
+                "--in-flight",
+                "2",
+            ],
         );
         let mut out = BufReader::new(client.stdout.take().expect("stdout")).lines();
         let ready = tokio::time::timeout(Duration::from_secs(20), out.next_line()).await;
@@ -295,16 +318,31 @@ async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
         // Calls flow before the first upgrade.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut with_unread = 0;
-        for name in ["second", "third", "fourth"] {
-            let new = Proc::start(name, &dir, &config, &["--upgrade", "--upgrade-window", "500ms"]);
+        let started = Instant::now();
+        for name in UPGRADES {
+            let new = Proc::start(
+                name,
+                &dir,
+                &config,
+                &["--upgrade", "--upgrade-window", "500ms"],
+            );
             let status = old.wait_exit(Duration::from_secs(15)).await;
-            assert!(status.success(), "{} exit status {status}\n{}", old.name, old.logs());
+            assert!(
+                status.success(),
+                "{} exit status {status}\n{}",
+                old.name,
+                old.logs()
+            );
             let logs = old.logs();
-            assert!(handed(&logs, "protocol") >= 8, "{} handed over too few\n{logs}", old.name);
+            assert!(
+                handed(&logs, "protocol") >= 50,
+                "{} handed over too few\n{logs}",
+                old.name
+            );
             with_unread += handed(&logs, "with_unread");
             old = new;
             wait_ready(cfg.admin, &mut old).await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         std::fs::write(&stop, b"").expect("stop");
         let report = tokio::time::timeout(Duration::from_secs(20), out.next_line())
@@ -313,9 +351,18 @@ async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
             .expect("read")
             .unwrap_or_default();
         let status = client.wait().await.expect("client exit");
-        eprintln!("sofa-rpc-node through 3 upgrades: {report}; {with_unread} handed over with bytes unread");
+        eprintln!(
+            "sofa-rpc-node through {} upgrades in {:?}: {report}; {with_unread} handed over \
+             with bytes unread",
+            UPGRADES.len(),
+            started.elapsed()
+        );
         assert!(status.success(), "{report}\n{}", old.logs());
-        assert!(report.contains("\"errors\":0") && report.contains("\"connects\":8"), "{report}");
+        assert!(
+            report.contains("\"errors\":0")
+                && report.contains(&format!("\"connects\":{SOFA_CLIENTS}")),
+            "{report}"
+        );
         let _ = server.kill().await;
     })
     .await;
