@@ -10,7 +10,10 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, OnceLock,
+    },
     time::Duration,
 };
 
@@ -615,4 +618,74 @@ proptest! {
             prop_assert_ne!(r.unwrap_err(), Failure::Missing);
         }
     }
+}
+
+/// A JWKS server over TLS with a certificate for `localhost` from `pki`.
+fn https_jwks(
+    pki: &proxy_test_support::pki::Pki,
+    keys: Vec<Value>,
+) -> (Upstream, Arc<AtomicUsize>) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let issued = pki.server("jwks", &["localhost"]);
+    let certs = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let body = json!({ "keys": keys }).to_string();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let up = proxy_test_support::upstream::spawn_raw(move |stream, _stats| {
+        let (acceptor, body, counted) = (acceptor.clone(), body.clone(), counted.clone());
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |_req| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(body)),
+                    ))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+        }
+    });
+    (up, fetches)
+}
+
+#[tokio::test]
+async fn https_jwks_with_the_configured_roots() {
+    with_timeout(Duration::from_secs(60), async {
+        let pki = proxy_test_support::pki::Pki::new("jwks");
+        let key = ec_key();
+        let (up, fetches) = https_jwks(&pki, vec![key.jwk("e1")]);
+        let url = format!("https://localhost:{}/jwks", up.addr.port());
+        let ca = format!(", ca_path: '{}'", pki.ca_pem.display());
+        let gw = Gateway::start(&jwt_filter(&remote(&url, &ca)));
+        let token = key.sign(Some("e1"), &claims("tls"));
+        assert_eq!(gw.bearer(&token, &[]).await.status, 200);
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // The public roots do not trust the test CA: no key set.
+        let untrusted = Gateway::start(&jwt_filter(&remote(&url, "")));
+        assert_refused(&untrusted.bearer(&token, &[]).await, "jwks_unavailable");
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "no request over an untrusted handshake"
+        );
+    })
+    .await;
 }
