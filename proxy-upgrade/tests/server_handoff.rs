@@ -114,3 +114,64 @@ fn a_server_takes_over_the_listeners_of_another() {
     new.shutdown();
     new_thread.join().expect("new server stops");
 }
+
+/// The value of `series` among `counters`.
+fn counter(counters: &[(String, u64)], series: &str) -> Option<u64> {
+    counters.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
+}
+
+#[test]
+fn counters_carried_in_go_on_and_a_connection_of_an_unknown_protocol_is_refused() {
+    let dir = Dir::new();
+    let server = Server::new(config(&dir.join("app.sock")), Registry::default()).expect("server");
+    let thread = run(server.clone());
+    let addr = port_of(&server);
+    assert!(status_line(TcpStream::connect(addr).expect("tcp")).starts_with("HTTP/1.1 404"));
+    let (accepted, active) = (
+        "proxy_listener_connections_total{listener=\"web\"}",
+        "proxy_listener_connections_active{listener=\"web\"}",
+    );
+    let counters = server.counter_values();
+    let own = counter(&counters, accepted).expect("the accept counter");
+    assert!(own >= 1);
+    // Gauges are not counters: not carried.
+    assert_eq!(counter(&counters, active), None);
+    // What the old process counted is added to what this one counts.
+    server.carry_counters(vec![
+        (accepted.to_owned(), 1000),
+        ("gone_total".to_owned(), 5),
+    ]);
+    assert_eq!(
+        counter(&server.counter_values(), accepted),
+        Some(own + 1000)
+    );
+    assert!(status_line(TcpStream::connect(addr).expect("tcp")).starts_with("HTTP/1.1 404"));
+    assert_eq!(
+        counter(&server.counter_values(), accepted),
+        Some(own + 1001)
+    );
+    // A later set replaces the earlier one.
+    server.carry_counters(vec![(accepted.to_owned(), 2000)]);
+    assert_eq!(
+        counter(&server.counter_values(), accepted),
+        Some(own + 2001)
+    );
+
+    // A Bolt connection for a listener that serves no Bolt: refused (and closed).
+    let (ours, theirs) = UnixStream::pair().expect("pair");
+    let refused = server.adopt_handed_off(proxy_core::HandedOffConnection {
+        listener: "web".into(),
+        socket: ours.into(),
+        unread: b"\x01\x01".to_vec(),
+        protocol: Some("bolt".into()),
+    });
+    assert!(refused.is_err());
+    let mut buf = [0u8; 1];
+    let mut theirs = theirs;
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(theirs.read(&mut buf).expect("closed"), 0, "closed");
+    server.shutdown();
+    thread.join().expect("server stops");
+}

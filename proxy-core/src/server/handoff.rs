@@ -223,24 +223,12 @@ impl Server {
             .get(listener)
             .cloned()
             .ok_or_else(|| refuse("no running listener has that name".into()))?;
-        let settings = rt.settings.load();
-        let protocol = match protocol {
-            None => None,
-            Some(name) => Some(
-                settings
-                    .protocols
-                    .iter()
-                    .position(|p| p.name() == Some(name))
-                    .ok_or_else(|| refuse(format!("the listener serves no protocol {name:?}")))?,
-            ),
-        };
         // A protocol's frames are capped by its own options, not by the head limit:
         // its first frame reads on from these bytes.
         let max = match protocol {
             Some(_) => MAX_PROTOCOL_UNREAD,
-            None => settings.limits.max_header_bytes.as_usize(),
+            None => rt.settings.load().limits.max_header_bytes.as_usize(),
         };
-        drop(settings);
         if unread.len() > max {
             return Err(refuse(format!(
                 "{} unread bytes, over max_header_bytes ({max})",
@@ -273,6 +261,16 @@ impl Server {
         let (drain, access_log) = (self.inner.drain.subscribe(), &self.inner.access_log);
         let handoff = Some(self.inner.handoff.clone());
         let ctx = super::spawn::context(&rt, peer, &drain, access_log, &handoff);
+        // Looked up in the protocols this connection's context serves with.
+        let protocol = match protocol {
+            None => None,
+            Some(name) => Some(
+                ctx.protocols
+                    .iter()
+                    .position(|p| p.name() == Some(name))
+                    .ok_or_else(|| refuse(format!("the listener serves no protocol {name:?}")))?,
+            ),
+        };
         handle.spawn(async move {
             match Stream::from_socket(OwnedFd::from(socket), unix) {
                 Ok(stream) => super::spawn::start(ctx, stream, prefix, protocol),
