@@ -18,6 +18,9 @@ pub const DEFAULT_BUFFER_BYTES: usize = 16 * 1024;
 /// Default time a drain gives streams in flight.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The shortest QUIC connection idle timeout the proxy offers (quinn's default).
+const MIN_CONNECTION_IDLE: Duration = Duration::from_secs(30);
+
 /// What every connection and stream of a proxy shares.
 #[derive(Debug)]
 pub(super) struct Shared {
@@ -75,10 +78,11 @@ impl StreamProxyBuilder {
     }
 
     /// A stream with no byte moving either way for this long is reset (both
-    /// directions, [`codes::IDLE_TIMEOUT`](super::codes::IDLE_TIMEOUT)). It is also
-    /// the QUIC connection's idle timeout, so a silent stream is not outlived by a
-    /// shorter connection timeout. Default [`DEFAULT_IDLE_TIMEOUT`]; zero is refused
-    /// by [`bind`](Self::bind).
+    /// directions, [`codes::IDLE_TIMEOUT`](super::codes::IDLE_TIMEOUT)). The QUIC
+    /// connection's idle timeout is this or 30 s, whichever is longer, so a
+    /// silent stream is reset by its own timer before its connection times out
+    /// (the client's own idle timeout, if shorter, still applies). Default
+    /// [`DEFAULT_IDLE_TIMEOUT`]; zero is refused by [`bind`](Self::bind).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
@@ -142,7 +146,7 @@ impl StreamProxyBuilder {
             .max_concurrent_bidi_streams(self.max_concurrent_streams.get().into())
             .max_concurrent_uni_streams(0u32.into())
             .max_idle_timeout(Some(
-                quinn::IdleTimeout::try_from(self.idle_timeout)
+                quinn::IdleTimeout::try_from(self.idle_timeout.max(MIN_CONNECTION_IDLE))
                     .unwrap_or_else(|_| quinn::VarInt::MAX.into()),
             ));
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
