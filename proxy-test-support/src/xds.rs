@@ -17,6 +17,7 @@
 
 mod per_type;
 pub mod resources;
+mod tls;
 
 use std::{
     collections::HashMap,
@@ -172,6 +173,16 @@ impl ControlPlane {
     /// # Panics
     /// When `addr` cannot be bound.
     pub async fn start_at(addr: SocketAddr) -> Self {
+        Self::start_on(addr, None).await
+    }
+
+    /// Starts on a free port of 127.0.0.1, serving TLS with `config` (offer ALPN
+    /// `h2`; require client certificates there for mTLS).
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), Some(config)).await
+    }
+
+    async fn start_on(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let (requests_tx, requests) = mpsc::unbounded_channel();
@@ -188,16 +199,25 @@ impl ControlPlane {
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let services = per_type::Services::new(&ads);
+        let shutdown = async {
+            let _ = stopped.await;
+        };
         let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .serve_with_incoming_shutdown(
-                    services,
-                    tonic::transport::server::TcpIncoming::from(listener),
-                    async {
-                        let _ = stopped.await;
-                    },
-                )
-                .await;
+            let server = tonic::transport::Server::builder();
+            let _ = match tls {
+                None => {
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                    server
+                        .serve_with_incoming_shutdown(services, incoming, shutdown)
+                        .await
+                }
+                Some(config) => {
+                    let incoming = tls::incoming(listener, config);
+                    server
+                        .serve_with_incoming_shutdown(services, incoming, shutdown)
+                        .await
+                }
+            };
         });
         Self {
             addr,

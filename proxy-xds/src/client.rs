@@ -194,15 +194,35 @@ impl XdsClient {
             .http2_keep_alive_interval(self.config.keepalive_interval)
             .keep_alive_timeout(self.config.request_timeout)
             .keep_alive_while_idle(true);
-        let channel = tokio::time::timeout(self.config.connect_timeout * 2, endpoint.connect())
-            .await
-            .map_err(|_| {
-                StreamError::Status(tonic::Status::deadline_exceeded("connect timed out"))
-            })?
+        let connecting = async {
+            match &self.config.tls {
+                None => endpoint.connect().await,
+                Some(tls) => {
+                    let host = endpoint.uri().host().unwrap_or_default();
+                    let transport =
+                        crate::tls::transport(tls, host).map_err(|source| StreamError::Tls {
+                            address: address.into(),
+                            source,
+                        });
+                    match transport {
+                        Ok(transport) => {
+                            let connector = crate::tls::TlsConnect { transport };
+                            endpoint.connect_with_connector(connector).await
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
             .map_err(|source| StreamError::Connect {
                 address: address.into(),
                 source,
-            })?;
+            })
+        };
+        let channel = tokio::time::timeout(self.config.connect_timeout * 2, connecting)
+            .await
+            .map_err(|_| {
+                StreamError::Status(tonic::Status::deadline_exceeded("connect timed out"))
+            })??;
         Ok(channel)
     }
 

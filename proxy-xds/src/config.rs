@@ -30,9 +30,11 @@ use serde::{Deserialize, Serialize};
 /// api_type: delta                     # incremental xDS (sotw when absent)
 /// secrets: [workload-cert, mesh-ca]   # SDS (none when absent)
 /// streams: per_type                   # a stream per type, no ADS (ads when absent)
+/// tls:                                # TLS to the control plane (plain text when absent)
+///   roots: { files: [/etc/certs/root-cert.pem] }
+///   server_name: istiod.istio-system.svc
+///   client_cert: { cert: /etc/certs/cert-chain.pem, key: /etc/certs/key.pem }
 /// ```
-///
-/// Plain-text HTTP/2 only for now: TLS to the control plane is not supported yet.
 ///
 /// # Example
 /// ```
@@ -89,6 +91,13 @@ pub struct XdsConfig {
     /// planes that do not serve ADS). `ads` when absent.
     #[serde(default, skip_serializing_if = "Streams::is_ads")]
     pub streams: Streams,
+    /// TLS to the control plane: proxy-tls's origination settings (`roots`,
+    /// `server_name`, `client_cert` for mTLS, ...). ALPN `h2` when `alpn` is empty;
+    /// the name verified is the server address's host name when `server_name` is
+    /// absent (an IP address needs `server_name` or an IP SAN). Plain-text HTTP/2
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<proxy_tls::OriginationConfig>,
 }
 
 /// How the resource types travel ([`XdsConfig::streams`]), a snake_case string.
@@ -229,6 +238,7 @@ impl XdsConfig {
             api_type: ApiType::Sotw,
             secrets: Vec::new(),
             streams: Streams::Ads,
+            tls: None,
         }
     }
 
@@ -270,13 +280,19 @@ impl XdsConfig {
             if s.contains("://") {
                 return Err(ConfigError::new(
                     path,
-                    format!("{s:?}: write host:port (plain-text HTTP/2; TLS to the control plane is not supported yet)"),
+                    format!("{s:?}: write host:port (TLS is set with `tls`)"),
                 ));
             }
             let uri: Result<http::Uri, _> = format!("http://{s}").parse();
-            match uri {
-                Ok(u) if u.port_u16().is_some() && u.path() == "/" => {}
+            let host = match &uri {
+                Ok(u) if u.port_u16().is_some() && u.path() == "/" => u.host().unwrap_or(""),
                 _ => return Err(ConfigError::new(path, format!("{s:?} is not host:port"))),
+            };
+            if let Some(tls) = &self.tls {
+                if let Err(e) = crate::tls::transport(tls, host) {
+                    let field = proxy_core::config::join_path("tls", e.field());
+                    return Err(ConfigError::new(field, proxy_core::DisplayChain(&e)));
+                }
             }
         }
         if self.node.id.is_empty() {

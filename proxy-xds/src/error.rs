@@ -69,6 +69,16 @@ pub enum StreamError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The TLS settings for the control plane cannot be built (a file that cannot
+    /// be read, a bad setting).
+    #[error("TLS to the control plane at {address}")]
+    Tls {
+        /// The address tried.
+        address: String,
+        /// The cause.
+        #[source]
+        source: proxy_tls::ConfigBuildError,
+    },
     /// The connection (TCP and the HTTP/2 handshake) failed or timed out.
     #[error("cannot connect to the control plane at {address}")]
     Connect {

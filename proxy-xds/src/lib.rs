@@ -9,6 +9,7 @@ pub mod resources;
 mod secrets;
 mod state;
 mod thread;
+mod tls;
 
 pub use client::{XdsClient, XdsStatus};
 pub use config::{ApiType, BackoffConfig, LocalityConfig, NodeConfig, Streams, XdsConfig};
