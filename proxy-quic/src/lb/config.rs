@@ -32,6 +32,7 @@ pub const DEFAULT_MAX_FLOWS: NonZeroU32 = match NonZeroU32::new(16_384) {
 /// idle_timeout: 30s               # optional: a flow with no packet for this long is removed
 /// max_flows: 16384                # optional: client 4-tuples at once (each holds a socket)
 /// max_flows_per_ip: 64            # optional, absent = no per-IP limit
+/// return_path: relay              # optional, default relay; or encapsulated
 /// ```
 ///
 /// # Example
@@ -70,6 +71,35 @@ pub struct ForwarderConfig {
     /// The most flows of one source IP address; absent means no such limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_flows_per_ip: Option<NonZeroU32>,
+    /// How servers' datagrams get back to clients, and so what servers see as the
+    /// client's address (default `relay`).
+    #[serde(default)]
+    pub return_path: ReturnPath,
+}
+
+/// How the forwarder carries the servers' datagrams back to clients.
+///
+/// # Example
+/// ```
+/// use proxy_quic::lb::ReturnPath;
+/// let p: ReturnPath = serde_json::from_str(r#""encapsulated""#).unwrap();
+/// assert_eq!(p, ReturnPath::Encapsulated);
+/// assert_eq!(ReturnPath::default(), ReturnPath::Relay);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReturnPath {
+    /// One flow (a socket of its own toward the servers) per client 4-tuple: any
+    /// QUIC server works unmodified, and sees the flow's socket as the client.
+    #[default]
+    Relay,
+    /// One socket: each datagram to a server carries an
+    /// [`EncapHeader`](super::EncapHeader) naming the client; servers (quinn
+    /// endpoints on a [`behind_load_balancer`](super::behind_load_balancer)
+    /// socket) see the client's real address and send their datagrams back wrapped
+    /// the same way, through this socket. No flow table.
+    Encapsulated,
 }
 
 /// One server: its QUIC-LB server ID and its address.
@@ -119,6 +149,7 @@ mod tests {
         assert_eq!(c.idle_timeout, DEFAULT_IDLE_TIMEOUT);
         assert_eq!(c.max_flows, DEFAULT_MAX_FLOWS);
         assert_eq!(c.max_flows_per_ip, None);
+        assert_eq!(c.return_path, ReturnPath::Relay);
         let text = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<ForwarderConfig>(&text).unwrap(), c);
 
@@ -133,6 +164,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("nonzero"), "{e}");
+        let encapsulated = serde_json::from_str::<ForwarderConfig>(
+            r#"{"address": "127.0.0.1:0", "servers": [], "return_path": "encapsulated"}"#,
+        )
+        .unwrap();
+        assert_eq!(encapsulated.return_path, ReturnPath::Encapsulated);
+        let e = serde_json::from_str::<ForwarderConfig>(
+            r#"{"address": "127.0.0.1:0", "servers": [], "return_path": "dsr"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `dsr`"), "{e}");
         let e = serde_json::from_str::<ForwarderConfig>(
             r#"{"address": "127.0.0.1:0", "servers": [], "listen": "x"}"#,
         )

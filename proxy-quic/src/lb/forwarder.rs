@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use super::config::{ForwarderConfig, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS};
+use super::config::{ForwarderConfig, ReturnPath, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS};
 use super::flows::{Clock, FlowTable};
 use super::metrics::ForwarderMetrics;
 use super::packet::parse;
@@ -31,9 +31,9 @@ pub const MAX_DATAGRAM: usize = 2048;
 
 /// What the forwarder's tasks share.
 #[derive(Debug)]
-struct Shared {
-    routes: ArcSwap<Routes>,
-    stats: Arc<ForwarderStats>,
+pub(super) struct Shared {
+    pub(super) routes: ArcSwap<Routes>,
+    pub(super) stats: Arc<ForwarderStats>,
     started: Instant,
     last_warning: Throttle,
 }
@@ -45,7 +45,7 @@ impl Shared {
 
     /// Whether a warning may be logged now: at most one a second, so that a failure
     /// repeated per packet (a descriptor limit under a flood) does not flood the log.
-    fn warning_allowed(&self) -> bool {
+    pub(super) fn warning_allowed(&self) -> bool {
         self.last_warning.allow(self.now_ms())
     }
 }
@@ -90,6 +90,7 @@ pub struct ForwarderBuilder {
     idle_timeout: Duration,
     max_flows: NonZeroU32,
     max_flows_per_ip: Option<NonZeroU32>,
+    return_path: ReturnPath,
 }
 
 impl ForwarderBuilder {
@@ -100,7 +101,15 @@ impl ForwarderBuilder {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_flows: DEFAULT_MAX_FLOWS,
             max_flows_per_ip: None,
+            return_path: ReturnPath::Relay,
         }
+    }
+
+    /// How servers' datagrams return to clients (default [`ReturnPath::Relay`]);
+    /// with [`ReturnPath::Encapsulated`] the flow limits do not apply.
+    pub fn return_path(mut self, return_path: ReturnPath) -> Self {
+        self.return_path = return_path;
+        self
     }
 
     /// How long a flow lives without a packet either way (default 30 s; at least
@@ -158,7 +167,15 @@ impl ForwarderBuilder {
         );
         let sweep_every =
             (self.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        info!(%local_addr, "quic-lb forwarder started");
+        info!(%local_addr, return_path = ?self.return_path, "quic-lb forwarder started");
+        if self.return_path == ReturnPath::Encapsulated {
+            let task = tokio::spawn(super::encapsulated::run(socket, local_addr, shared.clone()));
+            return Ok(Forwarder {
+                local_addr,
+                shared,
+                task,
+            });
+        }
         let task = tokio::spawn(receive_loop(
             Arc::new(socket),
             local_addr,
@@ -187,7 +204,8 @@ impl TryFrom<&ForwarderConfig> for ForwarderBuilder {
         Ok(Self::new(Routes::try_from(config)?)
             .idle_timeout(config.idle_timeout)
             .max_flows(config.max_flows)
-            .max_flows_per_ip(config.max_flows_per_ip))
+            .max_flows_per_ip(config.max_flows_per_ip)
+            .return_path(config.return_path))
     }
 }
 
@@ -443,7 +461,7 @@ async fn reply_loop(
 /// Sends a datagram at once or not at all: a non-blocking `sendto` on the socket,
 /// whatever tokio last saw of its readiness (a new flow's socket has not been
 /// reported writable yet). A full buffer drops the datagram, as a router would.
-fn send_now(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+pub(super) fn send_now(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
     SockRef::from(socket)
         .send_to(datagram, &SockAddr::from(to))
         .map(drop)

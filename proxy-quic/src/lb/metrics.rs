@@ -16,7 +16,8 @@ use super::stats::{ForwarderStats, StatsSnapshot};
 /// and `{by="hash",reason=...}` (reasons `empty`, `reserved`, `unknown_config`,
 /// `too_short`, `length_mismatch`, `unknown_server`, `unknown_version`),
 /// `proxy_quic_lb_dropped_total{reason=...}` (the parser's reasons, `oversize`,
-/// `flow_limit`, `send`, `reply_unknown_source`), `proxy_quic_lb_replies_total`,
+/// `flow_limit`, `send`, `reply_unknown_source`, and in encapsulated mode
+/// `spoofed_encapsulation`, `bad_encapsulation`), `proxy_quic_lb_replies_total`,
 /// `proxy_quic_lb_flows_opened_total`, `proxy_quic_lb_flows_expired_total` and the
 /// gauge `proxy_quic_lb_flows`.
 ///
@@ -112,6 +113,8 @@ fn drops(s: &StatsSnapshot) -> Vec<(&'static str, u64)> {
     v.push(("flow_limit", s.dropped_flow_limit));
     v.push(("send", s.dropped_send));
     v.push(("reply_unknown_source", s.dropped_reply_unknown_source));
+    v.push(("spoofed_encapsulation", s.dropped_spoofed));
+    v.push(("bad_encapsulation", s.dropped_bad_encapsulation));
     v
 }
 

@@ -6,10 +6,16 @@
 //!   Maglev table (proxy-lb's) for the 4-tuple hash of packets that do not route
 //!   by connection ID: clients' Initial and 0-RTT connection IDs, unroutable and
 //!   unknown ones.
-//! - [`Forwarder`] ([`ForwarderBuilder`], [`ForwarderConfig`]): the sockets. One
-//!   flow per client 4-tuple with its own socket toward the servers, so replies
-//!   (stateless resets among them) return to the client from the forwarder's
-//!   address; flows expire when idle and are bounded in number.
+//! - [`Forwarder`] ([`ForwarderBuilder`], [`ForwarderConfig`]): the sockets, with
+//!   one of two return paths ([`ReturnPath`]). `relay`: one flow per client
+//!   4-tuple with its own socket toward the servers, so replies (stateless resets
+//!   among them) return to the client from the forwarder's address; flows expire
+//!   when idle and are bounded in number; servers see the flow's socket.
+//!   `encapsulated`: one socket, each datagram to a server prefixed with an
+//!   [`EncapHeader`] naming the client, so servers see the client's real address.
+//! - [`behind_load_balancer`] ([`BehindLb`], [`EncapsulatedSocket`]): the
+//!   servers' side of `encapsulated`, a quinn `AsyncUdpSocket` that unwraps what
+//!   the load balancers deliver and wraps what goes back through them.
 //! - [`ForwarderStats`]: packets routed by connection ID and by hash, per reason,
 //!   and every drop; [`ForwarderMetrics`] renders them for the admin page.
 //!
@@ -28,15 +34,29 @@
 //! # }
 //! ```
 
+mod behind;
 mod config;
+mod encap;
+mod encapsulated;
 mod flows;
 mod forwarder;
 mod metrics;
 mod packet;
 mod stats;
 mod table;
+mod unwrap;
 
-pub use config::{ForwarderConfig, ServerEntry, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS};
+pub use behind::{
+    behind_load_balancer, BehindLb, EncapsulatedSocket, EncapsulatedStats,
+    DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS,
+};
+pub use encap::{
+    is_encapsulated, EncapError, EncapHeader, ENCAP_VERSION, MAX_ENCAP_HEADER, MIN_ENCAP_HEADER,
+};
+
+pub use config::{
+    ForwarderConfig, ReturnPath, ServerEntry, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS,
+};
 pub use forwarder::{Forwarder, ForwarderBuilder, MAX_DATAGRAM};
 pub use metrics::ForwarderMetrics;
 pub use packet::{

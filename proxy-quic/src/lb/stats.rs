@@ -28,6 +28,8 @@ pub struct ForwarderStats {
     dropped_send: AtomicU64,
     replies: AtomicU64,
     dropped_reply_unknown_source: AtomicU64,
+    dropped_spoofed: AtomicU64,
+    dropped_bad_encapsulation: AtomicU64,
     flows_opened: AtomicU64,
     flows_expired: AtomicU64,
     flows_active: AtomicU64,
@@ -65,6 +67,12 @@ pub struct StatsSnapshot {
     pub replies: u64,
     /// Datagrams on a flow's socket from an address that is no server, dropped.
     pub dropped_reply_unknown_source: u64,
+    /// Encapsulated mode: datagrams carrying the encapsulation header from an
+    /// address that is no server, dropped (only servers may send them).
+    pub dropped_spoofed: u64,
+    /// Encapsulated mode: datagrams from a server without a valid encapsulation
+    /// header, dropped.
+    pub dropped_bad_encapsulation: u64,
     /// Flows created.
     pub flows_opened: u64,
     /// Flows removed after their idle timeout.
@@ -98,7 +106,7 @@ impl StatsSnapshot {
     /// assert_eq!(proxy_quic::lb::StatsSnapshot::default().dropped_total(), 0);
     /// ```
     pub fn dropped_total(&self) -> u64 {
-        self.dropped.iter().sum::<u64>() + self.dropped_flow_limit
+        self.dropped.iter().sum::<u64>() + self.dropped_flow_limit + self.dropped_spoofed
     }
 }
 
@@ -147,6 +155,8 @@ impl ForwarderStats {
             dropped_send: load(&self.dropped_send),
             replies: load(&self.replies),
             dropped_reply_unknown_source: load(&self.dropped_reply_unknown_source),
+            dropped_spoofed: load(&self.dropped_spoofed),
+            dropped_bad_encapsulation: load(&self.dropped_bad_encapsulation),
             flows_opened: load(&self.flows_opened),
             flows_expired: load(&self.flows_expired),
             flows_active: load(&self.flows_active),
@@ -190,6 +200,14 @@ impl ForwarderStats {
 
     pub(crate) fn reply_unknown_source(&self) {
         inc(&self.dropped_reply_unknown_source);
+    }
+
+    pub(crate) fn spoofed(&self) {
+        inc(&self.dropped_spoofed);
+    }
+
+    pub(crate) fn bad_encapsulation(&self) {
+        inc(&self.dropped_bad_encapsulation);
     }
 
     pub(crate) fn flow_opened(&self) {
