@@ -263,6 +263,40 @@ impl XdsConfig {
         Ok(cfg)
     }
 
+    /// Parses and validates the bootstrap from the `xds` section of `config`, its
+    /// relative file paths (`tls`) resolved from the config file's directory
+    /// (`Config::base_dir`). `None` when the config has no `xds` section.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field, relative to the section.
+    ///
+    /// # Example
+    /// ```
+    /// let config = proxy_core::config::Config::from_yaml(
+    ///     "listeners: [{name: l, address: 127.0.0.1:0, virtual_hosts: []}]\nxds: {servers: [\"127.0.0.1:18000\"], node: {id: n1}}",
+    /// )?;
+    /// let xds = proxy_xds::XdsConfig::from_config(&config)?.expect("an xds section");
+    /// assert_eq!(xds.node.id, "n1");
+    /// # Ok::<(), proxy_core::ConfigError>(())
+    /// ```
+    pub fn from_config(config: &proxy_core::config::Config) -> Result<Option<Self>, ConfigError> {
+        let Some(section) = &config.xds else {
+            return Ok(None);
+        };
+        let mut cfg: Self = section.parse()?;
+        cfg.resolve_paths(config.base_dir.as_deref());
+        cfg.validate()?;
+        Ok(Some(cfg))
+    }
+
+    /// Resolves the relative file paths of [`XdsConfig::tls`] from `base` (the
+    /// config file's directory).
+    pub fn resolve_paths(&mut self, base: Option<&std::path::Path>) {
+        if let Some(tls) = &mut self.tls {
+            tls.resolve_paths(|p| proxy_core::config::resolve_path(base, p));
+        }
+    }
+
     /// Checks what serde cannot: at least one server, each `host:port`; a node id;
     /// non-zero timeouts; metadata representable as a protobuf `Struct`.
     ///
