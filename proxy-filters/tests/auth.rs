@@ -460,6 +460,45 @@ async fn key_rotation_is_fetched_once_under_concurrency() {
 }
 
 #[tokio::test]
+async fn a_stale_set_is_refreshed_in_the_background() {
+    with_timeout(Duration::from_secs(60), async {
+        let (old, new) = (ed_key(), ed_key());
+        // Each fetch takes 1s: a request that waited on one would show it.
+        let jwks = JwksServer::start(vec![old.jwk("d1")], Duration::from_secs(1));
+        let gw = Gateway::start(&jwt_filter(&remote(
+            &jwks.url(),
+            ", max_age: 100ms, min_refresh_interval: 10ms",
+        )));
+        let token = old.sign(Some("d1"), &claims("a"));
+        assert_eq!(gw.bearer(&token, &[]).await.status, 200);
+        assert_eq!(jwks.up.hits(), 1);
+        // The issuer replaces the key without a new kid; the cached set grows stale.
+        jwks.set(vec![new.jwk("d1")]);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let started = std::time::Instant::now();
+        assert_eq!(
+            gw.bearer(&token, &[]).await.status,
+            200,
+            "served from the stale set"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "did not wait on the refresh"
+        );
+        let refreshed = proxy_test_support::eventually_async(Duration::from_secs(5), || async {
+            gw.bearer(&new.sign(Some("d1"), &claims("b")), &[])
+                .await
+                .status
+                == 200
+        })
+        .await;
+        assert!(refreshed, "the background refresh brought the new key");
+        assert_refused(&gw.bearer(&token, &[]).await, "bad_signature");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn jwks_server_down_keeps_the_last_good_set() {
     with_timeout(Duration::from_secs(120), async {
         let key = ed_key();
