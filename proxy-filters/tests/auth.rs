@@ -18,10 +18,12 @@ use std::{
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
-use common::{config, listener, start, try_start};
+use common::{config, listener, try_start};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use proptest::prelude::*;
-use proxy_filters::auth::{Failure, JwksSource, JwtAlgorithm, JwtAuthConfig, KeySet, Verifier};
+use proxy_filters::auth::{
+    Consumer, Failure, JwksSource, JwtAlgorithm, JwtAuthConfig, KeySet, Verifier,
+};
 use proxy_test_support::{
     client::{get, Response},
     free_addr, prometheus,
@@ -142,6 +144,29 @@ impl JwksServer {
 
 // === the proxy ===
 
+/// This crate's filters plus `show_consumer`, a later layer that writes the id of the
+/// request's [`Consumer`] to `x-consumer-seen` (as a rate limit or RBAC would read it).
+fn test_registry() -> proxy_core::Registry {
+    let mut r = common::registry();
+    r.register_filter("show_consumer", |_, _| {
+        Ok(Arc::new(|inner: proxy_core::BoxHttp| {
+            proxy_core::BoxHttp::new(
+                tower::ServiceBuilder::new()
+                    .map_request(|mut req: proxy_core::HttpRequest| {
+                        let id = Consumer::of(&req).map(|c| c.id.to_string());
+                        if let Some(id) = id {
+                            req.headers_mut()
+                                .insert("x-consumer-seen", id.parse().unwrap());
+                        }
+                        req
+                    })
+                    .service(inner),
+            )
+        }))
+    });
+    r
+}
+
 /// A proxy with an admin listener and listener `edge` behind `filter` (a flow map),
 /// to an echo upstream.
 struct Gateway {
@@ -152,14 +177,16 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(filter: &str) -> Self {
+    fn start(filters: &str) -> Self {
         let backend = Upstream::echo("backend");
         let admin = free_addr();
         let yaml = config(
-            &[listener("edge", &format!("[{filter}]"), "b")],
+            &[listener("edge", &format!("[{filters}]"), "b")],
             &[("b", backend.addr)],
         );
-        let proxy = start(&format!("admin: {{ address: \"{admin}\" }}\n{yaml}"));
+        let yaml = format!("admin: {{ address: \"{admin}\" }}\n{yaml}");
+        let proxy = proxy_test_support::TestServer::try_start(&yaml, test_registry())
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         let edge = proxy.addr("edge");
         Self {
             _proxy: proxy,
@@ -220,7 +247,10 @@ async fn valid_tokens_pass_with_claims_as_headers() {
             vec![rsa.jwk("r1"), ec.jwk("e1"), ed.jwk("d1")],
             Duration::ZERO,
         );
-        let gw = Gateway::start(&jwt_filter(&remote(&jwks.url(), "")));
+        let gw = Gateway::start(&format!(
+            "{}, {{typed: show_consumer}}",
+            jwt_filter(&remote(&jwks.url(), ""))
+        ));
         for (key, kid, sub) in [(rsa, "r1", "rita"), (&ec, "e1", "eve"), (&ed, "d1", "dan")] {
             let token = key.sign(Some(kid), &claims(sub));
             let r = gw
@@ -235,6 +265,11 @@ async fn valid_tokens_pass_with_claims_as_headers() {
             );
             assert_eq!(seen.header_all("x-tenant"), vec!["acme"]);
             assert_eq!(seen.header("x-level"), Some("3"));
+            assert_eq!(
+                seen.header("x-consumer-seen"),
+                Some(sub),
+                "the consumer reached the next layer"
+            );
         }
         // A token without `kid` is tried against the keys of its algorithm.
         let r = gw.bearer(&ed.sign(None, &claims("nokid")), &[]).await;
@@ -558,10 +593,12 @@ async fn api_keys_pass_and_fail() {
         let entry = proxy_filters::auth::ApiKeyEntry::for_key("batch", "s3cret-key");
         let gw = Gateway::start(&format!(
             "{{typed: api_key_auth, config: {{name: keys, from: [{{header: {{name: x-api-key}}}}, {{query: api_key}}], \
-             keys: [{{consumer: {}, sha256: {}}}]}}}}",
+             keys: [{{consumer: {}, sha256: {}}}]}}}}, {{typed: show_consumer}}",
             entry.consumer, entry.sha256
         ));
-        assert_eq!(gw.get("/", &[("x-api-key", "s3cret-key")]).await.status, 200);
+        let r = gw.get("/", &[("x-api-key", "s3cret-key")]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(Echoed::parse(&r.body).header("x-consumer-seen"), Some("batch"));
         assert_eq!(gw.get("/?api_key=s3cret-key", &[]).await.status, 200);
         let r = gw.get("/", &[("x-api-key", "s3cret-kez")]).await;
         assert_eq!(r.status, 401);
