@@ -1,13 +1,17 @@
 //! Properties of the forwarder's packet path (no sockets): the header parser and
 //! the router never panic on any datagram and stay inside it; a packet whose
 //! connection ID a server issued routes to that server in every mode, from a short
-//! or a long header; everything else goes by the 4-tuple hash.
+//! or a long header; everything else goes by the 4-tuple hash. The encapsulation
+//! header of the `encapsulated` return path round-trips and never panics.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use proxy_quic::lb::{parse, Header, RouteBy, Routes};
+use proxy_quic::lb::{
+    is_encapsulated, parse, EncapHeader, Header, RouteBy, Routes, MAX_ENCAP_HEADER,
+    MIN_ENCAP_HEADER,
+};
 use proxy_quic::{CidFormat, CidKey, ConfigId, Decoder, Nonce, ServerId};
 
 /// Routes over 8 servers under `formats()[mode]`, built once (a Maglev table of
@@ -117,5 +121,59 @@ proptest! {
         let route = routes.route(&parse(&packet).expect("parse"), client, local).expect("route");
         prop_assert!(matches!(route.by, RouteBy::Hash(_)));
         prop_assert_eq!(Some(route.server_id), routes.hash_route(client, local));
+    }
+}
+
+fn any_addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        addr(),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+    ]
+}
+
+proptest! {
+    /// The encapsulation header: decode of encode is the identity for every
+    /// address family and with or without the load balancer's address, and the
+    /// datagram after it comes back unchanged.
+    #[test]
+    fn encap_header_round_trips(
+        client in any_addr(),
+        lb in prop::option::of(any_addr()),
+        payload in prop::collection::vec(any::<u8>(), 1..64),
+    ) {
+        let header = EncapHeader { client, lb };
+        let mut wire = vec![0u8; MAX_ENCAP_HEADER];
+        let n = header.write(&mut wire).expect("fits");
+        prop_assert_eq!(n, header.wire_len());
+        prop_assert!((MIN_ENCAP_HEADER..=MAX_ENCAP_HEADER).contains(&n));
+        wire.truncate(n);
+        prop_assert!(is_encapsulated(&wire));
+        wire.extend_from_slice(&payload);
+        prop_assert_eq!(EncapHeader::decode(&wire), Ok((header, &payload[..])));
+        // Every prefix short of the payload is refused, never a panic.
+        for cut in 0..=n {
+            prop_assert!(EncapHeader::decode(&wire[..cut]).is_err());
+        }
+    }
+
+    /// Decoding arbitrary bytes never panics; what decodes re-encodes to the same
+    /// header bytes, and the rest is a suffix of the input.
+    #[test]
+    fn encap_decode_never_panics(
+        bytes in prop::collection::vec(any::<u8>(), 0..80),
+        magic in any::<bool>(),
+    ) {
+        let mut bytes = bytes;
+        if magic && bytes.len() >= 5 {
+            bytes[..5].copy_from_slice(&[0xd1, 0, 0, 0, 0]);
+        }
+        if let Ok((header, rest)) = EncapHeader::decode(&bytes) {
+            let n = bytes.len() - rest.len();
+            prop_assert_eq!(n, header.wire_len());
+            let mut again = vec![0u8; n];
+            header.write(&mut again).expect("fits");
+            prop_assert_eq!(&again[..], &bytes[..n]);
+            prop_assert!(!rest.is_empty());
+        }
     }
 }
