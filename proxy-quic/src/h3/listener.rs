@@ -7,6 +7,7 @@ use proxy_core::BoxHttp;
 use tokio::{sync::watch, task::JoinSet};
 
 use super::{connection, tls, H3Error, H3Stats};
+use crate::lb::BehindLb;
 use crate::CidGenerator;
 
 /// The default limit on concurrent request streams per connection.
@@ -57,6 +58,7 @@ pub struct H3ListenerBuilder {
     idle_timeout: Duration,
     max_request_head_bytes: u64,
     drain_timeout: Duration,
+    behind_lb: Option<BehindLb>,
 }
 
 impl std::fmt::Debug for H3ListenerBuilder {
@@ -68,6 +70,7 @@ impl std::fmt::Debug for H3ListenerBuilder {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_request_head_bytes", &self.max_request_head_bytes)
             .field("drain_timeout", &self.drain_timeout)
+            .field("behind_lb", &self.behind_lb)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +100,7 @@ impl H3Listener {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            behind_lb: None,
         }
     }
 
@@ -214,6 +218,23 @@ impl H3ListenerBuilder {
         self
     }
 
+    /// Serves behind QUIC-LB forwarders in encapsulated mode
+    /// ([`ReturnPath::Encapsulated`](crate::lb::ReturnPath::Encapsulated)): the
+    /// socket is wrapped with `behind` ([`BehindLb`]), so connections through the
+    /// forwarders see the clients' real addresses and answer through them.
+    ///
+    /// ```
+    /// # fn f(tls: rustls::ServerConfig) -> Result<(), proxy_quic::h3::H3Error> {
+    /// use proxy_quic::{h3::H3Listener, lb::BehindLb};
+    /// let lbs = ["10.0.0.10:443".parse().unwrap()];
+    /// let h3 = H3Listener::builder("h3", tls).behind_load_balancer(BehindLb::new(lbs));
+    /// # Ok(()) }
+    /// ```
+    pub fn behind_load_balancer(mut self, behind: BehindLb) -> Self {
+        self.behind_lb = Some(behind);
+        self
+    }
+
     /// Binds `address` (UDP) and starts the endpoint; must be called within a tokio
     /// runtime.
     ///
@@ -256,12 +277,20 @@ impl H3ListenerBuilder {
         if let Some(generator) = self.cid_generator {
             endpoint_config.cid_generator(generator.into_quinn_factory());
         }
-        let endpoint = quinn::Endpoint::new(
-            endpoint_config,
-            Some(server),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
+        let endpoint = match self.behind_lb {
+            Some(behind) => quinn::Endpoint::new_with_abstract_socket(
+                endpoint_config,
+                Some(server),
+                behind.wrap(socket).map_err(H3Error::Socket)?,
+                Arc::new(quinn::TokioRuntime),
+            ),
+            None => quinn::Endpoint::new(
+                endpoint_config,
+                Some(server),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            ),
+        }
         .map_err(H3Error::Socket)?;
         let local = endpoint.local_addr().map_err(H3Error::Socket)?;
         Ok(H3Listener {
