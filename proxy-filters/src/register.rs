@@ -112,7 +112,17 @@ pub fn register(registry: &mut Registry) {
             r.ca_path = r.ca_path.as_deref().map(|p| ctx.resolve_path(p));
         }
         let counters = counters(ctx, "auth", c.name.as_deref());
-        Ok(http(auth::JwtAuthLayer::new(&c, counters)?))
+        // An unchanged `jwks.remote` keeps its fetched keys across reloads.
+        let caches = ctx.metrics::<auth::JwksCaches>("filters/auth/jwks");
+        let key = format!(
+            "{}/{}/{}",
+            ctx.listener.unwrap_or_default(),
+            ctx.route.unwrap_or_default(),
+            c.name.as_deref().unwrap_or_default()
+        );
+        Ok(http(auth::JwtAuthLayer::with_caches(
+            &c, counters, &caches, &key,
+        )?))
     });
     registry.register_filter(auth::API_KEY_NAME, |cfg, ctx| {
         let c: auth::ApiKeyAuthConfig = cfg.parse()?;

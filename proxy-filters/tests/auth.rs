@@ -170,8 +170,8 @@ fn test_registry() -> proxy_core::Registry {
 /// A proxy with an admin listener and listener `edge` behind `filter` (a flow map),
 /// to an echo upstream.
 struct Gateway {
-    _proxy: proxy_test_support::TestServer,
-    _backend: Upstream,
+    proxy: proxy_test_support::TestServer,
+    backend: Upstream,
     edge: SocketAddr,
     admin: SocketAddr,
 }
@@ -189,11 +189,21 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         let edge = proxy.addr("edge");
         Self {
-            _proxy: proxy,
-            _backend: backend,
+            proxy,
+            backend,
             edge,
             admin,
         }
+    }
+
+    /// Reloads with `filters` in place of the listener's filters.
+    fn reload(&self, filters: &str) {
+        let yaml = config(
+            &[listener("edge", &format!("[{filters}]"), "b")],
+            &[("b", self.backend.addr)],
+        );
+        let yaml = format!("admin: {{ address: \"{}\" }}\n{yaml}", self.admin);
+        self.proxy.reload(&yaml).unwrap();
     }
 
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
@@ -529,6 +539,28 @@ async fn a_stale_set_is_refreshed_in_the_background() {
         .await;
         assert!(refreshed, "the background refresh brought the new key");
         assert_refused(&gw.bearer(&token, &[]).await, "bad_signature");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_fetched_keys_while_jwks_is_unchanged() {
+    with_timeout(Duration::from_secs(60), async {
+        let key = ed_key();
+        let jwks = JwksServer::start(vec![key.jwk("d1")], Duration::ZERO);
+        let filter = jwt_filter(&remote(&jwks.url(), ""));
+        let gw = Gateway::start(&filter);
+        let token = key.sign(Some("d1"), &claims("a"));
+        assert_eq!(gw.bearer(&token, &[]).await.status, 200);
+        assert_eq!(jwks.up.hits(), 1);
+        // Another section, the same `jwks.remote`: the cached keys serve on.
+        gw.reload(&filter.replacen("clock_skew: 5s", "clock_skew: 6s", 1));
+        assert_eq!(gw.bearer(&token, &[]).await.status, 200);
+        assert_eq!(jwks.up.hits(), 1);
+        // A changed `jwks.remote` starts a cache of its own.
+        gw.reload(&jwt_filter(&remote(&jwks.url(), ", max_age: 5m")));
+        assert_eq!(gw.bearer(&token, &[]).await.status, 200);
+        assert_eq!(jwks.up.hits(), 2);
     })
     .await;
 }

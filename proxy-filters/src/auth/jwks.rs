@@ -7,7 +7,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, Weak,
     },
     time::Duration,
 };
@@ -20,7 +20,10 @@ use jsonwebtoken::{
 };
 use tokio::time::Instant;
 
-use super::{config::JwtAlgorithm, fetch::Fetcher};
+use super::{
+    config::{JwtAlgorithm, RemoteJwks},
+    fetch::Fetcher,
+};
 use crate::metrics::AuthCounters;
 
 /// One verification key.
@@ -321,6 +324,43 @@ impl RemoteCache {
             me.refresh(seen).await;
             me.background.store(false, Ordering::Release);
         });
+    }
+}
+
+/// The caches of remote key sets by filter, so that a reload whose `jwks.remote` is
+/// unchanged keeps the fetched keys (and does not send every gateway of a fleet to the
+/// JWKS server at once). [`crate::register`] keeps one in the build context. Holds
+/// only weak references: a cache lives as long as a snapshot uses it.
+#[derive(Debug, Default)]
+pub struct JwksCaches {
+    entries: Mutex<HashMap<String, (RemoteJwks, Weak<RemoteCache>)>>,
+}
+
+/// Renders nothing: the caches are state, kept in the build context.
+impl proxy_core::metrics::RenderMetrics for JwksCaches {
+    fn render(&self, _out: &mut String) {}
+}
+
+impl JwksCaches {
+    /// The running cache of filter `key` if its `cfg` is unchanged, else `make()`'s.
+    pub(crate) fn get_or_make(
+        &self,
+        key: &str,
+        cfg: &RemoteJwks,
+        make: impl FnOnce() -> Result<Arc<RemoteCache>, crate::ConfigError>,
+    ) -> Result<Arc<RemoteCache>, crate::ConfigError> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (_, weak)| weak.strong_count() > 0);
+        if let Some((old, weak)) = entries.get(key) {
+            if old == cfg {
+                if let Some(cache) = weak.upgrade() {
+                    return Ok(cache);
+                }
+            }
+        }
+        let cache = make()?;
+        entries.insert(key.to_owned(), (cfg.clone(), Arc::downgrade(&cache)));
+        Ok(cache)
     }
 }
 

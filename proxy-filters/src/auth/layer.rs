@@ -16,7 +16,7 @@ use tower_service::Service;
 use super::{
     config::{JwksSource, JwtAuthConfig, TokenSource},
     fetch::Fetcher,
-    jwks::{Jwks, KeySet, RemoteCache},
+    jwks::{Jwks, JwksCaches, KeySet, RemoteCache},
     unauthorized,
     verify::Verifier,
     Failure,
@@ -94,6 +94,28 @@ impl JwtAuthLayer {
     /// No algorithm, a bad header name, URL or CA file, an unusable inline key,
     /// naming the field.
     pub fn new(cfg: &JwtAuthConfig, counters: Arc<AuthCounters>) -> Result<Self, ConfigError> {
+        Self::build(cfg, counters, None)
+    }
+
+    /// As [`JwtAuthLayer::new`], with the remote key set cache of filter `key` taken
+    /// from `caches` when its `jwks.remote` is unchanged (a reload keeps the keys).
+    ///
+    /// # Errors
+    /// As [`JwtAuthLayer::new`].
+    pub fn with_caches(
+        cfg: &JwtAuthConfig,
+        counters: Arc<AuthCounters>,
+        caches: &JwksCaches,
+        key: &str,
+    ) -> Result<Self, ConfigError> {
+        Self::build(cfg, counters, Some((caches, key)))
+    }
+
+    fn build(
+        cfg: &JwtAuthConfig,
+        counters: Arc<AuthCounters>,
+        caches: Option<(&JwksCaches, &str)>,
+    ) -> Result<Self, ConfigError> {
         let verifier = Verifier::new(cfg)?;
         let jwks = match &cfg.jwks {
             JwksSource::Inline(set) => {
@@ -103,13 +125,19 @@ impl JwtAuthLayer {
                 Jwks::Inline(Arc::new(keys))
             }
             JwksSource::Remote(remote) => {
-                let fetcher = Fetcher::new(remote, "jwks.remote")?;
-                Jwks::Remote(Arc::new(RemoteCache::new(
-                    fetcher,
-                    remote.min_refresh_interval,
-                    remote.max_age,
-                    counters.clone(),
-                )))
+                let make = || {
+                    let fetcher = Fetcher::new(remote, "jwks.remote")?;
+                    Ok(Arc::new(RemoteCache::new(
+                        fetcher,
+                        remote.min_refresh_interval,
+                        remote.max_age,
+                        counters.clone(),
+                    )))
+                };
+                Jwks::Remote(match caches {
+                    Some((caches, key)) => caches.get_or_make(key, remote, make)?,
+                    None => make()?,
+                })
             }
         };
         let sources = sources(&cfg.from, "from")?;

@@ -55,7 +55,7 @@ pub use config::{
     ApiKeyAuthConfig, ApiKeyEntry, ClaimHeader, JwksSource, JwtAlgorithm, JwtAuthConfig,
     RemoteJwks, TokenSource,
 };
-pub use jwks::KeySet;
+pub use jwks::{JwksCaches, KeySet};
 pub use layer::{JwtAuth, JwtAuthLayer};
 pub use verify::{Verified, Verifier};
 
