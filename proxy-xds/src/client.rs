@@ -13,37 +13,13 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     delta::DeltaState, state::AdsState, ApiType, Refusal, SecretSink, StreamError, Streams,
-    XdsConfig,
+    XdsConfig, XdsStatus,
 };
 
 #[path = "client_delta.rs"]
 mod delta;
 #[path = "client_split.rs"]
 mod split;
-
-/// What the client has done so far, for readiness checks, admin pages and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct XdsStatus {
-    /// Whether an ADS stream is open.
-    pub connected: bool,
-    /// Streams opened so far.
-    pub streams: u64,
-    /// The accepted CDS version (empty until the first).
-    pub cluster_version: String,
-    /// The accepted EDS version (empty until the first).
-    pub endpoint_version: String,
-    /// The accepted LDS version (empty until the first).
-    pub listener_version: String,
-    /// The accepted RDS version (empty until the first).
-    pub route_version: String,
-    /// The accepted SDS version (empty until the first).
-    pub secret_version: String,
-    /// Configs applied to the server so far.
-    pub applied: u64,
-    /// The error detail of the last NACK.
-    pub last_nack: Option<String>,
-}
 
 /// An xDS client for CDS and EDS, LDS and RDS when [`XdsConfig::listeners`] is
 /// set, and SDS for [`XdsConfig::secrets`] (into the sink of
@@ -285,12 +261,12 @@ impl XdsClient {
             Ok(next) => {
                 tracing::info!(type_url = %resp.type_url, version = %resp.version_info, "xds accepted");
                 let out = state.accept(next, resp);
-                self.accepted(state);
+                self.accepted(state, &resp.type_url);
                 out
             }
             Err(refusal) => {
                 tracing::warn!(type_url = %resp.type_url, version = %resp.version_info, %refusal, "xds rejected");
-                self.rejected(&refusal);
+                self.rejected(&resp.type_url, &refusal);
                 vec![state.reject(resp, &refusal)]
             }
         }
@@ -331,21 +307,14 @@ impl XdsClient {
         Ok(())
     }
 
-    /// Publishes the accepted versions.
-    fn accepted(&self, state: &AdsState) {
-        self.status.send_modify(|s| {
-            s.cluster_version.clone_from(&state.cds.version);
-            s.endpoint_version.clone_from(&state.eds.version);
-            s.listener_version.clone_from(&state.lds.version);
-            s.route_version.clone_from(&state.rds.version);
-            s.secret_version.clone_from(&state.sds.version);
-        });
+    /// Publishes an accepted response of `type_url`.
+    fn accepted(&self, state: &AdsState, type_url: &str) {
+        self.status.send_modify(|s| s.accepted(state, type_url));
     }
 
-    /// Publishes a NACK.
-    fn rejected(&self, refusal: &Refusal) {
-        self.status
-            .send_modify(|s| s.last_nack = Some(refusal.to_string()));
+    /// Publishes a NACK of a response of `type_url`.
+    fn rejected(&self, type_url: &str, refusal: &Refusal) {
+        self.status.send_modify(|s| s.rejected(type_url, refusal));
     }
 }
 

@@ -62,12 +62,12 @@ impl XdsClient {
             Ok(next) => {
                 tracing::info!(%type_url, %version, updated, removed, "xds delta accepted");
                 let out = state.accept(next, resp);
-                self.accepted(&state.ads);
+                self.accepted(&state.ads, &resp.type_url);
                 out
             }
             Err(refusal) => {
                 tracing::warn!(%type_url, %version, %refusal, "xds delta rejected");
-                self.rejected(&refusal);
+                self.rejected(&resp.type_url, &refusal);
                 vec![state.reject(resp, &refusal)]
             }
         }

@@ -8,11 +8,13 @@ pub mod fuzzing;
 pub mod resources;
 mod secrets;
 mod state;
+mod status;
 mod thread;
 mod tls;
 
-pub use client::{XdsClient, XdsStatus};
+pub use client::XdsClient;
 pub use config::{ApiType, BackoffConfig, LocalityConfig, NodeConfig, Streams, XdsConfig};
 pub use error::{Refusal, StreamError};
 pub use secrets::{SecretSink, TlsSecrets};
+pub use status::{TypeStatus, XdsStatus};
 pub use thread::XdsThread;

@@ -17,14 +17,20 @@ use proxy_core::{config::Config, Registry, Server};
 use proxy_test_support::{client, eventually_async, with_timeout, yaml, TestServer, Upstream};
 use proxy_xds::{
     resources::{CLUSTER_TYPE, ENDPOINT_TYPE},
-    ApiType, BackoffConfig, XdsClient, XdsConfig,
+    ApiType, BackoffConfig, XdsClient, XdsConfig, XdsStatus,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// A proxy whose listener `main` routes everything to cluster `app`, speaking delta
 /// ADS to `cp`, and the spawned client.
-fn proxy(cp: &ControlPlane) -> (TestServer, tokio::task::JoinHandle<()>) {
+fn proxy(
+    cp: &ControlPlane,
+) -> (
+    TestServer,
+    tokio::task::JoinHandle<()>,
+    tokio::sync::watch::Receiver<XdsStatus>,
+) {
     let base = Config::from_yaml(&yaml::config(&[yaml::listener("main", "app", &[])], &[]))
         .expect("base config");
     let mut xds = XdsConfig::new(cp.addr.to_string(), "delta-node");
@@ -34,11 +40,12 @@ fn proxy(cp: &ControlPlane) -> (TestServer, tokio::task::JoinHandle<()>) {
         max: Duration::from_millis(200),
     };
     let client = XdsClient::new(xds, base);
+    let status = client.status();
     let mut registry = Registry::default();
     proxy_lb::register(&mut registry);
     let server = Server::new(client.initial_config(), registry).expect("initial config");
     let proxy = TestServer::run(server.clone()).expect("proxy starts");
-    (proxy, tokio::spawn(client.run(server)))
+    (proxy, tokio::spawn(client.run(server)), status)
 }
 
 /// GETs `/` until the answer is `status` with body `want`.
@@ -74,7 +81,7 @@ async fn delta_subscriptions_removals_nacks_and_resubscription() {
         let (a, b) = (Upstream::named("a"), Upstream::named("b"));
         let mut cp = ControlPlane::start().await;
         let addr = cp.addr;
-        let (proxy, task) = proxy(&cp);
+        let (proxy, task, status) = proxy(&cp);
 
         let first = cp.delta_request_of(CLUSTER_TYPE).await;
         assert_eq!(first.node.map(|n| n.id), Some("delta-node".to_owned()));
@@ -158,6 +165,27 @@ async fn delta_subscriptions_removals_nacks_and_resubscription() {
             detail.message
         );
         assert_eq!(client::get(proxy.addr("main"), "/", &[]).await.text(), "b");
+        // The status counts per type.
+        let now = status.borrow().clone();
+        let clusters = &now.types["clusters"];
+        assert_eq!(
+            (clusters.acks, clusters.nacks, clusters.resources),
+            (3, 1, 1)
+        );
+        assert_eq!(
+            clusters.version, "3",
+            "the last accepted system_version_info"
+        );
+        assert!(clusters
+            .last_nack
+            .as_deref()
+            .is_some_and(|n| n.contains("outlier_detection")));
+        let endpoints = &now.types["endpoints"];
+        assert_eq!(
+            (endpoints.acks, endpoints.nacks, endpoints.resources),
+            (2, 0, 1)
+        );
+        assert!(now.connected);
 
         // A new stream: the versions held, per type, and the EDS names.
         cp.stop().await;

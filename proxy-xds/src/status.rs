@@ -1,0 +1,100 @@
+//! What the client has done so far ([`XdsStatus`]), per type too
+//! ([`TypeStatus`]): for readiness checks, admin pages and tests.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    resources::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE},
+    state::AdsState,
+    Refusal,
+};
+
+/// What the client has done so far, for readiness checks, admin pages and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct XdsStatus {
+    /// Whether a stream to the control plane is open.
+    pub connected: bool,
+    /// Sessions (streams, or sets of per-type streams) opened so far.
+    pub streams: u64,
+    /// The accepted CDS version (empty until the first).
+    pub cluster_version: String,
+    /// The accepted EDS version (empty until the first).
+    pub endpoint_version: String,
+    /// The accepted LDS version (empty until the first).
+    pub listener_version: String,
+    /// The accepted RDS version (empty until the first).
+    pub route_version: String,
+    /// The accepted SDS version (empty until the first).
+    pub secret_version: String,
+    /// Configs applied to the server so far.
+    pub applied: u64,
+    /// The error detail of the last NACK.
+    pub last_nack: Option<String>,
+    /// Per type: `clusters`, `endpoints`, `listeners`, `routes`, `secrets` (a type
+    /// appears once a response of it came).
+    pub types: BTreeMap<&'static str, TypeStatus>,
+}
+
+/// One resource type's state: its accepted version and resources, its ACKs and
+/// NACKs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TypeStatus {
+    /// The accepted version (`version_info`, or delta's `system_version_info`).
+    pub version: String,
+    /// Resources accepted and held.
+    pub resources: usize,
+    /// Responses accepted (ACKed).
+    pub acks: u64,
+    /// Responses refused (NACKed).
+    pub nacks: u64,
+    /// The error detail of this type's last NACK.
+    pub last_nack: Option<String>,
+}
+
+/// The status name of a type URL.
+fn name(type_url: &str) -> Option<&'static str> {
+    match type_url {
+        CLUSTER_TYPE => Some("clusters"),
+        ENDPOINT_TYPE => Some("endpoints"),
+        LISTENER_TYPE => Some("listeners"),
+        ROUTE_TYPE => Some("routes"),
+        SECRET_TYPE => Some("secrets"),
+        _ => None,
+    }
+}
+
+impl XdsStatus {
+    /// Records an accepted response of `type_url`, `state` being the state after it.
+    pub(crate) fn accepted(&mut self, state: &AdsState, type_url: &str) {
+        self.cluster_version.clone_from(&state.cds.version);
+        self.endpoint_version.clone_from(&state.eds.version);
+        self.listener_version.clone_from(&state.lds.version);
+        self.route_version.clone_from(&state.rds.version);
+        self.secret_version.clone_from(&state.sds.version);
+        let Some(name) = name(type_url) else { return };
+        let (version, resources) = match name {
+            "clusters" => (&state.cds.version, state.clusters.len()),
+            "endpoints" => (&state.eds.version, state.endpoints.len()),
+            "listeners" => (&state.lds.version, state.listeners.len()),
+            "routes" => (&state.rds.version, state.routes.len()),
+            _ => (&state.sds.version, state.secrets.len()),
+        };
+        let t = self.types.entry(name).or_default();
+        t.version.clone_from(version);
+        t.resources = resources;
+        t.acks += 1;
+    }
+
+    /// Records a refused response of `type_url`.
+    pub(crate) fn rejected(&mut self, type_url: &str, refusal: &Refusal) {
+        let detail = refusal.to_string();
+        if let Some(name) = name(type_url) {
+            let t = self.types.entry(name).or_default();
+            t.nacks += 1;
+            t.last_nack = Some(detail.clone());
+        }
+        self.last_nack = Some(detail);
+    }
+}
