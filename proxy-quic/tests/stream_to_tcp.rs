@@ -2,7 +2,7 @@
 //! PyPI's aioquic, when installed) opens bidirectional streams through a
 //! `StreamProxy` to TCP servers written here: echoes, half-close both ways, the
 //! per-connection stream bound, the idle timeout, a refused upstream, a wrong
-//! ALPN, and the byte counts.
+//! ALPN, a drain, and the byte counts.
 
 // Test code: a failed step should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -52,6 +52,16 @@ struct Proxy {
 }
 
 fn proxy(upstream: SocketAddr, idle: Duration, streams: u32) -> Proxy {
+    proxy_until(upstream, idle, streams, std::future::pending()).0
+}
+
+/// A proxy that drains when `shutdown` resolves; the handle ends when it stopped.
+fn proxy_until(
+    upstream: SocketAddr,
+    idle: Duration,
+    streams: u32,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (Proxy, tokio::task::JoinHandle<()>) {
     let pki = Pki::new("stream-to-tcp");
     let issued = pki.server("server", &["localhost"]);
     let tls = proxy_quic::h3::server_config(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
@@ -68,8 +78,8 @@ fn proxy(upstream: SocketAddr, idle: Duration, streams: u32) -> Proxy {
         .bind("127.0.0.1:0".parse().unwrap())
         .unwrap();
     let (addr, stats) = (proxy.local_addr(), proxy.stats());
-    tokio::spawn(proxy.serve(std::future::pending()));
-    Proxy { addr, stats, pki }
+    let served = tokio::spawn(proxy.serve(shutdown));
+    (Proxy { addr, stats, pki }, served)
 }
 
 async fn connect(proxy: &Proxy, alpn: &[u8]) -> Result<quinn::Connection, quinn::ConnectionError> {
@@ -319,6 +329,45 @@ async fn aioquic_raw_streams_through_the_proxy_to_a_tcp_echo() {
             (3, total, total),
             "{s:?}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
+    with_timeout(TIMEOUT, async {
+        let (echo, _closed) = echo_server().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (p, served) = proxy_until(echo, Duration::from_secs(30), 4, async {
+            let _ = stopped.await;
+        });
+        let conn = connect(&p, ALPN).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"before ").await.unwrap();
+        eventually("stream proxied", || p.stats.snapshot().streams_active == 1).await;
+        stop.send(()).unwrap();
+        // A handshake after the drain began fails: the endpoint takes none.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), connect(&p, ALPN))
+                .await
+                .map_or(true, |r| r.is_err()),
+            "a connection was accepted during the drain"
+        );
+        // The stream in flight still goes both ways and ends normally.
+        send.write_all(b"and during the drain").await.unwrap();
+        send.finish().unwrap();
+        let echoed = recv.read_to_end(64).await;
+        assert_eq!(
+            echoed.as_deref().map_err(|e| e.to_string()),
+            Ok(&b"before and during the drain"[..]),
+            "{:?} {:?} served: {}",
+            p.stats.snapshot(),
+            conn.close_reason(),
+            served.is_finished()
+        );
+        served.await.unwrap();
+        assert_eq!(p.stats.snapshot().connections_active, 0);
     })
     .await;
 }

@@ -40,6 +40,9 @@ pub(super) async fn stream(
     let code = match &result {
         Ok(copied) => {
             tracing::debug!(up = copied.up, down = copied.down, "stream proxied");
+            // Until the client acknowledged the end (a drain closes the connection
+            // once the streams are done, which would drop data still unsent).
+            let _ = tokio::time::timeout(shared.idle_timeout, send.stopped()).await;
             return;
         }
         Err(e @ (StreamError::NoEndpoints { .. } | StreamError::Connect(_))) => {

@@ -288,3 +288,54 @@ async fn connection(
     while streams.join_next().await.is_some() {}
     conn.close(0u32.into(), b"");
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn builder() -> StreamProxyBuilder {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let tls = crate::h3::server_config(
+            cert.cert.pem().as_bytes(),
+            cert.key_pair.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let cluster = Cluster::builder("b")
+            .endpoint("127.0.0.1:9".parse().unwrap())
+            .build()
+            .unwrap();
+        StreamProxyBuilder::new("s", tls, cluster)
+    }
+
+    #[test]
+    fn binding_outside_a_runtime_is_an_error() {
+        let err = builder()
+            .alpn([b"x".to_vec()])
+            .bind("127.0.0.1:0".parse().unwrap())
+            .unwrap_err();
+        assert!(matches!(err, StreamProxyError::NoRuntime), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_settings_and_a_busy_address_are_refused() {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let err = builder().bind(addr).unwrap_err();
+        assert!(matches!(err, StreamProxyError::NoAlpn), "{err:?}");
+        let err = builder().alpn([Vec::new()]).bind(addr).unwrap_err();
+        assert!(matches!(err, StreamProxyError::NoAlpn), "{err:?}");
+        let err = builder()
+            .alpn([b"x".to_vec()])
+            .idle_timeout(Duration::ZERO)
+            .bind(addr)
+            .unwrap_err();
+        assert!(matches!(err, StreamProxyError::ZeroIdleTimeout), "{err:?}");
+        let proxy = builder().alpn([b"x".to_vec()]).bind(addr).unwrap();
+        let busy = proxy.local_addr();
+        let err = builder().alpn([b"x".to_vec()]).bind(busy).unwrap_err();
+        assert!(
+            matches!(err, StreamProxyError::Bind { addr, .. } if addr == busy),
+            "{err:?}"
+        );
+    }
+}
