@@ -213,8 +213,11 @@ impl TryFrom<&ForwarderConfig> for ForwarderBuilder {
 ///
 /// Each client datagram's first packet header is parsed ([`parse`]) and routed
 /// ([`Routes::route`]): by the server ID in its destination connection ID, else by
-/// the 4-tuple's Maglev hash. It leaves through its flow's socket; what a server
-/// sends to that socket goes back to the client from the forwarder's address.
+/// the 4-tuple's Maglev hash. With [`ReturnPath::Relay`] it leaves through its
+/// flow's socket, and what a server sends to that socket goes back to the client
+/// from the forwarder's address; with [`ReturnPath::Encapsulated`] it leaves from
+/// the forwarder's socket behind an [`EncapHeader`](super::EncapHeader), and
+/// servers' wrapped datagrams go to the clients they name.
 ///
 /// # Example
 /// ```
