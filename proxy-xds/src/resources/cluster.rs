@@ -97,6 +97,10 @@ fn translate(c: &Cluster) -> Result<XdsCluster, Refusal> {
         "endpoints": [],
     }))
     .map_err(|e| Refusal::new("", "name", e))?;
+    if let Some(ts) = &c.transport_socket {
+        config.transport =
+            super::upstream_tls::transport(ts).map_err(|r| r.within("transport_socket"))?;
+    }
     config.connect_timeout = match &c.connect_timeout {
         None => ENVOY_CONNECT_TIMEOUT,
         Some(d) => match duration(d) {
@@ -197,6 +201,7 @@ fn unhandled(c: &Cluster) -> Cluster {
     r.common_lb_config = None;
     r.http2_protocol_options = None;
     r.typed_extension_protocol_options.clear();
+    r.transport_socket = None;
     // Without effect on how traffic flows here.
     r.alt_stat_name.clear();
     r.stats_matcher = None;

@@ -106,7 +106,7 @@ fn fields_that_change_behaviour_are_refused_by_name() {
     c.transport_socket = Some(TransportSocket::default());
     assert_eq!(
         refused(&c),
-        "cluster \"a\": transport_socket: not supported: it would change behaviour"
+        "cluster \"a\": transport_socket.typed_config: missing"
     );
     let mut c = named("a");
     c.health_checks = vec![Default::default()];

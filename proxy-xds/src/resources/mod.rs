@@ -14,6 +14,7 @@ mod listener;
 mod matchers;
 mod route;
 mod secret;
+mod upstream_tls;
 
 use std::time::Duration;
 
