@@ -53,7 +53,8 @@ pub struct XdsCluster {
 /// carry none: RDS refuses `hash_policy`); the upstream
 /// protocol (HTTP/1.1 or HTTP/2 from `typed_extension_protocol_options`); the pool's
 /// idle timeout; circuit-breaker thresholds left unlimited (4294967295, as Istio
-/// sends them). Ignored because they cannot change how traffic flows here: stats
+/// sends them); `transport_socket` (plain text, or `UpstreamTlsContext` onto
+/// proxy-tls's `tls` transport with its certificate and CAs as SDS secrets). Ignored because they cannot change how traffic flows here: stats
 /// names and matchers, metadata, DNS settings (DNS clusters are refused),
 /// `per_connection_buffer_limit_bytes`, `preconnect_policy`, `wait_for_warm_on_init`,
 /// `common_lb_config.healthy_panic_threshold` and `update_merge_window` (there is no
