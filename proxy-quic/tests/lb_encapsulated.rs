@@ -11,7 +11,9 @@
 //! - on the wire (plain UDP peers): the header the server receives byte for byte,
 //!   the reply unwrapped to the client from the forwarder's address, a wrapped
 //!   datagram from a non-server and an unwrapped one from a server dropped and
-//!   counted.
+//!   counted;
+//! - on a server's socket, a wrapped datagram from a stranger is not unwrapped,
+//!   and with direct clients off a direct client gets no handshake.
 
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
@@ -408,4 +410,58 @@ fn wrap(client: SocketAddr, payload: &[u8]) -> Vec<u8> {
     header.write(&mut out).expect("header");
     out.extend_from_slice(payload);
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_load_balancers_deliver_wrapped_datagrams() {
+    tokio::time::timeout(Duration::from_secs(10), server_rules())
+        .await
+        .expect("test timed out");
+}
+
+/// The server's socket: a wrapped datagram from a stranger is not unwrapped (the
+/// stranger cannot claim another address); with direct clients off, a direct
+/// QUIC client gets no handshake and its datagrams are counted as dropped.
+async fn server_rules() {
+    let tls = Tls::new();
+    let lb: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let (open_endpoint, open) = server(&tls, "open", "0a01", 0, bind(), lb);
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let victim: SocketAddr = "192.0.2.77:443".parse().expect("addr");
+    let open_addr = open_endpoint.local_addr().expect("addr");
+    stranger
+        .send_to(&wrap(victim, &[0x40; 40]), open_addr)
+        .await
+        .expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open.stats().direct == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", open.stats());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!((open.stats().unwrapped, open.stats().wrapped), (0, 0));
+
+    let socket = bind();
+    let closed_addr = socket.local_addr().expect("addr");
+    let closed = BehindLb::new([lb])
+        .direct_clients(false)
+        .wrap(socket)
+        .expect("wrap");
+    let key = PrivateKeyDer::Pkcs8(tls.key.clone_key());
+    let server_tls = ServerConfig::with_single_cert(vec![tls.cert.clone()], key).expect("tls");
+    let _closed_endpoint = Endpoint::new_with_abstract_socket(
+        EndpointConfig::default(),
+        Some(server_tls),
+        closed.clone(),
+        Arc::new(TokioRuntime),
+    )
+    .expect("endpoint");
+    let direct = client(bind(), &tls);
+    let connecting = direct.connect(closed_addr, "localhost").expect("connect");
+    let attempt = tokio::time::timeout(Duration::from_millis(500), connecting).await;
+    assert!(attempt.is_err(), "a direct client got through: {attempt:?}");
+    let s = closed.stats();
+    assert!(
+        s.dropped_direct > 0 && s.direct == 0 && s.wrapped == 0,
+        "{s:?}"
+    );
 }

@@ -358,3 +358,50 @@ impl super::unwrap::Receiver for EncapsulatedSocket {
         counter.fetch_add(1, Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn socket(options: BehindLb) -> Arc<EncapsulatedSocket> {
+        options
+            .wrap(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn clients_are_bounded_and_forgotten_when_idle() {
+        let lb = addr("10.0.0.1:443");
+        let s = socket(
+            BehindLb::new([lb])
+                .max_clients(NonZeroUsize::MIN)
+                .client_idle_timeout(Duration::from_millis(50)),
+        );
+        let (a, b) = (addr("192.0.2.1:1"), addr("192.0.2.2:2"));
+        s.learn(a, lb);
+        assert_eq!(s.lb_of(a), Some(lb));
+        s.learn(b, lb);
+        assert_eq!(s.stats().clients_full, 1, "the table holds one client");
+        assert_eq!(s.lb_of(b), None, "direct clients on: b is sent directly");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(s.lb_of(a), None, "a is forgotten after its idle timeout");
+        s.learn(b, lb);
+        assert_eq!((s.lb_of(b), s.stats().clients_full), (Some(lb), 1));
+    }
+
+    #[tokio::test]
+    async fn without_direct_clients_everyone_goes_through_the_first_lb() {
+        let (lb1, lb2) = (addr("10.0.0.1:443"), addr("[2001:db8::1]:443"));
+        let s = socket(BehindLb::new([lb1, lb2]).direct_clients(false));
+        assert_eq!(s.lb_of(addr("192.0.2.1:1")), Some(lb1));
+        s.learn(addr("192.0.2.1:1"), lb2);
+        assert_eq!(s.lb_of(addr("192.0.2.1:1")), Some(lb2));
+        use super::super::unwrap::Receiver;
+        assert!(s.is_lb(lb2) && !s.is_lb(addr("10.0.0.2:443")));
+        assert!(!s.direct_clients());
+    }
+}
