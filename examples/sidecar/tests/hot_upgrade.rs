@@ -11,92 +11,26 @@
 //! hand-off happens get their answers from the new process on the same sockets.
 
 mod common;
+#[path = "hot_upgrade/http_load.rs"]
+mod http_load;
+// Not every helper is used here.
+#[allow(dead_code)]
 #[path = "hot_upgrade/support.rs"]
 mod support;
 
 use std::{
-    net::SocketAddr,
     path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
+use http_load::*;
 use proxy_test_support::{client, temp::TempDir, with_timeout, Upstream};
 use support::*;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
-
-#[derive(Default)]
-struct Tally {
-    ok: AtomicU64,
-    /// Connections the keep-alive clients opened: one each, if none was closed.
-    keep_alive_connects: AtomicU64,
-    failures: Mutex<Vec<String>>,
-    stop: AtomicBool,
-}
-
-impl Tally {
-    fn fail(&self, what: String) {
-        self.failures.lock().expect("lock").push(what);
-    }
-}
-
-fn count(tally: &Tally, what: &str, x: Exchange) -> Option<bool> {
-    match x {
-        Exchange::Answer(200, closing) => {
-            tally.ok.fetch_add(1, Ordering::Relaxed);
-            Some(closing)
-        }
-        Exchange::Answer(status, _) => {
-            tally.fail(format!("{what}: status {status}"));
-            None
-        }
-        Exchange::NoAnswer(e) | Exchange::Broken(e) => {
-            tally.fail(format!("{what}: {e}"));
-            None
-        }
-    }
-}
-
-/// Requests on one keep-alive connection, until stopped; no retry: a request that
-/// meets a closed connection fails, and the next one connects again (counted).
-async fn keep_alive_load(addr: SocketAddr, tally: Arc<Tally>) {
-    let mut conn: Option<TcpStream> = None;
-    while !tally.stop.load(Ordering::Relaxed) {
-        if conn.is_none() {
-            tally.keep_alive_connects.fetch_add(1, Ordering::Relaxed);
-            match TcpStream::connect(addr).await {
-                Ok(s) => conn = Some(s),
-                Err(e) => tally.fail(format!("keep-alive connect: {e}")),
-            }
-        }
-        if let Some(s) = conn.as_mut() {
-            let x = exchange(s, false).await;
-            if count(&tally, "keep-alive", x) != Some(false) {
-                conn = None;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// One new connection per request, until stopped.
-async fn new_connection_load(addr: SocketAddr, tally: Arc<Tally>) {
-    while !tally.stop.load(Ordering::Relaxed) {
-        match TcpStream::connect(addr).await {
-            Ok(mut s) => {
-                count(&tally, "new connection", exchange(&mut s, true).await);
-            }
-            Err(e) => tally.fail(format!("connect: {e}")),
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
 
 /// Starts `name` with `--upgrade`, waits for `old` to exit 0, and checks that the new
 /// process took the sockets over rather than binding them.
@@ -167,7 +101,11 @@ async fn upgrade_under_load_fails_no_request_and_keeps_the_port() {
         let tally = Arc::new(Tally::default());
         let mut load = Vec::new();
         for _ in 0..4 {
-            load.push(tokio::spawn(keep_alive_load(cfg.listen, tally.clone())));
+            load.push(tokio::spawn(keep_alive_load(
+                cfg.listen,
+                tally.clone(),
+                Duration::from_millis(2),
+            )));
         }
         for _ in 0..2 {
             load.push(tokio::spawn(new_connection_load(cfg.listen, tally.clone())));
@@ -183,7 +121,7 @@ async fn upgrade_under_load_fails_no_request_and_keeps_the_port() {
         for task in load {
             task.await.expect("load task");
         }
-        let failures = tally.failures.lock().expect("lock").clone();
+        let failures = tally.failures();
         let ok = tally.ok.load(Ordering::Relaxed);
         let connects = tally.keep_alive_connects.load(Ordering::Relaxed);
         eprintln!(

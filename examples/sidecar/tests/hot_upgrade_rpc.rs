@@ -20,6 +20,8 @@
 #[path = "hot_upgrade/bolt.rs"]
 mod bolt;
 mod common;
+#[path = "hot_upgrade/sofa.rs"]
+mod sofa;
 // The HTTP/1.1 exchanges of the helpers are not used here.
 #[allow(dead_code)]
 #[path = "hot_upgrade/support.rs"]
@@ -33,6 +35,7 @@ use std::{
 use bolt::*;
 use common::*;
 use proxy_test_support::{temp::TempDir, with_timeout};
+use sofa::{sofa_rpc_node, SofaClients, SofaServer};
 use support::*;
 
 /// Bolt clients, one connection each.
@@ -69,20 +72,7 @@ async fn upgrade_rpc(
     config: &std::path::PathBuf,
     tally: &RpcTally,
 ) -> Proc {
-    let new = Proc::start(
-        name,
-        dir,
-        config,
-        &["--upgrade", "--upgrade-window", "500ms"],
-    );
-    let status = old.wait_exit(Duration::from_secs(15)).await;
-    assert!(
-        status.success(),
-        "{} exit status {status}\n{}",
-        old.name,
-        old.logs()
-    );
-    let logs = old.logs();
+    let (new, logs) = take_over(name, old, dir, config, "500ms").await;
     let (all, bolt) = (handed_connections(&logs), handed(&logs, "protocol"));
     assert!(
         all >= u64::from(CLIENTS) && bolt >= u64::from(CLIENTS),
@@ -210,7 +200,7 @@ async fn bolt_connections_go_over_with_calls_in_flight_through_upgrades() {
 // === the real client: sofa-rpc-node ===
 
 /// sofa-rpc-node clients, one connection each, two calls in flight each.
-const SOFA_CLIENTS: &str = "50";
+const SOFA_CLIENTS: u32 = 50;
 
 /// The processes that take over, one after the other.
 const UPGRADES: [&str; 20] = [
@@ -218,67 +208,15 @@ const UPGRADES: [&str; 20] = [
     "u16", "u17", "u18", "u19", "u20",
 ];
 
-/// node_modules with sofa-rpc-node (from `scripts/deps/proxy-codec.sh`), or `None`
-/// after a loud `SKIPPED:` line.
-fn sofa_rpc_node() -> Option<std::path::PathBuf> {
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let modules = std::env::var_os("PROXY_CODEC_NODE_DEPS")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| workspace.join(t).join("test-deps/proxy-codec"))
-        })
-        .unwrap_or_else(|| workspace.join("target/test-deps/proxy-codec"))
-        .join("node_modules");
-    if proxy_test_support::tools::installed("node") && modules.join("sofa-rpc-node").is_dir() {
-        return Some(modules);
-    }
-    eprintln!(
-        "\n=====\nSKIPPED: node or sofa-rpc-node missing in {} (run scripts/deps/proxy-codec.sh)\n=====",
-        modules.display()
-    );
-    None
-}
-
-/// `node SCRIPT ARGS` with the modules on its path, its stdout piped.
-fn node(
-    modules: &std::path::Path,
-    script: &std::path::Path,
-    args: &[&str],
-) -> tokio::process::Child {
-    tokio::process::Command::new("node")
-        .arg(script)
-        .args(args)
-        .env("NODE_PATH", modules)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn node")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let Some(modules) = sofa_rpc_node() else {
         return;
     };
     with_timeout(Duration::from_secs(90), async {
         let _heavy = heavy_test_lock().await;
-        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let interop = here.join("../../proxy-codec/tests/interop/server.js");
-        let mut server = node(&modules, &interop, &["--protocol", "bolt"]);
-        let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
-        let port: u16 = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("server.js starts")
-            .expect("read")
-            .and_then(|l| {
-                l.strip_prefix("LISTENING ")
-                    .and_then(|p| p.trim().parse().ok())
-            })
-            .expect("LISTENING <port>");
+        let server = SofaServer::start(&modules).await;
+        let port = server.port;
         let mut cfg = ConfigBuilder::new()
             .routes(vec![route("r", "/", "c", "")])
             .cluster(format!(
@@ -291,51 +229,16 @@ async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
         let mut old = Proc::start("first", &dir, &config, &[]);
         wait_ready(cfg.admin, &mut old).await;
 
-        let stop = dir.join("stop");
-        let (target, stop_arg) = (cfg.listen.to_string(), stop.display().to_string());
-        let script = here.join("tests/hot_upgrade/sofa_client.js");
-        let mut client = node(
-            &modules,
-            &script,
-            &[
-                "--target",
-                &target,
-                "--stop-file",
-                &stop_arg,
-                "--clients",
-                SOFA_CLIENTS,
-                "--in-flight",
-                "2",
-            ],
-        );
-        let mut out = BufReader::new(client.stdout.take().expect("stdout")).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(20), out.next_line()).await;
-        assert!(
-            matches!(&ready, Ok(Ok(Some(l))) if l == "READY"),
-            "sofa_client.js: {ready:?}\n{}",
-            old.logs()
-        );
+        let clients =
+            SofaClients::start(&modules, cfg.listen, dir.join("stop"), SOFA_CLIENTS, 2).await;
         // Calls flow before the first upgrade.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut with_unread = 0;
         let started = Instant::now();
         for name in UPGRADES {
-            let new = Proc::start(
-                name,
-                &dir,
-                &config,
-                &["--upgrade", "--upgrade-window", "500ms"],
-            );
-            let status = old.wait_exit(Duration::from_secs(15)).await;
+            let (new, logs) = take_over(name, &mut old, &dir, &config, "500ms").await;
             assert!(
-                status.success(),
-                "{} exit status {status}\n{}",
-                old.name,
-                old.logs()
-            );
-            let logs = old.logs();
-            assert!(
-                handed(&logs, "protocol") >= 50,
+                handed(&logs, "protocol") >= u64::from(SOFA_CLIENTS),
                 "{} handed over too few\n{logs}",
                 old.name
             );
@@ -344,26 +247,15 @@ async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
             wait_ready(cfg.admin, &mut old).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        std::fs::write(&stop, b"").expect("stop");
-        let report = tokio::time::timeout(Duration::from_secs(20), out.next_line())
-            .await
-            .expect("the client's report")
-            .expect("read")
-            .unwrap_or_default();
-        let status = client.wait().await.expect("client exit");
+        let (report, clean) = clients.finish().await;
         eprintln!(
             "sofa-rpc-node through {} upgrades in {:?}: {report}; {with_unread} handed over \
              with bytes unread",
             UPGRADES.len(),
             started.elapsed()
         );
-        assert!(status.success(), "{report}\n{}", old.logs());
-        assert!(
-            report.contains("\"errors\":0")
-                && report.contains(&format!("\"connects\":{SOFA_CLIENTS}")),
-            "{report}"
-        );
-        let _ = server.kill().await;
+        assert!(clean, "{report}\n{}", old.logs());
+        drop(server);
     })
     .await;
 }

@@ -227,3 +227,67 @@ pub(crate) async fn read_answer(s: &mut TcpStream) -> Exchange {
         }
     }
 }
+
+/// Starts `name` with `--upgrade --upgrade-window WINDOW` beside `old`, waits for
+/// `old` to exit 0 (it handed everything over, drained), and returns the new process
+/// and the old one's log.
+pub(crate) async fn take_over(
+    name: &'static str,
+    old: &mut Proc,
+    dir: &TempDir,
+    config: &PathBuf,
+    window: &str,
+) -> (Proc, String) {
+    let new = Proc::start(
+        name,
+        dir,
+        config,
+        &["--upgrade", "--upgrade-window", window],
+    );
+    let status = old.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "{} exit status {status}\n{}",
+        old.name,
+        old.logs()
+    );
+    (new, old.logs())
+}
+
+/// How many connections `proc`'s log says it adopted from the old process, once it
+/// says so (within 5 s).
+pub(crate) async fn adopted(proc: &Proc) -> u64 {
+    let needle = "adopted the old process's idle connections connections=";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let logs = proc.logs();
+        if let Some(n) = logs
+            .lines()
+            .find_map(|l| l.split(needle).nth(1))
+            .and_then(|n| n.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+        {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} adopted nothing\n{logs}",
+            proc.name
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The admin page's `proxy_listener_connections_total` of `listener`: what the process
+/// serving `admin` accepted or adopted, plus what it carried in from the processes
+/// before it (their final counts).
+pub(crate) async fn connections_total(admin: SocketAddr, listener: &str) -> u64 {
+    let r = client::request(admin, Method::GET, "/stats/prometheus", &[], Bytes::new())
+        .await
+        .expect("metrics");
+    let label = format!("listener=\"{listener}\"");
+    crate::common::metric_sum(
+        &String::from_utf8_lossy(&r.body),
+        &["proxy_listener_connections_total{", &label],
+    ) as u64
+}
