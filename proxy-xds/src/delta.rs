@@ -222,6 +222,10 @@ impl DeltaState {
                 if let Some(eds) = next.held.get_mut(ENDPOINT_TYPE) {
                     eds.retain(|n, _| names.contains(n));
                 }
+                let names = &next.ads.sds_names;
+                if let Some(sds) = next.held.get_mut(SECRET_TYPE) {
+                    sds.retain(|n, _| names.contains(n));
+                }
             }
             _ => {
                 // LISTENER_TYPE, the only other type subscribed.
@@ -248,6 +252,9 @@ impl DeltaState {
             out.push(change);
         }
         if let Some(change) = resubscribe(ROUTE_TYPE, &self.ads.rds_names, &next.ads.rds_names) {
+            out.push(change);
+        }
+        if let Some(change) = resubscribe(SECRET_TYPE, &self.ads.sds_names, &next.ads.sds_names) {
             out.push(change);
         }
         self.ads.take(next.ads);

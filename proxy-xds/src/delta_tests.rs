@@ -327,3 +327,96 @@ mod props {
         }
     }
 }
+
+#[test]
+fn secrets_named_by_clusters_are_subscribed_and_the_cluster_waits_for_them() {
+    use envoy_types::pb::envoy::{
+        config::core::v3::{transport_socket, DataSource, TransportSocket},
+        extensions::transport_sockets::tls::v3::{
+            common_tls_context::ValidationContextType, secret, CertificateValidationContext,
+            CommonTlsContext, SdsSecretConfig, Secret, UpstreamTlsContext,
+        },
+    };
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(ValidationContextType::ValidationContextSdsSecretConfig(
+                SdsSecretConfig {
+                    name: "ca".into(),
+                    sds_config: None,
+                },
+            )),
+            ..CommonTlsContext::default()
+        }),
+        ..UpstreamTlsContext::default()
+    };
+    let c = Cluster {
+        name: "app".into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        transport_socket: Some(TransportSocket {
+            name: "tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(Any {
+                type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext".into(),
+                value: ctx.encode_to_vec(),
+            })),
+        }),
+        ..Cluster::default()
+    };
+    let any = Any {
+        type_url: CLUSTER_TYPE.into(),
+        value: c.encode_to_vec(),
+    };
+    let mut s = DeltaState::new(false);
+    let out = take(
+        &mut s,
+        &delta(CLUSTER_TYPE, "c1", vec![resource("app", "1", any)], &[]),
+    );
+    let types: Vec<_> = out.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(types, [ENDPOINT_TYPE, SECRET_TYPE, CLUSTER_TYPE]);
+    assert_eq!(out[1].resource_names_subscribe, ["ca"]);
+    let app = |s: &DeltaState| {
+        let config = s.ads.config(&base());
+        config
+            .clusters
+            .into_iter()
+            .find(|c| c.name == "app")
+            .unwrap()
+    };
+    assert!(
+        app(&s).transport.is_none(),
+        "a placeholder until the secret"
+    );
+
+    let ca = Secret {
+        name: "ca".into(),
+        r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: Some(DataSource {
+                specifier: Some(
+                    envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(
+                        "PEM".into(),
+                    ),
+                ),
+                ..DataSource::default()
+            }),
+            ..CertificateValidationContext::default()
+        })),
+    };
+    let any = Any {
+        type_url: SECRET_TYPE.into(),
+        value: ca.encode_to_vec(),
+    };
+    take(
+        &mut s,
+        &delta(SECRET_TYPE, "s1", vec![resource("ca", "1", any)], &[]),
+    );
+    assert_eq!(app(&s).transport.map(|t| t.typed), Some("tls".to_owned()));
+
+    // The cluster goes: its secret is unsubscribed and dropped.
+    let out = take(&mut s, &delta(CLUSTER_TYPE, "c2", vec![], &["app"]));
+    let unsub: Vec<_> = out
+        .iter()
+        .filter(|r| r.type_url == SECRET_TYPE)
+        .map(|r| r.resource_names_unsubscribe.clone())
+        .collect();
+    assert_eq!(unsub, [vec!["ca".to_owned()]]);
+    assert!(s.ads.secrets.is_empty() && s.versions(SECRET_TYPE).is_empty());
+}

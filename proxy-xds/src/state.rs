@@ -68,6 +68,11 @@ pub(crate) struct AdsState {
     pub(crate) sds_names: BTreeSet<String>,
     /// Accepted secrets by name (only subscribed names are kept).
     pub(crate) secrets: BTreeMap<String, XdsSecret>,
+    /// The secrets the bootstrap asks for; `sds_names` adds those clusters name.
+    pub(crate) sds_bootstrap: BTreeSet<String>,
+    /// The clusters of the applied config, by name: a cluster whose secrets have
+    /// not arrived keeps serving with these (Envoy's warming).
+    pub(crate) active_clusters: BTreeMap<String, ClusterConfig>,
 }
 
 impl AdsState {
@@ -145,6 +150,13 @@ impl AdsState {
                     .collect();
                 next.endpoints
                     .retain(|name, _| next.eds_names.contains(name));
+                next.sds_names = next
+                    .sds_bootstrap
+                    .iter()
+                    .chain(next.clusters.values().flat_map(|c| &c.secrets))
+                    .cloned()
+                    .collect();
+                next.secrets.retain(|name, _| next.sds_names.contains(name));
                 next.cds = Versions {
                     version: resp.version_info.clone(),
                     nonce: resp.nonce.clone(),
@@ -200,12 +212,16 @@ impl AdsState {
     pub(crate) fn accept(&mut self, next: Self, resp: &DiscoveryResponse) -> Vec<DiscoveryRequest> {
         let eds_changed = next.eds_names != self.eds_names;
         let rds_changed = next.rds_names != self.rds_names;
+        let sds_changed = next.sds_names != self.sds_names;
         self.take(next);
         let mut out = Vec::new();
         match resp.type_url.as_str() {
             CLUSTER_TYPE => {
                 if eds_changed {
                     out.push(self.eds_request());
+                }
+                if sds_changed {
+                    out.push(self.sds_request());
                 }
                 out.push(self.cds_request());
             }
@@ -227,6 +243,7 @@ impl AdsState {
     pub(crate) fn take(&mut self, next: Self) {
         *self = next;
         self.active = self.resolve_listeners();
+        self.active_clusters = self.resolve_clusters();
     }
 
     /// The NACK of `resp`: the previously accepted version, the response's nonce, and
@@ -283,13 +300,9 @@ impl AdsState {
             named.extend(l.clusters);
             config.listeners.push(l.config);
         }
-        for c in self.clusters.values() {
-            let mut cluster = c.config.clone();
-            if let Some(service) = &c.eds_service {
-                cluster.endpoints = self.endpoints.get(service).cloned().unwrap_or_default();
-            }
-            config.clusters.push(cluster);
-        }
+        config
+            .clusters
+            .extend(self.resolve_clusters().into_values());
         let known: HashSet<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
         let wanted: BTreeSet<&str> = config
             .listeners
@@ -306,6 +319,33 @@ impl AdsState {
             }
         }
         config
+    }
+}
+
+impl AdsState {
+    /// The xDS clusters to serve, by name, EDS ones with their endpoints. A cluster
+    /// whose transport names a secret not received yet waits (Envoy's warming): its
+    /// serving version stays, or an empty placeholder (503) stands in.
+    pub(crate) fn resolve_clusters(&self) -> BTreeMap<String, ClusterConfig> {
+        let mut out = BTreeMap::new();
+        for (name, c) in &self.clusters {
+            let cluster = if c.secrets.iter().all(|s| self.secrets.contains_key(s)) {
+                let mut cluster = c.config.clone();
+                if let Some(service) = &c.eds_service {
+                    cluster.endpoints = self.endpoints.get(service).cloned().unwrap_or_default();
+                }
+                Some(cluster)
+            } else {
+                self.active_clusters
+                    .get(name)
+                    .cloned()
+                    .or_else(|| placeholder(name))
+            };
+            if let Some(cluster) = cluster {
+                out.insert(name.clone(), cluster);
+            }
+        }
+        out
     }
 }
 

@@ -1,6 +1,7 @@
-//! Secrets (SDS) in the accepted state: their request and their validation. Only
-//! the names the bootstrap lists are asked for; as for EDS, a response need not
-//! carry all of them, and those absent keep their last value.
+//! Secrets (SDS) in the accepted state: their request and their validation. The
+//! names the bootstrap lists and those the accepted clusters' transports name are
+//! asked for; as for EDS, a response need not carry all of them, and those absent
+//! keep their last value.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -18,7 +19,8 @@ use crate::{
 impl AdsState {
     /// Asks for the secrets `names` too (SDS over the same stream).
     pub(crate) fn with_secrets(mut self, names: &[String]) -> Self {
-        self.sds_names = names.iter().cloned().collect::<BTreeSet<_>>();
+        self.sds_bootstrap = names.iter().cloned().collect::<BTreeSet<_>>();
+        self.sds_names.clone_from(&self.sds_bootstrap);
         self
     }
 

@@ -1,7 +1,9 @@
 //! A cluster's `transport_socket` (`UpstreamTlsContext`) whose client certificate
-//! and CAs are SDS secrets, as Istio's mTLS clusters name them: the proxy reaches a
-//! TLS upstream that requires a client certificate, with the material SDS sent; an
-//! unsupported TLS setting is NACKed, the field named.
+//! and CAs are SDS secrets, as Istio's mTLS clusters name them: the client asks for
+//! the secrets the cluster names (before its CDS ACK), the cluster waits for them
+//! (503 meanwhile), then the proxy reaches a TLS upstream that requires a client
+//! certificate with the material SDS sent; an unsupported TLS setting is NACKed,
+//! the field named.
 
 mod common;
 
@@ -99,7 +101,6 @@ async fn a_cluster_reaches_a_tls_upstream_with_the_material_sds_sent() {
         let mut cp = ControlPlane::start().await;
         let store = Arc::new(MemorySecrets::default());
         let mut xds = XdsConfig::new(cp.addr.to_string(), "mtls-node");
-        xds.secrets = vec!["default".into(), "ROOTCA".into()];
         xds.backoff = BackoffConfig {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(200),
@@ -115,9 +116,20 @@ async fn a_cluster_reaches_a_tls_upstream_with_the_material_sds_sent() {
         let proxy = TestServer::run(server.clone()).expect("proxy starts");
         let task = tokio::spawn(client.run(server));
 
-        let _ = cp.request_of(CLUSTER_TYPE).await;
-        let sub = cp.request_of(SECRET_TYPE).await;
+        let first = cp.request().await;
+        assert_eq!(first.type_url, CLUSTER_TYPE, "no SDS before a cluster names secrets");
+        let mut app = static_cluster("app", &[upstream.addr("tls")]);
+        app.transport_socket = Some(mtls("up.test", None));
+        cp.push(cds("1", &[app.clone()]));
+        let sub = cp.request().await;
+        assert_eq!(sub.type_url, SECRET_TYPE, "SDS subscription before the CDS ACK");
         assert_eq!(sub.resource_names, ["ROOTCA", "default"]);
+        let ack = cp.request().await;
+        assert_eq!((ack.type_url.as_str(), ack.version_info.as_str()), (CLUSTER_TYPE, "1"));
+        assert!(ack.error_detail.is_none(), "{:?}", ack.error_detail);
+        // Warming: without its secrets the cluster is a placeholder.
+        let main = proxy.addr("main");
+        assert_eq!(client::get(main, "/", &[]).await.status, 503);
         let default = Secret {
             name: "default".into(),
             r#type: Some(Type::TlsCertificate(TlsCertificate {
@@ -136,10 +148,6 @@ async fn a_cluster_reaches_a_tls_upstream_with_the_material_sds_sent() {
         cp.push_acked(response(SECRET_TYPE, "1", "sds-1", vec![any(&default), any(&root)]))
             .await;
 
-        let mut app = static_cluster("app", &[upstream.addr("tls")]);
-        app.transport_socket = Some(mtls("up.test", None));
-        cp.push_acked(cds("1", &[app.clone()])).await;
-        let main = proxy.addr("main");
         assert!(
             eventually_async(LIMIT, || async move {
                 client::get(main, "/", &[]).await.text() == "a"

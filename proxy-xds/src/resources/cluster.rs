@@ -41,6 +41,8 @@ pub struct XdsCluster {
     /// The EDS resource (`eds_cluster_config.service_name`, or the cluster's name);
     /// `None` for a static cluster.
     pub eds_service: Option<String>,
+    /// The SDS secrets its transport names (client certificate, CAs).
+    pub secrets: std::collections::BTreeSet<String>,
 }
 
 /// Translates an Envoy `Cluster`.
@@ -98,9 +100,18 @@ fn translate(c: &Cluster) -> Result<XdsCluster, Refusal> {
         "endpoints": [],
     }))
     .map_err(|e| Refusal::new("", "name", e))?;
-    if let Some(ts) = &c.transport_socket {
-        config.transport =
-            super::upstream_tls::transport(ts).map_err(|r| r.within("transport_socket"))?;
+    let mut secrets = std::collections::BTreeSet::new();
+    let transport = c
+        .transport_socket
+        .as_ref()
+        .map(super::upstream_tls::transport);
+    if let Some((t, names)) = transport
+        .transpose()
+        .map_err(|r| r.within("transport_socket"))?
+        .flatten()
+    {
+        config.transport = Some(t);
+        secrets = names;
     }
     config.connect_timeout = match &c.connect_timeout {
         None => ENVOY_CONNECT_TIMEOUT,
@@ -184,6 +195,7 @@ fn translate(c: &Cluster) -> Result<XdsCluster, Refusal> {
     Ok(XdsCluster {
         config,
         eds_service,
+        secrets,
     })
 }
 

@@ -2,6 +2,8 @@
 //! `tls` transport (origination), its certificate and CAs named as SDS secrets;
 //! `RawBuffer` is plain text.
 
+use std::collections::BTreeSet;
+
 use envoy_types::pb::envoy::{
     config::core::v3::{config_source::ConfigSourceSpecifier, transport_socket, TransportSocket},
     extensions::transport_sockets::tls::v3::{
@@ -64,7 +66,10 @@ const COMMON_TLS: Fields = &[
 ///
 /// # Errors
 /// A [`Refusal`] naming the field inside `transport_socket`.
-pub(crate) fn transport(ts: &TransportSocket) -> Result<Option<TypedConfig>, Refusal> {
+/// The transport of `ts` and the SDS secrets it names.
+pub(crate) type Transport = Option<(TypedConfig, BTreeSet<String>)>;
+
+pub(crate) fn transport(ts: &TransportSocket) -> Result<Transport, Refusal> {
     let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
         return Err(Refusal::new("", "typed_config", "missing"));
     };
@@ -74,10 +79,17 @@ pub(crate) fn transport(ts: &TransportSocket) -> Result<Option<TypedConfig>, Ref
     let ctx: UpstreamTlsContext = super::decode(any, UPSTREAM_TLS_TYPE, "")
         .map_err(|r| Refusal::new("", "typed_config", r.to_string()))?;
     let cfg = origination(&ctx).map_err(|r| r.within("typed_config"))?;
+    let mut secrets = BTreeSet::new();
+    if let Some(KeyPair::Secret(name)) = &cfg.client_cert {
+        secrets.insert(name.clone());
+    }
+    if let Roots::Secret(name) = &cfg.roots {
+        secrets.insert(name.clone());
+    }
     let config = serde_json::to_value(&cfg)
         .map_err(|e| Refusal::new("", "typed_config", format!("cannot be represented: {e}")))?;
     proxy_core::config::from_value(&json!({ "typed": "tls", "config": config }))
-        .map(Some)
+        .map(|t| Some((t, secrets)))
         .map_err(|e| Refusal::new("", "typed_config", e))
 }
 
@@ -249,7 +261,8 @@ mod tests {
             )),
             ..CommonTlsContext::default()
         });
-        let t = transport(&ok).unwrap().unwrap();
+        let (t, secrets) = transport(&ok).unwrap().unwrap();
+        assert_eq!(secrets, BTreeSet::from(["ROOTCA".to_owned()]));
         assert_eq!(t.typed, "tls");
         let cfg: OriginationConfig = t.config.parse().unwrap();
         assert_eq!(cfg.server_name.as_deref(), Some("up.test"));
@@ -260,7 +273,7 @@ mod tests {
         let unverified = transport(&tls(CommonTlsContext::default()))
             .unwrap()
             .unwrap();
-        let cfg: OriginationConfig = unverified.config.parse().unwrap();
+        let cfg: OriginationConfig = unverified.0.config.parse().unwrap();
         assert!(
             !cfg.verify,
             "Envoy verifies nothing without a validation context"
