@@ -80,7 +80,8 @@ pub struct XdsConfig {
     /// what changed and what was removed). `sotw` when absent.
     #[serde(default, skip_serializing_if = "ApiType::is_sotw")]
     pub api_type: ApiType,
-    /// Secrets to ask for over SDS, by name: those the TLS sections name
+    /// Secrets to ask for over SDS, by name, besides those the clusters' transport
+    /// sockets name: those the proxy's own TLS sections name
     /// (`certificates: [{secret: NAME}]`, `roots: {secret: NAME}`). None when absent.
     /// They reach the TLS layer through the client's
     /// [`SecretSink`](crate::SecretSink).
