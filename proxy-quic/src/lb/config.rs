@@ -1,12 +1,13 @@
 //! The load balancer's config section.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use proxy_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
+use super::behind::{BehindLb, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS};
 use super::table::Routes;
 use crate::{CidFormatConfig, Decoder, DecoderConfig, ServerId};
 
@@ -134,6 +135,85 @@ impl TryFrom<&ForwarderConfig> for Routes {
     }
 }
 
+/// The servers' side of [`ReturnPath::Encapsulated`]: the section of a QUIC
+/// listener behind the forwarder, built into a [`BehindLb`] with
+/// `BehindLb::try_from(&config)`.
+///
+/// ```yaml
+/// load_balancers: [10.0.0.10:443]   # the forwarders' listening addresses
+/// direct_clients: true              # optional, default true; false drops others
+/// client_idle_timeout: 5m           # optional, default 5m
+/// max_clients: 65536                # optional, default 65536
+/// ```
+///
+/// # Example
+/// ```
+/// use proxy_quic::lb::{BehindLb, BehindLbConfig};
+/// let config: BehindLbConfig = serde_json::from_str(
+///     r#"{"load_balancers": ["10.0.0.10:443"], "direct_clients": false}"#).unwrap();
+/// assert!(BehindLb::try_from(&config).is_ok());
+/// let none: BehindLbConfig = serde_json::from_str(r#"{"load_balancers": []}"#).unwrap();
+/// assert_eq!(BehindLb::try_from(&none).unwrap_err().path, "load_balancers");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BehindLbConfig {
+    /// The addresses the forwarders send from (their listening addresses).
+    pub load_balancers: Vec<SocketAddr>,
+    /// Whether clients that talk to the server directly are served (default true).
+    #[serde(default = "default_direct_clients")]
+    pub direct_clients: bool,
+    /// How long a client learned through a forwarder is remembered without a
+    /// datagram from it.
+    #[serde(default = "default_client_idle", with = "humantime_serde")]
+    pub client_idle_timeout: Duration,
+    /// The most clients remembered at once.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: NonZeroU32,
+}
+
+fn default_direct_clients() -> bool {
+    true
+}
+
+fn default_client_idle() -> Duration {
+    DEFAULT_CLIENT_IDLE_TIMEOUT
+}
+
+fn default_max_clients() -> NonZeroU32 {
+    u32::try_from(DEFAULT_MAX_CLIENTS)
+        .ok()
+        .and_then(NonZeroU32::new)
+        .unwrap_or(NonZeroU32::MIN)
+}
+
+impl TryFrom<&BehindLbConfig> for BehindLb {
+    type Error = ConfigError;
+
+    fn try_from(config: &BehindLbConfig) -> Result<Self, ConfigError> {
+        if config.load_balancers.is_empty() {
+            return Err(ConfigError::new(
+                "load_balancers",
+                "at least one load balancer is needed",
+            ));
+        }
+        if config.client_idle_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "client_idle_timeout",
+                "must be more than zero: replies would go out unwrapped",
+            ));
+        }
+        let max = usize::try_from(config.max_clients.get())
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .unwrap_or(NonZeroUsize::MIN);
+        Ok(BehindLb::new(config.load_balancers.iter().copied())
+            .direct_clients(config.direct_clients)
+            .client_idle_timeout(config.client_idle_timeout)
+            .max_clients(max))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +266,31 @@ mod tests {
         };
         let e = super::super::ForwarderBuilder::try_from(&zero).unwrap_err();
         assert_eq!(e.path, "idle_timeout");
+    }
+
+    #[test]
+    fn behind_lb_defaults_and_errors() {
+        let c: BehindLbConfig =
+            serde_json::from_str(r#"{"load_balancers": ["10.0.0.10:443", "[::1]:443"]}"#).unwrap();
+        assert!(c.direct_clients);
+        assert_eq!(c.client_idle_timeout, DEFAULT_CLIENT_IDLE_TIMEOUT);
+        assert_eq!(c.max_clients.get(), 65_536);
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<BehindLbConfig>(&text).unwrap(), c);
+        assert!(BehindLb::try_from(&c).is_ok());
+        let zero = BehindLbConfig {
+            client_idle_timeout: Duration::ZERO,
+            ..c
+        };
+        assert_eq!(
+            BehindLb::try_from(&zero).unwrap_err().path,
+            "client_idle_timeout"
+        );
+        let e =
+            serde_json::from_str::<BehindLbConfig>(r#"{"load_balancers": [], "max_clients": 0}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("nonzero"), "{e}");
+        let e = serde_json::from_str::<BehindLbConfig>(r#"{"lbs": []}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `lbs`"), "{e}");
     }
 }

@@ -55,7 +55,8 @@ pub use encap::{
 };
 
 pub use config::{
-    ForwarderConfig, ReturnPath, ServerEntry, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS,
+    BehindLbConfig, ForwarderConfig, ReturnPath, ServerEntry, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_FLOWS,
 };
 pub use forwarder::{Forwarder, ForwarderBuilder, MAX_DATAGRAM};
 pub use metrics::ForwarderMetrics;
