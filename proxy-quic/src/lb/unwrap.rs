@@ -308,4 +308,47 @@ mod tests {
         assert_eq!(metas[0].len, 20);
         assert!(r.events.borrow().contains(&Event::BadHeader));
     }
+
+    proptest::proptest! {
+        /// Whatever a load balancer's address delivers (random bytes, wrapped
+        /// segments or not, any length and stride), unwrapping never panics, and
+        /// every entry quinn will read lies in its buffer with a stride that lets
+        /// quinn's loop end.
+        #[test]
+        fn any_batch_unwraps_without_panic(
+            segments in proptest::collection::vec(
+                (proptest::prelude::any::<bool>(), 0u8..3, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)),
+                1..6,
+            ),
+            stride in 0usize..80,
+            extra_len in 0usize..8,
+            spares in 0usize..3,
+        ) {
+            let clients = ["192.0.2.1:1", "192.0.2.2:2", "[2001:db8::3]:3"];
+            let mut batch = Vec::new();
+            for (wrap, client, bytes) in &segments {
+                if *wrap {
+                    batch.extend(wrapped(clients[usize::from(*client)], bytes));
+                } else {
+                    batch.extend(bytes);
+                }
+            }
+            let len = batch.len() + extra_len;
+            batch.resize(len.max(1) + 16, 0);
+            let mut spare_bufs = vec![vec![0u8; 48]; spares];
+            let mut metas = vec![meta("10.0.0.1:443", len, stride); 1 + spares];
+            let r = rx(true);
+            let n = {
+                let mut bufs = vec![IoSliceMut::new(&mut batch)];
+                bufs.extend(spare_bufs.iter_mut().map(|b| IoSliceMut::new(b)));
+                let n = unwrap_batch(&mut bufs, &mut metas, 1, &r);
+                for (m, b) in metas.iter().zip(bufs.iter()).take(n) {
+                    proptest::prop_assert!(m.len <= b.len());
+                    proptest::prop_assert!(m.len == 0 || m.stride >= 1);
+                }
+                n
+            };
+            proptest::prop_assert!((1..=1 + spares).contains(&n));
+        }
+    }
 }
