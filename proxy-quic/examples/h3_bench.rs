@@ -61,50 +61,58 @@ fn main() -> Result<(), BoxError> {
                 arg(2)?.parse()?,
                 Path::new(arg(3)?),
             )),
-        "load" => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(load(
-                arg(1)?.parse()?,
-                Path::new(arg(2)?),
-                Duration::from_secs(arg(3)?.parse()?),
-                arg(4)?.parse()?,
-                arg(5)?.parse()?,
-            )),
+        "load" => {
+            let (ok, errors, seconds) = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(load(
+                    arg(1)?.parse()?,
+                    Path::new(arg(2)?),
+                    Duration::from_secs(arg(3)?.parse()?),
+                    arg(4)?.parse()?,
+                    arg(5)?.parse()?,
+                ))?;
+            println!("requests={ok} errors={errors} seconds={seconds:.3}");
+            Ok(())
+        }
         other => Err(format!("unknown mode {other}: upstream, proxy or load").into()),
     }
 }
 
 fn upstream(addr: SocketAddr) -> Result<(), BoxError> {
-    let body = Bytes::from(vec![b'x'; 1024]);
     let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
+    println!("upstream listening on {}", listener.local_addr()?);
+    std::io::Write::flush(&mut std::io::stdout())?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?
-        .block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            println!("upstream listening on {addr}");
-            loop {
-                let (stream, _) = listener.accept().await?;
+        .block_on(serve_upstream(listener))
+}
+
+/// HTTP/1.1 on `listener`: 200 and 1 KiB to every request.
+async fn serve_upstream(listener: std::net::TcpListener) -> Result<(), BoxError> {
+    let body = Bytes::from(vec![b'x'; 1024]);
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let body = body.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |_req| {
                 let body = body.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |_req| {
-                        let body = body.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(body),
-                            ))
-                        }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                });
-            }
-        })
+                async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(body),
+                    ))
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
 }
 
 /// proxy-core's router and proxy: every request to `upstream`.
@@ -148,6 +156,7 @@ async fn proxy(listen: SocketAddr, upstream: SocketAddr, dir: &Path) -> Result<(
         .network_layer(termination)
         .bind(listen)?;
     println!("proxy listening on {listen} (UDP: HTTP/3, TCP: TLS h2)");
+    std::io::Write::flush(&mut std::io::stdout())?;
     tokio::join!(
         h3.serve(stack.clone(), std::future::pending()),
         h2.serve(stack, std::future::pending()),
@@ -161,7 +170,7 @@ async fn load(
     duration: Duration,
     conns: usize,
     streams: usize,
-) -> Result<(), BoxError> {
+) -> Result<(u64, u64, f64), BoxError> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca)? {
@@ -207,13 +216,11 @@ async fn load(
     for t in tasks {
         t.await?;
     }
-    println!(
-        "requests={} errors={} seconds={:.3}",
+    Ok((
         ok.load(Relaxed),
         errors.load(Relaxed),
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+        start.elapsed().as_secs_f64(),
+    ))
 }
 
 async fn get(
@@ -231,4 +238,45 @@ async fn get(
         chunk.advance(chunk.remaining());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! One-request smoke test: the upstream, the proxy and a short HTTP/3 load.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bench_processes_serve_http3_requests() {
+        let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up_addr = up.local_addr().unwrap();
+        tokio::spawn(serve_upstream(up));
+        // A port free for TCP now; the proxy binds it for UDP and TCP.
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("h3-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let proxy_dir = dir.clone();
+        tokio::spawn(async move { proxy(listen, up_addr, &proxy_dir).await.unwrap() });
+        let cert = dir.join("cert.pem");
+        for _ in 0..100 {
+            if cert.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (ok, errors, _) = tokio::time::timeout(
+            Duration::from_secs(20),
+            load(listen, &cert, Duration::from_millis(300), 1, 2),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(ok > 0, "no request succeeded ({errors} errors)");
+        assert_eq!(errors, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
