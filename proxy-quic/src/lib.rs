@@ -21,7 +21,9 @@
 //! - [`lb`]: the load balancer, a UDP forwarder that routes each client datagram by
 //!   the server ID in its destination connection ID, or by a consistent hash of the
 //!   4-tuple when there is none. It uses proxy-lb's Maglev table, a deliberate
-//!   sideways dependency: one consistent hash for the whole framework.
+//!   sideways dependency: one consistent hash for the whole framework. In its
+//!   `encapsulated` mode a header names the client, and servers on a
+//!   [`lb::behind_load_balancer`] socket see the client's real address.
 //! - [`stream_proxy`]: QUIC streams proxied to TCP (raw QUIC, custom ALPN): each
 //!   bidirectional stream to an endpoint of a proxy-core cluster, with the TCP
 //!   proxy's half-close, idle timeout and byte counts.
