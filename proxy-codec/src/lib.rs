@@ -16,6 +16,7 @@ pub mod protocol;
 mod register;
 mod server;
 pub mod sniff;
+pub mod transform;
 mod upstream;
 
 pub use bolt::Bolt;

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use proxy_core::{metrics::RenderMetrics, Registry};
+use proxy_core::{metrics::RenderMetrics, BoxHttp, Registry};
 
 use crate::{
     config::{ServerOptions, UpstreamOptions},
     metrics::CodecMetrics,
     protocol::Protocol,
+    transform::{self, JsonToRpcConfig, JsonToRpcLayer},
     Bolt, Dubbo, RpcServer, RpcUpstream,
 };
 
@@ -65,8 +66,17 @@ pub fn register_protocol<P: Protocol + Clone>(registry: &mut Registry, name: &st
 /// Registers the `bolt` and `dubbo` protocols, listener side
 /// (`listeners[].protocol: bolt | dubbo | auto`, options in
 /// `listeners[].protocol_options.<name>`) and upstream side
-/// (`clusters[].protocol: bolt | dubbo`, options in `clusters[].protocol_options`).
+/// (`clusters[].protocol: bolt | dubbo`, options in `clusters[].protocol_options`),
+/// and the `json_to_rpc` filter ([`JsonToRpcConfig`], on a route whose cluster
+/// speaks Bolt or Dubbo).
 pub fn register(registry: &mut Registry) {
     register_protocol(registry, "bolt", Bolt);
     register_protocol(registry, "dubbo", Dubbo);
+    registry.register_filter(transform::NAME, |cfg, _ctx| {
+        let config: JsonToRpcConfig = cfg.parse()?;
+        let layer = JsonToRpcLayer::try_from(&config)?;
+        Ok(Arc::new(move |inner: BoxHttp| {
+            BoxHttp::new(tower_layer::Layer::layer(&layer, inner))
+        }))
+    });
 }

@@ -1,0 +1,533 @@
+//! hessian2 values to JSON, in the final spec and the draft dialect (hessian.js 1.x,
+//! which sofa-rpc-node answers in), with the nesting depth bounded and every length
+//! checked against the input: any bytes give a value or an error, never a panic.
+
+use serde_json::{Map, Number, Value};
+
+use crate::hessian2::{HessianError, MAX_DEPTH};
+
+type Result<T> = std::result::Result<T, HessianError>;
+
+/// A value read, and the class name when it was an object (exceptions are told
+/// apart by it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The value as JSON: objects and maps as JSON objects, lists and arrays as JSON
+    /// arrays, binary as base64, dates as milliseconds since the epoch.
+    pub value: Value,
+    /// The class of an object.
+    pub class: Option<String>,
+}
+
+/// Reads hessian2 values into JSON, one stream from its start (class definitions
+/// and references are per stream).
+#[derive(Debug)]
+pub struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    draft: bool,
+    classes: Vec<(String, Vec<String>)>,
+    refs: Vec<Value>,
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder of `buf`; `draft` for hessian.js 1.x's dialect.
+    pub fn new(buf: &'a [u8], draft: bool) -> Self {
+        Self {
+            buf,
+            pos: 0,
+            draft,
+            classes: Vec::new(),
+            refs: Vec::new(),
+        }
+    }
+
+    /// Whether every byte has been read.
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn peek(&self) -> Result<u8> {
+        self.buf.get(self.pos).copied().ok_or(HessianError::Eof)
+    }
+
+    fn byte(&mut self) -> Result<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).ok_or(HessianError::Eof)?;
+        let s = self.buf.get(self.pos..end).ok_or(HessianError::Eof)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn be(&mut self, n: usize) -> Result<u64> {
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |a, b| a << 8 | u64::from(*b)))
+    }
+
+    /// Reads one value.
+    ///
+    /// # Errors
+    /// Malformed or truncated input, or nesting deeper than [`MAX_DEPTH`].
+    pub fn read(&mut self) -> Result<Decoded> {
+        let mut class = None;
+        let value = self.value(0, &mut class)?;
+        Ok(Decoded { value, class })
+    }
+
+    /// Reads an object, its fields each with their own class (an exception inside a
+    /// response object is told by it): the class name and the fields in order.
+    ///
+    /// # Errors
+    /// The next value is not an object; malformed input.
+    pub fn read_object(&mut self) -> Result<(String, Vec<(String, Decoded)>)> {
+        loop {
+            let code = self.byte()?;
+            let def = match code {
+                b'C' if !self.draft => {
+                    self.class_def()?;
+                    continue;
+                }
+                b'O' if self.draft => {
+                    self.draft_class_def()?;
+                    continue;
+                }
+                b'O' | b'o' => self.count()?,
+                0x60..=0x6f if !self.draft => usize::from(code - 0x60),
+                found => {
+                    return Err(HessianError::Unexpected {
+                        expected: "object",
+                        found,
+                    })
+                }
+            };
+            let (name, fields) = self
+                .classes
+                .get(def)
+                .cloned()
+                .ok_or(HessianError::NoClassDef(def as i64))?;
+            self.slot();
+            let mut out = Vec::with_capacity(fields.len());
+            for f in fields {
+                let mut class = None;
+                let value = self.value(1, &mut class)?;
+                out.push((f, Decoded { value, class }));
+            }
+            return Ok((name, out));
+        }
+    }
+
+    fn int_value(&mut self, code: u8) -> Result<Option<i64>> {
+        let c = i64::from(code);
+        Ok(Some(match code {
+            0x80..=0xbf => c - 0x90,
+            0xc0..=0xcf => ((c - 0xc8) << 8) | i64::from(self.byte()?),
+            0xd0..=0xd7 => ((c - 0xd4) << 16) | self.be(2)? as i64,
+            b'I' => i64::from(self.be(4)? as u32 as i32),
+            0xd8..=0xef => c - 0xe0,
+            0xf0..=0xff => ((c - 0xf8) << 8) | i64::from(self.byte()?),
+            0x38..=0x3f => ((c - 0x3c) << 16) | self.be(2)? as i64,
+            b'Y' if !self.draft => i64::from(self.be(4)? as u32 as i32),
+            0x77 if self.draft => i64::from(self.be(4)? as u32 as i32),
+            b'L' => self.be(8)? as i64,
+            _ => return Ok(None),
+        }))
+    }
+
+    fn double_value(&mut self, code: u8) -> Result<Option<f64>> {
+        let (zero, one, byte, short, float) = if self.draft {
+            (0x67, 0x68, 0x69, 0x6a, 0x6b)
+        } else {
+            (0x5b, 0x5c, 0x5d, 0x5e, 0x5f)
+        };
+        Ok(Some(match code {
+            b'D' => f64::from_bits(self.be(8)?),
+            c if c == zero => 0.0,
+            c if c == one => 1.0,
+            c if c == byte => f64::from(self.byte()? as i8),
+            c if c == short => f64::from(self.be(2)? as u16 as i16),
+            // Final: an int of thousandths; draft: an IEEE float.
+            c if c == float && self.draft => f64::from(f32::from_bits(self.be(4)? as u32)),
+            c if c == float => f64::from(self.be(4)? as u32 as i32) / 1000.0,
+            _ => return Ok(None),
+        }))
+    }
+
+    fn string_after(&mut self, mut code: u8) -> Result<String> {
+        let mut units: Vec<u16> = Vec::new();
+        loop {
+            let (n, last) = match code {
+                0x00..=0x1f => (usize::from(code), true),
+                0x30..=0x33 => (
+                    usize::from(code - 0x30) << 8 | usize::from(self.byte()?),
+                    true,
+                ),
+                b'S' => (self.be(2)? as usize, true),
+                b'R' if !self.draft => (self.be(2)? as usize, false),
+                b's' if self.draft => (self.be(2)? as usize, false),
+                found => {
+                    return Err(HessianError::Unexpected {
+                        expected: "string",
+                        found,
+                    })
+                }
+            };
+            self.utf16_units(n, &mut units)?;
+            if last {
+                return Ok(String::from_utf16_lossy(&units));
+            }
+            code = self.byte()?;
+        }
+    }
+
+    /// Reads `n` UTF-16 units of (modified) UTF-8.
+    fn utf16_units(&mut self, n: usize, out: &mut Vec<u16>) -> Result<()> {
+        let mut done = 0;
+        while done < n {
+            let b0 = u32::from(self.byte()?);
+            let mut cont = || -> Result<u32> {
+                let b = self.byte()?;
+                if b & 0xc0 == 0x80 {
+                    Ok(u32::from(b & 0x3f))
+                } else {
+                    Err(HessianError::BadUtf8)
+                }
+            };
+            match b0 {
+                0x00..=0x7f => out.push(b0 as u16),
+                0xc0..=0xdf => out.push((((b0 & 0x1f) << 6) | cont()?) as u16),
+                0xe0..=0xef => {
+                    let c = ((b0 & 0x0f) << 12) | cont()? << 6;
+                    out.push((c | cont()?) as u16);
+                }
+                0xf0..=0xf7 => {
+                    let c = ((b0 & 0x07) << 18) | cont()? << 12;
+                    let c = c | cont()? << 6;
+                    let c = c | cont()?;
+                    let ch = char::from_u32(c).ok_or(HessianError::BadUtf8)?;
+                    let mut pair = [0u16; 2];
+                    out.extend_from_slice(ch.encode_utf16(&mut pair));
+                    done += 1;
+                }
+                _ => return Err(HessianError::BadUtf8),
+            }
+            done += 1;
+        }
+        Ok(())
+    }
+
+    fn string(&mut self) -> Result<String> {
+        let code = self.byte()?;
+        self.string_after(code)
+    }
+
+    fn binary_after(&mut self, mut code: u8) -> Result<Value> {
+        let mut bytes = Vec::new();
+        loop {
+            let (n, last) = match code {
+                0x20..=0x2f => (usize::from(code - 0x20), true),
+                0x34..=0x37 if !self.draft => (
+                    usize::from(code - 0x34) << 8 | usize::from(self.byte()?),
+                    true,
+                ),
+                b'B' => (self.be(2)? as usize, true),
+                b'A' if !self.draft => (self.be(2)? as usize, false),
+                b'b' if self.draft => (self.be(2)? as usize, false),
+                found => {
+                    return Err(HessianError::Unexpected {
+                        expected: "binary",
+                        found,
+                    })
+                }
+            };
+            bytes.extend_from_slice(self.take(n)?);
+            if last {
+                return Ok(Value::String(base64(&bytes)));
+            }
+            code = self.byte()?;
+        }
+    }
+
+    fn count(&mut self) -> Result<usize> {
+        let code = self.byte()?;
+        let n = self.int_value(code)?.ok_or(HessianError::Unexpected {
+            expected: "int",
+            found: code,
+        })?;
+        usize::try_from(n).map_err(|_| HessianError::BadLength)
+    }
+
+    /// A type name (final: a string or a type reference; draft: `t` and raw chars).
+    fn skip_type(&mut self) -> Result<()> {
+        if self.draft {
+            match self.peek()? {
+                b't' => {
+                    self.pos += 1;
+                    let n = self.be(2)? as usize;
+                    self.utf16_units(n, &mut Vec::new())?;
+                }
+                b'T' | b'u' => {
+                    self.pos += 1;
+                    self.count()?;
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match self.peek()? {
+            0x00..=0x1f | 0x30..=0x33 | b'S' | b'R' => drop(self.string()?),
+            _ => drop(self.count()?),
+        }
+        Ok(())
+    }
+
+    fn reference(&self, n: u64) -> Result<Value> {
+        usize::try_from(n)
+            .ok()
+            .and_then(|i| self.refs.get(i))
+            .cloned()
+            .ok_or(HessianError::BadLength)
+    }
+
+    fn value(&mut self, depth: usize, class: &mut Option<String>) -> Result<Value> {
+        if depth > MAX_DEPTH {
+            return Err(HessianError::TooDeep);
+        }
+        loop {
+            let code = self.byte()?;
+            if let Some(i) = self.int_value(code)? {
+                return Ok(Value::from(i));
+            }
+            if let Some(f) = self.double_value(code)? {
+                return Ok(Number::from_f64(f).map_or(Value::Null, Value::Number));
+            }
+            return Ok(match code {
+                b'N' => Value::Null,
+                b'T' => Value::Bool(true),
+                b'F' => Value::Bool(false),
+                0x00..=0x1f | 0x30..=0x33 | b'S' => Value::String(self.string_after(code)?),
+                b'R' if !self.draft => Value::String(self.string_after(code)?),
+                b's' if self.draft => Value::String(self.string_after(code)?),
+                0x20..=0x2f | b'B' => self.binary_after(code)?,
+                0x34..=0x37 | b'A' if !self.draft => self.binary_after(code)?,
+                b'b' if self.draft => self.binary_after(code)?,
+                b'J' if !self.draft => Value::from(self.be(8)? as i64),
+                b'd' if self.draft => Value::from(self.be(8)? as i64),
+                0x4b if !self.draft => Value::from((self.be(4)? as u32 as i32 as i64) * 60_000),
+                b'C' if !self.draft => {
+                    self.class_def()?;
+                    continue;
+                }
+                b'O' if self.draft => {
+                    self.draft_class_def()?;
+                    continue;
+                }
+                b'O' if !self.draft => {
+                    let def = self.count()?;
+                    self.object(def, depth, class)?
+                }
+                0x60..=0x6f if !self.draft => {
+                    self.object(usize::from(code - 0x60), depth, class)?
+                }
+                b'o' if self.draft => {
+                    let def = self.count()?;
+                    self.object(def, depth, class)?
+                }
+                b'Q' if !self.draft => {
+                    let n = self.count()?;
+                    self.reference(n as u64)?
+                }
+                0x4a if self.draft => {
+                    let n = u64::from(self.byte()?);
+                    self.reference(n)?
+                }
+                0x4b if self.draft => {
+                    let n = self.be(2)?;
+                    self.reference(n)?
+                }
+                b'R' if self.draft => {
+                    let n = self.be(4)?;
+                    self.reference(n)?
+                }
+                b'H' => self.map(depth, class)?,
+                b'M' => {
+                    self.skip_type()?;
+                    self.map(depth, class)?
+                }
+                b'V' if self.draft => {
+                    self.skip_type()?;
+                    match self.peek()? {
+                        b'n' => drop(self.take(2)?),
+                        b'l' => drop(self.take(5)?),
+                        _ => {}
+                    }
+                    self.list_until_end(depth)?
+                }
+                b'v' if self.draft => {
+                    self.count()?;
+                    let n = self.count()?;
+                    self.list_n(n, depth)?
+                }
+                b'V' => {
+                    self.skip_type()?;
+                    let n = self.count()?;
+                    self.list_n(n, depth)?
+                }
+                b'U' if !self.draft => {
+                    self.skip_type()?;
+                    self.list_until_end(depth)?
+                }
+                b'W' if !self.draft => self.list_until_end(depth)?,
+                b'X' if !self.draft => {
+                    let n = self.count()?;
+                    self.list_n(n, depth)?
+                }
+                0x70..=0x77 if !self.draft => {
+                    self.skip_type()?;
+                    self.list_n(usize::from(code - 0x70), depth)?
+                }
+                0x78..=0x7f if !self.draft => self.list_n(usize::from(code - 0x78), depth)?,
+                _ => return Err(HessianError::BadCode(code)),
+            });
+        }
+    }
+
+    fn end(&self) -> u8 {
+        if self.draft {
+            b'z'
+        } else {
+            b'Z'
+        }
+    }
+
+    fn slot(&mut self) -> usize {
+        self.refs.push(Value::Null);
+        self.refs.len() - 1
+    }
+
+    fn list_n(&mut self, n: usize, depth: usize) -> Result<Value> {
+        let at = self.slot();
+        // Every value takes at least one byte: a count past the input fails there.
+        let mut items = Vec::with_capacity(n.min(self.buf.len().saturating_sub(self.pos)));
+        for _ in 0..n {
+            items.push(self.value(depth + 1, &mut None)?);
+        }
+        if self.draft && self.peek() == Ok(b'z') {
+            self.pos += 1;
+        }
+        let v = Value::Array(items);
+        self.refs[at] = v.clone();
+        Ok(v)
+    }
+
+    fn list_until_end(&mut self, depth: usize) -> Result<Value> {
+        let at = self.slot();
+        let mut items = Vec::new();
+        while self.peek()? != self.end() {
+            items.push(self.value(depth + 1, &mut None)?);
+        }
+        self.pos += 1;
+        let v = Value::Array(items);
+        self.refs[at] = v.clone();
+        Ok(v)
+    }
+
+    fn map(&mut self, depth: usize, _class: &mut Option<String>) -> Result<Value> {
+        let at = self.slot();
+        let mut map = Map::new();
+        while self.peek()? != self.end() {
+            let key = match self.value(depth + 1, &mut None)? {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let value = self.value(depth + 1, &mut None)?;
+            map.insert(key, value);
+        }
+        self.pos += 1;
+        let v = Value::Object(map);
+        self.refs[at] = v.clone();
+        Ok(v)
+    }
+
+    fn class_def(&mut self) -> Result<()> {
+        let name = self.string()?;
+        let n = self.count()?;
+        let mut fields = Vec::new();
+        for _ in 0..n {
+            fields.push(self.string()?);
+        }
+        self.classes.push((name, fields));
+        Ok(())
+    }
+
+    fn draft_class_def(&mut self) -> Result<()> {
+        let n = self.count()?;
+        let mut units = Vec::new();
+        self.utf16_units(n, &mut units)?;
+        let count = self.count()?;
+        let mut fields = Vec::new();
+        for _ in 0..count {
+            fields.push(self.string()?);
+        }
+        self.classes
+            .push((String::from_utf16_lossy(&units), fields));
+        Ok(())
+    }
+
+    fn object(&mut self, def: usize, depth: usize, class: &mut Option<String>) -> Result<Value> {
+        let (name, fields) = self
+            .classes
+            .get(def)
+            .cloned()
+            .ok_or(HessianError::NoClassDef(def as i64))?;
+        let at = self.slot();
+        let mut map = Map::new();
+        for f in fields {
+            let v = self.value(depth + 1, &mut None)?;
+            map.insert(f, v);
+        }
+        *class = Some(name);
+        let v = Value::Object(map);
+        self.refs[at] = v.clone();
+        Ok(v)
+    }
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |a, (i, b)| a | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_pads() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+}
