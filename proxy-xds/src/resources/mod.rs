@@ -14,6 +14,7 @@ mod listener;
 mod matchers;
 mod route;
 mod secret;
+mod tls_common;
 mod upstream_tls;
 
 use std::time::Duration;

@@ -5,11 +5,8 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::{
-    config::core::v3::{config_source::ConfigSourceSpecifier, transport_socket, TransportSocket},
-    extensions::transport_sockets::tls::v3::{
-        common_tls_context::ValidationContextType, CommonTlsContext, SdsSecretConfig,
-        UpstreamTlsContext,
-    },
+    config::core::v3::{transport_socket, TransportSocket},
+    extensions::transport_sockets::tls::v3::{CommonTlsContext, UpstreamTlsContext},
 };
 use proxy_core::config::TypedConfig;
 use proxy_tls::config::{KeyPair, OriginationConfig, Roots};
@@ -33,24 +30,6 @@ const UPSTREAM_TLS: Fields = &[
     (5, "enforce_rsa_key_usage"),
     (6, "auto_host_sni"),
     (7, "auto_sni_san_validation"),
-];
-
-const COMMON_TLS: Fields = &[
-    (1, "tls_params"),
-    (2, "tls_certificates"),
-    (3, "validation_context"),
-    (4, "alpn_protocols"),
-    (6, "tls_certificate_sds_secret_configs"),
-    (7, "validation_context_sds_secret_config"),
-    (8, "combined_validation_context"),
-    (9, "tls_certificate_certificate_provider"),
-    (10, "validation_context_certificate_provider"),
-    (11, "tls_certificate_certificate_provider_instance"),
-    (12, "validation_context_certificate_provider_instance"),
-    (13, "custom_handshaker"),
-    (14, "tls_certificate_provider_instance"),
-    (15, "key_log"),
-    (16, "custom_tls_certificate_selector"),
 ];
 
 /// The cluster transport for `ts`: `None` for plain text (`RawBuffer`), else the
@@ -109,18 +88,10 @@ fn origination(ctx: &UpstreamTlsContext) -> Result<OriginationConfig, Refusal> {
 }
 
 fn common_tls(c: &CommonTlsContext, cfg: &mut OriginationConfig) -> Result<(), Refusal> {
-    let mut rest = c.clone();
-    rest.tls_certificate_sds_secret_configs.clear();
-    rest.validation_context_type = None;
-    rest.alpn_protocols.clear();
-    refuse_leftover(&rest, COMMON_TLS)?;
-    match c.tls_certificate_sds_secret_configs.as_slice() {
+    let common = super::tls_common::common_tls(c)?;
+    match common.certificates.as_slice() {
         [] => {}
-        [one] => {
-            let name =
-                secret_name(one).map_err(|r| r.within("tls_certificate_sds_secret_configs[0]"))?;
-            cfg.client_cert = Some(KeyPair::secret(name));
-        }
+        [one] => cfg.client_cert = Some(KeyPair::secret(one.clone())),
         _ => {
             return Err(Refusal::new(
                 "",
@@ -129,94 +100,21 @@ fn common_tls(c: &CommonTlsContext, cfg: &mut OriginationConfig) -> Result<(), R
             ))
         }
     }
-    cfg.alpn.clone_from(&c.alpn_protocols);
-    match &c.validation_context_type {
+    cfg.alpn = common.alpn;
+    match common.roots {
+        Some(name) => cfg.roots = Roots::secret(name),
         // Envoy verifies nothing without a validation context.
         None => cfg.verify = false,
-        Some(ValidationContextType::ValidationContextSdsSecretConfig(s)) => {
-            let name =
-                secret_name(s).map_err(|r| r.within("validation_context_sds_secret_config"))?;
-            cfg.roots = Roots::secret(name);
-        }
-        Some(ValidationContextType::CombinedValidationContext(combined)) => {
-            let at = "combined_validation_context";
-            if combined
-                .default_validation_context
-                .as_ref()
-                .is_some_and(|d| *d != Default::default())
-            {
-                return Err(Refusal::new(
-                    "",
-                    format!("{at}.default_validation_context"),
-                    "not supported: SAN matchers, pins and CRLs are not mapped",
-                ));
-            }
-            let mut rest = combined.clone();
-            rest.default_validation_context = None;
-            rest.validation_context_sds_secret_config = None;
-            if rest != Default::default() {
-                return Err(Refusal::new(
-                    "",
-                    at,
-                    "certificate providers are not supported",
-                ));
-            }
-            let s = combined
-                .validation_context_sds_secret_config
-                .as_ref()
-                .ok_or_else(|| {
-                    Refusal::new(
-                        "",
-                        format!("{at}.validation_context_sds_secret_config"),
-                        "missing",
-                    )
-                })?;
-            let name = secret_name(s)
-                .map_err(|r| r.within(&format!("{at}.validation_context_sds_secret_config")))?;
-            cfg.roots = Roots::secret(name);
-        }
-        Some(ValidationContextType::ValidationContext(_)) => return Err(Refusal::new(
-            "",
-            "validation_context",
-            "not supported: give the CAs as an SDS secret (validation_context_sds_secret_config)",
-        )),
-        Some(_) => {
-            return Err(Refusal::new(
-                "",
-                "validation_context_certificate_provider",
-                "certificate providers are not supported",
-            ))
-        }
     }
     Ok(())
-}
-
-/// The name of an SDS secret delivered over ADS (or the stream it came on).
-fn secret_name(s: &SdsSecretConfig) -> Result<String, Refusal> {
-    if s.name.is_empty() {
-        return Err(Refusal::new("", "name", "must not be empty"));
-    }
-    match s
-        .sds_config
-        .as_ref()
-        .and_then(|c| c.config_source_specifier.as_ref())
-    {
-        None | Some(ConfigSourceSpecifier::Ads(_)) | Some(ConfigSourceSpecifier::Self_(_)) => {
-            Ok(s.name.clone())
-        }
-        Some(_) => Err(Refusal::new(
-            "",
-            "sds_config",
-            "only ADS (or the same stream) is supported",
-        )),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use envoy_types::pb::{
         envoy::extensions::transport_sockets::tls::v3::{
-            common_tls_context::CombinedCertificateValidationContext, CertificateValidationContext,
+            common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+            CertificateValidationContext, SdsSecretConfig,
         },
         google::protobuf::Any,
     };
@@ -302,7 +200,13 @@ mod tests {
                 .starts_with("typed_config: ")
         );
         let two = tls(CommonTlsContext {
-            tls_certificate_sds_secret_configs: vec![SdsSecretConfig::default(); 2],
+            tls_certificate_sds_secret_configs: vec![
+                SdsSecretConfig {
+                    name: "one".into(),
+                    sds_config: None,
+                };
+                2
+            ],
             ..CommonTlsContext::default()
         });
         assert!(refused(two).contains("tls_certificate_sds_secret_configs: more than one"));
