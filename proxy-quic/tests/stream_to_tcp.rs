@@ -13,7 +13,8 @@ use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use aioquic_support::{json_lines, Aioquic};
 use proxy_core::cluster::Cluster;
-use proxy_quic::stream_proxy::{codes, StreamProxyBuilder, StreamProxyStats};
+use proxy_core::metrics::RenderMetrics;
+use proxy_quic::stream_proxy::{codes, StreamProxyBuilder, StreamProxyMetrics, StreamProxyStats};
 use proxy_test_support::{pki::Pki, with_timeout};
 use quinn::{ReadError, VarInt};
 use tokio::{
@@ -162,6 +163,12 @@ async fn streams_echo_through_the_proxy_with_half_close_and_byte_counts() {
             0,
             "{s:?}"
         );
+        let mut page = String::new();
+        StreamProxyMetrics::new("streams", p.stats.clone()).render(&mut page);
+        let up = format!(
+            r#"proxy_quic_stream_bytes_total{{listener="streams",direction="up"}} {total}"#
+        );
+        assert!(page.lines().any(|l| l == up), "{up} not in\n{page}");
 
         // The bound: four streams held open, a fifth waits for credit until one
         // of them ends.

@@ -204,6 +204,11 @@ impl StreamProxy {
         self.shared.stats.clone()
     }
 
+    /// The counters in the Prometheus text format under the proxy's name.
+    pub fn metrics(&self) -> super::StreamProxyMetrics {
+        super::StreamProxyMetrics::new(self.name.to_string(), self.stats())
+    }
+
     /// Serves until `shutdown` resolves, then drains: no new connections or
     /// streams, the streams in flight get the drain timeout, then every connection
     /// is closed (application code 0).

@@ -10,7 +10,7 @@
 //! - **idle timeout**: a stream with no byte moving either way for the idle timeout
 //!   is reset ([`codes::IDLE_TIMEOUT`]) and its TCP connection closed;
 //! - **byte counts** both ways in [`StreamProxyStats`] (and per stream in the debug
-//!   log);
+//!   log), rendered for the admin page by [`StreamProxyMetrics`];
 //! - a stream whose upstream cannot be reached is reset with
 //!   [`codes::CONNECT_FAILED`]; an upstream read or write error resets it with
 //!   [`codes::UPSTREAM_ERROR`]; a client that resets its stream gets its upstream
@@ -73,6 +73,7 @@ mod config;
 mod copy;
 mod error;
 mod listener;
+mod metrics;
 mod stats;
 
 pub use config::StreamProxyConfig;
@@ -81,6 +82,7 @@ pub use listener::{
     StreamProxy, StreamProxyBuilder, DEFAULT_BUFFER_BYTES, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS,
 };
+pub use metrics::StreamProxyMetrics;
 pub use stats::{StreamProxyStats, StreamProxyStatsSnapshot};
 
 /// The application error codes a [`StreamProxy`] resets (`RESET_STREAM`) and
