@@ -11,6 +11,7 @@ use std::{
 pub use proxy_core::HandedOffConnection;
 
 use crate::{
+    rollback::{self, Fallback},
     sock::Conn,
     wire::{metrics_messages, ConnectionRecord, Message, MAX_SERIES, MAX_SERIES_TOTAL_BYTES},
     UpgradeError,
@@ -18,16 +19,34 @@ use crate::{
 
 /// The old process's side: sends every connection `connections` yields until its
 /// sender is gone (the server finished draining), then (version 3) the counters
-/// `counters` reads then, and `end`. When the new process stops taking them, the
-/// rest are closed (write side shut first) and the server, whose sends then fail,
-/// closes the others itself as in a drain. Returns what went over.
+/// `counters` reads then, and `end`. When the new process stops taking them (it
+/// died: a send fails, or its end of the socket closes meanwhile), the old process
+/// rolls back if it has a `fallback`: the listeners are taken back and this and
+/// every later connection is adopted there; without one (or when taking back fails)
+/// the rest are closed (write side shut first) and the server, whose sends then
+/// fail, closes the others itself as in a drain. Returns what went over.
 pub(crate) fn forward(
     conn: &Conn,
     connections: mpsc::Receiver<HandedOffConnection>,
     counters: &dyn Fn() -> Vec<(String, u64)>,
+    fallback: Option<Fallback>,
 ) -> Forwarded {
     let mut sent = Forwarded::default();
-    for c in connections.iter() {
+    loop {
+        let c = match connections.recv_timeout(WATCH) {
+            Ok(c) => c,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if fallback.is_some() && conn.peer_gone() {
+                    tracing::error!(
+                        handed = sent.connections,
+                        "the new process died during the hand-off"
+                    );
+                    return roll_back(None, connections, counters, fallback, sent);
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let HandedOffConnection {
             listener,
             socket,
@@ -47,19 +66,25 @@ pub(crate) fn forward(
         };
         // The socket is closed here once sent: the new process holds it then, and
         // this process never touched it since the server handed it out.
-        match conn.send(&Message::Connection(record), &[socket.as_fd()]) {
+        let message = Message::Connection(record);
+        match conn.send(&message, &[socket.as_fd()]) {
             Ok(()) => {
                 sent.connections += 1;
                 sent.protocol += u32::from(counts.0);
                 sent.with_unread += u32::from(counts.1);
             }
             Err(error) => {
-                tracing::warn!(error = %proxy_core::DisplayChain(&error), handed = sent.connections, "the new process takes no more connections; closing the rest");
-                close(socket);
-                for c in connections.try_iter() {
-                    close(c.socket);
-                }
-                return sent;
+                tracing::error!(error = %proxy_core::DisplayChain(&error), handed = sent.connections, "the new process takes no more connections");
+                let Message::Connection(record) = message else {
+                    return roll_back(None, connections, counters, fallback, sent);
+                };
+                let c = HandedOffConnection {
+                    listener: record.listener,
+                    socket,
+                    unread: record.unread,
+                    protocol: record.protocol,
+                };
+                return roll_back(Some(c), connections, counters, fallback, sent);
             }
         }
     }
@@ -74,6 +99,37 @@ pub(crate) fn forward(
     sent
 }
 
+/// How often the forwarding loop, waiting for the next connection, looks whether the
+/// new process is still there.
+const WATCH: Duration = Duration::from_millis(50);
+
+/// The new process is gone: takes the listeners back with `fallback` and adopts
+/// `first` and every later connection there, or closes them without one.
+fn roll_back(
+    first: Option<HandedOffConnection>,
+    connections: mpsc::Receiver<HandedOffConnection>,
+    counters: &dyn Fn() -> Vec<(String, u64)>,
+    fallback: Option<Fallback>,
+    mut sent: Forwarded,
+) -> Forwarded {
+    let Some(server) = fallback.and_then(|f| f.take_back(counters())) else {
+        tracing::warn!("closing the connections not handed over; draining");
+        for c in first.into_iter().chain(connections.try_iter()) {
+            close(c.socket);
+        }
+        return sent;
+    };
+    tracing::warn!("rolled back: accepting again, keeping the connections not handed over");
+    sent.rolled_back = true;
+    // Until the old server drained: every connection it still hands out stays here.
+    for c in first.into_iter().chain(connections.iter()) {
+        sent.kept += u32::from(rollback::adopt(&server, c));
+    }
+    // What the old server counted until it drained.
+    server.carry_counters(counters());
+    sent
+}
+
 /// What [`forward`] handed over.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Forwarded {
@@ -83,6 +139,11 @@ pub(crate) struct Forwarded {
     pub(crate) protocol: u32,
     /// Of which carrying bytes read and not parsed (part of a head or a frame).
     pub(crate) with_unread: u32,
+    /// Whether the new process died during the hand-off and the listeners were
+    /// taken back.
+    pub(crate) rolled_back: bool,
+    /// Connections kept after a roll-back (adopted by the server taking back).
+    pub(crate) kept: u32,
 }
 
 /// Sends `counters` in as many `metrics` messages as they need (version 3; nothing

@@ -3,6 +3,7 @@
 pub mod client;
 mod error;
 pub mod handover;
+mod rollback;
 pub mod server;
 mod sock;
 mod source;
@@ -11,5 +12,6 @@ pub mod wire;
 pub use client::{InheritedListener, Upgrade, UpgradeClient};
 pub use error::UpgradeError;
 pub use handover::{HandedInConnection, HandedOffConnection, Handover};
+pub use rollback::TakeBack;
 pub use server::{UpgradeHandle, UpgradeServer};
 pub use source::ListenerSource;

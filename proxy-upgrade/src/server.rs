@@ -15,6 +15,7 @@ use proxy_core::config::ListenAddress;
 
 use crate::{
     handover::{self, HandedOffConnection},
+    rollback::{Fallback, TakeBack},
     sock::{self, Conn},
     source::{relay_idle, ListenerSource},
     wire::{
@@ -40,13 +41,25 @@ use crate::{
 /// server.run()?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct UpgradeServer {
     fd: OwnedFd,
     path: PathBuf,
     owner: u32,
     hello_timeout: Duration,
     ready_timeout: Duration,
+    take_back: Option<Arc<TakeBack>>,
+}
+
+impl std::fmt::Debug for UpgradeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpgradeServer")
+            .field("path", &self.path)
+            .field("owner", &self.owner)
+            .field("hello_timeout", &self.hello_timeout)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("rolls_back", &self.take_back.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl UpgradeServer {
@@ -73,7 +86,23 @@ impl UpgradeServer {
             owner,
             hello_timeout: Duration::from_secs(5),
             ready_timeout: Duration::from_secs(60),
+            take_back: None,
         })
+    }
+
+    /// Rolls back when the new process dies after it said ready, within the hand-off
+    /// window (its end of the upgrade socket closes, or it takes no more
+    /// connections): this process keeps duplicates of the listening sockets it sent,
+    /// and `take_back` starts a server accepting on them again, which adopts every
+    /// connection this process still hands out (with its counters carried in), so
+    /// they are served on rather than closed. Without it, this process only drains.
+    /// See [`TakeBack`].
+    pub fn on_rollback(
+        mut self,
+        take_back: impl Fn(Vec<(String, OwnedFd)>) -> Option<proxy_core::Server> + Send + Sync + 'static,
+    ) -> Self {
+        self.take_back = Some(Arc::new(take_back));
+        self
     }
 
     /// How long a new process may take to say hello after connecting.
@@ -138,18 +167,19 @@ impl UpgradeServer {
             }
             let (source, state, path) = (source.clone(), shared.clone(), self.path.clone());
             let timeouts = (self.hello_timeout, self.ready_timeout);
+            let take_back = self.take_back.clone();
             let session = std::thread::Builder::new()
                 .name("proxy-upgrade-session".into())
                 .spawn(move || {
-                    match session(fd, &*source, timeouts, &path) {
+                    match session(fd, &*source, timeouts, &path, take_back) {
                         Ok((pid, sockets, connections)) => {
                             tracing::info!(pid, sockets, "handed the listeners over; draining");
                             state.handed_off.store(true, Ordering::Release);
                             state.stop.store(true, Ordering::Release);
-                            if let Some((conn, rx)) = connections {
+                            if let Some((conn, rx, fallback)) = connections {
                                 let counters = || source.counter_values();
-                                let sent = handover::forward(&conn, rx, &counters);
-                                tracing::info!(pid, connections = sent.connections, protocol = sent.protocol, with_unread = sent.with_unread, "handed the idle connections over");
+                                let sent = handover::forward(&conn, rx, &counters, fallback);
+                                tracing::info!(pid, connections = sent.connections, protocol = sent.protocol, with_unread = sent.with_unread, rolled_back = sent.rolled_back, kept = sent.kept, "handed the idle connections over");
                             }
                         }
                         Err(error) => {
@@ -190,8 +220,9 @@ struct Shared {
     session: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// The connection to the new process and the connections to forward on it.
-type Forward = (Conn, mpsc::Receiver<HandedOffConnection>);
+/// The connection to the new process, the connections to forward on it, and the
+/// listening sockets kept for a roll-back.
+type Forward = (Conn, mpsc::Receiver<HandedOffConnection>, Option<Fallback>);
 
 /// One upgrade, from hello to done. Returns the new process's pid, how many sockets
 /// went over, and (version 2, when the new process adopts connections) what to
@@ -201,6 +232,7 @@ fn session(
     source: &dyn ListenerSource,
     (hello_timeout, ready_timeout): (Duration, Duration),
     path: &Path,
+    take_back: Option<Arc<TakeBack>>,
 ) -> Result<(u32, usize, Option<Forward>), UpgradeError> {
     let mut conn = Conn::new(fd, hello_timeout)?;
     let pid = match conn.recv_versioned() {
@@ -281,6 +313,21 @@ fn session(
             &borrowed,
         )?;
     }
+    // Duplicates of what went, kept for a roll-back after ready; closed otherwise.
+    let kept = take_back.and_then(|take_back| {
+        let sockets: std::io::Result<Vec<_>> = records
+            .iter()
+            .zip(&fds)
+            .map(|(r, fd)| Ok((r.name.clone(), fd.try_clone()?)))
+            .collect();
+        match sockets {
+            Ok(sockets) => Some(Fallback { sockets, take_back }),
+            Err(error) => {
+                tracing::warn!(%error, "cannot keep the listening sockets; no roll-back");
+                None
+            }
+        }
+    });
     drop(fds);
     conn.set_timeout(ready_timeout)?;
     let window = match conn.recv()? {
@@ -315,8 +362,11 @@ fn session(
     };
     if let Err(error) = conn.send(&Message::Done, &[]) {
         tracing::debug!(%error, "the new process did not wait for done");
-        // Nobody to forward to: dropping the receiver makes the server drain them.
-        return Ok((pid, count, None));
+        if kept.is_none() {
+            // Nobody to forward to: dropping the receiver makes the server drain them.
+            return Ok((pid, count, None));
+        }
+        // Else the forwarding finds it gone and rolls back.
     }
     // The counters as the hand-off starts; again, final, once drained.
     if forward.is_some() {
@@ -324,7 +374,7 @@ fn session(
             tracing::debug!(%error, "the new process did not take the counters");
         }
     }
-    Ok((pid, count, forward.map(|rx| (conn, rx))))
+    Ok((pid, count, forward.map(|rx| (conn, rx, kept))))
 }
 
 /// The longest hand-off window a new process may ask for.

@@ -119,6 +119,17 @@ impl Conn {
         Ok(())
     }
 
+    /// Whether the peer is gone: its end closed (it exited or was killed), without
+    /// waiting and without taking a message. A peer that sent something is not gone.
+    pub(crate) fn peer_gone(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match net::recv(&self.fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((0, _)) => true,
+            Ok(_) => false,
+            Err(e) => e != Errno::AGAIN && e != Errno::INTR,
+        }
+    }
+
     /// Sends `message` with `fds` (at most [`MAX_FDS_PER_MESSAGE`]) beside it.
     pub(crate) fn send(
         &self,

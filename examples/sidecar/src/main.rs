@@ -123,6 +123,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         socket: args.upgrade_socket,
         take_over: args.upgrade,
         window: args.upgrade_window,
+        config: args.config.clone(),
     };
     let Some(path) = args.config else {
         anyhow::ensure!(!args.validate, "--validate needs --config FILE");
@@ -173,11 +174,14 @@ fn run_default(upgrade: UpgradeArgs) -> anyhow::Result<()> {
     serve(server, upgrade, None)
 }
 
-/// The hot upgrade flags.
+/// The hot upgrade flags, and the config file (a server started again after a
+/// roll-back reloads from it).
+#[derive(Clone)]
 struct UpgradeArgs {
     socket: Option<PathBuf>,
     take_over: bool,
     window: Duration,
+    config: Option<PathBuf>,
 }
 
 /// Runs `server` until SIGTERM/SIGINT or a hand-off to a new process. With
@@ -197,10 +201,13 @@ fn serve(server: Server, upgrade: UpgradeArgs, xds: Option<XdsClient>) -> anyhow
     };
     // Bound before serving (a path in use fails the start), unless the old process
     // holds it until the hand-off.
+    let successor = Successor::default();
     let mut upgrades = match (&upgrade.socket, &taking_over) {
-        (Some(path), None) => {
-            Some(UpgradeServer::bind(path).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?)
-        }
+        (Some(path), None) => Some(
+            UpgradeServer::bind(path)
+                .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?
+                .on_rollback(take_back(&server, &upgrade, successor.clone())),
+        ),
         _ => None,
     };
     let server = match taking_over.as_mut() {
@@ -208,6 +215,7 @@ fn serve(server: Server, upgrade: UpgradeArgs, xds: Option<XdsClient>) -> anyhow
         None => server,
     };
     let handle = server.clone();
+    let rollback = (server.clone(), upgrade.clone(), successor.clone());
     // Kept past the run: stopped once the server drained, it waits for the last idle
     // connections to go over to the next process.
     let service: Arc<Mutex<Option<UpgradeHandle>>> = Arc::default();
@@ -229,10 +237,12 @@ fn serve(server: Server, upgrade: UpgradeArgs, xds: Option<XdsClient>) -> anyhow
                     Ok(Err(e)) => tracing::warn!(error = %DisplayChain(&e), "the old process did not confirm the hand-off"),
                     Err(e) => tracing::warn!(error = %e, "hand-off task failed"),
                 }
+                let (server, args, successor) = rollback;
                 upgrades = upgrade.socket.as_ref().and_then(|path| {
                     UpgradeServer::bind(path)
                         .inspect_err(|e| tracing::error!(error = %DisplayChain(e), "cannot serve upgrades"))
                         .ok()
+                        .map(|u| u.on_rollback(take_back(&server, &args, successor)))
                 });
             }
             let started = upgrades.and_then(|u| {
@@ -240,18 +250,74 @@ fn serve(server: Server, upgrade: UpgradeArgs, xds: Option<XdsClient>) -> anyhow
                     .inspect_err(|e| tracing::error!(error = %DisplayChain(e), "cannot serve upgrades"))
                     .ok()
             });
-            *running.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = started;
+            *lock(&running) = started;
             handle.wait_for_signals().await;
         })
         .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)));
-    let service = service
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take();
+    let service = lock(&service).take();
     if let Some(service) = service {
+        // After a roll-back, the connections the server handed out until it drained
+        // went to its successor in this process.
         service.stop();
     }
+    let again = lock(&successor).take();
+    if let Some(thread) = again {
+        tracing::info!("rolled back: this process serves on");
+        return thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the server taken back stopped abruptly")));
+    }
     result
+}
+
+/// The server this process starts on its own listening sockets when a new process
+/// dies after it said ready, running on a thread of its own until SIGTERM.
+type Successor = Arc<Mutex<Option<std::thread::JoinHandle<anyhow::Result<()>>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The roll-back of a hot upgrade: a server with `server`'s current config, on the
+/// listening sockets taken back, serving upgrades on the same path again; returned
+/// once it runs, to adopt the connections `server` still hands out.
+fn take_back(
+    server: &Server,
+    upgrade: &UpgradeArgs,
+    successor: Successor,
+) -> impl Fn(Vec<(String, std::os::fd::OwnedFd)>) -> Option<Server> + Send + Sync + 'static {
+    let (server, upgrade) = (server.clone(), upgrade.clone());
+    move |sockets| {
+        let config = Config::clone(&server.snapshot().config);
+        let again = Server::new(config, registry())
+            .inspect_err(|e| tracing::error!(error = %DisplayChain(e), "cannot start again on the listeners"))
+            .ok()?;
+        let again = match upgrade.config.clone() {
+            Some(path) => again.with_config_source(Arc::new(move || load(&path))),
+            None => again,
+        }
+        .with_inherited_listeners(sockets);
+        let args = UpgradeArgs {
+            take_over: false,
+            ..upgrade.clone()
+        };
+        let running = again.clone();
+        let thread = std::thread::Builder::new()
+            .name("sidecar-rolled-back".into())
+            .spawn(move || serve(running, args, None))
+            .inspect_err(|e| tracing::error!(error = %e, "cannot start again on the listeners"))
+            .ok()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while again.listener_addresses().is_empty() {
+            if thread.is_finished() || std::time::Instant::now() > deadline {
+                tracing::error!("the server taken back did not start");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        *lock(&successor) = Some(thread);
+        Some(again)
+    }
 }
 
 /// Serves the connections the old process hands over, on a thread of their own
