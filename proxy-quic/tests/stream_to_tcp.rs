@@ -53,7 +53,7 @@ struct Proxy {
 }
 
 fn proxy(upstream: SocketAddr, idle: Duration, streams: u32) -> Proxy {
-    proxy_until(upstream, idle, streams, std::future::pending()).0
+    proxy_until(upstream, idle, streams, None, std::future::pending()).0
 }
 
 /// A proxy that drains when `shutdown` resolves; the handle ends when it stopped.
@@ -61,6 +61,7 @@ fn proxy_until(
     upstream: SocketAddr,
     idle: Duration,
     streams: u32,
+    connections: Option<u32>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> (Proxy, tokio::task::JoinHandle<()>) {
     let pki = Pki::new("stream-to-tcp");
@@ -76,6 +77,7 @@ fn proxy_until(
         .alpn([ALPN.to_vec()])
         .idle_timeout(idle)
         .max_concurrent_streams(NonZeroU32::new(streams).unwrap())
+        .max_connections(connections.and_then(NonZeroU32::new))
         .bind("127.0.0.1:0".parse().unwrap())
         .unwrap();
     let (addr, stats) = (proxy.local_addr(), proxy.stats());
@@ -345,7 +347,7 @@ async fn a_drain_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
     with_timeout(TIMEOUT, async {
         let (echo, _closed) = echo_server().await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (p, served) = proxy_until(echo, Duration::from_secs(30), 4, async {
+        let (p, served) = proxy_until(echo, Duration::from_secs(30), 4, None, async {
             let _ = stopped.await;
         });
         let conn = connect(&p, ALPN).await.unwrap();
@@ -375,6 +377,52 @@ async fn a_drain_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
         );
         served.await.unwrap();
         assert_eq!(p.stats.snapshot().connections_active, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused() {
+    with_timeout(TIMEOUT, async {
+        let (echo, _closed) = echo_server().await;
+        let (p, _served) = proxy_until(
+            echo,
+            Duration::from_secs(30),
+            4,
+            Some(1),
+            std::future::pending(),
+        );
+        let first = connect(&p, ALPN).await.unwrap();
+        let err = connect(&p, ALPN).await.unwrap_err();
+        assert_eq!(
+            err,
+            quinn::ConnectionError::ConnectionClosed(quinn_proto::ConnectionClose {
+                error_code: quinn_proto::TransportErrorCode::CONNECTION_REFUSED,
+                frame_type: None,
+                reason: Default::default(),
+            })
+        );
+        assert_eq!(p.stats.snapshot().connections_refused, 1);
+        // The first one still serves; once it closed, a new one is let in.
+        let (mut send, mut recv) = first.open_bi().await.unwrap();
+        send.write_all(b"one").await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(16).await.unwrap(), b"one");
+        first.close(0u32.into(), b"bye");
+        eventually("the first connection gone", || {
+            p.stats.snapshot().connections_active == 0
+        })
+        .await;
+        // (Its task is reaped at the next accept: allow a retry.)
+        let mut again = connect(&p, ALPN).await;
+        for _ in 0..10 {
+            if again.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            again = connect(&p, ALPN).await;
+        }
+        assert!(again.is_ok(), "{again:?}");
     })
     .await;
 }

@@ -21,6 +21,7 @@ use super::listener::{
 /// max_concurrent_streams: 100   # optional, per connection
 /// buffer_bytes: 16KiB           # optional, per direction, 512 B - 1 MiB
 /// drain_timeout: 10s            # optional
+/// max_connections: 10000        # optional; absent = no limit
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +44,9 @@ pub struct StreamProxyConfig {
     /// How long a drain lets streams in flight go on.
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// At most this many connections at once; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<NonZeroU32>,
 }
 
 fn default_idle() -> Duration {
@@ -102,7 +106,8 @@ impl StreamProxyConfig {
             .idle_timeout(self.idle_timeout)
             .max_concurrent_streams(self.max_concurrent_streams)
             .buffer_bytes(self.buffer_bytes.as_usize())
-            .drain_timeout(self.drain_timeout))
+            .drain_timeout(self.drain_timeout)
+            .max_connections(self.max_connections))
     }
 }
 

@@ -1,6 +1,9 @@
 //! The endpoint: accepts QUIC connections, proxies each bidirectional stream.
 
-use std::{future::Future, net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    future::Future, net::SocketAddr, num::NonZeroU32, sync::atomic::Ordering::Relaxed, sync::Arc,
+    time::Duration,
+};
 
 use proxy_core::cluster::Cluster;
 use tokio::{sync::watch, task::JoinSet};
@@ -42,6 +45,7 @@ pub struct StreamProxyBuilder {
     buffer_bytes: usize,
     drain_timeout: Duration,
     cid_generator: Option<CidGenerator>,
+    max_connections: Option<NonZeroU32>,
 }
 
 impl StreamProxyBuilder {
@@ -63,6 +67,7 @@ impl StreamProxyBuilder {
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             cid_generator: None,
+            max_connections: None,
         }
     }
 
@@ -107,6 +112,15 @@ impl StreamProxyBuilder {
     /// [`DEFAULT_DRAIN_TIMEOUT`].
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// At most this many connections at once (handshaking or open); a client
+    /// past it is refused (`CONNECTION_REFUSED`) and counted. With
+    /// [`max_concurrent_streams`](Self::max_concurrent_streams) it bounds the
+    /// streams (and upstream connections) of the whole proxy. Default: no limit.
+    pub fn max_connections(mut self, max: Option<NonZeroU32>) -> Self {
+        self.max_connections = max;
         self
     }
 
@@ -173,6 +187,7 @@ impl StreamProxyBuilder {
             local,
             name: self.name,
             drain_timeout: self.drain_timeout,
+            max_connections: self.max_connections,
             shared: Arc::new(Shared {
                 cluster: self.cluster,
                 idle_timeout: self.idle_timeout,
@@ -190,6 +205,7 @@ pub struct StreamProxy {
     local: SocketAddr,
     name: Arc<str>,
     drain_timeout: Duration,
+    max_connections: Option<NonZeroU32>,
     shared: Arc<Shared>,
 }
 
@@ -223,6 +239,15 @@ impl StreamProxy {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
+                    while connections.try_join_next().is_some() {}
+                    if self
+                        .max_connections
+                        .is_some_and(|max| connections.len() >= max.get() as usize)
+                    {
+                        self.shared.stats.connections_refused.fetch_add(1, Relaxed);
+                        incoming.refuse();
+                        continue;
+                    }
                     let span = tracing::debug_span!(
                         "quic_stream_proxy", listener = %self.name, peer = %incoming.remote_address()
                     );

@@ -12,7 +12,8 @@ use super::StreamProxyStats;
 /// Obtained with [`StreamProxy::metrics`](super::StreamProxy::metrics); register
 /// it with the admin server's metrics like any capability crate's.
 ///
-/// Series: `proxy_quic_stream_handshakes_total{result="ok"|"failed"}`, the gauge
+/// Series: `proxy_quic_stream_handshakes_total{result="ok"|"failed"|"refused"}`
+/// (refused: over `max_connections`), the gauge
 /// `proxy_quic_stream_connections`, `proxy_quic_stream_streams_total`, the gauge
 /// `proxy_quic_stream_streams`, `proxy_quic_stream_closed_total{reason=...}`
 /// (`connect_failure`, `idle_timeout`, `upstream_error`, `client_error`: the
@@ -62,7 +63,11 @@ impl RenderMetrics for StreamProxyMetrics {
                 "counter",
                 labelled(
                     "result",
-                    &[("ok", s.handshakes), ("failed", s.handshake_failures)],
+                    &[
+                        ("ok", s.handshakes),
+                        ("failed", s.handshake_failures),
+                        ("refused", s.connections_refused),
+                    ],
                 ),
             ),
             (

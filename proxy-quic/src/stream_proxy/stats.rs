@@ -9,6 +9,7 @@ pub struct StreamProxyStats {
     pub(super) handshakes: AtomicU64,
     pub(super) handshake_failures: AtomicU64,
     pub(super) connections_active: AtomicU64,
+    pub(super) connections_refused: AtomicU64,
     pub(super) streams: AtomicU64,
     pub(super) streams_active: AtomicU64,
     pub(super) connect_failures: AtomicU64,
@@ -29,6 +30,8 @@ pub struct StreamProxyStatsSnapshot {
     pub handshake_failures: u64,
     /// Connections open now.
     pub connections_active: u64,
+    /// Connections refused because `max_connections` were open.
+    pub connections_refused: u64,
     /// Bidirectional streams accepted.
     pub streams: u64,
     /// Streams being proxied now.
@@ -54,6 +57,7 @@ impl StreamProxyStats {
             handshakes: self.handshakes.load(Relaxed),
             handshake_failures: self.handshake_failures.load(Relaxed),
             connections_active: self.connections_active.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
             streams: self.streams.load(Relaxed),
             streams_active: self.streams_active.load(Relaxed),
             connect_failures: self.connect_failures.load(Relaxed),
