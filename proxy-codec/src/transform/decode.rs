@@ -27,7 +27,14 @@ pub struct Decoder<'a> {
     pos: usize,
     draft: bool,
     classes: Vec<(String, Vec<String>)>,
-    refs: Vec<Value>,
+    /// Where each list, map and object starts and (once read) ends: a reference is
+    /// decoded again from its bytes, so that nothing is copied until asked for.
+    refs: Vec<(usize, Option<usize>)>,
+    /// Where the value being read started (its first type code).
+    start: usize,
+    /// Values still allowed: references can repeat a value many times over, so
+    /// their output is bounded (a few per input byte), not only their input.
+    budget: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -39,6 +46,8 @@ impl<'a> Decoder<'a> {
             draft,
             classes: Vec::new(),
             refs: Vec::new(),
+            start: 0,
+            budget: buf.len().saturating_mul(4).saturating_add(1024),
         }
     }
 
@@ -88,6 +97,7 @@ impl<'a> Decoder<'a> {
     /// The next value is not an object; malformed input.
     pub fn read_object(&mut self) -> Result<(String, Vec<(String, Decoded)>)> {
         loop {
+            self.start = self.pos;
             let code = self.byte()?;
             let def = match code {
                 b'C' if !self.draft => {
@@ -112,13 +122,14 @@ impl<'a> Decoder<'a> {
                 .get(def)
                 .cloned()
                 .ok_or(HessianError::NoClassDef(def as i64))?;
-            self.slot();
+            let at = self.slot();
             let mut out = Vec::with_capacity(fields.len());
             for f in fields {
                 let mut class = None;
                 let value = self.value(1, &mut class)?;
                 out.push((f, Decoded { value, class }));
             }
+            self.filled(at);
             return Ok((name, out));
         }
     }
@@ -287,19 +298,34 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    fn reference(&self, n: u64) -> Result<Value> {
-        usize::try_from(n)
+    /// The value reference `n` names, decoded again from its bytes; a reference to a
+    /// value still being read (a cycle) is null.
+    fn reference(&mut self, n: u64, depth: usize) -> Result<Value> {
+        let (start, end) = usize::try_from(n)
             .ok()
-            .and_then(|i| self.refs.get(i))
-            .cloned()
-            .ok_or(HessianError::BadLength)
+            .and_then(|i| self.refs.get(i).copied())
+            .ok_or(HessianError::BadLength)?;
+        if end.is_none() {
+            return Ok(Value::Null);
+        }
+        let (pos, classes, refs) = (self.pos, self.classes.len(), self.refs.len());
+        self.pos = start;
+        let v = self.value(depth + 1, &mut None);
+        self.pos = pos;
+        self.classes.truncate(classes);
+        self.refs.truncate(refs);
+        v
     }
 
     fn value(&mut self, depth: usize, class: &mut Option<String>) -> Result<Value> {
         if depth > MAX_DEPTH {
             return Err(HessianError::TooDeep);
         }
+        // Over budget reads as too deep: the output would be out of all proportion
+        // to the input.
+        self.budget = self.budget.checked_sub(1).ok_or(HessianError::TooDeep)?;
         loop {
+            self.start = self.pos;
             let code = self.byte()?;
             if let Some(i) = self.int_value(code)? {
                 return Ok(Value::from(i));
@@ -341,19 +367,19 @@ impl<'a> Decoder<'a> {
                 }
                 b'Q' if !self.draft => {
                     let n = self.count()?;
-                    self.reference(n as u64)?
+                    self.reference(n as u64, depth)?
                 }
                 0x4a if self.draft => {
                     let n = u64::from(self.byte()?);
-                    self.reference(n)?
+                    self.reference(n, depth)?
                 }
                 0x4b if self.draft => {
                     let n = self.be(2)?;
-                    self.reference(n)?
+                    self.reference(n, depth)?
                 }
                 b'R' if self.draft => {
                     let n = self.be(4)?;
-                    self.reference(n)?
+                    self.reference(n, depth)?
                 }
                 b'H' => self.map(depth, class)?,
                 b'M' => {
@@ -406,9 +432,17 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Numbers the list, map or object that started at `self.start`.
     fn slot(&mut self) -> usize {
-        self.refs.push(Value::Null);
+        self.refs.push((self.start, None));
         self.refs.len() - 1
+    }
+
+    /// The value numbered `at` has been read.
+    fn filled(&mut self, at: usize) {
+        if let Some(r) = self.refs.get_mut(at) {
+            r.1 = Some(self.pos);
+        }
     }
 
     fn list_n(&mut self, n: usize, depth: usize) -> Result<Value> {
@@ -421,9 +455,8 @@ impl<'a> Decoder<'a> {
         if self.draft && self.peek() == Ok(b'z') {
             self.pos += 1;
         }
-        let v = Value::Array(items);
-        self.refs[at] = v.clone();
-        Ok(v)
+        self.filled(at);
+        Ok(Value::Array(items))
     }
 
     fn list_until_end(&mut self, depth: usize) -> Result<Value> {
@@ -433,9 +466,8 @@ impl<'a> Decoder<'a> {
             items.push(self.value(depth + 1, &mut None)?);
         }
         self.pos += 1;
-        let v = Value::Array(items);
-        self.refs[at] = v.clone();
-        Ok(v)
+        self.filled(at);
+        Ok(Value::Array(items))
     }
 
     fn map(&mut self, depth: usize, _class: &mut Option<String>) -> Result<Value> {
@@ -450,9 +482,8 @@ impl<'a> Decoder<'a> {
             map.insert(key, value);
         }
         self.pos += 1;
-        let v = Value::Object(map);
-        self.refs[at] = v.clone();
-        Ok(v)
+        self.filled(at);
+        Ok(Value::Object(map))
     }
 
     fn class_def(&mut self) -> Result<()> {
@@ -493,9 +524,8 @@ impl<'a> Decoder<'a> {
             map.insert(f, v);
         }
         *class = Some(name);
-        let v = Value::Object(map);
-        self.refs[at] = v.clone();
-        Ok(v)
+        self.filled(at);
+        Ok(Value::Object(map))
     }
 }
 

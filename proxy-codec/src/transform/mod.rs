@@ -102,3 +102,5 @@ pub use layer::{JsonToRpc, JsonToRpcLayer, ERROR_HEADER};
 
 /// The filter's name in config: `typed: json_to_rpc`.
 pub const NAME: &str = "json_to_rpc";
+#[cfg(test)]
+mod tests;
