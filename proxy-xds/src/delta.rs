@@ -222,10 +222,6 @@ impl DeltaState {
                 if let Some(eds) = next.held.get_mut(ENDPOINT_TYPE) {
                     eds.retain(|n, _| names.contains(n));
                 }
-                let names = &next.ads.sds_names;
-                if let Some(sds) = next.held.get_mut(SECRET_TYPE) {
-                    sds.retain(|n, _| names.contains(n));
-                }
             }
             _ => {
                 // LISTENER_TYPE, the only other type subscribed.
@@ -233,6 +229,13 @@ impl DeltaState {
                 if let Some(rds) = next.held.get_mut(ROUTE_TYPE) {
                     rds.retain(|n, _| names.contains(n));
                 }
+            }
+        }
+        // Clusters and listeners name secrets: those no longer named go.
+        if matches!(type_url, CLUSTER_TYPE | LISTENER_TYPE) {
+            let names = &next.ads.sds_names;
+            if let Some(sds) = next.held.get_mut(SECRET_TYPE) {
+                sds.retain(|n, _| names.contains(n));
             }
         }
         next.held.insert(type_url, held);

@@ -150,13 +150,7 @@ impl AdsState {
                     .collect();
                 next.endpoints
                     .retain(|name, _| next.eds_names.contains(name));
-                next.sds_names = next
-                    .sds_bootstrap
-                    .iter()
-                    .chain(next.clusters.values().flat_map(|c| &c.secrets))
-                    .cloned()
-                    .collect();
-                next.secrets.retain(|name, _| next.sds_names.contains(name));
+                next.resubscribe_secrets();
                 next.cds = Versions {
                     version: resp.version_info.clone(),
                     nonce: resp.nonce.clone(),
@@ -228,6 +222,9 @@ impl AdsState {
             LISTENER_TYPE => {
                 if rds_changed {
                     out.push(self.rds_request());
+                }
+                if sds_changed {
+                    out.push(self.sds_request());
                 }
                 out.push(self.lds_request());
             }

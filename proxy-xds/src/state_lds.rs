@@ -1,8 +1,8 @@
 //! Listeners (LDS) and route configurations (RDS) in the accepted state: their
 //! requests, their validation, and the listeners they resolve to.
 //!
-//! Ordering follows Envoy: a listener that names a route configuration not received
-//! yet is left out of the config until it arrives; if a listener of that name is
+//! Ordering follows Envoy: a listener that names a route configuration or a secret
+//! not received yet is left out of the config until it arrives; if a listener of that name is
 //! serving already (its routes changed name, or its address), the serving version
 //! stays until the new routes arrive.
 
@@ -78,6 +78,7 @@ impl AdsState {
         let wanted = &self.rds_names;
         self.routes.retain(|name, _| wanted.contains(name));
         self.listeners = listeners;
+        self.resubscribe_secrets();
         self.lds = Versions {
             version: resp.version_info.clone(),
             nonce: resp.nonce.clone(),
@@ -120,7 +121,8 @@ impl AdsState {
                 RouteSource::Inline(r) => Some(r),
                 RouteSource::Rds(rds) => self.routes.get(rds),
             };
-            let resolved = match routes {
+            let warm = l.secrets.iter().all(|n| self.secrets.contains_key(n));
+            let resolved = match routes.filter(|_| warm) {
                 Some(r) => {
                     let mut config = l.config.clone();
                     config.virtual_hosts.clone_from(&r.virtual_hosts);

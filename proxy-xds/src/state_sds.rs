@@ -24,6 +24,20 @@ impl AdsState {
         self
     }
 
+    /// Asks for the secrets of the bootstrap and those the clusters and listeners
+    /// name, and drops the others.
+    pub(crate) fn resubscribe_secrets(&mut self) {
+        self.sds_names = self
+            .sds_bootstrap
+            .iter()
+            .chain(self.clusters.values().flat_map(|c| &c.secrets))
+            .chain(self.listeners.values().flat_map(|l| &l.secrets))
+            .cloned()
+            .collect();
+        let names = &self.sds_names;
+        self.secrets.retain(|name, _| names.contains(name));
+    }
+
     pub(super) fn sds_request(&self) -> DiscoveryRequest {
         DiscoveryRequest {
             type_url: SECRET_TYPE.into(),

@@ -23,10 +23,13 @@ pub struct XdsListener {
     pub config: ListenerConfig,
     /// Its routes: inline, or a route configuration to ask for over RDS.
     pub routes: RouteSource,
+    /// The SDS secrets its TLS names (certificates, client CAs).
+    pub secrets: std::collections::BTreeSet<String>,
 }
 
 /// Translates an Envoy `Listener`: a TCP socket address (an IP, not a host name) or
-/// a pipe (a Unix socket), and one filter chain (without match criteria or TLS)
+/// a pipe (a Unix socket), and one filter chain (without match criteria; its TLS,
+/// a `DownstreamTlsContext` with SDS secrets, onto proxy-tls's `tls` filter)
 /// whose only network filter is the HTTP connection manager, with the router as
 /// its HTTP filter and its routes inline or over RDS (ADS). `enable_reuse_port`
 /// maps to `reuse_port`. Everything else that changes behaviour is refused by name:
@@ -80,8 +83,13 @@ fn translate(l: &Listener) -> Result<XdsListener, Refusal> {
             ))
         }
     };
-    let routes = filter_chain(chain, &mut config).map_err(|r| r.within(at))?;
-    Ok(XdsListener { config, routes })
+    let mut secrets = std::collections::BTreeSet::new();
+    let routes = filter_chain(chain, &mut config, &mut secrets).map_err(|r| r.within(at))?;
+    Ok(XdsListener {
+        config,
+        routes,
+        secrets,
+    })
 }
 
 /// A copy of `l` with every field handled here or without effect cleared.
@@ -179,9 +187,22 @@ fn socket_address(s: &SocketAddress) -> Result<std::net::SocketAddr, Refusal> {
     Ok(std::net::SocketAddr::new(ip, port))
 }
 
-fn filter_chain(c: &FilterChain, config: &mut ListenerConfig) -> Result<RouteSource, Refusal> {
+fn filter_chain(
+    c: &FilterChain,
+    config: &mut ListenerConfig,
+    secrets: &mut std::collections::BTreeSet<String>,
+) -> Result<RouteSource, Refusal> {
     let mut rest = c.clone();
     rest.filters.clear();
+    rest.transport_socket = None;
+    if let Some(ts) = &c.transport_socket {
+        let tls =
+            super::downstream_tls::termination(ts).map_err(|r| r.within("transport_socket"))?;
+        if let Some((filter, names)) = tls {
+            config.network_filters.insert(0, filter);
+            *secrets = names;
+        }
+    }
     if rest.filter_chain_match == Some(Default::default()) {
         rest.filter_chain_match = None;
     }

@@ -6,6 +6,7 @@
 
 mod action;
 mod cluster;
+mod downstream_tls;
 mod endpoint;
 mod fields;
 mod fields_http;
