@@ -11,6 +11,8 @@ pub mod fault;
 pub mod header_rewrite;
 pub mod local_rate_limit;
 mod local_reply;
+#[cfg(feature = "lua")]
+pub mod lua;
 pub mod matcher;
 pub mod metrics;
 pub mod mirror;

@@ -31,13 +31,14 @@ use crate::{
 /// | `adaptive_concurrency` | HTTP filter | [`crate::adaptive`] |
 /// | `jwt_auth` | HTTP filter | [`crate::auth`] |
 /// | `api_key_auth` | HTTP filter | [`crate::auth`] |
+/// | `lua` (feature `lua`) | HTTP filter | `crate::lua` |
 ///
 /// Each factory only parses its section ([`proxy_core::config::Section::parse`]) and
 /// calls the layer's constructor, so a config error names the field path inside the
 /// section (core prefixes the section's own path), and YAML builds exactly what code
-/// builds. A relative access log `path` (and a JWKS `ca_path`) resolves from the config
-/// file's directory. `jwt_auth` and `api_key_auth` count into one family,
-/// `proxy_filters_auth_*`.
+/// builds. A relative access log `path` (and a JWKS `ca_path`, a `lua` filter's
+/// `script.path`) resolves from the config file's directory. `jwt_auth` and
+/// `api_key_auth` count into one family, `proxy_filters_auth_*`.
 ///
 /// Metrics are kept per filter kind under `filters/<kind>` in the build context and
 /// rendered as `proxy_filters_<kind>_*{filter="<name>"}`, where the name is the
@@ -51,6 +52,15 @@ use crate::{
 /// ```
 pub fn register(registry: &mut Registry) {
     crate::adaptive::register(registry);
+    #[cfg(feature = "lua")]
+    registry.register_filter(crate::lua::NAME, |cfg, ctx| {
+        let mut c: crate::lua::LuaConfig = cfg.parse()?;
+        if let crate::lua::ScriptSource::Path(p) = &mut c.script {
+            *p = ctx.resolve_path(p);
+        }
+        let counters = counters(ctx, crate::lua::NAME, c.name.as_deref());
+        Ok(http(crate::lua::LuaLayer::new(&c, counters)?))
+    });
     registry.register_network_filter(tcp_proxy::NAME, |cfg, ctx| {
         let c: tcp_proxy::TcpProxyConfig = cfg.parse()?;
         let cluster = cluster(ctx, &c.cluster)?;

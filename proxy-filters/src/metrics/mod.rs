@@ -12,9 +12,13 @@
 
 mod auth;
 mod http;
+#[cfg(feature = "lua")]
+mod lua;
 mod network;
 
 pub use auth::AuthCounters;
+#[cfg(feature = "lua")]
+pub use lua::LuaCounters;
 
 pub use http::{
     AccessLogCounters, FaultCounters, LocalRateLimitCounters, MirrorCounters, RbacCounters,
