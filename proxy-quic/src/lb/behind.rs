@@ -202,6 +202,12 @@ impl EncapsulatedSocket {
         }
     }
 
+    /// The counters in the Prometheus text format under the label `listener`, to
+    /// register with the admin server's metrics.
+    pub fn metrics(self: &Arc<Self>, listener: &str) -> super::EncapsulatedMetrics {
+        super::EncapsulatedMetrics::new(listener, self.clone())
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }

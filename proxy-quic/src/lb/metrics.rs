@@ -90,6 +90,76 @@ impl RenderMetrics for ForwarderMetrics {
     }
 }
 
+/// An [`EncapsulatedSocket`](super::EncapsulatedSocket)'s counters (a server
+/// behind encapsulated forwarders) under its `listener` label. Obtained with
+/// [`EncapsulatedSocket::metrics`](super::EncapsulatedSocket::metrics).
+///
+/// Series: `proxy_quic_lb_encap_received_total{kind="unwrapped"}` and
+/// `{kind="direct"}`, `proxy_quic_lb_encap_dropped_total{reason="bad_header"}` and
+/// `{reason="direct"}`, `proxy_quic_lb_encap_wrapped_total`,
+/// `proxy_quic_lb_encap_clients_full_total`.
+///
+/// # Example
+/// ```
+/// use proxy_core::metrics::RenderMetrics;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+/// let socket = proxy_quic::lb::BehindLb::new(["10.0.0.10:443".parse().unwrap()])
+///     .wrap(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
+/// let mut page = String::new();
+/// socket.metrics("h3").render(&mut page);
+/// assert!(page.contains(r#"proxy_quic_lb_encap_wrapped_total{listener="h3"} 0"#));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct EncapsulatedMetrics {
+    listener: String,
+    socket: Arc<super::EncapsulatedSocket>,
+}
+
+impl EncapsulatedMetrics {
+    pub(super) fn new(listener: &str, socket: Arc<super::EncapsulatedSocket>) -> Self {
+        Self {
+            listener: escape_label(listener),
+            socket,
+        }
+    }
+}
+
+impl RenderMetrics for EncapsulatedMetrics {
+    fn render(&self, out: &mut String) {
+        let s = self.socket.stats();
+        let l = &self.listener;
+        let families: [(&str, Vec<(&str, u64)>); 4] = [
+            (
+                "proxy_quic_lb_encap_received_total",
+                vec![
+                    ("kind=\"unwrapped\"", s.unwrapped),
+                    ("kind=\"direct\"", s.direct),
+                ],
+            ),
+            (
+                "proxy_quic_lb_encap_dropped_total",
+                vec![
+                    ("reason=\"bad_header\"", s.dropped_bad_header),
+                    ("reason=\"direct\"", s.dropped_direct),
+                ],
+            ),
+            ("proxy_quic_lb_encap_wrapped_total", vec![("", s.wrapped)]),
+            (
+                "proxy_quic_lb_encap_clients_full_total",
+                vec![("", s.clients_full)],
+            ),
+        ];
+        for (name, series) in families {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (labels, value) in series {
+                let sep = if labels.is_empty() { "" } else { "," };
+                let _ = writeln!(out, "{name}{{listener=\"{l}\"{sep}{labels}}} {value}");
+            }
+        }
+    }
+}
+
 /// The hash route reasons and their counts.
 fn hash_reasons(s: &StatsSnapshot) -> Vec<(&'static str, u64)> {
     let mut v: Vec<(&'static str, u64)> = StatsSnapshot::UNROUTABLE_LABELS

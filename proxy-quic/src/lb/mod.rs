@@ -59,7 +59,7 @@ pub use config::{
     DEFAULT_MAX_FLOWS,
 };
 pub use forwarder::{Forwarder, ForwarderBuilder, MAX_DATAGRAM};
-pub use metrics::ForwarderMetrics;
+pub use metrics::{EncapsulatedMetrics, ForwarderMetrics};
 pub use packet::{
     parse, Header, LongType, ParseError, MIN_INITIAL_DATAGRAM, MIN_SHORT_PACKET, VERSION_1,
     VERSION_2,
