@@ -426,3 +426,59 @@ async fn connections_past_the_limit_are_refused() {
     })
     .await;
 }
+
+/// Counts the connect failures the cluster hears of.
+#[derive(Debug, Default)]
+struct ConnectFailures(std::sync::atomic::AtomicU64);
+
+impl proxy_core::cluster::ClusterExtension for ConnectFailures {
+    fn on_outcome(
+        &self,
+        _endpoint: &Arc<proxy_core::Endpoint>,
+        outcome: &proxy_core::cluster::Outcome,
+        _latency: Duration,
+    ) {
+        if matches!(outcome, proxy_core::cluster::Outcome::ConnectFailure) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_hears_of_connect_failures() {
+    with_timeout(TIMEOUT, async {
+        let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let failures = Arc::new(ConnectFailures::default());
+        let cluster = Cluster::builder("backend")
+            .endpoint(addr)
+            .extension(failures.clone())
+            .build()
+            .unwrap();
+        let pki = Pki::new("stream-to-tcp");
+        let issued = pki.server("server", &["localhost"]);
+        let tls =
+            proxy_quic::h3::server_config(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+                .unwrap();
+        let proxy = StreamProxyBuilder::new("streams", tls, cluster)
+            .alpn([ALPN.to_vec()])
+            .bind("127.0.0.1:0".parse().unwrap())
+            .unwrap();
+        let p = Proxy {
+            addr: proxy.local_addr(),
+            stats: proxy.stats(),
+            pki,
+        };
+        tokio::spawn(proxy.serve(std::future::pending()));
+        let conn = connect(&p, ALPN).await.unwrap();
+        for _ in 0..2 {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(b"x").await.unwrap();
+            assert!(recv.read_to_end(16).await.is_err());
+        }
+        assert_eq!(failures.0.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(p.stats.snapshot().connect_failures, 2);
+    })
+    .await;
+}

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use proxy_core::{ConnInfo, Stream};
+use proxy_core::{cluster::Outcome, ConnInfo, Stream};
 use quinn::{RecvStream, SendStream, VarInt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -81,7 +81,14 @@ async fn connect(shared: &Shared, peer: SocketAddr) -> Result<Stream, StreamErro
         .ok_or_else(|| StreamError::NoEndpoints {
             cluster: shared.cluster.name.to_string(),
         })?;
-    endpoint.connect().await.map_err(StreamError::Connect)
+    let started = Instant::now();
+    endpoint.connect().await.map_err(|e| {
+        // Outlier detection and health checks hear of connect failures too.
+        for x in shared.cluster.extensions.iter() {
+            x.on_outcome(&endpoint, &Outcome::ConnectFailure, started.elapsed());
+        }
+        StreamError::Connect(e)
+    })
 }
 
 /// Copies both ways until both sides finished: the client's FIN shuts the
