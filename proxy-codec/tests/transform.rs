@@ -115,6 +115,78 @@ fn apis() -> Vec<Api<'static>> {
     ]
 }
 
+/// An in-process Bolt server that records what it receives and answers plain text:
+/// the call reaches it as a SOFARPC call (service and method in the header map, a
+/// hessian2 `SofaRequest` content, none of the HTTP headers), and its unreadable
+/// answer is a JSON 502. Wrong method and oversized bodies are refused locally.
+#[tokio::test]
+async fn call_on_the_wire_and_local_refusals() {
+    tokio::time::timeout(LIMIT, async {
+        let upstream = proxy_test_support::rpc::upstream(proxy_codec::Bolt, "raw");
+        let routes = format!(
+            "          - match: {{ path: {{ prefix: \"/\" }} }}\n            cluster: rpc\n            filters:\n              - typed: json_to_rpc\n                config: {{ protocol: bolt, service: {ECHO}, version: \"1.0\", method: echo, max_body_bytes: 64, arguments: [{{type: java.lang.String}}] }}\n"
+        );
+        let listener = format!(
+            "  - name: api\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n{routes}"
+        );
+        let proxy = start(&config(
+            &[listener],
+            &[cluster("rpc", "bolt", &[upstream.addr.to_string()])],
+        ));
+
+        let (status, reason, v) = post(&proxy, "/anything", r#"["wire"]"#).await;
+        assert_eq!((status, reason.as_deref()), (502, Some("bad_rpc_response")), "{v}");
+        let seen = upstream.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].uri.path(), "/com.example.EchoService:1.0/echo");
+        assert_eq!(seen[0].headers["sofa_head_method_name"], "echo");
+        assert!(seen[0].headers.get("content-type").is_none(), "{:?}", seen[0].headers);
+        let mut d = proxy_codec::transform::Decoder::new(&seen[0].body, false);
+        let (class, _) = d.read_object().unwrap();
+        assert_eq!(class, proxy_codec::bolt::SOFA_REQUEST);
+        assert_eq!(d.read().unwrap().value, "wire");
+
+        let big = json!(["x".repeat(100)]).to_string();
+        let (status, reason, _) = post(&proxy, "/anything", &big).await;
+        assert_eq!((status, reason.as_deref()), (413, Some("body_too_large")));
+        let resp = client::get(proxy.addr("api"), "/anything", &[]).await;
+        assert_eq!(resp.status, 405);
+        assert_eq!(resp.header("allow"), Some("POST"));
+        assert_eq!(upstream.requests().len(), 1, "refused calls reached the server");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The YAML adapter refuses a bad signature at load, naming the field.
+#[test]
+fn yaml_errors_name_the_field() {
+    let mut registry = proxy_core::Registry::default();
+    proxy_codec::register(&mut registry);
+    let yaml = |args: &str| {
+        config(
+            &[format!(
+                "  - name: api\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n          - match: {{ path: {{ prefix: / }} }}\n            cluster: rpc\n            filters: [{{typed: json_to_rpc, config: {{protocol: dubbo, service: org.example.S, method: m, arguments: {args}}}}}]\n"
+            )],
+            &[cluster("rpc", "dubbo", &["127.0.0.1:1".to_owned()])],
+        )
+    };
+    let err = proxy_test_support::server::load_error(
+        &yaml("[{type: int}, {type: \"java.util.Lis t\"}]"),
+        registry.clone(),
+    )
+    .expect("a bad type is refused");
+    assert!(err.contains("arguments[1].type"), "{err}");
+    let err =
+        proxy_test_support::server::load_error(&yaml("[{type: org.example.P}]"), registry.clone())
+            .expect("a class without fields is refused");
+    assert!(err.contains("arguments[0].fields"), "{err}");
+    assert_eq!(
+        proxy_test_support::server::load_error(&yaml("[{type: long}]"), registry),
+        None
+    );
+}
+
 /// Calls, a class argument, named arguments, a mismatch and a remote exception,
 /// through the proxy to the real server of `protocol`.
 async fn transforms_json_calls(protocol: &str, test: &str) {

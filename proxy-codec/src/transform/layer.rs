@@ -19,7 +19,10 @@ use super::{
     config::{JsonToRpcConfig, Signature, TargetProtocol, DEFAULT_MAX_BODY_BYTES},
     encode::{self, ArgumentError},
 };
-use crate::{bolt::BoltResponseInfo, dubbo::DubboResponseInfo};
+use crate::{
+    bolt::{BoltRequestInfo, BoltResponseInfo},
+    dubbo::{DubboRequestInfo, DubboResponseInfo},
+};
 
 /// The response header naming why the transformer answered itself.
 pub const ERROR_HEADER: &str = "x-proxy-error";
@@ -226,11 +229,15 @@ where
                     return Ok(bad_arguments(&e));
                 }
             };
-            // Route facts, identities and trace context set by earlier layers stay.
+            // Route facts, identities and trace context set by earlier layers stay;
+            // another call's protocol fields would be applied to this one: dropped.
             let info = rpc.extensions_mut().remove::<RpcInfo>();
-            *rpc.extensions_mut() = parts.extensions;
+            let ext = rpc.extensions_mut();
+            *ext = parts.extensions;
+            ext.remove::<BoltRequestInfo>();
+            ext.remove::<DubboRequestInfo>();
             if let Some(info) = info {
-                rpc.extensions_mut().insert(info);
+                ext.insert(info);
             }
             let resp = inner.call(rpc).await?;
             let (parts, body) = resp.into_parts();
