@@ -87,6 +87,42 @@ pub struct ForwarderConfig {
 /// assert_eq!(p, ReturnPath::Encapsulated);
 /// assert_eq!(ReturnPath::default(), ReturnPath::Relay);
 /// ```
+///
+/// In encapsulated mode a server receives the client's datagram behind a header
+/// naming the client, and sends its own back the same way:
+/// ```
+/// use proxy_quic::{CidFormat, ConfigId, Decoder, ServerId};
+/// use proxy_quic::lb::{EncapHeader, ForwarderBuilder, ReturnPath, Routes};
+/// use tokio::net::UdpSocket;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut decoder = Decoder::new();
+/// decoder.insert(CidFormat::new(ConfigId::new(0).unwrap(), 2, 6, None, false).unwrap());
+/// let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// let sid = ServerId::from_hex("0a01").unwrap();
+/// let routes = Routes::new(decoder, [(sid, server.local_addr().unwrap())]).unwrap();
+/// let lb = ForwarderBuilder::new(routes)
+///     .return_path(ReturnPath::Encapsulated)
+///     .bind("127.0.0.1:0".parse().unwrap())
+///     .await
+///     .unwrap();
+///
+/// let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// let packet = [0x40; 32]; // a short-header packet
+/// client.send_to(&packet, lb.local_addr()).await.unwrap();
+/// let mut buf = [0u8; 2048];
+/// let (n, from) = server.recv_from(&mut buf).await.unwrap();
+/// let (header, datagram) = EncapHeader::decode(&buf[..n]).unwrap();
+/// assert_eq!((header.client, header.lb, datagram), (client.local_addr().unwrap(), Some(from), &packet[..]));
+///
+/// let reply = EncapHeader { client: header.client, lb: None };
+/// let mut out = vec![0; reply.wire_len()];
+/// reply.write(&mut out).unwrap();
+/// out.extend_from_slice(b"answer");
+/// server.send_to(&out, lb.local_addr()).await.unwrap();
+/// let (n, from) = client.recv_from(&mut buf).await.unwrap();
+/// assert_eq!((&buf[..n], from), (&b"answer"[..], lb.local_addr()));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
