@@ -108,7 +108,8 @@ impl<'a> Decoder<'a> {
                     self.draft_class_def()?;
                     continue;
                 }
-                b'O' | b'o' => self.count()?,
+                b'O' if !self.draft => self.count()?,
+                b'o' if self.draft => self.count()?,
                 0x60..=0x6f if !self.draft => usize::from(code - 0x60),
                 found => {
                     return Err(HessianError::Unexpected {
