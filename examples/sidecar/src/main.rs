@@ -47,6 +47,8 @@ struct Args {
     validate: bool,
     /// Serve hot upgrades on this Unix socket: a new process started with the same
     /// path and `--upgrade` takes the listeners over, then this one drains and exits.
+    /// If the new process dies within its hand-off window, this one takes the
+    /// listeners back and keeps the connections it had not handed over yet.
     #[arg(long, value_name = "PATH")]
     upgrade_socket: Option<PathBuf>,
     /// Start as the new process of a hot upgrade: take the listeners of the process
