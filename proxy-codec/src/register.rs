@@ -8,12 +8,14 @@ use crate::{
     config::{ServerOptions, UpstreamOptions},
     metrics::CodecMetrics,
     protocol::Protocol,
-    transform::{self, JsonToRpcConfig, JsonToRpcLayer},
+    transform::{self, JsonToRpcConfig, JsonToRpcLayer, JsonToRpcMetrics},
     Bolt, Dubbo, RpcServer, RpcUpstream,
 };
 
 /// The key the codec counters are kept under in the core's metrics store.
 const METRICS_KEY: &str = "codec";
+/// The key the `json_to_rpc` counters are kept under.
+const JSON_TO_RPC_METRICS_KEY: &str = "codec/json_to_rpc";
 
 impl RenderMetrics for CodecMetrics {
     fn render(&self, out: &mut String) {
@@ -72,9 +74,10 @@ pub fn register_protocol<P: Protocol + Clone>(registry: &mut Registry, name: &st
 pub fn register(registry: &mut Registry) {
     register_protocol(registry, "bolt", Bolt);
     register_protocol(registry, "dubbo", Dubbo);
-    registry.register_filter(transform::NAME, |cfg, _ctx| {
+    registry.register_filter(transform::NAME, |cfg, ctx| {
         let config: JsonToRpcConfig = cfg.parse()?;
-        let layer = JsonToRpcLayer::try_from(&config)?;
+        let metrics = ctx.metrics::<JsonToRpcMetrics>(JSON_TO_RPC_METRICS_KEY);
+        let layer = JsonToRpcLayer::try_from(&config)?.with_metrics(metrics);
         Ok(Arc::new(move |inner: BoxHttp| {
             BoxHttp::new(tower_layer::Layer::layer(&layer, inner))
         }))

@@ -119,6 +119,7 @@ fn apis() -> Vec<Api<'static>> {
 /// the call reaches it as a SOFARPC call (service and method in the header map, a
 /// hessian2 `SofaRequest` content, none of the HTTP headers), and its unreadable
 /// answer is a JSON 502. Wrong method and oversized bodies are refused locally.
+/// Each outcome is counted on the admin page.
 #[tokio::test]
 async fn call_on_the_wire_and_local_refusals() {
     tokio::time::timeout(LIMIT, async {
@@ -129,9 +130,13 @@ async fn call_on_the_wire_and_local_refusals() {
         let listener = format!(
             "  - name: api\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n{routes}"
         );
-        let proxy = start(&config(
-            &[listener],
-            &[cluster("rpc", "bolt", &[upstream.addr.to_string()])],
+        let admin = proxy_test_support::ports::free_addr();
+        let proxy = start(&format!(
+            "admin: {{ address: \"{admin}\" }}\n{}",
+            config(
+                &[listener],
+                &[cluster("rpc", "bolt", &[upstream.addr.to_string()])],
+            )
         ));
 
         let (status, reason, v) = post(&proxy, "/anything", r#"["wire"]"#).await;
@@ -153,6 +158,11 @@ async fn call_on_the_wire_and_local_refusals() {
         assert_eq!(resp.status, 405);
         assert_eq!(resp.header("allow"), Some("POST"));
         assert_eq!(upstream.requests().len(), 1, "refused calls reached the server");
+        let (_, stats) = proxy.admin_get("/stats/prometheus").await;
+        for (outcome, n) in [("bad_rpc_response", 1), ("body_too_large", 1), ("method_not_allowed", 1), ("ok", 0)] {
+            let line = format!("proxy_codec_json_to_rpc_total{{protocol=\"bolt\",outcome=\"{outcome}\"}} {n}\n");
+            assert!(stats.contains(&line), "{line} in\n{stats}");
+        }
     })
     .await
     .expect("test timed out");

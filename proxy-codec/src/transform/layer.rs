@@ -18,6 +18,7 @@ use super::{
     answer::{self, Answer},
     config::{JsonToRpcConfig, Signature, TargetProtocol, DEFAULT_MAX_BODY_BYTES},
     encode::{self, ArgumentError},
+    metrics::{JsonToRpcMetrics, Outcome},
 };
 use crate::{
     bolt::{BoltRequestInfo, BoltResponseInfo},
@@ -38,6 +39,7 @@ pub struct JsonToRpcLayer {
 struct Shared {
     sig: Signature,
     max_body_bytes: usize,
+    metrics: Arc<JsonToRpcMetrics>,
 }
 
 impl TryFrom<&JsonToRpcConfig> for JsonToRpcLayer {
@@ -55,12 +57,33 @@ impl TryFrom<&JsonToRpcConfig> for JsonToRpcLayer {
             shared: Arc::new(Shared {
                 sig,
                 max_body_bytes: usize::try_from(max).unwrap_or(usize::MAX),
+                metrics: Arc::default(),
             }),
         })
     }
 }
 
 impl JsonToRpcLayer {
+    /// Counts calls in `metrics` (shared with other layers) instead of its own.
+    pub fn with_metrics(self, metrics: Arc<JsonToRpcMetrics>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                sig: self.shared.sig.clone(),
+                max_body_bytes: self.shared.max_body_bytes,
+                metrics,
+            }),
+        }
+    }
+
+    /// The counters calls are counted in.
+    pub fn metrics(&self) -> &Arc<JsonToRpcMetrics> {
+        &self.shared.metrics
+    }
+
+    fn count(&self, outcome: Outcome) {
+        self.shared.metrics.count(self.shared.sig.protocol, outcome);
+    }
+
     /// The checked signature calls are encoded against.
     pub fn signature(&self) -> &Signature {
         &self.shared.sig
@@ -108,6 +131,12 @@ impl JsonToRpcLayer {
         } else {
             return None;
         };
+        self.count(match &read {
+            Ok(Answer::Value(_)) => Outcome::Ok,
+            Ok(Answer::Exception { .. }) => Outcome::RpcException,
+            Ok(Answer::Status { .. }) => Outcome::RpcError,
+            Err(_) => Outcome::BadRpcResponse,
+        });
         Some(match read {
             Ok(Answer::Value(v)) => json_reply(StatusCode::OK, None, &v),
             Ok(Answer::Exception { message, class }) => json_reply(
@@ -198,6 +227,7 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             if req.method() != Method::POST {
+                layer.count(Outcome::MethodNotAllowed);
                 let mut resp = json_reply(
                     StatusCode::METHOD_NOT_ALLOWED,
                     Some("method_not_allowed"),
@@ -214,11 +244,12 @@ where
             {
                 Ok(b) => b.to_bytes(),
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    layer.count(Outcome::BodyTooLarge);
                     return Ok(json_reply(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         Some("body_too_large"),
                         &json!({ "error": "request body over max_body_bytes" }),
-                    ))
+                    ));
                 }
                 Err(e) => return Err(e),
             };
@@ -226,6 +257,7 @@ where
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(error = %e, "json body does not fit the rpc signature");
+                    layer.count(Outcome::BadArguments);
                     return Ok(bad_arguments(&e));
                 }
             };
@@ -239,12 +271,21 @@ where
             if let Some(info) = info {
                 ext.insert(info);
             }
-            let resp = inner.call(rpc).await?;
+            let resp = match inner.call(rpc).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    layer.count(Outcome::ProxyError);
+                    return Err(e);
+                }
+            };
             let (parts, body) = resp.into_parts();
             let body = body.collect().await?.to_bytes();
             Ok(match layer.json_response(&parts, &body) {
                 Some(json) => json,
-                None => Response::from_parts(parts, Body::from(body)),
+                None => {
+                    layer.count(Outcome::ProxyError);
+                    Response::from_parts(parts, Body::from(body))
+                }
             })
         })
     }

@@ -21,7 +21,9 @@
 //! `bad_rpc_response`. A body that does not fit gets 400 with
 //! `{"error", "argument", "expected"}` and `x-proxy-error: bad_rpc_arguments`;
 //! a wrong number of arguments names both counts. Failures of the proxy itself
-//! (no endpoint, timeout) are the stack's usual errors, untouched.
+//! (no endpoint, timeout) are the stack's usual errors, untouched. Calls are counted
+//! by protocol and [`Outcome`] in [`JsonToRpcMetrics`]
+//! (`proxy_codec_json_to_rpc_total{protocol,outcome}`).
 //!
 //! Types: `java.lang.String`, `int`/`java.lang.Integer`, `long`/`java.lang.Long`,
 //! `double`/`java.lang.Double`, `boolean`/`java.lang.Boolean` (primitives refuse
@@ -35,7 +37,7 @@
 //! use proxy_codec::{
 //!     bolt::{BoltResponseInfo, SOFA_RESPONSE},
 //!     hessian2::Writer,
-//!     transform::{ArgumentConfig, JsonToRpcConfig, JsonToRpcLayer, TargetProtocol},
+//!     transform::{ArgumentConfig, JsonToRpcConfig, JsonToRpcLayer, Outcome, TargetProtocol},
 //! };
 //! use proxy_core::{Body, HttpRequest, HttpResponse};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -67,6 +69,7 @@
 //!     });
 //!     Ok::<_, proxy_core::BoxError>(resp)
 //! });
+//! let layer_metrics = layer.metrics().clone();
 //! let svc = ServiceBuilder::new().layer(layer).service(upstream);
 //!
 //! let req = http::Request::post("/api/echo").body(Body::from(r#"["hi"]"#))?;
@@ -81,6 +84,7 @@
 //! let body: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
 //! assert_eq!(body["argument"], 0);
 //! assert_eq!(body["expected"], "java.lang.String");
+//! assert_eq!(layer_metrics.calls(TargetProtocol::Bolt, Outcome::BadArguments), 1);
 //! # Ok(())
 //! # }
 //! ```
@@ -90,6 +94,7 @@ mod config;
 mod decode;
 mod encode;
 mod layer;
+mod metrics;
 
 pub use answer::{bolt as read_bolt_answer, dubbo as read_dubbo_answer, Answer};
 pub use config::{
@@ -99,6 +104,7 @@ pub use config::{
 pub use decode::{Decoded, Decoder};
 pub use encode::{arguments, encode_call, ArgumentError, ArgumentRef, MAX_JSON_DEPTH};
 pub use layer::{JsonToRpc, JsonToRpcLayer, ERROR_HEADER};
+pub use metrics::{JsonToRpcMetrics, Outcome};
 
 /// The filter's name in config: `typed: json_to_rpc`.
 pub const NAME: &str = "json_to_rpc";
