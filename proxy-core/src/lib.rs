@@ -30,9 +30,10 @@ pub use error::{BoxError, ConfigError, ProxyError};
 pub use net::{Io, Stream};
 pub use registry::{BuildContext, Registry};
 pub use rpc::ClusterOverride;
+pub use server::ListenerNotRunning;
 pub use server::{
-    ConfigSource, DisplayChain, HandedOffConnection, HttpListener, HttpListenerBuilder, Server,
-    ServerError,
+    AdminPage, ConfigSource, DisplayChain, HandedOffConnection, HttpListener, HttpListenerBuilder,
+    MetricsHook, Server, ServerError,
 };
 pub use upstream::UpgradedUpstream;
 

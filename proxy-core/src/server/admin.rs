@@ -1,7 +1,9 @@
 //! The admin endpoint: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`,
-//! `POST /reload`. Served on its own listener with hyper; never on the request path.
+//! `POST /reload`, and the pages and metrics added with [`Server::with_admin_page`]
+//! and [`Server::with_metrics`]. Served on its own listener with hyper; never on the
+//! request path.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, sync::Arc};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -9,7 +11,7 @@ use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 
-use super::{DisplayChain, Server};
+use super::{lock, DisplayChain, Server};
 use crate::metrics::{escape_label, render_conns, render_requests};
 
 pub(super) async fn serve(listener: tokio::net::TcpListener, server: Server) {
@@ -46,6 +48,68 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, server: Server) {
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+/// An admin page added with [`Server::with_admin_page`]: called on each `GET` of its
+/// path, on the admin's thread, it returns the content type and the body.
+pub type AdminPage = Arc<dyn Fn() -> (String, String) + Send + Sync>;
+
+/// Metrics added with [`Server::with_metrics`]: called on each scrape of
+/// `/stats/prometheus`, it appends series in the Prometheus text format.
+pub type MetricsHook = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// What was added to the admin endpoint.
+#[derive(Default)]
+pub(super) struct Extensions {
+    pages: Vec<(String, AdminPage)>,
+    metrics: Vec<MetricsHook>,
+}
+
+// === impl Server ===
+
+impl Server {
+    /// Serves `page` on `GET path` of the admin endpoint (a path of its own, such as
+    /// `/config_dump/xds`: the built-in paths keep their meaning; a path added twice
+    /// serves the last page). Pages run on the admin's thread, never on the request
+    /// path.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use proxy_core::{config::Config, Registry, Server};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = Config::from_yaml("listeners: []")?;
+    /// let server = Server::new(config, Registry::default())?
+    ///     .with_admin_page("/hello", Arc::new(|| ("text/plain".into(), "hi\n".into())))
+    ///     .with_metrics(Arc::new(|out: &mut String| out.push_str("my_up 1\n")));
+    /// # let _ = server; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_admin_page(self, path: impl Into<String>, page: AdminPage) -> Self {
+        let path = path.into();
+        let mut ext = lock(&self.inner.admin_extensions);
+        ext.pages.retain(|(p, _)| *p != path);
+        ext.pages.push((path, page));
+        drop(ext);
+        self
+    }
+
+    /// Appends what `metrics` writes to every scrape of `/stats/prometheus`, after
+    /// the server's own series.
+    #[must_use]
+    pub fn with_metrics(self, metrics: MetricsHook) -> Self {
+        lock(&self.inner.admin_extensions).metrics.push(metrics);
+        self
+    }
+
+    fn admin_page(&self, path: &str) -> Option<AdminPage> {
+        let ext = lock(&self.inner.admin_extensions);
+        ext.pages
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, page)| page.clone())
     }
 }
 
@@ -104,6 +168,17 @@ fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain",
             "method not allowed\n",
         ),
+        (&Method::GET, path) if server.admin_page(path).is_some() => {
+            let Some(page) = server.admin_page(path) else {
+                return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+            };
+            let (content_type, body) = page();
+            let mut r = reply(StatusCode::OK, "text/plain", body);
+            if let Ok(v) = http::HeaderValue::try_from(content_type) {
+                r.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            r
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -231,6 +306,10 @@ pub(super) fn prometheus(server: &Server) -> String {
         );
     }
     snapshot.render_extra_metrics(&mut out);
+    let hooks = lock(&server.inner.admin_extensions).metrics.clone();
+    for hook in hooks {
+        hook(&mut out);
+    }
     // Counters carried in by a hot upgrade go on from the old process's values.
     let carried = server.inner.counter_offsets.load();
     if carried.is_empty() {

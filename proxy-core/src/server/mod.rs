@@ -2,6 +2,7 @@
 //! admin endpoint.
 
 mod admin;
+pub use admin::{AdminPage, MetricsHook};
 mod carry;
 mod conn;
 mod embed;
@@ -13,6 +14,7 @@ mod handoff;
 mod handoff_protocol;
 mod listen;
 mod runtime;
+mod service;
 mod spawn;
 
 use std::{
@@ -31,6 +33,7 @@ use tokio::{runtime::Handle, sync::watch};
 pub use self::embed::{HttpListener, HttpListenerBuilder};
 pub use self::handoff::HandedOffConnection;
 use self::listen::{Bound, ListenerRuntime};
+pub use self::service::ListenerNotRunning;
 pub(crate) use self::{handoff::HandoffSlot, handoff_protocol::Detach};
 use crate::{
     access_log::{AccessLog, LineCounts},
@@ -100,6 +103,8 @@ struct Inner {
     handoff: Arc<handoff::HandoffSlot>,
     /// Counter values carried in from the process this one replaced (`carry.rs`).
     counter_offsets: ArcSwap<crate::metrics::CounterOffsets>,
+    /// Pages and metrics added to the admin endpoint (`admin.rs`).
+    admin_extensions: Mutex<admin::Extensions>,
 }
 
 impl std::fmt::Debug for Server {
@@ -136,6 +141,7 @@ impl Server {
                 handed_off: AtomicBool::new(false),
                 handoff: Arc::default(),
                 counter_offsets: ArcSwap::default(),
+                admin_extensions: Mutex::default(),
             }),
         })
     }
