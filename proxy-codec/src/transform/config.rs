@@ -324,11 +324,25 @@ impl Signature {
             ));
         }
         let method = config.method.trim();
-        if method.is_empty() || method.contains(['/', ' ']) {
+        if !is_class_name(method) || method.contains('.') {
             return Err(ConfigError::new(
                 "method",
                 format!("{:?} is not a method name", config.method),
             ));
+        }
+        for (field, value) in [("version", &config.version), ("group", &config.group)] {
+            if let Some(v) = value {
+                if !v
+                    .trim()
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && !"/?#%".contains(c))
+                {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("{v:?} has characters a service name cannot carry"),
+                    ));
+                }
+            }
         }
         let named = config.arguments.iter().filter(|a| a.name.is_some()).count();
         let mut arguments: Vec<(Option<String>, JavaType)> =
@@ -436,9 +450,14 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.path, "arguments[1].name");
+        for bad in ["", "a/b", "a b", "a?b"] {
+            let mut c = config(vec![]);
+            c.method = bad.into();
+            assert_eq!(Signature::from_config(&c).unwrap_err().path, "method");
+        }
         let mut c = config(vec![]);
-        c.method = "".into();
-        assert_eq!(Signature::from_config(&c).unwrap_err().path, "method");
+        c.group = Some("g#1".into());
+        assert_eq!(Signature::from_config(&c).unwrap_err().path, "group");
     }
 
     #[test]

@@ -102,6 +102,8 @@ impl JsonToRpcLayer {
         let payload = encode::encode_call(sig, &values)?;
         let mut req = Request::new(Body::from(Bytes::from(payload)));
         *req.method_mut() = Method::POST;
+        // The signature's names are checked at load to be path-safe; the fallback is
+        // unreachable and keeps the RpcInfo and payload right regardless.
         *req.uri_mut() = sig
             .path()
             .parse()
