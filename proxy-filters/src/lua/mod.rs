@@ -49,7 +49,8 @@
 //!
 //! The script's environment holds Lua's base functions (`pairs`, `ipairs`, `type`,
 //! `tostring`, `tonumber`, `select`, `error`, `pcall`, `xpcall`, `assert`, `next`, `rawget`,
-//! `rawset`, `rawequal`, `rawlen`, `setmetatable`, `getmetatable`), the `string`
+//! `rawset`, `rawequal`, `rawlen`, `setmetatable` (without `__gc`: finalizers would
+//! run out of the budget's reach), `getmetatable`), the `string`
 //! (without `string.dump`), `table`, `math` and `utf8` libraries, `os.time()` and
 //! `os.clock()` only, and `print(...)`, which logs at debug level. There is no `io`,
 //! `os` beyond those two, `require`/`package`, `load`/`loadfile`/`dofile` (no code

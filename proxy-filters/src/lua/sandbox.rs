@@ -224,7 +224,8 @@ fn classify(e: &mlua::Error, used: u64, limit: u64) -> Failure {
 }
 
 /// Replaces `pcall` and `xpcall` by wrappers that raise the error again when the
-/// instruction budget is spent; removes the `budget_spent` global it uses.
+/// instruction budget is spent; removes the `budget_spent` global it uses. Refuses
+/// `__gc` metamethods: Lua runs finalizers with hooks off, out of the budget's reach.
 const GUARDED_PCALL: &str = r#"
 local raw_pcall, raw_xpcall, spent = pcall, xpcall, budget_spent
 local pack, unpack, raise = table.pack, table.unpack, error
@@ -235,6 +236,13 @@ local function pass(r)
 end
 pcall = function(...) return pass(pack(raw_pcall(...))) end
 xpcall = function(...) return pass(pack(raw_xpcall(...))) end
+local raw_setmetatable, rawget, type = setmetatable, rawget, type
+setmetatable = function(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    raise("__gc metamethods are not allowed", 2)
+  end
+  return raw_setmetatable(t, mt)
+end
 "#;
 
 /// Leaves only the safe part of the standard library in the globals and adds

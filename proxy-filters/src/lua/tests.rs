@@ -103,6 +103,11 @@ fn bad_inputs_are_script_errors_and_budgets_are_kept() {
         ("req:set_method('G E T')", 500, "script_error"),
         ("req:respond(99)", 500, "script_error"),
         ("nope()", 500, "script_error"),
+        (
+            "setmetatable({}, {__gc = function() while true do end end})",
+            500,
+            "script_error",
+        ),
         ("while true do end", 500, "script_budget_exceeded"),
         (
             "while true do pcall(function() while true do end end) end",
