@@ -93,6 +93,7 @@ mod answer;
 mod config;
 mod decode;
 mod encode;
+mod error;
 mod layer;
 mod metrics;
 
