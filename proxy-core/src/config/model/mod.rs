@@ -46,6 +46,10 @@ pub struct Config {
     /// by a reload).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xds: Option<crate::config::Section>,
+    /// The QUIC and HTTP/3 listeners, parsed by proxy-quic (`QuicSection::from_section`);
+    /// absent: none. proxy-core carries it and ignores its content, like `xds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic: Option<crate::config::Section>,
     /// The directory relative paths in this config resolve from: the config file's
     /// ([`Config::load`]); the working directory when `None`. Not part of the file.
     #[serde(skip)]
@@ -153,6 +157,21 @@ mod tests {
         let yaml = crate::config::to_yaml(&cfg).expect("serializes");
         assert_eq!(Config::from_yaml(&yaml).expect("round trip"), cfg);
         assert!(cfg.to_json().contains("\"xds\""));
+    }
+
+    #[test]
+    fn quic_section_is_carried_and_round_trips() {
+        let cfg = Config::from_yaml(&format!(
+            "{BASE}quic: {{h3: [{{serves: web, address: \"127.0.0.1:0\"}}]}}\n"
+        ))
+        .expect("parses");
+        let quic = cfg.quic.as_ref().expect("quic section");
+        assert_eq!(quic.as_value()["h3"][0]["serves"], "web");
+        let yaml = crate::config::to_yaml(&cfg).expect("serializes");
+        assert_eq!(Config::from_yaml(&yaml).expect("round trip"), cfg);
+        let plain = Config::from_yaml(BASE).expect("parses");
+        assert_eq!(plain.quic, None);
+        assert!(!crate::config::to_yaml(&plain).expect("yaml").contains("quic"));
     }
 
     #[test]
