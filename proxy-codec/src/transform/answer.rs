@@ -58,11 +58,14 @@ fn message_of(d: &Decoded) -> String {
     }
 }
 
+/// Whether a returned object is a thrown `java.lang.Throwable`: every one carries a
+/// `detailMessage` field, and is named like one or carries its `stackTrace` (a
+/// value object merely called `...Error` is not).
 fn is_exception(d: &Decoded) -> bool {
     let named = d.class.as_deref().is_some_and(|c| {
         c.ends_with("Exception") || c.ends_with("Error") || c.ends_with("Throwable")
     });
-    named || d.value.get("detailMessage").is_some() && d.value.get("stackTrace").is_some()
+    d.value.get("detailMessage").is_some() && (named || d.value.get("stackTrace").is_some())
 }
 
 /// The error text of a failed call's payload (a hessian2 string or exception), or

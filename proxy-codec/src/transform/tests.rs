@@ -231,6 +231,55 @@ fn reads_sofa_responses_of_sofa_rpc_node() {
     }
 }
 
+/// A Java SOFARPC answer (final dialect): a thrown exception as `appResponse` (its
+/// `cause` a reference to itself, as Java writes it), and a value object whose
+/// class merely ends in `Error`.
+#[test]
+fn reads_java_sofa_responses() {
+    let sofa = |app: &dyn Fn(&mut Writer)| {
+        let mut w = Writer::new();
+        w.class_def(
+            crate::bolt::SOFA_RESPONSE,
+            &["isError", "errorMsg", "appResponse", "responseProps"],
+        );
+        w.object(0).bool(false).null();
+        app(&mut w);
+        w.null();
+        w.into_bytes()
+    };
+    let thrown = sofa(&|w| {
+        w.class_def(
+            "com.example.NoStockException",
+            &["detailMessage", "cause", "stackTrace"],
+        );
+        w.object(1).string("sold out").raw(b"Q").int(1).raw(&[0x78]);
+    });
+    assert_eq!(
+        answer::bolt(0, &thrown).unwrap(),
+        Answer::Exception {
+            message: "sold out".into(),
+            class: Some("com.example.NoStockException".into())
+        }
+    );
+    let value = sofa(&|w| {
+        w.class_def("com.example.FieldError", &["field", "code"]);
+        w.object(1).string("age").int(3);
+    });
+    assert_eq!(
+        answer::bolt(0, &value).unwrap(),
+        Answer::Value(json!({"field": "age", "code": 3}))
+    );
+    let mut w = Writer::new();
+    w.string("no processor");
+    assert_eq!(
+        answer::bolt(6, w.as_bytes()).unwrap(),
+        Answer::Status {
+            status: 6,
+            message: "no processor".into()
+        }
+    );
+}
+
 #[test]
 fn reads_dubbo_responses_and_java_exceptions() {
     let mut w = Writer::new();
