@@ -34,11 +34,17 @@ async fn added_pages_and_metrics_are_served() {
         .expect("server")
         .with_admin_page(
             "/hello",
-            Arc::new(|| ("text/plain".into(), "first\n".into())),
+            Arc::new(|_: &Server| ("text/plain".into(), "first\n".into())),
         )
         .with_admin_page(
             "/hello",
-            Arc::new(|| ("application/json".into(), "{\"hello\":1}".into())),
+            Arc::new(|s: &Server| {
+                let listeners = s.snapshot().config.listeners.len();
+                (
+                    "application/json".into(),
+                    format!("{{\"listeners\":{listeners}}}"),
+                )
+            }),
         )
         .with_metrics(Arc::new(move |out: &mut String| {
             let n = counted.fetch_add(1, Ordering::Relaxed) + 1;
@@ -49,7 +55,7 @@ async fn added_pages_and_metrics_are_served() {
         let server = TestServer::run(server).expect("start");
 
         let (status, body) = server.admin_get("/hello").await;
-        assert_eq!((status.as_u16(), body.as_str()), (200, "{\"hello\":1}"));
+        assert_eq!((status.as_u16(), body.as_str()), (200, "{\"listeners\":1}"));
         let (status, _) = server.admin_get("/nothing").await;
         assert_eq!(status.as_u16(), 404);
         // Built-in pages keep their meaning.

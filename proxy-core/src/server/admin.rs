@@ -51,9 +51,10 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, server: Server) {
     }
 }
 
-/// An admin page added with [`Server::with_admin_page`]: called on each `GET` of its
-/// path, on the admin's thread, it returns the content type and the body.
-pub type AdminPage = Arc<dyn Fn() -> (String, String) + Send + Sync>;
+/// An admin page added with [`Server::with_admin_page`]: called with the server on
+/// each `GET` of its path, on the admin's thread, it returns the content type and the
+/// body.
+pub type AdminPage = Arc<dyn Fn(&Server) -> (String, String) + Send + Sync>;
 
 /// Metrics added with [`Server::with_metrics`]: called on each scrape of
 /// `/stats/prometheus`, it appends series in the Prometheus text format.
@@ -82,7 +83,7 @@ impl Server {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let config = Config::from_yaml("listeners: []")?;
     /// let server = Server::new(config, Registry::default())?
-    ///     .with_admin_page("/hello", Arc::new(|| ("text/plain".into(), "hi\n".into())))
+    ///     .with_admin_page("/hello", Arc::new(|_: &Server| ("text/plain".into(), "hi\n".into())))
     ///     .with_metrics(Arc::new(|out: &mut String| out.push_str("my_up 1\n")));
     /// # let _ = server; Ok(()) }
     /// ```
@@ -172,7 +173,7 @@ fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
             let Some(page) = server.admin_page(path) else {
                 return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n");
             };
-            let (content_type, body) = page();
+            let (content_type, body) = page(server);
             let mut r = reply(StatusCode::OK, "text/plain", body);
             if let Ok(v) = http::HeaderValue::try_from(content_type) {
                 r.headers_mut().insert(header::CONTENT_TYPE, v);
