@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod admin;
 mod client;
 mod config;
 mod delta;
@@ -12,6 +13,7 @@ mod status;
 mod thread;
 mod tls;
 
+pub use admin::{XdsAdmin, CONFIG_DUMP_PATH};
 pub use client::XdsClient;
 pub use config::{ApiType, BackoffConfig, LocalityConfig, NodeConfig, Streams, XdsConfig};
 pub use error::{Refusal, StreamError};

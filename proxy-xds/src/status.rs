@@ -45,6 +45,8 @@ pub struct TypeStatus {
     pub version: String,
     /// Resources accepted and held.
     pub resources: usize,
+    /// The names of the resources held, sorted.
+    pub names: Vec<String>,
     /// Responses accepted (ACKed).
     pub acks: u64,
     /// Responses refused (NACKed).
@@ -74,16 +76,23 @@ impl XdsStatus {
         self.route_version.clone_from(&state.rds.version);
         self.secret_version.clone_from(&state.sds.version);
         let Some(name) = name(type_url) else { return };
-        let (version, resources) = match name {
-            "clusters" => (&state.cds.version, state.clusters.len()),
-            "endpoints" => (&state.eds.version, state.endpoints.len()),
-            "listeners" => (&state.lds.version, state.listeners.len()),
-            "routes" => (&state.rds.version, state.routes.len()),
-            _ => (&state.sds.version, state.secrets.len()),
+        let (version, names): (_, Vec<String>) = match name {
+            "clusters" => (&state.cds.version, state.clusters.keys().cloned().collect()),
+            "endpoints" => (
+                &state.eds.version,
+                state.endpoints.keys().cloned().collect(),
+            ),
+            "listeners" => (
+                &state.lds.version,
+                state.listeners.keys().cloned().collect(),
+            ),
+            "routes" => (&state.rds.version, state.routes.keys().cloned().collect()),
+            _ => (&state.sds.version, state.secrets.keys().cloned().collect()),
         };
         let t = self.types.entry(name).or_default();
         t.version.clone_from(version);
-        t.resources = resources;
+        t.resources = names.len();
+        t.names = names;
         t.acks += 1;
     }
 

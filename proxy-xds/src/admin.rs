@@ -1,0 +1,150 @@
+//! The client's state on the proxy's admin endpoint ([`XdsAdmin`]): Prometheus
+//! series (connection state, per type the accepted version, resources held, ACKs and
+//! NACKs) and a `/config_dump/xds` page (per type the version and resource names,
+//! and the config the resources were translated into).
+
+use std::{collections::BTreeSet, fmt::Write as _, sync::Arc};
+
+use proxy_core::{metrics::escape_label, Server};
+use tokio::sync::watch;
+
+use crate::{XdsClient, XdsStatus};
+
+/// The path [`XdsAdmin::install`] serves the config dump on.
+pub const CONFIG_DUMP_PATH: &str = "/config_dump/xds";
+
+/// Renders an [`XdsClient`]'s state for the admin endpoint; [`XdsAdmin::install`]
+/// adds it to a server's `/stats/prometheus` and [`CONFIG_DUMP_PATH`].
+///
+/// # Example
+/// ```no_run
+/// use proxy_core::{config::Config, Registry, Server};
+/// use proxy_xds::{XdsAdmin, XdsClient, XdsConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let base = Config::load(std::path::Path::new("proxy.yaml"))?;
+/// let client = XdsClient::new(XdsConfig::from_yaml("servers: [\"127.0.0.1:18000\"]\nnode: {id: n1}")?, base);
+/// let server = Server::new(client.initial_config(), Registry::default())?;
+/// let server = XdsAdmin::new(&client).install(server);
+/// # let _ = server; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct XdsAdmin {
+    status: watch::Receiver<XdsStatus>,
+}
+
+impl XdsAdmin {
+    /// Follows `client`'s status.
+    pub fn new(client: &XdsClient) -> Self {
+        Self {
+            status: client.status(),
+        }
+    }
+
+    /// Adds the metrics to `server`'s `/stats/prometheus` and the config dump on
+    /// [`CONFIG_DUMP_PATH`].
+    #[must_use]
+    pub fn install(self, server: Server) -> Server {
+        let metrics = self.clone();
+        server
+            .with_metrics(Arc::new(move |out: &mut String| {
+                metrics.render_metrics(out)
+            }))
+            .with_admin_page(
+                CONFIG_DUMP_PATH,
+                Arc::new(move |server: &Server| {
+                    ("application/json".to_owned(), self.config_dump(server))
+                }),
+            )
+    }
+
+    /// Appends the client's series in the Prometheus text format:
+    /// `proxy_xds_connected`, `proxy_xds_streams_total`, `proxy_xds_applied_total`,
+    /// and per type (`clusters`, `endpoints`, `listeners`, `routes`, `secrets`)
+    /// `proxy_xds_resources`, `proxy_xds_responses_total{result="ack"|"nack"}` and
+    /// `proxy_xds_version_info{version}` (always 1, the version in its label).
+    pub fn render_metrics(&self, out: &mut String) {
+        let s = self.status.borrow().clone();
+        let _ = writeln!(out, "# TYPE proxy_xds_connected gauge");
+        let _ = writeln!(out, "proxy_xds_connected {}", u8::from(s.connected));
+        let _ = writeln!(out, "# TYPE proxy_xds_streams_total counter");
+        let _ = writeln!(out, "proxy_xds_streams_total {}", s.streams);
+        let _ = writeln!(out, "# TYPE proxy_xds_applied_total counter");
+        let _ = writeln!(out, "proxy_xds_applied_total {}", s.applied);
+        if s.types.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# TYPE proxy_xds_resources gauge");
+        for (name, t) in &s.types {
+            let _ = writeln!(
+                out,
+                "proxy_xds_resources{{type=\"{name}\"}} {}",
+                t.resources
+            );
+        }
+        let _ = writeln!(out, "# TYPE proxy_xds_responses_total counter");
+        for (name, t) in &s.types {
+            for (result, n) in [("ack", t.acks), ("nack", t.nacks)] {
+                let _ = writeln!(
+                    out,
+                    "proxy_xds_responses_total{{type=\"{name}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE proxy_xds_version_info gauge");
+        for (name, t) in &s.types {
+            let _ = writeln!(
+                out,
+                "proxy_xds_version_info{{type=\"{name}\",version=\"{}\"}} 1",
+                escape_label(&t.version)
+            );
+        }
+    }
+
+    /// The config dump as pretty JSON: `connected`, `last_nack`, per type its
+    /// `version`, `resources` (names), `acks`, `nacks` and `last_nack`, and under
+    /// `config` the listeners and clusters of `server`'s running config that came
+    /// from the control plane (endpoints inside their clusters, routes inside their
+    /// listeners). Secrets show by name only.
+    pub fn config_dump(&self, server: &Server) -> String {
+        let s = self.status.borrow().clone();
+        let names = |t: &str| -> BTreeSet<&str> {
+            s.types
+                .get(t)
+                .map(|t| t.names.iter().map(String::as_str).collect())
+                .unwrap_or_default()
+        };
+        let (clusters, listeners) = (names("clusters"), names("listeners"));
+        let snapshot = server.snapshot();
+        let config = &snapshot.config;
+        let types: serde_json::Map<String, serde_json::Value> = s
+            .types
+            .iter()
+            .map(|(name, t)| {
+                let v = serde_json::json!({
+                    "version": t.version,
+                    "resources": t.names,
+                    "acks": t.acks,
+                    "nacks": t.nacks,
+                    "last_nack": t.last_nack,
+                });
+                ((*name).to_owned(), v)
+            })
+            .collect();
+        let dump = serde_json::json!({
+            "connected": s.connected,
+            "streams": s.streams,
+            "applied": s.applied,
+            "last_nack": s.last_nack,
+            "types": types,
+            "config": {
+                "listeners": config.listeners.iter()
+                    .filter(|l| listeners.contains(l.name.as_str())).collect::<Vec<_>>(),
+                "clusters": config.clusters.iter()
+                    .filter(|c| clusters.contains(c.name.as_str())).collect::<Vec<_>>(),
+            },
+        });
+        serde_json::to_string_pretty(&dump)
+            .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+    }
+}
