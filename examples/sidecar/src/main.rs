@@ -16,6 +16,7 @@
 //! ```
 
 mod demo_upstream;
+mod xds;
 
 use std::{
     path::{Path, PathBuf},
@@ -27,7 +28,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use proxy_core::{config::Config, snapshot::Snapshot, ConfigError, DisplayChain, Registry, Server};
 use proxy_upgrade::{UpgradeClient, UpgradeHandle, UpgradeServer};
-use proxy_xds::{XdsClient, XdsConfig};
+use proxy_xds::XdsClient;
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -112,9 +113,15 @@ fn load(path: &Path) -> Result<Config, ConfigError> {
 ///   HTTP filters fault, mirror, rbac, header_rewrite, access_log, local_rate_limit,
 ///   adaptive_concurrency.
 fn registry() -> Registry {
+    registry_with(proxy_tls::TlsRuntime::default())
+}
+
+/// [`registry`] with proxy-tls on `tls` (whose `secret:` references an xDS client's
+/// SDS fills).
+fn registry_with(tls: proxy_tls::TlsRuntime) -> Registry {
     let mut registry = Registry::default();
     proxy_lb::register(&mut registry);
-    proxy_tls::register(&mut registry);
+    proxy_tls::register_with(&mut registry, tls);
     proxy_codec::register(&mut registry);
     proxy_filters::register(&mut registry);
     registry
@@ -134,36 +141,29 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = load(&path)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading {}", path.display()))?;
-    let xds = xds_client(&config)
+    let xds = xds::Xds::from_config(&config)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading {}", path.display()))?;
-    // Routes may name clusters only the control plane defines: empty (503) until then.
-    let config = match &xds {
-        Some(client) => client.initial_config(),
-        None => config,
+    let (config, registry) = match &xds {
+        Some(xds) => (xds.initial_config(), registry_with(xds.tls_runtime())),
+        None => (config, registry()),
     };
     if args.validate {
         // Builds every part of the config as a run would, and starts nothing: no
         // listener, no thread, no file opened for writing.
-        Snapshot::build(config, &registry(), None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Snapshot::build(config, &registry, None).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("config ok");
         return Ok(());
     }
     let server =
-        Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
+        Server::new(config, registry).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
     let source_path = path.clone();
     let server = server.with_config_source(Arc::new(move || load(&source_path)));
-    serve(server, upgrade, xds)
-}
-
-/// The xDS client of the `xds` section, if any (errors name `xds.FIELD`); what it
-/// receives is added to `config`, the static part.
-fn xds_client(config: &Config) -> Result<Option<XdsClient>, ConfigError> {
-    let Some(section) = &config.xds else {
-        return Ok(None);
+    let server = match &xds {
+        Some(xds) => xds.install(server),
+        None => server,
     };
-    let xds = XdsConfig::from_section(section).map_err(|e| e.within("xds"))?;
-    Ok(Some(XdsClient::new(xds, config.clone())))
+    serve(server, upgrade, xds.map(xds::Xds::into_client))
 }
 
 fn run_default(upgrade: UpgradeArgs) -> anyhow::Result<()> {
