@@ -27,6 +27,9 @@
 //! - [`stream_proxy`]: QUIC streams proxied to TCP (raw QUIC, custom ALPN): each
 //!   bidirectional stream to an endpoint of a proxy-core cluster, with the TCP
 //!   proxy's half-close, idle timeout and byte counts.
+//! - [`section`]: the top-level `quic` config section (HTTP/3 listeners serving a
+//!   TCP listener's routes and filters, following reloads), started on a running
+//!   `proxy_core::Server`.
 //!
 //! # Example
 //! ```
@@ -59,6 +62,7 @@ pub mod h3;
 mod hex;
 pub mod lb;
 mod nonce_space;
+pub mod section;
 pub mod stream_proxy;
 mod types;
 
