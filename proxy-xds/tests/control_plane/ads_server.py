@@ -35,12 +35,19 @@ and reads one JSON event per line on stdout:
 
 Everything about the protocol here is written from the xDS specification, not from
 the Rust client: the test checks the client against it.
+
+Standalone, `--snapshot FILE` serves the snapshot in FILE (the JSON of a "set"
+command, without "op") from the start, serves on when stdin ends (a process in the
+background), and reads FILE again on SIGHUP, pushing what changed:
+
+  ads_server.py --port 18000 --snapshot snapshot.json < /dev/null
 """
 
 import argparse
 import hashlib
 import json
 import queue
+import signal
 import sys
 import threading
 from concurrent import futures
@@ -367,11 +374,30 @@ def start(plane, port):
     return server, bound
 
 
-def main():
+def load_snapshot(plane, path):
+    """Serves the snapshot in the JSON file at `path` (a "set" command's fields)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            command = json.load(f)
+    except (OSError, ValueError) as e:
+        emit(event="error", message="cannot load %s: %s" % (path, e))
+        return
+    plane.set(command)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--snapshot",
+        help="serve this JSON snapshot from the start, read again on SIGHUP; "
+        "serve on after stdin ends",
+    )
+    args = parser.parse_args(argv)
     plane = ControlPlane()
+    if args.snapshot:
+        load_snapshot(plane, args.snapshot)
+        signal.signal(signal.SIGHUP, lambda *_: load_snapshot(plane, args.snapshot))
     server, port = start(plane, args.port)
     for line in sys.stdin:
         line = line.strip()
@@ -389,6 +415,12 @@ def main():
             break
         else:
             emit(event="error", message="unknown op %r" % op)
+    else:
+        if args.snapshot:
+            try:
+                server.wait_for_termination()
+            except KeyboardInterrupt:
+                pass
     plane.end_streams()
     server.stop(grace=None)
 
