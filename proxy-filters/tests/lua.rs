@@ -10,9 +10,14 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
+use bytes::Bytes;
 use common::{config, listener, registry, start, try_start, upstream};
+use http::Method;
 use proxy_test_support::{
-    client::get, free_addr, prometheus, temp::TempDir, with_timeout, TestServer, Upstream,
+    client::{get, H1Client},
+    free_addr, prometheus,
+    temp::TempDir,
+    with_timeout, TestServer, Upstream,
 };
 
 /// A `lua` filter (YAML flow map) named `name` running `source`; `extra` are more
@@ -195,31 +200,43 @@ async fn a_reload_with_a_changed_script_takes_effect_on_the_next_request() {
     with_timeout(Duration::from_secs(30), async {
         let up = upstream("backend", Duration::ZERO);
         let admin = free_addr();
+        // Two workers, so that each has its own Lua state of each script.
         let version = |v: &str| {
             let src = format!("function on_request(req) req:set_header('x-version', '{v}') end");
             gateway(&up, admin, &[("edge", lua("r", &src, ""))])
+                .replace("worker_threads: 1", "worker_threads: 2")
         };
         let proxy = start(&version("1"));
         let edge = proxy.addr("edge");
-        assert_eq!(get(edge, "/", &[]).await.status, 200);
+        // One keep-alive connection across the reloads, and fresh ones.
+        let mut kept = H1Client::new(edge);
+        let mut send = async |n: usize| {
+            for _ in 0..n {
+                let r = kept
+                    .request(Method::GET, "/", &[], Bytes::new())
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200);
+                assert_eq!(get(edge, "/", &[]).await.status, 200);
+            }
+        };
+        send(3).await;
         proxy.reload(&version("2")).unwrap();
-        assert_eq!(get(edge, "/", &[]).await.status, 200);
+        send(3).await;
         // A reload whose script does not compile is refused; version 2 goes on.
-        let e = proxy
-            .reload(&gateway(
-                &up,
-                admin,
-                &[("edge", lua("r", "function (", ""))],
-            ))
-            .unwrap_err();
+        let bad = gateway(&up, admin, &[("edge", lua("r", "function (", ""))])
+            .replace("worker_threads: 1", "worker_threads: 2");
+        let e = proxy.reload(&bad).unwrap_err();
         assert!(e.contains("script.source: does not compile"), "{e}");
-        assert_eq!(get(edge, "/", &[]).await.status, 200);
+        send(2).await;
+        assert_eq!(kept.connects, 1, "one connection all along");
         let seen: Vec<_> = up
             .requests()
             .iter()
             .map(|s| s.header("x-version").unwrap_or_default().to_owned())
             .collect();
-        assert_eq!(seen, ["1", "2", "2"]);
+        let want: Vec<&str> = [["1"; 6].as_slice(), &["2"; 10]].concat();
+        assert_eq!(seen, want);
     })
     .await;
 }

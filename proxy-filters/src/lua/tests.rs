@@ -65,6 +65,11 @@ fn the_sandbox_has_only_safe_libraries() {
           if os.execute or os.getenv or os.exit or string.dump then seen[#seen + 1] = "os/dump" end
           assert(type(os.time()) == "number" and type(os.clock()) == "number")
           assert(string.upper("a") == "A" and math.max(1, 2) == 2 and utf8.char(72) == "H")
+          -- pcall and xpcall still catch ordinary errors, with their values.
+          local ok, e = pcall(error, { code = 7 })
+          assert(not ok and e.code == 7)
+          assert(select(2, xpcall(error, function(m) return "h:" .. m end, "x", 0)) == "h:x")
+          assert(pcall(function() return 1 end))
           req:respond(200, { ["x-seen"] = table.concat(seen, ",") }, "")
         end"#,
     )
