@@ -148,3 +148,57 @@ impl XdsAdmin {
             .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TypeStatus;
+
+    #[test]
+    fn metrics_show_each_type_with_its_acks_nacks_and_version() {
+        let mut status = XdsStatus {
+            connected: true,
+            streams: 2,
+            applied: 3,
+            ..XdsStatus::default()
+        };
+        status.types.insert(
+            "clusters",
+            TypeStatus {
+                version: "v\"7".into(),
+                resources: 2,
+                names: vec!["a".into(), "b".into()],
+                acks: 4,
+                nacks: 1,
+                last_nack: Some("cluster \"c\": outlier_detection: refused".into()),
+            },
+        );
+        let admin = XdsAdmin {
+            status: watch::channel(status).1,
+        };
+        let mut out = String::new();
+        admin.render_metrics(&mut out);
+        for line in [
+            "proxy_xds_connected 1\n",
+            "proxy_xds_streams_total 2\n",
+            "proxy_xds_applied_total 3\n",
+            "proxy_xds_resources{type=\"clusters\"} 2\n",
+            "proxy_xds_responses_total{type=\"clusters\",result=\"ack\"} 4\n",
+            "proxy_xds_responses_total{type=\"clusters\",result=\"nack\"} 1\n",
+            "proxy_xds_version_info{type=\"clusters\",version=\"v\\\"7\"} 1\n",
+        ] {
+            assert!(out.contains(line), "no {line:?} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn no_type_no_per_type_series() {
+        let admin = XdsAdmin {
+            status: watch::channel(XdsStatus::default()).1,
+        };
+        let mut out = String::new();
+        admin.render_metrics(&mut out);
+        assert!(out.contains("proxy_xds_connected 0\n"), "{out}");
+        assert!(!out.contains("proxy_xds_resources"), "{out}");
+    }
+}
