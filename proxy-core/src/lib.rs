@@ -6,6 +6,7 @@ mod bufs;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod demo;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

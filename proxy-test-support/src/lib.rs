@@ -14,6 +14,7 @@
 //! - [`pki`], [`temp`]: a test PKI written to a temporary directory.
 //! - [`yaml`]: the YAML of the common listener and cluster shapes.
 //! - `rpc` (feature `codec`): Bolt and Dubbo peers.
+//! - `jwt` (feature `jwt`): signing keys, JWKs and tokens for JWT auth tests.
 //! - `xds` (feature `xds`): an in-process ADS control plane and Envoy resources.
 //!
 //! Helpers that set up a test panic with a message when the setup fails: a failed
@@ -24,6 +25,8 @@
 
 pub mod client;
 pub mod eventually;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 pub mod pki;
 pub mod ports;
 pub mod prometheus;
