@@ -16,6 +16,7 @@
 //! ```
 
 mod demo_upstream;
+mod quic;
 mod xds;
 
 use std::{
@@ -96,8 +97,9 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Reads the config file; relative paths in it resolve from its directory.
+/// The `quic` section's `alt_svc` headers are added to the routes it advertises on.
 fn load(path: &Path) -> Result<Config, ConfigError> {
-    Config::load(path)
+    Config::load(path).and_then(quic::advertise)
 }
 
 /// Every capability the sidecar offers, by config name.
@@ -144,6 +146,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let xds = xds::Xds::from_config(&config)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading {}", path.display()))?;
+    let quic = quic::prepare(&config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("loading {}", path.display()))?;
     let (config, registry) = match &xds {
         Some(xds) => (xds.initial_config(), registry_with(xds.tls_runtime())),
         None => (config, registry()),
@@ -163,6 +168,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(xds) => xds.install(server),
         None => server,
     };
+    // HTTP/3 listeners of the `quic` section, stopped when the server has drained.
+    let _quic = quic.map(|q| quic::spawn(q, &server)).transpose()?;
     serve(server, upgrade, xds.map(xds::Xds::into_client))
 }
 

@@ -89,6 +89,7 @@ impl Prepared {
         let mut running = Running {
             stop,
             listeners: Vec::new(),
+            tasks: Vec::new(),
         };
         for h3 in self.listeners {
             let name = h3.config.listener_name();
@@ -124,7 +125,9 @@ impl Prepared {
                 .listeners
                 .push((name.into(), listener.local_addr(), listener.stats()));
             let shutdown = until_stopped(stopped.clone(), server.clone());
-            tokio::spawn(listener.serve(service, shutdown));
+            running
+                .tasks
+                .push(tokio::spawn(listener.serve(service, shutdown)));
         }
         Ok(running)
     }
@@ -149,6 +152,7 @@ async fn until_stopped(mut stop: watch::Receiver<bool>, server: Server) {
 pub struct Running {
     stop: watch::Sender<bool>,
     listeners: Vec<(Arc<str>, SocketAddr, Arc<H3Stats>)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -164,6 +168,15 @@ impl Running {
     /// `proxy_quic_h3_*{listener="NAME"}`.
     pub fn render_metrics(&self, out: &mut String) {
         render(&self.listeners, out);
+    }
+
+    /// Drains the listeners (GOAWAY, requests in flight finish up to their
+    /// `drain_timeout`) and returns once they closed.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
     }
 
     /// A hook for the admin endpoint's metrics (`Server::with_metrics`), rendering

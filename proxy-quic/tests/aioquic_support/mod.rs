@@ -23,7 +23,7 @@ pub struct Aioquic {
 impl Aioquic {
     /// The Python to use, or `None` after printing a loud SKIPPED line naming `what`.
     pub fn find(what: &str) -> Option<Self> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = quic_dir().join("..");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
@@ -60,18 +60,25 @@ impl Aioquic {
         if let Some(p) = &self.pythonpath {
             cmd.env("PYTHONPATH", p);
         }
-        cmd.arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/aioquic")
-                .join(script),
-        )
-        .args(args);
+        cmd.arg(quic_dir().join("tests/aioquic").join(script))
+            .args(args);
         tokio::task::spawn_blocking(move || {
             proxy_test_support::tools::run_blocking(cmd, b"", limit)
         })
         .await
         .unwrap()
     }
+}
+
+/// proxy-quic's directory, found from the crate that includes this module
+/// (proxy-quic itself, or an example such as the sidecar, by `#[path]`).
+pub fn quic_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|dir| dir.join("proxy-quic"))
+        .find(|dir| dir.join("tests/aioquic").is_dir())
+        .unwrap_or_else(|| manifest.to_path_buf())
 }
 
 /// The JSON objects a script printed, one a line.
