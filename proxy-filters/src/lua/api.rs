@@ -72,6 +72,31 @@ fn name(s: &mlua::LuaString) -> mlua::Result<HeaderName> {
     HeaderName::from_bytes(&b).map_err(|_| bad("header name", &b))
 }
 
+/// Headers that frame the message or the connection: the proxy sets them, a script
+/// may read but not write them (a wrong `content-length` would desynchronize the
+/// peers).
+pub(super) const MANAGED: [HeaderName; 8] = [
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::CONNECTION,
+    http::header::UPGRADE,
+    http::header::TE,
+    http::header::TRAILER,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// A header name the script may write.
+fn writable(s: &mlua::LuaString) -> mlua::Result<HeaderName> {
+    let n = name(s)?;
+    if MANAGED.contains(&n) {
+        return Err(mlua::Error::runtime(format!(
+            "header {n} is managed by the proxy"
+        )));
+    }
+    Ok(n)
+}
+
 fn value(s: &mlua::LuaString) -> mlua::Result<HeaderValue> {
     let b = s.as_bytes();
     HeaderValue::from_bytes(&b).map_err(|_| bad("header value", &b))
@@ -104,7 +129,7 @@ fn add_header_methods<T: Headers + UserData + 'static, M: UserDataMethods<T>>(m:
     m.add_method_mut(
         "set_header",
         |_, this, (n, v): (mlua::LuaString, mlua::LuaString)| {
-            let (n, v) = (name(&n)?, value(&v)?);
+            let (n, v) = (writable(&n)?, value(&v)?);
             this.headers().insert(n, v);
             Ok(())
         },
@@ -112,13 +137,13 @@ fn add_header_methods<T: Headers + UserData + 'static, M: UserDataMethods<T>>(m:
     m.add_method_mut(
         "add_header",
         |_, this, (n, v): (mlua::LuaString, mlua::LuaString)| {
-            let (n, v) = (name(&n)?, value(&v)?);
+            let (n, v) = (writable(&n)?, value(&v)?);
             this.headers().append(n, v);
             Ok(())
         },
     );
     m.add_method_mut("remove_header", |_, this, n: mlua::LuaString| {
-        let n = name(&n)?;
+        let n = writable(&n)?;
         this.headers().remove(n);
         Ok(())
     });
@@ -192,7 +217,7 @@ impl UserData for RequestView {
                 if let Some(t) = headers {
                     for pair in t.pairs::<mlua::LuaString, mlua::LuaString>() {
                         let (n, v) = pair?;
-                        map.append(name(&n)?, value(&v)?);
+                        map.append(writable(&n)?, value(&v)?);
                     }
                 }
                 let body = body.map(|b| Bytes::copy_from_slice(&b.as_bytes())).unwrap_or_default();

@@ -37,8 +37,12 @@
 //! Both have the header methods: `header(name)` (the first value or `nil`),
 //! `header_values(name)` (a list), `set_header(name, value)` (replaces),
 //! `add_header(name, value)` (appends), `remove_header(name)`. Names are
-//! case-insensitive; values are Lua strings of any bytes the HTTP rules allow. A bad
-//! name, value, method, path or status raises a Lua error (a 500, below).
+//! case-insensitive; values are Lua strings of any bytes the HTTP rules allow. The
+//! headers that frame the message or the connection (`content-length`,
+//! `transfer-encoding`, `connection`, `upgrade`, `te`, `trailer`, `keep-alive`,
+//! `proxy-connection`) can be read but not written: the proxy sets them. A bad name,
+//! value, method, path or status, or a write of a framing header, raises a Lua error
+//! (a 500, below).
 //!
 //! Bodies are not exposed in this first version: a script cannot read or change the
 //! request or response body (a local answer's body is a string the script gives).
