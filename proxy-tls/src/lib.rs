@@ -17,6 +17,8 @@ pub mod origin;
 mod register;
 pub mod rotation;
 mod runtime;
+#[cfg(feature = "self-signed")]
+pub mod self_signed;
 pub mod sni;
 
 pub use accept::{Negotiated, Termination, TerminationLayer};
