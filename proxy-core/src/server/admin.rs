@@ -81,7 +81,13 @@ impl Server {
     /// use proxy_core::{config::Config, Registry, Server};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let config = Config::from_yaml("listeners: []")?;
+    /// let config = Config::from_yaml(r#"
+    /// listeners:
+    ///   - name: web
+    ///     address: 127.0.0.1:0
+    ///     virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {}, cluster: app}]}]
+    /// clusters: [{name: app, endpoints: ["127.0.0.1:9000"]}]
+    /// "#)?;
     /// let server = Server::new(config, Registry::default())?
     ///     .with_admin_page("/hello", Arc::new(|_: &Server| ("text/plain".into(), "hi\n".into())))
     ///     .with_metrics(Arc::new(|out: &mut String| out.push_str("my_up 1\n")));
