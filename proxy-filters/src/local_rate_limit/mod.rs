@@ -1,7 +1,8 @@
 //! Local rate limiting with governor (GCRA): one bucket for everything this filter
 //! sees (set it per route for a per-route limit), and keyed buckets per descriptor
 //! (a header value such as an API key or a consumer id set by an auth filter, the
-//! source IP, the mTLS identity as the consumer).
+//! consumer itself as `jwt_auth` or `api_key_auth` put it in the request (`key:
+//! consumer`), the source IP, the mTLS identity as the consumer).
 //!
 //! A limited request is answered `429 Too Many Requests` with `retry-after` (whole
 //! seconds, at least 1) and `x-proxy-error: rate_limited`; RPC codecs map the 429 to
@@ -167,6 +168,10 @@ pub enum KeySource {
     SourceIp,
     /// The mTLS peer identity (first URI SAN, else first DNS SAN, else subject).
     Identity,
+    /// The consumer an auth filter before this one set (`jwt_auth`, `api_key_auth`:
+    /// the request's [`crate::auth::Consumer`]); requests without one are not counted
+    /// by this descriptor. Written `key: consumer`.
+    Consumer,
 }
 
 impl RateConfig {
@@ -236,6 +241,10 @@ impl Limits {
                         None => continue,
                     }
                 }
+                KeySource::Consumer => match req.extensions().get::<crate::auth::Consumer>() {
+                    Some(c) => self.hasher.hash_one(c.id.as_bytes()),
+                    None => continue,
+                },
             };
             d.buckets.check(key)?;
         }
@@ -439,5 +448,30 @@ mod tests {
         assert_eq!(e.field(), "rate.per", "{e}");
         let empty: LocalRateLimitConfig = proxy_core::config::from_yaml("{}").unwrap();
         assert!(LocalRateLimitLayer::new(&empty, Default::default()).is_err());
+    }
+
+    #[test]
+    fn consumer_descriptor_keys_by_the_auth_filters_consumer() {
+        let cfg: LocalRateLimitConfig = proxy_core::config::from_yaml(
+            "descriptors: [{ key: consumer, rate: { requests: 1, per: 1h } }]",
+        )
+        .unwrap();
+        let layer = LocalRateLimitLayer::new(&cfg, Default::default()).unwrap();
+        let req = |consumer: Option<&str>| {
+            let mut req = http::Request::new(proxy_core::Body::empty());
+            if let Some(id) = consumer {
+                req.extensions_mut().insert(crate::auth::Consumer::new(id));
+            }
+            req
+        };
+        let limits = &layer.limits;
+        assert!(limits.check(&req(Some("alice"))).is_ok());
+        assert!(
+            limits.check(&req(Some("alice"))).is_err(),
+            "alice's bucket is empty"
+        );
+        assert!(limits.check(&req(Some("bob"))).is_ok(), "bob has his own");
+        assert!(limits.check(&req(None)).is_ok(), "no consumer: not counted");
+        assert!(limits.check(&req(None)).is_ok());
     }
 }
