@@ -154,6 +154,10 @@ async fn jwt_from_a_jwks_server_rate_limits_per_consumer_and_lua() {
         .await
         .unwrap();
         assert_eq!(r.status, 403);
+        // RBAC on the consumer: blocked-user is denied whatever it asks.
+        let r = get(listen, &key.sign(Some("k1"), &claims("blocked-user"))).await;
+        assert_eq!(r.status, 403);
+        assert_eq!(r.header("x-proxy-error"), Some("rbac_denied"));
 
         // Per consumer: alice (5 a second) runs out, carol is not affected.
         let alice = key.sign(Some("k1"), &claims("alice"));
