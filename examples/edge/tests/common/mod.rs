@@ -142,8 +142,7 @@ impl Drop for Edge {
 /// The status code of curl's `-i` output (the last response's).
 pub fn status(out: &str) -> u16 {
     out.lines()
-        .filter(|l| l.starts_with("HTTP/"))
-        .last()
+        .rfind(|l| l.starts_with("HTTP/"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
