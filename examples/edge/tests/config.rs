@@ -1,6 +1,8 @@
 //! `--validate`: the embedded default (placeholders filled) builds and starts nothing;
 //! a bad value is refused naming its path from the document root.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;
