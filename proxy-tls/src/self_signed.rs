@@ -242,3 +242,60 @@ mod sm2_pki {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use rustls::pki_types::ServerName;
+
+    /// Runs a handshake between two in-memory rustls connections.
+    fn handshake(client: &mut rustls::ClientConnection, server: &mut rustls::ServerConnection) {
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut buf.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            let mut buf = Vec::new();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut buf.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return;
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn international_certificate_is_its_own_issuer() {
+        let made = super::international(&["localhost", "127.0.0.1"]).unwrap();
+        assert_eq!(made.cert_pem, made.issuer_pem);
+        assert!(made.key_pem.contains("PRIVATE KEY"));
+    }
+
+    /// A Guomi client that trusts `issuer_pem` completes TLS_SM4_GCM_SM3 against a
+    /// server on `cert_pem` and `key_pem`.
+    #[cfg(feature = "guomi")]
+    #[test]
+    fn guomi_certificate_verifies_against_its_root() {
+        use crate::guomi::{GuomiClientBuilder, GuomiServerBuilder, Sm2RootStore};
+
+        let made = super::guomi(&["localhost"]).unwrap();
+        let server =
+            GuomiServerBuilder::from_pem(made.cert_pem.as_bytes(), made.key_pem.as_bytes())
+                .unwrap()
+                .build()
+                .unwrap();
+        let roots = Sm2RootStore::from_pem(made.issuer_pem.as_bytes(), "issuer.pem").unwrap();
+        let client = GuomiClientBuilder::new(Arc::new(roots)).build().unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        handshake(&mut c, &mut s);
+        let suite = c.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(suite, crate::guomi::TLS13_SM4_GCM_SM3.suite());
+    }
+}
