@@ -16,8 +16,6 @@
 //! edge --config edge.yaml [--validate]
 //! ```
 
-mod demo;
-
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -189,7 +187,17 @@ fn default_config(args: &Args) -> anyhow::Result<(Config, CertsDir)> {
     self_signed::guomi(&["localhost", "edge.test"])?
         .write(dir, "edge-sm2")
         .with_context(|| format!("writing certificates to {}", dir.display()))?;
-    let backends = demo::start(&["z1", "z1", "z2", "z2"]).context("starting demo backends")?;
+    // proxy-core's demo upstream, one per backend, each answering with its name.
+    let backends = [
+        "zone z1 backend a",
+        "zone z1 backend b",
+        "zone z2 backend a",
+        "zone z2 backend b",
+    ]
+    .map(proxy_core::demo::start_upstream)
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .context("starting demo backends")?;
     let mut yaml = DEFAULT_CONFIG
         .replace("@LISTEN@", &args.listen.to_string())
         .replace("@ADMIN@", &args.admin.to_string())

@@ -40,12 +40,14 @@ async fn h1_and_h2_over_tls_route_by_uid() {
         let first = edge.curl("/m", &["-H", "x-uid: 42"]).await.unwrap();
         let backend = |s: &str| {
             s.lines()
-                .last()
-                .unwrap_or("")
-                .split(':')
-                .take(2)
-                .collect::<String>()
+                .find(|l| l.starts_with("hello from"))
+                .unwrap_or_default()
+                .to_owned()
         };
+        assert!(
+            backend(&first).starts_with("hello from zone z1 backend"),
+            "{first}"
+        );
         for _ in 0..3 {
             let again = edge.curl("/m", &["-H", "x-uid: 42"]).await.unwrap();
             assert_eq!(backend(&again), backend(&first));

@@ -44,7 +44,7 @@ async fn h3_from_aioquic_reaches_a_zone() {
             .unwrap_or_else(|| panic!("no get answer: {answers:?}"));
         assert_eq!(get["status"], 200, "{get}");
         let body = get["body"].as_str().unwrap_or_default();
-        assert!(body.starts_with("zone z"), "{body}");
+        assert!(body.starts_with("hello from zone z"), "{body}");
     })
     .await;
 }
