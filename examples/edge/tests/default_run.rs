@@ -1,7 +1,7 @@
 //! The edge binary on its embedded default (free ports): HTTP/1.1 and HTTP/2 over TLS
 //! with curl, zone routing by uid and by cookie, `Alt-Svc`, the defence posture (431
 //! for an oversized head, 403 from the RBAC deny list), the access log and the admin
-//! metrics.
+//! metrics (handshakes signed on the offload engines, the deny list's decisions).
 
 mod common;
 
@@ -91,6 +91,16 @@ async fn defence_defaults_and_observability() {
         for series in ["proxy_tls_", "proxy_lb_zone_", "proxy_quic_h3_"] {
             assert!(text.contains(series), "no {series} series:\n{text}");
         }
+        // The handshakes signed on the offload engines; the deny list counted.
+        let sum = |prefix: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert!(sum("proxy_tls_offload_operations_total{") >= 1.0, "{text}");
+        let denied = "proxy_filters_rbac_decisions_total{filter=\"edge\",decision=\"denied\"}";
+        assert!(sum(denied) >= 4.0, "{text}");
     })
     .await;
 }
