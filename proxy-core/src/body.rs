@@ -133,7 +133,13 @@ impl From<Vec<u8>> for Body {
 }
 
 impl From<hyper::body::Incoming> for Body {
+    /// A body that has already ended (an HTTP/2 HEADERS frame with END_STREAM, or a
+    /// `content-length: 0`) becomes [`Body::empty`], so it can be cloned for a retry or
+    /// a failover like any other empty body.
     fn from(b: hyper::body::Incoming) -> Self {
+        if http_body::Body::is_end_stream(&b) {
+            return Self::empty();
+        }
         Self {
             kind: Kind::Hyper(b),
         }

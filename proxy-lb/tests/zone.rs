@@ -10,8 +10,10 @@ mod common_resilience;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use common_resilience::{get, listener, load_error, prometheus, request, start, Upstream, LIMIT};
-use proxy_test_support::{closed_port, eventually_async, free_addr};
+use http::Method;
+use proxy_test_support::{client, closed_port, eventually_async, free_addr};
 
 /// Proxy B: data centre dc2, serving zone z3 from `u3`.
 fn dc2_yaml(u3: &Upstream) -> String {
@@ -208,6 +210,40 @@ fn metric(text: &str, name: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no {name}:\n{text}"))
+}
+
+/// The same over HTTP/2: a request whose HEADERS end the stream has an empty body, so
+/// a connect failure in its zone moves it to the next zone at once, as on HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_without_a_body_fail_over_at_once() {
+    let u2 = Upstream::start("u2");
+    let dead1 = closed_port();
+    let filters = r#"[{typed: zone_routing, config: {
+        local_data_centre: dc1, local_cluster: app,
+        zones: [{name: z1, data_centre: dc1, city: hz}, {name: z2, data_centre: dc1, city: hz}]}}]"#;
+    let yaml = format!(
+        "listeners:\n{}clusters:\n  - name: app\n    lb: zone_aware\n    endpoints: [{{address: \"{dead1}\", metadata: {{zone: z1}}}}, {{address: \"{}\", metadata: {{zone: z2}}}}]\n",
+        listener("main", filters, "app"),
+        u2.addr
+    );
+    let proxy = start(&yaml);
+    let a = proxy.addr("main");
+    tokio::time::timeout(LIMIT, async {
+        for i in 0..10 {
+            let method = if i % 2 == 0 {
+                Method::GET
+            } else {
+                Method::DELETE
+            };
+            let req = client::build(a, method, "/", &[("cookie", "zone=z1")], Bytes::new())
+                .expect("request");
+            let r = client::send_h2c(a, req).await.expect("h2c exchange");
+            assert_eq!(r.status, 200, "request {i}: {:?}", r.headers);
+            assert_eq!(r.header("x-upstream"), Some("u2"), "request {i}");
+        }
+    })
+    .await
+    .unwrap();
 }
 
 /// A zone whose endpoints refuse connections, with no health check to notice: every
