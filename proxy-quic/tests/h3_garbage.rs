@@ -58,7 +58,14 @@ fn payload(case: u64, rng: &mut Rng) -> (bool, Vec<u8>) {
         // QPACK encoder and decoder streams with garbage instructions.
         6 => (false, vec![0x02]),
         // A push stream from a client (not allowed), or an unknown stream type.
-        _ => (false, vec![if rng.next().is_multiple_of(2) { 0x01 } else { 0x21 }]),
+        _ => (
+            false,
+            vec![if rng.next().is_multiple_of(2) {
+                0x01
+            } else {
+                0x21
+            }],
+        ),
     };
     head.append(&mut tail);
     (bidi, head)

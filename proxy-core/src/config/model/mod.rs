@@ -171,7 +171,9 @@ mod tests {
         assert_eq!(Config::from_yaml(&yaml).expect("round trip"), cfg);
         let plain = Config::from_yaml(BASE).expect("parses");
         assert_eq!(plain.quic, None);
-        assert!(!crate::config::to_yaml(&plain).expect("yaml").contains("quic"));
+        assert!(!crate::config::to_yaml(&plain)
+            .expect("yaml")
+            .contains("quic"));
     }
 
     #[test]
