@@ -11,56 +11,28 @@
 
 mod h3_support;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use h3_support::{proxy_stack, Running, TEST_TIMEOUT};
 use proxy_core::{BoxHttp, ConnInfo, HttpRequest};
 use proxy_quic::h3::{server_config, H3Listener};
-use proxy_test_support::{pki::Pki, upstream::Echoed, with_timeout, Upstream};
+use proxy_test_support::{pki::Pki, python::Python, upstream::Echoed, with_timeout, Upstream};
 use tower::ServiceExt;
 
-/// A Python that can import aioquic: the deps script's venv, its `--target`
-/// directory, or the system one; `None` (and a loud line) if none.
-fn aioquic_python() -> Option<(PathBuf, Option<PathBuf>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let dest = std::env::var_os("PROXY_QUIC_AIOQUIC_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target.join("test-deps/aioquic-venv"));
-    let candidates = [
-        (dest.join("bin/python3"), None),
-        (PathBuf::from("python3"), Some(dest.join("site"))),
-        (PathBuf::from("python3"), None),
-    ];
-    for (python, path) in candidates {
-        let mut cmd = Command::new(&python);
-        cmd.args(["-c", "import aioquic.h3.connection"]);
-        if let Some(p) = &path {
-            cmd.env("PYTHONPATH", p);
-        }
-        if cmd.output().is_ok_and(|o| o.status.success()) {
-            return Some((python, path));
-        }
-    }
-    use std::io::Write;
-    let _ = std::io::stderr().write_all(
-        b"\n==============================================\n\
-          SKIPPED: aioquic not installed (run scripts/deps/proxy-quic.sh); \
-          the HTTP/3 interop test with aioquic did not run\n\
-          ==============================================\n",
-    );
-    None
+/// A Python that can import aioquic: the deps script's venv
+/// (`PROXY_QUIC_AIOQUIC_VENV`), its `--target` directory, or the system one;
+/// `None` (and a loud line) if none.
+fn aioquic_python() -> Option<Python> {
+    Python::find(
+        "aioquic.h3.connection",
+        "PROXY_QUIC_AIOQUIC_VENV",
+        "aioquic-venv",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aioquic_http3_client_through_the_listener_to_an_http1_upstream() {
-    let Some((python, pythonpath)) = aioquic_python() else {
+    let Some(python) = aioquic_python() else {
         return;
     };
     with_timeout(TEST_TIMEOUT, async move {
@@ -82,10 +54,7 @@ async fn aioquic_http3_client_through_the_listener_to_an_http1_upstream() {
         }));
         let server = Running::start(H3Listener::builder("h3", tls), stack);
 
-        let mut cmd = Command::new(&python);
-        if let Some(p) = &pythonpath {
-            cmd.env("PYTHONPATH", p);
-        }
+        let mut cmd = python.command();
         cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aioquic/h3_client.py"))
             .args([
                 "--port",

@@ -11,6 +11,8 @@
 //! - [`prometheus`]: samples read from Prometheus text.
 //! - [`eventually`](mod@eventually), [`timeout`]: polling and deadlines.
 //! - [`tools`]: external clients (curl, h2load, openssl), skipped loudly when absent.
+//! - [`python`]: the test-deps directory, and a Python that can import a test
+//!   client's module (tongsuopy, aioquic, ...), skipped loudly when absent.
 //! - [`pki`], [`temp`]: a test PKI written to a temporary directory.
 //! - [`yaml`]: the YAML of the common listener and cluster shapes.
 //! - `rpc` (feature `codec`): Bolt and Dubbo peers.
@@ -30,6 +32,7 @@ pub mod jwt;
 pub mod pki;
 pub mod ports;
 pub mod prometheus;
+pub mod python;
 #[cfg(feature = "codec")]
 pub mod rpc;
 pub mod server;

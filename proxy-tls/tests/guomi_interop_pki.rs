@@ -12,7 +12,6 @@ mod test_pki;
 mod tongsuo;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use proxy_tls::guomi::{
@@ -34,10 +33,7 @@ fn tongsuo_sm2_keys_and_signatures() {
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tongsuo_sm2.py");
     let run = |args: &[&str]| {
-        let mut cmd = Command::new(&python.0);
-        if let Some(p) = &python.1 {
-            cmd.env("PYTHONPATH", p);
-        }
+        let mut cmd = python.command();
         let out = cmd.arg(&script).args(args).output().unwrap();
         assert!(
             out.status.success(),
@@ -110,10 +106,7 @@ async fn tongsuo_made_certificates_pass_our_verifier() {
     };
     let dir = std::env::temp_dir().join(format!("proxy-tls-guomi-x509-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut cmd = Command::new(&python.0);
-    if let Some(p) = &python.1 {
-        cmd.env("PYTHONPATH", p);
-    }
+    let mut cmd = python.command();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tongsuo_x509.py");
     let out = cmd.arg(script).arg(&dir).output().unwrap();
     assert!(

@@ -28,7 +28,7 @@ const REPLY: &str = "HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\
 /// A Tongsuo server (one connection) with the SM2 `pki`, requiring an SM2 client
 /// certificate when `verify_client`; its port and a reader of its whole output.
 fn tongsuo_server(
-    python: &(std::path::PathBuf, Option<std::path::PathBuf>),
+    python: &proxy_test_support::python::Python,
     dir: &std::path::Path,
     verify_client: bool,
 ) -> (Child, u16, mpsc::Receiver<String>) {

@@ -8,14 +8,10 @@
 mod aioquic_support;
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use common::{Edge, LIMIT};
-use proxy_test_support::{tools, with_timeout};
+use proxy_test_support::{python::Python, tools, with_timeout};
 
 /// HTTP/3 on the TLS port's UDP twin: the same routes, filters and zones.
 #[tokio::test]
@@ -86,38 +82,10 @@ async fn guomi_tls_from_tongsuo_reaches_a_zone() {
 /// script's venv, its `--target` directory, or the system one), as proxy-tls's
 /// interop tests find it; `None` after a loud line.
 fn tongsuo_client() -> Option<Command> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let dest = std::env::var_os("PROXY_TLS_GUOMI_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target.join("test-deps/tongsuo-venv"));
-    let candidates = [
-        (dest.join("bin/python3"), None),
-        (PathBuf::from("python3"), Some(dest.join("site"))),
-        (PathBuf::from("python3"), None),
-    ];
-    for (python, path) in candidates {
-        let mut probe = Command::new(&python);
-        probe.args(["-c", "import tongsuopy"]);
-        if let Some(p) = &path {
-            probe.env("PYTHONPATH", p);
-        }
-        if probe.output().is_ok_and(|o| o.status.success()) {
-            let mut cmd = Command::new(&python);
-            if let Some(p) = &path {
-                cmd.env("PYTHONPATH", p);
-            }
-            cmd.arg(root.join("proxy-tls/tests/interop/tongsuo_peer.py"));
-            return Some(cmd);
-        }
-    }
-    eprintln!(
-        "\n==============================================\n\
-         SKIPPED: tongsuopy not installed (run scripts/deps/proxy-tls-guomi.sh); \
-         the edge Guomi TLS test did not run\n\
-         ==============================================\n"
+    let python = Python::find("tongsuopy", "PROXY_TLS_GUOMI_VENV", "tongsuo-venv")?;
+    let mut cmd = python.command();
+    cmd.arg(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proxy-tls/tests/interop/tongsuo_peer.py"),
     );
-    None
+    Some(cmd)
 }

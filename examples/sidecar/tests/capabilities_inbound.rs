@@ -226,14 +226,11 @@ async fn inbound_mtls_rbac_rate_limit_and_access_log() {
 #[tokio::test]
 async fn inbound_guomi_client_with_an_sm2_certificate() {
     with_timeout(LIMIT, async {
-        let Some((python, path)) = tongsuo_python() else {
+        let Some(python) = tongsuo_python() else {
             return;
         };
         let mesh = Mesh::start(None).await;
-        let mut cmd = tokio::process::Command::new(python);
-        if let Some(p) = path {
-            cmd.env("PYTHONPATH", p);
-        }
+        let mut cmd = python.tokio_command();
         let port = mesh.inbound.port().to_string();
         let (ca, crt, key) = (
             cert("sm2-ca.pem"),

@@ -54,11 +54,7 @@ fn workspace() -> PathBuf {
 fn node_modules() -> PathBuf {
     std::env::var_os("PROXY_CODEC_NODE_DEPS")
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| workspace().join(t).join("test-deps/proxy-codec"))
-        })
-        .unwrap_or_else(|| workspace().join("target/test-deps/proxy-codec"))
+        .unwrap_or_else(|| proxy_test_support::python::test_deps_dir().join("proxy-codec"))
         .join("node_modules")
 }
 

@@ -17,10 +17,12 @@ use std::{
 
 use common::*;
 use http::StatusCode;
-use proxy_test_support::{client, eventually_async, free_addr, temp::TempDir, with_timeout};
+use proxy_test_support::{
+    client, eventually_async, free_addr, python::Python, temp::TempDir, with_timeout,
+};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
+    process::Child,
 };
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -29,38 +31,21 @@ fn sidecar_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The deps script's venv Python with grpcio and xds-protos, or `None` (loudly).
-fn python() -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| sidecar_dir().join("../../target"));
-    let venv = std::env::var_os("PROXY_XDS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target.join("test-deps/xds-venv"));
-    let python = venv.join("bin/python3");
-    let ok = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import grpc; from envoy.service.discovery.v3 import ads_pb2_grpc",
-        ])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!(
-            "SKIPPED: no venv with grpcio and xds-protos at {} (run scripts/deps/proxy-xds.sh); \
-             the sidecar's xDS bootstrap test did not run",
-            venv.display()
-        );
-        return None;
-    }
-    Some(python)
+/// A Python with grpcio and xds-protos (the deps script's venv, `PROXY_XDS_VENV`),
+/// or `None` (loudly).
+fn python() -> Option<Python> {
+    Python::find(
+        "grpc, envoy.service.discovery.v3.ads_pb2_grpc",
+        "PROXY_XDS_VENV",
+        "xds-venv",
+    )
 }
 
 /// `control_plane.py --port 0 --snapshot FILE --upstream ADDR`, and the port its
 /// ADS server listens on.
-async fn control_plane(python: &Path, snapshot: &Path, upstream: SocketAddr) -> (Child, u16) {
-    let mut child = Command::new(python)
+async fn control_plane(python: &Python, snapshot: &Path, upstream: SocketAddr) -> (Child, u16) {
+    let mut child = python
+        .tokio_command()
         .arg(sidecar_dir().join("xds/control_plane.py"))
         .args(["--port", "0", "--snapshot"])
         .arg(snapshot)

@@ -24,19 +24,7 @@ fn interop_dir() -> PathBuf {
 fn deps_dir() -> PathBuf {
     std::env::var_os("PROXY_CODEC_NODE_DEPS")
         .map(PathBuf::from)
-        .or_else(|| {
-            // A relative CARGO_TARGET_DIR is relative to the workspace root, where the
-            // deps script runs; tests run in the package directory.
-            std::env::var_os("CARGO_TARGET_DIR").map(|t| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("..")
-                    .join(t)
-                    .join("test-deps/proxy-codec")
-            })
-        })
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-deps/proxy-codec")
-        })
+        .unwrap_or_else(|| proxy_test_support::python::test_deps_dir().join("proxy-codec"))
 }
 
 /// Node and the installed packages, or `None` after a loud `SKIPPED:` line.

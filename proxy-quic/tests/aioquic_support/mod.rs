@@ -6,60 +6,35 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
-use proxy_test_support::tools::ToolOutput as Output;
+use proxy_test_support::{python::Python, tools::ToolOutput as Output};
 
-/// A Python that can import aioquic: the deps script's venv, its `--target`
-/// directory, or the system one.
+/// A Python that can import aioquic: the deps script's venv
+/// (`PROXY_QUIC_AIOQUIC_VENV`), its `--target` directory, or the system one.
 #[derive(Debug, Clone)]
 pub struct Aioquic {
-    python: PathBuf,
-    pythonpath: Option<PathBuf>,
+    python: Python,
 }
 
 impl Aioquic {
     /// The Python to use, or `None` after printing a loud SKIPPED line naming `what`.
     pub fn find(what: &str) -> Option<Self> {
-        let root = quic_dir().join("..");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let dest = std::env::var_os("PROXY_QUIC_AIOQUIC_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| target.join("test-deps/aioquic-venv"));
-        let candidates = [
-            (dest.join("bin/python3"), None),
-            (PathBuf::from("python3"), Some(dest.join("site"))),
-            (PathBuf::from("python3"), None),
-        ];
-        for (python, pythonpath) in candidates {
-            let mut cmd = Command::new(&python);
-            cmd.args(["-c", "import aioquic.h3.connection"]);
-            if let Some(p) = &pythonpath {
-                cmd.env("PYTHONPATH", p);
-            }
-            if cmd.output().is_ok_and(|o| o.status.success()) {
-                return Some(Self { python, pythonpath });
-            }
-        }
-        eprintln!(
-            "\n==============================================\n\
-             SKIPPED: aioquic not installed (run scripts/deps/proxy-quic.sh); \
-             {what} did not run\n\
-             ==============================================\n"
-        );
-        None
+        let Some(python) = Python::find(
+            "aioquic.h3.connection",
+            "PROXY_QUIC_AIOQUIC_VENV",
+            "aioquic-venv",
+        ) else {
+            eprintln!("SKIPPED: {what} did not run (aioquic: scripts/deps/proxy-quic.sh)");
+            return None;
+        };
+        Some(Self { python })
     }
 
     /// Runs `tests/aioquic/SCRIPT` with `args`, at most `limit`, off the runtime.
     pub async fn run(&self, script: &str, args: Vec<String>, limit: Duration) -> Output {
-        let mut cmd = Command::new(&self.python);
-        if let Some(p) = &self.pythonpath {
-            cmd.env("PYTHONPATH", p);
-        }
+        let mut cmd = self.python.command();
         cmd.arg(quic_dir().join("tests/aioquic").join(script))
             .args(args);
         tokio::task::spawn_blocking(move || {

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proxy_test_support::python::Python;
 use proxy_tls::guomi::{load_sm2_key, Sm2RootStore};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -19,47 +20,19 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// What Tongsuo reports for a peer's sm2sig_sm3 CertificateVerify.
 pub const SM2_SIGNED: [&str; 2] = ["PEER_SIGNATURE_TYPE SM2", "PEER_SIGNATURE_DIGEST SM3"];
 
-/// A Python that can import tongsuopy: the deps script's venv, its
-/// `--target` directory, or the system one. `None` (and a loud line) if none.
-pub fn tongsuo_python() -> Option<(PathBuf, Option<PathBuf>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let dest = std::env::var_os("PROXY_TLS_GUOMI_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target.join("test-deps/tongsuo-venv"));
-    let candidates = [
-        (dest.join("bin/python3"), None),
-        (PathBuf::from("python3"), Some(dest.join("site"))),
-        (PathBuf::from("python3"), None),
-    ];
-    for (python, path) in candidates {
-        let mut cmd = Command::new(&python);
-        cmd.args(["-c", "import tongsuopy"]);
-        if let Some(p) = &path {
-            cmd.env("PYTHONPATH", p);
-        }
-        if cmd.output().map(|o| o.status.success()).unwrap_or(false) {
-            return Some((python, path));
-        }
-    }
-    eprintln!(
-        "SKIPPED: tongsuopy not installed (run scripts/deps/proxy-tls-guomi.sh); \
-         the Guomi interop test with Tongsuo did not run"
-    );
-    None
+/// A Python that can import tongsuopy: the deps script's venv
+/// (`PROXY_TLS_GUOMI_VENV`), its `--target` directory, or the system one. `None`
+/// (and a loud line) if none.
+pub fn tongsuo_python() -> Option<Python> {
+    Python::find("tongsuopy", "PROXY_TLS_GUOMI_VENV", "tongsuo-venv")
 }
 
 pub fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tongsuo_peer.py")
 }
 
-pub fn python_cmd(python: &(PathBuf, Option<PathBuf>)) -> Command {
-    let mut cmd = Command::new(&python.0);
-    if let Some(p) = &python.1 {
-        cmd.env("PYTHONPATH", p);
-    }
+pub fn python_cmd(python: &Python) -> Command {
+    let mut cmd = python.command();
     cmd.arg(script());
     cmd
 }

@@ -9,54 +9,31 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     time::Duration,
 };
 
+use proxy_test_support::python::Python;
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    process::{Child, ChildStdin, Command},
+    process::{Child, ChildStdin},
     sync::mpsc,
 };
 
 /// How long one event may take to come.
 const EVENT_WAIT: Duration = Duration::from_secs(10);
 
-/// A Python with grpcio and xds-protos: the deps script's venv, its `--target`
-/// directory, or the system one. `None` (and a loud line) if none.
-fn python() -> Option<(PathBuf, Option<PathBuf>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let dest = std::env::var_os("PROXY_XDS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target.join("test-deps/xds-venv"));
-    let candidates = [
-        (dest.join("bin/python3"), None),
-        (PathBuf::from("python3"), Some(dest.join("site"))),
-        (PathBuf::from("python3"), None),
-    ];
-    for (python, path) in candidates {
-        let mut cmd = std::process::Command::new(&python);
-        cmd.args([
-            "-c",
-            "import grpc; from envoy.service.discovery.v3 import ads_pb2_grpc",
-        ]);
-        if let Some(p) = &path {
-            cmd.env("PYTHONPATH", p);
-        }
-        if cmd.output().map(|o| o.status.success()).unwrap_or(false) {
-            return Some((python, path));
-        }
-    }
-    eprintln!(
-        "SKIPPED: grpcio and xds-protos not installed (run scripts/deps/proxy-xds.sh); \
-         the interop test with the Python control plane did not run"
-    );
-    None
+/// A Python with grpcio and xds-protos: the deps script's venv
+/// (`PROXY_XDS_VENV`), its `--target` directory, or the system one. `None` (and a
+/// loud line) if none.
+fn python() -> Option<Python> {
+    Python::find(
+        "grpc, envoy.service.discovery.v3.ads_pb2_grpc",
+        "PROXY_XDS_VENV",
+        "xds-venv",
+    )
 }
 
 /// How the client answered a response.
@@ -83,19 +60,16 @@ impl PyControlPlane {
     /// Starts the control plane; `None` when Python lacks the packages (the test
     /// then skips, loudly).
     pub async fn start() -> Option<Self> {
-        let (python, path) = python()?;
+        let python = python()?;
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/control_plane/ads_server.py");
-        let mut cmd = Command::new(python);
+        let mut cmd = python.tokio_command();
         cmd.arg("-u")
             .arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        if let Some(p) = path {
-            cmd.env("PYTHONPATH", p);
-        }
         let mut child = cmd.spawn().expect("the control plane starts");
         let stdin = child.stdin.take().expect("stdin");
         let stdout = child.stdout.take().expect("stdout");

@@ -133,7 +133,7 @@ pub(crate) fn node_peers(test: &str) -> Option<(PathBuf, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let modules = std::env::var_os("PROXY_CODEC_NODE_DEPS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/test-deps/proxy-codec"))
+        .unwrap_or_else(|| proxy_test_support::python::test_deps_dir().join("proxy-codec"))
         .join("node_modules");
     let node = Command::new("node").arg("--version").output();
     if !node.is_ok_and(|o| o.status.success()) {

@@ -19,14 +19,9 @@ use tokio::{
 /// node_modules with sofa-rpc-node (from `scripts/deps/proxy-codec.sh`), or `None`
 /// after a loud `SKIPPED:` line.
 pub(crate) fn sofa_rpc_node() -> Option<PathBuf> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let modules = std::env::var_os("PROXY_CODEC_NODE_DEPS")
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| workspace.join(t).join("test-deps/proxy-codec"))
-        })
-        .unwrap_or_else(|| workspace.join("target/test-deps/proxy-codec"))
+        .unwrap_or_else(|| proxy_test_support::python::test_deps_dir().join("proxy-codec"))
         .join("node_modules");
     if proxy_test_support::tools::installed("node") && modules.join("sofa-rpc-node").is_dir() {
         return Some(modules);

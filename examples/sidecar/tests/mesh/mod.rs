@@ -21,6 +21,7 @@ pub(crate) use proxy_codec::{
 };
 pub(crate) use proxy_test_support::{
     client, eventually, free_addr,
+    python::{test_deps_dir, Python},
     rpc::{self, read_frame},
     temp::TempDir,
     tools,
@@ -301,36 +302,8 @@ pub(crate) async fn assert_metric(mesh: &Mesh, needles: &[&str], at_least: f64) 
 /// A Python that imports tongsuopy (installed by `scripts/deps/proxy-tls-guomi.sh`
 /// into a venv, or a `site` directory for `PYTHONPATH`), or `None` after a loud
 /// SKIPPED line.
-pub(crate) fn tongsuo_python() -> Option<(PathBuf, Option<PathBuf>)> {
-    let workspace = sidecar_dir().join("../..");
-    let dest = std::env::var_os("PROXY_TLS_GUOMI_VENV")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| workspace.join(t).join("test-deps/tongsuo-venv"))
-        })
-        .unwrap_or_else(|| workspace.join("target/test-deps/tongsuo-venv"));
-    let candidates = [
-        (dest.join("bin/python3"), None),
-        (PathBuf::from("python3"), Some(dest.join("site"))),
-    ];
-    for (python, path) in candidates {
-        let mut cmd = std::process::Command::new(&python);
-        cmd.args(["-c", "import tongsuopy"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(p) = &path {
-            cmd.env("PYTHONPATH", p);
-        }
-        if cmd.status().is_ok_and(|s| s.success()) {
-            return Some((python, path));
-        }
-    }
-    let banner = "\n==============================================\n\
-                  SKIPPED: tongsuopy not installed (run scripts/deps/proxy-tls-guomi.sh)\n\
-                  ==============================================\n";
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
-    None
+pub(crate) fn tongsuo_python() -> Option<Python> {
+    Python::find("tongsuopy", "PROXY_TLS_GUOMI_VENV", "tongsuo-venv")
 }
 
 // === the third-party Bolt peers, when installed ===
@@ -338,14 +311,9 @@ pub(crate) fn tongsuo_python() -> Option<(PathBuf, Option<PathBuf>)> {
 /// Where `scripts/deps/proxy-codec.sh` puts node_modules (a relative
 /// `CARGO_TARGET_DIR` counts from the workspace root, as the script takes it).
 pub(crate) fn codec_node_modules() -> PathBuf {
-    let workspace = sidecar_dir().join("../..");
     std::env::var_os("PROXY_CODEC_NODE_DEPS")
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| workspace.join(t).join("test-deps/proxy-codec"))
-        })
-        .unwrap_or_else(|| workspace.join("target/test-deps/proxy-codec"))
+        .unwrap_or_else(|| test_deps_dir().join("proxy-codec"))
         .join("node_modules")
 }
 
