@@ -124,6 +124,47 @@ impl<Req: Request, Resp: Send + 'static> PerType<Req, Resp> {
     }
 }
 
+/// Opens the stream of `$type_url`'s discovery service on `$ch` with the request
+/// stream `$out`: one client method per type, in the order clusters, endpoints,
+/// listeners, routes, secrets (state of the world or delta).
+macro_rules! per_type_call {
+    ($type_url:expr, $ch:expr, $max:expr, $out:expr,
+     $clusters:ident, $endpoints:ident, $listeners:ident, $routes:ident, $secrets:ident) => {
+        match $type_url {
+            CLUSTER_TYPE => {
+                ClusterDiscoveryServiceClient::new($ch)
+                    .max_decoding_message_size($max)
+                    .$clusters($out)
+                    .await?
+            }
+            ENDPOINT_TYPE => {
+                EndpointDiscoveryServiceClient::new($ch)
+                    .max_decoding_message_size($max)
+                    .$endpoints($out)
+                    .await?
+            }
+            LISTENER_TYPE => {
+                ListenerDiscoveryServiceClient::new($ch)
+                    .max_decoding_message_size($max)
+                    .$listeners($out)
+                    .await?
+            }
+            ROUTE_TYPE => {
+                RouteDiscoveryServiceClient::new($ch)
+                    .max_decoding_message_size($max)
+                    .$routes($out)
+                    .await?
+            }
+            _ => {
+                SecretDiscoveryServiceClient::new($ch)
+                    .max_decoding_message_size($max)
+                    .$secrets($out)
+                    .await?
+            }
+        }
+    };
+}
+
 impl XdsClient {
     /// One state-of-the-world session of a stream per type, until one ends.
     pub(super) async fn split_stream(
@@ -170,28 +211,17 @@ impl XdsClient {
         let max = self.config.max_message_bytes.as_usize();
         let out = receiver_stream(rx);
         let ch = channel.clone();
-        let responses = match type_url {
-            CLUSTER_TYPE => {
-                let mut c = ClusterDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
-                c.stream_clusters(out).await?
-            }
-            ENDPOINT_TYPE => {
-                let mut c = EndpointDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
-                c.stream_endpoints(out).await?
-            }
-            LISTENER_TYPE => {
-                let mut c = ListenerDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
-                c.stream_listeners(out).await?
-            }
-            ROUTE_TYPE => {
-                let mut c = RouteDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
-                c.stream_routes(out).await?
-            }
-            _ => {
-                let mut c = SecretDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
-                c.stream_secrets(out).await?
-            }
-        };
+        let responses = per_type_call!(
+            type_url,
+            ch,
+            max,
+            out,
+            stream_clusters,
+            stream_endpoints,
+            stream_listeners,
+            stream_routes,
+            stream_secrets
+        );
         streams.attach(type_url, responses.into_inner());
         Ok(())
     }
@@ -241,28 +271,17 @@ impl XdsClient {
         let max = self.config.max_message_bytes.as_usize();
         let out = receiver_stream(rx);
         let ch = channel.clone();
-        let responses = match type_url {
-            CLUSTER_TYPE => {
-                let mut c = ClusterDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
-                c.delta_clusters(out).await?
-            }
-            ENDPOINT_TYPE => {
-                let mut c = EndpointDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
-                c.delta_endpoints(out).await?
-            }
-            LISTENER_TYPE => {
-                let mut c = ListenerDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
-                c.delta_listeners(out).await?
-            }
-            ROUTE_TYPE => {
-                let mut c = RouteDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
-                c.delta_routes(out).await?
-            }
-            _ => {
-                let mut c = SecretDiscoveryServiceClient::new(ch).max_decoding_message_size(max);
-                c.delta_secrets(out).await?
-            }
-        };
+        let responses = per_type_call!(
+            type_url,
+            ch,
+            max,
+            out,
+            delta_clusters,
+            delta_endpoints,
+            delta_listeners,
+            delta_routes,
+            delta_secrets
+        );
         streams.attach(type_url, responses.into_inner());
         Ok(())
     }

@@ -15,7 +15,6 @@
 //! sidecar ... --upgrade --upgrade-window 2s   # live connections come over within 2 s
 //! ```
 
-mod demo_upstream;
 mod quic;
 mod xds;
 
@@ -174,7 +173,8 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn run_default(upgrade: UpgradeArgs) -> anyhow::Result<()> {
-    let upstream = demo_upstream::start().context("starting the demo upstream")?;
+    let upstream = proxy_core::demo::start_upstream("the sidecar's demo upstream")
+        .context("starting the demo upstream")?;
     let yaml = DEFAULT_CONFIG.replace("127.0.0.1:1\"", &format!("{upstream}\""));
     let config = Config::from_yaml(&yaml).map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
     tracing::info!(%upstream, "demo upstream started; try: curl http://127.0.0.1:15001/");
