@@ -17,13 +17,8 @@ XDS_PROTOS_VERSION=1.85.0
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DEST="${PROXY_XDS_VENV:-${CARGO_TARGET_DIR:-$ROOT/target}/test-deps/xds-venv}"
 PACKAGES=("grpcio==$GRPCIO_VERSION" "xds-protos==$XDS_PROTOS_VERSION")
-
-warn() {
-  echo "==================================================================" >&2
-  echo "proxy-xds deps: WARNING: $*" >&2
-  echo "proxy-xds deps: the control-plane interop tests will be SKIPPED" >&2
-  echo "==================================================================" >&2
-}
+LABEL="proxy-xds deps"
+WHAT="the control-plane interop tests"
 
 has_version() { # $1 = python, extra env in PYTHONPATH
   "$1" - >/dev/null 2>&1 <<PY
@@ -35,51 +30,6 @@ sys.exit(0 if version("grpcio") == "$GRPCIO_VERSION" and version("xds-protos") =
 PY
 }
 
-if [ -x "$DEST/bin/python3" ] && has_version "$DEST/bin/python3"; then
-  echo "proxy-xds deps: grpcio $GRPCIO_VERSION and xds-protos $XDS_PROTOS_VERSION present in $DEST"
-  exit 0
-fi
-if [ -d "$DEST/site" ] && PYTHONPATH="$DEST/site" has_version python3; then
-  echo "proxy-xds deps: grpcio $GRPCIO_VERSION and xds-protos $XDS_PROTOS_VERSION present in $DEST/site"
-  exit 0
-fi
-
-apt_install() {
-  command -v apt-get >/dev/null 2>&1 || return 1
-  local sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || return 1
-    sudo=(sudo -n)
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq "$@"
-}
-
-if ! command -v python3 >/dev/null 2>&1; then
-  echo "proxy-xds deps: python3 missing, installing it"
-  apt_install python3 python3-venv python3-pip || { warn "no python3 and cannot install it"; exit 0; }
-fi
-
-mkdir -p "$(dirname "$DEST")"
-if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c "import ensurepip" >/dev/null 2>&1; then
-  echo "proxy-xds deps: python3 venv/ensurepip missing, installing python3-venv"
-  apt_install python3-venv || true
-fi
-
-if python3 -m venv "$DEST" >/dev/null 2>&1 && [ -x "$DEST/bin/python3" ]; then
-  "$DEST/bin/python3" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}" \
-    || { warn "pip could not install ${PACKAGES[*]}"; exit 0; }
-  has_version "$DEST/bin/python3" || { warn "grpcio or xds-protos does not import in $DEST"; exit 0; }
-  echo "proxy-xds deps: installed ${PACKAGES[*]} in $DEST"
-  exit 0
-fi
-
-echo "proxy-xds deps: no usable venv, installing into $DEST/site"
-if ! python3 -m pip --version >/dev/null 2>&1; then
-  apt_install python3-pip || { warn "no pip for python3"; exit 0; }
-fi
-rm -rf "$DEST"
-python3 -m pip install --quiet --disable-pip-version-check --target "$DEST/site" "${PACKAGES[@]}" \
-  || { warn "pip could not install ${PACKAGES[*]}"; exit 0; }
-PYTHONPATH="$DEST/site" has_version python3 || { warn "grpcio or xds-protos does not import from $DEST/site"; exit 0; }
-echo "proxy-xds deps: installed ${PACKAGES[*]} in $DEST/site"
+# shellcheck source=lib/python-venv.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/python-venv.sh"
+python_venv_install
