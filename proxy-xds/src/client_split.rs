@@ -115,6 +115,23 @@ impl<Req: Request, Resp: Send + 'static> PerType<Req, Resp> {
         Ok(Some(rx))
     }
 
+    /// Sends `req` where [`Self::target`] says; when that opens a new stream, returns
+    /// its type and the request stream to open the service's stream with.
+    async fn route(
+        &mut self,
+        req: Req,
+        node: &Node,
+        origin: Option<&'static str>,
+    ) -> Result<Option<(&'static str, impl Stream<Item = Req> + Send + 'static)>, StreamError> {
+        let Some(type_url) = Self::target(&req, origin) else {
+            return Ok(None);
+        };
+        Ok(self
+            .send(type_url, req, node)
+            .await?
+            .map(|rx| (type_url, receiver_stream(rx))))
+    }
+
     /// Adds the responses of the stream of `type_url`.
     fn attach(&mut self, type_url: &'static str, responses: Streaming<Resp>) {
         let tagged = responses
@@ -202,14 +219,10 @@ impl XdsClient {
         node: &Node,
         origin: Option<&'static str>,
     ) -> Result<(), StreamError> {
-        let Some(type_url) = PerType::<_, DiscoveryResponse>::target(&req, origin) else {
-            return Ok(());
-        };
-        let Some(rx) = streams.send(type_url, req, node).await? else {
+        let Some((type_url, out)) = streams.route(req, node, origin).await? else {
             return Ok(());
         };
         let max = self.config.max_message_bytes.as_usize();
-        let out = receiver_stream(rx);
         let ch = channel.clone();
         let responses = per_type_call!(
             type_url,
@@ -262,14 +275,10 @@ impl XdsClient {
         node: &Node,
         origin: Option<&'static str>,
     ) -> Result<(), StreamError> {
-        let Some(type_url) = PerType::<_, DeltaDiscoveryResponse>::target(&req, origin) else {
-            return Ok(());
-        };
-        let Some(rx) = streams.send(type_url, req, node).await? else {
+        let Some((type_url, out)) = streams.route(req, node, origin).await? else {
             return Ok(());
         };
         let max = self.config.max_message_bytes.as_usize();
-        let out = receiver_stream(rx);
         let ch = channel.clone();
         let responses = per_type_call!(
             type_url,
