@@ -89,6 +89,15 @@ pub enum ProxyError {
         /// The endpoint address.
         addr: SocketAddr,
     },
+    /// A cluster's circuit breaker is full (`circuit_breakers.max_requests` in
+    /// flight): the request was not sent. Reason `overflow`, detail the limit.
+    #[error("cluster {cluster} is at its {limit} limit")]
+    ClusterOverflow {
+        /// The cluster name.
+        cluster: Arc<str>,
+        /// The limit reached (`max_requests`).
+        limit: &'static str,
+    },
     /// The upstream closed or broke the connection, or sent something unparsable.
     #[error("upstream connection failed")]
     Upstream {
@@ -130,10 +139,13 @@ pub enum ProxyError {
 impl ProxyError {
     /// A finer class of the failure, for the `x-proxy-error-detail` header and logs:
     /// why a connect failed (`connection_refused`, `connect_timeout`, `unreachable`,
-    /// or a transport's class such as `tls_unknown_issuer`). Never carries secrets.
+    /// or a transport's class such as `tls_unknown_issuer`), or which circuit breaker
+    /// of a cluster was full (`max_requests`). Never carries secrets.
     pub fn detail(&self) -> Option<&'static str> {
-        let Self::Connect { source, .. } = self else {
-            return None;
+        let source = match self {
+            Self::Connect { source, .. } => source,
+            Self::ClusterOverflow { limit, .. } => return Some(limit),
+            _ => return None,
         };
         // An `io::Error` wrapping a transport's error hides it from `source()`.
         let mut cur: Option<&(dyn std::error::Error + 'static)> = match source.get_ref() {
@@ -162,9 +174,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::NoEndpoints { .. } | Self::Connect { .. } | Self::Overflow { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NoEndpoints { .. }
+            | Self::Connect { .. }
+            | Self::Overflow { .. }
+            | Self::ClusterOverflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream { .. } | Self::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
             Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -181,7 +194,7 @@ impl ProxyError {
             Self::NoEndpoints { .. } => "no_endpoints",
             Self::Connect { .. } => "connect_failure",
             Self::Timeout => "upstream_timeout",
-            Self::Overflow { .. } => "overflow",
+            Self::Overflow { .. } | Self::ClusterOverflow { .. } => "overflow",
             Self::Upstream { .. } => "upstream_reset",
             Self::RequestTooLarge { .. } => "body_too_large",
             Self::ResponseTooLarge { .. } => "response_too_large",

@@ -56,6 +56,7 @@ impl Cluster {
                 pool: PoolConfig::default(),
                 lb: TypedConfig::named("code"),
                 retry_budget: RetryBudgetConfig::default(),
+                circuit_breakers: Default::default(),
                 protocol_options: Section::empty(),
                 transport: None,
                 extensions: Vec::new(),
@@ -151,6 +152,12 @@ impl ClusterBuilder {
     /// The retry budget that retries to this cluster draw from.
     pub fn retry_budget(mut self, budget: RetryBudgetConfig) -> Self {
         self.config.retry_budget = budget;
+        self
+    }
+
+    /// Cluster-wide limits of requests and retries in flight (circuit breakers).
+    pub fn circuit_breakers(mut self, breakers: crate::config::CircuitBreakersConfig) -> Self {
+        self.config.circuit_breakers = breakers;
         self
     }
 

@@ -104,6 +104,7 @@ impl Endpoint {
             pool: Default::default(),
             lb: crate::config::TypedConfig::named("round_robin"),
             retry_budget: Default::default(),
+            circuit_breakers: Default::default(),
             protocol_options: crate::config::Section::empty(),
             transport: None,
             extensions: Vec::new(),

@@ -1,7 +1,9 @@
 //! Clusters: endpoint sets with their upstream connections, the balancer seam,
-//! cluster extensions (outlier detection, health checks) and the retry budget.
+//! cluster extensions (outlier detection, health checks), the retry budget and the
+//! circuit breakers.
 
 mod balancer;
+mod breaker;
 mod builder;
 mod endpoint;
 mod extension;
@@ -15,6 +17,8 @@ use std::{
 };
 
 pub use balancer::{Balancer, RoundRobin};
+pub(crate) use breaker::render_breakers;
+pub use breaker::{BreakerLimit, CircuitBreakers, Permit};
 pub use builder::ClusterBuilder;
 pub use endpoint::{Endpoint, HealthFlags};
 pub use extension::{ClusterExtension, ClusterInfo, Outcome};
@@ -107,6 +111,8 @@ pub struct Cluster {
     pub stats: Arc<RequestStats>,
     /// The retry budget.
     pub retry_budget: RetryBudget,
+    /// The circuit breakers; `None` when `circuit_breakers` sets no limit.
+    pub breakers: Option<Arc<CircuitBreakers>>,
     /// Rate limit of this cluster's failure logs.
     log_budget: std::sync::atomic::AtomicU64,
     pub(crate) config: ClusterConfig,
@@ -195,6 +201,12 @@ impl Cluster {
             extensions: parts.extensions,
             stats,
             retry_budget: RetryBudget::new(&cfg.retry_budget),
+            // Unchanged limits keep their counts: requests in flight across the swap
+            // still hold their places.
+            breakers: previous
+                .filter(|p| p.config.circuit_breakers == cfg.circuit_breakers)
+                .and_then(|p| p.breakers.clone())
+                .or_else(|| CircuitBreakers::new(&cfg.circuit_breakers).map(Arc::new)),
             log_budget: std::sync::atomic::AtomicU64::new(0),
             config: cfg.clone(),
             transport: parts.transport,
@@ -263,8 +275,13 @@ impl Cluster {
     /// that call a side cluster.
     ///
     /// # Errors
+    /// [`ProxyError::ClusterOverflow`] when the cluster's `max_requests` are in flight,
     /// [`ProxyError::NoEndpoints`] when no endpoint is usable, else the upstream error.
     pub async fn send(&self, mut req: HttpRequest) -> Result<HttpResponse, ProxyError> {
+        let _permit = match &self.breakers {
+            None => None,
+            Some(b) => b.admit_request(&self.name)?,
+        };
         crate::proxy::prepare_for_cluster(&mut req, self);
         let (parts, body) = req.into_parts();
         let Some(endpoint) = self.pick(&parts) else {

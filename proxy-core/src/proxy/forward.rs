@@ -104,6 +104,16 @@ pub(super) async fn forward(
             // is written out here rather than in an `async fn` of its own: a nested
             // future is copied into its caller's state, on every request.
             'send: {
+                // The cluster-wide budget of requests in flight: one branch without
+                // circuit breakers, one atomic each way with them.
+                let _request_permit = match &cluster.breakers {
+                    None => None,
+                    Some(b) => match b.admit_request(&cluster.name) {
+                        Ok(p) => p,
+                        Err(e) => break 'send Err(e),
+                    },
+                };
+                let mut _retry_permit = None;
                 cluster.retry_budget.deposit();
                 let deadline = route.timeout.map(|t| started + t);
                 let attempts = route.retry.as_ref().map_or(0, |r| r.attempts);
@@ -159,7 +169,15 @@ pub(super) async fn forward(
                                 .is_some_and(|r| conds.iter().any(|c| r.retries_on(*c)))
                             && deadline.is_none_or(|d| Instant::now() < d)
                     });
-                    if may_retry && cluster.retry_budget.withdraw() {
+                    // A retry over the breakers' `max_retries` is not attempted; the
+                    // previous retry's place is given back first.
+                    _retry_permit = None;
+                    let admitted = may_retry
+                        && match &cluster.breakers {
+                            None => true,
+                            Some(b) => b.admit_retry().map(|p| _retry_permit = p).is_some(),
+                        };
+                    if admitted && cluster.retry_budget.withdraw() {
                         attempt += 1;
                         tracing::debug!(route = %route.name, attempt, "retrying");
                         continue;

@@ -247,6 +247,7 @@ pub(super) fn prometheus(server: &Server) -> String {
         .map(|c| (format!("cluster=\"{}\"", escape_label(&c.name)), &*c.stats))
         .collect();
     render_requests(&mut out, "proxy_cluster", &cluster_items);
+    crate::cluster::render_breakers(&mut out, &clusters);
     let endpoint_labels = |c: &crate::cluster::Cluster, e: &crate::cluster::Endpoint| {
         format!(
             "cluster=\"{}\",endpoint=\"{}\"",

@@ -110,6 +110,7 @@ fn cluster(protocol: UpstreamProtocol, max_idle: u32, idle_timeout: Duration) ->
         },
         lb: crate::config::TypedConfig::named("round_robin"),
         retry_budget: Default::default(),
+        circuit_breakers: Default::default(),
         protocol_options: crate::config::Section::empty(),
         transport: None,
         extensions: Vec::new(),

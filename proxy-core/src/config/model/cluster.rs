@@ -35,6 +35,10 @@ pub struct ClusterConfig {
     /// Caps retries to a share of requests so that retries cannot amplify an outage.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+    /// Cluster-wide limits on concurrent requests and retries (Envoy's circuit
+    /// breakers); unlimited when absent.
+    #[serde(default, skip_serializing_if = "CircuitBreakersConfig::is_unlimited")]
+    pub circuit_breakers: CircuitBreakersConfig,
     /// Settings of a registered upstream protocol (`protocol: bolt`), parsed by its
     /// factory.
     #[serde(default, skip_serializing_if = "Section::is_null")]
@@ -190,5 +194,31 @@ impl Default for RetryBudgetConfig {
             budget_percent: crate::config::Percent::clamped(20.0),
             min_retries_per_second: 10,
         }
+    }
+}
+
+/// Cluster-wide budgets (Envoy's circuit breakers): a request over a budget fails at
+/// once with 503 (`x-proxy-error: overflow`, `x-proxy-error-detail: max_requests`),
+/// a retry over its budget is not attempted. Each limit is off when absent.
+///
+/// ```yaml
+/// circuit_breakers: {max_requests: 1000, max_retries: 3}
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakersConfig {
+    /// Requests in flight to the cluster at once, all endpoints together (a request
+    /// holds its place across its retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+    /// Retries in flight to the cluster at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+impl CircuitBreakersConfig {
+    /// Whether no limit is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.max_requests.is_none() && self.max_retries.is_none()
     }
 }

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::access_log::LogFormat;
 
-pub use cluster::{ClusterConfig, EndpointConfig, PoolConfig, RetryBudgetConfig, UpstreamProtocol};
+pub use cluster::{
+    CircuitBreakersConfig, ClusterConfig, EndpointConfig, PoolConfig, RetryBudgetConfig,
+    UpstreamProtocol,
+};
 pub use listener::{
     ConnectionLimits, ListenAddress, ListenerConfig, ListenerProtocol, TypedConfig,
     UnderscoreHeaders,
