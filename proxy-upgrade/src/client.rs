@@ -5,9 +5,13 @@ use std::{collections::HashSet, os::fd::OwnedFd, path::PathBuf, time::Duration};
 use proxy_core::config::ListenAddress;
 
 use crate::{
+    datagram::{ForwardChannel, InheritedDatagram},
     handover::Handover,
     sock::{self, Conn},
-    wire::{ErrorCode, ListenerRecord, Message, MAX_SOCKETS, MIN_VERSION, VERSION},
+    wire::{
+        DatagramRecord, DatagramRole, ErrorCode, ListenerRecord, Message, MAX_SOCKETS, MIN_VERSION,
+        VERSION,
+    },
     UpgradeError,
 };
 
@@ -151,10 +155,16 @@ impl UpgradeClient {
             }
         }
         validate(&listeners)?;
-        tracing::info!(path = %self.path.display(), sockets = listeners.len(), "received the listening sockets");
+        let datagrams = if conn.version() >= 4 {
+            receive_datagrams(&conn, listeners.len())?
+        } else {
+            Vec::new()
+        };
+        tracing::info!(path = %self.path.display(), sockets = listeners.len(), udp = datagrams.len(), "received the listening sockets");
         Ok(Upgrade {
             conn,
             listeners,
+            datagrams,
             taken: 0,
             window: self.window,
         })
@@ -213,6 +223,115 @@ fn validate(listeners: &[InheritedListener]) -> Result<(), UpgradeError> {
     Ok(())
 }
 
+/// Version 4: the `datagrams` messages after the listeners; each UDP socket checked
+/// and paired with the forwarding channel that follows it.
+fn receive_datagrams(
+    conn: &Conn,
+    listeners: usize,
+) -> Result<Vec<InheritedDatagram>, UpgradeError> {
+    let mut received: Vec<(DatagramRecord, OwnedFd)> = Vec::new();
+    loop {
+        let (records, more, fds) = match conn.recv()? {
+            (Message::Datagrams { records, more }, fds) => (records, more, fds),
+            (Message::Error { code, reason }, _) => {
+                return Err(UpgradeError::Refused { code, reason })
+            }
+            (other, _) => {
+                return Err(UpgradeError::Unexpected {
+                    got: other.name(),
+                    expected: "datagrams",
+                })
+            }
+        };
+        if records.len() != fds.len() {
+            return Err(UpgradeError::Malformed(format!(
+                "{} datagram records with {} descriptors",
+                records.len(),
+                fds.len()
+            )));
+        }
+        if listeners + received.len() + fds.len() > MAX_SOCKETS {
+            return Err(UpgradeError::TooManyDescriptors {
+                got: listeners + received.len() + fds.len(),
+                max: MAX_SOCKETS,
+            });
+        }
+        received.extend(records.into_iter().zip(fds));
+        if !more {
+            break;
+        }
+    }
+    pair_datagrams(received, listeners)
+}
+
+/// Checks each datagram socket against its record (a bound UDP socket; a Unix
+/// `SOCK_SEQPACKET` channel after the UDP socket it forwards for) and pairs them.
+/// `offset`: the sockets received before, for the index in errors.
+fn pair_datagrams(
+    received: Vec<(DatagramRecord, OwnedFd)>,
+    offset: usize,
+) -> Result<Vec<InheritedDatagram>, UpgradeError> {
+    let mut out: Vec<InheritedDatagram> = Vec::new();
+    let mut seen = HashSet::new();
+    for (index, (record, socket)) in received.into_iter().enumerate() {
+        let bad = |why: String| UpgradeError::BadSocket {
+            index: offset + index,
+            name: record.name.clone(),
+            address: record.address.to_string(),
+            why,
+        };
+        let sock = socket2::SockRef::from(&socket);
+        let kind = match sock.r#type() {
+            Ok(t) => t,
+            Err(e) => return Err(bad(format!("not a socket ({e})"))),
+        };
+        match record.role {
+            DatagramRole::Udp => {
+                if kind != socket2::Type::DGRAM {
+                    return Err(bad(format!(
+                        "a socket of type {kind:?} where a UDP socket (SOCK_DGRAM) was announced"
+                    )));
+                }
+                let local = sock.local_addr().map_err(|e| bad(e.to_string()))?;
+                match local.as_socket() {
+                    Some(a) if a == record.address => {}
+                    Some(a) => return Err(bad(format!("it is bound to {a}"))),
+                    None => return Err(bad("not an IP socket".into())),
+                }
+                if !seen.insert((record.name.clone(), record.worker)) {
+                    return Err(bad(format!("worker {} comes twice", record.worker)));
+                }
+                out.push(InheritedDatagram {
+                    record,
+                    socket,
+                    forward: None,
+                });
+            }
+            DatagramRole::Forward { generation } => {
+                let unix = sock
+                    .local_addr()
+                    .is_ok_and(|a| a.domain() == socket2::Domain::UNIX);
+                if kind != socket2::Type::SEQPACKET || !unix {
+                    return Err(bad(format!(
+                        "a socket of type {kind:?} where a Unix SOCK_SEQPACKET channel was announced"
+                    )));
+                }
+                match out.last_mut() {
+                    Some(udp)
+                        if udp.forward.is_none()
+                            && (&udp.record.name, udp.record.worker, udp.record.address)
+                                == (&record.name, record.worker, record.address) =>
+                    {
+                        udp.forward = Some(ForwardChannel { socket, generation });
+                    }
+                    _ => return Err(bad("a forwarding channel not after its UDP socket".into())),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A listening socket received, with its record.
 #[derive(Debug)]
 pub struct InheritedListener {
@@ -230,6 +349,7 @@ pub struct InheritedListener {
 pub struct Upgrade {
     conn: Conn,
     listeners: Vec<InheritedListener>,
+    datagrams: Vec<InheritedDatagram>,
     taken: usize,
     window: Duration,
 }
@@ -249,6 +369,24 @@ impl Upgrade {
             (&a.record.name, a.record.worker).cmp(&(&b.record.name, b.record.worker))
         });
         all.into_iter().map(|l| (l.record.name, l.socket)).collect()
+    }
+
+    /// The UDP sockets received (QUIC listeners, version 4; those not taken yet).
+    pub fn datagrams(&self) -> &[InheritedDatagram] {
+        &self.datagrams
+    }
+
+    /// Takes the UDP sockets with their forwarding channels, in (listener name,
+    /// worker) order: start the QUIC listeners on them (`proxy_quic`'s
+    /// `H3ListenerBuilder::take_over`) before [`Upgrade::finish`]; those not taken
+    /// are closed then.
+    pub fn take_datagrams(&mut self) -> Vec<InheritedDatagram> {
+        let mut all = std::mem::take(&mut self.datagrams);
+        self.taken += all.len();
+        all.sort_by(|a, b| {
+            (&a.record.name, a.record.worker).cmp(&(&b.record.name, b.record.worker))
+        });
+        all
     }
 
     /// The protocol version spoken with the old process (1: no connections come).
@@ -285,6 +423,7 @@ impl Upgrade {
     fn ready(mut self, handoff_window: Option<Duration>) -> Result<Option<Conn>, UpgradeError> {
         // Sockets not taken are not accepted on: closed before the old process stops.
         self.listeners.clear();
+        self.datagrams.clear();
         let claimed = u32::try_from(self.taken).unwrap_or(u32::MAX);
         let ready = Message::Ready {
             claimed,
@@ -313,8 +452,9 @@ mod tests {
                   this process speaks version 2";
         assert_eq!(older_version(v2), Some(2));
         assert_eq!(older_version("this process speaks version 1"), Some(1));
+        assert_eq!(older_version("this process speaks version 3"), Some(3));
         // Not older, not spoken, or not said.
-        assert_eq!(older_version("this process speaks version 3"), None);
+        assert_eq!(older_version("this process speaks version 4"), None);
         assert_eq!(older_version("this process speaks version 0"), None);
         assert_eq!(older_version("busy"), None);
     }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod client;
+mod datagram;
 mod error;
 pub mod handover;
 mod rollback;
@@ -10,6 +11,7 @@ mod source;
 pub mod wire;
 
 pub use client::{InheritedListener, Upgrade, UpgradeClient};
+pub use datagram::{DatagramSource, ForwardChannel, HandedOffDatagram, InheritedDatagram};
 pub use error::UpgradeError;
 pub use handover::{HandedInConnection, HandedOffConnection, Handover};
 pub use rollback::TakeBack;

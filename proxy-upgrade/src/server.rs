@@ -14,13 +14,14 @@ use std::{
 use proxy_core::config::ListenAddress;
 
 use crate::{
+    datagram::DatagramSource,
     handover::{self, HandedOffConnection},
     rollback::{Fallback, TakeBack},
     sock::{self, Conn},
     source::{relay_idle, ListenerSource},
     wire::{
-        ErrorCode, ListenerRecord, Message, MAX_FDS_PER_MESSAGE, MAX_SOCKETS, MAX_UNREAD_BYTES,
-        VERSION,
+        DatagramRecord, DatagramRole, ErrorCode, ListenerRecord, Message, MAX_FDS_PER_MESSAGE,
+        MAX_SOCKETS, MAX_UNREAD_BYTES, VERSION,
     },
     UpgradeError,
 };
@@ -48,6 +49,7 @@ pub struct UpgradeServer {
     hello_timeout: Duration,
     ready_timeout: Duration,
     take_back: Option<Arc<TakeBack>>,
+    datagrams: Option<Arc<dyn DatagramSource>>,
 }
 
 impl std::fmt::Debug for UpgradeServer {
@@ -58,6 +60,7 @@ impl std::fmt::Debug for UpgradeServer {
             .field("hello_timeout", &self.hello_timeout)
             .field("ready_timeout", &self.ready_timeout)
             .field("rolls_back", &self.take_back.is_some())
+            .field("datagrams", &self.datagrams.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -87,7 +90,17 @@ impl UpgradeServer {
             hello_timeout: Duration::from_secs(5),
             ready_timeout: Duration::from_secs(60),
             take_back: None,
+            datagrams: None,
         })
+    }
+
+    /// Hands over the UDP sockets of `source` too (QUIC listeners, version 4), after
+    /// the listening sockets: each with a channel on which the new process forwards
+    /// the datagrams of this process's connections, which drain. A new process
+    /// that speaks an older version gets none (it cannot bind them).
+    pub fn datagrams(mut self, source: impl DatagramSource) -> Self {
+        self.datagrams = Some(Arc::new(source));
+        self
     }
 
     /// Rolls back when the new process dies after it said ready, within the hand-off
@@ -168,10 +181,12 @@ impl UpgradeServer {
             let (source, state, path) = (source.clone(), shared.clone(), self.path.clone());
             let timeouts = (self.hello_timeout, self.ready_timeout);
             let take_back = self.take_back.clone();
+            let datagrams = self.datagrams.clone();
             let session = std::thread::Builder::new()
                 .name("proxy-upgrade-session".into())
                 .spawn(move || {
-                    match session(fd, &*source, timeouts, &path, take_back) {
+                    let outcome = session(fd, &*source, timeouts, &path, take_back, datagrams.as_deref());
+                    match outcome {
                         Ok((pid, sockets, connections)) => {
                             tracing::info!(pid, sockets, "handed the listeners over; draining");
                             state.handed_off.store(true, Ordering::Release);
@@ -233,6 +248,7 @@ fn session(
     (hello_timeout, ready_timeout): (Duration, Duration),
     path: &Path,
     take_back: Option<Arc<TakeBack>>,
+    datagrams: Option<&dyn DatagramSource>,
 ) -> Result<(u32, usize, Option<Forward>), UpgradeError> {
     let mut conn = Conn::new(fd, hello_timeout)?;
     let pid = match conn.recv_versioned() {
@@ -329,18 +345,36 @@ fn session(
         }
     });
     drop(fds);
-    conn.set_timeout(ready_timeout)?;
-    let window = match conn.recv()? {
-        (Message::Ready { handoff_window, .. }, _) => handoff_window,
-        (Message::Error { code, reason }, _) => return Err(UpgradeError::Refused { code, reason }),
-        (other, _) => {
-            let e = UpgradeError::Unexpected {
-                got: other.name(),
-                expected: "ready",
-            };
-            return Err(answer(&conn, ErrorCode::Protocol, e));
+    let datagrams = datagrams.filter(|_| conn.version() >= 4);
+    let ready = send_datagrams(&conn, datagrams).and_then(|sent| {
+        if sent > 0 {
+            tracing::info!(sockets = sent, "handed the UDP sockets over");
+        }
+        conn.set_timeout(ready_timeout)?;
+        match conn.recv()? {
+            (Message::Ready { handoff_window, .. }, _) => Ok(handoff_window),
+            (Message::Error { code, reason }, _) => Err(UpgradeError::Refused { code, reason }),
+            (other, _) => {
+                let e = UpgradeError::Unexpected {
+                    got: other.name(),
+                    expected: "ready",
+                };
+                Err(answer(&conn, ErrorCode::Protocol, e))
+            }
+        }
+    });
+    let window = match ready {
+        Ok(window) => window,
+        Err(e) => {
+            if let Some(d) = datagrams {
+                d.keep_datagrams();
+            }
+            return Err(e);
         }
     };
+    if let Some(d) = datagrams {
+        d.hand_off_datagrams();
+    }
     // The path is the new process's from now on: it binds it for the next upgrade.
     let _ = std::fs::remove_file(path);
     let forward = match window {
@@ -375,6 +409,73 @@ fn session(
         }
     }
     Ok((pid, count, forward.map(|rx| (conn, rx, kept))))
+}
+
+/// Version 4: sends the UDP sockets of `source` with their forwarding channels, in
+/// `datagrams` messages (at least one, empty without a source); returns how many
+/// UDP sockets went.
+fn send_datagrams(conn: &Conn, source: Option<&dyn DatagramSource>) -> Result<usize, UpgradeError> {
+    if conn.version() < 4 {
+        return Ok(0);
+    }
+    let sockets = match source.map(DatagramSource::datagram_sockets).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => return Err(answer(conn, ErrorCode::Internal, e.into())),
+    };
+    let mut records = Vec::new();
+    let mut fds = Vec::new();
+    let mut count = 0;
+    for d in sockets {
+        let socket = socket2::SockRef::from(&d.socket);
+        let address = match (socket.r#type(), socket.local_addr().map(|a| a.as_socket())) {
+            (Ok(t), Ok(Some(a))) if t == socket2::Type::DGRAM => a,
+            _ => {
+                tracing::warn!(listener = %d.name, worker = d.worker, "not handing over a datagram socket that is not a bound UDP socket");
+                continue;
+            }
+        };
+        let record = |role| DatagramRecord {
+            name: d.name.clone(),
+            address,
+            worker: d.worker,
+            role,
+        };
+        records.push(record(DatagramRole::Udp));
+        fds.push(d.socket);
+        count += 1;
+        if let Some((channel, generation)) = d.forward {
+            records.push(record(DatagramRole::Forward { generation }));
+            fds.push(channel);
+        }
+    }
+    if records.len() > MAX_SOCKETS {
+        let e = UpgradeError::TooManyDescriptors {
+            got: records.len(),
+            max: MAX_SOCKETS,
+        };
+        return Err(answer(conn, ErrorCode::Internal, e));
+    }
+    // A forwarding channel travels in the message of its UDP socket.
+    let mut start = 0;
+    loop {
+        let mut end = (start + MAX_FDS_PER_MESSAGE).min(records.len());
+        if end < records.len() && records[end].role != DatagramRole::Udp {
+            end -= 1;
+        }
+        let borrowed: Vec<_> = fds[start..end].iter().map(AsFd::as_fd).collect();
+        let more = end < records.len();
+        conn.send(
+            &Message::Datagrams {
+                records: records[start..end].to_vec(),
+                more,
+            },
+            &borrowed,
+        )?;
+        if !more {
+            return Ok(count);
+        }
+        start = end;
+    }
 }
 
 /// The longest hand-off window a new process may ask for.

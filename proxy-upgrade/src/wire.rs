@@ -18,16 +18,19 @@ use proxy_core::config::ListenAddress;
 use crate::UpgradeError;
 
 mod connection;
+mod datagram;
 mod metrics;
 
 pub use connection::{ConnectionRecord, MAX_PROTOCOL_BYTES, MAX_UNREAD_BYTES};
+pub use datagram::{DatagramRecord, DatagramRole};
 pub use metrics::{metrics_messages, MAX_SERIES, MAX_SERIES_BYTES, MAX_SERIES_TOTAL_BYTES};
 
 /// The first bytes of every message.
 pub const MAGIC: [u8; 4] = *b"PXUP";
 /// The protocol version this crate speaks: 2 adds live connections, 3 their
-/// protocol (Bolt, Dubbo) and the `metrics` message.
-pub const VERSION: u16 = 3;
+/// protocol (Bolt, Dubbo) and the `metrics` message, 4 the `datagrams` message
+/// (QUIC's UDP sockets and their forwarding channels).
+pub const VERSION: u16 = 4;
 /// The oldest version this crate still speaks (listeners only; connections drain).
 pub const MIN_VERSION: u16 = 1;
 /// Bytes of the fixed header: magic, version, kind, flags, payload length.
@@ -42,7 +45,7 @@ pub const MAX_SOCKETS: usize = 4096;
 pub const MAX_NAME_BYTES: usize = 255;
 /// The longest error reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
-/// Header flag (`listeners` and `metrics`): another message of the same kind follows.
+/// Header flag (`listeners`, `datagrams` and `metrics`): another message of the same kind follows.
 pub const FLAG_MORE: u8 = 1;
 
 const KIND_HELLO: u8 = 1;
@@ -53,6 +56,7 @@ const KIND_ERROR: u8 = 5;
 const KIND_CONNECTION: u8 = 6;
 const KIND_END: u8 = 7;
 const KIND_METRICS: u8 = 8;
+const KIND_DATAGRAMS: u8 = 9;
 
 /// One message of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +71,15 @@ pub enum Message {
         /// The records of this message's descriptors.
         records: Vec<ListenerRecord>,
         /// Whether another `Listeners` message follows.
+        more: bool,
+    },
+    /// Old to new (version 4), after the last `Listeners`: UDP sockets and their
+    /// forwarding channels, one descriptor per record, in record order (always sent,
+    /// empty when there are none).
+    Datagrams {
+        /// The records of this message's descriptors.
+        records: Vec<DatagramRecord>,
+        /// Whether another `Datagrams` message follows.
         more: bool,
     },
     /// New to old: the new process accepts on the sockets.
@@ -108,6 +121,7 @@ impl Message {
         match self {
             Self::Hello { .. } => "hello",
             Self::Listeners { .. } => "listeners",
+            Self::Datagrams { .. } => "datagrams",
             Self::Ready { .. } => "ready",
             Self::Done => "done",
             Self::Connection(_) => "connection",
@@ -166,7 +180,8 @@ pub struct ListenerRecord {
     /// The listener's name in the config.
     pub name: String,
     /// Where the socket is bound: TCP (actual port) or Unix path. Its kind is the
-    /// record's kind (1 TCP, 2 Unix on the wire; 3 is kept for QUIC's UDP sockets).
+    /// record's kind (1 TCP, 2 Unix on the wire; QUIC's UDP sockets are
+    /// [`DatagramRecord`]s, kinds 3 and 4, in their own message).
     pub address: ListenAddress,
     /// The worker that accepted on it: its place in the listener's `SO_REUSEPORT`
     /// group.
@@ -221,6 +236,14 @@ pub fn encode_version(message: &Message, version: u16) -> Result<Vec<u8>, Upgrad
                 flags |= FLAG_MORE;
             }
             KIND_LISTENERS
+        }
+        Message::Datagrams { records, more } => {
+            since(4, "a datagrams message")?;
+            datagram::encode(&mut payload, records)?;
+            if *more {
+                flags |= FLAG_MORE;
+            }
+            KIND_DATAGRAMS
         }
         Message::Ready {
             claimed,
@@ -362,7 +385,8 @@ pub fn decode_versioned(bytes: &[u8]) -> Result<(u16, Message), UpgradeError> {
             payload.len() - len
         )));
     }
-    if flags & !FLAG_MORE != 0 || (flags != 0 && kind != KIND_LISTENERS && kind != KIND_METRICS) {
+    let may_say_more = matches!(kind, KIND_LISTENERS | KIND_METRICS | KIND_DATAGRAMS);
+    if flags & !FLAG_MORE != 0 || (flags != 0 && !may_say_more) {
         return Err(malformed(format!("unknown flags {flags:#04x}")));
     }
     let mut r = Reader(payload);
@@ -400,6 +424,10 @@ pub fn decode_versioned(bytes: &[u8]) -> Result<(u16, Message), UpgradeError> {
         KIND_END if version >= 2 => Message::End { count: r.u32()? },
         KIND_METRICS if version >= 3 => Message::Metrics {
             counters: metrics::decode(&mut r)?,
+            more: flags & FLAG_MORE != 0,
+        },
+        KIND_DATAGRAMS if version >= 4 => Message::Datagrams {
+            records: datagram::decode(&mut r)?,
             more: flags & FLAG_MORE != 0,
         },
         KIND_ERROR => {

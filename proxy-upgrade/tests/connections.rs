@@ -157,6 +157,11 @@ fn handover_given(then: Vec<(Vec<u8>, Vec<OwnedFd>)>) -> Result<usize, UpgradeEr
             more: false,
         };
         raw_send(&conn, &wire::encode(&empty).expect("encode"), &[]);
+        let no_udp = Message::Datagrams {
+            records: Vec::new(),
+            more: false,
+        };
+        raw_send(&conn, &wire::encode(&no_udp).expect("encode"), &[]);
         let _ready = raw_recv(&conn);
         raw_send(&conn, &wire::encode(&Message::Done).expect("encode"), &[]);
         for (bytes, fds) in then {

@@ -74,7 +74,7 @@ proptest! {
     }
 
     #[test]
-    fn decode_never_panics_on_a_valid_header(version in 1u8..=3, kind in 0u8..10, flags in 0u8..4, body in prop::collection::vec(any::<u8>(), 0..512)) {
+    fn decode_never_panics_on_a_valid_header(version in 1u8..=4, kind in 0u8..10, flags in 0u8..4, body in prop::collection::vec(any::<u8>(), 0..512)) {
         let mut bytes = b"PXUP\x00".to_vec();
         bytes.push(version);
         bytes.extend_from_slice(&[kind, flags]);

@@ -142,7 +142,7 @@ mod tests {
     fn a_protocol_connection_round_trips_in_version_3() {
         // Half a Bolt frame travels as it was read.
         let m = Message::Connection(bolt(&[0x01, 0x01, 0x00, 0x01, 0x01]));
-        let bytes = encode(&m).expect("encode");
+        let bytes = encode_version(&m, 3).expect("encode");
         assert_eq!(&bytes[4..6], &3u16.to_be_bytes());
         assert_eq!(decode(&bytes).expect("decode"), m);
         // The protocol is the record's last field: length, then the name.

@@ -77,7 +77,7 @@ fn header_layout_is_fixed() {
     let bytes = encode(&Message::Hello { pid: 1 }).expect("encode");
     assert_eq!(
         bytes,
-        [b'P', b'X', b'U', b'P', 0, 3, 1, 0, 0, 0, 0, 4, 0, 0, 0, 1]
+        [b'P', b'X', b'U', b'P', 0, 4, 1, 0, 0, 0, 0, 4, 0, 0, 0, 1]
     );
     let bytes = encode(&Message::Listeners {
         records: vec![record("a", "unix:/s", 3)],
@@ -155,10 +155,10 @@ fn bytes_after_the_payload_are_malformed() {
 #[test]
 fn another_version_is_a_version_mismatch() {
     let mut bytes = encode(&Message::Hello { pid: 1 }).expect("encode");
-    bytes[5] = 4;
+    bytes[5] = 5;
     match decode(&bytes) {
         Err(UpgradeError::VersionMismatch { ours, theirs }) => {
-            assert_eq!((ours, theirs), (VERSION, 4));
+            assert_eq!((ours, theirs), (VERSION, 5));
         }
         other => panic!("{other:?}"),
     }
@@ -413,4 +413,139 @@ fn connection_garbage_is_malformed() {
     let n = (bytes.len() - HEADER_BYTES) as u32;
     bytes[8..12].copy_from_slice(&n.to_be_bytes());
     assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+}
+
+fn udp(name: &str, address: &str, worker: u16, role: DatagramRole) -> DatagramRecord {
+    DatagramRecord {
+        name: name.into(),
+        address: address.parse().expect("address"),
+        worker,
+        role,
+    }
+}
+
+#[test]
+fn datagram_sockets_round_trip() {
+    round_trip(Message::Datagrams {
+        records: Vec::new(),
+        more: false,
+    });
+    round_trip(Message::Datagrams {
+        records: vec![
+            udp("h3", "0.0.0.0:443", 0, DatagramRole::Udp),
+            udp(
+                "h3",
+                "0.0.0.0:443",
+                0,
+                DatagramRole::Forward { generation: 1 },
+            ),
+            udp("h3", "[::1]:8443", 1, DatagramRole::Udp),
+            udp(
+                "h3",
+                "[::1]:8443",
+                1,
+                DatagramRole::Forward { generation: 0 },
+            ),
+        ],
+        more: true,
+    });
+    // The record layout: kind 3, worker, generation, name, address.
+    let bytes = encode(&Message::Datagrams {
+        records: vec![udp("q", "127.0.0.1:1", 2, DatagramRole::Udp)],
+        more: false,
+    })
+    .expect("encode");
+    assert_eq!(&bytes[4..8], &[0, 4, 9, 0]);
+    assert_eq!(
+        &bytes[HEADER_BYTES..],
+        b"\x00\x01\x03\x00\x02\x00\x00\x01q\x00\x0b127.0.0.1:1"
+    );
+}
+
+#[test]
+fn datagram_messages_are_version_4_only() {
+    let m = Message::Datagrams {
+        records: Vec::new(),
+        more: false,
+    };
+    assert!(matches!(
+        encode_version(&m, 3),
+        Err(UpgradeError::Malformed(_))
+    ));
+    // A version 3 message of kind 9 does not exist.
+    let mut bytes = encode(&m).expect("encode");
+    bytes[5] = 3;
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+}
+
+#[test]
+fn malformed_datagram_records_are_refused() {
+    let good = encode(&Message::Datagrams {
+        records: vec![udp(
+            "q",
+            "127.0.0.1:1",
+            0,
+            DatagramRole::Forward { generation: 1 },
+        )],
+        more: false,
+    })
+    .expect("encode");
+    let at = HEADER_BYTES + 2;
+    // Kind 1 (a TCP listener) or 9 is not a datagram socket.
+    for kind in [1u8, 2, 5, 9] {
+        let mut bytes = good.clone();
+        bytes[at] = kind;
+        assert!(
+            matches!(decode(&bytes), Err(UpgradeError::Malformed(ref why)) if why.contains("kind")),
+            "kind {kind}"
+        );
+    }
+    // A generation other than 0 and 1; a UDP socket with one.
+    let mut bytes = good.clone();
+    bytes[at + 3] = 2;
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+    let mut bytes = good.clone();
+    bytes[at] = 3;
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+    // A Unix path or garbage where the UDP address goes.
+    let mut bytes = good.clone();
+    let addr = bytes.len() - "127.0.0.1:1".len();
+    bytes[addr..].copy_from_slice(b"unix:/x.soc");
+    assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
+    // Cut anywhere inside the payload (length fixed up): truncated.
+    for cut in HEADER_BYTES..good.len() {
+        let mut bytes = good[..cut].to_vec();
+        let len = (cut - HEADER_BYTES) as u32;
+        bytes[8..12].copy_from_slice(&len.to_be_bytes());
+        assert!(
+            matches!(
+                decode(&bytes),
+                Err(UpgradeError::Truncated(_) | UpgradeError::Malformed(_))
+            ),
+            "cut at {cut}"
+        );
+    }
+    // More records than descriptors may travel.
+    let mut bytes = good.clone();
+    bytes[HEADER_BYTES..HEADER_BYTES + 2].copy_from_slice(&65u16.to_be_bytes());
+    assert!(matches!(
+        decode(&bytes),
+        Err(UpgradeError::TooManyDescriptors { got: 65, .. })
+    ));
+    // Encoding refuses what decoding would.
+    let bad = Message::Datagrams {
+        records: vec![udp(
+            "q",
+            "127.0.0.1:1",
+            0,
+            DatagramRole::Forward { generation: 7 },
+        )],
+        more: false,
+    };
+    assert!(matches!(encode(&bad), Err(UpgradeError::Malformed(_))));
+    let unnamed = Message::Datagrams {
+        records: vec![udp("", "127.0.0.1:1", 0, DatagramRole::Udp)],
+        more: false,
+    };
+    assert!(matches!(encode(&unnamed), Err(UpgradeError::Malformed(_))));
 }
