@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Writes the sidecar's link order (examples/sidecar/link-order.txt): the functions a
+# representative run executes, hottest first, which the release build places side by
+# side (`--symbol-ordering-file`, see examples/sidecar/build.rs). The kernel maps a
+# binary's code in 64 KiB blocks around each page first touched, so code that runs
+# scattered over the whole text maps most of it; packed, it maps a fraction.
+#
+# The run: the sidecar on bench/sidecar-bench.yaml under callgrind (which records
+# every function executed), start-up, HTTP/1.1 keep-alive and close, h2c, an unknown
+# route, a malformed request, the admin-less shutdown on SIGTERM; nginx as upstream.
+#
+#   cargo build --release -p sidecar && bench/link-order/profile.sh target/release/sidecar
+#
+# Symbols are matched by their mangled names, which stay the same across edits of a
+# function's body; rerun after dependency upgrades or large moves (names missing
+# from the binary are skipped by the linker, so a stale list only packs less).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+BIN=${1:?usage: profile.sh path/to/sidecar}
+OUT=${OUT:-examples/sidecar/link-order.txt}
+for tool in valgrind nginx wrk h2load curl python3; do
+  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
+done
+TMP=$(mktemp -d)
+cleanup() { kill "$(cat "$TMP/nginx.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+mkdir -p "$TMP/up"
+cat >"$TMP/up/nginx.conf" <<CONF
+worker_processes 1; pid $TMP/nginx.pid; error_log $TMP/up/error.log;
+events { worker_connections 4096; }
+http { access_log off; default_type text/plain;
+  server { listen 127.0.0.1:18081; location / { return 200 "$(head -c 1024 /dev/zero | tr '\0' x)"; } } }
+CONF
+nginx -p "$TMP/up/" -c "$TMP/up/nginx.conf"
+
+valgrind --tool=callgrind --demangle=no --dump-instr=no --callgrind-out-file="$TMP/cg.out" \
+  "$BIN" --config bench/sidecar-bench.yaml 2>"$TMP/vg.log" &
+PID=$!
+for _ in $(seq 1 600); do
+  curl -fs -o /dev/null http://127.0.0.1:18080/ && break
+  sleep 0.1
+done
+wrk -t1 -c50 -d5s http://127.0.0.1:18080/ >/dev/null
+wrk -t1 -c5 -d2s -H 'Connection: close' http://127.0.0.1:18080/ >/dev/null
+h2load -c10 -m10 -n 5000 http://127.0.0.1:18080/ >/dev/null
+curl -s -o /dev/null http://127.0.0.1:18080/missing --data-binary 'body'
+timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18080; printf "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n" >&3; cat <&3' >/dev/null 2>&1 || true
+kill -TERM "$PID"
+wait "$PID" || true
+
+# callgrind names each function once ("fn=(id) name" or "cfn=(id) name"), then refers to it by id; the
+# self cost follows on the cost lines (the line after "calls=" is a call's inclusive
+# cost, not the caller's own). Sum self cost per function, hottest first.
+python3 - "$TMP/cg.out" "$OUT" <<'PY'
+import re, sys
+names, cost, cur, in_call = {}, {}, None, False
+fn = re.compile(r"^fn=\((\d+)\)(?: (.*))?$")
+cfn = re.compile(r"^cfn=\((\d+)\) (.*)$")
+with open(sys.argv[1]) as f:
+    for line in f:
+        m = fn.match(line)
+        if m:
+            cur, in_call = m.group(1), False
+            if m.group(2):
+                names[cur] = m.group(2).strip()
+        elif line.startswith("cfn="):
+            m = cfn.match(line)
+            if m:
+                names[m.group(1)] = m.group(2).strip()
+        elif line.startswith("calls="):
+            in_call = True
+        elif line[:1].isdigit() or line[:1] in "+-":
+            if in_call:
+                in_call = False
+            elif cur is not None:
+                parts = line.split()
+                if len(parts) > 1:
+                    cost[cur] = cost.get(cur, 0) + int(parts[1])
+ranked = sorted(cost, key=lambda i: -cost[i])
+with open(sys.argv[2], "w") as out:
+    for i in ranked:
+        out.write(names[i] + "\n")
+PY
+echo "$(wc -l <"$OUT") functions in $OUT"
