@@ -17,6 +17,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod mirror;
 pub mod rbac;
+pub mod redis_quota;
 mod register;
 pub mod tcp_proxy;
 

@@ -32,6 +32,7 @@ use crate::{
 /// | `jwt_auth` | HTTP filter | [`crate::auth`] |
 /// | `api_key_auth` | HTTP filter | [`crate::auth`] |
 /// | `lua` (feature `lua`) | HTTP filter | `crate::lua` |
+/// | `redis_quota` | HTTP filter | [`crate::redis_quota`] |
 ///
 /// Each factory only parses its section ([`proxy_core::config::Section::parse`]) and
 /// calls the layer's constructor, so a config error names the field path inside the
@@ -52,6 +53,7 @@ use crate::{
 /// ```
 pub fn register(registry: &mut Registry) {
     crate::adaptive::register(registry);
+    crate::redis_quota::register(registry);
     #[cfg(feature = "lua")]
     registry.register_filter(crate::lua::NAME, |cfg, ctx| {
         let mut c: crate::lua::LuaConfig = cfg.parse()?;

@@ -13,6 +13,7 @@
 //! - [`tools`]: external clients (curl, h2load, openssl), skipped loudly when absent.
 //! - [`python`]: the test-deps directory, and a Python that can import a test
 //!   client's module (tongsuopy, aioquic, ...), skipped loudly when absent.
+//! - [`redis`]: a real `redis-server` on a loopback port.
 //! - [`pki`], [`temp`]: a test PKI written to a temporary directory.
 //! - [`yaml`]: the YAML of the common listener and cluster shapes.
 //! - `rpc` (feature `codec`): Bolt and Dubbo peers.
@@ -33,6 +34,7 @@ pub mod pki;
 pub mod ports;
 pub mod prometheus;
 pub mod python;
+pub mod redis;
 #[cfg(feature = "codec")]
 pub mod rpc;
 pub mod server;

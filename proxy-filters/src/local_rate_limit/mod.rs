@@ -174,6 +174,50 @@ pub enum KeySource {
     Consumer,
 }
 
+/// A descriptor's key as found in a request (see [`KeySource`]): hashed by the
+/// local limiter, written into the shared key by `redis_quota`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum KeyValue<'r> {
+    /// A header value, an mTLS identity or a consumer id.
+    Bytes(&'r [u8]),
+    /// The downstream peer IP (the unspecified address when it is unknown).
+    Ip(std::net::IpAddr),
+}
+
+impl KeySource {
+    /// The key this source names in `req`, or `None` when the request has none (no
+    /// such header, no mTLS identity, no consumer): such a request is not counted.
+    pub(crate) fn value<'r>(&self, req: &'r HttpRequest) -> Option<KeyValue<'r>> {
+        match self {
+            KeySource::Header(h) => req
+                .headers()
+                .get(&h.0)
+                .map(|v| KeyValue::Bytes(v.as_bytes())),
+            KeySource::SourceIp => Some(KeyValue::Ip(
+                req.extensions()
+                    .get::<proxy_core::proxy::ConnInfo>()
+                    .and_then(|c| c.peer)
+                    .map_or(crate::matcher::NO_IP, |p| p.ip()),
+            )),
+            KeySource::Identity => {
+                let peer = req
+                    .extensions()
+                    .get::<proxy_core::connection::TlsInfo>()
+                    .and_then(|t| t.peer.as_ref())?;
+                peer.uri_sans
+                    .first()
+                    .or(peer.dns_sans.first())
+                    .or(peer.subject.as_ref())
+                    .map(|id| KeyValue::Bytes(id.as_bytes()))
+            }
+            KeySource::Consumer => req
+                .extensions()
+                .get::<crate::auth::Consumer>()
+                .map(|c| KeyValue::Bytes(c.id.as_bytes())),
+        }
+    }
+}
+
 impl RateConfig {
     fn quota(&self, field: &str) -> Result<Quota, ConfigError> {
         let period = self.per / self.requests.get();
@@ -212,47 +256,39 @@ impl Limits {
                 .map_err(|n| Refused::Wait(n.wait_time_from(self.clock.now())))?;
         }
         for d in self.descriptors.iter() {
-            let key = match &d.key {
-                KeySource::Header(h) => match req.headers().get(&h.0) {
-                    Some(v) => self.hash(v),
-                    None => continue,
-                },
-                KeySource::SourceIp => match req
-                    .extensions()
-                    .get::<proxy_core::proxy::ConnInfo>()
-                    .and_then(|c| c.peer)
-                {
-                    Some(p) => self.hasher.hash_one(p.ip()),
-                    None => self.hasher.hash_one(crate::matcher::NO_IP),
-                },
-                KeySource::Identity => {
-                    let peer = req
-                        .extensions()
-                        .get::<proxy_core::connection::TlsInfo>()
-                        .and_then(|t| t.peer.as_ref());
-                    let id = peer.and_then(|p| {
-                        p.uri_sans
-                            .first()
-                            .or(p.dns_sans.first())
-                            .or(p.subject.as_ref())
-                    });
-                    match id {
-                        Some(id) => self.hasher.hash_one(id.as_bytes()),
-                        None => continue,
-                    }
-                }
-                KeySource::Consumer => match req.extensions().get::<crate::auth::Consumer>() {
-                    Some(c) => self.hasher.hash_one(c.id.as_bytes()),
-                    None => continue,
-                },
+            let Some(key) = d.key.value(req) else {
+                continue;
             };
+            let key = self.hasher.hash_one(key);
             d.buckets.check(key)?;
         }
         Ok(())
     }
 
-    fn hash(&self, v: &HeaderValue) -> u64 {
-        self.hasher.hash_one(v.as_bytes())
+    /// The 429 answer to `req` if a limit refuses it, counting the decision.
+    pub(crate) fn refuse(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        let refused = match self.check(req) {
+            Ok(()) => {
+                self.counters.allowed.inc();
+                return None;
+            }
+            Err(refused) => refused,
+        };
+        self.counters.limited.inc();
+        let (wait, reason, body) = match refused {
+            Refused::Wait(wait) => (wait, "rate_limited", "rate limited\n"),
+            Refused::Full => (
+                Duration::from_secs(1),
+                "rate_limit_keys_full",
+                "rate limit key table full\n",
+            ),
+        };
+        let mut resp =
+            crate::local_reply::reply(req.headers(), StatusCode::TOO_MANY_REQUESTS, reason, body);
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        Some(resp)
     }
 
     /// Counts these limits' key tables as part of the config build `build`.
@@ -299,7 +335,7 @@ impl Limits {
 /// ```
 #[derive(Debug, Clone)]
 pub struct LocalRateLimitLayer {
-    limits: Arc<Limits>,
+    pub(crate) limits: Arc<Limits>,
 }
 
 impl LocalRateLimitLayer {
@@ -406,32 +442,9 @@ where
     }
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
-        match self.limits.check(&req) {
-            Ok(()) => {
-                self.limits.counters.allowed.inc();
-                LocalOr::inner(self.inner.call(req))
-            }
-            Err(refused) => {
-                self.limits.counters.limited.inc();
-                let (wait, reason, body) = match refused {
-                    Refused::Wait(wait) => (wait, "rate_limited", "rate limited\n"),
-                    Refused::Full => (
-                        Duration::from_secs(1),
-                        "rate_limit_keys_full",
-                        "rate limit key table full\n",
-                    ),
-                };
-                let mut resp = crate::local_reply::reply(
-                    req.headers(),
-                    StatusCode::TOO_MANY_REQUESTS,
-                    reason,
-                    body,
-                );
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-                LocalOr::local(resp)
-            }
+        match self.limits.refuse(&req) {
+            None => LocalOr::inner(self.inner.call(req)),
+            Some(resp) => LocalOr::local(resp),
         }
     }
 }
