@@ -191,7 +191,12 @@ fn a_refused_response_changes_nothing_and_is_nacked_by_nonce() {
         name: "web".into(),
         ..Cluster::default()
     };
-    bad.outlier_detection = Some(Default::default());
+    bad.outlier_detection = Some(
+        envoy_types::pb::envoy::config::cluster::v3::OutlierDetection {
+            split_external_local_origin_errors: true,
+            ..Default::default()
+        },
+    );
     let any = Any {
         type_url: CLUSTER_TYPE.into(),
         value: bad.encode_to_vec(),
@@ -199,7 +204,8 @@ fn a_refused_response_changes_nothing_and_is_nacked_by_nonce() {
     let resp = delta(CLUSTER_TYPE, "c2", vec![resource("web", "1", any)], &[]);
     assert_eq!(
         nack_of(&s, &resp),
-        "cluster \"web\": outlier_detection: not supported: it would change behaviour"
+        "cluster \"web\": outlier_detection.split_external_local_origin_errors: not supported: \
+         local-origin failures count as 5xx here (Envoy's default)"
     );
 
     // The wrapper's name must be the resource's own.

@@ -138,7 +138,10 @@ async fn a_bad_resource_is_nacked_and_the_last_good_config_keeps_serving() {
         assert!(answers(&proxy, "a").await);
 
         let mut bad = eds_cluster("app");
-        bad.outlier_detection = Some(OutlierDetection::default());
+        bad.outlier_detection = Some(OutlierDetection {
+            split_external_local_origin_errors: true,
+            ..OutlierDetection::default()
+        });
         let (nack, detail) = cp.push_nacked(cds("2", &[bad])).await;
         assert_eq!(
             nack.version_info, "1",

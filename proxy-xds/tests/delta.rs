@@ -145,7 +145,10 @@ async fn delta_subscriptions_removals_nacks_and_resubscription() {
 
         // A refused update: NACKed by nonce, the field named, nothing changes.
         let mut bad = eds_cluster("app");
-        bad.outlier_detection = Some(OutlierDetection::default());
+        bad.outlier_detection = Some(OutlierDetection {
+            split_external_local_origin_errors: true,
+            ..OutlierDetection::default()
+        });
         let nack = cp
             .push_delta_answered(delta(
                 CLUSTER_TYPE,

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::{
                 ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbConfig, LbPolicy,
                 RingHashLbConfig,
             },
-            CircuitBreakers, Cluster,
+            Cluster,
         },
         core::v3::{config_source::ConfigSourceSpecifier, ApiVersion, ConfigSource},
     },
@@ -30,6 +30,8 @@ const HTTP_OPTIONS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// Envoy's default connect timeout.
 const ENVOY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Envoy's `common_lb_config.healthy_panic_threshold` when absent.
+const ENVOY_PANIC_THRESHOLD: f64 = 50.0;
 
 /// A translated cluster: its config (endpoints filled in for a static cluster, empty
 /// for an EDS one) and, for EDS, the resource name its endpoints come from.
@@ -54,14 +56,20 @@ pub struct XdsCluster {
 /// MAGLEV onto `random`, which is what Envoy does without a route hash policy (routes
 /// carry none: RDS refuses `hash_policy`); the upstream
 /// protocol (HTTP/1.1 or HTTP/2 from `typed_extension_protocol_options`); the pool's
-/// idle timeout; circuit-breaker thresholds left unlimited (4294967295, as Istio
-/// sends them); `transport_socket` (plain text, or `UpstreamTlsContext` onto
-/// proxy-tls's `tls` transport with its certificate and CAs as SDS secrets). Ignored because they cannot change how traffic flows here: stats
-/// names and matchers, metadata, DNS settings (DNS clusters are refused),
+/// idle timeout; `outlier_detection` onto proxy-lb's `outlier_detection` extension
+/// (Envoy's defaults for absent fields, `common_lb_config.healthy_panic_threshold` as
+/// its panic threshold; see the crate README for what is refused); one HTTP or TCP
+/// `health_checks` entry onto proxy-lb's `health_check` extension (register proxy-lb's
+/// `outlier` and `health` for them); `circuit_breakers` onto the cluster's
+/// `circuit_breakers` (DEFAULT `max_requests` and `max_retries`, Envoy's 1024 and 3
+/// when absent, 4294967295 unlimited; `max_connections` and `max_pending_requests`
+/// only unlimited); `transport_socket` (plain text, or `UpstreamTlsContext` onto
+/// proxy-tls's `tls` transport with its certificate and CAs as SDS secrets). Ignored
+/// because they cannot change how traffic flows here: stats names and matchers,
+/// metadata, DNS settings (DNS clusters are refused),
 /// `per_connection_buffer_limit_bytes`, `preconnect_policy`, `wait_for_warm_on_init`,
-/// `common_lb_config.healthy_panic_threshold` and `update_merge_window` (there is no
-/// panic mode without health checks or outlier detection, both refused). Everything
-/// else is refused, naming the field.
+/// `common_lb_config.update_merge_window`. Everything else is refused, naming the
+/// field.
 ///
 /// # Errors
 /// A [`Refusal`] naming the cluster and the field.
@@ -81,8 +89,12 @@ pub struct XdsCluster {
 /// assert_eq!(x.config.lb.typed, "least_request");
 ///
 /// c.outlier_detection = Some(OutlierDetection::default());
+/// let x = proxy_xds::resources::cluster(&c)?;
+/// assert_eq!(x.config.extensions[0].typed, "outlier_detection");
+///
+/// c.outlier_detection = Some(OutlierDetection { split_external_local_origin_errors: true, ..Default::default() });
 /// let err = proxy_xds::resources::cluster(&c).unwrap_err();
-/// assert_eq!(err.to_string(), "cluster \"web\": outlier_detection: not supported: it would change behaviour");
+/// assert!(err.to_string().starts_with("cluster \"web\": outlier_detection.split_external_local_origin_errors: not supported"));
 /// # Ok::<(), proxy_xds::Refusal>(())
 /// ```
 pub fn cluster(c: &Cluster) -> Result<XdsCluster, Refusal> {
@@ -128,14 +140,35 @@ fn translate(c: &Cluster) -> Result<XdsCluster, Refusal> {
         },
     };
     config.lb = balancer(c)?;
-    circuit_breakers(c.circuit_breakers.as_ref())?;
+    config.circuit_breakers =
+        super::circuit_breakers::circuit_breakers(c.circuit_breakers.as_ref())?;
+    let mut panic_threshold = ENVOY_PANIC_THRESHOLD;
     if let Some(common) = &c.common_lb_config {
         let mut rest = common.clone();
         rest.healthy_panic_threshold = None;
         rest.update_merge_window = None;
         refuse_leftover(&rest, fields::COMMON_LB_CONFIG)
             .map_err(|r| r.within("common_lb_config"))?;
+        if let Some(p) = &common.healthy_panic_threshold {
+            if !(0.0..=100.0).contains(&p.value) {
+                return Err(Refusal::new(
+                    "",
+                    "common_lb_config.healthy_panic_threshold",
+                    format!("{} is not a percentage (0 to 100)", p.value),
+                ));
+            }
+            panic_threshold = p.value;
+        }
     }
+    if let Some(o) = &c.outlier_detection {
+        let ext = super::outlier::outlier_detection(o, panic_threshold)
+            .map_err(|r| r.within("outlier_detection"))?;
+        config.extensions.extend(ext);
+    }
+    config.extensions.extend(super::health_check::health_checks(
+        &c.health_checks,
+        &c.name,
+    )?);
     #[allow(deprecated)]
     if let Some(h2) = &c.http2_protocol_options {
         refuse_leftover(h2, fields::HTTP2_OPTIONS)
@@ -212,6 +245,8 @@ fn unhandled(c: &Cluster) -> Cluster {
     r.lb_config = None;
     r.circuit_breakers = None;
     r.common_lb_config = None;
+    r.outlier_detection = None;
+    r.health_checks.clear();
     r.http2_protocol_options = None;
     r.typed_extension_protocol_options.clear();
     r.transport_socket = None;
@@ -370,49 +405,6 @@ fn ring_hash(rh: &RingHashLbConfig) -> Result<(), Refusal> {
     refuse_leftover(&rest, fields::RING_HASH_LB_CONFIG)
 }
 
-/// Thresholds are accepted only when unlimited: the proxy has no per-cluster limits yet.
-fn circuit_breakers(cb: Option<&CircuitBreakers>) -> Result<(), Refusal> {
-    let Some(cb) = cb else { return Ok(()) };
-    let unlimited = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>| {
-        v.as_ref().is_none_or(|v| v.value == u32::MAX)
-    };
-    for (i, t) in cb.thresholds.iter().enumerate() {
-        let path = format!("circuit_breakers.thresholds[{i}]");
-        for (name, v) in [
-            ("max_connections", &t.max_connections),
-            ("max_pending_requests", &t.max_pending_requests),
-            ("max_requests", &t.max_requests),
-            ("max_retries", &t.max_retries),
-            ("max_connection_pools", &t.max_connection_pools),
-        ] {
-            if !unlimited(v) {
-                return Err(Refusal::new(
-                    "",
-                    format!("{path}.{name}"),
-                    "only 4294967295 (unlimited) is supported: there are no per-cluster limits yet",
-                ));
-            }
-        }
-        let mut rest = *t;
-        rest.priority = 0;
-        rest.track_remaining = false;
-        rest.max_connections = None;
-        rest.max_pending_requests = None;
-        rest.max_requests = None;
-        rest.max_retries = None;
-        rest.max_connection_pools = None;
-        refuse_leftover(&rest, fields::THRESHOLDS).map_err(|r| r.within(&path))?;
-    }
-    if !cb.per_host_thresholds.is_empty() {
-        return Err(Refusal::new(
-            "",
-            "circuit_breakers.per_host_thresholds",
-            "not supported: it would change behaviour",
-        ));
-    }
-    Ok(())
-}
-
 fn http_options(o: &HttpProtocolOptions, config: &mut ClusterConfig) -> Result<(), Refusal> {
     let mut rest = o.clone();
     rest.upstream_protocol_options = None;
@@ -478,3 +470,7 @@ fn http_options(o: &HttpProtocolOptions, config: &mut ClusterConfig) -> Result<(
 #[cfg(test)]
 #[path = "cluster_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "cluster_policy_tests.rs"]
+mod policy_tests;

@@ -5,14 +5,17 @@
 //! resource with a [`Refusal`] naming the field.
 
 mod action;
+mod circuit_breakers;
 mod cluster;
 mod downstream_tls;
 mod endpoint;
 mod fields;
 mod fields_http;
 mod hcm;
+mod health_check;
 mod listener;
 mod matchers;
+mod outlier;
 mod route;
 mod secret;
 mod tls_common;
