@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod adaptive;
+pub mod api_metrics;
 pub mod auth;
 pub mod config;
 pub mod conn_fault;
@@ -20,6 +21,7 @@ pub mod rbac;
 pub mod redis_quota;
 mod register;
 pub mod tcp_proxy;
+pub mod trace;
 
 pub use error::{ConfigError, TcpProxyError};
 pub use local_reply::LocalOr;

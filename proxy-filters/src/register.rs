@@ -10,9 +10,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    access_log, auth, conn_fault, conn_limit, fault, header_rewrite, local_rate_limit,
+    access_log, api_metrics, auth, conn_fault, conn_limit, fault, header_rewrite, local_rate_limit,
     metrics::{CounterSet, FilterMetrics},
-    mirror, rbac, tcp_proxy, ConfigError,
+    mirror, rbac, tcp_proxy, trace, ConfigError,
 };
 
 /// Registers every filter of this crate:
@@ -31,6 +31,8 @@ use crate::{
 /// | `adaptive_concurrency` | HTTP filter | [`crate::adaptive`] |
 /// | `jwt_auth` | HTTP filter | [`crate::auth`] |
 /// | `api_key_auth` | HTTP filter | [`crate::auth`] |
+/// | `trace_context` | HTTP filter | [`crate::trace`] |
+/// | `api_metrics` | HTTP filter | [`crate::api_metrics`] |
 /// | `lua` (feature `lua`) | HTTP filter | `crate::lua` |
 /// | `redis_quota` | HTTP filter | [`crate::redis_quota`] |
 ///
@@ -140,6 +142,20 @@ pub fn register(registry: &mut Registry) {
         let c: auth::ApiKeyAuthConfig = cfg.parse()?;
         let counters = counters(ctx, "auth", c.name.as_deref());
         Ok(http(auth::ApiKeyAuthLayer::new(&c, counters)?))
+    });
+    registry.register_filter(trace::NAME, |cfg, ctx| {
+        let c: trace::TraceContextConfig = cfg.parse()?;
+        let counters = counters(ctx, trace::NAME, c.name.as_deref());
+        Ok(http(
+            trace::TraceContextLayer::new(&c, counters)?.with_api(ctx.route),
+        ))
+    });
+    registry.register_filter(api_metrics::NAME, |cfg, ctx| {
+        let mut c: api_metrics::ApiMetricsConfig = cfg.parse()?;
+        c.api = c.api.or_else(|| ctx.route.map(str::to_owned));
+        // One object for every instance: one family on /stats/prometheus.
+        let metrics = ctx.metrics::<api_metrics::ApiMetrics>("filters/api_metrics");
+        Ok(http(api_metrics::ApiMetricsLayer::new(&c, metrics)))
     });
     registry.register_filter(local_rate_limit::NAME, |cfg, ctx| {
         let c: local_rate_limit::LocalRateLimitConfig = cfg.parse()?;
