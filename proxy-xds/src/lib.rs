@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod admin;
+mod bootstrap;
 mod client;
 mod config;
 mod delta;
@@ -14,6 +15,7 @@ mod thread;
 mod tls;
 
 pub use admin::{XdsAdmin, CONFIG_DUMP_PATH};
+pub use bootstrap::Bootstrap;
 pub use client::XdsClient;
 pub use config::{ApiType, BackoffConfig, LocalityConfig, NodeConfig, Streams, XdsConfig};
 pub use error::{Refusal, StreamError};

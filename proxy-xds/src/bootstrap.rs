@@ -1,0 +1,101 @@
+//! A binary's xDS client from its config file's `xds` section, assembled: its TLS
+//! paths resolved from the file's directory, SDS secrets into the store proxy-tls's
+//! layers read (listeners and clusters naming `secret:` rotate to them), and its
+//! state on the admin endpoint (`/stats/prometheus`, `/config_dump/xds`).
+
+use std::sync::Arc;
+
+use proxy_core::{config::Config, ConfigError, Server};
+use proxy_tls::{rotation::MemorySecrets, TlsRuntime};
+
+use crate::{TlsSecrets, XdsAdmin, XdsClient, XdsConfig, XdsThread};
+
+/// An xDS client and the secret store its SDS fills, built from a config's `xds`
+/// section; started once the server runs.
+///
+/// ```no_run
+/// use proxy_core::{config::Config, Registry, Server};
+/// use proxy_xds::Bootstrap;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::load(std::path::Path::new("proxy.yaml"))?;
+/// let Some(xds) = Bootstrap::from_config(&config)? else {
+///     return Ok(()); // no `xds` section: the file is the whole config
+/// };
+/// let mut registry = Registry::default();
+/// // `secret: NAME` in a `tls` filter resolves in what SDS sent.
+/// proxy_tls::register_with(&mut registry, xds.tls_runtime());
+/// let server = xds.install(Server::new(xds.initial_config(), registry)?);
+/// let handle = server.clone();
+/// server.run_until(async move {
+///     let _xds = xds.spawn(handle.clone()); // stops when dropped
+///     handle.wait_for_signals().await;
+/// })?;
+/// # Ok(()) }
+/// ```
+pub struct Bootstrap {
+    client: XdsClient,
+    secrets: Arc<MemorySecrets>,
+}
+
+impl std::fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bootstrap").finish_non_exhaustive()
+    }
+}
+
+impl Bootstrap {
+    /// The client of `config`'s `xds` section, or `None` without one (errors name
+    /// `xds.FIELD`); what it receives is added to `config`, the static part.
+    ///
+    /// # Errors
+    /// The section does not parse or validate ([`XdsConfig::from_config`]).
+    ///
+    /// ```
+    /// let config = proxy_core::config::Config::from_yaml(
+    ///     "listeners: [{name: l, address: 127.0.0.1:0, virtual_hosts: []}]\nxds: {servers: [\"127.0.0.1:18000\"], node: {id: n1}}",
+    /// )?;
+    /// assert!(proxy_xds::Bootstrap::from_config(&config)?.is_some());
+    /// # Ok::<(), proxy_core::ConfigError>(())
+    /// ```
+    pub fn from_config(config: &Config) -> Result<Option<Self>, ConfigError> {
+        let Some(xds) = XdsConfig::from_config(config).map_err(|e| e.within("xds"))? else {
+            return Ok(None);
+        };
+        let secrets = Arc::new(MemorySecrets::default());
+        let client = XdsClient::new(xds, config.clone())
+            .with_secrets(Arc::new(TlsSecrets::new(secrets.clone())));
+        Ok(Some(Self { client, secrets }))
+    }
+
+    /// The TLS runtime whose `secret:` references resolve in what SDS sent: give it
+    /// to `proxy_tls::register_with`.
+    pub fn tls_runtime(&self) -> TlsRuntime {
+        TlsRuntime::with_secrets(self.secrets.clone())
+    }
+
+    /// The config to start with: routes may name clusters only the control plane
+    /// defines, empty (503) until then.
+    pub fn initial_config(&self) -> Config {
+        self.client.initial_config()
+    }
+
+    /// Adds the client's metrics and config dump to `server`'s admin endpoint.
+    pub fn install(&self, server: Server) -> Server {
+        XdsAdmin::new(&self.client).install(server)
+    }
+
+    /// Starts the client against `server` (call it once the server runs); it stops
+    /// when the returned thread handle drops ([`XdsClient::spawn`]).
+    ///
+    /// # Errors
+    /// When the client's runtime or thread cannot be created.
+    pub fn spawn(self, server: Server) -> std::io::Result<XdsThread> {
+        self.client.spawn(server)
+    }
+
+    /// The client itself.
+    pub fn into_client(self) -> XdsClient {
+        self.client
+    }
+}
