@@ -59,9 +59,13 @@ impl XdsAdmin {
     }
 
     /// Appends the client's series in the Prometheus text format:
-    /// `proxy_xds_connected`, `proxy_xds_streams_total`, `proxy_xds_applied_total`,
-    /// and per type (`clusters`, `endpoints`, `listeners`, `routes`, `secrets`)
-    /// `proxy_xds_resources`, `proxy_xds_responses_total{result="ack"|"nack"}` and
+    /// `proxy_xds_connected`, `proxy_xds_streams_total`, `proxy_xds_applied_total`
+    /// (config swaps), and per type (`clusters`, `endpoints`, `listeners`,
+    /// `routes`, `secrets`) `proxy_xds_resources`,
+    /// `proxy_xds_responses_total{result="ack"|"nack"}`,
+    /// `proxy_xds_updates_total{result="received"|"applied"|"coalesced"}`
+    /// (responses received; accepted ones live as the newest of their type, or
+    /// superseded by a newer one of their type in the same swap) and
     /// `proxy_xds_version_info{version}` (always 1, the version in its label).
     pub fn render_metrics(&self, out: &mut String) {
         let s = self.status.borrow().clone();
@@ -91,6 +95,19 @@ impl XdsAdmin {
                 );
             }
         }
+        let _ = writeln!(out, "# TYPE proxy_xds_updates_total counter");
+        for (name, t) in &s.types {
+            for (result, n) in [
+                ("received", t.received),
+                ("applied", t.applied),
+                ("coalesced", t.coalesced),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "proxy_xds_updates_total{{type=\"{name}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
         let _ = writeln!(out, "# TYPE proxy_xds_version_info gauge");
         for (name, t) in &s.types {
             let _ = writeln!(
@@ -102,7 +119,8 @@ impl XdsAdmin {
     }
 
     /// The config dump as pretty JSON: `connected`, `last_nack`, per type its
-    /// `version`, `resources` (names), `acks`, `nacks` and `last_nack`, and under
+    /// `version`, `resources` (names), `acks`, `nacks`, `last_nack` and its
+    /// `updates` (`received`, `applied`, `coalesced`, as in the metrics), and under
     /// `config` the listeners and clusters of `server`'s running config that came
     /// from the control plane (endpoints inside their clusters, routes inside their
     /// listeners). Secrets show by name only.
@@ -127,6 +145,11 @@ impl XdsAdmin {
                     "acks": t.acks,
                     "nacks": t.nacks,
                     "last_nack": t.last_nack,
+                    "updates": {
+                        "received": t.received,
+                        "applied": t.applied,
+                        "coalesced": t.coalesced,
+                    },
                 });
                 ((*name).to_owned(), v)
             })
@@ -171,6 +194,9 @@ mod tests {
                 acks: 4,
                 nacks: 1,
                 last_nack: Some("cluster \"c\": outlier_detection: refused".into()),
+                received: 9,
+                applied: 3,
+                coalesced: 1,
             },
         );
         let admin = XdsAdmin {
@@ -186,6 +212,9 @@ mod tests {
             "proxy_xds_responses_total{type=\"clusters\",result=\"ack\"} 4\n",
             "proxy_xds_responses_total{type=\"clusters\",result=\"nack\"} 1\n",
             "proxy_xds_version_info{type=\"clusters\",version=\"v\\\"7\"} 1\n",
+            "proxy_xds_updates_total{type=\"clusters\",result=\"received\"} 9\n",
+            "proxy_xds_updates_total{type=\"clusters\",result=\"applied\"} 3\n",
+            "proxy_xds_updates_total{type=\"clusters\",result=\"coalesced\"} 1\n",
         ] {
             assert!(out.contains(line), "no {line:?} in\n{out}");
         }

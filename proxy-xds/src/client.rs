@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DiscoveryRequest,
-    DiscoveryResponse,
 };
 use proxy_core::{config::Config, DisplayChain, Server, ServerError};
 use tokio::sync::{mpsc, watch};
@@ -16,10 +15,16 @@ use crate::{
     XdsConfig, XdsStatus,
 };
 
+#[path = "coalesce.rs"]
+mod coalesce;
 #[path = "client_delta.rs"]
 mod delta;
+#[path = "client_drive.rs"]
+mod drive;
 #[path = "client_split.rs"]
 mod split;
+
+use drive::AdsLink;
 
 /// An xDS client for CDS and EDS, LDS and RDS when [`XdsConfig::listeners`] is
 /// set, and SDS for [`XdsConfig::secrets`] (into the sink of
@@ -97,15 +102,15 @@ impl XdsClient {
     /// says. Spawn it on the runtime of your choice.
     pub async fn run(self, server: Server) {
         let mut session = match self.config.api_type {
-            ApiType::Delta => Session::Delta(
+            ApiType::Delta => Session::Delta(Arc::new(
                 DeltaState::new(self.config.listeners).with_secrets(&self.config.secrets),
-            ),
-            _ => Session::Sotw(
+            )),
+            _ => Session::Sotw(Arc::new(
                 AdsState::new(self.config.listeners).with_secrets(&self.config.secrets),
-            ),
+            )),
         };
         let mut backoff = self.config.backoff.initial;
-        let mut last_applied: Option<Config> = None;
+        let mut last_applied: Option<Arc<Config>> = None;
         for attempt in 0usize.. {
             let Some(address) =
                 (self.config.servers).get(attempt % self.config.servers.len().max(1))
@@ -207,30 +212,24 @@ impl XdsClient {
     async fn stream(
         &self,
         address: &str,
-        state: &mut AdsState,
+        state: &mut Arc<AdsState>,
         server: &Server,
-        last_applied: &mut Option<Config>,
+        last_applied: &mut Option<Arc<Config>>,
         got: &mut bool,
     ) -> Result<(), StreamError> {
         let mut client = self.connect(address).await?;
         let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
-        for req in state.open(self.config.node()) {
+        for req in Arc::make_mut(state).open(self.config.node()) {
             let _ = tx.send(req).await;
         }
-        let mut inbound = client
+        let inbound = client
             .stream_aggregated_resources(receiver_stream(rx))
             .await?
             .into_inner();
         self.opened(address);
-        while let Some(resp) = inbound.message().await? {
-            *got = true;
-            for req in self.handle(state, &resp, server, last_applied).await {
-                if tx.send(req).await.is_err() {
-                    return Err(StreamError::Closed);
-                }
-            }
-        }
-        Err(StreamError::Closed)
+        let mut link = AdsLink::<AdsState> { tx, inbound };
+        self.drive(&mut link, state, server, last_applied, got)
+            .await
     }
 
     /// Counts a stream as open.
@@ -241,81 +240,6 @@ impl XdsClient {
         });
         tracing::info!(%address, api_type = ?self.config.api_type, "xds stream open");
     }
-
-    /// Validates, applies and answers one state-of-the-world response.
-    async fn handle(
-        &self,
-        state: &mut AdsState,
-        resp: &DiscoveryResponse,
-        server: &Server,
-        last_applied: &mut Option<Config>,
-    ) -> Vec<DiscoveryRequest> {
-        let outcome = match state.prepare(resp, &self.base) {
-            Err(refusal) => Err(refusal),
-            Ok(next) => self
-                .commit(state, &next, server, last_applied)
-                .await
-                .map(|()| next),
-        };
-        match outcome {
-            Ok(next) => {
-                tracing::info!(type_url = %resp.type_url, version = %resp.version_info, "xds accepted");
-                let out = state.accept(next, resp);
-                self.accepted(state, &resp.type_url);
-                out
-            }
-            Err(refusal) => {
-                tracing::warn!(type_url = %resp.type_url, version = %resp.version_info, %refusal, "xds rejected");
-                self.rejected(&resp.type_url, &refusal);
-                vec![state.reject(resp, &refusal)]
-            }
-        }
-    }
-
-    /// Makes `next` live: its secrets to the sink when they changed, then its
-    /// config to the server.
-    async fn commit(
-        &self,
-        before: &AdsState,
-        next: &AdsState,
-        server: &Server,
-        last_applied: &mut Option<Config>,
-    ) -> Result<(), Refusal> {
-        if next.secrets != before.secrets {
-            let sink = self.secrets.as_ref().ok_or_else(|| {
-                Refusal::new("", "", "secrets are not accepted: no secret sink is set")
-            })?;
-            sink.apply(&next.secrets)?;
-        }
-        self.apply_config(next.config(&self.base), server, last_applied)
-            .await
-    }
-
-    /// Applies `config` to `server` unless it is the config applied last.
-    async fn apply_config(
-        &self,
-        config: Config,
-        server: &Server,
-        last_applied: &mut Option<Config>,
-    ) -> Result<(), Refusal> {
-        if last_applied.as_ref() == Some(&config) {
-            return Ok(());
-        }
-        apply(server, config.clone(), &self.base).await?;
-        *last_applied = Some(config);
-        self.status.send_modify(|s| s.applied += 1);
-        Ok(())
-    }
-
-    /// Publishes an accepted response of `type_url`.
-    fn accepted(&self, state: &AdsState, type_url: &str) {
-        self.status.send_modify(|s| s.accepted(state, type_url));
-    }
-
-    /// Publishes a NACK of a response of `type_url`.
-    fn rejected(&self, type_url: &str, refusal: &Refusal) {
-        self.status.send_modify(|s| s.rejected(type_url, refusal));
-    }
 }
 
 /// The requests of one stream, as the stream tonic sends.
@@ -325,22 +249,18 @@ fn receiver_stream<T: Send + 'static>(
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
 }
 
-/// What one protocol variant keeps across streams.
+/// What one protocol variant keeps across streams: the live state.
 enum Session {
-    Sotw(AdsState),
-    Delta(DeltaState),
+    Sotw(Arc<AdsState>),
+    Delta(Arc<DeltaState>),
 }
 
-/// `Server::reload` off the async workers; a refusal names the xDS cluster or
-/// listener when the error is in one.
-async fn apply(server: &Server, config: Config, base: &Config) -> Result<(), Refusal> {
+/// `Server::reload` (blocking: call it off the async workers); a refusal names the
+/// xDS cluster or listener when the error is in one.
+fn reload(server: &Server, config: Config, base: &Config) -> Result<(), Refusal> {
     let names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
     let listeners: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
-    let server = server.clone();
-    let result = tokio::task::spawn_blocking(move || server.reload(config))
-        .await
-        .map_err(|e| Refusal::new("", "", format!("applying the config failed: {e}")))?;
-    match result {
+    match server.reload(config) {
         Ok(()) => Ok(()),
         Err(ServerError::Config(e)) => {
             if e.path.starts_with("listeners[") {

@@ -5,7 +5,7 @@
 //! to a response of a type not asked for goes back on the stream it came on. The
 //! session ends, to be reopened whole after the back-off, when any stream ends.
 
-use std::{collections::HashMap, pin::Pin};
+use std::{collections::HashMap, pin::Pin, sync::Arc};
 
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::{
     },
 };
 use futures_util::{
+    future::BoxFuture,
     stream::{self, SelectAll},
     Stream, StreamExt,
 };
@@ -28,7 +29,11 @@ use proxy_core::{config::Config, Server};
 use tokio::sync::mpsc;
 use tonic::{transport::Channel, Status, Streaming};
 
-use super::{receiver_stream, XdsClient};
+use super::{
+    coalesce::{Origin, Protocol},
+    drive::Link,
+    receiver_stream, XdsClient,
+};
 use crate::{
     delta::DeltaState,
     resources::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE},
@@ -46,7 +51,7 @@ struct PerType<Req, Resp> {
 }
 
 /// A request of either variant.
-trait Request: Send + 'static {
+pub(super) trait Request: Send + 'static {
     fn type_url(&self) -> &str;
     fn set_node(&mut self, node: Node);
 }
@@ -182,116 +187,146 @@ macro_rules! per_type_call {
     };
 }
 
+/// The streams per type of one session, as the session's [`Link`]: requests go to
+/// the stream of their type, opened on the first.
+pub(super) struct SplitLink<P: Protocol> {
+    channel: Channel,
+    node: Node,
+    max: usize,
+    streams: PerType<P::Req, P::Resp>,
+}
+
+impl<P: Protocol> SplitLink<P>
+where
+    P::Req: Request,
+{
+    /// The next response of any stream; `Err(Closed)` once one ended.
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<(Origin, P::Resp)>, StreamError>> {
+        Box::pin(async move {
+            match self.streams.inbound.next().await {
+                Some((origin, item)) => {
+                    let resp = item.ok_or(StreamError::Closed)??;
+                    Ok(Some((Some(origin), resp)))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+impl Link<AdsState> for SplitLink<AdsState> {
+    fn recv(&mut self) -> BoxFuture<'_, Result<Option<(Origin, DiscoveryResponse)>, StreamError>> {
+        self.next()
+    }
+
+    fn send(
+        &mut self,
+        req: DiscoveryRequest,
+        origin: Origin,
+    ) -> BoxFuture<'_, Result<(), StreamError>> {
+        Box::pin(async move {
+            let Some((type_url, out)) = self.streams.route(req, &self.node, origin).await? else {
+                return Ok(());
+            };
+            let (ch, max) = (self.channel.clone(), self.max);
+            let responses = per_type_call!(
+                type_url,
+                ch,
+                max,
+                out,
+                stream_clusters,
+                stream_endpoints,
+                stream_listeners,
+                stream_routes,
+                stream_secrets
+            );
+            self.streams.attach(type_url, responses.into_inner());
+            Ok(())
+        })
+    }
+}
+
+impl Link<DeltaState> for SplitLink<DeltaState> {
+    fn recv(
+        &mut self,
+    ) -> BoxFuture<'_, Result<Option<(Origin, DeltaDiscoveryResponse)>, StreamError>> {
+        self.next()
+    }
+
+    fn send(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+        origin: Origin,
+    ) -> BoxFuture<'_, Result<(), StreamError>> {
+        Box::pin(async move {
+            let Some((type_url, out)) = self.streams.route(req, &self.node, origin).await? else {
+                return Ok(());
+            };
+            let (ch, max) = (self.channel.clone(), self.max);
+            let responses = per_type_call!(
+                type_url,
+                ch,
+                max,
+                out,
+                delta_clusters,
+                delta_endpoints,
+                delta_listeners,
+                delta_routes,
+                delta_secrets
+            );
+            self.streams.attach(type_url, responses.into_inner());
+            Ok(())
+        })
+    }
+}
+
 impl XdsClient {
+    /// The streams per type of a session to `address`, none open yet.
+    async fn split_link<P: Protocol>(&self, address: &str) -> Result<SplitLink<P>, StreamError>
+    where
+        P::Req: Request,
+    {
+        Ok(SplitLink {
+            channel: self.channel(address).await?,
+            node: self.config.node(),
+            max: self.config.max_message_bytes.as_usize(),
+            streams: PerType::new(),
+        })
+    }
+
     /// One state-of-the-world session of a stream per type, until one ends.
     pub(super) async fn split_stream(
         &self,
         address: &str,
-        state: &mut AdsState,
+        state: &mut Arc<AdsState>,
         server: &Server,
-        last_applied: &mut Option<Config>,
+        last_applied: &mut Option<Arc<Config>>,
         got: &mut bool,
     ) -> Result<(), StreamError> {
-        let channel = self.channel(address).await?;
-        let node = self.config.node();
-        let mut streams = PerType::new();
-        for req in state.open(node.clone()) {
-            self.send_sotw(&channel, &mut streams, req, &node, None)
-                .await?;
+        let mut link = self.split_link::<AdsState>(address).await?;
+        for req in Arc::make_mut(state).open(link.node.clone()) {
+            link.send(req, None).await?;
         }
         self.opened(address);
-        while let Some((origin, item)) = streams.inbound.next().await {
-            let resp = item.ok_or(StreamError::Closed)??;
-            *got = true;
-            for req in self.handle(state, &resp, server, last_applied).await {
-                self.send_sotw(&channel, &mut streams, req, &node, Some(origin))
-                    .await?;
-            }
-        }
-        Err(StreamError::Closed)
-    }
-
-    async fn send_sotw(
-        &self,
-        channel: &Channel,
-        streams: &mut PerType<DiscoveryRequest, DiscoveryResponse>,
-        req: DiscoveryRequest,
-        node: &Node,
-        origin: Option<&'static str>,
-    ) -> Result<(), StreamError> {
-        let Some((type_url, out)) = streams.route(req, node, origin).await? else {
-            return Ok(());
-        };
-        let max = self.config.max_message_bytes.as_usize();
-        let ch = channel.clone();
-        let responses = per_type_call!(
-            type_url,
-            ch,
-            max,
-            out,
-            stream_clusters,
-            stream_endpoints,
-            stream_listeners,
-            stream_routes,
-            stream_secrets
-        );
-        streams.attach(type_url, responses.into_inner());
-        Ok(())
+        self.drive(&mut link, state, server, last_applied, got)
+            .await
     }
 
     /// One delta session of a stream per type, until one ends.
     pub(super) async fn split_delta_stream(
         &self,
         address: &str,
-        state: &mut DeltaState,
+        state: &mut Arc<DeltaState>,
         server: &Server,
-        last_applied: &mut Option<Config>,
+        last_applied: &mut Option<Arc<Config>>,
         got: &mut bool,
     ) -> Result<(), StreamError> {
-        let channel = self.channel(address).await?;
-        let node = self.config.node();
-        let mut streams = PerType::new();
-        for req in state.open(node.clone()) {
-            self.send_delta(&channel, &mut streams, req, &node, None)
-                .await?;
+        let mut link = self.split_link::<DeltaState>(address).await?;
+        for req in state.open(link.node.clone()) {
+            link.send(req, None).await?;
         }
         self.opened(address);
-        while let Some((origin, item)) = streams.inbound.next().await {
-            let resp = item.ok_or(StreamError::Closed)??;
-            *got = true;
-            for req in self.handle_delta(state, &resp, server, last_applied).await {
-                self.send_delta(&channel, &mut streams, req, &node, Some(origin))
-                    .await?;
-            }
-        }
-        Err(StreamError::Closed)
-    }
-
-    async fn send_delta(
-        &self,
-        channel: &Channel,
-        streams: &mut PerType<DeltaDiscoveryRequest, DeltaDiscoveryResponse>,
-        req: DeltaDiscoveryRequest,
-        node: &Node,
-        origin: Option<&'static str>,
-    ) -> Result<(), StreamError> {
-        let Some((type_url, out)) = streams.route(req, node, origin).await? else {
-            return Ok(());
-        };
-        let max = self.config.max_message_bytes.as_usize();
-        let ch = channel.clone();
-        let responses = per_type_call!(
-            type_url,
-            ch,
-            max,
-            out,
-            delta_clusters,
-            delta_endpoints,
-            delta_listeners,
-            delta_routes,
-            delta_secrets
-        );
-        streams.attach(type_url, responses.into_inner());
-        Ok(())
+        self.drive(&mut link, state, server, last_applied, got)
+            .await
     }
 }

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 /// api_type: delta                     # incremental xDS (sotw when absent)
 /// secrets: [workload-cert, mesh-ca]   # SDS (none when absent)
 /// streams: per_type                   # a stream per type, no ADS (ads when absent)
+/// apply_min_interval: 100ms           # floods: at most one config swap per interval
 /// tls:                                # TLS to the control plane (plain text when absent)
 ///   roots: { files: [/etc/certs/root-cert.pem] }
 ///   server_name: istiod.istio-system.svc
@@ -99,6 +100,16 @@ pub struct XdsConfig {
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<proxy_tls::OriginationConfig>,
+    /// The shortest time between two config swaps (applies) of what the control
+    /// plane sent. Every response is validated, and NACKed at once if refused, as
+    /// it arrives; the ones accepted meanwhile go live together in the next swap
+    /// and are ACKed then. An update after a quiet period goes live at once; a
+    /// flood costs at most one swap per interval (and never two at a time). `0s`
+    /// swaps after every response unless one is still being applied. 100 ms (the
+    /// debounce Istio's control plane applies before it pushes) when absent; at
+    /// most 1 minute.
+    #[serde(default = "default_apply_min_interval", with = "humantime_serde")]
+    pub apply_min_interval: Duration,
 }
 
 /// How the resource types travel ([`XdsConfig::streams`]), a snake_case string.
@@ -208,6 +219,11 @@ fn default_request_timeout() -> Duration {
 fn default_keepalive() -> Duration {
     Duration::from_secs(30)
 }
+fn default_apply_min_interval() -> Duration {
+    Duration::from_millis(100)
+}
+/// The largest [`XdsConfig::apply_min_interval`].
+const MAX_APPLY_MIN_INTERVAL: Duration = Duration::from_secs(60);
 fn default_max_message() -> ByteSize {
     ByteSize(16 << 20)
 }
@@ -240,6 +256,7 @@ impl XdsConfig {
             secrets: Vec::new(),
             streams: Streams::Ads,
             tls: None,
+            apply_min_interval: default_apply_min_interval(),
         }
     }
 
@@ -343,6 +360,12 @@ impl XdsConfig {
                 return Err(ConfigError::new(name, "must be more than zero"));
             }
         }
+        if self.apply_min_interval > MAX_APPLY_MIN_INTERVAL {
+            return Err(ConfigError::new(
+                "apply_min_interval",
+                "must be at most 1m: every update would wait that long in a flood",
+            ));
+        }
         if self.backoff.max < self.backoff.initial {
             return Err(ConfigError::new(
                 "backoff.max",
@@ -438,6 +461,11 @@ mod tests {
         assert_eq!(node.locality.unwrap().zone, "z");
         assert_eq!(node.metadata.unwrap().fields.len(), 2);
         assert_eq!(cfg.backoff.max, Duration::from_secs(30));
+        assert_eq!(cfg.apply_min_interval, Duration::from_millis(100));
+        let every =
+            XdsConfig::from_yaml("servers: [\"a:1\"]\nnode: {id: n1}\napply_min_interval: 0s")
+                .unwrap();
+        assert_eq!(every.apply_min_interval, Duration::ZERO);
 
         for (yaml, path) in [
             ("servers: [\"http://a:1\"]\nnode: {id: n1}", "servers[0]"),
@@ -459,6 +487,10 @@ mod tests {
             (
                 "servers: [\"a:1\"]\nnode: {id: n1}\nsecrets: [a, a]",
                 "secrets[1]",
+            ),
+            (
+                "servers: [\"a:1\"]\nnode: {id: n1}\napply_min_interval: 2m",
+                "apply_min_interval",
             ),
         ] {
             let e = XdsConfig::from_yaml(yaml).unwrap_err();

@@ -250,6 +250,20 @@ impl DeltaState {
         next: Self,
         resp: &DeltaDiscoveryResponse,
     ) -> Vec<DeltaDiscoveryRequest> {
+        let (state, out) = self.advance(next, &resp.type_url, &resp.nonce);
+        *self = state;
+        out
+    }
+
+    /// [`DeltaState::accept`] without changing `self`: the state after the
+    /// candidate `next` (of the response of `type_url` with `nonce`) and the
+    /// requests that follow.
+    pub(crate) fn advance(
+        &self,
+        next: Self,
+        type_url: &str,
+        nonce: &str,
+    ) -> (Self, Vec<DeltaDiscoveryRequest>) {
         let mut out = Vec::new();
         if let Some(change) = resubscribe(ENDPOINT_TYPE, &self.ads.eds_names, &next.ads.eds_names) {
             out.push(change);
@@ -260,14 +274,16 @@ impl DeltaState {
         if let Some(change) = resubscribe(SECRET_TYPE, &self.ads.sds_names, &next.ads.sds_names) {
             out.push(change);
         }
-        self.ads.take(next.ads);
-        self.held = next.held;
+        let state = Self {
+            ads: next.ads.activated(),
+            held: next.held,
+        };
         out.push(DeltaDiscoveryRequest {
-            type_url: resp.type_url.clone(),
-            response_nonce: resp.nonce.clone(),
+            type_url: type_url.to_owned(),
+            response_nonce: nonce.to_owned(),
             ..DeltaDiscoveryRequest::default()
         });
-        out
+        (state, out)
     }
 
     /// The NACK of `resp`: its nonce and `refusal` as the error detail.
@@ -276,9 +292,19 @@ impl DeltaState {
         resp: &DeltaDiscoveryResponse,
         refusal: &Refusal,
     ) -> DeltaDiscoveryRequest {
+        self.nack(&resp.type_url, &resp.nonce, refusal)
+    }
+
+    /// The NACK of the response of `type_url` with `nonce` ([`DeltaState::reject`]).
+    pub(crate) fn nack(
+        &self,
+        type_url: &str,
+        nonce: &str,
+        refusal: &Refusal,
+    ) -> DeltaDiscoveryRequest {
         DeltaDiscoveryRequest {
-            type_url: resp.type_url.clone(),
-            response_nonce: resp.nonce.clone(),
+            type_url: type_url.to_owned(),
+            response_nonce: nonce.to_owned(),
             error_detail: Some(Status {
                 code: INVALID_ARGUMENT,
                 message: refusal.to_string(),

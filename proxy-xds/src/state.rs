@@ -204,43 +204,51 @@ impl AdsState {
     /// requests that follow: the EDS (RDS) subscription when it changed, then the
     /// ACK of the response.
     pub(crate) fn accept(&mut self, next: Self, resp: &DiscoveryResponse) -> Vec<DiscoveryRequest> {
-        let eds_changed = next.eds_names != self.eds_names;
-        let rds_changed = next.rds_names != self.rds_names;
-        let sds_changed = next.sds_names != self.sds_names;
-        self.take(next);
-        let mut out = Vec::new();
-        match resp.type_url.as_str() {
-            CLUSTER_TYPE => {
-                if eds_changed {
-                    out.push(self.eds_request());
-                }
-                if sds_changed {
-                    out.push(self.sds_request());
-                }
-                out.push(self.cds_request());
-            }
-            LISTENER_TYPE => {
-                if rds_changed {
-                    out.push(self.rds_request());
-                }
-                if sds_changed {
-                    out.push(self.sds_request());
-                }
-                out.push(self.lds_request());
-            }
-            ROUTE_TYPE => out.push(self.rds_request()),
-            SECRET_TYPE => out.push(self.sds_request()),
-            _ => out.push(self.eds_request()),
-        }
+        let (state, out) = self.advance(next, &resp.type_url);
+        *self = state;
         out
     }
 
-    /// Becomes `next`, whose config was applied: the listeners it resolves to are
-    /// the serving ones from now on.
-    pub(crate) fn take(&mut self, next: Self) {
-        *self = next;
+    /// [`AdsState::accept`] without changing `self`: the state after the
+    /// candidate `next` (of a response of `type_url`) and the requests that follow.
+    pub(crate) fn advance(&self, next: Self, type_url: &str) -> (Self, Vec<DiscoveryRequest>) {
+        let eds_changed = next.eds_names != self.eds_names;
+        let rds_changed = next.rds_names != self.rds_names;
+        let sds_changed = next.sds_names != self.sds_names;
+        let state = next.activated();
+        let mut out = Vec::new();
+        match type_url {
+            CLUSTER_TYPE => {
+                if eds_changed {
+                    out.push(state.eds_request());
+                }
+                if sds_changed {
+                    out.push(state.sds_request());
+                }
+                out.push(state.cds_request());
+            }
+            LISTENER_TYPE => {
+                if rds_changed {
+                    out.push(state.rds_request());
+                }
+                if sds_changed {
+                    out.push(state.sds_request());
+                }
+                out.push(state.lds_request());
+            }
+            ROUTE_TYPE => out.push(state.rds_request()),
+            SECRET_TYPE => out.push(state.sds_request()),
+            _ => out.push(state.eds_request()),
+        }
+        (state, out)
+    }
+
+    /// This state with the listeners and clusters it resolves to as the serving
+    /// ones.
+    pub(crate) fn activated(mut self) -> Self {
         self.active = self.resolve_listeners();
         self.active_clusters = self.resolve_clusters();
+        self
     }
 
     /// The NACK of `resp`: the previously accepted version, the response's nonce, and
@@ -250,30 +258,40 @@ impl AdsState {
         resp: &DiscoveryResponse,
         refusal: &Refusal,
     ) -> DiscoveryRequest {
-        let mut req = match resp.type_url.as_str() {
+        self.nack(&resp.type_url, &resp.nonce, refusal)
+    }
+
+    /// The NACK of the response of `type_url` with `nonce` ([`AdsState::reject`]).
+    pub(crate) fn nack(
+        &mut self,
+        type_url: &str,
+        nonce: &str,
+        refusal: &Refusal,
+    ) -> DiscoveryRequest {
+        let mut req = match type_url {
             CLUSTER_TYPE => {
-                self.cds.nonce.clone_from(&resp.nonce);
+                self.cds.nonce = nonce.to_owned();
                 self.cds_request()
             }
             ENDPOINT_TYPE => {
-                self.eds.nonce.clone_from(&resp.nonce);
+                self.eds.nonce = nonce.to_owned();
                 self.eds_request()
             }
             LISTENER_TYPE if self.lds_enabled => {
-                self.lds.nonce.clone_from(&resp.nonce);
+                self.lds.nonce = nonce.to_owned();
                 self.lds_request()
             }
             ROUTE_TYPE if self.lds_enabled => {
-                self.rds.nonce.clone_from(&resp.nonce);
+                self.rds.nonce = nonce.to_owned();
                 self.rds_request()
             }
             SECRET_TYPE if !self.sds_names.is_empty() => {
-                self.sds.nonce.clone_from(&resp.nonce);
+                self.sds.nonce = nonce.to_owned();
                 self.sds_request()
             }
             other => DiscoveryRequest {
                 type_url: other.to_owned(),
-                response_nonce: resp.nonce.clone(),
+                response_nonce: nonce.to_owned(),
                 ..DiscoveryRequest::default()
             },
         };

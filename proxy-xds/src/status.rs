@@ -53,6 +53,13 @@ pub struct TypeStatus {
     pub nacks: u64,
     /// The error detail of this type's last NACK.
     pub last_nack: Option<String>,
+    /// Responses received (accepted, refused, or not answered yet).
+    pub received: u64,
+    /// Accepted responses that went live as the newest of their type.
+    pub applied: u64,
+    /// Accepted responses that went live together with a newer response of
+    /// their type, in one apply: superseded before they were applied on their own.
+    pub coalesced: u64,
 }
 
 /// The status name of a type URL.
@@ -68,8 +75,16 @@ fn name(type_url: &str) -> Option<&'static str> {
 }
 
 impl XdsStatus {
-    /// Records an accepted response of `type_url`, `state` being the state after it.
-    pub(crate) fn accepted(&mut self, state: &AdsState, type_url: &str) {
+    /// Records a response of `type_url` received.
+    pub(crate) fn received(&mut self, type_url: &str) {
+        if let Some(name) = name(type_url) {
+            self.types.entry(name).or_default().received += 1;
+        }
+    }
+
+    /// Records an accepted response of `type_url` as live, `state` being the
+    /// live state; `coalesced` when a newer response of its type went live with it.
+    pub(crate) fn accepted(&mut self, state: &AdsState, type_url: &str, coalesced: bool) {
         self.cluster_version.clone_from(&state.cds.version);
         self.endpoint_version.clone_from(&state.eds.version);
         self.listener_version.clone_from(&state.lds.version);
@@ -94,6 +109,11 @@ impl XdsStatus {
         t.resources = names.len();
         t.names = names;
         t.acks += 1;
+        if coalesced {
+            t.coalesced += 1;
+        } else {
+            t.applied += 1;
+        }
     }
 
     /// Records a refused response of `type_url`.

@@ -1,0 +1,258 @@
+//! The loop of one session, for every variant (state of the world, delta) and
+//! transport (ADS, a stream per type): responses read one at a time (the stream's
+//! HTTP/2 flow control holds the control plane back while the client does not
+//! read) and validated on the blocking pool, accepted ones coalesced and made live
+//! in one config swap at most per [`XdsConfig::apply_min_interval`], also on the
+//! blocking pool and never two at a time, and each response answered once its
+//! state is live. Nothing of it runs on the request path: the async part only
+//! moves messages.
+//!
+//! [`XdsConfig::apply_min_interval`]: crate::XdsConfig::apply_min_interval
+
+use std::{future::pending, sync::Arc};
+
+use futures_util::future::BoxFuture;
+use proxy_core::{config::Config, Server};
+use tokio::{
+    sync::mpsc,
+    task::{JoinError, JoinHandle},
+    time::Instant,
+};
+use tonic::Streaming;
+
+use super::{
+    coalesce::{Coalescer, Origin, Protocol, Step, Verdict},
+    reload, XdsClient,
+};
+use crate::{state::AdsState, Refusal, SecretSink, StreamError};
+
+/// The transport of one session: where responses come from and requests go.
+pub(super) trait Link<P: Protocol>: Send {
+    /// The next response and the stream of its type it came on (streams per type);
+    /// `Ok(None)` once the session ended.
+    fn recv(&mut self) -> BoxFuture<'_, Result<Option<(Origin, P::Resp)>, StreamError>>;
+    /// Sends `req` on its type's stream, or on `origin`'s.
+    fn send(&mut self, req: P::Req, origin: Origin) -> BoxFuture<'_, Result<(), StreamError>>;
+}
+
+/// One ADS stream: the requests' channel and the responses.
+pub(super) struct AdsLink<P: Protocol> {
+    pub(super) tx: mpsc::Sender<P::Req>,
+    pub(super) inbound: Streaming<P::Resp>,
+}
+
+impl<P: Protocol> Link<P> for AdsLink<P> {
+    fn recv(&mut self) -> BoxFuture<'_, Result<Option<(Origin, P::Resp)>, StreamError>> {
+        Box::pin(async move { Ok(self.inbound.message().await?.map(|r| (None, r))) })
+    }
+
+    fn send(&mut self, req: P::Req, _origin: Origin) -> BoxFuture<'_, Result<(), StreamError>> {
+        Box::pin(async move { self.tx.send(req).await.map_err(|_| StreamError::Closed) })
+    }
+}
+
+/// An apply under way: the accepted responses it covers, their state, and the
+/// blocking task that makes it live (the config it applied, or `None` when the
+/// config was already live).
+struct Applying<P> {
+    seq: u64,
+    state: Arc<P>,
+    task: JoinHandle<Result<Option<Arc<Config>>, Refusal>>,
+}
+
+/// The end of the apply in `applying`, if any (never ready otherwise).
+async fn finished<P>(
+    applying: &mut Option<Applying<P>>,
+) -> Result<Result<Option<Arc<Config>>, Refusal>, JoinError> {
+    match applying {
+        Some(a) => (&mut a.task).await,
+        None => pending().await,
+    }
+}
+
+impl XdsClient {
+    /// Runs one session over `link` until it ends, starting from `session` (the
+    /// live state) and leaving the live state there. `got` is set once a response
+    /// arrived.
+    pub(super) async fn drive<P: Protocol, L: Link<P>>(
+        &self,
+        link: &mut L,
+        session: &mut Arc<P>,
+        server: &Server,
+        last_applied: &mut Option<Arc<Config>>,
+        got: &mut bool,
+    ) -> Result<(), StreamError> {
+        let mut c = Coalescer::new(session.clone());
+        let mut applying: Option<Applying<P>> = None;
+        let mut next_apply = Instant::now();
+        let result = loop {
+            tokio::select! {
+                biased;
+                done = finished(&mut applying), if applying.is_some() => {
+                    if let Some(a) = applying.take() {
+                        self.finish(&mut c, a.seq, a.state, done, last_applied);
+                    }
+                }
+                () = tokio::time::sleep_until(next_apply), if applying.is_none() && c.dirty() => {
+                    let (seq, state) = c.to_apply();
+                    applying = Some(self.start(seq, state, server, last_applied.clone()));
+                    next_apply = Instant::now() + self.config.apply_min_interval;
+                }
+                received = link.recv(), if c.has_room() => match received {
+                    Err(e) => break Err(e),
+                    Ok(None) => break Err(StreamError::Closed),
+                    Ok(Some((origin, resp))) => {
+                        *got = true;
+                        self.validate(&mut c, resp, origin).await;
+                    }
+                },
+            }
+            if let Err(e) = self.answer(&mut c, link).await {
+                break Err(e);
+            }
+        };
+        // The live state is the one to resume from: wait for an apply under way.
+        if let Some(a) = applying.take() {
+            let done = a.task.await;
+            self.finish(&mut c, a.seq, a.state, done, last_applied);
+        }
+        *session = c.into_applied();
+        result
+    }
+
+    /// Validates `resp` (from `origin`) on the newest validated state, on the
+    /// blocking pool, and records the outcome.
+    async fn validate<P: Protocol>(&self, c: &mut Coalescer<P>, resp: P::Resp, origin: Origin) {
+        let type_url = P::type_url(&resp).to_owned();
+        let nonce = P::nonce(&resp).to_owned();
+        let version = P::version(&resp).to_owned();
+        self.status.send_modify(|s| s.received(&type_url));
+        let (state, base, sink) = (c.state(), self.base.clone(), self.secrets.clone());
+        let step = tokio::task::spawn_blocking(move || {
+            Step::checked(&*state, &resp, &base, |before, next| {
+                secrets_to(sink.as_deref(), before.ads(), next.ads())
+            })
+        })
+        .await;
+        let step = step.unwrap_or_else(|e| {
+            let refusal = Refusal::new("", "", format!("validating the response failed: {e}"));
+            Step::refused(&*c.state(), &type_url, &nonce, refusal)
+        });
+        match &step {
+            Step::Accepted(..) => {
+                tracing::debug!(%type_url, %version, %nonce, "xds response accepted")
+            }
+            Step::Refused(_, _, refusal) => {
+                tracing::warn!(%type_url, %version, %nonce, %refusal, "xds rejected");
+            }
+        }
+        c.take(step, &type_url, &nonce, origin);
+    }
+
+    /// Starts making `state` (covering `seq` accepted responses) live on the
+    /// blocking pool; `last` is the config live now.
+    fn start<P: Protocol>(
+        &self,
+        seq: u64,
+        state: Arc<P>,
+        server: &Server,
+        last: Option<Arc<Config>>,
+    ) -> Applying<P> {
+        let (server, base) = (server.clone(), self.base.clone());
+        let next = state.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            make_live(&server, &base, next.ads(), last.as_deref())
+        });
+        Applying { seq, state, task }
+    }
+
+    /// Records the end of an apply.
+    fn finish<P: Protocol>(
+        &self,
+        c: &mut Coalescer<P>,
+        seq: u64,
+        state: Arc<P>,
+        done: Result<Result<Option<Arc<Config>>, Refusal>, JoinError>,
+        last_applied: &mut Option<Arc<Config>>,
+    ) {
+        let done = done.unwrap_or_else(|e| {
+            Err(Refusal::new(
+                "",
+                "",
+                format!("applying the config failed: {e}"),
+            ))
+        });
+        match done {
+            Ok(config) => {
+                if let Some(config) = config {
+                    *last_applied = Some(config);
+                    self.status.send_modify(|s| s.applied += 1);
+                }
+                tracing::info!(responses = seq, "xds config live");
+                c.applied_ok(seq, state);
+            }
+            Err(refusal) => {
+                tracing::warn!(%refusal, "xds config refused; the running config stays");
+                c.apply_failed(&refusal);
+            }
+        }
+    }
+
+    /// Sends the answers whose state is live, and publishes them.
+    async fn answer<P: Protocol, L: Link<P>>(
+        &self,
+        c: &mut Coalescer<P>,
+        link: &mut L,
+    ) -> Result<(), StreamError> {
+        let ready = c.ready();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let live = c.applied().clone();
+        self.status.send_modify(|s| {
+            for a in &ready {
+                match &a.verdict {
+                    Verdict::Accepted => s.accepted(live.ads(), &a.type_url, a.coalesced),
+                    Verdict::Refused(refusal) => s.rejected(&a.type_url, refusal),
+                }
+            }
+        });
+        for a in ready {
+            for req in a.reqs {
+                link.send(req, a.origin).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gives `next`'s secrets to `sink` when they differ from `before`'s; the sink
+/// refuses what does not load (a key that does not match its certificate).
+fn secrets_to(
+    sink: Option<&dyn SecretSink>,
+    before: &AdsState,
+    next: &AdsState,
+) -> Result<(), Refusal> {
+    if next.secrets == before.secrets {
+        return Ok(());
+    }
+    let sink = sink
+        .ok_or_else(|| Refusal::new("", "", "secrets are not accepted: no secret sink is set"))?;
+    sink.apply(&next.secrets)
+}
+
+/// Makes `next`'s config live on `server`, unless it is `last`, the config live
+/// already. Returns the config applied.
+fn make_live(
+    server: &Server,
+    base: &Config,
+    next: &AdsState,
+    last: Option<&Config>,
+) -> Result<Option<Arc<Config>>, Refusal> {
+    let config = next.config(base);
+    if last == Some(&config) {
+        return Ok(None);
+    }
+    reload(server, config.clone(), base)?;
+    Ok(Some(Arc::new(config)))
+}

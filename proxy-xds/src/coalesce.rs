@@ -1,0 +1,357 @@
+//! Coalescing of updates that come faster than they can be applied: every
+//! response is validated on arrival, on top of the newest validated state (state of
+//! the world: the latest response of a type supersedes the earlier ones; delta: the
+//! updates and removals add up in arrival order), and NACKed at once when refused,
+//! leaving that state as it was; what was accepted goes live in one config swap per
+//! apply, and each response is answered once the state it led to is live. Pure: no
+//! I/O and no clock, so every step is unit-tested; the client's stream loop
+//! (`client_drive.rs`) decides when to apply.
+
+use std::{collections::VecDeque, sync::Arc};
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use proxy_core::config::Config;
+
+use crate::{delta::DeltaState, state::AdsState, Refusal};
+
+/// The answers that may wait for an apply; past this many the client reads no
+/// further response (the stream's HTTP/2 flow control holds the control plane
+/// back) until an apply sends them.
+pub(crate) const MAX_WAITING_ANSWERS: usize = 256;
+
+/// The stream of `type_url` a request goes back on, for streams per type (`None`
+/// on ADS, or for a request of a type with a stream of its own).
+pub(crate) type Origin = Option<&'static str>;
+
+/// One variant of the protocol (state of the world, delta): its messages and the
+/// steps of its state machine the coalescing needs.
+pub(crate) trait Protocol: Clone + Send + Sync + 'static {
+    /// A request to the control plane.
+    type Req: Send + 'static;
+    /// A response from the control plane.
+    type Resp: Send + 'static;
+
+    /// The response's type URL.
+    fn type_url(resp: &Self::Resp) -> &str;
+    /// The response's nonce.
+    fn nonce(resp: &Self::Resp) -> &str;
+    /// The version the response carries, for logs.
+    fn version(resp: &Self::Resp) -> &str;
+    /// Validates `resp` on top of `self`: the state after it, or the refusal.
+    fn prepare(&self, resp: &Self::Resp, base: &Config) -> Result<Self, Refusal>;
+    /// Takes the candidate `next` of a response of `type_url` with `nonce`: the
+    /// state after it and the requests that follow (subscription changes, ACK).
+    fn advance(&self, next: Self, type_url: &str, nonce: &str) -> (Self, Vec<Self::Req>);
+    /// The NACK of the response of `type_url` with `nonce`, and the state after
+    /// it when the NACK changes the state (state of the world remembers nonces).
+    fn nack(&self, type_url: &str, nonce: &str, refusal: &Refusal) -> (Option<Self>, Self::Req);
+    /// [`Protocol::nack`] on a state of one's own.
+    fn nack_in_place(&mut self, type_url: &str, nonce: &str, refusal: &Refusal) -> Self::Req;
+    /// The translated state.
+    fn ads(&self) -> &AdsState;
+}
+
+impl Protocol for AdsState {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+
+    fn type_url(resp: &DiscoveryResponse) -> &str {
+        &resp.type_url
+    }
+    fn nonce(resp: &DiscoveryResponse) -> &str {
+        &resp.nonce
+    }
+    fn version(resp: &DiscoveryResponse) -> &str {
+        &resp.version_info
+    }
+    fn prepare(&self, resp: &DiscoveryResponse, base: &Config) -> Result<Self, Refusal> {
+        AdsState::prepare(self, resp, base)
+    }
+    fn advance(&self, next: Self, type_url: &str, _nonce: &str) -> (Self, Vec<DiscoveryRequest>) {
+        AdsState::advance(self, next, type_url)
+    }
+    fn nack(
+        &self,
+        type_url: &str,
+        nonce: &str,
+        refusal: &Refusal,
+    ) -> (Option<Self>, DiscoveryRequest) {
+        let mut state = self.clone();
+        let req = AdsState::nack(&mut state, type_url, nonce, refusal);
+        (Some(state), req)
+    }
+    fn nack_in_place(
+        &mut self,
+        type_url: &str,
+        nonce: &str,
+        refusal: &Refusal,
+    ) -> DiscoveryRequest {
+        AdsState::nack(self, type_url, nonce, refusal)
+    }
+    fn ads(&self) -> &AdsState {
+        self
+    }
+}
+
+impl Protocol for DeltaState {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+
+    fn type_url(resp: &DeltaDiscoveryResponse) -> &str {
+        &resp.type_url
+    }
+    fn nonce(resp: &DeltaDiscoveryResponse) -> &str {
+        &resp.nonce
+    }
+    fn version(resp: &DeltaDiscoveryResponse) -> &str {
+        &resp.system_version_info
+    }
+    fn prepare(&self, resp: &DeltaDiscoveryResponse, base: &Config) -> Result<Self, Refusal> {
+        DeltaState::prepare(self, resp, base)
+    }
+    fn advance(
+        &self,
+        next: Self,
+        type_url: &str,
+        nonce: &str,
+    ) -> (Self, Vec<DeltaDiscoveryRequest>) {
+        DeltaState::advance(self, next, type_url, nonce)
+    }
+    fn nack(
+        &self,
+        type_url: &str,
+        nonce: &str,
+        refusal: &Refusal,
+    ) -> (Option<Self>, DeltaDiscoveryRequest) {
+        (None, DeltaState::nack(self, type_url, nonce, refusal))
+    }
+    fn nack_in_place(
+        &mut self,
+        type_url: &str,
+        nonce: &str,
+        refusal: &Refusal,
+    ) -> DeltaDiscoveryRequest {
+        DeltaState::nack(self, type_url, nonce, refusal)
+    }
+    fn ads(&self) -> &AdsState {
+        &self.ads
+    }
+}
+
+/// What became of one response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Accepted: live once the answer goes.
+    Accepted,
+    /// Refused.
+    Refused(Refusal),
+}
+
+/// The outcome of validating one response on top of a state: computed off the
+/// async workers, then given to [`Coalescer::take`].
+pub(crate) enum Step<P: Protocol> {
+    /// The response is accepted: the state after it and the requests that follow.
+    Accepted(P, Vec<P::Req>),
+    /// The response is refused: the state after the NACK (when it changed), the
+    /// NACK, and why.
+    Refused(Option<P>, P::Req, Refusal),
+}
+
+impl<P: Protocol> Step<P> {
+    /// Validates `resp` on top of `state` (the work of one response).
+    #[cfg(test)]
+    pub(crate) fn of(state: &P, resp: &P::Resp, base: &Config) -> Self {
+        Self::checked(state, resp, base, |_, _| Ok(()))
+    }
+
+    /// [`Step::of`], the candidate also passed to `check` (with the state before
+    /// it), which may refuse it: the secrets go to the TLS layer, which checks
+    /// them, as the response is validated.
+    pub(crate) fn checked(
+        state: &P,
+        resp: &P::Resp,
+        base: &Config,
+        check: impl FnOnce(&P, &P) -> Result<(), Refusal>,
+    ) -> Self {
+        let (type_url, nonce) = (P::type_url(resp), P::nonce(resp));
+        let next = state
+            .prepare(resp, base)
+            .and_then(|next| check(state, &next).map(|()| next));
+        match next {
+            Ok(next) => {
+                let (next, reqs) = state.advance(next, type_url, nonce);
+                Self::Accepted(next, reqs)
+            }
+            Err(refusal) => Self::refused(state, type_url, nonce, refusal),
+        }
+    }
+
+    /// The refusal of the response of `type_url` with `nonce` by `state`.
+    pub(crate) fn refused(state: &P, type_url: &str, nonce: &str, refusal: Refusal) -> Self {
+        let (next, req) = state.nack(type_url, nonce, &refusal);
+        Self::Refused(next, req, refusal)
+    }
+}
+
+/// The answer to one response, sent once the state it depends on is live.
+pub(crate) struct Answer<R> {
+    /// The number of accepted responses that must be live before it goes.
+    pub(crate) after: u64,
+    /// The response's type URL and nonce.
+    pub(crate) type_url: String,
+    pub(crate) nonce: String,
+    /// Where its requests go back (streams per type).
+    pub(crate) origin: Origin,
+    /// The requests: subscription changes then the ACK, or the NACK.
+    pub(crate) reqs: Vec<R>,
+    pub(crate) verdict: Verdict,
+    /// For an accepted response: whether a later response of its type went live
+    /// in the same apply (it was superseded before it was applied on its own).
+    pub(crate) coalesced: bool,
+}
+
+/// The validated state, the state live on the server, and the answers waiting for
+/// an apply.
+pub(crate) struct Coalescer<P: Protocol> {
+    /// The newest validated state: what the next apply makes live.
+    state: Arc<P>,
+    /// The state live on the server.
+    applied: Arc<P>,
+    /// Responses accepted so far (the version of `state`).
+    seq: u64,
+    /// Responses accepted and live (the version of `applied`).
+    applied_seq: u64,
+    /// Answers in arrival order.
+    waiting: VecDeque<Answer<P::Req>>,
+}
+
+impl<P: Protocol> Coalescer<P> {
+    /// Starts from `state`, live on the server.
+    pub(crate) fn new(state: Arc<P>) -> Self {
+        Self {
+            applied: state.clone(),
+            state,
+            seq: 0,
+            applied_seq: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// The newest validated state, to validate the next response on.
+    pub(crate) fn state(&self) -> Arc<P> {
+        self.state.clone()
+    }
+
+    /// The state live on the server.
+    pub(crate) fn applied(&self) -> &Arc<P> {
+        &self.applied
+    }
+
+    /// Whether accepted responses wait for an apply.
+    pub(crate) fn dirty(&self) -> bool {
+        self.seq > self.applied_seq
+    }
+
+    /// Whether another response may be read ([`MAX_WAITING_ANSWERS`]).
+    pub(crate) fn has_room(&self) -> bool {
+        self.waiting.len() < MAX_WAITING_ANSWERS
+    }
+
+    /// Records the outcome of the response of `type_url` with `nonce` (from
+    /// `origin`), validated on [`Coalescer::state`].
+    pub(crate) fn take(&mut self, step: Step<P>, type_url: &str, nonce: &str, origin: Origin) {
+        let (reqs, verdict) = match step {
+            Step::Accepted(next, reqs) => {
+                self.state = Arc::new(next);
+                self.seq += 1;
+                (reqs, Verdict::Accepted)
+            }
+            Step::Refused(next, req, refusal) => {
+                if let Some(next) = next {
+                    self.state = Arc::new(next);
+                }
+                (vec![req], Verdict::Refused(refusal))
+            }
+        };
+        self.waiting.push_back(Answer {
+            after: self.seq,
+            type_url: type_url.to_owned(),
+            nonce: nonce.to_owned(),
+            origin,
+            reqs,
+            verdict,
+            coalesced: false,
+        });
+    }
+
+    /// What an apply is to make live now: the number of accepted responses it
+    /// covers and their state.
+    pub(crate) fn to_apply(&self) -> (u64, Arc<P>) {
+        (self.seq, self.state.clone())
+    }
+
+    /// `state`, covering `seq` accepted responses, is live.
+    pub(crate) fn applied_ok(&mut self, seq: u64, state: Arc<P>) {
+        if seq > self.applied_seq {
+            self.applied_seq = seq;
+            self.applied = state;
+        }
+    }
+
+    /// The config of the state covering `seq` responses was refused as a whole: the
+    /// validated state goes back to the live one, and every response waiting for an
+    /// apply (those it covered and those validated on top of it) is NACKed with
+    /// `refusal`; a response refused on its own keeps its own refusal.
+    pub(crate) fn apply_failed(&mut self, refusal: &Refusal) {
+        let mut state = P::clone(&self.applied);
+        for answer in &mut self.waiting {
+            if answer.after <= self.applied_seq {
+                continue;
+            }
+            let why = match &answer.verdict {
+                Verdict::Refused(own) => own.clone(),
+                Verdict::Accepted => refusal.clone(),
+            };
+            let req = state.nack_in_place(&answer.type_url, &answer.nonce, &why);
+            answer.after = self.applied_seq;
+            answer.reqs = vec![req];
+            answer.verdict = Verdict::Refused(why);
+        }
+        self.seq = self.applied_seq;
+        self.state = Arc::new(state);
+    }
+
+    /// The answers whose state is live, in arrival order, accepted ones marked
+    /// [`Answer::coalesced`] when a later one of their type went live with them.
+    pub(crate) fn ready(&mut self) -> Vec<Answer<P::Req>> {
+        let n = self
+            .waiting
+            .iter()
+            .take_while(|a| a.after <= self.applied_seq)
+            .count();
+        let mut out: Vec<Answer<P::Req>> = self.waiting.drain(..n).collect();
+        for i in 0..out.len() {
+            if out[i].verdict != Verdict::Accepted {
+                continue;
+            }
+            let later = out[i + 1..]
+                .iter()
+                .any(|b| b.verdict == Verdict::Accepted && b.type_url == out[i].type_url);
+            out[i].coalesced = later;
+        }
+        out
+    }
+
+    /// Ends the session: the live state, to open the next stream with (what was
+    /// validated and not applied was not answered either; the control plane sends
+    /// it again).
+    pub(crate) fn into_applied(self) -> Arc<P> {
+        self.applied
+    }
+}
+
+#[cfg(test)]
+#[path = "coalesce_tests.rs"]
+mod tests;
