@@ -17,6 +17,7 @@ pub mod origin;
 mod register;
 pub mod rotation;
 mod runtime;
+pub mod san;
 #[cfg(feature = "self-signed")]
 pub mod self_signed;
 pub mod sni;

@@ -62,6 +62,7 @@ struct Shared {
 struct ClientSpec {
     roots: Roots,
     verify: bool,
+    subject_alt_names: Arc<[crate::san::SanMatch]>,
     client_cert: Option<KeyPair>,
     alpn: Vec<Vec<u8>>,
     versions: Vec<&'static rustls::SupportedProtocolVersion>,
@@ -105,6 +106,7 @@ impl OriginationTransport {
         let spec = ClientSpec {
             roots: cfg.roots.clone(),
             verify: cfg.verify,
+            subject_alt_names: cfg.subject_alt_names.clone().into(),
             client_cert: cfg.client_cert.clone(),
             alpn: cfg.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
             versions: crate::accept::versions(&cfg.versions),
@@ -262,7 +264,16 @@ impl ClientSpec {
                 field: "versions".into(),
                 source,
             })?;
-        let builder = if self.verify {
+        let builder = if self.verify && !self.subject_alt_names.is_empty() {
+            let roots = material::load_roots(&self.roots, "roots", &*self.secrets)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(crate::san::SanVerifier::new(
+                    roots,
+                    self.provider.clone(),
+                    self.subject_alt_names.clone(),
+                )))
+        } else if self.verify {
             let roots = material::load_roots(&self.roots, "roots", &*self.secrets)?;
             builder.with_root_certificates(roots)
         } else {

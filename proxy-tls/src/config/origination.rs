@@ -19,6 +19,8 @@ use super::{
 /// alpn: [h2]                      # default: the cluster's protocol
 /// client_cert: { cert: certs/client.pem, key: certs/client.key }   # or { secret: workload }
 /// verify: true
+/// subject_alt_names:              # instead of the server name: a SAN one of these accepts
+///   - uri: {exact: "spiffe://cluster.local/ns/shop/sa/cart"}
 /// handshake_timeout: 10s
 /// guomi:                          # RFC 8998 (needs the `guomi` cargo feature)
 ///   suites: side_by_side          # or only
@@ -58,6 +60,12 @@ pub struct OriginationConfig {
     /// Verify the server certificate (on by default; off only for testing).
     #[serde(default = "yes")]
     pub verify: bool,
+    /// When not empty, the server certificate must hold a subject-alt-name one of these
+    /// accepts, and its names are not checked against `server_name` (the chain is
+    /// still verified against `roots`): Envoy's `match_typed_subject_alt_names`, for
+    /// SPIFFE ids. Needs `verify`; not with `guomi`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<crate::san::SanMatch>,
     /// Protocol versions offered (at least one).
     #[serde(default = "default_versions")]
     pub versions: Vec<TlsVersion>,
@@ -138,6 +146,7 @@ impl OriginationConfig {
             alpn: Vec::new(),
             client_cert: None,
             verify: true,
+            subject_alt_names: Vec::new(),
             versions: default_versions(),
             handshake_timeout: default_handshake_timeout(),
             rotation: RotationConfig::default(),

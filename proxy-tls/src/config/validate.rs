@@ -139,6 +139,20 @@ impl OriginationConfig {
         if let Some(g) = &self.guomi {
             self.check_guomi(g)?;
         }
+        if !self.subject_alt_names.is_empty() {
+            if !self.verify {
+                return Err(ConfigBuildError::invalid(
+                    "subject_alt_names",
+                    "needs verify: true (an unverified certificate proves no name)",
+                ));
+            }
+            if self.guomi.is_some() {
+                return Err(ConfigBuildError::invalid(
+                    "subject_alt_names",
+                    "not supported with guomi",
+                ));
+            }
+        }
         Ok(())
     }
 
