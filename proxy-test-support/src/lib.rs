@@ -28,6 +28,7 @@
 
 pub mod client;
 pub mod eventually;
+pub mod hot_upgrade;
 #[cfg(feature = "jwt")]
 pub mod jwt;
 pub mod pki;
