@@ -2,11 +2,10 @@ use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{
-                circuit_breakers::Thresholds,
                 cluster::{
                     ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy, RingHashLbConfig,
                 },
-                CircuitBreakers, Cluster,
+                Cluster,
             },
             core::v3::{
                 config_source::ConfigSourceSpecifier, ApiConfigSource, ConfigSource,
@@ -20,7 +19,7 @@ use envoy_types::pb::{
             HttpProtocolOptions,
         },
     },
-    google::protobuf::{Duration as PbDuration, UInt32Value},
+    google::protobuf::Duration as PbDuration,
 };
 use proxy_core::config::UpstreamProtocol;
 

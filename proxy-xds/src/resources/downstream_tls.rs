@@ -77,6 +77,13 @@ fn config(ctx: &DownstreamTlsContext) -> Result<(TerminationConfig, BTreeSet<Str
             "a server certificate is needed",
         ));
     }
+    if !common.sans.is_empty() {
+        return Err(Refusal::new(
+            "",
+            "common_tls_context.combined_validation_context.default_validation_context.match_typed_subject_alt_names",
+            "not supported for client certificates: match the peer identity with RBAC",
+        ));
+    }
     let mut secrets: BTreeSet<String> = common.certificates.iter().cloned().collect();
     let certificates = common
         .certificates

@@ -4,9 +4,11 @@
 use envoy_types::pb::envoy::{
     config::core::v3::config_source::ConfigSourceSpecifier,
     extensions::transport_sockets::tls::v3::{
-        common_tls_context::ValidationContextType, CommonTlsContext, SdsSecretConfig,
+        common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+        CertificateValidationContext, CommonTlsContext, SdsSecretConfig,
     },
 };
+use proxy_tls::san::SanMatch;
 
 use super::{fields::Fields, refuse_leftover};
 use crate::Refusal;
@@ -40,11 +42,82 @@ pub(crate) struct CommonTls {
     pub(crate) roots: Option<String>,
     /// `alpn_protocols`.
     pub(crate) alpn: Vec<String>,
+    /// The SAN matchers of a combined context's default context
+    /// (`match_typed_subject_alt_names`, `match_subject_alt_names`).
+    pub(crate) sans: Vec<SanMatch>,
+}
+
+/// `CertificateValidationContext` fields by number.
+const VALIDATION_CONTEXT: Fields = &[
+    (1, "trusted_ca"),
+    (2, "verify_certificate_hash"),
+    (3, "verify_certificate_spki"),
+    (6, "require_signed_certificate_timestamp"),
+    (7, "crl"),
+    (8, "allow_expired_certificate"),
+    (9, "match_subject_alt_names"),
+    (10, "trust_chain_verification"),
+    (11, "watched_directory"),
+    (12, "custom_validator_config"),
+    (13, "ca_certificate_provider_instance"),
+    (14, "only_verify_leaf_cert_crl"),
+    (15, "match_typed_subject_alt_names"),
+    (16, "max_verify_depth"),
+    (17, "system_root_certs"),
+    (18, "suppress_client_ca_list"),
+];
+
+/// The SAN matchers of a default validation context; every other field of it is
+/// refused. A typed matcher maps by its type (DNS, URI; EMAIL, IP_ADDRESS and
+/// OTHER_NAME are refused); a deprecated untyped one matches DNS and URI SANs.
+fn san_matchers(v: &CertificateValidationContext) -> Result<Vec<SanMatch>, Refusal> {
+    let mut rest = v.clone();
+    rest.match_typed_subject_alt_names.clear();
+    #[allow(deprecated)]
+    rest.match_subject_alt_names.clear();
+    refuse_leftover(&rest, VALIDATION_CONTEXT)?;
+    let mut out = Vec::new();
+    for (i, m) in v.match_typed_subject_alt_names.iter().enumerate() {
+        let at = format!("match_typed_subject_alt_names[{i}]");
+        let matcher = m
+            .matcher
+            .as_ref()
+            .ok_or_else(|| Refusal::new("", format!("{at}.matcher"), "missing"))?;
+        let matcher = super::matchers::string_match(matcher)
+            .map_err(|r| r.within(&format!("{at}.matcher")))?;
+        out.push(match SanType::try_from(m.san_type) {
+            Ok(SanType::Dns) => SanMatch::Dns(matcher),
+            Ok(SanType::Uri) => SanMatch::Uri(matcher),
+            Ok(other) => {
+                return Err(Refusal::new(
+                    "",
+                    format!("{at}.san_type"),
+                    format!("{} is not supported (DNS and URI are)", other.as_str_name()),
+                ))
+            }
+            Err(_) => {
+                return Err(Refusal::new(
+                    "",
+                    format!("{at}.san_type"),
+                    format!("unknown SAN type {}", m.san_type),
+                ))
+            }
+        });
+    }
+    #[allow(deprecated)]
+    for (i, m) in v.match_subject_alt_names.iter().enumerate() {
+        let matcher = super::matchers::string_match(m)
+            .map_err(|r| r.within(&format!("match_subject_alt_names[{i}]")))?;
+        out.push(SanMatch::Dns(matcher.clone()));
+        out.push(SanMatch::Uri(matcher));
+    }
+    Ok(out)
 }
 
 /// Takes a `CommonTlsContext`: certificates and the validation context as SDS
-/// secrets over ADS, ALPN; refuses inline material, certificate providers, TLS
-/// parameters, SAN matchers and every other field, named.
+/// secrets over ADS, ALPN, the SAN matchers of a combined context's default context;
+/// refuses inline material, certificate providers, TLS parameters, pins, CRLs and
+/// every other field, named.
 pub(crate) fn common_tls(c: &CommonTlsContext) -> Result<CommonTls, Refusal> {
     let mut rest = c.clone();
     rest.tls_certificate_sds_secret_configs.clear();
@@ -69,16 +142,9 @@ pub(crate) fn common_tls(c: &CommonTlsContext) -> Result<CommonTls, Refusal> {
         }
         Some(ValidationContextType::CombinedValidationContext(combined)) => {
             let at = "combined_validation_context";
-            if combined
-                .default_validation_context
-                .as_ref()
-                .is_some_and(|d| *d != Default::default())
-            {
-                return Err(Refusal::new(
-                    "",
-                    format!("{at}.default_validation_context"),
-                    "not supported: SAN matchers, pins and CRLs are not mapped",
-                ));
+            if let Some(d) = &combined.default_validation_context {
+                out.sans = san_matchers(d)
+                    .map_err(|r| r.within(&format!("{at}.default_validation_context")))?;
             }
             let mut rest = combined.clone();
             rest.default_validation_context = None;

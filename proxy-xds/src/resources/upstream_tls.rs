@@ -38,10 +38,14 @@ const UPSTREAM_TLS: Fields = &[
 /// an SDS secret (`validation_context_sds_secret_config`, or a
 /// `combined_validation_context` whose default context is empty), `alpn_protocols`.
 /// Without a validation context the server certificate is not verified, as in
-/// Envoy. `max_session_keys` is ignored (resumption only). Refused, named: inline
-/// certificates and validation contexts, certificate providers, TLS parameters,
-/// SAN matchers, custom handshakers, key logs, renegotiation, `auto_host_sni`, and
-/// every other field.
+/// Envoy. The SAN matchers of a combined context's default context
+/// (`match_typed_subject_alt_names` DNS and URI, the deprecated
+/// `match_subject_alt_names` against DNS and URI SANs) become proxy-tls's
+/// `subject_alt_names`: the certificate must hold a matching SAN and its names are
+/// not checked against the SNI, as in Envoy. `max_session_keys` is ignored
+/// (resumption only). Refused, named: inline certificates and validation contexts,
+/// certificate providers, TLS parameters, pins, CRLs, custom handshakers, key logs,
+/// renegotiation, `auto_host_sni`, and every other field.
 ///
 /// # Errors
 /// A [`Refusal`] naming the field inside `transport_socket`.
@@ -101,6 +105,7 @@ fn common_tls(c: &CommonTlsContext, cfg: &mut OriginationConfig) -> Result<(), R
         }
     }
     cfg.alpn = common.alpn;
+    cfg.subject_alt_names = common.sans;
     match common.roots {
         Some(name) => cfg.roots = Roots::secret(name),
         // Envoy verifies nothing without a validation context.
@@ -139,6 +144,114 @@ mod tests {
             ..UpstreamTlsContext::default()
         };
         socket(UPSTREAM_TLS_TYPE, ctx.encode_to_vec())
+    }
+
+    fn with_sans(v: CertificateValidationContext) -> Result<OriginationConfig, String> {
+        let combined = CombinedCertificateValidationContext {
+            validation_context_sds_secret_config: Some(SdsSecretConfig {
+                name: "ROOTCA".into(),
+                sds_config: None,
+            }),
+            default_validation_context: Some(v),
+            ..CombinedCertificateValidationContext::default()
+        };
+        let ts = tls(CommonTlsContext {
+            validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+                combined,
+            )),
+            ..CommonTlsContext::default()
+        });
+        match transport(&ts) {
+            Ok(Some((t, _))) => Ok(t.config.parse().expect("proxy-tls parses it")),
+            Ok(None) => Err("plain text".into()),
+            Err(r) => Err(r.to_string()),
+        }
+    }
+
+    #[test]
+    fn san_matchers_map_onto_subject_alt_names() {
+        use envoy_types::pb::envoy::{
+            extensions::transport_sockets::tls::v3::{
+                subject_alt_name_matcher::SanType, SubjectAltNameMatcher,
+            },
+            r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher},
+        };
+        use proxy_core::matcher::StringMatch;
+        use proxy_tls::san::SanMatch;
+
+        let exact = |v: &str| StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(v.into())),
+            ignore_case: false,
+        };
+        let typed = |t: SanType, v: &str| SubjectAltNameMatcher {
+            san_type: t as i32,
+            matcher: Some(exact(v)),
+            oid: String::new(),
+        };
+        let spiffe = "spiffe://cluster.local/ns/default/sa/web";
+        #[allow(deprecated)]
+        let cfg = with_sans(CertificateValidationContext {
+            match_typed_subject_alt_names: vec![
+                typed(SanType::Uri, spiffe),
+                typed(SanType::Dns, "web.default.svc"),
+            ],
+            match_subject_alt_names: vec![exact("legacy")],
+            ..CertificateValidationContext::default()
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.subject_alt_names,
+            [
+                SanMatch::Uri(StringMatch::Exact(spiffe.into())),
+                SanMatch::Dns(StringMatch::Exact("web.default.svc".into())),
+                SanMatch::Dns(StringMatch::Exact("legacy".into())),
+                SanMatch::Uri(StringMatch::Exact("legacy".into())),
+            ]
+        );
+        assert!(cfg.verify);
+        cfg.validate().expect("proxy-tls accepts it");
+
+        let prefix = "typed_config.common_tls_context.combined_validation_context.\
+                      default_validation_context.";
+        let err = with_sans(CertificateValidationContext {
+            match_typed_subject_alt_names: vec![typed(SanType::Email, "a@b")],
+            ..CertificateValidationContext::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "{prefix}match_typed_subject_alt_names[0].san_type: EMAIL is not supported (DNS and URI are)"
+            )
+        );
+        let err = with_sans(CertificateValidationContext {
+            match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
+                san_type: SanType::Uri as i32,
+                matcher: Some(StringMatcher {
+                    match_pattern: Some(MatchPattern::Exact(spiffe.into())),
+                    ignore_case: true,
+                }),
+                oid: String::new(),
+            }],
+            ..CertificateValidationContext::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "{prefix}match_typed_subject_alt_names[0].matcher.ignore_case: not supported"
+            )),
+            "{err}"
+        );
+        let err = with_sans(CertificateValidationContext {
+            match_typed_subject_alt_names: vec![typed(SanType::Uri, spiffe)],
+            allow_expired_certificate: true,
+            ..CertificateValidationContext::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.starts_with(&format!("{prefix}allow_expired_certificate: not supported")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -187,7 +300,7 @@ mod tests {
             validation_context_type: Some(ValidationContextType::CombinedValidationContext(sans)),
             ..CommonTlsContext::default()
         }))
-        .starts_with("typed_config.common_tls_context.combined_validation_context.default_validation_context: not supported"));
+        .starts_with("typed_config.common_tls_context.combined_validation_context.default_validation_context.verify_certificate_spki: not supported"));
         assert!(refused(tls(CommonTlsContext {
             validation_context_type: Some(ValidationContextType::ValidationContext(
                 CertificateValidationContext::default()
