@@ -14,19 +14,26 @@
 //! curl -k https://127.0.0.1:8443/hello -H 'x-uid: 7'   # zone z1 answers (uid 7 -> z1)
 //! curl http://127.0.0.1:9901/stats/prometheus          # admin
 //! edge --config edge.yaml [--validate]
+//! edge --config edge.yaml --upgrade-socket /run/edge.sock   # serves hot upgrades
+//! kill -USR2 $PID                                       # the new binary takes over
 //! ```
+//!
+//! A config file with an `xds` section adds listeners, routes, clusters, endpoints
+//! and secrets from that control plane (proxy-xds's `Bootstrap`).
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use anyhow::Context as _;
 use clap::Parser;
 use proxy_core::{config::Config, snapshot::Snapshot, ConfigError, DisplayChain, Registry, Server};
-use proxy_quic::section::QuicSection;
-use proxy_tls::self_signed;
+use proxy_quic::section::{Prepared, QuicSection};
+use proxy_tls::{self_signed, TlsRuntime};
+use proxy_upgrade::UpgradeArgs;
+use proxy_xds::Bootstrap;
 
 const DEFAULT_CONFIG: &str = include_str!("../default.yaml");
 
@@ -53,6 +60,10 @@ struct Args {
     /// directory in the temp dir, removed at exit.
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
     certs: Option<PathBuf>,
+    /// Hot upgrade: `--upgrade-socket PATH` (SIGUSR2 starts the new binary),
+    /// `--upgrade`, `--upgrade-window DURATION`. HTTP/3 is not handed over yet.
+    #[command(flatten)]
+    upgrade: UpgradeArgs,
     /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_lb=debug`.
     #[arg(long, default_value = "info", env = "RUST_LOG")]
     log: String,
@@ -77,12 +88,13 @@ fn main() -> std::process::ExitCode {
 
 /// Every capability the edge offers, by config name: proxy-lb (balancers incl.
 /// `maglev` and `zone_aware`, filter `zone_routing`), proxy-tls (`tls`, Guomi,
-/// offload), proxy-codec, proxy-filters (`connection_limit`, `rbac`,
-/// `local_rate_limit`, `adaptive_concurrency`, `access_log`, ...).
-fn registry() -> Registry {
+/// offload; `secret:` resolved in `tls`'s store, an xDS client's SDS), proxy-codec,
+/// proxy-filters (`connection_limit`, `rbac`, `local_rate_limit`,
+/// `adaptive_concurrency`, `access_log`, ...).
+fn registry(tls: TlsRuntime) -> Registry {
     let mut registry = Registry::default();
     proxy_lb::register(&mut registry);
-    proxy_tls::register(&mut registry);
+    proxy_tls::register_with(&mut registry, tls);
     proxy_codec::register(&mut registry);
     proxy_filters::register(&mut registry);
     registry
@@ -102,6 +114,11 @@ fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let upgrade = args
+        .upgrade
+        .clone()
+        .into_options()
+        .context("resolving this executable's path")?;
     let (config, certs) = match &args.config {
         Some(path) => {
             let config = load(path)
@@ -114,50 +131,62 @@ fn run(args: Args) -> anyhow::Result<()> {
             (config, Some(certs))
         }
     };
+    let xds = Bootstrap::from_config(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let quic = QuicSection::from_config(&config)
         .and_then(|s| s.map(|s| s.prepare(&config)).transpose())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tls = xds.as_ref().map(Bootstrap::tls_runtime).unwrap_or_default();
+    let config = xds.as_ref().map_or(config, Bootstrap::initial_config);
     if args.validate {
         // Builds every part as a run would, and starts nothing.
-        Snapshot::build(config, &registry(), None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Snapshot::build(config, &registry(tls), None).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("config ok");
         return Ok(());
     }
-    let server =
-        Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
-    let server = match args.config {
-        Some(path) => server.with_config_source(Arc::new(move || load(&path))),
+    // A server taken back after a failed upgrade is built the same way.
+    let path = args.config;
+    let build = move |config| {
+        let server = Server::new(config, registry(tls.clone()))?;
+        Ok::<_, proxy_core::ServerError>(match path.clone() {
+            Some(path) => server.with_config_source(Arc::new(move || load(&path))),
+            None => server,
+        })
+    };
+    let server = build(config).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
+    let server = match &xds {
+        Some(xds) => xds.install(server),
         None => server,
     };
-    let handle = server.clone();
-    let failed: Arc<Mutex<Option<String>>> = Arc::default();
-    let failure = failed.clone();
-    let result = server.run_until(async move {
+    let result = proxy_upgrade::serve(server, upgrade, build, |running| {
+        let xds = xds.and_then(|xds| {
+            xds.spawn(running.server().clone())
+                .inspect_err(|e| tracing::error!(error = %e, "cannot start the xDS client"))
+                .ok()
+        });
         // HTTP/3 on the server's runtime; drains with the server.
-        let _h3 = match quic.map(|q| q.start(&handle)).transpose() {
-            Ok(running) => running.inspect(|r| {
-                for (name, address) in r.local_addrs() {
-                    tracing::info!(listener = %name, %address, "http/3 listener started");
-                }
-                let _ = handle.clone().with_metrics(r.metrics_hook());
-            }),
-            Err(e) => {
-                *failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(DisplayChain(&e).to_string());
-                return;
-            }
-        };
-        handle.wait_for_signals().await;
+        Ok::<_, anyhow::Error>((start_h3(quic, running.server())?, xds))
     });
     if let Some(CertsDir { path, remove: true }) = certs {
         let _ = std::fs::remove_dir_all(path);
     }
-    result.map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
-    let failed = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match failed {
-        Some(e) => Err(anyhow::anyhow!("starting HTTP/3: {e}")),
-        None => Ok(()),
+    result.map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
+}
+
+/// Starts the HTTP/3 listeners of the `quic` section, their counters on the admin
+/// endpoint.
+fn start_h3(
+    quic: Option<Prepared>,
+    server: &Server,
+) -> anyhow::Result<Option<proxy_quic::section::Running>> {
+    let Some(quic) = quic else { return Ok(None) };
+    let running = quic
+        .start(server)
+        .map_err(|e| anyhow::anyhow!("starting HTTP/3: {}", DisplayChain(&e)))?;
+    for (name, address) in running.local_addrs() {
+        tracing::info!(listener = %name, %address, "http/3 listener started");
     }
+    let _ = server.clone().with_metrics(running.metrics_hook());
+    Ok(Some(running))
 }
 
 /// Where the default run's throwaway certificates are, and whether to remove them.
