@@ -4,6 +4,7 @@ pub mod access_log;
 pub mod adaptive;
 pub mod api_metrics;
 pub mod auth;
+pub mod body_limit;
 pub mod config;
 pub mod conn_fault;
 pub mod conn_limit;

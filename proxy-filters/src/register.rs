@@ -35,6 +35,7 @@ use crate::{
 /// | `api_metrics` | HTTP filter | [`crate::api_metrics`] |
 /// | `lua` (feature `lua`) | HTTP filter | `crate::lua` |
 /// | `redis_quota` | HTTP filter | [`crate::redis_quota`] |
+/// | `request_size_limit` | HTTP filter | [`crate::body_limit`] |
 ///
 /// Each factory only parses its section ([`proxy_core::config::Section::parse`]) and
 /// calls the layer's constructor, so a config error names the field path inside the
@@ -56,6 +57,7 @@ use crate::{
 pub fn register(registry: &mut Registry) {
     crate::adaptive::register(registry);
     crate::redis_quota::register(registry);
+    crate::body_limit::register(registry);
     #[cfg(feature = "lua")]
     registry.register_filter(crate::lua::NAME, |cfg, ctx| {
         let mut c: crate::lua::LuaConfig = cfg.parse()?;
