@@ -13,13 +13,20 @@
 //! curl -H "authorization: Bearer $TOKEN" http://127.0.0.1:18080/api/echo   # README's token
 //! curl http://127.0.0.1:18001/stats/prometheus     # admin
 //! api-gateway --config gateway.yaml [--validate]
+//! api-gateway --config gateway.yaml --upgrade-socket /run/gw.sock   # serves upgrades
+//! kill -USR2 $PID                                 # starts the new binary, which takes over
 //! ```
+//!
+//! A config file with an `xds` section adds listeners, routes, clusters and
+//! endpoints from that control plane (proxy-xds's `Bootstrap`).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use clap::Parser;
-use proxy_core::{config::Config, snapshot::Snapshot, DisplayChain, Registry, Server};
+use proxy_core::{config::Config, snapshot::Snapshot, DisplayChain, Registry, Server, ServerError};
+use proxy_upgrade::{UpgradeArgs, UpgradeOptions};
+use proxy_xds::Bootstrap;
 
 const DEFAULT_CONFIG: &str = include_str!("../default.yaml");
 
@@ -33,6 +40,10 @@ struct Args {
     /// Check the config and exit (starts nothing).
     #[arg(long)]
     validate: bool,
+    /// Hot upgrade: `--upgrade-socket PATH` (SIGUSR2 starts the new binary),
+    /// `--upgrade`, `--upgrade-window DURATION`.
+    #[command(flatten)]
+    upgrade: UpgradeArgs,
     /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_filters=debug`.
     #[arg(long, default_value = "info", env = "RUST_LOG")]
     log: String,
@@ -72,39 +83,73 @@ fn registry() -> Registry {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let upgrade = args
+        .upgrade
+        .into_options()
+        .context("resolving this executable's path")?;
     let Some(path) = args.config else {
         anyhow::ensure!(!args.validate, "--validate needs --config FILE");
-        return run_default();
+        return run_default(upgrade);
     };
-    let load = move || Config::load(&path);
-    let config = load()
+    let config = Config::load(&path)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("loading the config")?;
+    let xds = Bootstrap::from_config(&config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("loading the config")?;
+    let config = xds.as_ref().map_or(config, Bootstrap::initial_config);
     if args.validate {
         // Builds every part of the config as a run would, and starts nothing.
         Snapshot::build(config, &registry(), None).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("config ok");
         return Ok(());
     }
-    let server =
-        Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
-    // SIGHUP or `POST /reload` on the admin listener reads the file again.
-    serve(server.with_config_source(std::sync::Arc::new(load)))
+    // SIGHUP or `POST /reload` on the admin listener reads the file again; so does a
+    // server taken back after a failed upgrade, built the same way.
+    let build = move |config| {
+        let path = path.clone();
+        Server::new(config, registry())
+            .map(|s| s.with_config_source(Arc::new(move || Config::load(&path))))
+    };
+    let server = build(config).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
+    let server = match &xds {
+        Some(xds) => xds.install(server),
+        None => server,
+    };
+    serve(server, upgrade, build, xds)
 }
 
-fn run_default() -> anyhow::Result<()> {
+fn run_default(upgrade: UpgradeOptions) -> anyhow::Result<()> {
     let upstream = proxy_core::demo::start_upstream("the api-gateway's demo upstream")
         .context("starting the demo upstream")?;
     let yaml = DEFAULT_CONFIG.replace("127.0.0.1:1\"", &format!("{upstream}\""));
     let config = Config::from_yaml(&yaml).map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
     tracing::info!(%upstream, "demo upstream started; try the curl line of the README");
-    serve(Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?)
+    let server =
+        Server::new(config, registry()).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
+    serve(
+        server,
+        upgrade,
+        |config| Server::new(config, registry()),
+        None,
+    )
 }
 
-/// Runs `server` until SIGTERM or SIGINT, then drains.
-fn serve(server: Server) -> anyhow::Result<()> {
-    let handle = server.clone();
-    server
-        .run_until(async move { handle.wait_for_signals().await })
-        .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
+/// Runs `server` until SIGTERM or SIGINT, or a hand-off to a new process
+/// (proxy-upgrade's `serve`), then drains; the xDS client, if any, runs meanwhile.
+fn serve(
+    server: Server,
+    upgrade: UpgradeOptions,
+    rebuild: impl Fn(Config) -> Result<Server, ServerError> + Send + Sync + 'static,
+    xds: Option<Bootstrap>,
+) -> anyhow::Result<()> {
+    proxy_upgrade::serve(server, upgrade, rebuild, |running| {
+        let xds = xds.and_then(|xds| {
+            xds.spawn(running.server().clone())
+                .inspect_err(|e| tracing::error!(error = %e, "cannot start the xDS client"))
+                .ok()
+        });
+        Ok::<_, std::convert::Infallible>(xds)
+    })
+    .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
 }
