@@ -59,6 +59,7 @@ mod error;
 mod format;
 mod generator;
 pub mod h3;
+pub mod handoff;
 mod hex;
 pub mod lb;
 mod nonce_space;

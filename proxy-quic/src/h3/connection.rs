@@ -133,8 +133,31 @@ async fn drain_connection(
             done = requests.join_next() => if done.is_none() { break },
             () = &mut deadline => {
                 tracing::debug!(in_flight = requests.len(), "drain deadline: closing");
-                break;
+                return;
             }
         }
+    }
+    flush(conn, deadline).await;
+}
+
+/// Waits, within `deadline`, until the connection went quiet (nothing sent for a
+/// few round trips: what the requests wrote is acknowledged) or the client closed
+/// it: closing it at once would discard the answers' bytes still in flight.
+async fn flush(conn: &quinn::Connection, mut deadline: std::pin::Pin<&mut tokio::time::Sleep>) {
+    let mut sent = conn.stats().udp_tx.datagrams;
+    loop {
+        // Past a probe timeout (RTT plus variance and ACK delay) with nothing sent,
+        // nothing is waiting for an acknowledgement.
+        let quiet = (conn.rtt() * 4 + Duration::from_millis(30)).min(Duration::from_secs(1));
+        tokio::select! {
+            () = tokio::time::sleep(quiet) => {}
+            _ = conn.closed() => return,
+            () = &mut deadline => return,
+        }
+        let now = conn.stats().udp_tx.datagrams;
+        if now == sent {
+            return;
+        }
+        sent = now;
     }
 }

@@ -1,12 +1,13 @@
 //! The HTTP/3 listener: a quinn endpoint on a UDP socket, serving a request stack
 //! built in code.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, os::fd::OwnedFd, sync::Arc, time::Duration};
 
 use proxy_core::BoxHttp;
 use tokio::{sync::watch, task::JoinSet};
 
 use super::{connection, tls, H3Error, H3Stats};
+use crate::handoff::{Generation, Handoff, HandoffSocket, MarkedCids};
 use crate::lb::BehindLb;
 use crate::CidGenerator;
 
@@ -59,6 +60,8 @@ pub struct H3ListenerBuilder {
     max_request_head_bytes: u64,
     drain_timeout: Duration,
     behind_lb: Option<BehindLb>,
+    generation: Generation,
+    take_over: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for H3ListenerBuilder {
@@ -71,6 +74,8 @@ impl std::fmt::Debug for H3ListenerBuilder {
             .field("max_request_head_bytes", &self.max_request_head_bytes)
             .field("drain_timeout", &self.drain_timeout)
             .field("behind_lb", &self.behind_lb)
+            .field("generation", &self.generation)
+            .field("takes_over", &self.take_over.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +89,7 @@ pub struct H3Listener {
     max_request_head_bytes: u64,
     drain_timeout: Duration,
     stats: Arc<H3Stats>,
+    handoff: Handoff,
 }
 
 impl H3Listener {
@@ -101,6 +107,8 @@ impl H3Listener {
             max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             behind_lb: None,
+            generation: Generation::default(),
+            take_over: None,
         }
     }
 
@@ -116,6 +124,12 @@ impl H3Listener {
         self.stats.clone()
     }
 
+    /// The hand-over of this listener to a new process in a hot upgrade (see
+    /// [`Handoff`]); keep it to call once `serve` runs.
+    pub fn handoff(&self) -> Handoff {
+        self.handoff.clone()
+    }
+
     /// Serves `stack` until `shutdown` completes: every request of every connection
     /// goes through a clone of `stack`, as on the TCP listeners; the request carries
     /// a [`proxy_core::ConnInfo`] with the client's address (`tls: true`) and
@@ -123,9 +137,10 @@ impl H3Listener {
     /// as the TCP listeners answer them ([`proxy_core::proxy::reply_for_error`]:
     /// 502/503/504 for proxy errors, 500 otherwise).
     ///
-    /// On shutdown the listener refuses new connections, sends GOAWAY on every
-    /// connection, lets the requests in flight finish for up to the drain timeout,
-    /// then closes the connections and returns.
+    /// On shutdown, or once handed off to a new process ([`Handoff::hand_off`]),
+    /// the listener refuses new connections, sends GOAWAY on every connection, lets
+    /// the requests in flight finish for up to the drain timeout, then closes the
+    /// connections and returns.
     pub async fn serve<F>(self, stack: BoxHttp, shutdown: F)
     where
         F: Future<Output = ()> + Send,
@@ -139,11 +154,16 @@ impl H3Listener {
         });
         let (drain_tx, drain_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let mut handed_off = self.handoff.handed_off();
         tokio::pin!(shutdown);
         tracing::info!(listener = %self.name, address = %self.local, "HTTP/3 listener serving");
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                _ = handed_off.wait_for(|h| *h) => {
+                    tracing::info!(listener = %self.name, "HTTP/3 listener handed off to a new process");
+                    break;
+                }
                 incoming = self.endpoint.accept() => match incoming {
                     Some(incoming) => {
                         connections.spawn(connection::serve(incoming, shared.clone(), drain_rx.clone()));
@@ -172,8 +192,10 @@ impl H3Listener {
 }
 
 impl H3ListenerBuilder {
-    /// The quinn endpoint config (stateless reset key, supported QUIC versions,
-    /// connection ID generator). The default is quinn's.
+    /// The quinn endpoint config (stateless reset key, supported QUIC versions).
+    /// The default is quinn's. Its connection ID generator is replaced: the
+    /// listener issues IDs of its [`cid_generator`](Self::cid_generator), or
+    /// quinn's hashed ones, marked with its [`generation`](Self::generation).
     pub fn endpoint_config(mut self, config: quinn::EndpointConfig) -> Self {
         self.endpoint = Some(config);
         self
@@ -184,6 +206,26 @@ impl H3ListenerBuilder {
     /// endpoint config, the given one or the default).
     pub fn cid_generator(mut self, generator: CidGenerator) -> Self {
         self.cid_generator = Some(generator);
+        self
+    }
+
+    /// The generation the listener marks its connection IDs with (default
+    /// [`Generation::Even`]); [`take_over`](Self::take_over) sets the one after the
+    /// old process's.
+    pub fn generation(mut self, generation: Generation) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// Takes over from a listener of an old process (hot upgrade): give
+    /// [`bind_socket`](Self::bind_socket) the UDP socket it handed over
+    /// ([`Handoff::prepare`]); the datagrams of its connections (IDs of `old`
+    /// generation) go to it over `forward`, its end of the forwarding channel,
+    /// until it closes the channel; this listener's IDs are of the next
+    /// generation. Keep the connection ID length of the old process.
+    pub fn take_over(mut self, forward: OwnedFd, old: Generation) -> Self {
+        self.generation = old.next();
+        self.take_over = Some(forward);
         self
     }
 
@@ -274,23 +316,45 @@ impl H3ListenerBuilder {
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::new(transport));
         let mut endpoint_config = self.endpoint.unwrap_or_default();
-        if let Some(generator) = self.cid_generator {
-            endpoint_config.cid_generator(generator.into_quinn_factory());
+        let generation = self.generation;
+        let cid_len = match self.cid_generator {
+            Some(generator) => {
+                let cid_len = generator.len();
+                let generators = generator.into_quinn_factory();
+                endpoint_config
+                    .cid_generator(move || Box::new(MarkedCids::new(generators(), generation)));
+                cid_len
+            }
+            None => {
+                endpoint_config.cid_generator(move || {
+                    let hashed = Box::<quinn_proto::HashedConnectionIdGenerator>::default();
+                    Box::new(MarkedCids::new(hashed, generation))
+                });
+                quinn_proto::ConnectionIdGenerator::cid_len(
+                    &quinn_proto::HashedConnectionIdGenerator::default(),
+                )
+            }
+        };
+        let udp = OwnedFd::from(socket.try_clone().map_err(H3Error::Socket)?);
+        let inner: Arc<dyn quinn::AsyncUdpSocket> = match self.behind_lb {
+            Some(behind) => behind.wrap(socket).map_err(H3Error::Socket)?,
+            None => {
+                use quinn::Runtime as _;
+                quinn::TokioRuntime
+                    .wrap_udp_socket(socket)
+                    .map_err(H3Error::Socket)?
+            }
+        };
+        let socket = Arc::new(HandoffSocket::new(inner, cid_len));
+        if let Some(forward) = self.take_over {
+            socket.forward_to(forward, generation.next());
         }
-        let endpoint = match self.behind_lb {
-            Some(behind) => quinn::Endpoint::new_with_abstract_socket(
-                endpoint_config,
-                Some(server),
-                behind.wrap(socket).map_err(H3Error::Socket)?,
-                Arc::new(quinn::TokioRuntime),
-            ),
-            None => quinn::Endpoint::new(
-                endpoint_config,
-                Some(server),
-                socket,
-                Arc::new(quinn::TokioRuntime),
-            ),
-        }
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server),
+            socket.clone(),
+            Arc::new(quinn::TokioRuntime),
+        )
         .map_err(H3Error::Socket)?;
         let local = endpoint.local_addr().map_err(H3Error::Socket)?;
         Ok(H3Listener {
@@ -300,6 +364,7 @@ impl H3ListenerBuilder {
             max_request_head_bytes: self.max_request_head_bytes,
             drain_timeout: self.drain_timeout,
             stats: Arc::default(),
+            handoff: Handoff::new(socket, udp, generation),
         })
     }
 }
