@@ -26,11 +26,19 @@ use super::{
 };
 use crate::{state::AdsState, Refusal, SecretSink, StreamError};
 
+/// The next response of a session and the stream of its type it came on
+/// (streams per type); `Ok(None)` once the session ended.
+pub(super) type Received<'a, R> = BoxFuture<'a, Result<Option<(Origin, R)>, StreamError>>;
+
+/// The end of an apply: the config it made live (`None` when that config was
+/// live already), or why it was refused.
+type Applied = Result<Option<Arc<Config>>, Refusal>;
+
 /// The transport of one session: where responses come from and requests go.
 pub(super) trait Link<P: Protocol>: Send {
     /// The next response and the stream of its type it came on (streams per type);
     /// `Ok(None)` once the session ended.
-    fn recv(&mut self) -> BoxFuture<'_, Result<Option<(Origin, P::Resp)>, StreamError>>;
+    fn recv(&mut self) -> Received<'_, P::Resp>;
     /// Sends `req` on its type's stream, or on `origin`'s.
     fn send(&mut self, req: P::Req, origin: Origin) -> BoxFuture<'_, Result<(), StreamError>>;
 }
@@ -42,7 +50,7 @@ pub(super) struct AdsLink<P: Protocol> {
 }
 
 impl<P: Protocol> Link<P> for AdsLink<P> {
-    fn recv(&mut self) -> BoxFuture<'_, Result<Option<(Origin, P::Resp)>, StreamError>> {
+    fn recv(&mut self) -> Received<'_, P::Resp> {
         Box::pin(async move { Ok(self.inbound.message().await?.map(|r| (None, r))) })
     }
 
@@ -57,13 +65,11 @@ impl<P: Protocol> Link<P> for AdsLink<P> {
 struct Applying<P> {
     seq: u64,
     state: Arc<P>,
-    task: JoinHandle<Result<Option<Arc<Config>>, Refusal>>,
+    task: JoinHandle<Applied>,
 }
 
 /// The end of the apply in `applying`, if any (never ready otherwise).
-async fn finished<P>(
-    applying: &mut Option<Applying<P>>,
-) -> Result<Result<Option<Arc<Config>>, Refusal>, JoinError> {
+async fn finished<P>(applying: &mut Option<Applying<P>>) -> Result<Applied, JoinError> {
     match applying {
         Some(a) => (&mut a.task).await,
         None => pending().await,
@@ -172,7 +178,7 @@ impl XdsClient {
         c: &mut Coalescer<P>,
         seq: u64,
         state: Arc<P>,
-        done: Result<Result<Option<Arc<Config>>, Refusal>, JoinError>,
+        done: Result<Applied, JoinError>,
         last_applied: &mut Option<Arc<Config>>,
     ) {
         let done = done.unwrap_or_else(|e| {
@@ -243,12 +249,7 @@ fn secrets_to(
 
 /// Makes `next`'s config live on `server`, unless it is `last`, the config live
 /// already. Returns the config applied.
-fn make_live(
-    server: &Server,
-    base: &Config,
-    next: &AdsState,
-    last: Option<&Config>,
-) -> Result<Option<Arc<Config>>, Refusal> {
+fn make_live(server: &Server, base: &Config, next: &AdsState, last: Option<&Config>) -> Applied {
     let config = next.config(base);
     if last == Some(&config) {
         return Ok(None);

@@ -31,7 +31,7 @@ use tonic::{transport::Channel, Status, Streaming};
 
 use super::{
     coalesce::{Origin, Protocol},
-    drive::Link,
+    drive::{Link, Received},
     receiver_stream, XdsClient,
 };
 use crate::{
@@ -201,7 +201,7 @@ where
     P::Req: Request,
 {
     /// The next response of any stream; `Err(Closed)` once one ended.
-    fn next(&mut self) -> BoxFuture<'_, Result<Option<(Origin, P::Resp)>, StreamError>> {
+    fn next(&mut self) -> Received<'_, P::Resp> {
         Box::pin(async move {
             match self.streams.inbound.next().await {
                 Some((origin, item)) => {
@@ -215,7 +215,7 @@ where
 }
 
 impl Link<AdsState> for SplitLink<AdsState> {
-    fn recv(&mut self) -> BoxFuture<'_, Result<Option<(Origin, DiscoveryResponse)>, StreamError>> {
+    fn recv(&mut self) -> Received<'_, DiscoveryResponse> {
         self.next()
     }
 
@@ -247,9 +247,7 @@ impl Link<AdsState> for SplitLink<AdsState> {
 }
 
 impl Link<DeltaState> for SplitLink<DeltaState> {
-    fn recv(
-        &mut self,
-    ) -> BoxFuture<'_, Result<Option<(Origin, DeltaDiscoveryResponse)>, StreamError>> {
+    fn recv(&mut self) -> Received<'_, DeltaDiscoveryResponse> {
         self.next()
     }
 

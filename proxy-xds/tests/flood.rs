@@ -170,7 +170,7 @@ async fn keep_sending(addr: SocketAddr, load: Arc<Load>, stop: Arc<AtomicBool>) 
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let path = if n % 2 == 0 { "/" } else { "/v1" };
+        let path = if n.is_multiple_of(2) { "/" } else { "/v1" };
         let start = Instant::now();
         let result = client
             .request(Method::GET, path, &[], Default::default())
