@@ -21,6 +21,7 @@ use crate::ConfigError;
 ///   - query_parameter: {name: uid}
 ///   - rpc: {include_method: false}   # service/method of gRPC, Bolt, Dubbo requests
 ///   - source_ip
+///   - route                          # the key the request's route computed
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -51,7 +52,15 @@ pub enum HashPolicyConfig {
         #[serde(default = "yes")]
         include_method: bool,
     },
+    /// The key the request's route computed with its own hash policy (the
+    /// `route_hash` route filter, [`crate::route_hash`]), as Envoy hashes per route.
+    Route,
 }
+
+/// A request's key hash computed by its route ([`crate::route_hash`]), read by the
+/// `route` key source of a cluster's hash policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteHashKey(pub u64);
 
 impl HashPolicyConfig {
     /// The first value of header `name`.
@@ -77,6 +86,7 @@ impl HashPolicyConfig {
             Self::QueryParameter { .. } => "query_parameter",
             Self::SourceIp => "source_ip",
             Self::Rpc { .. } => "rpc",
+            Self::Route => "route",
         }
     }
 }
@@ -93,6 +103,7 @@ enum KeySource {
     Query(Box<str>),
     SourceIp,
     Rpc { include_method: bool },
+    Route,
 }
 
 /// A validated hash policy: computes a request's key hash.
@@ -182,6 +193,7 @@ fn source(c: &HashPolicyConfig, field: &str) -> Result<KeySource, ConfigError> {
         HashPolicyConfig::Rpc { include_method } => KeySource::Rpc {
             include_method: *include_method,
         },
+        HashPolicyConfig::Route => KeySource::Route,
     })
 }
 
@@ -195,6 +207,7 @@ fn hash_bytes(b: &[u8]) -> u64 {
 impl KeySource {
     fn hash(&self, req: &Parts) -> Option<u64> {
         match self {
+            Self::Route => req.extensions.get::<RouteHashKey>().map(|k| k.0),
             Self::Header(name) => req.headers.get(name).map(|v| hash_bytes(v.as_bytes())),
             Self::Cookie(name) => cookie(req, name).map(hash_bytes),
             Self::Query(name) => query_param(req, name).map(hash_bytes),

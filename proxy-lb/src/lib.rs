@@ -15,6 +15,7 @@ pub mod random;
 mod register;
 pub mod ring_hash;
 pub mod round_robin;
+pub mod route_hash;
 pub mod steering;
 mod table;
 pub mod zone;

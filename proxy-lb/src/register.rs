@@ -16,8 +16,8 @@ use crate::{
 /// Registers everything proxy-lb offers: the balancers as `clusters[].lb.typed`
 /// values (`random`, `round_robin`, `least_request`, `ring_hash`, `maglev`), zone
 /// routing (`zone_routing` filter, `zone_aware` balancer), traffic steering
-/// (`traffic_steering` filter, `subset` balancer), and the `outlier_detection` and
-/// `health_check` cluster extensions.
+/// (`traffic_steering` filter, `subset` balancer), per-route hash keys (`route_hash`
+/// route filter), and the `outlier_detection` and `health_check` cluster extensions.
 ///
 /// `round_robin` is this crate's smooth weighted round robin: it replaces the
 /// unweighted one a default [`Registry`] starts with, so a cluster without an `lb`
@@ -75,6 +75,7 @@ pub fn register(registry: &mut Registry) {
     });
     crate::zone::register(registry);
     crate::steering::register(registry);
+    crate::route_hash::register(registry);
     crate::outlier::register(registry);
     crate::health::register(registry);
 }

@@ -36,6 +36,7 @@ pub(super) fn route_action(
     rest.retry_policy = None;
     rest.prefix_rewrite.clear();
     rest.host_rewrite_specifier = None;
+    rest.hash_policy.clear();
     if rest.priority == RoutingPriority::Default as i32 {
         rest.priority = 0;
     }
@@ -66,6 +67,8 @@ pub(super) fn route_action(
             ))
         }
     }
+    out.filters
+        .extend(super::route_hash::route_hash(&a.hash_policy)?);
     out.timeout = match &a.timeout {
         None => Some(ENVOY_ROUTE_TIMEOUT),
         Some(d) => {

@@ -52,9 +52,11 @@ pub struct XdsCluster {
 /// Mapped: `name`; `type` STATIC (endpoints from `load_assignment`) and EDS over ADS;
 /// `connect_timeout` (Envoy's 5 s when absent); `lb_policy` ROUND_ROBIN, LEAST_REQUEST
 /// (`choice_count`) and RANDOM onto the balancers of the same names (`round_robin`,
-/// `least_request`, `random`: register proxy-lb for the last two); RING_HASH and
-/// MAGLEV onto `random`, which is what Envoy does without a route hash policy (routes
-/// carry none: RDS refuses `hash_policy`); the upstream
+/// `least_request`, `random`: register proxy-lb for the last two); RING_HASH
+/// (`ring_hash_lb_config` ring sizes, XX_HASH only) and MAGLEV (`table_size`) onto
+/// proxy-lb's `ring_hash` and `maglev` hashing on the key the request's route
+/// computed (RDS `hash_policy`, the `route_hash` route filter), a random endpoint by
+/// weight without one, as in Envoy; the upstream
 /// protocol (HTTP/1.1 or HTTP/2 from `typed_extension_protocol_options`); the pool's
 /// idle timeout; `outlier_detection` onto proxy-lb's `outlier_detection` extension
 /// (Envoy's defaults for absent fields, `common_lb_config.healthy_panic_threshold` as
@@ -360,21 +362,21 @@ fn balancer(c: &Cluster) -> Result<TypedConfig, Refusal> {
             let choices = lr.choice_count.as_ref().map_or(2, |c| c.value);
             typed("least_request", json!({ "choice_count": choices }))
         }
-        // Envoy hashes on the route's hash policy and picks a random endpoint (by
-        // weight) when there is none; routes carry no hash policy here (RDS refuses
-        // `hash_policy`), so the weighted random balancer is exactly what Envoy would do.
-        (LbPolicy::RingHash, None) => Ok(TypedConfig::named("random")),
-        (LbPolicy::RingHash, Some(LbConfig::RingHashLbConfig(rh))) => {
-            ring_hash(rh).map_err(|r| r.within("ring_hash_lb_config"))?;
-            Ok(TypedConfig::named("random"))
-        }
-        (LbPolicy::Maglev, None) => Ok(TypedConfig::named("random")),
+        // Envoy hashes on the key of the request's route (RDS `hash_policy`, the
+        // `route_hash` route filter) and picks a random endpoint (by weight) for a
+        // request without one: the cluster's only key source is the route's.
+        (LbPolicy::RingHash, None) => typed("ring_hash", ring_hash(&RingHashLbConfig::default())?),
+        (LbPolicy::RingHash, Some(LbConfig::RingHashLbConfig(rh))) => typed(
+            "ring_hash",
+            ring_hash(rh).map_err(|r| r.within("ring_hash_lb_config"))?,
+        ),
+        (LbPolicy::Maglev, None) => typed("maglev", maglev(None)),
         (LbPolicy::Maglev, Some(LbConfig::MaglevLbConfig(m))) => {
             let mut rest = *m;
             rest.table_size = None;
             refuse_leftover(&rest, fields::MAGLEV_LB_CONFIG)
                 .map_err(|r| r.within("maglev_lb_config"))?;
-            Ok(TypedConfig::named("random"))
+            typed("maglev", maglev(m.table_size.as_ref().map(|t| t.value)))
         }
         (_, Some(LbConfig::OriginalDstLbConfig(_))) => Err(mismatch("original_dst_lb_config")),
         (_, Some(LbConfig::RoundRobinLbConfig(_))) => Err(mismatch("round_robin_lb_config")),
@@ -389,9 +391,15 @@ fn balancer(c: &Cluster) -> Result<TypedConfig, Refusal> {
     }
 }
 
-/// Checks what a ring hash config may say: xxHash, ring sizes (which only matter
-/// once a hash policy exists).
-fn ring_hash(rh: &RingHashLbConfig) -> Result<(), Refusal> {
+/// Envoy's ring sizes when absent.
+const ENVOY_MIN_RING: u64 = 1024;
+const ENVOY_MAX_RING: u64 = 8 * 1024 * 1024;
+/// Envoy's Maglev table size when absent.
+const ENVOY_MAGLEV_TABLE: u64 = 65537;
+
+/// proxy-lb's `ring_hash` config: xxHash (the only function), the ring sizes
+/// (Envoy's 1024 and 8M when absent), keys from the route.
+fn ring_hash(rh: &RingHashLbConfig) -> Result<serde_json::Value, Refusal> {
     if rh.hash_function != 0 {
         return Err(Refusal::new(
             "",
@@ -402,7 +410,21 @@ fn ring_hash(rh: &RingHashLbConfig) -> Result<(), Refusal> {
     let mut rest = *rh;
     rest.minimum_ring_size = None;
     rest.maximum_ring_size = None;
-    refuse_leftover(&rest, fields::RING_HASH_LB_CONFIG)
+    refuse_leftover(&rest, fields::RING_HASH_LB_CONFIG)?;
+    Ok(json!({
+        "hash_policy": ["route"],
+        "min_ring_size": rh.minimum_ring_size.as_ref().map_or(ENVOY_MIN_RING, |v| v.value),
+        "max_ring_size": rh.maximum_ring_size.as_ref().map_or(ENVOY_MAX_RING, |v| v.value),
+    }))
+}
+
+/// proxy-lb's `maglev` config: the table size (Envoy's 65537 when absent), keys from
+/// the route.
+fn maglev(table_size: Option<u64>) -> serde_json::Value {
+    json!({
+        "hash_policy": ["route"],
+        "table_size": table_size.unwrap_or(ENVOY_MAGLEV_TABLE),
+    })
 }
 
 fn http_options(o: &HttpProtocolOptions, config: &mut ClusterConfig) -> Result<(), Refusal> {

@@ -47,8 +47,8 @@ fn policies_map_onto_the_balancers() {
     for (policy, name) in [
         (LbPolicy::Random, "random"),
         (LbPolicy::LeastRequest, "least_request"),
-        (LbPolicy::RingHash, "random"),
-        (LbPolicy::Maglev, "random"),
+        (LbPolicy::RingHash, "ring_hash"),
+        (LbPolicy::Maglev, "maglev"),
     ] {
         c.lb_policy = policy as i32;
         assert_eq!(cluster(&c).unwrap().config.lb.typed, name, "{policy:?}");

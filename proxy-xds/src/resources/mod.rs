@@ -17,6 +17,7 @@ mod listener;
 mod matchers;
 mod outlier;
 mod route;
+mod route_hash;
 mod secret;
 mod tls_common;
 mod upstream_tls;
@@ -31,6 +32,7 @@ pub use endpoint::load_assignment;
 pub use hcm::{RouteSource, HCM_NAME, HCM_TYPE, ROUTER_NAME, ROUTER_TYPE};
 pub use listener::{listener, XdsListener};
 pub use route::{route_configuration, XdsRoutes, WEIGHTED_CLUSTERS_FILTER};
+pub use route_hash::ROUTE_HASH_FILTER;
 pub use secret::{secret, XdsSecret};
 
 use crate::Refusal;

@@ -31,7 +31,8 @@ pub struct XdsRoutes {
 /// Routes match on prefix, path, safe_regex and headers; their action is a cluster
 /// or weighted clusters (as a route filter of proxy-lb's `traffic_steering`, which
 /// must be registered), a timeout (Envoy's 15 s when absent, none when 0),
-/// a retry policy, `prefix_rewrite`, `host_rewrite_literal` and header mutations
+/// a retry policy, `hash_policy` (as proxy-lb's `route_hash` route filter, whose key
+/// ring hash and Maglev clusters hash on), `prefix_rewrite`, `host_rewrite_literal` and header mutations
 /// (route, virtual host and route configuration ones merged per route, the most
 /// specific applied first as Envoy does). Redirects, direct responses and anything
 /// else that would change behaviour are refused, naming the field.
