@@ -21,5 +21,13 @@ else
   cargo test --workspace --all-targets --no-fail-fast
 fi
 
+# proxy-filters' OTLP span exporter (feature `otel`, off in the workspace run) against
+# a collector on 127.0.0.1: one more build of proxy-filters and this one test.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run -p proxy-filters --features otel --test trace_otlp
+else
+  cargo test -p proxy-filters --features otel --test trace_otlp
+fi
+
 # nextest does not run doctests.
 cargo test --workspace --doc

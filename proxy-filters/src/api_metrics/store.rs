@@ -63,6 +63,14 @@ impl Series {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// Requests counted, all classes.
+    pub fn total(&self) -> u64 {
+        self.requests
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Requests counted under `class` (`"2xx"`, `"error"`, ...).
     pub fn requests(&self, class: &str) -> u64 {
         CLASSES
@@ -188,15 +196,28 @@ impl ApiMetrics {
             .unwrap_or_else(|| self.unmatched.clone())
     }
 
-    /// Writes both families in Prometheus text format.
+    /// Writes both families in Prometheus text format: the series that counted a
+    /// request, sorted by API and consumer; nothing before the first request.
     pub fn render_into(&self, out: &mut String) {
         let apis = self.apis.sorted();
+        let mut rows: Vec<(&str, Arc<str>, SeriesRef<'_>)> = Vec::new();
+        for (api, series) in &apis {
+            for (consumer, s) in series.consumers.sorted() {
+                rows.push((api, consumer, SeriesRef::Own(s)));
+            }
+            rows.push((
+                api,
+                Arc::from(OTHER_CONSUMER),
+                SeriesRef::Other(&series.other),
+            ));
+        }
+        rows.retain(|(_, _, s)| s.total() > 0);
+        if rows.is_empty() {
+            return;
+        }
         let each = |f: &mut dyn FnMut(&str, &str, &Series)| {
-            for (api, series) in &apis {
-                for (consumer, s) in series.consumers.sorted() {
-                    f(api, &consumer, &s);
-                }
-                f(api, OTHER_CONSUMER, &series.other);
+            for (api, consumer, s) in &rows {
+                f(api, consumer, s);
             }
         };
         let family = "proxy_filters_api_requests_total";
@@ -282,6 +303,22 @@ mod tests {
             "{out}"
         );
         assert_eq!(out.matches("# TYPE").count(), 2);
+    }
+
+    #[test]
+    fn only_series_that_counted_are_rendered() {
+        let m = ApiMetrics::default();
+        let _ = m.unmatched();
+        let mut out = String::new();
+        m.render_into(&mut out);
+        assert_eq!(out, "", "nothing before the first request");
+        m.api("echo")
+            .series(Some("a"), 10)
+            .record(Some(200), Duration::ZERO);
+        m.render_into(&mut out);
+        assert!(out.contains("consumer=\"a\""), "{out}");
+        assert!(!out.contains("unmatched"), "{out}");
+        assert!(!out.contains("consumer=\"other\""), "{out}");
     }
 
     #[test]
