@@ -186,3 +186,17 @@ async fn http2_bodies_are_cut_past_the_limit() {
     })
     .await;
 }
+
+#[test]
+fn a_zero_limit_is_refused_naming_the_field() {
+    let yaml = config(
+        &[listener(
+            "edge",
+            "[{typed: request_size_limit, config: {max_bytes: 0}}]",
+            "b",
+        )],
+        &[("b", free_addr())],
+    );
+    let err = common::try_start(&yaml).err().unwrap();
+    assert!(err.contains("http_filters[0].config.max_bytes"), "{err}");
+}

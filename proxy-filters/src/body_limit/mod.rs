@@ -23,14 +23,13 @@
 //! ```yaml
 //! http_filters:
 //!   - typed: request_size_limit
-//!     config: { max_bytes: 1048576 }
+//!     config: { max_bytes: 8MiB }
 //! ```
 
 mod body;
 
 use std::{
     future::Future,
-    num::NonZeroU64,
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -40,7 +39,7 @@ use std::{
 };
 
 use http::StatusCode;
-use proxy_core::{Body, BoxError, HttpRequest, HttpResponse, Registry};
+use proxy_core::{config::ByteSize, Body, BoxError, HttpRequest, HttpResponse, Registry};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
@@ -63,8 +62,8 @@ pub struct RequestSizeLimitConfig {
     /// filter, else the listener's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The largest request body admitted, in bytes.
-    pub max_bytes: NonZeroU64,
+    /// The largest request body admitted: bytes, or a size such as `8MiB`.
+    pub max_bytes: ByteSize,
 }
 
 /// The counters of one `request_size_limit` filter.
@@ -101,13 +100,12 @@ impl CounterSet for RequestSizeLimitCounters {
 ///
 /// # Example
 /// ```
-/// use std::num::NonZeroU64;
-/// use proxy_core::{Body, BoxError, HttpRequest};
+/// use proxy_core::{config::ByteSize, Body, BoxError, HttpRequest};
 /// use proxy_filters::body_limit::{RequestSizeLimitConfig, RequestSizeLimitLayer};
 /// use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let cfg = RequestSizeLimitConfig { name: None, max_bytes: NonZeroU64::new(4).unwrap() };
+/// let cfg = RequestSizeLimitConfig { name: None, max_bytes: ByteSize(4) };
 /// let mut svc = ServiceBuilder::new()
 ///     .layer(RequestSizeLimitLayer::try_from(&cfg)?)
 ///     .service(service_fn(|_req: HttpRequest| async {
@@ -133,14 +131,16 @@ impl RequestSizeLimitLayer {
     /// The limit of `cfg`, counting in `counters`.
     ///
     /// # Errors
-    /// None today (`max_bytes` is checked by its type); kept fallible like every
-    /// filter's constructor.
+    /// `max_bytes` of 0.
     pub fn new(
         cfg: &RequestSizeLimitConfig,
         counters: Arc<RequestSizeLimitCounters>,
     ) -> Result<Self, ConfigError> {
+        if cfg.max_bytes.0 == 0 {
+            return Err(ConfigError::invalid("max_bytes", "must be at least 1 byte"));
+        }
         Ok(Self {
-            max_bytes: cfg.max_bytes.get(),
+            max_bytes: cfg.max_bytes.0,
             counters,
         })
     }
