@@ -206,11 +206,14 @@ async fn follows_the_control_plane(api_type: ApiType) {
     // serving, the certificate stays.
     let mismatched = secret(&first_cert, &second_cert);
     let mut bad = snapshot(web_addr, &[&a2], &b, split.clone(), &mismatched);
-    bad["clusters"][0]["outlier_detection"] = json!(true);
+    bad["clusters"][0]["fields"] =
+        json!({"outlier_detection": {"split_external_local_origin_errors": true}});
     let answers = cp.push("6", bad, &["cds", "sds"]).await;
     let detail = nack(&answers, "cds");
     assert!(
-        detail.starts_with("cluster \"a\": outlier_detection: not supported"),
+        detail.starts_with(
+            "cluster \"a\": outlier_detection.split_external_local_origin_errors: not supported"
+        ),
         "{detail}"
     );
     let detail = nack(&answers, "sds");

@@ -73,7 +73,10 @@ async fn state_of_the_world_on_a_stream_per_type() {
         assert!(answers(&proxy, "a").await);
 
         let mut bad = eds_cluster("app");
-        bad.outlier_detection = Some(OutlierDetection::default());
+        bad.outlier_detection = Some(OutlierDetection {
+            split_external_local_origin_errors: true,
+            ..OutlierDetection::default()
+        });
         let (nack, detail) = cp.push_nacked(cds("2", &[bad])).await;
         assert_eq!(nack.version_info, "1");
         assert!(

@@ -10,14 +10,17 @@ TLS certificates (SDS).
 The test drives it with one JSON command per line on stdin:
 
   {"op": "set", "version": "2",
-   "clusters": [{"name": "a"}, {"name": "b", "outlier_detection": true}],
+   "clusters": [{"name": "a"}, {"name": "b", "outlier_detection": true},
+                {"name": "c", "fields": {"health_checks": [...]}}],
    "endpoints": {"a": ["127.0.0.1:8001"]},
    "listeners": [{"name": "web", "address": "127.0.0.1:9000", "rds": "web-routes"}],
    "routes": {"web-routes": [{"prefix": "/", "cluster": "a"},
                              {"prefix": "/", "weighted": [["a", 50], ["b", 50]]},
                              {"regex": "/x[0-9]+", "cluster": "a"}]},
    "secrets": {"web": {"cert": "<PEM chain>", "key": "<PEM key>"}}}
-      replaces the snapshot and pushes what changed on every open stream;
+      replaces the snapshot and pushes what changed on every open stream (a
+      cluster's "fields" are more Cluster fields in protobuf's JSON mapping,
+      merged in);
   {"op": "restart"}   ends every stream, stops the server and serves again on the
                       same port (a control plane restarted mid-run);
   {"op": "quit"}
@@ -53,6 +56,7 @@ import threading
 from concurrent import futures
 
 import grpc
+from google.protobuf import json_format
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -102,6 +106,8 @@ def make_cluster(spec):
     c.eds_cluster_config.eds_config.resource_api_version = V3
     if spec.get("outlier_detection"):
         c.outlier_detection.consecutive_5xx.value = 5
+    if "fields" in spec:
+        json_format.ParseDict(spec["fields"], c)
     return c
 
 
