@@ -83,8 +83,17 @@ impl XdsStatus {
     }
 
     /// Records an accepted response of `type_url` as live, `state` being the
-    /// live state; `coalesced` when a newer response of its type went live with it.
+    /// live state; `coalesced` when a newer response of its type went live with it
+    /// (that one publishes the versions and names: only counted here).
     pub(crate) fn accepted(&mut self, state: &AdsState, type_url: &str, coalesced: bool) {
+        if coalesced {
+            if let Some(name) = name(type_url) {
+                let t = self.types.entry(name).or_default();
+                t.acks += 1;
+                t.coalesced += 1;
+            }
+            return;
+        }
         self.cluster_version.clone_from(&state.cds.version);
         self.endpoint_version.clone_from(&state.eds.version);
         self.listener_version.clone_from(&state.lds.version);
@@ -109,11 +118,7 @@ impl XdsStatus {
         t.resources = names.len();
         t.names = names;
         t.acks += 1;
-        if coalesced {
-            t.coalesced += 1;
-        } else {
-            t.applied += 1;
-        }
+        t.applied += 1;
     }
 
     /// Records a refused response of `type_url`.
@@ -125,5 +130,37 @@ impl XdsStatus {
             t.last_nack = Some(detail.clone());
         }
         self.last_nack = Some(detail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_are_counted_received_applied_coalesced_and_nacked() {
+        let mut state = AdsState::default();
+        state.eds.version = "3".into();
+        state.endpoints.insert("a".into(), Vec::new());
+        let mut s = XdsStatus::default();
+        for _ in 0..4 {
+            s.received(ENDPOINT_TYPE);
+        }
+        s.accepted(&state, ENDPOINT_TYPE, true);
+        s.rejected(ENDPOINT_TYPE, &Refusal::new("x", "port_value", "bad"));
+        s.accepted(&state, ENDPOINT_TYPE, true);
+        s.accepted(&state, ENDPOINT_TYPE, false);
+        let t = &s.types["endpoints"];
+        assert_eq!(
+            (t.received, t.applied, t.coalesced, t.acks, t.nacks),
+            (4, 1, 2, 3, 1)
+        );
+        assert_eq!(t.received, t.applied + t.coalesced + t.nacks);
+        assert_eq!(
+            (t.version.as_str(), t.names.clone()),
+            ("3", vec!["a".to_owned()])
+        );
+        assert_eq!(s.endpoint_version, "3");
+        assert_eq!(t.last_nack.as_deref(), Some("x: port_value: bad"));
     }
 }
