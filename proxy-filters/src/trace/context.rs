@@ -61,6 +61,13 @@ macro_rules! id_impl {
                 self.0
             }
 
+            /// The id in lowercase hex, as a header value.
+            pub fn to_header_value(self) -> HeaderValue {
+                let mut hex = [0u8; $n * 2];
+                encode_lower_hex(&self.0, &mut hex);
+                HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static(""))
+            }
+
             /// Parses exactly the lowercase hex of a valid id.
             fn parse_hex(s: &[u8]) -> Option<Self> {
                 let mut out = [0u8; $n];
@@ -71,10 +78,9 @@ macro_rules! id_impl {
 
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                for b in self.0 {
-                    write!(f, "{b:02x}")?;
-                }
-                Ok(())
+                let mut hex = [0u8; $n * 2];
+                encode_lower_hex(&self.0, &mut hex);
+                f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
             }
         }
 
@@ -88,6 +94,15 @@ macro_rules! id_impl {
 
 id_impl!(TraceId, 16);
 id_impl!(SpanId, 8);
+
+/// `bytes` as lowercase hex into `out` (twice as long).
+fn encode_lower_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+}
 
 /// `s` as lowercase hex into `out`, which it must fill exactly.
 fn decode_lower_hex(s: &[u8], out: &mut [u8]) -> Option<()> {
@@ -189,9 +204,12 @@ impl TraceParent {
     /// The header value, always version `00`; flags other than sampled are cleared
     /// (they are not defined in version 00).
     pub fn to_header_value(&self) -> HeaderValue {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        encode_lower_hex(&self.trace_id.0, &mut out[3..35]);
+        encode_lower_hex(&self.parent_id.0, &mut out[36..52]);
+        encode_lower_hex(&[self.flags & SAMPLED], &mut out[53..55]);
         // Hex and dashes only: always a valid header value.
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(self.to_string()))
-            .unwrap_or_else(|_| HeaderValue::from_static(""))
+        HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 

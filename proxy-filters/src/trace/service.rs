@@ -8,7 +8,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use proxy_core::proxy::MatchedRoute;
 use tower_service::Service;
 
@@ -149,9 +149,8 @@ where
         let settings = &**this.settings;
         if let Ok(resp) = &mut result {
             if let Some(name) = &settings.response_header {
-                if let Ok(v) = HeaderValue::from_str(&pending.trace_id.to_string()) {
-                    resp.headers_mut().insert(name.clone(), v);
-                }
+                resp.headers_mut()
+                    .insert(name.clone(), pending.trace_id.to_header_value());
             }
             // Outer layers (a listener's filters) learn the consumer from the response.
             if let Some(c) = &pending.consumer {
