@@ -103,6 +103,12 @@ impl UpgradeServer {
         self
     }
 
+    /// [`UpgradeServer::datagrams`] with a shared source, or none.
+    pub(crate) fn datagram_source(mut self, source: Option<Arc<dyn DatagramSource>>) -> Self {
+        self.datagrams = source;
+        self
+    }
+
     /// Rolls back when the new process dies after it said ready, within the hand-off
     /// window (its end of the upgrade socket closes, or it takes no more
     /// connections): this process keeps duplicates of the listening sockets it sent,

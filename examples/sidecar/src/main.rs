@@ -143,9 +143,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(xds) => xds.install(server),
         None => server,
     };
-    // HTTP/3 listeners of the `quic` section, stopped when the server has drained.
-    let _quic = quic.map(|q| quic::spawn(q, &server)).transpose()?;
-    serve(server, upgrade, build, xds)
+    // HTTP/3 listeners of the `quic` section, started once the server runs and
+    // stopped when it has drained.
+    serve(server, upgrade, build, xds, Some(quic::Quic::new(quic)))
 }
 
 fn run_default(upgrade: UpgradeOptions) -> anyhow::Result<()> {
@@ -161,6 +161,7 @@ fn run_default(upgrade: UpgradeOptions) -> anyhow::Result<()> {
         upgrade,
         |config| Server::new(config, registry()),
         None,
+        None,
     )
 }
 
@@ -172,14 +173,18 @@ fn serve(
     upgrade: UpgradeOptions,
     rebuild: impl Fn(Config) -> Result<Server, proxy_core::ServerError> + Send + Sync + 'static,
     xds: Option<Bootstrap>,
+    quic: Option<quic::Quic>,
 ) -> anyhow::Result<()> {
     proxy_upgrade::serve(server, upgrade, rebuild, |running| {
+        if let Some(quic) = &quic {
+            quic.start(running)?;
+        }
         let xds = xds.and_then(|xds| {
             xds.spawn(running.server().clone())
                 .inspect_err(|e| tracing::error!(error = %e, "cannot start the xDS client"))
                 .ok()
         });
-        Ok::<_, std::convert::Infallible>(xds)
+        Ok::<_, anyhow::Error>(xds)
     })
     .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
 }

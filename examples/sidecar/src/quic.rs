@@ -1,12 +1,21 @@
 //! The `quic` section: HTTP/3 listeners serving the routes and filters of a TCP
 //! listener (proxy-quic's `QuicSection`), on a thread of their own, their counters
-//! on the admin endpoint's metrics.
+//! on the admin endpoint's metrics. In a hot upgrade their UDP sockets go to the
+//! new process, which forwards this one the datagrams of its connections until
+//! they drained (proxy-quic's `handoff`).
 
-use std::{sync::mpsc, thread::JoinHandle};
+use std::{
+    sync::{mpsc, Mutex, PoisonError},
+    thread::JoinHandle,
+};
 
 use anyhow::Context as _;
 use proxy_core::{config::Config, ConfigError, DisplayChain, Server};
-use proxy_quic::section::{Prepared, QuicSection};
+use proxy_quic::{
+    handoff::{Generation, Handoff},
+    section::{InheritedUdp, Prepared, QuicSection},
+};
+use proxy_upgrade::{DatagramSource, HandedOffDatagram};
 use tokio::sync::oneshot;
 
 /// Adds the `alt-svc` header of the HTTP/3 listeners with `alt_svc` to the routes of
@@ -26,16 +35,106 @@ pub(crate) fn prepare(config: &Config) -> Result<Option<Prepared>, ConfigError> 
         .transpose()
 }
 
+/// The `quic` section of a run: started once the server runs ([`Quic::start`]),
+/// stopped (after the listeners drained) when dropped.
+pub(crate) struct Quic {
+    prepared: Mutex<Option<Prepared>>,
+    listeners: Mutex<Option<Listeners>>,
+}
+
+impl Quic {
+    /// The section to start; `None`: there is none.
+    pub(crate) fn new(prepared: Option<Prepared>) -> Self {
+        Self {
+            prepared: Mutex::new(prepared),
+            listeners: Mutex::new(None),
+        }
+    }
+
+    /// Starts the listeners, from `serve`'s `on_running` hook: when this process
+    /// takes over, on the UDP sockets the old one handed over (taking over the
+    /// datagrams of its connections), and hands them over in the upgrades this
+    /// process serves.
+    pub(crate) fn start(&self, running: &mut proxy_upgrade::Running<'_>) -> anyhow::Result<()> {
+        let Some(mut prepared) = lock(&self.prepared).take() else {
+            return Ok(());
+        };
+        if let Some(upgrade) = running.upgrade() {
+            let inherited: Vec<_> = upgrade
+                .take_datagrams()
+                .into_iter()
+                .map(|d| InheritedUdp {
+                    name: d.record.name,
+                    socket: d.socket,
+                    forward: d
+                        .forward
+                        .and_then(|f| Some((f.socket, Generation::from_bit(f.generation)?))),
+                })
+                .collect();
+            tracing::info!(sockets = inherited.len(), "QUIC sockets taken over");
+            prepared = prepared.inherit(inherited);
+        }
+        let listeners = spawn(prepared, running.server())?;
+        running.hand_over_datagrams(Handover(listeners.handoffs.clone()));
+        *lock(&self.listeners) = Some(listeners);
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The listeners' UDP sockets as a hot upgrade hands them over.
+struct Handover(Vec<(String, Handoff)>);
+
+impl DatagramSource for Handover {
+    fn datagram_sockets(&self) -> std::io::Result<Vec<HandedOffDatagram>> {
+        self.0
+            .iter()
+            .map(|(name, handoff)| {
+                let given = handoff.prepare()?;
+                Ok(HandedOffDatagram {
+                    name: name.clone(),
+                    worker: 0,
+                    socket: given.socket,
+                    forward: Some((given.forward, given.generation.bit())),
+                })
+            })
+            .collect()
+    }
+
+    fn hand_off_datagrams(&self) {
+        for (name, handoff) in &self.0 {
+            match handoff.hand_off() {
+                Ok(()) => {
+                    tracing::info!(listener = %name, "QUIC listener handed off; its connections drain")
+                }
+                Err(e) => {
+                    tracing::warn!(listener = %name, error = %e, "QUIC listener hand-off failed; it drains")
+                }
+            }
+        }
+    }
+
+    fn keep_datagrams(&self) {
+        for (_, handoff) in &self.0 {
+            handoff.abandon();
+        }
+    }
+}
+
 /// The HTTP/3 listeners running on their thread; they drain when the server drains
 /// or this drops.
-pub(crate) struct Listeners {
+struct Listeners {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    handoffs: Vec<(String, Handoff)>,
 }
 
 /// Binds and serves the listeners on a thread of their own (a failure to bind fails
 /// the start), their counters added to `server`'s admin metrics.
-pub(crate) fn spawn(prepared: Prepared, server: &Server) -> anyhow::Result<Listeners> {
+fn spawn(prepared: Prepared, server: &Server) -> anyhow::Result<Listeners> {
     let (stop, stopped) = oneshot::channel();
     let (started_tx, started) = mpsc::channel();
     let server = server.clone();
@@ -58,7 +157,7 @@ pub(crate) fn spawn(prepared: Prepared, server: &Server) -> anyhow::Result<Liste
                     tracing::info!(listener = %name, %address, "quic listener started");
                 }
                 let _ = server.clone().with_metrics(running.metrics_hook());
-                let _ = started_tx.send(Ok(()));
+                let _ = started_tx.send(Ok(running.handoffs()));
                 let _ = stopped.await;
                 running.stop().await;
             });
@@ -67,9 +166,13 @@ pub(crate) fn spawn(prepared: Prepared, server: &Server) -> anyhow::Result<Liste
     let mut listeners = Listeners {
         stop: Some(stop),
         thread: Some(thread),
+        handoffs: Vec::new(),
     };
     match started.recv() {
-        Ok(Ok(())) => Ok(listeners),
+        Ok(Ok(handoffs)) => {
+            listeners.handoffs = handoffs;
+            Ok(listeners)
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => {
             listeners.stop.take();

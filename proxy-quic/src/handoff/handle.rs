@@ -53,6 +53,8 @@ struct Shared {
     /// This process's end of the channel prepared for the new process.
     pending: Mutex<Option<OwnedFd>>,
     handed_off: watch::Sender<bool>,
+    /// The listener's runtime, where the channel is registered.
+    runtime: tokio::runtime::Handle,
 }
 
 /// What goes to the new process (see [`Handoff::prepare`]).
@@ -69,8 +71,10 @@ pub struct HandedOver {
 }
 
 impl Handoff {
+    /// Must be called within the listener's runtime.
     pub(crate) fn new(socket: Arc<HandoffSocket>, udp: OwnedFd, generation: Generation) -> Self {
         let (handed_off, _) = watch::channel(false);
+        let runtime = tokio::runtime::Handle::current();
         Self {
             shared: Arc::new(Shared {
                 socket,
@@ -78,6 +82,7 @@ impl Handoff {
                 generation,
                 pending: Mutex::new(None),
                 handed_off,
+                runtime,
             }),
         }
     }
@@ -118,7 +123,7 @@ impl Handoff {
     /// datagrams it forwards (those of this listener's connections) instead, sends
     /// GOAWAY on every connection, refuses new ones and drains. Should the new
     /// process close the channel (it died), the listener reads the socket again,
-    /// for its own connections.
+    /// for its own connections. May be called from any thread.
     ///
     /// # Errors
     /// When nothing was prepared, or the channel cannot be registered with the
@@ -127,7 +132,10 @@ impl Handoff {
         let pending = lock(&self.shared.pending).take();
         self.shared.handed_off.send_replace(true);
         match pending {
-            Some(channel) => self.shared.socket.read_from_successor(channel),
+            Some(channel) => {
+                let _runtime = self.shared.runtime.enter();
+                self.shared.socket.read_from_successor(channel)
+            }
             None => Err(io::Error::other("no hand-over was prepared")),
         }
     }

@@ -35,6 +35,7 @@
 //! assert_eq!(err.path, "quic.h3[0].max_concurrent_streams");
 //! ```
 
+mod handover;
 mod start;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
@@ -46,6 +47,7 @@ use proxy_core::{
 use proxy_tls::config::KeyPair;
 use serde::{Deserialize, Serialize};
 
+pub use handover::InheritedUdp;
 pub use start::{Prepared, QuicStartError, Running};
 
 use crate::{
@@ -234,7 +236,10 @@ impl QuicSection {
                 quic_lb: generator,
             });
         }
-        Ok(Prepared { listeners })
+        Ok(Prepared {
+            listeners,
+            inherited: Vec::new(),
+        })
     }
 
     /// Adds the `alt-svc` header of each listener with `alt_svc` to every route of

@@ -19,6 +19,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Prepared {
     pub(super) listeners: Vec<PreparedH3>,
+    /// UDP sockets handed over by an old process ([`Prepared::inherit`]).
+    pub(super) inherited: Vec<super::InheritedUdp>,
 }
 
 #[derive(Debug)]
@@ -84,14 +86,15 @@ impl Prepared {
     /// # Errors
     /// [`QuicStartError`] naming the listener; also outside a tokio runtime
     /// ([`H3Error::NoRuntime`]).
-    pub fn start(self, server: &Server) -> Result<Running, QuicStartError> {
+    pub fn start(mut self, server: &Server) -> Result<Running, QuicStartError> {
         let (stop, stopped) = watch::channel(false);
         let mut running = Running {
             stop,
             listeners: Vec::new(),
+            handoffs: Vec::new(),
             tasks: Vec::new(),
         };
-        for h3 in self.listeners {
+        for h3 in std::mem::take(&mut self.listeners) {
             let name = h3.config.listener_name();
             let service = server.http_service(&h3.config.serves).map_err(|source| {
                 QuicStartError::Serves {
@@ -115,12 +118,22 @@ impl Prepared {
                     })?;
                 builder = builder.cid_generator(generator);
             }
-            let listener = builder
-                .bind(c.address)
-                .map_err(|source| QuicStartError::Bind {
-                    name: name.clone(),
-                    source,
-                })?;
+            let listener = match self.take_inherited(&name, c.address) {
+                Some(inherited) => {
+                    if let Some((forward, old)) = inherited.forward {
+                        builder = builder.take_over(forward, old);
+                    }
+                    builder.bind_socket(std::net::UdpSocket::from(inherited.socket))
+                }
+                None => builder.bind(c.address),
+            }
+            .map_err(|source| QuicStartError::Bind {
+                name: name.clone(),
+                source,
+            })?;
+            running
+                .handoffs
+                .push((name.as_str().into(), listener.handoff()));
             running
                 .listeners
                 .push((name.into(), listener.local_addr(), listener.stats()));
@@ -152,6 +165,7 @@ async fn until_stopped(mut stop: watch::Receiver<bool>, server: Server) {
 pub struct Running {
     stop: watch::Sender<bool>,
     listeners: Vec<(Arc<str>, SocketAddr, Arc<H3Stats>)>,
+    pub(super) handoffs: Vec<(Arc<str>, crate::handoff::Handoff)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 

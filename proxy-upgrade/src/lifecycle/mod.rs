@@ -53,6 +53,7 @@ pub enum ServeError {
 pub struct Running<'a> {
     server: &'a Server,
     upgrade: Option<&'a mut Upgrade>,
+    datagrams: Option<Arc<dyn crate::DatagramSource>>,
 }
 
 impl std::fmt::Debug for Running<'_> {
@@ -73,6 +74,12 @@ impl Running<'_> {
     /// `ready` not sent yet). `None` for a process that started on its own.
     pub fn upgrade(&mut self) -> Option<&mut Upgrade> {
         self.upgrade.as_deref_mut()
+    }
+
+    /// Hands the UDP sockets of `source` (QUIC listeners) over too in the upgrades
+    /// this process serves (see [`UpgradeServer::datagrams`]).
+    pub fn hand_over_datagrams(&mut self, source: impl crate::DatagramSource) {
+        self.datagrams = Some(Arc::new(source));
     }
 }
 
@@ -202,10 +209,13 @@ where
                 .inspect_err(|e| tracing::error!(error = %e, "cannot handle SIGUSR2"))
                 .ok()
         });
-        let started = on_running(&mut Running {
+        let mut hook = Running {
             server: &handle,
             upgrade: taking_over.as_mut(),
-        });
+            datagrams: None,
+        };
+        let started = on_running(&mut hook);
+        let datagrams = hook.datagrams.take();
         let _guard = match started {
             Ok(guard) => guard,
             Err(e) => {
@@ -228,7 +238,8 @@ where
             });
         }
         let started = upgrades.and_then(|u| {
-            u.spawn(handle.clone())
+            u.datagram_source(datagrams)
+                .spawn(handle.clone())
                 .inspect_err(|e| tracing::error!(error = %DisplayChain(e), "cannot serve upgrades"))
                 .ok()
         });
