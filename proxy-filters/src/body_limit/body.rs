@@ -13,8 +13,9 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use proxy_core::{Body, BoxError};
 
-/// The error a [`LimitedBody`] yields in place of the frame that took it past the
-/// limit; the upstream request carrying the body is aborted with it.
+/// The error a body limited by [`super::RequestSizeLimit`] yields in place of the
+/// frame that took it past the limit; the upstream request carrying the body is
+/// aborted with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("request body larger than {limit} bytes")]
 pub struct BodyTooLarge {
