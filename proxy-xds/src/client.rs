@@ -99,7 +99,9 @@ impl XdsClient {
     /// Runs until the task is dropped: connects to each server in turn, applies what
     /// the control plane sends to `server`, reconnects after a back-off when the
     /// stream ends. Speaks state of the world or delta as [`XdsConfig::api_type`]
-    /// says. Spawn it on the runtime of your choice.
+    /// says. Spawn it on the runtime of your choice: responses are translated and
+    /// configs built and swapped on that runtime's blocking pool, never on its
+    /// async workers, at most one swap per [`XdsConfig::apply_min_interval`].
     pub async fn run(self, server: Server) {
         let mut session = match self.config.api_type {
             ApiType::Delta => Session::Delta(Arc::new(
