@@ -3,7 +3,7 @@
 //! `scripts/deps/proxy-filters-redis.sh`): two gateways sharing one quota with the
 //! quota headers, the over-quota verdict kept without Redis round trips, window
 //! rollover, failing open and closed when Redis is killed mid-run and recovering
-//! when it is back, the local floor, and config errors naming the field.
+//! when it is back, a hung Redis answered by the failure mode at the timeout, the local floor, and config errors naming the field.
 
 #![allow(clippy::unwrap_used)]
 
@@ -239,6 +239,45 @@ async fn fails_closed_while_redis_is_down_and_recovers() {
         })
         .await;
         assert!(recovered, "the gateway reconnects to the restarted redis");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hung_redis_gets_the_failure_mode_within_the_timeout() {
+    with_timeout(Duration::from_secs(60), async {
+        let redis = RedisServer::start();
+        let up = upstream("backend", Duration::ZERO);
+        let (gw, admin) = gateway(
+            &redis,
+            up.addr,
+            "key: {header: x-consumer}, limit: 100, window: 1h, failure_mode: closed",
+        );
+        let addr = gw.addr("edge");
+        assert_eq!(as_consumer(addr, "alice").await.status, 200);
+        let hang = redis.hang(2.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let refused = as_consumer(addr, "alice").await;
+        assert_eq!(refused.status, 503);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "answered after {took:?}, not at the 300ms timeout"
+        );
+        let text = client::get(admin, "/stats/prometheus", &[]).await.text();
+        let timeouts =
+            "proxy_filters_redis_quota_redis_errors_total{filter=\"api\",kind=\"timeout\"}";
+        assert!(
+            prometheus::sample(&text, timeouts).unwrap() >= 1.0,
+            "{text}"
+        );
+        assert!(hang.join().unwrap().starts_with("+OK"));
+        // Awake again: the same connection answers. The count sent before the hang
+        // timed out here but ran in Redis when it woke: the refused request counted.
+        let resp = as_consumer(addr, "alice").await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(header(&resp, "x-ratelimit-remaining"), Some(97));
     })
     .await;
 }

@@ -72,19 +72,19 @@ impl RedisServer {
         }
     }
 
+    /// Makes the server hang for `secs` seconds (`DEBUG SLEEP`: it answers nobody
+    /// meanwhile, its connections stay open), in the background.
+    pub fn hang(&self, secs: f64) -> std::thread::JoinHandle<String> {
+        let addr = self.addr;
+        std::thread::spawn(move || command(addr, &format!("DEBUG SLEEP {secs}")))
+    }
+
     /// Sends one command (inline protocol) and returns the raw reply.
     ///
     /// # Panics
     /// When the server cannot be reached.
     pub fn command(&self, line: &str) -> String {
-        let mut s = TcpStream::connect(self.addr)
-            .unwrap_or_else(|e| panic!("connect to redis at {}: {e}", self.addr));
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        s.write_all(format!("{line}\r\n").as_bytes())
-            .unwrap_or_else(|e| panic!("send {line:?} to redis: {e}"));
-        let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        command(self.addr, line)
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -98,6 +98,8 @@ impl RedisServer {
         let mut child = Command::new(exe)
             .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--protected-mode", "no"])
+            // `DEBUG SLEEP` from loopback: a test can make the server hang.
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -123,6 +125,17 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+fn command(addr: SocketAddr, line: &str) -> String {
+    let mut s =
+        TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to redis at {addr}: {e}"));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    s.write_all(format!("{line}\r\n").as_bytes())
+        .unwrap_or_else(|e| panic!("send {line:?} to redis: {e}"));
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 fn ping(addr: SocketAddr) -> bool {

@@ -25,7 +25,9 @@
 //! Each request waits at most `redis.timeout` (default 50ms) for its count,
 //! connecting and waiting for one of the `redis.max_in_flight` call slots included.
 //! A lost connection is re-established in the background with exponential back-off;
-//! nothing blocks a worker thread. Without a count in time, `failure_mode` decides:
+//! nothing blocks a worker thread. A call abandoned at its deadline may still run
+//! when a slow Redis gets to it, so that request counts although it was not
+//! admitted on a count. Without a count in time, `failure_mode` decides:
 //!
 //! - `open` (the default): the request goes on, without quota headers, held only by
 //!   the `local` limit. Use it where availability matters more than the quota.
