@@ -13,6 +13,7 @@
 //! sidecar --config sidecar.yaml --upgrade-socket /run/sidecar.sock            # serves upgrades
 //! sidecar --config sidecar.yaml --upgrade-socket /run/sidecar.sock --upgrade  # takes over
 //! sidecar ... --upgrade --upgrade-window 2s   # live connections come over within 2 s
+//! kill -USR2 $PID                              # the serving process starts the new binary itself
 //! ```
 
 mod quic;
