@@ -322,6 +322,41 @@ async fn the_local_floor_holds_with_and_without_redis() {
 }
 
 #[tokio::test]
+async fn the_password_and_database_are_used() {
+    with_timeout(Duration::from_secs(60), async {
+        let redis = RedisServer::start();
+        assert!(redis.command("CONFIG SET requirepass s3cret").starts_with("+OK"));
+        let up = upstream("backend", Duration::ZERO);
+        let rules = "key: {header: x-consumer}, limit: 5, window: 1h, failure_mode: closed, prefix: q";
+        let with_db = |db: u16| {
+            let admin = free_addr();
+            let filter = format!(
+                "[{{typed: redis_quota, config: {{name: api, redis: {{url: \"{}\", password: s3cret, db: {db}, timeout: 300ms}}, {rules}}}}}]",
+                redis.url(),
+            );
+            let yaml = format!(
+                "admin: {{ address: \"{admin}\" }}\n{}",
+                config(&[listener("edge", &filter, "b")], &[("b", up.addr)])
+            );
+            start(&yaml)
+        };
+        let (db2, db3) = (with_db(2), with_db(3));
+        fresh_window(3600, Duration::from_secs(30)).await;
+        let first = as_consumer(db2.addr("edge"), "alice").await;
+        assert_eq!(header(&first, "x-ratelimit-remaining"), Some(4));
+        let second = as_consumer(db2.addr("edge"), "alice").await;
+        assert_eq!(header(&second, "x-ratelimit-remaining"), Some(3));
+        let other_db = as_consumer(db3.addr("edge"), "alice").await;
+        assert_eq!(header(&other_db, "x-ratelimit-remaining"), Some(4), "db 3 counts apart");
+        // Without the password there is no count: the failure mode.
+        let (wrong, _admin) = gateway(&redis, up.addr, rules);
+        let refused = as_consumer(wrong.addr("edge"), "alice").await;
+        assert_eq!(refused.status, 503, "no password: {}", refused.text());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn bad_sections_are_refused_naming_the_field() {
     let up = free_addr();
     for (rules, field) in [
