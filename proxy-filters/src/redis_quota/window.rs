@@ -87,6 +87,19 @@ mod tests {
         assert_eq!(w.ttl_ms(61_500), 59_500);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn every_instant_is_in_its_window(now_ms in 0u64..(1 << 45), secs in 1u64..=31_622_400) {
+            let w = Window::at(now_ms, secs);
+            proptest::prop_assert!(w.start_ms <= now_ms && now_ms < w.end_ms);
+            proptest::prop_assert_eq!(w.start_ms % (secs * 1000), 0);
+            proptest::prop_assert_eq!(w.end_ms - w.start_ms, secs * 1000);
+            let reset = w.reset_secs(now_ms);
+            proptest::prop_assert!((1..=secs).contains(&reset));
+            proptest::prop_assert!(w.ttl_ms(now_ms) > w.end_ms - now_ms);
+        }
+    }
+
     #[test]
     fn keys_name_the_source_value_and_window() {
         let w = Window::at(3_600_000, 60);
