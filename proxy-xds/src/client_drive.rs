@@ -257,3 +257,7 @@ fn make_live(server: &Server, base: &Config, next: &AdsState, last: Option<&Conf
     reload(server, config.clone(), base)?;
     Ok(Some(Arc::new(config)))
 }
+
+#[cfg(test)]
+#[path = "client_drive_tests.rs"]
+mod tests;
