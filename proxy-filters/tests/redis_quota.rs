@@ -26,15 +26,25 @@ use proxy_test_support::{
 /// `edge` (`rules`: the section's fields after `name` and `redis`).
 fn gateway(redis: &RedisServer, up: SocketAddr, rules: &str) -> (TestServer, SocketAddr) {
     let admin = free_addr();
+    (start(&gateway_yaml(admin, redis, up, rules, "")), admin)
+}
+
+/// The YAML of [`gateway`], with `more` filters after the quota (`, {typed: ...}`).
+fn gateway_yaml(
+    admin: SocketAddr,
+    redis: &RedisServer,
+    up: SocketAddr,
+    rules: &str,
+    more: &str,
+) -> String {
     let filter = format!(
-        "[{{typed: redis_quota, config: {{name: api, redis: {{url: \"{}\", timeout: 300ms}}, {rules}}}}}]",
+        "[{{typed: redis_quota, config: {{name: api, redis: {{url: \"{}\", timeout: 300ms}}, {rules}}}}}{more}]",
         redis.url()
     );
-    let yaml = format!(
+    format!(
         "admin: {{ address: \"{admin}\" }}\n{}",
         config(&[listener("edge", &filter, "b")], &[("b", up)])
-    );
-    (start(&yaml), admin)
+    )
 }
 
 async fn as_consumer(addr: SocketAddr, consumer: &str) -> client::Response {
@@ -129,6 +139,38 @@ async fn two_gateways_share_one_quota_with_headers() {
         let text = client::get(admin_a, "/stats/prometheus", &[]).await.text();
         let latency = "proxy_filters_redis_quota_redis_duration_seconds_count{filter=\"api\"}";
         assert!(prometheus::sample(&text, latency).unwrap() >= 3.0, "{text}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reload_keeps_an_unchanged_filter_and_its_verdicts() {
+    with_timeout(Duration::from_secs(60), async {
+        let redis = RedisServer::start();
+        let up = upstream("backend", Duration::ZERO);
+        let admin = free_addr();
+        let rules = "key: {header: x-consumer}, limit: 1, window: 1h";
+        let gw = start(&gateway_yaml(admin, &redis, up.addr, rules, ""));
+        let addr = gw.addr("edge");
+        fresh_window(3600, Duration::from_secs(30)).await;
+        assert_eq!(as_consumer(addr, "alice").await.status, 200);
+        assert_eq!(as_consumer(addr, "alice").await.status, 429);
+        let more = ", {typed: header_rewrite, config: {request: {set: [{name: x-v, value: '2'}]}}}";
+        gw.reload(&gateway_yaml(admin, &redis, up.addr, rules, more))
+            .unwrap();
+        assert_eq!(as_consumer(addr, "alice").await.status, 429);
+        assert_eq!(
+            decisions(admin, "limited_cached").await,
+            1.0,
+            "the kept verdict answered"
+        );
+        assert_eq!(up.requests().last().unwrap().header("x-v"), None);
+        assert_eq!(as_consumer(addr, "bob").await.status, 200);
+        assert_eq!(
+            up.requests().last().unwrap().header("x-v"),
+            Some("2"),
+            "the new config runs"
+        );
     })
     .await;
 }

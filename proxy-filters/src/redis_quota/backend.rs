@@ -83,6 +83,20 @@ impl Backend {
         Ok(self.connection.get_or_init(|| made).clone())
     }
 
+    /// Connects and loads the counting script ahead of the first request, so that it
+    /// does not pay for either; failures are left to the requests' own calls.
+    pub(crate) async fn warm_up(&self) {
+        let load = async {
+            let mut con = self.connection()?;
+            self.script.load_async(&mut con).await
+        };
+        match tokio::time::timeout(self.connect_timeout, load).await {
+            Ok(Ok(_sha)) => tracing::debug!("redis quota connection ready"),
+            Ok(Err(err)) => tracing::debug!(%err, "redis quota warm-up failed"),
+            Err(_elapsed) => tracing::debug!("redis quota warm-up timed out"),
+        }
+    }
+
     /// Adds one to `key`, which expires `ttl_ms` after its first count; the new count.
     pub(crate) async fn incr(
         &self,

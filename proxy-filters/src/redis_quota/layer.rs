@@ -33,7 +33,7 @@ pub const RESET_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-reset"
 
 /// One filter's validated settings and shared state.
 #[derive(Debug)]
-struct Quota {
+pub(super) struct Quota {
     key: Option<KeySource>,
     limit: u64,
     window_secs: u64,
@@ -87,8 +87,9 @@ pub struct RedisQuotaLayer {
 
 impl RedisQuotaLayer {
     /// Validates `cfg`, counting in `counters`; `name` (the section's `name`, else
-    /// the route's or listener's) makes the default key prefix `quota:<name>`. No
-    /// connection is made until the first request.
+    /// the route's or listener's) makes the default key prefix `quota:<name>`. Called
+    /// inside a tokio runtime, it starts connecting (in the background); else the
+    /// first request connects.
     ///
     /// # Errors
     /// A window that is not a whole number of seconds, a URL that is not `redis://`,
@@ -110,27 +111,49 @@ impl RedisQuotaLayer {
         let r = &cfg.redis;
         let backend = Backend::new(info, r.timeout, r.connect_timeout, r.max_in_flight.get())
             .map_err(|e| ConfigError::invalid("redis.url", e.to_string()))?;
-        Ok(Self {
-            quota: Arc::new(Quota {
-                key: cfg.key.clone(),
-                limit: cfg.limit.get(),
-                window_secs,
-                failure_mode: cfg.failure_mode,
-                prefix: cfg
-                    .prefix
-                    .clone()
-                    .unwrap_or_else(|| format!("quota:{}", cfg.name.as_deref().unwrap_or(name))),
-                floor,
-                backend,
-                over_quota: OverQuota::new(cfg.max_cached_keys.get()),
-                counters,
-            }),
-        })
+        let quota = Arc::new(Quota {
+            key: cfg.key.clone(),
+            limit: cfg.limit.get(),
+            window_secs,
+            failure_mode: cfg.failure_mode,
+            prefix: cfg
+                .prefix
+                .clone()
+                .unwrap_or_else(|| format!("quota:{}", cfg.name.as_deref().unwrap_or(name))),
+            floor,
+            backend,
+            over_quota: OverQuota::new(cfg.max_cached_keys.get()),
+            counters,
+        });
+        // Built inside a runtime (a server loading its config): connect now rather
+        // than on the first request. The task holds the filter only while it runs.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&quota);
+            runtime.spawn(async move {
+                if let Some(quota) = weak.upgrade() {
+                    quota.backend.warm_up().await;
+                }
+            });
+        }
+        Ok(Self { quota })
     }
 
     /// This filter's counters.
     pub fn counters(&self) -> &Arc<RedisQuotaCounters> {
         &self.quota.counters
+    }
+
+    pub(super) fn from_quota(quota: Arc<Quota>) -> Self {
+        Self { quota }
+    }
+
+    pub(super) fn downgrade(&self) -> std::sync::Weak<Quota> {
+        Arc::downgrade(&self.quota)
+    }
+
+    /// Whether both are the same filter (one connection, one set of verdicts).
+    pub fn same_filter(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.quota, &other.quota)
     }
 }
 

@@ -68,6 +68,7 @@
 //! ```
 
 mod backend;
+mod cache;
 mod config;
 mod layer;
 pub mod metrics;
@@ -76,6 +77,7 @@ mod window;
 
 use proxy_core::Registry;
 
+pub use cache::QuotaCache;
 pub use config::{FailureMode, RedisConfig, RedisQuotaConfig};
 pub use layer::{
     RedisQuota, RedisQuotaLayer, ResponseFuture, LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER,
@@ -90,7 +92,9 @@ pub const NAME: &str = "redis_quota";
 
 /// Registers `redis_quota` (an HTTP filter, per listener or per route) in
 /// `registry`. Its metrics are kept under [`metrics::METRICS_KEY`], named by the
-/// section's `name`, else the route's (a route's own filter), else the listener's.
+/// section's `name`, else the route's (a route's own filter), else the listener's;
+/// a reload that leaves a filter's section unchanged keeps the filter (its Redis
+/// connection and over-quota verdicts, [`QuotaCache`]).
 pub fn register(registry: &mut Registry) {
     registry.register_filter(NAME, |cfg, ctx| {
         let c: RedisQuotaConfig = cfg.parse()?;
@@ -104,7 +108,16 @@ pub fn register(registry: &mut Registry) {
         let counters = ctx
             .metrics::<RedisQuotaMetrics>(metrics::METRICS_KEY)
             .get(&name);
-        let layer = RedisQuotaLayer::new(&c, &name, counters)?;
+        // An unchanged section keeps its connection and verdicts across reloads.
+        let place = format!(
+            "{}/{}/{}",
+            ctx.listener.unwrap_or_default(),
+            ctx.route.unwrap_or_default(),
+            c.name.as_deref().unwrap_or_default()
+        );
+        let layer = ctx
+            .metrics::<QuotaCache>("filters/redis_quota/state")
+            .layer(&place, &c, &name, counters)?;
         Ok(std::sync::Arc::new(move |inner: proxy_core::BoxHttp| {
             proxy_core::BoxHttp::new(tower_layer::Layer::layer(&layer, inner))
         }))
