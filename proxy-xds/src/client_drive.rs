@@ -91,12 +91,13 @@ impl XdsClient {
         let mut c = Coalescer::new(session.clone());
         let mut applying: Option<Applying<P>> = None;
         let mut next_apply = Instant::now();
+        let mut replay = Vec::new();
         let result = loop {
             tokio::select! {
                 biased;
                 done = finished(&mut applying), if applying.is_some() => {
                     if let Some(a) = applying.take() {
-                        self.finish(&mut c, a.seq, a.state, done, last_applied);
+                        replay = self.finish(&mut c, a.seq, a.state, done, last_applied);
                     }
                 }
                 () = tokio::time::sleep_until(next_apply), if applying.is_none() && c.dirty() => {
@@ -109,6 +110,7 @@ impl XdsClient {
                     Ok(None) => break Err(StreamError::Closed),
                     Ok(Some((origin, resp))) => {
                         *got = true;
+                        self.status.send_modify(|s| s.received(P::type_url(&resp)));
                         self.validate(&mut c, resp, origin).await;
                     }
                 },
@@ -116,11 +118,20 @@ impl XdsClient {
             if let Err(e) = self.answer(&mut c, link).await {
                 break Err(e);
             }
+            if !replay.is_empty() {
+                let list = std::mem::take(&mut replay);
+                if let Err(e) = self.replay(&mut c, list, link, server, last_applied).await {
+                    break Err(e);
+                }
+                next_apply = Instant::now() + self.config.apply_min_interval;
+            }
         };
         // The live state is the one to resume from: wait for an apply under way.
         if let Some(a) = applying.take() {
             let done = a.task.await;
-            self.finish(&mut c, a.seq, a.state, done, last_applied);
+            // A replay needs the stream: what it would replay goes unanswered, as
+            // what is validated and not live does (the control plane sends again).
+            let _ = self.finish(&mut c, a.seq, a.state, done, last_applied);
         }
         *session = c.into_applied();
         result
@@ -132,18 +143,21 @@ impl XdsClient {
         let type_url = P::type_url(&resp).to_owned();
         let nonce = P::nonce(&resp).to_owned();
         let version = P::version(&resp).to_owned();
-        self.status.send_modify(|s| s.received(&type_url));
         let (state, base, sink) = (c.state(), self.base.clone(), self.secrets.clone());
-        let step = tokio::task::spawn_blocking(move || {
-            Step::checked(&*state, &resp, &base, |before, next| {
+        let validated = tokio::task::spawn_blocking(move || {
+            let step = Step::checked(&*state, &resp, &base, |before, next| {
                 secrets_to(sink.as_deref(), before.ads(), next.ads())
-            })
+            });
+            (step, resp)
         })
         .await;
-        let step = step.unwrap_or_else(|e| {
-            let refusal = Refusal::new("", "", format!("validating the response failed: {e}"));
-            Step::refused(&*c.state(), &type_url, &nonce, refusal)
-        });
+        let (step, resp) = match validated {
+            Ok((step, resp)) => (step, Some(resp)),
+            Err(e) => {
+                let refusal = Refusal::new("", "", format!("validating the response failed: {e}"));
+                (Step::refused(&*c.state(), &type_url, &nonce, refusal), None)
+            }
+        };
         match &step {
             Step::Accepted(..) => {
                 tracing::debug!(%type_url, %version, %nonce, "xds response accepted")
@@ -152,7 +166,7 @@ impl XdsClient {
                 tracing::warn!(%type_url, %version, %nonce, %refusal, "xds rejected");
             }
         }
-        c.take(step, &type_url, &nonce, origin);
+        c.take(step, (&type_url, &nonce), resp, origin);
     }
 
     /// Starts making `state` (covering `seq` accepted responses) live on the
@@ -172,7 +186,37 @@ impl XdsClient {
         Applying { seq, state, task }
     }
 
-    /// Records the end of an apply.
+    /// Validates and applies each of `list` on its own (a swap each, the interval
+    /// aside), answering each: after the swap of their merged state was refused,
+    /// only the response at fault is NACKed.
+    async fn replay<P: Protocol, L: Link<P>>(
+        &self,
+        c: &mut Coalescer<P>,
+        list: Vec<(P::Resp, Origin)>,
+        link: &mut L,
+        server: &Server,
+        last_applied: &mut Option<Arc<Config>>,
+    ) -> Result<(), StreamError> {
+        tracing::warn!(
+            responses = list.len(),
+            "xds: the merged config was refused; applying its responses one at a time"
+        );
+        for (resp, origin) in list {
+            self.validate(c, resp, origin).await;
+            if c.dirty() {
+                let (seq, state) = c.to_apply();
+                let a = self.start(seq, state, server, last_applied.clone());
+                let done = a.task.await;
+                // One accepted response at most waits: nothing more to replay.
+                let _ = self.finish(c, seq, a.state, done, last_applied);
+            }
+            self.answer(c, link).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the end of an apply; returns the responses to replay one at a time
+    /// when the merged state was refused ([`Coalescer::apply_failed`]).
     fn finish<P: Protocol>(
         &self,
         c: &mut Coalescer<P>,
@@ -180,7 +224,7 @@ impl XdsClient {
         state: Arc<P>,
         done: Result<Applied, JoinError>,
         last_applied: &mut Option<Arc<Config>>,
-    ) {
+    ) -> Vec<(P::Resp, Origin)> {
         let done = done.unwrap_or_else(|e| {
             Err(Refusal::new(
                 "",
@@ -196,10 +240,11 @@ impl XdsClient {
                 }
                 tracing::info!(responses = seq, "xds config live");
                 c.applied_ok(seq, state);
+                Vec::new()
             }
             Err(refusal) => {
                 tracing::warn!(%refusal, "xds config refused; the running config stays");
-                c.apply_failed(&refusal);
+                c.apply_failed(&refusal)
             }
         }
     }

@@ -21,6 +21,10 @@ use crate::{delta::DeltaState, state::AdsState, Refusal};
 /// back) until an apply sends them.
 pub(crate) const MAX_WAITING_ANSWERS: usize = 256;
 
+/// The most bytes of waiting responses kept to be replayed one at a time when
+/// the swap of their merged state is refused ([`Coalescer::apply_failed`]).
+pub(crate) const REPLAY_BUDGET_BYTES: usize = 16 << 20;
+
 /// The stream of `type_url` a request goes back on, for streams per type (`None`
 /// on ADS, or for a request of a type with a stream of its own).
 pub(crate) type Origin = Option<&'static str>;
@@ -39,6 +43,8 @@ pub(crate) trait Protocol: Clone + Send + Sync + 'static {
     fn nonce(resp: &Self::Resp) -> &str;
     /// The version the response carries, for logs.
     fn version(resp: &Self::Resp) -> &str;
+    /// The response's size, encoded.
+    fn size(resp: &Self::Resp) -> usize;
     /// Validates `resp` on top of `self`: the state after it, or the refusal.
     fn prepare(&self, resp: &Self::Resp, base: &Config) -> Result<Self, Refusal>;
     /// Takes the candidate `next` of a response of `type_url` with `nonce`: the
@@ -65,6 +71,9 @@ impl Protocol for AdsState {
     }
     fn version(resp: &DiscoveryResponse) -> &str {
         &resp.version_info
+    }
+    fn size(resp: &DiscoveryResponse) -> usize {
+        prost::Message::encoded_len(resp)
     }
     fn prepare(&self, resp: &DiscoveryResponse, base: &Config) -> Result<Self, Refusal> {
         AdsState::prepare(self, resp, base)
@@ -107,6 +116,9 @@ impl Protocol for DeltaState {
     }
     fn version(resp: &DeltaDiscoveryResponse) -> &str {
         &resp.system_version_info
+    }
+    fn size(resp: &DeltaDiscoveryResponse) -> usize {
+        prost::Message::encoded_len(resp)
     }
     fn prepare(&self, resp: &DeltaDiscoveryResponse, base: &Config) -> Result<Self, Refusal> {
         DeltaState::prepare(self, resp, base)
@@ -196,7 +208,7 @@ impl<P: Protocol> Step<P> {
 }
 
 /// The answer to one response, sent once the state it depends on is live.
-pub(crate) struct Answer<R> {
+pub(crate) struct Answer<P: Protocol> {
     /// The number of accepted responses that must be live before it goes.
     pub(crate) after: u64,
     /// The response's type URL and nonce.
@@ -205,11 +217,14 @@ pub(crate) struct Answer<R> {
     /// Where its requests go back (streams per type).
     pub(crate) origin: Origin,
     /// The requests: subscription changes then the ACK, or the NACK.
-    pub(crate) reqs: Vec<R>,
+    pub(crate) reqs: Vec<P::Req>,
     pub(crate) verdict: Verdict,
     /// For an accepted response: whether a later response of its type went live
     /// in the same apply (it was superseded before it was applied on its own).
     pub(crate) coalesced: bool,
+    /// The response, kept (within [`REPLAY_BUDGET_BYTES`]) until it is answered,
+    /// and its size.
+    kept: Option<(P::Resp, usize)>,
 }
 
 /// The validated state, the state live on the server, and the answers waiting for
@@ -224,7 +239,10 @@ pub(crate) struct Coalescer<P: Protocol> {
     /// Responses accepted and live (the version of `applied`).
     applied_seq: u64,
     /// Answers in arrival order.
-    waiting: VecDeque<Answer<P::Req>>,
+    waiting: VecDeque<Answer<P>>,
+    /// Bytes of the responses kept in `waiting`, and how many may be.
+    kept_bytes: usize,
+    budget: usize,
 }
 
 impl<P: Protocol> Coalescer<P> {
@@ -236,7 +254,16 @@ impl<P: Protocol> Coalescer<P> {
             seq: 0,
             applied_seq: 0,
             waiting: VecDeque::new(),
+            kept_bytes: 0,
+            budget: REPLAY_BUDGET_BYTES,
         }
+    }
+
+    /// Keeps at most `bytes` of waiting responses for a replay.
+    #[cfg(test)]
+    pub(crate) fn with_replay_budget(mut self, bytes: usize) -> Self {
+        self.budget = bytes;
+        self
     }
 
     /// The newest validated state, to validate the next response on.
@@ -260,8 +287,23 @@ impl<P: Protocol> Coalescer<P> {
     }
 
     /// Records the outcome of the response of `type_url` with `nonce` (from
-    /// `origin`), validated on [`Coalescer::state`].
-    pub(crate) fn take(&mut self, step: Step<P>, type_url: &str, nonce: &str, origin: Origin) {
+    /// `origin`), validated on [`Coalescer::state`]; keeps the response, `resp`,
+    /// for a replay while the budget allows.
+    pub(crate) fn take(
+        &mut self,
+        step: Step<P>,
+        (type_url, nonce): (&str, &str),
+        resp: Option<P::Resp>,
+        origin: Origin,
+    ) {
+        let (type_url, nonce) = (type_url.to_owned(), nonce.to_owned());
+        let kept = resp.and_then(|resp| {
+            let size = P::size(&resp);
+            (self.kept_bytes + size <= self.budget).then(|| {
+                self.kept_bytes += size;
+                (resp, size)
+            })
+        });
         let (reqs, verdict) = match step {
             Step::Accepted(next, reqs) => {
                 self.state = Arc::new(next);
@@ -277,12 +319,13 @@ impl<P: Protocol> Coalescer<P> {
         };
         self.waiting.push_back(Answer {
             after: self.seq,
-            type_url: type_url.to_owned(),
-            nonce: nonce.to_owned(),
+            type_url,
+            nonce,
             origin,
             reqs,
             verdict,
             coalesced: false,
+            kept,
         });
     }
 
@@ -300,16 +343,40 @@ impl<P: Protocol> Coalescer<P> {
         }
     }
 
-    /// The config of the state covering `seq` responses was refused as a whole: the
-    /// validated state goes back to the live one, and every response waiting for an
-    /// apply (those it covered and those validated on top of it) is NACKed with
-    /// `refusal`; a response refused on its own keeps its own refusal.
-    pub(crate) fn apply_failed(&mut self, refusal: &Refusal) {
+    /// The config of the merged state was refused as a whole: the validated state
+    /// goes back to the live one. When more than one accepted response waited and
+    /// all the waiting ones were kept, they are returned, in arrival order, to be
+    /// validated and applied again one at a time, so that only the one at fault is
+    /// NACKed. Otherwise every response waiting for an apply (the ones it covered
+    /// and the ones validated on top of it) is NACKed with `refusal`, a response
+    /// refused on its own with its own refusal.
+    pub(crate) fn apply_failed(&mut self, refusal: &Refusal) -> Vec<(P::Resp, Origin)> {
+        let first = self
+            .waiting
+            .iter()
+            .position(|a| a.after > self.applied_seq)
+            .unwrap_or(self.waiting.len());
+        let affected = self.waiting.range(first..);
+        let accepted = affected
+            .clone()
+            .filter(|a| a.verdict == Verdict::Accepted)
+            .count();
+        let all_kept = affected.clone().all(|a| a.kept.is_some());
+        self.seq = self.applied_seq;
+        if accepted > 1 && all_kept {
+            self.state = self.applied.clone();
+            let replay: Vec<_> = self.waiting.drain(first..).collect();
+            return replay
+                .into_iter()
+                .filter_map(|a| {
+                    let (resp, size) = a.kept?;
+                    self.kept_bytes -= size;
+                    Some((resp, a.origin))
+                })
+                .collect();
+        }
         let mut state = P::clone(&self.applied);
-        for answer in &mut self.waiting {
-            if answer.after <= self.applied_seq {
-                continue;
-            }
+        for answer in self.waiting.range_mut(first..) {
             let why = match &answer.verdict {
                 Verdict::Refused(own) => own.clone(),
                 Verdict::Accepted => refusal.clone(),
@@ -319,20 +386,23 @@ impl<P: Protocol> Coalescer<P> {
             answer.reqs = vec![req];
             answer.verdict = Verdict::Refused(why);
         }
-        self.seq = self.applied_seq;
         self.state = Arc::new(state);
+        Vec::new()
     }
 
     /// The answers whose state is live, in arrival order, accepted ones marked
     /// [`Answer::coalesced`] when a later one of their type went live with them.
-    pub(crate) fn ready(&mut self) -> Vec<Answer<P::Req>> {
+    pub(crate) fn ready(&mut self) -> Vec<Answer<P>> {
         let n = self
             .waiting
             .iter()
             .take_while(|a| a.after <= self.applied_seq)
             .count();
-        let mut out: Vec<Answer<P::Req>> = self.waiting.drain(..n).collect();
+        let mut out: Vec<Answer<P>> = self.waiting.drain(..n).collect();
         for i in 0..out.len() {
+            if let Some((_, size)) = out[i].kept.take() {
+                self.kept_bytes -= size;
+            }
             if out[i].verdict != Verdict::Accepted {
                 continue;
             }

@@ -110,14 +110,18 @@ fn delta(
 }
 
 /// Validates `resp` on the coalescer's state and records it, as the client does.
-fn receive<P: Protocol>(c: &mut Coalescer<P>, resp: &P::Resp) {
+fn receive<P: Protocol>(c: &mut Coalescer<P>, resp: &P::Resp)
+where
+    P::Resp: Clone,
+{
     let step = Step::of(&*c.state(), resp, &base());
-    c.take(step, P::type_url(resp), P::nonce(resp), None);
+    let id = (P::type_url(resp), P::nonce(resp));
+    c.take(step, id, Some(resp.clone()), None);
 }
 
 /// Applies what waits, as the client does when the interval passed, and returns
 /// the answers that follow.
-fn apply<P: Protocol>(c: &mut Coalescer<P>) -> Vec<Answer<P::Req>> {
+fn apply<P: Protocol>(c: &mut Coalescer<P>) -> Vec<Answer<P>> {
     let (seq, state) = c.to_apply();
     c.applied_ok(seq, state);
     c.ready()
@@ -133,9 +137,9 @@ fn ports(state: &AdsState, name: &str) -> Vec<u16> {
 }
 
 /// The type, nonce and (for a NACK) error of each request.
-fn summary<R>(
-    answers: &[Answer<R>],
-    nack: impl Fn(&R) -> Option<String>,
+fn summary<P: Protocol>(
+    answers: &[Answer<P>],
+    nack: impl Fn(&P::Req) -> Option<String>,
 ) -> Vec<(String, String, Option<String>)> {
     answers
         .iter()
@@ -251,9 +255,9 @@ fn sotw_nack_with_nothing_waiting_goes_at_once() {
     assert!(matches!(answers[0].verdict, Verdict::Refused(_)));
 }
 
-#[test]
-fn a_refused_apply_nacks_what_waited_and_keeps_the_live_state() {
-    let mut c = sotw_with_cluster();
+/// Cluster `a` live on 8001, then e2 (8002), e3 (refused), e4 (8004) waiting.
+fn waiting_burst(budget: usize) -> Coalescer<AdsState> {
+    let mut c = sotw_with_cluster().with_replay_budget(budget);
     receive(
         &mut c,
         &sotw(ENDPOINT_TYPE, "e1", vec![assignment_any("a", &[8001])]),
@@ -272,8 +276,36 @@ fn a_refused_apply_nacks_what_waited_and_keeps_the_live_state() {
         &mut c,
         &sotw(ENDPOINT_TYPE, "e4", vec![assignment_any("a", &[8004])]),
     );
+    c
+}
+
+#[test]
+fn a_refused_swap_gives_back_what_waited_to_replay_one_at_a_time() {
+    let mut c = waiting_burst(REPLAY_BUDGET_BYTES);
     let refusal = Refusal::new("cluster \"a\"", "lb", "refused by the server");
-    c.apply_failed(&refusal);
+    let replay = c.apply_failed(&refusal);
+    let nonces: Vec<&str> = replay.iter().map(|(r, _)| r.nonce.as_str()).collect();
+    assert_eq!(nonces, ["e2", "e3", "e4"]);
+    // Back on the live state, nothing waiting, nothing answered yet.
+    assert!(!c.dirty());
+    assert_eq!(ports(c.state().ads(), "a"), [8001]);
+    assert!(c.ready().is_empty());
+    // Replayed one at a time, each is answered on its own.
+    for (resp, _) in &replay {
+        receive(&mut c, resp);
+        let answers = apply(&mut c);
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].nonce, resp.nonce);
+    }
+    assert_eq!(ports(c.applied().ads(), "a"), [8004]);
+}
+
+#[test]
+fn a_refused_swap_nacks_what_waited_when_it_cannot_replay() {
+    // A budget too small to keep the responses: no replay.
+    let mut c = waiting_burst(0);
+    let refusal = Refusal::new("cluster \"a\"", "lb", "refused by the server");
+    assert!(c.apply_failed(&refusal).is_empty());
     assert!(!c.dirty());
     assert_eq!(ports(c.state().ads(), "a"), [8001]);
     let got = summary(&c.ready(), sotw_nack);
@@ -297,6 +329,27 @@ fn a_refused_apply_nacks_what_waited_and_keeps_the_live_state() {
     let answers = apply(&mut c);
     assert_eq!(ports(c.applied().ads(), "a"), [8005]);
     assert_eq!(answers[0].reqs[0].version_info, "v-e5");
+}
+
+#[test]
+fn a_refused_swap_of_one_response_nacks_it() {
+    let mut c = sotw_with_cluster();
+    receive(
+        &mut c,
+        &sotw(ENDPOINT_TYPE, "e1", vec![assignment_any("a", &[8001])]),
+    );
+    let refusal = Refusal::new("cluster \"a\"", "lb", "refused by the server");
+    assert!(c.apply_failed(&refusal).is_empty());
+    let got = summary(&c.ready(), sotw_nack);
+    assert_eq!(
+        got,
+        [(
+            ENDPOINT_TYPE.to_owned(),
+            "e1".to_owned(),
+            Some(refusal.to_string())
+        )]
+    );
+    assert_eq!(c.applied().eds.version, "");
 }
 
 #[test]
