@@ -14,14 +14,21 @@ use envoy_types::pb::{
                 LocalityLbEndpoints,
             },
         },
-        service::discovery::v3::Resource,
+        service::discovery::v3::{
+            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+            Resource,
+        },
     },
     google::protobuf::Any,
 };
 use prost::Message;
 
 use super::*;
-use crate::resources::{CLUSTER_TYPE, ENDPOINT_TYPE};
+use crate::{
+    delta::DeltaState,
+    resources::{CLUSTER_TYPE, ENDPOINT_TYPE},
+    state::AdsState,
+};
 
 fn base() -> Config {
     proxy_core::config::from_yaml(
