@@ -127,6 +127,13 @@ fn health_check(h: &HealthCheck, cluster: &str) -> Result<Option<TypedConfig>, R
         .and_then(|d| jitter_base.checked_add(d / 100))
         .ok_or_else(|| Refusal::new("", "interval_jitter", "too large"))?;
 
+    for (field, d) in [
+        ("interval", interval),
+        ("timeout", timeout),
+        ("interval_jitter", jitter),
+    ] {
+        super::outlier::bounded(d, field)?;
+    }
     let mut rest = h.clone();
     rest.timeout = None;
     rest.interval = None;

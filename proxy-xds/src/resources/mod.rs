@@ -5,6 +5,7 @@
 //! resource with a [`Refusal`] naming the field.
 
 mod action;
+mod balancer;
 mod circuit_breakers;
 mod cluster;
 mod downstream_tls;

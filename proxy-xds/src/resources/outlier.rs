@@ -137,6 +137,7 @@ pub(super) fn outlier_detection(
         base.max(Duration::from_secs(300)),
         "max_ejection_time",
     )?;
+    bounded(interval, "interval")?;
     if max_time < base {
         return Err(Refusal::new(
             "",
@@ -246,6 +247,26 @@ fn period(v: &Option<PbDuration>, default: Duration, field: &str) -> Result<Dura
         Ok(_) => Err(Refusal::new("", field, "must be more than zero")),
         Err(e) => Err(Refusal::new("", field, e)),
     }
+}
+
+/// The longest interval or timeout proxy-lb accepts, and the shortest interval.
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Refuses a period proxy-lb's checker or detector would: above a day, or an interval
+/// below a millisecond (it would spin).
+pub(super) fn bounded(d: Duration, field: &str) -> Result<(), Refusal> {
+    if d > DAY {
+        return Err(Refusal::new(
+            "",
+            field,
+            format!("{}s is above 24h", d.as_secs()),
+        ));
+    }
+    if field.ends_with("interval") && d < MIN_INTERVAL {
+        return Err(Refusal::new("", field, "must be at least 1ms"));
+    }
+    Ok(())
 }
 
 fn is_zero(d: &PbDuration) -> bool {
