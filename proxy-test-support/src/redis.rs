@@ -13,6 +13,12 @@ use std::{
 use crate::{ports::free_addr, temp::TempDir, tools::children};
 
 /// A running `redis-server`.
+///
+/// ```
+/// let redis = proxy_test_support::redis::RedisServer::start();
+/// assert!(redis.url().starts_with("redis://127.0.0.1:"));
+/// assert_eq!(redis.command("INCR hits"), ":1\r\n");
+/// ```
 #[derive(Debug)]
 pub struct RedisServer {
     addr: SocketAddr,

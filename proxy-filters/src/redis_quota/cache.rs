@@ -12,6 +12,19 @@ use crate::ConfigError;
 /// unchanged section keeps its Redis connection (no reconnect per config push) and
 /// its over-quota verdicts. [`super::register`] uses it. Holds only weak
 /// references: a filter lives as long as a snapshot uses it.
+///
+/// ```
+/// use proxy_filters::redis_quota::{QuotaCache, RedisQuotaConfig};
+///
+/// let cache = QuotaCache::default();
+/// let cfg: RedisQuotaConfig = proxy_core::config::from_yaml(
+///     "{ redis: { url: 'redis://127.0.0.1:6379' }, key: consumer, limit: 100, window: 1m }",
+/// )?;
+/// let first = cache.layer("api/echo/", &cfg, "echo", Default::default())?;
+/// let reloaded = cache.layer("api/echo/", &cfg, "echo", Default::default())?;
+/// assert!(first.same_filter(&reloaded), "one connection, one set of verdicts");
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct QuotaCache {
     entries: Mutex<HashMap<String, (RedisQuotaConfig, Weak<Quota>)>>,
