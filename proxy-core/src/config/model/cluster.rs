@@ -208,7 +208,7 @@ impl Default for RetryBudgetConfig {
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakersConfig {
     /// Requests in flight to the cluster at once, all endpoints together (a request
-    /// holds its place across its retries).
+    /// holds its place across its retries, until its response head arrives).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests: Option<u32>,
     /// Retries in flight to the cluster at once.
