@@ -443,3 +443,52 @@ fn circuit_breakers_we_cannot_honour_are_refused() {
     }
     assert!(refused(&c).contains("circuit_breakers.per_host_thresholds: not supported"));
 }
+
+/// The fuzz seeds of an Istio-shaped cluster (ring hash, outlier detection, an HTTP
+/// health check, unlimited breakers, mTLS with a SPIFFE SAN matcher) and of a route
+/// with hash policies: both taken whole.
+#[test]
+fn istio_shaped_seeds_are_taken() {
+    use envoy_types::pb::{envoy::config::route::v3::RouteConfiguration, google::protobuf::Any};
+    use prost::Message;
+
+    let seed = include_bytes!("../../fuzz/seeds/resource/cds-istio-policies");
+    let c = Cluster::decode(&seed[1..]).expect("a cluster");
+    let x = cluster(&c).expect("accepted");
+    assert_eq!(x.config.lb.typed, "ring_hash");
+    let names: Vec<&str> = x
+        .config
+        .extensions
+        .iter()
+        .map(|e| e.typed.as_str())
+        .collect();
+    assert_eq!(names, ["outlier_detection", "health_check"]);
+    assert_eq!(x.config.circuit_breakers, CircuitBreakersConfig::default());
+    let tls: proxy_tls::config::OriginationConfig = x
+        .config
+        .transport
+        .expect("tls")
+        .config
+        .parse()
+        .expect("proxy-tls parses it");
+    assert_eq!(tls.subject_alt_names.len(), 1);
+    assert_eq!(
+        x.secrets,
+        ["ROOTCA".to_owned(), "default".to_owned()].into()
+    );
+
+    let seed = include_bytes!("../../fuzz/seeds/resource/rds-hash-policy");
+    let any = Any {
+        type_url: super::super::ROUTE_TYPE.into(),
+        value: seed[1..].to_vec(),
+    };
+    let rc: RouteConfiguration =
+        super::super::decode(&any, super::super::ROUTE_TYPE, "r").expect("routes");
+    let routes = super::super::route_configuration(&rc).expect("accepted");
+    let filters: Vec<&str> = routes.virtual_hosts[0].routes[0]
+        .filters
+        .iter()
+        .map(|f| f.typed.as_str())
+        .collect();
+    assert_eq!(filters, ["route_hash"]);
+}
