@@ -189,5 +189,14 @@ impl Drop for Listeners {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        for (name, handoff) in self.handoffs.iter().filter(|(_, h)| h.is_handed_off()) {
+            let stats = handoff.stats();
+            tracing::info!(
+                listener = %name,
+                received_forwarded = stats.received_forwarded,
+                bad_forwarded = stats.bad_forwarded,
+                "QUIC listener drained after the hand-off"
+            );
+        }
     }
 }

@@ -120,7 +120,13 @@ async fn drain_connection(
         },
         () = &mut deadline => return,
     }
+    // Done once no request is in flight and the connection was quiet (nothing
+    // sent) for a probe timeout: what the requests wrote is acknowledged, and a
+    // request the client sent before it saw the GOAWAY has arrived. Closing at
+    // once would discard answers in flight and refuse such a request.
+    let mut sent = conn.stats().udp_tx.datagrams;
     loop {
+        let quiet = (conn.rtt() * 4 + Duration::from_millis(30)).min(Duration::from_secs(1));
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
@@ -130,34 +136,18 @@ async fn drain_connection(
                 }
                 Ok(None) | Err(_) => break,
             },
-            done = requests.join_next() => if done.is_none() { break },
+            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            () = tokio::time::sleep(quiet), if requests.is_empty() => {
+                let now = conn.stats().udp_tx.datagrams;
+                if now == sent {
+                    break;
+                }
+                sent = now;
+            }
             () = &mut deadline => {
                 tracing::debug!(in_flight = requests.len(), "drain deadline: closing");
                 return;
             }
         }
-    }
-    flush(conn, deadline).await;
-}
-
-/// Waits, within `deadline`, until the connection went quiet (nothing sent for a
-/// few round trips: what the requests wrote is acknowledged) or the client closed
-/// it: closing it at once would discard the answers' bytes still in flight.
-async fn flush(conn: &quinn::Connection, mut deadline: std::pin::Pin<&mut tokio::time::Sleep>) {
-    let mut sent = conn.stats().udp_tx.datagrams;
-    loop {
-        // Past a probe timeout (RTT plus variance and ACK delay) with nothing sent,
-        // nothing is waiting for an acknowledgement.
-        let quiet = (conn.rtt() * 4 + Duration::from_millis(30)).min(Duration::from_secs(1));
-        tokio::select! {
-            () = tokio::time::sleep(quiet) => {}
-            _ = conn.closed() => return,
-            () = &mut deadline => return,
-        }
-        let now = conn.stats().udp_tx.datagrams;
-        if now == sent {
-            return;
-        }
-        sent = now;
     }
 }

@@ -1,0 +1,174 @@
+//! Hot upgrade of a sidecar with a `quic` section: while PyPI's aioquic (a client
+//! nobody here wrote) makes HTTP/3 requests one after another and an HTTP/1.1
+//! client does the same on one keep-alive connection, a second process takes over
+//! with `--upgrade`: it starts its HTTP/3 listener on the UDP socket the first
+//! handed over (it binds nothing) and forwards the first the datagrams of its
+//! connection; the first sends GOAWAY, drains and exits 0. No request fails; the
+//! HTTP/3 client moves to a new connection, served by the second process, after
+//! the GOAWAY, and the HTTP/1.1 connection goes over as before. Skipped loudly
+//! without aioquic (`scripts/deps/proxy-quic.sh`).
+
+mod common;
+
+#[path = "../../../proxy-quic/tests/aioquic_support/mod.rs"]
+mod aioquic_support;
+// Not every helper is used here.
+#[allow(dead_code)]
+#[path = "hot_upgrade/support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aioquic_support::{json_lines, Aioquic};
+use common::*;
+use http::StatusCode;
+use proxy_test_support::{
+    hot_upgrade::RequestStream, pki::Pki, temp::TempDir, with_timeout, Upstream,
+};
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A UDP port free now (bound, then released).
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+    socket.local_addr().expect("local address").port()
+}
+
+/// How many HTTP/3 answers the client has counted in `progress`.
+fn answered(progress: &std::path::Path) -> u64 {
+    std::fs::read_to_string(progress)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the HTTP/3 client has `n` answers, or fails with `logs`.
+async fn wait_answered(progress: &std::path::Path, n: u64, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered(progress) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} HTTP/3 answers, waiting for {n}\n{}",
+            answered(progress),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h3_client_keeps_its_requests_going_through_a_hot_upgrade() {
+    let Some(aioquic) = Aioquic::find("sidecar QUIC hot upgrade test") else {
+        return;
+    };
+    let _heavy = heavy_test_lock().await;
+    with_timeout(LIMIT, async {
+        let up = Upstream::named("up");
+        let pki = Pki::new("sidecar-h3-upgrade");
+        let issued = pki.server("server", &["localhost"]);
+        let port = free_udp_port();
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route("r", "/", "up", "")])
+            .cluster(cluster("up", up.addr, ""));
+        cfg.top_extra = format!(
+            "runtime:\n  drain_timeout: 5s\n\
+             quic:\n  h3:\n    - serves: web\n      address: \"127.0.0.1:{port}\"\n      \
+             certificate: {{cert: \"{}\", key: \"{}\"}}\n      drain_timeout: 5s\n",
+            issued.cert.display(),
+            issued.key.display()
+        );
+        let yaml = cfg.yaml().replace("  - name: main\n", "  - name: web\n");
+        let dir = TempDir::new("hot-upgrade-quic");
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, yaml).expect("config");
+        let mut first = Proc::start("first", &dir, &config, &[]);
+        wait_ready(cfg.admin, &mut first).await;
+
+        let h1 = RequestStream::start(
+            cfg.listen,
+            "/",
+            &[],
+            StatusCode::OK,
+            Duration::from_millis(5),
+        );
+        let (progress, stop) = (dir.join("progress"), dir.join("stop"));
+        let args = vec![
+            "--port".to_string(),
+            port.to_string(),
+            "--ca".into(),
+            pki.ca_pem.display().to_string(),
+            "--progress".into(),
+            progress.display().to_string(),
+            "--stop".into(),
+            stop.display().to_string(),
+            "--pause-ms".into(),
+            "10".into(),
+        ];
+        let client = tokio::spawn({
+            let aioquic = aioquic.clone();
+            async move {
+                aioquic
+                    .run("h3_upgrade_client.py", args, Duration::from_secs(100))
+                    .await
+            }
+        });
+        wait_answered(&progress, 20, || first.logs()).await;
+
+        // The upgrade, with HTTP/3 requests going.
+        let mut second = Proc::start("second", &dir, &config, &["--upgrade"]);
+        let status = first.wait_exit(Duration::from_secs(30)).await;
+        assert!(status.success(), "first exit {status}\n{}", first.logs());
+        assert!(second.running(), "second exited\n{}", second.logs());
+        let (old_logs, new_logs) = (first.logs(), second.logs());
+        assert!(
+            new_logs.contains("QUIC sockets taken over sockets=1")
+                && new_logs.contains("took over"),
+            "the second process did not take the UDP socket over\n{new_logs}"
+        );
+        assert!(
+            old_logs.contains("handed the UDP sockets over")
+                && old_logs.contains("QUIC listener handed off"),
+            "{old_logs}"
+        );
+        // Requests go on once the first process is gone: the second serves them.
+        // The first process's connection went on after the switch: the second
+        // forwarded it the client's datagrams.
+        let forwarded = proxy_test_support::hot_upgrade::log_field(
+            &old_logs,
+            "QUIC listener drained after the hand-off",
+            "received_forwarded",
+        )
+        .and_then(|n| n.parse::<u64>().ok());
+        assert!(forwarded > Some(0), "{old_logs}");
+        let after_exit = answered(&progress);
+        wait_answered(&progress, after_exit + 30, || second.logs()).await;
+
+        std::fs::write(&stop, b"stop").expect("write stop");
+        let out = client.await.expect("client task");
+        assert!(
+            out.ok(),
+            "aioquic client failed: {}\n{}",
+            out.text(),
+            second.logs()
+        );
+        let report = json_lines(&out).pop().expect("the client's report");
+        eprintln!("HTTP/3 through a hot upgrade: {report}");
+        assert_eq!(report["failed"], serde_json::json!([]), "{report}");
+        let connections = report["connections"].as_array().expect("connections");
+        assert!(connections.len() >= 2, "{report}");
+        assert_eq!(
+            connections[0]["goaway"], true,
+            "the first connection was told to go away: {report}"
+        );
+        let last = connections.last().expect("a connection");
+        assert!(last["requests"].as_u64() >= Some(30), "{report}");
+
+        // HTTP/1.1 upgraded as before: its one connection went over.
+        let h1 = h1.stop().await;
+        assert!(h1.failures.is_empty(), "{:?}", h1.failures);
+        assert!(h1.ok > 0);
+        assert_eq!(h1.connects, 1, "the keep-alive connection went over");
+    })
+    .await;
+}
