@@ -155,6 +155,32 @@ mod tests {
     }
 
     #[test]
+    fn marked_quic_lb_ids_still_decode_to_the_server_id() {
+        use crate::{CidFormat, CidKey, ConfigId, NonceSpace, QuicLbServer, ServerId};
+        let key = CidKey::new([7u8; 16]);
+        let formats = [
+            CidFormat::new(ConfigId::new(1).unwrap(), 2, 6, None, false).unwrap(),
+            CidFormat::new(ConfigId::new(2).unwrap(), 3, 5, Some(&key), true).unwrap(),
+            CidFormat::new(ConfigId::new(0).unwrap(), 8, 8, Some(&key), false).unwrap(),
+        ];
+        for format in formats {
+            let sid = ServerId::new(&[0x0a, 0x0b, 0x0c, 1, 2, 3, 4, 5][..format.server_id_len()])
+                .unwrap();
+            let server = QuicLbServer::new(format.clone(), sid).unwrap();
+            for generation in [Generation::Even, Generation::Odd] {
+                let inner = server.generator(NonceSpace::WHOLE).unwrap();
+                let mut g = MarkedCids::new(Box::new(inner), generation);
+                for _ in 0..200 {
+                    let cid = g.generate_cid();
+                    assert_eq!(Generation::of_cid(&cid), Some(generation));
+                    assert_eq!(format.server_id(&cid), Some(sid), "{format:?}");
+                    assert!(g.validate(&cid).is_ok());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn short_and_handshake_packets_name_their_generation_initials_do_not() {
         // Short header: DCID of 4 bytes after the first byte.
         assert_eq!(

@@ -235,8 +235,8 @@ impl AsyncUdpSocket for HandoffSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         self.reader.register(cx.waker());
-        if let Some(channel) = self.successor.load_full() {
-            match ready!(self.poll_successor(&channel, cx, bufs, meta))? {
+        if let Some(channel) = self.successor.load().as_deref() {
+            match ready!(self.poll_successor(channel, cx, bufs, meta))? {
                 Some(n) => return Poll::Ready(Ok(n)),
                 None => {
                     // The new process is gone: this one reads the socket again
