@@ -16,7 +16,7 @@ use envoy_types::pb::{
     },
     google::protobuf::BoolValue,
 };
-use proxy_core::config::{ByteSize, ListenerConfig, ListenerProtocol};
+use proxy_core::config::{ByteSize, ListenerConfig, ListenerProtocol, TypedConfig};
 
 use super::{duration, fields, fields_http, refuse_leftover, XdsRoutes};
 use crate::Refusal;
@@ -122,7 +122,7 @@ pub(crate) fn http_connection_manager(
         refuse_leftover(&rest, fields_http::UPGRADE_CONFIG)
             .map_err(|r| r.within(&format!("upgrade_configs[{i}]")))?;
     }
-    http_filters(&h.http_filters)?;
+    listener.http_filters = http_filters(&h.http_filters)?;
     match &h.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             let mut rest = rds.clone();
@@ -209,10 +209,19 @@ fn timeout(
     Ok(if d.is_zero() { NO_TIMEOUT } else { d })
 }
 
-/// Only the router is supported, last and once; an optional or disabled filter this
-/// proxy does not implement is left out, as Envoy allows.
-fn http_filters(filters: &[HttpFilter]) -> Result<(), Refusal> {
+/// The HTTP filters, in order, as the listener's `http_filters`; the router last
+/// and once. Each other filter is one this proxy implements: by its Envoy type URL
+/// where an equivalent exists (RBAC, local rate limit, JWT authentication, Lua) or
+/// as a `TypedStruct` whose `type_url` is `type.googleapis.com/proxy.filters.<name>`
+/// (or the bare `<name>`) and whose `value` is the filter's section, validated by
+/// the registry when the config is applied (see [`super::http_filters`] and the
+/// crate's README). A disabled filter (it could only be enabled per route, which
+/// this proxy cannot express) and an optional one of a type this proxy does not
+/// know are left out, as Envoy allows; any other is refused at
+/// `http_filters[i].typed_config` and the path inside it.
+fn http_filters(filters: &[HttpFilter]) -> Result<Vec<TypedConfig>, Refusal> {
     let mut router = None;
+    let mut out = Vec::new();
     for (i, f) in filters.iter().enumerate() {
         let at = format!("http_filters[{i}]");
         let typed = match &f.config_type {
@@ -228,21 +237,42 @@ fn http_filters(filters: &[HttpFilter]) -> Result<(), Refusal> {
         };
         let is_router = f.name == ROUTER_NAME || typed.is_some_and(|a| a.type_url == ROUTER_TYPE);
         if !is_router {
-            if f.is_optional || f.disabled {
-                tracing::debug!(filter = %f.name, "xds: optional or disabled HTTP filter left out");
+            if f.disabled {
+                tracing::debug!(filter = %f.name, "xds: disabled HTTP filter left out");
                 continue;
             }
-            return Err(Refusal::new(
-                "",
-                format!("{at}.name"),
-                format!(
-                    "{:?}{} is not supported (only {ROUTER_NAME} is)",
-                    f.name,
-                    typed
-                        .map(|a| format!(" ({})", a.type_url))
-                        .unwrap_or_default()
-                ),
-            ));
+            if let Some(r) = router {
+                if f.is_optional {
+                    continue;
+                }
+                return Err(Refusal::new(
+                    "",
+                    format!("http_filters[{r}]"),
+                    "the router must be the last filter",
+                ));
+            }
+            let Some(any) = typed else {
+                if f.is_optional {
+                    continue;
+                }
+                return Err(Refusal::new(
+                    "",
+                    format!("{at}.typed_config"),
+                    format!("{:?}: a typed_config is required", f.name),
+                ));
+            };
+            let mapped = super::http_filters::http_filter(any);
+            match mapped {
+                Ok(Some(filter)) => out.push(filter),
+                Ok(None) => {
+                    tracing::debug!(filter = %f.name, "xds: HTTP filter enforcing nothing left out");
+                }
+                Err(r) if f.is_optional && r.path == "type_url" => {
+                    tracing::debug!(filter = %f.name, "xds: optional HTTP filter left out");
+                }
+                Err(r) => return Err(r.within(&format!("{at}.typed_config"))),
+            }
+            continue;
         }
         if f.disabled {
             return Err(Refusal::new(
@@ -271,19 +301,7 @@ fn http_filters(filters: &[HttpFilter]) -> Result<(), Refusal> {
         }
     }
     match router {
-        Some(i)
-            if filters
-                .iter()
-                .skip(i + 1)
-                .all(|f| f.is_optional || f.disabled) =>
-        {
-            Ok(())
-        }
-        Some(i) => Err(Refusal::new(
-            "",
-            format!("http_filters[{i}]"),
-            "the router must be the last filter",
-        )),
+        Some(_) => Ok(out),
         None => Err(Refusal::new(
             "",
             "http_filters",

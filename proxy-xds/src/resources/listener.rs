@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{
     fields, fields_http,
     hcm::{self, RouteSource, HCM_NAME, HCM_TYPE},
-    refuse_leftover,
+    refuse_leftover, typed_struct,
 };
 use crate::Refusal;
 
@@ -30,8 +30,10 @@ pub struct XdsListener {
 /// Translates an Envoy `Listener`: a TCP socket address (an IP, not a host name) or
 /// a pipe (a Unix socket), and one filter chain (without match criteria; its TLS,
 /// a `DownstreamTlsContext` with SDS secrets, onto proxy-tls's `tls` filter)
-/// whose only network filter is the HTTP connection manager, with the router as
-/// its HTTP filter and its routes inline or over RDS (ADS). `enable_reuse_port`
+/// whose last network filter is the HTTP connection manager (the HTTP filters the
+/// crate's README lists, the router last; its routes inline or over RDS (ADS)), preceded by any of this proxy's own network filters
+/// named by a `TypedStruct` (`type.googleapis.com/proxy.filters.<name>`, its
+/// `value` the filter's section). `enable_reuse_port`
 /// maps to `reuse_port`. Everything else that changes behaviour is refused by name:
 /// listener filters, original destination, transparent and free binding, socket
 /// options, other network or HTTP filters, TLS, access logs, UDP.
@@ -210,37 +212,73 @@ fn filter_chain(
     rest.metadata = None;
     rest.transport_socket_connect_timeout = None;
     refuse_leftover(&rest, fields_http::FILTER_CHAIN)?;
-    let [filter] = c.filters.as_slice() else {
+    let Some((filter, before)) = c.filters.split_last() else {
         return Err(Refusal::new(
             "",
             "filters",
-            format!("exactly one network filter, {HCM_NAME}, is supported"),
+            format!("network filters ending with {HCM_NAME} are required"),
         ));
     };
+    let last = c.filters.len() - 1;
+    for (i, f) in before.iter().enumerate() {
+        let at = format!("filters[{i}]");
+        let own = match &f.config_type {
+            Some(ConfigType::TypedConfig(any)) => typed_struct::own_filter(any)
+                .map_err(|r| r.within(&format!("{at}.typed_config")))?,
+            Some(ConfigType::ConfigDiscovery(_)) => {
+                return Err(Refusal::new(
+                    "",
+                    format!("{at}.config_discovery"),
+                    "not supported: filter configs come inline",
+                ))
+            }
+            None => None,
+        };
+        let Some(own) = own else {
+            return Err(Refusal::new(
+                "",
+                format!("{at}.typed_config"),
+                format!(
+                    "{:?}: only this proxy's own network filters (a TypedStruct naming one) \
+                     may precede {HCM_NAME}",
+                    f.name
+                ),
+            ));
+        };
+        config.network_filters.push(own);
+    }
+    let hcm_at = format!("filters[{last}]");
     let any = match &filter.config_type {
         Some(ConfigType::TypedConfig(any)) => any,
         Some(ConfigType::ConfigDiscovery(_)) => {
             return Err(Refusal::new(
                 "",
-                "filters[0].config_discovery",
+                format!("{hcm_at}.config_discovery"),
                 "not supported: filter configs come inline",
             ))
         }
-        None => return Err(Refusal::new("", "filters[0].typed_config", "is required")),
+        None => {
+            return Err(Refusal::new(
+                "",
+                format!("{hcm_at}.typed_config"),
+                "is required",
+            ))
+        }
     };
     if any.type_url != HCM_TYPE {
         return Err(Refusal::new(
             "",
-            "filters[0].name",
+            format!("{hcm_at}.name"),
             format!(
-                "{:?} ({}) is not supported (only {HCM_NAME} is)",
+                "{:?} ({}) is not supported (the last network filter must be {HCM_NAME})",
                 filter.name, any.type_url
             ),
         ));
     }
     let h = super::decode(any, HCM_TYPE, "")
-        .map_err(|r| Refusal::new("", "filters[0].typed_config", r.reason))?;
-    hcm::http_connection_manager(&h, config).map_err(|r| r.within("filters[0].typed_config"))
+        .map_err(|r| Refusal::new("", format!("{hcm_at}.typed_config"), r.reason))?;
+    hcm::http_connection_manager(&h, config)
+        .map_err(|r| r.within(&format!("{hcm_at}.typed_config")))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use envoy_types::pb::{
         },
         extensions::filters::network::http_connection_manager::v3::{
             http_connection_manager::{CodecType, RouteSpecifier},
-            HttpConnectionManager, HttpFilter, Rds,
+            http_filter, HttpConnectionManager, HttpFilter, Rds,
         },
     },
     google::protobuf::{Any, Duration as PbDuration},
@@ -116,7 +116,18 @@ fn filters_and_fields_not_implemented_are_refused_by_name() {
     };
     assert_eq!(
         refusal(&with(&hcm(vec![cors.clone(), router()]))),
-        "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0].name: \"envoy.filters.http.cors\" is not supported (only envoy.filters.http.router is)"
+        "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0].typed_config: \"envoy.filters.http.cors\": a typed_config is required"
+    );
+    let typed_cors = HttpFilter {
+        config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+            type_url: "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors".into(),
+            value: vec![],
+        })),
+        ..cors.clone()
+    };
+    assert_eq!(
+        refusal(&with(&hcm(vec![typed_cors, router()]))),
+        "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.type_url: \"type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors\" is not a filter this proxy implements"
     );
     let optional = HttpFilter {
         is_optional: true,
@@ -164,4 +175,69 @@ fn filters_and_fields_not_implemented_are_refused_by_name() {
         s.address = "web.internal".into();
     }
     assert!(refusal(&l).contains("address.socket_address.address"));
+}
+
+fn own(name: &str) -> Any {
+    let ts = super::super::typed_struct::TypedStruct {
+        type_url: format!("type.googleapis.com/proxy.filters.{name}"),
+        value: None,
+    };
+    Any {
+        type_url: super::super::TYPED_STRUCT_TYPE.into(),
+        value: ts.encode_to_vec(),
+    }
+}
+
+fn own_filter(name: &str) -> HttpFilter {
+    HttpFilter {
+        name: name.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(own(name))),
+        ..HttpFilter::default()
+    }
+}
+
+#[test]
+fn http_and_network_filters_keep_their_order_before_the_hcm() {
+    let mut l = with(&hcm(vec![
+        own_filter("fault"),
+        own_filter("mirror"),
+        router(),
+    ]));
+    let chain = &mut l.filter_chains[0];
+    chain.filters.insert(
+        0,
+        Filter {
+            name: "limit".into(),
+            config_type: Some(ConfigType::TypedConfig(own("connection_limit"))),
+        },
+    );
+    let x = listener(&l).unwrap();
+    let names = |v: &[proxy_core::config::TypedConfig]| {
+        v.iter().map(|f| f.typed.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&x.config.http_filters), ["fault", "mirror"]);
+    assert_eq!(names(&x.config.network_filters), ["connection_limit"]);
+
+    l.filter_chains[0].filters[0].config_type = Some(ConfigType::TypedConfig(Any {
+        type_url: "type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo".into(),
+        value: vec![],
+    }));
+    assert!(
+        refusal(&l).starts_with("listener \"web\": filter_chains[0].filters[0].typed_config: \"limit\": only this proxy's own network filters"),
+        "{}",
+        refusal(&l)
+    );
+}
+
+#[test]
+fn a_filter_after_the_router_is_refused() {
+    assert_eq!(
+        refusal(&with(&hcm(vec![router(), own_filter("fault")]))),
+        "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0]: the router must be the last filter"
+    );
+    let optional = HttpFilter {
+        is_optional: true,
+        ..own_filter("fault")
+    };
+    assert_eq!(refusal(&with(&hcm(vec![router(), optional]))), "");
 }

@@ -14,6 +14,7 @@ mod fields;
 mod fields_http;
 mod hcm;
 mod health_check;
+mod http_filters;
 mod listener;
 mod matchers;
 mod outlier;
@@ -21,6 +22,7 @@ mod route;
 mod route_hash;
 mod secret;
 mod tls_common;
+mod typed_struct;
 mod upstream_tls;
 
 use std::time::Duration;
@@ -35,6 +37,7 @@ pub use listener::{listener, XdsListener};
 pub use route::{route_configuration, XdsRoutes, WEIGHTED_CLUSTERS_FILTER};
 pub use route_hash::ROUTE_HASH_FILTER;
 pub use secret::{secret, XdsSecret};
+pub use typed_struct::{OWN_FILTER_PREFIX, TYPED_STRUCT_TYPE, UDPA_TYPED_STRUCT_TYPE};
 
 use crate::Refusal;
 

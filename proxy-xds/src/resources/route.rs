@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     route::Action, virtual_host::TlsRequirementType, RetryPolicy, Route, RouteConfiguration,
     VirtualHost,
 };
-use proxy_core::config::{RouteConfig, VirtualHostConfig};
+use proxy_core::config::{RouteConfig, TypedConfig, VirtualHostConfig};
 
 use super::{fields_http as fields, matchers, refuse_leftover};
 use crate::Refusal;
@@ -127,6 +127,7 @@ fn translate(rc: &RouteConfiguration) -> Result<XdsRoutes, Refusal> {
     rest.response_headers_to_add.clear();
     rest.response_headers_to_remove.clear();
     rest.most_specific_header_mutations_wins = false;
+    rest.typed_per_filter_config.clear();
     // Without effect here: clusters are never validated (unknown ones answer 503),
     // the port of the Host header is always ignored, metadata feeds no filter.
     rest.validate_clusters = None;
@@ -144,12 +145,14 @@ fn translate(rc: &RouteConfiguration) -> Result<XdsRoutes, Refusal> {
         virtual_hosts: Vec::new(),
         clusters: BTreeSet::new(),
     };
+    let global_filters = super::http_filters::per_route_filters(&rc.typed_per_filter_config)?;
     let mut domains: BTreeMap<String, usize> = BTreeMap::new();
     for (i, vh) in rc.virtual_hosts.iter().enumerate() {
         let at = format!("virtual_hosts[{i}]");
         let v = virtual_host(
             vh,
             &global,
+            &global_filters,
             rc.most_specific_header_mutations_wins,
             &mut out.clusters,
         )
@@ -171,6 +174,7 @@ fn translate(rc: &RouteConfiguration) -> Result<XdsRoutes, Refusal> {
 fn virtual_host(
     vh: &VirtualHost,
     global: &Mutations,
+    global_filters: &[TypedConfig],
     most_specific_wins: bool,
     clusters: &mut BTreeSet<String>,
 ) -> Result<VirtualHostConfig, Refusal> {
@@ -183,6 +187,7 @@ fn virtual_host(
     rest.response_headers_to_add.clear();
     rest.response_headers_to_remove.clear();
     rest.retry_policy = None;
+    rest.typed_per_filter_config.clear();
     if rest.require_tls == TlsRequirementType::None as i32 {
         rest.require_tls = 0;
     }
@@ -196,6 +201,10 @@ fn virtual_host(
         &vh.response_headers_to_add,
         &vh.response_headers_to_remove,
     )?;
+    let mut vhost_filters = global_filters.to_vec();
+    vhost_filters.extend(super::http_filters::per_route_filters(
+        &vh.typed_per_filter_config,
+    )?);
     let mut domains: Vec<String> = Vec::new();
     for (i, d) in vh.domains.iter().enumerate() {
         let host = strip_port(d);
@@ -221,8 +230,14 @@ fn virtual_host(
                 levels.then(&own).then(global)
             }
         };
-        let route =
-            route(r, vh.retry_policy.as_ref(), &inner, clusters).map_err(|e| e.within(&at))?;
+        let route = route(
+            r,
+            vh.retry_policy.as_ref(),
+            &inner,
+            &vhost_filters,
+            clusters,
+        )
+        .map_err(|e| e.within(&at))?;
         routes.push(route);
     }
     Ok(VirtualHostConfig {
@@ -250,6 +265,7 @@ fn route(
     r: &Route,
     vhost_retry: Option<&RetryPolicy>,
     merge: &dyn Fn(&Mutations) -> Mutations,
+    inherited: &[TypedConfig],
     clusters: &mut BTreeSet<String>,
 ) -> Result<RouteConfig, Refusal> {
     let mut rest = r.clone();
@@ -265,7 +281,12 @@ fn route(
     rest.tracing = None;
     rest.metadata = None;
     rest.stat_prefix.clear();
+    rest.typed_per_filter_config.clear();
     refuse_leftover(&rest, fields::ROUTE)?;
+    let mut filters = inherited.to_vec();
+    filters.extend(super::http_filters::per_route_filters(
+        &r.typed_per_filter_config,
+    )?);
     let matcher = matchers::route_match(
         r.r#match
             .as_ref()
@@ -299,7 +320,7 @@ fn route(
         request_headers_to_remove: m.request_remove,
         response_headers_to_add: m.response_add,
         response_headers_to_remove: m.response_remove,
-        filters: Vec::new(),
+        filters,
     };
     super::action::route_action(action, vhost_retry, &mut out, clusters)
         .map_err(|e| e.within("route"))?;
