@@ -112,6 +112,9 @@ async fn a_connection_keeps_working_across_the_switch_and_new_ones_land_on_the_n
         ));
         old_handoff.hand_off().unwrap();
         assert!(old_handoff.is_handed_off());
+        // No upgrade of the new listener while the old one drains.
+        let refused = new_handoff.prepare().unwrap_err();
+        assert!(refused.to_string().contains("still drains"), "{refused}");
 
         // The request in flight completes: every datagram of its connection went
         // through the new listener's socket.
@@ -142,6 +145,10 @@ async fn a_connection_keeps_working_across_the_switch_and_new_ones_land_on_the_n
             .unwrap();
         // Once it is gone, nothing is forwarded and the new listener serves on.
         assert_eq!(text(&mut b, addr, "/still").await, "new:/still");
+        // ... and may be upgraded in turn.
+        let next = new_handoff.prepare().unwrap();
+        assert_eq!(next.generation, Generation::Odd);
+        new_handoff.abandon();
         let mut c = Client::connect(addr, tls.client.clone()).await;
         assert_eq!(text(&mut c, addr, "/last").await, "new:/last");
         assert_eq!(new_handoff.stats().forward_dropped, 0);

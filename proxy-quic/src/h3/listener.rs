@@ -188,6 +188,8 @@ impl H3Listener {
         self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
         // Lets the CONNECTION_CLOSE frames go out, briefly.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        // Handed off: the new process stops forwarding once this end closes.
+        self.handoff.retire();
     }
 }
 

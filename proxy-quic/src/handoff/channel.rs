@@ -141,6 +141,17 @@ pub(crate) fn recv(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Whether the other end of the channel is still open (a peek without waiting
+/// that does not see its end).
+pub(crate) fn peer_open(fd: impl AsFd) -> bool {
+    let mut byte = [0u8; 1];
+    match net::recv(fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok((0, _)) => false,
+        Ok(_) => true,
+        Err(e) => e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +202,9 @@ mod tests {
         assert_eq!((got, &buf[at..n]), (origin, &b"quic packet"[..]));
         let nothing = recv(&old, &mut buf).unwrap_err();
         assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
+        assert!(peer_open(&old) && peer_open(&new));
         drop(new);
+        assert!(!peer_open(&old));
         assert_eq!(recv(&old, &mut buf).unwrap(), 0);
         let (old, new) = pair().unwrap();
         drop(old);

@@ -107,8 +107,18 @@ impl Handoff {
     /// closed).
     ///
     /// # Errors
-    /// When the socket cannot be duplicated or the channel made.
+    /// When the socket cannot be duplicated or the channel made, or while this
+    /// listener still forwards datagrams to the process before it (that process
+    /// has not drained yet: upgrade again once it has exited).
     pub fn prepare(&self) -> io::Result<HandedOver> {
+        if self.shared.socket.still_forwarding() {
+            // One generation bit tells two processes apart: the next process would
+            // take the draining one's connections for its own.
+            return Err(io::Error::other(
+                "the process before this one still drains its QUIC connections; \
+                 upgrade again once it has exited",
+            ));
+        }
         let socket = self.shared.udp.try_clone()?;
         let (ours, theirs) = channel::pair()?;
         *lock(&self.shared.pending) = Some(ours);
@@ -144,6 +154,13 @@ impl Handoff {
     /// as it was.
     pub fn abandon(&self) {
         lock(&self.shared.pending).take();
+    }
+
+    /// The listener drained after the hand-off: its end of the channel closes.
+    pub(crate) fn retire(&self) {
+        if self.is_handed_off() {
+            self.shared.socket.retire();
+        }
     }
 
     /// Resolves once [`hand_off`](Self::hand_off) was called.

@@ -7,7 +7,7 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -33,6 +33,8 @@ pub struct HandoffSocket {
     successor: ArcSwapOption<AsyncFd<OwnedFd>>,
     /// The task reading, woken when what it reads changes.
     reader: AtomicWaker,
+    /// Old process, drained: reads nothing more (its channel closed).
+    retired: AtomicBool,
     stats: Counters,
 }
 
@@ -76,6 +78,7 @@ impl HandoffSocket {
             forward: ArcSwapOption::empty(),
             successor: ArcSwapOption::empty(),
             reader: AtomicWaker::new(),
+            retired: AtomicBool::new(false),
             stats: Counters::default(),
         }
     }
@@ -99,6 +102,27 @@ impl HandoffSocket {
         self.successor.store(Some(Arc::new(channel)));
         self.reader.wake();
         Ok(())
+    }
+
+    /// Old process, drained after the hand-off: reads nothing more and closes its
+    /// end of the channel, so the new process stops forwarding.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Relaxed);
+        self.successor.store(None);
+        self.reader.wake();
+    }
+
+    /// New process: whether the old process still takes forwarded datagrams (its
+    /// end of the channel is open); once it is closed, forwarding stops.
+    pub(crate) fn still_forwarding(&self) -> bool {
+        let Some(forward) = self.forward.load_full() else {
+            return false;
+        };
+        if channel::peer_open(&forward.channel) {
+            return true;
+        }
+        self.forward.store(None);
+        false
     }
 
     /// The counters.
@@ -234,6 +258,9 @@ impl AsyncUdpSocket for HandoffSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
+        if self.retired.load(Relaxed) {
+            return Poll::Pending;
+        }
         self.reader.register(cx.waker());
         if let Some(channel) = self.successor.load().as_deref() {
             match ready!(self.poll_successor(channel, cx, bufs, meta))? {
