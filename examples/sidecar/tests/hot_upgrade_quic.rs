@@ -3,10 +3,11 @@
 //! client does the same on one keep-alive connection, a second process takes over
 //! with `--upgrade`: it starts its HTTP/3 listener on the UDP socket the first
 //! handed over (it binds nothing) and forwards the first the datagrams of its
-//! connection; the first sends GOAWAY, drains and exits 0. No request fails; the
-//! HTTP/3 client moves to a new connection, served by the second process, after
-//! the GOAWAY, and the HTTP/1.1 connection goes over as before. Skipped loudly
-//! without aioquic (`scripts/deps/proxy-quic.sh`).
+//! connection; the first sends GOAWAY, drains and exits 0. Then a third takes over
+//! from the second the same way (the generation of connection IDs alternates). No
+//! request fails; the HTTP/3 client moves to a new connection after each GOAWAY,
+//! and the HTTP/1.1 connection goes over as before. Skipped loudly without aioquic
+//! (`scripts/deps/proxy-quic.sh`).
 
 mod common;
 
@@ -55,6 +56,48 @@ async fn wait_answered(progress: &std::path::Path, n: u64, logs: impl Fn() -> St
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Starts `name` with `--upgrade`, waits for `old` to exit 0, and checks that the new
+/// process took the UDP socket over, that the old one's connection went on after the
+/// switch (the new one forwarded it the client's datagrams), and that requests go on
+/// once the old one is gone.
+async fn upgrade(
+    name: &'static str,
+    mut old: Proc,
+    dir: &TempDir,
+    config: &std::path::PathBuf,
+    progress: &std::path::Path,
+) -> Proc {
+    let mut new = Proc::start(name, dir, config, &["--upgrade"]);
+    let status = old.wait_exit(Duration::from_secs(30)).await;
+    assert!(
+        status.success(),
+        "{} exit {status}\n{}",
+        old.name,
+        old.logs()
+    );
+    assert!(new.running(), "{name} exited\n{}", new.logs());
+    let (old_logs, new_logs) = (old.logs(), new.logs());
+    assert!(
+        new_logs.contains("QUIC sockets taken over sockets=1") && new_logs.contains("took over"),
+        "{name} did not take the UDP socket over\n{new_logs}"
+    );
+    assert!(
+        old_logs.contains("handed the UDP sockets over")
+            && old_logs.contains("QUIC listener handed off"),
+        "{old_logs}"
+    );
+    let forwarded = proxy_test_support::hot_upgrade::log_field(
+        &old_logs,
+        "QUIC listener drained after the hand-off",
+        "received_forwarded",
+    )
+    .and_then(|n| n.parse::<u64>().ok());
+    assert!(forwarded > Some(0), "{old_logs}");
+    let after_exit = answered(progress);
+    wait_answered(progress, after_exit + 30, || new.logs()).await;
+    new
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,34 +158,9 @@ async fn an_h3_client_keeps_its_requests_going_through_a_hot_upgrade() {
         });
         wait_answered(&progress, 20, || first.logs()).await;
 
-        // The upgrade, with HTTP/3 requests going.
-        let mut second = Proc::start("second", &dir, &config, &["--upgrade"]);
-        let status = first.wait_exit(Duration::from_secs(30)).await;
-        assert!(status.success(), "first exit {status}\n{}", first.logs());
-        assert!(second.running(), "second exited\n{}", second.logs());
-        let (old_logs, new_logs) = (first.logs(), second.logs());
-        assert!(
-            new_logs.contains("QUIC sockets taken over sockets=1")
-                && new_logs.contains("took over"),
-            "the second process did not take the UDP socket over\n{new_logs}"
-        );
-        assert!(
-            old_logs.contains("handed the UDP sockets over")
-                && old_logs.contains("QUIC listener handed off"),
-            "{old_logs}"
-        );
-        // Requests go on once the first process is gone: the second serves them.
-        // The first process's connection went on after the switch: the second
-        // forwarded it the client's datagrams.
-        let forwarded = proxy_test_support::hot_upgrade::log_field(
-            &old_logs,
-            "QUIC listener drained after the hand-off",
-            "received_forwarded",
-        )
-        .and_then(|n| n.parse::<u64>().ok());
-        assert!(forwarded > Some(0), "{old_logs}");
-        let after_exit = answered(&progress);
-        wait_answered(&progress, after_exit + 30, || second.logs()).await;
+        // Two upgrades, with HTTP/3 requests going: the generations alternate.
+        let second = upgrade("second", first, &dir, &config, &progress).await;
+        let third = upgrade("third", second, &dir, &config, &progress).await;
 
         std::fs::write(&stop, b"stop").expect("write stop");
         let out = client.await.expect("client task");
@@ -150,17 +168,16 @@ async fn an_h3_client_keeps_its_requests_going_through_a_hot_upgrade() {
             out.ok(),
             "aioquic client failed: {}\n{}",
             out.text(),
-            second.logs()
+            third.logs()
         );
         let report = json_lines(&out).pop().expect("the client's report");
         eprintln!("HTTP/3 through a hot upgrade: {report}");
         assert_eq!(report["failed"], serde_json::json!([]), "{report}");
         let connections = report["connections"].as_array().expect("connections");
-        assert!(connections.len() >= 2, "{report}");
-        assert_eq!(
-            connections[0]["goaway"], true,
-            "the first connection was told to go away: {report}"
-        );
+        assert!(connections.len() >= 3, "{report}");
+        for told in &connections[..2] {
+            assert_eq!(told["goaway"], true, "told to go away: {report}");
+        }
         let last = connections.last().expect("a connection");
         assert!(last["requests"].as_u64() >= Some(30), "{report}");
 
