@@ -13,14 +13,16 @@ The test drives it with one JSON command per line on stdin:
    "clusters": [{"name": "a"}, {"name": "b", "outlier_detection": true},
                 {"name": "c", "fields": {"health_checks": [...]}}],
    "endpoints": {"a": ["127.0.0.1:8001"]},
-   "listeners": [{"name": "web", "address": "127.0.0.1:9000", "rds": "web-routes"}],
+   "listeners": [{"name": "web", "address": "127.0.0.1:9000", "rds": "web-routes",
+                  "http_filters": [{"name": "lua", "typed_config": {"@type": ...}}]}],
    "routes": {"web-routes": [{"prefix": "/", "cluster": "a"},
                              {"prefix": "/", "weighted": [["a", 50], ["b", 50]]},
                              {"regex": "/x[0-9]+", "cluster": "a"}]},
    "secrets": {"web": {"cert": "<PEM chain>", "key": "<PEM key>"}}}
       replaces the snapshot and pushes what changed on every open stream (a
       cluster's "fields" are more Cluster fields in protobuf's JSON mapping,
-      merged in);
+      merged in; a listener's "http_filters" are HttpFilter messages in that
+      mapping, before the router);
   {"op": "restart"}   ends every stream, stops the server and serves again on the
                       same port (a control plane restarted mid-run);
   {"op": "quit"}
@@ -62,6 +64,16 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+
+# The HTTP filter configs a listener's "http_filters" may name by "@type": imported
+# so that protobuf's JSON mapping knows them.
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as _jwt_authn  # noqa: F401
+from envoy.extensions.filters.http.local_ratelimit.v3 import (  # noqa: F401
+    local_rate_limit_pb2 as _local_ratelimit,
+)
+from envoy.extensions.filters.http.lua.v3 import lua_pb2 as _lua  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as _rbac  # noqa: F401
+from xds.type.v3 import typed_struct_pb2 as _typed_struct  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -125,6 +137,8 @@ def make_listener(spec):
     hcm.rds.route_config_name = spec["rds"]
     hcm.rds.config_source.ads.SetInParent()
     hcm.rds.config_source.resource_api_version = V3
+    for spec_filter in spec.get("http_filters", []):
+        json_format.ParseDict(spec_filter, hcm.http_filters.add())
     router = hcm.http_filters.add(name="envoy.filters.http.router")
     router.typed_config.Pack(router_pb2.Router())
     listener = listener_pb2.Listener(name=spec["name"])
