@@ -392,3 +392,50 @@ fn per_route_configs_add_our_filters_and_refuse_envoy_overrides() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn fault_maps_fixed_delays_and_http_aborts() {
+    use envoy_types::pb::envoy::extensions::filters::{
+        common::fault::v3::{fault_delay::FaultDelaySecifier, FaultDelay},
+        http::fault::v3::{fault_abort::ErrorType, FaultAbort, HttpFault},
+    };
+    let mut f = HttpFault {
+        delay: Some(FaultDelay {
+            percentage: Some(FractionalPercent {
+                numerator: 5,
+                denominator: 0,
+            }),
+            fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(PbDuration {
+                seconds: 0,
+                nanos: 100_000_000,
+            })),
+        }),
+        abort: Some(FaultAbort {
+            percentage: Some(FractionalPercent {
+                numerator: 2500,
+                denominator: 1,
+            }),
+            error_type: Some(ErrorType::HttpStatus(503)),
+            ..Default::default()
+        }),
+        delay_percent_runtime: "fault.http.delay.fixed_delay_percent".into(),
+        ..Default::default()
+    };
+    let out = http_filter(&any(&f)).unwrap().unwrap();
+    assert_eq!(out.typed, "fault");
+    assert_eq!(
+        out.config.as_value(),
+        &json!({
+            "delay": { "duration": "100ms", "delay_percent": 5.0 },
+            "abort": { "status": 503, "abort_percent": 25.0 },
+        })
+    );
+    f.abort.as_mut().unwrap().error_type = Some(ErrorType::GrpcStatus(14));
+    assert_eq!(http_filter(&any(&f)).unwrap_err().path, "abort.grpc_status");
+    f.abort = None;
+    f.delay.as_mut().unwrap().percentage = None;
+    assert_eq!(http_filter(&any(&f)).unwrap_err().path, "delay.percentage");
+    f.delay = None;
+    f.headers.push(Default::default());
+    assert_eq!(http_filter(&any(&f)).unwrap_err().path, "headers");
+}

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{
     fields, fields_http,
     hcm::{self, RouteSource, HCM_NAME, HCM_TYPE},
-    refuse_leftover, typed_struct,
+    network_filters, refuse_leftover, XdsRoutes,
 };
 use crate::Refusal;
 
@@ -31,12 +31,15 @@ pub struct XdsListener {
 /// a pipe (a Unix socket), and one filter chain (without match criteria; its TLS,
 /// a `DownstreamTlsContext` with SDS secrets, onto proxy-tls's `tls` filter)
 /// whose last network filter is the HTTP connection manager (the HTTP filters the
-/// crate's README lists, the router last; its routes inline or over RDS (ADS)), preceded by any of this proxy's own network filters
-/// named by a `TypedStruct` (`type.googleapis.com/proxy.filters.<name>`, its
-/// `value` the filter's section). `enable_reuse_port`
+/// crate's README lists, the router last; its routes inline or over RDS (ADS)) or
+/// a TCP proxy (Envoy's `TcpProxy` or a TypedStruct naming `tcp_proxy`), preceded
+/// by network filters this proxy implements, in order: Envoy's `ConnectionLimit`
+/// or any of this proxy's own named by a `TypedStruct`
+/// (`type.googleapis.com/proxy.filters.<name>`, its `value` the filter's section;
+/// see the `network_filters` module for the Envoy mappings). `enable_reuse_port`
 /// maps to `reuse_port`. Everything else that changes behaviour is refused by name:
 /// listener filters, original destination, transparent and free binding, socket
-/// options, other network or HTTP filters, TLS, access logs, UDP.
+/// options, other network or HTTP filters, other TLS settings, access logs, UDP.
 ///
 /// # Errors
 /// A [`Refusal`] naming the listener and the field.
@@ -212,73 +215,93 @@ fn filter_chain(
     rest.metadata = None;
     rest.transport_socket_connect_timeout = None;
     refuse_leftover(&rest, fields_http::FILTER_CHAIN)?;
-    let Some((filter, before)) = c.filters.split_last() else {
+    let Some((last, before)) = c.filters.split_last() else {
         return Err(Refusal::new(
             "",
             "filters",
-            format!("network filters ending with {HCM_NAME} are required"),
+            format!("network filters ending with {HCM_NAME} or a TCP proxy are required"),
         ));
     };
-    let last = c.filters.len() - 1;
     for (i, f) in before.iter().enumerate() {
         let at = format!("filters[{i}]");
-        let own = match &f.config_type {
-            Some(ConfigType::TypedConfig(any)) => typed_struct::own_filter(any)
-                .map_err(|r| r.within(&format!("{at}.typed_config")))?,
-            Some(ConfigType::ConfigDiscovery(_)) => {
+        let any = typed_config(f, &at)?;
+        let mapped = network_filters::network_filter(any)
+            .map_err(|r| r.within(&format!("{at}.typed_config")))?;
+        match mapped {
+            Some(own) if own.typed == TCP_PROXY => {
                 return Err(Refusal::new(
                     "",
-                    format!("{at}.config_discovery"),
-                    "not supported: filter configs come inline",
+                    at,
+                    "a TCP proxy is terminal: it must be the last filter",
                 ))
             }
-            None => None,
-        };
-        let Some(own) = own else {
-            return Err(Refusal::new(
-                "",
-                format!("{at}.typed_config"),
-                format!(
-                    "{:?}: only this proxy's own network filters (a TypedStruct naming one) \
-                     may precede {HCM_NAME}",
-                    f.name
-                ),
-            ));
-        };
-        config.network_filters.push(own);
+            Some(own) => config.network_filters.push(own),
+            None => {
+                return Err(Refusal::new(
+                    "",
+                    format!("{at}.typed_config"),
+                    format!(
+                        "{:?} ({}) is not a network filter this proxy implements",
+                        f.name, any.type_url
+                    ),
+                ))
+            }
+        }
     }
-    let hcm_at = format!("filters[{last}]");
-    let any = match &filter.config_type {
-        Some(ConfigType::TypedConfig(any)) => any,
-        Some(ConfigType::ConfigDiscovery(_)) => {
-            return Err(Refusal::new(
-                "",
-                format!("{hcm_at}.config_discovery"),
-                "not supported: filter configs come inline",
-            ))
+    let at = format!("filters[{}]", before.len());
+    let any = typed_config(last, &at)?;
+    if any.type_url == HCM_TYPE {
+        let h = super::decode(any, HCM_TYPE, "")
+            .map_err(|r| Refusal::new("", format!("{at}.typed_config"), r.reason))?;
+        return hcm::http_connection_manager(&h, config)
+            .map_err(|r| r.within(&format!("{at}.typed_config")));
+    }
+    let terminal = network_filters::network_filter(any)
+        .map_err(|r| r.within(&format!("{at}.typed_config")))?;
+    match terminal {
+        Some(tcp) if tcp.typed == TCP_PROXY => {
+            let clusters = network_filters::tcp_proxy_cluster(&tcp)
+                .into_iter()
+                .collect();
+            config.network_filters.push(tcp);
+            Ok(RouteSource::Inline(XdsRoutes {
+                virtual_hosts: Vec::new(),
+                clusters,
+            }))
         }
-        None => {
-            return Err(Refusal::new(
-                "",
-                format!("{hcm_at}.typed_config"),
-                "is required",
-            ))
-        }
-    };
-    if any.type_url != HCM_TYPE {
-        return Err(Refusal::new(
+        _ => Err(Refusal::new(
             "",
-            format!("{hcm_at}.name"),
+            format!("{at}.name"),
             format!(
-                "{:?} ({}) is not supported (the last network filter must be {HCM_NAME})",
-                filter.name, any.type_url
+                "{:?} ({}) is not supported (the last network filter must be {HCM_NAME} \
+                 or a TCP proxy)",
+                last.name, any.type_url
             ),
-        ));
+        )),
     }
-    let h = super::decode(any, HCM_TYPE, "")
-        .map_err(|r| Refusal::new("", format!("{hcm_at}.typed_config"), r.reason))?;
-    hcm::http_connection_manager(&h, config)
-        .map_err(|r| r.within(&format!("{hcm_at}.typed_config")))
+}
+
+/// The name of proxy-filters' terminal TCP proxy filter.
+const TCP_PROXY: &str = "tcp_proxy";
+
+/// A network filter's inline `typed_config`.
+fn typed_config<'a>(
+    f: &'a envoy_types::pb::envoy::config::listener::v3::Filter,
+    at: &str,
+) -> Result<&'a envoy_types::pb::google::protobuf::Any, Refusal> {
+    match &f.config_type {
+        Some(ConfigType::TypedConfig(any)) => Ok(any),
+        Some(ConfigType::ConfigDiscovery(_)) => Err(Refusal::new(
+            "",
+            format!("{at}.config_discovery"),
+            "not supported: filter configs come inline",
+        )),
+        None => Err(Refusal::new(
+            "",
+            format!("{at}.typed_config"),
+            "is required",
+        )),
+    }
 }
 
 #[cfg(test)]

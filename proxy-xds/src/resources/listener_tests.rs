@@ -153,14 +153,13 @@ fn filters_and_fields_not_implemented_are_refused_by_name() {
 
     let mut l = with(&hcm(vec![router()]));
     l.filter_chains[0].filters[0] = Filter {
-        name: "envoy.filters.network.tcp_proxy".into(),
+        name: "envoy.filters.network.echo".into(),
         config_type: Some(ConfigType::TypedConfig(Any {
-            type_url: "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
-                .into(),
+            type_url: "type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo".into(),
             value: vec![],
         })),
     };
-    assert!(refusal(&l).contains("\"envoy.filters.network.tcp_proxy\""));
+    assert!(refusal(&l).contains("\"envoy.filters.network.echo\""));
 
     let mut h = hcm(vec![router()]);
     h.server_name = "edge".into();
@@ -223,7 +222,7 @@ fn http_and_network_filters_keep_their_order_before_the_hcm() {
         value: vec![],
     }));
     assert!(
-        refusal(&l).starts_with("listener \"web\": filter_chains[0].filters[0].typed_config: \"limit\": only this proxy's own network filters"),
+        refusal(&l).starts_with("listener \"web\": filter_chains[0].filters[0].typed_config: \"limit\" (type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo) is not a network filter"),
         "{}",
         refusal(&l)
     );
@@ -240,4 +239,97 @@ fn a_filter_after_the_router_is_refused() {
         ..own_filter("fault")
     };
     assert_eq!(refusal(&with(&hcm(vec![router(), optional]))), "");
+}
+
+fn filter_of<M: Message + prost::Name>(name: &str, m: &M) -> Filter {
+    Filter {
+        name: name.into(),
+        config_type: Some(ConfigType::TypedConfig(Any {
+            type_url: M::type_url(),
+            value: m.encode_to_vec(),
+        })),
+    }
+}
+
+#[test]
+fn a_tcp_proxy_ends_a_chain_after_a_connection_limit() {
+    use envoy_types::pb::{
+        envoy::extensions::filters::network::{
+            connection_limit::v3::ConnectionLimit,
+            tcp_proxy::v3::{tcp_proxy::ClusterSpecifier, TcpProxy},
+        },
+        google::protobuf::{UInt32Value, UInt64Value},
+    };
+    let limit = ConnectionLimit {
+        stat_prefix: "db".into(),
+        max_connections: Some(UInt64Value { value: 100 }),
+        ..Default::default()
+    };
+    let tcp = TcpProxy {
+        stat_prefix: "db".into(),
+        cluster_specifier: Some(ClusterSpecifier::Cluster("postgres".into())),
+        idle_timeout: Some(PbDuration {
+            seconds: 0,
+            nanos: 0,
+        }),
+        max_connect_attempts: Some(UInt32Value { value: 3 }),
+        ..Default::default()
+    };
+    let mut l = with(&hcm(vec![router()]));
+    l.filter_chains[0].filters = vec![filter_of("limit", &limit), filter_of("tcp", &tcp)];
+    let x = listener(&l).unwrap();
+    let filters: Vec<(String, serde_json::Value)> = x
+        .config
+        .network_filters
+        .iter()
+        .map(|f| (f.typed.clone(), f.config.as_value().clone()))
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            (
+                "connection_limit".to_owned(),
+                serde_json::json!({ "max_connections": 100 })
+            ),
+            (
+                "tcp_proxy".to_owned(),
+                serde_json::json!({ "cluster": "postgres", "idle_timeout": "86400000ms", "connect_attempts": 3 })
+            ),
+        ]
+    );
+    match &x.routes {
+        RouteSource::Inline(r) => {
+            assert!(r.virtual_hosts.is_empty());
+            assert_eq!(r.clusters.iter().collect::<Vec<_>>(), ["postgres"]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut delayed = limit.clone();
+    delayed.delay = Some(PbDuration {
+        seconds: 1,
+        nanos: 0,
+    });
+    l.filter_chains[0].filters[0] = filter_of("limit", &delayed);
+    assert!(
+        refusal(&l).ends_with("filter_chains[0].filters[0].typed_config.delay: not supported: it would change behaviour"),
+        "{}",
+        refusal(&l)
+    );
+    l.filter_chains[0].filters = vec![filter_of("tcp", &tcp), filter_of("limit", &limit)];
+    assert!(
+        refusal(&l).ends_with(
+            "filter_chains[0].filters[0]: a TCP proxy is terminal: it must be the last filter"
+        ),
+        "{}",
+        refusal(&l)
+    );
+    let mut weighted = tcp.clone();
+    weighted.cluster_specifier = Some(ClusterSpecifier::WeightedClusters(Default::default()));
+    l.filter_chains[0].filters = vec![filter_of("tcp", &weighted)];
+    assert!(
+        refusal(&l).ends_with("filter_chains[0].filters[0].typed_config.weighted_clusters: not supported: it would change behaviour"),
+        "{}",
+        refusal(&l)
+    );
 }

@@ -118,3 +118,33 @@ pub(crate) const CLAIM_TO_HEADER: Fields =
     &[(1, "header_name"), (2, "claim_name"), (3, "claim_path")];
 /// `FilterConfig` (envoy.config.route.v3).
 pub(crate) const FILTER_CONFIG: Fields = &[(1, "config"), (2, "is_optional"), (3, "disabled")];
+/// `HTTPFault` (envoy.extensions.filters.http.fault.v3).
+pub(crate) const HTTP_FAULT: Fields = &[
+    (1, "delay"),
+    (2, "abort"),
+    (3, "upstream_cluster"),
+    (4, "headers"),
+    (5, "downstream_nodes"),
+    (6, "max_active_faults"),
+    (7, "response_rate_limit"),
+    (8, "delay_percent_runtime"),
+    (9, "abort_percent_runtime"),
+    (10, "delay_duration_runtime"),
+    (11, "abort_http_status_runtime"),
+    (12, "max_active_faults_runtime"),
+    (13, "response_rate_limit_percent_runtime"),
+    (14, "abort_grpc_status_runtime"),
+    (15, "disable_downstream_cluster_stats"),
+    (16, "filter_metadata"),
+];
+/// `FaultAbort` (envoy.extensions.filters.http.fault.v3).
+pub(crate) const FAULT_ABORT: Fields = &[
+    (2, "http_status"),
+    (3, "percentage"),
+    (4, "header_abort"),
+    (5, "grpc_status"),
+    (6, "response_body"),
+];
+/// `FaultDelay` (envoy.extensions.filters.common.fault.v3).
+pub(crate) const FAULT_DELAY: Fields =
+    &[(3, "fixed_delay"), (4, "percentage"), (5, "header_delay")];

@@ -8,7 +8,9 @@
 //! | `envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit` | `local_rate_limit` ([`local_ratelimit`]) |
 //! | `envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication` | `jwt_auth` ([`jwt`]) |
 //! | `envoy.extensions.filters.http.lua.v3.Lua` | `lua` ([`lua`]) |
+//! | `envoy.extensions.filters.http.fault.v3.HTTPFault` | `fault` ([`fault`]) |
 
+mod fault;
 mod fields;
 mod jwt;
 mod local_ratelimit;
@@ -54,6 +56,10 @@ pub(crate) fn http_filter(any: &Any) -> Result<Option<TypedConfig>, Refusal> {
             jwt::jwt_authentication(&decode(any, jwt::TYPE, "")?)?,
         )),
         lua::TYPE => Some(entry("lua", lua::lua(&decode(any, lua::TYPE, "")?)?)),
+        fault::TYPE => Some(entry(
+            "fault",
+            fault::fault(&decode(any, fault::TYPE, "")?)?,
+        )),
         other => {
             return Err(Refusal::new(
                 "",
@@ -155,7 +161,7 @@ fn inline_text(d: &DataSource) -> Result<String, Refusal> {
 }
 
 /// A duration as the config model writes it (`1500ms`, `250ns`).
-fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     if d.subsec_nanos() % 1_000_000 == 0 {
         format!("{}ms", d.as_millis())
     } else {
