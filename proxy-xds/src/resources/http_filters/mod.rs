@@ -162,7 +162,7 @@ fn inline_text(d: &DataSource) -> Result<String, Refusal> {
 
 /// A duration as the config model writes it (`1500ms`, `250ns`).
 pub(crate) fn human(d: Duration) -> String {
-    if d.subsec_nanos() % 1_000_000 == 0 {
+    if d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}ns", d.as_nanos())
