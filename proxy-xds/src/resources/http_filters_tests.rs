@@ -439,3 +439,40 @@ fn fault_maps_fixed_delays_and_http_aborts() {
     f.headers.push(Default::default());
     assert_eq!(http_filter(&any(&f)).unwrap_err().path, "headers");
 }
+
+#[test]
+fn the_gateway_seed_written_with_xds_protos_is_taken_whole() {
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+
+    let seed = include_bytes!("../../fuzz/seeds/resource/lds-gateway-filters");
+    let l = Listener::decode(&seed[1..]).expect("a listener");
+    let x = crate::resources::listener(&l).expect("accepted");
+    let names = |v: &[TypedConfig]| v.iter().map(|f| f.typed.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&x.config.network_filters), ["connection_limit"]);
+    assert_eq!(
+        names(&x.config.http_filters),
+        ["jwt_auth", "local_rate_limit", "rbac", "fault", "lua"]
+    );
+    let jwt = x.config.http_filters[0].config.as_value();
+    assert_eq!(
+        jwt["jwks"],
+        json!({ "remote": { "url": "https://idp.example/jwks.json", "timeout": "2000ms", "max_age": "300000ms" } })
+    );
+    assert_eq!(
+        jwt["claims_to_headers"],
+        json!([{ "claim": "sub", "header": "x-user" }])
+    );
+    let rbac = x.config.http_filters[2].config.as_value();
+    assert_eq!(
+        rbac["policies"][0]["principals"],
+        json!([{ "identity": { "prefix": "spiffe://cluster.local/" } }])
+    );
+    assert_eq!(
+        rbac["policies"][0]["permissions"],
+        json!([{ "method": ["GET"] }])
+    );
+    assert_eq!(
+        x.config.http_filters[3].config.as_value(),
+        &json!({ "abort": { "status": 503, "abort_percent": 1.0 } })
+    );
+}
