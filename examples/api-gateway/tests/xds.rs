@@ -1,11 +1,12 @@
 //! The api-gateway from an xDS bootstrap file: the config file's `xds` section points
 //! at proxy-xds's Python control plane (`proxy-xds/tests/control_plane/ads_server.py`,
 //! grpcio and xds-protos from `scripts/deps/proxy-xds.sh`; skipped loudly without
-//! them), which pushes a cluster, its endpoint, and a listener with its route (RDS).
-//! The gateway's JWT route (static: listeners from the control plane carry only the
-//! router filter) reaches the pushed cluster for a signed token and refuses a
-//! request without one; the pushed listener's route serves; an endpoint moved by
-//! the control plane is followed behind the JWT filter.
+//! them), which pushes a cluster, its endpoint, and a listener with its route (RDS)
+//! whose connection manager carries Envoy's JWT authentication (the gateway's key,
+//! issuer and audience, inline JWKS) before the router. The gateway's static JWT
+//! route reaches the pushed cluster for a signed token and refuses a request without
+//! one; so does the pushed listener, with the filter it got over LDS; an endpoint
+//! moved by the control plane is followed behind the JWT filter.
 
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
@@ -55,13 +56,33 @@ async fn control_plane(python: &Python, snapshot: &Path) -> (Child, u16) {
 }
 
 /// Version `version` of the resources: cluster `api` at `endpoint`, listener
-/// `pushed` at `pushed` whose route sends everything to `api`.
-fn snapshot(version: &str, endpoint: SocketAddr, pushed: SocketAddr) -> String {
+/// `pushed` at `pushed` checking tokens of `key` (Envoy's `JwtAuthentication`) and
+/// whose route sends everything to `api`.
+fn snapshot(version: &str, endpoint: SocketAddr, pushed: SocketAddr, key: &TestKey) -> String {
+    let jwt_authn = json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": { "gateway": {
+                "issuer": "https://issuer.test/",
+                "audiences": ["api"],
+                "forward": true,
+                "local_jwks": { "inline_string": json!({ "keys": [key.jwk("k1")] }).to_string() },
+                "claim_to_headers": [{ "header_name": "x-consumer-id", "claim_name": "sub" }],
+            }},
+            "rules": [{ "match": { "prefix": "/" }, "requires": { "provider_name": "gateway" } }],
+        },
+    });
     json!({
         "version": version,
         "clusters": [{ "name": "api" }],
         "endpoints": { "api": [endpoint.to_string()] },
-        "listeners": [{ "name": "pushed", "address": pushed.to_string(), "rds": "pushed-routes" }],
+        "listeners": [{
+            "name": "pushed",
+            "address": pushed.to_string(),
+            "rds": "pushed-routes",
+            "http_filters": [jwt_authn],
+        }],
         "routes": { "pushed-routes": [{ "prefix": "/", "cluster": "api" }] },
     })
     .to_string()
@@ -129,9 +150,9 @@ async fn a_pushed_cluster_is_served_behind_the_jwt_route() {
         let (listen, admin, pushed) = (free_addr(), free_addr(), free_addr());
         let dir = TempDir::new("api-gateway-xds");
         let snapshot_file = dir.join("snapshot.json");
-        std::fs::write(&snapshot_file, snapshot("1", first.addr, pushed)).expect("snapshot");
-        let (cp, port) = control_plane(&python, &snapshot_file).await;
         let key = TestKey::ed25519();
+        std::fs::write(&snapshot_file, snapshot("1", first.addr, pushed, &key)).expect("snapshot");
+        let (cp, port) = control_plane(&python, &snapshot_file).await;
         let file = dir.join("gateway.yaml");
         std::fs::write(&file, bootstrap(listen, admin, &key, port)).expect("bootstrap");
         let mut gateway = ProxyProcess::start(
@@ -161,17 +182,25 @@ async fn a_pushed_cluster_is_served_behind_the_jwt_route() {
         let (status, _) = get(listen, "/api/echo", &[("authorization", &forged)]).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(first.hits(), hits);
-        // The listener and route the control plane pushed serve too.
+        // The listener and route the control plane pushed serve too, behind the JWT
+        // filter that came with the listener over LDS.
         let listened = eventually_async(Duration::from_secs(20), || async {
-            get(pushed, "/", &[]).await == (StatusCode::OK, "first".into())
+            get(pushed, "/", &[]).await.0 == StatusCode::UNAUTHORIZED
         })
         .await;
-        assert!(listened, "the pushed listener does not serve\n{}", gateway.logs());
+        assert!(listened, "the pushed listener does not check tokens\n{}", gateway.logs());
+        let hits = first.hits();
+        let (status, _) = get(pushed, "/", &[("authorization", &forged)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(first.hits(), hits);
+        assert_eq!(get(pushed, "/", &auth).await, (StatusCode::OK, "first".into()));
+        let seen = first.requests();
+        assert_eq!(seen.last().and_then(|r| r.header("x-consumer-id")), Some("ann"));
         let dump = client::get(admin, "/config_dump/xds", &[]).await.text();
         assert!(dump.contains("pushed-routes"), "{dump}");
 
         // Version 2 moves the endpoint: followed behind the JWT filter.
-        std::fs::write(&snapshot_file, snapshot("2", moved.addr, pushed)).expect("snapshot");
+        std::fs::write(&snapshot_file, snapshot("2", moved.addr, pushed, &key)).expect("snapshot");
         send_signal(cp.id().expect("control plane pid"), "HUP");
         let followed = eventually_async(Duration::from_secs(20), || async {
             get(listen, "/api/echo", &auth).await == (StatusCode::OK, "moved".into())
