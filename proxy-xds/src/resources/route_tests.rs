@@ -277,3 +277,76 @@ fn what_is_not_implemented_is_refused_by_name() {
     rewrite.virtual_hosts[0].routes[0].r#match = None;
     assert!(refusal(&rewrite).contains("routes[0].match: a route needs a match"));
 }
+
+#[test]
+fn per_filter_configs_become_route_filters_outermost_first() {
+    use envoy_types::pb::{
+        envoy::config::route::v3::FilterConfig,
+        google::protobuf::{value::Kind, Any, Struct, Value},
+    };
+    use prost::Message;
+
+    let own = |name: &str| {
+        let ts = crate::resources::typed_struct::TypedStruct {
+            type_url: format!("type.googleapis.com/proxy.filters.{name}"),
+            value: Some(Struct {
+                fields: [(
+                    "name".to_owned(),
+                    Value {
+                        kind: Some(Kind::StringValue(format!("{name}-x"))),
+                    },
+                )]
+                .into(),
+            }),
+        };
+        Any {
+            type_url: crate::resources::TYPED_STRUCT_TYPE.into(),
+            value: ts.encode_to_vec(),
+        }
+    };
+    let mut rc = config(vec![route(PathSpecifier::Prefix("/".into()), to("app"))]);
+    rc.typed_per_filter_config
+        .insert("global".into(), own("access_log"));
+    rc.virtual_hosts[0]
+        .typed_per_filter_config
+        .insert("vh".into(), own("header_rewrite"));
+    rc.virtual_hosts[0].routes[0]
+        .typed_per_filter_config
+        .insert("r".into(), own("fault"));
+    let routes = route_configuration(&rc).unwrap();
+    let filters: Vec<(&str, &serde_json::Value)> = routes.virtual_hosts[0].routes[0]
+        .filters
+        .iter()
+        .map(|f| (f.typed.as_str(), f.config.as_value()))
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            ("access_log", &serde_json::json!({ "name": "access_log-x" })),
+            (
+                "header_rewrite",
+                &serde_json::json!({ "name": "header_rewrite-x" })
+            ),
+            ("fault", &serde_json::json!({ "name": "fault-x" })),
+        ]
+    );
+
+    let disabled = FilterConfig {
+        disabled: true,
+        ..FilterConfig::default()
+    };
+    rc.virtual_hosts[0].routes[0]
+        .typed_per_filter_config
+        .insert(
+            "envoy.filters.http.rbac".into(),
+            Any {
+                type_url: "type.googleapis.com/envoy.config.route.v3.FilterConfig".into(),
+                value: disabled.encode_to_vec(),
+            },
+        );
+    assert_eq!(
+        route_configuration(&rc).unwrap_err().to_string(),
+        "route_configuration \"rc\": virtual_hosts[0].routes[0].typed_per_filter_config[\"envoy.filters.http.rbac\"].disabled: \
+         not supported: a listener filter cannot be turned off for one route here"
+    );
+}

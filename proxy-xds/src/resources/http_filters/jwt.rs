@@ -18,7 +18,8 @@
 //! (RS256, ES256, EdDSA), the key's type deciding as in Envoy. `forward` must be
 //! true: this proxy passes the token upstream and cannot strip it. Differences:
 //! the token's `sub` names the consumer (a token without `sub` is refused here,
-//! accepted by Envoy); failures answer 401 with `www-authenticate` as Envoy does.
+//! accepted by Envoy); every failure answers 401 with `www-authenticate` (Envoy
+//! answers 403 for an audience not allowed, 401 otherwise).
 
 use envoy_types::pb::envoy::{
     config::route::v3::{route_match::PathSpecifier, RouteMatch},
