@@ -272,7 +272,7 @@ async fn an_unsupported_http_filter_is_nacked_by_name_and_the_proxy_keeps_servin
         );
         assert!(
             detail.starts_with(
-                "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0].name"
+                "listener \"web\": filter_chains[0].filters[0].typed_config.http_filters[0].typed_config"
             ) && detail.contains("envoy.filters.http.cors"),
             "{detail}"
         );
