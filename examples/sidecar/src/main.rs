@@ -16,8 +16,6 @@
 //! kill -USR2 $PID                              # the serving process starts the new binary itself
 //! ```
 
-mod quic;
-
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
@@ -26,6 +24,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use proxy_core::{config::Config, snapshot::Snapshot, ConfigError, DisplayChain, Registry, Server};
+use proxy_quic::section::{self as quic, QuicRun};
 use proxy_upgrade::{UpgradeArgs, UpgradeOptions};
 use proxy_xds::Bootstrap;
 
@@ -146,7 +145,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     // HTTP/3 listeners of the `quic` section, started once the server runs and
     // stopped when it has drained.
-    serve(server, upgrade, build, xds, Some(quic::Quic::new(quic)))
+    serve(server, upgrade, build, xds, QuicRun::new(quic))
 }
 
 fn run_default(upgrade: UpgradeOptions) -> anyhow::Result<()> {
@@ -162,7 +161,7 @@ fn run_default(upgrade: UpgradeOptions) -> anyhow::Result<()> {
         upgrade,
         |config| Server::new(config, registry()),
         None,
-        None,
+        QuicRun::new(None),
     )
 }
 
@@ -174,12 +173,12 @@ fn serve(
     upgrade: UpgradeOptions,
     rebuild: impl Fn(Config) -> Result<Server, proxy_core::ServerError> + Send + Sync + 'static,
     xds: Option<Bootstrap>,
-    quic: Option<quic::Quic>,
+    quic: QuicRun,
 ) -> anyhow::Result<()> {
+    // `quic` lives past the run: dropped once the server drained, it stops the
+    // HTTP/3 listeners (or those handed over drain their connections).
     proxy_upgrade::serve(server, upgrade, rebuild, |running| {
-        if let Some(quic) = &quic {
-            quic.start(running)?;
-        }
+        quic.start(running)?;
         let xds = xds.and_then(|xds| {
             xds.spawn(running.server().clone())
                 .inspect_err(|e| tracing::error!(error = %e, "cannot start the xDS client"))

@@ -20,7 +20,10 @@
 //! [`QuicSection::from_section`] parses and checks the section alone;
 //! [`QuicSection::prepare`] checks it against the rest of the config (the listener
 //! served exists) and loads the certificates, starting nothing; [`Prepared::start`]
-//! binds and serves on a running `proxy_core::Server`.
+//! binds and serves on a running `proxy_core::Server`. [`advertise`] and [`prepare`]
+//! do the first two for a whole config; with the `upgrade` feature, `QuicRun` runs
+//! the listeners beside a server started by `proxy_upgrade::serve`, and hands them
+//! over in its hot upgrades.
 //!
 //! # Example
 //! ```
@@ -36,7 +39,11 @@
 //! ```
 
 mod handover;
+#[cfg(feature = "upgrade")]
+mod run;
 mod start;
+#[cfg(feature = "upgrade")]
+mod upgrade;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -48,6 +55,8 @@ use proxy_tls::config::KeyPair;
 use serde::{Deserialize, Serialize};
 
 pub use handover::InheritedUdp;
+#[cfg(feature = "upgrade")]
+pub use run::{QuicRun, QuicRunError};
 pub use start::{Prepared, QuicStartError, Running};
 
 use crate::{
@@ -267,6 +276,40 @@ impl QuicSection {
             }
         }
     }
+}
+
+/// `config` with the `alt-svc` header of its `quic` section's listeners added to
+/// the routes they advertise on ([`QuicSection::advertise`]); unchanged without a
+/// section. What a binary applies to every config it loads (start and reload).
+///
+/// # Errors
+/// The section's [`ConfigError`] ([`QuicSection::from_section`]).
+///
+/// # Example
+/// ```
+/// use proxy_core::config::Config;
+///
+/// let config = Config::from_yaml("listeners: []\nclusters: []\n").unwrap();
+/// let config = proxy_quic::section::advertise(config).unwrap();
+/// assert!(proxy_quic::section::prepare(&config).unwrap().is_none());
+/// ```
+pub fn advertise(mut config: Config) -> Result<Config, ConfigError> {
+    if let Some(section) = QuicSection::from_config(&config)? {
+        section.advertise(&mut config);
+    }
+    Ok(config)
+}
+
+/// The `quic` section of `config` checked against it, its certificates loaded
+/// ([`QuicSection::prepare`]); `None` without a section. Starts nothing: what a
+/// binary's `--validate` runs.
+///
+/// # Errors
+/// The section's [`ConfigError`], naming the field.
+pub fn prepare(config: &Config) -> Result<Option<Prepared>, ConfigError> {
+    QuicSection::from_config(config)?
+        .map(|section| section.prepare(config))
+        .transpose()
 }
 
 /// The rustls config of a `{cert, key}` pair.
