@@ -299,7 +299,8 @@ fn make_live(server: &Server, base: &Config, next: &AdsState, last: Option<&Conf
     if last == Some(&config) {
         return Ok(None);
     }
-    reload(server, config.clone(), base)?;
+    reload(server, config.clone(), base)
+        .map_err(|r| crate::resources::locate_filter(&next.listeners, r))?;
     Ok(Some(Arc::new(config)))
 }
 

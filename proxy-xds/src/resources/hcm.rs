@@ -18,7 +18,9 @@ use envoy_types::pb::{
 };
 use proxy_core::config::{ByteSize, ListenerConfig, ListenerProtocol, TypedConfig};
 
-use super::{duration, fields, fields_http, refuse_leftover, XdsRoutes};
+use super::{
+    duration, fields, fields_http, filter_origins::FilterOrigins, refuse_leftover, XdsRoutes,
+};
 use crate::Refusal;
 
 /// The name of the HTTP connection manager network filter.
@@ -55,6 +57,7 @@ pub enum RouteSource {
 pub(crate) fn http_connection_manager(
     h: &HttpConnectionManager,
     listener: &mut ListenerConfig,
+    origins: &mut FilterOrigins,
 ) -> Result<RouteSource, Refusal> {
     refuse_leftover(&unhandled(h), fields_http::HCM)?;
     listener.protocol = match CodecType::try_from(h.codec_type) {
@@ -122,7 +125,7 @@ pub(crate) fn http_connection_manager(
         refuse_leftover(&rest, fields_http::UPGRADE_CONFIG)
             .map_err(|r| r.within(&format!("upgrade_configs[{i}]")))?;
     }
-    listener.http_filters = http_filters(&h.http_filters)?;
+    listener.http_filters = http_filters(&h.http_filters, origins)?;
     match &h.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             let mut rest = rds.clone();
@@ -214,12 +217,16 @@ fn timeout(
 /// where an equivalent exists (RBAC, local rate limit, JWT authentication, Lua) or
 /// as a `TypedStruct` whose `type_url` is `type.googleapis.com/proxy.filters.<name>`
 /// (or the bare `<name>`) and whose `value` is the filter's section, validated by
-/// the registry when the config is applied (see [`super::http_filters`] and the
-/// crate's README). A disabled filter (it could only be enabled per route, which
+/// the registry when the config is applied and then refused at
+/// `http_filters[i].typed_config.value` and the registry's path (see
+/// [`super::http_filters`], `filter_origins` and the crate's README). A disabled filter (it could only be enabled per route, which
 /// this proxy cannot express) and an optional one of a type this proxy does not
 /// know are left out, as Envoy allows; any other is refused at
 /// `http_filters[i].typed_config` and the path inside it.
-fn http_filters(filters: &[HttpFilter]) -> Result<Vec<TypedConfig>, Refusal> {
+fn http_filters(
+    filters: &[HttpFilter],
+    origins: &mut FilterOrigins,
+) -> Result<Vec<TypedConfig>, Refusal> {
     let mut router = None;
     let mut out = Vec::new();
     for (i, f) in filters.iter().enumerate() {
@@ -263,7 +270,14 @@ fn http_filters(filters: &[HttpFilter]) -> Result<Vec<TypedConfig>, Refusal> {
             };
             let mapped = super::http_filters::http_filter(any);
             match mapped {
-                Ok(Some(filter)) => out.push(filter),
+                Ok(Some(filter)) => {
+                    origins.add(
+                        format!("http_filters[{}]", out.len()),
+                        format!("{at}.typed_config"),
+                        super::typed_struct::is_typed_struct(any),
+                    );
+                    out.push(filter);
+                }
                 Ok(None) => {
                     tracing::debug!(filter = %f.name, "xds: HTTP filter enforcing nothing left out");
                 }

@@ -9,8 +9,9 @@ use serde_json::json;
 
 use super::{
     fields, fields_http,
+    filter_origins::FilterOrigins,
     hcm::{self, RouteSource, HCM_NAME, HCM_TYPE},
-    network_filters, refuse_leftover, XdsRoutes,
+    network_filters, refuse_leftover, typed_struct, XdsRoutes,
 };
 use crate::Refusal;
 
@@ -25,6 +26,8 @@ pub struct XdsListener {
     pub routes: RouteSource,
     /// The SDS secrets its TLS names (certificates, client CAs).
     pub secrets: std::collections::BTreeSet<String>,
+    /// Where its filters came from, to name them in a NACK.
+    pub(crate) origins: FilterOrigins,
 }
 
 /// Translates an Envoy `Listener`: a TCP socket address (an IP, not a host name) or
@@ -89,11 +92,14 @@ fn translate(l: &Listener) -> Result<XdsListener, Refusal> {
         }
     };
     let mut secrets = std::collections::BTreeSet::new();
-    let routes = filter_chain(chain, &mut config, &mut secrets).map_err(|r| r.within(at))?;
+    let mut origins = FilterOrigins::default();
+    let routes =
+        filter_chain(chain, &mut config, &mut secrets, &mut origins).map_err(|r| r.within(at))?;
     Ok(XdsListener {
         config,
         routes,
         secrets,
+        origins: origins.within(&format!("{at}.")),
     })
 }
 
@@ -196,6 +202,7 @@ fn filter_chain(
     c: &FilterChain,
     config: &mut ListenerConfig,
     secrets: &mut std::collections::BTreeSet<String>,
+    origins: &mut FilterOrigins,
 ) -> Result<RouteSource, Refusal> {
     let mut rest = c.clone();
     rest.filters.clear();
@@ -204,6 +211,11 @@ fn filter_chain(
         let tls =
             super::downstream_tls::termination(ts).map_err(|r| r.within("transport_socket"))?;
         if let Some((filter, names)) = tls {
+            origins.add(
+                "network_filters[0]".into(),
+                "transport_socket".into(),
+                false,
+            );
             config.network_filters.insert(0, filter);
             *secrets = names;
         }
@@ -235,7 +247,14 @@ fn filter_chain(
                     "a TCP proxy is terminal: it must be the last filter",
                 ))
             }
-            Some(own) => config.network_filters.push(own),
+            Some(own) => {
+                origins.add(
+                    format!("network_filters[{}]", config.network_filters.len()),
+                    format!("{at}.typed_config"),
+                    typed_struct::is_typed_struct(any),
+                );
+                config.network_filters.push(own);
+            }
             None => {
                 return Err(Refusal::new(
                     "",
@@ -253,8 +272,11 @@ fn filter_chain(
     if any.type_url == HCM_TYPE {
         let h = super::decode(any, HCM_TYPE, "")
             .map_err(|r| Refusal::new("", format!("{at}.typed_config"), r.reason))?;
-        return hcm::http_connection_manager(&h, config)
-            .map_err(|r| r.within(&format!("{at}.typed_config")));
+        let mut inner = FilterOrigins::default();
+        let routes = hcm::http_connection_manager(&h, config, &mut inner)
+            .map_err(|r| r.within(&format!("{at}.typed_config")))?;
+        origins.extend(inner.within(&format!("{at}.typed_config.")));
+        return Ok(routes);
     }
     let terminal = network_filters::network_filter(any)
         .map_err(|r| r.within(&format!("{at}.typed_config")))?;

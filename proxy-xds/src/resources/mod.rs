@@ -12,6 +12,7 @@ mod downstream_tls;
 mod endpoint;
 mod fields;
 mod fields_http;
+mod filter_origins;
 mod hcm;
 mod health_check;
 mod http_filters;
@@ -33,6 +34,7 @@ use prost::Message;
 
 pub use cluster::{cluster, XdsCluster};
 pub use endpoint::load_assignment;
+pub(crate) use filter_origins::locate_filter;
 pub use hcm::{RouteSource, HCM_NAME, HCM_TYPE, ROUTER_NAME, ROUTER_TYPE};
 pub use listener::{listener, XdsListener};
 pub use network_filters::{CONNECTION_LIMIT_TYPE, TCP_PROXY_TYPE};
