@@ -30,7 +30,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use proxy_core::{config::Config, snapshot::Snapshot, ConfigError, DisplayChain, Registry, Server};
-use proxy_quic::section::{Prepared, QuicSection};
+use proxy_quic::section::{self as quic, QuicRun};
 use proxy_tls::{self_signed, TlsRuntime};
 use proxy_upgrade::UpgradeArgs;
 use proxy_xds::Bootstrap;
@@ -61,7 +61,7 @@ struct Args {
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
     certs: Option<PathBuf>,
     /// Hot upgrade: `--upgrade-socket PATH` (SIGUSR2 starts the new binary),
-    /// `--upgrade`, `--upgrade-window DURATION`. HTTP/3 is not handed over yet.
+    /// `--upgrade`, `--upgrade-window DURATION`. HTTP/3 listeners go over too.
     #[command(flatten)]
     upgrade: UpgradeArgs,
     /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_lb=debug`.
@@ -100,17 +100,10 @@ fn registry(tls: TlsRuntime) -> Registry {
     registry
 }
 
-/// Adds the `alt-svc` header of the `quic` section's HTTP/3 listeners to the routes
-/// of the TCP listeners they serve (every config loaded: start and reload).
-fn advertise(mut config: Config) -> Result<Config, ConfigError> {
-    if let Some(section) = QuicSection::from_config(&config)? {
-        section.advertise(&mut config);
-    }
-    Ok(config)
-}
-
+/// Reads the config file; the `quic` section's `alt-svc` headers are added to the
+/// routes of the TCP listeners its HTTP/3 listeners serve (start and reload).
 fn load(path: &Path) -> Result<Config, ConfigError> {
-    Config::load(path).and_then(advertise)
+    Config::load(path).and_then(quic::advertise)
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -132,9 +125,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let xds = Bootstrap::from_config(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let quic = QuicSection::from_config(&config)
-        .and_then(|s| s.map(|s| s.prepare(&config)).transpose())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let quic = quic::prepare(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let tls = xds.as_ref().map(Bootstrap::tls_runtime).unwrap_or_default();
     let config = xds.as_ref().map_or(config, Bootstrap::initial_config);
     if args.validate {
@@ -157,36 +148,23 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(xds) => xds.install(server),
         None => server,
     };
+    // HTTP/3 on a thread of its own, handed over in hot upgrades; it drains once the
+    // server drained (when `quic` drops).
+    let quic = QuicRun::new(quic);
     let result = proxy_upgrade::serve(server, upgrade, build, |running| {
+        quic.start(running)?;
         let xds = xds.and_then(|xds| {
             xds.spawn(running.server().clone())
                 .inspect_err(|e| tracing::error!(error = %e, "cannot start the xDS client"))
                 .ok()
         });
-        // HTTP/3 on the server's runtime; drains with the server.
-        Ok::<_, anyhow::Error>((start_h3(quic, running.server())?, xds))
+        Ok::<_, anyhow::Error>(xds)
     });
+    drop(quic);
     if let Some(CertsDir { path, remove: true }) = certs {
         let _ = std::fs::remove_dir_all(path);
     }
     result.map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
-}
-
-/// Starts the HTTP/3 listeners of the `quic` section, their counters on the admin
-/// endpoint.
-fn start_h3(
-    quic: Option<Prepared>,
-    server: &Server,
-) -> anyhow::Result<Option<proxy_quic::section::Running>> {
-    let Some(quic) = quic else { return Ok(None) };
-    let running = quic
-        .start(server)
-        .map_err(|e| anyhow::anyhow!("starting HTTP/3: {}", DisplayChain(&e)))?;
-    for (name, address) in running.local_addrs() {
-        tracing::info!(listener = %name, %address, "http/3 listener started");
-    }
-    let _ = server.clone().with_metrics(running.metrics_hook());
-    Ok(Some(running))
 }
 
 /// Where the default run's throwaway certificates are, and whether to remove them.
@@ -235,7 +213,7 @@ fn default_config(args: &Args) -> anyhow::Result<(Config, CertsDir)> {
         yaml = yaml.replace(mark, &addr.to_string());
     }
     let config = Config::from_yaml(&yaml)
-        .and_then(advertise)
+        .and_then(quic::advertise)
         .map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
     tracing::info!(
         certs = %dir.display(),

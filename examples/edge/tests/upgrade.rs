@@ -1,10 +1,10 @@
 //! Hot upgrade of the edge: the embedded default's listener and filters (RBAC deny
 //! list, rate limits, adaptive concurrency, LDC zone routing, Maglev in the zone)
 //! with its TLS filter and its HTTP/3 section taken out, since TLS connections drain
-//! on an upgrade (their session state stays in the old process) and the QUIC
-//! section's UDP sockets are not handed over yet. A keep-alive client in the middle
-//! of a request stream keeps its one connection through an upgrade by
-//! `--upgrade` and one by `SIGUSR2`, and sees no error.
+//! on an upgrade (their session state stays in the old process): a plain keep-alive
+//! client in the middle of a request stream keeps its one connection through an
+//! upgrade by `--upgrade` and one by `SIGUSR2`, and sees no error. The whole
+//! default, TLS and HTTP/3 on, is upgraded in `upgrade_h3.rs`.
 
 #![allow(clippy::unwrap_used)]
 
