@@ -21,6 +21,7 @@ pub mod san;
 #[cfg(feature = "self-signed")]
 pub mod self_signed;
 pub mod sni;
+mod upstream_verifier;
 
 pub use accept::{Negotiated, Termination, TerminationLayer};
 pub use config::{OriginationConfig, TerminationConfig};

@@ -4,14 +4,8 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use rustls::{
-    client::{
-        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-        ResolvesClientCert,
-    },
-    crypto::CryptoProvider,
-    pki_types::{CertificateDer, ServerName, UnixTime},
-    sign::CertifiedKey,
-    ClientConfig, DigitallySignedStruct, SignatureScheme,
+    client::ResolvesClientCert, crypto::CryptoProvider, pki_types::ServerName, sign::CertifiedKey,
+    ClientConfig, SignatureScheme,
 };
 use tokio::net::TcpStream;
 
@@ -22,6 +16,7 @@ use crate::{
     metrics::TlsMetrics,
     rotation::{Reloadable, SecretSource},
     runtime::TlsRuntime,
+    upstream_verifier::UpstreamCertVerifier,
 };
 
 /// A TLS client stream to an upstream endpoint.
@@ -268,7 +263,7 @@ impl ClientSpec {
             let roots = material::load_roots(&self.roots, "roots", &*self.secrets)?;
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(crate::san::SanVerifier::new(
+                .with_custom_certificate_verifier(Arc::new(UpstreamCertVerifier::sans(
                     roots,
                     self.provider.clone(),
                     self.subject_alt_names.clone(),
@@ -279,7 +274,9 @@ impl ClientSpec {
         } else {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(self.provider.clone())))
+                .with_custom_certificate_verifier(Arc::new(UpstreamCertVerifier::accept_any(
+                    self.provider.clone(),
+                )))
         };
         let mut config = match &self.client_cert {
             None => builder.with_no_client_auth(),
@@ -385,55 +382,5 @@ impl ResolvesClientCert for ClientCert {
 
     fn has_certs(&self) -> bool {
         true
-    }
-}
-
-/// `verify: false`: any server certificate is accepted (the handshake signatures are
-/// still checked, so the peer holds the key of the certificate it sent).
-#[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -2,21 +2,10 @@
 //! `tls` transport): the chain is verified against the roots, then the certificate
 //! must hold a SAN that one of the matchers accepts; the server name is not checked
 //! (Envoy's `match_typed_subject_alt_names`: Istio connects to pod addresses and
-//! checks the SPIFFE id instead).
-
-use std::sync::Arc;
+//! checks the SPIFFE id instead). The verifier applying them is
+//! `upstream_verifier`'s.
 
 use proxy_core::matcher::StringMatch;
-use rustls::{
-    client::{
-        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-        verify_server_cert_signed_by_trust_anchor,
-    },
-    crypto::CryptoProvider,
-    pki_types::{CertificateDer, ServerName, UnixTime},
-    server::ParsedCertificate,
-    CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::PeerIdentityParts;
@@ -73,92 +62,6 @@ fn dns_exact(san: &str, name: &str) -> bool {
     match (san.strip_prefix("*."), name.split_once('.')) {
         (Some(base), Some((label, rest))) => !label.is_empty() && base.eq_ignore_ascii_case(rest),
         _ => false,
-    }
-}
-
-/// Verifies the chain against `roots` and the SANs against the matchers.
-#[derive(Debug)]
-pub(crate) struct SanVerifier {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-    matchers: Arc<[SanMatch]>,
-}
-
-impl SanVerifier {
-    pub(crate) fn new(
-        roots: RootCertStore,
-        provider: Arc<CryptoProvider>,
-        matchers: Arc<[SanMatch]>,
-    ) -> Self {
-        Self {
-            roots: Arc::new(roots),
-            provider,
-            matchers,
-        }
-    }
-}
-
-impl ServerCertVerifier for SanVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        let sans = PeerIdentityParts::from_der(end_entity).ok_or(
-            rustls::Error::InvalidCertificate(CertificateError::BadEncoding),
-        )?;
-        if self.matchers.iter().any(|m| m.accepts(&sans)) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
