@@ -29,7 +29,8 @@
 //!   proxy's half-close, idle timeout and byte counts.
 //! - [`section`]: the top-level `quic` config section (HTTP/3 listeners serving a
 //!   TCP listener's routes and filters, following reloads), started on a running
-//!   `proxy_core::Server`.
+//!   `proxy_core::Server`; with the `upgrade` feature, `section::QuicRun` runs it
+//!   beside a `proxy_upgrade::serve` server and hands it over in hot upgrades.
 //!
 //! # Example
 //! ```
