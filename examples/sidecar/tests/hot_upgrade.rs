@@ -19,7 +19,7 @@ mod http_load;
 mod support;
 
 use std::{
-    path::PathBuf,
+    path::Path,
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
@@ -36,13 +36,13 @@ use tokio::{io::AsyncWriteExt, net::TcpStream};
 /// process took the sockets over rather than binding them.
 async fn upgrade(
     name: &'static str,
-    old: &mut Proc,
+    old: &mut ProxyProcess,
     dir: &TempDir,
-    config: &PathBuf,
+    config: &Path,
     tally: &Tally,
-) -> Proc {
+) -> ProxyProcess {
     let before = tally.ok.load(Ordering::Relaxed);
-    let mut new = Proc::start(name, dir, config, &["--upgrade"]);
+    let mut new = start_sidecar(name, dir, config, &["--upgrade"]);
     let status = old.wait_exit(Duration::from_secs(20)).await;
     assert!(
         status.success(),
@@ -94,8 +94,8 @@ async fn upgrade_under_load_fails_no_request_and_keeps_the_port() {
         let dir = TempDir::new("hot-upgrade");
         let config = dir.join("config.yaml");
         std::fs::write(&config, cfg.yaml()).expect("config");
-        let mut first = Proc::start("first", &dir, &config, &[]);
-        wait_ready(cfg.admin, &mut first).await;
+        let mut first = start_sidecar("first", &dir, &config, &[]);
+        first.wait_ready(cfg.admin).await;
         assert!(dir.join("upgrade.sock").exists(), "{}", first.logs());
 
         let tally = Arc::new(Tally::default());
@@ -169,8 +169,8 @@ async fn half_a_head_at_the_hand_off_is_answered_by_the_new_process() {
         let dir = TempDir::new("hot-upgrade-half");
         let config = dir.join("config.yaml");
         std::fs::write(&config, cfg.yaml()).expect("config");
-        let mut first = Proc::start("first", &dir, &config, &[]);
-        wait_ready(cfg.admin, &mut first).await;
+        let mut first = start_sidecar("first", &dir, &config, &[]);
+        first.wait_ready(cfg.admin).await;
 
         // A keep-alive connection that was served once, then sends half a head.
         let mut half = TcpStream::connect(cfg.listen).await.expect("connect");
@@ -189,7 +189,7 @@ async fn half_a_head_at_the_hand_off_is_answered_by_the_new_process() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
 
-        let second = Proc::start(
+        let second = start_sidecar(
             "second",
             &dir,
             &config,

@@ -98,8 +98,8 @@ async fn http_and_bolt_load_through_20_upgrades_keeps_every_connection() {
         let dir = TempDir::new("hot-upgrade-load");
         let config = dir.join("config.yaml");
         std::fs::write(&config, cfg.yaml()).expect("config");
-        let mut old = Proc::start("first", &dir, &config, &[]);
-        wait_ready(cfg.admin, &mut old).await;
+        let mut old = start_sidecar("first", &dir, &config, &[]);
+        old.wait_ready(cfg.admin).await;
 
         let tally = Arc::new(Tally::default());
         let http: Vec<_> = (0..HTTP_CONNECTIONS)
@@ -144,7 +144,7 @@ async fn http_and_bolt_load_through_20_upgrades_keeps_every_connection() {
             handed_total += handed_all;
             with_unread += handed(&logs, "with_unread");
             old = new;
-            wait_ready(cfg.admin, &mut old).await;
+            old.wait_ready(cfg.admin).await;
             let adopted = adopted(&old).await;
             assert_eq!(adopted, total, "{} adopted\n{}", old.name, old.logs());
             // Accepted by the old process after the last reading, or by this one: none.

@@ -64,12 +64,12 @@ async fn wait_answered(progress: &std::path::Path, n: u64, logs: impl Fn() -> St
 /// once the old one is gone.
 async fn upgrade(
     name: &'static str,
-    mut old: Proc,
+    mut old: ProxyProcess,
     dir: &TempDir,
-    config: &std::path::PathBuf,
+    config: &std::path::Path,
     progress: &std::path::Path,
-) -> Proc {
-    let mut new = Proc::start(name, dir, config, &["--upgrade"]);
+) -> ProxyProcess {
+    let mut new = start_sidecar(name, dir, config, &["--upgrade"]);
     let status = old.wait_exit(Duration::from_secs(30)).await;
     assert!(
         status.success(),
@@ -125,8 +125,8 @@ async fn an_h3_client_keeps_its_requests_going_through_a_hot_upgrade() {
         let dir = TempDir::new("hot-upgrade-quic");
         let config = dir.join("config.yaml");
         std::fs::write(&config, yaml).expect("config");
-        let mut first = Proc::start("first", &dir, &config, &[]);
-        wait_ready(cfg.admin, &mut first).await;
+        let mut first = start_sidecar("first", &dir, &config, &[]);
+        first.wait_ready(cfg.admin).await;
 
         let h1 = RequestStream::start(
             cfg.listen,

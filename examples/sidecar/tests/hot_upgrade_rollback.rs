@@ -43,7 +43,7 @@ async fn new_connection_served(addr: std::net::SocketAddr) -> bool {
 }
 
 /// Waits until `proc`'s log has `needle` (within 10 s).
-async fn wait_log(proc: &Proc, needle: &str) {
+async fn wait_log(proc: &ProxyProcess, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !proc.logs().contains(needle) {
         assert!(
@@ -68,8 +68,8 @@ async fn a_new_process_killed_in_the_window_rolls_back_to_the_old_one() {
         let dir = TempDir::new("hot-upgrade-rollback");
         let config = dir.join("config.yaml");
         std::fs::write(&config, cfg.yaml()).expect("config");
-        let mut old = Proc::start("first", &dir, &config, &[]);
-        wait_ready(cfg.admin, &mut old).await;
+        let mut old = start_sidecar("first", &dir, &config, &[]);
+        old.wait_ready(cfg.admin).await;
 
         let mut conns = Vec::new();
         for _ in 0..CONNECTIONS {
@@ -78,7 +78,7 @@ async fn a_new_process_killed_in_the_window_rolls_back_to_the_old_one() {
         assert_eq!(served(&mut conns).await, CONNECTIONS, "{}", old.logs());
 
         // A new process that takes over, with a 4 s window, killed in its middle.
-        let new = Proc::start(
+        let new = start_sidecar(
             "second",
             &dir,
             &config,
@@ -127,7 +127,7 @@ async fn a_new_process_killed_in_the_window_rolls_back_to_the_old_one() {
 
         // The next upgrade works, and the connections kept go over to it.
         let (mut third, logs) = take_over("third", &mut old, &dir, &config, "300ms").await;
-        wait_ready(cfg.admin, &mut third).await;
+        third.wait_ready(cfg.admin).await;
         // Its second hand-over, by the server taken back.
         let second = logs.rsplit("rolled back: this process serves on").next();
         assert_eq!(second.map(handed_connections), Some(kept), "{logs}");

@@ -67,11 +67,11 @@ async fn bolt_requests(admin: std::net::SocketAddr) -> f64 {
 /// connections over, and for calls to flow on.
 async fn upgrade_rpc(
     name: &'static str,
-    old: &mut Proc,
+    old: &mut ProxyProcess,
     dir: &TempDir,
-    config: &std::path::PathBuf,
+    config: &std::path::Path,
     tally: &RpcTally,
-) -> Proc {
+) -> ProxyProcess {
     let (new, logs) = take_over(name, old, dir, config, "500ms").await;
     let (all, bolt) = (handed_connections(&logs), handed(&logs, "protocol"));
     assert!(
@@ -109,8 +109,8 @@ async fn bolt_connections_go_over_with_calls_in_flight_through_upgrades() {
         std::fs::write(&config, cfg.yaml()).expect("config");
         let bad = dir.join("bad.yaml");
         std::fs::write(&bad, cfg.yaml().replace("cluster: c", "cluster: missing")).expect("bad");
-        let mut old = Proc::start("first", &dir, &config, &[]);
-        wait_ready(cfg.admin, &mut old).await;
+        let mut old = start_sidecar("first", &dir, &config, &[]);
+        old.wait_ready(cfg.admin).await;
 
         let tally = Arc::new(RpcTally::default());
         let clients: Vec<_> = (0..CLIENTS)
@@ -124,7 +124,7 @@ async fn bolt_connections_go_over_with_calls_in_flight_through_upgrades() {
             if round == 1 {
                 // A new process whose config fails: it exits, the old one keeps
                 // serving every connection it holds.
-                let mut failed = Proc::start("bad", &dir, &bad, &["--upgrade"]);
+                let mut failed = start_sidecar("bad", &dir, &bad, &["--upgrade"]);
                 let status = failed.wait_exit(Duration::from_secs(10)).await;
                 assert!(!status.success(), "a bad config was accepted\n{}", failed.logs());
                 assert!(old.running(), "{} stopped\n{}", old.name, old.logs());
@@ -155,7 +155,7 @@ async fn bolt_connections_go_over_with_calls_in_flight_through_upgrades() {
             // What the old process counted, before it goes.
             let counted = bolt_requests(cfg.admin).await;
             old = upgrade_rpc(name, &mut old, &dir, &config, &tally).await;
-            wait_ready(cfg.admin, &mut old).await;
+            old.wait_ready(cfg.admin).await;
             let now = bolt_requests(cfg.admin).await;
             assert!(now >= counted, "{name}: the request counter went from {counted} to {now}");
         }
@@ -226,8 +226,8 @@ async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
         let dir = TempDir::new("hot-upgrade-sofa");
         let config = dir.join("config.yaml");
         std::fs::write(&config, cfg.yaml()).expect("config");
-        let mut old = Proc::start("first", &dir, &config, &[]);
-        wait_ready(cfg.admin, &mut old).await;
+        let mut old = start_sidecar("first", &dir, &config, &[]);
+        old.wait_ready(cfg.admin).await;
 
         let clients =
             SofaClients::start(&modules, cfg.listen, dir.join("stop"), SOFA_CLIENTS, 2).await;
@@ -244,7 +244,7 @@ async fn sofa_rpc_node_clients_keep_their_connections_through_upgrades() {
             );
             with_unread += handed(&logs, "with_unread");
             old = new;
-            wait_ready(cfg.admin, &mut old).await;
+            old.wait_ready(cfg.admin).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (report, clean) = clients.finish().await;

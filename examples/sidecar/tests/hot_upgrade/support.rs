@@ -1,16 +1,17 @@
-//! What the hot upgrade tests share: sidecar processes with their logs, one HTTP/1.1
-//! exchange on a raw socket, waiting for readiness, reading the hand-off from a log.
+//! What the hot upgrade tests share: sidecar processes (proxy-test-support's
+//! [`ProxyProcess`] with the sidecar's arguments), one HTTP/1.1 exchange on a raw
+//! socket, reading the hand-off from a log.
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
-use proxy_test_support::{client, temp::TempDir, tools::children};
+use http::Method;
+pub(crate) use proxy_test_support::hot_upgrade::ProxyProcess;
+use proxy_test_support::{client, hot_upgrade::log_field, temp::TempDir};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -18,93 +19,20 @@ use tokio::{
 
 use crate::common::SIDECAR;
 
-/// A sidecar process with its own arguments; killed on drop, logs printed on panic.
-pub(crate) struct Proc {
-    child: Child,
-    _tracked: children::Tracked,
-    log: PathBuf,
-    pub(crate) name: &'static str,
-}
-
-impl Proc {
-    pub(crate) fn start(
-        name: &'static str,
-        dir: &TempDir,
-        config: &PathBuf,
-        extra: &[&str],
-    ) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(SIDECAR)
-            .arg("--config")
-            .arg(config)
-            .arg("--upgrade-socket")
-            .arg(dir.join("upgrade.sock"))
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn sidecar");
-        let tracked = children::track(child.id());
-        Self {
-            child,
-            _tracked: tracked,
-            log,
-            name,
-        }
-    }
-
-    /// The log, without terminal colours.
-    pub(crate) fn logs(&self) -> String {
-        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                // ESC [ ... m
-                for c in chars.by_ref() {
-                    if c == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    pub(crate) async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {limit:?}\n{}",
-                self.name,
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub(crate) fn running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- {} log ---\n{}", self.name, self.logs());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the sidecar `name` with `--config CONFIG --upgrade-socket DIR/upgrade.sock`
+/// and `extra`; killed on drop, logs printed on panic.
+pub(crate) fn start_sidecar(
+    name: &str,
+    dir: &TempDir,
+    config: &Path,
+    extra: &[&str],
+) -> ProxyProcess {
+    let config = config.to_str().expect("a UTF-8 config path");
+    let socket = dir.join("upgrade.sock");
+    let socket = socket.to_str().expect("a UTF-8 socket path");
+    let mut args = vec!["--config", config, "--upgrade-socket", socket];
+    args.extend_from_slice(extra);
+    ProxyProcess::start(SIDECAR, name, dir.path(), &args)
 }
 
 pub(crate) enum Exchange {
@@ -171,31 +99,9 @@ pub(crate) fn handed_connections(logs: &str) -> u64 {
 /// A count of the old process's hand-over log line: `connections`, `protocol` (of
 /// them, Bolt or Dubbo) or `with_unread` (of them, with bytes read and not parsed).
 pub(crate) fn handed(logs: &str, field: &str) -> u64 {
-    logs.lines()
-        .find(|l| l.contains("handed the idle connections over"))
-        .and_then(|l| l.split(&format!(" {field}=")).nth(1))
-        .and_then(|n| n.split_whitespace().next())
+    log_field(logs, "handed the idle connections over", field)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-pub(crate) async fn wait_ready(admin: SocketAddr, proc: &mut Proc) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(proc.running(), "{} exited\n{}", proc.name, proc.logs());
-        if let Ok(Ok(r)) = tokio::time::timeout(
-            Duration::from_secs(1),
-            client::request(admin, Method::GET, "/ready", &[], Bytes::new()),
-        )
-        .await
-        {
-            if r.status == StatusCode::OK {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "not ready\n{}", proc.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Reads one whole answer from `s` (a 200 with a content-length body).
@@ -232,13 +138,13 @@ pub(crate) async fn read_answer(s: &mut TcpStream) -> Exchange {
 /// `old` to exit 0 (it handed everything over, drained), and returns the new process
 /// and the old one's log.
 pub(crate) async fn take_over(
-    name: &'static str,
-    old: &mut Proc,
+    name: &str,
+    old: &mut ProxyProcess,
     dir: &TempDir,
-    config: &PathBuf,
+    config: &Path,
     window: &str,
-) -> (Proc, String) {
-    let new = Proc::start(
+) -> (ProxyProcess, String) {
+    let new = start_sidecar(
         name,
         dir,
         config,
@@ -256,17 +162,16 @@ pub(crate) async fn take_over(
 
 /// How many connections `proc`'s log says it adopted from the old process, once it
 /// says so (within 5 s).
-pub(crate) async fn adopted(proc: &Proc) -> u64 {
-    let needle = "adopted the old process's idle connections connections=";
+pub(crate) async fn adopted(proc: &ProxyProcess) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let logs = proc.logs();
-        if let Some(n) = logs
-            .lines()
-            .find_map(|l| l.split(needle).nth(1))
-            .and_then(|n| n.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-        {
+        let count = log_field(
+            &logs,
+            "adopted the old process's idle connections",
+            "connections",
+        );
+        if let Some(n) = count.and_then(|n| n.parse().ok()) {
             return n;
         }
         assert!(
