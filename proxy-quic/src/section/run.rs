@@ -37,10 +37,8 @@ use crate::handoff::Handoff;
 /// let config = section::advertise(Config::load(std::path::Path::new("proxy.yaml"))?)?;
 /// let quic = QuicRun::new(section::prepare(&config)?);
 /// let server = Server::new(config, Registry::default())?;
-/// let options = UpgradeOptions {
-///     socket: Some("/run/proxy.sock".into()),
-///     ..UpgradeOptions::default()
-/// };
+/// let mut options = UpgradeOptions::default();
+/// options.socket = Some("/run/proxy.sock".into()); // serves upgrades there
 /// proxy_upgrade::serve(
 ///     server,
 ///     options,
