@@ -1,13 +1,20 @@
-//! Circuit breakers: cluster-wide budgets of requests and retries in flight.
+//! Circuit breakers: cluster-wide budgets of requests and retries in flight, and the
+//! cap on open upstream connections with its waiting requests.
 //!
 //! A budget is one atomic counter shared by every worker: taking a place is one
 //! `fetch_add`, giving it back (when the [`Permit`] drops) one `fetch_sub`; no lock, no
-//! allocation. A cluster without limits has no [`CircuitBreakers`] at all, so the
-//! request path pays one branch.
+//! allocation. The connection cap (`max_connections`, `max_pending_requests`) is
+//! counted where connections open and close ([`crate::upstream`]), not per request: a
+//! request that finds an idle pooled connection pays nothing for it. A cluster
+//! without limits has no [`CircuitBreakers`] at all, so the request path pays one
+//! branch.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
 
-use crate::{config::CircuitBreakersConfig, ProxyError};
+use crate::{config::CircuitBreakersConfig, upstream::limit::ConnectionLimit, ProxyError};
 
 /// Which budget a request or retry ran out of; also the `x-proxy-error-detail` of
 /// the local reply and the `limit` label of the overflow counter.
@@ -18,16 +25,33 @@ pub enum BreakerLimit {
     MaxRequests,
     /// `circuit_breakers.max_retries`.
     MaxRetries,
+    /// `circuit_breakers.max_connections`: its overflows are the requests that found
+    /// the cap reached and waited; a request that waited the connect timeout in vain
+    /// fails with this detail.
+    MaxConnections,
+    /// `circuit_breakers.max_pending_requests`: its overflows are the requests refused
+    /// because that many were waiting for a connection.
+    MaxPendingRequests,
 }
 
 impl BreakerLimit {
-    /// The config name of the limit (`max_requests`, `max_retries`).
+    /// The config name of the limit (`max_requests`, `max_retries`,
+    /// `max_connections`, `max_pending_requests`).
     pub fn name(self) -> &'static str {
         match self {
             Self::MaxRequests => "max_requests",
             Self::MaxRetries => "max_retries",
+            Self::MaxConnections => "max_connections",
+            Self::MaxPendingRequests => "max_pending_requests",
         }
     }
+
+    const ALL: [Self; 4] = [
+        Self::MaxRequests,
+        Self::MaxRetries,
+        Self::MaxConnections,
+        Self::MaxPendingRequests,
+    ];
 }
 
 /// One budget: places in use, the limit, and how often it was full.
@@ -74,13 +98,14 @@ impl Drop for Permit<'_> {
 }
 
 /// A cluster's circuit breakers, from its `circuit_breakers` section: the budgets
-/// of requests and of retries in flight, all endpoints and workers together.
+/// of requests and of retries in flight, and the cap on open connections with the
+/// requests waiting under it, all endpoints and workers together.
 ///
 /// # Example
 /// ```
 /// use proxy_core::{cluster::{BreakerLimit, CircuitBreakers}, config::CircuitBreakersConfig};
 ///
-/// let cfg = CircuitBreakersConfig { max_requests: Some(1), max_retries: None };
+/// let cfg = CircuitBreakersConfig { max_requests: Some(1), ..Default::default() };
 /// let breakers = CircuitBreakers::new(&cfg).expect("a limit is set");
 /// let first = breakers.admit_request("web").unwrap();
 /// let second = breakers.admit_request("web").unwrap_err();
@@ -89,20 +114,42 @@ impl Drop for Permit<'_> {
 /// drop(first);
 /// assert!(breakers.admit_request("web").is_ok());
 /// assert!(CircuitBreakers::new(&CircuitBreakersConfig::default()).is_none());
+///
+/// // The connection cap is enforced by the cluster's upstreams; here, its limits.
+/// let cfg = CircuitBreakersConfig {
+///     max_connections: Some(2),
+///     max_pending_requests: Some(10),
+///     ..Default::default()
+/// };
+/// let breakers = CircuitBreakers::new(&cfg).expect("a limit is set");
+/// let limits: Vec<_> = breakers.limits().map(|(l, max, ..)| (l.name(), max)).collect();
+/// assert_eq!(limits, [("max_connections", 2), ("max_pending_requests", 10)]);
 /// ```
 #[derive(Debug)]
 pub struct CircuitBreakers {
     requests: Option<Budget>,
     retries: Option<Budget>,
+    connections: Option<Arc<ConnectionLimit>>,
 }
 
 impl CircuitBreakers {
     /// The breakers of `cfg`; `None` when it sets no limit (nothing to count).
+    /// `max_pending_requests` without `max_connections` has nothing to bound: no
+    /// request ever waits for a connection.
     pub fn new(cfg: &CircuitBreakersConfig) -> Option<Self> {
         (!cfg.is_unlimited()).then(|| Self {
             requests: Budget::new(cfg.max_requests),
             retries: Budget::new(cfg.max_retries),
+            connections: cfg
+                .max_connections
+                .map(|max| Arc::new(ConnectionLimit::new(max, cfg.max_pending_requests))),
         })
+    }
+
+    /// The cluster-wide connection cap the cluster's upstreams open connections
+    /// under, if `max_connections` is set.
+    pub(crate) fn connection_limit(&self) -> Option<&Arc<ConnectionLimit>> {
+        self.connections.as_ref()
     }
 
     /// Takes a place for a request to cluster `cluster`; `None` inside `Ok` when
@@ -132,46 +179,59 @@ impl CircuitBreakers {
         }
     }
 
-    /// Requests or retries refused by `limit` since the cluster was built.
+    /// Overflows of `limit` since the cluster was built: requests or retries refused
+    /// (`max_requests`, `max_retries`, `max_pending_requests`), requests that had to
+    /// wait for a connection (`max_connections`).
     pub fn overflows(&self, limit: BreakerLimit) -> u64 {
-        self.budget(limit)
-            .map_or(0, |b| b.overflows.load(Ordering::Relaxed))
+        self.counts(limit).map_or(0, |(_, _, overflows)| overflows)
     }
 
-    /// Places of `limit` in use now.
+    /// Places of `limit` in use now: requests or retries in flight, connections
+    /// open (`max_connections`), requests waiting for one (`max_pending_requests`).
     pub fn in_use(&self, limit: BreakerLimit) -> u64 {
-        self.budget(limit)
-            .map_or(0, |b| b.open.load(Ordering::Relaxed))
+        self.counts(limit).map_or(0, |(_, in_use, _)| in_use)
     }
 
     /// The limits that are set, with their counts: `(limit, max, in use, overflows)`.
     pub fn limits(&self) -> impl Iterator<Item = (BreakerLimit, u64, u64, u64)> + '_ {
-        [BreakerLimit::MaxRequests, BreakerLimit::MaxRetries]
-            .into_iter()
-            .filter_map(|l| {
-                self.budget(l).map(|b| {
-                    (
-                        l,
-                        b.max,
-                        b.open.load(Ordering::Relaxed),
-                        b.overflows.load(Ordering::Relaxed),
-                    )
-                })
-            })
+        BreakerLimit::ALL.into_iter().filter_map(|l| {
+            self.counts(l)
+                .map(|(max, in_use, overflows)| (l, max, in_use, overflows))
+        })
     }
 
-    fn budget(&self, limit: BreakerLimit) -> Option<&Budget> {
+    /// `(max, in use, overflows)` of `limit`, when it is set.
+    fn counts(&self, limit: BreakerLimit) -> Option<(u64, u64, u64)> {
+        let budget = |b: &Budget| {
+            (
+                b.max,
+                b.open.load(Ordering::Relaxed),
+                b.overflows.load(Ordering::Relaxed),
+            )
+        };
+        let conns = self.connections.as_deref();
         match limit {
-            BreakerLimit::MaxRequests => self.requests.as_ref(),
-            BreakerLimit::MaxRetries => self.retries.as_ref(),
+            BreakerLimit::MaxRequests => self.requests.as_ref().map(budget),
+            BreakerLimit::MaxRetries => self.retries.as_ref().map(budget),
+            BreakerLimit::MaxConnections => {
+                conns.map(|c| (u64::from(c.max_connections()), c.open(), c.waited()))
+            }
+            BreakerLimit::MaxPendingRequests => conns.and_then(|c| {
+                c.max_pending()
+                    .map(|max| (u64::from(max), c.pending(), c.pending_overflows()))
+            }),
         }
     }
 }
 
 /// Writes the breakers of `clusters` in Prometheus text:
 /// `proxy_cluster_circuit_breaker_overflow_total{cluster,limit}` (requests refused,
-/// retries not attempted), `proxy_cluster_circuit_breaker_in_use{cluster,limit}` and
-/// `proxy_cluster_circuit_breaker_limit{cluster,limit}`.
+/// retries not attempted, requests that waited for a connection),
+/// `proxy_cluster_circuit_breaker_in_use{cluster,limit}` (for `max_connections`, the
+/// connections open; for `max_pending_requests`, the requests waiting),
+/// `proxy_cluster_circuit_breaker_limit{cluster,limit}`, and, for the clusters with a
+/// connection cap, `proxy_cluster_circuit_breaker_pending{cluster}` (requests waiting
+/// for a connection, also when `max_pending_requests` is not set).
 pub(crate) fn render_breakers(out: &mut String, clusters: &[&std::sync::Arc<super::Cluster>]) {
     use std::fmt::Write as _;
     let with: Vec<_> = clusters
@@ -202,6 +262,20 @@ pub(crate) fn render_breakers(out: &mut String, clusters: &[&std::sync::Arc<supe
             }
         }
     }
+    let capped: Vec<_> = with
+        .iter()
+        .filter_map(|(name, b)| b.connections.as_ref().map(|c| (name, c.pending())))
+        .collect();
+    if capped.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# TYPE proxy_cluster_circuit_breaker_pending gauge");
+    for (name, pending) in capped {
+        let _ = writeln!(
+            out,
+            "proxy_cluster_circuit_breaker_pending{{cluster=\"{name}\"}} {pending}"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +286,7 @@ mod tests {
         CircuitBreakers::new(&CircuitBreakersConfig {
             max_requests,
             max_retries,
+            ..Default::default()
         })
         .expect("a limit is set")
     }

@@ -148,6 +148,13 @@ impl Cluster {
         let same_connectors = previous.is_some_and(|p| {
             same_arc(&p.transport, &parts.transport) && same_arc(&p.protocol, &parts.protocol)
         });
+        // Unchanged limits keep their counts: requests in flight across the swap
+        // still hold their places, connections their slots.
+        let breakers = previous
+            .filter(|p| p.config.circuit_breakers == cfg.circuit_breakers)
+            .and_then(|p| p.breakers.clone())
+            .or_else(|| CircuitBreakers::new(&cfg.circuit_breakers).map(Arc::new));
+        let connection_limit = breakers.as_ref().and_then(|b| b.connection_limit());
         let endpoints: Vec<Arc<Endpoint>> = cfg
             .endpoints
             .iter()
@@ -159,6 +166,7 @@ impl Cluster {
                             && old.weight == e.weight()
                             && *old.metadata == metadata
                             && old.upstream.same_settings(cfg)
+                            && old.upstream.same_connection_limit(connection_limit)
                     })
                 });
                 match kept {
@@ -173,7 +181,8 @@ impl Cluster {
                             parts.transport.clone(),
                             parts.protocol.as_ref(),
                             workers,
-                        ),
+                        )
+                        .with_connection_limit(connection_limit.cloned()),
                     )),
                 }
             })
@@ -201,12 +210,7 @@ impl Cluster {
             extensions: parts.extensions,
             stats,
             retry_budget: RetryBudget::new(&cfg.retry_budget),
-            // Unchanged limits keep their counts: requests in flight across the swap
-            // still hold their places.
-            breakers: previous
-                .filter(|p| p.config.circuit_breakers == cfg.circuit_breakers)
-                .and_then(|p| p.breakers.clone())
-                .or_else(|| CircuitBreakers::new(&cfg.circuit_breakers).map(Arc::new)),
+            breakers,
             log_budget: std::sync::atomic::AtomicU64::new(0),
             config: cfg.clone(),
             transport: parts.transport,

@@ -106,7 +106,7 @@ impl Connector {
                 None => stream,
                 Some(counts) => {
                     let guard = counts
-                        .try_open(u32::MAX)
+                        .try_open(u32::MAX, None)
                         .ok_or(ProxyError::Overflow { addr })?;
                     Stream::Boxed(Box::new(crate::net::Counted {
                         inner: stream,

@@ -5,6 +5,12 @@
 //! runtime: its socket I/O and the requests' wake-ups stay on one thread. The
 //! connection's stream counts its bytes in the endpoint's stats (`rx_bytes`,
 //! `tx_bytes`) and holds the endpoint's open-connection slot until it closes.
+//!
+//! Under the cluster's `circuit_breakers.max_connections` ([`Cap`]), a worker without
+//! a connection that finds the cap reached sends on another worker's connection to
+//! the endpoint (one connection carries many requests); when there is none, it waits,
+//! as a pending request, for a slot to free or for another worker's connection to
+//! come up.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,13 +18,43 @@ use arc_swap::ArcSwapOption;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::Connector;
-use crate::{Body, ProxyError};
+use super::{
+    limit::{ConnectionLimit, ConnectionSlot},
+    Connector,
+};
+use crate::{cluster::BreakerLimit, Body, ProxyError};
 
 /// The HTTP/2 connections of one endpoint, one per worker.
 #[derive(Debug)]
 pub(crate) struct H2Client {
     workers: Box<[H2Conn]>,
+    /// Woken when a worker's connection comes up, for the requests waiting at the cap.
+    connected: tokio::sync::Notify,
+}
+
+/// The cluster-wide connection cap a new connection is taken under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cap<'a> {
+    pub(crate) limit: &'a ConnectionLimit,
+    /// How long a request waits at the cap (the connect timeout).
+    pub(crate) wait: Duration,
+    /// The cluster's name, for the overflow errors.
+    pub(crate) cluster: &'a Arc<str>,
+}
+
+impl Cap<'_> {
+    fn overflow(&self, limit: BreakerLimit) -> ProxyError {
+        ProxyError::ClusterOverflow {
+            cluster: self.cluster.clone(),
+            limit: limit.name(),
+        }
+    }
+}
+
+/// A way to send once the cap was reached.
+enum AtCap {
+    Shared(SendRequest<Body>),
+    Slot(ConnectionSlot),
 }
 
 /// One worker's HTTP/2 connection to the endpoint.
@@ -33,18 +69,67 @@ impl H2Client {
     pub(crate) fn new(workers: usize) -> Self {
         Self {
             workers: (0..workers.max(1)).map(|_| H2Conn::default()).collect(),
+            connected: tokio::sync::Notify::new(),
         }
     }
 
-    /// A sender on the calling worker's live connection, connecting when it has none.
+    /// A sender on the calling worker's live connection, connecting when it has none
+    /// (under `cap`, when the cluster has one).
     pub(crate) async fn sender(
         &self,
         connector: &Connector,
         open: &Arc<super::pool::OpenCount>,
+        cap: Option<Cap<'_>>,
     ) -> Result<SendRequest<Body>, ProxyError> {
-        self.workers[crate::worker::slot(self.workers.len())]
-            .sender(connector, open)
-            .await
+        let mine = &self.workers[crate::worker::slot(self.workers.len())];
+        if let Some(s) = mine.live() {
+            return Ok(s);
+        }
+        let _one_at_a_time = mine.connecting.lock().await;
+        if let Some(s) = mine.live() {
+            return Ok(s);
+        }
+        let slot = match cap {
+            None => None,
+            Some(cap) => match cap.limit.try_slot() {
+                Some(slot) => Some(slot),
+                None => match self.wait_at_cap(cap).await? {
+                    AtCap::Shared(s) => return Ok(s),
+                    AtCap::Slot(slot) => Some(slot),
+                },
+            },
+        };
+        let send = mine.connect(connector, open, slot).await?;
+        self.connected.notify_waiters();
+        Ok(send)
+    }
+
+    /// At the cap: another worker's live connection, else a wait (as a pending
+    /// request, within `cap.wait`) for a slot or for another worker's connection.
+    async fn wait_at_cap(&self, cap: Cap<'_>) -> Result<AtCap, ProxyError> {
+        let _pending = cap
+            .limit
+            .start_waiting()
+            .map_err(|_| cap.overflow(BreakerLimit::MaxPendingRequests))?;
+        let wait = async {
+            loop {
+                let connected = self.connected.notified();
+                tokio::pin!(connected);
+                // Enabled before looking, so a connection coming up in between is seen.
+                connected.as_mut().enable();
+                if let Some(s) = self.workers.iter().find_map(H2Conn::live) {
+                    return Some(AtCap::Shared(s));
+                }
+                tokio::select! {
+                    () = &mut connected => {}
+                    slot = cap.limit.freed_slot() => return slot.map(AtCap::Slot),
+                }
+            }
+        };
+        match tokio::time::timeout(cap.wait, wait).await {
+            Ok(Some(at_cap)) => Ok(at_cap),
+            Ok(None) | Err(_) => Err(cap.overflow(BreakerLimit::MaxConnections)),
+        }
     }
 
     /// Live connections now.
@@ -55,21 +140,16 @@ impl H2Client {
 }
 
 impl H2Conn {
-    async fn sender(
+    /// Opens the worker's connection (its `connecting` lock held), holding `slot`.
+    async fn connect(
         &self,
         connector: &Connector,
         open: &Arc<super::pool::OpenCount>,
+        slot: Option<ConnectionSlot>,
     ) -> Result<SendRequest<Body>, ProxyError> {
-        if let Some(s) = self.live() {
-            return Ok(s);
-        }
-        let _one_at_a_time = self.connecting.lock().await;
-        if let Some(s) = self.live() {
-            return Ok(s);
-        }
         let addr = connector.address();
         let guard = open
-            .try_open(u32::MAX)
+            .try_open(u32::MAX, slot)
             .ok_or(ProxyError::Overflow { addr })?;
         // Every byte of the connection (preface, settings, headers, bodies) counts in
         // the endpoint's stats; the guard goes with the stream when the connection ends.

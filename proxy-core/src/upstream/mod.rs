@@ -6,11 +6,15 @@
 //! thread's worker index, so a request runs on the connection its own worker's
 //! runtime opened and drives. A connection returns to the pool of the worker that
 //! opened it. The endpoint's `max_connections` counts the connections of all workers
-//! together; `max_idle` is shared out between the workers' pools.
+//! together; `max_idle` is shared out between the workers' pools. The cluster's
+//! `circuit_breakers.max_connections` ([`limit`]) caps the connections of all its
+//! endpoints and workers: at the cap, a request waits for an idle connection or a
+//! freed slot instead of connecting.
 
 mod connector;
 pub(crate) mod h1;
 mod h2;
+pub(crate) mod limit;
 pub(crate) mod pool;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -42,6 +46,10 @@ pub(crate) struct Upstream {
     h1: Box<[Arc<pool::H1Pool>]>,
     h2: h2::H2Client,
     custom: Option<Arc<dyn crate::protocol::ProtocolClient>>,
+    /// The cluster-wide connection cap (`circuit_breakers.max_connections`), if any.
+    limit: Option<Arc<limit::ConnectionLimit>>,
+    /// The cluster's name, for the errors of the cap.
+    cluster: Arc<str>,
 }
 
 /// The number of workers the server runs for `runtime`: `worker_threads`, or one per
@@ -88,6 +96,33 @@ impl Upstream {
                 .map(|_| Arc::new(pool::H1Pool::new(max_idle_each, pool.idle_timeout)))
                 .collect(),
             h2: h2::H2Client::new(workers),
+            limit: None,
+            cluster: cluster.name.as_str().into(),
+        }
+    }
+
+    /// The same upstream, its new HTTP/1.1 and HTTP/2 connections capped by the
+    /// cluster-wide `limit` (shared by all the cluster's endpoints).
+    pub(crate) fn with_connection_limit(
+        mut self,
+        limit: Option<Arc<limit::ConnectionLimit>>,
+    ) -> Self {
+        if let Some(l) = &limit {
+            l.register_pools(&self.h1);
+        }
+        self.limit = limit;
+        self
+    }
+
+    /// Whether this upstream's connections are capped by `limit` (the same instance).
+    pub(crate) fn same_connection_limit(
+        &self,
+        limit: Option<&Arc<limit::ConnectionLimit>>,
+    ) -> bool {
+        match (&self.limit, limit) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
         }
     }
 
@@ -135,14 +170,82 @@ impl Upstream {
     }
 
     async fn connect_h1(&self) -> Result<Box<h1::H1Conn>, ProxyError> {
+        let slot = match &self.limit {
+            None => None,
+            Some(limit) => match limit.try_slot() {
+                Some(slot) => Some(slot),
+                None => match self.wait_h1(limit).await? {
+                    Waited::Idle(conn) => return Ok(conn.reuse()),
+                    Waited::Slot(slot) => Some(slot),
+                },
+            },
+        };
         let guard = self
             .open
-            .try_open(self.max_connections)
+            .try_open(self.max_connections, slot)
             .ok_or(ProxyError::Overflow { addr: self.addr })?;
         let stream = self.connector.connect().await?;
         // It returns to the pool of the worker that opened it.
         let pool = self.h1_pool().clone();
         Ok(Box::new(h1::H1Conn::new(stream, pool, guard)))
+    }
+
+    /// Waits, at the cluster's connection cap, for an idle connection of the calling
+    /// worker's pool or a freed slot, within `max_pending_requests` and the connect
+    /// timeout. Idle connections of the cluster's other pools are closed meanwhile,
+    /// so that their slots come back.
+    async fn wait_h1(&self, limit: &limit::ConnectionLimit) -> Result<Waited, ProxyError> {
+        let _pending = self.start_waiting(limit)?;
+        let pool = self.h1_pool();
+        let _registered = pool.wait_for_idle();
+        let wait = async {
+            loop {
+                let returned = pool.idle_ready();
+                tokio::pin!(returned);
+                // Enabled before looking, so a return in between is not missed.
+                returned.as_mut().enable();
+                if let Some(conn) = pool.take() {
+                    return Some(Waited::Idle(conn));
+                }
+                if let Some(slot) = limit.try_slot() {
+                    return Some(Waited::Slot(slot));
+                }
+                if limit.close_idle_elsewhere(pool) {
+                    continue;
+                }
+                tokio::select! {
+                    () = &mut returned => {}
+                    slot = limit.freed_slot() => return slot.map(Waited::Slot),
+                }
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, wait).await {
+            Ok(Some(waited)) => Ok(waited),
+            Ok(None) | Err(_) => Err(self.at_cap()),
+        }
+    }
+
+    /// Takes a place among the requests waiting under the cluster's connection cap.
+    fn start_waiting<'a>(
+        &self,
+        limit: &'a limit::ConnectionLimit,
+    ) -> Result<limit::Pending<'a>, ProxyError> {
+        limit
+            .start_waiting()
+            .map_err(
+                |limit::WaitRefused::TooManyPending| ProxyError::ClusterOverflow {
+                    cluster: self.cluster.clone(),
+                    limit: crate::cluster::BreakerLimit::MaxPendingRequests.name(),
+                },
+            )
+    }
+
+    /// The error of a request that waited the connect timeout for a connection.
+    fn at_cap(&self) -> ProxyError {
+        ProxyError::ClusterOverflow {
+            cluster: self.cluster.clone(),
+            limit: crate::cluster::BreakerLimit::MaxConnections.name(),
+        }
     }
 
     /// Sends a request whose head is already prepared for the upstream (hop-by-hop
@@ -189,7 +292,19 @@ impl Upstream {
         parts: http::request::Parts,
         body: Body,
     ) -> Result<Response<Body>, ProxyError> {
-        let mut sender = self.h2.sender(&self.connector, &self.open).await?;
+        let mut sender = match &self.limit {
+            None => self.h2.sender(&self.connector, &self.open, None).await?,
+            Some(limit) => {
+                let cap = h2::Cap {
+                    limit,
+                    wait: self.connect_timeout,
+                    cluster: &self.cluster,
+                };
+                self.h2
+                    .sender(&self.connector, &self.open, Some(cap))
+                    .await?
+            }
+        };
         let req = Request::from_parts(parts, body);
         let resp = sender
             .send_request(req)
@@ -200,6 +315,14 @@ impl Upstream {
             })?;
         Ok(resp.map(Body::from))
     }
+}
+
+/// What a request waiting at the connection cap got.
+enum Waited {
+    /// A connection its worker's pool got back.
+    Idle(Box<h1::H1Conn>),
+    /// A slot to open a connection with.
+    Slot(limit::ConnectionSlot),
 }
 
 fn exchange_error(e: h1::ExchangeError) -> ProxyError {

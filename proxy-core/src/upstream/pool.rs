@@ -14,28 +14,33 @@ use std::{
 use super::h1::H1Conn;
 use crate::metrics::ConnStats;
 
-/// Counts one open upstream connection until dropped.
+/// Counts one open upstream connection until dropped, and holds its slot of the
+/// cluster's `circuit_breakers.max_connections` when the cluster has one.
 #[derive(Debug)]
-pub(crate) struct OpenGuard(Arc<OpenCount>);
+pub(crate) struct OpenGuard {
+    count: Arc<OpenCount>,
+    /// Held, not read: dropping it gives the slot back (and wakes a waiting request).
+    _slot: Option<super::limit::ConnectionSlot>,
+}
 
 impl OpenGuard {
     /// Counts `n` bytes received from the endpoint.
     pub(crate) fn count_rx(&self, n: usize) {
-        self.0.stats.count_rx(n);
+        self.count.stats.count_rx(n);
     }
 
     /// Counts `n` bytes sent to the endpoint.
     pub(crate) fn count_tx(&self, n: usize) {
-        self.0.stats.count_tx(n);
+        self.count.stats.count_tx(n);
     }
 }
 
 impl crate::net::ByteCounter for OpenGuard {
     fn rx(&self, n: usize) {
-        self.0.stats.count_rx(n);
+        self.count.stats.count_rx(n);
     }
     fn tx(&self, n: usize) {
-        self.0.stats.count_tx(n);
+        self.count.stats.count_tx(n);
     }
 }
 
@@ -48,8 +53,13 @@ pub(crate) struct OpenCount {
 }
 
 impl OpenCount {
-    /// Reserves a connection slot if fewer than `max` are open.
-    pub(crate) fn try_open(self: &Arc<Self>, max: u32) -> Option<OpenGuard> {
+    /// Reserves a connection slot if fewer than `max` are open; the guard also holds
+    /// the connection's cluster-wide `slot`, if any (given back when it drops).
+    pub(crate) fn try_open(
+        self: &Arc<Self>,
+        max: u32,
+        slot: Option<super::limit::ConnectionSlot>,
+    ) -> Option<OpenGuard> {
         let mut cur = self.open.load(Ordering::Relaxed);
         loop {
             if cur >= max {
@@ -62,7 +72,10 @@ impl OpenCount {
             {
                 Ok(_) => {
                     self.stats.open();
-                    return Some(OpenGuard(self.clone()));
+                    return Some(OpenGuard {
+                        count: self.clone(),
+                        _slot: slot,
+                    });
                 }
                 Err(now) => cur = now,
             }
@@ -77,8 +90,8 @@ impl OpenCount {
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-        self.0.stats.close();
+        self.count.open.fetch_sub(1, Ordering::AcqRel);
+        self.count.stats.close();
     }
 }
 
@@ -109,6 +122,9 @@ pub(crate) struct H1Pool {
     max_idle_sweeps: u32,
     /// Idle connections kept; a return past it closes the oldest.
     max_idle: usize,
+    /// Woken when a connection goes idle while requests wait for one (the cluster's
+    /// `max_connections` reached).
+    idle_ready: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +134,20 @@ struct Idle {
     /// Set when the endpoint is gone: returned connections are closed, which also
     /// breaks the pool <-> connection reference cycle.
     closed: bool,
+    /// Requests of this worker waiting for a connection: a return wakes one. Read
+    /// under the lock a return takes anyway, so a pool without waiters pays nothing.
+    waiters: u32,
+}
+
+/// A request registered as waiting for an idle connection of a pool.
+#[derive(Debug)]
+pub(crate) struct IdleWaiter<'a>(&'a H1Pool);
+
+impl Drop for IdleWaiter<'_> {
+    fn drop(&mut self) {
+        let mut idle = self.0.lock();
+        idle.waiters = idle.waiters.saturating_sub(1);
+    }
 }
 
 impl H1Pool {
@@ -133,6 +163,7 @@ impl H1Pool {
             epoch: AtomicU32::new(0),
             max_idle_sweeps: u32::try_from(sweeps).unwrap_or(u32::MAX),
             max_idle: usize::try_from(max_idle.max(1)).unwrap_or(usize::MAX),
+            idle_ready: tokio::sync::Notify::new(),
         }
     }
 
@@ -174,8 +205,32 @@ impl H1Pool {
         } else {
             None
         };
+        let wake = idle.waiters != 0;
         drop(idle);
         drop(oldest);
+        if wake {
+            self.idle_ready.notify_one();
+        }
+    }
+
+    /// Registers a request waiting for a connection of this pool: returns wake it
+    /// through [`H1Pool::idle_ready`] until the registration drops.
+    pub(crate) fn wait_for_idle(&self) -> IdleWaiter<'_> {
+        let mut idle = self.lock();
+        idle.waiters = idle.waiters.saturating_add(1);
+        drop(idle);
+        IdleWaiter(self)
+    }
+
+    /// Woken when a connection is returned while a request is registered
+    /// ([`H1Pool::wait_for_idle`]); create and enable it before [`H1Pool::take`].
+    pub(crate) fn idle_ready(&self) -> tokio::sync::futures::Notified<'_> {
+        self.idle_ready.notified()
+    }
+
+    /// Takes the oldest idle connection (the next to expire), to close it.
+    pub(crate) fn take_oldest(&self) -> Option<Box<H1Conn>> {
+        self.lock().stack.pop_front()
     }
 
     /// Counts a sweep and closes the connections idle for longer than the idle

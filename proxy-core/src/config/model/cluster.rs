@@ -201,8 +201,21 @@ impl Default for RetryBudgetConfig {
 /// once with 503 (`x-proxy-error: overflow`, `x-proxy-error-detail: max_requests`),
 /// a retry over its budget is not attempted. Each limit is off when absent.
 ///
+/// `max_connections` caps the upstream connections of all endpoints and workers: at
+/// the cap, a request that needs a new connection waits (is pending) for an idle one
+/// or for one to close, at most the cluster's `connect_timeout` (then 503 with
+/// detail `max_connections`); `max_pending_requests` bounds the waiting requests
+/// (past it, 503 at once with detail `max_pending_requests`).
+///
 /// ```yaml
-/// circuit_breakers: {max_requests: 1000, max_retries: 3}
+/// circuit_breakers: {max_requests: 1000, max_retries: 3, max_connections: 100, max_pending_requests: 50}
+/// ```
+///
+/// ```
+/// let cfg: proxy_core::config::CircuitBreakersConfig =
+///     proxy_core::config::from_yaml("{max_connections: 2, max_pending_requests: 10}").unwrap();
+/// assert_eq!((cfg.max_connections, cfg.max_pending_requests), (Some(2), Some(10)));
+/// assert!(!cfg.is_unlimited());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,11 +227,24 @@ pub struct CircuitBreakersConfig {
     /// Retries in flight to the cluster at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Open upstream connections (HTTP/1.1 and HTTP/2), all endpoints and workers
+    /// together. Unlike `pool.max_connections` (per endpoint, failing at once), a
+    /// request at this cap waits for a connection. Protocol plug-ins' connections are
+    /// not counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Requests waiting at the `max_connections` cap at once; unbounded when absent,
+    /// without effect when `max_connections` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
 }
 
 impl CircuitBreakersConfig {
     /// Whether no limit is set.
     pub fn is_unlimited(&self) -> bool {
-        self.max_requests.is_none() && self.max_retries.is_none()
+        self.max_requests.is_none()
+            && self.max_retries.is_none()
+            && self.max_connections.is_none()
+            && self.max_pending_requests.is_none()
     }
 }
