@@ -184,6 +184,14 @@ pub fn client_hello_guomi(data: &[u8]) {
     }
 }
 
+/// The continued TLS 1.3 record layer (hot upgrade): the bytes as encoded session
+/// secrets, then as records received under fixed AES-128-GCM keys (header checks,
+/// size limits, tag, inner content type and padding, alerts, post-handshake
+/// messages), then as plaintext sealed into a record.
+pub fn continued_record(data: &[u8]) {
+    crate::continued::fuzz_records(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

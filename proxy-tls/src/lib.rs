@@ -2,6 +2,7 @@
 
 pub mod accept;
 pub mod config;
+pub mod continued;
 pub mod error;
 #[cfg(feature = "guomi")]
 #[doc(hidden)]
