@@ -16,9 +16,11 @@ use std::time::Duration;
 use proxy_core::config::ListenAddress;
 
 use crate::UpgradeError;
+use fields::{check_name, put_record_count, put_text16, Reader};
 
 mod connection;
 mod datagram;
+mod fields;
 mod metrics;
 
 pub use connection::{ConnectionRecord, MAX_PROTOCOL_BYTES, MAX_UNREAD_BYTES};
@@ -222,13 +224,7 @@ pub fn encode_version(message: &Message, version: u16) -> Result<Vec<u8>, Upgrad
             KIND_HELLO
         }
         Message::Listeners { records, more } => {
-            if records.len() > MAX_FDS_PER_MESSAGE {
-                return Err(malformed(format!(
-                    "{} records in one message",
-                    records.len()
-                )));
-            }
-            payload.extend_from_slice(&(records.len() as u16).to_be_bytes());
+            put_record_count(&mut payload, records.len())?;
             for r in records {
                 encode_record(&mut payload, r)?;
             }
@@ -302,12 +298,7 @@ pub fn encode_version(message: &Message, version: u16) -> Result<Vec<u8>, Upgrad
 }
 
 fn encode_record(out: &mut Vec<u8>, r: &ListenerRecord) -> Result<(), UpgradeError> {
-    if r.name.is_empty() || r.name.len() > MAX_NAME_BYTES {
-        return Err(malformed(format!(
-            "listener name of {} bytes",
-            r.name.len()
-        )));
-    }
+    check_name(&r.name)?;
     let (kind, address) = match &r.address {
         ListenAddress::Tcp(a) => (1u8, a.to_string()),
         ListenAddress::Unix(p) => {
@@ -322,10 +313,8 @@ fn encode_record(out: &mut Vec<u8>, r: &ListenerRecord) -> Result<(), UpgradeErr
     }
     out.push(kind);
     out.extend_from_slice(&r.worker.to_be_bytes());
-    out.extend_from_slice(&(r.name.len() as u16).to_be_bytes());
-    out.extend_from_slice(r.name.as_bytes());
-    out.extend_from_slice(&(address.len() as u16).to_be_bytes());
-    out.extend_from_slice(address.as_bytes());
+    put_text16(out, &r.name);
+    put_text16(out, &address);
     Ok(())
 }
 
@@ -393,14 +382,7 @@ pub fn decode_versioned(bytes: &[u8]) -> Result<(u16, Message), UpgradeError> {
     let message = match kind {
         KIND_HELLO => Message::Hello { pid: r.u32()? },
         KIND_LISTENERS => {
-            let count = usize::from(r.u16()?);
-            if count > MAX_FDS_PER_MESSAGE {
-                return Err(UpgradeError::TooManyDescriptors {
-                    got: count,
-                    max: MAX_FDS_PER_MESSAGE,
-                });
-            }
-            let records = (0..count)
+            let records = (0..r.record_count()?)
                 .map(|_| decode_record(&mut r))
                 .collect::<Result<_, _>>()?;
             Message::Listeners {
@@ -454,16 +436,8 @@ pub fn decode_versioned(bytes: &[u8]) -> Result<(u16, Message), UpgradeError> {
 fn decode_record(r: &mut Reader<'_>) -> Result<ListenerRecord, UpgradeError> {
     let kind = r.u8()?;
     let worker = r.u16()?;
-    let name_len = usize::from(r.u16()?);
-    if name_len == 0 || name_len > MAX_NAME_BYTES {
-        return Err(malformed(format!("listener name of {name_len} bytes")));
-    }
-    let name = std::str::from_utf8(r.take(name_len)?)
-        .map_err(|_| malformed("a listener name that is not UTF-8".into()))?
-        .to_owned();
-    let addr_len = usize::from(r.u16()?);
-    let address = std::str::from_utf8(r.take(addr_len)?)
-        .map_err(|_| malformed("an address that is not UTF-8".into()))?;
+    let name = r.name()?;
+    let address = r.text16("an address")?;
     let address = match kind {
         1 => ListenAddress::Tcp(
             address
@@ -483,44 +457,6 @@ fn decode_record(r: &mut Reader<'_>) -> Result<ListenerRecord, UpgradeError> {
 
 fn malformed(why: String) -> UpgradeError {
     UpgradeError::Malformed(why)
-}
-
-/// Reads big-endian fields off a payload; running out is a truncation.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], UpgradeError> {
-        if self.0.len() < n {
-            return Err(UpgradeError::Truncated(format!(
-                "a field of {n} bytes with {} left",
-                self.0.len()
-            )));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, UpgradeError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, UpgradeError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, UpgradeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, UpgradeError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
 }
 
 #[cfg(test)]

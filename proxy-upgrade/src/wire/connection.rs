@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::{malformed, Reader, MAX_NAME_BYTES};
+use super::{check_name, malformed, put_text16, Reader};
 use crate::UpgradeError;
 
 /// The most unread bytes a connection carries: what fits in one message with the
@@ -38,12 +38,7 @@ pub(super) fn encode(
     r: &ConnectionRecord,
     version: u16,
 ) -> Result<(), UpgradeError> {
-    if r.listener.is_empty() || r.listener.len() > MAX_NAME_BYTES {
-        return Err(malformed(format!(
-            "listener name of {} bytes",
-            r.listener.len()
-        )));
-    }
+    check_name(&r.listener)?;
     if r.unread.len() > MAX_UNREAD_BYTES {
         return Err(malformed(format!(
             "{} unread bytes (at most {MAX_UNREAD_BYTES})",
@@ -64,10 +59,8 @@ pub(super) fn encode(
     }
     let peer = r.peer.map(|p| p.to_string()).unwrap_or_default();
     out.push(if r.peer.is_some() { 1 } else { 2 });
-    out.extend_from_slice(&(r.listener.len() as u16).to_be_bytes());
-    out.extend_from_slice(r.listener.as_bytes());
-    out.extend_from_slice(&(peer.len() as u16).to_be_bytes());
-    out.extend_from_slice(peer.as_bytes());
+    put_text16(out, &r.listener);
+    put_text16(out, &peer);
     out.extend_from_slice(&(r.unread.len() as u32).to_be_bytes());
     out.extend_from_slice(&r.unread);
     if version >= 3 {
@@ -79,16 +72,8 @@ pub(super) fn encode(
 
 pub(super) fn decode(r: &mut Reader<'_>, version: u16) -> Result<ConnectionRecord, UpgradeError> {
     let kind = r.u8()?;
-    let name_len = usize::from(r.u16()?);
-    if name_len == 0 || name_len > MAX_NAME_BYTES {
-        return Err(malformed(format!("listener name of {name_len} bytes")));
-    }
-    let listener = std::str::from_utf8(r.take(name_len)?)
-        .map_err(|_| malformed("a listener name that is not UTF-8".into()))?
-        .to_owned();
-    let peer_len = usize::from(r.u16()?);
-    let peer = std::str::from_utf8(r.take(peer_len)?)
-        .map_err(|_| malformed("a peer address that is not UTF-8".into()))?;
+    let listener = r.name()?;
+    let peer = r.text16("a peer address")?;
     let peer = match kind {
         1 => Some(
             peer.parse()

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use super::{malformed, Reader, MAX_FDS_PER_MESSAGE, MAX_NAME_BYTES};
+use super::{check_name, malformed, put_record_count, put_text16, Reader};
 use crate::UpgradeError;
 
 /// Record kind of a UDP socket on the wire (1 and 2 are the TCP and Unix listeners).
@@ -46,20 +46,9 @@ pub enum DatagramRole {
 /// `generation: u8` (0 for UDP), `name_len: u16`, the name, `addr_len: u16`, the
 /// address as text (`ip:port`).
 pub(super) fn encode(out: &mut Vec<u8>, records: &[DatagramRecord]) -> Result<(), UpgradeError> {
-    if records.len() > MAX_FDS_PER_MESSAGE {
-        return Err(malformed(format!(
-            "{} records in one message",
-            records.len()
-        )));
-    }
-    out.extend_from_slice(&(records.len() as u16).to_be_bytes());
+    put_record_count(out, records.len())?;
     for r in records {
-        if r.name.is_empty() || r.name.len() > MAX_NAME_BYTES {
-            return Err(malformed(format!(
-                "listener name of {} bytes",
-                r.name.len()
-            )));
-        }
+        check_name(&r.name)?;
         let (kind, generation) = match r.role {
             DatagramRole::Udp => (KIND_UDP, 0),
             DatagramRole::Forward { generation } if generation <= 1 => (KIND_FORWARD, generation),
@@ -71,39 +60,22 @@ pub(super) fn encode(out: &mut Vec<u8>, records: &[DatagramRecord]) -> Result<()
         out.push(kind);
         out.extend_from_slice(&r.worker.to_be_bytes());
         out.push(generation);
-        out.extend_from_slice(&(r.name.len() as u16).to_be_bytes());
-        out.extend_from_slice(r.name.as_bytes());
-        out.extend_from_slice(&(address.len() as u16).to_be_bytes());
-        out.extend_from_slice(address.as_bytes());
+        put_text16(out, &r.name);
+        put_text16(out, &address);
     }
     Ok(())
 }
 
 pub(super) fn decode(r: &mut Reader<'_>) -> Result<Vec<DatagramRecord>, UpgradeError> {
-    let count = usize::from(r.u16()?);
-    if count > MAX_FDS_PER_MESSAGE {
-        return Err(UpgradeError::TooManyDescriptors {
-            got: count,
-            max: MAX_FDS_PER_MESSAGE,
-        });
-    }
-    (0..count).map(|_| decode_one(r)).collect()
+    (0..r.record_count()?).map(|_| decode_one(r)).collect()
 }
 
 fn decode_one(r: &mut Reader<'_>) -> Result<DatagramRecord, UpgradeError> {
     let kind = r.u8()?;
     let worker = r.u16()?;
     let generation = r.u8()?;
-    let name_len = usize::from(r.u16()?);
-    if name_len == 0 || name_len > MAX_NAME_BYTES {
-        return Err(malformed(format!("listener name of {name_len} bytes")));
-    }
-    let name = std::str::from_utf8(r.take(name_len)?)
-        .map_err(|_| malformed("a listener name that is not UTF-8".into()))?
-        .to_owned();
-    let addr_len = usize::from(r.u16()?);
-    let address = std::str::from_utf8(r.take(addr_len)?)
-        .map_err(|_| malformed("an address that is not UTF-8".into()))?;
+    let name = r.name()?;
+    let address = r.text16("an address")?;
     let address: SocketAddr = address
         .parse()
         .map_err(|_| malformed(format!("{address:?} is not a UDP address")))?;

@@ -20,6 +20,23 @@ fn connection(listener: &str, peer: Option<&str>, unread: &[u8]) -> ConnectionRe
     }
 }
 
+/// `good` cut anywhere inside its payload, the header's length fixed up to agree:
+/// the fields run out, which is an error (not a panic).
+fn assert_every_cut_refused(good: &[u8]) {
+    for cut in HEADER_BYTES..good.len() {
+        let mut bytes = good[..cut].to_vec();
+        let len = (cut - HEADER_BYTES) as u32;
+        bytes[8..12].copy_from_slice(&len.to_be_bytes());
+        assert!(
+            matches!(
+                decode(&bytes),
+                Err(UpgradeError::Truncated(_) | UpgradeError::Malformed(_))
+            ),
+            "cut at {cut}"
+        );
+    }
+}
+
 fn round_trip(m: Message) {
     let bytes = encode(&m).expect("encode");
     assert_eq!(decode(&bytes).expect("decode"), m);
@@ -357,19 +374,9 @@ fn connection_truncated_anywhere_is_an_error() {
         b"GET /",
     )))
     .expect("encode");
+    assert_every_cut_refused(&good);
+    // A header that promises the whole payload: truncated.
     for cut in HEADER_BYTES..good.len() {
-        let mut bytes = good[..cut].to_vec();
-        // A header that agrees with the shorter payload: the fields run out.
-        let len = (cut - HEADER_BYTES) as u32;
-        bytes[8..12].copy_from_slice(&len.to_be_bytes());
-        assert!(
-            matches!(
-                decode(&bytes),
-                Err(UpgradeError::Truncated(_) | UpgradeError::Malformed(_))
-            ),
-            "cut at {cut}"
-        );
-        // A header that promises the whole payload: truncated.
         assert!(matches!(
             decode(&good[..cut]),
             Err(UpgradeError::Truncated(_))
@@ -512,19 +519,8 @@ fn malformed_datagram_records_are_refused() {
     let addr = bytes.len() - "127.0.0.1:1".len();
     bytes[addr..].copy_from_slice(b"unix:/x.soc");
     assert!(matches!(decode(&bytes), Err(UpgradeError::Malformed(_))));
-    // Cut anywhere inside the payload (length fixed up): truncated.
-    for cut in HEADER_BYTES..good.len() {
-        let mut bytes = good[..cut].to_vec();
-        let len = (cut - HEADER_BYTES) as u32;
-        bytes[8..12].copy_from_slice(&len.to_be_bytes());
-        assert!(
-            matches!(
-                decode(&bytes),
-                Err(UpgradeError::Truncated(_) | UpgradeError::Malformed(_))
-            ),
-            "cut at {cut}"
-        );
-    }
+    // Cut anywhere inside the payload (length fixed up): an error.
+    assert_every_cut_refused(&good);
     // More records than descriptors may travel.
     let mut bytes = good.clone();
     bytes[HEADER_BYTES..HEADER_BYTES + 2].copy_from_slice(&65u16.to_be_bytes());
