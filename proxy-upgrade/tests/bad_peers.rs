@@ -21,7 +21,6 @@ use proxy_upgrade::{
     wire::{self, ErrorCode, ListenerRecord, Message},
     UpgradeClient, UpgradeError, UpgradeServer,
 };
-use rustix::net::{self as rnet, SocketAddrUnix, SocketFlags};
 
 /// Sends `bytes` as a new process would, and returns the old process's answer.
 fn answer_to(bytes: &[u8]) -> (Message, Arc<AtomicBool>, UpgradeClient, Dir) {
@@ -94,13 +93,7 @@ fn a_message_out_of_turn_gets_a_protocol_error() {
 /// client made of it.
 fn client_given(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> UpgradeError {
     let dir = Dir::new();
-    let path = dir.join("old.sock");
-    let listener = seqpacket();
-    rnet::bind(&listener, &SocketAddrUnix::new(&path).expect("addr")).expect("bind");
-    rnet::listen(&listener, 1).expect("listen");
-    let old = std::thread::spawn(move || {
-        let conn = rnet::accept_with(&listener, SocketFlags::CLOEXEC).expect("accept");
-        let _hello = raw_recv(&conn);
+    let (path, old) = raw_old_process(&dir, move |conn| {
         let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
         raw_send(&conn, &bytes, &borrowed);
         // Keep the connection open until the client is done with it.

@@ -19,7 +19,6 @@ use proxy_upgrade::{
     wire::{self, ConnectionRecord, Message},
     HandedOffConnection, ListenerSource, UpgradeError, UpgradeServer,
 };
-use rustix::net::{self as rnet, SocketAddrUnix, SocketFlags};
 
 /// An old process whose server hands out the connections it was given.
 #[derive(Clone)]
@@ -145,13 +144,7 @@ fn idle_connections_go_over_with_their_unread_bytes_and_keep_working() {
 /// made of it.
 fn handover_given(then: Vec<(Vec<u8>, Vec<OwnedFd>)>) -> Result<usize, UpgradeError> {
     let dir = Dir::new();
-    let path = dir.join("old.sock");
-    let listener = seqpacket();
-    rnet::bind(&listener, &SocketAddrUnix::new(&path).expect("addr")).expect("bind");
-    rnet::listen(&listener, 1).expect("listen");
-    let old = std::thread::spawn(move || {
-        let conn = rnet::accept_with(&listener, SocketFlags::CLOEXEC).expect("accept");
-        let _hello = raw_recv(&conn);
+    let (path, old) = raw_old_process(&dir, move |conn| {
         let empty = Message::Listeners {
             records: Vec::new(),
             more: false,

@@ -20,7 +20,7 @@ use proxy_upgrade::{
     wire::{self, DatagramRecord, DatagramRole, Message},
     DatagramSource, HandedOffDatagram, UpgradeError, UpgradeServer,
 };
-use rustix::net::{self as rnet, SocketAddrUnix, SocketFlags};
+use rustix::net::{self as rnet, SocketFlags};
 
 /// An old process's QUIC listener: one UDP socket, a forwarding channel per upgrade
 /// (its own end kept), and what it was told.
@@ -162,13 +162,7 @@ fn an_abandoned_upgrade_keeps_the_udp_sockets_and_untaken_ones_are_closed() {
 /// A fake old process that sends no listeners and then `datagrams` with `fds`.
 fn client_given(records: Vec<DatagramRecord>, fds: Vec<OwnedFd>) -> UpgradeError {
     let dir = Dir::new();
-    let path = dir.join("old.sock");
-    let listener = seqpacket();
-    rnet::bind(&listener, &SocketAddrUnix::new(&path).expect("addr")).expect("bind");
-    rnet::listen(&listener, 1).expect("listen");
-    let old = std::thread::spawn(move || {
-        let conn = rnet::accept_with(&listener, SocketFlags::CLOEXEC).expect("accept");
-        let _hello = raw_recv(&conn);
+    let (path, old) = raw_old_process(&dir, move |conn| {
         let none = Message::Listeners {
             records: Vec::new(),
             more: false,

@@ -9,7 +9,7 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -75,21 +75,6 @@ fn spawn(
     })
 }
 
-fn port_of(server: &Server) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some((_, a)) = server
-            .listener_addresses()
-            .into_iter()
-            .find(|(n, _)| n == "web")
-        {
-            return a.parse().expect("tcp address");
-        }
-        assert!(Instant::now() < deadline, "not started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// One keep-alive request on `s`: the status code of its answer.
 fn keep_alive_status(s: &mut TcpStream) -> u16 {
     s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -145,7 +130,7 @@ fn a_served_process_hands_off_to_one_taking_over() {
         UpgradeOptions::serving(&path),
         old_seen.clone(),
     );
-    let addr = port_of(&old);
+    let addr = web_address(&old);
     let mut conn = TcpStream::connect(addr).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -165,7 +150,7 @@ fn a_served_process_hands_off_to_one_taking_over() {
     assert!(old_seen.dropped.load(Ordering::SeqCst));
     assert!(new_seen.taking_over.load(Ordering::SeqCst));
     assert!(!new_seen.dropped.load(Ordering::SeqCst));
-    assert_eq!(port_of(&new), addr);
+    assert_eq!(web_address(&new), addr);
     // The keep-alive connection went over with the listener.
     assert_eq!(keep_alive_status(&mut conn), 404);
     let mut fresh = TcpStream::connect(addr).expect("connect to the new server");
@@ -194,7 +179,7 @@ fn a_new_server_whose_hook_fails_leaves_the_old_one_serving() {
     let path = dir.join("upgrade.sock");
     let old = server("127.0.0.1:0");
     let old_thread = spawn(old.clone(), UpgradeOptions::serving(&path), Seen::default());
-    let addr = port_of(&old);
+    let addr = web_address(&old);
 
     let options = UpgradeOptions::serving(&path).taking_over(true);
     let failed = proxy_upgrade::serve(server("127.0.0.1:0"), options, rebuild, |_| {

@@ -7,9 +7,9 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     os::unix::net::UnixStream,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::*;
@@ -36,21 +36,6 @@ fn run(server: Server) -> std::thread::JoinHandle<()> {
     })
 }
 
-fn port_of(server: &Server) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some((_, a)) = server
-            .listener_addresses()
-            .into_iter()
-            .find(|(n, _)| n == "web")
-        {
-            return a.parse().expect("tcp address");
-        }
-        assert!(Instant::now() < deadline, "not started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Sends a request and returns the status line (no route: the proxy answers 404).
 fn status_line(mut s: impl Read + Write) -> String {
     s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
@@ -66,7 +51,7 @@ fn a_server_takes_over_the_listeners_of_another() {
     let uds = dir.join("app.sock");
     let old = Server::new(config(&uds), Registry::default()).expect("old");
     let old_thread = run(old.clone());
-    let addr = port_of(&old);
+    let addr = web_address(&old);
     assert!(status_line(TcpStream::connect(addr).expect("tcp")).starts_with("HTTP/1.1 404"));
     let path = dir.join("upgrade.sock");
     let service = UpgradeServer::bind(&path)
@@ -90,7 +75,7 @@ fn a_server_takes_over_the_listeners_of_another() {
         .with_inherited_listeners(sockets);
     let new_thread = run(new.clone());
     assert_eq!(
-        port_of(&new),
+        web_address(&new),
         addr,
         "the same port, not a new one for port 0"
     );
@@ -125,7 +110,7 @@ fn counters_carried_in_go_on_and_a_connection_of_an_unknown_protocol_is_refused(
     let dir = Dir::new();
     let server = Server::new(config(&dir.join("app.sock")), Registry::default()).expect("server");
     let thread = run(server.clone());
-    let addr = port_of(&server);
+    let addr = web_address(&server);
     assert!(status_line(TcpStream::connect(addr).expect("tcp")).starts_with("HTTP/1.1 404"));
     let (accepted, active) = (
         "proxy_listener_connections_total{listener=\"web\"}",

@@ -170,6 +170,42 @@ pub fn raw_recv(fd: &OwnedFd) -> (Vec<u8>, usize) {
     (buf, fds)
 }
 
+/// A fake old process at `dir/old.sock` speaking raw `SOCK_SEQPACKET` (so it can
+/// send what a real one never would): on its own thread it accepts one connection,
+/// reads the new process's hello, then runs `script` on the connection (closed when
+/// `script` returns). Returns the path to connect to and the thread.
+pub fn raw_old_process(
+    dir: &Dir,
+    script: impl FnOnce(OwnedFd) + Send + 'static,
+) -> (PathBuf, std::thread::JoinHandle<()>) {
+    let path = dir.join("old.sock");
+    let listener = seqpacket();
+    rnet::bind(&listener, &SocketAddrUnix::new(&path).expect("addr")).expect("bind");
+    rnet::listen(&listener, 1).expect("listen");
+    let old = std::thread::spawn(move || {
+        let conn = rnet::accept_with(&listener, SocketFlags::CLOEXEC).expect("accept");
+        let _hello = raw_recv(&conn);
+        script(conn);
+    });
+    (path, old)
+}
+
+/// The address of `server`'s TCP listener `web`, once it listens (within 10 s).
+pub fn web_address(server: &proxy_core::Server) -> SocketAddr {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some((_, a)) = server
+            .listener_addresses()
+            .into_iter()
+            .find(|(n, _)| n == "web")
+        {
+            return a.parse().expect("tcp address");
+        }
+        assert!(std::time::Instant::now() < deadline, "not started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Connects, retrying for a while when the service is still busy with an upgrade that
 /// just failed (it frees itself right after answering).
 pub fn connect_when_free(client: &UpgradeClient) -> proxy_upgrade::Upgrade {
