@@ -26,8 +26,9 @@ const TLS_CERTIFICATE: super::fields::Fields = &[
     (9, "tls_params"),
 ];
 
-/// `CertificateValidationContext`'s fields.
-const VALIDATION_CONTEXT: super::fields::Fields = &[
+/// `CertificateValidationContext`'s fields by number (an SDS secret's, and the
+/// default context of a `CommonTlsContext`'s combined validation context).
+pub(super) const VALIDATION_CONTEXT: super::fields::Fields = &[
     (1, "trusted_ca"),
     (2, "verify_certificate_hash"),
     (3, "verify_certificate_spki"),

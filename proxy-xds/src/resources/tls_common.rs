@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::{
 };
 use proxy_tls::san::SanMatch;
 
-use super::{fields::Fields, refuse_leftover};
+use super::{fields::Fields, refuse_leftover, secret::VALIDATION_CONTEXT};
 use crate::Refusal;
 
 const COMMON_TLS: Fields = &[
@@ -46,26 +46,6 @@ pub(crate) struct CommonTls {
     /// (`match_typed_subject_alt_names`, `match_subject_alt_names`).
     pub(crate) sans: Vec<SanMatch>,
 }
-
-/// `CertificateValidationContext` fields by number.
-const VALIDATION_CONTEXT: Fields = &[
-    (1, "trusted_ca"),
-    (2, "verify_certificate_hash"),
-    (3, "verify_certificate_spki"),
-    (6, "require_signed_certificate_timestamp"),
-    (7, "crl"),
-    (8, "allow_expired_certificate"),
-    (9, "match_subject_alt_names"),
-    (10, "trust_chain_verification"),
-    (11, "watched_directory"),
-    (12, "custom_validator_config"),
-    (13, "ca_certificate_provider_instance"),
-    (14, "only_verify_leaf_cert_crl"),
-    (15, "match_typed_subject_alt_names"),
-    (16, "max_verify_depth"),
-    (17, "system_root_certs"),
-    (18, "suppress_client_ca_list"),
-];
 
 /// The SAN matchers of a default validation context; every other field of it is
 /// refused. A typed matcher maps by its type (DNS, URI; EMAIL, IP_ADDRESS and
