@@ -16,7 +16,7 @@ use std::sync::{
     Arc, Mutex, PoisonError, Weak,
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::pool::H1Pool;
 
@@ -44,6 +44,9 @@ pub(crate) struct ConnectionLimit {
     /// The HTTP/1.1 idle pools of the cluster's endpoints, all workers: where idle
     /// connections holding slots are found while a request waits.
     pools: Mutex<Vec<Weak<H1Pool>>>,
+    /// Woken when a connection goes idle in a pool none of whose requests waits,
+    /// while requests wait elsewhere: they close it to take its slot.
+    idle_elsewhere: Notify,
 }
 
 /// A place among the waiting requests, given back when dropped.
@@ -72,6 +75,7 @@ impl ConnectionLimit {
             waited: AtomicU64::new(0),
             pending_overflows: AtomicU64::new(0),
             pools: Mutex::default(),
+            idle_elsewhere: Notify::new(),
         }
     }
 
@@ -100,6 +104,20 @@ impl ConnectionLimit {
         }
         self.waited.fetch_add(1, Ordering::Relaxed);
         Ok(Pending(&self.pending))
+    }
+
+    /// Tells the waiting requests, if any, that a connection went idle in a pool
+    /// without waiters of its own.
+    pub(crate) fn went_idle(&self) {
+        if self.pending.load(Ordering::Relaxed) != 0 {
+            self.idle_elsewhere.notify_waiters();
+        }
+    }
+
+    /// Woken by [`ConnectionLimit::went_idle`]; create and enable it before
+    /// [`ConnectionLimit::close_idle_elsewhere`].
+    pub(crate) fn idle_elsewhere(&self) -> tokio::sync::futures::Notified<'_> {
+        self.idle_elsewhere.notified()
     }
 
     /// Adds `pools` to the pools searched for idle connections; forgets pools that

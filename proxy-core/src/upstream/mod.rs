@@ -108,6 +108,12 @@ impl Upstream {
         limit: Option<Arc<limit::ConnectionLimit>>,
     ) -> Self {
         if let Some(l) = &limit {
+            // Fresh pools (nothing pooled yet) that know the cap.
+            self.h1 = self
+                .h1
+                .iter()
+                .map(|p| Arc::new(p.capped(l.clone())))
+                .collect();
             l.register_pools(&self.h1);
         }
         self.limit = limit;
@@ -201,9 +207,11 @@ impl Upstream {
         let wait = async {
             loop {
                 let returned = pool.idle_ready();
-                tokio::pin!(returned);
+                let elsewhere = limit.idle_elsewhere();
+                tokio::pin!(returned, elsewhere);
                 // Enabled before looking, so a return in between is not missed.
                 returned.as_mut().enable();
+                elsewhere.as_mut().enable();
                 if let Some(conn) = pool.take() {
                     return Some(Waited::Idle(conn));
                 }
@@ -215,6 +223,7 @@ impl Upstream {
                 }
                 tokio::select! {
                     () = &mut returned => {}
+                    () = &mut elsewhere => {}
                     slot = limit.freed_slot() => return slot.map(Waited::Slot),
                 }
             }

@@ -125,6 +125,10 @@ pub(crate) struct H1Pool {
     /// Woken when a connection goes idle while requests wait for one (the cluster's
     /// `max_connections` reached).
     idle_ready: tokio::sync::Notify,
+    /// The cluster's connection cap, when it has one: a return no request of this
+    /// worker waits for wakes the requests waiting on other pools, which close the
+    /// idle connection to take its slot.
+    limit: Option<Arc<super::limit::ConnectionLimit>>,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +168,20 @@ impl H1Pool {
             max_idle_sweeps: u32::try_from(sweeps).unwrap_or(u32::MAX),
             max_idle: usize::try_from(max_idle.max(1)).unwrap_or(usize::MAX),
             idle_ready: tokio::sync::Notify::new(),
+            limit: None,
+        }
+    }
+
+    /// A new, empty pool with the settings of this one, under the cluster's
+    /// connection cap `limit`.
+    pub(crate) fn capped(&self, limit: Arc<super::limit::ConnectionLimit>) -> Self {
+        Self {
+            idle: Mutex::default(),
+            epoch: AtomicU32::new(0),
+            max_idle_sweeps: self.max_idle_sweeps,
+            max_idle: self.max_idle,
+            idle_ready: tokio::sync::Notify::new(),
+            limit: Some(limit),
         }
     }
 
@@ -205,11 +223,13 @@ impl H1Pool {
         } else {
             None
         };
-        let wake = idle.waiters != 0;
+        let wake_here = idle.waiters != 0;
         drop(idle);
         drop(oldest);
-        if wake {
+        if wake_here {
             self.idle_ready.notify_one();
+        } else if let Some(limit) = &self.limit {
+            limit.went_idle();
         }
     }
 
