@@ -1,11 +1,17 @@
 //! A TLS 1.3 server session continued in another process (hot upgrade).
 //!
-//! The old process extracts a quiescent rustls server session's traffic keys and
-//! record sequence numbers (`ServerConnection::dangerous_extract_secrets`, allowed by
+//! The old process reads its TLS connections through a [`RecordBoundary`] (which
+//! knows whether rustls holds part of a record), and at a request boundary
+//! [`extract`]s a quiescent TLS 1.3 session's traffic keys and record sequence
+//! numbers (`ServerConnection::dangerous_extract_secrets`, allowed by
 //! `ServerConfig::enable_secret_extraction`, which costs nothing per record: rustls
-//! only keeps the keys it already has), encodes them as [`ContinuedSecrets`] and
-//! sends them with the socket; the new process builds a [`ContinuedTlsStream`] over
-//! the socket and serves it like a freshly terminated connection.
+//! only keeps the keys it already has) with its SNI, ALPN and client certificate as
+//! a [`TlsHandover`], whose encoding is sent with the socket; the new process builds
+//! a [`ContinuedTlsStream`] over the socket ([`TlsHandover::continue_on`]) and
+//! serves it with the same connection facts ([`TlsHandover::negotiated`]) as a
+//! freshly terminated connection. TLS 1.2 sessions, and sessions with records to
+//! send, plaintext unread or part of a record read, are refused ([`Refusal`]) and
+//! drain where they are.
 //!
 //! The stream implements the post-handshake TLS 1.3 record protocol for
 //! TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384 and TLS_CHACHA20_POLY1305_SHA256
@@ -20,13 +26,19 @@
 //! assert_eq!(ContinuedSecrets::decode(b"").unwrap_err(), SecretsError::Malformed);
 //! ```
 
+mod boundary;
 mod cipher;
+mod handover;
+#[cfg(test)]
+mod handover_tests;
 mod record;
 mod secrets;
 mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use boundary::RecordBoundary;
+pub use handover::{extract, ExtractError, Refusal, TlsHandover};
 pub use secrets::{CipherSuite, ContinuedSecrets, DirectionSecrets, SecretsError};
 pub use stream::ContinuedTlsStream;
 

@@ -84,6 +84,11 @@ impl RecordLayer {
         }
     }
 
+    /// Whether a handshake message's first bytes wait for the rest.
+    pub(crate) fn handshake_pending(&self) -> bool {
+        !self.handshake.is_empty()
+    }
+
     /// The next sequence numbers, (tx, rx).
     pub(crate) fn sequence_numbers(&self) -> (u64, u64) {
         (self.tx.seq(), self.rx.seq())

@@ -168,6 +168,21 @@ impl ContinuedSecrets {
         &self.rx
     }
 
+    /// A copy with the next sequence numbers `tx` and `rx` (a continued stream's
+    /// state when it is handed over again).
+    pub(crate) fn with_sequence_numbers(&self, tx: u64, rx: u64) -> Self {
+        let copy = |d: &DirectionSecrets, seq| DirectionSecrets {
+            seq,
+            key: d.key.clone(),
+            iv: d.iv.clone(),
+        };
+        Self {
+            suite: self.suite,
+            tx: copy(&self.tx, tx),
+            rx: copy(&self.rx, rx),
+        }
+    }
+
     /// The hand-over encoding: version, suite code, then per direction (tx, rx) the
     /// big-endian sequence number, the key (its length follows from the suite) and the
     /// 12-byte IV. The returned buffer is zeroed when dropped.

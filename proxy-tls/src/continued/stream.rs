@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{
     cipher::DirectionCipher,
+    handover::{Refusal, SessionFacts, TlsHandover},
     record::{alert, Fatal, Inbound, RecordLayer, HEADER_LEN, MAX_CIPHERTEXT},
     secrets::{ContinuedSecrets, SecretsError},
 };
@@ -62,12 +63,24 @@ pub struct ContinuedTlsStream<IO> {
     written: usize,
     read_state: ReadState,
     close_notify_sent: bool,
+    /// The keys (for a further hand-over) and the session's facts.
+    secrets: ContinuedSecrets,
+    facts: SessionFacts,
 }
 
 impl<IO> ContinuedTlsStream<IO> {
     /// Continues the session in `secrets` over `io`; `unread` is ciphertext the
     /// previous owner had received but not processed, read before `io`.
     pub fn new(io: IO, secrets: &ContinuedSecrets, unread: &[u8]) -> Result<Self, SecretsError> {
+        Self::with_facts(io, secrets, unread, SessionFacts::default())
+    }
+
+    pub(crate) fn with_facts(
+        io: IO,
+        secrets: &ContinuedSecrets,
+        unread: &[u8],
+        facts: SessionFacts,
+    ) -> Result<Self, SecretsError> {
         let rx = DirectionCipher::new(secrets.suite(), secrets.rx())
             .ok_or(SecretsError::UnsupportedSuite)?;
         let tx = DirectionCipher::new(secrets.suite(), secrets.tx())
@@ -83,7 +96,40 @@ impl<IO> ContinuedTlsStream<IO> {
             written: 0,
             read_state: ReadState::Open,
             close_notify_sent: false,
+            secrets: secrets.with_sequence_numbers(secrets.tx().seq(), secrets.rx().seq()),
+            facts,
         })
+    }
+
+    /// Hands the session on again (the next hot upgrade): the transport, and the
+    /// hand-over with the current sequence numbers and the ciphertext received and not
+    /// decrypted yet. Refused, with the stream given back, while decrypted bytes wait
+    /// to be read, sealed records wait to be written, a handshake message is cut
+    /// across records, or the session is closing or failed.
+    pub fn into_handover(self) -> Result<(IO, TlsHandover), (Box<Self>, Refusal)> {
+        let refusal = if !self.plaintext.is_empty() {
+            Some(Refusal::BufferedPlaintext)
+        } else if self.written < self.outbound.len() {
+            Some(Refusal::PendingWrite)
+        } else if self.records.handshake_pending() {
+            Some(Refusal::PartialRecord)
+        } else if self.read_state != ReadState::Open || self.close_notify_sent {
+            Some(Refusal::Closed)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return Err((Box::new(self), refusal));
+        }
+        let (tx, rx) = self.records.sequence_numbers();
+        let secrets = self.secrets.with_sequence_numbers(tx, rx);
+        let handover = TlsHandover::new(secrets, self.facts, self.inbound.to_vec());
+        Ok((self.io, handover))
+    }
+
+    /// The session's facts, as [`TlsHandover::negotiated`] gives them.
+    pub fn negotiated(&self) -> crate::accept::Negotiated {
+        self.facts.negotiated(self.secrets.suite())
     }
 
     /// The transport.
