@@ -33,6 +33,7 @@ fn route(path: PathMatchConfig, methods: &[&str]) -> RouteConfig {
         response_headers_to_add: vec![],
         response_headers_to_remove: vec![],
         filters: vec![],
+        filter_overrides: Default::default(),
     }
 }
 
@@ -61,12 +62,14 @@ fn vhosts() -> Vec<VirtualHostConfig> {
             .map(|i| route(PathMatchConfig::Prefix(format!("/{name}{i}/")), &[]))
             .chain([route(PathMatchConfig::Prefix("/".to_owned()), &[])])
             .collect(),
+        filter_overrides: Default::default(),
     };
     vec![
         VirtualHostConfig {
             name: "api".to_owned(),
             domains: vec!["api.example.com".to_owned()],
             routes: big,
+            filter_overrides: Default::default(),
         },
         small("wild", "*.example.com"),
         small("www", "www.*"),

@@ -120,6 +120,7 @@ fn route() -> impl Strategy<Value = RouteConfig> {
                 response_headers_to_add: vec![],
                 response_headers_to_remove: vec![],
                 filters: vec![],
+                filter_overrides: Default::default(),
             },
         )
 }
@@ -151,6 +152,7 @@ fn vhosts(max_routes: usize) -> impl Strategy<Value = Vec<VirtualHostConfig>> {
                         name: format!("v{v}"),
                         domains,
                         routes,
+                        filter_overrides: Default::default(),
                     }
                 })
                 .collect()
@@ -351,6 +353,7 @@ fn every_generated_rewrite_keeps_the_query() {
             },
             ..route_config()
         }],
+        filter_overrides: Default::default(),
     }];
     let table = build(&vhosts);
     let route = table.routes().next().expect("one route");
@@ -385,5 +388,6 @@ fn route_config() -> RouteConfig {
         response_headers_to_add: vec![],
         response_headers_to_remove: vec![],
         filters: vec![],
+        filter_overrides: Default::default(),
     }
 }

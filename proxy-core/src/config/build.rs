@@ -27,6 +27,7 @@ impl VirtualHostConfig {
             name: name.into(),
             domains: domains.into_iter().map(Into::into).collect(),
             routes: Vec::new(),
+            filter_overrides: Default::default(),
         }
     }
 
@@ -59,6 +60,7 @@ impl RouteConfig {
             response_headers_to_add: Vec::new(),
             response_headers_to_remove: Vec::new(),
             filters: Vec::new(),
+            filter_overrides: Default::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Uri, Version};
 use super::{ConnInfo, Forwarded};
 use crate::{cluster::Cluster, config::UpstreamProtocol, router::Route, HttpRequest};
 
-pub(super) fn request_authority(req: &HttpRequest) -> Option<&str> {
+pub(crate) fn request_authority(req: &HttpRequest) -> Option<&str> {
     match req.uri().authority() {
         Some(a) => Some(a.as_str()),
         None => req

@@ -12,6 +12,7 @@
 //!   routes; of the candidates, the one with the lowest config index whose method and
 //!   header conditions hold wins, exactly as a linear first-match scan would decide.
 
+mod filter_stacks;
 mod hash;
 mod host;
 mod matcher;
@@ -22,5 +23,6 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use filter_stacks::ListenerStacks;
 pub use route::{HeaderMutations, RetryPolicy, Route};
 pub use table::RouteTable;

@@ -41,6 +41,9 @@ pub struct Route {
     rewrite: Option<PrefixRewrite>,
     /// The route's own filters (`routes[].filters`), wrapped around the forwarding.
     pub(crate) filters: std::sync::OnceLock<RouteFilters>,
+    /// With `filter_overrides` that change the listener's filters: which of the
+    /// listener's route-specific filter stacks serves this route.
+    pub(crate) listener_stack: std::sync::OnceLock<usize>,
 }
 
 /// A route's filter stack, ending in the forwarding of the request.
@@ -151,6 +154,7 @@ impl Route {
             request_headers,
             response_headers,
             filters: std::sync::OnceLock::new(),
+            listener_stack: std::sync::OnceLock::new(),
             stats: Arc::default(),
             rewrite,
         })

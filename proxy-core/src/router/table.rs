@@ -156,6 +156,16 @@ impl RouteTable {
         let stack = layers.iter().rev().fold(terminal, |svc, layer| layer(svc));
         let _ = r.filters.set(super::route::RouteFilters(stack));
     }
+
+    /// Serves route `route` of virtual host `vhost` (config indexes) with the
+    /// listener's route-specific filter stack number `stack` ([`ListenerStacks`]).
+    ///
+    /// [`ListenerStacks`]: super::ListenerStacks
+    pub(crate) fn set_listener_stack(&self, vhost: usize, route: usize, stack: usize) {
+        if let Some(r) = self.vhosts.get(vhost).and_then(|v| v.routes.get(route)) {
+            let _ = r.listener_stack.set(stack);
+        }
+    }
 }
 
 impl fmt::Debug for RouteTable {

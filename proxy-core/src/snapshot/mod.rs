@@ -1,5 +1,6 @@
 //! A validated, immutable config snapshot: what the request path reads, swapped whole.
 
+mod overrides;
 mod parts;
 mod validate;
 
@@ -19,7 +20,7 @@ use crate::{
     ConfigError,
 };
 
-use parts::{build_route_filters, cluster_parts, filter_layers, listener_protocols};
+use parts::{build_route_filters, cluster_parts, listener_protocols};
 pub(crate) use validate::validate_cluster;
 use validate::{validate_limits, validate_runtime};
 
@@ -193,12 +194,7 @@ impl Snapshot {
             let routes =
                 RouteTable::build(&path, &l.virtual_hosts, &|name| clusters.contains_key(name))?;
             build_route_filters(&path, l, &routes, registry, &ctx)?;
-            let layers = filter_layers(
-                &format!("{path}.http_filters"),
-                &l.http_filters,
-                registry,
-                &ctx,
-            )?;
+            let stacks = overrides::listener_stacks(&path, l, &routes, registry, &ctx)?;
             let protocols = listener_protocols(&path, l, registry, &ctx)?;
             let mut conn_layers = Vec::with_capacity(l.network_filters.len());
             for (j, f) in l.network_filters.iter().enumerate() {
@@ -234,6 +230,7 @@ impl Snapshot {
                         .iter()
                         .any(|v| v.routes.iter().any(|r| !r.filters.is_empty())),
             });
+            let layers = stacks.into_layers(routing.clone());
             listeners.push(ListenerPlan {
                 config: l.clone(),
                 routing,

@@ -16,7 +16,7 @@ use envoy_types::pb::{
     },
     google::protobuf::BoolValue,
 };
-use proxy_core::config::{ByteSize, ListenerConfig, ListenerProtocol, TypedConfig};
+use proxy_core::config::{ByteSize, HttpFilterConfig, ListenerConfig, ListenerProtocol};
 
 use super::{
     duration, fields, fields_http, filter_origins::FilterOrigins, refuse_leftover, XdsRoutes,
@@ -226,9 +226,9 @@ fn timeout(
 fn http_filters(
     filters: &[HttpFilter],
     origins: &mut FilterOrigins,
-) -> Result<Vec<TypedConfig>, Refusal> {
+) -> Result<Vec<HttpFilterConfig>, Refusal> {
     let mut router = None;
-    let mut out = Vec::new();
+    let mut out: Vec<HttpFilterConfig> = Vec::new();
     for (i, f) in filters.iter().enumerate() {
         let at = format!("http_filters[{i}]");
         let typed = match &f.config_type {
@@ -244,10 +244,6 @@ fn http_filters(
         };
         let is_router = f.name == ROUTER_NAME || typed.is_some_and(|a| a.type_url == ROUTER_TYPE);
         if !is_router {
-            if f.disabled {
-                tracing::debug!(filter = %f.name, "xds: disabled HTTP filter left out");
-                continue;
-            }
             if let Some(r) = router {
                 if f.is_optional {
                     continue;
@@ -271,18 +267,33 @@ fn http_filters(
             let mapped = super::http_filters::http_filter(any);
             match mapped {
                 Ok(Some(filter)) => {
+                    // Routes override the filter by its HCM name (typed_per_filter_config).
+                    let name = (!f.name.is_empty()).then(|| f.name.clone());
+                    let mut entry = HttpFilterConfig::from(filter);
+                    if let Some(name) = name {
+                        entry = entry.named(name);
+                    }
+                    if out.iter().any(|o| o.name() == entry.name()) {
+                        return Err(Refusal::new(
+                            "",
+                            format!("{at}.name"),
+                            format!("{:?}: another HTTP filter has this name", entry.name()),
+                        ));
+                    }
+                    // Off but on routes whose typed_per_filter_config turns it on.
+                    entry.disabled = f.disabled;
                     origins.add(
                         format!("http_filters[{}]", out.len()),
                         format!("{at}.typed_config"),
                         super::typed_struct::is_typed_struct(any),
                     );
-                    out.push(filter);
+                    out.push(entry);
                 }
                 Ok(None) => {
                     tracing::debug!(filter = %f.name, "xds: HTTP filter enforcing nothing left out");
                 }
-                Err(r) if f.is_optional && r.path == "type_url" => {
-                    tracing::debug!(filter = %f.name, "xds: optional HTTP filter left out");
+                Err(r) if (f.is_optional || f.disabled) && r.path == "type_url" => {
+                    tracing::debug!(filter = %f.name, "xds: optional or disabled HTTP filter of an unknown type left out");
                 }
                 Err(r) => return Err(r.within(&format!("{at}.typed_config"))),
             }

@@ -17,8 +17,8 @@ use envoy_types::pb::{
                 RequirementRule,
             },
             local_ratelimit::v3::LocalRateLimit,
-            lua::v3::{Lua, LuaPerRoute},
-            rbac::v3::{Rbac, RbacPerRoute},
+            lua::v3::Lua,
+            rbac::v3::Rbac,
         },
         r#type::v3::{FractionalPercent, TokenBucket},
     },
@@ -342,7 +342,7 @@ fn jwt_authentication_refuses_what_differs_by_path() {
 }
 
 #[test]
-fn per_route_configs_add_our_filters_and_refuse_envoy_overrides() {
+fn per_route_typed_structs_add_our_filters_and_optional_unknowns_are_left_out() {
     let own = typed_struct("proxy.filters.fault", TYPED_STRUCT_TYPE, vec![]);
     let wrapped = any(&FilterConfig {
         config: Some(own.clone()),
@@ -350,47 +350,36 @@ fn per_route_configs_add_our_filters_and_refuse_envoy_overrides() {
         disabled: false,
     });
     let map = [("b".to_owned(), wrapped), ("a".to_owned(), own)].into();
-    let filters = per_route_filters(&map).unwrap();
+    let mapped = per_filter_configs(&map).unwrap();
     assert_eq!(
-        filters.iter().map(|f| f.typed.as_str()).collect::<Vec<_>>(),
+        mapped
+            .filters
+            .iter()
+            .map(|f| f.typed.as_str())
+            .collect::<Vec<_>>(),
         ["fault", "fault"]
     );
+    assert!(mapped.overrides.is_empty());
 
-    let off = [(
-        "rbac".to_owned(),
-        any(&FilterConfig {
-            disabled: true,
-            ..Default::default()
-        }),
-    )]
-    .into();
-    let err = per_route_filters(&off).unwrap_err();
-    assert_eq!(
-        err.path, "typed_per_filter_config[\"rbac\"].disabled",
-        "{err}"
-    );
-    let rbac = [("rbac".to_owned(), any(&RbacPerRoute::default()))].into();
-    assert_eq!(
-        per_route_filters(&rbac).unwrap_err().path,
-        "typed_per_filter_config[\"rbac\"].type_url"
-    );
-    let lua = [("lua".to_owned(), any(&LuaPerRoute::default()))].into();
-    assert_eq!(
-        per_route_filters(&lua).unwrap_err().path,
-        "typed_per_filter_config[\"lua\"].type_url"
-    );
     let cors = Any {
         type_url: "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy".into(),
         value: vec![],
     };
     let optional = any(&FilterConfig {
-        config: Some(cors),
+        config: Some(cors.clone()),
         is_optional: true,
         disabled: false,
     });
-    assert!(per_route_filters(&[("x".to_owned(), optional)].into())
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        per_filter_configs(&[("x".to_owned(), optional)].into()).unwrap(),
+        PerFilterConfigs::default()
+    );
+    assert_eq!(
+        per_filter_configs(&[("x".to_owned(), cors)].into())
+            .unwrap_err()
+            .path,
+        "typed_per_filter_config[\"x\"].type_url"
+    );
 }
 
 #[test]
@@ -450,7 +439,11 @@ fn the_gateway_seed_written_with_xds_protos_is_taken_whole() {
     let names = |v: &[TypedConfig]| v.iter().map(|f| f.typed.clone()).collect::<Vec<_>>();
     assert_eq!(names(&x.config.network_filters), ["connection_limit"]);
     assert_eq!(
-        names(&x.config.http_filters),
+        x.config
+            .http_filters
+            .iter()
+            .map(|f| f.typed.clone())
+            .collect::<Vec<_>>(),
         ["jwt_auth", "local_rate_limit", "rbac", "fault", "lua"]
     );
     let jwt = x.config.http_filters[0].config.as_value();

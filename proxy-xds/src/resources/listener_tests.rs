@@ -214,7 +214,8 @@ fn http_and_network_filters_keep_their_order_before_the_hcm() {
     let names = |v: &[proxy_core::config::TypedConfig]| {
         v.iter().map(|f| f.typed.clone()).collect::<Vec<_>>()
     };
-    assert_eq!(names(&x.config.http_filters), ["fault", "mirror"]);
+    let typed = x.config.http_filters.iter().map(|f| f.typed.as_str());
+    assert_eq!(typed.collect::<Vec<_>>(), ["fault", "mirror"]);
     assert_eq!(names(&x.config.network_filters), ["connection_limit"]);
 
     l.filter_chains[0].filters[0].config_type = Some(ConfigType::TypedConfig(Any {

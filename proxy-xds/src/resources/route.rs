@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use proxy_core::config::{RouteConfig, TypedConfig, VirtualHostConfig};
 
-use super::{fields_http as fields, matchers, refuse_leftover};
+use super::{fields_http as fields, http_filters::PerFilterConfigs, matchers, refuse_leftover};
 use crate::Refusal;
 
 pub use super::action::WEIGHTED_CLUSTERS_FILTER;
@@ -145,7 +145,7 @@ fn translate(rc: &RouteConfiguration) -> Result<XdsRoutes, Refusal> {
         virtual_hosts: Vec::new(),
         clusters: BTreeSet::new(),
     };
-    let global_filters = super::http_filters::per_route_filters(&rc.typed_per_filter_config)?;
+    let global_filters = super::http_filters::per_filter_configs(&rc.typed_per_filter_config)?;
     let mut domains: BTreeMap<String, usize> = BTreeMap::new();
     for (i, vh) in rc.virtual_hosts.iter().enumerate() {
         let at = format!("virtual_hosts[{i}]");
@@ -174,7 +174,7 @@ fn translate(rc: &RouteConfiguration) -> Result<XdsRoutes, Refusal> {
 fn virtual_host(
     vh: &VirtualHost,
     global: &Mutations,
-    global_filters: &[TypedConfig],
+    global_filters: &PerFilterConfigs,
     most_specific_wins: bool,
     clusters: &mut BTreeSet<String>,
 ) -> Result<VirtualHostConfig, Refusal> {
@@ -201,8 +201,9 @@ fn virtual_host(
         &vh.response_headers_to_add,
         &vh.response_headers_to_remove,
     )?;
-    let mut vhost_filters = global_filters.to_vec();
-    vhost_filters.extend(super::http_filters::per_route_filters(
+    // The route configuration's overrides apply to every virtual host (whose own
+    // win); its filters, and the host's, run before each route's.
+    let vhost_filters = global_filters.then(super::http_filters::per_filter_configs(
         &vh.typed_per_filter_config,
     )?);
     let mut domains: Vec<String> = Vec::new();
@@ -234,7 +235,7 @@ fn virtual_host(
             r,
             vh.retry_policy.as_ref(),
             &inner,
-            &vhost_filters,
+            &vhost_filters.filters,
             clusters,
         )
         .map_err(|e| e.within(&at))?;
@@ -244,6 +245,7 @@ fn virtual_host(
         name: vh.name.clone(),
         domains,
         routes,
+        filter_overrides: vhost_filters.overrides,
     })
 }
 
@@ -283,10 +285,9 @@ fn route(
     rest.stat_prefix.clear();
     rest.typed_per_filter_config.clear();
     refuse_leftover(&rest, fields::ROUTE)?;
+    let own_filters = super::http_filters::per_filter_configs(&r.typed_per_filter_config)?;
     let mut filters = inherited.to_vec();
-    filters.extend(super::http_filters::per_route_filters(
-        &r.typed_per_filter_config,
-    )?);
+    filters.extend(own_filters.filters);
     let matcher = matchers::route_match(
         r.r#match
             .as_ref()
@@ -321,6 +322,7 @@ fn route(
         response_headers_to_add: m.response_add,
         response_headers_to_remove: m.response_remove,
         filters,
+        filter_overrides: own_filters.overrides,
     };
     super::action::route_action(action, vhost_retry, &mut out, clusters)
         .map_err(|e| e.within("route"))?;

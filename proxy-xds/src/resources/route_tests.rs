@@ -344,9 +344,12 @@ fn per_filter_configs_become_route_filters_outermost_first() {
                 value: disabled.encode_to_vec(),
             },
         );
+    // Turns the listener filter of that name off for the route.
+    let x = route_configuration(&rc).unwrap();
+    let route = &x.virtual_hosts[0].routes[0];
     assert_eq!(
-        route_configuration(&rc).unwrap_err().to_string(),
-        "route_configuration \"rc\": virtual_hosts[0].routes[0].typed_per_filter_config[\"envoy.filters.http.rbac\"].disabled: \
-         not supported: a listener filter cannot be turned off for one route here"
+        route.filter_overrides.get("envoy.filters.http.rbac"),
+        Some(&proxy_core::config::FilterOverride::Disabled)
     );
+    assert_eq!(route.filters.len(), 3);
 }

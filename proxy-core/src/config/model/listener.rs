@@ -32,9 +32,10 @@ pub struct ListenerConfig {
     #[serde(default = "default_true")]
     pub xff: bool,
     /// HTTP filters applied to every request of this listener, outermost first; each
-    /// names a filter registered in [`crate::Registry`].
+    /// names a filter registered in [`crate::Registry`]. A route or virtual host may
+    /// turn one off, on, or replace its config by the entry's name (`filter_overrides`).
     #[serde(default)]
-    pub http_filters: Vec<TypedConfig>,
+    pub http_filters: Vec<HttpFilterConfig>,
     /// Network filters applied to every accepted connection, outermost first; each
     /// names a network filter registered in [`crate::Registry`].
     #[serde(default)]
@@ -79,6 +80,132 @@ impl TypedConfig {
             typed: typed.into(),
             config: Section::from_typed(config).map_err(|e| e.within("config"))?,
         })
+    }
+}
+
+/// One of a listener's `http_filters`: a registered filter with its config, the name
+/// routes override it by (`filter_overrides`), and whether it is off unless a route
+/// turns it on. Written like a [`TypedConfig`] (`NAME` alone, or `{typed, config}`),
+/// with optional `name` (default: the `typed` name; unique in the listener) and
+/// `disabled` (default false).
+///
+/// # Example
+/// ```
+/// use proxy_core::config::{HttpFilterConfig, TypedConfig};
+///
+/// let f: HttpFilterConfig =
+///     proxy_core::config::from_yaml("{typed: jwt_auth, name: jwt, disabled: true}").unwrap();
+/// assert_eq!(f.name(), "jwt");
+/// assert!(f.disabled);
+/// let g = HttpFilterConfig::from(TypedConfig::named("rbac"));
+/// assert_eq!(g.name(), "rbac");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, from = "HttpFilterRepr")]
+pub struct HttpFilterConfig {
+    /// The name routes override the filter by; the `typed` name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The registered filter name, e.g. `rbac`.
+    pub typed: String,
+    /// The filter's settings, parsed by its factory.
+    #[serde(default, skip_serializing_if = "Section::is_null")]
+    pub config: Section,
+    /// Off on every route but those whose `filter_overrides` turn it on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+}
+
+impl HttpFilterConfig {
+    /// The name routes override this filter by: `name`, else the `typed` name.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.typed)
+    }
+
+    /// Names the entry (for `filter_overrides`).
+    #[must_use]
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Turns the filter off except on routes whose overrides turn it on.
+    #[must_use]
+    pub fn disabled(mut self) -> Self {
+        self.disabled = true;
+        self
+    }
+}
+
+impl From<TypedConfig> for HttpFilterConfig {
+    fn from(t: TypedConfig) -> Self {
+        Self {
+            name: None,
+            typed: t.typed,
+            config: t.config,
+            disabled: false,
+        }
+    }
+}
+
+/// How an [`HttpFilterConfig`] may be written in full.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFilterFull {
+    #[serde(default)]
+    name: Option<String>,
+    typed: String,
+    #[serde(default)]
+    config: Section,
+    #[serde(default)]
+    disabled: bool,
+}
+
+struct HttpFilterRepr(HttpFilterConfig);
+
+impl<'de> Deserialize<'de> for HttpFilterRepr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = HttpFilterRepr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a registered name, or {typed: NAME, config: {...}, name, disabled}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v.is_empty() {
+                    return Err(E::custom("the name must not be empty"));
+                }
+                Ok(HttpFilterRepr(TypedConfig::named(v).into()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let full =
+                    HttpFilterFull::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                if full.typed.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "typed: the name must not be empty",
+                    ));
+                }
+                if full.name.as_deref() == Some("") {
+                    return Err(serde::de::Error::custom("name: must not be empty"));
+                }
+                Ok(HttpFilterRepr(HttpFilterConfig {
+                    name: full.name,
+                    typed: full.typed,
+                    config: full.config,
+                    disabled: full.disabled,
+                }))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl From<HttpFilterRepr> for HttpFilterConfig {
+    fn from(r: HttpFilterRepr) -> Self {
+        r.0
     }
 }
 

@@ -18,12 +18,12 @@ pub use cluster::{
     UpstreamProtocol,
 };
 pub use listener::{
-    ConnectionLimits, ListenAddress, ListenerConfig, ListenerProtocol, TypedConfig,
-    UnderscoreHeaders,
+    ConnectionLimits, HttpFilterConfig, ListenAddress, ListenerConfig, ListenerProtocol,
+    TypedConfig, UnderscoreHeaders,
 };
 pub use route::{
-    HeaderValueConfig, PathMatchConfig, RetryOn, RetryPolicyConfig, RouteConfig, RouteMatchConfig,
-    VirtualHostConfig,
+    FilterOverride, HeaderValueConfig, PathMatchConfig, RetryOn, RetryPolicyConfig, RouteConfig,
+    RouteMatchConfig, VirtualHostConfig,
 };
 
 /// The whole proxy configuration, as loaded from YAML (or produced by a control plane).

@@ -1,10 +1,11 @@
 //! Virtual hosts and routes: matching, header rewrites, retry policy.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
 use super::TypedConfig;
+use crate::config::Section;
 
 /// A virtual host: the routes that serve a set of domains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +18,10 @@ pub struct VirtualHostConfig {
     pub domains: Vec<String>,
     /// Routes, tried in order; the first that matches wins.
     pub routes: Vec<RouteConfig>,
+    /// Changes to the listener's `http_filters` for every route of this host, by the
+    /// filter's name; a route's own entry for the same filter wins.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filter_overrides: BTreeMap<String, FilterOverride>,
 }
 
 /// One route: a match and what to do with matching requests.
@@ -59,6 +64,106 @@ pub struct RouteConfig {
     /// route is matched; the same registered factories.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<TypedConfig>,
+    /// Changes to the listener's `http_filters` for this route, by the filter's name
+    /// (`jwt: disabled`, `rbac: {config: {...}}`); they win over the virtual host's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filter_overrides: BTreeMap<String, FilterOverride>,
+}
+
+impl RouteConfig {
+    /// Overrides the listener's HTTP filter named `filter` for this route.
+    ///
+    /// # Example
+    /// ```
+    /// use proxy_core::config::{FilterOverride, RouteConfig};
+    ///
+    /// let health = RouteConfig::new("app")
+    ///     .prefix("/health")
+    ///     .override_filter("jwt", FilterOverride::Disabled);
+    /// assert_eq!(health.filter_overrides["jwt"], FilterOverride::Disabled);
+    /// ```
+    #[must_use]
+    pub fn override_filter(mut self, filter: impl Into<String>, how: FilterOverride) -> Self {
+        self.filter_overrides.insert(filter.into(), how);
+        self
+    }
+}
+
+impl VirtualHostConfig {
+    /// Overrides the listener's HTTP filter named `filter` for every route of this
+    /// host (a route's own override of it wins).
+    #[must_use]
+    pub fn override_filter(mut self, filter: impl Into<String>, how: FilterOverride) -> Self {
+        self.filter_overrides.insert(filter.into(), how);
+        self
+    }
+}
+
+/// What a route (or virtual host) does with one of its listener's HTTP filters,
+/// named by the filter entry's `name` (Envoy's `typed_per_filter_config`).
+///
+/// Written `disabled`, `enabled`, or `{config: {...}}` (the filter runs with this
+/// config instead of the listener's, on this route only).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterOverride {
+    /// The filter does not run for this route.
+    Disabled,
+    /// The filter runs for this route with the listener's config, even when the
+    /// listener entry is `disabled`.
+    Enabled,
+    /// The filter runs for this route with this config instead of the listener's
+    /// (even when the listener entry is `disabled`).
+    Config(Section),
+}
+
+/// The map form of [`FilterOverride::Config`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplaceRepr {
+    config: Section,
+}
+
+impl Serialize for FilterOverride {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Disabled => s.serialize_str("disabled"),
+            Self::Enabled => s.serialize_str("enabled"),
+            Self::Config(config) => ReplaceRepr {
+                config: config.clone(),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FilterOverride {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = FilterOverride;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("disabled, enabled, or {config: {...}}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "disabled" => Ok(FilterOverride::Disabled),
+                    "enabled" => Ok(FilterOverride::Enabled),
+                    other => Err(E::custom(format_args!(
+                        "{other:?}: expected disabled, enabled, or {{config: {{...}}}}"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let r =
+                    ReplaceRepr::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(FilterOverride::Config(r.config))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// The match part of a route.

@@ -116,6 +116,15 @@ pub(crate) const HTTP_URI: Fields = &[(1, "uri"), (2, "cluster"), (3, "timeout")
 /// `JwtClaimToHeader` (envoy.extensions.filters.http.jwt_authn.v3).
 pub(crate) const CLAIM_TO_HEADER: Fields =
     &[(1, "header_name"), (2, "claim_name"), (3, "claim_path")];
+/// `LuaPerRoute` (envoy.extensions.filters.http.lua.v3).
+pub(crate) const LUA_PER_ROUTE: Fields = &[
+    (1, "disabled"),
+    (2, "name"),
+    (3, "source_code"),
+    (4, "filter_context"),
+    (5, "package_paths"),
+    (6, "package_cpaths"),
+];
 /// `FilterConfig` (envoy.config.route.v3).
 pub(crate) const FILTER_CONFIG: Fields = &[(1, "config"), (2, "is_optional"), (3, "disabled")];
 /// `HTTPFault` (envoy.extensions.filters.http.fault.v3).

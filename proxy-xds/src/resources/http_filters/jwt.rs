@@ -25,14 +25,40 @@ use envoy_types::pb::envoy::{
     config::route::v3::{route_match::PathSpecifier, RouteMatch},
     extensions::filters::http::jwt_authn::v3::{
         jwt_provider::JwksSourceSpecifier, jwt_requirement::RequiresType,
-        requirement_rule::RequirementType, JwtAuthentication, JwtProvider, RemoteJwks,
-        RequirementRule,
+        per_route_config::RequirementSpecifier, requirement_rule::RequirementType,
+        JwtAuthentication, JwtProvider, PerRouteConfig, RemoteJwks, RequirementRule,
     },
 };
 use serde_json::{json, Value};
 
 use super::{super::duration, super::refuse_leftover, fields};
 use crate::Refusal;
+
+/// The type URL of its per-route override.
+pub(crate) const PER_ROUTE_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig";
+
+/// A JWT `PerRouteConfig`: `disabled: true` turns the filter off for the route
+/// (`Ok(())`); a `requirement_name` is refused, the filter here having one
+/// requirement rather than a map of named ones.
+pub(crate) fn per_route(p: &PerRouteConfig) -> Result<(), Refusal> {
+    match &p.requirement_specifier {
+        Some(RequirementSpecifier::Disabled(true)) => Ok(()),
+        Some(RequirementSpecifier::Disabled(false)) => {
+            Err(Refusal::new("", "disabled", "must be true"))
+        }
+        Some(RequirementSpecifier::RequirementName(_)) => Err(Refusal::new(
+            "",
+            "requirement_name",
+            "not supported: jwt_auth has one requirement, not a requirement_map",
+        )),
+        None => Err(Refusal::new(
+            "",
+            "requirement_specifier",
+            "disabled or requirement_name is required",
+        )),
+    }
+}
 
 /// The type URL of Envoy's JWT authentication filter config.
 pub(crate) const TYPE: &str =

@@ -10,7 +10,8 @@
 //! the listener's filters ran here, so a changed path or header always routes anew.
 
 use envoy_types::pb::envoy::{
-    config::core::v3::DataSource, extensions::filters::http::lua::v3::Lua,
+    config::core::v3::DataSource,
+    extensions::filters::http::lua::v3::{lua_per_route::Override, Lua, LuaPerRoute},
 };
 use serde_json::{json, Value};
 
@@ -51,6 +52,40 @@ pub(crate) fn lua(l: &Lua) -> Result<Value, Refusal> {
             ))
         }
     };
+    script(field, source)
+}
+
+/// A `LuaPerRoute` as the route's `lua` section: `None` when it turns the filter off
+/// (`disabled: true`), the inline `source_code` as the script otherwise. Named
+/// scripts (`name`, the listener's `source_codes`, refused there), filter context
+/// and package paths are refused by their path.
+pub(crate) fn per_route(l: &LuaPerRoute) -> Result<Option<Value>, Refusal> {
+    let mut rest = l.clone();
+    rest.r#override = None;
+    refuse_leftover(&rest, fields::LUA_PER_ROUTE)?;
+    match &l.r#override {
+        Some(Override::Disabled(true)) => Ok(None),
+        Some(Override::Disabled(false)) => Err(Refusal::new("", "disabled", "must be true")),
+        Some(Override::Name(_)) => Err(Refusal::new(
+            "",
+            "name",
+            "not supported: named source_codes are refused on the listener; give source_code inline",
+        )),
+        Some(Override::SourceCode(d)) => {
+            let source =
+                super::inline_text(d).map_err(|e| e.within("source_code"))?;
+            script("source_code.inline_string", source).map(Some)
+        }
+        None => Err(Refusal::new(
+            "",
+            "override",
+            "disabled, name or source_code is required",
+        )),
+    }
+}
+
+/// The `lua` section running `source`, read from field `field`.
+fn script(field: &str, source: String) -> Result<Value, Refusal> {
     for envoy_fn in ["envoy_on_request", "envoy_on_response"] {
         if source.contains(envoy_fn) {
             return Err(Refusal::new(

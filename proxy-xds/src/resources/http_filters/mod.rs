@@ -15,24 +15,21 @@ mod fields;
 mod jwt;
 mod local_ratelimit;
 mod lua;
+mod per_route;
 mod rbac;
 
-use std::{collections::HashMap, time::Duration};
+pub(crate) use per_route::{per_filter_configs, PerFilterConfigs};
+
+use std::time::Duration;
 
 use envoy_types::pb::{
-    envoy::config::{
-        core::v3::{data_source::Specifier, DataSource},
-        route::v3::FilterConfig,
-    },
+    envoy::config::core::v3::{data_source::Specifier, DataSource},
     google::protobuf::Any,
 };
 use proxy_core::config::{Section, TypedConfig};
 
 use super::{decode, refuse_leftover, typed_struct};
 use crate::Refusal;
-
-/// The type URL of `envoy.config.route.v3.FilterConfig`, a per-route wrapper.
-const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
 
 /// The filter an HCM `http_filters` entry's `typed_config` names, or `None` when it
 /// enforces nothing (a local rate limit at 0%). A refusal's path is relative to the
@@ -68,72 +65,6 @@ pub(crate) fn http_filter(any: &Any) -> Result<Option<TypedConfig>, Refusal> {
             ))
         }
     })
-}
-
-/// A route's, virtual host's or route configuration's `typed_per_filter_config` as
-/// route filters, by key order. Only this proxy's own filters (a `TypedStruct`,
-/// bare or in a `FilterConfig`) are accepted: they run after the listener's filters,
-/// for that route only. Envoy's per-route overrides (`RBACPerRoute`,
-/// `LuaPerRoute`, `FilterConfig.disabled`) replace or turn off a listener filter,
-/// which this proxy's model cannot express: they are refused. An optional
-/// (`is_optional`) `FilterConfig` of an unknown type is left out, as in Envoy.
-pub(crate) fn per_route_filters(map: &HashMap<String, Any>) -> Result<Vec<TypedConfig>, Refusal> {
-    let mut keys: Vec<&String> = map.keys().collect();
-    keys.sort();
-    let mut out = Vec::new();
-    for key in keys {
-        let at = format!("typed_per_filter_config[{key:?}]");
-        if let Some(f) = per_route(&map[key]).map_err(|e| e.within(&at))? {
-            out.push(f);
-        }
-    }
-    Ok(out)
-}
-
-fn per_route(any: &Any) -> Result<Option<TypedConfig>, Refusal> {
-    let (any, optional, at) = if any.type_url == FILTER_CONFIG_TYPE {
-        let fc: FilterConfig = decode(any, FILTER_CONFIG_TYPE, "")?;
-        let mut rest = fc.clone();
-        rest.config = None;
-        rest.is_optional = false;
-        rest.disabled = false;
-        refuse_leftover(&rest, fields::FILTER_CONFIG)?;
-        if fc.disabled {
-            return Err(Refusal::new(
-                "",
-                "disabled",
-                "not supported: a listener filter cannot be turned off for one route here",
-            ));
-        }
-        let inner = fc
-            .config
-            .ok_or_else(|| Refusal::new("", "config", "is required"))?;
-        (inner, fc.is_optional, "config.")
-    } else {
-        (any.clone(), false, "")
-    };
-    if let Some(own) =
-        typed_struct::own_filter(&any).map_err(|e| e.within(at.trim_end_matches('.')))?
-    {
-        return Ok(Some(own));
-    }
-    match any.type_url.as_str() {
-        rbac::PER_ROUTE_TYPE | lua::PER_ROUTE_TYPE => Err(Refusal::new(
-            "",
-            format!("{at}type_url"),
-            format!(
-                "{:?} replaces the listener's filter in Envoy; routes here add filters \
-                 after the listener's: name one with a TypedStruct",
-                any.type_url
-            ),
-        )),
-        _ if optional => Ok(None),
-        other => Err(Refusal::new(
-            "",
-            format!("{at}type_url"),
-            format!("{other:?} is not supported per route (only a TypedStruct naming a filter)"),
-        )),
-    }
 }
 
 /// The text of a `DataSource` given inline (`inline_string` or UTF-8

@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::{
         rbac::v3::{permission::Rule, principal::Identifier, rbac, Permission, Policy, Principal},
         route::v3::{header_matcher::HeaderMatchSpecifier, HeaderMatcher},
     },
-    extensions::filters::http::rbac::v3::Rbac,
+    extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute},
     r#type::matcher::v3::path_matcher,
 };
 use serde_json::{json, Value};
@@ -34,6 +34,16 @@ pub(crate) const TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http
 /// The type URL of its per-route override.
 pub(crate) const PER_ROUTE_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
+
+/// An `RBACPerRoute` as the route's `rbac` section: its `rbac` mapped as the
+/// listener's, or `None` when absent (Envoy: the global policy is disabled for the
+/// route).
+pub(crate) fn per_route(r: &RbacPerRoute) -> Result<Option<Value>, Refusal> {
+    r.rbac
+        .as_ref()
+        .map(|r| rbac(r).map_err(|e| e.within("rbac")))
+        .transpose()
+}
 
 /// The `rbac` section of an Envoy `RBAC` filter config.
 pub(crate) fn rbac(r: &Rbac) -> Result<Value, Refusal> {
