@@ -124,7 +124,34 @@ impl ProxyProcess {
     pub fn signal(&self, signal: &str) {
         send_signal(self.pid(), signal);
     }
+
+    /// The new process this one started on `SIGUSR2`, once its log past byte `after`
+    /// (0: all of it; the log's length before a second `SIGUSR2`) names its pid
+    /// (`SIGUSR2: started the new process pid=...`).
+    ///
+    /// # Panics
+    /// When no such line appears within 10 s.
+    pub async fn started_on_usr2(&self, after: usize) -> ForeignProcess {
+        let mut pid = None;
+        let found = crate::eventually(Duration::from_secs(10), || {
+            let logs = self.logs();
+            let fresh = logs.get(after.min(logs.len())..).unwrap_or_default();
+            pid = log_field(fresh, USR2_STARTED, "pid").and_then(|p| p.parse().ok());
+            pid.is_some()
+        })
+        .await;
+        assert!(
+            found,
+            "{} started no new process\n{}",
+            self.name,
+            self.logs()
+        );
+        ForeignProcess(pid.unwrap_or_default())
+    }
 }
+
+/// What a process serving upgrades logs when `SIGUSR2` made it start the new one.
+const USR2_STARTED: &str = "SIGUSR2: started the new process";
 
 impl Drop for ProxyProcess {
     fn drop(&mut self) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::StatusCode;
 use proxy_test_support::{
     free_addr,
-    hot_upgrade::{log_field, ForeignProcess, ProxyProcess, RequestStream},
+    hot_upgrade::{ProxyProcess, RequestStream},
     jwt::{now, TestKey},
     temp::TempDir,
     with_timeout, Upstream,
@@ -107,14 +107,7 @@ async fn a_consumer_connection_survives_two_upgrades() {
         assert!(stream.wait_more(30, Duration::from_secs(10)).await, "{}", second.logs());
 
         second.signal("USR2");
-        let mut pid = None;
-        let started = proxy_test_support::eventually(Duration::from_secs(10), || {
-            pid = log_field(&second.logs(), "SIGUSR2: started the new process", "pid");
-            pid.is_some()
-        })
-        .await;
-        assert!(started, "{}", second.logs());
-        let third = ForeignProcess(pid.and_then(|p| p.parse().ok()).expect("a pid"));
+        let third = second.started_on_usr2(0).await;
         let status = second.wait_exit(Duration::from_secs(20)).await;
         assert!(status.success(), "second exit {status}\n{}", second.logs());
         assert!(third.running(), "{}", second.logs());

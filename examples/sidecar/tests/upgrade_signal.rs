@@ -7,68 +7,83 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use common::*;
 use http::StatusCode;
 use proxy_test_support::{
-    hot_upgrade::{log_field, ForeignProcess, ProxyProcess, RequestStream},
+    hot_upgrade::{ProxyProcess, RequestStream},
     temp::TempDir,
     with_timeout, Upstream,
 };
 
-const STARTED: &str = "SIGUSR2: started the new process";
+/// A sidecar `old` serving upgrades on `DIR/upgrade.sock`, ready, in front of an
+/// echo upstream, with a request stream on one keep-alive connection.
+struct Serving {
+    _up: Upstream,
+    cfg: ConfigBuilder,
+    dir: TempDir,
+    config: PathBuf,
+    socket: PathBuf,
+    old: ProxyProcess,
+    stream: RequestStream,
+}
 
-/// The new process `old` started on `SIGUSR2` (its pid from `old`'s log), once the
-/// log names it.
-async fn started_by(old: &ProxyProcess, after: usize) -> ForeignProcess {
-    let mut pid = None;
-    let found = proxy_test_support::eventually(Duration::from_secs(10), || {
-        let logs = old.logs();
-        pid =
-            log_field(&logs[after.min(logs.len())..], STARTED, "pid").and_then(|p| p.parse().ok());
-        pid.is_some()
-    })
-    .await;
-    assert!(found, "no new process started\n{}", old.logs());
-    ForeignProcess(pid.unwrap_or_default())
+async fn serving(tag: &str) -> Serving {
+    let up = Upstream::echo("echo");
+    let mut cfg = ConfigBuilder::new()
+        .routes(vec![route("r", "/", "c", "")])
+        .cluster(cluster("c", up.addr, ""));
+    cfg.top_extra = "runtime:\n  worker_threads: 1\n  drain_timeout: 5s\n".into();
+    let dir = TempDir::new(tag);
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, cfg.yaml()).expect("config");
+    let socket = dir.join("upgrade.sock");
+    let args = [
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--upgrade-socket",
+        socket.to_str().expect("utf-8 path"),
+    ];
+    let mut old = ProxyProcess::start(SIDECAR, "old", dir.path(), &args);
+    old.wait_ready(cfg.admin).await;
+    let stream = RequestStream::start(
+        cfg.listen,
+        "/hot",
+        &[],
+        StatusCode::OK,
+        Duration::from_millis(5),
+    );
+    Serving {
+        _up: up,
+        cfg,
+        dir,
+        config,
+        socket,
+        old,
+        stream,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr2_starts_the_new_binary_which_takes_over() {
     with_timeout(Duration::from_secs(60), async {
-        let up = Upstream::echo("echo");
-        let mut cfg = ConfigBuilder::new()
-            .routes(vec![route("r", "/", "c", "")])
-            .cluster(cluster("c", up.addr, ""));
-        cfg.top_extra = "runtime:\n  worker_threads: 1\n  drain_timeout: 5s\n".into();
-        let dir = TempDir::new("upgrade-signal");
-        let config = dir.join("config.yaml");
-        std::fs::write(&config, cfg.yaml()).expect("config");
-        let socket = dir.join("upgrade.sock");
-        let args = [
-            "--config",
-            config.to_str().expect("utf-8 path"),
-            "--upgrade-socket",
-            socket.to_str().expect("utf-8 path"),
-        ];
-        let mut old = ProxyProcess::start(SIDECAR, "old", dir.path(), &args);
-        old.wait_ready(cfg.admin).await;
-
-        let stream = RequestStream::start(
-            cfg.listen,
-            "/hot",
-            &[],
-            StatusCode::OK,
-            Duration::from_millis(5),
-        );
+        // `_up` and `_dir` live to the end: the upstream and the directory.
+        let Serving {
+            _up,
+            dir: _dir,
+            socket,
+            mut old,
+            stream,
+            ..
+        } = serving("upgrade-signal").await;
         assert!(
             stream.wait_more(20, Duration::from_secs(10)).await,
             "{}",
             old.logs()
         );
         old.signal("USR2");
-        let new = started_by(&old, 0).await;
+        let new = old.started_on_usr2(0).await;
         assert_ne!(new.0, old.pid());
         let status = old.wait_exit(Duration::from_secs(20)).await;
         assert!(status.success(), "old exit {status}\n{}", old.logs());
@@ -98,35 +113,20 @@ async fn sigusr2_starts_the_new_binary_which_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_new_binary_leaves_the_old_one_serving() {
     with_timeout(Duration::from_secs(60), async {
-        let up = Upstream::echo("echo");
-        let mut cfg = ConfigBuilder::new()
-            .routes(vec![route("r", "/", "c", "")])
-            .cluster(cluster("c", up.addr, ""));
-        cfg.top_extra = "runtime:\n  worker_threads: 1\n  drain_timeout: 5s\n".into();
-        let dir = TempDir::new("upgrade-signal-fail");
-        let config = dir.join("config.yaml");
-        std::fs::write(&config, cfg.yaml()).expect("config");
-        let socket = dir.join("upgrade.sock");
-        let args = [
-            "--config",
-            config.to_str().expect("utf-8 path"),
-            "--upgrade-socket",
-            socket.to_str().expect("utf-8 path"),
-        ];
-        let mut old = ProxyProcess::start(SIDECAR, "old", dir.path(), &args);
-        old.wait_ready(cfg.admin).await;
-        let stream = RequestStream::start(
-            cfg.listen,
-            "/hot",
-            &[],
-            StatusCode::OK,
-            Duration::from_millis(5),
-        );
+        let Serving {
+            _up,
+            dir: _dir,
+            cfg,
+            config,
+            mut old,
+            stream,
+            ..
+        } = serving("upgrade-signal-fail").await;
 
         // The new binary cannot load the config: it exits 1 before taking anything.
         std::fs::write(&config, "listeners: [").expect("config");
         old.signal("USR2");
-        let failed = started_by(&old, 0).await;
+        let failed = old.started_on_usr2(0).await;
         let gone = proxy_test_support::eventually(Duration::from_secs(10), || {
             old.logs().contains("the upgrade's new process failed")
         })
@@ -144,7 +144,7 @@ async fn a_failing_new_binary_leaves_the_old_one_serving() {
         std::fs::write(&config, cfg.yaml()).expect("config");
         let seen = old.logs().len();
         old.signal("USR2");
-        let new = started_by(&old, seen).await;
+        let new = old.started_on_usr2(seen).await;
         assert_ne!(new.0, failed.0);
         let status = old.wait_exit(Duration::from_secs(20)).await;
         assert!(status.success(), "old exit {status}\n{}", old.logs());
