@@ -11,82 +11,18 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{example_file, metric, rewrite, Gateway};
+use common::{
+    claims, default_config, example_file, get_with_token, jwks_server, metric, validates, Gateway,
+};
 use http::Method;
 use proxy_test_support::{
     client, free_addr,
     jwt::{now, unsigned, TestKey},
-    tools,
-    upstream::response,
-    with_timeout, Upstream,
+    tools, with_timeout, Upstream,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(30);
-const ISSUER: &str = "https://demo.api-gateway.invalid/";
-
-/// Claims the default config accepts, for `sub`, valid for five minutes.
-fn claims(sub: &str) -> Value {
-    json!({"sub": sub, "iss": ISSUER, "aud": "api", "exp": now() + 300, "plan": "gold"})
-}
-
-/// The default config on fresh ports, keys from `jwks_url`, routed to `upstream`.
-fn default_config(
-    listen: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-    jwks_url: &str,
-    upstream: &Upstream,
-) -> String {
-    let yaml = example_file("default.yaml");
-    let inline = yaml
-        .lines()
-        .find(|l| l.trim_start().starts_with("jwks: { inline:"))
-        .expect("the default config's inline jwks line")
-        .trim_start()
-        .to_owned();
-    rewrite(
-        &yaml,
-        &[
-            ("127.0.0.1:18080", &listen.to_string()),
-            ("127.0.0.1:18001", &admin.to_string()),
-            ("\"127.0.0.1:1\"", &format!("\"{}\"", upstream.addr)),
-            (
-                &inline,
-                &format!("jwks: {{ remote: {{ url: \"{jwks_url}\" }} }}"),
-            ),
-        ],
-    )
-}
-
-/// A JWKS server answering `{"keys": keys}`.
-fn jwks_server(keys: Vec<Value>) -> Upstream {
-    let doc = json!({ "keys": keys }).to_string();
-    Upstream::http_async(move |_seen| {
-        let body = doc.clone();
-        async move {
-            let mut r = response(200, body);
-            r.headers_mut().insert(
-                "content-type",
-                http::HeaderValue::from_static("application/json"),
-            );
-            r
-        }
-    })
-}
-
-async fn get(addr: std::net::SocketAddr, token: &str) -> client::Response {
-    let bearer = format!("Bearer {token}");
-    client::request(
-        addr,
-        Method::GET,
-        "/api/echo",
-        &[("authorization", &bearer)],
-        Bytes::new(),
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn jwt_from_a_jwks_server_rate_limits_per_consumer_and_lua() {
     with_timeout(LIMIT, async {
@@ -94,11 +30,14 @@ async fn jwt_from_a_jwks_server_rate_limits_per_consumer_and_lua() {
         let jwks = jwks_server(vec![key.jwk("k1")]);
         let upstream = Upstream::echo("app");
         let (listen, admin) = (free_addr(), free_addr());
-        let url = format!("http://{}/.well-known/jwks.json", jwks.addr);
-        let gw = Gateway::start(Some(&default_config(listen, admin, &url, &upstream)), admin).await;
+        let gw = Gateway::start(
+            Some(&default_config(listen, admin, &jwks, &upstream)),
+            admin,
+        )
+        .await;
 
         // A valid token: claims become headers, the Lua script adds its headers.
-        let r = get(listen, &key.sign(Some("k1"), &claims("alice"))).await;
+        let r = get_with_token(listen, &key.sign(Some("k1"), &claims("alice")), &[]).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-gateway-script"), Some("lua"));
         let seen = upstream.requests().pop().unwrap();
@@ -115,7 +54,7 @@ async fn jwt_from_a_jwks_server_rate_limits_per_consumer_and_lua() {
             (stranger.sign(Some("k1"), &claims("alice")), "bad_signature"),
         ];
         for (token, reason) in &bad {
-            let r = get(listen, token).await;
+            let r = get_with_token(listen, token, &[]).await;
             assert_eq!(r.status, 401, "{reason}: {}", r.text());
             assert_eq!(r.header("x-proxy-error"), Some(*reason));
         }
@@ -127,18 +66,7 @@ async fn jwt_from_a_jwks_server_rate_limits_per_consumer_and_lua() {
 
         // A forged consumer header is replaced by the token's.
         let token = key.sign(Some("k1"), &claims("bob"));
-        let r = client::request(
-            listen,
-            Method::GET,
-            "/api/echo",
-            &[
-                ("authorization", &format!("Bearer {token}")),
-                ("x-consumer-id", "alice"),
-            ],
-            Bytes::new(),
-        )
-        .await
-        .unwrap();
+        let r = get_with_token(listen, &token, &[("x-consumer-id", "alice")]).await;
         assert_eq!(r.status, 200);
         let seen = upstream.requests().pop().unwrap();
         assert_eq!(seen.header("x-consumer-id"), Some("bob"));
@@ -155,7 +83,7 @@ async fn jwt_from_a_jwks_server_rate_limits_per_consumer_and_lua() {
         .unwrap();
         assert_eq!(r.status, 403);
         // RBAC on the consumer: blocked-user is denied whatever it asks.
-        let r = get(listen, &key.sign(Some("k1"), &claims("blocked-user"))).await;
+        let r = get_with_token(listen, &key.sign(Some("k1"), &claims("blocked-user")), &[]).await;
         assert_eq!(r.status, 403);
         assert_eq!(r.header("x-proxy-error"), Some("rbac_denied"));
 
@@ -163,14 +91,14 @@ async fn jwt_from_a_jwks_server_rate_limits_per_consumer_and_lua() {
         let alice = key.sign(Some("k1"), &claims("alice"));
         let mut limited = 0;
         for _ in 0..10 {
-            let r = get(listen, &alice).await;
+            let r = get_with_token(listen, &alice, &[]).await;
             if r.status == 429 {
                 assert_eq!(r.header("x-proxy-error"), Some("rate_limited"));
                 limited += 1;
             }
         }
         assert!(limited >= 3, "alice was limited {limited} times of 10");
-        let r = get(listen, &key.sign(Some("k1"), &claims("carol"))).await;
+        let r = get_with_token(listen, &key.sign(Some("k1"), &claims("carol")), &[]).await;
         assert_eq!(r.status, 200, "carol has a bucket of her own");
 
         let m = gw.metrics().await;
@@ -216,16 +144,9 @@ async fn readme_curl_line_against_the_embedded_default() {
 #[tokio::test]
 async fn validate_checks_the_shipped_configs() {
     with_timeout(LIMIT, async {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         for file in ["default.yaml", "configs/rpc.yaml"] {
-            let out = tokio::process::Command::new(common::GATEWAY)
-                .arg("--config")
-                .arg(dir.join(file))
-                .arg("--validate")
-                .output()
-                .await
-                .unwrap();
-            assert!(out.status.success(), "{file}: {out:?}");
+            let (valid, out) = validates(file).await;
+            assert!(valid, "{file}: {out:?}");
         }
     })
     .await;

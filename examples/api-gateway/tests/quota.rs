@@ -11,7 +11,7 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{example_file, metric, rewrite, Gateway};
+use common::{example_file, metric, rewrite, validates, Gateway};
 use proxy_test_support::{
     client, free_addr, redis::RedisServer, upstream::response, with_timeout, Upstream,
 };
@@ -99,15 +99,8 @@ async fn two_gateways_enforce_one_quota_per_consumer() {
 #[tokio::test]
 async fn the_quota_config_validates_without_redis() {
     with_timeout(LIMIT, async {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/quota.yaml");
-        let out = tokio::process::Command::new(common::GATEWAY)
-            .arg("--config")
-            .arg(path)
-            .arg("--validate")
-            .output()
-            .await
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        let (valid, out) = validates("configs/quota.yaml").await;
+        assert!(valid, "{out:?}");
     })
     .await;
 }

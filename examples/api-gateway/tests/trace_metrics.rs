@@ -9,75 +9,15 @@
 
 mod common;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use bytes::Bytes;
-use common::{example_file, rewrite, Gateway};
-use http::Method;
-use proxy_test_support::{
-    client, eventually, free_addr,
-    jwt::{now, TestKey},
-    prometheus,
-    upstream::response,
-    with_timeout, Upstream,
-};
-use serde_json::{json, Value};
+use common::{default_config, get_with_token, jwks_server, token, Gateway};
+use proxy_test_support::{eventually, free_addr, jwt::TestKey, prometheus, with_timeout, Upstream};
 
 const LIMIT: Duration = Duration::from_secs(30);
-const ISSUER: &str = "https://demo.api-gateway.invalid/";
 const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-/// The default config on fresh ports, keys from `jwks`, routed to `upstream`.
-fn default_config(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    jwks: &Upstream,
-    upstream: &Upstream,
-) -> String {
-    let yaml = example_file("default.yaml");
-    let inline = yaml
-        .lines()
-        .find(|l| l.trim_start().starts_with("jwks: { inline:"))
-        .expect("the default config's inline jwks line")
-        .trim_start()
-        .to_owned();
-    let url = format!("http://{}/.well-known/jwks.json", jwks.addr);
-    rewrite(
-        &yaml,
-        &[
-            ("127.0.0.1:18080", &listen.to_string()),
-            ("127.0.0.1:18001", &admin.to_string()),
-            ("\"127.0.0.1:1\"", &format!("\"{}\"", upstream.addr)),
-            (
-                &inline,
-                &format!("jwks: {{ remote: {{ url: \"{url}\" }} }}"),
-            ),
-        ],
-    )
-}
-
-/// A JWKS server with `key` as `kid: k1`.
-fn jwks_server(key: &TestKey) -> Upstream {
-    let doc = json!({ "keys": [key.jwk("k1")] }).to_string();
-    Upstream::http(move |_| response(200, doc.clone()))
-}
-
-fn token(key: &TestKey, sub: &str) -> String {
-    let claims: Value =
-        json!({"sub": sub, "iss": ISSUER, "aud": "api", "exp": now() + 300, "plan": "gold"});
-    key.sign(Some("k1"), &claims)
-}
-
-async fn get(addr: SocketAddr, token: &str, extra: &[(&str, &str)]) -> client::Response {
-    let bearer = format!("Bearer {token}");
-    let mut headers = vec![("authorization", bearer.as_str())];
-    headers.extend_from_slice(extra);
-    client::request(addr, Method::GET, "/api/echo", &headers, Bytes::new())
-        .await
-        .unwrap()
-}
 
 /// The trace id and parent id of the `traceparent` the upstream saw last.
 fn upstream_traceparent(upstream: &Upstream) -> (String, String) {
@@ -93,14 +33,14 @@ fn upstream_traceparent(upstream: &Upstream) -> (String, String) {
 async fn traceparent_propagates_and_consumers_are_counted_per_api() {
     with_timeout(LIMIT, async {
         let key = TestKey::ed25519();
-        let jwks = jwks_server(&key);
+        let jwks = jwks_server(vec![key.jwk("k1")]);
         let upstream = Upstream::echo("app");
         let (listen, admin) = (free_addr(), free_addr());
         let gw = Gateway::start(Some(&default_config(listen, admin, &jwks, &upstream)), admin).await;
         let alice = token(&key, "alice");
 
         // The caller's trace goes on; the upstream's parent is the gateway's span.
-        let r = get(listen, &alice, &[("traceparent", CALLER), ("tracestate", "vendor=abc")]).await;
+        let r = get_with_token(listen, &alice, &[("traceparent", CALLER), ("tracestate", "vendor=abc")]).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-trace-id"), Some(CALLER_TRACE));
         let (trace, parent) = upstream_traceparent(&upstream);
@@ -109,14 +49,14 @@ async fn traceparent_propagates_and_consumers_are_counted_per_api() {
         assert_eq!(upstream.requests().pop().unwrap().header("tracestate"), Some("vendor=abc"));
 
         // No traceparent: a new trace, returned to the client.
-        let r = get(listen, &alice, &[]).await;
+        let r = get_with_token(listen, &alice, &[]).await;
         assert_eq!(r.status, 200);
         let (fresh, _) = upstream_traceparent(&upstream);
         assert_ne!(fresh, CALLER_TRACE);
         assert_eq!(r.header("x-trace-id"), Some(fresh.as_str()));
 
         // Counted before RBAC: blocked-user's 403 is a 4xx of the same API.
-        assert_eq!(get(listen, &token(&key, "blocked-user"), &[]).await.status, 403);
+        assert_eq!(get_with_token(listen, &token(&key, "blocked-user"), &[]).await.status, 403);
 
         let m = gw.metrics().await;
         let requests = |consumer: &str, class: &str| {

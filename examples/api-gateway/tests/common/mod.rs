@@ -15,7 +15,15 @@ use std::{
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use proxy_test_support::{client, temp::TempDir, tools::children};
+use proxy_test_support::{
+    client,
+    jwt::{now, TestKey},
+    temp::TempDir,
+    tools::children,
+    upstream::response,
+    Upstream,
+};
+use serde_json::{json, Value};
 
 /// The binary under test.
 pub(crate) const GATEWAY: &str = env!("CARGO_BIN_EXE_api-gateway");
@@ -32,6 +40,94 @@ pub(crate) fn rewrite(yaml: &str, edits: &[(&str, &str)]) -> String {
         assert!(y.contains(from), "{from:?} not in the config");
         y.replace(from, to)
     })
+}
+
+/// The issuer of the shipped default config's JWTs.
+pub(crate) const ISSUER: &str = "https://demo.api-gateway.invalid/";
+
+/// Claims the default config accepts, for `sub` (plan `gold`), valid for five
+/// minutes.
+pub(crate) fn claims(sub: &str) -> Value {
+    json!({"sub": sub, "iss": ISSUER, "aud": "api", "exp": now() + 300, "plan": "gold"})
+}
+
+/// A token of [`claims`] for `sub`, signed by `key` as `kid: k1`.
+pub(crate) fn token(key: &TestKey, sub: &str) -> String {
+    key.sign(Some("k1"), &claims(sub))
+}
+
+/// A JWKS server answering `{"keys": keys}` as `application/json`.
+pub(crate) fn jwks_server(keys: Vec<Value>) -> Upstream {
+    let doc = json!({ "keys": keys }).to_string();
+    Upstream::http_async(move |_seen| {
+        let body = doc.clone();
+        async move {
+            let mut r = response(200, body);
+            r.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+    })
+}
+
+/// The shipped default config on fresh ports, its inline key set swapped for the
+/// JWKS server `jwks`, routed to `upstream`.
+pub(crate) fn default_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    jwks: &Upstream,
+    upstream: &Upstream,
+) -> String {
+    let yaml = example_file("default.yaml");
+    let inline = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("jwks: { inline:"))
+        .expect("the default config's inline jwks line")
+        .trim_start()
+        .to_owned();
+    let url = format!("http://{}/.well-known/jwks.json", jwks.addr);
+    rewrite(
+        &yaml,
+        &[
+            ("127.0.0.1:18080", &listen.to_string()),
+            ("127.0.0.1:18001", &admin.to_string()),
+            ("\"127.0.0.1:1\"", &format!("\"{}\"", upstream.addr)),
+            (
+                &inline,
+                &format!("jwks: {{ remote: {{ url: \"{url}\" }} }}"),
+            ),
+        ],
+    )
+}
+
+/// `GET /api/echo` on `addr` with `Authorization: Bearer TOKEN` and `extra` headers.
+pub(crate) async fn get_with_token(
+    addr: SocketAddr,
+    token: &str,
+    extra: &[(&str, &str)],
+) -> client::Response {
+    let bearer = format!("Bearer {token}");
+    let mut headers = vec![("authorization", bearer.as_str())];
+    headers.extend_from_slice(extra);
+    client::request(addr, Method::GET, "/api/echo", &headers, Bytes::new())
+        .await
+        .unwrap()
+}
+
+/// Whether `api-gateway --config FILE --validate` accepts the example's `file`
+/// (`default.yaml`, `configs/quota.yaml`); the output, to show when it does not.
+pub(crate) async fn validates(file: &str) -> (bool, std::process::Output) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let out = tokio::process::Command::new(GATEWAY)
+        .arg("--config")
+        .arg(path)
+        .arg("--validate")
+        .output()
+        .await
+        .unwrap();
+    (out.status.success(), out)
 }
 
 /// The gateway as a child process; killed on drop, its logs printed on a panic.
