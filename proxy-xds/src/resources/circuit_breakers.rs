@@ -1,5 +1,5 @@
-//! CDS: a cluster's `circuit_breakers` onto the cluster's own budgets
-//! (`proxy_core::config::CircuitBreakersConfig`).
+//! CDS: a cluster's `circuit_breakers` onto the cluster's own budgets and connection
+//! cap (`proxy_core::config::CircuitBreakersConfig`).
 
 use envoy_types::pb::{
     envoy::config::{cluster::v3::CircuitBreakers, core::v3::RoutingPriority},
@@ -14,24 +14,34 @@ use crate::Refusal;
 const ENVOY_MAX_REQUESTS: u32 = 1024;
 /// Envoy's `max_retries` when the DEFAULT thresholds do not give it.
 const ENVOY_MAX_RETRIES: u32 = 3;
+/// Envoy's `max_connections` when the DEFAULT thresholds do not give it.
+const ENVOY_MAX_CONNECTIONS: u32 = 1024;
+/// Envoy's `max_pending_requests` when the DEFAULT thresholds do not give it.
+const ENVOY_MAX_PENDING_REQUESTS: u32 = 1024;
 
-/// Translates `circuit_breakers` (absent: Envoy's defaults, 1024 requests and 3
-/// retries in flight).
+/// Translates `circuit_breakers` (absent: Envoy's defaults, 1024 requests, 3
+/// retries, 1024 connections and 1024 pending requests).
 ///
-/// The DEFAULT thresholds' `max_requests` and `max_retries` become the cluster's
-/// limits, 4294967295 meaning unlimited. HIGH thresholds are accepted and have no
+/// The DEFAULT thresholds' `max_requests`, `max_retries`, `max_connections` and
+/// `max_pending_requests` become the cluster's limits, 4294967295 meaning unlimited.
+/// Envoy's implicit values apply when they are absent, as for `max_requests`: the
+/// control plane writes its clusters for Envoy's semantics (a cluster without
+/// thresholds is capped at 1024 connections there, requests queue past it), and the
+/// cap costs nothing on the request path here (it is counted when connections open
+/// and close); Istio sends 4294967295 for what a DestinationRule does not set, so
+/// its clusters are capped only as asked. HIGH thresholds are accepted and have no
 /// effect: routes here are all of DEFAULT priority (RDS refuses HIGH).
-/// `max_connections` and `max_pending_requests` are accepted only unlimited (there is
-/// no cluster-wide connection limit nor a queue of requests waiting for one), as is
-/// `max_connection_pools`; a `retry_budget` and `per_host_thresholds` are refused.
-/// Envoy's implicit 1024 connections and pending requests when they are absent are
-/// not enforced.
+/// `max_connection_pools` is accepted only unlimited (connection pools here are one
+/// per endpoint and worker, fixed by the config, not created on demand); a
+/// `retry_budget` and `per_host_thresholds` are refused.
 pub(super) fn circuit_breakers(
     cb: Option<&CircuitBreakers>,
 ) -> Result<CircuitBreakersConfig, Refusal> {
     let mut out = CircuitBreakersConfig {
         max_requests: Some(ENVOY_MAX_REQUESTS),
         max_retries: Some(ENVOY_MAX_RETRIES),
+        max_connections: Some(ENVOY_MAX_CONNECTIONS),
+        max_pending_requests: Some(ENVOY_MAX_PENDING_REQUESTS),
     };
     let Some(cb) = cb else { return Ok(out) };
     let limit = |v: &Option<UInt32Value>, default: u32| match v {
@@ -54,19 +64,13 @@ pub(super) fn circuit_breakers(
                 ))
             }
         };
-        for (name, v) in [
-            ("max_connections", &t.max_connections),
-            ("max_pending_requests", &t.max_pending_requests),
-            ("max_connection_pools", &t.max_connection_pools),
-        ] {
-            if default && !unlimited(v) {
-                return Err(Refusal::new(
-                    "",
-                    format!("{path}.{name}"),
-                    "only 4294967295 (unlimited) is supported: requests never wait for a \
-                     connection here and there is no cluster-wide connection limit",
-                ));
-            }
+        if default && !unlimited(&t.max_connection_pools) {
+            return Err(Refusal::new(
+                "",
+                format!("{path}.max_connection_pools"),
+                "only 4294967295 (unlimited) is supported: connection pools are one per \
+                 endpoint and worker here, not created on demand",
+            ));
         }
         let mut rest = *t;
         rest.priority = 0;
@@ -88,6 +92,8 @@ pub(super) fn circuit_breakers(
             seen_default = true;
             out.max_requests = limit(&t.max_requests, ENVOY_MAX_REQUESTS);
             out.max_retries = limit(&t.max_retries, ENVOY_MAX_RETRIES);
+            out.max_connections = limit(&t.max_connections, ENVOY_MAX_CONNECTIONS);
+            out.max_pending_requests = limit(&t.max_pending_requests, ENVOY_MAX_PENDING_REQUESTS);
         }
     }
     if !cb.per_host_thresholds.is_empty() {

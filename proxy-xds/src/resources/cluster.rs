@@ -60,9 +60,9 @@ pub struct XdsCluster {
 /// its panic threshold; see the crate README for what is refused); one HTTP or TCP
 /// `health_checks` entry onto proxy-lb's `health_check` extension (register proxy-lb's
 /// `outlier` and `health` for them); `circuit_breakers` onto the cluster's
-/// `circuit_breakers` (DEFAULT `max_requests` and `max_retries`, Envoy's 1024 and 3
-/// when absent, 4294967295 unlimited; `max_connections` and `max_pending_requests`
-/// only unlimited); `transport_socket` (plain text, or `UpstreamTlsContext` onto
+/// `circuit_breakers` (DEFAULT `max_requests`, `max_retries`, `max_connections` and
+/// `max_pending_requests`, Envoy's 1024, 3, 1024 and 1024 when absent, 4294967295
+/// unlimited; `max_connection_pools` only unlimited); `transport_socket` (plain text, or `UpstreamTlsContext` onto
 /// proxy-tls's `tls` transport with its certificate and CAs as SDS secrets). Ignored
 /// because they cannot change how traffic flows here: stats names and matchers,
 /// metadata, DNS settings (DNS clusters are refused),

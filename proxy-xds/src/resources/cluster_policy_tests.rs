@@ -377,6 +377,8 @@ fn circuit_breakers_map_onto_the_cluster_budgets() {
     let envoy = CircuitBreakersConfig {
         max_requests: Some(1024),
         max_retries: Some(3),
+        max_connections: Some(1024),
+        max_pending_requests: Some(1024),
     };
     assert_eq!(limits(&named("a")), envoy);
     assert_eq!(limits(&thresholds(vec![])), envoy);
@@ -395,6 +397,7 @@ fn circuit_breakers_map_onto_the_cluster_budgets() {
         Thresholds {
             max_requests: u32v(100),
             max_retries: u32v(0),
+            max_connections: max,
             ..Thresholds::default()
         },
         // HIGH: no route here is of high priority.
@@ -410,6 +413,26 @@ fn circuit_breakers_map_onto_the_cluster_budgets() {
         CircuitBreakersConfig {
             max_requests: Some(100),
             max_retries: Some(0),
+            // Unlimited as given; the pending requests absent: Envoy's 1024.
+            max_connections: None,
+            max_pending_requests: Some(1024),
+        }
+    );
+    // Istio's DestinationRule `connectionPool.tcp.maxConnections: 2` and
+    // `http.http1MaxPendingRequests: 5`, the rest unlimited.
+    let pool = thresholds(vec![Thresholds {
+        max_connections: u32v(2),
+        max_pending_requests: u32v(5),
+        max_requests: max,
+        max_retries: max,
+        ..Thresholds::default()
+    }]);
+    assert_eq!(
+        limits(&pool),
+        CircuitBreakersConfig {
+            max_connections: Some(2),
+            max_pending_requests: Some(5),
+            ..CircuitBreakersConfig::default()
         }
     );
 }
@@ -418,15 +441,10 @@ fn circuit_breakers_map_onto_the_cluster_budgets() {
 fn circuit_breakers_we_cannot_honour_are_refused() {
     let one = |t: Thresholds| refused(&thresholds(vec![t]));
     assert!(one(Thresholds {
-        max_connections: u32v(10),
+        max_connection_pools: u32v(10),
         ..Thresholds::default()
     })
-    .contains("circuit_breakers.thresholds[0].max_connections: only 4294967295"));
-    assert!(one(Thresholds {
-        max_pending_requests: u32v(10),
-        ..Thresholds::default()
-    })
-    .contains("circuit_breakers.thresholds[0].max_pending_requests: only 4294967295"));
+    .contains("circuit_breakers.thresholds[0].max_connection_pools: only 4294967295"));
     assert!(one(Thresholds {
         retry_budget: Some(Default::default()),
         ..Thresholds::default()
