@@ -5,7 +5,9 @@
 //! proxy get 401 without a token, 200 with one, 403 by RBAC, 429 past the bucket,
 //! and the Lua header on the upstream's answers; a filter config the proxy refuses
 //! (at translation, or by the filter's registry) is NACKed naming the field while
-//! the running listener keeps serving.
+//! the running listener keeps serving. Routes override the listener's filters by
+//! name (`typed_per_filter_config`): JWT off on a health route, RBAC replaced on
+//! another.
 
 mod control_plane;
 
@@ -250,6 +252,90 @@ async fn filters_from_the_control_plane(api_type: ApiType) {
     assert_eq!(client::get(proxy.addr("main"), "/", &[]).await.text(), "a");
     task.abort();
     cp.quit().await;
+}
+
+/// Per-route overrides of the listener's filters: JWT turned off on `/health` by a
+/// `FilterConfig { disabled: true }`, RBAC replaced on `/admin` by an `RBACPerRoute`
+/// denying everything; `/` keeps the listener's filters.
+async fn overrides_from_the_control_plane(api_type: ApiType) {
+    let Some(mut cp) = PyControlPlane::start().await else {
+        return;
+    };
+    let upstream = Upstream::named("a");
+    let key = TestKey::ed25519();
+    let token = key.sign(
+        Some("k1"),
+        &json!({ "iss": "https://idp.test", "aud": "api", "sub": "ann", "exp": now() + 600 }),
+    );
+    let (proxy, task) = proxy(&cp, api_type);
+    cp.request("cds", "request").await;
+    cp.request("lds", "request").await;
+
+    let web_addr = any_port();
+    let mut resources = snapshot(
+        web_addr,
+        &upstream,
+        vec![jwt_authn(&key), rbac(json!({ "any": true }))],
+    );
+    let jwt_off = json!({ "typed_per_filter_config": { "envoy.filters.http.jwt_authn": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "disabled": true,
+    }}});
+    let deny_all = json!({ "typed_per_filter_config": { "envoy.filters.http.rbac": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+        "rbac": { "rules": { "action": "DENY", "policies": { "all": {
+            "permissions": [{ "any": true }],
+            "principals": [{ "any": true }],
+        }}}},
+    }}});
+    resources["routes"] = json!({ "r": [
+        { "prefix": "/health", "cluster": "a", "fields": jwt_off },
+        { "prefix": "/admin", "cluster": "a", "fields": deny_all },
+        { "prefix": "/", "cluster": "a" },
+    ]});
+    let answers = cp.push("1", resources, &["cds", "eds", "lds", "rds"]).await;
+    for t in ["cds", "eds", "lds", "rds"] {
+        assert_eq!(answers.get(t), Some(&Outcome::Ack), "{t}: {answers:?}");
+    }
+    let serving = || {
+        proxy
+            .server()
+            .listener_addresses()
+            .iter()
+            .any(|(n, _)| n == "web")
+    };
+    assert!(eventually(LIMIT, serving).await, "listener web serves");
+    let web = proxy.addr("web");
+    let at = |path: &'static str, token: Option<&str>| {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        async move {
+            let headers: Vec<(&str, &str)> = bearer
+                .iter()
+                .map(|b| ("authorization", b.as_str()))
+                .collect();
+            client::get(web, path, &headers).await.status
+        }
+    };
+    assert!(
+        eventually_async(LIMIT, || async { at("/", None).await == 401 }).await,
+        "the listener asks for a token"
+    );
+    assert_eq!(at("/", Some(&token)).await, 200);
+    // JWT off on /health: no token needed; RBAC (the listener's) still runs there.
+    assert_eq!(at("/health", None).await, 200);
+    let blocked = client::get(web, "/health", &[("x-blocked", "1")]).await;
+    assert_eq!(blocked.status, 403);
+    // RBAC replaced on /admin: denied even with a token and no x-blocked; JWT still
+    // runs first.
+    assert_eq!(at("/admin", Some(&token)).await, 403);
+    assert_eq!(at("/admin", None).await, 401);
+    task.abort();
+    cp.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_route_filter_overrides_over_ads_state_of_the_world() {
+    with_timeout(LIMIT * 3, overrides_from_the_control_plane(ApiType::Sotw)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,7 +245,7 @@ fn http_filters(
         let is_router = f.name == ROUTER_NAME || typed.is_some_and(|a| a.type_url == ROUTER_TYPE);
         if !is_router {
             if let Some(r) = router {
-                if f.is_optional {
+                if f.is_optional || f.disabled {
                     continue;
                 }
                 return Err(Refusal::new(
@@ -255,7 +255,9 @@ fn http_filters(
                 ));
             }
             let Some(any) = typed else {
-                if f.is_optional {
+                // A disabled filter without a config could only be enabled per route
+                // with a config of its own: left out, as before.
+                if f.is_optional || f.disabled {
                     continue;
                 }
                 return Err(Refusal::new(

@@ -21,8 +21,9 @@ The test drives it with one JSON command per line on stdin:
    "secrets": {"web": {"cert": "<PEM chain>", "key": "<PEM key>"}}}
       replaces the snapshot and pushes what changed on every open stream (a
       cluster's "fields" are more Cluster fields in protobuf's JSON mapping,
-      merged in; a listener's "http_filters" are HttpFilter messages in that
-      mapping, before the router);
+      merged in, and so are a route's, e.g. "typed_per_filter_config"; a
+      listener's "http_filters" are HttpFilter messages in that mapping, before
+      the router);
   {"op": "restart"}   ends every stream, stops the server and serves again on the
                       same port (a control plane restarted mid-run);
   {"op": "quit"}
@@ -164,6 +165,8 @@ def make_routes(name, routes):
                 cw.weight.value = weight
         else:
             route.route.cluster = spec["cluster"]
+        if "fields" in spec:
+            json_format.ParseDict(spec["fields"], route)
     return rc
 
 

@@ -108,3 +108,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
 #[cfg(test)]
 #[path = "../http_filters_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "../http_filters_override_tests.rs"]
+mod override_tests;
