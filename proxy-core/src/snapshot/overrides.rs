@@ -182,3 +182,7 @@ fn pick(slots: &[Slot<'_>], listener: &[LayerFn], replaced: &[(usize, LayerFn)])
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "overrides_tests.rs"]
+mod tests;
