@@ -9,6 +9,9 @@
 //! | `envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication` | `jwt_auth` ([`jwt`]) |
 //! | `envoy.extensions.filters.http.lua.v3.Lua` | `lua` ([`lua`]) |
 //! | `envoy.extensions.filters.http.fault.v3.HTTPFault` | `fault` ([`fault`]) |
+//!
+//! Per-route configs (`typed_per_filter_config`) become route filters or
+//! `filter_overrides` of the listener's filters ([`per_route`]).
 
 mod fault;
 mod fields;
