@@ -28,20 +28,37 @@ const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-/// A proxy with an admin listener whose listener `edge` runs `trace_context` with
-/// `config` (a flow map) in front of an echo upstream.
-fn proxy(config_map: &str, upstream: &Upstream) -> TestServer {
-    let admin = free_addr();
-    let yaml = config(
+/// A config whose listener `edge` runs `trace_context` with `config_map` (a flow
+/// map) in front of `upstream`.
+fn trace_yaml(config_map: &str, upstream: std::net::SocketAddr) -> String {
+    config(
         &[listener(
             "edge",
             &format!("[{{typed: trace_context, config: {config_map}}}]"),
             "b",
         )],
-        &[("b", upstream.addr)],
+        &[("b", upstream)],
+    )
+}
+
+/// A proxy with an admin listener whose listener `edge` runs `trace_context` with
+/// `config_map` in front of an echo upstream.
+fn proxy(config_map: &str, upstream: &Upstream) -> TestServer {
+    let admin = free_addr();
+    let yaml = format!(
+        "admin: {{ address: \"{admin}\" }}\n{}",
+        trace_yaml(config_map, upstream.addr)
     );
-    let yaml = format!("admin: {{ address: \"{admin}\" }}\n{yaml}");
     try_start(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+/// `proxy_filters_trace_context_requests_total{filter="edge",trace=...}` in the
+/// Prometheus text `metrics`.
+fn requests_counted(metrics: &str, trace: &str) -> Option<f64> {
+    prometheus::sample(
+        metrics,
+        &format!(r#"proxy_filters_trace_context_requests_total{{filter="edge",trace="{trace}"}}"#),
+    )
 }
 
 /// The `traceparent` the upstream saw last.
@@ -102,15 +119,7 @@ async fn a_callers_trace_continues_with_the_proxys_span_as_parent() {
         assert_eq!(forwarded.len(), 55);
 
         let (_, m) = p.admin_get("/stats/prometheus").await;
-        let count = |trace: &str| {
-            prometheus::sample(
-                &m,
-                &format!(
-                    r#"proxy_filters_trace_context_requests_total{{filter="edge",trace="{trace}"}}"#
-                ),
-            )
-        };
-        assert_eq!(count("continued"), Some(3.0), "{m}");
+        assert_eq!(requests_counted(&m, "continued"), Some(3.0), "{m}");
         assert_eq!(
             prometheus::sample(
                 &m,
@@ -174,17 +183,9 @@ async fn missing_or_malformed_traceparent_starts_a_new_trace() {
         assert_eq!(up.requests().pop().unwrap().header("tracestate"), None);
 
         let (_, m) = p.admin_get("/stats/prometheus").await;
-        let count = |trace: &str| {
-            prometheus::sample(
-                &m,
-                &format!(
-                    r#"proxy_filters_trace_context_requests_total{{filter="edge",trace="{trace}"}}"#
-                ),
-            )
-        };
-        assert_eq!(count("started"), Some(2.0), "{m}");
-        assert_eq!(count("restarted"), Some(3.0), "{m}");
-        assert_eq!(count("continued"), Some(1.0), "{m}");
+        assert_eq!(requests_counted(&m, "started"), Some(2.0), "{m}");
+        assert_eq!(requests_counted(&m, "restarted"), Some(3.0), "{m}");
+        assert_eq!(requests_counted(&m, "continued"), Some(1.0), "{m}");
     })
     .await;
 }
@@ -260,15 +261,9 @@ async fn the_span_names_the_consumer_an_auth_filter_found_after_it() {
 #[test]
 fn config_errors_name_the_field() {
     let start = |map: &str| {
-        let yaml = config(
-            &[listener(
-                "edge",
-                &format!("[{{typed: trace_context, config: {map}}}]"),
-                "b",
-            )],
-            &[("b", free_addr())],
-        );
-        try_start(&yaml).err().unwrap_or_default()
+        try_start(&trace_yaml(map, free_addr()))
+            .err()
+            .unwrap_or_default()
     };
     let e = start("{response_header: 'bad header'}");
     assert!(

@@ -88,10 +88,8 @@ where
                         .series(id, s.max_consumers)
                         .record(status, elapsed),
                 }
-                if let Some(c) = consumer {
-                    if resp.extensions().get::<Consumer>().is_none() {
-                        resp.extensions_mut().insert(c);
-                    }
+                if let Some(c) = &consumer {
+                    c.onto_response(resp);
                 }
             }
             Err(_) => s.fallback.series(id, s.max_consumers).record(None, elapsed),

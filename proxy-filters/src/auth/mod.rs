@@ -107,6 +107,15 @@ impl Consumer {
     pub fn of(req: &HttpRequest) -> Option<&Self> {
         req.extensions().get::<Self>()
     }
+
+    /// Puts this consumer in `resp`'s extensions unless an inner layer already put
+    /// one there: outer layers (a listener's filters) learn the consumer from the
+    /// response.
+    pub(crate) fn onto_response<B>(&self, resp: &mut http::Response<B>) {
+        if resp.extensions().get::<Self>().is_none() {
+            resp.extensions_mut().insert(self.clone());
+        }
+    }
 }
 
 /// Why a request was refused; its [`Failure::as_str`] is the `x-proxy-error` value

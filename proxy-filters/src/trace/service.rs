@@ -152,11 +152,8 @@ where
                 resp.headers_mut()
                     .insert(name.clone(), pending.trace_id.to_header_value());
             }
-            // Outer layers (a listener's filters) learn the consumer from the response.
             if let Some(c) = &pending.consumer {
-                if resp.extensions().get::<Consumer>().is_none() {
-                    resp.extensions_mut().insert(c.clone());
-                }
+                c.onto_response(resp);
             }
         }
         if let (Some(mut record), Some(exporter)) = (pending.record, &settings.exporter) {
