@@ -7,7 +7,7 @@
 //! runtime opened and drives. A connection returns to the pool of the worker that
 //! opened it. The endpoint's `max_connections` counts the connections of all workers
 //! together; `max_idle` is shared out between the workers' pools. The cluster's
-//! `circuit_breakers.max_connections` ([`limit`]) caps the connections of all its
+//! `circuit_breakers.max_connections` (the `limit` module) caps the connections of all its
 //! endpoints and workers: at the cap, a request waits for an idle connection or a
 //! freed slot instead of connecting.
 
