@@ -19,27 +19,57 @@ use proxy_test_support::{
     client::{self, get},
     eventually_async, free_addr, prometheus,
     redis::RedisServer,
-    with_timeout, TestServer,
+    with_timeout, TestServer, Upstream,
 };
 
 /// A gateway with an admin listener and a `redis_quota` named `api` on listener
 /// `edge` (`rules`: the section's fields after `name` and `redis`).
 fn gateway(redis: &RedisServer, up: SocketAddr, rules: &str) -> (TestServer, SocketAddr) {
     let admin = free_addr();
-    (start(&gateway_yaml(admin, redis, up, rules, "")), admin)
+    (
+        start(&gateway_yaml(admin, &redis_fields(redis), up, rules, "")),
+        admin,
+    )
 }
 
-/// The YAML of [`gateway`], with `more` filters after the quota (`, {typed: ...}`).
-fn gateway_yaml(
+/// A `redis-server`, a backend, and a [`gateway`] counting in it with `rules`. A
+/// test destructuring it binds every field it keeps alive (`gw: _gw`, not `gw: _`,
+/// which would stop the gateway at once).
+struct Quota {
+    redis: RedisServer,
+    up: Upstream,
+    gw: TestServer,
     admin: SocketAddr,
-    redis: &RedisServer,
-    up: SocketAddr,
-    rules: &str,
-    more: &str,
-) -> String {
+    /// The gateway's listener `edge`.
+    addr: SocketAddr,
+}
+
+impl Quota {
+    fn start(rules: &str) -> Self {
+        let redis = RedisServer::start();
+        let up = upstream("backend", Duration::ZERO);
+        let (gw, admin) = gateway(&redis, up.addr, rules);
+        let addr = gw.addr("edge");
+        Self {
+            redis,
+            up,
+            gw,
+            admin,
+            addr,
+        }
+    }
+}
+
+/// The `redis` section's fields for `redis`: its URL and a 300 ms timeout.
+fn redis_fields(redis: &RedisServer) -> String {
+    format!("url: \"{}\", timeout: 300ms", redis.url())
+}
+
+/// The YAML of [`gateway`], its `redis` section `{REDIS}`, with `more` filters after
+/// the quota (`, {typed: ...}`).
+fn gateway_yaml(admin: SocketAddr, redis: &str, up: SocketAddr, rules: &str, more: &str) -> String {
     let filter = format!(
-        "[{{typed: redis_quota, config: {{name: api, redis: {{url: \"{}\", timeout: 300ms}}, {rules}}}}}{more}]",
-        redis.url()
+        "[{{typed: redis_quota, config: {{name: api, redis: {{{redis}}}, {rules}}}}}{more}]"
     );
     format!(
         "admin: {{ address: \"{admin}\" }}\n{}",
@@ -150,14 +180,26 @@ async fn a_reload_keeps_an_unchanged_filter_and_its_verdicts() {
         let up = upstream("backend", Duration::ZERO);
         let admin = free_addr();
         let rules = "key: {header: x-consumer}, limit: 1, window: 1h";
-        let gw = start(&gateway_yaml(admin, &redis, up.addr, rules, ""));
+        let gw = start(&gateway_yaml(
+            admin,
+            &redis_fields(&redis),
+            up.addr,
+            rules,
+            "",
+        ));
         let addr = gw.addr("edge");
         fresh_window(3600, Duration::from_secs(30)).await;
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
         assert_eq!(as_consumer(addr, "alice").await.status, 429);
         let more = ", {typed: header_rewrite, config: {request: {set: [{name: x-v, value: '2'}]}}}";
-        gw.reload(&gateway_yaml(admin, &redis, up.addr, rules, more))
-            .unwrap();
+        gw.reload(&gateway_yaml(
+            admin,
+            &redis_fields(&redis),
+            up.addr,
+            rules,
+            more,
+        ))
+        .unwrap();
         assert_eq!(as_consumer(addr, "alice").await.status, 429);
         assert_eq!(
             decisions(admin, "limited_cached").await,
@@ -178,14 +220,13 @@ async fn a_reload_keeps_an_unchanged_filter_and_its_verdicts() {
 #[tokio::test]
 async fn a_new_window_starts_a_new_quota() {
     with_timeout(Duration::from_secs(60), async {
-        let redis = RedisServer::start();
-        let up = upstream("backend", Duration::ZERO);
-        let (gw, _admin) = gateway(
-            &redis,
-            up.addr,
-            "key: {header: x-consumer}, limit: 2, window: 2s",
-        );
-        let addr = gw.addr("edge");
+        let Quota {
+            redis: _redis,
+            up: _up,
+            gw: _gw,
+            admin: _,
+            addr,
+        } = Quota::start("key: {header: x-consumer}, limit: 2, window: 2s");
         fresh_window(2, Duration::from_millis(1500)).await;
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
@@ -205,14 +246,13 @@ async fn a_new_window_starts_a_new_quota() {
 #[tokio::test]
 async fn fails_open_while_redis_is_down_and_recovers() {
     with_timeout(Duration::from_secs(60), async {
-        let mut redis = RedisServer::start();
-        let up = upstream("backend", Duration::ZERO);
-        let (gw, admin) = gateway(
-            &redis,
-            up.addr,
-            "key: {header: x-consumer}, limit: 2, window: 1h, failure_mode: open",
-        );
-        let addr = gw.addr("edge");
+        let Quota {
+            mut redis,
+            up: _up,
+            gw: _gw,
+            admin,
+            addr,
+        } = Quota::start("key: {header: x-consumer}, limit: 2, window: 1h, failure_mode: open");
         fresh_window(3600, Duration::from_secs(30)).await;
         assert_eq!(header(&as_consumer(addr, "alice").await, "x-ratelimit-remaining"), Some(1));
 
@@ -254,14 +294,13 @@ async fn fails_open_while_redis_is_down_and_recovers() {
 #[tokio::test]
 async fn fails_closed_while_redis_is_down_and_recovers() {
     with_timeout(Duration::from_secs(60), async {
-        let mut redis = RedisServer::start();
-        let up = upstream("backend", Duration::ZERO);
-        let (gw, admin) = gateway(
-            &redis,
-            up.addr,
-            "key: {header: x-consumer}, limit: 100, window: 1h, failure_mode: closed",
-        );
-        let addr = gw.addr("edge");
+        let Quota {
+            mut redis,
+            up,
+            gw: _gw,
+            admin,
+            addr,
+        } = Quota::start("key: {header: x-consumer}, limit: 100, window: 1h, failure_mode: closed");
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
 
         redis.kill();
@@ -288,14 +327,13 @@ async fn fails_closed_while_redis_is_down_and_recovers() {
 #[tokio::test]
 async fn a_hung_redis_gets_the_failure_mode_within_the_timeout() {
     with_timeout(Duration::from_secs(60), async {
-        let redis = RedisServer::start();
-        let up = upstream("backend", Duration::ZERO);
-        let (gw, admin) = gateway(
-            &redis,
-            up.addr,
-            "key: {header: x-consumer}, limit: 100, window: 1h, failure_mode: closed",
-        );
-        let addr = gw.addr("edge");
+        let Quota {
+            redis,
+            up: _up,
+            gw: _gw,
+            admin,
+            addr,
+        } = Quota::start("key: {header: x-consumer}, limit: 100, window: 1h, failure_mode: closed");
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
         let hang = redis.hang(2.0);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -327,15 +365,16 @@ async fn a_hung_redis_gets_the_failure_mode_within_the_timeout() {
 #[tokio::test]
 async fn the_local_floor_holds_with_and_without_redis() {
     with_timeout(Duration::from_secs(60), async {
-        let mut redis = RedisServer::start();
-        let up = upstream("backend", Duration::ZERO);
-        let (gw, admin) = gateway(
-            &redis,
-            up.addr,
+        let Quota {
+            mut redis,
+            up,
+            gw: _gw,
+            admin,
+            addr,
+        } = Quota::start(
             "key: {header: x-consumer}, limit: 100, window: 1h, \
              local: {descriptors: [{key: {header: x-consumer}, rate: {requests: 3, per: 1h}}]}",
         );
-        let addr = gw.addr("edge");
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
         redis.kill();
@@ -367,20 +406,15 @@ async fn the_local_floor_holds_with_and_without_redis() {
 async fn the_password_and_database_are_used() {
     with_timeout(Duration::from_secs(60), async {
         let redis = RedisServer::start();
-        assert!(redis.command("CONFIG SET requirepass s3cret").starts_with("+OK"));
+        assert!(redis
+            .command("CONFIG SET requirepass s3cret")
+            .starts_with("+OK"));
         let up = upstream("backend", Duration::ZERO);
-        let rules = "key: {header: x-consumer}, limit: 5, window: 1h, failure_mode: closed, prefix: q";
+        let rules =
+            "key: {header: x-consumer}, limit: 5, window: 1h, failure_mode: closed, prefix: q";
         let with_db = |db: u16| {
-            let admin = free_addr();
-            let filter = format!(
-                "[{{typed: redis_quota, config: {{name: api, redis: {{url: \"{}\", password: s3cret, db: {db}, timeout: 300ms}}, {rules}}}}}]",
-                redis.url(),
-            );
-            let yaml = format!(
-                "admin: {{ address: \"{admin}\" }}\n{}",
-                config(&[listener("edge", &filter, "b")], &[("b", up.addr)])
-            );
-            start(&yaml)
+            let fields = format!("{}, password: s3cret, db: {db}", redis_fields(&redis));
+            start(&gateway_yaml(free_addr(), &fields, up.addr, rules, ""))
         };
         let (db2, db3) = (with_db(2), with_db(3));
         fresh_window(3600, Duration::from_secs(30)).await;
@@ -389,7 +423,11 @@ async fn the_password_and_database_are_used() {
         let second = as_consumer(db2.addr("edge"), "alice").await;
         assert_eq!(header(&second, "x-ratelimit-remaining"), Some(3));
         let other_db = as_consumer(db3.addr("edge"), "alice").await;
-        assert_eq!(header(&other_db, "x-ratelimit-remaining"), Some(4), "db 3 counts apart");
+        assert_eq!(
+            header(&other_db, "x-ratelimit-remaining"),
+            Some(4),
+            "db 3 counts apart"
+        );
         // Without the password there is no count: the failure mode.
         let (wrong, _admin) = gateway(&redis, up.addr, rules);
         let refused = as_consumer(wrong.addr("edge"), "alice").await;
