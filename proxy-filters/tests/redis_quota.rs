@@ -32,13 +32,12 @@ fn gateway(redis: &RedisServer, up: SocketAddr, rules: &str) -> (TestServer, Soc
     )
 }
 
-/// A `redis-server`, a backend, and a [`gateway`] counting in it with `rules`. A
-/// test destructuring it binds every field it keeps alive (`gw: _gw`, not `gw: _`,
-/// which would stop the gateway at once).
+/// A `redis-server`, a backend, and a [`gateway`] counting in it with `rules`.
 struct Quota {
     redis: RedisServer,
     up: Upstream,
-    gw: TestServer,
+    /// Kept running while the test holds this.
+    _gw: TestServer,
     admin: SocketAddr,
     /// The gateway's listener `edge`.
     addr: SocketAddr,
@@ -53,7 +52,7 @@ impl Quota {
         Self {
             redis,
             up,
-            gw,
+            _gw: gw,
             admin,
             addr,
         }
@@ -220,13 +219,8 @@ async fn a_reload_keeps_an_unchanged_filter_and_its_verdicts() {
 #[tokio::test]
 async fn a_new_window_starts_a_new_quota() {
     with_timeout(Duration::from_secs(60), async {
-        let Quota {
-            redis: _redis,
-            up: _up,
-            gw: _gw,
-            admin: _,
-            addr,
-        } = Quota::start("key: {header: x-consumer}, limit: 2, window: 2s");
+        let q = Quota::start("key: {header: x-consumer}, limit: 2, window: 2s");
+        let addr = q.addr;
         fresh_window(2, Duration::from_millis(1500)).await;
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
@@ -246,17 +240,13 @@ async fn a_new_window_starts_a_new_quota() {
 #[tokio::test]
 async fn fails_open_while_redis_is_down_and_recovers() {
     with_timeout(Duration::from_secs(60), async {
-        let Quota {
-            mut redis,
-            up: _up,
-            gw: _gw,
-            admin,
-            addr,
-        } = Quota::start("key: {header: x-consumer}, limit: 2, window: 1h, failure_mode: open");
+        let mut q = Quota::start("key: {header: x-consumer}, limit: 2, window: 1h, failure_mode: open");
+        let addr = q.addr;
+        let admin = q.admin;
         fresh_window(3600, Duration::from_secs(30)).await;
         assert_eq!(header(&as_consumer(addr, "alice").await, "x-ratelimit-remaining"), Some(1));
 
-        redis.kill();
+        q.redis.kill();
         for _ in 0..3 {
             let resp = as_consumer(addr, "alice").await;
             assert_eq!(resp.status, 200, "failing open");
@@ -277,7 +267,7 @@ async fn fails_open_while_redis_is_down_and_recovers() {
         assert!(errors >= 3.0, "{text}");
 
         // Back (empty, as after a crash): counting resumes on the same gateway.
-        redis.restart();
+        q.redis.restart();
         let recovered = eventually_async(Duration::from_secs(15), || async {
             header(&as_consumer(addr, "bob").await, "x-ratelimit-remaining").is_some()
         })
@@ -294,27 +284,24 @@ async fn fails_open_while_redis_is_down_and_recovers() {
 #[tokio::test]
 async fn fails_closed_while_redis_is_down_and_recovers() {
     with_timeout(Duration::from_secs(60), async {
-        let Quota {
-            mut redis,
-            up,
-            gw: _gw,
-            admin,
-            addr,
-        } = Quota::start("key: {header: x-consumer}, limit: 100, window: 1h, failure_mode: closed");
+        let mut q =
+            Quota::start("key: {header: x-consumer}, limit: 100, window: 1h, failure_mode: closed");
+        let addr = q.addr;
+        let admin = q.admin;
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
 
-        redis.kill();
+        q.redis.kill();
         let refused = as_consumer(addr, "alice").await;
         assert_eq!(refused.status, 503, "failing closed");
         assert_eq!(refused.headers["x-proxy-error"], "quota_unavailable");
         assert_eq!(refused.headers["retry-after"], "1");
-        assert_eq!(up.hits(), 1);
+        assert_eq!(q.up.hits(), 1);
         assert!(decisions(admin, "failed_closed").await >= 1.0);
         // A request without the key is not counted, so not refused either.
         assert_eq!(get(addr, "/", &[]).await.status, 200);
         assert_eq!(decisions(admin, "unkeyed").await, 1.0);
 
-        redis.restart();
+        q.redis.restart();
         let recovered = eventually_async(Duration::from_secs(15), || async {
             as_consumer(addr, "alice").await.status == 200
         })
@@ -327,15 +314,12 @@ async fn fails_closed_while_redis_is_down_and_recovers() {
 #[tokio::test]
 async fn a_hung_redis_gets_the_failure_mode_within_the_timeout() {
     with_timeout(Duration::from_secs(60), async {
-        let Quota {
-            redis,
-            up: _up,
-            gw: _gw,
-            admin,
-            addr,
-        } = Quota::start("key: {header: x-consumer}, limit: 100, window: 1h, failure_mode: closed");
+        let q =
+            Quota::start("key: {header: x-consumer}, limit: 100, window: 1h, failure_mode: closed");
+        let addr = q.addr;
+        let admin = q.admin;
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
-        let hang = redis.hang(2.0);
+        let hang = q.redis.hang(2.0);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = std::time::Instant::now();
         let refused = as_consumer(addr, "alice").await;
@@ -365,19 +349,15 @@ async fn a_hung_redis_gets_the_failure_mode_within_the_timeout() {
 #[tokio::test]
 async fn the_local_floor_holds_with_and_without_redis() {
     with_timeout(Duration::from_secs(60), async {
-        let Quota {
-            mut redis,
-            up,
-            gw: _gw,
-            admin,
-            addr,
-        } = Quota::start(
+        let mut q = Quota::start(
             "key: {header: x-consumer}, limit: 100, window: 1h, \
              local: {descriptors: [{key: {header: x-consumer}, rate: {requests: 3, per: 1h}}]}",
         );
+        let addr = q.addr;
+        let admin = q.admin;
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
         assert_eq!(as_consumer(addr, "alice").await.status, 200);
-        redis.kill();
+        q.redis.kill();
         assert_eq!(as_consumer(addr, "alice").await.status, 200, "failing open");
         let floor = as_consumer(addr, "alice").await;
         assert_eq!(
@@ -390,14 +370,14 @@ async fn the_local_floor_holds_with_and_without_redis() {
             floor.headers.get("x-ratelimit-limit").is_none(),
             "not a redis verdict"
         );
-        redis.restart();
+        q.redis.restart();
         assert_eq!(
             as_consumer(addr, "alice").await.status,
             429,
             "and while it is up"
         );
         assert_eq!(decisions(admin, "limited_local").await, 2.0);
-        assert_eq!(up.hits(), 3);
+        assert_eq!(q.up.hits(), 3);
     })
     .await;
 }
