@@ -92,6 +92,19 @@ impl RouteConfig {
 impl VirtualHostConfig {
     /// Overrides the listener's HTTP filter named `filter` for every route of this
     /// host (a route's own override of it wins).
+    ///
+    /// # Example
+    /// ```
+    /// use proxy_core::config::{FilterOverride, RouteConfig, Section, VirtualHostConfig};
+    ///
+    /// let internal = VirtualHostConfig::new("internal", ["internal.example.com"])
+    ///     .override_filter("jwt", FilterOverride::Disabled)
+    ///     .route(RouteConfig::new("app").override_filter(
+    ///         "rbac",
+    ///         FilterOverride::Config(Section::from_value(serde_json::json!({"policies": []}))),
+    ///     ));
+    /// assert_eq!(internal.filter_overrides["jwt"], FilterOverride::Disabled);
+    /// ```
     #[must_use]
     pub fn override_filter(mut self, filter: impl Into<String>, how: FilterOverride) -> Self {
         self.filter_overrides.insert(filter.into(), how);
