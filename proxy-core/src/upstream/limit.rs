@@ -226,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn idle_connections_of_other_pools_are_found() {
+    fn without_idle_connections_nothing_is_closed_and_dropped_pools_are_forgotten() {
         let limit = ConnectionLimit::new(1, None);
         let mine = Arc::new(H1Pool::new(4, Duration::from_secs(60)));
         let other = Arc::new(H1Pool::new(4, Duration::from_secs(60)));
