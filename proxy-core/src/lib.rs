@@ -34,7 +34,7 @@ pub use rpc::ClusterOverride;
 pub use server::ListenerNotRunning;
 pub use server::{
     AdminPage, ConfigSource, DisplayChain, HandedOffConnection, HttpListener, HttpListenerBuilder,
-    MetricsHook, Server, ServerError,
+    LayerHandOver, LayerHandOverResult, LayerState, MetricsHook, Server, ServerError,
 };
 pub use upstream::UpgradedUpstream;
 

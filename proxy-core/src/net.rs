@@ -13,9 +13,17 @@ use tokio::{
 };
 
 /// Any byte stream a connection layer can produce (a TLS session, say).
-pub trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+pub trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {
+    /// The stream as `Any`, for the layer that made it to take it apart again (a hot
+    /// upgrade's [`crate::LayerHandOver`]).
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
 
-impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Io for T {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Io for T {
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
 
 /// An accepted downstream stream.
 pub enum Stream {

@@ -453,8 +453,9 @@ mod tests {
         assert_eq!(older_version(v2), Some(2));
         assert_eq!(older_version("this process speaks version 1"), Some(1));
         assert_eq!(older_version("this process speaks version 3"), Some(3));
+        assert_eq!(older_version("this process speaks version 4"), Some(4));
         // Not older, not spoken, or not said.
-        assert_eq!(older_version("this process speaks version 4"), None);
+        assert_eq!(older_version("this process speaks version 5"), None);
         assert_eq!(older_version("this process speaks version 0"), None);
         assert_eq!(older_version("busy"), None);
     }

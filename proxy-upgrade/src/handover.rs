@@ -52,7 +52,15 @@ pub(crate) fn forward(
             socket,
             unread,
             protocol,
+            layer_state,
         } = c;
+        if layer_state.is_some() && conn.version() < 5 {
+            // A new process older than TLS hand-over: the session's keys are out of
+            // the old one's TLS state already, so the connection cannot go on.
+            tracing::warn!(%listener, "the new process takes no TLS sessions; connection closed");
+            close(socket);
+            continue;
+        }
         let peer = socket2::SockRef::from(&socket)
             .peer_addr()
             .ok()
@@ -63,10 +71,26 @@ pub(crate) fn forward(
             peer,
             unread,
             protocol,
+            layer_state,
         };
         // The socket is closed here once sent: the new process holds it then, and
         // this process never touched it since the server handed it out.
         let message = Message::Connection(record);
+        if let Message::Connection(ConnectionRecord {
+            layer_state: Some(_),
+            listener,
+            ..
+        }) = &message
+        {
+            // A TLS session too large for one message: it cannot go, and its keys are
+            // out of the TLS state already (an encoding error is not the new process
+            // failing, so no roll back for it).
+            if let Err(error) = crate::wire::encode_version(&message, conn.version()) {
+                tracing::warn!(%listener, %error, "a TLS session too large to hand over; connection closed");
+                close(socket);
+                continue;
+            }
+        }
         match conn.send(&message, &[socket.as_fd()]) {
             Ok(()) => {
                 sent.connections += 1;
@@ -83,6 +107,7 @@ pub(crate) fn forward(
                     socket,
                     unread: record.unread,
                     protocol: record.protocol,
+                    layer_state: record.layer_state,
                 };
                 return roll_back(Some(c), connections, counters, fallback, sent);
             }
@@ -367,12 +392,14 @@ impl Handover {
                 peer,
                 unread,
                 protocol,
+                layer_state,
             } = record;
             let handed = HandedOffConnection {
                 listener: listener.clone(),
                 socket,
                 unread,
                 protocol,
+                layer_state,
             };
             match server.adopt_handed_off(handed) {
                 Ok(()) => adopted += 1,

@@ -136,7 +136,8 @@ impl Conn {
         message: &Message,
         fds: &[BorrowedFd<'_>],
     ) -> Result<(), UpgradeError> {
-        let bytes = wire::encode_version(message, self.version)?;
+        // Zeroed once sent: a connection message can carry a TLS session's keys.
+        let bytes = zeroize::Zeroizing::new(wire::encode_version(message, self.version)?);
         self.send_raw(&bytes, fds)
     }
 
@@ -175,7 +176,8 @@ impl Conn {
 
     /// [`Conn::recv`], also giving the message's version.
     pub(crate) fn recv_versioned(&self) -> Result<(u16, Message, Vec<OwnedFd>), UpgradeError> {
-        let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+        // Zeroed when dropped: a connection message can carry a TLS session's keys.
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; MAX_MESSAGE_BYTES]);
         let mut space =
             vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
         let mut control = RecvAncillaryBuffer::new(&mut space);

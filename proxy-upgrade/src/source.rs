@@ -106,6 +106,7 @@ fn relay(rx: mpsc::Receiver<(String, OwnedFd, Vec<u8>)>, sink: mpsc::Sender<Hand
                 socket,
                 unread,
                 protocol: None,
+                layer_state: None,
             };
             if sink.send(c).is_err() {
                 break;

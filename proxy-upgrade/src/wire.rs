@@ -23,7 +23,9 @@ mod datagram;
 mod fields;
 mod metrics;
 
-pub use connection::{ConnectionRecord, MAX_PROTOCOL_BYTES, MAX_UNREAD_BYTES};
+pub use connection::{
+    ConnectionRecord, MAX_LAYER_STATE_BYTES, MAX_PROTOCOL_BYTES, MAX_UNREAD_BYTES,
+};
 pub use datagram::{DatagramRecord, DatagramRole};
 pub use metrics::{metrics_messages, MAX_SERIES, MAX_SERIES_BYTES, MAX_SERIES_TOTAL_BYTES};
 
@@ -31,8 +33,9 @@ pub use metrics::{metrics_messages, MAX_SERIES, MAX_SERIES_BYTES, MAX_SERIES_TOT
 pub const MAGIC: [u8; 4] = *b"PXUP";
 /// The protocol version this crate speaks: 2 adds live connections, 3 their
 /// protocol (Bolt, Dubbo) and the `metrics` message, 4 the `datagrams` message
-/// (QUIC's UDP sockets and their forwarding channels).
-pub const VERSION: u16 = 4;
+/// (QUIC's UDP sockets and their forwarding channels), 5 a connection's layer
+/// state (an idle TLS 1.3 session's keys, so TLS connections go over too).
+pub const VERSION: u16 = 5;
 /// The oldest version this crate still speaks (listeners only; connections drain).
 pub const MIN_VERSION: u16 = 1;
 /// Bytes of the fixed header: magic, version, kind, flags, payload length.

@@ -76,6 +76,7 @@ fn idle_connections_go_over_with_their_unread_bytes_and_keep_working() {
             unread: vec![b'a' + i; i as usize * 5],
             // The second is a Bolt connection with half a frame read.
             protocol: (i == 1).then(|| "bolt".to_string()),
+            layer_state: None,
         });
         clients.push(client);
     }
@@ -187,6 +188,7 @@ fn record(peer: Option<std::net::SocketAddr>) -> Vec<u8> {
         peer,
         unread: b"GET".to_vec(),
         protocol: None,
+        layer_state: None,
     }))
     .expect("encode")
 }

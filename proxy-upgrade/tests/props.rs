@@ -46,6 +46,7 @@ fn message() -> impl Strategy<Value = Message> {
                     peer: peer.map(Into::into),
                     unread: unread[..unread.len().min(MAX_UNREAD_BYTES)].to_vec(),
                     protocol,
+                    layer_state: None,
                 }
             )),
         (

@@ -69,6 +69,7 @@ fn connection(app: &TcpListener) -> (TcpStream, HandedOffConnection) {
         socket: OwnedFd::from(server_side),
         unread: Vec::new(),
         protocol: None,
+        layer_state: None,
     };
     (client, c)
 }

@@ -149,6 +149,7 @@ fn counters_carried_in_go_on_and_a_connection_of_an_unknown_protocol_is_refused(
         socket: ours.into(),
         unread: b"\x01\x01".to_vec(),
         protocol: Some("bolt".into()),
+        layer_state: None,
     });
     assert!(refused.is_err());
     let mut buf = [0u8; 1];

@@ -161,7 +161,8 @@ async fn sniff(
     ctx: &ConnCtx,
 ) -> Option<(Detected, Stream, BytesMut)> {
     let cap = ctx.limits.max_header_bytes.as_usize();
-    let can_hand_off = !ctx.secure && !matches!(stream, Stream::Boxed(_));
+    let can_hand_off = (!ctx.secure && !matches!(stream, Stream::Boxed(_)))
+        || super::handoff::layer_hand_over(ctx).is_some();
     let mut drain = ctx.drain.clone();
     let handoff = async move {
         let _ = drain.wait_for(|d| *d).await;
@@ -191,7 +192,8 @@ async fn sniff(
     match found {
         Ok(Ok(detected)) => Some((detected, stream, buf)),
         Ok(Err(Some(handoff))) => {
-            if let Err(Some(stream)) = handoff.send(&ctx.listener.name, stream, &buf, None) {
+            let layer = super::handoff::layer_hand_over(ctx);
+            if let Err(Some(stream)) = handoff.send(&ctx.listener.name, stream, &buf, None, layer) {
                 let (read, mut write) = stream.into_split();
                 let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
                 super::h1::linger(Some(read));

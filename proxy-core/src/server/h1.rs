@@ -175,7 +175,8 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
     let mut idle = Idle {
         active: true,
         drained: false,
-        can_hand_off: !ctx.secure && read.as_ref().is_some_and(ReadHalf::is_socket),
+        can_hand_off: (!ctx.secure && read.as_ref().is_some_and(ReadHalf::is_socket))
+            || super::handoff::layer_hand_over(&ctx).is_some(),
         handing_off: false,
     };
     loop {

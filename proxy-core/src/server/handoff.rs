@@ -19,7 +19,11 @@ use arc_swap::ArcSwapOption;
 use bytes::BytesMut;
 use tokio::{io::AsyncWriteExt, time::Instant};
 
-use super::{conn::ConnCtx, lock, Server, ServerError};
+use super::{
+    conn::ConnCtx,
+    handoff_layer::{LayerHandOver, LayerState},
+    lock, Server, ServerError,
+};
 use crate::net::{ReadHalf, Stream, WriteHalf};
 
 /// A connection handed out: the listener that accepted it, its socket (non-blocking,
@@ -41,6 +45,10 @@ pub struct HandedOffConnection {
     /// `None` for a connection the listener's usual path serves (HTTP/1.1, or not
     /// sniffed yet).
     pub protocol: Option<String>,
+    /// The state of the connection layer that wrapped the socket (a TLS session,
+    /// [`LayerHandOver`]), for the same layer of the adopting listener; `None` for a
+    /// plain socket. `unread` is then bytes the layer had produced (plaintext).
+    pub layer_state: Option<LayerState>,
 }
 
 /// The hand-off of connections under way, shared by every listener of a server:
@@ -82,9 +90,11 @@ impl Handoff {
     }
 
     /// Hands `stream` out with `unread` (served by `protocol`, `None` for the
-    /// listener's usual path). `Err(Some(stream))` gives it back (a layer's stream,
-    /// too many unread bytes, a protocol connection the receiver does not take, or
-    /// no one receives any more), for the caller to close as in a drain or serve on;
+    /// listener's usual path); a layer's stream goes only with the layer's `layer`
+    /// hook, and only to a receiver of every kind of connection.
+    /// `Err(Some(stream))` gives it back (a layer's stream that cannot go, too many
+    /// unread bytes, a protocol connection the receiver does not take, or no one
+    /// receives any more), for the caller to close as in a drain or serve on;
     /// `Err(None)` when it was lost on the way (closed).
     pub(crate) fn send(
         &self,
@@ -92,10 +102,19 @@ impl Handoff {
         stream: Stream,
         unread: &[u8],
         protocol: Option<&str>,
+        layer: Option<&LayerHandOver>,
     ) -> Result<(), Option<Stream>> {
         if unread.len() > self.max_unread || (protocol.is_some() && !self.takes_protocols()) {
             return Err(Some(stream));
         }
+        let (stream, layer_state) = match (stream, layer) {
+            (Stream::Boxed(io), Some(hook)) if self.takes_protocols() => match hook.call(io) {
+                Ok((inner, state)) => (inner, Some(state)),
+                Err(back) => return Err(back.map(Stream::Boxed)),
+            },
+            (stream, _) => (stream, None),
+        };
+        let layered = layer_state.is_some();
         let unix = matches!(stream, Stream::Unix(_));
         let fd = match stream.into_socket() {
             Ok(Ok(fd)) => fd,
@@ -106,6 +125,7 @@ impl Handoff {
             Err(stream) => return Err(Some(stream)),
         };
         let sent = match &self.sink {
+            // Only plain sockets reach here (a layer's stream goes to `All` only).
             Sink::Idle(sink) => sink
                 .send((listener.to_owned(), fd, unread.to_vec()))
                 .map_err(|mpsc::SendError((_, fd, _))| fd),
@@ -115,11 +135,19 @@ impl Handoff {
                     socket: fd,
                     unread: unread.to_vec(),
                     protocol: protocol.map(str::to_owned),
+                    layer_state,
                 })
                 .map_err(|mpsc::SendError(c)| c.socket),
         };
-        // The receiver is gone (the new process failed): serve it on here.
-        sent.map_err(|fd| Stream::from_socket(fd, unix).ok())
+        // The receiver is gone (the new process failed): serve it on here, unless
+        // its layer's state was taken out (then the socket alone means nothing).
+        sent.map_err(|fd| {
+            if layered {
+                None
+            } else {
+                Stream::from_socket(fd, unix).ok()
+            }
+        })
     }
 }
 
@@ -187,7 +215,7 @@ impl Server {
         socket: OwnedFd,
         unread: &[u8],
     ) -> Result<(), ServerError> {
-        self.adopt(listener, None, socket, unread)
+        self.adopt(listener, None, socket, unread, None)
     }
 
     /// [`Server::adopt_connection`] for a connection handed out by
@@ -204,8 +232,9 @@ impl Server {
             socket,
             unread,
             protocol,
+            layer_state,
         } = conn;
-        self.adopt(&listener, protocol.as_deref(), socket, &unread)
+        self.adopt(&listener, protocol.as_deref(), socket, &unread, layer_state)
     }
 
     fn adopt(
@@ -214,6 +243,7 @@ impl Server {
         protocol: Option<&str>,
         socket: OwnedFd,
         unread: &[u8],
+        layer_state: Option<LayerState>,
     ) -> Result<(), ServerError> {
         let refuse = |why: String| ServerError::Io {
             what: format!("adopting a connection of listener {listener}"),
@@ -223,6 +253,11 @@ impl Server {
             .get(listener)
             .cloned()
             .ok_or_else(|| refuse("no running listener has that name".into()))?;
+        if layer_state.is_some() && rt.settings.load().conn_layers.is_empty() {
+            return Err(refuse(
+                "a layer's connection, and the listener has no connection layers".into(),
+            ));
+        }
         // A protocol's frames are capped by its own options, not by the head limit:
         // its first frame reads on from these bytes.
         let max = match protocol {
@@ -273,7 +308,7 @@ impl Server {
         };
         handle.spawn(async move {
             match Stream::from_socket(OwnedFd::from(socket), unix) {
-                Ok(stream) => super::spawn::start(ctx, stream, prefix, protocol),
+                Ok(stream) => super::spawn::start(ctx, stream, prefix, protocol, layer_state),
                 Err(error) => {
                     tracing::warn!(listener = %rt.name, %error, "cannot register an adopted connection");
                 }
@@ -302,11 +337,16 @@ pub(super) async fn hand_off(read: ReadHalf, write: WriteHalf, buf: BytesMut, ct
     let Some(handoff) = ctx.current_handoff() else {
         return close_stream(stream).await;
     };
-    match handoff.send(&ctx.listener.name, stream, &buf, None) {
+    match handoff.send(&ctx.listener.name, stream, &buf, None, layer_hand_over(ctx)) {
         Ok(()) => tracing::debug!(peer = ?ctx.peer, unread = buf.len(), "connection handed over"),
         Err(Some(stream)) => close_stream(stream).await,
         Err(None) => {}
     }
+}
+
+/// The hand-over hook of the layer that wrapped the connection's stream, if any.
+pub(super) fn layer_hand_over(ctx: &ConnCtx) -> Option<&LayerHandOver> {
+    ctx.conn_extensions.as_ref()?.get::<LayerHandOver>()
 }
 
 async fn close_stream(stream: Stream) {

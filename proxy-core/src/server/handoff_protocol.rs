@@ -187,7 +187,7 @@ impl HandOff {
         let Some(handoff) = self.slot.load_full() else {
             return Err(Some(rewrap(socket)));
         };
-        match handoff.send(&self.listener, socket, unread, Some(&self.protocol)) {
+        match handoff.send(&self.listener, socket, unread, Some(&self.protocol), None) {
             Ok(()) => {
                 tracing::debug!(protocol = %self.protocol, unread = unread.len(), "connection handed over");
                 Ok(())

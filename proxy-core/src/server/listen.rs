@@ -332,7 +332,7 @@ pub(crate) async fn accept_loop_with(
             continue;
         }
         let ctx = super::spawn::context(&listener, peer, &drain, &access_log, &handoff);
-        super::spawn::start(ctx, stream, bytes::BytesMut::new(), None);
+        super::spawn::start(ctx, stream, bytes::BytesMut::new(), None, None);
     }
     // The Unix socket file is removed by whoever stopped the listener (a reload, the
     // drain), unless the socket went to a new process.

@@ -11,6 +11,7 @@ mod h1_tunnel;
 mod h2;
 mod h2_streams;
 mod handoff;
+mod handoff_layer;
 mod handoff_protocol;
 mod listen;
 mod runtime;
@@ -32,6 +33,7 @@ use tokio::{runtime::Handle, sync::watch};
 
 pub use self::embed::{HttpListener, HttpListenerBuilder};
 pub use self::handoff::HandedOffConnection;
+pub use self::handoff_layer::{LayerHandOver, LayerHandOverResult, LayerState};
 use self::listen::{Bound, ListenerRuntime};
 pub use self::service::ListenerNotRunning;
 pub(crate) use self::{handoff::HandoffSlot, handoff_protocol::Detach};

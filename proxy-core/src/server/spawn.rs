@@ -11,6 +11,7 @@ use tower::ServiceExt;
 use super::{
     conn::{self, ConnCtx, OpenConn, Prefix, ServeHttp},
     handoff::HandoffSlot,
+    handoff_layer::LayerState,
     listen::ListenerRuntime,
 };
 use crate::{
@@ -45,8 +46,16 @@ pub(super) fn context(
 
 /// Spawns the task serving `stream` with `ctx` (through the listener's connection
 /// filters, if any), `prefix` being bytes already read from it and `protocol` the
-/// listener's protocol plug-in that served it (handed in); counts it as opened.
-pub(super) fn start(ctx: ConnCtx, stream: Stream, prefix: BytesMut, protocol: Option<usize>) {
+/// listener's protocol plug-in that served it (handed in) and `layer_state` the state
+/// of the connection layer that wrapped it there (for the same layer here); counts it
+/// as opened.
+pub(super) fn start(
+    ctx: ConnCtx,
+    stream: Stream,
+    prefix: BytesMut,
+    protocol: Option<usize>,
+    layer_state: Option<LayerState>,
+) {
     let handed_in = !prefix.is_empty() || protocol.is_some();
     let listener = ctx.listener.clone();
     let settings = listener.settings.load_full();
@@ -73,6 +82,9 @@ pub(super) fn start(ctx: ConnCtx, stream: Stream, prefix: BytesMut, protocol: Op
             .rev()
             .fold(terminal, |svc, layer| layer(svc));
         let mut extensions = http::Extensions::new();
+        if let Some(state) = layer_state {
+            extensions.insert(state);
+        }
         if handed_in {
             extensions.insert(Prefix {
                 bytes: prefix,

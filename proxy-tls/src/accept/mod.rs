@@ -12,6 +12,7 @@
 //! `proxy_tls_handshake_failures_total{reason}`.
 
 mod early_data;
+mod handover;
 mod handshake;
 mod server_config;
 mod session;
@@ -300,7 +301,36 @@ where
     S::Error: Into<BoxError>,
 {
     let generation = shared.material.current();
-    let mut io = std::mem::replace(&mut conn.stream, Stream::Boxed(Box::new(Closed)));
+    let io = std::mem::replace(&mut conn.stream, Stream::Boxed(Box::new(Closed)));
+    if let Some(state) = conn.extensions.remove::<proxy_core::LayerState>() {
+        // Handed in by the process before a hot upgrade: no handshake, the session goes on.
+        let (continued, facts) = match handover::adopt(io, &state) {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(%error, "tls session handed in cannot be continued");
+                return Ok(());
+            }
+        };
+        drop(state);
+        tracing::debug!(alpn = ?facts.alpn.as_deref().map(String::from_utf8_lossy), "tls session handed in");
+        let multiplexed = facts.alpn.as_deref() == Some(b"h2");
+        let (retirement, retire) = Retirement::new();
+        conn.stream = Stream::Boxed(Box::new(Decrypted::new(
+            Bytes::new(),
+            continued,
+            retirement.clone(),
+        )));
+        conn.secure = true;
+        conn.extensions.insert(retire);
+        conn.extensions.insert(handover::hook());
+        crate::identity::insert_tls_info(&mut conn.extensions, &facts);
+        conn.extensions.insert(facts);
+        let served = async move { inner.call(conn).await.map_err(Into::into) };
+        return serve_with_drain(served, &generation, shared.drain, retirement, multiplexed).await;
+    }
+    // Watched for record boundaries from the first byte: a session goes over in a hot
+    // upgrade only when rustls holds no part of a record.
+    let mut io = crate::continued::RecordBoundary::new(io);
     let configs = &generation.value;
     let slots = shared.slots.as_ref();
     #[cfg(feature = "offload")]
@@ -358,6 +388,9 @@ where
     )));
     conn.secure = true;
     conn.extensions.insert(retire);
+    if facts.version == "TLSv1.3" && !facts.guomi {
+        conn.extensions.insert(handover::hook());
+    }
     crate::identity::insert_tls_info(&mut conn.extensions, &facts);
     conn.extensions.insert(facts);
     let served = async move { inner.call(conn).await.map_err(Into::into) };

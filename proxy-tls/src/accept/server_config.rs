@@ -200,6 +200,9 @@ impl ServerSpec {
             None => Arc::new(rustls::server::NoServerSessionStorage {}),
         };
         config.max_early_data_size = self.early_data_max;
+        // Lets a hot upgrade hand idle TLS 1.3 sessions over (`continued::extract`);
+        // costs nothing per record: rustls keeps the same keys either way.
+        config.enable_secret_extraction = true;
         Ok(ServerConfigs {
             international: Arc::new(config),
             #[cfg(feature = "guomi")]

@@ -31,6 +31,11 @@ impl<S> Decrypted<S> {
             retirement,
         }
     }
+
+    /// The parts, for a hot upgrade's hand-over (`handover.rs`).
+    pub(crate) fn into_parts(self) -> (Bytes, S, Retirement) {
+        (self.early, self.inner, self.retirement)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Decrypted<S> {

@@ -17,6 +17,7 @@ fn connection(listener: &str, peer: Option<&str>, unread: &[u8]) -> ConnectionRe
         peer: peer.map(|p| p.parse().expect("peer")),
         unread: unread.to_vec(),
         protocol: None,
+        layer_state: None,
     }
 }
 
@@ -94,7 +95,7 @@ fn header_layout_is_fixed() {
     let bytes = encode(&Message::Hello { pid: 1 }).expect("encode");
     assert_eq!(
         bytes,
-        [b'P', b'X', b'U', b'P', 0, 4, 1, 0, 0, 0, 0, 4, 0, 0, 0, 1]
+        [b'P', b'X', b'U', b'P', 0, 5, 1, 0, 0, 0, 0, 4, 0, 0, 0, 1]
     );
     let bytes = encode(&Message::Listeners {
         records: vec![record("a", "unix:/s", 3)],
@@ -172,10 +173,10 @@ fn bytes_after_the_payload_are_malformed() {
 #[test]
 fn another_version_is_a_version_mismatch() {
     let mut bytes = encode(&Message::Hello { pid: 1 }).expect("encode");
-    bytes[5] = 5;
+    bytes[5] = 6;
     match decode(&bytes) {
         Err(UpgradeError::VersionMismatch { ours, theirs }) => {
-            assert_eq!((ours, theirs), (VERSION, 5));
+            assert_eq!((ours, theirs), (VERSION, 6));
         }
         other => panic!("{other:?}"),
     }
@@ -347,6 +348,7 @@ fn connection_limits_are_enforced_both_ways() {
             peer: None,
             unread: Vec::new(),
             protocol: None,
+            layer_state: None,
         };
         assert!(matches!(
             encode(&Message::Connection(c)),
@@ -462,7 +464,7 @@ fn datagram_sockets_round_trip() {
         more: false,
     })
     .expect("encode");
-    assert_eq!(&bytes[4..8], &[0, 4, 9, 0]);
+    assert_eq!(&bytes[4..8], &[0, 5, 9, 0]);
     assert_eq!(
         &bytes[HEADER_BYTES..],
         b"\x00\x01\x03\x00\x02\x00\x00\x01q\x00\x0b127.0.0.1:1"
