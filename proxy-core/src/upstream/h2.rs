@@ -85,6 +85,13 @@ impl H2Client {
         if let Some(s) = mine.live() {
             return Ok(s);
         }
+        // At the cap, another worker's connection serves at once, rather than after
+        // this worker's requests queued behind one waiting for a slot.
+        if cap.is_some_and(|c| c.limit.open() >= u64::from(c.limit.max_connections())) {
+            if let Some(s) = self.workers.iter().find_map(H2Conn::live) {
+                return Ok(s);
+            }
+        }
         let _one_at_a_time = mine.connecting.lock().await;
         if let Some(s) = mine.live() {
             return Ok(s);
