@@ -126,6 +126,7 @@ impl AdsState {
                 Some(r) => {
                     let mut config = l.config.clone();
                     config.virtual_hosts.clone_from(&r.virtual_hosts);
+                    crate::resources::keep_overrides_of_its_filters(&mut config);
                     Some(ResolvedListener {
                         config,
                         clusters: r.clusters.clone(),

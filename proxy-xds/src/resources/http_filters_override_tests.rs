@@ -288,3 +288,28 @@ fn hcm_filters_are_named_and_kept_disabled() {
         "{err}"
     );
 }
+
+#[test]
+fn overrides_of_filters_the_listener_lacks_are_left_out_when_joined() {
+    use proxy_core::config::{RouteConfig, VirtualHostConfig};
+
+    let l = listener_with(vec![
+        rbac_filter("envoy.filters.http.rbac", false),
+        router(),
+    ]);
+    let mut config = crate::resources::listener(&l).unwrap().config;
+    config.virtual_hosts = vec![VirtualHostConfig::new("v", ["*"])
+        .override_filter("envoy.filters.http.jwt_authn", FilterOverride::Disabled)
+        .route(
+            RouteConfig::new("a")
+                .override_filter("envoy.filters.http.rbac", FilterOverride::Disabled)
+                .override_filter("envoy.filters.http.lua", FilterOverride::Disabled),
+        )];
+    keep_overrides_of_its_filters(&mut config);
+    let vhost = &config.virtual_hosts[0];
+    assert!(vhost.filter_overrides.is_empty());
+    assert_eq!(
+        vhost.routes[0].filter_overrides.keys().collect::<Vec<_>>(),
+        ["envoy.filters.http.rbac"]
+    );
+}

@@ -35,6 +35,7 @@ use prost::Message;
 pub use cluster::{cluster, XdsCluster};
 pub use endpoint::load_assignment;
 pub(crate) use filter_origins::locate_filter;
+pub(crate) use http_filters::keep_overrides_of_its_filters;
 pub use hcm::{RouteSource, HCM_NAME, HCM_TYPE, ROUTER_NAME, ROUTER_TYPE};
 pub use listener::{listener, XdsListener};
 pub use network_filters::{CONNECTION_LIMIT_TYPE, TCP_PROXY_TYPE};

@@ -21,7 +21,7 @@ mod lua;
 mod per_route;
 mod rbac;
 
-pub(crate) use per_route::{per_filter_configs, PerFilterConfigs};
+pub(crate) use per_route::{keep_overrides_of_its_filters, per_filter_configs, PerFilterConfigs};
 
 use std::time::Duration;
 

@@ -14,13 +14,14 @@
 //!
 //! Refused, by field: `LuaPerRoute.name` (named scripts), JWT `requirement_name`,
 //! other types unless the `FilterConfig` is `is_optional` (then left out, as in
-//! Envoy). Whether the key names a listener filter is checked when the config is
-//! applied, against the listener the routes serve.
+//! Envoy). A route configuration may serve listeners with different filters: as in
+//! Envoy, an override naming no filter of the listener the routes are joined to is
+//! left out there ([`keep_overrides_of_its_filters`]).
 
 use std::collections::{BTreeMap, HashMap};
 
 use envoy_types::pb::{envoy::config::route::v3::FilterConfig, google::protobuf::Any};
-use proxy_core::config::{FilterOverride, Section, TypedConfig};
+use proxy_core::config::{FilterOverride, ListenerConfig, Section, TypedConfig};
 
 use super::{decode, fields, jwt, lua, rbac, refuse_leftover, typed_struct};
 use crate::Refusal;
@@ -45,6 +46,32 @@ impl PerFilterConfigs {
         out.filters.extend(inner.filters);
         out.overrides.extend(inner.overrides);
         out
+    }
+}
+
+/// Leaves out the `filter_overrides` of `listener`'s routes and virtual hosts that
+/// name none of its HTTP filters (Envoy looks per-route configs up by the names of
+/// the connection manager's filters, so others are never used).
+pub(crate) fn keep_overrides_of_its_filters(listener: &mut ListenerConfig) {
+    let names: Vec<String> = listener
+        .http_filters
+        .iter()
+        .map(|f| f.name().to_owned())
+        .collect();
+    let keep = |overrides: &mut BTreeMap<String, FilterOverride>| {
+        overrides.retain(|name, _| {
+            let known = names.contains(name);
+            if !known {
+                tracing::debug!(filter = %name, "xds: per-route config of a filter this listener does not have left out");
+            }
+            known
+        });
+    };
+    for vhost in &mut listener.virtual_hosts {
+        keep(&mut vhost.filter_overrides);
+        for route in &mut vhost.routes {
+            keep(&mut route.filter_overrides);
+        }
     }
 }
 
