@@ -3,8 +3,10 @@
 //! plug-ins' connections once they answered every call in flight
 //! (`handoff_protocol.rs`); and a server adopting connections handed in.
 //!
-//! Only plain TCP and Unix sockets go: a connection a layer wrapped (TLS, with its
-//! session keys) drains, and so does HTTP/2 (its HPACK tables and stream ids live in
+//! Plain TCP and Unix sockets go; a connection a layer wrapped (TLS) goes only when
+//! the layer put a [`LayerHandOver`] in its extensions and that hook can take the
+//! stream apart (an idle TLS 1.3 session: its keys travel as the [`LayerState`]);
+//! otherwise it drains, and so does HTTP/2 (its HPACK tables and stream ids live in
 //! this process) and every protocol plug-in without a name. An HTTP/1.1 connection
 //! goes when its loop waits for a request head, never while a request is in flight;
 //! once handed out, this process neither reads nor writes its socket again.
@@ -158,8 +160,8 @@ impl Server {
     /// read) goes to `sink` as (listener name, socket, bytes read and not parsed),
     /// at a moment drawn evenly over `window` (at most half the drain timeout); a
     /// busy connection finishes its request first and goes at its next request
-    /// boundary. TLS connections, HTTP/2, protocol plug-ins and connections with
-    /// more than `max_unread_bytes` unread drain as usual. `sink` is dropped when
+    /// boundary. Connections a layer wrapped (TLS), HTTP/2, protocol plug-ins and
+    /// connections with more than `max_unread_bytes` unread drain as usual. `sink` is dropped when
     /// the drain ends: its receiver then has every connection handed out. A
     /// connection `sink` refuses (its receiver dropped) is served on and drained.
     pub fn hand_off_connections(
@@ -176,7 +178,9 @@ impl Server {
     /// Dubbo) over too: at its moment within `window`, such a connection stops
     /// reading, answers every call in flight and writes the answers, then goes to
     /// `sink` with the bytes it read and did not parse (a partial frame, or frames
-    /// it had not started) and its protocol's name. One with more than
+    /// it had not started) and its protocol's name. An idle HTTP/1.1 connection a
+    /// layer wrapped goes too when the layer's [`LayerHandOver`] gives its socket
+    /// and state ([`HandedOffConnection::layer_state`]). One with more than
     /// `max_unread_bytes` unread drains as usual.
     pub fn hand_off_all_connections(
         &self,
