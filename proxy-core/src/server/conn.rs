@@ -33,8 +33,10 @@ pub(crate) struct ConnCtx {
     pub(crate) protocols: Arc<[Arc<dyn ProtocolServer>]>,
     /// Whether a connection layer secured the stream (TLS).
     pub(crate) secure: bool,
-    /// Facts from connection layers, for every request's extensions.
-    pub(crate) conn_extensions: Option<http::Extensions>,
+    /// Facts from connection layers, for every request's extensions, and the
+    /// layer's hot upgrade hook (boxed together: one pointer in every connection's
+    /// future, none for a connection without layers).
+    pub(crate) conn_extensions: Option<Box<ConnLayers>>,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) drain: watch::Receiver<bool>,
@@ -43,6 +45,16 @@ pub(crate) struct ConnCtx {
     /// connection nothing before.
     pub(crate) handoff: Option<Arc<super::handoff::HandoffSlot>>,
     pub(crate) access_log: Option<Arc<AccessLog>>,
+}
+
+/// What connection layers left in a connection's extensions.
+#[derive(Clone)]
+pub(crate) struct ConnLayers {
+    /// Facts for every request's extensions (TLS info, say).
+    pub(crate) extensions: http::Extensions,
+    /// The hand-over hook of the layer that wrapped the stream (TLS), kept out of
+    /// `extensions` so that requests do not carry it.
+    pub(crate) hand_over: Option<super::handoff_layer::LayerHandOver>,
 }
 
 impl ConnCtx {
@@ -246,7 +258,11 @@ async fn serve_protocol(
     ctx: ConnCtx,
 ) {
     let info = ConnInfo::new(ctx.peer, ctx.secure);
-    let extensions = ctx.conn_extensions.clone().unwrap_or_default();
+    let extensions = ctx
+        .conn_extensions
+        .as_ref()
+        .map(|c| c.extensions.clone())
+        .unwrap_or_default();
     let (stream, handoff) = super::handoff_protocol::protocol_stream(&ctx, stream, p.name());
     let conn = Connection {
         stream,
@@ -325,7 +341,15 @@ impl tower::Service<Connection> for ServeHttp {
         if let Some(retire) = conn.extensions.get::<Retire>() {
             ctx.drain = merge_retire(&ctx.drain, retire);
         }
-        ctx.conn_extensions = (!conn.extensions.is_empty()).then_some(conn.extensions);
+        let hand_over = conn
+            .extensions
+            .remove::<super::handoff_layer::LayerHandOver>();
+        ctx.conn_extensions = (!conn.extensions.is_empty() || hand_over.is_some()).then(|| {
+            Box::new(ConnLayers {
+                extensions: conn.extensions,
+                hand_over,
+            })
+        });
         Box::pin(async move {
             serve(conn.stream, prefix, ctx).await;
             Ok(())

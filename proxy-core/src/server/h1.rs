@@ -293,7 +293,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         if stack.direct.is_none() {
             let ext = req.extensions_mut();
             if let Some(conn_ext) = &ctx.conn_extensions {
-                ext.extend(conn_ext.clone());
+                ext.extend(conn_ext.extensions.clone());
             }
             ext.insert(conn_info.clone());
         }

@@ -88,7 +88,7 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
         .keep_alive_interval(Some(limits.idle_timeout / 2))
         .keep_alive_timeout(limits.header_read_timeout);
     let info = ConnInfo::new(ctx.peer, ctx.secure);
-    let conn_ext = ctx.conn_extensions.clone();
+    let conn_ext = ctx.conn_extensions.as_ref().map(|c| c.extensions.clone());
     let svc = super::listen::CurrentStack(ctx.listener.clone());
     // One `Arc` per stream rather than a clone of every field of the context.
     let log_ctx = Arc::new(ctx.clone());

@@ -350,7 +350,7 @@ pub(super) async fn hand_off(read: ReadHalf, write: WriteHalf, buf: BytesMut, ct
 
 /// The hand-over hook of the layer that wrapped the connection's stream, if any.
 pub(super) fn layer_hand_over(ctx: &ConnCtx) -> Option<&LayerHandOver> {
-    ctx.conn_extensions.as_ref()?.get::<LayerHandOver>()
+    ctx.conn_extensions.as_ref()?.hand_over.as_ref()
 }
 
 async fn close_stream(stream: Stream) {

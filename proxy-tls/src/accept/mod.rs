@@ -140,6 +140,9 @@ struct Shared {
     #[cfg(feature = "offload")]
     offload: Option<Dispatcher>,
     metrics: Arc<TlsMetrics>,
+    /// The hot upgrade hook put in each TLS 1.3 connection's extensions (one
+    /// allocation per layer, a reference count per connection).
+    hand_over: proxy_core::LayerHandOver,
 }
 
 impl TerminationLayer {
@@ -222,6 +225,7 @@ impl TerminationLayer {
                 #[cfg(feature = "offload")]
                 offload,
                 metrics,
+                hand_over: handover::hook(),
             }),
         })
     }
@@ -322,7 +326,7 @@ where
         )));
         conn.secure = true;
         conn.extensions.insert(retire);
-        conn.extensions.insert(handover::hook());
+        conn.extensions.insert(shared.hand_over.clone());
         crate::identity::insert_tls_info(&mut conn.extensions, &facts);
         conn.extensions.insert(facts);
         let served = async move { inner.call(conn).await.map_err(Into::into) };
@@ -389,7 +393,7 @@ where
     conn.secure = true;
     conn.extensions.insert(retire);
     if facts.version == "TLSv1.3" && !facts.guomi {
-        conn.extensions.insert(handover::hook());
+        conn.extensions.insert(shared.hand_over.clone());
     }
     crate::identity::insert_tls_info(&mut conn.extensions, &facts);
     conn.extensions.insert(facts);
