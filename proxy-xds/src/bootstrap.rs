@@ -3,7 +3,7 @@
 //! layers read (listeners and clusters naming `secret:` rotate to them), and its
 //! state on the admin endpoint (`/stats/prometheus`, `/config_dump/xds`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use proxy_core::{config::Config, ConfigError, Server};
 use proxy_tls::{rotation::MemorySecrets, TlsRuntime};
@@ -11,7 +11,9 @@ use proxy_tls::{rotation::MemorySecrets, TlsRuntime};
 use crate::{TlsSecrets, XdsAdmin, XdsClient, XdsConfig, XdsThread};
 
 /// An xDS client and the secret store its SDS fills, built from a config's `xds`
-/// section; started once the server runs.
+/// section; started once the server runs, and again (a client of its own, from
+/// scratch, into the same secret store) for a server started again after a hot
+/// upgrade's roll-back: [`spawn`](Self::spawn) takes `&self`.
 ///
 /// ```no_run
 /// use proxy_core::{config::Config, Registry, Server};
@@ -34,7 +36,13 @@ use crate::{TlsSecrets, XdsAdmin, XdsClient, XdsConfig, XdsThread};
 /// # Ok(()) }
 /// ```
 pub struct Bootstrap {
-    client: XdsClient,
+    /// The client the admin endpoint follows, until its first start.
+    first: Mutex<Option<XdsClient>>,
+    /// The section and the static config, for the clients started after it.
+    section: XdsConfig,
+    base: Config,
+    initial: Config,
+    admin: XdsAdmin,
     secrets: Arc<MemorySecrets>,
 }
 
@@ -63,9 +71,15 @@ impl Bootstrap {
             return Ok(None);
         };
         let secrets = Arc::new(MemorySecrets::default());
-        let client = XdsClient::new(xds, config.clone())
-            .with_secrets(Arc::new(TlsSecrets::new(secrets.clone())));
-        Ok(Some(Self { client, secrets }))
+        let client = client(xds.clone(), config.clone(), &secrets);
+        Ok(Some(Self {
+            initial: client.initial_config(),
+            admin: XdsAdmin::new(&client),
+            first: Mutex::new(Some(client)),
+            section: xds,
+            base: config.clone(),
+            secrets,
+        }))
     }
 
     /// The TLS runtime whose `secret:` references resolve in what SDS sent: give it
@@ -77,25 +91,43 @@ impl Bootstrap {
     /// The config to start with: routes may name clusters only the control plane
     /// defines, empty (503) until then.
     pub fn initial_config(&self) -> Config {
-        self.client.initial_config()
+        self.initial.clone()
     }
 
-    /// Adds the client's metrics and config dump to `server`'s admin endpoint.
+    /// Adds the first client's metrics and config dump to `server`'s admin endpoint.
     pub fn install(&self, server: Server) -> Server {
-        XdsAdmin::new(&self.client).install(server)
+        self.admin.clone().install(server)
     }
 
-    /// Starts the client against `server` (call it once the server runs); it stops
-    /// when the returned thread handle drops ([`XdsClient::spawn`]).
+    /// Starts a client against `server` (call it once the server runs); it stops
+    /// when the returned thread handle drops ([`XdsClient::spawn`]). The first call
+    /// starts the client [`install`](Self::install) follows; each later one (a
+    /// server started again after a roll-back) a new client of the same section and
+    /// secret store, subscribing from scratch.
     ///
     /// # Errors
     /// When the client's runtime or thread cannot be created.
-    pub fn spawn(self, server: Server) -> std::io::Result<XdsThread> {
-        self.client.spawn(server)
+    pub fn spawn(&self, server: Server) -> std::io::Result<XdsThread> {
+        self.client().spawn(server)
     }
 
-    /// The client itself.
+    /// The client itself: the first one if not started yet, else a new one.
     pub fn into_client(self) -> XdsClient {
-        self.client
+        self.client()
     }
+
+    /// The first client if not started yet, else a new one.
+    fn client(&self) -> XdsClient {
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        first.unwrap_or_else(|| client(self.section.clone(), self.base.clone(), &self.secrets))
+    }
+}
+
+/// A client of `section` adding to `base`, its SDS secrets into `secrets`.
+fn client(section: XdsConfig, base: Config, secrets: &Arc<MemorySecrets>) -> XdsClient {
+    XdsClient::new(section, base).with_secrets(Arc::new(TlsSecrets::new(secrets.clone())))
 }

@@ -136,15 +136,16 @@ fn run_default(upgrade: UpgradeOptions) -> anyhow::Result<()> {
 }
 
 /// Runs `server` until SIGTERM or SIGINT, or a hand-off to a new process
-/// (proxy-upgrade's `serve`), then drains; the xDS client, if any, runs meanwhile.
+/// (proxy-upgrade's `serve`), then drains; the xDS client, if any, runs meanwhile
+/// (a new one for a server taken back after a roll-back).
 fn serve(
     server: Server,
     upgrade: UpgradeOptions,
     rebuild: impl Fn(Config) -> Result<Server, ServerError> + Send + Sync + 'static,
     xds: Option<Bootstrap>,
 ) -> anyhow::Result<()> {
-    proxy_upgrade::serve(server, upgrade, rebuild, |running| {
-        let xds = xds.and_then(|xds| {
+    proxy_upgrade::serve(server, upgrade, rebuild, move |running| {
+        let xds = xds.as_ref().and_then(|xds| {
             xds.spawn(running.server().clone())
                 .inspect_err(|e| tracing::error!(error = %e, "cannot start the xDS client"))
                 .ok()

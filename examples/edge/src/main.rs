@@ -150,10 +150,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     // HTTP/3 on a thread of its own, handed over in hot upgrades; it drains once the
     // server drained (when `quic` drops).
-    let quic = QuicRun::new(quic);
-    let result = proxy_upgrade::serve(server, upgrade, build, |running| {
-        quic.start(running)?;
-        let xds = xds.and_then(|xds| {
+    // The hook runs again for a server taken back after a roll-back (a new xDS
+    // client); its copy of `quic` is dropped when `serve` returns.
+    let quic = Arc::new(QuicRun::new(quic));
+    let hook_quic = quic.clone();
+    let result = proxy_upgrade::serve(server, upgrade, build, move |running| {
+        hook_quic.start(running)?;
+        let xds = xds.as_ref().and_then(|xds| {
             xds.spawn(running.server().clone())
                 .inspect_err(|e| tracing::error!(error = %e, "cannot start the xDS client"))
                 .ok()

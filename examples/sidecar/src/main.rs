@@ -132,7 +132,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     // SIGHUP or `POST /reload` reads the file again; so does a server taken back
-    // after a roll-back, built like this one (an xDS client does not restart there).
+    // after a roll-back, built like this one (its own xDS client starts with it).
     let build = move |config: Config| {
         let path = path.clone();
         Server::new(config, registry_with(tls.clone()))
@@ -166,8 +166,8 @@ fn run_default(upgrade: UpgradeOptions) -> anyhow::Result<()> {
 }
 
 /// Runs `server` until SIGTERM/SIGINT or a hand-off to a new process (proxy-upgrade's
-/// `serve`); the xDS client, if any, starts once the server runs and stops when it
-/// drains.
+/// `serve`); the xDS client, if any, starts once the server runs (and once a server
+/// taken back after a roll-back runs) and stops when it drains.
 fn serve(
     server: Server,
     upgrade: UpgradeOptions,
@@ -175,16 +175,20 @@ fn serve(
     xds: Option<Bootstrap>,
     quic: QuicRun,
 ) -> anyhow::Result<()> {
-    // `quic` lives past the run: dropped once the server drained, it stops the
-    // HTTP/3 listeners (or those handed over drain their connections).
-    proxy_upgrade::serve(server, upgrade, rebuild, |running| {
-        quic.start(running)?;
-        let xds = xds.and_then(|xds| {
+    // `quic` lives past the run: dropped once the server drained (the hook's copy
+    // is dropped when `serve` returns), it stops the HTTP/3 listeners (or those
+    // handed over drain their connections).
+    let quic = Arc::new(quic);
+    let hook_quic = quic.clone();
+    let result = proxy_upgrade::serve(server, upgrade, rebuild, move |running| {
+        hook_quic.start(running)?;
+        let xds = xds.as_ref().and_then(|xds| {
             xds.spawn(running.server().clone())
                 .inspect_err(|e| tracing::error!(error = %e, "cannot start the xDS client"))
                 .ok()
         });
         Ok::<_, anyhow::Error>(xds)
-    })
-    .map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
+    });
+    drop(quic);
+    result.map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))
 }

@@ -22,7 +22,8 @@ use crate::handoff::Handoff;
 /// running process hands them over in the upgrades it serves.
 ///
 /// Dropping it stops the listeners and waits until they drained (requests in flight
-/// finish up to each listener's `drain_timeout`): keep it outside the hook and drop
+/// finish up to each listener's `drain_timeout`): keep it outside the hook (in an
+/// `Arc`, the hook runs again for a server taken back after a roll-back) and drop
 /// it once `serve` returned. The listeners also drain when the server drains.
 ///
 /// # Example
@@ -35,15 +36,16 @@ use crate::handoff::Handoff;
 /// // `alt-svc` added to the routes the HTTP/3 listeners serve; the section checked
 /// // and its certificates loaded (all `--validate` needs).
 /// let config = section::advertise(Config::load(std::path::Path::new("proxy.yaml"))?)?;
-/// let quic = QuicRun::new(section::prepare(&config)?);
+/// let quic = std::sync::Arc::new(QuicRun::new(section::prepare(&config)?));
 /// let server = Server::new(config, Registry::default())?;
 /// let mut options = UpgradeOptions::default();
 /// options.socket = Some("/run/proxy.sock".into()); // serves upgrades there
+/// let hook_quic = quic.clone(); // the hook's copy, dropped when `serve` returns
 /// proxy_upgrade::serve(
 ///     server,
 ///     options,
 ///     |config| Server::new(config, Registry::default()),
-///     |running| quic.start(running),
+///     move |running| hook_quic.start(running),
 /// )?;
 /// drop(quic); // after the server drained: the HTTP/3 listeners drain too
 /// # Ok(())

@@ -7,7 +7,10 @@
 mod options;
 mod take_back;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    any::Any,
+    sync::{Arc, Mutex},
+};
 
 use proxy_core::{config::Config, BoxError, DisplayChain, Server, ServerError};
 
@@ -71,7 +74,8 @@ impl Running<'_> {
     }
 
     /// When this process is taking over: the upgrade in progress (listeners received,
-    /// `ready` not sent yet). `None` for a process that started on its own.
+    /// `ready` not sent yet). `None` for a process that started on its own, and for
+    /// the server it starts again on its listeners after a roll-back.
     pub fn upgrade(&mut self) -> Option<&mut Upgrade> {
         self.upgrade.as_deref_mut()
     }
@@ -87,6 +91,10 @@ impl Running<'_> {
 /// from the current config of the server that handed off.
 type Rebuild = Arc<dyn Fn(Config) -> Result<Server, BoxError> + Send + Sync>;
 
+/// [`serve`]'s `on_running` hook, boxed: run for the first server and again for each
+/// server taken back; what it returns lives until that server's shutdown starts.
+type Hook = Arc<dyn Fn(&mut Running<'_>) -> Result<Box<dyn Any>, BoxError> + Send + Sync>;
+
 /// Runs `server` until SIGTERM/SIGINT (SIGHUP reloads) or until it hands off to a
 /// new process, taking part in hot upgrades as `options` say; returns once drained.
 ///
@@ -99,13 +107,15 @@ type Rebuild = Arc<dyn Fn(Config) -> Result<Server, BoxError> + Send + Sync>;
 ///   listeners are taken back: `rebuild` gets the current config and returns the
 ///   server (its registry, its config source) that accepts on them and adopts the
 ///   connections not handed over yet; it runs on a thread until SIGTERM and `serve`
-///   returns when it stopped. `on_running` is not run for it.
+///   returns when it stopped. `on_running` runs for it too (an xDS client starts
+///   again), with no [`Running::upgrade`].
 /// - `options.on_signal`: while serving upgrades, `SIGUSR2` starts that command
 ///   (the new binary with `--upgrade`), see [`Reexec`](crate::Reexec).
 /// - `on_running` runs on the server's runtime once its listeners accept, before a
-///   take-over completes; what it returns lives until shutdown starts (an xDS
-///   client, say). If it fails, the server drains and `serve` returns the error (a
-///   process taking over then leaves the old one serving).
+///   take-over completes, and again for each server taken back after a roll-back;
+///   what it returns lives until that server's shutdown starts (an xDS client, say).
+///   If it fails, the server drains and `serve` returns the error (a process taking
+///   over then leaves the old one serving).
 ///
 /// ```no_run
 /// use proxy_core::{config::Config, Registry, Server};
@@ -140,25 +150,25 @@ pub fn serve<R, E, H, G, HE>(
 where
     R: Fn(Config) -> Result<Server, E> + Send + Sync + 'static,
     E: Into<BoxError>,
-    H: FnOnce(&mut Running<'_>) -> Result<G, HE>,
+    H: Fn(&mut Running<'_>) -> Result<G, HE> + Send + Sync + 'static,
+    G: 'static,
     HE: Into<BoxError>,
 {
     let rebuild: Rebuild = Arc::new(move |config| rebuild(config).map_err(Into::into));
-    run(server, options, rebuild, |running| {
-        on_running(running).map_err(Into::into)
-    })
+    let on_running: Hook = Arc::new(move |running| match on_running(running) {
+        Ok(guard) => Ok(Box::new(guard) as Box<dyn Any>),
+        Err(e) => Err(e.into()),
+    });
+    run(server, options, rebuild, on_running)
 }
 
 /// [`serve`] with its closures boxed: what the server taken back runs as well.
-fn run<H, G>(
+fn run(
     server: Server,
     options: UpgradeOptions,
     rebuild: Rebuild,
-    on_running: H,
-) -> Result<(), ServeError>
-where
-    H: FnOnce(&mut Running<'_>) -> Result<G, BoxError>,
-{
+    on_running: Hook,
+) -> Result<(), ServeError> {
     let mut taking_over = match (&options.socket, options.take_over) {
         (Some(path), true) => Some(
             UpgradeClient::new(path)
@@ -181,6 +191,7 @@ where
                     server,
                     options.clone(),
                     rebuild.clone(),
+                    on_running.clone(),
                     successor.clone(),
                 ))
             })

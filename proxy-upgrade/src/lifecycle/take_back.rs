@@ -9,7 +9,7 @@ use std::{
 
 use proxy_core::{config::Config, DisplayChain, Server};
 
-use super::{lock, Rebuild, ServeError, UpgradeOptions};
+use super::{lock, Hook, Rebuild, ServeError, UpgradeOptions};
 
 /// The server this process starts on its own listening sockets when a new process
 /// dies after it said ready, running on a thread of its own until SIGTERM.
@@ -20,11 +20,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The roll-back of a hot upgrade: a server from `rebuild` with `server`'s current
 /// config, on the listening sockets taken back, serving upgrades on the same path
-/// again; returned once it runs, to adopt the connections `server` still hands out.
+/// again, running `on_running` again; returned once it runs, to adopt the
+/// connections `server` still hands out.
 pub(super) fn take_back(
     server: &Server,
     options: UpgradeOptions,
     rebuild: Rebuild,
+    on_running: Hook,
     successor: Successor,
 ) -> impl Fn(Vec<(String, OwnedFd)>) -> Option<Server> + Send + Sync + 'static {
     let server = server.clone();
@@ -38,10 +40,10 @@ pub(super) fn take_back(
             take_over: false,
             ..options.clone()
         };
-        let (running, rebuild) = (again.clone(), rebuild.clone());
+        let (running, rebuild, on_running) = (again.clone(), rebuild.clone(), on_running.clone());
         let thread = std::thread::Builder::new()
             .name("upgrade-rolled-back".into())
-            .spawn(move || super::run(running, options, rebuild, |_| Ok(())))
+            .spawn(move || super::run(running, options, rebuild, on_running))
             .inspect_err(|e| tracing::error!(error = %e, "cannot start again on the listeners"))
             .ok()?;
         let deadline = Instant::now() + START_TIMEOUT;

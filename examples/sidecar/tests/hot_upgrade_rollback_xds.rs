@@ -1,0 +1,196 @@
+//! Roll-back of a hot upgrade with an xDS client: the sidecar runs from
+//! `configs/xds-bootstrap.yaml` against `xds/control_plane.py` (grpcio and
+//! xds-protos from `scripts/deps/proxy-xds.sh`; skipped loudly without them), a new
+//! process takes over and is killed in its hand-off window, and the old process,
+//! once it took its listeners back, runs an xDS client again: an endpoint change the
+//! control plane pushes after the roll-back is followed.
+
+mod common;
+// Not every helper is used here.
+#[allow(dead_code)]
+#[path = "hot_upgrade/support.rs"]
+mod support;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use proxy_test_support::{
+    client, eventually_async, free_addr, hot_upgrade::ProxyProcess, python::Python, temp::TempDir,
+    with_timeout,
+};
+use support::*;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Child,
+};
+
+fn sidecar_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `control_plane.py --port 0 --snapshot FILE --upstream ADDR` (grpcio and
+/// xds-protos in `PROXY_XDS_VENV`), and the port its ADS server listens on; `None`
+/// (loudly) without them.
+async fn control_plane(snapshot: &Path, upstream: SocketAddr) -> Option<(Child, u16)> {
+    let python = Python::find(
+        "grpc, envoy.service.discovery.v3.ads_pb2_grpc",
+        "PROXY_XDS_VENV",
+        "xds-venv",
+    )?;
+    let mut child = python
+        .tokio_command()
+        .arg(sidecar_dir().join("xds/control_plane.py"))
+        .args(["--port", "0", "--snapshot"])
+        .arg(snapshot)
+        .args(["--upstream", &upstream.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start control_plane.py");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await.expect("read control plane") {
+        let event: serde_json::Value = serde_json::from_str(&line).expect("json event");
+        if event["event"] == "listening" {
+            let port = event["port"].as_u64().expect("port");
+            // Keep reading so that the control plane never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Some((child, u16::try_from(port).expect("port")));
+        }
+    }
+    panic!("control_plane.py ended before listening");
+}
+
+/// The committed file at `path` (relative to the sidecar's directory), its
+/// addresses replaced.
+fn committed(path: &str, replace: &[(&str, String)]) -> String {
+    let mut text = std::fs::read_to_string(sidecar_dir().join(path)).expect(path);
+    for (from, to) in replace {
+        assert!(text.contains(from), "{path} has no {from}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// Waits until `proc`'s log has `needle` (within 20 s).
+async fn wait_log(proc: &ProxyProcess, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !proc.logs().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{}: no {needle:?}\n{}",
+            proc.name,
+            proc.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a GET on `addr` is answered `ok` (200 from the demo upstream) or not
+/// (a 5xx: the endpoint moved to a closed port), within 20 s.
+async fn answers(addr: SocketAddr, ok: bool) -> bool {
+    eventually_async(Duration::from_secs(20), || async move {
+        match client::request(addr, http::Method::GET, "/", &[], bytes::Bytes::new()).await {
+            Ok(r) if ok => r.status == http::StatusCode::OK,
+            Ok(r) => r.status.is_server_error(),
+            Err(_) => false,
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_xds_client_runs_again_after_a_roll_back() {
+    with_timeout(Duration::from_secs(120), async {
+        let _heavy = heavy_test_lock().await;
+        let (upstream, outbound, inbound, admin) =
+            (free_addr(), free_addr(), free_addr(), free_addr());
+        let dir = TempDir::new("hot-upgrade-rollback-xds");
+        let snapshot = dir.join("snapshot.json");
+        let snapshot_for = |endpoint: &str| {
+            committed(
+                "xds/snapshot.json",
+                &[
+                    ("127.0.0.1:15001", outbound.to_string()),
+                    ("127.0.0.1:18080", endpoint.to_owned()),
+                ],
+            )
+        };
+        std::fs::write(&snapshot, snapshot_for(&upstream.to_string())).expect("snapshot");
+        let Some((cp, port)) = control_plane(&snapshot, upstream).await else {
+            return;
+        };
+        let config = dir.join("config.yaml");
+        let bootstrap = committed(
+            "configs/xds-bootstrap.yaml",
+            &[
+                ("127.0.0.1:15000", admin.to_string()),
+                ("127.0.0.1:15006", inbound.to_string()),
+                ("127.0.0.1:18000", format!("127.0.0.1:{port}")),
+            ],
+        );
+        std::fs::write(&config, bootstrap).expect("config");
+        let mut old = start_sidecar("first", &dir, &config, &[]);
+        old.wait_ready(admin).await;
+        assert!(
+            answers(outbound, true).await,
+            "not served through LDS\n{}",
+            old.logs()
+        );
+
+        // Idle keep-alive connections keep the old process's hand-off window open
+        // (it hands them over over the window) until the new process is killed.
+        let mut idle = Vec::new();
+        for _ in 0..8 {
+            let mut s = tokio::net::TcpStream::connect(outbound)
+                .await
+                .expect("connect");
+            assert!(
+                matches!(exchange(&mut s, false).await, Exchange::Answer(200, false)),
+                "{}",
+                old.logs()
+            );
+            idle.push(s);
+        }
+        // A new process that takes over, killed in the middle of its window.
+        let new = start_sidecar(
+            "second",
+            &dir,
+            &config,
+            &["--upgrade", "--upgrade-window", "4s"],
+        );
+        wait_log(&new, "took over").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(new);
+        wait_log(&old, "rolled back: accepting again").await;
+        assert!(
+            answers(outbound, true).await,
+            "after the roll-back\n{}",
+            old.logs()
+        );
+
+        // The control plane pushes the endpoint moved to a closed port: the old
+        // process, served by the server it took back, follows.
+        let moved = snapshot_for(&free_addr().to_string()).replace("\"1\"", "\"2\"");
+        std::fs::write(&snapshot, moved).expect("snapshot");
+        let pid = cp.id().expect("control plane pid").to_string();
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status();
+        assert!(hup.map(|s| s.success()).unwrap_or(false), "kill -HUP");
+        assert!(
+            answers(outbound, false).await,
+            "the push after the roll-back was not followed\n{}",
+            old.logs()
+        );
+        assert!(old.running(), "{}", old.logs());
+        drop(cp);
+    })
+    .await;
+}
