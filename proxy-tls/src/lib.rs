@@ -4,6 +4,7 @@ pub mod accept;
 pub mod config;
 pub mod continued;
 pub mod error;
+mod forward_write;
 #[cfg(feature = "guomi")]
 #[doc(hidden)]
 pub mod fuzzing;
