@@ -244,16 +244,20 @@ async fn a_waiting_request_ends_with_the_route_timeout_or_the_connect_timeout() 
 }
 
 /// An HTTP/1.1 upstream answering each request after `delay`, counting the
-/// connections open at once (now, and the most seen).
+/// requests in service at once (now, and the most seen).
+///
+/// Over HTTP/1.1 a request in service holds its connection, so this is the number of
+/// connections busy at once, exactly: the cap bounds it. The connections the
+/// upstream sees open are no exact measure, since it reads the end of a connection
+/// the proxy closed (an idle one, to free its slot for another worker) some time
+/// after the proxy has opened the next.
 fn counting_upstream(delay: Duration) -> (Upstream, Arc<AtomicUsize>) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let busy = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
-    let (open_c, most_c) = (open.clone(), most.clone());
+    let (busy_c, most_c) = (busy.clone(), most.clone());
     let up = spawn_raw(move |mut stream, stats| {
-        let (open, most) = (open_c.clone(), most_c.clone());
+        let (busy, most) = (busy_c.clone(), most_c.clone());
         async move {
-            let now = open.fetch_add(1, Ordering::SeqCst) + 1;
-            most.fetch_max(now, Ordering::SeqCst);
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             'conn: loop {
@@ -261,9 +265,15 @@ fn counting_upstream(delay: Duration) -> (Upstream, Arc<AtomicUsize>) {
                 while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                     buf.drain(..end + 4);
                     stats.hit();
+                    let now = busy.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
                     tokio::time::sleep(delay).await;
                     let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if stream.write_all(answer).await.is_err() {
+                    let written = stream.write_all(answer).await;
+                    // No await between the answer written and the count given back:
+                    // the proxy cannot send the next request before it drops.
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    if written.is_err() {
                         break 'conn;
                     }
                 }
@@ -272,7 +282,6 @@ fn counting_upstream(delay: Duration) -> (Upstream, Arc<AtomicUsize>) {
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             }
-            open.fetch_sub(1, Ordering::SeqCst);
         }
     });
     (up, most)
@@ -308,7 +317,7 @@ async fn the_cap_holds_across_workers() {
         assert_eq!(up.hits(), 30);
         assert!(
             most.load(Ordering::SeqCst) <= 2,
-            "at most two upstream connections at once, saw {}",
+            "at most two upstream connections busy at once, saw {}",
             most.load(Ordering::SeqCst)
         );
         assert_eq!(most.load(Ordering::SeqCst), 2, "the cap is used");
