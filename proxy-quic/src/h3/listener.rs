@@ -140,7 +140,9 @@ impl H3Listener {
     /// On shutdown, or once handed off to a new process ([`Handoff::hand_off`]),
     /// the listener refuses new connections, sends GOAWAY on every connection, lets
     /// the requests in flight finish for up to the drain timeout, then closes the
-    /// connections and returns.
+    /// connections and returns. It does not accept again: should the new process
+    /// die (a roll-back), a successor started on the same socket serves new
+    /// connections and forwards it the datagrams of its own (see [`Handoff`]).
     pub async fn serve<F>(self, stack: BoxHttp, shutdown: F)
     where
         F: Future<Output = ()> + Send,
@@ -188,7 +190,8 @@ impl H3Listener {
         self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
         // Lets the CONNECTION_CLOSE frames go out, briefly.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
-        // Handed off: the new process stops forwarding once this end closes.
+        // Reads nothing more; a successor (a new process, or a listener started
+        // again in this one after a roll-back) stops forwarding once this end closes.
         self.handoff.retire();
     }
 }

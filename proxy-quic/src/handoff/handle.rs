@@ -20,6 +20,13 @@ use super::{channel, Generation, HandoffSocket, HandoffStats};
 ///    only what the new one forwards (the datagrams of its own connections), sends
 ///    GOAWAY on every connection and drains; `serve` returns once they are done.
 ///    Or [`abandon`](Self::abandon) when the upgrade failed: nothing changes.
+/// 3. Should the new process die after the hand-off (a roll-back), the listener
+///    reads the UDP socket again for its own connections; it still drains. A
+///    successor started anew in this process takes over from it the same way
+///    ([`prepare`](Self::prepare), then [`hand_off`](Self::hand_off) again, then
+///    the successor on the socket and channel given): it serves new connections
+///    and forwards this listener the datagrams of its connections until they
+///    drained. A listener that has ended by then closes the new channel at once.
 ///
 /// ```
 /// use proxy_quic::h3::{server_config, H3Listener};
@@ -133,7 +140,10 @@ impl Handoff {
     /// datagrams it forwards (those of this listener's connections) instead, sends
     /// GOAWAY on every connection, refuses new ones and drains. Should the new
     /// process close the channel (it died), the listener reads the socket again,
-    /// for its own connections. May be called from any thread.
+    /// for its own connections. Called again after that (with a channel
+    /// [`prepare`](Self::prepare)d anew for a successor started after a
+    /// roll-back), it reads the new channel; a listener that has ended closes it
+    /// at once, so the successor forwards nothing. May be called from any thread.
     ///
     /// # Errors
     /// When nothing was prepared, or the channel cannot be registered with the
@@ -156,11 +166,16 @@ impl Handoff {
         lock(&self.shared.pending).take();
     }
 
-    /// The listener drained after the hand-off: its end of the channel closes.
+    /// Whether the listener has ended (drained and closed): it reads nothing more,
+    /// and a channel given to it now is closed at once.
+    pub fn has_ended(&self) -> bool {
+        self.shared.socket.is_retired()
+    }
+
+    /// The listener ended (drained after the hand-off, or stopped): its end of a
+    /// channel closes, so a successor stops forwarding to it.
     pub(crate) fn retire(&self) {
-        if self.is_handed_off() {
-            self.shared.socket.retire();
-        }
+        self.shared.socket.retire();
     }
 
     /// Resolves once [`hand_off`](Self::hand_off) was called.

@@ -18,7 +18,15 @@
 //!
 //! The old listener sends GOAWAY when it hands off, so clients open new requests on
 //! a new connection (to the new process); its requests in flight finish within its
-//! drain timeout. See [`Handoff`] for the old side and
+//! drain timeout.
+//!
+//! Should the new process die after the switch (a roll-back), the old listener
+//! reads the socket again for its own connections, which still drain, and takes
+//! no new one; a successor listener started in the old process (for the server
+//! taken back) then takes over from it as a new process would: a fresh channel,
+//! the next generation. It serves new connections, forwards the draining listener
+//! its datagrams, and is handed over in the next upgrade once that one has ended.
+//! See [`Handoff`] for the old side and
 //! [`H3ListenerBuilder::take_over`](crate::h3::H3ListenerBuilder::take_over) for
 //! the new one; the crate README says what is not covered.
 

@@ -7,7 +7,10 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -33,7 +36,7 @@ pub struct HandoffSocket {
     successor: ArcSwapOption<AsyncFd<OwnedFd>>,
     /// The task reading, woken when what it reads changes.
     reader: AtomicWaker,
-    /// Old process, drained: reads nothing more (its channel closed).
+    /// The listener ended: reads nothing more (its channel closed).
     retired: AtomicBool,
     stats: Counters,
 }
@@ -91,6 +94,9 @@ impl HandoffSocket {
 
     /// Old process: read `channel` (the old process's end, non-blocking) rather
     /// than the UDP socket, from now until the new process closes it.
+    /// A listener that ended already ([`retire`](Self::retire)) closes `channel` at
+    /// once, so its successor forwards nothing. Called again (a successor started
+    /// anew after the first one died), the new channel replaces the old one.
     ///
     /// # Errors
     /// When the channel cannot be registered with the runtime.
@@ -100,16 +106,26 @@ impl HandoffSocket {
         #[allow(deprecated)]
         let channel = AsyncFd::new(channel)?;
         self.successor.store(Some(Arc::new(channel)));
+        // Ordered with `retire`: either it clears what was stored here, or this
+        // sees it retired and clears it.
+        if self.retired.load(SeqCst) {
+            self.successor.store(None);
+        }
         self.reader.wake();
         Ok(())
     }
 
-    /// Old process, drained after the hand-off: reads nothing more and closes its
-    /// end of the channel, so the new process stops forwarding.
+    /// The listener ended (drained, its endpoint closed): reads nothing more and
+    /// closes its end of a channel, so the process after it stops forwarding.
     pub(crate) fn retire(&self) {
-        self.retired.store(true, Relaxed);
+        self.retired.store(true, SeqCst);
         self.successor.store(None);
         self.reader.wake();
+    }
+
+    /// Whether [`retire`](Self::retire) was called.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(SeqCst)
     }
 
     /// New process: whether the old process still takes forwarded datagrams (its
@@ -262,17 +278,21 @@ impl AsyncUdpSocket for HandoffSocket {
             return Poll::Pending;
         }
         self.reader.register(cx.waker());
-        if let Some(channel) = self.successor.load().as_deref() {
+        let successor = self.successor.load();
+        if let Some(channel) = successor.as_deref() {
             match ready!(self.poll_successor(channel, cx, bufs, meta))? {
                 Some(n) => return Poll::Ready(Ok(n)),
                 None => {
                     // The new process is gone: this one reads the socket again
-                    // (its connections go on; it takes no new ones while draining).
+                    // (its connections go on; it takes no new ones while draining)
+                    // until a successor started anew gives it a channel again.
                     tracing::warn!("the new process closed the forwarding channel: reading the UDP socket again");
-                    self.successor.store(None);
+                    // Unless that channel replaced this one meanwhile.
+                    self.successor.compare_and_swap(&successor, None);
                 }
             }
         }
+        drop(successor);
         let n = ready!(self.inner.poll_recv(cx, bufs, meta))?;
         if let Some(forward) = self.forward.load().as_deref() {
             self.forward_batch(forward, bufs, meta, n);

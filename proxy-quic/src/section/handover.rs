@@ -48,16 +48,20 @@ impl Prepared {
         self
     }
 
-    /// The inherited socket for the listener `name` on `address`, if any.
+    /// The inherited socket for the listener `name` on `address` (for port 0, the
+    /// port the old process's listener was given), if any.
     pub(super) fn take_inherited(
         &mut self,
         name: &str,
         address: SocketAddr,
     ) -> Option<InheritedUdp> {
+        let fits = |bound: SocketAddr| {
+            bound == address || (address.port() == 0 && bound.ip() == address.ip())
+        };
         let at = self
             .inherited
             .iter()
-            .position(|s| s.name == name && s.local_addr() == Some(address))?;
+            .position(|s| s.name == name && s.local_addr().is_some_and(fits))?;
         Some(self.inherited.swap_remove(at))
     }
 }

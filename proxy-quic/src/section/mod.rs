@@ -43,6 +43,8 @@ mod handover;
 mod run;
 mod start;
 #[cfg(feature = "upgrade")]
+mod take_back;
+#[cfg(feature = "upgrade")]
 mod upgrade;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};

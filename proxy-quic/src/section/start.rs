@@ -23,7 +23,7 @@ pub struct Prepared {
     pub(super) inherited: Vec<super::InheritedUdp>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct PreparedH3 {
     pub(super) config: H3Config,
     pub(super) tls: Arc<rustls::ServerConfig>,
@@ -72,6 +72,15 @@ impl Prepared {
     /// Whether there is no listener.
     pub fn is_empty(&self) -> bool {
         self.listeners.is_empty()
+    }
+
+    /// The same listeners with no inherited socket: what starts them again.
+    #[cfg_attr(not(feature = "upgrade"), allow(dead_code))]
+    pub(super) fn listeners_only(&self) -> Self {
+        Self {
+            listeners: self.listeners.clone(),
+            inherited: Vec::new(),
+        }
     }
 
     /// Binds every listener and serves it on the calling task's tokio runtime (call
@@ -188,8 +197,16 @@ impl Running {
     /// `drain_timeout`) and returns once they closed.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        for task in std::mem::take(&mut self.tasks) {
+        self.closed().await;
+    }
+
+    /// Returns once every listener has closed (the server drained, or each was
+    /// handed off and drained), stopping none. Cancel-safe.
+    pub(super) async fn closed(&mut self) {
+        while let Some(task) = self.tasks.last_mut() {
             let _ = task.await;
+            // Right after it completed: a completed handle is never polled again.
+            self.tasks.pop();
         }
     }
 
