@@ -73,7 +73,8 @@ impl UpgradeClient {
     /// An old process that speaks an older version is asked again in it: with
     /// version 1 its listeners come over the same way and its connections drain;
     /// with version 2 its idle HTTP/1.1 connections come too, its Bolt and Dubbo
-    /// connections drain, and its counters stay.
+    /// connections drain, and its counters stay; with versions 3 to 5 its counters
+    /// come and its histograms stay.
     ///
     /// # Errors
     /// No process at the path ([`UpgradeError::Connect`]), a refusal (another upgrade in
@@ -454,8 +455,9 @@ mod tests {
         assert_eq!(older_version("this process speaks version 1"), Some(1));
         assert_eq!(older_version("this process speaks version 3"), Some(3));
         assert_eq!(older_version("this process speaks version 4"), Some(4));
+        assert_eq!(older_version("this process speaks version 5"), Some(5));
         // Not older, not spoken, or not said.
-        assert_eq!(older_version("this process speaks version 5"), None);
+        assert_eq!(older_version("this process speaks version 6"), None);
         assert_eq!(older_version("this process speaks version 0"), None);
         assert_eq!(older_version("busy"), None);
     }

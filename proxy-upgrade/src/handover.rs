@@ -1,6 +1,7 @@
 //! Version 2, live connections: the old process forwards the connections its
-//! server hands out (version 3: Bolt and Dubbo ones too, and its counters), the new
-//! one receives them and adopts them into its server.
+//! server hands out (version 3: Bolt and Dubbo ones too, and its counters; version
+//! 6: its histograms too), the new one receives them and adopts them into its
+//! server.
 
 use std::{
     os::fd::{AsFd, OwnedFd},
@@ -8,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use proxy_core::metrics::CarriedValue;
 pub use proxy_core::HandedOffConnection;
 
 use crate::{
@@ -17,9 +19,12 @@ use crate::{
     UpgradeError,
 };
 
+/// The carried metrics of the old process: (series, value) as it reads them now.
+pub(crate) type MetricsNow<'a> = &'a dyn Fn() -> Vec<(String, CarriedValue)>;
+
 /// The old process's side: sends every connection `connections` yields until its
-/// sender is gone (the server finished draining), then (version 3) the counters
-/// `counters` reads then, and `end`. When the new process stops taking them (it
+/// sender is gone (the server finished draining), then (version 3) the metrics
+/// `metrics` reads then, and `end`. When the new process stops taking them (it
 /// died: a send fails, or its end of the socket closes meanwhile), the old process
 /// rolls back if it has a `fallback`: the listeners are taken back and this and
 /// every later connection is adopted there; without one (or when taking back fails)
@@ -28,7 +33,7 @@ use crate::{
 pub(crate) fn forward(
     conn: &Conn,
     connections: mpsc::Receiver<HandedOffConnection>,
-    counters: &dyn Fn() -> Vec<(String, u64)>,
+    metrics: MetricsNow<'_>,
     fallback: Option<Fallback>,
 ) -> Forwarded {
     let mut sent = Forwarded::default();
@@ -41,7 +46,7 @@ pub(crate) fn forward(
                         handed = sent.connections,
                         "the new process died during the hand-off"
                     );
-                    return roll_back(None, connections, counters, fallback, sent);
+                    return roll_back(None, connections, metrics, fallback, sent);
                 }
                 continue;
             }
@@ -100,7 +105,7 @@ pub(crate) fn forward(
             Err(error) => {
                 tracing::error!(error = %proxy_core::DisplayChain(&error), handed = sent.connections, "the new process takes no more connections");
                 let Message::Connection(record) = message else {
-                    return roll_back(None, connections, counters, fallback, sent);
+                    return roll_back(None, connections, metrics, fallback, sent);
                 };
                 let c = HandedOffConnection {
                     listener: record.listener,
@@ -109,13 +114,13 @@ pub(crate) fn forward(
                     protocol: record.protocol,
                     layer_state: record.layer_state,
                 };
-                return roll_back(Some(c), connections, counters, fallback, sent);
+                return roll_back(Some(c), connections, metrics, fallback, sent);
             }
         }
     }
-    // Drained: the counters are final.
-    if let Err(error) = send_counters(conn, &counters()) {
-        tracing::debug!(%error, "the new process did not take the final counters");
+    // Drained: the metrics are final.
+    if let Err(error) = send_metrics(conn, &metrics()) {
+        tracing::debug!(%error, "the new process did not take the final metrics");
     }
     let count = sent.connections;
     if let Err(error) = conn.send(&Message::End { count }, &[]) {
@@ -133,11 +138,11 @@ const WATCH: Duration = Duration::from_millis(50);
 fn roll_back(
     first: Option<HandedOffConnection>,
     connections: mpsc::Receiver<HandedOffConnection>,
-    counters: &dyn Fn() -> Vec<(String, u64)>,
+    metrics: MetricsNow<'_>,
     fallback: Option<Fallback>,
     mut sent: Forwarded,
 ) -> Forwarded {
-    let Some(server) = fallback.and_then(|f| f.take_back(counters())) else {
+    let Some(server) = fallback.and_then(|f| f.take_back(metrics())) else {
         tracing::warn!("closing the connections not handed over; draining");
         for c in first.into_iter().chain(connections.try_iter()) {
             close(c.socket);
@@ -151,7 +156,7 @@ fn roll_back(
         sent.kept += u32::from(rollback::adopt(&server, c));
     }
     // What the old server counted until it drained.
-    server.carry_counters(counters());
+    server.carry_metrics(metrics());
     sent
 }
 
@@ -171,13 +176,16 @@ pub(crate) struct Forwarded {
     pub(crate) kept: u32,
 }
 
-/// Sends `counters` in as many `metrics` messages as they need (version 3; nothing
-/// to an older peer).
-pub(crate) fn send_counters(conn: &Conn, counters: &[(String, u64)]) -> Result<(), UpgradeError> {
+/// Sends `samples` in as many `metrics` messages as they need (version 3; nothing
+/// to an older peer; before version 6 the integers only: no histogram sums).
+pub(crate) fn send_metrics(
+    conn: &Conn,
+    samples: &[(String, CarriedValue)],
+) -> Result<(), UpgradeError> {
     if conn.version() < 3 {
         return Ok(());
     }
-    for m in metrics_messages(counters) {
+    for m in metrics_messages(samples, conn.version()) {
         conn.send(&m, &[])?;
     }
     Ok(())
@@ -205,33 +213,33 @@ pub struct HandedInConnection {
 pub enum Received {
     /// A live connection.
     Connection(HandedInConnection),
-    /// Its counters, by series (version 3): once when it starts handing over, and
-    /// again, grown, once it has drained. Carry the latest in
-    /// ([`proxy_core::Server::carry_counters`]).
-    Counters(Vec<(String, u64)>),
+    /// Its counters (version 3) and histograms (version 6), by series: once when it
+    /// starts handing over, and again, grown, once it has drained. Carry the latest
+    /// in ([`proxy_core::Server::carry_metrics`]).
+    Metrics(Vec<(String, CarriedValue)>),
 }
 
 /// The new process's side of the connections' hand-over, after `done`: the old
 /// process sends its connections as each one's moment comes, over the window, and
-/// its counters, until it has drained.
+/// its metrics, until it has drained.
 #[derive(Debug)]
 pub struct Handover {
     conn: Option<Conn>,
     received: u32,
     deadline: Instant,
-    /// Counters of `metrics` messages saying `more`, until the last one, and the
+    /// Samples of `metrics` messages saying `more`, until the last one, and the
     /// bytes of their series.
-    counters: Vec<(String, u64)>,
-    counter_bytes: usize,
-    /// The last complete set of counters, not taken yet.
-    latest: Option<Vec<(String, u64)>>,
+    samples: Vec<(String, CarriedValue)>,
+    sample_bytes: usize,
+    /// The last complete set of samples, not taken yet.
+    latest: Option<Vec<(String, CarriedValue)>>,
 }
 
 /// One message of the hand-over.
 enum Msg {
     Connection(HandedInConnection),
-    /// Counters, and whether more of the same set follow.
-    Counters(Vec<(String, u64)>, bool),
+    /// Samples, and whether more of the same set follow.
+    Metrics(Vec<(String, CarriedValue)>, bool),
 }
 
 /// How long the new process waits, at most, for the old one to hand everything over
@@ -244,8 +252,8 @@ impl Handover {
             conn,
             received: 0,
             deadline: Instant::now() + HANDOVER_LIMIT,
-            counters: Vec::new(),
-            counter_bytes: 0,
+            samples: Vec::new(),
+            sample_bytes: 0,
             latest: None,
         }
     }
@@ -255,14 +263,14 @@ impl Handover {
         self.received
     }
 
-    /// The last complete set of counters received and not taken yet.
-    pub fn take_counters(&mut self) -> Option<Vec<(String, u64)>> {
+    /// The last complete set of metrics received and not taken yet.
+    pub fn take_metrics(&mut self) -> Option<Vec<(String, CarriedValue)>> {
         self.latest.take()
     }
 
     /// The next connection, blocking until the old process sends one; `None` once it
-    /// said `end` (or exited: whatever it had not sent it closed). Counters that come
-    /// meanwhile wait for [`Handover::take_counters`].
+    /// said `end` (or exited: whatever it had not sent it closed). Metrics that come
+    /// meanwhile wait for [`Handover::take_metrics`].
     ///
     /// # Errors
     /// As [`Handover::receive`].
@@ -270,46 +278,47 @@ impl Handover {
         loop {
             match self.receive()? {
                 Some(Received::Connection(c)) => return Ok(Some(c)),
-                Some(Received::Counters(c)) => self.latest = Some(c),
+                Some(Received::Metrics(m)) => self.latest = Some(m),
                 None => return Ok(None),
             }
         }
     }
 
-    /// The next connection or complete set of counters, blocking until the old
+    /// The next connection or complete set of metrics, blocking until the old
     /// process sends one; `None` once it said `end` (or exited: whatever it had not
     /// sent it closed).
     ///
     /// # Errors
     /// A message out of turn, a record without exactly one socket, a socket that is
     /// not a connected stream socket to the record's peer (it is closed), an `end`
-    /// whose count disagrees; the hand-over stops then.
+    /// whose count disagrees, a malformed `metrics` message (a float that is NaN,
+    /// infinite or negative); the hand-over stops then.
     pub fn receive(&mut self) -> Result<Option<Received>, UpgradeError> {
         loop {
             match self.next_message() {
-                Ok(Some(Msg::Counters(counters, more))) => {
+                Ok(Some(Msg::Metrics(samples, more))) => {
                     let mut dropped = 0usize;
-                    for (series, value) in counters {
-                        if self.counters.len() >= MAX_SERIES
-                            || self.counter_bytes + series.len() > MAX_SERIES_TOTAL_BYTES
+                    for (series, value) in samples {
+                        if self.samples.len() >= MAX_SERIES
+                            || self.sample_bytes + series.len() > MAX_SERIES_TOTAL_BYTES
                         {
                             dropped += 1;
                             continue;
                         }
-                        self.counter_bytes += series.len();
-                        self.counters.push((series, value));
+                        self.sample_bytes += series.len();
+                        self.samples.push((series, value));
                     }
                     if dropped > 0 {
                         tracing::warn!(
                             dropped,
                             max = MAX_SERIES,
                             max_bytes = MAX_SERIES_TOTAL_BYTES,
-                            "more counters than carried; the rest are left out"
+                            "more metric series than carried; the rest are left out"
                         );
                     }
                     if !more {
-                        self.counter_bytes = 0;
-                        return Ok(Some(Received::Counters(std::mem::take(&mut self.counters))));
+                        self.sample_bytes = 0;
+                        return Ok(Some(Received::Metrics(std::mem::take(&mut self.samples))));
                     }
                 }
                 Ok(Some(Msg::Connection(c))) => return Ok(Some(Received::Connection(c))),
@@ -338,8 +347,8 @@ impl Handover {
                     Some(Msg::Connection(HandedInConnection { record, socket }))
                 })
             }
-            Ok((Message::Metrics { counters, more }, fds)) if fds.is_empty() => {
-                Ok(Some(Msg::Counters(counters, more)))
+            Ok((Message::Metrics { samples, more }, fds)) if fds.is_empty() => {
+                Ok(Some(Msg::Metrics(samples, more)))
             }
             Ok((Message::Connection(_), fds)) => Err(UpgradeError::Malformed(format!(
                 "a connection record with {} descriptors",
@@ -367,8 +376,8 @@ impl Handover {
     /// name, as if it had accepted it and read its unread bytes, with its protocol
     /// (Bolt, Dubbo) when it has one ([`proxy_core::Server::adopt_handed_off`]); one
     /// the server refuses (no such listener or protocol) is closed and logged.
-    /// Counters that come are carried into `server`
-    /// ([`proxy_core::Server::carry_counters`]). Returns how many connections were
+    /// Metrics that come are carried into `server`
+    /// ([`proxy_core::Server::carry_metrics`]). Returns how many connections were
     /// adopted.
     ///
     /// # Errors
@@ -378,12 +387,12 @@ impl Handover {
         while let Some(received) = self.receive()? {
             let HandedInConnection { record, socket } = match received {
                 Received::Connection(c) => c,
-                Received::Counters(counters) => {
+                Received::Metrics(samples) => {
                     tracing::info!(
-                        series = counters.len(),
-                        "carried the old process's counters in"
+                        series = samples.len(),
+                        "carried the old process's metrics in"
                     );
-                    server.carry_counters(counters);
+                    server.carry_metrics(samples);
                     continue;
                 }
             };

@@ -6,7 +6,7 @@
 
 use std::{os::fd::OwnedFd, sync::Arc};
 
-use proxy_core::{HandedOffConnection, Server};
+use proxy_core::{metrics::CarriedValue, HandedOffConnection, Server};
 
 /// What the old process runs when its successor dies after it said ready: given the
 /// listening sockets (by listener name, the admin listener as
@@ -49,11 +49,11 @@ impl std::fmt::Debug for Fallback {
 }
 
 impl Fallback {
-    /// Takes the sockets back: the server accepting on them, with `counters` carried
+    /// Takes the sockets back: the server accepting on them, with `metrics` carried
     /// in (what the old server counted so far), or `None`.
-    pub(crate) fn take_back(self, counters: Vec<(String, u64)>) -> Option<Server> {
+    pub(crate) fn take_back(self, metrics: Vec<(String, CarriedValue)>) -> Option<Server> {
         let server = (self.take_back)(self.sockets)?;
-        server.carry_counters(counters);
+        server.carry_metrics(metrics);
         Some(server)
     }
 }

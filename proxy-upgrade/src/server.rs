@@ -113,7 +113,7 @@ impl UpgradeServer {
     /// window (its end of the upgrade socket closes, or it takes no more
     /// connections): this process keeps duplicates of the listening sockets it sent,
     /// and `take_back` starts a server accepting on them again, which adopts every
-    /// connection this process still hands out (with its counters carried in), so
+    /// connection this process still hands out (with its metrics carried in), so
     /// they are served on rather than closed. Without it, this process only drains.
     /// See [`TakeBack`].
     pub fn on_rollback(
@@ -198,8 +198,8 @@ impl UpgradeServer {
                             state.handed_off.store(true, Ordering::Release);
                             state.stop.store(true, Ordering::Release);
                             if let Some((conn, rx, fallback)) = connections {
-                                let counters = || source.counter_values();
-                                let sent = handover::forward(&conn, rx, &counters, fallback);
+                                let metrics = || source.metrics_to_carry();
+                                let sent = handover::forward(&conn, rx, &metrics, fallback);
                                 tracing::info!(pid, connections = sent.connections, protocol = sent.protocol, with_unread = sent.with_unread, rolled_back = sent.rolled_back, kept = sent.kept, "handed the idle connections over");
                             }
                         }
@@ -408,10 +408,10 @@ fn session(
         }
         // Else the forwarding finds it gone and rolls back.
     }
-    // The counters as the hand-off starts; again, final, once drained.
+    // The metrics as the hand-off starts; again, final, once drained.
     if forward.is_some() {
-        if let Err(error) = handover::send_counters(&conn, &source.counter_values()) {
-            tracing::debug!(%error, "the new process did not take the counters");
+        if let Err(error) = handover::send_metrics(&conn, &source.metrics_to_carry()) {
+            tracing::debug!(%error, "the new process did not take the metrics");
         }
     }
     Ok((pid, count, forward.map(|rx| (conn, rx, kept))))

@@ -3,6 +3,8 @@
 
 use std::{os::fd::OwnedFd, sync::mpsc, time::Duration};
 
+use proxy_core::metrics::CarriedValue;
+
 use crate::handover::HandedOffConnection;
 
 /// What the old process hands over: its listening sockets, and the switch that makes
@@ -48,9 +50,9 @@ pub trait ListenerSource: Send + Sync + 'static {
         relay(rx, sink);
     }
 
-    /// Version 3: the counters to carry to the new process, as (series, value); the
-    /// default carries none.
-    fn counter_values(&self) -> Vec<(String, u64)> {
+    /// Version 3: the counters (version 6: and histograms) to carry to the new
+    /// process, as (series, value); the default carries none.
+    fn metrics_to_carry(&self) -> Vec<(String, CarriedValue)> {
         Vec::new()
     }
 }
@@ -82,8 +84,8 @@ impl ListenerSource for proxy_core::Server {
         proxy_core::Server::hand_off_all_connections(self, window, max_unread_bytes, sink);
     }
 
-    fn counter_values(&self) -> Vec<(String, u64)> {
-        proxy_core::Server::counter_values(self)
+    fn metrics_to_carry(&self) -> Vec<(String, CarriedValue)> {
+        proxy_core::Server::metrics_to_carry(self)
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use proxy_core::config::ListenAddress;
+use proxy_core::{config::ListenAddress, metrics::CarriedValue};
 
 use crate::UpgradeError;
 use fields::{check_name, put_record_count, put_text16, Reader};
@@ -34,8 +34,10 @@ pub const MAGIC: [u8; 4] = *b"PXUP";
 /// The protocol version this crate speaks: 2 adds live connections, 3 their
 /// protocol (Bolt, Dubbo) and the `metrics` message, 4 the `datagrams` message
 /// (QUIC's UDP sockets and their forwarding channels), 5 a connection's layer
-/// state (an idle TLS 1.3 session's keys, so TLS connections go over too).
-pub const VERSION: u16 = 5;
+/// state (an idle TLS 1.3 session's keys, so TLS connections go over too), 6 a
+/// kind to each value of the `metrics` message (integer or float: histograms' sums,
+/// so histograms are carried too).
+pub const VERSION: u16 = 6;
 /// The oldest version this crate still speaks (listeners only; connections drain).
 pub const MIN_VERSION: u16 = 1;
 /// Bytes of the fixed header: magic, version, kind, flags, payload length.
@@ -64,7 +66,7 @@ const KIND_METRICS: u8 = 8;
 const KIND_DATAGRAMS: u8 = 9;
 
 /// One message of the protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// New to old: asks for the listening sockets.
     Hello {
@@ -104,10 +106,11 @@ pub enum Message {
         /// How many `Connection` messages came before.
         count: u32,
     },
-    /// Old to new (version 3): counter values by series, to carry on from.
+    /// Old to new (version 3): counter values by series, to carry on from;
+    /// version 6: histograms' buckets and counts too, and their sums as floats.
     Metrics {
         /// (series: the name with its labels as rendered, value).
-        counters: Vec<(String, u64)>,
+        samples: Vec<(String, CarriedValue)>,
         /// Whether another `Metrics` message follows, completing this set.
         more: bool,
     },
@@ -270,9 +273,9 @@ pub fn encode_version(message: &Message, version: u16) -> Result<Vec<u8>, Upgrad
             payload.extend_from_slice(&count.to_be_bytes());
             KIND_END
         }
-        Message::Metrics { counters, more } => {
+        Message::Metrics { samples, more } => {
             since(3, "a metrics message")?;
-            metrics::encode(&mut payload, counters)?;
+            metrics::encode(&mut payload, samples, version)?;
             if *more {
                 flags |= FLAG_MORE;
             }
@@ -408,7 +411,7 @@ pub fn decode_versioned(bytes: &[u8]) -> Result<(u16, Message), UpgradeError> {
         }
         KIND_END if version >= 2 => Message::End { count: r.u32()? },
         KIND_METRICS if version >= 3 => Message::Metrics {
-            counters: metrics::decode(&mut r)?,
+            samples: metrics::decode(&mut r, version)?,
             more: flags & FLAG_MORE != 0,
         },
         KIND_DATAGRAMS if version >= 4 => Message::Datagrams {

@@ -76,7 +76,7 @@ fn another_version_is_refused_naming_ours() {
     let mut hello = wire::encode(&Message::Hello { pid: 1 }).expect("encode");
     hello[5] = 7;
     let (m, ..) = answer_to(&hello);
-    assert_refused(&m, ErrorCode::Version, "this process speaks version 5");
+    assert_refused(&m, ErrorCode::Version, "this process speaks version 6");
 }
 
 #[test]

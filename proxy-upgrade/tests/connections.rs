@@ -1,6 +1,6 @@
 //! Versions 2 and 3 on real sockets: live connections handed over by a fake old
 //! process (its `hand_off_all_connections` sends accepted TCP connections with unread
-//! bytes and, for some, a protocol; its counters go too), received and checked by the
+//! bytes and, for some, a protocol; its counters and histograms go too), received and checked by the
 //! client; records that break the protocol are refused.
 
 mod common;
@@ -14,6 +14,7 @@ use std::{
 };
 
 use common::*;
+use proxy_core::metrics::CarriedValue;
 use proxy_upgrade::{
     handover::Received,
     wire::{self, ConnectionRecord, Message},
@@ -35,11 +36,17 @@ impl ListenerSource for Handing {
     fn hand_off(&self) {
         self.listeners.hand_off();
     }
-    fn counter_values(&self) -> Vec<(String, u64)> {
-        vec![(
-            "proxy_listener_connections_total{listener=\"web\"}".into(),
-            41,
-        )]
+    fn metrics_to_carry(&self) -> Vec<(String, CarriedValue)> {
+        vec![
+            (
+                "proxy_listener_connections_total{listener=\"web\"}".into(),
+                CarriedValue::Integer(41),
+            ),
+            (
+                "proxy_listener_request_duration_seconds_sum{listener=\"web\"}".into(),
+                CarriedValue::Float(2.5),
+            ),
+        ]
     }
     fn hand_off_all_connections(
         &self,
@@ -98,24 +105,21 @@ fn idle_connections_go_over_with_their_unread_bytes_and_keep_working() {
     let _sockets = upgrade.take_sockets();
     let mut handover = upgrade.finish_handing_over().expect("finish");
     let mut got = Vec::new();
-    let mut counters = Vec::new();
+    let mut metrics = Vec::new();
     while let Some(r) = handover.receive().expect("connection") {
         match r {
             Received::Connection(c) => {
                 assert!(cloexec(&c.socket));
                 got.push(c);
             }
-            Received::Counters(c) => counters.push(c),
+            Received::Metrics(m) => metrics.push(m),
             _ => panic!("unknown"),
         }
     }
     assert_eq!(handover.received(), 3);
-    // Once as the hand-off starts, once drained.
-    let expected = vec![(
-        "proxy_listener_connections_total{listener=\"web\"}".to_string(),
-        41,
-    )];
-    assert_eq!(counters, vec![expected.clone(), expected]);
+    // Once as the hand-off starts, once drained; the histogram's sum a float.
+    let expected = old.metrics_to_carry();
+    assert_eq!(metrics, vec![expected.clone(), expected]);
     assert_eq!(
         *old.window.lock().expect("lock"),
         Some(Duration::from_millis(750))
@@ -247,4 +251,29 @@ fn a_message_out_of_turn_stops_the_hand_over() {
         matches!(err, UpgradeError::Unexpected { got: "hello", .. }),
         "{err}"
     );
+}
+
+#[test]
+fn a_histogram_sum_that_is_not_a_finite_non_negative_number_stops_the_hand_over() {
+    let sum = "proxy_route_request_duration_seconds_sum{route=\"r\"}";
+    let good = wire::encode(&Message::Metrics {
+        samples: vec![(sum.into(), CarriedValue::Float(0.75))],
+        more: false,
+    })
+    .expect("encode");
+    // A good sum passes.
+    assert_eq!(
+        handover_given(vec![(good.clone(), vec![]), (end(0), vec![])]).expect("hand-over"),
+        0
+    );
+    for bad in [f64::NAN, f64::INFINITY, -1.0] {
+        let mut bytes = good.clone();
+        let at = bytes.len() - 8;
+        bytes[at..].copy_from_slice(&bad.to_bits().to_be_bytes());
+        let err = handover_given(vec![(bytes, vec![]), (end(0), vec![])]).expect_err("refused");
+        assert!(
+            matches!(&err, UpgradeError::Malformed(why) if why.contains(sum)),
+            "{bad}: {err}"
+        );
+    }
 }

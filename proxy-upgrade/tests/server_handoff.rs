@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::*;
-use proxy_core::{config::Config, Registry, Server};
+use proxy_core::{config::Config, metrics::CarriedValue, Registry, Server};
 use proxy_upgrade::UpgradeServer;
 
 fn config(uds: &std::path::Path) -> Config {
@@ -100,9 +100,20 @@ fn a_server_takes_over_the_listeners_of_another() {
     new_thread.join().expect("new server stops");
 }
 
-/// The value of `series` among `counters`.
-fn counter(counters: &[(String, u64)], series: &str) -> Option<u64> {
-    counters.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
+/// The integer value of `series` among `samples`.
+fn counter(samples: &[(String, CarriedValue)], series: &str) -> Option<u64> {
+    samples.iter().find_map(|(s, v)| match v {
+        CarriedValue::Integer(n) if s == series => Some(*n),
+        _ => None,
+    })
+}
+
+/// The float value of `series` among `samples` (a histogram's sum).
+fn float(samples: &[(String, CarriedValue)], series: &str) -> Option<f64> {
+    samples.iter().find_map(|(s, v)| match v {
+        CarriedValue::Float(x) if s == series => Some(*x),
+        _ => None,
+    })
 }
 
 #[test]
@@ -116,29 +127,39 @@ fn counters_carried_in_go_on_and_a_connection_of_an_unknown_protocol_is_refused(
         "proxy_listener_connections_total{listener=\"web\"}",
         "proxy_listener_connections_active{listener=\"web\"}",
     );
-    let counters = server.counter_values();
+    let counters = server.metrics_to_carry();
     let own = counter(&counters, accepted).expect("the accept counter");
     assert!(own >= 1);
     // Gauges are not counters: not carried.
     assert_eq!(counter(&counters, active), None);
-    // What the old process counted is added to what this one counts.
-    server.carry_counters(vec![
-        (accepted.to_owned(), 1000),
-        ("gone_total".to_owned(), 5),
-    ]);
-    assert_eq!(
-        counter(&server.counter_values(), accepted),
-        Some(own + 1000)
+    // The request-duration histogram is: its count an integer, its sum a float.
+    let (count, sum) = (
+        "proxy_listener_request_duration_seconds_count{listener=\"web\"}",
+        "proxy_listener_request_duration_seconds_sum{listener=\"web\"}",
     );
+    let own_count = counter(&counters, count).expect("the histogram's count");
+    let own_sum = float(&counters, sum).expect("the histogram's sum");
+    // What the old process counted is added to what this one counts.
+    server.carry_metrics(vec![
+        (accepted.to_owned(), CarriedValue::Integer(1000)),
+        ("gone_total".to_owned(), CarriedValue::Integer(5)),
+        (count.to_owned(), CarriedValue::Integer(500)),
+        (sum.to_owned(), CarriedValue::Float(12.5)),
+    ]);
+    let carried = server.metrics_to_carry();
+    assert_eq!(counter(&carried, accepted), Some(own + 1000));
+    assert_eq!(counter(&carried, count), Some(own_count + 500));
+    assert!(float(&carried, sum).expect("sum") >= own_sum + 12.5);
+    assert!(counter(&carried, "gone_total").is_none());
     assert!(status_line(TcpStream::connect(addr).expect("tcp")).starts_with("HTTP/1.1 404"));
     assert_eq!(
-        counter(&server.counter_values(), accepted),
+        counter(&server.metrics_to_carry(), accepted),
         Some(own + 1001)
     );
     // A later set replaces the earlier one.
-    server.carry_counters(vec![(accepted.to_owned(), 2000)]);
+    server.carry_metrics(vec![(accepted.to_owned(), CarriedValue::Integer(2000))]);
     assert_eq!(
-        counter(&server.counter_values(), accepted),
+        counter(&server.metrics_to_carry(), accepted),
         Some(own + 2001)
     );
 

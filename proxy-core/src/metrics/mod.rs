@@ -38,7 +38,7 @@ mod tests;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub use self::{
-    carry::{counter_samples, CounterOffsets},
+    carry::{carried_samples, CarriedValue, MetricOffsets},
     conn::{render_conns, ConnStats},
     histogram::{Histogram, LATENCY_BUCKETS},
     per_worker::{Counter, PerWorker},

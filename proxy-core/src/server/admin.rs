@@ -318,8 +318,9 @@ pub(super) fn prometheus(server: &Server) -> String {
     for hook in hooks {
         hook(&mut out);
     }
-    // Counters carried in by a hot upgrade go on from the old process's values.
-    let carried = server.inner.counter_offsets.load();
+    // Counters and histograms carried in by a hot upgrade go on from the old
+    // process's values.
+    let carried = server.inner.metric_offsets.load();
     if carried.is_empty() {
         out
     } else {

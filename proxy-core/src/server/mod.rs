@@ -103,8 +103,9 @@ struct Inner {
     handed_off: AtomicBool,
     /// Idle connections handed out during a hot upgrade (`handoff.rs`).
     handoff: Arc<handoff::HandoffSlot>,
-    /// Counter values carried in from the process this one replaced (`carry.rs`).
-    counter_offsets: ArcSwap<crate::metrics::CounterOffsets>,
+    /// Counter and histogram values carried in from the process this one replaced
+    /// (`carry.rs`).
+    metric_offsets: ArcSwap<crate::metrics::MetricOffsets>,
     /// Pages and metrics added to the admin endpoint (`admin.rs`).
     admin_extensions: Mutex<admin::Extensions>,
 }
@@ -142,7 +143,7 @@ impl Server {
                 admin_socket: Mutex::default(),
                 handed_off: AtomicBool::new(false),
                 handoff: Arc::default(),
-                counter_offsets: ArcSwap::default(),
+                metric_offsets: ArcSwap::default(),
                 admin_extensions: Mutex::default(),
             }),
         })

@@ -95,7 +95,7 @@ fn header_layout_is_fixed() {
     let bytes = encode(&Message::Hello { pid: 1 }).expect("encode");
     assert_eq!(
         bytes,
-        [b'P', b'X', b'U', b'P', 0, 5, 1, 0, 0, 0, 0, 4, 0, 0, 0, 1]
+        [b'P', b'X', b'U', b'P', 0, 6, 1, 0, 0, 0, 0, 4, 0, 0, 0, 1]
     );
     let bytes = encode(&Message::Listeners {
         records: vec![record("a", "unix:/s", 3)],
@@ -173,10 +173,10 @@ fn bytes_after_the_payload_are_malformed() {
 #[test]
 fn another_version_is_a_version_mismatch() {
     let mut bytes = encode(&Message::Hello { pid: 1 }).expect("encode");
-    bytes[5] = 6;
+    bytes[5] = 7;
     match decode(&bytes) {
         Err(UpgradeError::VersionMismatch { ours, theirs }) => {
-            assert_eq!((ours, theirs), (VERSION, 6));
+            assert_eq!((ours, theirs), (VERSION, 7));
         }
         other => panic!("{other:?}"),
     }
@@ -464,7 +464,8 @@ fn datagram_sockets_round_trip() {
         more: false,
     })
     .expect("encode");
-    assert_eq!(&bytes[4..8], &[0, 5, 9, 0]);
+    assert_eq!(&bytes[4..6], &VERSION.to_be_bytes());
+    assert_eq!(&bytes[6..8], &[9, 0]);
     assert_eq!(
         &bytes[HEADER_BYTES..],
         b"\x00\x01\x03\x00\x02\x00\x00\x01q\x00\x0b127.0.0.1:1"
