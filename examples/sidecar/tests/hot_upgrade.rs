@@ -9,6 +9,10 @@
 //!
 //! A client that sent half a request head, and one that sent nothing yet, when the
 //! hand-off happens get their answers from the new process on the same sockets.
+//!
+//! The metrics go on: after an upgrade, a route's request counter and its
+//! request-duration histogram (count, buckets, sum) read the old process's final
+//! values plus what the new process served (protocol version 6).
 
 mod common;
 #[path = "hot_upgrade/http_load.rs"]
@@ -232,6 +236,96 @@ async fn half_a_head_at_the_hand_off_is_answered_by_the_new_process() {
             assert!(Instant::now() < deadline, "{}", second.logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    })
+    .await;
+}
+
+/// The sum of the series of `name` on `admin`'s Prometheus page whose labels include
+/// route `r` and `labels`.
+async fn route_metric(admin: std::net::SocketAddr, name: &str, labels: &[&str]) -> f64 {
+    let r = client::request(admin, Method::GET, "/stats/prometheus", &[], Bytes::new())
+        .await
+        .expect("metrics");
+    assert_eq!(r.status, StatusCode::OK);
+    let series = format!("{name}{{");
+    let mut needles = vec![series.as_str(), "route=\"r\""];
+    needles.extend_from_slice(labels);
+    metric_sum(&String::from_utf8_lossy(&r.body), &needles)
+}
+
+/// `count` requests on `listen`, each on a new connection, all answered 200.
+async fn requests(listen: std::net::SocketAddr, count: usize, logs: impl Fn() -> String) {
+    for _ in 0..count {
+        let r = client::request(listen, Method::GET, "/", &[], Bytes::new())
+            .await
+            .expect("request");
+        assert_eq!(r.status, StatusCode::OK, "{}", logs());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_and_latency_histograms_go_on_in_the_new_process() {
+    with_timeout(Duration::from_secs(60), async {
+        let _heavy = heavy_test_lock().await;
+        let up = Upstream::echo("echo");
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route("r", "/", "c", "")])
+            .cluster(cluster("c", up.addr, ""));
+        cfg.top_extra = "runtime:\n  worker_threads: 2\n  drain_timeout: 5s\n".into();
+        let dir = TempDir::new("hot-upgrade-metrics");
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, cfg.yaml()).expect("config");
+        let mut first = start_sidecar("first", &dir, &config, &[]);
+        first.wait_ready(cfg.admin).await;
+
+        const OLD: usize = 12;
+        const NEW: usize = 7;
+        requests(cfg.listen, OLD, || first.logs()).await;
+        let h = "proxy_route_request_duration_seconds";
+        let (count, sum, total) = (
+            format!("{h}_count"),
+            format!("{h}_sum"),
+            "proxy_route_requests_total",
+        );
+        let (bucket, inf) = (format!("{h}_bucket"), ["le=\"+Inf\""]);
+        let old = (
+            route_metric(cfg.admin, &count, &[]).await,
+            route_metric(cfg.admin, &bucket, &inf).await,
+            route_metric(cfg.admin, &bucket, &["le=\"10\""]).await,
+            route_metric(cfg.admin, &sum, &[]).await,
+            route_metric(cfg.admin, total, &[]).await,
+        );
+        assert_eq!(old.0, OLD as f64, "{}", first.logs());
+        assert_eq!((old.1, old.4), (old.0, old.0));
+        assert!(old.3 > 0.0, "the old process's sum is {}", old.3);
+
+        let second = start_sidecar("second", &dir, &config, &["--upgrade"]);
+        let status = first.wait_exit(Duration::from_secs(20)).await;
+        assert!(status.success(), "{}", first.logs());
+        // The old process's final values came in (before its `end`).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while route_metric(cfg.admin, &count, &[]).await < old.0 {
+            assert!(
+                Instant::now() < deadline,
+                "no carried count\n{}",
+                second.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        requests(cfg.listen, NEW, || second.logs()).await;
+
+        // Old values plus the new process's requests: no restart from zero.
+        let now = NEW as f64;
+        assert_eq!(route_metric(cfg.admin, &count, &[]).await, old.0 + now);
+        assert_eq!(route_metric(cfg.admin, &bucket, &inf).await, old.1 + now);
+        assert_eq!(
+            route_metric(cfg.admin, &bucket, &["le=\"10\""]).await,
+            old.2 + now
+        );
+        assert_eq!(route_metric(cfg.admin, total, &[]).await, old.4 + now);
+        let sum_now = route_metric(cfg.admin, &sum, &[]).await;
+        assert!(sum_now > old.3, "the sum went from {} to {sum_now}", old.3);
+        drop(second);
     })
     .await;
 }
