@@ -22,8 +22,9 @@
 //! served exists) and loads the certificates, starting nothing; [`Prepared::start`]
 //! binds and serves on a running `proxy_core::Server`. [`advertise`] and [`prepare`]
 //! do the first two for a whole config; with the `upgrade` feature, `QuicRun` runs
-//! the listeners beside a server started by `proxy_upgrade::serve`, and hands them
-//! over in its hot upgrades.
+//! the listeners beside a server started by `proxy_upgrade::serve`, hands them
+//! over in its hot upgrades, and starts them again on the same UDP sockets for the
+//! server a roll-back takes back.
 //!
 //! # Example
 //! ```

@@ -167,7 +167,7 @@ impl QuicRun {
             None => Vec::new(),
             Some(Err(e)) => {
                 tracing::error!(error = %e, "HTTP/3 not started again after the roll-back: its UDP sockets could not be taken over; new HTTP/3 clients are not served");
-                generations.draining.extend(before);
+                generations.draining.extend(before.map(Listeners::retire));
                 return Ok(None);
             }
         };
