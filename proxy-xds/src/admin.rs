@@ -3,7 +3,11 @@
 //! NACKs) and a `/config_dump/xds` page (per type the version and resource names,
 //! and the config the resources were translated into).
 
-use std::{collections::BTreeSet, fmt::Write as _, sync::Arc};
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use proxy_core::{metrics::escape_label, Server};
 use tokio::sync::watch;
@@ -14,7 +18,9 @@ use crate::{XdsClient, XdsStatus};
 pub const CONFIG_DUMP_PATH: &str = "/config_dump/xds";
 
 /// Renders an [`XdsClient`]'s state for the admin endpoint; [`XdsAdmin::install`]
-/// adds it to a server's `/stats/prometheus` and [`CONFIG_DUMP_PATH`].
+/// adds it to a server's `/stats/prometheus` and [`CONFIG_DUMP_PATH`]. Clones share
+/// the client they follow: [`XdsAdmin::follow`] moves every server it was installed
+/// on to another client (one started again after a hot upgrade's roll-back).
 ///
 /// # Example
 /// ```no_run
@@ -30,15 +36,59 @@ pub const CONFIG_DUMP_PATH: &str = "/config_dump/xds";
 /// ```
 #[derive(Debug, Clone)]
 pub struct XdsAdmin {
-    status: watch::Receiver<XdsStatus>,
+    /// The status of the client followed, shared by the clones.
+    status: Arc<Mutex<watch::Receiver<XdsStatus>>>,
 }
 
 impl XdsAdmin {
     /// Follows `client`'s status.
     pub fn new(client: &XdsClient) -> Self {
+        Self::following(client.status())
+    }
+
+    fn following(status: watch::Receiver<XdsStatus>) -> Self {
         Self {
-            status: client.status(),
+            status: Arc::new(Mutex::new(status)),
         }
+    }
+
+    /// Follows `client` from now on, instead of the client it followed: on every
+    /// server this admin (or a clone) was installed on, the metrics and the config
+    /// dump show `client`'s state.
+    ///
+    /// ```
+    /// use proxy_core::config::Config;
+    /// use proxy_xds::{XdsAdmin, XdsClient, XdsConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let section = XdsConfig::from_yaml("servers: [\"127.0.0.1:18000\"]\nnode: {id: n1}")?;
+    /// let base = Config::from_yaml("listeners: [{name: l, address: 127.0.0.1:0, virtual_hosts: []}]")?;
+    /// let first = XdsClient::new(section.clone(), base.clone());
+    /// let admin = XdsAdmin::new(&first);
+    /// let installed = admin.clone(); // as `install` keeps it
+    /// // The first client is gone; another one takes its place.
+    /// let again = XdsClient::new(section, base);
+    /// admin.follow(&again);
+    /// let mut metrics = String::new();
+    /// installed.render_metrics(&mut metrics);
+    /// assert!(metrics.contains("proxy_xds_connected 0\n"));
+    /// # Ok(()) }
+    /// ```
+    pub fn follow(&self, client: &XdsClient) {
+        self.follow_status(client.status());
+    }
+
+    fn follow_status(&self, status: watch::Receiver<XdsStatus>) {
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = status;
+    }
+
+    /// The followed client's status now.
+    fn current(&self) -> XdsStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .borrow()
+            .clone()
     }
 
     /// Adds the metrics to `server`'s `/stats/prometheus` and the config dump on
@@ -68,7 +118,7 @@ impl XdsAdmin {
     /// superseded by a newer one of their type in the same swap) and
     /// `proxy_xds_version_info{version}` (always 1, the version in its label).
     pub fn render_metrics(&self, out: &mut String) {
-        let s = self.status.borrow().clone();
+        let s = self.current();
         let _ = writeln!(out, "# TYPE proxy_xds_connected gauge");
         let _ = writeln!(out, "proxy_xds_connected {}", u8::from(s.connected));
         let _ = writeln!(out, "# TYPE proxy_xds_streams_total counter");
@@ -125,7 +175,7 @@ impl XdsAdmin {
     /// from the control plane (endpoints inside their clusters, routes inside their
     /// listeners). Secrets show by name only.
     pub fn config_dump(&self, server: &Server) -> String {
-        let s = self.status.borrow().clone();
+        let s = self.current();
         let names = |t: &str| -> BTreeSet<&str> {
             s.types
                 .get(t)
@@ -199,9 +249,7 @@ mod tests {
                 coalesced: 1,
             },
         );
-        let admin = XdsAdmin {
-            status: watch::channel(status).1,
-        };
+        let admin = XdsAdmin::following(watch::channel(status).1);
         let mut out = String::new();
         admin.render_metrics(&mut out);
         for line in [
@@ -221,10 +269,35 @@ mod tests {
     }
 
     #[test]
+    fn clones_follow_the_client_followed_last() {
+        let (first, first_rx) = watch::channel(XdsStatus {
+            connected: true,
+            streams: 1,
+            ..XdsStatus::default()
+        });
+        let admin = XdsAdmin::following(first_rx);
+        let installed = admin.clone();
+        // The first client ends: its last status stays in the channel.
+        drop(first);
+        let (again, again_rx) = watch::channel(XdsStatus::default());
+        admin.follow_status(again_rx);
+        let mut out = String::new();
+        installed.render_metrics(&mut out);
+        assert!(out.contains("proxy_xds_connected 0\n"), "{out}");
+        assert!(out.contains("proxy_xds_streams_total 0\n"), "{out}");
+        // And goes on following it.
+        again.send_modify(|s| {
+            s.connected = true;
+            s.streams = 1;
+        });
+        let mut out = String::new();
+        installed.render_metrics(&mut out);
+        assert!(out.contains("proxy_xds_connected 1\n"), "{out}");
+    }
+
+    #[test]
     fn no_type_no_per_type_series() {
-        let admin = XdsAdmin {
-            status: watch::channel(XdsStatus::default()).1,
-        };
+        let admin = XdsAdmin::following(watch::channel(XdsStatus::default()).1);
         let mut out = String::new();
         admin.render_metrics(&mut out);
         assert!(out.contains("proxy_xds_connected 0\n"), "{out}");

@@ -13,7 +13,10 @@ use crate::{TlsSecrets, XdsAdmin, XdsClient, XdsConfig, XdsThread};
 /// An xDS client and the secret store its SDS fills, built from a config's `xds`
 /// section; started once the server runs, and again (a client of its own, from
 /// scratch, into the same secret store) for a server started again after a hot
-/// upgrade's roll-back: [`spawn`](Self::spawn) takes `&self`.
+/// upgrade's roll-back: [`spawn`](Self::spawn) takes `&self`. The admin pages
+/// [`install`](Self::install) adds, on every server it was given, follow the
+/// client started last. Clones share all of it: give one to the closure that
+/// builds the server of a roll-back, so that server gets the admin pages too.
 ///
 /// ```no_run
 /// use proxy_core::{config::Config, Registry, Server};
@@ -35,13 +38,18 @@ use crate::{TlsSecrets, XdsAdmin, XdsClient, XdsConfig, XdsThread};
 /// })?;
 /// # Ok(()) }
 /// ```
-pub struct Bootstrap {
-    /// The client the admin endpoint follows, until its first start.
+#[derive(Clone)]
+pub struct Bootstrap(Arc<Shared>);
+
+/// What the clones of a [`Bootstrap`] share.
+struct Shared {
+    /// The first client, until its first start.
     first: Mutex<Option<XdsClient>>,
     /// The section and the static config, for the clients started after it.
     section: XdsConfig,
     base: Config,
     initial: Config,
+    /// Follows the client started last.
     admin: XdsAdmin,
     secrets: Arc<MemorySecrets>,
 }
@@ -72,38 +80,41 @@ impl Bootstrap {
         };
         let secrets = Arc::new(MemorySecrets::default());
         let client = client(xds.clone(), config.clone(), &secrets);
-        Ok(Some(Self {
+        Ok(Some(Self(Arc::new(Shared {
             initial: client.initial_config(),
             admin: XdsAdmin::new(&client),
             first: Mutex::new(Some(client)),
             section: xds,
             base: config.clone(),
             secrets,
-        }))
+        }))))
     }
 
     /// The TLS runtime whose `secret:` references resolve in what SDS sent: give it
     /// to `proxy_tls::register_with`.
     pub fn tls_runtime(&self) -> TlsRuntime {
-        TlsRuntime::with_secrets(self.secrets.clone())
+        TlsRuntime::with_secrets(self.0.secrets.clone())
     }
 
     /// The config to start with: routes may name clusters only the control plane
     /// defines, empty (503) until then.
     pub fn initial_config(&self) -> Config {
-        self.initial.clone()
+        self.0.initial.clone()
     }
 
-    /// Adds the first client's metrics and config dump to `server`'s admin endpoint.
+    /// Adds the client's metrics and config dump to `server`'s admin endpoint
+    /// ([`XdsAdmin`]): the first client's until a later one starts, then the one
+    /// started last (the client a server taken back after a roll-back runs).
     pub fn install(&self, server: Server) -> Server {
-        self.admin.clone().install(server)
+        self.0.admin.clone().install(server)
     }
 
     /// Starts a client against `server` (call it once the server runs); it stops
     /// when the returned thread handle drops ([`XdsClient::spawn`]). The first call
-    /// starts the client [`install`](Self::install) follows; each later one (a
-    /// server started again after a roll-back) a new client of the same section and
-    /// secret store, subscribing from scratch.
+    /// starts the first client; each later one (a server started again after a
+    /// roll-back) a new client of the same section and secret store, subscribing
+    /// from scratch. The admin pages [`install`](Self::install) added follow the
+    /// client started last.
     ///
     /// # Errors
     /// When the client's runtime or thread cannot be created.
@@ -116,14 +127,20 @@ impl Bootstrap {
         self.client()
     }
 
-    /// The first client if not started yet, else a new one.
+    /// The first client if not started yet, else a new one, which the admin pages
+    /// follow from now on.
     fn client(&self) -> XdsClient {
-        let first = self
+        let shared = &self.0;
+        let first = shared
             .first
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        first.unwrap_or_else(|| client(self.section.clone(), self.base.clone(), &self.secrets))
+        first.unwrap_or_else(|| {
+            let again = client(shared.section.clone(), shared.base.clone(), &shared.secrets);
+            shared.admin.follow(&again);
+            again
+        })
     }
 }
 

@@ -105,17 +105,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     // SIGHUP or `POST /reload` on the admin listener reads the file again; so does a
-    // server taken back after a failed upgrade, built the same way.
+    // server taken back after a failed upgrade, built the same way: with the xDS
+    // admin pages, which follow the xDS client started last.
+    let admin = xds.clone();
     let build = move |config| {
         let path = path.clone();
-        Server::new(config, registry())
-            .map(|s| s.with_config_source(Arc::new(move || Config::load(&path))))
+        let server = Server::new(config, registry())?
+            .with_config_source(Arc::new(move || Config::load(&path)));
+        Ok::<_, ServerError>(match &admin {
+            Some(xds) => xds.install(server),
+            None => server,
+        })
     };
     let server = build(config).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
-    let server = match &xds {
-        Some(xds) => xds.install(server),
-        None => server,
-    };
     serve(server, upgrade, build, xds)
 }
 

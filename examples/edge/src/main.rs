@@ -134,20 +134,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("config ok");
         return Ok(());
     }
-    // A server taken back after a failed upgrade is built the same way.
-    let path = args.config;
+    // A server taken back after a failed upgrade is built the same way, with the
+    // xDS admin pages (they follow the xDS client started last).
+    let (path, admin) = (args.config, xds.clone());
     let build = move |config| {
-        let server = Server::new(config, registry(tls.clone()))?;
-        Ok::<_, proxy_core::ServerError>(match path.clone() {
-            Some(path) => server.with_config_source(Arc::new(move || load(&path))),
+        let mut server = Server::new(config, registry(tls.clone()))?;
+        if let Some(path) = path.clone() {
+            server = server.with_config_source(Arc::new(move || load(&path)));
+        }
+        Ok::<_, proxy_core::ServerError>(match &admin {
+            Some(xds) => xds.install(server),
             None => server,
         })
     };
     let server = build(config).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
-    let server = match &xds {
-        Some(xds) => xds.install(server),
-        None => server,
-    };
     // HTTP/3 on a thread of its own, handed over in hot upgrades; it drains once the
     // server drained (when `quic` drops).
     // The hook runs again for a server taken back after a roll-back (a new xDS

@@ -132,17 +132,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     // SIGHUP or `POST /reload` reads the file again; so does a server taken back
-    // after a roll-back, built like this one (its own xDS client starts with it).
+    // after a roll-back, built like this one: with the xDS admin pages, which follow
+    // the xDS client started last (a new one starts with that server).
+    let admin = xds.clone();
     let build = move |config: Config| {
         let path = path.clone();
-        Server::new(config, registry_with(tls.clone()))
-            .map(|s| s.with_config_source(Arc::new(move || load(&path))))
+        let server = Server::new(config, registry_with(tls.clone()))?
+            .with_config_source(Arc::new(move || load(&path)));
+        Ok::<_, proxy_core::ServerError>(match &admin {
+            Some(xds) => xds.install(server),
+            None => server,
+        })
     };
     let server = build(config).map_err(|e| anyhow::anyhow!("{}", DisplayChain(&e)))?;
-    let server = match &xds {
-        Some(xds) => xds.install(server),
-        None => server,
-    };
     // HTTP/3 listeners of the `quic` section, started once the server runs and
     // stopped when it has drained.
     serve(server, upgrade, build, xds, QuicRun::new(quic))

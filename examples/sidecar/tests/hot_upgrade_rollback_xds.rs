@@ -3,7 +3,11 @@
 //! xds-protos from `scripts/deps/proxy-xds.sh`; skipped loudly without them), a new
 //! process takes over and is killed in its hand-off window, and the old process,
 //! once it took its listeners back, runs an xDS client again: an endpoint change the
-//! control plane pushes after the roll-back is followed.
+//! control plane pushes after the roll-back is followed. The server taken back has
+//! the xDS admin pages, and they follow that client (not the first, gone with the
+//! old server): its config dump shows the xDS-sourced listener and cluster and,
+//! after the push, the version the new client accepted, as do the `proxy_xds_*`
+//! series of its Prometheus page.
 
 mod common;
 // Not every helper is used here.
@@ -92,6 +96,46 @@ async fn wait_log(proc: &ProxyProcess, needle: &str) {
     }
 }
 
+/// The body of a GET of `path` on the admin listener `admin`, which must answer 200.
+async fn admin_page(admin: SocketAddr, path: &str) -> String {
+    let r = client::request(admin, http::Method::GET, path, &[], bytes::Bytes::new())
+        .await
+        .expect("admin request");
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, http::StatusCode::OK, "{path}: {body}");
+    body
+}
+
+/// The xDS config dump of `admin`, parsed.
+async fn config_dump(admin: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&admin_page(admin, "/config_dump/xds").await).expect("json dump")
+}
+
+/// Whether `list` (a JSON array of configs) has one named `name`.
+fn has_named(list: &serde_json::Value, name: &str) -> bool {
+    list.as_array()
+        .is_some_and(|l| l.iter().any(|c| c["name"] == name))
+}
+
+/// The version of `kind` (`endpoints`, ...) the followed client accepted, once it is
+/// connected and has one (within 20 s) other than `not`.
+async fn accepted_version(admin: SocketAddr, kind: &str, not: Option<&str>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dump = config_dump(admin).await;
+        if let Some(v) = dump["types"][kind]["version"].as_str() {
+            if dump["connected"] == true && Some(v) != not {
+                return v.to_owned();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new {kind} version in the dump\n{dump:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Whether a GET on `addr` is answered `ok` (200 from the demo upstream) or not
 /// (a 5xx: the endpoint moved to a closed port), within 20 s.
 async fn answers(addr: SocketAddr, ok: bool) -> bool {
@@ -174,10 +218,25 @@ async fn the_xds_client_runs_again_after_a_roll_back() {
             "after the roll-back\n{}",
             old.logs()
         );
+        // The server taken back shows the xDS state of the client it runs. (Until
+        // the old server drained, it accepts on the admin socket too, with the config
+        // it had: wait for it to end.)
+        wait_log(&old, "rolled back: this process serves on").await;
+        let before = accepted_version(admin, "endpoints", None).await;
+        let dump = config_dump(admin).await;
+        assert!(
+            has_named(&dump["config"]["listeners"], "outbound")
+                && has_named(&dump["config"]["clusters"], "demo"),
+            "the dump has no xDS-sourced config\n{dump:#}"
+        );
+        let metrics = admin_page(admin, "/stats/prometheus").await;
+        assert!(metrics.contains("proxy_xds_connected 1\n"), "{metrics}");
+        assert!(metrics.contains("proxy_xds_streams_total "), "{metrics}");
 
         // The control plane pushes the endpoint moved to a closed port: the old
         // process, served by the server it took back, follows.
-        let moved = snapshot_for(&free_addr().to_string()).replace("\"1\"", "\"2\"");
+        let closed = free_addr().to_string();
+        let moved = snapshot_for(&closed).replace("\"1\"", "\"2\"");
         std::fs::write(&snapshot, moved).expect("snapshot");
         let pid = cp.id().expect("control plane pid").to_string();
         let hup = std::process::Command::new("kill")
@@ -189,6 +248,18 @@ async fn the_xds_client_runs_again_after_a_roll_back() {
             "the push after the roll-back was not followed\n{}",
             old.logs()
         );
+        // And so do its admin pages: the version the live client accepted, the
+        // endpoint it moved to.
+        let after = accepted_version(admin, "endpoints", Some(&before)).await;
+        let dump = config_dump(admin).await;
+        assert!(
+            dump["config"]["clusters"].to_string().contains(&closed),
+            "{dump:#}"
+        );
+        let metrics = admin_page(admin, "/stats/prometheus").await;
+        let series =
+            format!("proxy_xds_version_info{{type=\"endpoints\",version=\"{after}\"}} 1\n");
+        assert!(metrics.contains(&series), "no {series:?} in\n{metrics}");
         assert!(old.running(), "{}", old.logs());
         drop(cp);
     })
