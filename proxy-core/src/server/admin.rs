@@ -3,7 +3,10 @@
 //! and [`Server::with_metrics`]. Served on its own listener with hyper; never on the
 //! request path.
 
-use std::{fmt::Write as _, sync::Arc};
+use std::{
+    fmt::Write as _,
+    sync::{atomic::Ordering, Arc},
+};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -18,9 +21,32 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, server: Server) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin listening");
     }
+    // Once handed off to a new process the admin socket is the successor's: this
+    // server stops accepting on it, so that every scrape and `/ready` after the
+    // hand-off is answered by the new process (a drain on SIGTERM keeps answering,
+    // `/ready` with 503).
+    let mut drain = server.inner.drain.subscribe();
+    let mut draining = false;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = drain.wait_for(|d| *d), if !draining => {
+                draining = true;
+                if server.inner.handed_off.load(Ordering::Relaxed) {
+                    tracing::info!("admin handed off: no longer accepting");
+                    return;
+                }
+                continue;
+            }
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or memory: wait instead of spinning.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let server = server.clone();
         tokio::spawn(async move {
