@@ -68,15 +68,13 @@ pub(crate) fn give_back(buf: &mut BytesMut) {
     }
 }
 
-/// Parsed heads and bodies up to this size are copied out of the read buffer rather
-/// than split off it.
+/// Bodies up to this size are copied out of the read buffer rather than split off it.
 const COPY_MAX: usize = 16 * 1024;
 
-/// Takes the first `n` bytes of `buf` (a parsed head, a body that arrived with its
-/// head). Up to [`COPY_MAX`] they are copied out, so the buffer stays whole and goes
-/// back to the worker while the request is served, and what is in flight holds only
-/// its own bytes (a head's header values are slices of it); more is split off, no
-/// copy.
+/// Takes the first `n` bytes of `buf` (a body that arrived with its head; heads are
+/// always copied out by the parser). Up to [`COPY_MAX`] they are copied out, so the
+/// buffer stays whole and goes back to the worker while the request is served, and
+/// what is in flight holds only its own bytes; more is split off, no copy.
 pub(crate) fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
     if n <= COPY_MAX {
         let body = Bytes::copy_from_slice(&buf[..n]);

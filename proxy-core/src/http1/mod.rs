@@ -4,6 +4,7 @@
 
 pub(crate) mod decode;
 pub(crate) mod head;
+pub(crate) mod header_maps;
 pub(crate) mod names;
 mod recv_body;
 pub(crate) mod send;

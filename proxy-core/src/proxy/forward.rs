@@ -118,7 +118,7 @@ pub(super) async fn forward(
                 let deadline = route.timeout.map(|t| started + t);
                 let attempts = route.retry.as_ref().map_or(0, |r| r.attempts);
                 let per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
-                let (parts, body) = req.into_parts();
+                let (mut parts, body) = req.into_parts();
                 let replay = if attempts > 0 { body.try_clone() } else { None };
                 let mut first_body = Some(body);
                 let mut attempt = 0;
@@ -182,6 +182,9 @@ pub(super) async fn forward(
                         tracing::debug!(route = %route.name, attempt, "retrying");
                         continue;
                     }
+                    // The request head has gone out: its map is kept for the next head
+                    // this worker parses.
+                    crate::http1::header_maps::give_back(&mut parts.headers);
                     break 'send match result {
                         Ok(resp) => Ok(resp),
                         Err(AttemptError::Proxy(e)) => Err(e),

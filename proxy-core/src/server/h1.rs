@@ -399,6 +399,8 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         if let Some(log) = log {
             log.finish(&resp, body_bytes);
         }
+        // The response head has gone out: its map is kept for the next head parsed.
+        crate::http1::header_maps::give_back(resp.headers_mut());
         if let Some(rx) = pending_read {
             match rx.await {
                 Ok(ret) if ret.complete => {

@@ -3,8 +3,12 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+
+mod facts;
+
+use facts::HeadFacts;
 
 /// Most header fields parsed in one head; `max_headers` is capped to this.
 pub(crate) const MAX_HEADERS: usize = 256;
@@ -61,63 +65,30 @@ pub(crate) struct ResponseHead {
     pub(crate) keep_alive: bool,
 }
 
-/// Where a header's name and value sit in the head: `(name_start, name_end,
-/// value_start, value_end)`.
-type Span = (u32, u32, u32, u32);
-
-/// Header spans: inline for the usual few dozen headers, on the heap past that.
-struct Spans {
-    inline: [Span; 32],
-    len: usize,
-    heap: Vec<Span>,
-}
-
-impl Spans {
-    fn of(base: &[u8], headers: &[httparse::Header<'_>]) -> Self {
-        let mut spans = Self {
-            inline: [(0, 0, 0, 0); 32],
-            len: headers.len(),
-            heap: Vec::new(),
-        };
-        let start = base.as_ptr() as usize;
-        let span = |h: &httparse::Header<'_>| {
-            let n = (h.name.as_ptr() as usize - start) as u32;
-            let v = (h.value.as_ptr() as usize - start) as u32;
-            (n, n + h.name.len() as u32, v, v + h.value.len() as u32)
-        };
-        if headers.len() <= spans.inline.len() {
-            for (slot, h) in spans.inline.iter_mut().zip(headers) {
-                *slot = span(h);
-            }
-        } else {
-            spans.heap = headers.iter().map(span).collect();
-        }
-        spans
-    }
-
-    fn as_slice(&self) -> &[Span] {
-        if self.heap.is_empty() {
-            &self.inline[..self.len]
-        } else {
-            &self.heap
-        }
-    }
-}
-
 /// Room for the headers a proxy adds (forwarding headers, a rewritten host) without
 /// growing the map.
 const SPARE_HEADERS: usize = 4;
 
-fn build_headers(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
-    let mut map = HeaderMap::with_capacity(spans.len() + SPARE_HEADERS);
-    for &(ns, ne, vs, ve) in spans {
-        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+/// The header map of a head (a recycled one, see [`super::header_maps`]) and the
+/// facts framing needs of it, noted on the way. `parsed` points into the read
+/// buffer, which starts at `base`; `head` is the copy of the head taken out of it,
+/// which the values are slices of.
+fn build_headers(
+    head: &Bytes,
+    base: usize,
+    parsed: &[httparse::Header<'_>],
+) -> Result<(HeaderMap, HeadFacts), HeadError> {
+    let mut map = super::header_maps::take(parsed.len() + SPARE_HEADERS);
+    let mut facts = HeadFacts::new();
+    for h in parsed {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
+        let start = h.value.as_ptr() as usize - base;
+        let value = HeaderValue::from_maybe_shared(head.slice(start..start + h.value.len()))
             .map_err(|_| HeadError::Malformed)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-            .map_err(|_| HeadError::Malformed)?;
+        facts.note(&name, &value);
         map.append(name, value);
     }
-    Ok(map)
+    Ok((map, facts))
 }
 
 fn uninit_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
@@ -163,15 +134,24 @@ pub(crate) fn parse_request(
     let mut storage = uninit_headers();
     let headers = &mut storage[..max_headers.clamp(1, MAX_HEADERS)];
     let mut req = httparse::Request::new(&mut []);
-    let (len, spans, method, target, minor) = match req.parse_with_uninit_headers(buf, headers) {
+    let (head, built, method, target, minor) = match req
+        .parse_with_uninit_headers(buf, headers)
+    {
         Ok(httparse::Status::Complete(len)) => {
-            let n = Spans::of(buf, req.headers);
             let method = req.method.ok_or(HeadError::Malformed)?;
             let path = req.path.ok_or(HeadError::Malformed)?;
+            if len > max_head_bytes {
+                return Err(HeadError::TooLarge);
+            }
+            // Copied out, so that the read buffer goes back to the worker while the
+            // request is served; the header values are slices of the copy.
+            let head = Bytes::copy_from_slice(&buf[..len]);
             let start = buf.as_ptr() as usize;
+            // Header errors are reported after those of the request line, below.
+            let built = build_headers(&head, start, req.headers);
             let m = (method.as_ptr() as usize - start, method.len());
             let p = (path.as_ptr() as usize - start, path.len());
-            (len, n, m, p, req.version.unwrap_or(1))
+            (head, built, m, p, req.version.unwrap_or(1))
         }
         Ok(httparse::Status::Partial) => {
             if buf.len() > max_head_bytes {
@@ -181,10 +161,7 @@ pub(crate) fn parse_request(
         }
         Err(e) => return Err(map_parse_error(e, buf)),
     };
-    if len > max_head_bytes {
-        return Err(HeadError::TooLarge);
-    }
-    let head = crate::bufs::take_front(buf, len);
+    buf.advance(head.len());
     let method = Method::from_bytes(&head[method.0..method.0 + method.1])
         .map_err(|_| HeadError::Malformed)?;
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
@@ -196,31 +173,26 @@ pub(crate) fn parse_request(
     if uri.path_and_query().is_none() && uri != "*" {
         return Err(HeadError::Malformed);
     }
-    let headers = build_headers(&head, spans.as_slice())?;
+    let (headers, facts) = built?;
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
 
-    let conn = connection_tokens(&headers);
+    let conn = &facts.connection;
     let keep_alive = match version {
         Version::HTTP_10 => conn.keep_alive && !conn.close,
         _ => !conn.close,
     };
-    let upgrade =
-        conn.upgrade && headers.contains_key(header::UPGRADE) && version == Version::HTTP_11;
-    let expect_continue = headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let upgrade = conn.upgrade && facts.upgrade && version == Version::HTTP_11;
+    let expect_continue = facts.expect_continue;
 
-    let mut hosts = headers.get_all(header::HOST).iter();
-    let host_count = hosts.by_ref().take(2).count();
-    if host_count > 1 || (host_count == 0 && version == Version::HTTP_11) {
+    if facts.hosts > 1 || (facts.hosts == 0 && version == Version::HTTP_11) {
         return Err(HeadError::BadHost);
     }
 
-    let framing = request_framing(&headers, version)?;
+    let framing = request_framing(&headers, &facts, version)?;
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;
@@ -235,11 +207,14 @@ pub(crate) fn parse_request(
     }))
 }
 
-fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> {
-    let te = headers.get_all(header::TRANSFER_ENCODING);
-    if te.iter().next().is_some() {
+fn request_framing(
+    headers: &HeaderMap,
+    facts: &HeadFacts,
+    version: Version,
+) -> Result<Framing, HeadError> {
+    if facts.transfer_encoding {
         // A request with both is a smuggling attempt or a broken client: refuse it.
-        if version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH) {
+        if version == Version::HTTP_10 || headers.contains_key(http::header::CONTENT_LENGTH) {
             return Err(HeadError::BadTransferEncoding);
         }
         return if is_chunked_last(headers) {
@@ -248,7 +223,7 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Hea
             Err(HeadError::BadTransferEncoding)
         };
     }
-    match content_length(headers)? {
+    match facts.content_length? {
         Some(0) | None => Ok(Framing::Empty),
         Some(n) => Ok(Framing::Length(n)),
     }
@@ -257,7 +232,7 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Hea
 /// Whether the last transfer coding is `chunked` (and `chunked` appears only there).
 fn is_chunked_last(headers: &HeaderMap) -> bool {
     let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
+        .get_all(http::header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
@@ -274,51 +249,6 @@ fn is_chunked_last(headers: &HeaderMap) -> bool {
     last_is_chunked
 }
 
-/// The Content-Length, if any; repeated values must agree.
-pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
-    let mut found: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::BadContentLength);
-            }
-            let n = part
-                .iter()
-                .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
-                return Err(HeadError::BadContentLength);
-            }
-            found = Some(n);
-        }
-    }
-    Ok(found)
-}
-
-#[derive(Default)]
-pub(crate) struct ConnectionTokens {
-    pub(crate) close: bool,
-    pub(crate) keep_alive: bool,
-    pub(crate) upgrade: bool,
-}
-
-pub(crate) fn connection_tokens(headers: &HeaderMap) -> ConnectionTokens {
-    let mut t = ConnectionTokens::default();
-    for v in headers.get_all(header::CONNECTION) {
-        for tok in v.as_bytes().split(|&b| b == b',') {
-            let tok = tok.trim_ascii();
-            if tok.eq_ignore_ascii_case(b"close") {
-                t.close = true;
-            } else if tok.eq_ignore_ascii_case(b"keep-alive") {
-                t.keep_alive = true;
-            } else if tok.eq_ignore_ascii_case(b"upgrade") {
-                t.upgrade = true;
-            }
-        }
-    }
-    t
-}
-
 /// Tries to parse a response head. `request_method` decides bodiless responses (HEAD).
 pub(crate) fn parse_response(
     buf: &mut BytesMut,
@@ -328,16 +258,17 @@ pub(crate) fn parse_response(
     let mut storage = uninit_headers();
     let mut res = httparse::Response::new(&mut []);
     let config = httparse::ParserConfig::default();
-    let (len, n, code, minor) =
+    let (len, headers, facts, code, minor) =
         match config.parse_response_with_uninit_headers(&mut res, buf, &mut storage) {
             Ok(httparse::Status::Complete(len)) => {
-                let n = Spans::of(buf, res.headers);
-                (
-                    len,
-                    n,
-                    res.code.ok_or(HeadError::Malformed)?,
-                    res.version.unwrap_or(1),
-                )
+                let code = res.code.ok_or(HeadError::Malformed)?;
+                if len > max_head_bytes {
+                    return Err(HeadError::TooLarge);
+                }
+                // Copied out, so that the read buffer can go back to the worker.
+                let head = Bytes::copy_from_slice(&buf[..len]);
+                let (headers, facts) = build_headers(&head, buf.as_ptr() as usize, res.headers)?;
+                (len, headers, facts, code, res.version.unwrap_or(1))
             }
             Ok(httparse::Status::Partial) => {
                 if buf.len() > max_head_bytes {
@@ -347,18 +278,14 @@ pub(crate) fn parse_response(
             }
             Err(e) => return Err(map_parse_error(e, buf)),
         };
-    if len > max_head_bytes {
-        return Err(HeadError::TooLarge);
-    }
-    let head = crate::bufs::take_front(buf, len);
+    buf.advance(len);
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Malformed)?;
-    let headers = build_headers(&head, n.as_slice())?;
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    let conn = connection_tokens(&headers);
+    let conn = &facts.connection;
     let mut keep_alive = match version {
         Version::HTTP_10 => conn.keep_alive && !conn.close,
         _ => !conn.close,
@@ -369,7 +296,7 @@ pub(crate) fn parse_response(
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Empty
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if facts.transfer_encoding {
         if is_chunked_last(&headers) {
             Framing::Chunked
         } else {
@@ -377,7 +304,7 @@ pub(crate) fn parse_response(
             Framing::Close
         }
     } else {
-        match content_length(&headers)? {
+        match facts.content_length? {
             Some(0) => Framing::Empty,
             Some(n) => Framing::Length(n),
             None => {
