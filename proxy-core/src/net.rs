@@ -207,13 +207,45 @@ macro_rules! read_lent {
     (@socket $s:ident, $buf:expr) => {
         loop {
             crate::bufs::give_back($buf);
-            $s.readable().await?;
+            std::future::poll_fn(|cx| ReadReady::poll_read_ready(&*$s, cx)).await?;
             crate::bufs::ready_for_read($buf);
             if let Poll::Ready(r) = poll_once(Pin::new(&mut *$s), $buf).await {
                 return r;
             }
         }
     };
+}
+
+/// Waiting for a socket to become readable through its reader's one waker slot (the
+/// slot `poll_read` uses too) rather than `readable()`, whose waiter is linked into
+/// and out of the socket's waiter list under its lock on every wait: the connection
+/// task is the only reader of its socket.
+trait ReadReady {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ReadReady for UnixStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        UnixStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ReadReady for tcp::OwnedReadHalf {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsRef::<TcpStream>::as_ref(self).poll_read_ready(cx)
+    }
+}
+
+impl ReadReady for unix::OwnedReadHalf {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsRef::<UnixStream>::as_ref(self).poll_read_ready(cx)
+    }
 }
 
 /// One `poll_read` into `buf`. A read through `poll_read` (unlike `try_read`) tells
