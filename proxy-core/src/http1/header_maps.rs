@@ -10,9 +10,10 @@ use std::cell::RefCell;
 
 use http::HeaderMap;
 
-/// Maps a worker keeps: about what one turn of the event loop gives back (the
-/// responses written in it), each a few hundred bytes for the usual few dozen headers.
-const KEEP: usize = 64;
+/// Maps a worker keeps: enough for the request maps that come back together when
+/// a burst of answers is written (each a few hundred bytes to a few KiB). Kept maps
+/// were all in use at once just before, so keeping them does not raise the peak.
+const KEEP: usize = 256;
 
 /// Maps that grew past this many headers are freed rather than kept, so that one
 /// unusual head does not pin its memory.
