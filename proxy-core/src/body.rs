@@ -42,6 +42,7 @@ enum Kind {
     Full(Option<Bytes>),
     Hyper(hyper::body::Incoming),
     H1(RecvBody),
+    H2(crate::server::H2RecvBody),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
@@ -52,6 +53,7 @@ impl std::fmt::Debug for Kind {
             Kind::Full(_) => "Full",
             Kind::Hyper(_) => "Hyper",
             Kind::H1(_) => "H1",
+            Kind::H2(_) => "H2",
             Kind::Boxed(_) => "Boxed",
         })
     }
@@ -77,6 +79,12 @@ impl Body {
     pub(crate) fn from_h1(body: RecvBody) -> Self {
         Self {
             kind: Kind::H1(body),
+        }
+    }
+
+    pub(crate) fn from_h2(body: crate::server::H2RecvBody) -> Self {
+        Self {
+            kind: Kind::H2(body),
         }
     }
 
@@ -159,6 +167,7 @@ impl http_body::Body for Body {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Kind::H1(b) => Pin::new(b).poll_frame(cx),
+            Kind::H2(b) => Pin::new(b).poll_frame(cx),
             Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -169,6 +178,7 @@ impl http_body::Body for Body {
             Kind::Full(b) => b.is_none(),
             Kind::Hyper(b) => b.is_end_stream(),
             Kind::H1(b) => b.is_end_stream(),
+            Kind::H2(b) => b.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -179,6 +189,7 @@ impl http_body::Body for Body {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Hyper(b) => b.size_hint(),
             Kind::H1(b) => b.size_hint(),
+            Kind::H2(b) => b.size_hint(),
             Kind::Boxed(b) => b.size_hint(),
         }
     }

@@ -9,7 +9,6 @@ mod embed;
 mod h1;
 mod h1_tunnel;
 mod h2;
-mod h2_streams;
 mod handoff;
 mod handoff_layer;
 mod handoff_protocol;
@@ -36,7 +35,7 @@ pub use self::handoff::HandedOffConnection;
 pub use self::handoff_layer::{LayerHandOver, LayerHandOverResult, LayerState};
 use self::listen::{Bound, ListenerRuntime};
 pub use self::service::ListenerNotRunning;
-pub(crate) use self::{handoff::HandoffSlot, handoff_protocol::Detach};
+pub(crate) use self::{h2::RecvBody as H2RecvBody, handoff::HandoffSlot, handoff_protocol::Detach};
 use crate::{
     access_log::{AccessLog, LineCounts},
     config::{Config, RuntimeFlavor},

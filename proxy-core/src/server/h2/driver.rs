@@ -1,0 +1,218 @@
+//! One downstream HTTP/2 connection driven on `h2` directly: the handshake, the
+//! streams (polled by the connection's own task), the keep-alive pings, and the
+//! GOAWAY of a graceful shutdown.
+//!
+//! A stream's answer is written by the same poll that produced it: one task per
+//! connection, as an event loop would run it. The first answers of a round wait for
+//! one turn of the runtime, as a spawned stream's would, so that the answers of the
+//! streams the same events woke leave in one write rather than one write each.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use h2::{
+    server::{Connection, Handshake, SendResponse},
+    Ping, PingPong, Reason, RecvStream,
+};
+use http::Request;
+use tokio::time::{Instant, Sleep};
+
+use super::{io::Prefixed, Shared};
+
+enum State {
+    Handshaking(Handshake<Prefixed, Bytes>),
+    Serving(Connection<Prefixed, Bytes>),
+    Done,
+}
+
+pin_project_lite::pin_project! {
+    /// Completes when the connection does (streams left then have nothing to write
+    /// to).
+    pub(super) struct Driver<S, N> {
+        state: State,
+        // A graceful shutdown was asked for during the handshake.
+        close_pending: bool,
+        running: FuturesUnordered<S>,
+        // Answers are waiting to be written, and the task has let the other ready
+        // tasks run once so that more answers join the same write.
+        deferred: bool,
+        new_stream: N,
+        #[pin]
+        keep_alive: KeepAlive,
+        shared: Arc<Shared>,
+    }
+}
+
+impl<S, N> Driver<S, N>
+where
+    S: Future<Output = ()>,
+    N: FnMut(Request<RecvStream>, SendResponse<Bytes>) -> S,
+{
+    /// Drives `handshake`, serving each stream with `new_stream`; pings a peer that
+    /// sent nothing for `interval`, closing the connection when its answer takes
+    /// longer than `timeout`. The connection's `read` flag is set by every read from the
+    /// peer.
+    pub(super) fn new(
+        handshake: Handshake<Prefixed, Bytes>,
+        new_stream: N,
+        interval: Duration,
+        timeout: Duration,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            state: State::Handshaking(handshake),
+            close_pending: false,
+            running: FuturesUnordered::new(),
+            deferred: false,
+            new_stream,
+            keep_alive: KeepAlive {
+                sleep: tokio::time::sleep(interval),
+                interval,
+                timeout,
+                ping: None,
+                ping_sent: false,
+            },
+            shared,
+        }
+    }
+
+    /// Starts a graceful shutdown: GOAWAY, then the streams under way finish.
+    pub(super) fn graceful_shutdown(self: Pin<&mut Self>) {
+        let this = self.project();
+        match this.state {
+            State::Handshaking(_) => *this.close_pending = true,
+            State::Serving(conn) => conn.graceful_shutdown(),
+            State::Done => {}
+        }
+    }
+}
+
+impl<S, N> Future for Driver<S, N>
+where
+    S: Future<Output = ()>,
+    N: FnMut(Request<RecvStream>, SendResponse<Bytes>) -> S,
+{
+    type Output = Result<(), h2::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let State::Handshaking(hs) = this.state {
+            let mut conn = match std::task::ready!(Pin::new(hs).poll(cx)) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    *this.state = State::Done;
+                    return Poll::Ready(Err(e));
+                }
+            };
+            if *this.close_pending {
+                conn.graceful_shutdown();
+            }
+            *this.keep_alive.as_mut().project().ping = conn.ping_pong();
+            *this.state = State::Serving(conn);
+        }
+        let State::Serving(conn) = this.state else {
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            // Streams first: what they answer, the connection writes below.
+            let mut answered = false;
+            while let Poll::Ready(Some(())) = this.running.poll_next_unpin(cx) {
+                answered = true;
+            }
+            if answered && !*this.deferred {
+                *this.deferred = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            *this.deferred = false;
+            if this
+                .keep_alive
+                .as_mut()
+                .timed_out(cx, &this.shared.state.read)
+            {
+                tracing::debug!("h2 keep-alive ping unanswered, closing the connection");
+                conn.abrupt_shutdown(Reason::NO_ERROR);
+            }
+            match conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    this.running.push((this.new_stream)(req, respond));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    *this.state = State::Done;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Ready(None) => {
+                    *this.state = State::Done;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Pings a quiet peer; a ping unanswered in time means the peer is gone.
+    struct KeepAlive {
+        #[pin]
+        sleep: Sleep,
+        interval: Duration,
+        timeout: Duration,
+        ping: Option<PingPong>,
+        ping_sent: bool,
+    }
+}
+
+impl KeepAlive {
+    /// Whether a ping went unanswered past the timeout. A peer that sent anything
+    /// since the last check is alive: no ping then.
+    fn timed_out(self: Pin<&mut Self>, cx: &mut Context<'_>, read: &AtomicBool) -> bool {
+        let mut this = self.project();
+        let Some(ping) = this.ping else {
+            return false;
+        };
+        loop {
+            if *this.ping_sent {
+                match ping.poll_pong(cx) {
+                    Poll::Ready(Ok(_)) => {
+                        *this.ping_sent = false;
+                        read.store(false, Ordering::Relaxed);
+                        this.sleep.as_mut().reset(Instant::now() + *this.interval);
+                    }
+                    // The connection failed: its own poll reports that.
+                    Poll::Ready(Err(_)) => return false,
+                    Poll::Pending => {
+                        if this.sleep.as_mut().poll(cx).is_pending() {
+                            return false;
+                        }
+                        // Once: the connection is closing.
+                        *this.ping = None;
+                        return true;
+                    }
+                }
+            }
+            if this.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if read.swap(false, Ordering::Relaxed) {
+                this.sleep.as_mut().reset(Instant::now() + *this.interval);
+                continue;
+            }
+            if ping.send_ping(Ping::opaque()).is_err() {
+                return false;
+            }
+            *this.ping_sent = true;
+            this.sleep.as_mut().reset(Instant::now() + *this.timeout);
+        }
+    }
+}

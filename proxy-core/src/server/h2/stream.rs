@@ -1,0 +1,294 @@
+//! One stream of a downstream HTTP/2 connection: the request handed to the listener's
+//! stack, the answer written back through `h2` with flow control, trailers and the
+//! access log line.
+//!
+//! A stream is one future polled by its connection's task (no task, no channel and
+//! no box of its own): the request's future lives inline in it.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use h2::{server::SendResponse, Reason, RecvStream, SendStream};
+use http::{header, HeaderMap, Request};
+use tower::ServiceExt;
+
+use super::{date, recv_body::RecvBody, Shared};
+use crate::{server::conn::LogStart, server::listen::ListenerSettings, Body, HttpResponse};
+
+/// Tracks one stream: in flight until dropped; dropped before `answered` means the
+/// client reset it (or the connection went away) before the answer.
+struct StreamGuard {
+    shared: Arc<Shared>,
+    answered: bool,
+}
+
+impl StreamGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        shared.state.active.store(true, Ordering::Relaxed);
+        Self {
+            shared,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let state = &self.shared.state;
+        state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered
+            && state.resets.fetch_add(1, Ordering::Relaxed) + 1 > self.shared.reset_limit
+        {
+            state.abuse.notify_one();
+        }
+    }
+}
+
+/// Serves one stream to its end: the stack's answer, then its body.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    stack: Arc<ListenerSettings>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let mut guard = StreamGuard::new(shared);
+    let shared = &*guard.shared;
+    let Some(mut req) = request(req) else {
+        // A CONNECT announcing a body: not served (as hyper's server did).
+        respond.send_reset(Reason::INTERNAL_ERROR);
+        return;
+    };
+    if stack.direct.is_none() {
+        let ext = req.extensions_mut();
+        if let Some(conn_ext) = &shared.ctx.conn_extensions {
+            ext.extend(conn_ext.extensions.clone());
+        }
+        ext.insert(shared.info.clone());
+    }
+    let log = shared.ctx.log_request(&req);
+    let answer = async {
+        if let Err(e) = crate::http1::names::screen(req.headers_mut(), shared.underscores) {
+            tracing::debug!(error = %e, "bad request header names");
+            return crate::proxy::local_reply(&crate::ProxyError::BadRequest(
+                "header name could be read as another field",
+            ));
+        }
+        match &stack.direct {
+            Some(proxy) => proxy.forward_direct(req, &shared.info).await,
+            None => match stack.service.clone().oneshot(req).await {
+                Ok(r) => r,
+                Err(e) => crate::server::error_response(&e),
+            },
+        }
+    };
+    // A stream the client resets before its answer ends here, dropping the request.
+    let Some(resp) = until_reset(answer, &mut respond).await else {
+        return;
+    };
+    guard.answered = true;
+    drop(guard);
+    let mut log = log.map(|mut log| {
+        log.response(&resp);
+        LogOnDrop {
+            log: Some(log),
+            sent: 0,
+        }
+    });
+    let Some((body, mut tx)) = send_head(resp, &mut respond) else {
+        return;
+    };
+    let mut body = std::pin::pin!(body);
+    let mut pending = None;
+    let mut sent = 0;
+    std::future::poll_fn(|cx| pump(cx, body.as_mut(), &mut tx, &mut pending, &mut sent)).await;
+    if let Some(log) = &mut log {
+        log.sent = sent;
+    }
+}
+
+/// The request with the proxy's body; `None` for a CONNECT with a body.
+fn request(req: Request<RecvStream>) -> Option<crate::HttpRequest> {
+    let (parts, recv) = req.into_parts();
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let body = if parts.method == http::Method::CONNECT {
+        if content_length.is_some_and(|n| n != 0) {
+            return None;
+        }
+        Body::empty()
+    } else if recv.is_end_stream() {
+        Body::empty()
+    } else {
+        Body::from_h2(RecvBody::new(recv, content_length))
+    };
+    Some(Request::from_parts(parts, body))
+}
+
+/// Polls `fut` until it is done, or `None` once the client reset the stream.
+async fn until_reset<F: Future>(fut: F, respond: &mut SendResponse<Bytes>) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        match respond.poll_reset(cx) {
+            Poll::Ready(reason) => {
+                tracing::debug!(?reason, "stream reset before its answer");
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Sends the response head (ending the stream when there is no body); hands back the
+/// body and the stream to send it on, when there is one.
+fn send_head(
+    resp: HttpResponse,
+    respond: &mut SendResponse<Bytes>,
+) -> Option<(Body, SendStream<Bytes>)> {
+    let (mut parts, body) = resp.into_parts();
+    strip_connection_headers(&mut parts.headers);
+    if !parts.headers.contains_key(header::DATE) {
+        parts.headers.insert(header::DATE, date::now());
+    }
+    let end = http_body::Body::is_end_stream(&body);
+    if !end {
+        if let Some(len) = http_body::Body::size_hint(&body).exact() {
+            if !parts.headers.contains_key(header::CONTENT_LENGTH) {
+                parts.headers.insert(header::CONTENT_LENGTH, len.into());
+            }
+        }
+    }
+    match respond.send_response(http::Response::from_parts(parts, ()), end) {
+        Ok(tx) => (!end).then_some((body, tx)),
+        Err(e) => {
+            tracing::debug!(error = %e, "sending an h2 response head failed");
+            respond.send_reset(Reason::INTERNAL_ERROR);
+            None
+        }
+    }
+}
+
+/// Headers of HTTP/1.1 connections that HTTP/2 forbids (RFC 9113, 8.2.2), and those
+/// `connection` names.
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    for name in [
+        header::HeaderName::from_static("keep-alive"),
+        header::HeaderName::from_static("proxy-connection"),
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+    ] {
+        headers.remove(name);
+    }
+    if let Some(listed) = headers.remove(header::CONNECTION) {
+        if let Ok(listed) = listed.to_str() {
+            for name in listed.split(',') {
+                headers.remove(name.trim());
+            }
+        }
+    }
+}
+
+/// Moves the body into the stream: each DATA chunk once the peer's window has room
+/// for it (the last one with END_STREAM), then the trailers; stops when the client
+/// resets the stream. `sent` counts the body bytes taken from the body.
+fn pump(
+    cx: &mut Context<'_>,
+    mut body: Pin<&mut Body>,
+    tx: &mut SendStream<Bytes>,
+    pending: &mut Option<(Bytes, bool)>,
+    sent: &mut u64,
+) -> Poll<()> {
+    use http_body::Body as _;
+    loop {
+        if let Poll::Ready(reason) = tx.poll_reset(cx) {
+            tracing::debug!(?reason, "stream reset during its answer");
+            return Poll::Ready(());
+        }
+        if let Some((data, end)) = pending.take() {
+            while tx.capacity() == 0 {
+                match tx.poll_capacity(cx) {
+                    Poll::Pending => {
+                        *pending = Some((data, end));
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Some(Ok(0))) => {}
+                    Poll::Ready(Some(Ok(_))) => break,
+                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
+                }
+            }
+            if tx.send_data(data, end).is_err() || end {
+                return Poll::Ready(());
+            }
+            continue;
+        }
+        match std::task::ready!(body.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    *sent += data.len() as u64;
+                    let end = body.is_end_stream();
+                    if data.is_empty() {
+                        if tx.send_data(data, end).is_err() || end {
+                            return Poll::Ready(());
+                        }
+                        continue;
+                    }
+                    // A claim of one byte: `send_data` raises it to the chunk, and
+                    // nothing is pinned on the connection's window meanwhile.
+                    tx.reserve_capacity(1);
+                    *pending = Some((data, end));
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        tx.reserve_capacity(0);
+                        let _ = tx.send_trailers(trailers);
+                        return Poll::Ready(());
+                    }
+                }
+            },
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed");
+                tx.send_reset(reset_reason(&*e));
+                return Poll::Ready(());
+            }
+            None => {
+                let _ = tx.send_data(Bytes::new(), true);
+                return Poll::Ready(());
+            }
+        }
+    }
+}
+
+/// The reason an `h2` error in `err`'s chain carries (an upstream HTTP/2 reset),
+/// else INTERNAL_ERROR.
+fn reset_reason(err: &(dyn std::error::Error + 'static)) -> Reason {
+    std::iter::successors(Some(err), |e| e.source())
+        .find_map(|e| e.downcast_ref::<h2::Error>()?.reason())
+        .unwrap_or(Reason::INTERNAL_ERROR)
+}
+
+/// Writes the access log line when the answer ends or is dropped, with the body bytes
+/// sent.
+struct LogOnDrop {
+    log: Option<Box<LogStart>>,
+    sent: u64,
+}
+
+impl Drop for LogOnDrop {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.end(self.sent);
+        }
+    }
+}
