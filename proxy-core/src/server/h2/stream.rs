@@ -14,7 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use h2::{server::SendResponse, Reason, RecvStream, SendStream};
-use http::{header, HeaderMap, Request};
+use http::{header, header::HeaderName, HeaderMap, Request};
 use tower::ServiceExt;
 
 use super::{date, recv_body::RecvBody, Shared};
@@ -72,24 +72,33 @@ pub(super) async fn serve(
         ext.insert(shared.info.clone());
     }
     let log = shared.ctx.log_request(&req);
-    let answer = async {
-        if let Err(e) = crate::http1::names::screen(req.headers_mut(), shared.underscores) {
-            tracing::debug!(error = %e, "bad request header names");
-            return crate::proxy::local_reply(&crate::ProxyError::BadRequest(
-                "header name could be read as another field",
-            ));
-        }
+    // The request's future is pinned in place in this one and polled from there: a
+    // future handed by value to another async fn would be copied, and stored twice.
+    let resp = if let Err(e) = crate::http1::names::screen(req.headers_mut(), shared.underscores) {
+        tracing::debug!(error = %e, "bad request header names");
+        crate::proxy::local_reply(&crate::ProxyError::BadRequest(
+            "header name could be read as another field",
+        ))
+    } else {
         match &stack.direct {
-            Some(proxy) => proxy.forward_direct(req, &shared.info).await,
-            None => match stack.service.clone().oneshot(req).await {
-                Ok(r) => r,
-                Err(e) => crate::server::error_response(&e),
-            },
+            Some(proxy) => {
+                let fut = std::pin::pin!(proxy.forward_direct(req, &shared.info));
+                // A stream the client resets before its answer ends here, dropping
+                // the request.
+                match until_reset(fut, &mut respond).await {
+                    Some(resp) => resp,
+                    None => return,
+                }
+            }
+            None => {
+                let fut = std::pin::pin!(stack.service.clone().oneshot(req));
+                match until_reset(fut, &mut respond).await {
+                    Some(Ok(resp)) => resp,
+                    Some(Err(e)) => crate::server::error_response(&e),
+                    None => return,
+                }
+            }
         }
-    };
-    // A stream the client resets before its answer ends here, dropping the request.
-    let Some(resp) = until_reset(answer, &mut respond).await else {
-        return;
     };
     guard.answered = true;
     drop(guard);
@@ -133,9 +142,11 @@ fn request(req: Request<RecvStream>) -> Option<crate::HttpRequest> {
 }
 
 /// Polls `fut` until it is done, or `None` once the client reset the stream.
-async fn until_reset<F: Future>(fut: F, respond: &mut SendResponse<Bytes>) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
+fn until_reset<'a, F: Future>(
+    mut fut: Pin<&'a mut F>,
+    respond: &'a mut SendResponse<Bytes>,
+) -> impl Future<Output = Option<F::Output>> + 'a {
+    std::future::poll_fn(move |cx| {
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
@@ -147,7 +158,6 @@ async fn until_reset<F: Future>(fut: F, respond: &mut SendResponse<Bytes>) -> Op
             Poll::Pending => Poll::Pending,
         }
     })
-    .await
 }
 
 /// Sends the response head (ending the stream when there is no body); hands back the
@@ -179,23 +189,30 @@ fn send_head(
     }
 }
 
-/// Headers of HTTP/1.1 connections that HTTP/2 forbids (RFC 9113, 8.2.2), and those
-/// `connection` names.
+/// Headers of HTTP/1.1 connections that HTTP/2 forbids (RFC 9113, 8.2.2).
+const CONNECTION_HEADERS: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+];
+
+/// Removes the connection headers, and those `connection` names. One pass over the
+/// (few) headers finds none in the usual answer, where a removal of each would hash
+/// six names.
 fn strip_connection_headers(headers: &mut HeaderMap) {
-    for name in [
-        header::HeaderName::from_static("keep-alive"),
-        header::HeaderName::from_static("proxy-connection"),
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-    ] {
+    if !headers.keys().any(|name| CONNECTION_HEADERS.contains(name)) {
+        return;
+    }
+    let listed = headers.remove(header::CONNECTION);
+    for name in &CONNECTION_HEADERS[1..] {
         headers.remove(name);
     }
-    if let Some(listed) = headers.remove(header::CONNECTION) {
-        if let Ok(listed) = listed.to_str() {
-            for name in listed.split(',') {
-                headers.remove(name.trim());
-            }
+    if let Some(Ok(listed)) = listed.as_ref().map(|v| v.to_str()) {
+        for name in listed.split(',') {
+            headers.remove(name.trim());
         }
     }
 }
