@@ -123,6 +123,9 @@ where
         let State::Serving(conn) = this.state else {
             return Poll::Ready(Ok(()));
         };
+        // Writes of this round are gathered, and written by the last pass below.
+        let hold = &this.shared.state.hold;
+        hold.store(true, Ordering::Relaxed);
         loop {
             // Streams first: what they answer, the connection writes below.
             let mut answered = false;
@@ -148,13 +151,18 @@ where
                     this.running.push((this.new_stream)(req, respond));
                 }
                 Poll::Ready(Some(Err(e))) => {
+                    hold.store(false, Ordering::Relaxed);
                     *this.state = State::Done;
                     return Poll::Ready(Err(e));
                 }
                 Poll::Ready(None) => {
+                    hold.store(false, Ordering::Relaxed);
                     *this.state = State::Done;
                     return Poll::Ready(Ok(()));
                 }
+                // Nothing more this round: one more pass, which writes what it
+                // gathered (h2 flushes at the end of every poll).
+                Poll::Pending if hold.swap(false, Ordering::Relaxed) => {}
                 Poll::Pending => return Poll::Pending,
             }
         }

@@ -1,6 +1,12 @@
 //! The byte stream under an HTTP/2 connection: the bytes sniffing already read come
 //! first; every read and write is counted for the listener, and reads also tell the
 //! keep-alive that the peer is alive.
+//!
+//! Writes are gathered while the connection task works through a round (the
+//! connection's `hold` flag), and leave in one write at its end. `h2` writes a DATA
+//! frame larger than 256 bytes on its own (its payload is chained, not copied), so
+//! without this every answer would cost a write of its own; HAProxy too sends the
+//! frames of many streams in one.
 
 use std::{
     pin::Pin,
@@ -8,7 +14,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Shared;
@@ -24,10 +30,45 @@ impl ByteCounter for Arc<Shared> {
     }
 }
 
-/// A stream that first yields bytes already read from it.
+/// The most bytes gathered before they are written anyway.
+const GATHER_MAX: usize = 16 * 1024;
+
+/// A stream that first yields bytes already read from it, and gathers writes.
 pub(super) struct Prefixed {
-    pub(super) prefix: Bytes,
-    pub(super) inner: Counted<Stream, Arc<Shared>>,
+    prefix: Bytes,
+    inner: Counted<Stream, Arc<Shared>>,
+    gathered: BytesMut,
+}
+
+impl Prefixed {
+    pub(super) fn new(prefix: Bytes, stream: Stream, shared: Arc<Shared>) -> Self {
+        Self {
+            prefix,
+            inner: Counted {
+                inner: stream,
+                stats: shared,
+            },
+            gathered: BytesMut::new(),
+        }
+    }
+
+    /// Whether `more` bytes join the gathered ones rather than go out now.
+    fn gathers(&self, more: usize) -> bool {
+        self.inner.stats.state.hold.load(Ordering::Relaxed)
+            && self.gathered.len() + more <= GATHER_MAX
+    }
+
+    /// Writes the gathered bytes out.
+    fn poll_write_gathered(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.gathered.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.gathered))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.gathered.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for Prefixed {
@@ -52,6 +93,11 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.gathers(buf.len()) {
+            self.gathered.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        std::task::ready!(self.poll_write_gathered(cx))?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -59,15 +105,30 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.gathers(len) {
+            for b in bufs {
+                self.gathered.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(len));
+        }
+        std::task::ready!(self.poll_write_gathered(cx))?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         true
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Within a round, gathered bytes wait for its end (the connection task
+        // flushes again then, with `hold` off).
+        if self.inner.stats.state.hold.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(self.poll_write_gathered(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_write_gathered(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

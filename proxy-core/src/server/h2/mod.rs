@@ -55,6 +55,8 @@ struct ConnState {
     abuse: Notify,
     /// Bytes came from the peer since the keep-alive last looked.
     read: AtomicBool,
+    /// The connection task is in a round: writes are gathered until its end.
+    hold: AtomicBool,
 }
 
 /// Serves HTTP/2 on `stream`; `prefix` holds bytes already read by sniffing.
@@ -77,13 +79,7 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
         .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams as usize)
         .max_local_error_reset_streams(Some(limits.h2_max_pending_reset_streams as usize))
         .max_header_list_size(u32::try_from(limits.max_header_bytes.get()).unwrap_or(u32::MAX));
-    let io = io::Prefixed {
-        prefix,
-        inner: crate::net::Counted {
-            inner: stream,
-            stats: shared.clone(),
-        },
-    };
+    let io = io::Prefixed::new(prefix, stream, shared.clone());
     // The listener's stack as of each stream: a reload's filters apply to the next
     // stream, streams under way finish on theirs (one `ArcSwap` load per stream).
     let mut stack = shared.ctx.listener.settings.load_full();
