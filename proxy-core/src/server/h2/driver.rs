@@ -161,8 +161,10 @@ where
                     return Poll::Ready(Ok(()));
                 }
                 // Nothing more this round: one more pass, which writes what it
-                // gathered (h2 flushes at the end of every poll).
-                Poll::Pending if hold.swap(false, Ordering::Relaxed) => {}
+                // gathered (h2 flushes at the end of every poll), when it did.
+                Poll::Pending
+                    if hold.swap(false, Ordering::Relaxed)
+                        && this.shared.state.gathered.swap(false, Ordering::Relaxed) => {}
                 Poll::Pending => return Poll::Pending,
             }
         }

@@ -95,6 +95,11 @@ impl AsyncWrite for Prefixed {
     ) -> Poll<std::io::Result<usize>> {
         if self.gathers(buf.len()) {
             self.gathered.extend_from_slice(buf);
+            self.inner
+                .stats
+                .state
+                .gathered
+                .store(true, Ordering::Relaxed);
             return Poll::Ready(Ok(buf.len()));
         }
         std::task::ready!(self.poll_write_gathered(cx))?;
@@ -110,6 +115,11 @@ impl AsyncWrite for Prefixed {
             for b in bufs {
                 self.gathered.extend_from_slice(b);
             }
+            self.inner
+                .stats
+                .state
+                .gathered
+                .store(true, Ordering::Relaxed);
             return Poll::Ready(Ok(len));
         }
         std::task::ready!(self.poll_write_gathered(cx))?;

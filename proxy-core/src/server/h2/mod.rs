@@ -57,6 +57,8 @@ struct ConnState {
     read: AtomicBool,
     /// The connection task is in a round: writes are gathered until its end.
     hold: AtomicBool,
+    /// Bytes were gathered in this round, for its last pass to write.
+    gathered: AtomicBool,
 }
 
 /// Serves HTTP/2 on `stream`; `prefix` holds bytes already read by sniffing.
