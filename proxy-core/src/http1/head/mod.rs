@@ -134,9 +134,7 @@ pub(crate) fn parse_request(
     let mut storage = uninit_headers();
     let headers = &mut storage[..max_headers.clamp(1, MAX_HEADERS)];
     let mut req = httparse::Request::new(&mut []);
-    let (head, built, method, target, minor) = match req
-        .parse_with_uninit_headers(buf, headers)
-    {
+    let (head, built, method, target, minor) = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(len)) => {
             let method = req.method.ok_or(HeadError::Malformed)?;
             let path = req.path.ok_or(HeadError::Malformed)?;
