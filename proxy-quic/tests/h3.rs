@@ -15,7 +15,7 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use futures_util::future::join_all;
-use h3_support::{proxy_stack, request, Client, Running, Tls, TEST_TIMEOUT};
+use h3_support::{finish, proxy_stack, request, Client, Running, Tls, TEST_TIMEOUT};
 use http::HeaderMap;
 use proxy_core::{BoxError, BoxHttp, HttpListener, HttpRequest, HttpResponse};
 use proxy_quic::{
@@ -107,7 +107,7 @@ async fn many_concurrent_streams_on_one_connection() {
                     ((i % 4) * 20).to_string().parse().unwrap(),
                 );
                 let mut stream = send.send_request(req).await?;
-                stream.finish().await?;
+                finish(&mut stream).await?;
                 let head = stream.recv_response().await?;
                 let mut body = Vec::new();
                 while let Some(mut chunk) = stream.recv_data().await? {
@@ -174,6 +174,51 @@ async fn bodies_stream_both_ways_with_trailers() {
         assert!(stream.recv_data().await.unwrap().is_none());
         let trailers = stream.recv_trailers().await.unwrap().unwrap();
         assert_eq!(trailers["x-checksum"], "42");
+        drop(stream);
+        drop(client);
+        server.stop().await.unwrap();
+    })
+    .await;
+}
+
+/// A stack that answers without reading the request body.
+fn answer_early() -> BoxHttp {
+    BoxHttp::new(tower::service_fn(|req: HttpRequest| async move {
+        drop(req);
+        Ok::<_, BoxError>(HttpResponse::new(proxy_core::Body::from("early")))
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_whole_body_arrives_whole_and_stops_the_body() {
+    with_timeout(TEST_TIMEOUT, async {
+        let tls = Tls::new();
+        let server = Running::start(H3Listener::builder("h3", tls.server()), answer_early());
+        let mut client = Client::connect(server.addr, tls.client.clone()).await;
+        let mut stream = client
+            .send
+            .send_request(request("POST", server.addr, "/upload"))
+            .await
+            .unwrap();
+        stream
+            .send_data(Bytes::from_static(b"first part"))
+            .await
+            .unwrap();
+        // The whole answer comes although the body has not ended.
+        let head = stream.recv_response().await.unwrap();
+        assert_eq!(head.status(), 200);
+        let mut got = stream.recv_data().await.unwrap().unwrap();
+        assert_eq!(got.copy_to_bytes(got.remaining()), "early");
+        assert!(stream.recv_data().await.unwrap().is_none());
+        // The server stopped reading the body: the client is asked to stop sending
+        // (RFC 9114 section 4.1), and nothing is reset on the answer's side.
+        loop {
+            match stream.send_data(Bytes::from_static(b"more")).await {
+                Ok(()) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(h3::error::StreamError::RemoteTerminate { .. }) => break,
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
         drop(stream);
         drop(client);
         server.stop().await.unwrap();
@@ -263,7 +308,7 @@ async fn shutdown_sends_goaway_and_lets_requests_finish() {
         let mut send = client.send.clone();
         let in_flight = tokio::spawn(async move {
             let mut stream = send.send_request(slow).await?;
-            stream.finish().await?;
+            finish(&mut stream).await?;
             let head = stream.recv_response().await?;
             let mut body = Vec::new();
             while let Some(mut chunk) = stream.recv_data().await? {
@@ -313,7 +358,7 @@ async fn the_drain_is_bounded_and_refuses_new_requests() {
         let mut send = client.send.clone();
         let in_flight = tokio::spawn(async move {
             let mut stream = send.send_request(stuck).await?;
-            stream.finish().await?;
+            finish(&mut stream).await?;
             stream.recv_response().await?;
             Ok::<_, BoxError>(())
         });

@@ -17,7 +17,7 @@ use std::{
 };
 
 use bytes::Buf;
-use h3_support::{request, Client, Tls, TEST_TIMEOUT};
+use h3_support::{finish, request, Client, Tls, TEST_TIMEOUT};
 use proxy_core::{Body, BoxError, BoxHttp, HttpRequest, HttpResponse};
 use proxy_quic::{
     h3::H3Listener,
@@ -79,7 +79,7 @@ async fn a_connection_keeps_working_across_the_switch_and_new_ones_land_on_the_n
         let mut send = a.send.clone();
         let in_flight = tokio::spawn(async move {
             let mut stream = send.send_request(request("GET", addr, "/wait")).await?;
-            stream.finish().await?;
+            finish(&mut stream).await?;
             let head = stream.recv_response().await?;
             let mut body = 0;
             while let Some(chunk) = stream.recv_data().await? {

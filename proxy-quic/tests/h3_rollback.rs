@@ -18,7 +18,7 @@ use std::{
 };
 
 use bytes::Buf;
-use h3_support::{request, Client, Tls, TEST_TIMEOUT};
+use h3_support::{finish, request, Client, Tls, TEST_TIMEOUT};
 use proxy_core::{Body, BoxError, BoxHttp, HttpRequest, HttpResponse};
 use proxy_quic::{
     h3::H3Listener,
@@ -121,7 +121,7 @@ async fn a_listener_started_again_after_a_roll_back_serves_and_the_first_one_dra
         let mut send = a.send.clone();
         let in_flight = tokio::spawn(async move {
             let mut stream = send.send_request(request("GET", addr, "/wait")).await?;
-            stream.finish().await?;
+            finish(&mut stream).await?;
             let head = stream.recv_response().await?;
             let mut body = 0;
             while let Some(chunk) = stream.recv_data().await? {

@@ -174,10 +174,18 @@ impl Client {
         chunks: &[&'static str],
     ) -> Result<Answer, BoxError> {
         let mut stream = self.send.send_request(req).await?;
+        // A server that answers before reading the whole request may stop it; its
+        // answer is still read (RFC 9114 section 4.1).
+        let mut stopped = false;
         for c in chunks {
-            stream.send_data(Bytes::from_static(c.as_bytes())).await?;
+            if let Err(e) = stream.send_data(Bytes::from_static(c.as_bytes())).await {
+                stopped = stopped_without_error(e)?;
+                break;
+            }
         }
-        stream.finish().await?;
+        if !stopped {
+            finish(&mut stream).await?;
+        }
         let head = stream.recv_response().await?;
         let mut body = BytesMut::new();
         while let Some(mut chunk) = stream.recv_data().await? {
@@ -226,5 +234,28 @@ impl Answer {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// `Ok(true)` when `e` is the server asking to stop sending (STOP_SENDING, with any
+/// code), else the error. A server may answer before it has read the whole request
+/// and then stop reading it; RFC 9114 section 4.1 says a client must not discard the
+/// complete answer for that. (quinn stops a receive stream dropped before its end
+/// with code 0, not H3_NO_ERROR.)
+fn stopped_without_error(e: h3::error::StreamError) -> Result<bool, BoxError> {
+    match e {
+        h3::error::StreamError::RemoteTerminate { .. } => Ok(true),
+        e => Err(e.into()),
+    }
+}
+
+/// Ends the request body: `Ok` also when the server has asked to stop sending (it
+/// answers without the rest, RFC 9114 section 4.1).
+pub async fn finish(
+    stream: &mut h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+) -> Result<(), BoxError> {
+    match stream.finish().await {
+        Ok(()) => Ok(()),
+        Err(e) => stopped_without_error(e).map(|_| ()),
     }
 }
