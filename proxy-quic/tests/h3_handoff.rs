@@ -16,41 +16,13 @@ use std::{
     time::Duration,
 };
 
-use bytes::Buf;
-use h3_support::{finish, request, Client, Tls, TEST_TIMEOUT};
-use proxy_core::{Body, BoxError, BoxHttp, HttpRequest, HttpResponse};
+use h3_support::{handoff_stack, text, wait_in_flight, Client, Tls, LARGE, TEST_TIMEOUT};
 use proxy_quic::{
     h3::H3Listener,
     handoff::{Generation, HandoffStats},
 };
 use proxy_test_support::{eventually, with_timeout};
 use tokio::sync::{oneshot, Notify};
-
-/// The size of the answer that is sent after the switch.
-const LARGE: usize = 512 * 1024;
-
-/// Answers `{who}:{path}`; `/wait` waits for `release` and then answers `LARGE`
-/// bytes, so that all of it crosses after the switch.
-fn stack(who: &'static str, started: Arc<AtomicUsize>, release: Arc<Notify>) -> BoxHttp {
-    BoxHttp::new(tower::service_fn(move |req: HttpRequest| {
-        let (started, release) = (started.clone(), release.clone());
-        async move {
-            let path = req.uri().path().to_owned();
-            if path == "/wait" {
-                started.fetch_add(1, Ordering::SeqCst);
-                release.notified().await;
-                return Ok::<_, BoxError>(HttpResponse::new(Body::from(vec![b'o'; LARGE])));
-            }
-            Ok(HttpResponse::new(Body::from(format!("{who}:{path}"))))
-        }
-    }))
-}
-
-async fn text(client: &mut Client, addr: std::net::SocketAddr, path: &str) -> String {
-    let answer = client.get(addr, path).await.unwrap();
-    assert_eq!(answer.status(), 200);
-    String::from_utf8(answer.body.to_vec()).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_keeps_working_across_the_switch_and_new_ones_land_on_the_new_listener() {
@@ -67,7 +39,7 @@ async fn a_connection_keeps_working_across_the_switch_and_new_ones_land_on_the_n
         let old_stats = old.stats();
         let (_stop_old, old_stopped) = oneshot::channel::<()>();
         let old_served = tokio::spawn(old.serve(
-            stack("old", started.clone(), release.clone()),
+            handoff_stack("old", started.clone(), release.clone()),
             async {
                 let _ = old_stopped.await;
             },
@@ -76,17 +48,7 @@ async fn a_connection_keeps_working_across_the_switch_and_new_ones_land_on_the_n
         let mut a = Client::connect(addr, tls.client.clone()).await;
         assert_eq!(text(&mut a, addr, "/before").await, "old:/before");
         // A request in flight across the switch.
-        let mut send = a.send.clone();
-        let in_flight = tokio::spawn(async move {
-            let mut stream = send.send_request(request("GET", addr, "/wait")).await?;
-            finish(&mut stream).await?;
-            let head = stream.recv_response().await?;
-            let mut body = 0;
-            while let Some(chunk) = stream.recv_data().await? {
-                body += chunk.remaining();
-            }
-            Ok::<_, BoxError>((head.status().as_u16(), body))
-        });
+        let in_flight = wait_in_flight(a.send.clone(), addr);
         assert!(
             eventually(Duration::from_secs(5), || started.load(Ordering::SeqCst)
                 == 1)
@@ -105,7 +67,7 @@ async fn a_connection_keeps_working_across_the_switch_and_new_ones_land_on_the_n
         assert_eq!(new_handoff.generation(), Generation::Odd);
         let (_stop_new, new_stopped) = oneshot::channel::<()>();
         let new_served = tokio::spawn(new.serve(
-            stack("new", Arc::default(), Arc::default()),
+            handoff_stack("new", Arc::default(), Arc::default()),
             async {
                 let _ = new_stopped.await;
             },
@@ -169,7 +131,7 @@ async fn an_abandoned_hand_over_changes_nothing() {
         let handoff = old.handoff();
         let (_stop, stopped) = oneshot::channel::<()>();
         let _served = tokio::spawn(old.serve(
-            stack("old", Arc::default(), Arc::default()),
+            handoff_stack("old", Arc::default(), Arc::default()),
             async {
                 let _ = stopped.await;
             },

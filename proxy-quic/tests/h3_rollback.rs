@@ -17,41 +17,13 @@ use std::{
     time::Duration,
 };
 
-use bytes::Buf;
-use h3_support::{finish, request, Client, Tls, TEST_TIMEOUT};
-use proxy_core::{Body, BoxError, BoxHttp, HttpRequest, HttpResponse};
+use h3_support::{handoff_stack, text, wait_in_flight, Client, Tls, LARGE, TEST_TIMEOUT};
 use proxy_quic::{
     h3::H3Listener,
     handoff::{Generation, HandedOver},
 };
 use proxy_test_support::{eventually, with_timeout};
 use tokio::sync::{oneshot, Notify};
-
-/// The size of the answer that is sent after the roll-back.
-const LARGE: usize = 512 * 1024;
-
-/// Answers `{who}:{path}`; `/wait` waits for `release` and then answers `LARGE`
-/// bytes.
-fn stack(who: &'static str, started: Arc<AtomicUsize>, release: Arc<Notify>) -> BoxHttp {
-    BoxHttp::new(tower::service_fn(move |req: HttpRequest| {
-        let (started, release) = (started.clone(), release.clone());
-        async move {
-            let path = req.uri().path().to_owned();
-            if path == "/wait" {
-                started.fetch_add(1, Ordering::SeqCst);
-                release.notified().await;
-                return Ok::<_, BoxError>(HttpResponse::new(Body::from(vec![b'o'; LARGE])));
-            }
-            Ok(HttpResponse::new(Body::from(format!("{who}:{path}"))))
-        }
-    }))
-}
-
-async fn text(client: &mut Client, addr: std::net::SocketAddr, path: &str) -> String {
-    let answer = client.get(addr, path).await.unwrap();
-    assert_eq!(answer.status(), 200);
-    String::from_utf8(answer.body.to_vec()).unwrap()
-}
 
 /// A successor serving on `given` on a runtime and thread of its own.
 struct Doomed {
@@ -82,7 +54,7 @@ fn doomed_successor(tls: rustls::ServerConfig, given: HandedOver) -> Doomed {
                 .bind_socket(std::net::UdpSocket::from(given.socket))
                 .unwrap();
             let served = tokio::spawn(listener.serve(
-                stack("dead", Arc::default(), Arc::default()),
+                handoff_stack("dead", Arc::default(), Arc::default()),
                 std::future::pending(),
             ));
             ready_tx.send(()).unwrap();
@@ -109,7 +81,7 @@ async fn a_listener_started_again_after_a_roll_back_serves_and_the_first_one_dra
         let first_stats = first.stats();
         let (_stop_first, first_stopped) = oneshot::channel::<()>();
         let first_served = tokio::spawn(first.serve(
-            stack("first", started.clone(), release.clone()),
+            handoff_stack("first", started.clone(), release.clone()),
             async {
                 let _ = first_stopped.await;
             },
@@ -118,17 +90,7 @@ async fn a_listener_started_again_after_a_roll_back_serves_and_the_first_one_dra
         let mut a = Client::connect(addr, tls.client.clone()).await;
         assert_eq!(text(&mut a, addr, "/before").await, "first:/before");
         // A request in flight across the hand-off, the death and the restart.
-        let mut send = a.send.clone();
-        let in_flight = tokio::spawn(async move {
-            let mut stream = send.send_request(request("GET", addr, "/wait")).await?;
-            finish(&mut stream).await?;
-            let head = stream.recv_response().await?;
-            let mut body = 0;
-            while let Some(chunk) = stream.recv_data().await? {
-                body += chunk.remaining();
-            }
-            Ok::<_, BoxError>((head.status().as_u16(), body))
-        });
+        let in_flight = wait_in_flight(a.send.clone(), addr);
         assert!(
             eventually(Duration::from_secs(5), || started.load(Ordering::SeqCst)
                 == 1)
@@ -162,7 +124,7 @@ async fn a_listener_started_again_after_a_roll_back_serves_and_the_first_one_dra
         assert_eq!(again_handoff.generation(), Generation::Odd);
         let (_stop_again, again_stopped) = oneshot::channel::<()>();
         let again_served = tokio::spawn(again.serve(
-            stack("again", Arc::default(), Arc::default()),
+            handoff_stack("again", Arc::default(), Arc::default()),
             async {
                 let _ = again_stopped.await;
             },

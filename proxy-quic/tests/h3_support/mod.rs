@@ -259,3 +259,54 @@ pub async fn finish(
         Err(e) => stopped_without_error(e).map(|_| ()),
     }
 }
+
+/// The size of the answer to `/wait` of [`handoff_stack`]: large enough that it is
+/// still crossing when a hand-off happens.
+pub const LARGE: usize = 512 * 1024;
+
+/// Answers `{who}:{path}`; `/wait` counts itself in `started`, waits for `release`
+/// and then answers `LARGE` bytes.
+pub fn handoff_stack(
+    who: &'static str,
+    started: Arc<std::sync::atomic::AtomicUsize>,
+    release: Arc<tokio::sync::Notify>,
+) -> BoxHttp {
+    BoxHttp::new(tower::service_fn(move |req: proxy_core::HttpRequest| {
+        let (started, release) = (started.clone(), release.clone());
+        async move {
+            let path = req.uri().path().to_owned();
+            if path == "/wait" {
+                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                release.notified().await;
+                let large = proxy_core::Body::from(vec![b'o'; LARGE]);
+                return Ok::<_, BoxError>(proxy_core::HttpResponse::new(large));
+            }
+            let text = proxy_core::Body::from(format!("{who}:{path}"));
+            Ok(proxy_core::HttpResponse::new(text))
+        }
+    }))
+}
+
+/// `GET path` on `client`: the answer's body as text, after checking it is a 200.
+pub async fn text(client: &mut Client, addr: SocketAddr, path: &str) -> String {
+    let answer = client.get(addr, path).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    String::from_utf8(answer.body.to_vec()).unwrap()
+}
+
+/// `GET /wait` on `send`, in a task: the answer's status and body length.
+pub fn wait_in_flight(
+    mut send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    addr: SocketAddr,
+) -> JoinHandle<Result<(u16, usize), BoxError>> {
+    tokio::spawn(async move {
+        let mut stream = send.send_request(request("GET", addr, "/wait")).await?;
+        finish(&mut stream).await?;
+        let head = stream.recv_response().await?;
+        let mut body = 0;
+        while let Some(chunk) = stream.recv_data().await? {
+            body += chunk.remaining();
+        }
+        Ok((head.status().as_u16(), body))
+    })
+}
