@@ -30,12 +30,6 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// A UDP port free now (bound, then released).
-fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-    socket.local_addr().expect("local address").port()
-}
-
 /// How many HTTP/3 answers the client has counted in `progress`.
 fn answered(progress: &std::path::Path) -> u64 {
     std::fs::read_to_string(progress)
@@ -109,22 +103,8 @@ async fn an_h3_client_keeps_its_requests_going_through_a_hot_upgrade() {
     with_timeout(LIMIT, async {
         let up = Upstream::named("up");
         let pki = Pki::new("sidecar-h3-upgrade");
-        let issued = pki.server("server", &["localhost"]);
-        let port = free_udp_port();
-        let mut cfg = ConfigBuilder::new()
-            .routes(vec![route("r", "/", "up", "")])
-            .cluster(cluster("up", up.addr, ""));
-        cfg.top_extra = format!(
-            "runtime:\n  drain_timeout: 5s\n\
-             quic:\n  h3:\n    - serves: web\n      address: \"127.0.0.1:{port}\"\n      \
-             certificate: {{cert: \"{}\", key: \"{}\"}}\n      drain_timeout: 5s\n",
-            issued.cert.display(),
-            issued.key.display()
-        );
-        let yaml = cfg.yaml().replace("  - name: main\n", "  - name: web\n");
         let dir = TempDir::new("hot-upgrade-quic");
-        let config = dir.join("config.yaml");
-        std::fs::write(&config, yaml).expect("config");
+        let (cfg, config, port) = h3_upgrade_config(&dir, up.addr, &pki, "5s", "5s");
         let mut first = start_sidecar("first", &dir, &config, &[]);
         first.wait_ready(cfg.admin).await;
 

@@ -47,12 +47,6 @@ const LARGE: usize = 256 * 1024;
 /// Idle keep-alive connections open at the upgrade.
 const IDLE_CONNECTIONS: usize = 10;
 
-/// A UDP port free now (bound, then released).
-fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-    socket.local_addr().expect("local address").port()
-}
-
 /// An answer held back until the test releases it, and how many requests wait
 /// for it.
 #[derive(Clone)]
@@ -144,22 +138,8 @@ async fn after_a_roll_back_http3_serves_new_clients_and_the_next_upgrade_takes_i
             }
         });
         let pki = Pki::new("sidecar-h3-rollback");
-        let issued = pki.server("server", &["localhost"]);
-        let port = free_udp_port();
-        let mut cfg = ConfigBuilder::new()
-            .routes(vec![route("r", "/", "up", "")])
-            .cluster(cluster("up", up.addr, ""));
-        cfg.top_extra = format!(
-            "runtime:\n  drain_timeout: 10s\n\
-             quic:\n  h3:\n    - serves: web\n      address: \"127.0.0.1:{port}\"\n      \
-             certificate: {{cert: \"{}\", key: \"{}\"}}\n      drain_timeout: 20s\n",
-            issued.cert.display(),
-            issued.key.display()
-        );
-        let yaml = cfg.yaml().replace("  - name: main\n", "  - name: web\n");
         let dir = TempDir::new("hot-upgrade-quic-rollback");
-        let config = dir.join("config.yaml");
-        std::fs::write(&config, yaml).expect("config");
+        let (cfg, config, port) = h3_upgrade_config(&dir, up.addr, &pki, "10s", "20s");
         let mut first = start_sidecar("first", &dir, &config, &[]);
         first.wait_ready(cfg.admin).await;
 

@@ -196,3 +196,40 @@ pub(crate) async fn connections_total(admin: SocketAddr, listener: &str) -> u64 
         &["proxy_listener_connections_total{", &label],
     ) as u64
 }
+
+/// A UDP port free now (bound, then released).
+pub(crate) fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+    socket.local_addr().expect("local address").port()
+}
+
+/// The sidecar config of the HTTP/3 upgrade tests, written to `dir/config.yaml`:
+/// one route to `up` on the TCP listener `web`, and an HTTP/3 listener serving it
+/// on a free UDP port with a certificate for `localhost` from `pki`; `drain` is the
+/// server's drain timeout, `h3_drain` the HTTP/3 listener's. Returns the config's
+/// addresses (TCP listener, admin), the file and the UDP port.
+pub(crate) fn h3_upgrade_config(
+    dir: &TempDir,
+    up: SocketAddr,
+    pki: &proxy_test_support::pki::Pki,
+    drain: &str,
+    h3_drain: &str,
+) -> (crate::common::ConfigBuilder, std::path::PathBuf, u16) {
+    use crate::common::{cluster, route, ConfigBuilder};
+    let issued = pki.server("server", &["localhost"]);
+    let port = free_udp_port();
+    let mut cfg = ConfigBuilder::new()
+        .routes(vec![route("r", "/", "up", "")])
+        .cluster(cluster("up", up, ""));
+    cfg.top_extra = format!(
+        "runtime:\n  drain_timeout: {drain}\n\
+         quic:\n  h3:\n    - serves: web\n      address: \"127.0.0.1:{port}\"\n      \
+         certificate: {{cert: \"{}\", key: \"{}\"}}\n      drain_timeout: {h3_drain}\n",
+        issued.cert.display(),
+        issued.key.display()
+    );
+    let yaml = cfg.yaml().replace("  - name: main\n", "  - name: web\n");
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, yaml).expect("config");
+    (cfg, config, port)
+}
