@@ -31,7 +31,9 @@ pub use self::local_reply::{
     local_reply, reply_for_error, LocalReply, LocalReplyLayer, PROXY_ERROR_DETAIL_HEADER,
     PROXY_ERROR_HEADER,
 };
-pub(crate) use self::prepare::{prepare_for_cluster, request_authority, strip_hop_by_hop};
+pub(crate) use self::prepare::{
+    connection_listed, prepare_for_cluster, request_authority, strip_hop_by_hop,
+};
 pub use self::retry::{Retry, RetryLayer};
 use crate::{router::Route, snapshot::Routing, HttpRequest, HttpResponse};
 

@@ -114,11 +114,11 @@ pub(super) async fn serve(
     };
     let mut body = std::pin::pin!(body);
     let mut pending = None;
-    let mut sent = 0;
-    std::future::poll_fn(|cx| pump(cx, body.as_mut(), &mut tx, &mut pending, &mut sent)).await;
-    if let Some(log) = &mut log {
-        log.sent = sent;
-    }
+    // Counted where the log line is written from, so that a stream dropped during
+    // its answer (the connection gone) logs the bytes it did send.
+    let mut unlogged = 0;
+    let sent = log.as_mut().map_or(&mut unlogged, |log| &mut log.sent);
+    std::future::poll_fn(|cx| pump(cx, body.as_mut(), &mut tx, &mut pending, sent)).await;
 }
 
 /// The request with the proxy's body; `None` for a CONNECT with a body.
@@ -199,21 +199,18 @@ const CONNECTION_HEADERS: [HeaderName; 6] = [
     header::TE,
 ];
 
-/// Removes the connection headers, and those `connection` names. One pass over the
-/// (few) headers finds none in the usual answer, where a removal of each would hash
-/// six names.
+/// Removes the connection headers, and the fields every `connection` value names
+/// (the same reading as the HTTP/1.1 path's). One pass over the (few) headers finds
+/// none in the usual answer, where a removal of each would hash six names.
 fn strip_connection_headers(headers: &mut HeaderMap) {
     if !headers.keys().any(|name| CONNECTION_HEADERS.contains(name)) {
         return;
     }
-    let listed = headers.remove(header::CONNECTION);
-    for name in &CONNECTION_HEADERS[1..] {
+    for name in crate::proxy::connection_listed(headers) {
         headers.remove(name);
     }
-    if let Some(Ok(listed)) = listed.as_ref().map(|v| v.to_str()) {
-        for name in listed.split(',') {
-            headers.remove(name.trim());
-        }
+    for name in &CONNECTION_HEADERS {
+        headers.remove(name);
     }
 }
 
