@@ -10,6 +10,7 @@
 //! series of its Prometheus page.
 
 mod common;
+mod xds_support;
 // Not every helper is used here.
 #[allow(dead_code)]
 #[path = "hot_upgrade/support.rs"]
@@ -17,69 +18,22 @@ mod support;
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Stdio,
+    path::Path,
     time::{Duration, Instant},
 };
 
 use common::*;
 use proxy_test_support::{
-    client, eventually_async, free_addr, hot_upgrade::ProxyProcess, python::Python, temp::TempDir,
-    with_timeout,
+    client, eventually_async, free_addr, hot_upgrade::ProxyProcess, temp::TempDir, with_timeout,
 };
 use support::*;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::Child,
-};
+use tokio::process::Child;
+use xds_support::committed;
 
-fn sidecar_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `control_plane.py --port 0 --snapshot FILE --upstream ADDR` (grpcio and
-/// xds-protos in `PROXY_XDS_VENV`), and the port its ADS server listens on; `None`
-/// (loudly) without them.
+/// The control plane, or `None` (loudly) without grpcio and xds-protos.
 async fn control_plane(snapshot: &Path, upstream: SocketAddr) -> Option<(Child, u16)> {
-    let python = Python::find(
-        "grpc, envoy.service.discovery.v3.ads_pb2_grpc",
-        "PROXY_XDS_VENV",
-        "xds-venv",
-    )?;
-    let mut child = python
-        .tokio_command()
-        .arg(sidecar_dir().join("xds/control_plane.py"))
-        .args(["--port", "0", "--snapshot"])
-        .arg(snapshot)
-        .args(["--upstream", &upstream.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start control_plane.py");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.expect("read control plane") {
-        let event: serde_json::Value = serde_json::from_str(&line).expect("json event");
-        if event["event"] == "listening" {
-            let port = event["port"].as_u64().expect("port");
-            // Keep reading so that the control plane never blocks on a full pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return Some((child, u16::try_from(port).expect("port")));
-        }
-    }
-    panic!("control_plane.py ended before listening");
-}
-
-/// The committed file at `path` (relative to the sidecar's directory), its
-/// addresses replaced.
-fn committed(path: &str, replace: &[(&str, String)]) -> String {
-    let mut text = std::fs::read_to_string(sidecar_dir().join(path)).expect(path);
-    for (from, to) in replace {
-        assert!(text.contains(from), "{path} has no {from}");
-        text = text.replace(from, to);
-    }
-    text
+    let python = xds_support::python()?;
+    Some(xds_support::control_plane(&python, snapshot, upstream).await)
 }
 
 /// Waits until `proc`'s log has `needle` (within 20 s).
