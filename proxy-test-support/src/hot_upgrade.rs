@@ -91,6 +91,23 @@ impl ProxyProcess {
         }
     }
 
+    /// Waits until its log has `needle` at least `times` times.
+    ///
+    /// # Panics
+    /// When it does not within `limit` (with its log).
+    pub async fn wait_log(&self, needle: &str, times: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.logs().matches(needle).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "{}: not {times} times {needle:?} within {limit:?}\n{}",
+                self.name,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until `GET /ready` on the admin listener `admin` answers 200.
     ///
     /// # Panics

@@ -54,18 +54,12 @@ async fn after_the_hand_off_the_new_process_answers_every_admin_request() {
         }
 
         let second = start_sidecar("second", &dir, &config, &["--upgrade"]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(first.logs().contains("handed the listeners over")
-            && second.logs().contains("took over"))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no hand-off\n{}\n{}",
-                first.logs(),
-                second.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        first
+            .wait_log("handed the listeners over", 1, Duration::from_secs(20))
+            .await;
+        second
+            .wait_log("took over", 1, Duration::from_secs(20))
+            .await;
         // The old process drains `/held`, and answers no admin request: a draining
         // server's `/ready` is 503, the new one's 200.
         assert!(first.running(), "{}", first.logs());

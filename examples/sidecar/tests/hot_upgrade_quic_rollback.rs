@@ -39,6 +39,9 @@ use serde_json::json;
 use support::*;
 use tokio::{net::TcpStream, sync::watch};
 
+/// How long a test waits for a line in a process's log.
+const LOG_WAIT: Duration = Duration::from_secs(20);
+
 const LIMIT: Duration = Duration::from_secs(150);
 
 /// The size of each answer held back until the test releases it.
@@ -84,20 +87,6 @@ impl Held {
             assert!(Instant::now() < deadline, "no request held\n{}", logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-/// Waits until `proc`'s log has `needle` `times` times (within 20 s).
-async fn wait_log(proc: &ProxyProcess, needle: &str, times: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while proc.logs().matches(needle).count() < times {
-        assert!(
-            Instant::now() < deadline,
-            "{}: not {times} times {needle:?}\n{}",
-            proc.name,
-            proc.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -181,14 +170,26 @@ async fn after_a_roll_back_http3_serves_new_clients_and_the_next_upgrade_takes_i
             &config,
             &["--upgrade", "--upgrade-window", "4s"],
         );
-        wait_log(&second, "took over", 1).await;
-        wait_log(&second, "QUIC sockets taken over sockets=1", 1).await;
-        wait_log(&first, "QUIC listener handed off", 1).await;
+        second.wait_log("took over", 1, LOG_WAIT).await;
+        second
+            .wait_log("QUIC sockets taken over sockets=1", 1, LOG_WAIT)
+            .await;
+        first
+            .wait_log("QUIC listener handed off", 1, LOG_WAIT)
+            .await;
         // In the middle of the window.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         drop(second);
-        wait_log(&first, "rolled back: accepting again", 1).await;
-        wait_log(&first, "HTTP/3 started again for the server taken back", 1).await;
+        first
+            .wait_log("rolled back: accepting again", 1, LOG_WAIT)
+            .await;
+        first
+            .wait_log(
+                "HTTP/3 started again for the server taken back",
+                1,
+                LOG_WAIT,
+            )
+            .await;
         assert!(first.running(), "{}", first.logs());
 
         // B, a new connection, is served; A's answer comes through.
@@ -197,7 +198,9 @@ async fn after_a_roll_back_http3_serves_new_clients_and_the_next_upgrade_takes_i
         slow2.wait_arrival(|| first.logs()).await;
         // A's listener (the one before the roll-back) drained and ended: the
         // listener started again may be handed over now.
-        wait_log(&first, "QUIC listener drained after the hand-off", 1).await;
+        first
+            .wait_log("QUIC listener drained after the hand-off", 1, LOG_WAIT)
+            .await;
 
         // The next upgrade hands the UDP socket over again; B's request in flight
         // completes in the first process, its datagrams forwarded by the third.
@@ -207,7 +210,7 @@ async fn after_a_roll_back_http3_serves_new_clients_and_the_next_upgrade_takes_i
             &config,
             &["--upgrade", "--upgrade-window", "300ms"],
         );
-        wait_log(&third, "took over", 1).await;
+        third.wait_log("took over", 1, LOG_WAIT).await;
         let _ = slow2.release.send(true);
         let status = first.wait_exit(Duration::from_secs(30)).await;
         assert!(status.success(), "first exit {status}\n{}", first.logs());

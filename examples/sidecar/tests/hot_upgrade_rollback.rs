@@ -18,6 +18,9 @@ use proxy_test_support::{temp::TempDir, with_timeout, Upstream};
 use support::*;
 use tokio::net::TcpStream;
 
+/// How long a test waits for a line in a process's log.
+const LOG_WAIT: Duration = Duration::from_secs(10);
+
 /// Idle keep-alive connections open at the upgrade.
 const CONNECTIONS: usize = 20;
 
@@ -39,20 +42,6 @@ async fn new_connection_served(addr: std::net::SocketAddr) -> bool {
     match TcpStream::connect(addr).await {
         Ok(mut s) => matches!(exchange(&mut s, true).await, Exchange::Answer(200, _)),
         Err(_) => false,
-    }
-}
-
-/// Waits until `proc`'s log has `needle` (within 10 s).
-async fn wait_log(proc: &ProxyProcess, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !proc.logs().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{}: no {needle:?}\n{}",
-            proc.name,
-            proc.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -84,12 +73,13 @@ async fn a_new_process_killed_in_the_window_rolls_back_to_the_old_one() {
             &config,
             &["--upgrade", "--upgrade-window", "4s"],
         );
-        wait_log(&new, "took over").await;
+        new.wait_log("took over", 1, LOG_WAIT).await;
         // In the middle of the window: about a third of the connections went over.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let killed_at = Instant::now();
         drop(new);
-        wait_log(&old, "rolled back: accepting again").await;
+        old.wait_log("rolled back: accepting again", 1, LOG_WAIT)
+            .await;
         assert!(old.running(), "{}", old.logs());
         // The old process accepts again, within the window.
         assert!(
@@ -101,7 +91,8 @@ async fn a_new_process_killed_in_the_window_rolls_back_to_the_old_one() {
 
         // Once the old server drained (the window is over), every connection it had
         // not handed to the dead process is served on; those it had are gone.
-        wait_log(&old, "handed the idle connections over").await;
+        old.wait_log("handed the idle connections over", 1, LOG_WAIT)
+            .await;
         let logs = old.logs();
         let (handed_to_dead, kept) = (handed_connections(&logs), handed(&logs, "kept"));
         assert!(logs.contains("rolled_back=true"), "{logs}");

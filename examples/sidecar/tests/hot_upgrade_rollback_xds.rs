@@ -23,31 +23,18 @@ use std::{
 };
 
 use common::*;
-use proxy_test_support::{
-    client, eventually_async, free_addr, hot_upgrade::ProxyProcess, temp::TempDir, with_timeout,
-};
+use proxy_test_support::{client, eventually_async, free_addr, temp::TempDir, with_timeout};
 use support::*;
 use tokio::process::Child;
 use xds_support::committed;
+
+/// How long a test waits for a line in a process's log.
+const LOG_WAIT: Duration = Duration::from_secs(20);
 
 /// The control plane, or `None` (loudly) without grpcio and xds-protos.
 async fn control_plane(snapshot: &Path, upstream: SocketAddr) -> Option<(Child, u16)> {
     let python = xds_support::python()?;
     Some(xds_support::control_plane(&python, snapshot, upstream).await)
-}
-
-/// Waits until `proc`'s log has `needle` (within 20 s).
-async fn wait_log(proc: &ProxyProcess, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !proc.logs().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{}: no {needle:?}\n{}",
-            proc.name,
-            proc.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The body of a GET of `path` on the admin listener `admin`, which must answer 200.
@@ -163,10 +150,11 @@ async fn the_xds_client_runs_again_after_a_roll_back() {
             &config,
             &["--upgrade", "--upgrade-window", "4s"],
         );
-        wait_log(&new, "took over").await;
+        new.wait_log("took over", 1, LOG_WAIT).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         drop(new);
-        wait_log(&old, "rolled back: accepting again").await;
+        old.wait_log("rolled back: accepting again", 1, LOG_WAIT)
+            .await;
         assert!(
             answers(outbound, true).await,
             "after the roll-back\n{}",
@@ -175,7 +163,8 @@ async fn the_xds_client_runs_again_after_a_roll_back() {
         // The server taken back shows the xDS state of the client it runs. (Until
         // the old server drained, it accepts on the admin socket too, with the config
         // it had: wait for it to end.)
-        wait_log(&old, "rolled back: this process serves on").await;
+        old.wait_log("rolled back: this process serves on", 1, LOG_WAIT)
+            .await;
         let before = accepted_version(admin, "endpoints", None).await;
         let dump = config_dump(admin).await;
         assert!(
