@@ -41,6 +41,8 @@ pub(crate) struct HeadFacts {
     pub(crate) expect_continue: bool,
     /// `Host` fields seen, counted up to 2.
     pub(crate) hosts: u8,
+    /// Whether every `Host` value is `uri-host [ ":" port ]`.
+    pub(crate) host_valid: bool,
     /// The `Content-Length`, if any: repeated values must agree, and the first
     /// malformed one makes it an error.
     pub(crate) content_length: Result<Option<u64>, HeadError>,
@@ -55,6 +57,7 @@ impl HeadFacts {
             upgrade: false,
             expect_continue: false,
             hosts: 0,
+            host_valid: true,
             content_length: Ok(None),
             expect_seen: false,
         }
@@ -69,6 +72,7 @@ impl HeadFacts {
             self.connection.add(value);
         } else if *name == header::HOST {
             self.hosts = self.hosts.saturating_add(1).min(2);
+            self.host_valid &= super::host::valid_host(value.as_bytes());
         } else if *name == header::TRANSFER_ENCODING {
             self.transfer_encoding = true;
         } else if *name == header::UPGRADE {

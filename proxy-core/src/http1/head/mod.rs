@@ -7,6 +7,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
 mod facts;
+mod host;
 
 use facts::HeadFacts;
 
@@ -39,7 +40,7 @@ pub(crate) enum HeadError {
     BadContentLength,
     #[error("unsupported or conflicting transfer-encoding")]
     BadTransferEncoding,
-    #[error("missing or repeated host header")]
+    #[error("missing, repeated or invalid host header")]
     BadHost,
     #[error("unsupported http version")]
     BadVersion,
@@ -186,7 +187,7 @@ pub(crate) fn parse_request(
     let upgrade = conn.upgrade && facts.upgrade && version == Version::HTTP_11;
     let expect_continue = facts.expect_continue;
 
-    if facts.hosts > 1 || (facts.hosts == 0 && version == Version::HTTP_11) {
+    if facts.hosts > 1 || (facts.hosts == 0 && version == Version::HTTP_11) || !facts.host_valid {
         return Err(HeadError::BadHost);
     }
 

@@ -61,6 +61,13 @@ fn smuggling_defences() {
         req("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap_err(),
         HeadError::BadHost
     );
+    for host in ["a b", "user@a", "a/b", "a:8o"] {
+        assert_eq!(
+            req(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")).unwrap_err(),
+            HeadError::BadHost,
+            "{host:?}"
+        );
+    }
     assert_eq!(
         req("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n")
             .unwrap()
