@@ -81,6 +81,7 @@ where
                 timeout,
                 ping: None,
                 ping_sent: false,
+                armed: false,
             },
             shared,
         }
@@ -180,6 +181,9 @@ pin_project_lite::pin_project! {
         timeout: Duration,
         ping: Option<PingPong>,
         ping_sent: bool,
+        // The sleep was polled (its timer registered to wake the task) since it was
+        // last set.
+        armed: bool,
     }
 }
 
@@ -198,11 +202,12 @@ impl KeepAlive {
                         *this.ping_sent = false;
                         read.store(false, Ordering::Relaxed);
                         this.sleep.as_mut().reset(Instant::now() + *this.interval);
+                        *this.armed = false;
                     }
                     // The connection failed: its own poll reports that.
                     Poll::Ready(Err(_)) => return false,
                     Poll::Pending => {
-                        if this.sleep.as_mut().poll(cx).is_pending() {
+                        if !expired(this.sleep.as_mut(), this.armed, cx) {
                             return false;
                         }
                         // Once: the connection is closing.
@@ -211,11 +216,12 @@ impl KeepAlive {
                     }
                 }
             }
-            if this.sleep.as_mut().poll(cx).is_pending() {
+            if !expired(this.sleep.as_mut(), this.armed, cx) {
                 return false;
             }
             if read.swap(false, Ordering::Relaxed) {
                 this.sleep.as_mut().reset(Instant::now() + *this.interval);
+                *this.armed = false;
                 continue;
             }
             if ping.send_ping(Ping::opaque()).is_err() {
@@ -223,6 +229,20 @@ impl KeepAlive {
             }
             *this.ping_sent = true;
             this.sleep.as_mut().reset(Instant::now() + *this.timeout);
+            *this.armed = false;
         }
     }
+}
+
+/// Whether `sleep` is over. Once its timer is registered (a poll that found budget
+/// left), the timer wakes the task when it fires, and a look at its state replaces
+/// the poll on every pass of the connection task.
+fn expired(sleep: Pin<&mut Sleep>, armed: &mut bool, cx: &mut Context<'_>) -> bool {
+    if *armed && !sleep.is_elapsed() {
+        return false;
+    }
+    let registers = tokio::task::coop::has_budget_remaining();
+    let done = sleep.poll(cx).is_ready();
+    *armed = registers && !done;
+    done
 }

@@ -14,7 +14,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Shared;
@@ -37,7 +37,12 @@ const GATHER_MAX: usize = 16 * 1024;
 pub(super) struct Prefixed {
     prefix: Bytes,
     inner: Counted<Stream, Arc<Shared>>,
-    gathered: BytesMut,
+    /// The gathered bytes: `gathered[written..]` are still to be written. A plain
+    /// vector emptied once written, so that every round gathers from its start (a
+    /// `BytesMut` advanced to its end keeps its offset, and the next round's bytes
+    /// were moved back to the front when they reached its end: a copy per round).
+    gathered: Vec<u8>,
+    written: usize,
 }
 
 impl Prefixed {
@@ -48,25 +53,31 @@ impl Prefixed {
                 inner: stream,
                 stats: shared,
             },
-            gathered: BytesMut::new(),
+            gathered: Vec::new(),
+            written: 0,
         }
     }
 
     /// Whether `more` bytes join the gathered ones rather than go out now.
     fn gathers(&self, more: usize) -> bool {
         self.inner.stats.state.hold.load(Ordering::Relaxed)
-            && self.gathered.len() + more <= GATHER_MAX
+            && self.gathered.len() - self.written + more <= GATHER_MAX
     }
 
     /// Writes the gathered bytes out.
     fn poll_write_gathered(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.gathered.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.gathered))?;
+        while self.written < self.gathered.len() {
+            let this = &mut *self;
+            let n = std::task::ready!(
+                Pin::new(&mut this.inner).poll_write(cx, &this.gathered[this.written..])
+            )?;
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
-            self.gathered.advance(n);
+            self.written += n;
         }
+        self.gathered.clear();
+        self.written = 0;
         Poll::Ready(Ok(()))
     }
 }

@@ -124,19 +124,22 @@ pub(super) async fn serve(
 /// The request with the proxy's body; `None` for a CONNECT with a body.
 fn request(req: Request<RecvStream>) -> Option<crate::HttpRequest> {
     let (parts, recv) = req.into_parts();
-    let content_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let content_length = || {
+        parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    };
+    // The usual request (HEADERS with END_STREAM) looks up no header here.
     let body = if parts.method == http::Method::CONNECT {
-        if content_length.is_some_and(|n| n != 0) {
+        if content_length().is_some_and(|n| n != 0) {
             return None;
         }
         Body::empty()
     } else if recv.is_end_stream() {
         Body::empty()
     } else {
-        Body::from_h2(RecvBody::new(recv, content_length))
+        Body::from_h2(RecvBody::new(recv, content_length()))
     };
     Some(Request::from_parts(parts, body))
 }
@@ -167,16 +170,30 @@ fn send_head(
     respond: &mut SendResponse<Bytes>,
 ) -> Option<(Body, SendStream<Bytes>)> {
     let (mut parts, body) = resp.into_parts();
-    strip_connection_headers(&mut parts.headers);
-    if !parts.headers.contains_key(header::DATE) {
+    // One pass over the (few) names finds what the answer lacks and what HTTP/2
+    // forbids, where a lookup of each would hash its name.
+    let mut connection = false;
+    let mut date = false;
+    let mut length = false;
+    for name in parts.headers.keys() {
+        if name == header::DATE {
+            date = true;
+        } else if name == header::CONTENT_LENGTH {
+            length = true;
+        } else if CONNECTION_HEADERS.contains(name) {
+            connection = true;
+        }
+    }
+    if connection {
+        strip_connection_headers(&mut parts.headers);
+    }
+    if !date {
         parts.headers.insert(header::DATE, date::now());
     }
     let end = http_body::Body::is_end_stream(&body);
-    if !end {
+    if !end && !length {
         if let Some(len) = http_body::Body::size_hint(&body).exact() {
-            if !parts.headers.contains_key(header::CONTENT_LENGTH) {
-                parts.headers.insert(header::CONTENT_LENGTH, len.into());
-            }
+            parts.headers.insert(header::CONTENT_LENGTH, len.into());
         }
     }
     match respond.send_response(http::Response::from_parts(parts, ()), end) {
@@ -200,12 +217,8 @@ const CONNECTION_HEADERS: [HeaderName; 6] = [
 ];
 
 /// Removes the connection headers, and the fields every `connection` value names
-/// (the same reading as the HTTP/1.1 path's). One pass over the (few) headers finds
-/// none in the usual answer, where a removal of each would hash six names.
+/// (the same reading as the HTTP/1.1 path's).
 fn strip_connection_headers(headers: &mut HeaderMap) {
-    if !headers.keys().any(|name| CONNECTION_HEADERS.contains(name)) {
-        return;
-    }
     for name in crate::proxy::connection_listed(headers) {
         headers.remove(name);
     }
@@ -215,8 +228,9 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
 }
 
 /// Moves the body into the stream: each DATA chunk once the peer's window has room
-/// for it (the last one with END_STREAM), then the trailers; stops when the client
-/// resets the stream. `sent` counts the body bytes taken from the body.
+/// for it (the last one with END_STREAM, handed to `h2` at once), then the trailers;
+/// stops when the client resets the stream. `sent` counts the body bytes taken from
+/// the body.
 fn pump(
     cx: &mut Context<'_>,
     mut body: Pin<&mut Body>,
@@ -226,16 +240,12 @@ fn pump(
 ) -> Poll<()> {
     use http_body::Body as _;
     loop {
-        if let Poll::Ready(reason) = tx.poll_reset(cx) {
-            tracing::debug!(?reason, "stream reset during its answer");
-            return Poll::Ready(());
-        }
         if let Some((data, end)) = pending.take() {
             while tx.capacity() == 0 {
                 match tx.poll_capacity(cx) {
                     Poll::Pending => {
                         *pending = Some((data, end));
-                        return Poll::Pending;
+                        return watch_reset(cx, tx);
                     }
                     Poll::Ready(Some(Ok(0))) => {}
                     Poll::Ready(Some(Ok(_))) => break,
@@ -247,12 +257,19 @@ fn pump(
             }
             continue;
         }
-        match std::task::ready!(body.as_mut().poll_frame(cx)) {
+        let Poll::Ready(frame) = body.as_mut().poll_frame(cx) else {
+            return watch_reset(cx, tx);
+        };
+        match frame {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     *sent += data.len() as u64;
                     let end = body.is_end_stream();
-                    if data.is_empty() {
+                    // The last chunk goes at once: nothing follows it to pace, and
+                    // `h2` claims the window it needs and sends it as the peer's
+                    // window allows (the usual answer, one buffer, is one DATA frame
+                    // with END_STREAM and no capacity round trip).
+                    if data.is_empty() || end {
                         if tx.send_data(data, end).is_err() || end {
                             return Poll::Ready(());
                         }
@@ -281,6 +298,17 @@ fn pump(
                 return Poll::Ready(());
             }
         }
+    }
+}
+
+/// Pending, unless the client reset the stream (the task is woken when it does).
+fn watch_reset(cx: &mut Context<'_>, tx: &mut SendStream<Bytes>) -> Poll<()> {
+    match tx.poll_reset(cx) {
+        Poll::Ready(reason) => {
+            tracing::debug!(?reason, "stream reset during its answer");
+            Poll::Ready(())
+        }
+        Poll::Pending => Poll::Pending,
     }
 }
 
