@@ -42,7 +42,9 @@ pin_project_lite::pin_project! {
         state: State,
         // A graceful shutdown was asked for during the handshake.
         close_pending: bool,
-        running: FuturesUnordered<S>,
+        running: FuturesUnordered<Running<S>>,
+        // The boxes of streams that ended, kept for the next streams.
+        spare: Vec<Slot<S>>,
         // Answers are waiting to be written, and the task has let the other ready
         // tasks run once so that more answers join the same write.
         deferred: bool,
@@ -73,6 +75,7 @@ where
             state: State::Handshaking(handshake),
             close_pending: false,
             running: FuturesUnordered::new(),
+            spare: Vec::new(),
             deferred: false,
             new_stream,
             keep_alive: KeepAlive {
@@ -130,8 +133,11 @@ where
         loop {
             // Streams first: what they answer, the connection writes below.
             let mut answered = false;
-            while let Poll::Ready(Some(())) = this.running.poll_next_unpin(cx) {
+            while let Poll::Ready(Some(slot)) = this.running.poll_next_unpin(cx) {
                 answered = true;
+                if this.spare.len() < SPARE_SLOTS {
+                    this.spare.push(slot);
+                }
             }
             if answered && !*this.deferred {
                 *this.deferred = true;
@@ -147,9 +153,16 @@ where
                 tracing::debug!("h2 keep-alive ping unanswered, closing the connection");
                 conn.abrupt_shutdown(Reason::NO_ERROR);
             }
+            // A peer quiet for a keep-alive interval is pinged: its connection keeps
+            // no spare stream memory meanwhile.
+            if this.keep_alive.ping_sent && !this.spare.is_empty() {
+                this.spare.clear();
+            }
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
-                    this.running.push((this.new_stream)(req, respond));
+                    let mut slot = this.spare.pop().unwrap_or_else(|| Box::pin(None));
+                    slot.set(Some((this.new_stream)(req, respond)));
+                    this.running.push(Running { slot: Some(slot) });
                 }
                 Poll::Ready(Some(Err(e))) => {
                     hold.store(false, Ordering::Relaxed);
@@ -168,6 +181,39 @@ where
                         && this.shared.state.gathered.swap(false, Ordering::Relaxed) => {}
                 Poll::Pending => return Poll::Pending,
             }
+        }
+    }
+}
+
+/// The most stream boxes a connection keeps for its next streams: a connection
+/// with this many streams at a time allocates none once warm.
+const SPARE_SLOTS: usize = 16;
+
+/// Where a stream's future lives: one box per stream at a time, reused by the
+/// connection's later streams (a stream's future is a few KiB, with the request's
+/// future inline: a fresh one would cost an allocation and its copy into it).
+type Slot<S> = Pin<Box<Option<S>>>;
+
+/// A stream running in its slot; hands the slot back, emptied, when it ends.
+struct Running<S> {
+    slot: Option<Slot<S>>,
+}
+
+impl<S: Future<Output = ()>> Future for Running<S> {
+    type Output = Slot<S>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Slot<S>> {
+        let Some(slot) = &mut self.slot else {
+            return Poll::Pending;
+        };
+        if let Some(stream) = slot.as_mut().as_pin_mut() {
+            std::task::ready!(stream.poll(cx));
+            // Ended: its state (the stream's handles, its log line) goes now.
+            slot.set(None);
+        }
+        match self.slot.take() {
+            Some(slot) => Poll::Ready(slot),
+            None => Poll::Pending,
         }
     }
 }
