@@ -71,13 +71,49 @@ pub(crate) fn give_back(buf: &mut BytesMut) {
 /// Bodies up to this size are copied out of the read buffer rather than split off it.
 const COPY_MAX: usize = 16 * 1024;
 
+/// The size of a worker's slab for small copies (see [`copy_out`]).
+const SLAB_SIZE: usize = 8 * 1024;
+
+/// Copies up to this size are cut from the worker's slab; larger ones get their own
+/// allocation.
+const SLAB_PIECE_MAX: usize = 2 * 1024;
+
+thread_local! {
+    static SLAB: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// Copies `src` out of a read buffer. Small copies (message heads, short bodies) are
+/// cut from a slab the worker shares between them, so a copy costs no allocation: the
+/// slab's memory is freed, or reused in place, once every piece cut from it has been
+/// dropped. A proxied exchange makes three such copies (the request head, the response
+/// head and a short response body), each of which would otherwise cost an allocation
+/// and, for a head whose values are slices of it, a second one for its reference count.
+/// A piece alive for long (the head of a long stream) keeps its slab's memory, at
+/// most [`SLAB_SIZE`], until it goes.
+pub(crate) fn copy_out(src: &[u8]) -> Bytes {
+    if src.len() > SLAB_PIECE_MAX {
+        return Bytes::copy_from_slice(src);
+    }
+    SLAB.try_with(|s| {
+        let mut slab = s.borrow_mut();
+        if slab.capacity() < src.len() {
+            // Reuses the slab in place when no piece of it is alive, else starts a new one.
+            slab.reserve(SLAB_SIZE);
+        }
+        slab.extend_from_slice(src);
+        slab.split().freeze()
+    })
+    .unwrap_or_else(|_| Bytes::copy_from_slice(src))
+}
+
 /// Takes the first `n` bytes of `buf` (a body that arrived with its head; heads are
-/// always copied out by the parser). Up to [`COPY_MAX`] they are copied out, so the
+/// always copied out by the parser). Up to [`COPY_MAX`] they are copied out
+/// ([`copy_out`]), so the
 /// buffer stays whole and goes back to the worker while the request is served, and
 /// what is in flight holds only its own bytes; more is split off, no copy.
 pub(crate) fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
     if n <= COPY_MAX {
-        let body = Bytes::copy_from_slice(&buf[..n]);
+        let body = copy_out(&buf[..n]);
         buf.advance(n);
         body
     } else {
@@ -110,6 +146,23 @@ mod tests {
         let mut b = BytesMut::new();
         ready_for_write(&mut b);
         assert!(b.capacity() >= SIZE);
+    }
+
+    #[test]
+    fn small_copies_share_a_slab_and_stay_intact() {
+        let a = copy_out(b"first piece");
+        let b = copy_out(b"second");
+        let big = copy_out(&[7u8; SLAB_PIECE_MAX + 1]);
+        assert_eq!(&a[..], b"first piece");
+        assert_eq!(&b[..], b"second");
+        assert_eq!(big.len(), SLAB_PIECE_MAX + 1);
+        // Fill several slabs while the first pieces are alive: they are not overwritten.
+        let many: Vec<Bytes> = (0..64u8).map(|i| copy_out(&[i; 1000])).collect();
+        for (i, p) in many.iter().enumerate() {
+            assert!(p.iter().all(|&x| usize::from(x) == i));
+        }
+        assert_eq!(&a[..], b"first piece");
+        assert_eq!(&b[..], b"second");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod cluster_service;
 mod forward;
 mod local_reply;
+mod pooled;
 mod prepare;
 mod retry;
 
@@ -139,6 +140,15 @@ impl Proxy {
             Ok(resp) => resp,
             Err(never) => match never {},
         }
+    }
+}
+
+impl Proxy {
+    /// [`Proxy::forward_direct`] for the HTTP/1.1 connection loop: the request's
+    /// future is written into a box the worker kept from an earlier request
+    /// (`pooled`), so a request costs no allocation for it.
+    pub(crate) fn forward_pooled(&self, req: HttpRequest, conn: &ConnInfo) -> pooled::Forwarding {
+        pooled::Forwarding::start(self.routing.load_full(), req, conn.clone())
     }
 }
 

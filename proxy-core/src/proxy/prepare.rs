@@ -29,7 +29,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes hop-by-hop headers and those named in `Connection`. With `upgrade`, the
 /// `Connection: upgrade` and `Upgrade` pair is kept so that the upgrade passes through.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+/// Returns whether a `Connection` field was there (and so other fields may be gone).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) -> bool {
     // One pass to see which are there: usually none, or only `connection`.
     let mut present = 0u8;
     for k in headers.keys() {
@@ -38,7 +39,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
     }
     if present == 0 {
-        return;
+        return false;
     }
     if present & 1 != 0 {
         let named = connection_listed(headers);
@@ -60,6 +61,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);
     }
+    present & 1 != 0
 }
 
 /// The fields the `Connection` fields of `headers` name (every value), besides the
@@ -105,12 +107,17 @@ pub(super) fn prepare_upstream_request(
                 .split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
-    // The authority sent upstream: the rewrite, else the request's own.
+    // The authority sent upstream: the rewrite, else the request's own. `host_kept`:
+    // it is the request's own Host field, which can stay where it is.
+    let mut host_kept = false;
     let host = match route.and_then(|r| r.host_rewrite.as_ref()) {
         Some(h) => Some(h.clone()),
         None => match req.uri().authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => req.headers().get(header::HOST).cloned(),
+            None => {
+                host_kept = true;
+                req.headers().get(header::HOST).cloned()
+            }
         },
     };
     let rewritten =
@@ -159,7 +166,10 @@ pub(super) fn prepare_upstream_request(
         (true, None) => req.extensions().get::<ConnInfo>().map(ConnInfo::forwarded),
     };
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers, upgrade);
+    if strip_hop_by_hop(headers, upgrade) {
+        // `Connection` may have named Host: put it back below.
+        host_kept = false;
+    }
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::EXPECT);
     if te_trailers {
@@ -176,6 +186,8 @@ pub(super) fn prepare_upstream_request(
         );
     }
     match (protocol, host) {
+        // Already there, unchanged: no need to look it up again.
+        (UpstreamProtocol::Http1, Some(_)) if host_kept => {}
         (UpstreamProtocol::Http1, Some(h)) => {
             headers.insert(header::HOST, h);
         }

@@ -300,9 +300,9 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         // The access log's record, kept only when there is a log.
         let log = ctx.log_request(&req);
         let resp = match &stack.direct {
-            // Boxed while in flight: a connection between requests keeps only the
-            // loop's own state.
-            Some(proxy) => Ok(Box::pin(proxy.forward_direct(req, &conn_info)).await),
+            // On the heap while in flight (in a box the worker recycles): a
+            // connection between requests keeps only the loop's own state.
+            Some(proxy) => Ok(proxy.forward_pooled(req, &conn_info).await),
             None => match svc.ready().await {
                 Ok(s) => s.call(req).await,
                 Err(e) => Err(e),
@@ -330,6 +330,8 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     if let Some(log) = log {
                         log.finish(&resp, 0);
                     }
+                    // The head has gone out: its memory is not kept for the tunnel's life.
+                    drop(resp);
                     Box::pin(super::h1_tunnel::tunnel(r, write, buf, upstream, upbuf)).await;
                     return;
                 }
@@ -375,6 +377,12 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     .map(|()| n)
             }
             None => {
+                // A streaming body may last long: without a log to read it at the end,
+                // the head's map (and the copy of the upstream's head its values are
+                // slices of) goes now rather than with the body.
+                if log.is_none() {
+                    crate::http1::header_maps::give_back(resp.headers_mut());
+                }
                 Box::pin(send_body(
                     &mut write,
                     &mut wbuf,
