@@ -35,14 +35,15 @@ pub(super) async fn forward(
         None => {
             let started = Instant::now();
             listener_stats.start();
+            // With only the `*` domain, the Host field is not looked up.
+            let host = if routing.routes.host_agnostic() {
+                None
+            } else {
+                request_authority(&req)
+            };
             let route = routing
                 .routes
-                .find(
-                    request_authority(&req),
-                    req.method(),
-                    req.uri().path(),
-                    req.headers(),
-                )
+                .find(host, req.method(), req.uri().path(), req.headers())
                 .cloned();
             let route = route.filter(|_| req.method() != http::Method::CONNECT);
             let Some(route) = route else {

@@ -170,8 +170,12 @@ pub(super) fn prepare_upstream_request(
         // `Connection` may have named Host: put it back below.
         host_kept = false;
     }
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::EXPECT);
+    // An HTTP/1.1 upstream's request encoder leaves both out itself (it writes the
+    // framing of the body as sent).
+    if *protocol != UpstreamProtocol::Http1 {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::EXPECT);
+    }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }

@@ -136,6 +136,12 @@ impl RouteTable {
         vhost.routes.get(index as usize)
     }
 
+    /// Whether [`RouteTable::find`] gives the same answer whatever the host (the only
+    /// domain is `*`): the caller need not look the host up.
+    pub(crate) fn host_agnostic(&self) -> bool {
+        self.hosts.host_agnostic()
+    }
+
     /// All routes, virtual host by virtual host, in config order (for metrics).
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.vhosts.iter().flat_map(|v| v.routes.iter())

@@ -228,10 +228,16 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         };
         idle.active = true;
         let mut head = head;
-        if let Err(e) = crate::http1::names::screen(
-            &mut head.parts.headers,
-            ctx.limits.headers_with_underscores,
-        ) {
+        // Only a head with a name with `_` has names to screen.
+        let screened = if head.underscore_names {
+            crate::http1::names::screen(
+                &mut head.parts.headers,
+                ctx.limits.headers_with_underscores,
+            )
+        } else {
+            Ok(())
+        };
+        if let Err(e) = screened {
             tracing::debug!(peer = ?ctx.peer, error = %e, "bad request head");
             let _ = write_error(
                 &mut write,
@@ -246,6 +252,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         }
         let head::RequestHead {
             parts,
+            underscore_names: _,
             framing,
             keep_alive,
             expect_continue,
@@ -348,17 +355,22 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             close = true;
         }
         let headers = resp.headers_mut();
-        if !is_head {
-            headers.remove(header::CONTENT_LENGTH);
+        // The head is written without the upstream's framing fields; they are removed
+        // from the map only for the access log, which reads the head as sent.
+        if log.is_some() {
+            if !is_head {
+                headers.remove(header::CONTENT_LENGTH);
+            }
+            headers.remove(header::TRANSFER_ENCODING);
         }
-        headers.remove(header::TRANSFER_ENCODING);
         crate::bufs::ready_for_write(&mut wbuf);
-        head::encode_response(
+        head::encode_response_reframed(
             &mut wbuf,
             status,
             headers,
             if is_head { Framing::Close } else { framing },
             close,
+            is_head,
         );
         let head_len = wbuf.len() as u64;
         let mut body = std::mem::take(resp.body_mut());

@@ -43,6 +43,8 @@ pub(crate) struct HeadFacts {
     pub(crate) hosts: u8,
     /// Whether every `Host` value is `uri-host [ ":" port ]`.
     pub(crate) host_valid: bool,
+    /// Whether a field name has an `_` (requests only; see [`crate::http1::names`]).
+    pub(crate) underscore: bool,
     /// The `Content-Length`, if any: repeated values must agree, and the first
     /// malformed one makes it an error.
     pub(crate) content_length: Result<Option<u64>, HeadError>,
@@ -58,6 +60,7 @@ impl HeadFacts {
             expect_continue: false,
             hosts: 0,
             host_valid: true,
+            underscore: false,
             content_length: Ok(None),
             expect_seen: false,
         }

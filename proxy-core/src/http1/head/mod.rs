@@ -52,6 +52,9 @@ pub(crate) enum HeadError {
 #[derive(Debug)]
 pub(crate) struct RequestHead {
     pub(crate) parts: http::request::Parts,
+    /// Whether a field name has an `_`: only then do the names need screening
+    /// ([`crate::http1::names::screen`]).
+    pub(crate) underscore_names: bool,
     pub(crate) framing: Framing,
     pub(crate) keep_alive: bool,
     pub(crate) expect_continue: bool,
@@ -74,10 +77,17 @@ const SPARE_HEADERS: usize = 4;
 /// facts framing needs of it, noted on the way. `parsed` points into the read
 /// buffer, which starts at `base`; `head` is the copy of the head taken out of it,
 /// which the values are slices of.
+///
+/// Of a response, a `Connection` field that names nothing but `close` and
+/// `keep-alive` is noted but left out of the map: it names no other field, and a
+/// proxy removes it anyway (with the other hop-by-hop fields), so it would only be
+/// inserted to be looked up and removed again. Of a request, names with `_` are
+/// noted, so that the usual request without one is not scanned again for them.
 fn build_headers(
     head: &Bytes,
     base: usize,
     parsed: &[httparse::Header<'_>],
+    response: bool,
 ) -> Result<(HeaderMap, HeadFacts), HeadError> {
     let mut map = super::header_maps::take(parsed.len() + SPARE_HEADERS);
     let mut facts = HeadFacts::new();
@@ -87,9 +97,24 @@ fn build_headers(
         let value = HeaderValue::from_maybe_shared(head.slice(start..start + h.value.len()))
             .map_err(|_| HeadError::Malformed)?;
         facts.note(&name, &value);
+        if !response {
+            facts.underscore |= h.name.as_bytes().contains(&b'_');
+        } else if name == http::header::CONNECTION
+            && names_only_close_or_keep_alive(value.as_bytes())
+        {
+            continue;
+        }
         map.append(name, value);
     }
     Ok((map, facts))
+}
+
+/// Whether every token of a `Connection` value is `close` or `keep-alive`.
+fn names_only_close_or_keep_alive(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.is_empty() || t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+    })
 }
 
 fn uninit_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
@@ -147,7 +172,7 @@ pub(crate) fn parse_request(
             let head = crate::bufs::copy_out(&buf[..len]);
             let start = buf.as_ptr() as usize;
             // Header errors are reported after those of the request line, below.
-            let built = build_headers(&head, start, req.headers);
+            let built = build_headers(&head, start, req.headers, false);
             let m = (method.as_ptr() as usize - start, method.len());
             let p = (path.as_ptr() as usize - start, path.len());
             (head, built, m, p, req.version.unwrap_or(1))
@@ -186,6 +211,7 @@ pub(crate) fn parse_request(
     };
     let upgrade = conn.upgrade && facts.upgrade && version == Version::HTTP_11;
     let expect_continue = facts.expect_continue;
+    let underscore_names = facts.underscore;
 
     if facts.hosts > 1 || (facts.hosts == 0 && version == Version::HTTP_11) || !facts.host_valid {
         return Err(HeadError::BadHost);
@@ -199,6 +225,7 @@ pub(crate) fn parse_request(
     parts.headers = headers;
     Ok(Some(RequestHead {
         parts,
+        underscore_names,
         framing,
         keep_alive,
         expect_continue,
@@ -249,6 +276,8 @@ fn is_chunked_last(headers: &HeaderMap) -> bool {
 }
 
 /// Tries to parse a response head. `request_method` decides bodiless responses (HEAD).
+/// A `Connection` field naming only `close` or `keep-alive` decides keep-alive but is
+/// not in the parsed map (see [`build_headers`]); one naming anything else is.
 pub(crate) fn parse_response(
     buf: &mut BytesMut,
     request_method: &Method,
@@ -266,7 +295,8 @@ pub(crate) fn parse_response(
                 }
                 // Copied out, so that the read buffer can go back to the worker.
                 let head = crate::bufs::copy_out(&buf[..len]);
-                let (headers, facts) = build_headers(&head, buf.as_ptr() as usize, res.headers)?;
+                let (headers, facts) =
+                    build_headers(&head, buf.as_ptr() as usize, res.headers, true)?;
                 (len, headers, facts, code, res.version.unwrap_or(1))
             }
             Ok(httparse::Status::Partial) => {
@@ -325,11 +355,35 @@ pub(crate) fn parse_response(
 
 fn put_headers(buf: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
-        buf.put_slice(name.as_str().as_bytes());
-        buf.put_slice(b": ");
-        buf.put_slice(value.as_bytes());
-        buf.put_slice(b"\r\n");
+        put_header(buf, name, value);
     }
+}
+
+/// Puts the fields of `headers` but its framing ones: `Transfer-Encoding`, and
+/// `Content-Length` unless `keep_length`, and (`skip_expect`) `Expect`.
+fn put_headers_reframed(
+    buf: &mut BytesMut,
+    headers: &HeaderMap,
+    keep_length: bool,
+    skip_expect: bool,
+) {
+    for (name, value) in headers {
+        if *name == http::header::TRANSFER_ENCODING
+            || (!keep_length && *name == http::header::CONTENT_LENGTH)
+            || (skip_expect && *name == http::header::EXPECT)
+        {
+            continue;
+        }
+        put_header(buf, name, value);
+    }
+}
+
+#[inline]
+fn put_header(buf: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    buf.put_slice(name.as_str().as_bytes());
+    buf.put_slice(b": ");
+    buf.put_slice(value.as_bytes());
+    buf.put_slice(b"\r\n");
 }
 
 fn put_framing(buf: &mut BytesMut, framing: Framing, always_length: bool) {
@@ -358,7 +412,9 @@ pub(crate) fn format_u64(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-/// Appends a request head. Framing headers in `headers` must already be removed.
+/// Appends a request head framed as `framing`. The framing fields of `headers`
+/// (`Content-Length`, `Transfer-Encoding`) and `Expect` (the proxy answers it itself)
+/// are not written.
 pub(crate) fn encode_request(
     buf: &mut BytesMut,
     method: &Method,
@@ -371,7 +427,7 @@ pub(crate) fn encode_request(
     buf.put_u8(b' ');
     buf.put_slice(target.as_bytes());
     buf.put_slice(b" HTTP/1.1\r\n");
-    put_headers(buf, headers);
+    put_headers_reframed(buf, headers, false, true);
     let always_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
     put_framing(buf, framing, always_length);
     buf.put_slice(b"\r\n");
@@ -386,13 +442,42 @@ pub(crate) fn encode_response(
     framing: Framing,
     connection_close: bool,
 ) {
+    put_status_line(buf, status);
+    put_headers(buf, headers);
+    put_response_end(buf, status, framing, connection_close);
+}
+
+/// [`encode_response`] for a response whose `headers` may still hold framing fields:
+/// `Transfer-Encoding` is not written, nor `Content-Length` unless `keep_length` (the
+/// answer to HEAD, whose length passes through); `framing` is written instead.
+pub(crate) fn encode_response_reframed(
+    buf: &mut BytesMut,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    connection_close: bool,
+    keep_length: bool,
+) {
+    put_status_line(buf, status);
+    put_headers_reframed(buf, headers, keep_length, false);
+    put_response_end(buf, status, framing, connection_close);
+}
+
+fn put_status_line(buf: &mut BytesMut, status: StatusCode) {
     buf.reserve(256);
     buf.put_slice(b"HTTP/1.1 ");
     buf.put_slice(status.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     buf.put_slice(b"\r\n");
-    put_headers(buf, headers);
+}
+
+fn put_response_end(
+    buf: &mut BytesMut,
+    status: StatusCode,
+    framing: Framing,
+    connection_close: bool,
+) {
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;

@@ -171,3 +171,60 @@ fn encodes_heads() {
     encode_request(&mut buf, &Method::GET, "/p", &h, Framing::Empty);
     assert_eq!(&buf[..], b"GET /p HTTP/1.1\r\nx-a: 1\r\n\r\n");
 }
+
+#[test]
+fn a_response_connection_field_naming_only_close_or_keep_alive_is_not_kept() {
+    let parse = |s: &str| {
+        parse_response(&mut BytesMut::from(s), &Method::GET, 65536)
+            .unwrap()
+            .unwrap()
+    };
+    let plain = parse("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
+    assert!(plain.keep_alive);
+    assert!(!plain.parts.headers.contains_key("connection"));
+    let close = parse("HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n");
+    assert!(!close.keep_alive);
+    assert!(!close.parts.headers.contains_key("connection"));
+    // A field that names another one stays, so that the named one is removed too.
+    let named = parse("HTTP/1.1 200 OK\r\nConnection: close, x-a\r\nx-a: 1\r\n\r\n");
+    assert!(!named.keep_alive);
+    assert_eq!(named.parts.headers["connection"], "close, x-a");
+    let upgrade =
+        parse("HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\n");
+    assert_eq!(upgrade.parts.headers["connection"], "upgrade");
+}
+
+#[test]
+fn framing_fields_in_the_map_are_not_written() {
+    let mut h = HeaderMap::new();
+    h.insert("x-a", HeaderValue::from_static("1"));
+    h.insert("content-length", HeaderValue::from_static("99"));
+    h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+    h.insert("expect", HeaderValue::from_static("100-continue"));
+    let mut buf = BytesMut::new();
+    encode_response_reframed(
+        &mut buf,
+        StatusCode::OK,
+        &h,
+        Framing::Length(2),
+        false,
+        false,
+    );
+    assert_eq!(
+        &buf[..],
+        b"HTTP/1.1 200 OK\r\nx-a: 1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n"
+    );
+    // The answer to HEAD keeps the upstream's length.
+    buf.clear();
+    encode_response_reframed(&mut buf, StatusCode::OK, &h, Framing::Close, false, true);
+    assert_eq!(
+        &buf[..],
+        b"HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 99\r\nexpect: 100-continue\r\n\r\n"
+    );
+    buf.clear();
+    encode_request(&mut buf, &Method::POST, "/p", &h, Framing::Chunked);
+    assert_eq!(
+        &buf[..],
+        b"POST /p HTTP/1.1\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+}
