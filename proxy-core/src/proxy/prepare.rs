@@ -16,6 +16,9 @@ pub(crate) fn request_authority(req: &HttpRequest) -> Option<&str> {
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -27,27 +30,44 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers and those named in `Connection`. With `upgrade`, the
-/// `Connection: upgrade` and `Upgrade` pair is kept so that the upgrade passes through.
-/// Returns whether a `Connection` field was there (and so other fields may be gone).
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) -> bool {
-    // One pass to see which are there: usually none, or only `connection`.
+/// The bit of `Connection` in [`hop_by_hop_present`].
+const CONNECTION_BIT: u8 = 1;
+/// The bit of `Upgrade` in [`hop_by_hop_present`].
+const UPGRADE_BIT: u8 = 1 << 6;
+
+/// Which of the hop-by-hop headers are in `headers`, a bit each (in the order of
+/// [`HOP_BY_HOP`]): one pass over the names, no lookup.
+fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
     let mut present = 0u8;
     for k in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
             present |= 1 << i;
         }
     }
+    present
+}
+
+/// Removes hop-by-hop headers and those named in `Connection`. With `upgrade`, the
+/// `Connection: upgrade` and `Upgrade` pair is kept so that the upgrade passes through.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass to see which are there: usually none, or only `connection`.
+    let present = hop_by_hop_present(headers);
+    strip_present(headers, present, upgrade);
+}
+
+/// [`strip_hop_by_hop`] once the headers present are known (`present`, from
+/// [`hop_by_hop_present`] on the same map).
+fn strip_present(headers: &mut HeaderMap, present: u8, upgrade: bool) {
     if present == 0 {
-        return false;
+        return;
     }
-    if present & 1 != 0 {
+    if present & CONNECTION_BIT != 0 {
         let named = connection_listed(headers);
         for n in named {
             headers.remove(n);
         }
     }
-    let upgrade_value = if upgrade {
+    let upgrade_value = if upgrade && present & UPGRADE_BIT != 0 {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
@@ -61,7 +81,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) -> bool {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);
     }
-    present & 1 != 0
 }
 
 /// The fields the `Connection` fields of `headers` name (every value), besides the
@@ -97,9 +116,11 @@ pub(super) fn prepare_upstream_request(
     cluster: &Cluster,
 ) {
     let protocol = &cluster.config.protocol;
+    let present = hop_by_hop_present(req.headers());
+    // Upgrades pass through to HTTP/1.1 upstreams when an `Upgrade` field is there.
     let upgrade = *protocol == UpstreamProtocol::Http1
         && req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE);
+        && present & UPGRADE_BIT != 0;
     let te_trailers = *protocol == UpstreamProtocol::Http2
         && req.headers().get(header::TE).is_some_and(|v| {
             v.to_str()
@@ -107,17 +128,15 @@ pub(super) fn prepare_upstream_request(
                 .split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
-    // The authority sent upstream: the rewrite, else the request's own. `host_kept`:
-    // it is the request's own Host field, which can stay where it is.
-    let mut host_kept = false;
+    // The authority sent upstream: the rewrite, else the request's own. The request's
+    // own Host field stays where it is for HTTP/1.1 (not read, not set again) unless a
+    // `Connection` field may name it: then it is read now and set again below.
     let host = match route.and_then(|r| r.host_rewrite.as_ref()) {
         Some(h) => Some(h.clone()),
         None => match req.uri().authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => {
-                host_kept = true;
-                req.headers().get(header::HOST).cloned()
-            }
+            None if *protocol != UpstreamProtocol::Http2 && present & CONNECTION_BIT == 0 => None,
+            None => req.headers().get(header::HOST).cloned(),
         },
     };
     let rewritten =
@@ -166,10 +185,7 @@ pub(super) fn prepare_upstream_request(
         (true, None) => req.extensions().get::<ConnInfo>().map(ConnInfo::forwarded),
     };
     let headers = req.headers_mut();
-    if strip_hop_by_hop(headers, upgrade) {
-        // `Connection` may have named Host: put it back below.
-        host_kept = false;
-    }
+    strip_present(headers, present, upgrade);
     // An HTTP/1.1 upstream's request encoder leaves both out itself (it writes the
     // framing of the body as sent).
     if *protocol != UpstreamProtocol::Http1 {
@@ -183,15 +199,11 @@ pub(super) fn prepare_upstream_request(
         if let Some(ip) = peer_ip {
             append_xff(headers, ip);
         }
-        let proto = if tls { "https" } else { "http" };
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(proto),
-        );
+        const HTTPS: HeaderValue = HeaderValue::from_static("https");
+        const HTTP: HeaderValue = HeaderValue::from_static("http");
+        headers.insert(X_FORWARDED_PROTO, if tls { HTTPS } else { HTTP });
     }
     match (protocol, host) {
-        // Already there, unchanged: no need to look it up again.
-        (UpstreamProtocol::Http1, Some(_)) if host_kept => {}
         (UpstreamProtocol::Http1, Some(h)) => {
             headers.insert(header::HOST, h);
         }
@@ -211,18 +223,20 @@ pub(super) fn prepare_upstream_request(
 }
 
 fn append_xff(headers: &mut HeaderMap, ip: HeaderValue) {
-    let name = HeaderName::from_static("x-forwarded-for");
-    match headers.get(&name) {
-        None => {
-            headers.insert(name, ip);
+    // One lookup of the name for both cases.
+    match headers.entry(X_FORWARDED_FOR) {
+        http::header::Entry::Vacant(e) => {
+            e.insert(ip);
         }
-        Some(prev) => {
+        http::header::Entry::Occupied(mut e) => {
+            let prev = e.get();
             let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(ip.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&v) {
-                headers.insert(name, v);
+                // Replaces every earlier value, as the first is carried over.
+                e.insert(v);
             }
         }
     }
@@ -273,5 +287,36 @@ mod tests {
         let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
         strip_hop_by_hop(&mut h, false);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn host_stays_for_an_http1_upstream_even_when_connection_names_it() {
+        let cluster = Cluster::builder("app")
+            .endpoint("127.0.0.1:9".parse().unwrap())
+            .build()
+            .unwrap();
+        let request = |pairs: &[(&str, &str)]| {
+            let mut req = HttpRequest::new(crate::Body::empty());
+            *req.headers_mut() = map(pairs);
+            prepare_for_cluster(&mut req, &cluster);
+            req
+        };
+        let plain = request(&[("host", "a.example"), ("x-b", "1")]);
+        assert_eq!(plain.headers()["host"], "a.example");
+        assert_eq!(plain.headers().len(), 2);
+        let named = request(&[
+            ("host", "a.example"),
+            ("connection", "host, x-b"),
+            ("x-b", "1"),
+        ]);
+        assert_eq!(named.headers()["host"], "a.example");
+        assert_eq!(named.headers().len(), 1, "{:?}", named.headers());
+        let upgrade = request(&[
+            ("host", "a.example"),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(upgrade.headers()["upgrade"], "websocket");
+        assert_eq!(upgrade.headers()["connection"], "upgrade");
     }
 }

@@ -162,7 +162,6 @@ impl H1Conn {
             // The upstream may have answered early and closed; try to read that answer.
             Err(SendBodyError::Sink(_)) => self.keep_alive = false,
         }
-        let upgrade_requested = parts.headers.contains_key(http::header::UPGRADE);
         loop {
             let parsed = head::parse_response(&mut self.buf, &parts.method, MAX_RESPONSE_HEAD)
                 .map_err(|e| ExchangeError::BadResponse(e.into()))?;
@@ -184,7 +183,9 @@ impl H1Conn {
                 }
             };
             let status = resp.parts.status;
-            if status == http::StatusCode::SWITCHING_PROTOCOLS && upgrade_requested {
+            if status == http::StatusCode::SWITCHING_PROTOCOLS
+                && parts.headers.contains_key(http::header::UPGRADE)
+            {
                 let mut response = Response::from_parts(resp.parts, Body::empty());
                 let this = *self;
                 let upgraded =
