@@ -92,7 +92,10 @@ fn build_headers(
     let mut map = super::header_maps::take(parsed.len() + SPARE_HEADERS);
     let mut facts = HeadFacts::new();
     for h in parsed {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
+        let name = match common_name(h.name.as_bytes()) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed)?,
+        };
         let start = h.value.as_ptr() as usize - base;
         let value = HeaderValue::from_maybe_shared(head.slice(start..start + h.value.len()))
             .map_err(|_| HeadError::Malformed)?;
@@ -107,6 +110,38 @@ fn build_headers(
         map.append(name, value);
     }
     Ok((map, facts))
+}
+
+/// The most common field names in the two spellings peers use (capitalised and
+/// lowercase), matched as they are: the same names as `HeaderName::from_bytes` gives,
+/// without lowercasing them into a scratch buffer and searching the table of all
+/// standard names.
+fn common_name(raw: &[u8]) -> Option<HeaderName> {
+    use http::header;
+    Some(match raw {
+        b"Host" | b"host" => header::HOST,
+        b"Date" | b"date" => header::DATE,
+        b"ETag" | b"etag" => header::ETAG,
+        b"Vary" | b"vary" => header::VARY,
+        b"Accept" | b"accept" => header::ACCEPT,
+        b"Server" | b"server" => header::SERVER,
+        b"Cookie" | b"cookie" => header::COOKIE,
+        b"Location" | b"location" => header::LOCATION,
+        b"Connection" | b"connection" => header::CONNECTION,
+        b"User-Agent" | b"user-agent" => header::USER_AGENT,
+        b"Keep-Alive" | b"keep-alive" => HeaderName::from_static("keep-alive"),
+        b"Content-Type" | b"content-type" => header::CONTENT_TYPE,
+        b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
+        b"Accept-Ranges" | b"accept-ranges" => header::ACCEPT_RANGES,
+        b"Last-Modified" | b"last-modified" => header::LAST_MODIFIED,
+        b"Authorization" | b"authorization" => header::AUTHORIZATION,
+        b"Content-Length" | b"content-length" => header::CONTENT_LENGTH,
+        b"Accept-Encoding" | b"accept-encoding" => header::ACCEPT_ENCODING,
+        b"Accept-Language" | b"accept-language" => header::ACCEPT_LANGUAGE,
+        b"X-Forwarded-For" | b"x-forwarded-for" => HeaderName::from_static("x-forwarded-for"),
+        b"Transfer-Encoding" | b"transfer-encoding" => header::TRANSFER_ENCODING,
+        _ => return None,
+    })
 }
 
 /// Whether every token of a `Connection` value is `close` or `keep-alive`.

@@ -228,3 +228,39 @@ fn framing_fields_in_the_map_are_not_written() {
         b"POST /p HTTP/1.1\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
     );
 }
+
+#[test]
+fn common_names_are_the_names_the_table_gives() {
+    for raw in [
+        "Host",
+        "Date",
+        "ETag",
+        "Vary",
+        "Accept",
+        "Server",
+        "Cookie",
+        "Location",
+        "Connection",
+        "User-Agent",
+        "Keep-Alive",
+        "Content-Type",
+        "Cache-Control",
+        "Accept-Ranges",
+        "Last-Modified",
+        "Authorization",
+        "Content-Length",
+        "Accept-Encoding",
+        "Accept-Language",
+        "X-Forwarded-For",
+        "Transfer-Encoding",
+    ] {
+        for spelling in [raw.to_owned(), raw.to_ascii_lowercase()] {
+            let fast = common_name(spelling.as_bytes()).expect(&spelling);
+            let table = HeaderName::from_bytes(spelling.as_bytes()).unwrap();
+            assert_eq!(fast, table, "{spelling}");
+            assert_eq!(fast.as_str(), table.as_str());
+        }
+    }
+    assert!(common_name(b"HOST").is_none());
+    assert!(common_name(b"x-other").is_none());
+}
