@@ -79,7 +79,18 @@ const SLAB_SIZE: usize = 8 * 1024;
 const SLAB_PIECE_MAX: usize = 2 * 1024;
 
 thread_local! {
-    static SLAB: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    static REQUESTS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    static RESPONSES: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// Which of a worker's slabs a copy is cut from: pieces that live about as long share
+/// one, so that a slab is not kept by one long-lived piece among short-lived ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slab {
+    /// Request heads and bodies, kept until the upstream has answered.
+    Requests,
+    /// Response heads and bodies, kept until written to the client.
+    Responses,
 }
 
 /// Copies `src` out of a read buffer. Small copies (message heads, short bodies) are
@@ -90,11 +101,15 @@ thread_local! {
 /// and, for a head whose values are slices of it, a second one for its reference count.
 /// A piece alive for long (the head of a long stream) keeps its slab's memory, at
 /// most [`SLAB_SIZE`], until it goes.
-pub(crate) fn copy_out(src: &[u8]) -> Bytes {
+pub(crate) fn copy_out(src: &[u8], slab: Slab) -> Bytes {
     if src.len() > SLAB_PIECE_MAX {
         return Bytes::copy_from_slice(src);
     }
-    SLAB.try_with(|s| {
+    let key = match slab {
+        Slab::Requests => &REQUESTS,
+        Slab::Responses => &RESPONSES,
+    };
+    key.try_with(|s| {
         let mut slab = s.borrow_mut();
         if slab.capacity() < src.len() {
             // Reuses the slab in place when no piece of it is alive, else starts a new one.
@@ -111,9 +126,9 @@ pub(crate) fn copy_out(src: &[u8]) -> Bytes {
 /// ([`copy_out`]), so the
 /// buffer stays whole and goes back to the worker while the request is served, and
 /// what is in flight holds only its own bytes; more is split off, no copy.
-pub(crate) fn take_front(buf: &mut BytesMut, n: usize) -> Bytes {
+pub(crate) fn take_front(buf: &mut BytesMut, n: usize, slab: Slab) -> Bytes {
     if n <= COPY_MAX {
-        let body = copy_out(&buf[..n]);
+        let body = copy_out(&buf[..n], slab);
         buf.advance(n);
         body
     } else {
@@ -150,14 +165,16 @@ mod tests {
 
     #[test]
     fn small_copies_share_a_slab_and_stay_intact() {
-        let a = copy_out(b"first piece");
-        let b = copy_out(b"second");
-        let big = copy_out(&[7u8; SLAB_PIECE_MAX + 1]);
+        let a = copy_out(b"first piece", Slab::Requests);
+        let b = copy_out(b"second", Slab::Responses);
+        let big = copy_out(&[7u8; SLAB_PIECE_MAX + 1], Slab::Responses);
         assert_eq!(&a[..], b"first piece");
         assert_eq!(&b[..], b"second");
         assert_eq!(big.len(), SLAB_PIECE_MAX + 1);
         // Fill several slabs while the first pieces are alive: they are not overwritten.
-        let many: Vec<Bytes> = (0..64u8).map(|i| copy_out(&[i; 1000])).collect();
+        let many: Vec<Bytes> = (0..64u8)
+            .map(|i| copy_out(&[i; 1000], Slab::Responses))
+            .collect();
         for (i, p) in many.iter().enumerate() {
             assert!(p.iter().all(|&x| usize::from(x) == i));
         }

@@ -263,9 +263,11 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         let mut pending_read = None;
         let body = match framing {
             Framing::Empty => Body::empty(),
-            Framing::Length(n) if n <= buf.len() as u64 => {
-                Body::from(crate::bufs::take_front(&mut buf, n as usize))
-            }
+            Framing::Length(n) if n <= buf.len() as u64 => Body::from(crate::bufs::take_front(
+                &mut buf,
+                n as usize,
+                crate::bufs::Slab::Requests,
+            )),
             framing => {
                 if expect_continue
                     && write

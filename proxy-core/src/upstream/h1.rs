@@ -205,7 +205,11 @@ impl H1Conn {
                     Body::empty()
                 }
                 Framing::Length(n) if n <= self.buf.len() as u64 => {
-                    let data = crate::bufs::take_front(&mut self.buf, n as usize);
+                    let data = crate::bufs::take_front(
+                        &mut self.buf,
+                        n as usize,
+                        crate::bufs::Slab::Responses,
+                    );
                     self.release(true);
                     Body::from(data)
                 }

@@ -204,7 +204,7 @@ pub(crate) fn parse_request(
             }
             // Copied out, so that the read buffer goes back to the worker while the
             // request is served; the header values are slices of the copy.
-            let head = crate::bufs::copy_out(&buf[..len]);
+            let head = crate::bufs::copy_out(&buf[..len], crate::bufs::Slab::Requests);
             let start = buf.as_ptr() as usize;
             // Header errors are reported after those of the request line, below.
             let built = build_headers(&head, start, req.headers, false);
@@ -329,7 +329,7 @@ pub(crate) fn parse_response(
                     return Err(HeadError::TooLarge);
                 }
                 // Copied out, so that the read buffer can go back to the worker.
-                let head = crate::bufs::copy_out(&buf[..len]);
+                let head = crate::bufs::copy_out(&buf[..len], crate::bufs::Slab::Responses);
                 let (headers, facts) =
                     build_headers(&head, buf.as_ptr() as usize, res.headers, true)?;
                 (len, headers, facts, code, res.version.unwrap_or(1))
