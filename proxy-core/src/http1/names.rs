@@ -38,6 +38,24 @@ pub(crate) enum NameError {
     Underscore,
 }
 
+/// Whether a raw field name has an `_` and, with `-` for it, is a framing or
+/// connection field's name (any case): such a name in an upstream's answer is
+/// dropped, never forwarded, since no policy makes it useful to a client.
+pub(crate) fn folds_onto_framing(raw: &[u8]) -> bool {
+    raw.contains(&b'_')
+        && SENSITIVE.iter().any(|s| {
+            s.len() == raw.len()
+                && raw.iter().zip(s.bytes()).all(|(&r, s)| {
+                    let r = if r == b'_' {
+                        b'-'
+                    } else {
+                        r.to_ascii_lowercase()
+                    };
+                    r == s
+                })
+        })
+}
+
 /// Applies `policy` to the names with `_` in `headers`: a no-op (one scan of the
 /// names) for the usual request that has none.
 pub(crate) fn screen(headers: &mut HeaderMap, policy: UnderscoreHeaders) -> Result<(), NameError> {
@@ -79,6 +97,26 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn answer_names_that_fold_onto_framing_are_found() {
+        for name in [
+            "Content_Length",
+            "transfer_encoding",
+            "KEEP_ALIVE",
+            "Proxy_Connection",
+        ] {
+            assert!(folds_onto_framing(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "Content-Length",
+            "x_custom",
+            "content_lengths",
+            "content__length",
+        ] {
+            assert!(!folds_onto_framing(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

@@ -99,10 +99,15 @@ fn build_headers(
         let start = h.value.as_ptr() as usize - base;
         let value = HeaderValue::from_maybe_shared(head.slice(start..start + h.value.len()))
             .map_err(|_| HeadError::Malformed)?;
-        facts.note(&name, &value);
         if !response {
             facts.underscore |= h.name.as_bytes().contains(&b'_');
-        } else if name == http::header::CONNECTION
+        } else if super::names::folds_onto_framing(h.name.as_bytes()) {
+            // A lenient client could frame the answer by it (`Content_Length`).
+            continue;
+        }
+        facts.note(&name, &value);
+        if response
+            && name == http::header::CONNECTION
             && names_only_close_or_keep_alive(value.as_bytes())
         {
             continue;

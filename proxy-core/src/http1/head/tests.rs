@@ -264,3 +264,21 @@ fn common_names_are_the_names_the_table_gives() {
     assert!(common_name(b"HOST").is_none());
     assert!(common_name(b"x-other").is_none());
 }
+
+#[test]
+fn an_answer_field_named_like_a_framing_field_with_an_underscore_is_dropped() {
+    let r = parse_response(
+        &mut BytesMut::from(
+            "HTTP/1.1 200 OK\r\nContent_Length: 9\r\nTransfer_Encoding: chunked\r\n\
+             X_Custom: kept\r\nContent-Length: 2\r\n\r\nok",
+        ),
+        &Method::GET,
+        65536,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.framing, Framing::Length(2));
+    assert!(!r.parts.headers.contains_key("content_length"));
+    assert!(!r.parts.headers.contains_key("transfer_encoding"));
+    assert_eq!(r.parts.headers["x_custom"], "kept");
+}
