@@ -123,3 +123,61 @@ async fn chunk_extensions_are_checked_and_not_forwarded() {
     })
     .await;
 }
+
+/// An upstream that reads one request head and answers `answer`, then closes.
+fn answering(answer: &'static [u8]) -> Upstream {
+    proxy_test_support::upstream::spawn_raw(move |mut stream, _| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = stream.write_all(answer).await;
+        let _ = stream.shutdown().await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_field_named_like_a_framing_field_never_reaches_the_client() {
+    with_timeout(Duration::from_secs(30), async {
+        let up = answering(
+            b"HTTP/1.1 200 OK\r\nContent_Length: 40\r\nTransfer_Encoding: chunked\r\n\
+              X_Kept: 1\r\nContent-Length: 2\r\n\r\nok",
+        );
+        let server = start(&up, None);
+        let answer = send(
+            server.addr("web"),
+            b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+        let lower = answer.to_ascii_lowercase();
+        assert!(!lower.contains("content_length"), "{answer}");
+        assert!(!lower.contains("transfer_encoding"), "{answer}");
+        assert!(lower.contains("x_kept: 1"), "{answer}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_body_malformed_from_its_first_byte_is_a_502() {
+    with_timeout(Duration::from_secs(30), async {
+        let up = answering(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+        );
+        let server = start(&up, None);
+        let answer = send(
+            server.addr("web"),
+            b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(!answer.contains("200 OK"), "{answer}");
+    })
+    .await;
+}

@@ -22,6 +22,10 @@ const FLUSH_AT: usize = 64 * 1024;
 pub(crate) enum SendBodyError {
     #[error("reading the body failed")]
     Source(#[source] BoxError),
+    /// Reading the body failed before any of the response (its head included) was
+    /// written: the peer can still be answered with an error instead.
+    #[error("reading the body failed before anything was written")]
+    SourceBeforeAnyWrite(#[source] BoxError),
     #[error("writing to the peer failed")]
     Sink(#[source] std::io::Error),
     #[error("body length does not match its content-length")]
@@ -39,6 +43,8 @@ pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
 ) -> Result<u64, SendBodyError> {
     let mut sent: u64 = 0;
     let mut trailers_sent = false;
+    // Whether anything (the head in `wbuf` first) has been written.
+    let mut wrote = false;
     if framing == Framing::Empty {
         flush(io, wbuf, stall).await?;
         return Ok(0);
@@ -48,6 +54,7 @@ pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
             Some(f) => f,
             None => {
                 flush(io, wbuf, stall).await?;
+                wrote = true;
                 body.frame().await
             }
         };
@@ -64,6 +71,7 @@ pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
                         }
                     }
                     put_data(io, wbuf, data, framing, stall).await?;
+                    wrote = true;
                 }
                 Err(frame) => {
                     if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), framing) {
@@ -72,7 +80,11 @@ pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
                     }
                 }
             },
-            Some(Err(e)) => return Err(SendBodyError::Source(e)),
+            Some(Err(e)) if wrote => return Err(SendBodyError::Source(e)),
+            Some(Err(e)) => {
+                wbuf.clear();
+                return Err(SendBodyError::SourceBeforeAnyWrite(e));
+            }
             None => break,
         }
     }

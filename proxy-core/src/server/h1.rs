@@ -20,7 +20,7 @@ use crate::{
     http1::{
         decode::Decoder,
         head::{self, Framing, HeadError},
-        send::{flush, send_body},
+        send::{flush, send_body, SendBodyError},
         RecvBody,
     },
     net::{ReadHalf, Stream, WriteHalf},
@@ -411,6 +411,22 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         crate::bufs::give_back(&mut wbuf);
         let body_bytes = match sent {
             Ok(n) => n,
+            // The upstream's body was bad from its first byte (a malformed chunk
+            // size): nothing went out, so the client gets a 502 rather than a
+            // connection closed without an answer.
+            Err(SendBodyError::SourceBeforeAnyWrite(e)) => {
+                tracing::debug!(peer = ?ctx.peer, error = %e, "response body failed before its head went out");
+                let _ = write_error(
+                    &mut write,
+                    &mut wbuf,
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_reset",
+                    &ctx,
+                )
+                .await;
+                linger(read.take());
+                return;
+            }
             Err(e) => {
                 tracing::debug!(peer = ?ctx.peer, error = %e, "response body failed");
                 return;

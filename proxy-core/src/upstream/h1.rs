@@ -153,7 +153,9 @@ impl H1Conn {
         crate::bufs::give_back(&mut self.wbuf);
         match sent {
             Ok(_) => {}
-            Err(SendBodyError::Source(e)) => return Err(ExchangeError::RequestBody(e)),
+            Err(SendBodyError::Source(e) | SendBodyError::SourceBeforeAnyWrite(e)) => {
+                return Err(ExchangeError::RequestBody(e))
+            }
             Err(SendBodyError::LengthMismatch) => {
                 return Err(ExchangeError::RequestBody(
                     "request body length mismatch".into(),
