@@ -152,17 +152,22 @@ impl Proxy {
     }
 }
 
+/// The routing of a listener `a` with no route, for unit tests of the forward path.
+#[cfg(test)]
+pub(crate) fn routing_without_routes() -> std::sync::Arc<crate::snapshot::Routing> {
+    let cfg = crate::config::Config::from_yaml(
+        "listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts: []\n",
+    )
+    .unwrap();
+    let snap = crate::snapshot::Snapshot::build(cfg, &crate::Registry::default(), None).unwrap();
+    snap.routing("a").unwrap().clone()
+}
+
 #[cfg(test)]
 mod size_probe {
     #[test]
     fn request_future_stays_small() {
-        let cfg = crate::config::Config::from_yaml(
-            "listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts: []\n",
-        )
-        .unwrap();
-        let snap =
-            crate::snapshot::Snapshot::build(cfg, &crate::Registry::default(), None).unwrap();
-        let routing = snap.routing("a").unwrap().clone();
+        let routing = super::routing_without_routes();
         let f =
             super::forward::forward(routing, crate::HttpRequest::new(crate::Body::empty()), None);
         let size = std::mem::size_of_val(&f);

@@ -133,13 +133,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_home_is_reused_and_a_request_given_up_is_dropped() {
-        let cfg = crate::config::Config::from_yaml(
-            "listeners:\n  - name: a\n    address: 127.0.0.1:1\n    virtual_hosts: []\n",
-        )
-        .unwrap();
-        let snap =
-            crate::snapshot::Snapshot::build(cfg, &crate::Registry::default(), None).unwrap();
-        let routing = snap.routing("a").unwrap().clone();
+        let routing = super::super::routing_without_routes();
         let conn = ConnInfo::new(None, false);
         // No route: answered locally, and the home goes back to the worker.
         let resp = Forwarding::start(
