@@ -200,15 +200,15 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 return;
             }
             ReadHead::Timeout => {
-                let _ = write_error(
-                    &mut write,
+                answer_error_and_close(
+                    write,
                     &mut wbuf,
+                    read.take(),
                     StatusCode::REQUEST_TIMEOUT,
                     "request_timeout",
                     &ctx,
                 )
                 .await;
-                linger(read.take());
                 return;
             }
             ReadHead::Error(e) => {
@@ -221,8 +221,8 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     _ => StatusCode::BAD_REQUEST,
                 };
                 tracing::debug!(peer = ?ctx.peer, error = %e, "bad request head");
-                let _ = write_error(&mut write, &mut wbuf, status, "bad_request", &ctx).await;
-                linger(read.take());
+                answer_error_and_close(write, &mut wbuf, read.take(), status, "bad_request", &ctx)
+                    .await;
                 return;
             }
         };
@@ -239,15 +239,15 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         };
         if let Err(e) = screened {
             tracing::debug!(peer = ?ctx.peer, error = %e, "bad request head");
-            let _ = write_error(
-                &mut write,
+            answer_error_and_close(
+                write,
                 &mut wbuf,
+                read.take(),
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 &ctx,
             )
             .await;
-            linger(read.take());
             return;
         }
         let head::RequestHead {
@@ -416,15 +416,15 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             // connection closed without an answer.
             Err(SendBodyError::SourceBeforeAnyWrite(e)) => {
                 tracing::debug!(peer = ?ctx.peer, error = %e, "response body failed before its head went out");
-                let _ = write_error(
-                    &mut write,
+                answer_error_and_close(
+                    write,
                     &mut wbuf,
+                    read.take(),
                     StatusCode::BAD_GATEWAY,
                     "upstream_reset",
                     &ctx,
                 )
                 .await;
-                linger(read.take());
                 return;
             }
             Err(e) => {
@@ -496,6 +496,21 @@ pub(super) fn linger(read: Option<ReadHalf>) {
             }
         }
     });
+}
+
+/// Answers `status` with a short text body naming `reason` (counted and logged as
+/// a local reply), then closes the connection, letting the client's unread bytes
+/// drain so that it reads the answer rather than a reset.
+async fn answer_error_and_close(
+    mut write: WriteHalf,
+    wbuf: &mut BytesMut,
+    read: Option<ReadHalf>,
+    status: StatusCode,
+    reason: &'static str,
+    ctx: &ConnCtx,
+) {
+    let _ = write_error(&mut write, wbuf, status, reason, ctx).await;
+    linger(read);
 }
 
 async fn write_error(
