@@ -108,6 +108,48 @@ impl Python {
     pub fn tokio_command(&self) -> tokio::process::Command {
         tokio::process::Command::from(self.command())
     }
+
+    /// Starts `script ARGS`, a server that prints one JSON event per line on its
+    /// stdout, and waits for its `{"event": "listening", "port": N}`; returns the
+    /// process (killed on drop) and the port. Its later lines are read and dropped,
+    /// so that it never blocks on a full pipe.
+    ///
+    /// # Panics
+    /// When the script cannot start, prints a line that is not JSON before it
+    /// listens, or ends first.
+    pub async fn start_listening<I, A>(
+        &self,
+        script: &Path,
+        args: I,
+    ) -> (tokio::process::Child, u16)
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<std::ffi::OsStr>,
+    {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let name = script.display();
+        let mut child = self
+            .tokio_command()
+            .arg(script)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(line) = lines.next_line().await.expect("read the script's stdout") {
+            let event: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("{name}: not JSON: {line}"));
+            if event["event"] == "listening" {
+                let port = event["port"].as_u64().and_then(|p| u16::try_from(p).ok());
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return (child, port.expect("a listening event with a port"));
+            }
+        }
+        panic!("{name} ended before listening");
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! one; so does the pushed listener, with the filter it got over LDS; an endpoint
 //! moved by the control plane is followed behind the JWT filter.
 
-use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use http::{Method, StatusCode};
 use proxy_test_support::{
@@ -20,10 +20,7 @@ use proxy_test_support::{
     with_timeout, Upstream,
 };
 use serde_json::json;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::Child,
-};
+use tokio::process::Child;
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_api-gateway");
 
@@ -31,28 +28,17 @@ const GATEWAY: &str = env!("CARGO_BIN_EXE_api-gateway");
 async fn control_plane(python: &Python, snapshot: &Path) -> (Child, u16) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../proxy-xds/tests/control_plane/ads_server.py");
-    let mut child = python
-        .tokio_command()
-        .arg(script)
-        .args(["--port", "0", "--snapshot"])
-        .arg(snapshot)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ads_server.py");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.expect("read the control plane") {
-        let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON event");
-        if event["event"] == "listening" {
-            let port = event["port"].as_u64().expect("port");
-            // Read on, so that the control plane never blocks on a full pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, u16::try_from(port).expect("port"));
-        }
-    }
-    panic!("ads_server.py ended before listening");
+    python
+        .start_listening(
+            &script,
+            [
+                "--port".as_ref(),
+                "0".as_ref(),
+                "--snapshot".as_ref(),
+                snapshot.as_os_str(),
+            ],
+        )
+        .await
 }
 
 /// Version `version` of the resources: cluster `api` at `endpoint`, listener

@@ -5,14 +5,10 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
 };
 
 use proxy_test_support::python::Python;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::Child,
-};
+use tokio::process::Child;
 
 pub(crate) fn sidecar_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -35,29 +31,20 @@ pub(crate) async fn control_plane(
     snapshot: &Path,
     upstream: SocketAddr,
 ) -> (Child, u16) {
-    let mut child = python
-        .tokio_command()
-        .arg(sidecar_dir().join("xds/control_plane.py"))
-        .args(["--port", "0", "--snapshot"])
-        .arg(snapshot)
-        .args(["--upstream", &upstream.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start control_plane.py");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.expect("read control plane") {
-        let event: serde_json::Value = serde_json::from_str(&line).expect("json event");
-        if event["event"] == "listening" {
-            let port = event["port"].as_u64().expect("port");
-            // Keep reading so that the control plane never blocks on a full pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, u16::try_from(port).expect("port"));
-        }
-    }
-    panic!("control_plane.py ended before listening");
+    let upstream = upstream.to_string();
+    python
+        .start_listening(
+            &sidecar_dir().join("xds/control_plane.py"),
+            [
+                "--port".as_ref(),
+                "0".as_ref(),
+                "--snapshot".as_ref(),
+                snapshot.as_os_str(),
+                "--upstream".as_ref(),
+                std::ffi::OsStr::new(&upstream),
+            ],
+        )
+        .await
 }
 
 /// The committed file at `path` (relative to the sidecar's directory), its
