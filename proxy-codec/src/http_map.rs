@@ -101,8 +101,13 @@ fn decode_segment(s: &str) -> String {
 
 /// Adds an RPC header-map entry to `headers` if its key (lowercased) and value are a
 /// valid header; returns the entry back otherwise.
+///
+/// A key spelled with capitals is remembered in `cased` so that its spelling is
+/// restored on the way out. Keys that differ only in case share one header name and
+/// so one spelling: the first entry's, whether or not it has capitals.
 pub(crate) fn add_header(
     headers: &mut HeaderMap,
+    cased: &mut Vec<Bytes>,
     key: Bytes,
     value: Option<Bytes>,
 ) -> Option<(Bytes, Option<Bytes>)> {
@@ -114,6 +119,9 @@ pub(crate) fn add_header(
         HeaderValue::from_maybe_shared(v.clone()),
     ) {
         (Ok(name), Ok(value)) => {
+            if !headers.contains_key(&name) && key.iter().any(u8::is_ascii_uppercase) {
+                cased.push(key);
+            }
             headers.append(name, value);
             None
         }

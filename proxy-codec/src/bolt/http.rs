@@ -76,10 +76,8 @@ fn headers_from_map(map: Bytes) -> Result<(HeaderMap, HeaderExtras), DecodeError
     let mut headers = HeaderMap::new();
     let mut extra = HeaderExtras::default();
     header_map::parse(map, |k, v| {
-        let cased = k.iter().any(u8::is_ascii_uppercase).then(|| k.clone());
-        match add_header(&mut headers, k, v) {
-            Some(e) => extra.entries.push(e),
-            None => extra.cased_keys.extend(cased),
+        if let Some(e) = add_header(&mut headers, &mut extra.cased_keys, k, v) {
+            extra.entries.push(e);
         }
     })?;
     Ok((headers, extra))

@@ -62,11 +62,8 @@ fn headers_from(attachments: Vec<(String, Option<String>)>) -> Split {
     let mut extra = Vec::new();
     let mut cased = Vec::new();
     for (k, v) in attachments {
-        let key = Bytes::from(k);
-        let spelled = key.iter().any(u8::is_ascii_uppercase).then(|| key.clone());
-        match add_header(&mut headers, key, v.map(Bytes::from)) {
-            Some(e) => extra.push(e),
-            None => cased.extend(spelled),
+        if let Some(e) = add_header(&mut headers, &mut cased, Bytes::from(k), v.map(Bytes::from)) {
+            extra.push(e);
         }
     }
     (headers, extra, cased)
