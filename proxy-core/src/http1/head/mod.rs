@@ -8,8 +8,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version}
 
 mod facts;
 mod host;
+mod version;
 
 use facts::HeadFacts;
+use version::StartLine;
 
 /// Most header fields parsed in one head; `max_headers` is capped to this.
 pub(crate) const MAX_HEADERS: usize = 256;
@@ -161,29 +163,14 @@ fn uninit_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
     [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
-fn map_parse_error(e: httparse::Error, buf: &[u8]) -> HeadError {
+fn map_parse_error(e: httparse::Error, buf: &[u8], line: StartLine) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
         // httparse reports any request line it cannot read past the target as a version
         // error; only a well-formed `HTTP/x.y` of another major version is a 505.
-        httparse::Error::Version if is_other_http_version(buf) => HeadError::BadVersion,
+        httparse::Error::Version if version::is_other_major(buf, line) => HeadError::BadVersion,
         _ => HeadError::Malformed,
     }
-}
-
-/// Whether the first line is `<method> <target> HTTP/<d>.<d>` with a major version
-/// other than 1.
-fn is_other_http_version(buf: &[u8]) -> bool {
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(_), Some(_), Some(v), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    matches!(v, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-        if major.is_ascii_digit() && minor.is_ascii_digit() && *major != b'1')
 }
 
 /// Tries to parse a request head at the start of `buf`. On success the head bytes are
@@ -223,7 +210,10 @@ pub(crate) fn parse_request(
             }
             return Ok(None);
         }
-        Err(e) => return Err(map_parse_error(e, buf)),
+        Err(httparse::Error::Version) if version::settle_later_minor(buf, StartLine::Request) => {
+            return parse_request(buf, max_headers, max_head_bytes);
+        }
+        Err(e) => return Err(map_parse_error(e, buf, StartLine::Request)),
     };
     buf.advance(head.len());
     let method = Method::from_bytes(&head[method.0..method.0 + method.1])
@@ -345,7 +335,12 @@ pub(crate) fn parse_response(
                 }
                 return Ok(None);
             }
-            Err(e) => return Err(map_parse_error(e, buf)),
+            Err(httparse::Error::Version)
+                if version::settle_later_minor(buf, StartLine::Status) =>
+            {
+                return parse_response(buf, request_method, max_head_bytes);
+            }
+            Err(e) => return Err(map_parse_error(e, buf, StartLine::Status)),
         };
     buf.advance(len);
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Malformed)?;

@@ -99,6 +99,39 @@ fn bad_request_lines_are_malformed_not_version_errors() {
 }
 
 #[test]
+fn a_later_minor_version_of_1_is_read_as_1_1() {
+    // RFC 9110 section 2.5: processed as the highest minor version implemented.
+    let h = req("GET / HTTP/1.2\r\nHost: x\r\n\r\n").unwrap().unwrap();
+    assert_eq!(h.parts.version, Version::HTTP_11);
+    assert!(h.keep_alive);
+    // Bytes arriving one by one reach the same result.
+    let mut buf = BytesMut::new();
+    let whole = b"POST /p HTTP/1.7\r\nHost: x\r\nContent-Length: 2\r\n\r\nok";
+    let mut parsed = None;
+    for &b in whole {
+        buf.put_u8(b);
+        if let Some(h) = parse_request(&mut buf, 100, 65536).unwrap() {
+            parsed = Some(h);
+        }
+    }
+    let h = parsed.unwrap();
+    assert_eq!(
+        (h.parts.version, h.framing),
+        (Version::HTTP_11, Framing::Length(2))
+    );
+    assert_eq!(&buf[..], b"ok");
+    let h = parse_response(
+        &mut BytesMut::from("HTTP/1.4 204 No Content\r\n\r\n"),
+        &Method::GET,
+        65536,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(h.parts.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.parts.version, Version::HTTP_11);
+}
+
+#[test]
 fn connect_is_not_implemented() {
     let err = req("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").unwrap_err();
     assert_eq!(err, HeadError::Unsupported);
