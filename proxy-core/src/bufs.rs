@@ -136,6 +136,36 @@ pub(crate) fn take_front(buf: &mut BytesMut, n: usize, slab: Slab) -> Bytes {
     }
 }
 
+/// Gives the values of `headers` memory of their own: one allocation holding them all,
+/// instead of slices of the slabs their heads were cut from.
+///
+/// For a head handed to an HTTP/2 encoder. HPACK keeps the fields it indexes in a
+/// table for as long as the connection lives (`date`, `server`, `content-type`...,
+/// one entry per value seen), and a value that is a slice of a slab keeps the whole
+/// slab ([`SLAB_SIZE`]) alive with it: dozens of slabs per connection. Copied, an
+/// entry keeps only the bytes of its head's values.
+pub(crate) fn own_header_values(headers: &mut http::HeaderMap) {
+    let total: usize = headers.values().map(|v| v.len()).sum();
+    if total == 0 {
+        return;
+    }
+    let mut all = Vec::with_capacity(total);
+    for v in headers.values() {
+        all.extend_from_slice(v.as_bytes());
+    }
+    let all = Bytes::from(all);
+    let mut at = 0;
+    for v in headers.values_mut() {
+        let len = v.len();
+        // The bytes were a valid value a moment ago; the check cannot fail.
+        if let Ok(mut owned) = http::HeaderValue::from_maybe_shared(all.slice(at..at + len)) {
+            owned.set_sensitive(v.is_sensitive());
+            *v = owned;
+        }
+        at += len;
+    }
+}
+
 /// A buffer with at least [`SIZE`] bytes of room.
 fn lend() -> BytesMut {
     FREE.with(|f| f.borrow_mut().pop())
@@ -195,5 +225,34 @@ mod tests {
         ready_for_read(&mut b);
         b.extend_from_slice(b"next");
         assert_eq!(&body[..], b"body");
+    }
+
+    #[test]
+    fn owned_header_values_leave_the_slab() {
+        let head = copy_out(b"text/plainnginx", Slab::Responses);
+        let mut headers = http::HeaderMap::new();
+        let value = |r: std::ops::Range<usize>| {
+            http::HeaderValue::from_maybe_shared(head.slice(r)).unwrap()
+        };
+        headers.insert(http::header::CONTENT_TYPE, value(0..10));
+        let mut secret = value(10..15);
+        secret.set_sensitive(true);
+        headers.insert(http::header::SERVER, secret);
+        headers.insert(
+            http::header::ACCEPT_RANGES,
+            http::HeaderValue::from_static(""),
+        );
+        own_header_values(&mut headers);
+        assert_eq!(headers[http::header::CONTENT_TYPE], "text/plain");
+        assert_eq!(headers[http::header::SERVER], "nginx");
+        assert!(headers[http::header::SERVER].is_sensitive());
+        assert_eq!(headers[http::header::ACCEPT_RANGES], "");
+        let slab = head.as_ptr_range();
+        for v in headers.values() {
+            assert!(
+                !slab.contains(&v.as_bytes().as_ptr()),
+                "{v:?} still in the slab"
+            );
+        }
     }
 }

@@ -298,7 +298,7 @@ impl Upstream {
 
     async fn send_h2(
         &self,
-        parts: http::request::Parts,
+        mut parts: http::request::Parts,
         body: Body,
     ) -> Result<Response<Body>, ProxyError> {
         let mut sender = match &self.limit {
@@ -314,6 +314,8 @@ impl Upstream {
                     .await?
             }
         };
+        // The head's values go into the connection's HPACK table.
+        crate::bufs::own_header_values(&mut parts.headers);
         let req = Request::from_parts(parts, body);
         let resp = sender
             .send_request(req)
