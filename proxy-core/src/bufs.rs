@@ -91,6 +91,24 @@ pub(crate) enum Slab {
     Requests,
     /// Response heads and bodies, kept until written to the client.
     Responses,
+    /// Not a slab: a copy with memory of its own, for a head whose values may be kept
+    /// long (see [`Slab::for_answer_head`]).
+    Own,
+}
+
+impl Slab {
+    /// Where the head of an answer to a request of `version` is copied. An HTTP/1.x
+    /// client's answer head is written out at once: the worker's slab. An HTTP/2 or
+    /// HTTP/3 client's goes through a header encoder whose table keeps the values it
+    /// indexes for the connection's life, where a slice of a slab would keep the whole
+    /// slab alive: a copy of its own.
+    pub(crate) fn for_answer_head(version: http::Version) -> Self {
+        if version <= http::Version::HTTP_11 {
+            Slab::Responses
+        } else {
+            Slab::Own
+        }
+    }
 }
 
 /// Copies `src` out of a read buffer. Small copies (message heads, short bodies) are
@@ -102,12 +120,11 @@ pub(crate) enum Slab {
 /// A piece alive for long (the head of a long stream) keeps its slab's memory, at
 /// most [`SLAB_SIZE`], until it goes.
 pub(crate) fn copy_out(src: &[u8], slab: Slab) -> Bytes {
-    if src.len() > SLAB_PIECE_MAX {
-        return Bytes::copy_from_slice(src);
-    }
     let key = match slab {
+        _ if src.len() > SLAB_PIECE_MAX => return Bytes::copy_from_slice(src),
         Slab::Requests => &REQUESTS,
         Slab::Responses => &RESPONSES,
+        Slab::Own => return Bytes::copy_from_slice(src),
     };
     key.try_with(|s| {
         let mut slab = s.borrow_mut();
@@ -225,6 +242,22 @@ mod tests {
         ready_for_read(&mut b);
         b.extend_from_slice(b"next");
         assert_eq!(&body[..], b"body");
+    }
+
+    #[test]
+    fn answer_heads_for_multiplexed_clients_get_memory_of_their_own() {
+        use http::Version;
+        for v in [Version::HTTP_09, Version::HTTP_10, Version::HTTP_11] {
+            assert_eq!(Slab::for_answer_head(v), Slab::Responses);
+        }
+        for v in [Version::HTTP_2, Version::HTTP_3] {
+            assert_eq!(Slab::for_answer_head(v), Slab::Own);
+        }
+        // Two small copies of their own are two allocations, not neighbours in a slab.
+        let a = copy_out(b"HTTP/1.1 200 OK\r\n\r\n", Slab::Own);
+        let b = copy_out(b"HTTP/1.1 204 No Content\r\n\r\n", Slab::Own);
+        assert_eq!(&a[..], b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_ne!(a.as_ptr_range().end, b.as_ptr());
     }
 
     #[test]

@@ -25,7 +25,12 @@ pub fn http1_request(data: &[u8]) {
 /// Parses `data` as an HTTP/1.x response head (and what follows it as a body).
 pub fn http1_response(data: &[u8]) {
     let mut buf = BytesMut::from(data);
-    if let Ok(Some(h)) = head::parse_response(&mut buf, &Method::GET, 64 * 1024) {
+    if let Ok(Some(h)) = head::parse_response(
+        &mut buf,
+        &Method::GET,
+        64 * 1024,
+        crate::bufs::Slab::Responses,
+    ) {
         drain_body(Decoder::new(h.framing), &mut buf);
     }
 }

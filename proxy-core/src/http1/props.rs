@@ -66,7 +66,7 @@ proptest! {
     #[test]
     fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = head::parse_request(&mut BytesMut::from(&bytes[..]), 100, 64 * 1024);
-        let _ = head::parse_response(&mut BytesMut::from(&bytes[..]), &Method::GET, 64 * 1024);
+        let _ = head::parse_response(&mut BytesMut::from(&bytes[..]), &Method::GET, 64 * 1024, crate::bufs::Slab::Responses);
         let mut d = Decoder::new(Framing::Chunked);
         let mut buf = BytesMut::from(&bytes[..]);
         for _ in 0..1000 {

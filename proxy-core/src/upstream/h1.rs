@@ -104,8 +104,9 @@ impl H1Conn {
         }
     }
 
-    /// Sends one request and reads the response head. The response body streams from
-    /// this connection, which returns to the pool when the body is done.
+    /// Sends one request and reads the response head, copied to `head_slab`. The
+    /// response body streams from this connection, which returns to the pool when the
+    /// body is done.
     pub(crate) async fn exchange(
         mut self: Box<Self>,
         parts: &http::request::Parts,
@@ -113,6 +114,7 @@ impl H1Conn {
         mut body: Body,
         framing: Framing,
         stall: Duration,
+        head_slab: crate::bufs::Slab,
     ) -> Result<Response<Body>, ExchangeError> {
         crate::bufs::ready_for_write(&mut self.wbuf);
         head::encode_request(
@@ -165,8 +167,9 @@ impl H1Conn {
             Err(SendBodyError::Sink(_)) => self.keep_alive = false,
         }
         loop {
-            let parsed = head::parse_response(&mut self.buf, &parts.method, MAX_RESPONSE_HEAD)
-                .map_err(|e| ExchangeError::BadResponse(e.into()))?;
+            let parsed =
+                head::parse_response(&mut self.buf, &parts.method, MAX_RESPONSE_HEAD, head_slab)
+                    .map_err(|e| ExchangeError::BadResponse(e.into()))?;
             let Some(resp) = parsed else {
                 let got_bytes = !self.buf.is_empty();
                 match self.stream.read_lent(&mut self.buf).await {

@@ -25,6 +25,7 @@ pub use connector::{Connector, TransportError, UpstreamTransport};
 pub use h1::UpgradedUpstream;
 
 use crate::{
+    bufs::Slab,
     config::{ClusterConfig, RuntimeConfig, UpstreamProtocol},
     http1::head::Framing,
     Body, ProxyError,
@@ -258,19 +259,23 @@ impl Upstream {
     }
 
     /// Sends a request whose head is already prepared for the upstream (hop-by-hop
-    /// headers removed, Host set, the URI's path and query as the target).
+    /// headers removed, Host set, the URI's path and query as the target). The answer's
+    /// head goes to `answer_head` ([`Slab::for_answer_head`] of the client's request).
     pub(crate) async fn send(
         &self,
         parts: &http::request::Parts,
         body: Body,
+        answer_head: Slab,
     ) -> Result<Response<Body>, ProxyError> {
         if let Some(client) = &self.custom {
-            return client
+            let resp = client
                 .send(Request::from_parts(clone_parts(parts), body))
                 .await;
+            return resp.map(|r| owned_if(answer_head, r));
         }
         if self.protocol == UpstreamProtocol::Http2 {
-            return Box::pin(self.send_h2(clone_parts(parts), body)).await;
+            let resp = Box::pin(self.send_h2(clone_parts(parts), body)).await;
+            return resp.map(|r| owned_if(answer_head, r));
         }
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let framing = request_framing(parts, &body);
@@ -282,7 +287,14 @@ impl Upstream {
             let reused = conn.reused;
             let this_body = body.take().or_else(|| replay.take()).unwrap_or_default();
             match conn
-                .exchange(parts, target, this_body, framing, self.stream_idle_timeout)
+                .exchange(
+                    parts,
+                    target,
+                    this_body,
+                    framing,
+                    self.stream_idle_timeout,
+                    answer_head,
+                )
                 .await
             {
                 Ok(resp) => return Ok(resp),
@@ -326,6 +338,15 @@ impl Upstream {
             })?;
         Ok(resp.map(Body::from))
     }
+}
+
+/// The answer, with its head's values given memory of their own when it goes to
+/// `Slab::Own` (they may be slices of a client library's read buffer).
+fn owned_if(answer_head: Slab, mut resp: Response<Body>) -> Response<Body> {
+    if answer_head == Slab::Own {
+        crate::bufs::own_header_values(resp.headers_mut());
+    }
+    resp
 }
 
 /// What a request waiting at the connection cap got.

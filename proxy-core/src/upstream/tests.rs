@@ -129,7 +129,10 @@ async fn get(up: &Upstream, path: &str) -> String {
         .body(())
         .expect("request")
         .into_parts();
-    let resp = up.send(&parts, Body::empty()).await.expect("response");
+    let resp = up
+        .send(&parts, Body::empty(), crate::bufs::Slab::Responses)
+        .await
+        .expect("response");
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     String::from_utf8_lossy(&body).into_owned()

@@ -307,11 +307,13 @@ fn is_chunked_last(headers: &HeaderMap) -> bool {
 
 /// Tries to parse a response head. `request_method` decides bodiless responses (HEAD).
 /// A `Connection` field naming only `close` or `keep-alive` decides keep-alive but is
-/// not in the parsed map (see [`build_headers`]); one naming anything else is.
+/// not in the parsed map (see [`build_headers`]); one naming anything else is. The head
+/// is copied out of `buf` to `head_slab` (see [`crate::bufs::Slab::for_answer_head`]).
 pub(crate) fn parse_response(
     buf: &mut BytesMut,
     request_method: &Method,
     max_head_bytes: usize,
+    head_slab: crate::bufs::Slab,
 ) -> Result<Option<ResponseHead>, HeadError> {
     let mut storage = uninit_headers();
     let mut res = httparse::Response::new(&mut []);
@@ -324,7 +326,7 @@ pub(crate) fn parse_response(
                     return Err(HeadError::TooLarge);
                 }
                 // Copied out, so that the read buffer can go back to the worker.
-                let head = crate::bufs::copy_out(&buf[..len], crate::bufs::Slab::Responses);
+                let head = crate::bufs::copy_out(&buf[..len], head_slab);
                 let (headers, facts) =
                     build_headers(&head, buf.as_ptr() as usize, res.headers, true)?;
                 (len, headers, facts, code, res.version.unwrap_or(1))
@@ -338,7 +340,7 @@ pub(crate) fn parse_response(
             Err(httparse::Error::Version)
                 if version::settle_later_minor(buf, StartLine::Status) =>
             {
-                return parse_response(buf, request_method, max_head_bytes);
+                return parse_response(buf, request_method, max_head_bytes, head_slab);
             }
             Err(e) => return Err(map_parse_error(e, buf, StartLine::Status)),
         };

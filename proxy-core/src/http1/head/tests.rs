@@ -124,6 +124,7 @@ fn a_later_minor_version_of_1_is_read_as_1_1() {
         &mut BytesMut::from("HTTP/1.4 204 No Content\r\n\r\n"),
         &Method::GET,
         65536,
+        crate::bufs::Slab::Responses,
     )
     .unwrap()
     .unwrap();
@@ -161,9 +162,14 @@ fn keep_alive_rules() {
 #[test]
 fn response_framing() {
     let parse = |s: &str, m: Method| {
-        parse_response(&mut BytesMut::from(s), &m, 65536)
-            .unwrap()
-            .unwrap()
+        parse_response(
+            &mut BytesMut::from(s),
+            &m,
+            65536,
+            crate::bufs::Slab::Responses,
+        )
+        .unwrap()
+        .unwrap()
     };
     assert_eq!(
         parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::GET).framing,
@@ -208,9 +214,14 @@ fn encodes_heads() {
 #[test]
 fn a_response_connection_field_naming_only_close_or_keep_alive_is_not_kept() {
     let parse = |s: &str| {
-        parse_response(&mut BytesMut::from(s), &Method::GET, 65536)
-            .unwrap()
-            .unwrap()
+        parse_response(
+            &mut BytesMut::from(s),
+            &Method::GET,
+            65536,
+            crate::bufs::Slab::Responses,
+        )
+        .unwrap()
+        .unwrap()
     };
     let plain = parse("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
     assert!(plain.keep_alive);
@@ -307,6 +318,7 @@ fn an_answer_field_named_like_a_framing_field_with_an_underscore_is_dropped() {
         ),
         &Method::GET,
         65536,
+        crate::bufs::Slab::Responses,
     )
     .unwrap()
     .unwrap();

@@ -196,8 +196,6 @@ fn send_head(
             parts.headers.insert(header::CONTENT_LENGTH, len.into());
         }
     }
-    // HPACK keeps the values it indexes for the connection's life.
-    crate::bufs::own_header_values(&mut parts.headers);
     match respond.send_response(http::Response::from_parts(parts, ()), end) {
         Ok(tx) => (!end).then_some((body, tx)),
         Err(e) => {
