@@ -154,13 +154,15 @@ pub(crate) fn take_front(buf: &mut BytesMut, n: usize, slab: Slab) -> Bytes {
 }
 
 /// Gives the values of `headers` memory of their own: one allocation holding them all,
-/// instead of slices of the slabs their heads were cut from.
+/// instead of slices of the buffers their heads were read into (a worker's slab, a
+/// client library's read buffer).
 ///
 /// For a head handed to an HTTP/2 encoder. HPACK keeps the fields it indexes in a
 /// table for as long as the connection lives (`date`, `server`, `content-type`...,
-/// one entry per value seen), and a value that is a slice of a slab keeps the whole
-/// slab ([`SLAB_SIZE`]) alive with it: dozens of slabs per connection. Copied, an
-/// entry keeps only the bytes of its head's values.
+/// one entry per value seen), and a value that is a slice of a larger buffer keeps the
+/// whole buffer (a slab is [`SLAB_SIZE`]) alive with it: dozens per connection. Copied,
+/// an entry keeps only the bytes of its head's values. The answers this proxy parses
+/// itself are copied once when parsed instead ([`Slab::for_answer_head`]).
 pub(crate) fn own_header_values(headers: &mut http::HeaderMap) {
     let total: usize = headers.values().map(|v| v.len()).sum();
     if total == 0 {
