@@ -141,9 +141,7 @@ impl Proxy {
             Err(never) => match never {},
         }
     }
-}
 
-impl Proxy {
     /// [`Proxy::forward_direct`] for the HTTP/1.1 connection loop: the request's
     /// future is written into a box the worker kept from an earlier request
     /// (`pooled`), so a request costs no allocation for it.

@@ -132,14 +132,14 @@ pub(super) fn strip_port(host: &str) -> &str {
 }
 
 impl HostIndex {
-    /// The virtual host for a request's Host / `:authority`; a missing one only
-    /// matches `*`.
     /// Whether every host selects the same virtual host (the only domain is `*`, or
     /// there is none): the request's Host need not be read.
     pub(super) fn host_agnostic(&self) -> bool {
         self.exact.is_empty() && self.suffix_lens.is_empty() && self.prefix_lens.is_empty()
     }
 
+    /// The virtual host for a request's Host / `:authority`; a missing one only
+    /// matches `*`.
     pub(super) fn select(&self, host: Option<&str>) -> Option<u32> {
         let Some(host) = host.filter(|_| !self.host_agnostic()) else {
             return self.any;
