@@ -222,6 +222,10 @@ pub(super) fn prepare_upstream_request(
     }
 }
 
+/// Appends the client's address to `X-Forwarded-For`. Several fields of the name are
+/// one list in the order they came (RFC 9110 5.3): they are joined into one field, the
+/// address last, so that no earlier hop is lost and the hop this proxy adds stays the
+/// rightmost, the one an upstream that trusts this proxy reads.
 fn append_xff(headers: &mut HeaderMap, ip: HeaderValue) {
     // One lookup of the name for both cases.
     match headers.entry(X_FORWARDED_FOR) {
@@ -229,13 +233,15 @@ fn append_xff(headers: &mut HeaderMap, ip: HeaderValue) {
             e.insert(ip);
         }
         http::header::Entry::Occupied(mut e) => {
-            let prev = e.get();
-            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
+            let earlier: usize = e.iter().map(|v| v.len() + 2).sum();
+            let mut v = Vec::with_capacity(earlier + ip.len());
+            for prev in e.iter() {
+                v.extend_from_slice(prev.as_bytes());
+                v.extend_from_slice(b", ");
+            }
             v.extend_from_slice(ip.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&v) {
-                // Replaces every earlier value, as the first is carried over.
+                // Replaces every earlier field: their values are all in `v`.
                 e.insert(v);
             }
         }
@@ -255,6 +261,25 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn every_earlier_forwarded_for_field_is_kept_before_the_client() {
+        let mut h = map(&[
+            ("x-forwarded-for", "192.0.2.1"),
+            ("accept", "*/*"),
+            ("x-forwarded-for", "198.51.100.2, 203.0.113.3"),
+        ]);
+        append_xff(&mut h, HeaderValue::from_static("127.0.0.1"));
+        let all: Vec<_> = h.get_all(X_FORWARDED_FOR).iter().collect();
+        assert_eq!(
+            all,
+            ["192.0.2.1, 198.51.100.2, 203.0.113.3, 127.0.0.1"],
+            "one field, earlier hops in order, the client last"
+        );
+        let mut none = map(&[("accept", "*/*")]);
+        append_xff(&mut none, HeaderValue::from_static("127.0.0.1"));
+        assert_eq!(none[X_FORWARDED_FOR], "127.0.0.1");
     }
 
     #[test]
