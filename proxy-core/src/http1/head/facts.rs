@@ -30,6 +30,41 @@ impl ConnectionTokens {
     }
 }
 
+/// What a field's name is to framing and connection handling: one of the few names
+/// that matter, or any other. Told once per field, as its name is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    ContentLength,
+    Connection,
+    Host,
+    TransferEncoding,
+    Upgrade,
+    Expect,
+    Other,
+}
+
+impl Role {
+    /// The role of a name that was not matched by its spelling (see
+    /// [`super::common_name`]).
+    pub(super) fn of(name: &HeaderName) -> Self {
+        if *name == header::CONTENT_LENGTH {
+            Role::ContentLength
+        } else if *name == header::CONNECTION {
+            Role::Connection
+        } else if *name == header::HOST {
+            Role::Host
+        } else if *name == header::TRANSFER_ENCODING {
+            Role::TransferEncoding
+        } else if *name == header::UPGRADE {
+            Role::Upgrade
+        } else if *name == header::EXPECT {
+            Role::Expect
+        } else {
+            Role::Other
+        }
+    }
+}
+
 /// The facts of a head's fields, in the order the fields came.
 pub(crate) struct HeadFacts {
     pub(crate) connection: ConnectionTokens,
@@ -66,23 +101,24 @@ impl HeadFacts {
         }
     }
 
-    /// Notes one field, if its name is one of those that matter.
+    /// Notes one field, if its name (of `role`) is one of those that matter.
     #[inline]
-    pub(super) fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
-        if *name == header::CONTENT_LENGTH {
-            self.add_content_length(value);
-        } else if *name == header::CONNECTION {
-            self.connection.add(value);
-        } else if *name == header::HOST {
-            self.hosts = self.hosts.saturating_add(1).min(2);
-            self.host_valid &= super::host::valid_host(value.as_bytes());
-        } else if *name == header::TRANSFER_ENCODING {
-            self.transfer_encoding = true;
-        } else if *name == header::UPGRADE {
-            self.upgrade = true;
-        } else if *name == header::EXPECT && !self.expect_seen {
-            self.expect_seen = true;
-            self.expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+    pub(super) fn note(&mut self, role: Role, value: &HeaderValue) {
+        match role {
+            Role::Other => {}
+            Role::ContentLength => self.add_content_length(value),
+            Role::Connection => self.connection.add(value),
+            Role::Host => {
+                self.hosts = self.hosts.saturating_add(1).min(2);
+                self.host_valid &= super::host::valid_host(value.as_bytes());
+            }
+            Role::TransferEncoding => self.transfer_encoding = true,
+            Role::Upgrade => self.upgrade = true,
+            Role::Expect if !self.expect_seen => {
+                self.expect_seen = true;
+                self.expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+            }
+            Role::Expect => {}
         }
     }
 

@@ -10,7 +10,7 @@ mod facts;
 mod host;
 mod version;
 
-use facts::HeadFacts;
+use facts::{HeadFacts, Role};
 use version::StartLine;
 
 /// Most header fields parsed in one head; `max_headers` is capped to this.
@@ -71,8 +71,11 @@ pub(crate) struct ResponseHead {
     pub(crate) keep_alive: bool,
 }
 
-/// Room for the headers a proxy adds (forwarding headers, a rewritten host) without
-/// growing the map.
+/// Room in a request's map for the headers a proxy adds (forwarding headers, a
+/// rewritten host) without growing it. A response's map gets none: it is usually
+/// passed on as it is, and a kept map that holds its fields is then reused without a
+/// reallocation (the request maps an HTTP/2 client's decoder built, given back once
+/// sent, hold six fields).
 const SPARE_HEADERS: usize = 4;
 
 /// The header map of a head (a recycled one, see [`super::header_maps`]) and the
@@ -91,26 +94,32 @@ fn build_headers(
     parsed: &[httparse::Header<'_>],
     response: bool,
 ) -> Result<(HeaderMap, HeadFacts), HeadError> {
-    let mut map = super::header_maps::take(parsed.len() + SPARE_HEADERS);
+    let spare = if response { 0 } else { SPARE_HEADERS };
+    let mut map = super::header_maps::take(parsed.len() + spare);
     let mut facts = HeadFacts::new();
     for h in parsed {
-        let name = match common_name(h.name.as_bytes()) {
-            Some(name) => name,
-            None => HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed)?,
+        let raw = h.name.as_bytes();
+        let (name, role) = match common_name(raw) {
+            Some(known) => known,
+            None => {
+                let name = HeaderName::from_bytes(raw).map_err(|_| HeadError::Malformed)?;
+                let role = Role::of(&name);
+                (name, role)
+            }
         };
         let start = h.value.as_ptr() as usize - base;
         let value = HeaderValue::from_maybe_shared(head.slice(start..start + h.value.len()))
             .map_err(|_| HeadError::Malformed)?;
-        if !response {
-            facts.underscore |= h.name.as_bytes().contains(&b'_');
-        } else if super::names::folds_onto_framing(h.name.as_bytes()) {
-            // A lenient client could frame the answer by it (`Content_Length`).
-            continue;
+        // The names matched by spelling have no `_`.
+        if role == Role::Other && raw.contains(&b'_') {
+            if response && super::names::folds_onto_framing(raw) {
+                // A lenient client could frame the answer by it (`Content_Length`).
+                continue;
+            }
+            facts.underscore |= !response;
         }
-        facts.note(&name, &value);
-        if response
-            && name == http::header::CONNECTION
-            && names_only_close_or_keep_alive(value.as_bytes())
+        facts.note(role, &value);
+        if response && role == Role::Connection && names_only_close_or_keep_alive(value.as_bytes())
         {
             continue;
         }
@@ -122,33 +131,43 @@ fn build_headers(
 /// The most common field names in the two spellings peers use (capitalised and
 /// lowercase), matched as they are: the same names as `HeaderName::from_bytes` gives,
 /// without lowercasing them into a scratch buffer and searching the table of all
-/// standard names.
-fn common_name(raw: &[u8]) -> Option<HeaderName> {
+/// standard names, and with their [`Role`], so that no name is compared again to
+/// note the facts of its field.
+fn common_name(raw: &[u8]) -> Option<(HeaderName, Role)> {
     use http::header;
-    Some(match raw {
-        b"Host" | b"host" => header::HOST,
-        b"Date" | b"date" => header::DATE,
-        b"ETag" | b"etag" => header::ETAG,
-        b"Vary" | b"vary" => header::VARY,
-        b"Accept" | b"accept" => header::ACCEPT,
-        b"Server" | b"server" => header::SERVER,
-        b"Cookie" | b"cookie" => header::COOKIE,
-        b"Location" | b"location" => header::LOCATION,
-        b"Connection" | b"connection" => header::CONNECTION,
-        b"User-Agent" | b"user-agent" => header::USER_AGENT,
-        b"Keep-Alive" | b"keep-alive" => HeaderName::from_static("keep-alive"),
-        b"Content-Type" | b"content-type" => header::CONTENT_TYPE,
-        b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
-        b"Accept-Ranges" | b"accept-ranges" => header::ACCEPT_RANGES,
-        b"Last-Modified" | b"last-modified" => header::LAST_MODIFIED,
-        b"Authorization" | b"authorization" => header::AUTHORIZATION,
-        b"Content-Length" | b"content-length" => header::CONTENT_LENGTH,
-        b"Accept-Encoding" | b"accept-encoding" => header::ACCEPT_ENCODING,
-        b"Accept-Language" | b"accept-language" => header::ACCEPT_LANGUAGE,
-        b"X-Forwarded-For" | b"x-forwarded-for" => HeaderName::from_static("x-forwarded-for"),
-        b"Transfer-Encoding" | b"transfer-encoding" => header::TRANSFER_ENCODING,
-        _ => return None,
-    })
+    let other = |name| Some((name, Role::Other));
+    match raw {
+        b"Host" | b"host" => Some((header::HOST, Role::Host)),
+        b"Date" | b"date" => other(header::DATE),
+        b"ETag" | b"etag" => other(header::ETAG),
+        b"Vary" | b"vary" => other(header::VARY),
+        b"Accept" | b"accept" => other(header::ACCEPT),
+        b"Server" | b"server" => other(header::SERVER),
+        b"Cookie" | b"cookie" => other(header::COOKIE),
+        b"Expect" | b"expect" => Some((header::EXPECT, Role::Expect)),
+        b"Upgrade" | b"upgrade" => Some((header::UPGRADE, Role::Upgrade)),
+        b"Location" | b"location" => other(header::LOCATION),
+        b"Connection" | b"connection" => Some((header::CONNECTION, Role::Connection)),
+        b"User-Agent" | b"user-agent" => other(header::USER_AGENT),
+        b"Keep-Alive" | b"keep-alive" => other(HeaderName::from_static("keep-alive")),
+        b"Content-Type" | b"content-type" => other(header::CONTENT_TYPE),
+        b"Cache-Control" | b"cache-control" => other(header::CACHE_CONTROL),
+        b"Accept-Ranges" | b"accept-ranges" => other(header::ACCEPT_RANGES),
+        b"Last-Modified" | b"last-modified" => other(header::LAST_MODIFIED),
+        b"Authorization" | b"authorization" => other(header::AUTHORIZATION),
+        b"Content-Length" | b"content-length" => {
+            Some((header::CONTENT_LENGTH, Role::ContentLength))
+        }
+        b"Accept-Encoding" | b"accept-encoding" => other(header::ACCEPT_ENCODING),
+        b"Accept-Language" | b"accept-language" => other(header::ACCEPT_LANGUAGE),
+        b"X-Forwarded-For" | b"x-forwarded-for" => {
+            other(HeaderName::from_static("x-forwarded-for"))
+        }
+        b"Transfer-Encoding" | b"transfer-encoding" => {
+            Some((header::TRANSFER_ENCODING, Role::TransferEncoding))
+        }
+        _ => None,
+    }
 }
 
 /// Whether every token of a `Connection` value is `close` or `keep-alive`.

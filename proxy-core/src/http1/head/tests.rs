@@ -283,6 +283,8 @@ fn common_names_are_the_names_the_table_gives() {
         "Accept",
         "Server",
         "Cookie",
+        "Expect",
+        "Upgrade",
         "Location",
         "Connection",
         "User-Agent",
@@ -299,10 +301,11 @@ fn common_names_are_the_names_the_table_gives() {
         "Transfer-Encoding",
     ] {
         for spelling in [raw.to_owned(), raw.to_ascii_lowercase()] {
-            let fast = common_name(spelling.as_bytes()).expect(&spelling);
+            let (fast, role) = common_name(spelling.as_bytes()).expect(&spelling);
             let table = HeaderName::from_bytes(spelling.as_bytes()).unwrap();
             assert_eq!(fast, table, "{spelling}");
             assert_eq!(fast.as_str(), table.as_str());
+            assert_eq!(role, facts::Role::of(&table), "{spelling}");
         }
     }
     assert!(common_name(b"HOST").is_none());
@@ -326,4 +329,45 @@ fn an_answer_field_named_like_a_framing_field_with_an_underscore_is_dropped() {
     assert!(!r.parts.headers.contains_key("content_length"));
     assert!(!r.parts.headers.contains_key("transfer_encoding"));
     assert_eq!(r.parts.headers["x_custom"], "kept");
+}
+
+#[test]
+fn framing_names_in_any_case_are_read_as_framing_names() {
+    // Spelled neither capitalised nor lowercase, so not matched by spelling: their
+    // roles come from the parsed name, and every framing rule still holds.
+    let h = req("POST / HTTP/1.1\r\nHOST: x\r\nCONTENT-LENGTH: 5\r\nCONNECTION: close\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.framing, Framing::Length(5));
+    assert!(!h.keep_alive);
+    assert_eq!(
+        req(
+            "POST / HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 5\r\nTRANSFER-encoding: chunked\r\n\r\n"
+        )
+        .unwrap_err(),
+        HeadError::BadTransferEncoding
+    );
+    assert_eq!(
+        req("GET / HTTP/1.1\r\nhOsT: x\r\nHOST: y\r\n\r\n").unwrap_err(),
+        HeadError::BadHost
+    );
+    let h = req("POST / HTTP/1.1\r\nHost: x\r\nEXPECT: 100-continue\r\nContent-Length: 1\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert!(h.expect_continue);
+    let h = req("GET / HTTP/1.1\r\nHost: x\r\nConnection: UPGRADE\r\nUPGRADE: websocket\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert!(h.upgrade);
+    let r = parse_response(
+        &mut BytesMut::from("HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 3\r\nCONNECTION: close\r\n\r\n"),
+        &Method::GET,
+        65536,
+        crate::bufs::Slab::Responses,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.framing, Framing::Length(3));
+    assert!(!r.keep_alive);
+    assert!(r.parts.headers.get(http::header::CONNECTION).is_none());
 }
