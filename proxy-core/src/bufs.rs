@@ -121,10 +121,9 @@ impl Slab {
 /// most [`SLAB_SIZE`], until it goes.
 pub(crate) fn copy_out(src: &[u8], slab: Slab) -> Bytes {
     let key = match slab {
-        _ if src.len() > SLAB_PIECE_MAX => return Bytes::copy_from_slice(src),
-        Slab::Requests => &REQUESTS,
-        Slab::Responses => &RESPONSES,
-        Slab::Own => return Bytes::copy_from_slice(src),
+        Slab::Requests if src.len() <= SLAB_PIECE_MAX => &REQUESTS,
+        Slab::Responses if src.len() <= SLAB_PIECE_MAX => &RESPONSES,
+        _ => return Bytes::copy_from_slice(src),
     };
     key.try_with(|s| {
         let mut slab = s.borrow_mut();

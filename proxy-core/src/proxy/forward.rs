@@ -95,7 +95,7 @@ pub(super) async fn forward(
                 with_conn_info(&mut req, conn);
             }
             // Read before the version becomes the upstream's.
-            let answer_head = crate::bufs::Slab::for_answer_head(req.version());
+            let head_slab = crate::bufs::Slab::for_answer_head(req.version());
             prepare_upstream_request(
                 &mut req,
                 Some(&route),
@@ -146,7 +146,7 @@ pub(super) async fn forward(
                             let endpoint_guard = InFlight::start(&endpoint.stats);
                             let cluster_guard = InFlight::start(&cluster.stats);
                             let sent = Deadline::new(
-                                endpoint.upstream.send(&parts, this_body, answer_head),
+                                endpoint.upstream.send(&parts, this_body, head_slab),
                                 limit.map(|(at, _)| at),
                             )
                             .await;

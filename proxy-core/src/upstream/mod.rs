@@ -260,22 +260,22 @@ impl Upstream {
 
     /// Sends a request whose head is already prepared for the upstream (hop-by-hop
     /// headers removed, Host set, the URI's path and query as the target). The answer's
-    /// head goes to `answer_head` ([`Slab::for_answer_head`] of the client's request).
+    /// head goes to `head_slab` ([`Slab::for_answer_head`] of the client's request).
     pub(crate) async fn send(
         &self,
         parts: &http::request::Parts,
         body: Body,
-        answer_head: Slab,
+        head_slab: Slab,
     ) -> Result<Response<Body>, ProxyError> {
         if let Some(client) = &self.custom {
             let resp = client
                 .send(Request::from_parts(clone_parts(parts), body))
                 .await;
-            return resp.map(|r| owned_if(answer_head, r));
+            return resp.map(|r| owned_if(head_slab, r));
         }
         if self.protocol == UpstreamProtocol::Http2 {
             let resp = Box::pin(self.send_h2(clone_parts(parts), body)).await;
-            return resp.map(|r| owned_if(answer_head, r));
+            return resp.map(|r| owned_if(head_slab, r));
         }
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let framing = request_framing(parts, &body);
@@ -293,7 +293,7 @@ impl Upstream {
                     this_body,
                     framing,
                     self.stream_idle_timeout,
-                    answer_head,
+                    head_slab,
                 )
                 .await
             {
@@ -342,8 +342,8 @@ impl Upstream {
 
 /// The answer, with its head's values given memory of their own when it goes to
 /// `Slab::Own` (they may be slices of a client library's read buffer).
-fn owned_if(answer_head: Slab, mut resp: Response<Body>) -> Response<Body> {
-    if answer_head == Slab::Own {
+fn owned_if(head_slab: Slab, mut resp: Response<Body>) -> Response<Body> {
+    if head_slab == Slab::Own {
         crate::bufs::own_header_values(resp.headers_mut());
     }
     resp
