@@ -167,9 +167,14 @@ impl H1Conn {
             Err(SendBodyError::Sink(_)) => self.keep_alive = false,
         }
         loop {
-            let parsed =
+            // A pooled connection's buffer is empty when the request goes out: read
+            // before parsing nothing.
+            let parsed = if self.buf.is_empty() {
+                None
+            } else {
                 head::parse_response(&mut self.buf, &parts.method, MAX_RESPONSE_HEAD, head_slab)
-                    .map_err(|e| ExchangeError::BadResponse(e.into()))?;
+                    .map_err(|e| ExchangeError::BadResponse(e.into()))?
+            };
             let Some(resp) = parsed else {
                 let got_bytes = !self.buf.is_empty();
                 match self.stream.read_lent(&mut self.buf).await {
