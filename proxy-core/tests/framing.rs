@@ -124,6 +124,30 @@ async fn chunk_extensions_are_checked_and_not_forwarded() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_lines_ended_by_a_bare_lf_are_refused_without_waiting() {
+    with_timeout(Duration::from_secs(30), async {
+        let up = Upstream::head_echo();
+        let server = start(&up, None);
+        let addr = server.addr("web");
+        // The client never sends a CRLF: the answer must not wait for one (the
+        // stream idle timeout is a minute; `send` waits half a second).
+        for body in [&b"5\nhello\n0\n\n"[..], b"5;a\nhello", b"5\rhello"] {
+            let mut req =
+                b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            req.extend_from_slice(body);
+            let answer = send(addr, &req).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 400"),
+                "{:?}: {answer:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(up.requests().iter().all(|r| r.body.as_ref() != b"hello"));
+    })
+    .await;
+}
+
 /// An upstream that reads one request head and answers `answer`, then closes.
 fn answering(answer: &'static [u8]) -> Upstream {
     proxy_test_support::upstream::spawn_raw(move |mut stream, _| async move {

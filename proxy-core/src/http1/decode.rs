@@ -112,7 +112,7 @@ impl Decoder {
                 }
                 Self::Chunked(ChunkState(state)) => match *state {
                     Chunked::Size => {
-                        let Some(line_end) = find_crlf(buf, MAX_CHUNK_LINE)? else {
+                        let Some(line_end) = find_line_end(buf, MAX_CHUNK_LINE)? else {
                             return Ok(Step::NeedMore);
                         };
                         let size = parse_chunk_size(&buf[..line_end])?;
@@ -179,10 +179,28 @@ impl Decoder {
     }
 }
 
-fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, DecodeError> {
-    match buf.windows(2).take(limit).position(|w| w == b"\r\n") {
-        Some(i) => Ok(Some(i)),
-        None if buf.len() > limit => Err(DecodeError::BadChunkSize),
+/// Where the chunk-size line at the front of `buf` ends (the index of its CR), or
+/// `None` while it may still be arriving. A line that cannot become one is refused as
+/// soon as it shows, not after waiting for a CRLF that a peer ending its lines with a
+/// bare LF never sends: a first byte that is not a hex digit, a bare LF, a CR not
+/// followed by LF, or more than `limit` bytes.
+fn find_line_end(buf: &[u8], limit: usize) -> Result<Option<usize>, DecodeError> {
+    let bad = Err(DecodeError::BadChunkSize);
+    if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+        return bad;
+    }
+    match buf
+        .iter()
+        .take(limit + 1)
+        .position(|&b| b == b'\r' || b == b'\n')
+    {
+        Some(i) if buf[i] == b'\n' => bad,
+        Some(i) => match buf.get(i + 1) {
+            Some(b'\n') => Ok(Some(i)),
+            Some(_) => bad,
+            None => Ok(None),
+        },
+        None if buf.len() > limit => bad,
         None => Ok(None),
     }
 }
@@ -382,6 +400,44 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    #[test]
+    fn a_chunk_size_line_that_cannot_end_in_crlf_is_refused_before_more_arrives() {
+        // Each is refused with nothing more to read: no wait for a CRLF.
+        for partial in [
+            &b"5\nhello\n0\n\n"[..],
+            b"5\n",
+            b"5;a\nb",
+            b"5\rX",
+            b"z",
+            b";a",
+            b" 5",
+        ] {
+            let mut d = Decoder::new(Framing::Chunked);
+            let mut buf = BytesMut::from(partial);
+            assert_eq!(
+                d.decode(&mut buf).unwrap_err(),
+                DecodeError::BadChunkSize,
+                "{:?}",
+                String::from_utf8_lossy(partial)
+            );
+        }
+        // A line still arriving waits, however it is cut.
+        for partial in [&b"5"[..], b"5\r", b"5;a=\"b", b"0"] {
+            let mut d = Decoder::new(Framing::Chunked);
+            let mut buf = BytesMut::from(partial);
+            assert!(
+                matches!(d.decode(&mut buf), Ok(Step::NeedMore)),
+                "{:?}",
+                String::from_utf8_lossy(partial)
+            );
+        }
+        // An over-long line is refused once it passes the limit.
+        let mut d = Decoder::new(Framing::Chunked);
+        let mut buf = BytesMut::from(&b"5;a="[..]);
+        buf.extend_from_slice(&vec![b'x'; MAX_CHUNK_LINE]);
+        assert_eq!(d.decode(&mut buf).unwrap_err(), DecodeError::BadChunkSize);
     }
 
     #[test]

@@ -56,6 +56,14 @@ pub(crate) fn folds_onto_framing(raw: &[u8]) -> bool {
         })
 }
 
+/// Whether a trailer field named `name` (lowercase, as [`http::HeaderName`] keeps it)
+/// must not be sent: a framing, routing or connection field, or a name that folds onto
+/// one. Such fields mean nothing after the content (RFC 9110, section 6.5.1), and a
+/// lenient peer that merged them into the header section could reframe the message.
+pub(crate) fn barred_from_trailers(name: &str) -> bool {
+    SENSITIVE.contains(&name) || folds_onto_framing(name.as_bytes())
+}
+
 /// Applies `policy` to the names with `_` in `headers`: a no-op (one scan of the
 /// names) for the usual request that has none.
 pub(crate) fn screen(headers: &mut HeaderMap, policy: UnderscoreHeaders) -> Result<(), NameError> {

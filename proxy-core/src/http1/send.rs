@@ -132,6 +132,9 @@ fn put_last_chunk(wbuf: &mut BytesMut, trailers: Option<&HeaderMap>) {
     wbuf.put_slice(b"0\r\n");
     if let Some(trailers) = trailers {
         for (name, value) in trailers {
+            if super::names::barred_from_trailers(name.as_str()) {
+                continue;
+            }
             wbuf.put_slice(name.as_str().as_bytes());
             wbuf.put_slice(b": ");
             wbuf.put_slice(value.as_bytes());
@@ -217,6 +220,42 @@ mod tests {
         send_body(
             &mut out,
             &mut wbuf,
+            &mut body,
+            Framing::Chunked,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn framing_and_connection_fields_are_not_sent_as_trailers() {
+        let mut trailers = HeaderMap::new();
+        for name in [
+            "content-length",
+            "transfer-encoding",
+            "host",
+            "connection",
+            "trailer",
+            "content_length",
+            "Transfer_Encoding",
+        ] {
+            trailers.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_static("5"),
+            );
+        }
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let stream = futures_util::stream::iter(vec![
+            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(b"hello"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ]);
+        let mut body = Body::new(http_body_util::StreamBody::new(stream));
+        let mut out = Vec::new();
+        send_body(
+            &mut out,
+            &mut BytesMut::new(),
             &mut body,
             Framing::Chunked,
             Duration::from_secs(5),
