@@ -1,6 +1,7 @@
 //! Idle upstream connections under the real server with two workers: the surplus
 //! left by a burst expires (the server's sweep, every 5 s) while a steady trickle of
-//! sequential requests goes on, and the connection the trickle uses stays open.
+//! sequential requests goes on, and the connection the trickle uses stays open. A
+//! connection the upstream closed while it was idle is not used again.
 
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,66 @@ async fn a_surplus_of_idle_connections_expires_under_a_steady_trickle() {
         }
         assert_eq!(up.connections(), opened);
         assert_eq!(connections(&server).await, (1, 1));
+    })
+    .await;
+}
+
+/// An upstream that answers each connection's one request with a keep-alive answer
+/// (no `Connection: close`) and then closes it, as an upstream whose keep-alive
+/// timeout is shorter than the proxy's does.
+fn answers_once_then_closes() -> Upstream {
+    proxy_test_support::upstream::spawn_raw(|mut stream, _| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
+            let done = head_end.is_some_and(|end| {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                !head.contains("transfer-encoding: chunked") || got.ends_with(b"\r\n0\r\n\r\n")
+            });
+            if done {
+                break;
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+        let _ = stream.shutdown().await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
+    with_timeout(LIMIT, async {
+        let up = answers_once_then_closes();
+        let cfg = yaml::config(
+            &[yaml::listener("web", "app", &[])],
+            &[yaml::cluster("app", &[up.addr], &[])],
+        );
+        let server = TestServer::start(&cfg, Registry::default());
+        let addr = server.addr("web");
+        let first = client::request(addr, Method::GET, "/", &[], Bytes::new())
+            .await
+            .expect("first response");
+        assert_eq!(first.status, 200);
+        // The upstream's FIN reaches the proxy while its connection is idle.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A streamed body cannot be sent twice: had the closed connection been
+        // taken, this would fail with a 502 rather than be retried.
+        let answer = client::raw::exchange(
+            addr,
+            b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            Duration::from_millis(500),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(up.connections(), 2, "one connection per request");
     })
     .await;
 }

@@ -194,18 +194,31 @@ impl H1Pool {
         epoch.wrapping_sub(conn.idle_epoch) > self.max_idle_sweeps
     }
 
-    /// Takes the most recently returned idle connection, if it has not expired.
+    /// Takes the most recently returned idle connection that has not expired and that
+    /// the upstream has not closed meanwhile.
+    ///
+    /// An upstream closes idle connections on its own keep-alive timeout (often
+    /// shorter than ours); its FIN has reached the reactor by the time a request
+    /// comes seconds later, so such a connection is closed here and the next one
+    /// tried, rather than failing a request that cannot be sent again (a streamed
+    /// body). Only a close racing the request itself is left to the retry of
+    /// replayable requests.
     pub(crate) fn take(&self) -> Option<Box<H1Conn>> {
-        let mut idle = self.lock();
-        let conn = idle.stack.pop_back()?;
-        if !self.expired(self.epoch.load(Ordering::Relaxed), &conn) {
-            return Some(conn);
+        loop {
+            let mut idle = self.lock();
+            let conn = idle.stack.pop_back()?;
+            if self.expired(self.epoch.load(Ordering::Relaxed), &conn) {
+                // The top is the youngest: when it has expired, all have (no sweep ran).
+                let expired = std::mem::take(&mut idle.stack);
+                drop(idle);
+                drop((conn, expired));
+                return None;
+            }
+            drop(idle);
+            if !conn.stream.is_stale() {
+                return Some(conn);
+            }
         }
-        // The top is the youngest: when it has expired, all have (no sweep ran).
-        let expired = std::mem::take(&mut idle.stack);
-        drop(idle);
-        drop((conn, expired));
-        None
     }
 
     /// Returns a connection to the top; closes it when the pool is closed, and the
