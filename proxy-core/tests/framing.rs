@@ -1,6 +1,7 @@
 //! HTTP/1.1 framing rules on real sockets (RFC 9112): header names a lenient upstream
-//! could read as a framing field never reach it, the underscore policy, and chunk
-//! extensions checked to the grammar.
+//! could read as a framing field never reach it, the underscore policy, chunk
+//! extensions and chunk-size lines checked to the grammar, and transfer codings other
+//! than `chunked` refused.
 
 use std::time::Duration;
 
@@ -202,6 +203,36 @@ async fn an_answer_body_malformed_from_its_first_byte_is_a_502() {
         .await;
         assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
         assert!(!answer.contains("200 OK"), "{answer}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_coding_other_than_chunked_is_refused_both_ways() {
+    with_timeout(Duration::from_secs(30), async {
+        // A request coded `gzip, chunked`: 501, and nothing reaches the upstream.
+        let up = Upstream::head_echo();
+        let server = start(&up, None);
+        let answer = send(
+            server.addr("web"),
+            b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+        assert!(up.requests().is_empty(), "the request reached the upstream");
+
+        // An answer coded `gzip, chunked`: its content would reach the client without
+        // its coding's name, so the client gets a 502 instead.
+        let up = answering(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        );
+        let server = start(&up, None);
+        let answer = send(
+            server.addr("web"),
+            b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     })
     .await;
 }

@@ -217,7 +217,9 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
                     }
                     HeadError::BadVersion => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                    HeadError::Unsupported => StatusCode::NOT_IMPLEMENTED,
+                    HeadError::Unsupported | HeadError::UnknownTransferCoding => {
+                        StatusCode::NOT_IMPLEMENTED
+                    }
                     _ => StatusCode::BAD_REQUEST,
                 };
                 tracing::debug!(peer = ?ctx.peer, error = %e, "bad request head");

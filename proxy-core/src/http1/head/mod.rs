@@ -48,6 +48,10 @@ pub(crate) enum HeadError {
     BadVersion,
     #[error("method not supported by this proxy")]
     Unsupported,
+    /// A transfer coding other than `chunked` (`gzip, chunked`): this proxy re-frames
+    /// every body, so it would forward the coded content without its coding.
+    #[error("transfer coding other than chunked")]
+    UnknownTransferCoding,
 }
 
 /// A parsed request head.
@@ -292,10 +296,11 @@ fn request_framing(
         if version == Version::HTTP_10 || headers.contains_key(http::header::CONTENT_LENGTH) {
             return Err(HeadError::BadTransferEncoding);
         }
-        return if is_chunked_last(headers) {
-            Ok(Framing::Chunked)
-        } else {
-            Err(HeadError::BadTransferEncoding)
+        return match transfer_codings(headers) {
+            Codings::Chunked => Ok(Framing::Chunked),
+            Codings::OthersThenChunked => Err(HeadError::UnknownTransferCoding),
+            // The body's length cannot be known (RFC 9112, section 6.3).
+            Codings::ChunkedNotLast => Err(HeadError::BadTransferEncoding),
         };
     }
     match facts.content_length? {
@@ -304,8 +309,19 @@ fn request_framing(
     }
 }
 
-/// Whether the last transfer coding is `chunked` (and `chunked` appears only there).
-fn is_chunked_last(headers: &HeaderMap) -> bool {
+/// What the `Transfer-Encoding` fields of a head say, for framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codings {
+    /// `chunked` alone, once.
+    Chunked,
+    /// Other codings, then `chunked` last, once.
+    OthersThenChunked,
+    /// No `chunked` last, or `chunked` more than once, or no coding at all.
+    ChunkedNotLast,
+}
+
+/// Reads the transfer codings of `headers`, over all their `Transfer-Encoding` fields.
+fn transfer_codings(headers: &HeaderMap) -> Codings {
     let mut codings = headers
         .get_all(http::header::TRANSFER_ENCODING)
         .iter()
@@ -313,15 +329,22 @@ fn is_chunked_last(headers: &HeaderMap) -> bool {
         .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
         .peekable();
-    let mut last_is_chunked = false;
+    let mut others = false;
     while let Some(t) = codings.next() {
         let chunked = t.eq_ignore_ascii_case(b"chunked");
-        if chunked && codings.peek().is_some() {
-            return false;
+        if codings.peek().is_none() {
+            return match (chunked, others) {
+                (true, false) => Codings::Chunked,
+                (true, true) => Codings::OthersThenChunked,
+                (false, _) => Codings::ChunkedNotLast,
+            };
         }
-        last_is_chunked = chunked;
+        if chunked {
+            return Codings::ChunkedNotLast;
+        }
+        others = true;
     }
-    last_is_chunked
+    Codings::ChunkedNotLast
 }
 
 /// Tries to parse a response head. `request_method` decides bodiless responses (HEAD).
@@ -382,11 +405,13 @@ pub(crate) fn parse_response(
     {
         Framing::Empty
     } else if facts.transfer_encoding {
-        if is_chunked_last(&headers) {
-            Framing::Chunked
-        } else {
-            keep_alive = false;
-            Framing::Close
+        // Only `chunked` can be forwarded: the body is re-framed for the client, and
+        // any other coding would reach it without its name (nor can HTTP/2 carry one).
+        match transfer_codings(&headers) {
+            Codings::Chunked => Framing::Chunked,
+            Codings::OthersThenChunked | Codings::ChunkedNotLast => {
+                return Err(HeadError::UnknownTransferCoding)
+            }
         }
     } else {
         match facts.content_length? {

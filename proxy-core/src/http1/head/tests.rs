@@ -197,6 +197,60 @@ fn response_framing() {
 }
 
 #[test]
+fn transfer_codings_other_than_chunked_are_not_forwarded_without_their_meaning() {
+    // A request: other codings before `chunked` are not implemented (501); `chunked`
+    // not last, or twice, leaves the length unknown (400).
+    for te in [
+        "gzip, chunked",
+        "identity, chunked",
+        "gzip\r\nTransfer-Encoding: chunked",
+        " GZIP ,chunked",
+    ] {
+        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert_eq!(
+            req(&head).unwrap_err(),
+            HeadError::UnknownTransferCoding,
+            "{te}"
+        );
+    }
+    for te in [
+        "gzip",
+        "chunked, gzip",
+        "chunked, chunked",
+        "chunked\r\nTransfer-Encoding: chunked",
+        ",",
+    ] {
+        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert_eq!(
+            req(&head).unwrap_err(),
+            HeadError::BadTransferEncoding,
+            "{te}"
+        );
+    }
+    for te in ["chunked", "Chunked", " chunked ", "chunked,"] {
+        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert_eq!(
+            req(&head).unwrap().unwrap().framing,
+            Framing::Chunked,
+            "{te}"
+        );
+    }
+    // An answer: only `chunked` alone is forwarded; anything else is refused rather
+    // than passed on as content without its coding.
+    for te in ["gzip, chunked", "gzip", "chunked, gzip", "chunked, chunked"] {
+        let head = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+        let err = parse_response(
+            &mut BytesMut::from(head.as_str()),
+            &Method::GET,
+            65536,
+            crate::bufs::Slab::Responses,
+        )
+        .unwrap_err();
+        assert_eq!(err, HeadError::UnknownTransferCoding, "{te}");
+    }
+}
+
+#[test]
 fn encodes_heads() {
     let mut buf = BytesMut::new();
     let mut h = HeaderMap::new();
