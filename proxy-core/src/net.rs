@@ -262,29 +262,17 @@ async fn poll_once<R: AsyncRead + Unpin>(
 impl Stream {
     /// Whether an idle connection, on which nothing is expected, has had something
     /// arrive since its last read: the peer's close (FIN or reset) or bytes it sent
-    /// unasked. Either way it can carry no further request. Costs a readiness check,
-    /// and a read only when the reactor reports input (that read may take a byte: the
-    /// connection is dropped then anyway). A boxed stream (TLS) reports no readiness
-    /// and is never found stale here.
+    /// unasked. Either way it can carry no further request. `try_read` reads the
+    /// reactor's cached readiness first (no waker is registered, no lock taken) and
+    /// makes a system call only when input was reported; that read may take a byte,
+    /// and the connection is dropped then anyway. A boxed stream (TLS) reports no
+    /// readiness and is never found stale here.
     pub(crate) fn is_stale(&self) -> bool {
-        fn check<S: ReadReady>(
-            s: &S,
-            try_read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
-        ) -> bool {
-            let mut cx = Context::from_waker(std::task::Waker::noop());
-            match s.poll_read_ready(&mut cx) {
-                Poll::Pending => false,
-                Poll::Ready(Err(_)) => true,
-                // Readiness may be left over from a read that filled its buffer: only
-                // a read that would block shows the connection is still quiet.
-                Poll::Ready(Ok(())) => {
-                    !matches!(try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-                }
-            }
-        }
+        let quiet =
+            |r: io::Result<usize>| matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         match self {
-            Self::Tcp(s) => check(s, |b| s.try_read(b)),
-            Self::Unix(s) => check(s, |b| s.try_read(b)),
+            Self::Tcp(s) => !quiet(s.try_read(&mut [0u8; 1])),
+            Self::Unix(s) => !quiet(s.try_read(&mut [0u8; 1])),
             Self::Boxed(_) => false,
         }
     }
