@@ -166,17 +166,23 @@ fn answering(answer: &'static [u8]) -> Upstream {
     })
 }
 
+/// What a client gets for a `GET` through the proxy when the upstream answers `answer`.
+async fn client_gets(answer: &'static [u8]) -> String {
+    let up = answering(answer);
+    let server = start(&up, None);
+    send(
+        server.addr("web"),
+        b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_field_named_like_a_framing_field_never_reaches_the_client() {
     with_timeout(Duration::from_secs(30), async {
-        let up = answering(
+        let answer = client_gets(
             b"HTTP/1.1 200 OK\r\nContent_Length: 40\r\nTransfer_Encoding: chunked\r\n\
               X_Kept: 1\r\nContent-Length: 2\r\n\r\nok",
-        );
-        let server = start(&up, None);
-        let answer = send(
-            server.addr("web"),
-            b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -192,13 +198,8 @@ async fn an_answer_field_named_like_a_framing_field_never_reaches_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_body_malformed_from_its_first_byte_is_a_502() {
     with_timeout(Duration::from_secs(30), async {
-        let up = answering(
+        let answer = client_gets(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
-        );
-        let server = start(&up, None);
-        let answer = send(
-            server.addr("web"),
-            b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
@@ -223,13 +224,8 @@ async fn a_transfer_coding_other_than_chunked_is_refused_both_ways() {
 
         // An answer coded `gzip, chunked`: its content would reach the client without
         // its coding's name, so the client gets a 502 instead.
-        let up = answering(
+        let answer = client_gets(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-        );
-        let server = start(&up, None);
-        let answer = send(
-            server.addr("web"),
-            b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");

@@ -206,27 +206,34 @@ impl std::fmt::Write for BytesMutWriter<'_> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn chunked_body_with_trailers() {
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    /// The bytes `send_body` writes, chunked, for a body of `hello` then `trailers`.
+    async fn hello_chunked_with(trailers: HeaderMap) -> Vec<u8> {
         let stream = futures_util::stream::iter(vec![
             Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(b"hello"))),
             Ok(http_body::Frame::trailers(trailers)),
         ]);
         let mut body = Body::new(http_body_util::StreamBody::new(stream));
         let mut out = Vec::new();
-        let mut wbuf = BytesMut::new();
         send_body(
             &mut out,
-            &mut wbuf,
+            &mut BytesMut::new(),
             &mut body,
             Framing::Chunked,
             Duration::from_secs(5),
         )
         .await
         .unwrap();
-        assert_eq!(out, b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n");
+        out
+    }
+
+    #[tokio::test]
+    async fn chunked_body_with_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        assert_eq!(
+            hello_chunked_with(trailers).await,
+            b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n"
+        );
     }
 
     #[tokio::test]
@@ -247,22 +254,10 @@ mod tests {
             );
         }
         trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-        let stream = futures_util::stream::iter(vec![
-            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(b"hello"))),
-            Ok(http_body::Frame::trailers(trailers)),
-        ]);
-        let mut body = Body::new(http_body_util::StreamBody::new(stream));
-        let mut out = Vec::new();
-        send_body(
-            &mut out,
-            &mut BytesMut::new(),
-            &mut body,
-            Framing::Chunked,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        assert_eq!(out, b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n");
+        assert_eq!(
+            hello_chunked_with(trailers).await,
+            b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n"
+        );
     }
 
     #[tokio::test]
