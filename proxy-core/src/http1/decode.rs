@@ -159,12 +159,22 @@ impl Decoder {
                                 for f in fields {
                                     let name = http::HeaderName::from_bytes(f.name.as_bytes())
                                         .map_err(|_| DecodeError::BadTrailers)?;
+                                    // Framing and connection fields mean nothing after
+                                    // the content: not passed on, whatever the next hop
+                                    // speaks (RFC 9110, section 6.5.1).
+                                    if super::names::barred_from_trailers(name.as_str()) {
+                                        continue;
+                                    }
                                     let value = http::HeaderValue::from_bytes(f.value)
                                         .map_err(|_| DecodeError::BadTrailers)?;
                                     map.append(name, value);
                                 }
                                 buf.advance(len);
                                 *self = Self::Done;
+                                // Nothing left to pass on: no trailers at all.
+                                if map.is_empty() {
+                                    return Ok(Step::Done);
+                                }
                                 return Ok(Step::Trailers(map));
                             }
                             Ok(httparse::Status::Partial) if buf.len() <= MAX_TRAILER_BYTES => {
@@ -336,6 +346,28 @@ mod tests {
         assert_eq!(trailers.unwrap()["grpc-status"], "0");
         let (body, trailers) = decode_all(Framing::Chunked, b"3\r\nabc\r\n0\r\n\r\n").unwrap();
         assert_eq!(body, b"abc");
+        assert!(trailers.is_none());
+    }
+
+    #[test]
+    fn framing_fields_in_trailers_are_not_passed_on() {
+        let (body, trailers) = decode_all(
+            Framing::Chunked,
+            b"2\r\nok\r\n0\r\nContent-Length: 9\r\nTransfer_Encoding: chunked\r\nHost: b\r\n\
+              grpc-status: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(body, b"ok");
+        let trailers = trailers.unwrap();
+        assert_eq!(trailers.len(), 1, "{trailers:?}");
+        assert_eq!(trailers["grpc-status"], "0");
+        // Only barred fields: as if the section were empty.
+        let (body, trailers) = decode_all(
+            Framing::Chunked,
+            b"2\r\nok\r\n0\r\nContent-Length: 9\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(body, b"ok");
         assert!(trailers.is_none());
     }
 
