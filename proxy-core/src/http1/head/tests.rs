@@ -199,41 +199,28 @@ fn response_framing() {
 #[test]
 fn transfer_codings_other_than_chunked_are_not_forwarded_without_their_meaning() {
     // A request: other codings before `chunked` are not implemented (501); `chunked`
-    // not last, or twice, leaves the length unknown (400).
-    for te in [
-        "gzip, chunked",
-        "identity, chunked",
-        "gzip\r\nTransfer-Encoding: chunked",
-        " GZIP ,chunked",
+    // not last, or twice, leaves the length unknown (400); `chunked` alone frames it.
+    let unknown = Err(HeadError::UnknownTransferCoding);
+    let bad = Err(HeadError::BadTransferEncoding);
+    let chunked = Ok(Framing::Chunked);
+    for (te, expected) in [
+        ("gzip, chunked", unknown),
+        ("identity, chunked", unknown),
+        ("gzip\r\nTransfer-Encoding: chunked", unknown),
+        (" GZIP ,chunked", unknown),
+        ("gzip", bad),
+        ("chunked, gzip", bad),
+        ("chunked, chunked", bad),
+        ("chunked\r\nTransfer-Encoding: chunked", bad),
+        (",", bad),
+        ("chunked", chunked),
+        ("Chunked", chunked),
+        (" chunked ", chunked),
+        ("chunked,", chunked),
     ] {
         let head = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
-        assert_eq!(
-            req(&head).unwrap_err(),
-            HeadError::UnknownTransferCoding,
-            "{te}"
-        );
-    }
-    for te in [
-        "gzip",
-        "chunked, gzip",
-        "chunked, chunked",
-        "chunked\r\nTransfer-Encoding: chunked",
-        ",",
-    ] {
-        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
-        assert_eq!(
-            req(&head).unwrap_err(),
-            HeadError::BadTransferEncoding,
-            "{te}"
-        );
-    }
-    for te in ["chunked", "Chunked", " chunked ", "chunked,"] {
-        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
-        assert_eq!(
-            req(&head).unwrap().unwrap().framing,
-            Framing::Chunked,
-            "{te}"
-        );
+        let framing = req(&head).map(|h| h.expect("a whole head").framing);
+        assert_eq!(framing, expected, "{te}");
     }
     // An answer: only `chunked` alone is forwarded; anything else is refused rather
     // than passed on as content without its coding.
