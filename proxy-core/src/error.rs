@@ -98,11 +98,22 @@ pub enum ProxyError {
         /// The limit reached (`max_requests`).
         limit: &'static str,
     },
-    /// The upstream closed or broke the connection, or sent something unparsable.
+    /// The upstream closed or reset the connection before its answer was complete.
     #[error("upstream connection failed")]
     Upstream {
         /// Whether the request may have reached the upstream application.
         request_sent: bool,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The upstream's answer broke its protocol: an HTTP/1.1 head or body framing that
+    /// cannot be read (a garbage status line, differing `Content-Length`s, a malformed
+    /// chunk), or HTTP/2 frames its connection refused. The request was sent. Reason
+    /// `upstream_protocol_error`, status 502; the endpoint is charged as for a reset,
+    /// and a retry policy's `reset` condition covers it.
+    #[error("invalid response from upstream")]
+    UpstreamProtocol {
         /// The cause.
         #[source]
         source: BoxError,
@@ -179,7 +190,9 @@ impl ProxyError {
             | Self::Overflow { .. }
             | Self::ClusterOverflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream { .. } | Self::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. }
+            | Self::UpstreamProtocol { .. }
+            | Self::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
             Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -196,6 +209,7 @@ impl ProxyError {
             Self::Timeout => "upstream_timeout",
             Self::Overflow { .. } | Self::ClusterOverflow { .. } => "overflow",
             Self::Upstream { .. } => "upstream_reset",
+            Self::UpstreamProtocol { .. } => "upstream_protocol_error",
             Self::RequestTooLarge { .. } => "body_too_large",
             Self::ResponseTooLarge { .. } => "response_too_large",
             Self::BadRequest(_) => "bad_request",

@@ -30,3 +30,45 @@ async fn connect_failures_say_why() {
     })
     .await;
 }
+
+/// An HTTP/2 upstream whose frames this side's HTTP/2 stack refuses (a header block
+/// that is not HPACK) is a protocol error, not a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_upstream_that_breaks_the_protocol_says_so() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = proxy_test_support::upstream::spawn_raw(|mut stream, _| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            // The server preface (an empty SETTINGS frame), then HEADERS on stream 1
+            // (END_HEADERS) whose block is an index no table has.
+            let mut frames = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+            frames.extend_from_slice(&[0, 0, 4, 0x1, 0x4, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0x7f]);
+            let mut buf = [0u8; 4096];
+            // Answer once the client's first request is in.
+            let mut got = 0;
+            while got < 40 {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got += n,
+                }
+            }
+            let _ = stream.write_all(&frames).await;
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        let cfg = yaml::config(
+            &[yaml::listener("web", "app", &[])],
+            &[yaml::cluster("app", &[up.addr], &["protocol: http2"])],
+        );
+        let server = TestServer::start(&cfg, Registry::default());
+        let resp = client::get(server.addr("web"), "/", &[]).await;
+        assert_eq!(resp.status, 502, "{}", resp.text());
+        assert_eq!(
+            resp.header("x-proxy-error"),
+            Some("upstream_protocol_error")
+        );
+    })
+    .await;
+}

@@ -204,6 +204,36 @@ async fn an_answer_body_malformed_from_its_first_byte_is_a_502() {
         .await;
         assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
         assert!(!answer.contains("200 OK"), "{answer}");
+        assert!(says(&answer, "upstream_protocol_error"), "{answer}");
+    })
+    .await;
+}
+
+/// Whether a proxy's answer names `reason` in its `x-proxy-error` field.
+fn says(answer: &str, reason: &str) -> bool {
+    answer
+        .to_ascii_lowercase()
+        .contains(&format!("x-proxy-error: {reason}\r\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_answer_is_a_protocol_error_and_a_cut_one_a_reset() {
+    with_timeout(Duration::from_secs(30), async {
+        let malformed: [&'static [u8]; 4] = [
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk",
+            b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok",
+        ];
+        for bytes in malformed {
+            let answer = client_gets(bytes).await;
+            assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+            assert!(says(&answer, "upstream_protocol_error"), "{answer}");
+        }
+        // The connection closed in the middle of the head: a reset, not a protocol error.
+        let answer = client_gets(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(says(&answer, "upstream_reset"), "{answer}");
     })
     .await;
 }

@@ -10,6 +10,7 @@
 //! | `upstream_reset`                       | `CONNECTION_CLOSED` (0x0010) |
 //! | `bad_request`, `malformed`             | `CODEC_EXCEPTION` (0x0009) |
 //! | `body_too_large`, `response_too_large` | `CODEC_EXCEPTION` (0x0009) |
+//! | `upstream_protocol_error`              | `CODEC_EXCEPTION` (0x0009) |
 //! | anything else                          | by HTTP status, below      |
 //!
 //! HTTP status to Bolt: 2xx `SUCCESS`, 400 `CODEC_EXCEPTION`, 404 `NO_PROCESSOR`,
@@ -60,7 +61,11 @@ pub fn for_failure(reason: &str, status: StatusCode) -> u16 {
         "upstream_timeout" | "request_timeout" => TIMEOUT,
         "overflow" | "rate_limited" | "overloaded" | "server_closing" => SERVER_THREADPOOL_BUSY,
         "upstream_reset" => CONNECTION_CLOSED,
-        "bad_request" | "malformed" | "body_too_large" | "response_too_large" => CODEC_EXCEPTION,
+        "bad_request"
+        | "malformed"
+        | "body_too_large"
+        | "response_too_large"
+        | "upstream_protocol_error" => CODEC_EXCEPTION,
         _ => from_http(status),
     }
 }
@@ -127,6 +132,15 @@ mod tests {
         assert_eq!(
             for_failure("server_closing", StatusCode::SERVICE_UNAVAILABLE),
             SERVER_THREADPOOL_BUSY
+        );
+        // An upstream's answer that could not be read, against one that never came.
+        assert_eq!(
+            for_failure("upstream_protocol_error", StatusCode::BAD_GATEWAY),
+            CODEC_EXCEPTION
+        );
+        assert_eq!(
+            for_failure("upstream_reset", StatusCode::BAD_GATEWAY),
+            CONNECTION_CLOSED
         );
     }
 }

@@ -8,7 +8,7 @@
 //! | `overflow`, `rate_limited`, `overloaded` | `SERVER_THREADPOOL_EXHAUSTED_ERROR` (100) |
 //! | `server_closing` (a call read while draining) | `SERVER_THREADPOOL_EXHAUSTED_ERROR` (100) |
 //! | `bad_request`, `malformed`, `body_too_large` | `BAD_REQUEST` (40)              |
-//! | `response_too_large`                     | `BAD_RESPONSE` (50)                 |
+//! | `response_too_large`, `upstream_protocol_error` | `BAD_RESPONSE` (50)         |
 //! | anything else                            | by HTTP status, below               |
 //!
 //! HTTP status to Dubbo: 2xx `OK`, 400 `BAD_REQUEST`, 404 `SERVICE_NOT_FOUND`,
@@ -57,7 +57,7 @@ pub fn for_failure(reason: &str, status: StatusCode) -> u8 {
             SERVER_THREADPOOL_EXHAUSTED_ERROR
         }
         "bad_request" | "malformed" | "body_too_large" => BAD_REQUEST,
-        "response_too_large" => BAD_RESPONSE,
+        "response_too_large" | "upstream_protocol_error" => BAD_RESPONSE,
         _ => from_http(status),
     }
 }
@@ -111,6 +111,10 @@ mod tests {
         assert_eq!(
             for_failure("server_closing", StatusCode::SERVICE_UNAVAILABLE),
             SERVER_THREADPOOL_EXHAUSTED_ERROR
+        );
+        assert_eq!(
+            for_failure("upstream_protocol_error", StatusCode::BAD_GATEWAY),
+            BAD_RESPONSE
         );
     }
 }

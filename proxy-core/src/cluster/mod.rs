@@ -334,6 +334,7 @@ impl Cluster {
                     e,
                     ProxyError::Connect { .. }
                         | ProxyError::Upstream { .. }
+                        | ProxyError::UpstreamProtocol { .. }
                         | ProxyError::ResponseTooLarge { .. }
                 ) && crate::metrics::log_allowed(&self.log_budget)
                 {
@@ -369,7 +370,7 @@ impl Cluster {
 pub(crate) fn outcome_of_error(e: &ProxyError) -> Option<Outcome> {
     match e {
         ProxyError::Connect { .. } | ProxyError::Overflow { .. } => Some(Outcome::ConnectFailure),
-        ProxyError::Upstream { .. } => Some(Outcome::Reset),
+        ProxyError::Upstream { .. } | ProxyError::UpstreamProtocol { .. } => Some(Outcome::Reset),
         ProxyError::Timeout => Some(Outcome::Timeout),
         _ => None,
     }

@@ -209,7 +209,7 @@ impl Drop for InFlight<'_> {
 pub struct LocalErrorCounts(PerWorker<[AtomicU64; REASONS]>);
 
 /// How many reasons local answers are counted under (the last is `other`).
-const REASONS: usize = 12;
+const REASONS: usize = 13;
 
 const LOCAL_ERROR_REASONS: [&str; REASONS] = [
     "no_route",
@@ -218,6 +218,7 @@ const LOCAL_ERROR_REASONS: [&str; REASONS] = [
     "upstream_timeout",
     "overflow",
     "upstream_reset",
+    "upstream_protocol_error",
     "bad_request",
     "request_timeout",
     "internal",

@@ -60,7 +60,9 @@ fn error_condition(e: &ProxyError) -> Option<[RetryOn; 2]> {
         ProxyError::Connect { .. } | ProxyError::Overflow { .. } => {
             Some([RetryOn::ConnectFailure, RetryOn::ConnectFailure])
         }
-        ProxyError::Upstream { .. } => Some([RetryOn::Reset, RetryOn::Reset]),
+        ProxyError::Upstream { .. } | ProxyError::UpstreamProtocol { .. } => {
+            Some([RetryOn::Reset, RetryOn::Reset])
+        }
         _ => None,
     }
 }

@@ -18,7 +18,7 @@ use tower::{Service, ServiceExt};
 use super::conn::ConnCtx;
 use crate::{
     http1::{
-        decode::Decoder,
+        decode::{DecodeError, Decoder},
         head::{self, Framing, HeadError},
         send::{flush, send_body, SendBodyError},
         RecvBody,
@@ -423,7 +423,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     &mut wbuf,
                     read.take(),
                     StatusCode::BAD_GATEWAY,
-                    "upstream_reset",
+                    body_failure_reason(&*e),
                     &ctx,
                 )
                 .await;
@@ -474,6 +474,21 @@ fn response_framing(resp: &mut HttpResponse, is_head: bool, version: Version) ->
         None if version == Version::HTTP_11 => Framing::Chunked,
         None => Framing::Close,
     }
+}
+
+/// The reason a response body that failed before its first byte is answered with:
+/// a body the HTTP/1.1 decoder found malformed is the upstream breaking the
+/// protocol; anything else (the connection cut, a layer's body failing) a reset.
+fn body_failure_reason(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        match err.downcast_ref::<DecodeError>() {
+            Some(DecodeError::UnexpectedEof) => break,
+            Some(_) => return "upstream_protocol_error",
+            None => cur = err.source(),
+        }
+    }
+    "upstream_reset"
 }
 
 /// How long a closed connection's read side keeps draining what the peer still sends.

@@ -60,6 +60,13 @@ pub(crate) enum ExchangeError {
     },
     #[error("reading the request body failed")]
     RequestBody(#[source] BoxError),
+    /// The connection failed in the middle of the response head.
+    #[error("upstream connection closed in the middle of the response head")]
+    HeadCutShort {
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// The response head breaks HTTP/1.1.
     #[error("invalid response from upstream")]
     BadResponse(#[source] BoxError),
 }
@@ -182,10 +189,8 @@ impl H1Conn {
                     Err(e) if !got_bytes => {
                         return Err(ExchangeError::NoResponse { source: Some(e) })
                     }
-                    Ok(0) => {
-                        return Err(ExchangeError::BadResponse("response head truncated".into()))
-                    }
-                    Err(e) => return Err(ExchangeError::BadResponse(e.into())),
+                    Ok(0) => return Err(ExchangeError::HeadCutShort { source: None }),
+                    Err(e) => return Err(ExchangeError::HeadCutShort { source: Some(e) }),
                     Ok(n) => {
                         self._open.count_rx(n);
                         continue;

@@ -329,13 +329,7 @@ impl Upstream {
         // The head's values go into the connection's HPACK table.
         crate::bufs::own_header_values(&mut parts.headers);
         let req = Request::from_parts(parts, body);
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ProxyError::Upstream {
-                request_sent: true,
-                source: e.into(),
-            })?;
+        let resp = sender.send_request(req).await.map_err(h2_exchange_error)?;
         Ok(resp.map(Body::from))
     }
 }
@@ -363,9 +357,39 @@ fn exchange_error(e: h1::ExchangeError) -> ProxyError {
     if let h1::ExchangeError::RequestBody(_) = e {
         return ProxyError::BadRequest("request body incomplete or too slow");
     }
+    if let h1::ExchangeError::BadResponse(_) = e {
+        return ProxyError::UpstreamProtocol { source: e.into() };
+    }
     let request_sent = !matches!(e, h1::ExchangeError::NoResponse { .. });
     ProxyError::Upstream {
         request_sent,
+        source: e.into(),
+    }
+}
+
+/// An HTTP/2 exchange's failure: a protocol error when this side's `h2` found the
+/// upstream's frames invalid, a reset otherwise.
+fn h2_exchange_error(e: hyper::Error) -> ProxyError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = cur {
+        if let Some(h2e) = err.downcast_ref::<::h2::Error>() {
+            let broken = matches!(
+                h2e.reason(),
+                Some(
+                    ::h2::Reason::PROTOCOL_ERROR
+                        | ::h2::Reason::COMPRESSION_ERROR
+                        | ::h2::Reason::FRAME_SIZE_ERROR
+                )
+            );
+            if broken && h2e.is_library() {
+                return ProxyError::UpstreamProtocol { source: e.into() };
+            }
+            break;
+        }
+        cur = err.source();
+    }
+    ProxyError::Upstream {
+        request_sent: true,
         source: e.into(),
     }
 }

@@ -243,7 +243,8 @@ fn default_retry_on() -> Vec<RetryOn> {
 pub enum RetryOn {
     /// The upstream connection could not be made (the request never left).
     ConnectFailure,
-    /// The upstream reset the connection before answering.
+    /// The upstream reset the connection before answering, or answered with
+    /// something its protocol does not allow (`upstream_protocol_error`).
     Reset,
     /// The upstream answered 5xx.
     #[serde(rename = "5xx")]
