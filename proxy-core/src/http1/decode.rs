@@ -228,7 +228,10 @@ fn find_line_end(buf: &[u8], limit: usize) -> Result<Option<usize>, DecodeError>
 /// quoted string, a control character) is refused rather than guessed at.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, DecodeError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 15 {
+    // Leading zeros are allowed (`1*HEXDIG`) and do not count towards the size's
+    // limit: 15 significant digits, under 2^60 bytes.
+    let zeros = line[..digits].iter().take_while(|&&b| b == b'0').count();
+    if digits == 0 || digits - zeros > 15 {
         return Err(DecodeError::BadChunkSize);
     }
     let mut n: u64 = 0;
@@ -347,6 +350,20 @@ mod tests {
         let (body, trailers) = decode_all(Framing::Chunked, b"3\r\nabc\r\n0\r\n\r\n").unwrap();
         assert_eq!(body, b"abc");
         assert!(trailers.is_none());
+    }
+
+    #[test]
+    fn chunk_sizes_may_have_leading_zeros_but_not_more_than_fifteen_digits() {
+        let (body, _) = decode_all(
+            Framing::Chunked,
+            b"0000000000000000000005\r\nhello\r\n0000\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(body, b"hello");
+        assert_eq!(
+            decode_all(Framing::Chunked, b"01000000000000000\r\n").unwrap_err(),
+            DecodeError::BadChunkSize
+        );
     }
 
     #[test]

@@ -128,11 +128,19 @@ impl HeadFacts {
         };
         for part in value.as_bytes().split(|&b| b == b',') {
             let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
                 self.content_length = Err(HeadError::BadContentLength);
                 return;
             }
-            let n = part
+            // Leading zeros are digits like any (`1*DIGIT`); 19 significant digits
+            // fit in a u64 without overflow.
+            let zeros = part.iter().take_while(|&&b| b == b'0').count();
+            let significant = &part[zeros..];
+            if significant.len() > 19 {
+                self.content_length = Err(HeadError::BadContentLength);
+                return;
+            }
+            let n = significant
                 .iter()
                 .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
             if found.is_some_and(|f| f != n) {

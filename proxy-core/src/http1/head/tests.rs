@@ -78,6 +78,26 @@ fn smuggling_defences() {
 }
 
 #[test]
+fn content_lengths_may_have_leading_zeros_but_not_overflow() {
+    let framing = |cl: &str| {
+        req(&format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {cl}\r\n\r\n"
+        ))
+        .map(|h| h.unwrap().framing)
+    };
+    assert_eq!(framing("0005"), Ok(Framing::Length(5)));
+    assert_eq!(framing("0000000000000000000000005"), Ok(Framing::Length(5)));
+    assert_eq!(
+        framing("18446744073709551615"),
+        Err(HeadError::BadContentLength)
+    );
+    assert_eq!(
+        framing("0099999999999999999999"),
+        Err(HeadError::BadContentLength)
+    );
+}
+
+#[test]
 fn bad_request_lines_are_malformed_not_version_errors() {
     let bad = |s: &str| req(s).unwrap_err();
     assert_eq!(
