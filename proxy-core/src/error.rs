@@ -139,6 +139,11 @@ pub enum ProxyError {
         /// The limit.
         max: u64,
     },
+    /// The client's request body stopped arriving: no byte of it for the listener's
+    /// stream idle timeout. Reason `request_timeout`, status 408, as for a head
+    /// that does not arrive in time.
+    #[error("request body stopped arriving")]
+    RequestTimeout,
     /// The downstream request was malformed.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -194,6 +199,7 @@ impl ProxyError {
             | Self::UpstreamProtocol { .. }
             | Self::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
             Self::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -212,6 +218,7 @@ impl ProxyError {
             Self::UpstreamProtocol { .. } => "upstream_protocol_error",
             Self::RequestTooLarge { .. } => "body_too_large",
             Self::ResponseTooLarge { .. } => "response_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::BadRequest(_) => "bad_request",
             Self::Internal => "internal",
         }
@@ -228,4 +235,18 @@ impl ProxyError {
         }
         None
     }
+}
+
+/// Whether `err` or an error in its source chain is a `T`.
+pub(crate) fn caused_by<T: std::error::Error + 'static>(
+    err: &(dyn std::error::Error + 'static),
+) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<T>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }

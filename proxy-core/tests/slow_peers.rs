@@ -103,7 +103,8 @@ async fn a_request_body_that_stops_arriving_is_given_up() {
         let mut out = Vec::new();
         let _ = c.read_to_end(&mut out).await; // the proxy answers and closes
         let out = String::from_utf8_lossy(&out);
-        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("x-proxy-error: request_timeout\r\n"), "{out}");
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "took {:?}",

@@ -17,6 +17,11 @@ use crate::{net::ReadHalf, upstream::h1::H1Conn, BoxError};
 
 const READ_CHUNK: usize = 16 * 1024;
 
+/// A body whose bytes stopped arriving: none came for the stream idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no body bytes within the stream idle timeout")]
+pub(crate) struct BodyStalled;
+
 /// The read side of a downstream connection while a request body streams, handed
 /// back to the connection loop when the body is done or dropped.
 #[derive(Debug)]
@@ -149,9 +154,7 @@ impl RecvBody {
                                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
                             if timer.as_mut().poll(cx).is_ready() {
                                 this.finish(false);
-                                return Poll::Ready(Some(Err(
-                                    "no body bytes within the stream idle timeout".into(),
-                                )));
+                                return Poll::Ready(Some(Err(BodyStalled.into())));
                             }
                             return Poll::Pending;
                         }

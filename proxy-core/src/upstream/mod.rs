@@ -354,8 +354,12 @@ enum Waited {
 fn exchange_error(e: h1::ExchangeError) -> ProxyError {
     // The client's body failed (cut short, too slow): the client's fault, not the
     // upstream's.
-    if let h1::ExchangeError::RequestBody(_) = e {
-        return ProxyError::BadRequest("request body incomplete or too slow");
+    if let h1::ExchangeError::RequestBody(cause) = &e {
+        return if crate::error::caused_by::<crate::http1::BodyStalled>(&**cause) {
+            ProxyError::RequestTimeout
+        } else {
+            ProxyError::BadRequest("request body incomplete")
+        };
     }
     if let h1::ExchangeError::BadResponse(_) = e {
         return ProxyError::UpstreamProtocol { source: e.into() };
