@@ -1,12 +1,13 @@
 //! Slow clients cannot hold the proxy: a request body that stops arriving and a client
 //! that stops reading a response both end within `limits.stream_idle_timeout`, and the
-//! upstream connection involved is let go.
+//! upstream connection involved is let go, over HTTP/1.1 and HTTP/2 alike.
 
 // Test helpers: a failed setup should stop the test loudly.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use proxy_core::{Registry, Server};
 use proxy_test_support::{upstream::spawn_raw, TestServer, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,6 +68,7 @@ admin: {{ address: "127.0.0.1:0" }}
 listeners:
   - name: l
     address: 127.0.0.1:0
+    protocol: auto
     limits: {{ stream_idle_timeout: 500ms }}
     virtual_hosts:
       - name: all
@@ -139,6 +141,99 @@ async fn a_client_that_stops_reading_is_given_up() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         drop(c);
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+/// An HTTP/2 connection to `addr` (prior knowledge) that lets the server send at most
+/// `window` bytes per stream until the client releases them, and the task driving it
+/// (aborted to close the connection).
+async fn h2_client(
+    addr: std::net::SocketAddr,
+    window: u32,
+) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send.ready().await.unwrap(), task)
+}
+
+/// Waits until the proxy holds no upstream connection, for at most five seconds.
+async fn until_upstream_released(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while upstream_connections(server) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream connection is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_http2_request_body_that_stops_arriving_is_given_up() {
+    let up = upstream(10);
+    let (mut proxy, addr) = start(up.addr);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let (mut client, conn) = h2_client(addr, 65_535).await;
+        let req = http::Request::post("http://x/")
+            .header("content-length", "100000")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = client.send_request(req, false).unwrap();
+        body.send_data(Bytes::from(vec![b'a'; 1000]), false)
+            .unwrap();
+        let started = Instant::now();
+        // The stream and the connection stay open; only the body stops.
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 408);
+        assert_eq!(resp.headers()["x-proxy-error"], "request_timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+        until_upstream_released(proxy.server()).await;
+        drop(body);
+        conn.abort();
+        let _ = conn.await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn an_http2_client_that_opens_no_window_is_given_up() {
+    let up = upstream(4 * 1024 * 1024);
+    let (mut proxy, addr) = start(up.addr);
+    tokio::time::timeout(Duration::from_secs(15), async {
+        // A stream window of zero, never released: no byte of the answer can go.
+        let (mut client, conn) = h2_client(addr, 0).await;
+        let req = http::Request::get("http://x/big").body(()).unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let reset = loop {
+            match body.data().await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e,
+                None => panic!("the answer ended without a window to send it"),
+            }
+        };
+        assert_eq!(reset.reason(), Some(h2::Reason::CANCEL), "{reset}");
+        until_upstream_released(proxy.server()).await;
+        conn.abort();
+        let _ = conn.await;
     })
     .await
     .unwrap();

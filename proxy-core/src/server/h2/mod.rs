@@ -12,6 +12,7 @@ mod date;
 mod driver;
 mod io;
 mod recv_body;
+mod stall;
 mod stream;
 
 use std::sync::{

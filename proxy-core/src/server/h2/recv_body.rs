@@ -3,12 +3,14 @@
 use std::{
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-use crate::BoxError;
+use super::stall::Stall;
+use crate::{http1::BodyStalled, BoxError};
 
 /// The DATA frames of a request stream, then its trailers. Every chunk handed on gives
 /// its flow-control window back at once, as hyper's body does: the proxy's own
@@ -19,14 +21,17 @@ pub(crate) struct RecvBody {
     data_done: bool,
     /// The bytes `content-length` still announces, when the request had one.
     remaining: Option<u64>,
+    /// How long the client may leave the next frame waited for.
+    stall: Stall,
 }
 
 impl RecvBody {
-    pub(super) fn new(recv: h2::RecvStream, content_length: Option<u64>) -> Self {
+    pub(super) fn new(recv: h2::RecvStream, content_length: Option<u64>, stall: Duration) -> Self {
         Self {
             recv,
             data_done: false,
             remaining: content_length,
+            stall: Stall::new(stall),
         }
     }
 }
@@ -41,6 +46,16 @@ fn end_or_error<T>(e: h2::Error) -> Option<Result<T, BoxError>> {
     }
 }
 
+impl RecvBody {
+    /// Waiting for the client: an error once this wait has lasted the stall limit.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.stall.poll_expired(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl http_body::Body for RecvBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -51,21 +66,24 @@ impl http_body::Body for RecvBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if !this.data_done {
-            match std::task::ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
+            match this.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    this.stall.progress();
                     let _ = this.recv.flow_control().release_capacity(data.len());
                     if let Some(left) = &mut this.remaining {
                         *left = left.saturating_sub(data.len() as u64);
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Err(e)) => return Poll::Ready(end_or_error(e)),
-                None => this.data_done = true,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(end_or_error(e)),
+                Poll::Ready(None) => this.data_done = true,
+                Poll::Pending => return this.stalled(cx),
             }
         }
-        match std::task::ready!(this.recv.poll_trailers(cx)) {
-            Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
-            Err(e) => Poll::Ready(end_or_error(e)),
+        match this.recv.poll_trailers(cx) {
+            Poll::Ready(Ok(trailers)) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
+            Poll::Ready(Err(e)) => Poll::Ready(end_or_error(e)),
+            Poll::Pending => this.stalled(cx),
         }
     }
 

@@ -10,6 +10,7 @@ use std::{
     pin::Pin,
     sync::{atomic::Ordering, Arc},
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use h2::{server::SendResponse, Reason, RecvStream, SendStream};
 use http::{header, header::HeaderName, HeaderMap, Request};
 use tower::ServiceExt;
 
-use super::{date, recv_body::RecvBody, Shared};
+use super::{date, recv_body::RecvBody, stall::Stall, Shared};
 use crate::{server::conn::LogStart, server::listen::ListenerSettings, Body, HttpResponse};
 
 /// Tracks one stream: in flight until dropped; dropped before `answered` means the
@@ -59,7 +60,8 @@ pub(super) async fn serve(
 ) {
     let mut guard = StreamGuard::new(shared);
     let shared = &*guard.shared;
-    let Some(mut req) = request(req) else {
+    let stall = shared.ctx.limits.stream_idle_timeout;
+    let Some(mut req) = request(req, stall) else {
         // A CONNECT announcing a body: not served (as hyper's server did).
         respond.send_reset(Reason::INTERNAL_ERROR);
         return;
@@ -118,11 +120,13 @@ pub(super) async fn serve(
     // its answer (the connection gone) logs the bytes it did send.
     let mut unlogged = 0;
     let sent = log.as_mut().map_or(&mut unlogged, |log| &mut log.sent);
-    std::future::poll_fn(|cx| pump(cx, body.as_mut(), &mut tx, &mut pending, sent)).await;
+    let mut stall = Stall::new(stall);
+    std::future::poll_fn(|cx| pump(cx, body.as_mut(), &mut tx, &mut pending, sent, &mut stall))
+        .await;
 }
 
 /// The request with the proxy's body; `None` for a CONNECT with a body.
-fn request(req: Request<RecvStream>) -> Option<crate::HttpRequest> {
+fn request(req: Request<RecvStream>, stall: Duration) -> Option<crate::HttpRequest> {
     let (parts, recv) = req.into_parts();
     let content_length = || {
         parts
@@ -139,7 +143,7 @@ fn request(req: Request<RecvStream>) -> Option<crate::HttpRequest> {
     } else if recv.is_end_stream() {
         Body::empty()
     } else {
-        Body::from_h2(RecvBody::new(recv, content_length()))
+        Body::from_h2(RecvBody::new(recv, content_length(), stall))
     };
     Some(Request::from_parts(parts, body))
 }
@@ -237,6 +241,7 @@ fn pump(
     tx: &mut SendStream<Bytes>,
     pending: &mut Option<(Bytes, bool)>,
     sent: &mut u64,
+    stall: &mut Stall,
 ) -> Poll<()> {
     use http_body::Body as _;
     loop {
@@ -244,6 +249,13 @@ fn pump(
             while tx.capacity() == 0 {
                 match tx.poll_capacity(cx) {
                     Poll::Pending => {
+                        // A client that opens no window for a whole stall period
+                        // gets the stream cancelled, which lets the upstream go.
+                        if stall.poll_expired(cx).is_ready() {
+                            tracing::debug!("client opened no window in time");
+                            tx.send_reset(Reason::CANCEL);
+                            return Poll::Ready(());
+                        }
                         *pending = Some((data, end));
                         return watch_reset(cx, tx);
                     }
@@ -252,6 +264,7 @@ fn pump(
                     Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
                 }
             }
+            stall.progress();
             if tx.send_data(data, end).is_err() || end {
                 return Poll::Ready(());
             }
