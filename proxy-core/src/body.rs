@@ -4,13 +4,18 @@
 use std::{
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::{combinators::BoxBody, BodyExt};
 
-use crate::{http1::RecvBody, BoxError};
+use crate::{
+    http1::RecvBody,
+    stall::{BodyStalled, Stall},
+    BoxError,
+};
 
 /// A streaming HTTP body.
 ///
@@ -41,6 +46,9 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Hyper(hyper::body::Incoming),
+    /// An HTTP/2 upstream's answer, whose next frame is waited for at most the
+    /// cluster's stream idle timeout.
+    HyperTimed(hyper::body::Incoming, Stall),
     H1(RecvBody),
     H2(crate::server::H2RecvBody),
     Boxed(BoxBody<Bytes, BoxError>),
@@ -52,6 +60,7 @@ impl std::fmt::Debug for Kind {
             Kind::Empty => "Empty",
             Kind::Full(_) => "Full",
             Kind::Hyper(_) => "Hyper",
+            Kind::HyperTimed(..) => "HyperTimed",
             Kind::H1(_) => "H1",
             Kind::H2(_) => "H2",
             Kind::Boxed(_) => "Boxed",
@@ -79,6 +88,17 @@ impl Body {
     pub(crate) fn from_h1(body: RecvBody) -> Self {
         Self {
             kind: Kind::H1(body),
+        }
+    }
+
+    /// An HTTP/2 upstream's answer body: a wait of `stall` for its next frame fails it
+    /// (and drops the stream, which resets it).
+    pub(crate) fn from_upstream_h2(body: hyper::body::Incoming, stall: Duration) -> Self {
+        if http_body::Body::is_end_stream(&body) {
+            return Self::empty();
+        }
+        Self {
+            kind: Kind::HyperTimed(body, Stall::new(stall)),
         }
     }
 
@@ -166,6 +186,15 @@ impl http_body::Body for Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::HyperTimed(b, stall) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    stall.progress();
+                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                }
+                Poll::Pending => stall
+                    .poll_expired(cx)
+                    .map(|()| Some(Err(BodyStalled.into()))),
+            },
             Kind::H1(b) => Pin::new(b).poll_frame(cx),
             Kind::H2(b) => Pin::new(b).poll_frame(cx),
             Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
@@ -176,7 +205,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
-            Kind::Hyper(b) => b.is_end_stream(),
+            Kind::Hyper(b) | Kind::HyperTimed(b, _) => b.is_end_stream(),
             Kind::H1(b) => b.is_end_stream(),
             Kind::H2(b) => b.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
@@ -187,7 +216,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Hyper(b) => b.size_hint(),
+            Kind::Hyper(b) | Kind::HyperTimed(b, _) => b.size_hint(),
             Kind::H1(b) => b.size_hint(),
             Kind::H2(b) => b.size_hint(),
             Kind::Boxed(b) => b.size_hint(),

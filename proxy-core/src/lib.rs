@@ -21,6 +21,7 @@ pub mod router;
 pub mod rpc;
 mod server;
 pub mod snapshot;
+mod stall;
 pub mod upstream;
 pub mod worker;
 

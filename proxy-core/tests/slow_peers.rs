@@ -1,6 +1,8 @@
 //! Slow clients cannot hold the proxy: a request body that stops arriving and a client
 //! that stops reading a response both end within `limits.stream_idle_timeout`, and the
-//! upstream connection involved is let go, over HTTP/1.1 and HTTP/2 alike.
+//! upstream connection involved is let go, over HTTP/1.1 and HTTP/2 alike; an HTTP/2
+//! upstream whose answer stops arriving is given up after the cluster's
+//! `stream_idle_timeout`.
 
 // Test helpers: a failed setup should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -62,6 +64,14 @@ fn upstream(size: usize) -> Upstream {
 }
 
 fn start(upstream: std::net::SocketAddr) -> (TestServer, std::net::SocketAddr) {
+    start_with(upstream, "http1")
+}
+
+/// [`start`] with the cluster speaking `protocol` to the upstream.
+fn start_with(
+    upstream: std::net::SocketAddr,
+    protocol: &str,
+) -> (TestServer, std::net::SocketAddr) {
     let yaml = format!(
         r#"
 admin: {{ address: "127.0.0.1:0" }}
@@ -78,6 +88,7 @@ listeners:
             cluster: up
 clusters:
   - name: up
+    protocol: {protocol}
     endpoints: ["{upstream}"]
     stream_idle_timeout: 500ms
 "#
@@ -234,6 +245,49 @@ async fn an_http2_client_that_opens_no_window_is_given_up() {
         until_upstream_released(proxy.server()).await;
         conn.abort();
         let _ = conn.await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn an_http2_upstream_whose_answer_stops_is_given_up() {
+    // An HTTP/2 upstream that sends a head and one chunk, then neither more nor the
+    // end, while keeping its connection alive.
+    let up = spawn_raw(|tcp, _| async move {
+        let Ok(mut conn) = h2::server::handshake(tcp).await else {
+            return;
+        };
+        let mut held = Vec::new();
+        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+            let resp = http::Response::builder().status(200).body(()).unwrap();
+            if let Ok(mut tx) = respond.send_response(resp, false) {
+                let _ = tx.send_data(Bytes::from_static(b"partial"), false);
+                held.push(tx);
+            }
+        }
+    });
+    let (mut proxy, addr) = start_with(up.addr, "http2");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut out = Vec::new();
+        // The head and the chunk, then the connection closes: the answer is cut
+        // short, so the client cannot take it for whole.
+        let _ = c.read_to_end(&mut out).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("partial"), "{out}");
+        assert!(!out.ends_with("0\r\n\r\n"), "ended as if complete: {out}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
     })
     .await
     .unwrap();

@@ -9,7 +9,7 @@ pub(crate) mod names;
 mod recv_body;
 pub(crate) mod send;
 
-pub(crate) use recv_body::{BodyStalled, RecvBody};
+pub(crate) use recv_body::RecvBody;
 
 #[cfg(test)]
 mod props;

@@ -13,14 +13,9 @@ use http_body::{Frame, SizeHint};
 use tokio::{sync::oneshot, time::Sleep};
 
 use super::decode::{Decoder, Step};
-use crate::{net::ReadHalf, upstream::h1::H1Conn, BoxError};
+use crate::{net::ReadHalf, stall::BodyStalled, upstream::h1::H1Conn, BoxError};
 
 const READ_CHUNK: usize = 16 * 1024;
-
-/// A body whose bytes stopped arriving: none came for the stream idle timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("no body bytes within the stream idle timeout")]
-pub(crate) struct BodyStalled;
 
 /// The read side of a downstream connection while a request body streams, handed
 /// back to the connection loop when the body is done or dropped.

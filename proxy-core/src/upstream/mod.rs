@@ -330,7 +330,8 @@ impl Upstream {
         crate::bufs::own_header_values(&mut parts.headers);
         let req = Request::from_parts(parts, body);
         let resp = sender.send_request(req).await.map_err(h2_exchange_error)?;
-        Ok(resp.map(Body::from))
+        let stall = self.stream_idle_timeout;
+        Ok(resp.map(|b| Body::from_upstream_h2(b, stall)))
     }
 }
 
@@ -355,7 +356,7 @@ fn exchange_error(e: h1::ExchangeError) -> ProxyError {
     // The client's body failed (cut short, too slow): the client's fault, not the
     // upstream's.
     if let h1::ExchangeError::RequestBody(cause) = &e {
-        return if crate::error::caused_by::<crate::http1::BodyStalled>(&**cause) {
+        return if crate::error::caused_by::<crate::stall::BodyStalled>(&**cause) {
             ProxyError::RequestTimeout
         } else {
             ProxyError::BadRequest("request body incomplete")

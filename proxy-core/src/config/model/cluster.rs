@@ -21,8 +21,10 @@ pub struct ClusterConfig {
     /// TCP connect timeout.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// A response body from an endpoint that brings no bytes, or a request body the
-    /// endpoint accepts no bytes of, for this long fails that request.
+    /// A response body from an endpoint that brings no bytes for this long fails that
+    /// request (HTTP/1.1 and HTTP/2 endpoints); so does, over HTTP/1.1, a request body
+    /// the endpoint accepts no bytes of. (HTTP/2's own flow control paces a request
+    /// body there; the route's `timeout` bounds the whole exchange.)
     #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
     /// Connection pool settings.

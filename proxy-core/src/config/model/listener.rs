@@ -370,7 +370,9 @@ pub struct ConnectionLimits {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// A request body that brings no bytes, or a response the client accepts no bytes
-    /// of, for this long fails and closes the connection (slow-client defence).
+    /// of, for this long fails (slow-client defence): over HTTP/1.1 the connection is
+    /// closed; over HTTP/2 the request is answered 408 (a stalled body) or its stream
+    /// cancelled (no flow-control window), and the connection's other streams go on.
     #[serde(with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
     /// HTTP/2: maximum concurrent streams per connection.

@@ -12,7 +12,6 @@ mod date;
 mod driver;
 mod io;
 mod recv_body;
-mod stall;
 mod stream;
 
 use std::sync::{

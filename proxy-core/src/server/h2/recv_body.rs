@@ -9,8 +9,10 @@ use std::{
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-use super::stall::Stall;
-use crate::{http1::BodyStalled, BoxError};
+use crate::{
+    stall::{BodyStalled, Stall},
+    BoxError,
+};
 
 /// The DATA frames of a request stream, then its trailers. Every chunk handed on gives
 /// its flow-control window back at once, as hyper's body does: the proxy's own

@@ -18,7 +18,8 @@ use h2::{server::SendResponse, Reason, RecvStream, SendStream};
 use http::{header, header::HeaderName, HeaderMap, Request};
 use tower::ServiceExt;
 
-use super::{date, recv_body::RecvBody, stall::Stall, Shared};
+use super::{date, recv_body::RecvBody, Shared};
+use crate::stall::Stall;
 use crate::{server::conn::LogStart, server::listen::ListenerSettings, Body, HttpResponse};
 
 /// Tracks one stream: in flight until dropped; dropped before `answered` means the

@@ -1,7 +1,7 @@
-//! How long one wait on an HTTP/2 peer may last: its request body's next DATA frame,
-//! or flow-control window for the answer. A stream whose peer neither sends nor
-//! reads would otherwise hold its upstream connection for as long as the connection
-//! answers pings.
+//! How long one wait on a peer may last: an HTTP/2 client's next DATA frame or
+//! flow-control window, an HTTP/2 upstream's next body frame. A stream whose peer
+//! neither sends nor reads would otherwise hold what it uses (the upstream connection
+//! behind it, the client's stream) for as long as the connection answers pings.
 
 use std::{
     future::Future,
@@ -12,36 +12,44 @@ use std::{
 
 use tokio::time::{Instant, Sleep};
 
+/// A body whose bytes stopped arriving: none came for the stream idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no body bytes within the stream idle timeout")]
+pub(crate) struct BodyStalled;
+
 /// A clock for waits on the peer: each wait starts it afresh, and it runs out when
 /// one wait lasts `limit` (the listener's `stream_idle_timeout`). The timer is made
 /// on the first wait only: a stream that never waits costs nothing.
+///
+/// Sixteen bytes, so that it fits in a body without making every `Body` larger.
 #[derive(Debug)]
-pub(super) struct Stall {
-    limit: Duration,
+pub(crate) struct Stall {
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The limit in milliseconds (at most about 49 days).
+    limit_ms: u32,
     waiting: bool,
 }
 
 impl Stall {
-    pub(super) fn new(limit: Duration) -> Self {
+    pub(crate) fn new(limit: Duration) -> Self {
         Self {
-            limit,
             sleep: None,
+            limit_ms: u32::try_from(limit.as_millis()).unwrap_or(u32::MAX),
             waiting: false,
         }
     }
 
     /// The peer made progress: the next wait gets the whole limit again.
-    pub(super) fn progress(&mut self) {
+    pub(crate) fn progress(&mut self) {
         self.waiting = false;
     }
 
     /// The peer is waited for: ready once this wait has lasted the limit (the task
     /// is woken then).
-    pub(super) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.waiting {
             self.waiting = true;
-            let deadline = Instant::now() + self.limit;
+            let deadline = Instant::now() + Duration::from_millis(u64::from(self.limit_ms));
             match &mut self.sleep {
                 Some(sleep) => sleep.as_mut().reset(deadline),
                 None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
