@@ -265,15 +265,22 @@ impl Stream {
     /// unasked. Either way it can carry no further request. `try_read` reads the
     /// reactor's cached readiness first (no waker is registered, no lock taken) and
     /// makes a system call only when input was reported; that read may take a byte,
-    /// and the connection is dropped then anyway. A boxed stream (TLS) reports no
-    /// readiness and is never found stale here.
-    pub(crate) fn is_stale(&self) -> bool {
+    /// and the connection is dropped then anyway. A boxed stream (TLS) is polled once
+    /// with a waker that does nothing: its layer reads what arrived (a TLS
+    /// `close_notify` and FIN read as the end, a session ticket as nothing), and the
+    /// socket under it again makes a system call only when input was reported.
+    pub(crate) fn is_stale(&mut self) -> bool {
         let quiet =
             |r: io::Result<usize>| matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         match self {
             Self::Tcp(s) => !quiet(s.try_read(&mut [0u8; 1])),
             Self::Unix(s) => !quiet(s.try_read(&mut [0u8; 1])),
-            Self::Boxed(_) => false,
+            Self::Boxed(s) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut byte = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut byte);
+                Pin::new(&mut **s).poll_read(&mut cx, &mut buf).is_ready()
+            }
         }
     }
 

@@ -206,7 +206,7 @@ impl H1Pool {
     pub(crate) fn take(&self) -> Option<Box<H1Conn>> {
         loop {
             let mut idle = self.lock();
-            let conn = idle.stack.pop_back()?;
+            let mut conn = idle.stack.pop_back()?;
             if self.expired(self.epoch.load(Ordering::Relaxed), &conn) {
                 // The top is the youngest: when it has expired, all have (no sweep ran).
                 let expired = std::mem::take(&mut idle.stack);

@@ -1,0 +1,114 @@
+//! Pooled TLS upstream connections: one the upstream closed while it sat idle (its
+//! `close_notify` and FIN arrived meanwhile) is not taken for the next request.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use common::registry;
+use proxy_test_support::{client, pki::Pki, yaml, TestServer};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A TLS upstream that answers each connection's one request with a keep-alive answer
+/// (no `Connection: close`) and then closes the connection, as an upstream whose
+/// keep-alive timeout is shorter than the proxy's does. Counts its connections.
+async fn answers_once_then_closes(pki: &Pki) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let leaf = pki.server("up", &["up.test"]);
+    let certs = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
+                    let done = head_end.is_some_and(|end| {
+                        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                        !head.contains("transfer-encoding: chunked")
+                            || got.ends_with(b"\r\n0\r\n\r\n")
+                    });
+                    if done {
+                        break;
+                    }
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // `close_notify`, then FIN.
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_the_upstream_closed_while_idle_is_not_used_again() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let pki = Pki::new("pool-close");
+        let (up, connections) = answers_once_then_closes(&pki).await;
+        let cfg = yaml::config(
+            &[yaml::listener("web", "secure", &[])],
+            &[yaml::cluster(
+                "secure",
+                &[up],
+                &[&format!(
+                    "transport:\n      typed: tls\n      config: {{ server_name: up.test, roots: {{ files: [{}] }} }}",
+                    pki.ca_pem.display()
+                )],
+            )],
+        );
+        let runtime = proxy_tls::TlsRuntime::default();
+        let server = TestServer::start(&cfg, registry(runtime));
+        let addr = server.addr("web");
+        let first = client::get(addr, "/", &[]).await;
+        assert_eq!(first.status, 200, "{}", first.text());
+        // The upstream's close reaches the proxy while its connection is idle.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A streamed body cannot be sent twice: had the closed connection been
+        // taken, this would fail with a 502 rather than be retried.
+        let answer = client::raw::exchange(
+            addr,
+            b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            Duration::from_millis(500),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(connections.load(Ordering::SeqCst), 2, "one connection per request");
+    })
+    .await
+    .unwrap();
+}
