@@ -191,7 +191,15 @@ impl UpgradeServer {
             let session = std::thread::Builder::new()
                 .name("proxy-upgrade-session".into())
                 .spawn(move || {
-                    let outcome = session(fd, &*source, timeouts, &path, take_back, datagrams.as_deref());
+                    let outcome = session(
+                        fd,
+                        &*source,
+                        timeouts,
+                        &path,
+                        take_back,
+                        datagrams.as_deref(),
+                        &state.handed_off,
+                    );
                     match outcome {
                         Ok((pid, sockets, connections)) => {
                             tracing::info!(pid, sockets, "handed the listeners over; draining");
@@ -255,6 +263,7 @@ fn session(
     path: &Path,
     take_back: Option<Arc<TakeBack>>,
     datagrams: Option<&dyn DatagramSource>,
+    handed_off: &AtomicBool,
 ) -> Result<(u32, usize, Option<Forward>), UpgradeError> {
     let mut conn = Conn::new(fd, hello_timeout)?;
     let pid = match conn.recv_versioned() {
@@ -383,6 +392,9 @@ fn session(
     }
     // The path is the new process's from now on: it binds it for the next upgrade.
     let _ = std::fs::remove_file(path);
+    // Said before the server is told to hand off: it may drain and stop at once, and
+    // whoever waits for it must then find the hand-off recorded.
+    handed_off.store(true, Ordering::Release);
     let forward = match window {
         // Version 3: Bolt and Dubbo connections go too.
         Some(window) if conn.version() >= 3 => {
