@@ -295,6 +295,41 @@ impl ReadHalf {
     pub(crate) async fn read_lent(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
         read_lent!(self, buf)
     }
+
+    /// [`Self::read_lent`] as a poll, for a connection task that waits for its peer
+    /// beside other work; the task is woken when bytes (or the end) arrive.
+    pub(crate) fn poll_read_lent(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut bytes::BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let polled = match self {
+            Self::Tcp(s) => poll_lent(s, cx, buf),
+            Self::Unix(s) => poll_lent(s, cx, buf),
+            Self::Boxed(s) => {
+                crate::bufs::ready_for_read(buf);
+                tokio_util::io::poll_read_buf(Pin::new(s), cx, buf)
+            }
+        };
+        if polled.is_pending() {
+            crate::bufs::give_back(buf);
+        }
+        polled
+    }
+}
+
+/// One poll of a socket half: readiness first (no buffer lent while waiting), then a
+/// read into a lent buffer.
+fn poll_lent<S: ReadReady + AsyncRead + Unpin>(
+    s: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut bytes::BytesMut,
+) -> Poll<io::Result<usize>> {
+    if let Err(e) = std::task::ready!(s.poll_read_ready(cx)) {
+        return Poll::Ready(Err(e));
+    }
+    crate::bufs::ready_for_read(buf);
+    tokio_util::io::poll_read_buf(Pin::new(s), cx, buf)
 }
 
 delegate_io!(read Stream);

@@ -1,6 +1,7 @@
 //! Slow clients cannot hold the proxy: a request body that stops arriving and a client
 //! that stops reading a response both end within `limits.stream_idle_timeout`, and the
-//! upstream connection involved is let go, over HTTP/1.1 and HTTP/2 alike; an HTTP/2
+//! upstream connection involved is let go, over HTTP/1.1 and HTTP/2 alike, as it is
+//! when a client closes its connection while it waits for an answer; an HTTP/2
 //! upstream whose answer stops arriving is given up after the cluster's
 //! `stream_idle_timeout`.
 
@@ -288,6 +289,102 @@ async fn an_http2_upstream_whose_answer_stops_is_given_up() {
             "took {:?}",
             started.elapsed()
         );
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+/// An upstream that reads requests and never answers, keeping its connections open.
+fn never_answers() -> Upstream {
+    spawn_raw(|mut s, _| async move {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = s.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_waiting_lets_the_upstream_go() {
+    let up = never_answers();
+    let (mut proxy, addr) = start(up.addr);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(upstream_connections(proxy.server()), 1);
+        // The client's own timeout: it closes without reading an answer.
+        drop(c);
+        until_upstream_released(proxy.server()).await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_a_close_request_is_answered() {
+    let up = upstream(10);
+    let (mut proxy, addr) = start(up.addr);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        // Done sending, as `printf ... | nc` is.
+        c.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with("xxxxxxxxxx"), "{out}");
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn a_request_pipelined_behind_a_slow_one_is_answered_in_order() {
+    // Answers each request 200 ms after its head, on a keep-alive connection.
+    let up = spawn_raw(|mut s, _| async move {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                got.drain(..end + 4);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    let (mut proxy, addr) = start(up.addr);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // The second request arrives while the first waits for its answer.
+        c.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.write_all(b"GET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
     })
     .await
     .unwrap();

@@ -7,7 +7,7 @@
 use bytes::{BufMut, BytesMut};
 use http::{header, Method, Request, StatusCode, Version};
 use http_body::Body as _;
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, task::Poll};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -310,16 +310,33 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         }
         // The access log's record, kept only when there is a log.
         let log = ctx.log_request(&req);
-        let resp = match &stack.direct {
+        // A keep-alive client that closes its connection while it waits has given up
+        // (its own timeout): the request is dropped, which lets the upstream go. A
+        // client that asked for `close` may have only half-closed, and is answered.
+        let watch = read.as_mut().filter(|_| keep_alive);
+        let answered = match &stack.direct {
             // On the heap while in flight (in a box the worker recycles): a
             // connection between requests keeps only the loop's own state.
-            Some(proxy) => Ok(proxy.forward_pooled(req, &conn_info).await),
+            Some(proxy) => {
+                let answer = proxy.forward_pooled(req, &conn_info);
+                UnlessClientGone::new(watch, &mut buf, &ctx, answer)
+                    .await
+                    .map(Ok)
+            }
             None => match svc.ready().await {
-                Ok(s) => s.call(req).await,
-                Err(e) => Err(e),
+                Ok(s) => UnlessClientGone::new(watch, &mut buf, &ctx, s.call(req)).await,
+                Err(e) => Some(Err(e)),
             },
         };
-        let mut resp = resp.unwrap_or_else(|e| super::error_response(&e));
+        // `answered` is moved whole (a match taking it apart would leave the
+        // connection's future keeping room for it across the writes below).
+        let mut resp = match answered.map(|r| r.unwrap_or_else(|e| super::error_response(&e))) {
+            Some(resp) => resp,
+            None => {
+                tracing::debug!(peer = ?ctx.peer, "client closed before its answer");
+                return;
+            }
+        };
 
         if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let (Some(up), Some(r)) = (
@@ -457,6 +474,59 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             linger(read.take());
             return;
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Waits for `answer`, watching the client's side of the connection meanwhile
+    /// when there is one to watch (`read`): `None` once the client closed it (or it
+    /// failed) first, dropping `answer`. Bytes the client sends meanwhile (a
+    /// pipelined request) are kept in `buf` for the next head; past the head size
+    /// limit the answer alone is waited for. A future of its own holding `answer`
+    /// inline, so that the connection's future grows by a few references only.
+    struct UnlessClientGone<'a, F> {
+        #[pin]
+        answer: F,
+        read: Option<&'a mut ReadHalf>,
+        buf: &'a mut BytesMut,
+        ctx: &'a ConnCtx,
+    }
+}
+
+impl<'a, F> UnlessClientGone<'a, F> {
+    fn new(
+        read: Option<&'a mut ReadHalf>,
+        buf: &'a mut BytesMut,
+        ctx: &'a ConnCtx,
+        answer: F,
+    ) -> Self {
+        Self {
+            answer,
+            read,
+            buf,
+            ctx,
+        }
+    }
+}
+
+impl<F: Future> Future for UnlessClientGone<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.answer.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if let Some(read) = this.read.as_deref_mut() {
+            let limit = this.ctx.limits.max_header_bytes.as_usize();
+            while this.buf.len() < limit {
+                match std::task::ready!(read.poll_read_lent(cx, this.buf)) {
+                    Ok(0) | Err(_) => return Poll::Ready(None),
+                    Ok(n) => this.ctx.stats.count_rx(n),
+                }
+            }
+        }
+        Poll::Pending
     }
 }
 
