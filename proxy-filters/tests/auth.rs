@@ -733,21 +733,7 @@ fn https_jwks(
     pki: &proxy_test_support::pki::Pki,
     keys: Vec<Value>,
 ) -> (Upstream, Arc<AtomicUsize>) {
-    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-    let issued = pki.server("jwks", &["localhost"]);
-    let certs = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = pki.server("jwks", &["localhost"]).tls_acceptor();
     let body = json!({ "keys": keys }).to_string();
     let fetches = Arc::new(AtomicUsize::new(0));
     let counted = fetches.clone();

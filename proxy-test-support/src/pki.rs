@@ -161,6 +161,31 @@ impl Pki {
 
 /// A new ECDSA P-256 key, for [`Pki::issue`].
 ///
+#[cfg(feature = "tls")]
+impl Issued {
+    /// A TLS acceptor presenting this certificate (rustls on `ring`, its safe default
+    /// versions, no client authentication), for a test server.
+    ///
+    /// # Panics
+    /// When the PEM text cannot be read or the key does not fit the certificate.
+    pub fn tls_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("the certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("the key PEM");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("a server certificate and its key");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
 /// # Panics
 /// When the key cannot be made.
 pub fn new_key() -> rcgen::KeyPair {

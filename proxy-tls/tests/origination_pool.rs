@@ -15,25 +15,13 @@ use std::{
 
 use common::registry;
 use proxy_test_support::{client, pki::Pki, yaml, TestServer};
-use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A TLS upstream that answers each connection's one request with a keep-alive answer
 /// (no `Connection: close`) and then closes the connection, as an upstream whose
 /// keep-alive timeout is shorter than the proxy's does. Counts its connections.
 async fn answers_once_then_closes(pki: &Pki) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let leaf = pki.server("up", &["up.test"]);
-    let certs = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = pki.server("up", &["up.test"]).tls_acceptor();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
