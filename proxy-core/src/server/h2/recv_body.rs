@@ -36,6 +36,14 @@ impl RecvBody {
             stall: Stall::new(stall),
         }
     }
+
+    /// Waiting for the client: an error once this wait has lasted the stall limit.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.stall.poll_expired(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// A RST_STREAM with NO_ERROR asks the sender to stop early (RFC 9113, 8.1): the body
@@ -45,16 +53,6 @@ fn end_or_error<T>(e: h2::Error) -> Option<Result<T, BoxError>> {
         None
     } else {
         Some(Err(e.into()))
-    }
-}
-
-impl RecvBody {
-    /// Waiting for the client: an error once this wait has lasted the stall limit.
-    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.stall.poll_expired(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled.into()))),
-            Poll::Pending => Poll::Pending,
-        }
     }
 }
 

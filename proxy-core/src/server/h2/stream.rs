@@ -19,8 +19,9 @@ use http::{header, header::HeaderName, HeaderMap, Request};
 use tower::ServiceExt;
 
 use super::{date, recv_body::RecvBody, Shared};
-use crate::stall::Stall;
-use crate::{server::conn::LogStart, server::listen::ListenerSettings, Body, HttpResponse};
+use crate::{
+    server::conn::LogStart, server::listen::ListenerSettings, stall::Stall, Body, HttpResponse,
+};
 
 /// Tracks one stream: in flight until dropped; dropped before `answered` means the
 /// client reset it (or the connection went away) before the answer.
