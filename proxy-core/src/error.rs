@@ -164,15 +164,12 @@ impl ProxyError {
             _ => return None,
         };
         // An `io::Error` wrapping a transport's error hides it from `source()`.
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = match source.get_ref() {
-            Some(inner) => Some(inner),
-            None => Some(source),
+        let start: &(dyn std::error::Error + 'static) = match source.get_ref() {
+            Some(inner) => inner,
+            None => source,
         };
-        while let Some(e) = cur {
-            if let Some(t) = e.downcast_ref::<crate::upstream::TransportError>() {
-                return Some(t.class());
-            }
-            cur = e.source();
+        if let Some(t) = find_cause::<crate::upstream::TransportError>(start) {
+            return Some(t.class());
         }
         Some(match source.kind() {
             std::io::ErrorKind::ConnectionRefused => "connection_refused",
@@ -226,27 +223,20 @@ impl ProxyError {
 
     /// Finds a `ProxyError` in an error's source chain.
     pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ProxyError> {
-        let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
-        while let Some(e) = cur {
-            if let Some(p) = e.downcast_ref::<ProxyError>() {
-                return Some(p);
-            }
-            cur = e.source();
-        }
-        None
+        find_cause(err)
     }
 }
 
-/// Whether `err` or an error in its source chain is a `T`.
-pub(crate) fn caused_by<T: std::error::Error + 'static>(
-    err: &(dyn std::error::Error + 'static),
-) -> bool {
+/// The first `T` among `err` and the errors of its source chain.
+pub(crate) fn find_cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<T>() {
-            return true;
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
         }
         cur = e.source();
     }
-    false
+    None
 }

@@ -1,5 +1,6 @@
-//! How long one wait on a peer may last: an HTTP/2 client's next DATA frame or
-//! flow-control window, an HTTP/2 upstream's next body frame. A stream whose peer
+//! How long one wait on a peer may last: the next bytes of an HTTP/1.1 body (either
+//! way), an HTTP/2 client's next DATA frame or flow-control window, an HTTP/2
+//! upstream's next body frame. A stream whose peer
 //! neither sends nor reads would otherwise hold what it uses (the upstream connection
 //! behind it, the client's stream) for as long as the connection answers pings.
 

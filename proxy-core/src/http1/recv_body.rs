@@ -2,7 +2,6 @@
 //! when the body ends: to the upstream pool, or to the downstream connection loop.
 
 use std::{
-    future::Future,
     pin::Pin,
     task::{Context, Poll},
     time::Duration,
@@ -10,10 +9,15 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
-use tokio::{sync::oneshot, time::Sleep};
+use tokio::sync::oneshot;
 
 use super::decode::{Decoder, Step};
-use crate::{net::ReadHalf, stall::BodyStalled, upstream::h1::H1Conn, BoxError};
+use crate::{
+    net::ReadHalf,
+    stall::{BodyStalled, Stall},
+    upstream::h1::H1Conn,
+    BoxError,
+};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -50,11 +54,9 @@ struct Downstream {
 pub(crate) struct RecvBody {
     source: Option<Source>,
     decoder: Decoder,
-    /// How long a read may wait for bytes before the body fails.
-    stall: Duration,
-    /// Armed the first time a read has to wait; re-armed after each read that brings
-    /// bytes. A body that arrives whole never makes one.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// How long a read may wait for bytes before the body fails. Its timer is made
+    /// the first time a read has to wait: a body that arrives whole never makes one.
+    stall: Stall,
 }
 
 impl RecvBody {
@@ -62,8 +64,7 @@ impl RecvBody {
         Self {
             source: Some(Source::Upstream(conn)),
             decoder,
-            stall,
-            timer: None,
+            stall: Stall::new(stall),
         }
     }
 
@@ -85,8 +86,7 @@ impl RecvBody {
             Self {
                 source,
                 decoder,
-                stall,
-                timer: None,
+                stall: Stall::new(stall),
             },
             rx,
         )
@@ -143,11 +143,7 @@ impl RecvBody {
                     buf.reserve(READ_CHUNK);
                     match tokio_util::io::poll_read_buf(io, cx, buf) {
                         Poll::Pending => {
-                            let stall = this.stall;
-                            let timer = this
-                                .timer
-                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
-                            if timer.as_mut().poll(cx).is_ready() {
+                            if this.stall.poll_expired(cx).is_ready() {
                                 this.finish(false);
                                 return Poll::Ready(Some(Err(BodyStalled.into())));
                             }
@@ -160,11 +156,7 @@ impl RecvBody {
                                 Some(Source::Upstream(c)) => c.count_rx(n),
                                 None => {}
                             }
-                            if let Some(timer) = this.timer.as_mut() {
-                                timer
-                                    .as_mut()
-                                    .reset(tokio::time::Instant::now() + this.stall);
-                            }
+                            this.stall.progress();
                             continue;
                         }
                         Poll::Ready(Err(e)) => {

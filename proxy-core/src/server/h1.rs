@@ -550,15 +550,10 @@ fn response_framing(resp: &mut HttpResponse, is_head: bool, version: Version) ->
 /// a body the HTTP/1.1 decoder found malformed is the upstream breaking the
 /// protocol; anything else (the connection cut, a layer's body failing) a reset.
 fn body_failure_reason(e: &(dyn std::error::Error + 'static)) -> &'static str {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        match err.downcast_ref::<DecodeError>() {
-            Some(DecodeError::UnexpectedEof) => break,
-            Some(_) => return "upstream_protocol_error",
-            None => cur = err.source(),
-        }
+    match crate::error::find_cause::<DecodeError>(e) {
+        Some(DecodeError::UnexpectedEof) | None => "upstream_reset",
+        Some(_) => "upstream_protocol_error",
     }
-    "upstream_reset"
 }
 
 /// How long a closed connection's read side keeps draining what the peer still sends.

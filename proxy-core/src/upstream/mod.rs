@@ -356,7 +356,7 @@ fn exchange_error(e: h1::ExchangeError) -> ProxyError {
     // The client's body failed (cut short, too slow): the client's fault, not the
     // upstream's.
     if let h1::ExchangeError::RequestBody(cause) = &e {
-        return if crate::error::caused_by::<crate::stall::BodyStalled>(&**cause) {
+        return if crate::error::find_cause::<crate::stall::BodyStalled>(&**cause).is_some() {
             ProxyError::RequestTimeout
         } else {
             ProxyError::BadRequest("request body incomplete")
@@ -375,23 +375,19 @@ fn exchange_error(e: h1::ExchangeError) -> ProxyError {
 /// An HTTP/2 exchange's failure: a protocol error when this side's `h2` found the
 /// upstream's frames invalid, a reset otherwise.
 fn h2_exchange_error(e: hyper::Error) -> ProxyError {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = cur {
-        if let Some(h2e) = err.downcast_ref::<::h2::Error>() {
-            let broken = matches!(
+    let broken = crate::error::find_cause::<::h2::Error>(&e).is_some_and(|h2e| {
+        h2e.is_library()
+            && matches!(
                 h2e.reason(),
                 Some(
                     ::h2::Reason::PROTOCOL_ERROR
                         | ::h2::Reason::COMPRESSION_ERROR
                         | ::h2::Reason::FRAME_SIZE_ERROR
                 )
-            );
-            if broken && h2e.is_library() {
-                return ProxyError::UpstreamProtocol { source: e.into() };
-            }
-            break;
-        }
-        cur = err.source();
+            )
+    });
+    if broken {
+        return ProxyError::UpstreamProtocol { source: e.into() };
     }
     ProxyError::Upstream {
         request_sent: true,
