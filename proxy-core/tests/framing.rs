@@ -149,17 +149,15 @@ async fn chunk_lines_ended_by_a_bare_lf_are_refused_without_waiting() {
     .await;
 }
 
-/// An upstream that reads one request head and answers `answer`, then closes.
+/// An upstream that reads one request and answers `answer`, then closes.
 fn answering(answer: &'static [u8]) -> Upstream {
     proxy_test_support::upstream::spawn_raw(move |mut stream, _| async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
+        use tokio::io::AsyncWriteExt;
+        if proxy_test_support::upstream::read_request(&mut stream)
+            .await
+            .is_none()
+        {
+            return;
         }
         let _ = stream.write_all(answer).await;
         let _ = stream.shutdown().await;

@@ -94,22 +94,12 @@ async fn a_surplus_of_idle_connections_expires_under_a_steady_trickle() {
 /// timeout is shorter than the proxy's does.
 fn answers_once_then_closes() -> Upstream {
     proxy_test_support::upstream::spawn_raw(|mut stream, _| async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
-            let done = head_end.is_some_and(|end| {
-                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-                !head.contains("transfer-encoding: chunked") || got.ends_with(b"\r\n0\r\n\r\n")
-            });
-            if done {
-                break;
-            }
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
+        use tokio::io::AsyncWriteExt;
+        if proxy_test_support::upstream::read_request(&mut stream)
+            .await
+            .is_none()
+        {
+            return;
         }
         let _ = stream
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")

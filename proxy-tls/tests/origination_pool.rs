@@ -14,8 +14,8 @@ use std::{
 };
 
 use common::registry;
-use proxy_test_support::{client, pki::Pki, yaml, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use proxy_test_support::{client, pki::Pki, upstream::read_request, yaml, TestServer};
+use tokio::io::AsyncWriteExt;
 
 /// A TLS upstream that answers each connection's one request with a keep-alive answer
 /// (no `Connection: close`) and then closes the connection, as an upstream whose
@@ -34,22 +34,8 @@ async fn answers_once_then_closes(pki: &Pki) -> (std::net::SocketAddr, Arc<Atomi
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let mut got = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
-                    let done = head_end.is_some_and(|end| {
-                        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-                        !head.contains("transfer-encoding: chunked")
-                            || got.ends_with(b"\r\n0\r\n\r\n")
-                    });
-                    if done {
-                        break;
-                    }
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+                if read_request(&mut tls).await.is_none() {
+                    return;
                 }
                 let _ = tls
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")

@@ -205,6 +205,38 @@ where
     spawn_raw_with(Arc::default(), handler)
 }
 
+/// Reads one request off `stream` for a raw upstream ([`spawn_raw`]): its head, and
+/// for a `chunked` body everything up to the last chunk's end. `None` when the
+/// stream ends or fails first.
+///
+/// # Example
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let mut wire: &[u8] = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+/// let got = proxy_test_support::upstream::read_request(&mut wire).await.unwrap();
+/// assert!(got.ends_with(b"ok\r\n0\r\n\r\n"));
+/// # });
+/// ```
+pub async fn read_request(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
+        let done = head_end.is_some_and(|end| {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            !head.contains("transfer-encoding: chunked") || got.ends_with(b"\r\n0\r\n\r\n")
+        });
+        if done {
+            return Some(got);
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// [`spawn_raw`] with the given `stats`.
 fn spawn_raw_with<F, Fut>(stats: Arc<Stats>, handler: F) -> Upstream
 where
