@@ -1,6 +1,6 @@
-//! How long one wait on a peer may last: the next bytes of an HTTP/1.1 body (either
-//! way), an HTTP/2 client's next DATA frame or flow-control window, an HTTP/2
-//! upstream's next body frame. A stream whose peer
+//! How long one wait on a peer may last: an upstream's answer head, the next bytes of
+//! an HTTP/1.1 body (either way), an HTTP/2 client's next DATA frame or flow-control
+//! window, an HTTP/2 upstream's next body frame. A stream whose peer
 //! neither sends nor reads would otherwise hold what it uses (the upstream connection
 //! behind it, the client's stream) for as long as the connection answers pings.
 
@@ -19,8 +19,10 @@ use tokio::time::{Instant, Sleep};
 pub(crate) struct BodyStalled;
 
 /// A clock for waits on the peer: each wait starts it afresh, and it runs out when
-/// one wait lasts `limit` (the listener's `stream_idle_timeout`). The timer is made
-/// on the first wait only: a stream that never waits costs nothing.
+/// one wait lasts `limit` (a listener's or a cluster's `stream_idle_timeout`). The
+/// timer is made on the first wait only: a stream that never waits costs nothing, and
+/// a clock kept across waits (an upstream connection's) makes it once. Later waits
+/// push its deadline later, which the runtime's timer takes without a lock.
 ///
 /// Sixteen bytes, so that it fits in a body without making every `Body` larger.
 #[derive(Debug)]
@@ -43,6 +45,19 @@ impl Stall {
     /// The peer made progress: the next wait gets the whole limit again.
     pub(crate) fn progress(&mut self) {
         self.waiting = false;
+    }
+
+    /// Waits for `wait`, for at most the limit: `None` when the limit ran out first.
+    pub(crate) async fn within<F: Future>(&mut self, wait: F) -> Option<F::Output> {
+        let mut wait = std::pin::pin!(wait);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = wait.as_mut().poll(cx) {
+                self.progress();
+                return Poll::Ready(Some(out));
+            }
+            self.poll_expired(cx).map(|()| None)
+        })
+        .await
     }
 
     /// The peer is waited for: ready once this wait has lasted the limit (the task
@@ -85,5 +100,34 @@ mod tests {
         assert!(!expired(&mut stall).await);
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(expired(&mut stall).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn within_gives_each_wait_the_whole_limit_and_gives_up_after_it() {
+        let mut stall = Stall::new(Duration::from_secs(10));
+        let slow = tokio::time::sleep(Duration::from_secs(9));
+        assert_eq!(
+            stall
+                .within(async {
+                    slow.await;
+                    1
+                })
+                .await,
+            Some(1)
+        );
+        // The first wait took nine seconds: the second still gets ten.
+        let slow = tokio::time::sleep(Duration::from_secs(9));
+        assert_eq!(
+            stall
+                .within(async {
+                    slow.await;
+                    2
+                })
+                .await,
+            Some(2)
+        );
+        let started = Instant::now();
+        assert_eq!(stall.within(std::future::pending::<()>()).await, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 }

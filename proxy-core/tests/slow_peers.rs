@@ -1,9 +1,10 @@
 //! Slow clients cannot hold the proxy: a request body that stops arriving and a client
 //! that stops reading a response both end within `limits.stream_idle_timeout`, and the
 //! upstream connection involved is let go, over HTTP/1.1 and HTTP/2 alike, as it is
-//! when a client closes its connection while it waits for an answer; an HTTP/2
-//! upstream whose answer stops arriving is given up after the cluster's
-//! `stream_idle_timeout`.
+//! when a client closes its connection while it waits for an answer. An upstream that
+//! never answers, over HTTP/1.1 or HTTP/2, and an HTTP/2 upstream whose answer stops
+//! arriving are given up after the cluster's `stream_idle_timeout`; a request body
+//! still going out to the upstream does not count against that wait.
 
 // Test helpers: a failed setup should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -380,6 +381,104 @@ async fn a_request_pipelined_behind_a_slow_one_is_answered_in_order() {
         let _ = c.read_to_end(&mut out).await;
         let out = String::from_utf8_lossy(&out);
         assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+/// Sends a bodiless GET over HTTP/1.1 and asserts a 504 `upstream_timeout` within the
+/// stall bound.
+async fn assert_answer_times_out(addr: std::net::SocketAddr) {
+    let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 504"), "{out}");
+    assert!(out.contains("x-proxy-error: upstream_timeout\r\n"), "{out}");
+    within_stall_bound(started);
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_given_up() {
+    let up = never_answers();
+    let (mut proxy, addr) = start(up.addr);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        assert_answer_times_out(addr).await;
+        // The connection whose answer may still come is closed, not pooled.
+        until_upstream_released(proxy.server()).await;
+        // A second request gets the same bound on a fresh connection.
+        assert_answer_times_out(addr).await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+/// An HTTP/2 upstream that reads each request to its end and, if `answer`, answers
+/// 200 `ok`; otherwise it keeps the stream open and says nothing.
+fn h2_upstream(answer: bool) -> Upstream {
+    spawn_raw(move |tcp, _| async move {
+        let Ok(mut conn) = h2::server::handshake(tcp).await else {
+            return;
+        };
+        let mut held = Vec::new();
+        while let Some(Ok((req, mut respond))) = conn.accept().await {
+            if !answer {
+                held.push(respond);
+                continue;
+            }
+            tokio::spawn(async move {
+                let mut body = req.into_body();
+                while let Some(Ok(data)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(data.len());
+                }
+                let resp = http::Response::builder().status(200).body(()).unwrap();
+                if let Ok(mut tx) = respond.send_response(resp, false) {
+                    let _ = tx.send_data(Bytes::from_static(b"ok"), true);
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn an_http2_upstream_that_never_answers_is_given_up() {
+    let up = h2_upstream(false);
+    let (mut proxy, addr) = start_with(up.addr, "http2");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        assert_answer_times_out(addr).await;
+        assert_answer_times_out(addr).await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn an_http2_upstream_is_waited_for_from_the_end_of_the_request_body() {
+    let up = h2_upstream(true);
+    let (mut proxy, addr) = start_with(up.addr, "http2");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        // Four chunks 300 ms apart: each within the 500 ms limits, together well
+        // past them.
+        for _ in 0..4 {
+            c.write_all(b"5\r\nhello\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        c.write_all(b"0\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     })
     .await
     .unwrap();

@@ -19,6 +19,7 @@ use crate::{
         send::{flush, send_body, SendBodyError},
         RecvBody,
     },
+    stall::Stall,
     Body, BoxError,
 };
 
@@ -36,6 +37,9 @@ pub(crate) struct H1Conn {
     /// The pool sweep this connection went idle in.
     pub(crate) idle_epoch: u32,
     pool: Arc<H1Pool>,
+    /// The wait for each answer's head: the cluster's stream idle timeout. Kept with
+    /// the connection so that its timer is made once, not once per request.
+    head_wait: Stall,
     _open: super::pool::OpenGuard,
 }
 
@@ -69,10 +73,21 @@ pub(crate) enum ExchangeError {
     /// The response head breaks HTTP/1.1.
     #[error("invalid response from upstream")]
     BadResponse(#[source] BoxError),
+    /// No byte of the answer's head came within the stream idle timeout after the
+    /// request went out.
+    #[error("no answer from upstream within the stream idle timeout")]
+    HeadTimeout,
 }
 
 impl H1Conn {
-    pub(crate) fn new(stream: Stream, pool: Arc<H1Pool>, open: super::pool::OpenGuard) -> Self {
+    /// A fresh connection whose answers' heads are each waited for at most
+    /// `head_wait`.
+    pub(crate) fn new(
+        stream: Stream,
+        pool: Arc<H1Pool>,
+        open: super::pool::OpenGuard,
+        head_wait: Duration,
+    ) -> Self {
         Self {
             stream,
             // Lent only while bytes move (`crate::bufs`): a pooled connection holds none.
@@ -82,6 +97,7 @@ impl H1Conn {
             reused: false,
             idle_epoch: 0,
             pool,
+            head_wait: Stall::new(head_wait),
             _open: open,
         }
     }
@@ -184,7 +200,12 @@ impl H1Conn {
             };
             let Some(resp) = parsed else {
                 let got_bytes = !self.buf.is_empty();
-                match self.stream.read_lent(&mut self.buf).await {
+                let this = &mut *self;
+                let read = this.stream.read_lent(&mut this.buf);
+                let Some(read) = this.head_wait.within(read).await else {
+                    return Err(ExchangeError::HeadTimeout);
+                };
+                match read {
                     Ok(0) if !got_bytes => return Err(ExchangeError::NoResponse { source: None }),
                     Err(e) if !got_bytes => {
                         return Err(ExchangeError::NoResponse { source: Some(e) })

@@ -14,6 +14,7 @@
 mod connector;
 pub(crate) mod h1;
 mod h2;
+mod h2_answer;
 pub(crate) mod limit;
 pub(crate) mod pool;
 
@@ -194,7 +195,12 @@ impl Upstream {
         let stream = self.connector.connect().await?;
         // It returns to the pool of the worker that opened it.
         let pool = self.h1_pool().clone();
-        Ok(Box::new(h1::H1Conn::new(stream, pool, guard)))
+        Ok(Box::new(h1::H1Conn::new(
+            stream,
+            pool,
+            guard,
+            self.stream_idle_timeout,
+        )))
     }
 
     /// Waits, at the cluster's connection cap, for an idle connection of the calling
@@ -329,8 +335,11 @@ impl Upstream {
         // The head's values go into the connection's HPACK table.
         crate::bufs::own_header_values(&mut parts.headers);
         let req = Request::from_parts(parts, body);
-        let resp = sender.send_request(req).await.map_err(h2_exchange_error)?;
         let stall = self.stream_idle_timeout;
+        let resp = h2_answer::send_within(&mut sender, req, stall)
+            .await
+            .ok_or(ProxyError::Timeout)?
+            .map_err(h2_exchange_error)?;
         Ok(resp.map(|b| Body::from_upstream_h2(b, stall)))
     }
 }
@@ -362,8 +371,12 @@ fn exchange_error(e: h1::ExchangeError) -> ProxyError {
             ProxyError::BadRequest("request body incomplete")
         };
     }
-    if let h1::ExchangeError::BadResponse(_) = e {
-        return ProxyError::UpstreamProtocol { source: e.into() };
+    match e {
+        h1::ExchangeError::BadResponse(_) => {
+            return ProxyError::UpstreamProtocol { source: e.into() }
+        }
+        h1::ExchangeError::HeadTimeout => return ProxyError::Timeout,
+        _ => {}
     }
     let request_sent = !matches!(e, h1::ExchangeError::NoResponse { .. });
     ProxyError::Upstream {

@@ -21,10 +21,14 @@ pub struct ClusterConfig {
     /// TCP connect timeout.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// A response body from an endpoint that brings no bytes for this long fails that
-    /// request (HTTP/1.1 and HTTP/2 endpoints); so does, over HTTP/1.1, a request body
-    /// the endpoint accepts no bytes of. (HTTP/2's own flow control paces a request
-    /// body there; the route's `timeout` bounds the whole exchange.)
+    /// How long an endpoint may keep a request waiting without progress, like nginx's
+    /// `proxy_read_timeout`: no byte of the answer's head for this long after the
+    /// request went out (504 `upstream_timeout`), or no byte of the answer's body for
+    /// this long (the answer is cut off), fails that request, over HTTP/1.1 and
+    /// HTTP/2 alike. So does, over HTTP/1.1, a request body the endpoint accepts no
+    /// bytes of. (HTTP/2's own flow control paces a request body there, and the wait
+    /// for the head starts once the body has gone; the route's `timeout` bounds the
+    /// whole exchange.) Raise it for endpoints that answer long polls.
     #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
     /// Connection pool settings.
