@@ -419,8 +419,9 @@ async fn an_upstream_that_never_answers_is_given_up() {
     proxy.stop();
 }
 
-/// An HTTP/2 upstream that reads each request to its end and, if `answer`, answers
-/// 200 `ok`; otherwise it keeps the stream open and says nothing.
+/// An HTTP/2 upstream that, if `answer`, reads each request to its end and answers
+/// 200 `ok`; otherwise it keeps the stream open, reads none of its body (so its
+/// flow-control window never opens again) and says nothing.
 fn h2_upstream(answer: bool) -> Upstream {
     spawn_raw(move |tcp, _| async move {
         let Ok(mut conn) = h2::server::handshake(tcp).await else {
@@ -429,7 +430,7 @@ fn h2_upstream(answer: bool) -> Upstream {
         let mut held = Vec::new();
         while let Some(Ok((req, mut respond))) = conn.accept().await {
             if !answer {
-                held.push(respond);
+                held.push((req, respond));
                 continue;
             }
             tokio::spawn(async move {
@@ -479,6 +480,32 @@ async fn an_http2_upstream_is_waited_for_from_the_end_of_the_request_body() {
         let _ = c.read_to_end(&mut out).await;
         let out = String::from_utf8_lossy(&out);
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn an_http2_upstream_that_stops_taking_the_request_body_is_given_up() {
+    // The first 64 KiB fill the stream's window, which never opens again.
+    let up = h2_upstream(false);
+    let (mut proxy, addr) = start_with(up.addr, "http2");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let size = 200_000;
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&vec![b'a'; size]).await.unwrap();
+        let started = Instant::now();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 504"), "{out}");
+        assert!(out.contains("x-proxy-error: upstream_timeout\r\n"), "{out}");
+        within_stall_bound(started);
     })
     .await
     .unwrap();

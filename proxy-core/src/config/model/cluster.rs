@@ -25,10 +25,10 @@ pub struct ClusterConfig {
     /// `proxy_read_timeout`: no byte of the answer's head for this long after the
     /// request went out (504 `upstream_timeout`), or no byte of the answer's body for
     /// this long (the answer is cut off), fails that request, over HTTP/1.1 and
-    /// HTTP/2 alike. So does, over HTTP/1.1, a request body the endpoint accepts no
-    /// bytes of. (HTTP/2's own flow control paces a request body there, and the wait
-    /// for the head starts once the body has gone; the route's `timeout` bounds the
-    /// whole exchange.) Raise it for endpoints that answer long polls.
+    /// HTTP/2 alike. So does a request body the endpoint takes no bytes of (over
+    /// HTTP/2: opens no flow-control window for); a body waiting for its client is
+    /// the listener's `stream_idle_timeout`'s business. The route's `timeout` bounds
+    /// the whole exchange. Raise it for endpoints that answer long polls.
     #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
     /// Connection pool settings.
