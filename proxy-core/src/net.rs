@@ -187,35 +187,6 @@ macro_rules! delegate_io {
     };
 }
 
-/// Reads what the socket has into `buf`, lending `buf` a buffer only once there are
-/// bytes to read (see [`crate::bufs`]): an empty buffer is given back and a TCP or
-/// Unix socket is waited on for readability first, so a connection that waits for
-/// its next request or response holds no buffer. A boxed stream (TLS) gives no readiness, so it reads into a lent buffer
-/// right away. Returns 0 at the end of the stream, as `read_buf` does.
-macro_rules! read_lent {
-    ($this:expr, $buf:expr) => {
-        match $this {
-            Self::Tcp(s) => read_lent!(@socket s, $buf),
-            Self::Unix(s) => read_lent!(@socket s, $buf),
-            Self::Boxed(s) => {
-                crate::bufs::ready_for_read($buf);
-                tokio::io::AsyncReadExt::read_buf(s, $buf).await
-            }
-        }
-    };
-    // A TCP or Unix socket (or half): wait for readability with no buffer, then read.
-    (@socket $s:ident, $buf:expr) => {
-        loop {
-            crate::bufs::give_back($buf);
-            std::future::poll_fn(|cx| ReadReady::poll_read_ready(&*$s, cx)).await?;
-            crate::bufs::ready_for_read($buf);
-            if let Poll::Ready(r) = poll_once(Pin::new(&mut *$s), $buf).await {
-                return r;
-            }
-        }
-    };
-}
-
 /// Waiting for a socket to become readable through its reader's one waker slot (the
 /// slot `poll_read` uses too) rather than `readable()`, whose waiter is linked into
 /// and out of the socket's waiter list under its lock on every wait: the connection
@@ -248,17 +219,6 @@ impl ReadReady for unix::OwnedReadHalf {
     }
 }
 
-/// One `poll_read` into `buf`. A read through `poll_read` (unlike `try_read`) tells
-/// the reactor that a short read drained the socket, so the next wait for input does
-/// not start with a read that fails with `WouldBlock`.
-async fn poll_once<R: AsyncRead + Unpin>(
-    mut io: Pin<&mut R>,
-    buf: &mut bytes::BytesMut,
-) -> Poll<io::Result<usize>> {
-    std::future::poll_fn(|cx| Poll::Ready(tokio_util::io::poll_read_buf(io.as_mut(), cx, buf)))
-        .await
-}
-
 impl Stream {
     /// Whether an idle connection, on which nothing is expected, has had something
     /// arrive since its last read: the peer's close (FIN or reset) or bytes it sent
@@ -284,16 +244,25 @@ impl Stream {
         }
     }
 
-    /// Reads into `buf`, lending it a buffer only once bytes are there.
+    /// Reads into `buf`, lending it a buffer only once bytes are there (see
+    /// [`poll_lent`]).
     pub(crate) async fn read_lent(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-        read_lent!(self, buf)
+        std::future::poll_fn(|cx| {
+            let polled = match self {
+                Self::Tcp(s) => poll_lent(s, cx, buf),
+                Self::Unix(s) => poll_lent(s, cx, buf),
+                Self::Boxed(s) => poll_lent_boxed(s, cx, buf),
+            };
+            give_back_unless_read(polled, buf)
+        })
+        .await
     }
 }
 
 impl ReadHalf {
     /// Reads into `buf`, lending it a buffer only once bytes are there.
     pub(crate) async fn read_lent(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-        read_lent!(self, buf)
+        std::future::poll_fn(|cx| self.poll_read_lent(cx, buf)).await
     }
 
     /// [`Self::read_lent`] as a poll, for a connection task that waits for its peer
@@ -306,20 +275,19 @@ impl ReadHalf {
         let polled = match self {
             Self::Tcp(s) => poll_lent(s, cx, buf),
             Self::Unix(s) => poll_lent(s, cx, buf),
-            Self::Boxed(s) => {
-                crate::bufs::ready_for_read(buf);
-                tokio_util::io::poll_read_buf(Pin::new(s), cx, buf)
-            }
+            Self::Boxed(s) => poll_lent_boxed(s, cx, buf),
         };
-        if polled.is_pending() {
-            crate::bufs::give_back(buf);
-        }
-        polled
+        give_back_unless_read(polled, buf)
     }
 }
 
-/// One poll of a socket half: readiness first (no buffer lent while waiting), then a
-/// read into a lent buffer.
+/// One poll of a TCP or Unix socket (or half) for what it has, lending `buf` a buffer
+/// only once there are bytes to read (see [`crate::bufs`]): readiness is waited for
+/// with no buffer, so a connection that waits for its next request or response holds
+/// none. Returns 0 at the end of the stream, as `read_buf` does. The read goes
+/// through `poll_read` (unlike `try_read`), which tells the reactor that a short read
+/// drained the socket, so the next wait for input does not start with a read that
+/// fails with `WouldBlock`.
 fn poll_lent<S: ReadReady + AsyncRead + Unpin>(
     s: &mut S,
     cx: &mut Context<'_>,
@@ -330,6 +298,28 @@ fn poll_lent<S: ReadReady + AsyncRead + Unpin>(
     }
     crate::bufs::ready_for_read(buf);
     tokio_util::io::poll_read_buf(Pin::new(s), cx, buf)
+}
+
+/// [`poll_lent`] for a boxed stream (TLS), which gives no readiness: it reads into a
+/// lent buffer right away.
+fn poll_lent_boxed<S: AsyncRead + Unpin>(
+    s: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut bytes::BytesMut,
+) -> Poll<io::Result<usize>> {
+    crate::bufs::ready_for_read(buf);
+    tokio_util::io::poll_read_buf(Pin::new(s), cx, buf)
+}
+
+/// A read that is still waiting holds no buffer.
+fn give_back_unless_read(
+    polled: Poll<io::Result<usize>>,
+    buf: &mut bytes::BytesMut,
+) -> Poll<io::Result<usize>> {
+    if polled.is_pending() {
+        crate::bufs::give_back(buf);
+    }
+    polled
 }
 
 delegate_io!(read Stream);
