@@ -20,9 +20,7 @@ pub(crate) struct BodyStalled;
 
 /// A clock for waits on the peer: each wait starts it afresh, and it runs out when
 /// one wait lasts `limit` (a listener's or a cluster's `stream_idle_timeout`). The
-/// timer is made on the first wait only: a stream that never waits costs nothing, and
-/// a clock kept across waits (an upstream connection's) makes it once. Later waits
-/// push its deadline later, which the runtime's timer takes without a lock.
+/// timer is made on the first wait only: a stream that never waits costs nothing.
 ///
 /// Sixteen bytes, so that it fits in a body without making every `Body` larger.
 #[derive(Debug)]
@@ -47,19 +45,6 @@ impl Stall {
         self.waiting = false;
     }
 
-    /// Waits for `wait`, for at most the limit: `None` when the limit ran out first.
-    pub(crate) async fn within<F: Future>(&mut self, wait: F) -> Option<F::Output> {
-        let mut wait = std::pin::pin!(wait);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = wait.as_mut().poll(cx) {
-                self.progress();
-                return Poll::Ready(Some(out));
-            }
-            self.poll_expired(cx).map(|()| None)
-        })
-        .await
-    }
-
     /// The peer is waited for: ready once this wait has lasted the limit (the task
     /// is woken then).
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -76,6 +61,20 @@ impl Stall {
             None => Poll::Pending,
         }
     }
+}
+
+/// Waits for `wait` until `timer` fires: `None` when it fired first. For a wait whose
+/// timer lives in the waiting future itself (an upstream answer's head), which costs
+/// no allocation where a [`Stall`] kept across requests would pin one per connection.
+pub(crate) async fn before<F: Future>(mut timer: Pin<&mut Sleep>, wait: F) -> Option<F::Output> {
+    let mut wait = std::pin::pin!(wait);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = wait.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -103,31 +102,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn within_gives_each_wait_the_whole_limit_and_gives_up_after_it() {
-        let mut stall = Stall::new(Duration::from_secs(10));
-        let slow = tokio::time::sleep(Duration::from_secs(9));
+    async fn before_gives_up_when_the_timer_fires_first() {
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::from_secs(10)));
+        let quick = tokio::time::sleep(Duration::from_secs(9));
         assert_eq!(
-            stall
-                .within(async {
-                    slow.await;
-                    1
-                })
-                .await,
+            before(timer.as_mut(), async {
+                quick.await;
+                1
+            })
+            .await,
             Some(1)
         );
-        // The first wait took nine seconds: the second still gets ten.
-        let slow = tokio::time::sleep(Duration::from_secs(9));
-        assert_eq!(
-            stall
-                .within(async {
-                    slow.await;
-                    2
-                })
-                .await,
-            Some(2)
-        );
         let started = Instant::now();
-        assert_eq!(stall.within(std::future::pending::<()>()).await, None);
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert_eq!(
+            before(timer.as_mut(), std::future::pending::<()>()).await,
+            None
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 }

@@ -19,7 +19,6 @@ use crate::{
         send::{flush, send_body, SendBodyError},
         RecvBody,
     },
-    stall::Stall,
     Body, BoxError,
 };
 
@@ -37,9 +36,6 @@ pub(crate) struct H1Conn {
     /// The pool sweep this connection went idle in.
     pub(crate) idle_epoch: u32,
     pool: Arc<H1Pool>,
-    /// The wait for each answer's head: the cluster's stream idle timeout. Kept with
-    /// the connection so that its timer is made once, not once per request.
-    head_wait: Stall,
     _open: super::pool::OpenGuard,
 }
 
@@ -80,14 +76,7 @@ pub(crate) enum ExchangeError {
 }
 
 impl H1Conn {
-    /// A fresh connection whose answers' heads are each waited for at most
-    /// `head_wait`.
-    pub(crate) fn new(
-        stream: Stream,
-        pool: Arc<H1Pool>,
-        open: super::pool::OpenGuard,
-        head_wait: Duration,
-    ) -> Self {
+    pub(crate) fn new(stream: Stream, pool: Arc<H1Pool>, open: super::pool::OpenGuard) -> Self {
         Self {
             stream,
             // Lent only while bytes move (`crate::bufs`): a pooled connection holds none.
@@ -97,7 +86,6 @@ impl H1Conn {
             reused: false,
             idle_epoch: 0,
             pool,
-            head_wait: Stall::new(head_wait),
             _open: open,
         }
     }
@@ -189,6 +177,11 @@ impl H1Conn {
             // The upstream may have answered early and closed; try to read that answer.
             Err(SendBodyError::Sink(_)) => self.keep_alive = false,
         }
+        // Each wait for bytes of the answer's head lasts at most `stall`. The timer
+        // lives in this request's future, not in a heap allocation of its own, and
+        // is registered only if the head is not there at once.
+        let mut head_wait = std::pin::pin!(tokio::time::sleep(stall));
+        let mut waited = false;
         loop {
             // A pooled connection's buffer is empty when the request goes out: read
             // before parsing nothing.
@@ -200,9 +193,14 @@ impl H1Conn {
             };
             let Some(resp) = parsed else {
                 let got_bytes = !self.buf.is_empty();
-                let this = &mut *self;
-                let read = this.stream.read_lent(&mut this.buf);
-                let Some(read) = this.head_wait.within(read).await else {
+                if waited {
+                    head_wait
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + stall);
+                }
+                waited = true;
+                let read = self.stream.read_lent(&mut self.buf);
+                let Some(read) = crate::stall::before(head_wait.as_mut(), read).await else {
                     return Err(ExchangeError::HeadTimeout);
                 };
                 match read {

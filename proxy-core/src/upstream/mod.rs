@@ -195,12 +195,7 @@ impl Upstream {
         let stream = self.connector.connect().await?;
         // It returns to the pool of the worker that opened it.
         let pool = self.h1_pool().clone();
-        Ok(Box::new(h1::H1Conn::new(
-            stream,
-            pool,
-            guard,
-            self.stream_idle_timeout,
-        )))
+        Ok(Box::new(h1::H1Conn::new(stream, pool, guard)))
     }
 
     /// Waits, at the cluster's connection cap, for an idle connection of the calling
