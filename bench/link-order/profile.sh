@@ -6,7 +6,8 @@
 # scattered over the whole text maps most of it; packed, it maps a fraction.
 #
 # The run: the sidecar on bench/sidecar-bench.yaml under callgrind (which records
-# every function executed), start-up, HTTP/1.1 keep-alive and close, h2c, an unknown
+# every function executed), start-up, HTTP/1.1 keep-alive (50 and 1,000 connections)
+# and close, h2c, an unknown
 # route, a malformed request, the admin-less shutdown on SIGTERM; nginx as upstream.
 #
 #   cargo build --release -p sidecar && bench/link-order/profile.sh target/release/sidecar
@@ -45,6 +46,8 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 wrk -t1 -c50 -d5s http://127.0.0.1:18080/ >/dev/null
+# 1,000 connections: many timers in the runtime's wheel at once, pool growth.
+wrk -t1 -c1000 -d5s http://127.0.0.1:18080/ >/dev/null
 wrk -t1 -c5 -d2s -H 'Connection: close' http://127.0.0.1:18080/ >/dev/null
 h2load -c10 -m10 -n 5000 http://127.0.0.1:18080/ >/dev/null
 curl -s -o /dev/null http://127.0.0.1:18080/missing --data-binary 'body'
