@@ -1,6 +1,6 @@
-//! How long one wait on a peer may last: an upstream's answer head, the next bytes of
-//! an HTTP/1.1 body (either way), an HTTP/2 client's next DATA frame or flow-control
-//! window, an HTTP/2 upstream's next body frame. A stream whose peer
+//! How long one wait on a peer may last: the next bytes of an HTTP/1.1 body (either
+//! way), an HTTP/2 client's next DATA frame or flow-control window, an HTTP/2
+//! upstream's next body frame. A stream whose peer
 //! neither sends nor reads would otherwise hold what it uses (the upstream connection
 //! behind it, the client's stream) for as long as the connection answers pings.
 
@@ -63,20 +63,6 @@ impl Stall {
     }
 }
 
-/// Waits for `wait` until `timer` fires: `None` when it fired first. For a wait whose
-/// timer lives in the waiting future itself (an upstream answer's head), which costs
-/// no allocation where a [`Stall`] kept across requests would pin one per connection.
-pub(crate) async fn before<F: Future>(mut timer: Pin<&mut Sleep>, wait: F) -> Option<F::Output> {
-    let mut wait = std::pin::pin!(wait);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = wait.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        timer.as_mut().poll(cx).map(|()| None)
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,25 +85,5 @@ mod tests {
         assert!(!expired(&mut stall).await);
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(expired(&mut stall).await);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn before_gives_up_when_the_timer_fires_first() {
-        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::from_secs(10)));
-        let quick = tokio::time::sleep(Duration::from_secs(9));
-        assert_eq!(
-            before(timer.as_mut(), async {
-                quick.await;
-                1
-            })
-            .await,
-            Some(1)
-        );
-        let started = Instant::now();
-        assert_eq!(
-            before(timer.as_mut(), std::future::pending::<()>()).await,
-            None
-        );
-        assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 }

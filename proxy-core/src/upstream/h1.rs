@@ -177,11 +177,6 @@ impl H1Conn {
             // The upstream may have answered early and closed; try to read that answer.
             Err(SendBodyError::Sink(_)) => self.keep_alive = false,
         }
-        // Each wait for bytes of the answer's head lasts at most `stall`. The timer
-        // lives in this request's future, not in a heap allocation of its own, and
-        // is registered only if the head is not there at once.
-        let mut head_wait = std::pin::pin!(tokio::time::sleep(stall));
-        let mut waited = false;
         loop {
             // A pooled connection's buffer is empty when the request goes out: read
             // before parsing nothing.
@@ -193,14 +188,11 @@ impl H1Conn {
             };
             let Some(resp) = parsed else {
                 let got_bytes = !self.buf.is_empty();
-                if waited {
-                    head_wait
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + stall);
-                }
-                waited = true;
+                // Each wait for bytes of the head lasts at most `stall`. The timer lives
+                // in this request's future (no allocation of its own) and is
+                // registered only if the bytes are not there at once.
                 let read = self.stream.read_lent(&mut self.buf);
-                let Some(read) = crate::stall::before(head_wait.as_mut(), read).await else {
+                let Ok(read) = tokio::time::timeout(stall, read).await else {
                     return Err(ExchangeError::HeadTimeout);
                 };
                 match read {

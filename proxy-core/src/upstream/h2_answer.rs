@@ -21,7 +21,7 @@ use http::{Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::{stall::Stall, Body, BoxError};
+use crate::{Body, BoxError};
 
 /// Sends `req` on `sender` and waits for the answer's head: `None` when the upstream
 /// let a whole `limit` pass on its turn.
@@ -43,13 +43,14 @@ pub(super) async fn send_within(
         (req, Some(progress))
     };
     let mut answer = pin!(sender.send_request(req));
-    let mut stall = Stall::new(limit);
+    // In this future, not an allocation of its own; registered on the first wait.
+    let mut timer = pin!(tokio::time::sleep(limit));
     let mut frames_seen = 0;
     std::future::poll_fn(|cx| loop {
         if let Poll::Ready(answer) = answer.as_mut().poll(cx) {
             return Poll::Ready(Some(answer));
         }
-        if stall.poll_expired(cx).is_pending() {
+        if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
         // A whole limit has passed: give up unless the body moved meanwhile or waits
@@ -62,7 +63,7 @@ pub(super) async fn send_within(
             return Poll::Ready(None);
         }
         frames_seen = frames;
-        stall.progress();
+        timer.as_mut().reset(tokio::time::Instant::now() + limit);
     })
     .await
 }

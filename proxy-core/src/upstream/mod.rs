@@ -367,16 +367,12 @@ fn exchange_error(e: h1::ExchangeError) -> ProxyError {
         };
     }
     match e {
-        h1::ExchangeError::BadResponse(_) => {
-            return ProxyError::UpstreamProtocol { source: e.into() }
-        }
-        h1::ExchangeError::HeadTimeout => return ProxyError::Timeout,
-        _ => {}
-    }
-    let request_sent = !matches!(e, h1::ExchangeError::NoResponse { .. });
-    ProxyError::Upstream {
-        request_sent,
-        source: e.into(),
+        h1::ExchangeError::BadResponse(_) => ProxyError::UpstreamProtocol { source: e.into() },
+        h1::ExchangeError::HeadTimeout => ProxyError::Timeout,
+        e => ProxyError::Upstream {
+            request_sent: !matches!(e, h1::ExchangeError::NoResponse { .. }),
+            source: e.into(),
+        },
     }
 }
 
