@@ -15,7 +15,7 @@ use tokio::{
 };
 use tower::{Service, ServiceExt};
 
-use super::conn::ConnCtx;
+use super::{conn::ConnCtx, drain_signal::DrainSignal};
 use crate::{
     http1::{
         decode::{DecodeError, Decoder},
@@ -165,9 +165,9 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
     let mut svc = stack.service.clone();
     let drain = ctx.drain.clone();
     let mut drain_rx = ctx.drain.clone();
-    let drain_signal = async move {
+    let drain_signal = DrainSignal::new(ctx.drain.clone(), async move {
         let _ = drain_rx.wait_for(|d| *d).await;
-    };
+    });
     tokio::pin!(drain_signal);
     let timer = tokio::time::sleep(ctx.limits.idle_timeout);
     tokio::pin!(timer);

@@ -5,6 +5,7 @@ mod admin;
 pub use admin::{AdminPage, MetricsHook};
 mod carry;
 mod conn;
+mod drain_signal;
 mod embed;
 mod h1;
 mod h1_tunnel;

@@ -25,7 +25,11 @@ pub(crate) use validate::validate_cluster;
 use validate::{validate_limits, validate_runtime};
 
 /// Clusters by name.
-pub type ClusterMap = HashMap<Arc<str>, Arc<Cluster>>;
+///
+/// Looked up on every request, so hashed with a fast hasher rather than SipHash:
+/// the names come from config, never from the network, so there is no flood of
+/// chosen keys to resist. Build one with `ClusterMap::default()` or `collect()`.
+pub type ClusterMap = HashMap<Arc<str>, Arc<Cluster>, rustc_hash::FxBuildHasher>;
 
 /// What a listener's request path reads per request.
 #[derive(Debug)]
@@ -114,8 +118,8 @@ impl Snapshot {
         let counts = Arc::new(crate::access_log::LineCounts::default());
         crate::access_log::AccessLog::from_config(&config, counts)?;
         let used_metrics = Mutex::new(Vec::new());
-        let no_clusters = Arc::new(ClusterMap::new());
-        let mut clusters = ClusterMap::new();
+        let no_clusters = Arc::new(ClusterMap::default());
+        let mut clusters = ClusterMap::default();
         for (i, c) in config.clusters.iter().enumerate() {
             let path = format!("clusters[{i}]");
             if c.name.is_empty() {

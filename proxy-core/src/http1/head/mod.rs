@@ -103,19 +103,19 @@ fn build_headers(
     let mut facts = HeadFacts::new();
     for h in parsed {
         let raw = h.name.as_bytes();
-        let (name, role) = match common_name(raw) {
-            Some(known) => known,
+        // The names matched by spelling have no `_`: only the others are searched.
+        let (name, role, underscore) = match common_name(raw) {
+            Some((name, role)) => (name, role, false),
             None => {
                 let name = HeaderName::from_bytes(raw).map_err(|_| HeadError::Malformed)?;
                 let role = Role::of(&name);
-                (name, role)
+                (name, role, role == Role::Other && raw.contains(&b'_'))
             }
         };
         let start = h.value.as_ptr() as usize - base;
         let value = HeaderValue::from_maybe_shared(head.slice(start..start + h.value.len()))
             .map_err(|_| HeadError::Malformed)?;
-        // The names matched by spelling have no `_`.
-        if role == Role::Other && raw.contains(&b'_') {
+        if underscore {
             if response && super::names::folds_onto_framing(raw) {
                 // A lenient client could frame the answer by it (`Content_Length`).
                 continue;
