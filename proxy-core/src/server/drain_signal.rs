@@ -108,7 +108,7 @@ mod tests {
         let mut drained = Box::pin(signal(rx));
         assert!(poll_once(&mut drained).await.is_pending());
         // Moved to another task, which must be the one woken.
-        let moved = tokio::spawn(async move { drained.await });
+        let moved = tokio::spawn(drained);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let _ = tx.send(true);
         tokio::time::timeout(Duration::from_secs(5), moved)
