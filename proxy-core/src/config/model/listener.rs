@@ -383,7 +383,10 @@ pub struct ConnectionLimits {
     /// refused, or dropped under `drop` (a lenient upstream could read it as that field).
     pub headers_with_underscores: UnderscoreHeaders,
     /// HTTP/2: streams reset by the client before we answered, tolerated per
-    /// connection before it is closed with `ENHANCE_YOUR_CALM` (rapid-reset defence).
+    /// connection before it is closed with `ENHANCE_YOUR_CALM` (rapid-reset defence),
+    /// at once and with no new stream served. Past the limit, a connection is closed
+    /// only while its reset streams outnumber its answered ones: a client that cancels
+    /// now and then keeps its connection however long it lives.
     pub h2_max_pending_reset_streams: u32,
 }
 

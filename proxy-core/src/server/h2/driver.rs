@@ -90,6 +90,17 @@ where
         }
     }
 
+    /// Ends the connection at once: GOAWAY with `reason` and the last stream taken;
+    /// the streams under way are cut off.
+    pub(super) fn abrupt_shutdown(self: Pin<&mut Self>, reason: Reason) {
+        let this = self.project();
+        match this.state {
+            State::Serving(conn) => conn.abrupt_shutdown(reason),
+            // Abuse is counted on streams, which come after the handshake.
+            State::Handshaking(_) | State::Done => *this.state = State::Done,
+        }
+    }
+
     /// Starts a graceful shutdown: GOAWAY, then the streams under way finish.
     pub(super) fn graceful_shutdown(self: Pin<&mut Self>) {
         let this = self.project();
@@ -174,11 +185,13 @@ where
                     *this.state = State::Done;
                     return Poll::Ready(Ok(()));
                 }
-                // Nothing more this round: one more pass, which writes what it
-                // gathered (h2 flushes at the end of every poll), when it did.
+                // Nothing more this round: one more pass, which writes what is
+                // gathered (h2 flushes at the end of every poll), when there is some.
+                // The bytes stay marked until written: if that pass ends early, the
+                // next round's last pass writes them.
                 Poll::Pending
                     if hold.swap(false, Ordering::Relaxed)
-                        && this.shared.state.gathered.swap(false, Ordering::Relaxed) => {}
+                        && this.shared.state.gathered.load(Ordering::Relaxed) => {}
                 Poll::Pending => return Poll::Pending,
             }
         }

@@ -78,6 +78,11 @@ impl Prefixed {
         }
         self.gathered.clear();
         self.written = 0;
+        self.inner
+            .stats
+            .state
+            .gathered
+            .store(false, Ordering::Relaxed);
         Poll::Ready(Ok(()))
     }
 }

@@ -15,7 +15,7 @@ mod recv_body;
 mod stream;
 
 use std::sync::{
-    atomic::{AtomicBool, AtomicU32, Ordering},
+    atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     Arc,
 };
 
@@ -51,14 +51,29 @@ struct ConnState {
     active: AtomicBool,
     /// Streams the client reset before they were answered.
     resets: AtomicU32,
-    /// Signalled when `resets` passes the listener's limit.
+    /// Streams answered.
+    answered: AtomicU64,
+    /// Signalled when `resets` passes the listener's limit while they are most of the
+    /// connection's streams.
     abuse: Notify,
     /// Bytes came from the peer since the keep-alive last looked.
     read: AtomicBool,
     /// The connection task is in a round: writes are gathered until its end.
     hold: AtomicBool,
-    /// Bytes were gathered in this round, for its last pass to write.
+    /// Gathered bytes wait to be written: set when bytes are gathered, cleared only
+    /// once they are all written, so that a round that ends early (a stream that
+    /// finished in the last pass defers the round) leaves them for the next one.
     gathered: AtomicBool,
+}
+
+/// Why a connection the peer did not end is ended.
+enum Ending {
+    /// The proxy drains.
+    Drain,
+    /// No stream for an idle period.
+    Idle,
+    /// Too many streams reset before their answer.
+    Abuse,
 }
 
 /// Serves HTTP/2 on `stream`; `prefix` holds bytes already read by sniffing.
@@ -108,7 +123,7 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
         tokio::time::Instant::now() + limits.idle_timeout,
         limits.idle_timeout,
     );
-    let grace = loop {
+    let ending = loop {
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -116,29 +131,36 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
                 }
                 return;
             }
-            _ = drain.wait_for(|d| *d) => break None,
+            _ = drain.wait_for(|d| *d) => break Ending::Drain,
             () = state.abuse.notified() => {
                 tracing::debug!(peer = ?ctx.peer, "closing an h2 connection: too many streams reset before their answer");
                 ctx.stats.reject();
-                break Some(limits.header_read_timeout);
+                break Ending::Abuse;
             }
             _ = idle.tick() => {
                 // Closed when no stream was open or started for a whole idle period.
                 let busy = state.in_flight.load(Ordering::Relaxed) > 0;
                 if !state.active.swap(false, Ordering::Relaxed) && !busy {
-                    break Some(limits.header_read_timeout);
+                    break Ending::Idle;
                 }
             }
         }
     };
-    conn.as_mut().graceful_shutdown();
-    match grace {
+    match ending {
         // Draining: in-flight streams finish; the server's drain deadline bounds this.
-        None => {
+        Ending::Drain => {
+            conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
-        Some(grace) => {
-            let _ = tokio::time::timeout(grace, conn).await;
+        Ending::Idle => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(limits.header_read_timeout, conn).await;
+        }
+        // No grace: GOAWAY with ENHANCE_YOUR_CALM and the last stream taken, so that
+        // no stream opened after it is served.
+        Ending::Abuse => {
+            conn.as_mut().abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+            let _ = tokio::time::timeout(limits.header_read_timeout, conn).await;
         }
     }
 }

@@ -46,16 +46,6 @@ impl RecvBody {
     }
 }
 
-/// A RST_STREAM with NO_ERROR asks the sender to stop early (RFC 9113, 8.1): the body
-/// ends there without an error.
-fn end_or_error<T>(e: h2::Error) -> Option<Result<T, BoxError>> {
-    if e.reason() == Some(h2::Reason::NO_ERROR) {
-        None
-    } else {
-        Some(Err(e.into()))
-    }
-}
-
 impl http_body::Body for RecvBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -75,14 +65,17 @@ impl http_body::Body for RecvBody {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(end_or_error(e)),
+                // Even a reset with NO_ERROR: a request body is whole only with
+                // END_STREAM (RFC 9113, 8.1), and the upstream must not take a cut
+                // one for whole.
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(None) => this.data_done = true,
                 Poll::Pending => return this.stalled(cx),
             }
         }
         match this.recv.poll_trailers(cx) {
             Poll::Ready(Ok(trailers)) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
-            Poll::Ready(Err(e)) => Poll::Ready(end_or_error(e)),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e.into()))),
             Poll::Pending => this.stalled(cx),
         }
     }

@@ -45,8 +45,16 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         let state = &self.shared.state;
         state.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if !self.answered
-            && state.resets.fetch_add(1, Ordering::Relaxed) + 1 > self.shared.reset_limit
+        if self.answered {
+            state.answered.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Past the limit, and more streams reset than answered: a client that
+        // cancels now and then (a browser, a gRPC deadline) is not taken for an
+        // attacker however long its connection lives.
+        let resets = state.resets.fetch_add(1, Ordering::Relaxed) + 1;
+        if resets > self.shared.reset_limit
+            && u64::from(resets) > state.answered.load(Ordering::Relaxed)
         {
             state.abuse.notify_one();
         }
@@ -78,7 +86,11 @@ pub(super) async fn serve(
     let log = shared.ctx.log_request(&req);
     // The request's future is pinned in place in this one and polled from there: a
     // future handed by value to another async fn would be copied, and stored twice.
-    let resp = if let Err(e) = crate::http1::names::screen(req.headers_mut(), shared.underscores) {
+    let resp = if req.headers().len() > shared.ctx.limits.max_headers as usize {
+        // As over HTTP/1.1: the count is the listener's, not only the bytes (which
+        // `h2` bounds by SETTINGS_MAX_HEADER_LIST_SIZE).
+        too_many_headers()
+    } else if let Err(e) = crate::http1::names::screen(req.headers_mut(), shared.underscores) {
         tracing::debug!(error = %e, "bad request header names");
         crate::proxy::local_reply(&crate::ProxyError::BadRequest(
             "header name could be read as another field",
@@ -348,4 +360,15 @@ impl Drop for LogOnDrop {
             log.end(self.sent);
         }
     }
+}
+
+/// The answer to a request with more fields than the listener's `max_headers`.
+fn too_many_headers() -> HttpResponse {
+    let mut resp = HttpResponse::new(Body::from("too many request header fields\n"));
+    *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    resp
 }

@@ -1,0 +1,273 @@
+//! An HTTP/2 client's streams, as an attacker or a careless client may use them: the
+//! proxy's answers and resets leave without waiting for the client's next frame, a
+//! stream the client resets is never handed to the upstream as a whole request, the
+//! rapid-reset defence closes an abusive connection at once (`ENHANCE_YOUR_CALM`,
+//! no stream served after it) but not a client that cancels now and then, and the
+//! listener's `max_headers` holds over HTTP/2 as over HTTP/1.1.
+
+// Test helpers: a failed setup should stop the test loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proxy_core::Registry;
+use proxy_test_support::{TestServer, Upstream};
+
+/// A proxy in front of `upstream` with `limits` on its listener.
+fn start(upstream: std::net::SocketAddr, limits: &str) -> (TestServer, std::net::SocketAddr) {
+    let yaml = format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - name: l
+    address: 127.0.0.1:0
+    protocol: auto
+    limits: {{ {limits} }}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ path: {{ prefix: "/" }} }}
+            cluster: up
+clusters:
+  - name: up
+    endpoints: ["{upstream}"]
+"#
+    );
+    let proxy = TestServer::start(&yaml, Registry::default());
+    let addr = proxy.addr("l");
+    (proxy, addr)
+}
+
+/// An HTTP/2 connection to `addr` (prior knowledge), and the task driving it, which
+/// ends with the connection's own end.
+async fn connect(
+    addr: std::net::SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    (send.ready().await.unwrap(), tokio::spawn(conn))
+}
+
+fn get(path: &str, delay_ms: u64) -> http::Request<()> {
+    http::Request::get(format!("http://x{path}"))
+        .header("x-echo-delay-ms", delay_ms.to_string())
+        .body(())
+        .unwrap()
+}
+
+/// The status and whole body of `resp`.
+async fn answer(resp: h2::client::ResponseFuture) -> Result<(u16, Bytes), h2::Error> {
+    let resp = resp.await?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    Ok((status, data.into()))
+}
+
+#[tokio::test]
+async fn a_stream_error_leaves_without_waiting_for_the_client() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "idle_timeout: 60s");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (mut client, conn) = connect(addr).await;
+        // Five bytes where `content-length` announces ten: a malformed request
+        // (RFC 9113, 8.1.1), reset by the proxy. The client sends nothing after it.
+        let req = http::Request::post("http://x/short")
+            .header("content-length", "10")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = client.send_request(req, false).unwrap();
+        body.send_data(Bytes::from_static(b"12345"), true).unwrap();
+        let started = Instant::now();
+        let err = resp.await.expect_err("the stream is reset");
+        assert_eq!(err.reason(), Some(h2::Reason::PROTOCOL_ERROR), "{err}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "the reset took {took:?}");
+        conn.abort();
+        let _ = conn.await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn an_answer_leaves_at_once_when_a_stream_beside_it_is_reset() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "h2_max_pending_reset_streams: 1000");
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (client, conn) = connect(addr).await;
+        // A slow stream reset while a fast one is answered: the rounds in which the
+        // reset stream ends in the same turn of the connection as the answer must
+        // still write the answer without the client sending anything more.
+        for round in 0..60u64 {
+            let mut c = client.clone().ready().await.unwrap();
+            let (_slow_resp, mut slow) = c.send_request(get("/slow", 5_000), true).unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let mut c = client.clone().ready().await.unwrap();
+            let (fast, _) = c.send_request(get("/fast", 0), true).unwrap();
+            tokio::time::sleep(Duration::from_micros(round % 4 * 500)).await;
+            slow.send_reset(h2::Reason::CANCEL);
+            let started = Instant::now();
+            let (status, _) = tokio::time::timeout(Duration::from_secs(3), answer(fast))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the answer was not written"))
+                .unwrap();
+            assert_eq!(status, 200);
+            assert!(started.elapsed() < Duration::from_secs(2), "round {round}");
+        }
+        conn.abort();
+        let _ = conn.await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn a_request_the_client_resets_with_no_error_is_not_completed_upstream() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "idle_timeout: 60s");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for reason in [h2::Reason::NO_ERROR, h2::Reason::CANCEL] {
+            let (mut client, conn) = connect(addr).await;
+            // No `content-length`: the upstream gets the body chunked, and only the
+            // last chunk would tell it the body is whole.
+            let req = http::Request::post("http://x/upload").body(()).unwrap();
+            let (_resp, mut body) = client.send_request(req, false).unwrap();
+            body.send_data(Bytes::from_static(b"{\"amount\": 10"), false)
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            body.send_reset(reason);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let whole: Vec<_> = up
+                .requests()
+                .into_iter()
+                .filter(|r| r.path() == "/upload")
+                .map(|r| r.body)
+                .collect();
+            assert!(
+                whole.is_empty(),
+                "a body cut off by a {reason:?} reset reached the upstream whole: {whole:?}"
+            );
+            conn.abort();
+            let _ = conn.await;
+        }
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn a_reset_flood_ends_the_connection_at_once_with_enhance_your_calm() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "h2_max_pending_reset_streams: 10");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (client, conn) = connect(addr).await;
+        let mut opened = 0;
+        for i in 0..200 {
+            if conn.is_finished() {
+                break;
+            }
+            let Ok(mut c) = client.clone().ready().await else {
+                break;
+            };
+            let Ok((_resp, mut stream)) = c.send_request(get(&format!("/r{i}"), 2_000), true)
+            else {
+                break;
+            };
+            // Taken up by the proxy (and sent upstream) before it is reset.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            stream.send_reset(h2::Reason::CANCEL);
+            opened += 1;
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the connection ends")
+            .unwrap();
+        let err = ended.expect_err("ended by the proxy with an error code");
+        assert_eq!(
+            err.reason(),
+            Some(h2::Reason::ENHANCE_YOUR_CALM),
+            "after {opened} streams: {err}"
+        );
+        // The limit, and the few streams in flight when it was passed.
+        assert!(opened < 40, "{opened} streams were taken before the connection ended");
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn a_client_that_cancels_now_and_then_keeps_its_connection() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "h2_max_pending_reset_streams: 5");
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (client, conn) = connect(addr).await;
+        // Twice the limit of cancels, each among ten answered requests.
+        for round in 0..10 {
+            for i in 0..10 {
+                let mut c = client.clone().ready().await.unwrap();
+                let (resp, _) = c
+                    .send_request(get(&format!("/ok{round}-{i}"), 0), true)
+                    .unwrap();
+                assert_eq!(answer(resp).await.unwrap().0, 200);
+            }
+            let mut c = client.clone().ready().await.unwrap();
+            let (_resp, mut stream) = c
+                .send_request(get(&format!("/cancel{round}"), 2_000), true)
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!conn.is_finished(), "the connection was closed");
+        let mut c = client.clone().ready().await.unwrap();
+        let (resp, _) = c.send_request(get("/still", 0), true).unwrap();
+        assert_eq!(answer(resp).await.unwrap().0, 200);
+        conn.abort();
+        let _ = conn.await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn more_fields_than_max_headers_get_431_over_http2() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "max_headers: 20");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (mut client, conn) = connect(addr).await;
+        let mut req = http::Request::get("http://x/many");
+        for i in 0..30 {
+            req = req.header(format!("x-h-{i}"), "v");
+        }
+        let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+        let (status, _) = answer(resp).await.unwrap();
+        assert_eq!(status, 431);
+        assert_eq!(up.hits(), 0, "the request reached the upstream");
+        // Within the limit, the same connection serves.
+        let mut c = client.ready().await.unwrap();
+        let (resp, _) = c.send_request(get("/few", 0), true).unwrap();
+        assert_eq!(answer(resp).await.unwrap().0, 200);
+        conn.abort();
+        let _ = conn.await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
