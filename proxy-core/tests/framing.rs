@@ -1,7 +1,8 @@
 //! HTTP/1.1 framing rules on real sockets (RFC 9112): header names a lenient upstream
 //! could read as a framing field never reach it, the underscore policy, chunk
-//! extensions and chunk-size lines checked to the grammar, and transfer codings other
-//! than `chunked` refused.
+//! extensions and chunk-size lines checked to the grammar, transfer codings other
+//! than `chunked` refused, request targets and hosts held to their grammar, and an
+//! upgrade passed on only when the client asked for it (never to `h2c`).
 
 use std::time::Duration;
 
@@ -257,6 +258,98 @@ async fn a_transfer_coding_other_than_chunked_is_refused_both_ways() {
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_targets_and_hosts_outside_the_grammar_are_refused() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = Upstream::head_echo();
+        let server = start(&up, None);
+        let addr = server.addr("web");
+        let long = format!("GET /{} HTTP/1.1\r\nhost: a\r\n\r\n", "a".repeat(70_000));
+        let refused: [(&[u8], &str); 7] = [
+            // Asterisk-form is for OPTIONS only (RFC 9112 3.2.4).
+            (b"GET * HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n", "400"),
+            // No URI has a backslash; some servers read it as `/`.
+            (b"GET /a\\b HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n", "400"),
+            // An absolute-form authority becomes the Host sent on: no userinfo, no bad port.
+            (b"GET http://a.example@evil.example/x HTTP/1.1\r\nhost: a.example\r\nconnection: close\r\n\r\n", "400"),
+            (b"GET http://u:p@a.example/x HTTP/1.1\r\nhost: a.example\r\nconnection: close\r\n\r\n", "400"),
+            (b"GET http://a.example:80x/x HTTP/1.1\r\nhost: a.example\r\nconnection: close\r\n\r\n", "400"),
+            // An http URI has a host (RFC 9110 4.2.1).
+            (b"GET / HTTP/1.1\r\nhost: \r\nconnection: close\r\n\r\n", "400"),
+            // A request line longer than the head limit: 414 (RFC 9112 3).
+            (long.as_bytes(), "414"),
+        ];
+        for (req, status) in refused {
+            let answer = send(addr, req).await;
+            let shown = String::from_utf8_lossy(&req[..req.len().min(80)]);
+            assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{shown}: {answer}");
+        }
+        assert!(up.requests().is_empty(), "a refused request reached the upstream");
+        let answer = send(
+            addr,
+            b"OPTIONS * HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        // Well-formed: past the checks, to routing (which here has no `*` route).
+        assert!(!answer.starts_with("HTTP/1.1 400"), "{answer}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_goes_on_only_when_asked_for_and_never_to_h2c() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = Upstream::head_echo();
+        let server = start(&up, None);
+        let addr = server.addr("web");
+        let plain: [&[u8]; 3] = [
+            // `Upgrade` not named in `Connection` (RFC 9110 7.8): removed, and no
+            // `connection: upgrade` made up for it.
+            b"GET / HTTP/1.1\r\nhost: a\r\nupgrade: foo\r\nconnection: close\r\n\r\n",
+            // `h2c`: the request goes on as a plain one, its settings field dropped.
+            b"GET / HTTP/1.1\r\nhost: a\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: H2C\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        ];
+        for req in plain {
+            let answer = send(addr, req).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            let seen = up.requests().last().map(|r| r.head()).unwrap_or_default();
+            let seen = seen.to_ascii_lowercase();
+            assert!(!seen.contains("upgrade"), "{seen}");
+            assert!(!seen.contains("http2-settings"), "{seen}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_of_protocols_nobody_asked_for_is_a_502() {
+    with_timeout(Duration::from_secs(30), async {
+        let answer = client_gets(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: foo\r\nconnection: upgrade\r\n\r\ntunnel bytes",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(!answer.contains("101"), "{answer}");
+        assert!(says(&answer, "upstream_protocol_error"), "{answer}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_answer_with_transfer_encoding_is_a_502() {
+    with_timeout(Duration::from_secs(30), async {
+        // RFC 9112 6.1: faulty framing, whatever it says.
+        let answer = client_gets(
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(says(&answer, "upstream_protocol_error"), "{answer}");
     })
     .await;
 }

@@ -204,7 +204,10 @@ async fn a_reset_flood_ends_the_connection_at_once_with_enhance_your_calm() {
             "after {opened} streams: {err}"
         );
         // The limit, and the few streams in flight when it was passed.
-        assert!(opened < 40, "{opened} streams were taken before the connection ended");
+        assert!(
+            opened < 40,
+            "{opened} streams were taken before the connection ended"
+        );
     })
     .await
     .unwrap();

@@ -19,8 +19,9 @@ pub(crate) fn request_authority(req: &HttpRequest) -> Option<&str> {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1), and
+/// `HTTP2-Settings`, which belongs to an `h2c` upgrade (RFC 7540 3.2.1), never passed.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -28,6 +29,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// The bit of `Connection` in [`hop_by_hop_present`].
@@ -83,6 +85,27 @@ fn strip_present(headers: &mut HeaderMap, present: u8, upgrade: bool) {
     }
 }
 
+/// Whether the client asks for an upgrade this proxy passes on: `Upgrade` named in
+/// `Connection`, as a sender must (RFC 9110 7.8; an `Upgrade` field alone is
+/// removed with the other connection fields), and no `h2c` among the protocols. An
+/// `h2c` upgrade would hand the client a connection to the upstream past routing and
+/// filters, and HTTP/2 has dropped it (RFC 9113 3.1): such a request goes on as a
+/// plain one.
+fn passes_upgrade(headers: &HeaderMap) -> bool {
+    let tokens = |name| {
+        headers
+            .get_all(name)
+            .into_iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+    };
+    tokens(header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+        && !tokens(header::UPGRADE).any(|t| {
+            let name = t.split(|&b| b == b'/').next().unwrap_or_default();
+            name.trim_ascii().eq_ignore_ascii_case(b"h2c")
+        })
+}
+
 /// The fields the `Connection` fields of `headers` name (every value), besides the
 /// usual `close`, `keep-alive` and `upgrade`, which need no lookup (the latter two are
 /// removed with the other connection fields anyway).
@@ -117,10 +140,12 @@ pub(super) fn prepare_upstream_request(
 ) {
     let protocol = &cluster.config.protocol;
     let present = hop_by_hop_present(req.headers());
-    // Upgrades pass through to HTTP/1.1 upstreams when an `Upgrade` field is there.
+    // Upgrades pass through to HTTP/1.1 upstreams when the client asked for one.
     let upgrade = *protocol == UpstreamProtocol::Http1
         && req.version() == Version::HTTP_11
-        && present & UPGRADE_BIT != 0;
+        && present & UPGRADE_BIT != 0
+        && present & CONNECTION_BIT != 0
+        && passes_upgrade(req.headers());
     let te_trailers = *protocol == UpstreamProtocol::Http2
         && req.headers().get(header::TE).is_some_and(|v| {
             v.to_str()

@@ -216,6 +216,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     HeadError::TooLarge | HeadError::TooManyHeaders => {
                         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
                     }
+                    HeadError::UriTooLong => StatusCode::URI_TOO_LONG,
                     HeadError::BadVersion => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
                     HeadError::Unsupported | HeadError::UnknownTransferCoding => {
                         StatusCode::NOT_IMPLEMENTED

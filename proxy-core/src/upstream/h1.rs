@@ -209,9 +209,14 @@ impl H1Conn {
                 }
             };
             let status = resp.parts.status;
-            if status == http::StatusCode::SWITCHING_PROTOCOLS
-                && parts.headers.contains_key(http::header::UPGRADE)
-            {
+            if status == http::StatusCode::SWITCHING_PROTOCOLS {
+                // A switch the request did not ask for (RFC 9110 15.2.2): what follows
+                // is not HTTP, and no final answer will come.
+                if !parts.headers.contains_key(http::header::UPGRADE) {
+                    return Err(ExchangeError::BadResponse(
+                        "101 Switching Protocols to a request that asked for no upgrade".into(),
+                    ));
+                }
                 let mut response = Response::from_parts(resp.parts, Body::empty());
                 let this = *self;
                 let upgraded =

@@ -3,9 +3,13 @@
 //! invalid, so a value an upstream or a router could read another way (a space, a
 //! userinfo `@`, a path) never goes further.
 
-/// Whether `value` is `uri-host [ ":" port ]`; empty is valid (a target without
-/// an authority sends an empty `Host`).
+/// Whether `value` is `uri-host [ ":" port ]` with a host. An empty value is not: it
+/// is for targets without an authority (RFC 9110 7.2), and an `http` or `https` URI
+/// always has one, with a host that is not empty (RFC 9110 4.2.1, 4.2.2).
 pub(super) fn valid_host(value: &[u8]) -> bool {
+    if value.is_empty() || value[0] == b':' {
+        return false;
+    }
     let rest = match value.first() {
         Some(b'[') => match value.iter().position(|&b| b == b']') {
             Some(end) if ip_literal(&value[1..end]) => &value[end + 1..],
@@ -88,7 +92,6 @@ mod tests {
     #[test]
     fn hosts_of_the_grammar_are_valid() {
         for host in [
-            "",
             "example.com",
             "example.com:8080",
             "127.0.0.1",
@@ -110,6 +113,8 @@ mod tests {
     #[test]
     fn anything_else_is_refused() {
         for host in [
+            "",
+            ":80",
             "a b",
             "user@example.com",
             "example.com/path",

@@ -52,6 +52,9 @@ pub(crate) enum HeadError {
     /// every body, so it would forward the coded content without its coding.
     #[error("transfer coding other than chunked")]
     UnknownTransferCoding,
+    /// The request line alone is past the head size limit.
+    #[error("request target too long")]
+    UriTooLong,
 }
 
 /// A parsed request head.
@@ -215,7 +218,7 @@ pub(crate) fn parse_request(
             let method = req.method.ok_or(HeadError::Malformed)?;
             let path = req.path.ok_or(HeadError::Malformed)?;
             if len > max_head_bytes {
-                return Err(HeadError::TooLarge);
+                return Err(too_large(buf, max_head_bytes));
             }
             // Copied out, so that the read buffer goes back to the worker while the
             // request is served; the header values are slices of the copy.
@@ -229,7 +232,7 @@ pub(crate) fn parse_request(
         }
         Ok(httparse::Status::Partial) => {
             if buf.len() > max_head_bytes {
-                return Err(HeadError::TooLarge);
+                return Err(too_large(buf, max_head_bytes));
             }
             return Ok(None);
         }
@@ -247,9 +250,7 @@ pub(crate) fn parse_request(
     if method == Method::CONNECT {
         return Err(HeadError::Unsupported);
     }
-    if uri.path_and_query().is_none() && uri != "*" {
-        return Err(HeadError::Malformed);
-    }
+    check_target(&method, &uri)?;
     let (headers, facts) = built?;
     let version = if minor == 0 {
         Version::HTTP_10
@@ -284,6 +285,41 @@ pub(crate) fn parse_request(
         expect_continue,
         upgrade,
     }))
+}
+
+/// The checks of a request target past httparse's: asterisk-form for OPTIONS only
+/// (RFC 9112 3.2.4); no `\`, which no URI has and some servers read as `/`; and an
+/// absolute-form authority, which becomes the `Host` sent on, held to `Host`'s own
+/// grammar: a userinfo (`user@host`) or a bad port is a 400 (RFC 9110 4.2.4).
+fn check_target(method: &Method, uri: &Uri) -> Result<(), HeadError> {
+    if uri == "*" {
+        return if *method == Method::OPTIONS {
+            Ok(())
+        } else {
+            Err(HeadError::Malformed)
+        };
+    }
+    let Some(path) = uri.path_and_query() else {
+        return Err(HeadError::Malformed);
+    };
+    if path.as_str().contains('\\') {
+        return Err(HeadError::Malformed);
+    }
+    match uri.authority() {
+        Some(a) if a.as_str().is_empty() || !host::valid_host(a.as_str().as_bytes()) => {
+            Err(HeadError::BadHost)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The error for a head past the size limit (`max`): `UriTooLong` when its request
+/// line alone is (RFC 9112 3: 414), else `TooLarge` (431).
+fn too_large(buf: &[u8], max: usize) -> HeadError {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(end) if end < max => HeadError::TooLarge,
+        _ => HeadError::UriTooLong,
+    }
 }
 
 fn request_framing(
@@ -405,6 +441,16 @@ pub(crate) fn parse_response(
     {
         Framing::Empty
     } else if facts.transfer_encoding {
+        // RFC 9112 6.1: an HTTP/1.0 message with `Transfer-Encoding` has faulty
+        // framing, whatever else it says.
+        if version == Version::HTTP_10 {
+            return Err(HeadError::BadTransferEncoding);
+        }
+        // RFC 9112 6.3: both fields may be an attempt to desynchronise; the body is
+        // read as chunked, and the connection is not used again.
+        if headers.contains_key(http::header::CONTENT_LENGTH) {
+            keep_alive = false;
+        }
         // Only `chunked` can be forwarded: the body is re-framed for the client, and
         // any other coding would reach it without its name (nor can HTTP/2 carry one).
         match transfer_codings(&headers) {
