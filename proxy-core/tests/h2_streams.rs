@@ -2,8 +2,9 @@
 //! proxy's answers and resets leave without waiting for the client's next frame, a
 //! stream the client resets is never handed to the upstream as a whole request, the
 //! rapid-reset defence closes an abusive connection at once (`ENHANCE_YOUR_CALM`,
-//! no stream served after it) but not a client that cancels now and then, and the
-//! listener's `max_headers` holds over HTTP/2 as over HTTP/1.1.
+//! no stream served after it) but not a client that cancels now and then, a flood of
+//! frames that move no request forward (PRIORITY, WINDOW_UPDATE) ends its connection
+//! the same way, and the listener's `max_headers` holds over HTTP/2 as over HTTP/1.1.
 
 // Test helpers: a failed setup should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -266,6 +267,86 @@ async fn more_fields_than_max_headers_get_431_over_http2() {
         // Within the limit, the same connection serves.
         let mut c = client.ready().await.unwrap();
         let (resp, _) = c.send_request(get("/few", 0), true).unwrap();
+        assert_eq!(answer(resp).await.unwrap().0, 200);
+        conn.abort();
+        let _ = conn.await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+/// A raw HTTP/2 frame: header (length, type, flags, stream) and payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Sends the preface and `flood` on a raw connection; the error code of the GOAWAY
+/// the proxy answers with, `None` when the connection ends without one.
+async fn goaway_after(addr: std::net::SocketAddr, flood: Vec<u8>) -> Option<u32> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(frame(0x4, 0, 0, &[]));
+    bytes.extend(flood);
+    let (mut rd, mut wr) = tcp.split();
+    // The proxy may close before it has read all: the write's error is the answer.
+    let write = async move {
+        let _ = wr.write_all(&bytes).await;
+    };
+    let read = async move {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 16384];
+        loop {
+            // Whole frames in `got`: look for the GOAWAY.
+            let mut at = 0;
+            while got.len() >= at + 9 {
+                let len = usize::from(got[at]) << 16
+                    | usize::from(got[at + 1]) << 8
+                    | usize::from(got[at + 2]);
+                if got.len() < at + 9 + len {
+                    break;
+                }
+                if got[at + 3] == 0x7 && len >= 8 {
+                    let code = &got[at + 13..at + 17];
+                    return Some(u32::from_be_bytes(code.try_into().unwrap()));
+                }
+                at += 9 + len;
+            }
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let (_, code) = tokio::join!(write, read);
+    code
+}
+
+#[tokio::test]
+async fn a_flood_of_frames_that_move_nothing_forward_ends_the_connection() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "idle_timeout: 60s");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        const ENHANCE_YOUR_CALM: u32 = 0xb;
+        let priority: Vec<u8> = (0..30_000)
+            .flat_map(|_| frame(0x2, 0, 3, &[0, 0, 0, 1, 16]))
+            .collect();
+        assert_eq!(goaway_after(addr, priority).await, Some(ENHANCE_YOUR_CALM));
+        let window_updates: Vec<u8> = (0..30_000)
+            .flat_map(|_| frame(0x8, 0, 0, &1u32.to_be_bytes()))
+            .collect();
+        assert_eq!(
+            goaway_after(addr, window_updates).await,
+            Some(ENHANCE_YOUR_CALM)
+        );
+        // Another client is served.
+        let (mut client, conn) = connect(addr).await;
+        let (resp, _) = client.send_request(get("/after", 0), true).unwrap();
         assert_eq!(answer(resp).await.unwrap().0, 200);
         conn.abort();
         let _ = conn.await;

@@ -17,7 +17,7 @@ use std::{
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::Shared;
+use super::{frame_census::FrameCensus, Shared};
 use crate::net::{ByteCounter, Counted, Stream};
 
 impl ByteCounter for Arc<Shared> {
@@ -43,6 +43,8 @@ pub(super) struct Prefixed {
     /// were moved back to the front when they reached its end: a copy per round).
     gathered: Vec<u8>,
     written: usize,
+    /// The client's frames that move nothing forward, against their budget.
+    census: FrameCensus,
 }
 
 impl Prefixed {
@@ -55,6 +57,21 @@ impl Prefixed {
             },
             gathered: Vec::new(),
             written: 0,
+            census: FrameCensus::new(),
+        }
+    }
+
+    /// Tallies the bytes just read (`buf[from..]`); past the budget, the connection
+    /// is told it is abused.
+    fn tally(&mut self, buf: &ReadBuf<'_>, from: usize) {
+        let state = &self.inner.stats.state;
+        if state.renew_census.load(Ordering::Relaxed) {
+            state.renew_census.store(false, Ordering::Relaxed);
+            self.census.renew();
+        }
+        if !self.census.read(&buf.filled()[from..]) && !state.flooded.swap(true, Ordering::Relaxed)
+        {
+            state.abuse.notify_one();
         }
     }
 
@@ -93,13 +110,16 @@ impl AsyncRead for Prefixed {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let from = buf.filled().len();
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
+        } else {
+            std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        self.tally(buf, from);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -110,6 +130,7 @@ impl AsyncWrite for Prefixed {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         if self.gathers(buf.len()) {
+            self.census.wrote(buf.len());
             self.gathered.extend_from_slice(buf);
             self.inner
                 .stats
@@ -119,7 +140,9 @@ impl AsyncWrite for Prefixed {
             return Poll::Ready(Ok(buf.len()));
         }
         std::task::ready!(self.poll_write_gathered(cx))?;
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.census.wrote(n);
+        Poll::Ready(Ok(n))
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
@@ -128,6 +151,7 @@ impl AsyncWrite for Prefixed {
     ) -> Poll<std::io::Result<usize>> {
         let len = bufs.iter().map(|b| b.len()).sum();
         if self.gathers(len) {
+            self.census.wrote(len);
             for b in bufs {
                 self.gathered.extend_from_slice(b);
             }
@@ -139,7 +163,9 @@ impl AsyncWrite for Prefixed {
             return Poll::Ready(Ok(len));
         }
         std::task::ready!(self.poll_write_gathered(cx))?;
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let n = std::task::ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
+        self.census.wrote(n);
+        Poll::Ready(Ok(n))
     }
     fn is_write_vectored(&self) -> bool {
         true

@@ -10,6 +10,7 @@
 
 mod date;
 mod driver;
+mod frame_census;
 mod io;
 mod recv_body;
 mod stream;
@@ -54,8 +55,14 @@ struct ConnState {
     /// Streams answered.
     answered: AtomicU64,
     /// Signalled when `resets` passes the listener's limit while they are most of the
-    /// connection's streams.
+    /// connection's streams, or when the client's frames that move nothing forward
+    /// pass their budget (`flooded`).
     abuse: Notify,
+    /// The client sent more frames that move nothing forward than its budget
+    /// ([`frame_census`]).
+    flooded: AtomicBool,
+    /// An idle period passed: the frame budget is renewed at the next read.
+    renew_census: AtomicBool,
     /// Bytes came from the peer since the keep-alive last looked.
     read: AtomicBool,
     /// The connection task is in a round: writes are gathered until its end.
@@ -133,11 +140,16 @@ pub(crate) async fn serve(stream: Stream, prefix: Bytes, ctx: ConnCtx) {
             }
             _ = drain.wait_for(|d| *d) => break Ending::Drain,
             () = state.abuse.notified() => {
-                tracing::debug!(peer = ?ctx.peer, "closing an h2 connection: too many streams reset before their answer");
+                if state.flooded.load(Ordering::Relaxed) {
+                    tracing::debug!(peer = ?ctx.peer, "closing an h2 connection: a flood of frames that move no request forward");
+                } else {
+                    tracing::debug!(peer = ?ctx.peer, "closing an h2 connection: too many streams reset before their answer");
+                }
                 ctx.stats.reject();
                 break Ending::Abuse;
             }
             _ = idle.tick() => {
+                state.renew_census.store(true, Ordering::Relaxed);
                 // Closed when no stream was open or started for a whole idle period.
                 let busy = state.in_flight.load(Ordering::Relaxed) > 0;
                 if !state.active.swap(false, Ordering::Relaxed) && !busy {
