@@ -353,3 +353,18 @@ async fn an_http_1_0_answer_with_transfer_encoding_is_a_502() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_request_without_host_goes_on_with_one() {
+    with_timeout(Duration::from_secs(30), async {
+        let up = Upstream::head_echo();
+        let server = start(&up, None);
+        let answer = send(server.addr("web"), b"GET / HTTP/1.0\r\n\r\n").await;
+        assert!(answer.contains(" 200 "), "{answer}");
+        // HTTP/1.1 requires a Host (RFC 9112 3.2): the cluster's name.
+        let seen = up.requests().last().map(|r| r.head()).unwrap_or_default();
+        assert!(seen.starts_with("GET / HTTP/1.1\r\n"), "{seen}");
+        assert!(seen.to_ascii_lowercase().contains("host: app\r\n"), "{seen}");
+    })
+    .await;
+}

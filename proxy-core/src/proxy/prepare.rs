@@ -139,6 +139,7 @@ pub(super) fn prepare_upstream_request(
     cluster: &Cluster,
 ) {
     let protocol = &cluster.config.protocol;
+    let downstream_version = req.version();
     let present = hop_by_hop_present(req.headers());
     // Upgrades pass through to HTTP/1.1 upstreams when the client asked for one.
     let upgrade = *protocol == UpstreamProtocol::Http1
@@ -231,6 +232,15 @@ pub(super) fn prepare_upstream_request(
     match (protocol, host) {
         (UpstreamProtocol::Http1, Some(h)) => {
             headers.insert(header::HOST, h);
+        }
+        // An HTTP/1.0 client may leave `Host` out, and HTTP/1.1 requires it (RFC 9112
+        // 3.2): the cluster's name stands in, as nginx sends its upstream's name.
+        (UpstreamProtocol::Http1, None)
+            if downstream_version == Version::HTTP_10 && !headers.contains_key(header::HOST) =>
+        {
+            if let Ok(name) = HeaderValue::from_str(&cluster.name) {
+                headers.insert(header::HOST, name);
+            }
         }
         (UpstreamProtocol::Http2, _) => {
             headers.remove(header::HOST);
