@@ -364,7 +364,10 @@ async fn an_http_1_0_request_without_host_goes_on_with_one() {
         // HTTP/1.1 requires a Host (RFC 9112 3.2): the cluster's name.
         let seen = up.requests().last().map(|r| r.head()).unwrap_or_default();
         assert!(seen.starts_with("GET / HTTP/1.1\r\n"), "{seen}");
-        assert!(seen.to_ascii_lowercase().contains("host: app\r\n"), "{seen}");
+        assert!(
+            seen.to_ascii_lowercase().contains("host: app\r\n"),
+            "{seen}"
+        );
     })
     .await;
 }

@@ -4,7 +4,8 @@
 //! rapid-reset defence closes an abusive connection at once (`ENHANCE_YOUR_CALM`,
 //! no stream served after it) but not a client that cancels now and then, a flood of
 //! frames that move no request forward (PRIORITY, WINDOW_UPDATE) ends its connection
-//! the same way, and the listener's `max_headers` holds over HTTP/2 as over HTTP/1.1.
+//! the same way, and the listener's `max_headers` and the grammar of `Host` hold for
+//! HTTP/2 requests (their `:authority`) as for HTTP/1.1 ones.
 
 // Test helpers: a failed setup should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -348,6 +349,28 @@ async fn a_flood_of_frames_that_move_nothing_forward_ends_the_connection() {
         let (mut client, conn) = connect(addr).await;
         let (resp, _) = client.send_request(get("/after", 0), true).unwrap();
         assert_eq!(answer(resp).await.unwrap().0, 200);
+        conn.abort();
+        let _ = conn.await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn an_authority_outside_the_host_grammar_is_refused_over_http2() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "idle_timeout: 60s");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (client, conn) = connect(addr).await;
+        // `:authority` becomes the Host sent on: no userinfo (RFC 9113 8.3.1).
+        for target in ["http://user@a.example/x", "http://a.example:80x/x"] {
+            let mut c = client.clone().ready().await.unwrap();
+            let req = http::Request::get(target).body(()).unwrap();
+            let (resp, _) = c.send_request(req, true).unwrap();
+            assert_eq!(answer(resp).await.unwrap().0, 400, "{target}");
+        }
+        assert_eq!(up.hits(), 0, "a request reached the upstream");
         conn.abort();
         let _ = conn.await;
     })

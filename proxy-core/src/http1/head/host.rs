@@ -6,7 +6,7 @@
 /// Whether `value` is `uri-host [ ":" port ]` with a host. An empty value is not: it
 /// is for targets without an authority (RFC 9110 7.2), and an `http` or `https` URI
 /// always has one, with a host that is not empty (RFC 9110 4.2.1, 4.2.2).
-pub(super) fn valid_host(value: &[u8]) -> bool {
+pub(crate) fn valid_host(value: &[u8]) -> bool {
     if value.is_empty() || value[0] == b':' {
         return false;
     }

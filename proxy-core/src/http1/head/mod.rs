@@ -8,6 +8,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version}
 
 mod facts;
 mod host;
+
+pub(crate) use host::valid_host;
 mod version;
 
 use facts::{HeadFacts, Role};

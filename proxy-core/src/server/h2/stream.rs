@@ -86,7 +86,15 @@ pub(super) async fn serve(
     let log = shared.ctx.log_request(&req);
     // The request's future is pinned in place in this one and polled from there: a
     // future handed by value to another async fn would be copied, and stored twice.
-    let resp = if req.headers().len() > shared.ctx.limits.max_headers as usize {
+    let resp = if req
+        .uri()
+        .authority()
+        .is_some_and(|a| !crate::http1::head::valid_host(a.as_str().as_bytes()))
+    {
+        // `:authority` becomes the Host sent on: held to Host's grammar, without a
+        // userinfo (RFC 9113 8.3.1), as an HTTP/1.1 target's authority is.
+        crate::proxy::local_reply(&crate::ProxyError::BadRequest("invalid :authority"))
+    } else if req.headers().len() > shared.ctx.limits.max_headers as usize {
         // As over HTTP/1.1: the count is the listener's, not only the bytes (which
         // `h2` bounds by SETTINGS_MAX_HEADER_LIST_SIZE).
         too_many_headers()
