@@ -15,13 +15,10 @@ pub(crate) fn valid_host(value: &[u8]) -> bool {
             Some(end) if ip_literal(&value[1..end]) => &value[end + 1..],
             _ => return false,
         },
-        _ => {
-            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-            if !reg_name(&value[..end]) {
-                return false;
-            }
-            &value[end..]
-        }
+        _ => match reg_name_len(value) {
+            Some(end) => &value[end..],
+            None => return false,
+        },
     };
     match rest.split_first() {
         None => true,
@@ -30,25 +27,38 @@ pub(crate) fn valid_host(value: &[u8]) -> bool {
     }
 }
 
-/// `reg-name` (which also covers an IPv4 address): unreserved, sub-delims and
-/// complete percent-encodings.
-fn reg_name(name: &[u8]) -> bool {
+/// The length of the `reg-name` (which also covers an IPv4 address) at the start of
+/// `value`: unreserved, sub-delims and complete percent-encodings, up to the first
+/// other byte. `None` for a `%` not followed by two hex digits.
+fn reg_name_len(value: &[u8]) -> Option<usize> {
     let mut i = 0;
-    while let Some(&b) = name.get(i) {
-        if b == b'%' {
-            let hex = name.get(i + 1..i + 3);
-            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                return false;
+    while let Some(&b) = value.get(i) {
+        if REG_NAME_BYTE[usize::from(b)] {
+            i += 1;
+        } else if b == b'%' {
+            let hex = value.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
             }
             i += 3;
-        } else if unreserved(b) || sub_delim(b) {
-            i += 1;
         } else {
-            return false;
+            break;
         }
     }
-    true
+    Some(i)
 }
+
+/// The bytes a `reg-name` has as they are: unreserved and sub-delims. A table, as
+/// the field is checked on every request.
+static REG_NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = unreserved(b as u8) || sub_delim(b as u8);
+        b += 1;
+    }
+    table
+};
 
 /// Between the brackets: an IPv6 address (hex digits, `:` and a dotted IPv4 tail)
 /// or `v` HEXDIG+ `.` (unreserved / sub-delims / `:`)+.
@@ -74,11 +84,11 @@ fn ip_literal(inner: &[u8]) -> bool {
     }
 }
 
-fn unreserved(b: u8) -> bool {
+const fn unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-fn sub_delim(b: u8) -> bool {
+const fn sub_delim(b: u8) -> bool {
     matches!(
         b,
         b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
