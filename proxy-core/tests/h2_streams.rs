@@ -56,6 +56,12 @@ async fn connect(
     (send.ready().await.unwrap(), tokio::spawn(conn))
 }
 
+/// Closes a client connection from [`connect`] and waits until it is closed.
+async fn hang_up(conn: tokio::task::JoinHandle<Result<(), h2::Error>>) {
+    conn.abort();
+    let _ = conn.await;
+}
+
 fn get(path: &str, delay_ms: u64) -> http::Request<()> {
     http::Request::get(format!("http://x{path}"))
         .header("x-echo-delay-ms", delay_ms.to_string())
@@ -96,8 +102,7 @@ async fn a_stream_error_leaves_without_waiting_for_the_client() {
         assert_eq!(err.reason(), Some(h2::Reason::PROTOCOL_ERROR), "{err}");
         let took = started.elapsed();
         assert!(took < Duration::from_secs(3), "the reset took {took:?}");
-        conn.abort();
-        let _ = conn.await;
+        hang_up(conn).await;
     })
     .await
     .unwrap();
@@ -129,8 +134,7 @@ async fn an_answer_leaves_at_once_when_a_stream_beside_it_is_reset() {
             assert_eq!(status, 200);
             assert!(started.elapsed() < Duration::from_secs(2), "round {round}");
         }
-        conn.abort();
-        let _ = conn.await;
+        hang_up(conn).await;
     })
     .await
     .unwrap();
@@ -163,8 +167,7 @@ async fn a_request_the_client_resets_with_no_error_is_not_completed_upstream() {
                 whole.is_empty(),
                 "a body cut off by a {reason:?} reset reached the upstream whole: {whole:?}"
             );
-            conn.abort();
-            let _ = conn.await;
+            hang_up(conn).await;
         }
     })
     .await
@@ -243,8 +246,7 @@ async fn a_client_that_cancels_now_and_then_keeps_its_connection() {
         let mut c = client.clone().ready().await.unwrap();
         let (resp, _) = c.send_request(get("/still", 0), true).unwrap();
         assert_eq!(answer(resp).await.unwrap().0, 200);
-        conn.abort();
-        let _ = conn.await;
+        hang_up(conn).await;
     })
     .await
     .unwrap();
@@ -269,8 +271,7 @@ async fn more_fields_than_max_headers_get_431_over_http2() {
         let mut c = client.ready().await.unwrap();
         let (resp, _) = c.send_request(get("/few", 0), true).unwrap();
         assert_eq!(answer(resp).await.unwrap().0, 200);
-        conn.abort();
-        let _ = conn.await;
+        hang_up(conn).await;
     })
     .await
     .unwrap();
@@ -349,8 +350,7 @@ async fn a_flood_of_frames_that_move_nothing_forward_ends_the_connection() {
         let (mut client, conn) = connect(addr).await;
         let (resp, _) = client.send_request(get("/after", 0), true).unwrap();
         assert_eq!(answer(resp).await.unwrap().0, 200);
-        conn.abort();
-        let _ = conn.await;
+        hang_up(conn).await;
     })
     .await
     .unwrap();
@@ -371,8 +371,7 @@ async fn an_authority_outside_the_host_grammar_is_refused_over_http2() {
             assert_eq!(answer(resp).await.unwrap().0, 400, "{target}");
         }
         assert_eq!(up.hits(), 0, "a request reached the upstream");
-        conn.abort();
-        let _ = conn.await;
+        hang_up(conn).await;
     })
     .await
     .unwrap();
