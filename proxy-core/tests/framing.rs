@@ -1,7 +1,8 @@
 //! HTTP/1.1 framing rules on real sockets (RFC 9112): header names a lenient upstream
 //! could read as a framing field never reach it, the underscore policy, chunk
 //! extensions and chunk-size lines checked to the grammar, transfer codings other
-//! than `chunked` refused, request targets and hosts held to their grammar, and an
+//! than `chunked` refused, an answer framed both ways read as chunked and its
+//! connection dropped, request targets and hosts held to their grammar, and an
 //! upgrade passed on only when the client asked for it (never to `h2c`).
 
 use std::time::Duration;
@@ -368,6 +369,42 @@ async fn an_http_1_0_request_without_host_goes_on_with_one() {
             seen.to_ascii_lowercase().contains("host: app\r\n"),
             "{seen}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_both_length_and_chunked_is_read_chunked_and_its_connection_dropped() {
+    with_timeout(Duration::from_secs(30), async {
+        // Every request on a connection is answered with both fields.
+        let up = proxy_test_support::upstream::spawn_raw(|mut stream, _| async move {
+            use tokio::io::AsyncWriteExt;
+            while proxy_test_support::upstream::read_request(&mut stream)
+                .await
+                .is_some()
+            {
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let server = start(&up, None);
+        for _ in 0..2 {
+            let answer = send(
+                server.addr("web"),
+                b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            // Read as chunked (RFC 9112 6.3): the body is `ok`, not five bytes.
+            let lower = answer.to_ascii_lowercase();
+            assert!(!lower.contains("content-length: 5"), "{answer}");
+            assert!(answer.ends_with("ok\r\n0\r\n\r\n"), "{answer}");
+        }
+        // An answer that may be an attempt to desynchronise: its connection is not
+        // used again.
+        assert_eq!(up.connections(), 2);
     })
     .await;
 }
