@@ -8,9 +8,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version}
 
 mod facts;
 mod host;
+mod version;
 
 pub(crate) use host::valid_host;
-mod version;
 
 use facts::{HeadFacts, Role};
 use version::StartLine;
@@ -308,9 +308,7 @@ fn check_target(method: &Method, uri: &Uri) -> Result<(), HeadError> {
         return Err(HeadError::Malformed);
     }
     match uri.authority() {
-        Some(a) if a.as_str().is_empty() || !host::valid_host(a.as_str().as_bytes()) => {
-            Err(HeadError::BadHost)
-        }
+        Some(a) if !host::valid_host(a.as_str().as_bytes()) => Err(HeadError::BadHost),
         _ => Ok(()),
     }
 }

@@ -21,7 +21,7 @@ const PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
 
 /// A connection's budget when it opens and when an idle period renews it.
-pub(super) const START: i64 = 10_000;
+const START: i64 = 10_000;
 /// The most a connection can have earned at a time.
 const CAP: i64 = 100_000;
 /// Earned per stream opened (Envoy's default allows 100 PRIORITY frames a stream).
