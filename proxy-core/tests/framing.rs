@@ -408,3 +408,19 @@ async fn an_answer_with_both_length_and_chunked_is_read_chunked_and_its_connecti
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_body_that_breaks_before_anything_went_out_is_a_502() {
+    with_timeout(Duration::from_secs(30), async {
+        // A first chunk, then a malformed size line, all in one read: the head and
+        // the first chunk were only buffered when the body failed.
+        let answer = client_gets(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nok\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(!answer.contains("hello"), "{answer}");
+        assert!(says(&answer, "upstream_protocol_error"), "{answer}");
+    })
+    .await;
+}

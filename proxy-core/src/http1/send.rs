@@ -43,7 +43,9 @@ pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
 ) -> Result<u64, SendBodyError> {
     let mut sent: u64 = 0;
     let mut trailers_sent = false;
-    // Whether anything (the head in `wbuf` first) has been written.
+    // Whether anything (the head in `wbuf` first) has been written to `io`: until
+    // then a failing source leaves the peer nothing half-sent, and it can still be
+    // answered in full (a 502).
     let mut wrote = false;
     if framing == Framing::Empty {
         flush(io, wbuf, stall).await?;
@@ -70,8 +72,7 @@ pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
                             return Err(SendBodyError::LengthMismatch);
                         }
                     }
-                    put_data(io, wbuf, data, framing, stall).await?;
-                    wrote = true;
+                    wrote |= put_data(io, wbuf, data, framing, stall).await?;
                 }
                 Err(frame) => {
                     if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), framing) {
@@ -97,13 +98,16 @@ pub(crate) async fn send_body<W: AsyncWrite + Unpin>(
     Ok(sent)
 }
 
+/// Puts `data` in `wbuf` (framed), or writes it out when it is large or `wbuf` is
+/// full: true when bytes went to `io`.
 async fn put_data<W: AsyncWrite + Unpin>(
     io: &mut W,
     wbuf: &mut BytesMut,
     data: Bytes,
     framing: Framing,
     stall: Duration,
-) -> Result<(), SendBodyError> {
+) -> Result<bool, SendBodyError> {
+    let mut wrote = false;
     if framing == Framing::Chunked {
         put_chunk_size(wbuf, data.len());
     }
@@ -114,14 +118,16 @@ async fn put_data<W: AsyncWrite + Unpin>(
         write_all_within(io, &data, stall)
             .await
             .map_err(SendBodyError::Sink)?;
+        wrote = true;
     }
     if framing == Framing::Chunked {
         wbuf.put_slice(b"\r\n");
     }
     if wbuf.len() >= FLUSH_AT {
         flush(io, wbuf, stall).await?;
+        wrote = true;
     }
-    Ok(())
+    Ok(wrote)
 }
 
 fn put_chunk_size(wbuf: &mut BytesMut, len: usize) {
