@@ -53,8 +53,8 @@ macro_rules! scenarios {
     };
 }
 
-scenarios!(bolt, crate::Proto::Bolt);
-scenarios!(dubbo, crate::Proto::Dubbo);
+scenarios!(bolt, super::Proto::Bolt);
+scenarios!(dubbo, super::Proto::Dubbo);
 
 #[tokio::test]
 async fn auto_listener_serves_bolt_dubbo_and_http_on_one_port() {

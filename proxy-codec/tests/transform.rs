@@ -8,12 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[allow(dead_code)]
-#[path = "interop/peers.rs"]
-mod peers;
-#[allow(dead_code)]
-#[path = "interop/proxy.rs"]
-mod proxy;
+use crate::peers;
+use crate::proxy;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! ring hash, checked in under `tests/fixtures/`, must keep coming out the same. A
 //! change here moves users between endpoints on upgrade: only on purpose, with a
 //! release note, by regenerating the fixture (`PROXY_LB_BLESS=1 cargo test -p
-//! proxy-lb --test hash_stability`).
+//! proxy-lb --test integration hash_stability::`).
 
 #![allow(clippy::unwrap_used)]
 

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common_resilience;
+use crate::common_resilience;
 
 use std::{
     net::SocketAddr,

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common_resilience;
+use crate::common_resilience;
 
 use std::collections::HashMap;
 

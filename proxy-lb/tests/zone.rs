@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common_resilience;
+use crate::common_resilience;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 // Test code: a failed step should stop the test loudly.
 #![allow(clippy::unwrap_used)]
 
-mod h3_support;
+use crate::h3_support;
 
 use std::{path::Path, time::Duration};
 

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod h3_support;
+use crate::h3_support;
 
 use std::{
     sync::{

@@ -11,8 +11,8 @@
 // Test code: a failed step should stop the test loudly.
 #![allow(clippy::unwrap_used)]
 
-mod aioquic_support;
-mod h3_support;
+use crate::aioquic_support;
+use crate::h3_support;
 
 use std::{
     net::{SocketAddr, UdpSocket},

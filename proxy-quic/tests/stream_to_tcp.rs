@@ -7,7 +7,7 @@
 // Test code: a failed step should stop the test loudly.
 #![allow(clippy::unwrap_used)]
 
-mod aioquic_support;
+use crate::aioquic_support;
 
 use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 

@@ -8,9 +8,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-#[path = "../src/guomi/test_pki.rs"]
-mod test_pki;
-mod tongsuo;
+use crate::tongsuo;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;

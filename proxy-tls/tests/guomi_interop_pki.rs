@@ -7,9 +7,8 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-#[path = "../src/guomi/test_pki.rs"]
-mod test_pki;
-mod tongsuo;
+use crate::test_pki;
+use crate::tongsuo;
 
 use std::path::Path;
 use std::sync::Arc;

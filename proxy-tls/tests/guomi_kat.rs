@@ -6,8 +6,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-#[path = "../src/guomi/test_pki.rs"]
-mod test_pki;
+use crate::test_pki;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -5,10 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "../src/guomi/test_pki.rs"]
-mod test_pki;
-mod tongsuo;
+use crate::common;
+use crate::test_pki;
+use crate::tongsuo;
 
 use std::time::Duration;
 

@@ -8,10 +8,8 @@
 #![cfg(feature = "guomi")]
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "../src/guomi/test_pki.rs"]
-mod test_pki;
-mod tongsuo;
+use crate::common;
+use crate::tongsuo;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},

@@ -4,7 +4,7 @@
 //! their records say (to the new process's client). Each gets its error, never a
 //! panic, and the side that got it keeps what it had.
 
-mod common;
+use crate::common;
 
 use std::{
     net::SocketAddr,

@@ -3,7 +3,7 @@
 //! bytes and, for some, a protocol; its counters and histograms go too), received and checked by the
 //! client; records that break the protocol are refused.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read, Write},

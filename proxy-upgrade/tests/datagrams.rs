@@ -3,7 +3,7 @@
 //! the old process is told when to stop reading them, or that the upgrade was
 //! abandoned.
 
-mod common;
+use crate::common;
 
 use std::{
     net::UdpSocket,

@@ -5,7 +5,7 @@
 //! A new server whose hook fails leaves the old one serving; taking over with no
 //! process at the path fails at once.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read, Write},

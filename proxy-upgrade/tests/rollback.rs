@@ -5,7 +5,7 @@
 //! accepts new connections, and the two connections left are adopted there and
 //! served on their sockets.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read, Write},

@@ -3,7 +3,7 @@
 //! (a configured port 0 matches the port the old one got), closes a socket no
 //! listener claims, and answers on the same port and the same socket file.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read, Write},

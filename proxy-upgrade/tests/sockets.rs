@@ -2,7 +2,7 @@
 //! listeners and an `UpgradeClient`: the round trip, busy refusal, an abandoned
 //! upgrade, the socket file's life.
 
-mod common;
+use crate::common;
 
 use std::{
     net::{TcpListener, TcpStream},

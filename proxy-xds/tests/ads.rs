@@ -2,7 +2,7 @@
 //! 127.0.0.1: clusters and endpoints pushed over ADS carry traffic, bad resources are
 //! NACKed while the last good config keeps serving, the client reconnects.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

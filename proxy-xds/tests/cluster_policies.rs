@@ -5,7 +5,7 @@
 //! receiving traffic while the healthy one serves every request. Skipped loudly when
 //! the Python packages are missing (`scripts/deps/proxy-xds.sh` installs them).
 
-mod control_plane;
+use crate::control_plane;
 
 use std::{collections::BTreeSet, time::Duration};
 

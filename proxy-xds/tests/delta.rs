@@ -4,7 +4,7 @@
 //! and removed, a NACK that leaves the running config alone, and a new stream that
 //! says which versions the client holds.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,9 +3,8 @@
 //! listener waits for it unbound (Envoy's warming), then serves TLS with the
 //! certificate SDS sent; an unsupported TLS setting is NACKed, the field named.
 
-mod common;
-#[path = "common/tls.rs"]
-mod tls;
+use crate::common;
+use crate::common::tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -8,9 +8,8 @@
 //! the versions it holds. Skipped loudly when the Python packages are missing
 //! (`scripts/deps/proxy-xds.sh` installs them).
 
-mod control_plane;
-#[path = "common/tls.rs"]
-mod tls;
+use crate::common::tls;
+use crate::control_plane;
 
 use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
 

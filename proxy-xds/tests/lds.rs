@@ -3,7 +3,7 @@
 //! clusters split, an unsupported HTTP filter is NACKed while the proxy keeps
 //! serving, routes arriving after their listener, listeners moved and removed.
 
-mod common;
+use crate::common;
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -9,7 +9,7 @@
 //! name (`typed_per_filter_config`): JWT off on a health route, RBAC replaced on
 //! another.
 
-mod control_plane;
+use crate::control_plane;
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 

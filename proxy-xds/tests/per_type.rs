@@ -4,7 +4,7 @@
 //! a NACK goes back on the stream of the refused type, and after the control plane
 //! restarts every stream is opened again with the versions held.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,9 +4,8 @@
 //! handshake; a secret whose key does not match its certificate is NACKed, the
 //! field named, and the running certificate stays.
 
-mod common;
-#[path = "common/tls.rs"]
-mod tls;
+use crate::common;
+use crate::common::tls;
 
 use std::{sync::Arc, time::Duration};
 

@@ -3,7 +3,7 @@
 //! over it, and the clusters pushed carry traffic; a bootstrap whose TLS files do
 //! not load is refused, naming the field.
 
-mod common;
+use crate::common;
 
 use std::{sync::Arc, time::Duration};
 

@@ -5,7 +5,7 @@
 //! certificate with the material SDS sent; an unsupported TLS setting is NACKed,
 //! the field named.
 
-mod common;
+use crate::common;
 
 use std::{sync::Arc, time::Duration};
 

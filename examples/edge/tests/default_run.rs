@@ -3,7 +3,7 @@
 //! for an oversized head, 403 from the RBAC deny list), the access log and the admin
 //! metrics (handshakes signed on the offload engines, the deny list's decisions).
 
-mod common;
+use crate::common;
 
 use common::{status, Edge, LIMIT};
 use proxy_test_support::with_timeout;

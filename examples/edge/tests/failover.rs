@@ -7,7 +7,7 @@
 //! (its body does not count as empty or buffered); it gets the 502/503 until three
 //! connect failures hold z1 out of the chain for 5 s.
 
-mod common;
+use crate::common;
 
 use common::{default_yaml, status, Edge, LIMIT};
 use proxy_test_support::{free_addr, temp::TempDir, tools, with_timeout, Upstream};

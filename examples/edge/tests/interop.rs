@@ -4,9 +4,8 @@
 //! (proxy-tls's `tongsuo_peer.py`). Each skips loudly when its Python package is not
 //! installed (`scripts/deps/proxy-quic.sh`, `scripts/deps/proxy-tls-guomi.sh`).
 
-#[path = "../../../proxy-quic/tests/aioquic_support/mod.rs"]
-mod aioquic_support;
-mod common;
+use crate::aioquic_support;
+use crate::common;
 
 use std::{path::Path, process::Command, time::Duration};
 

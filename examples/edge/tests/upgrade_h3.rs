@@ -12,10 +12,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-#[path = "../../../proxy-quic/tests/aioquic_support/mod.rs"]
-mod aioquic_support;
+use crate::aioquic_support;
 
 use std::{
     path::{Path, PathBuf},

@@ -1,7 +1,7 @@
 //! The access log (`access_log: {format, path}`): one line per request, JSON or text,
 //! with the status, method, URI, matched route and the proxy's error reason.
 
-mod common;
+use crate::common;
 
 use std::{path::Path, time::Duration};
 

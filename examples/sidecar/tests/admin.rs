@@ -1,6 +1,6 @@
 //! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

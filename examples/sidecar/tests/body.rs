@@ -2,7 +2,7 @@
 //! whole while the sidecar's peak RSS stays small; a 64 MiB download arrives whole;
 //! `Expect: 100-continue` works.
 
-mod common;
+use crate::common;
 
 use std::{
     convert::Infallible,

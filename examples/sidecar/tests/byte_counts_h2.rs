@@ -3,7 +3,7 @@
 //! endpoint and `proxy_endpoint_upstream_rx_bytes_total` what it received, frames,
 //! headers and bodies, so each grows by at least the body of every exchange.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

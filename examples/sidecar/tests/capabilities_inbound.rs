@@ -7,8 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-mod mesh;
+use crate::mesh;
 
 use mesh::*;
 

@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-mod mesh;
+use crate::mesh;
 
 use mesh::*;
 

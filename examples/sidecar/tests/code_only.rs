@@ -4,7 +4,7 @@
 
 #[path = "../examples/code_only.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs)]
-mod code_only;
+mod example;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -19,17 +19,17 @@ async fn proxy_built_in_code_serves_tls_requests() {
 }
 
 async fn run() {
-    let upstreams = code_only::demo_upstreams().await.expect("upstreams");
+    let upstreams = example::demo_upstreams().await.expect("upstreams");
     let pki = Pki::new("code-only");
     let cert = pki.server("localhost", &["localhost"]);
-    let listener = code_only::tls_listener(
+    let listener = example::tls_listener(
         "127.0.0.1:0".parse().expect("addr"),
         cert.cert_pem.clone(),
         cert.key_pem.clone(),
     )
     .expect("listener");
     let addr = listener.local_addr();
-    let stack = code_only::request_stack(&upstreams).expect("stack");
+    let stack = example::request_stack(&upstreams).expect("stack");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(listener.serve(stack, async {
         let _ = stopped.await;

@@ -1,7 +1,7 @@
 //! `sidecar --config FILE --validate`: a good file passes, bad files fail naming the
 //! field path.
 
-mod common;
+use crate::common;
 
 use std::{ffi::OsStr, time::Duration};
 

@@ -4,7 +4,7 @@
 //! unread input makes the kernel send a reset, and a reset makes the client lose the
 //! answers it has not read yet (and report ECONNRESET / EPIPE).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

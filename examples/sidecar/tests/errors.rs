@@ -2,7 +2,7 @@
 //! route, 400 malformed request; each with `x-proxy-error` and a counter in
 //! `/stats/prometheus`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Trailers pass through: gRPC-style HTTP/2 (h2c client, `protocol: auto` listener,
 //! `protocol: http2` cluster) and HTTP/1.1 chunked trailers, and across the two.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::VecDeque,

@@ -1,7 +1,7 @@
 //! HTTP/2 with prior knowledge (h2c) and HTTP/1.1 on one `protocol: auto` listener,
 //! with curl and h2load.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,10 +5,9 @@
 //! advertises the HTTP/3 one (`alt-svc`); its counters are on the admin metrics.
 //! Skipped loudly without aioquic (`scripts/deps/proxy-quic.sh`).
 
-mod common;
+use crate::common;
 
-#[path = "../../../proxy-quic/tests/aioquic_support/mod.rs"]
-mod aioquic_support;
+use crate::aioquic_support;
 
 use std::time::{Duration, Instant};
 

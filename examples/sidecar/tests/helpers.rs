@@ -1,6 +1,6 @@
 //! Tests of the sidecar tests' own helpers (parsers), which need no sidecar.
 
-mod common;
+use crate::common;
 
 use common::*;
 

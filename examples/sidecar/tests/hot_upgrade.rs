@@ -14,13 +14,9 @@
 //! request-duration histogram (count, buckets, sum) read the old process's final
 //! values plus what the new process served (protocol version 6).
 
-mod common;
-#[path = "hot_upgrade/http_load.rs"]
-mod http_load;
-// Not every helper is used here.
-#[allow(dead_code)]
-#[path = "hot_upgrade/support.rs"]
-mod support;
+use crate::common;
+use crate::http_load;
+use crate::support;
 
 use std::{
     path::Path,

@@ -3,11 +3,8 @@
 //! still drains a request in flight (the old process stops accepting on the shared
 //! admin socket at the hand-off; a drain on SIGTERM keeps answering `/ready` 503).
 
-mod common;
-// Not every helper is used here.
-#[allow(dead_code)]
-#[path = "hot_upgrade/support.rs"]
-mod support;
+use crate::common;
+use crate::support;
 
 use std::{
     sync::Arc,

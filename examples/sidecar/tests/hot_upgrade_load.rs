@@ -22,17 +22,10 @@
 //! It needs node and the packages `scripts/deps/proxy-codec.sh` installs; without
 //! them it prints `SKIPPED:` and passes. CI runs it alone (`.config/nextest.toml`).
 
-mod common;
-// Not every helper is used here.
-#[allow(dead_code)]
-#[path = "hot_upgrade/http_load.rs"]
-mod http_load;
-#[path = "hot_upgrade/sofa.rs"]
-mod sofa;
-// Not every helper is used here.
-#[allow(dead_code)]
-#[path = "hot_upgrade/support.rs"]
-mod support;
+use crate::common;
+use crate::http_load;
+use crate::sofa;
+use crate::support;
 
 use std::{
     sync::{atomic::Ordering, Arc},

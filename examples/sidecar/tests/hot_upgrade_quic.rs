@@ -9,14 +9,10 @@
 //! and the HTTP/1.1 connection goes over as before. Skipped loudly without aioquic
 //! (`scripts/deps/proxy-quic.sh`).
 
-mod common;
+use crate::common;
 
-#[path = "../../../proxy-quic/tests/aioquic_support/mod.rs"]
-mod aioquic_support;
-// Not every helper is used here.
-#[allow(dead_code)]
-#[path = "hot_upgrade/support.rs"]
-mod support;
+use crate::aioquic_support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

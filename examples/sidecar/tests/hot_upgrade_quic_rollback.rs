@@ -10,14 +10,10 @@
 //! connection C is served by the third. Skipped loudly without aioquic
 //! (`scripts/deps/proxy-quic.sh`).
 
-mod common;
+use crate::common;
 
-#[path = "../../../proxy-quic/tests/aioquic_support/mod.rs"]
-mod aioquic_support;
-// Not every helper is used here.
-#[allow(dead_code)]
-#[path = "hot_upgrade/support.rs"]
-mod support;
+use crate::aioquic_support;
+use crate::support;
 
 use std::{
     sync::{

@@ -5,11 +5,8 @@
 //! handed over yet instead of draining them; the connections the dead process had
 //! taken are lost with it. Then the next upgrade works as usual.
 
-mod common;
-// Not every helper is used here.
-#[allow(dead_code)]
-#[path = "hot_upgrade/support.rs"]
-mod support;
+use crate::common;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

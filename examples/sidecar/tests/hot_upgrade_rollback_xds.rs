@@ -9,12 +9,9 @@
 //! after the push, the version the new client accepted, as do the `proxy_xds_*`
 //! series of its Prometheus page.
 
-mod common;
-mod xds_support;
-// Not every helper is used here.
-#[allow(dead_code)]
-#[path = "hot_upgrade/support.rs"]
-mod support;
+use crate::common;
+use crate::support;
+use crate::xds_support;
 
 use std::{
     net::SocketAddr,

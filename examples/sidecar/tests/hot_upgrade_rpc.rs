@@ -19,13 +19,10 @@
 
 #[path = "hot_upgrade/bolt.rs"]
 mod bolt;
-mod common;
-#[path = "hot_upgrade/sofa.rs"]
-mod sofa;
+use crate::common;
+use crate::sofa;
 // The HTTP/1.1 exchanges of the helpers are not used here.
-#[allow(dead_code)]
-#[path = "hot_upgrade/support.rs"]
-mod support;
+use crate::support;
 
 use std::{
     sync::{atomic::Ordering, Arc},

@@ -6,11 +6,8 @@
 //! A TLS 1.2 client's connection is not handed over: it drains as before, and the
 //! client connects again.
 
-mod common;
-// Not every helper is used here.
-#[allow(dead_code)]
-#[path = "hot_upgrade/support.rs"]
-mod support;
+use crate::common;
+use crate::support;
 
 use std::{
     sync::{

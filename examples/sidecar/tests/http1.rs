@@ -1,7 +1,7 @@
 //! HTTP/1.1 through the sidecar with curl: status and body pass through, forwarding
 //! headers are added, hop-by-hop headers are removed, and route rewrites apply.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Process lifecycle: SIGTERM drains in-flight requests and exits 0; `sidecar` with no
 //! arguments runs its embedded default (the one-request smoke test of the example).
 
-mod common;
+use crate::common;
 
 use std::{
     net::{SocketAddr, TcpListener},

@@ -2,7 +2,7 @@
 //! (slowloris), head size and field count, the connection cap, the idle keep-alive
 //! timeout. HTTP/2's are in `limits_h2.rs`.
 
-mod common;
+use crate::common;
 
 use std::{
     sync::{

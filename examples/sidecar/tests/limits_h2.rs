@@ -2,7 +2,7 @@
 //! limit, the rapid-reset defence (a flood of resets, and resets paced before each
 //! answer) and the idle timeout of an HTTP/2 connection.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! per-cluster and per-endpoint request counts, status classes and latency
 //! histograms; `/clusters` lists endpoints with their connection counts.
 
-mod common;
+use crate::common;
 
 use std::{net::SocketAddr, time::Duration};
 

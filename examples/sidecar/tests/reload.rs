@@ -3,7 +3,7 @@
 //! keep-alive requests; no request may fail. An invalid config is refused with 400
 //! and the old one keeps serving.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::HashMap,

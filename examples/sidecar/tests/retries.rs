@@ -2,7 +2,7 @@
 //! the next endpoint, 5xx retried, retries capped by the budget, buffered request
 //! bodies replayed.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -15,7 +15,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::{
     path::{Path, PathBuf},

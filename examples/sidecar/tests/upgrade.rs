@@ -1,7 +1,7 @@
 //! `Upgrade: websocket` through the sidecar: the upstream's 101 reaches the client and
 //! the tunnel then carries raw bytes both ways.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! and sees no error. A new binary that fails (here: a config it refuses) leaves the
 //! old process serving, and the next `SIGUSR2` upgrades.
 
-mod common;
+use crate::common;
 
 use std::{path::PathBuf, time::Duration};
 

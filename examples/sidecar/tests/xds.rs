@@ -4,7 +4,7 @@
 //! ACKed, and keep reaching it after a SIGHUP reload of the file. `--validate` checks
 //! the section, naming the field.
 
-mod common;
+use crate::common;
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -6,8 +6,8 @@
 //! upstream; the admin endpoint shows the client's metrics and `/config_dump/xds`
 //! the resources pushed; an edited snapshot pushed on SIGHUP is followed.
 
-mod common;
-mod xds_support;
+use crate::common;
+use crate::xds_support;
 
 use std::time::Duration;
 

@@ -11,9 +11,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[allow(dead_code)]
-#[path = "peers.rs"]
-mod peers;
+use crate::peers;
 
 use std::time::Duration;
 

@@ -16,10 +16,7 @@
 mod captured;
 #[path = "driver.rs"]
 mod driver;
-#[path = "peers.rs"]
-mod peers;
-#[path = "proxy.rs"]
-mod proxy;
+use crate::{peers, proxy};
 #[path = "wire.rs"]
 mod wire;
 

@@ -10,7 +10,7 @@ use std::{
 use proxy_filters::adaptive::{AdaptiveConcurrencyLayer, AdaptiveConfig};
 use tower::Layer;
 
-use crate::load::{ms, offer, quantile, Baseline, Sample, Upstream};
+use super::load::{ms, offer, quantile, Baseline, Sample, Upstream};
 
 pub(crate) async fn cold_run(up: &Upstream, base: &Baseline, attempt: usize) -> Result<(), String> {
     let offered = 3.0 * base.capacity;

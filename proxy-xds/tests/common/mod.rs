@@ -3,4 +3,6 @@
 
 #![allow(unused_imports, unreachable_pub)]
 
+pub mod tls;
+
 pub use proxy_test_support::xds::{resources::*, ControlPlane};

@@ -13,7 +13,7 @@ use std::{
 
 use tokio::net::TcpStream;
 
-use crate::support::{exchange, Exchange};
+use super::support::{exchange, Exchange};
 
 /// What the HTTP/1.1 clients saw.
 #[derive(Default)]

@@ -1,0 +1,20 @@
+//! The integration tests of `proxy-core`, linked as one test binary: each module
+//! below is one file's tests, and the modules before them are the helpers that
+//! several files share.
+
+mod admin_extensions;
+mod byte_counts;
+mod circuit_breakers;
+mod circuit_breakers_connections;
+mod close;
+mod connection_stack;
+mod failure_reasons;
+mod filter_overrides;
+mod framing;
+mod h2_streams;
+mod http_service;
+mod in_flight;
+mod router_props;
+mod seams;
+mod slow_peers;
+mod upstream_pool;
