@@ -4,8 +4,9 @@
 //! rapid-reset defence closes an abusive connection at once (`ENHANCE_YOUR_CALM`,
 //! no stream served after it) but not a client that cancels now and then, a flood of
 //! frames that move no request forward (PRIORITY, WINDOW_UPDATE) ends its connection
-//! the same way, and the listener's `max_headers` and the grammar of `Host` hold for
-//! HTTP/2 requests (their `:authority`) as for HTTP/1.1 ones.
+//! the same way, the listener's `max_headers` and the grammar of `Host` hold for
+//! HTTP/2 requests (their `:authority`) as for HTTP/1.1 ones, and a field value with
+//! white space at either end (malformed in HTTP/2) is refused.
 
 // Test helpers: a failed setup should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -371,6 +372,38 @@ async fn an_authority_outside_the_host_grammar_is_refused_over_http2() {
             assert_eq!(answer(resp).await.unwrap().0, 400, "{target}");
         }
         assert_eq!(up.hits(), 0, "a request reached the upstream");
+        hang_up(conn).await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn a_field_value_with_white_space_at_either_end_is_refused_over_http2() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "idle_timeout: 60s");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (client, conn) = connect(addr).await;
+        // Malformed in HTTP/2 (RFC 9113 8.2.1); HTTP/1.1 would trim it away.
+        for value in [" lead", "trail\t", "\tboth "] {
+            let mut c = client.clone().ready().await.unwrap();
+            let req = http::Request::get("http://x/pad")
+                .header("x-pad", value)
+                .body(())
+                .unwrap();
+            let (resp, _) = c.send_request(req, true).unwrap();
+            assert_eq!(answer(resp).await.unwrap().0, 400, "{value:?}");
+        }
+        assert_eq!(up.hits(), 0, "a request reached the upstream");
+        // White space inside a value is fine.
+        let mut c = client.clone().ready().await.unwrap();
+        let req = http::Request::get("http://x/inner")
+            .header("x-pad", "in side")
+            .body(())
+            .unwrap();
+        let (resp, _) = c.send_request(req, true).unwrap();
+        assert_eq!(answer(resp).await.unwrap().0, 200);
         hang_up(conn).await;
     })
     .await

@@ -154,6 +154,11 @@ impl Decoder {
                         }
                         let mut storage = [httparse::EMPTY_HEADER; 64];
                         match httparse::parse_headers(buf, &mut storage) {
+                            // The same bound whether the section came in one read
+                            // or in pieces.
+                            Ok(httparse::Status::Complete((len, _))) if len > MAX_TRAILER_BYTES => {
+                                return Err(DecodeError::BadTrailers)
+                            }
                             Ok(httparse::Status::Complete((len, fields))) => {
                                 let mut map = HeaderMap::new();
                                 for f in fields {
@@ -386,6 +391,51 @@ mod tests {
         .unwrap();
         assert_eq!(body, b"ok");
         assert!(trailers.is_none());
+    }
+
+    /// Decodes `input` from one buffer, as when it all came in one read.
+    fn decode_at_once(framing: Framing, input: &[u8]) -> Result<Vec<Step>, DecodeError> {
+        let mut d = Decoder::new(framing);
+        let mut buf = BytesMut::from(input);
+        let mut steps = Vec::new();
+        loop {
+            match d.decode(&mut buf)? {
+                Step::Done => return Ok(steps),
+                Step::NeedMore => return Err(DecodeError::UnexpectedEof),
+                step => steps.push(step),
+            }
+        }
+    }
+
+    #[test]
+    fn a_trailer_section_over_the_limit_is_refused_however_it_arrives() {
+        let mut big = b"2\r\nok\r\n0\r\n".to_vec();
+        for i in 0..40 {
+            big.extend_from_slice(format!("x-t-{i}: {}\r\n", "v".repeat(500)).as_bytes());
+        }
+        big.extend_from_slice(b"\r\n");
+        assert!(big.len() > MAX_TRAILER_BYTES);
+        assert_eq!(
+            decode_at_once(Framing::Chunked, &big).unwrap_err(),
+            DecodeError::BadTrailers
+        );
+        assert_eq!(
+            decode_all(Framing::Chunked, &big).unwrap_err(),
+            DecodeError::BadTrailers
+        );
+        // More fields than a section may hold, however small.
+        let mut many = b"0\r\n".to_vec();
+        for i in 0..100 {
+            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            decode_at_once(Framing::Chunked, &many).unwrap_err(),
+            DecodeError::BadTrailers
+        );
+        // Within the limit, in one read: passed on.
+        let steps = decode_at_once(Framing::Chunked, b"2\r\nok\r\n0\r\nx-a: 1\r\n\r\n").unwrap();
+        assert!(matches!(steps.last(), Some(Step::Trailers(t)) if t["x-a"] == "1"));
     }
 
     #[test]

@@ -98,6 +98,13 @@ pub(super) async fn serve(
         // As over HTTP/1.1: the count is the listener's, not only the bytes (which
         // `h2` bounds by SETTINGS_MAX_HEADER_LIST_SIZE).
         too_many_headers()
+    } else if req.headers().values().any(padded) {
+        // A malformed request (RFC 9113 8.2.1): never forwarded. HTTP/1.1 strips
+        // this white space as it parses, so an HTTP/1.1 upstream would read another
+        // value than the one the client sent.
+        crate::proxy::local_reply(&crate::ProxyError::BadRequest(
+            "header value with leading or trailing white space",
+        ))
     } else if let Err(e) = crate::http1::names::screen(req.headers_mut(), shared.underscores) {
         tracing::debug!(error = %e, "bad request header names");
         crate::proxy::local_reply(&crate::ProxyError::BadRequest(
@@ -368,6 +375,14 @@ impl Drop for LogOnDrop {
             log.end(self.sent);
         }
     }
+}
+
+/// Whether a field value starts or ends with white space, which RFC 9113 8.2.1
+/// does not allow in an HTTP/2 field value (`h2` lets it through).
+fn padded(value: &http::HeaderValue) -> bool {
+    let v = value.as_bytes();
+    let white = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+    white(v.first()) || white(v.last())
 }
 
 /// The answer to a request with more fields than the listener's `max_headers`.
