@@ -84,6 +84,13 @@ async fn answer(resp: h2::client::ResponseFuture) -> Result<(u16, Bytes), h2::Er
     Ok((status, data.into()))
 }
 
+/// The status of the answer to `req`, sent on `client` as a request without a body.
+async fn status_of(client: &h2::client::SendRequest<Bytes>, req: http::Request<()>) -> u16 {
+    let mut c = client.clone().ready().await.unwrap();
+    let (resp, _) = c.send_request(req, true).unwrap();
+    answer(resp).await.unwrap().0
+}
+
 #[tokio::test]
 async fn a_stream_error_leaves_without_waiting_for_the_client() {
     let up = Upstream::echo("up");
@@ -244,9 +251,7 @@ async fn a_client_that_cancels_now_and_then_keeps_its_connection() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!conn.is_finished(), "the connection was closed");
-        let mut c = client.clone().ready().await.unwrap();
-        let (resp, _) = c.send_request(get("/still", 0), true).unwrap();
-        assert_eq!(answer(resp).await.unwrap().0, 200);
+        assert_eq!(status_of(&client, get("/still", 0)).await, 200);
         hang_up(conn).await;
     })
     .await
@@ -269,9 +274,7 @@ async fn more_fields_than_max_headers_get_431_over_http2() {
         assert_eq!(status, 431);
         assert_eq!(up.hits(), 0, "the request reached the upstream");
         // Within the limit, the same connection serves.
-        let mut c = client.ready().await.unwrap();
-        let (resp, _) = c.send_request(get("/few", 0), true).unwrap();
-        assert_eq!(answer(resp).await.unwrap().0, 200);
+        assert_eq!(status_of(&client, get("/few", 0)).await, 200);
         hang_up(conn).await;
     })
     .await
@@ -366,10 +369,8 @@ async fn an_authority_outside_the_host_grammar_is_refused_over_http2() {
         let (client, conn) = connect(addr).await;
         // `:authority` becomes the Host sent on: no userinfo (RFC 9113 8.3.1).
         for target in ["http://user@a.example/x", "http://a.example:80x/x"] {
-            let mut c = client.clone().ready().await.unwrap();
             let req = http::Request::get(target).body(()).unwrap();
-            let (resp, _) = c.send_request(req, true).unwrap();
-            assert_eq!(answer(resp).await.unwrap().0, 400, "{target}");
+            assert_eq!(status_of(&client, req).await, 400, "{target}");
         }
         assert_eq!(up.hits(), 0, "a request reached the upstream");
         hang_up(conn).await;
@@ -387,23 +388,19 @@ async fn a_field_value_with_white_space_at_either_end_is_refused_over_http2() {
         let (client, conn) = connect(addr).await;
         // Malformed in HTTP/2 (RFC 9113 8.2.1); HTTP/1.1 would trim it away.
         for value in [" lead", "trail\t", "\tboth "] {
-            let mut c = client.clone().ready().await.unwrap();
             let req = http::Request::get("http://x/pad")
                 .header("x-pad", value)
                 .body(())
                 .unwrap();
-            let (resp, _) = c.send_request(req, true).unwrap();
-            assert_eq!(answer(resp).await.unwrap().0, 400, "{value:?}");
+            assert_eq!(status_of(&client, req).await, 400, "{value:?}");
         }
         assert_eq!(up.hits(), 0, "a request reached the upstream");
         // White space inside a value is fine.
-        let mut c = client.clone().ready().await.unwrap();
         let req = http::Request::get("http://x/inner")
             .header("x-pad", "in side")
             .body(())
             .unwrap();
-        let (resp, _) = c.send_request(req, true).unwrap();
-        assert_eq!(answer(resp).await.unwrap().0, 200);
+        assert_eq!(status_of(&client, req).await, 200);
         hang_up(conn).await;
     })
     .await
