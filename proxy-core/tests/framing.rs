@@ -1,6 +1,7 @@
 //! HTTP/1.1 framing rules on real sockets (RFC 9112): header names a lenient upstream
 //! could read as a framing field never reach it, the underscore policy, chunk
-//! extensions and chunk-size lines checked to the grammar, transfer codings other
+//! extensions, chunk-size lines and trailer sections checked to the grammar and
+//! their bounds (a 400 that names what was wrong), transfer codings other
 //! than `chunked` refused, an answer framed both ways read as chunked and its
 //! connection dropped, request targets and hosts held to their grammar, and an
 //! upgrade passed on only when the client asked for it (never to `h2c`).
@@ -114,7 +115,7 @@ async fn chunk_extensions_are_checked_and_not_forwarded() {
             let before = up.requests().len();
             let answer = send(addr, &req).await;
             assert!(
-                answer.starts_with("HTTP/1.1 400"),
+                answer.starts_with("HTTP/1.1 400") && answer.contains("invalid chunked request body"),
                 "{:?}: {answer}",
                 String::from_utf8_lossy(bad)
             );
@@ -123,6 +124,30 @@ async fn chunk_extensions_are_checked_and_not_forwarded() {
                 "a malformed chunk reached the upstream as data"
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailer_section_over_its_bound_is_a_400_even_in_one_read() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = Upstream::head_echo();
+        let server = start(&up, None);
+        let addr = server.addr("web");
+        let mut req = b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n".to_vec();
+        for i in 0..40 {
+            req.extend_from_slice(format!("x-t-{i}: {}\r\n", "v".repeat(500)).as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        let answer = send(addr, &req).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400") && answer.contains("invalid request trailers"),
+            "{answer}"
+        );
+        assert!(
+            up.requests().iter().all(|r| r.body.as_ref() != b"hello"),
+            "the request reached the upstream whole"
+        );
     })
     .await;
 }

@@ -6,7 +6,8 @@
 //! frames that move no request forward (PRIORITY, WINDOW_UPDATE) ends its connection
 //! the same way, the listener's `max_headers` and the grammar of `Host` hold for
 //! HTTP/2 requests (their `:authority`) as for HTTP/1.1 ones, and a field value with
-//! white space at either end (malformed in HTTP/2) is refused.
+//! white space at either end (malformed in HTTP/2) is refused, in the head or in the
+//! trailers.
 
 // Test helpers: a failed setup should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -401,6 +402,38 @@ async fn a_field_value_with_white_space_at_either_end_is_refused_over_http2() {
             .body(())
             .unwrap();
         assert_eq!(status_of(&client, req).await, 200);
+        hang_up(conn).await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn trailers_with_white_space_at_either_end_of_a_value_fail_the_request() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "idle_timeout: 60s");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let (mut client, conn) = connect(addr).await;
+        let req = http::Request::post("http://x/upload").body(()).unwrap();
+        let (resp, mut body) = client.send_request(req, false).unwrap();
+        body.send_data(Bytes::from_static(b"{\"amount\": 10}"), false)
+            .unwrap();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-signature", http::HeaderValue::from_static("abc "));
+        body.send_trailers(trailers).unwrap();
+        let (status, text) = answer(resp).await.unwrap();
+        assert_eq!(status, 400, "{text:?}");
+        assert!(
+            String::from_utf8_lossy(&text).contains("invalid request trailers"),
+            "{text:?}"
+        );
+        let whole: Vec<_> = up
+            .requests()
+            .into_iter()
+            .filter(|r| r.path() == "/upload")
+            .collect();
+        assert!(whole.is_empty(), "the request reached the upstream whole");
         hang_up(conn).await;
     })
     .await

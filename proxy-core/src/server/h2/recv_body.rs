@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use crate::{
+    http1::decode::DecodeError,
     stall::{BodyStalled, Stall},
     BoxError,
 };
@@ -74,6 +75,11 @@ impl http_body::Body for RecvBody {
             }
         }
         match this.recv.poll_trailers(cx) {
+            // Malformed trailers (RFC 9113 8.2.1) fail the body: the upstream never
+            // takes the request for whole.
+            Poll::Ready(Ok(Some(t))) if t.values().any(super::stream::padded) => {
+                Poll::Ready(Some(Err(DecodeError::BadTrailers.into())))
+            }
             Poll::Ready(Ok(trailers)) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e.into()))),
             Poll::Pending => this.stalled(cx),

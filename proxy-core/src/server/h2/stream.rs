@@ -379,7 +379,7 @@ impl Drop for LogOnDrop {
 
 /// Whether a field value starts or ends with white space, which RFC 9113 8.2.1
 /// does not allow in an HTTP/2 field value (`h2` lets it through).
-fn padded(value: &http::HeaderValue) -> bool {
+pub(super) fn padded(value: &http::HeaderValue) -> bool {
     let v = value.as_bytes();
     let white = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
     white(v.first()) || white(v.last())
