@@ -85,6 +85,15 @@ async fn answer(resp: h2::client::ResponseFuture) -> Result<(u16, Bytes), h2::Er
     Ok((status, data.into()))
 }
 
+/// The bodies of the requests to `path` that `up` received whole.
+fn whole_bodies(up: &Upstream, path: &str) -> Vec<Bytes> {
+    up.requests()
+        .into_iter()
+        .filter(|r| r.path() == path)
+        .map(|r| r.body)
+        .collect()
+}
+
 /// The status of the answer to `req`, sent on `client` as a request without a body.
 async fn status_of(client: &h2::client::SendRequest<Bytes>, req: http::Request<()>) -> u16 {
     let mut c = client.clone().ready().await.unwrap();
@@ -166,12 +175,7 @@ async fn a_request_the_client_resets_with_no_error_is_not_completed_upstream() {
             tokio::time::sleep(Duration::from_millis(300)).await;
             body.send_reset(reason);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let whole: Vec<_> = up
-                .requests()
-                .into_iter()
-                .filter(|r| r.path() == "/upload")
-                .map(|r| r.body)
-                .collect();
+            let whole = whole_bodies(&up, "/upload");
             assert!(
                 whole.is_empty(),
                 "a body cut off by a {reason:?} reset reached the upstream whole: {whole:?}"
@@ -428,12 +432,11 @@ async fn trailers_with_white_space_at_either_end_of_a_value_fail_the_request() {
             String::from_utf8_lossy(&text).contains("invalid request trailers"),
             "{text:?}"
         );
-        let whole: Vec<_> = up
-            .requests()
-            .into_iter()
-            .filter(|r| r.path() == "/upload")
-            .collect();
-        assert!(whole.is_empty(), "the request reached the upstream whole");
+        let whole = whole_bodies(&up, "/upload");
+        assert!(
+            whole.is_empty(),
+            "the request reached the upstream whole: {whole:?}"
+        );
         hang_up(conn).await;
     })
     .await
