@@ -86,30 +86,8 @@ pub(super) async fn serve(
     let log = shared.ctx.log_request(&req);
     // The request's future is pinned in place in this one and polled from there: a
     // future handed by value to another async fn would be copied, and stored twice.
-    let resp = if req
-        .uri()
-        .authority()
-        .is_some_and(|a| !crate::http1::head::valid_host(a.as_str().as_bytes()))
-    {
-        // `:authority` becomes the Host sent on: held to Host's grammar, without a
-        // userinfo (RFC 9113 8.3.1), as an HTTP/1.1 target's authority is.
-        crate::proxy::local_reply(&crate::ProxyError::BadRequest("invalid :authority"))
-    } else if req.headers().len() > shared.ctx.limits.max_headers as usize {
-        // As over HTTP/1.1: the count is the listener's, not only the bytes (which
-        // `h2` bounds by SETTINGS_MAX_HEADER_LIST_SIZE).
-        too_many_headers()
-    } else if req.headers().values().any(padded) {
-        // A malformed request (RFC 9113 8.2.1): never forwarded. HTTP/1.1 strips
-        // this white space as it parses, so an HTTP/1.1 upstream would read another
-        // value than the one the client sent.
-        crate::proxy::local_reply(&crate::ProxyError::BadRequest(
-            "header value with leading or trailing white space",
-        ))
-    } else if let Err(e) = crate::http1::names::screen(req.headers_mut(), shared.underscores) {
-        tracing::debug!(error = %e, "bad request header names");
-        crate::proxy::local_reply(&crate::ProxyError::BadRequest(
-            "header name could be read as another field",
-        ))
+    let resp = if let Some(refusal) = refusal(&mut req, shared) {
+        refusal
     } else {
         match &stack.direct {
             Some(proxy) => {
@@ -375,6 +353,42 @@ impl Drop for LogOnDrop {
             log.end(self.sent);
         }
     }
+}
+
+/// The answer to a request the proxy does not forward, held to the same rules as an
+/// HTTP/1.1 request's head; `None` for one that goes on. Screening may drop header
+/// names the listener's underscore policy drops.
+fn refusal(req: &mut crate::HttpRequest, shared: &Shared) -> Option<HttpResponse> {
+    let bad = |why| {
+        Some(crate::proxy::local_reply(&crate::ProxyError::BadRequest(
+            why,
+        )))
+    };
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| !crate::http1::head::valid_host(a.as_str().as_bytes()))
+    {
+        // `:authority` becomes the Host sent on: held to Host's grammar, without a
+        // userinfo (RFC 9113 8.3.1), as an HTTP/1.1 target's authority is.
+        return bad("invalid :authority");
+    }
+    if req.headers().len() > shared.ctx.limits.max_headers as usize {
+        // As over HTTP/1.1: the count is the listener's, not only the bytes (which
+        // `h2` bounds by SETTINGS_MAX_HEADER_LIST_SIZE).
+        return Some(too_many_headers());
+    }
+    if req.headers().values().any(padded) {
+        // A malformed request (RFC 9113 8.2.1): never forwarded. HTTP/1.1 strips
+        // this white space as it parses, so an HTTP/1.1 upstream would read another
+        // value than the one the client sent.
+        return bad("header value with leading or trailing white space");
+    }
+    if let Err(e) = crate::http1::names::screen(req.headers_mut(), shared.underscores) {
+        tracing::debug!(error = %e, "bad request header names");
+        return bad("header name could be read as another field");
+    }
+    None
 }
 
 /// Whether a field value starts or ends with white space, which RFC 9113 8.2.1
