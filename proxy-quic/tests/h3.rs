@@ -49,8 +49,15 @@ async fn get_and_post_through_the_router_and_proxy_to_an_http1_upstream() {
         // The client's address reached the stack as the TCP listeners give it.
         assert_eq!(e.header("x-forwarded-for"), Some("127.0.0.1"));
         assert_eq!(e.header("x-forwarded-proto"), Some("https"));
-        // The FIN came with the HEADERS: no body, not a chunked empty one.
-        assert_eq!(e.header("transfer-encoding"), None);
+        // No body and no declared length. When the FIN comes with the HEADERS the
+        // upstream gets no body at all, not a chunked empty one; this client sends
+        // its FIN in a call of its own, which on a busy machine can leave in a later
+        // packet, and then the proxy cannot yet know the body is empty.
+        assert!(
+            matches!(e.header("transfer-encoding"), None | Some("chunked")),
+            "{e:?}"
+        );
+        assert_eq!(e.body, "");
         assert_eq!(e.header("content-length"), None);
 
         // A body in three DATA frames with its length declared...
