@@ -16,5 +16,6 @@ mod http_service;
 mod in_flight;
 mod router_props;
 mod seams;
+mod slow_bodies;
 mod slow_peers;
 mod upstream_pool;

@@ -69,6 +69,10 @@ pub(crate) fn validate_cluster(
     Ok(())
 }
 
+/// The largest `request_body_buffer`: a buffered body is held in memory until its
+/// request is forwarded.
+const MAX_REQUEST_BODY_BUFFER: u64 = 16 * 1024 * 1024;
+
 pub(super) fn validate_limits(l: &ListenerConfig, path: &str) -> Result<(), ConfigError> {
     let lim = &l.limits;
     let max_headers = crate::http1::head::MAX_HEADERS as u32;
@@ -90,6 +94,12 @@ pub(super) fn validate_limits(l: &ListenerConfig, path: &str) -> Result<(), Conf
             "must be at least 1",
         ));
     }
+    if lim.request_body_buffer.get() > MAX_REQUEST_BODY_BUFFER {
+        return Err(ConfigError::new(
+            format!("{path}.limits.request_body_buffer"),
+            "must be at most 16MiB (a buffered body is held in memory)",
+        ));
+    }
     if lim.header_read_timeout.is_zero()
         || lim.idle_timeout.is_zero()
         || lim.stream_idle_timeout.is_zero()
@@ -106,4 +116,30 @@ pub(super) fn validate_limits(l: &ListenerConfig, path: &str) -> Result<(), Conf
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{config::Config, registry::Registry, snapshot::Snapshot};
+
+    fn build(limits: &str) -> Result<(), String> {
+        let yaml = format!(
+            "listeners:\n  - name: l\n    address: 127.0.0.1:0\n    limits: {{ {limits} }}\n    virtual_hosts: []\n"
+        );
+        let config = Config::from_yaml(&yaml).map_err(|e| e.to_string())?;
+        Snapshot::build(config, &Registry::default(), None)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_request_body_buffer_over_16_mib_is_refused_at_its_path() {
+        assert!(build("request_body_buffer: 16MiB").is_ok());
+        assert!(build("request_body_buffer: 0").is_ok());
+        let err = build("request_body_buffer: 17MiB").unwrap_err();
+        assert!(
+            err.starts_with("listeners[0].limits.request_body_buffer: must be at most 16MiB"),
+            "{err}"
+        );
+    }
 }
