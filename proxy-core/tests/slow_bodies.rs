@@ -22,6 +22,15 @@ use tokio::{
 /// one second, and whose stalled bodies are given up only after thirty, with
 /// `request_body_buffer` set to `buffer`.
 fn start(upstream: std::net::SocketAddr, buffer: &str) -> (TestServer, std::net::SocketAddr) {
+    start_with(upstream, buffer, "http1")
+}
+
+/// [`start`] with the cluster speaking `protocol` to the upstream.
+fn start_with(
+    upstream: std::net::SocketAddr,
+    buffer: &str,
+    protocol: &str,
+) -> (TestServer, std::net::SocketAddr) {
     let yaml = format!(
         r#"
 admin: {{ address: "127.0.0.1:0" }}
@@ -38,6 +47,7 @@ listeners:
             cluster: up
 clusters:
   - name: up
+    protocol: {protocol}
     endpoints: ["{upstream}"]
 "#
     );
@@ -152,12 +162,13 @@ async fn a_small_body_after_100_continue_is_read_whole_first() {
     proxy.stop();
 }
 
-#[tokio::test]
-async fn a_body_over_the_buffer_streams_to_the_upstream_as_it_arrives() {
+/// Whether a POST of `length` announced bytes, with its first 5 sent, reaches the
+/// upstream (which opens a connection for it) while the rest is still to come.
+async fn goes_upstream_unfinished(buffer: &str, length: usize) {
     let up = Upstream::echo("up");
-    let (mut proxy, addr) = start(up.addr, "1KiB");
+    let (mut proxy, addr) = start(up.addr, buffer);
     tokio::time::timeout(Duration::from_secs(10), async {
-        let _c = post_part(addr, 2000, &[b'a'; 100]).await;
+        let _c = post_part(addr, length, b"12345").await;
         assert!(
             eventually(Duration::from_secs(5), || up.connections() == 1).await,
             "the request did not go upstream while its body was arriving"
@@ -169,19 +180,13 @@ async fn a_body_over_the_buffer_streams_to_the_upstream_as_it_arrives() {
 }
 
 #[tokio::test]
+async fn a_body_over_the_buffer_streams_to_the_upstream_as_it_arrives() {
+    goes_upstream_unfinished("1KiB", 2000).await;
+}
+
+#[tokio::test]
 async fn a_buffer_of_zero_streams_every_body() {
-    let up = Upstream::echo("up");
-    let (mut proxy, addr) = start(up.addr, "0");
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let _c = post_part(addr, 10, b"12345").await;
-        assert!(
-            eventually(Duration::from_secs(5), || up.connections() == 1).await,
-            "the request did not go upstream while its body was arriving"
-        );
-    })
-    .await
-    .unwrap();
-    proxy.stop();
+    goes_upstream_unfinished("0", 10).await;
 }
 
 #[tokio::test]
@@ -272,29 +277,7 @@ async fn an_http2_small_body_with_trailers_keeps_them() {
         let body = format!("{}|{trailer}", String::from_utf8_lossy(&whole.to_bytes()));
         proxy_test_support::upstream::response(200, body)
     });
-    let yaml = format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - name: l
-    address: 127.0.0.1:0
-    protocol: auto
-    limits: {{ header_read_timeout: 1s }}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ path: {{ prefix: "/" }} }}
-            cluster: up
-clusters:
-  - name: up
-    protocol: http2
-    endpoints: ["{}"]
-"#,
-        up.addr
-    );
-    let mut proxy = TestServer::start(&yaml, Registry::default());
-    let addr = proxy.addr("l");
+    let (mut proxy, addr) = start_with(up.addr, "16KiB", "http2");
     tokio::time::timeout(Duration::from_secs(10), async {
         let (mut client, conn) = h2_connect(addr).await;
         let (resp, mut body) = h2_post(&mut client, 5);

@@ -233,15 +233,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 return;
             }
             ReadHead::Timeout => {
-                answer_error_and_close(
-                    write,
-                    &mut wbuf,
-                    read.take(),
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    &ctx,
-                )
-                .await;
+                answer_timeout_and_close(write, &mut wbuf, read.take(), &ctx).await;
                 return;
             }
             ReadHead::Error(e) => {
@@ -324,15 +316,7 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                     SmallBody::Closed => return,
                     SmallBody::Timeout => {
                         tracing::debug!(peer = ?ctx.peer, "request body too slow");
-                        answer_error_and_close(
-                            write,
-                            &mut wbuf,
-                            read.take(),
-                            StatusCode::REQUEST_TIMEOUT,
-                            "request_timeout",
-                            &ctx,
-                        )
-                        .await;
+                        answer_timeout_and_close(write, &mut wbuf, read.take(), &ctx).await;
                         return;
                     }
                 }
@@ -660,6 +644,17 @@ async fn answer_error_and_close(
 ) {
     let _ = write_error(&mut write, wbuf, status, reason, ctx).await;
     linger(read);
+}
+
+/// A 408: the head, or a small body read whole before forwarding, came too slowly.
+async fn answer_timeout_and_close(
+    write: WriteHalf,
+    wbuf: &mut BytesMut,
+    read: Option<ReadHalf>,
+    ctx: &ConnCtx,
+) {
+    let status = StatusCode::REQUEST_TIMEOUT;
+    answer_error_and_close(write, wbuf, read, status, "request_timeout", ctx).await;
 }
 
 async fn write_error(
