@@ -163,6 +163,9 @@ enum SmallBody {
     Timeout,
 }
 
+/// The most a small body's buffer grows by before its bytes arrive.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// Reads until `buf` holds a body of `len` bytes (at most `request_body_buffer`),
 /// which must arrive within `header_read_timeout`: a client that sends a small body
 /// slowly ties up this connection only, never an upstream one.
@@ -172,9 +175,10 @@ async fn read_small_body(
     len: usize,
     ctx: &ConnCtx,
 ) -> SmallBody {
-    // One allocation for the rest of the body.
+    // Room for the rest of the body, up to a bound: what a client announces is not
+    // taken on trust (the buffer grows with what arrives).
     crate::bufs::ready_for_read(buf);
-    buf.reserve(len - buf.len());
+    buf.reserve((len - buf.len()).min(RESERVE_AHEAD));
     let deadline = Instant::now() + ctx.limits.header_read_timeout;
     while buf.len() < len {
         match tokio::time::timeout_at(deadline, read.read_lent(buf)).await {
