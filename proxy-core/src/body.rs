@@ -108,6 +108,11 @@ impl Body {
         }
     }
 
+    /// Whether the whole body is in memory (empty or one buffer).
+    pub(crate) fn in_memory(&self) -> bool {
+        matches!(self.kind, Kind::Empty | Kind::Full(_))
+    }
+
     /// Takes the whole body if it is already in memory (empty or one buffer).
     pub(crate) fn take_buffered(&mut self) -> Option<Bytes> {
         match &mut self.kind {

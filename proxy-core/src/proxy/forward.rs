@@ -90,7 +90,13 @@ pub(super) async fn forward(
         .map(|o| o.0.clone());
     let cluster_name = chosen.as_deref().unwrap_or(&*route.cluster);
     let resp = match routing.clusters.get(cluster_name) {
-        Some(cluster) => {
+        Some(cluster) => 'cluster: {
+            // A small body arrives whole before any upstream resource is taken.
+            if routing.body_buffer.wants(req.body()) {
+                if let Err(e) = routing.body_buffer.read_whole(req.body_mut()).await {
+                    break 'cluster Err(e);
+                }
+            }
             if cluster.balancer.needs_conn_info() {
                 with_conn_info(&mut req, conn);
             }

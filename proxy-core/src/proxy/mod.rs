@@ -8,6 +8,7 @@
 //! a cluster), [`RetryLayer`] (retries within a budget), [`LocalReplyLayer`] (errors
 //! to 502/503/504 answers), with `tower::timeout::TimeoutLayer` for timeouts.
 
+mod body_buffer;
 mod cluster_service;
 mod forward;
 mod local_reply;
@@ -26,6 +27,8 @@ use std::{
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+pub(crate) use self::body_buffer::client_body_error;
+pub use self::body_buffer::BodyBuffer;
 pub use self::cluster_service::ClusterService;
 pub(crate) use self::forward::RouteTerminal;
 pub use self::local_reply::{
@@ -86,7 +89,8 @@ impl Proxy {
 
 impl Routing {
     /// Routing over `routes` to `clusters`, built in code: `x-forwarded-for` set,
-    /// fresh request stats. Every cluster a route names must be among `clusters`
+    /// small request bodies read whole first as a listener's defaults do (16 KiB within
+    /// 10 s; set `body_buffer` to change that), fresh request stats. Every cluster a route names must be among `clusters`
     /// (build the table with that check), else its requests answer 503.
     ///
     /// # Example
@@ -108,6 +112,7 @@ impl Routing {
             routes,
             clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
             xff: true,
+            body_buffer: BodyBuffer::listener_default(),
             stats: Arc::default(),
             record_route: true,
         }

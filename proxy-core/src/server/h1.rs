@@ -153,43 +153,6 @@ async fn read_head(
     }
 }
 
-/// How reading a small request body whole ended.
-enum SmallBody {
-    /// `buf` holds the whole body (and maybe bytes of a pipelined request after it).
-    Whole,
-    /// The client closed (or the read failed) first.
-    Closed,
-    /// The body did not arrive within `header_read_timeout` of its head.
-    Timeout,
-}
-
-/// The most a small body's buffer grows by before its bytes arrive.
-const RESERVE_AHEAD: usize = 64 * 1024;
-
-/// Reads until `buf` holds a body of `len` bytes (at most `request_body_buffer`),
-/// which must arrive within `header_read_timeout`: a client that sends a small body
-/// slowly ties up this connection only, never an upstream one.
-async fn read_small_body(
-    read: &mut ReadHalf,
-    buf: &mut BytesMut,
-    len: usize,
-    ctx: &ConnCtx,
-) -> SmallBody {
-    // Room for the rest of the body, up to a bound: what a client announces is not
-    // taken on trust (the buffer grows with what arrives).
-    crate::bufs::ready_for_read(buf);
-    buf.reserve((len - buf.len()).min(RESERVE_AHEAD));
-    let deadline = Instant::now() + ctx.limits.header_read_timeout;
-    while buf.len() < len {
-        match tokio::time::timeout_at(deadline, read.read_lent(buf)).await {
-            Ok(Ok(0) | Err(_)) => return SmallBody::Closed,
-            Ok(Ok(n)) => ctx.stats.count_rx(n),
-            Err(_) => return SmallBody::Timeout,
-        }
-    }
-    SmallBody::Whole
-}
-
 /// Serves HTTP/1.x on `stream`; `buf` holds bytes already read (by sniffing).
 pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
     let (read, mut write) = stream.into_split();
@@ -237,7 +200,15 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 return;
             }
             ReadHead::Timeout => {
-                answer_timeout_and_close(write, &mut wbuf, read.take(), &ctx).await;
+                answer_error_and_close(
+                    write,
+                    &mut wbuf,
+                    read.take(),
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    &ctx,
+                )
+                .await;
                 return;
             }
             ReadHead::Error(e) => {
@@ -300,31 +271,6 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 n as usize,
                 crate::bufs::Slab::Requests,
             )),
-            // A small body is read whole before an upstream is involved.
-            Framing::Length(n) if n <= ctx.limits.request_body_buffer.get() => {
-                if expect_continue
-                    && write
-                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                let Some(r) = read.as_mut() else { return };
-                match read_small_body(r, &mut buf, n as usize, &ctx).await {
-                    SmallBody::Whole => Body::from(crate::bufs::take_front(
-                        &mut buf,
-                        n as usize,
-                        crate::bufs::Slab::Requests,
-                    )),
-                    SmallBody::Closed => return,
-                    SmallBody::Timeout => {
-                        tracing::debug!(peer = ?ctx.peer, "request body too slow");
-                        answer_timeout_and_close(write, &mut wbuf, read.take(), &ctx).await;
-                        return;
-                    }
-                }
-            }
             framing => {
                 if expect_continue
                     && write
@@ -648,17 +594,6 @@ async fn answer_error_and_close(
 ) {
     let _ = write_error(&mut write, wbuf, status, reason, ctx).await;
     linger(read);
-}
-
-/// A 408: the head, or a small body read whole before forwarding, came too slowly.
-async fn answer_timeout_and_close(
-    write: WriteHalf,
-    wbuf: &mut BytesMut,
-    read: Option<ReadHalf>,
-    ctx: &ConnCtx,
-) {
-    let status = StatusCode::REQUEST_TIMEOUT;
-    answer_error_and_close(write, wbuf, read, status, "request_timeout", ctx).await;
 }
 
 async fn write_error(

@@ -40,6 +40,9 @@ pub struct Routing {
     pub clusters: Arc<ClusterMap>,
     /// Whether to set `x-forwarded-for` / `x-forwarded-proto`.
     pub xff: bool,
+    /// Which request bodies are read whole before they go upstream (the listener's
+    /// `request_body_buffer`, within its `header_read_timeout`).
+    pub body_buffer: crate::proxy::BodyBuffer,
     /// Request stats of the listener (kept across reloads).
     pub stats: Arc<RequestStats>,
     /// Put the matched route in the response extensions ([`crate::proxy::MatchedRoute`]),
@@ -225,6 +228,10 @@ impl Snapshot {
                 routes,
                 clusters: clusters.clone(),
                 xff: l.xff,
+                body_buffer: crate::proxy::BodyBuffer::new(
+                    l.limits.request_body_buffer.get(),
+                    l.limits.header_read_timeout,
+                ),
                 stats,
                 // For access logs: the core's, or a filter's (filters see the response
                 // extensions; a listener with filters boxes its stack anyway).

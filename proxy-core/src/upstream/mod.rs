@@ -360,18 +360,7 @@ fn exchange_error(e: h1::ExchangeError) -> ProxyError {
     // The client's body failed (cut short, too slow): the client's fault, not the
     // upstream's.
     if let h1::ExchangeError::RequestBody(cause) = &e {
-        use crate::http1::decode::DecodeError;
-        return if crate::error::find_cause::<crate::stall::BodyStalled>(&**cause).is_some() {
-            ProxyError::RequestTimeout
-        } else {
-            ProxyError::BadRequest(match crate::error::find_cause::<DecodeError>(&**cause) {
-                Some(DecodeError::BadTrailers) => "invalid request trailers",
-                Some(DecodeError::BadChunkSize | DecodeError::BadChunkEnd) => {
-                    "invalid chunked request body"
-                }
-                Some(DecodeError::UnexpectedEof) | None => "request body incomplete",
-            })
-        };
+        return crate::proxy::client_body_error(&**cause);
     }
     match e {
         h1::ExchangeError::BadResponse(_) => ProxyError::UpstreamProtocol { source: e.into() },

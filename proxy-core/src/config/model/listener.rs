@@ -375,11 +375,12 @@ pub struct ConnectionLimits {
     /// cancelled (no flow-control window), and the connection's other streams go on.
     #[serde(with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
-    /// A request body whose `content-length` is at most this is read whole before the
-    /// request is forwarded, and must arrive within `header_read_timeout` of its head
-    /// (else 408): a client that sends a small body slowly holds no upstream
-    /// connection meanwhile (slow-body defence). Longer bodies, and bodies of unknown
-    /// length, stream to the upstream as they arrive. `0` streams every body.
+    /// A request body whose `content-length` is at most this is read whole after the
+    /// filters and before the request takes any upstream resource, and must arrive
+    /// within `header_read_timeout` (else 408): a client that sends a small body
+    /// slowly holds no upstream connection meanwhile (slow-body defence). Longer
+    /// bodies, and bodies of unknown length, stream to the upstream as they arrive.
+    /// `0` streams every body.
     pub request_body_buffer: crate::config::ByteSize,
     /// HTTP/2: maximum concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,

@@ -70,10 +70,8 @@ pub(super) async fn serve(
 ) {
     let mut guard = StreamGuard::new(shared);
     let shared = &*guard.shared;
-    let limits = &shared.ctx.limits;
-    let stall = limits.stream_idle_timeout;
-    let buffer = limits.request_body_buffer.get();
-    let Some((mut req, small_body)) = request(req, stall, buffer) else {
+    let stall = shared.ctx.limits.stream_idle_timeout;
+    let Some(mut req) = request(req, stall) else {
         // A CONNECT announcing a body: not served (as hyper's server did).
         respond.send_reset(Reason::INTERNAL_ERROR);
         return;
@@ -88,18 +86,8 @@ pub(super) async fn serve(
     let log = shared.ctx.log_request(&req);
     // The request's future is pinned in place in this one and polled from there: a
     // future handed by value to another async fn would be copied, and stored twice.
-    let mut local = refusal(&mut req, shared);
-    if let (None, Some(body)) = (&local, small_body) {
-        let within = limits.header_read_timeout;
-        let read = std::pin::pin!(read_small_body(&mut req, body, buffer, within));
-        match until_reset(read, &mut respond).await {
-            Some(Ok(true)) => {}
-            Some(Err(answer)) => local = Some(answer),
-            Some(Ok(false)) | None => return,
-        }
-    }
-    let resp = if let Some(answer) = local {
-        answer
+    let resp = if let Some(refusal) = refusal(&mut req, shared) {
+        refusal
     } else {
         match &stack.direct {
             Some(proxy) => {
@@ -144,14 +132,8 @@ pub(super) async fn serve(
         .await;
 }
 
-/// The request with the proxy's body; `None` for a CONNECT with a body. A body whose
-/// `content-length` is at most `buffer` bytes is handed back apart, to be read whole
-/// before the request is forwarded (the request's body is empty meanwhile).
-fn request(
-    req: Request<RecvStream>,
-    stall: Duration,
-    buffer: u64,
-) -> Option<(crate::HttpRequest, Option<RecvBody>)> {
+/// The request with the proxy's body; `None` for a CONNECT with a body.
+fn request(req: Request<RecvStream>, stall: Duration) -> Option<crate::HttpRequest> {
     let (parts, recv) = req.into_parts();
     let content_length = || {
         parts
@@ -160,7 +142,6 @@ fn request(
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     };
     // The usual request (HEADERS with END_STREAM) looks up no header here.
-    let mut small = None;
     let body = if parts.method == http::Method::CONNECT {
         if content_length().is_some_and(|n| n != 0) {
             return None;
@@ -169,45 +150,9 @@ fn request(
     } else if recv.is_end_stream() {
         Body::empty()
     } else {
-        let length = content_length();
-        let body = RecvBody::new(recv, length, stall);
-        if length.is_some_and(|n| n <= buffer) {
-            small = Some(body);
-            Body::empty()
-        } else {
-            Body::from_h2(body)
-        }
+        Body::from_h2(RecvBody::new(recv, content_length(), stall))
     };
-    Some((Request::from_parts(parts, body), small))
-}
-
-/// Reads a small request body whole within `within` (see `request_body_buffer`): a
-/// client that sends it slowly holds no upstream connection meanwhile. `Err` carries
-/// the answer when it took too long; `Ok(false)` means the stream failed first (a
-/// reset), and has nothing to answer.
-async fn read_small_body(
-    req: &mut crate::HttpRequest,
-    body: RecvBody,
-    limit: u64,
-    within: Duration,
-) -> Result<bool, HttpResponse> {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match tokio::time::timeout(within, body.read_ahead(limit)).await {
-        Ok(Ok(body)) => {
-            *req.body_mut() = body;
-            Ok(true)
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "request body failed before it was read whole");
-            Ok(false)
-        }
-        Err(_) => {
-            tracing::debug!("request body too slow");
-            Err(crate::proxy::local_reply(
-                &crate::ProxyError::RequestTimeout,
-            ))
-        }
-    }
+    Some(Request::from_parts(parts, body))
 }
 
 /// Polls `fut` until it is done, or `None` once the client reset the stream.

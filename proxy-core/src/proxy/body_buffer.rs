@@ -1,0 +1,244 @@
+//! Small request bodies read whole before an upstream is involved (slow-body
+//! defence): a client that trickles a small body ties up its own connection only,
+//! never an upstream connection, a pool slot or a circuit-breaker permit.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt;
+
+use crate::{Body, BoxError, ProxyError};
+
+/// Which request bodies are read whole before their request is sent upstream: those
+/// still arriving whose announced length (`content-length`) is at most `limit`
+/// bytes, which must then arrive within `within` (else 408). A `limit` of 0 streams
+/// every body.
+///
+/// # Example
+/// ```
+/// use proxy_core::proxy::BodyBuffer;
+/// use std::time::Duration;
+///
+/// let b = BodyBuffer::new(16 * 1024, Duration::from_secs(10));
+/// assert_eq!(b.limit(), 16 * 1024);
+/// assert!(BodyBuffer::default().is_off());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodyBuffer {
+    limit: u64,
+    within: Duration,
+}
+
+impl BodyBuffer {
+    /// Bodies announced at most `limit` bytes long are read whole, within `within`.
+    pub fn new(limit: u64, within: Duration) -> Self {
+        Self { limit, within }
+    }
+
+    /// A listener's default: `request_body_buffer` within `header_read_timeout`.
+    pub(crate) fn listener_default() -> Self {
+        let limits = crate::config::ConnectionLimits::default();
+        Self::new(limits.request_body_buffer.get(), limits.header_read_timeout)
+    }
+
+    /// The largest body read whole.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Whether every body streams.
+    pub fn is_off(&self) -> bool {
+        self.limit == 0
+    }
+
+    /// Whether `body` is one to read whole first: still arriving, of a known length
+    /// within the limit. A body in memory already (or empty) costs one match.
+    pub(crate) fn wants(&self, body: &Body) -> bool {
+        self.limit != 0
+            && !body.in_memory()
+            && !body.is_end_stream()
+            && body.size_hint().exact().is_some_and(|n| n <= self.limit)
+    }
+
+    /// Reads `body` whole into memory, in place: 408 when it takes longer than
+    /// `within`, the client's error (400) when it fails.
+    pub(crate) async fn read_whole(&self, body: &mut Body) -> Result<(), ProxyError> {
+        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
+        match tokio::time::timeout(self.within, collect(std::mem::take(body), limit)).await {
+            Ok(Ok(whole)) => {
+                *body = whole;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(client_body_error(&*e)),
+            Err(_) => Err(ProxyError::RequestTimeout),
+        }
+    }
+}
+
+/// A client's request body failed (cut short, too slow, malformed): the client's
+/// fault, not the upstream's, and the answer says which.
+pub(crate) fn client_body_error(cause: &(dyn std::error::Error + 'static)) -> ProxyError {
+    use crate::http1::decode::DecodeError;
+    if crate::error::find_cause::<crate::stall::BodyStalled>(cause).is_some() {
+        return ProxyError::RequestTimeout;
+    }
+    ProxyError::BadRequest(match crate::error::find_cause::<DecodeError>(cause) {
+        Some(DecodeError::BadTrailers) => "invalid request trailers",
+        Some(DecodeError::BadChunkSize | DecodeError::BadChunkEnd) => {
+            "invalid chunked request body"
+        }
+        Some(DecodeError::UnexpectedEof) | None => "request body incomplete",
+    })
+}
+
+/// The body of more bytes than it announced.
+#[derive(Debug, thiserror::Error)]
+#[error("request body longer than its announced length")]
+struct LongerThanAnnounced;
+
+/// All of `body` (at most `limit` bytes), as one buffer, with its trailers if any.
+async fn collect(mut body: Body, limit: usize) -> Result<Body, BoxError> {
+    // A body in one frame (the usual case) is kept as it came, without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut more = BytesMut::new();
+    let mut trailers: Option<HeaderMap> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame?.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+                continue;
+            }
+        };
+        let have = first.as_ref().map_or(0, Bytes::len) + more.len();
+        if have + frame.len() > limit {
+            return Err(LongerThanAnnounced.into());
+        }
+        match first.take() {
+            None if more.is_empty() => first = Some(frame),
+            Some(f) => {
+                more.extend_from_slice(&f);
+                more.extend_from_slice(&frame);
+            }
+            None => more.extend_from_slice(&frame),
+        }
+    }
+    let data = first.unwrap_or_else(|| more.freeze());
+    Ok(match trailers {
+        None => Body::from(data),
+        // Rare: the trailers go on after the data.
+        Some(t) => Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+            [
+                Ok::<_, std::convert::Infallible>(Frame::data(data)),
+                Ok(Frame::trailers(t)),
+            ],
+        ))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn streaming(chunks: &[&'static str], trailers: bool) -> Body {
+        let mut frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        if trailers {
+            let mut t = HeaderMap::new();
+            t.insert("x-sum", http::HeaderValue::from_static("1"));
+            frames.push(Ok(Frame::trailers(t)));
+        }
+        let len: usize = chunks.iter().map(|c| c.len()).sum();
+        Body::new(Exact(
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)),
+            len as u64,
+        ))
+    }
+
+    /// A stream of frames that announces its length.
+    struct Exact<B>(B, u64);
+
+    impl<B: http_body::Body + Unpin> http_body::Body for Exact<B> {
+        type Data = B::Data;
+        type Error = B::Error;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+            std::pin::Pin::new(&mut self.0).poll_frame(cx)
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.1)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_body_in_pieces_becomes_one_buffer() {
+        let buffer = BodyBuffer::new(16, Duration::from_secs(1));
+        let mut body = streaming(&["12345", "678", "90"], false);
+        assert!(buffer.wants(&body));
+        buffer.read_whole(&mut body).await.unwrap();
+        assert!(!buffer.wants(&body));
+        assert_eq!(body.take_buffered().unwrap(), "1234567890");
+    }
+
+    #[tokio::test]
+    async fn trailers_go_on_after_the_data() {
+        let buffer = BodyBuffer::new(16, Duration::from_secs(1));
+        let mut body = streaming(&["ab", "cd"], true);
+        buffer.read_whole(&mut body).await.unwrap();
+        let whole = body.collect().await.unwrap();
+        assert_eq!(whole.trailers().unwrap()["x-sum"], "1");
+        assert_eq!(whole.to_bytes(), "abcd");
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_or_of_unknown_length_stream() {
+        let buffer = BodyBuffer::new(4, Duration::from_secs(1));
+        assert!(!buffer.wants(&streaming(&["12345"], false)));
+        let unknown = Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+            [Ok::<_, std::convert::Infallible>(Frame::data(
+                Bytes::from_static(b"1"),
+            ))],
+        )));
+        assert!(!buffer.wants(&unknown));
+        assert!(!buffer.wants(&Body::from("123")));
+        assert!(!BodyBuffer::new(0, Duration::from_secs(1)).wants(&streaming(&["1"], false)));
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_announced_is_a_400() {
+        let buffer = BodyBuffer::new(16, Duration::from_secs(1));
+        let mut body = Body::new(Exact(
+            http_body_util::StreamBody::new(futures_util::stream::iter([Ok::<
+                _,
+                std::convert::Infallible,
+            >(
+                Frame::data(Bytes::from_static(&[b'a'; 20])),
+            )])),
+            3,
+        ));
+        let err = buffer.read_whole(&mut body).await.unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_is_a_408() {
+        let buffer = BodyBuffer::new(16, Duration::from_secs(1));
+        // Two bytes of ten, then nothing more.
+        let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(
+            Bytes::from_static(b"12"),
+        ))])
+        .chain(futures_util::stream::pending());
+        let mut body = Body::new(Exact(http_body_util::StreamBody::new(frames), 10));
+        let err = buffer.read_whole(&mut body).await.unwrap_err();
+        assert!(matches!(err, ProxyError::RequestTimeout), "{err}");
+    }
+}
