@@ -241,4 +241,40 @@ mod tests {
         let err = buffer.read_whole(&mut body).await.unwrap_err();
         assert!(matches!(err, ProxyError::RequestTimeout), "{err}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_layer_answers_a_slow_body_408_without_calling_its_service() {
+        use tower::{ServiceBuilder, ServiceExt};
+        let called = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = called.clone();
+        let stack = ServiceBuilder::new()
+            .layer(crate::proxy::LocalReplyLayer)
+            .layer(crate::proxy::BodyBufferLayer::new(BodyBuffer::new(
+                16,
+                Duration::from_secs(1),
+            )))
+            .service(tower::service_fn(move |req: crate::HttpRequest| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move { Ok::<_, BoxError>(crate::HttpResponse::new(req.into_body())) }
+            }));
+        let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(
+            Bytes::from_static(b"12"),
+        ))])
+        .chain(futures_util::stream::pending());
+        let slow = Body::new(Exact(http_body_util::StreamBody::new(frames), 10));
+        let resp = stack
+            .clone()
+            .oneshot(crate::HttpRequest::new(slow))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), http::StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(called.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let whole = stack
+            .oneshot(crate::HttpRequest::new(streaming(&["ab", "cd"], false)))
+            .await
+            .unwrap();
+        let mut body = whole.into_body();
+        assert_eq!(body.take_buffered().unwrap(), "abcd");
+        assert_eq!(called.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 }

@@ -9,6 +9,7 @@
 //! to 502/503/504 answers), with `tower::timeout::TimeoutLayer` for timeouts.
 
 mod body_buffer;
+mod body_buffer_layer;
 mod cluster_service;
 mod forward;
 mod local_reply;
@@ -29,6 +30,7 @@ use http::HeaderValue;
 
 pub(crate) use self::body_buffer::client_body_error;
 pub use self::body_buffer::BodyBuffer;
+pub use self::body_buffer_layer::{BodyBufferLayer, BodyBufferService};
 pub use self::cluster_service::ClusterService;
 pub(crate) use self::forward::RouteTerminal;
 pub use self::local_reply::{
