@@ -1,12 +1,14 @@
 //! The terminal request service and its parts: route, pick an endpoint, forward,
 //! retry, time out, and answer locally (with a metric) when the proxy itself must.
 //!
-//! [`Proxy`] is the fused fast path a config-built listener runs: routing, the
-//! route's timeout and retries within the cluster's budget, and forwarding, written
-//! as one future so that a request costs one allocation. The same steps are also
-//! separate tower pieces for stacks assembled in code: [`ClusterService`] (forward to
-//! a cluster), [`RetryLayer`] (retries within a budget), [`LocalReplyLayer`] (errors
-//! to 502/503/504 answers), with `tower::timeout::TimeoutLayer` for timeouts.
+//! [`Proxy`] is the fused fast path a config-built listener runs: routing, a small
+//! request body read whole, the route's timeout and retries within the cluster's
+//! budget, and forwarding, written as one future so that a request costs one
+//! allocation. The same steps are also separate tower pieces for stacks assembled in
+//! code: [`ClusterService`] (forward to a cluster), [`BodyBufferLayer`] (small bodies
+//! read whole first), [`RetryLayer`] (retries within a budget), [`LocalReplyLayer`]
+//! (errors to 408/502/503/504 answers), with `tower::timeout::TimeoutLayer` for
+//! timeouts.
 
 mod body_buffer;
 mod body_buffer_layer;
@@ -91,9 +93,10 @@ impl Proxy {
 
 impl Routing {
     /// Routing over `routes` to `clusters`, built in code: `x-forwarded-for` set,
-    /// small request bodies read whole first as a listener's defaults do (16 KiB within
-    /// 10 s; set `body_buffer` to change that), fresh request stats. Every cluster a route names must be among `clusters`
-    /// (build the table with that check), else its requests answer 503.
+    /// small request bodies read whole first as a listener's defaults do (16 KiB
+    /// within 10 s; set `body_buffer` to change that), fresh request stats. Every
+    /// cluster a route names must be among `clusters` (build the table with that
+    /// check), else its requests answer 503.
     ///
     /// # Example
     /// ```
