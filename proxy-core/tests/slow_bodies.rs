@@ -84,6 +84,13 @@ async fn h2_connect(
     (send.ready().await.unwrap(), task)
 }
 
+/// Closes an HTTP/2 connection from [`h2_connect`].
+async fn h2_close(client: h2::client::SendRequest<Bytes>, conn: tokio::task::JoinHandle<()>) {
+    drop(client);
+    conn.abort();
+    let _ = conn.await;
+}
+
 /// An HTTP/2 POST of `length` announced bytes, its body left open.
 fn h2_post(
     client: &mut h2::client::SendRequest<Bytes>,
@@ -227,9 +234,7 @@ async fn an_http2_small_body_sent_slowly_reaches_the_upstream_only_whole() {
         let seen = up.requests();
         assert_eq!(seen.len(), 1);
         assert_eq!(&seen[0].body[..], b"1234567890");
-        drop(client);
-        conn.abort();
-        let _ = conn.await;
+        h2_close(client, conn).await;
     })
     .await
     .unwrap();
@@ -254,9 +259,7 @@ async fn an_http2_small_body_that_stops_arriving_is_a_408_and_never_goes_upstrea
         let (resp, mut body) = h2_post(&mut client, 2);
         body.send_data(Bytes::from_static(b"ok"), true).unwrap();
         assert_eq!(resp.await.unwrap().status(), 200);
-        drop(client);
-        conn.abort();
-        let _ = conn.await;
+        h2_close(client, conn).await;
     })
     .await
     .unwrap();
@@ -293,9 +296,7 @@ async fn an_http2_small_body_with_trailers_keeps_them() {
             out.extend_from_slice(&chunk.unwrap());
         }
         assert_eq!(&out[..], b"hello|yes");
-        drop(client);
-        conn.abort();
-        let _ = conn.await;
+        h2_close(client, conn).await;
     })
     .await
     .unwrap();
