@@ -3,7 +3,7 @@
 //! client that sends it slowly holds no upstream connection, and one that stops
 //! sending it is answered 408 after `header_read_timeout` without the upstream ever
 //! hearing of it. Longer bodies, and every body when the buffer is `0`, stream to the
-//! upstream as they arrive.
+//! upstream as they arrive. curl, posting with `--limit-rate`, sees the same.
 
 // Test helpers: a failed setup should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -12,23 +12,24 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proxy_core::Registry;
-use proxy_test_support::{eventually, TestServer, Upstream};
+use proxy_test_support::{eventually, tools, TestServer, Upstream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
 /// A proxy in front of `upstream` whose heads (and small bodies) must arrive within
-/// one second, and whose stalled bodies are given up only after thirty, with
-/// `request_body_buffer` set to `buffer`.
+/// one second, with `request_body_buffer` set to `buffer`.
 fn start(upstream: std::net::SocketAddr, buffer: &str) -> (TestServer, std::net::SocketAddr) {
-    start_with(upstream, buffer, "http1")
+    let limits = format!("header_read_timeout: 1s, request_body_buffer: {buffer}");
+    start_with(upstream, &limits, "http1")
 }
 
-/// [`start`] with the cluster speaking `protocol` to the upstream.
+/// A proxy in front of `upstream` with `limits` on its listener (its stalled bodies
+/// given up after thirty seconds), the cluster speaking `protocol` to the upstream.
 fn start_with(
     upstream: std::net::SocketAddr,
-    buffer: &str,
+    limits: &str,
     protocol: &str,
 ) -> (TestServer, std::net::SocketAddr) {
     let yaml = format!(
@@ -38,7 +39,7 @@ listeners:
   - name: l
     address: 127.0.0.1:0
     protocol: auto
-    limits: {{ header_read_timeout: 1s, stream_idle_timeout: 30s, request_body_buffer: {buffer} }}
+    limits: {{ stream_idle_timeout: 30s, {limits} }}
     virtual_hosts:
       - name: all
         domains: ["*"]
@@ -280,7 +281,7 @@ async fn an_http2_small_body_with_trailers_keeps_them() {
         let body = format!("{}|{trailer}", String::from_utf8_lossy(&whole.to_bytes()));
         proxy_test_support::upstream::response(200, body)
     });
-    let (mut proxy, addr) = start_with(up.addr, "16KiB", "http2");
+    let (mut proxy, addr) = start_with(up.addr, "header_read_timeout: 1s", "http2");
     tokio::time::timeout(Duration::from_secs(10), async {
         let (mut client, conn) = h2_connect(addr).await;
         let (resp, mut body) = h2_post(&mut client, 5);
@@ -301,4 +302,64 @@ async fn an_http2_small_body_with_trailers_keeps_them() {
     .await
     .unwrap();
     proxy.stop();
+}
+
+/// curl posting 8 KiB at `rate` bytes a second through a proxy whose small bodies
+/// must arrive within `within`: its status code, and the upstream's connections
+/// counted one second in.
+async fn curl_slow_post(rate: &str, within: &str) -> Option<(String, u64, Upstream)> {
+    let up = Upstream::echo("up");
+    let limits = format!("header_read_timeout: {within}");
+    let (mut proxy, addr) = start_with(up.addr, &limits, "http1");
+    let url = format!("http://{addr}/slow");
+    let feed: tools::Feeder = Box::new(|mut stdin| {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&[b'a'; 8192]).await;
+        })
+    });
+    let args = [
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--limit-rate",
+        rate,
+        "--data-binary",
+        "@-",
+        &url,
+    ];
+    let curl = tools::run("curl", &args, Some(feed), Duration::from_secs(20));
+    let midway = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        up.connections()
+    };
+    let (out, midway) = tokio::join!(curl, midway);
+    proxy.stop();
+    Some((out?.stdout_text(), midway, up))
+}
+
+#[tokio::test]
+async fn curl_posting_slowly_reaches_the_upstream_only_whole() {
+    // 8 KiB at 2 KiB/s: about four seconds, within ten.
+    let Some((status, midway, up)) = curl_slow_post("2K", "10s").await else {
+        return;
+    };
+    assert_eq!(status, "200");
+    assert_eq!(
+        midway, 0,
+        "an upstream connection was open while the body arrived"
+    );
+    assert_eq!(up.requests()[0].body.len(), 8192);
+}
+
+#[tokio::test]
+async fn curl_posting_too_slowly_gets_a_408() {
+    // 8 KiB at 1 KiB/s: about eight seconds, past two.
+    let Some((status, midway, up)) = curl_slow_post("1K", "2s").await else {
+        return;
+    };
+    assert_eq!(status, "408");
+    assert_eq!(midway, 0);
+    assert_eq!(up.connections(), 0);
 }
