@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
-use http_body::{Body as _, Frame};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use crate::{Body, BoxError, ProxyError};
@@ -93,57 +91,24 @@ pub(crate) fn client_body_error(cause: &(dyn std::error::Error + 'static)) -> Pr
     })
 }
 
-/// The body of more bytes than it announced.
-#[derive(Debug, thiserror::Error)]
-#[error("request body longer than its announced length")]
-struct LongerThanAnnounced;
-
-/// All of `body` (at most `limit` bytes), as one buffer, with its trailers if any.
-async fn collect(mut body: Body, limit: usize) -> Result<Body, BoxError> {
-    // A body in one frame (the usual case) is kept as it came, without a copy.
-    let mut first: Option<Bytes> = None;
-    let mut more = BytesMut::new();
-    let mut trailers: Option<HeaderMap> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame?.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                if let Ok(t) = frame.into_trailers() {
-                    trailers = Some(t);
-                }
-                continue;
-            }
-        };
-        let have = first.as_ref().map_or(0, Bytes::len) + more.len();
-        if have + frame.len() > limit {
-            return Err(LongerThanAnnounced.into());
-        }
-        match first.take() {
-            None if more.is_empty() => first = Some(frame),
-            Some(f) => {
-                more.extend_from_slice(&f);
-                more.extend_from_slice(&frame);
-            }
-            None => more.extend_from_slice(&frame),
-        }
-    }
-    let data = first.unwrap_or_else(|| more.freeze());
-    Ok(match trailers {
-        None => Body::from(data),
-        // Rare: the trailers go on after the data.
-        Some(t) => Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
-            [
-                Ok::<_, std::convert::Infallible>(Frame::data(data)),
-                Ok(Frame::trailers(t)),
-            ],
-        ))),
+/// All of `body` (at most `limit` bytes: a longer one fails), in one buffer, with its
+/// trailers if any. A body that came in one frame keeps that frame's bytes, uncopied.
+async fn collect(body: Body, limit: usize) -> Result<Body, BoxError> {
+    let whole = http_body_util::Limited::new(body, limit).collect().await?;
+    Ok(match whole.trailers() {
+        None => Body::from(whole.to_bytes()),
+        // Rare: its data, then its trailers.
+        Some(_) => Body::new(whole),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use futures_util::StreamExt;
+    use http::HeaderMap;
+    use http_body::Frame;
 
     fn streaming(chunks: &[&'static str], trailers: bool) -> Body {
         let mut frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = chunks

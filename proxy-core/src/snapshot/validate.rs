@@ -97,7 +97,10 @@ pub(super) fn validate_limits(l: &ListenerConfig, path: &str) -> Result<(), Conf
     if lim.request_body_buffer.get() > MAX_REQUEST_BODY_BUFFER {
         return Err(ConfigError::new(
             format!("{path}.limits.request_body_buffer"),
-            "must be at most 16MiB (a buffered body is held in memory)",
+            format!(
+                "must be at most {}MiB (a buffered body is held in memory)",
+                MAX_REQUEST_BODY_BUFFER >> 20
+            ),
         ));
     }
     if lim.header_read_timeout.is_zero()
