@@ -3,6 +3,7 @@
 //! several files share.
 
 mod admin_extensions;
+mod body_min_rate;
 mod byte_counts;
 mod circuit_breakers;
 mod circuit_breakers_connections;

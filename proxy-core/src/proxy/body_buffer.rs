@@ -1,44 +1,68 @@
-//! Small request bodies read whole before an upstream is involved (slow-body
-//! defence): a client that trickles a small body ties up its own connection only,
-//! never an upstream connection, a pool slot or a circuit-breaker permit.
+//! Request bodies still arriving when their request is to go upstream (slow-body
+//! defence). A small one is read whole first: a client that trickles it ties up its
+//! own connection only, never an upstream connection, a pool slot or a
+//! circuit-breaker permit. A longer one of announced length streams, and must keep
+//! arriving at a minimum rate ([`super::body_rate`]).
 
 use std::time::Duration;
 
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
+use super::body_rate::{BodyTooSlow, MinRateBody};
 use crate::{Body, BoxError, ProxyError};
 
-/// Which request bodies are read whole before their request is sent upstream: those
-/// still arriving whose announced length (`content-length`) is at most `limit`
-/// bytes, which must then arrive within `within` (else 408). A `limit` of 0 streams
-/// every body.
+/// What happens to a request body still arriving when its request is to go upstream.
+/// One whose announced length (`content-length`) is at most `limit` bytes is read
+/// whole first, and must arrive within `within` (else 408); a `limit` of 0 streams
+/// every body. With a minimum rate, a longer body of announced length streams but
+/// may keep the proxy waiting on the client at most `within` plus one second per
+/// `min_rate` bytes it sent (else 408). Bodies of unknown length (gRPC streams,
+/// chunked uploads) stream, bounded only by the stream idle timeout.
 ///
 /// # Example
 /// ```
 /// use proxy_core::proxy::BodyBuffer;
 /// use std::time::Duration;
 ///
-/// let b = BodyBuffer::new(16 * 1024, Duration::from_secs(10));
+/// let b = BodyBuffer::new(16 * 1024, Duration::from_secs(10)).with_min_rate(240);
 /// assert_eq!(b.limit(), 16 * 1024);
+/// assert_eq!(b.min_rate(), 240);
 /// assert!(BodyBuffer::default().is_off());
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BodyBuffer {
     limit: u64,
     within: Duration,
+    min_rate: u64,
 }
 
 impl BodyBuffer {
-    /// Bodies announced at most `limit` bytes long are read whole, within `within`.
+    /// Bodies announced at most `limit` bytes long are read whole, within `within`;
+    /// longer ones stream with no minimum rate.
     pub fn new(limit: u64, within: Duration) -> Self {
-        Self { limit, within }
+        Self {
+            limit,
+            within,
+            min_rate: 0,
+        }
     }
 
-    /// A listener's default: `request_body_buffer` within `header_read_timeout`.
+    /// Longer bodies of announced length must arrive at `bytes_per_second` on
+    /// average, after a grace of `within`; 0 sets no minimum.
+    pub fn with_min_rate(self, bytes_per_second: u64) -> Self {
+        Self {
+            min_rate: bytes_per_second,
+            ..self
+        }
+    }
+
+    /// A listener's default: `request_body_buffer` within `header_read_timeout`, and
+    /// `request_body_min_rate`.
     pub(crate) fn listener_default() -> Self {
         let limits = crate::config::ConnectionLimits::default();
         Self::new(limits.request_body_buffer.get(), limits.header_read_timeout)
+            .with_min_rate(limits.request_body_min_rate.get())
     }
 
     /// The largest body read whole.
@@ -46,9 +70,14 @@ impl BodyBuffer {
         self.limit
     }
 
-    /// Whether every body streams.
+    /// The minimum rate of a longer body, in bytes per second (0: none).
+    pub fn min_rate(&self) -> u64 {
+        self.min_rate
+    }
+
+    /// Whether every body streams, with no minimum rate.
     pub fn is_off(&self) -> bool {
-        self.limit == 0
+        self.limit == 0 && self.min_rate == 0
     }
 
     /// Whether `body` is one to read whole first: still arriving, of a known length
@@ -58,6 +87,28 @@ impl BodyBuffer {
             && !body.in_memory()
             && !body.is_end_stream()
             && body.size_hint().exact().is_some_and(|n| n <= self.limit)
+    }
+
+    /// Makes `body` ready to go upstream: read whole when [`Self::wants`] it, else held
+    /// to the minimum rate when it is still arriving with an announced length.
+    pub(crate) async fn prepare(&self, body: &mut Body) -> Result<(), ProxyError> {
+        if self.wants(body) {
+            return self.read_whole(body).await;
+        }
+        self.pace(body);
+        Ok(())
+    }
+
+    /// Holds a body still arriving, of announced length, to the minimum rate.
+    pub(crate) fn pace(&self, body: &mut Body) {
+        if self.min_rate != 0
+            && !body.in_memory()
+            && !body.is_end_stream()
+            && body.size_hint().exact().is_some()
+        {
+            let inner = std::mem::take(body);
+            *body = Body::new(MinRateBody::new(inner, self.min_rate, self.within));
+        }
     }
 
     /// Reads `body` whole into memory, in place: 408 when it takes longer than
@@ -79,7 +130,9 @@ impl BodyBuffer {
 /// fault, not the upstream's, and the answer says which.
 pub(crate) fn client_body_error(cause: &(dyn std::error::Error + 'static)) -> ProxyError {
     use crate::http1::decode::DecodeError;
-    if crate::error::find_cause::<crate::stall::BodyStalled>(cause).is_some() {
+    if crate::error::find_cause::<crate::stall::BodyStalled>(cause).is_some()
+        || crate::error::find_cause::<BodyTooSlow>(cause).is_some()
+    {
         return ProxyError::RequestTimeout;
     }
     ProxyError::BadRequest(match crate::error::find_cause::<DecodeError>(cause) {

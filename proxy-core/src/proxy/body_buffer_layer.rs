@@ -10,9 +10,10 @@ use std::{
 use super::BodyBuffer;
 use crate::{BoxError, HttpRequest, HttpResponse};
 
-/// Reads small request bodies whole before the inner service sees them (see
-/// [`BodyBuffer`]): put it in front of [`super::ClusterService`] so that a client that
-/// trickles a small body holds no upstream connection. A body too slow fails with
+/// Reads small request bodies whole before the inner service sees them, and holds
+/// longer ones to the minimum rate (see [`BodyBuffer`]): put it in front of
+/// [`super::ClusterService`] so that a client that trickles a body holds no upstream
+/// connection, or not for long. A body too slow fails with
 /// [`crate::ProxyError::RequestTimeout`] (408 under [`super::LocalReplyLayer`]).
 ///
 /// # Example
@@ -78,6 +79,7 @@ where
 
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
         if !self.buffer.wants(req.body()) {
+            self.buffer.pace(req.body_mut());
             let answer = self.inner.call(req);
             return Box::pin(async move { answer.await.map_err(Into::into) });
         }

@@ -91,9 +91,10 @@ pub(super) async fn forward(
     let cluster_name = chosen.as_deref().unwrap_or(&*route.cluster);
     let resp = match routing.clusters.get(cluster_name) {
         Some(cluster) => 'cluster: {
-            // A small body arrives whole before any upstream resource is taken.
-            if routing.body_buffer.wants(req.body()) {
-                if let Err(e) = routing.body_buffer.read_whole(req.body_mut()).await {
+            // A small body arrives whole before any upstream resource is taken; a
+            // longer one must keep arriving.
+            if !req.body().in_memory() {
+                if let Err(e) = routing.body_buffer.prepare(req.body_mut()).await {
                     break 'cluster Err(e);
                 }
             }

@@ -12,6 +12,7 @@
 
 mod body_buffer;
 mod body_buffer_layer;
+mod body_rate;
 mod cluster_service;
 mod forward;
 mod local_reply;

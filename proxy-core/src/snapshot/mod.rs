@@ -40,8 +40,9 @@ pub struct Routing {
     pub clusters: Arc<ClusterMap>,
     /// Whether to set `x-forwarded-for` / `x-forwarded-proto`.
     pub xff: bool,
-    /// Which request bodies are read whole before they go upstream (the listener's
-    /// `request_body_buffer`, within its `header_read_timeout`).
+    /// Which request bodies are read whole before they go upstream, and how fast the
+    /// others must arrive (the listener's `request_body_buffer`, within its
+    /// `header_read_timeout`, and `request_body_min_rate`).
     pub body_buffer: crate::proxy::BodyBuffer,
     /// Request stats of the listener (kept across reloads).
     pub stats: Arc<RequestStats>,
@@ -231,7 +232,8 @@ impl Snapshot {
                 body_buffer: crate::proxy::BodyBuffer::new(
                     l.limits.request_body_buffer.get(),
                     l.limits.header_read_timeout,
-                ),
+                )
+                .with_min_rate(l.limits.request_body_min_rate.get()),
                 stats,
                 // For access logs: the core's, or a filter's (filters see the response
                 // extensions; a listener with filters boxes its stack anyway).

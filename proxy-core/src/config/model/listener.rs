@@ -382,6 +382,14 @@ pub struct ConnectionLimits {
     /// bodies, and bodies of unknown length, stream to the upstream as they arrive.
     /// `0` streams every body.
     pub request_body_buffer: crate::config::ByteSize,
+    /// A request body longer than `request_body_buffer`, of announced length, streams
+    /// to the upstream as it arrives, and must average at least this many bytes per
+    /// second of the time the proxy waits on the client for it, after a grace of
+    /// `header_read_timeout` (else 408, and the upstream exchange is abandoned): a
+    /// client that trickles a large upload holds an upstream connection for seconds,
+    /// not hours. Time the upstream is not reading does not count. Bodies of unknown
+    /// length (gRPC streams, chunked uploads) are exempt. `0` sets no minimum.
+    pub request_body_min_rate: crate::config::ByteSize,
     /// HTTP/2: maximum concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,
     /// Request header names with an underscore (`x_api_key`): `forward` (default),
@@ -408,6 +416,7 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(60),
             stream_idle_timeout: Duration::from_secs(60),
             request_body_buffer: crate::config::ByteSize(16 * 1024),
+            request_body_min_rate: crate::config::ByteSize(240),
             h2_max_concurrent_streams: 256,
             h2_max_pending_reset_streams: 100,
         }

@@ -1,0 +1,294 @@
+//! A request body longer than `limits.request_body_buffer`, of announced length,
+//! streams to the upstream as it arrives, and must average
+//! `limits.request_body_min_rate` after a grace of `header_read_timeout`: a client
+//! that trickles a large upload is answered 408 within seconds, and the upstream
+//! connection it held is closed, over HTTP/1.1 and HTTP/2 alike. An upload at the
+//! rate goes through, as do bodies of unknown length however slow, and every body
+//! when the rate is `0`.
+
+// Test helpers: a failed setup should stop the test loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use proxy_core::Registry;
+use proxy_test_support::{eventually, tools, upstream, TestServer, Upstream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// A proxy in front of `upstream`: bodies over 1 KiB stream, at `min_rate` after a
+/// one-second grace (stalled bodies given up after thirty seconds).
+fn start(upstream: std::net::SocketAddr, min_rate: &str) -> (TestServer, std::net::SocketAddr) {
+    let yaml = format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - name: l
+    address: 127.0.0.1:0
+    protocol: auto
+    limits: {{ header_read_timeout: 1s, stream_idle_timeout: 30s,
+              request_body_buffer: 1KiB, request_body_min_rate: {min_rate} }}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: {{ path: {{ prefix: "/" }} }}
+            cluster: up
+clusters:
+  - name: up
+    endpoints: ["{upstream}"]
+"#
+    );
+    let proxy = TestServer::start(&yaml, Registry::default());
+    let addr = proxy.addr("l");
+    (proxy, addr)
+}
+
+/// What a silent upstream saw of one request: the bytes, and whether the proxy
+/// closed the connection.
+#[derive(Default)]
+struct Held {
+    bytes: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// An upstream that answers a `GET` and otherwise reads what comes, answering
+/// nothing.
+fn silent_upstream() -> (Upstream, Arc<Held>) {
+    let held = Arc::new(Held::default());
+    let seen = held.clone();
+    let up = upstream::spawn_raw(move |mut s: TcpStream, _| {
+        let seen = seen.clone();
+        async move {
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if buf.starts_with(b"GET ") => {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        let _ = s.write_all(ok).await;
+                    }
+                    Ok(n) => {
+                        seen.bytes.fetch_add(n as u64, Ordering::SeqCst);
+                    }
+                }
+            }
+            seen.closed.store(true, Ordering::SeqCst);
+        }
+    });
+    (up, held)
+}
+
+/// Sends `chunk` every `every` on `c`, until the write fails.
+fn trickle(mut c: tokio::net::tcp::OwnedWriteHalf, chunk: &'static [u8], every: Duration) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if c.write_all(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_large_body_trickled_is_a_408_and_its_upstream_connection_is_closed() {
+    let (up, held) = silent_upstream();
+    let (mut proxy, addr) = start(up.addr, "1KiB");
+    tokio::time::timeout(Duration::from_secs(15), async {
+        let c = TcpStream::connect(addr).await.unwrap();
+        let (mut read, mut write) = c.into_split();
+        write
+            .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+            .await
+            .unwrap();
+        write.write_all(&[b'a'; 2048]).await.unwrap();
+        let started = Instant::now();
+        // Ten bytes every 100 ms: 100 bytes a second, a tenth of the rate.
+        trickle(write, b"aaaaaaaaaa", Duration::from_millis(100));
+        let mut out = Vec::new();
+        let _ = read.read_to_end(&mut out).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("x-proxy-error: request_timeout\r\n"), "{out}");
+        // The grace (1 s) and what 2 KiB earn (2 s), give or take the trickle's share;
+        // not the stall timeout (30 s), which the trickle would never reach.
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        assert!(up.connections() == 1 && held.bytes.load(Ordering::SeqCst) > 2048);
+        assert!(
+            eventually(Duration::from_secs(3), || held
+                .closed
+                .load(Ordering::SeqCst))
+            .await,
+            "the upstream connection stayed open"
+        );
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn an_http2_large_body_trickled_is_a_408_and_the_connection_goes_on() {
+    let (up, held) = silent_upstream();
+    let (mut proxy, addr) = start(up.addr, "1KiB");
+    tokio::time::timeout(Duration::from_secs(15), async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = http::Request::post("http://x/up")
+            .header("content-length", "1000000")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = client.send_request(req, false).unwrap();
+        body.send_data(Bytes::from(vec![b'a'; 2048]), false)
+            .unwrap();
+        let started = Instant::now();
+        let trickler = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if body
+                    .send_data(Bytes::from_static(b"aaaaaaaaaa"), false)
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 408);
+        assert_eq!(resp.headers()["x-proxy-error"], "request_timeout");
+        assert!(started.elapsed() < Duration::from_secs(8));
+        trickler.abort();
+        assert!(
+            eventually(Duration::from_secs(3), || held
+                .closed
+                .load(Ordering::SeqCst))
+            .await,
+            "the upstream connection stayed open"
+        );
+        // The connection's other streams go on.
+        let req = http::Request::get("http://x/next").body(()).unwrap();
+        let (next, _) = client.send_request(req, true).unwrap();
+        assert_eq!(next.await.unwrap().status(), 200);
+        drop(client);
+        conn.abort();
+        let _ = conn.await;
+    })
+    .await
+    .unwrap();
+    proxy.stop();
+}
+
+/// Posts a body of `length` bytes to `addr` in `pieces` equal writes over about
+/// `over`, with a `content-length` or chunked, and returns the answer's status line.
+async fn post_slowly(
+    addr: std::net::SocketAddr,
+    length: usize,
+    pieces: usize,
+    over: Duration,
+    chunked: bool,
+) -> String {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_owned()
+    } else {
+        format!("Content-Length: {length}")
+    };
+    let head = format!("POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{framing}\r\n\r\n");
+    c.write_all(head.as_bytes()).await.unwrap();
+    let piece = vec![b'a'; length / pieces];
+    for _ in 0..pieces {
+        tokio::time::sleep(over / pieces as u32).await;
+        if chunked {
+            let size = format!("{:x}\r\n", piece.len());
+            c.write_all(size.as_bytes()).await.unwrap();
+            c.write_all(&piece).await.unwrap();
+            c.write_all(b"\r\n").await.unwrap();
+        } else {
+            c.write_all(&piece).await.unwrap();
+        }
+    }
+    if chunked {
+        c.write_all(b"0\r\n\r\n").await.unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    out.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_chunked_body_of_unknown_length_is_not_held_to_the_rate() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "1KiB");
+    // 2 KiB over three seconds: far below 1 KiB a second past the grace.
+    let status = tokio::time::timeout(
+        Duration::from_secs(15),
+        post_slowly(addr, 2000, 20, Duration::from_secs(3), true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(up.requests()[0].body.len(), 2000);
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn a_rate_of_zero_lets_a_large_body_take_its_time() {
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "0");
+    let status = tokio::time::timeout(
+        Duration::from_secs(15),
+        post_slowly(addr, 2000, 20, Duration::from_secs(3), false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(up.requests()[0].body.len(), 2000);
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn curl_uploading_at_the_rate_goes_through() {
+    // 24 KiB at 8 KiB a second (three seconds), with 1 KiB a second asked for.
+    let up = Upstream::echo("up");
+    let (mut proxy, addr) = start(up.addr, "1KiB");
+    let url = format!("http://{addr}/up");
+    let feed: tools::Feeder = Box::new(|mut stdin| {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&[b'a'; 24 * 1024]).await;
+        })
+    });
+    let args = [
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--limit-rate",
+        "8K",
+        "--data-binary",
+        "@-",
+        &url,
+    ];
+    let out = tools::run("curl", &args, Some(feed), Duration::from_secs(20)).await;
+    proxy.stop();
+    let Some(out) = out else {
+        return;
+    };
+    assert_eq!(out.stdout_text(), "200");
+    assert_eq!(up.requests()[0].body.len(), 24 * 1024);
+}
