@@ -10,6 +10,7 @@ mod h3_aioquic;
 mod h3_garbage;
 mod h3_handoff;
 mod h3_rollback;
+mod h3_slow_bodies;
 mod lb_bad_input;
 mod lb_encapsulated;
 mod lb_encapsulated_h3;

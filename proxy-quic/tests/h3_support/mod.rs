@@ -12,7 +12,7 @@ use http::{HeaderMap, Request, Response};
 use proxy_core::{
     cluster::Cluster,
     config::{RouteConfig, VirtualHostConfig},
-    proxy::Proxy,
+    proxy::{BodyBuffer, Proxy},
     router::RouteTable,
     snapshot::Routing,
     BoxError, BoxHttp,
@@ -111,6 +111,23 @@ impl Running {
 /// proxy-core's router and proxy: every request to `upstream` (HTTP/1.1), within
 /// five seconds; `x-forwarded-for` and `x-forwarded-proto` set.
 pub fn proxy_stack(upstream: SocketAddr) -> BoxHttp {
+    proxy_stack_from(routing(upstream))
+}
+
+/// [`proxy_stack`] with `body_buffer` in place of a listener's default.
+pub fn proxy_stack_with_body_buffer(upstream: SocketAddr, body_buffer: BodyBuffer) -> BoxHttp {
+    let mut routing = routing(upstream);
+    routing.body_buffer = body_buffer;
+    proxy_stack_from(routing)
+}
+
+fn proxy_stack_from(routing: Routing) -> BoxHttp {
+    let proxy = Proxy::from_routing(routing);
+    BoxHttp::new(proxy.map_err(|never| -> BoxError { match never {} }))
+}
+
+/// Every request to `upstream` (HTTP/1.1), within five seconds.
+fn routing(upstream: SocketAddr) -> Routing {
     let cluster = Cluster::builder("app")
         .endpoint(upstream)
         .connect_timeout(Duration::from_secs(1))
@@ -123,8 +140,7 @@ pub fn proxy_stack(upstream: SocketAddr) -> BoxHttp {
             .timeout(Duration::from_secs(5)),
     );
     let routes = RouteTable::build("", &[vhost], &|c| c == "app").unwrap();
-    let proxy = Proxy::from_routing(Routing::new(routes, [cluster]));
-    BoxHttp::new(proxy.map_err(|never| -> BoxError { match never {} }))
+    Routing::new(routes, [cluster])
 }
 
 /// An HTTP/3 client connection: the h3 crate's client over h3-quinn.
