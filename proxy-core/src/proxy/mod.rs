@@ -94,8 +94,9 @@ impl Proxy {
 
 impl Routing {
     /// Routing over `routes` to `clusters`, built in code: `x-forwarded-for` set,
-    /// small request bodies read whole first as a listener's defaults do (16 KiB
-    /// within 10 s; set `body_buffer` to change that), fresh request stats. Every
+    /// small request bodies read whole first and longer ones held to a minimum rate
+    /// as a listener's defaults do (16 KiB within 10 s, 240 bytes a second; set
+    /// `body_buffer` to change that), fresh request stats. Every
     /// cluster a route names must be among `clusters` (build the table with that
     /// check), else its requests answer 503.
     ///
