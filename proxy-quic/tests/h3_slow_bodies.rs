@@ -23,6 +23,17 @@ fn buffer() -> BodyBuffer {
     BodyBuffer::new(1024, Duration::from_secs(1)).with_min_rate(1024)
 }
 
+/// An echo upstream, an HTTP/3 listener proxying to it with [`buffer`], and a client
+/// connected to the listener.
+async fn start() -> (Upstream, Running, Client) {
+    let up = Upstream::echo("e");
+    let tls = Tls::new();
+    let stack = proxy_stack_with_body_buffer(up.addr, buffer());
+    let server = Running::start(H3Listener::builder("h3", tls.server()), stack);
+    let client = Client::connect(server.addr, tls.client.clone()).await;
+    (up, server, client)
+}
+
 /// A POST of `length` declared bytes to the server, its stream left open.
 async fn post(
     client: &mut Client,
@@ -38,11 +49,7 @@ async fn post(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_body_sent_slowly_reaches_the_upstream_only_whole() {
     with_timeout(TEST_TIMEOUT, async {
-        let up = Upstream::echo("e");
-        let tls = Tls::new();
-        let stack = proxy_stack_with_body_buffer(up.addr, buffer());
-        let server = Running::start(H3Listener::builder("h3", tls.server()), stack);
-        let mut client = Client::connect(server.addr, tls.client.clone()).await;
+        let (up, server, mut client) = start().await;
         let mut stream = post(&mut client, server.addr, 10).await;
         stream
             .send_data(Bytes::from_static(b"12345"))
@@ -68,11 +75,7 @@ async fn a_small_body_sent_slowly_reaches_the_upstream_only_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_body_that_stops_arriving_is_a_408_and_never_goes_upstream() {
     with_timeout(TEST_TIMEOUT, async {
-        let up = Upstream::echo("e");
-        let tls = Tls::new();
-        let stack = proxy_stack_with_body_buffer(up.addr, buffer());
-        let server = Running::start(H3Listener::builder("h3", tls.server()), stack);
-        let mut client = Client::connect(server.addr, tls.client.clone()).await;
+        let (up, server, mut client) = start().await;
         let mut stream = post(&mut client, server.addr, 1000).await;
         stream
             .send_data(Bytes::from(vec![b'a'; 100]))
@@ -96,11 +99,7 @@ async fn a_small_body_that_stops_arriving_is_a_408_and_never_goes_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_body_trickled_is_a_408_within_seconds() {
     with_timeout(TEST_TIMEOUT, async {
-        let up = Upstream::echo("e");
-        let tls = Tls::new();
-        let stack = proxy_stack_with_body_buffer(up.addr, buffer());
-        let server = Running::start(H3Listener::builder("h3", tls.server()), stack);
-        let mut client = Client::connect(server.addr, tls.client.clone()).await;
+        let (up, server, mut client) = start().await;
         let mut stream = post(&mut client, server.addr, 1_000_000).await;
         stream
             .send_data(Bytes::from(vec![b'a'; 2048]))
