@@ -15,6 +15,7 @@ mod framing;
 mod h2_streams;
 mod http_service;
 mod in_flight;
+mod max_forwards;
 mod router_props;
 mod seams;
 mod slow_bodies;

@@ -12,7 +12,8 @@ use crate::{cluster::Cluster, BoxError, HttpRequest, HttpResponse};
 /// Forwards each request to an endpoint of a cluster: the balancer picks it, the
 /// request is prepared for the cluster's protocol (hop-by-hop headers removed, URI
 /// form and version set, Host kept), sent on a pooled connection, and counted in the
-/// endpoint's and the cluster's stats and extensions. No retries and no timeout: put
+/// endpoint's and the cluster's stats and extensions (an `OPTIONS` or `TRACE` with
+/// `Max-Forwards: 0` is answered here instead, RFC 9110 7.6.2). No retries and no timeout: put
 /// [`super::RetryLayer`] and `tower::timeout::TimeoutLayer` around it, and
 /// [`super::LocalReplyLayer`] at the edge to turn its errors ([`crate::ProxyError`])
 /// into 502/503/504 answers.
@@ -59,7 +60,10 @@ impl tower_service::Service<HttpRequest> for ClusterService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: HttpRequest) -> Self::Future {
+    fn call(&mut self, mut req: HttpRequest) -> Self::Future {
+        if let Some(answer) = super::max_forwards::answer_or_count_down(&mut req) {
+            return Box::pin(std::future::ready(Ok(answer)));
+        }
         let cluster = self.cluster.clone();
         Box::pin(async move {
             let mut resp = cluster.send(req).await.map_err(BoxError::from)?;

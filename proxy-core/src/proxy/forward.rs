@@ -91,6 +91,10 @@ pub(super) async fn forward(
     let cluster_name = chosen.as_deref().unwrap_or(&*route.cluster);
     let resp = match routing.clusters.get(cluster_name) {
         Some(cluster) => 'cluster: {
+            // `OPTIONS` or `TRACE` with `Max-Forwards: 0` stops here.
+            if let Some(answer) = super::max_forwards::answer_or_count_down(&mut req) {
+                break 'cluster Ok(answer);
+            }
             // A small body arrives whole before any upstream resource is taken; a
             // longer one must keep arriving.
             if !req.body().in_memory() {

@@ -16,6 +16,7 @@ mod body_rate;
 mod cluster_service;
 mod forward;
 mod local_reply;
+mod max_forwards;
 mod pooled;
 mod prepare;
 mod retry;
