@@ -61,7 +61,7 @@ impl tower_service::Service<HttpRequest> for ClusterService {
     }
 
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
-        if let Some(answer) = super::max_forwards::answer_or_count_down(&mut req) {
+        if let Some(answer) = super::final_recipient::answer_or_count_down(&mut req) {
             return Box::pin(std::future::ready(Ok(answer)));
         }
         let cluster = self.cluster.clone();

@@ -47,6 +47,10 @@ pub(super) async fn forward(
                 .cloned();
             let route = route.filter(|_| req.method() != http::Method::CONNECT);
             let Some(route) = route else {
+                if let Some(answer) = super::final_recipient::server_wide_options(&req) {
+                    listener_stats.finish(answer.status().as_u16(), started.elapsed());
+                    return Ok(answer);
+                }
                 // CONNECT (from HTTP/2; HTTP/1.1 refuses it while parsing) is not offered.
                 let err = if req.method() == http::Method::CONNECT {
                     ProxyError::BadRequest("CONNECT is not supported")
@@ -91,8 +95,8 @@ pub(super) async fn forward(
     let cluster_name = chosen.as_deref().unwrap_or(&*route.cluster);
     let resp = match routing.clusters.get(cluster_name) {
         Some(cluster) => 'cluster: {
-            // `OPTIONS` or `TRACE` with `Max-Forwards: 0` stops here.
-            if let Some(answer) = super::max_forwards::answer_or_count_down(&mut req) {
+            // `OPTIONS` or `TRACE` with `Max-Forwards: 0` stops here (RFC 9110 7.6.2).
+            if let Some(answer) = super::final_recipient::answer_or_count_down(&mut req) {
                 break 'cluster Ok(answer);
             }
             // A small body arrives whole before any upstream resource is taken; a

@@ -1,6 +1,7 @@
-//! `Max-Forwards` (RFC 9110, section 7.6.2) with curl over HTTP/1.1 and h2c: an
-//! `OPTIONS` or `TRACE` with the value 0 is answered by the proxy and never reaches
-//! the upstream; a larger value reaches it one less; other methods pass it as it is.
+//! What the proxy answers itself, with curl over HTTP/1.1 and h2c: an `OPTIONS` or
+//! `TRACE` with `Max-Forwards: 0`, which never reaches the upstream, while a larger
+//! value reaches it one less and other methods pass it as it is (RFC 9110 7.6.2); and
+//! `OPTIONS *` (9.3.7).
 
 // Test helpers: a failed setup should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -39,7 +40,13 @@ clusters:
 /// over h2c when `h2c`; `None` when curl is not installed.
 async fn curl(method: &str, value: &str, url: &str, h2c: bool) -> Option<(String, String)> {
     let header = format!("Max-Forwards: {value}");
-    let mut args = vec!["-s", "-X", method, "-H", &header, "-w", "\n%{http_code}"];
+    curl_with(&["-X", method, "-H", &header], url, h2c).await
+}
+
+/// curl's status code and body for `url` with `args`, over h2c when `h2c`; `None`
+/// when curl is not installed.
+async fn curl_with(args: &[&str], url: &str, h2c: bool) -> Option<(String, String)> {
+    let mut args = [&["-s", "-w", "\n%{http_code}"], args].concat();
     if h2c {
         args.push("--http2-prior-knowledge");
     }
@@ -89,5 +96,20 @@ async fn a_larger_value_reaches_the_upstream_one_less() {
             );
         }
     }
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn options_asterisk_is_answered_by_the_proxy() {
+    let up = Upstream::echo("up");
+    let (mut proxy, url) = start(up.addr);
+    for h2c in [false, true] {
+        let args = ["-X", "OPTIONS", "--request-target", "*"];
+        let Some((status, body)) = curl_with(&args, &url, h2c).await else {
+            return;
+        };
+        assert_eq!((status.as_str(), body.as_str()), ("200", ""), "h2c: {h2c}");
+    }
+    assert_eq!(up.connections(), 0, "the upstream heard of a request");
     proxy.stop();
 }

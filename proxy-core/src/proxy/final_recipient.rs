@@ -1,7 +1,10 @@
-//! `Max-Forwards` on `TRACE` and `OPTIONS` (RFC 9110, section 7.6.2): a request whose
-//! value is 0 is answered by the proxy as its final recipient instead of going
-//! upstream; any other value goes upstream one less. Other methods, and a value that
-//! is not a number, pass as they are.
+//! Requests the proxy answers itself, as their final recipient, rather than sending
+//! upstream (RFC 9110):
+//! - `TRACE` and `OPTIONS` with `Max-Forwards: 0` (section 7.6.2); any other value
+//!   goes upstream one less. Other methods, and a value that is not a number, pass as
+//!   they are.
+//! - `OPTIONS *` that no route takes (section 9.3.7): a question about the proxy
+//!   itself, answered 200.
 
 use http::{header::MAX_FORWARDS, HeaderValue, Method, StatusCode};
 
@@ -23,6 +26,14 @@ pub(super) fn answer_or_count_down(req: &mut HttpRequest) -> Option<HttpResponse
         }
         None => Some(final_answer(req.method())),
     }
+}
+
+/// The answer to `req` when it is `OPTIONS *` (asterisk-form: about the server
+/// itself), for a request no route took.
+pub(super) fn server_wide_options(req: &HttpRequest) -> Option<HttpResponse> {
+    // Asterisk-form over HTTP/1.1, `:path` `*` over HTTP/2 and HTTP/3.
+    (*req.method() == Method::OPTIONS && req.uri().path() == "*")
+        .then(|| final_answer(req.method()))
 }
 
 /// A `Max-Forwards` value: 1*DIGIT; a number too long for 64 bits is as good as
@@ -86,6 +97,18 @@ mod tests {
         let mut req = request(Method::TRACE, Some("99999999999999999999999"));
         assert!(answer_or_count_down(&mut req).is_none());
         assert_eq!(req.headers()[MAX_FORWARDS], (u64::MAX - 1).to_string());
+    }
+
+    #[test]
+    fn options_asterisk_is_answered_and_other_targets_are_not() {
+        let mut req = request(Method::OPTIONS, None);
+        *req.uri_mut() = http::Uri::from_static("*");
+        assert_eq!(server_wide_options(&req).unwrap().status(), StatusCode::OK);
+        *req.uri_mut() = http::Uri::from_static("/x");
+        assert!(server_wide_options(&req).is_none());
+        let mut req = request(Method::GET, None);
+        *req.uri_mut() = http::Uri::from_static("*");
+        assert!(server_wide_options(&req).is_none());
     }
 
     #[test]
