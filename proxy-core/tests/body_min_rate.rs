@@ -19,7 +19,7 @@ use std::{
 
 use bytes::Bytes;
 use proxy_core::Registry;
-use proxy_test_support::{eventually, tools, upstream, TestServer, Upstream};
+use proxy_test_support::{eventually, tools, upstream, yaml, TestServer, Upstream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -28,25 +28,13 @@ use tokio::{
 /// A proxy in front of `upstream`: bodies over 1 KiB stream, at `min_rate` after a
 /// one-second grace (stalled bodies given up after thirty seconds).
 fn start(upstream: std::net::SocketAddr, min_rate: &str) -> (TestServer, std::net::SocketAddr) {
-    let yaml = format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - name: l
-    address: 127.0.0.1:0
-    protocol: auto
-    limits: {{ header_read_timeout: 1s, stream_idle_timeout: 30s,
-              request_body_buffer: 1KiB, request_body_min_rate: {min_rate} }}
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ path: {{ prefix: "/" }} }}
-            cluster: up
-clusters:
-  - name: up
-    endpoints: ["{upstream}"]
-"#
+    let limits = format!(
+        "limits: {{ header_read_timeout: 1s, stream_idle_timeout: 30s, \
+         request_body_buffer: 1KiB, request_body_min_rate: {min_rate} }}"
+    );
+    let yaml = yaml::config(
+        &[yaml::listener("l", "up", &["protocol: auto", &limits])],
+        &[yaml::cluster("up", &[upstream], &[])],
     );
     let proxy = TestServer::start(&yaml, Registry::default());
     let addr = proxy.addr("l");

@@ -9,27 +9,13 @@
 use std::time::Duration;
 
 use proxy_core::Registry;
-use proxy_test_support::{tools, upstream::Echoed, TestServer, Upstream};
+use proxy_test_support::{tools, upstream::Echoed, yaml, TestServer, Upstream};
 
 /// A proxy (HTTP/1.1 and h2c on one port) in front of `upstream`.
 fn start(upstream: std::net::SocketAddr) -> (TestServer, String) {
-    let yaml = format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - name: l
-    address: 127.0.0.1:0
-    protocol: auto
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: {{ path: {{ prefix: "/" }} }}
-            cluster: up
-clusters:
-  - name: up
-    endpoints: ["{upstream}"]
-"#
+    let yaml = yaml::config(
+        &[yaml::listener("l", "up", &["protocol: auto"])],
+        &[yaml::cluster("up", &[upstream], &[])],
     );
     let proxy = TestServer::start(&yaml, Registry::default());
     let url = format!("http://{}/mf", proxy.addr("l"));
