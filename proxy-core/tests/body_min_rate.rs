@@ -265,5 +265,9 @@ async fn curl_uploading_at_the_rate_goes_through() {
         return;
     };
     assert_eq!(out.stdout_text(), "200");
-    assert_eq!(up.requests()[0].body.len(), 24 * 1024);
+    let seen = &up.requests()[0];
+    assert_eq!(seen.body.len(), 24 * 1024);
+    // Held to the rate, the body still goes upstream with its announced length.
+    assert_eq!(seen.header("content-length"), Some("24576"));
+    assert_eq!(seen.header("transfer-encoding"), None);
 }
