@@ -21,3 +21,4 @@ mod seams;
 mod slow_bodies;
 mod slow_peers;
 mod upstream_pool;
+mod via;

@@ -116,6 +116,7 @@ pub(super) async fn forward(
                 Some(&route),
                 routing.xff,
                 conn.map(ConnInfo::forwarded),
+                routing.via.as_ref(),
                 cluster,
             );
             // Sending, with retries within the route's policy and the cluster's budget,

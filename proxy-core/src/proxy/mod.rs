@@ -20,6 +20,7 @@ mod local_reply;
 mod pooled;
 mod prepare;
 mod retry;
+mod via;
 
 use std::{
     convert::Infallible,
@@ -45,6 +46,7 @@ pub(crate) use self::prepare::{
     connection_listed, prepare_for_cluster, request_authority, strip_hop_by_hop,
 };
 pub use self::retry::{Retry, RetryLayer};
+pub use self::via::{InvalidVia, Via};
 use crate::{router::Route, snapshot::Routing, HttpRequest, HttpResponse};
 
 #[doc(no_inline)]
@@ -120,6 +122,7 @@ impl Routing {
             routes,
             clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
             xff: true,
+            via: None,
             body_buffer: BodyBuffer::listener_default(),
             stats: Arc::default(),
             record_route: true,

@@ -128,7 +128,7 @@ pub(crate) fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 /// Prepares a request for a cluster outside any route: hop-by-hop headers removed,
 /// the URI form and version of the cluster's protocol, Host kept.
 pub(crate) fn prepare_for_cluster(req: &mut HttpRequest, cluster: &Cluster) {
-    prepare_upstream_request(req, None, false, None, cluster);
+    prepare_upstream_request(req, None, false, None, None, cluster);
 }
 
 pub(super) fn prepare_upstream_request(
@@ -136,6 +136,7 @@ pub(super) fn prepare_upstream_request(
     route: Option<&Route>,
     xff: bool,
     conn: Option<Forwarded>,
+    via: Option<&super::Via>,
     cluster: &Cluster,
 ) {
     let protocol = &cluster.config.protocol;
@@ -223,7 +224,7 @@ pub(super) fn prepare_upstream_request(
     }
     if let Some(Forwarded { peer_ip, tls }) = forwarded {
         if let Some(ip) = peer_ip {
-            append_xff(headers, ip);
+            append_to_list(headers, X_FORWARDED_FOR, ip);
         }
         const HTTPS: HeaderValue = HeaderValue::from_static("https");
         const HTTP: HeaderValue = HeaderValue::from_static("http");
@@ -247,6 +248,9 @@ pub(super) fn prepare_upstream_request(
         }
         _ => {}
     }
+    if let Some(via) = via {
+        append_to_list(headers, header::VIA, via.entry(downstream_version));
+    }
     if let Some(route) = route.filter(|r| !r.request_headers.is_empty()) {
         route.request_headers.apply(headers);
     }
@@ -257,24 +261,25 @@ pub(super) fn prepare_upstream_request(
     }
 }
 
-/// Appends the client's address to `X-Forwarded-For`. Several fields of the name are
-/// one list in the order they came (RFC 9110 5.3): they are joined into one field, the
-/// address last, so that no earlier hop is lost and the hop this proxy adds stays the
-/// rightmost, the one an upstream that trusts this proxy reads.
-fn append_xff(headers: &mut HeaderMap, ip: HeaderValue) {
+/// Appends `entry` to the list field `name` (`X-Forwarded-For` with the client's
+/// address, `Via` with this proxy). Several fields of the name are one list in the
+/// order they came (RFC 9110 5.3): they are joined into one field, the entry last, so
+/// that no earlier hop is lost and the hop this proxy adds stays the rightmost, the
+/// one an upstream that trusts this proxy reads.
+fn append_to_list(headers: &mut HeaderMap, name: HeaderName, entry: HeaderValue) {
     // One lookup of the name for both cases.
-    match headers.entry(X_FORWARDED_FOR) {
+    match headers.entry(name) {
         http::header::Entry::Vacant(e) => {
-            e.insert(ip);
+            e.insert(entry);
         }
         http::header::Entry::Occupied(mut e) => {
             let earlier: usize = e.iter().map(|v| v.len() + 2).sum();
-            let mut v = Vec::with_capacity(earlier + ip.len());
+            let mut v = Vec::with_capacity(earlier + entry.len());
             for prev in e.iter() {
                 v.extend_from_slice(prev.as_bytes());
                 v.extend_from_slice(b", ");
             }
-            v.extend_from_slice(ip.as_bytes());
+            v.extend_from_slice(entry.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&v) {
                 // Replaces every earlier field: their values are all in `v`.
                 e.insert(v);
@@ -305,7 +310,11 @@ mod tests {
             ("accept", "*/*"),
             ("x-forwarded-for", "198.51.100.2, 203.0.113.3"),
         ]);
-        append_xff(&mut h, HeaderValue::from_static("127.0.0.1"));
+        append_to_list(
+            &mut h,
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("127.0.0.1"),
+        );
         let all: Vec<_> = h.get_all(X_FORWARDED_FOR).iter().collect();
         assert_eq!(
             all,
@@ -313,7 +322,11 @@ mod tests {
             "one field, earlier hops in order, the client last"
         );
         let mut none = map(&[("accept", "*/*")]);
-        append_xff(&mut none, HeaderValue::from_static("127.0.0.1"));
+        append_to_list(
+            &mut none,
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("127.0.0.1"),
+        );
         assert_eq!(none[X_FORWARDED_FOR], "127.0.0.1");
     }
 

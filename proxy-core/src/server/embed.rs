@@ -112,6 +112,7 @@ impl HttpListener {
             routes,
             clusters: Arc::default(),
             xff: false,
+            via: None,
             body_buffer: crate::proxy::BodyBuffer::default(),
             stats: Arc::new(RequestStats::default()),
             record_route: false,

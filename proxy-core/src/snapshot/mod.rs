@@ -22,7 +22,7 @@ use crate::{
 
 use parts::{build_route_filters, cluster_parts, listener_protocols};
 pub(crate) use validate::validate_cluster;
-use validate::{validate_limits, validate_runtime};
+use validate::{validate_limits, validate_runtime, validate_via};
 
 /// Clusters by name.
 ///
@@ -40,6 +40,8 @@ pub struct Routing {
     pub clusters: Arc<ClusterMap>,
     /// Whether to set `x-forwarded-for` / `x-forwarded-proto`.
     pub xff: bool,
+    /// The `Via` entry added to requests sent upstream (the listener's `via`), if any.
+    pub via: Option<crate::proxy::Via>,
     /// Which request bodies are read whole before they go upstream, and how fast the
     /// others must arrive (the listener's `request_body_buffer`, within its
     /// `header_read_timeout`, and `request_body_min_rate`).
@@ -189,6 +191,7 @@ impl Snapshot {
                 ));
             }
             validate_limits(l, &path)?;
+            validate_via(l, &path)?;
             let ctx = BuildContext {
                 clusters: &clusters,
                 listener: Some(&l.name),
@@ -229,6 +232,11 @@ impl Snapshot {
                 routes,
                 clusters: clusters.clone(),
                 xff: l.xff,
+                // Checked by validation: a bad pseudonym never gets here.
+                via: l
+                    .via
+                    .as_deref()
+                    .and_then(|v| crate::proxy::Via::new(v).ok()),
                 body_buffer: crate::proxy::BodyBuffer::new(
                     l.limits.request_body_buffer.get(),
                     l.limits.header_read_timeout,

@@ -73,6 +73,14 @@ pub(crate) fn validate_cluster(
 /// request is forwarded.
 const MAX_REQUEST_BODY_BUFFER: u64 = 16 * 1024 * 1024;
 
+/// A listener's `via`, when set, is a pseudonym a `Via` field can carry.
+pub(super) fn validate_via(l: &ListenerConfig, path: &str) -> Result<(), ConfigError> {
+    match l.via.as_deref().map(crate::proxy::Via::new) {
+        Some(Err(e)) => Err(ConfigError::new(format!("{path}.via"), e.to_string())),
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn validate_limits(l: &ListenerConfig, path: &str) -> Result<(), ConfigError> {
     let lim = &l.limits;
     let max_headers = crate::http1::head::MAX_HEADERS as u32;
@@ -126,8 +134,13 @@ mod tests {
     use crate::{config::Config, registry::Registry, snapshot::Snapshot};
 
     fn build(limits: &str) -> Result<(), String> {
+        build_listener(&format!("limits: {{ {limits} }}"))
+    }
+
+    /// A listener with `key` (one `key: value` line) and no virtual hosts.
+    fn build_listener(key: &str) -> Result<(), String> {
         let yaml = format!(
-            "listeners:\n  - name: l\n    address: 127.0.0.1:0\n    limits: {{ {limits} }}\n    virtual_hosts: []\n"
+            "listeners:\n  - name: l\n    address: 127.0.0.1:0\n    {key}\n    virtual_hosts: []\n"
         );
         let config = Config::from_yaml(&yaml).map_err(|e| e.to_string())?;
         Snapshot::build(config, &Registry::default(), None)
@@ -142,6 +155,16 @@ mod tests {
         let err = build("request_body_buffer: 17MiB").unwrap_err();
         assert!(
             err.starts_with("listeners[0].limits.request_body_buffer: must be at most 16MiB"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_via_that_is_not_a_token_is_refused_at_its_path() {
+        assert!(build_listener("via: edge-1").is_ok());
+        let err = build_listener("via: \"edge 1\"").unwrap_err();
+        assert!(
+            err.starts_with("listeners[0].via: \"edge 1\" is not a pseudonym"),
             "{err}"
         );
     }

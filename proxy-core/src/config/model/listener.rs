@@ -31,6 +31,11 @@ pub struct ListenerConfig {
     /// Set `x-forwarded-for` / `x-forwarded-proto` on forwarded requests.
     #[serde(default = "default_true")]
     pub xff: bool,
+    /// The proxy's name in the `Via` field it adds to every request it forwards
+    /// (RFC 9110 7.6.3), after the protocol the request came in: `via: edge-1` sends
+    /// `Via: 1.1 edge-1`. A token of at most 64 bytes; absent, no `Via` is added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// HTTP filters applied to every request of this listener, outermost first; each
     /// names a filter registered in [`crate::Registry`]. A route or virtual host may
     /// turn one off, on, or replace its config by the entry's name (`filter_overrides`).
