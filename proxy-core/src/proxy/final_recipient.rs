@@ -61,6 +61,8 @@ fn final_answer(method: &Method) -> HttpResponse {
     if *method == Method::TRACE {
         *resp.status_mut() = StatusCode::NOT_IMPLEMENTED;
     }
+    // Over HTTP/2 an empty answer would carry no length; an `OPTIONS` answer without
+    // content must say 0 (RFC 9110 9.3.7).
     resp.headers_mut()
         .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     resp

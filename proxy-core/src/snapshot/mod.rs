@@ -22,7 +22,7 @@ use crate::{
 
 use parts::{build_route_filters, cluster_parts, listener_protocols};
 pub(crate) use validate::validate_cluster;
-use validate::{validate_limits, validate_runtime, validate_via};
+use validate::{listener_via, validate_limits, validate_runtime};
 
 /// Clusters by name.
 ///
@@ -191,7 +191,7 @@ impl Snapshot {
                 ));
             }
             validate_limits(l, &path)?;
-            validate_via(l, &path)?;
+            let via = listener_via(l, &path)?;
             let ctx = BuildContext {
                 clusters: &clusters,
                 listener: Some(&l.name),
@@ -232,11 +232,7 @@ impl Snapshot {
                 routes,
                 clusters: clusters.clone(),
                 xff: l.xff,
-                // Checked by validation: a bad pseudonym never gets here.
-                via: l
-                    .via
-                    .as_deref()
-                    .and_then(|v| crate::proxy::Via::new(v).ok()),
+                via,
                 body_buffer: crate::proxy::BodyBuffer::new(
                     l.limits.request_body_buffer.get(),
                     l.limits.header_read_timeout,

@@ -73,12 +73,16 @@ pub(crate) fn validate_cluster(
 /// request is forwarded.
 const MAX_REQUEST_BODY_BUFFER: u64 = 16 * 1024 * 1024;
 
-/// A listener's `via`, when set, is a pseudonym a `Via` field can carry.
-pub(super) fn validate_via(l: &ListenerConfig, path: &str) -> Result<(), ConfigError> {
-    match l.via.as_deref().map(crate::proxy::Via::new) {
-        Some(Err(e)) => Err(ConfigError::new(format!("{path}.via"), e.to_string())),
-        _ => Ok(()),
-    }
+/// A listener's `via` as the entry it adds, refused unless a `Via` field can carry it.
+pub(super) fn listener_via(
+    l: &ListenerConfig,
+    path: &str,
+) -> Result<Option<crate::proxy::Via>, ConfigError> {
+    l.via
+        .as_deref()
+        .map(crate::proxy::Via::new)
+        .transpose()
+        .map_err(|e| ConfigError::new(format!("{path}.via"), e.to_string()))
 }
 
 pub(super) fn validate_limits(l: &ListenerConfig, path: &str) -> Result<(), ConfigError> {
