@@ -34,8 +34,9 @@ pub use registry::{BuildContext, Registry};
 pub use rpc::ClusterOverride;
 pub use server::ListenerNotRunning;
 pub use server::{
-    AdminPage, ConfigSource, DisplayChain, HandedOffConnection, HttpListener, HttpListenerBuilder,
-    LayerHandOver, LayerHandOverResult, LayerState, MetricsHook, Server, ServerError,
+    raise_open_files_limit, AdminPage, ConfigSource, DisplayChain, HandedOffConnection,
+    HttpListener, HttpListenerBuilder, LayerHandOver, LayerHandOverResult, LayerState, MetricsHook,
+    OpenFilesLimit, Server, ServerError,
 };
 pub use upstream::UpgradedUpstream;
 

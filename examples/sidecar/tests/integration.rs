@@ -45,6 +45,7 @@ mod lifecycle;
 mod limits;
 mod limits_h2;
 mod metrics;
+mod open_files;
 mod reload;
 mod reload_filters;
 mod retries;

@@ -321,7 +321,7 @@ pub(crate) async fn accept_loop_with(
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly, keep serving.
-                tracing::warn!(listener = %listener.name, error = %e, "accept failed");
+                super::open_files::log_accept_error(&listener.name, &e);
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }

@@ -14,6 +14,7 @@ mod handoff;
 mod handoff_layer;
 mod handoff_protocol;
 mod listen;
+mod open_files;
 mod runtime;
 mod service;
 mod spawn;
@@ -35,6 +36,7 @@ pub use self::embed::{HttpListener, HttpListenerBuilder};
 pub use self::handoff::HandedOffConnection;
 pub use self::handoff_layer::{LayerHandOver, LayerHandOverResult, LayerState};
 use self::listen::{Bound, ListenerRuntime};
+pub use self::open_files::{raise_open_files_limit, OpenFilesLimit};
 pub use self::service::ListenerNotRunning;
 pub(crate) use self::{h2::RecvBody as H2RecvBody, handoff::HandoffSlot, handoff_protocol::Detach};
 use crate::{
@@ -188,6 +190,9 @@ impl Server {
         let mut threads = Vec::new();
         let mut handles = Vec::new();
         let per_core = snapshot.config.runtime.flavor == RuntimeFlavor::PerCore;
+        if snapshot.config.runtime.raise_open_files_limit {
+            open_files::raise_and_log();
+        }
         crate::worker::set_index(0);
         let main_rt = if per_core {
             runtime::build_runtime()?

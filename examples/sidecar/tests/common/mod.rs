@@ -183,16 +183,44 @@ impl Sidecar {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Writes `yaml` to a temp file and starts `sidecar --config FILE` from a shell
+    /// that first runs `shell_prefix` (e.g. `ulimit -Sn 256`), then waits for
+    /// `GET /ready` on `admin`. The sidecar keeps the shell's process id.
+    pub(crate) async fn start_in_shell(yaml: &str, admin: SocketAddr, shell_prefix: &str) -> Self {
+        let dir = TempDir::new("sidecar");
+        let config_path = dir.join("config.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("{shell_prefix} && exec \"$0\" \"$@\""))
+            .arg(SIDECAR)
+            .arg("--config")
+            .arg(&config_path);
+        Self::spawn_command(cmd, admin, config_path, dir)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     async fn spawn(
         args: &[std::ffi::OsString],
         admin: SocketAddr,
         config_path: PathBuf,
         dir: TempDir,
     ) -> Result<Self, String> {
+        let mut cmd = Command::new(SIDECAR);
+        cmd.args(args);
+        Self::spawn_command(cmd, admin, config_path, dir).await
+    }
+
+    async fn spawn_command(
+        mut cmd: Command,
+        admin: SocketAddr,
+        config_path: PathBuf,
+        dir: TempDir,
+    ) -> Result<Self, String> {
         let stdout = File::create(dir.join("stdout.log")).expect("stdout log");
         let stderr = File::create(dir.join("stderr.log")).expect("stderr log");
-        let child = Command::new(SIDECAR)
-            .args(args)
+        let child = cmd
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(stdout)

@@ -80,6 +80,12 @@ pub struct RuntimeConfig {
     /// How long a graceful drain (SIGTERM) waits for in-flight requests.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Whether the server raises the process's soft limit on open files to the hard
+    /// limit when it starts (default `true`; see [`crate::raise_open_files_limit`]).
+    /// Each proxied connection holds two files, and a shell's or a service manager's
+    /// usual soft limit of 1,024 would stop a proxy near 500 connections.
+    #[serde(default = "listener::default_true")]
+    pub raise_open_files_limit: bool,
 }
 
 /// How worker threads share the connections.
@@ -101,6 +107,7 @@ impl Default for RuntimeConfig {
             flavor: RuntimeFlavor::default(),
             worker_threads: default_workers(),
             drain_timeout: default_drain_timeout(),
+            raise_open_files_limit: true,
         }
     }
 }
