@@ -1,10 +1,10 @@
-//! A request body longer than `limits.request_body_buffer`, of announced length,
+//! A request body longer than `limits.request_body_buffer`, or of unknown length,
 //! streams to the upstream as it arrives, and must average
 //! `limits.request_body_min_rate` after a grace of `header_read_timeout`: a client
-//! that trickles a large upload is answered 408 within seconds, and the upstream
-//! connection it held is closed, over HTTP/1.1 and HTTP/2 alike. An upload at the
-//! rate goes through, as do bodies of unknown length however slow, and every body
-//! when the rate is `0`.
+//! that trickles an upload (with a `content-length`, chunked, or over HTTP/2 with no
+//! length) is answered 408 within seconds, and the upstream connection it held is
+//! closed, over HTTP/1.1 and HTTP/2 alike. An upload at the rate goes through, as do
+//! gRPC streams however slow, and every body when the rate is `0`.
 
 // Test helpers: a failed setup should stop the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -88,21 +88,24 @@ fn trickle(mut c: tokio::net::tcp::OwnedWriteHalf, chunk: &'static [u8], every: 
     });
 }
 
-#[tokio::test]
-async fn a_large_body_trickled_is_a_408_and_its_upstream_connection_is_closed() {
+/// Over HTTP/1.1, a `POST` framed by `framing` whose first 2 KiB (as `first`) come at
+/// once and the rest as `piece` (ten bytes of body) every 100 ms: 100 bytes a second,
+/// a tenth of the rate. It is a 408 within seconds and its upstream connection closes.
+async fn trickled_upload_is_a_408_and_its_upstream_connection_is_closed(
+    framing: &str,
+    first: &[u8],
+    piece: &'static [u8],
+) {
     let (up, held) = silent_upstream();
     let (mut proxy, addr) = start(up.addr, "1KiB");
     tokio::time::timeout(Duration::from_secs(15), async {
         let c = TcpStream::connect(addr).await.unwrap();
         let (mut read, mut write) = c.into_split();
-        write
-            .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
-            .await
-            .unwrap();
-        write.write_all(&[b'a'; 2048]).await.unwrap();
+        let head = format!("POST /up HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n");
+        write.write_all(head.as_bytes()).await.unwrap();
+        write.write_all(first).await.unwrap();
         let started = Instant::now();
-        // Ten bytes every 100 ms: 100 bytes a second, a tenth of the rate.
-        trickle(write, b"aaaaaaaaaa", Duration::from_millis(100));
+        trickle(write, piece, Duration::from_millis(100));
         let mut out = Vec::new();
         let _ = read.read_to_end(&mut out).await;
         let out = String::from_utf8_lossy(&out);
@@ -127,7 +130,32 @@ async fn a_large_body_trickled_is_a_408_and_its_upstream_connection_is_closed() 
 }
 
 #[tokio::test]
-async fn an_http2_large_body_trickled_is_a_408_and_the_connection_goes_on() {
+async fn a_large_body_trickled_is_a_408_and_its_upstream_connection_is_closed() {
+    trickled_upload_is_a_408_and_its_upstream_connection_is_closed(
+        "Content-Length: 1000000",
+        &[b'a'; 2048],
+        b"aaaaaaaaaa",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_trickled_is_a_408_and_its_upstream_connection_is_closed() {
+    let mut first = b"800\r\n".to_vec();
+    first.extend_from_slice(&[b'a'; 2048]);
+    first.extend_from_slice(b"\r\n");
+    trickled_upload_is_a_408_and_its_upstream_connection_is_closed(
+        "Transfer-Encoding: chunked",
+        &first,
+        b"a\r\naaaaaaaaaa\r\n",
+    )
+    .await;
+}
+
+/// Over HTTP/2, a `POST` whose first 2 KiB come at once and the rest ten bytes every
+/// 100 ms, announced as `content_length` (or not at all): a 408 within seconds, its
+/// upstream connection closed, and the connection's next stream answered.
+async fn http2_trickled_upload_is_a_408_and_the_connection_goes_on(content_length: Option<&str>) {
     let (up, held) = silent_upstream();
     let (mut proxy, addr) = start(up.addr, "1KiB");
     tokio::time::timeout(Duration::from_secs(15), async {
@@ -136,10 +164,11 @@ async fn an_http2_large_body_trickled_is_a_408_and_the_connection_goes_on() {
         let conn = tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = http::Request::post("http://x/up")
-            .header("content-length", "1000000")
-            .body(())
-            .unwrap();
+        let mut req = http::Request::post("http://x/up");
+        if let Some(n) = content_length {
+            req = req.header("content-length", n);
+        }
+        let req = req.body(()).unwrap();
         let (resp, mut body) = client.send_request(req, false).unwrap();
         body.send_data(Bytes::from(vec![b'a'; 2048]), false)
             .unwrap();
@@ -180,10 +209,20 @@ async fn an_http2_large_body_trickled_is_a_408_and_the_connection_goes_on() {
     proxy.stop();
 }
 
+#[tokio::test]
+async fn an_http2_large_body_trickled_is_a_408_and_the_connection_goes_on() {
+    http2_trickled_upload_is_a_408_and_the_connection_goes_on(Some("1000000")).await;
+}
+
+#[tokio::test]
+async fn an_http2_body_of_no_length_trickled_is_a_408_and_the_connection_goes_on() {
+    http2_trickled_upload_is_a_408_and_the_connection_goes_on(None).await;
+}
+
 /// Posts 2,000 bytes in 20 writes over five seconds (far below 1 KiB a second past
-/// the grace), with a `content-length` or chunked, through a proxy asking `min_rate`:
-/// whether it is answered 200 with the whole body upstream.
-async fn a_slow_post_goes_through(min_rate: &str, chunked: bool) {
+/// the grace), with a `content-length` or chunked, with `extra` header lines, through a
+/// proxy asking `min_rate`: whether it is answered 200 with the whole body upstream.
+async fn a_slow_post_goes_through(min_rate: &str, chunked: bool, extra: &str) {
     let up = Upstream::echo("up");
     let (mut proxy, addr) = start(up.addr, min_rate);
     let status = tokio::time::timeout(Duration::from_secs(15), async {
@@ -193,8 +232,9 @@ async fn a_slow_post_goes_through(min_rate: &str, chunked: bool) {
         } else {
             "Content-Length: 2000"
         };
-        let head =
-            format!("POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{framing}\r\n\r\n");
+        let head = format!(
+            "POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{framing}\r\n{extra}\r\n"
+        );
         c.write_all(head.as_bytes()).await.unwrap();
         for _ in 0..20 {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -227,13 +267,18 @@ async fn a_slow_post_goes_through(min_rate: &str, chunked: bool) {
 }
 
 #[tokio::test]
-async fn a_chunked_body_of_unknown_length_is_not_held_to_the_rate() {
-    a_slow_post_goes_through("1KiB", true).await;
+async fn a_grpc_stream_of_unknown_length_is_not_held_to_the_rate() {
+    a_slow_post_goes_through("1KiB", true, "Content-Type: application/grpc\r\n").await;
 }
 
 #[tokio::test]
 async fn a_rate_of_zero_lets_a_large_body_take_its_time() {
-    a_slow_post_goes_through("0", false).await;
+    a_slow_post_goes_through("0", false, "").await;
+}
+
+#[tokio::test]
+async fn a_rate_of_zero_lets_a_chunked_body_take_its_time() {
+    a_slow_post_goes_through("0", true, "").await;
 }
 
 #[tokio::test]

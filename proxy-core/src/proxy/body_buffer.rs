@@ -9,16 +9,19 @@ use std::time::Duration;
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
+use super::body_rate::quiet_by_design;
 use super::body_rate::{BodyTooSlow, MinRateBody};
-use crate::{Body, BoxError, ProxyError};
+use crate::{Body, BoxError, HttpRequest, ProxyError};
 
 /// What happens to a request body still arriving when its request is to go upstream.
 /// One whose announced length (`content-length`) is at most `limit` bytes is read
 /// whole first, and must arrive within `within` (else 408); a `limit` of 0 streams
 /// every body. With a minimum rate, a longer body of announced length streams but
 /// may keep the proxy waiting on the client at most `within` plus one second per
-/// `min_rate` bytes it sent (else 408). Bodies of unknown length (gRPC streams,
-/// chunked uploads) stream, bounded only by the stream idle timeout.
+/// `min_rate` bytes it sent (else 408), and so must a body of unknown length (a chunked
+/// upload, an HTTP/2 body without `content-length`). Streams that may be quiet by
+/// design (gRPC, whose `content-type` is `application/grpc...`, and `CONNECT`
+/// tunnels) are never held to the rate; they are bounded by the stream idle timeout.
 ///
 /// # Example
 /// ```
@@ -89,25 +92,27 @@ impl BodyBuffer {
             && body.size_hint().exact().is_some_and(|n| n <= self.limit)
     }
 
-    /// Makes `body` ready to go upstream: read whole when [`Self::wants`] it, else held
-    /// to the minimum rate when it is still arriving with an announced length.
-    pub(crate) async fn prepare(&self, body: &mut Body) -> Result<(), ProxyError> {
-        if self.wants(body) {
-            return self.read_whole(body).await;
+    /// Makes `req`'s body ready to go upstream: read whole when [`Self::wants`] it,
+    /// else held to the minimum rate while it arrives ([`Self::pace`]).
+    pub(crate) async fn prepare(&self, req: &mut HttpRequest) -> Result<(), ProxyError> {
+        if self.wants(req.body()) {
+            return self.read_whole(req.body_mut()).await;
         }
-        self.pace(body);
+        self.pace(req);
         Ok(())
     }
 
-    /// Holds a body still arriving, of announced length, to the minimum rate.
-    pub(crate) fn pace(&self, body: &mut Body) {
+    /// Holds `req`'s body, still arriving, to the minimum rate, unless the request is
+    /// a stream that may be quiet by design ([`quiet_by_design`]).
+    pub(crate) fn pace(&self, req: &mut HttpRequest) {
+        let body = req.body();
         if self.min_rate != 0
             && !body.in_memory()
             && !body.is_end_stream()
-            && body.size_hint().exact().is_some()
+            && (body.size_hint().exact().is_some() || !quiet_by_design(req))
         {
-            let inner = std::mem::take(body);
-            *body = Body::new(MinRateBody::new(inner, self.min_rate, self.within));
+            let inner = std::mem::take(req.body_mut());
+            *req.body_mut() = Body::new(MinRateBody::new(inner, self.min_rate, self.within));
         }
     }
 

@@ -79,7 +79,7 @@ where
 
     fn call(&mut self, mut req: HttpRequest) -> Self::Future {
         if !self.buffer.wants(req.body()) {
-            self.buffer.pace(req.body_mut());
+            self.buffer.pace(&mut req);
             let answer = self.inner.call(req);
             return Box::pin(async move { answer.await.map_err(Into::into) });
         }

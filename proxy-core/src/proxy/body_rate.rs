@@ -1,9 +1,11 @@
 //! A request body too long to read ahead streams to its upstream while it arrives, so
 //! a client that trickles it would hold that upstream connection for as long as it
-//! likes (R.U.D.Y.). A body of announced length must therefore keep arriving: the time
-//! spent waiting on the client may be at most a grace period plus one second per
-//! `rate` bytes received. Time spent while the upstream is not reading (the proxy is
-//! not asking for bytes) does not count against the client.
+//! likes (R.U.D.Y., with a `content-length` or chunked). Such a body must therefore
+//! keep arriving: the time spent waiting on the client may be at most a grace period
+//! plus one second per `rate` bytes received. Time spent while the upstream is not
+//! reading (the proxy is not asking for bytes) does not count against the client.
+//! A stream that may be quiet by design and has no announced length (gRPC, a
+//! `CONNECT` tunnel) is exempt: its silences are its protocol's, not a slow client's.
 
 use std::{
     future::Future,
@@ -17,6 +19,25 @@ use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::BoxError;
+
+/// Whether `req` is a stream whose client may be silent for long by design: gRPC
+/// (client streaming and bidirectional calls send messages when they have them) and
+/// `CONNECT` (a tunnel, as for WebSocket over HTTP/2). Its body is not held to the
+/// minimum rate unless its length is announced.
+pub(crate) fn quiet_by_design<B>(req: &http::Request<B>) -> bool {
+    req.method() == http::Method::CONNECT
+        || req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| {
+                let t = t.as_bytes();
+                t.len() >= GRPC.len() && t[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+            })
+}
+
+/// The media type gRPC's `content-type` begins with (`application/grpc`,
+/// `application/grpc+proto`, `application/grpc-web`...).
+const GRPC: &[u8] = b"application/grpc";
 
 /// A request body that arrived slower than the listener's minimum rate.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +140,31 @@ where
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[test]
+    fn grpc_and_connect_are_quiet_by_design_and_uploads_are_not() {
+        let req = |method: &str, content_type: Option<&str>| {
+            let mut b = http::Request::builder().method(method).uri("/");
+            if let Some(t) = content_type {
+                b = b.header(http::header::CONTENT_TYPE, t);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(quiet_by_design(&req("POST", Some("application/grpc"))));
+        assert!(quiet_by_design(&req(
+            "POST",
+            Some("application/grpc+proto")
+        )));
+        assert!(quiet_by_design(&req("POST", Some("Application/GRPC-Web"))));
+        assert!(quiet_by_design(&req("CONNECT", None)));
+        assert!(!quiet_by_design(&req("POST", None)));
+        assert!(!quiet_by_design(&req(
+            "PUT",
+            Some("application/octet-stream")
+        )));
+        assert!(!quiet_by_design(&req("POST", Some("application/json"))));
+        assert!(!quiet_by_design(&req("POST", Some("application/grp"))));
+    }
     use tokio::sync::mpsc;
 
     /// A body fed by the test, one chunk at a time.

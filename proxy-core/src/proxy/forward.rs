@@ -102,7 +102,7 @@ pub(super) async fn forward(
             // A small body arrives whole before any upstream resource is taken; a
             // longer one must keep arriving.
             if !req.body().in_memory() {
-                if let Err(e) = routing.body_buffer.prepare(req.body_mut()).await {
+                if let Err(e) = routing.body_buffer.prepare(&mut req).await {
                     break 'cluster Err(e);
                 }
             }

@@ -387,13 +387,15 @@ pub struct ConnectionLimits {
     /// bodies, and bodies of unknown length, stream to the upstream as they arrive.
     /// `0` streams every body.
     pub request_body_buffer: crate::config::ByteSize,
-    /// A request body longer than `request_body_buffer`, of announced length, streams
-    /// to the upstream as it arrives, and must average at least this many bytes per
-    /// second of the time the proxy waits on the client for it, after a grace of
+    /// A request body not read whole first (longer than `request_body_buffer`, or of
+    /// unknown length: chunked, or HTTP/2 without `content-length`) streams to the
+    /// upstream as it arrives, and must average at least this many bytes per second of
+    /// the time the proxy waits on the client for it, after a grace of
     /// `header_read_timeout` (else 408, and the upstream exchange is abandoned): a
-    /// client that trickles a large upload holds an upstream connection for seconds,
-    /// not hours. Time the upstream is not reading does not count. Bodies of unknown
-    /// length (gRPC streams, chunked uploads) are exempt. `0` sets no minimum.
+    /// client that trickles an upload holds an upstream connection for seconds, not
+    /// hours. Time the upstream is not reading does not count. Streams quiet by
+    /// design are exempt unless their length is announced: gRPC (`content-type:
+    /// application/grpc...`) and `CONNECT`. `0` sets no minimum.
     pub request_body_min_rate: crate::config::ByteSize,
     /// HTTP/2: maximum concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,
