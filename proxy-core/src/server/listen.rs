@@ -311,6 +311,7 @@ pub(crate) async fn accept_loop_with(
         }
     };
     tracing::info!(listener = %listener.name, address = %listener.address, "listening");
+    let mut errors = super::accept_errors::AcceptErrors::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -321,7 +322,7 @@ pub(crate) async fn accept_loop_with(
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly, keep serving.
-                super::open_files::log_accept_error(&listener.name, &e);
+                errors.failed(&listener.name, &e);
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }

@@ -1,6 +1,7 @@
 //! The server: worker runtimes, listeners, live config swap, graceful drain and the
 //! admin endpoint.
 
+mod accept_errors;
 mod admin;
 pub use admin::{AdminPage, MetricsHook};
 mod carry;

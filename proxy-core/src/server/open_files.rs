@@ -9,10 +9,7 @@
 //! on by default); only the hard limit, which an unprivileged process cannot raise,
 //! then bounds the connection count, besides the listeners' `max_connections`.
 
-use rustix::{
-    io::Errno,
-    process::{getrlimit, setrlimit, Resource, Rlimit},
-};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 /// The soft limit on open files before and after [`raise_open_files_limit`]; `None`
 /// is no limit.
@@ -86,24 +83,5 @@ pub(super) fn raise_and_log() {
             tracing::debug!(limit = ?limit.now, "open-file limit already at the hard limit")
         }
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
-}
-
-/// Logs a failed `accept`; one for want of file descriptors names the limit, which
-/// is then what holds clients back.
-pub(super) fn log_accept_error(listener: &str, e: &std::io::Error) {
-    match Errno::from_io_error(e) {
-        Some(Errno::MFILE) => tracing::warn!(
-            listener,
-            error = %e,
-            open_files_limit = ?getrlimit(Resource::Nofile).current,
-            "accept failed: the process is at its open-file limit"
-        ),
-        Some(Errno::NFILE) => tracing::warn!(
-            listener,
-            error = %e,
-            "accept failed: the system is at its open-file limit (fs.file-max)"
-        ),
-        _ => tracing::warn!(listener, error = %e, "accept failed"),
     }
 }
