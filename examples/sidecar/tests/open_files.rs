@@ -27,12 +27,16 @@ fn open_files_limits(pid: u32) -> (String, String) {
     (soft, hard)
 }
 
-fn config(up: &Upstream, runtime: &str) -> ConfigBuilder {
+/// The sidecar in front of `up`, with `runtime` (YAML, may be empty) at the top of its
+/// config, started from a shell whose soft limit is [`SHELL_LIMIT`].
+async fn start_under_shell_limit(up: &Upstream, runtime: &str) -> (Sidecar, ConfigBuilder) {
     let mut cfg = ConfigBuilder::new()
         .routes(vec![route("r", "/", "c", "")])
         .cluster(cluster("c", up.addr, ""));
     cfg.top_extra = runtime.into();
-    cfg
+    let shell = format!("ulimit -Sn {SHELL_LIMIT}");
+    let sc = Sidecar::start_in_shell(&cfg.yaml(), cfg.admin, &shell).await;
+    (sc, cfg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,10 +45,7 @@ async fn the_soft_limit_is_raised_and_more_connections_than_it_allowed_are_serve
         // This process holds both ends of every connection below.
         proxy_core::raise_open_files_limit().expect("raise the test's own limit");
         let up = Upstream::echo("echo");
-        let cfg = config(&up, "");
-        let sc =
-            Sidecar::start_in_shell(&cfg.yaml(), cfg.admin, &format!("ulimit -Sn {SHELL_LIMIT}"))
-                .await;
+        let (sc, cfg) = start_under_shell_limit(&up, "").await;
         let (soft, hard) = open_files_limits(sc.pid());
         assert_eq!(soft, hard, "the soft limit is raised to the hard one");
         let hard: u64 = hard.parse().unwrap_or(u64::MAX);
@@ -89,10 +90,8 @@ async fn the_soft_limit_is_raised_and_more_connections_than_it_allowed_are_serve
 async fn the_limit_is_left_alone_when_the_config_says_so() {
     with_timeout(Duration::from_secs(30), async {
         let up = Upstream::echo("echo");
-        let cfg = config(&up, "runtime:\n  raise_open_files_limit: false\n");
-        let sc =
-            Sidecar::start_in_shell(&cfg.yaml(), cfg.admin, &format!("ulimit -Sn {SHELL_LIMIT}"))
-                .await;
+        let (sc, _) =
+            start_under_shell_limit(&up, "runtime:\n  raise_open_files_limit: false\n").await;
         let (soft, _) = open_files_limits(sc.pid());
         assert_eq!(soft, SHELL_LIMIT.to_string());
     })
