@@ -9,8 +9,7 @@ use std::time::Duration;
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use super::body_rate::quiet_by_design;
-use super::body_rate::{BodyTooSlow, MinRateBody};
+use super::body_rate::{quiet_by_design, BodyTooSlow, MinRateBody};
 use crate::{Body, BoxError, HttpRequest, ProxyError};
 
 /// What happens to a request body still arriving when its request is to go upstream.

@@ -140,6 +140,7 @@ where
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use tokio::sync::mpsc;
 
     #[test]
     fn grpc_and_connect_are_quiet_by_design_and_uploads_are_not() {
@@ -165,7 +166,6 @@ mod tests {
         assert!(!quiet_by_design(&req("POST", Some("application/json"))));
         assert!(!quiet_by_design(&req("POST", Some("application/grp"))));
     }
-    use tokio::sync::mpsc;
 
     /// A body fed by the test, one chunk at a time.
     fn fed() -> (

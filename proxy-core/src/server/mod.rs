@@ -177,7 +177,9 @@ impl Server {
 
     /// Runs the server on the calling thread until `shutdown` completes (or
     /// [`Server::drain`] is called), then drains and returns. Installs no signal
-    /// handlers: for embedding the server and for tests.
+    /// handlers: for embedding the server and for tests. First raises the process's
+    /// soft open-file limit to the hard one, unless `runtime.raise_open_files_limit`
+    /// is `false` ([`crate::raise_open_files_limit`]).
     ///
     /// # Errors
     /// When a runtime cannot start or a listener cannot bind.

@@ -32,9 +32,10 @@ impl OpenFilesLimit {
 /// limit, and says what it was and is. A hard limit of "unlimited" (which Linux does
 /// not allow for open files) leaves the soft limit as it is.
 ///
-/// [`Server::run`](crate::Server::run) calls it unless `runtime.raise_open_files_limit`
-/// is `false`; a program that embeds the proxy's parts without a `Server` can call it
-/// itself.
+/// [`Server::run`](crate::Server::run) and
+/// [`Server::run_until`](crate::Server::run_until) call it unless
+/// `runtime.raise_open_files_limit` is `false`; a program that embeds the proxy's
+/// parts without a `Server` can call it itself.
 ///
 /// # Errors
 /// When the kernel refuses the new limit (`setrlimit`).
@@ -70,8 +71,9 @@ pub fn raise_open_files_limit() -> std::io::Result<OpenFilesLimit> {
     })
 }
 
-/// What [`Server::run`](crate::Server::run) does at start: raises the limit and says so
-/// in the log; a failure is logged and the server runs with the limit it has.
+/// What [`Server::run_until`](crate::Server::run_until) does at start: raises the
+/// limit and says so in the log; a failure is logged and the server runs with the
+/// limit it has.
 pub(super) fn raise_and_log() {
     match raise_open_files_limit() {
         Ok(limit) if limit.raised() => tracing::info!(
