@@ -29,10 +29,8 @@ pub(crate) fn quiet_by_design<B>(req: &http::Request<B>) -> bool {
         || req
             .headers()
             .get(http::header::CONTENT_TYPE)
-            .is_some_and(|t| {
-                let t = t.as_bytes();
-                t.len() >= GRPC.len() && t[..GRPC.len()].eq_ignore_ascii_case(GRPC)
-            })
+            .and_then(|t| t.as_bytes().get(..GRPC.len()))
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(GRPC))
 }
 
 /// The media type gRPC's `content-type` begins with (`application/grpc`,
