@@ -2,12 +2,14 @@
 //! reads it ([`ConnTask`]).
 //!
 //! A caller numbers its own request (ids unique per connection), appends it to the
-//! connection's write buffer, puts a waiting slot in the in-flight table
-//! ([`calls`]) and, when nobody is writing, writes the buffer itself ([`write`]).
-//! The connection task reads responses, fills the slot of each one's id and wakes
-//! its caller; it answers the upstream's heartbeats, sends its own when the line is
-//! quiet, and finishes writes the socket could not take at once. No channel and no
-//! task hop per call: a call costs one lock for the append, one for the answer.
+//! connection's write buffer and puts a waiting slot in the in-flight table
+//! ([`calls`]). When nobody is writing, a call on a quiet line writes the buffer
+//! itself; with other calls in flight, the connection task writes ([`write`]), so
+//! the calls appended meanwhile go out in one write. The connection task reads
+//! responses, fills the slot of each one's id and wakes its caller; it answers the
+//! upstream's heartbeats, sends its own when the line is quiet, and finishes writes
+//! the socket could not take at once. No channel per call and at most one task
+//! wake-up per batch: a call costs one lock for the append, one for the answer.
 
 mod calls;
 #[cfg(test)]
@@ -165,8 +167,9 @@ impl<F> Conn<F> {
         .await
     }
 
-    /// Numbers and appends a request (with its slot unless one-way); writes at once
-    /// when nobody else is writing.
+    /// Numbers and appends a request (with its slot unless one-way). When nobody is
+    /// writing, it writes at once if no other call is in flight, else it wakes the
+    /// connection task to write the batch.
     fn append<P>(&self, proto: &P, frame: &mut F, one_way: bool) -> Result<u32, Refused>
     where
         P: Protocol<Frame = F>,
@@ -187,18 +190,27 @@ impl<F> Conn<F> {
             tracing::debug!(protocol = proto.name(), error = %e, "request could not be encoded");
             return Err(Refused::Unencodable);
         }
+        // A call on a quiet line goes out at once from here; with calls in flight,
+        // more are likely on their way, and the task writes them all in one go.
+        let quiet = st.waiting == 0;
         if !one_way {
             let batch = st.batch;
             st.calls.insert(id, Call::Waiting { waker: None, batch });
             st.waiting += 1;
         }
-        let write = st.writer == Writer::Free;
-        if write {
-            st.writer = Writer::Caller;
+        let claimed = match st.writer {
+            Writer::Free if quiet => Some(Writer::Caller),
+            Writer::Free => Some(Writer::Task),
+            Writer::Caller | Writer::Task => None,
+        };
+        if let Some(writer) = claimed {
+            st.writer = writer;
         }
         drop(st);
-        if write {
-            self.write_now();
+        match claimed {
+            Some(Writer::Caller) => self.write_now(),
+            Some(Writer::Task) => self.task.notify_one(),
+            Some(Writer::Free) | None => {}
         }
         Ok(id)
     }

@@ -1,11 +1,20 @@
 //! One upstream connection against a scripted Bolt peer on an in-memory stream: the
 //! in-flight table, the ids and the write buffer's high-water mark seen from inside.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::{Bytes, BytesMut};
 use tokio::{
-    io::{DuplexStream, ReadHalf, WriteHalf},
+    io::{AsyncWrite, DuplexStream, ReadHalf, WriteHalf},
     time::timeout,
 };
 
@@ -28,8 +37,18 @@ fn connect(
     capacity: usize,
     max_in_flight: usize,
 ) -> (Arc<Conn<BoltFrame>>, Peer, Arc<CodecMetrics>) {
+    connect_counting(capacity, max_in_flight, Arc::default())
+}
+
+/// [`connect`], counting the writes that reach the stream in `writes`.
+fn connect_counting(
+    capacity: usize,
+    max_in_flight: usize,
+    writes: Arc<AtomicUsize>,
+) -> (Arc<Conn<BoltFrame>>, Peer, Arc<CodecMetrics>) {
     let (ours, theirs) = tokio::io::duplex(capacity);
     let (r, w) = tokio::io::split(ours);
+    let w = CountWrites { inner: w, writes };
     let conn = Arc::new(Conn::new(Box::new(w), max_in_flight));
     let metrics = Arc::new(CodecMetrics::default());
     let task = ConnTask {
@@ -40,6 +59,34 @@ fn connect(
     };
     tokio::spawn(task.run(conn.clone(), r));
     (conn, tokio::io::split(theirs), metrics)
+}
+
+/// A write half that counts the writes that took bytes.
+struct CountWrites {
+    inner: WriteHalf<DuplexStream>,
+    writes: Arc<AtomicUsize>,
+}
+
+impl AsyncWrite for CountWrites {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.writes.fetch_add(1, Relaxed);
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn request(content: Bytes) -> BoltFrame {
@@ -150,6 +197,55 @@ async fn concurrent_calls_on_one_connection_get_their_own_answers() {
             assert_eq!(c.await.unwrap(), format!("up call {i}"));
         }
         assert!(conn.lock().calls.is_empty());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn calls_made_while_others_are_in_flight_leave_in_one_write() {
+    timeout(LIMIT, async {
+        let writes = Arc::new(AtomicUsize::new(0));
+        let (conn, (mut rd, mut wr), _) = connect_counting(1 << 20, 1000, writes.clone());
+        let mut buf = BytesMut::new();
+        // A lone call on a quiet line: its caller writes it.
+        let lone = call(&conn, "lone");
+        let first = next(&mut rd, &mut buf).await;
+        assert_eq!(writes.load(Relaxed), 1);
+        // While it waits, one task makes 20 calls in one poll (as a downstream
+        // connection does with a pipelined batch): they leave together.
+        let batch = tokio::spawn({
+            let conn = conn.clone();
+            futures_util::future::join_all((0..20).map(move |i| {
+                let conn = conn.clone();
+                async move {
+                    let mut frame = request(format!("batch {i}").into());
+                    match conn.call(&Bolt, &mut frame, false).await {
+                        Answer::Response(f) => f.content,
+                        _ => Bytes::from_static(b"not answered"),
+                    }
+                }
+            }))
+        });
+        let mut reqs = Vec::new();
+        for _ in 0..20 {
+            reqs.push(next(&mut rd, &mut buf).await);
+        }
+        assert_eq!(writes.load(Relaxed), 2, "the 20 calls in one write");
+        for r in reqs.iter().chain([&first]) {
+            write_frame(&Bolt, &mut wr, &answer(r)).await.unwrap();
+        }
+        let answers = batch.await.unwrap();
+        for (i, a) in answers.iter().enumerate() {
+            assert_eq!(*a, format!("up batch {i}"));
+        }
+        assert_eq!(lone.await.unwrap(), "up lone");
+        // The line is quiet again: the next call is written by its caller, at once.
+        let again = call(&conn, "again");
+        let req = next(&mut rd, &mut buf).await;
+        assert_eq!(writes.load(Relaxed), 3);
+        write_frame(&Bolt, &mut wr, &answer(&req)).await.unwrap();
+        assert_eq!(again.await.unwrap(), "up again");
     })
     .await
     .unwrap();

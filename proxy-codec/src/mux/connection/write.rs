@@ -4,11 +4,15 @@
 //! lock (held for the append only). One writer at a time holds the claim
 //! ([`Writer`]); it takes the whole buffer as a batch (a swap of two buffers) and
 //! writes it with the lock released, so callers keep appending meanwhile. A caller
-//! that finds the writer free claims it and writes at once from its own task: a
-//! single call goes out without waking the connection task. When the socket takes
-//! no more (or more keeps coming), the caller hands the claim to the connection
-//! task, which finishes the job with its own waker and releases the claim once the
-//! buffer is empty.
+//! that finds the writer free and no other call in flight claims it and writes at
+//! once from its own task: a lone call goes out without waking the connection task.
+//! With calls in flight, the caller gives the claim to the connection task instead,
+//! so that the calls appended before the task runs (a downstream connection's
+//! pipelined batch, other connections' calls) leave in one write: one system call
+//! and one segment for the batch rather than one per call. A caller also hands the
+//! claim to the task when the socket takes no more (or more keeps coming); the task
+//! finishes the job with its own waker and releases the claim once the buffer is
+//! empty.
 
 use std::{
     io,
