@@ -159,7 +159,6 @@ impl<P: Protocol> ProtocolUpstream for RpcUpstream<P> {
 
 impl<P: Protocol> ProtocolClient for MuxClient<P> {
     fn send(&self, req: HttpRequest) -> BoxFuture<Result<HttpResponse, ProxyError>> {
-        let this = self.clone();
-        Box::pin(async move { MuxClient::send(&this, req).await })
+        Box::pin(self.clone().send_owned(req))
     }
 }

@@ -28,6 +28,7 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
+use futures_util::FutureExt;
 use proxy_core::{
     protocol::BoxFuture, Body, BoxError, HttpRequest, HttpResponse, ProxyError, Stream,
 };
@@ -223,10 +224,28 @@ impl<P: Protocol> MuxClient<P> {
     /// [`ProxyError::RequestTooLarge`] for a request body over it (not sent),
     /// [`ProxyError::BadRequest`] for a request the protocol cannot encode.
     pub async fn send(&self, req: HttpRequest) -> Result<HttpResponse, ProxyError> {
+        self.clone().send_owned(req).await
+    }
+
+    /// [`MuxClient::send`] on a clone. The future owns what it needs, so a boxed
+    /// stack holds it whole rather than inside a wrapper with a second copy of the
+    /// request, and it holds the request's head and body, not the request as well.
+    pub(crate) fn send_owned(
+        self,
+        req: HttpRequest,
+    ) -> impl Future<Output = Result<HttpResponse, ProxyError>> + Send + 'static {
+        let (parts, body) = req.into_parts();
+        self.send_parts(parts, body)
+    }
+
+    async fn send_parts(
+        self,
+        parts: http::request::Parts,
+        body: Body,
+    ) -> Result<HttpResponse, ProxyError> {
         let inner = &*self.inner;
         let proto = &*inner.protocol;
         let max_frame = inner.options.max_frame_bytes.as_usize();
-        let (parts, body) = req.into_parts();
         let own_timeout = proto.timeout(&parts);
         let body = match collect(body, max_frame).await {
             Ok(b) => b,
@@ -296,10 +315,17 @@ impl<P: Protocol> MuxClient<P> {
     async fn connection(&self) -> Result<Arc<Conn<P::Frame>>, ProxyError> {
         let inner = &*self.inner;
         let i = inner.next.fetch_add(1, Relaxed) % inner.slots.len();
-        let slot = &inner.slots[i];
-        if let Some(c) = slot.conn.load_full().filter(|c| c.is_open()) {
+        if let Some(c) = inner.slots[i].conn.load_full().filter(|c| c.is_open()) {
             return Ok(c);
         }
+        // Opening is rare: its state is boxed rather than carried by every call.
+        Box::pin(self.open_slot(i)).await
+    }
+
+    /// Opens slot `i`'s connection unless another caller has meanwhile.
+    async fn open_slot(&self, i: usize) -> Result<Arc<Conn<P::Frame>>, ProxyError> {
+        let inner = &*self.inner;
+        let slot = &inner.slots[i];
         let _guard = slot.connecting.lock().await;
         if let Some(c) = slot.conn.load_full().filter(|c| c.is_open()) {
             return Ok(c);
@@ -356,7 +382,10 @@ impl<P: Protocol> Service<HttpRequest> for MuxClient<P> {
     }
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.send(req).await.map_err(BoxError::from) })
+        Box::pin(
+            self.clone()
+                .send_owned(req)
+                .map(|r| r.map_err(BoxError::from)),
+        )
     }
 }

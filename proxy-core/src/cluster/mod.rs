@@ -288,7 +288,7 @@ impl Cluster {
         };
         let head_slab = crate::bufs::Slab::for_answer_head(req.version());
         crate::proxy::prepare_for_cluster(&mut req, self);
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let Some(endpoint) = self.pick(&parts) else {
             self.stats.local_errors.add("no_endpoints");
             return Err(ProxyError::NoEndpoints {
@@ -298,7 +298,10 @@ impl Cluster {
         let started = std::time::Instant::now();
         let endpoint_guard = crate::metrics::InFlight::start(&endpoint.stats);
         let cluster_guard = crate::metrics::InFlight::start(&self.stats);
-        let result = endpoint.upstream.send(&parts, body, head_slab).await;
+        let result = endpoint
+            .upstream
+            .send(&mut parts, false, body, head_slab)
+            .await;
         endpoint_guard.done();
         cluster_guard.done();
         self.record_attempt(

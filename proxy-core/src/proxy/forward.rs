@@ -153,6 +153,8 @@ pub(super) async fn forward(
                         Instant::now()
                     };
                     let limit = attempt_limit(per_try.map(|t| attempt_start + t), deadline);
+                    // The last attempt hands the head over rather than copying it.
+                    let retry_may_follow = attempt < attempts && replay.is_some();
                     let result = match cluster.balancer.pick(&cluster.endpoints, &parts) {
                         None => Err(AttemptError::Proxy(ProxyError::NoEndpoints {
                             cluster: cluster.name.clone(),
@@ -162,7 +164,12 @@ pub(super) async fn forward(
                             let endpoint_guard = InFlight::start(&endpoint.stats);
                             let cluster_guard = InFlight::start(&cluster.stats);
                             let sent = Deadline::new(
-                                endpoint.upstream.send(&parts, this_body, head_slab),
+                                endpoint.upstream.send(
+                                    &mut parts,
+                                    retry_may_follow,
+                                    this_body,
+                                    head_slab,
+                                ),
                                 limit.map(|(at, _)| at),
                             )
                             .await;

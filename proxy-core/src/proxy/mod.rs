@@ -3,8 +3,8 @@
 //!
 //! [`Proxy`] is the fused fast path a config-built listener runs: routing, a small
 //! request body read whole, the route's timeout and retries within the cluster's
-//! budget, and forwarding, written as one future so that a request costs one
-//! allocation. The same steps are also separate tower pieces for stacks assembled in
+//! budget, and forwarding, written as one future, which each worker writes into a
+//! box kept from an earlier request: a request costs no allocation for it. The same steps are also separate tower pieces for stacks assembled in
 //! code: [`ClusterService`] (forward to a cluster), [`BodyBufferLayer`] (small bodies
 //! read whole first), [`RetryLayer`] (retries within a budget), [`LocalReplyLayer`]
 //! (errors to 408/502/503/504 answers), with `tower::timeout::TimeoutLayer` for
@@ -133,15 +133,37 @@ impl Routing {
 impl tower_service::Service<HttpRequest> for Proxy {
     type Response = HttpResponse;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
+    type Future = ProxyFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
-        let routing = self.routing.load_full();
-        Box::pin(forward::forward(routing, req, None))
+        ProxyFuture(pooled::Forwarding::start(
+            self.routing.load_full(),
+            req,
+            None,
+        ))
+    }
+}
+
+/// The future of a [`Proxy`] call: the request's forwarding, written into a box the
+/// worker thread kept from an earlier request, so a call allocates none for it (the
+/// future is a couple of KiB). Dropping it gives the request up and the box back.
+pub struct ProxyFuture(pooled::Forwarding);
+
+impl Future for ProxyFuture {
+    type Output = Result<HttpResponse, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(Ok)
+    }
+}
+
+impl std::fmt::Debug for ProxyFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyFuture").finish_non_exhaustive()
     }
 }
 
@@ -162,7 +184,7 @@ impl Proxy {
     /// future is written into a box the worker kept from an earlier request
     /// (`pooled`), so a request costs no allocation for it.
     pub(crate) fn forward_pooled(&self, req: HttpRequest, conn: &ConnInfo) -> pooled::Forwarding {
-        pooled::Forwarding::start(self.routing.load_full(), req, conn.clone())
+        pooled::Forwarding::start(self.routing.load_full(), req, Some(conn.clone()))
     }
 }
 

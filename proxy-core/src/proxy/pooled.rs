@@ -1,9 +1,11 @@
-//! Per-worker recycled homes for the request futures of the HTTP/1.1 connection loop.
+//! Per-worker recycled homes for the request futures of the HTTP/1.1 connection loop
+//! and of [`super::Proxy`] called as a tower service.
 //!
-//! A request forwarded by a listener without filters runs as one future of a couple
-//! of KiB. The connection loop does not carry it in its own state (a connection
-//! between requests keeps only the loop's state), so it lives on the heap while the
-//! request is in flight. A fresh box per request is an allocation too large for the
+//! A request forwarded by the proxy runs as one future of a couple of KiB. The
+//! HTTP/1.1 connection loop does not carry it in its own state (a connection between
+//! requests keeps only the loop's state), and a service's future is returned by
+//! value through boxed stacks, so it lives on the heap while the request is in
+//! flight. A fresh box per request is an allocation too large for the
 //! allocator's per-thread cache, the costliest of a request's allocations; instead
 //! each worker keeps the boxes of finished requests and the next request's future is
 //! written into one of them.
@@ -25,7 +27,7 @@ const KEEP: usize = 256;
 /// A home for one request future at a time.
 trait Slot: Send {
     /// Puts the future forwarding `req` in this (empty) home.
-    fn start(self: Pin<&mut Self>, routing: Arc<Routing>, req: HttpRequest, conn: ConnInfo);
+    fn start(self: Pin<&mut Self>, routing: Arc<Routing>, req: HttpRequest, conn: Option<ConnInfo>);
     /// Polls the future; once it is done the home is empty again.
     fn poll_response(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<HttpResponse>>;
     /// Drops the future, if any (a request given up).
@@ -42,10 +44,15 @@ pin_project_lite::pin_project! {
 
 impl<M, F> Slot for Home<M, F>
 where
-    M: Fn(Arc<Routing>, HttpRequest, ConnInfo) -> F + Send,
+    M: Fn(Arc<Routing>, HttpRequest, Option<ConnInfo>) -> F + Send,
     F: Future<Output = HttpResponse> + Send,
 {
-    fn start(self: Pin<&mut Self>, routing: Arc<Routing>, req: HttpRequest, conn: ConnInfo) {
+    fn start(
+        self: Pin<&mut Self>,
+        routing: Arc<Routing>,
+        req: HttpRequest,
+        conn: Option<ConnInfo>,
+    ) {
         let mut this = self.project();
         this.fut.set(Some((this.make)(routing, req, conn)));
     }
@@ -65,8 +72,9 @@ where
     }
 }
 
-async fn run(routing: Arc<Routing>, req: HttpRequest, conn: ConnInfo) -> HttpResponse {
-    match forward::forward(routing, req, Some(&conn)).await {
+/// Forwards `req`; the connection facts come with it (`conn`) or in its extensions.
+async fn run(routing: Arc<Routing>, req: HttpRequest, conn: Option<ConnInfo>) -> HttpResponse {
+    match forward::forward(routing, req, conn.as_ref()).await {
         Ok(resp) => resp,
         Err(never) => match never {},
     }
@@ -81,7 +89,7 @@ thread_local! {
 pub(crate) struct Forwarding(Option<Pin<Box<dyn Slot>>>);
 
 impl Forwarding {
-    pub(super) fn start(routing: Arc<Routing>, req: HttpRequest, conn: ConnInfo) -> Self {
+    pub(super) fn start(routing: Arc<Routing>, req: HttpRequest, conn: Option<ConnInfo>) -> Self {
         let mut home = FREE
             .try_with(|f| f.borrow_mut().pop())
             .ok()
@@ -139,13 +147,13 @@ mod tests {
         let resp = Forwarding::start(
             routing.clone(),
             HttpRequest::new(crate::Body::empty()),
-            conn.clone(),
+            Some(conn.clone()),
         )
         .await;
         assert_eq!(resp.status(), http::StatusCode::NOT_FOUND);
         let kept = FREE.with(|f| f.borrow().len());
         assert!(kept >= 1);
-        let again = Forwarding::start(routing, HttpRequest::new(crate::Body::empty()), conn);
+        let again = Forwarding::start(routing, HttpRequest::new(crate::Body::empty()), None);
         assert_eq!(FREE.with(|f| f.borrow().len()), kept - 1);
         drop(again);
         assert_eq!(FREE.with(|f| f.borrow().len()), kept);

@@ -262,22 +262,29 @@ impl Upstream {
     /// Sends a request whose head is already prepared for the upstream (hop-by-hop
     /// headers removed, Host set, the URI's path and query as the target). The answer's
     /// head goes to `head_slab` ([`Slab::for_answer_head`] of the client's request).
+    ///
+    /// An upstream that needs the head as its own (HTTP/2, a protocol's client)
+    /// copies it while `retry_may_follow`, else takes it, leaving `parts` empty.
     pub(crate) async fn send(
         &self,
-        parts: &http::request::Parts,
+        parts: &mut http::request::Parts,
+        retry_may_follow: bool,
         body: Body,
         head_slab: Slab,
     ) -> Result<Response<Body>, ProxyError> {
-        if let Some(client) = &self.custom {
-            let resp = client
-                .send(Request::from_parts(clone_parts(parts), body))
-                .await;
+        if self.custom.is_some() || self.protocol == UpstreamProtocol::Http2 {
+            let head = if retry_may_follow {
+                clone_parts(parts)
+            } else {
+                std::mem::replace(parts, Request::new(()).into_parts().0)
+            };
+            let resp = match &self.custom {
+                Some(client) => client.send(Request::from_parts(head, body)).await,
+                None => Box::pin(self.send_h2(head, body)).await,
+            };
             return resp.map(|r| owned_if(head_slab, r));
         }
-        if self.protocol == UpstreamProtocol::Http2 {
-            let resp = Box::pin(self.send_h2(clone_parts(parts), body)).await;
-            return resp.map(|r| owned_if(head_slab, r));
-        }
+        let parts = &*parts;
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let framing = request_framing(parts, &body);
         let mut replay = body.try_clone();

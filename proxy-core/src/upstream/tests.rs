@@ -124,13 +124,18 @@ fn h1_upstream(echo: &PortEcho, max_idle: u32, workers: usize) -> Upstream {
 
 /// Sends `GET path` and reads the whole answer.
 async fn get(up: &Upstream, path: &str) -> String {
-    let (parts, ()) = http::Request::get(path)
+    let (mut parts, ()) = http::Request::get(path)
         .header(http::header::HOST, "test")
         .body(())
         .expect("request")
         .into_parts();
     let resp = up
-        .send(&parts, Body::empty(), crate::bufs::Slab::Responses)
+        .send(
+            &mut parts,
+            false,
+            Body::empty(),
+            crate::bufs::Slab::Responses,
+        )
         .await
         .expect("response");
     assert_eq!(resp.status(), 200);

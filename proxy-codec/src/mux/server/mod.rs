@@ -37,7 +37,10 @@ mod reply;
 use std::{future::Future, pin::Pin, sync::atomic::Ordering::Relaxed, time::Duration};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::{
+    stream::{FuturesUnordered, StreamExt},
+    FutureExt,
+};
 use http::StatusCode;
 use proxy_core::{BoxHttp, HttpRequest};
 use tokio::{
@@ -259,15 +262,17 @@ where
                             add_extensions(&mut req, &extensions);
                             let fut = call(&mut service, req, max_frame);
                             counters.downstream_in_flight.fetch_add(1, Relaxed);
+                            // A combinator, not an `async` block: the call's future is
+                            // held once, so the box stays small enough for the
+                            // allocator's per-thread cache.
+                            let done = move |result| Done {
+                                meta,
+                                one_way,
+                                result,
+                            };
                             inflight.push(InFlight {
                                 one_way,
-                                fut: Box::pin(async move {
-                                    Done {
-                                        meta,
-                                        one_way,
-                                        result: fut.await,
-                                    }
-                                }),
+                                fut: Box::pin(fut.map(done)),
                             });
                         }
                         Err(e) => {
