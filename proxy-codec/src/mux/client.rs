@@ -9,11 +9,10 @@
 //! else in one batch by the connection's task), and waits in its slot of the table;
 //! the connection's task reads each response and wakes the caller waiting for that
 //! id. The caller's own request id is restored by the downstream side, which kept
-//! it. A response whose id is not in the table (its
-//! caller gave up, or nobody asked) is dropped and counted. When a connection closes,
-//! only the requests in flight on it fail (with an upstream error the downstream side
-//! turns into the protocol's error reply); those it never wrote go once more, on a
-//! fresh connection.
+//! it. A response whose id is not in the table (its caller gave up, or nobody asked)
+//! is dropped and counted. When a connection closes, only the requests in flight on
+//! it fail (with an upstream error the downstream side turns into the protocol's
+//! error reply); those it never wrote go once more, on a fresh connection.
 
 use std::{
     fmt,

@@ -4,9 +4,10 @@
 //! [`Proxy`] is the fused fast path a config-built listener runs: routing, a small
 //! request body read whole, the route's timeout and retries within the cluster's
 //! budget, and forwarding, written as one future, which each worker writes into a
-//! box kept from an earlier request: a request costs no allocation for it. The same steps are also separate tower pieces for stacks assembled in
-//! code: [`ClusterService`] (forward to a cluster), [`BodyBufferLayer`] (small bodies
-//! read whole first), [`RetryLayer`] (retries within a budget), [`LocalReplyLayer`]
+//! box kept from an earlier request: a request costs no allocation for it. The same
+//! steps are also separate tower pieces for stacks assembled in code:
+//! [`ClusterService`] (forward to a cluster), [`BodyBufferLayer`] (small bodies read
+//! whole first), [`RetryLayer`] (retries within a budget), [`LocalReplyLayer`]
 //! (errors to 408/502/503/504 answers), with `tower::timeout::TimeoutLayer` for
 //! timeouts.
 
