@@ -171,6 +171,43 @@ async fn server_error_is_retried_with_retry_on_5xx() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_to_an_http2_cluster_carries_the_whole_head_again() {
+    // An HTTP/2 upstream is given the request's head as its own: copied for an
+    // attempt a retry may follow, handed over on the last one.
+    with_timeout(LIMIT, async {
+        let up = fails_first();
+        let mut cfg = ConfigBuilder::new()
+            .routes(vec![route(
+                "h2",
+                "/h2/",
+                "h2",
+                "retry: {attempts: 1, retry_on: [5xx]}",
+            )])
+            .cluster(cluster("h2", up.addr, "protocol: http2"));
+        let _sc = Sidecar::start_with(&mut cfg).await;
+
+        let headers = [("x-trace", "abc"), ("x-tenant", "t1")];
+        let r = client::request(cfg.listen, Method::GET, "/h2/x?q=1", &headers, Bytes::new())
+            .await
+            .expect("request");
+        assert_eq!(r.status, StatusCode::OK, "503 then 200: {}", r.text());
+        assert_eq!(r.text(), "second");
+        let seen = up.requests();
+        assert_eq!(seen.len(), 2, "the first try and the retry");
+        for (i, s) in seen.iter().enumerate() {
+            assert_eq!(s.version, http::Version::HTTP_2, "attempt {i}");
+            assert_eq!(
+                s.uri.path_and_query().map(|p| p.as_str()),
+                Some("/h2/x?q=1")
+            );
+            assert_eq!(s.header("x-trace"), Some("abc"), "attempt {i}");
+            assert_eq!(s.header("x-tenant"), Some("t1"), "attempt {i}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_budget_caps_retries() {
     with_timeout(LIMIT, async {
         let down = Upstream::http(|_| response(503, "down"));

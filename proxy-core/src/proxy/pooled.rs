@@ -158,4 +158,24 @@ mod tests {
         drop(again);
         assert_eq!(FREE.with(|f| f.borrow().len()), kept);
     }
+
+    #[tokio::test]
+    async fn the_proxy_called_as_a_service_forwards_in_a_recycled_home() {
+        use tower_service::Service;
+        let routing = Arc::new(arc_swap::ArcSwap::new(
+            super::super::routing_without_routes(),
+        ));
+        let mut proxy = super::super::Proxy::new(routing);
+        let first = proxy.call(HttpRequest::new(crate::Body::empty()));
+        let resp = first.await.expect("infallible");
+        assert_eq!(resp.status(), http::StatusCode::NOT_FOUND);
+        let kept = FREE.with(|f| f.borrow().len());
+        assert!(kept >= 1, "the home went back to the worker");
+        // The next call takes that home rather than a fresh box, and gives it back
+        // when dropped unfinished.
+        let second = proxy.call(HttpRequest::new(crate::Body::empty()));
+        assert_eq!(FREE.with(|f| f.borrow().len()), kept - 1);
+        drop(second);
+        assert_eq!(FREE.with(|f| f.borrow().len()), kept);
+    }
 }
