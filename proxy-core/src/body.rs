@@ -113,8 +113,18 @@ impl Body {
         matches!(self.kind, Kind::Empty | Kind::Full(_))
     }
 
-    /// Takes the whole body if it is already in memory (empty or one buffer).
-    pub(crate) fn take_buffered(&mut self) -> Option<Bytes> {
+    /// Takes the whole body if it is already in memory (empty, made from bytes, or
+    /// read whole by the proxy), leaving it empty; `None` (the body untouched) for a
+    /// body still streaming. A layer that needs the bytes of a small body can take
+    /// them without a future and a poll.
+    ///
+    /// # Example
+    /// ```
+    /// let mut body = proxy_core::Body::from("hello");
+    /// assert_eq!(body.take_buffered().as_deref(), Some(&b"hello"[..]));
+    /// assert_eq!(body.take_buffered().as_deref(), Some(&b""[..]));
+    /// ```
+    pub fn take_buffered(&mut self) -> Option<Bytes> {
         match &mut self.kind {
             Kind::Empty => Some(Bytes::new()),
             Kind::Full(b) => Some(b.take().unwrap_or_default()),

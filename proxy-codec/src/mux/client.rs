@@ -27,6 +27,7 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use futures_util::FutureExt;
 use proxy_core::{
     protocol::BoxFuture, Body, BoxError, HttpRequest, HttpResponse, ProxyError, Stream,
@@ -89,6 +90,17 @@ impl Connect for SocketAddr {
 /// Attempts per request: a request its connection never wrote goes once more, on a
 /// fresh connection.
 const ATTEMPTS: usize = 2;
+
+/// A request as the protocol's frame, with the timeout the request asks for.
+type Encoded<F> = Result<(F, Option<std::time::Duration>), ProxyError>;
+
+/// A request on its way to the connection.
+enum Request<F> {
+    /// Its body was in memory: encoded already.
+    Encoded(Encoded<F>),
+    /// Its body streams: read whole first.
+    Streaming(Box<(http::request::Parts, Body)>),
+}
 
 struct Slot<F> {
     conn: ArcSwapOption<Conn<F>>,
@@ -228,41 +240,70 @@ impl<P: Protocol> MuxClient<P> {
 
     /// [`MuxClient::send`] on a clone. The future owns what it needs, so a boxed
     /// stack holds it whole rather than inside a wrapper with a second copy of the
-    /// request, and it holds the request's head and body, not the request as well.
+    /// request. A request whose body is in memory (as every RPC frame's is) is
+    /// encoded here, before the future starts, so the future carries the frame and
+    /// not the request too; a streaming body is read first, in a box of its own.
     pub(crate) fn send_owned(
         self,
         req: HttpRequest,
     ) -> impl Future<Output = Result<HttpResponse, ProxyError>> + Send + 'static {
-        let (parts, body) = req.into_parts();
-        self.send_parts(parts, body)
+        let (parts, mut body) = req.into_parts();
+        let request = match body.take_buffered() {
+            Some(bytes) => Request::Encoded(self.encode(parts, bytes)),
+            None => Request::Streaming(Box::new((parts, body))),
+        };
+        self.send_request(request)
     }
 
-    async fn send_parts(
-        self,
-        parts: http::request::Parts,
-        body: Body,
-    ) -> Result<HttpResponse, ProxyError> {
-        let inner = &*self.inner;
-        let proto = &*inner.protocol;
-        let max_frame = inner.options.max_frame_bytes.as_usize();
+    /// The request as the protocol's frame, with the timeout the request asks for.
+    fn encode(&self, parts: http::request::Parts, body: Bytes) -> Encoded<P::Frame> {
+        let proto = &*self.inner.protocol;
+        if body.len() > self.inner.options.max_frame_bytes.as_usize() {
+            return Err(self.request_too_large(body.len() as u64));
+        }
         let own_timeout = proto.timeout(&parts);
-        let body = match collect(body, max_frame).await {
-            Ok(b) => b,
-            Err(CollectError::TooLarge { len }) => {
-                self.counters().count_too_large(TooLarge::UpstreamRequest);
-                log::too_large(proto.name(), TooLarge::UpstreamRequest, len, max_frame);
-                return Err(ProxyError::RequestTooLarge {
-                    len,
-                    max: max_frame as u64,
-                });
-            }
-            Err(CollectError::Failed) => {
-                return Err(ProxyError::BadRequest("request body incomplete"));
-            }
-        };
         let frame = proto.request_from_http(parts, body).map_err(|_| {
             ProxyError::BadRequest("request cannot be encoded for the upstream protocol")
         })?;
+        Ok((frame, own_timeout))
+    }
+
+    /// Reads a streaming body whole (at most `max_frame_bytes`), then encodes.
+    async fn encode_streaming(&self, parts: http::request::Parts, body: Body) -> Encoded<P::Frame> {
+        match collect(body, self.inner.options.max_frame_bytes.as_usize()).await {
+            Ok(body) => self.encode(parts, body),
+            Err(CollectError::TooLarge { len }) => Err(self.request_too_large(len)),
+            Err(CollectError::Failed) => Err(ProxyError::BadRequest("request body incomplete")),
+        }
+    }
+
+    /// Counts and logs a request body over `max_frame_bytes` (`len` long, or at
+    /// least); its error.
+    fn request_too_large(&self, len: u64) -> ProxyError {
+        let max_frame = self.inner.options.max_frame_bytes.as_usize();
+        self.counters().count_too_large(TooLarge::UpstreamRequest);
+        log::too_large(
+            self.inner.protocol.name(),
+            TooLarge::UpstreamRequest,
+            len,
+            max_frame,
+        );
+        ProxyError::RequestTooLarge {
+            len,
+            max: max_frame as u64,
+        }
+    }
+
+    async fn send_request(self, request: Request<P::Frame>) -> Result<HttpResponse, ProxyError> {
+        let inner = &*self.inner;
+        let proto = &*inner.protocol;
+        let (mut frame, own_timeout) = match request {
+            Request::Encoded(encoded) => encoded?,
+            Request::Streaming(streaming) => {
+                let (parts, body) = *streaming;
+                Box::pin(self.encode_streaming(parts, body)).await?
+            }
+        };
         let one_way = proto.kind(&frame) == FrameKind::OneWay;
         let timeout = match (inner.options.request_timeout, own_timeout) {
             (Some(a), Some(b)) => a.min(b),
@@ -271,13 +312,18 @@ impl<P: Protocol> MuxClient<P> {
             (None, None) => DEFAULT_REQUEST_TIMEOUT,
         };
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut frame = frame;
         for attempt in 1..=ATTEMPTS {
             let conn = self.connection().await?;
             Counters::inc(&self.counters().upstream_requests);
-            // The wait for a slot and for room in the write buffer counts too.
-            let call = conn.call(proto, &mut frame, one_way);
-            let answer = match tokio::time::timeout_at(deadline, call).await {
+            // The wait for a slot and for room in the write buffer counts too. (The
+            // call's future is made in place: a local of its own would be carried
+            // beside the timeout's copy.)
+            let answer = match tokio::time::timeout_at(
+                deadline,
+                conn.call(proto, &mut frame, one_way),
+            )
+            .await
+            {
                 Ok(a) => a,
                 Err(_) => {
                     Counters::inc(&self.counters().upstream_timeouts);

@@ -9,7 +9,7 @@ mod frames;
 mod log;
 pub(crate) mod server;
 
-use std::borrow::Cow;
+use std::{borrow::Cow, future::Future};
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -81,8 +81,31 @@ pub(crate) enum CollectError {
     Failed,
 }
 
-/// Reads a whole body, refusing more than `max` bytes.
-pub(crate) async fn collect(body: Body, max: usize) -> Result<Bytes, CollectError> {
+/// Reads a whole body, refusing more than `max` bytes. A body already in memory (an
+/// RPC frame's, mapped to HTTP) is taken at once; only a streaming one is read, in a
+/// box of its own, so that the future a call carries stays small.
+pub(crate) fn collect(
+    mut body: Body,
+    max: usize,
+) -> impl Future<Output = Result<Bytes, CollectError>> + Send + 'static {
+    let buffered = body.take_buffered().map(|b| {
+        if b.len() > max {
+            Err(CollectError::TooLarge {
+                len: b.len() as u64,
+            })
+        } else {
+            Ok(b)
+        }
+    });
+    async move {
+        match buffered {
+            Some(done) => done,
+            None => Box::pin(collect_streaming(body, max)).await,
+        }
+    }
+}
+
+async fn collect_streaming(body: Body, max: usize) -> Result<Bytes, CollectError> {
     let hint = http_body::Body::size_hint(&body);
     let limited = http_body_util::Limited::new(body, max);
     match limited.collect().await {
