@@ -130,6 +130,24 @@ pub(super) fn request_to_http(f: BoltFrame) -> Result<HttpRequest, DecodeError> 
     Ok(req)
 }
 
+/// The bytes [`encode_headers`] writes, so that the buffer is sized once.
+fn encoded_headers_len(headers: &HeaderMap, extra: Option<&HeaderExtras>) -> usize {
+    if let Some(raw) = extra.and_then(|e| e.raw.as_ref()) {
+        return raw.len();
+    }
+    let fields: usize = headers
+        .iter()
+        .filter(|(name, _)| forwarded(name))
+        .map(|(name, value)| 8 + name.as_str().len() + value.len())
+        .sum();
+    let entries: usize = extra
+        .map_or(&[][..], |e| &e.entries)
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.as_ref().map_or(0, Bytes::len))
+        .sum();
+    fields + entries
+}
+
 fn encode_headers(headers: &HeaderMap, extra: Option<&HeaderExtras>, dst: &mut BytesMut) {
     if let Some(raw) = extra.and_then(|e| e.raw.as_ref()) {
         dst.extend_from_slice(raw);
@@ -150,12 +168,18 @@ pub(super) fn request_from_http(
     parts: http::request::Parts,
     body: Bytes,
 ) -> Result<BoltFrame, EncodeError> {
-    let mut header = BytesMut::new();
     let info = parts.extensions.get::<BoltRequestInfo>();
-    encode_headers(&parts.headers, info.map(|i| &i.extra_headers), &mut header);
-    if info.is_none() {
-        // A request from another protocol: name the target the SOFARPC way.
-        let (service, method) = split_rpc_path(parts.uri.path());
+    let extra = info.map(|i| &i.extra_headers);
+    // A request from another protocol: name the target the SOFARPC way.
+    let target = info.is_none().then(|| split_rpc_path(parts.uri.path()));
+    let target_len = target.as_ref().map_or(0, |(service, method)| {
+        let keys = KEY_SERVICE.len() + KEY_TARGET_SERVICE.len() + KEY_METHOD.len();
+        3 * 8 + keys + 2 * service.len() + method.len()
+    });
+    let mut header =
+        BytesMut::with_capacity(encoded_headers_len(&parts.headers, extra) + target_len);
+    encode_headers(&parts.headers, extra, &mut header);
+    if let Some((service, method)) = target {
         for (key, value) in [
             (KEY_SERVICE, &service),
             (KEY_TARGET_SERVICE, &service),
@@ -215,8 +239,9 @@ pub(super) fn response_from_http(
     body: Bytes,
 ) -> BoltFrame {
     let info = parts.extensions.get::<BoltResponseInfo>();
-    let mut header = BytesMut::new();
-    encode_headers(&parts.headers, info.map(|i| &i.extra_headers), &mut header);
+    let extra = info.map(|i| &i.extra_headers);
+    let mut header = BytesMut::with_capacity(encoded_headers_len(&parts.headers, extra));
+    encode_headers(&parts.headers, extra, &mut header);
     let status = info.map_or_else(|| status::from_http(parts.status), |i| i.status);
     let class_name = match info {
         Some(i) => i.class_name.clone(),
