@@ -38,6 +38,11 @@ pub(crate) fn parse(
     Ok(())
 }
 
+/// The bytes [`put`] appends for one entry.
+pub(crate) fn entry_len(key: &[u8], value: Option<&[u8]>) -> usize {
+    8 + key.len() + value.map_or(0, <[u8]>::len)
+}
+
 /// Appends one entry.
 pub(crate) fn put(dst: &mut BytesMut, key: &[u8], value: Option<&[u8]>) {
     dst.put_i32(key.len() as i32);

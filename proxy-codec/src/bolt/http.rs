@@ -138,12 +138,12 @@ fn encoded_headers_len(headers: &HeaderMap, extra: Option<&HeaderExtras>) -> usi
     let fields: usize = headers
         .iter()
         .filter(|(name, _)| forwarded(name))
-        .map(|(name, value)| 8 + name.as_str().len() + value.len())
+        .map(|(name, value)| header_map::entry_len(name.as_ref(), Some(value.as_bytes())))
         .sum();
     let entries: usize = extra
         .map_or(&[][..], |e| &e.entries)
         .iter()
-        .map(|(k, v)| 8 + k.len() + v.as_ref().map_or(0, Bytes::len))
+        .map(|(k, v)| header_map::entry_len(k, v.as_deref()))
         .sum();
     fields + entries
 }
@@ -173,8 +173,9 @@ pub(super) fn request_from_http(
     // A request from another protocol: name the target the SOFARPC way.
     let target = info.is_none().then(|| split_rpc_path(parts.uri.path()));
     let target_len = target.as_ref().map_or(0, |(service, method)| {
-        let keys = KEY_SERVICE.len() + KEY_TARGET_SERVICE.len() + KEY_METHOD.len();
-        3 * 8 + keys + 2 * service.len() + method.len()
+        let entry =
+            |key: &str, value: &str| header_map::entry_len(key.as_bytes(), Some(value.as_bytes()));
+        entry(KEY_SERVICE, service) + entry(KEY_TARGET_SERVICE, service) + entry(KEY_METHOD, method)
     });
     let mut header =
         BytesMut::with_capacity(encoded_headers_len(&parts.headers, extra) + target_len);

@@ -38,7 +38,7 @@ use tower_service::Service;
 use super::{
     collect,
     connection::{Answer, Conn, ConnTask},
-    log, CollectError,
+    log, take_whole, CollectError,
 };
 use crate::{
     config::UpstreamOptions,
@@ -248,19 +248,29 @@ impl<P: Protocol> MuxClient<P> {
         req: HttpRequest,
     ) -> impl Future<Output = Result<HttpResponse, ProxyError>> + Send + 'static {
         let (parts, mut body) = req.into_parts();
-        let request = match body.take_buffered() {
-            Some(bytes) => Request::Encoded(self.encode(parts, bytes)),
+        let max_frame = self.inner.options.max_frame_bytes.as_usize();
+        let request = match take_whole(&mut body, max_frame) {
+            Some(whole) => Request::Encoded(self.encode(parts, whole)),
             None => Request::Streaming(Box::new((parts, body))),
         };
         self.send_request(request)
     }
 
-    /// The request as the protocol's frame, with the timeout the request asks for.
-    fn encode(&self, parts: http::request::Parts, body: Bytes) -> Encoded<P::Frame> {
+    /// The request, its body read whole, as the protocol's frame, with the timeout
+    /// the request asks for.
+    fn encode(
+        &self,
+        parts: http::request::Parts,
+        body: Result<Bytes, CollectError>,
+    ) -> Encoded<P::Frame> {
         let proto = &*self.inner.protocol;
-        if body.len() > self.inner.options.max_frame_bytes.as_usize() {
-            return Err(self.request_too_large(body.len() as u64));
-        }
+        let body = match body {
+            Ok(b) => b,
+            Err(CollectError::TooLarge { len }) => return Err(self.request_too_large(len)),
+            Err(CollectError::Failed) => {
+                return Err(ProxyError::BadRequest("request body incomplete"))
+            }
+        };
         let own_timeout = proto.timeout(&parts);
         let frame = proto.request_from_http(parts, body).map_err(|_| {
             ProxyError::BadRequest("request cannot be encoded for the upstream protocol")
@@ -270,11 +280,8 @@ impl<P: Protocol> MuxClient<P> {
 
     /// Reads a streaming body whole (at most `max_frame_bytes`), then encodes.
     async fn encode_streaming(&self, parts: http::request::Parts, body: Body) -> Encoded<P::Frame> {
-        match collect(body, self.inner.options.max_frame_bytes.as_usize()).await {
-            Ok(body) => self.encode(parts, body),
-            Err(CollectError::TooLarge { len }) => Err(self.request_too_large(len)),
-            Err(CollectError::Failed) => Err(ProxyError::BadRequest("request body incomplete")),
-        }
+        let body = collect(body, self.inner.options.max_frame_bytes.as_usize()).await;
+        self.encode(parts, body)
     }
 
     /// Counts and logs a request body over `max_frame_bytes` (`len` long, or at

@@ -198,19 +198,15 @@ impl<F> Conn<F> {
             st.calls.insert(id, Call::Waiting { waker: None, batch });
             st.waiting += 1;
         }
-        let claimed = match st.writer {
-            Writer::Free if quiet => Some(Writer::Caller),
-            Writer::Free => Some(Writer::Task),
-            Writer::Caller | Writer::Task => None,
-        };
-        if let Some(writer) = claimed {
-            st.writer = writer;
+        let claim = st.writer == Writer::Free;
+        if claim {
+            st.writer = if quiet { Writer::Caller } else { Writer::Task };
         }
         drop(st);
-        match claimed {
-            Some(Writer::Caller) => self.write_now(),
-            Some(Writer::Task) => self.task.notify_one(),
-            Some(Writer::Free) | None => {}
+        match (claim, quiet) {
+            (true, true) => self.write_now(),
+            (true, false) => self.task.notify_one(),
+            (false, _) => {}
         }
         Ok(id)
     }

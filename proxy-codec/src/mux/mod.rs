@@ -88,7 +88,19 @@ pub(crate) fn collect(
     mut body: Body,
     max: usize,
 ) -> impl Future<Output = Result<Bytes, CollectError>> + Send + 'static {
-    let buffered = body.take_buffered().map(|b| {
+    let buffered = take_whole(&mut body, max);
+    async move {
+        match buffered {
+            Some(done) => done,
+            None => Box::pin(collect_streaming(body, max)).await,
+        }
+    }
+}
+
+/// A body already in memory, whole (refused past `max` bytes); `None` for a body
+/// still streaming, which is left as it was.
+pub(crate) fn take_whole(body: &mut Body, max: usize) -> Option<Result<Bytes, CollectError>> {
+    body.take_buffered().map(|b| {
         if b.len() > max {
             Err(CollectError::TooLarge {
                 len: b.len() as u64,
@@ -96,13 +108,7 @@ pub(crate) fn collect(
         } else {
             Ok(b)
         }
-    });
-    async move {
-        match buffered {
-            Some(done) => done,
-            None => Box::pin(collect_streaming(body, max)).await,
-        }
-    }
+    })
 }
 
 async fn collect_streaming(body: Body, max: usize) -> Result<Bytes, CollectError> {
