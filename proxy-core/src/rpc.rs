@@ -39,3 +39,29 @@ impl RpcInfo {
 /// redirection). An unknown name answers 503 `no_endpoints`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterOverride(pub Arc<str>);
+
+/// The media type every gRPC `content-type` begins with (`application/grpc`,
+/// `application/grpc+proto`, `application/grpc-web`...).
+const GRPC_MEDIA_TYPE: &[u8] = b"application/grpc";
+
+/// Whether `headers` carry a gRPC `content-type`: one that begins with
+/// `application/grpc`, in any letter case (media types are case-insensitive, RFC 9110
+/// section 8.3.1), so `+proto`, `+json` and `-web` count too.
+///
+/// # Example
+/// ```
+/// use http::{header::CONTENT_TYPE, HeaderMap, HeaderValue};
+/// use proxy_core::rpc::is_grpc;
+/// let mut headers = HeaderMap::new();
+/// assert!(!is_grpc(&headers));
+/// headers.insert(CONTENT_TYPE, HeaderValue::from_static("Application/GRPC+proto"));
+/// assert!(is_grpc(&headers));
+/// headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+/// assert!(!is_grpc(&headers));
+/// ```
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|t| t.as_bytes().get(..GRPC_MEDIA_TYPE.len()))
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(GRPC_MEDIA_TYPE))
+}

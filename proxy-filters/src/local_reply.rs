@@ -21,9 +21,7 @@ pub(crate) fn reply(
     reason: &'static str,
     body: &'static str,
 ) -> HttpResponse {
-    let grpc = req
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let grpc = proxy_core::rpc::is_grpc(req);
     let mut resp = if grpc {
         let mut resp = HttpResponse::new(Body::empty());
         let h = resp.headers_mut();

@@ -272,6 +272,15 @@ async fn same_rules_over_http2() {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["grpc-status"], "7");
         assert_eq!(resp.headers()["content-type"], "application/grpc");
+        // Media types are case-insensitive: an odd-cased gRPC content type is gRPC too.
+        let req = http::Request::post("http://test.local/pkg.Svc/Method")
+            .header("content-type", "Application/GRPC+proto")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = h2.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["grpc-status"], "7");
         assert_eq!(up.hits(), 2);
     })
     .await;

@@ -246,8 +246,7 @@ impl KeySource {
 /// `service/method` of a gRPC request (`content-type: application/grpc...`) that no
 /// codec described with [`RpcInfo`]: its path is `/service/method`.
 fn grpc_path(req: &Parts) -> Option<&str> {
-    let ct = req.headers.get(header::CONTENT_TYPE)?.as_bytes();
-    if !ct.starts_with(b"application/grpc") {
+    if !proxy_core::rpc::is_grpc(&req.headers) {
         return None;
     }
     let path = req.uri.path().strip_prefix('/')?;
@@ -367,6 +366,12 @@ mod tests {
         );
         assert_eq!(m.hash(&g), Some(hash_bytes(b"pkg.Greeter/SayHello")));
         assert_eq!(svc.hash(&g), Some(hash_bytes(b"pkg.Greeter")));
+        let odd_case = parts(
+            http::Request::builder()
+                .uri("/pkg.Greeter/SayHello")
+                .header("content-type", "Application/GRPC"),
+        );
+        assert_eq!(m.hash(&odd_case), Some(hash_bytes(b"pkg.Greeter/SayHello")));
         let mut plain = parts(http::Request::builder().uri("/pkg.Greeter/SayHello"));
         assert_eq!(m.hash(&plain), None);
         plain

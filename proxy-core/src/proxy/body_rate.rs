@@ -25,17 +25,8 @@ use crate::BoxError;
 /// `CONNECT` (a tunnel, as for WebSocket over HTTP/2). Its body is not held to the
 /// minimum rate unless its length is announced.
 pub(crate) fn quiet_by_design<B>(req: &http::Request<B>) -> bool {
-    req.method() == http::Method::CONNECT
-        || req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|t| t.as_bytes().get(..GRPC.len()))
-            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(GRPC))
+    req.method() == http::Method::CONNECT || crate::rpc::is_grpc(req.headers())
 }
-
-/// The media type gRPC's `content-type` begins with (`application/grpc`,
-/// `application/grpc+proto`, `application/grpc-web`...).
-const GRPC: &[u8] = b"application/grpc";
 
 /// A request body that arrived slower than the listener's minimum rate.
 #[derive(Debug, thiserror::Error)]

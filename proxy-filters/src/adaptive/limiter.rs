@@ -230,12 +230,6 @@ pub(crate) fn high_cost_limit(limit: u32, fraction: f64) -> u32 {
     v.clamp(1, limit.max(1))
 }
 
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
 /// The interface of a request: its RPC method if a codec named one, else a path prefix.
 fn interface_key<B>(req: &Request<B>, segments: usize) -> InterfaceKey<'_> {
     match req.extensions().get::<RpcInfo>() {
@@ -315,7 +309,9 @@ where
                 tracing::debug!(?reason, "adaptive concurrency: request shed");
                 ResponseFuture {
                     state: State::Rejected {
-                        response: Some(shared.reject_response(is_grpc(&req))),
+                        response: Some(
+                            shared.reject_response(proxy_core::rpc::is_grpc(req.headers())),
+                        ),
                     },
                 }
             }

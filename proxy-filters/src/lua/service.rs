@@ -69,7 +69,7 @@ where
         let script = &self.script;
         script.counters.calls.inc();
         let (parts, body) = req.into_parts();
-        let grpc = is_grpc(&parts.headers);
+        let grpc = proxy_core::rpc::is_grpc(&parts.headers);
         let peer = parts
             .extensions
             .get::<proxy_core::proxy::ConnInfo>()
@@ -106,12 +106,6 @@ where
             },
         }
     }
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 pin_project_lite::pin_project! {
