@@ -150,6 +150,11 @@ pub enum ProxyError {
     /// A filter of the request stack failed with an error the proxy does not know.
     #[error("internal error")]
     Internal,
+    /// The request's `Via` already names this proxy (its listener's `via`): it has
+    /// been forwarded here before and would go round again. Reason `forwarding_loop`,
+    /// status 508 (Loop Detected); nothing is sent upstream.
+    #[error("forwarding loop: the request has passed this proxy before")]
+    ForwardingLoop,
 }
 
 impl ProxyError {
@@ -199,6 +204,7 @@ impl ProxyError {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ForwardingLoop => StatusCode::LOOP_DETECTED,
         }
     }
 
@@ -218,6 +224,7 @@ impl ProxyError {
             Self::RequestTimeout => "request_timeout",
             Self::BadRequest(_) => "bad_request",
             Self::Internal => "internal",
+            Self::ForwardingLoop => "forwarding_loop",
         }
     }
 

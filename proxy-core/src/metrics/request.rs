@@ -209,7 +209,7 @@ impl Drop for InFlight<'_> {
 pub struct LocalErrorCounts(PerWorker<[AtomicU64; REASONS]>);
 
 /// How many reasons local answers are counted under (the last is `other`).
-const REASONS: usize = 13;
+const REASONS: usize = 14;
 
 const LOCAL_ERROR_REASONS: [&str; REASONS] = [
     "no_route",
@@ -224,6 +224,7 @@ const LOCAL_ERROR_REASONS: [&str; REASONS] = [
     "internal",
     "body_too_large",
     "response_too_large",
+    "forwarding_loop",
     "other",
 ];
 

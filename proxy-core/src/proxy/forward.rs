@@ -99,6 +99,14 @@ pub(super) async fn forward(
             if let Some(answer) = super::final_recipient::answer_or_count_down(&mut req) {
                 break 'cluster Ok(answer);
             }
+            // A request that has passed this proxy before would only come round again.
+            if routing
+                .via
+                .as_ref()
+                .is_some_and(|v| v.seen_in(req.headers()))
+            {
+                break 'cluster Err(ProxyError::ForwardingLoop);
+            }
             // A small body arrives whole before any upstream resource is taken; a
             // longer one must keep arriving.
             if !req.body().in_memory() {
@@ -229,6 +237,11 @@ pub(super) async fn forward(
         Ok(mut resp) => {
             let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
             strip_hop_by_hop(resp.headers_mut(), switching);
+            if let Some(via) = &routing.via {
+                // The protocol the upstream answered in (RFC 9110 7.6.3).
+                let entry = via.entry(resp.version());
+                super::prepare::append_to_list(resp.headers_mut(), http::header::VIA, entry);
+            }
             if !route.response_headers.is_empty() {
                 route.response_headers.apply(resp.headers_mut());
             }

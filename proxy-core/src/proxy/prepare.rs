@@ -266,7 +266,7 @@ pub(super) fn prepare_upstream_request(
 /// order they came (RFC 9110 5.3): they are joined into one field, the entry last, so
 /// that no earlier hop is lost and the hop this proxy adds stays the rightmost, the
 /// one an upstream that trusts this proxy reads.
-fn append_to_list(headers: &mut HeaderMap, name: HeaderName, entry: HeaderValue) {
+pub(super) fn append_to_list(headers: &mut HeaderMap, name: HeaderName, entry: HeaderValue) {
     // One lookup of the name for both cases.
     match headers.entry(name) {
         http::header::Entry::Vacant(e) => {

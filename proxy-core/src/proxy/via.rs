@@ -1,21 +1,28 @@
 //! `Via` (RFC 9110, section 7.6.3): a gateway names itself in each request it sends
 //! on, after the protocol version the request arrived in (`1.1 edge-1`, `2 edge-1`),
-//! so that an upstream sees the chain of intermediaries and a forwarding loop can be
-//! told. Off unless a listener names the proxy (`via: edge-1`), as in nginx, HAProxy
-//! and Envoy, since it tells the upstream which proxies stand in front of it.
+//! so that an upstream sees the chain of intermediaries, and in each response it sends
+//! back, after the protocol the upstream answered in. A request whose `Via` already
+//! names the proxy has come round a forwarding loop and is refused (508). Off unless a
+//! listener names the proxy (`via: edge-1`), as in nginx, HAProxy and Envoy, since it
+//! tells the upstream which proxies stand in front of it.
 
-use http::{HeaderValue, Version};
+use http::{header, HeaderMap, HeaderValue, Version};
 
-/// The `Via` entry a proxy adds to the requests it forwards, for each protocol version
-/// a request can arrive in: made once, cloned per request.
+/// The `Via` entry a proxy adds to the messages it forwards, for each protocol version
+/// a message can arrive in: made once, cloned per message.
 ///
 /// # Example
 /// ```
+/// use http::{header::VIA, HeaderMap, HeaderValue};
 /// use proxy_core::proxy::Via;
 ///
 /// let via = Via::new("edge-1").unwrap();
 /// assert_eq!(via.pseudonym(), "edge-1");
 /// assert!(Via::new("two words").is_err());
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(VIA, HeaderValue::from_static("1.0 fred, 1.1 edge-1 (our gateway)"));
+/// assert!(via.seen_in(&headers));
 /// ```
 #[derive(Debug, Clone)]
 pub struct Via {
@@ -54,7 +61,19 @@ impl Via {
         &self.pseudonym
     }
 
-    /// The entry for a request that arrived in `version`.
+    /// Whether a `Via` field of `headers` has an entry received by this proxy's
+    /// pseudonym (in any letter case): the message has passed this proxy before.
+    /// Comments (`1.1 edge-1 (gateway, east)`) and `protocol-name/` prefixes are read
+    /// as RFC 9110 writes them.
+    pub fn seen_in(&self, headers: &HeaderMap) -> bool {
+        headers.get_all(header::VIA).iter().any(|value| {
+            entries(value.as_bytes())
+                .filter_map(received_by)
+                .any(|by| by.eq_ignore_ascii_case(self.pseudonym.as_bytes()))
+        })
+    }
+
+    /// The entry for a message that arrived in `version`.
     pub(crate) fn entry(&self, version: Version) -> HeaderValue {
         let i = match version {
             Version::HTTP_09 | Version::HTTP_10 => 0,
@@ -64,6 +83,44 @@ impl Via {
         };
         self.entries[i].clone()
     }
+}
+
+/// The entries of a `Via` field value: split at the commas outside comments, where a
+/// comment is parenthesised, may nest and may escape a character with a backslash.
+fn entries(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let v = rest?;
+        let mut depth = 0usize;
+        let mut escaped = false;
+        for (i, &b) in v.iter().enumerate() {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' if depth > 0 => escaped = true,
+                b'(' => depth += 1,
+                b')' => depth = depth.saturating_sub(1),
+                b',' if depth == 0 => {
+                    rest = Some(&v[i + 1..]);
+                    return Some(&v[..i]);
+                }
+                _ => {}
+            }
+        }
+        rest = None;
+        Some(v)
+    })
+}
+
+/// The received-by part of one `Via` entry (`1.1 edge-1 (comment)` -> `edge-1`), or
+/// `None` for an empty list element or one without it.
+fn received_by(entry: &[u8]) -> Option<&[u8]> {
+    let is_ws = |b: &u8| *b == b' ' || *b == b'\t';
+    let mut words = entry
+        .split(is_ws)
+        .filter(|w| !w.is_empty())
+        .take_while(|w| !w.starts_with(b"("));
+    let _received_protocol = words.next()?;
+    words.next()
 }
 
 #[cfg(test)]
@@ -77,6 +134,30 @@ mod tests {
         assert_eq!(via.entry(Version::HTTP_11), "1.1 edge-1");
         assert_eq!(via.entry(Version::HTTP_2), "2 edge-1");
         assert_eq!(via.entry(Version::HTTP_3), "3 edge-1");
+    }
+
+    #[test]
+    fn seen_in_finds_the_pseudonym_among_entries_and_comments() {
+        let via = Via::new("edge-1").unwrap();
+        let seen = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.append(header::VIA, HeaderValue::from_static("1.0 fred"));
+            headers.append(header::VIA, HeaderValue::from_static(value));
+            via.seen_in(&headers)
+        };
+        assert!(seen("1.1 edge-1"));
+        assert!(seen("HTTP/2 EDGE-1"));
+        assert!(seen("1.0 a, ,\t1.1\tedge-1\t(comment)"));
+        assert!(seen("1.1 a (x, 1.1 edge-2), 2 edge-1"));
+        // In a comment, after a received-by of another name, or as a protocol: not us.
+        assert!(!seen("1.1 p.example (1.1 edge-1)"));
+        assert!(!seen("1.1 p.example (a \\) , 1.1 edge-1)"));
+        assert!(!seen("1.1 edge-10"));
+        assert!(!seen("edge-1"));
+        assert!(!seen("edge-1 p.example"));
+        assert!(!seen(""));
+        assert!(!seen("(edge-1) edge-1"));
+        assert!(!via.seen_in(&HeaderMap::new()));
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub struct Routing {
     pub clusters: Arc<ClusterMap>,
     /// Whether to set `x-forwarded-for` / `x-forwarded-proto`.
     pub xff: bool,
-    /// The `Via` entry added to requests sent upstream (the listener's `via`), if any.
+    /// The `Via` entry added to requests sent upstream and to their answers (the
+    /// listener's `via`), if any; a request that already carries it is refused.
     pub via: Option<crate::proxy::Via>,
     /// Which request bodies are read whole before they go upstream, and how fast the
     /// others must arrive (the listener's `request_body_buffer`, within its

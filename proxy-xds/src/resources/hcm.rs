@@ -116,6 +116,7 @@ pub(crate) fn http_connection_manager(
         }
     }
     listener.xff = h.use_remote_address.as_ref().is_some_and(|b| b.value) && !h.skip_xff_append;
+    listener.via = via_pseudonym(&h.via)?;
     for (i, u) in h.upgrade_configs.iter().enumerate() {
         let mut rest = u.clone();
         rest.upgrade_type.clear();
@@ -162,6 +163,26 @@ pub(crate) fn http_connection_manager(
     }
 }
 
+/// The listener's `via` for the HCM's: Envoy adds `via` as given to each request and
+/// answer, this proxy names itself after each message's own protocol version (RFC 9110
+/// 7.6.3), so both a bare pseudonym (`edge-1`) and a whole entry (`1.1 edge-1`) give
+/// the pseudonym. Empty: none.
+fn via_pseudonym(via: &str) -> Result<Option<String>, Refusal> {
+    let pseudonym = match via.split_ascii_whitespace().collect::<Vec<_>>()[..] {
+        [] => return Ok(None),
+        [pseudonym] | [_, pseudonym] => pseudonym,
+        _ => {
+            return Err(Refusal::new(
+                "",
+                "via",
+                "must be a pseudonym (`edge-1`) or one Via entry (`1.1 edge-1`)",
+            ))
+        }
+    };
+    proxy_core::proxy::Via::new(pseudonym).map_err(|e| Refusal::new("", "via", e))?;
+    Ok(Some(pseudonym.to_owned()))
+}
+
 /// A copy of `h` with every field handled here or without effect cleared.
 fn unhandled(h: &HttpConnectionManager) -> HttpConnectionManager {
     let mut r = h.clone();
@@ -176,6 +197,7 @@ fn unhandled(h: &HttpConnectionManager) -> HttpConnectionManager {
     r.request_headers_timeout = None;
     r.use_remote_address = None;
     r.skip_xff_append = false;
+    r.via.clear();
     r.upgrade_configs.clear();
     let off = |b: &Option<BoolValue>| b.as_ref().is_some_and(|b| !b.value);
     if off(&r.normalize_path) {

@@ -109,6 +109,25 @@ fn a_listener_with_the_connection_manager_maps() {
 }
 
 #[test]
+fn the_via_of_the_connection_manager_names_the_proxy() {
+    assert_eq!(
+        listener(&with(&hcm(vec![router()]))).unwrap().config.via,
+        None
+    );
+    for (via, pseudonym) in [("edge-1", "edge-1"), (" 1.1 sidecar.pay ", "sidecar.pay")] {
+        let mut h = hcm(vec![router()]);
+        h.via = via.into();
+        let x = listener(&with(&h)).unwrap();
+        assert_eq!(x.config.via.as_deref(), Some(pseudonym), "{via:?}");
+    }
+    for bad in ["1.1 edge 1", "1.1 edge,1", "HTTP/1.1 (edge)x"] {
+        let mut h = hcm(vec![router()]);
+        h.via = bad.into();
+        assert!(refusal(&with(&h)).contains("typed_config.via: "), "{bad:?}");
+    }
+}
+
+#[test]
 fn filters_and_fields_not_implemented_are_refused_by_name() {
     let cors = HttpFilter {
         name: "envoy.filters.http.cors".into(),

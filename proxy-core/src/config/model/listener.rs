@@ -31,9 +31,11 @@ pub struct ListenerConfig {
     /// Set `x-forwarded-for` / `x-forwarded-proto` on forwarded requests.
     #[serde(default = "default_true")]
     pub xff: bool,
-    /// The proxy's name in the `Via` field it adds to every request it forwards
-    /// (RFC 9110 7.6.3), after the protocol the request came in: `via: edge-1` sends
-    /// `Via: 1.1 edge-1`. A token of at most 64 bytes; absent, no `Via` is added.
+    /// The proxy's name in the `Via` field it adds to every request it forwards and
+    /// every response it passes back (RFC 9110 7.6.3), after the protocol the message
+    /// came in: `via: edge-1` sends `Via: 1.1 edge-1`. A request whose `Via` already
+    /// names the proxy is answered 508 (`forwarding_loop`) instead of going round
+    /// again. A token of at most 64 bytes; absent, no `Via` is added or checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
     /// HTTP filters applied to every request of this listener, outermost first; each
