@@ -85,30 +85,48 @@ impl Via {
     }
 }
 
-/// The entries of a `Via` field value: split at the commas outside comments, where a
-/// comment is parenthesised, may nest and may escape a character with a backslash.
+/// The entries of a `Via` field value: split at the commas outside comments. A value
+/// whose comments do not all close is split at every comma instead, so that a comment
+/// a client left open cannot hide the entries appended after it, this proxy's own.
 fn entries(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(value);
-    std::iter::from_fn(move || {
-        let v = rest?;
-        let mut depth = 0usize;
-        let mut escaped = false;
-        for (i, &b) in v.iter().enumerate() {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' if depth > 0 => escaped = true,
-                b'(' => depth += 1,
-                b')' => depth = depth.saturating_sub(1),
-                b',' if depth == 0 => {
-                    rest = Some(&v[i + 1..]);
-                    return Some(&v[..i]);
-                }
-                _ => {}
-            }
-        }
-        rest = None;
-        Some(v)
+    let mut whole = Comments::default();
+    value.iter().for_each(|&b| {
+        whole.outside(b);
+    });
+    let all_closed = whole.depth == 0;
+    let mut comments = Comments::default();
+    value.split(move |&b| {
+        let outside = comments.outside(b);
+        b == b',' && (outside || !all_closed)
     })
+}
+
+/// Where a scan of a field value stands with its comments: parenthesised, nested, a
+/// backslash inside one escaping the next character (RFC 9110 5.6.5).
+#[derive(Debug, Default)]
+struct Comments {
+    depth: usize,
+    escaped: bool,
+}
+
+impl Comments {
+    /// Takes the value's next byte: whether it stands outside every comment.
+    fn outside(&mut self, b: u8) -> bool {
+        if self.escaped {
+            self.escaped = false;
+            return false;
+        }
+        match b {
+            b'\\' if self.depth > 0 => self.escaped = true,
+            b'(' => self.depth += 1,
+            b')' if self.depth > 0 => {
+                self.depth -= 1;
+                return false;
+            }
+            _ => {}
+        }
+        self.depth == 0
+    }
 }
 
 /// The received-by part of one `Via` entry (`1.1 edge-1 (comment)` -> `edge-1`), or
@@ -157,6 +175,9 @@ mod tests {
         assert!(!seen("edge-1 p.example"));
         assert!(!seen(""));
         assert!(!seen("(edge-1) edge-1"));
+        // A comment left open does not hide what was appended after it.
+        assert!(seen("1.1 a (open, 1.1 edge-1"));
+        assert!(seen("1.1 a (x \\), 1.1 edge-1"));
         assert!(!via.seen_in(&HeaderMap::new()));
     }
 
