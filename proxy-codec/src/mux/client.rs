@@ -36,7 +36,7 @@ use tokio::io::AsyncWrite;
 use tower_service::Service;
 
 use super::{
-    collect,
+    collect_streaming,
     connection::{Answer, Conn, ConnTask},
     log, take_whole, CollectError,
 };
@@ -278,9 +278,11 @@ impl<P: Protocol> MuxClient<P> {
         Ok((frame, own_timeout))
     }
 
-    /// Reads a streaming body whole (at most `max_frame_bytes`), then encodes.
+    /// Reads a streaming body whole (at most `max_frame_bytes`), then encodes. The
+    /// caller boxes this future, so the read is not boxed again.
     async fn encode_streaming(&self, parts: http::request::Parts, body: Body) -> Encoded<P::Frame> {
-        let body = collect(body, self.inner.options.max_frame_bytes.as_usize()).await;
+        let max_frame = self.inner.options.max_frame_bytes.as_usize();
+        let body = collect_streaming(body, max_frame).await;
         self.encode(parts, body)
     }
 

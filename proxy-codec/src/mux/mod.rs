@@ -111,7 +111,9 @@ pub(crate) fn take_whole(body: &mut Body, max: usize) -> Option<Result<Bytes, Co
     })
 }
 
-async fn collect_streaming(body: Body, max: usize) -> Result<Bytes, CollectError> {
+/// Reads a streaming body whole, refusing more than `max` bytes ([`collect`] for a
+/// body that [`take_whole`] left).
+pub(crate) async fn collect_streaming(body: Body, max: usize) -> Result<Bytes, CollectError> {
     let hint = http_body::Body::size_hint(&body);
     let limited = http_body_util::Limited::new(body, max);
     match limited.collect().await {
