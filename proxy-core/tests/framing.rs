@@ -4,13 +4,19 @@
 //! their bounds (a 400 that names what was wrong), transfer codings other
 //! than `chunked` refused, an answer framed both ways read as chunked and its
 //! connection dropped, request targets and hosts held to their grammar, and an
-//! upgrade passed on only when the client asked for it (never to `h2c`).
+//! upgrade passed on only when the client asked for it (never to `h2c`), and the
+//! cookies of an HTTP/2 request joined on one line for an HTTP/1.1 upstream.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use proxy_core::Registry;
 use proxy_test_support::{
-    client::raw, server::TestServer, timeout::with_timeout, upstream::Upstream, yaml,
+    client::{self, raw},
+    server::TestServer,
+    timeout::with_timeout,
+    upstream::Upstream,
+    yaml,
 };
 
 fn start(up: &Upstream, policy: Option<&str>) -> TestServer {
@@ -324,6 +330,33 @@ async fn request_targets_and_hosts_outside_the_grammar_are_refused() {
         // proxy answers for itself (RFC 9110 9.3.7).
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(up.requests().is_empty(), "OPTIONS * reached the upstream");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_sent_as_several_h2_fields_reach_an_http1_upstream_on_one_line() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = Upstream::head_echo();
+        let server = start(&up, None);
+        let addr = server.addr("web");
+        // An HTTP/2 client may send each cookie as a field of its own (RFC 9113 8.2.3),
+        // as browsers do; HTTP/1.1 allows one `Cookie` line (RFC 6265 5.4).
+        let cookies = [
+            ("cookie", "a=1"),
+            ("x-a", "1"),
+            ("cookie", "b=2; c=3"),
+            ("cookie", "d=4"),
+        ];
+        let req = client::build(addr, http::Method::GET, "/", &cookies, Bytes::new()).unwrap();
+        let answer = client::send_h2c(addr, req).await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let head = answer.text().to_ascii_lowercase();
+        assert_eq!(head.matches("cookie:").count(), 1, "{head}");
+        assert!(
+            head.contains("\r\ncookie: a=1; b=2; c=3; d=4\r\n"),
+            "{head}"
+        );
     })
     .await;
 }

@@ -487,17 +487,43 @@ fn put_headers(buf: &mut BytesMut, headers: &HeaderMap) {
 }
 
 /// Puts the fields of `headers` but its framing ones: `Transfer-Encoding`, and
-/// `Content-Length` unless `keep_length`, and (`skip_expect`) `Expect`.
-fn put_headers_reframed(
-    buf: &mut BytesMut,
-    headers: &HeaderMap,
-    keep_length: bool,
-    skip_expect: bool,
-) {
+/// `Content-Length` unless `keep_length`.
+fn put_headers_reframed(buf: &mut BytesMut, headers: &HeaderMap, keep_length: bool) {
     for (name, value) in headers {
         if *name == http::header::TRANSFER_ENCODING
             || (!keep_length && *name == http::header::CONTENT_LENGTH)
-            || (skip_expect && *name == http::header::EXPECT)
+        {
+            continue;
+        }
+        put_header(buf, name, value);
+    }
+}
+
+/// Puts a request's fields but its framing ones (`Content-Length`,
+/// `Transfer-Encoding`) and `Expect`, with every `Cookie` field on one line.
+///
+/// HTTP/2 and HTTP/3 clients send each cookie as a field of its own, and an HTTP/1.1
+/// request may carry one `Cookie` line only (RFC 6265 5.4), so the values are joined
+/// with `; ` as RFC 9113 8.2.3 and RFC 9114 4.2.1 require. Empty values are left out.
+fn put_request_headers(buf: &mut BytesMut, headers: &HeaderMap) {
+    let mut cookie_line_open = false;
+    for (name, value) in headers {
+        if *name == http::header::COOKIE {
+            if value.is_empty() {
+                continue;
+            }
+            if cookie_line_open {
+                // The values of one name come one after another: reopen the line.
+                buf.truncate(buf.len() - 2);
+                buf.put_slice(b"; ");
+                buf.put_slice(value.as_bytes());
+                buf.put_slice(b"\r\n");
+                continue;
+            }
+            cookie_line_open = true;
+        } else if *name == http::header::TRANSFER_ENCODING
+            || *name == http::header::CONTENT_LENGTH
+            || *name == http::header::EXPECT
         {
             continue;
         }
@@ -554,7 +580,7 @@ pub(crate) fn encode_request(
     buf.put_u8(b' ');
     buf.put_slice(target.as_bytes());
     buf.put_slice(b" HTTP/1.1\r\n");
-    put_headers_reframed(buf, headers, false, true);
+    put_request_headers(buf, headers);
     let always_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
     put_framing(buf, framing, always_length);
     buf.put_slice(b"\r\n");
@@ -586,7 +612,7 @@ pub(crate) fn encode_response_reframed(
     keep_length: bool,
 ) {
     put_status_line(buf, status);
-    put_headers_reframed(buf, headers, keep_length, false);
+    put_headers_reframed(buf, headers, keep_length);
     put_response_end(buf, status, framing, connection_close);
 }
 

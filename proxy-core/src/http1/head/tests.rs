@@ -273,6 +273,40 @@ fn encodes_heads() {
 }
 
 #[test]
+fn a_request_sends_its_cookies_on_one_line() {
+    let mut h = HeaderMap::new();
+    h.append("cookie", HeaderValue::from_static("a=1"));
+    h.append("x-a", HeaderValue::from_static("1"));
+    h.append("cookie", HeaderValue::from_static(""));
+    h.append("cookie", HeaderValue::from_static("b=2; c=3"));
+    h.append("cookie", HeaderValue::from_static("d=4"));
+    h.append("x-b", HeaderValue::from_static("2"));
+    let mut buf = BytesMut::new();
+    encode_request(&mut buf, &Method::GET, "/p", &h, Framing::Empty);
+    assert_eq!(
+        &buf[..],
+        &b"GET /p HTTP/1.1\r\ncookie: a=1; b=2; c=3; d=4\r\nx-a: 1\r\nx-b: 2\r\n\r\n"[..]
+    );
+    // One cookie, or only empty ones, as they were less the empty field.
+    let mut one = HeaderMap::new();
+    one.append("cookie", HeaderValue::from_static(""));
+    one.append("cookie", HeaderValue::from_static("a=1"));
+    buf.clear();
+    encode_request(&mut buf, &Method::GET, "/", &one, Framing::Empty);
+    assert_eq!(&buf[..], b"GET / HTTP/1.1\r\ncookie: a=1\r\n\r\n");
+    // An answer's `Set-Cookie` fields are never joined.
+    let mut answer = HeaderMap::new();
+    answer.append("set-cookie", HeaderValue::from_static("a=1"));
+    answer.append("set-cookie", HeaderValue::from_static("b=2"));
+    buf.clear();
+    encode_response(&mut buf, StatusCode::OK, &answer, Framing::Empty, false);
+    assert_eq!(
+        &buf[..],
+        &b"HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nset-cookie: b=2\r\ncontent-length: 0\r\n\r\n"[..]
+    );
+}
+
+#[test]
 fn a_response_connection_field_naming_only_close_or_keep_alive_is_not_kept() {
     let parse = |s: &str| {
         parse_response(
