@@ -5,7 +5,8 @@
 //! than `chunked` refused, an answer framed both ways read as chunked and its
 //! connection dropped, request targets and hosts held to their grammar, and an
 //! upgrade passed on only when the client asked for it (never to `h2c`), and the
-//! cookies of an HTTP/2 request joined on one line for an HTTP/1.1 upstream.
+//! cookies of an HTTP/2 request joined on one line for an HTTP/1.1 upstream, whose
+//! `Host` is the request's one valid authority.
 
 use std::time::Duration;
 
@@ -357,6 +358,63 @@ async fn cookies_sent_as_several_h2_fields_reach_an_http1_upstream_on_one_line()
             head.contains("\r\ncookie: a=1; b=2; c=3; d=4\r\n"),
             "{head}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_request_names_one_valid_authority_and_only_it_goes_on() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = Upstream::head_echo();
+        let server = start(&up, None);
+        let addr = server.addr("web");
+        let send = |uri: &str, hosts: &[&str]| {
+            let mut req = http::Request::get(uri);
+            for h in hosts {
+                req = req.header("host", *h);
+            }
+            client::send_h2c(
+                addr,
+                req.body(http_body_util::Full::new(Bytes::new())).unwrap(),
+            )
+        };
+        // Refused before anything reads them: over HTTP/1.1 these are 400s too.
+        for (uri, hosts, why) in [
+            ("/p", &["a.example", "b.example"][..], "more than one host"),
+            (
+                "http://a.example/p",
+                &["a.example", "b.example"][..],
+                "more than one host",
+            ),
+            ("/p", &["u@a.example"][..], "invalid host"),
+            ("/p", &["a b"][..], "invalid host"),
+            ("/p", &[][..], "missing :authority and host"),
+        ] {
+            let answer = send(uri, hosts).await.unwrap();
+            assert_eq!(answer.status, 400, "{uri} {hosts:?}");
+            assert!(
+                answer.text().contains(why),
+                "{uri} {hosts:?}: {}",
+                answer.text()
+            );
+        }
+        assert!(
+            up.requests().is_empty(),
+            "a refused request reached the upstream"
+        );
+        // `:authority` goes on as the one Host, whatever Host the client sent with it;
+        // a lone Host goes on as it is.
+        for (uri, hosts, sent) in [
+            ("http://a.example/p", &["b.example"][..], "a.example"),
+            ("http://a.example/p", &[][..], "a.example"),
+            ("/p", &["c.example:8080"][..], "c.example:8080"),
+        ] {
+            let answer = send(uri, hosts).await.unwrap();
+            assert_eq!(answer.status, 200, "{uri} {hosts:?}: {}", answer.text());
+            let head = answer.text().to_ascii_lowercase();
+            assert_eq!(head.matches("\r\nhost:").count(), 1, "{head}");
+            assert!(head.contains(&format!("\r\nhost: {sent}\r\n")), "{head}");
+        }
     })
     .await;
 }

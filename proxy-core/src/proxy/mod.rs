@@ -11,6 +11,7 @@
 //! (errors to 408/502/503/504 answers), with `tower::timeout::TimeoutLayer` for
 //! timeouts.
 
+mod authority;
 mod body_buffer;
 mod body_buffer_layer;
 mod body_rate;
@@ -34,6 +35,7 @@ use std::{
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+pub use self::authority::{check_authority, AuthorityError};
 pub(crate) use self::body_buffer::client_body_error;
 pub use self::body_buffer::BodyBuffer;
 pub use self::body_buffer_layer::{BodyBufferLayer, BodyBufferService};

@@ -51,7 +51,7 @@ pub(super) async fn serve(resolver: Resolver, peer: SocketAddr, shared: Arc<Shar
         }
     };
     let (mut send, mut recv) = stream.split();
-    let declared = match check_head(head.headers()) {
+    let declared = match check_head(&head) {
         Ok(d) => d,
         Err(reason) => {
             tracing::debug!(reason, "malformed HTTP/3 request");
@@ -96,8 +96,13 @@ pub(super) async fn serve(resolver: Resolver, peer: SocketAddr, shared: Arc<Shar
 }
 
 /// The declared body length, or why the head is malformed: a connection-specific
-/// field, `te` other than `trailers`, a `content-length` that is not one number.
-fn check_head(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
+/// field, `te` other than `trailers`, a `content-length` that is not one number, an
+/// authority that could not be sent on as `Host` or a second `Host` field.
+fn check_head(head: &http::Request<()>) -> Result<Option<u64>, &'static str> {
+    // h3 has refused a request with neither `:authority` nor `Host`, or with both
+    // and different (RFC 9114 4.3.1), and made the URI's authority of either.
+    proxy_core::proxy::check_authority(head.uri(), head.headers()).map_err(|e| e.as_str())?;
+    let headers = head.headers();
     if CONNECTION_SPECIFIC.iter().any(|h| headers.contains_key(h)) {
         return Err("connection-specific header field");
     }
@@ -225,21 +230,23 @@ mod tests {
         h
     }
 
+    /// A request for `https://a.example/` with `pairs` as its fields.
+    fn head(pairs: &[(&str, &str)]) -> http::Request<()> {
+        let mut req = http::Request::new(());
+        *req.uri_mut() = "https://a.example/".parse().unwrap();
+        *req.headers_mut() = headers(pairs);
+        req
+    }
+
     #[test]
     fn heads_are_checked_as_rfc_9114_says() {
-        assert_eq!(check_head(&headers(&[])), Ok(None));
+        assert_eq!(check_head(&head(&[])), Ok(None));
+        assert_eq!(check_head(&head(&[("content-length", "12")])), Ok(Some(12)));
         assert_eq!(
-            check_head(&headers(&[("content-length", "12")])),
-            Ok(Some(12))
-        );
-        assert_eq!(
-            check_head(&headers(&[
-                ("content-length", "3"),
-                ("content-length", "3")
-            ])),
+            check_head(&head(&[("content-length", "3"), ("content-length", "3")])),
             Ok(Some(3))
         );
-        assert_eq!(check_head(&headers(&[("te", "trailers")])), Ok(None));
+        assert_eq!(check_head(&head(&[("te", "trailers")])), Ok(None));
         for bad in [
             vec![("content-length", "3"), ("content-length", "4")],
             vec![("content-length", "-1")],
@@ -252,8 +259,26 @@ mod tests {
             vec![("upgrade", "websocket")],
             vec![("te", "gzip")],
         ] {
-            assert!(check_head(&headers(&bad)).is_err(), "{bad:?}");
+            assert!(check_head(&head(&bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_authority_is_one_that_can_go_on_as_host() {
+        assert_eq!(check_head(&head(&[("host", "a.example")])), Ok(None));
+        let mut path_only = head(&[("host", "b.example")]);
+        *path_only.uri_mut() = "/".parse().unwrap();
+        assert_eq!(check_head(&path_only), Ok(None));
+        assert_eq!(
+            check_head(&head(&[("host", "a.example"), ("host", "b.example")])),
+            Err("more than one host")
+        );
+        let mut userinfo = head(&[]);
+        *userinfo.uri_mut() = "https://u@a.example/".parse().unwrap();
+        assert_eq!(check_head(&userinfo), Err("invalid :authority"));
+        let mut none = head(&[]);
+        *none.uri_mut() = "/".parse().unwrap();
+        assert_eq!(check_head(&none), Err("missing :authority and host"));
     }
 
     #[test]

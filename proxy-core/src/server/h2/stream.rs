@@ -364,14 +364,15 @@ fn refusal(req: &mut crate::HttpRequest, shared: &Shared) -> Option<HttpResponse
             why,
         )))
     };
-    if req
-        .uri()
-        .authority()
-        .is_some_and(|a| !crate::http1::head::valid_host(a.as_str().as_bytes()))
-    {
-        // `:authority` becomes the Host sent on: held to Host's grammar, without a
-        // userinfo (RFC 9113 8.3.1), as an HTTP/1.1 target's authority is.
-        return bad("invalid :authority");
+    // `:authority`, else the one `Host`, becomes the Host sent on: held to Host's
+    // grammar, without a userinfo (RFC 9113 8.3.1), as an HTTP/1.1 request's is.
+    if let Err(e) = crate::proxy::check_authority(req.uri(), req.headers()) {
+        return bad(e.as_str());
+    }
+    if req.uri().authority().is_some() {
+        // `:authority` is routed on and sent on; a `Host` beside it, the same or not,
+        // would show filters another authority (RFC 9113 8.3.1: it is replaced).
+        req.headers_mut().remove(header::HOST);
     }
     if req.headers().len() > shared.ctx.limits.max_headers as usize {
         // As over HTTP/1.1: the count is the listener's, not only the bytes (which
