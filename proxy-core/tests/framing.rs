@@ -19,6 +19,7 @@ use proxy_test_support::{
     upstream::Upstream,
     yaml,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn start(up: &Upstream, policy: Option<&str>) -> TestServer {
     let limits = policy.map(|p| format!("limits: {{ headers_with_underscores: {p} }}"));
@@ -186,7 +187,6 @@ async fn chunk_lines_ended_by_a_bare_lf_are_refused_without_waiting() {
 /// An upstream that reads one request and answers `answer`, then closes.
 fn answering(answer: &'static [u8]) -> Upstream {
     proxy_test_support::upstream::spawn_raw(move |mut stream, _| async move {
-        use tokio::io::AsyncWriteExt;
         if proxy_test_support::upstream::read_request(&mut stream)
             .await
             .is_none()
@@ -492,11 +492,40 @@ async fn an_http_1_0_request_without_host_goes_on_with_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_client_asking_for_keep_alive_is_told_its_connection_stays() {
+    with_timeout(Duration::from_secs(30), async {
+        let up = Upstream::head_echo();
+        let server = start(&up, None);
+        let mut s = tokio::net::TcpStream::connect(server.addr("web"))
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        for path in ["/a", "/b"] {
+            let req = format!("GET {path} HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let answer = raw::read_response(&mut s, &mut buf).await.unwrap();
+            assert_eq!(answer.status, 200, "{path}");
+            // Without it, an HTTP/1.0 client takes the connection as closing.
+            assert_eq!(answer.header("connection"), Some("keep-alive"), "{path}");
+        }
+        assert_eq!(up.requests().len(), 2);
+        // Without `keep-alive`, an HTTP/1.0 connection closes after its answer.
+        s.write_all(b"GET /c HTTP/1.0\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = raw::read_response(&mut s, &mut buf).await.unwrap();
+        assert_eq!(answer.header("connection"), Some("close"));
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).await.unwrap(), 0, "closed");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_with_both_length_and_chunked_is_read_chunked_and_its_connection_dropped() {
     with_timeout(Duration::from_secs(30), async {
         // Every request on a connection is answered with both fields.
         let up = proxy_test_support::upstream::spawn_raw(|mut stream, _| async move {
-            use tokio::io::AsyncWriteExt;
             while proxy_test_support::upstream::read_request(&mut stream)
                 .await
                 .is_some()

@@ -377,6 +377,14 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             close = true;
         }
         let headers = resp.headers_mut();
+        if version == Version::HTTP_10 && !close {
+            // An HTTP/1.0 client keeps its connection only when the answer says so
+            // (RFC 9112 9.3 and appendix C.2.2, RFC 2068 19.7.1).
+            headers.insert(
+                header::CONNECTION,
+                http::HeaderValue::from_static("keep-alive"),
+            );
+        }
         // The head is written without the upstream's framing fields; they are removed
         // from the map only for the access log, which reads the head as sent.
         if log.is_some() {
