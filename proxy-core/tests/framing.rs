@@ -487,6 +487,20 @@ async fn an_http_1_0_request_without_host_goes_on_with_one() {
             seen.to_ascii_lowercase().contains("host: app\r\n"),
             "{seen}"
         );
+        // An HTTP/2 upstream gets it as `:authority`.
+        let cfg = yaml::config(
+            &[yaml::listener("web", "app", &[])],
+            &[yaml::cluster("app", &[up.addr], &["protocol: http2"])],
+        );
+        let h2 = TestServer::start(&cfg, Registry::default());
+        let answer = send(h2.addr("web"), b"GET /h2 HTTP/1.0\r\n\r\n").await;
+        assert!(answer.contains(" 200 "), "{answer}");
+        let seen = up
+            .requests()
+            .pop()
+            .expect("the request reached the upstream");
+        assert_eq!(seen.version, http::Version::HTTP_2);
+        assert_eq!(seen.uri.authority().map(|a| a.as_str()), Some("app"));
     })
     .await;
 }

@@ -189,19 +189,23 @@ pub(super) fn prepare_upstream_request(
             }
         }
         UpstreamProtocol::Http2 => {
-            let auth = host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
+            // An HTTP/1.0 client may send no Host: the cluster's name stands in, as
+            // for an HTTP/1.1 upstream, or `localhost` where the name is no authority.
+            let auth = host.as_ref().and_then(|h| h.to_str().ok());
             let path = rewritten
                 .as_deref()
                 .unwrap_or_else(|| req.uri().path_and_query().map_or("/", |p| p.as_str()));
-            if let Ok(uri) = Uri::builder()
-                .scheme("http")
-                .authority(auth)
-                .path_and_query(path)
-                .build()
-            {
+            let uri = [auth.unwrap_or(&cluster.name), "localhost"]
+                .into_iter()
+                .find_map(|a| {
+                    Uri::builder()
+                        .scheme("http")
+                        .authority(a)
+                        .path_and_query(path)
+                        .build()
+                        .ok()
+                });
+            if let Some(uri) = uri {
                 *req.uri_mut() = uri;
             }
         }
