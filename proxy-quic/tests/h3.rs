@@ -299,6 +299,42 @@ async fn stack_errors_are_answered_and_malformed_requests_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_go_on_one_line_and_a_second_host_is_refused() {
+    with_timeout(TEST_TIMEOUT, async {
+        let up = Upstream::echo("e");
+        let tls = Tls::new();
+        let server = Running::start(
+            H3Listener::builder("h3", tls.server()),
+            proxy_stack(up.addr),
+        );
+        let mut client = Client::connect(server.addr, tls.client.clone()).await;
+        // One field per cookie, as HTTP/3 clients may send them: one line for an
+        // HTTP/1.1 upstream, joined with `; ` (RFC 9114 section 4.2.1).
+        let mut req = request("GET", server.addr, "/cookies");
+        for c in ["a=1", "b=2"] {
+            req.headers_mut().append("cookie", c.parse().unwrap());
+        }
+        let a = client.request(req, &[]).await.unwrap();
+        assert_eq!(a.status(), 200);
+        assert_eq!(Echoed::parse(&a.body).header_all("cookie"), ["a=1; b=2"]);
+
+        // A second Host, even one that names `:authority` again, is malformed: an
+        // HTTP/1.1 upstream could read either.
+        let mut req = request("GET", server.addr, "/hosts");
+        let authority = format!("localhost:{}", server.addr.port());
+        for _ in 0..2 {
+            req.headers_mut().append("host", authority.parse().unwrap());
+        }
+        let err = client.request(req, &[]).await.unwrap_err();
+        assert!(format!("{err:?}").contains("H3_MESSAGE_ERROR"), "{err:?}");
+        assert_eq!(up.hits(), 1);
+        assert_eq!(server.stats().malformed, 1);
+        server.stop().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_sends_goaway_and_lets_requests_finish() {
     with_timeout(TEST_TIMEOUT, async {
         let up = Upstream::echo("e");
