@@ -15,7 +15,7 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use futures_util::future::join_all;
-use h3_support::{finish, proxy_stack, request, Client, Running, Tls, TEST_TIMEOUT};
+use h3_support::{finish, proxy_stack, proxy_to_echo, request, Client, Running, Tls, TEST_TIMEOUT};
 use http::HeaderMap;
 use proxy_core::{BoxError, BoxHttp, HttpListener, HttpRequest, HttpResponse};
 use proxy_quic::{
@@ -28,12 +28,8 @@ use tower::ServiceBuilder;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_and_post_through_the_router_and_proxy_to_an_http1_upstream() {
     with_timeout(TEST_TIMEOUT, async {
-        let up = Upstream::echo("e");
         let tls = Tls::new();
-        let server = Running::start(
-            H3Listener::builder("h3", tls.server()),
-            proxy_stack(up.addr),
-        );
+        let (up, server) = proxy_to_echo(&tls);
         let mut client = Client::connect(server.addr, tls.client.clone()).await;
 
         let a = client.get(server.addr, "/hello?x=1").await.unwrap();
@@ -301,12 +297,8 @@ async fn stack_errors_are_answered_and_malformed_requests_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookies_go_on_one_line_and_a_second_host_is_refused() {
     with_timeout(TEST_TIMEOUT, async {
-        let up = Upstream::echo("e");
         let tls = Tls::new();
-        let server = Running::start(
-            H3Listener::builder("h3", tls.server()),
-            proxy_stack(up.addr),
-        );
+        let (up, server) = proxy_to_echo(&tls);
         let mut client = Client::connect(server.addr, tls.client.clone()).await;
         // One field per cookie, as HTTP/3 clients may send them: one line for an
         // HTTP/1.1 upstream, joined with `; ` (RFC 9114 section 4.2.1).
@@ -337,12 +329,8 @@ async fn cookies_go_on_one_line_and_a_second_host_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_sends_goaway_and_lets_requests_finish() {
     with_timeout(TEST_TIMEOUT, async {
-        let up = Upstream::echo("e");
         let tls = Tls::new();
-        let server = Running::start(
-            H3Listener::builder("h3", tls.server()),
-            proxy_stack(up.addr),
-        );
+        let (up, server) = proxy_to_echo(&tls);
         let addr = server.addr;
         let mut client = Client::connect(addr, tls.client.clone()).await;
         let mut slow = request("GET", addr, "/slow");
@@ -433,12 +421,8 @@ async fn the_drain_is_bounded_and_refuses_new_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_listeners_advertise_the_h3_listener_with_alt_svc() {
     with_timeout(TEST_TIMEOUT, async {
-        let up = Upstream::echo("e");
         let tls = Tls::new();
-        let h3 = Running::start(
-            H3Listener::builder("h3", tls.server()),
-            proxy_stack(up.addr),
-        );
+        let (up, h3) = proxy_to_echo(&tls);
         let tcp_stack = BoxHttp::new(
             ServiceBuilder::new()
                 .layer(AltSvcLayer::new(h3.addr.port(), Duration::from_secs(3600)))

@@ -13,9 +13,8 @@ use std::{
     time::Duration,
 };
 
-use h3_support::{proxy_stack, Client, Running, Tls, TEST_TIMEOUT};
-use proxy_quic::h3::H3Listener;
-use proxy_test_support::{with_timeout, Upstream};
+use h3_support::{proxy_to_echo, Client, Tls, TEST_TIMEOUT};
+use proxy_test_support::with_timeout;
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
@@ -79,12 +78,8 @@ async fn garbage_on_quic_streams_never_panics_and_the_listener_goes_on() {
         default_hook(info);
     }));
     with_timeout(TEST_TIMEOUT, async {
-        let up = Upstream::echo("e");
         let tls = Tls::new();
-        let server = Running::start(
-            H3Listener::builder("h3", tls.server()),
-            proxy_stack(up.addr),
-        );
+        let (up, server) = proxy_to_echo(&tls);
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut closed_by_server = 0;

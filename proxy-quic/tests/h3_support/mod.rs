@@ -18,6 +18,7 @@ use proxy_core::{
     BoxError, BoxHttp,
 };
 use proxy_quic::h3::{H3Listener, H3ListenerBuilder, H3Stats, H3StatsSnapshot};
+use proxy_test_support::Upstream;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tower::ServiceExt;
 
@@ -106,6 +107,17 @@ impl Running {
         }
         self.task
     }
+}
+
+/// An echo upstream named `e` and a listener (the default builder) whose stack is
+/// [`proxy_stack`] to it.
+pub fn proxy_to_echo(tls: &Tls) -> (Upstream, Running) {
+    let up = Upstream::echo("e");
+    let server = Running::start(
+        H3Listener::builder("h3", tls.server()),
+        proxy_stack(up.addr),
+    );
+    (up, server)
 }
 
 /// proxy-core's router and proxy: every request to `upstream` (HTTP/1.1), within
