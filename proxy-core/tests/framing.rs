@@ -368,7 +368,7 @@ async fn an_h2_request_names_one_valid_authority_and_only_it_goes_on() {
         let up = Upstream::head_echo();
         let server = start(&up, None);
         let addr = server.addr("web");
-        let send = |uri: &str, hosts: &[&str]| {
+        let h2c_get = |uri: &str, hosts: &[&str]| {
             let mut req = http::Request::get(uri);
             for h in hosts {
                 req = req.header("host", *h);
@@ -390,7 +390,7 @@ async fn an_h2_request_names_one_valid_authority_and_only_it_goes_on() {
             ("/p", &["a b"][..], "invalid host"),
             ("/p", &[][..], "missing :authority and host"),
         ] {
-            let answer = send(uri, hosts).await.unwrap();
+            let answer = h2c_get(uri, hosts).await.unwrap();
             assert_eq!(answer.status, 400, "{uri} {hosts:?}");
             assert!(
                 answer.text().contains(why),
@@ -409,7 +409,7 @@ async fn an_h2_request_names_one_valid_authority_and_only_it_goes_on() {
             ("http://a.example/p", &[][..], "a.example"),
             ("/p", &["c.example:8080"][..], "c.example:8080"),
         ] {
-            let answer = send(uri, hosts).await.unwrap();
+            let answer = h2c_get(uri, hosts).await.unwrap();
             assert_eq!(answer.status, 200, "{uri} {hosts:?}: {}", answer.text());
             let head = answer.text().to_ascii_lowercase();
             assert_eq!(head.matches("\r\nhost:").count(), 1, "{head}");
