@@ -146,13 +146,18 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
-/// A header name, checked at load.
+/// A header name, checked at load. `:authority` is read as `host`: a request names its
+/// authority in one or the other, and a condition on `host` sees either
+/// ([`HeaderMatch::matches_request`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Header(pub HeaderName);
 
 impl FromStr for Header {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case(":authority") {
+            return Ok(Self(http::header::HOST));
+        }
         HeaderName::from_bytes(s.as_bytes())
             .map(Self)
             .map_err(|_| format!("{s:?} is not a valid header name"))
@@ -176,6 +181,10 @@ impl<'de> Deserialize<'de> for Header {
 /// `value` the header only has to be present; `invert: true` flips the result (so
 /// `{name: x-debug, invert: true}` means "absent"). With several values under the
 /// name, any may match; a value that is not visible ASCII matches no string.
+///
+/// A condition on `host` (or `:authority`, the same) is a condition on the authority
+/// the request names: over HTTP/2 and HTTP/3 that is `:authority`, which carries no
+/// `Host` field. Give it with [`HeaderMatch::matches_request`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
@@ -208,6 +217,41 @@ impl HeaderMatch {
             Some(m) => values.any(|v| v.to_str().is_ok_and(|v| m.matches(v))),
         };
         hit != self.invert
+    }
+
+    /// Whether a request with `headers` matches, where `authority` is the authority
+    /// its target names (the URI's: HTTP/2's and HTTP/3's `:authority`, or an
+    /// HTTP/1.1 absolute-form target's), if any. A condition on `host` is held
+    /// against `authority` when there is one, as it replaces any `Host` field
+    /// (RFC 9112 3.2.2, RFC 9113 8.3.1), and against the `Host` field otherwise.
+    /// Every other condition reads `headers`, as [`HeaderMatch::matches`].
+    ///
+    /// ```
+    /// use proxy_core::matcher::HeaderMatch;
+    ///
+    /// let h: HeaderMatch =
+    ///     proxy_core::config::from_yaml("{name: host, value: {exact: api.example.com}}").unwrap();
+    /// let no_host = http::HeaderMap::new();
+    /// assert!(h.matches_request(&no_host, Some("api.example.com")), "HTTP/2's :authority");
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert(http::header::HOST, "api.example.com".parse().unwrap());
+    /// assert!(h.matches_request(&headers, None), "HTTP/1.1's Host");
+    /// assert!(!h.matches_request(&headers, Some("other.example.com")), "the target's wins");
+    /// ```
+    #[inline]
+    pub fn matches_request(&self, headers: &HeaderMap, authority: Option<&str>) -> bool {
+        match authority {
+            Some(authority) if self.name.0 == http::header::HOST => {
+                let hit = self.value.as_ref().is_none_or(|m| m.matches(authority));
+                hit != self.invert
+            }
+            _ => self.matches(headers),
+        }
+    }
+
+    /// Whether this is a condition on the request's authority (`host`).
+    pub fn is_on_host(&self) -> bool {
+        self.name.0 == http::header::HOST
     }
 }
 
@@ -294,8 +338,36 @@ mod tests {
         assert!(absent.matches(&headers));
         let e = crate::config::from_yaml::<HeaderMatch>("{name: 'bad name'}").unwrap_err();
         assert_eq!(e.path, "name", "{e}");
+        let e = crate::config::from_yaml::<HeaderMatch>("{name: ':path'}").unwrap_err();
+        assert_eq!(e.path, "name", "{e}");
         let e =
             crate::config::from_yaml::<HeaderMatch>("{name: x, value: {regex: '('}}").unwrap_err();
         assert!(e.path.starts_with("value"), "{e}");
+    }
+
+    #[test]
+    fn a_condition_on_host_sees_the_authority_the_request_names() {
+        let exact: HeaderMatch =
+            crate::config::from_yaml("{name: ':authority', value: {suffix: .example.com}}")
+                .unwrap();
+        assert!(exact.is_on_host(), "`:authority` is `host`");
+        let mut headers = HeaderMap::new();
+        assert!(!exact.matches_request(&headers, None));
+        assert!(exact.matches_request(&headers, Some("api.example.com")));
+        headers.insert(http::header::HOST, "api.example.com".parse().unwrap());
+        assert!(exact.matches_request(&headers, None), "the Host field");
+        assert!(
+            !exact.matches_request(&headers, Some("api.example.org")),
+            "the target's authority replaces Host"
+        );
+        let absent: HeaderMatch = crate::config::from_yaml("{name: host, invert: true}").unwrap();
+        assert!(!absent.matches_request(&HeaderMap::new(), Some("a")));
+        assert!(absent.matches_request(&HeaderMap::new(), None));
+        let other: HeaderMatch = crate::config::from_yaml("{name: x-a}").unwrap();
+        assert!(!other.is_on_host());
+        assert!(
+            !other.matches_request(&headers, Some("x-a")),
+            "reads its own field"
+        );
     }
 }

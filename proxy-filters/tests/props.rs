@@ -192,6 +192,7 @@ proptest! {
             peer: Some("10.1.2.3".parse().unwrap()),
             identity: None,
             headers: &headers,
+            authority: Some("api.local"),
             host: Some("api.local"),
             path: "/v1/users",
             method: &method,

@@ -237,23 +237,21 @@ async fn same_rules_over_http2() {
     with_timeout(Duration::from_secs(30), async {
         let up = upstream("backend", Duration::ZERO);
         let proxy = start(&config(
-            &[listener(
-                "allow",
-                &format!("[{{typed: rbac, config: {ALLOW_LIST}}}]"),
-                "b",
-            )],
+            &[
+                listener(
+                    "allow",
+                    &format!("[{{typed: rbac, config: {ALLOW_LIST}}}]"),
+                    "b",
+                ),
+                listener(
+                    "by-host",
+                    &format!("[{{typed: rbac, config: {BY_HOST}}}]"),
+                    "b",
+                ),
+            ],
             &[("b", up.addr)],
         ));
-        let stream = tokio::net::TcpStream::connect(proxy.addr("allow"))
-            .await
-            .unwrap();
-        let (mut h2, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut h2 = h2c_connect(proxy.addr("allow")).await;
         for (path, want) in [("/public/a", 200), ("/private", 403), ("/public/b", 200)] {
             let req = http::Request::get(format!("http://test.local{path}"))
                 .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -276,6 +274,36 @@ async fn same_rules_over_http2() {
             assert_eq!(resp.headers()["content-type"], "application/grpc");
         }
         assert_eq!(up.hits(), 2);
+        // A header condition on `host` sees `:authority`, as it sees HTTP/1.1's Host.
+        let mut h2 = h2c_connect(proxy.addr("by-host")).await;
+        for (authority, want) in [("blocked.local", 403), ("open.local", 200)] {
+            let req = http::Request::get(format!("http://{authority}/x"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let resp = h2.send_request(req).await.unwrap();
+            assert_eq!(resp.status().as_u16(), want, "{authority}");
+        }
+        assert_eq!(up.hits(), 3);
     })
     .await;
+}
+
+/// Denies requests whose `host` is `blocked.local`, by a header condition.
+const BY_HOST: &str = r#"{policies: [
+  {name: blocked, action: deny, principals: [{header: {name: host, value: {exact: blocked.local}}}], permissions: [{any: true}]}
+], default_action: allow}"#;
+
+/// An HTTP/2 (prior knowledge) connection to `addr`.
+async fn h2c_connect(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    h2
 }

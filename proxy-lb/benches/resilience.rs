@@ -67,6 +67,7 @@ fn steering(c: &mut Criterion) {
         method: &Method::GET,
         path: "/api/v1/pay",
         headers: &headers,
+        authority: None,
         rpc: None,
     };
     c.bench_function("steering_find_last_of_20_rules", |b| {

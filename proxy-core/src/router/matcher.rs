@@ -41,10 +41,24 @@ impl Conditions {
         Ok(Self { methods, headers })
     }
 
-    /// Whether the method and every header condition hold.
+    /// Whether the method and every header condition hold; a condition on `host` sees
+    /// `authority` when there is one ([`HeaderMatch::matches_request`]).
     #[inline]
-    pub(super) fn matches(&self, method: &Method, headers: &HeaderMap) -> bool {
+    pub(super) fn matches(
+        &self,
+        method: &Method,
+        authority: Option<&str>,
+        headers: &HeaderMap,
+    ) -> bool {
         (self.methods.is_empty() || self.methods.contains(method))
-            && self.headers.iter().all(|h| h.matches(headers))
+            && self
+                .headers
+                .iter()
+                .all(|h| h.matches_request(headers, authority))
+    }
+
+    /// Whether a header condition is on the request's authority.
+    pub(super) fn reads_host(&self) -> bool {
+        self.headers.iter().any(HeaderMatch::is_on_host)
     }
 }

@@ -17,6 +17,9 @@ use crate::{config::VirtualHostConfig, ConfigError};
 pub struct RouteTable {
     hosts: HostIndex,
     vhosts: Box<[VirtualHost]>,
+    /// Whether a route has a condition on `host`, so the request's authority is read
+    /// even when every virtual host is `*`.
+    reads_host: bool,
 }
 
 /// One virtual host: its routes and their conditions, by config index.
@@ -105,16 +108,22 @@ impl RouteTable {
             }
             built.push(VirtualHost::build(&field, cfg, cluster_exists)?);
         }
+        let reads_host = built
+            .iter()
+            .any(|v: &VirtualHost| v.conditions.iter().any(Conditions::reads_host));
         Ok(RouteTable {
             hosts: hosts.build(),
             vhosts: built.into(),
+            reads_host,
         })
     }
 
     /// The route for a request: the virtual host is chosen by `host` (the Host header or
     /// `:authority`; a port is ignored, case does not matter, `None` only matches `*`),
     /// then the first route of that host, in config order, whose path, method and
-    /// header conditions hold. `path` excludes the query string.
+    /// header conditions hold. `path` excludes the query string. A header condition on
+    /// `host` (or `:authority`) is held against `host` when given, so it sees HTTP/2's
+    /// `:authority` as it sees HTTP/1.1's Host.
     ///
     /// Never panics, whatever the input, and takes no lock of its own. It allocates
     /// nothing unless the host is longer than 256 bytes and not lowercase (the regex
@@ -131,15 +140,16 @@ impl RouteTable {
         let index = vhost.paths.find(path, |i| {
             conditions
                 .get(i as usize)
-                .is_some_and(|c| c.matches(method, headers))
+                .is_some_and(|c| c.matches(method, host, headers))
         })?;
         vhost.routes.get(index as usize)
     }
 
     /// Whether [`RouteTable::find`] gives the same answer whatever the host (the only
-    /// domain is `*`): the caller need not look the host up.
+    /// domain is `*` and no route has a condition on `host`): the caller need not look
+    /// the host up.
     pub(crate) fn host_agnostic(&self) -> bool {
-        self.hosts.host_agnostic()
+        self.hosts.host_agnostic() && !self.reads_host
     }
 
     /// All routes, virtual host by virtual host, in config order (for metrics).

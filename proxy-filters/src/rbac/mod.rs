@@ -147,6 +147,7 @@ fn with_facts<R>(req: &HttpRequest, host: Option<&str>, f: impl FnOnce(&Facts<'_
         peer,
         identity,
         headers: req.headers(),
+        authority: req.uri().authority().map(|a| a.as_str()),
         host,
         path: &path,
         method: req.method(),

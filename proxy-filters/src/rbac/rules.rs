@@ -120,6 +120,9 @@ pub struct Facts<'a> {
     pub identity: Option<Identity<'a>>,
     /// Request headers.
     pub headers: &'a HeaderMap,
+    /// The authority the request's target names (HTTP/2's `:authority`), which a
+    /// header condition on `host` sees in place of the Host field.
+    pub authority: Option<&'a str>,
     /// The host without port.
     pub host: Option<&'a str>,
     /// The path without query.
@@ -142,7 +145,7 @@ impl Principal {
                     || id.dns_sans.iter().any(|s| m.matches(s))
                     || id.subject.is_some_and(|s| m.matches(s))
             }),
-            Self::Header(h) => h.matches(f.headers),
+            Self::Header(h) => h.matches_request(f.headers, f.authority),
             Self::And(all) => all.iter().all(|p| p.matches(f)),
             Self::Or(any) => any.iter().any(|p| p.matches(f)),
             Self::Not(p) => !p.matches(f),
@@ -158,7 +161,7 @@ impl Permission {
             Self::Host(m) => f.host.is_some_and(|h| m.matches(h)),
             Self::Path(m) => m.matches(f.path),
             Self::Method(list) => list.iter().any(|m| m.0 == *f.method),
-            Self::Header(h) => h.matches(f.headers),
+            Self::Header(h) => h.matches_request(f.headers, f.authority),
             Self::Rpc(m) => f.rpc.is_some_and(|(s, me)| m.matches(s, me)),
             Self::And(all) => all.iter().all(|p| p.matches(f)),
             Self::Or(any) => any.iter().any(|p| p.matches(f)),

@@ -115,6 +115,7 @@ impl<S> TrafficSteering<S> {
             method: req.method(),
             path: req.uri().path(),
             headers: req.headers(),
+            authority: req.uri().authority().map(|a| a.as_str()),
             rpc,
         };
         let Some(i) = rules.find(&view) else {

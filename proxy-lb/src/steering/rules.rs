@@ -65,6 +65,9 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The authority the request's target names (HTTP/2's `:authority`), which a
+    /// header condition on `host` sees in place of the Host field.
+    pub authority: Option<&'a str>,
     /// The RPC service and method, when a codec set them.
     pub rpc: Option<(&'a str, &'a str)>,
 }
@@ -96,7 +99,9 @@ impl Rule {
                 return false;
             }
         }
-        self.headers.iter().all(|h| h.matches(req.headers))
+        self.headers
+            .iter()
+            .all(|h| h.matches_request(req.headers, req.authority))
     }
 
     /// The target for a matching request; `random` is uniformly random.

@@ -33,6 +33,7 @@ fn view<'a>(
         method,
         path,
         headers,
+        authority: None,
         rpc,
     }
 }
@@ -50,6 +51,24 @@ fn header_rule_routes_transfers_to_group_2() {
     );
     h.insert("type", "query".parse().unwrap());
     assert_eq!(s.find(&view(&Method::GET, "/x", &h, None)), None);
+}
+
+#[test]
+fn a_host_rule_sees_the_authority_the_request_names() {
+    let cfg: SteeringConfig = proxy_core::config::from_yaml(
+        "rules: [{match: {headers: [{name: host, value: {suffix: .eu}}]}, to: {cluster: a}}]",
+    )
+    .unwrap();
+    let s = RuleSet::new(&cfg, |c| c == "a").unwrap();
+    let mut h = HeaderMap::new();
+    let over_h2 = |authority| RequestView {
+        authority,
+        ..view(&Method::GET, "/", &h, None)
+    };
+    assert_eq!(s.find(&over_h2(Some("shop.eu"))), Some(0), ":authority");
+    assert_eq!(s.find(&over_h2(Some("shop.us"))), None);
+    h.insert("host", "shop.eu".parse().unwrap());
+    assert_eq!(s.find(&view(&Method::GET, "/", &h, None)), Some(0), "Host");
 }
 
 #[test]

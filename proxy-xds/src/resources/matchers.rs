@@ -122,25 +122,25 @@ pub(crate) fn header_match(h: &HeaderMatcher) -> Result<Vec<HeaderMatch>, Refusa
     rest.invert_match = false;
     rest.header_match_specifier = None;
     refuse_leftover(&rest, fields::HEADER_MATCHER)?;
-    if h.name.starts_with(':') {
+    // `:authority` is a condition on the request's authority, which core's `host`
+    // condition is (it sees HTTP/2's `:authority` and HTTP/1.1's Host alike).
+    if h.name.starts_with(':') && h.name != ":authority" {
         return Err(Refusal::new(
             "",
             "name",
             format!(
-                "{:?}: pseudo-headers other than :method are not supported",
+                "{:?}: pseudo-headers other than :method and :authority are not supported",
                 h.name
             ),
         ));
     }
-    let name = HeaderName::from_bytes(h.name.as_bytes())
-        .map(Header)
-        .map_err(|_| {
-            Refusal::new(
-                "",
-                "name",
-                format!("{:?} is not a valid header name", h.name),
-            )
-        })?;
+    let name = h.name.parse::<Header>().map_err(|_| {
+        Refusal::new(
+            "",
+            "name",
+            format!("{:?} is not a valid header name", h.name),
+        )
+    })?;
     let nonempty = |field: &str, s: &String| {
         if s.is_empty() {
             Err(Refusal::new("", field, "must not be empty"))

@@ -112,6 +112,39 @@ fn matches_and_defaults_map_one_to_one() {
 }
 
 #[test]
+fn an_authority_matcher_is_a_condition_on_host_and_other_pseudo_headers_are_refused() {
+    let with_header = |name: &str| {
+        let mut r = route(PathSpecifier::Prefix("/".into()), to("a"));
+        if let Some(m) = &mut r.r#match {
+            m.headers = vec![HeaderMatcher {
+                name: name.into(),
+                #[allow(deprecated)]
+                header_match_specifier: Some(HeaderMatchSpecifier::SuffixMatch(
+                    ".example.com".into(),
+                )),
+                ..HeaderMatcher::default()
+            }];
+        }
+        config(vec![r])
+    };
+    let x = route_configuration(&with_header(":authority")).unwrap();
+    let conditions = &x.virtual_hosts[0].routes[0].matcher.headers;
+    assert_eq!(conditions.len(), 1);
+    assert!(conditions[0].is_on_host(), "{conditions:?}");
+    assert_eq!(
+        conditions[0].value,
+        Some(StringMatch::Suffix(".example.com".into()))
+    );
+    assert!(
+        refusal(&with_header(":path")).ends_with(
+            "\":path\": pseudo-headers other than :method and :authority are not supported"
+        ),
+        "{}",
+        refusal(&with_header(":path"))
+    );
+}
+
+#[test]
 fn retries_timeouts_rewrites_and_header_levels() {
     let mut action = RouteAction {
         cluster_specifier: Some(ClusterSpecifier::Cluster("app".into())),
