@@ -143,6 +143,42 @@ pub(crate) fn fingerprint(headers: &HeaderMap) -> u64 {
     h.finish()
 }
 
+/// Calls `entry` with each field of an HTTP message from another protocol that goes
+/// into an RPC header map, one entry per name: a map keeps one value per key (a Java
+/// receiver's keeps the last), so the values of a repeated field are joined as RFC
+/// 9110 5.3 allows, with `, `, and those of `Cookie` with `; ` (RFC 9113 8.2.3).
+/// `Set-Cookie`, which cannot be joined (RFC 9110 5.3), stays one entry per value.
+/// `joined` is scratch space for the joined values.
+pub(crate) fn for_each_joined_field(
+    headers: &HeaderMap,
+    joined: &mut Vec<u8>,
+    mut entry: impl FnMut(&HeaderName, &[u8]),
+) {
+    let mut fields = headers.iter().peekable();
+    while let Some((name, value)) = fields.next() {
+        if !forwarded(name) {
+            continue;
+        }
+        let repeated = fields.peek().is_some_and(|(next, _)| *next == name);
+        if !repeated || name == http::header::SET_COOKIE {
+            entry(name, value.as_bytes());
+            continue;
+        }
+        let separator: &[u8] = if name == http::header::COOKIE {
+            b"; "
+        } else {
+            b", "
+        };
+        joined.clear();
+        joined.extend_from_slice(value.as_bytes());
+        while let Some((_, value)) = fields.next_if(|(next, _)| *next == name) {
+            joined.extend_from_slice(separator);
+            joined.extend_from_slice(value.as_bytes());
+        }
+        entry(name, joined);
+    }
+}
+
 /// The original spelling of `name` among `cased` keys, or the name itself.
 pub(crate) fn original_key<'a>(cased: &'a [Bytes], name: &'a HeaderName) -> &'a [u8] {
     let name = name.as_str().as_bytes();
@@ -176,6 +212,39 @@ mod tests {
         assert_eq!(
             rpc_uri("com.example.Hello:1.0", "sayHello").path(),
             "/com.example.Hello:1.0/sayHello"
+        );
+    }
+
+    #[test]
+    fn a_repeated_field_is_one_entry_of_joined_values() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x-tag", "a"),
+            ("cookie", "s=1"),
+            ("x-one", "only"),
+            ("x-tag", "b, c"),
+            ("set-cookie", "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT"),
+            ("host", "not.carried"),
+            ("cookie", "t=2"),
+            ("set-cookie", "b=2"),
+            ("x-tag", "d"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        let mut entries = Vec::new();
+        for_each_joined_field(&headers, &mut Vec::new(), |name, value| {
+            entries.push(format!("{name}: {}", String::from_utf8_lossy(value)));
+        });
+        entries.sort();
+        assert_eq!(
+            entries,
+            [
+                "cookie: s=1; t=2",
+                "set-cookie: a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT",
+                "set-cookie: b=2",
+                "x-one: only",
+                "x-tag: a, b, c, d",
+            ]
         );
     }
 }

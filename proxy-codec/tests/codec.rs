@@ -398,3 +398,70 @@ async fn dubbo_header_changes_reach_the_attachments() {
     let mut r = proxy_codec::hessian2::Reader::new(&inv.other_attachments[0]);
     assert_eq!(r.read_string().unwrap().as_deref(), Some("timeout"));
 }
+
+/// The header map of a Bolt frame as (key, value) text pairs, in order.
+fn header_entries(map: Bytes) -> Vec<(String, String)> {
+    Bolt::parse_header_map(map)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (text(&k), v.as_deref().map(text).unwrap_or_default())
+        })
+        .collect()
+}
+
+#[test]
+fn a_repeated_http_field_goes_into_a_bolt_map_as_one_entry() {
+    // A request from HTTP: a map keeps one value per key, so the values are joined.
+    let req = http::Request::post("/com.example.Orders:1.0/place")
+        .header("x-tag", "a")
+        .header("cookie", "s=1")
+        .header("x-tag", "b")
+        .header("cookie", "t=2")
+        .header("x-one", "only")
+        .body(())
+        .unwrap();
+    let call = Bolt
+        .request_from_http(req.into_parts().0, Bytes::from_static(b"{}"))
+        .unwrap();
+    let entries = header_entries(call.header);
+    let get = |key: &str| -> Vec<&str> {
+        entries
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("x-tag"), ["a, b"], "{entries:?}");
+    assert_eq!(get("cookie"), ["s=1; t=2"], "{entries:?}");
+    assert_eq!(get("x-one"), ["only"]);
+    assert_eq!(get("sofa_head_method_name"), ["place"]);
+    // An answer from HTTP: the same, but for Set-Cookie, which cannot be joined.
+    let resp = http::Response::builder()
+        .header("set-cookie", "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT")
+        .header("x-tag", "a")
+        .header("set-cookie", "b=2")
+        .header("x-tag", "b")
+        .body(())
+        .unwrap();
+    let meta = proxy_codec::bolt::BoltMeta {
+        version: bolt::BoltVersion::V1,
+        request_id: 7,
+        codec: 1,
+        ver2: 1,
+    };
+    let answer = Bolt.response_from_http(&meta, resp.into_parts().0, Bytes::new());
+    let entries = header_entries(answer.header);
+    assert_eq!(
+        entries,
+        [
+            (
+                "set-cookie".to_owned(),
+                "a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT".to_owned()
+            ),
+            ("set-cookie".to_owned(), "b=2".to_owned()),
+            ("x-tag".to_owned(), "a, b".to_owned()),
+        ]
+    );
+}

@@ -13,7 +13,10 @@ use super::{
     header_map, status, BoltMeta,
 };
 use crate::{
-    http_map::{add_header, forwarded, original_key, rpc_info, rpc_uri, split_rpc_path},
+    http_map::{
+        add_header, for_each_joined_field, forwarded, original_key, rpc_info, rpc_uri,
+        split_rpc_path,
+    },
     protocol::{DecodeError, EncodeError},
 };
 
@@ -130,38 +133,51 @@ pub(super) fn request_to_http(f: BoltFrame) -> Result<HttpRequest, DecodeError> 
     Ok(req)
 }
 
-/// The bytes [`encode_headers`] writes, so that the buffer is sized once.
-fn encoded_headers_len(headers: &HeaderMap, extra: Option<&HeaderExtras>) -> usize {
+/// The header map of a message: the one it came with (`extra` is there) re-encoded
+/// faithfully, a repeated key as repeated entries; a message from another protocol's
+/// fields with a repeated field's values joined into one entry, since the receiver's
+/// map keeps one value per key ([`for_each_joined_field`]). `spare` more bytes are
+/// reserved, for entries the caller adds.
+fn header_map_of(headers: &HeaderMap, extra: Option<&HeaderExtras>, spare: usize) -> BytesMut {
     if let Some(raw) = extra.and_then(|e| e.raw.as_ref()) {
-        return raw.len();
-    }
-    let fields: usize = headers
-        .iter()
-        .filter(|(name, _)| forwarded(name))
-        .map(|(name, value)| header_map::entry_len(name.as_ref(), Some(value.as_bytes())))
-        .sum();
-    let entries: usize = extra
-        .map_or(&[][..], |e| &e.entries)
-        .iter()
-        .map(|(k, v)| header_map::entry_len(k, v.as_deref()))
-        .sum();
-    fields + entries
-}
-
-fn encode_headers(headers: &HeaderMap, extra: Option<&HeaderExtras>, dst: &mut BytesMut) {
-    if let Some(raw) = extra.and_then(|e| e.raw.as_ref()) {
+        let mut dst = BytesMut::with_capacity(raw.len() + spare);
         dst.extend_from_slice(raw);
-        return;
+        return dst;
     }
-    let cased: &[Bytes] = extra.map_or(&[], |e| &e.cased_keys);
-    for (name, value) in headers {
-        if forwarded(name) {
-            header_map::put(dst, original_key(cased, name), Some(value.as_bytes()));
-        }
+    let Some(extra) = extra else {
+        let mut joined = Vec::new();
+        let mut len = 0;
+        for_each_joined_field(headers, &mut joined, |name, value| {
+            len += header_map::entry_len(name.as_ref(), Some(value));
+        });
+        let mut dst = BytesMut::with_capacity(len + spare);
+        for_each_joined_field(headers, &mut joined, |name, value| {
+            header_map::put(&mut dst, name.as_ref(), Some(value));
+        });
+        return dst;
+    };
+    let fields = || headers.iter().filter(|(name, _)| forwarded(name));
+    let len: usize = fields()
+        .map(|(name, value)| header_map::entry_len(name.as_ref(), Some(value.as_bytes())))
+        .chain(
+            extra
+                .entries
+                .iter()
+                .map(|(k, v)| header_map::entry_len(k, v.as_deref())),
+        )
+        .sum();
+    let mut dst = BytesMut::with_capacity(len + spare);
+    for (name, value) in fields() {
+        header_map::put(
+            &mut dst,
+            original_key(&extra.cased_keys, name),
+            Some(value.as_bytes()),
+        );
     }
-    for (k, v) in extra.map_or(&[][..], |e| &e.entries) {
-        header_map::put(dst, k, v.as_deref());
+    for (k, v) in &extra.entries {
+        header_map::put(&mut dst, k, v.as_deref());
     }
+    dst
 }
 
 pub(super) fn request_from_http(
@@ -177,9 +193,7 @@ pub(super) fn request_from_http(
             |key: &str, value: &str| header_map::entry_len(key.as_bytes(), Some(value.as_bytes()));
         entry(KEY_SERVICE, service) + entry(KEY_TARGET_SERVICE, service) + entry(KEY_METHOD, method)
     });
-    let mut header =
-        BytesMut::with_capacity(encoded_headers_len(&parts.headers, extra) + target_len);
-    encode_headers(&parts.headers, extra, &mut header);
+    let mut header = header_map_of(&parts.headers, extra, target_len);
     if let Some((service, method)) = target {
         for (key, value) in [
             (KEY_SERVICE, &service),
@@ -241,8 +255,7 @@ pub(super) fn response_from_http(
 ) -> BoltFrame {
     let info = parts.extensions.get::<BoltResponseInfo>();
     let extra = info.map(|i| &i.extra_headers);
-    let mut header = BytesMut::with_capacity(encoded_headers_len(&parts.headers, extra));
-    encode_headers(&parts.headers, extra, &mut header);
+    let header = header_map_of(&parts.headers, extra, 0);
     let status = info.map_or_else(|| status::from_http(parts.status), |i| i.status);
     let class_name = match info {
         Some(i) => i.class_name.clone(),
