@@ -6,13 +6,24 @@
 //! connection's stream counts its bytes in the endpoint's stats (`rx_bytes`,
 //! `tx_bytes`) and holds the endpoint's open-connection slot until it closes.
 //!
+//! An upstream that says it is going away (GOAWAY) finishes the streams it took and
+//! refuses new ones: the connection is retired ([`H2Sender::retire`]) at the first
+//! request it turns away, so the next opens a new one rather than waiting for it to
+//! close.
+//!
 //! Under the cluster's `circuit_breakers.max_connections` ([`Cap`]), a worker without
 //! a connection that finds the cap reached sends on another worker's connection to
 //! the endpoint (one connection carries many requests); when there is none, it waits,
 //! as a pending request, for a slot to free or for another worker's connection to
 //! come up.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use arc_swap::ArcSwapOption;
 use hyper::client::conn::http2::SendRequest;
@@ -53,15 +64,39 @@ impl Cap<'_> {
 
 /// A way to send once the cap was reached.
 enum AtCap {
-    Shared(SendRequest<Body>),
+    Shared(Arc<H2Sender>),
     Slot(ConnectionSlot),
 }
 
 /// One worker's HTTP/2 connection to the endpoint.
 #[derive(Debug, Default)]
 struct H2Conn {
-    conn: ArcSwapOption<SendRequest<Body>>,
+    conn: ArcSwapOption<H2Sender>,
     connecting: tokio::sync::Mutex<()>,
+}
+
+/// An open HTTP/2 connection: its request sender, and whether it was retired.
+#[derive(Debug)]
+pub(crate) struct H2Sender {
+    send: SendRequest<Body>,
+    retired: AtomicBool,
+}
+
+impl H2Sender {
+    /// A sender of requests on the connection.
+    pub(crate) fn sender(&self) -> SendRequest<Body> {
+        self.send.clone()
+    }
+
+    /// Takes the connection out of use for new requests: the upstream is going away.
+    /// The streams it took go on to their end.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    fn usable(&self) -> bool {
+        !self.retired.load(Ordering::Relaxed) && !self.send.is_closed()
+    }
 }
 
 impl H2Client {
@@ -80,7 +115,7 @@ impl H2Client {
         connector: &Connector,
         open: &Arc<super::pool::OpenCount>,
         cap: Option<Cap<'_>>,
-    ) -> Result<SendRequest<Body>, ProxyError> {
+    ) -> Result<Arc<H2Sender>, ProxyError> {
         let mine = &self.workers[crate::worker::slot(self.workers.len())];
         if let Some(s) = mine.live() {
             return Ok(s);
@@ -153,7 +188,7 @@ impl H2Conn {
         connector: &Connector,
         open: &Arc<super::pool::OpenCount>,
         slot: Option<ConnectionSlot>,
-    ) -> Result<SendRequest<Body>, ProxyError> {
+    ) -> Result<Arc<H2Sender>, ProxyError> {
         let addr = connector.address();
         let guard = open
             .try_open(u32::MAX, slot)
@@ -179,13 +214,16 @@ impl H2Conn {
                 tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
             }
         });
-        self.conn.store(Some(Arc::new(send.clone())));
-        Ok(send)
+        let sender = Arc::new(H2Sender {
+            send,
+            retired: AtomicBool::new(false),
+        });
+        self.conn.store(Some(sender.clone()));
+        Ok(sender)
     }
 
-    fn live(&self) -> Option<SendRequest<Body>> {
+    fn live(&self) -> Option<Arc<H2Sender>> {
         let guard = self.conn.load();
-        let s = guard.as_ref()?;
-        (!s.is_closed()).then(|| (**s).clone())
+        guard.as_ref().filter(|s| s.usable()).map(Arc::clone)
     }
 }

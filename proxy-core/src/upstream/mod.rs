@@ -316,33 +316,105 @@ impl Upstream {
         }
     }
 
+    /// Sends on the worker's HTTP/2 connection. A request the upstream turned away
+    /// unprocessed (it was going away, or refused the stream) goes again, on a new
+    /// connection when the old one is going away, at most [`H2_RESENDS`] times, when
+    /// its body can be sent again.
     async fn send_h2(
         &self,
         mut parts: http::request::Parts,
         body: Body,
     ) -> Result<Response<Body>, ProxyError> {
-        let mut sender = match &self.limit {
-            None => self.h2.sender(&self.connector, &self.open, None).await?,
+        // The head's values go into the connection's HPACK table.
+        crate::bufs::own_header_values(&mut parts.headers);
+        let mut attempt = (parts, body);
+        let mut resends = 0;
+        loop {
+            let conn = self.h2_connection().await?;
+            let (parts, body) = attempt;
+            let again = if resends < H2_RESENDS {
+                body.try_clone().map(|b| (clone_parts(&parts), b))
+            } else {
+                None
+            };
+            let stall = self.stream_idle_timeout;
+            let answer =
+                h2_answer::send_within(&mut conn.sender(), Request::from_parts(parts, body), stall)
+                    .await
+                    .ok_or(ProxyError::Timeout)?;
+            let e = match answer {
+                Ok(resp) => return Ok(resp.map(|b| Body::from_upstream_h2(b, stall))),
+                Err(e) => e,
+            };
+            let Some(turned_away) = h2_unprocessed(&e) else {
+                return Err(h2_exchange_error(e));
+            };
+            if turned_away == Unprocessed::GoingAway {
+                conn.retire();
+            }
+            let Some(again) = again else {
+                return Err(ProxyError::Upstream {
+                    request_sent: false,
+                    source: e.into(),
+                });
+            };
+            attempt = again;
+            resends += 1;
+            tracing::debug!(
+                endpoint = %self.connector.address(),
+                ?turned_away,
+                "upstream h2 request sent again"
+            );
+        }
+    }
+
+    /// The worker's HTTP/2 connection to the endpoint, under the connection cap.
+    async fn h2_connection(&self) -> Result<Arc<h2::H2Sender>, ProxyError> {
+        match &self.limit {
+            None => self.h2.sender(&self.connector, &self.open, None).await,
             Some(limit) => {
                 let cap = h2::Cap {
                     limit,
                     wait: self.connect_timeout,
                     cluster: &self.cluster,
                 };
-                self.h2
-                    .sender(&self.connector, &self.open, Some(cap))
-                    .await?
+                self.h2.sender(&self.connector, &self.open, Some(cap)).await
             }
-        };
-        // The head's values go into the connection's HPACK table.
-        crate::bufs::own_header_values(&mut parts.headers);
-        let req = Request::from_parts(parts, body);
-        let stall = self.stream_idle_timeout;
-        let resp = h2_answer::send_within(&mut sender, req, stall)
-            .await
-            .ok_or(ProxyError::Timeout)?
-            .map_err(h2_exchange_error)?;
-        Ok(resp.map(|b| Body::from_upstream_h2(b, stall)))
+        }
+    }
+}
+
+/// How many times an HTTP/2 request turned away unprocessed is sent again.
+const H2_RESENDS: u32 = 2;
+
+/// Why an HTTP/2 upstream did not process a request (RFC 9113 8.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unprocessed {
+    /// The connection is going away: a GOAWAY without error whose last stream is
+    /// below the request's (section 6.8), or the connection closed before the request
+    /// went out.
+    GoingAway,
+    /// The upstream reset the stream with REFUSED_STREAM before processing it.
+    Refused,
+}
+
+/// Whether an HTTP/2 exchange failed before the upstream processed the request, so
+/// that sending it again cannot repeat its effect.
+fn h2_unprocessed(e: &hyper::Error) -> Option<Unprocessed> {
+    if e.is_canceled() {
+        // The connection ended before the request was handed to it.
+        return Some(Unprocessed::GoingAway);
+    }
+    let h2e = crate::error::find_cause::<::h2::Error>(e)?;
+    if !h2e.is_remote() {
+        return None;
+    }
+    match h2e.reason()? {
+        // Only a graceful GOAWAY says which streams were not processed: after one
+        // with an error, every open stream fails with the same error.
+        ::h2::Reason::NO_ERROR if h2e.is_go_away() => Some(Unprocessed::GoingAway),
+        ::h2::Reason::REFUSED_STREAM if h2e.is_reset() => Some(Unprocessed::Refused),
+        _ => None,
     }
 }
 

@@ -1,0 +1,135 @@
+//! An HTTP/2 upstream that turns requests away unprocessed (RFC 9113 8.7), on real
+//! sockets: one that goes away after a few streams (as nginx does after
+//! `keepalive_requests`), and one that refuses streams with REFUSED_STREAM. Every
+//! request is answered, each processed by the upstream exactly once; one whose body
+//! streamed through cannot be sent again and is answered 502.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use proxy_core::Registry;
+use proxy_test_support::{
+    client,
+    server::TestServer,
+    timeout::with_timeout,
+    upstream::{spawn_raw, Upstream},
+    yaml,
+};
+use tokio::task::JoinSet;
+
+/// How a test upstream treats the streams of each of its connections.
+#[derive(Clone, Copy)]
+enum Policy {
+    /// Answers them, and goes away gracefully (GOAWAY, NO_ERROR) after this many.
+    GoAwayAfter(usize),
+    /// Answers them, but refuses every this-many-th with REFUSED_STREAM.
+    RefuseEvery(usize),
+}
+
+/// An HTTP/2 upstream that answers `200 ok`, after `delay`, to the streams `policy`
+/// lets through; its hits count the requests it processed.
+fn h2_upstream(policy: Policy, delay: Duration) -> Upstream {
+    spawn_raw(move |tcp, stats| async move {
+        let Ok(mut conn) = h2::server::handshake(tcp).await else {
+            return;
+        };
+        let mut seen = 0;
+        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+            seen += 1;
+            if let Policy::RefuseEvery(n) = policy {
+                if seen % n == 0 {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
+                }
+            }
+            stats.hit();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut body) = respond.send_response(http::Response::new(()), false) {
+                    let _ = body.send_data(Bytes::from_static(b"ok"), true);
+                }
+            });
+            if matches!(policy, Policy::GoAwayAfter(n) if seen == n) {
+                conn.graceful_shutdown();
+            }
+        }
+    })
+}
+
+fn start(up: &Upstream) -> TestServer {
+    let cfg = yaml::config(
+        &[yaml::listener("web", "app", &[])],
+        &[yaml::cluster("app", &[up.addr], &["protocol: http2"])],
+    );
+    TestServer::start(&cfg, Registry::default())
+}
+
+/// Sends `total` GETs, `concurrency` at a time, each on its own HTTP/1.1 connection;
+/// their statuses.
+async fn get_many(addr: std::net::SocketAddr, total: usize, concurrency: usize) -> Vec<u16> {
+    let mut statuses = Vec::with_capacity(total);
+    let mut running = JoinSet::new();
+    for _ in 0..total {
+        if running.len() == concurrency {
+            if let Some(done) = running.join_next().await {
+                statuses.push(done.expect("a request task"));
+            }
+        }
+        running.spawn(async move { client::get(addr, "/", &[]).await.status.as_u16() });
+    }
+    while let Some(done) = running.join_next().await {
+        statuses.push(done.expect("a request task"));
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_an_upstream_going_away_did_not_process_go_on_a_new_connection() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = h2_upstream(Policy::GoAwayAfter(10), Duration::from_millis(2));
+        let server = start(&up);
+        let statuses = get_many(server.addr("web"), 200, 8).await;
+        let failed: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
+        assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+        assert_eq!(up.hits(), 200, "each request processed once");
+        assert!(
+            up.connections() >= 200 / 12,
+            "the upstream went away every 10 streams or so: {} connections",
+            up.connections()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_sent_again() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = h2_upstream(Policy::RefuseEvery(3), Duration::ZERO);
+        let server = start(&up);
+        let statuses = get_many(server.addr("web"), 60, 1).await;
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        assert_eq!(up.hits(), 60, "each request processed once");
+        assert_eq!(up.connections(), 1, "a refused stream keeps the connection");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_turned_away_is_answered_502() {
+    with_timeout(Duration::from_secs(60), async {
+        let up = h2_upstream(Policy::RefuseEvery(1), Duration::ZERO);
+        let server = start(&up);
+        let addr = server.addr("web");
+        // Chunked: the body streams through and cannot be sent again.
+        let answer = client::raw::exchange(
+            addr,
+            b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert_eq!(up.hits(), 0, "the upstream processed nothing");
+    })
+    .await;
+}
