@@ -2,7 +2,8 @@
 //! sockets: one that goes away after a few streams (as nginx does after
 //! `keepalive_requests`), and one that refuses streams with REFUSED_STREAM. Every
 //! request is answered, each processed by the upstream exactly once; one whose body
-//! streamed through cannot be sent again and is answered 502.
+//! streamed through cannot be sent again and is answered 502, as is one refused on
+//! every try.
 
 use std::time::Duration;
 
@@ -115,7 +116,7 @@ async fn a_refused_stream_is_sent_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streamed_body_turned_away_is_answered_502() {
+async fn a_request_refused_every_time_or_streamed_is_answered_502() {
     with_timeout(Duration::from_secs(60), async {
         let up = h2_upstream(Policy::RefuseEvery(1), Duration::ZERO);
         let server = start(&up);
@@ -129,7 +130,11 @@ async fn a_streamed_body_turned_away_is_answered_502() {
         .await;
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        // Empty, it can be sent again: a few times, then given up.
+        let resp = client::get(addr, "/", &[]).await;
+        assert_eq!(resp.status, 502, "{}", resp.text());
         assert_eq!(up.hits(), 0, "the upstream processed nothing");
+        assert_eq!(up.connections(), 1, "a refused stream keeps the connection");
     })
     .await;
 }

@@ -80,6 +80,8 @@ struct H2Conn {
 pub(crate) struct H2Sender {
     send: SendRequest<Body>,
     retired: AtomicBool,
+    /// An answer came on the connection.
+    answered: AtomicBool,
 }
 
 impl H2Sender {
@@ -92,6 +94,18 @@ impl H2Sender {
     /// The streams it took go on to their end.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes that an answer came on the connection.
+    pub(crate) fn answered(&self) {
+        if !self.answered.load(Ordering::Relaxed) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether an answer came on the connection.
+    pub(crate) fn has_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
     }
 
     fn usable(&self) -> bool {
@@ -217,6 +231,7 @@ impl H2Conn {
         let sender = Arc::new(H2Sender {
             send,
             retired: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
         });
         self.conn.store(Some(sender.clone()));
         Ok(sender)

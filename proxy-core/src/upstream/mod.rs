@@ -318,8 +318,10 @@ impl Upstream {
 
     /// Sends on the worker's HTTP/2 connection. A request the upstream turned away
     /// unprocessed (it was going away, or refused the stream) goes again, on a new
-    /// connection when the old one is going away, at most [`H2_RESENDS`] times, when
-    /// its body can be sent again.
+    /// connection when the old one is going away, when its body can be sent again:
+    /// as long as the connections that go away had answered other requests (an
+    /// upstream that closes each connection after so many, as nginx does), else at
+    /// most [`H2_FRUITLESS_RESENDS`] times; [`H2_RESENDS_AT_MOST`] in all.
     async fn send_h2(
         &self,
         mut parts: http::request::Parts,
@@ -328,11 +330,11 @@ impl Upstream {
         // The head's values go into the connection's HPACK table.
         crate::bufs::own_header_values(&mut parts.headers);
         let mut attempt = (parts, body);
-        let mut resends = 0;
+        let (mut resends, mut fruitless) = (0, 0);
         loop {
             let conn = self.h2_connection().await?;
             let (parts, body) = attempt;
-            let again = if resends < H2_RESENDS {
+            let again = if fruitless < H2_FRUITLESS_RESENDS && resends < H2_RESENDS_AT_MOST {
                 body.try_clone().map(|b| (clone_parts(&parts), b))
             } else {
                 None
@@ -343,12 +345,16 @@ impl Upstream {
                     .await
                     .ok_or(ProxyError::Timeout)?;
             let e = match answer {
-                Ok(resp) => return Ok(resp.map(|b| Body::from_upstream_h2(b, stall))),
+                Ok(resp) => {
+                    conn.answered();
+                    return Ok(resp.map(|b| Body::from_upstream_h2(b, stall)));
+                }
                 Err(e) => e,
             };
             let Some(turned_away) = h2_unprocessed(&e) else {
                 return Err(h2_exchange_error(e));
             };
+            let progress = turned_away == Unprocessed::GoingAway && conn.has_answered();
             if turned_away == Unprocessed::GoingAway {
                 conn.retire();
             }
@@ -360,6 +366,9 @@ impl Upstream {
             };
             attempt = again;
             resends += 1;
+            if !progress {
+                fruitless += 1;
+            }
             tracing::debug!(
                 endpoint = %self.connector.address(),
                 ?turned_away,
@@ -384,8 +393,17 @@ impl Upstream {
     }
 }
 
-/// How many times an HTTP/2 request turned away unprocessed is sent again.
-const H2_RESENDS: u32 = 2;
+/// How many times an HTTP/2 request is sent again after being turned away by a
+/// connection that answered nothing (an upstream refusing every stream, or going away
+/// at once): a handful of tries, not a loop.
+const H2_FRUITLESS_RESENDS: u32 = 4;
+
+/// How many times an HTTP/2 request is sent again in all. A connection that goes away
+/// after answering others turns away the requests in flight above its last stream;
+/// when each connection takes no more streams than are in flight (nginx's
+/// `keepalive_requests` at 100 with 100 in flight), a request may lose that race a
+/// few times in a row before it finds room.
+const H2_RESENDS_AT_MOST: u32 = 32;
 
 /// Why an HTTP/2 upstream did not process a request (RFC 9113 8.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
