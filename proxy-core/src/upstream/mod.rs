@@ -335,7 +335,7 @@ impl Upstream {
             let conn = self.h2_connection().await?;
             let (parts, body) = attempt;
             let again = if fruitless < H2_FRUITLESS_RESENDS && resends < H2_RESENDS_AT_MOST {
-                body.try_clone().map(|b| (clone_parts(&parts), b))
+                body.try_clone().map(|b| (resend_head(&parts), b))
             } else {
                 None
             };
@@ -506,6 +506,20 @@ fn request_framing(parts: &http::request::Parts, body: &Body) -> Framing {
         Some(n) => Framing::Length(n),
         None => Framing::Chunked,
     }
+}
+
+/// The head of a request to send again on an HTTP/2 connection: what `hyper` sends
+/// of it. Of the extensions it reads only an extended CONNECT's protocol.
+fn resend_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut p = Request::new(()).into_parts().0;
+    p.method = parts.method.clone();
+    p.uri = parts.uri.clone();
+    p.version = parts.version;
+    p.headers = parts.headers.clone();
+    if let Some(protocol) = parts.extensions.get::<hyper::ext::Protocol>() {
+        p.extensions.insert(protocol.clone());
+    }
+    p
 }
 
 fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
