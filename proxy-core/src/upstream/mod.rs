@@ -511,11 +511,7 @@ fn request_framing(parts: &http::request::Parts, body: &Body) -> Framing {
 /// The head of a request to send again on an HTTP/2 connection: what `hyper` sends
 /// of it. Of the extensions it reads only an extended CONNECT's protocol.
 fn resend_head(parts: &http::request::Parts) -> http::request::Parts {
-    let mut p = Request::new(()).into_parts().0;
-    p.method = parts.method.clone();
-    p.uri = parts.uri.clone();
-    p.version = parts.version;
-    p.headers = parts.headers.clone();
+    let mut p = copy_head(parts);
     if let Some(protocol) = parts.extensions.get::<hyper::ext::Protocol>() {
         p.extensions.insert(protocol.clone());
     }
@@ -523,12 +519,18 @@ fn resend_head(parts: &http::request::Parts) -> http::request::Parts {
 }
 
 fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut p = copy_head(parts);
+    p.extensions = parts.extensions.clone();
+    p
+}
+
+/// The method, target, version and fields of a request head, without extensions.
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
     let mut p = Request::new(()).into_parts().0;
     p.method = parts.method.clone();
     p.uri = parts.uri.clone();
     p.version = parts.version;
     p.headers = parts.headers.clone();
-    p.extensions = parts.extensions.clone();
     p
 }
 
