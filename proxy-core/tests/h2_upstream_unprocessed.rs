@@ -1,6 +1,7 @@
 //! An HTTP/2 upstream that turns requests away unprocessed (RFC 9113 8.7), on real
 //! sockets: one that goes away after a few streams (as nginx does after
-//! `keepalive_requests`), and one that refuses streams with REFUSED_STREAM. Every
+//! `keepalive_requests`), with requests waiting for a stream under its stream limit
+//! or not, and one that refuses streams with REFUSED_STREAM. Every
 //! request is answered, each processed by the upstream exactly once; one whose body
 //! streamed through cannot be sent again and is answered 502, as is one refused on
 //! every try.
@@ -28,10 +29,14 @@ enum Policy {
 }
 
 /// An HTTP/2 upstream that answers `200 ok`, after `delay`, to the streams `policy`
-/// lets through; its hits count the requests it processed.
-fn h2_upstream(policy: Policy, delay: Duration) -> Upstream {
+/// lets through, at most `stream_limit` at a time on a connection; its hits count
+/// the requests it processed.
+fn h2_upstream(policy: Policy, delay: Duration, stream_limit: u32) -> Upstream {
     spawn_raw(move |tcp, stats| async move {
-        let Ok(mut conn) = h2::server::handshake(tcp).await else {
+        let handshake = h2::server::Builder::new()
+            .max_concurrent_streams(stream_limit)
+            .handshake(tcp);
+        let Ok(mut conn) = handshake.await else {
             return;
         };
         let mut seen = 0;
@@ -87,7 +92,7 @@ async fn get_many(addr: std::net::SocketAddr, total: usize, concurrency: usize) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_an_upstream_going_away_did_not_process_go_on_a_new_connection() {
     with_timeout(Duration::from_secs(60), async {
-        let up = h2_upstream(Policy::GoAwayAfter(10), Duration::from_millis(2));
+        let up = h2_upstream(Policy::GoAwayAfter(10), Duration::from_millis(2), 100);
         let server = start(&up);
         let statuses = get_many(server.addr("web"), 200, 8).await;
         let failed: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
@@ -103,9 +108,24 @@ async fn requests_an_upstream_going_away_did_not_process_go_on_a_new_connection(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_a_stream_when_the_upstream_goes_away_go_again() {
+    with_timeout(Duration::from_secs(60), async {
+        // Two streams at a time: the other requests wait for one, in the client, when
+        // the upstream goes away.
+        let up = h2_upstream(Policy::GoAwayAfter(10), Duration::from_millis(5), 2);
+        let server = start(&up);
+        let statuses = get_many(server.addr("web"), 100, 8).await;
+        let failed: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
+        assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+        assert_eq!(up.hits(), 100, "each request processed once");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_stream_is_sent_again() {
     with_timeout(Duration::from_secs(60), async {
-        let up = h2_upstream(Policy::RefuseEvery(3), Duration::ZERO);
+        let up = h2_upstream(Policy::RefuseEvery(3), Duration::ZERO, 100);
         let server = start(&up);
         let statuses = get_many(server.addr("web"), 60, 1).await;
         assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
@@ -118,7 +138,7 @@ async fn a_refused_stream_is_sent_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_every_time_or_streamed_is_answered_502() {
     with_timeout(Duration::from_secs(60), async {
-        let up = h2_upstream(Policy::RefuseEvery(1), Duration::ZERO);
+        let up = h2_upstream(Policy::RefuseEvery(1), Duration::ZERO, 100);
         let server = start(&up);
         let addr = server.addr("web");
         // Chunked: the body streams through and cannot be sent again.

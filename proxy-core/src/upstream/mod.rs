@@ -334,6 +334,7 @@ impl Upstream {
         loop {
             let conn = self.h2_connection().await?;
             let (parts, body) = attempt;
+            let idempotent = parts.method.is_idempotent();
             let again = if fruitless < H2_FRUITLESS_RESENDS && resends < H2_RESENDS_AT_MOST {
                 body.try_clone().map(|b| (resend_head(&parts), b))
             } else {
@@ -351,7 +352,7 @@ impl Upstream {
                 }
                 Err(e) => e,
             };
-            let Some(turned_away) = h2_unprocessed(&e) else {
+            let Some(turned_away) = h2_unprocessed(&e, idempotent) else {
                 return Err(h2_exchange_error(e));
             };
             let progress = turned_away == Unprocessed::GoingAway && conn.has_answered();
@@ -405,6 +406,9 @@ const H2_FRUITLESS_RESENDS: u32 = 4;
 /// few times in a row before it finds room.
 const H2_RESENDS_AT_MOST: u32 = 32;
 
+/// What `hyper` says of a request its HTTP/2 connection's task dropped on ending.
+const HYPER_DISPATCH_GONE: &str = "dispatch task is gone";
+
 /// Why an HTTP/2 upstream did not process a request (RFC 9113 8.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unprocessed {
@@ -417,10 +421,18 @@ enum Unprocessed {
 }
 
 /// Whether an HTTP/2 exchange failed before the upstream processed the request, so
-/// that sending it again cannot repeat its effect.
-fn h2_unprocessed(e: &hyper::Error) -> Option<Unprocessed> {
+/// that sending it again cannot repeat its effect; for an `idempotent` request, also
+/// when the connection went away with the request waiting for a stream.
+fn h2_unprocessed(e: &hyper::Error, idempotent: bool) -> Option<Unprocessed> {
     if e.is_canceled() {
         // The connection ended before the request was handed to it.
+        return Some(Unprocessed::GoingAway);
+    }
+    if idempotent && e.is_user() && e.to_string() == HYPER_DISPATCH_GONE {
+        // The connection's task ended (the upstream going away) while the request
+        // waited for a stream under the upstream's stream limit. Its stream may have
+        // opened just before, so only a request that may be repeated (RFC 9110
+        // 9.2.2) goes again.
         return Some(Unprocessed::GoingAway);
     }
     let h2e = crate::error::find_cause::<::h2::Error>(e)?;
