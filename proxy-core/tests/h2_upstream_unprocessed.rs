@@ -98,8 +98,10 @@ async fn requests_an_upstream_going_away_did_not_process_go_on_a_new_connection(
         let failed: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
         assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
         assert_eq!(up.hits(), 200, "each request processed once");
+        // A graceful shutdown still takes the streams that arrive before its last
+        // GOAWAY, so a connection may serve more than 10.
         assert!(
-            up.connections() >= 200 / 12,
+            up.connections() >= 200 / 25,
             "the upstream went away every 10 streams or so: {} connections",
             up.connections()
         );
@@ -110,14 +112,15 @@ async fn requests_an_upstream_going_away_did_not_process_go_on_a_new_connection(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waiting_for_a_stream_when_the_upstream_goes_away_go_again() {
     with_timeout(Duration::from_secs(60), async {
-        // Two streams at a time: the other requests wait for one, in the client, when
-        // the upstream goes away.
-        let up = h2_upstream(Policy::GoAwayAfter(10), Duration::from_millis(5), 2);
+        // Four streams at a time and 50 requests in flight: most wait for a stream, in
+        // the client, when the upstream goes away after every 25, and some are
+        // turned away many times in a row before they get one.
+        let up = h2_upstream(Policy::GoAwayAfter(25), Duration::from_millis(1), 4);
         let server = start(&up);
-        let statuses = get_many(server.addr("web"), 100, 8).await;
+        let statuses = get_many(server.addr("web"), 1000, 50).await;
         let failed: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
         assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
-        assert_eq!(up.hits(), 100, "each request processed once");
+        assert_eq!(up.hits(), 1000, "each request processed once");
     })
     .await;
 }

@@ -400,11 +400,13 @@ impl Upstream {
 const H2_FRUITLESS_RESENDS: u32 = 4;
 
 /// How many times an HTTP/2 request is sent again in all. A connection that goes away
-/// after answering others turns away the requests in flight above its last stream;
-/// when each connection takes no more streams than are in flight (nginx's
-/// `keepalive_requests` at 100 with 100 in flight), a request may lose that race a
-/// few times in a row before it finds room.
-const H2_RESENDS_AT_MOST: u32 = 32;
+/// after answering others turns away the requests in flight above its last stream
+/// and those waiting for a stream under its limit; when each connection takes fewer
+/// requests than are in flight (nginx's `keepalive_requests` at 50 with 100 in
+/// flight, four streams at a time), a request may lose that race tens of times in a
+/// row before it finds room. Each free resend needs a new connection that answered
+/// something, so this bound is a backstop, not the usual limit.
+const H2_RESENDS_AT_MOST: u32 = 256;
 
 /// What `hyper` says of a request its HTTP/2 connection's task dropped on ending.
 const HYPER_DISPATCH_GONE: &str = "dispatch task is gone";
