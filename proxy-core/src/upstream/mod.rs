@@ -319,9 +319,10 @@ impl Upstream {
     /// Sends on the worker's HTTP/2 connection. A request the upstream turned away
     /// unprocessed (it was going away, or refused the stream) goes again, on a new
     /// connection when the old one is going away, when its body can be sent again:
-    /// as long as the connections that go away had answered other requests (an
-    /// upstream that closes each connection after so many, as nginx does), else at
-    /// most [`H2_FRUITLESS_RESENDS`] times; [`H2_RESENDS_AT_MOST`] in all.
+    /// freely as long as the connections that turned it away answer other requests
+    /// (an upstream that closes each connection after so many, as nginx does, or
+    /// refuses the streams above its limit before its settings arrive), else at most
+    /// [`H2_FRUITLESS_RESENDS`] times; [`H2_RESENDS_AT_MOST`] in all.
     async fn send_h2(
         &self,
         mut parts: http::request::Parts,
@@ -330,11 +331,16 @@ impl Upstream {
         // The head's values go into the connection's HPACK table.
         crate::bufs::own_header_values(&mut parts.headers);
         let mut attempt = (parts, body);
-        let (mut resends, mut fruitless) = (0, 0);
+        let mut resends = 0;
+        // The connections that turned the request away before answering anything;
+        // those that answered since count no more.
+        let mut silent: Vec<Arc<h2::H2Sender>> = Vec::new();
         loop {
             let conn = self.h2_connection().await?;
             let (parts, body) = attempt;
             let idempotent = parts.method.is_idempotent();
+            silent.retain(|c| !c.has_answered());
+            let fruitless = silent.len();
             let again = if fruitless < H2_FRUITLESS_RESENDS && resends < H2_RESENDS_AT_MOST {
                 body.try_clone().map(|b| (resend_head(&parts), b))
             } else {
@@ -355,7 +361,9 @@ impl Upstream {
             let Some(turned_away) = h2_unprocessed(&e, idempotent) else {
                 return Err(h2_exchange_error(e));
             };
-            let progress = turned_away == Unprocessed::GoingAway && conn.has_answered();
+            if !conn.has_answered() {
+                silent.push(conn.clone());
+            }
             if turned_away == Unprocessed::GoingAway {
                 conn.retire();
             }
@@ -367,9 +375,6 @@ impl Upstream {
             };
             attempt = again;
             resends += 1;
-            if !progress {
-                fruitless += 1;
-            }
             tracing::debug!(
                 endpoint = %self.connector.address(),
                 ?turned_away,
@@ -394,10 +399,10 @@ impl Upstream {
     }
 }
 
-/// How many times an HTTP/2 request is sent again after being turned away by a
-/// connection that answered nothing (an upstream refusing every stream, or going away
-/// at once): a handful of tries, not a loop.
-const H2_FRUITLESS_RESENDS: u32 = 4;
+/// How many connections that answer nothing may turn an HTTP/2 request away before
+/// it is given up (an upstream refusing every stream, or going away at once): a
+/// handful of tries, not a loop.
+const H2_FRUITLESS_RESENDS: usize = 4;
 
 /// How many times an HTTP/2 request is sent again in all. A connection that goes away
 /// after answering others turns away the requests in flight above its last stream
