@@ -47,8 +47,13 @@ enum Kind {
     Full(Option<Bytes>),
     Hyper(hyper::body::Incoming),
     /// An HTTP/2 upstream's answer, whose next frame is waited for at most the
-    /// cluster's stream idle timeout.
-    HyperTimed(hyper::body::Incoming, Stall),
+    /// cluster's stream idle timeout, holding its stream on the connection until it
+    /// ends.
+    HyperTimed(
+        hyper::body::Incoming,
+        Stall,
+        Option<crate::upstream::H2Stream>,
+    ),
     H1(RecvBody),
     H2(crate::server::H2RecvBody),
     Boxed(BoxBody<Bytes, BoxError>),
@@ -93,12 +98,16 @@ impl Body {
 
     /// An HTTP/2 upstream's answer body: a wait of `stall` for its next frame fails it
     /// (and drops the stream, which resets it).
-    pub(crate) fn from_upstream_h2(body: hyper::body::Incoming, stall: Duration) -> Self {
+    pub(crate) fn from_upstream_h2(
+        body: hyper::body::Incoming,
+        stall: Duration,
+        stream: crate::upstream::H2Stream,
+    ) -> Self {
         if http_body::Body::is_end_stream(&body) {
             return Self::empty();
         }
         Self {
-            kind: Kind::HyperTimed(body, Stall::new(stall)),
+            kind: Kind::HyperTimed(body, Stall::new(stall), Some(stream)),
         }
     }
 
@@ -201,9 +210,13 @@ impl http_body::Body for Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Kind::HyperTimed(b, stall) => match Pin::new(b).poll_frame(cx) {
+            Kind::HyperTimed(b, stall, stream) => match Pin::new(b).poll_frame(cx) {
                 Poll::Ready(frame) => {
                     stall.progress();
+                    if frame.is_none() {
+                        // The stream ended: the connection may take another.
+                        stream.take();
+                    }
                     Poll::Ready(frame.map(|f| f.map_err(Into::into)))
                 }
                 Poll::Pending => stall
@@ -220,7 +233,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
-            Kind::Hyper(b) | Kind::HyperTimed(b, _) => b.is_end_stream(),
+            Kind::Hyper(b) | Kind::HyperTimed(b, ..) => b.is_end_stream(),
             Kind::H1(b) => b.is_end_stream(),
             Kind::H2(b) => b.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
@@ -231,7 +244,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Hyper(b) | Kind::HyperTimed(b, _) => b.size_hint(),
+            Kind::Hyper(b) | Kind::HyperTimed(b, ..) => b.size_hint(),
             Kind::H1(b) => b.size_hint(),
             Kind::H2(b) => b.size_hint(),
             Kind::Boxed(b) => b.size_hint(),

@@ -38,20 +38,26 @@ async fn an_http2_upstream_that_breaks_the_protocol_says_so() {
     with_timeout(Duration::from_secs(60), async {
         let up = proxy_test_support::upstream::spawn_raw(|mut stream, _| async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            // The server preface (an empty SETTINGS frame), then HEADERS on stream 1
-            // (END_HEADERS) whose block is an index no table has.
-            let mut frames = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
-            frames.extend_from_slice(&[0, 0, 4, 0x1, 0x4, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0x7f]);
+            // The server preface (an empty SETTINGS frame), then, once the client's
+            // first request is in, HEADERS on stream 1 (END_HEADERS) whose block is
+            // an index no table has.
+            if stream
+                .write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0])
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut read = Vec::new();
             let mut buf = [0u8; 4096];
-            // Answer once the client's first request is in.
-            let mut got = 0;
-            while got < 40 {
+            while !holds_headers_frame(&read) {
                 match stream.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
-                    Ok(n) => got += n,
+                    Ok(n) => read.extend_from_slice(&buf[..n]),
                 }
             }
-            let _ = stream.write_all(&frames).await;
+            let headers = [0, 0, 4, 0x1, 0x4, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0x7f];
+            let _ = stream.write_all(&headers).await;
             while let Ok(n) = stream.read(&mut buf).await {
                 if n == 0 {
                     break;
@@ -71,4 +77,22 @@ async fn an_http2_upstream_that_breaks_the_protocol_says_so() {
         );
     })
     .await;
+}
+
+/// Whether the bytes a client sent (its 24-byte preface, then frames) hold a whole
+/// HEADERS frame.
+fn holds_headers_frame(bytes: &[u8]) -> bool {
+    let mut at = 24;
+    while let Some(header) = bytes.get(at..at + 9) {
+        let length =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        if bytes.len() < at + 9 + length {
+            return false;
+        }
+        if header[3] == 0x1 {
+            return true;
+        }
+        at += 9 + length;
+    }
+    false
 }

@@ -14,6 +14,7 @@ mod filter_overrides;
 mod final_recipient;
 mod framing;
 mod h2_streams;
+mod h2_upstream_stream_limit;
 mod h2_upstream_unprocessed;
 mod host_conditions;
 mod http_service;

@@ -1,45 +1,59 @@
-//! HTTP/2 (h2c prior knowledge) upstream: one multiplexed connection per endpoint and
-//! worker, opened on first use and re-established when it closes.
+//! HTTP/2 (h2c prior knowledge) upstream: multiplexed connections per endpoint and
+//! worker, opened on first use and as the upstream's stream limit asks.
 //!
-//! A worker's requests use the connection it opened, whose task runs on that worker's
-//! runtime: its socket I/O and the requests' wake-ups stay on one thread. The
-//! connection's stream counts its bytes in the endpoint's stats (`rx_bytes`,
-//! `tx_bytes`) and holds the endpoint's open-connection slot until it closes.
+//! A worker's requests use the connections it opened, whose tasks run on that
+//! worker's runtime: their socket I/O and the requests' wake-ups stay on one thread.
+//! Each request holds one of a connection's streams ([`H2Stream`]) until its answer
+//! ends; a connection takes at most as many as the upstream's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` allows ([`super::h2_settings`]), and a request
+//! finding every connection of its worker full opens another, as Envoy's pool does.
+//! Requests above the limit would wait inside the connection for a stream, where a
+//! GOAWAY leaves no way to tell whether they were sent. Each connection's stream
+//! counts its bytes in the endpoint's stats (`rx_bytes`, `tx_bytes`) and holds one of
+//! the endpoint's open-connection slots until it closes.
 //!
 //! An upstream that says it is going away (GOAWAY) finishes the streams it took and
 //! refuses new ones: the connection is retired ([`H2Sender::retire`]) at the first
-//! request it turns away, so the next opens a new one rather than waiting for it to
-//! close.
+//! request it turns away, so the next goes to another connection rather than waiting
+//! for it to close.
 //!
-//! Under the cluster's `circuit_breakers.max_connections` ([`Cap`]), a worker without
-//! a connection that finds the cap reached sends on another worker's connection to
-//! the endpoint (one connection carries many requests); when there is none, it waits,
-//! as a pending request, for a slot to free or for another worker's connection to
-//! come up.
+//! Under the cluster's `circuit_breakers.max_connections` ([`Cap`]), a worker that
+//! finds the cap reached sends on any connection to the endpoint with a stream free,
+//! else on the least busy one (the request waits in it for a stream); with no
+//! connection at all, it waits, as a pending request, for a slot to free or for a
+//! connection to come up.
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc, Mutex, MutexGuard,
     },
     time::Duration,
 };
 
-use arc_swap::ArcSwapOption;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::{
+    h2_settings::{LimitWatch, PeerLimit},
     limit::{ConnectionLimit, ConnectionSlot},
     Connector,
 };
 use crate::{cluster::BreakerLimit, Body, ProxyError};
 
-/// The HTTP/2 connections of one endpoint, one per worker.
+/// The HTTP/2 connections of one endpoint, by worker.
 #[derive(Debug)]
 pub(crate) struct H2Client {
-    workers: Box<[H2Conn]>,
-    /// Woken when a worker's connection comes up, for the requests waiting at the cap.
+    workers: Box<[Arc<H2Conns>]>,
+    /// How long a new connection waits for the upstream's first frame (the connect
+    /// timeout).
+    first_frame_wait: Duration,
+    /// The endpoint's open connections at most (`pool.max_connections`): past them,
+    /// requests wait for a stream in the least busy connection.
+    max_connections: u32,
+    /// A connection without a stream for this long is closed (`pool.idle_timeout`).
+    idle_timeout: Duration,
+    /// Woken when a connection comes up, for the requests waiting at the cap.
     connected: tokio::sync::Notify,
 }
 
@@ -60,28 +74,58 @@ impl Cap<'_> {
             limit: limit.name(),
         }
     }
+
+    fn reached(&self) -> bool {
+        self.limit.open() >= u64::from(self.limit.max_connections())
+    }
 }
 
 /// A way to send once the cap was reached.
 enum AtCap {
-    Shared(Arc<H2Sender>),
+    Shared(H2Stream),
     Slot(ConnectionSlot),
 }
 
-/// One worker's HTTP/2 connection to the endpoint.
+/// One worker's HTTP/2 connections to the endpoint, oldest first.
 #[derive(Debug, Default)]
-struct H2Conn {
-    conn: ArcSwapOption<H2Sender>,
+struct H2Conns {
+    conns: Mutex<Vec<Arc<H2Sender>>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
-/// An open HTTP/2 connection: its request sender, and whether it was retired.
+/// An open HTTP/2 connection: its request sender, its streams, whether it was retired.
 #[derive(Debug)]
 pub(crate) struct H2Sender {
     send: SendRequest<Body>,
     retired: AtomicBool,
     /// An answer came on the connection.
     answered: AtomicBool,
+    /// Streams held by requests now.
+    streams: AtomicU32,
+    /// A stream was taken since the idle check last looked.
+    used: AtomicBool,
+    /// The upstream's stream limit for the connection.
+    limit: Arc<PeerLimit>,
+}
+
+/// One of a connection's streams, held by a request until its answer ends (or it
+/// failed): the connection takes no more streams than the upstream allows.
+#[derive(Debug)]
+pub(crate) struct H2Stream {
+    conn: Arc<H2Sender>,
+}
+
+impl H2Stream {
+    /// The connection the stream is on.
+    pub(crate) fn conn(&self) -> &Arc<H2Sender> {
+        &self.conn
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        self.conn.streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl H2Sender {
@@ -111,38 +155,79 @@ impl H2Sender {
     fn usable(&self) -> bool {
         !self.retired.load(Ordering::Relaxed) && !self.send.is_closed()
     }
+
+    /// A stream, if the connection has one free under the upstream's limit (an
+    /// upstream allowing none gets one at a time: the library holds it until the
+    /// upstream allows it).
+    fn free_stream(self: &Arc<Self>) -> Option<H2Stream> {
+        let max = self.limit.streams().max(1);
+        self.streams
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        self.mark_used();
+        Some(H2Stream { conn: self.clone() })
+    }
+
+    fn mark_used(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A stream over the upstream's limit: the request waits in the connection.
+    fn extra_stream(self: &Arc<Self>) -> H2Stream {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        self.mark_used();
+        H2Stream { conn: self.clone() }
+    }
+
+    fn streams(&self) -> u32 {
+        self.streams.load(Ordering::Relaxed)
+    }
 }
 
 impl H2Client {
-    /// A client for `workers` workers (at least one).
-    pub(crate) fn new(workers: usize) -> Self {
+    /// A client for `workers` workers (at least one), opening at most
+    /// `max_connections`, each waiting at most `first_frame_wait` for the upstream's
+    /// first frame and closed once idle for `idle_timeout`.
+    pub(crate) fn new(
+        workers: usize,
+        max_connections: u32,
+        first_frame_wait: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         Self {
-            workers: (0..workers.max(1)).map(|_| H2Conn::default()).collect(),
+            workers: (0..workers.max(1)).map(|_| Arc::default()).collect(),
+            first_frame_wait,
+            max_connections,
+            idle_timeout,
             connected: tokio::sync::Notify::new(),
         }
     }
 
-    /// A sender on the calling worker's live connection, connecting when it has none
-    /// (under `cap`, when the cluster has one).
-    pub(crate) async fn sender(
+    /// A stream on one of the calling worker's connections, connecting when they are
+    /// all full or there are none (under `cap`, when the cluster has one).
+    pub(crate) async fn stream(
         &self,
         connector: &Connector,
         open: &Arc<super::pool::OpenCount>,
         cap: Option<Cap<'_>>,
-    ) -> Result<Arc<H2Sender>, ProxyError> {
+    ) -> Result<H2Stream, ProxyError> {
         let mine = &self.workers[crate::worker::slot(self.workers.len())];
-        if let Some(s) = mine.live() {
+        if let Some(s) = mine.free_stream() {
             return Ok(s);
         }
-        // At the cap, another worker's connection serves at once, rather than after
-        // this worker's requests queued behind one waiting for a slot.
-        if cap.is_some_and(|c| c.limit.open() >= u64::from(c.limit.max_connections())) {
-            if let Some(s) = self.workers.iter().find_map(H2Conn::live) {
+        // At the cap, another connection serves at once, rather than after this
+        // worker's requests queued behind one waiting for a slot.
+        if cap.is_some_and(|c| c.reached()) {
+            if let Some(s) = self.shared_stream() {
                 return Ok(s);
             }
         }
         let _one_at_a_time = mine.connecting.lock().await;
-        if let Some(s) = mine.live() {
+        if let Some(s) = mine.free_stream() {
             return Ok(s);
         }
         let slot = match cap {
@@ -155,13 +240,48 @@ impl H2Client {
                 },
             },
         };
-        let send = mine.connect(connector, open, slot).await?;
+        let opened = mine
+            .connect(
+                connector,
+                open,
+                slot,
+                self.max_connections,
+                self.first_frame_wait,
+            )
+            .await;
+        let conn = match opened {
+            Ok(conn) => {
+                tokio::spawn(close_when_idle(
+                    Arc::downgrade(mine),
+                    Arc::downgrade(&conn),
+                    self.idle_timeout,
+                ));
+                conn
+            }
+            // The endpoint's connections all open: the least busy takes the request.
+            Err(e @ ProxyError::Overflow { .. }) => return self.shared_stream().ok_or(e),
+            Err(e) => return Err(e),
+        };
         self.connected.notify_waiters();
-        Ok(send)
+        Ok(conn.free_stream().unwrap_or_else(|| conn.extra_stream()))
     }
 
-    /// At the cap: another worker's live connection, else a wait (as a pending
-    /// request, within `cap.wait`) for a slot or for another worker's connection.
+    /// A stream on any worker's connection with one free, else on the least busy
+    /// connection, over its limit.
+    fn shared_stream(&self) -> Option<H2Stream> {
+        if let Some(s) = self.workers.iter().find_map(|w| w.free_stream()) {
+            return Some(s);
+        }
+        let least_busy = self
+            .workers
+            .iter()
+            .filter_map(|w| w.least_busy())
+            .min_by_key(|c| c.streams())?;
+        Some(least_busy.extra_stream())
+    }
+
+    /// At the cap: a stream on a live connection, else a wait (as a pending request,
+    /// within `cap.wait`) for a slot or for a connection to come up.
     async fn wait_at_cap(&self, cap: Cap<'_>) -> Result<AtCap, ProxyError> {
         let _pending = cap
             .limit
@@ -173,7 +293,7 @@ impl H2Client {
                 tokio::pin!(connected);
                 // Enabled before looking, so a connection coming up in between is seen.
                 connected.as_mut().enable();
-                if let Some(s) = self.workers.iter().find_map(H2Conn::live) {
+                if let Some(s) = self.shared_stream() {
                     return Some(AtCap::Shared(s));
                 }
                 tokio::select! {
@@ -191,28 +311,33 @@ impl H2Client {
     /// Live connections now.
     #[cfg(test)]
     pub(crate) fn live_connections(&self) -> usize {
-        self.workers.iter().filter(|w| w.live().is_some()).count()
+        self.workers.iter().map(|w| w.live().len()).sum()
     }
 }
 
-impl H2Conn {
-    /// Opens the worker's connection (its `connecting` lock held), holding `slot`.
+impl H2Conns {
+    /// Opens a connection for the worker (its `connecting` lock held), holding `slot`,
+    /// if the endpoint has fewer than `max_connections` open.
     async fn connect(
         &self,
         connector: &Connector,
         open: &Arc<super::pool::OpenCount>,
         slot: Option<ConnectionSlot>,
+        max_connections: u32,
+        first_frame_wait: Duration,
     ) -> Result<Arc<H2Sender>, ProxyError> {
         let addr = connector.address();
         let guard = open
-            .try_open(u32::MAX, slot)
+            .try_open(max_connections, slot)
             .ok_or(ProxyError::Overflow { addr })?;
         // Every byte of the connection (preface, settings, headers, bodies) counts in
         // the endpoint's stats; the guard goes with the stream when the connection ends.
-        let stream = crate::net::Counted {
+        let counted = crate::net::Counted {
             inner: connector.connect().await?,
             stats: guard,
         };
+        let limit = PeerLimit::new();
+        let stream = LimitWatch::new(counted, limit.clone());
         let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -228,17 +353,70 @@ impl H2Conn {
                 tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
             }
         });
+        // The upstream's first frame names its stream limit: the requests waiting for
+        // this connection are spread by it. An upstream slow to send it is used under
+        // the limit assumed until then.
+        let _ = tokio::time::timeout(first_frame_wait, limit.first_frame_read()).await;
         let sender = Arc::new(H2Sender {
             send,
             retired: AtomicBool::new(false),
             answered: AtomicBool::new(false),
+            streams: AtomicU32::new(0),
+            used: AtomicBool::new(false),
+            limit,
         });
-        self.conn.store(Some(sender.clone()));
+        self.live().push(sender.clone());
         Ok(sender)
     }
 
-    fn live(&self) -> Option<Arc<H2Sender>> {
-        let guard = self.conn.load();
-        guard.as_ref().filter(|s| s.usable()).map(Arc::clone)
+    /// The worker's usable connections, those that closed or were retired let go.
+    fn live(&self) -> MutexGuard<'_, Vec<Arc<H2Sender>>> {
+        let mut conns = self
+            .conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        conns.retain(|c| c.usable());
+        conns
+    }
+
+    /// A stream on the oldest of the worker's connections with one free.
+    fn free_stream(&self) -> Option<H2Stream> {
+        self.live().iter().find_map(H2Sender::free_stream)
+    }
+
+    fn least_busy(&self) -> Option<Arc<H2Sender>> {
+        self.live().iter().min_by_key(|c| c.streams()).cloned()
+    }
+}
+
+/// Takes the connection out of the worker's once a whole `idle_timeout` passed with
+/// no stream taken and none open (a surplus opened for a burst, or a connection no
+/// longer used), so that it closes; ends when the connection is gone.
+async fn close_when_idle(
+    worker: std::sync::Weak<H2Conns>,
+    conn: std::sync::Weak<H2Sender>,
+    idle_timeout: Duration,
+) {
+    let mut ticks = tokio::time::interval(idle_timeout.max(Duration::from_millis(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(conn) = conn.upgrade() else {
+            return;
+        };
+        if !conn.usable() {
+            return;
+        }
+        let used = conn.used.swap(false, Ordering::Relaxed);
+        if !used && conn.streams() == 0 {
+            conn.retire();
+            if let Some(worker) = worker.upgrade() {
+                // Let go here rather than at the worker's next request.
+                drop(worker.live());
+            }
+            return;
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! multiplexed HTTP/2 connections per endpoint.
 //!
 //! Connections are kept per worker ([`crate::worker`]): each endpoint has an idle
-//! HTTP/1.1 pool and an HTTP/2 connection for every worker, chosen by the calling
+//! HTTP/1.1 pool and HTTP/2 connections (as many as the upstream's stream limit asks
+//! for) for every worker, chosen by the calling
 //! thread's worker index, so a request runs on the connection its own worker's
 //! runtime opened and drives. A connection returns to the pool of the worker that
 //! opened it. The endpoint's `max_connections` counts the connections of all workers
@@ -15,6 +16,7 @@ mod connector;
 pub(crate) mod h1;
 mod h2;
 mod h2_answer;
+mod h2_settings;
 pub(crate) mod limit;
 pub(crate) mod pool;
 
@@ -24,6 +26,7 @@ use http::{Request, Response};
 
 pub use connector::{Connector, TransportError, UpstreamTransport};
 pub use h1::UpgradedUpstream;
+pub(crate) use h2::H2Stream;
 
 use crate::{
     bufs::Slab,
@@ -97,7 +100,12 @@ impl Upstream {
             h1: (0..workers)
                 .map(|_| Arc::new(pool::H1Pool::new(max_idle_each, pool.idle_timeout)))
                 .collect(),
-            h2: h2::H2Client::new(workers),
+            h2: h2::H2Client::new(
+                workers,
+                pool.max_connections,
+                cluster.connect_timeout,
+                pool.idle_timeout,
+            ),
             limit: None,
             cluster: cluster.name.as_str().into(),
         }
@@ -336,12 +344,11 @@ impl Upstream {
         // those that answered since count no more.
         let mut silent: Vec<Arc<h2::H2Sender>> = Vec::new();
         loop {
-            let conn = self.h2_connection().await?;
+            let stream = self.h2_stream().await?;
+            let conn = stream.conn();
             let (parts, body) = attempt;
             let idempotent = parts.method.is_idempotent();
-            silent.retain(|c| !c.has_answered());
-            let fruitless = silent.len();
-            let again = if fruitless < H2_FRUITLESS_RESENDS && resends < H2_RESENDS_AT_MOST {
+            let again = if resends < H2_RESENDS_AT_MOST {
                 body.try_clone().map(|b| (resend_head(&parts), b))
             } else {
                 None
@@ -354,19 +361,25 @@ impl Upstream {
             let e = match answer {
                 Ok(resp) => {
                     conn.answered();
-                    return Ok(resp.map(|b| Body::from_upstream_h2(b, stall)));
+                    return Ok(resp.map(|b| Body::from_upstream_h2(b, stall, stream)));
                 }
                 Err(e) => e,
             };
             let Some(turned_away) = h2_unprocessed(&e, idempotent) else {
                 return Err(h2_exchange_error(e));
             };
-            if !conn.has_answered() {
-                silent.push(conn.clone());
-            }
             if turned_away == Unprocessed::GoingAway {
                 conn.retire();
             }
+            if !conn.has_answered() {
+                silent.push(conn.clone());
+                // The answers that came on the connection with the refusal (an
+                // upstream going away after so many streams) are taken by their
+                // requests' tasks, woken with this one, before it is counted silent.
+                tokio::task::yield_now().await;
+            }
+            silent.retain(|c| !c.has_answered());
+            let again = again.filter(|_| silent.len() <= H2_FRUITLESS_RESENDS);
             let Some(again) = again else {
                 return Err(ProxyError::Upstream {
                     request_sent: false,
@@ -383,17 +396,18 @@ impl Upstream {
         }
     }
 
-    /// The worker's HTTP/2 connection to the endpoint, under the connection cap.
-    async fn h2_connection(&self) -> Result<Arc<h2::H2Sender>, ProxyError> {
+    /// A stream on one of the worker's HTTP/2 connections to the endpoint, under the
+    /// connection cap.
+    async fn h2_stream(&self) -> Result<h2::H2Stream, ProxyError> {
         match &self.limit {
-            None => self.h2.sender(&self.connector, &self.open, None).await,
+            None => self.h2.stream(&self.connector, &self.open, None).await,
             Some(limit) => {
                 let cap = h2::Cap {
                     limit,
                     wait: self.connect_timeout,
                     cluster: &self.cluster,
                 };
-                self.h2.sender(&self.connector, &self.open, Some(cap)).await
+                self.h2.stream(&self.connector, &self.open, Some(cap)).await
             }
         }
     }

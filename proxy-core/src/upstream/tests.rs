@@ -375,3 +375,31 @@ fn each_worker_has_its_own_http2_connection() {
     assert_eq!(up.open.open(), 2);
     assert_eq!(server.hits(), 9);
 }
+
+#[test]
+fn an_http2_connection_idle_for_the_idle_timeout_closes() {
+    let server = proxy_test_support::Upstream::named("h2");
+    let cfg = cluster(UpstreamProtocol::Http2, 16, Duration::from_millis(200));
+    let up = Arc::new(Upstream::new(server.addr, &cfg, None, None, 1));
+    let worker = Worker::start(0);
+    let on = || {
+        let up = up.clone();
+        worker.run(move || async move { get(&up, "/").await })
+    };
+    assert_eq!(on(), "h2");
+    assert_eq!(up.h2.live_connections(), 1);
+    assert_eq!(up.open.open(), 1);
+    // Used within the idle timeout, it stays.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(on(), "h2");
+    }
+    assert_eq!(server.connections(), 1);
+    let open = up.open.clone();
+    let closed = worker.run(move || async move { eventually(LIMIT, || open.open() == 0).await });
+    assert!(closed, "the idle connection closed");
+    assert_eq!(up.h2.live_connections(), 0);
+    // The next request opens another.
+    assert_eq!(on(), "h2");
+    assert_eq!(server.connections(), 2);
+}

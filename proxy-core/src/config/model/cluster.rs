@@ -161,14 +161,20 @@ impl EndpointConfig {
 }
 
 /// Upstream connection pool settings.
+///
+/// An HTTP/2 endpoint gets as many connections as its stream limit
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`) asks for: a request finding every connection
+/// of its worker at the limit opens another, up to `max_connections`, past which it
+/// waits for a stream in the least busy connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Maximum open connections per endpoint (HTTP/1.1: also the request concurrency).
     pub max_connections: u32,
-    /// Idle connections kept per endpoint.
+    /// Idle connections kept per endpoint (HTTP/1.1).
     pub max_idle: u32,
-    /// An idle pooled connection is closed after this time.
+    /// An idle pooled connection is closed after this time; so is an HTTP/2
+    /// connection that carried no request for this long.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
 }
