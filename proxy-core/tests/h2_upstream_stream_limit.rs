@@ -1,8 +1,9 @@
 //! An HTTP/2 upstream's stream limit (`SETTINGS_MAX_CONCURRENT_STREAMS`), on real
 //! sockets: the proxy puts no more requests on a connection than the upstream allows
-//! and opens more connections for the rest, rather than queueing them inside one; and
+//! and opens more connections for the rest, rather than queueing them inside one;
 //! through an upstream with a low limit that goes away every few streams, no POST is
-//! processed twice.
+//! processed twice; and with `pool.max_requests_per_connection` set to the upstream's
+//! own bound, no request is turned away at all.
 
 use std::{
     collections::HashMap,
@@ -70,9 +71,13 @@ fn h2_upstream(
 }
 
 fn start(up: &Upstream) -> TestServer {
+    start_with(up, &["protocol: http2"])
+}
+
+fn start_with(up: &Upstream, cluster: &[&str]) -> TestServer {
     let cfg = yaml::config(
         &[yaml::listener("web", "app", &[])],
-        &[yaml::cluster("app", &[up.addr], &["protocol: http2"])],
+        &[yaml::cluster("app", &[up.addr], cluster)],
     );
     TestServer::start(&cfg, Registry::default())
 }
@@ -151,6 +156,28 @@ async fn no_post_is_processed_twice_by_an_upstream_going_away_often() {
         // client library cannot tell) is answered 502 rather than sent again: rare.
         let failed = statuses.iter().filter(|s| **s != 200).count();
         assert!(failed <= 10, "{failed} of 1000 failed");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_bounded_to_the_upstreams_own_bound_turn_nothing_away() {
+    with_timeout(Duration::from_secs(60), async {
+        // The upstream goes away after 10 streams; so does each connection the proxy
+        // opens to it.
+        let processed = Processed::default();
+        let up = h2_upstream(100, Duration::from_millis(1), Some(10), processed.clone());
+        let cluster = [
+            "protocol: http2",
+            "pool: { max_requests_per_connection: 10 }",
+        ];
+        let server = start_with(&up, &cluster);
+        let statuses = post_many(server.addr("web"), 500, 50).await;
+        let failed = statuses.iter().filter(|s| **s != 200).count();
+        assert_eq!(failed, 0, "{failed} of 500 failed");
+        assert_eq!(up.hits(), 500, "each request processed once");
+        assert_eq!(processed.lock().expect("the ids").len(), 500);
+        assert!(up.connections() >= 50, "{} connections", up.connections());
     })
     .await;
 }

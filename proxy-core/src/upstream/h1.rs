@@ -35,6 +35,8 @@ pub(crate) struct H1Conn {
     pub(crate) reused: bool,
     /// The pool sweep this connection went idle in.
     pub(crate) idle_epoch: u32,
+    /// Requests sent on the connection.
+    requests: u32,
     pool: Arc<H1Pool>,
     _open: super::pool::OpenGuard,
 }
@@ -85,6 +87,7 @@ impl H1Conn {
             keep_alive: true,
             reused: false,
             idle_epoch: 0,
+            requests: 0,
             pool,
             _open: open,
         }
@@ -127,6 +130,15 @@ impl H1Conn {
         stall: Duration,
         head_slab: crate::bufs::Slab,
     ) -> Result<Response<Body>, ExchangeError> {
+        self.requests = self.requests.saturating_add(1);
+        if self
+            .pool
+            .max_requests
+            .is_some_and(|max| self.requests >= max.get())
+        {
+            // Its last request: closed after the answer.
+            self.keep_alive = false;
+        }
         crate::bufs::ready_for_write(&mut self.wbuf);
         head::encode_request(
             &mut self.wbuf,

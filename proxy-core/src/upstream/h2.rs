@@ -24,6 +24,7 @@
 //! connection to come up.
 
 use std::{
+    num::NonZeroU32,
     sync::{
         atomic::{AtomicBool, AtomicU32, Ordering},
         Arc, Mutex, MutexGuard,
@@ -53,6 +54,8 @@ pub(crate) struct H2Client {
     max_connections: u32,
     /// A connection without a stream for this long is closed (`pool.idle_timeout`).
     idle_timeout: Duration,
+    /// Streams a connection takes in all (`pool.max_requests_per_connection`).
+    max_requests: Option<NonZeroU32>,
     /// Woken when a connection comes up, for the requests waiting at the cap.
     connected: tokio::sync::Notify,
 }
@@ -102,6 +105,8 @@ pub(crate) struct H2Sender {
     answered: AtomicBool,
     /// Streams held by requests now.
     streams: AtomicU32,
+    /// Streams the connection may still take in all (`u32::MAX`: no bound).
+    streams_left: AtomicU32,
     /// A stream was taken since the idle check last looked.
     used: AtomicBool,
     /// The upstream's stream limit for the connection.
@@ -166,20 +171,30 @@ impl H2Sender {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
-        self.mark_used();
+        self.take_one();
         Some(H2Stream { conn: self.clone() })
     }
 
-    fn mark_used(&self) {
+    /// Counts a stream taken: marks the connection used, and retires it with the
+    /// last stream it may take.
+    fn take_one(&self) {
         if !self.used.load(Ordering::Relaxed) {
             self.used.store(true, Ordering::Relaxed);
+        }
+        let left = self.streams_left.load(Ordering::Relaxed);
+        if left != u32::MAX {
+            if left <= 1 {
+                self.retire();
+            }
+            self.streams_left
+                .store(left.saturating_sub(1), Ordering::Relaxed);
         }
     }
 
     /// A stream over the upstream's limit: the request waits in the connection.
     fn extra_stream(self: &Arc<Self>) -> H2Stream {
         self.streams.fetch_add(1, Ordering::Relaxed);
-        self.mark_used();
+        self.take_one();
         H2Stream { conn: self.clone() }
     }
 
@@ -191,18 +206,21 @@ impl H2Sender {
 impl H2Client {
     /// A client for `workers` workers (at least one), opening at most
     /// `max_connections`, each waiting at most `first_frame_wait` for the upstream's
-    /// first frame and closed once idle for `idle_timeout`.
+    /// first frame, taking at most `max_requests` streams in all, and closed once
+    /// idle for `idle_timeout`.
     pub(crate) fn new(
         workers: usize,
         max_connections: u32,
         first_frame_wait: Duration,
         idle_timeout: Duration,
+        max_requests: Option<NonZeroU32>,
     ) -> Self {
         Self {
             workers: (0..workers.max(1)).map(|_| Arc::default()).collect(),
             first_frame_wait,
             max_connections,
             idle_timeout,
+            max_requests,
             connected: tokio::sync::Notify::new(),
         }
     }
@@ -247,6 +265,7 @@ impl H2Client {
                 slot,
                 self.max_connections,
                 self.first_frame_wait,
+                self.max_requests,
             )
             .await;
         let conn = match opened {
@@ -325,6 +344,7 @@ impl H2Conns {
         slot: Option<ConnectionSlot>,
         max_connections: u32,
         first_frame_wait: Duration,
+        max_requests: Option<NonZeroU32>,
     ) -> Result<Arc<H2Sender>, ProxyError> {
         let addr = connector.address();
         let guard = open
@@ -362,6 +382,7 @@ impl H2Conns {
             retired: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             streams: AtomicU32::new(0),
+            streams_left: AtomicU32::new(max_requests.map_or(u32::MAX, NonZeroU32::get)),
             used: AtomicBool::new(false),
             limit,
         });

@@ -45,6 +45,7 @@ pub(crate) struct Upstream {
     max_connections: u32,
     idle_timeout: Duration,
     max_idle: u32,
+    max_requests_per_connection: Option<std::num::NonZeroU32>,
     pub(crate) open: Arc<pool::OpenCount>,
     pub(crate) connector: Connector,
     /// One idle pool per worker.
@@ -96,15 +97,20 @@ impl Upstream {
             max_connections: pool.max_connections,
             idle_timeout: pool.idle_timeout,
             max_idle: pool.max_idle,
+            max_requests_per_connection: pool.max_requests_per_connection,
             open,
             h1: (0..workers)
-                .map(|_| Arc::new(pool::H1Pool::new(max_idle_each, pool.idle_timeout)))
+                .map(|_| {
+                    let h1 = pool::H1Pool::new(max_idle_each, pool.idle_timeout);
+                    Arc::new(h1.with_max_requests(pool.max_requests_per_connection))
+                })
                 .collect(),
             h2: h2::H2Client::new(
                 workers,
                 pool.max_connections,
                 cluster.connect_timeout,
                 pool.idle_timeout,
+                pool.max_requests_per_connection,
             ),
             limit: None,
             cluster: cluster.name.as_str().into(),
@@ -151,6 +157,7 @@ impl Upstream {
             && self.max_connections == cluster.pool.max_connections
             && self.idle_timeout == cluster.pool.idle_timeout
             && self.max_idle == cluster.pool.max_idle
+            && self.max_requests_per_connection == cluster.pool.max_requests_per_connection
     }
 
     pub(crate) fn protocol(&self) -> &UpstreamProtocol {

@@ -129,6 +129,8 @@ pub(crate) struct H1Pool {
     /// worker waits for wakes the requests waiting on other pools, which close the
     /// idle connection to take its slot.
     limit: Option<Arc<super::limit::ConnectionLimit>>,
+    /// Requests a connection carries at most (`pool.max_requests_per_connection`).
+    pub(crate) max_requests: Option<std::num::NonZeroU32>,
 }
 
 #[derive(Debug, Default)]
@@ -169,7 +171,14 @@ impl H1Pool {
             max_idle: usize::try_from(max_idle.max(1)).unwrap_or(usize::MAX),
             idle_ready: tokio::sync::Notify::new(),
             limit: None,
+            max_requests: None,
         }
+    }
+
+    /// The pool, its connections closed after `max_requests` requests each.
+    pub(crate) fn with_max_requests(mut self, max_requests: Option<std::num::NonZeroU32>) -> Self {
+        self.max_requests = max_requests;
+        self
     }
 
     /// A new, empty pool with the settings of this one, under the cluster's
@@ -182,6 +191,7 @@ impl H1Pool {
             max_idle: self.max_idle,
             idle_ready: tokio::sync::Notify::new(),
             limit: Some(limit),
+            max_requests: self.max_requests,
         }
     }
 

@@ -403,3 +403,25 @@ fn an_http2_connection_idle_for_the_idle_timeout_closes() {
     assert_eq!(on(), "h2");
     assert_eq!(server.connections(), 2);
 }
+
+#[tokio::test]
+async fn an_http1_connection_carries_at_most_max_requests_per_connection() {
+    with_timeout(LIMIT, async {
+        let echo = PortEcho::start();
+        let mut cfg = cluster(UpstreamProtocol::Http1, 16, Duration::from_secs(60));
+        cfg.pool.max_requests_per_connection = std::num::NonZeroU32::new(3);
+        let up = Upstream::new(echo.server.addr, &cfg, None, None, 1);
+        let mut ports = Vec::new();
+        for _ in 0..7 {
+            ports.push(port(&up, "/").await);
+        }
+        assert!(ports[..3].iter().all(|p| *p == ports[0]), "{ports:?}");
+        assert!(ports[3..6].iter().all(|p| *p == ports[3]), "{ports:?}");
+        assert_ne!(ports[0], ports[3]);
+        assert_ne!(ports[3], ports[6]);
+        // The first two closed after their third answer.
+        assert!(eventually(LIMIT, || echo.open() == 1).await);
+        assert_eq!(up.idle_connections(), 1);
+    })
+    .await;
+}

@@ -169,6 +169,12 @@ fn translate(c: &Cluster) -> Result<XdsCluster, Refusal> {
         &c.name,
     )?);
     #[allow(deprecated)]
+    if let Some(n) = c.max_requests_per_connection {
+        // The deprecated form of the HTTP protocol options' field, which, when set,
+        // overrides it below.
+        config.pool.max_requests_per_connection = std::num::NonZeroU32::new(n.value);
+    }
+    #[allow(deprecated)]
     if let Some(h2) = &c.http2_protocol_options {
         refuse_leftover(h2, fields::HTTP2_OPTIONS)
             .map_err(|r| r.within("http2_protocol_options"))?;
@@ -247,6 +253,7 @@ fn unhandled(c: &Cluster) -> Cluster {
     r.outlier_detection = None;
     r.health_checks.clear();
     r.http2_protocol_options = None;
+    r.max_requests_per_connection = None;
     r.typed_extension_protocol_options.clear();
     r.transport_socket = None;
     // Without effect on how traffic flows here.
@@ -330,8 +337,13 @@ fn http_options(o: &HttpProtocolOptions, config: &mut ClusterConfig) -> Result<(
     if let Some(common) = &o.common_http_protocol_options {
         let mut rest = *common;
         rest.idle_timeout = None;
+        rest.max_requests_per_connection = None;
         refuse_leftover(&rest, fields::COMMON_HTTP_OPTIONS)
             .map_err(|r| r.within("common_http_protocol_options"))?;
+        if let Some(n) = common.max_requests_per_connection {
+            // Zero is Envoy's "no limit".
+            config.pool.max_requests_per_connection = std::num::NonZeroU32::new(n.value);
+        }
         if let Some(d) = &common.idle_timeout {
             let d = duration(d)
                 .map_err(|e| Refusal::new("", "common_http_protocol_options.idle_timeout", e))?;

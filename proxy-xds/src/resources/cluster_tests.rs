@@ -9,7 +9,7 @@ use envoy_types::pb::{
             },
             core::v3::{
                 config_source::ConfigSourceSpecifier, ApiConfigSource, ConfigSource,
-                Http2ProtocolOptions, TransportSocket,
+                Http2ProtocolOptions, HttpProtocolOptions as CommonHttpOptions, TransportSocket,
             },
         },
         extensions::upstreams::http::v3::{
@@ -19,7 +19,7 @@ use envoy_types::pb::{
             HttpProtocolOptions,
         },
     },
-    google::protobuf::Duration as PbDuration,
+    google::protobuf::{Duration as PbDuration, UInt32Value},
 };
 use proxy_core::config::UpstreamProtocol;
 
@@ -149,4 +149,37 @@ fn upstream_protocol_from_http_options() {
     c.typed_extension_protocol_options
         .insert(HTTP_OPTIONS_KEY.into(), envoy_types::util::pack_any(auto));
     assert!(refused(&c).contains("auto_config: not supported"));
+}
+
+#[test]
+fn max_requests_per_connection_bounds_the_pool() {
+    let with = |n: u32| HttpProtocolOptions {
+        common_http_protocol_options: Some(CommonHttpOptions {
+            max_requests_per_connection: Some(UInt32Value { value: n }),
+            ..CommonHttpOptions::default()
+        }),
+        ..HttpProtocolOptions::default()
+    };
+    let mut c = named("a");
+    let bound = |c: &Cluster| cluster(c).unwrap().config.pool.max_requests_per_connection;
+    assert_eq!(bound(&c), None);
+    c.typed_extension_protocol_options.insert(
+        HTTP_OPTIONS_KEY.into(),
+        envoy_types::util::pack_any(with(10)),
+    );
+    assert_eq!(bound(&c).map(|n| n.get()), Some(10));
+    // Zero is Envoy's "no limit".
+    c.typed_extension_protocol_options.insert(
+        HTTP_OPTIONS_KEY.into(),
+        envoy_types::util::pack_any(with(0)),
+    );
+    assert_eq!(bound(&c), None);
+    // The cluster's deprecated field counts when the HTTP options do not set it.
+    #[allow(deprecated)]
+    {
+        c.max_requests_per_connection = Some(UInt32Value { value: 3 });
+    }
+    assert_eq!(bound(&c), None);
+    c.typed_extension_protocol_options.clear();
+    assert_eq!(bound(&c).map(|n| n.get()), Some(3));
 }

@@ -177,6 +177,12 @@ pub struct PoolConfig {
     /// connection that carried no request for this long.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Requests a connection carries at most: an HTTP/1.1 connection closes after
+    /// its last answer, an HTTP/2 one takes no more streams and closes once they
+    /// end. Set it to the upstream's own bound (nginx's `keepalive_requests`, 1,000
+    /// by default) so that requests go to a fresh connection rather than being
+    /// turned away by one going away. Absent: no bound.
+    pub max_requests_per_connection: Option<NonZeroU32>,
 }
 
 impl Default for PoolConfig {
@@ -185,6 +191,7 @@ impl Default for PoolConfig {
             max_connections: 10_000,
             max_idle: 1024,
             idle_timeout: Duration::from_secs(90),
+            max_requests_per_connection: None,
         }
     }
 }
