@@ -49,14 +49,18 @@ enum Kind {
     /// An HTTP/2 upstream's answer, whose next frame is waited for at most the
     /// cluster's stream idle timeout, holding its stream on the connection until it
     /// ends.
-    HyperTimed(
-        hyper::body::Incoming,
-        Stall,
-        Option<crate::upstream::H2Stream>,
-    ),
+    HyperTimed(Box<TimedAnswer>),
     H1(RecvBody),
     H2(crate::server::H2RecvBody),
     Boxed(BoxBody<Bytes, BoxError>),
+}
+
+/// An HTTP/2 upstream's answer body (boxed: the variant would make every body
+/// larger), holding its stream on the connection until it ends.
+struct TimedAnswer {
+    body: hyper::body::Incoming,
+    stall: Stall,
+    stream: Option<crate::upstream::H2Stream>,
 }
 
 impl std::fmt::Debug for Kind {
@@ -107,7 +111,11 @@ impl Body {
             return Self::empty();
         }
         Self {
-            kind: Kind::HyperTimed(body, Stall::new(stall), Some(stream)),
+            kind: Kind::HyperTimed(Box::new(TimedAnswer {
+                body,
+                stall: Stall::new(stall),
+                stream: Some(stream),
+            })),
         }
     }
 
@@ -210,16 +218,17 @@ impl http_body::Body for Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Kind::HyperTimed(b, stall, stream) => match Pin::new(b).poll_frame(cx) {
+            Kind::HyperTimed(answer) => match Pin::new(&mut answer.body).poll_frame(cx) {
                 Poll::Ready(frame) => {
-                    stall.progress();
+                    answer.stall.progress();
                     if frame.is_none() {
                         // The stream ended: the connection may take another.
-                        stream.take();
+                        answer.stream.take();
                     }
                     Poll::Ready(frame.map(|f| f.map_err(Into::into)))
                 }
-                Poll::Pending => stall
+                Poll::Pending => answer
+                    .stall
                     .poll_expired(cx)
                     .map(|()| Some(Err(BodyStalled.into()))),
             },
@@ -233,7 +242,8 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
-            Kind::Hyper(b) | Kind::HyperTimed(b, ..) => b.is_end_stream(),
+            Kind::Hyper(b) => b.is_end_stream(),
+            Kind::HyperTimed(answer) => answer.body.is_end_stream(),
             Kind::H1(b) => b.is_end_stream(),
             Kind::H2(b) => b.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
@@ -244,7 +254,8 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Hyper(b) | Kind::HyperTimed(b, ..) => b.size_hint(),
+            Kind::Hyper(b) => b.size_hint(),
+            Kind::HyperTimed(answer) => answer.body.size_hint(),
             Kind::H1(b) => b.size_hint(),
             Kind::H2(b) => b.size_hint(),
             Kind::Boxed(b) => b.size_hint(),
