@@ -20,7 +20,6 @@ use proxy_test_support::{
     upstream::{spawn_raw, Upstream},
     yaml,
 };
-use tokio::task::JoinSet;
 
 /// The `x-id` of every request an upstream processed.
 type Processed = Arc<Mutex<Vec<String>>>;
@@ -85,28 +84,14 @@ fn start_with(up: &Upstream, cluster: &[&str]) -> TestServer {
 /// Sends `total` POSTs with a small body and an `x-id` header (their index),
 /// `concurrency` at a time, each on its own HTTP/1.1 connection; their statuses by id.
 async fn post_many(addr: std::net::SocketAddr, total: usize, concurrency: usize) -> Vec<u16> {
-    let mut statuses = vec![0; total];
-    let mut running = JoinSet::new();
-    for id in 0..total {
-        if running.len() == concurrency {
-            if let Some(done) = running.join_next().await {
-                let (id, status) = done.expect("a request task");
-                statuses[id] = status;
-            }
-        }
-        running.spawn(async move {
-            let body = Bytes::from_static(b"a request body");
-            let name = id.to_string();
-            let headers = [("x-id", name.as_str())];
-            let resp = client::request(addr, http::Method::POST, "/", &headers, body).await;
-            (id, resp.map_or(0, |resp| resp.status.as_u16()))
-        });
-    }
-    while let Some(done) = running.join_next().await {
-        let (id, status) = done.expect("a request task");
-        statuses[id] = status;
-    }
-    statuses
+    client::many(total, concurrency, |id| async move {
+        let body = Bytes::from_static(b"a request body");
+        let name = id.to_string();
+        let headers = [("x-id", name.as_str())];
+        let resp = client::request(addr, http::Method::POST, "/", &headers, body).await;
+        resp.map_or(0, |resp| resp.status.as_u16())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

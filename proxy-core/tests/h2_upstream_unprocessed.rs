@@ -17,7 +17,6 @@ use proxy_test_support::{
     upstream::{spawn_raw, Upstream},
     yaml,
 };
-use tokio::task::JoinSet;
 
 /// How a test upstream treats the streams of each of its connections.
 #[derive(Clone, Copy)]
@@ -73,20 +72,10 @@ fn start(up: &Upstream) -> TestServer {
 /// Sends `total` GETs, `concurrency` at a time, each on its own HTTP/1.1 connection;
 /// their statuses.
 async fn get_many(addr: std::net::SocketAddr, total: usize, concurrency: usize) -> Vec<u16> {
-    let mut statuses = Vec::with_capacity(total);
-    let mut running = JoinSet::new();
-    for _ in 0..total {
-        if running.len() == concurrency {
-            if let Some(done) = running.join_next().await {
-                statuses.push(done.expect("a request task"));
-            }
-        }
-        running.spawn(async move { client::get(addr, "/", &[]).await.status.as_u16() });
-    }
-    while let Some(done) = running.join_next().await {
-        statuses.push(done.expect("a request task"));
-    }
-    statuses
+    client::many(total, concurrency, |_| async move {
+        client::get(addr, "/", &[]).await.status.as_u16()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,7 @@ pub(crate) use h2::H2Stream;
 
 use crate::{
     bufs::Slab,
-    config::{ClusterConfig, RuntimeConfig, UpstreamProtocol},
+    config::{ClusterConfig, PoolConfig, RuntimeConfig, UpstreamProtocol},
     http1::head::Framing,
     Body, ProxyError,
 };
@@ -42,10 +42,8 @@ pub(crate) struct Upstream {
     protocol: UpstreamProtocol,
     connect_timeout: Duration,
     stream_idle_timeout: Duration,
-    max_connections: u32,
-    idle_timeout: Duration,
-    max_idle: u32,
-    max_requests_per_connection: Option<std::num::NonZeroU32>,
+    /// The pool settings it was built with, to tell whether a new config keeps them.
+    pool: PoolConfig,
     pub(crate) open: Arc<pool::OpenCount>,
     pub(crate) connector: Connector,
     /// One idle pool per worker.
@@ -94,10 +92,7 @@ impl Upstream {
             connector,
             connect_timeout: cluster.connect_timeout,
             stream_idle_timeout: cluster.stream_idle_timeout,
-            max_connections: pool.max_connections,
-            idle_timeout: pool.idle_timeout,
-            max_idle: pool.max_idle,
-            max_requests_per_connection: pool.max_requests_per_connection,
+            pool: pool.clone(),
             open,
             h1: (0..workers)
                 .map(|_| {
@@ -154,10 +149,7 @@ impl Upstream {
         self.protocol == cluster.protocol
             && self.connect_timeout == cluster.connect_timeout
             && self.stream_idle_timeout == cluster.stream_idle_timeout
-            && self.max_connections == cluster.pool.max_connections
-            && self.idle_timeout == cluster.pool.idle_timeout
-            && self.max_idle == cluster.pool.max_idle
-            && self.max_requests_per_connection == cluster.pool.max_requests_per_connection
+            && self.pool == cluster.pool
     }
 
     pub(crate) fn protocol(&self) -> &UpstreamProtocol {
@@ -205,7 +197,7 @@ impl Upstream {
         };
         let guard = self
             .open
-            .try_open(self.max_connections, slot)
+            .try_open(self.pool.max_connections, slot)
             .ok_or(ProxyError::Overflow { addr: self.addr })?;
         let stream = self.connector.connect().await?;
         // It returns to the pool of the worker that opened it.

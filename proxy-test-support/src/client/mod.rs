@@ -193,3 +193,35 @@ impl H1Client {
         }
     }
 }
+
+/// Runs `total` requests made by `request(index)`, at most `concurrency` at a time;
+/// their results by index.
+///
+/// # Panics
+/// When a request task panics.
+pub async fn many<T, F, Fut>(total: usize, concurrency: usize, request: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let mut results: Vec<Option<T>> = (0..total).map(|_| None).collect();
+    let mut running = tokio::task::JoinSet::new();
+    let mut record = |done: Result<(usize, T), tokio::task::JoinError>| {
+        let (index, result) = done.expect("a request task");
+        results[index] = Some(result);
+    };
+    for index in 0..total {
+        if running.len() >= concurrency.max(1) {
+            if let Some(done) = running.join_next().await {
+                record(done);
+            }
+        }
+        let fut = request(index);
+        running.spawn(async move { (index, fut.await) });
+    }
+    while let Some(done) = running.join_next().await {
+        record(done);
+    }
+    results.into_iter().flatten().collect()
+}
