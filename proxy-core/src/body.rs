@@ -11,11 +11,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::{combinators::BoxBody, BodyExt};
 
-use crate::{
-    http1::RecvBody,
-    stall::{BodyStalled, Stall},
-    BoxError,
-};
+use crate::{h2_body::RecvBody as H2RecvBody, http1::RecvBody, BoxError};
 
 /// A streaming HTTP body.
 ///
@@ -49,17 +45,16 @@ enum Kind {
     /// An HTTP/2 upstream's answer, whose next frame is waited for at most the
     /// cluster's stream idle timeout, holding its stream on the connection until it
     /// ends.
-    HyperTimed(Box<TimedAnswer>),
+    UpstreamH2(Box<UpstreamAnswer>),
     H1(RecvBody),
-    H2(crate::server::H2RecvBody),
+    H2(H2RecvBody),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
 /// An HTTP/2 upstream's answer body (boxed: the variant would make every body
 /// larger), holding its stream on the connection until it ends.
-struct TimedAnswer {
-    body: hyper::body::Incoming,
-    stall: Stall,
+struct UpstreamAnswer {
+    body: H2RecvBody,
     stream: Option<crate::upstream::H2Stream>,
 }
 
@@ -69,7 +64,7 @@ impl std::fmt::Debug for Kind {
             Kind::Empty => "Empty",
             Kind::Full(_) => "Full",
             Kind::Hyper(_) => "Hyper",
-            Kind::HyperTimed(..) => "HyperTimed",
+            Kind::UpstreamH2(..) => "UpstreamH2",
             Kind::H1(_) => "H1",
             Kind::H2(_) => "H2",
             Kind::Boxed(_) => "Boxed",
@@ -100,26 +95,27 @@ impl Body {
         }
     }
 
-    /// An HTTP/2 upstream's answer body: a wait of `stall` for its next frame fails it
-    /// (and drops the stream, which resets it).
+    /// An HTTP/2 upstream's answer body, of `content_length` bytes when the answer
+    /// says: a wait of `stall` for its next frame fails it (and drops the stream,
+    /// which resets it).
     pub(crate) fn from_upstream_h2(
-        body: hyper::body::Incoming,
+        recv: h2::RecvStream,
+        content_length: Option<u64>,
         stall: Duration,
         stream: crate::upstream::H2Stream,
     ) -> Self {
-        if http_body::Body::is_end_stream(&body) {
+        if recv.is_end_stream() {
             return Self::empty();
         }
         Self {
-            kind: Kind::HyperTimed(Box::new(TimedAnswer {
-                body,
-                stall: Stall::new(stall),
+            kind: Kind::UpstreamH2(Box::new(UpstreamAnswer {
+                body: H2RecvBody::new(recv, content_length, stall),
                 stream: Some(stream),
             })),
         }
     }
 
-    pub(crate) fn from_h2(body: crate::server::H2RecvBody) -> Self {
+    pub(crate) fn from_h2(body: H2RecvBody) -> Self {
         Self {
             kind: Kind::H2(body),
         }
@@ -218,20 +214,14 @@ impl http_body::Body for Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Kind::HyperTimed(answer) => match Pin::new(&mut answer.body).poll_frame(cx) {
-                Poll::Ready(frame) => {
-                    answer.stall.progress();
-                    if frame.is_none() {
-                        // The stream ended: the connection may take another.
-                        answer.stream.take();
-                    }
-                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            Kind::UpstreamH2(answer) => {
+                let frame = Pin::new(&mut answer.body).poll_frame(cx);
+                if let Poll::Ready(None | Some(Err(_))) = frame {
+                    // The stream ended: the connection may take another.
+                    answer.stream.take();
                 }
-                Poll::Pending => answer
-                    .stall
-                    .poll_expired(cx)
-                    .map(|()| Some(Err(BodyStalled.into()))),
-            },
+                frame
+            }
             Kind::H1(b) => Pin::new(b).poll_frame(cx),
             Kind::H2(b) => Pin::new(b).poll_frame(cx),
             Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
@@ -243,7 +233,7 @@ impl http_body::Body for Body {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Hyper(b) => b.is_end_stream(),
-            Kind::HyperTimed(answer) => answer.body.is_end_stream(),
+            Kind::UpstreamH2(answer) => answer.body.is_end_stream(),
             Kind::H1(b) => b.is_end_stream(),
             Kind::H2(b) => b.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
@@ -255,7 +245,7 @@ impl http_body::Body for Body {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Hyper(b) => b.size_hint(),
-            Kind::HyperTimed(answer) => answer.body.size_hint(),
+            Kind::UpstreamH2(answer) => answer.body.size_hint(),
             Kind::H1(b) => b.size_hint(),
             Kind::H2(b) => b.size_hint(),
             Kind::Boxed(b) => b.size_hint(),

@@ -10,6 +10,7 @@ pub mod demo;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod h2_body;
 pub(crate) mod http1;
 pub mod matcher;
 pub mod metrics;

@@ -39,7 +39,7 @@ pub use self::handoff_layer::{LayerHandOver, LayerHandOverResult, LayerState};
 use self::listen::{Bound, ListenerRuntime};
 pub use self::open_files::{raise_open_files_limit, OpenFilesLimit};
 pub use self::service::ListenerNotRunning;
-pub(crate) use self::{h2::RecvBody as H2RecvBody, handoff::HandoffSlot, handoff_protocol::Detach};
+pub(crate) use self::{handoff::HandoffSlot, handoff_protocol::Detach};
 use crate::{
     access_log::{AccessLog, LineCounts},
     config::{Config, RuntimeFlavor},

@@ -1,5 +1,6 @@
-//! HTTP/2 (h2c prior knowledge) upstream: multiplexed connections per endpoint and
-//! worker, opened on first use and as the upstream's stream limit asks.
+//! HTTP/2 (h2c prior knowledge) upstream, on the `h2` crate's client: multiplexed
+//! connections per endpoint and worker, opened on first use and as the upstream's
+//! stream limit asks.
 //!
 //! A worker's requests use the connections it opened, whose tasks run on that
 //! worker's runtime: their socket I/O and the requests' wake-ups stay on one thread.
@@ -7,10 +8,12 @@
 //! ends; a connection takes at most as many as the upstream's
 //! `SETTINGS_MAX_CONCURRENT_STREAMS` allows ([`super::h2_settings`]), and a request
 //! finding every connection of its worker full opens another, as Envoy's pool does.
-//! Requests above the limit would wait inside the connection for a stream, where a
-//! GOAWAY leaves no way to tell whether they were sent. Each connection's stream
-//! counts its bytes in the endpoint's stats (`rx_bytes`, `tx_bytes`) and holds one of
-//! the endpoint's open-connection slots until it closes.
+//! A request above the limit (at the connection caps) waits inside the connection for
+//! a stream; its stream is opened at once all the same, so a GOAWAY says whether it
+//! was sent. Each connection's stream counts its bytes in the endpoint's stats
+//! (`rx_bytes`, `tx_bytes`) and holds one of the endpoint's open-connection slots
+//! until it closes; its task ([`super::h2_conn`]) checks with PINGs that the
+//! upstream still answers.
 //!
 //! An upstream that says it is going away (GOAWAY) finishes the streams it took and
 //! refuses new ones: the connection is retired ([`H2Sender::retire`]) at the first
@@ -32,15 +35,26 @@ use std::{
     time::Duration,
 };
 
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use h2::client::SendRequest;
 
 use super::{
     h2_settings::{LimitWatch, PeerLimit},
     limit::{ConnectionLimit, ConnectionSlot},
     Connector,
 };
-use crate::{cluster::BreakerLimit, Body, ProxyError};
+use crate::{cluster::BreakerLimit, ProxyError};
+
+/// The settings a connection opens with (those `hyper`'s client had): windows that
+/// let a 2 MiB answer come without a WINDOW_UPDATE, frames of the spec's default
+/// size, answer heads up to 16 KiB, 1 MiB of request body buffered per stream, and
+/// 100 streams assumed allowed until the upstream's SETTINGS say.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONN_WINDOW: u32 = 5 * 1024 * 1024;
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+const MAX_SEND_BUFFER: usize = 1024 * 1024;
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
 /// The HTTP/2 connections of one endpoint, by worker.
 #[derive(Debug)]
@@ -99,7 +113,9 @@ struct H2Conns {
 /// An open HTTP/2 connection: its request sender, its streams, whether it was retired.
 #[derive(Debug)]
 pub(crate) struct H2Sender {
-    send: SendRequest<Body>,
+    send: SendRequest<Bytes>,
+    /// The connection ended (set by its task).
+    closed: Arc<AtomicBool>,
     retired: AtomicBool,
     /// An answer came on the connection.
     answered: AtomicBool,
@@ -135,7 +151,7 @@ impl Drop for H2Stream {
 
 impl H2Sender {
     /// A sender of requests on the connection.
-    pub(crate) fn sender(&self) -> SendRequest<Body> {
+    pub(crate) fn sender(&self) -> SendRequest<Bytes> {
         self.send.clone()
     }
 
@@ -158,11 +174,11 @@ impl H2Sender {
     }
 
     fn usable(&self) -> bool {
-        !self.retired.load(Ordering::Relaxed) && !self.send.is_closed()
+        !self.retired.load(Ordering::Relaxed) && !self.closed.load(Ordering::Relaxed)
     }
 
     /// A stream, if the connection has one free under the upstream's limit (an
-    /// upstream allowing none gets one at a time: the library holds it until the
+    /// upstream allowing none gets one at a time: `h2` holds it until the
     /// upstream allows it).
     fn free_stream(self: &Arc<Self>) -> Option<H2Stream> {
         let max = self.limit.streams().max(1);
@@ -358,27 +374,30 @@ impl H2Conns {
         };
         let limit = PeerLimit::new();
         let stream = LimitWatch::new(counted, limit.clone());
-        let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .handshake::<_, Body>(TokioIo::new(stream))
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONN_WINDOW)
+            .max_frame_size(MAX_FRAME_SIZE)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+            .enable_push(false)
+            .handshake::<_, Bytes>(stream)
             .await
             .map_err(|e| ProxyError::Upstream {
                 request_sent: false,
                 source: e.into(),
             })?;
+        let closed = Arc::new(AtomicBool::new(false));
         // On the calling worker's runtime: the connection serves that worker only.
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
-            }
-        });
+        tokio::spawn(super::h2_conn::drive(conn, closed.clone(), addr));
         // The upstream's first frame names its stream limit: the requests waiting for
         // this connection are spread by it. An upstream slow to send it is used under
         // the limit assumed until then.
         let _ = tokio::time::timeout(first_frame_wait, limit.first_frame_read()).await;
         let sender = Arc::new(H2Sender {
             send,
+            closed,
             retired: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             streams: AtomicU32::new(0),

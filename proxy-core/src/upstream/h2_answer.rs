@@ -1,9 +1,16 @@
-//! The wait for an HTTP/2 upstream's answer head, bounded by the cluster's stream
-//! idle timeout. The clock runs while it is the upstream's turn: once the request's
-//! last byte was handed to the stream, and while the request body waits for the
-//! upstream to open its flow-control window. A request body waiting for its client's
-//! next bytes is the client's turn (bounded by the listener's own stream idle
-//! timeout) and does not count against the upstream.
+//! One exchange on an HTTP/2 upstream connection, on the `h2` crate's client: the
+//! request's stream opened with its head, its body sent under the upstream's flow
+//! control, and the wait for the answer's head, bounded by the cluster's stream idle
+//! timeout. The clock runs while it is the upstream's turn: once the request's last
+//! byte was handed to the stream, and while the request body waits for the upstream
+//! to open its flow-control window. A request body waiting for its client's next
+//! bytes is the client's turn (bounded by the listener's own stream idle timeout)
+//! and does not count against the upstream.
+//!
+//! The stream is opened in the calling task, so that a failure says whether the
+//! request went out: the connection refusing to open one (it is going away, or gone)
+//! sent nothing of it; an opened stream fails with the upstream's own verdict
+//! (a GOAWAY naming a lower last stream, REFUSED_STREAM).
 
 use std::{
     future::Future,
@@ -17,38 +24,77 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use h2::{client::SendRequest, RecvStream, SendStream};
+use http::{header, request, HeaderMap, HeaderName, Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
 
-use crate::{Body, BoxError};
+use crate::{stall::Stall, Body, BoxError};
 
-/// Sends `req` on `sender` and waits for the answer's head: `None` when the upstream
-/// let a whole `limit` pass on its turn.
+/// Why an HTTP/2 exchange failed.
+#[derive(Debug)]
+pub(super) enum H2Failure {
+    /// The connection opened no stream for the request: none of it was sent.
+    NotOpened(h2::Error),
+    /// The request's stream failed.
+    Stream(h2::Error),
+}
+
+impl H2Failure {
+    pub(super) fn into_error(self) -> h2::Error {
+        match self {
+            Self::NotOpened(e) | Self::Stream(e) => e,
+        }
+    }
+}
+
+/// Sends `req` on a stream of `send`'s connection and waits for the answer's head:
+/// `None` when the upstream let a whole `limit` pass on its turn.
 pub(super) async fn send_within(
-    sender: &mut hyper::client::conn::http2::SendRequest<Body>,
+    send: &mut SendRequest<Bytes>,
     req: Request<Body>,
     limit: Duration,
-) -> Option<hyper::Result<Response<Incoming>>> {
-    let (req, progress) = if req.body().is_end_stream() {
-        (req, None)
-    } else {
-        let progress = Arc::new(Progress::default());
-        let req = req.map(|inner| {
-            Body::new(Watched {
-                inner,
-                progress: progress.clone(),
-            })
-        });
-        (req, Some(progress))
+) -> Option<Result<Response<RecvStream>, H2Failure>> {
+    let (mut parts, mut body) = req.into_parts();
+    let is_connect = parts.method == Method::CONNECT;
+    prepare_head(&mut parts, &body);
+    let buffered = body.take_buffered();
+    let ends_at_head = !is_connect && buffered.as_ref().is_some_and(Bytes::is_empty);
+    let (answer, mut tx) = match send.send_request(Request::from_parts(parts, ()), ends_at_head) {
+        Ok(opened) => opened,
+        Err(e) => return Some(Err(H2Failure::NotOpened(e))),
     };
-    let mut answer = pin!(sender.send_request(req));
+    let progress = match buffered {
+        Some(_) if ends_at_head => None,
+        // One buffer (the usual body): handed to the stream whole, sent as the
+        // upstream's window allows; from here it is the upstream's turn.
+        Some(data) if !data.is_empty() => {
+            let _ = tx.send_data(data, true);
+            None
+        }
+        _ => {
+            let progress = Arc::new(Progress::default());
+            let watched = Body::new(Watched {
+                inner: body,
+                progress: progress.clone(),
+            });
+            // Its own task: the body may go on after the answer's head (a gRPC
+            // stream both ways), while the caller moves on to the answer's body.
+            tokio::spawn(send_body(watched, tx, limit));
+            Some(progress)
+        }
+    };
+    let mut answer = pin!(answer);
     // In this future, not an allocation of its own; registered on the first wait.
     let mut timer = pin!(tokio::time::sleep(limit));
     let mut frames_seen = 0;
     std::future::poll_fn(|cx| loop {
         if let Poll::Ready(answer) = answer.as_mut().poll(cx) {
-            return Poll::Ready(Some(answer));
+            if let (Err(e), Some(progress)) = (&answer, &progress) {
+                if window_ran_out(e, progress) {
+                    return Poll::Ready(None);
+                }
+            }
+            return Poll::Ready(Some(answer.map_err(H2Failure::Stream)));
         }
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
@@ -68,6 +114,83 @@ pub(super) async fn send_within(
     .await
 }
 
+/// Whether the stream failed because the body's sender cancelled it, the upstream
+/// having opened no window for a whole stall period: the upstream's turn ran out.
+fn window_ran_out(e: &h2::Error, progress: &Progress) -> bool {
+    e.is_reset()
+        && !e.is_remote()
+        && e.reason() == Some(h2::Reason::CANCEL)
+        && !progress.body_failed.load(Ordering::Acquire)
+}
+
+/// Moves a streaming request body into its stream; an upstream that opens no window
+/// for `stall` gets the stream cancelled.
+async fn send_body(body: Body, mut tx: SendStream<Bytes>, stall: Duration) {
+    let mut body = pin!(body);
+    let mut pending = None;
+    let mut sent = 0;
+    let mut stall = Stall::new(stall);
+    std::future::poll_fn(|cx| {
+        crate::h2_body::pump(
+            cx,
+            body.as_mut(),
+            &mut tx,
+            &mut pending,
+            &mut sent,
+            &mut stall,
+        )
+    })
+    .await;
+}
+
+/// The fields HTTP/2 forbids (RFC 9113 8.2.2) left out, and `content-length` set
+/// from a body of known size, as HTTP/1.1 would have framed it.
+fn prepare_head(parts: &mut request::Parts, body: &Body) {
+    strip_connection_fields(&mut parts.headers);
+    if let Some(len) = body.size_hint().exact() {
+        let has_payload_semantics = !matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
+        );
+        if (len != 0 || has_payload_semantics)
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        {
+            parts.headers.insert(header::CONTENT_LENGTH, len.into());
+        }
+    }
+    // An extended CONNECT's protocol (RFC 8441), named the way the server side of
+    // `hyper` names it.
+    if let Some(protocol) = parts.extensions.remove::<hyper::ext::Protocol>() {
+        parts
+            .extensions
+            .insert(h2::ext::Protocol::from(protocol.as_str()));
+    }
+}
+
+/// Connection-specific fields (RFC 9113 8.2.2): `h2` refuses a head that has them.
+fn strip_connection_fields(headers: &mut HeaderMap) {
+    const FIELDS: [HeaderName; 4] = [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+    ];
+    for name in &FIELDS {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+    if headers.contains_key("proxy-connection") {
+        headers.remove("proxy-connection");
+    }
+    if headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes() != b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+}
+
 /// What a request body being sent has done, as the waiter for the answer sees it.
 #[derive(Debug, Default)]
 struct Progress {
@@ -75,6 +198,8 @@ struct Progress {
     frames: AtomicU32,
     /// The body waits for its client's next bytes.
     clients_turn: AtomicBool,
+    /// The body failed (its client's fault): the stream was reset for it.
+    body_failed: AtomicBool,
 }
 
 /// A request body that records its progress.
@@ -96,8 +221,12 @@ impl http_body::Body for Watched {
         match &polled {
             Poll::Pending => progress.clients_turn.store(true, Ordering::Release),
             Poll::Ready(frame) => {
-                if frame.is_some() {
-                    progress.frames.fetch_add(1, Ordering::AcqRel);
+                match frame {
+                    Some(Ok(_)) => {
+                        progress.frames.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Some(Err(_)) => progress.body_failed.store(true, Ordering::Release),
+                    None => {}
                 }
                 progress.clients_turn.store(false, Ordering::Release);
             }
@@ -111,5 +240,55 @@ impl http_body::Body for Watched {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_fields_are_left_out_and_te_trailers_kept() {
+        let req = Request::post("http://up/")
+            .header("connection", "keep-alive")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-connection", "keep-alive")
+            .header("transfer-encoding", "chunked")
+            .header("upgrade", "h2c")
+            .header("te", "trailers")
+            .header("x-kept", "1")
+            .body(Body::from("abc"))
+            .unwrap();
+        let (mut parts, body) = req.into_parts();
+        prepare_head(&mut parts, &body);
+        let mut names: Vec<_> = parts.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "te", "x-kept"]);
+        assert_eq!(parts.headers["content-length"], "3");
+    }
+
+    #[test]
+    fn content_length_is_set_only_where_a_body_means_something() {
+        let head = |method: Method, body: Body| {
+            let (mut parts, body) = Request::builder()
+                .method(method)
+                .uri("http://up/")
+                .body(body)
+                .unwrap()
+                .into_parts();
+            prepare_head(&mut parts, &body);
+            parts.headers.get(header::CONTENT_LENGTH).cloned()
+        };
+        assert_eq!(head(Method::GET, Body::empty()), None);
+        assert_eq!(head(Method::POST, Body::empty()).unwrap(), "0");
+        assert_eq!(head(Method::PUT, Body::from("hello")).unwrap(), "5");
+        // A TE other than `trailers` is not allowed either.
+        let (mut parts, body) = Request::get("http://up/")
+            .header("te", "gzip")
+            .body(Body::empty())
+            .unwrap()
+            .into_parts();
+        prepare_head(&mut parts, &body);
+        assert!(parts.headers.is_empty());
     }
 }

@@ -16,6 +16,7 @@ mod connector;
 pub(crate) mod h1;
 mod h2;
 mod h2_answer;
+mod h2_conn;
 mod h2_settings;
 pub(crate) mod limit;
 pub(crate) mod pool;
@@ -346,7 +347,6 @@ impl Upstream {
             let stream = self.h2_stream().await?;
             let conn = stream.conn();
             let (parts, body) = attempt;
-            let idempotent = parts.method.is_idempotent();
             let again = if resends < H2_RESENDS_AT_MOST {
                 body.try_clone().map(|b| (resend_head(&parts), b))
             } else {
@@ -360,11 +360,12 @@ impl Upstream {
             let e = match answer {
                 Ok(resp) => {
                     conn.answered();
-                    return Ok(resp.map(|b| Body::from_upstream_h2(b, stall, stream)));
+                    let length = content_length(resp.headers());
+                    return Ok(resp.map(|b| Body::from_upstream_h2(b, length, stall, stream)));
                 }
                 Err(e) => e,
             };
-            let Some(turned_away) = h2_unprocessed(&e, idempotent) else {
+            let Some(turned_away) = h2_unprocessed(&e) else {
                 return Err(h2_exchange_error(e));
             };
             if turned_away == Unprocessed::GoingAway {
@@ -382,7 +383,7 @@ impl Upstream {
             let Some(again) = again else {
                 return Err(ProxyError::Upstream {
                     request_sent: false,
-                    source: e.into(),
+                    source: e.into_error().into(),
                 });
             };
             attempt = again;
@@ -426,46 +427,49 @@ const H2_FRUITLESS_RESENDS: usize = 4;
 /// something, so this bound is a backstop, not the usual limit.
 const H2_RESENDS_AT_MOST: u32 = 256;
 
-/// What `hyper` says of a request its HTTP/2 connection's task dropped on ending.
-const HYPER_DISPATCH_GONE: &str = "dispatch task is gone";
-
 /// Why an HTTP/2 upstream did not process a request (RFC 9113 8.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unprocessed {
-    /// The connection is going away: a GOAWAY without error whose last stream is
-    /// below the request's (section 6.8), or the connection closed before the request
-    /// went out.
+    /// The connection is going away: it opened no stream for the request (a GOAWAY
+    /// came, or it closed), or a GOAWAY without error named a last stream below the
+    /// request's (section 6.8).
     GoingAway,
     /// The upstream reset the stream with REFUSED_STREAM before processing it.
     Refused,
 }
 
 /// Whether an HTTP/2 exchange failed before the upstream processed the request, so
-/// that sending it again cannot repeat its effect; for an `idempotent` request, also
-/// when the connection went away with the request waiting for a stream.
-fn h2_unprocessed(e: &hyper::Error, idempotent: bool) -> Option<Unprocessed> {
-    if e.is_canceled() {
-        // The connection ended before the request was handed to it.
-        return Some(Unprocessed::GoingAway);
+/// that sending it again cannot repeat its effect.
+fn h2_unprocessed(e: &h2_answer::H2Failure) -> Option<Unprocessed> {
+    match e {
+        // Nothing of the request was sent; a head `h2` refuses (a user error) would
+        // be refused again.
+        h2_answer::H2Failure::NotOpened(e) => {
+            (e.is_go_away() || e.is_io()).then_some(Unprocessed::GoingAway)
+        }
+        h2_answer::H2Failure::Stream(e) => {
+            if !e.is_remote() {
+                return None;
+            }
+            match e.reason()? {
+                // Only a graceful GOAWAY says which streams were not processed: after
+                // one with an error, every open stream fails with the same error.
+                ::h2::Reason::NO_ERROR if e.is_go_away() => Some(Unprocessed::GoingAway),
+                ::h2::Reason::REFUSED_STREAM if e.is_reset() => Some(Unprocessed::Refused),
+                _ => None,
+            }
+        }
     }
-    if idempotent && e.is_user() && e.to_string() == HYPER_DISPATCH_GONE {
-        // The connection's task ended (the upstream going away) while the request
-        // waited for a stream under the upstream's stream limit. Its stream may have
-        // opened just before, so only a request that may be repeated (RFC 9110
-        // 9.2.2) goes again.
-        return Some(Unprocessed::GoingAway);
-    }
-    let h2e = crate::error::find_cause::<::h2::Error>(e)?;
-    if !h2e.is_remote() {
-        return None;
-    }
-    match h2e.reason()? {
-        // Only a graceful GOAWAY says which streams were not processed: after one
-        // with an error, every open stream fails with the same error.
-        ::h2::Reason::NO_ERROR if h2e.is_go_away() => Some(Unprocessed::GoingAway),
-        ::h2::Reason::REFUSED_STREAM if h2e.is_reset() => Some(Unprocessed::Refused),
-        _ => None,
-    }
+}
+
+/// The length an answer's head announces, for its body's size.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The answer, with its head's values given memory of their own when it goes to
@@ -503,23 +507,23 @@ fn exchange_error(e: h1::ExchangeError) -> ProxyError {
 
 /// An HTTP/2 exchange's failure: a protocol error when this side's `h2` found the
 /// upstream's frames invalid, a reset otherwise.
-fn h2_exchange_error(e: hyper::Error) -> ProxyError {
-    let broken = crate::error::find_cause::<::h2::Error>(&e).is_some_and(|h2e| {
-        h2e.is_library()
-            && matches!(
-                h2e.reason(),
-                Some(
-                    ::h2::Reason::PROTOCOL_ERROR
-                        | ::h2::Reason::COMPRESSION_ERROR
-                        | ::h2::Reason::FRAME_SIZE_ERROR
-                )
+fn h2_exchange_error(e: h2_answer::H2Failure) -> ProxyError {
+    let request_sent = matches!(e, h2_answer::H2Failure::Stream(_));
+    let e = e.into_error();
+    let broken = e.is_library()
+        && matches!(
+            e.reason(),
+            Some(
+                ::h2::Reason::PROTOCOL_ERROR
+                    | ::h2::Reason::COMPRESSION_ERROR
+                    | ::h2::Reason::FRAME_SIZE_ERROR
             )
-    });
+        );
     if broken {
         return ProxyError::UpstreamProtocol { source: e.into() };
     }
     ProxyError::Upstream {
-        request_sent: true,
+        request_sent,
         source: e.into(),
     }
 }
@@ -540,11 +544,14 @@ fn request_framing(parts: &http::request::Parts, body: &Body) -> Framing {
     }
 }
 
-/// The head of a request to send again on an HTTP/2 connection: what `hyper` sends
-/// of it. Of the extensions it reads only an extended CONNECT's protocol.
+/// The head of a request to send again on an HTTP/2 connection: what is sent of it.
+/// Of the extensions only an extended CONNECT's protocol is read.
 fn resend_head(parts: &http::request::Parts) -> http::request::Parts {
     let mut p = copy_head(parts);
     if let Some(protocol) = parts.extensions.get::<hyper::ext::Protocol>() {
+        p.extensions.insert(protocol.clone());
+    }
+    if let Some(protocol) = parts.extensions.get::<::h2::ext::Protocol>() {
         p.extensions.insert(protocol.clone());
     }
     p

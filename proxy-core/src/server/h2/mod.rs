@@ -12,7 +12,6 @@ mod date;
 mod driver;
 mod frame_census;
 mod io;
-mod recv_body;
 mod stream;
 
 use std::sync::{
@@ -23,7 +22,6 @@ use std::sync::{
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-pub(crate) use self::recv_body::RecvBody;
 use super::conn::ConnCtx;
 use crate::{config::UnderscoreHeaders, net::Stream, proxy::ConnInfo};
 

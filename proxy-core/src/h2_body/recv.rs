@@ -1,4 +1,5 @@
-//! A downstream HTTP/2 request body read straight off its `h2` stream.
+//! An HTTP/2 body read straight off its `h2` stream: a downstream request's, an
+//! upstream answer's.
 
 use std::{
     pin::Pin,
@@ -15,21 +16,21 @@ use crate::{
     BoxError,
 };
 
-/// The DATA frames of a request stream, then its trailers. Every chunk handed on gives
-/// its flow-control window back at once, as hyper's body does: the proxy's own
-/// buffering (the upstream write) is what paces the client.
+/// The DATA frames of a stream, then its trailers. Every chunk handed on gives its
+/// flow-control window back at once, as hyper's body does: the proxy's own buffering
+/// (the write to the other side) is what paces the peer.
 #[derive(Debug)]
 pub(crate) struct RecvBody {
     recv: h2::RecvStream,
     data_done: bool,
     /// The bytes `content-length` still announces, when the request had one.
     remaining: Option<u64>,
-    /// How long the client may leave the next frame waited for.
+    /// How long the peer may leave the next frame waited for.
     stall: Stall,
 }
 
 impl RecvBody {
-    pub(super) fn new(recv: h2::RecvStream, content_length: Option<u64>, stall: Duration) -> Self {
+    pub(crate) fn new(recv: h2::RecvStream, content_length: Option<u64>, stall: Duration) -> Self {
         Self {
             recv,
             data_done: false,
@@ -38,7 +39,7 @@ impl RecvBody {
         }
     }
 
-    /// Waiting for the client: an error once this wait has lasted the stall limit.
+    /// Waiting for the peer: an error once this wait has lasted the stall limit.
     fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.stall.poll_expired(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled.into()))),
@@ -66,18 +67,18 @@ impl http_body::Body for RecvBody {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                // Even a reset with NO_ERROR: a request body is whole only with
-                // END_STREAM (RFC 9113, 8.1), and the upstream must not take a cut
-                // one for whole.
+                // Even a reset with NO_ERROR: a body is whole only with END_STREAM
+                // (RFC 9113, 8.1), and the other side must not take a cut one for
+                // whole.
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(None) => this.data_done = true,
                 Poll::Pending => return this.stalled(cx),
             }
         }
         match this.recv.poll_trailers(cx) {
-            // Malformed trailers (RFC 9113 8.2.1) fail the body: the upstream never
-            // takes the request for whole.
-            Poll::Ready(Ok(Some(t))) if t.values().any(super::stream::padded) => {
+            // Malformed trailers (RFC 9113 8.2.1) fail the body: the other side never
+            // takes the message for whole.
+            Poll::Ready(Ok(Some(t))) if t.values().any(super::padded) => {
                 Poll::Ready(Some(Err(DecodeError::BadTrailers.into())))
             }
             Poll::Ready(Ok(trailers)) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
