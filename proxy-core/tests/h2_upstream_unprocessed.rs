@@ -150,3 +150,29 @@ async fn a_request_refused_every_time_or_streamed_is_answered_502() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_going_away_at_once_on_every_connection_is_given_up() {
+    with_timeout(Duration::from_secs(60), async {
+        // Its SETTINGS, then a GOAWAY (NO_ERROR) naming no stream processed, then
+        // the connection closed: it never processes anything.
+        let up = spawn_raw(|mut tcp, _| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut preface = [0; 24];
+            if tcp.read_exact(&mut preface).await.is_err() {
+                return;
+            }
+            let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+            let go_away = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            let _ = tcp.write_all(&[&settings[..], &go_away[..]].concat()).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        });
+        let server = start(&up);
+        let resp = client::get(server.addr("web"), "/", &[]).await;
+        assert_eq!(resp.status, 502, "{}", resp.text());
+        // A few tries, each on a new connection, not one per allowed resend.
+        let tries = up.connections();
+        assert!((2..=12).contains(&tries), "{tries} connections");
+    })
+    .await;
+}

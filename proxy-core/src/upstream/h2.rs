@@ -32,7 +32,7 @@ use std::{
         atomic::{AtomicBool, AtomicU32, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -56,6 +56,10 @@ const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
+/// How long a bound on the streams per connection learned from the upstream's
+/// GOAWAYs holds.
+const LEARNED_BOUND_HOLDS: Duration = Duration::from_secs(30);
+
 /// The HTTP/2 connections of one endpoint, by worker.
 #[derive(Debug)]
 pub(crate) struct H2Client {
@@ -70,6 +74,9 @@ pub(crate) struct H2Client {
     idle_timeout: Duration,
     /// Streams a connection takes in all (`pool.max_requests_per_connection`).
     max_requests: Option<NonZeroU32>,
+    /// The streams a connection of the upstream's processed before it went away,
+    /// learned from its GOAWAYs, and when (see [`H2Client::learn_streams_per_connection`]).
+    learned: Mutex<Option<(NonZeroU32, Instant)>>,
     /// Woken when a connection comes up, for the requests waiting at the cap.
     connected: tokio::sync::Notify,
 }
@@ -173,8 +180,13 @@ impl H2Sender {
         self.answered.load(Ordering::Relaxed)
     }
 
+    /// Whether the connection ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     fn usable(&self) -> bool {
-        !self.retired.load(Ordering::Relaxed) && !self.closed.load(Ordering::Relaxed)
+        !self.retired.load(Ordering::Relaxed) && !self.is_closed()
     }
 
     /// A stream, if the connection has one free under the upstream's limit (an
@@ -237,6 +249,7 @@ impl H2Client {
             max_connections,
             idle_timeout,
             max_requests,
+            learned: Mutex::new(None),
             connected: tokio::sync::Notify::new(),
         }
     }
@@ -281,7 +294,7 @@ impl H2Client {
                 slot,
                 self.max_connections,
                 self.first_frame_wait,
-                self.max_requests,
+                self.streams_per_connection(),
             )
             .await;
         let conn = match opened {
@@ -299,6 +312,46 @@ impl H2Client {
         };
         self.connected.notify_waiters();
         Ok(conn.free_stream().unwrap_or_else(|| conn.extra_stream()))
+    }
+
+    /// Notes that a connection went away (GOAWAY without error) having processed at
+    /// most `processed` streams, the one after them turned away: an upstream that
+    /// closes each connection after so many requests (nginx's `keepalive_requests`)
+    /// gets no more on the next ones, so that the requests above its bound are not
+    /// sent only to be turned away and sent again. The figure holds for
+    /// [`LEARNED_BOUND_HOLDS`] (an upstream reloading goes away after any number, and
+    /// one whose bound grew is not seen going away at the old one), then is learned
+    /// again; `pool.max_requests_per_connection` sets a bound of its own.
+    pub(crate) fn learn_streams_per_connection(&self, processed: u32) {
+        let Some(processed) = NonZeroU32::new(processed) else {
+            return;
+        };
+        let mut learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        *learned = match *learned {
+            Some((known, at)) if now.duration_since(at) < LEARNED_BOUND_HOLDS => {
+                Some((known.min(processed), at))
+            }
+            _ => Some((processed, now)),
+        };
+    }
+
+    /// The streams a new connection may take in all: the configured bound, or the one
+    /// learned, whichever is lower.
+    fn streams_per_connection(&self) -> Option<NonZeroU32> {
+        let learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .filter(|(_, at)| at.elapsed() < LEARNED_BOUND_HOLDS)
+            .map(|(n, _)| n);
+        match (self.max_requests, learned) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A stream on any worker's connection with one free, else on the least busy
@@ -458,5 +511,46 @@ async fn close_when_idle(
             }
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(max_requests: Option<u32>) -> H2Client {
+        let second = Duration::from_secs(1);
+        H2Client::new(
+            1,
+            10,
+            second,
+            second,
+            max_requests.and_then(NonZeroU32::new),
+        )
+    }
+
+    #[test]
+    fn a_bound_learned_from_goaways_caps_new_connections() {
+        let c = client(None);
+        assert_eq!(c.streams_per_connection(), None);
+        // A connection gone before processing anything teaches nothing.
+        c.learn_streams_per_connection(0);
+        assert_eq!(c.streams_per_connection(), None);
+        // The streams above the GOAWAY's last one are turned away in any order: the
+        // lowest says how many it processed.
+        for processed in [12, 10, 30] {
+            c.learn_streams_per_connection(processed);
+        }
+        assert_eq!(c.streams_per_connection(), NonZeroU32::new(10));
+    }
+
+    #[test]
+    fn the_lower_of_the_configured_and_the_learned_bound_holds() {
+        let c = client(Some(50));
+        assert_eq!(c.streams_per_connection(), NonZeroU32::new(50));
+        c.learn_streams_per_connection(100);
+        assert_eq!(c.streams_per_connection(), NonZeroU32::new(50));
+        c.learn_streams_per_connection(20);
+        assert_eq!(c.streams_per_connection(), NonZeroU32::new(20));
     }
 }

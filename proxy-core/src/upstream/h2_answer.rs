@@ -35,14 +35,14 @@ use crate::{stall::Stall, Body, BoxError};
 pub(super) enum H2Failure {
     /// The connection opened no stream for the request: none of it was sent.
     NotOpened(h2::Error),
-    /// The request's stream failed.
-    Stream(h2::Error),
+    /// The request's stream (of this id) failed.
+    Stream(h2::Error, u32),
 }
 
 impl H2Failure {
     pub(super) fn into_error(self) -> h2::Error {
         match self {
-            Self::NotOpened(e) | Self::Stream(e) => e,
+            Self::NotOpened(e) | Self::Stream(e, _) => e,
         }
     }
 }
@@ -83,6 +83,7 @@ pub(super) async fn send_within(
             Some(progress)
         }
     };
+    let stream_id = u32::from(answer.stream_id());
     let mut answer = pin!(answer);
     // In this future, not an allocation of its own; registered on the first wait.
     let mut timer = pin!(tokio::time::sleep(limit));
@@ -94,7 +95,7 @@ pub(super) async fn send_within(
                     return Poll::Ready(None);
                 }
             }
-            return Poll::Ready(Some(answer.map_err(H2Failure::Stream)));
+            return Poll::Ready(Some(answer.map_err(|e| H2Failure::Stream(e, stream_id))));
         }
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;

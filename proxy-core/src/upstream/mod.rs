@@ -342,7 +342,7 @@ impl Upstream {
         let mut resends = 0;
         // The connections that turned the request away before answering anything;
         // those that answered since count no more.
-        let mut silent: Vec<Arc<h2::H2Sender>> = Vec::new();
+        let mut silent: Vec<(Arc<h2::H2Sender>, Unprocessed)> = Vec::new();
         loop {
             let stream = self.h2_stream().await?;
             let conn = stream.conn();
@@ -370,16 +370,28 @@ impl Upstream {
             };
             if turned_away == Unprocessed::GoingAway {
                 conn.retire();
+                if let h2_answer::H2Failure::Stream(_, id) = e {
+                    // Client streams are numbered 1, 3, 5...: those below this one,
+                    // at most, were processed.
+                    self.h2
+                        .learn_streams_per_connection(id.saturating_sub(1) / 2);
+                }
             }
             if !conn.has_answered() {
-                silent.push(conn.clone());
-                // The answers that came on the connection with the refusal (an
-                // upstream going away after so many streams) are taken by their
-                // requests' tasks, woken with this one, before it is counted silent.
+                silent.push((conn.clone(), turned_away));
+                // The answers that came on the connection with the refusal are taken
+                // by their requests' tasks, woken with this one, before it is looked at.
                 tokio::task::yield_now().await;
             }
-            silent.retain(|c| !c.has_answered());
-            let again = again.filter(|_| silent.len() <= H2_FRUITLESS_RESENDS);
+            silent.retain(|(c, _)| !c.has_answered());
+            // A connection going away answers the streams below its GOAWAY's last
+            // one after it turned away those above (nginx after `keepalive_requests`):
+            // it answered nothing only if it closed without an answer.
+            let fruitless = silent
+                .iter()
+                .filter(|(c, why)| *why == Unprocessed::Refused || c.is_closed())
+                .count();
+            let again = again.filter(|_| fruitless <= H2_FRUITLESS_RESENDS);
             let Some(again) = again else {
                 return Err(ProxyError::Upstream {
                     request_sent: false,
@@ -447,7 +459,7 @@ fn h2_unprocessed(e: &h2_answer::H2Failure) -> Option<Unprocessed> {
         h2_answer::H2Failure::NotOpened(e) => {
             (e.is_go_away() || e.is_io()).then_some(Unprocessed::GoingAway)
         }
-        h2_answer::H2Failure::Stream(e) => {
+        h2_answer::H2Failure::Stream(e, _) => {
             if !e.is_remote() {
                 return None;
             }
@@ -508,7 +520,7 @@ fn exchange_error(e: h1::ExchangeError) -> ProxyError {
 /// An HTTP/2 exchange's failure: a protocol error when this side's `h2` found the
 /// upstream's frames invalid, a reset otherwise.
 fn h2_exchange_error(e: h2_answer::H2Failure) -> ProxyError {
-    let request_sent = matches!(e, h2_answer::H2Failure::Stream(_));
+    let request_sent = matches!(e, h2_answer::H2Failure::Stream(..));
     let e = e.into_error();
     let broken = e.is_library()
         && matches!(

@@ -181,7 +181,9 @@ pub struct PoolConfig {
     /// its last answer, an HTTP/2 one takes no more streams and closes once they
     /// end. Set it to the upstream's own bound (nginx's `keepalive_requests`, 1,000
     /// by default) so that requests go to a fresh connection rather than being
-    /// turned away by one going away. Absent: no bound.
+    /// turned away by one going away. Absent: no bound; an HTTP/2 upstream seen going
+    /// away (GOAWAY) after so many streams gets no more on a connection for the next
+    /// 30 seconds all the same.
     pub max_requests_per_connection: Option<NonZeroU32>,
 }
 
