@@ -6,7 +6,8 @@
 //! worker's runtime: their socket I/O and the requests' wake-ups stay on one thread.
 //! Each request holds one of a connection's streams ([`H2Stream`]) until its answer
 //! ends; a connection takes at most as many as the upstream's
-//! `SETTINGS_MAX_CONCURRENT_STREAMS` allows ([`super::h2_settings`]), and a request
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` allows now (read from `h2`, once the first
+//! frame arrived: [`super::h2_first_frame`]), and a request
 //! finding every connection of its worker full opens another, as Envoy's pool does.
 //! A request above the limit (at the connection caps) waits inside the connection for
 //! a stream; its stream is opened at once all the same, so a GOAWAY says whether it
@@ -39,7 +40,7 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 
 use super::{
-    h2_settings::{LimitWatch, PeerLimit},
+    h2_first_frame::{FirstFrame, FirstFrameWatch},
     limit::{ConnectionLimit, ConnectionSlot},
     Connector,
 };
@@ -132,8 +133,6 @@ pub(crate) struct H2Sender {
     streams_left: AtomicU32,
     /// A stream was taken since the idle check last looked.
     used: AtomicBool,
-    /// The upstream's stream limit for the connection.
-    limit: Arc<PeerLimit>,
 }
 
 /// One of a connection's streams, held by a request until its answer ends (or it
@@ -193,7 +192,9 @@ impl H2Sender {
     /// upstream allowing none gets one at a time: `h2` holds it until the
     /// upstream allows it).
     fn free_stream(self: &Arc<Self>) -> Option<H2Stream> {
-        let max = self.limit.streams().max(1);
+        let max = u32::try_from(self.send.current_max_send_streams())
+            .unwrap_or(u32::MAX)
+            .max(1);
         self.streams
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
@@ -425,8 +426,8 @@ impl H2Conns {
             inner: connector.connect().await?,
             stats: guard,
         };
-        let limit = PeerLimit::new();
-        let stream = LimitWatch::new(counted, limit.clone());
+        let first = FirstFrame::new();
+        let stream = FirstFrameWatch::new(counted, first.clone());
         let (send, conn) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONN_WINDOW)
@@ -447,7 +448,7 @@ impl H2Conns {
         // The upstream's first frame names its stream limit: the requests waiting for
         // this connection are spread by it. An upstream slow to send it is used under
         // the limit assumed until then.
-        let _ = tokio::time::timeout(first_frame_wait, limit.first_frame_read()).await;
+        let _ = tokio::time::timeout(first_frame_wait, first.read()).await;
         let sender = Arc::new(H2Sender {
             send,
             closed,
@@ -456,7 +457,6 @@ impl H2Conns {
             streams: AtomicU32::new(0),
             streams_left: AtomicU32::new(max_requests.map_or(u32::MAX, NonZeroU32::get)),
             used: AtomicBool::new(false),
-            limit,
         });
         self.live().push(sender.clone());
         Ok(sender)
