@@ -25,7 +25,7 @@ use std::{
 
 use bytes::Bytes;
 use h2::{client::SendRequest, RecvStream, SendStream};
-use http::{header, request, HeaderMap, HeaderName, Method, Request, Response};
+use http::{header, request, Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 
 use crate::{stall::Stall, Body, BoxError};
@@ -147,7 +147,7 @@ async fn send_body(body: Body, mut tx: SendStream<Bytes>, stall: Duration) {
 /// The fields HTTP/2 forbids (RFC 9113 8.2.2) left out, and `content-length` set
 /// from a body of known size, as HTTP/1.1 would have framed it.
 fn prepare_head(parts: &mut request::Parts, body: &Body) {
-    strip_connection_fields(&mut parts.headers);
+    crate::h2_body::strip_connection_fields(&mut parts.headers);
     if let Some(len) = body.size_hint().exact() {
         let has_payload_semantics = !matches!(
             parts.method,
@@ -165,30 +165,6 @@ fn prepare_head(parts: &mut request::Parts, body: &Body) {
         parts
             .extensions
             .insert(h2::ext::Protocol::from(protocol.as_str()));
-    }
-}
-
-/// Connection-specific fields (RFC 9113 8.2.2): `h2` refuses a head that has them.
-fn strip_connection_fields(headers: &mut HeaderMap) {
-    const FIELDS: [HeaderName; 4] = [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("keep-alive"),
-    ];
-    for name in &FIELDS {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
-    }
-    if headers.contains_key("proxy-connection") {
-        headers.remove("proxy-connection");
-    }
-    if headers
-        .get(header::TE)
-        .is_some_and(|te| te.as_bytes() != b"trailers")
-    {
-        headers.remove(header::TE);
     }
 }
 

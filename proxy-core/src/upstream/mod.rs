@@ -360,7 +360,7 @@ impl Upstream {
             let e = match answer {
                 Ok(resp) => {
                     conn.answered();
-                    let length = content_length(resp.headers());
+                    let length = crate::h2_body::content_length(resp.headers());
                     return Ok(resp.map(|b| Body::from_upstream_h2(b, length, stall, stream)));
                 }
                 Err(e) => e,
@@ -472,16 +472,6 @@ fn h2_unprocessed(e: &h2_answer::H2Failure) -> Option<Unprocessed> {
             }
         }
     }
-}
-
-/// The length an answer's head announces, for its body's size.
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// The answer, with its head's values given memory of their own when it goes to

@@ -15,12 +15,12 @@ use std::{
 
 use bytes::Bytes;
 use h2::{server::SendResponse, Reason, RecvStream, SendStream};
-use http::{header, header::HeaderName, HeaderMap, Request};
+use http::{header, HeaderMap, Request};
 use tower::ServiceExt;
 
 use super::{date, Shared};
 use crate::{
-    h2_body::{padded, pump, RecvBody},
+    h2_body::{content_length, padded, pump, RecvBody, CONNECTION_FIELDS},
     server::conn::LogStart,
     server::listen::ListenerSettings,
     stall::Stall,
@@ -139,12 +139,7 @@ pub(super) async fn serve(
 /// The request with the proxy's body; `None` for a CONNECT with a body.
 fn request(req: Request<RecvStream>, stall: Duration) -> Option<crate::HttpRequest> {
     let (parts, recv) = req.into_parts();
-    let content_length = || {
-        parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    };
+    let content_length = || content_length(&parts.headers);
     // The usual request (HEADERS with END_STREAM) looks up no header here.
     let body = if parts.method == http::Method::CONNECT {
         if content_length().is_some_and(|n| n != 0) {
@@ -195,7 +190,7 @@ fn send_head(
             date = true;
         } else if name == header::CONTENT_LENGTH {
             length = true;
-        } else if CONNECTION_HEADERS.contains(name) {
+        } else if CONNECTION_FIELDS.contains(name) || name == header::TE {
             connection = true;
         }
     }
@@ -221,25 +216,14 @@ fn send_head(
     }
 }
 
-/// Headers of HTTP/1.1 connections that HTTP/2 forbids (RFC 9113, 8.2.2).
-const CONNECTION_HEADERS: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-];
-
-/// Removes the connection headers, and the fields every `connection` value names
-/// (the same reading as the HTTP/1.1 path's).
+/// Removes the connection headers (`te` too: an answer has no use for it), and the
+/// fields every `connection` value names (the same reading as the HTTP/1.1 path's).
 fn strip_connection_headers(headers: &mut HeaderMap) {
     for name in crate::proxy::connection_listed(headers) {
         headers.remove(name);
     }
-    for name in &CONNECTION_HEADERS {
-        headers.remove(name);
-    }
+    crate::h2_body::strip_connection_fields(headers);
+    headers.remove(header::TE);
 }
 
 /// Writes the access log line when the answer ends or is dropped, with the body bytes
