@@ -12,6 +12,7 @@ mod error;
 pub mod fuzzing;
 mod h2_body;
 pub(crate) mod http1;
+pub mod informational;
 pub mod matcher;
 pub mod metrics;
 mod net;

@@ -19,6 +19,7 @@ mod h2_upstream_unprocessed;
 mod host_conditions;
 mod http_service;
 mod in_flight;
+mod interim_answers;
 mod router_props;
 mod seams;
 mod slow_bodies;

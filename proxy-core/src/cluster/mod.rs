@@ -300,7 +300,7 @@ impl Cluster {
         let cluster_guard = crate::metrics::InFlight::start(&self.stats);
         let result = endpoint
             .upstream
-            .send(&mut parts, false, body, head_slab)
+            .send(&mut parts, false, body, head_slab, None)
             .await;
         endpoint_guard.done();
         cluster_guard.done();

@@ -17,14 +17,15 @@ use super::{
     ConnInfo, MatchedRoute,
 };
 use crate::{
-    metrics::InFlight, router::Route, snapshot::Routing, Body, HttpRequest, HttpResponse,
-    ProxyError,
+    informational::Informational, metrics::InFlight, router::Route, snapshot::Routing, Body,
+    HttpRequest, HttpResponse, ProxyError,
 };
 
 pub(super) async fn forward(
     routing: Arc<Routing>,
     mut req: HttpRequest,
     conn: Option<&ConnInfo>,
+    informational: Option<&Informational>,
 ) -> Result<HttpResponse, Infallible> {
     let listener_stats = &routing.stats;
     // Back from a route's own filters (`RouteTerminal`): the route is chosen and
@@ -177,6 +178,7 @@ pub(super) async fn forward(
                                     retry_may_follow,
                                     this_body,
                                     head_slab,
+                                    informational,
                                 ),
                                 limit.map(|(at, _)| at),
                             )
@@ -343,7 +345,7 @@ impl tower_service::Service<HttpRequest> for RouteTerminal {
             let Some(routing) = routing else {
                 return Err("a route filter stack was called outside a routed request".into());
             };
-            match forward(routing, req, None).await {
+            match forward(routing, req, None, None).await {
                 Ok(resp) => Ok(resp),
                 Err(never) => match never {},
             }

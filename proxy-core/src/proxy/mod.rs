@@ -50,7 +50,9 @@ pub(crate) use self::prepare::{
 };
 pub use self::retry::{Retry, RetryLayer};
 pub use self::via::{InvalidVia, Via};
-use crate::{router::Route, snapshot::Routing, HttpRequest, HttpResponse};
+use crate::{
+    informational::Informational, router::Route, snapshot::Routing, HttpRequest, HttpResponse,
+};
 
 #[doc(no_inline)]
 pub use crate::connection::ConnInfo;
@@ -175,9 +177,14 @@ impl Proxy {
     /// extensions: the connection loop's path when a listener has no filters. Awaited
     /// in place by the connection task, so the request's future is neither boxed nor
     /// allocated per request, and no extension map is made.
-    pub(crate) async fn forward_direct(&self, req: HttpRequest, conn: &ConnInfo) -> HttpResponse {
+    pub(crate) async fn forward_direct(
+        &self,
+        req: HttpRequest,
+        conn: &ConnInfo,
+        informational: Option<&Informational>,
+    ) -> HttpResponse {
         let routing = self.routing.load_full();
-        match forward::forward(routing, req, Some(conn)).await {
+        match forward::forward(routing, req, Some(conn), informational).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         }
@@ -186,8 +193,17 @@ impl Proxy {
     /// [`Proxy::forward_direct`] for the HTTP/1.1 connection loop: the request's
     /// future is written into a box the worker kept from an earlier request
     /// (`pooled`), so a request costs no allocation for it.
-    pub(crate) fn forward_pooled(&self, req: HttpRequest, conn: &ConnInfo) -> pooled::Forwarding {
-        pooled::Forwarding::start(self.routing.load_full(), req, Some(conn.clone()))
+    pub(crate) fn forward_pooled(
+        &self,
+        req: HttpRequest,
+        conn: &ConnInfo,
+        informational: Option<Informational>,
+    ) -> pooled::Forwarding {
+        pooled::Forwarding::start(
+            self.routing.load_full(),
+            req,
+            Some((conn.clone(), informational)),
+        )
     }
 }
 
@@ -207,8 +223,12 @@ mod size_probe {
     #[test]
     fn request_future_stays_small() {
         let routing = super::routing_without_routes();
-        let f =
-            super::forward::forward(routing, crate::HttpRequest::new(crate::Body::empty()), None);
+        let f = super::forward::forward(
+            routing,
+            crate::HttpRequest::new(crate::Body::empty()),
+            None,
+            None,
+        );
         let size = std::mem::size_of_val(&f);
         // Boxed and copied once per request: a regression guard (streaming bodies,
         // connecting and HTTP/2 are boxed separately to keep this small).

@@ -19,7 +19,13 @@ use std::{
 };
 
 use super::{forward, local_reply, ConnInfo};
-use crate::{snapshot::Routing, HttpRequest, HttpResponse, ProxyError};
+use crate::{
+    informational::Informational, snapshot::Routing, HttpRequest, HttpResponse, ProxyError,
+};
+
+/// Where a request came from, when not in its extensions: its connection's facts and
+/// where its interim answers go.
+pub(crate) type Downstream = (ConnInfo, Option<Informational>);
 
 /// Boxes a worker keeps: enough for the requests a burst of answers ends together.
 const KEEP: usize = 256;
@@ -27,7 +33,12 @@ const KEEP: usize = 256;
 /// A home for one request future at a time.
 trait Slot: Send {
     /// Puts the future forwarding `req` in this (empty) home.
-    fn start(self: Pin<&mut Self>, routing: Arc<Routing>, req: HttpRequest, conn: Option<ConnInfo>);
+    fn start(
+        self: Pin<&mut Self>,
+        routing: Arc<Routing>,
+        req: HttpRequest,
+        from: Option<Downstream>,
+    );
     /// Polls the future; once it is done the home is empty again.
     fn poll_response(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<HttpResponse>>;
     /// Drops the future, if any (a request given up).
@@ -44,17 +55,17 @@ pin_project_lite::pin_project! {
 
 impl<M, F> Slot for Home<M, F>
 where
-    M: Fn(Arc<Routing>, HttpRequest, Option<ConnInfo>) -> F + Send,
+    M: Fn(Arc<Routing>, HttpRequest, Option<Downstream>) -> F + Send,
     F: Future<Output = HttpResponse> + Send,
 {
     fn start(
         self: Pin<&mut Self>,
         routing: Arc<Routing>,
         req: HttpRequest,
-        conn: Option<ConnInfo>,
+        from: Option<Downstream>,
     ) {
         let mut this = self.project();
-        this.fut.set(Some((this.make)(routing, req, conn)));
+        this.fut.set(Some((this.make)(routing, req, from)));
     }
 
     fn poll_response(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<HttpResponse>> {
@@ -72,9 +83,13 @@ where
     }
 }
 
-/// Forwards `req`; the connection facts come with it (`conn`) or in its extensions.
-async fn run(routing: Arc<Routing>, req: HttpRequest, conn: Option<ConnInfo>) -> HttpResponse {
-    match forward::forward(routing, req, conn.as_ref()).await {
+/// Forwards `req`; where it came from comes with it (`from`) or in its extensions.
+async fn run(routing: Arc<Routing>, req: HttpRequest, from: Option<Downstream>) -> HttpResponse {
+    let (conn, informational) = match &from {
+        Some((conn, informational)) => (Some(conn), informational.as_ref()),
+        None => (None, None),
+    };
+    match forward::forward(routing, req, conn, informational).await {
         Ok(resp) => resp,
         Err(never) => match never {},
     }
@@ -89,7 +104,7 @@ thread_local! {
 pub(crate) struct Forwarding(Option<Pin<Box<dyn Slot>>>);
 
 impl Forwarding {
-    pub(super) fn start(routing: Arc<Routing>, req: HttpRequest, conn: Option<ConnInfo>) -> Self {
+    pub(super) fn start(routing: Arc<Routing>, req: HttpRequest, from: Option<Downstream>) -> Self {
         let mut home = FREE
             .try_with(|f| f.borrow_mut().pop())
             .ok()
@@ -100,7 +115,7 @@ impl Forwarding {
                     fut: None,
                 })
             });
-        home.as_mut().start(routing, req, conn);
+        home.as_mut().start(routing, req, from);
         Self(Some(home))
     }
 }
@@ -147,7 +162,7 @@ mod tests {
         let resp = Forwarding::start(
             routing.clone(),
             HttpRequest::new(crate::Body::empty()),
-            Some(conn.clone()),
+            Some((conn.clone(), None)),
         )
         .await;
         assert_eq!(resp.status(), http::StatusCode::NOT_FOUND);

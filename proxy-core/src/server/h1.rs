@@ -7,7 +7,7 @@
 use bytes::{BufMut, BytesMut};
 use http::{header, Method, Request, StatusCode, Version};
 use http_body::Body as _;
-use std::{future::Future, pin::Pin, task::Poll};
+use std::{future::Future, pin::Pin};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -15,7 +15,11 @@ use tokio::{
 };
 use tower::{Service, ServiceExt};
 
-use super::{conn::ConnCtx, drain_signal::DrainSignal};
+use super::{
+    conn::ConnCtx,
+    drain_signal::DrainSignal,
+    h1_wait::{self, UnlessClientGone},
+};
 use crate::{
     http1::{
         decode::{DecodeError, Decoder},
@@ -23,6 +27,7 @@ use crate::{
         send::{flush, send_body, SendBodyError},
         RecvBody,
     },
+    informational::InterimAnswers,
     net::{ReadHalf, Stream, WriteHalf},
     proxy::ConnInfo,
     upstream::UpgradedUpstream,
@@ -172,6 +177,8 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
     let timer = tokio::time::sleep(ctx.limits.idle_timeout);
     tokio::pin!(timer);
     let conn_info = ConnInfo::new(ctx.peer, ctx.secure);
+    // Made at the first HTTP/1.1 request: where its interim answers come from.
+    let mut interims: Option<InterimAnswers> = None;
     let mut idle = Idle {
         active: true,
         drained: false,
@@ -302,12 +309,22 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
                 svc = stack.service.clone();
             }
         }
+        // Interim answers go to HTTP/1.1 clients only (RFC 9110 15.2).
+        let takes_interims = version == Version::HTTP_11;
+        let informational = takes_interims.then(|| {
+            interims
+                .get_or_insert_with(InterimAnswers::new)
+                .next_request()
+        });
         if stack.direct.is_none() {
             let ext = req.extensions_mut();
             if let Some(conn_ext) = &ctx.conn_extensions {
                 ext.extend(conn_ext.extensions.clone());
             }
             ext.insert(conn_info.clone());
+            if let Some(informational) = &informational {
+                ext.insert(informational.clone());
+            }
         }
         // The access log's record, kept only when there is a log.
         let log = ctx.log_request(&req);
@@ -315,17 +332,33 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         // (its own timeout): the request is dropped, which lets the upstream go. A
         // client that asked for `close` may have only half-closed, and is answered.
         let watch = read.as_mut().filter(|_| keep_alive);
+        let interims_now = interims.as_mut().filter(|_| takes_interims);
         let answered = match &stack.direct {
             // On the heap while in flight (in a box the worker recycles): a
             // connection between requests keeps only the loop's own state.
             Some(proxy) => {
-                let answer = proxy.forward_pooled(req, &conn_info);
-                UnlessClientGone::new(watch, &mut buf, &ctx, answer)
-                    .await
-                    .map(Ok)
+                let answer = proxy.forward_pooled(req, &conn_info, informational);
+                let waiting = std::pin::pin!(UnlessClientGone::new(
+                    watch,
+                    &mut buf,
+                    &ctx,
+                    interims_now,
+                    answer
+                ));
+                h1_wait::answer(waiting, &mut write, &ctx).await.map(Ok)
             }
             None => match svc.ready().await {
-                Ok(s) => UnlessClientGone::new(watch, &mut buf, &ctx, s.call(req)).await,
+                Ok(s) => {
+                    let answer = s.call(req);
+                    let waiting = std::pin::pin!(UnlessClientGone::new(
+                        watch,
+                        &mut buf,
+                        &ctx,
+                        interims_now,
+                        answer
+                    ));
+                    h1_wait::answer(waiting, &mut write, &ctx).await
+                }
                 Err(e) => Some(Err(e)),
             },
         };
@@ -483,59 +516,6 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             linger(read.take());
             return;
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Waits for `answer`, watching the client's side of the connection meanwhile
-    /// when there is one to watch (`read`): `None` once the client closed it (or it
-    /// failed) first, dropping `answer`. Bytes the client sends meanwhile (a
-    /// pipelined request) are kept in `buf` for the next head; past the head size
-    /// limit the answer alone is waited for. A future of its own holding `answer`
-    /// inline, so that the connection's future grows by a few references only.
-    struct UnlessClientGone<'a, F> {
-        #[pin]
-        answer: F,
-        read: Option<&'a mut ReadHalf>,
-        buf: &'a mut BytesMut,
-        ctx: &'a ConnCtx,
-    }
-}
-
-impl<'a, F> UnlessClientGone<'a, F> {
-    fn new(
-        read: Option<&'a mut ReadHalf>,
-        buf: &'a mut BytesMut,
-        ctx: &'a ConnCtx,
-        answer: F,
-    ) -> Self {
-        Self {
-            answer,
-            read,
-            buf,
-            ctx,
-        }
-    }
-}
-
-impl<F: Future> Future for UnlessClientGone<'_, F> {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(out) = this.answer.poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        if let Some(read) = this.read.as_deref_mut() {
-            let limit = this.ctx.limits.max_header_bytes.as_usize();
-            while this.buf.len() < limit {
-                match std::task::ready!(read.poll_read_lent(cx, this.buf)) {
-                    Ok(0) | Err(_) => return Poll::Ready(None),
-                    Ok(n) => this.ctx.stats.count_rx(n),
-                }
-            }
-        }
-        Poll::Pending
     }
 }
 

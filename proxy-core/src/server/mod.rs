@@ -10,6 +10,7 @@ mod drain_signal;
 mod embed;
 mod h1;
 mod h1_tunnel;
+mod h1_wait;
 mod h2;
 mod handoff;
 mod handoff_layer;

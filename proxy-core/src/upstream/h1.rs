@@ -19,6 +19,7 @@ use crate::{
         send::{flush, send_body, SendBodyError},
         RecvBody,
     },
+    informational::Informational,
     Body, BoxError,
 };
 
@@ -124,11 +125,11 @@ impl H1Conn {
     pub(crate) async fn exchange(
         mut self: Box<Self>,
         parts: &http::request::Parts,
-        target: &str,
         mut body: Body,
         framing: Framing,
         stall: Duration,
         head_slab: crate::bufs::Slab,
+        informational: Option<&Informational>,
     ) -> Result<Response<Body>, ExchangeError> {
         self.requests = self.requests.saturating_add(1);
         if self
@@ -140,6 +141,8 @@ impl H1Conn {
             self.keep_alive = false;
         }
         crate::bufs::ready_for_write(&mut self.wbuf);
+        // The target is the URI's path and query (the head is prepared for this).
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         head::encode_request(
             &mut self.wbuf,
             &parts.method,
@@ -189,6 +192,7 @@ impl H1Conn {
             // The upstream may have answered early and closed; try to read that answer.
             Err(SendBodyError::Sink(_)) => self.keep_alive = false,
         }
+        let mut got_interim = false;
         loop {
             // A pooled connection's buffer is empty when the request goes out: read
             // before parsing nothing.
@@ -199,7 +203,8 @@ impl H1Conn {
                     .map_err(|e| ExchangeError::BadResponse(e.into()))?
             };
             let Some(resp) = parsed else {
-                let got_bytes = !self.buf.is_empty();
+                // After an interim answer the request is known to have been read.
+                let got_bytes = got_interim || !self.buf.is_empty();
                 // Each wait for bytes of the head lasts at most `stall`. The timer lives
                 // in this request's future (no allocation of its own) and is
                 // registered only if the bytes are not there at once.
@@ -237,7 +242,17 @@ impl H1Conn {
                 return Ok(response);
             }
             if status.is_informational() {
-                continue; // 100 Continue, 103 Early Hints: wait for the final answer
+                // 103 Early Hints and the like go on to the client; the final
+                // answer is still to come.
+                got_interim = true;
+                let to_client = informational.or_else(|| parts.extensions.get::<Informational>());
+                if let Some(to_client) = to_client {
+                    let mut interim = Response::from_parts(resp.parts, ());
+                    // Not a slice of the connection's buffer while it waits.
+                    crate::bufs::own_header_values(interim.headers_mut());
+                    to_client.forward_upstreams(interim);
+                }
+                continue;
             }
             self.keep_alive &= resp.keep_alive;
             let mut response = Response::from_parts(resp.parts, Body::empty());

@@ -28,7 +28,7 @@ use h2::{client::SendRequest, RecvStream, SendStream};
 use http::{header, request, Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 
-use crate::{stall::Stall, Body, BoxError};
+use crate::{informational::Informational, stall::Stall, Body, BoxError};
 
 /// Why an HTTP/2 exchange failed.
 #[derive(Debug)]
@@ -47,12 +47,14 @@ impl H2Failure {
     }
 }
 
-/// Sends `req` on a stream of `send`'s connection and waits for the answer's head:
-/// `None` when the upstream let a whole `limit` pass on its turn.
+/// Sends `req` on a stream of `send`'s connection and waits for the answer's head,
+/// handing the interim (1xx) answers before it to `informational`: `None` when the
+/// upstream let a whole `limit` pass on its turn.
 pub(super) async fn send_within(
     send: &mut SendRequest<Bytes>,
     req: Request<Body>,
     limit: Duration,
+    informational: Option<&Informational>,
 ) -> Option<Result<Response<RecvStream>, H2Failure>> {
     let (mut parts, mut body) = req.into_parts();
     let is_connect = parts.method == Method::CONNECT;
@@ -89,6 +91,12 @@ pub(super) async fn send_within(
     let mut timer = pin!(tokio::time::sleep(limit));
     let mut frames_seen = 0;
     std::future::poll_fn(|cx| loop {
+        if let Some(to_client) = informational {
+            // Each comes once: `h2` hands the final answer only after them.
+            while let Poll::Ready(Some(Ok(head))) = answer.as_mut().poll_informational(cx) {
+                to_client.forward_upstreams(head);
+            }
+        }
         if let Poll::Ready(answer) = answer.as_mut().poll(cx) {
             if let (Err(e), Some(progress)) = (&answer, &progress) {
                 if window_ran_out(e, progress) {

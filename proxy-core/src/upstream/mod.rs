@@ -33,6 +33,7 @@ use crate::{
     bufs::Slab,
     config::{ClusterConfig, PoolConfig, RuntimeConfig, UpstreamProtocol},
     http1::head::Framing,
+    informational::Informational,
     Body, ProxyError,
 };
 
@@ -273,12 +274,16 @@ impl Upstream {
     ///
     /// An upstream that needs the head as its own (HTTP/2, a protocol's client)
     /// copies it while `retry_may_follow`, else takes it, leaving `parts` empty.
+    ///
+    /// The interim (1xx) answers that come before the final one go to
+    /// `informational`, else to the one in the request's extensions, if any.
     pub(crate) async fn send(
         &self,
         parts: &mut http::request::Parts,
         retry_may_follow: bool,
         body: Body,
         head_slab: Slab,
+        informational: Option<&Informational>,
     ) -> Result<Response<Body>, ProxyError> {
         if self.custom.is_some() || self.protocol == UpstreamProtocol::Http2 {
             let head = if retry_may_follow {
@@ -288,12 +293,17 @@ impl Upstream {
             };
             let resp = match &self.custom {
                 Some(client) => client.send(Request::from_parts(head, body)).await,
-                None => Box::pin(self.send_h2(head, body)).await,
+                None => {
+                    let informational = informational
+                        .or_else(|| parts.extensions.get())
+                        .or_else(|| head.extensions.get())
+                        .cloned();
+                    Box::pin(self.send_h2(head, body, informational)).await
+                }
             };
             return resp.map(|r| owned_if(head_slab, r));
         }
         let parts = &*parts;
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let framing = request_framing(parts, &body);
         let mut replay = body.try_clone();
         let mut body = Some(body);
@@ -305,11 +315,11 @@ impl Upstream {
             match conn
                 .exchange(
                     parts,
-                    target,
                     this_body,
                     framing,
                     self.stream_idle_timeout,
                     head_slab,
+                    informational,
                 )
                 .await
             {
@@ -335,6 +345,7 @@ impl Upstream {
         &self,
         mut parts: http::request::Parts,
         body: Body,
+        informational: Option<Informational>,
     ) -> Result<Response<Body>, ProxyError> {
         // The head's values go into the connection's HPACK table.
         crate::bufs::own_header_values(&mut parts.headers);
@@ -353,10 +364,14 @@ impl Upstream {
                 None
             };
             let stall = self.stream_idle_timeout;
-            let answer =
-                h2_answer::send_within(&mut conn.sender(), Request::from_parts(parts, body), stall)
-                    .await
-                    .ok_or(ProxyError::Timeout)?;
+            let answer = h2_answer::send_within(
+                &mut conn.sender(),
+                Request::from_parts(parts, body),
+                stall,
+                informational.as_ref(),
+            )
+            .await
+            .ok_or(ProxyError::Timeout)?;
             let e = match answer {
                 Ok(resp) => {
                     conn.answered();

@@ -135,6 +135,7 @@ async fn get(up: &Upstream, path: &str) -> String {
             false,
             Body::empty(),
             crate::bufs::Slab::Responses,
+            None,
         )
         .await
         .expect("response");

@@ -21,6 +21,7 @@ use tower::ServiceExt;
 use super::{date, Shared};
 use crate::{
     h2_body::{content_length, padded, pump, RecvBody, CONNECTION_FIELDS},
+    informational::InterimAnswers,
     server::conn::LogStart,
     server::listen::ListenerSettings,
     stall::Stall,
@@ -80,12 +81,15 @@ pub(super) async fn serve(
         respond.send_reset(Reason::INTERNAL_ERROR);
         return;
     };
+    let mut interims = InterimAnswers::new();
+    let informational = interims.next_request();
     if stack.direct.is_none() {
         let ext = req.extensions_mut();
         if let Some(conn_ext) = &shared.ctx.conn_extensions {
             ext.extend(conn_ext.extensions.clone());
         }
         ext.insert(shared.info.clone());
+        ext.insert(informational.clone());
     }
     let log = shared.ctx.log_request(&req);
     // The request's future is pinned in place in this one and polled from there: a
@@ -95,17 +99,18 @@ pub(super) async fn serve(
     } else {
         match &stack.direct {
             Some(proxy) => {
-                let fut = std::pin::pin!(proxy.forward_direct(req, &shared.info));
+                let fut =
+                    std::pin::pin!(proxy.forward_direct(req, &shared.info, Some(&informational)));
                 // A stream the client resets before its answer ends here, dropping
                 // the request.
-                match until_reset(fut, &mut respond).await {
+                match until_reset(fut, &mut respond, &mut interims).await {
                     Some(resp) => resp,
                     None => return,
                 }
             }
             None => {
                 let fut = std::pin::pin!(stack.service.clone().oneshot(req));
-                match until_reset(fut, &mut respond).await {
+                match until_reset(fut, &mut respond, &mut interims).await {
                     Some(Ok(resp)) => resp,
                     Some(Err(e)) => crate::server::error_response(&e),
                     None => return,
@@ -154,13 +159,21 @@ fn request(req: Request<RecvStream>, stall: Duration) -> Option<crate::HttpReque
     Some(Request::from_parts(parts, body))
 }
 
-/// Polls `fut` until it is done, or `None` once the client reset the stream.
+/// Polls `fut` until it is done, or `None` once the client reset the stream; the
+/// interim answers that come meanwhile go out as they come, before the answer.
 fn until_reset<'a, F: Future>(
     mut fut: Pin<&'a mut F>,
     respond: &'a mut SendResponse<Bytes>,
+    interims: &'a mut InterimAnswers,
 ) -> impl Future<Output = Option<F::Output>> + 'a {
     std::future::poll_fn(move |cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+        let answer = fut.as_mut().poll(cx);
+        while let Poll::Ready(interim) = interims.poll_next(cx) {
+            if let Err(e) = respond.send_informational(interim) {
+                tracing::debug!(error = %e, "an interim answer not sent");
+            }
+        }
+        if let Poll::Ready(out) = answer {
             return Poll::Ready(Some(out));
         }
         match respond.poll_reset(cx) {
