@@ -174,6 +174,12 @@ impl InterimAnswers {
         }
     }
 
+    /// Whether an interim answer may be waiting (one of an earlier request's, which
+    /// [`Self::poll_next`] drops, included).
+    pub(crate) fn may_have_waiting(&self) -> bool {
+        self.shared.any.load(Ordering::Acquire)
+    }
+
     /// The next interim answer for the current request, if one is waiting; the
     /// caller is woken when one comes.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Response<()>> {
@@ -207,10 +213,13 @@ impl Drop for InterimAnswers {
     }
 }
 
-/// `head` without the fields that describe the connection it came on.
+/// `head` without the fields that describe the connection it came on, nor framing
+/// fields (an interim answer has no content, RFC 9110 15.2).
 fn without_connection_fields(mut head: Response<()>) -> Response<()> {
-    crate::proxy::strip_hop_by_hop(head.headers_mut(), false);
-    crate::h2_body::strip_connection_fields(head.headers_mut());
+    let headers = head.headers_mut();
+    crate::proxy::strip_hop_by_hop(headers, false);
+    crate::h2_body::strip_connection_fields(headers);
+    headers.remove(http::header::CONTENT_LENGTH);
     head
 }
 
@@ -225,6 +234,7 @@ mod tests {
             .header("link", "</a.css>; rel=preload")
             .header("connection", "x-hop")
             .header("x-hop", "1")
+            .header("content-length", "0")
             .body(())
             .unwrap()
     }
@@ -248,6 +258,7 @@ mod tests {
         assert_eq!(first.headers()["link"], "</a.css>; rel=preload");
         assert!(first.headers().get("connection").is_none());
         assert!(first.headers().get("x-hop").is_none());
+        assert!(first.headers().get("content-length").is_none());
         assert_eq!(next(&mut answers).unwrap().status(), 102);
         assert!(next(&mut answers).is_none());
     }

@@ -140,6 +140,60 @@ async fn early_hints_reach_an_http11_client_before_the_answer_exists() {
 }
 
 #[tokio::test]
+async fn hints_that_come_with_the_answer_go_first() {
+    with_timeout(Duration::from_secs(20), async {
+        // Hints and answer in one write: read by the proxy together.
+        let up = spawn_raw(|mut tcp, stats| async move {
+            while read_request(&mut tcp).await.is_some() {
+                stats.hit();
+                let mut all = INTERIMS.to_vec();
+                all.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                if tcp.write_all(&all).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let proxy = start(&up, &[]);
+        let addr = proxy.addr("web");
+        let request = b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n";
+        let mut client = TcpStream::connect(addr)
+            .await
+            .expect("connect to the proxy");
+        for _ in 0..3 {
+            client.write_all(request).await.expect("send the request");
+            let mut got = Vec::new();
+            let end = raw::read_until(&mut client, &mut got, b"\r\n\r\n").await;
+            assert_hints(&String::from_utf8_lossy(&got[..end]));
+            raw::read_until(&mut client, &mut got, b"\r\n\r\nok").await;
+            let answer = String::from_utf8_lossy(&got[end..]).into_owned();
+            assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        }
+
+        // An h2c client too.
+        let tcp = TcpStream::connect(addr)
+            .await
+            .expect("connect to the proxy");
+        let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get("http://a.test/")
+            .body(())
+            .expect("a request");
+        let (mut answer, _) = send.send_request(req, true).expect("a stream");
+        let hints = std::future::poll_fn(|cx| answer.poll_informational(cx))
+            .await
+            .expect("an interim answer")
+            .expect("well-formed");
+        assert_eq!(hints.status(), 103);
+        assert_eq!(answer.await.expect("the answer").status(), 200);
+        drop(send);
+        conn.await
+            .expect("the connection task")
+            .expect("a clean close");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_http10_client_gets_the_final_answer_only() {
     with_timeout(Duration::from_secs(20), async {
         let go = Arc::new(Notify::new());

@@ -18,7 +18,7 @@ use tower::{Service, ServiceExt};
 use super::{
     conn::ConnCtx,
     drain_signal::DrainSignal,
-    h1_wait::{self, UnlessClientGone},
+    h1_wait::{Interims, UnlessClientGone},
 };
 use crate::{
     http1::{
@@ -332,32 +332,21 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
         // (its own timeout): the request is dropped, which lets the upstream go. A
         // client that asked for `close` may have only half-closed, and is answered.
         let watch = read.as_mut().filter(|_| keep_alive);
-        let interims_now = interims.as_mut().filter(|_| takes_interims);
         let answered = match &stack.direct {
             // On the heap while in flight (in a box the worker recycles): a
             // connection between requests keeps only the loop's own state.
             Some(proxy) => {
                 let answer = proxy.forward_pooled(req, &conn_info, informational);
-                let waiting = std::pin::pin!(UnlessClientGone::new(
-                    watch,
-                    &mut buf,
-                    &ctx,
-                    interims_now,
-                    answer
-                ));
-                h1_wait::answer(waiting, &mut write, &ctx).await.map(Ok)
+                let interims = interims_to_write(&mut interims, takes_interims, &mut write);
+                UnlessClientGone::new(watch, &mut buf, &ctx, interims, answer)
+                    .await
+                    .map(Ok)
             }
             None => match svc.ready().await {
                 Ok(s) => {
                     let answer = s.call(req);
-                    let waiting = std::pin::pin!(UnlessClientGone::new(
-                        watch,
-                        &mut buf,
-                        &ctx,
-                        interims_now,
-                        answer
-                    ));
-                    h1_wait::answer(waiting, &mut write, &ctx).await
+                    let interims = interims_to_write(&mut interims, takes_interims, &mut write);
+                    UnlessClientGone::new(watch, &mut buf, &ctx, interims, answer).await
                 }
                 Err(e) => Some(Err(e)),
             },
@@ -517,6 +506,20 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             return;
         }
     }
+}
+
+/// The connection's interim answers and where they are written, when the current
+/// request's client takes them.
+fn interims_to_write<'a>(
+    interims: &'a mut Option<InterimAnswers>,
+    takes_interims: bool,
+    write: &'a mut WriteHalf,
+) -> Option<Interims<'a>> {
+    let from = interims.as_mut().filter(|_| takes_interims)?;
+    Some(Interims {
+        from,
+        to: Some(write),
+    })
 }
 
 fn response_framing(resp: &mut HttpResponse, is_head: bool, version: Version) -> Framing {

@@ -17,12 +17,15 @@ use crate::{
     net::{ReadHalf, WriteHalf},
 };
 
-/// A step of the wait.
-pub(super) enum Waited<T> {
-    /// The answer; `None` once the client is gone.
-    Answer(Option<T>),
-    /// An interim answer, to write before the final one.
-    Interim(Response<()>),
+/// The write of an interim answer, handing the connection's write half back when
+/// done (`None`: the client is gone).
+type InterimWrite<'a> = Pin<Box<dyn Future<Output = Option<&'a mut WriteHalf>> + Send + 'a>>;
+
+/// Where interim answers come from and go, for a client that takes them.
+pub(super) struct Interims<'a> {
+    pub(super) from: &'a mut InterimAnswers,
+    /// `None` while an interim answer is being written.
+    pub(super) to: Option<&'a mut WriteHalf>,
 }
 
 pin_project_lite::pin_project! {
@@ -30,24 +33,24 @@ pin_project_lite::pin_project! {
     /// when there is one to watch (`read`): `None` once the client closed it (or it
     /// failed) first, dropping `answer`. Bytes the client sends meanwhile (a
     /// pipelined request) are kept in `buf` for the next head; past the head size
-    /// limit the answer alone is waited for. The interim answers from `interims`
-    /// come before the answer, those that come with it included. A future of its
-    /// own holding `answer` inline, so that the connection's future grows by a few
-    /// references only.
+    /// limit the answer alone is waited for. The interim answers that come first
+    /// are written as they come, those that come with the answer included. A
+    /// future of its own holding `answer` inline, so that the connection's future
+    /// grows by a few references only.
     pub(super) struct UnlessClientGone<'a, F>
     where
         F: Future,
     {
         #[pin]
         answer: F,
-        // The answer, once it came, while interim answers that came with it go first
-        // (boxed: the connection's future keeps room for it only while it is rare).
-        came: Option<Box<F::Output>>,
-        finished: bool,
         read: Option<&'a mut ReadHalf>,
         buf: &'a mut BytesMut,
         ctx: &'a ConnCtx,
-        interims: Option<&'a mut InterimAnswers>,
+        interims: Option<Interims<'a>>,
+        // Rare, so boxed: an interim answer being written, and the answer that came
+        // while interim answers were still to be written.
+        writing: Option<InterimWrite<'a>>,
+        came: Option<Box<F::Output>>,
     }
 }
 
@@ -56,53 +59,73 @@ impl<'a, F: Future> UnlessClientGone<'a, F> {
         read: Option<&'a mut ReadHalf>,
         buf: &'a mut BytesMut,
         ctx: &'a ConnCtx,
-        interims: Option<&'a mut InterimAnswers>,
+        interims: Option<Interims<'a>>,
         answer: F,
     ) -> Self {
         Self {
             answer,
-            came: None,
-            finished: false,
             read,
             buf,
             ctx,
             interims,
+            writing: None,
+            came: None,
         }
     }
+}
 
-    /// The next step; not to be polled again after [`Waited::Answer`].
-    pub(super) fn poll_step(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Waited<F::Output>> {
+impl<F: Future> Future for UnlessClientGone<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut interims = this.interims.as_deref_mut();
-        let mut next_interim = |cx: &mut std::task::Context<'_>| match interims.as_deref_mut() {
-            Some(interims) => interims.poll_next(cx),
-            None => Poll::Pending,
-        };
-        if *this.finished {
-            if let Poll::Ready(head) = next_interim(cx) {
-                return Poll::Ready(Waited::Interim(head));
+        if let Some(interims) = this.interims.as_mut() {
+            let stall = this.ctx.limits.stream_idle_timeout;
+            loop {
+                // An interim answer being written goes on first.
+                if let Some(writing) = this.writing.as_mut() {
+                    match writing.as_mut().poll(cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(None) => return Poll::Ready(None),
+                        Poll::Ready(Some(write)) => {
+                            interims.to = Some(write);
+                            *this.writing = None;
+                        }
+                    }
+                }
+                // Then the next, if one came.
+                let Poll::Ready(interim) = interims.from.poll_next(cx) else {
+                    break;
+                };
+                let Some(write) = interims.to.take() else {
+                    break;
+                };
+                *this.writing = Some(Box::pin(write_interim(write, interim, stall)));
             }
-            return Poll::Ready(Waited::Answer(this.came.take().map(|out| *out)));
-        }
-        let answer = this.answer.poll(cx);
-        if let Poll::Ready(head) = next_interim(cx) {
-            if let Poll::Ready(out) = answer {
-                *this.finished = true;
+            if let Some(out) = this.came.take() {
+                if this.writing.is_none() {
+                    return Poll::Ready(Some(*out));
+                }
+                *this.came = Some(out);
+                return Poll::Pending;
+            }
+            if let Poll::Ready(out) = this.answer.poll(cx) {
+                if this.writing.is_none() && !interims.from.may_have_waiting() {
+                    return Poll::Ready(Some(out));
+                }
+                // The interim answers that came with it go first: round again.
                 *this.came = Some(Box::new(out));
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
-            return Poll::Ready(Waited::Interim(head));
-        }
-        if let Poll::Ready(out) = answer {
-            return Poll::Ready(Waited::Answer(Some(out)));
+        } else if let Poll::Ready(out) = this.answer.poll(cx) {
+            return Poll::Ready(Some(out));
         }
         if let Some(read) = this.read.as_deref_mut() {
             let limit = this.ctx.limits.max_header_bytes.as_usize();
             while this.buf.len() < limit {
                 match std::task::ready!(read.poll_read_lent(cx, this.buf)) {
-                    Ok(0) | Err(_) => return Poll::Ready(Waited::Answer(None)),
+                    Ok(0) | Err(_) => return Poll::Ready(None),
                     Ok(n) => this.ctx.stats.count_rx(n),
                 }
             }
@@ -111,43 +134,22 @@ impl<'a, F: Future> UnlessClientGone<'a, F> {
     }
 }
 
-/// Waits for the answer of `waiting`, writing the interim answers that come before
-/// it to the client (`write`): `None` once the client is gone.
-pub(super) async fn answer<F: Future>(
-    mut waiting: Pin<&mut UnlessClientGone<'_, F>>,
-    write: &mut WriteHalf,
-    ctx: &ConnCtx,
-) -> Option<F::Output> {
-    loop {
-        let step = std::future::poll_fn(|cx| waiting.as_mut().poll_step(cx)).await;
-        let interim = match step {
-            Waited::Answer(answer) => return answer,
-            Waited::Interim(interim) => interim,
-        };
-        // Rare: boxed, so that the connection's future keeps no room for it.
-        Box::pin(write_interim(
-            write,
-            interim,
-            ctx.limits.stream_idle_timeout,
-        ))
-        .await?;
-    }
-}
-
-/// Writes an interim answer's head to the client; `None` when that failed.
+/// Writes an interim answer's head to the client: the write half back, or `None`
+/// when that failed.
 async fn write_interim(
     write: &mut WriteHalf,
     interim: Response<()>,
     stall: Duration,
-) -> Option<()> {
+) -> Option<&mut WriteHalf> {
     let mut wbuf = BytesMut::new();
-    head::encode_response_reframed(
+    // No framing fields: an interim answer has no content (they were left out).
+    head::encode_response(
         &mut wbuf,
         interim.status(),
         interim.headers(),
         Framing::Empty,
         false,
-        false,
     );
-    flush(write, &mut wbuf, stall).await.ok()
+    flush(write, &mut wbuf, stall).await.ok()?;
+    Some(write)
 }
