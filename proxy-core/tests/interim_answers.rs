@@ -2,7 +2,8 @@
 //! sockets: an HTTP/1.1 upstream's `103 Early Hints` reaches HTTP/1.1 and h2c
 //! clients (raw, `h2` and curl) while the upstream is still at work, without the
 //! upstream connection's own fields; an HTTP/2 upstream's too; an HTTP/1.0 client
-//! gets none; the upstream's `100 Continue` is not passed on; a layer sends its own.
+//! gets none; the upstream's `100 Continue` is not passed on; a layer sends its own; an
+//! upstream flooding them is answered 502.
 
 use std::{sync::Arc, time::Duration};
 
@@ -189,6 +190,36 @@ async fn hints_that_come_with_the_answer_go_first() {
         conn.await
             .expect("the connection task")
             .expect("a clean close");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_flooding_interim_answers_is_a_bad_answer() {
+    with_timeout(Duration::from_secs(20), async {
+        let up = spawn_raw(|mut tcp, stats| async move {
+            if read_request(&mut tcp).await.is_some() {
+                stats.hit();
+                let flood = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n".repeat(40);
+                let _ = tcp.write_all(&flood).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        let proxy = start(&up, &[]);
+        let got = raw::exchange(
+            proxy.addr("web"),
+            b"GET / HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&got);
+        // Those written before the bound went on; the answer is the proxy's 502.
+        let hints = text.matches("HTTP/1.1 103 ").count();
+        assert!(hints <= 32, "{hints} interim answers");
+        assert!(text.contains("HTTP/1.1 502 "), "{text}");
+        assert!(!text.contains("HTTP/1.1 200 "), "{text}");
     })
     .await;
 }

@@ -337,16 +337,16 @@ pub(crate) async fn serve(stream: Stream, mut buf: BytesMut, ctx: ConnCtx) {
             // connection between requests keeps only the loop's own state.
             Some(proxy) => {
                 let answer = proxy.forward_pooled(req, &conn_info, informational);
-                let interims = interims_to_write(&mut interims, takes_interims, &mut write);
-                UnlessClientGone::new(watch, &mut buf, &ctx, interims, answer)
+                let to_client = interims_to_write(&mut interims, takes_interims, &mut write);
+                UnlessClientGone::new(watch, &mut buf, &ctx, to_client, answer)
                     .await
                     .map(Ok)
             }
             None => match svc.ready().await {
                 Ok(s) => {
                     let answer = s.call(req);
-                    let interims = interims_to_write(&mut interims, takes_interims, &mut write);
-                    UnlessClientGone::new(watch, &mut buf, &ctx, interims, answer).await
+                    let to_client = interims_to_write(&mut interims, takes_interims, &mut write);
+                    UnlessClientGone::new(watch, &mut buf, &ctx, to_client, answer).await
                 }
                 Err(e) => Some(Err(e)),
             },

@@ -25,6 +25,10 @@ use crate::{
 
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
+/// Interim (1xx) answers an upstream may send before its final one; more make the
+/// answer a bad one (an upstream could otherwise hold the request with them forever).
+const MAX_INTERIM_ANSWERS: u32 = 32;
+
 /// A checked-out upstream HTTP/1.1 connection.
 #[derive(Debug)]
 pub(crate) struct H1Conn {
@@ -192,7 +196,7 @@ impl H1Conn {
             // The upstream may have answered early and closed; try to read that answer.
             Err(SendBodyError::Sink(_)) => self.keep_alive = false,
         }
-        let mut got_interim = false;
+        let mut interims = 0;
         loop {
             // A pooled connection's buffer is empty when the request goes out: read
             // before parsing nothing.
@@ -204,7 +208,7 @@ impl H1Conn {
             };
             let Some(resp) = parsed else {
                 // After an interim answer the request is known to have been read.
-                let got_bytes = got_interim || !self.buf.is_empty();
+                let got_bytes = interims > 0 || !self.buf.is_empty();
                 // Each wait for bytes of the head lasts at most `stall`. The timer lives
                 // in this request's future (no allocation of its own) and is
                 // registered only if the bytes are not there at once.
@@ -244,7 +248,12 @@ impl H1Conn {
             if status.is_informational() {
                 // 103 Early Hints and the like go on to the client; the final
                 // answer is still to come.
-                got_interim = true;
+                interims += 1;
+                if interims > MAX_INTERIM_ANSWERS {
+                    return Err(ExchangeError::BadResponse(
+                        format!("more than {MAX_INTERIM_ANSWERS} interim answers").into(),
+                    ));
+                }
                 let to_client = informational.or_else(|| parts.extensions.get::<Informational>());
                 if let Some(to_client) = to_client {
                     let mut interim = Response::from_parts(resp.parts, ());
