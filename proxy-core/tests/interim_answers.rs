@@ -68,7 +68,10 @@ fn hinting_h2_upstream(go: Arc<Notify>) -> Upstream {
                         .expect("a 103 head");
                     respond.send_informational(hints).expect("the hints sent");
                     go.notified().await;
-                    let head = http::Response::new(());
+                    let head = http::Response::builder()
+                        .header("content-length", "2")
+                        .body(())
+                        .expect("a 200 head");
                     if let Ok(mut body) = respond.send_response(head, false) {
                         let _ = body.send_data(Bytes::from_static(b"ok"), true);
                     }
@@ -86,16 +89,59 @@ fn start(up: &Upstream, cluster_extra: &[&str]) -> TestServer {
     TestServer::start(&cfg, Registry::default())
 }
 
-/// Sends `request` on a new connection and reads the first head that comes back.
-async fn first_head(addr: std::net::SocketAddr, request: &[u8]) -> (TcpStream, String, Vec<u8>) {
-    let mut client = TcpStream::connect(addr)
+const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n";
+
+/// Sends a GET on `client` and reads the answer: the hints first (asserted), then,
+/// once `go` lets the upstream answer (when given), the final `200 ok`.
+async fn h1_hints_then_answer(client: &mut TcpStream, go: Option<&Notify>) {
+    client.write_all(GET).await.expect("send the request");
+    let mut got = Vec::new();
+    let end = raw::read_until(client, &mut got, b"\r\n\r\n").await;
+    // The `100 Continue` was the proxy's to answer: not passed on.
+    assert_hints(&String::from_utf8_lossy(&got[..end]));
+    if let Some(go) = go {
+        go.notify_one();
+    }
+    raw::read_until(client, &mut got, b"\r\n\r\nok").await;
+    let answer = String::from_utf8_lossy(&got[end..]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+}
+
+/// [`h1_hints_then_answer`] for an h2c client (`h2`) on a connection of its own.
+async fn h2c_hints_then_answer(addr: std::net::SocketAddr, go: Option<&Notify>) {
+    let tcp = TcpStream::connect(addr)
         .await
         .expect("connect to the proxy");
-    client.write_all(request).await.expect("send the request");
-    let mut got = Vec::new();
-    let end = raw::read_until(&mut client, &mut got, b"\r\n\r\n").await;
-    let head = String::from_utf8_lossy(&got[..end]).into_owned();
-    (client, head, got[end..].to_vec())
+    let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://a.test/")
+        .body(())
+        .expect("a request");
+    let (mut answer, _) = send.send_request(req, true).expect("a stream");
+    let hints = std::future::poll_fn(|cx| answer.poll_informational(cx))
+        .await
+        .expect("an interim answer")
+        .expect("well-formed");
+    assert_eq!(hints.status(), 103);
+    assert_eq!(
+        hints.headers()["link"],
+        HeaderValue::from_static("</app.css>; rel=preload; as=style")
+    );
+    assert!(hints.headers().get("x-upstream-hop").is_none());
+    if let Some(go) = go {
+        go.notify_one();
+    }
+    let resp = answer.await.expect("the answer");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let data = body.data().await.expect("a body chunk").expect("its data");
+    assert_eq!(&data[..], b"ok");
+    // Closed before the proxy stops, which would wait for it.
+    drop((send, body));
+    conn.await
+        .expect("the connection task")
+        .expect("a clean close");
 }
 
 /// Asserts that `head` is the forwarded hints: the link kept, the upstream
@@ -117,23 +163,12 @@ async fn early_hints_reach_an_http11_client_before_the_answer_exists() {
         let go = Arc::new(Notify::new());
         let up = hinting_h1_upstream(go.clone());
         let proxy = start(&up, &[]);
-        let addr = proxy.addr("web");
-        let request = b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n";
-        let mut client = TcpStream::connect(addr)
+        let mut client = TcpStream::connect(proxy.addr("web"))
             .await
             .expect("connect to the proxy");
+        // Each request of the connection gets its own hints, then its answer.
         for _ in 0..2 {
-            // Each request of the connection gets its own hints, then its answer.
-            client.write_all(request).await.expect("send the request");
-            let mut got = Vec::new();
-            let end = raw::read_until(&mut client, &mut got, b"\r\n\r\n").await;
-            // The `100 Continue` was the proxy's to answer: not passed on.
-            assert_hints(&String::from_utf8_lossy(&got[..end]));
-            go.notify_one();
-            raw::read_until(&mut client, &mut got, b"\r\n\r\nok").await;
-            let answer = String::from_utf8_lossy(&got[end..]).into_owned();
-            assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
-            assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+            h1_hints_then_answer(&mut client, Some(&go)).await;
         }
         assert_eq!(up.hits(), 2);
     })
@@ -155,41 +190,13 @@ async fn hints_that_come_with_the_answer_go_first() {
             }
         });
         let proxy = start(&up, &[]);
-        let addr = proxy.addr("web");
-        let request = b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n";
-        let mut client = TcpStream::connect(addr)
+        let mut client = TcpStream::connect(proxy.addr("web"))
             .await
             .expect("connect to the proxy");
         for _ in 0..3 {
-            client.write_all(request).await.expect("send the request");
-            let mut got = Vec::new();
-            let end = raw::read_until(&mut client, &mut got, b"\r\n\r\n").await;
-            assert_hints(&String::from_utf8_lossy(&got[..end]));
-            raw::read_until(&mut client, &mut got, b"\r\n\r\nok").await;
-            let answer = String::from_utf8_lossy(&got[end..]).into_owned();
-            assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+            h1_hints_then_answer(&mut client, None).await;
         }
-
-        // An h2c client too.
-        let tcp = TcpStream::connect(addr)
-            .await
-            .expect("connect to the proxy");
-        let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        let conn = tokio::spawn(conn);
-        let req = http::Request::get("http://a.test/")
-            .body(())
-            .expect("a request");
-        let (mut answer, _) = send.send_request(req, true).expect("a stream");
-        let hints = std::future::poll_fn(|cx| answer.poll_informational(cx))
-            .await
-            .expect("an interim answer")
-            .expect("well-formed");
-        assert_eq!(hints.status(), 103);
-        assert_eq!(answer.await.expect("the answer").status(), 200);
-        drop(send);
-        conn.await
-            .expect("the connection task")
-            .expect("a clean close");
+        h2c_hints_then_answer(proxy.addr("web"), None).await;
     })
     .await;
 }
@@ -252,13 +259,10 @@ async fn an_http2_upstreams_hints_reach_an_http11_client() {
         let go = Arc::new(Notify::new());
         let up = hinting_h2_upstream(go.clone());
         let proxy = start(&up, &["protocol: http2"]);
-        let (mut client, head, rest) =
-            first_head(proxy.addr("web"), b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n").await;
-        assert_hints(&head);
-        go.notify_one();
-        let mut got = rest;
-        raw::read_until(&mut client, &mut got, b"ok").await;
-        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 "));
+        let mut client = TcpStream::connect(proxy.addr("web"))
+            .await
+            .expect("connect to the proxy");
+        h1_hints_then_answer(&mut client, Some(&go)).await;
     })
     .await;
 }
@@ -269,36 +273,7 @@ async fn an_h2c_client_gets_the_hints_on_its_stream_before_the_answer() {
         let go = Arc::new(Notify::new());
         let up = hinting_h1_upstream(go.clone());
         let proxy = start(&up, &[]);
-        let tcp = TcpStream::connect(proxy.addr("web"))
-            .await
-            .expect("connect to the proxy");
-        let (mut send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        let conn = tokio::spawn(conn);
-        let req = http::Request::get("http://a.test/")
-            .body(())
-            .expect("a request");
-        let (mut answer, _) = send.send_request(req, true).expect("a stream");
-        let hints = std::future::poll_fn(|cx| answer.poll_informational(cx))
-            .await
-            .expect("an interim answer")
-            .expect("well-formed");
-        assert_eq!(hints.status(), 103);
-        assert_eq!(
-            hints.headers()["link"],
-            HeaderValue::from_static("</app.css>; rel=preload; as=style")
-        );
-        assert!(hints.headers().get("x-upstream-hop").is_none());
-        go.notify_one();
-        let resp = answer.await.expect("the answer");
-        assert_eq!(resp.status(), 200);
-        let mut body = resp.into_body();
-        let data = body.data().await.expect("a body chunk").expect("its data");
-        assert_eq!(&data[..], b"ok");
-        // Closed before the proxy stops, which would wait for it.
-        drop((send, body));
-        conn.await
-            .expect("the connection task")
-            .expect("a clean close");
+        h2c_hints_then_answer(proxy.addr("web"), Some(&go)).await;
     })
     .await;
 }
@@ -394,17 +369,22 @@ async fn a_layer_sends_its_own_hints_ahead_of_the_upstreams() {
             &[yaml::cluster("app", &[up.addr], &[])],
         );
         let proxy = TestServer::start(&cfg, registry_with_early_hints());
-        let (mut client, head, rest) =
-            first_head(proxy.addr("web"), b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n").await;
+        let mut client = TcpStream::connect(proxy.addr("web"))
+            .await
+            .expect("connect to the proxy");
+        client.write_all(GET).await.expect("send the request");
+        let mut got = Vec::new();
+        let end = raw::read_until(&mut client, &mut got, b"\r\n\r\n").await;
+        let head = String::from_utf8_lossy(&got[..end]).into_owned();
         assert!(head.starts_with("HTTP/1.1 103 "), "{head}");
         assert!(head.contains("</layer.js>"), "{head}");
-        let mut got = rest;
+        // Then the upstream's, then the answer.
+        let mut got = got[end..].to_vec();
         let end = raw::read_until(&mut client, &mut got, b"\r\n\r\n").await;
         assert_hints(&String::from_utf8_lossy(&got[..end]));
         go.notify_one();
-        let mut got = got[end..].to_vec();
-        raw::read_until(&mut client, &mut got, b"ok").await;
-        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 "));
+        raw::read_until(&mut client, &mut got, b"\r\n\r\nok").await;
+        assert!(String::from_utf8_lossy(&got[end..]).starts_with("HTTP/1.1 200 "));
     })
     .await;
 }
