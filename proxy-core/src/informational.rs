@@ -106,6 +106,15 @@ impl Informational {
 }
 
 impl Informational {
+    /// Where a request's interim answers go: `given` with it (the connection loop's
+    /// path without filters), else the handle in its `extensions`.
+    pub(crate) fn given_or_in<'a>(
+        given: Option<&'a Self>,
+        extensions: &'a http::Extensions,
+    ) -> Option<&'a Self> {
+        given.or_else(|| extensions.get())
+    }
+
     /// Hands on an upstream's interim answer, unless it is a `100 Continue`: the
     /// proxy does not pass `Expect` on, and answers it itself.
     pub(crate) fn forward_upstreams(&self, head: Response<()>) {

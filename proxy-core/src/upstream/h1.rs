@@ -254,8 +254,9 @@ impl H1Conn {
                         format!("more than {MAX_INTERIM_ANSWERS} interim answers").into(),
                     ));
                 }
-                let to_client = informational.or_else(|| parts.extensions.get::<Informational>());
-                if let Some(to_client) = to_client {
+                if let Some(to_client) =
+                    Informational::given_or_in(informational, &parts.extensions)
+                {
                     let mut interim = Response::from_parts(resp.parts, ());
                     // Not a slice of the connection's buffer while it waits.
                     crate::bufs::own_header_values(interim.headers_mut());

@@ -286,6 +286,11 @@ impl Upstream {
         informational: Option<&Informational>,
     ) -> Result<Response<Body>, ProxyError> {
         if self.custom.is_some() || self.protocol == UpstreamProtocol::Http2 {
+            // Read before the head may be taken (a protocol's client takes none).
+            let informational = match self.custom {
+                Some(_) => None,
+                None => Informational::given_or_in(informational, &parts.extensions).cloned(),
+            };
             let head = if retry_may_follow {
                 clone_parts(parts)
             } else {
@@ -293,13 +298,7 @@ impl Upstream {
             };
             let resp = match &self.custom {
                 Some(client) => client.send(Request::from_parts(head, body)).await,
-                None => {
-                    let informational = informational
-                        .or_else(|| parts.extensions.get())
-                        .or_else(|| head.extensions.get())
-                        .cloned();
-                    Box::pin(self.send_h2(head, body, informational)).await
-                }
+                None => Box::pin(self.send_h2(head, body, informational)).await,
             };
             return resp.map(|r| owned_if(head_slab, r));
         }
