@@ -1,10 +1,11 @@
 //! An HTTP/2 upstream that turns requests away unprocessed (RFC 9113 8.7), on real
 //! sockets: one that goes away after a few streams (as nginx does after
 //! `keepalive_requests`), with requests waiting for a stream under its stream limit
-//! or not, and one that refuses streams with REFUSED_STREAM. Every
-//! request is answered, each processed by the upstream exactly once; one whose body
-//! streamed through cannot be sent again and is answered 502, as is one refused on
-//! every try.
+//! or not, one that refuses streams with REFUSED_STREAM, and one that goes away with
+//! an error code, naming the last stream it processed. Every request is answered,
+//! each processed by the upstream exactly once; one whose body streamed through
+//! cannot be sent again and is answered 502, as is one refused on every try and one
+//! on a stream the GOAWAY names as maybe processed.
 
 use std::time::Duration;
 
@@ -173,6 +174,105 @@ async fn an_upstream_going_away_at_once_on_every_connection_is_given_up() {
         // A few tries, each on a new connection, not one per allowed resend.
         let tries = up.connections();
         assert!((2..=12).contains(&tries), "{tries} connections");
+    })
+    .await;
+}
+
+/// An HTTP/2 upstream whose first connection, at its first request, sends a GOAWAY
+/// naming `last` as the last stream it may have processed, with `reason`, and closes
+/// (counted as processed when `last` names the request's stream, 1); the next
+/// connections answer `200 ok`.
+fn going_away_with(last: u32, reason: h2::Reason) -> Upstream {
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    spawn_raw(move |mut tcp, stats| {
+        let first = opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            if !first {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    stats.hit();
+                    if let Ok(mut body) = respond.send_response(http::Response::new(()), false) {
+                        let _ = body.send_data(Bytes::from_static(b"ok"), true);
+                    }
+                }
+                return;
+            }
+            let mut preface = [0; 24];
+            if tcp.read_exact(&mut preface).await.is_err() {
+                return;
+            }
+            let settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+            if tcp.write_all(&settings).await.is_err() {
+                return;
+            }
+            // Frames until the request's HEADERS (type 1).
+            loop {
+                let mut header = [0u8; 9];
+                if tcp.read_exact(&mut header).await.is_err() {
+                    return;
+                }
+                let len = usize::from(header[0]) << 16
+                    | usize::from(header[1]) << 8
+                    | usize::from(header[2]);
+                let mut payload = vec![0; len];
+                if tcp.read_exact(&mut payload).await.is_err() {
+                    return;
+                }
+                if header[3] == 1 {
+                    break;
+                }
+            }
+            if last >= 1 {
+                stats.hit();
+            }
+            let mut go_away = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
+            go_away.extend_from_slice(&last.to_be_bytes());
+            go_away.extend_from_slice(&u32::from(reason).to_be_bytes());
+            let _ = tcp.write_all(&go_away).await;
+            // Closed after the proxy read it: what it still sends is read, so that
+            // the close is not a reset that could overtake the GOAWAY.
+            let _ = tcp.shutdown().await;
+            let mut rest = [0u8; 1024];
+            let drain = async { while matches!(tcp.read(&mut rest).await, Ok(n) if n > 0) {} };
+            let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_above_the_last_stream_of_a_go_away_with_an_error_goes_again() {
+    with_timeout(Duration::from_secs(60), async {
+        for reason in [
+            h2::Reason::INTERNAL_ERROR,
+            h2::Reason::ENHANCE_YOUR_CALM,
+            h2::Reason::NO_ERROR,
+        ] {
+            let up = going_away_with(0, reason);
+            let server = start(&up);
+            let resp = client::get(server.addr("web"), "/", &[]).await;
+            assert_eq!(resp.status, 200, "{reason:?}: {}", resp.text());
+            assert_eq!(resp.text(), "ok");
+            assert_eq!(up.hits(), 1, "{reason:?}: processed once");
+            assert_eq!(up.connections(), 2, "{reason:?}: sent again on a new one");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_a_go_away_with_an_error_names_as_processed_is_not_sent_again() {
+    with_timeout(Duration::from_secs(60), async {
+        for reason in [h2::Reason::INTERNAL_ERROR, h2::Reason::NO_ERROR] {
+            let up = going_away_with(1, reason);
+            let server = start(&up);
+            let resp = client::get(server.addr("web"), "/", &[]).await;
+            assert_eq!(resp.status, 502, "{reason:?}: {}", resp.text());
+            assert_eq!(up.hits(), 1, "{reason:?}: processed once, not sent again");
+            assert_eq!(up.connections(), 1, "{reason:?}");
+        }
     })
     .await;
 }

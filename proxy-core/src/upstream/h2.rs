@@ -7,7 +7,7 @@
 //! Each request holds one of a connection's streams ([`H2Stream`]) until its answer
 //! ends; a connection takes at most as many as the upstream's
 //! `SETTINGS_MAX_CONCURRENT_STREAMS` allows now (read from `h2`, once the first
-//! frame arrived: [`super::h2_first_frame`]), and a request
+//! frame arrived: [`super::h2_frames`]), and a request
 //! finding every connection of its worker full opens another, as Envoy's pool does.
 //! A request above the limit (at the connection caps) waits inside the connection for
 //! a stream; its stream is opened at once all the same, so a GOAWAY says whether it
@@ -40,7 +40,7 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 
 use super::{
-    h2_first_frame::{FirstFrame, FirstFrameWatch},
+    h2_frames::{FrameWatch, UpstreamFrames},
     limit::{ConnectionLimit, ConnectionSlot},
     Connector,
 };
@@ -133,6 +133,8 @@ pub(crate) struct H2Sender {
     streams_left: AtomicU32,
     /// A stream was taken since the idle check last looked.
     used: AtomicBool,
+    /// What the upstream's frames told (the last stream its GOAWAY names).
+    frames: Arc<UpstreamFrames>,
 }
 
 /// One of a connection's streams, held by a request until its answer ends (or it
@@ -177,6 +179,12 @@ impl H2Sender {
     /// Whether an answer came on the connection.
     pub(crate) fn has_answered(&self) -> bool {
         self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Whether the upstream said with a GOAWAY that it did not process the stream
+    /// `id` (it named a lower last stream): the request may go again.
+    pub(crate) fn turned_away(&self, id: u32) -> bool {
+        self.frames.turned_away(id)
     }
 
     /// Whether the connection ended.
@@ -426,8 +434,8 @@ impl H2Conns {
             inner: connector.connect().await?,
             stats: guard,
         };
-        let first = FirstFrame::new();
-        let stream = FirstFrameWatch::new(counted, first.clone());
+        let frames = UpstreamFrames::new();
+        let stream = FrameWatch::new(counted, frames.clone());
         let (send, conn) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONN_WINDOW)
@@ -448,7 +456,7 @@ impl H2Conns {
         // The upstream's first frame names its stream limit: the requests waiting for
         // this connection are spread by it. An upstream slow to send it is used under
         // the limit assumed until then.
-        let _ = tokio::time::timeout(first_frame_wait, first.read()).await;
+        let _ = tokio::time::timeout(first_frame_wait, frames.first_read()).await;
         let sender = Arc::new(H2Sender {
             send,
             closed,
@@ -457,6 +465,7 @@ impl H2Conns {
             streams: AtomicU32::new(0),
             streams_left: AtomicU32::new(max_requests.map_or(u32::MAX, NonZeroU32::get)),
             used: AtomicBool::new(false),
+            frames,
         });
         self.live().push(sender.clone());
         Ok(sender)

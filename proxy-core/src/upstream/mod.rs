@@ -17,7 +17,7 @@ pub(crate) mod h1;
 mod h2;
 mod h2_answer;
 mod h2_conn;
-mod h2_first_frame;
+mod h2_frames;
 pub(crate) mod limit;
 pub(crate) mod pool;
 
@@ -379,16 +379,20 @@ impl Upstream {
                 }
                 Err(e) => e,
             };
-            let Some(turned_away) = h2_unprocessed(&e) else {
+            let Some(turned_away) = h2_unprocessed(&e, conn) else {
                 return Err(h2_exchange_error(e));
             };
             if turned_away == Unprocessed::GoingAway {
                 conn.retire();
-                if let h2_answer::H2Failure::Stream(_, id) = e {
-                    // Client streams are numbered 1, 3, 5...: those below this one,
-                    // at most, were processed.
-                    self.h2
-                        .learn_streams_per_connection(id.saturating_sub(1) / 2);
+                if let h2_answer::H2Failure::Stream(e, id) = &e {
+                    // A GOAWAY without error is an upstream's bound on requests per
+                    // connection; one with an error says nothing of it. Client
+                    // streams are numbered 1, 3, 5...: those below this one, at most,
+                    // were processed.
+                    if e.reason() == Some(::h2::Reason::NO_ERROR) {
+                        self.h2
+                            .learn_streams_per_connection(id.saturating_sub(1) / 2);
+                    }
                 }
             }
             if !conn.has_answered() {
@@ -457,32 +461,34 @@ const H2_RESENDS_AT_MOST: u32 = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unprocessed {
     /// The connection is going away: it opened no stream for the request (a GOAWAY
-    /// came, or it closed), or a GOAWAY without error named a last stream below the
-    /// request's (section 6.8).
+    /// came, or it closed), or a GOAWAY, with an error or without, named a last
+    /// stream below the request's (section 6.8).
     GoingAway,
     /// The upstream reset the stream with REFUSED_STREAM before processing it.
     Refused,
 }
 
-/// Whether an HTTP/2 exchange failed before the upstream processed the request, so
-/// that sending it again cannot repeat its effect.
-fn h2_unprocessed(e: &h2_answer::H2Failure) -> Option<Unprocessed> {
+/// Whether an HTTP/2 exchange on `conn` failed before the upstream processed the
+/// request, so that sending it again cannot repeat its effect.
+fn h2_unprocessed(e: &h2_answer::H2Failure, conn: &h2::H2Sender) -> Option<Unprocessed> {
     match e {
         // Nothing of the request was sent; a head `h2` refuses (a user error) would
         // be refused again.
         h2_answer::H2Failure::NotOpened(e) => {
             (e.is_go_away() || e.is_io()).then_some(Unprocessed::GoingAway)
         }
-        h2_answer::H2Failure::Stream(e, _) => {
+        h2_answer::H2Failure::Stream(e, id) => {
             if !e.is_remote() {
-                return None;
-            }
-            match e.reason()? {
-                // Only a graceful GOAWAY says which streams were not processed: after
-                // one with an error, every open stream fails with the same error.
-                ::h2::Reason::NO_ERROR if e.is_go_away() => Some(Unprocessed::GoingAway),
-                ::h2::Reason::REFUSED_STREAM if e.is_reset() => Some(Unprocessed::Refused),
-                _ => None,
+                None
+            } else if e.is_go_away() {
+                // After a GOAWAY with an error `h2` fails every open stream with it,
+                // those the upstream processed too: the last stream the frame named
+                // tells them apart.
+                conn.turned_away(*id).then_some(Unprocessed::GoingAway)
+            } else if e.is_reset() && e.reason() == Some(::h2::Reason::REFUSED_STREAM) {
+                Some(Unprocessed::Refused)
+            } else {
+                None
             }
         }
     }
