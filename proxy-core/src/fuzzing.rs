@@ -35,6 +35,12 @@ pub fn http1_response(data: &[u8]) {
     }
 }
 
+/// Follows `data` as an HTTP/2 upstream's frames, as the proxy does alongside `h2`
+/// for the last stream each GOAWAY names, in reads of the size its first byte says.
+pub fn h2_upstream_frames(data: &[u8]) {
+    crate::upstream::h2_frames::follow_in_pieces(data);
+}
+
 /// Decodes `data` as a chunked body with trailers.
 pub fn http1_chunked(data: &[u8]) {
     drain_body(Decoder::new(Framing::Chunked), &mut BytesMut::from(data));

@@ -159,6 +159,22 @@ impl FrameCursor {
     }
 }
 
+/// Follows `data` as an upstream's frames, read in pieces as long as its first
+/// byte says (at least one); for the fuzz target. Nothing it passes may panic.
+pub(crate) fn follow_in_pieces(data: &[u8]) {
+    let Some((&piece, frames)) = data.split_first() else {
+        return;
+    };
+    let mut at = FrameCursor::default();
+    let mut ended = 0;
+    for chunk in frames.chunks(usize::from(piece).max(1)) {
+        ended += at.read(chunk).frames_ended;
+        assert!(at.header_read <= FRAME_HEADER);
+    }
+    // Each frame ends no sooner than its nine-byte header.
+    assert!(ended <= frames.len() / FRAME_HEADER);
+}
+
 impl<S> FrameWatch<S> {
     /// Follows `inner`'s reads, telling `frames` what they pass.
     pub(crate) fn new(inner: S, frames: Arc<UpstreamFrames>) -> Self {
@@ -327,6 +343,48 @@ mod tests {
         assert_eq!(read_in_pieces(&on_stream, 4).go_away_last, None);
         let short = vec![0, 0, 4, GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         assert_eq!(read_in_pieces(&short, 1).go_away_last, None);
+    }
+
+    /// A frame of `kind` on `stream` with a payload of `len` bytes; a GOAWAY (on
+    /// stream 0, at least 8 bytes) names `last`.
+    fn frame(kind: u8, stream: u32, len: usize, last: u32) -> Vec<u8> {
+        let l = u32::try_from(len).expect("small").to_be_bytes();
+        let mut frame = vec![l[1], l[2], l[3], kind, 0];
+        frame.extend_from_slice(&stream.to_be_bytes());
+        let mut payload = vec![0xa5; len];
+        if kind == GOAWAY && len >= 4 {
+            payload[..4].copy_from_slice(&last.to_be_bytes());
+        }
+        frame.extend(payload);
+        frame
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn frames_are_counted_and_the_lowest_go_away_found_in_any_reads(
+            frames in proptest::collection::vec(
+                (0u8..10, 0u32..4, 0usize..40, 0u32..0x7fff_ffff),
+                0..12,
+            ),
+            piece in 1usize..64,
+        ) {
+            let mut bytes = Vec::new();
+            let mut lowest: Option<u32> = None;
+            for &(kind, stream, len, last) in &frames {
+                bytes.extend(frame(kind, stream, len, last));
+                if kind == GOAWAY && stream == 0 && len >= 8 {
+                    lowest = Some(lowest.map_or(last, |l| l.min(last)));
+                }
+            }
+            let passed = read_in_pieces(&bytes, piece);
+            proptest::prop_assert_eq!(passed.frames_ended, frames.len());
+            proptest::prop_assert_eq!(passed.go_away_last, lowest);
+        }
+
+        #[test]
+        fn no_bytes_make_the_follower_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            follow_in_pieces(&data);
+        }
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ pub(crate) mod h1;
 mod h2;
 mod h2_answer;
 mod h2_conn;
-mod h2_frames;
+pub(crate) mod h2_frames;
 pub(crate) mod limit;
 pub(crate) mod pool;
 
