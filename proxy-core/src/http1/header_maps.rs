@@ -19,6 +19,13 @@ const KEEP: usize = 256;
 /// unusual head does not pin its memory.
 const MAX_KEPT_CAPACITY: usize = 64;
 
+/// Maps with room for fewer headers than this are freed rather than kept: the
+/// usual head needs more (seven or more headers take a map with room for 12), so a
+/// smaller one taken again would be reallocated whole, and keeping it would only
+/// add its clearing to that. An HTTP/2 client's request map (`h2` builds it from
+/// empty, room for 6 headers at first) is one.
+const MIN_KEPT_CAPACITY: usize = 12;
+
 thread_local! {
     static FREE: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
 }
@@ -40,7 +47,7 @@ pub(crate) fn take(capacity: usize) -> HeaderMap {
 /// for a later [`take`].
 pub(crate) fn give_back(map: &mut HeaderMap) {
     let capacity = map.capacity();
-    if capacity == 0 || capacity > MAX_KEPT_CAPACITY {
+    if !(MIN_KEPT_CAPACITY..=MAX_KEPT_CAPACITY).contains(&capacity) {
         return;
     }
     let mut map = std::mem::take(map);
@@ -67,6 +74,16 @@ mod tests {
         let again = take(4);
         assert!(again.is_empty());
         assert!(again.capacity() >= 8);
+    }
+
+    #[test]
+    fn a_map_too_small_for_the_usual_head_is_not_kept() {
+        let mut map = HeaderMap::new();
+        map.insert(http::header::HOST, http::HeaderValue::from_static("a"));
+        assert!(map.capacity() < MIN_KEPT_CAPACITY);
+        give_back(&mut map);
+        assert_eq!(map.len(), 1);
+        assert!(HeaderMap::<http::HeaderValue>::with_capacity(7).capacity() >= MIN_KEPT_CAPACITY);
     }
 
     #[test]
