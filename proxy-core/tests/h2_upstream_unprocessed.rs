@@ -178,11 +178,11 @@ async fn an_upstream_going_away_at_once_on_every_connection_is_given_up() {
     .await;
 }
 
-/// An HTTP/2 upstream whose first connection, at its first request, sends a GOAWAY
-/// naming `last` as the last stream it may have processed, with `reason`, and closes
-/// (counted as processed when `last` names the request's stream, 1); the next
-/// connections answer `200 ok`.
-fn going_away_with(last: u32, reason: h2::Reason) -> Upstream {
+/// An HTTP/2 upstream whose first connection takes up to `gather` requests (waiting
+/// at most 300 ms for more after the first), then sends a GOAWAY naming `last` as the
+/// last stream it may have processed, with `reason`, and closes (the requests on
+/// streams up to `last` counted as processed); the next connections answer `200 ok`.
+fn going_away_with(last: u32, reason: h2::Reason, gather: usize) -> Upstream {
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     spawn_raw(move |mut tcp, stats| {
         let first = opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
@@ -208,11 +208,22 @@ fn going_away_with(last: u32, reason: h2::Reason) -> Upstream {
             if tcp.write_all(&settings).await.is_err() {
                 return;
             }
-            // Frames until the request's HEADERS (type 1).
-            loop {
+            // Frames until `gather` requests' HEADERS (type 1) came, or the wait for
+            // more ran out.
+            let mut streams = Vec::new();
+            while streams.len() < gather {
                 let mut header = [0u8; 9];
-                if tcp.read_exact(&mut header).await.is_err() {
-                    return;
+                let read = tcp.read_exact(&mut header);
+                let header_read = if streams.is_empty() {
+                    read.await.is_ok()
+                } else {
+                    matches!(
+                        tokio::time::timeout(Duration::from_millis(300), read).await,
+                        Ok(Ok(_))
+                    )
+                };
+                if !header_read {
+                    break;
                 }
                 let len = usize::from(header[0]) << 16
                     | usize::from(header[1]) << 8
@@ -222,10 +233,12 @@ fn going_away_with(last: u32, reason: h2::Reason) -> Upstream {
                     return;
                 }
                 if header[3] == 1 {
-                    break;
+                    streams.push(u32::from_be_bytes([
+                        header[5], header[6], header[7], header[8],
+                    ]));
                 }
             }
-            if last >= 1 {
+            for _ in streams.iter().filter(|id| **id <= last) {
                 stats.hit();
             }
             let mut go_away = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
@@ -250,7 +263,7 @@ async fn a_request_above_the_last_stream_of_a_go_away_with_an_error_goes_again()
             h2::Reason::ENHANCE_YOUR_CALM,
             h2::Reason::NO_ERROR,
         ] {
-            let up = going_away_with(0, reason);
+            let up = going_away_with(0, reason, 1);
             let server = start(&up);
             let resp = client::get(server.addr("web"), "/", &[]).await;
             assert_eq!(resp.status, 200, "{reason:?}: {}", resp.text());
@@ -266,13 +279,33 @@ async fn a_request_above_the_last_stream_of_a_go_away_with_an_error_goes_again()
 async fn a_request_a_go_away_with_an_error_names_as_processed_is_not_sent_again() {
     with_timeout(Duration::from_secs(60), async {
         for reason in [h2::Reason::INTERNAL_ERROR, h2::Reason::NO_ERROR] {
-            let up = going_away_with(1, reason);
+            let up = going_away_with(1, reason, 1);
             let server = start(&up);
             let resp = client::get(server.addr("web"), "/", &[]).await;
             assert_eq!(resp.status, 502, "{reason:?}: {}", resp.text());
             assert_eq!(up.hits(), 1, "{reason:?}: processed once, not sent again");
             assert_eq!(up.connections(), 1, "{reason:?}");
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_requests_in_flight_when_an_upstream_goes_away_with_an_error_only_those_above_its_last_stream_go_again(
+) {
+    with_timeout(Duration::from_secs(60), async {
+        // Three requests at once; the first connection takes those that come within
+        // 300 ms and names the first (stream 1) as the last it may have processed.
+        let up = going_away_with(1, h2::Reason::INTERNAL_ERROR, 3);
+        let server = start(&up);
+        let mut statuses = get_many(server.addr("web"), 3, 3).await;
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [200, 200, 502],
+            "only stream 1 may have been processed"
+        );
+        assert_eq!(up.hits(), 3, "each request processed once");
     })
     .await;
 }
