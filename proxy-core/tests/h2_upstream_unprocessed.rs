@@ -51,15 +51,20 @@ fn h2_upstream(policy: Policy, delay: Duration, stream_limit: u32) -> Upstream {
             stats.hit();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                if let Ok(mut body) = respond.send_response(http::Response::new(()), false) {
-                    let _ = body.send_data(Bytes::from_static(b"ok"), true);
-                }
+                answer_ok(&mut respond);
             });
             if matches!(policy, Policy::GoAwayAfter(n) if seen == n) {
                 conn.graceful_shutdown();
             }
         }
     })
+}
+
+/// Answers a stream `200 ok`.
+fn answer_ok(respond: &mut h2::server::SendResponse<Bytes>) {
+    if let Ok(mut body) = respond.send_response(http::Response::new(()), false) {
+        let _ = body.send_data(Bytes::from_static(b"ok"), true);
+    }
 }
 
 fn start(up: &Upstream) -> TestServer {
@@ -194,9 +199,7 @@ fn going_away_with(last: u32, reason: h2::Reason, gather: usize) -> Upstream {
                 };
                 while let Some(Ok((_req, mut respond))) = conn.accept().await {
                     stats.hit();
-                    if let Ok(mut body) = respond.send_response(http::Response::new(()), false) {
-                        let _ = body.send_data(Bytes::from_static(b"ok"), true);
-                    }
+                    answer_ok(&mut respond);
                 }
                 return;
             }

@@ -103,6 +103,21 @@ struct Passed {
     go_away_last: Option<u32>,
 }
 
+impl Passed {
+    /// Notes a GOAWAY naming `last`.
+    fn go_away(&mut self, last: u32) {
+        self.go_away_last = Some(self.go_away_last.map_or(last, |l| l.min(last)));
+    }
+
+    /// Adds what later bytes passed.
+    fn and(&mut self, later: Passed) {
+        self.frames_ended += later.frames_ended;
+        if let Some(last) = later.go_away_last {
+            self.go_away(last);
+        }
+    }
+}
+
 impl FrameCursor {
     fn read(&mut self, mut bytes: &[u8]) -> Passed {
         let mut passed = Passed::default();
@@ -125,9 +140,7 @@ impl FrameCursor {
                 *read += part;
                 if *read == 4 {
                     // The field's top bit is reserved (section 6.8).
-                    let last = u32::from_be_bytes(*field) & 0x7fff_ffff;
-                    let lowest = passed.go_away_last.map_or(last, |l| l.min(last));
-                    passed.go_away_last = Some(lowest);
+                    passed.go_away(u32::from_be_bytes(*field) & 0x7fff_ffff);
                     self.go_away = None;
                 }
             }
@@ -165,14 +178,20 @@ pub(crate) fn follow_in_pieces(data: &[u8]) {
     let Some((&piece, frames)) = data.split_first() else {
         return;
     };
+    let passed = read_in_pieces(frames, usize::from(piece).max(1));
+    // Each frame ends no sooner than its nine-byte header.
+    assert!(passed.frames_ended <= frames.len() / FRAME_HEADER);
+}
+
+/// What `bytes` pass when read in pieces of `piece` bytes.
+fn read_in_pieces(bytes: &[u8], piece: usize) -> Passed {
     let mut at = FrameCursor::default();
-    let mut ended = 0;
-    for chunk in frames.chunks(usize::from(piece).max(1)) {
-        ended += at.read(chunk).frames_ended;
+    let mut all = Passed::default();
+    for chunk in bytes.chunks(piece) {
+        all.and(at.read(chunk));
         assert!(at.header_read <= FRAME_HEADER);
     }
-    // Each frame ends no sooner than its nine-byte header.
-    assert!(ended <= frames.len() / FRAME_HEADER);
+    all
 }
 
 impl<S> FrameWatch<S> {
@@ -280,20 +299,6 @@ mod tests {
         frame.extend_from_slice(&stream.to_be_bytes());
         frame.extend(std::iter::repeat_n(b'x', len));
         frame
-    }
-
-    /// What `bytes` pass when read in pieces of `piece` bytes.
-    fn read_in_pieces(bytes: &[u8], piece: usize) -> Passed {
-        let mut at = FrameCursor::default();
-        let mut all = Passed::default();
-        for chunk in bytes.chunks(piece) {
-            let passed = at.read(chunk);
-            all.frames_ended += passed.frames_ended;
-            if let Some(last) = passed.go_away_last {
-                all.go_away_last = Some(all.go_away_last.map_or(last, |l| l.min(last)));
-            }
-        }
-        all
     }
 
     #[test]
