@@ -48,7 +48,8 @@ struct Args {
     /// `--upgrade`, `--upgrade-window DURATION`.
     #[command(flatten)]
     upgrade: UpgradeArgs,
-    /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_core=debug`.
+    /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_core=debug` (`trace` events
+    /// are compiled out of release builds).
     #[arg(long, default_value = "info", env = "RUST_LOG")]
     log: String,
 }
