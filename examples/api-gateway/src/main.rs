@@ -44,7 +44,8 @@ struct Args {
     /// `--upgrade`, `--upgrade-window DURATION`.
     #[command(flatten)]
     upgrade: UpgradeArgs,
-    /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_filters=debug`.
+    /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_filters=debug` (`trace` events
+    /// are compiled out of release builds).
     #[arg(long, default_value = "info", env = "RUST_LOG")]
     log: String,
 }

@@ -64,7 +64,8 @@ struct Args {
     /// `--upgrade`, `--upgrade-window DURATION`. HTTP/3 listeners go over too.
     #[command(flatten)]
     upgrade: UpgradeArgs,
-    /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_lb=debug`.
+    /// Log filter (`RUST_LOG` syntax), e.g. `info` or `proxy_lb=debug` (`trace` events
+    /// are compiled out of release builds).
     #[arg(long, default_value = "info", env = "RUST_LOG")]
     log: String,
 }
