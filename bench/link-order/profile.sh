@@ -6,9 +6,9 @@
 # scattered over the whole text maps most of it; packed, it maps a fraction.
 #
 # The run: the sidecar on bench/sidecar-bench.yaml under callgrind (which records
-# every function executed), start-up, HTTP/1.1 keep-alive (50 and 1,000 connections)
-# and close, h2c, an unknown
-# route, a malformed request, the admin-less shutdown on SIGTERM; nginx as upstream.
+# every function executed), start-up, `bench/representative-load.sh` (HTTP/1.1
+# keep-alive at 50 and 1,000 connections and close, h2c, an unknown route, a
+# malformed request), the admin-less shutdown on SIGTERM; nginx as upstream.
 #
 #   cargo build --release -p sidecar && bench/link-order/profile.sh target/release/sidecar
 #
@@ -29,29 +29,15 @@ TMP=$(mktemp -d)
 cleanup() { kill "$(cat "$TMP/nginx.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-mkdir -p "$TMP/up"
-cat >"$TMP/up/nginx.conf" <<CONF
-worker_processes 1; pid $TMP/nginx.pid; error_log $TMP/up/error.log;
-events { worker_connections 4096; }
-http { access_log off; default_type text/plain;
-  server { listen 127.0.0.1:18081; location / { return 200 "$(head -c 1024 /dev/zero | tr '\0' x)"; } } }
-CONF
-nginx -p "$TMP/up/" -c "$TMP/up/nginx.conf"
+# shellcheck source=../representative-load.sh
+. bench/representative-load.sh
+start_upstream "$TMP"
 
 valgrind --tool=callgrind --demangle=no --dump-instr=no --callgrind-out-file="$TMP/cg.out" \
   "$BIN" --config bench/sidecar-bench.yaml 2>"$TMP/vg.log" &
 PID=$!
-for _ in $(seq 1 600); do
-  curl -fs -o /dev/null http://127.0.0.1:18080/ && break
-  sleep 0.1
-done
-wrk -t1 -c50 -d5s http://127.0.0.1:18080/ >/dev/null
-# 1,000 connections: many timers in the runtime's wheel at once, pool growth.
-wrk -t1 -c1000 -d5s http://127.0.0.1:18080/ >/dev/null
-wrk -t1 -c5 -d2s -H 'Connection: close' http://127.0.0.1:18080/ >/dev/null
-h2load -c10 -m10 -n 5000 http://127.0.0.1:18080/ >/dev/null
-curl -s -o /dev/null http://127.0.0.1:18080/missing --data-binary 'body'
-timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/18080; printf "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n" >&3; cat <&3' >/dev/null 2>&1 || true
+wait_for_sidecar
+representative_load
 kill -TERM "$PID"
 wait "$PID" || true
 
