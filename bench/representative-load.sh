@@ -1,12 +1,20 @@
 # The representative run shared by the release-build scripts (`link-order/profile.sh`,
 # `pgo/build.sh`): what they learn from is what this sends. Sourced, not run.
 #
-# start_upstream DIR: an nginx upstream on 127.0.0.1:18081 answering 1 KiB (its pid in
-# DIR/nginx.pid), as `bench/sidecar-bench.yaml`'s cluster expects.
+# require TOOL...: exits naming the first tool missing.
+# start_upstream DIR / stop_upstream DIR: an nginx upstream on 127.0.0.1:18081
+# answering 1 KiB, as `bench/sidecar-bench.yaml`'s cluster expects.
 # representative_load: start-up is the caller's; then HTTP/1.1 keep-alive at 50 and
 # 1,000 connections (many timers at once, pool growth), `Connection: close`, h2c (10
 # connections x 10 streams), an unknown route with a body, a malformed request. Timed
 # rather than counted, so that each part keeps its share however fast the binary runs.
+
+require() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
+  done
+}
 
 start_upstream() {
   local dir=$1
@@ -18,6 +26,10 @@ http { access_log off; default_type text/plain;
   server { listen 127.0.0.1:18081; location / { return 200 "$(head -c 1024 /dev/zero | tr '\0' x)"; } } }
 CONF
   nginx -p "$dir/up/" -c "$dir/up/nginx.conf"
+}
+
+stop_upstream() {
+  kill "$(cat "$1/nginx.pid" 2>/dev/null)" 2>/dev/null || true
 }
 
 wait_for_sidecar() {

@@ -20,17 +20,15 @@
 # it before a release build that is measured or shipped, then build again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-BIN=${1:?usage: profile.sh path/to/sidecar}
-OUT=${OUT:-examples/sidecar/link-order.txt}
-for tool in valgrind nginx wrk h2load curl python3; do
-  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
-done
-TMP=$(mktemp -d)
-cleanup() { kill "$(cat "$TMP/nginx.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-
 # shellcheck source=../representative-load.sh
 . bench/representative-load.sh
+BIN=${1:?usage: profile.sh path/to/sidecar}
+OUT=${OUT:-examples/sidecar/link-order.txt}
+require valgrind nginx wrk h2load curl python3
+TMP=$(mktemp -d)
+cleanup() { stop_upstream "$TMP"; rm -rf "$TMP"; }
+trap cleanup EXIT
+
 start_upstream "$TMP"
 
 valgrind --tool=callgrind --demangle=no --dump-instr=no --callgrind-out-file="$TMP/cg.out" \

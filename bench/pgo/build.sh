@@ -15,18 +15,18 @@
 # again after a change to the code or the dependencies.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=../representative-load.sh
+. bench/representative-load.sh
 llvm=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 PROFDATA=${PROFDATA:-$(command -v "llvm-profdata-$llvm" || command -v llvm-profdata || true)}
 if [[ -z $PROFDATA ]] || ! "$PROFDATA" --version | grep -q "LLVM version $llvm\."; then
   echo "needs llvm-profdata for LLVM $llvm (rustc's): apt-get install llvm-$llvm, or set PROFDATA" >&2
   exit 1
 fi
-for tool in nginx wrk h2load curl; do
-  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
-done
+require nginx wrk h2load curl
 OUT=$PWD/target/pgo
 TMP=$(mktemp -d)
-cleanup() { kill "$(cat "$TMP/nginx.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$TMP"; }
+cleanup() { stop_upstream "$TMP"; rm -rf "$TMP"; }
 trap cleanup EXIT
 
 CARGO_TARGET_DIR=target/pgo-instrumented RUSTFLAGS="-Cprofile-generate=$TMP/counts" \
@@ -34,8 +34,6 @@ CARGO_TARGET_DIR=target/pgo-instrumented RUSTFLAGS="-Cprofile-generate=$TMP/coun
 # The build scripts ran instrumented too: only the sidecar's run is kept.
 rm -rf "$TMP/counts"
 
-# shellcheck source=../representative-load.sh
-. bench/representative-load.sh
 start_upstream "$TMP"
 target/pgo-instrumented/release/sidecar --config bench/sidecar-bench.yaml 2>"$TMP/run.log" &
 PID=$!
